@@ -1,0 +1,179 @@
+"""permessage-deflate (RFC 7692): negotiated parameters and one inflater per direction.
+
+How this works: the ``Sec-WebSocket-Extensions`` header of the server's 101 response says
+what was agreed (RFC 7692 §5). Each direction has its own compressor, so we keep one raw
+inflate context per direction (``zlib.decompressobj(-window_bits)``). A compressed message
+is the concatenation of its frames' payloads; the sender removed the trailing
+``00 00 ff ff`` of its sync flush, so we append it back before inflating (§7.2.2). With
+``*_no_context_takeover`` the sender starts each message with an empty window, and so does
+our inflater; otherwise the context carries over from message to message.
+
+Output is bounded: ``decompress`` is called with ``max_length`` in a loop and stops once
+the caller's cap is passed, so a deflate bomb never allocates more than the cap plus one
+chunk (``INFLATE_CHUNK``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from .events import Direction
+
+# ---- RFC 7692 §7: the "permessage-deflate" extension --------------------------------
+EXTENSION_NAME = "permessage-deflate"
+# §7.1.2: window bits are 8..15; 15 when absent.
+MIN_WINDOW_BITS = 8
+MAX_WINDOW_BITS = 15
+# §7.2.2: "Remove 4 octets (that are 0x00 0x00 0xff 0xff) from the tail end" (sender);
+# the receiver appends them back.
+SYNC_FLUSH_TAIL = b"\x00\x00\xff\xff"
+# zlib cannot inflate a raw stream with an 8-bit window (its deflater silently uses 9),
+# so the inflater never goes below this.
+_ZLIB_MIN_RAW_WBITS = 9
+# Size of one bounded ``decompress`` step: the most a bomb can allocate past the cap.
+INFLATE_CHUNK = 256 << 10
+
+InflateStatus = Literal["ok", "failed", "bomb"]
+
+
+def parse_extensions(header: str | None) -> list[tuple[str, dict[str, str | None]]]:
+    """Split a ``Sec-WebSocket-Extensions`` value into ``[(name, {param: value})]``.
+
+    RFC 6455 §9.1: ``extension-list = 1#extension; extension = token *( ";" param )``;
+    a param value may be a quoted string. Names and param names are case-insensitive.
+    """
+    out: list[tuple[str, dict[str, str | None]]] = []
+    if not header:
+        return out
+    for ext in header.split(","):
+        parts = [p.strip() for p in ext.split(";")]
+        if not parts[0]:
+            continue
+        params: dict[str, str | None] = {}
+        for p in parts[1:]:
+            if not p:
+                continue
+            name, eq, value = p.partition("=")
+            v = value.strip().strip('"') if eq else None
+            params[name.strip().lower()] = v
+        out.append((parts[0].lower(), params))
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerMessageDeflateParams:
+    """The agreed permessage-deflate parameters (RFC 7692 §7.1), from the server response."""
+
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+    server_max_window_bits: int = MAX_WINDOW_BITS
+    client_max_window_bits: int = MAX_WINDOW_BITS
+
+    @classmethod
+    def from_header(cls, header: str | None) -> PerMessageDeflateParams | None:
+        """The first ``permessage-deflate`` offer in ``header``, or None if there is none.
+
+        Bad window-bits values fall back to 15, which inflates anything a smaller window
+        produced; a passive observer should decode what it can rather than refuse.
+        """
+        for name, params in parse_extensions(header):
+            if name != EXTENSION_NAME:
+                continue
+            return cls(
+                server_no_context_takeover="server_no_context_takeover" in params,
+                client_no_context_takeover="client_no_context_takeover" in params,
+                server_max_window_bits=_window_bits(params.get("server_max_window_bits")),
+                client_max_window_bits=_window_bits(params.get("client_max_window_bits")),
+            )
+        return None
+
+    def for_direction(self, direction: Direction) -> tuple[int, bool]:
+        """``(window_bits, no_context_takeover)`` of the sender of ``direction``.
+
+        ``out`` is client to server, so it uses the ``client_*`` parameters.
+        """
+        if direction == "out":
+            return self.client_max_window_bits, self.client_no_context_takeover
+        return self.server_max_window_bits, self.server_no_context_takeover
+
+    def as_dict(self) -> dict[str, int | bool]:
+        """Plain dict for event fields and tables."""
+        return {
+            "server_no_context_takeover": self.server_no_context_takeover,
+            "client_no_context_takeover": self.client_no_context_takeover,
+            "server_max_window_bits": self.server_max_window_bits,
+            "client_max_window_bits": self.client_max_window_bits,
+        }
+
+
+def _window_bits(value: str | None) -> int:
+    # §7.1.2.1/§7.1.2.2: absent or valueless (client offer) means 15
+    if value is None or not value.isdigit():
+        return MAX_WINDOW_BITS
+    bits = int(value)
+    return bits if MIN_WINDOW_BITS <= bits <= MAX_WINDOW_BITS else MAX_WINDOW_BITS
+
+
+class MessageInflater:
+    """Raw-inflate context of one direction; ``inflate`` takes one whole message."""
+
+    __slots__ = ("_ctx", "no_context_takeover", "window_bits")
+
+    def __init__(self, window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool = False):
+        self.window_bits = max(window_bits, _ZLIB_MIN_RAW_WBITS)
+        self.no_context_takeover = no_context_takeover
+        self._ctx = zlib.decompressobj(-self.window_bits)
+
+    def reset(self) -> None:
+        """Start over with an empty window (after an error, or per message)."""
+        self._ctx = zlib.decompressobj(-self.window_bits)
+
+    def inflate(self, compressed: bytes, max_length: int) -> tuple[bytes, InflateStatus]:
+        """Inflate one message's payload; at most ``max_length`` bytes come back.
+
+        Returns ``(payload, status)``: ``ok``; ``failed`` (corrupt data; payload is what
+        came out before the error; the context is reset); ``bomb`` (more than
+        ``max_length`` would come out: payload holds the first ``max_length`` bytes,
+        inflating stopped, and the context is reset since its window is now unknown).
+        """
+        if self.no_context_takeover:
+            self.reset()
+        out: list[bytes] = []
+        total = 0
+        data = compressed + SYNC_FLUSH_TAIL
+        try:
+            while True:
+                # ask one byte more than the cap allows, so "exactly max_length" is ok
+                step = min(INFLATE_CHUNK, max_length + 1 - total)
+                chunk = self._ctx.decompress(data, step)
+                out.append(chunk)
+                total += len(chunk)
+                data = self._ctx.unconsumed_tail
+                if total > max_length:
+                    self.reset()
+                    return b"".join(out)[:max_length], "bomb"
+                if self._ctx.eof:
+                    # §7.2.3.4: a sender may flush with a BFINAL=1 block. zlib stops
+                    # there; bytes after it (another block, padding, our appended tail)
+                    # start a new raw stream whose window is what came out so far.
+                    data = self._ctx.unused_data + data
+                    self._restart_after_final(b"".join(out))
+                    if not data:
+                        return b"".join(out), "ok"
+                    continue
+                # a full chunk may leave output pending inside zlib even with no input left
+                if not data and len(chunk) < step:
+                    return b"".join(out), "ok"
+        except zlib.error:
+            self.reset()
+            return b"".join(out), "failed"
+
+    def _restart_after_final(self, produced: bytes) -> None:
+        # Only this message's output is known as history; a later message reaching
+        # further back than that (legal, rare) fails with "failed".
+        window = produced[-(1 << self.window_bits) :]
+        self._ctx = zlib.decompressobj(-self.window_bits, zdict=window) if window else (
+            zlib.decompressobj(-self.window_bits)
+        )

@@ -1,0 +1,65 @@
+"""Events shared by every session parser, and the stream-parser protocol.
+
+How this works: after TCP reassembly, each connection's two byte streams are
+handed to a per-connection *session* parser in pieces. A piece is a run of
+contiguous stream bytes that share times:
+
+- ``ts_first``: capture time (ns) of the packet that first carried these bytes;
+- ``ts_last``: when these bytes became available in order (for ``out`` the first
+  transmission; for ``in`` the time every earlier byte had also arrived).
+
+A message made of several pieces takes ``ts_first`` of the piece holding its first
+byte and ``ts_last`` of the piece holding its last byte. A parser that produces
+plaintext for another parser (TLS) hands it on as pieces with the enclosing
+record's times, so the same rule composes through layers.
+
+Every event is a frozen, slotted, keyword-only dataclass (STYLE.md rule 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Direction = Literal["out", "in"]
+"""``out`` = client (us, the SYN sender) to server (exchange); ``in`` = back."""
+
+OUT: Direction = "out"
+IN: Direction = "in"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Anomaly:
+    """A decode problem (Zeek's "weird"): one row of the ``anomalies`` table."""
+
+    ts: int
+    flow_id: int
+    direction: Direction | None
+    layer: str
+    code: str
+    detail: str = ""
+    stream_offset: int | None = None
+
+
+class Event(Protocol):
+    """Anything a session parser returns; each concrete type feeds one table."""
+
+
+class SessionParser(Protocol):
+    """The sans-IO shape of every per-connection application parser.
+
+    ``feed`` takes the next in-order piece of one direction's stream;
+    ``gap`` says ``length`` bytes of that direction were never captured (the
+    parser must resynchronise or stop, recording an ``Anomaly``);
+    ``finish`` flushes at the end of the connection or capture.
+    All return a list of events (possibly empty); none raise on bad traffic.
+    """
+
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+        ...
+
+    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+        ...
+
+    def finish(self, ts: int) -> list[object]:
+        ...

@@ -1,0 +1,554 @@
+"""FIX tag=value session parser (FIX 4.x and FIXT.1.1 / FIX 5.0), sans-IO.
+
+How this works: each direction of a connection keeps one byte buffer. A message
+is framed from its first three fields alone (FIX spec, "Message Format"):
+
+    8=BeginString<SOH>9=BodyLength<SOH> ...body... 10=CheckSum<SOH>
+
+BodyLength counts the bytes after the ``9=`` field's SOH up to and including the
+SOH just before ``10=``; CheckSum is the sum of every byte before ``10=`` modulo
+256, written as three digits. So once ``8=`` and ``9=`` are read, the parser knows
+where the trailer must be and waits for exactly that many bytes, whatever the
+segmentation: several messages per piece and one message across many pieces
+come out the same.
+
+When the buffer does not hold a message start (a capture that begins
+mid-connection, bytes after a capture gap, garbage between messages), the parser
+*hunts* for the next ``8=FIX`` and records one ``Anomaly`` for the skipped run.
+When BodyLength does not land on ``10=``, the message is salvaged if a real
+``<SOH>10=ddd<SOH>`` trailer sits before the next ``8=FIX`` (anomaly
+``bad_body_length``, message kept), otherwise it is skipped by hunting.
+
+Times: per direction, a deque of ``(end_offset, ts_first, ts_last)`` of the
+pieces not yet consumed; a message takes ``ts_first`` from the piece holding its
+first byte and ``ts_last`` from the piece holding its last byte (events.py).
+
+Fields are split with ``bytes.split(SOH)``, no regex per field. Length-prefixed
+data fields (RawData 96 etc.) may hold SOH; a message that needs them is re-read
+field by field, honouring the declared lengths.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .events import Anomaly, Direction
+
+__all__ = ["DATA_FIELDS", "LAYER", "FixMessage", "FixSession"]
+
+LAYER = "fix"
+
+# --- Framing constants (FIX spec, "Message Format" / "CheckSum calculation") ---
+SOH = 0x01
+BEGIN_PREFIX = b"8=FIX"
+"""Every FIX 4.x BeginString and FIXT.1.1 starts like this; what hunting looks for."""
+TRAILER_LEN = 7
+"""``10=ddd<SOH>``: CheckSum is always three digits."""
+MAX_BEGIN_STRING_FIELD = 32
+"""Cap on ``8=...<SOH>``: the longest real BeginString is ``FIXT.1.1`` (8 chars)."""
+MAX_BODY_LENGTH_DIGITS = 10
+"""Cap on the digits of ``9=``: anything longer is not a length but garbage."""
+DEFAULT_MAX_MESSAGE = 1 << 20
+"""Default cap (bytes) on one message, and so on each direction's buffer."""
+
+# Length-prefixed data fields: length tag -> data tag (FIX 4.4 / 5.0 data types
+# "Length" + "data"). Their values may contain SOH, so their length governs.
+DATA_FIELDS: dict[int, int] = {
+    90: 91,  # SecureDataLen -> SecureData
+    93: 89,  # SignatureLength -> Signature
+    95: 96,  # RawDataLength -> RawData
+    212: 213,  # XmlDataLen -> XmlData
+    348: 349,  # EncodedIssuerLen
+    350: 351,  # EncodedSecurityDescLen
+    352: 353,  # EncodedListExecInstLen
+    354: 355,  # EncodedTextLen
+    356: 357,  # EncodedSubjectLen
+    358: 359,  # EncodedHeadlineLen
+    360: 361,  # EncodedAllocTextLen
+    362: 363,  # EncodedUnderlyingIssuerLen
+    364: 365,  # EncodedUnderlyingSecurityDescLen
+    445: 446,  # EncodedListStatusTextLen
+    618: 619,  # EncodedLegIssuerLen
+    621: 622,  # EncodedLegSecurityDescLen
+    1401: 1402,  # EncryptedPasswordLen -> EncryptedPassword
+    1403: 1404,  # EncryptedNewPasswordLen -> EncryptedNewPassword
+}
+_DATA_LENGTH_TAGS = frozenset(DATA_FIELDS)
+
+# --- Tags surfaced as event attributes (FIX 4.4 field dictionary) ---
+TAG_BEGIN_STRING = 8
+TAG_BODY_LENGTH = 9
+TAG_CHECKSUM = 10
+TAG_CL_ORD_ID = 11
+TAG_MSG_SEQ_NUM = 34
+TAG_MSG_TYPE = 35
+TAG_ORDER_ID = 37
+TAG_ORD_STATUS = 39
+TAG_ORIG_CL_ORD_ID = 41
+TAG_POSS_DUP_FLAG = 43
+TAG_SENDER_COMP_ID = 49
+TAG_SENDING_TIME = 52
+TAG_TARGET_COMP_ID = 56
+TAG_TEXT = 58
+TAG_EXEC_TYPE = 150
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FixMessage:
+    """One FIX message: one row of the ``fix_messages`` table.
+
+    Named attributes take the *first* occurrence of their tag (the header's, not
+    a repeating group's). ``fields`` keeps every field in wire order, including
+    8, 9 and 10, with repeating groups as they came.
+    """
+
+    ts_first: int
+    ts_last: int
+    flow_id: int
+    direction: Direction
+    stream_offset: int
+    begin_string: str
+    body_length: int
+    """BodyLength (9) as declared, even when it was wrong (see ``bad_body_length``)."""
+    msg_type: str | None
+    msg_seq_num: int | None
+    sender_comp_id: str | None
+    target_comp_id: str | None
+    sending_time: str | None
+    """SendingTime (52) as sent (``YYYYMMDD-HH:MM:SS[.sss...]``, UTC)."""
+    cl_ord_id: str | None
+    orig_cl_ord_id: str | None
+    order_id: str | None
+    exec_type: str | None
+    ord_status: str | None
+    text: str | None
+    poss_dup: bool
+    checksum_ok: bool
+    fields: list[tuple[int, str]] = field(default_factory=list)
+    raw_length: int = 0
+    """Bytes on the wire, ``8=`` through the trailer's SOH."""
+
+
+# --- Framing outcomes --------------------------------------------------------
+_NEED_MORE = "need_more"
+_GARBAGE = "garbage"  # no message start here
+_BAD_HEADER = "bad_header"  # 8=FIX but no well-formed 9=
+_OK = "ok"
+_SALVAGED = "salvaged"  # BodyLength wrong, real trailer found
+_BAD_BODY_LENGTH = "bad_body_length"  # BodyLength wrong, nothing to salvage
+_TOO_LARGE = "message_too_large"
+_TRUNCATED = "truncated_message"  # the capture ended inside the message
+
+
+@dataclass(slots=True)
+class _Frame:
+    """Result of trying to frame a message at buffer position ``start``."""
+
+    outcome: str
+    start: int = 0
+    trailer: int = 0  # position of "10=" (relative to the buffer)
+    end: int = 0  # one past the trailer's SOH
+    body_length: int = 0
+    body_start: int = 0  # first byte after the 9= field's SOH
+
+
+@dataclass(slots=True)
+class _Stream:
+    """One direction's buffer, times and resync state."""
+
+    buf: bytearray = field(default_factory=bytearray)
+    base: int = 0  # stream offset of buf[0]
+    times: deque[tuple[int, int, int]] = field(default_factory=deque)
+    seen_message: bool = False
+    hunting: str | None = None  # anomaly code of the current skip run
+    hunt_start: int = 0  # stream offset where the skip run began
+    hunt_ts: int | None = None
+
+
+class FixSession:
+    """Per-connection FIX parser with the ``SessionParser`` shape (events.py).
+
+    ``max_message`` caps one message's size and so each direction's buffer
+    (a message start that does not complete within it is skipped with
+    ``message_too_large``).
+    """
+
+    def __init__(self, flow_id: int, *, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self.flow_id = flow_id
+        self.max_message = max_message
+        self._streams: dict[Direction, _Stream] = {"out": _Stream(), "in": _Stream()}
+
+    # --- SessionParser API ---------------------------------------------------
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+        """Take the next in-order piece of ``direction``; return finished messages."""
+        if not data:
+            return []
+        st = self._streams[direction]
+        st.times.append((st.base + len(st.buf) + len(data), ts_first, ts_last))
+        if st.hunting is not None and st.hunt_ts is None:
+            st.hunt_ts = ts_first
+        if st.buf:
+            st.buf += data
+            return self._drain(st, direction, st.buf, final=False)
+        return self._drain(st, direction, data, final=False)
+
+    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+        """``length`` bytes of ``direction`` were never captured: drop, then hunt."""
+        st = self._streams[direction]
+        events: list[object] = []
+        end = st.base + len(st.buf)
+        if st.hunting is not None:
+            events.extend(self._end_hunt(st, direction, end, ts))
+        detail = f"{length} bytes missing"
+        if st.buf:
+            detail += f"; dropped {len(st.buf)} buffered bytes of an unfinished message"
+        events.append(self._anomaly(direction, "stream_gap", ts, detail, end))
+        st.buf = bytearray()
+        st.times.clear()
+        st.base = end + length
+        self._start_hunt(st, "gap_resync", st.base, None)
+        return events
+
+    def finish(self, ts: int) -> list[object]:
+        """Flush both directions at the end of the connection or capture."""
+        events: list[object] = []
+        for direction, st in self._streams.items():
+            if st.buf:
+                events.extend(self._drain(st, direction, st.buf, final=True))
+            # A final drain consumes everything: what did not frame is in a skip run.
+            end = st.base + len(st.buf)
+            if st.hunting is not None:
+                events.extend(self._end_hunt(st, direction, end, ts))
+            st.base = end
+            st.buf = bytearray()
+            st.times.clear()
+        return events
+
+    # --- Buffer walk ---------------------------------------------------------
+    def _drain(
+        self, st: _Stream, direction: Direction, work: bytes | bytearray, *, final: bool
+    ) -> list[object]:
+        """Frame every complete message in ``work``; keep the rest in ``st.buf``."""
+        events: list[object] = []
+        pos = 0
+        while pos < len(work):
+            if st.hunting is not None:
+                found = work.find(BEGIN_PREFIX, pos)
+                if found < 0:
+                    # Keep a tail that may be the start of a split "8=FIX".
+                    keep = 0 if final else len(BEGIN_PREFIX) - 1
+                    pos = max(pos, len(work) - keep)
+                    break
+                events.extend(self._end_hunt(st, direction, st.base + found))
+                pos = found
+            frame = self._frame(work, pos, final)
+            if frame.outcome == _NEED_MORE:
+                break
+            pos = self._consume(st, direction, work, frame, events)
+        self._compact(st, work, pos)
+        return events
+
+    def _consume(
+        self,
+        st: _Stream,
+        direction: Direction,
+        work: bytes | bytearray,
+        frame: _Frame,
+        events: list[object],
+    ) -> int:
+        """Act on one framing outcome; return the buffer position to go on from."""
+        start = frame.start
+        if frame.outcome in (_OK, _SALVAGED):
+            if frame.outcome == _SALVAGED:
+                actual = frame.trailer - frame.body_start
+                events.append(
+                    self._anomaly(
+                        direction, "bad_body_length", self._ts_at(st, st.base + start),
+                        f"BodyLength says {frame.body_length}; the trailer is at {actual}",
+                        st.base + start,
+                    )
+                )
+            events.extend(self._message(st, direction, work, frame))
+            st.seen_message = True
+            self._trim_times(st, st.base + frame.end)
+            return frame.end
+        if frame.outcome == _GARBAGE:
+            code = "garbage_skipped"
+            if not st.seen_message and st.base + start == 0:
+                code = "midstream_resync"
+        else:  # _BAD_HEADER, _BAD_BODY_LENGTH, _TOO_LARGE, _TRUNCATED: skip this 8=FIX
+            code = frame.outcome
+        self._start_hunt(st, code, st.base + start, self._ts_at(st, st.base + start))
+        # Hunting resumes one byte on, so this very "8=FIX" is not found again.
+        return start + 1 if frame.outcome != _GARBAGE else start
+
+    def _compact(self, st: _Stream, work: bytes | bytearray, pos: int) -> None:
+        """Drop consumed bytes; ``work`` is either ``st.buf`` or a fresh piece."""
+        if work is st.buf:
+            del st.buf[:pos]
+        else:
+            st.buf = bytearray(work[pos:])
+        st.base += pos
+        if st.hunting is not None:
+            self._trim_times(st, st.base)
+
+    # --- Framing -------------------------------------------------------------
+    def _frame(self, work: bytes | bytearray, p: int, final: bool) -> _Frame:
+        """Try to frame one message starting at ``work[p]``."""
+        avail = len(work) - p
+        if avail < len(BEGIN_PREFIX):
+            if not final and BEGIN_PREFIX.startswith(work[p:]):
+                return _Frame(_NEED_MORE)
+            return _Frame(_GARBAGE, p)
+        if not work.startswith(BEGIN_PREFIX, p):
+            return _Frame(_GARBAGE, p)
+        soh1 = work.find(b"\x01", p, p + MAX_BEGIN_STRING_FIELD)
+        if soh1 < 0:
+            return self._wait_or(_BAD_HEADER, p, avail < MAX_BEGIN_STRING_FIELD and not final)
+        if len(work) < soh1 + 3:
+            return self._wait_or(_BAD_HEADER, p, not final)
+        if work[soh1 + 1 : soh1 + 3] != b"9=":
+            return _Frame(_BAD_HEADER, p)
+        digits_end = soh1 + 3 + MAX_BODY_LENGTH_DIGITS + 1
+        soh2 = work.find(b"\x01", soh1 + 3, digits_end)
+        if soh2 < 0:
+            return self._wait_or(_BAD_HEADER, p, len(work) < digits_end and not final)
+        digits = work[soh1 + 3 : soh2]
+        if not digits or not digits.isdigit():
+            return _Frame(_BAD_HEADER, p)
+        body_length = int(digits)
+        trailer = soh2 + 1 + body_length
+        end = trailer + TRAILER_LEN
+        if end - p > self.max_message:
+            return self._salvage(work, p, soh2, body_length, final, short=False)
+        if len(work) < end:
+            if not final:
+                return _Frame(_NEED_MORE)
+            return self._salvage(work, p, soh2, body_length, final, short=True)
+        if _is_trailer(work, trailer):
+            return _Frame(_OK, p, trailer, end, body_length, soh2 + 1)
+        return self._salvage(work, p, soh2, body_length, final, short=False)
+
+    @staticmethod
+    def _wait_or(outcome: str, p: int, can_wait: bool) -> _Frame:
+        return _Frame(_NEED_MORE) if can_wait else _Frame(outcome, p)
+
+    def _salvage(
+        self,
+        work: bytes | bytearray,
+        p: int,
+        soh2: int,
+        body_length: int,
+        final: bool,
+        *,
+        short: bool,
+    ) -> _Frame:
+        """BodyLength missed the trailer: look for the real one before the next 8=FIX.
+
+        ``short``: the stream ended before BodyLength's end; with no trailer found
+        that is a truncated message, not a lying BodyLength.
+        """
+        nxt = work.find(BEGIN_PREFIX, soh2)
+        limit = len(work) if nxt < 0 else nxt
+        t = work.find(b"\x0110=", soh2, limit)
+        while t >= 0:
+            if t + 1 + TRAILER_LEN <= limit and _is_trailer(work, t + 1):
+                end = t + 1 + TRAILER_LEN
+                return _Frame(_SALVAGED, p, t + 1, end, body_length, soh2 + 1)
+            t = work.find(b"\x0110=", t + 1, limit)
+        if nxt < 0 and not final and len(work) - p < self.max_message:
+            return _Frame(_NEED_MORE)
+        if nxt < 0 and len(work) - p >= self.max_message:
+            return _Frame(_TOO_LARGE, p)
+        return _Frame(_TRUNCATED if short and nxt < 0 else _BAD_BODY_LENGTH, p)
+
+    # --- Events --------------------------------------------------------------
+    def _message(
+        self, st: _Stream, direction: Direction, work: bytes | bytearray, frame: _Frame
+    ) -> list[object]:
+        """Build the ``FixMessage`` (and a ``bad_checksum`` anomaly if it fails)."""
+        raw = bytes(work[frame.start : frame.end])
+        offset = st.base + frame.start
+        head = frame.trailer - frame.start
+        checksum_ok = (sum(raw[:head]) & 0xFF) == int(raw[head + 3 : head + 6])
+        fields, bad_fields = _split_fields(raw)
+        ts_first, _ = self._times_of(st, offset)
+        _, ts_last = self._times_of(st, offset + len(raw) - 1)
+        named = dict(reversed(fields))  # first occurrence of each tag wins
+        seq = named.get(TAG_MSG_SEQ_NUM)
+        msg = FixMessage(
+            ts_first=ts_first,
+            ts_last=ts_last,
+            flow_id=self.flow_id,
+            direction=direction,
+            stream_offset=offset,
+            begin_string=named.get(TAG_BEGIN_STRING, ""),
+            body_length=frame.body_length,
+            msg_type=named.get(TAG_MSG_TYPE),
+            msg_seq_num=int(seq) if seq is not None and seq.isascii() and seq.isdigit() else None,
+            sender_comp_id=named.get(TAG_SENDER_COMP_ID),
+            target_comp_id=named.get(TAG_TARGET_COMP_ID),
+            sending_time=named.get(TAG_SENDING_TIME),
+            cl_ord_id=named.get(TAG_CL_ORD_ID),
+            orig_cl_ord_id=named.get(TAG_ORIG_CL_ORD_ID),
+            order_id=named.get(TAG_ORDER_ID),
+            exec_type=named.get(TAG_EXEC_TYPE),
+            ord_status=named.get(TAG_ORD_STATUS),
+            text=named.get(TAG_TEXT),
+            poss_dup=named.get(TAG_POSS_DUP_FLAG) == "Y",
+            checksum_ok=checksum_ok,
+            fields=fields,
+            raw_length=len(raw),
+        )
+        events: list[object] = []
+        if not checksum_ok:
+            events.append(
+                self._anomaly(
+                    direction, "bad_checksum", ts_first,
+                    f"CheckSum says {raw[head + 3 : head + 6].decode()}, "
+                    f"bytes sum to {sum(raw[:head]) & 0xFF:03d}",
+                    offset,
+                )
+            )
+        if bad_fields:
+            events.append(
+                self._anomaly(
+                    direction, "bad_field", ts_first,
+                    f"{bad_fields} field(s) without a numeric tag=value form", offset,
+                )
+            )
+        events.append(msg)
+        return events
+
+    def _anomaly(
+        self, direction: Direction, code: str, ts: int, detail: str, offset: int | None
+    ) -> Anomaly:
+        return Anomaly(
+            ts=ts, flow_id=self.flow_id, direction=direction, layer=LAYER, code=code,
+            detail=detail, stream_offset=offset,
+        )
+
+    # --- Resync --------------------------------------------------------------
+    @staticmethod
+    def _start_hunt(st: _Stream, code: str, offset: int, ts: int | None) -> None:
+        st.hunting = code
+        st.hunt_start = offset
+        st.hunt_ts = ts
+
+    def _end_hunt(
+        self, st: _Stream, direction: Direction, offset: int, default_ts: int = 0
+    ) -> list[Anomaly]:
+        """Close the skip run at stream ``offset``; one anomaly if bytes were skipped."""
+        code, start, ts = st.hunting, st.hunt_start, st.hunt_ts
+        st.hunting = None
+        st.hunt_ts = None
+        if code is None or offset <= start:
+            return []
+        detail = f"skipped {offset - start} bytes"
+        return [self._anomaly(direction, code, default_ts if ts is None else ts, detail, start)]
+
+    # --- Times ---------------------------------------------------------------
+    @staticmethod
+    def _times_of(st: _Stream, offset: int) -> tuple[int, int]:
+        """(ts_first, ts_last) of the piece holding stream byte ``offset``."""
+        for end, ts_first, ts_last in st.times:
+            if end > offset:
+                return ts_first, ts_last
+        if st.times:
+            return st.times[-1][1], st.times[-1][2]
+        return 0, 0
+
+    def _ts_at(self, st: _Stream, offset: int, default: int = 0) -> int:
+        if not st.times:
+            return default
+        return self._times_of(st, offset)[0]
+
+    @staticmethod
+    def _trim_times(st: _Stream, consumed: int) -> None:
+        """Forget pieces whose bytes all lie before stream offset ``consumed``."""
+        times = st.times
+        while times and times[0][0] <= consumed:
+            times.popleft()
+
+
+def _is_trailer(work: bytes | bytearray, t: int) -> bool:
+    """``work[t:]`` starts with ``10=ddd<SOH>`` right after an SOH."""
+    return (
+        work[t - 1] == SOH
+        and work.startswith(b"10=", t)
+        and work[t + 3 : t + 6].isdigit()
+        and work[t + 6] == SOH
+    )
+
+
+def _split_fields(raw: bytes) -> tuple[list[tuple[int, str]], int]:
+    """Split a framed message into ``(tag, value)`` pairs; count malformed fields.
+
+    Fast path, all in C-level loops: in a pure-ASCII message where no value holds
+    "=", turning every "=" into SOH and splitting once alternates tags and values.
+    Anything else (non-ASCII, "=" inside a value, a field without a numeric tag, a
+    data field such as RawData that holds an SOH) goes the slow way, field by field.
+    """
+    try:
+        text = raw.decode("ascii")[:-1]
+    except UnicodeDecodeError:
+        return _split_fields_slow(raw)
+    parts = text.replace("=", "\x01").split("\x01")
+    if len(parts) != 2 * (text.count("\x01") + 1):
+        return _split_fields_slow(raw)
+    tags = parts[0::2]
+    # isdigit() on the joined tags rejects "+1", " 1", "1_0" that int() would take.
+    if "" in tags or not "".join(tags).isdigit():
+        return _split_fields_slow(raw)
+    ints = list(map(int, tags))
+    fields = list(zip(ints, parts[1::2], strict=True))
+    if not _DATA_LENGTH_TAGS.isdisjoint(ints) and not _data_fields_whole(fields):
+        return _split_fields_slow(raw)
+    return fields, 0
+
+
+def _data_fields_whole(fields: list[tuple[int, str]]) -> bool:
+    """Does every data field (RawData...) have exactly its declared length?"""
+    want: dict[int, int] = {}
+    for tag, value in fields:
+        if tag in DATA_FIELDS and value.isdigit():
+            want[DATA_FIELDS[tag]] = int(value)
+        elif tag in want and len(value) != want.pop(tag):
+            return False
+    return True
+
+
+def _split_fields_slow(raw: bytes) -> tuple[list[tuple[int, str]], int]:
+    """Field-by-field split honouring data-field lengths; values decoded as UTF-8
+    where valid, else Latin-1 (FIX leaves non-ASCII encodings to MessageEncoding 347)."""
+    fields: list[tuple[int, str]] = []
+    bad = 0
+    data_len: dict[int, int] = {}
+    pos, n = 0, len(raw)
+    while pos < n:
+        eq = raw.find(b"=", pos)
+        soh = raw.find(b"\x01", pos)
+        if soh < 0:
+            soh = n
+        if eq < 0 or eq > soh or not raw[pos:eq].isdigit():
+            bad += 1
+            pos = soh + 1
+            continue
+        tag = int(raw[pos:eq])
+        want = data_len.pop(tag, None)
+        if want is not None and eq + 1 + want < n and raw[eq + 1 + want] == SOH:
+            soh = eq + 1 + want
+        value = _decode(raw[eq + 1 : soh])
+        if tag in DATA_FIELDS and value.isdigit():
+            data_len[DATA_FIELDS[tag]] = int(value)
+        fields.append((tag, value))
+        pos = soh + 1
+    return fields, bad
+
+
+def _decode(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")

@@ -1,0 +1,648 @@
+"""HTTP/1.1 (RFC 9112) session parser, with the switch to WebSocket (RFC 6455 §4).
+
+How this works: one ``HttpSession`` per connection sees both directions, because the
+framing of a response depends on its request (HEAD, CONNECT) and a ``101`` response
+changes the protocol of both directions. Each direction is a small state machine whose
+handlers are looked up in ``_HANDLERS`` by state; a handler consumes what it can from
+the direction's ``PieceBuffer`` and returns False when it needs more bytes. The body is
+streamed: its bytes are counted as they pass and kept only up to ``max_body``, so a
+large download costs no more memory than the cap; content codings are removed once the
+message is complete (``http_body``).
+
+Responses answer requests in order (RFC 9112 §9.3.2, pipelining), so the n-th final
+response answers request n; interim 1xx responses do not use a request up.
+
+Times: ``ts_first`` is the time of the start line's first byte, ``header_ts_last`` the
+time of the blank line ending the header section, ``ts_last`` of the body's last byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from .deflate import PerMessageDeflateParams
+from .events import Anomaly, Direction
+from .http_body import decode_content
+from .http_syntax import (
+    CHUNK_SIZE,
+    H2_PREFACE_LINE,
+    HEAD_END,
+    REQUEST_LINE,
+    STATUS_LINE,
+    Headers,
+    parse_fields,
+    plausible_head,
+)
+from .piecebuf import PieceBuffer
+from .websocket import WebSocketSession
+
+LAYER = "http"
+
+
+# Size caps (beyond ``max_header`` / ``max_body`` given to the session):
+MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions; longer means garbage
+MAX_EARLY_DATA = 1 << 20  # client bytes held after an upgrade request until its response
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpMessage:
+    """One request or response: one row of ``http_messages``.
+
+    ``body`` has transfer and content codings removed and is at most ``max_body`` bytes
+    (``body_truncated``); ``body_decoded`` is False when a content coding could not be
+    removed (``body`` is then the coded bytes, and an anomaly says why).
+    ``body_length`` counts the message-body bytes on the wire (chunk framing and
+    trailers included). ``request_index`` is the 0-based request on this connection;
+    for a response, the request it answers.
+    """
+
+    ts_first: int
+    ts_last: int
+    flow_id: int
+    direction: Direction
+    stream_offset: int
+    kind: str  # "request" | "response"
+    method: str | None
+    path: str | None
+    version: str
+    status: int | None
+    reason: str | None
+    headers: Headers
+    body: bytes
+    body_length: int
+    content_encoding: str | None
+    request_index: int
+    header_ts_last: int
+    body_truncated: bool = False
+    body_decoded: bool = True
+    chunked: bool = False
+    trailers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSocketHandshake:
+    """A completed ``101`` switch to WebSocket; times are those of the 101 response."""
+
+    ts_first: int
+    ts_last: int
+    flow_id: int
+    direction: Direction
+    stream_offset: int
+    request_index: int
+    path: str | None
+    host: str | None
+    subprotocol: str | None
+    extensions: str | None
+    permessage_deflate: dict[str, int | bool] | None
+
+
+class State(Enum):
+    """Where one direction's parser stands."""
+
+    HEAD = auto()  # expecting a start line and header section
+    BODY_LENGTH = auto()  # Content-Length body, ``remaining`` bytes to go
+    CHUNK_SIZE = auto()  # expecting a chunk-size line
+    CHUNK_DATA = auto()  # inside chunk-data, ``remaining`` bytes to go
+    CHUNK_DATA_END = auto()  # expecting the CRLF after chunk-data
+    TRAILERS = auto()  # expecting the trailer section after the last chunk
+    BODY_UNTIL_CLOSE = auto()  # response body delimited by the end of the connection
+    AWAIT_UPGRADE = auto()  # client sent Upgrade/CONNECT; hold bytes until the answer
+    WEBSOCKET = auto()  # bytes belong to the WebSocket parser
+    TUNNEL = auto()  # another protocol (CONNECT tunnel, non-WebSocket upgrade): ignored
+    STOPPED = auto()  # malformed input: nothing more is parsed
+
+
+@dataclass(slots=True, kw_only=True)
+class _Message:
+    """A message being read: its head is known, its body is being collected."""
+
+    kind: str
+    stream_offset: int
+    ts_first: int
+    header_ts_last: int
+    method: str | None = None
+    path: str | None = None
+    version: str = ""
+    status: int | None = None
+    reason: str | None = None
+    headers: Headers = field(default_factory=list)
+    request_index: int = 0
+    chunked: bool = False
+    upgrade: bool = False  # a request asking for Upgrade or CONNECT
+    parts: list[bytes] = field(default_factory=list)
+    kept: int = 0
+    wire: int = 0
+    truncated: bool = False
+    trailers: Headers = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        """The field value for ``name`` (case-insensitive), lines joined with ", "."""
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+
+@dataclass(slots=True)
+class _Side:
+    buf: PieceBuffer
+    state: State = State.HEAD
+    msg: _Message | None = None
+    remaining: int = 0
+    scan_from: int = 0  # where the next search for the end of a header section starts
+
+
+class HttpSession:
+    """Sans-IO HTTP/1.1 parser of one connection (``out`` = requests, ``in`` = responses).
+
+    ``max_body`` caps a kept body (raw and decoded); ``max_header`` caps a header section
+    (start line, fields and trailers). After a ``101`` to WebSocket, events come from a
+    ``WebSocketSession`` (``self.websocket``).
+    """
+
+    def __init__(self, flow_id: int, *, max_body: int = 1 << 20, max_header: int = 64 << 10):
+        self.flow_id = flow_id
+        self.max_body = max_body
+        self.max_header = max_header
+        self._sides: dict[Direction, _Side] = {
+            "out": _Side(PieceBuffer()),
+            "in": _Side(PieceBuffer()),
+        }
+        self._requests = 0  # requests seen
+        self._responses = 0  # final responses seen
+        self._methods: dict[int, str] = {}  # request index -> method, until answered
+        self._upgrade_request: _Message | None = None
+        self._switch_out_after_request = False  # a 101 came before its request was read
+        self.websocket: WebSocketSession | None = None
+
+    # ---- SessionParser ----------------------------------------------------------
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+        """Take the next in-order piece of ``direction``; return finished events."""
+        side = self._sides[direction]
+        if side.state in (State.STOPPED, State.TUNNEL):
+            side.buf.skip(len(data), ts_last)
+            return []
+        if side.state is State.WEBSOCKET:
+            assert self.websocket is not None
+            return self.websocket.feed(direction, data, ts_first, ts_last)
+        if side.state is State.AWAIT_UPGRADE and len(side.buf.data) + len(data) > MAX_EARLY_DATA:
+            return [self._stop(direction, "upgrade_buffer_overflow",
+                               f"more than {MAX_EARLY_DATA} bytes before the upgrade answer")]
+        side.buf.append(data, ts_first, ts_last)
+        events: list[object] = []
+        self._run(direction, events)
+        return events
+
+    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+        """``length`` bytes never captured: skip them inside a body, else stop."""
+        side = self._sides[direction]
+        if side.state is State.WEBSOCKET:
+            assert self.websocket is not None
+            return self.websocket.gap(direction, length, ts)
+        offset = side.buf.end
+        in_body = side.state in (State.BODY_LENGTH, State.CHUNK_DATA)
+        if side.state in (State.STOPPED, State.TUNNEL) or length <= 0:
+            side.buf.skip(length, ts)
+            return []
+        if side.msg is not None and (
+            side.state is State.BODY_UNTIL_CLOSE or (in_body and side.remaining >= length)
+        ):
+            if in_body:
+                side.remaining -= length
+            side.msg.wire += length
+            side.msg.truncated = True
+            side.buf.skip(length, ts)
+            return [self._anomaly(direction, ts, "body_gap", f"{length} body bytes missing",
+                                  offset)]
+        side.buf.skip(length, ts)
+        side.state = State.STOPPED
+        side.msg = None
+        return [self._anomaly(direction, ts, "stream_gap", f"{length} bytes; direction stopped",
+                              offset)]
+
+    def finish(self, ts: int) -> list[object]:
+        """End of connection: a response read until close is complete now."""
+        events: list[object] = []
+        for direction, side in self._sides.items():
+            if side.state is State.BODY_UNTIL_CLOSE and side.msg is not None:
+                events.extend(self._complete(direction, side))
+            elif side.msg is not None and side.state not in (State.STOPPED, State.TUNNEL):
+                # the head was read, the body never ended: report it, and keep what came
+                events.append(self._anomaly(direction, ts, "incomplete_message",
+                                            f"{side.state.name.lower()} at end of stream",
+                                            side.msg.stream_offset))
+                side.msg.truncated = True
+                events.extend(self._complete(direction, side))
+            elif side.state is State.HEAD and side.buf.data.strip():
+                events.append(self._anomaly(direction, ts, "incomplete_message",
+                                            f"{len(side.buf.data)} bytes of an unfinished head",
+                                            side.buf.start))
+            if side.state is not State.WEBSOCKET:
+                side.state = State.STOPPED
+        if self.websocket is not None:
+            events.extend(self.websocket.finish(ts))
+        return events
+
+    # ---- the state machine ----------------------------------------------------------
+    def _run(self, direction: Direction, events: list[object]) -> None:
+        side = self._sides[direction]
+        while True:
+            handler = _HANDLERS.get(side.state)
+            if handler is None or not handler(self, direction, side, events):
+                return
+
+    def _read_head(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        buf = side.buf
+        data = buf.data
+        # §2.2: "SHOULD ignore at least one empty line (CRLF) received prior to the
+        # request-line"; tolerated before a status line too
+        skip = len(data) - len(data.lstrip(b"\r\n"))
+        if skip:
+            buf.consume(skip)
+            side.scan_from = 0
+            data = buf.data
+        if not data:
+            return False
+        if direction == "out" and data.startswith(H2_PREFACE_LINE):
+            self._stop_all(events, buf.times_at(buf.start)[1], "unsupported_protocol",
+                           "HTTP/2 connection preface", buf.start)
+            return False
+        if not plausible_head(direction, data):
+            events.append(self._stop(direction, "bad_start_line",
+                                     repr(bytes(data[:40]))[2:-1]))
+            return False
+        m = HEAD_END.search(data, side.scan_from)
+        if m is None:
+            if len(data) > self.max_header:
+                events.append(self._stop(direction, "header_too_long",
+                                         f"no end of header section in {len(data)} bytes"))
+                return False
+            side.scan_from = max(0, len(data) - 3)
+            return False
+        end = m.end()
+        if end > self.max_header:
+            events.append(self._stop(direction, "header_too_long", f"{end} bytes"))
+            return False
+        head = bytes(data[: m.start()])
+        start = buf.start
+        ts_first = buf.times_at(start)[0]
+        header_ts_last = buf.times_at(start + end - 1)[1]
+        buf.consume(end)
+        side.scan_from = 0
+        msg = self._parse_head(direction, head, start, ts_first, header_ts_last, events)
+        if msg is None:
+            return False
+        return self._begin_body(direction, side, msg, events)
+
+    def _parse_head(self, direction: Direction, head: bytes, offset: int, ts_first: int,
+                    ts_last: int, events: list[object]) -> _Message | None:
+        lines = head.split(b"\n")
+        start_line = lines[0].rstrip(b"\r")
+        msg = _Message(kind="request" if direction == "out" else "response",
+                       stream_offset=offset, ts_first=ts_first, header_ts_last=ts_last)
+        if direction == "out":
+            m = REQUEST_LINE.fullmatch(start_line)
+            if m is not None:
+                msg.method, msg.path, msg.version = (g.decode("latin-1") for g in m.groups())
+        else:
+            m = STATUS_LINE.fullmatch(start_line)
+            if m is not None:
+                msg.version = m.group(1).decode("latin-1")
+                msg.status = int(m.group(2))
+                msg.reason = (m.group(3) or b"").decode("latin-1").strip()
+        if m is None:
+            events.append(self._stop(direction, "bad_start_line",
+                                     repr(start_line[:80])[2:-1], offset, ts_last))
+            return None
+        headers = parse_fields(lines[1:])
+        if headers is None:
+            events.append(self._stop(direction, "bad_header", "malformed field line", offset,
+                                     ts_last))
+            return None
+        msg.headers = headers
+        return msg
+
+    def _begin_body(self, direction: Direction, side: _Side, msg: _Message,
+                    events: list[object]) -> bool:
+        """§6.3: decide how the body is delimited, then read it (or finish at once)."""
+        if direction == "out":
+            msg.request_index = self._requests
+            self._requests += 1
+            self._methods[msg.request_index] = msg.method or ""
+            msg.upgrade = _wants_upgrade(msg)
+        else:
+            msg.request_index = self._responses
+            if msg.status is not None and msg.status >= 200:
+                self._responses += 1
+        side.msg = msg
+        framing = self._framing(direction, msg, events)
+        if framing is None:
+            return False
+        kind, length = framing
+        if kind == "none" or (kind == "length" and length == 0):
+            events.extend(self._complete(direction, side))
+        elif kind == "length":
+            side.state, side.remaining = State.BODY_LENGTH, length
+        elif kind == "chunked":
+            msg.chunked = True
+            side.state = State.CHUNK_SIZE
+        else:
+            side.state = State.BODY_UNTIL_CLOSE
+        return True
+
+    def _framing(
+        self, direction: Direction, msg: _Message, events: list[object]
+    ) -> tuple[str, int] | None:
+        """``("none"|"length"|"chunked"|"close", length)``; None if it stopped."""
+        status = msg.status or 0
+        if direction == "in":
+            method = self._methods.get(msg.request_index, "GET")
+            # §6.3 rule 1: "Any response to a HEAD request and any response with a 1xx
+            # (Informational), 204 (No Content), or 304 (Not Modified) status code is
+            # always terminated by the first empty line after the header fields"
+            if method == "HEAD" or status < 200 or status in (204, 304):
+                return "none", 0
+            # §6.3 rule 2: "Any 2xx (Successful) response to a CONNECT request implies
+            # that the connection will become a tunnel immediately after the empty line"
+            if method == "CONNECT" and 200 <= status < 300:
+                return "none", 0
+        te = msg.header("transfer-encoding")
+        if te is not None:
+            # §6.3 rule 3: Transfer-Encoding overrides Content-Length; chunked must be last
+            codings = [c.strip().lower() for c in te.split(",") if c.strip()]
+            if codings and codings[-1] == "chunked":
+                return "chunked", 0
+            if direction == "out":
+                events.append(self._stop(direction, "bad_transfer_encoding", te,
+                                         msg.stream_offset, msg.header_ts_last))
+                return None
+            return "close", 0
+        cl = msg.header("content-length")
+        if cl is not None:
+            # §6.3 rule 5: a list of identical values is one value; anything else is bad
+            values = {v.strip() for v in cl.split(",")}
+            if len(values) != 1 or not next(iter(values)).isdigit():
+                events.append(self._stop(direction, "bad_content_length", cl,
+                                         msg.stream_offset, msg.header_ts_last))
+                return None
+            return "length", int(values.pop())
+        # §6.3 rule 6/8: a request without either has no body; a response reads to close
+        return ("none", 0) if direction == "out" else ("close", 0)
+
+    def _read_length(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        n = min(side.remaining, len(side.buf.data))
+        if n == 0 and side.remaining:
+            return False
+        self._take_body(side, n)
+        side.remaining -= n
+        if side.remaining == 0:
+            events.extend(self._complete(direction, side))
+            return True
+        return False
+
+    def _read_chunk_size(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        data = side.buf.data
+        nl = data.find(b"\n", 0, MAX_CHUNK_LINE)
+        if nl < 0:
+            if len(data) >= MAX_CHUNK_LINE:
+                events.append(self._stop(direction, "bad_chunk_size", "chunk-size line too long"))
+            return False
+        line = bytes(data[:nl]).rstrip(b"\r")
+        size_field = line.split(b";", 1)[0].strip(b" \t")
+        if not CHUNK_SIZE.fullmatch(size_field):
+            events.append(self._stop(direction, "bad_chunk_size", repr(line[:40])[2:-1]))
+            return False
+        self._count_wire(side, nl + 1)
+        size = int(size_field, 16)
+        if size == 0:
+            side.state = State.TRAILERS
+        else:
+            side.state, side.remaining = State.CHUNK_DATA, size
+        return True
+
+    def _read_chunk_data(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        n = min(side.remaining, len(side.buf.data))
+        if n == 0:
+            return False
+        self._take_body(side, n)
+        side.remaining -= n
+        if side.remaining == 0:
+            side.state = State.CHUNK_DATA_END
+            return True
+        return False
+
+    def _read_chunk_end(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        data = side.buf.data
+        if data[:2] == b"\r\n":
+            self._count_wire(side, 2)
+        elif data[:1] == b"\n":
+            self._count_wire(side, 1)
+        elif len(data) < 2 and data[:1] in (b"", b"\r"):
+            return False
+        else:
+            events.append(self._stop(direction, "bad_chunk_size", "no CRLF after chunk-data"))
+            return False
+        side.state = State.CHUNK_SIZE
+        return True
+
+    def _read_trailers(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        data = side.buf.data
+        assert side.msg is not None
+        for blank in (b"\r\n", b"\n"):
+            if data.startswith(blank):
+                self._count_wire(side, len(blank))
+                events.extend(self._complete(direction, side))
+                return True
+        m = HEAD_END.search(data)
+        if m is None:
+            if len(data) > self.max_header:
+                events.append(self._stop(direction, "header_too_long", "trailer section"))
+            return False
+        fields = parse_fields(bytes(data[: m.start()]).split(b"\n"))
+        if fields is None:
+            events.append(self._stop(direction, "bad_header", "malformed trailer field"))
+            return False
+        side.msg.trailers = fields
+        self._count_wire(side, m.end())
+        events.extend(self._complete(direction, side))
+        return True
+
+    def _read_until_close(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        self._take_body(side, len(side.buf.data))
+        return False
+
+    def _hold(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+        return False  # AWAIT_UPGRADE: bytes wait in the buffer for the server's answer
+
+    # ---- bodies and completion ----------------------------------------------------
+    def _take_body(self, side: _Side, n: int) -> None:
+        msg = side.msg
+        assert msg is not None
+        if n <= 0:
+            return
+        keep = min(n, self.max_body - msg.kept)
+        if keep > 0:
+            msg.parts.append(bytes(side.buf.data[:keep]))
+            msg.kept += keep
+        if keep < n:
+            msg.truncated = True
+        self._count_wire(side, n)
+
+    def _count_wire(self, side: _Side, n: int) -> None:
+        assert side.msg is not None
+        side.msg.wire += n
+        side.buf.consume(n)
+
+    def _complete(self, direction: Direction, side: _Side) -> list[object]:
+        msg = side.msg
+        assert msg is not None
+        side.msg = None
+        side.state = State.HEAD
+        buf = side.buf
+        ts_last = buf.times_at(buf.start - 1)[1] if msg.wire else msg.header_ts_last
+        events: list[object] = []
+        content_encoding = msg.header("content-encoding")
+        body = b"".join(msg.parts)
+        decoded = True
+        if content_encoding and body:
+            body, status, detail = decode_content(body, content_encoding, self.max_body)
+            if status == "truncated":
+                msg.truncated = True
+            elif status in ("failed", "unsupported"):
+                decoded = False
+                code = "body_decode_failed" if status == "failed" else "unsupported_encoding"
+                events.append(self._anomaly(direction, ts_last, code, detail, msg.stream_offset))
+        events.append(HttpMessage(
+            ts_first=msg.ts_first, ts_last=ts_last, flow_id=self.flow_id, direction=direction,
+            stream_offset=msg.stream_offset, kind=msg.kind, method=msg.method, path=msg.path,
+            version=msg.version, status=msg.status, reason=msg.reason, headers=msg.headers,
+            body=body, body_length=msg.wire, content_encoding=content_encoding,
+            request_index=msg.request_index, header_ts_last=msg.header_ts_last,
+            body_truncated=msg.truncated, body_decoded=decoded, chunked=msg.chunked,
+            trailers=msg.trailers,
+        ))
+        if direction == "out":
+            self._after_request(side, msg, events)
+        else:
+            self._after_response(msg, ts_last, events)
+        return events
+
+    def _after_request(self, side: _Side, msg: _Message, events: list[object]) -> None:
+        if not msg.upgrade:
+            return
+        self._upgrade_request = msg
+        if self._switch_out_after_request and self.websocket is not None:
+            self._switch_out_after_request = False
+            self._to_websocket("out", events)
+        elif self.websocket is None:
+            side.state = State.AWAIT_UPGRADE
+
+    def _after_response(self, msg: _Message, ts_last: int, events: list[object]) -> None:
+        status = msg.status or 0
+        self._methods_done(msg)
+        out = self._sides["out"]
+        req = self._upgrade_request
+        answers_upgrade = req is not None and req.request_index == msg.request_index
+        if status == 101:
+            self._switch_protocols(msg, ts_last, events)
+        elif answers_upgrade and req.method == "CONNECT" and 200 <= status < 300:
+            for side in self._sides.values():
+                side.state = State.TUNNEL
+                side.buf.consume(len(side.buf.data))
+        elif answers_upgrade and status >= 200 and out.state is State.AWAIT_UPGRADE:
+            # §7.8 / RFC 9110 §7.8: the server declined the upgrade; HTTP goes on
+            self._upgrade_request = None
+            out.state = State.HEAD
+            self._run("out", events)
+
+    def _methods_done(self, msg: _Message) -> None:
+        if msg.status is not None and msg.status >= 200:
+            self._methods.pop(msg.request_index, None)
+
+    def _switch_protocols(self, msg: _Message, ts_last: int, events: list[object]) -> None:
+        upgrade = (msg.header("upgrade") or "").strip().lower()
+        if upgrade != "websocket":
+            events.append(self._anomaly("in", ts_last, "unsupported_upgrade",
+                                        f"Upgrade: {upgrade or '(none)'}", msg.stream_offset))
+            for side in self._sides.values():
+                side.state = State.TUNNEL
+                side.buf.consume(len(side.buf.data))
+            return
+        extensions = msg.header("sec-websocket-extensions")
+        req = self._upgrade_request
+        pmd = PerMessageDeflateParams.from_header(extensions)
+        events.append(WebSocketHandshake(
+            ts_first=msg.ts_first, ts_last=ts_last, flow_id=self.flow_id, direction="in",
+            stream_offset=msg.stream_offset, request_index=msg.request_index,
+            path=req.path if req is not None else None,
+            host=req.header("host") if req is not None else None,
+            subprotocol=msg.header("sec-websocket-protocol"), extensions=extensions,
+            permessage_deflate=pmd.as_dict() if pmd is not None else None,
+        ))
+        out = self._sides["out"]
+        self.websocket = WebSocketSession(
+            self.flow_id, extensions=extensions or "",
+            out_offset=out.buf.start, in_offset=self._sides["in"].buf.start,
+        )
+        self._to_websocket("in", events)
+        if out.state is State.AWAIT_UPGRADE:
+            self._to_websocket("out", events)
+        else:
+            # the 101 was read before its request (directions fed out of step)
+            self._switch_out_after_request = True
+
+    def _to_websocket(self, direction: Direction, events: list[object]) -> None:
+        side = self._sides[direction]
+        side.state = State.WEBSOCKET
+        assert self.websocket is not None
+        for data, ts_first, ts_last in side.buf.drain():
+            events.extend(self.websocket.feed(direction, data, ts_first, ts_last))
+
+    # ---- anomalies --------------------------------------------------------------------
+    def _stop(self, direction: Direction, code: str, detail: str = "",
+              offset: int | None = None, ts: int | None = None) -> Anomaly:
+        side = self._sides[direction]
+        buf = side.buf
+        if offset is None:
+            offset = buf.start
+        if ts is None:
+            ts = buf.times_at(max(buf.start, min(offset, buf.end - 1)))[1] if buf.pieces else 0
+        side.state = State.STOPPED
+        side.msg = None
+        buf.consume(len(buf.data))
+        return self._anomaly(direction, ts, code, detail, offset)
+
+    def _stop_all(self, events: list[object], ts: int, code: str, detail: str,
+                  offset: int) -> None:
+        events.append(self._anomaly("out", ts, code, detail, offset))
+        for side in self._sides.values():
+            side.state = State.STOPPED
+            side.msg = None
+            side.buf.consume(len(side.buf.data))
+
+    def _anomaly(self, direction: Direction, ts: int, code: str, detail: str,
+                 offset: int | None) -> Anomaly:
+        return Anomaly(ts=ts, flow_id=self.flow_id, direction=direction, layer=LAYER,
+                       code=code, detail=detail, stream_offset=offset)
+
+
+def _wants_upgrade(msg: _Message) -> bool:
+    """A request whose answer may switch protocols (Upgrade) or open a tunnel (CONNECT)."""
+    if msg.method == "CONNECT":
+        return True
+    connection = (msg.header("connection") or "").lower()
+    return msg.header("upgrade") is not None and "upgrade" in connection
+
+
+_Handler = Callable[[HttpSession, Direction, _Side, list[object]], bool]
+_HANDLERS: dict[State, _Handler] = {
+    State.HEAD: HttpSession._read_head,
+    State.BODY_LENGTH: HttpSession._read_length,
+    State.CHUNK_SIZE: HttpSession._read_chunk_size,
+    State.CHUNK_DATA: HttpSession._read_chunk_data,
+    State.CHUNK_DATA_END: HttpSession._read_chunk_end,
+    State.TRAILERS: HttpSession._read_trailers,
+    State.BODY_UNTIL_CLOSE: HttpSession._read_until_close,
+    State.AWAIT_UPGRADE: HttpSession._hold,
+}
+"""State -> handler; states without one (WEBSOCKET, TUNNEL, STOPPED) take no HTTP bytes."""

@@ -1,0 +1,92 @@
+"""A byte buffer for one direction of a stream that remembers which piece carried each byte.
+
+How this works: a session parser is fed in-order *pieces* (``data, ts_first, ts_last``).
+Messages do not line up with pieces, so the buffer keeps, next to the unconsumed bytes,
+one ``(end_offset, ts_first, ts_last)`` entry per piece still (partly) buffered.
+``end_offset`` is the stream offset just past the piece's last byte. The time of any
+buffered byte is found by bisecting those ends; entries are dropped as bytes are consumed,
+so the list stays as short as the buffer. Offsets are stream offsets (bytes fed to the
+direction since the start, gaps included), so events can carry ``stream_offset`` directly.
+
+Parsers read the buffer transactionally: look at ``data`` from ``pos``, and call
+``consume`` only once a whole unit (header, frame, chunk line) was understood.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from operator import itemgetter
+
+_END = itemgetter(0)
+
+
+class PieceBuffer:
+    """Unconsumed bytes of one direction plus the times of the pieces that carried them."""
+
+    __slots__ = ("data", "pieces", "start")
+
+    def __init__(self, start: int = 0) -> None:
+        self.data = bytearray()
+        # stream offset of data[0]
+        self.start = start
+        # (end_offset, ts_first, ts_last) of each piece with bytes at or after ``start``;
+        # the last entry also remembers the times of the newest piece once all is consumed
+        self.pieces: list[tuple[int, int, int]] = []
+
+    @property
+    def end(self) -> int:
+        """Stream offset just past the last buffered byte (= bytes fed so far)."""
+        return self.start + len(self.data)
+
+    def append(self, data: bytes, ts_first: int, ts_last: int) -> None:
+        """Add the next in-order piece."""
+        if not data:
+            return
+        self.data += data
+        self.pieces.append((self.end, ts_first, ts_last))
+
+    def times_at(self, offset: int) -> tuple[int, int]:
+        """``(ts_first, ts_last)`` of the piece that carried the byte at stream ``offset``.
+
+        ``offset`` must be a buffered byte (``start <= offset < end``) or the last byte
+        consumed; the newest piece answers for anything past the end.
+        """
+        pieces = self.pieces
+        i = bisect_right(pieces, offset, key=_END)
+        if i >= len(pieces):
+            i = len(pieces) - 1
+        _, ts_first, ts_last = pieces[i]
+        return ts_first, ts_last
+
+    def consume(self, n: int) -> None:
+        """Drop the first ``n`` buffered bytes; forget pieces that ended before them."""
+        if n <= 0:
+            return
+        del self.data[:n]
+        self.start += n
+        pieces = self.pieces
+        # keep the newest piece even when fully consumed: times_at() may still ask
+        # for the last byte consumed (a message ending exactly at a piece boundary)
+        k = bisect_right(pieces, self.start - 1, key=_END)
+        if k >= len(pieces):
+            k = len(pieces) - 1
+        if k > 0:
+            del pieces[:k]
+
+    def skip(self, length: int, ts: int) -> None:
+        """Account for ``length`` bytes never captured; the buffer is emptied first."""
+        self.consume(len(self.data))
+        self.start += length
+        self.pieces = [(self.start, ts, ts)]
+
+    def drain(self) -> list[tuple[bytes, int, int]]:
+        """Return every buffered byte as ``(data, ts_first, ts_last)`` pieces, and empty."""
+        out: list[tuple[bytes, int, int]] = []
+        pos = self.start
+        for end, ts_first, ts_last in self.pieces:
+            if end <= pos:
+                continue
+            out.append((bytes(self.data[pos - self.start : end - self.start]), ts_first, ts_last))
+            pos = end
+        self.consume(len(self.data))
+        return out

@@ -1,0 +1,488 @@
+"""Flows and TCP analysis over decoded chunks, in one compiled pass per chunk.
+
+How this works: ``FlowTracker.process(decoded, ts)`` runs a Numba kernel over the
+chunk's packets *in capture order* (never re-sorted: tcpdump's own output can
+step back in time). The kernel keeps a hash table from the canonical 5-tuple to a
+flow slot, and per flow and direction the state Wireshark's TCP analysis keeps
+(next expected sequence number, last ACK, window, duplicate-ACK count...). It
+writes, per packet: the flow id, the direction (0 = ``out``, client to server; 1 =
+``in``), the unwrapped 64-bit stream offset of the segment, and a bit mask of
+analysis flags (``FLAG_*``). All state lives in NumPy arrays owned by the
+tracker, so it carries across chunks; when the flow arrays fill up, the kernel
+stops, Python doubles them, and the kernel resumes where it stopped.
+
+The classification follows Wireshark 4.0's ``tcp_analyze_sequence_number``
+(packet-tcp.c) so that ``tcp_events`` can be cross-checked against tshark's
+``tcp.analysis.*`` fields: the order of tests, the 3 ms / first-RTT out-of-order
+threshold, the 20 ms fast-retransmission window and 32-bit modular comparisons
+are the same. Deliberate differences are named in the tests.
+
+Client and server: the sender of the SYN (without ACK) is the client; the
+receiver of a SYN/ACK is the client; without a handshake, the side with the
+higher port (the ephemeral one) is, and on a tie the sender of the first packet.
+A new SYN with a different ISN on a known 5-tuple starts a new flow (port reuse),
+as in Wireshark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..decode import ACK, FIN, IPPROTO_TCP, IPPROTO_UDP, OK, RST, SYN, DecodedChunk
+
+# --- per-packet analysis flags (bit mask) -------------------------------------
+FLAG_RETRANSMISSION = 1 << 0
+FLAG_FAST_RETRANSMISSION = 1 << 1
+FLAG_SPURIOUS_RETRANSMISSION = 1 << 2
+FLAG_OUT_OF_ORDER = 1 << 3
+FLAG_LOST_SEGMENT = 1 << 4  # tshark: "previous segment not captured"
+FLAG_DUPLICATE_ACK = 1 << 5
+FLAG_ZERO_WINDOW = 1 << 6
+FLAG_ZERO_WINDOW_PROBE = 1 << 7
+FLAG_WINDOW_FULL = 1 << 8
+FLAG_WINDOW_UPDATE = 1 << 9
+FLAG_KEEP_ALIVE = 1 << 10
+FLAG_KEEP_ALIVE_ACK = 1 << 11
+FLAG_ACKED_UNSEEN = 1 << 12
+FLAG_RST = 1 << 13
+FLAG_ZERO_WINDOW_PROBE_ACK = 1 << 14
+FLAG_PORTS_REUSED = 1 << 15
+
+# tcp_events.kind for each flag (the table keeps one row per packet and kind)
+EVENT_KINDS: dict[int, str] = {
+    FLAG_RETRANSMISSION: "retransmission",
+    FLAG_FAST_RETRANSMISSION: "fast_retransmission",
+    FLAG_SPURIOUS_RETRANSMISSION: "spurious_retransmission",
+    FLAG_OUT_OF_ORDER: "out_of_order",
+    FLAG_LOST_SEGMENT: "gap",
+    FLAG_DUPLICATE_ACK: "duplicate_ack",
+    FLAG_ZERO_WINDOW: "zero_window",
+    FLAG_ZERO_WINDOW_PROBE: "zero_window_probe",
+    FLAG_WINDOW_FULL: "window_full",
+    FLAG_WINDOW_UPDATE: "window_update",
+    FLAG_KEEP_ALIVE: "keepalive",
+    FLAG_KEEP_ALIVE_ACK: "keepalive_ack",
+    FLAG_ACKED_UNSEEN: "acked_unseen",
+    FLAG_RST: "rst",
+    FLAG_ZERO_WINDOW_PROBE_ACK: "zero_window_probe_ack",
+    FLAG_PORTS_REUSED: "ports_reused",
+}
+
+# Default out-of-order threshold when no handshake RTT is known (packet-tcp.c).
+OOO_THRESHOLD_NS = 3_000_000
+FAST_RETRANSMISSION_WINDOW_NS = 20_000_000
+
+# flow end reasons
+END_NONE, END_FIN, END_RST = 0, 1, 2
+END_REASONS = {END_NONE: "capture_end", END_FIN: "fin", END_RST: "rst"}
+
+_U32 = 1 << 32
+
+# Per-direction state columns (index into ``dstate``, an int64 [2*cap, N] array).
+(
+    D_BASE_SET, D_BASE_SEQ, D_NEXTSEQ_SET, D_NEXTSEQ, D_NEXTSEQ_TS, D_LASTACK_SET, D_LASTACK,
+    D_LASTACK_TS, D_WINDOW, D_WIN_SCALE, D_DUPACKS, D_LASTSEGFLAGS, D_MAXSEQ_TBA_SET,
+    D_MAXSEQ_TBA, D_HI_OFF, D_PKTS, D_BYTES, D_PAYLOAD, D_FIN, D_SYN_TS, D_RETRANS,
+    D_OOO, D_LOST, D_DUPACK_TOTAL, D_IS_FIRST_ACK, D_WIN_VALID,
+) = range(26)
+N_DSTATE = 26
+
+# Per-flow columns (int64 [cap, N]).
+(
+    F_A_HI, F_A_LO, F_B_HI, F_B_LO, F_A_PORT, F_B_PORT, F_PROTO, F_FIRST_TS, F_LAST_TS,
+    F_FIRST_INDEX, F_END, F_SYN_TS, F_SYNACK_TS, F_VLAN, F_IPV, F_MRU_SYN, F_FIRST_RTT,
+) = range(17)
+N_FSTATE = 17
+
+
+@numba.njit(cache=True, inline="always")
+def _gt_seq(a: int, b: int) -> bool:
+    d = (a - b) & 0xFFFFFFFF
+    return d != 0 and d < 0x80000000
+
+
+@numba.njit(cache=True, inline="always")
+def _lt_seq(a: int, b: int) -> bool:
+    return _gt_seq(b, a)
+
+
+@numba.njit(cache=True, inline="always")
+def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):  # noqa: ANN001, ANN202
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for v in (a_hi, a_lo, b_hi, b_lo, np.uint64(a_port), np.uint64(b_port), np.uint64(proto)):
+        h ^= v + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6)) + (h >> np.uint64(2))
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+    return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@numba.njit(cache=True)
+def _kernel(  # noqa: PLR0912, PLR0913, PLR0915
+    start, status, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ipv,
+    flags, seq, ack, window, wscale, plen, wirelen, ts, index,
+    table, fkey_hash, fstate, fcnt, dstate, nflows_arr,
+    out_flow, out_dir, out_off, out_flags, out_ackoff,
+):  # noqa: ANN001, ANN202
+    """Process packets [start, n). Returns the index to resume at (n when done)."""
+    n = status.shape[0]
+    cap = fstate.shape[0]
+    for i in range(start, n):
+        p = proto[i]
+        out_flow[i] = -1
+        out_dir[i] = 0
+        out_off[i] = 0
+        out_flags[i] = 0
+        out_ackoff[i] = -1
+        if (status[i] != OK and status[i] != 9) or (p != IPPROTO_TCP and p != IPPROTO_UDP):
+            continue
+        # canonical key: smaller (addr, port) first
+        s_first = (src_hi[i], src_lo[i], sport[i]) <= (dst_hi[i], dst_lo[i], dport[i])
+        if s_first:
+            h = _hash(src_hi[i], src_lo[i], dst_hi[i], dst_lo[i], sport[i], dport[i], p)
+        else:
+            h = _hash(dst_hi[i], dst_lo[i], src_hi[i], src_lo[i], dport[i], sport[i], p)
+        fl = flags[i]
+        slot = -1
+        probe = h
+        while probe in table:
+            s = table[probe]
+            ok = fstate[s, F_PROTO] == p and (
+                (np.uint64(fstate[s, F_A_HI]) == src_hi[i] and np.uint64(fstate[s, F_A_LO])
+                 == src_lo[i] and fstate[s, F_A_PORT] == sport[i]
+                 and np.uint64(fstate[s, F_B_HI]) == dst_hi[i]
+                 and np.uint64(fstate[s, F_B_LO]) == dst_lo[i] and fstate[s, F_B_PORT] == dport[i])
+                or (np.uint64(fstate[s, F_A_HI]) == dst_hi[i] and np.uint64(fstate[s, F_A_LO])
+                    == dst_lo[i] and fstate[s, F_A_PORT] == dport[i]
+                    and np.uint64(fstate[s, F_B_HI]) == src_hi[i]
+                    and np.uint64(fstate[s, F_B_LO]) == src_lo[i]
+                    and fstate[s, F_B_PORT] == sport[i])
+            )
+            if ok:
+                slot = s
+                break
+            probe = (probe + 1) & 0x7FFFFFFFFFFFFFFF
+        reused = False
+        if slot >= 0 and p == IPPROTO_TCP and (fl & (SYN | ACK)) == SYN:
+            # Port reuse: a fresh SYN whose ISN differs from the known base.
+            d0 = 0 if (np.uint64(fstate[slot, F_A_HI]) == src_hi[i] and np.uint64(
+                fstate[slot, F_A_LO]) == src_lo[i] and fstate[slot, F_A_PORT] == sport[i]) else 1
+            k0 = 2 * slot + d0
+            if dstate[k0, D_BASE_SET] == 1 and dstate[k0, D_BASE_SEQ] != seq[i]:
+                reused = True
+        if slot < 0 or reused:
+            if nflows_arr[0] >= cap:
+                return i  # grow and resume here
+            slot = nflows_arr[0]
+            nflows_arr[0] += 1
+            table[probe] = slot
+            fkey_hash[slot] = probe
+            # who is the client?
+            if p == IPPROTO_TCP and (fl & SYN) != 0:
+                src_is_client = (fl & ACK) == 0
+            elif sport[i] != dport[i]:
+                src_is_client = sport[i] > dport[i]
+            else:
+                src_is_client = True
+            if src_is_client:
+                fstate[slot, F_A_HI] = np.int64(src_hi[i])
+                fstate[slot, F_A_LO] = np.int64(src_lo[i])
+                fstate[slot, F_A_PORT] = sport[i]
+                fstate[slot, F_B_HI] = np.int64(dst_hi[i])
+                fstate[slot, F_B_LO] = np.int64(dst_lo[i])
+                fstate[slot, F_B_PORT] = dport[i]
+            else:
+                fstate[slot, F_A_HI] = np.int64(dst_hi[i])
+                fstate[slot, F_A_LO] = np.int64(dst_lo[i])
+                fstate[slot, F_A_PORT] = dport[i]
+                fstate[slot, F_B_HI] = np.int64(src_hi[i])
+                fstate[slot, F_B_LO] = np.int64(src_lo[i])
+                fstate[slot, F_B_PORT] = sport[i]
+            fstate[slot, F_PROTO] = p
+            fstate[slot, F_FIRST_TS] = ts[i]
+            fstate[slot, F_LAST_TS] = ts[i]
+            fstate[slot, F_FIRST_INDEX] = index[i]
+            fstate[slot, F_END] = END_NONE
+            fstate[slot, F_SYN_TS] = -1
+            fstate[slot, F_SYNACK_TS] = -1
+            fstate[slot, F_MRU_SYN] = -1
+            fstate[slot, F_FIRST_RTT] = 0
+            fstate[slot, F_VLAN] = vlan[i]
+            fstate[slot, F_IPV] = ipv[i]
+            for dd in range(2):
+                k = 2 * slot + dd
+                for c in range(N_DSTATE):
+                    dstate[k, c] = 0
+                dstate[k, D_WIN_SCALE] = -1
+                dstate[k, D_SYN_TS] = -1
+                dstate[k, D_IS_FIRST_ACK] = 1
+            for c in range(fcnt.shape[1]):
+                fcnt[slot, c] = 0
+        # direction
+        if (np.uint64(fstate[slot, F_A_HI]) == src_hi[i] and np.uint64(fstate[slot, F_A_LO])
+                == src_lo[i] and fstate[slot, F_A_PORT] == sport[i]):
+            d = 0
+        else:
+            d = 1
+        out_flow[i] = slot
+        out_dir[i] = d
+        if reused:
+            out_flags[i] |= FLAG_PORTS_REUSED
+        t = ts[i]
+        if t > fstate[slot, F_LAST_TS]:
+            fstate[slot, F_LAST_TS] = t
+        fk = 2 * slot + d
+        rk = 2 * slot + (1 - d)
+        dstate[fk, D_PKTS] += 1
+        dstate[fk, D_BYTES] += wirelen[i]
+        dstate[fk, D_PAYLOAD] += plen[i]
+        if p != IPPROTO_TCP:
+            continue
+        # Wireshark's ts_first_rtt: most recent SYN to the first pure ACK.
+        if (fl & (SYN | ACK)) == SYN:
+            fstate[slot, F_MRU_SYN] = t
+        elif ((fl & (SYN | ACK)) == ACK and fstate[slot, F_MRU_SYN] >= 0
+              and fstate[slot, F_FIRST_RTT] == 0):
+            fstate[slot, F_FIRST_RTT] = t - fstate[slot, F_MRU_SYN]
+        out_flags[i] |= _analyze(
+            fk, rk, slot, d, seq[i], ack[i], plen[i], fl, window[i], wscale[i], t, dstate,
+            fstate, out_off, i,
+        )
+        if (fl & ACK) != 0 and dstate[rk, D_BASE_SET] == 1:
+            # the ACK as an unwrapped offset in the *other* direction's stream
+            rel = (ack[i] - dstate[rk, D_BASE_SEQ] - 1) & 0xFFFFFFFF
+            rhi = dstate[rk, D_HI_OFF]
+            dl = (rel - (rhi & 0xFFFFFFFF)) & 0xFFFFFFFF
+            if dl >= 0x80000000:
+                dl -= _U32
+            out_ackoff[i] = rhi + dl
+    return n
+
+
+@numba.njit(cache=True)
+def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, out_off, i):  # noqa: ANN001, ANN202, PLR0912, PLR0913, PLR0915
+    """Wireshark-compatible sequence analysis of one TCP segment."""
+    res = 0
+    # SYN bookkeeping: handshake times and window scale (RFC 7323 §2.2)
+    if (fl & SYN) != 0:
+        if (fl & ACK) == 0:
+            if fstate[slot, F_SYN_TS] < 0:
+                fstate[slot, F_SYN_TS] = t
+        elif fstate[slot, F_SYNACK_TS] < 0:
+            fstate[slot, F_SYNACK_TS] = t
+        dstate[fk, D_WIN_SCALE] = ws if ws >= 0 else -2
+        if (fl & ACK) != 0 and ws < 0:
+            dstate[rk, D_WIN_SCALE] = -2  # peer offered it, we did not: neither uses it
+    if (fl & RST) != 0:
+        res |= FLAG_RST
+        fstate[slot, F_END] = END_RST
+    elif (fl & FIN) != 0 and fstate[slot, F_END] == END_NONE:
+        fstate[slot, F_END] = END_FIN
+    # base sequence numbers
+    if dstate[fk, D_BASE_SET] == 0:
+        dstate[fk, D_BASE_SEQ] = sq if (fl & SYN) != 0 else (sq - 1) & 0xFFFFFFFF
+        dstate[fk, D_BASE_SET] = 1
+    if dstate[rk, D_BASE_SET] == 0 and (fl & ACK) != 0:
+        dstate[rk, D_BASE_SEQ] = (ak - 1) & 0xFFFFFFFF
+        dstate[rk, D_BASE_SET] = 1
+    # unwrapped 64-bit stream offset of the first payload byte (0 = ISN + 1)
+    rel32 = (sq - dstate[fk, D_BASE_SEQ] - 1) & 0xFFFFFFFF
+    hi = dstate[fk, D_HI_OFF]
+    delta = (rel32 - (hi & 0xFFFFFFFF)) & 0xFFFFFFFF
+    if delta >= 0x80000000:
+        delta -= _U32
+    off = hi + delta
+    if (fl & SYN) != 0:
+        off += 1  # payload on a SYN (TCP Fast Open) starts after the SYN's sequence number
+    out_off[i] = off
+    if off + seglen > hi:
+        dstate[fk, D_HI_OFF] = off + seglen
+    nextseq = dstate[fk, D_NEXTSEQ]
+    nset = dstate[fk, D_NEXTSEQ_SET] == 1 and nextseq != 0
+    lastack = dstate[fk, D_LASTACK]
+    rwin = dstate[rk, D_WINDOW]
+    finished_fwd = False
+    # ZERO WINDOW PROBE
+    if seglen == 1 and nset and sq == nextseq and rwin == 0 and dstate[rk, D_WIN_VALID] == 1:
+        res |= FLAG_ZERO_WINDOW_PROBE
+        finished_fwd = True
+    if not finished_fwd:
+        if win == 0 and (fl & (RST | FIN | SYN)) == 0:
+            res |= FLAG_ZERO_WINDOW
+        if nset and _gt_seq(sq, nextseq) and (fl & RST) == 0:
+            res |= FLAG_LOST_SEGMENT
+            dstate[fk, D_LOST] += 1
+        if (seglen == 0 or seglen == 1) and nset and sq == ((nextseq - 1) & 0xFFFFFFFF) and (
+                fl & (SYN | FIN | RST)) == 0:
+            res |= FLAG_KEEP_ALIVE
+        same = (seglen == 0 and win != 0 and nset and sq == nextseq
+                and dstate[fk, D_LASTACK_SET] == 1 and ak == lastack
+                and (fl & (SYN | FIN | RST)) == 0)
+        if same and win != dstate[fk, D_WINDOW]:
+            res |= FLAG_WINDOW_UPDATE
+        rws = dstate[rk, D_WIN_SCALE]
+        if seglen > 0 and rws != -1 and dstate[rk, D_LASTACK_SET] == 1 and (
+                fl & (SYN | FIN | RST)) == 0:
+            shift = 0 if (dstate[rk, D_IS_FIRST_ACK] == 1 or rws == -2) else rws
+            edge = (dstate[rk, D_LASTACK] + (rwin << shift)) & 0xFFFFFFFF
+            if ((sq + seglen) & 0xFFFFFFFF) == edge:
+                res |= FLAG_WINDOW_FULL
+        if same and win == dstate[fk, D_WINDOW] and (dstate[rk, D_LASTSEGFLAGS] & FLAG_KEEP_ALIVE):
+            res |= FLAG_KEEP_ALIVE_ACK
+            finished_fwd = True
+        elif (seglen == 0 and win == 0 and dstate[fk, D_WINDOW] == 0 and nset and sq == nextseq
+              and ak == lastack and (dstate[rk, D_LASTSEGFLAGS] & FLAG_ZERO_WINDOW_PROBE)
+              and (fl & (SYN | FIN | RST)) == 0):
+            res |= FLAG_ZERO_WINDOW_PROBE_ACK
+            finished_fwd = True
+        elif same and win == dstate[fk, D_WINDOW]:
+            dstate[fk, D_DUPACKS] = 1 if dstate[fk, D_DUPACKS] == -1 else dstate[fk, D_DUPACKS] + 1
+            dstate[fk, D_DUPACK_TOTAL] += 1
+            res |= FLAG_DUPLICATE_ACK
+    # finished_fwd:
+    if dstate[fk, D_LASTACK_SET] == 0 or ak != lastack:
+        dstate[fk, D_DUPACKS] = 0
+    # ACKED UNSEEN SEGMENT. Wireshark marks the peer's duplicate-ACK counter -1
+    # here (an unsigned -1, so it then counts as ">= 2 duplicate ACKs").
+    if (dstate[rk, D_MAXSEQ_TBA_SET] == 1 and (fl & ACK) != 0
+            and _gt_seq(ak, dstate[rk, D_MAXSEQ_TBA])):
+        res |= FLAG_ACKED_UNSEEN
+        dstate[rk, D_MAXSEQ_TBA] = dstate[rk, D_NEXTSEQ]
+        dstate[rk, D_DUPACKS] = -1
+    # RETRANSMISSION / FAST RETRANSMISSION / OUT-OF-ORDER / SPURIOUS
+    if (seglen > 0 or (fl & (SYN | FIN)) != 0) and (res & FLAG_KEEP_ALIVE) == 0:
+        not_advanced = nset and _lt_seq(sq, nextseq)
+        if seglen > 1 and ((nextseq - 1) & 0xFFFFFFFF) == sq:
+            not_advanced = False  # new data after a possible zero-window probe
+        ooo_thres = OOO_THRESHOLD_NS
+        if fstate[slot, F_FIRST_RTT] != 0:
+            ooo_thres = fstate[slot, F_FIRST_RTT]
+        t_ack = t - dstate[rk, D_LASTACK_TS]
+        t_seq = t - dstate[fk, D_NEXTSEQ_TS]
+        seg_end = (sq + seglen) & 0xFFFFFFFF
+        syn_fin = 1 if (fl & (SYN | FIN)) != 0 else 0
+        if (seglen > 0 and dstate[rk, D_LASTACK_SET] == 1 and dstate[rk, D_LASTACK] != 0
+                and not _gt_seq(seg_end, dstate[rk, D_LASTACK])):
+            res |= FLAG_SPURIOUS_RETRANSMISSION
+            dstate[fk, D_RETRANS] += 1
+        elif (not_advanced and (dstate[rk, D_DUPACKS] >= 2 or dstate[rk, D_DUPACKS] == -1)
+              and dstate[rk, D_LASTACK] == sq
+              and t_ack < FAST_RETRANSMISSION_WINDOW_NS):
+            res |= FLAG_FAST_RETRANSMISSION
+            dstate[fk, D_RETRANS] += 1
+        elif not_advanced and t_seq < ooo_thres and nextseq != ((seg_end + syn_fin) & 0xFFFFFFFF):
+            res |= FLAG_OUT_OF_ORDER
+            dstate[fk, D_OOO] += 1
+        elif not_advanced:
+            res |= FLAG_RETRANSMISSION
+            dstate[fk, D_RETRANS] += 1
+    # update next expected sequence number
+    nxt = (sq + seglen) & 0xFFFFFFFF
+    if (fl & (SYN | FIN)) != 0:
+        nxt = (nxt + 1) & 0xFFFFFFFF
+    if _gt_seq(nxt, nextseq) or not nset:
+        if (res & FLAG_ZERO_WINDOW_PROBE) == 0:
+            dstate[fk, D_NEXTSEQ] = nxt
+            dstate[fk, D_NEXTSEQ_SET] = 1
+            dstate[fk, D_NEXTSEQ_TS] = t
+    if dstate[fk, D_MAXSEQ_TBA_SET] == 0 or sq == dstate[fk, D_MAXSEQ_TBA]:
+        if (res & FLAG_ZERO_WINDOW_PROBE) == 0:
+            dstate[fk, D_MAXSEQ_TBA] = dstate[fk, D_NEXTSEQ]
+            dstate[fk, D_MAXSEQ_TBA_SET] = 1
+    dstate[fk, D_WINDOW] = win
+    dstate[fk, D_WIN_VALID] = 1
+    if (fl & ACK) != 0:
+        if dstate[fk, D_LASTACK_SET] == 1 and (fl & SYN) == 0:
+            dstate[fk, D_IS_FIRST_ACK] = 0
+        dstate[fk, D_LASTACK] = ak
+        dstate[fk, D_LASTACK_SET] = 1
+        dstate[fk, D_LASTACK_TS] = t
+    dstate[fk, D_LASTSEGFLAGS] = res
+    return res
+
+
+@dataclass(slots=True, kw_only=True)
+class PacketFlows:
+    """Per-packet output of ``FlowTracker.process`` (parallel to the chunk)."""
+
+    flow_id: np.ndarray  # int64, -1 when the packet belongs to no TCP/UDP flow
+    direction: np.ndarray  # int8: 0 = out (client -> server), 1 = in
+    stream_offset: np.ndarray  # int64 unwrapped offset of the first payload byte
+    flags: np.ndarray  # int32 FLAG_* mask
+    ack_offset: np.ndarray  # int64 ACK as an offset in the other direction's stream, -1 if none
+
+
+class FlowTracker:
+    """Owns the flow table and per-direction TCP state across chunks."""
+
+    N_COUNTS = 1
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.table = numba.typed.Dict.empty(numba.types.int64, numba.types.int64)
+        self.fkey_hash = np.zeros(capacity, np.int64)
+        self.fstate = np.zeros((capacity, N_FSTATE), np.int64)
+        self.fcnt = np.zeros((capacity, self.N_COUNTS), np.int64)
+        self.dstate = np.zeros((2 * capacity, N_DSTATE), np.int64)
+        self._n = np.zeros(1, np.int64)
+
+    @property
+    def n_flows(self) -> int:
+        return int(self._n[0])
+
+    def _grow(self) -> None:
+        cap = self.fstate.shape[0] * 2
+        for name in ("fkey_hash", "fstate", "fcnt", "dstate"):
+            old = getattr(self, name)
+            shape = (cap * (2 if name == "dstate" else 1),) + old.shape[1:]
+            new = np.zeros(shape, old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def process(self, dec: DecodedChunk, ts: np.ndarray, wirelen: np.ndarray,
+                index: np.ndarray) -> PacketFlows:
+        """Assign flows and analyse every TCP segment of one decoded chunk."""
+        n = len(dec)
+        out = PacketFlows(
+            flow_id=np.empty(n, np.int64), direction=np.empty(n, np.int8),
+            stream_offset=np.empty(n, np.int64), flags=np.empty(n, np.int32),
+            ack_offset=np.empty(n, np.int64),
+        )
+        i = 0
+        while i < n:
+            i = _kernel(
+                i, dec.status, dec.proto, dec.src_hi, dec.src_lo, dec.dst_hi, dec.dst_lo,
+                dec.sport, dec.dport, dec.vlan, dec.ip_version, dec.tcp_flags, dec.seq, dec.ack,
+                dec.window, dec.wscale, dec.payload_len, wirelen, ts, index,
+                self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate, self._n,
+                out.flow_id, out.direction, out.stream_offset, out.flags, out.ack_offset,
+            )
+            if i < n:
+                self._grow()
+        return out
+
+    # --- summaries for the flows table ------------------------------------------
+    def flow_columns(self) -> dict[str, np.ndarray]:
+        """Per-flow columns (index = flow_id) for the ``flows`` table."""
+        k = self.n_flows
+        f = self.fstate[:k]
+        d_out = self.dstate[0 : 2 * k : 2]
+        d_in = self.dstate[1 : 2 * k : 2]
+        syn, synack = f[:, F_SYN_TS], f[:, F_SYNACK_TS]
+        rtt = np.where((syn >= 0) & (synack >= syn), synack - syn, -1)
+        return {
+            "a_hi": f[:, F_A_HI].view(np.uint64), "a_lo": f[:, F_A_LO].view(np.uint64),
+            "b_hi": f[:, F_B_HI].view(np.uint64), "b_lo": f[:, F_B_LO].view(np.uint64),
+            "client_port": f[:, F_A_PORT], "server_port": f[:, F_B_PORT],
+            "proto": f[:, F_PROTO], "first_ts": f[:, F_FIRST_TS], "last_ts": f[:, F_LAST_TS],
+            "first_index": f[:, F_FIRST_INDEX], "end": f[:, F_END], "vlan": f[:, F_VLAN],
+            "ip_version": f[:, F_IPV], "handshake_rtt_ns": rtt, "syn_seen": syn >= 0,
+            "packets_out": d_out[:, D_PKTS], "packets_in": d_in[:, D_PKTS],
+            "bytes_out": d_out[:, D_BYTES], "bytes_in": d_in[:, D_BYTES],
+            "payload_bytes_out": d_out[:, D_PAYLOAD], "payload_bytes_in": d_in[:, D_PAYLOAD],
+            "retransmissions": d_out[:, D_RETRANS] + d_in[:, D_RETRANS],
+            "out_of_order": d_out[:, D_OOO] + d_in[:, D_OOO],
+            "gaps": d_out[:, D_LOST] + d_in[:, D_LOST],
+            "duplicate_acks": d_out[:, D_DUPACK_TOTAL] + d_in[:, D_DUPACK_TOTAL],
+        }

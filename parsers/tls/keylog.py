@@ -1,0 +1,154 @@
+"""NSS key log ("SSLKEYLOGFILE") parsing, keyed by ClientHello.random.
+
+How this works: every useful line is ``LABEL <client_random hex> <secret hex>``.
+TLS 1.2 and older log one ``CLIENT_RANDOM`` line carrying the 48-byte master
+secret; TLS 1.3 logs one line per traffic secret (RFC 8446 §7.1 names). A
+connection finds its secrets by the 32-byte ``random`` of its ClientHello, so
+several files (or pcapng Decryption Secrets Blocks, whose payload is the same
+text) merge into one table. Comments, blank lines and garbage are counted in
+``bad_lines`` (comments in ``comment_lines``) and never fatal.
+
+Secrets live only in this object: nothing here formats them into strings,
+and ``repr`` shows counts only.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterable
+from os import PathLike
+
+from ..errors import ConfigError
+
+# -- NSS key log labels (https://firefox-source-docs.mozilla.org/security/nss/legacy/key_log_format/)
+CLIENT_RANDOM = "CLIENT_RANDOM"  # TLS <= 1.2: 48-byte master secret
+CLIENT_EARLY_TRAFFIC_SECRET = "CLIENT_EARLY_TRAFFIC_SECRET"
+CLIENT_HANDSHAKE_TRAFFIC_SECRET = "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+SERVER_HANDSHAKE_TRAFFIC_SECRET = "SERVER_HANDSHAKE_TRAFFIC_SECRET"
+CLIENT_TRAFFIC_SECRET_0 = "CLIENT_TRAFFIC_SECRET_0"
+SERVER_TRAFFIC_SECRET_0 = "SERVER_TRAFFIC_SECRET_0"
+EXPORTER_SECRET = "EXPORTER_SECRET"
+EARLY_EXPORTER_SECRET = "EARLY_EXPORTER_SECRET"
+
+LABELS = frozenset(
+    {
+        CLIENT_RANDOM,
+        CLIENT_EARLY_TRAFFIC_SECRET,
+        CLIENT_HANDSHAKE_TRAFFIC_SECRET,
+        SERVER_HANDSHAKE_TRAFFIC_SECRET,
+        CLIENT_TRAFFIC_SECRET_0,
+        SERVER_TRAFFIC_SECRET_0,
+        EXPORTER_SECRET,
+        EARLY_EXPORTER_SECRET,
+    }
+)
+
+PCAPNG_DSB_TLS_KEY_LOG = 0x544C534B
+"""pcapng Decryption Secrets Block ``secrets_type`` for an NSS key log ("TLSK")."""
+
+CLIENT_RANDOM_LENGTH = 32
+"""RFC 8446 §4.1.2 / RFC 5246 §7.4.1.2: ``opaque random[32]``."""
+
+MAX_SECRET_LENGTH = 64
+"""Longest secret any suite uses (SHA-512 would be 64; SHA-384 is 48)."""
+
+MAX_LINE_LENGTH = 1024
+"""Longer lines are garbage by construction (label + 64 + 128 hex digits + spaces)."""
+
+
+class KeyLog:
+    """Secrets from NSS key log text, looked up by client random."""
+
+    __slots__ = ("_secrets", "bad_lines", "comment_lines", "lines")
+
+    def __init__(self) -> None:
+        self._secrets: dict[bytes, dict[str, bytes]] = {}
+        self.lines = 0
+        """Key lines accepted."""
+        self.bad_lines = 0
+        """Lines neither a comment, blank, nor a well-formed key line."""
+        self.comment_lines = 0
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def from_text(cls, text: str | bytes) -> KeyLog:
+        """Parse key log text (``str`` or ``bytes``, e.g. a pcapng DSB payload)."""
+        log = cls()
+        log.add_text(text)
+        return log
+
+    @classmethod
+    def from_files(cls, paths: Iterable[str | PathLike[str]]) -> KeyLog:
+        """Read and merge key log files (the only I/O in this package).
+
+        Raises ``ConfigError`` (code ``keylog_unreadable``) if a file cannot be read.
+        """
+        log = cls()
+        for path in paths:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot read key log file {path}: {err.strerror}", code="keylog_unreadable"
+                ) from err
+            log.add_text(data)
+        return log
+
+    @classmethod
+    def from_file(cls, path: str | PathLike[str]) -> KeyLog:
+        """Read one key log file; see ``from_files``."""
+        return cls.from_files([path])
+
+    def add_text(self, text: str | bytes) -> None:
+        """Merge more key log text; later lines win for the same (label, random)."""
+        if isinstance(text, str):
+            text = text.encode("utf-8", "replace")
+        for raw in text.splitlines():
+            self._add_line(raw.strip())
+
+    def _add_line(self, line: bytes) -> None:
+        if not line:
+            return
+        if line.startswith(b"#"):
+            self.comment_lines += 1
+            return
+        parts = line.split()
+        if len(line) > MAX_LINE_LENGTH or len(parts) != 3:
+            self.bad_lines += 1
+            return
+        label = parts[0].decode("ascii", "replace")
+        try:
+            random = binascii.unhexlify(parts[1])
+            secret = binascii.unhexlify(parts[2])
+        except (binascii.Error, ValueError):
+            self.bad_lines += 1
+            return
+        if (
+            label not in LABELS
+            or len(random) != CLIENT_RANDOM_LENGTH
+            or not 0 < len(secret) <= MAX_SECRET_LENGTH
+        ):
+            self.bad_lines += 1
+            return
+        self._secrets.setdefault(random, {})[label] = secret
+        self.lines += 1
+
+    # -- lookup -----------------------------------------------------------------
+    def get(self, client_random: bytes, label: str) -> bytes | None:
+        """The secret ``label`` logged for ``client_random``, or ``None``."""
+        entry = self._secrets.get(bytes(client_random))
+        return None if entry is None else entry.get(label)
+
+    def has(self, client_random: bytes) -> bool:
+        """Whether any secret was logged for this client random."""
+        return bytes(client_random) in self._secrets
+
+    def __len__(self) -> int:
+        """Number of distinct client randoms with at least one secret."""
+        return len(self._secrets)
+
+    def __repr__(self) -> str:  # never show secrets
+        return (
+            f"KeyLog(sessions={len(self._secrets)}, lines={self.lines}, bad_lines={self.bad_lines})"
+        )

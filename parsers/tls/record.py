@@ -1,0 +1,277 @@
+"""TLS record framing for one direction of a TCP stream, with byte times.
+
+How this works: a ``RecordReader`` receives in-order pieces of one direction's
+stream (bytes + ``ts_first``/``ts_last``) and cuts them into records
+(RFC 8446 §5.1 / RFC 5246 §6.2.1: ``type(1) legacy_record_version(2)
+length(2) fragment``). A record takes ``ts_first`` of the piece holding its
+first byte and ``ts_last`` of the piece holding its last byte.
+
+It never raises on bad input. Instead it reports ``ReaderIssue``s:
+
+- at the start of a stream whose first bytes are not a record header it scans
+  for a *plausible* header (type 20..24, version 0x0300..0x0304, length
+  1..max_record) that is followed by another plausible header, and resumes
+  there (``midstream_resync``), or gives up after ``RESYNC_WINDOW`` bytes
+  (``not_tls``);
+- a bad header in the middle of a stream (``bad_record_header``) or a capture
+  gap (``gap``) loses record alignment: the reader resynchronises the same way,
+  and flags ``lost_sync`` so the session drops that direction's keys (the
+  record sequence number is unknown from then on);
+- a length above ``max_record`` stops the direction (``record_too_long``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+# -- RFC 5246 §6.2.1 / RFC 8446 §5.1 ---------------------------------------------
+RECORD_HEADER = struct.Struct("!BHH")
+"""``ContentType type; ProtocolVersion legacy_record_version; uint16 length``."""
+HEADER_LENGTH = RECORD_HEADER.size
+
+CHANGE_CIPHER_SPEC = 20
+ALERT = 21
+HANDSHAKE = 22
+APPLICATION_DATA = 23
+HEARTBEAT = 24  # RFC 6520
+CONTENT_TYPES = range(CHANGE_CIPHER_SPEC, HEARTBEAT + 1)
+
+MAX_PLAINTEXT = 2**14
+MAX_CIPHERTEXT = MAX_PLAINTEXT + 2048
+"""RFC 5246 §6.2.3: "The length MUST NOT exceed 2^14 + 2048" (TLS 1.3 allows only
+2^14 + 256, so the TLS 1.2 bound covers both)."""
+
+RESYNC_WINDOW = 3 * (HEADER_LENGTH + MAX_CIPHERTEXT)
+"""Bytes the resync scan examines before declaring the stream not TLS: enough
+to hold two maximal records after an arbitrary cut, so any real TLS stream
+resynchronises within it."""
+
+COMPACT_THRESHOLD = 64 * 1024
+"""Consumed bytes kept at the buffer front before it is compacted (amortises
+``del buf[:n]``)."""
+
+# type 20..24, version major 3, minor 0..4 (one regex pass finds candidates)
+_CANDIDATE = re.compile(rb"[\x14-\x18]\x03[\x00-\x04]")
+
+
+class ReaderState(Enum):
+    START = "start"  # nothing parsed yet: the first header decides
+    SYNC = "sync"  # aligned on record boundaries
+    RESYNC = "resync"  # scanning for a plausible header pair
+    STOPPED = "stopped"  # gave up on this direction
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One whole record as it appeared on the wire."""
+
+    content_type: int
+    version: int
+    header: bytes
+    fragment: bytes
+    stream_offset: int
+    ts_first: int
+    ts_last: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderIssue:
+    """A framing problem, turned into an ``Anomaly`` by the session."""
+
+    code: str
+    detail: str
+    stream_offset: int
+    ts: int
+    lost_sync: bool = False
+
+
+def _is_hello(buf: bytes | bytearray, pos: int, length: int) -> bool:
+    """A whole handshake record holding a Client/ServerHello needs no second header
+    to confirm it (e.g. STARTTLS: the ClientHello follows plaintext, then silence)."""
+    body = pos + HEADER_LENGTH
+    if buf[pos] != HANDSHAKE or length < 4 or len(buf) < body + length:
+        return False
+    msg_length = int.from_bytes(buf[body + 1 : body + 4], "big")
+    return buf[body] in (1, 2) and 38 <= msg_length <= length - 4
+
+
+def plausible_length(buf: bytes | bytearray, pos: int, max_record: int) -> int | None:
+    """Fragment length if ``buf[pos:pos+5]`` looks like a record header, else ``None``."""
+    ctype, version, length = RECORD_HEADER.unpack_from(buf, pos)
+    if ctype in CONTENT_TYPES and 0x0300 <= version <= 0x0304 and 0 < length <= max_record:
+        return length
+    return None
+
+
+class RecordReader:
+    """Cuts one direction's stream into ``RawRecord``s (sans-IO)."""
+
+    def __init__(self, max_record: int = MAX_CIPHERTEXT) -> None:
+        self.max_record = max_record
+        self.state = ReaderState.START
+        self._buf = bytearray()
+        self._pos = 0  # next unread byte in _buf
+        self._base = 0  # stream offset of _buf[0]
+        # (stream end offset, ts_first, ts_last) of each piece still (partly) buffered
+        self._pieces: deque[tuple[int, int, int]] = deque()
+        self._records = 0  # records returned so far
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held but not yet part of a returned record."""
+        return len(self._buf) - self._pos
+
+    @property
+    def next_offset(self) -> int:
+        """Stream offset of the next unread byte."""
+        return self._base + self._pos
+
+    def feed(self, data: bytes, ts_first: int, ts_last: int) -> list[RawRecord | ReaderIssue]:
+        """Add one in-order piece; return the records (and issues) it completes."""
+        if self.state is ReaderState.STOPPED:
+            self._base += len(self._buf) + len(data)
+            self._buf.clear()
+            self._pos = 0
+            return []
+        self._buf += data
+        self._pieces.append((self._base + len(self._buf), ts_first, ts_last))
+        out: list[RawRecord | ReaderIssue] = []
+        while True:
+            state = self.state
+            if state is ReaderState.SYNC:
+                item = self._next_record()
+            elif state is ReaderState.START:
+                item = self._start()
+            elif state is ReaderState.RESYNC:
+                item = self._resync()
+            else:
+                break
+            if item is not None:
+                out.append(item)
+            elif self.state is state:
+                break  # no progress without more bytes
+        self._compact()
+        return out
+
+    def gap(self, length: int, ts: int) -> list[ReaderIssue]:
+        """``length`` stream bytes were never captured: drop the partial record, resync."""
+        lost = self.buffered
+        offset = self.next_offset
+        self._base += len(self._buf) + length
+        self._buf.clear()
+        self._pos = 0
+        self._pieces.clear()
+        if self.state is ReaderState.STOPPED:
+            return []
+        self.state = ReaderState.RESYNC
+        detail = f"{length} bytes missing; {lost} buffered bytes of a partial record dropped"
+        return [ReaderIssue("gap", detail, offset, ts, lost_sync=self._records > 0)]
+
+    def finish(self, ts: int) -> list[ReaderIssue]:
+        """End of stream: report a partial record left in the buffer."""
+        if self.buffered and self.state is ReaderState.RESYNC and not self._records:
+            detail = f"no plausible TLS record header pair in {self.buffered} bytes"
+            return [ReaderIssue("not_tls", detail, self.next_offset, ts)]
+        if self.buffered and self.state is ReaderState.SYNC:
+            detail = f"stream ended {self.buffered} bytes into a record"
+            return [ReaderIssue("truncated_record", detail, self.next_offset, ts)]
+        return []
+
+    # -- framing -------------------------------------------------------------------
+    def _next_record(self) -> RawRecord | ReaderIssue | None:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER_LENGTH:
+            return None
+        ctype, version, length = RECORD_HEADER.unpack_from(buf, pos)
+        if ctype not in CONTENT_TYPES or version >> 8 != 3:
+            self.state = ReaderState.RESYNC
+            detail = f"type {ctype} version 0x{version:04x}"
+            return ReaderIssue(
+                "bad_record_header", detail, self.next_offset, self._ts_at(pos)[0], True
+            )
+        if length > self.max_record:
+            self.state = ReaderState.STOPPED
+            detail = f"length {length} > {self.max_record}"
+            return ReaderIssue("record_too_long", detail, self.next_offset, self._ts_at(pos)[0])
+        end = pos + HEADER_LENGTH + length
+        if len(buf) < end:
+            return None
+        ts_first = self._ts_at(pos)[0]
+        ts_last = self._ts_at(end - 1)[1]
+        record = RawRecord(
+            content_type=ctype,
+            version=version,
+            header=bytes(buf[pos : pos + HEADER_LENGTH]),
+            fragment=bytes(buf[pos + HEADER_LENGTH : end]),
+            stream_offset=self._base + pos,
+            ts_first=ts_first,
+            ts_last=ts_last,
+        )
+        self._pos = end
+        self._records += 1
+        return record
+
+    def _start(self) -> ReaderIssue | None:
+        if self.buffered < HEADER_LENGTH:
+            return None
+        plausible = plausible_length(self._buf, self._pos, self.max_record) is not None
+        self.state = ReaderState.SYNC if plausible else ReaderState.RESYNC
+        return None
+
+    def _resync(self) -> ReaderIssue | None:
+        """Find the first plausible header followed by another; skip to it."""
+        buf, start, max_record = self._buf, self._pos, self.max_record
+        for match in _CANDIDATE.finditer(buf, start):
+            i = match.start()
+            if len(buf) - i < HEADER_LENGTH:
+                break
+            length = plausible_length(buf, i, max_record)
+            if length is None:
+                continue
+            nxt = i + HEADER_LENGTH + length
+            if not _is_hello(buf, i, length):
+                if len(buf) - nxt < HEADER_LENGTH:
+                    break  # cannot confirm yet: wait for more bytes (earliest candidate wins)
+                if plausible_length(buf, nxt, max_record) is None:
+                    continue
+            skipped = i - start
+            offset = self._base + start
+            self._pos = i
+            self.state = ReaderState.SYNC
+            ts = self._ts_at(i)[0]
+            lost = self._records > 0  # nothing parsed yet: no sequence state to lose
+            return ReaderIssue("midstream_resync", f"skipped {skipped} bytes", offset, ts, lost)
+        if self.buffered > RESYNC_WINDOW:
+            self.state = ReaderState.STOPPED
+            detail = f"no plausible TLS record header pair in {self.buffered} bytes"
+            issue = ReaderIssue("not_tls", detail, self.next_offset, self._ts_at(start)[0])
+            self._base += len(buf)
+            buf.clear()
+            self._pos = 0
+            self._pieces.clear()
+            return issue
+        return None
+
+    # -- times ---------------------------------------------------------------------
+    def _ts_at(self, pos: int) -> tuple[int, int]:
+        """(ts_first, ts_last) of the piece holding buffer position ``pos``."""
+        offset = self._base + pos
+        for end, ts_first, ts_last in self._pieces:
+            if end > offset:
+                return ts_first, ts_last
+        end, ts_first, ts_last = self._pieces[-1]
+        return ts_first, ts_last
+
+    def _compact(self) -> None:
+        offset = self._base + self._pos
+        pieces = self._pieces
+        while pieces and pieces[0][0] <= offset:
+            pieces.popleft()
+        if self._pos and (self._pos >= COMPACT_THRESHOLD or self._pos == len(self._buf)):
+            del self._buf[: self._pos]
+            self._base += self._pos
+            self._pos = 0

@@ -1,0 +1,486 @@
+"""``TlsSession``: one TCP connection's TLS, both directions, sans-IO.
+
+How this works: each direction has a ``RecordReader`` (framing + times), a
+``HandshakeReassembler`` and a protection state. Every record becomes a
+``TlsRecord`` event; a record is *protected* once that direction has sent
+ChangeCipherSpec (TLS <= 1.2) or, in TLS 1.3, whenever its outer type is
+application_data (RFC 8446 §5: the CCS there is a compatibility dummy).
+
+Keys come from the ``KeyLog`` when the ServerHello is seen:
+
+- TLS <= 1.2: the master secret (``CLIENT_RANDOM``) expands into *pending*
+  states that each direction's ChangeCipherSpec activates (RFC 5246 §7.1).
+  Renegotiation follows naturally: its hellos are parsed from decrypted
+  records and its CCS activates the new pending state.
+- TLS 1.3: handshake traffic secrets protect records right after the
+  ServerHello; each side's Finished switches that side to its application
+  traffic secret; KeyUpdate derives the next generation (RFC 8446 §7.2).
+  A HelloRetryRequest installs nothing (the second ServerHello does).
+  Early data (0-RTT) is not decrypted: while a client that offered it is in
+  the handshake epoch, records that fail to decrypt are skipped silently
+  until one succeeds ("trial" mode).
+
+Decryption of a direction stops for good after a failed authentication
+(``decrypt_failed``) or a loss of record alignment (``gap``, resync): the
+record sequence number, an implicit input of every AEAD nonce and MAC, is
+unknown from then on. Records are still framed and timed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import DecodeError
+from ..events import IN, OUT, Anomaly, Direction
+from . import handshake as hs
+from .ciphers import RecordDecryptor, Tls13Decryptor, tls12_decryptor
+from .events import VERSION_NAMES, Plaintext, TlsHandshakeInfo, TlsRecord
+from .handshake import ClientHello, HandshakeReassembler, ServerHello
+from .keylog import (
+    CLIENT_HANDSHAKE_TRAFFIC_SECRET,
+    CLIENT_RANDOM,
+    CLIENT_TRAFFIC_SECRET_0,
+    SERVER_HANDSHAKE_TRAFFIC_SECRET,
+    SERVER_TRAFFIC_SECRET_0,
+    KeyLog,
+)
+from .keyschedule import tls12_key_block, tls13_next_traffic_secret, tls13_traffic_keys
+from .record import (
+    APPLICATION_DATA,
+    CHANGE_CIPHER_SPEC,
+    HANDSHAKE,
+    MAX_CIPHERTEXT,
+    RawRecord,
+    ReaderIssue,
+    RecordReader,
+)
+from .suites import CipherSuite, suite_for, suite_name
+
+LAYER = "tls"
+TLS13 = 0x0304
+
+
+@dataclass(slots=True)
+class _Direction:
+    """Per-direction state."""
+
+    reader: RecordReader
+    hs: HandshakeReassembler = field(default_factory=HandshakeReassembler)
+    encrypted: bool = False  # TLS <= 1.2: ChangeCipherSpec seen
+    decryptor: RecordDecryptor | None = None
+    pending: RecordDecryptor | None = None  # TLS <= 1.2: activated by CCS
+    app_secret: bytes | None = None  # TLS 1.3 current/next application secret
+    in_app_epoch: bool = False  # TLS 1.3: own Finished sent
+    trial: bool = False  # failures are silent until the first success
+    stopped_reason: str | None = None  # decryption stopped for good
+    epoch_records: int = 0  # protected records since the last key change
+    plaintext_offset: int = 0
+    finished_ts: int | None = None
+    first_protected_ts: int | None = None
+
+
+class TlsSession:
+    """Sans-IO TLS parser for one connection (see the module docstring)."""
+
+    def __init__(
+        self, flow_id: int, keylog: KeyLog | None = None, *, max_record: int = MAX_CIPHERTEXT
+    ) -> None:
+        self.flow_id = flow_id
+        self.keylog = keylog
+        self._dirs: dict[Direction, _Direction] = {
+            OUT: _Direction(RecordReader(max_record)),
+            IN: _Direction(RecordReader(max_record)),
+        }
+        self._ch: ClientHello | None = None
+        self._ch_ts: int | None = None
+        self._sh: ServerHello | None = None
+        self._sh_offset = 0
+        self._sh_ts = 0
+        self._suite: CipherSuite | None = None
+        self._tls13 = False
+        self._hello_retry = False
+        self._resumed = False
+        self._server_hello_done = False
+        self._alpn: str | None = None
+        self._keys_found = False
+        self._missing_reported = False
+        self._info_emitted = False
+        self._complete = False
+        self._handshake_ns: int | None = None
+        self._out: list[object] = []
+
+    # -- SessionParser protocol ------------------------------------------------------
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+        """Feed the next in-order piece of ``direction``'s stream."""
+        for item in self._dirs[direction].reader.feed(data, ts_first, ts_last):
+            if isinstance(item, ReaderIssue):
+                self._on_issue(direction, item)
+            else:
+                self._on_record(direction, item)
+        return self._drain()
+
+    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+        """``length`` bytes of ``direction`` were never captured."""
+        for issue in self._dirs[direction].reader.gap(length, ts):
+            self._on_issue(direction, issue)
+        return self._drain()
+
+    def finish(self, ts: int) -> list[object]:
+        """End of connection: report partial records and the final handshake info."""
+        for d, st in self._dirs.items():
+            for issue in st.reader.finish(ts):
+                self._on_issue(d, issue)
+        if self._sh is not None and not self._complete:
+            self._emit_info(ts)
+        return self._drain()
+
+    def _drain(self) -> list[object]:
+        out, self._out = self._out, []
+        return out
+
+    def _anomaly(
+        self, d: Direction | None, code: str, detail: str, ts: int, offset: int | None
+    ) -> None:
+        self._out.append(
+            Anomaly(
+                ts=ts,
+                flow_id=self.flow_id,
+                direction=d,
+                layer=LAYER,
+                code=code,
+                detail=detail,
+                stream_offset=offset,
+            )
+        )
+
+    def _on_issue(self, d: Direction, issue: ReaderIssue) -> None:
+        detail = issue.detail
+        st = self._dirs[d]
+        if issue.lost_sync:
+            # Records were lost after the hellos: sequence numbers (an implicit
+            # input of every nonce and MAC) are unknown from here on.
+            st.hs.reset()
+            detail += "; decryption stopped for this direction (record sequence number lost)"
+            st.decryptor = st.pending = None
+            st.trial = False
+            st.stopped_reason = issue.code
+        self._anomaly(d, issue.code, detail, issue.ts, issue.stream_offset)
+
+    # -- records ---------------------------------------------------------------------
+    def _on_record(self, d: Direction, rec: RawRecord) -> None:
+        st = self._dirs[d]
+        ctype = rec.content_type
+        protected = st.encrypted or ctype == APPLICATION_DATA
+        if not protected:
+            self._emit_record(d, rec, decrypted=False, plaintext_length=len(rec.fragment))
+            self._on_content(d, rec, ctype, rec.fragment)
+            return
+        if st.first_protected_ts is None and self._sh is not None:
+            st.first_protected_ts = rec.ts_last
+        if st.encrypted and ctype == HANDSHAKE and st.finished_ts is None and not self._tls13:
+            st.finished_ts = rec.ts_last  # RFC 5246 §7.4.9: first handshake message after CCS
+        result = self._decrypt(d, st, rec)
+        if result is None:
+            self._emit_record(d, rec, decrypted=False, plaintext_length=None)
+        else:
+            inner_type, plaintext = result
+            self._emit_record(
+                d,
+                rec,
+                decrypted=True,
+                plaintext_length=len(plaintext),
+                inner=inner_type if self._tls13 else None,
+            )
+            self._on_content(d, rec, inner_type, plaintext)
+        self._check_complete(d, rec)
+
+    def _emit_record(
+        self,
+        d: Direction,
+        rec: RawRecord,
+        *,
+        decrypted: bool,
+        plaintext_length: int | None,
+        inner: int | None = None,
+    ) -> None:
+        self._out.append(
+            TlsRecord(
+                ts_first=rec.ts_first,
+                ts_last=rec.ts_last,
+                flow_id=self.flow_id,
+                direction=d,
+                stream_offset=rec.stream_offset,
+                content_type=rec.content_type,
+                version=rec.version,
+                length=len(rec.header) + len(rec.fragment),
+                decrypted=decrypted,
+                plaintext_length=plaintext_length,
+                inner_content_type=inner,
+            )
+        )
+
+    def _on_content(self, d: Direction, rec: RawRecord, ctype: int, data: bytes) -> None:
+        st = self._dirs[d]
+        if ctype == HANDSHAKE:
+            try:
+                messages = st.hs.feed(data)
+            except DecodeError as err:
+                self._anomaly(d, err.code, str(err), rec.ts_last, rec.stream_offset)
+                return
+            for msg_type, body in messages:
+                self._on_handshake(d, rec, msg_type, body)
+        elif ctype == CHANGE_CIPHER_SPEC:
+            self._on_change_cipher_spec(d, rec)
+        elif ctype == APPLICATION_DATA and data:
+            self._out.append(
+                Plaintext(
+                    ts_first=rec.ts_first,
+                    ts_last=rec.ts_last,
+                    flow_id=self.flow_id,
+                    direction=d,
+                    stream_offset=st.plaintext_offset,
+                    data=data,
+                )
+            )
+            st.plaintext_offset += len(data)
+        elif ctype == 0:  # TLS 1.3 inner plaintext of only zeros (RFC 8446 §5.4)
+            self._anomaly(
+                d, "bad_inner_plaintext", "no content type", rec.ts_last, rec.stream_offset
+            )
+
+    # -- decryption ------------------------------------------------------------------
+    def _decrypt(self, d: Direction, st: _Direction, rec: RawRecord) -> tuple[int, bytes] | None:
+        if st.decryptor is None and st.stopped_reason is None:
+            self._late_key_lookup(d, st)
+        dec = st.decryptor
+        if dec is None:
+            if st.stopped_reason is None:
+                self._report_missing(d, rec)
+            return None
+        result = dec.decrypt(rec.content_type, rec.version, rec.header, rec.fragment)
+        if result is None:
+            if not st.trial:
+                st.decryptor = None
+                st.stopped_reason = "decrypt_failed"
+                detail = f"record {dec.seq} of this key epoch failed authentication"
+                self._anomaly(d, "decrypt_failed", detail, rec.ts_last, rec.stream_offset)
+            return None
+        st.trial = False
+        st.epoch_records += 1
+        return result
+
+    def _report_missing(self, d: Direction, rec: RawRecord) -> None:
+        if self.keylog is None or self._missing_reported or self._suite is None:
+            return
+        self._missing_reported = True
+        what = "no secrets for this client_random" if not self._keys_found else "secret missing"
+        self._anomaly(d, "missing_keys", what, rec.ts_last, rec.stream_offset)
+
+    def _late_key_lookup(self, d: Direction, st: _Direction) -> None:
+        """Secrets may reach the key log after the ServerHello (pcapng DSB)."""
+        if self._keys_found or st.epoch_records or self._sh is None or self._sh.hello_retry:
+            return
+        if st.encrypted or self._tls13:
+            self._install_keys(self._sh)
+            if not self._tls13 and st.decryptor is None:
+                st.decryptor, st.pending = st.pending, None
+
+    def _install_keys(self, sh: ServerHello) -> None:
+        suite, ch, log = self._suite, self._ch, self.keylog
+        if suite is None or ch is None or log is None:
+            return
+        if self._tls13:
+            self._install_tls13(suite, ch, log)
+            return
+        master = log.get(ch.random, CLIENT_RANDOM)
+        if master is None:
+            return
+        self._keys_found = True
+        etm = (
+            suite.kind == "block"
+            and hs.EXT_ENCRYPT_THEN_MAC in ch.extensions
+            and hs.EXT_ENCRYPT_THEN_MAC in sh.extensions
+        )
+        version = sh.version
+        kb = tls12_key_block(
+            master,
+            ch.random,
+            sh.random,
+            version=version,
+            prf_hash=suite.prf_hash,
+            mac_key_length=suite.mac_length,
+            key_length=suite.key_length,
+            iv_length=suite.iv_length,
+        )
+        self._dirs[OUT].pending = tls12_decryptor(
+            suite,
+            key=kb.client_write_key,
+            iv=kb.client_write_iv,
+            mac_key=kb.client_write_mac_key,
+            version=version,
+            etm=etm,
+        )
+        self._dirs[IN].pending = tls12_decryptor(
+            suite,
+            key=kb.server_write_key,
+            iv=kb.server_write_iv,
+            mac_key=kb.server_write_mac_key,
+            version=version,
+            etm=etm,
+        )
+
+    def _install_tls13(self, suite: CipherSuite, ch: ClientHello, log: KeyLog) -> None:
+        labels = {
+            OUT: (CLIENT_HANDSHAKE_TRAFFIC_SECRET, CLIENT_TRAFFIC_SECRET_0),
+            IN: (SERVER_HANDSHAKE_TRAFFIC_SECRET, SERVER_TRAFFIC_SECRET_0),
+        }
+        for d, (hs_label, app_label) in labels.items():
+            st = self._dirs[d]
+            hs_secret = log.get(ch.random, hs_label)
+            app_secret = log.get(ch.random, app_label)
+            if hs_secret is None and app_secret is None:
+                continue
+            self._keys_found = True
+            st.app_secret = app_secret
+            if hs_secret is not None:
+                st.decryptor = _tls13_decryptor(suite, hs_secret)
+                st.trial = d == OUT and hs.EXT_EARLY_DATA in ch.extensions
+            elif app_secret is not None:
+                # Only application secrets logged: skip handshake records silently.
+                st.decryptor = _tls13_decryptor(suite, app_secret)
+                st.in_app_epoch = True
+                st.trial = True
+
+    # -- handshake -------------------------------------------------------------------
+    def _on_handshake(self, d: Direction, rec: RawRecord, msg_type: int, body: bytes) -> None:
+        try:
+            if msg_type == hs.CLIENT_HELLO and d == OUT:
+                self._ch = hs.parse_client_hello(body)
+                if self._ch_ts is None:
+                    self._ch_ts = rec.ts_first
+            elif msg_type == hs.SERVER_HELLO and d == IN:
+                self._on_server_hello(rec, hs.parse_server_hello(body))
+            elif msg_type == hs.ENCRYPTED_EXTENSIONS and d == IN:
+                self._alpn = hs.parse_encrypted_extensions(body)
+            elif msg_type == hs.SERVER_HELLO_DONE and d == IN:
+                self._server_hello_done = True
+            elif msg_type == hs.FINISHED and self._tls13:
+                self._on_tls13_finished(d, rec)
+            elif msg_type == hs.KEY_UPDATE and self._tls13:
+                self._on_key_update(d)
+        except DecodeError as err:
+            self._anomaly(
+                d, err.code, f"handshake type {msg_type}: {err}", rec.ts_last, rec.stream_offset
+            )
+
+    def _on_server_hello(self, rec: RawRecord, sh: ServerHello) -> None:
+        first = self._sh is None
+        self._sh = sh
+        self._sh_offset, self._sh_ts = rec.stream_offset, rec.ts_last
+        self._tls13 = sh.version == TLS13
+        if sh.hello_retry:
+            self._hello_retry = True
+            return
+        self._suite = suite_for(sh.cipher_suite)
+        if self._tls13:
+            self._resumed = hs.EXT_PRE_SHARED_KEY in sh.extensions
+            for st in self._dirs.values():
+                st.encrypted = False  # a compatibility CCS meant nothing
+        else:
+            self._alpn = sh.alpn
+            ch = self._ch
+            self._resumed = bool(ch and sh.session_id and sh.session_id == ch.session_id)
+        if self._suite is None:
+            name = suite_name(sh.cipher_suite)
+            self._anomaly(IN, "unsupported_cipher", name, rec.ts_last, rec.stream_offset)
+        elif self.keylog is not None:
+            self._install_keys(sh)
+        if first:
+            self._emit_info(rec.ts_last)
+
+    def _on_change_cipher_spec(self, d: Direction, rec: RawRecord) -> None:
+        if self._tls13:
+            return  # RFC 8446 §5: middlebox compatibility only
+        st = self._dirs[d]
+        if d == IN and self._sh is not None and not self._server_hello_done:
+            self._resumed = True  # abbreviated handshake: no ServerHelloDone
+        st.encrypted = True
+        st.finished_ts = None
+        st.decryptor, st.pending = st.pending, None
+        st.epoch_records = 0
+        if st.decryptor is not None:
+            st.stopped_reason = None
+
+    def _on_tls13_finished(self, d: Direction, rec: RawRecord) -> None:
+        st = self._dirs[d]
+        if st.finished_ts is None:
+            st.finished_ts = rec.ts_last
+        if st.in_app_epoch:
+            return
+        st.in_app_epoch = True
+        st.epoch_records = 0
+        st.trial = False
+        suite = self._suite
+        if st.stopped_reason is None and suite is not None and st.app_secret is not None:
+            st.decryptor = _tls13_decryptor(suite, st.app_secret)
+        else:
+            st.decryptor = None
+
+    def _on_key_update(self, d: Direction) -> None:
+        st = self._dirs[d]
+        suite = self._suite
+        if suite is None or st.app_secret is None or st.stopped_reason is not None:
+            return
+        st.app_secret = tls13_next_traffic_secret(st.app_secret, suite.prf_hash)
+        st.decryptor = _tls13_decryptor(suite, st.app_secret)
+        st.epoch_records = 0
+
+    # -- handshake info --------------------------------------------------------------
+    def _check_complete(self, d: Direction, rec: RawRecord) -> None:
+        if self._complete or self._sh is None or self._ch_ts is None:
+            return
+        fin_out, fin_in = self._dirs[OUT].finished_ts, self._dirs[IN].finished_ts
+        if fin_out is not None and fin_in is not None:
+            self._finish_handshake(max(fin_out, fin_in) - self._ch_ts, rec.ts_last)
+        elif self._tls13 and d == OUT and not self._dirs[OUT].in_app_epoch and fin_out is None:
+            # Without keys the client's Finished flight is its first protected record.
+            first = self._dirs[OUT].first_protected_ts
+            if first is not None and self._dirs[OUT].decryptor is None:
+                self._finish_handshake(first - self._ch_ts, rec.ts_last)
+
+    def _finish_handshake(self, handshake_ns: int, ts: int) -> None:
+        self._complete = True
+        self._handshake_ns = handshake_ns
+        self._emit_info(ts)
+
+    def _emit_info(self, ts: int) -> None:
+        sh, ch = self._sh, self._ch
+        assert sh is not None
+        version = VERSION_NAMES.get(sh.version, f"0x{sh.version:04x}")
+        self._out.append(
+            TlsHandshakeInfo(
+                ts_first=self._ch_ts if self._ch_ts is not None else self._sh_ts,
+                ts_last=ts,
+                flow_id=self.flow_id,
+                direction=IN,
+                stream_offset=self._sh_offset,
+                sni=ch.sni if ch else None,
+                alpn_offered=ch.alpn if ch else (),
+                alpn=self._alpn,
+                version=version,
+                cipher=suite_name(sh.cipher_suite),
+                cipher_id=sh.cipher_suite,
+                resumed=self._resumed,
+                hello_retry=self._hello_retry,
+                client_random=ch.random.hex() if ch else None,
+                handshake_ns=self._handshake_ns if self._complete else None,
+                keys_found=self._keys_found,
+                complete=self._complete,
+            )
+        )
+        self._info_emitted = True
+
+
+def _tls13_decryptor(suite: CipherSuite, secret: bytes) -> Tls13Decryptor:
+    key, iv = tls13_traffic_keys(secret, suite.key_length, 12, suite.prf_hash)
+    return Tls13Decryptor(suite, key, iv)

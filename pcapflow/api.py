@@ -1,0 +1,66 @@
+"""Library entry points the CLI and notebooks share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .dataset import data_dir
+from .pipelines.ingest import IngestResult, ingest_capture
+
+
+def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None) -> object | None:
+    """The application-layer stage, when it is available (None = TCP layer only)."""
+    try:
+        from .pipelines.connections import AppLayer  # noqa: PLC0415
+    except ImportError:
+        return None
+    return AppLayer.factory(keylog=[str(k) for k in keylog or []])
+
+
+def _one(args: tuple[str, str, bool, bool, list[str]]) -> IngestResult:
+    path, data, packets, app, keylog = args
+    return ingest_capture(
+        path, Path(data), packets_table=packets,
+        app_layer=_app_factory(keylog) if app else None,
+    )
+
+
+def ingest(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    keylog: Sequence[str | os.PathLike[str]] | None = None,
+    data: str | os.PathLike[str] | None = None,
+    packets: bool = False,
+    app: bool = True,
+    jobs: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[IngestResult]:
+    """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
+
+    >>> import pcapflow
+    >>> results = pcapflow.ingest(["capture.pcap"], keylog=["keys.log"])  # doctest: +SKIP
+    >>> pcapflow.open().sql("SELECT count(*) FROM flows").fetchall()  # doctest: +SKIP
+
+    Re-ingesting a capture (same sha256) replaces its rows and touches nothing
+    else. ``jobs > 1`` ingests several captures in parallel processes.
+    """
+    root = data_dir(data)
+    keys = [str(k) for k in keylog or []]
+    if jobs > 1 and len(paths) > 1:
+        work = [(str(p), str(root), packets, app, keys) for p in paths]
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(_one, work))
+    results = []
+    for p in paths:
+        cb = None
+        if progress is not None:
+            def cb(nbytes: int, npk: int, _p: str = str(p)) -> None:
+                progress(_p, nbytes, npk)
+        results.append(ingest_capture(
+            str(p), root, packets_table=packets,
+            app_layer=_app_factory(keys) if app else None, progress=cb,
+        ))
+    return results

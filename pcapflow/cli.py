@@ -1,0 +1,171 @@
+"""The ``pcapflow`` command: a thin typer layer over ``pcapflow.api``.
+
+Every ``PcapflowError`` is caught in ``main`` and printed as one line (what and
+where); exit codes: 0 success, 1 bad input, 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import api
+from .dataset import Dataset, data_dir
+from .parsers.errors import PcapflowError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Order-to-ack latency of trading traffic, measured on the wire.",
+)
+console = Console(stderr=True)
+out = Console()
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)"),
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@app.command()
+def ingest(
+    captures: Annotated[list[str], typer.Argument(help="pcap/pcapng files (gzip/zstd ok); - = stdin")],
+    keylog: Annotated[list[Path] | None, typer.Option(
+        "--keylog", help="NSS key log file (SSLKEYLOGFILE); repeatable")] = None,
+    data: DataOpt = None,
+    packets: Annotated[bool, typer.Option("--packets", help="Also write the packets table")] = False,
+    tcp_only: Annotated[bool, typer.Option(
+        "--tcp-only", help="Stop at the TCP layer (flows, tcp_events)")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Captures ingested in parallel")] = 1,
+) -> None:
+    """Read captures into Parquet tables (replacing earlier ingests of the same files)."""
+    for c in captures:
+        if c != "-" and not os.path.exists(c):
+            raise PcapflowError(f"{c}: no such file")
+    for k in keylog or []:
+        if not k.exists():
+            raise PcapflowError(f"{k}: key log file not found")
+    root = data_dir(data)
+    sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+    ) as prog:
+        tasks = {c: prog.add_task(Path(c).name, total=sizes[c] or None, info="") for c in captures}
+
+        def progress(path: str, nbytes: int, npk: int) -> None:
+            t = tasks[path]
+            el = prog.tasks[t].elapsed or 1e-9
+            prog.update(t, completed=nbytes, info=f"{npk:,} packets, {npk / el:,.0f} pkt/s")
+
+        results = api.ingest(
+            captures, keylog=keylog, data=root, packets=packets, app=not tcp_only,
+            jobs=jobs, progress=progress,
+        )
+    table = Table(title=f"ingested into {root}", title_justify="left")
+    for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
+        table.add_column(col, justify="left" if col == "capture" else "right")
+    for r in results:
+        table.add_row(
+            Path(r.path).name, f"{r.packets:,}", f"{r.flows:,}", f"{r.seconds:.2f}",
+            f"{r.packets_per_second:,.0f}", f"{r.bytes / 1e6 / max(r.seconds, 1e-9):,.1f}",
+            f"{sum(r.anomaly_codes.values()):,}",
+        )
+    out.print(table)
+    for r in results:
+        rows = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items()))
+        out.print(f"[dim]{Path(r.path).name}: {rows}[/dim]")
+        if r.anomaly_codes:
+            top = ", ".join(f"{k} {v}" for k, v in sorted(r.anomaly_codes.items(),
+                                                          key=lambda kv: -kv[1])[:6])
+            out.print(f"[yellow]  anomalies: {top}[/yellow]")
+
+
+def _print_frame(df, fmt: str) -> None:  # noqa: ANN001
+    if fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif fmt == "json":
+        sys.stdout.write(df.to_json(orient="records", date_format="iso", date_unit="ns") + "\n")
+    elif fmt == "table":
+        t = Table(show_lines=False)
+        for c in df.columns:
+            t.add_column(str(c), overflow="fold")
+        for row in df.astype(object).where(df.notna(), None).itertuples(index=False):
+            t.add_row(*["" if v is None else str(v) for v in row])
+        out.print(t)
+    else:
+        raise typer.BadParameter(f"unknown format {fmt!r}: use table, csv or json")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the views: " + ", ".join(
+        ["captures", "flows", "tcp_events", "anomalies", "packets"]))],
+    data: DataOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Run DuckDB SQL over the dataset's tables."""
+    with Dataset(data) as ds:
+        try:
+            df = ds.df(sql)
+        except Exception as err:  # duckdb raises many types; all are bad input here
+            raise PcapflowError(f"query failed: {str(err).splitlines()[0]}") from err
+    _print_frame(df, fmt)
+
+
+@app.command()
+def flows(
+    data: DataOpt = None,
+    fmt: FormatOpt = "table",
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show")] = 50,
+) -> None:
+    """List connections: endpoints, protocol, venue, packets, retransmissions."""
+    with Dataset(data) as ds:
+        df = ds.df(
+            "SELECT capture_id, flow_id, transport, client_ip || ':' || client_port AS client, "
+            "server_ip || ':' || server_port AS server, app_protocol, sni, venue, "
+            "packets_out + packets_in AS packets, bytes_out + bytes_in AS bytes, "
+            "handshake_rtt_ns, retransmissions, gaps, end_reason FROM flows "
+            "ORDER BY capture_id, flow_id LIMIT ?", [limit],
+        )
+    _print_frame(df, fmt)
+
+
+def main() -> None:
+    """Console-script entry point: one line per error, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except PcapflowError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted: the dataset is as it was before this ingest")
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as err:  # click usage errors
+        import click  # noqa: PLC0415
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The analyst's handle on a dataset: DuckDB views over the Parquet tables.
+
+``pcapflow.open("pcapflow_data")`` returns a ``Dataset`` whose ``sql`` runs
+DuckDB over one view per table (``flows``, ``tcp_events``, ...), the same views
+``pcapflow query`` uses. An empty or missing table is still a view with its
+declared columns, so queries never fail for lack of rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from .pipelines import store
+from .pipelines.schemas import TABLES
+
+DEFAULT_DATA = "pcapflow_data"
+
+
+def data_dir(data: str | os.PathLike[str] | None = None) -> Path:
+    """The dataset directory: ``data``, else ``$PCAPFLOW_DATA``, else ``./pcapflow_data``."""
+    return Path(data or os.environ.get("PCAPFLOW_DATA") or DEFAULT_DATA)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class Dataset:
+    """A pcapflow dataset directory, queried through DuckDB views."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = data_dir(path)
+        if self.path.exists():
+            with store.locked(self.path):
+                store.recover(self.path)
+        self.con = duckdb.connect()
+        self._make_views()
+
+    def _make_views(self) -> None:
+        for table, schema in TABLES.items():
+            files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
+            if files:
+                glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
+                cols = ", ".join(f'"{f.name}"' for f in schema)
+                self.con.execute(
+                    f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet("
+                    f"{glob}, hive_partitioning = true, union_by_name = true)"
+                )
+            else:
+                empty = pa.Table.from_pylist([], schema=schema)
+                self.con.register(f"_empty_{table}", empty)
+                self.con.execute(
+                    f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM _empty_{table}"
+                )
+
+    @property
+    def tables(self) -> list[str]:
+        return list(TABLES)
+
+    def sql(self, query: str, params: list[object] | None = None) -> duckdb.DuckDBPyRelation:
+        """Run SQL over the views; ``.df()``, ``.arrow()`` or ``.fetchall()`` the result."""
+        return self.con.sql(query, params=params)
+
+    def df(self, query: str, params: list[object] | None = None) -> pd.DataFrame:
+        """Run SQL and return a pandas DataFrame with tz-aware nanosecond timestamps."""
+        return self.con.sql(query, params=params).to_arrow_table().to_pandas()
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table as a DataFrame (``flows``, ``tcp_events``, ...)."""
+        if name not in TABLES:
+            raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+        return self.df(f"SELECT * FROM {name}")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike[str] | None = None) -> Dataset:  # noqa: A001
+    """Open a dataset directory (default ``./pcapflow_data`` or ``$PCAPFLOW_DATA``)."""
+    return Dataset(path)

@@ -1,0 +1,139 @@
+"""Every table's schema, declared once, with a description per column.
+
+These declarations drive the Parquet writers, the DuckDB views (an empty table
+still has its columns), the README's table reference and the tests. Times are
+``timestamp[ns, tz=UTC]``; durations are int64 nanoseconds in ``*_ns`` columns.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("ns", tz="UTC")
+
+
+def _f(name: str, typ: pa.DataType, doc: str) -> pa.Field:
+    return pa.field(name, typ, metadata={"doc": doc})
+
+
+def _schema(*fields: pa.Field) -> pa.Schema:
+    return pa.schema(fields)
+
+
+CAPTURE_ID = _f("capture_id", pa.string(), "First 16 hex digits of the capture's sha256")
+FLOW_ID = _f("flow_id", pa.int64(), "Connection number within the capture, in order of first packet")
+DIRECTION = _f("direction", pa.string(), "`out` = client (us) to server (exchange), `in` = back")
+
+CAPTURES = _schema(
+    CAPTURE_ID,
+    _f("path", pa.string(), "Path of the capture as given to ingest (`-` for stdin)"),
+    _f("sha256", pa.string(), "sha256 of the capture file's bytes as stored (compressed if it was)"),
+    _f("format", pa.string(), "`pcap` or `pcapng`"),
+    _f("compression", pa.string(), "`gzip`, `zstd` or null"),
+    _f("link_types", pa.list_(pa.int32()), "LINKTYPE_* values of the capture's interfaces"),
+    _f("packets", pa.int64(), "Packet records read"),
+    _f("bytes", pa.int64(), "Bytes of the capture file read"),
+    _f("first_ts", TS, "Earliest packet time"),
+    _f("last_ts", TS, "Latest packet time"),
+    _f("flows", pa.int64(), "TCP and UDP connections found"),
+    _f("anomalies", pa.int64(), "Rows written to `anomalies` for this capture"),
+    _f("ingested_at", TS, "When this capture was ingested"),
+    _f("pcapflow_version", pa.string(), "pcapflow version that wrote the tables"),
+)
+
+FLOWS = _schema(
+    CAPTURE_ID,
+    FLOW_ID,
+    _f("transport", pa.string(), "`tcp` or `udp`"),
+    _f("ip_version", pa.int8(), "4 or 6"),
+    _f("client_ip", pa.string(), "Client address: the SYN sender, else the ephemeral-port side"),
+    _f("client_port", pa.int32(), "Client port"),
+    _f("server_ip", pa.string(), "Server (exchange) address"),
+    _f("server_port", pa.int32(), "Server port"),
+    _f("vlan", pa.int32(), "Outermost 802.1Q VLAN id of the first packet, null if untagged"),
+    _f("first_ts", TS, "Time of the flow's first packet"),
+    _f("last_ts", TS, "Time of the flow's last packet"),
+    _f("duration_ns", pa.int64(), "last_ts - first_ts"),
+    _f("first_packet", pa.int64(), "0-based index in the capture of the flow's first packet"),
+    _f("syn_seen", pa.bool_(), "Whether the client's SYN was captured"),
+    _f("end_reason", pa.string(), "`fin`, `rst`, or `capture_end` when neither was seen"),
+    _f("packets_out", pa.int64(), "Packets client -> server"),
+    _f("packets_in", pa.int64(), "Packets server -> client"),
+    _f("bytes_out", pa.int64(), "Bytes on the wire client -> server (frames' original length)"),
+    _f("bytes_in", pa.int64(), "Bytes on the wire server -> client"),
+    _f("payload_bytes_out", pa.int64(), "TCP/UDP payload bytes client -> server, retransmissions included"),
+    _f("payload_bytes_in", pa.int64(), "TCP/UDP payload bytes server -> client, retransmissions included"),
+    _f("handshake_rtt_ns", pa.int64(), "SYN to SYN/ACK (first copies); null without a handshake"),
+    _f("retransmissions", pa.int64(), "Segments flagged retransmission (any kind), both directions"),
+    _f("out_of_order", pa.int64(), "Segments flagged out-of-order, both directions"),
+    _f("gaps", pa.int64(), "Segments after bytes never captured (tshark: previous segment not captured)"),
+    _f("duplicate_acks", pa.int64(), "Duplicate ACKs, both directions"),
+    _f("app_protocol", pa.string(), "Detected by content: tls, http, fix, http2, unknown"),
+    _f("sni", pa.string(), "TLS server name indication"),
+    _f("alpn", pa.string(), "TLS ALPN protocol chosen"),
+    _f("tls_version", pa.string(), "Negotiated TLS version (1.0 .. 1.3)"),
+    _f("tls_cipher", pa.string(), "Negotiated cipher suite (IANA name)"),
+    _f("http_host", pa.string(), "First HTTP Host header"),
+    _f("ws_path", pa.string(), "WebSocket upgrade request path"),
+    _f("venue", pa.string(), "Exchange, from SNI / Host / the user's venue map"),
+)
+
+TCP_EVENTS = _schema(
+    CAPTURE_ID,
+    _f("ts", TS, "Capture time of the packet"),
+    _f("packet", pa.int64(), "0-based packet index in the capture"),
+    FLOW_ID,
+    DIRECTION,
+    _f("kind", pa.string(), "retransmission, fast_retransmission, spurious_retransmission, "
+       "out_of_order, gap, duplicate_ack, zero_window, zero_window_probe, window_full, "
+       "window_update, keepalive, keepalive_ack, acked_unseen, rst, ports_reused"),
+    _f("seq", pa.int64(), "Stream offset of the segment's first byte (0 = first byte after SYN)"),
+    _f("length", pa.int64(), "TCP payload length on the wire"),
+)
+
+ANOMALIES = _schema(
+    CAPTURE_ID,
+    _f("ts", TS, "Time of the packet or message where the problem was seen"),
+    _f("packet", pa.int64(), "0-based packet index, null when not tied to one packet"),
+    _f("flow_id", pa.int64(), "Flow, -1 when the problem is below the flow layer"),
+    _f("direction", pa.string(), "`out`, `in` or null"),
+    _f("layer", pa.string(), "capture, link, ip, tcp, tls, http, websocket, fix, ..."),
+    _f("code", pa.string(), "Stable snake_case code (e.g. truncated_record, bad_checksum)"),
+    _f("detail", pa.string(), "Human-readable detail (never key material)"),
+    _f("stream_offset", pa.int64(), "Byte offset in the direction's stream, when relevant"),
+)
+
+PACKETS = _schema(
+    CAPTURE_ID,
+    _f("ts", TS, "Capture time"),
+    _f("packet", pa.int64(), "0-based packet index in the capture"),
+    _f("flow_id", pa.int64(), "Flow, -1 for non-TCP/UDP packets"),
+    DIRECTION,
+    _f("interface", pa.int32(), "pcapng interface id"),
+    _f("wirelen", pa.int64(), "Original frame length"),
+    _f("caplen", pa.int64(), "Captured length"),
+    _f("proto", pa.int16(), "IP protocol number (6 TCP, 17 UDP), 0 when not IP"),
+    _f("flags", pa.int32(), "TCP flags (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 ...)"),
+    _f("seq", pa.int64(), "Raw TCP sequence number"),
+    _f("ack", pa.int64(), "Raw TCP acknowledgment number"),
+    _f("stream_offset", pa.int64(), "Unwrapped stream offset of the first payload byte"),
+    _f("window", pa.int32(), "TCP window as on the wire (unscaled)"),
+    _f("payload_length", pa.int64(), "Transport payload length on the wire"),
+    _f("analysis", pa.int32(), "Bit mask of TCP analysis flags (see tcp_events.kind)"),
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "captures": CAPTURES,
+    "flows": FLOWS,
+    "tcp_events": TCP_EVENTS,
+    "anomalies": ANOMALIES,
+    "packets": PACKETS,
+}
+
+
+def doc(table: str) -> list[tuple[str, str, str]]:
+    """(column, type, description) rows for a table: used by docs and ``--help``."""
+    return [
+        (f.name, str(f.type), (f.metadata or {}).get(b"doc", b"").decode())
+        for f in TABLES[table]
+    ]

@@ -1,0 +1,190 @@
+"""The on-disk dataset: staged writes and an atomic, recoverable commit.
+
+How this works. A dataset is a directory with one sub-directory per table,
+hive-partitioned by capture: ``DATA/<table>/capture_id=<id>/part-<n>.parquet``.
+An ingest never writes there directly:
+
+1. ``Staging`` writes every table of one capture under ``DATA/.staging/<txn>/``,
+   row group by row group (memory stays bounded), and fsyncs the files.
+2. ``commit`` takes the dataset lock (``DATA/.lock``, ``flock``), writes a journal
+   ``DATA/.journal/<txn>.json`` listing the moves (old partitions of that capture
+   to ``DATA/.trash/<txn>/``, staged partitions into place), fsyncs it, then
+   performs the moves, then deletes the journal and the trash.
+3. ``recover`` (run under the lock before every read or commit) finishes any
+   journal left by a killed process: each move is idempotent, so rolling forward
+   always ends in the "after" state. Staging directories of dead processes are
+   removed; without a journal they were never visible.
+
+So a reader sees a capture either exactly as before an ingest or exactly as
+after it, whatever moment the ingest was killed at; two ingests into the same
+dataset serialise on the lock during their (short) commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schemas import TABLES
+
+STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
+
+
+def partition_dir(root: Path, table: str, capture_id: str) -> Path:
+    return root / table / f"capture_id={capture_id}"
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Hold the dataset's exclusive lock (waits for another committer)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _apply(moves: list[list[str]]) -> None:
+    for src, dst in moves:
+        s, d = Path(src), Path(dst)
+        if s.exists():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            if d.exists():
+                shutil.rmtree(d)
+            os.replace(s, d)
+            _fsync_dir(d.parent)
+
+
+def recover(root: Path) -> None:
+    """Finish interrupted commits and drop dead staging. Call under ``locked``."""
+    jdir = root / JOURNAL
+    if jdir.is_dir():
+        for j in sorted(jdir.glob("*.json")):
+            try:
+                moves = json.loads(j.read_text())["moves"]
+            except (ValueError, KeyError, OSError):
+                # A journal is complete once it is renamed into place (below), so
+                # an unreadable one means the disk lied: keep it for a human.
+                continue
+            _apply(moves)
+            shutil.rmtree(root / TRASH / j.stem, ignore_errors=True)
+            j.unlink(missing_ok=True)
+    sdir = root / STAGING
+    if sdir.is_dir():
+        for st in sdir.iterdir():
+            pid = st.name.split("-", 1)[0]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                shutil.rmtree(st, ignore_errors=True)
+    tdir = root / TRASH
+    if tdir.is_dir():
+        for t in tdir.iterdir():
+            if not (jdir / f"{t.name}.json").exists():
+                shutil.rmtree(t, ignore_errors=True)
+
+
+class Staging:
+    """Writes one capture's tables into a private staging directory."""
+
+    def __init__(self, root: Path, *, row_group_rows: int = 1 << 20) -> None:
+        self.root = root
+        self.txn = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.dir = root / STAGING / self.txn
+        self.dir.mkdir(parents=True)
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self.rows: dict[str, int] = {}
+        self.row_group_rows = row_group_rows
+
+    def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
+        """Append rows (a pyarrow Table or a dict of columns) to ``table``."""
+        schema = TABLES[table]
+        if isinstance(batch, dict):
+            batch = pa.table(
+                {f.name: batch.get(f.name) for f in schema if f.name != "capture_id"},
+                schema=pa.schema([f for f in schema if f.name != "capture_id"]),
+            )
+        elif "capture_id" in batch.schema.names:
+            batch = batch.drop_columns(["capture_id"])
+        if batch.num_rows == 0:
+            return
+        w = self._writers.get(table)
+        if w is None:
+            (self.dir / table).mkdir(parents=True, exist_ok=True)
+            w = pq.ParquetWriter(
+                self.dir / table / "part-0.parquet",
+                pa.schema([f for f in schema if f.name != "capture_id"]),
+                compression="zstd",
+            )
+            self._writers[table] = w
+        w.write_table(batch, row_group_size=self.row_group_rows)
+        self.rows[table] = self.rows.get(table, 0) + batch.num_rows
+
+    def close_writers(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+        for f in self.dir.rglob("*.parquet"):
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            for w in self._writers.values():
+                w.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def commit(self, capture_id: str) -> None:
+        """Atomically replace every table's partition for ``capture_id``."""
+        self.close_writers()
+        with locked(self.root):
+            recover(self.root)
+            moves: list[list[str]] = []
+            for table in TABLES:
+                final = partition_dir(self.root, table, capture_id)
+                if final.exists():
+                    moves.append([str(final), str(self.root / TRASH / self.txn / table)])
+                staged = self.dir / table
+                if staged.exists():
+                    moves.append([str(staged), str(final)])
+            jdir = self.root / JOURNAL
+            jdir.mkdir(exist_ok=True)
+            tmp = jdir / f"{self.txn}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump({"capture_id": capture_id, "moves": moves}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, jdir / f"{self.txn}.json")  # the commit point
+            _fsync_dir(jdir)
+            _apply(moves)
+            shutil.rmtree(self.root / TRASH / self.txn, ignore_errors=True)
+            (jdir / f"{self.txn}.json").unlink()
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,365 @@
+"""Binance spot WebSocket API + market-data stream: `websockets` servers and client.
+
+How this works: two TLS WebSocket servers run side by side, like Binance's:
+`ws-api.binance.com:443/ws-api/v3` (order entry) and
+`stream.binance.com:9443/stream?streams=...` (combined bookTicker + trade stream,
+~300 messages/s while a client is connected). Both negotiate permessage-deflate
+(the `websockets` default, with context takeover).
+
+The WS API answers `order.place`, `order.cancel`, `order.amend.keepPriority`,
+`userDataStream.subscribe`, `openOrders.status` and `exchangeInfo` with Binance's
+`{"id","status","result"|"error"}` envelope. Each request is served in its own
+task after a lognormal delay, so replies can come back out of request order. After
+each accepted order action, an `executionReport` event is pushed on the same
+connection (`{"subscriptionId":0,"event":{...}}`). `openOrders.status` returns a
+single ~200 KB message (over 64 KB even after deflate: random ids), and
+`exchangeInfo` is sent as a list of four fragments. The client sends bursts of up
+to three requests in flight, mixes string and integer ids, reuses ids once they
+are answered, and sends one order as three fragments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import string
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from common import (
+    BINANCE_API_KEY,
+    BINANCE_API_SECRET,
+    RunCtx,
+    ServerDelay,
+    TruthLog,
+    TruthRecord,
+    announce_ready,
+    client_tls,
+    listen_socket,
+    now_ms,
+    pause,
+    server_tls,
+    wait_for_stop,
+)
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+from wsrpc import RpcClient, dumps, safe_send, serve_concurrently
+
+API_HOST, API_PORT, API_PATH = "ws-api.binance.com", 443, "/ws-api/v3"
+STREAM_HOST, STREAM_PORT = "stream.binance.com", 9443
+STREAM_PATH = "/stream?streams=btcusdt@bookTicker/btcusdt@trade"
+VENUE = "binance"
+STREAM_RATE_HZ = 300.0
+BIG_RESULT_ROWS = 900  # ~200 KB openOrders.status reply
+BALANCE_LIMIT_QUOTE = 50_000.0
+ALNUM = string.ascii_letters + string.digits
+KINDS = {"order.place": "new", "order.cancel": "cancel", "order.amend.keepPriority": "amend"}
+
+
+def _sign(params: dict[str, Any]) -> str:
+    query = urlencode(sorted(params.items()))
+    return hmac.new(BINANCE_API_SECRET.encode(), query.encode(), hashlib.sha256).hexdigest()
+
+
+class ApiSession:
+    """Server state for one WS API connection."""
+
+    def __init__(self, ws: ServerConnection, seed: int) -> None:
+        self.ws = ws
+        self.delay = ServerDelay(seed)
+        self.rng = random.Random(seed + 5)
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.next_order_id = 7_100_000_000
+        self.subscribed = False
+
+    def _rid(self) -> str:
+        return "".join(self.rng.choices(ALNUM, k=22))
+
+    async def _reply(self, rid: Any, status: int, body: dict[str, Any] | None = None,
+                     error: tuple[int, str] | None = None, fragments: int = 1) -> None:
+        msg: dict[str, Any] = {"id": rid, "status": status}
+        if error:
+            msg["error"] = {"code": error[0], "msg": error[1]}
+        else:
+            msg["result"] = body
+        msg["rateLimits"] = [{"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+                              "limit": 50, "count": self.rng.randint(1, 20)}]
+        text = dumps(msg)
+        if fragments > 1:
+            step = -(-len(text) // fragments)
+            await safe_send(self.ws, [text[i:i + step] for i in range(0, len(text), step)])
+        else:
+            await safe_send(self.ws, text)
+
+    async def _report(self, order: dict[str, Any], exec_type: str, orig: str = "") -> None:
+        if not self.subscribed:
+            return
+        await asyncio.sleep(self.delay.sample() / 4)
+        event = {"e": "executionReport", "E": now_ms(), "s": order["symbol"],
+                 "c": order["clientOrderId"], "S": order["side"], "o": "LIMIT", "f": "GTC",
+                 "q": order["origQty"], "p": order["price"], "C": orig, "x": exec_type,
+                 "X": order["status"], "r": "NONE", "i": order["orderId"], "l": "0.00000000",
+                 "z": "0.00000000", "T": now_ms(), "t": -1, "w": True, "m": False,
+                 "O": order["time"]}
+        await safe_send(self.ws, dumps({"subscriptionId": 0, "event": event}))
+
+    def _view(self, order: dict[str, Any], **over: Any) -> dict[str, Any]:
+        view = {"symbol": order["symbol"], "orderId": order["orderId"], "orderListId": -1,
+                "clientOrderId": order["clientOrderId"], "transactTime": now_ms(),
+                "price": order["price"], "origQty": order["origQty"],
+                "executedQty": "0.00000000", "status": order["status"], "timeInForce": "GTC",
+                "type": "LIMIT", "side": order["side"]}
+        return view | over
+
+    async def place(self, rid: Any, p: dict[str, Any]) -> None:
+        if float(p["quantity"]) * float(p["price"]) > BALANCE_LIMIT_QUOTE:
+            await self._reply(rid, 400, error=(-2010, "Account has insufficient balance "
+                                               "for requested action."))
+            return
+        self.next_order_id += self.rng.randint(1, 5)
+        order = {"symbol": p["symbol"], "orderId": self.next_order_id,
+                 "clientOrderId": p.get("newClientOrderId") or self._rid(), "side": p["side"],
+                 "price": f"{float(p['price']):.8f}", "origQty": f"{float(p['quantity']):.8f}",
+                 "status": "NEW", "time": now_ms()}
+        self.orders[order["clientOrderId"]] = order
+        await self._reply(rid, 200, self._view(order, workingTime=now_ms(), fills=[]))
+        await self._report(order, "NEW")
+
+    async def cancel(self, rid: Any, p: dict[str, Any]) -> None:
+        order = self.orders.get(p.get("origClientOrderId", ""))
+        if order is None or order["status"] != "NEW":
+            await self._reply(rid, 400, error=(-2011, "Unknown order sent."))
+            return
+        order["status"] = "CANCELED"
+        cancel_id = p.get("newClientOrderId") or self._rid()
+        await self._reply(rid, 200, self._view(order, origClientOrderId=order["clientOrderId"],
+                                               clientOrderId=cancel_id))
+        await self._report(order | {"clientOrderId": cancel_id}, "CANCELED",
+                           orig=order["clientOrderId"])
+
+    async def amend(self, rid: Any, p: dict[str, Any]) -> None:
+        order = self.orders.get(p.get("origClientOrderId", ""))
+        if order is None or order["status"] != "NEW":
+            await self._reply(rid, 400, error=(-2011, "Unknown order sent."))
+            return
+        new_id = p.get("newClientOrderId") or self._rid()
+        del self.orders[order["clientOrderId"]]
+        order.update(clientOrderId=new_id, origQty=f"{float(p['newQty']):.8f}")
+        self.orders[new_id] = order
+        amended = self._view(order, origClientOrderId=p["origClientOrderId"])
+        await self._reply(rid, 200, {"transactTime": now_ms(),
+                                     "executionId": self.rng.randint(1, 10**6),
+                                     "amendedOrder": amended})
+        await self._report(order, "REPLACED", orig=p["origClientOrderId"])
+
+    async def big_open_orders(self, rid: Any) -> None:
+        rows = [self._view(o) for o in self.orders.values() if o["status"] == "NEW"]
+        for _ in range(BIG_RESULT_ROWS):
+            self.next_order_id += 1
+            fake = {"symbol": "BTCUSDT", "orderId": self.next_order_id,
+                    "clientOrderId": self._rid(), "side": self.rng.choice(["BUY", "SELL"]),
+                    "price": f"{self.rng.uniform(1e4, 9e4):.8f}",
+                    "origQty": f"{self.rng.uniform(0, 2):.8f}", "status": "NEW"}
+            rows.append(self._view(fake, time=now_ms(), isWorking=True,
+                                   signatureTag="".join(self.rng.choices(ALNUM, k=40))))
+        await self._reply(rid, 200, rows)  # type: ignore[arg-type]
+
+    async def handle(self, raw: Any) -> None:
+        req = json.loads(raw)
+        rid, method, params = req.get("id"), req.get("method", ""), req.get("params", {})
+        await self.delay.sleep()
+        if method in KINDS and params.get("apiKey") != BINANCE_API_KEY:
+            await self._reply(rid, 401, error=(-2015, "Invalid API-key, IP, or permissions."))
+        elif method == "order.place":
+            await self.place(rid, params)
+        elif method == "order.cancel":
+            await self.cancel(rid, params)
+        elif method == "order.amend.keepPriority":
+            await self.amend(rid, params)
+        elif method == "userDataStream.subscribe":
+            self.subscribed = True
+            await self._reply(rid, 200, {"subscriptionId": 0})
+        elif method == "openOrders.status":
+            await self.big_open_orders(rid)
+        elif method == "exchangeInfo":
+            symbols = [{"symbol": f"SYM{i}USDT", "status": "TRADING", "baseAsset": f"SYM{i}",
+                        "quoteAsset": "USDT", "filters": []} for i in range(300)]
+            await self._reply(rid, 200, {"timezone": "UTC", "serverTime": now_ms(),
+                                         "symbols": symbols}, fragments=4)
+        else:
+            await self._reply(rid, 400, error=(-1100, f"Unknown method {method!r}."))
+
+
+async def _stream(ws: ServerConnection, seed: int) -> None:
+    rng = random.Random(seed + 9)
+    update_id, trade_id, price = 50_000_000_000, 3_000_000_000, 65_000.0
+    while True:
+        price += rng.gauss(0, 1.5)
+        if rng.random() < 0.7:
+            update_id += rng.randint(1, 40)
+            data = {"u": update_id, "s": "BTCUSDT", "b": f"{price:.2f}",
+                    "B": f"{rng.uniform(0, 3):.8f}", "a": f"{price + 0.01:.2f}",
+                    "A": f"{rng.uniform(0, 3):.8f}"}
+            msg = {"stream": "btcusdt@bookTicker", "data": data}
+        else:
+            trade_id += 1
+            data = {"e": "trade", "E": now_ms(), "s": "BTCUSDT", "t": trade_id,
+                    "p": f"{price:.2f}", "q": f"{rng.uniform(0, 0.5):.8f}", "T": now_ms(),
+                    "m": rng.random() < 0.5, "M": True}
+            msg = {"stream": "btcusdt@trade", "data": data}
+        try:
+            await ws.send(dumps(msg))
+        except ConnectionClosed:
+            return
+        await asyncio.sleep(rng.expovariate(STREAM_RATE_HZ))
+
+
+async def serve(ctx: RunCtx) -> None:
+    async def api(ws: ServerConnection) -> None:
+        if ws.request is None or ws.request.path != API_PATH:
+            await ws.close(1008, "unknown path")
+            return
+        await serve_concurrently(ws, ApiSession(ws, ctx.seed).handle)
+
+    async def stream(ws: ServerConnection) -> None:
+        task = asyncio.create_task(_stream(ws, ctx.seed))
+        await ws.wait_closed()
+        task.cancel()
+
+    async with ws_serve(api, sock=listen_socket(ctx.bind_ip, API_PORT),
+                     ssl=server_tls(ctx, API_HOST), ping_interval=1.0), \
+            ws_serve(stream, sock=listen_socket(ctx.bind_ip, STREAM_PORT),
+                  ssl=server_tls(ctx, STREAM_HOST), ping_interval=None):
+        announce_ready()
+        await wait_for_stop()
+
+
+# ====================================================================== client
+class WsTrader:
+    def __init__(self, ctx: RunCtx, log: TruthLog, rpc: RpcClient) -> None:
+        self.ctx, self.log, self.rpc = ctx, log, rpc
+        self.rng = random.Random(ctx.seed * 31)
+        self.live: list[str] = []
+        self.seq = 0
+        self.last_answered: Any = None
+        self.inflight: set[Any] = set()
+
+    def _cid(self, prefix: str) -> str:
+        self.seq += 1
+        return f"{prefix}_{self.seq:04d}_{''.join(self.rng.choices(ALNUM, k=6))}"
+
+    def _req_id(self) -> Any:
+        roll = self.rng.random()
+        if roll < 0.15 and self.last_answered not in (None, *self.inflight):
+            return self.last_answered  # reuse an id once it has been answered
+        if roll < 0.45:
+            return self.rng.randint(1, 10**6)
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _signed(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = params | {"apiKey": BINANCE_API_KEY, "timestamp": now_ms()}
+        return params | {"signature": self.log.secret(_sign(params))}
+
+    async def action(self, method: str, params: dict[str, Any], *, fragments: int = 1) -> None:
+        rid = self._req_id()
+        self.inflight.add(rid)
+        rec = self.log.add(TruthRecord(
+            scenario=self.ctx.scenario, venue=VENUE, endpoint=method, kind=KINDS[method],
+            conn_id=1, local_port=0, request_id=rid,
+            client_order_id=params.get("newClientOrderId"),
+            orig_client_order_id=params.get("origClientOrderId"),
+            extra={"fragments": fragments} if fragments > 1 else {}))
+        reply = await self.rpc.call(rid, {"id": rid, "method": method,
+                                          "params": self._signed(params)}, rec,
+                                    fragments=fragments)
+        self.inflight.discard(rid)
+        self.last_answered = rid
+        rec.status = reply.get("status")
+        rec.outcome = "accepted" if rec.status == 200 else (
+            "rejected" if isinstance(rec.status, int) and rec.status < 500 else "error")
+        result = reply.get("result") or {}
+        if "error" in reply:
+            rec.error_code = reply["error"].get("code")
+        order = result.get("amendedOrder", result)
+        if "orderId" in order:
+            rec.exchange_order_id = str(order["orderId"])
+        if rec.outcome == "accepted" and method == "order.place":
+            self.live.append(params["newClientOrderId"])
+
+    def _place(self, too_big: bool = False) -> dict[str, Any]:
+        qty = 4.0 if too_big else self.rng.choice([0.001, 0.002, 0.004])
+        return {"symbol": "BTCUSDT", "side": self.rng.choice(["BUY", "SELL"]), "type": "LIMIT",
+                "timeInForce": "GTC", "price": f"{self.rng.uniform(60000, 70000):.2f}",
+                "quantity": f"{qty:.8f}", "newClientOrderId": self._cid("wsn")}
+
+    def _next(self, step: int) -> tuple[str, dict[str, Any]]:
+        if step % 4 == 3 and self.live:
+            target = self.live.pop(self.rng.randrange(len(self.live)))
+            return "order.cancel", {"symbol": "BTCUSDT", "origClientOrderId": target,
+                                    "newClientOrderId": self._cid("wsc")}
+        if step % 7 == 6 and self.live:
+            idx = self.rng.randrange(len(self.live))
+            new_id = self._cid("wsa")
+            params = {"symbol": "BTCUSDT", "origClientOrderId": self.live[idx],
+                      "newClientOrderId": new_id, "newQty": "0.00050000"}
+            self.live[idx] = new_id
+            return "order.amend.keepPriority", params
+        if step == 17:
+            return "order.cancel", {"symbol": "BTCUSDT", "origClientOrderId": "wsn_9999_gone00",
+                                    "newClientOrderId": self._cid("wsc")}
+        return "order.place", self._place(too_big=step % 10 == 8)
+
+    async def run(self, steps: int) -> None:
+        await self.rpc.call("sub-0", {"id": "sub-0", "method": "userDataStream.subscribe"})
+        step = 0
+        while step < steps:
+            burst = self.rng.choice([1, 1, 2, 3])
+            calls = []
+            for _ in range(burst):
+                method, params = self._next(step)
+                frags = 3 if step == 5 else 1
+                calls.append(self.action(method, params, fragments=frags))
+                step += 1
+            await asyncio.gather(*calls)
+            await pause(self.rng, 2.0, 12.0)
+        await self.rpc.call("big-1", {"id": "big-1", "method": "openOrders.status",
+                                      "params": self._signed({"symbol": "BTCUSDT"})})
+        await self.rpc.call("info-1", {"id": "info-1", "method": "exchangeInfo",
+                                       "params": {"symbol": "BTCUSDT"}})
+        while self.live:
+            method, params = "order.cancel", {"symbol": "BTCUSDT",
+                                              "origClientOrderId": self.live.pop(),
+                                              "newClientOrderId": self._cid("wsc")}
+            await self.action(method, params)
+        await asyncio.sleep(1.2)  # idle long enough for a server ping/pong
+
+
+async def client(ctx: RunCtx) -> None:
+    log = TruthLog(ctx)
+    tls = client_tls(ctx)
+    counts = {"stream": 0, "push": 0}
+
+    def on_stream(_: Any) -> None:
+        counts["stream"] += 1
+
+    def on_push(_: Any) -> None:
+        counts["push"] += 1
+
+    async with connect(f"wss://{STREAM_HOST}:{STREAM_PORT}{STREAM_PATH}", ssl=tls,
+                       host=ctx.connect_ip, port=STREAM_PORT, proxy=None) as stream_ws:
+        stream = RpcClient(stream_ws, lambda m: None, on_stream)
+        await asyncio.sleep(0.3)
+        async with connect(f"wss://{API_HOST}{API_PATH}", ssl=tls, host=ctx.connect_ip,
+                           port=API_PORT, proxy=None, max_size=4 * 2**20) as api_ws:
+            rpc = RpcClient(api_ws, lambda m: m.get("id"), on_push)
+            await WsTrader(ctx, log, rpc).run(steps=44)
+            await rpc.close()
+        await stream.close()
+    log.write()
+    print(f"binance ws: {counts}", flush=True)

@@ -1,0 +1,46 @@
+"""Test helper: run tshark (the independent oracle) and read its per-frame fields."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+TSHARK = shutil.which("tshark")
+
+ANALYSIS_FIELDS = {
+    "retransmission": "tcp.analysis.retransmission",
+    "fast_retransmission": "tcp.analysis.fast_retransmission",
+    "spurious_retransmission": "tcp.analysis.spurious_retransmission",
+    "out_of_order": "tcp.analysis.out_of_order",
+    "duplicate_ack": "tcp.analysis.duplicate_ack",
+    "gap": "tcp.analysis.lost_segment",
+    "acked_unseen": "tcp.analysis.ack_lost_segment",
+    "keepalive": "tcp.analysis.keep_alive",
+    "keepalive_ack": "tcp.analysis.keep_alive_ack",
+    "zero_window": "tcp.analysis.zero_window",
+    "zero_window_probe": "tcp.analysis.zero_window_probe",
+    "window_update": "tcp.analysis.window_update",
+    "window_full": "tcp.analysis.window_full",
+}
+
+
+def need_tshark() -> str:
+    if TSHARK is None:
+        pytest.skip("tshark not installed")
+    return TSHARK
+
+
+def fields(path: str, names: list[str], *, display_filter: str | None = None,
+           options: list[str] | None = None) -> list[list[str]]:
+    """One list of field values per frame (tab-separated tshark -T fields output)."""
+    cmd = [need_tshark(), "-n", "-r", path, "-T", "fields", "-E", "occurrence=f"]
+    for o in options or []:
+        cmd += ["-o", o]
+    if display_filter:
+        cmd += ["-Y", display_filter]
+    for f in names:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False).stdout
+    return [line.split("\t") for line in out.splitlines()]
