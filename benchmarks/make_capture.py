@@ -144,6 +144,9 @@ def _connections(rng: np.random.Generator, cfg: Config, dur: int) -> dict[str, n
     port = np.where((cls == CLASS_ORD) & (rng.random(n) < 0.4), 4198, port)  # FIX
     return {
         "cls": cls, "t_open": t_open, "t_close": t_close, "rtt": rtt.astype(np.int64),
+        # the trading host ACKs this long after an arrival; constant per connection
+        # so its ACKs leave in arrival order and each reflects the state at arrival
+        "ack_delay": rng.integers(5 * US, 10 * US, n),
         "server_ip": SERVER_IPS[rng.integers(0, SERVER_IPS.size, n)],
         "server_port": port.astype(np.uint16),
         "client_port": (32768 + rng.permutation(28000)[:n]).astype(np.uint16),
@@ -342,10 +345,7 @@ def _packets(rng: np.random.Generator, seg: dict, conns: dict, lost: np.ndarray,
     trig_sid = np.r_[sid[trig_seg], sid[lost]]
     recv_client = trig_sid % 2 == 1  # in-stream arrivals are ACKed by the client
     conn_t = trig_sid // 2
-    quick = np.isin(np.r_[trig_seg, lost], np.r_[ooo, ooo + 1]) & recv_client
-    delay = np.where(quick, rng.integers(4 * US, 8 * US, conn_t.size),
-                     rng.integers(8 * US, 40 * US, conn_t.size))
-    ack_t = np.where(recv_client, trig_t + delay, trig_t + rtt[conn_t])
+    ack_t = trig_t + np.where(recv_client, conns["ack_delay"][conn_t], rtt[conn_t])
     ack_sid = conn_t * 2 + np.where(recv_client, 0, 1)  # the ACK travels in the other stream
     cols = {
         "sid": np.r_[sid[src], ack_sid], "t": np.r_[ptime, ack_t],
@@ -368,11 +368,11 @@ def _ack_and_seq(cols: dict, seg: dict, deliver: np.ndarray, conns: dict) -> Non
     span = int(max(t.max(), deliver.max())) + 1
     conn = sid // 2
     side = sid % 2
-    # other stream's prefix delivered by T (server-side packets: by T - RTT)
+    # other stream's prefix delivered by T - ack delay (client), T - RTT (server)
     s_sid = seg["sid"]
     dmax = _group_cummax(deliver, s_sid)
     end = seg["rel"] + seg["len"]
-    q_t = np.where(side == 1, t - conns["rtt"][conn], t)
+    q_t = t - np.where(side == 1, conns["rtt"][conn], conns["ack_delay"][conn])
     acked = _prefix_lookup(s_sid, dmax, end, sid ^ 1, q_t, span)
     # own highest sequence sent by T (pure ACKs carry it)
     o = np.lexsort((seg["t"], s_sid))

@@ -107,6 +107,8 @@ class GzipStream(io.RawIOBase):
         return True
 
     def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
+        if not len(b):
+            return 0  # (max_length 0 would mean "no limit" to zlib)
         while True:
             if not self._in and not self._refill():
                 return 0

@@ -1,0 +1,302 @@
+"""The application layer: reassembled TCP connections -> parsers -> table rows.
+
+How this works. ``AppLayer.process`` selects, with NumPy masks, the packets the
+application layer needs (TCP payload, FIN/RST, and ACKs of flows waiting on a
+hole) and walks only those in capture order. Each TCP connection gets a
+``Connection``: two ``StreamReassembler``s and, once the first bytes are seen, a
+session parser chosen by content (``parsers.detect``): TLS, HTTP/1.1 or FIX.
+TLS hands its decrypted ``Plaintext`` to an inner parser chosen the same way,
+with each record's times. Events become rows (``rows.RowBuffers``, redacted) or
+update the connection's ``flows`` columns (SNI, ALPN, Host, WebSocket path).
+
+A reassembled piece's ``ts_last`` is its first transmission for ``out`` and its
+in-order availability for ``in`` (DESIGN.md, "Time").
+
+A connection whose protocol is unknown after ``DETECT_BYTES`` is dropped from
+the application layer (only its TCP-level rows remain); one closed by RST or by
+FIN in both directions is finished and freed at once, so memory follows the
+number of *open* connections, not the capture's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..parsers.capture.chunk import PacketChunk
+from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
+from ..parsers.detect import detect
+from ..parsers.events import Anomaly, Direction
+from ..parsers.fix import FixSession
+from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
+from ..parsers.tcp.analysis import FlowTracker, PacketFlows
+from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
+from ..parsers.tls import KeyLog, TlsSession
+from ..parsers.tls.events import Plaintext, TlsHandshakeInfo
+from .rows import RowBuffers
+
+# Bytes per direction looked at before a connection's protocol is called unknown.
+DETECT_BYTES = 4096
+# pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
+DSB_TLS_KEY_LOG = 0x544C534B
+
+DIRS: tuple[Direction, Direction] = ("out", "in")
+AnomalyFn = Callable[[list[Anomaly]], None]
+
+
+def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool) -> object | None:
+    """The session parser registry: protocol name -> parser (None = not parsed)."""
+    if proto == "tls" and not inner:
+        return TlsSession(flow_id, keylog)
+    if proto == "http":
+        return HttpSession(flow_id)
+    if proto == "fix":
+        return FixSession(flow_id)
+    return None
+
+
+class _Layer:
+    """One protocol layer of a connection: detect by content, then parse."""
+
+    __slots__ = ("flow_id", "inner", "keylog", "name", "pending", "seen", "session")
+
+    def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool) -> None:
+        self.flow_id = flow_id
+        self.keylog = keylog
+        self.inner = inner
+        self.name: str | None = None  # protocol once detected, "unknown" when given up
+        self.session: object | None = None
+        self.pending: list[tuple[int, bytes, int, int] | tuple[int, int, int]] = []
+        self.seen = [b"", b""]
+
+    def feed(self, d: int, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+        if self.session is not None:
+            return self.session.feed(DIRS[d], data, ts_first, ts_last)  # type: ignore[attr-defined]
+        if self.name is not None:
+            return []
+        self.pending.append((d, data, ts_first, ts_last))
+        if len(self.seen[d]) < DETECT_BYTES:
+            self.seen[d] += data[: DETECT_BYTES - len(self.seen[d])]
+        return self._try_detect(ts_last)
+
+    def gap(self, d: int, length: int, ts: int) -> list[object]:
+        if self.session is not None:
+            return self.session.gap(DIRS[d], length, ts)  # type: ignore[attr-defined]
+        if self.name is None:
+            self.pending.append((d, length, ts))
+        return []
+
+    def _try_detect(self, ts: int) -> list[object]:
+        proto = detect(self.seen[0], self.seen[1])
+        if proto == "unknown":
+            if max(len(self.seen[0]), len(self.seen[1])) >= DETECT_BYTES:
+                self.name = "unknown"
+                self.pending.clear()
+            return []
+        self.name = proto
+        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner)
+        events: list[object] = []
+        if self.session is None:
+            self.pending.clear()
+            if proto == "http2":
+                events.append(Anomaly(
+                    ts=ts, flow_id=self.flow_id, direction=None,
+                    layer="tls" if self.inner else "tcp", code="unsupported_protocol",
+                    detail="HTTP/2 is detected but not decoded"))
+            return events
+        for item in self.pending:
+            if len(item) == 4:
+                d, data, t1, t2 = item  # type: ignore[misc]
+                events += self.session.feed(DIRS[d], data, t1, t2)  # type: ignore[attr-defined]
+            else:
+                d, length, t = item  # type: ignore[misc]
+                events += self.session.gap(DIRS[d], length, t)  # type: ignore[attr-defined]
+        self.pending.clear()
+        return events
+
+    def finish(self, ts: int) -> list[object]:
+        if self.session is not None:
+            return self.session.finish(ts)  # type: ignore[attr-defined]
+        return []
+
+
+class Connection:
+    """Reassembly and parsing state of one TCP connection."""
+
+    __slots__ = ("fin", "flow_id", "info", "inner", "outer", "reasm")
+
+    def __init__(self, flow_id: int, keylog: KeyLog | None) -> None:
+        self.flow_id = flow_id
+        self.reasm = (StreamReassembler(), StreamReassembler())
+        self.outer = _Layer(flow_id, keylog, inner=False)
+        self.inner: _Layer | None = None
+        self.info: dict[str, object] = {}
+        self.fin = [False, False]
+
+    @property
+    def waiting(self) -> bool:
+        return self.reasm[0].held_bytes > 0 or self.reasm[1].held_bytes > 0
+
+    @property
+    def dead(self) -> bool:
+        return self.outer.name == "unknown" or (
+            self.outer.name is not None and self.outer.session is None)
+
+    def deliver(self, d: int, items: list[Piece | Gap | Conflict], out: list[object]) -> None:
+        for it in items:
+            if isinstance(it, Piece):
+                ts_last = it.ts_first if d == 0 else it.ts_avail
+                self._expand(self.outer.feed(d, it.data, it.ts_first, ts_last), out)
+            elif isinstance(it, Gap):
+                out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRS[d],
+                                   layer="tcp", code="stream_gap", stream_offset=it.offset,
+                                   detail=f"{it.length} bytes never captured"))
+                self._expand(self.outer.gap(d, it.length, it.ts), out)
+            else:
+                out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRS[d],
+                                   layer="tcp", code="overlap_conflict", stream_offset=it.offset,
+                                   detail=f"retransmitted copy of {it.length} bytes differs; "
+                                   "first copy kept"))
+
+    def _expand(self, events: list[object], out: list[object]) -> None:
+        """Pass decrypted TLS plaintext to the inner layer; keep everything else."""
+        for e in events:
+            if isinstance(e, Plaintext):
+                if self.inner is None:
+                    self.inner = _Layer(self.flow_id, None, inner=True)
+                d = 0 if e.direction == "out" else 1
+                out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)
+            else:
+                out.append(e)
+
+    def finish(self, ts: int, out: list[object]) -> None:
+        for d in (0, 1):
+            self.deliver(d, self.reasm[d].finish(ts), out)
+        self._expand(self.outer.finish(ts), out)
+        if self.inner is not None:
+            out += self.inner.finish(ts)
+
+    @property
+    def app_protocol(self) -> str | None:
+        outer = self.outer.name
+        if outer is None:
+            return None
+        inner = self.inner.name if self.inner is not None else None
+        if self.info.get("ws_path") is not None:
+            inner = "websocket" if inner in (None, "http") else inner
+            if outer == "http":
+                return "websocket"
+        return f"{outer}/{inner}" if inner and inner != "unknown" else outer
+
+
+class AppLayer:
+    """Application-layer stage of an ingest (see module docstring)."""
+
+    def __init__(self, tracker: FlowTracker, keylog: KeyLog | None) -> None:
+        self.tracker = tracker
+        self.keylog = keylog
+        self.conns: dict[int, Connection] = {}
+        self.done: set[int] = set()
+        self.info: dict[int, dict[str, object]] = {}
+        self.last_ts = 0
+
+    @classmethod
+    def factory(cls, keylog: list[str]) -> Callable[[FlowTracker], AppLayer]:
+        """Load the key logs once, in the caller (errors surface before reading)."""
+        keys = KeyLog.from_files([Path(k) for k in keylog]) if keylog else None
+        return lambda tracker: cls(tracker, keys)
+
+    def _select(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
+        tcp = (pf.flow_id >= 0) & (dec.proto == IPPROTO_TCP)
+        want = tcp & ((dec.payload_caplen > 0) | ((dec.tcp_flags & (FIN | RST)) != 0))
+        waiting = [fid for fid, c in self.conns.items() if c.waiting]
+        if waiting:
+            want |= tcp & np.isin(pf.flow_id, np.array(waiting, np.int64)) & (
+                (dec.tcp_flags & ACK) != 0)
+        return np.flatnonzero(want)
+
+    def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
+                staging: object, add_anomalies: AnomalyFn) -> None:
+        for st, data in chunk.secrets:
+            if st == DSB_TLS_KEY_LOG:
+                if self.keylog is None:
+                    self.keylog = KeyLog()
+                self.keylog.add_text(data)
+                for c in self.conns.values():  # sessions hold the same KeyLog object
+                    c.outer.keylog = self.keylog
+        rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
+        events: list[object] = []
+        buf = chunk.data
+        for i in self._select(dec, pf).tolist():
+            fid = int(pf.flow_id[i])
+            if fid in self.done:
+                continue
+            ts = int(chunk.ts_ns[i])
+            d = int(pf.direction[i])
+            conn = self.conns.get(fid)
+            n = int(dec.payload_caplen[i])
+            if conn is None:
+                if n == 0:
+                    continue
+                conn = self.conns[fid] = Connection(fid, self.keylog)
+            if n:
+                start = int(dec.payload_offset[i])
+                data = buf[start : start + n].tobytes()
+                conn.deliver(d, conn.reasm[d].segment(int(pf.stream_offset[i]), data, ts), events)
+            ack = int(pf.ack_offset[i])
+            if ack >= 0 and conn.reasm[1 - d].held_bytes:
+                conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
+            flags = int(dec.tcp_flags[i])
+            if flags & FIN:
+                conn.fin[d] = True
+            if flags & RST or (conn.fin[0] and conn.fin[1]) or conn.dead:
+                self._close(fid, ts, events)
+            if len(events) > 4096:
+                self._dispatch(events, rows, add_anomalies)
+                events = []
+            self.last_ts = ts
+        self._dispatch(events, rows, add_anomalies)
+        rows.flush()
+
+    def _close(self, fid: int, ts: int, events: list[object]) -> None:
+        conn = self.conns.pop(fid)
+        conn.finish(ts, events)
+        events.append(conn)
+        self.done.add(fid)
+
+    def _dispatch(self, events: list[object], rows: RowBuffers, add_anomalies: AnomalyFn) -> None:
+        anomalies: list[Anomaly] = []
+        for e in events:
+            if isinstance(e, HttpMessage) and e.kind == "request":
+                host = next((v for k, v in e.headers if k.lower() == "host"), None)
+                if host:
+                    self.info.setdefault(e.flow_id, {}).setdefault("http_host", host)
+            if rows.add(e):
+                continue
+            if isinstance(e, Anomaly):
+                anomalies.append(e)
+            elif isinstance(e, TlsHandshakeInfo):
+                info = self.info.setdefault(e.flow_id, {})
+                info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher)
+            elif isinstance(e, WebSocketHandshake):
+                info = self.info.setdefault(e.flow_id, {})
+                info.setdefault("ws_path", e.path)
+                if e.host:
+                    info.setdefault("http_host", e.host)
+            elif isinstance(e, Connection):
+                info = self.info.setdefault(e.flow_id, {})
+                e.info.update(info)
+                info["app_protocol"] = e.app_protocol
+        add_anomalies(anomalies)
+
+    def finish(self, staging: object, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
+        """End of capture: flush every open connection; returns flows columns by flow."""
+        rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
+        events: list[object] = []
+        for fid in list(self.conns):
+            self._close(fid, self.last_ts, events)
+        self._dispatch(events, rows, add_anomalies)
+        rows.flush()
+        return self.info
