@@ -18,7 +18,7 @@ import sys
 import dpkt
 
 
-def _reader(f):  # noqa: ANN001, ANN202
+def _reader(f):
     head = f.read(4)
     f.seek(0)
     return dpkt.pcapng.Reader(f) if head == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(f)
@@ -54,7 +54,7 @@ def run(path: str) -> dict[str, int]:
             if plen:
                 hi = st[4].get(d)
                 end = (seq + plen) & 0xFFFFFFFF
-                if hi is not None and ((end - hi) & 0xFFFFFFFF) >= 0x80000000 or end == hi:
+                if hi is not None and (end == hi or ((end - hi) & 0xFFFFFFFF) >= 0x80000000):
                     retrans += 1
                 else:
                     st[4][d] = end

@@ -481,7 +481,7 @@ TEMPLATE_PERIOD = 65_536
 
 
 @numba.njit(cache=True)
-def _scatter(buf, rec_off, prefix, hdr, opt_idx, opts, caplen, pay_off, template, trailer):  # noqa: ANN001, ANN202
+def _scatter(buf, rec_off, prefix, hdr, opt_idx, opts, caplen, pay_off, template, trailer):
     """Copy each record: prefix, frame header, SYN options, payload; pcapng trailer."""
     for i in range(rec_off.size):
         p = rec_off[i]
@@ -593,7 +593,8 @@ def _file_header(fmt: str, snaplen: int) -> bytes:
     idb_body = np.array([1], "<u4").tobytes() + np.array([snaplen], "<u4").tobytes()
     opt = np.array([9, 1], "<u2").tobytes() + bytes([9, 0, 0, 0]) + bytes(4)
     total = 8 + len(idb_body) + len(opt) + 4
-    idb = np.array([1, total], "<u4").tobytes() + idb_body + opt + np.array([total], "<u4").tobytes()
+    tail = np.array([total], "<u4").tobytes()
+    idb = np.array([1, total], "<u4").tobytes() + idb_body + opt + tail
     return shb + idb
 
 

@@ -20,11 +20,21 @@ def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None) -> object | No
     return AppLayer.factory(keylog=[str(k) for k in keylog or []])
 
 
-def _one(args: tuple[str, str, bool, bool, list[str]]) -> IngestResult:
-    path, data, packets, app, keylog = args
+def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
+    """Order/ack matching with the venue registry (None until it is available)."""
+    try:
+        from .venues import make_matcher  # noqa: PLC0415
+    except ImportError:
+        return None
+    return make_matcher(venues)
+
+
+def _one(args: tuple[str, str, bool, bool, list[str], str | None]) -> IngestResult:
+    path, data, packets, app, keylog, venues = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog) if app else None,
+        matcher=_matcher(venues) if app else None,  # type: ignore[arg-type]
     )
 
 
@@ -33,6 +43,7 @@ def ingest(
     *,
     keylog: Sequence[str | os.PathLike[str]] | None = None,
     data: str | os.PathLike[str] | None = None,
+    venues: str | os.PathLike[str] | None = None,
     packets: bool = False,
     app: bool = True,
     jobs: int = 1,
@@ -45,22 +56,26 @@ def ingest(
     >>> pcapflow.open().sql("SELECT count(*) FROM flows").fetchall()  # doctest: +SKIP
 
     Re-ingesting a capture (same sha256) replaces its rows and touches nothing
-    else. ``jobs > 1`` ingests several captures in parallel processes.
+    else. ``venues`` is a TOML venue map (see ``pcapflow.venues``). ``jobs > 1``
+    ingests several captures in parallel processes.
     """
     root = data_dir(data)
     keys = [str(k) for k in keylog or []]
+    venues_s = str(venues) if venues is not None else None
     if jobs > 1 and len(paths) > 1:
-        work = [(str(p), str(root), packets, app, keys) for p in paths]
+        work = [(str(p), str(root), packets, app, keys, venues_s) for p in paths]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_one, work))
     results = []
+    app_factory = _app_factory(keys) if app else None
+    matcher = _matcher(venues_s) if app else None
     for p in paths:
         cb = None
         if progress is not None:
             def cb(nbytes: int, npk: int, _p: str = str(p)) -> None:
                 progress(_p, nbytes, npk)
         results.append(ingest_capture(
-            str(p), root, packets_table=packets,
-            app_layer=_app_factory(keys) if app else None, progress=cb,
+            str(p), root, packets_table=packets, app_layer=app_factory,
+            matcher=matcher, progress=cb,  # type: ignore[arg-type]
         ))
     return results

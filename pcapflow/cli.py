@@ -52,6 +52,8 @@ def ingest(
     tcp_only: Annotated[bool, typer.Option(
         "--tcp-only", help="Stop at the TCP layer (flows, tcp_events)")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Captures ingested in parallel")] = 1,
+    venues: Annotated[Path | None, typer.Option(
+        "--venues", help="TOML venue map: addresses/ports/hosts/FIX comp ids -> venue")] = None,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files)."""
     for c in captures:
@@ -60,6 +62,8 @@ def ingest(
     for k in keylog or []:
         if not k.exists():
             raise PcapflowError(f"{k}: key log file not found")
+    if venues is not None and not venues.exists():
+        raise PcapflowError(f"{venues}: venue map file not found")
     root = data_dir(data)
     sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
     with Progress(
@@ -74,8 +78,8 @@ def ingest(
             prog.update(t, completed=nbytes, info=f"{npk:,} packets, {npk / el:,.0f} pkt/s")
 
         results = api.ingest(
-            captures, keylog=keylog, data=root, packets=packets, app=not tcp_only,
-            jobs=jobs, progress=progress,
+            captures, keylog=keylog, data=root, venues=venues, packets=packets,
+            app=not tcp_only, jobs=jobs, progress=progress,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
@@ -144,6 +148,23 @@ def flows(
             "ORDER BY capture_id, flow_id LIMIT ?", [limit],
         )
     _print_frame(df, fmt)
+
+
+def _register_command_modules() -> None:
+    """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
+    import importlib  # noqa: PLC0415
+
+    for name in ("cli_match", "cli_report", "cli_demo"):
+        try:
+            mod = importlib.import_module(f"pcapflow.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"pcapflow.{name}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register_command_modules()
 
 
 def main() -> None:

@@ -20,8 +20,11 @@ number of *open* connections, not the capture's size.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+import pyarrow as pa
 
 import numpy as np
 
@@ -41,6 +44,10 @@ from .rows import RowBuffers
 DETECT_BYTES = 4096
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
+
+# Unacknowledged segments remembered per direction for RTT samples (as tshark's
+# TCP_MAX_UNACKED_SEGMENTS): bounds memory when the ACKs are not captured.
+MAX_UNACKED = 1000
 
 DIRS: tuple[Direction, Direction] = ("out", "in")
 AnomalyFn = Callable[[list[Anomaly]], None]
@@ -125,7 +132,7 @@ class _Layer:
 class Connection:
     """Reassembly and parsing state of one TCP connection."""
 
-    __slots__ = ("fin", "flow_id", "info", "inner", "outer", "reasm")
+    __slots__ = ("fin", "flow_id", "info", "inner", "outer", "reasm", "sent_end", "unacked")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None) -> None:
         self.flow_id = flow_id
@@ -134,6 +141,29 @@ class Connection:
         self.inner: _Layer | None = None
         self.info: dict[str, object] = {}
         self.fin = [False, False]
+        # per direction: data segments not yet acknowledged, [end_offset, ts_sent, resent]
+        self.unacked: tuple[deque[list[int]], deque[list[int]]] = (deque(), deque())
+        self.sent_end = [0, 0]
+
+    def sent(self, d: int, offset: int, length: int, ts: int) -> None:
+        """Remember a data segment's first transmission for ``tcp_rtt``."""
+        end = offset + length
+        q = self.unacked[d]
+        if end > self.sent_end[d]:
+            self.sent_end[d] = end
+            if len(q) < MAX_UNACKED:
+                q.append([end, ts, 0])
+        elif q:
+            for item in q:  # a retransmission: Karn's rule marks the samples it covers
+                if item[0] > offset:
+                    item[2] = 1
+
+    def acked(self, d: int, ack: int, ts: int, rows: list[tuple[int, ...]]) -> None:
+        """The peer acknowledged direction ``d`` up to ``ack``: emit RTT samples."""
+        q = self.unacked[d]
+        while q and q[0][0] <= ack:
+            end, ts_sent, resent = q.popleft()
+            rows.append((self.flow_id, d, ts_sent, ts, end, resent))
 
     @property
     def waiting(self) -> bool:
@@ -201,6 +231,7 @@ class AppLayer:
         self.done: set[int] = set()
         self.info: dict[int, dict[str, object]] = {}
         self.last_ts = 0
+        self.rtt_rows: list[tuple[int, ...]] = []
 
     @classmethod
     def factory(cls, keylog: list[str]) -> Callable[[FlowTracker], AppLayer]:
@@ -211,10 +242,10 @@ class AppLayer:
     def _select(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
         tcp = (pf.flow_id >= 0) & (dec.proto == IPPROTO_TCP)
         want = tcp & ((dec.payload_caplen > 0) | ((dec.tcp_flags & (FIN | RST)) != 0))
-        waiting = [fid for fid, c in self.conns.items() if c.waiting]
-        if waiting:
-            want |= tcp & np.isin(pf.flow_id, np.array(waiting, np.int64)) & (
-                (dec.tcp_flags & ACK) != 0)
+        if self.conns:
+            # ACKs of open connections: RTT samples, and gaps the peer acknowledged
+            live = np.fromiter(self.conns.keys(), np.int64, len(self.conns))
+            want |= tcp & ((dec.tcp_flags & ACK) != 0) & np.isin(pf.flow_id, live)
         return np.flatnonzero(want)
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
@@ -243,11 +274,16 @@ class AppLayer:
                 conn = self.conns[fid] = Connection(fid, self.keylog)
             if n:
                 start = int(dec.payload_offset[i])
+                off = int(pf.stream_offset[i])
                 data = buf[start : start + n].tobytes()
-                conn.deliver(d, conn.reasm[d].segment(int(pf.stream_offset[i]), data, ts), events)
+                conn.sent(d, off, int(dec.payload_len[i]), ts)
+                conn.deliver(d, conn.reasm[d].segment(off, data, ts), events)
             ack = int(pf.ack_offset[i])
-            if ack >= 0 and conn.reasm[1 - d].held_bytes:
-                conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
+            if ack >= 0:
+                if conn.unacked[1 - d]:
+                    conn.acked(1 - d, ack, ts, self.rtt_rows)
+                if conn.reasm[1 - d].held_bytes:
+                    conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
             flags = int(dec.tcp_flags[i])
             if flags & FIN:
                 conn.fin[d] = True
@@ -259,6 +295,21 @@ class AppLayer:
             self.last_ts = ts
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
+        self._flush_rtt(staging)
+
+    def _flush_rtt(self, staging: object) -> None:
+        if not self.rtt_rows:
+            return
+        fid, d, sent, ack, end, resent = (np.array(c, np.int64) for c in zip(*self.rtt_rows))
+        self.rtt_rows = []
+        ts = pa.timestamp("ns", tz="UTC")
+        staging.write("tcp_rtt", {  # type: ignore[attr-defined]
+            "flow_id": pa.array(fid),
+            "direction": pa.array(np.where(d == 0, "out", "in").astype(object), pa.string()),
+            "ts_sent": pa.array(sent).cast(ts), "ts_ack": pa.array(ack).cast(ts),
+            "rtt_ns": pa.array(ack - sent), "end_offset": pa.array(end),
+            "retransmitted": pa.array(resent.astype(bool)),
+        })
 
     def _close(self, fid: int, ts: int, events: list[object]) -> None:
         conn = self.conns.pop(fid)
@@ -299,4 +350,5 @@ class AppLayer:
             self._close(fid, self.last_ts, events)
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
+        self._flush_rtt(staging)
         return self.info

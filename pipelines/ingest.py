@@ -27,7 +27,19 @@ from ..parsers.decode import NOT_IP, OK, STATUS, DecodedChunk, decode_chunk, ip_
 from ..parsers.events import Anomaly
 from ..parsers.tcp.analysis import END_REASONS, EVENT_KINDS, FlowTracker, PacketFlows
 from . import store
-from .schemas import TS
+from .schemas import FLOWS, TS
+
+Matcher = Callable[[Path, pa.Table], "MatchOutput"]
+"""Called with the staging directory (message tables readable as Parquet) and the
+flows table; returns the venue of each flow and the orders/acks/latency tables."""
+
+
+@dataclass(slots=True)
+class MatchOutput:
+    """What a matcher hands back to the ingest (see ``pipelines.match``)."""
+
+    flow_venue: dict[int, str]
+    tables: dict[str, pa.Table]
 
 ProgressFn = Callable[[int, int], None]
 """Called after each chunk with (capture bytes read so far, packets so far)."""
@@ -137,7 +149,7 @@ def _packet_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> dict
     }
 
 
-def _flow_rows(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> dict:
+def _flow_table(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> pa.Table:
     c = tracker.flow_columns()
     n = tracker.n_flows
     client_ip = [ip_to_str(h, lo) for h, lo in zip(c["a_hi"], c["a_lo"])]
@@ -166,7 +178,8 @@ def _flow_rows(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> dict:
     for name in ("app_protocol", "sni", "alpn", "tls_version", "tls_cipher", "http_host",
                  "ws_path", "venue"):
         cols[name] = pa.array([app.get(i, {}).get(name) for i in range(n)], type=pa.string())
-    return cols
+    schema = pa.schema([f for f in FLOWS if f.name != "capture_id"])
+    return pa.table(cols, schema=schema)
 
 
 def ingest_capture(
@@ -175,6 +188,7 @@ def ingest_capture(
     *,
     packets_table: bool = False,
     app_layer: object | None = None,
+    matcher: Matcher | None = None,
     chunk_bytes: int = 32 << 20,
     progress: ProgressFn | None = None,
 ) -> IngestResult:
@@ -187,7 +201,7 @@ def ingest_capture(
     staging = store.Staging(data_dir)
     try:
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
-            result = _run(reader, staging, path, packets_table, app_layer, progress)
+            result = _run(reader, staging, path, packets_table, app_layer, matcher, progress)
         result.seconds = time.perf_counter() - t0
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
@@ -197,7 +211,7 @@ def ingest_capture(
         raise
 
 
-def _run(reader, staging, path, packets_table, app_factory, progress) -> IngestResult:  # noqa: ANN001
+def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -> IngestResult:  # noqa: ANN001, PLR0913
     tracker = FlowTracker()
     app = app_factory(tracker) if app_factory is not None else None
     first_ts, last_ts = None, None
@@ -235,7 +249,16 @@ def _run(reader, staging, path, packets_table, app_factory, progress) -> IngestR
     flow_info: dict[int, dict[str, object]] = {}
     if app is not None:
         flow_info = app.finish(staging, add_anomalies)
-    staging.write("flows", _flow_rows(tracker, flow_info))
+    flows = _flow_table(tracker, flow_info)
+    if matcher is not None:
+        staging.close_writers()  # the matcher reads the staged message tables
+        matched = matcher(staging.dir, flows)
+        venues = [matched.flow_venue.get(i) for i in range(flows.num_rows)]
+        flows = flows.set_column(flows.schema.get_field_index("venue"), "venue",
+                                 pa.array(venues, type=pa.string()))
+        for table, rows in matched.tables.items():
+            staging.write(table, rows)
+    staging.write("flows", flows)
     sha = reader.sha256
     capture_id = sha[:16]
     now = time.time_ns()

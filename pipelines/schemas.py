@@ -201,6 +201,87 @@ FIX_MESSAGES = _schema(
     _f("fields", pa.list_(FIX_FIELD), "All fields in order (secret tags redacted)"),
 )
 
+TCP_RTT = _schema(
+    CAPTURE_ID,
+    FLOW_ID,
+    _f("direction", pa.string(), "Direction of the data segment (`out`: our data, acked by "
+       "the exchange)"),
+    _f("ts_sent", TS, "First transmission of the data segment"),
+    _f("ts_ack", TS, "First ACK from the other side covering the segment's last byte"),
+    _f("rtt_ns", pa.int64(), "ts_ack - ts_sent: network round trip plus the peer's ACK delay"),
+    _f("end_offset", pa.int64(), "Stream offset just past the segment's last byte"),
+    _f("retransmitted", pa.bool_(), "Bytes of the segment were sent again before the ACK "
+       "(the sample then includes a retransmission timeout: Karn's rule says distrust it)"),
+)
+
+_ORDER_KEYS = (
+    CAPTURE_ID,
+    _f("venue", pa.string(), "Exchange (binance, okx, ...), from SNI / Host / venue map"),
+    FLOW_ID,
+    _f("protocol", pa.string(), "rest, websocket or fix"),
+    _f("endpoint", pa.string(), "REST method+path, WebSocket method/op, or FIX MsgType"),
+    _f("kind", pa.string(), "new, cancel, amend (orders); the order's kind (acks)"),
+    _f("correlation_id", pa.string(), "The key that pairs request and reply: JSON request id, "
+       "FIX ClOrdID, REST client order id or the request's position on the connection"),
+    _f("request_id", pa.string(), "JSON request id (WebSocket, JSON-RPC), null elsewhere"),
+    _f("client_order_id", pa.string(), "Client order id of the order (or of this cancel/amend)"),
+    _f("orig_client_order_id", pa.string(), "Client order id of the order cancelled/amended"),
+    _f("source_table", pa.string(), "http_messages, ws_messages or fix_messages"),
+    STREAM_OFFSET,
+)
+
+ORDERS = _schema(
+    *_ORDER_KEYS,
+    _f("ts", TS, "ts_last of the order message: when its last byte left (first transmission)"),
+    _f("ts_first", TS, "ts_first of the order message"),
+    _f("decoded", pa.bool_(), "False when known only from TLS record timing (no key log)"),
+)
+
+ACKS = _schema(
+    *_ORDER_KEYS,
+    _f("ts", TS, "ts_last of the reply: when all its bytes had arrived in order"),
+    _f("status", pa.string(), "accepted, rejected or error"),
+    _f("leg", pa.string(), "ack (the reply to the request) or engine (first event on a "
+       "private order stream)"),
+    _f("error_code", pa.string(), "Venue error code when rejected"),
+    _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
+)
+
+LATENCY = _schema(
+    CAPTURE_ID,
+    _f("venue", pa.string(), "Exchange"),
+    _f("endpoint", pa.string(), "REST method+path, WebSocket method/op, or FIX MsgType"),
+    FLOW_ID,
+    _f("protocol", pa.string(), "rest, websocket or fix"),
+    _f("kind", pa.string(), "new, cancel or amend"),
+    _f("leg", pa.string(), "ack: order to the venue's reply; engine: order to the first "
+       "private-stream event for it (may be on another connection)"),
+    _f("correlation_id", pa.string(), "Key that paired order and reply"),
+    _f("request_id", pa.string(), "JSON request id"),
+    _f("client_order_id", pa.string(), "Client order id"),
+    _f("orig_client_order_id", pa.string(), "Original client order id (cancel/amend)"),
+    _f("order_ts", TS, "Order's ts_last (its last byte's first transmission)"),
+    _f("ack_ts", TS, "Reply's ts_last (its last byte available in order)"),
+    _f("latency_ns", pa.int64(), "ack_ts - order_ts: wire-to-wire latency"),
+    _f("network_rtt_ns", pa.int64(), "Order's last segment to the exchange's TCP ACK covering "
+       "it (tcp_rtt); null when not captured"),
+    _f("exchange_ns", pa.int64(), "latency_ns - network_rtt_ns: an estimate of the time "
+       "spent in the exchange (the ACK may be delayed)"),
+    _f("status", pa.string(), "accepted, rejected or error"),
+    _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),
+)
+
+UNMATCHED = _schema(
+    CAPTURE_ID,
+    _f("venue", pa.string(), "Exchange"),
+    FLOW_ID,
+    _f("what", pa.string(), "order (no reply seen) or reply (no order seen)"),
+    _f("endpoint", pa.string(), "Endpoint"),
+    _f("kind", pa.string(), "new, cancel, amend"),
+    _f("correlation_id", pa.string(), "Key that found no partner"),
+    _f("ts", TS, "Time of the order or reply"),
+)
+
 TABLES: dict[str, pa.Schema] = {
     "captures": CAPTURES,
     "flows": FLOWS,
@@ -211,6 +292,11 @@ TABLES: dict[str, pa.Schema] = {
     "http_messages": HTTP_MESSAGES,
     "ws_messages": WS_MESSAGES,
     "fix_messages": FIX_MESSAGES,
+    "tcp_rtt": TCP_RTT,
+    "orders": ORDERS,
+    "acks": ACKS,
+    "latency": LATENCY,
+    "unmatched": UNMATCHED,
 }
 
 

@@ -121,6 +121,7 @@ class Staging:
         self.dir = root / STAGING / self.txn
         self.dir.mkdir(parents=True)
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._parts: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         self.row_group_rows = row_group_rows
 
@@ -139,8 +140,10 @@ class Staging:
         w = self._writers.get(table)
         if w is None:
             (self.dir / table).mkdir(parents=True, exist_ok=True)
+            part = self._parts.get(table, 0)
+            self._parts[table] = part + 1
             w = pq.ParquetWriter(
-                self.dir / table / "part-0.parquet",
+                self.dir / table / f"part-{part}.parquet",
                 pa.schema([f for f in schema if f.name != "capture_id"]),
                 compression="zstd",
             )
@@ -149,9 +152,12 @@ class Staging:
         self.rows[table] = self.rows.get(table, 0) + batch.num_rows
 
     def close_writers(self) -> None:
+        """Finish every open file (they become readable; later writes add parts)."""
         for w in self._writers.values():
             w.close()
         self._writers.clear()
+
+    def _fsync_all(self) -> None:
         for f in self.dir.rglob("*.parquet"):
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -165,6 +171,7 @@ class Staging:
     def commit(self, capture_id: str) -> None:
         """Atomically replace every table's partition for ``capture_id``."""
         self.close_writers()
+        self._fsync_all()
         with locked(self.root):
             recover(self.root)
             moves: list[list[str]] = []
