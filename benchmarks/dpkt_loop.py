@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import BinaryIO
 
 import dpkt
 
 
-def _reader(f):
+def _reader(f: BinaryIO) -> dpkt.pcap.Reader | dpkt.pcapng.Reader:
     head = f.read(4)
     f.seek(0)
     return dpkt.pcapng.Reader(f) if head == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(f)

@@ -481,7 +481,9 @@ TEMPLATE_PERIOD = 65_536
 
 
 @numba.njit(cache=True)
-def _scatter(buf, rec_off, prefix, hdr, opt_idx, opts, caplen, pay_off, template, trailer):
+def _scatter(buf: np.ndarray, rec_off: np.ndarray, prefix: np.ndarray, hdr: np.ndarray,
+             opt_idx: np.ndarray, opts: np.ndarray, caplen: np.ndarray, pay_off: np.ndarray,
+             template: np.ndarray, trailer: bool) -> None:
     """Copy each record: prefix, frame header, SYN options, payload; pcapng trailer."""
     for i in range(rec_off.size):
         p = rec_off[i]

@@ -37,6 +37,9 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_C_HDLC = 104  # Cisco HDLC: address, control, 2-byte protocol (an EtherType)
+LINKTYPE_NFLOG = 239  # Linux netfilter log: 4-byte header, then TLVs; TLV 9 is the packet
+NFULA_PAYLOAD = 9
 
 # --- EtherTypes ----------------------------------------------------------------
 ETH_P_IP = 0x0800
@@ -44,7 +47,13 @@ ETH_P_IPV6 = 0x86DD
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 ETH_P_QINQ_OLD = 0x9100
+ETH_P_MPLS_UC = 0x8847
+ETH_P_MPLS_MC = 0x8848
+ETH_P_PBB = 0x88E7  # 802.1ah provider backbone bridge: I-TAG, then a customer frame
+ETH_MIN_TYPE = 0x0600  # below this the field is an 802.3 length (LLC follows)
 MAX_VLAN_TAGS = 4  # deeper stacks than QinQ-in-QinQ are treated as garbage
+MAX_MPLS_LABELS = 8
+MAX_ENCAPS = 4  # nested PBB / MPLS-over-Ethernet encapsulations walked
 
 # --- IP protocol numbers and IPv6 extension headers (RFC 8200 §4) ------------
 IPPROTO_HOPOPTS = 0
@@ -147,29 +156,76 @@ def _u64(d: np.ndarray, i: int) -> np.uint64:
 
 
 @numba.njit(cache=True)
-def _link_to_l3(d, start, caplen, linktype, out_vlan):  # noqa: ANN001, ANN202
-    """Return (l3_offset, ethertype-ish family, status). family: 4, 6 or 0."""
-    end = start + caplen
-    if linktype == LINKTYPE_ETHERNET:
-        p = start + 12
-        if p + 2 > end:
-            return -1, 0, TRUNCATED_LINK
-        etype = _u16(d, p)
-        p += 2
-        tags = 0
-        while etype == ETH_P_8021Q or etype == ETH_P_8021AD or etype == ETH_P_QINQ_OLD:
-            if tags >= MAX_VLAN_TAGS or p + 4 > end:
-                return -1, 0, TRUNCATED_LINK
-            if tags == 0:
-                out_vlan[0] = _u16(d, p) & 0x0FFF
-            etype = _u16(d, p + 2)
-            p += 4
-            tags += 1
+def _ethertype(d, etype, p, end, out_vlan):  # noqa: ANN001, ANN202, PLR0911, PLR0912
+    """Continue after an EtherType at ``p``: VLAN tags, MPLS, PBB, LLC/SNAP, then IP.
+
+    One bounded loop (no recursion: Numba compiles it flat): each step peels one
+    encapsulation and reads the next EtherType.
+    """
+    for _ in range(MAX_VLAN_TAGS + MAX_ENCAPS * (MAX_MPLS_LABELS + 2)):
         if etype == ETH_P_IP:
             return p, 4, OK
         if etype == ETH_P_IPV6:
             return p, 6, OK
-        return -1, 0, NOT_IP
+        if etype == ETH_P_8021Q or etype == ETH_P_8021AD or etype == ETH_P_QINQ_OLD:
+            if p + 4 > end:
+                return -1, 0, TRUNCATED_LINK
+            if out_vlan[0] < 0:
+                out_vlan[0] = _u16(d, p) & 0x0FFF
+            etype = _u16(d, p + 2)
+            p += 4
+        elif etype == ETH_P_MPLS_UC or etype == ETH_P_MPLS_MC:
+            # RFC 3032: 4-byte label stack entries until the bottom-of-stack bit
+            if p + 4 > end:
+                return -1, 0, TRUNCATED_LINK
+            bottom = (d[p + 2] & 0x01) != 0
+            p += 4
+            if bottom:
+                # the payload's type is not signalled: look at the version nibble;
+                # otherwise an Ethernet pseudowire (RFC 4448) without control word
+                if p >= end:
+                    return -1, 0, TRUNCATED_LINK
+                v = d[p] >> 4
+                if v == 4:
+                    return p, 4, OK
+                if v == 6:
+                    return p, 6, OK
+                if p + 14 > end:
+                    return -1, 0, NOT_IP
+                etype = _u16(d, p + 12)
+                p += 14
+        elif etype == ETH_P_PBB:
+            # 802.1ah: 4-byte I-TAG, then the customer frame's MACs and EtherType
+            if p + 18 > end:
+                return -1, 0, TRUNCATED_LINK
+            etype = _u16(d, p + 16)
+            p += 18
+        elif etype < ETH_MIN_TYPE:
+            # 802.3 length field: LLC; with SNAP (AA AA 03 + OUI) an EtherType follows
+            if p + 8 <= end and d[p] == 0xAA and d[p + 1] == 0xAA and d[p + 2] == 0x03:
+                etype = _u16(d, p + 6)
+                p += 8
+            else:
+                return -1, 0, NOT_IP
+        else:
+            return -1, 0, NOT_IP
+    return -1, 0, TRUNCATED_LINK
+
+
+@numba.njit(cache=True)
+def _ethernet(d, p, end, out_vlan):  # noqa: ANN001, ANN202
+    """An Ethernet frame whose EtherType/length field is at ``p``."""
+    if p + 2 > end:
+        return -1, 0, TRUNCATED_LINK
+    return _ethertype(d, _u16(d, p), p + 2, end, out_vlan)
+
+
+@numba.njit(cache=True)
+def _link_to_l3(d, start, caplen, linktype, out_vlan):  # noqa: ANN001, ANN202
+    """Return (l3_offset, ethertype-ish family, status). family: 4, 6 or 0."""
+    end = start + caplen
+    if linktype == LINKTYPE_ETHERNET:
+        return _ethernet(d, start + 12, end, out_vlan)
     if linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
         if start + 4 > end:
             return -1, 0, TRUNCATED_LINK
@@ -197,6 +253,27 @@ def _link_to_l3(d, start, caplen, linktype, out_vlan):  # noqa: ANN001, ANN202
         if v == 6:
             return start, 6, OK
         return -1, 0, BAD_IP_VERSION
+    if linktype == LINKTYPE_C_HDLC:
+        if start + 4 > end:
+            return -1, 0, TRUNCATED_LINK
+        return _ethertype(d, _u16(d, start + 2), start + 4, end, out_vlan)
+    if linktype == LINKTYPE_NFLOG:
+        # RFC-less but stable: nflog_hdr (family, version, res_id), then TLVs of
+        # (length u16, type u16) in host order (little-endian in practice), 4-aligned.
+        p = start + 4
+        while p + 4 <= end:
+            tlen = np.int64(d[p]) | (np.int64(d[p + 1]) << 8)
+            ttype = (np.int64(d[p + 2]) | (np.int64(d[p + 3]) << 8)) & 0x7FFF
+            if tlen < 4:
+                return -1, 0, TRUNCATED_LINK
+            if ttype == NFULA_PAYLOAD:
+                q = p + 4
+                if q >= end:
+                    return -1, 0, TRUNCATED_LINK
+                v = d[q] >> 4
+                return (q, 4, OK) if v == 4 else ((q, 6, OK) if v == 6 else (-1, 0, NOT_IP))
+            p += (tlen + 3) & ~3
+        return -1, 0, NOT_IP
     if linktype == LINKTYPE_LINUX_SLL or linktype == LINKTYPE_LINUX_SLL2:
         hdr = 16 if linktype == LINKTYPE_LINUX_SLL else 20
         if start + hdr > end:

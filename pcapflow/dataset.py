@@ -66,6 +66,19 @@ class Dataset:
         """Run SQL over the views; ``.df()``, ``.arrow()`` or ``.fetchall()`` the result."""
         return self.con.sql(query, params=params)
 
+    def fetchall(self, query: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+        """Run SQL and return all rows as tuples."""
+        return self.con.execute(query, params or []).fetchall()
+
+    def fetchone(self, query: str, params: list[object] | None = None) -> tuple[object, ...] | None:
+        """Run SQL and return the first row (None when there is none)."""
+        return self.con.execute(query, params or []).fetchone()
+
+    def scalar(self, query: str, params: list[object] | None = None) -> object:
+        """Run SQL and return the first column of the first row."""
+        row = self.fetchone(query, params)
+        return None if row is None else row[0]
+
     def df(self, query: str, params: list[object] | None = None) -> pd.DataFrame:
         """Run SQL and return a pandas DataFrame with tz-aware nanosecond timestamps."""
         return self.con.sql(query, params=params).to_arrow_table().to_pandas()
@@ -75,6 +88,43 @@ class Dataset:
         if name not in TABLES:
             raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
         return self.df(f"SELECT * FROM {name}")
+
+    # -- analysis (thin wrappers over pcapflow.analysis; see there for details) --
+
+    def latency(self, exchange: str | list[str] | None = None, since: object = None,
+                until: object = None, leg: str | None = "ack", **filters: object) -> pd.DataFrame:
+        """Matched order/ack rows (``analysis.latency``).
+
+        >>> ds.latency(exchange="binance", since="2026-11-23T20:00Z")  # doctest: +SKIP
+        """
+        from . import analysis  # lazy: keeps `import pcapflow` light
+
+        return analysis.latency(self, exchange, since, until, leg, **filters)  # type: ignore[arg-type]
+
+    def percentiles(self, by: str | list[str] = "venue", **filters: object) -> pd.DataFrame:
+        """Count, unmatched, mean and p50/p90/p99/p99.9/max in µs per group
+        (``analysis.percentiles``; quantiles as ``np.quantile``).
+
+        >>> ds.percentiles(by="endpoint", exchange="okx")  # doctest: +SKIP
+        """
+        from . import analysis  # lazy: keeps `import pcapflow` light
+
+        return analysis.percentiles(self, by, **filters)  # type: ignore[arg-type]
+
+    def compare(self, other: Dataset, **kw: object) -> pd.DataFrame:
+        """Quantile differences other - self with bootstrap CIs (``analysis.compare``)."""
+        from . import analysis  # lazy: keeps `import pcapflow` light
+
+        return analysis.compare(self, other, **kw)  # type: ignore[arg-type]
+
+    def plot(self, kind: str = "summary", by: str = "venue", **filters: object) -> object:
+        """A matplotlib Figure: hist, cdf, timeline, breakdown or summary (``analysis.plot``).
+
+        >>> ds.plot("cdf", exchange="okx").savefig("okx_cdf.png")  # doctest: +SKIP
+        """
+        from . import analysis  # lazy: keeps `import pcapflow` light
+
+        return analysis.plot(self, kind, by, **filters)
 
     def close(self) -> None:
         self.con.close()

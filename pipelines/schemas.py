@@ -235,6 +235,7 @@ ORDERS = _schema(
     _f("ts", TS, "ts_last of the order message: when its last byte left (first transmission)"),
     _f("ts_first", TS, "ts_first of the order message"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing (no key log)"),
+    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend names (request field)"),
 )
 
 ACKS = _schema(
@@ -245,6 +246,8 @@ ACKS = _schema(
        "private order stream)"),
     _f("error_code", pa.string(), "Venue error code when rejected"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
+    _f("exchange_order_id", pa.string(), "Exchange order id in the reply (orderId, ordId, "
+       "FIX 37 ...)"),
 )
 
 LATENCY = _schema(
@@ -269,6 +272,11 @@ LATENCY = _schema(
        "spent in the exchange (the ACK may be delayed)"),
     _f("status", pa.string(), "accepted, rejected or error"),
     _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),
+    _f("exchange_order_id", pa.string(), "Exchange order id in the reply"),
+    _f("error_code", pa.string(), "Venue error code of a rejected/error reply (Binance code, "
+       "OKX sCode, FIX 103/102 ...)"),
+    _f("ack_flow_id", pa.int64(), "Flow of the reply (differs from flow_id for an engine "
+       "event on another connection)"),
 )
 
 UNMATCHED = _schema(
@@ -280,6 +288,10 @@ UNMATCHED = _schema(
     _f("kind", pa.string(), "new, cancel, amend"),
     _f("correlation_id", pa.string(), "Key that found no partner"),
     _f("ts", TS, "Time of the order or reply"),
+    _f("protocol", pa.string(), "rest, websocket or fix"),
+    _f("request_id", pa.string(), "JSON request id"),
+    _f("client_order_id", pa.string(), "Client order id"),
+    _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
 )
 
 TABLES: dict[str, pa.Schema] = {

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 TSHARK = shutil.which("tshark")
+AGGREGATOR = "\x1e"  # joins several occurrences of a field (JSON text has commas)
 
 ANALYSIS_FIELDS = {
     "retransmission": "tcp.analysis.retransmission",
@@ -33,14 +34,25 @@ def need_tshark() -> str:
 
 
 def fields(path: str, names: list[str], *, display_filter: str | None = None,
-           options: list[str] | None = None) -> list[list[str]]:
-    """One list of field values per frame (tab-separated tshark -T fields output)."""
-    cmd = [need_tshark(), "-n", "-r", path, "-T", "fields", "-E", "occurrence=f"]
+           options: list[str] | None = None, every: bool = False) -> list[list[str]]:
+    """One list of field values per frame (tab-separated tshark -T fields output).
+
+    ``every``: all occurrences of a field in a frame, separated by ``AGGREGATOR``
+    (several messages in one frame); otherwise only the first.
+    """
+    cmd = [need_tshark(), "-n", "-r", path, "-T", "fields", "-E",
+           "occurrence=a" if every else "occurrence=f", "-E", f"aggregator={AGGREGATOR}"]
     for o in options or []:
         cmd += ["-o", o]
     if display_filter:
         cmd += ["-Y", display_filter]
     for f in names:
         cmd += ["-e", f]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False).stdout
-    return [line.split("\t") for line in out.splitlines()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tshark failed: {proc.stderr.strip()[:300]}")
+    out = proc.stdout
+    lines = out.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.split("\t") for line in lines]

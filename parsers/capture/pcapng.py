@@ -52,6 +52,7 @@ BT_DSB = 0x0000000A  # Decryption Secrets Block
 
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 SHB_MIN_LEN = 28  # type, length, BOM, major, minor, section length (8), trailing length
+SHB_PREFIX_LEN = 12  # type, length, byte-order magic: what ``shb_prefix`` reads
 EPB_MIN_LEN = 32  # 28 bytes of header fields + trailing length
 SPB_MIN_LEN = 16  # type, length, original packet length, trailing length
 

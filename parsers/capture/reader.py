@@ -142,6 +142,9 @@ def _read_head(
 
 def _read_shb(stream: BinaryIO, head: bytes, path: str) -> tuple[Scanner, int]:
     """Read the rest of the first Section Header Block and start a pcapng scanner."""
+    if len(head) < pcapng.SHB_PREFIX_LEN:  # fuzz: a 4..11-byte file with the SHB magic
+        raise CaptureError(f"pcapng section header cut short at {len(head)} bytes",
+                           code="truncated_header", path=path, offset=0)  # fmt: skip
     try:
         _, blen = pcapng.shb_prefix(head)
     except ValueError as err:

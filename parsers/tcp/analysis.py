@@ -265,6 +265,16 @@ def _kernel(  # noqa: PLR0912, PLR0913, PLR0915
 def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, out_off, i):  # noqa: ANN001, ANN202, PLR0912, PLR0913, PLR0915
     """Wireshark-compatible sequence analysis of one TCP segment."""
     res = 0
+    if ((fl & (SYN | ACK)) == (SYN | ACK) and dstate[fk, D_BASE_SET] == 1
+            and dstate[fk, D_BASE_SEQ] != sq):
+        # A SYN/ACK with a new ISN: the server side of a new session on the same
+        # ports. Wireshark flags it and starts this direction's analysis afresh.
+        res |= FLAG_PORTS_REUSED
+        for c in (D_BASE_SET, D_NEXTSEQ_SET, D_NEXTSEQ, D_NEXTSEQ_TS, D_LASTACK_SET,
+                  D_LASTACK, D_LASTACK_TS, D_WINDOW, D_DUPACKS, D_LASTSEGFLAGS,
+                  D_MAXSEQ_TBA_SET, D_MAXSEQ_TBA, D_HI_OFF, D_WIN_VALID):
+            dstate[fk, c] = 0
+        dstate[fk, D_IS_FIRST_ACK] = 1
     # SYN bookkeeping: handshake times and window scale (RFC 7323 §2.2)
     if (fl & SYN) != 0:
         if (fl & ACK) == 0:

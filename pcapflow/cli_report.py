@@ -1,0 +1,103 @@
+"""``pcapflow report``: latency percentiles per venue/endpoint/..., plots and an HTML report.
+
+Thin: options are parsed here, everything else is ``pcapflow.report``,
+``pcapflow.plots`` and ``pcapflow.html_report`` (the same calls a notebook makes).
+A bad ``--by``, ``--exchange`` or time is a usage error (exit 2) that names what
+is accepted, e.g. the venues present in the dataset.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from . import analysis, html_report, plots, report
+from .dataset import Dataset, data_dir
+from .parsers.errors import ConfigError
+
+console = Console(stderr=True)
+out = Console()
+
+FORMATS = ("table", "json", "csv")
+LEGS = ("ack", "engine", "all")
+PIPE_WIDTH = 160
+"""Width of table output when stdout is not a terminal."""
+
+
+def emit(rep: report.Report, fmt: str) -> None:
+    """Print a report on stdout in ``fmt`` (table, json or csv)."""
+    if fmt == "json":
+        sys.stdout.write(report.to_json(rep))
+    elif fmt == "csv":
+        sys.stdout.write(report.to_csv(rep))
+    else:
+        # Piped or captured output gets a wide table rather than rich's 80-column default.
+        con = out if out.is_terminal else Console(width=PIPE_WIDTH)
+        con.print(report.render_table(rep))
+        for note in rep.notes:
+            con.print(f"[dim]{note}[/dim]")
+
+
+def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
+                  html: Path | None) -> list[Path]:
+    """Write the summary figure (PNG) and/or the HTML report; return the paths written."""
+    written = []
+    if plot is not None:
+        rows = analysis.latency_rows(ds, rep.filter())
+        fig = plots.summary(rows, title=rep.title())
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot, dpi=110)
+        written.append(plot)
+    if html is not None:
+        written.append(html_report.write(html, ds, rep))
+    return written
+
+
+def report_cmd(
+    exchange: Annotated[str | None, typer.Option(
+        "--exchange", "-e", help="Venue name(s), comma-separated (case-insensitive)")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)")] = None,
+    by: Annotated[str, typer.Option(
+        "--by", help="Group by " + "|".join(analysis.GROUPS) + " (comma-separated for "
+        "several; venue is always included)")] = "venue",
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Orders at or after this time (ISO 8601; naive = UTC)")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Orders before this time (ISO 8601; naive = UTC)")] = None,
+    leg: Annotated[str, typer.Option(
+        "--leg", help="ack (reply), engine (first private-stream event) or all")] = "ack",
+    metric: Annotated[str, typer.Option(
+        "--metric", help="latency, network_rtt or exchange (latency minus network)")]
+        = "latency",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also write histogram, CDF and timeline to this PNG")] = None,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Also write a self-contained HTML report here")] = None,
+) -> None:
+    """Order-to-ack latency per group: count, unmatched, mean, p50, p90, p99, p99.9, max (µs)."""
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    if leg not in LEGS:
+        raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
+    with Dataset(data_dir(data)) as ds:
+        try:
+            rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
+                               leg=None if leg == "all" else leg, metric=metric)
+        except ConfigError as err:
+            hint = {"unknown_venue": "--exchange", "bad_group": "--by",
+                    "bad_metric": "--metric"}.get(err.code, "--since/--until")
+            raise typer.BadParameter(str(err), param_hint=hint) from err
+        emit(rep, fmt)
+        for path in write_outputs(ds, rep, plot, html):
+            console.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` to the ``pcapflow`` command."""
+    app.command("report")(report_cmd)

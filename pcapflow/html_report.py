@@ -1,0 +1,143 @@
+"""A self-contained HTML latency report: one file, no network, no scripts.
+
+How this works: the report's percentile table, the captures it covers and the
+unanswered orders become HTML tables; the figures from ``plots`` are rendered
+to PNG in memory and embedded as ``data:image/png;base64`` URIs, so the file
+can be mailed or attached to a ticket as is. Every value is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from . import __version__, analysis, plots
+from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, _key_text, format_us
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .dataset import Dataset
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0 1em; }
+th, td { padding: .25em .7em; border-bottom: 1px solid #ddd; }
+th { background: #f4f4f4; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.note { color: #666; font-size: .9em; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """A figure rendered to PNG bytes (Agg)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _esc(v: object) -> str:
+    return html.escape(str(v))
+
+
+def percentile_table(report: Report) -> str:
+    """The percentile table as an HTML <table>."""
+    head = "".join(f"<th>{_esc(k)}</th>" for k in report.keys)
+    head += "".join(f"<th>{_esc(h if c in ('count', 'unmatched') else h + ' µs')}</th>"
+                    for c, h in STAT_COLUMNS)
+    body = []
+    for r in report.table.to_dict(orient="records"):
+        cells = "".join(f"<td>{_esc(_key_text(r[k]))}</td>" for k in report.keys)
+        for c, _ in STAT_COLUMNS:
+            v = r[c]
+            text = f"{int(v):,}" if c in ("count", "unmatched") else \
+                format_us(None if pd.isna(v) else float(v))
+            cells += f'<td class="num">{_esc(text)}</td>'
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _cell(v: object) -> str:
+    if v is None or (not isinstance(v, list | tuple | dict) and pd.isna(v)):  # type: ignore[arg-type]
+        return ""
+    return _esc(v)
+
+
+def frame_table(df: pd.DataFrame, max_rows: int = 200) -> str:
+    """Any DataFrame as an HTML table (first ``max_rows`` rows, values escaped)."""
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    rows = ["<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+            for row in df.head(max_rows).itertuples(index=False)]
+    more = f'<p class="note">{len(df) - max_rows} more rows not shown</p>' \
+        if len(df) > max_rows else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
+
+
+def render(
+    report: Report,
+    figures: Mapping[str, Figure] | None = None,
+    *,
+    captures: pd.DataFrame | None = None,
+    unanswered: pd.DataFrame | None = None,
+    title: str = "pcapflow latency report",
+) -> str:
+    """The HTML document for a report, its figures (caption -> Figure) and context tables."""
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="note">pcapflow {_esc(__version__)}; {_esc(QUANTILE_NOTE)}. Latency = '
+        "reply's last byte available in order minus the order's last byte first sent, "
+        "both as captured.</p>",
+        f"<h2>{_esc(report.title())}</h2>",
+        percentile_table(report),
+    ]
+    parts += [f'<p class="note">{_esc(n)}</p>' for n in report.notes]
+    for caption, fig in (figures or {}).items():
+        parts += [f"<h2>{_esc(caption)}</h2>", _img(figure_png(fig), caption)]
+    if unanswered is not None and len(unanswered):
+        parts += ["<h2>Orders with no reply</h2>", frame_table(unanswered)]
+    if captures is not None and len(captures):
+        parts += ["<h2>Captures</h2>", frame_table(captures)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report") -> str:
+    """The full HTML report for ``report`` over ``ds``: tables plus all four figures."""
+    flt = report.filter()
+    rows = analysis.latency_rows(ds, flt)
+    figures = {
+        "Latency histogram": plots.histogram(rows),
+        "Latency CDF per venue": plots.cdf(rows),
+        "Latency over time": plots.timeline(rows),
+        "Where the time goes": plots.breakdown(rows),
+    }
+    captures = ds.df("SELECT capture_id, regexp_extract(path, '[^/]*$') AS file, format, "
+                     "packets, first_ts, last_ts, flows FROM captures ORDER BY first_ts")
+    unanswered = analysis.unmatched(ds, flt)[["venue", "capture_id", "flow_id", "endpoint",
+                                               "kind", "correlation_id", "ts"]]
+    return render(report, figures, captures=captures, unanswered=unanswered, title=title)
+
+
+def write(path: str | os.PathLike[str], ds: Dataset, report: Report, **kw: str) -> Path:
+    """Write ``build(ds, report)`` to ``path`` (UTF-8) and return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build(ds, report, **kw), encoding="utf-8")
+    return out

@@ -1,0 +1,56 @@
+-- Helpers shared by every matcher file (run first).
+--
+-- Times: the message tables hold TIMESTAMPTZ_NS; every matcher works on
+-- BIGINT nanoseconds (epoch_ns) so no step can round to microseconds, and
+-- match.py turns them back into timestamp[ns, UTC] on output.
+
+-- First non-null element of a list (the "try these paths in order" rule).
+CREATE OR REPLACE TEMP MACRO first_of(xs) AS
+    list_filter(xs, lambda v: v IS NOT NULL)[1];
+
+-- A scalar at a JSON path, as text; NULL when the document is not JSON.
+CREATE OR REPLACE TEMP MACRO jstr(doc, path) AS
+    CASE WHEN path IS NOT NULL AND json_valid(doc) THEN json_extract_string(doc, path) END;
+
+-- The same value with its JSON type kept ("1" and 1 are different request ids).
+CREATE OR REPLACE TEMP MACRO jkey(doc, path) AS
+    CASE WHEN path IS NOT NULL AND json_valid(doc)
+         THEN nullif(json_extract(doc, path)::VARCHAR, 'null') END;
+
+-- Codes that mean success in the venues' error fields (venue_rules.OK_CODES).
+CREATE OR REPLACE TEMP MACRO ok_code(v) AS v IN ('0', '200000', 'ok', '');
+
+-- First error code found at ``paths`` (ignoring success codes), else NULL.
+CREATE OR REPLACE TEMP MACRO error_code_at(doc, paths) AS
+    first_of(list_transform(paths, lambda p: CASE WHEN NOT ok_code(jstr(doc, p))
+                                                  THEN jstr(doc, p) END));
+
+-- accepted / rejected / error from a transport status (HTTP or the WS API's
+-- ``status``) and the venue error code: 5xx and the venue's "unknown outcome"
+-- codes are ``error`` (venues.md 1: "Treat it as an ack of unknown outcome").
+CREATE OR REPLACE TEMP MACRO ack_status(transport_status, code, unknown_codes) AS
+    CASE WHEN transport_status >= 500 OR list_contains(unknown_codes, code) THEN 'error'
+         WHEN transport_status >= 400 OR code IS NOT NULL THEN 'rejected'
+         ELSE 'accepted' END;
+
+-- One REST parameter: a JSON path into the body, or a name looked up in the
+-- query string, then the form body, then the top level of a JSON body
+-- (Binance accepts parameters in the query, the body, or both: merge them).
+CREATE OR REPLACE TEMP MACRO rest_param(query, form, body, name) AS
+    CASE WHEN starts_with(name, '$') THEN jstr(body, name)
+         ELSE coalesce(
+             url_decode(nullif(regexp_extract('&' || coalesce(query, ''),
+                                              '&' || name || '=([^&]*)', 1), '')),
+             url_decode(nullif(regexp_extract('&' || coalesce(form, ''),
+                                              '&' || name || '=([^&]*)', 1), '')),
+             jstr(body, '$.' || name)) END;
+
+CREATE OR REPLACE TEMP MACRO rest_params(query, form, body, names) AS
+    first_of(list_transform(names, lambda n: rest_param(query, form, body, n)));
+
+CREATE OR REPLACE TEMP MACRO json_paths(doc, paths) AS
+    first_of(list_transform(paths, lambda p: jstr(doc, p)));
+
+-- Value of a FIX tag in the ``fields`` list of a fix_messages row.
+CREATE OR REPLACE TEMP MACRO fix_tag(fields, t) AS
+    list_filter(fields, lambda f: f.tag = t)[1].value;

@@ -1,0 +1,52 @@
+-- Second leg (venues.md 15.5): order action -> first event about it on a
+-- private order stream (Binance executionReport / ORDER_TRADE_UPDATE, OKX
+-- ``orders`` channel, Bybit ``order`` topic, Kraken ``executions``, Deribit
+-- ``user.orders``, ...), which may arrive on another connection of the
+-- capture, so the join is by client order id (or exchange order id) across
+-- the capture's flows of the same venue.
+-- An event is about the order named by its original client id when it has
+-- one (Binance ``C`` on a cancel or amend), else by its client id; its state
+-- maps to new / cancel / amend (engine_states), and a "new"-state event that
+-- flags an amendment (OKX amendResult, Deribit replaced) is an amend.
+-- Orders the gateway rejected get no engine leg (OKX: "A reject at entry
+-- gives ... no orders-channel update").
+-- Input: ws_in, engine_streams, engine_states, all_orders, all_acks.
+-- Output: engine_acks.
+
+CREATE OR REPLACE TEMP TABLE engine_events AS
+WITH ev AS (
+    SELECT m.rid, m.flow_id, m.ts, m.stream_offset, m.venue,
+           jstr(m.doc, e.coid_path) AS coid,
+           nullif(jstr(m.doc, e.orig_coid_path), '') AS orig_coid,
+           jstr(m.doc, e.order_id_path) AS order_id,
+           jstr(m.doc, e.state_path) AS state,
+           s.event_kind AS state_kind,
+           coalesce(jstr(m.doc, e.amend_path) LIKE e.amend_like, false) AS amended
+    FROM ws_in m
+    JOIN engine_streams e ON e.dialect = m.dialect AND jstr(m.doc, e.match_path) LIKE e.match_like
+    LEFT JOIN engine_states s ON s.dialect = e.dialect AND s.state = jstr(m.doc, e.state_path)
+    WHERE m.direction = 'in')
+SELECT * EXCLUDE (state_kind, amended),
+       CASE WHEN state_kind = 'new' AND amended THEN 'amend' ELSE state_kind END AS event_kind,
+       coalesce(orig_coid, coid) AS subject
+FROM ev;
+
+CREATE OR REPLACE TEMP TABLE engine_acks AS
+WITH o AS (
+    SELECT o.*,
+           CASE WHEN o.kind = 'new' THEN o.client_order_id ELSE o.orig_client_order_id END
+               AS subject,
+           coalesce(o.target_order_id, a.exchange_order_id) AS subject_order_id
+    FROM all_orders o LEFT JOIN all_acks a ON a.order_key = o.order_key
+    WHERE o.decoded AND a.status IS DISTINCT FROM 'rejected')
+SELECT o.order_key, o.venue, e.flow_id, 'websocket' AS protocol, o.endpoint, o.kind,
+       coalesce(o.subject, o.subject_order_id) AS correlation_id, o.request_id,
+       o.client_order_id, o.orig_client_order_id, 'ws_messages' AS source_table,
+       e.stream_offset, e.ts,
+       CASE WHEN lower(e.state) = 'rejected' THEN 'rejected' ELSE 'accepted' END AS status,
+       'engine' AS leg, NULL::VARCHAR AS error_code, true AS decoded,
+       e.order_id AS exchange_order_id
+FROM o JOIN engine_events e
+  ON e.venue IS NOT DISTINCT FROM o.venue AND e.ts > o.ts AND e.event_kind = o.kind
+ AND (e.subject = o.subject OR e.order_id = o.subject_order_id)
+QUALIFY row_number() OVER (PARTITION BY o.order_key ORDER BY e.ts, e.stream_offset) = 1;

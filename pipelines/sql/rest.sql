@@ -1,0 +1,81 @@
+-- REST over HTTP/1.1 (venues.md 15.2): requests paired with responses in order.
+--
+-- The HTTP parser already numbers requests per connection (request_index) and
+-- gives each response the index of the request it answers ("A server MUST
+-- send its responses to those requests in the same order that the requests
+-- were received", RFC 9112 9.3.2), so pairing is an equi-join. Which requests
+-- are order actions is data (rest_actions: method + path per dialect); the
+-- generic dialect "rest" applies every venue's rows. Error responses pair by
+-- position like any other, whether or not they carry an id.
+-- Input: http_messages, flow_rules, rest_actions, rest_replies.
+-- Output: rest_orders, rest_acks (standard columns, see latency.sql).
+
+CREATE OR REPLACE TEMP TABLE rest_req AS
+SELECT m.flow_id, m.request_index, m.method,
+       split_part(m.path, '?', 1) AS path_only,
+       CASE WHEN strpos(m.path, '?') > 0 THEN substr(m.path, strpos(m.path, '?') + 1) END
+           AS query,
+       CASE WHEN m.content_type ILIKE '%x-www-form-urlencoded%' THEN m.body END AS form,
+       CASE WHEN json_valid(m.body) THEN m.body END AS body,
+       epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
+       f.venue, f.dialect
+FROM http_messages m JOIN flow_rules f USING (flow_id)
+WHERE m.kind = 'request';
+
+-- One action per request: a rule of the flow's own dialect wins over another
+-- venue's rule reached through the generic "rest" dialect.
+CREATE OR REPLACE TEMP TABLE rest_orders AS
+SELECT 'rest:' || q.flow_id || ':' || q.request_index AS order_key,
+       q.venue, q.flow_id, 'rest' AS protocol, q.method || ' ' || q.path_only AS endpoint,
+       a.kind,
+       coalesce(rest_params(q.query, q.form, q.body, a.coid),
+                rest_params(q.query, q.form, q.body, a.orig_coid),
+                '#' || q.request_index) AS correlation_id,
+       NULL::VARCHAR AS request_id,
+       rest_params(q.query, q.form, q.body, a.coid) AS client_order_id,
+       rest_params(q.query, q.form, q.body, a.orig_coid) AS orig_client_order_id,
+       rest_params(q.query, q.form, q.body, a.orig_order_id) AS target_order_id,
+       'http_messages' AS source_table, q.stream_offset, q.ts, q.ts_first, true AS decoded,
+       a.dialect AS rule_dialect, q.request_index
+FROM rest_req q
+JOIN rest_actions a
+  ON (a.dialect = q.dialect OR q.dialect = 'rest')
+ AND a.method = q.method AND q.path_only LIKE a.path_like
+ AND (a.body_path IS NULL OR jstr(q.body, a.body_path) = a.body_value)
+QUALIFY row_number() OVER (PARTITION BY q.flow_id, q.request_index
+                           ORDER BY (a.dialect = q.dialect) DESC, a.path_like) = 1;
+
+-- The final (non-1xx) response to each request.
+CREATE OR REPLACE TEMP TABLE rest_resp AS
+SELECT m.flow_id, m.request_index, m.status AS http_status,
+       CASE WHEN json_valid(m.body) THEN m.body END AS body,
+       epoch_ns(m.ts_last) AS ts, m.stream_offset
+FROM http_messages m
+WHERE m.kind = 'response' AND (m.status IS NULL OR m.status >= 200)
+QUALIFY row_number() OVER (PARTITION BY m.flow_id, m.request_index ORDER BY m.ts_last) = 1;
+
+CREATE OR REPLACE TEMP TABLE rest_acks AS
+SELECT o.order_key, o.venue, o.flow_id, o.protocol, o.endpoint, o.kind, o.correlation_id,
+       o.request_id, o.client_order_id, o.orig_client_order_id,
+       'http_messages' AS source_table, r.stream_offset, r.ts,
+       ack_status(r.http_status, error_code_at(r.body, rr.error_paths), rr.unknown_codes)
+           AS status,
+       'ack' AS leg,
+       coalesce(error_code_at(r.body, rr.error_paths),
+                CASE WHEN r.http_status >= 400 THEN r.http_status::VARCHAR END) AS error_code,
+       true AS decoded,
+       json_paths(r.body, rr.order_id_paths) AS exchange_order_id
+FROM rest_orders o
+JOIN rest_resp r ON r.flow_id = o.flow_id AND r.request_index = o.request_index
+LEFT JOIN rest_replies rr ON rr.dialect = o.rule_dialect
+UNION ALL BY NAME
+-- Orphans: a response whose request was never seen (capture started mid-way).
+SELECT NULL AS order_key, f.venue, r.flow_id, 'rest' AS protocol, NULL AS endpoint,
+       NULL AS kind, '#' || r.request_index AS correlation_id, NULL AS request_id,
+       NULL AS client_order_id, NULL AS orig_client_order_id,
+       'http_messages' AS source_table, r.stream_offset, r.ts,
+       ack_status(r.http_status, NULL, []) AS status, 'ack' AS leg, NULL AS error_code,
+       true AS decoded, NULL AS exchange_order_id
+FROM rest_resp r JOIN flow_rules f USING (flow_id)
+WHERE NOT EXISTS (SELECT 1 FROM rest_req q
+                  WHERE q.flow_id = r.flow_id AND q.request_index = r.request_index);

@@ -1,0 +1,117 @@
+-- WebSocket JSON request/reply (venues.md 15.4): pair by request id per connection.
+--
+-- Ids may be reused once answered (Binance: "You can freely reuse IDs within
+-- a session"), so a reply belongs to the OLDEST UNANSWERED request with its id
+-- on its connection: a FIFO queue per (flow, id). In SQL: walk each
+-- (flow, id) partition in time order with a running balance
+-- (+1 request, -1 reply). A reply that drives the balance to a new minimum
+-- below zero found the queue empty: it is an orphan. Every other reply pops
+-- the queue, and since a FIFO pops requests in arrival order, the k-th
+-- non-orphan reply answers the k-th request. Requests of every method take
+-- part (a reused id may belong to a subscribe as well as an order); only
+-- order actions (ws_actions) become orders.
+-- When a dialect pairs id-less requests by op (Bybit without reqId), the key
+-- is the op instead of the id.
+-- Input: ws_messages, flow_rules, ws_dialects, ws_actions.
+-- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
+
+CREATE OR REPLACE TEMP TABLE ws_in AS
+SELECT row_number() OVER () AS rid, m.flow_id, m.direction,
+       epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
+       m.payload AS doc, f.venue, f.dialect
+FROM ws_messages m JOIN flow_rules f USING (flow_id)
+WHERE m.opcode = 'text' AND json_valid(m.payload);
+
+CREATE OR REPLACE TEMP TABLE ws_req AS
+WITH r AS (
+    SELECT m.*, d.reply_method_paths,
+           first_of(list_transform(d.req_id_paths, lambda p: jkey(m.doc, p))) AS id_key,
+           json_paths(m.doc, d.req_id_paths) AS request_id,
+           regexp_replace(json_paths(m.doc, d.method_paths), coalesce(d.method_strip, '^$'), '')
+               AS method
+    FROM ws_in m JOIN ws_dialects d ON d.dialect = m.dialect
+    WHERE m.direction = 'out')
+SELECT * EXCLUDE (reply_method_paths, id_key),
+       coalesce(id_key, CASE WHEN len(reply_method_paths) > 0 THEN 'op:' || method END) AS key
+FROM r;
+
+CREATE OR REPLACE TEMP TABLE ws_rep AS
+WITH r AS (
+    SELECT m.*, d.status_path, d.order_id_paths, d.error_paths, d.unknown_codes,
+           d.reply_filter_path, d.reply_filter_value,
+           first_of(list_transform(d.reply_id_paths, lambda p: jkey(m.doc, p))) AS id_key,
+           json_paths(m.doc, d.reply_method_paths) AS reply_method
+    FROM ws_in m JOIN ws_dialects d ON d.dialect = m.dialect
+    WHERE m.direction = 'in')
+SELECT * EXCLUDE (id_key, reply_method, status_path, order_id_paths, error_paths,
+                  unknown_codes, reply_filter_path, reply_filter_value),
+       coalesce(id_key, 'op:' || reply_method) AS key,
+       TRY_CAST(jstr(doc, status_path) AS INTEGER) AS ws_status,
+       error_code_at(doc, error_paths) AS error_code,
+       unknown_codes,
+       json_paths(doc, order_id_paths) AS exchange_order_id
+FROM r
+WHERE reply_filter_path IS NULL OR jstr(doc, reply_filter_path) = reply_filter_value
+   OR error_code_at(doc, error_paths) IS NOT NULL;
+
+-- The FIFO walk described at the top.
+CREATE OR REPLACE TEMP TABLE ws_fifo AS
+WITH ev AS (
+    SELECT rid, flow_id, key, ts, stream_offset, 0 AS side FROM ws_req WHERE key IS NOT NULL
+    UNION ALL
+    SELECT rid, flow_id, key, ts, stream_offset, 1 AS side FROM ws_rep WHERE key IS NOT NULL),
+bal AS (
+    SELECT *, sum(CASE side WHEN 0 THEN 1 ELSE -1 END) OVER w AS balance
+    FROM ev WINDOW w AS (PARTITION BY flow_id, key ORDER BY ts, side, stream_offset
+                         ROWS UNBOUNDED PRECEDING)),
+low AS (
+    SELECT *, min(least(balance, 0)) OVER w AS low_water
+    FROM bal WINDOW w AS (PARTITION BY flow_id, key ORDER BY ts, side, stream_offset
+                          ROWS UNBOUNDED PRECEDING)),
+orph AS (
+    SELECT *, side = 1 AND low_water < coalesce(lag(low_water) OVER w, 0) AS orphan
+    FROM low WINDOW w AS (PARTITION BY flow_id, key ORDER BY ts, side, stream_offset))
+SELECT *, row_number() OVER (PARTITION BY flow_id, key, side, orphan
+                             ORDER BY ts, stream_offset) AS nth
+FROM orph;
+
+CREATE OR REPLACE TEMP TABLE ws_pairs AS
+SELECT q.rid AS req_rid, p.rid AS rep_rid
+FROM ws_fifo q JOIN ws_fifo p
+  ON p.flow_id = q.flow_id AND p.key = q.key AND p.nth = q.nth
+ AND q.side = 0 AND p.side = 1 AND NOT p.orphan;
+
+CREATE OR REPLACE TEMP TABLE ws_orders AS
+SELECT 'ws:' || q.rid AS order_key, q.venue, q.flow_id, 'websocket' AS protocol,
+       q.method AS endpoint, a.kind,
+       coalesce(q.request_id, q.key) AS correlation_id, q.request_id,
+       json_paths(q.doc, a.coid) AS client_order_id,
+       json_paths(q.doc, a.orig_coid) AS orig_client_order_id,
+       json_paths(q.doc, a.orig_order_id) AS target_order_id,
+       'ws_messages' AS source_table, q.stream_offset, q.ts, q.ts_first, true AS decoded,
+       q.rid
+FROM ws_req q JOIN ws_actions a ON a.dialect = q.dialect AND a.method = q.method;
+
+CREATE OR REPLACE TEMP TABLE ws_acks AS
+SELECT o.order_key, o.venue, o.flow_id, o.protocol, o.endpoint, o.kind, o.correlation_id,
+       o.request_id, o.client_order_id, o.orig_client_order_id,
+       'ws_messages' AS source_table, r.stream_offset, r.ts,
+       ack_status(r.ws_status, r.error_code, r.unknown_codes) AS status, 'ack' AS leg,
+       r.error_code, true AS decoded, r.exchange_order_id
+FROM ws_orders o
+JOIN ws_pairs p ON p.req_rid = o.rid
+JOIN ws_rep r ON r.rid = p.rep_rid
+UNION ALL BY NAME
+-- Orphan replies: an id no request was waiting for. Id-less replies paired by
+-- op are listed only when the op is an order action (not every "pong").
+SELECT NULL AS order_key, r.venue, r.flow_id, 'websocket' AS protocol,
+       NULL AS endpoint, NULL AS kind, r.key AS correlation_id,
+       json_paths(r.doc, d.reply_id_paths) AS request_id, NULL AS client_order_id,
+       NULL AS orig_client_order_id, 'ws_messages' AS source_table, r.stream_offset, r.ts,
+       ack_status(r.ws_status, r.error_code, r.unknown_codes) AS status, 'ack' AS leg,
+       r.error_code, true AS decoded, r.exchange_order_id
+FROM ws_fifo x JOIN ws_rep r ON r.rid = x.rid AND x.side = 1 AND x.orphan
+JOIN ws_dialects d ON d.dialect = r.dialect
+WHERE NOT starts_with(r.key, 'op:')
+   OR EXISTS (SELECT 1 FROM ws_actions a
+              WHERE a.dialect = r.dialect AND 'op:' || a.method = r.key);
