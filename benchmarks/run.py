@@ -56,6 +56,8 @@ class Run:
     wall_s: float
     max_rss_kb: int
     returncode: int
+    cpu_s: float = 0.0  # user + system time of the child: wall >> cpu means it waited
+    load_before: float = 0.0  # 1-minute load average when it started (shared machine?)
     stdout: str = ""
     stderr: str = ""
 
@@ -78,6 +80,7 @@ class ToolResult:
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, keep_stdout: bool = False) -> Run:
     """Run ``cmd`` once; wall time and the child's own peak RSS (``wait4``)."""
+    load = os.getloadavg()[0]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
@@ -90,7 +93,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, keep_stdout: bool
         err.seek(0)
         return Run(wall, int(ru.ru_maxrss), p.returncode,
                    out.read().decode(errors="replace") if keep_stdout else "",
-                   err.read().decode(errors="replace")[-STDERR_KEEP:])
+                   err.read().decode(errors="replace")[-STDERR_KEEP:],
+                   cpu_s=ru.ru_utime + ru.ru_stime, load_before=load)
 
 
 def pcapflow_cmd() -> list[str]:
@@ -287,7 +291,8 @@ def print_table(doc: dict) -> None:
     print(f"capture {doc['capture']}: {doc['packets']:,} packets, {doc['bytes'] / 1e6:,.1f} MB, "
           f"best of {doc['repeat']}, {doc['machine']['cpus']} CPUs")
     pf = doc["tools"].get("pcapflow", {})
-    head = f"{'tool':<15}{'best s':>9}{'pkt/s':>13}{'MB/s':>9}{'peak RSS MB':>13}{'pcapflow x':>12}"
+    head = (f"{'tool':<15}{'best s':>9}{'cpu s':>8}{'pkt/s':>13}{'MB/s':>9}{'peak RSS MB':>13}"
+            f"{'pcapflow x':>12}{'load':>6}")
     print(head)
     print("-" * len(head))
     for name, t in doc["tools"].items():
@@ -296,8 +301,10 @@ def print_table(doc: dict) -> None:
             continue
         base = doc["tools"].get("pcapflow_app", pf) if name == "tshark_app" else pf
         x = t["best_s"] / base["best_s"] if base.get("best_s") else 0
-        print(f"{name:<15}{t['best_s']:>9.3f}{t['pkts_per_s']:>13,.0f}{t['mb_per_s']:>9.1f}"
-              f"{t['peak_rss_mb']:>13.0f}{x:>11.2f}x")
+        best = min(t["runs"], key=lambda r: r["wall_s"])
+        print(f"{name:<15}{t['best_s']:>9.3f}{best['cpu_s']:>8.2f}{t['pkts_per_s']:>13,.0f}"
+              f"{t['mb_per_s']:>9.1f}{t['peak_rss_mb']:>13.0f}{x:>11.2f}x"
+              f"{best['load_before']:>6.1f}")
     api = doc["tools"].get("pcapflow_api", {}).get("extra", {}).get("in_process_s")
     if api and doc["packets"]:
         print(f"pcapflow API in-process (no interpreter start/imports): {api:.3f} s, "

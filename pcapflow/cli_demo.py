@@ -27,6 +27,16 @@ console = Console(stderr=True)
 out = Console()
 
 DEFAULT_OUT = Path("pcapflow_demo")
+VENUE_MAP = """\
+# Venue map for the bundled samples (see `pcapflow ingest --venues`). The TLS samples
+# name their venue through SNI / Host (built-in rules); the FIX samples talk to a mock
+# acceptor, which only its FIX comp ids identify.
+[[venue]]
+name = "mockex"
+sender_comp_id = "PCFTRADER1"   # FIX 49 of our messages
+target_comp_id = "MOCKEX"       # FIX 56 of our messages
+matcher = "fix"
+"""
 MARKER = ".pcapflow-demo"
 """File an earlier demo left in its dataset directory: proof the directory may be wiped."""
 
@@ -36,6 +46,7 @@ class DemoResult:
     """Where the demo put things and what it found."""
 
     data: Path
+    venue_map: Path
     plot: Path
     html: Path
     by_venue: report.Report
@@ -61,17 +72,20 @@ def run(data: Path | None = None, out_dir: Path = DEFAULT_OUT) -> DemoResult:
     plot and HTML report into ``out_dir``."""
     data = data if data is not None else out_dir / "data"
     fresh_data_dir(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    venue_map = out_dir / "venues.toml"
+    venue_map.write_text(VENUE_MAP)
     bundled = samples.samples()
     keylogs = [s.keylog for s in bundled if s.keylog is not None]
     with console.status(f"ingesting {len(bundled)} sample captures from "
                         f"{samples.sample_dir()} (first run compiles kernels: ~20 s)"):
-        api.ingest([s.capture for s in bundled], keylog=keylogs, data=data)
+        api.ingest([s.capture for s in bundled], keylog=keylogs, data=data, venues=venue_map)
     with Dataset(data) as ds:
         by_venue = report.build(ds, by="venue")
         by_endpoint = report.build(ds, by="endpoint")
         plot, html = out_dir / "latency.png", out_dir / "report.html"
         write_outputs(ds, by_venue, plot, html)
-    return DemoResult(data=data, plot=plot, html=html, by_venue=by_venue,
+    return DemoResult(data=data, venue_map=venue_map, plot=plot, html=html, by_venue=by_venue,
                       by_endpoint=by_endpoint, captures=len(bundled))
 
 
@@ -90,13 +104,19 @@ def demo_cmd(
     out.print()
     emit(res.by_endpoint, "table")
     out.print()
-    out.print(f"plots:       {res.plot}")
-    out.print(f"HTML report: {res.html}")
-    out.print(f"dataset:     {res.data}")
-    out.print(f"\nnext: pcapflow report --data {res.data} --by endpoint,kind --exchange "
-              f"{(res.by_venue.table['venue'].iloc[0] if not res.by_venue.empty else 'NAME')}"
-              f"\n      pcapflow query --data {res.data} "
-              "\"SELECT venue, count(*) FROM latency GROUP BY venue\"", highlight=False)
+    venue = res.by_venue.table["venue"].dropna()
+    lines = [
+        f"plots:       {res.plot}",
+        f"HTML report: {res.html}",
+        f"dataset:     {res.data}",
+        "",
+        f"next: pcapflow report --data {res.data} --by endpoint,kind --exchange "
+        f"{venue.iloc[0] if len(venue) else 'NAME'}",
+        f"      pcapflow query --data {res.data} "
+        "\"SELECT venue, count(*) FROM latency GROUP BY venue\"",
+    ]
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import __version__, analysis, plots
-from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, _key_text, format_us
+from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, key_text, format_us
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,7 +62,7 @@ def percentile_table(report: Report) -> str:
                     for c, h in STAT_COLUMNS)
     body = []
     for r in report.table.to_dict(orient="records"):
-        cells = "".join(f"<td>{_esc(_key_text(r[k]))}</td>" for k in report.keys)
+        cells = "".join(f"<td>{_esc(key_text(r[k], k))}</td>" for k in report.keys)
         for c, _ in STAT_COLUMNS:
             v = r[c]
             text = f"{int(v):,}" if c in ("count", "unmatched") else \

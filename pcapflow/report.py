@@ -62,6 +62,7 @@ class Report:
         return self.table.empty
 
     def title(self) -> str:
+        """One line saying what the table shows and over which rows."""
         what = {"latency": "Order-to-ack latency", "network_rtt": "Network round trip",
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
@@ -71,7 +72,7 @@ class Report:
             parts.append(f"leg {self.leg}")
         if self.since is not None or self.until is not None:
             parts.append(f"{_ts(self.since) or '…'} to {_ts(self.until) or '…'}")
-            return " — ".join(parts)
+        return " — ".join(parts)
 
     def filter(self) -> analysis.Filter:
         """The row filter this report was computed with (for plots and row listings)."""
@@ -123,9 +124,13 @@ def format_us(value: float | None) -> str:
     return f"{value:,.1f}"
 
 
-def _key_text(value: object) -> str:
+# What an empty group key means, per key (status is empty for orders never answered).
+NULL_KEY = {"status": "(no reply)", "venue": "(unknown venue)"}
+
+
+def key_text(value: object, key: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return "(no reply)"
+        return NULL_KEY.get(key, "-")
     if isinstance(value, pd.Timestamp | dt.datetime):
         return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
     return str(value)
@@ -145,7 +150,7 @@ def render_table(report: Report) -> Table:
         table.add_column("encrypted", justify="right")
     for row in report.table.itertuples(index=False):
         r = row._asdict()
-        cells = [_key_text(r[k]) for k in report.keys]
+        cells = [key_text(r[k], k) for k in report.keys]
         cells += [f"{int(r[c]):,}" if c in ("count", "unmatched") else format_us(_num(r[c]))
                   for c, _ in STAT_COLUMNS]
         if show_enc:

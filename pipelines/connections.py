@@ -30,7 +30,7 @@ import numpy as np
 
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ..parsers.detect import detect
+from ..parsers.detect import detect, find_resync
 from ..parsers.events import Anomaly, Direction
 from ..parsers.fix import FixSession
 from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
@@ -42,6 +42,7 @@ from .rows import RowBuffers
 
 # Bytes per direction looked at before a connection's protocol is called unknown.
 DETECT_BYTES = 4096
+TLS_HANDSHAKE = 22  # TLS ContentType handshake
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
 
@@ -97,6 +98,12 @@ class _Layer:
 
     def _try_detect(self, ts: int) -> list[object]:
         proto = detect(self.seen[0], self.seen[1])
+        if proto == "unknown" and not self.inner:
+            # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello.
+            # TlsSession skips the plaintext up to the handshake record itself.
+            at = find_resync("tls", self.seen[0])
+            if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
+                proto = "tls"
         if proto == "unknown":
             if max(len(self.seen[0]), len(self.seen[1])) >= DETECT_BYTES:
                 self.name = "unknown"

@@ -14,6 +14,7 @@ orchestrates: every pairing decision is in the SQL.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from . import store
 from .ingest import MatchOutput
 from .schemas import ACKS, LATENCY, ORDERS, TABLES, UNMATCHED
 from .venue_rules import FlowFacts, Resolver, rule_tables
@@ -130,3 +133,55 @@ def match_staged(stage_dir: Path, flows: pa.Table, rules: Resolver) -> MatchOutp
     """Match the tables an ingest staged under ``stage_dir/<table>/*.parquet``."""
     files = {t: sorted((stage_dir / t).glob("*.parquet")) for t in INPUT_TABLES}
     return match_tables(files, flows, rules)
+
+
+# Tables ``rematch`` rewrites; every other table of the capture is kept as is.
+REMATCHED = ("flows", *OUTPUTS)
+
+
+def _partition_files(root: Path, table: str, capture_id: str) -> list[Path]:
+    return sorted(store.partition_dir(root, table, capture_id).glob("*.parquet"))
+
+
+def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOutput:
+    """Re-run matching on one committed capture; swaps its results in atomically.
+
+    The capture's other tables are hard-linked into the staging directory so
+    that ``Staging.commit`` (which replaces a capture's partitions as a whole)
+    puts them back unchanged; flows (with the new venues), orders, acks,
+    latency and unmatched are rewritten. A concurrent re-ingest of the same
+    capture between the read and the commit would be undone by this commit.
+    """
+    files = {t: _partition_files(root, t, capture_id) for t in INPUT_TABLES}
+    flow_files = _partition_files(root, "flows", capture_id)
+    schema = _without_capture_id(TABLES["flows"])
+    flows = (pa.concat_tables([pq.read_table(f, schema=schema) for f in flow_files])
+             if flow_files else pa.Table.from_pylist([], schema=schema))
+    result = match_tables(files, flows, resolver)
+    staging = store.Staging(root)
+    try:
+        for table in TABLES:
+            if table in REMATCHED:
+                continue
+            for f in _partition_files(root, table, capture_id):
+                (staging.dir / table).mkdir(parents=True, exist_ok=True)
+                os.link(f, staging.dir / table / f.name)
+        venues = [result.flow_venue.get(i) for i in flows.column("flow_id").to_pylist()]
+        flows = flows.set_column(flows.schema.get_field_index("venue"), "venue",
+                                 pa.array(venues, type=pa.string()))
+        staging.write("flows", flows)
+        for table, rows in result.tables.items():
+            staging.write(table, rows)
+        staging.commit(capture_id)
+    except BaseException:
+        staging.abort()
+        raise
+    return result
+
+
+def rematch(root: Path, resolver: Resolver) -> dict[str, MatchOutput]:
+    """``rematch_capture`` for every capture of the dataset at ``root``."""
+    with store.locked(root):
+        store.recover(root)
+    ids = sorted(p.name.split("=", 1)[1] for p in (root / "captures").glob("capture_id=*"))
+    return {cid: rematch_capture(root, cid, resolver) for cid in ids}

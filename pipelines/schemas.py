@@ -139,7 +139,8 @@ TLS_RECORDS = _schema(
     _f("inner_content_type", pa.int16(), "TLS 1.3 inner type after decryption, else null"),
     _f("version", pa.int32(), "Record-layer version (0x0303 ...)"),
     _f("length", pa.int64(), "Bytes on the wire, 5-byte header included"),
-    _f("decrypted", pa.bool_(), "Whether the record was decrypted (or sent in the clear)"),
+    _f("decrypted", pa.bool_(), "Protection removed with key-log secrets (false for records "
+       "sent in the clear, and for protected records without keys)"),
     _f("plaintext_length", pa.int64(), "Bytes the application sees (no MAC, padding, "
        "nonce or inner type); null when encrypted and not decrypted"),
 )
@@ -312,9 +313,49 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+TABLE_DOCS: dict[str, str] = {
+    "captures": "one row per capture file ingested",
+    "flows": "one row per TCP/UDP connection",
+    "tcp_events": "one row per TCP analysis event on a packet (as tshark's tcp.analysis.*)",
+    "anomalies": "one row per decode problem (Zeek's \"weird\"): the run goes on",
+    "packets": "one row per packet (opt-in: `--packets`)",
+    "tls_records": "one row per TLS record",
+    "http_messages": "one row per HTTP/1.1 request or response",
+    "ws_messages": "one row per WebSocket message (frames joined, inflated)",
+    "fix_messages": "one row per FIX message",
+    "tcp_rtt": "one row per acknowledged data segment of a parsed connection",
+    "orders": "one row per outbound order action (new, cancel, amend)",
+    "acks": "one row per venue reply to an order action",
+    "latency": "one row per matched order and reply",
+    "unmatched": "one row per order without reply, or reply without order",
+}
+
+
+def markdown() -> str:
+    """The table reference (README): every table, column, type and description."""
+    out = []
+    for name in TABLES:
+        out.append(f"#### `{name}`: {TABLE_DOCS.get(name, '')}\n")
+        out.append("| column | type | description |\n|---|---|---|")
+        for col, typ, desc in doc(name):
+            out.append(f"| `{col}` | {typ} | {desc} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def doc(table: str) -> list[tuple[str, str, str]]:
     """(column, type, description) rows for a table: used by docs and ``--help``."""
     return [
         (f.name, str(f.type), (f.metadata or {}).get(b"doc", b"").decode())
         for f in TABLES[table]
     ]
+
+
+if __name__ == "__main__":  # python -m pcapflow.pipelines.schemas > docs/tables.md
+    print("# pcapflow tables\n")
+    print("Generated from `pipelines/schemas.py` (`python -m pcapflow.pipelines.schemas > "
+          "docs/tables.md`); a test keeps it current.\n")
+    print("Times are `timestamp[ns, tz=UTC]` (DuckDB `TIMESTAMPTZ_NS`; subtract them with "
+          "`epoch_ns(a) - epoch_ns(b)`); durations are int64 nanoseconds in `*_ns` columns. "
+          "Every table is partitioned by `capture_id`.\n")
+    print(markdown())

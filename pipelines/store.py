@@ -74,15 +74,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _apply(moves: list[list[str]]) -> None:
-    for src, dst in moves:
-        s, d = Path(src), Path(dst)
-        if s.exists():
-            d.parent.mkdir(parents=True, exist_ok=True)
-            if d.exists():
-                shutil.rmtree(d)
-            os.replace(s, d)
-            _fsync_dir(d.parent)
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
+def _apply(swaps: list[dict[str, str | None]]) -> None:
+    """Put each staged partition in place, the old one aside. Idempotent.
+
+    Per table: while ``staged`` still exists, the swap has not happened (the last
+    step of a swap consumes it), so the partition at ``final`` is the old one and
+    goes to ``trash``. Once ``staged`` is gone, ``final`` is the new one and is
+    left alone: replaying a finished journal changes nothing.
+    """
+    for swap in swaps:
+        final, trash, staged = Path(swap["final"]), Path(swap["trash"]), swap["staged"]
+        if staged is None:
+            if final.exists():
+                _move(final, trash)  # the capture no longer has rows in this table
+            continue
+        if Path(staged).exists():
+            if final.exists():
+                _move(final, trash)
+            _move(Path(staged), final)
 
 
 def recover(root: Path) -> None:
@@ -91,12 +108,12 @@ def recover(root: Path) -> None:
     if jdir.is_dir():
         for j in sorted(jdir.glob("*.json")):
             try:
-                moves = json.loads(j.read_text())["moves"]
+                swaps = json.loads(j.read_text())["swaps"]
             except (ValueError, KeyError, OSError):
                 # A journal is complete once it is renamed into place (below), so
                 # an unreadable one means the disk lied: keep it for a human.
                 continue
-            _apply(moves)
+            _apply(swaps)
             shutil.rmtree(root / TRASH / j.stem, ignore_errors=True)
             j.unlink(missing_ok=True)
     sdir = root / STAGING
@@ -174,24 +191,26 @@ class Staging:
         self._fsync_all()
         with locked(self.root):
             recover(self.root)
-            moves: list[list[str]] = []
+            swaps: list[dict[str, str | None]] = []
             for table in TABLES:
                 final = partition_dir(self.root, table, capture_id)
-                if final.exists():
-                    moves.append([str(final), str(self.root / TRASH / self.txn / table)])
                 staged = self.dir / table
-                if staged.exists():
-                    moves.append([str(staged), str(final)])
+                if final.exists() or staged.exists():
+                    swaps.append({
+                        "final": str(final),
+                        "trash": str(self.root / TRASH / self.txn / table),
+                        "staged": str(staged) if staged.exists() else None,
+                    })
             jdir = self.root / JOURNAL
             jdir.mkdir(exist_ok=True)
             tmp = jdir / f"{self.txn}.tmp"
             with open(tmp, "w") as fh:
-                json.dump({"capture_id": capture_id, "moves": moves}, fh)
+                json.dump({"capture_id": capture_id, "swaps": swaps}, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, jdir / f"{self.txn}.json")  # the commit point
             _fsync_dir(jdir)
-            _apply(moves)
+            _apply(swaps)
             shutil.rmtree(self.root / TRASH / self.txn, ignore_errors=True)
             (jdir / f"{self.txn}.json").unlink()
             shutil.rmtree(self.dir, ignore_errors=True)

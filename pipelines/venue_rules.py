@@ -94,7 +94,6 @@ MATCHERS: dict[str, str] = {d: d for d in DIALECTS} | {
 
 _REST_ACTION_COLUMNS = ("dialect", "method", "path_like", "body_path", "body_value", "kind",
                         "coid", "orig_coid", "orig_order_id")
-_L = list  # the id columns are lists of candidates
 
 # (dialect, method, path LIKE, body field naming the action, its value, kind,
 #  client order id, original client order id, exchange order id acted on)

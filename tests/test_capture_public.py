@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from capture_util import dpkt_records, read_all
 
-ROOT = Path("/work/shared/public-captures")
+from paths import PUBLIC as ROOT  # noqa: E402
 NS = 1_000_000_000
 
 

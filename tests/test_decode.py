@@ -25,9 +25,7 @@ from scapy.packet import Raw
 from dpkt_chunk import chunk_of, records
 from pcapflow.parsers import decode as D
 
-PUBLIC = Path(os.environ.get("PCAPFLOW_PUBLIC_CAPTURES", "/work/shared/public-captures"))
-if not PUBLIC.exists():
-    PUBLIC = Path(__file__).resolve().parents[2] / "shared" / "public-captures"
+from paths import PUBLIC  # noqa: E402
 
 
 def dec1(frame: bytes, linktype: int, wirelen: int | None = None) -> dict[str, object]:

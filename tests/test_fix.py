@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.fix import FixMessage, FixSession
 
-PUBLIC = Path("/work/shared/public-captures")
+from paths import PUBLIC  # noqa: E402
 SOH = b"\x01"
 
 

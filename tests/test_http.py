@@ -22,7 +22,7 @@ from pcapflow.parsers.events import Anomaly, Direction
 from pcapflow.parsers.http import HttpMessage, HttpSession, WebSocketHandshake
 from pcapflow.parsers.websocket import WsMessage
 
-CAPTURES = Path("/work/shared/public-captures")
+from paths import PUBLIC as CAPTURES  # noqa: E402
 
 # ---- helpers ---------------------------------------------------------------------------------
 

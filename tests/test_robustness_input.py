@@ -137,17 +137,23 @@ def test_zero_length_packets(tmp_path: Path) -> None:
     (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"x"), total_length=10), "bad_ip_header"),
     (craft.packet(b"x", data_offset=4), "bad_tcp_data_offset"),
     (craft.packet(b"x", data_offset=0), "bad_tcp_data_offset"),
-    (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"", data_offset=15)[:20]),
-     "truncated_transport_header"),
+    (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"", data_offset=15)[:20]), "bad_tcp_data_offset"),
     (craft.ETH_HEADER + b"\x45\x00", "truncated_ip_header"),
 ], ids=["ihl4", "ihl0", "total_length_past_wire", "total_length_under_header", "doff4", "doff0",
-        "doff15_cut", "ip_cut"])
+        "doff15_past_ip", "ip_cut"])
 def test_bad_headers_are_anomalies(tmp_path: Path, pkt: bytes, code: str) -> None:
     r = ingest(tmp_path, craft.pcap([*conversation(), pkt]))
     assert r.anomaly_codes == {code: 1}
     assert r.rows["http_messages"] == 2  # the good packets around it are unaffected
     row = anomaly_rows(tmp_path)[0]
     assert row["code"] == code and row["packet"] == 6 and "packet 6" in row["detail"]
+
+
+def test_snaplen_cut_inside_tcp_header(tmp_path: Path) -> None:
+    full = craft.packet(b"", data_offset=15)
+    cut = craft.pcap_record(full[:14 + 20 + 20], 99, wirelen=len(full))
+    r = ingest(tmp_path, craft.pcap(conversation()) + cut)
+    assert r.anomaly_codes == {"truncated_transport_header": 1}
 
 
 def test_gigabyte_sequence_jumps_allocate_nothing(tmp_path: Path) -> None:
@@ -229,7 +235,8 @@ def test_keylog_with_garbage_lines_still_decrypts(tmp_path: Path) -> None:
     mixed = tmp_path / "mixed.keylog"
     mixed.write_bytes(garbage + good.replace(b"\n", b"\r\n") + garbage)
     log = KeyLog.from_file(mixed)
-    assert log.bad_lines == 2 * 5 and log.lines == good.count(b"\n")
+    keys = [ln for ln in good.splitlines() if ln.strip() and not ln.startswith(b"#")]
+    assert log.bad_lines == 2 * 5 and log.lines == len(keys)
     r = ingest_capture(str(SAMPLES / "binance_rest_tls13.pcap"), tmp_path / "data",
                        app_layer=AppLayer.factory([str(mixed)]))
     assert "missing_keys" not in r.anomaly_codes

@@ -26,7 +26,7 @@ from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.tls import KeyLog, TlsHandshakeInfo, TlsRecord, TlsSession
 from tcp_stream_util import read_tcp_streams
 
-ROOT = Path("/work/shared/public-captures")
+from paths import PUBLIC as ROOT  # noqa: E402
 CHANGE_CIPHER_SPEC = 20
 
 # Out of scope on purpose (see parsers/tls/suites.py): export-grade suites.

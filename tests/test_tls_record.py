@@ -22,7 +22,7 @@ from pcapflow.parsers.tls.handshake import MAX_HANDSHAKE_MESSAGE, HandshakeReass
 from pcapflow.parsers.tls.record import RawRecord, ReaderIssue, RecordReader
 from tcp_stream_util import read_tcp_streams
 
-ROOT = Path("/work/shared/public-captures")
+from paths import PUBLIC as ROOT  # noqa: E402
 TLS13 = ("tls/ssldump/tls1.3_aes256gcm.pcap", "tls/ssldump/sslkeylog.txt")  # has KeyUpdate
 TLS12_CBC = (
     "tls/snet/tls_ECDHE-RSA-AES128-SHA256.pcap",

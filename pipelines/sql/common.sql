@@ -33,23 +33,28 @@ CREATE OR REPLACE TEMP MACRO ack_status(transport_status, code, unknown_codes) A
          WHEN transport_status >= 400 OR code IS NOT NULL THEN 'rejected'
          ELSE 'accepted' END;
 
+-- A percent-decoded form value; kept as sent when it does not decode to UTF-8.
+CREATE OR REPLACE TEMP MACRO form_value(v) AS coalesce(try(url_decode(v)), v);
+
 -- One REST parameter: a JSON path into the body, or a name looked up in the
 -- query string, then the form body, then the top level of a JSON body
 -- (Binance accepts parameters in the query, the body, or both: merge them).
 CREATE OR REPLACE TEMP MACRO rest_param(query, form, body, name) AS
     CASE WHEN starts_with(name, '$') THEN jstr(body, name)
          ELSE coalesce(
-             url_decode(nullif(regexp_extract('&' || coalesce(query, ''),
-                                              '&' || name || '=([^&]*)', 1), '')),
-             url_decode(nullif(regexp_extract('&' || coalesce(form, ''),
-                                              '&' || name || '=([^&]*)', 1), '')),
+             form_value(nullif(regexp_extract('&' || coalesce(query, ''),
+                                               '&' || name || '=([^&]*)', 1), '')),
+             form_value(nullif(regexp_extract('&' || coalesce(form, ''),
+                                               '&' || name || '=([^&]*)', 1), '')),
              jstr(body, '$.' || name)) END;
 
 CREATE OR REPLACE TEMP MACRO rest_params(query, form, body, names) AS
-    first_of(list_transform(names, lambda n: rest_param(query, form, body, n)));
+    first_of(list_transform(names, lambda n: nullif(rest_param(query, form, body, n), '')));
 
+-- First non-empty value at ``paths`` (venues send "" for "no id": OKX ordId
+-- of a rejected order, Binance ``C`` of a new order).
 CREATE OR REPLACE TEMP MACRO json_paths(doc, paths) AS
-    first_of(list_transform(paths, lambda p: jstr(doc, p)));
+    first_of(list_transform(paths, lambda p: nullif(jstr(doc, p), '')));
 
 -- Value of a FIX tag in the ``fields`` list of a fix_messages row.
 CREATE OR REPLACE TEMP MACRO fix_tag(fields, t) AS

@@ -46,7 +46,15 @@ SELECT o.order_key, o.venue, e.flow_id, 'websocket' AS protocol, o.endpoint, o.k
        CASE WHEN lower(e.state) = 'rejected' THEN 'rejected' ELSE 'accepted' END AS status,
        'engine' AS leg, NULL::VARCHAR AS error_code, true AS decoded,
        e.order_id AS exchange_order_id
-FROM o JOIN engine_events e
-  ON e.venue IS NOT DISTINCT FROM o.venue AND e.ts > o.ts AND e.event_kind = o.kind
- AND (e.subject = o.subject OR e.order_id = o.subject_order_id)
+FROM o JOIN (
+    -- two equi-joins (by client id, by exchange id) rather than one join on
+    -- "a OR b", which DuckDB could only run as a nested loop
+    SELECT o.order_key, e.rid FROM o JOIN engine_events e
+      ON e.subject = o.subject AND e.event_kind = o.kind AND e.ts > o.ts
+     AND e.venue IS NOT DISTINCT FROM o.venue
+    UNION
+    SELECT o.order_key, e.rid FROM o JOIN engine_events e
+      ON e.order_id = o.subject_order_id AND e.event_kind = o.kind AND e.ts > o.ts
+     AND e.venue IS NOT DISTINCT FROM o.venue) c ON c.order_key = o.order_key
+JOIN engine_events e ON e.rid = c.rid
 QUALIFY row_number() OVER (PARTITION BY o.order_key ORDER BY e.ts, e.stream_offset) = 1;
