@@ -92,9 +92,9 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, keep_stdout: bool
         out.seek(0)
         err.seek(0)
         return Run(wall, int(ru.ru_maxrss), p.returncode,
-                   out.read().decode(errors="replace") if keep_stdout else "",
-                   err.read().decode(errors="replace")[-STDERR_KEEP:],
-                   cpu_s=ru.ru_utime + ru.ru_stime, load_before=load)
+                   cpu_s=ru.ru_utime + ru.ru_stime, load_before=load,
+                   stdout=out.read().decode(errors="replace") if keep_stdout else "",
+                   stderr=err.read().decode(errors="replace")[-STDERR_KEEP:])
 
 
 def pcapflow_cmd() -> list[str]:
@@ -249,6 +249,8 @@ def report(b: Bench) -> dict:
             base = res["pcapflow_app"] if name == "tshark_app" and "pcapflow_app" in res else pf
             if peer in res and res[peer].ok and base.ok:
                 ratios[f"pcapflow_vs_{name}"] = res[peer].best_s / base.best_s
+                # CPU-time ratio: steadier than wall time when others share the machine
+                ratios[f"pcapflow_vs_{name}_cpu"] = _best_cpu(res[peer]) / _best_cpu(base)
     rss = max((r.peak_rss_mb for k, r in res.items() if k.startswith("pcapflow")), default=0)
     targets = {
         "tcp_only_pkts_per_s>=1.5M": _target(pf.pkts_per_s if pf else None, TARGET_PPS),
@@ -270,6 +272,10 @@ def report(b: Bench) -> dict:
         "ratios": ratios,
         "targets": targets,
     }
+
+
+def _best_cpu(t: ToolResult) -> float:
+    return max(min(t.runs, key=lambda r: r.wall_s).cpu_s, 1e-9)
 
 
 def _module_version(name: str) -> str:
@@ -309,6 +315,10 @@ def print_table(doc: dict) -> None:
     if api and doc["packets"]:
         print(f"pcapflow API in-process (no interpreter start/imports): {api:.3f} s, "
               f"{doc['packets'] / api:,.0f} pkt/s, {doc['bytes'] / 1e6 / api:,.1f} MB/s")
+    cpu = {k[12:-4]: v for k, v in doc["ratios"].items() if k.endswith("_cpu")}
+    if cpu:
+        print("pcapflow speedup by CPU time: " + ", ".join(f"vs {k} {v:.2f}x"
+                                                          for k, v in cpu.items()))
     for k, v in doc["targets"].items():
         print(f"target {k}: {v}")
 

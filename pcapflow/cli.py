@@ -21,10 +21,10 @@ from .dataset import Dataset, data_dir
 from .parsers.errors import PcapflowError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True,
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Order-to-ack latency of trading traffic, measured on the wire.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 DataOpt = Annotated[
@@ -54,6 +54,10 @@ def ingest(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Captures ingested in parallel")] = 1,
     venues: Annotated[Path | None, typer.Option(
         "--venues", help="TOML venue map: addresses/ports/hosts/FIX comp ids -> venue")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 when a capture file is damaged (truncated, corrupt block)")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every anomaly code")] = False,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files)."""
     for c in captures:
@@ -95,9 +99,16 @@ def ingest(
         rows = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items()))
         out.print(f"[dim]{Path(r.path).name}: {rows}[/dim]")
         if r.anomaly_codes:
-            top = ", ".join(f"{k} {v}" for k, v in sorted(r.anomaly_codes.items(),
-                                                          key=lambda kv: -kv[1])[:6])
-            out.print(f"[yellow]  anomalies: {top}[/yellow]")
+            ranked = sorted(r.anomaly_codes.items(), key=lambda kv: -kv[1])
+            top = ", ".join(f"{k} {v}" for k, v in (ranked if verbose else ranked[:6]))
+            out.print(f"[yellow]  anomalies: {top}[/yellow]", highlight=False)
+        for problem in r.capture_problems:
+            console.print(f"[yellow]warning:[/yellow] {r.path}: {problem}; the packets before "
+                          "it were ingested", highlight=False)
+    damaged = [r for r in results if r.capture_problems]
+    if strict and damaged:
+        raise PcapflowError(f"{damaged[0].path}: capture file is damaged "
+                            f"({damaged[0].capture_problems[0]}); --strict makes this an error")
 
 
 def _print_frame(df, fmt: str) -> None:  # noqa: ANN001
@@ -179,13 +190,17 @@ def main() -> None:
         sys.exit(130)
     except typer.Abort:
         sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click  # noqa: PLC0415
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        raise
+    except Exception as err:
+        # click (vendored by typer) usage errors know how to show themselves: exit 2
+        show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
+        if os.environ.get("PCAPFLOW_DEBUG"):
+            raise
+        console.print(f"[red]internal error:[/red] {type(err).__name__}: {err} (a bug: please "
+                      "report it; PCAPFLOW_DEBUG=1 shows the traceback)", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ VENUE_MAP = """\
 # name their venue through SNI / Host (built-in rules); the FIX samples talk to a mock
 # acceptor, which only its FIX comp ids identify.
 [[venue]]
-name = "mockex"
+name = "mockfix"
 sender_comp_id = "PCFTRADER1"   # FIX 49 of our messages
 target_comp_id = "MOCKEX"       # FIX 56 of our messages
 matcher = "fix"
@@ -99,7 +99,7 @@ def demo_cmd(
     """Ingest the bundled sample captures and print their latency report per venue."""
     res = run(data, out_dir)
     out.print(f"[bold]pcapflow demo[/bold]: {res.captures} sample captures ingested "
-              f"into {res.data}\n")
+              f"into {res.data}\n", soft_wrap=True)
     emit(res.by_venue, "table")
     out.print()
     emit(res.by_endpoint, "table")

@@ -61,6 +61,8 @@ class IngestResult:
     seconds: float
     rows: dict[str, int] = field(default_factory=dict)
     anomaly_codes: dict[str, int] = field(default_factory=dict)
+    capture_problems: list[str] = field(default_factory=list)
+    """Capture-file problems (truncated record, corrupt block...), one line each."""
 
     @property
     def packets_per_second(self) -> float:
@@ -223,8 +225,11 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
             for a in items:
                 anomaly_codes[a.code] = anomaly_codes.get(a.code, 0) + 1
 
+    capture_problems: list[str] = []
     for chunk in reader:
         add_anomalies(chunk.anomalies)
+        capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
+                             if a.layer == "capture"]
         if len(chunk) == 0:
             continue
         dec = decode_chunk(chunk)
@@ -281,4 +286,5 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
         path=str(path), capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
         rows=dict(staging.rows), anomaly_codes=anomaly_codes,
+        capture_problems=capture_problems,
     )

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
-from robust_util import SAMPLES, child_env, cli  # noqa: E402
+from robust_util import SAMPLES, child_env, cli
 
 FIX = SAMPLES / "fix44_plain.pcap"
 

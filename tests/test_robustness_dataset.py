@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
-from robust_util import (  # noqa: E402
+from robust_util import (
     SAMPLES,
     child_env,
     cli,
@@ -39,7 +39,7 @@ CAPTURE = SAMPLES / f"{TARGET}.pcapng"
 
 
 def _api_ingest(data: Path, app: bool) -> None:
-    import pcapflow  # noqa: PLC0415
+    import pcapflow
 
     pcapflow.ingest([str(CAPTURE)], data=data, app=app)
 

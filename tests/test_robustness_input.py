@@ -22,12 +22,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
-import craft  # noqa: E402
-from pcapflow.parsers.errors import CaptureError  # noqa: E402
-from pcapflow.parsers.events import Anomaly  # noqa: E402
-from pcapflow.pipelines.connections import AppLayer  # noqa: E402
-from pcapflow.pipelines.ingest import IngestResult, ingest_capture  # noqa: E402
-from targets import _deflate, _frame  # noqa: E402
+import craft
+from pcapflow.parsers.errors import CaptureError
+from pcapflow.parsers.events import Anomaly
+from pcapflow.pipelines.connections import AppLayer
+from pcapflow.pipelines.ingest import IngestResult, ingest_capture
+from targets import _deflate, _frame
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_pcaps"
@@ -303,3 +303,32 @@ def test_fix_body_length_lie_split_across_pieces() -> None:
     pieces = [("out", stream[i : i + 7]) for i in range(0, len(stream), 7)]
     events = _feed_all(FixSession(1), pieces)
     assert len([e for e in events if isinstance(e, FixMessage)]) == 3
+
+
+def test_keylog_that_never_ends_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--keylog /dev/zero`` (or a capture given as key log) must not eat all memory.
+
+    Found in this review: ``KeyLog.from_files`` read the whole file at once.
+    """
+    from pcapflow.parsers.errors import ConfigError
+    from pcapflow.parsers.tls import KeyLog, keylog
+
+    monkeypatch.setattr(keylog, "MAX_FILE_BYTES", 8 << 20)
+    with pytest.raises(ConfigError) as info:
+        KeyLog.from_files(["/dev/zero"])
+    assert info.value.code == "keylog_too_large" and "/dev/zero" in str(info.value)
+
+
+@pytest.mark.parametrize("block", [1, 2, 5, 64])
+def test_keylog_read_in_blocks_equals_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             block: int) -> None:
+    from pcapflow.parsers.tls import KeyLog, keylog
+
+    text = (SAMPLES / "binance_rest_tls13.keylog").read_bytes()
+    text = text.replace(b"\n", b"\r\n", 3) + b"garbage " * 300 + b"\nCLIENT_RANDOM 00 11"
+    path = tmp_path / "k.log"
+    path.write_bytes(text)
+    monkeypatch.setattr(keylog, "READ_BLOCK", block)
+    a, b = KeyLog.from_file(path), KeyLog.from_text(text)
+    assert (a.lines, a.bad_lines, a.comment_lines) == (b.lines, b.bad_lines, b.comment_lines)
+    assert all(a.get(r, lab) == v for r, labs in b._secrets.items() for lab, v in labs.items())

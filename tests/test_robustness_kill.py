@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
-from robust_util import (  # noqa: E402
+from robust_util import (
     SAMPLES,
     leftovers,
     run_ingest,
@@ -42,7 +42,7 @@ CASES = int(os.environ.get("PCAPFLOW_KILL_CASES", "2"))
 @pytest.fixture(scope="module")
 def states(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict, float]:
     """(before dataset, before snapshot, after snapshot, seconds from staging to exit)."""
-    import pcapflow  # noqa: PLC0415
+    import pcapflow
 
     base = tmp_path_factory.mktemp("before") / "data"
     run_ingest("fix44_plain", base)

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
-from robust_util import SAMPLES, child_env, cli  # noqa: E402
+from robust_util import SAMPLES, child_env, cli
 
 MIN_SECRET = 6  # shorter values (none in the samples) would match by chance
 
@@ -40,7 +40,7 @@ def _keylog_secrets(text: bytes) -> set[bytes]:
 
 
 def _dsb_secrets() -> set[bytes]:
-    from pcapflow.parsers.capture import open_capture  # noqa: PLC0415
+    from pcapflow.parsers.capture import open_capture
 
     out: set[bytes] = set()
     for cap in SAMPLES.glob("*.pcapng"):
@@ -138,7 +138,7 @@ def test_keylog_errors_do_not_echo_key_material(tmp_path: Path) -> None:
 
 def test_the_secrets_were_on_the_wire() -> None:
     """Guard: the decrypted traffic carries the secrets, so their absence is redaction."""
-    from seeds import all_seeds  # noqa: PLC0415
+    from seeds import all_seeds
 
     plaintext = b"".join(all_seeds()["http"]) + b"".join(all_seeds()["fix"])
     fixed = json.loads((SAMPLES / "secrets.json").read_text())["fixed"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Iterable
 from os import PathLike
+from typing import BinaryIO
 
 from ..errors import ConfigError
 
@@ -55,6 +56,12 @@ MAX_SECRET_LENGTH = 64
 MAX_LINE_LENGTH = 1024
 """Longer lines are garbage by construction (label + 64 + 128 hex digits + spaces)."""
 
+MAX_FILE_BYTES = 1 << 30
+"""A key log file larger than this (1 GiB, ~5 million TLS 1.3 sessions) is refused:
+bounds the read of a wrong path (``/dev/zero``, a capture passed as ``--keylog``)."""
+
+READ_BLOCK = 1 << 20  # key log bytes read at a time; lines are cut out of each block
+
 
 class KeyLog:
     """Secrets from NSS key log text, looked up by client random."""
@@ -87,13 +94,32 @@ class KeyLog:
         for path in paths:
             try:
                 with open(path, "rb") as fh:
-                    data = fh.read()
+                    log._read_stream(fh, path)
             except OSError as err:
                 raise ConfigError(
                     f"cannot read key log file {path}: {err.strerror}", code="keylog_unreadable"
                 ) from err
-            log.add_text(data)
         return log
+
+    def _read_stream(self, fh: BinaryIO, path: str | PathLike[str]) -> None:
+        """Parse a file block by block: memory is one block plus one line, whatever it holds."""
+        tail = b""
+        total = 0
+        while block := fh.read(READ_BLOCK):
+            total += len(block)
+            if total > MAX_FILE_BYTES:
+                raise ConfigError(
+                    f"key log file {path} is larger than {MAX_FILE_BYTES >> 20} MiB: "
+                    "is it really a key log?", code="keylog_too_large",
+                )  # fmt: skip
+            lines = (tail + block).splitlines(keepends=True)
+            tail = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+            if len(tail) > MAX_LINE_LENGTH:  # a line this long is garbage: keep its start only
+                tail = tail[: MAX_LINE_LENGTH + 1]
+            for raw in lines:
+                self._add_line(raw.strip())
+        if tail:
+            self._add_line(tail.strip())
 
     @classmethod
     def from_file(cls, path: str | PathLike[str]) -> KeyLog:

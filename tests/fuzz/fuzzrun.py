@@ -30,7 +30,6 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from fuzzlib import MEMORY_LIMIT, PER_INPUT_SECONDS, long_factor  # noqa: E402
 
-
 WARMUP_FACTOR = 10  # per-input bound multiplier while kernels load
 
 
@@ -74,11 +73,10 @@ class Runner:
 
 
 def _fuzz(name: str, runner: Runner, examples: int, seed: int | None) -> None:
-    from hypothesis import HealthCheck, given, settings  # noqa: PLC0415
-    from hypothesis import seed as hseed  # noqa: PLC0415
-
-    from fuzzlib import mutated  # noqa: PLC0415
-    from targets import TARGETS  # noqa: PLC0415
+    from fuzzlib import mutated
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+    from targets import TARGETS
 
     seeds = TARGETS[name].seeds()
 
@@ -113,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run these input files instead of fuzzing")
     args = ap.parse_args(argv)
 
-    from targets import TARGETS  # noqa: PLC0415
+    from targets import TARGETS
 
     target = TARGETS[args.target]
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             examples = args.examples or target.examples * long_factor()
             _fuzz(args.target, runner, examples, args.seed)
-    except BaseException as err:  # noqa: BLE001  report any failure, then exit 1
+    except BaseException as err:
         out = args.workdir / f"failure-{args.target}.bin"
         out.write_bytes(runner.last)
         traceback.print_exc()

@@ -27,7 +27,7 @@ Snapshot = dict[str, list[tuple]]
 
 def snapshot(data: Path) -> Snapshot:
     """Every table's rows, sorted (after ``pcapflow.open`` ran its recovery)."""
-    import pcapflow  # noqa: PLC0415
+    import pcapflow
 
     out: Snapshot = {}
     with pcapflow.open(data) as ds:

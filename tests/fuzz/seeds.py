@@ -113,7 +113,7 @@ def _build() -> dict[str, list[bytes]]:
 
 
 def _pieces(path: Path) -> list[list[tuple[int, bytes]]]:
-    from tcp_stream_util import read_tcp_streams  # noqa: PLC0415
+    from tcp_stream_util import read_tcp_streams
 
     out = []
     try:
@@ -140,9 +140,9 @@ def _streams_of(path: Path) -> list[bytes]:
 
 def _tls_and_plaintext() -> tuple[list[bytes], list[tuple[bytes, str]]]:
     """TLS stream seeds (with key log) and the decrypted plaintext of the samples."""
-    from pcapflow.parsers.detect import detect  # noqa: PLC0415
-    from pcapflow.parsers.tls import KeyLog, TlsSession  # noqa: PLC0415
-    from pcapflow.parsers.tls.events import Plaintext  # noqa: PLC0415
+    from pcapflow.parsers.detect import detect
+    from pcapflow.parsers.tls import KeyLog, TlsSession
+    from pcapflow.parsers.tls.events import Plaintext
 
     tls: list[tuple[bool, bytes]] = []
     plain: list[tuple[bytes, str]] = []
@@ -174,7 +174,7 @@ def _tls_and_plaintext() -> tuple[list[bytes], list[tuple[bytes, str]]]:
 
 def _after_upgrade(container: bytes) -> bytes:
     """The WebSocket part of an upgraded HTTP stream, extensions as metadata."""
-    from fuzzlib import unpack  # noqa: PLC0415
+    from fuzzlib import unpack
 
     recs = list(unpack(container))
     streams = {TAG_OUT: b"".join(d for t, d in recs if t == TAG_OUT),

@@ -25,7 +25,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-
 from fuzzlib import TAG_GAP, TAG_META, TAG_OUT, gap_length, pack, unpack
 
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -43,7 +42,7 @@ def keylog_secrets(text: bytes) -> set[bytes]:
 
 
 def check_anomaly(a: object, layers: set[str]) -> None:
-    from pcapflow.parsers.events import Anomaly  # noqa: PLC0415
+    from pcapflow.parsers.events import Anomaly
 
     assert isinstance(a, Anomaly), a
     assert SNAKE.match(a.code), f"anomaly code not snake_case: {a.code!r}"
@@ -68,8 +67,8 @@ def _chunk_bytes(data: bytes) -> int:
 
 
 def _read_capture(data: bytes, each: Callable[[object], None] | None = None) -> object | None:
-    from pcapflow.parsers.capture import MAX_CAPLEN, open_capture  # noqa: PLC0415
-    from pcapflow.parsers.errors import CaptureError  # noqa: PLC0415
+    from pcapflow.parsers.capture import MAX_CAPLEN, open_capture
+    from pcapflow.parsers.errors import CaptureError
 
     try:
         reader = open_capture(io.BytesIO(data), chunk_bytes=_chunk_bytes(data))
@@ -104,8 +103,8 @@ def run_capture(data: bytes) -> None:
 
 def run_decode(data: bytes) -> None:
     """Capture -> link/IP/TCP decode -> flow tracking and TCP analysis."""
-    from pcapflow.parsers.decode import OK, STATUS, decode_chunk  # noqa: PLC0415
-    from pcapflow.parsers.tcp.analysis import FlowTracker  # noqa: PLC0415
+    from pcapflow.parsers.decode import OK, STATUS, decode_chunk
+    from pcapflow.parsers.tcp.analysis import FlowTracker
 
     tracker = FlowTracker(capacity=4)  # tiny, so growing the flow table is exercised
 
@@ -148,7 +147,7 @@ def _stream_bytes(offset: int, n: int, corrupt: bool) -> bytes:
 
 def run_reassembly(data: bytes) -> None:
     """Ops of 8 bytes: kind, signed 32-bit offset, 16-bit length, flags (see FUZZING.md)."""
-    from pcapflow.parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler  # noqa: PLC0415
+    from pcapflow.parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 
     max_held = (1 << 14) if data[:1] and data[0] & 0x80 else (1 << 20)
     r = StreamReassembler(0, max_held=max_held)
@@ -253,9 +252,9 @@ def _no_secret_in_text(e: object, secrets: set[bytes]) -> None:
 
 
 def run_tls(data: bytes) -> None:
-    from pcapflow.parsers.events import Anomaly  # noqa: PLC0415
-    from pcapflow.parsers.tls import KeyLog, TlsSession  # noqa: PLC0415
-    from pcapflow.parsers.tls.events import Plaintext, TlsHandshakeInfo, TlsRecord  # noqa: PLC0415
+    from pcapflow.parsers.events import Anomaly
+    from pcapflow.parsers.tls import KeyLog, TlsSession
+    from pcapflow.parsers.tls.events import Plaintext, TlsHandshakeInfo, TlsRecord
 
     keytext = _meta(data)
     secrets = keylog_secrets(keytext)
@@ -273,7 +272,7 @@ def run_tls(data: bytes) -> None:
         else:
             assert isinstance(e, TlsRecord | TlsHandshakeInfo), type(e)
         if isinstance(e, TlsRecord):
-            assert 5 <= e.length
+            assert e.length >= 5
             assert e.plaintext_length is None or 0 <= e.plaintext_length <= e.length
         _no_secret_in_text(e, secrets)
 
@@ -282,9 +281,9 @@ def run_tls(data: bytes) -> None:
 
 
 def _check_http(e: object, max_body: int, max_ws: int) -> None:
-    from pcapflow.parsers.events import Anomaly  # noqa: PLC0415
-    from pcapflow.parsers.http import HttpMessage, WebSocketHandshake  # noqa: PLC0415
-    from pcapflow.parsers.websocket import WsMessage  # noqa: PLC0415
+    from pcapflow.parsers.events import Anomaly
+    from pcapflow.parsers.http import HttpMessage, WebSocketHandshake
+    from pcapflow.parsers.websocket import WsMessage
 
     check_times(e)
     if isinstance(e, Anomaly):
@@ -301,8 +300,8 @@ def _check_http(e: object, max_body: int, max_ws: int) -> None:
 
 
 def run_http(data: bytes) -> None:
-    from pcapflow.parsers.http import HttpSession  # noqa: PLC0415
-    from pcapflow.parsers.websocket import WebSocketSession  # noqa: PLC0415
+    from pcapflow.parsers.http import HttpSession
+    from pcapflow.parsers.websocket import WebSocketSession
 
     max_body = 1 << 16
     sess = HttpSession(3, max_body=max_body, max_header=1 << 14)
@@ -313,8 +312,8 @@ def run_http(data: bytes) -> None:
 
 
 def run_websocket(data: bytes) -> None:
-    from pcapflow.parsers.events import Anomaly  # noqa: PLC0415
-    from pcapflow.parsers.websocket import WebSocketSession, WsMessage  # noqa: PLC0415
+    from pcapflow.parsers.events import Anomaly
+    from pcapflow.parsers.websocket import WebSocketSession, WsMessage
 
     ext = _meta(data).decode("latin-1") or None
     cap = 1 << 16
@@ -383,8 +382,8 @@ HTTP_SEEDS = [
 
 
 def run_fix(data: bytes) -> None:
-    from pcapflow.parsers.events import Anomaly  # noqa: PLC0415
-    from pcapflow.parsers.fix import FixMessage, FixSession  # noqa: PLC0415
+    from pcapflow.parsers.events import Anomaly
+    from pcapflow.parsers.fix import FixMessage, FixSession
 
     cap = 1 << 14
     sess = FixSession(9, max_message=cap)
@@ -403,7 +402,7 @@ def run_fix(data: bytes) -> None:
 
 # --- small pure functions -----------------------------------------------------------
 def run_keylog(data: bytes) -> None:
-    from pcapflow.parsers.tls import KeyLog  # noqa: PLC0415
+    from pcapflow.parsers.tls import KeyLog
 
     log = KeyLog.from_text(data)
     lines = data.splitlines()
@@ -416,8 +415,8 @@ def run_keylog(data: bytes) -> None:
 
 def run_inflate(data: bytes) -> None:
     """permessage-deflate inflater and HTTP content codings, with output caps."""
-    from pcapflow.parsers.deflate import MessageInflater, PerMessageDeflateParams  # noqa: PLC0415
-    from pcapflow.parsers.http_body import decode_content  # noqa: PLC0415
+    from pcapflow.parsers.deflate import MessageInflater, PerMessageDeflateParams
+    from pcapflow.parsers.http_body import decode_content
 
     recs = list(unpack(data))
     header = next((b for t, b in recs if t == TAG_META), b"").decode("latin-1")
@@ -444,8 +443,8 @@ INFLATE_SEEDS = [
 
 
 def run_detect_redact(data: bytes) -> None:
-    from pcapflow.parsers import redact  # noqa: PLC0415
-    from pcapflow.parsers.detect import detect, find_resync  # noqa: PLC0415
+    from pcapflow.parsers import redact
+    from pcapflow.parsers.detect import detect, find_resync
 
     recs = list(unpack(data))
     out = b"".join(b for t, b in recs if t == 0)[:4096]
@@ -466,11 +465,11 @@ def run_detect_redact(data: bytes) -> None:
 # --- the whole ingest ---------------------------------------------------------------
 def run_ingest(data: bytes) -> None:
     """Whole ``ingest_capture`` (app layer, all sample key logs) into a fresh dataset."""
-    from pcapflow.parsers.errors import CaptureError  # noqa: PLC0415
-    from pcapflow.pipelines import store  # noqa: PLC0415
-    from pcapflow.pipelines.connections import AppLayer  # noqa: PLC0415
-    from pcapflow.pipelines.ingest import ingest_capture  # noqa: PLC0415
-    from seeds import SAMPLES  # noqa: PLC0415
+    from pcapflow.parsers.errors import CaptureError
+    from pcapflow.pipelines import store
+    from pcapflow.pipelines.connections import AppLayer
+    from pcapflow.pipelines.ingest import ingest_capture
+    from seeds import SAMPLES
 
     root = Path(tempfile.mkdtemp(prefix="pcapflow-fuzz-"))
     try:
@@ -485,7 +484,7 @@ def run_ingest(data: bytes) -> None:
             return
         assert res.sha256 == hashlib.sha256(data).hexdigest()
         assert not any((root / "data" / store.STAGING).iterdir()), "staging left behind"
-        import pyarrow.parquet as pq  # noqa: PLC0415
+        import pyarrow.parquet as pq
 
         t = pq.read_table(root / "data" / "captures")
         assert t.num_rows == 1 and t.column("packets")[0].as_py() == res.packets
@@ -504,7 +503,7 @@ class Target:
 
 def _seeds(name: str, extra: list[bytes] | None = None) -> Callable[[], list[bytes]]:
     def get() -> list[bytes]:
-        from seeds import all_seeds  # noqa: PLC0415
+        from seeds import all_seeds
 
         return [*(extra or []), *all_seeds()[name]]
     return get

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from targets import TARGETS
 
 HERE = Path(__file__).resolve().parent

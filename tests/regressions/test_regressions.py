@@ -65,7 +65,7 @@ def test_open_inputs(name: str, tmp_path: Path) -> None:
 
 def test_every_input_belongs_to_a_target() -> None:
     sys.path.insert(0, str(FUZZRUN.parent))
-    from targets import TARGETS  # noqa: PLC0415
+    from targets import TARGETS
 
     assert {p.parent.name for p in _inputs()} <= set(TARGETS)
     assert all((HERE / name).exists() for name in OPEN)
