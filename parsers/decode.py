@@ -156,7 +156,7 @@ def _u64(d: np.ndarray, i: int) -> np.uint64:
 
 
 @numba.njit(cache=True)
-def _ethertype(d, etype, p, end, out_vlan):  # noqa: ANN001, ANN202, PLR0911, PLR0912
+def _ethertype(d, etype, p, end, out_vlan):
     """Continue after an EtherType at ``p``: VLAN tags, MPLS, PBB, LLC/SNAP, then IP.
 
     One bounded loop (no recursion: Numba compiles it flat): each step peels one
@@ -213,7 +213,7 @@ def _ethertype(d, etype, p, end, out_vlan):  # noqa: ANN001, ANN202, PLR0911, PL
 
 
 @numba.njit(cache=True)
-def _ethernet(d, p, end, out_vlan):  # noqa: ANN001, ANN202
+def _ethernet(d, p, end, out_vlan):
     """An Ethernet frame whose EtherType/length field is at ``p``."""
     if p + 2 > end:
         return -1, 0, TRUNCATED_LINK
@@ -221,7 +221,7 @@ def _ethernet(d, p, end, out_vlan):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True)
-def _link_to_l3(d, start, caplen, linktype, out_vlan):  # noqa: ANN001, ANN202
+def _link_to_l3(d, start, caplen, linktype, out_vlan):
     """Return (l3_offset, ethertype-ish family, status). family: 4, 6 or 0."""
     end = start + caplen
     if linktype == LINKTYPE_ETHERNET:
@@ -296,12 +296,12 @@ def _link_to_l3(d, start, caplen, linktype, out_vlan):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True)
-def _decode_kernel(  # noqa: PLR0913, PLR0915
+def _decode_kernel(
     d, offset, caplen, wirelen, linktype,
     status, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ttl,
     tcp_flags, seq, ack, window, mss, wscale, sack_perm, sack_blocks, tsval, tsecr,
     l3_offset, payload_offset, payload_len, payload_caplen,
-):  # noqa: ANN001
+):
     n = offset.shape[0]
     vl = np.empty(1, np.int64)
     for i in range(n):

@@ -115,6 +115,19 @@ def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None) -> list[
     return out
 
 
+def resolve_capture(ds: Dataset, capture: str) -> list[str]:
+    """capture_ids a ``capture=`` argument selects: a capture_id prefix, the path as given
+    to ingest, or its file name. ``ConfigError(code="unknown_capture")`` lists the files."""
+    rows = ds.sql("SELECT capture_id, path FROM captures ORDER BY path").fetchall()
+    hits = [cid for cid, path in rows
+            if cid.startswith(capture) or path == capture or path.rsplit("/", 1)[-1] == capture]
+    if not hits:
+        have = ", ".join(p.rsplit("/", 1)[-1] for _, p in rows) or "none"
+        raise ConfigError(f"no capture {capture!r} in the dataset; captures: {have}",
+                          code="unknown_capture")
+    return hits
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Filter:
     """Row selection shared by every query (all fields optional)."""
@@ -168,6 +181,8 @@ def make_filter(
     capture: str | None = None,
 ) -> Filter:
     """Validate user-facing filter arguments into a ``Filter``."""
+    if capture is not None:
+        resolve_capture(ds, capture)
     return Filter(
         exchange=resolve_exchange(ds, exchange),
         since=to_utc(since) if since is not None else None,

@@ -14,7 +14,7 @@ from .pipelines.ingest import IngestResult, ingest_capture
 def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None) -> object | None:
     """The application-layer stage, when it is available (None = TCP layer only)."""
     try:
-        from .pipelines.connections import AppLayer  # noqa: PLC0415
+        from .pipelines.connections import AppLayer
     except ImportError:
         return None
     return AppLayer.factory(keylog=[str(k) for k in keylog or []])
@@ -23,7 +23,7 @@ def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None) -> object | No
 def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
     """Order/ack matching with the venue registry (None until it is available)."""
     try:
-        from .venues import make_matcher  # noqa: PLC0415
+        from .venues import make_matcher
     except ImportError:
         return None
     return make_matcher(venues)

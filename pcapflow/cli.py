@@ -21,7 +21,9 @@ from .dataset import Dataset, data_dir
 from .parsers.errors import PcapflowError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Order-to-ack latency of trading traffic, measured on the wire.",
 )
 console = Console(stderr=True, soft_wrap=True)
@@ -44,18 +46,32 @@ def _size(n: float) -> str:
 
 @app.command()
 def ingest(
-    captures: Annotated[list[str], typer.Argument(help="pcap/pcapng files (gzip/zstd ok); - = stdin")],
-    keylog: Annotated[list[Path] | None, typer.Option(
-        "--keylog", help="NSS key log file (SSLKEYLOGFILE); repeatable")] = None,
+    captures: Annotated[
+        list[str], typer.Argument(help="pcap/pcapng files (gzip/zstd ok); - = stdin")
+    ],
+    keylog: Annotated[
+        list[Path] | None,
+        typer.Option("--keylog", help="NSS key log file (SSLKEYLOGFILE); repeatable"),
+    ] = None,
     data: DataOpt = None,
-    packets: Annotated[bool, typer.Option("--packets", help="Also write the packets table")] = False,
-    tcp_only: Annotated[bool, typer.Option(
-        "--tcp-only", help="Stop at the TCP layer (flows, tcp_events)")] = False,
+    packets: Annotated[
+        bool, typer.Option("--packets", help="Also write the packets table")
+    ] = False,
+    tcp_only: Annotated[
+        bool, typer.Option("--tcp-only", help="Stop at the TCP layer (flows, tcp_events)")
+    ] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Captures ingested in parallel")] = 1,
-    venues: Annotated[Path | None, typer.Option(
-        "--venues", help="TOML venue map: addresses/ports/hosts/FIX comp ids -> venue")] = None,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="Exit 1 when a capture file is damaged (truncated, corrupt block)")
+    venues: Annotated[
+        Path | None,
+        typer.Option(
+            "--venues", help="TOML venue map: addresses/ports/hosts/FIX comp ids -> venue"
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Exit 1 when a capture file is damaged (truncated, corrupt block)"
+        ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every anomaly code")] = False,
 ) -> None:
@@ -71,8 +87,13 @@ def ingest(
     root = data_dir(data)
     sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     ) as prog:
         tasks = {c: prog.add_task(Path(c).name, total=sizes[c] or None, info="") for c in captures}
 
@@ -82,16 +103,26 @@ def ingest(
             prog.update(t, completed=nbytes, info=f"{npk:,} packets, {npk / el:,.0f} pkt/s")
 
         results = api.ingest(
-            captures, keylog=keylog, data=root, venues=venues, packets=packets,
-            app=not tcp_only, jobs=jobs, progress=progress,
+            captures,
+            keylog=keylog,
+            data=root,
+            venues=venues,
+            packets=packets,
+            app=not tcp_only,
+            jobs=jobs,
+            progress=progress,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
         table.add_column(col, justify="left" if col == "capture" else "right")
     for r in results:
         table.add_row(
-            Path(r.path).name, f"{r.packets:,}", f"{r.flows:,}", f"{r.seconds:.2f}",
-            f"{r.packets_per_second:,.0f}", f"{r.bytes / 1e6 / max(r.seconds, 1e-9):,.1f}",
+            Path(r.path).name,
+            f"{r.packets:,}",
+            f"{r.flows:,}",
+            f"{r.seconds:.2f}",
+            f"{r.packets_per_second:,.0f}",
+            f"{r.bytes / 1e6 / max(r.seconds, 1e-9):,.1f}",
             f"{sum(r.anomaly_codes.values()):,}",
         )
     out.print(table)
@@ -103,15 +134,20 @@ def ingest(
             top = ", ".join(f"{k} {v}" for k, v in (ranked if verbose else ranked[:6]))
             out.print(f"[yellow]  anomalies: {top}[/yellow]", highlight=False)
         for problem in r.capture_problems:
-            console.print(f"[yellow]warning:[/yellow] {r.path}: {problem}; the packets before "
-                          "it were ingested", highlight=False)
+            console.print(
+                f"[yellow]warning:[/yellow] {r.path}: {problem}; the packets before "
+                "it were ingested",
+                highlight=False,
+            )
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
-        raise PcapflowError(f"{damaged[0].path}: capture file is damaged "
-                            f"({damaged[0].capture_problems[0]}); --strict makes this an error")
+        raise PcapflowError(
+            f"{damaged[0].path}: capture file is damaged "
+            f"({damaged[0].capture_problems[0]}); --strict makes this an error"
+        )
 
 
-def _print_frame(df, fmt: str) -> None:  # noqa: ANN001
+def _print_frame(df, fmt: str) -> None:
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif fmt == "json":
@@ -129,8 +165,13 @@ def _print_frame(df, fmt: str) -> None:  # noqa: ANN001
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the views: " + ", ".join(
-        ["captures", "flows", "tcp_events", "anomalies", "packets"]))],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over the views: "
+            + ", ".join(["captures", "flows", "tcp_events", "anomalies", "packets"])
+        ),
+    ],
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
@@ -156,14 +197,15 @@ def flows(
             "server_ip || ':' || server_port AS server, app_protocol, sni, venue, "
             "packets_out + packets_in AS packets, bytes_out + bytes_in AS bytes, "
             "handshake_rtt_ns, retransmissions, gaps, end_reason FROM flows "
-            "ORDER BY capture_id, flow_id LIMIT ?", [limit],
+            "ORDER BY capture_id, flow_id LIMIT ?",
+            [limit],
         )
     _print_frame(df, fmt)
 
 
 def _register_command_modules() -> None:
     """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
-    import importlib  # noqa: PLC0415
+    import importlib
 
     for name in ("cli_match", "cli_report", "cli_demo"):
         try:
@@ -198,8 +240,11 @@ def main() -> None:
             sys.exit(code)
         if os.environ.get("PCAPFLOW_DEBUG"):
             raise
-        console.print(f"[red]internal error:[/red] {type(err).__name__}: {err} (a bug: please "
-                      "report it; PCAPFLOW_DEBUG=1 shows the traceback)", highlight=False)
+        console.print(
+            f"[red]internal error:[/red] {type(err).__name__}: {err} (a bug: please "
+            "report it; PCAPFLOW_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
         sys.exit(1)
 
 

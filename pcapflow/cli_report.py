@@ -74,6 +74,8 @@ def report_cmd(
     metric: Annotated[str, typer.Option(
         "--metric", help="latency, network_rtt or exchange (latency minus network)")]
         = "latency",
+    capture: Annotated[str | None, typer.Option(
+        "--capture", help="Only this capture (file name, path or capture_id prefix)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also write histogram, CDF and timeline to this PNG")] = None,
@@ -88,10 +90,11 @@ def report_cmd(
     with Dataset(data_dir(data)) as ds:
         try:
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
-                               leg=None if leg == "all" else leg, metric=metric)
+                               leg=None if leg == "all" else leg, metric=metric,
+                               capture=capture)
         except ConfigError as err:
             hint = {"unknown_venue": "--exchange", "bad_group": "--by",
-                    "bad_metric": "--metric"}.get(err.code, "--since/--until")
+                    "bad_metric": "--metric", "unknown_capture": "--capture"}.get(err.code, "--since/--until")
             raise typer.BadParameter(str(err), param_hint=hint) from err
         emit(rep, fmt)
         for path in write_outputs(ds, rep, plot, html):

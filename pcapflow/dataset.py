@@ -136,6 +136,6 @@ class Dataset:
         self.close()
 
 
-def open(path: str | os.PathLike[str] | None = None) -> Dataset:  # noqa: A001
+def open(path: str | os.PathLike[str] | None = None) -> Dataset:
     """Open a dataset directory (default ``./pcapflow_data`` or ``$PCAPFLOW_DATA``)."""
     return Dataset(path)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import __version__, analysis, plots
-from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, key_text, format_us
+from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, format_us, key_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -24,9 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-
 import numpy as np
+import pyarrow as pa
 
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
@@ -307,7 +306,8 @@ class AppLayer:
     def _flush_rtt(self, staging: object) -> None:
         if not self.rtt_rows:
             return
-        fid, d, sent, ack, end, resent = (np.array(c, np.int64) for c in zip(*self.rtt_rows))
+        cols = zip(*self.rtt_rows, strict=True)
+        fid, d, sent, ack, end, resent = (np.array(c, np.int64) for c in cols)
         self.rtt_rows = []
         ts = pa.timestamp("ns", tz="UTC")
         staging.write("tcp_rtt", {  # type: ignore[attr-defined]

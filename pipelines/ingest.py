@@ -154,8 +154,8 @@ def _packet_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> dict
 def _flow_table(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> pa.Table:
     c = tracker.flow_columns()
     n = tracker.n_flows
-    client_ip = [ip_to_str(h, lo) for h, lo in zip(c["a_hi"], c["a_lo"])]
-    server_ip = [ip_to_str(h, lo) for h, lo in zip(c["b_hi"], c["b_lo"])]
+    client_ip = [ip_to_str(h, lo) for h, lo in zip(c["a_hi"], c["a_lo"], strict=True)]
+    server_ip = [ip_to_str(h, lo) for h, lo in zip(c["b_hi"], c["b_lo"], strict=True)]
     rtt = c["handshake_rtt_ns"]
     cols: dict[str, object] = {
         "flow_id": pa.array(np.arange(n, dtype=np.int64)),
@@ -213,7 +213,7 @@ def ingest_capture(
         raise
 
 
-def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -> IngestResult:  # noqa: ANN001, PLR0913
+def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -> IngestResult:
     tracker = FlowTracker()
     app = app_factory(tracker) if app_factory is not None else None
     first_ts, last_ts = None, None

@@ -17,8 +17,13 @@ import pyarrow as pa
 
 from ..parsers.fix import FixMessage
 from ..parsers.http import HttpMessage
-from ..parsers.redact import redact_fix_fields, redact_form, redact_headers, redact_json_text
-from ..parsers.redact import redact_query
+from ..parsers.redact import (
+    redact_fix_fields,
+    redact_form,
+    redact_headers,
+    redact_json_text,
+    redact_query,
+)
 from ..parsers.tls.events import TlsRecord
 from ..parsers.websocket import WsMessage
 from .schemas import TABLES
@@ -118,9 +123,9 @@ class RowBuffers:
         if not rows:
             return
         schema = self._schemas[table]
-        cols = list(zip(*rows))
+        cols = list(zip(*rows, strict=True))
         arrays = []
-        for f, col in zip(schema, cols):
+        for f, col in zip(schema, cols, strict=True):
             if pa.types.is_timestamp(f.type):
                 arrays.append(pa.array(col, type=pa.int64()).cast(f.type))
             else:

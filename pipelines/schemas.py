@@ -21,13 +21,17 @@ def _schema(*fields: pa.Field) -> pa.Schema:
 
 
 CAPTURE_ID = _f("capture_id", pa.string(), "First 16 hex digits of the capture's sha256")
-FLOW_ID = _f("flow_id", pa.int64(), "Connection number within the capture, in order of first packet")
+FLOW_ID = _f(
+    "flow_id", pa.int64(), "Connection number within the capture, in order of first packet"
+)
 DIRECTION = _f("direction", pa.string(), "`out` = client (us) to server (exchange), `in` = back")
 
 CAPTURES = _schema(
     CAPTURE_ID,
     _f("path", pa.string(), "Path of the capture as given to ingest (`-` for stdin)"),
-    _f("sha256", pa.string(), "sha256 of the capture file's bytes as stored (compressed if it was)"),
+    _f(
+        "sha256", pa.string(), "sha256 of the capture file's bytes as stored (compressed if it was)"
+    ),
     _f("format", pa.string(), "`pcap` or `pcapng`"),
     _f("compression", pa.string(), "`gzip`, `zstd` or null"),
     _f("link_types", pa.list_(pa.int32()), "LINKTYPE_* values of the capture's interfaces"),
@@ -61,12 +65,26 @@ FLOWS = _schema(
     _f("packets_in", pa.int64(), "Packets server -> client"),
     _f("bytes_out", pa.int64(), "Bytes on the wire client -> server (frames' original length)"),
     _f("bytes_in", pa.int64(), "Bytes on the wire server -> client"),
-    _f("payload_bytes_out", pa.int64(), "TCP/UDP payload bytes client -> server, retransmissions included"),
-    _f("payload_bytes_in", pa.int64(), "TCP/UDP payload bytes server -> client, retransmissions included"),
+    _f(
+        "payload_bytes_out",
+        pa.int64(),
+        "TCP/UDP payload bytes client -> server, retransmissions included",
+    ),
+    _f(
+        "payload_bytes_in",
+        pa.int64(),
+        "TCP/UDP payload bytes server -> client, retransmissions included",
+    ),
     _f("handshake_rtt_ns", pa.int64(), "SYN to SYN/ACK (first copies); null without a handshake"),
-    _f("retransmissions", pa.int64(), "Segments flagged retransmission (any kind), both directions"),
+    _f(
+        "retransmissions", pa.int64(), "Segments flagged retransmission (any kind), both directions"
+    ),
     _f("out_of_order", pa.int64(), "Segments flagged out-of-order, both directions"),
-    _f("gaps", pa.int64(), "Segments after bytes never captured (tshark: previous segment not captured)"),
+    _f(
+        "gaps",
+        pa.int64(),
+        "Segments after bytes never captured (tshark: previous segment not captured)",
+    ),
     _f("duplicate_acks", pa.int64(), "Duplicate ACKs, both directions"),
     _f("app_protocol", pa.string(), "Detected by content: tls, http, fix, http2, unknown"),
     _f("sni", pa.string(), "TLS server name indication"),
@@ -84,9 +102,13 @@ TCP_EVENTS = _schema(
     _f("packet", pa.int64(), "0-based packet index in the capture"),
     FLOW_ID,
     DIRECTION,
-    _f("kind", pa.string(), "retransmission, fast_retransmission, spurious_retransmission, "
-       "out_of_order, gap, duplicate_ack, zero_window, zero_window_probe, window_full, "
-       "window_update, keepalive, keepalive_ack, acked_unseen, rst, ports_reused"),
+    _f(
+        "kind",
+        pa.string(),
+        "retransmission, fast_retransmission, spurious_retransmission, "
+        "out_of_order, gap, duplicate_ack, zero_window, zero_window_probe, window_full, "
+        "window_update, keepalive, keepalive_ack, acked_unseen, rst, ports_reused",
+    ),
     _f("seq", pa.int64(), "Stream offset of the segment's first byte (0 = first byte after SYN)"),
     _f("length", pa.int64(), "TCP payload length on the wire"),
 )
@@ -123,12 +145,20 @@ PACKETS = _schema(
 )
 
 TS_FIRST = _f("ts_first", TS, "Capture time of the packet that carried the first byte")
-TS_LAST = _f("ts_last", TS, "When the last byte became available in order (DESIGN.md, Time): "
-             "`out` its first transmission, `in` when all bytes up to it had arrived; inside "
-             "TLS, the ts_last of the record holding it")
-STREAM_OFFSET = _f("stream_offset", pa.int64(), "Offset of the first byte in this direction's "
-                   "stream (TCP stream for TLS records and plain protocols, decrypted stream "
-                   "inside TLS)")
+TS_LAST = _f(
+    "ts_last",
+    TS,
+    "When the last byte became available in order (DESIGN.md, Time): "
+    "`out` its first transmission, `in` when all bytes up to it had arrived; inside "
+    "TLS, the ts_last of the record holding it",
+)
+STREAM_OFFSET = _f(
+    "stream_offset",
+    pa.int64(),
+    "Offset of the first byte in this direction's "
+    "stream (TCP stream for TLS records and plain protocols, decrypted stream "
+    "inside TLS)",
+)
 HEADER = pa.struct([("name", pa.string()), ("value", pa.string())])
 FIX_FIELD = pa.struct([("tag", pa.int32()), ("value", pa.string())])
 _MSG = (CAPTURE_ID, TS_FIRST, TS_LAST, FLOW_ID, DIRECTION, STREAM_OFFSET)
@@ -139,17 +169,29 @@ TLS_RECORDS = _schema(
     _f("inner_content_type", pa.int16(), "TLS 1.3 inner type after decryption, else null"),
     _f("version", pa.int32(), "Record-layer version (0x0303 ...)"),
     _f("length", pa.int64(), "Bytes on the wire, 5-byte header included"),
-    _f("decrypted", pa.bool_(), "Protection removed with key-log secrets (false for records "
-       "sent in the clear, and for protected records without keys)"),
-    _f("plaintext_length", pa.int64(), "Bytes the application sees (no MAC, padding, "
-       "nonce or inner type); null when encrypted and not decrypted"),
+    _f(
+        "decrypted",
+        pa.bool_(),
+        "Protection removed with key-log secrets (false for records "
+        "sent in the clear, and for protected records without keys)",
+    ),
+    _f(
+        "plaintext_length",
+        pa.int64(),
+        "Bytes the application sees (no MAC, padding, "
+        "nonce or inner type); null when encrypted and not decrypted",
+    ),
 )
 
 HTTP_MESSAGES = _schema(
     *_MSG,
     _f("kind", pa.string(), "`request` or `response`"),
-    _f("request_index", pa.int64(), "Position of the request on its connection (0-based); "
-       "for a response, the request it answers"),
+    _f(
+        "request_index",
+        pa.int64(),
+        "Position of the request on its connection (0-based); "
+        "for a response, the request it answers",
+    ),
     _f("method", pa.string(), "Request method"),
     _f("path", pa.string(), "Request target, secret query parameters redacted"),
     _f("version", pa.string(), "HTTP version"),
@@ -159,8 +201,11 @@ HTTP_MESSAGES = _schema(
     _f("content_type", pa.string(), "Content-Type header"),
     _f("content_encoding", pa.string(), "Content-Encoding that was decoded"),
     _f("chunked", pa.bool_(), "Transfer-Encoding: chunked"),
-    _f("body", pa.string(), "Decoded body as text (UTF-8, invalid bytes replaced), secrets "
-       "redacted, capped"),
+    _f(
+        "body",
+        pa.string(),
+        "Decoded body as text (UTF-8, invalid bytes replaced), secrets redacted, capped",
+    ),
     _f("body_length", pa.int64(), "Body bytes on the wire (chunk framing included)"),
     _f("body_truncated", pa.bool_(), "Body longer than the cap"),
     _f("header_ts_last", TS, "When the header block was complete"),
@@ -173,8 +218,12 @@ WS_MESSAGES = _schema(
     _f("frames", pa.int32(), "Frames the message was assembled from"),
     _f("compressed", pa.bool_(), "permessage-deflate (RSV1) message"),
     _f("masked", pa.bool_(), "Frames were masked (client to server)"),
-    _f("payload", pa.string(), "Text payload (inflated, secrets redacted); binary payloads "
-       "as UTF-8 with invalid bytes replaced"),
+    _f(
+        "payload",
+        pa.string(),
+        "Text payload (inflated, secrets redacted); binary payloads "
+        "as UTF-8 with invalid bytes replaced",
+    ),
     _f("payload_length", pa.int64(), "Payload bytes after inflating"),
     _f("wire_length", pa.int64(), "Bytes of all its frames on the wire"),
     _f("payload_truncated", pa.bool_(), "Payload over the cap (message or inflate bomb)"),
@@ -205,14 +254,21 @@ FIX_MESSAGES = _schema(
 TCP_RTT = _schema(
     CAPTURE_ID,
     FLOW_ID,
-    _f("direction", pa.string(), "Direction of the data segment (`out`: our data, acked by "
-       "the exchange)"),
+    _f(
+        "direction",
+        pa.string(),
+        "Direction of the data segment (`out`: our data, acked by the exchange)",
+    ),
     _f("ts_sent", TS, "First transmission of the data segment"),
     _f("ts_ack", TS, "First ACK from the other side covering the segment's last byte"),
     _f("rtt_ns", pa.int64(), "ts_ack - ts_sent: network round trip plus the peer's ACK delay"),
     _f("end_offset", pa.int64(), "Stream offset just past the segment's last byte"),
-    _f("retransmitted", pa.bool_(), "Bytes of the segment were sent again before the ACK "
-       "(the sample then includes a retransmission timeout: Karn's rule says distrust it)"),
+    _f(
+        "retransmitted",
+        pa.bool_(),
+        "Bytes of the segment were sent again before the ACK "
+        "(the sample then includes a retransmission timeout: Karn's rule says distrust it)",
+    ),
 )
 
 _ORDER_KEYS = (
@@ -222,8 +278,12 @@ _ORDER_KEYS = (
     _f("protocol", pa.string(), "rest, websocket or fix"),
     _f("endpoint", pa.string(), "REST method+path, WebSocket method/op, or FIX MsgType"),
     _f("kind", pa.string(), "new, cancel, amend (orders); the order's kind (acks)"),
-    _f("correlation_id", pa.string(), "The key that pairs request and reply: JSON request id, "
-       "FIX ClOrdID, REST client order id or the request's position on the connection"),
+    _f(
+        "correlation_id",
+        pa.string(),
+        "The key that pairs request and reply: JSON request id, "
+        "FIX ClOrdID, REST client order id or the request's position on the connection",
+    ),
     _f("request_id", pa.string(), "JSON request id (WebSocket, JSON-RPC), null elsewhere"),
     _f("client_order_id", pa.string(), "Client order id of the order (or of this cancel/amend)"),
     _f("orig_client_order_id", pa.string(), "Client order id of the order cancelled/amended"),
@@ -243,12 +303,18 @@ ACKS = _schema(
     *_ORDER_KEYS,
     _f("ts", TS, "ts_last of the reply: when all its bytes had arrived in order"),
     _f("status", pa.string(), "accepted, rejected or error"),
-    _f("leg", pa.string(), "ack (the reply to the request) or engine (first event on a "
-       "private order stream)"),
+    _f(
+        "leg",
+        pa.string(),
+        "ack (the reply to the request) or engine (first event on a private order stream)",
+    ),
     _f("error_code", pa.string(), "Venue error code when rejected"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
-    _f("exchange_order_id", pa.string(), "Exchange order id in the reply (orderId, ordId, "
-       "FIX 37 ...)"),
+    _f(
+        "exchange_order_id",
+        pa.string(),
+        "Exchange order id in the reply (orderId, ordId, FIX 37 ...)",
+    ),
 )
 
 LATENCY = _schema(
@@ -258,8 +324,12 @@ LATENCY = _schema(
     FLOW_ID,
     _f("protocol", pa.string(), "rest, websocket or fix"),
     _f("kind", pa.string(), "new, cancel or amend"),
-    _f("leg", pa.string(), "ack: order to the venue's reply; engine: order to the first "
-       "private-stream event for it (may be on another connection)"),
+    _f(
+        "leg",
+        pa.string(),
+        "ack: order to the venue's reply; engine: order to the first "
+        "private-stream event for it (may be on another connection)",
+    ),
     _f("correlation_id", pa.string(), "Key that paired order and reply"),
     _f("request_id", pa.string(), "JSON request id"),
     _f("client_order_id", pa.string(), "Client order id"),
@@ -267,17 +337,31 @@ LATENCY = _schema(
     _f("order_ts", TS, "Order's ts_last (its last byte's first transmission)"),
     _f("ack_ts", TS, "Reply's ts_last (its last byte available in order)"),
     _f("latency_ns", pa.int64(), "ack_ts - order_ts: wire-to-wire latency"),
-    _f("network_rtt_ns", pa.int64(), "Order's last segment to the exchange's TCP ACK covering "
-       "it (tcp_rtt); null when not captured"),
-    _f("exchange_ns", pa.int64(), "latency_ns - network_rtt_ns: an estimate of the time "
-       "spent in the exchange (the ACK may be delayed)"),
+    _f(
+        "network_rtt_ns",
+        pa.int64(),
+        "Order's last segment to the exchange's TCP ACK covering "
+        "it (tcp_rtt); null when not captured",
+    ),
+    _f(
+        "exchange_ns",
+        pa.int64(),
+        "latency_ns - network_rtt_ns: an estimate of the time "
+        "spent in the exchange (the ACK may be delayed)",
+    ),
     _f("status", pa.string(), "accepted, rejected or error"),
     _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),
     _f("exchange_order_id", pa.string(), "Exchange order id in the reply"),
-    _f("error_code", pa.string(), "Venue error code of a rejected/error reply (Binance code, "
-       "OKX sCode, FIX 103/102 ...)"),
-    _f("ack_flow_id", pa.int64(), "Flow of the reply (differs from flow_id for an engine "
-       "event on another connection)"),
+    _f(
+        "error_code",
+        pa.string(),
+        "Venue error code of a rejected/error reply (Binance code, OKX sCode, FIX 103/102 ...)",
+    ),
+    _f(
+        "ack_flow_id",
+        pa.int64(),
+        "Flow of the reply (differs from flow_id for an engine event on another connection)",
+    ),
 )
 
 UNMATCHED = _schema(
@@ -317,7 +401,7 @@ TABLE_DOCS: dict[str, str] = {
     "captures": "one row per capture file ingested",
     "flows": "one row per TCP/UDP connection",
     "tcp_events": "one row per TCP analysis event on a packet (as tshark's tcp.analysis.*)",
-    "anomalies": "one row per decode problem (Zeek's \"weird\"): the run goes on",
+    "anomalies": 'one row per decode problem (Zeek\'s "weird"): the run goes on',
     "packets": "one row per packet (opt-in: `--packets`)",
     "tls_records": "one row per TLS record",
     "http_messages": "one row per HTTP/1.1 request or response",
@@ -346,16 +430,19 @@ def markdown() -> str:
 def doc(table: str) -> list[tuple[str, str, str]]:
     """(column, type, description) rows for a table: used by docs and ``--help``."""
     return [
-        (f.name, str(f.type), (f.metadata or {}).get(b"doc", b"").decode())
-        for f in TABLES[table]
+        (f.name, str(f.type), (f.metadata or {}).get(b"doc", b"").decode()) for f in TABLES[table]
     ]
 
 
 if __name__ == "__main__":  # python -m pcapflow.pipelines.schemas > docs/tables.md
     print("# pcapflow tables\n")
-    print("Generated from `pipelines/schemas.py` (`python -m pcapflow.pipelines.schemas > "
-          "docs/tables.md`); a test keeps it current.\n")
-    print("Times are `timestamp[ns, tz=UTC]` (DuckDB `TIMESTAMPTZ_NS`; subtract them with "
-          "`epoch_ns(a) - epoch_ns(b)`); durations are int64 nanoseconds in `*_ns` columns. "
-          "Every table is partitioned by `capture_id`.\n")
+    print(
+        "Generated from `pipelines/schemas.py` (`python -m pcapflow.pipelines.schemas > "
+        "docs/tables.md`); a test keeps it current.\n"
+    )
+    print(
+        "Times are `timestamp[ns, tz=UTC]` (DuckDB `TIMESTAMPTZ_NS`; subtract them with "
+        "`epoch_ns(a) - epoch_ns(b)`); durations are int64 nanoseconds in `*_ns` columns. "
+        "Every table is partitioned by `capture_id`.\n"
+    )
     print(markdown())

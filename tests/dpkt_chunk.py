@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dpkt
 import numpy as np
-
 from pcapflow.parsers.capture.chunk import PacketChunk
 
 
 def _ns(ts: float) -> int:
-    ns = int(round(float(ts) * 1e9))
+    ns = round(float(ts) * 1e9)
     return ns if -(1 << 63) <= ns < (1 << 63) else 0
 
 

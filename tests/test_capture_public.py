@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from capture_util import dpkt_records, read_all
+from paths import PUBLIC as ROOT
 
-from paths import PUBLIC as ROOT  # noqa: E402
 NS = 1_000_000_000
 
 

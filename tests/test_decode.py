@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import struct
-from pathlib import Path
 
 import dpkt
-import numpy as np
 import pytest
+from dpkt_chunk import chunk_of, records
+from paths import PUBLIC
+from pcapflow.parsers import decode as D
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import (
     IPv6,
@@ -21,11 +21,6 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
-
-from dpkt_chunk import chunk_of, records
-from pcapflow.parsers import decode as D
-
-from paths import PUBLIC  # noqa: E402
 
 
 def dec1(frame: bytes, linktype: int, wirelen: int | None = None) -> dict[str, object]:
@@ -95,7 +90,7 @@ def test_ipv6_extension_headers() -> None:
     (Ether() / IP(frag=10) / Raw(b"x" * 8), "ip_fragment"),
     (Ether() / IPv6() / IPv6ExtHdrFragment(offset=5, m=1) / Raw(b"x" * 8), "ip_fragment"),
 ])
-def test_fragments_are_anomalies(pkt, code: str) -> None:  # noqa: ANN001
+def test_fragments_are_anomalies(pkt, code: str) -> None:
     assert D.STATUS[dec1(bytes(pkt), D.LINKTYPE_ETHERNET)["status"]] == code
 
 
@@ -126,7 +121,7 @@ def test_broken_headers() -> None:
     assert D.STATUS[dec1(b"\x00" * 40, 147)["status"]] == "unsupported_linktype"
 
 
-def _dpkt_ip(buf: bytes, linktype: int):  # noqa: ANN202
+def _dpkt_ip(buf: bytes, linktype: int):
     if linktype == 1:
         eth = dpkt.ethernet.Ethernet(buf)
         return eth.data

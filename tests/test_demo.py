@@ -22,12 +22,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from paths import REPO, SAMPLES
+from pcapflow.parsers.errors import ConfigError
 from typer.testing import CliRunner
 
-from paths import REPO, SAMPLES
 from pcapflow import cli_demo, samples
 from pcapflow.cli import app
-from pcapflow.parsers.errors import ConfigError
 
 
 def truth_counts() -> tuple[collections.Counter[str], collections.Counter[tuple[str, str]]]:
@@ -158,10 +158,10 @@ def test_quickstart_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     assert "pcapflow/_samples/MANIFEST.md" in names, \
         "the wheel lacks the sample captures (pyproject: package pcapflow._samples)"
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    venv.EnvBuilder(system_site_packages=True).create(env_dir)
     py = env_dir / "bin" / "python"
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(whl)],
-                   check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
+                    "--no-deps", "--no-index", str(whl)], check=True, timeout=300)
     run = tmp_path / "fresh"
     run.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PCAPFLOW_DATA")}

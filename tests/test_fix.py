@@ -23,10 +23,10 @@ import pytest
 import simplefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paths import PUBLIC
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.fix import FixMessage, FixSession
 
-from paths import PUBLIC  # noqa: E402
 SOH = b"\x01"
 
 

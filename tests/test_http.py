@@ -18,11 +18,10 @@ import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import PUBLIC as CAPTURES
 from pcapflow.parsers.events import Anomaly, Direction
 from pcapflow.parsers.http import HttpMessage, HttpSession, WebSocketHandshake
 from pcapflow.parsers.websocket import WsMessage
-
-from paths import PUBLIC as CAPTURES  # noqa: E402
 
 # ---- helpers ---------------------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-import pcapflow
 from pcapflow.parsers.redact import redact_json_text
 from tshark_util import AGGREGATOR, fields, need_tshark
+
+import pcapflow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 CAPTURES = sorted(p for p in SAMPLES.glob("*.pcap*"))
@@ -40,15 +40,17 @@ def _cid(ds: pcapflow.Dataset, name: str) -> str:
 
 
 def _count(ds: pcapflow.Dataset, table: str, name: str, where: str = "true") -> int:
-    return ds.scalar(f"SELECT count(*) FROM {table} WHERE capture_id = ? AND {where}",
-                     [_cid(ds, name)])
+    return ds.scalar(
+        f"SELECT count(*) FROM {table} WHERE capture_id = ? AND {where}", [_cid(ds, name)]
+    )
 
 
 @pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
 def test_packets_and_connections_equal_tshark(ds: pcapflow.Dataset, cap: Path) -> None:
     rows = fields(str(cap), ["frame.number", "tcp.stream"])
-    assert ds.scalar("SELECT packets FROM captures WHERE capture_id = ?",
-                     [_cid(ds, cap.name)]) == len(rows)
+    assert ds.scalar(
+        "SELECT packets FROM captures WHERE capture_id = ?", [_cid(ds, cap.name)]
+    ) == len(rows)
     streams = {r[1] for r in rows if len(r) > 1 and r[1]}
     assert _count(ds, "flows", cap.name, "transport = 'tcp'") == len(streams)
 
@@ -56,20 +58,26 @@ def test_packets_and_connections_equal_tshark(ds: pcapflow.Dataset, cap: Path) -
 @pytest.mark.parametrize("name", ["binance_rest_tls13.pcap", "lossy_rest_tls13.pcap"])
 def test_http_messages_equal_tshark(ds: pcapflow.Dataset, name: str) -> None:
     key = SAMPLES / name.replace(".pcap", ".keylog")
-    rows = fields(str(SAMPLES / name), ["http.request", "http.response"], display_filter="http",
-                  options=[f"tls.keylog_file:{key}", "tcp.reassemble_out_of_order:TRUE"])
+    rows = fields(
+        str(SAMPLES / name),
+        ["http.request", "http.response"],
+        display_filter="http",
+        options=[f"tls.keylog_file:{key}", "tcp.reassemble_out_of_order:TRUE"],
+    )
     requests = sum(1 for r in rows if r[0])
     responses = sum(1 for r in rows if len(r) > 1 and r[1])
     assert _count(ds, "http_messages", name, "kind = 'request'") == requests
     assert _count(ds, "http_messages", name, "kind = 'response'") == responses
 
 
-@pytest.mark.parametrize("name", ["okx_ws_tls12.pcap", "deribit_jsonrpc_tls13.pcap",
-                                  "binance_wsapi_tls13.pcap"])
+@pytest.mark.parametrize(
+    "name", ["okx_ws_tls12.pcap", "deribit_jsonrpc_tls13.pcap", "binance_wsapi_tls13.pcap"]
+)
 def test_websocket_messages_equal_tshark(ds: pcapflow.Dataset, name: str) -> None:
     key = SAMPLES / name.replace(".pcap", ".keylog")
-    rows = fields(str(SAMPLES / name), ["websocket.fin"], options=[f"tls.keylog_file:{key}"],
-                  every=True)
+    rows = fields(
+        str(SAMPLES / name), ["websocket.fin"], options=[f"tls.keylog_file:{key}"], every=True
+    )
     # a message ends with the frame that has FIN set (control frames always do)
     fins = sum(v.split(AGGREGATOR).count("1") for r in rows for v in r if v)
     assert _count(ds, "ws_messages", name) == fins
@@ -79,35 +87,49 @@ def test_websocket_text_and_times_equal_tshark(ds: pcapflow.Dataset) -> None:
     """Uncompressed JSON-RPC: each message's text and ts_last to the nanosecond."""
     name = "deribit_jsonrpc_tls13.pcap"
     key = SAMPLES / name.replace(".pcap", ".keylog")
-    rows = fields(str(SAMPLES / name), ["frame.time_epoch", "websocket.payload.text"],
-                  display_filter="websocket.payload.text", options=[f"tls.keylog_file:{key}"],
-                  every=True)
+    rows = fields(
+        str(SAMPLES / name),
+        ["frame.time_epoch", "websocket.payload.text"],
+        display_filter="websocket.payload.text",
+        options=[f"tls.keylog_file:{key}"],
+        every=True,
+    )
     theirs = sorted((_ns(r[0]), redact_json_text(t)) for r in rows for t in r[1].split(AGGREGATOR))
     ours = ds.fetchall(
         "SELECT epoch_ns(ts_last), payload FROM ws_messages WHERE capture_id = ? "
-        "AND opcode = 'text' ORDER BY 1, 2", [_cid(ds, name)])
+        "AND opcode = 'text' ORDER BY 1, 2",
+        [_cid(ds, name)],
+    )
     assert len(ours) == len(theirs) > 100
     assert ours == theirs
 
 
 @pytest.mark.parametrize("name", ["fix44_plain.pcap", "fix44_sll2.pcap"])
 def test_fix_messages_equal_tshark(ds: pcapflow.Dataset, name: str) -> None:
-    rows = fields(str(SAMPLES / name), ["frame.time_epoch", "fix.MsgType"],
-                  display_filter="fix", every=True)
+    rows = fields(
+        str(SAMPLES / name), ["frame.time_epoch", "fix.MsgType"], display_filter="fix", every=True
+    )
     types = sorted(t for r in rows for t in r[1].split(AGGREGATOR))
-    ours = sorted(r[0] for r in ds.fetchall(
-        "SELECT msg_type FROM fix_messages WHERE capture_id = ?", [_cid(ds, name)]))
+    ours = sorted(
+        r[0]
+        for r in ds.fetchall(
+            "SELECT msg_type FROM fix_messages WHERE capture_id = ?", [_cid(ds, name)]
+        )
+    )
     assert ours == types
 
 
 def test_tls_metadata(ds: pcapflow.Dataset) -> None:
-    got = ds.fetchall("SELECT DISTINCT sni, tls_version, app_protocol FROM flows "
-                      "WHERE sni IS NOT NULL ORDER BY 1")
+    got = ds.fetchall(
+        "SELECT DISTINCT sni, tls_version, app_protocol FROM flows WHERE sni IS NOT NULL ORDER BY 1"
+    )
     names = {g[0] for g in got}
     assert {"api.binance.com", "ws-api.binance.com", "ws.okx.com", "www.deribit.com"} <= names
     assert {g[1] for g in got} == {"1.2", "1.3"}
-    assert ds.scalar("SELECT count(*) FROM anomalies WHERE code IN "
-                     "('missing_keys', 'decrypt_failed')") == 0
+    assert (
+        ds.scalar("SELECT count(*) FROM anomalies WHERE code IN ('missing_keys', 'decrypt_failed')")
+        == 0
+    )
 
 
 def test_reingest_replaces_only_that_capture(tmp_path: Path) -> None:
@@ -132,7 +154,8 @@ def test_stdin_and_gzip_give_the_same_rows(tmp_path: Path) -> None:
             args = [exe, "-m", "pcapflow.cli", *args[1:]]
         with open(cap, "rb") as fh:
             subprocess.run(args, stdin=fh, check=True, capture_output=True, timeout=120)
-    q = "SELECT flow_id, direction, msg_type, seq_num, epoch_ns(ts_last) FROM fix_messages ORDER BY ALL"
+    q = ("SELECT flow_id, direction, msg_type, seq_num, epoch_ns(ts_last) FROM fix_messages "
+         "ORDER BY ALL")
     a, b, c = (pcapflow.open(tmp_path / x).fetchall(q) for x in "abc")
     assert a == b == c and len(a) > 0
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-import pcapflow
 from paths import PUBLIC
 from test_tcp_analysis import KNOWN
+
+import pcapflow
 
 ENTRIES = json.loads((PUBLIC / "analysis.json").read_text()) if PUBLIC.exists() else []
 

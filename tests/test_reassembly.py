@@ -9,9 +9,10 @@ gets the same two times as the reference model computes:
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from pcapflow.parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 
 
@@ -40,7 +41,7 @@ def scenarios(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, int]]]:
     n = len(stream)
     # a covering segmentation, then extra copies (retransmissions, overlaps)
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=20))) | {0, n})
-    segs = [(a, b - a) for a, b in zip(cuts, cuts[1:]) if b > a]
+    segs = [(a, b - a) for a, b in itertools.pairwise(cuts) if b > a]
     extra = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 64)), max_size=15))
     segs += [(o, min(ln, n - o)) for o, ln in extra]
     order = draw(st.permutations(range(len(segs))))
@@ -48,7 +49,9 @@ def scenarios(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, int]]]:
     return stream, [(o, ln, 1000 + 10 * k) for k, (o, ln) in enumerate(arrival)]
 
 
-def run(stream: bytes, segments: list[tuple[int, int, int]], **kw: int) -> list[Piece | Gap | Conflict]:
+def run(
+    stream: bytes, segments: list[tuple[int, int, int]], **kw: int
+) -> list[Piece | Gap | Conflict]:
     r = StreamReassembler(**kw)
     out: list[Piece | Gap | Conflict] = []
     for off, ln, ts in segments:
@@ -59,7 +62,7 @@ def run(stream: bytes, segments: list[tuple[int, int, int]], **kw: int) -> list[
 
 @settings(max_examples=400, deadline=None)
 @given(scenarios())
-def test_any_segmentation_reassembles_with_reference_times(scn) -> None:  # noqa: ANN001
+def test_any_segmentation_reassembles_with_reference_times(scn) -> None:
     stream, segments = scn
     out = run(stream, segments)
     assert not [e for e in out if isinstance(e, (Gap, Conflict))]
@@ -75,7 +78,7 @@ def test_any_segmentation_reassembles_with_reference_times(scn) -> None:  # noqa
 
 @settings(max_examples=200, deadline=None)
 @given(scenarios(), st.data())
-def test_missing_bytes_become_gaps_and_rest_is_exact(scn, data) -> None:  # noqa: ANN001
+def test_missing_bytes_become_gaps_and_rest_is_exact(scn, data) -> None:
     stream, segments = scn
     # drop every copy covering one byte: it was never captured
     hole = data.draw(st.integers(0, len(stream) - 1))

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from pcapflow.parsers.errors import ConfigError
+from pcapflow.pipelines import store
+from pcapflow.pipelines.schemas import CAPTURES, LATENCY, UNMATCHED
 from typer.testing import CliRunner
 
 from pcapflow import analysis, html_report, plots, report
 from pcapflow.cli import app
 from pcapflow.dataset import Dataset
-from pcapflow.parsers.errors import ConfigError
-from pcapflow.pipelines import store
-from pcapflow.pipelines.schemas import CAPTURES, LATENCY, UNMATCHED
 
 QS = (0.5, 0.9, 0.99, 0.999)
 T0 = pd.Timestamp("2026-11-23T20:00:00Z").value  # ns
@@ -238,6 +238,10 @@ def test_unknown_exchange_and_bad_arguments(ds: Dataset) -> None:
         analysis.latency(ds, since="yesterday-ish")
     assert err.value.code == "bad_time"
     assert analysis.resolve_exchange(ds, "Binance, okx") == ["binance", "okx"]
+    with pytest.raises(ConfigError) as err:
+        analysis.latency(ds, capture="during.pcap")
+    assert err.value.code == "unknown_capture" and "after.pcap, before.pcap" in str(err.value)
+    assert analysis.resolve_capture(ds, "/captures/before.pcap") == ["aaaaaaaaaaaaaaaa"]
 
 
 def test_latency_frame_dtypes_and_order(ds: Dataset, synth: tuple[Path, pd.DataFrame]) -> None:

@@ -133,7 +133,8 @@ def test_zero_length_packets(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("pkt", "code"), [
     (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"x"), ihl=4), "bad_ip_header"),
     (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"x"), ihl=0), "bad_ip_header"),
-    (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"x"), total_length=9000), "ip_length_past_wire_length"),
+    (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"x"), total_length=9000),
+     "ip_length_past_wire_length"),
     (craft.ETH_HEADER + craft.ipv4(craft.tcp(b"x"), total_length=10), "bad_ip_header"),
     (craft.packet(b"x", data_offset=4), "bad_tcp_data_offset"),
     (craft.packet(b"x", data_offset=0), "bad_tcp_data_offset"),

@@ -78,7 +78,7 @@ def test_killed_ingest_leaves_before_or_after(states: tuple, tmp_path: Path, sig
     time.sleep(fraction * window)
     if proc.poll() is None:
         proc.send_signal(getattr(signal, signame))
-    _, err = proc.communicate(timeout=120)
+    proc.communicate(timeout=120)
     got = snapshot(data)
     assert got in (before, after), f"{signame} at {fraction:.0%}: a state that is neither"
     assert leftovers(data) == []

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.decode import IPPROTO_TCP, decode_chunk
 from pcapflow.parsers.tcp.analysis import EVENT_KINDS, FlowTracker

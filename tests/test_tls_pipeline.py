@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from paths import PUBLIC
 
 import pcapflow
-from paths import PUBLIC
 
 XFAIL = {"tls/lekensteyn/tls12-all-ciphersuites-dump.pcapng": "export-grade suites"}
 

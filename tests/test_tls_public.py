@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from paths import PUBLIC as ROOT
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.tls import KeyLog, TlsHandshakeInfo, TlsRecord, TlsSession
 from tcp_stream_util import read_tcp_streams
 
-from paths import PUBLIC as ROOT  # noqa: E402
 CHANGE_CIPHER_SPEC = 20
 
 # Out of scope on purpose (see parsers/tls/suites.py): export-grade suites.

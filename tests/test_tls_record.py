@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
+from paths import PUBLIC as ROOT
 from pcapflow.parsers.errors import DecodeError
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.tls import KeyLog, Plaintext, TlsHandshakeInfo, TlsRecord, TlsSession
@@ -22,7 +23,6 @@ from pcapflow.parsers.tls.handshake import MAX_HANDSHAKE_MESSAGE, HandshakeReass
 from pcapflow.parsers.tls.record import RawRecord, ReaderIssue, RecordReader
 from tcp_stream_util import read_tcp_streams
 
-from paths import PUBLIC as ROOT  # noqa: E402
 TLS13 = ("tls/ssldump/tls1.3_aes256gcm.pcap", "tls/ssldump/sslkeylog.txt")  # has KeyUpdate
 TLS12_CBC = (
     "tls/snet/tls_ECDHE-RSA-AES128-SHA256.pcap",

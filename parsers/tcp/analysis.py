@@ -110,7 +110,7 @@ def _lt_seq(a: int, b: int) -> bool:
 
 
 @numba.njit(cache=True, inline="always")
-def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):  # noqa: ANN001, ANN202
+def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):
     h = np.uint64(0x9E3779B97F4A7C15)
     for v in (a_hi, a_lo, b_hi, b_lo, np.uint64(a_port), np.uint64(b_port), np.uint64(proto)):
         h ^= v + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6)) + (h >> np.uint64(2))
@@ -120,12 +120,12 @@ def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):  # noqa: ANN001, ANN20
 
 
 @numba.njit(cache=True)
-def _kernel(  # noqa: PLR0912, PLR0913, PLR0915
+def _kernel(
     start, status, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ipv,
     flags, seq, ack, window, wscale, plen, wirelen, ts, index,
     table, fkey_hash, fstate, fcnt, dstate, nflows_arr,
     out_flow, out_dir, out_off, out_flags, out_ackoff,
-):  # noqa: ANN001, ANN202
+):
     """Process packets [start, n). Returns the index to resume at (n when done)."""
     n = status.shape[0]
     cap = fstate.shape[0]
@@ -262,7 +262,7 @@ def _kernel(  # noqa: PLR0912, PLR0913, PLR0915
 
 
 @numba.njit(cache=True)
-def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, out_off, i):  # noqa: ANN001, ANN202, PLR0912, PLR0913, PLR0915
+def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, out_off, i):
     """Wireshark-compatible sequence analysis of one TCP segment."""
     res = 0
     if ((fl & (SYN | ACK)) == (SYN | ACK) and dstate[fk, D_BASE_SET] == 1
@@ -392,15 +392,14 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
     nxt = (sq + seglen) & 0xFFFFFFFF
     if (fl & (SYN | FIN)) != 0:
         nxt = (nxt + 1) & 0xFFFFFFFF
-    if _gt_seq(nxt, nextseq) or not nset:
-        if (res & FLAG_ZERO_WINDOW_PROBE) == 0:
-            dstate[fk, D_NEXTSEQ] = nxt
-            dstate[fk, D_NEXTSEQ_SET] = 1
-            dstate[fk, D_NEXTSEQ_TS] = t
-    if dstate[fk, D_MAXSEQ_TBA_SET] == 0 or sq == dstate[fk, D_MAXSEQ_TBA]:
-        if (res & FLAG_ZERO_WINDOW_PROBE) == 0:
-            dstate[fk, D_MAXSEQ_TBA] = dstate[fk, D_NEXTSEQ]
-            dstate[fk, D_MAXSEQ_TBA_SET] = 1
+    if (_gt_seq(nxt, nextseq) or not nset) and (res & FLAG_ZERO_WINDOW_PROBE) == 0:
+        dstate[fk, D_NEXTSEQ] = nxt
+        dstate[fk, D_NEXTSEQ_SET] = 1
+        dstate[fk, D_NEXTSEQ_TS] = t
+    if (dstate[fk, D_MAXSEQ_TBA_SET] == 0 or sq == dstate[fk, D_MAXSEQ_TBA]) and (
+            res & FLAG_ZERO_WINDOW_PROBE) == 0:
+        dstate[fk, D_MAXSEQ_TBA] = dstate[fk, D_NEXTSEQ]
+        dstate[fk, D_MAXSEQ_TBA_SET] = 1
     dstate[fk, D_WINDOW] = win
     dstate[fk, D_WIN_VALID] = 1
     if (fl & ACK) != 0:
@@ -445,7 +444,7 @@ class FlowTracker:
         cap = self.fstate.shape[0] * 2
         for name in ("fkey_hash", "fstate", "fcnt", "dstate"):
             old = getattr(self, name)
-            shape = (cap * (2 if name == "dstate" else 1),) + old.shape[1:]
+            shape = (cap * (2 if name == "dstate" else 1), *old.shape[1:])
             new = np.zeros(shape, old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)

@@ -160,7 +160,9 @@ def apply(seeds: Sequence[bytes], index: int, ops: Sequence[tuple[int, int, int,
     return bytes(buf)
 
 
-def mutated(seeds: Sequence[bytes], *, max_ops: int = 6, raw_size: int = 2048) -> st.SearchStrategy[bytes]:
+def mutated(
+    seeds: Sequence[bytes], *, max_ops: int = 6, raw_size: int = 2048
+) -> st.SearchStrategy[bytes]:
     """Mutated seeds (mostly) and random bytes (sometimes)."""
     if not seeds:
         return st.binary(max_size=raw_size)

@@ -42,7 +42,7 @@ def _alarm(signum: int, frame: object) -> None:
 
 
 def _limit_memory(limit: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("target")
     ap.add_argument("--examples", type=int, default=None,
-                    help="hypothesis examples (default: the target's CI count x PCAPFLOW_FUZZ_LONG)")
+                    help="hypothesis examples (default: CI count x PCAPFLOW_FUZZ_LONG)")
     ap.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random)")
     ap.add_argument("--workdir", type=Path, default=Path("."))
     ap.add_argument("--memory", type=int, default=MEMORY_LIMIT, help="RLIMIT_AS in bytes")

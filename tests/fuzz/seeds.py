@@ -59,10 +59,11 @@ def public_entries() -> list[dict]:
 
 def _fingerprint() -> str:
     h = hashlib.sha256()
-    srcs = [*sample_captures(), *(PUBLIC / e["path"] for e in public_entries()), HERE / "seeds.py"]
+    srcs = [*sample_captures(), *(PUBLIC / e["path"] for e in public_entries()),
+            HERE / "seeds.py"]
     for p in srcs:
-        with_stat = p.stat() if p.exists() else None
-        h.update(f"{p}:{with_stat and with_stat.st_size}:{with_stat and with_stat.st_mtime_ns}".encode())
+        st = p.stat() if p.exists() else None
+        h.update(f"{p}:{st and st.st_size}:{st and st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -89,8 +90,9 @@ def _build() -> dict[str, list[bytes]]:
         if e["size"] <= SMALL_CAPTURE and (PUBLIC / e["path"]).exists()
     ]
     fix_plain = (SAMPLES / "fix44_plain.pcap").read_bytes()
+    sll2 = (SAMPLES / "fix44_sll2.pcap").read_bytes()
     captures = [*caps, *small_public, gzip.compress(fix_plain, 1),
-                zstandard.ZstdCompressor(level=1).compress((SAMPLES / "fix44_sll2.pcap").read_bytes())]
+                zstandard.ZstdCompressor(level=1).compress(sll2)]
     tls, plain = _tls_and_plaintext()
     fix = _streams_of(SAMPLES / "fix44_plain.pcap") + _streams_of(SAMPLES / "fix44_sll2.pcap")
     for e in public_entries():
