@@ -48,6 +48,7 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 MD_BURST = 8  # market-data messages per event-loop turn, then a short sleep
 MD_PAUSE_S = 0.0004
 SNAPSHOT_EVERY = 2_000  # one large fragmented snapshot per this many updates
+TCPDUMP_FLUSH_S = 2.5  # wait this long after the traffic before stopping tcpdump
 
 
 # ----------------------------------------------------------------------------------
@@ -235,7 +236,9 @@ def inside(a: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             counts = asyncio.run(client(port, a.keylog, a.md_conns, a.max_seconds))
             seconds = time.perf_counter() - t0
-            time.sleep(0.5)
+            # tcpdump reads the kernel ring a block at a time (1 s block timeout); a
+            # block still open at SIGINT is lost without being counted as dropped
+            time.sleep(TCPDUMP_FLUSH_S)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(10)
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=400_000,
                     help="market-data messages in all (split over --md-conns)")
     ap.add_argument("--md-conns", type=int, default=4)
-    ap.add_argument("--max-seconds", type=float, default=180.0)
+    ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--port", type=int, default=9443)
     ap.add_argument("--no-netns", action="store_true",
                     help="use the host's loopback (MTU 64 KiB) instead of a namespace")

@@ -384,7 +384,8 @@ def bootstrap_quantile_diff(
 
     ``a`` and ``b`` are resampled independently with replacement ``n_boot``
     times; the interval is the (1-ci)/2 and (1+ci)/2 quantiles of the resampled
-    differences. Values keep their unit (ns in, ns out).
+    differences. Values keep their unit (ns in, ns out). One row per quantile,
+    indexed ``p50``, ``p99``...; ``q`` holds the quantile as a fraction.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0 or b.size == 0:
@@ -395,11 +396,12 @@ def bootstrap_quantile_diff(
     lo, hi = np.quantile(diffs, [(1 - ci) / 2, (1 + ci) / 2], axis=0, method=QUANTILE_METHOD)
     qa = np.quantile(a, qs, method=QUANTILE_METHOD)
     qb = np.quantile(b, qs, method=QUANTILE_METHOD)
+    labels = pd.Index([quantile_column(q).removesuffix("_us") for q in qs], name="quantile")
     return pd.DataFrame({
-        "quantile": qs, "a": qa, "b": qb, "diff": qb - qa, "ci_low": lo, "ci_high": hi,
+        "q": qs, "a": qa, "b": qb, "diff": qb - qa, "ci_low": lo, "ci_high": hi,
         "n_a": a.size, "n_b": b.size,
         "significant": (lo > 0) | (hi < 0),
-    })
+    }, index=labels)
 
 
 def compare(
@@ -417,7 +419,7 @@ def compare(
 
     ``a``/``b``: Datasets (filtered with ``filters``, e.g. ``exchange="binance",
     capture="before.pcap"``), ``latency`` DataFrames, or arrays of ns. Returns
-    one row per quantile in µs: ``a_us``, ``b_us``, ``diff_us`` (b - a),
+    one row per quantile (index ``p50``, ``p99``...) in µs: ``a_us``, ``b_us``, ``diff_us`` (b - a),
     ``ci_low_us``/``ci_high_us`` (bootstrap percentile interval), ``n_a``,
     ``n_b`` and ``significant`` (the interval excludes 0).
 

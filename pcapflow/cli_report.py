@@ -24,6 +24,9 @@ out = Console()
 
 FORMATS = ("table", "json", "csv")
 LEGS = ("ack", "engine", "all")
+# Which option a ConfigError from the report is about (for the usage message).
+OPTION_OF_ERROR = {"unknown_venue": "--exchange", "bad_group": "--by", "bad_metric": "--metric",
+                   "unknown_capture": "--capture"}
 PIPE_WIDTH = 160
 """Width of table output when stdout is not a terminal."""
 
@@ -93,8 +96,7 @@ def report_cmd(
                                leg=None if leg == "all" else leg, metric=metric,
                                capture=capture)
         except ConfigError as err:
-            hint = {"unknown_venue": "--exchange", "bad_group": "--by",
-                    "bad_metric": "--metric", "unknown_capture": "--capture"}.get(err.code, "--since/--until")
+            hint = OPTION_OF_ERROR.get(err.code, "--since/--until")
             raise typer.BadParameter(str(err), param_hint=hint) from err
         emit(rep, fmt)
         for path in write_outputs(ds, rep, plot, html):

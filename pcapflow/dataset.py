@@ -39,6 +39,7 @@ class Dataset:
             with store.locked(self.path):
                 store.recover(self.path)
         self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
         self._make_views()
 
     def _make_views(self) -> None:

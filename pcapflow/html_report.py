@@ -12,13 +12,14 @@ import base64
 import html
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from . import __version__, analysis, plots
+from . import report as report_mod
 from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, format_us, key_text
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def render(
     *,
     captures: pd.DataFrame | None = None,
     unanswered: pd.DataFrame | None = None,
+    more_reports: Sequence[Report] = (),
     title: str = "pcapflow latency report",
 ) -> str:
     """The HTML document for a report, its figures (caption -> Figure) and context tables."""
@@ -108,6 +110,8 @@ def render(
         percentile_table(report),
     ]
     parts += [f'<p class="note">{_esc(n)}</p>' for n in report.notes]
+    for extra in more_reports:
+        parts += [f"<h2>{_esc(extra.title())}</h2>", percentile_table(extra)]
     for caption, fig in (figures or {}).items():
         parts += [f"<h2>{_esc(caption)}</h2>", _img(figure_png(fig), caption)]
     if unanswered is not None and len(unanswered):
@@ -119,7 +123,8 @@ def render(
 
 
 def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report") -> str:
-    """The full HTML report for ``report`` over ``ds``: tables plus all four figures."""
+    """The full HTML report for ``report`` over ``ds``: its table, the same by endpoint,
+    all four figures, the unanswered orders and the captures."""
     flt = report.filter()
     rows = analysis.latency_rows(ds, flt)
     figures = {
@@ -132,7 +137,13 @@ def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report"
                      "packets, first_ts, last_ts, flows FROM captures ORDER BY first_ts")
     unanswered = analysis.unmatched(ds, flt)[["venue", "capture_id", "flow_id", "endpoint",
                                                "kind", "correlation_id", "ts"]]
-    return render(report, figures, captures=captures, unanswered=unanswered, title=title)
+    more = []
+    if "endpoint" not in report.by:  # the detail a reader asks for next
+        more.append(report_mod.build(ds, by=[*report.by, "endpoint"], exchange=report.exchange,
+                                     since=report.since, until=report.until, leg=report.leg,
+                                     metric=report.metric, capture=report.capture))
+    return render(report, figures, captures=captures, unanswered=unanswered,
+                  more_reports=more, title=title)
 
 
 def write(path: str | os.PathLike[str], ds: Dataset, report: Report, **kw: str) -> Path:

@@ -248,10 +248,13 @@ class AppLayer:
     def _select(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
         tcp = (pf.flow_id >= 0) & (dec.proto == IPPROTO_TCP)
         want = tcp & ((dec.payload_caplen > 0) | ((dec.tcp_flags & (FIN | RST)) != 0))
-        if self.conns:
-            # ACKs of open connections: RTT samples, and gaps the peer acknowledged
-            live = np.fromiter(self.conns.keys(), np.int64, len(self.conns))
-            want |= tcp & ((dec.tcp_flags & ACK) != 0) & np.isin(pf.flow_id, live)
+        # ACKs of connections with data (open ones, and ones whose first data is in
+        # this chunk): RTT samples, and holes the peer acknowledged (capture gaps)
+        live = np.fromiter(self.conns.keys(), np.int64, len(self.conns))
+        fresh = np.unique(pf.flow_id[tcp & (dec.payload_caplen > 0)])
+        data_flows = np.union1d(live, fresh)
+        if data_flows.size:
+            want |= tcp & ((dec.tcp_flags & ACK) != 0) & np.isin(pf.flow_id, data_flows)
         return np.flatnonzero(want)
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,

@@ -194,10 +194,10 @@ REST_ACTIONS: list[tuple[object, ...]] = [
 
 _REPLY_COLUMNS = ("dialect", "order_id_paths", "error_paths", "unknown_codes")
 
-# Error codes are read from the first path that holds a value other than one
-# of OK_CODES; HTTP / WebSocket status >= 500 and ``unknown_codes`` mean the
-# outcome is unknown ("error"), other errors are rejects (venues.md 15.8).
-OK_CODES = ("0", "200000", "ok", "")
+# Error codes are read from the first path that holds a value other than a
+# success code (``ok_code`` in sql/common.sql: "0", "200000", "ok", "");
+# HTTP / WebSocket status >= 500 and ``unknown_codes`` mean the outcome is
+# unknown ("error"), other errors are rejects (venues.md 15.8).
 
 REST_REPLIES: list[tuple[object, ...]] = [
     ("binance", ["$.orderId", "$.amendedOrder.orderId", "$.newOrderResponse.orderId",
@@ -409,5 +409,4 @@ def rule_tables() -> dict[str, pa.Table]:
         "engine_streams": _table(_ENGINE_COLUMNS, ENGINE_STREAMS, {}),
         "engine_states": _table(("dialect", "state", "event_kind"),
                                 [tuple(r) for r in ENGINE_STATES], {}),
-        "ok_codes": pa.table({"code": list(OK_CODES)}),
     }

@@ -180,3 +180,19 @@ def test_generic_rest_matcher_for_unknown_hosts(tmp_path: Path) -> None:
     assert [(r["venue"], r["client_order_id"], r["status"], r["error_code"]) for r in lat] == [
         (None, "c1", "accepted", None), (None, "y1", "rejected", "10001")]
     assert out.flow_venue == {}
+
+
+def test_malformed_bodies_and_parameters_do_not_stop_matching(tmp_path: Path) -> None:
+    w = Wire()
+    f = w.flow(sni="api.binance.com")
+    w.http(f, 0, method="POST", path="/api/v3/order?newClientOrderId=%ff%fe&x&=&a=b=c",
+           body="newClientOrderId=ignored&&%zz", content_type="application/x-www-form-urlencoded")
+    w.http(f, 10, status=200, body='{"orderId": 1, "clientOrderId": ')  # truncated JSON
+    w.http(f, 20, method="POST", path="/api/v3/order", body="not json {",
+           content_type="application/json")
+    w.http(f, 30, status=400, body="Bad Request", content_type="text/plain")
+    lat = rows(w.match(tmp_path), "latency")
+    assert [(r["client_order_id"], r["status"], r["error_code"], r["exchange_order_id"])
+            for r in lat] == [("%ff%fe", "accepted", None, None),  # query wins, kept as sent
+                              (None, "rejected", "400", None)]
+    assert lat[1]["correlation_id"] == "#1"

@@ -17,7 +17,8 @@ CREATE OR REPLACE TEMP MACRO jkey(doc, path) AS
     CASE WHEN path IS NOT NULL AND json_valid(doc)
          THEN nullif(json_extract(doc, path)::VARCHAR, 'null') END;
 
--- Codes that mean success in the venues' error fields (venue_rules.OK_CODES).
+-- Codes that mean success in the venues' error fields (OKX "0", KuCoin
+-- "200000", Hyperliquid "ok"; an empty string is no code).
 CREATE OR REPLACE TEMP MACRO ok_code(v) AS v IN ('0', '200000', 'ok', '');
 
 -- First error code found at ``paths`` (ignoring success codes), else NULL.
@@ -36,20 +37,23 @@ CREATE OR REPLACE TEMP MACRO ack_status(transport_status, code, unknown_codes) A
 -- A percent-decoded form value; kept as sent when it does not decode to UTF-8.
 CREATE OR REPLACE TEMP MACRO form_value(v) AS coalesce(try(url_decode(v)), v);
 
--- One REST parameter: a JSON path into the body, or a name looked up in the
--- query string, then the form body, then the top level of a JSON body
--- (Binance accepts parameters in the query, the body, or both: merge them).
-CREATE OR REPLACE TEMP MACRO rest_param(query, form, body, name) AS
-    CASE WHEN starts_with(name, '$') THEN jstr(body, name)
-         ELSE coalesce(
-             form_value(nullif(regexp_extract('&' || coalesce(query, ''),
-                                               '&' || name || '=([^&]*)', 1), '')),
-             form_value(nullif(regexp_extract('&' || coalesce(form, ''),
-                                               '&' || name || '=([^&]*)', 1), '')),
-             jstr(body, '$.' || name)) END;
+-- ``a=1&b=2`` as a list of {k, v} (a list, not a MAP: keys may repeat).
+CREATE OR REPLACE TEMP MACRO form_pairs(s) AS
+    list_transform(list_filter(string_split(coalesce(s, ''), '&'), lambda kv: kv <> ''),
+                   lambda kv: {'k': form_value(split_part(kv, '=', 1)),
+                               'v': form_value(substr(kv, length(split_part(kv, '=', 1)) + 2))});
 
-CREATE OR REPLACE TEMP MACRO rest_params(query, form, body, names) AS
-    first_of(list_transform(names, lambda n: nullif(rest_param(query, form, body, n), '')));
+-- One REST parameter: a JSON path into the body, or a name looked up in the
+-- request's parameters (query string first, then the form body: Binance
+-- accepts them in either or both, so they are merged), then at the top level
+-- of a JSON body.
+CREATE OR REPLACE TEMP MACRO rest_param(params, body, name) AS
+    CASE WHEN starts_with(name, '$') THEN jstr(body, name)
+         ELSE coalesce(list_filter(params, lambda e: e.k = name)[1].v,
+                       jstr(body, '$.' || name)) END;
+
+CREATE OR REPLACE TEMP MACRO rest_params(params, body, names) AS
+    first_of(list_transform(names, lambda n: nullif(rest_param(params, body, n), '')));
 
 -- First non-empty value at ``paths`` (venues send "" for "no id": OKX ordId
 -- of a rejected order, Binance ``C`` of a new order).

@@ -13,9 +13,10 @@
 CREATE OR REPLACE TEMP TABLE rest_req AS
 SELECT m.flow_id, m.request_index, m.method,
        split_part(m.path, '?', 1) AS path_only,
-       CASE WHEN strpos(m.path, '?') > 0 THEN substr(m.path, strpos(m.path, '?') + 1) END
-           AS query,
-       CASE WHEN m.content_type ILIKE '%x-www-form-urlencoded%' THEN m.body END AS form,
+       form_pairs(CASE WHEN strpos(m.path, '?') > 0
+                       THEN substr(m.path, strpos(m.path, '?') + 1) END)
+       || form_pairs(CASE WHEN m.content_type ILIKE '%x-www-form-urlencoded%'
+                          THEN m.body END) AS params,
        CASE WHEN json_valid(m.body) THEN m.body END AS body,
        epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
        f.venue, f.dialect
@@ -28,13 +29,13 @@ CREATE OR REPLACE TEMP TABLE rest_orders AS
 SELECT 'rest:' || q.flow_id || ':' || q.request_index AS order_key,
        q.venue, q.flow_id, 'rest' AS protocol, q.method || ' ' || q.path_only AS endpoint,
        a.kind,
-       coalesce(rest_params(q.query, q.form, q.body, a.coid),
-                rest_params(q.query, q.form, q.body, a.orig_coid),
+       coalesce(rest_params(q.params, q.body, a.coid),
+                rest_params(q.params, q.body, a.orig_coid),
                 '#' || q.request_index) AS correlation_id,
        NULL::VARCHAR AS request_id,
-       rest_params(q.query, q.form, q.body, a.coid) AS client_order_id,
-       rest_params(q.query, q.form, q.body, a.orig_coid) AS orig_client_order_id,
-       rest_params(q.query, q.form, q.body, a.orig_order_id) AS target_order_id,
+       rest_params(q.params, q.body, a.coid) AS client_order_id,
+       rest_params(q.params, q.body, a.orig_coid) AS orig_client_order_id,
+       rest_params(q.params, q.body, a.orig_order_id) AS target_order_id,
        'http_messages' AS source_table, q.stream_offset, q.ts, q.ts_first, true AS decoded,
        a.dialect AS rule_dialect, q.request_index
 FROM rest_req q

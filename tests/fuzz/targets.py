@@ -510,15 +510,15 @@ def _seeds(name: str, extra: list[bytes] | None = None) -> Callable[[], list[byt
 
 
 TARGETS: dict[str, Target] = {
-    "capture": Target(run_capture, _seeds("capture"), 1500),
-    "decode": Target(run_decode, _seeds("capture"), 600),
-    "reassembly": Target(run_reassembly, lambda: REASSEMBLY_SEEDS, 1500),
-    "tls": Target(run_tls, _seeds("tls"), 400),
-    "http": Target(run_http, _seeds("http", HTTP_SEEDS), 800),
-    "websocket": Target(run_websocket, _seeds("websocket", WS_SEEDS), 800),
-    "inflate": Target(run_inflate, lambda: INFLATE_SEEDS, 300),
-    "fix": Target(run_fix, _seeds("fix", FIX_SEEDS), 800),
-    "keylog": Target(run_keylog, _seeds("keylog"), 1000),
-    "detect_redact": Target(run_detect_redact, _seeds("http", HTTP_SEEDS), 800),
-    "ingest": Target(run_ingest, _seeds("capture"), 60),
+    "capture": Target(run_capture, _seeds("capture"), 2000),
+    "decode": Target(run_decode, _seeds("capture"), 1500),
+    "reassembly": Target(run_reassembly, lambda: REASSEMBLY_SEEDS, 2000),
+    "tls": Target(run_tls, _seeds("tls"), 1200),
+    "http": Target(run_http, _seeds("http", HTTP_SEEDS), 2000),
+    "websocket": Target(run_websocket, _seeds("websocket", WS_SEEDS), 2500),
+    "inflate": Target(run_inflate, lambda: INFLATE_SEEDS, 1000),
+    "fix": Target(run_fix, _seeds("fix", FIX_SEEDS), 2500),
+    "keylog": Target(run_keylog, _seeds("keylog"), 2000),
+    "detect_redact": Target(run_detect_redact, _seeds("http", HTTP_SEEDS), 2000),
+    "ingest": Target(run_ingest, _seeds("capture"), 200),
 }

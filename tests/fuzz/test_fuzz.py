@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fuzzlib import PER_INPUT_SECONDS, long_factor
 from targets import TARGETS
 
 HERE = Path(__file__).resolve().parent
@@ -50,9 +51,10 @@ def run_child(target: str, workdir: Path, *args: str, budget: float) -> dict:
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_fuzz_target(target: str, tmp_path: Path) -> None:
     seed = os.environ.get("PCAPFLOW_FUZZ_SEED", str(CI_SEED))
-    budget = float(os.environ.get("PCAPFLOW_FUZZ_BUDGET", CHILD_BUDGET_S))
+    budget = float(os.environ.get("PCAPFLOW_FUZZ_BUDGET", CHILD_BUDGET_S * long_factor()))
     summary = run_child(target, tmp_path, "--seed", seed, budget=budget)
-    # the seeds plus the requested examples all ran (hypothesis may stop early only
-    # when it has exhausted a tiny search space)
-    assert summary["inputs"] >= min(len(TARGETS[target].seeds()), 1) + 1
-    assert summary["slowest_input_s"] <= 2.0 * 1.5
+    # every seed ran, and most of the examples (hypothesis skips duplicates)
+    examples = TARGETS[target].examples * long_factor()
+    assert summary["inputs"] >= len(TARGETS[target].seeds()) + examples // 2, summary
+    # the alarm can be swallowed (an exception raised in a gc callback is ignored)
+    assert summary["slowest_input_s"] <= 1.5 * PER_INPUT_SECONDS, summary
