@@ -16,8 +16,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import api
-from .dataset import Dataset, data_dir
 from .parsers.errors import PcapflowError
 
 app = typer.Typer(
@@ -84,6 +82,9 @@ def ingest(
             raise PcapflowError(f"{k}: key log file not found")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
+    from . import api  # noqa: PLC0415
+    from .dataset import data_dir  # noqa: PLC0415
+
     root = data_dir(data)
     sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
     with Progress(
@@ -176,6 +177,8 @@ def query(
     fmt: FormatOpt = "table",
 ) -> None:
     """Run DuckDB SQL over the dataset's tables."""
+    from .dataset import Dataset  # noqa: PLC0415
+
     with Dataset(data) as ds:
         try:
             df = ds.df(sql)
@@ -191,6 +194,8 @@ def flows(
     limit: Annotated[int, typer.Option("--limit", help="Rows to show")] = 50,
 ) -> None:
     """List connections: endpoints, protocol, venue, packets, retransmissions."""
+    from .dataset import Dataset  # noqa: PLC0415
+
     with Dataset(data) as ds:
         df = ds.df(
             "SELECT capture_id, flow_id, transport, client_ip || ':' || client_port AS client, "
@@ -217,7 +222,23 @@ def _register_command_modules() -> None:
         mod.register(app)
 
 
-_register_command_modules()
+CORE_COMMANDS = ("ingest", "query", "flows")
+
+
+def _core_command_only() -> bool:
+    """True when this process is ``pcapflow ingest|query|flows ...`` itself.
+
+    The report/demo/match modules pull in pandas and matplotlib (~0.5 s); a
+    command-line ingest does not need them, so it skips registering them.
+    Imported as a library (tests, notebooks), every command is registered.
+    """
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return (prog in ("pcapflow", "cli.py") and len(sys.argv) > 1
+            and sys.argv[1] in CORE_COMMANDS)
+
+
+if not _core_command_only():
+    _register_command_modules()
 
 
 def main() -> None:

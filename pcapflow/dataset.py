@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from .pipelines import store
 from .pipelines.schemas import TABLES
+
+if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` needs neither
+    import duckdb
+    import pandas as pd
 
 DEFAULT_DATA = "pcapflow_data"
 
@@ -38,6 +41,8 @@ class Dataset:
         if self.path.exists():
             with store.locked(self.path):
                 store.recover(self.path)
+        import duckdb  # noqa: PLC0415
+
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
         self._make_views()

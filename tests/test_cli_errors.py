@@ -1,8 +1,10 @@
 """Exit codes and error lines of the real ``pcapflow`` command (issue 6, scope 6).
 
 0 = success (a capture with recoverable damage included: its anomalies are
-counted), 1 = bad input, one line on stderr naming the file (and packet / byte
-offset where there is one) and no traceback, 2 = bad usage. Each case runs the
+counted and one ``warning:`` line names file, packet and byte offset; with
+``--strict`` that damage is exit 1), 1 = bad input, one line on stderr naming
+the file (and packet / byte offset where there is one) and no traceback,
+2 = bad usage. Each case runs the
 installed console script in a subprocess, as a user or a script would.
 """
 
@@ -85,14 +87,6 @@ def test_bad_sql_exits_1(files: Path) -> None:
     assert code == 1 and "query failed" in one_line(err)
 
 
-USAGE_TRACEBACK = pytest.mark.xfail(strict=True, reason=(
-    "pcapflow/cli.py main(): usage errors print a rich traceback and exit 1. typer now "
-    "vendors click (typer._click), so `isinstance(err, click.ClickException)` is False "
-    "and main() re-raises. Fix: catch typer's ClickException (or any exception with "
-    ".show() and .exit_code), call err.show(), exit 2."))
-
-
-@USAGE_TRACEBACK
 def test_bad_usage_exits_2(files: Path) -> None:
     for args in (["ingest", "--bogus"], ["ingest"], ["query", "select 1", "--format", "xml"]):
         code, _out, err = run(*args, "--data", "d", cwd=files)
@@ -100,20 +94,12 @@ def test_bad_usage_exits_2(files: Path) -> None:
         assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pcapflow/cli.py / pipelines/store.py: --data naming a regular file ends in a "
-    "NotADirectoryError traceback from Staging.__init__. Fix: check in the CLI (or "
-    "data_dir) and raise PcapflowError('--data X: not a directory')."))
 def test_data_that_is_a_file_exits_1(files: Path) -> None:
     code, _out, err = run("ingest", str(FIX), "--data", "not_a_dir", cwd=files)
     assert code == 1
     assert "not_a_dir" in one_line(err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pcapflow/cli.py: the error console is rich's Console(stderr=True), which wraps at 80 "
-    "columns when stderr is not a terminal, so a long error is two lines in a log. Fix: "
-    "console.print(..., soft_wrap=True) (or Console(soft_wrap=True))."))
 def test_error_stays_one_line_when_piped(files: Path) -> None:
     long_name = "a-rather-long-capture-file-name-from-a-trading-host-2024-06-06.pcap"
     (files / long_name).write_bytes(b"not a capture at all")
@@ -122,13 +108,17 @@ def test_error_stays_one_line_when_piped(files: Path) -> None:
     assert long_name in one_line(err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pcapflow/cli.py ingest: a truncated capture is only counted ('truncated_record 1'); "
-    "issue 6 asks for one warning line on stderr naming the file, packet and byte offset "
-    "(the anomaly detail already has them: 'packet N, byte offset X: ...')."))
 def test_truncated_capture_warns_where(files: Path) -> None:
     code, _out, err = run("ingest", "cut.pcap", "--data", "d", cwd=files)
     assert code == 0
     line = one_line(err)
+    assert line.startswith("warning:")
     assert "cut.pcap" in line and "packet 141" in line and "byte offset" in line
+
+
+def test_strict_makes_a_damaged_capture_exit_1(files: Path) -> None:
+    code, _out, err = run("ingest", "cut.pcap", "--strict", "--data", "d", cwd=files)
+    assert code == 1 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "cut.pcap" in last and "packet 141" in last
 

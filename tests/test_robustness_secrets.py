@@ -70,12 +70,12 @@ def all_secrets() -> set[bytes]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A dataset of every sample (CLI, ``--packets``), and the CLI's output."""
+    """A dataset of every sample (CLI, ``--packets --verbose``), and the CLI's output."""
     data = tmp_path_factory.mktemp("secrets") / "data"
     caps = sorted(str(p) for p in SAMPLES.glob("*.pcap*"))
     keys = [a for k in sorted(SAMPLES.glob("*.keylog")) for a in ("--keylog", str(k))]
-    proc = subprocess.run(cli("ingest", *caps, *keys, "--packets", "--data", str(data)),
-                          capture_output=True, text=True, timeout=600, env=child_env())
+    args = ["ingest", *caps, *keys, "--packets", "--verbose", "--data", str(data)]
+    proc = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600, env=child_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return data, proc.stdout + proc.stderr
 
