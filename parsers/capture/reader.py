@@ -63,12 +63,15 @@ def open_capture(
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
     f, path, own = _open_source(source)
+    raw = None
     try:
         raw = RawSource(f)
         magic = _guarded(raw.magic, path)
         stream, compression = decompressed(raw, magic)
         scanner, start = _read_head(stream, path, compression)
     except BaseException:
+        if raw is not None:
+            raw.close()
         if own:
             f.close()
         raise
@@ -242,6 +245,7 @@ class CaptureReader:
             self._stream.close()
         if self._own_file is not None:
             self._own_file.close()
+        self._raw.close()  # ends the hashing thread (sha256 stays readable)
 
     def _chunks(self) -> Iterator[PacketChunk]:
         carry = np.empty(0, np.uint8)

@@ -12,6 +12,8 @@ nothing. Nothing here holds more than one read's worth of data.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import io
 import zlib
 from typing import BinaryIO
@@ -26,13 +28,25 @@ ZSTD_MAX_WINDOW = 1 << 27  # 128 MiB: zstd's own default limit, stated so it is 
 DRAIN_BYTES = 1 << 20  # read size when draining the rest of a file for its hash
 
 
+# Raw reads whose hashing may still be running in the background thread: bounds
+# the copies held (each is one read, at most a chunk's worth of bytes).
+MAX_PENDING_HASHES = 2
+
+
 class RawSource(io.RawIOBase):
-    """Counts and hashes the raw bytes of ``f``; can look at the first four."""
+    """Counts and hashes the raw bytes of ``f``; can look at the first four.
+
+    SHA-256 runs in one background thread (``hashlib`` releases the GIL on large
+    updates), so hashing a capture overlaps with decoding it instead of adding
+    to it; updates stay in read order because a single worker runs them FIFO.
+    """
 
     def __init__(self, f: BinaryIO) -> None:
         super().__init__()
         self._f = f
         self._hash = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapflow-sha256")
+        self._pending: deque[Future[None]] = deque()
         self.bytes_read = 0
         self._ahead = b""  # bytes read by ``magic()`` and not yet handed out
         self.at_eof = False
@@ -50,7 +64,9 @@ class RawSource(io.RawIOBase):
         if got == 0:
             self.at_eof = True
             return 0
-        self._hash.update(memoryview(b)[:got])
+        self._pending.append(self._hasher.submit(self._hash.update, bytes(memoryview(b)[:got])))
+        while len(self._pending) > MAX_PENDING_HASHES:
+            self._pending.popleft().result()
         self.bytes_read += got
         return got
 
@@ -83,7 +99,15 @@ class RawSource(io.RawIOBase):
 
     @property
     def sha256(self) -> str:
+        while self._pending:
+            self._pending.popleft().result()
         return self._hash.hexdigest()
+
+    def close(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+        self._hasher.shutdown(wait=True)
+        super().close()
 
 
 class GzipStream(io.RawIOBase):
