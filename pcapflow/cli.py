@@ -82,8 +82,8 @@ def ingest(
             raise PcapflowError(f"{k}: key log file not found")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
-    from . import api  # noqa: PLC0415
-    from .dataset import data_dir  # noqa: PLC0415
+    from . import api
+    from .dataset import data_dir
 
     root = data_dir(data)
     sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
@@ -177,7 +177,7 @@ def query(
     fmt: FormatOpt = "table",
 ) -> None:
     """Run DuckDB SQL over the dataset's tables."""
-    from .dataset import Dataset  # noqa: PLC0415
+    from .dataset import Dataset
 
     with Dataset(data) as ds:
         try:
@@ -194,7 +194,7 @@ def flows(
     limit: Annotated[int, typer.Option("--limit", help="Rows to show")] = 50,
 ) -> None:
     """List connections: endpoints, protocol, venue, packets, retransmissions."""
-    from .dataset import Dataset  # noqa: PLC0415
+    from .dataset import Dataset
 
     with Dataset(data) as ds:
         df = ds.df(

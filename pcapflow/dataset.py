@@ -41,7 +41,7 @@ class Dataset:
         if self.path.exists():
             with store.locked(self.path):
                 store.recover(self.path)
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
