@@ -278,20 +278,9 @@ def _link_to_l3(d, start, caplen, linktype, out_vlan):
         hdr = 16 if linktype == LINKTYPE_LINUX_SLL else 20
         if start + hdr > end:
             return -1, 0, TRUNCATED_LINK
+        # the protocol field is an EtherType (RFC-less, see tcpdump.org/linktypes)
         etype = _u16(d, start + 14) if linktype == LINKTYPE_LINUX_SLL else _u16(d, start)
-        p = start + hdr
-        while etype == ETH_P_8021Q or etype == ETH_P_8021AD:
-            if p + 4 > end:
-                return -1, 0, TRUNCATED_LINK
-            if out_vlan[0] < 0:
-                out_vlan[0] = _u16(d, p) & 0x0FFF
-            etype = _u16(d, p + 2)
-            p += 4
-        if etype == ETH_P_IP:
-            return p, 4, OK
-        if etype == ETH_P_IPV6:
-            return p, 6, OK
-        return -1, 0, NOT_IP
+        return _ethertype(d, etype, start + hdr, end, out_vlan)
     return -1, 0, UNSUPPORTED_LINKTYPE
 
 
