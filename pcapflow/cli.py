@@ -243,15 +243,20 @@ if not _core_command_only():
 
 def main() -> None:
     """Console-script entry point: one line per error, never a traceback."""
+    from ._entry import INTERRUPTED
+
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: typer returns (rather than exits with) the code of
+        # an Exit, e.g. 130 when it turned a KeyboardInterrupt into Abort
+        rc = app(standalone_mode=False)
     except PcapflowError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        console.print("interrupted: the dataset is as it was before this ingest")
+        console.print(INTERRUPTED, highlight=False)
         sys.exit(130)
     except typer.Abort:
+        console.print(INTERRUPTED, highlight=False)
         sys.exit(130)
     except Exception as err:
         # click (vendored by typer) usage errors know how to show themselves: exit 2
@@ -267,6 +272,10 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
+    if isinstance(rc, int) and rc != 0:
+        if rc == 130:
+            console.print(INTERRUPTED, highlight=False)
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ TLS_HANDSHAKE = 22  # TLS ContentType handshake
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
 
+# Open connections parsed at once. Past it, the least recently active ones are
+# finished early (an anomaly says so): bounds memory on captures of scans or of
+# millions of short flows; a trading host has a few hundred.
+MAX_OPEN_CONNECTIONS = 20_000
+
 # Unacknowledged segments remembered per direction for RTT samples (as tshark's
 # TCP_MAX_UNACKED_SEGMENTS): bounds memory when the ACKs are not captured.
 MAX_UNACKED = 1000
@@ -138,7 +143,8 @@ class _Layer:
 class Connection:
     """Reassembly and parsing state of one TCP connection."""
 
-    __slots__ = ("fin", "flow_id", "info", "inner", "outer", "reasm", "sent_end", "unacked")
+    __slots__ = ("fin", "flow_id", "info", "inner", "last_ts", "outer", "reasm", "sent_end",
+                 "unacked")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None) -> None:
         self.flow_id = flow_id
@@ -147,6 +153,7 @@ class Connection:
         self.inner: _Layer | None = None
         self.info: dict[str, object] = {}
         self.fin = [False, False]
+        self.last_ts = 0
         # per direction: data segments not yet acknowledged, [end_offset, ts_sent, resent]
         self.unacked: tuple[deque[list[int]], deque[list[int]]] = (deque(), deque())
         self.sent_end = [0, 0]
@@ -293,6 +300,7 @@ class AppLayer:
                     conn.acked(1 - d, ack, ts, self.rtt_rows)
                 if conn.reasm[1 - d].held_bytes:
                     conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
+            conn.last_ts = ts
             flags = int(dec.tcp_flags[i])
             if flags & FIN:
                 conn.fin[d] = True
@@ -302,9 +310,21 @@ class AppLayer:
                 self._dispatch(events, rows, add_anomalies)
                 events = []
             self.last_ts = ts
+        if len(self.conns) > MAX_OPEN_CONNECTIONS:
+            self._evict(events)
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
         self._flush_rtt(staging)
+
+    def _evict(self, events: list[object]) -> None:
+        """Finish the least recently active connections beyond the cap."""
+        by_age = sorted(self.conns.values(), key=lambda c: c.last_ts)
+        for conn in by_age[: len(self.conns) - MAX_OPEN_CONNECTIONS]:
+            events.append(Anomaly(
+                ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tcp",
+                code="connection_evicted", detail=f"more than {MAX_OPEN_CONNECTIONS} open "
+                "connections: this idle one was finished early; later data is not parsed"))
+            self._close(conn.flow_id, conn.last_ts, events)
 
     def _flush_rtt(self, staging: object) -> None:
         if not self.rtt_rows:

@@ -41,7 +41,7 @@ def test_every_source_package_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
 
 def test_console_script(wheel: zipfile.ZipFile) -> None:
     eps = next(n for n in wheel.namelist() if n.endswith("entry_points.txt"))
-    assert "pcapflow = pcapflow.cli:main" in wheel.read(eps).decode()
+    assert "pcapflow = pcapflow._entry:main" in wheel.read(eps).decode()
 
 
 def test_no_stray_modules_in_the_tree() -> None:

@@ -337,12 +337,6 @@ def test_keylog_read_in_blocks_equals_whole(monkeypatch: pytest.MonkeyPatch, tmp
     assert all(a.get(r, lab) == v for r, labs in b._secrets.items() for lab, v in labs.items())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parsers/tcp/reassembly.py StreamReassembler: held segments live in a Python list "
-    "kept sorted with list.insert / pop(0), O(n) each, so n out-of-order segments cost "
-    "O(n^2): 80k reversed 1-byte segments take ~4 s, 150k ~15 s, millions never finish. "
-    "Fix: a structure with O(log n) insert/pop-min (heap or sortedcontainers-like "
-    "blocks), and a cap on the number of held segments (not only bytes)."))
 def test_many_out_of_order_segments_finish_quickly() -> None:
     """150,000 one-byte segments, each before the previous (worst case for a sorted list)."""
     code = textwrap.dedent("""

@@ -87,14 +87,8 @@ def test_killed_ingest_leaves_before_or_after(states: tuple, tmp_path: Path, sig
     # SIGINT's exit status and message: test_ctrl_c_prints_one_line
 
 
-CLI_DROPS_EXIT_CODE = pytest.mark.xfail(strict=True, reason=(
-    "pcapflow/cli.py main(): typer turns KeyboardInterrupt into Exit(130) and, with "
-    "standalone_mode=False, *returns* 130 from app(); main() ignores the return value, so "
-    "Ctrl-C during an ingest exits 0 silently (the ingest was rolled back). Fix: "
-    "rc = app(standalone_mode=False); if rc: print the one line and sys.exit(rc)."))
 
 
-@CLI_DROPS_EXIT_CODE
 def test_ctrl_c_prints_one_line(states: tuple, tmp_path: Path) -> None:
     base, before, _after, _window = states
     data = tmp_path / "data"
@@ -109,10 +103,6 @@ def test_ctrl_c_prints_one_line(states: tuple, tmp_path: Path) -> None:
     assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pcapflow/cli.py: Ctrl-C while the CLI is still importing (before main()'s try) "
-    "prints a KeyboardInterrupt traceback. Fix: install a SIGINT handler first thing in "
-    "the console script, or import the heavy modules inside main()'s try."))
 def test_ctrl_c_during_startup_prints_one_line(tmp_path: Path) -> None:
     proc = start_ingest(TARGET, tmp_path / "data")
     time.sleep(0.4)  # python is importing numpy/numba/pyarrow

@@ -28,6 +28,9 @@ from dataclasses import dataclass
 # Bytes held beyond a hole before the hole is declared a gap: a receive window's
 # worth on a fast link. Bounds memory per direction whatever the traffic does.
 DEFAULT_MAX_HELD = 8 << 20
+# Segments held beyond a hole before the hole is declared a gap. Bounds the cost
+# of keeping them sorted (a reversed flood of tiny segments would be quadratic).
+DEFAULT_MAX_HELD_SEGMENTS = 4096
 # Delivered pieces remembered (by reference, no copy) to compare retransmitted
 # copies against: enough for a retransmission timeout's worth of small messages.
 RECENT_PIECES = 16
@@ -65,12 +68,15 @@ class StreamReassembler:
     """Sans-IO reassembly of one direction's byte stream."""
 
     __slots__ = (
-        "_held", "_held_bytes", "_held_offsets", "_last_avail", "_recent", "max_held", "next",
+        "_held", "_held_bytes", "_held_offsets", "_last_avail", "_recent", "max_held",
+        "max_held_segments", "next",
     )
 
-    def __init__(self, start: int = 0, *, max_held: int = DEFAULT_MAX_HELD) -> None:
+    def __init__(self, start: int = 0, *, max_held: int = DEFAULT_MAX_HELD,
+                 max_held_segments: int = DEFAULT_MAX_HELD_SEGMENTS) -> None:
         self.next = start  # offset of the next byte to deliver
         self.max_held = max_held
+        self.max_held_segments = max_held_segments
         self._held: list[tuple[int, bytes, int]] = []  # (offset, data, ts), sorted
         self._held_offsets: list[int] = []
         self._held_bytes = 0
@@ -99,7 +105,8 @@ class StreamReassembler:
             return out
         self._hold(offset, data, ts, out)
         self._drain(out, ts)
-        if self._held_bytes > self.max_held:
+        while self._held and (self._held_bytes > self.max_held
+                              or len(self._held) > self.max_held_segments):
             self._skip_to_held(out, ts)
         return out
 

@@ -131,12 +131,11 @@ def run_decode(data: bytes) -> None:
 
 # --- TCP reassembly -----------------------------------------------------------------
 MODEL = 1 << 20  # stream bytes modelled exactly; beyond, only lengths are checked
-# KNOWN BUG, for the lead (parsers/tcp/reassembly.py, StreamReassembler.segment):
-# past max_held it evicts one held island per segment, so with many holes the held
-# bytes grow far past the cap. tests/regressions/reassembly/held_islands.bin is
-# xfail(strict) until it is fixed (it runs with PCAPFLOW_FUZZ_STRICT=1, which turns
-# every known-bug check back on); then set this to True.
-CHECK_HELD_CAP = bool(os.environ.get("PCAPFLOW_FUZZ_STRICT"))
+# A bug found by fuzzing (parsers/tcp/reassembly.py, StreamReassembler.segment):
+# past max_held it evicted one held island per segment, so with many holes the held
+# bytes grew far past the cap (tests/regressions/reassembly/held_islands.bin). Fixed:
+# the cap is now checked after every segment.
+CHECK_HELD_CAP = True
 OP_SIZE = 8
 
 
