@@ -172,3 +172,13 @@ def test_packets_table_is_opt_in(tmp_path: Path) -> None:
 
 def test_tshark_is_installed_in_ci() -> None:
     need_tshark()
+
+
+def test_pcapng_decryption_secrets_block_needs_no_key_log(tmp_path: Path) -> None:
+    """The key log embedded with `editcap --inject-secrets` decrypts on its own."""
+    cap = SAMPLES / "binance_rest_dsb.pcapng"
+    pcapflow.ingest([cap], data=tmp_path)
+    ds = pcapflow.open(tmp_path)
+    rows = fields(str(cap), ["http.request", "http.response"], display_filter="http")
+    assert ds.scalar("SELECT count(*) FROM http_messages") == len(rows) > 0
+    assert ds.scalar("SELECT count(*) FROM anomalies WHERE code = 'missing_keys'") == 0
