@@ -14,7 +14,6 @@ orchestrates: every pairing decision is in the SQL.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -146,12 +145,11 @@ def _partition_files(root: Path, table: str, capture_id: str) -> list[Path]:
 def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOutput:
     """Re-run matching on one committed capture; swaps its results in atomically.
 
-    The capture's other tables are hard-linked into the staging directory so
-    that ``Staging.commit`` (which replaces a capture's partitions as a whole)
-    puts them back unchanged; flows (with the new venues), orders, acks,
-    latency and unmatched are rewritten. A concurrent re-ingest of the same
-    capture between the read and the commit would be undone by this commit.
+    Only flows (with the new venues), orders, acks, latency and unmatched are
+    rewritten (``Staging.commit(tables=...)``); if the capture is re-ingested
+    between the read and the commit, the commit refuses (``StaleCapture``).
     """
+    expect = store.fingerprint(root, capture_id)
     files = {t: _partition_files(root, t, capture_id) for t in INPUT_TABLES}
     flow_files = _partition_files(root, "flows", capture_id)
     schema = _without_capture_id(TABLES["flows"])
@@ -160,19 +158,13 @@ def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOut
     result = match_tables(files, flows, resolver)
     staging = store.Staging(root)
     try:
-        for table in TABLES:
-            if table in REMATCHED:
-                continue
-            for f in _partition_files(root, table, capture_id):
-                (staging.dir / table).mkdir(parents=True, exist_ok=True)
-                os.link(f, staging.dir / table / f.name)
         venues = [result.flow_venue.get(i) for i in flows.column("flow_id").to_pylist()]
         flows = flows.set_column(flows.schema.get_field_index("venue"), "venue",
                                  pa.array(venues, type=pa.string()))
         staging.write("flows", flows)
         for table, rows in result.tables.items():
             staging.write(table, rows)
-        staging.commit(capture_id)
+        staging.commit(capture_id, tables=REMATCHED, expect=expect)
     except BaseException:
         staging.abort()
         raise

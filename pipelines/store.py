@@ -28,12 +28,13 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..parsers.errors import PcapflowError
 from .schemas import TABLES
 
 STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
@@ -129,6 +130,19 @@ def recover(root: Path) -> None:
                 shutil.rmtree(t, ignore_errors=True)
 
 
+class StaleCapture(PcapflowError):
+    """The capture changed between reading it and committing a derived result."""
+
+    code = "stale_capture"
+
+
+def fingerprint(root: Path, capture_id: str) -> str:
+    """Identifies one ingest of a capture (its ``captures`` partition files)."""
+    part = partition_dir(root, "captures", capture_id)
+    files = sorted(part.glob("*.parquet")) if part.exists() else []
+    return ";".join(f"{f.name}:{f.stat().st_ino}:{f.stat().st_mtime_ns}" for f in files)
+
+
 class Staging:
     """Writes one capture's tables into a private staging directory."""
 
@@ -185,14 +199,23 @@ class Staging:
                 w.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def commit(self, capture_id: str) -> None:
-        """Atomically replace every table's partition for ``capture_id``."""
+    def commit(self, capture_id: str, *, tables: Iterable[str] | None = None,
+               expect: str | None = None) -> None:
+        """Atomically replace ``capture_id``'s partitions: of every table, or of ``tables``.
+
+        ``expect``: the capture's ``fingerprint`` when the caller read it; if the
+        capture changed since (a concurrent re-ingest), nothing is replaced and
+        ``StaleCapture`` is raised.
+        """
         self.close_writers()
         self._fsync_all()
         with locked(self.root):
             recover(self.root)
+            if expect is not None and fingerprint(self.root, capture_id) != expect:
+                raise StaleCapture(
+                    f"capture {capture_id} was re-ingested meanwhile; run the command again")
             swaps: list[dict[str, str | None]] = []
-            for table in TABLES:
+            for table in TABLES if tables is None else dict.fromkeys(tables):
                 final = partition_dir(self.root, table, capture_id)
                 staged = self.dir / table
                 if final.exists() or staged.exists():
