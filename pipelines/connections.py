@@ -171,12 +171,13 @@ class Connection:
                 if item[0] > offset:
                     item[2] = 1
 
-    def acked(self, d: int, ack: int, ts: int, rows: list[tuple[int, ...]]) -> None:
+    def acked(self, d: int, ack: int, ts: int, with_data: bool,
+              rows: list[tuple[int, ...]]) -> None:
         """The peer acknowledged direction ``d`` up to ``ack``: emit RTT samples."""
         q = self.unacked[d]
         while q and q[0][0] <= ack:
             end, ts_sent, resent = q.popleft()
-            rows.append((self.flow_id, d, ts_sent, ts, end, resent))
+            rows.append((self.flow_id, d, ts_sent, ts, end, resent, int(with_data)))
 
     @property
     def waiting(self) -> bool:
@@ -297,7 +298,7 @@ class AppLayer:
             ack = int(pf.ack_offset[i])
             if ack >= 0:
                 if conn.unacked[1 - d]:
-                    conn.acked(1 - d, ack, ts, self.rtt_rows)
+                    conn.acked(1 - d, ack, ts, n > 0, self.rtt_rows)
                 if conn.reasm[1 - d].held_bytes:
                     conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
             conn.last_ts = ts
@@ -330,7 +331,7 @@ class AppLayer:
         if not self.rtt_rows:
             return
         cols = zip(*self.rtt_rows, strict=True)
-        fid, d, sent, ack, end, resent = (np.array(c, np.int64) for c in cols)
+        fid, d, sent, ack, end, resent, piggy = (np.array(c, np.int64) for c in cols)
         self.rtt_rows = []
         ts = pa.timestamp("ns", tz="UTC")
         staging.write("tcp_rtt", {  # type: ignore[attr-defined]
@@ -339,6 +340,7 @@ class AppLayer:
             "ts_sent": pa.array(sent).cast(ts), "ts_ack": pa.array(ack).cast(ts),
             "rtt_ns": pa.array(ack - sent), "end_offset": pa.array(end),
             "retransmitted": pa.array(resent.astype(bool)),
+            "piggybacked": pa.array(piggy.astype(bool)),
         })
 
     def _close(self, fid: int, ts: int, events: list[object]) -> None:

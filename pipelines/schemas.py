@@ -269,6 +269,12 @@ TCP_RTT = _schema(
         "Bytes of the segment were sent again before the ACK "
         "(the sample then includes a retransmission timeout: Karn's rule says distrust it)",
     ),
+    _f(
+        "piggybacked",
+        pa.bool_(),
+        "The ACK came on a data segment (e.g. the exchange's reply itself): the sample then "
+        "includes the peer's processing time and is not a network round trip",
+    ),
 )
 
 _ORDER_KEYS = (

@@ -5,12 +5,14 @@
 -- from tcp_rtt: the row of the order's flow whose ts_sent is the order's
 -- ts_last, i.e. the data segment carrying the order's last byte (for TLS, the
 -- end of the record holding it), first transmission; exchange_ns =
--- latency_ns - network_rtt_ns is an estimate (the ACK may be delayed).
+-- latency_ns - network_rtt_ns is an estimate (the ACK may be delayed). An ACK
+-- that rode on a data segment (typically the reply itself, on REST) measures the
+-- exchange's processing too, so it gives no network_rtt_ns (null, not zero).
 -- Input: all_orders, all_acks, engine_acks, tcp_rtt.
 
 CREATE OR REPLACE TEMP TABLE rtt_by_segment AS
 SELECT flow_id, epoch_ns(ts_sent) AS ts, min(rtt_ns) AS rtt_ns
-FROM tcp_rtt WHERE direction = 'out' GROUP BY ALL;
+FROM tcp_rtt WHERE direction = 'out' AND NOT coalesce(piggybacked, false) GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE out_orders AS
 SELECT * FROM all_orders;
