@@ -225,9 +225,10 @@ def test_without_key_log_pairs_from_tls_record_timing(
 
 def test_network_rtt_only_from_pure_acks(dataset: pcapflow.Dataset) -> None:
     """network_rtt_ns is the tcp_rtt sample of the order's last segment, unless the
-    ACK covering it came on a data segment (then it is null, never zero)."""
+    ACK covering it came on a data segment or after a retransmission (Karn's rule):
+    then it is null, never zero."""
     rows = dataset.fetchall("""
-        SELECT l.network_rtt_ns, r.rtt_ns, r.piggybacked
+        SELECT l.network_rtt_ns, r.rtt_ns, r.piggybacked OR r.retransmitted
         FROM latency l JOIN tcp_rtt r ON r.capture_id = l.capture_id
          AND r.flow_id = l.flow_id AND r.direction = 'out' AND r.ts_sent = l.order_ts
         WHERE l.leg = 'ack' AND l.decoded""")

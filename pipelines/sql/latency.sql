@@ -7,12 +7,15 @@
 -- end of the record holding it), first transmission; exchange_ns =
 -- latency_ns - network_rtt_ns is an estimate (the ACK may be delayed). An ACK
 -- that rode on a data segment (typically the reply itself, on REST) measures the
--- exchange's processing too, so it gives no network_rtt_ns (null, not zero).
+-- exchange's processing too, so it gives no network_rtt_ns (null, not zero);
+-- nor does a segment that was retransmitted before its ACK (Karn's rule).
 -- Input: all_orders, all_acks, engine_acks, tcp_rtt.
 
 CREATE OR REPLACE TEMP TABLE rtt_by_segment AS
 SELECT flow_id, epoch_ns(ts_sent) AS ts, min(rtt_ns) AS rtt_ns
-FROM tcp_rtt WHERE direction = 'out' AND NOT coalesce(piggybacked, false) GROUP BY ALL;
+FROM tcp_rtt WHERE direction = 'out' AND NOT coalesce(piggybacked, false)
+  AND NOT coalesce(retransmitted, false)  -- Karn: an ACK after a resend is ambiguous
+GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE out_orders AS
 SELECT * FROM all_orders;
