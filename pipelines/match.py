@@ -28,6 +28,7 @@ from .ingest import MatchOutput
 from .schemas import ACKS, LATENCY, ORDERS, TABLES, UNMATCHED
 from .venue_rules import FlowFacts, Resolver, rule_tables
 
+MESSAGE_TABLES = ("http_messages", "ws_messages", "fix_messages", "tls_records")
 INPUT_TABLES = ("http_messages", "ws_messages", "fix_messages", "tls_records", "tcp_rtt")
 SQL_FILES = ("common", "rest", "websocket", "fix", "encrypted", "combine", "engine",
              "latency")
@@ -108,6 +109,9 @@ def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
                  resolver: Resolver) -> MatchOutput:
     """Match one capture whose message tables are the Parquet ``files`` per table."""
+    if not any(p.exists() for t in MESSAGE_TABLES for p in files.get(t, ())):
+        # Nothing to pair (a TCP-only or unparsed capture): venues only, no SQL run.
+        return _venues_only(flows, resolver)
     con = duckdb.connect()
     try:
         _load_inputs(con, files)
@@ -126,6 +130,16 @@ def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
     finally:
         con.close()
     return MatchOutput(flow_venue=flow_venue, tables=out)
+
+
+def _venues_only(flows: pa.Table, resolver: Resolver) -> MatchOutput:
+    rules = flow_rules(flows, resolver, {})
+    venue = dict(zip(rules.column("flow_id").to_pylist(), rules.column("venue").to_pylist(),
+                     strict=True))
+    empty = {t: pa.Table.from_pylist([], schema=_without_capture_id(schema))
+             for t, (_temp, schema) in OUTPUTS.items()}
+    return MatchOutput(flow_venue={int(f): str(v) for f, v in venue.items() if v is not None},
+                       tables=empty)
 
 
 def match_staged(stage_dir: Path, flows: pa.Table, rules: Resolver) -> MatchOutput:
