@@ -289,6 +289,9 @@ class AppLayer:
                 if n == 0:
                     continue
                 conn = self.conns[fid] = Connection(fid, self.keylog)
+                conn.last_ts = ts  # the newest: never the one evicted
+                if len(self.conns) > MAX_OPEN_CONNECTIONS:
+                    self._evict(events)
             if n:
                 start = int(dec.payload_offset[i])
                 off = int(pf.stream_offset[i])
@@ -311,16 +314,19 @@ class AppLayer:
                 self._dispatch(events, rows, add_anomalies)
                 events = []
             self.last_ts = ts
-        if len(self.conns) > MAX_OPEN_CONNECTIONS:
-            self._evict(events)
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
         self._flush_rtt(staging)
 
     def _evict(self, events: list[object]) -> None:
-        """Finish the least recently active connections beyond the cap."""
+        """Finish the least recently active connections, down to 90% of the cap.
+
+        Evicting a tenth at a time keeps the sort's cost amortised over the many
+        new connections that filled the gap.
+        """
+        keep = MAX_OPEN_CONNECTIONS * 9 // 10
         by_age = sorted(self.conns.values(), key=lambda c: c.last_ts)
-        for conn in by_age[: len(self.conns) - MAX_OPEN_CONNECTIONS]:
+        for conn in by_age[: len(self.conns) - keep]:
             events.append(Anomaly(
                 ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tcp",
                 code="connection_evicted", detail=f"more than {MAX_OPEN_CONNECTIONS} open "

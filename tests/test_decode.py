@@ -9,7 +9,7 @@ import struct
 import dpkt
 import pytest
 from dpkt_chunk import chunk_of, records
-from paths import PUBLIC
+from paths import PUBLIC, SAMPLES
 from pcapflow.parsers import decode as D
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import (
@@ -144,9 +144,13 @@ def _public_files(linktypes: set[str]) -> list[str]:
             if any(t in (e.get("cap") or {}).get("encap", "") for t in linktypes)]
 
 
-@pytest.mark.parametrize("rel", _public_files({"Ethernet", "Linux cooked", "Raw IP", "NULL"}))
+SAMPLE_FILES = sorted(str(p) for p in SAMPLES.glob("*.pcap*"))
+
+
+@pytest.mark.parametrize("rel", _public_files({"Ethernet", "Linux cooked", "Raw IP", "NULL"})
+                         + SAMPLE_FILES)
 def test_every_tcp_header_matches_dpkt(rel: str) -> None:
-    path = PUBLIC / rel
+    path = PUBLIC / rel  # an absolute sample path stays as it is
     try:
         recs, lt = records(str(path))
     except Exception as err:  # dpkt cannot read it: not an oracle for this file

@@ -182,3 +182,17 @@ def test_pcapng_decryption_secrets_block_needs_no_key_log(tmp_path: Path) -> Non
     rows = fields(str(cap), ["http.request", "http.response"], display_filter="http")
     assert ds.scalar("SELECT count(*) FROM http_messages") == len(rows) > 0
     assert ds.scalar("SELECT count(*) FROM anomalies WHERE code = 'missing_keys'") == 0
+
+
+def test_jobs_ingest_in_parallel_processes_gives_the_same_rows(tmp_path: Path) -> None:
+    caps = [SAMPLES / "fix44_plain.pcap", SAMPLES / "okx_ws_tls12.pcap"]
+    keys = [SAMPLES / "okx_ws_tls12.keylog"]
+    pcapflow.ingest(caps, keylog=keys, data=tmp_path / "seq")
+    pcapflow.ingest(caps, keylog=keys, data=tmp_path / "par", jobs=2)
+    q = ("SELECT capture_id, flow_id, direction, opcode, payload, epoch_ns(ts_last) "
+         "FROM ws_messages ORDER BY ALL")
+    a = pcapflow.open(tmp_path / "seq").fetchall(q)
+    b = pcapflow.open(tmp_path / "par").fetchall(q)
+    assert a == b and len(a) > 100
+    q = "SELECT capture_id, venue, latency_ns FROM latency ORDER BY ALL"
+    assert pcapflow.open(tmp_path / "seq").fetchall(q) == pcapflow.open(tmp_path / "par").fetchall(q)
