@@ -195,4 +195,5 @@ def test_jobs_ingest_in_parallel_processes_gives_the_same_rows(tmp_path: Path) -
     b = pcapflow.open(tmp_path / "par").fetchall(q)
     assert a == b and len(a) > 100
     q = "SELECT capture_id, venue, latency_ns FROM latency ORDER BY ALL"
-    assert pcapflow.open(tmp_path / "seq").fetchall(q) == pcapflow.open(tmp_path / "par").fetchall(q)
+    seq, par = (pcapflow.open(tmp_path / d).fetchall(q) for d in ("seq", "par"))
+    assert seq == par
