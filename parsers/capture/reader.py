@@ -187,6 +187,9 @@ class CaptureReader:
         """Every capture-layer anomaly so far (also on the chunk that met it)."""
         self._raw = raw
         self._stream = stream
+        # Uncompressed: _fill reads straight into fresh chunk buffers it never writes
+        # again, so the background hash may read them in place (no copy).
+        raw.owned_buffers = stream is raw
         self._scanner = scanner
         self._start = start
         self._own_file = own_file

@@ -47,6 +47,10 @@ class RawSource(io.RawIOBase):
         self._hash = hashlib.sha256()
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapflow-sha256")
         self._pending: deque[Future[None]] = deque()
+        # True while the caller promises never to write again into a buffer it had
+        # filled (the capture reader allocates a fresh one per chunk): the hash then
+        # reads it in place instead of from a copy.
+        self.owned_buffers = False
         self.bytes_read = 0
         self._ahead = b""  # bytes read by ``magic()`` and not yet handed out
         self.at_eof = False
@@ -64,7 +68,9 @@ class RawSource(io.RawIOBase):
         if got == 0:
             self.at_eof = True
             return 0
-        self._pending.append(self._hasher.submit(self._hash.update, bytes(memoryview(b)[:got])))
+        view = memoryview(b)[:got]
+        data = view if self.owned_buffers else bytes(view)
+        self._pending.append(self._hasher.submit(self._hash.update, data))
         while len(self._pending) > MAX_PENDING_HASHES:
             self._pending.popleft().result()
         self.bytes_read += got
@@ -92,7 +98,8 @@ class RawSource(io.RawIOBase):
 
     def drain(self) -> None:
         """Read (and hash) the rest of the raw input, so ``sha256`` covers the file."""
-        buf = bytearray(DRAIN_BYTES)
+        buf = bytearray(DRAIN_BYTES)  # reused below: never hashed in place
+        self.owned_buffers = False
         self._ahead = b""
         while self.readinto(buf):
             pass
