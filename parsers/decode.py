@@ -155,6 +155,19 @@ def _u64(d: np.ndarray, i: int) -> np.uint64:
     return v
 
 
+@numba.njit(cache=True, inline="always")
+def _by_version(d, p, end, otherwise):
+    """An IP header at ``p`` whose family only its version nibble tells."""
+    if p >= end:
+        return -1, 0, TRUNCATED_LINK
+    v = d[p] >> 4
+    if v == 4:
+        return p, 4, OK
+    if v == 6:
+        return p, 6, OK
+    return -1, 0, otherwise
+
+
 @numba.njit(cache=True)
 def _ethertype(d, etype, p, end, out_vlan):
     """Continue after an EtherType at ``p``: VLAN tags, MPLS, PBB, LLC/SNAP, then IP.
@@ -183,13 +196,9 @@ def _ethertype(d, etype, p, end, out_vlan):
             if bottom:
                 # the payload's type is not signalled: look at the version nibble;
                 # otherwise an Ethernet pseudowire (RFC 4448) without control word
-                if p >= end:
-                    return -1, 0, TRUNCATED_LINK
-                v = d[p] >> 4
-                if v == 4:
-                    return p, 4, OK
-                if v == 6:
-                    return p, 6, OK
+                q, fam, st = _by_version(d, p, end, NOT_IP)
+                if st != NOT_IP:
+                    return q, fam, st
                 if p + 14 > end:
                     return -1, 0, NOT_IP
                 etype = _u16(d, p + 12)
@@ -245,14 +254,7 @@ def _link_to_l3(d, start, caplen, linktype, out_vlan):
         linktype == LINKTYPE_RAW_OPENBSD or linktype == LINKTYPE_IPV4
         or linktype == LINKTYPE_IPV6
     ):
-        if caplen < 1:
-            return -1, 0, TRUNCATED_LINK
-        v = d[start] >> 4
-        if v == 4:
-            return start, 4, OK
-        if v == 6:
-            return start, 6, OK
-        return -1, 0, BAD_IP_VERSION
+        return _by_version(d, start, end, BAD_IP_VERSION)
     if linktype == LINKTYPE_C_HDLC:
         if start + 4 > end:
             return -1, 0, TRUNCATED_LINK
@@ -267,11 +269,7 @@ def _link_to_l3(d, start, caplen, linktype, out_vlan):
             if tlen < 4:
                 return -1, 0, TRUNCATED_LINK
             if ttype == NFULA_PAYLOAD:
-                q = p + 4
-                if q >= end:
-                    return -1, 0, TRUNCATED_LINK
-                v = d[q] >> 4
-                return (q, 4, OK) if v == 4 else ((q, 6, OK) if v == 6 else (-1, 0, NOT_IP))
+                return _by_version(d, p + 4, end, NOT_IP)
             p += (tlen + 3) & ~3
         return -1, 0, NOT_IP
     if linktype == LINKTYPE_LINUX_SLL or linktype == LINKTYPE_LINUX_SLL2:
