@@ -48,21 +48,23 @@ class Dataset:
         self._make_views()
 
     def _make_views(self) -> None:
+        """One view per table, always with the table's declared columns.
+
+        Each view is the declared (empty) table UNION ALL BY NAME the files on
+        disk: a column a dataset written by an older pcapflow lacks reads as NULL
+        of its declared type, instead of breaking every query.
+        """
         for table, schema in TABLES.items():
+            empty = pa.Table.from_pylist([], schema=schema)
+            self.con.register(f"_empty_{table}", empty)
             files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
+            source = f"SELECT * FROM _empty_{table}"
             if files:
                 glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
-                cols = ", ".join(f'"{f.name}"' for f in schema)
-                self.con.execute(
-                    f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM read_parquet("
-                    f"{glob}, hive_partitioning = true, union_by_name = true)"
-                )
-            else:
-                empty = pa.Table.from_pylist([], schema=schema)
-                self.con.register(f"_empty_{table}", empty)
-                self.con.execute(
-                    f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM _empty_{table}"
-                )
+                source += (f" UNION ALL BY NAME SELECT * FROM read_parquet({glob}, "
+                           "hive_partitioning = true, union_by_name = true)")
+            cols = ", ".join(f'"{f.name}"' for f in schema)
+            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
 
     @property
     def tables(self) -> list[str]:

@@ -56,16 +56,19 @@ def _without_capture_id(schema: pa.Schema) -> pa.Schema:
 
 
 def _load_inputs(con: duckdb.DuckDBPyConnection, files: Mapping[str, Sequence[Path]]) -> None:
+    """A view per input table with its declared columns; missing columns (files
+    written by an older pcapflow) read as NULL of their declared type."""
     for table in INPUT_TABLES:
         schema = _without_capture_id(TABLES[table])
+        con.register(f"_empty_{table}", pa.Table.from_pylist([], schema=schema))
         paths = [p for p in files.get(table, ()) if p.exists()]
+        source = f"SELECT * FROM _empty_{table}"
         if paths:
-            cols = ", ".join(f'"{f.name}"' for f in schema)
             listing = ", ".join(_sql_str(str(p)) for p in paths)
-            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM "
-                        f"read_parquet([{listing}], union_by_name = true)")
-        else:
-            con.register(table, pa.Table.from_pylist([], schema=schema))
+            source += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], "
+                       "union_by_name = true)")
+        cols = ", ".join(f'"{f.name}"' for f in schema)
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
 
 
 def _comp_ids(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str | None, str | None]]:

@@ -210,3 +210,22 @@ def test_open_connections_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ds = pcapflow.open(tmp_path)
     assert ds.scalar("SELECT count(*) FROM anomalies WHERE code = 'connection_evicted'") >= 1
     assert ds.scalar("SELECT count(*) FROM ws_messages") > 0
+
+
+def test_a_dataset_from_an_older_version_still_reads(tmp_path: Path) -> None:
+    """A column added to a table later reads as NULL in files written before it."""
+    import pyarrow.parquet as pq
+
+    from pcapflow.pipelines.match import rematch
+    from pcapflow.venues import registry
+
+    pcapflow.ingest([SAMPLES / "okx_ws_tls12.pcap"], keylog=[SAMPLES / "okx_ws_tls12.keylog"],
+                    data=tmp_path)
+    for f in (tmp_path / "tcp_rtt").rglob("*.parquet"):  # as written before `piggybacked`
+        pq.write_table(pq.read_table(f).drop_columns(["piggybacked"]), f)
+    ds = pcapflow.open(tmp_path)
+    n, known = ds.fetchone("SELECT count(*), count(piggybacked) FROM tcp_rtt")
+    assert n > 0 and known == 0
+    before = ds.scalar("SELECT count(*) FROM latency")
+    rematch(tmp_path, registry(None))
+    assert pcapflow.open(tmp_path).scalar("SELECT count(*) FROM latency") == before > 0
