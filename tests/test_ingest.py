@@ -215,8 +215,8 @@ def test_open_connections_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_a_dataset_from_an_older_version_still_reads(tmp_path: Path) -> None:
     """A column added to a table later reads as NULL in files written before it."""
     import pyarrow.parquet as pq
-
     from pcapflow.pipelines.match import rematch
+
     from pcapflow.venues import registry
 
     pcapflow.ingest([SAMPLES / "okx_ws_tls12.pcap"], keylog=[SAMPLES / "okx_ws_tls12.keylog"],
