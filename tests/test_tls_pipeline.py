@@ -9,24 +9,15 @@ tabs (see test_tls_public.py): decrypted, non-empty, not ChangeCipherSpec.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from paths import PUBLIC
+from test_tls_public import ENTRIES  # the keyed captures tshark decrypts
 
 import pcapflow
 
 XFAIL = {"tls/lekensteyn/tls12-all-ciphersuites-dump.pcapng": "export-grade suites"}
 
 
-def _entries() -> list[dict]:
-    if not (PUBLIC / "analysis.json").exists():
-        return []
-    data = json.loads((PUBLIC / "analysis.json").read_text())
-    return [e for e in data if e.get("key") and e.get("dec_key")]
-
-
-ENTRIES = _entries()
 
 
 @pytest.fixture(scope="module")
