@@ -18,8 +18,11 @@ Every event is a frozen, slotted, keyword-only dataclass (STYLE.md rule 3).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import numpy as np
 
 Direction = Literal["out", "in"]
 """``out`` = client (us, the SYN sender) to server (exchange); ``in`` = back."""
@@ -39,6 +42,39 @@ class Anomaly:
     code: str
     detail: str = ""
     stream_offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive in-order pieces of one direction, joined (the batch form of ``feed``).
+
+    Piece ``i`` is ``data[ends[i-1]:ends[i]]`` (``ends`` are relative, increasing,
+    int64; ``ends[-1] == len(data)``) with times ``ts_first[i]``, ``ts_last[i]``.
+    Feeding a ``Run`` to ``feed_many`` must give exactly the events of feeding its
+    pieces one by one to ``feed``.
+    """
+
+    data: bytes
+    ends: np.ndarray
+    ts_first: np.ndarray
+    ts_last: np.ndarray
+
+    def pieces(self) -> Iterator[tuple[bytes, int, int]]:
+        """The pieces as ``(data, ts_first, ts_last)``."""
+        data, start = self.data, 0
+        for end, t1, t2 in zip(self.ends.tolist(), self.ts_first.tolist(),
+                               self.ts_last.tolist(), strict=True):
+            yield data[start:end], t1, t2
+            start = end
+
+
+def feed_pieces(parser: object, direction: Direction, run: Run) -> list[object]:
+    """``feed_many`` for parsers without a batch path: ``feed`` piece by piece."""
+    out: list[object] = []
+    feed = parser.feed  # type: ignore[attr-defined]
+    for data, t1, t2 in run.pieces():
+        out += feed(direction, data, t1, t2)
+    return out
 
 
 class Event(Protocol):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from .deflate import PerMessageDeflateParams
-from .events import Anomaly, Direction
+from .events import Anomaly, Direction, Run, feed_pieces
 from .http_body import decode_content
 from .http_syntax import (
     CHUNK_SIZE,
@@ -192,6 +192,13 @@ class HttpSession:
         events: list[object] = []
         self._run(direction, events)
         return events
+
+    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+        """A run of in-order pieces: WebSocket's batch path after the upgrade."""
+        if self._sides[direction].state is State.WEBSOCKET:
+            assert self.websocket is not None
+            return self.websocket.feed_many(direction, run)
+        return feed_pieces(self, direction, run)
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes never captured: skip them inside a body, else stop."""

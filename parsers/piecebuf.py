@@ -17,6 +17,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from operator import itemgetter
 
+import numpy as np
+
+from .events import Run
+
 _END = itemgetter(0)
 
 
@@ -44,6 +48,23 @@ class PieceBuffer:
             return
         self.data += data
         self.pieces.append((self.end, ts_first, ts_last))
+
+    def append_run(self, run: Run) -> None:
+        """Add a run of in-order pieces at once (same state as appending each)."""
+        if not run.data:
+            return
+        base = self.end
+        self.data += run.data
+        lengths = np.diff(run.ends, prepend=0)
+        keep = lengths > 0
+        self.pieces.extend(zip((run.ends[keep] + base).tolist(), run.ts_first[keep].tolist(),
+                               run.ts_last[keep].tolist(), strict=True))
+
+    def times_many(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``times_at`` for many buffered offsets: arrays ``(ts_first, ts_last)``."""
+        a = np.array(self.pieces, dtype=np.int64).reshape(-1, 3)
+        i = np.minimum(np.searchsorted(a[:, 0], offsets, "right"), a.shape[0] - 1)
+        return a[i, 1], a[i, 2]
 
     def times_at(self, offset: int) -> tuple[int, int]:
         """``(ts_first, ts_last)`` of the piece that carried the byte at stream ``offset``.

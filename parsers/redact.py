@@ -25,6 +25,10 @@ import json
 import re
 from urllib.parse import unquote_plus
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 __all__ = [
     "REDACTED",
     "SENSITIVE_FIELDS",
@@ -35,6 +39,7 @@ __all__ = [
     "redact_form",
     "redact_headers",
     "redact_json_text",
+    "redact_json_texts",
     "redact_query",
 ]
 
@@ -201,6 +206,30 @@ _PRECHECK_RE = re.compile("|".join(re.escape(n) for n in sorted(_PRECHECK, key=l
 def _may_hold_secret(text: str) -> bool:
     """Cheap pre-check: does any sensitive name occur at all (normalised)?"""
     return _PRECHECK_RE.search(_normalise(text)) is not None
+
+
+def redact_json_texts(texts: pa.StringArray, where: np.ndarray) -> pa.StringArray:
+    """``redact_json_text`` applied to ``texts[i]`` for every i where ``where[i]``.
+
+    The pre-check runs vectorised (Arrow): an ASCII text whose normalised form
+    holds no sensitive name cannot change; every other selected text goes through
+    ``redact_json_text`` itself, so the result is exactly the per-text one.
+    """
+    lower = pc.utf8_lower(texts)
+    norm = pc.replace_substring(pc.replace_substring(lower, "_", ""), "-", "")
+    hit = pc.match_substring_regex(norm, _PRECHECK_RE.pattern)
+    maybe = pc.or_(hit, pc.invert(pc.string_is_ascii(texts)))
+    todo = np.flatnonzero(where & maybe.to_numpy(zero_copy_only=False))
+    if todo.size == 0:
+        return texts
+    values = texts.to_pylist()
+    changed = False
+    for i in todo.tolist():
+        red = redact_json_text(values[i])
+        if red != values[i]:
+            values[i] = red
+            changed = True
+    return pa.array(values, type=pa.string()) if changed else texts
 
 
 def redact_json_text(text: str) -> str:

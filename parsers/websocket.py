@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .deflate import MessageInflater, PerMessageDeflateParams
-from .events import Anomaly, Direction
+from .events import Anomaly, Direction, Run, feed_pieces
 from .piecebuf import PieceBuffer
 
 LAYER = "websocket"
@@ -176,6 +176,25 @@ class WsMessage:
     close_reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WsMessageRun:
+    """Many single-frame text/binary messages of one direction as columns (the
+    batch path): each is a ``WsMessage`` with ``fin=True``, ``frames=1``, no close
+    code, ``masked`` as given, ``payload_length = len(payload)``."""
+
+    flow_id: int
+    direction: Direction
+    ts_first: np.ndarray
+    ts_last: np.ndarray
+    stream_offset: np.ndarray
+    opcode: np.ndarray
+    compressed: np.ndarray
+    masked: bool
+    payloads: list[bytes]
+    wire_length: np.ndarray
+    truncated: np.ndarray
+
+
 @dataclass(slots=True, kw_only=True)
 class _Partial:
     """A fragmented data message whose FIN frame has not arrived yet."""
@@ -200,6 +219,7 @@ class _Direction:
     partial: _Partial | None = None
     skip: int = 0  # bytes of a rejected frame still to discard as they arrive
     stopped: bool = False
+    checked: int = -1  # stream offset of the frame whose header anomalies were reported
 
 
 class WebSocketSession:
@@ -252,6 +272,117 @@ class WebSocketSession:
         events: list[object] = []
         self._parse(direction, d, events)
         return events
+
+    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+        """Take a run of in-order pieces: the same events as ``feed`` piece by piece.
+
+        Whole, unfragmented text/binary frames that pass every header check
+        (the steady state of market data and order traffic) are framed, unmasked
+        and inflated in one tight loop and come out as one ``WsMessageRun``; any
+        other frame (control, fragment, a header worth an anomaly) goes through
+        the general ``_parse``, one frame, and the tight loop resumes after it.
+        """
+        d = self._dirs[direction]
+        if d.stopped:
+            return feed_pieces(self, direction, run)
+        d.buf.append_run(run)
+        events: list[object] = []
+        while not d.stopped:
+            if d.skip or d.partial is not None or self._fast_frames(direction, d, events):
+                before = (d.buf.start, len(d.buf.data), d.skip, d.partial)
+                self._parse(direction, d, events, limit=1)
+                if (d.buf.start, len(d.buf.data), d.skip, d.partial) == before:
+                    break  # the frame is not all there yet
+            else:
+                break
+        return events
+
+    def _fast_frames(self, direction: Direction, d: _Direction, events: list[object]) -> bool:
+        """Frame the simple frames at the buffer's start; True when it stopped at a
+        frame the general path must handle (False: it needs more bytes)."""
+        out_dir = direction == "out"
+        rsv1_ok = self.deflate is not None or not self.handshake_known
+        max_message = self.max_message
+        buf = d.buf
+        data = buf.data
+        size = len(data)
+        pos = 0
+        special = False
+        starts: list[int] = []
+        lengths: list[int] = []
+        opcodes: list[int] = []
+        compressed: list[bool] = []
+        payloads: list[bytes] = []
+        truncated: list[bool] = []
+        inflate = d.inflater.inflate
+        max_inflated = self.max_inflated
+        while size - pos >= 2:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            length = b1 & PAYLOAD_LEN_MASK
+            hl = 2
+            if length == PAYLOAD_LEN_16:
+                hl = 4
+                if size - pos < hl:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+            elif length == PAYLOAD_LEN_64:
+                hl = 10
+                if size - pos < hl:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            masked = b1 & MASK
+            if masked:
+                hl += MASKING_KEY_LENGTH
+            opcode = b0 & OPCODE_MASK
+            rsv = b0 & (RSV1 | RSV2 | RSV3)
+            if (not b0 & FIN or (opcode != Opcode.TEXT and opcode != Opcode.BINARY)
+                    or (rsv and (rsv != RSV1 or not rsv1_ok)) or bool(masked) != out_dir
+                    or length > max_message):
+                special = True
+                break
+            end = pos + hl + length
+            if end > size:
+                break
+            payload = bytes(data[pos + hl : end])
+            if masked:
+                payload = unmask(payload, bytes(data[pos + hl - 4 : pos + hl]))
+            cut = False
+            if rsv:
+                size_in = len(payload)
+                payload, status = inflate(payload, max_inflated)
+                if status != "ok":
+                    ts_last = buf.times_at(buf.start + end - 1)[1]
+                    offset = buf.start + pos
+                    if status == "bomb":
+                        cut = True
+                        events.append(self._anomaly(
+                            direction, ts_last, "inflate_bomb",
+                            f"inflated beyond max_inflated {max_inflated}", offset))
+                    else:
+                        code = ("inflate_failed" if self.handshake_known
+                                else "inflate_without_handshake")
+                        events.append(self._anomaly(direction, ts_last, code,
+                                                    f"{size_in} compressed bytes", offset))
+            starts.append(pos)
+            lengths.append(end - pos)
+            opcodes.append(opcode)
+            compressed.append(bool(rsv))
+            payloads.append(payload)
+            truncated.append(cut)
+            pos = end
+        if starts:
+            start = np.array(starts, dtype=np.int64) + buf.start
+            length_arr = np.array(lengths, dtype=np.int64)
+            ts_first = buf.times_many(start)[0]
+            ts_last = buf.times_many(start + length_arr - 1)[1]
+            buf.consume(pos)
+            events.append(WsMessageRun(
+                flow_id=self.flow_id, direction=direction, ts_first=ts_first, ts_last=ts_last,
+                stream_offset=start, opcode=np.array(opcodes, dtype=np.int8),
+                compressed=np.array(compressed, dtype=bool), masked=out_dir, payloads=payloads,
+                wire_length=length_arr, truncated=np.array(truncated, dtype=bool)))
+        return special
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes of ``direction`` were never captured.
@@ -306,9 +437,12 @@ class WebSocketSession:
         return events
 
     # ---- framing ----------------------------------------------------------------
-    def _parse(self, direction: Direction, d: _Direction, events: list[object]) -> None:
+    def _parse(self, direction: Direction, d: _Direction, events: list[object],
+               limit: int = -1) -> None:
+        """Frame what is buffered; at most ``limit`` frames when it is not negative."""
         buf = d.buf
-        while not d.stopped:
+        while not d.stopped and limit != 0:
+            limit -= 1
             if d.skip:
                 n = min(d.skip, len(buf.data))
                 buf.consume(n)
@@ -341,6 +475,9 @@ class WebSocketSession:
         """Validate a header; False when the frame was rejected (skipped or stopped)."""
         offset = d.buf.start
         ts = d.buf.times_at(offset)[1]
+        # a frame still arriving is checked again on every feed: report it once
+        first_check = d.checked != offset
+        d.checked = offset
         opcode = head.opcode
         length = head.payload_length
         if opcode not in OPCODE_NAMES and opcode != Opcode.CONTINUATION:
@@ -350,9 +487,20 @@ class WebSocketSession:
         control = opcode >= Opcode.CLOSE
         if control and length > MAX_CONTROL_PAYLOAD:
             return self._reject(direction, d, head, events, "control_too_long", f"{length} bytes")
+        if first_check:
+            self._header_anomalies(direction, head, control, ts, offset, events)
+        if opcode == Opcode.CONTINUATION and d.partial is None:
+            return self._reject(direction, d, head, events, "unexpected_continuation", "")
+        if not control:
+            return self._check_size(direction, d, head, events)
+        return True
+
+    def _header_anomalies(self, direction: Direction, head: FrameHeader, control: bool,
+                          ts: int, offset: int, events: list[object]) -> None:
+        """Anomalies of a header that still lets the frame be read."""
         if head.rsv2 or head.rsv3:
             events.append(self._anomaly(direction, ts, "reserved_bits", "RSV2/RSV3 set", offset))
-        if head.rsv1 and (control or opcode == Opcode.CONTINUATION):
+        if head.rsv1 and (control or head.opcode == Opcode.CONTINUATION):
             events.append(self._anomaly(direction, ts, "reserved_bits",
                                         "RSV1 on a control or continuation frame", offset))
         elif head.rsv1 and self.handshake_known and self.deflate is None:
@@ -362,11 +510,6 @@ class WebSocketSession:
             events.append(self._anomaly(direction, ts, "unmasked_client_frame", "", offset))
         elif direction == "in" and head.masked:
             events.append(self._anomaly(direction, ts, "masked_server_frame", "", offset))
-        if opcode == Opcode.CONTINUATION and d.partial is None:
-            return self._reject(direction, d, head, events, "unexpected_continuation", "")
-        if not control:
-            return self._check_size(direction, d, head, events)
-        return True
 
     def _check_size(
         self, direction: Direction, d: _Direction, head: FrameHeader, events: list[object]

@@ -20,8 +20,10 @@ number of *open* connections, not the capture's size.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +32,15 @@ import pyarrow as pa
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
 from ..parsers.detect import detect, find_resync
-from ..parsers.events import Anomaly, Direction
+from ..parsers.events import Anomaly, Direction, Run
 from ..parsers.fix import FixSession
 from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
 from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
-from ..parsers.tls.events import Plaintext, TlsHandshakeInfo
+from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
 from .rows import RowBuffers
+from .segments import gather, rtt_walk, simple_prefix
 
 # Bytes per direction looked at before a connection's protocol is called unknown.
 DETECT_BYTES = 4096
@@ -54,6 +57,13 @@ MAX_OPEN_CONNECTIONS = 20_000
 # TCP_MAX_UNACKED_SEGMENTS): bounds memory when the ACKs are not captured.
 MAX_UNACKED = 1000
 
+# Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
+FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
+# Shortest run of simple packets worth the batch path's fixed cost.
+MIN_RUN = 4
+# Events buffered before they are turned into rows.
+DISPATCH_EVENTS = 4096
+
 DIRS: tuple[Direction, Direction] = ("out", "in")
 AnomalyFn = Callable[[list[Anomaly]], None]
 
@@ -67,6 +77,11 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool) -
     if proto == "fix":
         return FixSession(flow_id)
     return None
+
+
+def _queue_array(q: deque[list[int]]) -> np.ndarray:
+    """An unacknowledged-segment queue as rows ``(end_offset, ts_sent, resent)``."""
+    return np.array(q, dtype=np.int64).reshape(-1, 3)
 
 
 class _Layer:
@@ -92,6 +107,16 @@ class _Layer:
         if len(self.seen[d]) < DETECT_BYTES:
             self.seen[d] += data[: DETECT_BYTES - len(self.seen[d])]
         return self._try_detect(ts_last)
+
+    def feed_many(self, d: int, run: Run) -> list[object]:
+        """A run of in-order pieces: the session's batch path, or piece by piece."""
+        session = self.session
+        if session is not None and hasattr(session, "feed_many"):
+            return session.feed_many(DIRS[d], run)  # type: ignore[attr-defined]
+        out: list[object] = []
+        for data, t1, t2 in run.pieces():
+            out += self.feed(d, data, t1, t2)
+        return out
 
     def gap(self, d: int, length: int, ts: int) -> list[object]:
         if self.session is not None:
@@ -204,6 +229,10 @@ class Connection:
                                    detail=f"retransmitted copy of {it.length} bytes differs; "
                                    "first copy kept"))
 
+    def deliver_run(self, d: int, run: Run, out: list[object]) -> None:
+        """In-order pieces the batch path took past the reassembler."""
+        self._expand(self.outer.feed_many(d, run), out)
+
     def _expand(self, events: list[object], out: list[object]) -> None:
         """Pass decrypted TLS plaintext to the inner layer; keep everything else."""
         for e in events:
@@ -212,6 +241,10 @@ class Connection:
                     self.inner = _Layer(self.flow_id, None, inner=True)
                 d = 0 if e.direction == "out" else 1
                 out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)
+            elif isinstance(e, PlaintextRun):
+                if self.inner is None:
+                    self.inner = _Layer(self.flow_id, None, inner=True)
+                out += self.inner.feed_many(0 if e.direction == "out" else 1, e.run)
             else:
                 out.append(e)
 
@@ -246,6 +279,8 @@ class AppLayer:
         self.info: dict[int, dict[str, object]] = {}
         self.last_ts = 0
         self.rtt_rows: list[tuple[int, ...]] = []
+        # batch path: (flow_id, rows of rtt_walk)
+        self.rtt_parts: list[tuple[int, np.ndarray]] = []
 
     @classmethod
     def factory(cls, keylog: list[str]) -> Callable[[FlowTracker], AppLayer]:
@@ -276,47 +311,140 @@ class AppLayer:
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
         events: list[object] = []
-        buf = chunk.data
-        for i in self._select(dec, pf).tolist():
-            fid = int(pf.flow_id[i])
-            if fid in self.done:
-                continue
-            ts = int(chunk.ts_ns[i])
-            d = int(pf.direction[i])
-            conn = self.conns.get(fid)
-            n = int(dec.payload_caplen[i])
-            if conn is None:
-                if n == 0:
-                    continue
-                conn = self.conns[fid] = Connection(fid, self.keylog)
-                conn.last_ts = ts  # the newest: never the one evicted
-                if len(self.conns) > MAX_OPEN_CONNECTIONS:
-                    self._evict(events)
-            if n:
-                start = int(dec.payload_offset[i])
-                off = int(pf.stream_offset[i])
-                data = buf[start : start + n].tobytes()
-                conn.sent(d, off, int(dec.payload_len[i]), ts)
-                conn.deliver(d, conn.reasm[d].segment(off, data, ts), events)
-            ack = int(pf.ack_offset[i])
-            if ack >= 0:
-                if conn.unacked[1 - d]:
-                    conn.acked(1 - d, ack, ts, n > 0, self.rtt_rows)
-                if conn.reasm[1 - d].held_bytes:
-                    conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
-            conn.last_ts = ts
-            flags = int(dec.tcp_flags[i])
-            if flags & FIN:
-                conn.fin[d] = True
-            if flags & RST or (conn.fin[0] and conn.fin[1]) or conn.dead:
-                self._close(fid, ts, events)
-            if len(events) > 4096:
-                self._dispatch(events, rows, add_anomalies)
-                events = []
-            self.last_ts = ts
+        sel = self._select(dec, pf)
+        fids = pf.flow_id[sel]
+        if FAST_PATH and sel.size and (
+                len(self.conns) + np.unique(fids).size <= MAX_OPEN_CONNECTIONS):
+            # No eviction can happen in this chunk: take it connection by connection
+            # (each connection's packets stay in capture order).
+            order = np.argsort(fids, kind="stable")
+            by_flow = sel[order]
+            cuts = [0, *(np.flatnonzero(np.diff(fids[order])) + 1).tolist(), by_flow.size]
+            last = -1
+            for a, b in pairwise(cuts):
+                last = max(last, self._flow(by_flow[a:b], chunk, dec, pf, events))
+                if len(events) > DISPATCH_EVENTS:
+                    self._dispatch(events, rows, add_anomalies)
+                    events = []
+            if last >= 0:
+                self.last_ts = int(chunk.ts_ns[last])
+        else:
+            for i in sel.tolist():
+                self._packet(i, chunk, dec, pf, events)
+                if len(events) > DISPATCH_EVENTS:
+                    self._dispatch(events, rows, add_anomalies)
+                    events = []
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
         self._flush_rtt(staging)
+
+    def _packet(self, i: int, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
+                events: list[object]) -> bool:
+        """The general path: one packet. False when the packet was not taken."""
+        fid = int(pf.flow_id[i])
+        if fid in self.done:
+            return False
+        ts = int(chunk.ts_ns[i])
+        d = int(pf.direction[i])
+        conn = self.conns.get(fid)
+        n = int(dec.payload_caplen[i])
+        if conn is None:
+            if n == 0:
+                return False
+            conn = self.conns[fid] = Connection(fid, self.keylog)
+            conn.last_ts = ts  # the newest: never the one evicted
+            if len(self.conns) > MAX_OPEN_CONNECTIONS:
+                self._evict(events)
+        if n:
+            start = int(dec.payload_offset[i])
+            off = int(pf.stream_offset[i])
+            data = chunk.data[start : start + n].tobytes()
+            conn.sent(d, off, int(dec.payload_len[i]), ts)
+            conn.deliver(d, conn.reasm[d].segment(off, data, ts), events)
+        ack = int(pf.ack_offset[i])
+        if ack >= 0:
+            if conn.unacked[1 - d]:
+                conn.acked(1 - d, ack, ts, n > 0, self.rtt_rows)
+            if conn.reasm[1 - d].held_bytes:
+                conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
+        conn.last_ts = ts
+        flags = int(dec.tcp_flags[i])
+        if flags & FIN:
+            conn.fin[d] = True
+        if flags & RST or (conn.fin[0] and conn.fin[1]) or conn.dead:
+            self._close(fid, ts, events)
+        self.last_ts = ts
+        return True
+
+    def _flow(self, idx: np.ndarray, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
+              events: list[object]) -> int:
+        """One connection's packets of a chunk; returns the last packet index taken.
+
+        Runs of simple packets (``segments.simple_prefix``) of a connection whose
+        protocol is known and that holds no out-of-order data go through
+        ``_run``; every other packet through ``_packet``.
+        """
+        fid = int(pf.flow_id[idx[0]])
+        if fid in self.done:
+            return -1
+        d = pf.direction[idx]
+        off = pf.stream_offset[idx]
+        plen = dec.payload_len[idx]
+        cap = dec.payload_caplen[idx]
+        flags = dec.tcp_flags[idx]
+        n = idx.size
+        p = 0
+        last = -1
+        while p < n:
+            conn = self.conns.get(fid)
+            stop = p + 1
+            if conn is not None and conn.outer.session is not None and not conn.waiting:
+                q = simple_prefix(d, off, plen, cap, flags, p, conn.reasm[0].next,
+                                  conn.reasm[1].next)
+                if q - p >= MIN_RUN:
+                    self._run(conn, idx[p:q], chunk, dec, pf, events)
+                    last = int(idx[q - 1])
+                    p = q
+                    continue
+                stop = min(q + 1, n)
+            while p < stop:
+                if self._packet(int(idx[p]), chunk, dec, pf, events):
+                    last = int(idx[p])
+                if fid in self.done:
+                    return last
+                p += 1
+        return last
+
+    def _run(self, conn: Connection, idx: np.ndarray, chunk: PacketChunk, dec: DecodedChunk,
+             pf: PacketFlows, events: list[object]) -> None:
+        """A run of simple packets of ``conn``: what ``_packet`` does, in bulk."""
+        d = pf.direction[idx]
+        off = pf.stream_offset[idx]
+        cap = dec.payload_caplen[idx]
+        ts = chunk.ts_ns[idx]
+        rows, q0, q1, end0, end1 = rtt_walk(
+            d, off, dec.payload_len[idx], cap, pf.ack_offset[idx], ts,
+            _queue_array(conn.unacked[0]), _queue_array(conn.unacked[1]),
+            conn.sent_end[0], conn.sent_end[1], MAX_UNACKED)
+        conn.unacked = (deque(q0.tolist()), deque(q1.tolist()))
+        conn.sent_end = [int(end0), int(end1)]
+        if rows.shape[0]:
+            self.rtt_parts.append((conn.flow_id, rows))
+        data = np.flatnonzero(cap > 0)
+        if data.size:
+            dirs = d[data]
+            cuts = [0, *(np.flatnonzero(np.diff(dirs)) + 1).tolist(), data.size]
+            for a, b in pairwise(cuts):
+                k = int(dirs[a])
+                seg = data[a:b]
+                lengths = cap[seg]
+                payload = gather(chunk.data, dec.payload_offset[idx[seg]], lengths).tobytes()
+                ends = np.cumsum(lengths)
+                ts_first = ts[seg]
+                ts_avail = conn.reasm[k].deliver_run(payload, ends, ts_first)
+                conn.deliver_run(k, Run(payload, ends, ts_first, ts_first if k == 0 else ts_avail),
+                                 events)
+        conn.last_ts = int(ts[-1])
 
     def _evict(self, events: list[object]) -> None:
         """Finish the least recently active connections, down to 90% of the cap.
@@ -334,11 +462,18 @@ class AppLayer:
             self._close(conn.flow_id, conn.last_ts, events)
 
     def _flush_rtt(self, staging: object) -> None:
-        if not self.rtt_rows:
-            return
-        cols = zip(*self.rtt_rows, strict=True)
-        fid, d, sent, ack, end, resent, piggy = (np.array(c, np.int64) for c in cols)
+        parts = [np.array(self.rtt_rows, dtype=np.int64).reshape(-1, 7)]
+        for fid, rows in self.rtt_parts:
+            part = np.empty((rows.shape[0], 7), dtype=np.int64)
+            part[:, 0] = fid
+            part[:, 1:] = rows
+            parts.append(part)
         self.rtt_rows = []
+        self.rtt_parts = []
+        a = np.concatenate(parts)
+        if not a.shape[0]:
+            return
+        fid, d, sent, ack, end, resent, piggy = np.ascontiguousarray(a.T)
         ts = pa.timestamp("ns", tz="UTC")
         staging.write("tcp_rtt", {  # type: ignore[attr-defined]
             "flow_id": pa.array(fid),

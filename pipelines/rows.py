@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..parsers.fix import FixMessage
@@ -22,10 +23,11 @@ from ..parsers.redact import (
     redact_form,
     redact_headers,
     redact_json_text,
+    redact_json_texts,
     redact_query,
 )
-from ..parsers.tls.events import TlsRecord
-from ..parsers.websocket import WsMessage
+from ..parsers.tls.events import TlsRecord, TlsRecordRun
+from ..parsers.websocket import OPCODE_NAMES, WsMessage, WsMessageRun
 from .schemas import TABLES
 
 # Rows buffered per table before they are written as one row group slice.
@@ -89,6 +91,78 @@ def _fix(e: FixMessage) -> tuple[str, tuple[Any, ...]]:
     )
 
 
+_TS = pa.timestamp("ns", tz="UTC")
+_OPCODES = np.array([OPCODE_NAMES.get(i) for i in range(16)], dtype=object)
+
+
+def _ts(values: np.ndarray) -> pa.Array:
+    return pa.array(values, type=pa.int64()).cast(_TS)
+
+
+def _repeat(value: object, n: int, type_: pa.DataType) -> pa.Array:
+    return pa.array([value] * n, type=type_) if value is None else pa.repeat(
+        pa.scalar(value, type=type_), n)
+
+
+def _cat(events: list[Any], name: str) -> np.ndarray:
+    return np.concatenate([getattr(e, name) for e in events])
+
+
+def _per_row(events: list[Any], name: str, type_: pa.DataType) -> pa.Array:
+    """A per-event scalar field repeated for each of the event's rows."""
+    values = [getattr(e, name) for e in events]
+    counts = [e.ts_first.size for e in events]
+    if all(v == values[0] for v in values):
+        return _repeat(values[0], sum(counts), type_)
+    return pa.array(np.repeat(np.array(values, dtype=object), counts), type=type_)
+
+
+def _tls_runs(events: list[TlsRecordRun]) -> list[pa.Array]:
+    n = sum(e.ts_first.size for e in events)
+    return [
+        _ts(_cat(events, "ts_first")), _ts(_cat(events, "ts_last")),
+        _per_row(events, "flow_id", pa.int64()), _per_row(events, "direction", pa.string()),
+        pa.array(_cat(events, "stream_offset")), _repeat(23, n, pa.int16()),
+        _per_row(events, "inner_content_type", pa.int16()),
+        pa.array(_cat(events, "version"), pa.int32()), pa.array(_cat(events, "length")),
+        _repeat(True, n, pa.bool_()), pa.array(_cat(events, "plaintext_length")),
+    ]
+
+
+def _ws_runs(events: list[WsMessageRun]) -> list[pa.Array]:
+    payloads = [p for e in events for p in e.payloads]
+    n = len(payloads)
+    raw = pa.array(payloads, type=pa.binary())
+    try:
+        text = raw.cast(pa.string())
+    except pa.ArrowInvalid:  # not UTF-8: decoded with replacement, as _text does
+        text = pa.array([_text(b) for b in payloads], type=pa.string())
+    opcode = _cat(events, "opcode")
+    is_text = opcode == 1
+    if is_text.any():
+        text = redact_json_texts(text, is_text)
+    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+    return [
+        _ts(_cat(events, "ts_first")), _ts(_cat(events, "ts_last")),
+        _per_row(events, "flow_id", pa.int64()), _per_row(events, "direction", pa.string()),
+        pa.array(_cat(events, "stream_offset")), pa.array(_OPCODES[opcode], pa.string()),
+        _repeat(True, n, pa.bool_()), _repeat(1, n, pa.int32()),
+        pa.array(_cat(events, "compressed")), _per_row(events, "masked", pa.bool_()),
+        text, pa.array(lengths), pa.array(_cat(events, "wire_length")),
+        pa.array(_cat(events, "truncated")), _repeat(None, n, pa.int32()),
+    ]
+
+
+BATCH_TABLES: dict[type, str] = {TlsRecordRun: "tls_records", WsMessageRun: "ws_messages"}
+BATCH_CONVERTERS: dict[str, Callable[[list[Any]], list[pa.Array]]] = {
+    "tls_records": _tls_runs,
+    "ws_messages": _ws_runs,
+}
+"""Batch events (many rows as columns) -> column arrays, converted at flush time
+so that Arrow's per-call costs (casts, the redaction pre-check) are paid once
+per ``FLUSH_ROWS`` rows, not once per event."""
+
+
 CONVERTERS: dict[type, Callable[[Any], tuple[str, tuple[Any, ...]]]] = {
     TlsRecord: _tls,
     HttpMessage: _http,
@@ -103,6 +177,8 @@ class RowBuffers:
     def __init__(self, write: Callable[[str, pa.Table], None]) -> None:
         self._write = write
         self._rows: dict[str, list[tuple[Any, ...]]] = {}
+        self._parts: dict[str, list[Any]] = {}  # batch events, converted at flush
+        self._part_rows: dict[str, int] = {}
         self._schemas = {t: pa.schema([f for f in TABLES[t] if f.name != "capture_id"])
                          for t in ("tls_records", "http_messages", "ws_messages", "fix_messages")}
 
@@ -110,7 +186,14 @@ class RowBuffers:
         """Buffer a row for ``event``; False when no table takes this event type."""
         conv = CONVERTERS.get(type(event))
         if conv is None:
-            return False
+            table = BATCH_TABLES.get(type(event))  # type: ignore[assignment]
+            if table is None:
+                return False
+            self._parts.setdefault(table, []).append(event)
+            self._part_rows[table] = self._part_rows.get(table, 0) + event.ts_first.size  # type: ignore[attr-defined]
+            if self._part_rows[table] >= FLUSH_ROWS:
+                self._flush_table(table)
+            return True
         table, row = conv(event)
         rows = self._rows.setdefault(table, [])
         rows.append(row)
@@ -120,18 +203,25 @@ class RowBuffers:
 
     def _flush_table(self, table: str) -> None:
         rows = self._rows.pop(table, None)
-        if not rows:
-            return
+        batch = self._parts.pop(table, [])
+        self._part_rows.pop(table, None)
         schema = self._schemas[table]
-        cols = list(zip(*rows, strict=True))
-        arrays = []
-        for f, col in zip(schema, cols, strict=True):
-            if pa.types.is_timestamp(f.type):
-                arrays.append(pa.array(col, type=pa.int64()).cast(f.type))
-            else:
-                arrays.append(pa.array(col, type=f.type))
-        self._write(table, pa.Table.from_arrays(arrays, schema=schema))
+        parts = []
+        if batch:
+            arrays = BATCH_CONVERTERS[table](batch)
+            parts.append(pa.Table.from_arrays(arrays, schema=schema))
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            arrays = []
+            for f, col in zip(schema, cols, strict=True):
+                if pa.types.is_timestamp(f.type):
+                    arrays.append(pa.array(col, type=pa.int64()).cast(f.type))
+                else:
+                    arrays.append(pa.array(col, type=f.type))
+            parts.append(pa.Table.from_arrays(arrays, schema=schema))
+        if parts:
+            self._write(table, pa.concat_tables(parts))
 
     def flush(self) -> None:
-        for table in list(self._rows):
+        for table in {*self._rows, *self._parts}:
             self._flush_table(table)

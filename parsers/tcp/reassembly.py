@@ -25,6 +25,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+import numpy as np
+
 # Bytes held beyond a hole before the hole is declared a gap: a receive window's
 # worth on a fast link. Bounds memory per direction whatever the traffic does.
 DEFAULT_MAX_HELD = 8 << 20
@@ -109,6 +111,24 @@ class StreamReassembler:
                               or len(self._held) > self.max_held_segments):
             self._skip_to_held(out, ts)
         return out
+
+    def deliver_run(self, data: bytes, ends: np.ndarray, ts_first: np.ndarray) -> np.ndarray:
+        """In-order segments at ``next``, nothing held: what ``segment`` would do for
+        each (``data[ends[i-1]:ends[i]]`` arriving at ``ts_first[i]``), at once.
+
+        The caller delivers the bytes itself; returns each piece's ``ts_avail``.
+        """
+        avail = np.maximum.accumulate(np.concatenate(([self._last_avail], ts_first)))[1:]
+        base = self.next
+        k = len(ends)
+        for i in range(max(0, k - RECENT_PIECES), k):
+            lo = int(ends[i - 1]) if i else 0
+            self._recent.append(Piece(base + lo, data[lo : int(ends[i])], int(ts_first[i]),
+                                      int(avail[i])))
+        del self._recent[:-RECENT_PIECES]
+        self.next = base + int(ends[-1])
+        self._last_avail = int(avail[-1])
+        return avail
 
     def ack(self, ack_offset: int, ts: int) -> list[Piece | Gap | Conflict]:
         """The peer acknowledged everything before ``ack_offset``.

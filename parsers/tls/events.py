@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..events import Direction
+import numpy as np
+
+from ..events import Direction, Run
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +96,33 @@ class Plaintext:
     stream_offset: int
     """Offset of ``data[0]`` in this direction's decrypted application-data stream."""
     data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsRecordRun:
+    """Many decrypted application-data records of one direction: ``TlsRecord`` rows
+    as columns (the batch path; every field as in ``TlsRecord``)."""
+
+    flow_id: int
+    direction: Direction
+    ts_first: np.ndarray
+    ts_last: np.ndarray
+    stream_offset: np.ndarray
+    version: np.ndarray
+    length: np.ndarray
+    plaintext_length: np.ndarray
+    inner_content_type: int | None
+    """23 for TLS 1.3 (every record of a run is application data), None before."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaintextRun:
+    """``Plaintext`` of consecutive records as one ``Run`` (one piece per record)."""
+
+    flow_id: int
+    direction: Direction
+    stream_offset: int
+    run: Run
 
 
 VERSION_NAMES = {0x0300: "SSLv3", 0x0301: "1.0", 0x0302: "1.1", 0x0303: "1.2", 0x0304: "1.3"}

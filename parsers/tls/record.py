@@ -28,6 +28,10 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
+import numpy as np
+
+from ..events import Run
+
 # -- RFC 5246 §6.2.1 / RFC 8446 §5.1 ---------------------------------------------
 RECORD_HEADER = struct.Struct("!BHH")
 """``ContentType type; ProtocolVersion legacy_record_version; uint16 length``."""
@@ -141,21 +145,47 @@ class RecordReader:
         self._pieces.append((self._base + len(self._buf), ts_first, ts_last))
         out: list[RawRecord | ReaderIssue] = []
         while True:
-            state = self.state
-            if state is ReaderState.SYNC:
-                item = self._next_record()
-            elif state is ReaderState.START:
-                item = self._start()
-            elif state is ReaderState.RESYNC:
-                item = self._resync()
-            else:
-                break
+            item, progress = self.step()
             if item is not None:
                 out.append(item)
-            elif self.state is state:
+            elif not progress:
                 break  # no progress without more bytes
         self._compact()
         return out
+
+    def append_run(self, run: Run) -> None:
+        """Buffer a run of in-order pieces without framing them (see ``step``)."""
+        base = self._base + len(self._buf)
+        self._buf += run.data
+        self._pieces.extend(zip((run.ends + base).tolist(), run.ts_first.tolist(),
+                                run.ts_last.tolist(), strict=True))
+
+    def step(self) -> tuple[RawRecord | ReaderIssue | None, bool]:
+        """One move of the framing state machine: ``(item or None, progressed)``."""
+        state = self.state
+        if state is ReaderState.SYNC:
+            item = self._next_record()
+        elif state is ReaderState.START:
+            item = self._start()
+        elif state is ReaderState.RESYNC:
+            item = self._resync()
+        else:
+            return None, False
+        return item, item is not None or self.state is not state
+
+    def piece_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The buffered pieces as arrays ``(end_offset, ts_first, ts_last)``."""
+        a = np.array(self._pieces, dtype=np.int64).reshape(-1, 3)
+        return a[:, 0], a[:, 1], a[:, 2]
+
+    def advance(self, pos: int, records: int) -> None:
+        """The batch path consumed whole records up to buffer position ``pos``."""
+        self._pos = pos
+        self._records += records
+
+    def compact(self) -> None:
+        """Drop consumed bytes and pieces (after ``step``/``advance``)."""
+        self._compact()
 
     def gap(self, length: int, ts: int) -> list[ReaderIssue]:
         """``length`` stream bytes were never captured: drop the partial record, resync."""

@@ -30,11 +30,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+from cryptography.exceptions import InvalidTag
+
 from ..errors import DecodeError
-from ..events import IN, OUT, Anomaly, Direction
+from ..events import IN, OUT, Anomaly, Direction, Run, feed_pieces
 from . import handshake as hs
-from .ciphers import RecordDecryptor, Tls13Decryptor, tls12_decryptor
-from .events import VERSION_NAMES, Plaintext, TlsHandshakeInfo, TlsRecord
+from .ciphers import RecordDecryptor, Tls12AeadDecryptor, Tls13Decryptor, tls12_decryptor
+from .events import (
+    VERSION_NAMES,
+    Plaintext,
+    PlaintextRun,
+    TlsHandshakeInfo,
+    TlsRecord,
+    TlsRecordRun,
+)
 from .handshake import ClientHello, HandshakeReassembler, ServerHello
 from .keylog import (
     CLIENT_HANDSHAKE_TRAFFIC_SECRET,
@@ -50,8 +60,10 @@ from .record import (
     CHANGE_CIPHER_SPEC,
     HANDSHAKE,
     MAX_CIPHERTEXT,
+    RECORD_HEADER,
     RawRecord,
     ReaderIssue,
+    ReaderState,
     RecordReader,
 )
 from .suites import CipherSuite, suite_for, suite_name
@@ -118,6 +130,111 @@ class TlsSession:
             else:
                 self._on_record(direction, item)
         return self._drain()
+
+    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+        """Feed a run of in-order pieces: the same events as ``feed`` piece by piece.
+
+        Once the handshake is over, consecutive application-data records are
+        decrypted in one tight loop (``_fast_records``) and come out as one
+        ``TlsRecordRun`` and one ``PlaintextRun``; anything else (a handshake or
+        alert record, a failed tag, a bad header) goes through the general
+        per-record code, and the tight loop resumes after it.
+        """
+        st = self._dirs[direction]
+        reader = st.reader
+        if reader.state is not ReaderState.SYNC:
+            return feed_pieces(self, direction, run)
+        reader.append_run(run)
+        while True:
+            self._fast_records(direction, st)
+            item, progress = reader.step()
+            if item is not None:
+                if isinstance(item, ReaderIssue):
+                    self._on_issue(direction, item)
+                else:
+                    self._on_record(direction, item)
+            elif not progress:
+                break
+        reader.compact()
+        return self._drain()
+
+    def _fast_records(self, d: Direction, st: _Direction) -> None:
+        """Decrypt the whole application-data records buffered at the reader's position.
+
+        Runs only in the steady state where ``_on_record`` would do nothing but
+        decrypt, emit the record and emit its plaintext; it stops (leaving the
+        record to the general path) at the first record that is anything else.
+        """
+        dec = st.decryptor
+        if (not self._complete or st.trial or dec is None
+                or (st.first_protected_ts is None and self._sh is not None)):
+            return
+        tls13 = type(dec) is Tls13Decryptor
+        if not tls13 and type(dec) is not Tls12AeadDecryptor:
+            return  # CBC/stream contexts change state even on failure: general path
+        reader = st.reader
+        buf, pos, max_record = reader._buf, reader._pos, reader.max_record
+        size = len(buf)
+        starts: list[int] = []
+        versions: list[int] = []
+        plains: list[bytes] = []
+        unpack = RECORD_HEADER.unpack_from
+        if tls13:
+            aead, iv, seq = dec._aead, dec._iv, dec.seq
+        with memoryview(buf) as mv:
+            while size - pos >= 5:
+                ctype, version, length = unpack(buf, pos)
+                end = pos + 5 + length
+                if ctype != APPLICATION_DATA or version >> 8 != 3 or length > max_record \
+                        or end > size:
+                    break
+                if tls13:
+                    try:
+                        inner = aead.decrypt((iv ^ seq).to_bytes(12, "big"), mv[pos + 5 : end],
+                                             mv[pos : pos + 5])
+                    except InvalidTag:
+                        break
+                    inner = inner.rstrip(b"\x00")
+                    if len(inner) < 2 or inner[-1] != APPLICATION_DATA:
+                        break
+                    seq += 1
+                    plains.append(inner[:-1])
+                else:
+                    result = dec.decrypt(ctype, version, bytes(mv[pos : pos + 5]),
+                                         bytes(mv[pos + 5 : end]))
+                    if result is None or not result[1]:
+                        if result is not None:
+                            dec.seq -= 1
+                        break
+                    plains.append(result[1])
+                starts.append(pos)
+                versions.append(version)
+                pos = end
+        if not starts:
+            return
+        if tls13:
+            dec.seq = seq
+        k = len(starts)
+        base = reader._base
+        start = np.array(starts, dtype=np.int64) + base
+        stop = np.empty(k, dtype=np.int64)
+        stop[:-1] = start[1:]
+        stop[-1] = pos + base
+        ends, ts_first, ts_last = reader.piece_arrays()
+        last = ends.size - 1
+        tsf = ts_first[np.minimum(np.searchsorted(ends, start, "right"), last)]
+        tsl = ts_last[np.minimum(np.searchsorted(ends, stop - 1, "right"), last)]
+        plen = np.fromiter(map(len, plains), dtype=np.int64, count=k)
+        reader.advance(pos, k)
+        st.epoch_records += k
+        self._out.append(TlsRecordRun(
+            flow_id=self.flow_id, direction=d, ts_first=tsf, ts_last=tsl, stream_offset=start,
+            version=np.array(versions, dtype=np.int64), length=stop - start,
+            plaintext_length=plen, inner_content_type=APPLICATION_DATA if self._tls13 else None))
+        self._out.append(PlaintextRun(
+            flow_id=self.flow_id, direction=d, stream_offset=st.plaintext_offset,
+            run=Run(b"".join(plains), np.cumsum(plen), tsf, tsl)))
+        st.plaintext_offset += int(plen.sum())
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes of ``direction`` were never captured."""

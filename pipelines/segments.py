@@ -1,0 +1,136 @@
+"""Compiled walks over one connection's packets: simple in-order runs and RTT samples.
+
+How this works. ``AppLayer`` hands the application layer one connection's packets
+of a chunk at a time (capture order). Most of them are *simple*: in-order data
+that the reassembler would deliver at once, or pure ACKs, with no FIN/RST and no
+held data waiting on a hole. ``simple_prefix`` finds how far such a run goes;
+the run is then handled in bulk (its payload gathered with ``gather``, delivered
+to the parsers as a few ``Run``s, and its ``tcp_rtt`` samples computed by
+``rtt_walk``), and the packet that ended it goes through the general
+per-packet code. Both kernels reproduce ``connections.Connection``'s per-packet
+rules exactly (a test compares the two paths table by table); they exist because
+a Python loop over packets costs microseconds each.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+FIN = 0x01
+RST = 0x04
+
+
+@numba.njit(cache=True)
+def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
+                  flags: np.ndarray, start: int, next0: int, next1: int) -> int:
+    """End (exclusive) of the run of simple packets from ``start``.
+
+    Simple: no FIN/RST; data (if any) fully captured and exactly at the
+    direction's next in-order offset. The caller checks that nothing is held.
+    """
+    nxt = np.empty(2, np.int64)
+    nxt[0] = next0
+    nxt[1] = next1
+    i = start
+    n = d.shape[0]
+    while i < n:
+        if flags[i] & (FIN | RST):
+            break
+        c = cap[i]
+        if c > 0:
+            k = d[i]
+            if c != plen[i] or off[i] != nxt[k]:
+                break
+            nxt[k] += c
+        i += 1
+    return i
+
+
+@numba.njit(cache=True)
+def gather(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The bytes ``buf[starts[i]:starts[i]+lengths[i]]`` of every i, concatenated."""
+    total = 0
+    for i in range(lengths.shape[0]):
+        total += lengths[i]
+    out = np.empty(total, np.uint8)
+    pos = 0
+    for i in range(lengths.shape[0]):
+        s = starts[i]
+        for j in range(lengths[i]):
+            out[pos + j] = buf[s + j]
+        pos += lengths[i]
+    return out
+
+
+@numba.njit(cache=True)
+def _queue_rows(qe: np.ndarray, qt: np.ndarray, qr: np.ndarray, head: int,
+                tail: int) -> np.ndarray:
+    out = np.empty((tail - head, 3), np.int64)
+    for j in range(head, tail):
+        out[j - head, 0] = qe[j]
+        out[j - head, 1] = qt[j]
+        out[j - head, 2] = qr[j]
+    return out
+
+
+@numba.njit(cache=True)
+def rtt_walk(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
+             ack: np.ndarray, ts: np.ndarray, q0: np.ndarray, q1: np.ndarray,
+             sent_end0: int, sent_end1: int, max_unacked: int):
+    """``Connection.sent``/``acked`` over a run of packets.
+
+    ``q0``/``q1``: each direction's unacknowledged segments, rows of
+    ``(end_offset, ts_sent, resent)``. Returns the RTT rows (direction, ts_sent,
+    ts_ack, end, resent, piggybacked), the two queues after the run and the two
+    ``sent_end`` values.
+    """
+    n = d.shape[0]
+    cap_q = max(q0.shape[0], q1.shape[0]) + n + 1
+    qe = np.empty((2, cap_q), np.int64)
+    qt = np.empty((2, cap_q), np.int64)
+    qr = np.empty((2, cap_q), np.int64)
+    head = np.zeros(2, np.int64)
+    tail = np.zeros(2, np.int64)
+    for k in range(q0.shape[0]):
+        qe[0, k], qt[0, k], qr[0, k] = q0[k, 0], q0[k, 1], q0[k, 2]
+    tail[0] = q0.shape[0]
+    for k in range(q1.shape[0]):
+        qe[1, k], qt[1, k], qr[1, k] = q1[k, 0], q1[k, 1], q1[k, 2]
+    tail[1] = q1.shape[0]
+    sent_end = np.empty(2, np.int64)
+    sent_end[0] = sent_end0
+    sent_end[1] = sent_end1
+    rows = np.empty((q0.shape[0] + q1.shape[0] + n, 6), np.int64)
+    r = 0
+    for i in range(n):
+        k = d[i]
+        if cap[i] > 0:
+            end = off[i] + plen[i]
+            if end > sent_end[k]:
+                sent_end[k] = end
+                if tail[k] - head[k] < max_unacked:
+                    qe[k, tail[k]] = end
+                    qt[k, tail[k]] = ts[i]
+                    qr[k, tail[k]] = 0
+                    tail[k] += 1
+            else:
+                for j in range(head[k], tail[k]):
+                    if qe[k, j] > off[i]:
+                        qr[k, j] = 1
+        a = ack[i]
+        if a >= 0:
+            p = 1 - k
+            while head[p] < tail[p] and qe[p, head[p]] <= a:
+                h = head[p]
+                rows[r, 0] = p
+                rows[r, 1] = qt[p, h]
+                rows[r, 2] = ts[i]
+                rows[r, 3] = qe[p, h]
+                rows[r, 4] = qr[p, h]
+                rows[r, 5] = 1 if cap[i] > 0 else 0
+                r += 1
+                head[p] += 1
+    out0 = _queue_rows(qe[0], qt[0], qr[0], head[0], tail[0])
+    out1 = _queue_rows(qe[1], qt[1], qr[1], head[1], tail[1])
+    return rows[:r], out0, out1, sent_end[0], sent_end[1]

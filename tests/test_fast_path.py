@@ -1,0 +1,86 @@
+"""The batch path (``pipelines.segments``, ``feed_many`` of TLS/HTTP/WebSocket,
+batch rows) against the general per-packet path: every table, row for row.
+
+The general path is the reference the rest of the suite checks against tshark
+and dpkt; the batch path is an optimisation of it and must not change one value.
+Every sample capture (with its key log) and every third-party capture in the
+public corpus (with every key log there) is ingested both ways and each table is
+compared after sorting (row order within a table carries no meaning).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from paths import PUBLIC, SAMPLES
+from pcapflow.pipelines import connections
+from test_tls_public import ENTRIES  # the keyed captures and their key logs
+
+import pcapflow
+
+# Columns that legitimately differ between two ingests of the same capture.
+VOLATILE = {"ingested_at"}
+
+
+def _captures() -> list[tuple[list[Path], list[Path]]]:
+    sets = [(sorted(SAMPLES.glob("*.pcap*")), sorted(SAMPLES.glob("*.keylog")))]
+    if PUBLIC.exists():
+        caps = sorted(p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+        sets.append((caps, sorted({PUBLIC / e["key"] for e in ENTRIES})))
+    return sets
+
+
+def _tables(root: Path) -> dict[str, pa.Table]:
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(d.rglob("*.parquet"))
+        if not files:
+            continue
+        t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        t = t.drop_columns([c for c in t.column_names if c in VOLATILE])
+        sortable = [c for c in t.column_names
+                    if not pa.types.is_nested(t.schema.field(c).type)]
+        out[d.name] = t.sort_by([(c, "ascending") for c in sortable])
+    return out
+
+
+def _ingest(caps: list[Path], keys: list[Path], data: Path, fast: bool,
+            monkeypatch: pytest.MonkeyPatch) -> int:
+    runs = 0
+    original = connections.AppLayer._run
+
+    def counting(self: connections.AppLayer, *args: object) -> None:
+        nonlocal runs
+        runs += 1
+        original(self, *args)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(connections, "FAST_PATH", fast)
+        m.setattr(connections.AppLayer, "_run", counting)
+        pcapflow.ingest(caps, keylog=keys, data=data)
+    return runs
+
+
+@pytest.mark.parametrize("which", ["samples", "public"])
+def test_batch_path_equals_general_path(which: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    sets = _captures()
+    if which == "public" and len(sets) < 2:
+        pytest.skip("public capture corpus not present")
+    caps, keys = sets[0] if which == "samples" else sets[1]
+    assert caps
+    slow_runs = _ingest(caps, keys, tmp_path / "slow", False, monkeypatch)
+    fast_runs = _ingest(caps, keys, tmp_path / "fast", True, monkeypatch)
+    assert slow_runs == 0
+    assert fast_runs > 0  # the batch path really ran
+    slow, fast = _tables(tmp_path / "slow"), _tables(tmp_path / "fast")
+    assert slow.keys() == fast.keys()
+    for name in slow:
+        a, b = slow[name], fast[name]
+        assert a.num_rows == b.num_rows, name
+        assert a.schema.names == b.schema.names, name
+        for col in a.column_names:
+            assert a[col].equals(b[col]), f"{name}.{col} differs"
