@@ -140,17 +140,26 @@ class MessageInflater:
         """
         if self.no_context_takeover:
             self.reset()
-        out: list[bytes] = []
-        total = 0
         data = compressed + SYNC_FLUSH_TAIL
+        step = min(INFLATE_CHUNK, max_length + 1)
+        ctx = self._ctx
+        try:
+            chunk = ctx.decompress(data, step)
+        except zlib.error:
+            self.reset()
+            return b"", "failed"
+        if len(chunk) < step and not ctx.eof and not ctx.unconsumed_tail:
+            return chunk, "ok"  # the common case: one call, all of it
+        return self._inflate_rest(chunk, step, max_length)
+
+    def _inflate_rest(self, chunk: bytes, step: int, max_length: int
+                      ) -> tuple[bytes, InflateStatus]:
+        """``inflate`` after a first ``decompress(data, step)`` call returned ``chunk``."""
+        out: list[bytes] = [chunk]
+        total = len(chunk)
+        data = self._ctx.unconsumed_tail
         try:
             while True:
-                # ask one byte more than the cap allows, so "exactly max_length" is ok
-                step = min(INFLATE_CHUNK, max_length + 1 - total)
-                chunk = self._ctx.decompress(data, step)
-                out.append(chunk)
-                total += len(chunk)
-                data = self._ctx.unconsumed_tail
                 if total > max_length:
                     self.reset()
                     return b"".join(out)[:max_length], "bomb"
@@ -162,10 +171,15 @@ class MessageInflater:
                     self._restart_after_final(b"".join(out))
                     if not data:
                         return b"".join(out), "ok"
-                    continue
-                # a full chunk may leave output pending inside zlib even with no input left
-                if not data and len(chunk) < step:
+                elif not data and len(chunk) < step:
+                    # (a full chunk may leave output pending inside zlib with no input left)
                     return b"".join(out), "ok"
+                # ask one byte more than the cap allows, so "exactly max_length" is ok
+                step = min(INFLATE_CHUNK, max_length + 1 - total)
+                chunk = self._ctx.decompress(data, step)
+                out.append(chunk)
+                total += len(chunk)
+                data = self._ctx.unconsumed_tail
         except zlib.error:
             self.reset()
             return b"".join(out), "failed"

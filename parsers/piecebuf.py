@@ -15,6 +15,7 @@ Parsers read the buffer transactionally: look at ``data`` from ``pos``, and call
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import chain
 from operator import itemgetter
 
 import numpy as np
@@ -60,11 +61,14 @@ class PieceBuffer:
         self.pieces.extend(zip((run.ends[keep] + base).tolist(), run.ts_first[keep].tolist(),
                                run.ts_last[keep].tolist(), strict=True))
 
-    def times_many(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``times_at`` for many buffered offsets: arrays ``(ts_first, ts_last)``."""
-        a = np.array(self.pieces, dtype=np.int64).reshape(-1, 3)
-        i = np.minimum(np.searchsorted(a[:, 0], offsets, "right"), a.shape[0] - 1)
-        return a[i, 1], a[i, 2]
+    def times_many(self, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``times_at(first[i])[0]`` and ``times_at(last[i])[1]`` for buffered offsets."""
+        n = len(self.pieces)
+        a = np.fromiter(chain.from_iterable(self.pieces), dtype=np.int64, count=3 * n)
+        a = a.reshape(n, 3)
+        i = np.minimum(np.searchsorted(a[:, 0], first, "right"), n - 1)
+        j = np.minimum(np.searchsorted(a[:, 0], last, "right"), n - 1)
+        return a[i, 1], a[j, 2]
 
     def times_at(self, offset: int) -> tuple[int, int]:
         """``(ts_first, ts_last)`` of the piece that carried the byte at stream ``offset``.

@@ -203,6 +203,13 @@ _FALLBACK_FORM_PAIR_RE = re.compile(r"(^|[?&\s;,])([A-Za-z0-9_.%\-]{1,64})=([^&\
 _PRECHECK_RE = re.compile("|".join(re.escape(n) for n in sorted(_PRECHECK, key=len, reverse=True)))
 
 
+# The same pre-check on text that is not normalised, for Arrow's RE2 (exact for
+# ASCII text): a name whose normalised form holds another name is covered by it,
+# and ``[-_]*`` between letters stands for the removed separators.
+_PRECHECK_MINIMAL = [n for n in _PRECHECK if not any(m != n and m in n for m in _PRECHECK)]
+_PRECHECK_RAW = "|".join("[-_]*".join(re.escape(c) for c in n) for n in sorted(_PRECHECK_MINIMAL))
+
+
 def _may_hold_secret(text: str) -> bool:
     """Cheap pre-check: does any sensitive name occur at all (normalised)?"""
     return _PRECHECK_RE.search(_normalise(text)) is not None
@@ -215,21 +222,22 @@ def redact_json_texts(texts: pa.StringArray, where: np.ndarray) -> pa.StringArra
     holds no sensitive name cannot change; every other selected text goes through
     ``redact_json_text`` itself, so the result is exactly the per-text one.
     """
-    lower = pc.utf8_lower(texts)
-    norm = pc.replace_substring(pc.replace_substring(lower, "_", ""), "-", "")
-    hit = pc.match_substring_regex(norm, _PRECHECK_RE.pattern)
+    hit = pc.match_substring_regex(texts, _PRECHECK_RAW, ignore_case=True)
     maybe = pc.or_(hit, pc.invert(pc.string_is_ascii(texts)))
     todo = np.flatnonzero(where & maybe.to_numpy(zero_copy_only=False))
     if todo.size == 0:
         return texts
-    values = texts.to_pylist()
-    changed = False
+    mask = np.zeros(len(texts), dtype=bool)
+    replacements: list[str] = []
     for i in todo.tolist():
-        red = redact_json_text(values[i])
-        if red != values[i]:
-            values[i] = red
-            changed = True
-    return pa.array(values, type=pa.string()) if changed else texts
+        text = texts[i].as_py()
+        red = redact_json_text(text)
+        if red != text:
+            mask[i] = True
+            replacements.append(red)
+    if not replacements:
+        return texts
+    return pc.replace_with_mask(texts, pa.array(mask), pa.array(replacements, type=pa.string()))
 
 
 def redact_json_text(text: str) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 from .deflate import MessageInflater, PerMessageDeflateParams
 from .events import Anomaly, Direction, Run, feed_pieces
 from .piecebuf import PieceBuffer
+from .scan import FULL, SPECIAL, ws_simple_frames
 
 LAYER = "websocket"
 
@@ -298,91 +299,68 @@ class WebSocketSession:
         return events
 
     def _fast_frames(self, direction: Direction, d: _Direction, events: list[object]) -> bool:
-        """Frame the simple frames at the buffer's start; True when it stopped at a
+        """Take the simple frames at the buffer's start; True when it stopped at a
         frame the general path must handle (False: it needs more bytes)."""
         out_dir = direction == "out"
         rsv1_ok = self.deflate is not None or not self.handshake_known
-        max_message = self.max_message
+        buf = d.buf
+        while True:
+            arr = np.frombuffer(buf.data, dtype=np.uint8)
+            starts, hls, lens, rsv1, opcodes, stop = ws_simple_frames(
+                arr, out_dir, rsv1_ok, self.max_message)
+            del arr  # release the export: the buffer is resized below
+            if starts.size:
+                self._take_frames(direction, d, starts, hls, lens, rsv1, opcodes, events)
+            if stop != FULL:
+                return stop == SPECIAL
+
+    def _take_frames(self, direction: Direction, d: _Direction, starts: np.ndarray,
+                     hls: np.ndarray, lens: np.ndarray, rsv1: np.ndarray,
+                     opcodes: np.ndarray, events: list[object]) -> None:
+        """Messages of the frames ``ws_simple_frames`` found, as one ``WsMessageRun``."""
         buf = d.buf
         data = buf.data
-        size = len(data)
-        pos = 0
-        special = False
-        starts: list[int] = []
-        lengths: list[int] = []
-        opcodes: list[int] = []
-        compressed: list[bool] = []
+        base = buf.start
+        wire = hls + lens
+        ends = starts + wire
+        cut = np.zeros(starts.size, dtype=bool)
         payloads: list[bytes] = []
-        truncated: list[bool] = []
-        inflate = d.inflater.inflate
-        max_inflated = self.max_inflated
-        while size - pos >= 2:
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & PAYLOAD_LEN_MASK
-            hl = 2
-            if length == PAYLOAD_LEN_16:
-                hl = 4
-                if size - pos < hl:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-            elif length == PAYLOAD_LEN_64:
-                hl = 10
-                if size - pos < hl:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-            masked = b1 & MASK
-            if masked:
-                hl += MASKING_KEY_LENGTH
-            opcode = b0 & OPCODE_MASK
-            rsv = b0 & (RSV1 | RSV2 | RSV3)
-            if (not b0 & FIN or (opcode != Opcode.TEXT and opcode != Opcode.BINARY)
-                    or (rsv and (rsv != RSV1 or not rsv1_ok)) or bool(masked) != out_dir
-                    or length > max_message):
-                special = True
-                break
-            end = pos + hl + length
-            if end > size:
-                break
-            payload = bytes(data[pos + hl : end])
-            if masked:
-                payload = unmask(payload, bytes(data[pos + hl - 4 : pos + hl]))
-            cut = False
-            if rsv:
-                size_in = len(payload)
-                payload, status = inflate(payload, max_inflated)
-                if status != "ok":
-                    ts_last = buf.times_at(buf.start + end - 1)[1]
-                    offset = buf.start + pos
-                    if status == "bomb":
-                        cut = True
-                        events.append(self._anomaly(
-                            direction, ts_last, "inflate_bomb",
-                            f"inflated beyond max_inflated {max_inflated}", offset))
-                    else:
-                        code = ("inflate_failed" if self.handshake_known
-                                else "inflate_without_handshake")
-                        events.append(self._anomaly(direction, ts_last, code,
-                                                    f"{size_in} compressed bytes", offset))
-            starts.append(pos)
-            lengths.append(end - pos)
-            opcodes.append(opcode)
-            compressed.append(bool(rsv))
-            payloads.append(payload)
-            truncated.append(cut)
-            pos = end
-        if starts:
-            start = np.array(starts, dtype=np.int64) + buf.start
-            length_arr = np.array(lengths, dtype=np.int64)
-            ts_first = buf.times_many(start)[0]
-            ts_last = buf.times_many(start + length_arr - 1)[1]
-            buf.consume(pos)
-            events.append(WsMessageRun(
-                flow_id=self.flow_id, direction=direction, ts_first=ts_first, ts_last=ts_last,
-                stream_offset=start, opcode=np.array(opcodes, dtype=np.int8),
-                compressed=np.array(compressed, dtype=bool), masked=out_dir, payloads=payloads,
-                wire_length=length_arr, truncated=np.array(truncated, dtype=bool)))
-        return special
+        append = payloads.append
+        with memoryview(data) as mv:
+            first = (starts + hls).tolist()
+            last = ends.tolist()
+            if direction == "out":  # masked: the key is the header's last 4 bytes
+                for a, b in zip(first, last, strict=True):
+                    append(unmask(bytes(mv[a:b]), bytes(mv[a - 4 : a])))
+            else:
+                for a, b in zip(first, last, strict=True):
+                    append(bytes(mv[a:b]))
+        if rsv1.any():
+            inflate = d.inflater.inflate
+            max_inflated = self.max_inflated
+            for i in np.flatnonzero(rsv1).tolist():
+                compressed = payloads[i]
+                payloads[i], status = inflate(compressed, max_inflated)
+                if status == "ok":
+                    continue
+                ts_last = buf.times_at(base + int(ends[i]) - 1)[1]
+                offset = base + int(starts[i])
+                if status == "bomb":
+                    cut[i] = True
+                    events.append(self._anomaly(
+                        direction, ts_last, "inflate_bomb",
+                        f"inflated beyond max_inflated {max_inflated}", offset))
+                else:
+                    code = "inflate_failed" if self.handshake_known else "inflate_without_handshake"
+                    events.append(self._anomaly(direction, ts_last, code,
+                                                f"{len(compressed)} compressed bytes", offset))
+        start = starts + base
+        ts_first, ts_last = buf.times_many(start, start + wire - 1)
+        buf.consume(int(ends[-1]))
+        events.append(WsMessageRun(
+            flow_id=self.flow_id, direction=direction, ts_first=ts_first, ts_last=ts_last,
+            stream_offset=start, opcode=opcodes, compressed=rsv1,
+            masked=direction == "out", payloads=payloads, wire_length=wire, truncated=cut))
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes of ``direction`` were never captured.

@@ -26,7 +26,9 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +38,9 @@ import pyarrow.parquet as pq
 
 from ..parsers.errors import PcapflowError
 from .schemas import TABLES
+
+WRITE_QUEUE = 8
+"""Batches waiting for the writer thread before ``write`` blocks."""
 
 STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
 
@@ -155,6 +160,13 @@ class Staging:
         self._parts: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         self.row_group_rows = row_group_rows
+        # Parquet encoding and compression run in one background thread (Arrow
+        # releases the GIL), overlapping the parsing; a bounded queue keeps memory
+        # bounded when the disk is slower than the parsers.
+        self._queue: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(WRITE_QUEUE)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stopping = False
 
     def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
         """Append rows (a pyarrow Table or a dict of columns) to ``table``."""
@@ -168,6 +180,35 @@ class Staging:
             batch = batch.drop_columns(["capture_id"])
         if batch.num_rows == 0:
             return
+        self._raise_worker_error()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="pcapflow-writer",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put((table, batch))
+        self.rows[table] = self.rows.get(table, 0) + batch.num_rows
+
+    def _work(self) -> None:
+        """The writer thread: write queued batches in order; ``None`` closes the files
+        (and ends the thread once ``abort`` asked it to stop)."""
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    if self._error is None:
+                        for w in self._writers.values():
+                            w.close()
+                        self._writers.clear()
+                    if self._stopping:
+                        return
+                elif self._error is None:  # after a failure: drain, the caller raises it
+                    self._write_now(*item)
+            except BaseException as err:
+                self._error = err
+            finally:
+                self._queue.task_done()
+
+    def _write_now(self, table: str, batch: pa.Table) -> None:
         w = self._writers.get(table)
         if w is None:
             (self.dir / table).mkdir(parents=True, exist_ok=True)
@@ -175,18 +216,23 @@ class Staging:
             self._parts[table] = part + 1
             w = pq.ParquetWriter(
                 self.dir / table / f"part-{part}.parquet",
-                pa.schema([f for f in schema if f.name != "capture_id"]),
+                pa.schema([f for f in TABLES[table] if f.name != "capture_id"]),
                 compression="zstd",
             )
             self._writers[table] = w
         w.write_table(batch, row_group_size=self.row_group_rows)
-        self.rows[table] = self.rows.get(table, 0) + batch.num_rows
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
     def close_writers(self) -> None:
         """Finish every open file (they become readable; later writes add parts)."""
-        for w in self._writers.values():
-            w.close()
-        self._writers.clear()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._queue.join()
+        self._raise_worker_error()
 
     def _fsync_all(self) -> None:
         for f in self.dir.rglob("*.parquet"):
@@ -194,6 +240,12 @@ class Staging:
                 os.fsync(fh.fileno())
 
     def abort(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._error = self._error or RuntimeError("aborted")  # the thread drains
+            with contextlib.suppress(Exception):
+                self._queue.put(None, timeout=30)
+            self._thread.join(timeout=30)
         with contextlib.suppress(Exception):
             for w in self._writers.values():
                 w.close()

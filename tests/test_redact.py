@@ -252,3 +252,31 @@ def test_fix_logon_fields() -> None:
     assert redact_fix_fields([(1400, "101"), (1402, "enc"), (925, "new")]) == [
         (1400, "101"), (1402, REDACTED), (925, REDACTED),
     ]
+
+
+# --- the vectorised pre-check (batch path) ----------------------------------------
+_ALPHABET = 'aeikgnpstwyorhdcljuKEYSIGN_-"{}:[], 0é\u212a'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=_ALPHABET, max_size=40), min_size=1, max_size=20))
+def test_redact_json_texts_equals_per_text(texts: list[str]) -> None:
+    import numpy as np
+    import pyarrow as pa
+    from pcapflow.parsers.redact import redact_json_texts
+
+    where = np.array([i % 3 != 2 for i in range(len(texts))])
+    got = redact_json_texts(pa.array(texts, type=pa.string()), where).to_pylist()
+    want = [redact_json_text(t) if w else t for t, w in zip(texts, where, strict=True)]
+    assert got == want
+
+
+def test_redact_json_texts_finds_separated_names() -> None:
+    import numpy as np
+    import pyarrow as pa
+    from pcapflow.parsers.redact import redact_json_texts
+
+    texts = ['{"API_KEY":"abc"}', '{"s-i_g-n":"x"}', '{"price":"1"}', '{"pass_Phrase":"p"}']
+    got = redact_json_texts(pa.array(texts), np.ones(4, dtype=bool)).to_pylist()
+    assert got == ['{"API_KEY":"REDACTED"}', '{"s-i_g-n":"REDACTED"}', '{"price":"1"}',
+                   '{"pass_Phrase":"REDACTED"}']

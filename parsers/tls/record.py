@@ -27,6 +27,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from itertools import chain
 
 import numpy as np
 
@@ -175,7 +176,9 @@ class RecordReader:
 
     def piece_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The buffered pieces as arrays ``(end_offset, ts_first, ts_last)``."""
-        a = np.array(self._pieces, dtype=np.int64).reshape(-1, 3)
+        n = len(self._pieces)
+        a = np.fromiter(chain.from_iterable(self._pieces), dtype=np.int64, count=3 * n)
+        a = a.reshape(n, 3)
         return a[:, 0], a[:, 1], a[:, 2]
 
     def advance(self, pos: int, records: int) -> None:

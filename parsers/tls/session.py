@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 
 from ..errors import DecodeError
 from ..events import IN, OUT, Anomaly, Direction, Run, feed_pieces
+from ..scan import tls_app_records
 from . import handshake as hs
 from .ciphers import RecordDecryptor, Tls12AeadDecryptor, Tls13Decryptor, tls12_decryptor
 from .events import (
@@ -60,7 +61,6 @@ from .record import (
     CHANGE_CIPHER_SPEC,
     HANDSHAKE,
     MAX_CIPHERTEXT,
-    RECORD_HEADER,
     RawRecord,
     ReaderIssue,
     ReaderState,
@@ -173,50 +173,47 @@ class TlsSession:
         if not tls13 and type(dec) is not Tls12AeadDecryptor:
             return  # CBC/stream contexts change state even on failure: general path
         reader = st.reader
-        buf, pos, max_record = reader._buf, reader._pos, reader.max_record
-        size = len(buf)
-        starts: list[int] = []
-        versions: list[int] = []
+        buf, pos = reader._buf, reader._pos
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        starts, lengths, versions = tls_app_records(arr, pos, reader.max_record)
+        del arr  # release the export before the buffer is resized
+        if not starts.size:
+            return
         plains: list[bytes] = []
-        unpack = RECORD_HEADER.unpack_from
-        if tls13:
-            aead, iv, seq = dec._aead, dec._iv, dec.seq
+        append = plains.append
         with memoryview(buf) as mv:
-            while size - pos >= 5:
-                ctype, version, length = unpack(buf, pos)
-                end = pos + 5 + length
-                if ctype != APPLICATION_DATA or version >> 8 != 3 or length > max_record \
-                        or end > size:
-                    break
-                if tls13:
+            if tls13:
+                aead, iv, seq = dec._aead, dec._iv, dec.seq
+                decrypt = aead.decrypt
+                for a, n in zip(starts.tolist(), lengths.tolist(), strict=True):
                     try:
-                        inner = aead.decrypt((iv ^ seq).to_bytes(12, "big"), mv[pos + 5 : end],
-                                             mv[pos : pos + 5])
+                        inner = decrypt((iv ^ seq).to_bytes(12, "big"), mv[a + 5 : a + 5 + n],
+                                        mv[a : a + 5])
                     except InvalidTag:
                         break
                     inner = inner.rstrip(b"\x00")
                     if len(inner) < 2 or inner[-1] != APPLICATION_DATA:
                         break
                     seq += 1
-                    plains.append(inner[:-1])
-                else:
-                    result = dec.decrypt(ctype, version, bytes(mv[pos : pos + 5]),
-                                         bytes(mv[pos + 5 : end]))
+                    append(inner[:-1])
+                dec.seq = seq
+            else:
+                for a, n, v in zip(starts.tolist(), lengths.tolist(), versions.tolist(),
+                                   strict=True):
+                    result = dec.decrypt(APPLICATION_DATA, v, bytes(mv[a : a + 5]),
+                                         bytes(mv[a + 5 : a + 5 + n]))
                     if result is None or not result[1]:
                         if result is not None:
                             dec.seq -= 1
                         break
-                    plains.append(result[1])
-                starts.append(pos)
-                versions.append(version)
-                pos = end
-        if not starts:
+                    append(result[1])
+        k = len(plains)
+        if not k:
             return
-        if tls13:
-            dec.seq = seq
-        k = len(starts)
+        pos = int(starts[k - 1] + 5 + lengths[k - 1])
+        versions = versions[:k]
         base = reader._base
-        start = np.array(starts, dtype=np.int64) + base
+        start = starts[:k] + base
         stop = np.empty(k, dtype=np.int64)
         stop[:-1] = start[1:]
         stop[-1] = pos + base
@@ -229,7 +226,7 @@ class TlsSession:
         st.epoch_records += k
         self._out.append(TlsRecordRun(
             flow_id=self.flow_id, direction=d, ts_first=tsf, ts_last=tsl, stream_offset=start,
-            version=np.array(versions, dtype=np.int64), length=stop - start,
+            version=versions, length=stop - start,
             plaintext_length=plen, inner_content_type=APPLICATION_DATA if self._tls13 else None))
         self._out.append(PlaintextRun(
             flow_id=self.flow_id, direction=d, stream_offset=st.plaintext_offset,
