@@ -157,13 +157,16 @@ class HttpSession:
 
     ``max_body`` caps a kept body (raw and decoded); ``max_header`` caps a header section
     (start line, fields and trailers). After a ``101`` to WebSocket, events come from a
-    ``WebSocketSession`` (``self.websocket``).
+    ``WebSocketSession`` (``self.websocket``) with ``ws_max_message``/``ws_max_inflated``.
     """
 
-    def __init__(self, flow_id: int, *, max_body: int = 1 << 20, max_header: int = 64 << 10):
+    def __init__(self, flow_id: int, *, max_body: int = 1 << 20, max_header: int = 64 << 10,
+                 ws_max_message: int = 16 << 20, ws_max_inflated: int = 64 << 20):
         self.flow_id = flow_id
         self.max_body = max_body
         self.max_header = max_header
+        self.ws_max_message = ws_max_message
+        self.ws_max_inflated = ws_max_inflated
         self._sides: dict[Direction, _Side] = {
             "out": _Side(PieceBuffer()),
             "in": _Side(PieceBuffer()),
@@ -588,7 +591,8 @@ class HttpSession:
         ))
         out = self._sides["out"]
         self.websocket = WebSocketSession(
-            self.flow_id, extensions=extensions or "",
+            self.flow_id, extensions=extensions or "", max_message=self.ws_max_message,
+            max_inflated=self.ws_max_inflated,
             out_offset=out.buf.start, in_offset=self._sides["in"].buf.start,
         )
         self._to_websocket("in", events)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -11,13 +11,16 @@ from .dataset import data_dir
 from .pipelines.ingest import IngestResult, ingest_capture
 
 
-def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None) -> object | None:
+def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
+                 limits: Mapping[str, int | str] | None = None) -> object | None:
     """The application-layer stage, when it is available (None = TCP layer only)."""
     try:
         from .pipelines.connections import AppLayer
+        from .pipelines.limits import Limits
     except ImportError:
         return None
-    return AppLayer.factory(keylog=[str(k) for k in keylog or []])
+    return AppLayer.factory(keylog=[str(k) for k in keylog or []],
+                            limits=Limits().with_overrides(limits or {}))
 
 
 def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
@@ -29,11 +32,12 @@ def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
     return make_matcher(venues)
 
 
-def _one(args: tuple[str, str, bool, bool, list[str], str | None]) -> IngestResult:
-    path, data, packets, app, keylog, venues = args
+def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int | str]]
+         ) -> IngestResult:
+    path, data, packets, app, keylog, venues, limits = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
-        app_layer=_app_factory(keylog) if app else None,
+        app_layer=_app_factory(keylog, limits) if app else None,
         matcher=_matcher(venues) if app else None,  # type: ignore[arg-type]
     )
 
@@ -48,6 +52,7 @@ def ingest(
     app: bool = True,
     jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    limits: Mapping[str, int | str] | None = None,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
 
@@ -57,17 +62,19 @@ def ingest(
 
     Re-ingesting a capture (same sha256) replaces its rows and touches nothing
     else. ``venues`` is a TOML venue map (see ``pcapflow.venues``). ``jobs > 1``
-    ingests several captures in parallel processes.
+    ingests several captures in parallel processes. ``limits`` overrides resource
+    caps by name (``pipelines.limits.Limits``, e.g. ``{"ws_max_message": "32M"}``).
     """
     root = data_dir(data)
     keys = [str(k) for k in keylog or []]
     venues_s = str(venues) if venues is not None else None
     if jobs > 1 and len(paths) > 1:
-        work = [(str(p), str(root), packets, app, keys, venues_s) for p in paths]
+        work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}))
+                for p in paths]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_one, work))
     results = []
-    app_factory = _app_factory(keys) if app else None
+    app_factory = _app_factory(keys, limits) if app else None
     matcher = _matcher(venues_s) if app else None
     for p in paths:
         cb = None

@@ -72,6 +72,11 @@ def ingest(
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every anomaly code")] = False,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
+                     "repeatable (names in the README, 'Limits')"),
+    ] = None,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files)."""
     for c in captures:
@@ -82,6 +87,16 @@ def ingest(
             raise PcapflowError(f"{k}: key log file not found")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
+    from .pipelines.limits import Limits
+
+    overrides = {}
+    for item in limit or []:
+        try:
+            Limits.parse([item])  # a bad item fails here, before any reading
+        except PcapflowError as err:
+            raise typer.BadParameter(str(err), param_hint="--limit") from None
+        name, _, value = item.partition("=")
+        overrides[name] = value
     from . import api
     from .dataset import data_dir
 
@@ -112,6 +127,7 @@ def ingest(
             app=not tcp_only,
             jobs=jobs,
             progress=progress,
+            limits=overrides,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):

@@ -12,7 +12,7 @@ update the connection's ``flows`` columns (SNI, ALPN, Host, WebSocket path).
 A reassembled piece's ``ts_last`` is its first transmission for ``out`` and its
 in-order availability for ``in`` (DESIGN.md, "Time").
 
-A connection whose protocol is unknown after ``DETECT_BYTES`` is dropped from
+A connection whose protocol is unknown after ``Limits.detect_bytes`` is dropped from
 the application layer (only its TCP-level rows remain); one closed by RST or by
 FIN in both directions is finished and freed at once, so memory follows the
 number of *open* connections, not the capture's size.
@@ -39,23 +39,13 @@ from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
 from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
+from .limits import Limits
 from .rows import RowBuffers
 from .segments import gather, rtt_walk, simple_prefix
 
-# Bytes per direction looked at before a connection's protocol is called unknown.
-DETECT_BYTES = 4096
 TLS_HANDSHAKE = 22  # TLS ContentType handshake
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
-
-# Open connections parsed at once. Past it, the least recently active ones are
-# finished early (an anomaly says so): bounds memory on captures of scans or of
-# millions of short flows; a trading host has a few hundred.
-MAX_OPEN_CONNECTIONS = 20_000
-
-# Unacknowledged segments remembered per direction for RTT samples (as tshark's
-# TCP_MAX_UNACKED_SEGMENTS): bounds memory when the ACKs are not captured.
-MAX_UNACKED = 1000
 
 # Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
@@ -68,14 +58,18 @@ DIRS: tuple[Direction, Direction] = ("out", "in")
 AnomalyFn = Callable[[list[Anomaly]], None]
 
 
-def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool) -> object | None:
+def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
+                 limits: Limits) -> object | None:
     """The session parser registry: protocol name -> parser (None = not parsed)."""
     if proto == "tls" and not inner:
         return TlsSession(flow_id, keylog)
     if proto == "http":
-        return HttpSession(flow_id)
+        return HttpSession(flow_id, max_body=limits.http_max_body,
+                           max_header=limits.http_max_header,
+                           ws_max_message=limits.ws_max_message,
+                           ws_max_inflated=limits.ws_max_inflated)
     if proto == "fix":
-        return FixSession(flow_id)
+        return FixSession(flow_id, max_message=limits.fix_max_message)
     return None
 
 
@@ -87,12 +81,14 @@ def _queue_array(q: deque[list[int]]) -> np.ndarray:
 class _Layer:
     """One protocol layer of a connection: detect by content, then parse."""
 
-    __slots__ = ("flow_id", "inner", "keylog", "name", "pending", "seen", "session")
+    __slots__ = ("flow_id", "inner", "keylog", "limits", "name", "pending", "seen", "session")
 
-    def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool) -> None:
+    def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool,
+                 limits: Limits) -> None:
         self.flow_id = flow_id
         self.keylog = keylog
         self.inner = inner
+        self.limits = limits
         self.name: str | None = None  # protocol once detected, "unknown" when given up
         self.session: object | None = None
         self.pending: list[tuple[int, bytes, int, int] | tuple[int, int, int]] = []
@@ -104,8 +100,9 @@ class _Layer:
         if self.name is not None:
             return []
         self.pending.append((d, data, ts_first, ts_last))
-        if len(self.seen[d]) < DETECT_BYTES:
-            self.seen[d] += data[: DETECT_BYTES - len(self.seen[d])]
+        detect_bytes = self.limits.detect_bytes
+        if len(self.seen[d]) < detect_bytes:
+            self.seen[d] += data[: detect_bytes - len(self.seen[d])]
         return self._try_detect(ts_last)
 
     def feed_many(self, d: int, run: Run) -> list[object]:
@@ -134,12 +131,12 @@ class _Layer:
             if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
                 proto = "tls"
         if proto == "unknown":
-            if max(len(self.seen[0]), len(self.seen[1])) >= DETECT_BYTES:
+            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
                 self.name = "unknown"
                 self.pending.clear()
             return []
         self.name = proto
-        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner)
+        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner, self.limits)
         events: list[object] = []
         if self.session is None:
             self.pending.clear()
@@ -168,13 +165,17 @@ class _Layer:
 class Connection:
     """Reassembly and parsing state of one TCP connection."""
 
-    __slots__ = ("fin", "flow_id", "info", "inner", "last_ts", "outer", "reasm", "sent_end",
-                 "unacked")
+    __slots__ = ("fin", "flow_id", "info", "inner", "last_ts", "limits", "outer", "reasm",
+                 "sent_end", "unacked")
 
-    def __init__(self, flow_id: int, keylog: KeyLog | None) -> None:
+    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits) -> None:
         self.flow_id = flow_id
-        self.reasm = (StreamReassembler(), StreamReassembler())
-        self.outer = _Layer(flow_id, keylog, inner=False)
+        self.limits = limits
+        self.reasm = tuple(
+            StreamReassembler(max_held=limits.reassembly_held_bytes,
+                              max_held_segments=limits.reassembly_held_segments)
+            for _ in range(2))
+        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits)
         self.inner: _Layer | None = None
         self.info: dict[str, object] = {}
         self.fin = [False, False]
@@ -189,7 +190,7 @@ class Connection:
         q = self.unacked[d]
         if end > self.sent_end[d]:
             self.sent_end[d] = end
-            if len(q) < MAX_UNACKED:
+            if len(q) < self.limits.max_unacked:
                 q.append([end, ts, 0])
         elif q:
             for item in q:  # a retransmission: Karn's rule marks the samples it covers
@@ -238,12 +239,12 @@ class Connection:
         for e in events:
             if isinstance(e, Plaintext):
                 if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True)
+                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
                 d = 0 if e.direction == "out" else 1
                 out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)
             elif isinstance(e, PlaintextRun):
                 if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True)
+                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
                 out += self.inner.feed_many(0 if e.direction == "out" else 1, e.run)
             else:
                 out.append(e)
@@ -271,9 +272,11 @@ class Connection:
 class AppLayer:
     """Application-layer stage of an ingest (see module docstring)."""
 
-    def __init__(self, tracker: FlowTracker, keylog: KeyLog | None) -> None:
+    def __init__(self, tracker: FlowTracker, keylog: KeyLog | None,
+                 limits: Limits | None = None) -> None:
         self.tracker = tracker
         self.keylog = keylog
+        self.limits = limits or Limits()
         self.conns: dict[int, Connection] = {}
         self.done: set[int] = set()
         self.info: dict[int, dict[str, object]] = {}
@@ -283,10 +286,11 @@ class AppLayer:
         self.rtt_parts: list[tuple[int, np.ndarray]] = []
 
     @classmethod
-    def factory(cls, keylog: list[str]) -> Callable[[FlowTracker], AppLayer]:
+    def factory(cls, keylog: list[str], limits: Limits | None = None
+                ) -> Callable[[FlowTracker], AppLayer]:
         """Load the key logs once, in the caller (errors surface before reading)."""
         keys = KeyLog.from_files([Path(k) for k in keylog]) if keylog else None
-        return lambda tracker: cls(tracker, keys)
+        return lambda tracker: cls(tracker, keys, limits)
 
     def _select(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
         tcp = (pf.flow_id >= 0) & (dec.proto == IPPROTO_TCP)
@@ -314,7 +318,7 @@ class AppLayer:
         sel = self._select(dec, pf)
         fids = pf.flow_id[sel]
         if FAST_PATH and sel.size and (
-                len(self.conns) + np.unique(fids).size <= MAX_OPEN_CONNECTIONS):
+                len(self.conns) + np.unique(fids).size <= self.limits.max_open_connections):
             # No eviction can happen in this chunk: take it connection by connection
             # (each connection's packets stay in capture order).
             order = np.argsort(fids, kind="stable")
@@ -351,9 +355,9 @@ class AppLayer:
         if conn is None:
             if n == 0:
                 return False
-            conn = self.conns[fid] = Connection(fid, self.keylog)
+            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits)
             conn.last_ts = ts  # the newest: never the one evicted
-            if len(self.conns) > MAX_OPEN_CONNECTIONS:
+            if len(self.conns) > self.limits.max_open_connections:
                 self._evict(events)
         if n:
             start = int(dec.payload_offset[i])
@@ -425,7 +429,7 @@ class AppLayer:
         rows, q0, q1, end0, end1 = rtt_walk(
             d, off, dec.payload_len[idx], cap, pf.ack_offset[idx], ts,
             _queue_array(conn.unacked[0]), _queue_array(conn.unacked[1]),
-            conn.sent_end[0], conn.sent_end[1], MAX_UNACKED)
+            conn.sent_end[0], conn.sent_end[1], self.limits.max_unacked)
         conn.unacked = (deque(q0.tolist()), deque(q1.tolist()))
         conn.sent_end = [int(end0), int(end1)]
         if rows.shape[0]:
@@ -452,12 +456,13 @@ class AppLayer:
         Evicting a tenth at a time keeps the sort's cost amortised over the many
         new connections that filled the gap.
         """
-        keep = MAX_OPEN_CONNECTIONS * 9 // 10
+        cap = self.limits.max_open_connections
+        keep = cap * 9 // 10
         by_age = sorted(self.conns.values(), key=lambda c: c.last_ts)
         for conn in by_age[: len(self.conns) - keep]:
             events.append(Anomaly(
                 ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tcp",
-                code="connection_evicted", detail=f"more than {MAX_OPEN_CONNECTIONS} open "
+                code="connection_evicted", detail=f"more than {cap} open "
                 "connections: this idle one was finished early; later data is not parsed"))
             self._close(conn.flow_id, conn.last_ts, events)
 

@@ -122,3 +122,11 @@ def test_strict_makes_a_damaged_capture_exit_1(files: Path) -> None:
     last = err.strip().splitlines()[-1]
     assert last.startswith("error:") and "cut.pcap" in last and "packet 141" in last
 
+
+
+def test_bad_limit_is_a_usage_error(tmp_path: Path) -> None:
+    rc, out, err = run("ingest", str(FIX), "--data", str(tmp_path / "d"), "--limit", "bogus=1",
+                       cwd=tmp_path)
+    assert rc == 2
+    assert "unknown limit 'bogus'" in out + err
+    assert not (tmp_path / "d" / "captures").exists()

@@ -199,14 +199,12 @@ def test_jobs_ingest_in_parallel_processes_gives_the_same_rows(tmp_path: Path) -
     assert seq == par
 
 
-def test_open_connections_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_connections_are_capped(tmp_path: Path) -> None:
     """Past the cap the least recently active connection is finished early, with an
     anomaly; the run goes on and what was parsed before is kept."""
-    from pcapflow.pipelines import connections
-
-    monkeypatch.setattr(connections, "MAX_OPEN_CONNECTIONS", 1)
     cap = SAMPLES / "binance_wsapi_tls13.pcap"
-    pcapflow.ingest([cap], keylog=[SAMPLES / "binance_wsapi_tls13.keylog"], data=tmp_path)
+    pcapflow.ingest([cap], keylog=[SAMPLES / "binance_wsapi_tls13.keylog"], data=tmp_path,
+                    limits={"max_open_connections": 1})
     ds = pcapflow.open(tmp_path)
     assert ds.scalar("SELECT count(*) FROM anomalies WHERE code = 'connection_evicted'") >= 1
     assert ds.scalar("SELECT count(*) FROM ws_messages") > 0
