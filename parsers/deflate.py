@@ -35,6 +35,10 @@ _ZLIB_MIN_RAW_WBITS = 9
 # Size of one bounded ``decompress`` step: the most a bomb can allocate past the cap.
 INFLATE_CHUNK = 256 << 10
 
+MAX_DEFLATE_RATIO = 2100
+"""More than deflate can expand: a length/distance pair (at least 2 bits) yields at
+most 258 bytes, so one input byte yields at most 4 x 258 = 1032 (doubled for margin)."""
+
 InflateStatus = Literal["ok", "failed", "bomb"]
 
 
@@ -141,10 +145,15 @@ class MessageInflater:
         if self.no_context_takeover:
             self.reset()
         data = compressed + SYNC_FLUSH_TAIL
-        step = min(INFLATE_CHUNK, max_length + 1)
         ctx = self._ctx
         try:
-            chunk = ctx.decompress(data, step)
+            if len(data) * MAX_DEFLATE_RATIO <= max_length:
+                # cannot exceed the cap: no output limit (zlib's faster path)
+                step = max_length + 1
+                chunk = ctx.decompress(data)
+            else:
+                step = min(INFLATE_CHUNK, max_length + 1)
+                chunk = ctx.decompress(data, step)
         except zlib.error:
             self.reset()
             return b"", "failed"

@@ -234,6 +234,78 @@ def _feed(session: object, data: bytes, on_event: Callable[[object], None]) -> s
     return meta.decode("latin-1")
 
 
+def _feed_batched(session: object, data: bytes) -> list[object]:
+    """``_feed`` through ``feed_many``: consecutive records of one direction form one
+    ``Run`` (same bytes and times as ``_feed`` gives them); returns the events."""
+    from pcapflow.parsers.events import Run
+
+    out: list[object] = []
+    pending: list[tuple[bytes, int, int]] = []
+    pending_dir = "out"
+
+    def flush() -> None:
+        if pending:
+            ends = np.cumsum([len(b) for b, _, _ in pending], dtype=np.int64)
+            run = Run(b"".join(b for b, _, _ in pending), ends,
+                      np.array([t for _, t, _ in pending], dtype=np.int64),
+                      np.array([t for _, _, t in pending], dtype=np.int64))
+            out.extend(session.feed_many(pending_dir, run))  # type: ignore[attr-defined]
+            pending.clear()
+
+    ts = 0
+    for tag, body in unpack(data):
+        ts += 1000
+        if tag == TAG_META:
+            continue
+        d = "out" if tag == TAG_OUT else "in"
+        if tag == TAG_GAP:
+            flush()
+            d = "out" if len(body) % 2 == 0 else "in"
+            out.extend(session.gap(d, gap_length(body), ts))  # type: ignore[attr-defined]
+            continue
+        if d != pending_dir:
+            flush()
+            pending_dir = d
+        if body:  # feed() of an empty piece is a no-op for every parser
+            pending.append((body, ts, ts + 500))
+    flush()
+    out.extend(session.finish(ts + 1000))  # type: ignore[attr-defined]
+    return out
+
+
+def _normal_form(events: list[object]) -> tuple[dict[str, list[str]], list[str]]:
+    """Events as table rows (batch events expanded by the row converters) plus the
+    sorted reprs of everything else, with ``PlaintextRun`` split into its pieces."""
+    from pcapflow.parsers.tls.events import Plaintext, PlaintextRun
+    from pcapflow.pipelines.rows import RowBuffers
+
+    tables: dict[str, list[str]] = {}
+    rows = RowBuffers(lambda t, tbl: tables.setdefault(t, []).extend(
+        repr(r) for r in tbl.to_pylist()))
+    other: list[str] = []
+    for e in events:
+        if isinstance(e, PlaintextRun):
+            off = e.stream_offset
+            for piece, t1, t2 in e.run.pieces():
+                other.append(repr(("plain", e.direction, off, piece, t1, t2)))
+                off += len(piece)
+        elif isinstance(e, Plaintext):
+            other.append(repr(("plain", e.direction, e.stream_offset, e.data, e.ts_first,
+                               e.ts_last)))
+        elif not rows.add(e):
+            other.append(repr(e))
+    rows.flush()
+    return {t: sorted(v) for t, v in tables.items()}, sorted(other)
+
+
+def check_batch_path(make: Callable[[], object], data: bytes) -> None:
+    """The batch path (``feed_many``) gives exactly the events of ``feed`` per piece."""
+    one: list[object] = []
+    _feed(make(), data, one.append)
+    batched = _feed_batched(make(), data)
+    assert _normal_form(batched) == _normal_form(one), "feed_many differs from feed"
+
+
 def _meta(data: bytes) -> bytes:
     return next((b for t, b in unpack(data) if t == TAG_META), b"")
 
@@ -276,6 +348,7 @@ def run_tls(data: bytes) -> None:
 
     _feed(sess, data, on)
     assert plain[0] <= fed, "more plaintext than ciphertext"
+    check_batch_path(lambda: TlsSession(7, KeyLog.from_text(keytext)), data)
 
 
 def _check_http(e: object, max_body: int, max_ws: int) -> None:
@@ -307,6 +380,7 @@ def run_http(data: bytes) -> None:
     _feed(sess, data, lambda e: _check_http(e, max_body, max_ws))
     if sess.websocket is not None:
         assert isinstance(sess.websocket, WebSocketSession)
+    check_batch_path(lambda: HttpSession(3, max_body=max_body, max_header=1 << 14), data)
 
 
 def run_websocket(data: bytes) -> None:
@@ -328,6 +402,8 @@ def run_websocket(data: bytes) -> None:
         assert e.frames >= 1 and e.wire_length >= 2
 
     _feed(sess, data, on)
+    check_batch_path(
+        lambda: WebSocketSession(5, extensions=ext, max_message=cap, max_inflated=cap), data)
 
 
 def _frame(op: int, payload: bytes, *, fin: bool = True, rsv1: bool = False,
