@@ -166,7 +166,6 @@ class Staging:
         self._queue: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(WRITE_QUEUE)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._stopping = False
 
     def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
         """Append rows (a pyarrow Table or a dict of columns) to ``table``."""
@@ -182,26 +181,29 @@ class Staging:
             return
         self._raise_worker_error()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="pcapflow-writer",
-                                            daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._work, name="pcapflow-writer", daemon=True)
+            thread.start()
+            self._thread = thread
         self._queue.put((table, batch))
         self.rows[table] = self.rows.get(table, 0) + batch.num_rows
 
     def _work(self) -> None:
-        """The writer thread: write queued batches in order; ``None`` closes the files
-        (and ends the thread once ``abort`` asked it to stop)."""
+        """The writer thread: write queued batches in order until ``None``, which
+        closes the files and ends the thread (``close_writers``)."""
         while True:
             item = self._queue.get()
             try:
                 if item is None:
-                    if self._error is None:
-                        for w in self._writers.values():
+                    writers = list(self._writers.values())
+                    self._writers.clear()
+                    for w in writers:
+                        if self._error is None:
                             w.close()
-                        self._writers.clear()
-                    if self._stopping:
-                        return
-                elif self._error is None:  # after a failure: drain, the caller raises it
+                        else:  # aborting or failed: the files are thrown away
+                            with contextlib.suppress(Exception):
+                                w.close()
+                    return
+                if self._error is None:  # after a failure: drain, the caller raises it
                     self._write_now(*item)
             except BaseException as err:
                 self._error = err
@@ -229,10 +231,14 @@ class Staging:
 
     def close_writers(self) -> None:
         """Finish every open file (they become readable; later writes add parts)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._queue.join()
+        self._stop_thread()
         self._raise_worker_error()
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
 
     def _fsync_all(self) -> None:
         for f in self.dir.rglob("*.parquet"):
@@ -240,12 +246,9 @@ class Staging:
                 os.fsync(fh.fileno())
 
     def abort(self) -> None:
-        if self._thread is not None:
-            self._stopping = True
-            self._error = self._error or RuntimeError("aborted")  # the thread drains
-            with contextlib.suppress(Exception):
-                self._queue.put(None, timeout=30)
-            self._thread.join(timeout=30)
+        self._error = self._error or RuntimeError("aborted")  # the thread drains, writes nothing
+        with contextlib.suppress(Exception):
+            self._stop_thread()
         with contextlib.suppress(Exception):
             for w in self._writers.values():
                 w.close()
