@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from paths import SAMPLES
+from pcapflow.pipelines import store
 
 import pcapflow
-from pcapflow.pipelines import store
 
 
 def _writers() -> int:
