@@ -180,14 +180,20 @@ def ws_needles(rules: Mapping[str, pa.Table]) -> dict[tuple[str, str, str], froz
     ``engine_streams`` match value. A dialect with no rule has no entry: none of
     its messages is used.
     """
+    def keys(*paths: list[str | None] | None) -> set[Needle]:
+        # a NULL path (or list) reads nothing, so it needs no needle
+        return {key_needle(p) for ps in paths for p in ps or () if p is not None}
+
     out: dict[tuple[str, str, str], set[Needle]] = {}
     for d in rules["ws_dialects"].to_pylist():
         out.setdefault(("keyed", d["dialect"], "out"), set()).update(
-            key_needle(p) for p in [*d["req_id_paths"], *d["method_paths"]])
+            keys(d["req_id_paths"], d["method_paths"]))
         out.setdefault(("keyed", d["dialect"], "in"), set()).update(
-            key_needle(p) for p in [*d["reply_id_paths"], *d["reply_method_paths"]])
+            keys(d["reply_id_paths"], d["reply_method_paths"]))
     for e in rules["engine_streams"].to_pylist():
-        out.setdefault(("event", e["dialect"], "in"), set()).add(value_needle(e["match_like"]))
+        group = out.setdefault(("event", e["dialect"], "in"), set())
+        if e["match_like"] is not None:  # LIKE NULL matches nothing
+            group.add(value_needle(e["match_like"]))
     return {k: frozenset(v) for k, v in out.items()}
 
 
