@@ -10,11 +10,27 @@ HTTP Host, address, port and FIX comp ids. The SQL files then run in
 last one leaves ``out_orders``, ``out_acks``, ``out_latency`` and
 ``out_unmatched``, which are cast to the declared schemas. Python only
 orchestrates: every pairing decision is in the SQL.
+
+Prefilter. A capture is mostly market data that no matcher uses, and parsing
+its JSON was most of the matcher's cost. Before the SQL runs,
+``ws_candidates`` keeps only the WebSocket text messages that can be a
+request, a reply or a private order-stream event of their flow's dialect, by
+substring tests on the payload, before any JSON parsing: the quoted last key
+of one of the dialect's id or method paths (``"id"``), or the literal start
+of an ``engine_streams`` match value (``executionReport"``); see
+``ws_needles`` and ``candidates_sql``. A JSON reader also accepts keys and
+values spelt with escapes (``"\\u0069d"``), so a payload with a backslash is
+always kept. Each test is a necessary condition of the SQL's own, so the rows
+are those of the unfiltered run (``prefilter=False``; the tests compare the
+two). The SQL files likewise parse only REST order actions and their
+responses, and only FIX order actions and replies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -109,20 +125,153 @@ def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
+# --- Prefilter -------------------------------------------------------------------
+
+# A needle is substrings that a payload must all contain; a message passes when
+# it holds every part of one of its group's needles. The empty needle () keeps
+# every message. DuckDB's ``contains`` looks for a needle's first byte with
+# memchr, then tests every position after it: a part that starts with a letter
+# rarely found in market data (``id"``) is cheap, one that starts with a quote
+# is not, so a key needle tests ``id"`` before the exact ``"id"``.
+Needle = tuple[str, ...]
+
+# The last key of a JSON path (``$.a[0].id`` -> ``id``); paths of another shape
+# (quoted keys, wildcards) give the empty needle.
+_PATH_LEAF = re.compile(r"^\$.*\.([A-Za-z0-9_]+)(?:\[[0-9]+\])*$")
+# What a non-string JSON value reads as through json_extract_string starts with
+# a digit, "-", "{", "[", or one of these letters (true, false, null, NaN, inf,
+# Infinity); a LIKE pattern starting with any other letter or "/" can only
+# match a string, which the payload holds between quotes.
+_NON_STRING_START = frozenset("tfnNiI")
+
+
+def key_needle(path: str) -> Needle:
+    """What every payload with a value at the JSON ``path`` contains: the quoted
+    last key (``$.data.id`` -> ``"id"``, tested after ``id"``)."""
+    m = _PATH_LEAF.match(path)
+    return (f'{m.group(1)}"', f'"{m.group(1)}"') if m else ()
+
+
+def value_needle(like: str) -> Needle:
+    """What every payload contains whose string at some path matches the LIKE
+    pattern ``like``: its literal start, closed by a quote when the pattern has
+    no wildcard (``orders"``, ``user.orders.``); none when the pattern could
+    match a non-string value."""
+    first = like[:1]
+    if not (first == "/" or (first.isascii() and first.isalpha())) or first in _NON_STRING_START:
+        return ()
+    literal = re.split(r"[%_\\]", like, maxsplit=1)[0]
+    return (literal + '"' if literal == like else literal,)
+
+
+# What a candidate message may be: ``keyed`` a request or a reply (an id or a
+# method key, websocket.sql), ``event`` a private order-stream event (engine.sql).
+USES = ("keyed", "event")
+
+
+def ws_needles(rules: Mapping[str, pa.Table]) -> dict[tuple[str, str, str], frozenset[Needle]]:
+    """Per (use, dialect, direction): the needles one of which every WebSocket
+    message the SQL can take for that use holds (or a backslash, see the module
+    docstring).
+
+    ``keyed``/``out``: a request id or method key (``ws_req`` keys requests by id,
+    or by op, and orders by method). ``keyed``/``in``: a reply id or reply method
+    key (only keyed replies are paired or listed as orphans). ``event``/``in``: an
+    ``engine_streams`` match value. A dialect with no rule has no entry: none of
+    its messages is used.
+    """
+    def keys(*paths: list[str | None] | None) -> set[Needle]:
+        # a NULL path (or list) reads nothing, so it needs no needle
+        return {key_needle(p) for ps in paths for p in ps or () if p is not None}
+
+    out: dict[tuple[str, str, str], set[Needle]] = {}
+    for d in rules["ws_dialects"].to_pylist():
+        out.setdefault(("keyed", d["dialect"], "out"), set()).update(
+            keys(d["req_id_paths"], d["method_paths"]))
+        out.setdefault(("keyed", d["dialect"], "in"), set()).update(
+            keys(d["reply_id_paths"], d["reply_method_paths"]))
+    for e in rules["engine_streams"].to_pylist():
+        group = out.setdefault(("event", e["dialect"], "in"), set())
+        if e["match_like"] is not None:  # LIKE NULL matches nothing
+            group.add(value_needle(e["match_like"]))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _holds(needle: Needle) -> str:
+    return " AND ".join(f"contains(m.payload, {_sql_str(n)})" for n in needle) or "true"
+
+
+def candidates_sql(needles: Mapping[tuple[str, str, str], frozenset[Needle]],
+                   dialects: Collection[str], prefilter: bool = True) -> str:
+    """The statements that make ``ws_candidates``: the text messages websocket.sql
+    and engine.sql read, of the flows whose dialect is one of ``dialects``, with
+    a flag per use (``keyed``, ``event``) saying which SQL may take them.
+
+    Two passes. The scan keeps the messages holding the first part of any
+    needle of those dialects (or a backslash): one cheap test per distinct part,
+    which DuckDB pushes into the Parquet reader. The few that pass are then held
+    to whole needles (``"id"``, not just ``id"``) of their own flow's dialect and
+    direction. Done in one WHERE, the optimizer would derive and push down the
+    union of every whole needle instead, testing each row twice.
+    """
+    cols = "m.flow_id, m.direction, m.ts_first, m.ts_last, m.stream_offset, m.payload"
+    if not prefilter:
+        return ("CREATE OR REPLACE TEMP TABLE ws_candidates AS SELECT "
+                f"{cols}, true AS keyed, true AS event FROM ws_messages m WHERE m.opcode = 'text'")
+    groups = {k: v for k, v in sorted(needles.items()) if k[1] in dialects}
+    # a backslash may spell any key or value with escapes
+    firsts = sorted({"\\", *(n[0] if n else "" for g in groups.values() for n in g)})
+    scan = " OR ".join(f"contains(m.payload, {_sql_str(n)})" for n in firsts)
+    flags = []
+    for use in USES:
+        tests = [f"(f.dialect = {_sql_str(dialect)} AND m.direction = {_sql_str(direction)} AND ("
+                 + " OR ".join(f"({_holds(n)})" for n in [("\\",), *sorted(group)]) + "))"
+                 for (u, dialect, direction), group in groups.items() if u == use]
+        flags.append(f"({' OR '.join(tests) or 'false'}) AS {use}")
+    return (f"CREATE OR REPLACE TEMP TABLE ws_scan AS SELECT {cols} FROM ws_messages m "
+            f"WHERE m.opcode = 'text' AND ({scan if groups else 'false'});\n"
+            "CREATE OR REPLACE TEMP TABLE ws_candidates AS SELECT * FROM ("
+            f"SELECT m.*, {', '.join(flags)} FROM ws_scan m JOIN flow_rules f USING (flow_id)) "
+            f"WHERE {' OR '.join(USES)};\n"
+            "DROP TABLE ws_scan;")
+
+
+# --- Running the SQL -------------------------------------------------------------
+
+
+@contextmanager
+def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Resolver, *,
+            prefilter: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection on which every SQL file has run over the Parquet ``files``
+    per table (its temp tables open to look at); closed on exit.
+
+    ``prefilter=False`` reads every WebSocket text message (the reference the
+    prefilter must agree with).
+    """
+    con = duckdb.connect()
+    try:
+        _load_inputs(con, files)
+        rules = rule_tables()
+        for name, table in rules.items():
+            con.register(name, table)
+        rules_by_flow = flow_rules(flows, resolver, _comp_ids(con))
+        con.register("flow_rules", rules_by_flow)
+        dialects = set(rules_by_flow.column("dialect").to_pylist())
+        con.execute(candidates_sql(ws_needles(rules), dialects, prefilter))
+        for name in SQL_FILES:
+            con.execute(sql_text(name))
+        yield con
+    finally:
+        con.close()
+
+
 def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
-                 resolver: Resolver) -> MatchOutput:
+                 resolver: Resolver, *, prefilter: bool = True) -> MatchOutput:
     """Match one capture whose message tables are the Parquet ``files`` per table."""
     if not any(p.exists() for t in MESSAGE_TABLES for p in files.get(t, ())):
         # Nothing to pair (a TCP-only or unparsed capture): venues only, no SQL run.
         return _venues_only(flows, resolver)
-    con = duckdb.connect()
-    try:
-        _load_inputs(con, files)
-        for name, table in rule_tables().items():
-            con.register(name, table)
-        con.register("flow_rules", flow_rules(flows, resolver, _comp_ids(con)))
-        for name in SQL_FILES:
-            con.execute(sql_text(name))
+    with matched(files, flows, resolver, prefilter=prefilter) as con:
         out: dict[str, pa.Table] = {}
         for table, (temp, schema) in OUTPUTS.items():
             target = _without_capture_id(schema)
@@ -130,8 +279,6 @@ def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
             out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
         venues = con.execute("SELECT flow_id, venue FROM flow_rules WHERE venue IS NOT NULL")
         flow_venue = {int(f): str(v) for f, v in venues.fetchall()}
-    finally:
-        con.close()
     return MatchOutput(flow_venue=flow_venue, tables=out)
 
 

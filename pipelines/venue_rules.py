@@ -355,7 +355,10 @@ ENGINE_STREAMS: list[tuple[object, ...]] = [
      "$.event.o.x", None, None),
     ("okx", "$.arg.channel", "orders", "$.data[0].clOrdId", None, "$.data[0].ordId",
      "$.data[0].state", "$.data[0].amendResult", "_%"),
-    ("bybit", "$.topic", "order%", "$.data[0].orderLinkId", None, "$.data[0].orderId",
+    # "order" and "order.spot" / "order.linear" / ..., not "orderbook.50.BTCUSDT"
+    ("bybit", "$.topic", "order", "$.data[0].orderLinkId", None, "$.data[0].orderId",
+     "$.data[0].orderStatus", None, None),
+    ("bybit", "$.topic", "order.%", "$.data[0].orderLinkId", None, "$.data[0].orderId",
      "$.data[0].orderStatus", None, None),
     ("kraken", "$.channel", "executions", "$.data[0].cl_ord_id", None, "$.data[0].order_id",
      "$.data[0].exec_type", None, None),

@@ -29,10 +29,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pcapflow.pipelines import match
+from pcapflow.pipelines.schemas import TABLES
 
 import pcapflow
-from pcapflow import api
+from pcapflow import api, venues
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
 TSHARK = shutil.which("tshark")
@@ -266,3 +270,34 @@ def test_second_leg_engine_events(dataset: pcapflow.Dataset) -> None:
                            "AND e.flow_id = a.flow_id AND e.leg = 'engine' "
                            "WHERE a.leg = 'ack' AND a.status = 'rejected'").fetchall()[0]
     assert rejected == (0,)
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_prefilter_changes_no_row(dataset: pcapflow.Dataset, capture: Path) -> None:
+    """The matcher's prefilter (match.candidates_sql) keeps every message a
+    matcher uses: the same rows with it as without it, and the ones ingest
+    wrote. The wsapi capture's market-data stream is skipped."""
+    cid = _capture_id(dataset, capture)
+    files = {t: match._partition_files(dataset.path, t, cid) for t in match.INPUT_TABLES}
+
+    def stored(table: str) -> pa.Table:
+        schema = pa.schema([f for f in TABLES[table] if f.name != "capture_id"])
+        return pa.concat_tables([pq.read_table(f, schema=schema)
+                                 for f in match._partition_files(dataset.path, table, cid)])
+
+    flows = stored("flows")
+    registry = venues.registry(dataset.path.parent / "venues.toml")
+    on = match.match_tables(files, flows, registry)
+    off = match.match_tables(files, flows, registry, prefilter=False)
+    assert on.flow_venue == off.flow_venue
+    for table, rows in off.tables.items():
+        want = sorted(map(repr, rows.to_pylist()))
+        assert sorted(map(repr, on.tables[table].to_pylist())) == want, table
+        if rows.num_rows:
+            assert sorted(map(repr, stored(table).to_pylist())) == want, table
+    with match.matched(files, flows, registry) as con:
+        read, text = con.execute(
+            "SELECT (SELECT count(*) FROM ws_in), "
+            "(SELECT count(*) FROM ws_messages WHERE opcode = 'text')").fetchall()[0]
+    if capture.stem == "binance_wsapi_tls13":
+        assert 0 < read < text

@@ -10,7 +10,8 @@
 -- flags an amendment (OKX amendResult, Deribit replaced) is an amend.
 -- Orders the gateway rejected get no engine leg (OKX: "A reject at entry
 -- gives ... no orders-channel update").
--- Input: ws_in, engine_streams, engine_states, all_orders, all_acks.
+-- Input: ws_in (its ``event`` messages), engine_streams, engine_states, all_orders,
+-- all_acks.
 -- Output: engine_acks.
 
 CREATE OR REPLACE TEMP TABLE engine_events AS
@@ -25,7 +26,7 @@ WITH ev AS (
     FROM ws_in m
     JOIN engine_streams e ON e.dialect = m.dialect AND jstr(m.doc, e.match_path) LIKE e.match_like
     LEFT JOIN engine_states s ON s.dialect = e.dialect AND s.state = jstr(m.doc, e.state_path)
-    WHERE m.direction = 'in')
+    WHERE m.direction = 'in' AND m.event)
 SELECT * EXCLUDE (state_kind, amended),
        CASE WHEN state_kind = 'new' AND amended THEN 'amend' ELSE state_kind END AS event_kind,
        coalesce(orig_coid, coid) AS subject

@@ -8,16 +8,20 @@
 -- reply echoes a cancel's or replace's own 11 (some venues don't), an 8 with
 -- the matching OrigClOrdID (41) and a cancel/replace ExecType is used.
 -- Messages with PossDupFlag (43=Y) are resends: excluded on both sides.
--- Session messages (0 1 2 4 5 A) are ignored.
+-- Session messages (0 1 2 4 5 A) and market data are ignored: only the
+-- order actions we send and the replies we get are read (and only the
+-- replies' field lists, for RefSeqNum and the reject reasons).
 -- Input: fix_messages, flow_rules. Output: fix_orders, fix_acks.
 
 CREATE OR REPLACE TEMP TABLE fix_in AS
 SELECT row_number() OVER () AS rid, m.flow_id, m.direction, m.msg_type, m.seq_num,
        m.cl_ord_id, m.orig_cl_ord_id, nullif(m.order_id, 'NONE') AS order_id, m.exec_type,
-       m.fields, epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first,
-       m.stream_offset, f.venue
+       CASE WHEN m.direction = 'in' THEN m.fields END AS fields,
+       epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset, f.venue
 FROM fix_messages m JOIN flow_rules f USING (flow_id)
-WHERE NOT coalesce(m.poss_dup, false);
+WHERE NOT coalesce(m.poss_dup, false)
+  AND ((m.direction = 'out' AND m.msg_type IN ('D', 'F', 'G', 'XCN', 'XAK'))
+       OR (m.direction = 'in' AND m.msg_type IN ('8', '9', 'XAR', '3', 'j')));
 
 CREATE OR REPLACE TEMP TABLE fix_orders AS
 SELECT 'fix:' || rid AS order_key, venue, flow_id, 'fix' AS protocol, msg_type AS endpoint,

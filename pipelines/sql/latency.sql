@@ -11,10 +11,13 @@
 -- nor does a segment that was retransmitted before its ACK (Karn's rule).
 -- Input: all_orders, all_acks, engine_acks, tcp_rtt.
 
+-- Only the segments that end an order are looked up.
 CREATE OR REPLACE TEMP TABLE rtt_by_segment AS
-SELECT flow_id, epoch_ns(ts_sent) AS ts, min(rtt_ns) AS rtt_ns
-FROM tcp_rtt WHERE direction = 'out' AND NOT coalesce(piggybacked, false)
-  AND NOT coalesce(retransmitted, false)  -- Karn: an ACK after a resend is ambiguous
+SELECT t.flow_id, epoch_ns(t.ts_sent) AS ts, min(t.rtt_ns) AS rtt_ns
+FROM tcp_rtt t WHERE t.direction = 'out' AND NOT coalesce(t.piggybacked, false)
+  AND NOT coalesce(t.retransmitted, false)  -- Karn: an ACK after a resend is ambiguous
+  AND EXISTS (SELECT 1 FROM all_orders o
+              WHERE o.flow_id = t.flow_id AND o.ts = epoch_ns(t.ts_sent))
 GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE out_orders AS

@@ -7,21 +7,36 @@
 -- are order actions is data (rest_actions: method + path per dialect); the
 -- generic dialect "rest" applies every venue's rows. Error responses pair by
 -- position like any other, whether or not they carry an id.
+-- Only order actions and their responses are parsed: a request's parameters
+-- and JSON body are read when a rule names its method and path (a market-data
+-- GET is never parsed), a response's body when it answers an action. Every
+-- request and response still takes part by position (an orphan response is
+-- one whose request was not seen).
 -- Input: http_messages, flow_rules, rest_actions, rest_replies.
 -- Output: rest_orders, rest_acks (standard columns, see latency.sql).
 
 CREATE OR REPLACE TEMP TABLE rest_req AS
-SELECT m.flow_id, m.request_index, m.method,
-       split_part(m.path, '?', 1) AS path_only,
-       form_pairs(CASE WHEN strpos(m.path, '?') > 0
-                       THEN substr(m.path, strpos(m.path, '?') + 1) END)
-       || form_pairs(CASE WHEN m.content_type ILIKE '%x-www-form-urlencoded%'
-                          THEN m.body END) AS params,
-       CASE WHEN json_valid(m.body) THEN m.body END AS body,
-       epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
-       f.venue, f.dialect
-FROM http_messages m JOIN flow_rules f USING (flow_id)
-WHERE m.kind = 'request';
+WITH q AS (
+    SELECT m.flow_id, m.request_index, m.method, m.path, m.content_type, m.body,
+           split_part(m.path, '?', 1) AS path_only, m.ts_last, m.ts_first, m.stream_offset,
+           f.venue, f.dialect
+    FROM http_messages m JOIN flow_rules f USING (flow_id)
+    WHERE m.kind = 'request'),
+flagged AS (
+    SELECT q.*,
+           EXISTS (SELECT 1 FROM rest_actions a
+                   WHERE (a.dialect = q.dialect OR q.dialect = 'rest')
+                     AND a.method = q.method AND q.path_only LIKE a.path_like) AS is_action
+    FROM q)
+SELECT flow_id, request_index, method, path_only,
+       CASE WHEN is_action
+            THEN form_pairs(CASE WHEN strpos(path, '?') > 0
+                                 THEN substr(path, strpos(path, '?') + 1) END)
+                 || form_pairs(CASE WHEN content_type ILIKE '%x-www-form-urlencoded%'
+                                    THEN body END) END AS params,
+       CASE WHEN is_action AND json_valid(body) THEN body END AS body,
+       epoch_ns(ts_last) AS ts, epoch_ns(ts_first) AS ts_first, stream_offset, venue, dialect
+FROM flagged;
 
 -- One action per request: a rule of the flow's own dialect wins over another
 -- venue's rule reached through the generic "rest" dialect.
@@ -49,9 +64,10 @@ QUALIFY row_number() OVER (PARTITION BY q.flow_id, q.request_index
 -- The final (non-1xx) response to each request.
 CREATE OR REPLACE TEMP TABLE rest_resp AS
 SELECT m.flow_id, m.request_index, m.status AS http_status,
-       CASE WHEN json_valid(m.body) THEN m.body END AS body,
+       CASE WHEN o.order_key IS NOT NULL AND json_valid(m.body) THEN m.body END AS body,
        epoch_ns(m.ts_last) AS ts, m.stream_offset
 FROM http_messages m
+LEFT JOIN rest_orders o ON o.flow_id = m.flow_id AND o.request_index = m.request_index
 WHERE m.kind = 'response' AND (m.status IS NULL OR m.status >= 200)
 QUALIFY row_number() OVER (PARTITION BY m.flow_id, m.request_index ORDER BY m.ts_last) = 1;
 

@@ -12,15 +12,18 @@
 -- order actions (ws_actions) become orders.
 -- When a dialect pairs id-less requests by op (Bybit without reqId), the key
 -- is the op instead of the id.
--- Input: ws_messages, flow_rules, ws_dialects, ws_actions.
+-- Input: ws_candidates (match.py's prefilter: the text messages of
+-- ws_messages that can be a request or a reply, ``keyed``, or an engine
+-- event, ``event``, of their flow's dialect), flow_rules, ws_dialects,
+-- ws_actions.
 -- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
 
 CREATE OR REPLACE TEMP TABLE ws_in AS
 SELECT row_number() OVER () AS rid, m.flow_id, m.direction,
        epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
-       m.payload AS doc, f.venue, f.dialect
-FROM ws_messages m JOIN flow_rules f USING (flow_id)
-WHERE m.opcode = 'text' AND json_valid(m.payload);
+       m.payload AS doc, m.keyed, m.event, f.venue, f.dialect
+FROM ws_candidates m JOIN flow_rules f USING (flow_id)
+WHERE json_valid(m.payload);
 
 CREATE OR REPLACE TEMP TABLE ws_req AS
 WITH r AS (
@@ -30,7 +33,7 @@ WITH r AS (
            regexp_replace(json_paths(m.doc, d.method_paths), coalesce(d.method_strip, '^$'), '')
                AS method
     FROM ws_in m JOIN ws_dialects d ON d.dialect = m.dialect
-    WHERE m.direction = 'out')
+    WHERE m.direction = 'out' AND m.keyed)
 SELECT * EXCLUDE (reply_method_paths, id_key),
        coalesce(id_key, CASE WHEN len(reply_method_paths) > 0 THEN 'op:' || method END) AS key
 FROM r;
@@ -42,7 +45,7 @@ WITH r AS (
            first_of(list_transform(d.reply_id_paths, lambda p: jkey(m.doc, p))) AS id_key,
            json_paths(m.doc, d.reply_method_paths) AS reply_method
     FROM ws_in m JOIN ws_dialects d ON d.dialect = m.dialect
-    WHERE m.direction = 'in')
+    WHERE m.direction = 'in' AND m.keyed)
 SELECT * EXCLUDE (id_key, reply_method, status_path, order_id_paths, error_paths,
                   unknown_codes, reply_filter_path, reply_filter_value),
        coalesce(id_key, 'op:' || reply_method) AS key,
