@@ -15,7 +15,6 @@ Parsers read the buffer transactionally: look at ``data`` from ``pos``, and call
 from __future__ import annotations
 
 from bisect import bisect_right
-from itertools import chain
 from operator import itemgetter
 
 import numpy as np
@@ -26,9 +25,14 @@ _END = itemgetter(0)
 
 
 class PieceBuffer:
-    """Unconsumed bytes of one direction plus the times of the pieces that carried them."""
+    """Unconsumed bytes of one direction plus the times of the pieces that carried them.
 
-    __slots__ = ("data", "pieces", "start")
+    Pieces added by ``append_run`` (the batch path) stay a NumPy array (``_arr``,
+    after the ones in ``_list``) until a per-piece method needs them as tuples:
+    ``times_many`` and ``consume`` work on the array directly.
+    """
+
+    __slots__ = ("_arr", "_list", "data", "start")
 
     def __init__(self, start: int = 0) -> None:
         self.data = bytearray()
@@ -36,7 +40,16 @@ class PieceBuffer:
         self.start = start
         # (end_offset, ts_first, ts_last) of each piece with bytes at or after ``start``;
         # the last entry also remembers the times of the newest piece once all is consumed
-        self.pieces: list[tuple[int, int, int]] = []
+        self._list: list[tuple[int, int, int]] = []
+        self._arr: np.ndarray | None = None  # newer pieces, rows of the same triple
+
+    @property
+    def pieces(self) -> list[tuple[int, int, int]]:
+        """Every remembered piece as ``(end_offset, ts_first, ts_last)``."""
+        if self._arr is not None:
+            self._list.extend(map(tuple, self._arr.tolist()))
+            self._arr = None
+        return self._list
 
     @property
     def end(self) -> int:
@@ -56,16 +69,24 @@ class PieceBuffer:
             return
         base = self.end
         self.data += run.data
-        lengths = np.diff(run.ends, prepend=0)
-        keep = lengths > 0
-        self.pieces.extend(zip((run.ends[keep] + base).tolist(), run.ts_first[keep].tolist(),
-                               run.ts_last[keep].tolist(), strict=True))
+        keep = np.diff(run.ends, prepend=0) > 0
+        new = np.empty((int(keep.sum()), 3), dtype=np.int64)
+        new[:, 0] = run.ends[keep] + base
+        new[:, 1] = run.ts_first[keep]
+        new[:, 2] = run.ts_last[keep]
+        self._arr = new if self._arr is None else np.concatenate([self._arr, new])
+
+    def _all(self) -> np.ndarray:
+        if not self._list:
+            assert self._arr is not None
+            return self._arr
+        head = np.array(self._list, dtype=np.int64).reshape(-1, 3)
+        return head if self._arr is None else np.concatenate([head, self._arr])
 
     def times_many(self, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``times_at(first[i])[0]`` and ``times_at(last[i])[1]`` for buffered offsets."""
-        n = len(self.pieces)
-        a = np.fromiter(chain.from_iterable(self.pieces), dtype=np.int64, count=3 * n)
-        a = a.reshape(n, 3)
+        a = self._all()
+        n = a.shape[0]
         i = np.minimum(np.searchsorted(a[:, 0], first, "right"), n - 1)
         j = np.minimum(np.searchsorted(a[:, 0], last, "right"), n - 1)
         return a[i, 1], a[j, 2]
@@ -89,11 +110,18 @@ class PieceBuffer:
             return
         del self.data[:n]
         self.start += n
-        pieces = self.pieces
         # keep the newest piece even when fully consumed: times_at() may still ask
         # for the last byte consumed (a message ending exactly at a piece boundary)
+        arr = self._arr
+        if arr is not None:
+            k = int(np.searchsorted(arr[:, 0], self.start - 1, "right"))
+            if k:  # every listed piece ends before the array's first: all go
+                self._list.clear()
+                self._arr = arr[min(k, arr.shape[0] - 1) :]
+                return
+        pieces = self._list
         k = bisect_right(pieces, self.start - 1, key=_END)
-        if k >= len(pieces):
+        if k >= len(pieces) and arr is None:
             k = len(pieces) - 1
         if k > 0:
             del pieces[:k]
@@ -102,7 +130,8 @@ class PieceBuffer:
         """Account for ``length`` bytes never captured; the buffer is emptied first."""
         self.consume(len(self.data))
         self.start += length
-        self.pieces = [(self.start, ts, ts)]
+        self._list = [(self.start, ts, ts)]
+        self._arr = None
 
     def drain(self) -> list[tuple[bytes, int, int]]:
         """Return every buffered byte as ``(data, ts_first, ts_last)`` pieces, and empty."""

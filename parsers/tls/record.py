@@ -123,6 +123,8 @@ class RecordReader:
         self._base = 0  # stream offset of _buf[0]
         # (stream end offset, ts_first, ts_last) of each piece still (partly) buffered
         self._pieces: deque[tuple[int, int, int]] = deque()
+        # pieces of ``append_run`` not yet needed one by one (rows of the same triple)
+        self._arr: np.ndarray | None = None
         self._records = 0  # records returned so far
 
     @property
@@ -142,6 +144,7 @@ class RecordReader:
             self._buf.clear()
             self._pos = 0
             return []
+        self._settle()
         self._buf += data
         self._pieces.append((self._base + len(self._buf), ts_first, ts_last))
         out: list[RawRecord | ReaderIssue] = []
@@ -158,8 +161,17 @@ class RecordReader:
         """Buffer a run of in-order pieces without framing them (see ``step``)."""
         base = self._base + len(self._buf)
         self._buf += run.data
-        self._pieces.extend(zip((run.ends + base).tolist(), run.ts_first.tolist(),
-                                run.ts_last.tolist(), strict=True))
+        new = np.empty((run.ends.size, 3), dtype=np.int64)
+        new[:, 0] = run.ends + base
+        new[:, 1] = run.ts_first
+        new[:, 2] = run.ts_last
+        self._arr = new if self._arr is None else np.concatenate([self._arr, new])
+
+    def _settle(self) -> None:
+        """Move array pieces into the deque (the per-piece code reads the deque)."""
+        if self._arr is not None:
+            self._pieces.extend(map(tuple, self._arr.tolist()))
+            self._arr = None
 
     def step(self) -> tuple[RawRecord | ReaderIssue | None, bool]:
         """One move of the framing state machine: ``(item or None, progressed)``."""
@@ -179,6 +191,8 @@ class RecordReader:
         n = len(self._pieces)
         a = np.fromiter(chain.from_iterable(self._pieces), dtype=np.int64, count=3 * n)
         a = a.reshape(n, 3)
+        if self._arr is not None:
+            a = np.concatenate([a, self._arr])
         return a[:, 0], a[:, 1], a[:, 2]
 
     def advance(self, pos: int, records: int) -> None:
@@ -198,6 +212,7 @@ class RecordReader:
         self._buf.clear()
         self._pos = 0
         self._pieces.clear()
+        self._arr = None
         if self.state is ReaderState.STOPPED:
             return []
         self.state = ReaderState.RESYNC
@@ -286,12 +301,14 @@ class RecordReader:
             buf.clear()
             self._pos = 0
             self._pieces.clear()
+            self._arr = None
             return issue
         return None
 
     # -- times ---------------------------------------------------------------------
     def _ts_at(self, pos: int) -> tuple[int, int]:
         """(ts_first, ts_last) of the piece holding buffer position ``pos``."""
+        self._settle()
         offset = self._base + pos
         for end, ts_first, ts_last in self._pieces:
             if end > offset:
@@ -304,6 +321,10 @@ class RecordReader:
         pieces = self._pieces
         while pieces and pieces[0][0] <= offset:
             pieces.popleft()
+        arr = self._arr
+        if arr is not None and not pieces:
+            arr = arr[int(np.searchsorted(arr[:, 0], offset, "right")) :]
+            self._arr = arr if arr.shape[0] else None
         if self._pos and (self._pos >= COMPACT_THRESHOLD or self._pos == len(self._buf)):
             del self._buf[: self._pos]
             self._base += self._pos
