@@ -49,8 +49,10 @@ DSB_TLS_KEY_LOG = 0x544C534B
 
 # Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
-# Shortest run of simple packets worth the batch path's fixed cost.
+# Shortest run of simple packets worth the batch path's fixed cost, and the
+# fewest data packets per same-direction stretch (on average) in such a run.
 MIN_RUN = 4
+MIN_STRETCH = 4
 # Events buffered before they are turned into rows.
 DISPATCH_EVENTS = 4096
 
@@ -71,6 +73,17 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
     if proto == "fix":
         return FixSession(flow_id, max_message=limits.fix_max_message)
     return None
+
+
+def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
+    """Do the run's data packets come in same-direction stretches long enough for the
+    batch path? (Request/response traffic alternates one segment at a time: there the
+    batch path's fixed cost per stretch exceeds the per-packet path's.)"""
+    dirs = d[cap > 0]
+    if dirs.size == 0:
+        return True
+    stretches = 1 + int(np.count_nonzero(dirs[1:] != dirs[:-1]))
+    return dirs.size >= MIN_STRETCH * stretches
 
 
 def _queue_array(q: deque[list[int]]) -> np.ndarray:
@@ -405,7 +418,7 @@ class AppLayer:
             if conn is not None and conn.outer.session is not None and not conn.waiting:
                 q = simple_prefix(d, off, plen, cap, flags, p, conn.reasm[0].next,
                                   conn.reasm[1].next)
-                if q - p >= MIN_RUN:
+                if q - p >= MIN_RUN and _worth_batching(d[p:q], cap[p:q]):
                     self._run(conn, idx[p:q], chunk, dec, pf, events)
                     last = int(idx[q - 1])
                     p = q

@@ -59,6 +59,10 @@ def _ingest(caps: list[Path], keys: list[Path], data: Path, fast: bool,
 
     with monkeypatch.context() as m:
         m.setattr(connections, "FAST_PATH", fast)
+        # batch every run of simple packets, however short (the thresholds only
+        # choose the cheaper path; both must give the same tables)
+        m.setattr(connections, "MIN_RUN", 1)
+        m.setattr(connections, "MIN_STRETCH", 0)
         m.setattr(connections.AppLayer, "_run", counting)
         pcapflow.ingest(caps, keylog=keys, data=data)
     return runs
