@@ -12,6 +12,21 @@ update the connection's ``flows`` columns (SNI, ALPN, Host, WebSocket path).
 A reassembled piece's ``ts_last`` is its first transmission for ``out`` and its
 in-order availability for ``in`` (DESIGN.md, "Time").
 
+Two paths, one result. The *general path* (``_packet``) takes one packet at a
+time: reassembler, RTT queue, parser ``feed`` per piece, one event per record,
+frame and message. The *batch path* exists because that costs tens of µs per
+message in Python: when no eviction can happen in a chunk, the chunk is taken
+connection by connection (each connection's packets in capture order), and a run
+of *simple* packets (in order, fully captured, no FIN/RST, nothing held; found by
+``segments.simple_prefix``) of a connection whose protocol is known is handled in
+bulk by ``_run``: RTT samples by ``segments.rtt_walk``, payload gathered into one
+``Run`` per same-direction stretch and handed to the parsers' ``feed_many``,
+which frame, decrypt and inflate in tight loops and return column batches
+(``TlsRecordRun``, ``WsMessageRun``). Every other packet goes through the
+general path. ``tests/test_fast_path.py`` checks that both paths write the same
+tables on every sample and public capture, and the fuzz targets check
+``feed_many`` against ``feed`` piece by piece.
+
 A connection whose protocol is unknown after ``Limits.detect_bytes`` is dropped from
 the application layer (only its TCP-level rows remain); one closed by RST or by
 FIN in both directions is finished and freed at once, so memory follows the
