@@ -26,6 +26,20 @@ first byte and ``ts_last`` from the piece holding its last byte (events.py).
 Fields are split with ``bytes.split(SOH)``, no regex per field. Length-prefixed
 data fields (RawData 96 etc.) may hold SOH; a message that needs them is re-read
 field by field, honouring the declared lengths.
+
+Batch path (``feed_many``, a ``Run`` of pieces): the run is appended to the
+buffer at once and a compiled loop (``_scan_simple``) frames, checksums and
+splits every *well-formed* message in a row (BodyLength right, CheckSum right,
+pure ASCII, numeric tags, no data field), with times from the piece ends. They
+come out as one ``FixMessageRun`` (columns, flat fields) instead of one
+``FixMessage`` each; rows are built and redacted at flush (``rows._fix_runs``).
+Anything else (garbage, a bad CheckSum or BodyLength, a skip run) goes through
+the general ``_step``, one unit, with the buffer cut where ``feed`` would have
+cut it at that point (the end of the piece it would have been handling), so the
+outcome (waiting, salvage, ``message_too_large``) is the one piece-by-piece
+feeding gives; the compiled loop resumes once no skip run is open. Equality with
+``feed`` is tested on generated streams (tests/test_fix_batch.py) and captures
+(tests/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -33,9 +47,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .events import Anomaly, Direction
+import numba
+import numpy as np
 
-__all__ = ["DATA_FIELDS", "LAYER", "FixMessage", "FixSession"]
+from .events import Anomaly, Direction, Run
+
+__all__ = ["DATA_FIELDS", "LAYER", "RUN_NAMED", "FixMessage", "FixMessageRun", "FixSession"]
 
 LAYER = "fix"
 
@@ -93,6 +110,21 @@ TAG_TARGET_COMP_ID = 56
 TAG_TEXT = 58
 TAG_EXEC_TYPE = 150
 
+RUN_NAMED: tuple[tuple[str, int], ...] = (
+    ("begin_string", TAG_BEGIN_STRING),
+    ("msg_type", TAG_MSG_TYPE),
+    ("sender_comp_id", TAG_SENDER_COMP_ID),
+    ("target_comp_id", TAG_TARGET_COMP_ID),
+    ("sending_time", TAG_SENDING_TIME),
+    ("cl_ord_id", TAG_CL_ORD_ID),
+    ("orig_cl_ord_id", TAG_ORIG_CL_ORD_ID),
+    ("order_id", TAG_ORDER_ID),
+    ("exec_type", TAG_EXEC_TYPE),
+    ("ord_status", TAG_ORD_STATUS),
+    ("text", TAG_TEXT),
+)
+"""String attributes of ``FixMessage`` and their tags, in ``FixMessageRun.named`` column order."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FixMessage:
@@ -128,6 +160,56 @@ class FixMessage:
     fields: list[tuple[int, str]] = field(default_factory=list)
     raw_length: int = 0
     """Bytes on the wire, ``8=`` through the trailer's SOH."""
+
+
+# Columns of ``FixMessageRun.messages`` (int64, one row per message).
+RUN_TS_FIRST = 0
+RUN_TS_LAST = 1
+RUN_STREAM_OFFSET = 2
+RUN_RAW_LENGTH = 3
+RUN_BODY_LENGTH = 4
+RUN_SEQ_NUM = 5  # meaningful where RUN_SEQ_OK is 1
+RUN_SEQ_OK = 6
+RUN_POSS_DUP = 7
+RUN_FIELD_COUNT = 8
+RUN_NAMED_FIRST = 9  # RUN_NAMED[c]: column RUN_NAMED_FIRST + c
+RUN_COLUMNS = RUN_NAMED_FIRST + len(RUN_NAMED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FixMessageRun:
+    """Many well-formed messages of one direction as columns (the batch path).
+
+    Each row is the ``FixMessage`` the general path gives for the same bytes,
+    with ``checksum_ok=True``. ``messages`` holds one int64 row per message
+    (columns ``RUN_*``); column ``RUN_NAMED_FIRST + c`` is the index, within
+    the message's fields, of the first field with ``RUN_NAMED[c]``'s tag, -1
+    if none. ``fields`` holds ``(tag, value length)`` for every field of every
+    message in wire order (message ``i`` has ``messages[i, RUN_FIELD_COUNT]``
+    of them) and ``values`` (uint8) their values back to back: ASCII,
+    unredacted (the row converter redacts).
+    """
+
+    flow_id: int
+    direction: Direction
+    messages: np.ndarray
+    fields: np.ndarray
+    values: np.ndarray
+    ts_first: np.ndarray
+    """``messages[:, RUN_TS_FIRST]`` (its ``size`` is the row count)."""
+    ts_last: np.ndarray
+    """``messages[:, RUN_TS_LAST]``."""
+
+    @classmethod
+    def of(cls, flow_id: int, direction: Direction, messages: np.ndarray, fields: np.ndarray,
+           values: np.ndarray) -> FixMessageRun:
+        return cls(flow_id=flow_id, direction=direction, messages=messages, fields=fields,
+                   values=values, ts_first=messages[:, RUN_TS_FIRST],
+                   ts_last=messages[:, RUN_TS_LAST])
+
+    @property
+    def stream_offset(self) -> np.ndarray:
+        return self.messages[:, RUN_STREAM_OFFSET]
 
 
 # --- Framing outcomes --------------------------------------------------------
@@ -193,6 +275,102 @@ class FixSession:
             return self._drain(st, direction, st.buf, final=False)
         return self._drain(st, direction, data, final=False)
 
+    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+        """Take a run of in-order pieces: the same events as ``feed`` piece by piece.
+
+        The run is appended to the buffer at once. Well-formed messages (see
+        ``_scan_simple``) are framed, checked and split in one compiled loop over
+        all of it and come out as ``FixMessageRun``s; anything else goes through
+        the general ``_step``, one unit at a time, with the buffer cut at the end
+        of the piece ``feed`` would have been handling then (so that waiting,
+        salvaging and size limits decide exactly as they would piece by piece),
+        and the compiled loop resumes once no skip run is open.
+        """
+        data = run.data
+        if not data:
+            return []
+        st = self._streams[direction]
+        if not _scan_simple.overloads:
+            _compile_scan()
+        ends_rel = np.asarray(run.ends, dtype=np.int64)
+        piece_first = np.ascontiguousarray(run.ts_first, dtype=np.int64)
+        piece_last = np.ascontiguousarray(run.ts_last, dtype=np.int64)
+        if ends_rel.size > 1 and (ends_rel[0] == 0 or (ends_rel[1:] == ends_rel[:-1]).any()):
+            keep = np.diff(ends_rel, prepend=0) > 0  # empty pieces: ``feed`` ignores them
+            ends_rel, piece_first, piece_last = ends_rel[keep], piece_first[keep], piece_last[keep]
+        piece_ends = ends_rel + (st.base + len(st.buf))  # stream offsets
+        if st.times:
+            old = np.array(st.times, dtype=np.int64).reshape(-1, 3)
+            times = (np.concatenate((old[:, 0], piece_ends)),
+                     np.concatenate((old[:, 1], piece_first)),
+                     np.concatenate((old[:, 2], piece_last)))
+        else:
+            times = (piece_ends, piece_first, piece_last)
+        ends = piece_ends.tolist()
+        firsts = piece_first.tolist()
+        st.times.extend(zip(ends, firsts, piece_last.tolist(), strict=True))
+        if st.buf:
+            st.buf += data
+        else:
+            st.buf = bytearray(data)
+        work = st.buf
+        n = len(work)
+        ends = [e - st.base for e in ends]  # buffer positions
+        events: list[object] = []
+        pos = j = 0  # buffer position; the piece ``feed`` would be handling
+        stuck = False  # the unit at ``pos`` needs the general path
+        arr = np.frombuffer(work, dtype=np.uint8)
+        try:
+            while pos < n:
+                if st.hunting is None and not stuck:
+                    pos = self._fast(st, direction, arr, pos, n, times, events)
+                    if pos >= n:
+                        break
+                    while ends[j] <= pos:
+                        j += 1
+                    if self._frame(work, pos, False, n).outcome == _NEED_MORE:
+                        break  # then it needs more at every piece end too
+                    stuck = True
+                if st.hunting is not None and st.hunt_ts is None:
+                    st.hunt_ts = firsts[j]  # what ``feed`` of piece j does
+                consumed = False
+                if pos < ends[j]:
+                    pos, consumed = self._step(st, direction, work, pos, ends[j], False, events)
+                if consumed:
+                    stuck = False
+                    continue
+                # Piece j is done with: ``feed`` would compact here and take the next.
+                if st.hunting is not None:
+                    self._trim_times(st, st.base + pos)
+                j += 1
+                if j == len(ends):
+                    break
+        finally:
+            del arr  # release the export: the buffer is resized below
+        self._compact(st, work, pos)
+        return events
+
+    def _fast(
+        self,
+        st: _Stream,
+        direction: Direction,
+        arr: np.ndarray,
+        pos: int,
+        n: int,
+        times: tuple[np.ndarray, np.ndarray, np.ndarray],
+        events: list[object],
+    ) -> int:
+        """Take the well-formed messages at buffer position ``pos``; return where they end."""
+        while True:
+            messages, fields, values, pos, full = _scan_simple(
+                arr, pos, n, st.base, self.max_message, *times)
+            if messages.shape[0]:
+                events.append(FixMessageRun.of(self.flow_id, direction, messages, fields, values))
+                st.seen_message = True
+                self._trim_times(st, st.base + pos)
+            if not full:
+                return pos
+
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes of ``direction`` were never captured: drop, then hunt."""
         st = self._streams[direction]
@@ -231,23 +409,41 @@ class FixSession:
     ) -> list[object]:
         """Frame every complete message in ``work``; keep the rest in ``st.buf``."""
         events: list[object] = []
-        pos = 0
-        while pos < len(work):
-            if st.hunting is not None:
-                found = work.find(BEGIN_PREFIX, pos)
-                if found < 0:
-                    # Keep a tail that may be the start of a split "8=FIX".
-                    keep = 0 if final else len(BEGIN_PREFIX) - 1
-                    pos = max(pos, len(work) - keep)
-                    break
-                events.extend(self._end_hunt(st, direction, st.base + found))
-                pos = found
-            frame = self._frame(work, pos, final)
-            if frame.outcome == _NEED_MORE:
+        pos, n = 0, len(work)
+        while pos < n:
+            pos, consumed = self._step(st, direction, work, pos, n, final, events)
+            if not consumed:
                 break
-            pos = self._consume(st, direction, work, frame, events)
         self._compact(st, work, pos)
         return events
+
+    def _step(
+        self,
+        st: _Stream,
+        direction: Direction,
+        work: bytes | bytearray,
+        pos: int,
+        n: int,
+        final: bool,
+        events: list[object],
+    ) -> tuple[int, bool]:
+        """Handle at most one unit of ``work[pos:n]`` (the buffer as if it ended at ``n``).
+
+        Returns the position to go on from and whether a unit was consumed (False:
+        more bytes are needed, or a skip run reached the end).
+        """
+        if st.hunting is not None:
+            found = work.find(BEGIN_PREFIX, pos, n)
+            if found < 0:
+                # Keep a tail that may be the start of a split "8=FIX".
+                keep = 0 if final else len(BEGIN_PREFIX) - 1
+                return max(pos, n - keep), False
+            events.extend(self._end_hunt(st, direction, st.base + found))
+            pos = found
+        frame = self._frame(work, pos, final, n)
+        if frame.outcome == _NEED_MORE:
+            return pos, False
+        return self._consume(st, direction, work, frame, events), True
 
     def _consume(
         self,
@@ -294,26 +490,26 @@ class FixSession:
             self._trim_times(st, st.base)
 
     # --- Framing -------------------------------------------------------------
-    def _frame(self, work: bytes | bytearray, p: int, final: bool) -> _Frame:
-        """Try to frame one message starting at ``work[p]``."""
-        avail = len(work) - p
+    def _frame(self, work: bytes | bytearray, p: int, final: bool, n: int) -> _Frame:
+        """Try to frame one message starting at ``work[p]``; ``work`` ends at ``n``."""
+        avail = n - p
         if avail < len(BEGIN_PREFIX):
-            if not final and BEGIN_PREFIX.startswith(work[p:]):
+            if not final and BEGIN_PREFIX.startswith(work[p:n]):
                 return _Frame(_NEED_MORE)
             return _Frame(_GARBAGE, p)
         if not work.startswith(BEGIN_PREFIX, p):
             return _Frame(_GARBAGE, p)
-        soh1 = work.find(b"\x01", p, p + MAX_BEGIN_STRING_FIELD)
+        soh1 = work.find(b"\x01", p, min(p + MAX_BEGIN_STRING_FIELD, n))
         if soh1 < 0:
             return self._wait_or(_BAD_HEADER, p, avail < MAX_BEGIN_STRING_FIELD and not final)
-        if len(work) < soh1 + 3:
+        if n < soh1 + 3:
             return self._wait_or(_BAD_HEADER, p, not final)
         if work[soh1 + 1 : soh1 + 3] != b"9=":
             return _Frame(_BAD_HEADER, p)
         digits_end = soh1 + 3 + MAX_BODY_LENGTH_DIGITS + 1
-        soh2 = work.find(b"\x01", soh1 + 3, digits_end)
+        soh2 = work.find(b"\x01", soh1 + 3, min(digits_end, n))
         if soh2 < 0:
-            return self._wait_or(_BAD_HEADER, p, len(work) < digits_end and not final)
+            return self._wait_or(_BAD_HEADER, p, n < digits_end and not final)
         digits = work[soh1 + 3 : soh2]
         if not digits or not digits.isdigit():
             return _Frame(_BAD_HEADER, p)
@@ -321,14 +517,14 @@ class FixSession:
         trailer = soh2 + 1 + body_length
         end = trailer + TRAILER_LEN
         if end - p > self.max_message:
-            return self._salvage(work, p, soh2, body_length, final, short=False)
-        if len(work) < end:
+            return self._salvage(work, p, soh2, body_length, final, n, short=False)
+        if n < end:
             if not final:
                 return _Frame(_NEED_MORE)
-            return self._salvage(work, p, soh2, body_length, final, short=True)
+            return self._salvage(work, p, soh2, body_length, final, n, short=True)
         if _is_trailer(work, trailer):
             return _Frame(_OK, p, trailer, end, body_length, soh2 + 1)
-        return self._salvage(work, p, soh2, body_length, final, short=False)
+        return self._salvage(work, p, soh2, body_length, final, n, short=False)
 
     @staticmethod
     def _wait_or(outcome: str, p: int, can_wait: bool) -> _Frame:
@@ -341,6 +537,7 @@ class FixSession:
         soh2: int,
         body_length: int,
         final: bool,
+        n: int,
         *,
         short: bool,
     ) -> _Frame:
@@ -349,17 +546,17 @@ class FixSession:
         ``short``: the stream ended before BodyLength's end; with no trailer found
         that is a truncated message, not a lying BodyLength.
         """
-        nxt = work.find(BEGIN_PREFIX, soh2)
-        limit = len(work) if nxt < 0 else nxt
+        nxt = work.find(BEGIN_PREFIX, soh2, n)
+        limit = n if nxt < 0 else nxt
         t = work.find(b"\x0110=", soh2, limit)
         while t >= 0:
             if t + 1 + TRAILER_LEN <= limit and _is_trailer(work, t + 1):
                 end = t + 1 + TRAILER_LEN
                 return _Frame(_SALVAGED, p, t + 1, end, body_length, soh2 + 1)
             t = work.find(b"\x0110=", t + 1, limit)
-        if nxt < 0 and not final and len(work) - p < self.max_message:
+        if nxt < 0 and not final and n - p < self.max_message:
             return _Frame(_NEED_MORE)
-        if nxt < 0 and len(work) - p >= self.max_message:
+        if nxt < 0 and n - p >= self.max_message:
             return _Frame(_TOO_LARGE, p)
         return _Frame(_TRUNCATED if short and nxt < 0 else _BAD_BODY_LENGTH, p)
 
@@ -552,3 +749,214 @@ def _decode(value: bytes) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return value.decode("latin-1")
+
+
+# --- Batch path: the compiled scan of well-formed messages ---------------------
+MAX_RUN_MESSAGES = 1 << 16
+"""Most messages one ``_scan_simple`` call returns (one ``FixMessageRun``)."""
+SCAN_WINDOW = 1 << 20
+"""``_scan_simple`` starts no message this many bytes past where it started."""
+MIN_MESSAGE = len(b"8=FIX\x019=0\x0110=000\x01")
+MAX_TAG = (1 << 31) - 1
+"""Tags above this do not fit the table's int32 column: the general path has them."""
+MAX_SEQ_DIGITS = 18
+"""A MsgSeqNum of more digits may not fit int64: the general path has it."""
+
+_SLOT_SEQ = len(RUN_NAMED)
+_SLOT_POSS_DUP = _SLOT_SEQ + 1
+_SLOT_OF = np.full(max(TAG_EXEC_TYPE, TAG_POSS_DUP_FLAG) + 1, -1, dtype=np.int64)
+for _slot, (_, _tag) in enumerate(RUN_NAMED):
+    _SLOT_OF[_tag] = _slot
+_SLOT_OF[TAG_MSG_SEQ_NUM] = _SLOT_SEQ
+_SLOT_OF[TAG_POSS_DUP_FLAG] = _SLOT_POSS_DUP
+_IS_DATA_LENGTH = np.zeros(max(DATA_FIELDS) + 1, dtype=np.bool_)
+_IS_DATA_LENGTH[list(DATA_FIELDS)] = True
+
+
+@numba.njit(cache=True)
+def _scan_simple(buf: np.ndarray, pos: int, n: int, base: int, max_message: int,
+                 t_ends: np.ndarray, t_first: np.ndarray, t_last: np.ndarray) -> tuple:
+    """Consecutive well-formed messages at ``buf[pos:n]``, their fields split.
+
+    Well-formed: what ``_frame`` calls OK (``8=FIX``, SOH within 32 bytes,
+    ``9=`` with 1-10 digits, ``10=ddd<SOH>`` exactly where BodyLength says, at
+    most ``max_message`` bytes) with a right CheckSum, pure ASCII, no data-length
+    tag, every field ``digits=value`` (the value may hold "=": both splits of
+    ``_split_fields`` give it whole, with no ``bad_field``), tags <= ``MAX_TAG``,
+    MsgSeqNum not a digit string longer than ``MAX_SEQ_DIGITS``. Stops at the
+    first message that is not (or not all buffered), after ``MAX_RUN_MESSAGES``,
+    or once a message would start ``SCAN_WINDOW`` bytes past ``pos`` (then ``full``).
+
+    ``base`` is the stream offset of ``buf[0]``; ``t_*`` are the pieces' stream
+    end offsets and times (``_times_of``: the first piece ending past a byte).
+    Returns ``(messages, fields, values, pos, full)`` (see ``FixMessageRun``).
+    """
+    span = min(n - pos, SCAN_WINDOW + max_message)
+    cap_m = min(MAX_RUN_MESSAGES, span // MIN_MESSAGE + 1)
+    cap_f = span // 3 + 2  # a field is at least "d=" and its SOH
+    msgs = np.empty((cap_m, RUN_COLUMNS), np.int64)
+    fields = np.empty((cap_f, 2), np.int64)
+    vdata = np.empty(max(span, 0), np.uint8)
+    slot = np.empty(_SLOT_POSS_DUP + 1, np.int64)
+    vstart = np.empty(_SLOT_POSS_DUP + 1, np.int64)
+    last_piece = t_ends.shape[0] - 1
+    ti = min(np.searchsorted(t_ends, base + pos, "right"), last_piece)
+    k = 0
+    nf = 0
+    nv = 0
+    full = False
+    origin = pos
+    while True:
+        if k == cap_m or pos - origin >= SCAN_WINDOW:
+            full = pos < n
+            break
+        p = pos
+        if n - p < MIN_MESSAGE:
+            break
+        if buf[p] != 56 or buf[p + 1] != 61 or buf[p + 2] != 70 or buf[p + 3] != 73 \
+                or buf[p + 4] != 88:  # "8=FIX"
+            break
+        s1 = -1
+        for i in range(p + 5, min(p + MAX_BEGIN_STRING_FIELD, n)):
+            if buf[i] == SOH:
+                s1 = i
+                break
+        if s1 < 0 or s1 + 3 > n or buf[s1 + 1] != 57 or buf[s1 + 2] != 61:  # "9="
+            break
+        s2 = -1
+        bl = np.int64(0)
+        for i in range(s1 + 3, min(s1 + 3 + MAX_BODY_LENGTH_DIGITS + 1, n)):
+            c = np.int64(buf[i])
+            if c == SOH:
+                s2 = i
+                break
+            if c < 48 or c > 57:
+                break
+            bl = bl * 10 + (c - 48)
+        if s2 <= s1 + 3:
+            break
+        trailer = s2 + 1 + bl
+        end = trailer + TRAILER_LEN
+        if end - p > max_message or end > n:
+            break
+        if buf[trailer - 1] != SOH or buf[trailer] != 49 or buf[trailer + 1] != 48 \
+                or buf[trailer + 2] != 61 or buf[end - 1] != SOH:  # "<SOH>10=ddd<SOH>"
+            break
+        cs = np.int64(0)
+        for i in range(trailer + 3, trailer + 6):
+            c = np.int64(buf[i])
+            if c < 48 or c > 57:
+                cs = -1
+                break
+            cs = cs * 10 + (c - 48)
+        if cs < 0:
+            break
+        total = np.int64(0)
+        for i in range(p, trailer):
+            total += buf[i]
+        if (total & 0xFF) != cs:
+            break
+        # Fields: digits "=" value SOH, up to the trailer's SOH at end - 1.
+        f0 = nf
+        v0 = nv
+        slot[:] = -1
+        last = end - 1
+        ok = True
+        i = p
+        while True:
+            tag = np.int64(0)
+            j = i
+            while True:
+                c = np.int64(buf[j])
+                if c == 61:
+                    break
+                if c < 48 or c > 57:
+                    ok = False
+                    break
+                tag = tag * 10 + (c - 48)
+                if tag > MAX_TAG:
+                    ok = False
+                    break
+                j += 1
+            if not ok or j == i or (tag < _IS_DATA_LENGTH.shape[0] and _IS_DATA_LENGTH[tag]):
+                ok = False
+                break
+            j += 1
+            v = nv
+            while True:  # the value: ends at an SOH (buf[last] is one)
+                c = np.int64(buf[j])
+                if c == SOH:
+                    break
+                if c >= 128:
+                    ok = False
+                    break
+                vdata[nv] = c
+                nv += 1
+                j += 1
+            if not ok:
+                break
+            if tag < _SLOT_OF.shape[0]:
+                s = _SLOT_OF[tag]
+                if s >= 0 and slot[s] < 0:
+                    slot[s] = nf - f0
+                    vstart[s] = v
+            fields[nf, 0] = tag
+            fields[nf, 1] = nv - v
+            nf += 1
+            if j == last:
+                break
+            i = j + 1
+        seq = np.int64(0)
+        seq_ok = False
+        if ok and slot[_SLOT_SEQ] >= 0:
+            a = vstart[_SLOT_SEQ]
+            b = a + fields[f0 + slot[_SLOT_SEQ], 1]
+            seq_ok = b > a
+            for q in range(a, b):
+                c = np.int64(vdata[q])
+                if c < 48 or c > 57:
+                    seq_ok = False
+                    break
+                seq = seq * 10 + (c - 48)
+            if seq_ok and b - a > MAX_SEQ_DIGITS:
+                ok = False
+        if not ok:
+            nf = f0
+            nv = v0
+            break
+        f = slot[_SLOT_POSS_DUP]
+        row = msgs[k]
+        row[RUN_POSS_DUP] = (f >= 0 and fields[f0 + f, 1] == 1
+                             and vdata[vstart[_SLOT_POSS_DUP]] == 89)  # "Y"
+        row[RUN_SEQ_NUM] = seq if seq_ok else 0
+        row[RUN_SEQ_OK] = seq_ok
+        offset = base + p
+        while ti < last_piece and t_ends[ti] <= offset:
+            ti += 1
+        row[RUN_TS_FIRST] = t_first[ti]
+        while ti < last_piece and t_ends[ti] <= offset + (end - p) - 1:
+            ti += 1
+        row[RUN_TS_LAST] = t_last[ti]
+        row[RUN_STREAM_OFFSET] = offset
+        row[RUN_RAW_LENGTH] = end - p
+        row[RUN_BODY_LENGTH] = bl
+        row[RUN_FIELD_COUNT] = nf - f0
+        row[RUN_NAMED_FIRST:] = slot[:_SLOT_SEQ]
+        k += 1
+        pos = end
+    return msgs[:k].copy(), fields[:nf].copy(), vdata[:nv].copy(), pos, full
+
+
+def _compile_scan() -> None:
+    """Compile (or load from the cache) ``_scan_simple`` on a buffer of its own.
+
+    While Numba compiles, a reference cycle keeps the call's arguments alive
+    until the next garbage collection: had that been a view of a session's
+    buffer, the buffer could not be resized afterwards (``BufferError``). The
+    arguments ``feed_many`` passes always have these types, so it never
+    compiles on a live buffer.
+    """
+    probe = bytearray(b"8=FIX.4.4\x019=5\x0135=0\x0110=163\x01")
+    times = np.zeros(1, dtype=np.int64)
+    _scan_simple(np.frombuffer(probe, dtype=np.uint8), 0, len(probe), 0, DEFAULT_MAX_MESSAGE,
+                 times, times, times)

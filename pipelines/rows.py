@@ -15,10 +15,27 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..parsers.fix import FixMessage
+from ..parsers.fix import (
+    RUN_BODY_LENGTH,
+    RUN_FIELD_COUNT,
+    RUN_NAMED,
+    RUN_NAMED_FIRST,
+    RUN_POSS_DUP,
+    RUN_RAW_LENGTH,
+    RUN_SEQ_NUM,
+    RUN_SEQ_OK,
+    RUN_STREAM_OFFSET,
+    RUN_TS_FIRST,
+    RUN_TS_LAST,
+    FixMessage,
+    FixMessageRun,
+)
 from ..parsers.http import HttpMessage
 from ..parsers.redact import (
+    REDACTED,
+    SENSITIVE_FIX_TAGS,
     redact_fix_fields,
     redact_form,
     redact_headers,
@@ -28,7 +45,7 @@ from ..parsers.redact import (
 )
 from ..parsers.tls.events import TlsRecord, TlsRecordRun
 from ..parsers.websocket import OPCODE_NAMES, WsMessage, WsMessageRun
-from .schemas import TABLES
+from .schemas import FIX_MESSAGES, TABLES
 
 # Rows buffered per table before they are written as one row group slice.
 FLUSH_ROWS = 65536
@@ -153,10 +170,77 @@ def _ws_runs(events: list[WsMessageRun]) -> list[pa.Array]:
     ]
 
 
-BATCH_TABLES: dict[type, str] = {TlsRecordRun: "tls_records", WsMessageRun: "ws_messages"}
+_FIX_FIELDS_TYPE = FIX_MESSAGES.field("fields").type
+_SECRET_FIX_TAGS = np.array(sorted(SENSITIVE_FIX_TAGS), dtype=np.int64)
+_MAX_STRING_BYTES = (1 << 31) - 1  # pa.string() offsets are int32
+
+
+def _fix_runs(events: list[FixMessageRun]) -> list[pa.Array | pa.ChunkedArray]:
+    """``_fix`` for batch events: the same columns, built from the flat fields.
+
+    ``fields`` values are redacted exactly as ``redact_fix_fields`` does (by tag,
+    value -> ``REDACTED``); the named columns are never secret tags and are taken
+    unredacted, as ``_fix`` takes them from the message."""
+    groups: list[list[FixMessageRun]] = [[]]
+    size = 0
+    for e in events:  # keep each string column under 2 GiB per chunk
+        if groups[-1] and size + e.values.size > _MAX_STRING_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(e)
+        size += e.values.size
+    columns = [_fix_group(g) for g in groups]
+    if len(columns) == 1:
+        return columns[0]
+    return [pa.chunked_array(parts) for parts in zip(*columns, strict=True)]
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(lengths.size + 1, dtype=np.int32)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _fix_group(events: list[FixMessageRun]) -> list[pa.Array]:
+    m = np.concatenate([e.messages for e in events])
+    flat = np.concatenate([e.fields for e in events])
+    tags = flat[:, 0]
+    values = pa.StringArray.from_buffers(  # ASCII only (the batch path takes no other)
+        tags.size, pa.py_buffer(_offsets(flat[:, 1])),
+        pa.py_buffer(np.concatenate([e.values for e in events])))
+    secret = np.isin(tags, _SECRET_FIX_TAGS)
+    shown = pc.if_else(pa.array(secret), pa.scalar(REDACTED), values) if secret.any() else values
+    field_offsets = _offsets(m[:, RUN_FIELD_COUNT])
+    fields = pa.ListArray.from_arrays(
+        pa.array(field_offsets),
+        pa.StructArray.from_arrays([pa.array(tags, pa.int32()), shown],
+                                   fields=list(_FIX_FIELDS_TYPE.value_type)),
+        type=_FIX_FIELDS_TYPE)
+    named = m[:, RUN_NAMED_FIRST:]
+    missing = named < 0
+    named = named + field_offsets[:-1, None]
+    text = {name: pc.take(values, pa.array(named[:, c], mask=missing[:, c]))
+            for c, (name, _) in enumerate(RUN_NAMED)}
+    n = m.shape[0]
+    return [
+        _ts(m[:, RUN_TS_FIRST]), _ts(m[:, RUN_TS_LAST]),
+        _per_row(events, "flow_id", pa.int64()), _per_row(events, "direction", pa.string()),
+        pa.array(m[:, RUN_STREAM_OFFSET]), text["begin_string"], text["msg_type"],
+        pa.array(m[:, RUN_SEQ_NUM], pa.int64(), mask=m[:, RUN_SEQ_OK] == 0),
+        text["sender_comp_id"], text["target_comp_id"], text["sending_time"],
+        text["cl_ord_id"], text["orig_cl_ord_id"], text["order_id"], text["exec_type"],
+        text["ord_status"], text["text"], pa.array(m[:, RUN_POSS_DUP] != 0),
+        _repeat(True, n, pa.bool_()), pa.array(m[:, RUN_BODY_LENGTH]),
+        pa.array(m[:, RUN_RAW_LENGTH]), fields,
+    ]
+
+
+BATCH_TABLES: dict[type, str] = {TlsRecordRun: "tls_records", WsMessageRun: "ws_messages",
+                                 FixMessageRun: "fix_messages"}
 BATCH_CONVERTERS: dict[str, Callable[[list[Any]], list[pa.Array]]] = {
     "tls_records": _tls_runs,
     "ws_messages": _ws_runs,
+    "fix_messages": _fix_runs,
 }
 """Batch events (many rows as columns) -> column arrays, converted at flush time
 so that Arrow's per-call costs (casts, the redaction pre-check) are paid once
