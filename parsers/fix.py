@@ -67,6 +67,8 @@ MAX_BEGIN_STRING_FIELD = 32
 MAX_BODY_LENGTH_DIGITS = 10
 """Cap on the digits of ``9=``: anything longer is not a length but garbage."""
 DEFAULT_MAX_MESSAGE = 1 << 20
+MAX_TAG = (1 << 31) - 1  # fix_messages.fields tags are int32: a larger "tag" is a bad field
+MAX_SEQ_NUM = (1 << 63) - 1  # msg_seq_num is int64: a larger one reads as NULL
 """Default cap (bytes) on one message, and so on each direction's buffer."""
 
 # Length-prefixed data fields: length tag -> data tag (FIX 4.4 / 5.0 data types
@@ -570,6 +572,10 @@ class FixSession:
         head = frame.trailer - frame.start
         checksum_ok = (sum(raw[:head]) & 0xFF) == int(raw[head + 3 : head + 6])
         fields, bad_fields = _split_fields(raw)
+        if any(tag > MAX_TAG for tag, _ in fields):  # the fields column holds int32 tags
+            kept = [f for f in fields if f[0] <= MAX_TAG]
+            bad_fields += len(fields) - len(kept)
+            fields = kept
         ts_first, _ = self._times_of(st, offset)
         _, ts_last = self._times_of(st, offset + len(raw) - 1)
         named = dict(reversed(fields))  # first occurrence of each tag wins
@@ -583,7 +589,7 @@ class FixSession:
             begin_string=named.get(TAG_BEGIN_STRING, ""),
             body_length=frame.body_length,
             msg_type=named.get(TAG_MSG_TYPE),
-            msg_seq_num=int(seq) if seq is not None and seq.isascii() and seq.isdigit() else None,
+            msg_seq_num=_seq_num(seq),
             sender_comp_id=named.get(TAG_SENDER_COMP_ID),
             target_comp_id=named.get(TAG_TARGET_COMP_ID),
             sending_time=named.get(TAG_SENDING_TIME),
@@ -677,6 +683,14 @@ def _is_trailer(work: bytes | bytearray, t: int) -> bool:
         and work[t + 3 : t + 6].isdigit()
         and work[t + 6] == SOH
     )
+
+
+def _seq_num(value: str | None) -> int | None:
+    """MsgSeqNum (34) as an int when it is one that fits the int64 column."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    n = int(value)
+    return n if n <= MAX_SEQ_NUM else None
 
 
 def _split_fields(raw: bytes) -> tuple[list[tuple[int, str]], int]:

@@ -338,21 +338,23 @@ def test_incomplete_message_waits_across_runs() -> None:
     assert table.num_rows == len(msgs)
 
 
-@pytest.mark.parametrize("fields", [
-    [(34, "1" * 25)],  # MsgSeqNum beyond int64
-    [(34, "1"), (2147483648, "x")],  # tag beyond int32
+@pytest.mark.parametrize(("fields", "seq", "tags"), [
+    ([(34, "1" * 25)], None, [8, 9, 35, 34, 10]),  # MsgSeqNum beyond int64: NULL
+    ([(34, "1"), (2147483648, "x")], 1, [8, 9, 35, 34, 10]),  # tag beyond int32: dropped
 ])
-def test_values_the_table_cannot_hold_stay_on_the_general_path(
-        fields: list[tuple[int, str]]) -> None:
-    """Such messages come out as the general path's ``FixMessage``, not in a run
-    (``RowBuffers`` rejects both today, whichever path parsed them)."""
+def test_values_the_table_cannot_hold(fields: list[tuple[int, str]], seq: int | None,
+                                      tags: list[int]) -> None:
+    """A hostile MsgSeqNum or tag that does not fit its column never fails the ingest:
+    the message is kept (NULL sequence number; the field dropped with ``bad_field``),
+    on both paths alike (such messages stay on the general path)."""
     msg = encode([(35, "0"), *fields])
     data = msg * 2 + encode([(35, "0"), (34, "2")])
-    ref = FixSession(1).feed("out", data, 1, 2)
-    got = FixSession(1).feed_many("out", Run(data, np.array([len(data)]), np.array([1]),
-                                             np.array([2])))
-    assert [e for e in got if not isinstance(e, FixMessageRun)] == ref[:2]
-    assert sum(e.ts_first.size for e in got if isinstance(e, FixMessageRun)) == 1
+    many, table = assert_same([("run", "out", [data])], 1 << 20)
+    assert sum(e.ts_first.size for e in many if isinstance(e, FixMessageRun)) == 1
+    assert table["seq_num"].to_pylist()[:2] == [seq, seq]
+    assert [f["tag"] for f in table["fields"].to_pylist()[0]] == tags
+    codes = [a[2] for a in anomaly_rows(many)]
+    assert codes.count("bad_field") == (2 if 2147483648 in dict(fields) else 0)
 
 
 def test_first_call_compiles_without_pinning_the_buffer(tmp_path: Path) -> None:

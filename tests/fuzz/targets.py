@@ -472,6 +472,7 @@ def run_fix(data: bytes) -> None:
         assert all(isinstance(t, int) and isinstance(v, str) for t, v in e.fields)
 
     _feed(sess, data, on)
+    check_batch_path(lambda: FixSession(9, max_message=cap), data)
 
 
 # --- small pure functions -----------------------------------------------------------
