@@ -166,6 +166,31 @@ def test_open_flows_past_the_cap_are_evicted_oldest_first(tmp_path: Path) -> Non
     assert np.array_equal(fl["packets_out"], out) and np.array_equal(fl["packets_in"], back)
 
 
+def test_udp_flows_go_before_open_tcp_flows_are_evicted(tmp_path: Path) -> None:
+    """UDP has no end: past the room, idle UDP flows are retired like ended TCP ones
+    (no eviction, no anomaly); each query/response pair stays one flow."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import PcapWriter
+
+    cap = tmp_path / "dns.pcap"
+    n = 400
+    with PcapWriter(str(cap), linktype=1) as w:
+        for k in range(n):
+            port = 30000 + k
+            for src, dst, sport, dport, dt in (("10.0.0.9", "192.0.2.53", port, 53, 0),
+                                               ("192.0.2.53", "10.0.0.9", 53, port, 300)):
+                pkt = (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                       / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / b"q")
+                pkt.time = 1_700_000_000 + k * 0.001 + dt * 1e-6
+                w.write(pkt)
+    _, fl, early, tracker = _track(cap, 4096, room_flows=16, max_flows=64)
+    assert early > n // 2 and tracker.capacity == 16
+    assert np.array_equal(fl["flow_id"], np.arange(n))
+    assert (fl["packets_out"] == 1).all() and (fl["packets_in"] == 1).all()
+    assert not fl["evicted"].any()
+
+
 def _public_and_samples() -> list[Path]:
     paths = sorted(SAMPLES.glob("*.pcap*"))
     if PUBLIC.exists():

@@ -21,10 +21,11 @@ freed and its hash entry removed by backward-shift deletion) when
   connection still belong to it in tshark's numbering, so it is kept that long;
 - it was replaced by a new connection on the same ports (port reuse): no
   packet can reach it any more;
-- the table is full: ended flows go first, oldest first (only once the table
-  has ``ROOM_FLOWS`` slots: below that it grows); past ``MAX_FLOWS`` slots the
-  least recently active open flows are *evicted* (``evicted`` is set, the
-  ingest writes a ``flow_evicted`` anomaly). A packet of a retired flow that
+- the table is full: ended flows and UDP flows (UDP has no end) go first, the
+  least recently active first (only once the table has ``ROOM_FLOWS`` slots:
+  below that it grows); past ``MAX_FLOWS`` slots the least recently active
+  open flows are *evicted* (``evicted`` is set, the ingest writes a
+  ``flow_evicted`` anomaly). A packet of a retired flow that
   comes later starts a new flow id, so a retired flow is the one place where
   the numbering can differ from tshark's (which never forgets a connection).
 
@@ -631,7 +632,10 @@ class FlowTracker:
             self._grow()
             return
         need = want - int(self.counters[C_FREE])
-        self._retire(self._oldest(self._ended(), need))  # ended, within the grace period
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        udp = (f[:, F_SLOT] == SLOT_LIVE) & (f[:, F_PROTO] == IPPROTO_UDP)
+        self._retire(self._oldest(self._ended() | udp, need))  # within the grace period
         if int(self.counters[C_FREE]) >= want:
             return
         if cap < self.max_flows:
