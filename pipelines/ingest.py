@@ -39,15 +39,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..parsers.capture import open_capture
 from ..parsers.capture.chunk import PacketChunk
-from ..parsers.decode import (
-    IPPROTO_TCP,
-    NOT_IP,
-    OK,
-    STATUS,
-    DecodedChunk,
-    decode_chunk,
-    ip_to_str,
-)
+from ..parsers.decode import NOT_IP, OK, STATUS, DecodedChunk, decode_chunk, ip_to_str
 from ..parsers.events import Anomaly
 from ..parsers.tcp.analysis import END_REASONS, EVENT_KINDS, FlowTracker, PacketFlows
 from . import store
@@ -194,7 +186,7 @@ def _ip_strings(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
     return text.take(pa.array(inverse.reshape(-1).astype(np.int64)))
 
 
-def flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> pa.Table:
+def _flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> pa.Table:
     """``flows`` rows (venue NULL) for the tracker's columns of retired flows."""
     fids = c["flow_id"]
     rtt = c["handshake_rtt_ns"]
@@ -248,14 +240,12 @@ class FlowRows:
         self.matcher = matcher
         self.batch: list[pa.Table] = []
         self.batch_rows = 0
-        self.written = 0
         self._pending: pq.ParquetWriter | None = None
         self._pending_path = staging.dir / "_flows_with_app_data.parquet"
         self._no_messages = staging.dir / "_no_messages"
 
     def add(self, cols: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> None:
-        rows = flow_rows(cols, app)
-        self.written += rows.num_rows
+        rows = _flow_rows(cols, app)
         if self.matcher is None:
             self.staging.write("flows", rows)
             return
@@ -302,11 +292,6 @@ class FlowRows:
         self.staging.write("flows", _with_venues(rows, matched.flow_venue))
         for table, out in matched.tables.items():
             self.staging.write(table, out)
-
-    def abort(self) -> None:
-        if self._pending is not None:
-            self._pending.close()
-            self._pending = None
 
 
 def ingest_capture(
@@ -358,7 +343,7 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
         evicted = np.flatnonzero(cols["evicted"])
         add_anomalies([Anomaly(
             ts=int(cols["last_ts"][k]), flow_id=int(cols["flow_id"][k]), direction=None,
-            layer="tcp" if cols["proto"][k] == IPPROTO_TCP else "udp", code="flow_evicted",
+            layer="tcp", code="flow_evicted",
             detail=f"more than {tracker.max_flows} flows held: this idle one was retired "
             "early; a later packet of it starts a new flow") for k in evicted.tolist()])
         fids = cols["flow_id"].tolist()
@@ -366,40 +351,37 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
         flows.add(cols, info)
 
     capture_problems: list[str] = []
-    try:
-        for chunk in reader:
-            add_anomalies(chunk.anomalies)
-            capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
-                                 if a.layer == "capture"]
-            if len(chunk) == 0:
-                continue
-            dec = decode_chunk(chunk)
-            pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
-            lo, hi = int(chunk.ts_ns.min()), int(chunk.ts_ns.max())
-            first_ts = lo if first_ts is None else min(first_ts, lo)
-            last_ts = hi if last_ts is None else max(last_ts, hi)
-            rows = _tcp_event_rows(pf, dec, chunk)
-            if rows:
-                staging.write("tcp_events", rows)
-            rows = _decode_anomaly_rows(dec, chunk, pf)
-            if rows:
-                staging.write("anomalies", rows)
-                for code in rows["code"].to_pylist():
-                    anomaly_codes[code] = anomaly_codes.get(code, 0) + 1
-            if packets_table:
-                staging.write("packets", _packet_rows(pf, dec, chunk))
-            if app is not None:
-                app.process(chunk, dec, pf, staging, add_anomalies)
-            # after the application layer has seen this chunk's packets of them
-            write_retired(tracker.take_retired())
-            if progress is not None:
-                progress(reader.bytes_read, reader.packets)
+    for chunk in reader:
+        add_anomalies(chunk.anomalies)
+        capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
+                             if a.layer == "capture"]
+        if len(chunk) == 0:
+            continue
+        dec = decode_chunk(chunk)
+        pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+        lo, hi = int(chunk.ts_ns.min()), int(chunk.ts_ns.max())
+        first_ts = lo if first_ts is None else min(first_ts, lo)
+        last_ts = hi if last_ts is None else max(last_ts, hi)
+        rows = _tcp_event_rows(pf, dec, chunk)
+        if rows:
+            staging.write("tcp_events", rows)
+        rows = _decode_anomaly_rows(dec, chunk, pf)
+        if rows:
+            staging.write("anomalies", rows)
+            for code in rows["code"].to_pylist():
+                anomaly_codes[code] = anomaly_codes.get(code, 0) + 1
+        if packets_table:
+            staging.write("packets", _packet_rows(pf, dec, chunk))
         if app is not None:
-            app.finish(staging, add_anomalies)
-        write_retired(tracker.finish())
-        flows.finish()
-    finally:
-        flows.abort()
+            app.process(chunk, dec, pf, staging, add_anomalies)
+        # after the application layer has seen this chunk's packets of them
+        write_retired(tracker.take_retired())
+        if progress is not None:
+            progress(reader.bytes_read, reader.packets)
+    if app is not None:
+        app.finish(staging, add_anomalies)
+    write_retired(tracker.finish())
+    flows.finish()
     sha = reader.sha256
     capture_id = sha[:16]
     now = time.time_ns()

@@ -279,6 +279,26 @@ def test_ingest_with_small_caps_keeps_state_small_and_rows_right(
     assert groups >= 10  # written in batches of about 1000 rows, not at the end
 
 
+def test_ingest_evicts_open_connections_with_an_anomaly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_FLOWS open connections, the idle ones are retired with a
+    ``flow_evicted`` anomaly each (their application-layer state is finished
+    early); every connection still gets exactly one row."""
+    monkeypatch.setattr(analysis, "ROOM_FLOWS", 16)
+    monkeypatch.setattr(analysis, "MAX_FLOWS", 64)
+    cap, data = tmp_path / "open.pcap", tmp_path / "data"
+    n = 3000
+    write(cap, n, close=False)
+    _ingest(cap, data, None, [], 20_000)
+    ds = pcapflow.open(data)
+    evicted = [r[0] for r in ds.fetchall(
+        "SELECT flow_id FROM anomalies WHERE code = 'flow_evicted' ORDER BY 1")]
+    assert len(evicted) > n // 2 and len(set(evicted)) == len(evicted)
+    assert ds.fetchall("SELECT count(*), count(DISTINCT flow_id), sum(packets_out), "
+                       "sum(packets_in) FROM flows") == [(n, n, 3 * n, n)]
+    assert ds.scalar("SELECT count(*) FROM flows WHERE end_reason <> 'capture_end'") == 0
+
+
 def test_samples_retired_mid_capture_give_the_same_tables(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The samples with two connections and a FIX one, in 8 kB chunks, flows
