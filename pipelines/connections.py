@@ -548,6 +548,25 @@ class AppLayer:
                 info["app_protocol"] = e.app_protocol
         add_anomalies(anomalies)
 
+    def retire(self, flow_ids: list[int], staging: object,
+               add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
+        """The flow tracker retired these flows: finish any still open, forget them.
+
+        Returns their ``flows`` columns (as ``finish`` does); afterwards ``info`` and
+        ``done`` hold only flows the tracker still holds, so they stay bounded too.
+        """
+        still_open = [f for f in flow_ids if f in self.conns]
+        if still_open:  # evicted by the tracker while idle: finished early
+            rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
+            events: list[object] = []
+            for fid in still_open:
+                self._close(fid, self.conns[fid].last_ts, events)
+            self._dispatch(events, rows, add_anomalies)
+            rows.flush()
+            self._flush_rtt(staging)
+        self.done.difference_update(flow_ids)
+        return {f: self.info.pop(f) for f in flow_ids if f in self.info}
+
     def finish(self, staging: object, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
         """End of capture: flush every open connection; returns flows columns by flow."""
         rows = RowBuffers(staging.write)  # type: ignore[attr-defined]

@@ -6,8 +6,22 @@ with compiled kernels, and its per-packet results become rows of
 ``tcp_events``, ``anomalies`` and (opt-in) ``packets`` through NumPy masks, never
 a Python loop over packets. TCP payload of each connection goes to the
 application layer (``pipelines.connections``), which reassembles and parses it.
-At the end the per-flow state becomes the ``flows`` table and one ``captures``
-row is written; ``store.Staging.commit`` then swaps the capture's partitions in.
+One ``captures`` row is written at the end; ``store.Staging.commit`` then swaps
+the capture's partitions in.
+
+The ``flows`` table is written as flows are retired, not at the end, so memory
+follows the flows held, not the capture's total: after each chunk the tracker
+hands over the flows it retired (ended a while ago, or evicted; see
+``parsers.tcp.analysis``), the application layer hands over their columns (SNI,
+ALPN, ...: ``AppLayer.retire``), and ``FlowRows`` writes their rows in batches.
+With a matcher, a flow's ``venue`` is the matcher's answer, and the matcher needs
+the flows whose messages it pairs all at once, at the end. So ``FlowRows``
+splits: flows with application-layer data (a detected protocol, an SNI, a Host)
+wait in a side file of the staging directory and go to the matcher with the
+message tables at the end; the others (the many, in a capture of scans or of
+millions of tiny connections) have no messages, so their venue depends on the
+flow alone (its address and port): the matcher is asked for it batch by batch,
+with an empty directory as the message tables, and their rows are final at once.
 """
 
 from __future__ import annotations
@@ -19,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .. import __version__
 from ..parsers.capture import open_capture
@@ -30,8 +46,13 @@ from . import store
 from .schemas import FLOWS, TS
 
 Matcher = Callable[[Path, pa.Table], "MatchOutput"]
-"""Called with the staging directory (message tables readable as Parquet) and the
-flows table; returns the venue of each flow and the orders/acks/latency tables."""
+"""Called with a directory of message tables readable as Parquet and flows rows;
+returns the venue of each flow and the orders/acks/latency tables. ``FlowRows``
+calls it once with the staging directory and the flows that have application-layer
+data, and for the other flows batch by batch with an empty directory."""
+
+# Rows of flows without application-layer data resolved and written at once.
+FLOW_BATCH_ROWS = 1 << 16
 
 
 @dataclass(slots=True)
@@ -151,19 +172,31 @@ def _packet_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> dict
     }
 
 
-def _flow_table(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> pa.Table:
-    c = tracker.flow_columns()
-    n = tracker.n_flows
-    client_ip = [ip_to_str(h, lo) for h, lo in zip(c["a_hi"], c["a_lo"], strict=True)]
-    server_ip = [ip_to_str(h, lo) for h, lo in zip(c["b_hi"], c["b_lo"], strict=True)]
+FLOW_SCHEMA = pa.schema([f for f in FLOWS if f.name != "capture_id"])
+_END_TEXT = np.array([END_REASONS[k] for k in range(len(END_REASONS))], dtype=object)
+
+
+def _ip_strings(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
+    """Text form of address column pairs, one ``ip_to_str`` per distinct address."""
+    if hi.size == 0:
+        return pa.array([], type=pa.string())
+    pairs = np.stack([hi, lo], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    text = pa.array([ip_to_str(h, lo_) for h, lo_ in uniq], type=pa.string())
+    return text.take(pa.array(inverse.reshape(-1).astype(np.int64)))
+
+
+def _flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> pa.Table:
+    """``flows`` rows (venue NULL) for the tracker's columns of retired flows."""
+    fids = c["flow_id"]
     rtt = c["handshake_rtt_ns"]
     cols: dict[str, object] = {
-        "flow_id": pa.array(np.arange(n, dtype=np.int64)),
+        "flow_id": pa.array(fids.astype(np.int64)),
         "transport": pa.array(np.where(c["proto"] == 6, "tcp", "udp").astype(object)),
         "ip_version": pa.array(c["ip_version"].astype(np.int8)),
-        "client_ip": pa.array(client_ip, type=pa.string()),
+        "client_ip": _ip_strings(c["a_hi"], c["a_lo"]),
         "client_port": pa.array(c["client_port"].astype(np.int32)),
-        "server_ip": pa.array(server_ip, type=pa.string()),
+        "server_ip": _ip_strings(c["b_hi"], c["b_lo"]),
         "server_port": pa.array(c["server_port"].astype(np.int32)),
         "vlan": pa.array(c["vlan"].astype(np.int32), mask=c["vlan"] < 0),
         "first_ts": _ts(c["first_ts"]),
@@ -171,7 +204,7 @@ def _flow_table(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> pa.T
         "duration_ns": pa.array(c["last_ts"] - c["first_ts"]),
         "first_packet": pa.array(c["first_index"]),
         "syn_seen": pa.array(c["syn_seen"]),
-        "end_reason": pa.array([END_REASONS[int(e)] for e in c["end"]], type=pa.string()),
+        "end_reason": pa.array(_END_TEXT[c["end"]], type=pa.string()),
         "handshake_rtt_ns": pa.array(rtt, mask=rtt < 0),
     }
     for name in ("packets_out", "packets_in", "bytes_out", "bytes_in", "payload_bytes_out",
@@ -179,9 +212,86 @@ def _flow_table(tracker: FlowTracker, app: dict[int, dict[str, object]]) -> pa.T
         cols[name] = pa.array(c[name])
     for name in ("app_protocol", "sni", "alpn", "tls_version", "tls_cipher", "http_host",
                  "ws_path", "venue"):
-        cols[name] = pa.array([app.get(i, {}).get(name) for i in range(n)], type=pa.string())
-    schema = pa.schema([f for f in FLOWS if f.name != "capture_id"])
-    return pa.table(cols, schema=schema)
+        if app:
+            values = [app.get(i, {}).get(name) for i in fids.tolist()]
+            cols[name] = pa.array(values, type=pa.string())
+        else:
+            cols[name] = pa.nulls(fids.size, type=pa.string())
+    return pa.table(cols, schema=FLOW_SCHEMA)
+
+
+def _with_venues(rows: pa.Table, venue: dict[int, str]) -> pa.Table:
+    values = [venue.get(f) for f in rows.column("flow_id").to_pylist()]
+    return rows.set_column(rows.schema.get_field_index("venue"), "venue",
+                           pa.array(values, type=pa.string()))
+
+
+def _has_app_data(info: dict[str, object]) -> bool:
+    """Whether a flow may have message rows (the matcher needs it with them)."""
+    return any(v is not None for k, v in info.items() if k != "app_protocol") or (
+        info.get("app_protocol") not in (None, "unknown"))
+
+
+class FlowRows:
+    """Writes the ``flows`` rows of retired flows (see the module docstring)."""
+
+    def __init__(self, staging: store.Staging, matcher: Matcher | None) -> None:
+        self.staging = staging
+        self.matcher = matcher
+        self.batch: list[pa.Table] = []
+        self.batch_rows = 0
+        self._pending: pq.ParquetWriter | None = None
+        self._pending_path = staging.dir / "_flows_with_app_data.parquet"
+        self._no_messages = staging.dir / "_no_messages"
+
+    def add(self, cols: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> None:
+        rows = _flow_rows(cols, app)
+        if self.matcher is None:
+            self.staging.write("flows", rows)
+            return
+        later = {f for f, info in app.items() if _has_app_data(info)}
+        if later:
+            mask = pa.array(np.isin(cols["flow_id"], np.fromiter(later, np.int64, len(later))))
+            if self._pending is None:
+                self._pending = pq.ParquetWriter(self._pending_path, FLOW_SCHEMA)
+            self._pending.write_table(rows.filter(mask))
+            rows = rows.filter(pc.invert(mask))
+        self.batch.append(rows)
+        self.batch_rows += rows.num_rows
+        if self.batch_rows >= FLOW_BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Venues of the flows without application-layer data, and their rows."""
+        if not self.batch:
+            return
+        rows = pa.concat_tables(self.batch)
+        self.batch, self.batch_rows = [], 0
+        if rows.num_rows and self.matcher is not None:
+            self._no_messages.mkdir(exist_ok=True)
+            matched = self.matcher(self._no_messages, rows)
+            rows = _with_venues(rows, matched.flow_venue)
+            for table, out in matched.tables.items():
+                self.staging.write(table, out)
+        self.staging.write("flows", rows)
+
+    def finish(self) -> None:
+        """End of capture: the matcher's run over the message tables, last rows."""
+        self.flush()
+        if self.matcher is None:
+            return
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+            rows = pq.read_table(self._pending_path, schema=FLOW_SCHEMA)
+            self._pending_path.unlink()
+        else:
+            rows = FLOW_SCHEMA.empty_table()
+        self.staging.close_writers()  # the matcher reads the staged message tables
+        matched = self.matcher(self.staging.dir, rows)
+        self.staging.write("flows", _with_venues(rows, matched.flow_venue))
+        for table, out in matched.tables.items():
+            self.staging.write(table, out)
 
 
 def ingest_capture(
@@ -225,6 +335,21 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
             for a in items:
                 anomaly_codes[a.code] = anomaly_codes.get(a.code, 0) + 1
 
+    flows = FlowRows(staging, matcher)
+
+    def write_retired(cols: dict[str, np.ndarray] | None) -> None:
+        if cols is None:
+            return
+        evicted = np.flatnonzero(cols["evicted"])
+        add_anomalies([Anomaly(
+            ts=int(cols["last_ts"][k]), flow_id=int(cols["flow_id"][k]), direction=None,
+            layer="tcp", code="flow_evicted",
+            detail=f"more than {tracker.max_flows} flows held: this idle one was retired "
+            "early; a later packet of it starts a new flow") for k in evicted.tolist()])
+        fids = cols["flow_id"].tolist()
+        info = app.retire(fids, staging, add_anomalies) if app is not None else {}
+        flows.add(cols, info)
+
     capture_problems: list[str] = []
     for chunk in reader:
         add_anomalies(chunk.anomalies)
@@ -249,21 +374,14 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
             staging.write("packets", _packet_rows(pf, dec, chunk))
         if app is not None:
             app.process(chunk, dec, pf, staging, add_anomalies)
+        # after the application layer has seen this chunk's packets of them
+        write_retired(tracker.take_retired())
         if progress is not None:
             progress(reader.bytes_read, reader.packets)
-    flow_info: dict[int, dict[str, object]] = {}
     if app is not None:
-        flow_info = app.finish(staging, add_anomalies)
-    flows = _flow_table(tracker, flow_info)
-    if matcher is not None:
-        staging.close_writers()  # the matcher reads the staged message tables
-        matched = matcher(staging.dir, flows)
-        venues = [matched.flow_venue.get(i) for i in range(flows.num_rows)]
-        flows = flows.set_column(flows.schema.get_field_index("venue"), "venue",
-                                 pa.array(venues, type=pa.string()))
-        for table, rows in matched.tables.items():
-            staging.write(table, rows)
-    staging.write("flows", flows)
+        app.finish(staging, add_anomalies)
+    write_retired(tracker.finish())
+    flows.finish()
     sha = reader.sha256
     capture_id = sha[:16]
     now = time.time_ns()

@@ -8,8 +8,30 @@ flow slot, and per flow and direction the state Wireshark's TCP analysis keeps
 writes, per packet: the flow id, the direction (0 = ``out``, client to server; 1 =
 ``in``), the unwrapped 64-bit stream offset of the segment, and a bit mask of
 analysis flags (``FLAG_*``). All state lives in NumPy arrays owned by the
-tracker, so it carries across chunks; when the flow arrays fill up, the kernel
-stops, Python doubles them, and the kernel resumes where it stopped.
+tracker, so it carries across chunks.
+
+Flow ids and slots. A flow id is given in order of first appearance (as
+tshark's ``tcp.stream``) and never reused; a slot (a row of the state arrays)
+is. Memory follows the flows held, not the capture's total: a flow is
+*retired* (its summary columns copied out for the ``flows`` table, its slot
+freed and its hash entry removed by backward-shift deletion) when
+
+- it has *ended* (RST, or FIN in both directions) and nothing was seen on it
+  for ``GRACE_NS`` of capture time: late retransmissions and ACKs of a closed
+  connection still belong to it in tshark's numbering, so it is kept that long;
+- it was replaced by a new connection on the same ports (port reuse): no
+  packet can reach it any more;
+- the table is full: ended flows and UDP flows (UDP has no end) go first, the
+  least recently active first (only once the table has ``ROOM_FLOWS`` slots:
+  below that it grows); past ``MAX_FLOWS`` slots the least recently active
+  open flows are *evicted* (``evicted`` is set, the ingest writes a
+  ``flow_evicted`` anomaly). A packet of a retired flow that
+  comes later starts a new flow id, so a retired flow is the one place where
+  the numbering can differ from tshark's (which never forgets a connection).
+
+When the kernel finds no free slot it stops, Python makes room as above, and
+the kernel resumes where it stopped. ``take_retired`` hands the retired flows'
+columns to the ingest; ``finish`` retires every flow still held.
 
 The classification follows Wireshark 4.0's ``tcp_analyze_sequence_number``
 (packet-tcp.c) so that ``tcp_events`` can be cross-checked against tshark's
@@ -21,7 +43,8 @@ Client and server: the sender of the SYN (without ACK) is the client; the
 receiver of a SYN/ACK is the client; without a handshake, the side with the
 higher port (the ephemeral one) is, and on a tie the sender of the first packet.
 A new SYN with a different ISN on a known 5-tuple starts a new flow (port reuse),
-as in Wireshark.
+as in Wireshark; on the ports of a retired flow a SYN starts a new flow without
+the ``ports_reused`` flag (the old ISN is forgotten).
 """
 
 from __future__ import annotations
@@ -94,8 +117,26 @@ N_DSTATE = 26
 (
     F_A_HI, F_A_LO, F_B_HI, F_B_LO, F_A_PORT, F_B_PORT, F_PROTO, F_FIRST_TS, F_LAST_TS,
     F_FIRST_INDEX, F_END, F_SYN_TS, F_SYNACK_TS, F_VLAN, F_IPV, F_MRU_SYN, F_FIRST_RTT,
-) = range(17)
-N_FSTATE = 17
+    F_ID, F_SLOT, F_HOME,
+) = range(20)
+N_FSTATE = 20
+
+# F_SLOT: what a slot holds. A detached flow was replaced in the hash table by a
+# new connection on the same ports; it is retired at the next opportunity.
+SLOT_FREE, SLOT_LIVE, SLOT_DETACHED = 0, 1, 2
+# Indices into the tracker's ``counters`` array.
+C_NEXT_ID, C_HIGH_WATER, C_FREE = 0, 1, 2
+
+# Capture time an ended flow is kept after its last packet (late retransmissions
+# and ACKs of a closed connection: TIME_WAIT is 2 MSL = 60 s on Linux).
+GRACE_NS = 60_000_000_000
+# Below this many slots the table grows rather than retire ended flows early.
+ROOM_FLOWS = 1 << 16
+# Slots at most (~600 bytes each); past it the least recently active open flows
+# are evicted.
+MAX_FLOWS = 1 << 18
+_KEY_MASK = 0x7FFFFFFFFFFFFFFF  # the hash table's keys are 63-bit probe positions
+_INT64_MIN = -(1 << 63)
 
 
 @numba.njit(cache=True, inline="always")
@@ -107,6 +148,13 @@ def _gt_seq(a: int, b: int) -> bool:
 @numba.njit(cache=True, inline="always")
 def _lt_seq(a: int, b: int) -> bool:
     return _gt_seq(b, a)
+
+
+@numba.njit(cache=True, inline="always")
+def _next_key(k: int) -> int:
+    """The probe position after ``k`` (keys wrap at 2**63; never a signed overflow,
+    which LLVM may assume away)."""
+    return 0 if k == _KEY_MASK else k + 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -123,10 +171,11 @@ def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):
 def _kernel(
     start, status, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ipv,
     flags, seq, ack, window, wscale, plen, wirelen, ts, index,
-    table, fkey_hash, fstate, fcnt, dstate, nflows_arr,
+    table, fkey_hash, fstate, fcnt, dstate, free, counters,
     out_flow, out_dir, out_off, out_flags, out_ackoff,
 ):
-    """Process packets [start, n). Returns the index to resume at (n when done)."""
+    """Process packets [start, n). Returns the index to resume at (n when done, else
+    the packet that needs a new flow when no slot is free)."""
     n = status.shape[0]
     cap = fstate.shape[0]
     for i in range(start, n):
@@ -163,7 +212,7 @@ def _kernel(
             if ok:
                 slot = s
                 break
-            probe = (probe + 1) & 0x7FFFFFFFFFFFFFFF
+            probe = _next_key(probe)
         reused = False
         if slot >= 0 and p == IPPROTO_TCP and (fl & (SYN | ACK)) == SYN:
             # Port reuse: a fresh SYN whose ISN differs from the known base.
@@ -173,12 +222,24 @@ def _kernel(
             if dstate[k0, D_BASE_SET] == 1 and dstate[k0, D_BASE_SEQ] != seq[i]:
                 reused = True
         if slot < 0 or reused:
-            if nflows_arr[0] >= cap:
-                return i  # grow and resume here
-            slot = nflows_arr[0]
-            nflows_arr[0] += 1
+            if counters[C_FREE] > 0:
+                counters[C_FREE] -= 1
+                new = free[counters[C_FREE]]
+            elif counters[C_HIGH_WATER] < cap:
+                new = counters[C_HIGH_WATER]
+                counters[C_HIGH_WATER] += 1
+            else:
+                return i  # make room and resume here
+            if reused:  # the old connection keeps its id and state, out of the table
+                fstate[slot, F_SLOT] = SLOT_DETACHED
+                fkey_hash[slot] = -1
+            slot = new
             table[probe] = slot
             fkey_hash[slot] = probe
+            fstate[slot, F_HOME] = h
+            fstate[slot, F_SLOT] = SLOT_LIVE
+            fstate[slot, F_ID] = counters[C_NEXT_ID]
+            counters[C_NEXT_ID] += 1
             # who is the client?
             if p == IPPROTO_TCP and (fl & SYN) != 0:
                 src_is_client = (fl & ACK) == 0
@@ -226,7 +287,7 @@ def _kernel(
             d = 0
         else:
             d = 1
-        out_flow[i] = slot
+        out_flow[i] = fstate[slot, F_ID]
         out_dir[i] = d
         if reused:
             out_flags[i] |= FLAG_PORTS_REUSED
@@ -290,6 +351,8 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
         fstate[slot, F_END] = END_RST
     elif (fl & FIN) != 0 and fstate[slot, F_END] == END_NONE:
         fstate[slot, F_END] = END_FIN
+    if (fl & FIN) != 0:
+        dstate[fk, D_FIN] = 1
     # base sequence numbers
     if dstate[fk, D_BASE_SET] == 0:
         dstate[fk, D_BASE_SEQ] = sq if (fl & SYN) != 0 else (sq - 1) & 0xFFFFFFFF
@@ -423,35 +486,90 @@ class PacketFlows:
     ack_offset: np.ndarray  # int64 ACK as an offset in the other direction's stream, -1 if none
 
 
+@numba.njit(cache=True)
+def _release(slots, table, fkey_hash, fstate, free, counters):
+    """Free ``slots``: unlink live ones from the hash table, push all on the free stack.
+
+    The table is open addressing with linear probing over 63-bit keys, so a
+    deletion shifts back the entries after the hole that may move into it (an
+    entry may move when its home position is not in the cyclic range (hole, j]);
+    the walk ends at the first empty position, so it is bounded by the table size.
+    """
+    for k in range(slots.shape[0]):
+        s = slots[k]
+        if fstate[s, F_SLOT] == SLOT_LIVE:
+            hole = fkey_hash[s]
+            table.pop(hole)
+            j = _next_key(hole)
+            while j in table:
+                t = table[j]
+                if ((j - fstate[t, F_HOME]) & _KEY_MASK) >= ((j - hole) & _KEY_MASK):
+                    table[hole] = t
+                    fkey_hash[t] = hole
+                    table.pop(j)
+                    hole = j
+                j = _next_key(j)
+        fstate[s, F_SLOT] = SLOT_FREE
+        fkey_hash[s] = -1
+        free[counters[C_FREE]] = s
+        counters[C_FREE] += 1
+
+
 class FlowTracker:
-    """Owns the flow table and per-direction TCP state across chunks."""
+    """Owns the flow table and per-direction TCP state across chunks.
+
+    ``max_flows``, ``room_flows`` and ``grace_ns`` default to the module's
+    ``MAX_FLOWS``, ``ROOM_FLOWS`` and ``GRACE_NS`` (read when the tracker is made).
+    """
 
     N_COUNTS = 1
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, *, max_flows: int | None = None,
+                 room_flows: int | None = None, grace_ns: int | None = None) -> None:
+        self.max_flows = max(1, MAX_FLOWS if max_flows is None else max_flows)
+        self.room_flows = ROOM_FLOWS if room_flows is None else room_flows
+        self.grace_ns = GRACE_NS if grace_ns is None else grace_ns
+        capacity = max(1, min(capacity, self.max_flows))
         self.table = numba.typed.Dict.empty(numba.types.int64, numba.types.int64)
-        self.fkey_hash = np.zeros(capacity, np.int64)
+        self.fkey_hash = np.full(capacity, -1, np.int64)
         self.fstate = np.zeros((capacity, N_FSTATE), np.int64)
         self.fcnt = np.zeros((capacity, self.N_COUNTS), np.int64)
         self.dstate = np.zeros((2 * capacity, N_DSTATE), np.int64)
-        self._n = np.zeros(1, np.int64)
+        self.free = np.zeros(capacity, np.int64)
+        self.counters = np.zeros(3, np.int64)
+        self.now = _INT64_MIN  # latest capture time seen
+        self._retired: list[dict[str, np.ndarray]] = []
 
     @property
     def n_flows(self) -> int:
-        return int(self._n[0])
+        """Flows seen so far (the next flow id)."""
+        return int(self.counters[C_NEXT_ID])
+
+    @property
+    def capacity(self) -> int:
+        return int(self.fstate.shape[0])
+
+    @property
+    def n_held(self) -> int:
+        """Flows whose state is held (open, or ended within the grace period)."""
+        return int(self.counters[C_HIGH_WATER] - self.counters[C_FREE])
 
     def _grow(self) -> None:
-        cap = self.fstate.shape[0] * 2
-        for name in ("fkey_hash", "fstate", "fcnt", "dstate"):
+        cap = min(self.capacity * 2, self.max_flows)
+        for name in ("fkey_hash", "fstate", "fcnt", "dstate", "free"):
             old = getattr(self, name)
             shape = (cap * (2 if name == "dstate" else 1), *old.shape[1:])
-            new = np.zeros(shape, old.dtype)
+            new = np.full(shape, -1 if name == "fkey_hash" else 0, old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
     def process(self, dec: DecodedChunk, ts: np.ndarray, wirelen: np.ndarray,
                 index: np.ndarray) -> PacketFlows:
-        """Assign flows and analyse every TCP segment of one decoded chunk."""
+        """Assign flows and analyse every TCP segment of one decoded chunk.
+
+        Flows retired meanwhile (see the module docstring) wait in
+        ``take_retired``; the caller hands them on after it is done with the chunk.
+        """
         n = len(dec)
         out = PacketFlows(
             flow_id=np.empty(n, np.int64), direction=np.empty(n, np.int8),
@@ -459,28 +577,108 @@ class FlowTracker:
             ack_offset=np.empty(n, np.int64),
         )
         i = 0
-        while i < n:
+        for _attempt in range(n + 1):  # each pass either ends or makes room for packet i
             i = _kernel(
                 i, dec.status, dec.proto, dec.src_hi, dec.src_lo, dec.dst_hi, dec.dst_lo,
                 dec.sport, dec.dport, dec.vlan, dec.ip_version, dec.tcp_flags, dec.seq, dec.ack,
                 dec.window, dec.wscale, dec.payload_len, wirelen, ts, index,
-                self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate, self._n,
-                out.flow_id, out.direction, out.stream_offset, out.flags, out.ack_offset,
+                self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate, self.free,
+                self.counters, out.flow_id, out.direction, out.stream_offset, out.flags,
+                out.ack_offset,
             )
-            if i < n:
-                self._grow()
+            if i >= n:
+                break
+            self._make_room(max(self.now, int(ts[: i + 1].max())))
+        else:
+            raise AssertionError("making room for a new flow freed no slot")
+        if n:
+            self.now = max(self.now, int(ts.max()))
+        self._retire(self._quiet())
         return out
 
+    # --- retiring flows -----------------------------------------------------------
+    def _ended(self) -> np.ndarray:
+        """Per slot (up to the high-water mark): live and closed by RST or FIN both ways."""
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        fins = (self.dstate[0 : 2 * hw : 2, D_FIN] == 1) & (self.dstate[1 : 2 * hw : 2, D_FIN] == 1)
+        return (f[:, F_SLOT] == SLOT_LIVE) & ((f[:, F_END] == END_RST) | fins)
+
+    def _quiet(self) -> np.ndarray:
+        """Slots that may go now: detached ones, and ended ones past the grace period."""
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        since = max(self.now - self.grace_ns, _INT64_MIN)
+        quiet = self._ended() & (f[:, F_LAST_TS] <= since)
+        return np.flatnonzero(quiet | (f[:, F_SLOT] == SLOT_DETACHED))
+
+    def _oldest(self, mask: np.ndarray, k: int) -> np.ndarray:
+        """The ``k`` slots of ``mask`` whose last packet is the oldest."""
+        slots = np.flatnonzero(mask)
+        if slots.size > k:
+            last = self.fstate[slots, F_LAST_TS]
+            slots = slots[np.argpartition(last, k - 1)[:k]]
+        return slots
+
+    def _make_room(self, now: int) -> None:
+        """No slot is free: retire what may go, else grow, else retire early/evict."""
+        self.now = now
+        self._retire(self._quiet())
+        cap = self.capacity
+        want = max(1, cap // 4)
+        if int(self.counters[C_FREE]) >= want:
+            return
+        if cap < self.room_flows and cap < self.max_flows:
+            self._grow()
+            return
+        need = want - int(self.counters[C_FREE])
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        udp = (f[:, F_SLOT] == SLOT_LIVE) & (f[:, F_PROTO] == IPPROTO_UDP)
+        self._retire(self._oldest(self._ended() | udp, need))  # within the grace period
+        if int(self.counters[C_FREE]) >= want:
+            return
+        if cap < self.max_flows:
+            self._grow()
+            return
+        need = max(1, cap // 8 - int(self.counters[C_FREE]))
+        hw = int(self.counters[C_HIGH_WATER])
+        self._retire(self._oldest(self.fstate[:hw, F_SLOT] == SLOT_LIVE, need), evicted=True)
+
+    def _retire(self, slots: np.ndarray, *, evicted: bool = False) -> None:
+        if slots.size == 0:
+            return
+        slots = slots.astype(np.int64)
+        cols = self._columns(slots)
+        cols["evicted"] = np.full(slots.size, evicted)
+        self._retired.append(cols)
+        _release(slots, self.table, self.fkey_hash, self.fstate, self.free, self.counters)
+
+    def take_retired(self) -> dict[str, np.ndarray] | None:
+        """Columns of the flows retired since the last call, by flow id (None if none)."""
+        if not self._retired:
+            return None
+        parts, self._retired = self._retired, []
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        order = np.argsort(cols["flow_id"], kind="stable")
+        return {k: v[order] for k, v in cols.items()}
+
+    def finish(self) -> dict[str, np.ndarray] | None:
+        """End of capture: retire every flow still held; all columns not yet taken."""
+        hw = int(self.counters[C_HIGH_WATER])
+        self._retire(np.flatnonzero(self.fstate[:hw, F_SLOT] != SLOT_FREE))
+        return self.take_retired()
+
     # --- summaries for the flows table ------------------------------------------
-    def flow_columns(self) -> dict[str, np.ndarray]:
-        """Per-flow columns (index = flow_id) for the ``flows`` table."""
-        k = self.n_flows
-        f = self.fstate[:k]
-        d_out = self.dstate[0 : 2 * k : 2]
-        d_in = self.dstate[1 : 2 * k : 2]
+    def _columns(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-flow columns of ``slots`` for the ``flows`` table (copies)."""
+        f = self.fstate[slots]
+        d_out = self.dstate[2 * slots]
+        d_in = self.dstate[2 * slots + 1]
         syn, synack = f[:, F_SYN_TS], f[:, F_SYNACK_TS]
         rtt = np.where((syn >= 0) & (synack >= syn), synack - syn, -1)
         return {
+            "flow_id": f[:, F_ID],
             "a_hi": f[:, F_A_HI].view(np.uint64), "a_lo": f[:, F_A_LO].view(np.uint64),
             "b_hi": f[:, F_B_HI].view(np.uint64), "b_lo": f[:, F_B_LO].view(np.uint64),
             "client_port": f[:, F_A_PORT], "server_port": f[:, F_B_PORT],

@@ -105,7 +105,8 @@ def run_decode(data: bytes) -> None:
     from pcapflow.parsers.decode import OK, STATUS, decode_chunk
     from pcapflow.parsers.tcp.analysis import FlowTracker
 
-    tracker = FlowTracker(capacity=4)  # tiny, so growing the flow table is exercised
+    # tiny, so growing the table, retiring flows early and evicting are exercised
+    tracker = FlowTracker(capacity=4, room_flows=8, max_flows=16)
 
     def each(chunk: object) -> None:
         dec = decode_chunk(chunk)  # type: ignore[arg-type]
@@ -124,8 +125,10 @@ def run_decode(data: bytes) -> None:
         assert set(np.unique(pf.direction[pf.flow_id >= 0]).tolist()) <= {0, 1}
 
     _read_capture(data, each)
-    cols = tracker.flow_columns()
-    assert all(v.shape[0] == tracker.n_flows for v in cols.values())
+    cols = tracker.finish()  # every flow retired: one row per flow id, each id once
+    ids = cols["flow_id"] if cols is not None else np.zeros(0, np.int64)
+    assert np.array_equal(ids, np.arange(tracker.n_flows))
+    assert cols is None or all(v.shape[0] == ids.size for v in cols.values())
 
 
 # --- TCP reassembly -----------------------------------------------------------------
