@@ -60,7 +60,8 @@ FLOWS = _schema(
     _f("duration_ns", pa.int64(), "last_ts - first_ts"),
     _f("first_packet", pa.int64(), "0-based index in the capture of the flow's first packet"),
     _f("syn_seen", pa.bool_(), "Whether the client's SYN was captured"),
-    _f("end_reason", pa.string(), "`fin`, `rst`, or `capture_end` when neither was seen"),
+    _f("end_reason", pa.string(), "`fin`, `rst`, or `capture_end` when neither was seen "
+       "(also for a flow evicted from a full flow table: a `flow_evicted` anomaly says so)"),
     _f("packets_out", pa.int64(), "Packets client -> server"),
     _f("packets_in", pa.int64(), "Packets server -> client"),
     _f("bytes_out", pa.int64(), "Bytes on the wire client -> server (frames' original length)"),
