@@ -77,11 +77,13 @@ class PieceBuffer:
         self._arr = new if self._arr is None else np.concatenate([self._arr, new])
 
     def _all(self) -> np.ndarray:
-        if not self._list:
-            assert self._arr is not None
-            return self._arr
-        head = np.array(self._list, dtype=np.int64).reshape(-1, 3)
-        return head if self._arr is None else np.concatenate([head, self._arr])
+        """Every remembered piece as array rows (kept that way for the next call)."""
+        if self._list:
+            head = np.array(self._list, dtype=np.int64).reshape(-1, 3)
+            self._arr = head if self._arr is None else np.concatenate([head, self._arr])
+            self._list = []
+        assert self._arr is not None
+        return self._arr
 
     def times_many(self, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``times_at(first[i])[0]`` and ``times_at(last[i])[1]`` for buffered offsets."""
@@ -97,7 +99,12 @@ class PieceBuffer:
         ``offset`` must be a buffered byte (``start <= offset < end``) or the last byte
         consumed; the newest piece answers for anything past the end.
         """
-        pieces = self.pieces
+        arr = self._arr
+        if arr is not None and (not self._list or offset >= self._list[-1][0]):
+            # the answer is among the array pieces: no conversion to tuples
+            i = min(int(np.searchsorted(arr[:, 0], offset, "right")), arr.shape[0] - 1)
+            return int(arr[i, 1]), int(arr[i, 2])
+        pieces = self._list
         i = bisect_right(pieces, offset, key=_END)
         if i >= len(pieces):
             i = len(pieces) - 1
