@@ -495,7 +495,10 @@ class TlsSession:
         if sh.hello_retry:
             self._hello_retry = True
             return
-        self._suite = suite_for(sh.cipher_suite)
+        suite = suite_for(sh.cipher_suite)
+        # a TLS 1.2 suite in a TLS 1.3 ServerHello (or the reverse) has no key schedule
+        mismatch = suite is not None and suite.tls13 != self._tls13
+        self._suite = None if mismatch else suite
         if self._tls13:
             self._resumed = hs.EXT_PRE_SHARED_KEY in sh.extensions
             for st in self._dirs.values():
@@ -504,7 +507,11 @@ class TlsSession:
             self._alpn = sh.alpn
             ch = self._ch
             self._resumed = bool(ch and sh.session_id and sh.session_id == ch.session_id)
-        if self._suite is None:
+        if mismatch:
+            detail = (f"{suite_name(sh.cipher_suite)} selected in a "
+                      f"{VERSION_NAMES.get(sh.version, hex(sh.version))} ServerHello")
+            self._anomaly(IN, "cipher_version_mismatch", detail, rec.ts_last, rec.stream_offset)
+        elif self._suite is None:
             name = suite_name(sh.cipher_suite)
             self._anomaly(IN, "unsupported_cipher", name, rec.ts_last, rec.stream_offset)
         elif self.keylog is not None:
