@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run these input files instead of fuzzing")
     args = ap.parse_args(argv)
 
-    from targets import TARGETS
+    from targets import TARGETS, warm_kernels
 
     target = TARGETS[args.target]
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     # import the heavy modules (Numba kernels, pyarrow) before the alarm and the limit
     runner = Runner(target.run, args.workdir, args.per_input * WARMUP_FACTOR)
     runner(b"")
+    warm_kernels()
     if target.seeds:
-        target.seeds()
+        seeds = target.seeds()
+        if seeds:
+            runner(seeds[0])  # the kernels a real input reaches, compiled unlimited
     _limit_memory(args.memory)
     runner.per_input, runner.slowest = args.per_input, 0.0
     t0 = time.perf_counter()

@@ -40,6 +40,26 @@ def keylog_secrets(text: bytes) -> set[bytes]:
     return out
 
 
+def warm_kernels() -> None:
+    """Compile (or load) the batch path's Numba kernels, with the argument types the
+    pipeline passes, before a fuzz child limits its address space: with a cold cache
+    (a fresh clone) LLVM needs more memory than the limit leaves."""
+    from pcapflow.parsers import scan
+    from pcapflow.parsers.fix import _compile_scan
+    from pcapflow.pipelines import segments
+
+    u8 = np.zeros(16, np.uint8)
+    i8 = np.zeros(1, np.int8)
+    i64 = np.zeros(1, np.int64)
+    scan.tls_app_records(u8, 0, 100)
+    scan.ws_simple_frames(u8, True, True, 100)
+    segments.simple_prefix(i8, i64, i64, i64, np.zeros(1, np.int32), 0, 0, 0)
+    segments.gather(u8, i64, i64)
+    empty = np.zeros((0, 3), np.int64)
+    segments.rtt_walk(i8, i64, i64, i64, i64, i64, empty, empty, 0, 0, 1000)
+    _compile_scan()
+
+
 def check_anomaly(a: object, layers: set[str]) -> None:
     from pcapflow.parsers.events import Anomaly
 
