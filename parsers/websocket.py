@@ -337,23 +337,15 @@ class WebSocketSession:
                     append(bytes(mv[a:b]))
         if rsv1.any():
             inflate = d.inflater.inflate
-            max_inflated = self.max_inflated
             for i in np.flatnonzero(rsv1).tolist():
                 compressed = payloads[i]
-                payloads[i], status = inflate(compressed, max_inflated)
+                payloads[i], status = inflate(compressed, self.max_inflated)
                 if status == "ok":
                     continue
-                ts_last = buf.times_at(base + int(ends[i]) - 1)[1]
-                offset = base + int(starts[i])
-                if status == "bomb":
-                    cut[i] = True
-                    events.append(self._anomaly(
-                        direction, ts_last, "inflate_bomb",
-                        f"inflated beyond max_inflated {max_inflated}", offset))
-                else:
-                    code = "inflate_failed" if self.handshake_known else "inflate_without_handshake"
-                    events.append(self._anomaly(direction, ts_last, code,
-                                                f"{len(compressed)} compressed bytes", offset))
+                cut[i] = status == "bomb"
+                events.append(self._inflate_anomaly(
+                    direction, status, buf.times_at(base + int(ends[i]) - 1)[1],
+                    base + int(starts[i]), len(compressed)))
         start = starts + base
         ts_first, ts_last = buf.times_many(start, start + wire - 1)
         buf.consume(int(ends[-1]))
@@ -578,15 +570,10 @@ class WebSocketSession:
         truncated = False
         if p.compressed:
             payload, status = d.inflater.inflate(payload, self.max_inflated)
-            if status == "bomb":
-                truncated = True
-                events.append(self._anomaly(direction, p.ts_last, "inflate_bomb",
-                                            f"inflated beyond max_inflated {self.max_inflated}",
-                                            p.stream_offset))
-            elif status == "failed":
-                code = "inflate_failed" if self.handshake_known else "inflate_without_handshake"
-                events.append(self._anomaly(direction, p.ts_last, code,
-                                            f"{p.size} compressed bytes", p.stream_offset))
+            if status != "ok":
+                truncated = status == "bomb"
+                events.append(self._inflate_anomaly(direction, status, p.ts_last,
+                                                    p.stream_offset, p.size))
         events.append(WsMessage(
             ts_first=p.ts_first, ts_last=p.ts_last, flow_id=self.flow_id, direction=direction,
             stream_offset=p.stream_offset, opcode=OPCODE_NAMES[p.opcode], fin=fin,
@@ -625,6 +612,15 @@ class WebSocketSession:
             close_reason=reason,
         ))
         return events
+
+    def _inflate_anomaly(self, direction: Direction, status: str, ts: int, offset: int,
+                         compressed: int) -> Anomaly:
+        """The anomaly of a message whose inflate ended in ``bomb`` or ``failed``."""
+        if status == "bomb":
+            return self._anomaly(direction, ts, "inflate_bomb",
+                                 f"inflated beyond max_inflated {self.max_inflated}", offset)
+        code = "inflate_failed" if self.handshake_known else "inflate_without_handshake"
+        return self._anomaly(direction, ts, code, f"{compressed} compressed bytes", offset)
 
     def _anomaly(self, direction: Direction, ts: int, code: str, detail: str,
                  offset: int | None) -> Anomaly:
