@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+from . import native
 from .events import Direction
 
 # ---- RFC 7692 §7: the "permessage-deflate" extension --------------------------------
@@ -200,3 +201,12 @@ class MessageInflater:
         self._ctx = zlib.decompressobj(-self.window_bits, zdict=window) if window else (
             zlib.decompressobj(-self.window_bits)
         )
+
+
+def new_inflater(window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool = False
+                 ) -> MessageInflater | native.NativeInflater:
+    """The inflater of one direction: zlib called from compiled code when the native
+    libraries are there (``native.NativeInflater``, same results), else ``MessageInflater``."""
+    if native.AVAILABLE:
+        return native.NativeInflater(window_bits, no_context_takeover)
+    return MessageInflater(window_bits, no_context_takeover)

@@ -24,7 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .deflate import MessageInflater, PerMessageDeflateParams
+from . import native
+from .deflate import MessageInflater, PerMessageDeflateParams, new_inflater
 from .events import Anomaly, Direction, Run, feed_pieces
 from .piecebuf import PieceBuffer
 from .scan import FULL, SPECIAL, ws_simple_frames
@@ -191,7 +192,8 @@ class WsMessageRun:
     opcode: np.ndarray
     compressed: np.ndarray
     masked: bool
-    payloads: list[bytes]
+    payload: bytes | np.ndarray  # the payloads back to back (uint8 when an array)
+    payload_ends: np.ndarray  # message i is payload[payload_ends[i-1]:payload_ends[i]]
     wire_length: np.ndarray
     truncated: np.ndarray
 
@@ -216,7 +218,7 @@ class _Partial:
 @dataclass(slots=True)
 class _Direction:
     buf: PieceBuffer
-    inflater: MessageInflater
+    inflater: MessageInflater | native.NativeInflater
     partial: _Partial | None = None
     skip: int = 0  # bytes of a rejected frame still to discard as they arrive
     stopped: bool = False
@@ -254,13 +256,13 @@ class WebSocketSession:
             "in": _Direction(PieceBuffer(in_offset), self._new_inflater("in")),
         }
 
-    def _new_inflater(self, direction: Direction) -> MessageInflater:
+    def _new_inflater(self, direction: Direction) -> MessageInflater | native.NativeInflater:
         if self.deflate is None:
             # No agreement seen: a running context decodes both takeover and
             # no-takeover senders (the latter never refer back past a message).
-            return MessageInflater()
+            return new_inflater()
         bits, no_takeover = self.deflate.for_direction(direction)
-        return MessageInflater(bits, no_takeover)
+        return new_inflater(bits, no_takeover)
 
     # ---- SessionParser ----------------------------------------------------------
     def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
@@ -319,40 +321,54 @@ class WebSocketSession:
                      opcodes: np.ndarray, events: list[object]) -> None:
         """Messages of the frames ``ws_simple_frames`` found, as one ``WsMessageRun``."""
         buf = d.buf
-        data = buf.data
         base = buf.start
         wire = hls + lens
         ends = starts + wire
-        cut = np.zeros(starts.size, dtype=bool)
-        payloads: list[bytes] = []
-        append = payloads.append
-        with memoryview(data) as mv:
-            first = (starts + hls).tolist()
-            last = ends.tolist()
-            if direction == "out":  # masked: the key is the header's last 4 bytes
-                for a, b in zip(first, last, strict=True):
-                    append(unmask(bytes(mv[a:b]), bytes(mv[a - 4 : a])))
-            else:
-                for a, b in zip(first, last, strict=True):
-                    append(bytes(mv[a:b]))
-        if rsv1.any():
-            inflate = d.inflater.inflate
-            for i in np.flatnonzero(rsv1).tolist():
-                compressed = payloads[i]
-                payloads[i], status = inflate(compressed, self.max_inflated)
-                if status == "ok":
-                    continue
-                cut[i] = status == "bomb"
-                events.append(self._inflate_anomaly(
-                    direction, status, buf.times_at(base + int(ends[i]) - 1)[1],
-                    base + int(starts[i]), len(compressed)))
+        masked = direction == "out"  # masked: the key is the header's last 4 bytes
+        inflater = d.inflater
+        if isinstance(inflater, native.NativeInflater):
+            arr = np.frombuffer(buf.data, dtype=np.uint8)
+            payload, payload_ends, status = native.ws_payloads(
+                arr, starts, hls, lens, rsv1, masked, inflater.strm,
+                inflater.no_context_takeover, inflater.window_bits, self.max_inflated)
+            del arr  # release the export: the buffer is consumed below
+        else:
+            payload, payload_ends, status = self._payloads_py(d, starts, hls, lens, rsv1, masked)
+        cut = status == native.BOMB
+        for i in np.flatnonzero(status).tolist():
+            events.append(self._inflate_anomaly(
+                direction, native.STATUS_NAMES[status[i]],
+                buf.times_at(base + int(ends[i]) - 1)[1], base + int(starts[i]), int(lens[i])))
         start = starts + base
         ts_first, ts_last = buf.times_many(start, start + wire - 1)
         buf.consume(int(ends[-1]))
         events.append(WsMessageRun(
             flow_id=self.flow_id, direction=direction, ts_first=ts_first, ts_last=ts_last,
-            stream_offset=start, opcode=opcodes, compressed=rsv1,
-            masked=direction == "out", payloads=payloads, wire_length=wire, truncated=cut))
+            stream_offset=start, opcode=opcodes, compressed=rsv1, masked=masked,
+            payload=payload, payload_ends=payload_ends, wire_length=wire, truncated=cut))
+
+    def _payloads_py(self, d: _Direction, starts: np.ndarray, hls: np.ndarray,
+                     lens: np.ndarray, rsv1: np.ndarray, masked: bool
+                     ) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """``native.ws_payloads`` with ``unmask`` and ``MessageInflater`` (no native libs)."""
+        payloads: list[bytes] = []
+        append = payloads.append
+        status = np.zeros(starts.size, dtype=np.int8)
+        with memoryview(d.buf.data) as mv:
+            first = (starts + hls).tolist()
+            last = (starts + hls + lens).tolist()
+            if masked:
+                for a, b in zip(first, last, strict=True):
+                    append(unmask(bytes(mv[a:b]), bytes(mv[a - 4 : a])))
+            else:
+                for a, b in zip(first, last, strict=True):
+                    append(bytes(mv[a:b]))
+        inflate = d.inflater.inflate
+        for i in np.flatnonzero(rsv1).tolist():
+            payloads[i], name = inflate(payloads[i], self.max_inflated)
+            status[i] = native.STATUS_NAMES.index(name)
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+        return b"".join(payloads), np.cumsum(lengths), status
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes of ``direction`` were never captured.

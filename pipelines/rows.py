@@ -131,7 +131,9 @@ def _per_row(events: list[Any], name: str, type_: pa.DataType) -> pa.Array:
     counts = [e.ts_first.size for e in events]
     if all(v == values[0] for v in values):
         return _repeat(values[0], sum(counts), type_)
-    return pa.array(np.repeat(np.array(values, dtype=object), counts), type=type_)
+    # one Python object per event, not per row: Arrow repeats them by index
+    index = np.repeat(np.arange(len(values)), counts)
+    return pa.array(values, type=type_).take(pa.array(index))
 
 
 def _tls_runs(events: list[TlsRecordRun]) -> list[pa.Array]:
@@ -146,33 +148,64 @@ def _tls_runs(events: list[TlsRecordRun]) -> list[pa.Array]:
     ]
 
 
-def _ws_runs(events: list[WsMessageRun]) -> list[pa.Array]:
-    payloads = [p for e in events for p in e.payloads]
-    n = len(payloads)
-    raw = pa.array(payloads, type=pa.binary())
+def _ws_runs(events: list[WsMessageRun]) -> list[pa.Array | pa.ChunkedArray]:
+    return _in_groups(events, lambda e: len(e.payload), _ws_group)
+
+
+def _ws_group(events: list[WsMessageRun]) -> list[pa.Array]:
+    """``_ws`` for batch events whose payloads together fit a ``pa.string()`` array."""
+    datas = [np.frombuffer(e.payload, dtype=np.uint8) for e in events]
+    sizes = np.array([x.size for x in datas], dtype=np.int64)
+    bases = np.cumsum(sizes) - sizes
+    n = sum(e.payload_ends.size for e in events)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets[1:] = np.concatenate([e.payload_ends + b for e, b in zip(events, bases, strict=True)])
+    raw = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets),
+                                                 pa.py_buffer(np.concatenate(datas))])
     try:
         text = raw.cast(pa.string())
     except pa.ArrowInvalid:  # not UTF-8: decoded with replacement, as _text does
-        text = pa.array([_text(b) for b in payloads], type=pa.string())
+        text = pa.array([_text(b) for b in raw.to_pylist()], type=pa.string())
     opcode = _cat(events, "opcode")
     is_text = opcode == 1
     if is_text.any():
         text = redact_json_texts(text, is_text)
-    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
     return [
         _ts(_cat(events, "ts_first")), _ts(_cat(events, "ts_last")),
         _per_row(events, "flow_id", pa.int64()), _per_row(events, "direction", pa.string()),
         pa.array(_cat(events, "stream_offset")), pa.array(_OPCODES[opcode], pa.string()),
         _repeat(True, n, pa.bool_()), _repeat(1, n, pa.int32()),
         pa.array(_cat(events, "compressed")), _per_row(events, "masked", pa.bool_()),
-        text, pa.array(lengths), pa.array(_cat(events, "wire_length")),
+        text, pa.array(np.diff(offsets).astype(np.int64)), pa.array(_cat(events, "wire_length")),
         pa.array(_cat(events, "truncated")), _repeat(None, n, pa.int32()),
     ]
 
 
+_MAX_STRING_BYTES = (1 << 31) - 1  # pa.string() offsets are int32
+
+
+def _in_groups(events: list[Any], size: Callable[[Any], int],
+               convert: Callable[[list[Any]], list[pa.Array]]
+               ) -> list[pa.Array] | list[pa.ChunkedArray]:
+    """``convert`` over groups of events whose string bytes (``size``) stay under
+    2 GiB each; one chunk per group when there is more than one."""
+    groups: list[list[Any]] = [[]]
+    total = 0
+    for e in events:
+        n = size(e)
+        if groups[-1] and total + n > _MAX_STRING_BYTES:
+            groups.append([])
+            total = 0
+        groups[-1].append(e)
+        total += n
+    columns = [convert(g) for g in groups]
+    if len(columns) == 1:
+        return columns[0]
+    return [pa.chunked_array(parts) for parts in zip(*columns, strict=True)]
+
+
 _FIX_FIELDS_TYPE = FIX_MESSAGES.field("fields").type
 _SECRET_FIX_TAGS = np.array(sorted(SENSITIVE_FIX_TAGS), dtype=np.int64)
-_MAX_STRING_BYTES = (1 << 31) - 1  # pa.string() offsets are int32
 
 
 def _fix_runs(events: list[FixMessageRun]) -> list[pa.Array | pa.ChunkedArray]:
@@ -181,18 +214,7 @@ def _fix_runs(events: list[FixMessageRun]) -> list[pa.Array | pa.ChunkedArray]:
     ``fields`` values are redacted exactly as ``redact_fix_fields`` does (by tag,
     value -> ``REDACTED``); the named columns are never secret tags and are taken
     unredacted, as ``_fix`` takes them from the message."""
-    groups: list[list[FixMessageRun]] = [[]]
-    size = 0
-    for e in events:  # keep each string column under 2 GiB per chunk
-        if groups[-1] and size + e.values.size > _MAX_STRING_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(e)
-        size += e.values.size
-    columns = [_fix_group(g) for g in groups]
-    if len(columns) == 1:
-        return columns[0]
-    return [pa.chunked_array(parts) for parts in zip(*columns, strict=True)]
+    return _in_groups(events, lambda e: e.values.size, _fix_group)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

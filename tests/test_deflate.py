@@ -8,6 +8,7 @@ import zlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pcapflow.parsers import native
 from pcapflow.parsers.deflate import (
     INFLATE_CHUNK,
     MessageInflater,
@@ -16,6 +17,15 @@ from pcapflow.parsers.deflate import (
 )
 
 HELLO = b"Hello"
+
+# Every behaviour below holds for both inflaters: the pure-Python one and the one
+# the compiled batch path shares (zlib called from Numba), when its libraries exist.
+IMPLEMENTATIONS = [MessageInflater] + ([native.NativeInflater] if native.AVAILABLE else [])
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda c: c.__name__, scope="module")
+def Inflater(request: pytest.FixtureRequest) -> type:  # a class: named like one
+    return request.param
 
 
 def _deflate_message(comp: zlib._Compress, data: bytes) -> bytes:
@@ -70,19 +80,19 @@ def test_bad_window_bits_fall_back_to_15(value: str) -> None:
         "f248050000 00ffff cac9c90700",  # §7.2.3.5: two DEFLATE blocks in one message
     ],
 )
-def test_rfc7692_payloads(payload: str) -> None:
-    assert MessageInflater().inflate(bytes.fromhex(payload), 1000) == (HELLO, "ok")
+def test_rfc7692_payloads(Inflater: type, payload: str) -> None:
+    assert Inflater().inflate(bytes.fromhex(payload), 1000) == (HELLO, "ok")
 
 
-def test_rfc7692_sliding_window_shared_between_messages() -> None:
+def test_rfc7692_sliding_window_shared_between_messages(Inflater: type) -> None:
     """§7.2.3.2: the second "Hello" is only a back-reference into the first."""
-    inf = MessageInflater()
+    inf = Inflater()
     assert inf.inflate(bytes.fromhex("f248cdc9c90700"), 100) == (HELLO, "ok")
     assert inf.inflate(bytes.fromhex("f200110000"), 100) == (HELLO, "ok")
 
 
-def test_no_context_takeover_resets_per_message() -> None:
-    inf = MessageInflater(no_context_takeover=True)
+def test_no_context_takeover_resets_per_message(Inflater: type) -> None:
+    inf = Inflater(no_context_takeover=True)
     assert inf.inflate(bytes.fromhex("f248cdc9c90700"), 100) == (HELLO, "ok")
     # the back-reference now points before the window: corrupt for this receiver
     _, status = inf.inflate(bytes.fromhex("f200110000"), 100)
@@ -91,23 +101,23 @@ def test_no_context_takeover_resets_per_message() -> None:
     assert inf.inflate(bytes.fromhex("f248cdc9c90700"), 100) == (HELLO, "ok")
 
 
-def test_message_after_bfinal_block_keeps_its_window() -> None:
-    inf = MessageInflater()
+def test_message_after_bfinal_block_keeps_its_window(Inflater: type) -> None:
+    inf = Inflater()
     assert inf.inflate(bytes.fromhex("f348cdc9c9070000"), 100) == (HELLO, "ok")
     assert inf.inflate(bytes.fromhex("f248cdc9c90700"), 100) == (HELLO, "ok")
     # §7.2.3.2's back-reference payload refers to the "Hello" just inflated
     assert inf.inflate(bytes.fromhex("f200110000"), 100) == (HELLO, "ok")
 
 
-def test_empty_message() -> None:
+def test_empty_message(Inflater: type) -> None:
     # §7.2.3.6: an empty stored block (a single 0x00 byte) inflates to nothing
-    assert MessageInflater().inflate(b"\x00", 10) == (b"", "ok")
+    assert Inflater().inflate(b"\x00", 10) == (b"", "ok")
 
 
 @pytest.mark.parametrize("bits", [8, 9, 10, 12, 15])
 @pytest.mark.parametrize("takeover", [True, False])
-def test_roundtrip_with_zlib_compressor(bits: int, takeover: bool) -> None:
-    inf = MessageInflater(bits, no_context_takeover=not takeover)
+def test_roundtrip_with_zlib_compressor(Inflater: type, bits: int, takeover: bool) -> None:
+    inf = Inflater(bits, no_context_takeover=not takeover)
     comp = zlib.compressobj(6, zlib.DEFLATED, -max(bits, 9))
     rng = os.urandom(3000)
     messages = [b'{"op":"order","px":"%d"}' % i * (i % 7 + 1) for i in range(40)] + [rng, b""]
@@ -117,10 +127,10 @@ def test_roundtrip_with_zlib_compressor(bits: int, takeover: bool) -> None:
         assert inf.inflate(_deflate_message(comp, msg), 1 << 20) == (msg, "ok")
 
 
-def test_bomb_is_cut_at_the_cap_without_inflating_it_all() -> None:
+def test_bomb_is_cut_at_the_cap_without_inflating_it_all(Inflater: type) -> None:
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     bomb = _deflate_message(comp, bytes(200 << 20))  # 200 MiB of zeros, ~200 KB on the wire
-    inf = MessageInflater()
+    inf = Inflater()
     body, status = inf.inflate(bomb, 1 << 20)
     assert status == "bomb"
     assert body == bytes(1 << 20)
@@ -128,23 +138,24 @@ def test_bomb_is_cut_at_the_cap_without_inflating_it_all() -> None:
     assert inf.inflate(bytes.fromhex("f248cdc9c90700"), 100) == (HELLO, "ok")
 
 
-def test_exactly_max_length_is_not_a_bomb() -> None:
+def test_exactly_max_length_is_not_a_bomb(Inflater: type) -> None:
     for size in (INFLATE_CHUNK - 1, INFLATE_CHUNK, INFLATE_CHUNK + 1, 3 * INFLATE_CHUNK):
         comp = zlib.compressobj(9, zlib.DEFLATED, -15)
         msg = bytes(size)
-        assert MessageInflater().inflate(_deflate_message(comp, msg), size) == (msg, "ok")
+        assert Inflater().inflate(_deflate_message(comp, msg), size) == (msg, "ok")
 
 
-def test_garbage_fails_and_resets() -> None:
-    inf = MessageInflater()
+def test_garbage_fails_and_resets(Inflater: type) -> None:
+    inf = Inflater()
     assert inf.inflate(b"\xff\xff\xff\xff", 100)[1] == "failed"
     assert inf.inflate(bytes.fromhex("f248cdc9c90700"), 100) == (HELLO, "ok")
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=5), st.booleans())
-def test_random_payloads_never_raise(payloads: list[bytes], no_takeover: bool) -> None:
-    inf = MessageInflater(15, no_takeover)
+def test_random_payloads_never_raise(Inflater: type, payloads: list[bytes],
+                                     no_takeover: bool) -> None:
+    inf = Inflater(15, no_takeover)
     for p in payloads:
         body, status = inf.inflate(p, 4096)
         assert status in ("ok", "failed", "bomb")

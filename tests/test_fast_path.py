@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from paths import PUBLIC, SAMPLES
+from pcapflow.parsers import native
 from pcapflow.pipelines import connections
 from test_tls_public import ENTRIES  # the keyed captures and their key logs
 
@@ -80,11 +81,27 @@ def test_batch_path_equals_general_path(which: str, tmp_path: Path,
     fast_runs = _ingest(caps, keys, tmp_path / "fast", True, monkeypatch)
     assert slow_runs == 0
     assert fast_runs > 0  # the batch path really ran
-    slow, fast = _tables(tmp_path / "slow"), _tables(tmp_path / "fast")
-    assert slow.keys() == fast.keys()
-    for name in slow:
-        a, b = slow[name], fast[name]
+    _assert_same_tables(_tables(tmp_path / "slow"), _tables(tmp_path / "fast"))
+
+
+def _assert_same_tables(want: dict[str, pa.Table], got: dict[str, pa.Table]) -> None:
+    assert want.keys() == got.keys()
+    for name in want:
+        a, b = want[name], got[name]
         assert a.num_rows == b.num_rows, name
         assert a.schema.names == b.schema.names, name
         for col in a.column_names:
             assert a[col].equals(b[col]), f"{name}.{col} differs"
+
+
+@pytest.mark.skipif(not native.AVAILABLE, reason="libcrypto/libz not found")
+def test_native_kernels_equal_the_python_fallback(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libcrypto/libz the batch path decrypts with ``cryptography`` and
+    inflates with ``zlib``, one call per record / message: the same tables."""
+    caps, keys = _captures()[0]
+    _ingest(caps, keys, tmp_path / "native", True, monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(native, "AVAILABLE", False)
+        _ingest(caps, keys, tmp_path / "python", True, monkeypatch)
+    _assert_same_tables(_tables(tmp_path / "python"), _tables(tmp_path / "native"))

@@ -28,10 +28,12 @@ import struct
 import warnings
 from typing import Protocol
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
+from .. import native
 from .suites import CipherSuite
 
 with warnings.catch_warnings():  # legacy ciphers live in "decrepit"; importing is fine
@@ -66,12 +68,16 @@ def _aead(cipher: str, key: bytes, tag_length: int) -> AESGCM | AESCCM | ChaCha2
 class Tls13Decryptor:
     """RFC 8446 §5.2 record protection."""
 
-    __slots__ = ("_aead", "_iv", "seq")
+    __slots__ = ("_aead", "_iv", "native", "native_iv", "native_kind", "seq")
 
     def __init__(self, suite: CipherSuite, key: bytes, iv: bytes) -> None:
         self._aead = _aead(suite.cipher, key, suite.tag_length)
         self._iv = int.from_bytes(iv, "big")
         self.seq = 0
+        # the same key for the batch path's compiled loop (``native.open_records``)
+        self.native = native.AeadContext.create(suite.cipher, key)
+        self.native_iv = np.frombuffer(iv, dtype=np.uint8)
+        self.native_kind = native.TLS13
 
     def decrypt(
         self, content_type: int, version: int, header: bytes, fragment: bytes
@@ -93,7 +99,8 @@ class Tls13Decryptor:
 class Tls12AeadDecryptor:
     """GCM / CCM (explicit nonce) and ChaCha20-Poly1305 (RFC 7905) in TLS 1.2."""
 
-    __slots__ = ("_aead", "_explicit", "_iv", "_iv_int", "_tag", "seq")
+    __slots__ = ("_aead", "_explicit", "_iv", "_iv_int", "_tag", "native", "native_iv",
+                 "native_kind", "seq")
 
     def __init__(self, suite: CipherSuite, key: bytes, iv: bytes) -> None:
         self._aead = _aead(suite.cipher, key, suite.tag_length)
@@ -102,6 +109,13 @@ class Tls12AeadDecryptor:
         self._explicit = suite.explicit_nonce_length
         self._tag = suite.tag_length
         self.seq = 0
+        # the same key for the batch path's compiled loop (``native.open_records``)
+        kind = {0: native.TLS12_XOR, 8: native.TLS12_EXPLICIT}.get(self._explicit)
+        iv_length = 4 if self._explicit else 12
+        ok = kind is not None and suite.tag_length == 16 and len(iv) == iv_length
+        self.native = native.AeadContext.create(suite.cipher, key) if ok else None
+        self.native_iv = np.frombuffer(iv, dtype=np.uint8)
+        self.native_kind = kind
 
     def decrypt(
         self, content_type: int, version: int, header: bytes, fragment: bytes

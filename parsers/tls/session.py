@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
+from .. import native
 from ..errors import DecodeError
 from ..events import IN, OUT, Anomaly, Direction, Run, feed_pieces
 from ..scan import tls_app_records
@@ -179,6 +180,55 @@ class TlsSession:
         del arr  # release the export before the buffer is resized
         if not starts.size:
             return
+        if dec.native is not None:
+            k, plaintext, plen = self._open_native(dec, buf, starts, lengths)
+        else:
+            k, plaintext, plen = self._open_py(dec, tls13, buf, starts, lengths, versions)
+        if not k:
+            return
+        pos = int(starts[k - 1] + 5 + lengths[k - 1])
+        versions = versions[:k]
+        base = reader._base
+        start = starts[:k] + base
+        stop = np.empty(k, dtype=np.int64)
+        stop[:-1] = start[1:]
+        stop[-1] = pos + base
+        ends, ts_first, ts_last = reader.piece_arrays()
+        last = ends.size - 1
+        tsf = ts_first[np.minimum(np.searchsorted(ends, start, "right"), last)]
+        tsl = ts_last[np.minimum(np.searchsorted(ends, stop - 1, "right"), last)]
+        reader.advance(pos, k)
+        st.epoch_records += k
+        self._out.append(TlsRecordRun(
+            flow_id=self.flow_id, direction=d, ts_first=tsf, ts_last=tsl, stream_offset=start,
+            version=versions, length=stop - start,
+            plaintext_length=plen, inner_content_type=APPLICATION_DATA if self._tls13 else None))
+        self._out.append(PlaintextRun(
+            flow_id=self.flow_id, direction=d, stream_offset=st.plaintext_offset,
+            run=Run(plaintext, np.cumsum(plen), tsf, tsl)))
+        st.plaintext_offset += int(plen.sum())
+
+    @staticmethod
+    def _open_native(dec: Tls13Decryptor | Tls12AeadDecryptor, buf: bytearray,
+                     starts: np.ndarray, lengths: np.ndarray) -> tuple[int, bytes, np.ndarray]:
+        """``native.open_records`` over the records: ``(count, plaintexts, lengths)``."""
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        out = np.empty(int(lengths.sum()), dtype=np.uint8)
+        ends = np.empty(starts.size, dtype=np.int64)
+        k = native.open_records(dec.native.ptr, dec.native_kind, arr, starts, lengths,
+                                dec.native_iv, dec.seq, out, ends)
+        del arr  # release the export before the buffer is resized
+        dec.seq += k
+        ends = ends[:k]
+        plen = np.diff(ends, prepend=0)
+        return k, out[: int(ends[-1]) if k else 0].tobytes(), plen
+
+    @staticmethod
+    def _open_py(dec: Tls13Decryptor | Tls12AeadDecryptor, tls13: bool, buf: bytearray,
+                 starts: np.ndarray, lengths: np.ndarray, versions: np.ndarray
+                 ) -> tuple[int, bytes, np.ndarray]:
+        """``_open_native`` with ``cryptography``, one record per call (AES-CCM, or no
+        native libraries)."""
         plains: list[bytes] = []
         append = plains.append
         with memoryview(buf) as mv:
@@ -207,31 +257,8 @@ class TlsSession:
                             dec.seq -= 1
                         break
                     append(result[1])
-        k = len(plains)
-        if not k:
-            return
-        pos = int(starts[k - 1] + 5 + lengths[k - 1])
-        versions = versions[:k]
-        base = reader._base
-        start = starts[:k] + base
-        stop = np.empty(k, dtype=np.int64)
-        stop[:-1] = start[1:]
-        stop[-1] = pos + base
-        ends, ts_first, ts_last = reader.piece_arrays()
-        last = ends.size - 1
-        tsf = ts_first[np.minimum(np.searchsorted(ends, start, "right"), last)]
-        tsl = ts_last[np.minimum(np.searchsorted(ends, stop - 1, "right"), last)]
-        plen = np.fromiter(map(len, plains), dtype=np.int64, count=k)
-        reader.advance(pos, k)
-        st.epoch_records += k
-        self._out.append(TlsRecordRun(
-            flow_id=self.flow_id, direction=d, ts_first=tsf, ts_last=tsl, stream_offset=start,
-            version=versions, length=stop - start,
-            plaintext_length=plen, inner_content_type=APPLICATION_DATA if self._tls13 else None))
-        self._out.append(PlaintextRun(
-            flow_id=self.flow_id, direction=d, stream_offset=st.plaintext_offset,
-            run=Run(b"".join(plains), np.cumsum(plen), tsf, tsl)))
-        st.plaintext_offset += int(plen.sum())
+        plen = np.fromiter(map(len, plains), dtype=np.int64, count=len(plains))
+        return len(plains), b"".join(plains), plen
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` bytes of ``direction`` were never captured."""

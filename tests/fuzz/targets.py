@@ -44,7 +44,7 @@ def warm_kernels() -> None:
     """Compile (or load) the batch path's Numba kernels, with the argument types the
     pipeline passes, before a fuzz child limits its address space: with a cold cache
     (a fresh clone) LLVM needs more memory than the limit leaves."""
-    from pcapflow.parsers import scan
+    from pcapflow.parsers import native, scan
     from pcapflow.parsers.fix import _compile_scan
     from pcapflow.pipelines import segments
 
@@ -58,6 +58,11 @@ def warm_kernels() -> None:
     empty = np.zeros((0, 3), np.int64)
     segments.rtt_walk(i8, i64, i64, i64, i64, i64, empty, empty, 0, 0, 1000)
     _compile_scan()
+    if native.AVAILABLE:
+        z = native.NativeInflater()
+        z.inflate(b"\xf2H\xcd\xc9\xc9\x07\x00", 100)
+        native.ws_payloads(u8, i64, i64, i64, np.zeros(1, np.bool_), True, z.strm, False, 15, 10)
+        native.open_records(0, native.TLS13, u8, i64[:0], i64[:0], u8[:12], 0, u8, i64)
 
 
 def check_anomaly(a: object, layers: set[str]) -> None:
