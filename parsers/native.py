@@ -68,6 +68,7 @@ _Z_BUF_ERROR = -5
 # data_type 11, adler 12, reserved 13 (zlib.h; 112 bytes).
 _Z_WORDS = 14
 _Z_NEXT_IN, _Z_AVAIL_IN, _Z_NEXT_OUT, _Z_AVAIL_OUT = 0, 1, 3, 4
+_Z_MAX_AVAIL = 1 << 30
 
 OK, FAILED, BOMB = 0, 1, 2
 STATUS_NAMES = ("ok", "failed", "bomb")
@@ -311,17 +312,17 @@ def _inflate_into(z: np.ndarray, src: int, src_len: int, no_context_takeover: bo
         if room < want and room < 65536:
             out = _grow(out, o + produced, o + produced + min(want, 1 << 20))
             room = out.shape[0] - o - produced
-        want = min(want, room)
+        want = min(want, room, _Z_MAX_AVAIL)
+        give = min(n_in, _Z_MAX_AVAIL)  # avail_in / avail_out are 32-bit
         s[_Z_NEXT_IN] = inp
-        s[_Z_AVAIL_IN] = n_in
+        s[_Z_AVAIL_IN] = give
         s[_Z_NEXT_OUT] = out.ctypes.data + o + produced
         s[_Z_AVAIL_OUT] = want
         r = z_inflate(strm, _Z_SYNC_FLUSH)
-        left = np.int64(s[_Z_AVAIL_IN] & 0xFFFFFFFF)
+        consumed = give - np.int64(s[_Z_AVAIL_IN] & 0xFFFFFFFF)
         free = np.int64(s[_Z_AVAIL_OUT] & 0xFFFFFFFF)
-        consumed = n_in - left
         inp += consumed
-        n_in = left
+        n_in -= consumed
         produced += want - free
         if r == _Z_STREAM_END:
             # RFC 7692 §7.2.3.4: a BFINAL block ends zlib's stream; what follows starts

@@ -63,6 +63,8 @@ TLS_HANDSHAKE = 22  # TLS ContentType handshake
 DSB_TLS_KEY_LOG = 0x544C534B
 
 # Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
+_DIRECTIONS = pa.array(["out", "in"], pa.string())  # by direction code 0 / 1
+
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
 # Shortest run of simple packets worth the batch path's fixed cost, and the
 # fewest data packets per same-direction stretch (on average) in such a run.
@@ -510,7 +512,7 @@ class AppLayer:
         ts = pa.timestamp("ns", tz="UTC")
         staging.write("tcp_rtt", {  # type: ignore[attr-defined]
             "flow_id": pa.array(fid),
-            "direction": pa.array(np.where(d == 0, "out", "in").astype(object), pa.string()),
+            "direction": _DIRECTIONS.take(pa.array(d)),
             "ts_sent": pa.array(sent).cast(ts), "ts_ack": pa.array(ack).cast(ts),
             "rtt_ns": pa.array(ack - sent), "end_offset": pa.array(end),
             "retransmitted": pa.array(resent.astype(bool)),
