@@ -42,6 +42,41 @@ from .schemas import TABLES
 WRITE_QUEUE = 8
 """Batches waiting for the writer thread before ``write`` blocks."""
 
+HIGH_CARDINALITY = frozenset({
+    "payload", "body", "text", "detail",  # free text: message bodies, FIX 58, anomalies
+    "path", "sha256",  # request targets (query strings, signatures); the capture's file
+    "sending_time",  # FIX 52, one per message
+    "cl_ord_id", "orig_cl_ord_id", "order_id",  # FIX order ids
+    "correlation_id", "request_id", "client_order_id", "orig_client_order_id",
+    "target_order_id", "exchange_order_id",  # order and request ids
+})
+"""String columns (in any table) whose values nearly never repeat."""
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns of ``schema`` written with Parquet dictionary encoding.
+
+    Only the top-level strings that repeat: ``direction``, ``opcode``, ``kind``,
+    ``venue``, ``endpoint``, codes, names, addresses. Arrow's default (a
+    dictionary for every column, given up for plain encoding once its page passes
+    1 MiB) costs time and space everywhere else: times, offsets, lengths and RTTs
+    are nearly all distinct, small codes (``content_type``...) compress as well
+    plain, and ids and free text never repeat (``HIGH_CARDINALITY``). Nested
+    columns (``headers``, ``fields``) stay plain too: their values are mostly
+    unique, and zstd takes repeated names about as well as a dictionary (measured
+    on ``direction`` and ``opcode``: the same file size either way). On a
+    408k-message WebSocket capture this cut the writer's CPU time for
+    ``ws_messages``, ``tls_records`` and ``tcp_rtt`` by about a quarter (~0.66 s
+    to ~0.49 s) and their files from 39 to 31 MB.
+    (Turning ``write_statistics`` off or changing ``data_page_size`` gained
+    nothing measurable there, so those keep Arrow's defaults: the statistics let
+    DuckDB skip row groups.)
+    """
+    return [f.name for f in schema
+            if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+            and f.name not in HIGH_CARDINALITY]
+
+
 STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
 
 
@@ -216,10 +251,12 @@ class Staging:
             (self.dir / table).mkdir(parents=True, exist_ok=True)
             part = self._parts.get(table, 0)
             self._parts[table] = part + 1
+            schema = pa.schema([f for f in TABLES[table] if f.name != "capture_id"])
             w = pq.ParquetWriter(
                 self.dir / table / f"part-{part}.parquet",
-                pa.schema([f for f in TABLES[table] if f.name != "capture_id"]),
+                schema,
                 compression="zstd",
+                use_dictionary=dictionary_columns(schema),
             )
             self._writers[table] = w
         w.write_table(batch, row_group_size=self.row_group_rows)

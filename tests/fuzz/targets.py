@@ -44,7 +44,8 @@ def warm_kernels() -> None:
     """Compile (or load) the batch path's Numba kernels, with the argument types the
     pipeline passes, before a fuzz child limits its address space: with a cold cache
     (a fresh clone) LLVM needs more memory than the limit leaves."""
-    from pcapflow.parsers import native, scan
+    import pyarrow as pa
+    from pcapflow.parsers import native, redact, scan
     from pcapflow.parsers.fix import _compile_scan
     from pcapflow.pipelines import segments
 
@@ -58,6 +59,7 @@ def warm_kernels() -> None:
     empty = np.zeros((0, 3), np.int64)
     segments.rtt_walk(i8, i64, i64, i64, i64, i64, empty, empty, 0, 0, 1000)
     _compile_scan()
+    redact._maybe_secret(pa.array(["k-ey", "x"]), np.ones(2, np.bool_))
     if native.AVAILABLE:
         z = native.NativeInflater()
         z.inflate(b"\xf2H\xcd\xc9\xc9\x07\x00", 100)
