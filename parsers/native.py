@@ -72,7 +72,6 @@ _Z_MAX_AVAIL = 1 << 30
 
 OK, FAILED, BOMB = 0, 1, 2
 STATUS_NAMES = ("ok", "failed", "bomb")
-SYNC_FLUSH_TAIL = np.frombuffer(b"\x00\x00\xff\xff", dtype=np.uint8)
 
 
 def _open(names: list[str | None], symbols: tuple[str, ...]) -> tuple[ctypes.CDLL, str] | None:

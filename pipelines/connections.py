@@ -62,9 +62,9 @@ TLS_HANDSHAKE = 22  # TLS ContentType handshake
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
 
-# Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 _DIRECTIONS = pa.array(["out", "in"], pa.string())  # by direction code 0 / 1
 
+# Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
 # Shortest run of simple packets worth the batch path's fixed cost, and the
 # fewest data packets per same-direction stretch (on average) in such a run.
