@@ -60,7 +60,7 @@ class PieceBuffer:
         """Add the next in-order piece."""
         if not data:
             return
-        self.data += data
+        self._extend(data)
         self.pieces.append((self.end, ts_first, ts_last))
 
     def append_run(self, run: Run) -> None:
@@ -68,13 +68,26 @@ class PieceBuffer:
         if not run.data:
             return
         base = self.end
-        self.data += run.data
+        self._extend(run.data)
         keep = np.diff(run.ends, prepend=0) > 0
         new = np.empty((int(keep.sum()), 3), dtype=np.int64)
         new[:, 0] = run.ends[keep] + base
         new[:, 1] = run.ts_first[keep]
         new[:, 2] = run.ts_last[keep]
         self._arr = new if self._arr is None else np.concatenate([self._arr, new])
+
+    def _extend(self, data: bytes | bytearray | memoryview) -> None:
+        """``data += data``, or a new buffer while a view of the old one is alive.
+
+        A bytearray cannot be resized while an export of it (a NumPy array or a
+        memoryview over it) exists. The parsers release theirs before consuming, but
+        an export kept alive elsewhere (a traceback, a garbage cycle awaiting the
+        collector) must not fail the ingest: the bytes move to a new buffer instead.
+        """
+        try:
+            self.data += data
+        except BufferError:
+            self.data = self.data + data
 
     def _all(self) -> np.ndarray:
         """Every remembered piece as array rows (kept that way for the next call)."""
@@ -115,7 +128,10 @@ class PieceBuffer:
         """Drop the first ``n`` buffered bytes; forget pieces that ended before them."""
         if n <= 0:
             return
-        del self.data[:n]
+        try:
+            del self.data[:n]
+        except BufferError:  # a view of the buffer is still alive (see _extend)
+            self.data = self.data[n:]
         self.start += n
         # keep the newest piece even when fully consumed: times_at() may still ask
         # for the last byte consumed (a message ending exactly at a piece boundary)

@@ -34,6 +34,32 @@ DataOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", help="table, csv or json")]
 
 
+class _SkipImports:
+    """A ``sys.meta_path`` finder that makes importing the named packages fail."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is not used by an ingest", name=fullname)
+
+
+def _skip_unused_imports() -> None:
+    """Keep ``ingest`` from importing pandas and SciPy, which it never uses (~0.5 s).
+
+    pyarrow imports pandas on its first array (even one made from a list) when
+    pandas is installed, and Numba imports SciPy on its first kernel, to offer
+    BLAS to ``np.dot``. An ingest needs neither, so in the CLI's own process
+    (never a user's: the Python API leaves imports alone) both imports fail at
+    once and both libraries take their "not installed" path. A package already
+    imported is left as it is.
+    """
+    names = frozenset(n for n in ("pandas", "scipy") if n not in sys.modules)
+    if names:
+        sys.meta_path.insert(0, _SkipImports(names))
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000:
@@ -97,6 +123,7 @@ def ingest(
             raise typer.BadParameter(str(err), param_hint="--limit") from None
         name, _, value = item.partition("=")
         overrides[name] = value
+    _skip_unused_imports()
     from . import api
     from .dataset import data_dir
 

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -32,14 +31,15 @@ from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.decode import decode_chunk
 from pcapflow.parsers.tcp import analysis
 from pcapflow.parsers.tcp.analysis import (
-    _KEY_MASK,
     C_FREE,
     F_HOME,
     F_SLOT,
     N_FSTATE,
     SLOT_LIVE,
     FlowTracker,
+    _rehash,
     _release,
+    _table_size,
 )
 from tiny_flows import packets_per_flow, write
 
@@ -52,9 +52,10 @@ UNBOUNDED = {"room_flows": 1 << 40, "max_flows": 1 << 40, "grace_ns": 1 << 62}
 
 def _insert(table, fkey_hash, fstate, slot: int, home: int) -> None:
     """What the kernel does for a new flow: linear probing from its home."""
-    probe = home
-    while probe in table:
-        probe = 0 if probe == _KEY_MASK else probe + 1
+    mask = len(table) - 1
+    probe = home & mask
+    while table[probe] >= 0:
+        probe = (probe + 1) & mask
     table[probe] = slot
     fkey_hash[slot] = probe
     fstate[slot, F_HOME] = home
@@ -63,13 +64,14 @@ def _insert(table, fkey_hash, fstate, slot: int, home: int) -> None:
 
 def _findable(table, fkey_hash, fstate, slot: int) -> bool:
     """Probing from the slot's home reaches it before an empty position."""
-    probe = int(fstate[slot, F_HOME])
+    mask = len(table) - 1
+    probe = int(fstate[slot, F_HOME]) & mask
     for _ in range(len(table) + 1):
-        if probe not in table:
+        if table[probe] < 0:
             return False
         if table[probe] == slot:
             return fkey_hash[slot] == probe
-        probe = 0 if probe == _KEY_MASK else probe + 1
+        probe = (probe + 1) & mask
     return False
 
 
@@ -77,9 +79,11 @@ def _findable(table, fkey_hash, fstate, slot: int) -> bool:
 def test_deleting_from_colliding_chains_keeps_every_key_findable(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = 60
-    # few homes, some at the top of the key space, so chains collide and wrap
-    homes = [_KEY_MASK - 3, _KEY_MASK, 0, 2, 7, 9, 1 << 40]
-    table = numba.typed.Dict.empty(numba.types.int64, numba.types.int64)
+    table = np.full(_table_size(n), -1, np.int64)
+    top = len(table) - 1
+    # few homes, some at the top of the table (and full 63-bit hashes that land
+    # there), so chains collide and wrap
+    homes = [top - 3, top, 0, 2, 7, 9, (1 << 62) | top, (1 << 40) + 1]
     fkey_hash = np.full(n, -1, np.int64)
     fstate = np.zeros((n, N_FSTATE), np.int64)
     free = np.zeros(n, np.int64)
@@ -90,7 +94,7 @@ def test_deleting_from_colliding_chains_keeps_every_key_findable(seed: int) -> N
     for victim in rng.permutation(n)[: n - 5].tolist():
         _release(np.array([victim], np.int64), table, fkey_hash, fstate, free, counters)
         live.discard(victim)
-        assert len(table) == len(live)
+        assert int((table >= 0).sum()) == len(live)
         assert all(_findable(table, fkey_hash, fstate, s) for s in live)
         if rng.random() < 0.3:  # a new key reuses the hole, as the kernel would
             s = int(free[counters[C_FREE] - 1])
@@ -98,6 +102,11 @@ def test_deleting_from_colliding_chains_keeps_every_key_findable(seed: int) -> N
             _insert(table, fkey_hash, fstate, s, int(rng.choice(homes)))
             live.add(s)
     assert all(_findable(table, fkey_hash, fstate, s) for s in live)
+    # growing rebuilds the table: every live slot findable in the bigger one
+    bigger = np.full(2 * len(table), -1, np.int64)
+    _rehash(bigger, fkey_hash, fstate, n)
+    assert int((bigger >= 0).sum()) == len(live)
+    assert all(_findable(bigger, fkey_hash, fstate, s) for s in live)
 
 
 # --- the tracker -----------------------------------------------------------------

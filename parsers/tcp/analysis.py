@@ -3,8 +3,11 @@
 How this works: ``FlowTracker.process(decoded, ts)`` runs a Numba kernel over the
 chunk's packets *in capture order* (never re-sorted: tcpdump's own output can
 step back in time). The kernel keeps a hash table from the canonical 5-tuple to a
-flow slot, and per flow and direction the state Wireshark's TCP analysis keeps
-(next expected sequence number, last ACK, window, duplicate-ACK count...). It
+flow slot (open addressing with linear probing in a NumPy array at most half full,
+rebuilt when the slots grow; a Numba typed dict would cost every process a
+~0.2 s compilation, as typed containers are not cached), and per flow and
+direction the state Wireshark's TCP analysis keeps (next expected sequence
+number, last ACK, window, duplicate-ACK count...). It
 writes, per packet: the flow id, the direction (0 = ``out``, client to server; 1 =
 ``in``), the unwrapped 64-bit stream offset of the segment, and a bit mask of
 analysis flags (``FLAG_*``). All state lives in NumPy arrays owned by the
@@ -135,7 +138,6 @@ ROOM_FLOWS = 1 << 16
 # Slots at most (~600 bytes each); past it the least recently active open flows
 # are evicted.
 MAX_FLOWS = 1 << 18
-_KEY_MASK = 0x7FFFFFFFFFFFFFFF  # the hash table's keys are 63-bit probe positions
 _INT64_MIN = -(1 << 63)
 
 
@@ -150,11 +152,9 @@ def _lt_seq(a: int, b: int) -> bool:
     return _gt_seq(b, a)
 
 
-@numba.njit(cache=True, inline="always")
-def _next_key(k: int) -> int:
-    """The probe position after ``k`` (keys wrap at 2**63; never a signed overflow,
-    which LLVM may assume away)."""
-    return 0 if k == _KEY_MASK else k + 1
+def _table_size(capacity: int) -> int:
+    """Hash table positions for ``capacity`` slots: a power of two, at least twice."""
+    return 1 << max(3, (2 * capacity - 1).bit_length())
 
 
 @numba.njit(cache=True, inline="always")
@@ -195,8 +195,9 @@ def _kernel(
             h = _hash(dst_hi[i], dst_lo[i], src_hi[i], src_lo[i], dport[i], sport[i], p)
         fl = flags[i]
         slot = -1
-        probe = h
-        while probe in table:
+        mask = table.shape[0] - 1
+        probe = h & mask
+        while table[probe] >= 0:
             s = table[probe]
             ok = fstate[s, F_PROTO] == p and (
                 (np.uint64(fstate[s, F_A_HI]) == src_hi[i] and np.uint64(fstate[s, F_A_LO])
@@ -212,7 +213,7 @@ def _kernel(
             if ok:
                 slot = s
                 break
-            probe = _next_key(probe)
+            probe = (probe + 1) & mask
         reused = False
         if slot >= 0 and p == IPPROTO_TCP and (fl & (SYN | ACK)) == SYN:
             # Port reuse: a fresh SYN whose ISN differs from the known base.
@@ -490,29 +491,44 @@ class PacketFlows:
 def _release(slots, table, fkey_hash, fstate, free, counters):
     """Free ``slots``: unlink live ones from the hash table, push all on the free stack.
 
-    The table is open addressing with linear probing over 63-bit keys, so a
-    deletion shifts back the entries after the hole that may move into it (an
-    entry may move when its home position is not in the cyclic range (hole, j]);
-    the walk ends at the first empty position, so it is bounded by the table size.
+    The table is open addressing with linear probing (``table[pos]`` is a slot, -1
+    empty), so a deletion shifts back the entries after the hole that may move into
+    it (an entry may move when its home position is not in the cyclic range
+    (hole, j]); the walk ends at the first empty position, and the table is at
+    most half full.
     """
+    mask = table.shape[0] - 1
     for k in range(slots.shape[0]):
         s = slots[k]
         if fstate[s, F_SLOT] == SLOT_LIVE:
             hole = fkey_hash[s]
-            table.pop(hole)
-            j = _next_key(hole)
-            while j in table:
+            table[hole] = -1
+            j = (hole + 1) & mask
+            while table[j] >= 0:
                 t = table[j]
-                if ((j - fstate[t, F_HOME]) & _KEY_MASK) >= ((j - hole) & _KEY_MASK):
+                if ((j - fstate[t, F_HOME]) & mask) >= ((j - hole) & mask):
                     table[hole] = t
                     fkey_hash[t] = hole
-                    table.pop(j)
+                    table[j] = -1
                     hole = j
-                j = _next_key(j)
+                j = (j + 1) & mask
         fstate[s, F_SLOT] = SLOT_FREE
         fkey_hash[s] = -1
         free[counters[C_FREE]] = s
         counters[C_FREE] += 1
+
+
+@numba.njit(cache=True)
+def _rehash(table, fkey_hash, fstate, high_water):
+    """Insert every live slot below ``high_water`` into the empty ``table``."""
+    mask = table.shape[0] - 1
+    for s in range(high_water):
+        if fstate[s, F_SLOT] == SLOT_LIVE:
+            pos = fstate[s, F_HOME] & mask
+            while table[pos] >= 0:
+                pos = (pos + 1) & mask
+            table[pos] = s
+            fkey_hash[s] = pos
 
 
 class FlowTracker:
@@ -530,7 +546,7 @@ class FlowTracker:
         self.room_flows = ROOM_FLOWS if room_flows is None else room_flows
         self.grace_ns = GRACE_NS if grace_ns is None else grace_ns
         capacity = max(1, min(capacity, self.max_flows))
-        self.table = numba.typed.Dict.empty(numba.types.int64, numba.types.int64)
+        self.table = np.full(_table_size(capacity), -1, np.int64)  # position -> slot
         self.fkey_hash = np.full(capacity, -1, np.int64)
         self.fstate = np.zeros((capacity, N_FSTATE), np.int64)
         self.fcnt = np.zeros((capacity, self.N_COUNTS), np.int64)
@@ -562,6 +578,8 @@ class FlowTracker:
             new = np.full(shape, -1 if name == "fkey_hash" else 0, old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)
+        self.table = np.full(_table_size(cap), -1, np.int64)
+        _rehash(self.table, self.fkey_hash, self.fstate, int(self.counters[C_HIGH_WATER]))
 
     def process(self, dec: DecodedChunk, ts: np.ndarray, wirelen: np.ndarray,
                 index: np.ndarray) -> PacketFlows:
