@@ -239,13 +239,14 @@ def open_records(ctx: int, kind: int, buf: np.ndarray, starts: np.ndarray,
 class NativeInflater:
     """``deflate.MessageInflater`` on a zlib ``z_stream`` the batch kernels can use."""
 
-    __slots__ = ("_ptr", "no_context_takeover", "strm", "window_bits")
+    __slots__ = ("_out", "_ptr", "no_context_takeover", "strm", "window_bits")
 
     def __init__(self, window_bits: int = 15, no_context_takeover: bool = False) -> None:
         # zlib cannot inflate a raw stream with an 8-bit window (as MessageInflater)
         self.window_bits = max(window_bits, 9)
         self.no_context_takeover = no_context_takeover
         self.strm = np.zeros(_Z_WORDS, dtype=np.uint64)
+        self._out = np.empty(_OUT_KEPT, dtype=np.uint8)  # reused by ``inflate``
         self._ptr = 0
         ptr = int(self.strm.ctypes.data)
         if _z.inflateInit2_(ptr, -self.window_bits, _Z_VERSION, 8 * _Z_WORDS) != 0:
@@ -263,12 +264,26 @@ class NativeInflater:
 
     def inflate(self, compressed: bytes, max_length: int) -> tuple[bytes, str]:
         """One message's payload (see ``MessageInflater.inflate``)."""
-        src = np.frombuffer(compressed, dtype=np.uint8)
-        out = np.empty(min(max_length + 1, max(4 * src.size + 64, 1024)), dtype=np.uint8)
-        out, n, status = _inflate_into(self.strm, src.ctypes.data, src.size,
-                                       self.no_context_takeover, self.window_bits,
-                                       max_length, out, 0)
+        out, n, status = _inflate_message(
+            self.strm, np.frombuffer(compressed, dtype=np.uint8), self.no_context_takeover,
+            self.window_bits, max_length, self._out)
+        if out.shape[0] <= _OUT_KEPT:  # a bigger one (a big message) is not kept
+            self._out = out
         return out[:n].tobytes(), STATUS_NAMES[status]
+
+
+# Output buffer a NativeInflater keeps between messages (grown per message beyond it).
+_OUT_KEPT = 1 << 16
+
+
+@njit(cache=True, nogil=True)
+def _inflate_message(z: np.ndarray, src: np.ndarray, no_context_takeover: bool,
+                     window_bits: int, cap: int, out: np.ndarray
+                     ) -> tuple[np.ndarray, int, int]:
+    """``_inflate_into`` for one message held in an array, from ``out[0]`` (one
+    dispatch from Python instead of computing the pointer there: ~2x faster)."""
+    return _inflate_into(z, src.ctypes.data, src.shape[0], no_context_takeover, window_bits,
+                         cap, out, 0)
 
 
 @njit(cache=True, nogil=True)

@@ -103,6 +103,17 @@ def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
     return dirs.size >= MIN_STRETCH * stretches
 
 
+def _first_copies(d: np.ndarray, ends: np.ndarray, next0: int, next1: int) -> np.ndarray:
+    """Which data packets of a run bring new bytes: in a simple run every other one
+    is an equal copy of bytes already delivered (``segments.simple_prefix``)."""
+    fresh = np.empty(d.size, dtype=bool)
+    for k, start in ((0, next0), (1, next1)):
+        mine = d == k
+        e = ends[mine]
+        fresh[mine] = e > np.maximum.accumulate(np.concatenate(([start], e)))[:-1]
+    return fresh
+
+
 def _queue_array(q: deque[list[int]]) -> np.ndarray:
     """An unacknowledged-segment queue as rows ``(end_offset, ts_sent, resent)``."""
     return np.array(q, dtype=np.int64).reshape(-1, 3)
@@ -426,6 +437,7 @@ class AppLayer:
         plen = dec.payload_len[idx]
         cap = dec.payload_caplen[idx]
         flags = dec.tcp_flags[idx]
+        pos = dec.payload_offset[idx]
         n = idx.size
         p = 0
         last = -1
@@ -434,7 +446,7 @@ class AppLayer:
             stop = p + 1
             if conn is not None and conn.outer.session is not None and not conn.waiting:
                 q = simple_prefix(d, off, plen, cap, flags, p, conn.reasm[0].next,
-                                  conn.reasm[1].next)
+                                  conn.reasm[1].next, chunk.data, pos)
                 if q - p >= MIN_RUN and _worth_batching(d[p:q], cap[p:q]):
                     self._run(conn, idx[p:q], chunk, dec, pf, events)
                     last = int(idx[q - 1])
@@ -465,6 +477,9 @@ class AppLayer:
         if rows.shape[0]:
             self.rtt_parts.append((conn.flow_id, rows))
         data = np.flatnonzero(cap > 0)
+        if data.size:
+            data = data[_first_copies(d[data], off[data] + cap[data], conn.reasm[0].next,
+                                      conn.reasm[1].next)]
         if data.size:
             dirs = d[data]
             cuts = [0, *(np.flatnonzero(np.diff(dirs)) + 1).tolist(), data.size]

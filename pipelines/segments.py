@@ -2,8 +2,9 @@
 
 How this works. ``AppLayer`` hands the application layer one connection's packets
 of a chunk at a time (capture order). Most of them are *simple*: in-order data
-that the reassembler would deliver at once, or pure ACKs, with no FIN/RST and no
-held data waiting on a hole. ``simple_prefix`` finds how far such a run goes;
+that the reassembler would deliver at once, copies of bytes the run already
+delivered (retransmissions, equal byte for byte), or pure ACKs, with no FIN/RST
+and no held data waiting on a hole. ``simple_prefix`` finds how far such a run goes;
 the run is then handled in bulk (its payload gathered with ``gather``, delivered
 to the parsers as a few ``Run``s, and its ``tcp_rtt`` samples computed by
 ``rtt_walk``), and the packet that ended it goes through the general
@@ -21,17 +22,28 @@ FIN = 0x01
 RST = 0x04
 
 
+# How far back (in packets) ``simple_prefix`` looks for the first copy of a
+# retransmitted segment; a copy of older bytes ends the run.
+RETRANSMIT_LOOKBACK = 4096
+
+
 @numba.njit(cache=True)
 def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
-                  flags: np.ndarray, start: int, next0: int, next1: int) -> int:
+                  flags: np.ndarray, start: int, next0: int, next1: int,
+                  buf: np.ndarray, pos: np.ndarray) -> int:
     """End (exclusive) of the run of simple packets from ``start``.
 
-    Simple: no FIN/RST; data (if any) fully captured and exactly at the
-    direction's next in-order offset. The caller checks that nothing is held.
+    Simple: no FIN/RST; data (if any) fully captured and either exactly at the
+    direction's next in-order offset, or entirely old bytes this run already
+    delivered, byte for byte the same (a retransmission: the reassembler would
+    drop it without a word; a copy that differs is a ``Conflict`` for the
+    general path). ``buf``/``pos``: the chunk's bytes and each packet's payload
+    position in it. The caller checks that nothing is held.
     """
     nxt = np.empty(2, np.int64)
     nxt[0] = next0
     nxt[1] = next1
+    first = nxt.copy()
     i = start
     n = d.shape[0]
     while i < n:
@@ -40,11 +52,51 @@ def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndar
         c = cap[i]
         if c > 0:
             k = d[i]
-            if c != plen[i] or off[i] != nxt[k]:
+            if c != plen[i]:
                 break
-            nxt[k] += c
+            if off[i] != nxt[k]:
+                if (off[i] < first[k] or off[i] + c > nxt[k]
+                        or not _same_as_delivered(d, off, cap, buf, pos, start, i)):
+                    break
+            else:
+                nxt[k] += c
         i += 1
     return i
+
+
+@numba.njit(cache=True)
+def _same_as_delivered(d: np.ndarray, off: np.ndarray, cap: np.ndarray, buf: np.ndarray,
+                       pos: np.ndarray, start: int, i: int) -> bool:
+    """Packet ``i``'s bytes equal the first copies the run delivered since ``start``.
+
+    The run's in-order packets of that direction tile its offsets without overlap,
+    so walking back from ``i`` over those that overlap it compares every byte once.
+    """
+    k = d[i]
+    lo = off[i]
+    hi = lo + cap[i]
+    covered = 0
+    seen = -1  # offset of the newest first copy met so far: older copies come before it
+    for j in range(i - 1, max(start, i - RETRANSMIT_LOOKBACK) - 1, -1):
+        if d[j] != k or cap[j] == 0:
+            continue
+        a = off[j]
+        b = a + cap[j]
+        if seen >= 0 and b > seen:
+            continue  # itself a copy of later bytes, not a first copy
+        seen = a
+        if b <= lo:
+            break
+        s = max(a, lo)
+        e = min(b, hi)
+        if s < e:
+            pj = pos[j] + (s - a)
+            pi = pos[i] + (s - lo)
+            for t in range(e - s):
+                if buf[pj + t] != buf[pi + t]:
+                    return False
+            covered += e - s
+    return covered == hi - lo
 
 
 @numba.njit(cache=True)
