@@ -264,6 +264,10 @@ class FixSession:
         self._streams: dict[Direction, _Stream] = {"out": _Stream(), "in": _Stream()}
 
     # --- SessionParser API ---------------------------------------------------
+    def independent(self) -> bool:
+        """The two directions never interact: each is framed on its own."""
+        return True
+
     def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
         """Take the next in-order piece of ``direction``; return finished messages."""
         if not data:

@@ -196,6 +196,11 @@ class HttpSession:
         self._run(direction, events)
         return events
 
+    def independent(self) -> bool:
+        """Past the upgrade both ways, each direction is WebSocket frames on its own
+        (before it, a response's framing depends on its request)."""
+        return all(side.state is State.WEBSOCKET for side in self._sides.values())
+
     def feed_many(self, direction: Direction, run: Run) -> list[object]:
         """A run of in-order pieces: WebSocket's batch path after the upgrade."""
         if self._sides[direction].state is State.WEBSOCKET:

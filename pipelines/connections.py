@@ -70,6 +70,10 @@ FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
 # fewest data packets per same-direction stretch (on average) in such a run.
 MIN_RUN = 4
 MIN_STRETCH = 4
+# Packets ``simple_prefix`` looks at per call (a longer run is taken in pieces), and
+# packets taken one by one before a run not worth batching is looked at again.
+MAX_SCAN = 1 << 16
+RECHECK = 256
 # Events buffered before they are turned into rows.
 DISPATCH_EVENTS = 4096
 
@@ -112,6 +116,10 @@ def _first_copies(d: np.ndarray, ends: np.ndarray, next0: int, next1: int) -> np
         e = ends[mine]
         fresh[mine] = e > np.maximum.accumulate(np.concatenate(([start], e)))[:-1]
     return fresh
+
+
+def _never() -> bool:
+    return False
 
 
 def _queue_array(q: deque[list[int]]) -> np.ndarray:
@@ -249,6 +257,19 @@ class Connection:
     @property
     def waiting(self) -> bool:
         return self.reasm[0].held_bytes > 0 or self.reasm[1].held_bytes > 0
+
+    @property
+    def independent(self) -> bool:
+        """Do both directions now parse without regard to each other, so that a run's
+        pieces may be fed direction by direction instead of in capture order? (The
+        same events come out, in another order across directions, which no table
+        depends on.)"""
+        layers = [self.outer] if self.outer.name != "tls" else [self.outer, self.inner]
+        for layer in layers:
+            session = layer.session if layer is not None else None
+            if session is None or not getattr(session, "independent", _never)():
+                return False
+        return True
 
     @property
     def dead(self) -> bool:
@@ -445,14 +466,17 @@ class AppLayer:
             conn = self.conns.get(fid)
             stop = p + 1
             if conn is not None and conn.outer.session is not None and not conn.waiting:
-                q = simple_prefix(d, off, plen, cap, flags, p, conn.reasm[0].next,
-                                  conn.reasm[1].next, chunk.data, pos)
-                if q - p >= MIN_RUN and _worth_batching(d[p:q], cap[p:q]):
+                e = min(n, p + MAX_SCAN)
+                q = simple_prefix(d[:e], off[:e], plen[:e], cap[:e], flags[:e], p,
+                                  conn.reasm[0].next, conn.reasm[1].next, chunk.data, pos)
+                if q - p >= MIN_RUN and (conn.independent or _worth_batching(d[p:q], cap[p:q])):
                     self._run(conn, idx[p:q], chunk, dec, pf, events)
                     last = int(idx[q - 1])
                     p = q
                     continue
-                stop = min(q + 1, n)
+                # per packet, then look again: the connection may become independent
+                # (a TLS 1.3 handshake ends, a WebSocket upgrade completes)
+                stop = min(q + 1, n, p + RECHECK)
             while p < stop:
                 if self._packet(int(idx[p]), chunk, dec, pf, events):
                     last = int(idx[p])
@@ -481,6 +505,8 @@ class AppLayer:
             data = data[_first_copies(d[data], off[data] + cap[data], conn.reasm[0].next,
                                       conn.reasm[1].next)]
         if data.size:
+            if conn.independent:  # one Run per direction (request/response traffic)
+                data = data[np.argsort(d[data], kind="stable")]
             dirs = d[data]
             cuts = [0, *(np.flatnonzero(np.diff(dirs)) + 1).tolist(), data.size]
             for a, b in pairwise(cuts):

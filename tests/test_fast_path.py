@@ -105,3 +105,30 @@ def test_native_kernels_equal_the_python_fallback(tmp_path: Path,
         m.setattr(native, "AVAILABLE", False)
         _ingest(caps, keys, tmp_path / "python", True, monkeypatch)
     _assert_same_tables(_tables(tmp_path / "python"), _tables(tmp_path / "native"))
+
+
+@pytest.mark.parametrize(("name", "most"), [("binance_wsapi_tls13", 0.2), ("fix44_plain", 0.2),
+                                            ("okx_ws_tls12", 1.0)])
+def test_request_response_is_batched_once_directions_are_independent(
+        name: str, most: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Order entry alternates one segment each way. Once each direction parses on its
+    own (TLS 1.3 past the handshake with WebSocket inside, FIX), a run is fed one
+    ``Run`` per direction and only the handshake goes packet by packet; TLS 1.2
+    (renegotiation ties the directions) stays per packet. The tables are those of
+    the general path (``test_batch_path_equals_general_path``)."""
+    packets = 0
+    original = connections.AppLayer._packet
+
+    def counting(self: connections.AppLayer, *args: object) -> bool:
+        nonlocal packets
+        packets += 1
+        return original(self, *args)  # type: ignore[arg-type]
+
+    keys = sorted(SAMPLES.glob(f"{name}.keylog"))
+    with monkeypatch.context() as m:
+        m.setattr(connections.AppLayer, "_packet", counting)
+        result = pcapflow.ingest([SAMPLES / f"{name}.pcap"], keylog=keys, data=tmp_path)[0]
+    assert result.rows.get("ws_messages", 0) + result.rows.get("fix_messages", 0) > 50
+    assert packets <= most * result.packets, (packets, result.packets)
+    if most == 1.0:
+        assert packets > 0.5 * result.packets

@@ -132,6 +132,20 @@ class TlsSession:
                 self._on_record(direction, item)
         return self._drain()
 
+    def independent(self) -> bool:
+        """Is each direction now read without regard to the other?
+
+        TLS 1.3 after the handshake, both directions decrypting: post-handshake
+        messages (KeyUpdate, NewSessionTicket) change only their own direction's
+        state. Not TLS 1.2, which can renegotiate (the client's new keys depend on
+        the server's next hello), nor a direction without keys or out of sync.
+        """
+        if not (self._complete and self._tls13):
+            return False
+        return all(st.decryptor is not None and not st.trial
+                   and st.first_protected_ts is not None
+                   and st.reader.state is ReaderState.SYNC for st in self._dirs.values())
+
     def feed_many(self, direction: Direction, run: Run) -> list[object]:
         """Feed a run of in-order pieces: the same events as ``feed`` piece by piece.
 
