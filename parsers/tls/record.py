@@ -307,12 +307,20 @@ class RecordReader:
 
     # -- times ---------------------------------------------------------------------
     def _ts_at(self, pos: int) -> tuple[int, int]:
-        """(ts_first, ts_last) of the piece holding buffer position ``pos``."""
-        self._settle()
+        """(ts_first, ts_last) of the piece holding buffer position ``pos``.
+
+        The deque holds the older pieces, ``_arr`` (a batch's) the newer ones: the
+        array is searched in place, not turned into tuples (it can be a whole
+        run's pieces, and this is asked for every record the general path takes).
+        """
         offset = self._base + pos
         for end, ts_first, ts_last in self._pieces:
             if end > offset:
                 return ts_first, ts_last
+        arr = self._arr
+        if arr is not None:
+            i = min(int(np.searchsorted(arr[:, 0], offset, "right")), arr.shape[0] - 1)
+            return int(arr[i, 1]), int(arr[i, 2])
         end, ts_first, ts_last = self._pieces[-1]
         return ts_first, ts_last
 

@@ -54,7 +54,7 @@ def warm_kernels() -> None:
     i64 = np.zeros(1, np.int64)
     scan.tls_app_records(u8, 0, 100)
     scan.ws_simple_frames(u8, True, True, 100)
-    segments.simple_prefix(i8, i64, i64, i64, np.zeros(1, np.int32), 0, 0, 0)
+    segments.simple_prefix(i8, i64, i64, i64, np.zeros(1, np.int32), 0, 0, 0, u8, i64)
     segments.gather(u8, i64, i64)
     empty = np.zeros((0, 3), np.int64)
     segments.rtt_walk(i8, i64, i64, i64, i64, i64, empty, empty, 0, 0, 1000)
