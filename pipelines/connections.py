@@ -19,8 +19,8 @@ message in Python: when no eviction can happen in a chunk, the chunk is taken
 connection by connection (each connection's packets in capture order), and a run
 of *simple* packets (in order or an equal copy of bytes the run delivered,
 fully captured, no FIN/RST, nothing held; ``segments.simple_prefix``) of a
-connection whose protocol is known is handled in bulk by ``_run``: RTT samples by ``segments.rtt_walk``, payload gathered into one
-``Run`` per same-direction stretch (or, once the connection's two directions
+connection whose protocol is known is handled in bulk by ``_run``: RTT samples
+by ``segments.rtt_walk``, payload gathered into one ``Run`` per same-direction stretch (or, once the connection's two directions
 parse independently, e.g. TLS 1.3 carrying WebSocket or FIX, one ``Run`` per
 direction: request/response traffic alternates one segment at a time, and a
 ``Run`` per segment would cost more than the general path) and handed to the
