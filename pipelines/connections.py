@@ -17,19 +17,20 @@ time: reassembler, RTT queue, parser ``feed`` per piece, one event per record,
 frame and message. The *batch path* exists because that costs tens of µs per
 message in Python: when no eviction can happen in a chunk, the chunk is taken
 connection by connection (each connection's packets in capture order), and a run
-of *simple* packets (in order or an equal copy of bytes the run delivered,
-fully captured, no FIN/RST, nothing held; ``segments.simple_prefix``) of a
-connection whose protocol is known is handled in bulk by ``_run``: RTT samples
-by ``segments.rtt_walk``, payload gathered into one ``Run`` per same-direction stretch (or, once the connection's two directions
-parse independently, e.g. TLS 1.3 carrying WebSocket or FIX, one ``Run`` per
-direction: request/response traffic alternates one segment at a time, and a
-``Run`` per segment would cost more than the general path) and handed to the
-parsers' ``feed_many``, which frame, decrypt and inflate in tight loops and
-return column batches
-(``TlsRecordRun``, ``WsMessageRun``). Every other packet goes through the
-general path. ``tests/test_fast_path.py`` checks that both paths write the same
-tables on every sample and public capture, and the fuzz targets check
-``feed_many`` against ``feed`` piece by piece.
+of *simple* packets (in order or an equal copy of bytes the run delivered, fully
+captured, no FIN/RST, nothing held; ``segments.simple_prefix``) of a connection
+whose protocol is known is handled in bulk by ``_run``: RTT samples by
+``segments.rtt_walk``, payload gathered into one ``Run`` per same-direction
+stretch and handed to the parsers' ``feed_many``, which frame, decrypt and
+inflate in tight loops and return column batches (``TlsRecordRun``,
+``WsMessageRun``). Request/response traffic alternates one segment at a time,
+where a ``Run`` per segment would cost more than the general path; once such a
+connection's two directions parse independently (``Connection.independent``:
+TLS 1.3 carrying WebSocket or FIX, plain FIX or WebSocket), a run is fed as one
+``Run`` per direction. Every other packet goes through the general path.
+``tests/test_fast_path.py`` checks that both paths write the same tables on
+every sample and public capture, and the fuzz targets check ``feed_many``
+against ``feed`` piece by piece.
 
 A connection whose protocol is unknown after ``Limits.detect_bytes`` is dropped from
 the application layer (only its TCP-level rows remain); one closed by RST or by
