@@ -1,15 +1,23 @@
 """Order/ack matching: runs the SQL in ``pipelines/sql/`` over one capture's tables.
 
-How this works. One in-memory DuckDB connection gets a view per message table
-(``http_messages``, ``ws_messages``, ``fix_messages``, ``tls_records``,
-``tcp_rtt``; an absent table is an empty one with its declared columns), the
-venue rule tables of ``venue_rules`` and ``flow_rules``: each flow's venue and
-dialect as the registry (a ``venue_rules.Resolver``) decides from its SNI,
-HTTP Host, address, port and FIX comp ids. The SQL files then run in
-``SQL_FILES`` order, each building temp tables from the ones before; the
-last one leaves ``out_orders``, ``out_acks``, ``out_latency`` and
-``out_unmatched``, which are cast to the declared schemas. Python only
-orchestrates: every pairing decision is in the SQL.
+How this works. Each match gets its own connection (``_connect``) to one
+in-memory DuckDB database kept for the process, on which ``SETUP_FILES`` ran
+once (the macros; ``no_orders`` and ``no_acks``, the empty family outputs; an
+empty ``input_<table>`` per input table). The connection gets a view per
+message table (``http_messages``, ``ws_messages``, ``fix_messages``,
+``tls_records``, ``tcp_rtt``; an absent table is the empty one with its
+declared columns), the venue rule tables of ``venue_rules`` and
+``flow_rules``: each flow's venue and dialect as the registry (a
+``venue_rules.Resolver``) decides from its SNI, HTTP Host, address, port and
+FIX comp ids. The SQL files then run in ``SQL_FILES`` order, each building
+temp tables from the ones before; the last one leaves ``out_orders``,
+``out_acks``, ``out_latency`` and ``out_unmatched``, which are cast to the
+declared schemas. A file with a gate (``GATES``) first makes a table of what
+it has to pair (``fix_in``: FIX order actions and replies, ``rest_todo``, ...);
+when that is empty, the rest of the file is skipped and its outputs are empty
+(``no_orders``/``no_acks``), which is what running it would give. Each SQL
+text is parsed once per process (``_parsed``). Python only orchestrates:
+every pairing decision is in the SQL.
 
 Prefilter. A capture is mostly market data that no matcher uses, and parsing
 its JSON was most of the matcher's cost. Before the SQL runs,
@@ -24,6 +32,14 @@ always kept. Each test is a necessary condition of the SQL's own, so the rows
 are those of the unfiltered run (``prefilter=False``; the tests compare the
 two). The SQL files likewise parse only REST order actions and their
 responses, and only FIX order actions and replies.
+
+The prefilter's first pass (the scan: does a payload hold the first part of a
+needle?) reads every payload. During an ingest it runs at ingest time, over
+the payloads in memory (``stage_ws_candidates``, called by ``rows.RowBuffers``):
+the matcher then reads its output (``staged_candidates``) and DuckDB never sees
+a market-data payload. A rematch, over committed partitions, scans in DuckDB
+(``candidates_sql``). Either way the same second pass, in SQL, makes
+``ws_candidates``.
 """
 
 from __future__ import annotations
@@ -57,12 +73,13 @@ SETUP_FILES = ("common",)
 """Run once per database: macros and the empty family outputs (``no_orders``, ``no_acks``)."""
 SQL_FILES = ("rest", "websocket", "fix", "encrypted", "combine", "engine", "latency")
 """Run in this order for every match."""
-GATES = {"websocket": ("ws_in", ("ws_orders", "ws_acks")),
+GATES = {"rest": ("rest_todo", ("rest_orders", "rest_acks")),
+         "websocket": ("ws_in", ("ws_orders", "ws_acks")),
          "fix": ("fix_in", ("fix_orders", "fix_acks")),
          "encrypted": ("enc_flows", ("enc_orders", "enc_acks")),
          "engine": ("engine_events", ("engine_acks",))}
-"""Per SQL file: the table its first statement makes (the messages or flows it
-reads: none, and it has nothing to pair) and the outputs it then leaves empty."""
+"""Per SQL file: a table it makes first (what it has to pair: the messages or
+flows it reads) and the outputs it leaves empty when that table is."""
 OUTPUTS = {"orders": ("out_orders", ORDERS), "acks": ("out_acks", ACKS),
            "latency": ("out_latency", LATENCY), "unmatched": ("out_unmatched", UNMATCHED)}
 
@@ -473,7 +490,7 @@ def staged_candidates(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | N
     want = json.dumps(scan_parts())
     tables, covered = [], 0
     for path in side:
-        with pa.memory_map(str(path)) as source:
+        with pa.OSFile(str(path)) as source:  # read, not mapped: the rows outlive the file
             table = pa.ipc.open_file(source).read_all()
         meta = table.schema.metadata or {}
         if meta.get(_META_PARTS, b"").decode() != want:
@@ -518,21 +535,19 @@ def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
 
 def _run_sql(con: duckdb.DuckDBPyConnection) -> None:
     """``SQL_FILES`` in order; a gated file whose gate table is empty stops after
-    it, its outputs empty (``GATES``)."""
+    making it, its outputs empty (``GATES``)."""
     for name in SQL_FILES:
-        statements = _parsed(sql_text(name))
-        gate = GATES.get(name)
-        if gate is not None:
-            table, outputs = gate
-            con.execute(statements[0])
-            if _run(con, f"SELECT count(*) FROM (FROM {table} LIMIT 1)").fetchone() == (0,):
+        gate_table, outputs = GATES.get(name, (None, ()))
+        for statement in _parsed(sql_text(name)):
+            con.execute(statement)
+            if gate_table is None or not statement.query.lstrip().startswith(
+                    f"CREATE OR REPLACE TEMP TABLE {gate_table} AS"):
+                continue
+            if _run(con, f"SELECT count(*) FROM (FROM {gate_table} LIMIT 1)").fetchone() == (0,):
                 for out in outputs:
                     empty = "no_acks" if out.endswith("_acks") else "no_orders"
                     _run(con, f"CREATE OR REPLACE TEMP TABLE {out} AS FROM {empty}")
-                continue
-            statements = statements[1:]
-        for statement in statements:
-            con.execute(statement)
+                break
 
 
 @contextmanager

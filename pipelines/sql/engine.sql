@@ -14,6 +14,7 @@
 -- all_acks.
 -- Output: engine_acks.
 
+-- The events read (none: match.py skips the rest of this file, GATES).
 CREATE OR REPLACE TEMP TABLE engine_events AS
 WITH ev AS (
     SELECT m.rid, m.flow_id, m.ts, m.stream_offset, m.venue, e.dialect,

@@ -18,6 +18,7 @@
 -- ws_actions.
 -- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
 
+-- The messages read (none: match.py skips the rest of this file, GATES).
 CREATE OR REPLACE TEMP TABLE ws_in AS
 SELECT row_number() OVER () AS rid, m.flow_id, m.direction,
        epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
