@@ -260,9 +260,10 @@ def _holds(needle: Needle) -> str:
 def candidates_sql(needles: Mapping[tuple[str, str, str], frozenset[Needle]],
                    dialects: Collection[str], prefilter: bool = True,
                    scanned: bool = False) -> str:
-    """The statements that make ``ws_candidates``: the text messages websocket.sql
-    and engine.sql read, of the flows whose dialect is one of ``dialects``, with
-    a flag per use (``keyed``, ``event``) saying which SQL may take them.
+    """The statements that make ``ws_candidates`` (a view): the text messages
+    websocket.sql and engine.sql read, of the flows whose dialect is one of
+    ``dialects``, with a flag per use (``keyed``, ``event``) saying which SQL may
+    take them.
 
     Two passes. The scan keeps the messages holding the first part of any
     needle of those dialects (or a backslash): one cheap test per distinct part,
@@ -614,8 +615,9 @@ def _venues_only(flows: pa.Table, resolver: Resolver) -> MatchOutput:
 def match_staged(stage_dir: Path, flows: pa.Table, rules: Resolver) -> MatchOutput:
     """Match the tables an ingest staged under ``stage_dir/<table>/*.parquet``."""
     files = {t: sorted((stage_dir / t).glob("*.parquet")) for t in INPUT_TABLES}
-    return match_tables(files, flows, rules,
-                        candidates=staged_candidates(stage_dir, files["ws_messages"]))
+    candidates = (staged_candidates(stage_dir, files["ws_messages"])
+                  if any(files[t] for t in MESSAGE_TABLES) else None)
+    return match_tables(files, flows, rules, candidates=candidates)
 
 
 # Tables ``rematch`` rewrites; every other table of the capture is kept as is.
