@@ -99,7 +99,7 @@ def sql_text(name: str) -> str:
 def _parsed(sql: str) -> tuple[duckdb.Statement, ...]:
     """The statements of ``sql``, parsed once per process: DuckDB's parser costs
     about as much as planning a statement, and a parsed statement runs as is."""
-    return tuple(duckdb.extract_statements(sql))
+    return tuple(_database().extract_statements(sql))
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
@@ -375,7 +375,8 @@ def scan_mask(rows: pa.Table) -> np.ndarray:
     """Per ``ws_messages`` row: a text message holding a needle part of its
     direction (``scan_parts``) or a backslash."""
     n = rows.num_rows
-    text = pc.equal(rows.column("opcode"), "text").to_numpy(zero_copy_only=False)
+    text = pc.fill_null(pc.equal(rows.column("opcode"), "text"), False).to_numpy(
+        zero_copy_only=False)
     direction = rows.column("direction").to_numpy(zero_copy_only=False)
     select = np.zeros(n, np.uint8)
     for d, bit in _DIRECTION_BITS.items():
@@ -510,26 +511,53 @@ def staged_candidates(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | N
 
 _DB: tuple[int, duckdb.DuckDBPyConnection] | None = None
 _DB_LOCK = threading.Lock()
+_INHERITED: list[duckdb.DuckDBPyConnection] = []
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory database (its first connection), set up once
+    (``SETUP_FILES``, the empty ``input_<table>`` tables)."""
+    global _DB
+    with _DB_LOCK:
+        if _DB is not None and _DB[0] == os.getpid():
+            return _DB[1]
+        if _DB is not None:  # inherited through a fork that bypassed _close_before_fork:
+            _INHERITED.append(_DB[1])  # never closed here, its threads are the parent's
+        db = duckdb.connect()
+        for name in SETUP_FILES:
+            db.execute(sql_text(name))
+        for table in INPUT_TABLES:
+            db.register("_empty", _without_capture_id(TABLES[table]).empty_table())
+            db.execute(f"CREATE OR REPLACE TABLE input_{table} AS FROM _empty")
+            db.unregister("_empty")
+        _DB = (os.getpid(), db)
+        return db
+
+
+def _close_before_fork() -> None:
+    """No database crosses a fork (a child could not close one: its threads
+    stay in the parent); the parent opens a new one when it next matches."""
+    global _DB
+    with _DB_LOCK:
+        if _DB is not None and _DB[0] == os.getpid():
+            _DB[1].close()
+            _DB = None
+
+
+def _new_lock_in_child() -> None:
+    global _DB_LOCK
+    _DB_LOCK = threading.Lock()
+
+
+os.register_at_fork(before=_close_before_fork, after_in_child=_new_lock_in_child)
 
 
 def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
     """A connection of its own (temp tables and registered tables belong to it)
-    to one in-memory database kept for the process, set up once (``SETUP_FILES``):
-    opening a database and defining the macros cost more than a dozen of the
-    statements. ``threads`` None: DuckDB's default."""
-    global _DB
-    with _DB_LOCK:
-        if _DB is None or _DB[0] != os.getpid():  # not one inherited through fork
-            db = duckdb.connect()
-            for name in SETUP_FILES:
-                _run(db, sql_text(name))
-            for table in INPUT_TABLES:
-                empty = pa.Table.from_pylist([], schema=_without_capture_id(TABLES[table]))
-                db.register("_empty", empty)
-                db.execute(f"CREATE OR REPLACE TABLE input_{table} AS FROM _empty")
-                db.unregister("_empty")
-            _DB = (os.getpid(), db)
-        con = _DB[1].cursor()
+    to the process's database (``_database``): opening a database and defining
+    the macros cost more than a dozen of the statements. ``threads`` None:
+    DuckDB's default."""
+    con = _database().cursor()
     con.execute("RESET threads" if threads is None else f"SET threads = {threads}")
     return con
 

@@ -326,3 +326,24 @@ def test_every_gate_table_is_made_by_its_file() -> None:
         assert any(q.startswith(f"CREATE OR REPLACE TEMP TABLE {table} AS") for q in queries)
         for out in outputs:
             assert any(q.startswith(f"CREATE OR REPLACE TEMP TABLE {out} AS") for q in queries)
+
+
+def _match_in_child(stage: str) -> list[tuple]:
+    w = _generated(5)
+    out = match.match_staged(Path(stage), w.flows_table(), VenueRegistry())
+    return _sorted_rows(out.tables["latency"])
+
+
+def test_fork_after_matching(tmp_path: Path) -> None:
+    """The process's database does not cross a fork: a forked child matches
+    with its own, and so does the parent afterwards."""
+    import multiprocessing
+
+    w = _generated(5)
+    _stage_as_ingest(w, tmp_path, batches=2)
+    before = match.match_staged(tmp_path, w.flows_table(), VenueRegistry())
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(_match_in_child, (str(tmp_path),))
+    after = match.match_staged(tmp_path, w.flows_table(), VenueRegistry())
+    assert child == _sorted_rows(before.tables["latency"])
+    _same(after, before)
