@@ -45,6 +45,7 @@ from ..parsers.redact import (
 )
 from ..parsers.tls.events import TlsRecord, TlsRecordRun
 from ..parsers.websocket import OPCODE_NAMES, WsMessage, WsMessageRun
+from .match import stage_ws_candidates
 from .schemas import FIX_MESSAGES, TABLES
 
 # Rows buffered per table before they are written as one row group slice.
@@ -326,7 +327,10 @@ class RowBuffers:
                     arrays.append(pa.array(col, type=f.type))
             parts.append(pa.Table.from_arrays(arrays, schema=schema))
         if parts:
-            self._write(table, pa.concat_tables(parts))
+            out = pa.concat_tables(parts)
+            self._write(table, out)
+            if table == "ws_messages":  # the matcher's scan, while the payloads are here
+                stage_ws_candidates(self._write, out)
 
     def flush(self) -> None:
         for table in {*self._rows, *self._parts}:

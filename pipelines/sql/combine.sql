@@ -4,11 +4,12 @@
 -- gets the client order id of the order it acts on (venues.md 15.5).
 -- Input: rest_*, ws_*, fix_*, enc_* tables. Output: all_orders, all_acks.
 
+-- Each family's own keys stay behind (a family cut short has none: no_orders).
 CREATE OR REPLACE TEMP TABLE all_orders AS
-SELECT * EXCLUDE (rule_dialect, request_index) FROM rest_orders
-UNION ALL BY NAME SELECT * EXCLUDE (rid) FROM ws_orders
-UNION ALL BY NAME SELECT * EXCLUDE (rid, seq_num) FROM fix_orders
-UNION ALL BY NAME SELECT * EXCLUDE (burst) FROM enc_orders;
+SELECT COLUMNS(lambda c: c NOT IN ('rule_dialect', 'request_index')) FROM rest_orders
+UNION ALL BY NAME SELECT COLUMNS(lambda c: c <> 'rid') FROM ws_orders
+UNION ALL BY NAME SELECT COLUMNS(lambda c: c NOT IN ('rid', 'seq_num')) FROM fix_orders
+UNION ALL BY NAME SELECT COLUMNS(lambda c: c <> 'burst') FROM enc_orders;
 
 CREATE OR REPLACE TEMP TABLE all_acks AS
 SELECT * FROM rest_acks

@@ -18,6 +18,7 @@
 
 -- MIN_HTTP_RECORD = 40: 5-byte header + 16-byte AEAD tag + 1 inner type byte
 -- + the 18 bytes of the shortest request line "GET / HTTP/1.1\r\n\r\n".
+-- The flows read (none: match.py skips the rest of this file, GATES).
 CREATE OR REPLACE TEMP TABLE enc_flows AS
 SELECT f.flow_id, f.venue, f.tls_version
 FROM flow_rules f

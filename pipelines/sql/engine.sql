@@ -14,24 +14,26 @@
 -- all_acks.
 -- Output: engine_acks.
 
+-- The events read (none: match.py skips the rest of this file, GATES).
 CREATE OR REPLACE TEMP TABLE engine_events AS
 WITH ev AS (
-    SELECT m.rid, m.flow_id, m.ts, m.stream_offset, m.venue,
+    SELECT m.rid, m.flow_id, m.ts, m.stream_offset, m.venue, e.dialect,
            jstr(m.doc, e.coid_path) AS coid,
            nullif(jstr(m.doc, e.orig_coid_path), '') AS orig_coid,
            jstr(m.doc, e.order_id_path) AS order_id,
            jstr(m.doc, e.state_path) AS state,
-           s.event_kind AS state_kind,
            coalesce(jstr(m.doc, e.amend_path) LIKE e.amend_like, false) AS amended
     FROM ws_in m
     JOIN engine_streams e ON e.dialect = m.dialect AND jstr(m.doc, e.match_path) LIKE e.match_like
-    LEFT JOIN engine_states s ON s.dialect = e.dialect AND s.state = jstr(m.doc, e.state_path)
     WHERE m.direction = 'in' AND m.event)
-SELECT * EXCLUDE (state_kind, amended),
-       CASE WHEN state_kind = 'new' AND amended THEN 'amend' ELSE state_kind END AS event_kind,
-       coalesce(orig_coid, coid) AS subject
-FROM ev;
+SELECT ev.* EXCLUDE (dialect, amended),
+       CASE WHEN s.event_kind = 'new' AND ev.amended THEN 'amend' ELSE s.event_kind END
+           AS event_kind,
+       coalesce(ev.orig_coid, ev.coid) AS subject
+FROM ev LEFT JOIN engine_states s ON s.dialect = ev.dialect AND s.state = ev.state;
 
+-- An order's engine leg is the first event about it after it (in time, then
+-- stream offset), found by client order id or by exchange order id.
 CREATE OR REPLACE TEMP TABLE engine_acks AS
 WITH o AS (
     SELECT o.*,
@@ -39,7 +41,20 @@ WITH o AS (
                AS subject,
            coalesce(o.target_order_id, a.exchange_order_id) AS subject_order_id
     FROM all_orders o LEFT JOIN all_acks a ON a.order_key = o.order_key
-    WHERE o.decoded AND a.status IS DISTINCT FROM 'rejected')
+    WHERE o.decoded AND a.status IS DISTINCT FROM 'rejected'),
+candidate AS (
+    -- two equi-joins (by client id, by exchange id) rather than one join on
+    -- "a OR b", which DuckDB could only run as a nested loop
+    SELECT o.order_key, e.rid, e.ts, e.stream_offset FROM o JOIN engine_events e
+      ON e.subject = o.subject AND e.event_kind = o.kind AND e.ts > o.ts
+     AND e.venue IS NOT DISTINCT FROM o.venue
+    UNION ALL
+    SELECT o.order_key, e.rid, e.ts, e.stream_offset FROM o JOIN engine_events e
+      ON e.order_id = o.subject_order_id AND e.event_kind = o.kind AND e.ts > o.ts
+     AND e.venue IS NOT DISTINCT FROM o.venue),
+first AS (
+    SELECT order_key, arg_min(rid, (ts, stream_offset)) AS rid
+    FROM candidate GROUP BY order_key)
 SELECT o.order_key, o.venue, e.flow_id, 'websocket' AS protocol, o.endpoint, o.kind,
        coalesce(o.subject, o.subject_order_id) AS correlation_id, o.request_id,
        o.client_order_id, o.orig_client_order_id, 'ws_messages' AS source_table,
@@ -47,15 +62,5 @@ SELECT o.order_key, o.venue, e.flow_id, 'websocket' AS protocol, o.endpoint, o.k
        CASE WHEN lower(e.state) = 'rejected' THEN 'rejected' ELSE 'accepted' END AS status,
        'engine' AS leg, NULL::VARCHAR AS error_code, true AS decoded,
        e.order_id AS exchange_order_id
-FROM o JOIN (
-    -- two equi-joins (by client id, by exchange id) rather than one join on
-    -- "a OR b", which DuckDB could only run as a nested loop
-    SELECT o.order_key, e.rid FROM o JOIN engine_events e
-      ON e.subject = o.subject AND e.event_kind = o.kind AND e.ts > o.ts
-     AND e.venue IS NOT DISTINCT FROM o.venue
-    UNION
-    SELECT o.order_key, e.rid FROM o JOIN engine_events e
-      ON e.order_id = o.subject_order_id AND e.event_kind = o.kind AND e.ts > o.ts
-     AND e.venue IS NOT DISTINCT FROM o.venue) c ON c.order_key = o.order_key
-JOIN engine_events e ON e.rid = c.rid
-QUALIFY row_number() OVER (PARTITION BY o.order_key ORDER BY e.ts, e.stream_offset) = 1;
+FROM o JOIN first c ON c.order_key = o.order_key
+JOIN engine_events e ON e.rid = c.rid;

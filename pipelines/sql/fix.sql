@@ -13,6 +13,7 @@
 -- replies' field lists, for RefSeqNum and the reject reasons).
 -- Input: fix_messages, flow_rules. Output: fix_orders, fix_acks.
 
+-- The messages read (none: match.py skips the rest of this file, GATES).
 CREATE OR REPLACE TEMP TABLE fix_in AS
 SELECT row_number() OVER () AS rid, m.flow_id, m.direction, m.msg_type, m.seq_num,
        m.cl_ord_id, m.orig_cl_ord_id, nullif(m.order_id, 'NONE') AS order_id, m.exec_type,

@@ -20,10 +20,11 @@ FROM tcp_rtt t WHERE t.direction = 'out' AND NOT coalesce(t.piggybacked, false)
               WHERE o.flow_id = t.flow_id AND o.ts = epoch_ns(t.ts_sent))
 GROUP BY ALL;
 
-CREATE OR REPLACE TEMP TABLE out_orders AS
+-- (views: each is read once, by match.py, and out_acks by out_latency)
+CREATE OR REPLACE TEMP VIEW out_orders AS
 SELECT * FROM all_orders;
 
-CREATE OR REPLACE TEMP TABLE out_acks AS
+CREATE OR REPLACE TEMP VIEW out_acks AS
 SELECT * FROM all_acks UNION ALL BY NAME SELECT * FROM engine_acks;
 
 CREATE OR REPLACE TEMP TABLE out_latency AS

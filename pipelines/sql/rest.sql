@@ -28,7 +28,7 @@ flagged AS (
                    WHERE (a.dialect = q.dialect OR q.dialect = 'rest')
                      AND a.method = q.method AND q.path_only LIKE a.path_like) AS is_action
     FROM q)
-SELECT flow_id, request_index, method, path_only,
+SELECT flow_id, request_index, method, path_only, is_action,
        CASE WHEN is_action
             THEN form_pairs(CASE WHEN strpos(path, '?') > 0
                                  THEN substr(path, strpos(path, '?') + 1) END)
@@ -37,6 +37,14 @@ SELECT flow_id, request_index, method, path_only,
        CASE WHEN is_action AND json_valid(body) THEN body END AS body,
        epoch_ns(ts_last) AS ts, epoch_ns(ts_first) AS ts_first, stream_offset, venue, dialect
 FROM flagged;
+
+-- Anything to pair: an order action, or a final response (an orphan at least);
+-- with neither, match.py skips the rest of this file (GATES).
+CREATE OR REPLACE TEMP TABLE rest_todo AS
+(SELECT flow_id FROM rest_req WHERE is_action LIMIT 1)
+UNION ALL
+(SELECT flow_id FROM http_messages
+ WHERE kind = 'response' AND (status IS NULL OR status >= 200) LIMIT 1);
 
 -- One action per request: a rule of the flow's own dialect wins over another
 -- venue's rule reached through the generic "rest" dialect.

@@ -18,6 +18,7 @@
 -- ws_actions.
 -- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
 
+-- The messages read (none: match.py skips the rest of this file, GATES).
 CREATE OR REPLACE TEMP TABLE ws_in AS
 SELECT row_number() OVER () AS rid, m.flow_id, m.direction,
        epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
@@ -26,36 +27,45 @@ FROM ws_candidates m JOIN flow_rules f USING (flow_id)
 WHERE json_valid(m.payload);
 
 CREATE OR REPLACE TEMP TABLE ws_req AS
-WITH r AS (
-    SELECT m.*, d.reply_method_paths,
-           first_of(list_transform(d.req_id_paths, lambda p: jkey(m.doc, p))) AS id_key,
+WITH r AS MATERIALIZED (
+    SELECT m.*, d.reply_method_paths, d.method_strip,
+           json_paths_key(m.doc, d.req_id_paths) AS id_key,
            json_paths(m.doc, d.req_id_paths) AS request_id,
-           regexp_replace(json_paths(m.doc, d.method_paths), coalesce(d.method_strip, '^$'), '')
-               AS method
+           json_paths(m.doc, d.method_paths) AS sent_method
     FROM ws_in m JOIN ws_dialects d ON d.dialect = m.dialect
-    WHERE m.direction = 'out' AND m.keyed)
-SELECT * EXCLUDE (reply_method_paths, id_key),
-       coalesce(id_key, CASE WHEN len(reply_method_paths) > 0 THEN 'op:' || method END) AS key
-FROM r;
+    WHERE m.direction = 'out' AND m.keyed),
+-- the dialect's method_strip, once per method name rather than per message (a
+-- pattern that is not a constant is compiled for every row it is applied to)
+stripped AS (
+    SELECT sent_method, method_strip,
+           regexp_replace(sent_method, coalesce(method_strip, '^$'), '') AS method
+    FROM (SELECT DISTINCT sent_method, method_strip FROM r))
+SELECT r.* EXCLUDE (reply_method_paths, method_strip, id_key, sent_method), s.method,
+       coalesce(r.id_key, CASE WHEN len(r.reply_method_paths) > 0 THEN 'op:' || s.method END)
+           AS key
+FROM r JOIN stripped s
+  ON s.sent_method IS NOT DISTINCT FROM r.sent_method
+ AND s.method_strip IS NOT DISTINCT FROM r.method_strip;
 
 CREATE OR REPLACE TEMP TABLE ws_rep AS
 WITH r AS (
-    SELECT m.*, d.status_path, d.order_id_paths, d.error_paths, d.unknown_codes,
-           d.reply_filter_path, d.reply_filter_value,
-           first_of(list_transform(d.reply_id_paths, lambda p: jkey(m.doc, p))) AS id_key,
-           json_paths(m.doc, d.reply_method_paths) AS reply_method
+    SELECT m.*,
+           json_paths_key(m.doc, d.reply_id_paths) AS id_key,
+           json_paths(m.doc, d.reply_method_paths) AS reply_method,
+           TRY_CAST(jstr(m.doc, d.status_path) AS INTEGER) AS ws_status,
+           error_code_at(m.doc, d.error_paths) AS error_code,
+           d.unknown_codes,
+           json_paths(m.doc, d.order_id_paths) AS exchange_order_id,
+           d.reply_filter_path IS NULL
+               OR jstr(m.doc, d.reply_filter_path) = d.reply_filter_value AS wanted
     FROM ws_in m JOIN ws_dialects d ON d.dialect = m.dialect
     WHERE m.direction = 'in' AND m.keyed)
-SELECT * EXCLUDE (id_key, reply_method, status_path, order_id_paths, error_paths,
-                  unknown_codes, reply_filter_path, reply_filter_value),
+SELECT * EXCLUDE (id_key, reply_method, ws_status, error_code, unknown_codes,
+                  exchange_order_id, wanted),
        coalesce(id_key, 'op:' || reply_method) AS key,
-       TRY_CAST(jstr(doc, status_path) AS INTEGER) AS ws_status,
-       error_code_at(doc, error_paths) AS error_code,
-       unknown_codes,
-       json_paths(doc, order_id_paths) AS exchange_order_id
+       ws_status, error_code, unknown_codes, exchange_order_id
 FROM r
-WHERE reply_filter_path IS NULL OR jstr(doc, reply_filter_path) = reply_filter_value
-   OR error_code_at(doc, error_paths) IS NOT NULL;
+WHERE wanted OR error_code IS NOT NULL;
 
 -- The FIFO walk described at the top.
 CREATE OR REPLACE TEMP TABLE ws_fifo AS
