@@ -14,7 +14,10 @@ How this works: secrets travel in four places, one function each:
   untouched after one substring pre-check, without parsing; ``redact_json_texts``
   runs that pre-check on a whole Arrow array in one compiled pass (below). JSON text
   without backslashes (nearly all of it) takes a faster scan with the same result,
-  which needs no pre-check (``_flat_secret_spans``).
+  which needs no pre-check (``_flat_secret_spans``). Text the scan cannot read with
+  confidence (invalid JSON: stray quotes, bad escapes, truncation, nesting too deep
+  to parse) goes through a regex over ``"key": value`` and ``key=value`` pairs
+  (``_redact_loose``), which errs on the side of redacting; nothing here raises.
 - FIX fields (``redact_fix_fields``): by tag.
 
 Parameter and JSON key names are compared *normalised*: lower-case with ``_`` and
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote_plus
 
 import numba
@@ -263,37 +267,47 @@ def redact_json_text(text: str) -> str:
     """JSON text with the values of sensitive keys replaced, everything else kept.
 
     Works at any depth (``params.apiKey``, ``args[0].sign``). Text that is not
-    valid JSON (a truncated frame, a form body) goes through a regex over
-    ``"key": value`` and ``key=value`` pairs instead.
+    valid JSON (a truncated frame, a form body, stray quotes) goes through a regex
+    over ``"key": value`` and ``key=value`` pairs instead (``_redact_loose``), so
+    malformed text never hides a secret from the scan. Never raises.
     """
     low = text.lower()
     json_like = text.lstrip()[:1] in ("{", "[")
+    spans: list[tuple[int, int, str]] | None = None
     flat = json_like and "\\" not in text and len(low) == len(text)
     if flat:  # the same scan, faster, and with no need for the pre-check (see there)
-        try:
-            spans = _flat_secret_spans(text, low)
-        except RecursionError:  # a value nested too deep: the general scan decides
-            flat = False
-        else:
-            if spans:
-                return _splice(text, spans)
-            if spans is not None:
-                return text
+        spans = _flat_secret_spans(text, low)
+        if spans is not None and "=" not in text:  # trusted without a parse: see there
+            return _splice(text, spans) if spans else text
     if _PRECHECK_RE.search(low.replace("_", "").replace("-", "")) is None:  # _may_hold_secret
         return text
-    if json_like and not flat:
-        spans = _json_secret_spans(text)
+    if json_like and _is_json(text):
+        if spans is None:
+            spans = _json_secret_spans(text)
         if spans is not None:
             return _splice(text, spans)
     return _redact_loose(text)
 
 
+def _is_json(text: str) -> bool:
+    """Is ``text`` one complete JSON document (as ``json.loads`` reads it)?"""
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to read
+        return False
+    return True
+
+
 def _json_secret_spans(text: str) -> list[tuple[int, int, str]] | None:
-    """``(start, end, replacement)`` of every secret value; None if not JSON.
+    """``(start, end, replacement)`` of every secret value of a valid JSON text
+    (``_is_json``); None if the scan cannot read it.
 
     The scan: each string (``_JSON_STRING_RE``, searched from where the last one
     ended) followed by ``:`` is a key; a secret key's value is skipped to its end
     (``raw_decode``). ``_flat_secret_spans`` gives the same for text without ``\\``.
+    On valid JSON each string the scan finds is a string of the document, so it
+    reads every key; on any other text it may pair the quotes wrongly, which is why
+    ``redact_json_text`` parses the whole text before it trusts this scan.
     """
     spans: list[tuple[int, int, str]] = []
     auth_op, args_span = False, None
@@ -304,12 +318,15 @@ def _json_secret_spans(text: str) -> list[tuple[int, int, str]] | None:
             pos = m.end()
             continue
         raw_key = m.group()
-        key = _normalise(json.loads(raw_key) if "\\" in raw_key else raw_key[1:-1])
+        try:
+            key = _normalise(json.loads(raw_key) if "\\" in raw_key else raw_key[1:-1])
+        except ValueError:  # a key like "\x", not a JSON string
+            return None
         start = colon.end()
         if key in SENSITIVE_FIELDS or key == "args":
             try:
                 _, end = _DECODER.raw_decode(text, start)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
             if key == "args":
                 args_span = (start, end, f'["{REDACTED}"]')
@@ -337,17 +354,33 @@ def _json_secret_spans(text: str) -> list[tuple[int, int, str]] | None:
 # it does so in ``lower()`` too), so the key is no name. ``_REV_KEY_RE`` finds those
 # keys in the reversed text, where each attempt starts at a colon (a few per message)
 # rather than at a quote (four per key), and never stops at any other key or string.
-# The candidates are then taken in text order: one whose quote closes a string, or
-# that lies in a secret value skipped by the scan, is passed over.
+# The candidates are then taken in text order: one that lies in a secret value
+# skipped by the scan is passed over.
+#
+# Malformed text: this scan does not parse the whole text, so it checks instead that
+# it read every candidate as a key, and gives None (and ``redact_json_text`` the
+# loose regex) when it did not: a candidate whose quote closes a string (in valid
+# JSON the name would stand outside any string: impossible), a value that does not
+# decode, or one followed by anything but ``,``, ``}``, ``]`` or the end (after
+# spaces). A result then covers every value the loose regex would redact: that
+# regex's pairs ``"key": value`` with a secret key are candidates here (whatever the
+# alignment of its quotes), each such candidate's value span starts where the
+# regex's value starts and, ending at a delimiter, holds all of it. Only its
+# ``key=value`` pairs are not seen here, so text holding ``=`` is trusted only once
+# it parses (``redact_json_text``). On valid JSON none of the checks fails, and the
+# result is the one of the general scan.
 # ``redact_json_text`` runs this scan before the pre-check, and skips the pre-check
-# unless the scan returns None: a span means a key holding a name (or ``"auth"``),
-# which the pre-check would have seen; no span means the text comes back as it is,
-# whatever the pre-check says. A message without secrets pays for one search at its
-# colons instead of the pre-check's search at every character.
+# unless the scan returns None or the text holds ``=``: a span means a key holding a
+# name (or ``"auth"``), which the pre-check would have seen; no span means the text
+# comes back as it is (the loose regex, too, would change nothing). A message
+# without secrets pays for one search at its colons instead of the pre-check's
+# search at every character.
 
 _JSON_KEYS = SENSITIVE_FIELDS | {"args", "op"}
 _SPACES_RE = re.compile(r"\s*")
 _REDACTED_VALUE, _REDACTED_ARGS = f'"{REDACTED}"', f'["{REDACTED}"]'
+_VALUE_ENDS = ",}]"  # what may follow a value (and "", the end: ``"" in`` is True)
+_AFTER_VALUE_RE = re.compile(r"\s*(?:[,}\]]|\Z)")
 _REV_KEY_RE = re.compile(
     r':\s*"([-_]*' + _trie((n[::-1] for n in _JSON_KEYS), "[-_]*") + ')"'
 )
@@ -355,7 +388,7 @@ _REV_KEY_RE = re.compile(
 
 def _flat_secret_spans(text: str, low: str) -> list[tuple[int, int, str]] | None:
     """``_json_secret_spans`` of a text without ``\\`` whose ``lower()`` is ``low``
-    (of the same length)."""
+    (of the same length); None where the text is not read with confidence (above)."""
     rev = low[::-1]
     if (m := _REV_KEY_RE.search(rev)) is None:  # the common case: no key to look at
         return []
@@ -367,15 +400,13 @@ def _flat_secret_spans(text: str, low: str) -> list[tuple[int, int, str]] | None
     spans: list[tuple[int, int, str]] = []
     auth_op, args_span = False, None
     count, decode = text.count, _DECODER.raw_decode
-    pos, odd = 0, 0  # the scan's restart, then: quotes in text[restart:pos] are odd
+    pos = 0  # the scan's restart: outside any string
     for rev_colon, rev_start, rev_end in reversed(keys):
         quote = last - rev_end  # the key's opening quote
         if quote < pos:
             continue  # inside a secret value
-        odd ^= count('"', pos, quote) & 1
-        pos = quote
-        if odd:
-            continue  # this quote closes a string
+        if count('"', pos, quote) & 1:
+            return None  # this quote closes a string: the quotes do not pair up
         start = last - rev_colon + 1  # after the colon, then after \s* as in _COLON_RE
         if text[start : start + 1].isspace():  # (str.isspace() is re's \s)
             start = _SPACES_RE.match(text, start).end()  # type: ignore[union-attr]
@@ -387,8 +418,10 @@ def _flat_secret_spans(text: str, low: str) -> list[tuple[int, int, str]] | None
             continue
         try:
             _, end = decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return None
+        if text[end : end + 1] not in _VALUE_ENDS and _AFTER_VALUE_RE.match(text, end) is None:
+            return None  # e.g. 12abc, "a"b: the value is not what decodes
         if key == "args":
             args_span = (start, end, _REDACTED_ARGS)
         else:
@@ -414,20 +447,70 @@ def _splice(text: str, spans: list[tuple[int, int, str]]) -> str:
 
 
 def _redact_loose(text: str) -> str:
-    """Regex fallback for text that is not (complete) JSON."""
+    """Regex fallback for text that is not (complete) JSON.
 
-    def json_pair(m: re.Match[str]) -> str:
-        if _normalise(m.group(1)) not in SENSITIVE_FIELDS:
-            return m.group()
-        return f'"{m.group(1)}"{m.group(2)}"{REDACTED}"'
+    Every ``"key": value`` and ``key=value`` the pair regexes match *at any
+    position* is looked at, not only those of one left-to-right pass: where stray
+    quotes make such a pass pair them up wrongly (``{"a":"x"apiKey":"s"}``) or a
+    value swallows the next pair (``a=x?sign=s``), a secret pair still shows where
+    it starts. Overlapping values are replaced as one. With an ``"op": "auth"``
+    pair, ``"args"`` values go whole (to their closing bracket, or the end of the
+    text), as in the JSON scan.
+    """
+    spans: list[tuple[int, int, str]] = [
+        (m.start(3), m.end(3), _REDACTED_VALUE)
+        for m in _LOOSE_JSON_PAIR_RE.finditer(text)
+        if _normalise(m.group(1)) in SENSITIVE_FIELDS
+    ]
+    spans += [
+        (m.start(3), m.end(3), REDACTED)
+        for m in _LOOSE_FORM_PAIR_RE.finditer(text)
+        if _normalise(unquote_plus(m.group(2))) in SENSITIVE_FIELDS
+    ]
+    if _LOOSE_AUTH_OP_RE.search(text) is not None:
+        spans += [(m.end(), _loose_value_end(text, m.end()), _REDACTED_ARGS)
+                  for m in _LOOSE_ARGS_RE.finditer(text)]
+    return _splice_merged(text, spans) if spans else text
 
-    def form_pair(m: re.Match[str]) -> str:
-        if _normalise(unquote_plus(m.group(2))) not in SENSITIVE_FIELDS:
-            return m.group()
-        return f"{m.group(1)}{m.group(2)}={REDACTED}"
 
-    text = _FALLBACK_JSON_PAIR_RE.sub(json_pair, text)
-    return _FALLBACK_FORM_PAIR_RE.sub(form_pair, text)
+# the pair regex at every position (a match of the look-ahead is empty, so the
+# search goes on at the next character and matches may overlap)
+_LOOSE_JSON_PAIR_RE = re.compile(f"(?={_FALLBACK_JSON_PAIR_RE.pattern})")
+_LOOSE_FORM_PAIR_RE = re.compile(f"(?={_FALLBACK_FORM_PAIR_RE.pattern})")
+_LOOSE_AUTH_OP_RE = re.compile(
+    r'"[-_]*o[-_]*p[-_]*"\s*:\s*"(?:' + "|".join(map(re.escape, POSITIONAL_AUTH_OPS)) + ')"',
+    re.IGNORECASE,
+)
+_LOOSE_ARGS_RE = re.compile(r'"[-_]*a[-_]*r[-_]*g[-_]*s[-_]*"\s*:\s*', re.IGNORECASE)
+_LOOSE_TOKEN_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|$)|[^,}\]\s]*')
+
+
+def _loose_value_end(text: str, start: int) -> int:
+    """End of the value at ``start`` as the loose regex sees it; an array runs to its
+    closing bracket (brackets counted, strings not) or to the end of the text."""
+    if not text.startswith("[", start):
+        return _LOOSE_TOKEN_RE.match(text, start).end()  # type: ignore[union-attr]
+    depth = 0
+    for i in range(start, len(text)):
+        c = text[i]
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+def _splice_merged(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """Replace the spans, overlapping ones merged into one (the first's replacement)."""
+    merged: list[list[Any]] = []
+    for start, end, replacement in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end, replacement])
+    return _splice(text, [(a, b, r) for a, b, r in merged])
 
 
 # --- JSON: the batch pre-check (compiled) -------------------------------------------
