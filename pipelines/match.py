@@ -549,7 +549,8 @@ def _new_lock_in_child() -> None:
     _DB_LOCK = threading.Lock()
 
 
-os.register_at_fork(before=_close_before_fork, after_in_child=_new_lock_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_close_before_fork, after_in_child=_new_lock_in_child)
 
 
 def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
