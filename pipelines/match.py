@@ -374,13 +374,15 @@ def _part_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def scan_mask(rows: pa.Table) -> np.ndarray:
     """Per ``ws_messages`` row: a text message holding a needle part of its
     direction (``scan_parts``) or a backslash."""
+    def equal(column: str, value: str) -> np.ndarray:
+        return pc.fill_null(pc.equal(rows.column(column), value), False).to_numpy(
+            zero_copy_only=False)
+
     n = rows.num_rows
-    text = pc.fill_null(pc.equal(rows.column("opcode"), "text"), False).to_numpy(
-        zero_copy_only=False)
-    direction = rows.column("direction").to_numpy(zero_copy_only=False)
+    text = equal("opcode", "text")
     select = np.zeros(n, np.uint8)
     for d, bit in _DIRECTION_BITS.items():
-        select[text & (direction == d)] = bit
+        select[text & equal("direction", d)] = bit
     out = np.zeros(n, np.bool_)
     start = 0
     parts, lengths, bits = _part_arrays()
@@ -549,7 +551,8 @@ def _new_lock_in_child() -> None:
     _DB_LOCK = threading.Lock()
 
 
-os.register_at_fork(before=_close_before_fork, after_in_child=_new_lock_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_close_before_fork, after_in_child=_new_lock_in_child)
 
 
 def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
