@@ -123,10 +123,6 @@ def _first_copies(d: np.ndarray, ends: np.ndarray, next0: int, next1: int) -> np
     return fresh
 
 
-def _never() -> bool:
-    return False
-
-
 def _queue_array(q: deque[list[int]]) -> np.ndarray:
     """An unacknowledged-segment queue as rows ``(end_offset, ts_sent, resent)``."""
     return np.array(q, dtype=np.int64).reshape(-1, 3)
@@ -272,7 +268,7 @@ class Connection:
         layers = [self.outer] if self.outer.name != "tls" else [self.outer, self.inner]
         for layer in layers:
             session = layer.session if layer is not None else None
-            if session is None or not getattr(session, "independent", _never)():
+            if session is None or not session.independent():  # type: ignore[attr-defined]
                 return False
         return True
 
@@ -380,7 +376,7 @@ class AppLayer:
                 self.keylog.add_text(data)
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
-        rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
+        rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
         events: list[object] = []
         sel = self._select(dec, pf)
         fids = pf.flow_id[sel]
@@ -605,7 +601,7 @@ class AppLayer:
         """
         still_open = [f for f in flow_ids if f in self.conns]
         if still_open:  # evicted by the tracker while idle: finished early
-            rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
+            rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
             events: list[object] = []
             for fid in still_open:
                 self._close(fid, self.conns[fid].last_ts, events)
@@ -617,7 +613,7 @@ class AppLayer:
 
     def finish(self, staging: object, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
         """End of capture: flush every open connection; returns flows columns by flow."""
-        rows = RowBuffers(staging.write)  # type: ignore[attr-defined]
+        rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
         events: list[object] = []
         for fid in list(self.conns):
             self._close(fid, self.last_ts, events)

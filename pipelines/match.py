@@ -50,7 +50,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -467,14 +467,12 @@ def _part_in(data, lo, hi, end, bit, parts, lengths, bits):  # type: ignore[no-u
 _sequence = itertools.count()
 
 
-def stage_ws_candidates(write: Callable[..., object], rows: pa.Table) -> None:
-    """After ``rows`` (a batch of ``ws_messages``) went to ``write``: when that is
-    a ``store.Staging``'s, write the rows passing ``scan_mask`` to its
-    ``CANDIDATES_DIR`` (one file per batch, even an empty one: the matcher counts
-    the rows the files cover)."""
-    stage_dir = getattr(getattr(write, "__self__", None), "dir", None)
+def stage_ws_candidates(stage_dir: Path, rows: pa.Table) -> None:
+    """After ``rows`` (a batch of ``ws_messages``) were staged in ``stage_dir``:
+    write the rows passing ``scan_mask`` to its ``CANDIDATES_DIR`` (one file per
+    batch, even an empty one: the matcher counts the rows the files cover)."""
     parts = scan_parts()
-    if not isinstance(stage_dir, Path) or parts is None or rows.num_rows == 0:
+    if parts is None or rows.num_rows == 0:
         return
     keep = rows.select(list(_CANDIDATE_COLUMNS)).filter(pa.array(scan_mask(rows)))
     keep = keep.replace_schema_metadata({_META_ROWS: str(rows.num_rows),

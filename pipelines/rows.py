@@ -11,6 +11,7 @@ query strings, JSON and form bodies, WebSocket text, FIX fields.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -279,10 +280,16 @@ CONVERTERS: dict[type, Callable[[Any], tuple[str, tuple[Any, ...]]]] = {
 
 
 class RowBuffers:
-    """Per-table row buffers that flush to a writer callable ``(table, pa.Table)``."""
+    """Per-table row buffers that flush to a writer callable ``(table, pa.Table)``.
 
-    def __init__(self, write: Callable[[str, pa.Table], None]) -> None:
+    ``stage_dir``: the staging directory ``write`` writes to, where the matcher's
+    ingest-time scan leaves its side files (None: no scan, the matcher scans later).
+    """
+
+    def __init__(self, write: Callable[[str, pa.Table], None],
+                 stage_dir: Path | None = None) -> None:
         self._write = write
+        self._stage_dir = stage_dir
         self._rows: dict[str, list[tuple[Any, ...]]] = {}
         self._parts: dict[str, list[Any]] = {}  # batch events, converted at flush
         self._part_rows: dict[str, int] = {}
@@ -329,8 +336,8 @@ class RowBuffers:
         if parts:
             out = pa.concat_tables(parts)
             self._write(table, out)
-            if table == "ws_messages":  # the matcher's scan, while the payloads are here
-                stage_ws_candidates(self._write, out)
+            if table == "ws_messages" and self._stage_dir is not None:
+                stage_ws_candidates(self._stage_dir, out)  # while the payloads are here
 
     def flush(self) -> None:
         for table in {*self._rows, *self._parts}:

@@ -95,16 +95,6 @@ def test_scan_mask_is_the_substring_test(seed: int) -> None:
 # --- Generated captures --------------------------------------------------------------
 
 
-class _Staging:
-    """Stands in for ``store.Staging``: ``stage_ws_candidates`` reads ``write``'s ``dir``."""
-
-    def __init__(self, stage: Path) -> None:
-        self.dir = stage
-
-    def write(self, table: str, rows: pa.Table) -> None:
-        pass
-
-
 def _stage_as_ingest(w: Wire, stage: Path, batches: int) -> dict[str, list[Path]]:
     """Write ``w``'s tables and, as an ingest does batch by batch, the side files."""
     w.write(stage)
@@ -113,7 +103,7 @@ def _stage_as_ingest(w: Wire, stage: Path, batches: int) -> dict[str, list[Path]
         ws = pq.read_table(files["ws_messages"][0], schema=schema_of("ws_messages"))
         size = -(-ws.num_rows // batches)
         for start in range(0, ws.num_rows, size):
-            match.stage_ws_candidates(_Staging(stage).write, ws.slice(start, size))
+            match.stage_ws_candidates(stage, ws.slice(start, size))
     return files
 
 
