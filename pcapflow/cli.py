@@ -46,16 +46,21 @@ class _SkipImports:
 
 
 def _skip_unused_imports() -> None:
-    """Keep ``ingest`` from importing pandas and SciPy, which it never uses (~0.5 s).
+    """Keep ``ingest`` from importing pandas, SciPy and PyYAML, which it never uses
+    (~0.55 s).
 
     pyarrow imports pandas on its first array (even one made from a list) when
-    pandas is installed, and Numba imports SciPy on its first kernel, to offer
-    BLAS to ``np.dot``. An ingest needs neither, so in the CLI's own process
-    (never a user's: the Python API leaves imports alone) both imports fail at
-    once and both libraries take their "not installed" path. A package already
-    imported is left as it is.
+    pandas is installed, Numba imports SciPy on its first kernel, to offer BLAS
+    to ``np.dot``, and PyYAML at its own import, to read a ``.numba_config.yaml``
+    (kept when the working directory has one). An ingest needs none of them, so
+    in the CLI's own process (never a user's: the Python API leaves imports
+    alone) these imports fail at once and the libraries take their "not
+    installed" path. A package already imported is left as it is.
     """
-    names = frozenset(n for n in ("pandas", "scipy") if n not in sys.modules)
+    skip = ["pandas", "scipy"]
+    if not os.path.exists(".numba_config.yaml"):
+        skip.append("yaml")
+    names = frozenset(n for n in skip if n not in sys.modules)
     if names:
         sys.meta_path.insert(0, _SkipImports(names))
 
