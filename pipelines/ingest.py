@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..parsers.capture import open_capture
+from ..parsers.capture.reader import DEFAULT_CHUNK_BYTES
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import NOT_IP, OK, STATUS, DecodedChunk, decode_chunk, ip_to_str
 from ..parsers.events import Anomaly
@@ -301,7 +302,7 @@ def ingest_capture(
     packets_table: bool = False,
     app_layer: object | None = None,
     matcher: Matcher | None = None,
-    chunk_bytes: int = 32 << 20,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: ProgressFn | None = None,
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
