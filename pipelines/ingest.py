@@ -385,9 +385,9 @@ class Shard:
             for k in np.argsort(first, kind="stable").tolist():  # in order of appearance
                 f = int(flows[k])
                 s = owner.get(f)
-                if s is None:
-                    s = owner[f] = f % self.count if self.rule == "modulo" else int(
-                        np.argmin(load))
+                if s is None:  # ties: the last shard (the parent, 0, has the matcher to run)
+                    s = owner[f] = f % self.count if self.rule == "modulo" else (
+                        self.count - 1 - int(np.argmin(load[::-1])))
                 load[s] += nbytes[k]
         return self._mine(fid)
 
@@ -490,14 +490,9 @@ class _ParentLink:
         return best[1]
 
     def collect(self) -> list[dict[str, object]]:
-        """Each worker's result, once it has closed its files and exited."""
-        out = []
-        for w in self.workers:
-            out.append(self._receive(w, "done"))  # type: ignore[arg-type]
-            self.reap(w)
-            if w.status != 0:
-                raise self._fail(w, f"exit status {os.waitstatus_to_exitcode(w.status or 0)}")
-        return out
+        """Each worker's result, once it has closed its files (it then exits: ``close``
+        waits for that after the commit)."""
+        return [self._receive(w, "done") for w in self.workers]  # type: ignore[misc]
 
     def reap(self, w: _Worker, kill: bool = False) -> None:
         if w.status is not None:
