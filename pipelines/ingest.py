@@ -43,11 +43,11 @@ its flows with application-layer data. The parent then runs the matcher once
 over everything staged, writes the ``captures`` row and commits; a child's
 failure aborts the whole ingest (``PcapflowError``), nothing is ever committed
 partially. The one thing a shard cannot see is the other shards' open
-connections: when more flows with payload are held than the application layer's
-``max_open_connections``, a single process might evict connections (by their
-global recency), so the sharded ingest gives up and the capture is ingested in
-one process instead. The tables are the same rows either way, in another order
-within files (``tests/test_ingest_workers.py``).
+connections: when more flows with payload that have not ended are held than the
+application layer's ``max_open_connections``, a single process might evict
+connections (by their global recency), so the sharded ingest gives up and the
+capture is ingested in one process instead (``Shard.peak``). The tables are the
+same rows either way, in another order within files (``tests/test_ingest_workers.py``).
 """
 
 from __future__ import annotations
@@ -73,9 +73,11 @@ from .. import __version__
 from ..parsers.capture import open_capture
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import (
+    FIN,
     IPPROTO_TCP,
     NOT_IP,
     OK,
+    RST,
     STATUS,
     DecodedChunk,
     decode_chunk,
@@ -359,8 +361,14 @@ class Shard:
     Every process keeps the same table, from the same packets: the owner of each
     TCP flow whose payload was seen and that is not retired yet (``rule``
     ``"balanced"``: the shard with the fewest payload bytes when the flow's first
-    payload packet comes; ``"modulo"``: ``flow_id % count``). Any other flow
-    (no payload yet, UDP) is ``flow_id % count``'s; packets of no flow are shard 0's.
+    payload packet comes, ties to the last shard, as the parent has the matcher to
+    run at the end; ``"modulo"``: ``flow_id % count``). Any other flow (no payload
+    yet, UDP) is ``flow_id % count``'s; packets of no flow are shard 0's.
+
+    It also bounds the application layer's open connections over all shards
+    (``peak``), which no shard sees: a connection opens with its flow's first
+    payload and is closed at the latest by a RST, or a FIN in both directions,
+    from then on (``AppLayer._packet``), or when the tracker retires the flow.
     """
 
     def __init__(self, index: int, count: int, rule: str = "balanced") -> None:
@@ -371,24 +379,46 @@ class Shard:
         self.rule = rule
         self.owner: dict[int, int] = {}
         self.load = np.zeros(count, np.int64)
+        self.fins: dict[int, int] = {}  # FIN direction bits since the first payload
+        self.ended: set[int] = set()  # RST, or FIN both ways, since the first payload
+        self.open = 0
+        """Flows of ``owner`` not ended: at least the open connections, all shards."""
+        self.peak = 0
+        """``open`` before the last chunk plus its new flows: at least the most
+        connections open at once during that chunk."""
 
     def packets(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
         """Take a chunk's flows in; per packet: does this process own it?"""
         fid = pf.flow_id
-        data = (fid >= 0) & (dec.proto == IPPROTO_TCP) & (dec.payload_caplen > 0)
+        tcp = (fid >= 0) & (dec.proto == IPPROTO_TCP)
+        data = tcp & (dec.payload_caplen > 0)
+        first_at: dict[int, int] = {}
         if data.any():
-            flows, first, inverse = np.unique(fid[data], return_index=True,
-                                              return_inverse=True)
-            nbytes = np.bincount(inverse.reshape(-1), weights=dec.payload_caplen[data],
+            at = np.flatnonzero(data)
+            flows, first, inverse = np.unique(fid[at], return_index=True, return_inverse=True)
+            nbytes = np.bincount(inverse.reshape(-1), weights=dec.payload_caplen[at],
                                  minlength=flows.size).astype(np.int64).tolist()
             owner, load = self.owner, self.load
             for k in np.argsort(first, kind="stable").tolist():  # in order of appearance
                 f = int(flows[k])
                 s = owner.get(f)
-                if s is None:  # ties: the last shard (the parent, 0, has the matcher to run)
+                if s is None:
                     s = owner[f] = f % self.count if self.rule == "modulo" else (
                         self.count - 1 - int(np.argmin(load[::-1])))
+                    first_at[f] = int(at[first[k]])
                 load[s] += nbytes[k]
+        self.peak = self.open + len(first_at)
+        self.open += len(first_at)
+        ends = np.flatnonzero(tcp & ((dec.tcp_flags & (FIN | RST)) != 0))
+        for i, f, d, flags in zip(ends.tolist(), fid[ends].tolist(),
+                                  pf.direction[ends].tolist(), dec.tcp_flags[ends].tolist(),
+                                  strict=True):
+            if f not in self.owner or f in self.ended or i < first_at.get(f, -1):
+                continue
+            bits = self.fins[f] = self.fins.get(f, 0) | (1 << d if flags & FIN else 0)
+            if flags & RST or bits == 3:
+                self.ended.add(f)
+                self.open -= 1
         return self._mine(fid)
 
     def _mine(self, fid: np.ndarray) -> np.ndarray:
@@ -401,13 +431,13 @@ class Shard:
         """The tracker retired these flows: which are this process's (then forgotten)."""
         mine = self._mine(flow_ids)
         for f in flow_ids.tolist():
-            self.owner.pop(f, None)
+            if self.owner.pop(f, None) is not None:
+                self.fins.pop(f, None)
+                if f in self.ended:
+                    self.ended.discard(f)
+                else:
+                    self.open -= 1
         return mine
-
-    @property
-    def held(self) -> int:
-        """Flows with payload not retired: at least the open connections of all shards."""
-        return len(self.owner)
 
 
 class _Unshardable(Exception):
@@ -485,8 +515,9 @@ class _ParentLink:
             p, t = self._receive(w, "last")  # type: ignore[misc]
             best = max(best, (int(p), int(t)))
         for w in self.workers:
-            w.down.write(_message({"last_ts": best[1]}))
-            w.down.flush()
+            with contextlib.suppress(BrokenPipeError):  # gone: ``collect`` says how
+                w.down.write(_message({"last_ts": best[1]}))
+                w.down.flush()
         return best[1]
 
     def collect(self) -> list[dict[str, object]]:
@@ -577,16 +608,21 @@ def _warm_up(path: str, app_factory: Callable[[FlowTracker], object]) -> None:
     """Parse the start of the capture, keeping nothing, before forking: Numba sets
     itself up and loads each compiled kernel from its cache once per process, on
     first use (about half a second in all); done here, the workers inherit them
-    instead of each paying it again. No thread is started, no file written."""
+    instead of each paying it again. No thread is started, no file written; a
+    failure here is left for the ingest itself to meet and report."""
     tracker = FlowTracker()
     app = app_factory(tracker)
-    with open_capture(path, chunk_bytes=WARM_UP_BYTES) as reader:
-        for chunk in reader:
-            if len(chunk):
-                dec = decode_chunk(chunk)
-                pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
-                app.process(chunk, dec, pf, _Discard(), lambda items: None)  # type: ignore[attr-defined]
-            break
+    try:
+        with open_capture(path, chunk_bytes=WARM_UP_BYTES) as reader:
+            for chunk in reader:
+                if len(chunk):
+                    dec = decode_chunk(chunk)
+                    pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+                    app.process(chunk, dec, pf, _Discard(),  # type: ignore[attr-defined]
+                                lambda items: None)
+                break
+    except Exception:  # only an optimisation
+        pass
 
 
 def _ingest_sharded(args: tuple, data_dir: Path, chunk_bytes: int, workers: int,
@@ -625,7 +661,6 @@ def _fork(k: int, count: int, rule: str, args: tuple, staging: store.Staging,
         pid = os.fork()
     if pid == 0:
         code = 1
-        up = None
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
             os.close(up_r)
@@ -705,7 +740,7 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
         mine = None
         if shard is not None:
             mine = shard.packets(dec, pf)
-            if max_open is not None and shard.held > max_open:
+            if max_open is not None and shard.peak > max_open:
                 raise _Unshardable(f"more than {max_open} connections with payload held")
             if parent is not None and os.getppid() != parent:
                 raise PcapflowError("the parent process went away")

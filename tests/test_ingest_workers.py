@@ -187,11 +187,13 @@ def test_a_worker_killed_by_a_signal(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_shard_rules() -> None:
-    """Every process computes the same owners; balanced spreads payload bytes."""
+    """Every process computes the same owners; balanced spreads payload bytes; the
+    bound on open connections counts flows with payload until they end."""
     class Dec:
         def __init__(self, n: int) -> None:
             self.proto = np.full(n, 6)
             self.payload_caplen = np.zeros(n, np.int64)
+            self.tcp_flags = np.zeros(n, np.int64)
 
     class Pf:
         pass
@@ -200,6 +202,7 @@ def test_shard_rules() -> None:
     dec, pf = Dec(fids.size), Pf()
     dec.payload_caplen[:8] = 100
     pf.flow_id = fids
+    pf.direction = np.zeros(fids.size, np.int64)
     for rule in ("balanced", "modulo"):
         shards = [ingest.Shard(k, 2, rule) for k in range(2)]
         masks = [s.packets(dec, pf) for s in shards]  # type: ignore[arg-type]
@@ -208,10 +211,23 @@ def test_shard_rules() -> None:
         assert shards[0].owner == shards[1].owner
         owned = [sum(s.owner[f] == k for f in s.owner) for k, s in enumerate(shards)]
         assert owned == ([2, 2] if rule == "balanced" else [4, 0])
-        assert shards[0].held == 4  # flow 8 has no payload yet
+        assert shards[0].open == shards[0].peak == 4  # flow 8 has no payload yet
         mine = shards[1].retire(np.array([0, 2, 8]))
-        assert shards[1].held == 2 and mine.tolist() == [
+        assert shards[1].open == 2 and mine.tolist() == [
             shards[0].owner.get(f, f % 2) == 1 for f in (0, 2, 8)]
+
+    # FIN both ways or RST after the first payload ends a flow; a FIN before it does not
+    s = ingest.Shard(0, 2)
+    fids = np.array([1, 1, 1, 3, 3, 5, 5, 5])
+    dec, pf = Dec(fids.size), Pf()
+    pf.flow_id = fids
+    pf.direction = np.array([0, 0, 1, 0, 0, 1, 0, 0])
+    dec.payload_caplen[[0, 4, 6]] = 10
+    dec.tcp_flags[[1, 2, 3, 5, 7]] = [1, 1, 4, 1, 1]  # FIN FIN RST FIN FIN
+    s.packets(dec, pf)  # type: ignore[arg-type]
+    assert s.peak == 3 and s.ended == {1} and s.open == 2
+    s.retire(np.array([1, 3]))
+    assert s.open == 1 and set(s.owner) == {5}
 
 
 def test_auto_workers(tmp_path: Path) -> None:
