@@ -262,3 +262,16 @@ def test_cli_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = subprocess.run(cli("ingest", str(cap), "--data", str(tmp_path / "x"), "-w", "0"),
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 2 and "--workers" in p.stderr
+
+
+def test_a_compressed_capture(tmp_path: Path) -> None:
+    """Every worker decompresses the file itself."""
+    import gzip
+
+    cap = SAMPLES / "deribit_jsonrpc_tls13.pcap"
+    gz = tmp_path / "deribit.pcap.gz"
+    gz.write_bytes(gzip.compress(cap.read_bytes()))
+    pcapflow.ingest([gz], keylog=_keylog(cap), data=tmp_path / "one")
+    pcapflow.ingest([gz], keylog=_keylog(cap), data=tmp_path / "two", workers=2)
+    assert_same_tables(tmp_path / "one", tmp_path / "two")
+    assert _worker_parts(tmp_path / "two")
