@@ -53,13 +53,14 @@ def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
     return make_matcher(venues)
 
 
-def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int | str]]
+def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int | str], int]
          ) -> IngestResult:
-    path, data, packets, app, keylog, venues, limits = args
+    path, data, packets, app, keylog, venues, limits, workers = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
         matcher=_matcher(venues) if app else None,  # type: ignore[arg-type]
+        workers=workers,
     )
 
 
@@ -97,7 +98,8 @@ def ingest(
     keys = [str(k) for k in keylog or []]
     venues_s = str(venues) if venues is not None else None
     if jobs > 1 and len(paths) > 1:
-        work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}))
+        work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}),
+                 auto_workers(p, app=app, jobs=jobs) if workers == "auto" else int(workers))
                 for p in paths]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_one, work))

@@ -275,3 +275,13 @@ def test_a_compressed_capture(tmp_path: Path) -> None:
     pcapflow.ingest([gz], keylog=_keylog(cap), data=tmp_path / "two", workers=2)
     assert_same_tables(tmp_path / "one", tmp_path / "two")
     assert _worker_parts(tmp_path / "two")
+
+
+def test_jobs_and_workers(tmp_path: Path) -> None:
+    """Captures in parallel processes, each sharded: the same rows."""
+    caps = [SAMPLES / "okx_ws_tls12.pcap", SAMPLES / "binance_wsapi_tls13.pcap"]
+    keys = [k for c in caps for k in _keylog(c)]
+    pcapflow.ingest(caps, keylog=keys, data=tmp_path / "one")
+    pcapflow.ingest(caps, keylog=keys, data=tmp_path / "many", jobs=2, workers=2)
+    assert_same_tables(tmp_path / "one", tmp_path / "many")
+    assert _worker_parts(tmp_path / "many")
