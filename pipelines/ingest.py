@@ -23,31 +23,33 @@ millions of tiny connections) have no messages, so their venue depends on the
 flow alone (its address and port): the matcher is asked for it batch by batch,
 with an empty directory as the message tables, and their rows are final at once.
 
-Sharding (``workers > 1``): one capture's ingest on several cores. The parent
-makes the staging directory, then forks ``workers - 1`` children before any
-thread exists; every process opens, reads and decodes the whole capture and runs
-the whole ``FlowTracker`` (so flow ids, retirement and eviction are the same
-everywhere), but owns only the flows of its shard (``Shard``): only it runs the
-application layer on them and writes their rows of ``tcp_events``, ``flows``,
-``tcp_rtt``, the message tables and their anomalies; rows tied to no flow
-(capture and decode anomalies, ``packets`` of non-flow packets) are shard 0's,
-the parent's. A TCP flow is given, when its first payload packet is seen, to the
-shard with the fewest payload bytes so far (every process sees the same packets
-in the same order, so all agree without talking); a flow without payload by
-``flow_id % workers``. Each process writes its own part files into the shared
-staging directory (``Staging.part_prefix``). Processes talk over pipes twice: at
-the end of the capture they agree on the last packet any of them gave the
-application layer (it closes the connections still open at that time), and each
-child sends what it wrote (rows per table, anomaly codes) and the side file of
-its flows with application-layer data. The parent then runs the matcher once
-over everything staged, writes the ``captures`` row and commits; a child's
-failure aborts the whole ingest (``PcapflowError``), nothing is ever committed
-partially. The one thing a shard cannot see is the other shards' open
-connections: when more flows with payload that have not ended are held than the
-application layer's ``max_open_connections``, a single process might evict
-connections (by their global recency), so the sharded ingest gives up and the
-capture is ingested in one process instead (``Shard.peak``). The tables are the
-same rows either way, in another order within files (``tests/test_ingest_workers.py``).
+Sharding (``workers > 1``): one capture's ingest on several cores. The parent parses
+the capture's first 256 KB and throws the result away (``_warm_up``: Numba's set-up
+and kernel loads, then inherited), makes the staging directory, then forks a child
+per further worker before any thread exists; every process opens, reads and decodes
+the whole capture and runs the whole ``FlowTracker`` (so flow ids, retirement and
+eviction are the same everywhere), but owns only the flows of its shard (``Shard``):
+only it runs the application layer on them and writes their rows of ``tcp_events``,
+``flows``, ``tcp_rtt``, the message tables and their anomalies; rows tied to no flow
+(capture and decode anomalies, ``packets`` of non-flow packets) are shard 0's, the
+parent's. A TCP flow is given, when its first payload packet is seen, to the shard
+with the fewest payload bytes so far (every process sees the same packets in the
+same order, so all agree without talking); a flow without payload by its ``flow_id``
+modulo ``workers``. Each process writes its own part files into the shared staging
+directory (``Staging.part_prefix``). Processes talk over pipes twice: at the end of
+the capture they agree on the last packet any of them gave the application layer (it
+closes the connections still open at that time), and each child sends what it wrote
+(rows per table, anomaly codes) and the side file of its flows with application-
+layer data. The parent then runs the matcher once over everything staged, writes the
+``captures`` row and commits; a child's failure aborts the whole ingest
+(``PcapflowError``), nothing is ever committed partially. The one thing a shard
+cannot see is the other shards' open connections: when more flows with payload that
+have not ended are held than the application layer's ``max_open_connections``, a
+single process might evict connections (by their global recency), so the sharded
+ingest gives up and the capture is ingested in one process instead (``Shard.peak``).
+The tables are the same rows either way, in another order within files
+(``tests/test_ingest_workers.py``); the matcher's SQL numbers messages in stream
+order, not file order, so its output does not depend on it either.
 """
 
 from __future__ import annotations
