@@ -8,7 +8,28 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .dataset import data_dir
-from .pipelines.ingest import IngestResult, ingest_capture
+from .pipelines.ingest import IngestResult, can_shard, ingest_capture
+
+AUTO_MAX_WORKERS = 4
+"""``workers="auto"`` uses at most this many processes per capture."""
+AUTO_MIN_BYTES = 16 << 20
+"""``workers="auto"``: a smaller capture is ingested in one process (a fork and a
+second read of the file cost more than sharding it gains)."""
+
+
+def auto_workers(path: str | os.PathLike[str], *, app: bool = True, jobs: int = 1) -> int:
+    """Processes ``workers="auto"`` gives one capture: the usable CPUs (at most
+    ``AUTO_MAX_WORKERS``), or 1 for a small or unshardable capture (stdin), for
+    ``app=False`` (the TCP layer alone runs in every process anyway), and when
+    ``jobs > 1`` already ingests captures in parallel."""
+    p = str(path)
+    if not app or jobs > 1 or not can_shard(p) or os.path.getsize(p) < AUTO_MIN_BYTES:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, AUTO_MAX_WORKERS))
 
 
 def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
@@ -32,13 +53,14 @@ def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
     return make_matcher(venues)
 
 
-def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int | str]]
+def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int | str], int]
          ) -> IngestResult:
-    path, data, packets, app, keylog, venues, limits = args
+    path, data, packets, app, keylog, venues, limits, workers = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
         matcher=_matcher(venues) if app else None,  # type: ignore[arg-type]
+        workers=workers,
     )
 
 
@@ -53,6 +75,7 @@ def ingest(
     jobs: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
     limits: Mapping[str, int | str] | None = None,
+    workers: int | str = 1,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
 
@@ -64,12 +87,19 @@ def ingest(
     else. ``venues`` is a TOML venue map (see ``pcapflow.venues``). ``jobs > 1``
     ingests several captures in parallel processes. ``limits`` overrides resource
     caps by name (``pipelines.limits.Limits``, e.g. ``{"ws_max_message": "32M"}``).
+    ``workers > 1`` ingests each capture with that many processes, its connections
+    sharded across them (same tables; a regular file and the application layer
+    only, else one process); ``"auto"``: ``auto_workers`` per capture.
     """
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or workers < 1):
+        raise ValueError(f"workers must be a positive int or 'auto', not {workers!r}")
     root = data_dir(data)
     keys = [str(k) for k in keylog or []]
     venues_s = str(venues) if venues is not None else None
     if jobs > 1 and len(paths) > 1:
-        work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}))
+        work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}),
+                 auto_workers(p, app=app, jobs=jobs) if workers == "auto" else int(workers))
                 for p in paths]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_one, work))
@@ -81,8 +111,9 @@ def ingest(
         if progress is not None:
             def cb(nbytes: int, npk: int, _p: str = str(p)) -> None:
                 progress(_p, nbytes, npk)
+        n = auto_workers(p, app=app) if workers == "auto" else int(workers)
         results.append(ingest_capture(
             str(p), root, packets_table=packets, app_layer=app_factory,
-            matcher=matcher, progress=cb,  # type: ignore[arg-type]
+            matcher=matcher, progress=cb, workers=n,  # type: ignore[arg-type]
         ))
     return results

@@ -90,6 +90,11 @@ def ingest(
         bool, typer.Option("--tcp-only", help="Stop at the TCP layer (flows, tcp_events)")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Captures ingested in parallel")] = 1,
+    workers: Annotated[
+        str,
+        typer.Option("--workers", "-w", help="Processes per capture, its connections sharded "
+                     "across them; auto: the CPUs (at most 4), 1 for a file under 16 MB"),
+    ] = "auto",
     venues: Annotated[
         Path | None,
         typer.Option(
@@ -118,6 +123,9 @@ def ingest(
             raise PcapflowError(f"{k}: key log file not found")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
+    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+        raise typer.BadParameter(f"{workers!r}: a positive number or auto",
+                                 param_hint="--workers")
     from .pipelines.limits import Limits
 
     overrides = {}
@@ -160,6 +168,7 @@ def ingest(
             jobs=jobs,
             progress=progress,
             limits=overrides,
+            workers="auto" if workers == "auto" else int(workers),
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):

@@ -344,6 +344,9 @@ class AppLayer:
         self.done: set[int] = set()
         self.info: dict[int, dict[str, object]] = {}
         self.last_ts = 0
+        # capture index of the packet ``last_ts`` is from: worker processes that
+        # share a capture agree on the last one any of them took (``ingest``)
+        self.last_packet = -1
         self.rtt_rows: list[tuple[int, ...]] = []
         # batch path: (flow_id, rows of rtt_walk)
         self.rtt_parts: list[tuple[int, np.ndarray]] = []
@@ -355,8 +358,11 @@ class AppLayer:
         keys = KeyLog.from_files([Path(k) for k in keylog]) if keylog else None
         return lambda tracker: cls(tracker, keys, limits)
 
-    def _select(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
+    def _select(self, dec: DecodedChunk, pf: PacketFlows,
+                mine: np.ndarray | None = None) -> np.ndarray:
         tcp = (pf.flow_id >= 0) & (dec.proto == IPPROTO_TCP)
+        if mine is not None:  # a worker process: only the flows of its shard
+            tcp &= mine
         want = tcp & ((dec.payload_caplen > 0) | ((dec.tcp_flags & (FIN | RST)) != 0))
         # ACKs of connections with data (open ones, and ones whose first data is in
         # this chunk): RTT samples, and holes the peer acknowledged (capture gaps)
@@ -368,7 +374,10 @@ class AppLayer:
         return np.flatnonzero(want)
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
-                staging: object, add_anomalies: AnomalyFn) -> None:
+                staging: object, add_anomalies: AnomalyFn,
+                mine: np.ndarray | None = None) -> None:
+        """One chunk's packets; ``mine`` (a mask per packet): the packets of the
+        flows this process owns when the capture is sharded (``pipelines.ingest``)."""
         for st, data in chunk.secrets:
             if st == DSB_TLS_KEY_LOG:
                 if self.keylog is None:
@@ -378,7 +387,7 @@ class AppLayer:
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
         events: list[object] = []
-        sel = self._select(dec, pf)
+        sel = self._select(dec, pf, mine)
         fids = pf.flow_id[sel]
         if FAST_PATH and sel.size and (
                 len(self.conns) + np.unique(fids).size <= self.limits.max_open_connections):
@@ -395,6 +404,7 @@ class AppLayer:
                     events = []
             if last >= 0:
                 self.last_ts = int(chunk.ts_ns[last])
+                self.last_packet = int(chunk.index[last])
         else:
             for i in sel.tolist():
                 self._packet(i, chunk, dec, pf, events)
@@ -435,6 +445,7 @@ class AppLayer:
             if conn.reasm[1 - d].held_bytes:
                 conn.deliver(1 - d, conn.reasm[1 - d].ack(ack, ts), events)
         conn.last_ts = ts
+        self.last_packet = int(chunk.index[i])
         flags = int(dec.tcp_flags[i])
         if flags & FIN:
             conn.fin[d] = True

@@ -22,14 +22,49 @@ message tables at the end; the others (the many, in a capture of scans or of
 millions of tiny connections) have no messages, so their venue depends on the
 flow alone (its address and port): the matcher is asked for it batch by batch,
 with an empty directory as the message tables, and their rows are final at once.
+
+Sharding (``workers > 1``): one capture's ingest on several cores. The parent parses
+the capture's first 256 KB and throws the result away (``_warm_up``: Numba's set-up
+and kernel loads, then inherited), makes the staging directory, then forks a child
+per further worker before any thread exists; every process opens, reads and decodes
+the whole capture and runs the whole ``FlowTracker`` (so flow ids, retirement and
+eviction are the same everywhere), but owns only the flows of its shard (``Shard``):
+only it runs the application layer on them and writes their rows of ``tcp_events``,
+``flows``, ``tcp_rtt``, the message tables and their anomalies; rows tied to no flow
+(capture and decode anomalies, ``packets`` of non-flow packets) are shard 0's, the
+parent's. A TCP flow is given, when its first payload packet is seen, to the shard
+with the fewest payload bytes so far (every process sees the same packets in the
+same order, so all agree without talking); a flow without payload by its ``flow_id``
+modulo ``workers``. Each process writes its own part files into the shared staging
+directory (``Staging.part_prefix``). Processes talk over pipes twice: at the end of
+the capture they agree on the last packet any of them gave the application layer (it
+closes the connections still open at that time), and each child sends what it wrote
+(rows per table, anomaly codes) and the side file of its flows with application-
+layer data. The parent then runs the matcher once over everything staged, writes the
+``captures`` row and commits; a child's failure aborts the whole ingest
+(``PcapflowError``), nothing is ever committed partially. The one thing a shard
+cannot see is the other shards' open connections: when more flows with payload that
+have not ended are held than the application layer's ``max_open_connections``, a
+single process might evict connections (by their global recency), so the sharded
+ingest gives up and the capture is ingested in one process instead (``Shard.peak``).
+The tables are the same rows either way, in another order within files
+(``tests/test_ingest_workers.py``); the matcher's SQL numbers messages in stream
+order, not file order, so its output does not depend on it either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import stat
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +75,18 @@ from .. import __version__
 from ..parsers.capture import open_capture
 from ..parsers.capture.reader import DEFAULT_CHUNK_BYTES
 from ..parsers.capture.chunk import PacketChunk
-from ..parsers.decode import NOT_IP, OK, STATUS, DecodedChunk, decode_chunk, ip_to_str
+from ..parsers.decode import (
+    FIN,
+    IPPROTO_TCP,
+    NOT_IP,
+    OK,
+    RST,
+    STATUS,
+    DecodedChunk,
+    decode_chunk,
+    ip_to_str,
+)
+from ..parsers.errors import PcapflowError
 from ..parsers.events import Anomaly
 from ..parsers.tcp.analysis import END_REASONS, EVENT_KINDS, FlowTracker, PacketFlows
 from . import store
@@ -95,10 +141,12 @@ def _ts(values: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(values, dtype=np.int64), type=pa.int64()).cast(TS)
 
 
-def _tcp_event_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> dict | None:
+def _tcp_event_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk,
+                    mine: np.ndarray | None = None) -> dict | None:
     parts: list[tuple[np.ndarray, str]] = []
     for bit, kind in EVENT_KINDS.items():
-        idx = np.flatnonzero(pf.flags & bit)
+        hit = (pf.flags & bit) != 0
+        idx = np.flatnonzero(hit if mine is None else hit & mine)
         if idx.size:
             parts.append((idx, kind))
     if not parts:
@@ -118,8 +166,10 @@ def _tcp_event_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> d
     }
 
 
-def _decode_anomaly_rows(dec: DecodedChunk, chunk: PacketChunk, pf: PacketFlows) -> dict | None:
-    idx = np.flatnonzero((dec.status != OK) & (dec.status != NOT_IP))
+def _decode_anomaly_rows(dec: DecodedChunk, chunk: PacketChunk, pf: PacketFlows,
+                         mine: np.ndarray | None = None) -> dict | None:
+    bad = (dec.status != OK) & (dec.status != NOT_IP)
+    idx = np.flatnonzero(bad if mine is None else bad & mine)
     if idx.size == 0:
         return None
     codes = np.array([STATUS[int(s)] for s in dec.status[idx]], dtype=object)
@@ -242,7 +292,9 @@ class FlowRows:
         self.batch: list[pa.Table] = []
         self.batch_rows = 0
         self._pending: pq.ParquetWriter | None = None
-        self._pending_path = staging.dir / "_flows_with_app_data.parquet"
+        worker = staging.part_prefix.rstrip("-")  # one side file per process
+        self._pending_path = staging.dir / (
+            f"_flows_with_app_data-{worker}.parquet" if worker else "_flows_with_app_data.parquet")
         self._no_messages = staging.dir / "_no_messages"
 
     def add(self, cols: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> None:
@@ -276,23 +328,230 @@ class FlowRows:
                 self.staging.write(table, out)
         self.staging.write("flows", rows)
 
-    def finish(self) -> None:
-        """End of capture: the matcher's run over the message tables, last rows."""
+    def finish(self, *, final: bool = True, more: Sequence[Path] = ()) -> Path | None:
+        """End of capture: the matcher's run over the message tables, last rows.
+
+        A worker process of a sharded ingest (``final=False``) leaves its flows with
+        application-layer data in their side file and returns its path (None: no
+        such flows); the parent passes those files as ``more``, matched with its own.
+        """
         self.flush()
         if self.matcher is None:
-            return
+            return None
+        parts = list(more)
         if self._pending is not None:
             self._pending.close()
             self._pending = None
-            rows = pq.read_table(self._pending_path, schema=FLOW_SCHEMA)
-            self._pending_path.unlink()
-        else:
-            rows = FLOW_SCHEMA.empty_table()
+            if not final:
+                return self._pending_path
+            parts.insert(0, self._pending_path)
+        if not final:
+            return None
+        rows = pa.concat_tables([FLOW_SCHEMA.empty_table(), *(
+            pq.read_table(p, schema=FLOW_SCHEMA) for p in parts)])
+        for p in parts:
+            p.unlink()
         self.staging.close_writers()  # the matcher reads the staged message tables
         matched = self.matcher(self.staging.dir, rows)
         self.staging.write("flows", _with_venues(rows, matched.flow_venue))
         for table, out in matched.tables.items():
             self.staging.write(table, out)
+
+
+class Shard:
+    """Which flows one process of a sharded ingest owns (module docstring).
+
+    Every process keeps the same table, from the same packets: the owner of each
+    TCP flow whose payload was seen and that is not retired yet (``rule``
+    ``"balanced"``: the shard with the fewest payload bytes when the flow's first
+    payload packet comes, ties to the last shard, as the parent has the matcher to
+    run at the end; ``"modulo"``: ``flow_id % count``). Any other flow (no payload
+    yet, UDP) is ``flow_id % count``'s; packets of no flow are shard 0's.
+
+    It also bounds the application layer's open connections over all shards
+    (``peak``), which no shard sees: a connection opens with its flow's first
+    payload and is closed at the latest by a RST, or a FIN in both directions,
+    from then on (``AppLayer._packet``), or when the tracker retires the flow.
+    """
+
+    def __init__(self, index: int, count: int, rule: str = "balanced") -> None:
+        if rule not in ("balanced", "modulo"):
+            raise ValueError(f"unknown shard rule {rule!r}")
+        self.index = index
+        self.count = count
+        self.rule = rule
+        self.owner: dict[int, int] = {}
+        self.load = np.zeros(count, np.int64)
+        self.fins: dict[int, int] = {}  # FIN direction bits since the first payload
+        self.ended: set[int] = set()  # RST, or FIN both ways, since the first payload
+        self.open = 0
+        """Flows of ``owner`` not ended: at least the open connections, all shards."""
+        self.peak = 0
+        """``open`` before the last chunk plus its new flows: at least the most
+        connections open at once during that chunk."""
+
+    def packets(self, dec: DecodedChunk, pf: PacketFlows) -> np.ndarray:
+        """Take a chunk's flows in; per packet: does this process own it?"""
+        fid = pf.flow_id
+        tcp = (fid >= 0) & (dec.proto == IPPROTO_TCP)
+        data = tcp & (dec.payload_caplen > 0)
+        first_at: dict[int, int] = {}
+        if data.any():
+            at = np.flatnonzero(data)
+            flows, first, inverse = np.unique(fid[at], return_index=True, return_inverse=True)
+            nbytes = np.bincount(inverse.reshape(-1), weights=dec.payload_caplen[at],
+                                 minlength=flows.size).astype(np.int64).tolist()
+            owner, load = self.owner, self.load
+            for k in np.argsort(first, kind="stable").tolist():  # in order of appearance
+                f = int(flows[k])
+                s = owner.get(f)
+                if s is None:
+                    s = owner[f] = f % self.count if self.rule == "modulo" else (
+                        self.count - 1 - int(np.argmin(load[::-1])))
+                    first_at[f] = int(at[first[k]])
+                load[s] += nbytes[k]
+        self.peak = self.open + len(first_at)
+        self.open += len(first_at)
+        ends = np.flatnonzero(tcp & ((dec.tcp_flags & (FIN | RST)) != 0))
+        for i, f, d, flags in zip(ends.tolist(), fid[ends].tolist(),
+                                  pf.direction[ends].tolist(), dec.tcp_flags[ends].tolist(),
+                                  strict=True):
+            if f not in self.owner or f in self.ended or i < first_at.get(f, -1):
+                continue
+            bits = self.fins[f] = self.fins.get(f, 0) | (1 << d if flags & FIN else 0)
+            if flags & RST or bits == 3:
+                self.ended.add(f)
+                self.open -= 1
+        return self._mine(fid)
+
+    def _mine(self, fid: np.ndarray) -> np.ndarray:
+        flows, inverse = np.unique(fid, return_inverse=True)
+        get, n = self.owner.get, self.count
+        owners = np.array([get(f, f % n) if f >= 0 else 0 for f in flows.tolist()], np.int64)
+        return (owners == self.index)[inverse.reshape(-1)]
+
+    def retire(self, flow_ids: np.ndarray) -> np.ndarray:
+        """The tracker retired these flows: which are this process's (then forgotten)."""
+        mine = self._mine(flow_ids)
+        for f in flow_ids.tolist():
+            if self.owner.pop(f, None) is not None:
+                self.fins.pop(f, None)
+                if f in self.ended:
+                    self.ended.discard(f)
+                else:
+                    self.open -= 1
+        return mine
+
+
+class _Unshardable(Exception):
+    """The capture needs one process's view (see the module docstring)."""
+
+
+def _message(obj: dict[str, object]) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, PcapflowError) else f"{type(err).__name__}: {text}"
+
+
+class _ChildLink:
+    """A worker process's side of its pipes to the parent."""
+
+    def __init__(self, up: BinaryIO, down: BinaryIO) -> None:
+        self.up, self.down = up, down
+
+    def send(self, obj: dict[str, object]) -> None:
+        self.up.write(_message(obj))
+        self.up.flush()
+
+    def agree_last(self, packet: int, ts: int) -> int:
+        """Send the last packet this process's application layer took; get the
+        time of the last one any process took."""
+        self.send({"last": [packet, ts]})
+        line = self.down.readline()
+        if not line:
+            raise PcapflowError("the parent process went away")
+        return int(json.loads(line)["last_ts"])
+
+
+@dataclass(slots=True)
+class _Worker:
+    pid: int
+    index: int
+    up: BinaryIO
+    down: BinaryIO
+    status: int | None = None
+
+
+class _ParentLink:
+    """The parent's side of the pipes to its workers."""
+
+    def __init__(self, path: str, count: int) -> None:
+        self.path = path
+        self.count = count
+        self.workers: list[_Worker] = []
+
+    def _fail(self, w: _Worker, what: str) -> PcapflowError:
+        return PcapflowError(f"{self.path}: worker process {w.index} of {self.count} failed: "
+                             f"{what}", code="worker_failed")
+
+    def _receive(self, w: _Worker, key: str) -> object:
+        line = w.up.readline()
+        if not line:
+            self.reap(w)
+            status = w.status or 0
+            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exit status {os.waitstatus_to_exitcode(status)}")
+            raise self._fail(w, f"it ended without a result ({how})")
+        msg = json.loads(line)
+        if "fallback" in msg:
+            raise _Unshardable(msg["fallback"])
+        if "error" in msg:
+            raise self._fail(w, str(msg["error"]))
+        return msg[key]
+
+    def agree_last(self, packet: int, ts: int) -> int:
+        best = (packet, ts)
+        for w in self.workers:
+            p, t = self._receive(w, "last")  # type: ignore[misc]
+            best = max(best, (int(p), int(t)))
+        for w in self.workers:
+            with contextlib.suppress(BrokenPipeError):  # gone: ``collect`` says how
+                w.down.write(_message({"last_ts": best[1]}))
+                w.down.flush()
+        return best[1]
+
+    def collect(self) -> list[dict[str, object]]:
+        """Each worker's result, once it has closed its files (it then exits: ``close``
+        waits for that after the commit)."""
+        return [self._receive(w, "done") for w in self.workers]  # type: ignore[misc]
+
+    def reap(self, w: _Worker, kill: bool = False) -> None:
+        if w.status is not None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+        _pid, w.status = os.waitpid(w.pid, 0)
+
+    def close(self, kill: bool) -> None:
+        for w in self.workers:
+            self.reap(w, kill=kill)
+            for f in (w.up, w.down):
+                with contextlib.suppress(OSError):
+                    f.close()
+
+
+def can_shard(path: str) -> bool:
+    """Can this capture be ingested by several processes (a regular file)?"""
+    if path == "-" or not hasattr(os, "fork"):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def ingest_capture(
@@ -304,17 +563,28 @@ def ingest_capture(
     matcher: Matcher | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: ProgressFn | None = None,
+    workers: int = 1,
+    shard_rule: str = "balanced",
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
 
     ``app_layer`` is a factory ``(flow_tracker) -> AppLayer`` (see
-    ``pipelines.connections``); ``None`` stops at the TCP layer.
+    ``pipelines.connections``); ``None`` stops at the TCP layer. ``workers > 1``
+    shards the capture's connections across that many processes (module
+    docstring) when the application layer is on and ``path`` is a regular file;
+    the tables are the same.
     """
     t0 = time.perf_counter()
+    args = (path, packets_table, app_layer, matcher, progress)
+    if workers > 1 and app_layer is not None and can_shard(path):
+        try:
+            return _ingest_sharded(args, data_dir, chunk_bytes, workers, shard_rule, t0)
+        except _Unshardable:
+            pass  # too many open connections to shard: one process, from the start
     staging = store.Staging(data_dir)
     try:
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
-            result = _run(reader, staging, path, packets_table, app_layer, matcher, progress)
+            result = _run(reader, staging, *args)
         result.seconds = time.perf_counter() - t0
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
@@ -324,11 +594,114 @@ def ingest_capture(
         raise
 
 
-def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -> IngestResult:
+WARM_UP_BYTES = 1 << 18
+"""Capture bytes the parent of a sharded ingest parses before it forks (``_warm_up``)."""
+
+
+class _Discard:
+    """A staging stand-in that keeps nothing (``_warm_up``)."""
+
+    dir = None
+
+    def write(self, table: str, batch: object) -> None:
+        pass
+
+
+def _warm_up(path: str, app_factory: Callable[[FlowTracker], object]) -> None:
+    """Parse the start of the capture, keeping nothing, before forking: Numba sets
+    itself up and loads each compiled kernel from its cache once per process, on
+    first use (about half a second in all); done here, the workers inherit them
+    instead of each paying it again. No thread is started, no file written; a
+    failure here is left for the ingest itself to meet and report."""
+    tracker = FlowTracker()
+    app = app_factory(tracker)
+    try:
+        with open_capture(path, chunk_bytes=WARM_UP_BYTES) as reader:
+            for chunk in reader:
+                if len(chunk):
+                    dec = decode_chunk(chunk)
+                    pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+                    app.process(chunk, dec, pf, _Discard(),  # type: ignore[attr-defined]
+                                lambda items: None)
+                break
+    except Exception:  # only an optimisation
+        pass
+
+
+def _ingest_sharded(args: tuple, data_dir: Path, chunk_bytes: int, workers: int,
+                    rule: str, t0: float) -> IngestResult:
+    path = args[0]
+    _warm_up(path, args[2])
+    staging = store.Staging(data_dir)
+    link = _ParentLink(str(path), workers)
+    ok = False
+    try:
+        for k in range(1, workers):
+            link.workers.append(_fork(k, workers, rule, args, staging, chunk_bytes, link))
+        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+            result = _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link)
+        result.seconds = time.perf_counter() - t0
+        staging.commit(result.capture_id)
+        result.seconds = time.perf_counter() - t0
+        ok = True
+        return result
+    except BaseException:
+        link.close(kill=True)  # first: no worker writes into what abort removes
+        staging.abort()
+        raise
+    finally:
+        if ok:
+            link.close(kill=False)
+
+
+def _fork(k: int, count: int, rule: str, args: tuple, staging: store.Staging,
+          chunk_bytes: int, link: _ParentLink) -> _Worker:
+    """Start worker ``k``; in the child, ingest its shard and exit (never return)."""
+    up_r, up_w = os.pipe()
+    down_r, down_w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns on fork with threads alive
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
+            os.close(up_r)
+            os.close(down_w)
+            for w in link.workers:  # the other workers' pipes: theirs and the parent's
+                os.close(w.up.fileno())
+                os.close(w.down.fileno())
+            up = os.fdopen(up_w, "wb")
+            child = _ChildLink(up, os.fdopen(down_r, "rb"))
+            try:
+                staging.part_prefix = f"w{k}-"
+                with open_capture(args[0], chunk_bytes=chunk_bytes) as reader:
+                    _run(reader, staging, *args[:4], None, shard=Shard(k, count, rule),
+                         link=child)
+                code = 0
+            except _Unshardable as err:
+                child.send({"fallback": str(err)})
+            except BaseException as err:
+                child.send({"error": _one_line(err)})
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(up_w)
+    os.close(down_r)
+    return _Worker(pid, k, os.fdopen(up_r, "rb"), os.fdopen(down_w, "wb"))
+
+
+def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
+         shard: Shard | None = None,
+         link: _ParentLink | _ChildLink | None = None) -> IngestResult | None:
     tracker = FlowTracker()
     app = app_factory(tracker) if app_factory is not None else None
     first_ts, last_ts = None, None
     anomaly_codes: dict[str, int] = {}
+    first_shard = shard is None or shard.index == 0
+    max_open = getattr(getattr(app, "limits", None), "max_open_connections", None)
+    parent = os.getppid() if isinstance(link, _ChildLink) else None
 
     def add_anomalies(items: list[Anomaly]) -> None:
         if items:
@@ -341,6 +714,12 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
     def write_retired(cols: dict[str, np.ndarray] | None) -> None:
         if cols is None:
             return
+        if shard is not None:
+            keep = shard.retire(cols["flow_id"])
+            if not keep.all():
+                if not keep.any():
+                    return
+                cols = {k: v[keep] for k, v in cols.items()}
         evicted = np.flatnonzero(cols["evicted"])
         add_anomalies([Anomaly(
             ts=int(cols["last_ts"][k]), flow_id=int(cols["flow_id"][k]), direction=None,
@@ -353,36 +732,66 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
 
     capture_problems: list[str] = []
     for chunk in reader:
-        add_anomalies(chunk.anomalies)
-        capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
-                             if a.layer == "capture"]
+        if first_shard:
+            add_anomalies(chunk.anomalies)
+            capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
+                                 if a.layer == "capture"]
         if len(chunk) == 0:
             continue
         dec = decode_chunk(chunk)
         pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+        mine = None
+        if shard is not None:
+            mine = shard.packets(dec, pf)
+            if max_open is not None and shard.peak > max_open:
+                raise _Unshardable(f"more than {max_open} connections with payload held")
+            if parent is not None and os.getppid() != parent:
+                raise PcapflowError("the parent process went away")
         lo, hi = int(chunk.ts_ns.min()), int(chunk.ts_ns.max())
         first_ts = lo if first_ts is None else min(first_ts, lo)
         last_ts = hi if last_ts is None else max(last_ts, hi)
-        rows = _tcp_event_rows(pf, dec, chunk)
+        rows = _tcp_event_rows(pf, dec, chunk, mine)
         if rows:
             staging.write("tcp_events", rows)
-        rows = _decode_anomaly_rows(dec, chunk, pf)
+        rows = _decode_anomaly_rows(dec, chunk, pf, mine)
         if rows:
             staging.write("anomalies", rows)
             for code in rows["code"].to_pylist():
                 anomaly_codes[code] = anomaly_codes.get(code, 0) + 1
         if packets_table:
-            staging.write("packets", _packet_rows(pf, dec, chunk))
+            rows = _packet_rows(pf, dec, chunk)
+            if mine is not None:
+                keep = pa.array(mine)
+                rows = {k: v.filter(keep) for k, v in rows.items()}
+            staging.write("packets", rows)
         if app is not None:
-            app.process(chunk, dec, pf, staging, add_anomalies)
+            app.process(chunk, dec, pf, staging, add_anomalies, mine)
         # after the application layer has seen this chunk's packets of them
         write_retired(tracker.take_retired())
         if progress is not None:
             progress(reader.bytes_read, reader.packets)
     if app is not None:
+        if link is not None:  # the connections still open close at the same time everywhere
+            app.last_ts = link.agree_last(app.last_packet, app.last_ts)
         app.finish(staging, add_anomalies)
     write_retired(tracker.finish())
-    flows.finish()
+    if isinstance(link, _ChildLink):
+        pending = flows.finish(final=False)
+        staging.close_writers()
+        link.send({"done": {"rows": staging.rows, "anomaly_codes": anomaly_codes,
+                            "pending": str(pending) if pending is not None else None}})
+        return None
+    more: list[Path] = []
+    child_rows: dict[str, int] = {}
+    if link is not None:
+        for part in link.collect():
+            if part["pending"] is not None:
+                more.append(Path(part["pending"]))  # type: ignore[arg-type]
+            for name, n in part["anomaly_codes"].items():  # type: ignore[attr-defined]
+                anomaly_codes[name] = anomaly_codes.get(name, 0) + n
+            for name, n in part["rows"].items():  # type: ignore[attr-defined]
+                child_rows[name] = child_rows.get(name, 0) + n
+    flows.finish(more=more)
     sha = reader.sha256
     capture_id = sha[:16]
     now = time.time_ns()
@@ -404,6 +813,7 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress) -
     return IngestResult(
         path=str(path), capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
-        rows=dict(staging.rows), anomaly_codes=anomaly_codes,
+        rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
+        anomaly_codes=anomaly_codes,
         capture_problems=capture_problems,
     )

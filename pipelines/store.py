@@ -197,6 +197,10 @@ class Staging:
 
     def __init__(self, root: Path, *, row_group_rows: int = 1 << 20) -> None:
         self.root = root
+        self.part_prefix = ""
+        """Prefix of this process's part names: ``part-<prefix><n>.parquet``. Worker
+        processes of one ingest share the directory, each with its own prefix
+        (``pipelines.ingest``, sharding); only the process that made it commits."""
         self.txn = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.dir = root / STAGING / self.txn
         self.dir.mkdir(parents=True)
@@ -262,7 +266,7 @@ class Staging:
             self._parts[table] = part + 1
             schema = pa.schema([f for f in TABLES[table] if f.name != "capture_id"])
             w = pq.ParquetWriter(
-                self.dir / table / f"part-{part}.parquet",
+                self.dir / table / f"part-{self.part_prefix}{part}.parquet",
                 schema,
                 compression="zstd",
                 use_dictionary=dictionary_columns(schema),

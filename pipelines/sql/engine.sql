@@ -53,7 +53,7 @@ candidate AS (
       ON e.order_id = o.subject_order_id AND e.event_kind = o.kind AND e.ts > o.ts
      AND e.venue IS NOT DISTINCT FROM o.venue),
 first AS (
-    SELECT order_key, arg_min(rid, (ts, stream_offset)) AS rid
+    SELECT order_key, arg_min(rid, (ts, stream_offset, rid)) AS rid
     FROM candidate GROUP BY order_key)
 SELECT o.order_key, o.venue, e.flow_id, 'websocket' AS protocol, o.endpoint, o.kind,
        coalesce(o.subject, o.subject_order_id) AS correlation_id, o.request_id,

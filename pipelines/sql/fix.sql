@@ -13,9 +13,11 @@
 -- replies' field lists, for RefSeqNum and the reject reasons).
 -- Input: fix_messages, flow_rules. Output: fix_orders, fix_acks.
 
--- The messages read (none: match.py skips the rest of this file, GATES).
+-- The messages read (none: match.py skips the rest of this file, GATES); rid:
+-- stream order, not the order the rows were written in (see websocket.sql).
 CREATE OR REPLACE TEMP TABLE fix_in AS
-SELECT row_number() OVER () AS rid, m.flow_id, m.direction, m.msg_type, m.seq_num,
+SELECT row_number() OVER (ORDER BY m.flow_id, m.direction, m.stream_offset, m.ts_last) AS rid,
+       m.flow_id, m.direction, m.msg_type, m.seq_num,
        m.cl_ord_id, m.orig_cl_ord_id, nullif(m.order_id, 'NONE') AS order_id, m.exec_type,
        CASE WHEN m.direction = 'in' THEN m.fields END AS fields,
        epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset, f.venue
@@ -59,7 +61,7 @@ FROM fix_orders o JOIN fix_replies r
 
 CREATE OR REPLACE TEMP TABLE fix_acks AS
 WITH best AS (
-    SELECT order_rid, arg_min(reply_rid, (fallback, ts)) AS reply_rid
+    SELECT order_rid, arg_min(reply_rid, (fallback, ts, reply_rid)) AS reply_rid
     FROM fix_candidates GROUP BY order_rid)
 SELECT o.order_key, o.venue, o.flow_id, o.protocol, o.endpoint, o.kind, o.correlation_id,
        o.request_id, o.client_order_id, o.orig_client_order_id,

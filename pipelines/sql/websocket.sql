@@ -18,9 +18,12 @@
 -- ws_actions.
 -- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
 
--- The messages read (none: match.py skips the rest of this file, GATES).
+-- The messages read (none: match.py skips the rest of this file, GATES). A
+-- message's rid is its place in stream order, whatever order the rows were
+-- written in (an ingest sharded across processes writes several files).
 CREATE OR REPLACE TEMP TABLE ws_in AS
-SELECT row_number() OVER () AS rid, m.flow_id, m.direction,
+SELECT row_number() OVER (ORDER BY m.flow_id, m.direction, m.stream_offset, m.ts_last) AS rid,
+       m.flow_id, m.direction,
        epoch_ns(m.ts_last) AS ts, epoch_ns(m.ts_first) AS ts_first, m.stream_offset,
        m.payload AS doc, m.keyed, m.event, f.venue, f.dialect
 FROM ws_candidates m JOIN flow_rules f USING (flow_id)
