@@ -150,13 +150,17 @@ def ingest(
         console=console,
         transient=True,
         disable=not console.is_terminal,
+        # redrawn after each chunk, not by rich's refresh thread: a sharded ingest
+        # forks its workers, and no thread should be running at a fork
+        auto_refresh=False,
     ) as prog:
         tasks = {c: prog.add_task(Path(c).name, total=sizes[c] or None, info="") for c in captures}
 
         def progress(path: str, nbytes: int, npk: int) -> None:
             t = tasks[path]
             el = prog.tasks[t].elapsed or 1e-9
-            prog.update(t, completed=nbytes, info=f"{npk:,} packets, {npk / el:,.0f} pkt/s")
+            prog.update(t, completed=nbytes, info=f"{npk:,} packets, {npk / el:,.0f} pkt/s",
+                        refresh=True)
 
         results = api.ingest(
             captures,

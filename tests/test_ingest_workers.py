@@ -8,6 +8,7 @@ out (the wall-clock time of each ingest).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -285,3 +286,38 @@ def test_jobs_and_workers(tmp_path: Path) -> None:
     pcapflow.ingest(caps, keylog=keys, data=tmp_path / "many", jobs=2, workers=2)
     assert_same_tables(tmp_path / "one", tmp_path / "many")
     assert _worker_parts(tmp_path / "many")
+
+
+_FORK_THREADS = """
+import json, os, sys, threading
+from rich.console import Console
+import pcapflow.cli as cli
+cli.console = Console(force_terminal=True, width=100)  # the progress bar is drawn
+seen = []
+real_fork = os.fork
+def fork():
+    seen.append(sorted(t.name for t in threading.enumerate()))
+    return real_fork()
+os.fork = fork
+out, sys.argv = sys.argv[1], ["pcapflow", "ingest", *sys.argv[2:]]
+code = 0
+try:
+    cli.main()
+except SystemExit as e:
+    code = e.code or 0
+with open(out, "w") as fh:
+    json.dump({"code": code, "threads_at_fork": seen}, fh)
+"""
+
+
+def test_no_thread_runs_when_the_cli_forks_its_workers(tmp_path: Path) -> None:
+    """In a terminal the CLI draws a progress bar; it must not be redrawn by a
+    thread of its own, which would be alive when the workers are forked."""
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    out = tmp_path / "out.json"
+    p = subprocess.run([sys.executable, "-c", _FORK_THREADS, str(out), str(cap), "--keylog",
+                        str(_keylog(cap)[0]), "--data", str(tmp_path / "d"), "-w", "2"],
+                       capture_output=True, text=True, timeout=300, env=child_env())
+    assert p.returncode == 0, p.stderr
+    got = json.loads(out.read_text())
+    assert got == {"code": 0, "threads_at_fork": [["MainThread"]]}, got
