@@ -12,7 +12,9 @@ untimed warm-up run; each run into a fresh dataset directory), the pcapflow
 Python API in a subprocess (its own reported seconds exclude interpreter start
 and imports), ``tshark -T fields`` printing the equivalent TCP fields, and a
 dpkt loop (``dpkt_loop.py``). With ``--app --keylog K``: ``pcapflow ingest
---keylog K`` and ``tshark -o tls.keylog_file:K -Y websocket``.
+--keylog K`` (``--workers auto``: its connections sharded over the CPUs, and
+again as ``pcapflow_app_1w`` with ``--workers 1``) and ``tshark -o
+tls.keylog_file:K -Y websocket``.
 
 Ratios are speedups, peer wall time / pcapflow wall time (warm CLI), so >1 means
 pcapflow is faster. Output: a table on stdout and, with ``--json``, every number.
@@ -44,6 +46,7 @@ TSHARK_WS_FIELDS = ("frame.time_epoch", "tcp.stream", "websocket.opcode",
 TARGET_PPS = 1.5e6
 TARGET_VS_TSHARK = 20.0
 TARGET_VS_DPKT = 10.0
+TARGET_APP_VS_TSHARK = 10.0  # issue 3: ingest --keylog against tshark -Y websocket
 TARGET_RSS_BYTES = 1 << 30
 RSS_TARGET_MIN_FILE = 1.5e9  # the RSS bound is judged on a ~2 GB capture only
 STDERR_KEEP = 2000  # characters of a failed tool's stderr kept in the report
@@ -218,7 +221,8 @@ def run_all(a: argparse.Namespace) -> dict:
                 d.extra.update(json.loads(d.runs[0].stdout))
         if a.app:
             keys = ["--keylog", a.keylog] if a.keylog else []
-            b.run_tool("pcapflow_app", ingest_cmd(*keys))
+            b.run_tool("pcapflow_app", ingest_cmd(*keys))  # --workers auto
+            b.run_tool("pcapflow_app_1w", ingest_cmd(*keys, "--workers", "1"))
             if shutil.which("tshark"):
                 cmd = ["tshark", "-n", "-r", cap, "-Y", "websocket", "-T", "fields"]
                 if a.keylog:
@@ -256,6 +260,8 @@ def report(b: Bench) -> dict:
         "tcp_only_pkts_per_s>=1.5M": _target(pf.pkts_per_s if pf else None, TARGET_PPS),
         "vs_tshark>=20x": _target(ratios.get("pcapflow_vs_tshark"), TARGET_VS_TSHARK),
         "vs_dpkt>=10x": _target(ratios.get("pcapflow_vs_dpkt"), TARGET_VS_DPKT),
+        "app_vs_tshark_app>=10x": _target(ratios.get("pcapflow_vs_tshark_app"),
+                                          TARGET_APP_VS_TSHARK),
         "peak_rss<1GiB_on_2GB": (
             _target(TARGET_RSS_BYTES / (rss * 1024 * 1024) if rss else None, 1.0)
             if b.size >= RSS_TARGET_MIN_FILE else "not judged (capture < 1.5 GB)"),
@@ -305,7 +311,8 @@ def print_table(doc: dict) -> None:
         if not t["ok"]:
             print(f"{name:<15} FAILED {t['note']}")
             continue
-        base = doc["tools"].get("pcapflow_app", pf) if name == "tshark_app" else pf
+        base = (doc["tools"].get("pcapflow_app", pf)
+                if name in ("tshark_app", "pcapflow_app_1w") else pf)
         x = t["best_s"] / base["best_s"] if base.get("best_s") else 0
         best = min(t["runs"], key=lambda r: r["wall_s"])
         print(f"{name:<15}{t['best_s']:>9.3f}{best['cpu_s']:>8.2f}{t['pkts_per_s']:>13,.0f}"

@@ -73,8 +73,8 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..parsers.capture import open_capture
-from ..parsers.capture.reader import DEFAULT_CHUNK_BYTES
 from ..parsers.capture.chunk import PacketChunk
+from ..parsers.capture.reader import DEFAULT_CHUNK_BYTES
 from ..parsers.decode import (
     FIN,
     IPPROTO_TCP,
@@ -616,7 +616,7 @@ def _warm_up(path: str, app_factory: Callable[[FlowTracker], object]) -> None:
     tracker = FlowTracker()
     app = app_factory(tracker)
     try:
-        with open_capture(path, chunk_bytes=WARM_UP_BYTES) as reader:
+        with open_capture(path, chunk_bytes=WARM_UP_BYTES, hash=False) as reader:
             for chunk in reader:
                 if len(chunk):
                     dec = decode_chunk(chunk)
@@ -675,7 +675,8 @@ def _fork(k: int, count: int, rule: str, args: tuple, staging: store.Staging,
             child = _ChildLink(up, os.fdopen(down_r, "rb"))
             try:
                 staging.part_prefix = f"w{k}-"
-                with open_capture(args[0], chunk_bytes=chunk_bytes) as reader:
+                # the parent hashes the file: the workers only read it
+                with open_capture(args[0], chunk_bytes=chunk_bytes, hash=False) as reader:
                     _run(reader, staging, *args[:4], None, shard=Shard(k, count, rule),
                          link=child)
                 code = 0

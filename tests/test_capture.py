@@ -486,3 +486,23 @@ def test_garbage_after_header_is_anomaly_or_packets(body: bytes, chunk_bytes: in
     assert all(0 <= c <= MAX_CAPLEN for c in got.caplen)
     assert all(len(d) == c for d, c in zip(got.data, got.caplen, strict=True))
 
+
+
+def test_a_reader_without_hashing_reads_the_same_packets_and_starts_no_thread() -> None:
+    """``hash=False`` (the workers of a sharded ingest): same packets, no SHA-256."""
+    path = Path(__file__).resolve().parents[1] / "sample_pcaps" / "binance_wsapi_tls13.pcap"
+
+    def packets(cap: object) -> list[tuple[int, int, int]]:
+        return [p for c in cap for p in zip(c.index.tolist(), c.ts_ns.tolist(),  # type: ignore[attr-defined]
+                                             c.caplen.tolist(), strict=True)]
+
+    with open_capture(str(path)) as cap:
+        want = packets(cap)
+        assert cap.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    before = threading.active_count()
+    with open_capture(str(path), chunk_bytes=1 << 12, hash=False) as cap:
+        got = packets(cap)
+        assert threading.active_count() == before
+        with pytest.raises(ValueError, match="hash=False"):
+            _ = cap.sha256
+    assert got == want and len(want) > 100

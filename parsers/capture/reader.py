@@ -58,12 +58,15 @@ class Scanner(Protocol):
 
 
 def open_capture(
-    source: str | os.PathLike[str] | BinaryIO, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    source: str | os.PathLike[str] | BinaryIO, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    hash: bool = True,
 ) -> CaptureReader:
     """Open a pcap or pcapng capture, plain, gzip- or zstd-compressed.
 
     ``source`` is a path, ``"-"`` for standard input, or a binary file object
-    (read from its current position, never closed by us). Raises ``CaptureError``
+    (read from its current position, never closed by us). ``hash=False``: no
+    SHA-256 of the file (``sha256`` raises), for a second reader of a file whose
+    hash the first one computes. Raises ``CaptureError``
     with code ``unreadable``, ``truncated_header``, ``not_a_capture``,
     ``bad_header`` or ``bad_compression``.
     """
@@ -72,7 +75,7 @@ def open_capture(
     f, path, own = _open_source(source)
     raw = None
     try:
-        raw = RawSource(f)
+        raw = RawSource(f, hash=hash)
         magic = _guarded(raw.magic, path)
         stream, compression = decompressed(raw, magic)
         scanner, start = _read_head(stream, path, compression)

@@ -39,13 +39,16 @@ class RawSource(io.RawIOBase):
     SHA-256 runs in one background thread (``hashlib`` releases the GIL on large
     updates), so hashing a capture overlaps with decoding it instead of adding
     to it; updates stay in read order because a single worker runs them FIFO.
+    ``hash=False``: no hashing and no thread (``sha256`` then raises), for a
+    reader whose hash another one computes (the workers of a sharded ingest).
     """
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, *, hash: bool = True) -> None:
         super().__init__()
         self._f = f
-        self._hash = hashlib.sha256()
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapflow-sha256")
+        self._hash = hashlib.sha256() if hash else None
+        self._hasher = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapflow-sha256")
+                        if hash else None)
         self._pending: deque[Future[None]] = deque()
         # True while the caller promises never to write again into a buffer it had
         # filled (the capture reader allocates a fresh one per chunk): the hash then
@@ -68,11 +71,12 @@ class RawSource(io.RawIOBase):
         if got == 0:
             self.at_eof = True
             return 0
-        view = memoryview(b)[:got]
-        data = view if self.owned_buffers else bytes(view)
-        self._pending.append(self._hasher.submit(self._hash.update, data))
-        while len(self._pending) > MAX_PENDING_HASHES:
-            self._pending.popleft().result()
+        if self._hasher is not None:
+            view = memoryview(b)[:got]
+            data = view if self.owned_buffers else bytes(view)
+            self._pending.append(self._hasher.submit(self._hash.update, data))  # type: ignore[union-attr]
+            while len(self._pending) > MAX_PENDING_HASHES:
+                self._pending.popleft().result()
         self.bytes_read += got
         return got
 
@@ -97,7 +101,10 @@ class RawSource(io.RawIOBase):
         return self._ahead[:4]
 
     def drain(self) -> None:
-        """Read (and hash) the rest of the raw input, so ``sha256`` covers the file."""
+        """Read (and hash) the rest of the raw input, so ``sha256`` covers the file
+        (nothing to do without hashing)."""
+        if self._hasher is None:
+            return
         buf = bytearray(DRAIN_BYTES)  # reused below: never hashed in place
         self.owned_buffers = False
         self._ahead = b""
@@ -106,6 +113,8 @@ class RawSource(io.RawIOBase):
 
     @property
     def sha256(self) -> str:
+        if self._hash is None:
+            raise ValueError("this source was opened with hash=False")
         while self._pending:
             self._pending.popleft().result()
         return self._hash.hexdigest()
@@ -113,7 +122,8 @@ class RawSource(io.RawIOBase):
     def close(self) -> None:
         while self._pending:
             self._pending.popleft().result()
-        self._hasher.shutdown(wait=True)
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
         super().close()
 
 
