@@ -134,5 +134,30 @@ def test_runner_json_has_every_tool(small_plan: mc.Plan, tmp_path: Path) -> None
     assert ev.get("out_of_order", 0) == want["out_of_order"]
     assert ev.get("duplicate_ack", 0) == want["duplicate_ack"]
     assert set(doc["targets"]) == {"tcp_only_pkts_per_s>=1.5M", "vs_tshark>=20x",
-                                   "vs_dpkt>=10x", "peak_rss<1GiB_on_2GB"}
+                                   "vs_dpkt>=10x", "app_vs_tshark_app>=10x",
+                                   "peak_rss<1GiB_on_2GB"}
+    assert doc["targets"]["app_vs_tshark_app>=10x"] == "not measured"  # no --app here
     assert "cat" in proc.stdout and "pcapflow" in proc.stdout
+
+
+def test_runner_app_mode_runs_both_worker_settings(tmp_path: Path) -> None:
+    """``--app``: the CLI with its default workers and with ``--workers 1``, and
+    tshark decrypting WebSocket when it is installed, each on the same capture."""
+    samples = BENCH.parent / "sample_pcaps"
+    cap, key = samples / "binance_wsapi_tls13.pcap", samples / "binance_wsapi_tls13.keylog"
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), str(cap), "--app", "--keylog", str(key),
+         "--dpkt", "--repeat", "1", "--no-cold", "--json", str(out), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    doc = json.loads(out.read_text())
+    for name in ("pcapflow_app", "pcapflow_app_1w"):
+        t = doc["tools"][name]
+        assert t["ok"] and t["best_s"] > 0, (name, t["note"])
+    assert doc["tools"]["pcapflow_app_1w"]["cmd"][-4:-2] == ["--workers", "1"]
+    if shutil.which("tshark"):
+        assert doc["tools"]["tshark_app"]["ok"]
+        assert doc["ratios"]["pcapflow_vs_tshark_app"] > 0
+        assert doc["targets"]["app_vs_tshark_app>=10x"] != "not measured"
