@@ -381,6 +381,10 @@ class Shard:
         self.count = count
         self.rule = rule
         self.owner: dict[int, int] = {}
+        # ``owner`` as sorted arrays for ``_mine``, rebuilt when it changed
+        self._keys = np.zeros(0, np.int64)
+        self._vals = np.zeros(0, np.int64)
+        self._dirty = False
         self.load = np.zeros(count, np.int64)
         self.fins: dict[int, int] = {}  # FIN direction bits since the first payload
         self.ended: set[int] = set()  # RST, or FIN both ways, since the first payload
@@ -396,8 +400,12 @@ class Shard:
         tcp = (fid >= 0) & (dec.proto == IPPROTO_TCP)
         data = tcp & (dec.payload_caplen > 0)
         first_at: dict[int, int] = {}
-        if data.any():
-            at = np.flatnonzero(data)
+        at = np.flatnonzero(data)
+        known, owners = self._lookup(fid[at])
+        if at.size and known.all():  # no new flow: the order of the sums does not matter
+            self.load += np.bincount(owners, weights=dec.payload_caplen[at],
+                                     minlength=self.count).astype(np.int64)
+        elif at.size:
             flows, first, inverse = np.unique(fid[at], return_index=True, return_inverse=True)
             nbytes = np.bincount(inverse.reshape(-1), weights=dec.payload_caplen[at],
                                  minlength=flows.size).astype(np.int64).tolist()
@@ -408,6 +416,7 @@ class Shard:
                 if s is None:
                     s = owner[f] = f % self.count if self.rule == "modulo" else (
                         self.count - 1 - int(np.argmin(load[::-1])))
+                    self._dirty = True
                     first_at[f] = int(at[first[k]])
                 load[s] += nbytes[k]
         self.peak = self.open + len(first_at)
@@ -425,16 +434,34 @@ class Shard:
         return self._mine(fid)
 
     def _mine(self, fid: np.ndarray) -> np.ndarray:
-        flows, inverse = np.unique(fid, return_inverse=True)
-        get, n = self.owner.get, self.count
-        owners = np.array([get(f, f % n) if f >= 0 else 0 for f in flows.tolist()], np.int64)
-        return (owners == self.index)[inverse.reshape(-1)]
+        """Per flow id: is it this process's? (A lookup in the sorted ``owner``
+        arrays: a chunk has many packets and few flows, and a sort per chunk
+        cost more than the rest of the sharding.)"""
+        return self._lookup(fid)[1] == self.index
+
+    def _lookup(self, fid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per flow id: is it in ``owner``, and its shard (``owner``'s, else the
+        default: ``flow_id % count``, shard 0 for no flow)."""
+        if self._dirty:
+            self._keys = np.fromiter(self.owner.keys(), np.int64, len(self.owner))
+            self._vals = np.fromiter(self.owner.values(), np.int64, len(self.owner))
+            order = np.argsort(self._keys)
+            self._keys, self._vals = self._keys[order], self._vals[order]
+            self._dirty = False
+        owners = np.where(fid >= 0, fid % self.count, 0)
+        hit = np.zeros(fid.shape, np.bool_)
+        if self._keys.size:
+            pos = np.minimum(np.searchsorted(self._keys, fid), self._keys.size - 1)
+            hit = self._keys[pos] == fid
+            owners[hit] = self._vals[pos[hit]]
+        return hit, owners
 
     def retire(self, flow_ids: np.ndarray) -> np.ndarray:
         """The tracker retired these flows: which are this process's (then forgotten)."""
         mine = self._mine(flow_ids)
         for f in flow_ids.tolist():
             if self.owner.pop(f, None) is not None:
+                self._dirty = True
                 self.fins.pop(f, None)
                 if f in self.ended:
                     self.ended.discard(f)
