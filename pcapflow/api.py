@@ -32,6 +32,11 @@ def auto_workers(path: str | os.PathLike[str], *, app: bool = True, jobs: int = 
     return max(1, min(cpus, AUTO_MAX_WORKERS))
 
 
+def _workers(path: str | os.PathLike[str], workers: int | str, *, app: bool, jobs: int) -> int:
+    """The processes one capture gets: ``workers``, or ``auto_workers`` for "auto"."""
+    return auto_workers(path, app=app, jobs=jobs) if workers == "auto" else int(workers)
+
+
 def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
                  limits: Mapping[str, int | str] | None = None) -> object | None:
     """The application-layer stage, when it is available (None = TCP layer only)."""
@@ -99,7 +104,7 @@ def ingest(
     venues_s = str(venues) if venues is not None else None
     if jobs > 1 and len(paths) > 1:
         work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}),
-                 auto_workers(p, app=app, jobs=jobs) if workers == "auto" else int(workers))
+                 _workers(p, workers, app=app, jobs=jobs))
                 for p in paths]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_one, work))
@@ -111,7 +116,7 @@ def ingest(
         if progress is not None:
             def cb(nbytes: int, npk: int, _p: str = str(p)) -> None:
                 progress(_p, nbytes, npk)
-        n = auto_workers(p, app=app) if workers == "auto" else int(workers)
+        n = _workers(p, workers, app=app, jobs=1)  # one capture at a time here
         results.append(ingest_capture(
             str(p), root, packets_table=packets, app_layer=app_factory,
             matcher=matcher, progress=cb, workers=n,  # type: ignore[arg-type]

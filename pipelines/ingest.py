@@ -381,7 +381,7 @@ class Shard:
         self.count = count
         self.rule = rule
         self.owner: dict[int, int] = {}
-        # ``owner`` as sorted arrays for ``_mine``, rebuilt when it changed
+        # ``owner`` as sorted arrays for ``_lookup``, rebuilt when it changed
         self._keys = np.zeros(0, np.int64)
         self._vals = np.zeros(0, np.int64)
         self._dirty = False
