@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from pcapflow.parsers.events import Run
 from pcapflow.parsers.fix import FixSession
-from pcapflow.pipelines.rows import RowBuffers
+from pcapflow.pipelines.tables.rows import RowBuffers
 
 SOH = "\x01"
 

@@ -1,4 +1,4 @@
-"""Events shared by every session parser, and the stream-parser protocol.
+"""Events shared by every session parser: directions, anomalies, pieces and runs.
 
 How this works: after TCP reassembly, each connection's two byte streams are
 handed to a per-connection *session* parser in pieces. A piece is a run of
@@ -14,6 +14,7 @@ plaintext for another parser (TLS) hands it on as pieces with the enclosing
 record's times, so the same rule composes through layers.
 
 Every event is a frozen, slotted, keyword-only dataclass (STYLE.md rule 3).
+The session protocol itself is ``protocols.base.SessionParser``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ Direction = Literal["out", "in"]
 
 OUT: Direction = "out"
 IN: Direction = "in"
+DIRECTIONS: tuple[Direction, Direction] = (OUT, IN)
+"""Indexed by direction code: 0 = ``out``, 1 = ``in`` (as ``PacketFlows.direction``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,34 +71,30 @@ class Run:
             start = end
 
 
-def feed_pieces(parser: object, direction: Direction, run: Run) -> list[object]:
+class Event(Protocol):
+    """What a session parser returns: a frozen dataclass naming its connection.
+
+    Structural on purpose: the set of event types is the registry's
+    (``protocols.registry``: each ``ProtocolSpec.events`` says what each of its
+    types becomes), so a new protocol adds its events without editing a central
+    union; ``tests/test_registry.py`` checks that every event type is registered.
+    """
+
+    @property
+    def flow_id(self) -> int: ...
+
+
+class Feeder(Protocol):
+    """Anything with the piece-by-piece ``feed`` of ``protocols.base.SessionParser``."""
+
+    def feed(self, direction: Direction, data: bytes, ts_first: int,
+             ts_last: int) -> list[Event]: ...
+
+
+def feed_pieces(parser: Feeder, direction: Direction, run: Run) -> list[Event]:
     """``feed_many`` for parsers without a batch path: ``feed`` piece by piece."""
-    out: list[object] = []
-    feed = parser.feed  # type: ignore[attr-defined]
+    out: list[Event] = []
+    feed = parser.feed
     for data, t1, t2 in run.pieces():
         out += feed(direction, data, t1, t2)
     return out
-
-
-class Event(Protocol):
-    """Anything a session parser returns; each concrete type feeds one table."""
-
-
-class SessionParser(Protocol):
-    """The sans-IO shape of every per-connection application parser.
-
-    ``feed`` takes the next in-order piece of one direction's stream;
-    ``gap`` says ``length`` bytes of that direction were never captured (the
-    parser must resynchronise or stop, recording an ``Anomaly``);
-    ``finish`` flushes at the end of the connection or capture.
-    All return a list of events (possibly empty); none raise on bad traffic.
-    """
-
-    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
-        ...
-
-    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
-        ...
-
-    def finish(self, ts: int) -> list[object]:
-        ...

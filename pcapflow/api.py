@@ -41,8 +41,8 @@ def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
                  limits: Mapping[str, int | str] | None = None) -> object | None:
     """The application-layer stage, when it is available (None = TCP layer only)."""
     try:
+        from .parsers.limits import Limits
         from .pipelines.connections import AppLayer
-        from .pipelines.limits import Limits
     except ImportError:
         return None
     return AppLayer.factory(keylog=[str(k) for k in keylog or []],
@@ -91,7 +91,7 @@ def ingest(
     Re-ingesting a capture (same sha256) replaces its rows and touches nothing
     else. ``venues`` is a TOML venue map (see ``pcapflow.venues``). ``jobs > 1``
     ingests several captures in parallel processes. ``limits`` overrides resource
-    caps by name (``pipelines.limits.Limits``, e.g. ``{"ws_max_message": "32M"}``).
+    caps by name (``parsers.limits.Limits``, e.g. ``{"ws_max_message": "32M"}``).
     ``workers > 1`` ingests each capture with that many processes, its connections
     sharded across them (same tables; a regular file and the application layer
     only, else one process); ``"auto"``: ``auto_workers`` per capture.

@@ -126,7 +126,7 @@ def ingest(
     if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
         raise typer.BadParameter(f"{workers!r}: a positive number or auto",
                                  param_hint="--workers")
-    from .pipelines.limits import Limits
+    from .parsers.limits import Limits
 
     overrides = {}
     for item in limit or []:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from .pipelines import store
-from .pipelines.schemas import TABLES
+from .pipelines.tables.schemas import TABLES
 
 if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` needs neither
     import duckdb

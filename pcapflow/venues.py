@@ -57,8 +57,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from .parsers.errors import ConfigError
-from .pipelines.ingest import MatchOutput
-from .pipelines.match import match_staged
+from .pipelines.match import MatchOutput, match_staged
 from .pipelines.venue_rules import MATCHERS, Assignment, FlowFacts
 
 

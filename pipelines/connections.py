@@ -51,23 +51,23 @@ import pyarrow as pa
 
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ..parsers.detect import detect, find_resync
-from ..parsers.events import Anomaly, Direction, Run
-from ..parsers.fix import FixSession
-from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
+from ..parsers.detect import UNKNOWN, detect
+from ..parsers.events import DIRECTIONS, Anomaly, Event, Run
+from ..parsers.limits import Limits
+from ..parsers.protocols.base import SessionContext, SessionParser
+from ..parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
 from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
-from ..parsers.tls import KeyLog, TlsSession
-from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
-from .limits import Limits
-from .rows import RowBuffers
+from ..parsers.tls import KeyLog
+from ..parsers.tls.keylog import PCAPNG_DSB_TLS_KEY_LOG
 from .segments import gather, rtt_walk, simple_prefix
+from .tables.rows import FlushHook, RowBuffers, TableSink
 
-TLS_HANDSHAKE = 22  # TLS ContentType handshake
-# pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
-DSB_TLS_KEY_LOG = 0x544C534B
-
-_DIRECTIONS = pa.array(["out", "in"], pa.string())  # by direction code 0 / 1
+_DIRECTIONS = pa.array(DIRECTIONS, pa.string())  # by direction code 0 / 1
+_CARRIER = {t: e.carrier for t, e in EVENTS.items() if e.carrier is not None}
+"""Event types that carry bytes for the next layer (TLS plaintext): piece or run."""
+_FLOW_INFO = {t: e.flow_info for t, e in EVENTS.items() if e.flow_info is not None}
+_UPGRADES = [(s.upgrade, s.name) for s in REGISTRY if s.upgrade is not None]
 
 # Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
@@ -82,23 +82,16 @@ RECHECK = 256
 # Events buffered before they are turned into rows.
 DISPATCH_EVENTS = 4096
 
-DIRS: tuple[Direction, Direction] = ("out", "in")
+DIRS = DIRECTIONS
 AnomalyFn = Callable[[list[Anomaly]], None]
 
 
-def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
-                 limits: Limits) -> object | None:
-    """The session parser registry: protocol name -> parser (None = not parsed)."""
-    if proto == "tls" and not inner:
-        return TlsSession(flow_id, keylog)
-    if proto == "http":
-        return HttpSession(flow_id, max_body=limits.http_max_body,
-                           max_header=limits.http_max_header,
-                           ws_max_message=limits.ws_max_message,
-                           ws_max_inflated=limits.ws_max_inflated)
-    if proto == "fix":
-        return FixSession(flow_id, max_message=limits.fix_max_message)
-    return None
+def _session_for(proto: str, ctx: SessionContext) -> SessionParser | None:
+    """The registry's session for ``proto`` (None = detected, not parsed)."""
+    spec = BY_NAME[proto]
+    if spec.session is None or (ctx.inner and not spec.nests):
+        return None
+    return spec.session(ctx)
 
 
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
@@ -140,13 +133,13 @@ class _Layer:
         self.inner = inner
         self.limits = limits
         self.name: str | None = None  # protocol once detected, "unknown" when given up
-        self.session: object | None = None
+        self.session: SessionParser | None = None
         self.pending: list[tuple[int, bytes, int, int] | tuple[int, int, int]] = []
         self.seen = [b"", b""]
 
-    def feed(self, d: int, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+    def feed(self, d: int, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         if self.session is not None:
-            return self.session.feed(DIRS[d], data, ts_first, ts_last)  # type: ignore[attr-defined]
+            return self.session.feed(DIRS[d], data, ts_first, ts_last)
         if self.name is not None:
             return []
         self.pending.append((d, data, ts_first, ts_last))
@@ -155,60 +148,59 @@ class _Layer:
             self.seen[d] += data[: detect_bytes - len(self.seen[d])]
         return self._try_detect(ts_last)
 
-    def feed_many(self, d: int, run: Run) -> list[object]:
+    def feed_many(self, d: int, run: Run) -> list[Event]:
         """A run of in-order pieces: the session's batch path, or piece by piece."""
-        session = self.session
-        if session is not None and hasattr(session, "feed_many"):
-            return session.feed_many(DIRS[d], run)  # type: ignore[attr-defined]
-        out: list[object] = []
+        if self.session is not None:
+            return self.session.feed_many(DIRS[d], run)
+        out: list[Event] = []
         for data, t1, t2 in run.pieces():
             out += self.feed(d, data, t1, t2)
         return out
 
-    def gap(self, d: int, length: int, ts: int) -> list[object]:
+    def gap(self, d: int, length: int, ts: int) -> list[Event]:
         if self.session is not None:
-            return self.session.gap(DIRS[d], length, ts)  # type: ignore[attr-defined]
+            return self.session.gap(DIRS[d], length, ts)
         if self.name is None:
             self.pending.append((d, length, ts))
         return []
 
-    def _try_detect(self, ts: int) -> list[object]:
+    def _try_detect(self, ts: int) -> list[Event]:
         proto = detect(self.seen[0], self.seen[1])
-        if proto == "unknown" and not self.inner:
-            # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello.
-            # TlsSession skips the plaintext up to the handshake record itself.
-            at = find_resync("tls", self.seen[0])
-            if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
-                proto = "tls"
-        if proto == "unknown":
+        if proto == UNKNOWN and not self.inner:
+            # a protocol that starts later in the client's bytes (STARTTLS)
+            proto = next((s.name for s in REGISTRY
+                          if s.probe_late is not None and s.probe_late(self.seen[0])), UNKNOWN)
+        if proto == UNKNOWN:
             if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
-                self.name = "unknown"
+                self.name = UNKNOWN
                 self.pending.clear()
             return []
         self.name = proto
-        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner, self.limits)
-        events: list[object] = []
-        if self.session is None:
+        session = self.session = _session_for(proto, SessionContext(
+            flow_id=self.flow_id, limits=self.limits, keylog=self.keylog, inner=self.inner))
+        events: list[Event] = []
+        if session is None:
             self.pending.clear()
-            if proto == "http2":
+            undecoded = BY_NAME[proto].undecoded
+            if undecoded is not None:
                 events.append(Anomaly(
                     ts=ts, flow_id=self.flow_id, direction=None,
                     layer="tls" if self.inner else "tcp", code="unsupported_protocol",
-                    detail="HTTP/2 is detected but not decoded"))
+                    detail=undecoded))
             return events
         for item in self.pending:
             if len(item) == 4:
-                d, data, t1, t2 = item  # type: ignore[misc]
-                events += self.session.feed(DIRS[d], data, t1, t2)  # type: ignore[attr-defined]
+                d, data, t1, t2 = item
+                events += session.feed(DIRS[d], data, t1, t2)
             else:
-                d, length, t = item  # type: ignore[misc]
-                events += self.session.gap(DIRS[d], length, t)  # type: ignore[attr-defined]
+                d, length, t = item
+                events += session.gap(DIRS[d], length, t)
         self.pending.clear()
         return events
 
-    def finish(self, ts: int) -> list[object]:
+    def finish(self, ts: int) -> list[Event]:
         if self.session is not None:
-            return self.session.finish(ts)  # type: ignore[attr-defined]
+            return self.session.finish(ts)
         return []
 
 
@@ -268,7 +260,7 @@ class Connection:
         layers = [self.outer] if self.outer.name != "tls" else [self.outer, self.inner]
         for layer in layers:
             session = layer.session if layer is not None else None
-            if session is None or not session.independent():  # type: ignore[attr-defined]
+            if session is None or not session.independent():
                 return False
         return True
 
@@ -277,7 +269,7 @@ class Connection:
         return self.outer.name == "unknown" or (
             self.outer.name is not None and self.outer.session is None)
 
-    def deliver(self, d: int, items: list[Piece | Gap | Conflict], out: list[object]) -> None:
+    def deliver(self, d: int, items: list[Piece | Gap | Conflict], out: list[Event]) -> None:
         for it in items:
             if isinstance(it, Piece):
                 ts_last = it.ts_first if d == 0 else it.ts_avail
@@ -293,26 +285,27 @@ class Connection:
                                    detail=f"retransmitted copy of {it.length} bytes differs; "
                                    "first copy kept"))
 
-    def deliver_run(self, d: int, run: Run, out: list[object]) -> None:
+    def deliver_run(self, d: int, run: Run, out: list[Event]) -> None:
         """In-order pieces the batch path took past the reassembler."""
         self._expand(self.outer.feed_many(d, run), out)
 
-    def _expand(self, events: list[object], out: list[object]) -> None:
-        """Pass decrypted TLS plaintext to the inner layer; keep everything else."""
+    def _expand(self, events: list[Event], out: list[Event]) -> None:
+        """Pass bytes an outer layer produced (decrypted TLS plaintext) to the inner
+        layer; keep everything else."""
         for e in events:
-            if isinstance(e, Plaintext):
-                if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
-                d = 0 if e.direction == "out" else 1
-                out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)
-            elif isinstance(e, PlaintextRun):
-                if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
-                out += self.inner.feed_many(0 if e.direction == "out" else 1, e.run)
-            else:
+            carrier = _CARRIER.get(type(e))
+            if carrier is None:
                 out.append(e)
+                continue
+            if self.inner is None:
+                self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
+            d = 0 if e.direction == "out" else 1  # type: ignore[attr-defined]
+            if carrier == "piece":
+                out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)  # type: ignore[attr-defined]
+            else:
+                out += self.inner.feed_many(d, e.run)  # type: ignore[attr-defined]
 
-    def finish(self, ts: int, out: list[object]) -> None:
+    def finish(self, ts: int, out: list[Event]) -> None:
         for d in (0, 1):
             self.deliver(d, self.reasm[d].finish(ts), out)
         self._expand(self.outer.finish(ts), out)
@@ -321,15 +314,20 @@ class Connection:
 
     @property
     def app_protocol(self) -> str | None:
+        """``flows.app_protocol``: the outer layer's protocol, ``outer/inner`` when
+        an inner one was detected; a protocol upgraded to another (HTTP to
+        WebSocket, ``ProtocolSpec.upgrade``) by the one it became."""
         outer = self.outer.name
         if outer is None:
             return None
         inner = self.inner.name if self.inner is not None else None
-        if self.info.get("ws_path") is not None:
-            inner = "websocket" if inner in (None, "http") else inner
-            if outer == "http":
-                return "websocket"
-        return f"{outer}/{inner}" if inner and inner != "unknown" else outer
+        for (source, column), target in _UPGRADES:
+            if self.info.get(column) is not None:
+                if outer == source:
+                    return target
+                if inner == source:
+                    inner = target
+        return f"{outer}/{inner}" if inner and inner != UNKNOWN else outer
 
 
 class AppLayer:
@@ -350,6 +348,9 @@ class AppLayer:
         self.rtt_rows: list[tuple[int, ...]] = []
         # batch path: (flow_id, rows of rtt_walk)
         self.rtt_parts: list[tuple[int, np.ndarray]] = []
+        self.after_flush: dict[str, FlushHook] = {}
+        """Per message table, a hook called with each batch of rows written (the
+        ingest driver sets the matcher's ingest-time scan here)."""
 
     @classmethod
     def factory(cls, keylog: list[str], limits: Limits | None = None
@@ -374,19 +375,19 @@ class AppLayer:
         return np.flatnonzero(want)
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
-                staging: object, add_anomalies: AnomalyFn,
+                staging: TableSink, add_anomalies: AnomalyFn,
                 mine: np.ndarray | None = None) -> None:
         """One chunk's packets; ``mine`` (a mask per packet): the packets of the
         flows this process owns when the capture is sharded (``pipelines.ingest``)."""
         for st, data in chunk.secrets:
-            if st == DSB_TLS_KEY_LOG:
+            if st == PCAPNG_DSB_TLS_KEY_LOG:
                 if self.keylog is None:
                     self.keylog = KeyLog()
                 self.keylog.add_text(data)
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
-        rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
-        events: list[object] = []
+        rows = RowBuffers(staging.write, self.after_flush)
+        events: list[Event] = []
         sel = self._select(dec, pf, mine)
         fids = pf.flow_id[sel]
         if FAST_PATH and sel.size and (
@@ -416,7 +417,7 @@ class AppLayer:
         self._flush_rtt(staging)
 
     def _packet(self, i: int, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
-                events: list[object]) -> bool:
+                events: list[Event]) -> bool:
         """The general path: one packet. False when the packet was not taken."""
         fid = int(pf.flow_id[i])
         if fid in self.done:
@@ -455,7 +456,7 @@ class AppLayer:
         return True
 
     def _flow(self, idx: np.ndarray, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
-              events: list[object]) -> int:
+              events: list[Event]) -> int:
         """One connection's packets of a chunk; returns the last packet index taken.
 
         Runs of simple packets (``segments.simple_prefix``) of a connection whose
@@ -498,7 +499,7 @@ class AppLayer:
         return last
 
     def _run(self, conn: Connection, idx: np.ndarray, chunk: PacketChunk, dec: DecodedChunk,
-             pf: PacketFlows, events: list[object]) -> None:
+             pf: PacketFlows, events: list[Event]) -> None:
         """A run of simple packets of ``conn``: what ``_packet`` does, in bulk."""
         d = pf.direction[idx]
         off = pf.stream_offset[idx]
@@ -533,7 +534,7 @@ class AppLayer:
                                  events)
         conn.last_ts = int(ts[-1])
 
-    def _evict(self, events: list[object]) -> None:
+    def _evict(self, events: list[Event]) -> None:
         """Finish the least recently active connections, down to 90% of the cap.
 
         Evicting a tenth at a time keeps the sort's cost amortised over the many
@@ -549,7 +550,7 @@ class AppLayer:
                 "connections: this idle one was finished early; later data is not parsed"))
             self._close(conn.flow_id, conn.last_ts, events)
 
-    def _flush_rtt(self, staging: object) -> None:
+    def _flush_rtt(self, staging: TableSink) -> None:
         parts = [np.array(self.rtt_rows, dtype=np.int64).reshape(-1, 7)]
         for fid, rows in self.rtt_parts:
             part = np.empty((rows.shape[0], 7), dtype=np.int64)
@@ -563,7 +564,7 @@ class AppLayer:
             return
         fid, d, sent, ack, end, resent, piggy = np.ascontiguousarray(a.T)
         ts = pa.timestamp("ns", tz="UTC")
-        staging.write("tcp_rtt", {  # type: ignore[attr-defined]
+        staging.write("tcp_rtt", {
             "flow_id": pa.array(fid),
             "direction": _DIRECTIONS.take(pa.array(d)),
             "ts_sent": pa.array(sent).cast(ts), "ts_ack": pa.array(ack).cast(ts),
@@ -572,38 +573,32 @@ class AppLayer:
             "piggybacked": pa.array(piggy.astype(bool)),
         })
 
-    def _close(self, fid: int, ts: int, events: list[object]) -> None:
+    def _close(self, fid: int, ts: int, events: list[Event]) -> None:
         conn = self.conns.pop(fid)
         conn.finish(ts, events)
         events.append(conn)
         self.done.add(fid)
 
-    def _dispatch(self, events: list[object], rows: RowBuffers, add_anomalies: AnomalyFn) -> None:
+    def _dispatch(self, events: list[Event], rows: RowBuffers, add_anomalies: AnomalyFn) -> None:
+        """Events -> table rows (``RowBuffers``), ``flows`` columns (each event type's
+        ``EventSpec.flow_info``) and anomalies; a closed ``Connection`` -> its
+        ``app_protocol``."""
         anomalies: list[Anomaly] = []
         for e in events:
-            if isinstance(e, HttpMessage) and e.kind == "request":
-                host = next((v for k, v in e.headers if k.lower() == "host"), None)
-                if host:
-                    self.info.setdefault(e.flow_id, {}).setdefault("http_host", host)
+            fill = _FLOW_INFO.get(type(e))
+            if fill is not None:
+                fill(self.info.setdefault(e.flow_id, {}), e)
             if rows.add(e):
                 continue
             if isinstance(e, Anomaly):
                 anomalies.append(e)
-            elif isinstance(e, TlsHandshakeInfo):
-                info = self.info.setdefault(e.flow_id, {})
-                info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher)
-            elif isinstance(e, WebSocketHandshake):
-                info = self.info.setdefault(e.flow_id, {})
-                info.setdefault("ws_path", e.path)
-                if e.host:
-                    info.setdefault("http_host", e.host)
             elif isinstance(e, Connection):
                 info = self.info.setdefault(e.flow_id, {})
                 e.info.update(info)
                 info["app_protocol"] = e.app_protocol
         add_anomalies(anomalies)
 
-    def retire(self, flow_ids: list[int], staging: object,
+    def retire(self, flow_ids: list[int], staging: TableSink,
                add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
         """The flow tracker retired these flows: finish any still open, forget them.
 
@@ -612,8 +607,8 @@ class AppLayer:
         """
         still_open = [f for f in flow_ids if f in self.conns]
         if still_open:  # evicted by the tracker while idle: finished early
-            rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
-            events: list[object] = []
+            rows = RowBuffers(staging.write, self.after_flush)
+            events: list[Event] = []
             for fid in still_open:
                 self._close(fid, self.conns[fid].last_ts, events)
             self._dispatch(events, rows, add_anomalies)
@@ -622,10 +617,10 @@ class AppLayer:
         self.done.difference_update(flow_ids)
         return {f: self.info.pop(f) for f in flow_ids if f in self.info}
 
-    def finish(self, staging: object, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
+    def finish(self, staging: TableSink, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
         """End of capture: flush every open connection; returns flows columns by flow."""
-        rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
-        events: list[object] = []
+        rows = RowBuffers(staging.write, self.after_flush)
+        events: list[Event] = []
         for fid in list(self.conns):
             self._close(fid, self.last_ts, events)
         self._dispatch(events, rows, add_anomalies)

@@ -55,6 +55,7 @@ order, not file order, so its output does not depend on it either.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -64,7 +65,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -90,24 +91,14 @@ from ..parsers.errors import PcapflowError
 from ..parsers.events import Anomaly
 from ..parsers.tcp.analysis import END_REASONS, EVENT_KINDS, FlowTracker, PacketFlows
 from . import store
-from .schemas import FLOWS, TS
+from .prefilter import stage_ws_candidates
+from .tables.schemas import FLOWS, TS
 
-Matcher = Callable[[Path, pa.Table], "MatchOutput"]
-"""Called with a directory of message tables readable as Parquet and flows rows;
-returns the venue of each flow and the orders/acks/latency tables. ``FlowRows``
-calls it once with the staging directory and the flows that have application-layer
-data, and for the other flows batch by batch with an empty directory."""
+if TYPE_CHECKING:
+    from .match import Matcher
 
 # Rows of flows without application-layer data resolved and written at once.
 FLOW_BATCH_ROWS = 1 << 16
-
-
-@dataclass(slots=True)
-class MatchOutput:
-    """What a matcher hands back to the ingest (see ``pipelines.match``)."""
-
-    flow_venue: dict[int, str]
-    tables: dict[str, pa.Table]
 
 ProgressFn = Callable[[int, int], None]
 """Called after each chunk with (capture bytes read so far, packets so far)."""
@@ -725,6 +716,9 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
          link: _ParentLink | _ChildLink | None = None) -> IngestResult | None:
     tracker = FlowTracker()
     app = app_factory(tracker) if app_factory is not None else None
+    if app is not None and staging.dir is not None:
+        # the matcher's first pass over WebSocket payloads, while they are in memory
+        app.after_flush["ws_messages"] = functools.partial(stage_ws_candidates, staging.dir)
     first_ts, last_ts = None, None
     anomaly_codes: dict[str, int] = {}
     first_shard = shard is None or shard.index == 0

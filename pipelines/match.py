@@ -45,39 +45,73 @@ a market-data payload. A rematch, over committed partitions, scans in DuckDB
 from __future__ import annotations
 
 import functools
-import itertools
-import json
 import os
-import re
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import duckdb
-import numba
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..parsers.protocols.registry import REGISTRY
 from . import store
-from .ingest import MatchOutput
-from .schemas import ACKS, LATENCY, ORDERS, TABLES, UNMATCHED
-from .venue_rules import FlowFacts, Resolver, rule_tables
+from .prefilter import (
+    USES,
+    Needle,
+    key_needle,
+    rules_and_needles,
+    staged_candidates,
+    value_needle,
+    ws_needles,
+)
+from .tables.schemas import (
+    ACKS,
+    LATENCY,
+    ORDERS,
+    PROTOCOL_TABLES,
+    TABLES,
+    UNMATCHED,
+    without_capture_id,
+)
+from .venue_rules import FlowFacts, Resolver
 
-MESSAGE_TABLES = ("http_messages", "ws_messages", "fix_messages", "tls_records")
-INPUT_TABLES = ("http_messages", "ws_messages", "fix_messages", "tls_records", "tcp_rtt")
+__all__ = [
+    "GATES", "INPUT_TABLES", "SQL_FILES", "USES", "MatchOutput", "Matcher", "Needle",
+    "candidates_sql", "flow_rules", "key_needle", "match_staged", "match_tables", "matched",
+    "rematch", "rematch_capture", "value_needle", "ws_needles",
+]
+
+
+@dataclass(slots=True)
+class MatchOutput:
+    """What a matcher hands back to the ingest: the venue of each flow and the
+    ``orders``/``acks``/``latency``/``unmatched`` tables."""
+
+    flow_venue: dict[int, str]
+    tables: dict[str, pa.Table]
+
+
+Matcher = Callable[[Path, pa.Table], MatchOutput]
+"""Called with a directory of message tables readable as Parquet and flows rows;
+returns the venue of each flow and the orders/acks/latency tables. The ingest's
+``FlowRows`` calls it once with the staging directory and the flows that have
+application-layer data, and for the other flows batch by batch with an empty
+directory."""
+
+MESSAGE_TABLES = tuple(PROTOCOL_TABLES)
+INPUT_TABLES = (*MESSAGE_TABLES, "tcp_rtt")
 SETUP_FILES = ("common",)
 """Run once per database: macros and the empty family outputs (``no_orders``, ``no_acks``)."""
-SQL_FILES = ("rest", "websocket", "fix", "encrypted", "combine", "engine", "latency")
-"""Run in this order for every match."""
-GATES = {"rest": ("rest_todo", ("rest_orders", "rest_acks")),
-         "websocket": ("ws_in", ("ws_orders", "ws_acks")),
-         "fix": ("fix_in", ("fix_orders", "fix_acks")),
-         "encrypted": ("enc_flows", ("enc_orders", "enc_acks")),
-         "engine": ("engine_events", ("engine_acks",))}
+SQL_FILES = (*(s.match.sql for s in REGISTRY if s.match), "combine", "engine", "latency")
+"""Run in this order for every match: each protocol's family (registry order),
+then the files that combine them."""
+GATES = {s.match.sql: (s.match.gate, s.match.outputs) for s in REGISTRY if s.match}
+GATES["engine"] = ("engine_events", ("engine_acks",))
 """Per SQL file: a table it makes first (what it has to pair: the messages or
 flows it reads) and the outputs it leaves empty when that table is."""
 OUTPUTS = {"orders": ("out_orders", ORDERS), "acks": ("out_acks", ACKS),
@@ -109,19 +143,8 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-@functools.cache
-def _rules() -> tuple[dict[str, pa.Table], dict[tuple[str, str, str], frozenset[Needle]]]:
-    """The rule tables (``rule_tables``) and their ``ws_needles``, built once."""
-    rules = rule_tables()
-    return rules, ws_needles(rules)
-
-
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
-
-
-def _without_capture_id(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([f for f in schema if f.name != "capture_id"])
 
 
 def _load_inputs(con: duckdb.DuckDBPyConnection, files: Mapping[str, Sequence[Path]]) -> None:
@@ -129,7 +152,7 @@ def _load_inputs(con: duckdb.DuckDBPyConnection, files: Mapping[str, Sequence[Pa
     written by an older pcapflow) read as NULL of their declared type (from the
     empty ``input_<table>`` tables ``_connect`` makes)."""
     for table in INPUT_TABLES:
-        schema = _without_capture_id(TABLES[table])
+        schema = without_capture_id(TABLES[table])
         paths = [p for p in files.get(table, ()) if p.exists()]
         listing = ", ".join(_sql_str(str(p)) for p in paths)
         if not paths:
@@ -181,78 +204,6 @@ def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
-# --- Prefilter -------------------------------------------------------------------
-
-# A needle is substrings that a payload must all contain; a message passes when
-# it holds every part of one of its group's needles. The empty needle () keeps
-# every message. DuckDB's ``contains`` looks for a needle's first byte with
-# memchr, then tests every position after it: a part that starts with a letter
-# rarely found in market data (``id"``) is cheap, one that starts with a quote
-# is not, so a key needle tests ``id"`` before the exact ``"id"``.
-Needle = tuple[str, ...]
-
-# The last key of a JSON path (``$.a[0].id`` -> ``id``); paths of another shape
-# (quoted keys, wildcards) give the empty needle.
-_PATH_LEAF = re.compile(r"^\$.*\.([A-Za-z0-9_]+)(?:\[[0-9]+\])*$")
-# What a non-string JSON value reads as through json_extract_string starts with
-# a digit, "-", "{", "[", or one of these letters (true, false, null, NaN, inf,
-# Infinity); a LIKE pattern starting with any other letter or "/" can only
-# match a string, which the payload holds between quotes.
-_NON_STRING_START = frozenset("tfnNiI")
-
-
-def key_needle(path: str) -> Needle:
-    """What every payload with a value at the JSON ``path`` contains: the quoted
-    last key (``$.data.id`` -> ``"id"``, tested after ``id"``)."""
-    m = _PATH_LEAF.match(path)
-    return (f'{m.group(1)}"', f'"{m.group(1)}"') if m else ()
-
-
-def value_needle(like: str) -> Needle:
-    """What every payload contains whose string at some path matches the LIKE
-    pattern ``like``: its literal start, closed by a quote when the pattern has
-    no wildcard (``orders"``, ``user.orders.``); none when the pattern could
-    match a non-string value."""
-    first = like[:1]
-    if not (first == "/" or (first.isascii() and first.isalpha())) or first in _NON_STRING_START:
-        return ()
-    literal = re.split(r"[%_\\]", like, maxsplit=1)[0]
-    return (literal + '"' if literal == like else literal,)
-
-
-# What a candidate message may be: ``keyed`` a request or a reply (an id or a
-# method key, websocket.sql), ``event`` a private order-stream event (engine.sql).
-USES = ("keyed", "event")
-
-
-def ws_needles(rules: Mapping[str, pa.Table]) -> dict[tuple[str, str, str], frozenset[Needle]]:
-    """Per (use, dialect, direction): the needles one of which every WebSocket
-    message the SQL can take for that use holds (or a backslash, see the module
-    docstring).
-
-    ``keyed``/``out``: a request id or method key (``ws_req`` keys requests by id,
-    or by op, and orders by method). ``keyed``/``in``: a reply id or reply method
-    key (only keyed replies are paired or listed as orphans). ``event``/``in``: an
-    ``engine_streams`` match value. A dialect with no rule has no entry: none of
-    its messages is used.
-    """
-    def keys(*paths: list[str | None] | None) -> set[Needle]:
-        # a NULL path (or list) reads nothing, so it needs no needle
-        return {key_needle(p) for ps in paths for p in ps or () if p is not None}
-
-    out: dict[tuple[str, str, str], set[Needle]] = {}
-    for d in rules["ws_dialects"].to_pylist():
-        out.setdefault(("keyed", d["dialect"], "out"), set()).update(
-            keys(d["req_id_paths"], d["method_paths"]))
-        out.setdefault(("keyed", d["dialect"], "in"), set()).update(
-            keys(d["reply_id_paths"], d["reply_method_paths"]))
-    for e in rules["engine_streams"].to_pylist():
-        group = out.setdefault(("event", e["dialect"], "in"), set())
-        if e["match_like"] is not None:  # LIKE NULL matches nothing
-            group.add(value_needle(e["match_like"]))
-    return {k: frozenset(v) for k, v in out.items()}
-
-
 def _holds(needle: Needle) -> str:
     return " AND ".join(f"contains(m.payload, {_sql_str(n)})" for n in needle) or "true"
 
@@ -297,215 +248,6 @@ def candidates_sql(needles: Mapping[tuple[str, str, str], frozenset[Needle]],
             f"{hold}")
 
 
-# --- The scan at ingest time -----------------------------------------------------
-#
-# The scan's first pass, done in DuckDB, reads every payload back from Parquet
-# (most of the matcher's time on a market-data capture). During an ingest the
-# payloads are in memory once, as Arrow arrays, when ``rows.RowBuffers`` flushes
-# them: ``stage_ws_candidates`` runs the first pass there, compiled, and writes
-# the text messages that pass next to the staged tables
-# (``<stage>/_ws_candidates/*.arrow``); ``match_staged`` hands them to the SQL
-# in place of the scan (``ws_scan``), which then holds them to whole needles
-# as before. Which dialect a flow speaks is not known yet at that point, so the
-# test is a superset of the matcher's: the first part of every dialect's
-# needles of the message's direction, or a backslash. A rematch (committed
-# partitions, no side files) and any staging the side files do not cover row
-# for row run the scan in DuckDB instead.
-
-CANDIDATES_DIR = "_ws_candidates"
-"""Side directory of a staging directory: the ingest-time scan's output."""
-
-_CANDIDATE_COLUMNS = ("flow_id", "direction", "ts_first", "ts_last", "stream_offset", "payload")
-_META_ROWS, _META_PARTS = b"pcapflow.ws_rows", b"pcapflow.scan_parts"
-_DIRECTION_BITS = {"out": 1, "in": 2}
-_BACKSLASH = np.uint8(ord("\\"))
-
-_SCAN_HEADS = ("/sp", "ORD", "cha", "eve", "exe", 'id"', "met", 'op"', "ord", "req", "top", "typ",
-               "use")
-"""The first three bytes of every dialect's needle parts (``scan_parts``), compiled
-into ``_flag_blocks``. A needle whose head is missing here turns the ingest-time
-scan off (the matcher then scans in DuckDB); a test keeps the two equal."""
-_HEADS = tuple(tuple(np.uint8(b) for b in h.encode()) for h in _SCAN_HEADS)
-_BLOCK = 64
-
-
-@functools.cache
-def scan_parts() -> dict[str, tuple[str, ...]] | None:
-    """Per direction: the first parts of the needles of every dialect (a message
-    holding none of them, nor a backslash, is no candidate of any dialect);
-    ``None`` when the compiled scan cannot test them (a needle that keeps every
-    message, a part shorter than three bytes or with a head not in ``_SCAN_HEADS``)."""
-    parts: dict[str, set[str]] = {d: set() for d in _DIRECTION_BITS}
-    for (_use, _dialect, direction), group in _rules()[1].items():
-        for needle in group:
-            if not needle:
-                return None
-            parts[direction].add(needle[0])
-    # a part holding another one adds nothing
-    minimal = {d: tuple(sorted(p for p in ps if not any(q != p and q in p for q in ps)))
-               for d, ps in parts.items()}
-    if any(len(p.encode()) < 3 or p.encode()[:3].decode("latin-1") not in _SCAN_HEADS
-           for ps in minimal.values() for p in ps):
-        return None
-    return minimal
-
-
-def scan_heads() -> set[str]:
-    """The three-byte heads the compiled scan needs for the shipped rules."""
-    parts = scan_parts()
-    return {p.encode()[:3].decode("latin-1") for ps in (parts or {}).values() for p in ps}
-
-
-@functools.cache
-def _part_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``scan_parts`` as the kernel reads them: bytes (padded), lengths, directions."""
-    parts = scan_parts() or {}
-    every = sorted({p for ps in parts.values() for p in ps})
-    encoded = [p.encode() for p in every]
-    table = np.zeros((len(every), max(map(len, encoded), default=1)), np.uint8)
-    for i, b in enumerate(encoded):
-        table[i, : len(b)] = np.frombuffer(b, np.uint8)
-    lengths = np.array([len(b) for b in encoded], np.int64)
-    bits = np.array([sum(bit for d, bit in _DIRECTION_BITS.items() if p in parts[d])
-                     for p in every], np.uint8)
-    return table, lengths, bits
-
-
-def scan_mask(rows: pa.Table) -> np.ndarray:
-    """Per ``ws_messages`` row: a text message holding a needle part of its
-    direction (``scan_parts``) or a backslash."""
-    def equal(column: str, value: str) -> np.ndarray:
-        return pc.fill_null(pc.equal(rows.column(column), value), False).to_numpy(
-            zero_copy_only=False)
-
-    n = rows.num_rows
-    text = equal("opcode", "text")
-    select = np.zeros(n, np.uint8)
-    for d, bit in _DIRECTION_BITS.items():
-        select[text & equal("direction", d)] = bit
-    out = np.zeros(n, np.bool_)
-    start = 0
-    parts, lengths, bits = _part_arrays()
-    for chunk in rows.column("payload").chunks:
-        m = len(chunk)
-        sel = select[start : start + m]
-        if chunk.null_count:
-            sel = np.where(chunk.is_valid().to_numpy(zero_copy_only=False), sel, 0)
-        large = pa.types.is_large_string(chunk.type)
-        if not (large or pa.types.is_string(chunk.type)):
-            chunk, large = chunk.cast(pa.large_string()), True
-        _, offsets_buf, data_buf = chunk.buffers()
-        dtype = np.dtype(np.int64 if large else np.int32)
-        offsets = np.frombuffer(offsets_buf, dtype, count=m + 1,
-                                offset=chunk.offset * dtype.itemsize).astype(np.int64)
-        first, last = int(offsets[0]), int(offsets[-1])
-        if data_buf is not None and last > first and sel.any():
-            data = np.frombuffer(data_buf, np.uint8, count=last - first, offset=first)
-            out[start : start + m] = _scan(data, offsets - first, sel, parts, lengths, bits)
-        start += m
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _scan(data, offsets, select, parts, lengths, bits):  # type: ignore[no-untyped-def]
-    """``scan_mask`` of the texts ``data[offsets[i]:offsets[i + 1]]``: ``select[i]``
-    is the direction bit of text i (0: not a text message). Only the 64-byte
-    blocks ``_flag_blocks`` flags are looked at, exactly."""
-    flags = _flag_blocks(data)
-    out = np.zeros(select.shape[0], np.bool_)
-    for i in range(select.shape[0]):
-        start, end = offsets[i], offsets[i + 1]
-        if select[i] == 0 or start == end:
-            continue
-        for block in range(start // _BLOCK, (end - 1) // _BLOCK + 1):
-            if flags[block] and _part_in(data, max(start, block * _BLOCK),
-                                         min(end, (block + 1) * _BLOCK), end, select[i],
-                                         parts, lengths, bits):
-                out[i] = True
-                break
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _flag_blocks(data):  # type: ignore[no-untyped-def]
-    """Per 64-byte block of ``data``: does a backslash or a head of ``_SCAN_HEADS``
-    begin there? (One loop LLVM vectorises, the heads unrolled.)"""
-    n = data.shape[0]
-    flags = np.ones((n + _BLOCK - 1) // _BLOCK, np.bool_)  # the tail: looked at exactly
-    whole = max(n - 2, 0) // _BLOCK  # the blocks whose bytes all have two successors
-    for block in range(whole):
-        w = data[block * _BLOCK : (block + 1) * _BLOCK + 2]
-        hit = False
-        for j in range(_BLOCK):
-            a, b, c = w[j], w[j + 1], w[j + 2]
-            h = a == _BACKSLASH
-            for head in numba.literal_unroll(_HEADS):
-                h |= (a == head[0]) & (b == head[1]) & (c == head[2])
-            hit |= h
-        flags[block] = hit
-    return flags
-
-
-@numba.njit(cache=True, nogil=True)
-def _part_in(data, lo, hi, end, bit, parts, lengths, bits):  # type: ignore[no-untyped-def]
-    """Does a backslash, or a part of direction ``bit``, begin in ``data[lo:hi]``
-    (in a text ending at ``end``)?"""
-    for j in range(lo, hi):
-        if data[j] == _BACKSLASH:
-            return True
-        for k in range(parts.shape[0]):
-            if bits[k] & bit == 0 or j + lengths[k] > end:
-                continue
-            m = 0
-            while m < lengths[k] and data[j + m] == parts[k, m]:
-                m += 1
-            if m == lengths[k]:
-                return True
-    return False
-
-
-_sequence = itertools.count()
-
-
-def stage_ws_candidates(stage_dir: Path, rows: pa.Table) -> None:
-    """After ``rows`` (a batch of ``ws_messages``) were staged in ``stage_dir``:
-    write the rows passing ``scan_mask`` to its ``CANDIDATES_DIR`` (one file per
-    batch, even an empty one: the matcher counts the rows the files cover)."""
-    parts = scan_parts()
-    if parts is None or rows.num_rows == 0:
-        return
-    keep = rows.select(list(_CANDIDATE_COLUMNS)).filter(pa.array(scan_mask(rows)))
-    keep = keep.replace_schema_metadata({_META_ROWS: str(rows.num_rows),
-                                         _META_PARTS: json.dumps(parts)})
-    side = stage_dir / CANDIDATES_DIR
-    side.mkdir(exist_ok=True)
-    # named in write order: the matcher reads them back in that order
-    path = side / f"{os.getpid()}-{next(_sequence):012d}.arrow"
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, keep.schema) as writer:
-        writer.write_table(keep)
-
-
-def staged_candidates(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | None:
-    """The ingest-time scan's rows for the staged ``ws_files``, or ``None`` when
-    its side files do not cover every staged row (or used other needles)."""
-    side = sorted((stage_dir / CANDIDATES_DIR).glob("*.arrow"))
-    want = json.dumps(scan_parts())
-    tables, covered = [], 0
-    for path in side:
-        with pa.OSFile(str(path)) as source:  # read, not mapped: the rows outlive the file
-            table = pa.ipc.open_file(source).read_all()
-        meta = table.schema.metadata or {}
-        if meta.get(_META_PARTS, b"").decode() != want:
-            return None
-        covered += int(meta[_META_ROWS])
-        tables.append(table.replace_schema_metadata(None))
-    if covered != sum(pq.read_metadata(f).num_rows for f in ws_files):
-        return None
-    schema = _without_capture_id(TABLES["ws_messages"])
-    empty = pa.schema([schema.field(c) for c in _CANDIDATE_COLUMNS]).empty_table()
-    return pa.concat_tables([empty, *tables])
-
-
 # --- Running the SQL -------------------------------------------------------------
 
 
@@ -527,7 +269,7 @@ def _database() -> duckdb.DuckDBPyConnection:
         for name in SETUP_FILES:
             db.execute(sql_text(name))
         for table in INPUT_TABLES:
-            db.register("_empty", _without_capture_id(TABLES[table]).empty_table())
+            db.register("_empty", without_capture_id(TABLES[table]).empty_table())
             db.execute(f"CREATE OR REPLACE TABLE input_{table} AS FROM _empty")
             db.unregister("_empty")
         _DB = (os.getpid(), db)
@@ -597,7 +339,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
     con = _connect(1 if scanned else None)
     try:
         _load_inputs(con, files)
-        rules, needles = _rules()
+        rules, needles = rules_and_needles()
         for name, table in rules.items():
             con.register(name, table)
         rules_by_flow = flow_rules(flows, resolver, _comp_ids(con))
@@ -623,7 +365,7 @@ def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
     with matched(files, flows, resolver, prefilter=prefilter, candidates=candidates) as con:
         out: dict[str, pa.Table] = {}
         for table, (temp, schema) in OUTPUTS.items():
-            target = _without_capture_id(schema)
+            target = without_capture_id(schema)
             cols = ", ".join(f'"{f.name}"' for f in target)
             out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
         venues = _run(con, "SELECT flow_id, venue FROM flow_rules WHERE venue IS NOT NULL")
@@ -635,7 +377,7 @@ def _venues_only(flows: pa.Table, resolver: Resolver) -> MatchOutput:
     rules = flow_rules(flows, resolver, {})
     venue = dict(zip(rules.column("flow_id").to_pylist(), rules.column("venue").to_pylist(),
                      strict=True))
-    empty = {t: pa.Table.from_pylist([], schema=_without_capture_id(schema))
+    empty = {t: pa.Table.from_pylist([], schema=without_capture_id(schema))
              for t, (_temp, schema) in OUTPUTS.items()}
     return MatchOutput(flow_venue={int(f): str(v) for f, v in venue.items() if v is not None},
                        tables=empty)
@@ -667,7 +409,7 @@ def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOut
     expect = store.fingerprint(root, capture_id)
     files = {t: _partition_files(root, t, capture_id) for t in INPUT_TABLES}
     flow_files = _partition_files(root, "flows", capture_id)
-    schema = _without_capture_id(TABLES["flows"])
+    schema = without_capture_id(TABLES["flows"])
     flows = (pa.concat_tables([pq.read_table(f, schema=schema) for f in flow_files])
              if flow_files else pa.Table.from_pylist([], schema=schema))
     result = match_tables(files, flows, resolver)

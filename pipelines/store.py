@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..parsers.errors import PcapflowError
-from .schemas import TABLES
+from .tables.schemas import TABLES
 
 WRITE_QUEUE = 8
 """Batches waiting for the writer thread before ``write`` blocks."""

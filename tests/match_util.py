@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pcapflow.pipelines.ingest import MatchOutput
-from pcapflow.pipelines.match import match_staged
-from pcapflow.pipelines.schemas import TABLES
+from pcapflow.pipelines.match import MatchOutput, match_staged
+from pcapflow.pipelines.tables.schemas import TABLES
 
 from pcapflow.venues import VenueRegistry
 

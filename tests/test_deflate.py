@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pcapflow.parsers import native
-from pcapflow.parsers.deflate import (
+from pcapflow.parsers.websocket.deflate import (
     INFLATE_CHUNK,
     MessageInflater,
     PerMessageDeflateParams,

@@ -9,10 +9,10 @@ from paths import REPO
 
 
 def test_table_reference_is_current() -> None:
-    out = subprocess.run([sys.executable, "-m", "pcapflow.pipelines.schemas"], check=True,
+    out = subprocess.run([sys.executable, "-m", "pcapflow.pipelines.tables.schemas"], check=True,
                          capture_output=True, text=True).stdout
     assert (REPO / "docs" / "tables.md").read_text() == out, (
-        "regenerate: python -m pcapflow.pipelines.schemas > docs/tables.md")
+        "regenerate: python -m pcapflow.pipelines.tables.schemas > docs/tables.md")
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:

@@ -26,12 +26,12 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pcapflow.parsers import fix
 from pcapflow.parsers.events import Anomaly, Run
 from pcapflow.parsers.fix import FixMessage, FixMessageRun, FixSession
+from pcapflow.parsers.fix import session as fix
+from pcapflow.parsers.protocols import columns
 from pcapflow.parsers.redact import REDACTED, SENSITIVE_FIX_TAGS
-from pcapflow.pipelines import rows as rows_module
-from pcapflow.pipelines.rows import RowBuffers
+from pcapflow.pipelines.tables.rows import RowBuffers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 from targets import FIX_SEEDS, check_batch_path  # the fuzz harness's own check
@@ -273,7 +273,7 @@ def test_feed_many_equals_feed(seed: int, odd_rate: float, max_piece: int,
 def test_string_columns_split_into_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batch events whose values pass the 2 GiB string limit become several chunks
     (the limit is lowered here): the rows stay the same."""
-    monkeypatch.setattr(rows_module, "_MAX_STRING_BYTES", 3000)
+    monkeypatch.setattr(columns, "MAX_STRING_BYTES", 3000)
     ops = plan(random.Random(11), 300, 0.05, 2000)
     many, table = assert_same(ops, 1 << 20)
     assert table.num_rows > 500

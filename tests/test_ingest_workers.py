@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from pcapflow.parsers.errors import PcapflowError
 from pcapflow.pipelines import connections, ingest
-from pcapflow.pipelines.schemas import TABLES
+from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow
 from pcapflow import api

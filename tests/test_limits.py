@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from paths import REPO, SAMPLES
 from pcapflow.parsers.errors import ConfigError
-from pcapflow.pipelines.limits import Limits, parse_size
+from pcapflow.parsers.limits import Limits, parse_size
 
 import pcapflow
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from match_util import Wire, schema_of
 from paths import SAMPLES
-from pcapflow.pipelines import match
+from pcapflow.pipelines import match, prefilter
 
 import pcapflow
 from pcapflow.venues import VenueRegistry
@@ -45,12 +45,14 @@ def test_compiled_heads_are_the_needles_heads() -> None:
     """``_SCAN_HEADS`` (compiled into the kernel) are exactly the heads of the
     shipped rules' needle parts: none missing (the scan would be off), none
     stale."""
-    assert match.scan_parts() is not None
-    assert match.scan_heads() == set(match._SCAN_HEADS)
+    parts = prefilter.scan_parts()
+    assert parts is not None
+    heads = {p.encode()[:3].decode("latin-1") for ps in parts.values() for p in ps}
+    assert heads == set(prefilter._SCAN_HEADS)
 
 
 def _reference(rows: pa.Table) -> list[bool]:
-    parts = match.scan_parts()
+    parts = prefilter.scan_parts()
     assert parts is not None
     return [op == "text" and p is not None and ("\\" in p or any(n in p for n in parts[d]))
             for op, d, p in zip(rows.column("opcode").to_pylist(),
@@ -59,7 +61,7 @@ def _reference(rows: pa.Table) -> list[bool]:
 
 
 def _payload(rnd: random.Random) -> str | None:
-    parts = match.scan_parts()
+    parts = prefilter.scan_parts()
     assert parts is not None
     words = [*parts["in"], *parts["out"], "\\", "id", 'Id"', 'i"', 'd"', "ORDE", "orde", "use",
              "é", "日本", '"', "{", "}", ":", ",", "ex", "/spot", "req", "ty", "op"]
@@ -85,11 +87,11 @@ def test_scan_mask_is_the_substring_test(seed: int) -> None:
         "direction": [rnd.choice(["in", "out"]) for _ in range(n)],
         "payload": pa.array([_payload(rnd) for _ in range(n)], pa.string()),
     })
-    assert match.scan_mask(rows).tolist() == _reference(rows)
+    assert prefilter.scan_mask(rows).tolist() == _reference(rows)
     chunked = pa.Table.from_batches(rows.slice(7).to_batches(max_chunksize=777))
-    assert match.scan_mask(chunked).tolist() == _reference(chunked)
+    assert prefilter.scan_mask(chunked).tolist() == _reference(chunked)
     large = rows.set_column(2, "payload", rows.column("payload").cast(pa.large_string()))
-    assert match.scan_mask(large).tolist() == _reference(rows)
+    assert prefilter.scan_mask(large).tolist() == _reference(rows)
 
 
 # --- Generated captures --------------------------------------------------------------
@@ -103,7 +105,7 @@ def _stage_as_ingest(w: Wire, stage: Path, batches: int) -> dict[str, list[Path]
         ws = pq.read_table(files["ws_messages"][0], schema=schema_of("ws_messages"))
         size = -(-ws.num_rows // batches)
         for start in range(0, ws.num_rows, size):
-            match.stage_ws_candidates(stage, ws.slice(start, size))
+            prefilter.stage_ws_candidates(stage, ws.slice(start, size))
     return files
 
 
@@ -196,13 +198,13 @@ def test_generated_captures_every_way(tmp_path: Path, seed: int) -> None:
 def test_partial_or_stale_side_files_are_not_used(tmp_path: Path) -> None:
     w = _generated(9)
     files = _stage_as_ingest(w, tmp_path, batches=3)
-    side = sorted((tmp_path / match.CANDIDATES_DIR).glob("*.arrow"))
+    side = sorted((tmp_path / prefilter.CANDIDATES_DIR).glob("*.arrow"))
     assert len(side) == 3
     assert match.staged_candidates(tmp_path, files["ws_messages"]) is not None
     # written with other needles (the rules changed since): not used
     with pa.OSFile(str(side[0])) as source:
         table = pa.ipc.open_file(source).read_all()
-    meta = {**table.schema.metadata, match._META_PARTS: json.dumps({"in": ["x"]}).encode()}
+    meta = {**table.schema.metadata, prefilter._META_PARTS: json.dumps({"in": ["x"]}).encode()}
     table = table.replace_schema_metadata(meta)
     with pa.OSFile(str(side[0]), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
@@ -287,12 +289,12 @@ def test_sample_captures_ingest_rematch_and_unfiltered_agree(
         files = {t: match._partition_files(data, t, cid) for t in match.INPUT_TABLES}
         tables = {}
         for table, (_temp, schema) in match.OUTPUTS.items():
-            schema = match._without_capture_id(schema)
+            schema = match.without_capture_id(schema)
             parts = match._partition_files(data, table, cid)
             tables[table] = (pa.concat_tables([pq.read_table(f, schema=schema) for f in parts])
                              if parts else schema.empty_table())
         flows = pa.concat_tables([
-            pq.read_table(f, schema=match._without_capture_id(match.TABLES["flows"]))
+            pq.read_table(f, schema=match.without_capture_id(match.TABLES["flows"]))
             for f in match._partition_files(data, "flows", cid)])
         venues = {int(f): v for f, v in zip(flows.column("flow_id").to_pylist(),
                                             flows.column("venue").to_pylist(), strict=True)

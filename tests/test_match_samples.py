@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pcapflow.pipelines import match
-from pcapflow.pipelines.schemas import TABLES
+from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow
 from pcapflow import api, venues

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pcapflow.parsers import native
-from pcapflow.parsers.deflate import MessageInflater
 from pcapflow.parsers.tls.ciphers import Tls12AeadDecryptor, Tls13Decryptor
 from pcapflow.parsers.tls.suites import suite_for
 from pcapflow.parsers.websocket import WebSocketSession
+from pcapflow.parsers.websocket.deflate import MessageInflater
 
 pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="libcrypto/libz not found")
 

@@ -426,12 +426,13 @@ def test_binance_ws_api_messages() -> None:
 @pytest.fixture(scope="module")
 def sample_texts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Every text the ingest of the sample captures hands to the JSON redaction."""
-    import pcapflow.pipelines.rows as rows
+    from pcapflow.parsers.http import rows as http_rows
+    from pcapflow.parsers.websocket import rows as ws_rows
     from pcapflow.pipelines.connections import AppLayer
     from pcapflow.pipelines.ingest import ingest_capture
 
     seen: list[str] = []
-    one, many = rows.redact_json_text, rows.redact_json_texts
+    one, many = ws_rows.redact_json_text, ws_rows.redact_json_texts
 
     def record_one(text: str) -> str:
         seen.append(text)
@@ -444,8 +445,9 @@ def sample_texts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
     app = AppLayer.factory([str(k) for k in sorted(SAMPLES.glob("*.keylog"))])
     mp = pytest.MonkeyPatch()
-    mp.setattr(rows, "redact_json_text", record_one)
-    mp.setattr(rows, "redact_json_texts", record_many)
+    for rows in (http_rows, ws_rows):  # the converters that redact JSON
+        mp.setattr(rows, "redact_json_text", record_one)
+    mp.setattr(ws_rows, "redact_json_texts", record_many)
     try:
         for cap in sorted(SAMPLES.glob("*.pcap*")):
             root = tmp_path_factory.mktemp("ingest")

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 from pcapflow.parsers.errors import ConfigError
 from pcapflow.pipelines import store
-from pcapflow.pipelines.schemas import CAPTURES, LATENCY, UNMATCHED
+from pcapflow.pipelines.tables.schemas import CAPTURES, LATENCY, UNMATCHED
 from typer.testing import CliRunner
 
 from pcapflow import analysis, html_report, plots, report

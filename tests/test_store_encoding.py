@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from paths import SAMPLES
 from pcapflow.pipelines import store
-from pcapflow.pipelines.schemas import TABLES
+from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow
 

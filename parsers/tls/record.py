@@ -44,6 +44,10 @@ HANDSHAKE = 22
 APPLICATION_DATA = 23
 HEARTBEAT = 24  # RFC 6520
 CONTENT_TYPES = range(CHANGE_CIPHER_SPEC, HEARTBEAT + 1)
+"""The content types a record header may carry: the one rule detection, resync,
+the reader and the batch scan (``scan``) share."""
+MAJOR_VERSION = 3  # ProtocolVersion {3, x}: SSL 3.0 .. TLS 1.3 on the wire
+MAX_MINOR_VERSION = 4
 
 MAX_PLAINTEXT = 2**14
 MAX_CIPHERTEXT = MAX_PLAINTEXT + 2048
@@ -59,8 +63,10 @@ COMPACT_THRESHOLD = 64 * 1024
 """Consumed bytes kept at the buffer front before it is compacted (amortises
 ``del buf[:n]``)."""
 
-# type 20..24, version major 3, minor 0..4 (one regex pass finds candidates)
-_CANDIDATE = re.compile(rb"[\x14-\x18]\x03[\x00-\x04]")
+HEADER_CANDIDATE = re.compile(b"[%c-%c]%c[\x00-%c]" % (
+    CONTENT_TYPES[0], CONTENT_TYPES[-1], MAJOR_VERSION, MAX_MINOR_VERSION))
+"""A content type, then version major 3, minor 0..4: one regex pass finds the
+places a record header may start (``plausible_length`` then checks each)."""
 
 
 class ReaderState(Enum):
@@ -107,7 +113,8 @@ def _is_hello(buf: bytes | bytearray, pos: int, length: int) -> bool:
 def plausible_length(buf: bytes | bytearray, pos: int, max_record: int) -> int | None:
     """Fragment length if ``buf[pos:pos+5]`` looks like a record header, else ``None``."""
     ctype, version, length = RECORD_HEADER.unpack_from(buf, pos)
-    if ctype in CONTENT_TYPES and 0x0300 <= version <= 0x0304 and 0 < length <= max_record:
+    if (ctype in CONTENT_TYPES and version >> 8 == MAJOR_VERSION
+            and version & 0xFF <= MAX_MINOR_VERSION and 0 < length <= max_record):
         return length
     return None
 
@@ -273,7 +280,7 @@ class RecordReader:
     def _resync(self) -> ReaderIssue | None:
         """Find the first plausible header followed by another; skip to it."""
         buf, start, max_record = self._buf, self._pos, self.max_record
-        for match in _CANDIDATE.finditer(buf, start):
+        for match in HEADER_CANDIDATE.finditer(buf, start):
             i = match.start()
             if len(buf) - i < HEADER_LENGTH:
                 break

@@ -36,7 +36,6 @@ from cryptography.exceptions import InvalidTag
 from .. import native
 from ..errors import DecodeError
 from ..events import IN, OUT, Anomaly, Direction, Run, feed_pieces
-from ..scan import tls_app_records
 from . import handshake as hs
 from .ciphers import RecordDecryptor, Tls12AeadDecryptor, Tls13Decryptor, tls12_decryptor
 from .events import (
@@ -67,6 +66,7 @@ from .record import (
     ReaderState,
     RecordReader,
 )
+from .scan import tls_app_records
 from .suites import CipherSuite, suite_for, suite_name
 
 LAYER = "tls"

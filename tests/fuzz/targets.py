@@ -45,15 +45,17 @@ def warm_kernels() -> None:
     pipeline passes, before a fuzz child limits its address space: with a cold cache
     (a fresh clone) LLVM needs more memory than the limit leaves."""
     import pyarrow as pa
-    from pcapflow.parsers import native, redact, scan
-    from pcapflow.parsers.fix import _compile_scan
+    from pcapflow.parsers import native, redact
+    from pcapflow.parsers.fix.session import _compile_scan
+    from pcapflow.parsers.tls.scan import tls_app_records
+    from pcapflow.parsers.websocket.scan import ws_simple_frames
     from pcapflow.pipelines import segments
 
     u8 = np.zeros(16, np.uint8)
     i8 = np.zeros(1, np.int8)
     i64 = np.zeros(1, np.int64)
-    scan.tls_app_records(u8, 0, 100)
-    scan.ws_simple_frames(u8, True, True, 100)
+    tls_app_records(u8, 0, 100)
+    ws_simple_frames(u8, True, True, 100)
     segments.simple_prefix(i8, i64, i64, i64, np.zeros(1, np.int32), 0, 0, 0, u8, i64)
     segments.gather(u8, i64, i64)
     empty = np.zeros((0, 3), np.int64)
@@ -307,7 +309,7 @@ def _normal_form(events: list[object]) -> tuple[dict[str, list[str]], list[str]]
     """Events as table rows (batch events expanded by the row converters) plus the
     sorted reprs of everything else, with ``PlaintextRun`` split into its pieces."""
     from pcapflow.parsers.tls.events import Plaintext, PlaintextRun
-    from pcapflow.pipelines.rows import RowBuffers
+    from pcapflow.pipelines.tables.rows import RowBuffers
 
     tables: dict[str, list[str]] = {}
     rows = RowBuffers(lambda t, tbl: tables.setdefault(t, []).extend(
@@ -520,8 +522,8 @@ def run_keylog(data: bytes) -> None:
 
 def run_inflate(data: bytes) -> None:
     """permessage-deflate inflater and HTTP content codings, with output caps."""
-    from pcapflow.parsers.deflate import MessageInflater, PerMessageDeflateParams
-    from pcapflow.parsers.http_body import decode_content
+    from pcapflow.parsers.http.body import decode_content
+    from pcapflow.parsers.websocket.deflate import MessageInflater, PerMessageDeflateParams
 
     recs = list(unpack(data))
     header = next((b for t, b in recs if t == TAG_META), b"").decode("latin-1")

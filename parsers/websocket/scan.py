@@ -1,15 +1,13 @@
-"""Compiled header scans for the batch paths of the TLS and WebSocket parsers.
+"""Compiled frame-header scan for the WebSocket parser's batch path.
 
-How this works: a parser's batch path (``feed_many``) holds many whole records
-or frames in its buffer at once. Walking their headers in Python costs more
-than decrypting or inflating them, so these Numba kernels walk the headers and
-return where each record/frame starts and how long it is, stopping at the first
-one that is incomplete or that the general, per-unit code must see (a different
-content type, a control frame, a header worth an anomaly). The caller then does
-only the per-unit work that needs Python objects (AEAD, zlib).
+How this works: ``feed_many`` holds many whole frames in its buffer at once.
+Walking their headers in Python costs more than inflating them, so this Numba
+kernel walks the headers and returns where each frame starts and how long it
+is, stopping at the first one that is incomplete or that the general, per-frame
+code must see (a control frame, a header worth an anomaly). The caller then
+does only the per-frame work that needs Python objects (zlib).
 
-Header layouts: RFC 8446 §5.1 / RFC 5246 §6.2.1 (``type(1) version(2)
-length(2)``) and RFC 6455 §5.2 (``FIN|RSV|opcode``, ``MASK|len7``, 16/64-bit
+Header layout: RFC 6455 §5.2 (``FIN|RSV|opcode``, ``MASK|len7``, 16/64-bit
 extended length, 4-byte masking key).
 """
 
@@ -19,38 +17,12 @@ import numba
 import numpy as np
 
 MAX_UNITS = 1 << 16
-"""Most records/frames returned by one call (bounds the arrays allocated)."""
+"""Most frames returned by one call (bounds the arrays allocated)."""
 
 # Why a WebSocket scan stopped.
 NEED_MORE = 0  # the next frame is not all buffered yet
 SPECIAL = 1  # the next frame must go through the general path
 FULL = 2  # MAX_UNITS frames returned; call again
-
-
-@numba.njit(cache=True)
-def tls_app_records(buf: np.ndarray, pos: int, max_record: int):
-    """Consecutive whole application-data records (type 23, version 3.x,
-    length <= ``max_record``) from ``pos``: ``(starts, lengths, versions)``;
-    ``lengths`` are fragment lengths (header excluded)."""
-    n = buf.shape[0]
-    cap = min((n - pos) // 5 + 1, MAX_UNITS)
-    starts = np.empty(cap, np.int64)
-    lengths = np.empty(cap, np.int64)
-    versions = np.empty(cap, np.int64)
-    k = 0
-    while k < cap and n - pos >= 5:
-        if buf[pos] != 23 or buf[pos + 1] != 3:
-            break
-        length = (np.int64(buf[pos + 3]) << 8) | buf[pos + 4]
-        end = pos + 5 + length
-        if length > max_record or end > n:
-            break
-        starts[k] = pos
-        lengths[k] = length
-        versions[k] = (np.int64(buf[pos + 1]) << 8) | buf[pos + 2]
-        k += 1
-        pos = end
-    return starts[:k], lengths[:k], versions[:k]
 
 
 @numba.njit(cache=True)

@@ -44,13 +44,14 @@ feeding gives; the compiled loop resumes once no skip run is open. Equality with
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
-from .events import Anomaly, Direction, Run
+from ..events import Anomaly, Direction, Run
 
 __all__ = ["DATA_FIELDS", "LAYER", "RUN_NAMED", "FixMessage", "FixMessageRun", "FixSession"]
 
@@ -66,10 +67,16 @@ MAX_BEGIN_STRING_FIELD = 32
 """Cap on ``8=...<SOH>``: the longest real BeginString is ``FIXT.1.1`` (8 chars)."""
 MAX_BODY_LENGTH_DIGITS = 10
 """Cap on the digits of ``9=``: anything longer is not a length but garbage."""
+HEADER_START = re.compile(rb"8=FIX[!-~]{1,%d}\x019=[0-9]{1,%d}\x01" % (
+    MAX_BEGIN_STRING_FIELD - len(BEGIN_PREFIX) - 1, MAX_BODY_LENGTH_DIGITS))
+"""BeginString then BodyLength, the two fields every FIX message starts with
+(what detection and mid-stream resync look for)."""
 DEFAULT_MAX_MESSAGE = 1 << 20
-MAX_TAG = (1 << 31) - 1  # fix_messages.fields tags are int32: a larger "tag" is a bad field
-MAX_SEQ_NUM = (1 << 63) - 1  # msg_seq_num is int64: a larger one reads as NULL
 """Default cap (bytes) on one message, and so on each direction's buffer."""
+MAX_TAG = (1 << 31) - 1
+"""fix_messages.fields tags are int32: a larger "tag" is a bad field (the batch
+path leaves such a message to the general path)."""
+MAX_SEQ_NUM = (1 << 63) - 1  # msg_seq_num is int64: a larger one reads as NULL
 
 # Length-prefixed data fields: length tag -> data tag (FIX 4.4 / 5.0 data types
 # "Length" + "data"). Their values may contain SOH, so their length governs.
@@ -774,9 +781,7 @@ MAX_RUN_MESSAGES = 1 << 16
 """Most messages one ``_scan_simple`` call returns (one ``FixMessageRun``)."""
 SCAN_WINDOW = 1 << 20
 """``_scan_simple`` starts no message this many bytes past where it started."""
-MIN_MESSAGE = len(b"8=FIX\x019=0\x0110=000\x01")
-MAX_TAG = (1 << 31) - 1
-"""Tags above this do not fit the table's int32 column: the general path has them."""
+MIN_MESSAGE = len(BEGIN_PREFIX + b"\x019=0\x0110=000\x01")
 MAX_SEQ_DIGITS = 18
 """A MsgSeqNum of more digits may not fit int64: the general path has it."""
 

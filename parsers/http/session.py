@@ -22,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from .deflate import PerMessageDeflateParams
-from .events import Anomaly, Direction, Run, feed_pieces
-from .http_body import decode_content
-from .http_syntax import (
+from ..events import Anomaly, Direction, Run, feed_pieces
+from ..piecebuf import PieceBuffer
+from ..websocket.deflate import PerMessageDeflateParams
+from ..websocket.session import WebSocketSession
+from .body import decode_content
+from .syntax import (
     CHUNK_SIZE,
     H2_PREFACE_LINE,
     HEAD_END,
@@ -35,8 +37,6 @@ from .http_syntax import (
     parse_fields,
     plausible_head,
 )
-from .piecebuf import PieceBuffer
-from .websocket import WebSocketSession
 
 LAYER = "http"
 

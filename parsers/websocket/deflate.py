@@ -19,8 +19,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
-from . import native
-from .events import Direction
+from .. import native
+from ..events import Direction
 
 # ---- RFC 7692 §7: the "permessage-deflate" extension --------------------------------
 EXTENSION_NAME = "permessage-deflate"

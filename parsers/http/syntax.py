@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .events import Direction
+from ..events import Direction
 
 Headers = list[tuple[str, str]]
 """Field lines in wire order as ``(name, value)``, decoded as Latin-1 (RFC 9110 §5.5)."""

@@ -1,31 +1,30 @@
 """Every table's schema, declared once, with a description per column.
 
-These declarations drive the Parquet writers, the DuckDB views (an empty table
-still has its columns), the README's table reference and the tests. Times are
-``timestamp[ns, tz=UTC]``; durations are int64 nanoseconds in ``*_ns`` columns.
+The core tables (captures, flows, TCP, matcher outputs) are declared here; each
+protocol's message tables in its own package (``ProtocolSpec.tables``), which
+``TABLES`` takes from the registry. These declarations drive the Parquet
+writers, the DuckDB views (an empty table still has its columns), the README's
+table reference and the tests. Times are ``timestamp[ns, tz=UTC]``; durations
+are int64 nanoseconds in ``*_ns`` columns.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-TS = pa.timestamp("ns", tz="UTC")
-
-
-def _f(name: str, typ: pa.DataType, doc: str) -> pa.Field:
-    return pa.field(name, typ, metadata={"doc": doc})
-
-
-def _schema(*fields: pa.Field) -> pa.Schema:
-    return pa.schema(fields)
-
-
-CAPTURE_ID = _f("capture_id", pa.string(), "First 16 hex digits of the capture's sha256")
-FLOW_ID = _f(
-    "flow_id", pa.int64(), "Connection number within the capture, in order of first packet"
+from ...parsers.protocols.columns import (
+    CAPTURE_ID,
+    DIRECTION,
+    FLOW_ID,
+    STREAM_OFFSET,
+    TS,
 )
-DIRECTION = _f("direction", pa.string(), "`out` = client (us) to server (exchange), `in` = back")
+from ...parsers.protocols.columns import field as _f
+from ...parsers.protocols.columns import schema as _schema
+from ...parsers.protocols.registry import REGISTRY
 
+PROTOCOL_TABLES = {t.name: t for spec in REGISTRY for t in spec.tables}
+"""Message tables, by name, in registry order."""
 CAPTURES = _schema(
     CAPTURE_ID,
     _f("path", pa.string(), "Path of the capture as given to ingest (`-` for stdin)"),
@@ -143,113 +142,6 @@ PACKETS = _schema(
     _f("window", pa.int32(), "TCP window as on the wire (unscaled)"),
     _f("payload_length", pa.int64(), "Transport payload length on the wire"),
     _f("analysis", pa.int32(), "Bit mask of TCP analysis flags (see tcp_events.kind)"),
-)
-
-TS_FIRST = _f("ts_first", TS, "Capture time of the packet that carried the first byte")
-TS_LAST = _f(
-    "ts_last",
-    TS,
-    "When the last byte became available in order (DESIGN.md, Time): "
-    "`out` its first transmission, `in` when all bytes up to it had arrived; inside "
-    "TLS, the ts_last of the record holding it",
-)
-STREAM_OFFSET = _f(
-    "stream_offset",
-    pa.int64(),
-    "Offset of the first byte in this direction's "
-    "stream (TCP stream for TLS records and plain protocols, decrypted stream "
-    "inside TLS)",
-)
-HEADER = pa.struct([("name", pa.string()), ("value", pa.string())])
-FIX_FIELD = pa.struct([("tag", pa.int32()), ("value", pa.string())])
-_MSG = (CAPTURE_ID, TS_FIRST, TS_LAST, FLOW_ID, DIRECTION, STREAM_OFFSET)
-
-TLS_RECORDS = _schema(
-    *_MSG,
-    _f("content_type", pa.int16(), "Outer record type: 20 ccs, 21 alert, 22 handshake, 23 data"),
-    _f("inner_content_type", pa.int16(), "TLS 1.3 inner type after decryption, else null"),
-    _f("version", pa.int32(), "Record-layer version (0x0303 ...)"),
-    _f("length", pa.int64(), "Bytes on the wire, 5-byte header included"),
-    _f(
-        "decrypted",
-        pa.bool_(),
-        "Protection removed with key-log secrets (false for records "
-        "sent in the clear, and for protected records without keys)",
-    ),
-    _f(
-        "plaintext_length",
-        pa.int64(),
-        "Bytes the application sees (no MAC, padding, "
-        "nonce or inner type); null when encrypted and not decrypted",
-    ),
-)
-
-HTTP_MESSAGES = _schema(
-    *_MSG,
-    _f("kind", pa.string(), "`request` or `response`"),
-    _f(
-        "request_index",
-        pa.int64(),
-        "Position of the request on its connection (0-based); "
-        "for a response, the request it answers",
-    ),
-    _f("method", pa.string(), "Request method"),
-    _f("path", pa.string(), "Request target, secret query parameters redacted"),
-    _f("version", pa.string(), "HTTP version"),
-    _f("status", pa.int32(), "Response status code"),
-    _f("reason", pa.string(), "Response reason phrase"),
-    _f("headers", pa.list_(HEADER), "Headers in order, secret values redacted"),
-    _f("content_type", pa.string(), "Content-Type header"),
-    _f("content_encoding", pa.string(), "Content-Encoding that was decoded"),
-    _f("chunked", pa.bool_(), "Transfer-Encoding: chunked"),
-    _f(
-        "body",
-        pa.string(),
-        "Decoded body as text (UTF-8, invalid bytes replaced), secrets redacted, capped",
-    ),
-    _f("body_length", pa.int64(), "Body bytes on the wire (chunk framing included)"),
-    _f("body_truncated", pa.bool_(), "Body longer than the cap"),
-    _f("header_ts_last", TS, "When the header block was complete"),
-)
-
-WS_MESSAGES = _schema(
-    *_MSG,
-    _f("opcode", pa.string(), "text, binary, close, ping, pong"),
-    _f("fin", pa.bool_(), "False when the message was cut off by the end of the capture"),
-    _f("frames", pa.int32(), "Frames the message was assembled from"),
-    _f("compressed", pa.bool_(), "permessage-deflate (RSV1) message"),
-    _f("masked", pa.bool_(), "Frames were masked (client to server)"),
-    _f(
-        "payload",
-        pa.string(),
-        "Text payload (inflated, secrets redacted); binary payloads "
-        "as UTF-8 with invalid bytes replaced",
-    ),
-    _f("payload_length", pa.int64(), "Payload bytes after inflating"),
-    _f("wire_length", pa.int64(), "Bytes of all its frames on the wire"),
-    _f("payload_truncated", pa.bool_(), "Payload over the cap (message or inflate bomb)"),
-    _f("close_code", pa.int32(), "Close frame status code"),
-)
-
-FIX_MESSAGES = _schema(
-    *_MSG,
-    _f("begin_string", pa.string(), "8 BeginString (FIX.4.4, FIXT.1.1 ...)"),
-    _f("msg_type", pa.string(), "35 MsgType (D new order, F cancel, G amend, 8 exec report ...)"),
-    _f("seq_num", pa.int64(), "34 MsgSeqNum"),
-    _f("sender_comp_id", pa.string(), "49 SenderCompID"),
-    _f("target_comp_id", pa.string(), "56 TargetCompID"),
-    _f("sending_time", pa.string(), "52 SendingTime as sent"),
-    _f("cl_ord_id", pa.string(), "11 ClOrdID"),
-    _f("orig_cl_ord_id", pa.string(), "41 OrigClOrdID"),
-    _f("order_id", pa.string(), "37 OrderID"),
-    _f("exec_type", pa.string(), "150 ExecType"),
-    _f("ord_status", pa.string(), "39 OrdStatus"),
-    _f("text", pa.string(), "58 Text"),
-    _f("poss_dup", pa.bool_(), "43 PossDupFlag = Y"),
-    _f("checksum_ok", pa.bool_(), "10 CheckSum verified"),
-    _f("body_length", pa.int64(), "9 BodyLength"),
-    _f("raw_length", pa.int64(), "Bytes of the whole message"),
-    _f("fields", pa.list_(FIX_FIELD), "All fields in order (secret tags redacted)"),
 )
 
 TCP_RTT = _schema(
@@ -392,10 +284,7 @@ TABLES: dict[str, pa.Schema] = {
     "tcp_events": TCP_EVENTS,
     "anomalies": ANOMALIES,
     "packets": PACKETS,
-    "tls_records": TLS_RECORDS,
-    "http_messages": HTTP_MESSAGES,
-    "ws_messages": WS_MESSAGES,
-    "fix_messages": FIX_MESSAGES,
+    **{name: t.schema for name, t in PROTOCOL_TABLES.items()},
     "tcp_rtt": TCP_RTT,
     "orders": ORDERS,
     "acks": ACKS,
@@ -410,16 +299,19 @@ TABLE_DOCS: dict[str, str] = {
     "tcp_events": "one row per TCP analysis event on a packet (as tshark's tcp.analysis.*)",
     "anomalies": 'one row per decode problem (Zeek\'s "weird"): the run goes on',
     "packets": "one row per packet (opt-in: `--packets`)",
-    "tls_records": "one row per TLS record",
-    "http_messages": "one row per HTTP/1.1 request or response",
-    "ws_messages": "one row per WebSocket message (frames joined, inflated)",
-    "fix_messages": "one row per FIX message",
+    **{name: t.doc for name, t in PROTOCOL_TABLES.items()},
     "tcp_rtt": "one row per acknowledged data segment of a parsed connection",
     "orders": "one row per outbound order action (new, cancel, amend)",
     "acks": "one row per venue reply to an order action",
     "latency": "one row per matched order and reply",
     "unmatched": "one row per order without reply, or reply without order",
 }
+
+
+def without_capture_id(schema: pa.Schema) -> pa.Schema:
+    """A table's columns as a writer and the matcher see them (``capture_id`` is the
+    partition key)."""
+    return pa.schema([f for f in schema if f.name != "capture_id"])
 
 
 def markdown() -> str:

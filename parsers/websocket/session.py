@@ -24,10 +24,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import native
+from .. import native
+from ..events import Anomaly, Direction, Run, feed_pieces
+from ..piecebuf import PieceBuffer
 from .deflate import MessageInflater, PerMessageDeflateParams, new_inflater
-from .events import Anomaly, Direction, Run, feed_pieces
-from .piecebuf import PieceBuffer
 from .scan import FULL, SPECIAL, ws_simple_frames
 
 LAYER = "websocket"

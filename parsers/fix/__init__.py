@@ -1,0 +1,10 @@
+"""FIX tag=value (4.x and FIXT.1.1): sans-IO session per connection, BodyLength
+and CheckSum checked, with a compiled batch path for well-formed messages.
+
+Modules: ``session`` (``FixSession``, framing, the batch scan), ``rows`` (the
+``fix_messages`` table), ``spec`` (the registration).
+"""
+
+from .session import FixMessage, FixMessageRun, FixSession
+
+__all__ = ["FixMessage", "FixMessageRun", "FixSession"]

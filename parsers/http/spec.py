@@ -1,0 +1,86 @@
+"""HTTP/1.1's registration: detection and resync by request/status line, its
+session (which hands an upgraded connection to WebSocket), and its table."""
+
+from __future__ import annotations
+
+import re
+
+from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
+from .rows import HTTP_MESSAGES, message_row
+from .session import HttpMessage, HttpSession
+
+# --- RFC 9112 §3 request-line, §4 status-line -----------------------------------
+METHODS = (
+    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+)
+"""RFC 9110 §9.3 methods plus PATCH (RFC 5789)."""
+MAX_METHOD = 20
+"""Longest method token considered (registered methods are at most 17 letters)."""
+MAX_REQUEST_LINE = 8192
+"""Past this many bytes without CRLF a "request line" is not one (RFC 9112 §3 suggests 8000)."""
+STATUS_CODE_END = 13  # "HTTP/1.x " + three digits + SP
+_MESSAGE_START = re.compile(
+    rb"(?:^|(?<=\n))(?:HTTP/1\.[01] [0-9]{3}[ \r]|(?:"
+    + b"|".join(METHODS)
+    + rb") [!-~]+ HTTP/1\.[01]\r?\n)"
+)
+
+
+def _is_request(data: bytes) -> bool:
+    """``method SP target SP HTTP/1.x``; any upper-case method token (WebDAV's
+    SEARCH, PROPFIND...) once the whole line is there, a known one before."""
+    method, sp, _ = data[:MAX_METHOD + 1].partition(b" ")
+    if not sp or not method.isalpha() or not method.isupper():
+        return False
+    eol = data.find(b"\n", 0, MAX_REQUEST_LINE)
+    if eol < 0:
+        return method in METHODS and len(data) < MAX_REQUEST_LINE
+    line = data[:eol].rstrip(b"\r")
+    return line.endswith((b" HTTP/1.0", b" HTTP/1.1"))
+
+
+def _is_response(data: bytes) -> bool:
+    if not data.startswith(b"HTTP/1."):
+        return False
+    status = data[8:STATUS_CODE_END]
+    return len(data) < STATUS_CODE_END or (status[:1] == b" " and status[1:4].isdigit())
+
+
+def probe(data: bytes) -> bool:
+    # Either side: without a SYN the client/server guess may be backwards.
+    return _is_request(data) or _is_response(data)
+
+
+def resync(data: bytes) -> int | None:
+    m = _MESSAGE_START.search(data)
+    return m.start() if m else None
+
+
+def _session(ctx: SessionContext) -> HttpSession:
+    limits = ctx.limits
+    return HttpSession(ctx.flow_id, max_body=limits.http_max_body,
+                       max_header=limits.http_max_header,
+                       ws_max_message=limits.ws_max_message,
+                       ws_max_inflated=limits.ws_max_inflated)
+
+
+def _host(info: dict[str, object], e: HttpMessage) -> None:
+    if e.kind == "request":
+        host = next((v for k, v in e.headers if k.lower() == "host"), None)
+        if host:
+            info.setdefault("http_host", host)
+
+
+HTTP = ProtocolSpec(
+    name="http",
+    probe_out=probe,
+    probe_in=probe,
+    resync=resync,
+    session=_session,
+    events={HttpMessage: EventSpec(table="http_messages", row=message_row, flow_info=_host)},
+    tables=(TableSpec(name="http_messages", schema=HTTP_MESSAGES,
+                      doc="one row per HTTP/1.1 request or response"),),
+    flow_columns=("http_host",),
+    match=MatchSpec(sql="rest", gate="rest_todo", outputs=("rest_orders", "rest_acks")),
+    limits=("http_max_body", "http_max_header", "ws_max_message", "ws_max_inflated"),
+)

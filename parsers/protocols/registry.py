@@ -1,0 +1,31 @@
+"""The protocol registry: every application protocol, once, in detection order.
+
+Order is priority: the first protocol whose probe accepts either direction's
+first bytes wins (the HTTP/2 preface would also pass for HTTP/1; WebSocket frames
+are the weakest hint, so they come last). Adding a protocol: a package with a
+``spec.py`` and one line here (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..fix.spec import FIX
+from ..http.spec import HTTP
+from ..tls.spec import TLS
+from ..websocket.spec import WEBSOCKET
+from .base import EventSpec, ProtocolSpec
+from .http2_probe import HTTP2
+
+REGISTRY: tuple[ProtocolSpec, ...] = (
+    HTTP2,
+    TLS,
+    FIX,
+    HTTP,
+    WEBSOCKET,
+)
+
+BY_NAME: Mapping[str, ProtocolSpec] = {spec.name: spec for spec in REGISTRY}
+
+EVENTS: Mapping[type, EventSpec] = {t: e for spec in REGISTRY for t, e in spec.events.items()}
+"""What each event type of every protocol becomes (``EventSpec``)."""

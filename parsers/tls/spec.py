@@ -1,0 +1,88 @@
+"""TLS's registration: how it is detected and resynchronised, its session, and
+what its events become (``protocols.base.ProtocolSpec``)."""
+
+from __future__ import annotations
+
+from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
+from .events import Plaintext, PlaintextRun, TlsHandshakeInfo, TlsRecord, TlsRecordRun
+from .record import (
+    HANDSHAKE,
+    HEADER_CANDIDATE,
+    HEADER_LENGTH,
+    MAJOR_VERSION,
+    MAX_CIPHERTEXT,
+    plausible_length,
+)
+from .rows import TLS_RECORDS, record_batch, record_row
+from .session import TlsSession
+
+SSLV2_CLIENT_HELLO = 1  # RFC 5246 Appendix E.2: msg_type of an SSLv2-compatible hello
+
+
+def _record_end(data: bytes, i: int) -> int | None:
+    """End of the TLS record whose plausible header is at ``data[i]``, else None."""
+    if len(data) - i < HEADER_LENGTH:
+        return None
+    length = plausible_length(data, i, MAX_CIPHERTEXT)
+    return None if length is None else i + HEADER_LENGTH + length
+
+
+def _is_sslv2_client_hello(data: bytes) -> bool:
+    """SSLv2-compatible ClientHello (RFC 5246 Appendix E.2): msg_type 1, version 3.x."""
+    return (len(data) >= 5 and data[0] & 0x80 != 0 and data[2] == SSLV2_CLIENT_HELLO
+            and data[3] == MAJOR_VERSION)
+
+
+def probe(data: bytes) -> bool:
+    """A plausible record header (and a second one where the prefix reaches it)."""
+    end = _record_end(data, 0)
+    if end is None:
+        return _is_sslv2_client_hello(data)
+    if len(data) >= end + HEADER_LENGTH:
+        return _record_end(data, end) is not None
+    return True
+
+
+def resync(data: bytes) -> int | None:
+    """A record header followed, at its stated length, by a second one."""
+    for m in HEADER_CANDIDATE.finditer(data):
+        end = _record_end(data, m.start())
+        if end is not None and _record_end(data, end) is not None:
+            return m.start()
+    return None
+
+
+def starts_later(data: bytes) -> bool:
+    """STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a handshake record.
+    ``TlsSession`` skips the plaintext up to the handshake record itself."""
+    at = resync(data)
+    return at is not None and data[at] == HANDSHAKE
+
+
+def _session(ctx: SessionContext) -> TlsSession:
+    return TlsSession(ctx.flow_id, ctx.keylog)
+
+
+def _handshake_info(info: dict[str, object], e: TlsHandshakeInfo) -> None:
+    info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher)
+
+
+TLS = ProtocolSpec(
+    name="tls",
+    probe_out=probe,
+    probe_in=probe,
+    resync=resync,
+    probe_late=starts_later,
+    session=_session,
+    nests=False,
+    events={
+        TlsRecord: EventSpec(table="tls_records", row=record_row),
+        TlsRecordRun: EventSpec(table="tls_records", batch=record_batch),
+        TlsHandshakeInfo: EventSpec(flow_info=_handshake_info),
+        Plaintext: EventSpec(carrier="piece"),
+        PlaintextRun: EventSpec(carrier="run"),
+    },
+    tables=(TableSpec(name="tls_records", schema=TLS_RECORDS, doc="one row per TLS record"),),
+    flow_columns=("sni", "alpn", "tls_version", "tls_cipher"),
+    match=MatchSpec(sql="encrypted", gate="enc_flows", outputs=("enc_orders", "enc_acks")),
+)

@@ -1,0 +1,108 @@
+"""WebSocket's registration: detection by frame headers, its table, and the
+``flows`` column its upgrade fills.
+
+A WebSocket connection normally starts as HTTP/1.1: ``HttpSession`` parses the
+upgrade and hands the stream to ``WebSocketSession`` (so the session factory
+here is for connections detected *as* WebSocket, i.e. captured mid-stream:
+none yet, the connection then yields no messages).
+"""
+
+from __future__ import annotations
+
+from ..http.session import WebSocketHandshake
+from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, TableSpec
+from .rows import WS_MESSAGES, message_batch, message_row
+from .session import (
+    FIN,
+    MASK,
+    MASKING_KEY_LENGTH,
+    MAX_CONTROL_PAYLOAD,
+    OPCODE_MASK,
+    PAYLOAD_LEN_16,
+    PAYLOAD_LEN_MASK,
+    RSV2,
+    RSV3,
+    Opcode,
+    WsMessage,
+    WsMessageRun,
+)
+
+MAX_PROBE_FRAMES = 64
+"""Cap on frames walked per probe: detection looks at a prefix, not the stream."""
+_OPCODES = frozenset(Opcode)
+
+
+def _frame_end(data: bytes, i: int, masked: bool) -> int | None:
+    """End of the WebSocket frame whose header is at ``data[i]`` (RFC 6455 §5.2)."""
+    if len(data) - i < 2:
+        return None
+    b0, b1 = data[i], data[i + 1]
+    opcode = b0 & OPCODE_MASK
+    if b0 & (RSV2 | RSV3) or opcode not in _OPCODES or bool(b1 & MASK) != masked:
+        return None  # RSV2/RSV3 set, reserved opcode, or wrong masking for the side
+    length, pos = b1 & PAYLOAD_LEN_MASK, i + 2
+    if opcode >= Opcode.CLOSE and (not b0 & FIN or length > MAX_CONTROL_PAYLOAD):
+        return None
+    if length >= PAYLOAD_LEN_16:
+        width = 2 if length == PAYLOAD_LEN_16 else 8
+        if len(data) < pos + width:
+            return None
+        length = int.from_bytes(data[pos : pos + width], "big")
+        # §5.2: "the minimal number of bytes MUST be used to encode the length"
+        if length < (PAYLOAD_LEN_16 if width == 2 else 1 << 16) or length >= 1 << 63:
+            return None
+        pos += width
+    return pos + (MASKING_KEY_LENGTH if masked else 0) + length
+
+
+def _is_frames(data: bytes, masked: bool) -> bool:
+    """A run of whole frames covering ``data`` exactly (a prefix is too weak a hint).
+
+    The first frame must not be a continuation, and an empty data frame must be
+    final: length-prefixed binary protocols (Kafka: ``00 00 01 bc``...) otherwise
+    read as chains of empty continuation frames.
+    """
+    if not data or data[0] & OPCODE_MASK == Opcode.CONTINUATION:
+        return False
+    pos, frames = 0, 0
+    empty_frame = 2 + (MASKING_KEY_LENGTH if masked else 0)
+    while pos < len(data) and frames < MAX_PROBE_FRAMES:
+        end = _frame_end(data, pos, masked)
+        if end is None or end > len(data):
+            return False
+        if end - pos <= empty_frame and not data[pos] & FIN:
+            return False
+        pos, frames = end, frames + 1
+    return frames > 0 and (pos == len(data) or frames == MAX_PROBE_FRAMES)
+
+
+def probe_client(data: bytes) -> bool:
+    return _is_frames(data, masked=True)  # §5.3: client frames are masked
+
+
+def probe_server(data: bytes) -> bool:
+    return _is_frames(data, masked=False)
+
+
+def _handshake(info: dict[str, object], e: WebSocketHandshake) -> None:
+    info.setdefault("ws_path", e.path)
+    if e.host:
+        info.setdefault("http_host", e.host)
+
+
+WEBSOCKET = ProtocolSpec(
+    name="websocket",
+    probe_out=probe_client,
+    probe_in=probe_server,
+    events={
+        WsMessage: EventSpec(table="ws_messages", row=message_row),
+        WsMessageRun: EventSpec(table="ws_messages", batch=message_batch),
+        WebSocketHandshake: EventSpec(flow_info=_handshake),
+    },
+    tables=(TableSpec(name="ws_messages", schema=WS_MESSAGES,
+                      doc="one row per WebSocket message (frames joined, inflated)"),),
+    flow_columns=("ws_path",),
+    upgrade=("http", "ws_path"),
+    match=MatchSpec(sql="websocket", gate="ws_in", outputs=("ws_orders", "ws_acks")),
+    limits=("ws_max_message", "ws_max_inflated"),
+)

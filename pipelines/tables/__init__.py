@@ -1,0 +1,2 @@
+"""Tables: every schema declared once (``schemas``), and parser events turned into
+rows of the message tables (``rows``)."""
