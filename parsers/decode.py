@@ -68,20 +68,6 @@ MAX_IPV6_EXT_HEADERS = 8  # bound on the extension-header walk
 # --- status codes (stable; names become anomalies.code) ----------------------
 OK = 0
 NOT_IP = 1
-STATUS: dict[int, str] = {
-    OK: "ok",
-    NOT_IP: "not_ip",
-    2: "unsupported_linktype",
-    3: "truncated_link_header",
-    4: "truncated_ip_header",
-    5: "bad_ip_header",
-    6: "ip_fragment",
-    7: "truncated_transport_header",
-    8: "bad_tcp_data_offset",
-    9: "ip_length_past_wire_length",
-    10: "ipv6_extension_header_limit",
-    11: "unsupported_ip_version",
-}
 UNSUPPORTED_LINKTYPE = 2
 TRUNCATED_LINK = 3
 TRUNCATED_IP = 4
@@ -92,6 +78,26 @@ BAD_TCP_OFFSET = 8
 IP_LENGTH_PAST_WIRE = 9
 IPV6_EXT_LIMIT = 10
 BAD_IP_VERSION = 11
+STATUS: dict[int, str] = {
+    OK: "ok",
+    NOT_IP: "not_ip",
+    UNSUPPORTED_LINKTYPE: "unsupported_linktype",
+    TRUNCATED_LINK: "truncated_link_header",
+    TRUNCATED_IP: "truncated_ip_header",
+    BAD_IP_HEADER: "bad_ip_header",
+    IP_FRAGMENT: "ip_fragment",
+    TRUNCATED_TRANSPORT: "truncated_transport_header",
+    BAD_TCP_OFFSET: "bad_tcp_data_offset",
+    IP_LENGTH_PAST_WIRE: "ip_length_past_wire_length",
+    IPV6_EXT_LIMIT: "ipv6_extension_header_limit",
+    BAD_IP_VERSION: "unsupported_ip_version",
+}
+STATUS_LAYER: dict[int, str] = {
+    s: "link" if s in (UNSUPPORTED_LINKTYPE, TRUNCATED_LINK)
+    else "tcp" if s in (TRUNCATED_TRANSPORT, BAD_TCP_OFFSET) else "ip"
+    for s in STATUS if s not in (OK, NOT_IP)
+}
+"""``anomalies.layer`` of each problem status."""
 
 # TCP flag bits (RFC 9293 §3.1, plus NS from RFC 3540)
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x100

@@ -6,9 +6,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .dataset import data_dir
 from .pipelines.ingest import IngestResult, can_shard, ingest_capture
+
+if TYPE_CHECKING:
+    from .pipelines.ingest import AppFactory
+    from .pipelines.match import Matcher
 
 AUTO_MAX_WORKERS = 4
 """``workers="auto"`` uses at most this many processes per capture."""
@@ -38,23 +43,19 @@ def _workers(path: str | os.PathLike[str], workers: int | str, *, app: bool, job
 
 
 def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
-                 limits: Mapping[str, int | str] | None = None) -> object | None:
-    """The application-layer stage, when it is available (None = TCP layer only)."""
-    try:
-        from .parsers.limits import Limits
-        from .pipelines.connections import AppLayer
-    except ImportError:
-        return None
+                 limits: Mapping[str, int | str] | None = None) -> AppFactory:
+    """The application-layer stage of an ingest (key logs loaded here, once)."""
+    from .parsers.limits import Limits
+    from .pipelines.ingest.app_layer import AppLayer  # lazy: the parsers load on first use
+
     return AppLayer.factory(keylog=[str(k) for k in keylog or []],
                             limits=Limits().with_overrides(limits or {}))
 
 
-def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
-    """Order/ack matching with the venue registry (None until it is available)."""
-    try:
-        from .venues import make_matcher
-    except ImportError:
-        return None
+def _matcher(venues: str | os.PathLike[str] | None) -> Matcher:
+    """Order/ack matching with the venue registry (and the map in ``venues``)."""
+    from .venues import make_matcher  # lazy: DuckDB loads when a capture is matched
+
     return make_matcher(venues)
 
 
@@ -64,7 +65,7 @@ def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int 
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
-        matcher=_matcher(venues) if app else None,  # type: ignore[arg-type]
+        matcher=_matcher(venues) if app else None,
         workers=workers,
     )
 

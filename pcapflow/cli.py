@@ -65,14 +65,6 @@ def _skip_unused_imports() -> None:
         sys.meta_path.insert(0, _SkipImports(names))
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 @app.command()
 def ingest(
     captures: Annotated[
@@ -274,13 +266,7 @@ def _register_command_modules() -> None:
     import importlib
 
     for name in ("cli_match", "cli_report", "cli_demo"):
-        try:
-            mod = importlib.import_module(f"pcapflow.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"pcapflow.{name}":
-                raise
-            continue
-        mod.register(app)
+        importlib.import_module(f"pcapflow.{name}").register(app)
 
 
 CORE_COMMANDS = ("ingest", "query", "flows")

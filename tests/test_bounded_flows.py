@@ -236,8 +236,8 @@ def test_retired_flows_keep_ids_and_flags_on_real_captures() -> None:
 
 def _ingest(cap: Path, data: Path, venues: Path | None, keylog: list[Path],
             chunk_bytes: int) -> None:
-    from pcapflow.pipelines.connections import AppLayer
     from pcapflow.pipelines.ingest import ingest_capture
+    from pcapflow.pipelines.ingest.app_layer import AppLayer
 
     from pcapflow.venues import make_matcher
 
@@ -250,12 +250,12 @@ def test_ingest_with_small_caps_keeps_state_small_and_rows_right(
     """20,000 connections through a 256-slot table in 100 kB chunks: the
     application layer's per-flow state stays small, every flow gets one row with
     its packet counts, and the matcher's venue (an address rule) is on each."""
-    from pcapflow.pipelines import ingest
-    from pcapflow.pipelines.connections import AppLayer
+    from pcapflow.pipelines.ingest import flow_rows
+    from pcapflow.pipelines.ingest.app_layer import AppLayer
 
     monkeypatch.setattr(analysis, "ROOM_FLOWS", 64)
     monkeypatch.setattr(analysis, "MAX_FLOWS", 256)
-    monkeypatch.setattr(ingest, "FLOW_BATCH_ROWS", 1000)
+    monkeypatch.setattr(flow_rows, "FLOW_BATCH_ROWS", 1000)
     held: list[int] = []
     retire = AppLayer.retire
 

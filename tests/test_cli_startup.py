@@ -45,7 +45,7 @@ def test_cli_ingest_leaves_pandas_scipy_and_yaml_unimported(tmp_path: Path) -> N
 
 def test_the_python_api_imports_normally() -> None:
     """Only the CLI's own process skips them: a notebook's pandas and Numba BLAS work."""
-    code = ("import pcapflow.api, pcapflow.pipelines.connections, pandas, scipy.linalg;"
+    code = ("import pcapflow.api, pcapflow.pipelines.ingest.app_layer, pandas, scipy.linalg;"
             "import sys; print(sys.meta_path[0].__class__.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)

@@ -1,4 +1,4 @@
-"""The batch path (``pipelines.segments``, ``feed_many`` of TLS/HTTP/WebSocket,
+"""The batch path (``parsers.tcp.segments``, ``feed_many`` of TLS/HTTP/WebSocket,
 batch rows) against the general per-packet path: every table, row for row.
 
 The general path is the reference the rest of the suite checks against tshark
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from paths import PUBLIC, SAMPLES
 from pcapflow.parsers import native
-from pcapflow.pipelines import connections
+from pcapflow.pipelines.ingest import app_layer as connections
 from test_tls_public import ENTRIES  # the keyed captures and their key logs
 
 import pcapflow

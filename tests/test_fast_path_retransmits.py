@@ -18,7 +18,7 @@ import dpkt
 import pyarrow.parquet as pq
 import pytest
 from paths import SAMPLES
-from pcapflow.pipelines import connections
+from pcapflow.pipelines.ingest import app_layer as connections
 from test_fast_path import _assert_same_tables, _ingest, _tables
 
 CAPTURES = ["binance_wsapi_tls13", "okx_ws_tls12", "fix44_plain"]

@@ -18,7 +18,8 @@ import duckdb
 import numpy as np
 import pytest
 from pcapflow.parsers.errors import PcapflowError
-from pcapflow.pipelines import connections, ingest
+from pcapflow.pipelines import ingest
+from pcapflow.pipelines.ingest import app_layer as connections
 from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow

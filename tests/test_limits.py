@@ -77,7 +77,7 @@ def test_fix_max_message_reaches_the_fix_parser(tmp_path: Path) -> None:
 
 
 def test_detect_bytes_and_reassembly_limits_are_applied(tmp_path: Path) -> None:
-    from pcapflow.pipelines.connections import Connection
+    from pcapflow.pipelines.ingest.app_layer import Connection
 
     lim = Limits(reassembly_held_bytes=1000, reassembly_held_segments=3)
     conn = Connection(0, None, lim)

@@ -428,8 +428,8 @@ def sample_texts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Every text the ingest of the sample captures hands to the JSON redaction."""
     from pcapflow.parsers.http import rows as http_rows
     from pcapflow.parsers.websocket import rows as ws_rows
-    from pcapflow.pipelines.connections import AppLayer
     from pcapflow.pipelines.ingest import ingest_capture
+    from pcapflow.pipelines.ingest.app_layer import AppLayer
 
     seen: list[str] = []
     one, many = ws_rows.redact_json_text, ws_rows.redact_json_texts

@@ -218,8 +218,8 @@ def _ws_capture(frames: list[bytes], bodies: list[bytes]) -> bytes:
 
 
 def test_ingest_of_malformed_frames_keeps_no_secret(tmp_path: Path) -> None:
-    from pcapflow.pipelines.connections import AppLayer
     from pcapflow.pipelines.ingest import ingest_capture
+    from pcapflow.pipelines.ingest.app_layer import AppLayer
 
     texts = [t for t, _ in LEAKED] + RAISED
     secrets = {s for _, s in LEAKED} | {f"SECRET{i}" for i in range(13, 19)}

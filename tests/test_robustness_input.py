@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 import craft
 from pcapflow.parsers.errors import CaptureError
 from pcapflow.parsers.events import Anomaly
-from pcapflow.pipelines.connections import AppLayer
 from pcapflow.pipelines.ingest import IngestResult, ingest_capture
+from pcapflow.pipelines.ingest.app_layer import AppLayer
 from targets import _deflate, _frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def test_gigabyte_sequence_jumps_allocate_nothing(tmp_path: Path) -> None:
     cap.write_bytes(craft.pcap(pkts))
     code = textwrap.dedent(f"""
         import resource, pathlib
-        from pcapflow.pipelines.connections import AppLayer
+        from pcapflow.pipelines.ingest.app_layer import AppLayer
         from pcapflow.pipelines.ingest import ingest_capture
         vm = next(int(ln.split()[1]) for ln in open("/proc/self/status")
                   if ln.startswith("VmSize:")) * 1024

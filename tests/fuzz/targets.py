@@ -47,9 +47,9 @@ def warm_kernels() -> None:
     import pyarrow as pa
     from pcapflow.parsers import native, redact
     from pcapflow.parsers.fix.session import _compile_scan
+    from pcapflow.parsers.tcp import segments
     from pcapflow.parsers.tls.scan import tls_app_records
     from pcapflow.parsers.websocket.scan import ws_simple_frames
-    from pcapflow.pipelines import segments
 
     u8 = np.zeros(16, np.uint8)
     i8 = np.zeros(1, np.int8)
@@ -574,8 +574,8 @@ def run_ingest(data: bytes) -> None:
     """Whole ``ingest_capture`` (app layer, all sample key logs) into a fresh dataset."""
     from pcapflow.parsers.errors import CaptureError
     from pcapflow.pipelines import store
-    from pcapflow.pipelines.connections import AppLayer
     from pcapflow.pipelines.ingest import ingest_capture
+    from pcapflow.pipelines.ingest.app_layer import AppLayer
     from seeds import SAMPLES
 
     root = Path(tempfile.mkdtemp(prefix="pcapflow-fuzz-"))

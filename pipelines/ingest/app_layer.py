@@ -49,19 +49,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..parsers.capture.chunk import PacketChunk
-from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ..parsers.detect import UNKNOWN, detect
-from ..parsers.events import DIRECTIONS, Anomaly, Event, Run
-from ..parsers.limits import Limits
-from ..parsers.protocols.base import SessionContext, SessionParser
-from ..parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
-from ..parsers.tcp.analysis import FlowTracker, PacketFlows
-from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
-from ..parsers.tls import KeyLog
-from ..parsers.tls.keylog import PCAPNG_DSB_TLS_KEY_LOG
-from .segments import gather, rtt_walk, simple_prefix
-from .tables.rows import FlushHook, RowBuffers, TableSink
+from ...parsers.capture.chunk import PacketChunk
+from ...parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
+from ...parsers.detect import UNKNOWN, detect
+from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
+from ...parsers.limits import Limits
+from ...parsers.protocols.base import SessionContext, SessionParser
+from ...parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
+from ...parsers.tcp.analysis import FlowTracker, PacketFlows
+from ...parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
+from ...parsers.tcp.segments import gather, rtt_walk, simple_prefix
+from ...parsers.tls import KeyLog
+from ...parsers.tls.keylog import PCAPNG_DSB_TLS_KEY_LOG
+from ..tables.rows import FlushHook, RowBuffers, TableSink
 
 _DIRECTIONS = pa.array(DIRECTIONS, pa.string())  # by direction code 0 / 1
 _CARRIER = {t: e.carrier for t, e in EVENTS.items() if e.carrier is not None}

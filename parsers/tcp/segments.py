@@ -8,8 +8,9 @@ and no held data waiting on a hole. ``simple_prefix`` finds how far such a run g
 the run is then handled in bulk (its payload gathered with ``gather``, delivered
 to the parsers as a few ``Run``s, and its ``tcp_rtt`` samples computed by
 ``rtt_walk``), and the packet that ended it goes through the general
-per-packet code. Both kernels reproduce ``connections.Connection``'s per-packet
-rules exactly (a test compares the two paths table by table); they exist because
+per-packet code. Both kernels reproduce the per-packet rules of
+``reassembly.StreamReassembler`` and ``pipelines.ingest.app_layer.Connection``
+exactly (a test compares the two paths table by table); they exist because
 a Python loop over packets costs microseconds each.
 """
 
@@ -18,9 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-FIN = 0x01
-RST = 0x04
-
+from ..decode import FIN, RST
 
 # How far back (in packets) ``simple_prefix`` looks for the first copy of a
 # retransmitted segment; a copy of older bytes ends the run.

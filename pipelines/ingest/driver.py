@@ -1,0 +1,351 @@
+"""Capture file -> Parquet tables of one capture, committed atomically: the driver.
+
+How this works: the capture is read in bounded chunks; each chunk is decoded
+(``parsers.decode``), assigned to flows and analysed (``parsers.tcp.analysis``)
+with compiled kernels, and its per-packet results become rows of
+``tcp_events``, ``anomalies`` and (opt-in) ``packets`` through NumPy masks, never
+a Python loop over packets. TCP payload of each connection goes to the
+application layer (``app_layer``), which reassembles and parses it.
+One ``captures`` row is written at the end; ``store.Staging.commit`` then swaps
+the capture's partitions in.
+
+The driver sits above the stages it drives and passes their outputs on:
+``packet_rows`` (per-packet tables), ``app_layer`` (reassembly and the protocol
+sessions), ``flow_rows`` (the ``flows`` table and the matcher's run at the end),
+``shards`` (several processes on one capture). See ``docs/architecture.md``.
+"""
+
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from ... import __version__
+from ...parsers.capture import open_capture
+from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
+from ...parsers.decode import decode_chunk
+from ...parsers.errors import PcapflowError
+from ...parsers.events import Anomaly
+from ...parsers.protocols.columns import ts_array
+from ...parsers.tcp.analysis import FlowTracker
+from .. import store
+from ..prefilter import stage_ws_candidates
+from .app_layer import AppLayer
+from .flow_rows import FlowRows
+from .packet_rows import anomaly_rows, decode_anomaly_rows, packet_rows, tcp_event_rows
+from .shards import ChildLink, ParentLink, Shard, Unshardable, Worker, can_shard, one_line
+
+if TYPE_CHECKING:
+    from ..match import Matcher
+
+__all__ = ["AppFactory", "IngestResult", "ProgressFn", "can_shard", "ingest_capture"]
+
+ProgressFn = Callable[[int, int], None]
+"""Called after each chunk with (capture bytes read so far, packets so far)."""
+AppFactory = Callable[[FlowTracker], AppLayer]
+"""Makes the application layer of one ingest (``AppLayer.factory``)."""
+_Args = tuple[str, bool, "AppFactory | None", "Matcher | None", "ProgressFn | None"]
+"""``_run``'s arguments after the reader and the staging (what a worker inherits)."""
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What one capture's ingest produced (also printed by the CLI)."""
+
+    path: str
+    capture_id: str
+    sha256: str
+    format: str
+    packets: int
+    bytes: int
+    flows: int
+    seconds: float
+    rows: dict[str, int] = field(default_factory=dict)
+    anomaly_codes: dict[str, int] = field(default_factory=dict)
+    capture_problems: list[str] = field(default_factory=list)
+    """Capture-file problems (truncated record, corrupt block...), one line each."""
+
+    @property
+    def packets_per_second(self) -> float:
+        return self.packets / self.seconds if self.seconds > 0 else 0.0
+
+
+
+def ingest_capture(
+    path: str,
+    data_dir: Path,
+    *,
+    packets_table: bool = False,
+    app_layer: AppFactory | None = None,
+    matcher: Matcher | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: ProgressFn | None = None,
+    workers: int = 1,
+    shard_rule: str = "balanced",
+) -> IngestResult:
+    """Ingest one capture into ``data_dir``; replaces that capture's partitions.
+
+    ``app_layer`` is a factory ``(flow_tracker) -> AppLayer`` (see
+    ``pipelines.ingest.app_layer``); ``None`` stops at the TCP layer. ``workers > 1``
+    shards the capture's connections across that many processes (module
+    docstring) when the application layer is on and ``path`` is a regular file;
+    the tables are the same.
+    """
+    t0 = time.perf_counter()
+    args = (path, packets_table, app_layer, matcher, progress)
+    if workers > 1 and app_layer is not None and can_shard(path):
+        try:
+            return _ingest_sharded(args, data_dir, chunk_bytes, workers, shard_rule, t0)
+        except Unshardable:
+            pass  # too many open connections to shard: one process, from the start
+    staging = store.Staging(data_dir)
+    try:
+        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+            result = _run(reader, staging, *args)
+        result.seconds = time.perf_counter() - t0
+        staging.commit(result.capture_id)
+        result.seconds = time.perf_counter() - t0
+        return result
+    except BaseException:
+        staging.abort()
+        raise
+
+
+WARM_UP_BYTES = 1 << 18
+"""Capture bytes the parent of a sharded ingest parses before it forks (``_warm_up``)."""
+
+
+class _Discard:
+    """A staging stand-in that keeps nothing (``_warm_up``)."""
+
+    dir = None
+
+    def write(self, table: str, batch: pa.Table | dict[str, Any]) -> None:
+        pass
+
+
+def _warm_up(path: str, app_factory: AppFactory) -> None:
+    """Parse the start of the capture, keeping nothing, before forking: Numba sets
+    itself up and loads each compiled kernel from its cache once per process, on
+    first use (about half a second in all); done here, the workers inherit them
+    instead of each paying it again. No thread is started, no file written; a
+    failure here is left for the ingest itself to meet and report."""
+    tracker = FlowTracker()
+    app = app_factory(tracker)
+    try:
+        with open_capture(path, chunk_bytes=WARM_UP_BYTES, hash=False) as reader:
+            for chunk in reader:
+                if len(chunk):
+                    dec = decode_chunk(chunk)
+                    pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+                    app.process(chunk, dec, pf, _Discard(), lambda items: None)
+                break
+    except Exception:  # only an optimisation
+        pass
+
+
+def _ingest_sharded(args: _Args, data_dir: Path, chunk_bytes: int, workers: int,
+                    rule: str, t0: float) -> IngestResult:
+    path = args[0]
+    _warm_up(path, args[2])
+    staging = store.Staging(data_dir)
+    link = ParentLink(str(path), workers)
+    ok = False
+    try:
+        for k in range(1, workers):
+            link.workers.append(_fork(k, workers, rule, args, staging, chunk_bytes, link))
+        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+            result = _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link)
+        result.seconds = time.perf_counter() - t0
+        staging.commit(result.capture_id)
+        result.seconds = time.perf_counter() - t0
+        ok = True
+        return result
+    except BaseException:
+        link.close(kill=True)  # first: no worker writes into what abort removes
+        staging.abort()
+        raise
+    finally:
+        if ok:
+            link.close(kill=False)
+
+
+def _fork(k: int, count: int, rule: str, args: _Args, staging: store.Staging,
+          chunk_bytes: int, link: ParentLink) -> Worker:
+    """Start worker ``k``; in the child, ingest its shard and exit (never return)."""
+    up_r, up_w = os.pipe()
+    down_r, down_w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns on fork with threads alive
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
+            os.close(up_r)
+            os.close(down_w)
+            for w in link.workers:  # the other workers' pipes: theirs and the parent's
+                os.close(w.up.fileno())
+                os.close(w.down.fileno())
+            up = os.fdopen(up_w, "wb")
+            child = ChildLink(up, os.fdopen(down_r, "rb"))
+            try:
+                staging.part_prefix = f"w{k}-"
+                # the parent hashes the file: the workers only read it
+                with open_capture(args[0], chunk_bytes=chunk_bytes, hash=False) as reader:
+                    _run(reader, staging, *args[:4], None, shard=Shard(k, count, rule),
+                         link=child)
+                code = 0
+            except Unshardable as err:
+                child.send({"fallback": str(err)})
+            except BaseException as err:
+                child.send({"error": one_line(err)})
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(up_w)
+    os.close(down_r)
+    return Worker(pid, k, os.fdopen(up_r, "rb"), os.fdopen(down_w, "wb"))
+
+
+def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table: bool,
+         app_factory: AppFactory | None, matcher: Matcher | None, progress: ProgressFn | None,
+         shard: Shard | None = None,
+         link: ParentLink | ChildLink | None = None) -> IngestResult | None:
+    tracker = FlowTracker()
+    app = app_factory(tracker) if app_factory is not None else None
+    if app is not None and staging.dir is not None:
+        # the matcher's first pass over WebSocket payloads, while they are in memory
+        app.after_flush["ws_messages"] = functools.partial(stage_ws_candidates, staging.dir)
+    first_ts, last_ts = None, None
+    anomaly_codes: dict[str, int] = {}
+    first_shard = shard is None or shard.index == 0
+    max_open = app.limits.max_open_connections if app is not None else None
+    parent = os.getppid() if isinstance(link, ChildLink) else None
+
+    def add_anomalies(items: list[Anomaly]) -> None:
+        if items:
+            staging.write("anomalies", anomaly_rows(items))
+            for a in items:
+                anomaly_codes[a.code] = anomaly_codes.get(a.code, 0) + 1
+
+    flows = FlowRows(staging, matcher)
+
+    def write_retired(cols: dict[str, np.ndarray] | None) -> None:
+        if cols is None:
+            return
+        if shard is not None:
+            keep = shard.retire(cols["flow_id"])
+            if not keep.all():
+                if not keep.any():
+                    return
+                cols = {k: v[keep] for k, v in cols.items()}
+        evicted = np.flatnonzero(cols["evicted"])
+        add_anomalies([Anomaly(
+            ts=int(cols["last_ts"][k]), flow_id=int(cols["flow_id"][k]), direction=None,
+            layer="tcp", code="flow_evicted",
+            detail=f"more than {tracker.max_flows} flows held: this idle one was retired "
+            "early; a later packet of it starts a new flow") for k in evicted.tolist()])
+        fids = cols["flow_id"].tolist()
+        info = app.retire(fids, staging, add_anomalies) if app is not None else {}
+        flows.add(cols, info)
+
+    capture_problems: list[str] = []
+    for chunk in reader:
+        if first_shard:
+            add_anomalies(chunk.anomalies)
+            capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
+                                 if a.layer == "capture"]
+        if len(chunk) == 0:
+            continue
+        dec = decode_chunk(chunk)
+        pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+        mine = None
+        if shard is not None:
+            mine = shard.packets(dec, pf)
+            if max_open is not None and shard.peak > max_open:
+                raise Unshardable(f"more than {max_open} connections with payload held")
+            if parent is not None and os.getppid() != parent:
+                raise PcapflowError("the parent process went away")
+        lo, hi = int(chunk.ts_ns.min()), int(chunk.ts_ns.max())
+        first_ts = lo if first_ts is None else min(first_ts, lo)
+        last_ts = hi if last_ts is None else max(last_ts, hi)
+        rows = tcp_event_rows(pf, dec, chunk, mine)
+        if rows:
+            staging.write("tcp_events", rows)
+        rows = decode_anomaly_rows(dec, chunk, pf, mine)
+        if rows:
+            staging.write("anomalies", rows)
+            for code in rows["code"].to_pylist():
+                anomaly_codes[code] = anomaly_codes.get(code, 0) + 1
+        if packets_table:
+            rows = packet_rows(pf, dec, chunk)
+            if mine is not None:
+                keep = pa.array(mine)
+                rows = {k: v.filter(keep) for k, v in rows.items()}
+            staging.write("packets", rows)
+        if app is not None:
+            app.process(chunk, dec, pf, staging, add_anomalies, mine)
+        # after the application layer has seen this chunk's packets of them
+        write_retired(tracker.take_retired())
+        if progress is not None:
+            progress(reader.bytes_read, reader.packets)
+    if app is not None:
+        if link is not None:  # the connections still open close at the same time everywhere
+            app.last_ts = link.agree_last(app.last_packet, app.last_ts)
+        app.finish(staging, add_anomalies)
+    write_retired(tracker.finish())
+    if isinstance(link, ChildLink):
+        pending = flows.finish(final=False)
+        staging.close_writers()
+        link.send({"done": {"rows": staging.rows, "anomaly_codes": anomaly_codes,
+                            "pending": str(pending) if pending is not None else None}})
+        return None
+    more: list[Path] = []
+    child_rows: dict[str, int] = {}
+    if link is not None:
+        for part in link.collect():
+            if part["pending"] is not None:
+                more.append(Path(part["pending"]))  # type: ignore[arg-type]
+            for name, n in part["anomaly_codes"].items():  # type: ignore[attr-defined]
+                anomaly_codes[name] = anomaly_codes.get(name, 0) + n
+            for name, n in part["rows"].items():  # type: ignore[attr-defined]
+                child_rows[name] = child_rows.get(name, 0) + n
+    flows.finish(more=more)
+    sha = reader.sha256
+    capture_id = sha[:16]
+    now = time.time_ns()
+    staging.write("captures", {
+        "path": pa.array([str(path)]),
+        "sha256": pa.array([sha]),
+        "format": pa.array([reader.format]),
+        "compression": pa.array([reader.compression], type=pa.string()),
+        "link_types": pa.array([list(reader.link_types)], type=pa.list_(pa.int32())),
+        "packets": pa.array([reader.packets], type=pa.int64()),
+        "bytes": pa.array([reader.bytes_read], type=pa.int64()),
+        "first_ts": ts_array(np.array([first_ts if first_ts is not None else 0])),
+        "last_ts": ts_array(np.array([last_ts if last_ts is not None else 0])),
+        "flows": pa.array([tracker.n_flows], type=pa.int64()),
+        "anomalies": pa.array([sum(anomaly_codes.values())], type=pa.int64()),
+        "ingested_at": ts_array(np.array([now])),
+        "pcapflow_version": pa.array([__version__]),
+    })
+    return IngestResult(
+        path=str(path), capture_id=capture_id, sha256=sha, format=reader.format,
+        packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
+        rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
+        anomaly_codes=anomaly_codes,
+        capture_problems=capture_problems,
+    )
