@@ -99,6 +99,37 @@ STATUS_LAYER: dict[int, str] = {
 }
 """``anomalies.layer`` of each problem status."""
 
+# --- TCP header (RFC 9293 §3.1): field offsets in wire order -----------------
+TCP_SRC_PORT = 0  # Source Port (16)
+TCP_DST_PORT = 2  # Destination Port (16)
+TCP_SEQ = 4  # Sequence Number (32)
+TCP_ACK = 8  # Acknowledgment Number (32)
+TCP_DATA_OFFSET = 12  # Data Offset (4, in 32-bit words), Reserved (3), NS (1, RFC 3540)
+TCP_FLAGS = 13  # CWR ECE URG ACK PSH RST SYN FIN
+TCP_WINDOW = 14  # Window (16)
+TCP_CHECKSUM = 16  # Checksum (16)
+TCP_URGENT_POINTER = 18  # Urgent Pointer (16)
+TCP_MIN_HEADER = 20  # then Options, to Data Offset * 4
+
+# --- TCP options (RFC 9293 §3.2; IANA "TCP Option Kind Numbers") ------------
+TCPOPT_EOL = 0  # End of Option List (one byte)
+TCPOPT_NOP = 1  # No-Operation (one byte)
+TCPOPT_MSS = 2  # Maximum Segment Size (RFC 9293), length 4
+TCPOPT_WSCALE = 3  # Window Scale (RFC 7323), length 3
+TCPOPT_SACK_PERMITTED = 4  # SACK Permitted (RFC 2018), length 2
+TCPOPT_SACK = 5  # SACK (RFC 2018): 8-byte blocks after kind and length
+TCPOPT_TIMESTAMP = 8  # Timestamps (RFC 7323): TSval, TSecr, length 10
+TCPOPT_MSS_LEN = 4
+TCPOPT_WSCALE_LEN = 3
+TCPOPT_TIMESTAMP_LEN = 10
+TCPOPT_HEAD = 2  # kind, length
+SACK_BLOCK_LEN = 8  # Left Edge, Right Edge (32 each)
+
+# --- UDP header (RFC 768) -------------------------------------------------------
+UDP_SRC_PORT = 0
+UDP_DST_PORT = 2
+UDP_HEADER = 8  # Source Port, Destination Port, Length, Checksum
+
 # TCP flag bits (RFC 9293 §3.1, plus NS from RFC 3540)
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x100
 
@@ -444,45 +475,45 @@ def _decode_kernel(
                 continue
         p = proto[i]
         if p == IPPROTO_TCP:
-            if t + 20 > end or tlen < 20:
+            if t + TCP_MIN_HEADER > end or tlen < TCP_MIN_HEADER:
                 status[i] = TRUNCATED_TRANSPORT
                 continue
-            sport[i] = _u16(d, t)
-            dport[i] = _u16(d, t + 2)
-            seq[i] = _u32(d, t + 4)
-            ack[i] = _u32(d, t + 8)
-            doff = (d[t + 12] >> 4) * 4
-            tcp_flags[i] = ((d[t + 12] & 1) << 8) | d[t + 13]
-            window[i] = _u16(d, t + 14)
-            if doff < 20 or doff > tlen:
+            sport[i] = _u16(d, t + TCP_SRC_PORT)
+            dport[i] = _u16(d, t + TCP_DST_PORT)
+            seq[i] = _u32(d, t + TCP_SEQ)
+            ack[i] = _u32(d, t + TCP_ACK)
+            doff = (d[t + TCP_DATA_OFFSET] >> 4) * 4
+            tcp_flags[i] = ((d[t + TCP_DATA_OFFSET] & 1) << 8) | d[t + TCP_FLAGS]
+            window[i] = _u16(d, t + TCP_WINDOW)
+            if doff < TCP_MIN_HEADER or doff > tlen:
                 status[i] = BAD_TCP_OFFSET
                 continue
             # options (RFC 9293 §3.2): walk what was captured
-            q = t + 20
+            q = t + TCP_MIN_HEADER
             oend = min(t + doff, end)
             while q < oend:
                 kind = d[q]
-                if kind == 0:
+                if kind == TCPOPT_EOL:
                     break
-                if kind == 1:
+                if kind == TCPOPT_NOP:
                     q += 1
                     continue
                 if q + 1 >= oend:
                     break
                 olen = d[q + 1]
-                if olen < 2 or q + olen > oend:
+                if olen < TCPOPT_HEAD or q + olen > oend:
                     break
-                if kind == 2 and olen == 4:
-                    mss[i] = _u16(d, q + 2)
-                elif kind == 3 and olen == 3:
-                    wscale[i] = d[q + 2]
-                elif kind == 4:
+                if kind == TCPOPT_MSS and olen == TCPOPT_MSS_LEN:
+                    mss[i] = _u16(d, q + TCPOPT_HEAD)
+                elif kind == TCPOPT_WSCALE and olen == TCPOPT_WSCALE_LEN:
+                    wscale[i] = d[q + TCPOPT_HEAD]
+                elif kind == TCPOPT_SACK_PERMITTED:
                     sack_perm[i] = True
-                elif kind == 5:
-                    sack_blocks[i] = (olen - 2) // 8
-                elif kind == 8 and olen == 10:
-                    tsval[i] = _u32(d, q + 2)
-                    tsecr[i] = _u32(d, q + 6)
+                elif kind == TCPOPT_SACK:
+                    sack_blocks[i] = (olen - TCPOPT_HEAD) // SACK_BLOCK_LEN
+                elif kind == TCPOPT_TIMESTAMP and olen == TCPOPT_TIMESTAMP_LEN:
+                    tsval[i] = _u32(d, q + TCPOPT_HEAD)
+                    tsecr[i] = _u32(d, q + TCPOPT_HEAD + 4)
                 q += olen
             if t + doff > end:
                 # header cut by snaplen: payload length known, none captured
@@ -496,15 +527,15 @@ def _decode_kernel(
             payload_len[i] = tlen - doff
             payload_caplen[i] = max(0, min(tlen - doff, end - po))
         elif p == IPPROTO_UDP:
-            if t + 8 > end or tlen < 8:
+            if t + UDP_HEADER > end or tlen < UDP_HEADER:
                 status[i] = TRUNCATED_TRANSPORT
                 continue
-            sport[i] = _u16(d, t)
-            dport[i] = _u16(d, t + 2)
-            po = t + 8
+            sport[i] = _u16(d, t + UDP_SRC_PORT)
+            dport[i] = _u16(d, t + UDP_DST_PORT)
+            po = t + UDP_HEADER
             payload_offset[i] = po
-            payload_len[i] = tlen - 8
-            payload_caplen[i] = max(0, min(tlen - 8, end - po))
+            payload_len[i] = tlen - UDP_HEADER
+            payload_caplen[i] = max(0, min(tlen - UDP_HEADER, end - po))
         status[i] = OK if status[i] != IP_LENGTH_PAST_WIRE else IP_LENGTH_PAST_WIRE
 
 

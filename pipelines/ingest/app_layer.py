@@ -82,7 +82,6 @@ RECHECK = 256
 # Events buffered before they are turned into rows.
 DISPATCH_EVENTS = 4096
 
-DIRS = DIRECTIONS
 AnomalyFn = Callable[[list[Anomaly]], None]
 
 
@@ -139,7 +138,7 @@ class _Layer:
 
     def feed(self, d: int, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         if self.session is not None:
-            return self.session.feed(DIRS[d], data, ts_first, ts_last)
+            return self.session.feed(DIRECTIONS[d], data, ts_first, ts_last)
         if self.name is not None:
             return []
         self.pending.append((d, data, ts_first, ts_last))
@@ -151,7 +150,7 @@ class _Layer:
     def feed_many(self, d: int, run: Run) -> list[Event]:
         """A run of in-order pieces: the session's batch path, or piece by piece."""
         if self.session is not None:
-            return self.session.feed_many(DIRS[d], run)
+            return self.session.feed_many(DIRECTIONS[d], run)
         out: list[Event] = []
         for data, t1, t2 in run.pieces():
             out += self.feed(d, data, t1, t2)
@@ -159,7 +158,7 @@ class _Layer:
 
     def gap(self, d: int, length: int, ts: int) -> list[Event]:
         if self.session is not None:
-            return self.session.gap(DIRS[d], length, ts)
+            return self.session.gap(DIRECTIONS[d], length, ts)
         if self.name is None:
             self.pending.append((d, length, ts))
         return []
@@ -191,10 +190,10 @@ class _Layer:
         for item in self.pending:
             if len(item) == 4:
                 d, data, t1, t2 = item
-                events += session.feed(DIRS[d], data, t1, t2)
+                events += session.feed(DIRECTIONS[d], data, t1, t2)
             else:
                 d, length, t = item
-                events += session.gap(DIRS[d], length, t)
+                events += session.gap(DIRECTIONS[d], length, t)
         self.pending.clear()
         return events
 
@@ -275,12 +274,12 @@ class Connection:
                 ts_last = it.ts_first if d == 0 else it.ts_avail
                 self._expand(self.outer.feed(d, it.data, it.ts_first, ts_last), out)
             elif isinstance(it, Gap):
-                out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRS[d],
+                out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRECTIONS[d],
                                    layer="tcp", code="stream_gap", stream_offset=it.offset,
                                    detail=f"{it.length} bytes never captured"))
                 self._expand(self.outer.gap(d, it.length, it.ts), out)
             else:
-                out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRS[d],
+                out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRECTIONS[d],
                                    layer="tcp", code="overlap_conflict", stream_offset=it.offset,
                                    detail=f"retransmitted copy of {it.length} bytes differs; "
                                    "first copy kept"))
