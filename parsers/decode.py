@@ -172,12 +172,12 @@ class DecodedChunk:
 
 
 @numba.njit(cache=True, inline="always")
-def _u16(d: np.ndarray, i: int) -> int:
+def _u16(d: np.ndarray, i: int) -> np.int64:
     return (np.int64(d[i]) << 8) | np.int64(d[i + 1])
 
 
 @numba.njit(cache=True, inline="always")
-def _u32(d: np.ndarray, i: int) -> int:
+def _u32(d: np.ndarray, i: int) -> np.int64:
     return (
         (np.int64(d[i]) << 24) | (np.int64(d[i + 1]) << 16) | (np.int64(d[i + 2]) << 8)
         | np.int64(d[i + 3])

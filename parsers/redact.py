@@ -582,7 +582,7 @@ def _maybe_secret(texts: pa.Array | pa.ChunkedArray, where: np.ndarray) -> np.nd
 
 
 @numba.njit(cache=True, nogil=True)
-def _precheck(data, offsets, select, names, lengths):  # type: ignore[no-untyped-def]
+def _precheck(data, offsets, select, names, lengths):
     """``_maybe_secret`` of the texts ``data[offsets[i]:offsets[i + 1]]``."""
     flags = _flag_blocks(data)
     out = np.zeros(select.shape[0], np.bool_)
@@ -599,7 +599,7 @@ def _precheck(data, offsets, select, names, lengths):  # type: ignore[no-untyped
 
 
 @numba.njit(cache=True, nogil=True)
-def _flag_blocks(data):  # type: ignore[no-untyped-def]
+def _flag_blocks(data):
     """Per 64-byte block of ``data``: may a text there be non-ASCII or hold a name?"""
     n = data.shape[0]
     flags = np.zeros((n + _BLOCK - 1) // _BLOCK, np.bool_)
@@ -623,7 +623,7 @@ def _flag_blocks(data):  # type: ignore[no-untyped-def]
 
 # (inlined in Numba's IR: as a call, LLVM would not vectorise ``_flag_blocks``)
 @numba.njit(cache=True, nogil=True, inline="always")
-def _may_begin(a, b, c):  # type: ignore[no-untyped-def]
+def _may_begin(a, b, c):
     """May the case-folded bytes ``a b c`` begin a name (with separators)?"""
     b_sep = (b == _DASH_FOLDED) | (b == _UNDERSCORE_FOLDED)
     c_sep = (c == _DASH_FOLDED) | (c == _UNDERSCORE_FOLDED)
@@ -634,7 +634,7 @@ def _may_begin(a, b, c):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _hit_in(data, lo, hi, end, names, lengths):  # type: ignore[no-untyped-def]
+def _hit_in(data, lo, hi, end, names, lengths):
     """Is a byte of ``data[lo:hi]`` non-ASCII, or does a name begin there (in a
     text ending at ``end``)?"""
     for j in range(lo, hi):
@@ -648,7 +648,7 @@ def _hit_in(data, lo, hi, end, names, lengths):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _name_at(data, j, end, names, lengths):  # type: ignore[no-untyped-def]
+def _name_at(data, j, end, names, lengths):
     """Does a name begin at ``data[j]`` (normalised: ``-``/``_`` skipped, case folded)?"""
     for k in range(names.shape[0]):
         p = j

@@ -215,7 +215,7 @@ def scan_mask(rows: pa.Table) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(data, offsets, select, parts, lengths, bits):  # type: ignore[no-untyped-def]
+def _scan(data, offsets, select, parts, lengths, bits):
     """``scan_mask`` of the texts ``data[offsets[i]:offsets[i + 1]]``: ``select[i]``
     is the direction bit of text i (0: not a text message). Only the 64-byte
     blocks ``_flag_blocks`` flags are looked at, exactly."""
@@ -235,7 +235,7 @@ def _scan(data, offsets, select, parts, lengths, bits):  # type: ignore[no-untyp
 
 
 @numba.njit(cache=True, nogil=True)
-def _flag_blocks(data):  # type: ignore[no-untyped-def]
+def _flag_blocks(data):
     """Per 64-byte block of ``data``: does a backslash or a head of ``_SCAN_HEADS``
     begin there? (One loop LLVM vectorises, the heads unrolled.)"""
     n = data.shape[0]
@@ -255,7 +255,7 @@ def _flag_blocks(data):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _part_in(data, lo, hi, end, bit, parts, lengths, bits):  # type: ignore[no-untyped-def]
+def _part_in(data, lo, hi, end, bit, parts, lengths, bits):
     """Does a backslash, or a part of direction ``bit``, begin in ``data[lo:hi]``
     (in a text ending at ``end``)?"""
     for j in range(lo, hi):

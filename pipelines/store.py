@@ -32,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -141,7 +142,8 @@ def _apply(swaps: list[dict[str, str | None]]) -> None:
     left alone: replaying a finished journal changes nothing.
     """
     for swap in swaps:
-        final, trash, staged = Path(swap["final"]), Path(swap["trash"]), swap["staged"]
+        final, trash = Path(cast(str, swap["final"])), Path(cast(str, swap["trash"]))
+        staged = swap["staged"]  # None: the capture has no rows in this table now
         if staged is None:
             if final.exists():
                 _move(final, trash)  # the capture no longer has rows in this table

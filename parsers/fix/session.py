@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..events import Anomaly, Direction, Run
+from ..events import Anomaly, Direction, Event, Run
 
 __all__ = ["DATA_FIELDS", "LAYER", "RUN_NAMED", "FixMessage", "FixMessageRun", "FixSession"]
 
@@ -275,7 +275,7 @@ class FixSession:
         """The two directions never interact: each is framed on its own."""
         return True
 
-    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         """Take the next in-order piece of ``direction``; return finished messages."""
         if not data:
             return []
@@ -288,7 +288,7 @@ class FixSession:
             return self._drain(st, direction, st.buf, final=False)
         return self._drain(st, direction, data, final=False)
 
-    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+    def feed_many(self, direction: Direction, run: Run) -> list[Event]:
         """Take a run of in-order pieces: the same events as ``feed`` piece by piece.
 
         The run is appended to the buffer at once. Well-formed messages (see
@@ -329,7 +329,7 @@ class FixSession:
         work = st.buf
         n = len(work)
         ends = [e - st.base for e in ends]  # buffer positions
-        events: list[object] = []
+        events: list[Event] = []
         pos = j = 0  # buffer position; the piece ``feed`` would be handling
         stuck = False  # the unit at ``pos`` needs the general path
         arr = np.frombuffer(work, dtype=np.uint8)
@@ -371,7 +371,7 @@ class FixSession:
         pos: int,
         n: int,
         times: tuple[np.ndarray, np.ndarray, np.ndarray],
-        events: list[object],
+        events: list[Event],
     ) -> int:
         """Take the well-formed messages at buffer position ``pos``; return where they end."""
         while True:
@@ -384,10 +384,10 @@ class FixSession:
             if not full:
                 return pos
 
-    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+    def gap(self, direction: Direction, length: int, ts: int) -> list[Event]:
         """``length`` bytes of ``direction`` were never captured: drop, then hunt."""
         st = self._streams[direction]
-        events: list[object] = []
+        events: list[Event] = []
         end = st.base + len(st.buf)
         if st.hunting is not None:
             events.extend(self._end_hunt(st, direction, end, ts))
@@ -401,9 +401,9 @@ class FixSession:
         self._start_hunt(st, "gap_resync", st.base, None)
         return events
 
-    def finish(self, ts: int) -> list[object]:
+    def finish(self, ts: int) -> list[Event]:
         """Flush both directions at the end of the connection or capture."""
-        events: list[object] = []
+        events: list[Event] = []
         for direction, st in self._streams.items():
             if st.buf:
                 events.extend(self._drain(st, direction, st.buf, final=True))
@@ -419,9 +419,9 @@ class FixSession:
     # --- Buffer walk ---------------------------------------------------------
     def _drain(
         self, st: _Stream, direction: Direction, work: bytes | bytearray, *, final: bool
-    ) -> list[object]:
+    ) -> list[Event]:
         """Frame every complete message in ``work``; keep the rest in ``st.buf``."""
-        events: list[object] = []
+        events: list[Event] = []
         pos, n = 0, len(work)
         while pos < n:
             pos, consumed = self._step(st, direction, work, pos, n, final, events)
@@ -438,7 +438,7 @@ class FixSession:
         pos: int,
         n: int,
         final: bool,
-        events: list[object],
+        events: list[Event],
     ) -> tuple[int, bool]:
         """Handle at most one unit of ``work[pos:n]`` (the buffer as if it ended at ``n``).
 
@@ -464,7 +464,7 @@ class FixSession:
         direction: Direction,
         work: bytes | bytearray,
         frame: _Frame,
-        events: list[object],
+        events: list[Event],
     ) -> int:
         """Act on one framing outcome; return the buffer position to go on from."""
         start = frame.start
@@ -576,7 +576,7 @@ class FixSession:
     # --- Events --------------------------------------------------------------
     def _message(
         self, st: _Stream, direction: Direction, work: bytes | bytearray, frame: _Frame
-    ) -> list[object]:
+    ) -> list[Event]:
         """Build the ``FixMessage`` (and a ``bad_checksum`` anomaly if it fails)."""
         raw = bytes(work[frame.start : frame.end])
         offset = st.base + frame.start
@@ -615,7 +615,7 @@ class FixSession:
             fields=fields,
             raw_length=len(raw),
         )
-        events: list[object] = []
+        events: list[Event] = []
         if not checksum_ok:
             events.append(
                 self._anomaly(
@@ -869,7 +869,7 @@ def _scan_simple(buf: np.ndarray, pos: int, n: int, base: int, max_message: int,
         for i in range(trailer + 3, trailer + 6):
             c = np.int64(buf[i])
             if c < 48 or c > 57:
-                cs = -1
+                cs = np.int64(-1)
                 break
             cs = cs * 10 + (c - 48)
         if cs < 0:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from ..events import Anomaly, Direction, Run, feed_pieces
+from ..events import Anomaly, Direction, Event, Run, feed_pieces
 from ..piecebuf import PieceBuffer
 from ..websocket.deflate import PerMessageDeflateParams
 from ..websocket.session import WebSocketSession
@@ -179,7 +179,7 @@ class HttpSession:
         self.websocket: WebSocketSession | None = None
 
     # ---- SessionParser ----------------------------------------------------------
-    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         """Take the next in-order piece of ``direction``; return finished events."""
         side = self._sides[direction]
         if side.state in (State.STOPPED, State.TUNNEL):
@@ -192,7 +192,7 @@ class HttpSession:
             return [self._stop(direction, "upgrade_buffer_overflow",
                                f"more than {MAX_EARLY_DATA} bytes before the upgrade answer")]
         side.buf.append(data, ts_first, ts_last)
-        events: list[object] = []
+        events: list[Event] = []
         self._run(direction, events)
         return events
 
@@ -201,14 +201,14 @@ class HttpSession:
         (before it, a response's framing depends on its request)."""
         return all(side.state is State.WEBSOCKET for side in self._sides.values())
 
-    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+    def feed_many(self, direction: Direction, run: Run) -> list[Event]:
         """A run of in-order pieces: WebSocket's batch path after the upgrade."""
         if self._sides[direction].state is State.WEBSOCKET:
             assert self.websocket is not None
             return self.websocket.feed_many(direction, run)
         return feed_pieces(self, direction, run)
 
-    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+    def gap(self, direction: Direction, length: int, ts: int) -> list[Event]:
         """``length`` bytes never captured: skip them inside a body, else stop."""
         side = self._sides[direction]
         if side.state is State.WEBSOCKET:
@@ -235,9 +235,9 @@ class HttpSession:
         return [self._anomaly(direction, ts, "stream_gap", f"{length} bytes; direction stopped",
                               offset)]
 
-    def finish(self, ts: int) -> list[object]:
+    def finish(self, ts: int) -> list[Event]:
         """End of connection: a response read until close is complete now."""
-        events: list[object] = []
+        events: list[Event] = []
         for direction, side in self._sides.items():
             if side.state is State.BODY_UNTIL_CLOSE and side.msg is not None:
                 events.extend(self._complete(direction, side))
@@ -259,14 +259,14 @@ class HttpSession:
         return events
 
     # ---- the state machine ----------------------------------------------------------
-    def _run(self, direction: Direction, events: list[object]) -> None:
+    def _run(self, direction: Direction, events: list[Event]) -> None:
         side = self._sides[direction]
         while True:
             handler = _HANDLERS.get(side.state)
             if handler is None or not handler(self, direction, side, events):
                 return
 
-    def _read_head(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_head(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         buf = side.buf
         data = buf.data
         # §2.2: "SHOULD ignore at least one empty line (CRLF) received prior to the
@@ -310,7 +310,7 @@ class HttpSession:
         return self._begin_body(direction, side, msg, events)
 
     def _parse_head(self, direction: Direction, head: bytes, offset: int, ts_first: int,
-                    ts_last: int, events: list[object]) -> _Message | None:
+                    ts_last: int, events: list[Event]) -> _Message | None:
         lines = head.split(b"\n")
         start_line = lines[0].rstrip(b"\r")
         msg = _Message(kind="request" if direction == "out" else "response",
@@ -338,7 +338,7 @@ class HttpSession:
         return msg
 
     def _begin_body(self, direction: Direction, side: _Side, msg: _Message,
-                    events: list[object]) -> bool:
+                    events: list[Event]) -> bool:
         """§6.3: decide how the body is delimited, then read it (or finish at once)."""
         if direction == "out":
             msg.request_index = self._requests
@@ -366,7 +366,7 @@ class HttpSession:
         return True
 
     def _framing(
-        self, direction: Direction, msg: _Message, events: list[object]
+        self, direction: Direction, msg: _Message, events: list[Event]
     ) -> tuple[str, int] | None:
         """``("none"|"length"|"chunked"|"close", length)``; None if it stopped."""
         status = msg.status or 0
@@ -404,7 +404,7 @@ class HttpSession:
         # §6.3 rule 6/8: a request without either has no body; a response reads to close
         return ("none", 0) if direction == "out" else ("close", 0)
 
-    def _read_length(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_length(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         n = min(side.remaining, len(side.buf.data))
         if n == 0 and side.remaining:
             return False
@@ -415,7 +415,7 @@ class HttpSession:
             return True
         return False
 
-    def _read_chunk_size(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_chunk_size(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         data = side.buf.data
         nl = data.find(b"\n", 0, MAX_CHUNK_LINE)
         if nl < 0:
@@ -435,7 +435,7 @@ class HttpSession:
             side.state, side.remaining = State.CHUNK_DATA, size
         return True
 
-    def _read_chunk_data(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_chunk_data(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         n = min(side.remaining, len(side.buf.data))
         if n == 0:
             return False
@@ -446,7 +446,7 @@ class HttpSession:
             return True
         return False
 
-    def _read_chunk_end(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_chunk_end(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         data = side.buf.data
         if data[:2] == b"\r\n":
             self._count_wire(side, 2)
@@ -460,7 +460,7 @@ class HttpSession:
         side.state = State.CHUNK_SIZE
         return True
 
-    def _read_trailers(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_trailers(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         data = side.buf.data
         assert side.msg is not None
         for blank in (b"\r\n", b"\n"):
@@ -482,11 +482,11 @@ class HttpSession:
         events.extend(self._complete(direction, side))
         return True
 
-    def _read_until_close(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _read_until_close(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         self._take_body(side, len(side.buf.data))
         return False
 
-    def _hold(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _hold(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
         return False  # AWAIT_UPGRADE: bytes wait in the buffer for the server's answer
 
     # ---- bodies and completion ----------------------------------------------------
@@ -508,14 +508,14 @@ class HttpSession:
         side.msg.wire += n
         side.buf.consume(n)
 
-    def _complete(self, direction: Direction, side: _Side) -> list[object]:
+    def _complete(self, direction: Direction, side: _Side) -> list[Event]:
         msg = side.msg
         assert msg is not None
         side.msg = None
         side.state = State.HEAD
         buf = side.buf
         ts_last = buf.times_at(buf.start - 1)[1] if msg.wire else msg.header_ts_last
-        events: list[object] = []
+        events: list[Event] = []
         content_encoding = msg.header("content-encoding")
         body = b"".join(msg.parts)
         decoded = True
@@ -542,7 +542,7 @@ class HttpSession:
             self._after_response(msg, ts_last, events)
         return events
 
-    def _after_request(self, side: _Side, msg: _Message, events: list[object]) -> None:
+    def _after_request(self, side: _Side, msg: _Message, events: list[Event]) -> None:
         if not msg.upgrade:
             return
         self._upgrade_request = msg
@@ -552,7 +552,7 @@ class HttpSession:
         elif self.websocket is None:
             side.state = State.AWAIT_UPGRADE
 
-    def _after_response(self, msg: _Message, ts_last: int, events: list[object]) -> None:
+    def _after_response(self, msg: _Message, ts_last: int, events: list[Event]) -> None:
         status = msg.status or 0
         self._methods_done(msg)
         out = self._sides["out"]
@@ -560,7 +560,8 @@ class HttpSession:
         answers_upgrade = req is not None and req.request_index == msg.request_index
         if status == 101:
             self._switch_protocols(msg, ts_last, events)
-        elif answers_upgrade and req.method == "CONNECT" and 200 <= status < 300:
+        elif answers_upgrade and req is not None and req.method == "CONNECT" and (
+                200 <= status < 300):
             for side in self._sides.values():
                 side.state = State.TUNNEL
                 side.buf.consume(len(side.buf.data))
@@ -574,7 +575,7 @@ class HttpSession:
         if msg.status is not None and msg.status >= 200:
             self._methods.pop(msg.request_index, None)
 
-    def _switch_protocols(self, msg: _Message, ts_last: int, events: list[object]) -> None:
+    def _switch_protocols(self, msg: _Message, ts_last: int, events: list[Event]) -> None:
         upgrade = (msg.header("upgrade") or "").strip().lower()
         if upgrade != "websocket":
             events.append(self._anomaly("in", ts_last, "unsupported_upgrade",
@@ -607,7 +608,7 @@ class HttpSession:
             # the 101 was read before its request (directions fed out of step)
             self._switch_out_after_request = True
 
-    def _to_websocket(self, direction: Direction, events: list[object]) -> None:
+    def _to_websocket(self, direction: Direction, events: list[Event]) -> None:
         side = self._sides[direction]
         side.state = State.WEBSOCKET
         assert self.websocket is not None
@@ -628,7 +629,7 @@ class HttpSession:
         buf.consume(len(buf.data))
         return self._anomaly(direction, ts, code, detail, offset)
 
-    def _stop_all(self, events: list[object], ts: int, code: str, detail: str,
+    def _stop_all(self, events: list[Event], ts: int, code: str, detail: str,
                   offset: int) -> None:
         events.append(self._anomaly("out", ts, code, detail, offset))
         for side in self._sides.values():
@@ -650,7 +651,7 @@ def _wants_upgrade(msg: _Message) -> bool:
     return msg.header("upgrade") is not None and "upgrade" in connection
 
 
-_Handler = Callable[[HttpSession, Direction, _Side, list[object]], bool]
+_Handler = Callable[[HttpSession, Direction, _Side, list[Event]], bool]
 _HANDLERS: dict[State, _Handler] = {
     State.HEAD: HttpSession._read_head,
     State.BODY_LENGTH: HttpSession._read_length,

@@ -51,10 +51,10 @@ def parse_fields(lines: list[bytes]) -> Headers | None:
             name, value = out[-1]
             out[-1] = (name, value + " " + line.strip(_OWS).decode("latin-1"))
             continue
-        name, colon, value = line.partition(b":")
-        if not colon or not _FIELD_NAME.fullmatch(name):
+        raw_name, colon, raw_value = line.partition(b":")
+        if not colon or not _FIELD_NAME.fullmatch(raw_name):
             return None
-        out.append((name.decode("latin-1"), value.strip(_OWS).decode("latin-1")))
+        out.append((raw_name.decode("latin-1"), raw_value.strip(_OWS).decode("latin-1")))
     return out
 
 

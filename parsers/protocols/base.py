@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+
 from ..events import Direction, Event, Run
 from ..limits import Limits
 
@@ -51,6 +53,35 @@ class SessionParser(Protocol):
     def finish(self, ts: int) -> list[Event]: ...
 
     def independent(self) -> bool: ...
+
+
+class PieceCarrier(Protocol):
+    """An event with ``EventSpec.carrier == "piece"``: bytes for the next layer."""
+
+    @property
+    def direction(self) -> Direction: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def ts_first(self) -> int: ...
+    @property
+    def ts_last(self) -> int: ...
+
+
+class RunCarrier(Protocol):
+    """An event with ``EventSpec.carrier == "run"``: a ``Run`` for the next layer."""
+
+    @property
+    def direction(self) -> Direction: ...
+    @property
+    def run(self) -> Run: ...
+
+
+class BatchEvent(Protocol):
+    """An event with an ``EventSpec.batch`` converter: many rows as columns."""
+
+    @property
+    def ts_first(self) -> np.ndarray: ...
 
 
 @runtime_checkable

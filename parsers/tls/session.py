@@ -29,13 +29,14 @@ unknown from then on. Records are still framed and timed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
 from .. import native
 from ..errors import DecodeError
-from ..events import IN, OUT, Anomaly, Direction, Run, feed_pieces
+from ..events import IN, OUT, Anomaly, Direction, Event, Run, feed_pieces
 from . import handshake as hs
 from .ciphers import RecordDecryptor, Tls12AeadDecryptor, Tls13Decryptor, tls12_decryptor
 from .events import (
@@ -119,10 +120,10 @@ class TlsSession:
         self._missing_reported = False
         self._complete = False
         self._handshake_ns: int | None = None
-        self._out: list[object] = []
+        self._out: list[Event] = []
 
     # -- SessionParser protocol ------------------------------------------------------
-    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         """Feed the next in-order piece of ``direction``'s stream."""
         for item in self._dirs[direction].reader.feed(data, ts_first, ts_last):
             if isinstance(item, ReaderIssue):
@@ -145,7 +146,7 @@ class TlsSession:
                    and st.first_protected_ts is not None
                    and st.reader.state is ReaderState.SYNC for st in self._dirs.values())
 
-    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+    def feed_many(self, direction: Direction, run: Run) -> list[Event]:
         """Feed a run of in-order pieces: the same events as ``feed`` piece by piece.
 
         Once the handshake is over, consecutive application-data records are
@@ -183,8 +184,7 @@ class TlsSession:
         if (not self._complete or st.trial or dec is None
                 or (st.first_protected_ts is None and self._sh is not None)):
             return
-        tls13 = type(dec) is Tls13Decryptor
-        if not tls13 and type(dec) is not Tls12AeadDecryptor:
+        if not isinstance(dec, (Tls13Decryptor, Tls12AeadDecryptor)):
             return  # CBC/stream contexts change state even on failure: general path
         reader = st.reader
         buf, pos = reader._buf, reader._pos
@@ -194,9 +194,9 @@ class TlsSession:
         if not starts.size:
             return
         if dec.native is not None:
-            k, plaintext, plen = self._open_native(dec, buf, starts, lengths)
+            k, plaintext, plen = self._open_native(dec, dec.native, buf, starts, lengths)
         else:
-            k, plaintext, plen = self._open_py(dec, tls13, buf, starts, lengths, versions)
+            k, plaintext, plen = self._open_py(dec, buf, starts, lengths, versions)
         if not k:
             return
         pos = int(starts[k - 1] + 5 + lengths[k - 1])
@@ -222,13 +222,15 @@ class TlsSession:
         st.plaintext_offset += int(plen.sum())
 
     @staticmethod
-    def _open_native(dec: Tls13Decryptor | Tls12AeadDecryptor, buf: bytearray,
-                     starts: np.ndarray, lengths: np.ndarray) -> tuple[int, bytes, np.ndarray]:
+    def _open_native(dec: Tls13Decryptor | Tls12AeadDecryptor, ctx: native.AeadContext,
+                     buf: bytearray, starts: np.ndarray, lengths: np.ndarray
+                     ) -> tuple[int, bytes, np.ndarray]:
         """``native.open_records`` over the records: ``(count, plaintexts, lengths)``."""
         arr = np.frombuffer(buf, dtype=np.uint8)
         out = np.empty(int(lengths.sum()), dtype=np.uint8)
         ends = np.empty(starts.size, dtype=np.int64)
-        k = native.open_records(dec.native.ptr, dec.native_kind, arr, starts, lengths,
+        kind = cast(int, dec.native_kind)  # set whenever ``native`` is
+        k = native.open_records(ctx.ptr, kind, arr, starts, lengths,
                                 dec.native_iv, dec.seq, out, ends)
         del arr  # release the export before the buffer is resized
         dec.seq += k
@@ -237,7 +239,7 @@ class TlsSession:
         return k, out[: int(ends[-1]) if k else 0].tobytes(), plen
 
     @staticmethod
-    def _open_py(dec: Tls13Decryptor | Tls12AeadDecryptor, tls13: bool, buf: bytearray,
+    def _open_py(dec: Tls13Decryptor | Tls12AeadDecryptor, buf: bytearray,
                  starts: np.ndarray, lengths: np.ndarray, versions: np.ndarray
                  ) -> tuple[int, bytes, np.ndarray]:
         """``_open_native`` with ``cryptography``, one record per call (AES-CCM, or no
@@ -245,7 +247,7 @@ class TlsSession:
         plains: list[bytes] = []
         append = plains.append
         with memoryview(buf) as mv:
-            if tls13:
+            if isinstance(dec, Tls13Decryptor):
                 aead, iv, seq = dec._aead, dec._iv, dec.seq
                 decrypt = aead.decrypt
                 for a, n in zip(starts.tolist(), lengths.tolist(), strict=True):
@@ -273,13 +275,13 @@ class TlsSession:
         plen = np.fromiter(map(len, plains), dtype=np.int64, count=len(plains))
         return len(plains), b"".join(plains), plen
 
-    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+    def gap(self, direction: Direction, length: int, ts: int) -> list[Event]:
         """``length`` bytes of ``direction`` were never captured."""
         for issue in self._dirs[direction].reader.gap(length, ts):
             self._on_issue(direction, issue)
         return self._drain()
 
-    def finish(self, ts: int) -> list[object]:
+    def finish(self, ts: int) -> list[Event]:
         """End of connection: report partial records and the final handshake info."""
         for d, st in self._dirs.items():
             for issue in st.reader.finish(ts):
@@ -288,7 +290,7 @@ class TlsSession:
             self._emit_info(ts)
         return self._drain()
 
-    def _drain(self) -> list[object]:
+    def _drain(self) -> list[Event]:
         out, self._out = self._out, []
         return out
 

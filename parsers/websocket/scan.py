@@ -67,7 +67,7 @@ def ws_simple_frames(buf: np.ndarray, masked_dir: bool, rsv1_ok: bool,
             if buf[pos + 2] & 0x80:
                 stop = SPECIAL  # 64-bit length with the top bit set
                 break
-            length = 0
+            length = np.int64(0)
             for j in range(8):
                 length = (length << 8) | buf[pos + 2 + j]
         masked = (b1 & 0x80) != 0

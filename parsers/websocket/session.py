@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import native
-from ..events import Anomaly, Direction, Run, feed_pieces
+from ..events import Anomaly, Direction, Event, Run, feed_pieces
 from ..piecebuf import PieceBuffer
 from .deflate import MessageInflater, PerMessageDeflateParams, new_inflater
 from .scan import FULL, SPECIAL, ws_simple_frames
@@ -265,18 +265,18 @@ class WebSocketSession:
         return new_inflater(bits, no_takeover)
 
     # ---- SessionParser ----------------------------------------------------------
-    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
+    def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         """Take the next in-order piece of ``direction``; return finished messages."""
         d = self._dirs[direction]
         if d.stopped:
             d.buf.skip(len(data), ts_last)
             return []
         d.buf.append(data, ts_first, ts_last)
-        events: list[object] = []
+        events: list[Event] = []
         self._parse(direction, d, events)
         return events
 
-    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+    def feed_many(self, direction: Direction, run: Run) -> list[Event]:
         """Take a run of in-order pieces: the same events as ``feed`` piece by piece.
 
         Whole, unfragmented text/binary frames that pass every header check
@@ -289,7 +289,7 @@ class WebSocketSession:
         if d.stopped:
             return feed_pieces(self, direction, run)
         d.buf.append_run(run)
-        events: list[object] = []
+        events: list[Event] = []
         while not d.stopped:
             if d.skip or d.partial is not None or self._fast_frames(direction, d, events):
                 before = (d.buf.start, len(d.buf.data), d.skip, d.partial)
@@ -300,7 +300,7 @@ class WebSocketSession:
                 break
         return events
 
-    def _fast_frames(self, direction: Direction, d: _Direction, events: list[object]) -> bool:
+    def _fast_frames(self, direction: Direction, d: _Direction, events: list[Event]) -> bool:
         """Take the simple frames at the buffer's start; True when it stopped at a
         frame the general path must handle (False: it needs more bytes)."""
         out_dir = direction == "out"
@@ -318,7 +318,7 @@ class WebSocketSession:
 
     def _take_frames(self, direction: Direction, d: _Direction, starts: np.ndarray,
                      hls: np.ndarray, lens: np.ndarray, rsv1: np.ndarray,
-                     opcodes: np.ndarray, events: list[object]) -> None:
+                     opcodes: np.ndarray, events: list[Event]) -> None:
         """Messages of the frames ``ws_simple_frames`` found, as one ``WsMessageRun``."""
         buf = d.buf
         base = buf.start
@@ -333,7 +333,8 @@ class WebSocketSession:
                 inflater.no_context_takeover, inflater.window_bits, self.max_inflated)
             del arr  # release the export: the buffer is consumed below
         else:
-            payload, payload_ends, status = self._payloads_py(d, starts, hls, lens, rsv1, masked)
+            payload, payload_ends, status = self._payloads_py(  # type: ignore[assignment]
+                d, starts, hls, lens, rsv1, masked)  # bytes here, an array from native
         cut = status == native.BOMB
         for i in np.flatnonzero(status).tolist():
             events.append(self._inflate_anomaly(
@@ -370,7 +371,7 @@ class WebSocketSession:
         lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
         return b"".join(payloads), np.cumsum(lengths), status
 
-    def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
+    def gap(self, direction: Direction, length: int, ts: int) -> list[Event]:
         """``length`` bytes of ``direction`` were never captured.
 
         A gap inside a frame whose header we hold loses that frame (and its message)
@@ -403,9 +404,9 @@ class WebSocketSession:
         return [self._anomaly(direction, ts, "stream_gap",
                               f"{length} bytes; framing lost, direction stopped", offset)]
 
-    def finish(self, ts: int) -> list[object]:
+    def finish(self, ts: int) -> list[Event]:
         """End of connection: flush messages cut short, note incomplete frames."""
-        events: list[object] = []
+        events: list[Event] = []
         for direction, d in self._dirs.items():
             if d.stopped:
                 continue
@@ -423,7 +424,7 @@ class WebSocketSession:
         return events
 
     # ---- framing ----------------------------------------------------------------
-    def _parse(self, direction: Direction, d: _Direction, events: list[object],
+    def _parse(self, direction: Direction, d: _Direction, events: list[Event],
                limit: int = -1) -> None:
         """Frame what is buffered; at most ``limit`` frames when it is not negative."""
         buf = d.buf
@@ -456,7 +457,7 @@ class WebSocketSession:
             self._on_frame(direction, d, frame, events)
 
     def _check_header(
-        self, direction: Direction, d: _Direction, head: FrameHeader, events: list[object]
+        self, direction: Direction, d: _Direction, head: FrameHeader, events: list[Event]
     ) -> bool:
         """Validate a header; False when the frame was rejected (skipped or stopped)."""
         offset = d.buf.start
@@ -482,7 +483,7 @@ class WebSocketSession:
         return True
 
     def _header_anomalies(self, direction: Direction, head: FrameHeader, control: bool,
-                          ts: int, offset: int, events: list[object]) -> None:
+                          ts: int, offset: int, events: list[Event]) -> None:
         """Anomalies of a header that still lets the frame be read."""
         if head.rsv2 or head.rsv3:
             events.append(self._anomaly(direction, ts, "reserved_bits", "RSV2/RSV3 set", offset))
@@ -498,7 +499,7 @@ class WebSocketSession:
             events.append(self._anomaly(direction, ts, "masked_server_frame", "", offset))
 
     def _check_size(
-        self, direction: Direction, d: _Direction, head: FrameHeader, events: list[object]
+        self, direction: Direction, d: _Direction, head: FrameHeader, events: list[Event]
     ) -> bool:
         """Enforce ``max_message`` on a data frame; skip it (and its message) if too long."""
         partial = d.partial if head.opcode == Opcode.CONTINUATION else None
@@ -528,14 +529,14 @@ class WebSocketSession:
         return False
 
     def _reject(self, direction: Direction, d: _Direction, head: FrameHeader,
-                events: list[object], code: str, detail: str) -> bool:
+                events: list[Event], code: str, detail: str) -> bool:
         """Record ``code`` and skip the whole frame (its length is still trusted)."""
         events.append(self._anomaly(direction, d.buf.times_at(d.buf.start)[1], code,
                                     detail, d.buf.start))
         d.skip = head.header_length + head.payload_length
         return False
 
-    def _stop(self, direction: Direction, d: _Direction, events: list[object],
+    def _stop(self, direction: Direction, d: _Direction, events: list[Event],
               code: str, detail: str) -> bool:
         events.append(self._anomaly(direction, d.buf.times_at(d.buf.start)[1], code,
                                     detail + "; direction stopped", d.buf.start))
@@ -546,7 +547,7 @@ class WebSocketSession:
 
     # ---- messages -----------------------------------------------------------------
     def _on_frame(
-        self, direction: Direction, d: _Direction, f: _Frame, events: list[object]
+        self, direction: Direction, d: _Direction, f: _Frame, events: list[Event]
     ) -> None:
         head = f.head
         if head.opcode >= Opcode.CLOSE:
@@ -580,8 +581,8 @@ class WebSocketSession:
                 events.extend(self._complete(direction, d, partial, fin=True))
 
     def _complete(self, direction: Direction, d: _Direction, p: _Partial, *,
-                  fin: bool) -> list[object]:
-        events: list[object] = []
+                  fin: bool) -> list[Event]:
+        events: list[Event] = []
         payload = b"".join(p.parts)
         truncated = False
         if p.compressed:
@@ -607,8 +608,8 @@ class WebSocketSession:
             payload_length=len(f.payload), wire_length=f.length,
         )
 
-    def _control(self, direction: Direction, f: _Frame) -> list[object]:
-        events: list[object] = []
+    def _control(self, direction: Direction, f: _Frame) -> list[Event]:
+        events: list[Event] = []
         code: int | None = None
         reason: str | None = None
         if f.head.opcode == Opcode.CLOSE and f.payload:

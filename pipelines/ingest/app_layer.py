@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +55,7 @@ from ...parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
 from ...parsers.detect import UNKNOWN, detect
 from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
 from ...parsers.limits import Limits
-from ...parsers.protocols.base import SessionContext, SessionParser
+from ...parsers.protocols.base import PieceCarrier, RunCarrier, SessionContext, SessionParser
 from ...parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
 from ...parsers.tcp.analysis import FlowTracker, PacketFlows
 from ...parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
@@ -298,11 +299,13 @@ class Connection:
                 continue
             if self.inner is None:
                 self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
-            d = 0 if e.direction == "out" else 1  # type: ignore[attr-defined]
             if carrier == "piece":
-                out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)  # type: ignore[attr-defined]
+                piece = cast(PieceCarrier, e)
+                d = 0 if piece.direction == "out" else 1
+                out += self.inner.feed(d, piece.data, piece.ts_first, piece.ts_last)
             else:
-                out += self.inner.feed_many(d, e.run)  # type: ignore[attr-defined]
+                run = cast(RunCarrier, e)
+                out += self.inner.feed_many(0 if run.direction == "out" else 1, run.run)
 
     def finish(self, ts: int, out: list[Event]) -> None:
         for d in (0, 1):

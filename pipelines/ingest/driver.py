@@ -112,7 +112,7 @@ def ingest_capture(
     staging = store.Staging(data_dir)
     try:
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
-            result = _run(reader, staging, *args)
+            result = _parent_result(_run(reader, staging, *args))
         result.seconds = time.perf_counter() - t0
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
@@ -120,6 +120,13 @@ def ingest_capture(
     except BaseException:
         staging.abort()
         raise
+
+
+def _parent_result(result: IngestResult | None) -> IngestResult:
+    """``_run``'s result in the process that commits (only a worker's is None)."""
+    if result is None:
+        raise PcapflowError("the ingest ended without a result")
+    return result
 
 
 WARM_UP_BYTES = 1 << 18
@@ -157,8 +164,9 @@ def _warm_up(path: str, app_factory: AppFactory) -> None:
 
 def _ingest_sharded(args: _Args, data_dir: Path, chunk_bytes: int, workers: int,
                     rule: str, t0: float) -> IngestResult:
-    path = args[0]
-    _warm_up(path, args[2])
+    path, app_factory = args[0], args[2]
+    if app_factory is not None:
+        _warm_up(path, app_factory)
     staging = store.Staging(data_dir)
     link = ParentLink(str(path), workers)
     ok = False
@@ -166,7 +174,8 @@ def _ingest_sharded(args: _Args, data_dir: Path, chunk_bytes: int, workers: int,
         for k in range(1, workers):
             link.workers.append(_fork(k, workers, rule, args, staging, chunk_bytes, link))
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
-            result = _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link)
+            result = _parent_result(
+                _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link))
         result.seconds = time.perf_counter() - t0
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
@@ -318,10 +327,10 @@ def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table
     if link is not None:
         for part in link.collect():
             if part["pending"] is not None:
-                more.append(Path(part["pending"]))  # type: ignore[arg-type]
-            for name, n in part["anomaly_codes"].items():  # type: ignore[attr-defined]
+                more.append(Path(part["pending"]))
+            for name, n in part["anomaly_codes"].items():
                 anomaly_codes[name] = anomaly_codes.get(name, 0) + n
-            for name, n in part["rows"].items():  # type: ignore[attr-defined]
+            for name, n in part["rows"].items():
                 child_rows[name] = child_rows.get(name, 0) + n
     flows.finish(more=more)
     sha = reader.sha256

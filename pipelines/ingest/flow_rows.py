@@ -173,3 +173,4 @@ class FlowRows:
         self.staging.write("flows", _with_venues(rows, matched.flow_venue))
         for table, out in matched.tables.items():
             self.staging.write(table, out)
+        return None

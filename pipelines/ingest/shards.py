@@ -38,7 +38,7 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypedDict, cast
 
 import numpy as np
 
@@ -172,6 +172,15 @@ def one_line(err: BaseException) -> str:
     return text if isinstance(err, PcapflowError) else f"{type(err).__name__}: {text}"
 
 
+class WorkerResult(TypedDict):
+    """What a worker process sends when it is done (``ParentLink.collect``)."""
+
+    rows: dict[str, int]
+    anomaly_codes: dict[str, int]
+    pending: str | None
+    """Its side file of flows with application-layer data (``FlowRows.finish``)."""
+
+
 class ChildLink:
     """A worker process's side of its pipes to the parent."""
 
@@ -231,7 +240,7 @@ class ParentLink:
     def agree_last(self, packet: int, ts: int) -> int:
         best = (packet, ts)
         for w in self.workers:
-            p, t = self._receive(w, "last")  # type: ignore[misc]
+            p, t = cast("list[int]", self._receive(w, "last"))
             best = max(best, (int(p), int(t)))
         for w in self.workers:
             with contextlib.suppress(BrokenPipeError):  # gone: ``collect`` says how
@@ -239,10 +248,10 @@ class ParentLink:
                 w.down.flush()
         return best[1]
 
-    def collect(self) -> list[dict[str, object]]:
+    def collect(self) -> list[WorkerResult]:
         """Each worker's result, once it has closed its files (it then exits: ``close``
         waits for that after the commit)."""
-        return [self._receive(w, "done") for w in self.workers]  # type: ignore[misc]
+        return [cast(WorkerResult, self._receive(w, "done")) for w in self.workers]
 
     def reap(self, w: Worker, kill: bool = False) -> None:
         if w.status is not None:

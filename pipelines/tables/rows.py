@@ -15,11 +15,12 @@ Arrow's per-call costs (casts, the redaction pre-check) are paid once per
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pyarrow as pa
 
 from ...parsers.events import Event
+from ...parsers.protocols.base import BatchEvent
 from ...parsers.protocols.registry import EVENTS
 from .schemas import PROTOCOL_TABLES, without_capture_id
 
@@ -66,7 +67,8 @@ class RowBuffers:
                 return False
             table = batch[0]
             self._parts.setdefault(table, []).append(event)
-            self._part_rows[table] = self._part_rows.get(table, 0) + event.ts_first.size  # type: ignore[attr-defined]
+            n = cast(BatchEvent, event).ts_first.size
+            self._part_rows[table] = self._part_rows.get(table, 0) + n
             if self._part_rows[table] >= FLUSH_ROWS:
                 self._flush_table(table)
             return True
