@@ -7,7 +7,7 @@ handlers are looked up in ``_HANDLERS`` by state; a handler consumes what it can
 the direction's ``PieceBuffer`` and returns False when it needs more bytes. The body is
 streamed: its bytes are counted as they pass and kept only up to ``max_body``, so a
 large download costs no more memory than the cap; content codings are removed once the
-message is complete (``http_body``).
+message is complete (``body``).
 
 Responses answer requests in order (RFC 9112 §9.3.2, pipelining), so the n-th final
 response answers request n; interim 1xx responses do not use a request up.

@@ -1,7 +1,7 @@
 """Column declarations shared by every table, and Arrow helpers for row converters.
 
 Each table's schema is declared once (STYLE.md rule 12): the core tables in
-``pipelines.schemas``, each protocol's message tables in its package
+``pipelines.tables.schemas``, each protocol's message tables in its package
 (``parsers/<protocol>/rows.py``), all from the fields here. Times are
 ``timestamp[ns, tz=UTC]``; durations int64 nanoseconds in ``*_ns`` columns.
 """

@@ -333,10 +333,11 @@ def doc(table: str) -> list[tuple[str, str, str]]:
     ]
 
 
-if __name__ == "__main__":  # python -m pcapflow.pipelines.schemas > docs/tables.md
+if __name__ == "__main__":  # python -m pcapflow.pipelines.tables.schemas > docs/tables.md
     print("# pcapflow tables\n")
     print(
-        "Generated from `pipelines/schemas.py` (`python -m pcapflow.pipelines.schemas > "
+        "Generated from `pipelines/tables/schemas.py` and each protocol's `rows.py` "
+        "(`python -m pcapflow.pipelines.tables.schemas > "
         "docs/tables.md`); a test keeps it current.\n"
     )
     print(
