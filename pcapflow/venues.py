@@ -51,10 +51,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib  # type: ignore[no-redef]
+import tomllib
 
 from .parsers.errors import ConfigError
 from .pipelines.ingest import MatchOutput
