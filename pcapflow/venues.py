@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-
-import tomllib
 
 from .parsers.errors import ConfigError
 from .pipelines.ingest import MatchOutput

@@ -16,8 +16,8 @@ import os
 import re
 import shutil
 import subprocess
-import sysconfig
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
