@@ -17,17 +17,13 @@ path (tests/test_fast_path.py already compares the two paths directly).
 
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter
 
 import pytest
 from golden import regen
 
 REGEN = os.environ.get("PCAPFLOW_REGEN_GOLDEN") == "1"
 SAMPLES = regen.samples()
-SHOW = 5
-"""Rows shown per side in a failure message."""
 
 
 @pytest.fixture(scope="session")
@@ -44,40 +40,6 @@ def _dump(cache: dict[str, dict[str, list[regen.Row]]], sample: regen.Sample
             regen.write_baseline(sample.name, tables)
         cache[sample.name] = {t: regen.roundtrip(rows) for t, rows in tables.items()}
     return cache[sample.name]
-
-
-def _line(row: regen.Row) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False)
-
-
-def describe_diff(table: str, expected: list[regen.Row], actual: list[regen.Row]) -> str:
-    """A readable account of how ``actual`` differs from the baseline ``expected``."""
-    out = [f"{table}: baseline {len(expected)} rows, now {len(actual)} rows"]
-    cols_e = list(expected[0]) if expected else []
-    cols_a = list(actual[0]) if actual else []
-    if expected and actual and cols_e != cols_a:
-        gone = [c for c in cols_e if c not in cols_a]
-        new = [c for c in cols_a if c not in cols_e]
-        out.append(f"  columns gone: {gone or '-'}; new: {new or '-'}"
-                   + ("; order changed" if not gone and not new else ""))
-    count_e, count_a = Counter(map(_line, expected)), Counter(map(_line, actual))
-    only_e = list((count_e - count_a).elements())
-    only_a = list((count_a - count_e).elements())
-    out.append(f"  {len(only_e)} rows only in the baseline, {len(only_a)} only now")
-    for label, rows in (("baseline only", only_e), ("now only", only_a)):
-        for line in rows[:SHOW]:
-            out.append(f"  {label}: {line}")
-        if len(rows) > SHOW:
-            out.append(f"  {label}: ... {len(rows) - SHOW} more")
-    for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
-        if e != a:
-            cells = [f"{c}: {e.get(c)!r} -> {a.get(c)!r}"
-                     for c in dict.fromkeys([*e, *a]) if e.get(c) != a.get(c)]
-            out.append(f"  first differing sorted row #{i}: " + "; ".join(cells[:12]))
-            break
-    out.append("  (a deliberate change? regenerate: python tests/golden/regen.py, "
-               "then review the diff)")
-    return "\n".join(out)
 
 
 def test_every_sample_has_a_baseline() -> None:
@@ -101,7 +63,7 @@ def test_tables_equal_baseline(sample: regen.Sample,
         expected = regen.read_baseline(sample.name, table)
         assert expected is not None
         if rows != expected:
-            failures.append(describe_diff(table, expected, rows))
+            failures.append(regen.describe_diff(table, expected, rows))
     if failures:
         pytest.fail(f"{sample.name}: tables differ from the golden baseline\n"
                     + "\n".join(failures), pytrace=False)
@@ -113,10 +75,10 @@ def test_describe_diff_names_rows_and_columns() -> None:
     """The failure message itself: counts, one-sided rows and the differing cells."""
     base = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
     now = [{"a": 1, "b": "x"}, {"a": 2, "b": "z"}, {"a": 3, "b": "w"}]
-    text = describe_diff("t", base, now)
+    text = regen.describe_diff("t", base, now)
     assert "baseline 2 rows, now 3 rows" in text
     assert "1 rows only in the baseline, 2 only now" in text
     assert 'baseline only: {"a": 2, "b": "y"}' in text
     assert "first differing sorted row #1: b: 'y' -> 'z'" in text
-    renamed = describe_diff("t", base, [{"a": 1, "c": "x"}])
+    renamed = regen.describe_diff("t", base, [{"a": 1, "c": "x"}])
     assert "columns gone: ['b']; new: ['c']" in renamed

@@ -31,6 +31,15 @@ bytes). Regenerate on purpose only, and review the diff of the tables:
     PCAPFLOW_REGEN_GOLDEN=1 pytest tests/test_golden.py
 
 ``tests/test_golden.py`` re-ingests and compares.
+
+The third-party corpus (``$PCAPFLOW_PUBLIC_CAPTURES``, not in the repository)
+has baselines too, in ``tests/golden/public/<table>.jsonl.gz`` (all captures in
+one file per table, told apart by ``capture_id``; ``captures.path`` relative to
+the corpus root). It is ingested in one call with every key log the corpus
+lists (``analysis.json``), as ``tests/test_fast_path.py`` does, plus the
+``packets`` table; ``tests/test_golden_public.py`` (slow, ~2 min) compares:
+
+    python tests/golden/regen.py --public
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +143,21 @@ def _sort_key(row: Row) -> tuple[object, ...]:
     return tuple(key)
 
 
-def dump_tables(data: Path) -> dict[str, list[Row]]:
-    """Every table of the dataset at ``data`` as sorted canonical rows."""
+def _path_cell(value: str, root: Path | None) -> str:
+    """A capture path without the machine's directories: relative to ``root``, else
+    the file name."""
+    path = Path(value)
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
+def dump_tables(data: Path, path_root: Path | None = None) -> dict[str, list[Row]]:
+    """Every table of the dataset at ``data`` as sorted canonical rows (paths under
+    ``path_root`` relative to it, others as file names)."""
     out: dict[str, list[Row]] = {}
     with pcapflow.open(data) as ds:
         for table in ds.tables:
@@ -154,7 +177,7 @@ def dump_tables(data: Path) -> dict[str, list[Row]]:
                 row = {n: _canon(v) for n, v in zip(names, tup, strict=True)}
                 for t, c in PATH_COLUMNS:
                     if t == table and isinstance(row.get(c), str):
-                        row[c] = Path(row[c]).name  # type: ignore[arg-type]
+                        row[c] = _path_cell(row[c], path_root)  # type: ignore[arg-type]
                 rows.append(row)
             rows.sort(key=_sort_key)
             out[table] = rows
@@ -171,7 +194,9 @@ def dump_sample(sample: Sample) -> dict[str, list[Row]]:
 
 
 def baseline_path(sample: str, table: str) -> Path:
-    return BASELINES / sample / f"{table}.jsonl.gz"
+    """Baseline file of one table; ``sample`` PUBLIC means the public corpus."""
+    folder = PUBLIC_BASELINES if sample == PUBLIC else BASELINES / sample
+    return folder / f"{table}.jsonl.gz"
 
 
 def _lines(rows: Iterable[Row]) -> Iterator[str]:
@@ -180,8 +205,9 @@ def _lines(rows: Iterable[Row]) -> Iterator[str]:
 
 
 def write_baseline(sample: str, tables: dict[str, list[Row]]) -> None:
-    """Replace the baselines of one sample (one gzip'd JSONL file per table)."""
-    folder = BASELINES / sample
+    """Replace the baselines of one sample, or of the public corpus for ``PUBLIC``
+    (one gzip'd JSONL file per table)."""
+    folder = baseline_path(sample, "x").parent
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -203,8 +229,8 @@ def read_baseline(sample: str, table: str) -> list[Row] | None:
 
 
 def baseline_tables(sample: str) -> list[str]:
-    """Tables with a committed baseline for ``sample``."""
-    folder = BASELINES / sample
+    """Tables with a committed baseline for ``sample`` (or ``PUBLIC``)."""
+    folder = baseline_path(sample, "x").parent
     return sorted(p.name.removesuffix(".jsonl.gz") for p in folder.glob("*.jsonl.gz"))
 
 
@@ -213,7 +239,91 @@ def roundtrip(rows: list[Row]) -> list[Row]:
     return [json.loads(line) for line in _lines(rows)]
 
 
+# ------------------------------------------------------------------ comparing
+SHOW = 5
+"""Rows shown per side in a failure message."""
+
+
+def _line(row: Row) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=False)
+
+
+def describe_diff(table: str, expected: list[Row], actual: list[Row]) -> str:
+    """A readable account of how ``actual`` differs from the baseline ``expected``."""
+    out = [f"{table}: baseline {len(expected)} rows, now {len(actual)} rows"]
+    cols_e = list(expected[0]) if expected else []
+    cols_a = list(actual[0]) if actual else []
+    if expected and actual and cols_e != cols_a:
+        gone = [c for c in cols_e if c not in cols_a]
+        new = [c for c in cols_a if c not in cols_e]
+        out.append(f"  columns gone: {gone or '-'}; new: {new or '-'}"
+                   + ("; order changed" if not gone and not new else ""))
+    count_e, count_a = Counter(map(_line, expected)), Counter(map(_line, actual))
+    only_e = list((count_e - count_a).elements())
+    only_a = list((count_a - count_e).elements())
+    out.append(f"  {len(only_e)} rows only in the baseline, {len(only_a)} only now")
+    for label, rows in (("baseline only", only_e), ("now only", only_a)):
+        for line in rows[:SHOW]:
+            out.append(f"  {label}: {line}")
+        if len(rows) > SHOW:
+            out.append(f"  {label}: ... {len(rows) - SHOW} more")
+    for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
+        if e != a:
+            cells = [f"{c}: {e.get(c)!r} -> {a.get(c)!r}"
+                     for c in dict.fromkeys([*e, *a]) if e.get(c) != a.get(c)]
+            out.append(f"  first differing sorted row #{i}: " + "; ".join(cells[:12]))
+            break
+    out.append("  (a deliberate change? regenerate: python tests/golden/regen.py, "
+               "then review the diff)")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ public corpus
+PUBLIC = "public"
+"""Pseudo sample name of the third-party corpus in ``baseline_path`` and friends."""
+PUBLIC_BASELINES = HERE / "public"
+CORPUS_INDEX = "analysis.json"
+
+
+def public_root() -> Path:
+    """The third-party corpus directory (``tests/paths.py`` decides; it may not exist)."""
+    tests = str(HERE.parent)
+    if tests not in sys.path:  # run as a script: tests/ is not on the path
+        sys.path.insert(0, tests)
+    from paths import PUBLIC as root
+
+    return root
+
+
+def public_inputs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Every capture of the corpus and every key log its index lists, sorted."""
+    caps = sorted(p for p in root.rglob("*") if p.suffix in CAPTURE_SUFFIXES)
+    index = json.loads((root / CORPUS_INDEX).read_text())
+    keys = sorted({root / e["key"] for e in index if e.get("key")})
+    return caps, keys
+
+
+def dump_public(root: Path) -> dict[str, list[Row]]:
+    """Ingest the whole corpus into a temporary dataset and dump its tables."""
+    caps, keys = public_inputs(root)
+    tmp = Path(tempfile.mkdtemp(prefix="golden_public_"))
+    try:
+        pcapflow.ingest(caps, keylog=keys, data=tmp / "data", packets=True)
+        return dump_tables(tmp / "data", path_root=root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--public"]:
+        root = public_root()
+        if not (root / CORPUS_INDEX).is_file():
+            print(f"public capture corpus not found at {root}", file=sys.stderr)
+            return 2
+        tables = dump_public(root)
+        write_baseline(PUBLIC, tables)
+        print("public: " + ", ".join(f"{t} {len(r)}" for t, r in tables.items() if r))
+        return 0
     wanted = set(argv)
     chosen = [s for s in samples() if not wanted or s.name in wanted]
     unknown = wanted - {s.name for s in chosen}
