@@ -869,7 +869,7 @@ def _scan_simple(buf: np.ndarray, pos: int, n: int, base: int, max_message: int,
         for i in range(trailer + 3, trailer + 6):
             c = np.int64(buf[i])
             if c < 48 or c > 57:
-                cs = np.int64(-1)
+                cs = -1  # type: ignore[assignment]  # Numba: int64
                 break
             cs = cs * 10 + (c - 48)
         if cs < 0:
@@ -966,7 +966,7 @@ def _scan_simple(buf: np.ndarray, pos: int, n: int, base: int, max_message: int,
         row[RUN_FIELD_COUNT] = nf - f0
         row[RUN_NAMED_FIRST:] = slot[:_SLOT_SEQ]
         k += 1
-        pos = end
+        pos = end  # type: ignore[assignment]  # Numba: int64
     return msgs[:k].copy(), fields[:nf].copy(), vdata[:nv].copy(), pos, full
 
 

@@ -67,7 +67,7 @@ def ws_simple_frames(buf: np.ndarray, masked_dir: bool, rsv1_ok: bool,
             if buf[pos + 2] & 0x80:
                 stop = SPECIAL  # 64-bit length with the top bit set
                 break
-            length = np.int64(0)
+            length = 0  # type: ignore[assignment]  # Numba: int64 throughout
             for j in range(8):
                 length = (length << 8) | buf[pos + 2 + j]
         masked = (b1 & 0x80) != 0
@@ -89,5 +89,5 @@ def ws_simple_frames(buf: np.ndarray, masked_dir: bool, rsv1_ok: bool,
         rsv1[k] = rsv != 0
         ops[k] = opcode
         k += 1
-        pos = end
+        pos = end  # type: ignore[assignment]  # Numba: int64 throughout
     return starts[:k], hls[:k], lens[:k], rsv1[:k], ops[:k], stop
