@@ -44,6 +44,14 @@ class Limits:
     """Bytes of one FIX message."""
     max_unacked: int = 1000
     """Unacknowledged segments remembered per direction for ``tcp_rtt``."""
+    tls13_search_records: int = 1 << 32
+    """TLS 1.3 session already open when the capture began: record sequence numbers
+    the key search covers per key under AES-GCM (free: it computes the number)."""
+    tls13_search_chacha_records: int = 1 << 9
+    """... and under ChaCha20-Poly1305 (each number tried costs ~0.6 µs per key)."""
+    tls13_search_generations: int = 16
+    """... and KeyUpdate generations per key log secret (past any of the three:
+    ``tls13_secret_not_found``)."""
 
     @classmethod
     def names(cls) -> list[str]:
