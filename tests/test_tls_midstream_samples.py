@@ -1,0 +1,186 @@
+"""TLS 1.3 sample captures cut after their handshakes: the key search decrypts the rest.
+
+Every TLS 1.3 capture of sample_pcaps/ (MANIFEST.md) is cut by dropping its first
+K packets, as if tcpdump had started later, and ingested with the same key log
+(or the same Decryption Secrets Block). The full capture's own tables are the
+oracle:
+
+- at every cut where no TLS record straddles the cut: every record the full
+  capture has after the cut is in the cut capture's ``tls_records``, decrypted,
+  with the same plaintext length, and every such connection has a
+  ``handshake_not_captured`` anomaly that names its key log entry;
+- at cuts where, in addition, no HTTP/WebSocket message and no order/reply pair
+  straddles the cut and the inner protocol's start (a WebSocket upgrade) is kept:
+  every order after the cut is found, with the same correlation id, times and
+  ``latency_ns`` as in the full capture, exact to the nanosecond, and nothing else.
+
+Cuts inside a message or after a WebSocket upgrade need the application layer's
+own mid-stream resync (issue 15, item 3: HTTP and WebSocket bullets); at such
+cuts only the TLS assertions are made here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from capture_util import drop_first_packets, read_all
+from paths import SAMPLES
+
+import pcapflow
+
+TLS13 = {
+    "binance_rest_tls13": ("pcap", True),
+    "binance_wsapi_tls13": ("pcap", True),
+    "deribit_jsonrpc_tls13": ("pcap", True),
+    "lossy_rest_tls13": ("pcap", True),
+    "binance_rest_dsb": ("pcapng", False),  # key log in a Decryption Secrets Block
+}
+CUTS_TLS = 4  # cut points per capture for the TLS assertions
+CUTS_ORDERS = 4  # ... and for the order assertions (where there are quiet points)
+MIN_RECORDS = 8  # decrypted records the full capture has after a cut point
+
+
+def _manifest_tls13() -> set[str]:
+    text = (SAMPLES / "MANIFEST.md").read_text()
+    return {line.split("|")[2].strip() for line in text.splitlines()
+            if line.startswith("| ") and "| TLS 1.3 |" in line}
+
+
+def test_every_tls13_sample_is_covered() -> None:
+    assert _manifest_tls13() == set(TLS13)
+
+
+class Ingested:
+    """One ingest's tables, as pandas frames."""
+
+    def __init__(self, path: Path, keylog: list[Path], data: Path) -> None:
+        pcapflow.ingest([path], keylog=keylog, data=data)
+        ds = pcapflow.open(data)
+        ports = "SELECT flow_id, client_port FROM flows"
+        self.records = ds.df(
+            f"SELECT p.client_port, r.direction, r.content_type, epoch_ns(r.ts_first) AS t1, "
+            f"epoch_ns(r.ts_last) AS t2, r.length, r.decrypted, r.plaintext_length "
+            f"FROM tls_records r JOIN ({ports}) p USING (flow_id)")
+        self.messages = ds.df(
+            "SELECT epoch_ns(ts_first) AS t1, epoch_ns(ts_last) AS t2 FROM http_messages "
+            "UNION ALL SELECT epoch_ns(ts_first), epoch_ns(ts_last) FROM ws_messages")
+        # HTTP/1.1 exchanges (the n-th request of a connection and its n-th response)
+        self.exchanges = ds.df(
+            "WITH m AS (SELECT flow_id, kind, ts_first, ts_last, row_number() OVER "
+            "(PARTITION BY flow_id, kind ORDER BY ts_first) AS n FROM http_messages) "
+            "SELECT epoch_ns(q.ts_first) AS t1, epoch_ns(r.ts_last) AS t2 FROM m q "
+            "JOIN m r ON q.flow_id = r.flow_id AND q.n = r.n "
+            "AND q.kind = 'request' AND r.kind = 'response'")
+        self.upgrades = ds.df(  # the first HTTP message of each WebSocket connection
+            "SELECT epoch_ns(min(ts_first)) AS t1 FROM http_messages "
+            "WHERE flow_id IN (SELECT flow_id FROM ws_messages) GROUP BY flow_id")
+        self.latency = ds.df(
+            f"SELECT p.client_port, l.venue, l.kind, l.correlation_id, "
+            f"epoch_ns(l.order_ts) AS o, epoch_ns(l.ack_ts) AS a, l.latency_ns "
+            f"FROM latency l JOIN ({ports}) p USING (flow_id)")
+        self.anomalies = ds.df(
+            f"SELECT p.client_port, a.direction, a.code, a.detail "
+            f"FROM anomalies a LEFT JOIN ({ports}) p USING (flow_id)")
+        self.hellos = ds.df(
+            "SELECT epoch_ns(ts_last) AS t2 FROM tls_records WHERE content_type = 22 "
+            "AND NOT decrypted")
+
+
+def _straddles(t1: np.ndarray, t2: np.ndarray, cut: int) -> bool:
+    return bool(((t1 < cut) & (t2 >= cut)).any())
+
+
+def _cut_points(full: Ingested, ts: np.ndarray) -> tuple[list[int], list[int]]:
+    """Packet counts K to drop: TLS-quiet ones, and quiet ones for the orders."""
+    after = int(full.hellos.t2.max())  # every hello of the capture is before the cut
+    tls_quiet, quiet = [], []
+    r, m, lat = full.records, full.messages, full.latency
+    for k in range(1, ts.size):
+        cut = int(ts[k])
+        if cut <= after or cut == int(ts[k - 1]):
+            continue
+        if (_straddles(r.t1.to_numpy(), r.t2.to_numpy(), cut)
+                or int((r.decrypted & (r.t1 >= cut)).sum()) < MIN_RECORDS):
+            continue
+        tls_quiet.append(k)
+        x = full.exchanges
+        if (_straddles(m.t1.to_numpy(), m.t2.to_numpy(), cut)
+                or _straddles(x.t1.to_numpy(), x.t2.to_numpy(), cut)
+                or _straddles(lat.o.to_numpy(), lat.a.to_numpy(), cut)
+                or (full.upgrades.size and bool((full.upgrades.t1 < cut).any()))
+                or not (lat.o > cut).any()):
+            continue
+        quiet.append(k)
+    return _spread(tls_quiet, CUTS_TLS), _spread(quiet, CUTS_ORDERS)
+
+
+def _spread(ks: list[int], n: int) -> list[int]:
+    if len(ks) <= n:
+        return ks
+    return [ks[i] for i in np.linspace(0, len(ks) - 1, n).round().astype(int)]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Ingested, np.ndarray]]:
+    out = {}
+    for name, (ext, has_log) in TLS13.items():
+        path = SAMPLES / f"{name}.{ext}"
+        keylog = [SAMPLES / f"{name}.keylog"] if has_log else []
+        out[name] = (Ingested(path, keylog, tmp_path_factory.mktemp(name)),
+                     read_all(path).ts_ns)
+    return out
+
+
+def _ingest_cut(name: str, k: int, tmp: Path) -> Ingested:
+    ext, has_log = TLS13[name]
+    tmp.mkdir(parents=True)
+    cut = tmp / f"{name}_from_{k}.{ext}"
+    drop_first_packets(SAMPLES / f"{name}.{ext}", cut, k)
+    keylog = [SAMPLES / f"{name}.keylog"] if has_log else []
+    return Ingested(cut, keylog, tmp / "data")
+
+
+@pytest.mark.parametrize("name", sorted(TLS13))
+def test_records_after_the_cut_are_decrypted(name: str, full: dict, tmp_path: Path) -> None:
+    ref, ts = full[name]
+    tls_cuts, _ = _cut_points(ref, ts)
+    assert len(tls_cuts) >= 2, "too few cut points after the handshakes"
+    for k in tls_cuts:
+        got = _ingest_cut(name, k, tmp_path / str(k))
+        # what the full capture decrypts after the cut (not the compatibility
+        # ChangeCipherSpec, nor a direction after a capture gap in the lossy one)
+        want = ref.records[(ref.records.t1 >= int(ts[k])) & ref.records.decrypted]
+        assert want.size
+        key = ["client_port", "direction", "t1", "length"]
+        merged = want.merge(got.records, on=key, how="left", suffixes=("", "_cut"))
+        assert merged.decrypted_cut.notna().all(), f"K={k}: records missing"
+        assert merged.decrypted_cut.astype(bool).all(), f"K={k}: records not decrypted"
+        assert (merged.plaintext_length_cut == merged.plaintext_length).all(), f"K={k}"
+        found = got.anomalies[got.anomalies.code == "handshake_not_captured"]
+        # one per direction of every connection whose handshake was cut away
+        open_ports = set(want.client_port)
+        assert set(found.client_port) == open_ports, f"K={k}"
+        assert found.detail.str.contains("found by trial decryption").all()
+        assert not (got.anomalies.code == "tls13_secret_not_found").any()
+        assert not (got.anomalies.code == "decrypt_failed").any()
+
+
+@pytest.mark.parametrize("name", sorted(TLS13))
+def test_orders_after_the_cut_match_exactly(name: str, full: dict, tmp_path: Path) -> None:
+    ref, ts = full[name]
+    _, cuts = _cut_points(ref, ts)
+    if not cuts and name == "binance_wsapi_tls13":
+        # the upgrade follows the TLS handshake at once: no quiet cut between them;
+        # later cuts need WebSocket without its upgrade (issue 15, item 3)
+        pytest.xfail("no quiet cut between the TLS handshake and the WebSocket upgrade")
+    assert cuts, "no quiet cut point"
+    cols = ["client_port", "venue", "kind", "correlation_id", "o", "a", "latency_ns"]
+    for k in cuts:
+        got = _ingest_cut(name, k, tmp_path / str(k))
+        want = ref.latency[ref.latency.o >= int(ts[k])]
+        assert len(want), f"K={k}: no order after the cut"
+        w = sorted(map(tuple, want[cols].astype(str).to_numpy().tolist()))
+        g = sorted(map(tuple, got.latency[cols].astype(str).to_numpy().tolist()))
+        assert g == w, f"K={k}: orders after the cut differ"
