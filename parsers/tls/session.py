@@ -497,8 +497,8 @@ class TlsSession:
             found.generation, f"{found.generation} KeyUpdates")
         detail = (f"TLS 1.3 session already open when the capture began: {found.label} of "
                   f"client_random {found.client_random.hex()} found by trial decryption "
-                  f"({suite.name}, {updates}, record {found.seq}; {st.search_keys} keys "
-                  "tried); SNI, ALPN and handshake time unknown")
+                  f"({suite.name}, {updates}, record {found.seq}; keys tried: "
+                  f"{st.search_keys}); SNI, ALPN and handshake time unknown")
         self._anomaly(d, "handshake_not_captured", detail, rec.ts_last, rec.stream_offset)
         if not self._info_emitted and self._sh is None:
             self._emit_found_info(d, rec)
