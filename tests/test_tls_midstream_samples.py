@@ -184,3 +184,22 @@ def test_orders_after_the_cut_match_exactly(name: str, full: dict, tmp_path: Pat
         w = sorted(map(tuple, want[cols].astype(str).to_numpy().tolist()))
         g = sorted(map(tuple, got.latency[cols].astype(str).to_numpy().tolist()))
         assert g == w, f"K={k}: orders after the cut differ"
+
+
+def test_search_limits_reach_the_session(full: dict, tmp_path: Path) -> None:
+    """``--limit tls13_search_records``: a window below where the capture began
+    finds nothing, and the anomaly says what was tried."""
+    name = "binance_rest_tls13"
+    ref, ts = full[name]
+    k = _cut_points(ref, ts)[0][-2]  # late in the capture: records numbered > 8
+    cut = tmp_path / "cut.pcap"
+    drop_first_packets(SAMPLES / f"{name}.pcap", cut, k)
+    keylog = [SAMPLES / f"{name}.keylog"]
+    pcapflow.ingest([cut], keylog=keylog, data=tmp_path / "a",
+                    limits={"tls13_search_records": 8})
+    ds = pcapflow.open(tmp_path / "a")
+    assert ds.scalar("SELECT count(*) FROM tls_records WHERE decrypted") == 0
+    details = [d for (d,) in ds.fetchall(
+        "SELECT detail FROM anomalies WHERE code = 'tls13_secret_not_found'")]
+    assert details and all("below 8 (AES-GCM)" in d and str(keylog[0]) in d for d in details)
+    assert ds.scalar("SELECT count(*) FROM latency") == 0

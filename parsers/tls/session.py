@@ -468,7 +468,7 @@ class TlsSession:
         result = keysearch.search(
             self.keylog, ((app, limits.generations), (hs_label, 1)), rec.header, rec.fragment,
             limits, suites=(self._suite,) if self._suite is not None else None,
-            prefer=self._found_random)
+            prefer=self._found_random, chacha=st.search_tries == 1)
         st.search_keys += result.keys
         st.search_secrets = max(st.search_secrets, result.secrets)
         found = result.found
@@ -516,7 +516,7 @@ class TlsSession:
                     f"{st.search_keys} keys tried) decrypts its first {st.search_tries} "
                     f"records at KeyUpdate generations 0-{limits.generations - 1}, record "
                     f"numbers below {limits.records} (AES-GCM) and "
-                    f"{limits.chacha_records} (ChaCha20)")
+                    f"{limits.chacha_records} (ChaCha20, first record)")
         return (f"no handshake captured and {what}: the key log lacks this session, or it "
                 "is TLS 1.2 (not decryptable without its handshake). Pass the key log the "
                 "client wrote when the connection opened (--keylog); for a session older "
