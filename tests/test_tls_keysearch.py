@@ -278,3 +278,16 @@ def test_session_wrong_key_log() -> None:
     assert "below 3 (AES-GCM)" in miss.detail and "generations 0-1" in miss.detail
     # no key log: nothing is searched, nothing claimed
     assert not anomalies(run(TlsSession(1, None), pieces), "tls13_secret_not_found")
+
+
+def test_key_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``MAX_CACHED_KEYS`` keys are derived again: the same result, bounded memory."""
+    monkeypatch.setattr(ks, "MAX_CACHED_KEYS", 100)
+    random_, secret0 = os.urandom(32), os.urandom(48)
+    log = keylog(60, 48, extra=[(CTS, random_, secret0)])
+    header, fragment = split(seal(AES256, generation(secret0, AES256, 4), 11, b"q"))
+    for _ in range(2):
+        out = ks.search(log, [(CTS, 8)], header, fragment, use_native=False)
+        assert out.found is not None and (out.found.generation, out.found.seq) == (4, 11)
+    cache = log.search_cache
+    assert isinstance(cache, ks._Cache) and cache.rows < 100 + 61

@@ -69,6 +69,10 @@ SEARCH_RECORDS = 2
 could be misframed by a mid-stream resync). ChaCha20-Poly1305 is tried on the
 first only."""
 
+MAX_CACHED_KEYS = 1 << 19
+"""Derived keys kept on a ``KeyLog`` (~130 bytes each with their secret: ~70 MB);
+past it, later generations are derived again for each search (slower, same result)."""
+
 NONCE_LENGTH = 12
 TAG_LENGTH = 16
 MIN_FRAGMENT = TAG_LENGTH + 1  # §5.2: the inner plaintext holds at least the type byte
@@ -137,10 +141,11 @@ class _Keys:
 class _Cache:
     """Secrets by (label, hash) and keys by (label, suite, generation) of one key log."""
 
-    __slots__ = ("keys", "lines", "secrets")
+    __slots__ = ("keys", "lines", "rows", "secrets")
 
     def __init__(self, lines: int) -> None:
         self.lines = lines
+        self.rows = 0  # secrets and keys held, against MAX_CACHED_KEYS
         self.secrets: dict[tuple[str, str, int], tuple[list[bytes], list[bytes]]] = {}
         self.keys: dict[tuple[str, int, int], _Keys] = {}
 
@@ -166,7 +171,9 @@ def _secrets(log: KeyLog, label: str, hash_name: str, generation: int
         else:
             randoms, prev = _secrets(log, label, hash_name, generation - 1)
             got = (randoms, [tls13_next_traffic_secret(s, hash_name) for s in prev])
-        cache.secrets[key] = got
+        if cache.rows < MAX_CACHED_KEYS:
+            cache.secrets[key] = got
+            cache.rows += len(got[1])
     return got
 
 
@@ -187,7 +194,10 @@ def _keys(log: KeyLog, label: str, suite: CipherSuite, generation: int) -> _Keys
     got = cache.keys.get(key)
     if got is None:
         randoms, secrets = _secrets(log, label, suite.prf_hash, generation)
-        got = cache.keys[key] = _derive(randoms, secrets, suite)
+        got = _derive(randoms, secrets, suite)
+        if cache.rows < MAX_CACHED_KEYS:
+            cache.keys[key] = got
+            cache.rows += len(secrets)
     return got
 
 
