@@ -51,8 +51,8 @@ class Limits:
     tls13_search_chacha_records: int = DEFAULT_CHACHA_RECORDS
     """... and under ChaCha20-Poly1305 (each number tried costs ~0.6 µs per key)."""
     tls13_search_generations: int = DEFAULT_GENERATIONS
-    """... and KeyUpdate generations per key log secret (past any of the three:
-    ``tls13_secret_not_found``)."""
+    """... and KeyUpdate generations per key log secret (ChaCha20-Poly1305: at most
+    2; past any of the three: ``tls13_secret_not_found``)."""
 
     @classmethod
     def names(cls) -> list[str]:

@@ -74,7 +74,7 @@ def split(record: bytes) -> tuple[bytes, bytes]:
 @pytest.mark.parametrize("native", IMPLS)
 @pytest.mark.parametrize(("suite_name", "seq"), [
     ("aes256", 0), ("aes256", 1), ("aes256", 123_456_789), ("aes256", (1 << 32) - 1),
-    ("aes128", 0), ("aes128", 77_777), ("chacha", 0), ("chacha", 100), ("chacha", 127),
+    ("aes128", 0), ("aes128", 77_777), ("chacha", 0), ("chacha", 100), ("chacha", 255),
 ])
 def test_found_at_seq(suite_name: str, seq: int, native: bool) -> None:
     suite = SUITES[suite_name]
@@ -106,8 +106,8 @@ def test_window_edges(suite_name: str, native: bool) -> None:
         if hit:
             assert out.found.seq == seq
         else:  # every secret, generation and suite of its hash was tried
-            per_suite = 21 * 4
-            assert out.keys == per_suite * (2 if suite.prf_hash == "sha256" else 1)
+            chacha = 21 * ks.CHACHA_GENERATIONS if suite.prf_hash == "sha256" else 0
+            assert out.keys == 21 * 4 + chacha
 
 
 @pytest.mark.parametrize("native", IMPLS)
@@ -119,6 +119,20 @@ def test_key_update_generations(native: bool) -> None:
     assert out.found is not None and (out.found.generation, out.found.seq) == (5, 42)
     assert out.found.secret == generation(secret0, AES256, 5)
     assert ks.search(log, [(STS, 5)], header, fragment, use_native=native).found is None
+
+
+@pytest.mark.parametrize("native", IMPLS)
+def test_chacha_generations_are_capped(native: bool) -> None:
+    """ChaCha20-Poly1305: at most CHACHA_GENERATIONS (no usage limit forces KeyUpdates)."""
+    random_, secret0 = os.urandom(32), os.urandom(32)
+    log = keylog(10, 32, extra=[(CTS, random_, secret0)])
+    last = ks.CHACHA_GENERATIONS - 1
+    for gen, hit in ((last, True), (last + 1, False)):
+        header, fragment = split(seal(CHACHA, generation(secret0, CHACHA, gen), 9, b"w"))
+        out = ks.search(log, [(CTS, 16)], header, fragment, use_native=native)
+        assert (out.found is not None) == hit
+        if hit:
+            assert (out.found.suite, out.found.generation) == (CHACHA, gen)
 
 
 @pytest.mark.parametrize("native", IMPLS)
@@ -206,7 +220,7 @@ def test_session_decrypts_both_directions(suite_name: str) -> None:
     out_msgs = [f"POST /api/v3/order?i={i} HTTP/1.1\r\n\r\n".encode() for i in range(6)]
     in_msgs = [f"HTTP/1.1 200 OK\r\nX-N: {i}\r\n\r\n".encode() for i in range(6)]
     pieces = []
-    first_in = 120 if suite is CHACHA else 250  # within the ChaCha20 window (128)
+    first_in = 200 if suite is CHACHA else 250  # within the ChaCha20 window (256)
     for i in range(6):  # the capture began at client record 100, server record first_in
         pieces += [("out", seal(suite, c, 100 + i, out_msgs[i])),
                    ("in", seal(suite, s, first_in + i, in_msgs[i]))]

@@ -28,7 +28,8 @@ fixed nonce N* = 0, the keystream is the GCM encryption of zeros, the tag of
 
 ChaCha20-Poly1305 has no such shortcut (the Poly1305 key is the ChaCha20 block of
 the nonce): every sequence number below ``SearchLimits.chacha_records`` is tried,
-which costs about 0.6 µs each on a short record; hence its smaller window.
+which costs about 0.6 µs each on a short record; hence its smaller window, and
+at most ``CHACHA_GENERATIONS`` KeyUpdate generations.
 
 Candidates are tried generation by generation (the cheap suites of every
 generation first), and a preferred client random (the other direction's match:
@@ -59,9 +60,14 @@ DEFAULT_RECORDS = 1 << 32
 """Record sequence numbers searched per key (AES-GCM): 4.3 billion records, more
 than a busy session sends in weeks (RFC 8446 §5.5 asks for a KeyUpdate after
 2^24.5 full records under AES-GCM). Costs nothing: the search finds the number."""
-DEFAULT_CHACHA_RECORDS = 1 << 7
+DEFAULT_CHACHA_RECORDS = 1 << 8
 """Record sequence numbers tried per key under ChaCha20-Poly1305 (each one costs
-about 0.6 µs: a 1,000-session key log over 16 generations, ~1.5 s per record)."""
+about 0.6 µs: a 1,000-session key log, two generations, ~0.3 s per record)."""
+CHACHA_GENERATIONS = 2
+"""KeyUpdate generations tried under ChaCha20-Poly1305 (at most): RFC 8446 §5.5 sets
+key usage limits for AES-GCM only ("For ChaCha20/Poly1305, the record sequence
+number would wrap before the safety limit is reached"), so stacks that update keys
+by usage never update these; only an application's explicit KeyUpdate does."""
 DEFAULT_GENERATIONS = 16
 """KeyUpdate generations tried per secret (0 = the logged ``*_TRAFFIC_SECRET_0``)."""
 SEARCH_RECORDS = 2
@@ -307,7 +313,8 @@ def search(log: KeyLog, labels: Sequence[tuple[str, int]], header: bytes, fragme
     """Which key log secret protects this record (5-byte ``header``, ``fragment``)?
 
     ``labels``: ``(label, generations)`` pairs, e.g. the direction's application
-    secret over ``limits.generations`` and its handshake secret over 1. ``suites``:
+    secret over ``limits.generations`` and its handshake secret over 1 (ChaCha20:
+    at most ``CHACHA_GENERATIONS``). ``suites``:
     the suites to try (default ``SEARCHED_SUITES``; the ServerHello's when seen).
     ``prefer``: a client random tried first (the other direction's match).
     ``chacha=False`` leaves ChaCha20-Poly1305 out (a retry on a later record).
@@ -330,6 +337,8 @@ def search(log: KeyLog, labels: Sequence[tuple[str, int]], header: bytes, fragme
     for only in passes:
         for suite in order:
             for label, generations in labels:
+                if suite.cipher != "aes-gcm":
+                    generations = min(generations, CHACHA_GENERATIONS)
                 for gen in range(generations):
                     if only is not None:
                         keys = _one(log, only, label, suite, gen)

@@ -516,7 +516,8 @@ class TlsSession:
                     f"{st.search_keys} keys tried) decrypts its first {st.search_tries} "
                     f"records at KeyUpdate generations 0-{limits.generations - 1}, record "
                     f"numbers below {limits.records} (AES-GCM) and "
-                    f"{limits.chacha_records} (ChaCha20, first record)")
+                    f"{limits.chacha_records} (ChaCha20: first record, generations 0-"
+                    f"{min(limits.generations, keysearch.CHACHA_GENERATIONS) - 1})")
         return (f"no handshake captured and {what}: the key log lacks this session, or it "
                 "is TLS 1.2 (not decryptable without its handshake). Pass the key log the "
                 "client wrote when the connection opened (--keylog); for a session older "
