@@ -509,19 +509,20 @@ class TlsSession:
         log = self.keylog
         where = ", ".join(log.sources) or "the key log"
         if not st.search_secrets:
-            what = (f"{where} ({len(log)} sessions) holds no TLS 1.3 traffic secret of a "
-                    "searchable suite")
-        else:
-            what = (f"no TLS 1.3 traffic secret in {where} ({st.search_secrets} secrets, "
-                    f"{st.search_keys} keys tried) decrypts its first {st.search_tries} "
-                    f"records at KeyUpdate generations 0-{limits.generations - 1}, record "
-                    f"numbers below {limits.records} (AES-GCM) and "
-                    f"{limits.chacha_records} (ChaCha20: first record, generations 0-"
-                    f"{min(limits.generations, keysearch.CHACHA_GENERATIONS) - 1})")
-        return (f"no handshake captured and {what}: the key log lacks this session, or it "
-                "is TLS 1.2 (not decryptable without its handshake). Pass the key log the "
-                "client wrote when the connection opened (--keylog); for a session older "
-                "in records or key updates, raise --limit tls13_search_generations / "
+            return (f"no handshake captured, and {where} ({len(log)} client randoms) holds "
+                    "no TLS 1.3 traffic secret to search: if this is TLS 1.2 it cannot be "
+                    "decrypted without its handshake (capture from before the connection "
+                    "opens); if TLS 1.3, pass the key log the client wrote when it opened")
+        chacha_gens = min(limits.generations, keysearch.CHACHA_GENERATIONS)
+        return (f"no handshake captured, and no TLS 1.3 traffic secret in {where} "
+                f"({st.search_secrets} secrets, {st.search_keys} keys tried) decrypts this "
+                f"direction's first {st.search_tries} records at KeyUpdate generations "
+                f"0-{limits.generations - 1} and record numbers below {limits.records} "
+                f"(AES-GCM), generations 0-{chacha_gens - 1} and numbers below "
+                f"{limits.chacha_records} (ChaCha20, first record): the key log lacks this "
+                "session, or it is TLS 1.2 (not decryptable without its handshake). Pass the "
+                "key log the client wrote when the connection opened (--keylog); for an "
+                "older session raise --limit tls13_search_generations or "
                 "tls13_search_chacha_records")
 
     def _emit_found_info(self, d: Direction, rec: RawRecord) -> None:
