@@ -252,3 +252,22 @@ def test_cut_inside_a_record(name: str, full: dict, tmp_path: Path) -> None:
         decrypted_somewhere |= bool(len(want))
         assert not (got.anomalies.code == "decrypt_failed").any()
     assert decrypted_somewhere
+
+
+def test_sharded_ingest_finds_the_same(full: dict, tmp_path: Path) -> None:
+    """``workers=2`` (connections spread over processes, each with the key log):
+    the same decrypted records and orders as one process."""
+    name = "lossy_rest_tls13"
+    ref, ts = full[name]
+    k = _cut_points(ref, ts)[1][1]
+    cut = tmp_path / "cut.pcap"
+    drop_first_packets(SAMPLES / f"{name}.pcap", cut, k)
+    keylog = [SAMPLES / f"{name}.keylog"]
+    one = Ingested(cut, keylog, tmp_path / "one")
+    pcapflow.ingest([cut], keylog=keylog, data=tmp_path / "two", workers=2)
+    two = pcapflow.open(tmp_path / "two")
+    assert two.scalar("SELECT count(*) FROM tls_records WHERE decrypted") == int(
+        one.records.decrypted.sum()) > 0
+    got = sorted(two.fetchall("SELECT correlation_id, latency_ns FROM latency"))
+    assert got == sorted(zip(one.latency.correlation_id, one.latency.latency_ns, strict=True))
+    assert len(got) > 0
