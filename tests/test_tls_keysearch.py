@@ -290,6 +290,9 @@ def test_session_wrong_key_log() -> None:
     limits = SearchLimits(records=3, generations=2)
     (miss,) = anomalies(run(TlsSession(1, log, search=limits), pieces), "tls13_secret_not_found")
     assert "below 3 (AES-GCM)" in miss.detail and "generations 0-1" in miss.detail
+    # a direction that ends after one record: said at the end
+    (miss,) = anomalies(run(TlsSession(1, other), pieces[:1]), "tls13_secret_not_found")
+    assert "first record at" in miss.detail
     # no key log: nothing is searched, nothing claimed
     assert not anomalies(run(TlsSession(1, None), pieces), "tls13_secret_not_found")
 

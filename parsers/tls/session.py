@@ -309,6 +309,11 @@ class TlsSession:
         for d, st in self._dirs.items():
             for issue in st.reader.finish(ts):
                 self._on_issue(d, issue)
+            if st.search_tries and st.decryptor is None and st.stopped_reason is None:
+                # the connection ended before the search had all its records
+                st.stopped_reason = "tls13_secret_not_found"
+                self._anomaly(d, "tls13_secret_not_found", self._not_found_detail(st), ts,
+                              st.reader.next_offset)
         if self._sh is not None and not self._complete:
             self._emit_info(ts)
         return self._drain()
@@ -514,9 +519,10 @@ class TlsSession:
                     "decrypted without its handshake (capture from before the connection "
                     "opens); if TLS 1.3, pass the key log the client wrote when it opened")
         chacha_gens = min(limits.generations, keysearch.CHACHA_GENERATIONS)
+        records = "record" if st.search_tries == 1 else f"{st.search_tries} records"
         return (f"no handshake captured, and no TLS 1.3 traffic secret in {where} "
                 f"({st.search_secrets} secrets, {st.search_keys} keys tried) decrypts this "
-                f"direction's first {st.search_tries} records at KeyUpdate generations "
+                f"direction's first {records} at KeyUpdate generations "
                 f"0-{limits.generations - 1} and record numbers below {limits.records} "
                 f"(AES-GCM), generations 0-{chacha_gens - 1} and numbers below "
                 f"{limits.chacha_records} (ChaCha20, first record): the key log lacks this "
