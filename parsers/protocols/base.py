@@ -167,8 +167,9 @@ class ProtocolSpec:
     resync: Resync | None = None
     """Mid-stream: where the next message starts (None: no rule)."""
     probe_late: Probe | None = None
-    """On plain TCP, when no probe matched: does the protocol start later in the
-    client's bytes (STARTTLS: plaintext, then a ClientHello)?"""
+    """On plain TCP, when no probe matched: does the protocol start later in either
+    direction's bytes (STARTTLS: plaintext, then a ClientHello; a capture that
+    began inside a TLS record)?"""
     session: SessionFactory | None = None
     """None: detected but not decoded (see ``undecoded``)."""
     nests: bool = True

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
 from .events import Plaintext, PlaintextRun, TlsHandshakeInfo, TlsRecord, TlsRecordRun
+from .keysearch import SearchLimits
 from .record import (
-    HANDSHAKE,
     HEADER_CANDIDATE,
     HEADER_LENGTH,
     MAJOR_VERSION,
@@ -53,14 +53,17 @@ def resync(data: bytes) -> int | None:
 
 
 def starts_later(data: bytes) -> bool:
-    """STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a handshake record.
-    ``TlsSession`` skips the plaintext up to the handshake record itself."""
-    at = resync(data)
-    return at is not None and data[at] == HANDSHAKE
+    """STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello; or a
+    capture that began inside a TLS record: a pair of record headers later on.
+    ``TlsSession`` skips to the header (and finds TLS 1.3 keys by search)."""
+    return resync(data) is not None
 
 
 def _session(ctx: SessionContext) -> TlsSession:
-    return TlsSession(ctx.flow_id, ctx.keylog)
+    limits = ctx.limits
+    return TlsSession(ctx.flow_id, ctx.keylog, search=SearchLimits(
+        records=limits.tls13_search_records, chacha_records=limits.tls13_search_chacha_records,
+        generations=limits.tls13_search_generations))
 
 
 def _handshake_info(info: dict[str, object], e: TlsHandshakeInfo) -> None:
@@ -85,4 +88,5 @@ TLS = ProtocolSpec(
     tables=(TableSpec(name="tls_records", schema=TLS_RECORDS, doc="one row per TLS record"),),
     flow_columns=("sni", "alpn", "tls_version", "tls_cipher"),
     match=MatchSpec(sql="encrypted", gate="enc_flows", outputs=("enc_orders", "enc_acks")),
+    limits=("tls13_search_records", "tls13_search_chacha_records", "tls13_search_generations"),
 )

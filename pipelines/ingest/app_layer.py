@@ -167,9 +167,10 @@ class _Layer:
     def _try_detect(self, ts: int) -> list[Event]:
         proto = detect(self.seen[0], self.seen[1])
         if proto == UNKNOWN and not self.inner:
-            # a protocol that starts later in the client's bytes (STARTTLS)
-            proto = next((s.name for s in REGISTRY
-                          if s.probe_late is not None and s.probe_late(self.seen[0])), UNKNOWN)
+            # a protocol that starts later in a direction's bytes (STARTTLS; a capture
+            # that began inside a TLS record)
+            proto = next((s.name for s in REGISTRY if s.probe_late is not None
+                          and any(s.probe_late(seen) for seen in self.seen)), UNKNOWN)
         if proto == UNKNOWN:
             if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
                 self.name = UNKNOWN
@@ -385,7 +386,7 @@ class AppLayer:
             if st == PCAPNG_DSB_TLS_KEY_LOG:
                 if self.keylog is None:
                     self.keylog = KeyLog()
-                self.keylog.add_text(data)
+                self.keylog.add_text(data, "the capture's Decryption Secrets Block")
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, self.after_flush)
