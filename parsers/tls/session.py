@@ -142,6 +142,7 @@ class TlsSession:
         self._alpn: str | None = None
         self._keys_found = False
         self._missing_reported = False
+        self._info_emitted = False  # a TlsHandshakeInfo went out (the key search asks)
         self._complete = False
         self._handshake_ns: int | None = None
         self._out: list[Event] = []
@@ -760,6 +761,7 @@ class TlsSession:
                 complete=self._complete,
             )
         )
+        self._info_emitted = True
 
 
 def _tls13_decryptor(suite: CipherSuite, secret: bytes) -> Tls13Decryptor:
