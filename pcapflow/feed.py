@@ -135,8 +135,9 @@ def rule_sql(rule: FeedRule) -> str:
     stream = " || ' ' || ".join(f"coalesce({_first(doc, p)}, '')" for p in rule.stream)
     reset = " OR ".join(f"coalesce({_first(doc, p)} = {_sql_str(v)}, false)"
                         for p, v in rule.reset) or "false"
-    ets = (f"TRY_CAST({_first(doc, rule.exchange_ts)} AS DOUBLE) * {rule.ts_unit_ns}"
-           if rule.exchange_ts else "NULL::DOUBLE")
+    # DECIMAL, not DOUBLE: a double holds 53 bits, nanoseconds since 1970 need 61
+    ets = (f"TRY_CAST({_first(doc, rule.exchange_ts)} AS DECIMAL(38, 6)) * {rule.ts_unit_ns}"
+           if rule.exchange_ts else "NULL::BIGINT")
     return f"""
         SELECT m.capture_id, f.venue, m.flow_id, {_sql_str(rule.name)} AS rule,
                {stream} AS stream, epoch_ns(m.ts_last) AS ts, m.stream_offset,
