@@ -93,7 +93,7 @@ def _generate(rng: np.random.Generator) -> Capture:
                 cap.plant(0, "binance_trade", "trade BTCUSDT", "next", last_trade + 1, trade)
             last_trade = trade
     # Binance futures depth (pu = previous u), raw stream (no wrapper), one repeat
-    u, prev = 9000, None
+    u, prev, prev_u, prev_pu = 9000, None, 0, 0
     for i in range(40):
         pu, u = u, u + int(rng.integers(1, 9))
         if i in {5, 6, 25}:
@@ -239,5 +239,6 @@ def test_samples_feeds_have_no_gaps(tmp_path: Path) -> None:
     with Dataset(tmp_path / "d") as ds:
         assert feed.feed_gaps(ds).empty
         delay = feed.feed_delay(ds)
-        trades = ds.scalar("SELECT count(*) FROM ws_messages WHERE payload LIKE '%\"e\":\"trade\"%'")
+        trades = ds.scalar(
+            "SELECT count(*) FROM ws_messages WHERE payload LIKE '%\"e\":\"trade\"%'")
     assert list(delay.rule) == ["binance_trade"] and int(delay.messages.iloc[0]) == trades > 100
