@@ -29,7 +29,10 @@ changes over the distribution are what it shows reliably.
 
 Everything is read from ``ws_messages`` and ``fix_messages`` when asked (no
 table is written at ingest, so ingest time is unchanged); DuckDB reads only
-the payloads that pass a substring test (``like``) before parsing JSON.
+the payloads that pass a substring test (``like``: a quoted name, so that
+JSON spelt with or without spaces passes) before parsing JSON, and keeps the
+messages that are what the rule says (``require``, e.g. Binance ``e`` = ``trade``:
+an ``executionReport`` has a ``t`` too) and have an id.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class FeedRule:
     name: str
     venue: str
     like: str  # a payload must contain this (SQL LIKE) to be read as JSON at all
+    require: tuple[tuple[Paths, str], ...] = ()  # (paths, value): what the message must be
     stream: tuple[Paths, ...]  # parts of the stream name, joined by " "
     last: Paths  # the message's (last) id
     first: Paths = ()  # ``next`` check: first id (empty: the same as ``last``)
@@ -70,14 +74,17 @@ FEED_RULES: tuple[FeedRule, ...] = (
     # Binance "How to manage a local order book": each event's U must be the
     # previous event's u + 1 (spot); futures events carry pu = previous u.
     FeedRule(name="binance_depth", venue="binance", like='%"depthUpdate"%',
+             require=((("$.data.e", "$.e"), "depthUpdate"),),
              stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")),
              first=("$.data.U", "$.U"), last=("$.data.u", "$.u"), prev=("$.data.pu", "$.pu"),
              exchange_ts=("$.data.E", "$.E")),
     # trade ids are consecutive per symbol
-    FeedRule(name="binance_trade", venue="binance", like='%"e":"trade"%',
+    FeedRule(name="binance_trade", venue="binance", like='%"trade"%',
+             require=((("$.data.e", "$.e"), "trade"),),
              stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.t", "$.t"),
              exchange_ts=("$.data.E", "$.E")),
-    FeedRule(name="binance_aggtrade", venue="binance", like='%"e":"aggTrade"%',
+    FeedRule(name="binance_aggtrade", venue="binance", like='%"aggTrade"%',
+             require=((("$.data.e", "$.e"), "aggTrade"),),
              stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.a", "$.a"),
              exchange_ts=("$.data.E", "$.E")),
     # OKX books: prevSeqId = the previous push's seqId; -1 on the snapshot
@@ -88,7 +95,7 @@ FEED_RULES: tuple[FeedRule, ...] = (
              exchange_ts=("$.data[0].ts",)),
     # Bybit orderbook: u is consecutive across deltas; a snapshot (or u = 1,
     # after a service restart) starts afresh
-    FeedRule(name="bybit_orderbook", venue="bybit", like='%"topic":"orderbook.%',
+    FeedRule(name="bybit_orderbook", venue="bybit", like='%"orderbook.%',
              stream=(("$.topic",),), last=("$.data.u",),
              reset=((("$.type",), "snapshot"), (("$.data.u",), "1")), exchange_ts=("$.ts",)),
     # Deribit book.*: prev_change_id = the previous notification's change_id
@@ -133,6 +140,7 @@ def rule_sql(rule: FeedRule) -> str:
     stream, ts, stream_offset, first_id, last_id, prev_id, reset, exchange_ns)."""
     doc = "m.payload"
     stream = " || ' ' || ".join(f"coalesce({_first(doc, p)}, '')" for p in rule.stream)
+    require = "".join(f" AND {_first(doc, p)} = {_sql_str(v)}" for p, v in rule.require)
     reset = " OR ".join(f"coalesce({_first(doc, p)} = {_sql_str(v)}, false)"
                         for p, v in rule.reset) or "false"
     # DECIMAL, not DOUBLE: a double holds 53 bits, nanoseconds since 1970 need 61
@@ -146,7 +154,7 @@ def rule_sql(rule: FeedRule) -> str:
                {reset} AS reset, ({ets})::BIGINT AS exchange_ns
         FROM ws_messages m JOIN flows f USING (capture_id, flow_id)
         WHERE m.direction = 'in' AND m.opcode = 'text' AND f.venue = {_sql_str(rule.venue)}
-          AND m.payload LIKE {_sql_str(rule.like)}"""
+          AND m.payload LIKE {_sql_str(rule.like)}{require}"""
 
 
 # FIX: the counterparty's MsgSeqNum (34) must grow by one; a SequenceReset
@@ -179,7 +187,7 @@ def gaps_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
         WITH msg AS ({messages_sql(rules, fix)}),
         seq AS (
             SELECT *, lag(last_id) OVER w AS prev_last, lag(ts) OVER w AS prev_ts
-            FROM msg
+            FROM msg WHERE last_id IS NOT NULL
             WINDOW w AS (PARTITION BY capture_id, flow_id, rule, stream
                          ORDER BY stream_offset, ts)),
         checked AS (
