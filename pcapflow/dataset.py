@@ -134,6 +134,51 @@ class Dataset:
 
         return analysis.plot(self, kind, by, **filters)
 
+    # -- why was it slow (pcapflow.analysis, pcapflow.feed, pcapflow.alerts) --
+
+    def decomposition(self, exchange: str | list[str] | None = None, since: object = None,
+                      until: object = None, leg: str | None = "ack",
+                      **filters: object) -> pd.DataFrame:
+        """Each order's latency split into the network round-trip estimate and the
+        exchange's share, with where the estimate came from and how sure it is:
+        ``latency_ns``, ``network_est_ns``, ``exchange_ns``, ``network_method``,
+        ``network_spread_ns``, ``network_samples`` and the order's own pure-ACK
+        ``network_rtt_ns`` (pipelines/sql/decompose.sql).
+
+        >>> ds.decomposition(exchange="binance").groupby("network_method").size()  # doctest: +SKIP
+        """
+        cols = ["venue", "endpoint", "capture_id", "flow_id", "kind", "leg", "correlation_id",
+                "order_ts", "ack_ts", "latency_ns", "network_est_ns", "exchange_ns",
+                "network_method", "network_spread_ns", "network_samples", "network_rtt_ns",
+                "status", "decoded"]
+        return self.latency(exchange, since, until, leg, **filters)[cols]
+
+    def feed_gaps(self) -> pd.DataFrame:
+        """Breaks in market-data sequence numbers per stream (``pcapflow.feed``)."""
+        from . import feed
+
+        return feed.feed_gaps(self)
+
+    def feed_delay(self) -> pd.DataFrame:
+        """Wire time minus the exchange's time stamp per market-data stream, in µs
+        (``pcapflow.feed``; includes the clocks' offset)."""
+        from . import feed
+
+        return feed.feed_delay(self)
+
+    def alerts(self, kinds: str | list[str] | None = None, **settings: object) -> pd.DataFrame:
+        """Latency regime changes, p99 over a threshold, retransmission storms, zero
+        windows, feed gaps and stale feeds (``pcapflow.alerts``); ``settings`` are
+        ``alerts.Settings`` fields (``p99_us=50_000``, ``stale_after_s=2`` ...).
+
+        >>> ds.alerts(p99_us=20_000)                                   # doctest: +SKIP
+        """
+        from . import alerts
+
+        chosen = [kinds] if isinstance(kinds, str) else kinds
+        return alerts.alerts(self, alerts.Settings(**settings),  # type: ignore[arg-type]
+                             tuple(chosen) if chosen else None)
+
     def close(self) -> None:
         self.con.close()
 

@@ -175,3 +175,19 @@ def test_sql_agrees_with_reference_on_random_samples() -> None:
         assert a == b, col
     est = got.network_est_ns
     assert ((got.exchange_ns == got.latency_ns - est) | est.isna()).all()
+
+
+def test_python_api(dataset: pcapflow.Dataset) -> None:
+    """ds.decomposition(), ds.feed_gaps(), ds.feed_delay(), ds.alerts() as DataFrames."""
+    from pcapflow import alerts
+
+    dec = dataset.decomposition(exchange="binance")
+    lat = dataset.latency(exchange="binance")
+    assert len(dec) == len(lat) and (dec.exchange_ns == dec.latency_ns - dec.network_est_ns).all()
+    assert dec.network_method.notna().all()
+    assert dataset.feed_gaps().empty  # the samples' trade stream and FIX sessions lose nothing
+    assert set(dataset.feed_delay().rule) == {"binance_trade"}
+    got = dataset.alerts("p99_high", p99_us=100_000)
+    assert list(got.columns) == alerts.ALERTS.names
+    assert set(got.kind) == {"p99_high"} and (got.value > 100_000).all()
+    assert dataset.alerts().kind.isin(alerts.DETECTORS).all()
