@@ -285,7 +285,7 @@ def stale_feed(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     """Market-data streams silent for more than ``stale_after_s``."""
     stale = int(s.stale_after_s * 1e9)
     rows = ds.sql(f"""
-        WITH m AS ({feed.messages_sql(fix=False)}),
+        WITH m AS ({feed.messages_sql(feed.present(ds), fix=False)}),
         g AS (SELECT capture_id, venue, flow_id, rule, stream, ts,
                      lead(ts) OVER (PARTITION BY capture_id, flow_id, rule, stream ORDER BY ts)
                          AS next_ts FROM m)

@@ -123,38 +123,57 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _first(doc: str, paths: Paths) -> str:
-    """SQL: the text at the first of ``paths`` present in ``doc`` (NULL for none)."""
-    if not paths:
-        return "NULL::VARCHAR"
-    return "coalesce(" + ", ".join(
-        f"json_extract_string({doc}, {_sql_str(p)})" for p in paths) + ")"
+class _Paths:
+    """The JSON paths a rule reads, each parsed out of a payload once: DuckDB's
+    ``json_extract_string(doc, [paths])`` parses the document one time for the
+    whole list (``v``), where one call per path would parse it per path."""
 
+    def __init__(self) -> None:
+        self.paths: list[str] = []
 
-def _int(doc: str, paths: Paths) -> str:
-    return f"TRY_CAST({_first(doc, paths)} AS BIGINT)"
+    def first(self, paths: Paths) -> str:
+        """SQL: the text at the first of ``paths`` present (NULL for none)."""
+        if not paths:
+            return "NULL::VARCHAR"
+        refs = []
+        for p in paths:
+            if p not in self.paths:
+                self.paths.append(p)
+            refs.append(f"v[{self.paths.index(p) + 1}]")
+        return refs[0] if len(refs) == 1 else "coalesce(" + ", ".join(refs) + ")"
+
+    def int(self, paths: Paths) -> str:
+        return f"TRY_CAST({self.first(paths)} AS BIGINT)"
+
+    def list_sql(self) -> str:
+        return "[" + ", ".join(_sql_str(p) for p in self.paths) + "]"
 
 
 def rule_sql(rule: FeedRule) -> str:
     """One SELECT: the rule's messages as (capture_id, venue, flow_id, rule,
     stream, ts, stream_offset, first_id, last_id, prev_id, reset, exchange_ns)."""
-    doc = "m.payload"
-    stream = " || ' ' || ".join(f"coalesce({_first(doc, p)}, '')" for p in rule.stream)
-    require = "".join(f" AND {_first(doc, p)} = {_sql_str(v)}" for p, v in rule.require)
-    reset = " OR ".join(f"coalesce({_first(doc, p)} = {_sql_str(v)}, false)"
-                        for p, v in rule.reset) or "false"
+    p = _Paths()
+    stream = " || ' ' || ".join(f"coalesce({p.first(x)}, '')" for x in rule.stream)
+    require = "".join(f" AND {p.first(x)} = {_sql_str(v)}" for x, v in rule.require)
+    reset = " OR ".join(f"coalesce({p.first(x)} = {_sql_str(v)}, false)"
+                        for x, v in rule.reset) or "false"
     # DECIMAL, not DOUBLE: a double holds 53 bits, nanoseconds since 1970 need 61
-    ets = (f"TRY_CAST({_first(doc, rule.exchange_ts)} AS DECIMAL(38, 6)) * {rule.ts_unit_ns}"
+    ets = (f"TRY_CAST({p.first(rule.exchange_ts)} AS DECIMAL(38, 6)) * {rule.ts_unit_ns}"
            if rule.exchange_ts else "NULL::BIGINT")
+    first_id, last_id, prev_id = p.int(rule.first or rule.last), p.int(rule.last), \
+        p.int(rule.prev)
     return f"""
-        SELECT m.capture_id, f.venue, m.flow_id, {_sql_str(rule.name)} AS rule,
-               {stream} AS stream, epoch_ns(m.ts_last) AS ts, m.stream_offset,
-               {_int(doc, rule.first or rule.last)} AS first_id,
-               {_int(doc, rule.last)} AS last_id, {_int(doc, rule.prev)} AS prev_id,
+        SELECT capture_id, venue, flow_id, {_sql_str(rule.name)} AS rule,
+               {stream} AS stream, ts, stream_offset, {first_id} AS first_id,
+               {last_id} AS last_id, {prev_id} AS prev_id,
                {reset} AS reset, ({ets})::BIGINT AS exchange_ns
-        FROM ws_messages m JOIN flows f USING (capture_id, flow_id)
-        WHERE m.direction = 'in' AND m.opcode = 'text' AND f.venue = {_sql_str(rule.venue)}
-          AND m.payload LIKE {_sql_str(rule.like)}{require}"""
+        FROM (SELECT m.capture_id, f.venue, m.flow_id, epoch_ns(m.ts_last) AS ts,
+                     m.stream_offset, json_extract_string(m.payload, {p.list_sql()}) AS v
+              FROM ws_messages m JOIN flows f USING (capture_id, flow_id)
+              WHERE m.direction = 'in' AND m.opcode = 'text'
+                AND f.venue = {_sql_str(rule.venue)} AND m.payload LIKE {_sql_str(rule.like)}
+                AND json_valid(m.payload))
+        WHERE true{require}"""
 
 
 # FIX: the counterparty's MsgSeqNum (34) must grow by one; a SequenceReset
@@ -178,7 +197,15 @@ FIX_SQL = """
 def messages_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
     """Every market-data message the rules take (and inbound FIX), one row each."""
     parts = [rule_sql(r) for r in rules] + ([FIX_SQL] if fix else [])
-    return "\nUNION ALL\n".join(parts)
+    return "\nUNION ALL\n".join(parts) or _NO_MESSAGES
+
+
+_NO_MESSAGES = """
+    SELECT NULL::VARCHAR AS capture_id, NULL::VARCHAR AS venue, NULL::BIGINT AS flow_id,
+           NULL::VARCHAR AS rule, NULL::VARCHAR AS stream, NULL::BIGINT AS ts,
+           NULL::BIGINT AS stream_offset, NULL::BIGINT AS first_id, NULL::BIGINT AS last_id,
+           NULL::BIGINT AS prev_id, false AS reset, NULL::BIGINT AS exchange_ns
+    WHERE false"""
 
 
 def gaps_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
@@ -203,11 +230,19 @@ def gaps_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
         ORDER BY ts, capture_id, flow_id, rule, stream"""
 
 
+def present(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> tuple[FeedRule, ...]:
+    """The rules of the venues the dataset has flows of (each rule scans every
+    payload once: the others would only read for nothing)."""
+    venues = {v for (v,) in ds.fetchall("SELECT DISTINCT venue FROM flows")}
+    return tuple(r for r in rules if r.venue in venues)
+
+
 def feed_gaps(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
     """One row per break in a market-data stream's numbering (``FEED_GAPS``)."""
     from .analysis import utc
 
-    return utc(_cast(ds.sql(gaps_sql(rules)).to_arrow_table(), FEED_GAPS).to_pandas())
+    table = ds.sql(gaps_sql(present(ds, rules))).to_arrow_table()
+    return utc(_cast(table, FEED_GAPS).to_pandas())
 
 
 def delay_sql(rules: tuple[FeedRule, ...] = FEED_RULES) -> str:
@@ -230,14 +265,14 @@ def feed_delay(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.Data
     p50, p99, max): includes the clock offset (module docstring)."""
     from .analysis import utc
 
-    return utc(ds.df(delay_sql(rules)))
+    return utc(ds.df(delay_sql(present(ds, rules))))
 
 
 def feed_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
     """The market-data messages the rules take, with their ids (for stale-feed checks)."""
     from .analysis import utc
 
-    return utc(ds.df(f"SELECT * FROM ({messages_sql(rules)}) ORDER BY ts"))
+    return utc(ds.df(f"SELECT * FROM ({messages_sql(present(ds, rules))}) ORDER BY ts"))
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
