@@ -153,6 +153,16 @@ class Dataset:
                 "status", "decoded"]
         return self.latency(exchange, since, until, leg, **filters)[cols]
 
+    def causes(self) -> pd.DataFrame:
+        """The TCP stalls inside each order's window (delayed ACK + Nagle,
+        retransmissions either way, zero windows), one row each (``pcapflow.causes``).
+
+        >>> ds.causes().groupby("cause").cost_ns.median()              # doctest: +SKIP
+        """
+        from . import causes
+
+        return causes.causes(self)
+
     def feed_gaps(self) -> pd.DataFrame:
         """Breaks in market-data sequence numbers per stream (``pcapflow.feed``)."""
         from . import feed

@@ -10,6 +10,9 @@ the round trip every order's estimate must find.
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -191,3 +194,44 @@ def test_python_api(dataset: pcapflow.Dataset) -> None:
     assert list(got.columns) == alerts.ALERTS.names
     assert set(got.kind) == {"p99_high"} and (got.value > 100_000).all()
     assert dataset.alerts().kind.isin(alerts.DETECTORS).all()
+
+
+# ------------------------------------------------------------------ causes
+def test_slow_websocket_and_fix_orders_are_delayed_ack_and_nagle(
+        dataset: pcapflow.Dataset) -> None:
+    """notebooks/02 traces the ~40 ms mode packet by packet: the reply leaves right
+    after our delayed ACK. Every slow WebSocket/FIX order is named so; no fast one."""
+    lat = dataset.df("SELECT capture_id, flow_id, correlation_id, order_ts, latency_ns "
+                     "FROM latency WHERE leg = 'ack' AND protocol IN ('websocket', 'fix')")
+    named = dataset.causes().query("cause == 'delayed_ack' and leg == 'ack'")
+    keys = {(c, f, i, t.value) for c, f, i, t in zip(
+        named.capture_id, named.flow_id, named.correlation_id, named.order_ts,
+        strict=True)}  # ids are reused: the order's time tells them apart
+    has = [(r.capture_id, r.flow_id, r.correlation_id, r.order_ts.value) in keys
+           for r in lat.itertuples()]
+    lat["named"] = has
+    assert lat[lat.latency_ns > 30_000_000].named.all()
+    assert not lat[lat.latency_ns < 20_000_000].named.any()
+    assert lat.named.sum() >= 70
+    assert ((named.cost_ns > 20_000_000) & (named.cost_ns <= named.latency_ns)).all()
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_lossy_orders_name_the_retransmissions_tshark_sees(dataset: pcapflow.Dataset) -> None:
+    cap = SAMPLES / "lossy_rest_tls13.pcap"
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "tcp.analysis.retransmission "
+                          "|| tcp.analysis.fast_retransmission", "-T", "fields", "-e",
+                          "frame.time_epoch"], capture_output=True, text=True, check=True)
+    resent = {int(Decimal(t) * 10**9) for t in out.stdout.split()}
+    c = dataset.causes().merge(dataset.df(
+        "SELECT capture_id FROM captures WHERE path LIKE '%lossy_rest_tls13.pcap'"))
+    r = c[c.cause.str.startswith("retransmission")]
+    assert len(r) and {t.value for t in r.stall_ts} <= resent
+    # the slow orders (an RTO, ~200 ms) are explained: the resend cost most of the time
+    lat = dataset.df("SELECT l.correlation_id, l.flow_id, l.latency_ns FROM latency l "
+                     "JOIN captures c USING (capture_id) "
+                     "WHERE c.path LIKE '%lossy_rest_tls13.pcap' AND l.latency_ns > 150000000")
+    assert len(lat) >= 3
+    for row in lat.itertuples():
+        mine = r[(r.correlation_id == row.correlation_id) & (r.flow_id == row.flow_id)]
+        assert mine.cost_ns.max() >= 0.9 * (row.latency_ns - 20_000_000), row
