@@ -32,6 +32,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
+
+from .pipelines.schemas import TS
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -98,4 +101,13 @@ def causes(ds: Dataset) -> pd.DataFrame:
     may have cost (``cost_ns``) and a sentence (``detail``)."""
     from .analysis import utc
 
-    return utc(ds.df(CAUSES_SQL))
+    return utc(_utc_times(ds.sql(CAUSES_SQL).to_arrow_table()).to_pandas())
+
+
+def _utc_times(table: pa.Table) -> pa.Table:
+    """make_timestamp_ns gives naive nanoseconds since the epoch: mark them UTC, as
+    every time column of the tables is (a cast keeps the values, to the ns)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is None:
+            table = table.set_column(i, f.name, table.column(i).cast(TS))
+    return table

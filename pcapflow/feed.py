@@ -264,8 +264,9 @@ def feed_delay(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.Data
     """Wire time minus the exchange's time stamp per stream, in µs (count, min,
     p50, p99, max): includes the clock offset (module docstring)."""
     from .analysis import utc
+    from .causes import _utc_times
 
-    return utc(ds.df(delay_sql(present(ds, rules))))
+    return utc(_utc_times(ds.sql(delay_sql(present(ds, rules))).to_arrow_table()).to_pandas())
 
 
 def feed_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:

@@ -389,6 +389,9 @@ def test_cli_plot_and_html(synth: tuple[Path, pd.DataFrame], tmp_path: Path) -> 
     assert not re.search(r"(src|href)=\"https?:", text) and "<script" not in text
     assert "lost3" in text and "before.pcap" in text  # unanswered orders, captures
     assert "by venue, endpoint" in text  # the endpoint table follows
+    # the slowest orders with their decomposition, then the alerts (html_report)
+    slow = text.split("<h2>The slowest orders and why</h2>")[1].split("<h2>")[0]
+    assert slow.count("<tr>") == 1 + html_report.SLOWEST and "pure_ack" in slow
     assert "deribit" not in text.split("<h2>Orders with no reply")[0]
 
 
