@@ -324,10 +324,18 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 
 
 def alerts(ds: Dataset, settings: Settings | None = None,
-           kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Every alert of the dataset (``ALERTS`` columns), oldest first."""
-    from .analysis import utc
+           kinds: tuple[str, ...] | None = None, *, exchange: str | list[str] | None = None,
+           since: object = None, until: object = None) -> pd.DataFrame:
+    """Every alert of the dataset (``ALERTS`` columns), oldest first.
+
+    ``exchange`` keeps the alerts of those venues (and those tied to no venue);
+    ``since``/``until`` keep the alerts whose window overlaps [since, until). The
+    detectors still read everything before it: a change point needs its history.
+    """
+    from .analysis import make_filter, utc
     from .parsers.errors import ConfigError
+
+    flt = make_filter(ds, exchange=exchange, since=since, until=until)  # type: ignore[arg-type]
 
     s = settings or Settings()
     chosen = kinds or tuple(DETECTORS)
@@ -337,6 +345,12 @@ def alerts(ds: Dataset, settings: Settings | None = None,
                           code="bad_alert_kind")
     rows = [r for k in chosen for r in DETECTORS[k](ds, s)]
     df = _frame(rows)
+    if len(df) and flt.exchange is not None:
+        df = df[df.venue.isin(flt.exchange) | df.venue.isna()]
+    if len(df) and flt.since is not None:
+        df = df[df.end_ts >= flt.since]
+    if len(df) and flt.until is not None:
+        df = df[df.start_ts < flt.until]
     if len(df):
         df = df.sort_values(["start_ts", "kind"], kind="stable").reset_index(drop=True)
     return utc(df)

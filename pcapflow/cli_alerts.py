@@ -56,6 +56,13 @@ def _table(df: pd.DataFrame) -> Table:
 def alerts_cmd(
     data: Annotated[Path | None, typer.Option(
         "--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)")] = None,
+    exchange: Annotated[str | None, typer.Option(
+        "--exchange", "-e", help="Venue name(s), comma-separated (case-insensitive)")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Alerts whose window ends at or after this time (ISO 8601; naive = "
+        "UTC)")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Alerts whose window starts before this time")] = None,
     kind: Annotated[str | None, typer.Option(
         "--kind", help="Only these kinds, comma-separated: " + ", ".join(alerts_mod.DETECTORS))]
         = None,
@@ -81,9 +88,12 @@ def alerts_cmd(
     kinds = tuple(k.strip() for k in kind.split(",") if k.strip()) if kind else None
     with Dataset(data_dir(data)) as ds:
         try:
-            df = alerts_mod.alerts(ds, settings, kinds)
+            df = alerts_mod.alerts(ds, settings, kinds, exchange=exchange, since=since,
+                                   until=until)
         except ConfigError as err:
-            raise typer.BadParameter(str(err), param_hint="--kind") from err
+            hint = {"unknown_venue": "--exchange", "bad_alert_kind": "--kind"}.get(
+                err.code, "--since/--until")
+            raise typer.BadParameter(str(err), param_hint=hint) from err
     if fmt == "json":
         sys.stdout.write(json.dumps(_records(df), indent=1, ensure_ascii=False) + "\n")
     elif fmt == "csv":

@@ -176,7 +176,9 @@ class Dataset:
 
         return feed.feed_delay(self)
 
-    def alerts(self, kinds: str | list[str] | None = None, **settings: object) -> pd.DataFrame:
+    def alerts(self, kinds: str | list[str] | None = None, *,
+               exchange: str | list[str] | None = None, since: object = None,
+               until: object = None, **settings: object) -> pd.DataFrame:
         """Latency regime changes, p99 over a threshold, retransmission storms, zero
         windows, feed gaps and stale feeds (``pcapflow.alerts``); ``settings`` are
         ``alerts.Settings`` fields (``p99_us=50_000``, ``stale_after_s=2`` ...).
@@ -187,7 +189,8 @@ class Dataset:
 
         chosen = [kinds] if isinstance(kinds, str) else kinds
         return alerts.alerts(self, alerts.Settings(**settings),  # type: ignore[arg-type]
-                             tuple(chosen) if chosen else None)
+                             tuple(chosen) if chosen else None, exchange=exchange,
+                             since=since, until=until)
 
     def close(self) -> None:
         self.con.close()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from pcapflow.pipelines import store
@@ -170,6 +171,12 @@ def test_tcp_and_feed_alerts(tmp_path: Path) -> None:
         ("feed_gap", 3, 1, 300 * S + 5 * S // 10),
         ("stale_feed", 3, 2, 300 * S + 6 * S // 10),
     ]
+    with Dataset(tmp_path) as ds:  # filters: venue (or none), window overlap
+        okx = alerts.alerts(ds, exchange="okx")
+        assert set(okx.kind) == {"retransmission_storm", "zero_window"}
+        late = alerts.alerts(ds, since=pd.Timestamp(T0 + 200 * S + 10**8, tz="UTC"),
+                             until=pd.Timestamp(T0 + 301 * S, tz="UTC"))
+        assert list(late.kind) == ["zero_window", "zero_window", "feed_gap", "stale_feed"]
     gap = got[got.kind == "feed_gap"].iloc[0]
     assert "2 ids missing" in gap.detail
     stale = got[got.kind == "stale_feed"].iloc[0]
