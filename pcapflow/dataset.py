@@ -163,6 +163,14 @@ class Dataset:
 
         return causes.causes(self)
 
+    def tick_to_trade(self, max_age_s: float | None = 10.0) -> pd.DataFrame:
+        """Per order: the last market-data message on its instrument before it left and
+        ``reaction_ns`` = order's first byte - that message's last (``pcapflow.ticktotrade``;
+        it says what COULD have triggered the order, not what did)."""
+        from . import ticktotrade
+
+        return ticktotrade.tick_to_trade(self, max_age_s=max_age_s)
+
     def feed_gaps(self) -> pd.DataFrame:
         """Breaks in market-data sequence numbers per stream (``pcapflow.feed``)."""
         from . import feed

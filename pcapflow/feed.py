@@ -67,6 +67,7 @@ class FeedRule:
     prev: Paths = ()  # ``prev`` check: the previous message's id as this one names it
     reset: tuple[tuple[Paths, str], ...] = ()  # (paths, value): a snapshot, start afresh
     exchange_ts: Paths = ()  # the exchange's time stamp, in ``ts_unit`` since the epoch
+    symbol: Paths = ()  # the instrument (pcapflow.ticktotrade)
     ts_unit_ns: int = 1_000_000  # milliseconds
 
 
@@ -77,33 +78,35 @@ FEED_RULES: tuple[FeedRule, ...] = (
              require=((("$.data.e", "$.e"), "depthUpdate"),),
              stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")),
              first=("$.data.U", "$.U"), last=("$.data.u", "$.u"), prev=("$.data.pu", "$.pu"),
-             exchange_ts=("$.data.E", "$.E")),
+             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
     # trade ids are consecutive per symbol
     FeedRule(name="binance_trade", venue="binance", like='%"trade"%',
              require=((("$.data.e", "$.e"), "trade"),),
              stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.t", "$.t"),
-             exchange_ts=("$.data.E", "$.E")),
+             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
     FeedRule(name="binance_aggtrade", venue="binance", like='%"aggTrade"%',
              require=((("$.data.e", "$.e"), "aggTrade"),),
              stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.a", "$.a"),
-             exchange_ts=("$.data.E", "$.E")),
+             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
     # OKX books: prevSeqId = the previous push's seqId; -1 on the snapshot
     FeedRule(name="okx_books", venue="okx", like='%"seqId"%',
              stream=(("$.arg.channel",), ("$.arg.instId",)), last=("$.data[0].seqId",),
              prev=("$.data[0].prevSeqId",), reset=((("$.data[0].prevSeqId",), "-1"),
                                                     (("$.action",), "snapshot")),
-             exchange_ts=("$.data[0].ts",)),
+             exchange_ts=("$.data[0].ts",), symbol=("$.arg.instId",)),
     # Bybit orderbook: u is consecutive across deltas; a snapshot (or u = 1,
     # after a service restart) starts afresh
     FeedRule(name="bybit_orderbook", venue="bybit", like='%"orderbook.%',
              stream=(("$.topic",),), last=("$.data.u",),
-             reset=((("$.type",), "snapshot"), (("$.data.u",), "1")), exchange_ts=("$.ts",)),
+             reset=((("$.type",), "snapshot"), (("$.data.u",), "1")), exchange_ts=("$.ts",),
+             symbol=("$.data.s",)),
     # Deribit book.*: prev_change_id = the previous notification's change_id
     FeedRule(name="deribit_book", venue="deribit", like='%"prev_change_id"%',
              stream=(("$.params.channel",),), last=("$.params.data.change_id",),
              prev=("$.params.data.prev_change_id",),
              reset=((("$.params.data.type",), "snapshot"),),
-             exchange_ts=("$.params.data.timestamp",)),
+             exchange_ts=("$.params.data.timestamp",),
+             symbol=("$.params.data.instrument_name",)),
 )
 """Market-data dialects: adding a venue's stream is one entry here."""
 
@@ -151,7 +154,7 @@ class _Paths:
 
 def rule_sql(rule: FeedRule) -> str:
     """One SELECT: the rule's messages as (capture_id, venue, flow_id, rule,
-    stream, ts, stream_offset, first_id, last_id, prev_id, reset, exchange_ns)."""
+    stream, ts, stream_offset, first_id, last_id, prev_id, reset, exchange_ns, symbol)."""
     p = _Paths()
     stream = " || ' ' || ".join(f"coalesce({p.first(x)}, '')" for x in rule.stream)
     require = "".join(f" AND {p.first(x)} = {_sql_str(v)}" for x, v in rule.require)
@@ -166,7 +169,8 @@ def rule_sql(rule: FeedRule) -> str:
         SELECT capture_id, venue, flow_id, {_sql_str(rule.name)} AS rule,
                {stream} AS stream, ts, stream_offset, {first_id} AS first_id,
                {last_id} AS last_id, {prev_id} AS prev_id,
-               {reset} AS reset, ({ets})::BIGINT AS exchange_ns
+               {reset} AS reset, ({ets})::BIGINT AS exchange_ns,
+               {p.first(rule.symbol)} AS symbol
         FROM (SELECT m.capture_id, f.venue, m.flow_id, epoch_ns(m.ts_last) AS ts,
                      m.stream_offset, json_extract_string(m.payload, {p.list_sql()}) AS v
               FROM ws_messages m JOIN flows f USING (capture_id, flow_id)
@@ -189,7 +193,8 @@ FIX_SQL = """
            NULL::BIGINT AS prev_id,
            (m.msg_type = 'A' AND list_contains(list_transform(
                list_filter(m.fields, lambda x: x.tag = 141), lambda x: x.value), 'Y')) AS reset,
-           NULL::BIGINT AS exchange_ns
+           NULL::BIGINT AS exchange_ns,
+           list_filter(m.fields, lambda x: x.tag = 55)[1].value AS symbol
     FROM fix_messages m JOIN flows f USING (capture_id, flow_id)
     WHERE m.direction = 'in' AND m.seq_num IS NOT NULL AND NOT coalesce(m.poss_dup, false)"""
 
@@ -204,7 +209,8 @@ _NO_MESSAGES = """
     SELECT NULL::VARCHAR AS capture_id, NULL::VARCHAR AS venue, NULL::BIGINT AS flow_id,
            NULL::VARCHAR AS rule, NULL::VARCHAR AS stream, NULL::BIGINT AS ts,
            NULL::BIGINT AS stream_offset, NULL::BIGINT AS first_id, NULL::BIGINT AS last_id,
-           NULL::BIGINT AS prev_id, false AS reset, NULL::BIGINT AS exchange_ns
+           NULL::BIGINT AS prev_id, false AS reset, NULL::BIGINT AS exchange_ns,
+           NULL::VARCHAR AS symbol
     WHERE false"""
 
 

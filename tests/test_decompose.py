@@ -235,3 +235,32 @@ def test_lossy_orders_name_the_retransmissions_tshark_sees(dataset: pcapflow.Dat
     for row in lat.itertuples():
         mine = r[(r.correlation_id == row.correlation_id) & (r.flow_id == row.flow_id)]
         assert mine.cost_ns.max() >= 0.9 * (row.latency_ns - 20_000_000), row
+
+
+# ------------------------------------------------------------------ tick-to-trade
+def test_tick_to_trade_is_the_wire_time_since_the_last_trade(dataset: pcapflow.Dataset) -> None:
+    """binance_wsapi_tls13: orders on BTCUSDT while a BTCUSDT trade stream runs on
+    another connection. The last trade before each order, found here with json and
+    pandas from ws_messages, and reaction_ns = order.ts_first - its ts_last."""
+    import json
+
+    cid = dataset.fetchall("SELECT capture_id FROM captures "
+                           "WHERE path LIKE '%binance_wsapi_tls13.pcap'")[0][0]
+    ws = dataset.df("SELECT flow_id, direction, ts_last, payload FROM ws_messages "
+                    "WHERE capture_id = ? AND opcode = 'text' AND direction = 'in'", [cid])
+    docs = ws.payload.map(json.loads)
+    is_trade = docs.map(lambda d: isinstance(d, dict) and isinstance(d.get("data"), dict)
+                        and d["data"].get("e") == "trade" and d["data"].get("s") == "BTCUSDT")
+    trades = np.sort(ws[is_trade].ts_last.map(lambda t: t.value).to_numpy())
+    orders = dataset.df("SELECT ts_first, correlation_id, flow_id FROM orders "
+                        "WHERE capture_id = ?", [cid])
+    want = {}
+    for o in orders.itertuples():
+        i = np.searchsorted(trades, o.ts_first.value, side="right") - 1
+        if i >= 0:
+            want[(o.flow_id, o.correlation_id, o.ts_first.value)] = o.ts_first.value - trades[i]
+    got = dataset.tick_to_trade().query("capture_id == @cid")
+    assert len(want) >= 40 and len(got) == len(want)
+    assert {(r.flow_id, r.correlation_id, r.order_ts_first.value): r.reaction_ns
+            for r in got.itertuples()} == want
+    assert set(got.md_rule) == {"binance_trade"} and set(got.symbol) == {"BTCUSDT"}
