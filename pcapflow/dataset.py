@@ -80,7 +80,10 @@ class Dataset:
 
     def fetchone(self, query: str, params: list[object] | None = None) -> tuple[object, ...] | None:
         """Run SQL and return the first row (None when there is none)."""
-        return self.con.execute(query, params or []).fetchone()
+        # fetchall, not fetchone: DuckDB 2 keeps a partly read result open on the
+        # connection, and the next statement on it fails
+        rows = self.con.execute(query, params or []).fetchall()
+        return rows[0] if rows else None
 
     def scalar(self, query: str, params: list[object] | None = None) -> object:
         """Run SQL and return the first column of the first row."""
