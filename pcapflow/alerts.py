@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import changepoint, feed
-from .pipelines.schemas import TS
+from .pipelines.tables.schemas import TS
 
 if TYPE_CHECKING:
     from .dataset import Dataset

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
-from .pipelines.schemas import TS
+from .pipelines.tables.schemas import TS
 
 if TYPE_CHECKING:
     from .dataset import Dataset

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from pcapflow.parsers.websocket.rows import WS_MESSAGES
 from pcapflow.pipelines import store
-from pcapflow.pipelines.schemas import CAPTURES, FLOWS, LATENCY, TCP_EVENTS, WS_MESSAGES
+from pcapflow.pipelines.tables.schemas import CAPTURES, FLOWS, LATENCY, TCP_EVENTS
 from typer.testing import CliRunner
 
 from pcapflow import alerts, changepoint

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from pcapflow.parsers.fix.rows import FIX_MESSAGES
+from pcapflow.parsers.websocket.rows import WS_MESSAGES
 from pcapflow.pipelines import store
-from pcapflow.pipelines.schemas import CAPTURES, FIX_MESSAGES, FLOWS, WS_MESSAGES
+from pcapflow.pipelines.tables.schemas import CAPTURES, FLOWS
 
 from pcapflow import feed
 from pcapflow.dataset import Dataset

@@ -5,7 +5,7 @@ fresh temporary dataset, the way the demo and the end-to-end tests ingest it:
 with its own TLS key log where it has one (``binance_rest_dsb.pcapng`` carries
 its secrets in a Decryption Secrets Block), the demo's venue map (so the FIX
 samples are matched too), and the opt-in ``packets`` table. Every table the
-dataset declares (``Dataset.tables``, i.e. ``pipelines/schemas.py``) is read
+dataset declares (``Dataset.tables``: ``pipelines/tables/schemas.py``) is read
 through its DuckDB view and turned into canonical JSON rows:
 
 * timestamps become integer nanoseconds since the epoch (UTC);
