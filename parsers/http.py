@@ -55,7 +55,9 @@ class HttpMessage:
     removed (``body`` is then the coded bytes, and an anomaly says why).
     ``body_length`` counts the message-body bytes on the wire (chunk framing and
     trailers included). ``request_index`` is the 0-based request on this connection;
-    for a response, the request it answers.
+    for a response, the request it answers. HTTP/2 (``parsers.http2``) emits the same
+    event with ``version="HTTP/2"``, its ``stream_id``, the pseudo-header fields in
+    ``headers``, and ``kind="reset"`` for a stream ended by RST_STREAM or GOAWAY.
     """
 
     ts_first: int
@@ -79,6 +81,7 @@ class HttpMessage:
     body_decoded: bool = True
     chunked: bool = False
     trailers: Headers = field(default_factory=list)
+    stream_id: int | None = None  # HTTP/2 (parsers.http2): the stream; None for HTTP/1.x
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
