@@ -120,8 +120,8 @@ def parse_header(data: bytes | bytearray | memoryview, pos: int = 0) -> FrameHea
 def plausible(data: bytes | bytearray | memoryview, pos: int, max_frame_size: int) -> bool:
     """Could the 9 octets at ``pos`` be a frame header? Strict, for resynchronisation:
     a known type, only its defined flags, the reserved bit clear, a length within the
-    limit (and the fixed length where the type has one), and a stream id that the type
-    allows."""
+    limit (and the fixed length where the type has one), not an empty frame that carries
+    nothing, and a stream id that the type allows."""
     hi, lo, ftype, flags, raw_sid = FRAME_HEADER.unpack_from(data, pos)
     length = hi << 8 | lo
     if ftype > FrameType.CONTINUATION or raw_sid & 0x80000000 or length > max_frame_size:
@@ -135,25 +135,33 @@ def plausible(data: bytes | bytearray | memoryview, pos: int, max_frame_size: in
         return False
     if ftype == FrameType.GOAWAY and length < 8:
         return False
+    if length == 0 and (ftype in (FrameType.HEADERS, FrameType.CONTINUATION,
+                                  FrameType.PUSH_PROMISE)
+                        or (ftype == FrameType.DATA and not flags & END_STREAM)):
+        return False  # legal but pointless; nine zero octets would pass for one
     if ftype in ON_STREAM_ZERO:
         return raw_sid == 0
     return ftype == FrameType.WINDOW_UPDATE or raw_sid != 0
 
 
+RESYNC_CHAIN = 3
+"""Plausible frames that must follow each other for an offset to count as a boundary
+(two are not enough: a header block's octets can look like a frame header)."""
+
+
 def find_boundary(data: bytes | bytearray | memoryview, max_frame_size: int,
                   start: int = 0) -> int | None:
-    """The first offset >= ``start`` where two plausible frame headers follow each
-    other (the second where the first's length says), or where one plausible frame
-    ends exactly at the end of ``data``; None when no such offset is known yet."""
+    """The first offset >= ``start`` from which ``RESYNC_CHAIN`` plausible frames follow
+    each other (each where the previous one's length says), or plausible frames run
+    exactly to the end of ``data``; None when no such offset is known yet."""
     n = len(data)
     for pos in range(start, n - FRAME_HEADER_LEN + 1):
-        if not plausible(data, pos, max_frame_size):
-            continue
-        end = pos + FRAME_HEADER_LEN + parse_header(data, pos).length
-        if end == n:
-            return pos
-        if end + FRAME_HEADER_LEN <= n and plausible(data, end, max_frame_size):
-            return pos
+        at, chained = pos, 0
+        while at + FRAME_HEADER_LEN <= n and plausible(data, at, max_frame_size):
+            at += FRAME_HEADER_LEN + parse_header(data, at).length
+            chained += 1
+            if chained >= RESYNC_CHAIN or at == n:
+                return pos
     return None
 
 

@@ -129,6 +129,7 @@ class _Side:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     block: _Block | None = None
     skip: int = 0  # octets of a frame cut by a capture gap still to drop
+    skip_ends: int | None = None  # the stream whose END_STREAM is on the frame skipped
     msgs: dict[int, _Msg] = field(default_factory=dict)  # stream id -> message
 
 
@@ -194,6 +195,8 @@ class Http2Session:
                 side.skip = frame_end - missing_end
                 self._frame_cut(direction, side, hdr, ts, offset, length, events)
                 side.buf.skip(length, ts)
+                if not side.skip:
+                    self._skipped(direction, side, ts, events)
                 return events
         side.buf.skip(length, ts)
         self._lose_sync(direction, side, ts, "stream_gap",
@@ -230,6 +233,7 @@ class Http2Session:
                 side.skip -= n
                 if side.skip:
                     return
+                self._skipped(direction, side, buf.times_at(buf.start - 1)[1], events)
             if side.state is State.START and not self._start(direction, side, events):
                 return
             if side.state is State.RESYNC and not self._resync(direction, side, events):
@@ -312,6 +316,8 @@ class Http2Session:
             if msg is not None:
                 msg.truncated = True
                 msg.wire += hdr.length
+                if hdr.flags & END_STREAM:
+                    side.skip_ends = hdr.stream_id
             events.append(self._anomaly(direction, ts, "body_gap",
                                         f"stream {hdr.stream_id}: {length} octets missing",
                                         offset))
@@ -325,6 +331,14 @@ class Http2Session:
             return
         events.append(self._anomaly(direction, ts, "frame_gap",
                                     f"type {hdr.type}: {length} octets missing", offset))
+
+    def _skipped(self, direction: Direction, side: _Side, ts: int,
+                 events: list[object]) -> None:
+        """The frame cut by a gap is over: if it carried END_STREAM, the message ends."""
+        sid, side.skip_ends = side.skip_ends, None
+        msg = side.msgs.get(sid) if sid is not None else None
+        if msg is not None:
+            events.extend(self._complete(direction, side, msg, ts))
 
     def _frame(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
                offset: int, t_first: int, t_last: int, events: list[object]) -> None:
