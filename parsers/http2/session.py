@@ -170,6 +170,11 @@ class Http2Session:
         self._run(direction, side, events)
         return events
 
+    def independent(self) -> bool:
+        """Never: a response takes its request's index from the other direction, and
+        SETTINGS set the other direction's limits, so both are fed in capture order."""
+        return False
+
     def gap(self, direction: Direction, length: int, ts: int) -> list[object]:
         """``length`` octets never captured: skip the rest of a frame whose header was
         read, else resynchronise after the gap."""
