@@ -84,6 +84,19 @@ def test_batch_path_equals_general_path(which: str, tmp_path: Path,
     _assert_same_tables(_tables(tmp_path / "slow"), _tables(tmp_path / "fast"))
 
 
+def test_batch_path_equals_general_path_on_http2(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP/2 sample alone (also in the samples set above): many streams in flight,
+    so the batch path's runs carry interleaved frames of several messages."""
+    caps, keys = [SAMPLES / "binance_rest_h2.pcap"], [SAMPLES / "binance_rest_h2.keylog"]
+    assert _ingest(caps, keys, tmp_path / "slow", False, monkeypatch) == 0
+    assert _ingest(caps, keys, tmp_path / "fast", True, monkeypatch) > 0
+    want, got = _tables(tmp_path / "slow"), _tables(tmp_path / "fast")
+    versions = want["http_messages"].column("version").to_pylist()
+    assert versions.count("HTTP/2") == len(versions) > 200
+    _assert_same_tables(want, got)
+
+
 def _assert_same_tables(want: dict[str, pa.Table], got: dict[str, pa.Table]) -> None:
     assert want.keys() == got.keys()
     for name in want:
