@@ -282,8 +282,9 @@ ONE_BYTE = _gap(
     "a 1-byte TCP flow (keep-alive probe to port 5228, no handshake) gets "
     "app_protocol NULL and no anomaly", "undetected")
 
-TLS_SAMPLES = ("binance_rest_dsb", "binance_rest_tls13", "binance_wsapi_tls13",
-               "deribit_jsonrpc_tls13", "lossy_rest_tls13", "okx_ws_tls12")
+TLS_SAMPLES = ("binance_rest_dsb", "binance_rest_h2", "binance_rest_tls13",
+               "binance_wsapi_tls13", "deribit_jsonrpc_tls13", "lossy_rest_tls13",
+               "okx_ws_tls12")
 PLAIN_WS = ("public/websocket__basic_websockets", "public/http_websocket")
 KNOWN_GAPS: dict[tuple[str, str], Gap] = {
     **{(s, c): TLS_NO_HANDSHAKE for s in TLS_SAMPLES for c in ("after_setup", "half")},
