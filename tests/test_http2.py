@@ -487,3 +487,15 @@ def test_random_hpack_blocks_raise_only_hpack_errors(block: bytes) -> None:
     for known in (True, False):
         with contextlib.suppress(HpackError):
             HpackDecoder(known=known).decode(block)
+
+
+def test_too_many_open_streams_is_an_anomaly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcapflow.parsers.http2 import session as h2session
+
+    monkeypatch.setattr(h2session, "MAX_OPEN_STREAMS", 3)
+    s = Http2Session(1)
+    data = PREFACE + b"".join(_frame(HEADERS, EH, sid, b"\x83\x84\x87")  # POST / https
+                              for sid in (1, 3, 5, 7, 9))
+    events = s.feed("out", data, 0, 0)
+    assert [e.code for e in events if isinstance(e, Anomaly)] == ["too_many_streams"] * 2
+    assert len(_messages(s.finish(1))) == 3

@@ -72,6 +72,9 @@ VERSION = "HTTP/2"
 MAX_OPEN_STREAMS = 4096  # messages being read per direction; the oldest goes beyond
 RESYNC_WINDOW = 4 * (DEFAULT_MAX_FRAME_SIZE + FRAME_HEADER_LEN)
 """Octets searched for a frame boundary before the ones searched are dropped."""
+UNKNOWN_TABLE_LIMIT = (1 << 32) - 1
+"""HPACK table size limit when the SETTINGS that set it were not captured (SETTINGS
+values are 32-bit, RFC 9113 §6.5.1)."""
 
 
 class State(Enum):
@@ -160,6 +163,7 @@ class Http2Session:
             self._request_index[1] = upgrade_request_index
             self._requests = upgrade_request_index + 1
         self.mid_stream = False
+        self._dropped: list[Anomaly] = []  # raised where no event list is at hand
 
     # ---- SessionParser ------------------------------------------------------------------
     def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
@@ -168,6 +172,9 @@ class Http2Session:
         side.buf.append(data, ts_first, ts_last)
         events: list[object] = []
         self._run(direction, side, events)
+        if self._dropped:
+            events += self._dropped
+            self._dropped = []
         return events
 
     def independent(self) -> bool:
@@ -286,6 +293,9 @@ class Http2Session:
                 side.state = State.FRAMES
                 return True
         self.mid_stream = True
+        for each in self._sides.values():
+            # the SETTINGS that bounded the tables were not seen: accept any size update
+            each.decoder.limit = max(each.decoder.limit, UNKNOWN_TABLE_LIMIT)
         ts = side.buf.times_at(side.buf.start)[0] if side.buf.data else 0
         self._lose_sync(direction, side, ts, "mid_stream",
                         "no connection preface: the capture began mid-connection; "
@@ -560,8 +570,11 @@ class Http2Session:
         msg = _Msg(kind=kind, stream_id=sid, stream_offset=offset, ts_first=ts_first,
                    header_ts_last=ts_last, request_index=index, headers=headers)
         side.msgs[sid] = msg
-        if len(side.msgs) > MAX_OPEN_STREAMS:
-            del side.msgs[next(iter(side.msgs))]
+        if len(side.msgs) > MAX_OPEN_STREAMS:  # the oldest unfinished message goes
+            old = side.msgs.pop(next(iter(side.msgs)))
+            self._dropped.append(self._anomaly(
+                direction, ts_last, "too_many_streams", f"stream {old.stream_id} dropped: "
+                f"more than {MAX_OPEN_STREAMS} messages open", old.stream_offset))
         return msg
 
     def _complete(self, direction: Direction, side: _Side, msg: _Msg,
