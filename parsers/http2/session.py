@@ -195,6 +195,8 @@ class Http2Session:
             side.skip -= cut
             length -= cut
             side.buf.skip(cut, ts)
+            if not side.skip:
+                self._skipped(direction, side, ts, events)
             if not length:
                 return events
         data = side.buf.data
