@@ -13,7 +13,8 @@
 -- when that request was not seen), so the same equi-join pairs by stream. A
 -- stream ended by RST_STREAM or refused by GOAWAY (http_messages kind 'reset',
 -- the error code in reason) answers its request with status 'error' when no
--- final response came first.
+-- final response came first. Server-pushed responses (even stream ids) answer
+-- no request and are not orphans either.
 -- Only order actions and their responses are parsed: a request's parameters
 -- and JSON body are read when a rule names its method and path (a market-data
 -- GET is never parsed), a response's body when it answers an action. Every
@@ -84,8 +85,10 @@ SELECT m.flow_id, m.request_index, m.status AS http_status,
        epoch_ns(m.ts_last) AS ts, m.stream_offset
 FROM http_messages m
 LEFT JOIN rest_orders o ON o.flow_id = m.flow_id AND o.request_index = m.request_index
-WHERE (m.kind = 'response' AND (m.status IS NULL OR m.status >= 200))
-   OR (m.kind = 'reset' AND m.request_index IS NOT NULL)
+WHERE ((m.kind = 'response' AND (m.status IS NULL OR m.status >= 200))
+       OR (m.kind = 'reset' AND m.request_index IS NOT NULL))
+  -- a server-pushed response (HTTP/2, even stream id) answers no request of ours
+  AND NOT coalesce(m.stream_id % 2 = 0, false)
 QUALIFY row_number() OVER (PARTITION BY m.flow_id, m.request_index
                            ORDER BY m.kind = 'reset', m.ts_last) = 1;
 
