@@ -499,3 +499,26 @@ def test_too_many_open_streams_is_an_anomaly(monkeypatch: pytest.MonkeyPatch) ->
     events = s.feed("out", data, 0, 0)
     assert [e.code for e in events if isinstance(e, Anomaly)] == ["too_many_streams"] * 2
     assert len(_messages(s.finish(1))) == 3
+
+
+@pytest.mark.parametrize("label", sorted(CHAINS))
+def test_hpack_chains_through_frames_split_at_every_offset(label: str) -> None:
+    """Each Appendix C block as one header block cut at every offset into HEADERS +
+    CONTINUATION, the three blocks on streams 1, 3, 5 of one connection (one table)."""
+    size, blocks, lists, _, _ = CHAINS[label]
+    direction = "out" if label in ("C.3", "C.4") else "in"
+    update = b"" if size == 4096 else b"\x3f\xe1\x01"  # §6.3: the table is 256 octets
+    raw = [octets(b) for b in blocks]
+    raw[0] = update + raw[0]
+    for k in range(max(map(len, raw)) + 1):
+        frames = []
+        for sid, block in zip((1, 3, 5), raw, strict=True):
+            cut = min(k, len(block))
+            frames += [_frame(HEADERS, ES, sid, block[:cut]), _frame(CONT, EH, sid, block[cut:])]
+        s = Http2Session(1)
+        if direction == "out":
+            events = s.feed("out", PREFACE + b"".join(frames), 0, 0)
+        else:
+            events = s.feed("in", _settings() + b"".join(frames), 0, 0)
+        assert [m.headers for m in _messages(events)] == lists, k
+        assert not [e for e in events if isinstance(e, Anomaly)], k
