@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from ..events import Anomaly, Direction
+from ..events import Anomaly, Direction, Run, feed_pieces
 from ..http import HttpMessage
 from ..http_body import decode_content
 from ..piecebuf import PieceBuffer
@@ -176,6 +176,10 @@ class Http2Session:
             events += self._dropped
             self._dropped = []
         return events
+
+    def feed_many(self, direction: Direction, run: Run) -> list[object]:
+        """A run of in-order pieces: the same events as ``feed`` piece by piece."""
+        return feed_pieces(self, direction, run)
 
     def independent(self) -> bool:
         """Never: a response takes its request's index from the other direction, and
