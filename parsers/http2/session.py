@@ -33,8 +33,6 @@ Malformed frames become anomalies (layer ``http2``) and parsing goes on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum, auto
 
 from ..events import Anomaly, Direction, Run, feed_pieces
 from ..http import HttpMessage
@@ -64,6 +62,7 @@ from .frames import (
     strip_padding,
 )
 from .hpack_decode import HpackDecoder, HpackError
+from .state import Block, Message, Side, State
 
 LAYER = "http2"
 VERSION = "HTTP/2"
@@ -75,65 +74,6 @@ RESYNC_WINDOW = 4 * (DEFAULT_MAX_FRAME_SIZE + FRAME_HEADER_LEN)
 UNKNOWN_TABLE_LIMIT = (1 << 32) - 1
 """HPACK table size limit when the SETTINGS that set it were not captured (SETTINGS
 values are 32-bit, RFC 9113 §6.5.1)."""
-
-
-class State(Enum):
-    """Where one direction's parser stands."""
-
-    START = auto()  # before the preface (out) or the first SETTINGS frame (in)
-    FRAMES = auto()  # at a frame boundary
-    RESYNC = auto()  # looking for a frame boundary (mid-connection start, after a gap)
-
-
-@dataclass(slots=True, kw_only=True)
-class _Msg:
-    """A message being read on one stream in one direction."""
-
-    kind: str
-    stream_id: int
-    stream_offset: int
-    ts_first: int
-    header_ts_last: int
-    request_index: int | None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    parts: list[bytes] = field(default_factory=list)
-    kept: int = 0
-    wire: int = 0
-    truncated: bool = False
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-
-    def pseudo(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
-
-    def header(self, name: str) -> str | None:
-        values = [v for k, v in self.headers if k.lower() == name]
-        return ", ".join(values) if values else None
-
-
-@dataclass(slots=True)
-class _Block:
-    """A header block being collected: HEADERS / PUSH_PROMISE, then CONTINUATION."""
-
-    stream_id: int
-    flags: int  # of the opening frame (END_STREAM lives there)
-    stream_offset: int
-    ts_first: int
-    promised: int | None
-    fragments: list[bytes]
-    size: int
-
-
-@dataclass(slots=True)
-class _Side:
-    buf: PieceBuffer
-    decoder: HpackDecoder
-    state: State = State.START
-    # SETTINGS_MAX_FRAME_SIZE the *peer* announced: the limit on frames sent this way
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    block: _Block | None = None
-    skip: int = 0  # octets of a frame cut by a capture gap still to drop
-    skip_ends: int | None = None  # the stream whose END_STREAM is on the frame skipped
-    msgs: dict[int, _Msg] = field(default_factory=dict)  # stream id -> message
 
 
 class Http2Session:
@@ -151,9 +91,9 @@ class Http2Session:
         self.flow_id = flow_id
         self.max_body = max_body
         self.max_header = max_header
-        self._sides: dict[Direction, _Side] = {
-            "out": _Side(PieceBuffer(out_offset), HpackDecoder()),
-            "in": _Side(PieceBuffer(in_offset), HpackDecoder()),
+        self._sides: dict[Direction, Side] = {
+            "out": Side(PieceBuffer(out_offset), HpackDecoder()),
+            "in": Side(PieceBuffer(in_offset), HpackDecoder()),
         }
         self._requests = 0
         self._request_index: dict[int, int] = {}  # stream id -> request index, until answered
@@ -242,7 +182,7 @@ class Http2Session:
         return events
 
     # ---- framing --------------------------------------------------------------------------
-    def _run(self, direction: Direction, side: _Side, events: list[object]) -> None:
+    def _run(self, direction: Direction, side: Side, events: list[object]) -> None:
         buf = side.buf
         while True:
             if side.skip:
@@ -280,7 +220,7 @@ class Http2Session:
             buf.consume(end)
             self._frame(direction, side, hdr, payload, offset, t_first, t_last, events)
 
-    def _start(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _start(self, direction: Direction, side: Side, events: list[object]) -> bool:
         """§3.4: the client's preface, then frames; the server's first frame is SETTINGS."""
         data = side.buf.data
         if direction == "out":
@@ -308,7 +248,7 @@ class Http2Session:
                         "HPACK dynamic table unknown", side.buf.start, events)
         return True
 
-    def _resync(self, direction: Direction, side: _Side, events: list[object]) -> bool:
+    def _resync(self, direction: Direction, side: Side, events: list[object]) -> bool:
         buf = side.buf
         limit = max(side.max_frame_size, DEFAULT_MAX_FRAME_SIZE)
         at = find_boundary(buf.data, limit)
@@ -321,7 +261,7 @@ class Http2Session:
         side.state = State.FRAMES
         return True
 
-    def _lose_sync(self, direction: Direction, side: _Side, ts: int, code: str, detail: str,
+    def _lose_sync(self, direction: Direction, side: Side, ts: int, code: str, detail: str,
                    offset: int, events: list[object]) -> None:
         """Framing lost: the header block being read and the HPACK table are unknown."""
         events.append(self._anomaly(direction, ts, code, detail, offset))
@@ -329,7 +269,7 @@ class Http2Session:
         side.block = None
         side.decoder.forget()
 
-    def _frame_cut(self, direction: Direction, side: _Side, hdr: FrameHeader, ts: int,
+    def _frame_cut(self, direction: Direction, side: Side, hdr: FrameHeader, ts: int,
                    offset: int, length: int, events: list[object]) -> None:
         """A capture gap inside the frame ``hdr``, which is skipped."""
         msg = side.msgs.get(hdr.stream_id)
@@ -353,7 +293,7 @@ class Http2Session:
         events.append(self._anomaly(direction, ts, "frame_gap",
                                     f"type {hdr.type}: {length} octets missing", offset))
 
-    def _skipped(self, direction: Direction, side: _Side, ts: int,
+    def _skipped(self, direction: Direction, side: Side, ts: int,
                  events: list[object]) -> None:
         """The frame cut by a gap is over: if it carried END_STREAM, the message ends."""
         sid, side.skip_ends = side.skip_ends, None
@@ -361,7 +301,7 @@ class Http2Session:
         if msg is not None:
             events.extend(self._complete(direction, side, msg, ts))
 
-    def _frame(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _frame(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         block = side.block
         if block is not None and (hdr.type != FrameType.CONTINUATION
@@ -393,7 +333,7 @@ class Http2Session:
                             events)
 
     # ---- frame handlers (§6) ----------------------------------------------------------------
-    def _data(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _data(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
               offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         msg = side.msgs.get(hdr.stream_id)
         if msg is None:
@@ -417,7 +357,7 @@ class Http2Session:
         if hdr.flags & END_STREAM:
             events.extend(self._complete(direction, side, msg, t_last))
 
-    def _headers(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _headers(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                  offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         try:
             fragment = strip_padding(payload, hdr.flags, bool(hdr.flags & PRIORITY_FLAG))
@@ -425,12 +365,12 @@ class Http2Session:
             events.append(self._anomaly(direction, t_last, "bad_padding", str(err), offset))
             side.decoder.forget()
             return
-        side.block = _Block(hdr.stream_id, hdr.flags, offset, t_first, None, [fragment],
+        side.block = Block(hdr.stream_id, hdr.flags, offset, t_first, None, [fragment],
                             len(fragment))
         if hdr.flags & END_HEADERS:
             self._end_block(direction, side, t_last, events)
 
-    def _push_promise(self, direction: Direction, side: _Side, hdr: FrameHeader,
+    def _push_promise(self, direction: Direction, side: Side, hdr: FrameHeader,
                       payload: bytes, offset: int, t_first: int, t_last: int,
                       events: list[object]) -> None:
         try:
@@ -442,12 +382,12 @@ class Http2Session:
             side.decoder.forget()
             return
         promised = int.from_bytes(rest[:4], "big") & 0x7FFFFFFF
-        side.block = _Block(hdr.stream_id, hdr.flags & ~END_STREAM, offset, t_first, promised,
+        side.block = Block(hdr.stream_id, hdr.flags & ~END_STREAM, offset, t_first, promised,
                             [rest[4:]], len(rest) - 4)
         if hdr.flags & END_HEADERS:
             self._end_block(direction, side, t_last, events)
 
-    def _continuation(self, direction: Direction, side: _Side, hdr: FrameHeader,
+    def _continuation(self, direction: Direction, side: Side, hdr: FrameHeader,
                       payload: bytes, offset: int, t_first: int, t_last: int,
                       events: list[object]) -> None:
         block = side.block
@@ -469,12 +409,12 @@ class Http2Session:
         if hdr.flags & END_HEADERS:
             self._end_block(direction, side, t_last, events)
 
-    def _rst_stream(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _rst_stream(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                     offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         code = int.from_bytes(payload, "big")
         self._reset(direction, hdr.stream_id, error_name(code), offset, t_first, t_last, events)
 
-    def _settings(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _settings(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                   offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         if hdr.flags & ACK:
             return
@@ -495,7 +435,7 @@ class Http2Session:
                     events.append(self._anomaly(direction, t_last, "bad_setting",
                                                 f"SETTINGS_MAX_FRAME_SIZE {value}", offset))
 
-    def _goaway(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _goaway(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                 offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         if len(payload) < 8:
             events.append(self._anomaly(direction, t_last, "frame_size_error",
@@ -515,12 +455,12 @@ class Http2Session:
         for sid in refused:
             self._reset(direction, sid, f"GOAWAY {code}", offset, t_first, t_last, events)
 
-    def _ignore(self, direction: Direction, side: _Side, hdr: FrameHeader, payload: bytes,
+    def _ignore(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                 offset: int, t_first: int, t_last: int, events: list[object]) -> None:
         """PRIORITY, PING, WINDOW_UPDATE: nothing a message row needs."""
 
     # ---- header blocks and messages -------------------------------------------------------
-    def _end_block(self, direction: Direction, side: _Side, t_last: int,
+    def _end_block(self, direction: Direction, side: Side, t_last: int,
                    events: list[object]) -> None:
         block = side.block
         assert block is not None
@@ -559,8 +499,8 @@ class Http2Session:
         if block.flags & END_STREAM:
             events.extend(self._complete(direction, side, msg, t_last))
 
-    def _open(self, direction: Direction, side: _Side, sid: int, headers: list[tuple[str, str]],
-              offset: int, ts_first: int, ts_last: int) -> _Msg:
+    def _open(self, direction: Direction, side: Side, sid: int, headers: list[tuple[str, str]],
+              offset: int, ts_first: int, ts_last: int) -> Message:
         """A new message on stream ``sid``."""
         if direction == "out":
             kind = "request"
@@ -573,7 +513,7 @@ class Http2Session:
                     del self._request_index[next(iter(self._request_index))]
         else:
             kind, index = "response", self._request_index.get(sid)
-        msg = _Msg(kind=kind, stream_id=sid, stream_offset=offset, ts_first=ts_first,
+        msg = Message(kind=kind, stream_id=sid, stream_offset=offset, ts_first=ts_first,
                    header_ts_last=ts_last, request_index=index, headers=headers)
         side.msgs[sid] = msg
         if len(side.msgs) > MAX_OPEN_STREAMS:  # the oldest unfinished message goes
@@ -583,7 +523,7 @@ class Http2Session:
                 f"more than {MAX_OPEN_STREAMS} messages open", old.stream_offset))
         return msg
 
-    def _complete(self, direction: Direction, side: _Side, msg: _Msg,
+    def _complete(self, direction: Direction, side: Side, msg: Message,
                   ts_last: int) -> list[object]:
         side.msgs.pop(msg.stream_id, None)
         events: list[object] = []
@@ -641,7 +581,7 @@ def _int(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() and len(text) <= 3 else None
 
 
-_Handler = Callable[[Http2Session, Direction, _Side, FrameHeader, bytes, int, int, int,
+_Handler = Callable[[Http2Session, Direction, Side, FrameHeader, bytes, int, int, int,
                      list[object]], None]
 _HANDLERS: dict[int, _Handler] = {
     FrameType.DATA: Http2Session._data,
