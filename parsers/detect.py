@@ -118,7 +118,9 @@ def _is_http(data: bytes) -> bool:
 
 def _is_h2_frames(data: bytes) -> bool:
     """Mid-connection HTTP/2: strict frame headers (``frames.plausible``) chained from
-    the first byte, ``RESYNC_CHAIN`` of them, or at least two covering ``data`` exactly."""
+    the first byte, each where the previous one's length says: ``RESYNC_CHAIN`` of
+    them, or two when the prefix ends before a third (a 16 KB DATA frame outlasts the
+    bytes detection looks at)."""
     pos = frames = 0
     while pos + h2frames.FRAME_HEADER_LEN <= len(data):
         if not h2frames.plausible(data, pos, h2frames.DEFAULT_MAX_FRAME_SIZE):
@@ -127,7 +129,7 @@ def _is_h2_frames(data: bytes) -> bool:
         frames += 1
         if frames >= h2frames.RESYNC_CHAIN:
             return True
-    return frames >= 2 and pos == len(data)
+    return frames >= 2
 
 
 def _is_h2_client(data: bytes) -> bool:

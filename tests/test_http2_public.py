@@ -82,3 +82,34 @@ def test_http2_messages_equal_tshark(entry: dict, tmp_path: Path) -> None:
     # nothing here is malformed or begins mid-connection
     assert not codes & {"mid_stream", "hpack_unknown_entry", "frame_too_large",
                         "continuation_expected", "unexpected_continuation"}, codes
+
+
+NGHTTP2 = CAPTURES / "http/arkime/http2-nghttp2.pcap"
+
+
+@pytest.mark.skipif(not NGHTTP2.is_file(), reason="public captures absent")
+def test_capture_begun_after_the_preface(tmp_path: Path) -> None:
+    """nghttp2 (cleartext, prior knowledge) from its 9th packet on: the client's preface,
+    SETTINGS and first header block are gone. Detection finds frames, the client side
+    resynchronises (its first header block cannot be decoded: flagged), and the server,
+    whose side begins at its SETTINGS, is decoded in full: statuses and bodies."""
+    import dpkt
+
+    cut = tmp_path / "cut.pcap"
+    with NGHTTP2.open("rb") as src, cut.open("wb") as dst:
+        reader = dpkt.pcap.Reader(src)
+        writer = dpkt.pcap.Writer(dst, linktype=reader.datalink(), nano=False)
+        for i, (ts, buf) in enumerate(reader):
+            if i >= 8:
+                writer.writepkt(buf, ts)
+    api.ingest([str(cut)], data=tmp_path / "data")
+    with pcapflow.open(tmp_path / "data") as ds:
+        assert ds.fetchall("SELECT app_protocol FROM flows") == [("http2",)]
+        codes = {c for (c,) in ds.fetchall("SELECT code FROM anomalies WHERE layer = 'http2'")}
+        assert "mid_stream" in codes
+        rows = ds.fetchall("SELECT kind, status, body_length FROM http_messages "
+                           "WHERE kind = 'response' ORDER BY stream_id")
+    full = _tshark({"path": "http/arkime/http2-nghttp2.pcap", "key": None})
+    assert [("response", str(s)) for _, s, _ in rows] == [
+        k for k in sorted(full.elements()) if k[0] == "response"]
+    assert all(n > 0 for _, _, n in rows)
