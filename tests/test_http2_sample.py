@@ -10,6 +10,7 @@ id, never by position.
 
 from __future__ import annotations
 
+import bisect
 import json
 import shutil
 import subprocess
@@ -166,3 +167,25 @@ def test_without_key_log_says_why_and_guesses_nothing(tmp_path: Path) -> None:
         assert codes == [("tls", "http2_not_decrypted")]
         detail = ds.fetchall("SELECT detail FROM anomalies")[0][0]
         assert "cannot be paired" in detail and "key log" in detail
+
+
+def test_ts_first_is_the_record_holding_the_headers_first_octet(ds: pcapflow.Dataset) -> None:
+    """A message's ts_first is the capture time of the packet that carried the first
+    octet of its HEADERS frame: inside TLS, the ts_first of the record holding it
+    (plaintext offsets counted over the decrypted application-data records)."""
+    records = ds.fetchall("""
+        SELECT direction, epoch_ns(ts_first), plaintext_length FROM tls_records
+        WHERE decrypted AND inner_content_type = 23 ORDER BY direction, stream_offset""")
+    starts: dict[str, list[int]] = {"out": [], "in": []}
+    times: dict[str, list[int]] = {"out": [], "in": []}
+    end = {"out": 0, "in": 0}  # plaintext offset past the last record seen
+    for direction, t1, n in records:
+        starts[direction].append(end[direction])
+        times[direction].append(t1)
+        end[direction] += n
+    msgs = ds.fetchall("SELECT direction, stream_offset, epoch_ns(ts_first) FROM http_messages "
+                       "WHERE kind <> 'reset'")
+    assert len(msgs) > 200
+    for direction, offset, t1 in msgs:
+        i = bisect.bisect_right(starts[direction], offset) - 1
+        assert t1 == times[direction][i], (direction, offset)
