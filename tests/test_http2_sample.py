@@ -189,3 +189,33 @@ def test_ts_first_is_the_record_holding_the_headers_first_octet(ds: pcapflow.Dat
     for direction, offset, t1 in msgs:
         i = bisect.bisect_right(starts[direction], offset) - 1
         assert t1 == times[direction][i], (direction, offset)
+
+
+def test_capture_begun_mid_connection(ds: pcapflow.Dataset, tmp_path: Path) -> None:
+    """The sample from its 60th packet on: TLS 1.3 finds the session's secrets by trial
+    decryption, HTTP/2 resynchronises on frames and flags every header field that needs
+    the HPACK entries sent before the cut; what it decodes is what the whole capture
+    gives: the same latency, to the nanosecond, for every order whose id it reads."""
+    import dpkt
+
+    cut = tmp_path / "cut.pcap"
+    with CAPTURE.open("rb") as src, cut.open("wb") as dst:
+        reader = dpkt.pcap.Reader(src)
+        writer = dpkt.pcap.Writer(dst, linktype=reader.datalink(), nano=True)
+        for i, (ts, buf) in enumerate(reader):
+            if i >= 59:
+                writer.writepkt(buf, ts)
+    api.ingest([str(cut)], keylog=[KEYLOG], data=tmp_path / "data")
+    full = {r[0]: r[1:] for r in ds.fetchall(
+        "SELECT client_order_id, order_ts, ack_ts, latency_ns, status FROM latency "
+        "WHERE leg = 'ack'")}
+    with pcapflow.open(tmp_path / "data") as mid:
+        assert mid.fetchall("SELECT app_protocol FROM flows") == [("tls/http2",)]
+        codes = dict(mid.fetchall("SELECT code, count(*) FROM anomalies WHERE layer = 'http2' "
+                                  "GROUP BY code"))
+        assert codes.get("mid_stream") and codes.get("hpack_unknown_entry")
+        rows = mid.fetchall("SELECT client_order_id, order_ts, ack_ts, latency_ns, status "
+                            "FROM latency WHERE leg = 'ack' AND client_order_id IS NOT NULL")
+    assert len(rows) > 80
+    for cid, *values in rows:
+        assert tuple(values) == full[cid], cid
