@@ -15,18 +15,23 @@ HEADER = pa.struct([("name", pa.string()), ("value", pa.string())])
 
 HTTP_MESSAGES = schema(
     *MESSAGE_KEY,
-    field("kind", pa.string(), "`request` or `response`"),
+    field(
+        "kind",
+        pa.string(),
+        "`request`, `response`, or `reset` (HTTP/2: a stream ended by RST_STREAM, or "
+        "refused by GOAWAY; `reason` holds the error code, `direction` who sent it)",
+    ),
     field(
         "request_index",
         pa.int64(),
         "Position of the request on its connection (0-based); "
-        "for a response, the request it answers",
+        "for a response, the request it answers (HTTP/2: the request on its stream)",
     ),
     field("method", pa.string(), "Request method"),
     field("path", pa.string(), "Request target, secret query parameters redacted"),
-    field("version", pa.string(), "HTTP version"),
+    field("version", pa.string(), "HTTP version: `HTTP/1.1`, `HTTP/1.0`, `HTTP/2`"),
     field("status", pa.int32(), "Response status code"),
-    field("reason", pa.string(), "Response reason phrase"),
+    field("reason", pa.string(), "Response reason phrase (HTTP/1.x); the error code of a `reset`"),
     field("headers", pa.list_(HEADER), "Headers in order, secret values redacted"),
     field("content_type", pa.string(), "Content-Type header"),
     field("content_encoding", pa.string(), "Content-Encoding that was decoded"),
@@ -39,6 +44,11 @@ HTTP_MESSAGES = schema(
     field("body_length", pa.int64(), "Body bytes on the wire (chunk framing included)"),
     field("body_truncated", pa.bool_(), "Body longer than the cap"),
     field("header_ts_last", TS, "When the header block was complete"),
+    field(
+        "stream_id",
+        pa.int64(),
+        "HTTP/2 stream identifier (requests and responses pair by it); null for HTTP/1.x",
+    ),
 )
 
 
@@ -63,5 +73,5 @@ def message_row(e: HttpMessage) -> tuple[Any, ...]:
         e.request_index, e.method, redact_query(e.path) if e.path else e.path, e.version,
         e.status, e.reason, [{"name": k, "value": v} for k, v in headers], ctype,
         e.content_encoding, e.chunked, _redact_body(to_text(e.body), ctype) if e.body else "",
-        e.body_length, e.body_truncated, e.header_ts_last,
+        e.body_length, e.body_truncated, e.header_ts_last, e.stream_id,
     )

@@ -66,7 +66,8 @@ def _session(ctx: SessionContext) -> HttpSession:
 
 def _host(info: dict[str, object], e: HttpMessage) -> None:
     if e.kind == "request":
-        host = next((v for k, v in e.headers if k.lower() == "host"), None)
+        # HTTP/2 carries the Host in the :authority pseudo-header (RFC 9113 §8.3.1)
+        host = next((v for k, v in e.headers if k.lower() in ("host", ":authority")), None)
         if host:
             info.setdefault("http_host", host)
 

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 
 from ..fix.spec import FIX
 from ..http.spec import HTTP
+from ..http2.spec import HTTP2
 from ..tls.spec import TLS
 from ..websocket.spec import WEBSOCKET
 from .base import EventSpec, ProtocolSpec
-from .http2_probe import HTTP2
 
 REGISTRY: tuple[ProtocolSpec, ...] = (
     HTTP2,

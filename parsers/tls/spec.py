@@ -67,7 +67,8 @@ def _session(ctx: SessionContext) -> TlsSession:
 
 
 def _handshake_info(info: dict[str, object], e: TlsHandshakeInfo) -> None:
-    info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher)
+    info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher,
+                alpn_offered=",".join(e.alpn_offered))
 
 
 TLS = ProtocolSpec(
@@ -86,7 +87,7 @@ TLS = ProtocolSpec(
         PlaintextRun: EventSpec(carrier="run"),
     },
     tables=(TableSpec(name="tls_records", schema=TLS_RECORDS, doc="one row per TLS record"),),
-    flow_columns=("sni", "alpn", "tls_version", "tls_cipher"),
+    flow_columns=("sni", "alpn", "alpn_offered", "tls_version", "tls_cipher"),
     match=MatchSpec(sql="encrypted", gate="enc_flows", outputs=("enc_orders", "enc_acks")),
     limits=("tls13_search_records", "tls13_search_chacha_records", "tls13_search_generations"),
 )

@@ -94,6 +94,24 @@ def _session_for(proto: str, ctx: SessionContext) -> SessionParser | None:
     return spec.session(ctx)
 
 
+def _may_be_http2(info: dict[str, object]) -> bool:
+    """ALPN chose h2, or (TLS 1.3 hides the choice without keys) the client offered it."""
+    alpn = info.get("alpn")
+    offered = str(info.get("alpn_offered") or "").split(",")
+    return alpn == "h2" or (alpn is None and "h2" in offered)
+
+
+def _http2_undecrypted(conn: Connection, info: dict[str, object]) -> Anomaly:
+    """The coverage note of a TLS connection that may carry HTTP/2 and was not decrypted."""
+    chosen = "chose" if info.get("alpn") == "h2" else "offered"
+    return Anomaly(
+        ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tls",
+        code="http2_not_decrypted",
+        detail=f"ALPN {chosen} h2 and no key log decrypted it: HTTP/2 multiplexes "
+               "requests on streams, so they cannot be paired with responses from TLS "
+               "record timing; no latency from this connection (supply the key log)")
+
+
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
     """Do the run's data packets come in same-direction stretches long enough for the
     batch path? (Request/response traffic alternates one segment at a time: there the
@@ -599,6 +617,8 @@ class AppLayer:
                 info = self.info.setdefault(e.flow_id, {})
                 e.info.update(info)
                 info["app_protocol"] = e.app_protocol
+                if e.outer.name == "tls" and e.inner is None and _may_be_http2(info):
+                    anomalies.append(_http2_undecrypted(e, info))
         add_anomalies(anomalies)
 
     def retire(self, flow_ids: list[int], staging: TableSink,

@@ -1,0 +1,71 @@
+"""HTTP/2's registration: detected by the connection preface, the server's first
+SETTINGS, or (mid-connection) a chain of plausible frame headers; its session
+emits ``HttpMessage`` events (``version="HTTP/2"``, ``stream_id``) into HTTP's
+``http_messages`` table, which the ``rest`` family pairs by stream."""
+
+from __future__ import annotations
+
+from ..protocols.base import ProtocolSpec, SessionContext
+from . import frames
+from .session import Http2Session
+
+# --- RFC 9113 §3.4 --------------------------------------------------------------
+MIN_PREFACE_BYTES = 8
+"""Fewer bytes than this of the preface could be an HTTP/1 "PRI" request; not enough."""
+SETTING_SIZE = 6  # §6.5.1: each setting is a 16-bit id and a 32-bit value
+
+
+def _is_frames(data: bytes) -> bool:
+    """Mid-connection HTTP/2: strict frame headers (``frames.plausible``) chained from
+    the first byte, each where the previous one's length says: ``RESYNC_CHAIN`` of
+    them, or two when the prefix ends before a third (a 16 KB DATA frame outlasts the
+    bytes detection looks at)."""
+    pos = count = 0
+    while pos + frames.FRAME_HEADER_LEN <= len(data):
+        if not frames.plausible(data, pos, frames.DEFAULT_MAX_FRAME_SIZE):
+            return False
+        pos += frames.FRAME_HEADER_LEN + frames.parse_header(data, pos).length
+        count += 1
+        if count >= frames.RESYNC_CHAIN:
+            return True
+    return count >= 2
+
+
+def probe_client(data: bytes) -> bool:
+    n = min(len(data), len(frames.PREFACE))
+    if n >= MIN_PREFACE_BYTES and data[:n] == frames.PREFACE[:n]:
+        return True
+    return _is_frames(data)
+
+
+def probe_server(data: bytes) -> bool:
+    """§3.4: the server preface is a SETTINGS frame on stream 0 (not an ACK)."""
+    if len(data) < frames.FRAME_HEADER_LEN:
+        return False
+    length = int.from_bytes(data[0:3], "big")
+    stream_id = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+    return (
+        data[3] == frames.FrameType.SETTINGS
+        and data[4] == 0
+        and stream_id == 0
+        and length % SETTING_SIZE == 0
+    ) or _is_frames(data)
+
+
+def resync(data: bytes) -> int | None:
+    return frames.find_boundary(data, frames.DEFAULT_MAX_FRAME_SIZE)
+
+
+def _session(ctx: SessionContext) -> Http2Session:
+    return Http2Session(ctx.flow_id, max_body=ctx.limits.http_max_body,
+                        max_header=ctx.limits.http_max_header)
+
+
+HTTP2 = ProtocolSpec(
+    name="http2",
+    probe_out=probe_client,
+    probe_in=probe_server,
+    resync=resync,
+    session=_session,
+    limits=("http_max_body", "http_max_header"),
+)
