@@ -6,6 +6,6 @@ here imports from ``pipelines``.
 
 Layers, bottom up: ``capture`` (files -> ``PacketChunk``), ``decode`` (headers ->
 ``DecodedChunk``), ``tcp`` (flows, analysis, reassembly, batch walks), then one
-package per application protocol (``tls``, ``http``, ``websocket``, ``fix``),
+package per application protocol (``tls``, ``http``, ``http2``, ``websocket``, ``fix``),
 each registered in ``protocols.registry``. See ``docs/architecture.md``.
 """
