@@ -1,20 +1,19 @@
-"""The ``pcapflow`` console script: Ctrl-C prints one line, even while starting up.
+"""The ``pcapflow`` console script: Ctrl-C or SIGTERM prints one line, even while starting up.
 
-Kept tiny on purpose: the CLI module (typer, rich) is imported inside the
-``try``, so an interrupt during those imports is caught too.
+Kept tiny on purpose: the signal handlers (``pipelines.interrupts.install_cli``) are
+in place before the CLI module (typer, rich, NumPy...) is imported, so an interrupt
+during those imports also ends with exit 130 and one line.
 """
 
 from __future__ import annotations
-
-import sys
 
 INTERRUPTED = "interrupted: the dataset is as it was before this command"
 
 
 def main() -> None:
-    try:
-        from .cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write(INTERRUPTED + "\n")
-        sys.exit(130)
+    from .pipelines import interrupts
+
+    interrupts.install_cli(INTERRUPTED)
+    from .cli import main as cli_main
+
     cli_main()

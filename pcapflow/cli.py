@@ -6,6 +6,7 @@ where); exit codes: 0 success, 1 bad input, 2 bad usage, 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -306,7 +307,7 @@ def _core_command_only() -> bool:
     Imported as a library (tests, notebooks), every command is registered.
     """
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return (prog in ("pcapflow", "cli.py") and len(sys.argv) > 1
+    return (prog in ("pcapflow", "cli.py", "__main__.py") and len(sys.argv) > 1
             and sys.argv[1] in CORE_COMMANDS)
 
 
@@ -317,7 +318,9 @@ if not _core_command_only():
 def main() -> None:
     """Console-script entry point: one line per error, never a traceback."""
     from ._entry import INTERRUPTED
+    from .pipelines import interrupts
 
+    interrupts.install_cli(INTERRUPTED)
     try:
         # standalone_mode=False: typer returns (rather than exits with) the code of
         # an Exit, e.g. 130 when it turned a KeyboardInterrupt into Abort
@@ -325,12 +328,8 @@ def main() -> None:
     except PcapflowError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
-    except typer.Abort:
-        console.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        _exit_interrupted()
     except Exception as err:
         # click (vendored by typer) usage errors know how to show themselves: exit 2
         show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
@@ -347,8 +346,18 @@ def main() -> None:
         sys.exit(1)
     if isinstance(rc, int) and rc != 0:
         if rc == 130:
-            console.print(INTERRUPTED, highlight=False)
+            _exit_interrupted()
         sys.exit(rc)
+
+
+def _exit_interrupted() -> None:
+    """The clean-up has run: one line, exit 130, without the interpreter's own shutdown
+    (joining threads of DuckDB and Arrow; see ``pipelines.interrupts``)."""
+    from .pipelines import interrupts
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    interrupts.exit_now()
 
 
 if __name__ == "__main__":
