@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from paths import REPO, SAMPLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
@@ -177,9 +176,8 @@ def test_interrupted_writer_join_leaves_abort_a_thread_to_wait_for(tmp_path: Pat
     thread inside Arrow (the futex hang). Now ``abort`` waits for that thread first."""
     import threading
 
-    from pcapflow.pipelines import store
-
     from pcapflow.parsers.events import Anomaly
+    from pcapflow.pipelines import store
     from pcapflow.pipelines.ingest import anomaly_rows
 
     staging = store.Staging(tmp_path)
