@@ -138,6 +138,8 @@ class Filter:
     leg: str | None = "ack"
     kind: str | None = None
     capture: str | None = None
+    endpoint: str | None = None
+    status: str | None = None
 
     def where(self, ts_col: str, table: str) -> tuple[str, list[object]]:
         """SQL condition and parameters for ``latency`` (table="latency") or ``unmatched``."""
@@ -155,6 +157,15 @@ class Filter:
         if self.kind is not None:
             cond.append("kind = ?")
             params.append(self.kind)
+        if self.endpoint is not None:
+            cond.append("endpoint = ?")
+            params.append(self.endpoint)
+        if self.status is not None:
+            if table == "latency":
+                cond.append("status = ?")
+                params.append(self.status)
+            else:  # an order never answered has no status
+                cond.append("FALSE")
         if self.capture is not None:
             cond.append("capture_id IN (SELECT capture_id FROM captures WHERE capture_id "
                         "LIKE ? || '%' OR path = ? OR regexp_extract(path, '[^/]*$') = ?)")
@@ -179,6 +190,8 @@ def make_filter(
     leg: str | None = "ack",
     kind: str | None = None,
     capture: str | None = None,
+    endpoint: str | None = None,
+    status: str | None = None,
 ) -> Filter:
     """Validate user-facing filter arguments into a ``Filter``."""
     if capture is not None:
@@ -187,7 +200,7 @@ def make_filter(
         exchange=resolve_exchange(ds, exchange),
         since=to_utc(since) if since is not None else None,
         until=to_utc(until) if until is not None else None,
-        leg=leg, kind=kind, capture=capture,
+        leg=leg, kind=kind, capture=capture, endpoint=endpoint, status=status,
     )
 
 
@@ -200,6 +213,8 @@ def latency(
     *,
     kind: str | None = None,
     capture: str | None = None,
+    endpoint: str | None = None,
+    status: str | None = None,
 ) -> pd.DataFrame:
     """Matched order/ack rows of the ``latency`` table, oldest order first.
 
@@ -213,7 +228,7 @@ def latency(
     >>> df.latency_ns.quantile(0.99) / 1e3  # p99 in µs              # doctest: +SKIP
     """
     flt = make_filter(ds, exchange=exchange, since=since, until=until, leg=leg, kind=kind,
-                      capture=capture)
+                      capture=capture, endpoint=endpoint, status=status)
     return latency_rows(ds, flt)
 
 

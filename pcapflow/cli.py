@@ -222,38 +222,58 @@ def _iso_times(df):
     return out
 
 
-def _print_frame(df, fmt: str) -> None:
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:g}" if abs(v) < 1e15 else str(v)
+    return str(v)
+
+
+def _print_frame(df, fmt: str, *, title: str | None = None, notes: list[str] | None = None
+                 ) -> None:
+    """A DataFrame on stdout: csv, json (times ISO 8601 with all nine digits), or a table
+    fitted to the terminal (plain, aligned text when piped; ``pcapflow.render``)."""
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif fmt == "json":
         sys.stdout.write(_iso_times(df).to_json(orient="records") + "\n")
     elif fmt == "table":
-        t = Table(show_lines=False)
-        for c in df.columns:
-            t.add_column(str(c), overflow="fold")
-        for row in df.astype(object).where(df.notna(), None).itertuples(index=False):
-            t.add_row(*["" if v is None else str(v) for v in row])
-        out.print(t)
+        from . import render
+
+        numeric = [i for i, c in enumerate(df.columns)
+                   if df[c].dtype.kind in "iuf" or str(df[c].dtype) in ("Int64", "Float64")]
+        rows = [[_cell(v) for v in row]
+                for row in df.astype(object).where(df.notna(), None).itertuples(index=False)]
+        render.show([str(c) for c in df.columns], rows, numeric, out=out, err=console,
+                    title=title, notes=notes or [])
     else:
         raise typer.BadParameter(f"unknown format {fmt!r}: use table, csv or json")
+    if fmt != "table":
+        for n in notes or []:
+            console.print(n, highlight=False, soft_wrap=True)
+
+
+TABLE_NAMES = ("captures", "flows", "packets", "tcp_events", "anomalies", "tls_records",
+               "http_messages", "ws_messages", "fix_messages", "tcp_rtt", "orders", "acks",
+               "latency", "unmatched")
+"""For ``query --help`` without importing pyarrow (tests check it equals ``schemas.TABLES``)."""
+
+
+def _table_help() -> str:
+    return "SQL over the views: " + ", ".join(TABLE_NAMES) + " (columns: docs/tables.md)"
 
 
 @app.command()
 def query(
-    sql: Annotated[
-        str,
-        typer.Argument(
-            help="SQL over the views: "
-            + ", ".join(["captures", "flows", "tcp_events", "anomalies", "packets"])
-        ),
-    ],
+    sql: Annotated[str, typer.Argument(help=_table_help())],
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    """Run DuckDB SQL over the dataset's tables."""
-    from .dataset import Dataset
+    """Run DuckDB SQL over the dataset's tables (SHOW TABLES lists them)."""
+    from .dataset import Dataset, require
 
-    with Dataset(data) as ds:
+    with Dataset(require(data)) as ds:
         try:
             df = ds.df(sql)
         except Exception as err:  # duckdb raises many types; all are bad input here
@@ -261,32 +281,72 @@ def query(
     _print_frame(df, fmt)
 
 
+def _duration_cells(values_ns: list[object]) -> tuple[str, list[str]]:
+    """A column of ns durations in one unit (µs, or ms from 10 ms: ``render``)."""
+    from . import render
+
+    us = [None if v is None else float(v) / 1e3 for v in values_ns]  # type: ignore[arg-type]
+    unit, div = render.duration_unit(us)
+    return unit, [render.number(None if u is None else u / div) for u in us]
+
+
+def _bytes(n: object) -> str:
+    return "" if n is None else _size(float(n)).replace(" ", "")  # type: ignore[arg-type]
+
+
 @app.command()
 def flows(
     data: DataOpt = None,
     fmt: FormatOpt = "table",
-    limit: Annotated[int, typer.Option("--limit", help="Rows to show")] = 50,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show; -1 for all")] = 50,
 ) -> None:
     """List connections: endpoints, protocol, venue, packets, retransmissions."""
-    from .dataset import Dataset
+    import pandas as pd
 
-    with Dataset(data) as ds:
+    from .dataset import Dataset, require
+
+    if limit < -1:
+        raise typer.BadParameter("a row count, or -1 for all", param_hint="--limit")
+    with Dataset(require(data)) as ds:
+        total = ds.fetchall("SELECT count(*) FROM flows")[0][0]
         df = ds.df(
-            "SELECT capture_id, flow_id, transport, client_ip || ':' || client_port AS client, "
+            "SELECT capture_id, regexp_extract(c.path, '[^/]*$') AS capture, flow_id, transport, "
+            "client_ip || ':' || client_port AS client, "
             "server_ip || ':' || server_port AS server, app_protocol, sni, venue, "
             "packets_out + packets_in AS packets, bytes_out + bytes_in AS bytes, "
-            "handshake_rtt_ns, retransmissions, gaps, end_reason FROM flows "
-            "ORDER BY capture_id, flow_id LIMIT ?",
-            [limit],
+            "handshake_rtt_ns, retransmissions, gaps, end_reason "
+            "FROM flows LEFT JOIN (SELECT capture_id, any_value(path) AS path FROM captures "
+            "GROUP BY ALL) c USING (capture_id) "
+            "ORDER BY capture_id, flow_id" + ("" if limit < 0 else " LIMIT ?"),
+            [] if limit < 0 else [limit],
         )
-    _print_frame(df, fmt)
+    notes = []
+    if len(df) < total:
+        notes.append(f"showing {len(df):,} of {total:,} flows (--limit N; --limit -1 for all)")
+    if fmt != "table":
+        _print_frame(df, fmt, notes=notes)
+        return
+    # A person's view: capture file names, units, short headings (80 columns).
+    unit, rtt = _duration_cells(df["handshake_rtt_ns"].astype(object).where(
+        df["handshake_rtt_ns"].notna(), None).tolist())
+    view = pd.DataFrame({
+        "capture": df["capture"], "flow": df["flow_id"], "client": df["client"],
+        "server": df["server"], "proto": df["app_protocol"].fillna(df["transport"]),
+        "venue/sni": df["venue"].fillna(df["sni"]).fillna(""),
+        "pkts": df["packets"], "bytes": [_bytes(b) for b in df["bytes"]],
+        f"rtt {unit}": rtt, "rexmit": df["retransmissions"], "gaps": df["gaps"],
+        "end": df["end_reason"],
+    })
+    if df["capture"].nunique() <= 1:
+        view = view.drop(columns=["capture"])
+    _print_frame(view, fmt, notes=notes)
 
 
 def _register_command_modules() -> None:
     """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
     import importlib
 
-    for name in ("cli_match", "cli_report", "cli_demo"):
+    for name in ("cli_match", "cli_report", "cli_demo", "cli_compare", "cli_verify"):
         try:
             mod = importlib.import_module(f"pcapflow.{name}")
         except ModuleNotFoundError as err:

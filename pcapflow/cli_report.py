@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import analysis, html_report, plots, report
+from . import analysis, html_report, plots, render, report
 from .dataset import Dataset, data_dir
 from .parsers.errors import ConfigError
 
@@ -27,22 +27,22 @@ LEGS = ("ack", "engine", "all")
 # Which option a ConfigError from the report is about (for the usage message).
 OPTION_OF_ERROR = {"unknown_venue": "--exchange", "bad_group": "--by", "bad_metric": "--metric",
                    "unknown_capture": "--capture"}
-PIPE_WIDTH = 160
-"""Width of table output when stdout is not a terminal."""
 
 
 def emit(rep: report.Report, fmt: str) -> None:
-    """Print a report on stdout in ``fmt`` (table, json or csv)."""
+    """Print a report on stdout in ``fmt`` (table, json or csv); notes go to stderr."""
     if fmt == "json":
         sys.stdout.write(report.to_json(rep))
     elif fmt == "csv":
         sys.stdout.write(report.to_csv(rep))
-    else:
-        # Piped or captured output gets a wide table rather than rich's 80-column default.
-        con = out if out.is_terminal else Console(width=PIPE_WIDTH)
-        con.print(report.render_table(rep))
-        for note in rep.notes:
-            con.print(f"[dim]{note}[/dim]")
+    elif out.is_terminal:
+        out.print(report.render_table(rep, width=out.width))
+    else:  # piped: plain aligned text, the title and caption on stderr
+        header, rows, right = report.cells(rep)
+        render.show(header, rows, right, out=out, err=console, title=rep.title(),
+                    notes=[report.caption(rep)])
+    for note in rep.notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
 
 
 def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from rich import box
 from rich.table import Table
 
-from . import analysis
+from . import analysis, render
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -136,27 +135,62 @@ def key_text(value: object, key: str = "") -> str:
     return str(value)
 
 
-def render_table(report: Report) -> Table:
-    """A rich Table: one row per group, group keys left, numbers right-aligned."""
-    table = Table(title=report.title(), title_justify="left", caption=QUANTILE_NOTE,
-                  caption_justify="left", box=box.SIMPLE_HEAD)
-    show_enc = bool(len(report.table)) and int(report.table["encrypted"].sum()) > 0
-    for k in report.keys:
-        table.add_column(k.replace("_", " "), no_wrap=True)
+# Short headings that keep a report within 80 columns ("unans": orders never answered).
+SHORT_HEAD = {"count": "count", "unmatched": "unans", "encrypted": "enc"}
+
+
+def cells(report: Report) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, right-aligned column indexes) of a report for a terminal or a pipe.
+
+    Each duration column gets its own unit (``render.duration_unit``: µs, or ms once
+    its largest value reaches 10 ms), named in its heading (``p99 ms``).
+    """
+    t = report.table
+    show_enc = bool(len(t)) and int(t["encrypted"].sum()) > 0
+    header = [k.replace("_", " ") for k in report.keys]
+    cols: list[tuple[str, str, float]] = []  # (column, heading, divisor from µs)
     for col, head in STAT_COLUMNS:
-        table.add_column(head if col in ("count", "unmatched") else f"{head} µs",
-                         justify="right")
+        if col in ("count", "unmatched"):
+            cols.append((col, SHORT_HEAD[col], 0.0))
+        else:
+            unit, div = render.duration_unit(_num(v) for v in t[col]) if len(t) else ("µs", 1.0)
+            cols.append((col, f"{head} {unit}", div))
     if show_enc:
-        table.add_column("encrypted", justify="right")
-    for row in report.table.itertuples(index=False):
+        cols.append(("encrypted", SHORT_HEAD["encrypted"], 0.0))
+    header += [h for _, h, _ in cols]
+    rows = []
+    for row in t.itertuples(index=False):
         r = row._asdict()
-        cells = [key_text(r[k], k) for k in report.keys]
-        cells += [f"{int(r[c]):,}" if c in ("count", "unmatched") else format_us(_num(r[c]))
-                  for c, _ in STAT_COLUMNS]
-        if show_enc:
-            cells.append(f"{int(r['encrypted']):,}")
-        table.add_row(*cells)
-    return table
+        line = [key_text(r[k], k) for k in report.keys]
+        for col, _, div in cols:
+            v = _num(r[col])
+            line.append(f"{int(v or 0):,}" if div == 0.0 else
+                        render.number(None if v is None else v / div))
+        rows.append(line)
+    right = list(range(len(report.keys), len(header)))
+    return header, rows, right
+
+
+def caption(report: Report) -> str:
+    """The line under a report: units, quantile method, and which rows are left out."""
+    return ("µs/ms as headed; quantiles by linear interpolation (DuckDB quantile_cont, "
+            "numpy.quantile default); unans = orders with no reply")
+
+
+def render_table(report: Report, width: int | None = None) -> Table:
+    """A rich Table for a terminal: one row per group, group keys left, numbers right.
+
+    With ``width``, the mean, then p90, then the encrypted count are left out (and the
+    caption says so) when the table would not fit otherwise."""
+    header, rows, right = cells(report)
+    note = caption(report)
+    if width is not None:
+        droppable = [h for h in header if h.startswith(("mean ", "p90 ", "enc"))]
+        header, rows, right, dropped = render.fit(header, rows, right, width, droppable)
+        if dropped:
+            note += (f"; {', '.join(d.split()[0] for d in dropped)} left out to fit "
+                     f"{width} columns (--format csv has them)")
+    return render.rich_table(header, rows, right, title=report.title(), caption=note)
 
 
 def _num(v: object) -> float | None:
