@@ -181,6 +181,67 @@ class Filter:
         return " AND ".join(cond), params
 
 
+def why_empty(ds: Dataset, flt: Filter) -> str:
+    """Why ``flt`` selects no matched order: which filter emptied the rows, or what the
+    dataset lacks (no orders at all; TLS it could not decrypt). One line, a hint in it."""
+    total = ds.fetchall("SELECT count(*) FROM latency")[0][0]
+    if total == 0:
+        return _why_no_orders(ds)
+    steps: list[tuple[str, Filter]] = []
+    cur = Filter(leg=None)
+    for name, change in (
+        ("--exchange " + ",".join(flt.exchange or []), {"exchange": flt.exchange}),
+        (f"--capture {flt.capture}", {"capture": flt.capture}),
+        (f"--leg {flt.leg}", {"leg": flt.leg}),
+        ("kind " + str(flt.kind), {"kind": flt.kind}),
+        ("endpoint " + str(flt.endpoint), {"endpoint": flt.endpoint}),
+        ("status " + str(flt.status), {"status": flt.status}),
+        ("--since/--until", {"since": flt.since, "until": flt.until}),
+    ):
+        if all(v is None for v in change.values()):
+            continue
+        cur = Filter(**{**{f: getattr(cur, f) for f in cur.__slots__}, **change})
+        steps.append((name, cur))
+    before = total
+    for name, f in steps:
+        cond, params = f.where("order_ts", "latency")
+        n = ds.fetchall(f"SELECT count(*) FROM latency WHERE {cond}", params)[0][0]
+        if n == 0:
+            hint = ""
+            if name.startswith("--leg engine"):
+                hint = (" (the engine leg needs the private stream's order events: a "
+                        "WebSocket user-data stream or FIX execution reports in the capture)")
+            elif name == "--since/--until":
+                lo, hi = ds.fetchall("SELECT min(order_ts)::VARCHAR, max(order_ts)::VARCHAR "
+                                     "FROM latency")[0]
+                hint = f" (orders span {lo} to {hi})"
+            return f"no matched orders: {name} leaves none of {before:,}{hint}"
+        before = n
+    return "no matched orders with these filters"
+
+
+def _why_no_orders(ds: Dataset) -> str:
+    """The dataset has no matched order at all: what it does have, and what to do."""
+    caps = ds.fetchall("SELECT count(*) FROM captures")[0][0]
+    if caps == 0:
+        return "no captures in this dataset: run `pcapflow ingest CAPTURE --keylog KEYS` first"
+    tls, undecrypted = ds.fetchall(
+        "SELECT count(*) FILTER (WHERE app_protocol = 'tls' OR tls_version IS NOT NULL), "
+        "count(DISTINCT (a.capture_id, a.flow_id)) FROM flows f LEFT JOIN (SELECT DISTINCT "
+        "capture_id, flow_id FROM anomalies WHERE code = 'missing_keys') a "
+        "USING (capture_id, flow_id)")[0]
+    orders = ds.fetchall("SELECT count(*) FROM orders")[0][0]
+    if undecrypted:
+        return (f"no matched orders: {undecrypted} of {tls} TLS connections could not be "
+                "decrypted (missing_keys): ingest again with the key log written while "
+                "this capture was taken (--keylog FILE)")
+    if orders == 0:
+        return ("no orders found in the captured connections: is the venue known? "
+                "(pcapflow flows shows each connection's venue; --venues maps addresses "
+                "and FIX comp ids to venues: docs/venue-map.md)")
+    return f"no replies matched the {orders:,} orders found"
+
+
 def make_filter(
     ds: Dataset,
     *,

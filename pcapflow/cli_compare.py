@@ -19,7 +19,7 @@ from rich.console import Console
 from . import compare, render
 from .parsers.errors import ConfigError, PcapflowError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 

@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 
 from . import analysis, html_report, plots, render, report
-from .dataset import Dataset, data_dir
+from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 FORMATS = ("table", "json", "csv")
@@ -90,7 +90,7 @@ def report_cmd(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
-    with Dataset(data_dir(data)) as ds:
+    with Dataset(require(data)) as ds:
         try:
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,

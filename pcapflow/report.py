@@ -104,7 +104,7 @@ def build(
             and not c.endswith("_us") and c != "encrypted"]
     notes = []
     if table.empty:
-        notes.append("no matched orders: ingest captures (with --keylog for TLS) first")
+        notes.append(analysis.why_empty(ds, flt))
     elif int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
                      "timing only (no key log): see the `encrypted` column")
