@@ -115,13 +115,17 @@ def ingest(
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
 ) -> None:
-    """Read captures into Parquet tables (replacing earlier ingests of the same files)."""
+    """Read captures into Parquet tables (replacing earlier ingests of the same captures)."""
     for c in captures:
         if c != "-" and not os.path.exists(c):
             raise PcapflowError(f"{c}: no such file")
-    for k in keylog or []:
+    if jobs < 1:
+        raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
+    captures, keylog = _keylogs_among_captures(captures, list(keylog or []))
+    for k in keylog:
         if not k.exists():
             raise PcapflowError(f"{k}: key log file not found")
+    _check_keylogs(keylog)
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
     if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
@@ -142,6 +146,7 @@ def ingest(
     from .dataset import data_dir
 
     root = data_dir(data)
+    had = {p.name.removeprefix("capture_id=") for p in (root / "captures").glob("capture_id=*")}
     sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -202,12 +207,97 @@ def ingest(
                 "it were ingested",
                 highlight=False,
             )
+    for r in results:
+        if r.capture_id in had:
+            console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
+                          f"capture_id {r.capture_id})", highlight=False)
+    for line in _keylog_coverage(root, results, keylog):
+        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
         raise PcapflowError(
             f"{damaged[0].path}: capture file is damaged "
             f"({damaged[0].capture_problems[0]}); --strict makes this an error"
         )
+
+
+# First bytes of the files a capture argument may be (pcap both byte orders, µs and ns;
+# pcapng; gzip; zstd): anything else that reads as an NSS key log is one.
+CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                  b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+KEYLOG_LABELS = (b"CLIENT_RANDOM ", b"CLIENT_HANDSHAKE_TRAFFIC_SECRET ",
+                 b"SERVER_HANDSHAKE_TRAFFIC_SECRET ", b"CLIENT_TRAFFIC_SECRET_0 ",
+                 b"SERVER_TRAFFIC_SECRET_0 ", b"EXPORTER_SECRET ", b"CLIENT_EARLY_TRAFFIC_SECRET ")
+
+
+def _is_keylog(path: str) -> bool:
+    """Whether a file given as a capture is an NSS key log (its first key line says so)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if head.startswith(CAPTURE_MAGICS):
+        return False
+    lines = [ln.strip() for ln in head.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if not ln.startswith(b"#")), b"")
+    return first.startswith(KEYLOG_LABELS)
+
+
+def _keylogs_among_captures(captures: list[str], keylog: list[Path]
+                            ) -> tuple[list[str], list[Path]]:
+    """``--keylog a.keylog b.keylog`` (a shell glob) leaves b.keylog among the captures:
+    a key log there is used as one, and said so on stderr."""
+    caps, keys = [], list(keylog)
+    for c in captures:
+        if c != "-" and _is_keylog(c):
+            keys.append(Path(c))
+            console.print(f"{c} is a key log, not a capture: used as --keylog (give several "
+                          "as --keylog A --keylog B)", highlight=False)
+        else:
+            caps.append(c)
+    if not caps:
+        raise PcapflowError("no capture to ingest: every file given is a key log")
+    return caps, keys
+
+
+def _check_keylogs(keylog: list[Path]) -> None:
+    """A key log with no key line at all is named before any reading (it decrypts nothing)."""
+    from .parsers.tls.keylog import KeyLog
+
+    for k in keylog:
+        try:
+            log = KeyLog.from_file(k)
+        except PcapflowError as err:
+            raise PcapflowError(f"{k}: {err}") from err
+        if log.lines == 0:
+            console.print(f"[yellow]warning:[/yellow] {k}: no key lines in it ({log.bad_lines} "
+                          "lines are not `LABEL <client_random> <secret>`): is it an NSS key "
+                          "log (SSLKEYLOGFILE)?", highlight=False)
+
+
+def _keylog_coverage(root: Path, results: list, keylog: list[Path]) -> list[str]:
+    """A warning per capture whose TLS sessions the key logs did not all decrypt: how many
+    they covered, naming the key log files. Looked up only when ``missing_keys`` was met."""
+    hit = [r for r in results if r.anomaly_codes.get("missing_keys")]
+    if not hit:
+        return []
+    from .dataset import Dataset
+
+    names = ", ".join(str(k) for k in keylog) or "no key log"
+    lines = []
+    with Dataset(root) as ds:
+        for r in hit:
+            total, covered = ds.fetchall(
+                "SELECT count(*), count(*) FILTER (WHERE flow_id IN (SELECT flow_id FROM "
+                "tls_records WHERE capture_id = ? AND decrypted)) FROM flows "
+                "WHERE capture_id = ? AND tls_version IS NOT NULL", [r.capture_id] * 2)[0]
+            what = ("the key log" + ("s " if len(keylog) > 1 else " ") + names) if keylog \
+                else "no key log was given:"
+            lines.append(f"{Path(r.path).name}: {what} covered {covered} of {total} TLS "
+                         "sessions; the others' messages are not decoded (is it the key log "
+                         "written while this capture was taken? --keylog FILE, repeatable)")
+    return lines
 
 
 def _iso_times(df):

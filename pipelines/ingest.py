@@ -830,7 +830,7 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
     interrupts.check()
     flows.finish(more=more)
     sha = reader.sha256
-    capture_id = sha[:16]
+    capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     now = time.time_ns()
     staging.write("captures", {
         "path": pa.array([str(path)]),
