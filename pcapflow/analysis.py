@@ -67,6 +67,16 @@ METRICS: dict[str, str] = {
 
 TimeLike = str | dt.datetime | pd.Timestamp | np.datetime64
 
+FIX_ENDPOINTS: dict[str, str] = {
+    "D": "NewOrderSingle", "F": "OrderCancelRequest", "G": "OrderCancelReplaceRequest",
+    "XCN": "OrderCancelRequestAndNewOrderSingle", "XAK": "OrderAmendKeepPriorityRequest",
+    "8": "ExecutionReport", "9": "OrderCancelReject",
+}
+"""FIX order endpoints (the table keeps the MsgType, tag 35) by their FIX names, as
+reports show them; ``endpoint=`` filters take either."""
+UNKNOWN_VENUE = ("unknown", "(unknown venue)")
+"""What ``exchange=`` accepts for the rows no venue rule named (venue NULL)."""
+
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
@@ -94,7 +104,8 @@ def venues(ds: Dataset) -> list[str]:
     return [r[0] for r in rows]
 
 
-def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None) -> list[str] | None:
+def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None
+                     ) -> list[str | None] | None:
     """Canonical venue names for ``exchange`` (case-insensitive; a list or ``a,b``).
 
     Raises ``ConfigError(code="unknown_venue")`` naming the venues present when
@@ -105,9 +116,14 @@ def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None) -> list[
     wanted = exchange.split(",") if isinstance(exchange, str) else list(exchange)
     present = venues(ds)
     by_lower = {v.lower(): v for v in present}
-    out, unknown = [], []
-    for name in (w.strip() for w in wanted if w.strip()):
-        (out if name.lower() in by_lower else unknown).append(by_lower.get(name.lower(), name))
+    out: list[str | None] = []
+    unknown = []
+    for name in ((w or "unknown").strip() for w in wanted if w is None or w.strip()):
+        if name.lower() in UNKNOWN_VENUE:
+            out.append(None)
+        else:
+            (out if name.lower() in by_lower else unknown).append(
+                by_lower.get(name.lower(), name))
     if unknown or not out:
         have = ", ".join(present) if present else "none (ingest captures first)"
         raise ConfigError(f"unknown exchange {', '.join(unknown) or exchange!r}; "
@@ -132,7 +148,8 @@ def resolve_capture(ds: Dataset, capture: str) -> list[str]:
 class Filter:
     """Row selection shared by every query (all fields optional)."""
 
-    exchange: list[str] | None = None
+    exchange: list[str | None] | None = None
+    """Venues; None in the list selects the rows no venue rule named."""
     since: pd.Timestamp | None = None
     until: pd.Timestamp | None = None
     leg: str | None = "ack"
@@ -145,8 +162,12 @@ class Filter:
         """SQL condition and parameters for ``latency`` (table="latency") or ``unmatched``."""
         cond, params = ["TRUE"], []
         if self.exchange is not None:
-            cond.append(f"venue IN ({', '.join('?' for _ in self.exchange)})")
-            params += self.exchange
+            named = [v for v in self.exchange if v is not None]
+            either = [f"venue IN ({', '.join('?' for _ in named)})"] if named else []
+            if len(named) < len(self.exchange):  # None: the rows with no venue
+                either.append("venue IS NULL")
+            cond.append("(" + " OR ".join(either) + ")")
+            params += named
         # Compared as int64 ns since the epoch: exact, whatever the column's precision.
         if self.since is not None:
             cond.append(f"epoch_ns({ts_col}) >= ?")
@@ -158,8 +179,9 @@ class Filter:
             cond.append("kind = ?")
             params.append(self.kind)
         if self.endpoint is not None:
-            cond.append("endpoint = ?")
-            params.append(self.endpoint)
+            codes = [c for c, name in FIX_ENDPOINTS.items() if name == self.endpoint]
+            cond.append(f"endpoint IN ({', '.join('?' for _ in [self.endpoint, *codes])})")
+            params += [self.endpoint, *codes]
         if self.status is not None:
             if table == "latency":
                 cond.append("status = ?")
@@ -190,7 +212,8 @@ def why_empty(ds: Dataset, flt: Filter) -> str:
     steps: list[tuple[str, Filter]] = []
     cur = Filter(leg=None)
     for name, change in (
-        ("--exchange " + ",".join(flt.exchange or []), {"exchange": flt.exchange}),
+        ("--exchange " + ",".join(v or "unknown" for v in flt.exchange or []),
+         {"exchange": flt.exchange}),
         (f"--capture {flt.capture}", {"capture": flt.capture}),
         (f"--leg {flt.leg}", {"leg": flt.leg}),
         ("kind " + str(flt.kind), {"kind": flt.kind}),

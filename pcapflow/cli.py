@@ -26,6 +26,23 @@ app = typer.Typer(
     help="Order-to-ack latency of trading traffic, measured on the wire.",
 )
 console = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"pcapflow {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit")]
+        = False,
+) -> None:
+    """Order-to-ack latency of trading traffic, measured on the wire."""
 out = Console()
 
 DataOpt = Annotated[

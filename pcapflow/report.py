@@ -48,7 +48,7 @@ class Report:
     table: pd.DataFrame
     keys: list[str]
     by: list[str]
-    exchange: list[str] | None = None
+    exchange: list[str | None] | None = None
     since: pd.Timestamp | None = None
     until: pd.Timestamp | None = None
     leg: str | None = "ack"
@@ -66,7 +66,7 @@ class Report:
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
         if self.exchange:
-            parts.append(", ".join(self.exchange))
+            parts.append(", ".join(v or "(unknown venue)" for v in self.exchange))
         if self.leg and self.leg != "ack":
             parts.append(f"leg {self.leg}")
         if self.since is not None or self.until is not None:
@@ -100,12 +100,22 @@ def build(
                                capture=capture)
     table = analysis.percentiles(ds, by=groups, exchange=flt.exchange, since=flt.since,
                                  until=flt.until, leg=leg, metric=metric, capture=capture)
+    if "capture_id" in table.columns:  # the file name, which people know it by
+        names = dict(ds.fetchall("SELECT capture_id, any_value(regexp_extract(path, '[^/]*$')) "
+                                 "FROM captures GROUP BY ALL"))
+        table.insert(list(table.columns).index("capture_id"), "capture",
+                     [names.get(c, c) for c in table["capture_id"]])
     keys = [c for c in table.columns if c not in {s for s, _ in STAT_COLUMNS}
-            and not c.endswith("_us") and c != "encrypted"]
+            and not c.endswith("_us") and c != "encrypted"
+            and not (c == "capture_id" and "capture" in table.columns)]
     notes = []
     if table.empty:
         notes.append(analysis.why_empty(ds, flt))
-    elif int(table["encrypted"].sum()):
+    elif table["venue"].isna().any():
+        notes.append("(unknown venue): connections no venue rule named, e.g. FIX without a "
+                     "venue map; select them with --exchange unknown, name them with "
+                     "--venues map.toml (docs/venue-map.md)")
+    if not table.empty and int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
                      "timing only (no key log): see the `encrypted` column")
     return Report(table=table, keys=keys, by=groups, exchange=flt.exchange, since=flt.since,
@@ -128,11 +138,36 @@ NULL_KEY = {"status": "(no reply)", "venue": "(unknown venue)"}
 
 
 def key_text(value: object, key: str = "") -> str:
+    """A group key as people read it: FIX MsgTypes by name, empty keys said, times to
+    the minute."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return NULL_KEY.get(key, "-")
+    if key == "endpoint" and value in analysis.FIX_ENDPOINTS:
+        return analysis.FIX_ENDPOINTS[value]  # type: ignore[index]
     if isinstance(value, pd.Timestamp | dt.datetime):
         return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
     return str(value)
+
+
+def group_labels(rows: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """``rows`` (of ``latency``) with one column naming each row's group as the report's
+    table does (``binance / order.place``), and that column's name: what plots colour by,
+    so ``--plot`` and ``--html`` follow ``--by``."""
+    if list(by) == ["venue"] or rows.empty:
+        return rows, "venue"
+    parts = []
+    for g in by:
+        if g == "minute":
+            parts.append(rows["order_ts"].dt.floor("min").dt.strftime("%H:%M"))
+        elif g == "flow":
+            parts.append(rows["capture_id"].str[:8] + ":" + rows["flow_id"].astype(str))
+        elif g == "capture":
+            parts.append(rows["capture_id"].str[:8])
+        else:
+            parts.append(rows[g].map(lambda v, g=g: key_text(v, g)))
+    out = rows.copy()
+    out["group"] = parts[0].str.cat(parts[1:], sep=" / ") if len(parts) > 1 else parts[0]
+    return out, "group"
 
 
 # Short headings that keep a report within 80 columns ("unans": orders never answered).
