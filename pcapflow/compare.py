@@ -147,7 +147,9 @@ def cells(table: pd.DataFrame, keys: Sequence[str], quantiles: Sequence[float] =
     """Header, rows and right-aligned columns for a terminal or a pipe: per quantile the
     after value and the change with its interval, one unit per column."""
     header = [k.replace("_", " ") for k in keys] + ["n before", "n after"]
-    columns: list[list[str]] = [[_key(v) for v in table[k]] for k in keys]
+    from .report import key_text
+
+    columns: list[list[str]] = [[key_text(v, k) for v in table[k]] for k in keys]
     columns += [[f"{int(v):,}" for v in table["n_before"]],
                 [f"{int(v):,}" for v in table["n_after"]]]
     for q in quantiles:
@@ -167,10 +169,6 @@ def cells(table: pd.DataFrame, keys: Sequence[str], quantiles: Sequence[float] =
     rows = [list(r) for r in zip(*columns, strict=True)] if len(table) else []
     right = list(range(len(keys), len(header) - 1))
     return header, rows, right
-
-
-def _key(v: object) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
 def _delta(d: float, lo: float, hi: float, div: float) -> str:
