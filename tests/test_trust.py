@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from paths import SAMPLES
+from pcapflow.pipelines.schemas import TABLES
 from rich.console import Console
 from typer.testing import CliRunner
-
-from paths import SAMPLES
 
 import pcapflow
 from pcapflow import analysis, compare, render, report
 from pcapflow.cli import TABLE_NAMES, app
-from pcapflow.pipelines.schemas import TABLES
 
 runner = CliRunner()
 REST = SAMPLES / "binance_rest_tls13.pcap"
@@ -97,7 +96,7 @@ binance  DELETE /api/v3/order                     66      0    8.046  3,985.2   
 binance  PUT /api/v3/order/amend/keepPriority     12      0    3.885  2,516.3   7.185   10.36     10.69   10.73
 deribit  private/buy                              12      1    17.50  4,676.0   44.16   46.56     46.82   46.85
 mockfix  NewOrderSingle                           37      0    6.846  2,624.5   19.74   44.20     44.20   44.20
-"""
+"""  # noqa: E501 (the snapshot is wider than 100 columns: piped output is never cut)
 
 
 def test_report_at_80_columns_snapshot() -> None:
@@ -204,8 +203,8 @@ def test_garbage_key_log_is_named(tmp_path: Path) -> None:
 
 def test_globbed_key_logs_after_one_flag_work(tmp_path: Path) -> None:
     """``--keylog *.keylog`` in a shell: the second key log arrives as a capture."""
-    code, out, err = cli("ingest", str(REST), "--keylog", str(SAMPLES / "okx_ws_tls12.keylog"),
-                         str(REST_KEYS), "--data", str(tmp_path / "d"))
+    code, _, err = cli("ingest", str(REST), "--keylog", str(SAMPLES / "okx_ws_tls12.keylog"),
+                       str(REST_KEYS), "--data", str(tmp_path / "d"))
     assert code == 0, err
     assert f"{REST_KEYS} is a key log, not a capture: used as --keylog" in err
     assert "warning" not in err  # the right key log was among them: everything decrypted
