@@ -102,6 +102,7 @@ def ingest(
         raise ValueError(f"jobs must be a positive int, not {jobs!r}")
     # Ctrl-C and SIGTERM take effect between chunks, never inside a compiled kernel
     # (pipelines.interrupts): KeyboardInterrupt, and the dataset as it was.
+    interrupts.committed.clear()
     with interrupts.deferred():
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
                        workers)
@@ -121,8 +122,13 @@ def _in_pool(work: list[tuple], jobs: int) -> list[IngestResult]:
         futures = [pool.submit(_one, w) for w in work]
         for p in list(pool._processes or {}):  # started by submit
             interrupts.track(p)
+        seen: set[int] = set()
         while not all(f.done() for f in futures):
             wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+            for k, f in enumerate(futures):
+                if k not in seen and f.done() and f.exception() is None:
+                    seen.add(k)
+                    interrupts.done(work[k][0])
             interrupts.check()
             if any(f.done() and f.exception() is not None for f in futures):
                 break
@@ -163,4 +169,5 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
             str(p), root, packets_table=packets, app_layer=app_factory,
             matcher=matcher, progress=cb, workers=n,  # type: ignore[arg-type]
         ))
+        interrupts.done(str(p))
     return results

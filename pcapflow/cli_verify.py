@@ -50,6 +50,8 @@ def verify_cmd(
         console.print(f"differs: {c.table} frame {c.frame}: pcapflow {c.ours}, Wireshark "
                       f"{c.theirs[:3]}{'' if c.time_ok else ' (time differs)'}",
                       highlight=False)
+    if len(bad) > 20:
+        console.print(f"... and {len(bad) - 20} more that differ", highlight=False)
     if bad:
         raise PcapflowError(f"{len(bad)} of {len(checks)} sampled rows differ from Wireshark")
 

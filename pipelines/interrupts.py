@@ -51,6 +51,8 @@ _cli_message: str | None = None
 _depth = 0
 _pending: int | None = None
 _children: set[int] = set()
+committed: list[str] = []
+"""Captures this process committed (``done``), for the one line of an interrupt."""
 
 
 def _handler(signum: int, frame: object) -> None:
@@ -97,8 +99,24 @@ def exit_now() -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
-        os.write(2, ((_cli_message or "interrupted") + "\n").encode())
+        os.write(2, (message() + "\n").encode())
     os._exit(EXIT_CODE)
+
+
+def message() -> str:
+    """The one line: the command's, or, once captures of this command were committed,
+    which ones are kept (each capture commits on its own)."""
+    if not committed:
+        return _cli_message or "interrupted"
+    names = ", ".join(os.path.basename(p) for p in committed[:3])
+    more = f" and {len(committed) - 3} more" if len(committed) > 3 else ""
+    return (f"interrupted: {len(committed)} capture(s) of this command were ingested and "
+            f"are kept ({names}{more}); the one in progress left the dataset as it was")
+
+
+def done(path: str) -> None:
+    """A capture of this command was committed (see ``message``)."""
+    committed.append(str(path))
 
 
 @contextlib.contextmanager
