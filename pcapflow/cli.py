@@ -367,6 +367,12 @@ TABLE_NAMES = ("captures", "flows", "packets", "tcp_events", "anomalies", "tls_r
 """For ``query --help`` without importing pyarrow (tests check it equals ``schemas.TABLES``)."""
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"unknown format {fmt!r}: use table, csv or json",
+                                 param_hint="--format")
+
+
 def _table_help() -> str:
     return "SQL over the views: " + ", ".join(TABLE_NAMES) + " (columns: docs/tables.md)"
 
@@ -380,6 +386,7 @@ def query(
     """Run DuckDB SQL over the dataset's tables (SHOW TABLES lists them)."""
     from .dataset import Dataset, require
 
+    _check_format(fmt)
     with Dataset(require(data)) as ds:
         try:
             df = ds.df(sql)
@@ -414,6 +421,7 @@ def flows(
 
     if limit < -1:
         raise typer.BadParameter("a row count, or -1 for all", param_hint="--limit")
+    _check_format(fmt)
     with Dataset(require(data)) as ds:
         total = ds.fetchall("SELECT count(*) FROM flows")[0][0]
         df = ds.df(
