@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -329,6 +330,10 @@ def _iso_times(df):
     return out
 
 
+_NUMBER = re.compile(r"-?[\d,]+(\.\d+)?(B|KB|MB|GB|TB)?|-|")
+"""A cell that reads as a number (``1,234.5``, ``381.6KB``, ``-``): right-aligned."""
+
+
 def _cell(v: object) -> str:
     if v is None:
         return ""
@@ -337,8 +342,8 @@ def _cell(v: object) -> str:
     return str(v)
 
 
-def _print_frame(df, fmt: str, *, title: str | None = None, notes: list[str] | None = None
-                 ) -> None:
+def _print_frame(df, fmt: str, *, title: str | None = None, notes: list[str] | None = None,
+                 droppable: tuple[str, ...] = ()) -> None:
     """A DataFrame on stdout: csv, json (times ISO 8601 with all nine digits), or a table
     fitted to the terminal (plain, aligned text when piped; ``pcapflow.render``)."""
     if fmt == "csv":
@@ -348,12 +353,13 @@ def _print_frame(df, fmt: str, *, title: str | None = None, notes: list[str] | N
     elif fmt == "table":
         from . import render
 
-        numeric = [i for i, c in enumerate(df.columns)
-                   if df[c].dtype.kind in "iuf" or str(df[c].dtype) in ("Int64", "Float64")]
         rows = [[_cell(v) for v in row]
                 for row in df.astype(object).where(df.notna(), None).itertuples(index=False)]
+        numeric = [i for i, c in enumerate(df.columns)
+                   if df[c].dtype.kind in "iuf" or str(df[c].dtype) in ("Int64", "Float64")
+                   or (rows and all(_NUMBER.fullmatch(r[i]) for r in rows))]
         render.show([str(c) for c in df.columns], rows, numeric, out=out, err=console,
-                    title=title, notes=notes or [])
+                    title=title, notes=notes or [], droppable=droppable)
     else:
         raise typer.BadParameter(f"unknown format {fmt!r}: use table, csv or json")
     if fmt != "table":
@@ -454,7 +460,8 @@ def flows(
     })
     if df["capture"].nunique() <= 1:
         view = view.drop(columns=["capture"])
-    _print_frame(view, fmt, notes=notes)
+    _print_frame(view, fmt, notes=notes, droppable=(
+        "end", "capture", "gaps", "rexmit", f"rtt {unit}", "bytes", "venue/sni"))
 
 
 def _register_command_modules() -> None:

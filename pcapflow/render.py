@@ -62,7 +62,7 @@ def plain(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
 
 
-TEXT_MIN_WIDTH = 12
+TEXT_MIN_WIDTH = 15
 """A text column is never squeezed narrower than this (or its longest cell, if shorter)."""
 
 
@@ -121,9 +121,17 @@ def fit(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[in
 
 def show(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = (), *,
          out: Console, err: Console, title: str | None = None,
-         notes: Sequence[str] = ()) -> None:
-    """Print a table on ``out``: fitted to the terminal, or plain when piped."""
+         notes: Sequence[str] = (), droppable: Sequence[str] = ()) -> None:
+    """Print a table on ``out``: fitted to the terminal, or plain when piped.
+
+    On a terminal, the ``droppable`` columns (by heading, in order) are left out while
+    the table is wider than the terminal, and a note names them."""
     if out.is_terminal:
+        header, rows, right, dropped = fit(header, rows, right, out.width, droppable)
+        notes = list(notes)
+        if dropped:
+            notes.append(f"{', '.join(dropped)} left out to fit {out.width} columns "
+                         "(piped or --format csv: every column)")
         out.print(rich_table(header, rows, right, title=title), highlight=False)
         for n in notes:
             out.print(f"[dim]{n}[/dim]", highlight=False)

@@ -368,3 +368,18 @@ def test_verify_cli_and_a_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
                      ours={"method": "GET", "target": "/a?x=1&signature=REDACTED"},
                      theirs=[{"method": "GET", "target": "/a?x=1&signature=abc"}], time_ok=True)
     assert c.outcome == "agrees"  # a redacted secret matches what Wireshark shows
+
+
+def test_a_wide_table_on_a_terminal_leaves_out_columns_and_says_which() -> None:
+    header = ["capture", "flow", "client", "server", "proto", "venue/sni", "pkts", "bytes",
+              "rtt µs", "rexmit", "gaps", "end"]
+    rows = [["lossy_rest_tls13.pcap", "0", "10.99.0.1:38742", "10.99.0.2:443", "tls/http",
+             "binance", "414", "381.6KB", "2,275.9", "9", "6", "fin"]] * 3
+    term = Console(width=80, file=io.StringIO(), force_terminal=True, color_system=None)
+    err = Console(width=80, file=io.StringIO())
+    render.show(header, rows, [1, 6, 7, 8, 9, 10], out=term, err=err,
+                droppable=["end", "capture", "gaps", "rexmit", "rtt µs"])
+    got = term.file.getvalue()  # type: ignore[attr-defined]
+    assert max(len(ln) for ln in got.splitlines()) <= 80
+    assert "10.99.0.1:38742" in got and "381.6KB" in got  # nothing cut or folded
+    assert "end, capture, gaps, rexmit, rtt µs left out to fit 80 columns" in " ".join(got.split())
