@@ -468,7 +468,8 @@ def _register_command_modules() -> None:
     """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
     import importlib
 
-    for name in ("cli_match", "cli_report", "cli_demo", "cli_compare", "cli_verify"):
+    for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
+                 "cli_verify"):
         try:
             mod = importlib.import_module(f"pcapflow.{name}")
         except ModuleNotFoundError as err:
