@@ -112,7 +112,7 @@ def test_demo_outcomes_match_ground_truth(demo_run: tuple[Path, str]) -> None:
     res = CliRunner().invoke(app, ["report", "--data", str(out / "data"), "--by", "status",
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
-    got = {(r["venue"], r["status"]): r["count"] for r in json.loads(res.output)}
+    got = {(r["venue"], r["status"]): r["count"] for r in json.loads(res.stdout)}
     assert got == dict(outcomes)
 
 
