@@ -39,7 +39,7 @@ from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
 from ...parsers.protocols.columns import ts_array
 from ...parsers.tcp.analysis import FlowTracker
-from .. import store
+from .. import interrupts, store
 from ..prefilter import stage_ws_candidates
 from .app_layer import AppLayer
 from .flow_rows import FlowRows
@@ -114,6 +114,7 @@ def ingest_capture(
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
             result = _parent_result(_run(reader, staging, *args))
         result.seconds = time.perf_counter() - t0
+        interrupts.check()
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
         return result
@@ -177,6 +178,7 @@ def _ingest_sharded(args: _Args, data_dir: Path, chunk_bytes: int, workers: int,
             result = _parent_result(
                 _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link))
         result.seconds = time.perf_counter() - t0
+        interrupts.check()
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
         ok = True
@@ -224,6 +226,7 @@ def _fork(k: int, count: int, rule: str, args: _Args, staging: store.Staging,
             pass
         finally:
             os._exit(code)
+    interrupts.track(pid)
     os.close(up_w)
     os.close(down_r)
     return Worker(pid, k, os.fdopen(up_r, "rb"), os.fdopen(down_w, "wb"))
@@ -311,6 +314,7 @@ def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table
         write_retired(tracker.take_retired())
         if progress is not None:
             progress(reader.bytes_read, reader.packets)
+        interrupts.check()  # between chunks: no kernel is running (see pipelines.interrupts)
     if app is not None:
         if link is not None:  # the connections still open close at the same time everywhere
             app.last_ts = link.agree_last(app.last_packet, app.last_ts)
@@ -332,9 +336,10 @@ def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table
                 anomaly_codes[name] = anomaly_codes.get(name, 0) + n
             for name, n in part["rows"].items():
                 child_rows[name] = child_rows.get(name, 0) + n
+    interrupts.check()
     flows.finish(more=more)
     sha = reader.sha256
-    capture_id = sha[:16]
+    capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     now = time.time_ns()
     staging.write("captures", {
         "path": pa.array([str(path)]),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import stat
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import numpy as np
 from ...parsers.decode import FIN, IPPROTO_TCP, RST, DecodedChunk
 from ...parsers.errors import PcapflowError
 from ...parsers.tcp.analysis import PacketFlows
+from .. import interrupts
 
 
 class Shard:
@@ -223,6 +225,8 @@ class ParentLink:
                              f"{what}", code="worker_failed")
 
     def _receive(self, w: Worker, key: str) -> object:
+        while not select.select([w.up], [], [], 0.1)[0]:
+            interrupts.check()  # a safe point while the worker works
         line = w.up.readline()
         if not line:
             self.reap(w)
@@ -260,6 +264,7 @@ class ParentLink:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGKILL)
         _pid, w.status = os.waitpid(w.pid, 0)
+        interrupts.untrack(w.pid)
 
     def close(self, kill: bool) -> None:
         for w in self.workers:
