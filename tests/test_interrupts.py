@@ -182,7 +182,7 @@ def test_interrupted_writer_join_leaves_abort_a_thread_to_wait_for(tmp_path: Pat
 
     from pcapflow.parsers.events import Anomaly
     from pcapflow.pipelines import store
-    from pcapflow.pipelines.ingest import anomaly_rows
+    from pcapflow.pipelines.ingest.packet_rows import anomaly_rows
 
     staging = store.Staging(tmp_path)
     staging.write("anomalies", anomaly_rows([
