@@ -73,6 +73,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..parsers.capture import open_capture
+from ..parsers.capture.capset import CaptureSet, open_set
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.capture.reader import DEFAULT_CHUNK_BYTES
 from ..parsers.decode import (
@@ -120,6 +121,7 @@ class IngestResult:
     """What one capture's ingest produced (also printed by the CLI)."""
 
     path: str
+    """The capture's file (a set: its first file; ``paths`` has them all)."""
     capture_id: str
     sha256: str
     format: str
@@ -131,6 +133,12 @@ class IngestResult:
     anomaly_codes: dict[str, int] = field(default_factory=dict)
     capture_problems: list[str] = field(default_factory=list)
     """Capture-file problems (truncated record, corrupt block...), one line each."""
+    paths: list[str] = field(default_factory=list)
+    """Every file of the capture, in set order (``parsers.capture.capset``)."""
+    sha256s: list[str] = field(default_factory=list)
+    """Each file's SHA-256, in set order."""
+    replaced: list[str] = field(default_factory=list)
+    """Other captures this ingest replaced: they shared a file with it."""
 
     @property
     def packets_per_second(self) -> float:
@@ -210,6 +218,10 @@ def _packet_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> dict
         "direction": pa.array(np.where(pf.flow_id >= 0, _DIRS[pf.direction], None),
                               type=pa.string()),
         "interface": pa.array(chunk.interface.astype(np.int32)),
+        "file": pa.array(chunk.file if chunk.file is not None
+                         else np.zeros(len(chunk), np.int32), type=pa.int32()),
+        "file_packet": pa.array(chunk.file_packet if chunk.file_packet is not None
+                                else chunk.index, type=pa.int64()),
         "wirelen": pa.array(chunk.wirelen),
         "caplen": pa.array(chunk.caplen),
         "proto": pa.array(dec.proto.astype(np.int16)),
@@ -571,18 +583,26 @@ class _ParentLink:
                     f.close()
 
 
-def can_shard(path: str) -> bool:
-    """Can this capture be ingested by several processes (a regular file)?"""
-    if path == "-" or not hasattr(os, "fork"):
+def can_shard(path: str | Sequence[str]) -> bool:
+    """Can this capture (a file, or the files of a set) be ingested by several
+    processes (regular files)?"""
+    paths = [path] if isinstance(path, str) else list(path)
+    if "-" in paths or not hasattr(os, "fork"):
         return False
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        return all(stat.S_ISREG(os.stat(p).st_mode) for p in paths)
     except OSError:
         return False
 
 
+def _paths(path: str | os.PathLike[str] | Sequence[str]) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        return [os.fspath(path)]
+    return [os.fspath(p) for p in path]
+
+
 def ingest_capture(
-    path: str,
+    path: str | Sequence[str],
     data_dir: Path,
     *,
     packets_table: bool = False,
@@ -595,25 +615,29 @@ def ingest_capture(
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
 
-    ``app_layer`` is a factory ``(flow_tracker) -> AppLayer`` (see
-    ``pipelines.connections``); ``None`` stops at the TCP layer. ``workers > 1``
-    shards the capture's connections across that many processes (module
-    docstring) when the application layer is on and ``path`` is a regular file;
-    the tables are the same.
+    ``path`` is one file, or the files of one recording (a capture set:
+    ``parsers.capture.capset``), read as one capture: connections run on across
+    the files. Captures ingested before that share a file with this one are
+    replaced too (``IngestResult.replaced``). ``app_layer`` is a factory
+    ``(flow_tracker) -> AppLayer`` (see ``pipelines.connections``); ``None``
+    stops at the TCP layer. ``workers > 1`` shards the capture's connections
+    across that many processes (module docstring) when the application layer is
+    on and the files are regular files; the tables are the same.
     """
     t0 = time.perf_counter()
-    args = (path, packets_table, app_layer, matcher, progress)
-    if workers > 1 and app_layer is not None and can_shard(path):
+    paths = _paths(path)
+    args = (paths, packets_table, app_layer, matcher, progress)
+    if workers > 1 and app_layer is not None and can_shard(paths):
         try:
             return _ingest_sharded(args, data_dir, chunk_bytes, workers, shard_rule, t0)
         except _Unshardable:
             pass  # too many open connections to shard: one process, from the start
     staging = store.Staging(data_dir)
     try:
-        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+        with open_set(paths, chunk_bytes=chunk_bytes) as reader:
             result = _run(reader, staging, *args)
         result.seconds = time.perf_counter() - t0
-        staging.commit(result.capture_id)
+        result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
         result.seconds = time.perf_counter() - t0
         return result
     except BaseException:
@@ -634,7 +658,7 @@ class _Discard:
         pass
 
 
-def _warm_up(path: str, app_factory: Callable[[FlowTracker], object]) -> None:
+def _warm_up(path: list[str], app_factory: Callable[[FlowTracker], object]) -> None:
     """Parse the start of the capture, keeping nothing, before forking: Numba sets
     itself up and loads each compiled kernel from its cache once per process, on
     first use (about half a second in all); done here, the workers inherit them
@@ -643,7 +667,7 @@ def _warm_up(path: str, app_factory: Callable[[FlowTracker], object]) -> None:
     tracker = FlowTracker()
     app = app_factory(tracker)
     try:
-        with open_capture(path, chunk_bytes=WARM_UP_BYTES, hash=False) as reader:
+        with open_capture(path[0], chunk_bytes=WARM_UP_BYTES, hash=False) as reader:
             for chunk in reader:
                 if len(chunk):
                     dec = decode_chunk(chunk)
@@ -660,15 +684,15 @@ def _ingest_sharded(args: tuple, data_dir: Path, chunk_bytes: int, workers: int,
     path = args[0]
     _warm_up(path, args[2])
     staging = store.Staging(data_dir)
-    link = _ParentLink(str(path), workers)
+    link = _ParentLink(path[0], workers)
     ok = False
     try:
         for k in range(1, workers):
             link.workers.append(_fork(k, workers, rule, args, staging, chunk_bytes, link))
-        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+        with open_set(path, chunk_bytes=chunk_bytes) as reader:
             result = _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link)
         result.seconds = time.perf_counter() - t0
-        staging.commit(result.capture_id)
+        result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
         result.seconds = time.perf_counter() - t0
         ok = True
         return result
@@ -703,7 +727,7 @@ def _fork(k: int, count: int, rule: str, args: tuple, staging: store.Staging,
             try:
                 staging.part_prefix = f"w{k}-"
                 # the parent hashes the file: the workers only read it
-                with open_capture(args[0], chunk_bytes=chunk_bytes, hash=False) as reader:
+                with open_set(args[0], chunk_bytes=chunk_bytes, hash=False) as reader:
                     _run(reader, staging, *args[:4], None, shard=Shard(k, count, rule),
                          link=child)
                 code = 0
@@ -725,7 +749,6 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
          link: _ParentLink | _ChildLink | None = None) -> IngestResult | None:
     tracker = FlowTracker()
     app = app_factory(tracker) if app_factory is not None else None
-    first_ts, last_ts = None, None
     anomaly_codes: dict[str, int] = {}
     first_shard = shard is None or shard.index == 0
     max_open = getattr(getattr(app, "limits", None), "max_open_connections", None)
@@ -775,9 +798,6 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
                 raise _Unshardable(f"more than {max_open} connections with payload held")
             if parent is not None and os.getppid() != parent:
                 raise PcapflowError("the parent process went away")
-        lo, hi = int(chunk.ts_ns.min()), int(chunk.ts_ns.max())
-        first_ts = lo if first_ts is None else min(first_ts, lo)
-        last_ts = hi if last_ts is None else max(last_ts, hi)
         rows = _tcp_event_rows(pf, dec, chunk, mine)
         if rows:
             staging.write("tcp_events", rows)
@@ -822,26 +842,42 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
     flows.finish(more=more)
     sha = reader.sha256
     capture_id = sha[:16]
-    now = time.time_ns()
-    staging.write("captures", {
-        "path": pa.array([str(path)]),
-        "sha256": pa.array([sha]),
-        "format": pa.array([reader.format]),
-        "compression": pa.array([reader.compression], type=pa.string()),
-        "link_types": pa.array([list(reader.link_types)], type=pa.list_(pa.int32())),
-        "packets": pa.array([reader.packets], type=pa.int64()),
-        "bytes": pa.array([reader.bytes_read], type=pa.int64()),
-        "first_ts": _ts(np.array([first_ts if first_ts is not None else 0])),
-        "last_ts": _ts(np.array([last_ts if last_ts is not None else 0])),
-        "flows": pa.array([tracker.n_flows], type=pa.int64()),
-        "anomalies": pa.array([sum(anomaly_codes.values())], type=pa.int64()),
-        "ingested_at": _ts(np.array([now])),
-        "pcapflow_version": pa.array([__version__]),
-    })
+    staging.write("captures", _capture_rows(reader, path, tracker.n_flows,
+                                            sum(anomaly_codes.values())))
     return IngestResult(
-        path=str(path), capture_id=capture_id, sha256=sha, format=reader.format,
+        path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
         rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
         anomaly_codes=anomaly_codes,
         capture_problems=capture_problems,
+        paths=[f.path for f in reader.files],
+        sha256s=[f.sha256 or "" for f in reader.files],
     )
+
+
+def _capture_rows(reader: CaptureSet, path: list[str], flows: int, anomalies: int) -> dict:
+    """``captures`` rows: one per file (a capture set has several, one capture_id)."""
+    files = reader.files
+    n = len(files)
+
+    def ts(values: list[int | None]) -> pa.Array:
+        return _ts(np.array([v if v is not None else 0 for v in values], dtype=np.int64))
+
+    return {
+        "file_index": pa.array(range(n), type=pa.int32()),
+        "files": pa.array([n] * n, type=pa.int32()),
+        "path": pa.array([f.path for f in files], type=pa.string()),
+        "sha256": pa.array([f.sha256 for f in files], type=pa.string()),
+        "format": pa.array([f.format for f in files], type=pa.string()),
+        "compression": pa.array([f.compression for f in files], type=pa.string()),
+        "link_types": pa.array([list(f.link_types) for f in files],
+                               type=pa.list_(pa.int32())),
+        "packets": pa.array([f.packets for f in files], type=pa.int64()),
+        "bytes": pa.array([f.bytes for f in files], type=pa.int64()),
+        "first_ts": ts([f.min_ts for f in files]),
+        "last_ts": ts([f.max_ts for f in files]),
+        "flows": pa.array([flows] * n, type=pa.int64()),
+        "anomalies": pa.array([anomalies] * n, type=pa.int64()),
+        "ingested_at": ts([time.time_ns()] * n),
+        "pcapflow_version": pa.array([__version__] * n),
+    }

@@ -20,7 +20,8 @@ def _schema(*fields: pa.Field) -> pa.Schema:
     return pa.schema(fields)
 
 
-CAPTURE_ID = _f("capture_id", pa.string(), "First 16 hex digits of the capture's sha256")
+CAPTURE_ID = _f("capture_id", pa.string(), "First 16 hex digits of the capture's sha256 "
+                "(a capture set: of the sha256 of its files' sha256s, sorted)")
 FLOW_ID = _f(
     "flow_id", pa.int64(), "Connection number within the capture, in order of first packet"
 )
@@ -28,19 +29,24 @@ DIRECTION = _f("direction", pa.string(), "`out` = client (us) to server (exchang
 
 CAPTURES = _schema(
     CAPTURE_ID,
-    _f("path", pa.string(), "Path of the capture as given to ingest (`-` for stdin)"),
+    _f("file_index", pa.int32(), "Position of this file in its capture set, by first packet "
+       "time (0 for a capture of one file); `packets.file` refers to it"),
+    _f("files", pa.int32(), "Files in the capture set (1: a capture of one file)"),
+    _f("path", pa.string(), "Path of the capture file as given to ingest (`-` for stdin)"),
     _f(
         "sha256", pa.string(), "sha256 of the capture file's bytes as stored (compressed if it was)"
     ),
     _f("format", pa.string(), "`pcap` or `pcapng`"),
     _f("compression", pa.string(), "`gzip`, `zstd` or null"),
     _f("link_types", pa.list_(pa.int32()), "LINKTYPE_* values of the capture's interfaces"),
-    _f("packets", pa.int64(), "Packet records read"),
-    _f("bytes", pa.int64(), "Bytes of the capture file read"),
-    _f("first_ts", TS, "Earliest packet time"),
-    _f("last_ts", TS, "Latest packet time"),
-    _f("flows", pa.int64(), "TCP and UDP connections found"),
-    _f("anomalies", pa.int64(), "Rows written to `anomalies` for this capture"),
+    _f("packets", pa.int64(), "Packet records read from this file"),
+    _f("bytes", pa.int64(), "Bytes of this file read"),
+    _f("first_ts", TS, "Earliest packet time in this file"),
+    _f("last_ts", TS, "Latest packet time in this file"),
+    _f("flows", pa.int64(), "TCP and UDP connections found in the capture (a set: in all "
+       "its files, repeated on each file's row)"),
+    _f("anomalies", pa.int64(), "Rows written to `anomalies` for the capture (a set: for all "
+       "its files, repeated on each file's row)"),
     _f("ingested_at", TS, "When this capture was ingested"),
     _f("pcapflow_version", pa.string(), "pcapflow version that wrote the tables"),
 )
@@ -129,10 +135,14 @@ ANOMALIES = _schema(
 PACKETS = _schema(
     CAPTURE_ID,
     _f("ts", TS, "Capture time"),
-    _f("packet", pa.int64(), "0-based packet index in the capture"),
+    _f("packet", pa.int64(), "0-based packet index in the capture (a set: across its files, "
+       "in the order they are read as one stream)"),
     _f("flow_id", pa.int64(), "Flow, -1 for non-TCP/UDP packets"),
     DIRECTION,
-    _f("interface", pa.int32(), "pcapng interface id"),
+    _f("interface", pa.int32(), "pcapng interface id (a set of files captured in parallel: "
+       "each file's interfaces numbered after the earlier files')"),
+    _f("file", pa.int32(), "The file the packet came from: `captures.file_index`"),
+    _f("file_packet", pa.int64(), "0-based index of the packet in its own file"),
     _f("wirelen", pa.int64(), "Original frame length"),
     _f("caplen", pa.int64(), "Captured length"),
     _f("proto", pa.int16(), "IP protocol number (6 TCP, 17 UDP), 0 when not IP"),
@@ -405,7 +415,8 @@ TABLES: dict[str, pa.Schema] = {
 
 
 TABLE_DOCS: dict[str, str] = {
-    "captures": "one row per capture file ingested",
+    "captures": "one row per capture file ingested (a capture set, the files of one "
+    "recording ingested together, has one row per file under one `capture_id`)",
     "flows": "one row per TCP/UDP connection",
     "tcp_events": "one row per TCP analysis event on a packet (as tshark's tcp.analysis.*)",
     "anomalies": 'one row per decode problem (Zeek\'s "weird"): the run goes on',
