@@ -298,8 +298,11 @@ _ORDER_KEYS = (
     _f(
         "correlation_id",
         pa.string(),
-        "The key that pairs request and reply: JSON request id, "
-        "FIX ClOrdID, REST client order id or the request's position on the connection",
+"The key that pairs request and reply, unique per action: the action's own id "
+        "(REST/FIX client order id, JSON request id); for an action without one (a REST "
+        "cancel by origClientOrderId or orderId; pairs known from TLS timing) "
+        "`#<flow_id>.<n>@<ts_ns>`, n its number on the connection. Never the id of the "
+        "order a cancel/amend targets: that is orig_client_order_id / target_order_id",
     ),
     _f("request_id", pa.string(), "JSON request id (WebSocket, JSON-RPC), null elsewhere"),
     _f("client_order_id", pa.string(), "Client order id of the order (or of this cancel/amend)"),
@@ -313,7 +316,8 @@ ORDERS = _schema(
     _f("ts", TS, "ts_last of the order message: when its last byte left (first transmission)"),
     _f("ts_first", TS, "ts_first of the order message"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing (no key log)"),
-    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend names (request field)"),
+    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend targets (request "
+       "field, or learned from the reply to the order with orig_client_order_id)"),
 )
 
 ACKS = _schema(
@@ -347,10 +351,14 @@ LATENCY = _schema(
         "ack: order to the venue's reply; engine: order to the first "
         "private-stream event for it (may be on another connection)",
     ),
-    _f("correlation_id", pa.string(), "Key that paired order and reply"),
+    _f("correlation_id", pa.string(), "Key that paired order and reply (as in `orders`: "
+       "unique per action)"),
     _f("request_id", pa.string(), "JSON request id"),
     _f("client_order_id", pa.string(), "Client order id"),
-    _f("orig_client_order_id", pa.string(), "Original client order id (cancel/amend)"),
+    _f("orig_client_order_id", pa.string(), "Client order id of the order a cancel/amend "
+       "targets (sent, or learned from the exchange order id it names)"),
+    _f("target_order_id", pa.string(), "Exchange order id of the order a cancel/amend targets "
+       "(sent, or learned from the reply to the order with orig_client_order_id)"),
     _f("order_ts", TS, "Order's ts_last (its last byte's first transmission)"),
     _f("ack_ts", TS, "Reply's ts_last (its last byte available in order)"),
     _f("latency_ns", pa.int64(), "ack_ts - order_ts: wire-to-wire latency"),
@@ -393,6 +401,8 @@ UNMATCHED = _schema(
     _f("protocol", pa.string(), "rest, websocket or fix"),
     _f("request_id", pa.string(), "JSON request id"),
     _f("client_order_id", pa.string(), "Client order id"),
+    _f("orig_client_order_id", pa.string(), "Client order id a cancel/amend targets"),
+    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend targets (orders)"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
 )
 
