@@ -223,12 +223,25 @@ def ingest(
                 "it were ingested",
                 highlight=False,
             )
+    if not tcp_only and results:
+        _print_coverage(root, [r.capture_id for r in results])
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
         raise PcapflowError(
             f"{damaged[0].path}: capture file is damaged "
             f"({damaged[0].capture_problems[0]}); --strict makes this an error"
         )
+
+
+def _print_coverage(root: Path, capture_ids: list[str]) -> None:
+    """One line: orders from how many connections, what was not decoded and why."""
+    from .coverage import coverage
+    from .dataset import Dataset
+
+    with Dataset(root) as ds:
+        line = coverage(ds, capture_ids=capture_ids).line()
+    if line:
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def _set_name(files: list[str]) -> str:

@@ -23,6 +23,7 @@ from rich import box
 from rich.table import Table
 
 from . import analysis
+from .coverage import coverage
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -104,11 +105,19 @@ def build(
     keys = [c for c in table.columns if c not in {s for s, _ in STAT_COLUMNS}
             and not c.endswith("_us") and c != "encrypted"]
     notes = []
-    if table.empty:
-        notes.append("no matched orders: ingest captures (with --keylog for TLS) first")
-    elif int(table["encrypted"].sum()):
+    if ds.fetchone("SELECT 1 FROM captures LIMIT 1") is None:
+        notes.append("no captures in this dataset: ingest some first "
+                     "(pcapflow ingest CAPTURE --keylog KEYLOG)")
+    else:
+        if table.empty:
+            notes.append("no matched orders")
+        ids = analysis.resolve_capture(ds, capture) if capture is not None else None
+        line = coverage(ds, capture_ids=ids, venues=flt.exchange).line()
+        if line:
+            notes.append(line)
+    if not table.empty and int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
-                     "timing only (no key log): see the `encrypted` column")
+                     "timing only (not decrypted): see the `encrypted` column")
     return Report(table=table, keys=keys, by=groups, exchange=flt.exchange, since=flt.since,
                   until=flt.until, leg=leg, metric=metric, capture=capture, notes=notes)
 

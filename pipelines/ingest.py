@@ -842,8 +842,9 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
     flows.finish(more=more)
     sha = reader.sha256
     capture_id = sha[:16]
-    staging.write("captures", _capture_rows(reader, path, tracker.n_flows,
-                                            sum(anomaly_codes.values())))
+    staging.write("captures", _capture_rows(reader, tracker.n_flows,
+                                            sum(anomaly_codes.values()),
+                                            getattr(app, "keylog", None) is not None))
     return IngestResult(
         path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
@@ -855,7 +856,7 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
     )
 
 
-def _capture_rows(reader: CaptureSet, path: list[str], flows: int, anomalies: int) -> dict:
+def _capture_rows(reader: CaptureSet, flows: int, anomalies: int, tls_keys: bool) -> dict:
     """``captures`` rows: one per file (a capture set has several, one capture_id)."""
     files = reader.files
     n = len(files)
@@ -878,6 +879,7 @@ def _capture_rows(reader: CaptureSet, path: list[str], flows: int, anomalies: in
         "last_ts": ts([f.max_ts for f in files]),
         "flows": pa.array([flows] * n, type=pa.int64()),
         "anomalies": pa.array([anomalies] * n, type=pa.int64()),
+        "tls_keys": pa.array([tls_keys] * n, type=pa.bool_()),
         "ingested_at": ts([time.time_ns()] * n),
         "pcapflow_version": pa.array([__version__] * n),
     }

@@ -47,6 +47,8 @@ CAPTURES = _schema(
        "its files, repeated on each file's row)"),
     _f("anomalies", pa.int64(), "Rows written to `anomalies` for the capture (a set: for all "
        "its files, repeated on each file's row)"),
+    _f("tls_keys", pa.bool_(), "Whether TLS secrets were at hand: a key log was given, or "
+       "the capture holds a Decryption Secrets Block (pcapng)"),
     _f("ingested_at", TS, "When this capture was ingested"),
     _f("pcapflow_version", pa.string(), "pcapflow version that wrote the tables"),
 )
