@@ -33,14 +33,24 @@ What a chunk of the set says: ``index`` numbers packets across the whole set
 its own file. Interfaces of a parallel lane are numbered after those of the
 lanes before it (known when it starts).
 
+Which files are one recording (``group``): files named in one command that sit in
+one directory and whose names differ only in digits and a compression suffix
+(``trading-20240101-1200.pcap.gz``, ``cap.pcap`` / ``cap.pcap1``,
+``out_00003_20240101120000.pcapng``). A name is all a rotation's files reliably
+share: their contents may start and end anywhere, with gaps (an idle hour) or
+overlaps (parallel interfaces). Files of one recording twice (``a.pcap`` and
+``a.pcap.gz``) start with the same packet: an error, not a merge.
+
 The set's ``sha256`` (its capture id) is the SHA-256 of its files' SHA-256s in
 sorted order: the same files give the same id, however named or listed.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -482,3 +492,65 @@ def open_set(paths: Sequence[str], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     """Open one capture (a list of one path, ``"-"`` for stdin) or a set of files
     that are one recording (module docstring)."""
     return CaptureSet(paths, chunk_bytes=chunk_bytes, hash=hash)
+
+
+# --- which files are one recording --------------------------------------------------
+CAPTURE_MAGICS = (
+    b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",  # pcap
+    b"\x0a\x0d\x0d\x0a",  # pcapng Section Header Block
+    b"\x1f\x8b",  # gzip (tcpdump -z gzip)
+    b"\x28\xb5\x2f\xfd",  # zstd
+)
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
+_DIGITS = re.compile(r"\d+")
+
+
+def looks_like_capture(path: str) -> bool:
+    """Whether a file starts like a (possibly compressed) pcap or pcapng file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in CAPTURE_MAGICS)
+
+
+def expand(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The capture files named: a directory gives the capture files in it (by their
+    first bytes, so key logs and notes beside them are skipped), a quoted glob
+    pattern the files it matches; each file once, in the order named."""
+    out: list[str] = []
+    for p in map(os.fspath, paths):
+        if p != "-" and os.path.isdir(p):
+            names = sorted(os.listdir(p))
+            out += [q for q in (os.path.join(p, n) for n in names)
+                    if os.path.isfile(q) and looks_like_capture(q)]
+        elif p != "-" and not os.path.exists(p) and any(c in p for c in "*?["):
+            out += sorted(q for q in glob.glob(p) if os.path.isfile(q))
+        else:
+            out.append(p)
+    return list(dict.fromkeys(out))
+
+
+def recording_name(path: str) -> tuple[str, str]:
+    """(directory, name without digits or compression suffix): files with the same
+    one are parts of one recording (``tcpdump -G`` times, ``-C`` numbers, ``editcap``
+    and dumpcap ring-buffer numbers and times are digits)."""
+    full = os.path.abspath(path)
+    name = os.path.basename(full)
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return os.path.dirname(full), _DIGITS.sub("", name)
+
+
+def group(paths: Sequence[str]) -> list[list[str]]:
+    """Group capture files into sets, one per recording: files in one directory whose
+    names differ only in digits (and a compression suffix). Standard input is its
+    own capture. Groups come in the order their first file was named."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for k, p in enumerate(paths):
+        key = ("-", str(k)) if p == "-" else recording_name(p)
+        groups.setdefault(key, []).append(p)
+    return list(groups.values())
