@@ -136,8 +136,9 @@ def test_split_by_hand_gives_the_same_rows(tmp_path: Path, cap: Path,
 
 def _check_captures_rows(root: Path, res: pcapflow.api.IngestResult, n: int) -> None:
     ds = pcapflow.open(root)
-    rows = ds.sql("SELECT capture_id, file_index, files, path, packets, sha256 FROM captures "
-                  "ORDER BY file_index").fetchall()
+    rows = ds.sql("SELECT capture_id, file_index, files, path, packets, sha256, link_types "
+                  "FROM captures ORDER BY file_index").fetchall()
+    assert all(r[6] for r in rows)  # each file's link types
     assert [r[1] for r in rows] == list(range(len(res.paths)))
     assert {r[0] for r in rows} == {res.capture_id}
     assert all(r[2] == len(res.paths) for r in rows)

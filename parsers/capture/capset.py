@@ -245,6 +245,7 @@ class CaptureSet:
         self._open.remove(reader)
         f.packets = reader.packets
         f.bytes = reader.bytes_read
+        f.link_types = tuple(reader.link_types)  # all of them (pcapng: IDBs seen later too)
         f.sha256 = reader.sha256 if self.hash else None
         self._done_bytes += reader.bytes_read
         self._link_types.update(reader.link_types)
