@@ -301,3 +301,14 @@ def test_cli_ingests_a_directory_as_one_capture(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "pcapflow.cli", "ingest", str(empty),
                           "--data", str(tmp_path / "d")], capture_output=True, text=True)
     assert bad.returncode == 1 and "no capture files in this directory" in bad.stderr
+
+
+def test_two_rotations_in_parallel_jobs(tmp_path: Path) -> None:
+    """Two recordings' files in one call: two sets, ingested by two processes."""
+    a = split(SAMPLES / "fix44_plain.pcap", [50, 100], tmp_path, stem="plain-")
+    b = split(SAMPLES / "fix44_sll2.pcap", [20, 40], tmp_path, stem="sll-")
+    res = pcapflow.ingest([*a, *b][::-1], data=tmp_path / "d", jobs=2)
+    assert sorted(len(r.paths) for r in res) == [3, 3]
+    assert {Path(r.paths[0]).name for r in res} == {"plain-000.pcap", "sll-000.pcap"}
+    ds = pcapflow.open(tmp_path / "d")
+    assert ds.fetchall("SELECT count(*) FROM fix_messages")[0][0] == 127 + 46
