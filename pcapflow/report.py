@@ -23,7 +23,7 @@ from rich import box
 from rich.table import Table
 
 from . import analysis
-from .coverage import coverage
+from .coverage import coverage as connection_coverage
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -64,7 +64,9 @@ class Report:
 
     def title(self) -> str:
         """One line saying what the table shows and over which rows."""
-        what = {"latency": "Order-to-ack latency", "network_rtt": "Network round trip",
+        what = {"latency": "Order-to-ack latency",
+                "network_rtt": "Network round trip (own pure ACK)",
+                "network": "Network round trip (estimate)",
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
         if self.exchange:
@@ -112,12 +114,15 @@ def build(
         if table.empty:
             notes.append("no matched orders")
         ids = analysis.resolve_capture(ds, capture) if capture is not None else None
-        line = coverage(ds, capture_ids=ids, venues=flt.exchange).line()
+        line = connection_coverage(ds, capture_ids=ids, venues=flt.exchange).line()
         if line:
             notes.append(line)
     if not table.empty and int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
                      "timing only (not decrypted): see the `encrypted` column")
+    coverage = analysis.coverage_note(analysis.network_coverage(ds, flt), metric)
+    if coverage:
+        notes.append(coverage)
     return Report(table=table, keys=keys, by=groups, exchange=flt.exchange, since=flt.since,
                   until=flt.until, leg=leg, metric=metric, capture=capture, notes=notes)
 

@@ -55,15 +55,16 @@ from ..parsers.detect import detect, find_resync
 from ..parsers.events import Anomaly, Direction, Run
 from ..parsers.fix import FixSession
 from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
+from ..parsers.http2 import Http2Session
 from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
 from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
+from ..parsers.tls.keysearch import SearchLimits
 from .limits import Limits
 from .rows import RowBuffers
 from .segments import gather, rtt_walk, simple_prefix
 
-TLS_HANDSHAKE = 22  # TLS ContentType handshake
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
 
@@ -90,7 +91,9 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
                  limits: Limits) -> object | None:
     """The session parser registry: protocol name -> parser (None = not parsed)."""
     if proto == "tls" and not inner:
-        return TlsSession(flow_id, keylog)
+        return TlsSession(flow_id, keylog, search=SearchLimits(
+            records=limits.tls13_search_records, chacha_records=limits.tls13_search_chacha_records,
+            generations=limits.tls13_search_generations))
     if proto == "http":
         return HttpSession(flow_id, max_body=limits.http_max_body,
                            max_header=limits.http_max_header,
@@ -98,7 +101,28 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
                            ws_max_inflated=limits.ws_max_inflated)
     if proto == "fix":
         return FixSession(flow_id, max_message=limits.fix_max_message)
+    if proto == "http2":
+        return Http2Session(flow_id, max_body=limits.http_max_body,
+                            max_header=limits.http_max_header)
     return None
+
+
+def _may_be_http2(info: dict[str, object]) -> bool:
+    """ALPN chose h2, or (TLS 1.3 hides the choice without keys) the client offered it."""
+    alpn = info.get("alpn")
+    offered = str(info.get("alpn_offered") or "").split(",")
+    return alpn == "h2" or (alpn is None and "h2" in offered)
+
+
+def _http2_undecrypted(conn: Connection, info: dict[str, object]) -> Anomaly:
+    """The coverage note of a TLS connection that may carry HTTP/2 and was not decrypted."""
+    chosen = "chose" if info.get("alpn") == "h2" else "offered"
+    return Anomaly(
+        ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tls",
+        code="http2_not_decrypted",
+        detail=f"ALPN {chosen} h2 and no key log decrypted it: HTTP/2 multiplexes "
+               "requests on streams, so they cannot be paired with responses from TLS "
+               "record timing; no latency from this connection (supply the key log)")
 
 
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
@@ -174,12 +198,12 @@ class _Layer:
 
     def _try_detect(self, ts: int) -> list[object]:
         proto = detect(self.seen[0], self.seen[1])
-        if proto == "unknown" and not self.inner:
-            # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello.
-            # TlsSession skips the plaintext up to the handshake record itself.
-            at = find_resync("tls", self.seen[0])
-            if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
-                proto = "tls"
+        # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello; or a
+        # capture that began inside a TLS record: a pair of record headers later on.
+        # TlsSession skips to the header (and finds TLS 1.3 keys by search).
+        if proto == "unknown" and not self.inner and any(
+                find_resync("tls", seen) is not None for seen in self.seen):
+            proto = "tls"
         if proto == "unknown":
             if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
                 self.name = "unknown"
@@ -190,11 +214,6 @@ class _Layer:
         events: list[object] = []
         if self.session is None:
             self.pending.clear()
-            if proto == "http2":
-                events.append(Anomaly(
-                    ts=ts, flow_id=self.flow_id, direction=None,
-                    layer="tls" if self.inner else "tcp", code="unsupported_protocol",
-                    detail="HTTP/2 is detected but not decoded"))
             return events
         for item in self.pending:
             if len(item) == 4:
@@ -382,7 +401,7 @@ class AppLayer:
             if st == DSB_TLS_KEY_LOG:
                 if self.keylog is None:
                     self.keylog = KeyLog()
-                self.keylog.add_text(data)
+                self.keylog.add_text(data, "the capture's Decryption Secrets Block")
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]
@@ -582,7 +601,9 @@ class AppLayer:
         anomalies: list[Anomaly] = []
         for e in events:
             if isinstance(e, HttpMessage) and e.kind == "request":
-                host = next((v for k, v in e.headers if k.lower() == "host"), None)
+                # HTTP/2 carries the Host in the :authority pseudo-header (RFC 9113 §8.3.1)
+                host = next((v for k, v in e.headers if k.lower() in ("host", ":authority")),
+                            None)
                 if host:
                     self.info.setdefault(e.flow_id, {}).setdefault("http_host", host)
             if rows.add(e):
@@ -591,7 +612,8 @@ class AppLayer:
                 anomalies.append(e)
             elif isinstance(e, TlsHandshakeInfo):
                 info = self.info.setdefault(e.flow_id, {})
-                info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher)
+                info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher,
+                            alpn_offered=",".join(e.alpn_offered))
             elif isinstance(e, WebSocketHandshake):
                 info = self.info.setdefault(e.flow_id, {})
                 info.setdefault("ws_path", e.path)
@@ -601,6 +623,8 @@ class AppLayer:
                 info = self.info.setdefault(e.flow_id, {})
                 e.info.update(info)
                 info["app_protocol"] = e.app_protocol
+                if e.outer.name == "tls" and e.inner is None and _may_be_http2(info):
+                    anomalies.append(_http2_undecrypted(e, info))
         add_anomalies(anomalies)
 
     def retire(self, flow_ids: list[int], staging: object,

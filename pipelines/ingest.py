@@ -273,8 +273,8 @@ def _flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> p
     for name in ("packets_out", "packets_in", "bytes_out", "bytes_in", "payload_bytes_out",
                  "payload_bytes_in", "retransmissions", "out_of_order", "gaps", "duplicate_acks"):
         cols[name] = pa.array(c[name])
-    for name in ("app_protocol", "sni", "alpn", "tls_version", "tls_cipher", "http_host",
-                 "ws_path", "venue"):
+    for name in ("app_protocol", "sni", "alpn", "alpn_offered", "tls_version", "tls_cipher",
+                 "http_host", "ws_path", "venue"):
         if app:
             values = [app.get(i, {}).get(name) for i in fids.tolist()]
             cols[name] = pa.array(values, type=pa.string())

@@ -95,9 +95,14 @@ FLOWS = _schema(
         "Segments after bytes never captured (tshark: previous segment not captured)",
     ),
     _f("duplicate_acks", pa.int64(), "Duplicate ACKs, both directions"),
-    _f("app_protocol", pa.string(), "Detected by content: tls, http, fix, http2, unknown"),
+    _f(
+        "app_protocol",
+        pa.string(),
+        "Detected by content: tls, http, fix, http2, websocket; inner/outer as tls/http2",
+    ),
     _f("sni", pa.string(), "TLS server name indication"),
-    _f("alpn", pa.string(), "TLS ALPN protocol chosen"),
+    _f("alpn", pa.string(), "TLS ALPN protocol chosen (TLS 1.3: visible only when decrypted)"),
+    _f("alpn_offered", pa.string(), "ALPN protocols the client offered, comma-separated"),
     _f("tls_version", pa.string(), "Negotiated TLS version (1.0 .. 1.3)"),
     _f("tls_cipher", pa.string(), "Negotiated cipher suite (IANA name)"),
     _f("http_host", pa.string(), "First HTTP Host header"),
@@ -198,18 +203,23 @@ TLS_RECORDS = _schema(
 
 HTTP_MESSAGES = _schema(
     *_MSG,
-    _f("kind", pa.string(), "`request` or `response`"),
+    _f(
+        "kind",
+        pa.string(),
+        "`request`, `response`, or `reset` (HTTP/2: a stream ended by RST_STREAM, or "
+        "refused by GOAWAY; `reason` holds the error code, `direction` who sent it)",
+    ),
     _f(
         "request_index",
         pa.int64(),
         "Position of the request on its connection (0-based); "
-        "for a response, the request it answers",
+        "for a response, the request it answers (HTTP/2: the request on its stream)",
     ),
     _f("method", pa.string(), "Request method"),
     _f("path", pa.string(), "Request target, secret query parameters redacted"),
-    _f("version", pa.string(), "HTTP version"),
+    _f("version", pa.string(), "HTTP version: `HTTP/1.1`, `HTTP/1.0`, `HTTP/2`"),
     _f("status", pa.int32(), "Response status code"),
-    _f("reason", pa.string(), "Response reason phrase"),
+    _f("reason", pa.string(), "Response reason phrase (HTTP/1.x); the error code of a `reset`"),
     _f("headers", pa.list_(HEADER), "Headers in order, secret values redacted"),
     _f("content_type", pa.string(), "Content-Type header"),
     _f("content_encoding", pa.string(), "Content-Encoding that was decoded"),
@@ -222,6 +232,11 @@ HTTP_MESSAGES = _schema(
     _f("body_length", pa.int64(), "Body bytes on the wire (chunk framing included)"),
     _f("body_truncated", pa.bool_(), "Body longer than the cap"),
     _f("header_ts_last", TS, "When the header block was complete"),
+    _f(
+        "stream_id",
+        pa.int64(),
+        "HTTP/2 stream identifier (requests and responses pair by it); null for HTTP/1.x",
+    ),
 )
 
 WS_MESSAGES = _schema(
@@ -367,14 +382,41 @@ LATENCY = _schema(
     _f(
         "network_rtt_ns",
         pa.int64(),
-        "Order's last segment to the exchange's TCP ACK covering "
-        "it (tcp_rtt); null when not captured",
+        "Order's last segment to the exchange's pure TCP ACK covering "
+        "it (tcp_rtt); null when that ACK rode on the reply or was not captured, or the "
+        "segment was retransmitted (network_est_ns covers every order)",
     ),
     _f(
         "exchange_ns",
         pa.int64(),
-        "latency_ns - network_rtt_ns: an estimate of the time "
-        "spent in the exchange (the ACK may be delayed)",
+        "latency_ns - network_est_ns: an estimate of the time spent in the exchange "
+        "(and its network stack); null when network_method is `none`",
+    ),
+    _f(
+        "network_est_ns",
+        pa.int64(),
+        "Network round trip estimate for every order (pipelines/sql/decompose.sql): "
+        "the smallest of the connection's 9 pure-ACK RTT samples nearest the order "
+        "(tcp_rtt `out`, not piggybacked, not retransmitted) and its handshake RTT "
+        "(if within 300 s)",
+    ),
+    _f(
+        "network_method",
+        pa.string(),
+        "Where network_est_ns came from: `pure_ack` (the order's own segment, = "
+        "network_rtt_ns), `nearest_rtt_sample` (another segment's pure ACK nearby), "
+        "`handshake` (SYN to SYN/ACK), `none` (no estimate)",
+    ),
+    _f(
+        "network_spread_ns",
+        pa.int64(),
+        "Interquartile range of the pure-ACK RTT samples the estimate was taken from "
+        "(0 with one sample or only the handshake; null for `none`)",
+    ),
+    _f(
+        "network_samples",
+        pa.int64(),
+        "RTT samples the minimum was taken over, the handshake included (0 for `none`)",
     ),
     _f("status", pa.string(), "accepted, rejected or error"),
     _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),
