@@ -82,7 +82,7 @@ def split(src: Path, cuts: list[int], out_dir: Path, stem: str = "part",
             parts.append(bytearray(shb + b"".join(idbs)))
     out = []
     for k, data in enumerate(parts):
-        p = out_dir / f"{stem}{k:03d}{ext}"
+        p = out_dir / f"{stem}{k:05d}{ext}"  # numbered as editcap and dumpcap do
         if compress:
             p = p.with_name(p.name + ".gz")
             p.write_bytes(gzip.compress(bytes(data), mtime=0))

@@ -185,8 +185,9 @@ def test_parallel_files_are_merged_by_time(tmp_path: Path,
         chunks = list(s)
     assert sum(len(c) for c in chunks) == n
     assert {int(i) for c in chunks for i in c.interface} == {0, 1}
-    res = pcapflow.ingest(parts[::-1], keylog=_keylog(cap), data=tmp_path / "d", packets=True)
-    assert len(res) == 1
+    # named eth0/eth1 (not a rotation's names): given as one set
+    res = pcapflow.ingest([parts[::-1]], keylog=_keylog(cap), data=tmp_path / "d", packets=True)
+    assert len(res) == 1 and len(res[0].paths) == 2
     # interfaces: 0 and 1 here (the files' own), 0 in the single file
     assert assert_same_rows(one, tmp_path / "d", {"packets": ["interface"]})["latency"] > 0
 
@@ -244,8 +245,29 @@ def test_rotation_overlap_within_tolerance_keeps_file_order(tmp_path: Path) -> N
 def test_grouping_by_name() -> None:
     names = ["/d/trading-20240101-1200.pcap", "/d/trading-20240101-1215.pcap.gz",
              "/d/cap.pcap", "/d/cap.pcap1", "/d/cap.pcap2", "/e/cap.pcap3",
-             "/d/binance_rest_tls13.pcap", "/d/okx_ws_tls12.pcap", "-"]
-    assert group(names) == [names[0:2], names[2:5], [names[5]], [names[6]], [names[7]], ["-"]]
+             "/d/binance_rest_tls13.pcap", "/d/okx_ws_tls12.pcap", "-",
+             "/d/tls_AES128-GCM-SHA256.pcap", "/d/tls_AES256-GCM-SHA384.pcap",
+             "/d/gso-ipv4.pcap", "/d/gso-ipv6.pcap", "/d/fix.pcap", "/d/fix2.pcap",
+             "/d/ring_00001_20240101120000.pcapng", "/d/ring_00002_20240101121500.pcapng"]
+    assert [g for g in group(names) if len(g) > 1] == [names[0:2], names[2:5], names[15:17]]
+    assert len(group(names)) == 13
+
+
+def test_grouping_splits_recordings_a_day_apart(tmp_path: Path) -> None:
+    """Same name pattern, first packets two days apart: two captures."""
+    import struct
+
+    a = split(SAMPLES / "fix44_plain.pcap", [70], tmp_path, stem="run-")
+    raw = bytearray((SAMPLES / "fix44_plain.pcap").read_bytes())
+    pos = 24
+    while pos + 16 <= len(raw):  # every record two days later (seconds field)
+        sec, caplen = struct.unpack_from("<I", raw, pos)[0], struct.unpack_from("<I", raw,
+                                                                               pos + 8)[0]
+        struct.pack_into("<I", raw, pos, sec + 2 * 86_400)
+        pos += 16 + caplen
+    later = tmp_path / "run-00009.pcap"
+    later.write_bytes(bytes(raw))
+    assert group([str(p) for p in [*a, later]]) == [[str(p) for p in a], [str(later)]]
 
 
 def test_the_same_recording_twice_is_an_error(tmp_path: Path) -> None:
@@ -293,7 +315,7 @@ def test_cli_ingests_a_directory_as_one_capture(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "pcapflow.cli", "ingest", str(rot),
                           "--data", str(tmp_path / "d")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "fix-000.pcap +3 files" in out.stdout
+    assert "fix-00000.pcap +3 files" in out.stdout
     ds = pcapflow.open(tmp_path / "d")
     assert ds.scalar("SELECT count(*) FROM latency") == 58
     empty = tmp_path / "empty"
@@ -309,6 +331,6 @@ def test_two_rotations_in_parallel_jobs(tmp_path: Path) -> None:
     b = split(SAMPLES / "fix44_sll2.pcap", [20, 40], tmp_path, stem="sll-")
     res = pcapflow.ingest([*a, *b][::-1], data=tmp_path / "d", jobs=2)
     assert sorted(len(r.paths) for r in res) == [3, 3]
-    assert {Path(r.paths[0]).name for r in res} == {"plain-000.pcap", "sll-000.pcap"}
+    assert {Path(r.paths[0]).name for r in res} == {"plain-00000.pcap", "sll-00000.pcap"}
     ds = pcapflow.open(tmp_path / "d")
     assert ds.fetchall("SELECT count(*) FROM fix_messages")[0][0] == 127 + 46

@@ -34,11 +34,14 @@ its own file. Interfaces of a parallel lane are numbered after those of the
 lanes before it (known when it starts).
 
 Which files are one recording (``group``): files named in one command that sit in
-one directory and whose names differ only in digits and a compression suffix
-(``trading-20240101-1200.pcap.gz``, ``cap.pcap`` / ``cap.pcap1``,
-``out_00003_20240101120000.pcapng``). A name is all a rotation's files reliably
-share: their contents may start and end anywhere, with gaps (an idle hour) or
-overlaps (parallel interfaces). Files of one recording twice (``a.pcap`` and
+one directory and whose names differ only in runs of at least four digits (counters
+and times: ``trading-20240101-1200.pcap.gz``, ``out_00003_20240101120000.pcapng``)
+or in the number ``tcpdump -C`` appends (``cap.pcap``, ``cap.pcap1``), and whose
+first packets follow one another by at most a day. Shorter digit runs are names, not
+counters (``tls_AES128...``/``tls_AES256...``, ``ipv4``/``ipv6`` stay apart). A
+name is what a rotation's files reliably share: their contents may start and end
+anywhere, with gaps (an idle hour) or overlaps (parallel interfaces). The API also
+takes a set as given (a list of files as one item). Files of one recording twice (``a.pcap`` and
 ``a.pcap.gz``) start with the same packet: an error, not a merge.
 
 The set's ``sha256`` (its capture id) is the SHA-256 of its files' SHA-256s in
@@ -548,25 +551,72 @@ def expand(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def recording_name(path: str) -> tuple[str, str]:
-    """(directory, name without digits or compression suffix): files with the same
-    one are parts of one recording (``tcpdump -G`` times, ``-C`` numbers, ``editcap``
-    and dumpcap ring-buffer numbers and times are digits)."""
+ROTATION_DIGITS = 4
+"""A rotation numbers or dates its files with runs of at least this many digits
+(``editcap``/dumpcap ``_00001_20240101120000``, strftime ``%Y%m%d-%H%M``); shorter
+runs that differ name different things (``AES128``/``AES256``, ``tls1_0``/``tls1_1``)."""
+
+MAX_SET_GAP_NS = 86_400 * 1_000_000_000
+"""Files of one name pattern whose first packets are more than a day apart (in
+order of time) are different recordings."""
+
+_CAPTURE_EXT = re.compile(r"(\.(?:pcap|pcapng|cap|dmp))(\d+)$", re.IGNORECASE)
+
+
+def recording_name(path: str) -> tuple[str, str, tuple[int, ...]]:
+    """(directory, name pattern, digit-run lengths): files with the same one may be
+    parts of one recording. ``tcpdump -C/-W`` appends a number after the extension
+    (``cap.pcap``, ``cap.pcap1``): that number is dropped. Every other run of digits
+    becomes ``#`` when it is at least ``ROTATION_DIGITS`` long (counters and
+    times), and is kept as it is when shorter (a name: ``AES128``, ``ipv4``)."""
     full = os.path.abspath(path)
     name = os.path.basename(full)
     for suffix in COMPRESSED_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return os.path.dirname(full), _DIGITS.sub("", name)
+    name = _CAPTURE_EXT.sub(r"\1", name)
+    runs = tuple(len(m.group()) for m in _DIGITS.finditer(name)
+                 if len(m.group()) >= ROTATION_DIGITS)
+    pattern = _DIGITS.sub(lambda m: "#" if len(m.group()) >= ROTATION_DIGITS else m.group(),
+                          name)
+    return os.path.dirname(full), pattern, runs
 
 
 def group(paths: Sequence[str]) -> list[list[str]]:
-    """Group capture files into sets, one per recording: files in one directory whose
-    names differ only in digits (and a compression suffix). Standard input is its
-    own capture. Groups come in the order their first file was named."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    """Group capture files into sets, one per recording (module docstring): files in one
+    directory whose names differ only in their long digit runs (same lengths) or in a
+    ``tcpdump -C`` number, and whose first packets follow one another by at most a day.
+    Standard input is its own capture. Groups come in the order their first file was
+    named."""
+    groups: dict[tuple[object, ...], list[str]] = {}
     for k, p in enumerate(paths):
         key = ("-", str(k)) if p == "-" else recording_name(p)
         groups.setdefault(key, []).append(p)
-    return list(groups.values())
+    out: list[list[str]] = []
+    for files in groups.values():
+        out.extend(_split_by_time(files) if len(files) > 1 else [files])
+    return out
+
+
+def _split_by_time(files: list[str]) -> list[list[str]]:
+    """Cut a name group where consecutive first packets are over a day apart."""
+    try:
+        heads = [(peek(p).first_ts, p) for p in files]
+    except CaptureError:
+        return [files]  # the ingest reports the unreadable file
+    timed = sorted((t, p) for t, p in heads if t is not None)
+    parts: list[list[str]] = []
+    last = None
+    for t, p in timed:
+        if last is None or t - last > MAX_SET_GAP_NS:
+            parts.append([])
+        parts[-1].append(p)
+        last = t
+    empty = [p for t, p in heads if t is None]
+    if empty:  # files without packets go with the last recording
+        if not parts:
+            parts.append([])
+        parts[-1].extend(empty)
+    order = {p: k for k, p in enumerate(files)}
+    return sorted((sorted(g, key=order.__getitem__) for g in parts), key=lambda g: order[g[0]])
