@@ -89,6 +89,8 @@ class SetFile:
     format: str = ""
     compression: str | None = None
     sha256: str | None = None
+    content_sha256: str | None = None
+    """SHA-256 of the decompressed content (``CaptureReader.content_sha256``)."""
     packets: int = 0
     bytes: int = 0
     min_ts: int | None = None
@@ -218,6 +220,18 @@ class CaptureSet:
             return shas[0]
         return hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()
 
+    @property
+    def content_sha256(self) -> str:
+        """One file: its content's SHA-256 (the same plain or compressed). A set: the
+        SHA-256 of its files' content SHA-256s, sorted: the capture id."""
+        if not self.hash:
+            raise RuntimeError("this capture set was opened without hashing")
+        self._settle()
+        shas = [f.content_sha256 or "" for f in self.files]
+        if self.single:
+            return shas[0]
+        return hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()
+
     # --- iteration -----------------------------------------------------------------
     def __iter__(self) -> CaptureSet:
         return self
@@ -267,6 +281,7 @@ class CaptureSet:
         for f, reader in self._ended:
             reader.close()
             f.sha256 = reader.sha256 if self.hash else None
+            f.content_sha256 = reader.content_sha256 if self.hash else None
         self._ended.clear()
 
     def _capture_notes(self, f: SetFile, chunk: PacketChunk) -> None:
