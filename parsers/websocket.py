@@ -275,7 +275,8 @@ def _chain(data: bytes | bytearray, i: int, masked: bool, max_payload: int
 
 
 def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
-                     at_start: bool = False, final: bool = False) -> tuple[int | None, int]:
+                     at_start: bool = False, final: bool = False, strict: bool = False
+                     ) -> tuple[int | None, int]:
     """Where whole frames start in ``data`` (bytes of one direction from an unknown
     point): ``(offset, 0)`` once believed, else ``(None, n)`` where the first ``n``
     bytes can hold no frame start (a later call with more bytes need not look there).
@@ -289,6 +290,8 @@ def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
     does) or no more bytes will come (``final``). Frames before the first one that
     passed a content check are not believed: a short false header (a ping, say) can
     end exactly where a real frame starts, and its chain is then the real one.
+    ``strict`` (telling WebSocket from other protocols, not just finding its frames):
+    one frame must have passed a content check, and two must chain.
     """
     undecided: int | None = None
     for m in _HEAD_AT[masked].finditer(data):
@@ -296,7 +299,11 @@ def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
         verdict, frames, checked, first = _chain(data, i, masked, max_payload)
         if verdict == "bad" or (frames == 0 and verdict == "whole"):
             continue
-        if frames >= RESYNC_CONFIRM_FRAMES or (verdict == "whole" and (
+        if strict:
+            if checked and (frames >= RESYNC_CONFIRM_FRAMES or (
+                    verdict == "whole" and (frames >= 2 or final))):
+                return first, 0
+        elif frames >= RESYNC_CONFIRM_FRAMES or (verdict == "whole" and (
                 checked or final or (at_start and i == 0))):
             return first, 0
         if undecided is None:
