@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ..parsers.detect import detect, find_resync
+from ..parsers.detect import detect, detect_midstream, find_resync
 from ..parsers.events import Anomaly, Direction, Run
 from ..parsers.fix import FixSession
 from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
@@ -59,6 +59,7 @@ from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
 from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
+from ..parsers.websocket import WebSocketSession
 from .limits import Limits
 from .rows import RowBuffers
 from .segments import gather, rtt_walk, simple_prefix
@@ -87,17 +88,21 @@ AnomalyFn = Callable[[list[Anomaly]], None]
 
 
 def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
-                 limits: Limits) -> object | None:
-    """The session parser registry: protocol name -> parser (None = not parsed)."""
+                 limits: Limits, midstream: bool = False) -> object | None:
+    """The session parser registry: protocol name -> parser (None = not parsed).
+    ``midstream``: the first bytes are inside a message (``detect_midstream``)."""
     if proto == "tls" and not inner:
         return TlsSession(flow_id, keylog)
     if proto == "http":
         return HttpSession(flow_id, max_body=limits.http_max_body,
                            max_header=limits.http_max_header,
                            ws_max_message=limits.ws_max_message,
-                           ws_max_inflated=limits.ws_max_inflated)
+                           ws_max_inflated=limits.ws_max_inflated, midstream=midstream)
     if proto == "fix":
         return FixSession(flow_id, max_message=limits.fix_max_message)
+    if proto == "websocket":  # frames without their upgrade: it was before the capture
+        return WebSocketSession(flow_id, extensions=None, max_message=limits.ws_max_message,
+                                max_inflated=limits.ws_max_inflated)
     return None
 
 
@@ -180,13 +185,17 @@ class _Layer:
             at = find_resync("tls", self.seen[0])
             if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
                 proto = "tls"
+        midstream = proto == "unknown"
+        if midstream:  # the capture began inside a message
+            proto = detect_midstream(self.seen[0], self.seen[1])
         if proto == "unknown":
             if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
                 self.name = "unknown"
                 self.pending.clear()
             return []
         self.name = proto
-        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner, self.limits)
+        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner, self.limits,
+                                    midstream)
         events: list[object] = []
         if self.session is None:
             self.pending.clear()
