@@ -71,6 +71,12 @@ from .suites import CipherSuite, suite_for, suite_name
 
 LAYER = "tls"
 TLS13 = 0x0304
+NO_HANDSHAKE = (
+    "the TLS session began before the capture (no ClientHello/ServerHello seen): its "
+    "records are kept with their times but not decrypted. TLS 1.2 cannot be decrypted "
+    "without the handshake (its key block needs both hello randoms, client and server). "
+    "To decode: start the capture before the connection opens, or make the client "
+    "reconnect (restart the session) while capturing")
 
 
 @dataclass(slots=True)
@@ -425,6 +431,10 @@ class TlsSession:
         return result
 
     def _report_missing(self, d: Direction, rec: RawRecord) -> None:
+        if self._sh is None and self._ch is None and not self._missing_reported:
+            self._missing_reported = True  # once per connection
+            self._anomaly(None, "handshake_not_captured", NO_HANDSHAKE, rec.ts_last, None)
+            return
         if self.keylog is None or self._missing_reported or self._suite is None:
             return
         self._missing_reported = True
