@@ -136,11 +136,13 @@ def _queue_array(q: deque[list[int]]) -> np.ndarray:
 class _Layer:
     """One protocol layer of a connection: detect by content, then parse."""
 
-    __slots__ = ("flow_id", "inner", "keylog", "limits", "name", "pending", "seen", "session")
+    __slots__ = ("flow_id", "inner", "keylog", "limits", "midstream", "name", "pending", "seen",
+                 "session")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool,
-                 limits: Limits) -> None:
+                 limits: Limits, midstream: bool = False) -> None:
         self.flow_id = flow_id
+        self.midstream = midstream  # the connection was open before the capture began
         self.keylog = keylog
         self.inner = inner
         self.limits = limits
@@ -185,8 +187,8 @@ class _Layer:
             at = find_resync("tls", self.seen[0])
             if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
                 proto = "tls"
-        midstream = proto == "unknown"
-        if midstream:  # the capture began inside a message
+        midstream = self.midstream or proto == "unknown"
+        if proto == "unknown":  # the capture began inside a message
             proto = detect_midstream(self.seen[0], self.seen[1])
         if proto == "unknown":
             if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
@@ -227,14 +229,15 @@ class Connection:
     __slots__ = ("fin", "flow_id", "info", "inner", "last_ts", "limits", "outer", "reasm",
                  "sent_end", "unacked")
 
-    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits) -> None:
+    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits,
+                 midstream: bool = False) -> None:
         self.flow_id = flow_id
         self.limits = limits
         self.reasm = tuple(
             StreamReassembler(max_held=limits.reassembly_held_bytes,
                               max_held_segments=limits.reassembly_held_segments)
             for _ in range(2))
-        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits)
+        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits, midstream=midstream)
         self.inner: _Layer | None = None
         self.info: dict[str, object] = {}
         self.fin = [False, False]
@@ -311,12 +314,14 @@ class Connection:
         for e in events:
             if isinstance(e, Plaintext):
                 if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
+                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits,
+                                        midstream=self.outer.midstream)
                 d = 0 if e.direction == "out" else 1
                 out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)
             elif isinstance(e, PlaintextRun):
                 if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
+                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits,
+                                        midstream=self.outer.midstream)
                 out += self.inner.feed_many(0 if e.direction == "out" else 1, e.run)
             else:
                 out.append(e)
@@ -437,7 +442,8 @@ class AppLayer:
         if conn is None:
             if n == 0:
                 return False
-            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits)
+            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits,
+                                                midstream=not self.tracker.handshake_seen(fid))
             conn.last_ts = ts  # the newest: never the one evicted
             if len(self.conns) > self.limits.max_open_connections:
                 self._evict(events)

@@ -687,6 +687,15 @@ class FlowTracker:
         self._retire(np.flatnonzero(self.fstate[:hw, F_SLOT] != SLOT_FREE))
         return self.take_retired()
 
+    def handshake_seen(self, flow_id: int) -> bool:
+        """Was a SYN or SYN/ACK of this held flow captured? (False: the connection
+        was open before the capture began, or the flow is not held.)"""
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        slot = np.flatnonzero((f[:, F_ID] == flow_id) & (f[:, F_SLOT] != SLOT_FREE))
+        return bool(slot.size) and bool(
+            f[slot[0], F_SYN_TS] >= 0 or f[slot[0], F_SYNACK_TS] >= 0)
+
     # --- summaries for the flows table ------------------------------------------
     def _columns(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Per-flow columns of ``slots`` for the ``flows`` table (copies)."""
