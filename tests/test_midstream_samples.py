@@ -157,3 +157,28 @@ def test_tls_cut_after_the_handshake_says_why(name: str, tmp_path: Path) -> None
     n = ds.sql("SELECT count(*) FROM tls_records WHERE ts_first IS NULL OR ts_last IS NULL"
                ).fetchall()[0][0]
     assert n == 0
+
+
+def test_websocket_inside_tls_without_upgrade() -> None:
+    """Decrypted plaintext that is WebSocket frames with no upgrade seen (as when the
+    TLS 1.3 secret is found mid-session): the inner layer frames it all the same."""
+    from pcapflow.parsers.events import Anomaly
+    from pcapflow.parsers.websocket import WsMessage
+    from pcapflow.pipelines.connections import _Layer
+    from pcapflow.pipelines.limits import Limits
+
+    segments = _segments("deribit_jsonrpc_tls13")
+    after = next(i for i, s in enumerate(segments) if s.data.startswith(b"HTTP/1.1 101")) + 1
+    layer = _Layer(3, None, inner=True, limits=Limits(), midstream=True)
+    events: list[object] = []
+    for s in segments[after + 5:]:
+        events += layer.feed(0 if s.direction == "out" else 1, s.data, s.ts, s.ts)
+    events += layer.finish(segments[-1].ts)
+    assert layer.name == "websocket"
+    msgs = [e for e in events if isinstance(e, WsMessage)]
+    # every frame of the plaintext after the cut is a message (control frames included)
+    assert len(msgs) >= len(segments[after + 5:]) - 2
+    assert {m.direction for m in msgs} == {"out", "in"}
+    assert all(m.masked == (m.direction == "out") for m in msgs)
+    codes = [e.code for e in events if isinstance(e, Anomaly)]
+    assert codes[0] == "websocket_without_upgrade"
