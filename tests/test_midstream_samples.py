@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pcapflow
 import pytest
 from midstream_util import Segment, plain_copy, write_cut
 from paths import SAMPLES
+
+import pcapflow
 
 # sample -> matcher (the plain copy has no SNI, and a cut one no Host: a venue map)
 WS_SAMPLES = {"deribit_jsonrpc_tls13": "deribit", "binance_wsapi_tls13": "binance",
