@@ -391,7 +391,8 @@ class _Direction:
     skip: int = 0  # bytes of a rejected frame still to discard as they arrive
     stopped: bool = False
     checked: int = -1  # stream offset of the frame whose header anomalies were reported
-    hunting: bool = False  # mid-stream: no frame boundary found yet
+    hunting: bool = False  # mid-stream or after a gap: no frame boundary found yet
+    hunt_from: int = 0  # stream offset where the hunt began
     orphans: bool = False  # continuation frames of a message begun before the capture
     compressed: int = 0  # mid-stream: compressed messages (for the summary anomaly)
     first_unknown: int | None = None  # stream offset of the first with unknown bytes
@@ -427,7 +428,7 @@ class WebSocketSession:
         self.deflate = PerMessageDeflateParams.from_header(extensions)
         self._dirs: dict[Direction, _Direction] = {
             d: _Direction(PieceBuffer(offset), self._new_inflater(d),
-                          hunting=not self.handshake_known)
+                          hunting=not self.handshake_known, hunt_from=offset)
             for d, offset in (("out", out_offset), ("in", in_offset))
         }
         self._noted = self.handshake_known  # the mid-stream anomaly is out
@@ -480,11 +481,11 @@ class WebSocketSession:
             if dead:
                 buf.consume(dead)
             return False
-        if at or buf.start:
+        if buf.start + at > d.hunt_from:
             events.append(self._anomaly(direction, buf.times_at(buf.start + at)[1],
                                         "midstream_resync",
-                                        f"skipped {buf.start + at} bytes before the first "
-                                        "whole frame", buf.start + at))
+                                        f"skipped {buf.start + at - d.hunt_from} bytes before "
+                                        "the first whole frame", buf.start + at))
         buf.consume(at)
         d.hunting = False
         d.orphans = True
@@ -592,7 +593,8 @@ class WebSocketSession:
 
         A gap inside a frame whose header we hold loses that frame (and its message)
         but not the framing: the rest of the frame is skipped and parsing goes on.
-        Anywhere else the framing is lost and the direction stops.
+        Anywhere else the framing is lost: the direction hunts for the next frame
+        (``find_frame_start``), and the inflate history is unknown from there.
         """
         d = self._dirs[direction]
         if d.stopped or length <= 0:
@@ -602,6 +604,7 @@ class WebSocketSession:
         if d.hunting:  # nothing framed yet: hunt on after the hole
             d.buf.consume(len(d.buf.data))
             d.buf.skip(length, ts)
+            d.hunt_from = d.buf.start
             return [self._anomaly(direction, ts, "stream_gap", f"{length} bytes", offset)]
         head = parse_frame_header(d.buf.data)
         if d.skip >= length:
@@ -621,10 +624,17 @@ class WebSocketSession:
                 d.skip = rest
                 return [self._anomaly(direction, ts, "stream_gap",
                                       f"{length} bytes inside a frame; message dropped", offset)]
-        d.stopped = True
+        # framing lost: hunt for the next frame, as at a capture's start
+        d.buf.consume(len(d.buf.data))
         d.buf.skip(length, ts)
+        d.skip = 0
+        self._lose_history(direction, d)  # the hole may have held compressed messages
+        d.partial = None
+        d.hunting = True
+        d.hunt_from = d.buf.start
         return [self._anomaly(direction, ts, "stream_gap",
-                              f"{length} bytes; framing lost, direction stopped", offset)]
+                              f"{length} bytes; framing lost, looking for the next frame",
+                              offset)]
 
     def _lose_history(self, direction: Direction, d: _Direction) -> None:
         """A message was lost: the inflate history is unknown from here (unless the

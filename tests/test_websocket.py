@@ -372,11 +372,15 @@ def test_gap_inside_a_frame_drops_it_and_resyncs() -> None:
     assert m.payload == HELLO and m.stream_offset == len(frame)
 
 
-def test_gap_between_frames_stops() -> None:
+def test_gap_between_frames_hunts_for_the_next_frame() -> None:
     s = WebSocketSession(1, extensions="")
     s.feed("in", GOOD, 1, 2)
     assert _codes(s.gap("in", 10, 3)) == ["stream_gap"]
-    assert s.feed("in", GOOD, 4, 5) == []
+    text = b'{"id":1,"result":"ok","usIn":1}'
+    frame = bytes([0x81, len(text)]) + text
+    events = s.feed("in", b"\x05lo" + frame + frame, 4, 5)  # a frame's tail, then frames
+    assert _codes(events) == ["midstream_resync"]
+    assert [e.payload for e in events if isinstance(e, WsMessage)] == [text, text]
 
 
 def test_finish_flushes_unfinished_message() -> None:
