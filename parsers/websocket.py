@@ -456,7 +456,7 @@ class WebSocketSession:
             return []
         d.buf.append(data, ts_first, ts_last)
         events: list[object] = []
-        if not self._noted:
+        if not self._noted and data:
             self._noted = True
             events.append(Anomaly(
                 ts=ts_last, flow_id=self.flow_id, direction=None, layer=LAYER,
@@ -537,6 +537,7 @@ class WebSocketSession:
                      hls: np.ndarray, lens: np.ndarray, rsv1: np.ndarray,
                      opcodes: np.ndarray, events: list[object]) -> None:
         """Messages of the frames ``ws_simple_frames`` found, as one ``WsMessageRun``."""
+        d.orphans = False  # whole data frames: any message begun before the hunt is over
         buf = d.buf
         base = buf.start
         wire = hls + lens
