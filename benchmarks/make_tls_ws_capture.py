@@ -63,7 +63,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mock-exchange")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     san = x509.SubjectAlternativeName([x509.DNSName(h) for h in (
         "stream.binance.com", "ws-api.binance.com", "localhost")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)

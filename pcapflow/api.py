@@ -38,23 +38,19 @@ def _workers(path: str | os.PathLike[str], workers: int | str, *, app: bool, job
 
 
 def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
-                 limits: Mapping[str, int | str] | None = None) -> object | None:
-    """The application-layer stage, when it is available (None = TCP layer only)."""
-    try:
-        from .pipelines.connections import AppLayer
-        from .pipelines.limits import Limits
-    except ImportError:
-        return None
+                 limits: Mapping[str, int | str] | None = None) -> object:
+    """The application-layer stage (imported here: a TCP-only ingest never needs it)."""
+    from .pipelines.connections import AppLayer
+    from .pipelines.limits import Limits
+
     return AppLayer.factory(keylog=[str(k) for k in keylog or []],
                             limits=Limits().with_overrides(limits or {}))
 
 
-def _matcher(venues: str | os.PathLike[str] | None) -> object | None:
-    """Order/ack matching with the venue registry (None until it is available)."""
-    try:
-        from .venues import make_matcher
-    except ImportError:
-        return None
+def _matcher(venues: str | os.PathLike[str] | None) -> object:
+    """Order/ack matching with the venue registry."""
+    from .venues import make_matcher
+
     return make_matcher(venues)
 
 

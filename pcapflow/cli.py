@@ -209,11 +209,23 @@ def ingest(
         )
 
 
+def _iso_times(df):
+    """Times as ISO 8601 strings with all nine digits (pandas' JSON writer keeps only
+    milliseconds or microseconds of a tz-aware time, whatever ``date_unit`` says)."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[c]):
+            out[c] = [None if pd.isna(t) else t.isoformat() for t in out[c]]
+    return out
+
+
 def _print_frame(df, fmt: str) -> None:
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif fmt == "json":
-        sys.stdout.write(df.to_json(orient="records", date_format="iso", date_unit="ns") + "\n")
+        sys.stdout.write(_iso_times(df).to_json(orient="records") + "\n")
     elif fmt == "table":
         t = Table(show_lines=False)
         for c in df.columns:

@@ -45,16 +45,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from .parsers.errors import ConfigError
 from .pipelines.ingest import MatchOutput

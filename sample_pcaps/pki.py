@@ -82,7 +82,7 @@ def _make_leaf(
 def make_pki(directory: Path, hosts: list[str]) -> Path:
     """Write the CA and one leaf per host into `directory`; return the CA file."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = _make_ca(now)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     ca_file = directory / "ca.pem"

@@ -45,7 +45,7 @@ def capinfos_time(text: str) -> int | None:
     date, _, frac = text.partition(".")
     if not frac.isdigit() or len(frac) > 9:
         return None
-    when = dt.datetime.strptime(date, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    when = dt.datetime.strptime(date, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
     return int(when.timestamp()) * NS + int(frac.ljust(9, "0"))
 
 

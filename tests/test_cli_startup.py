@@ -44,9 +44,10 @@ def test_cli_ingest_leaves_pandas_scipy_and_yaml_unimported(tmp_path: Path) -> N
 
 
 def test_the_python_api_imports_normally() -> None:
-    """Only the CLI's own process skips them: a notebook's pandas and Numba BLAS work."""
-    code = ("import pcapflow.api, pcapflow.pipelines.connections, pandas, scipy.linalg;"
-            "import sys; print(sys.meta_path[0].__class__.__name__)")
+    """Only the CLI's own process skips them: a notebook's pandas (and SciPy, Numba's
+    BLAS, where installed) import as usual, with no import hook in the way."""
+    code = ("import pcapflow.api, pcapflow.pipelines.connections, pandas;"
+            "import sys; print(' '.join(type(f).__name__ for f in sys.meta_path))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)
-    assert out.stdout.strip() != "_SkipImports"
+    assert "_SkipImports" not in out.stdout.split()

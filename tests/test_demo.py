@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -135,8 +136,8 @@ SOURCES = ("pyproject.toml", "README.md", "pcapflow", "parsers", "pipelines", "s
 def test_quickstart_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     """pip install pcapflow-*.whl; pcapflow demo  -> a per-venue report.
 
-    The venv sees the system site-packages for the heavy dependencies (no network
-    needed to install them); pcapflow itself must come from the wheel.
+    The venv reaches the heavy dependencies of the environment running the tests (no
+    network needed to install them); pcapflow itself must come from the wheel.
     """
     src = tmp_path / "src"  # a clean copy: the build must not write into the repository
     src.mkdir()
@@ -158,8 +159,15 @@ def test_quickstart_from_a_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     assert "pcapflow/_samples/MANIFEST.md" in names, \
         "the wheel lacks the sample captures (pyproject: package pcapflow._samples)"
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True).create(env_dir)
+    venv.EnvBuilder().create(env_dir)
     py = env_dir / "bin" / "python"
+    # The heavy dependencies come from the environment running these tests (no network
+    # needed), by plain path lines: no .pth file of that environment is run, so its
+    # editable pcapflow stays out and pcapflow itself must come from the wheel.
+    theirs = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    ours = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    (Path(theirs) / "_test_env_deps.pth").write_text("\n".join(sorted(ours)) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
                     "--no-deps", "--no-index", str(whl)], check=True, timeout=300)
     run = tmp_path / "fresh"

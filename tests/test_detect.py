@@ -2,7 +2,7 @@
 
 Byte vectors come from the RFCs (RFC 6455 §5.7 frames, RFC 9113 §3.4 preface,
 RFC 8448 record headers); the public captures check detection on real first bytes
-(their TCP streams are extracted with the dpkt helper in test_fix.py).
+(their TCP streams are extracted with the dpkt helper in helpers/tcp_pieces.py).
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.fix_messages import new_order_single
+from helpers.tcp_pieces import tcp_pieces
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import PUBLIC
 from pcapflow.parsers.detect import PROBES, UNKNOWN, detect, find_resync
-from test_fix import PUBLIC, new_order_single, tcp_pieces
 
 # RFC 8448 §3: the ClientHello record starts 16 03 01 00 c4 01 00 00 c0 03 03.
 TLS_CLIENT_HELLO = bytes.fromhex("16030100c4010000c00303") + bytes(0xC4 - 6)

@@ -12,61 +12,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from helpers.path_compare import assert_same_tables, ingest_counting_runs, read_tables
+from helpers.public_corpus import TLS_KEYED_ENTRIES  # the keyed captures and their key logs
 from paths import PUBLIC, SAMPLES
 from pcapflow.parsers import native
 from pcapflow.pipelines import connections
-from test_tls_public import ENTRIES  # the keyed captures and their key logs
 
 import pcapflow
-
-# Columns that legitimately differ between two ingests of the same capture.
-VOLATILE = {"ingested_at"}
 
 
 def _captures() -> list[tuple[list[Path], list[Path]]]:
     sets = [(sorted(SAMPLES.glob("*.pcap*")), sorted(SAMPLES.glob("*.keylog")))]
     if PUBLIC.exists():
         caps = sorted(p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng"))
-        sets.append((caps, sorted({PUBLIC / e["key"] for e in ENTRIES})))
+        sets.append((caps, sorted({PUBLIC / e["key"] for e in TLS_KEYED_ENTRIES})))
     return sets
-
-
-def _tables(root: Path) -> dict[str, pa.Table]:
-    out = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(d.rglob("*.parquet"))
-        if not files:
-            continue
-        t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-        t = t.drop_columns([c for c in t.column_names if c in VOLATILE])
-        sortable = [c for c in t.column_names
-                    if not pa.types.is_nested(t.schema.field(c).type)]
-        out[d.name] = t.sort_by([(c, "ascending") for c in sortable])
-    return out
-
-
-def _ingest(caps: list[Path], keys: list[Path], data: Path, fast: bool,
-            monkeypatch: pytest.MonkeyPatch) -> int:
-    runs = 0
-    original = connections.AppLayer._run
-
-    def counting(self: connections.AppLayer, *args: object) -> None:
-        nonlocal runs
-        runs += 1
-        original(self, *args)  # type: ignore[arg-type]
-
-    with monkeypatch.context() as m:
-        m.setattr(connections, "FAST_PATH", fast)
-        # batch every run of simple packets, however short (the thresholds only
-        # choose the cheaper path; both must give the same tables)
-        m.setattr(connections, "MIN_RUN", 1)
-        m.setattr(connections, "MIN_STRETCH", 0)
-        m.setattr(connections.AppLayer, "_run", counting)
-        pcapflow.ingest(caps, keylog=keys, data=data)
-    return runs
 
 
 @pytest.mark.parametrize("which", ["samples", "public"])
@@ -77,21 +38,11 @@ def test_batch_path_equals_general_path(which: str, tmp_path: Path,
         pytest.skip("public capture corpus not present")
     caps, keys = sets[0] if which == "samples" else sets[1]
     assert caps
-    slow_runs = _ingest(caps, keys, tmp_path / "slow", False, monkeypatch)
-    fast_runs = _ingest(caps, keys, tmp_path / "fast", True, monkeypatch)
+    slow_runs = ingest_counting_runs(caps, keys, tmp_path / "slow", False, monkeypatch)
+    fast_runs = ingest_counting_runs(caps, keys, tmp_path / "fast", True, monkeypatch)
     assert slow_runs == 0
     assert fast_runs > 0  # the batch path really ran
-    _assert_same_tables(_tables(tmp_path / "slow"), _tables(tmp_path / "fast"))
-
-
-def _assert_same_tables(want: dict[str, pa.Table], got: dict[str, pa.Table]) -> None:
-    assert want.keys() == got.keys()
-    for name in want:
-        a, b = want[name], got[name]
-        assert a.num_rows == b.num_rows, name
-        assert a.schema.names == b.schema.names, name
-        for col in a.column_names:
-            assert a[col].equals(b[col]), f"{name}.{col} differs"
+    assert_same_tables(read_tables(tmp_path / "slow"), read_tables(tmp_path / "fast"))
 
 
 @pytest.mark.skipif(not native.AVAILABLE, reason="libcrypto/libz not found")
@@ -100,11 +51,11 @@ def test_native_kernels_equal_the_python_fallback(tmp_path: Path,
     """Without libcrypto/libz the batch path decrypts with ``cryptography`` and
     inflates with ``zlib``, one call per record / message: the same tables."""
     caps, keys = _captures()[0]
-    _ingest(caps, keys, tmp_path / "native", True, monkeypatch)
+    ingest_counting_runs(caps, keys, tmp_path / "native", True, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(native, "AVAILABLE", False)
-        _ingest(caps, keys, tmp_path / "python", True, monkeypatch)
-    _assert_same_tables(_tables(tmp_path / "python"), _tables(tmp_path / "native"))
+        ingest_counting_runs(caps, keys, tmp_path / "python", True, monkeypatch)
+    assert_same_tables(read_tables(tmp_path / "python"), read_tables(tmp_path / "native"))
 
 
 @pytest.mark.parametrize(("name", "most"), [("binance_wsapi_tls13", 0.2), ("fix44_plain", 0.2),

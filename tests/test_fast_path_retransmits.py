@@ -17,9 +17,9 @@ from pathlib import Path
 import dpkt
 import pyarrow.parquet as pq
 import pytest
+from helpers.path_compare import assert_same_tables, ingest_counting_runs, read_tables
 from paths import SAMPLES
 from pcapflow.pipelines import connections
-from test_fast_path import _assert_same_tables, _ingest, _tables
 
 CAPTURES = ["binance_wsapi_tls13", "okx_ws_tls12", "fix44_plain"]
 
@@ -80,18 +80,18 @@ def test_runs_cross_equal_copies_and_tables_stay_the_same(
     kinds = _with_copies(SAMPLES / f"{name}.pcap", cap)
     assert all(kinds.values()), kinds
     keys = [SAMPLES / f"{name}.keylog"] if (SAMPLES / f"{name}.keylog").exists() else []
-    assert _ingest([cap], keys, tmp_path / "slow", False, monkeypatch) == 0
-    fast_runs = _ingest([cap], keys, tmp_path / "fast", True, monkeypatch)
+    assert ingest_counting_runs([cap], keys, tmp_path / "slow", False, monkeypatch) == 0
+    fast_runs = ingest_counting_runs([cap], keys, tmp_path / "fast", True, monkeypatch)
     assert fast_runs > 0
-    _assert_same_tables(_tables(tmp_path / "slow"), _tables(tmp_path / "fast"))
+    assert_same_tables(read_tables(tmp_path / "slow"), read_tables(tmp_path / "fast"))
     # the changed copies were noticed (by the per-packet path, in both ingests)
     anomalies = pq.read_table(tmp_path / "fast" / "anomalies").to_pylist()
     assert sum(a["code"] == "overlap_conflict" for a in anomalies) == kinds["changed"]
     # equal copies do not end runs: only the changed and the far-back ones may
     # equal copies no longer end runs: fewer runs than when every copy ended one
     monkeypatch.setattr(connections, "simple_prefix", _in_order_prefix)
-    old_runs = _ingest([cap], keys, tmp_path / "old", True, monkeypatch)
-    _assert_same_tables(_tables(tmp_path / "slow"), _tables(tmp_path / "old"))
+    old_runs = ingest_counting_runs([cap], keys, tmp_path / "old", True, monkeypatch)
+    assert_same_tables(read_tables(tmp_path / "slow"), read_tables(tmp_path / "old"))
     assert fast_runs < old_runs
 
 

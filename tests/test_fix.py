@@ -4,9 +4,9 @@ Reference messages are encoded by ``simplefix`` (an independent implementation:
 it computes BodyLength and CheckSum itself). Byte-vector tests run whole, one byte
 at a time, and split at every offset (STYLE.md rule 13).
 
-This module also holds ``tcp_pieces``, a tiny dpkt-based in-order TCP extractor
-used here and by test_detect.py (test-only; the real reassembly lives in
-``parsers/tcp``).
+The reference messages live in ``helpers/fix_messages.py`` and the dpkt-based
+in-order TCP extractor ``tcp_pieces`` in ``helpers/tcp_pieces.py`` (both shared
+with other tests).
 """
 
 from __future__ import annotations
@@ -14,79 +14,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import simplefix
+from helpers.fix_messages import SOH, cancel_request, execution_report, logon, new_order_single
+from helpers.tcp_pieces import tcp_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paths import PUBLIC
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.fix import FixMessage, FixSession
-
-SOH = b"\x01"
-
-
-# --- Reference messages (FIX 4.4 / 4.2 / FIXT.1.1 spec examples, via simplefix) ---
-def _encode(begin: str, msg_type: str, seq: int, body: list[tuple[int, str]]) -> bytes:
-    m = simplefix.FixMessage()
-    m.append_pair(8, begin, header=True)
-    m.append_pair(35, msg_type, header=True)
-    m.append_pair(49, "CLIENT1", header=True)
-    m.append_pair(56, "EXCH", header=True)
-    m.append_pair(34, seq, header=True)
-    m.append_pair(52, "20240611-09:01:46.228", header=True)
-    for tag, value in body:
-        m.append_pair(tag, value)
-    return m.encode()
-
-
-def logon() -> bytes:
-    """Logon (A) with Username/Password and a RawData signature holding an SOH."""
-    m = simplefix.FixMessage()
-    m.append_pair(8, "FIXT.1.1", header=True)
-    m.append_pair(35, "A", header=True)
-    m.append_pair(49, "CLIENT1", header=True)
-    m.append_pair(56, "Coinbase", header=True)
-    m.append_pair(34, 1, header=True)
-    m.append_pair(52, "20240611-09:01:46.000", header=True)
-    m.append_pair(98, 0)
-    m.append_pair(108, 30)
-    m.append_pair(553, "api-key-1")
-    m.append_pair(554, "pass phrase")
-    m.append_data(95, 96, b"sig\x01with=soh")
-    m.append_pair(1137, 9)
-    return m.encode()
-
-
-def new_order_single() -> bytes:
-    return _encode(
-        "FIX.4.2", "D", 2,
-        [(11, "ord-1"), (21, "1"), (55, "BTC-USD"), (54, "1"), (60, "20240611-09:01:46.228"),
-         (38, "5"), (40, "2"), (44, "10.5")],
-    )
-
-
-def execution_report() -> bytes:
-    """ExecutionReport (8) with a NoPartyIDs (453) repeating group of two entries."""
-    return _encode(
-        "FIX.4.4", "8", 3,
-        [(37, "76"), (11, "ord-1"), (17, "144"), (150, "0"), (39, "0"), (55, "BTC-USD"),
-         (54, "1"), (151, "5"), (14, "0"), (6, "0"), (453, "2"), (448, "P1"), (447, "D"),
-         (452, "1"), (448, "P2"), (447, "D"), (452, "3"), (58, "accepté")],
-    )
-
-
-def cancel_request() -> bytes:
-    return _encode(
-        "FIX.4.4", "F", 4,
-        [(43, "Y"), (11, "cxl-1"), (41, "ord-1"), (37, "76"), (54, "1"), (55, "BTC-USD"),
-         (60, "20240611-09:01:47.000")],
-    )
-
 
 ALL = [logon(), new_order_single(), execution_report(), cancel_request()]
 
@@ -364,90 +304,6 @@ def test_fix_like_noise_never_raises(parts: list[bytes], step: int) -> None:
 
 
 # --- Public captures (tshark is the oracle) ----------------------------------
-def _packets(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    import dpkt
-
-    with path.open("rb") as f:
-        magic = f.read(4)
-        f.seek(0)
-        reader = dpkt.pcapng.Reader(f) if magic == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(f)
-        linktype = reader.datalink()
-        for ts, buf in reader:
-            yield int(float(ts) * 1e9), linktype, buf
-
-
-def _ip(linktype: int, buf: bytes) -> object:
-    import dpkt
-
-    try:
-        if linktype == dpkt.pcap.DLT_EN10MB:
-            return dpkt.ethernet.Ethernet(buf).data
-        if linktype == dpkt.pcap.DLT_LINUX_SLL:
-            return dpkt.sll.SLL(buf).data
-        if linktype == dpkt.pcap.DLT_NULL:
-            return dpkt.loopback.Loopback(buf).data
-        if linktype in (dpkt.pcap.DLT_RAW, 101):
-            return dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
-    except (dpkt.UnpackError, IndexError):
-        return None
-    return None
-
-
-def tcp_pieces(path: Path) -> dict[tuple[bytes, int, bytes, int], list[tuple[str, int, int]]]:
-    """Per TCP direction ``(src, sport, dst, dport)``: in-order ``("data", bytes, ts)``
-    and ``("gap", length, ts)`` items. First copy of a byte wins; sequence numbers
-    are relative to SYN + 1, or to the first data segment without a SYN."""
-    import dpkt
-
-    segments: dict[tuple[bytes, int, bytes, int], list[tuple[int, bytes, int]]] = defaultdict(list)
-    isn: dict[tuple[bytes, int, bytes, int], int] = {}
-    for ts, linktype, buf in _packets(path):
-        ip = _ip(linktype, buf)
-        tcp = getattr(ip, "data", None)
-        if not isinstance(tcp, dpkt.tcp.TCP):
-            continue
-        key = (bytes(ip.src), tcp.sport, bytes(ip.dst), tcp.dport)  # type: ignore[attr-defined]
-        if tcp.flags & dpkt.tcp.TH_SYN:
-            isn[key] = (tcp.seq + 1) & 0xFFFFFFFF
-        if tcp.data:
-            segments[key].append((tcp.seq, bytes(tcp.data), ts))
-    return {key: _in_order(isn.get(key, segs[0][0]), segs) for key, segs in segments.items()}
-
-
-def _in_order(base: int, segs: list[tuple[int, bytes, int]]) -> list[tuple[str, object, int]]:
-    pending: dict[int, tuple[bytes, int]] = {}
-    out: list[tuple[str, object, int]] = []
-    nxt = 0
-    for seq, data, ts in segs:
-        rel = (seq - base) & 0xFFFFFFFF
-        if rel < 1 << 31:
-            pending.setdefault(rel, (data, ts))
-        nxt = _deliver(pending, nxt, out)
-    for rel in sorted(pending):  # what is left sits behind holes
-        data, ts = pending.pop(rel)
-        if rel + len(data) <= nxt:
-            continue
-        if rel > nxt:
-            out.append(("gap", rel - nxt, ts))
-            nxt = rel
-        out.append(("data", data[nxt - rel :], ts))
-        nxt = rel + len(data)
-    return out  # type: ignore[return-value]
-
-
-def _deliver(pending: dict[int, tuple[bytes, int]], nxt: int, out: list) -> int:
-    while True:
-        ready = [r for r in pending if r <= nxt < r + len(pending[r][0])]
-        for r in [r for r in pending if r + len(pending[r][0]) <= nxt]:
-            del pending[r]  # all old bytes: a retransmission
-        if not ready:
-            return nxt
-        rel = min(ready)
-        data, ts = pending.pop(rel)
-        out.append(("data", data[nxt - rel :], ts))
-        nxt = rel + len(data)
-
-
 def _parse_capture(path: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
     types: Counter[str] = Counter()
     begins: Counter[str] = Counter()

@@ -4,7 +4,7 @@ The corpus holds the odd ones on purpose: 22-interface pcapng, big-endian, SLL/S
 QinQ, MPLS, IPv6 extension headers, TSO-sized frames, snaplen 96, mid-connection
 starts, 2038/2106 timestamps. None may raise; each must report the packet count and
 TCP connection count tshark reported (analysis.json), except the decapsulation
-limits named in test_tcp_analysis.KNOWN.
+limits named in helpers.public_corpus.TCP_KNOWN.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.public_corpus import TCP_KNOWN
 from paths import PUBLIC
-from test_tcp_analysis import KNOWN
 
 import pcapflow
 
@@ -34,6 +34,6 @@ def test_counts_equal_tshark(ds: pcapflow.Dataset, entry: dict) -> None:
     cid, packets = ds.fetchone("SELECT capture_id, packets FROM captures WHERE path = ?", [path])
     assert packets == int(entry["cap"]["packets"])
     tcp = ds.scalar("SELECT count(*) FROM flows WHERE capture_id = ? AND transport = 'tcp'", [cid])
-    known = KNOWN.get(entry["path"])
+    known = TCP_KNOWN.get(entry["path"])
     expected = known[1][1] if known and known[1] else entry["tcp_streams"]
     assert tcp == expected

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.fix_messages import logon
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pcapflow.parsers.fix import FixSession
@@ -19,7 +20,6 @@ from pcapflow.parsers.redact import (
     redact_json_text,
     redact_query,
 )
-from test_fix import logon
 
 SIG = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
 KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"

@@ -28,6 +28,8 @@ from urllib.parse import unquote_plus
 
 import numpy as np
 import pytest
+from helpers.secrets_check import assert_no_secret_left, is_valid_json
+from helpers.secrets_check import normalise_key as _ref_normalise
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pcapflow.parsers import redact
@@ -42,10 +44,6 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 
 
 # --- the reference: the implementation before the fast scan, verbatim ---------------
-def _ref_normalise(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
-
-
 _REF_PRECHECK = tuple(sorted(SENSITIVE_FIELDS)) + tuple(POSITIONAL_AUTH_OPS)
 _REF_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _REF_COLON_RE = re.compile(r"\s*:\s*")
@@ -133,57 +131,6 @@ def _ref_redact_loose(text: str) -> str:
 
 
 # --- comparing -------------------------------------------------------------------------
-def is_valid_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-# The loose view of secrets, independent of the implementation: each regex is tried
-# at every position (not in one left-to-right pass), so a pair shows wherever it
-# starts, whatever stray quotes or values lie before it.
-_PAIR_RE = re.compile(r'"([^"\\]{1,64})"\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*(?:"|$)|[^,}\]\s]+)')
-_FORM_RE = re.compile(r"(?:^|(?<=[?&\s;,]))([A-Za-z0-9_.%\-]{1,64})=([^&\s;,\"]*)")
-
-
-def loose_secrets(text: str) -> list[tuple[int, str]]:
-    """``(position, value)`` of every value of a secret-named key, JSON pairs (string
-    values without their quotes) and ``key=value`` pairs."""
-    out = []
-    for i in range(len(text)):
-        if (m := _PAIR_RE.match(text, i)) and _ref_normalise(m.group(1)) in SENSITIVE_FIELDS:
-            v, at = m.group(2), m.start(2)
-            if v.startswith('"'):
-                v, at = v[1:-1] if len(v) > 1 and v.endswith('"') else v[1:], at + 1
-            out.append((at, v))
-        if (m := _FORM_RE.match(text, i)) \
-                and _ref_normalise(unquote_plus(m.group(1))) in SENSITIVE_FIELDS:
-            out.append((m.start(2), m.group(2)))
-    return out
-
-
-def _occurrences(s: str, v: str) -> int:
-    return len(re.findall(f"(?={re.escape(v)})", s))
-
-
-def assert_no_secret_left(text: str, out: str) -> None:
-    """Each secret value's occurrences in ``out`` are fewer than in ``text`` by at
-    least its secret occurrences. Checked for values that cannot be made up by a
-    replacement (no ``"[]=``): the replacements, marked off, then split ``out`` into
-    pieces of ``text`` outside the replaced values."""
-    if REDACTED in text:
-        return
-    marked = out.replace(REDACTED, "\uffff")
-    found: dict[str, set[int]] = {}
-    for at, v in loose_secrets(text):
-        if v and not any(c in v for c in '"[]=\uffff'):
-            found.setdefault(v, set()).add(at)
-    for v, at in found.items():
-        assert _occurrences(marked, v) <= _occurrences(text, v) - len(at), (text, out, v)
-
-
 def check(text: str) -> None:
     """Identical to the reference on valid JSON; else no exception and no secret."""
     out = redact_json_text(text)  # must not raise, whatever the text

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.secrets_check import assert_no_secret_left, is_valid_json, loose_secrets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pcapflow.parsers.redact import REDACTED, redact_json_text, redact_json_texts
-from test_redact_equivalence import assert_no_secret_left, is_valid_json, loose_secrets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 

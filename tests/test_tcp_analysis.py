@@ -4,7 +4,8 @@ The oracle is tshark 4.0 (installed by .ci/run). For every capture of the
 third-party corpus and every committed sample, each packet's flags must equal
 tshark's, and the number of TCP connections must equal tshark's tcp.stream count.
 
-Known, deliberate differences (each asserted exactly, so that a change shows):
+Known, deliberate differences (``helpers.public_corpus.TCP_KNOWN``, each asserted
+exactly, so that a change shows):
 - GRE/ERSPAN tunnels and IPv6 fragment reassembly are not decoded (anomaly rows
   instead), so those flows are missing.
 - Three captures with port reuse after RST or ACKs of unseen data differ on one
@@ -19,28 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.public_corpus import TCP_KNOWN
+from paths import PUBLIC
 from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.decode import IPPROTO_TCP, decode_chunk
 from pcapflow.parsers.tcp.analysis import EVENT_KINDS, FlowTracker
-from test_decode import PUBLIC
 from tshark_util import ANALYSIS_FIELDS, fields, need_tshark
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 BIT = {k: b for b, k in EVENT_KINDS.items()}
 ANY_RETRANSMISSION = (BIT["retransmission"] | BIT["fast_retransmission"]
                       | BIT["spurious_retransmission"])
-
-# file -> (frames whose flags differ, (tshark tcp streams, ours)) and why
-KNOWN: dict[str, tuple[int, tuple[int, int] | None, str]] = {
-    "linklayer/zeek/erspan.pcap": (26, (5, 0), "GRE/ERSPAN tunnel not decoded"),
-    "linklayer/suricata-verify/defrag__bug-6887-defrag-eth-vlan-ipv6-tcp__frag-eth-vlan-ipv6-tcp"
-    ".pcap": (0, (1, 0), "IPv6 fragments are anomalies, not reassembled"),
-    "http/suricata-verify/base64-decode-5885__input.pcap": (
-        6, None, "port reuse after RST with a retransmitted SYN"),
-    "linklayer/zeek/ipv6-http-atomic-frag.pcap": (1, None, "ACKed-unseen bookkeeping"),
-    "linklayer/zeek/tcp_reassembly.pcap": (1, None, "ACKed-unseen bookkeeping"),
-}
-
 
 def ours(path: Path) -> tuple[np.ndarray, int]:
     tracker = FlowTracker()
@@ -84,8 +74,8 @@ def _public() -> list[str]:
 @pytest.mark.parametrize("rel", _public())
 def test_public_capture_matches_tshark(rel: str) -> None:
     differing, theirs, n, examples = compare(PUBLIC / rel)
-    if rel in KNOWN:
-        frames, streams, _why = KNOWN[rel]
+    if rel in TCP_KNOWN:
+        frames, streams, _why = TCP_KNOWN[rel]
         assert differing == frames, examples[:5]
         if streams is not None:
             assert (theirs, n) == streams

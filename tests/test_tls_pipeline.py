@@ -10,8 +10,8 @@ tabs (see test_tls_public.py): decrypted, non-empty, not ChangeCipherSpec.
 from __future__ import annotations
 
 import pytest
+from helpers.public_corpus import TLS_KEYED_ENTRIES  # the keyed captures tshark decrypts
 from paths import PUBLIC
-from test_tls_public import ENTRIES  # the keyed captures tshark decrypts
 
 import pcapflow
 
@@ -23,13 +23,13 @@ XFAIL = {"tls/lekensteyn/tls12-all-ciphersuites-dump.pcapng": "export-grade suit
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory: pytest.TempPathFactory) -> pcapflow.Dataset:
     data = tmp_path_factory.mktemp("tls")
-    keys = sorted({str(PUBLIC / e["key"]) for e in ENTRIES})
-    pcapflow.ingest([PUBLIC / e["path"] for e in ENTRIES], keylog=keys, data=data)
+    keys = sorted({str(PUBLIC / e["key"]) for e in TLS_KEYED_ENTRIES})
+    pcapflow.ingest([PUBLIC / e["path"] for e in TLS_KEYED_ENTRIES], keylog=keys, data=data)
     return pcapflow.open(data)
 
 
-@pytest.mark.skipif(not ENTRIES, reason="public capture corpus not present")
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e["path"] for e in ENTRIES])
+@pytest.mark.skipif(not TLS_KEYED_ENTRIES, reason="public capture corpus not present")
+@pytest.mark.parametrize("entry", TLS_KEYED_ENTRIES, ids=[e["path"] for e in TLS_KEYED_ENTRIES])
 def test_pipeline_decrypts_what_tshark_decrypts(ds: pcapflow.Dataset, entry: dict) -> None:
     if entry["path"] in XFAIL:
         pytest.xfail(XFAIL[entry["path"]])

@@ -14,7 +14,6 @@ Handshake version and cipher names are compared with ``tls_versions`` /
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from helpers.public_corpus import TLS_KEYED_ENTRIES
 from paths import PUBLIC as ROOT
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.tls import KeyLog, TlsHandshakeInfo, TlsRecord, TlsSession
@@ -38,14 +38,6 @@ XFAIL = {
 }
 
 
-def _entries() -> list[dict]:
-    if not (ROOT / "analysis.json").exists():
-        return []
-    data = json.loads((ROOT / "analysis.json").read_text())
-    return [e for e in data if e.get("key") and e.get("dec_key")]
-
-
-ENTRIES = _entries()
 
 
 def run_capture(path: Path, keylog: KeyLog) -> tuple[list[int], list[TlsHandshakeInfo], Counter]:
@@ -74,8 +66,8 @@ def run_capture(path: Path, keylog: KeyLog) -> tuple[list[int], list[TlsHandshak
     return [records, nbytes], infos, anomalies
 
 
-@pytest.mark.skipif(not ENTRIES, reason="public capture corpus not present")
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e["path"] for e in ENTRIES])
+@pytest.mark.skipif(not TLS_KEYED_ENTRIES, reason="public capture corpus not present")
+@pytest.mark.parametrize("entry", TLS_KEYED_ENTRIES, ids=[e["path"] for e in TLS_KEYED_ENTRIES])
 def test_decryption_matches_tshark(entry: dict) -> None:
     if entry["path"] in XFAIL:
         pytest.xfail(XFAIL[entry["path"]])
@@ -94,7 +86,7 @@ def test_decryption_matches_tshark(entry: dict) -> None:
         assert info.client_random is not None and len(info.client_random) == 64
 
 
-@pytest.mark.skipif(not ENTRIES, reason="public capture corpus not present")
+@pytest.mark.skipif(not TLS_KEYED_ENTRIES, reason="public capture corpus not present")
 def test_key_update_and_hrr_and_resumption_flags() -> None:
     """Spot checks of handshake metadata the counts above cannot see."""
     cases = {
@@ -104,7 +96,7 @@ def test_key_update_and_hrr_and_resumption_flags() -> None:
         "tls/hotplace/http/http2.pcapng": lambda i: {x.alpn for x in i} == {"h2"},
     }
     for path, check in cases.items():
-        entry = next(e for e in ENTRIES if e["path"] == path)
+        entry = next(e for e in TLS_KEYED_ENTRIES if e["path"] == path)
         _counts, infos, _anomalies = run_capture(
             ROOT / path, KeyLog.from_files([ROOT / entry["key"]])
         )

@@ -40,6 +40,9 @@ with warnings.catch_warnings():  # legacy ciphers live in "decrepit"; importing 
     warnings.simplefilter("ignore")
     from cryptography.hazmat.decrepit.ciphers import algorithms as decrepit
 
+    # Camellia moved to "decrepit" only in later releases (after 45) of the range we admit.
+    _CAMELLIA = getattr(decrepit, "Camellia", None) or algorithms.Camellia
+
 _MAC_HEADER = struct.Struct("!QBHH")  # seq_num, type, version, length (RFC 5246 §6.2.3.1)
 _SSL3_MAC_HEADER = struct.Struct("!QBH")  # SSL 3.0 MAC omits the version (RFC 6101 §5.2.3.1)
 
@@ -142,7 +145,7 @@ class Tls12AeadDecryptor:
 def _block_algorithm(cipher: str, key: bytes) -> algorithms.AES | algorithms.Camellia | object:
     table = {
         "aes": algorithms.AES,
-        "camellia": decrepit.Camellia,
+        "camellia": _CAMELLIA,
         "3des": decrepit.TripleDES,
         "des": lambda k: decrepit.TripleDES(k * 3),  # K1=K2=K3: 3DES-EDE is plain DES
         "idea": decrepit.IDEA,

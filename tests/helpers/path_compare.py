@@ -1,0 +1,65 @@
+"""The batch (fast) path against the general per-packet path: ingest with one or
+the other and compare every table, row for row (tests/test_fast_path*.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pcapflow.pipelines import connections
+
+import pcapflow
+
+# Columns that legitimately differ between two ingests of the same capture.
+VOLATILE = {"ingested_at"}
+
+
+def read_tables(root: Path) -> dict[str, pa.Table]:
+    """Every table of the dataset at ``root``, volatile columns dropped, rows sorted."""
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(d.rglob("*.parquet"))
+        if not files:
+            continue
+        t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        t = t.drop_columns([c for c in t.column_names if c in VOLATILE])
+        sortable = [c for c in t.column_names
+                    if not pa.types.is_nested(t.schema.field(c).type)]
+        out[d.name] = t.sort_by([(c, "ascending") for c in sortable])
+    return out
+
+
+def ingest_counting_runs(caps: list[Path], keys: list[Path], data: Path, fast: bool,
+                         monkeypatch: pytest.MonkeyPatch) -> int:
+    """Ingest with the batch path on (``fast``) or off, batching every run however
+    short; returns how many batch runs there were."""
+    runs = 0
+    original = connections.AppLayer._run
+
+    def counting(self: connections.AppLayer, *args: object) -> None:
+        nonlocal runs
+        runs += 1
+        original(self, *args)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(connections, "FAST_PATH", fast)
+        # batch every run of simple packets, however short (the thresholds only
+        # choose the cheaper path; both must give the same tables)
+        m.setattr(connections, "MIN_RUN", 1)
+        m.setattr(connections, "MIN_STRETCH", 0)
+        m.setattr(connections.AppLayer, "_run", counting)
+        pcapflow.ingest(caps, keylog=keys, data=data)
+    return runs
+
+
+def assert_same_tables(want: dict[str, pa.Table], got: dict[str, pa.Table]) -> None:
+    """Same tables, same rows, same columns, same values (as ``read_tables`` gives them)."""
+    assert want.keys() == got.keys()
+    for name in want:
+        a, b = want[name], got[name]
+        assert a.num_rows == b.num_rows, name
+        assert a.schema.names == b.schema.names, name
+        for col in a.column_names:
+            assert a[col].equals(b[col]), f"{name}.{col} differs"
