@@ -276,40 +276,50 @@ WS_MIDSTREAM_MAX_PAYLOAD = 16 << 20
 """Largest frame payload a mid-stream WebSocket candidate may declare (the default
 ``ws_max_message``)."""
 
-Finder = Callable[[bytes], int | None]
+Finder = Callable[[bytes, bool], int | None]
+"""``(data, final)`` -> offset of the next message start; ``final``: no more bytes come."""
+
+
+def _no_more(finder: Callable[[bytes], int | None]) -> Finder:
+    return lambda data, final: finder(data)
 
 
 def _http_head_at(direction: str) -> Finder:
-    def find(data: bytes) -> int | None:
+    def find(data: bytes, final: bool) -> int | None:
         m = START_LINE_AT[direction].search(data)
         return m.start() if m else None
     return find
 
 
 def _ws_frames_at(masked: bool) -> Finder:
-    def find(data: bytes) -> int | None:
-        return find_frame_start(data, masked, WS_MIDSTREAM_MAX_PAYLOAD, strict=True)[0]
+    """Frames masked as this side's should be, else as the other's: without a SYN the
+    client is a guess (WebSocketSession then notes the roles reversed)."""
+    def find(data: bytes, final: bool) -> int | None:
+        found = [find_frame_start(data, m, WS_MIDSTREAM_MAX_PAYLOAD, strict=True,
+                                  final=final)[0] for m in (masked, not masked)]
+        return min((at for at in found if at is not None), default=None)
     return find
 
 
 MIDSTREAM: dict[str, tuple[Finder, Finder]] = {
     # name: (finder in the client's bytes, finder in the server's), as PROBES
-    "tls": (_resync_tls, _resync_tls),
-    "fix": (_resync_fix, _resync_fix),
+    "tls": (_no_more(_resync_tls), _no_more(_resync_tls)),
+    "fix": (_no_more(_resync_fix), _no_more(_resync_fix)),
     "http": (_http_head_at("out"), _http_head_at("in")),
     "websocket": (_ws_frames_at(True), _ws_frames_at(False)),  # §5.3: client masks
 }
 """Where each protocol's next message starts in bytes that begin inside one."""
 
 
-def detect_midstream(out_prefix: bytes, in_prefix: bytes) -> str:
+def detect_midstream(out_prefix: bytes, in_prefix: bytes, *, final: bool = False) -> str:
     """The protocol of a connection captured from the middle of a message, or
     ``"unknown"``: the one whose next message boundary comes first in either
-    direction (registry order breaks ties). For when ``detect`` found nothing."""
+    direction (registry order breaks ties). For when ``detect`` found nothing;
+    ``final``: the connection ended, these are all its bytes."""
     best, name = None, UNKNOWN
     for proto, finders in MIDSTREAM.items():
         for finder, data in zip(finders, (out_prefix, in_prefix), strict=True):
-            at = finder(data) if data else None
+            at = finder(data, final) if data else None
             if at is not None and (best is None or at < best):
                 best, name = at, proto
     return name

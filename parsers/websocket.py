@@ -163,6 +163,9 @@ RESYNC_CONFIRM_FRAMES = 3
 when they end exactly where the bytes end and one of them passed a content check)."""
 RESYNC_CHAIN_FRAMES = 64
 """Frames a candidate's chain is walked (towards the end of the bytes held) at most."""
+RESYNC_STRICT_FRAMES = 16
+"""Whole frames that, chained, tell WebSocket from other bytes without a content check
+(binary frames have none)."""
 RESYNC_CHECK_BYTES = 4096
 """Payload bytes of a frame looked at by the content check."""
 RESYNC_CHECK_MIN = 16
@@ -291,7 +294,9 @@ def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
     passed a content check are not believed: a short false header (a ping, say) can
     end exactly where a real frame starts, and its chain is then the real one.
     ``strict`` (telling WebSocket from other protocols, not just finding its frames):
-    one frame must have passed a content check, and two must chain.
+    one frame must have passed a content check, and two must chain; or
+    ``RESYNC_STRICT_FRAMES`` whole frames chain; or, ``final``, the chain runs exactly
+    to the end of ``data``.
     """
     undecided: int | None = None
     for m in _HEAD_AT[masked].finditer(data):
@@ -300,8 +305,9 @@ def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
         if verdict == "bad" or (frames == 0 and verdict == "whole"):
             continue
         if strict:
-            if checked and (frames >= RESYNC_CONFIRM_FRAMES or (
-                    verdict == "whole" and (frames >= 2 or final))):
+            if (checked and (frames >= RESYNC_CONFIRM_FRAMES or (
+                    verdict == "whole" and frames >= 2))) or frames >= RESYNC_STRICT_FRAMES or (
+                    final and verdict == "whole"):
                 return first, 0
         elif frames >= RESYNC_CONFIRM_FRAMES or (verdict == "whole" and (
                 checked or final or (at_start and i == 0))):
@@ -391,6 +397,7 @@ class _Direction:
     skip: int = 0  # bytes of a rejected frame still to discard as they arrive
     stopped: bool = False
     checked: int = -1  # stream offset of the frame whose header anomalies were reported
+    masked: bool = False  # §5.3: the client masks (mid-stream: as its frames say)
     hunting: bool = False  # mid-stream or after a gap: no frame boundary found yet
     hunt_from: int = 0  # stream offset where the hunt began
     orphans: bool = False  # continuation frames of a message begun before the capture
@@ -427,7 +434,7 @@ class WebSocketSession:
         self.handshake_known = extensions is not None
         self.deflate = PerMessageDeflateParams.from_header(extensions)
         self._dirs: dict[Direction, _Direction] = {
-            d: _Direction(PieceBuffer(offset), self._new_inflater(d),
+            d: _Direction(PieceBuffer(offset), self._new_inflater(d), masked=d == "out",
                           hunting=not self.handshake_known, hunt_from=offset)
             for d, offset in (("out", out_offset), ("in", in_offset))
         }
@@ -475,12 +482,26 @@ class WebSocketSession:
               final: bool) -> bool:
         """Mid-stream: look for the first frame boundary; True once found."""
         buf = d.buf
-        at, dead = find_frame_start(buf.data, direction == "out", self.max_message,
+        at, dead = find_frame_start(buf.data, d.masked, self.max_message,
                                     at_start=buf.start == 0, final=final)
+        swapped = False
+        if at is None and not self.handshake_known:
+            # without a SYN the client is a guess (the ephemeral port): its frames say
+            at, dead_other = find_frame_start(buf.data, not d.masked, self.max_message,
+                                              at_start=buf.start == 0, final=final)
+            swapped = at is not None
+            dead = min(dead, dead_other)
         if at is None:
             if dead:
                 buf.consume(dead)
             return False
+        if swapped:
+            d.masked = not d.masked
+            events.append(self._anomaly(
+                direction, buf.times_at(buf.start + at)[1], "websocket_roles_reversed",
+                f"this direction's frames are {'' if d.masked else 'un'}masked: it is the "
+                f"{'client' if d.masked else 'server'} (RFC 6455 §5.3), not as guessed "
+                "without the connection's SYN", buf.start + at))
         if buf.start + at > d.hunt_from:
             events.append(self._anomaly(direction, buf.times_at(buf.start + at)[1],
                                         "midstream_resync",
@@ -518,7 +539,7 @@ class WebSocketSession:
     def _fast_frames(self, direction: Direction, d: _Direction, events: list[object]) -> bool:
         """Take the simple frames at the buffer's start; True when it stopped at a
         frame the general path must handle (False: it needs more bytes)."""
-        out_dir = direction == "out"
+        out_dir = d.masked  # (the kernel expects masked frames from the client side)
         # (a mid-stream inflater marks unknown bytes: those messages take _parse)
         rsv1_ok = not isinstance(d.inflater, MidstreamInflater) and (
             self.deflate is not None or not self.handshake_known)
@@ -542,7 +563,7 @@ class WebSocketSession:
         base = buf.start
         wire = hls + lens
         ends = starts + wire
-        masked = direction == "out"  # masked: the key is the header's last 4 bytes
+        masked = d.masked  # masked: the key is the header's last 4 bytes
         inflater = d.inflater
         if isinstance(inflater, native.NativeInflater):
             arr = np.frombuffer(buf.data, dtype=np.uint8)
@@ -728,7 +749,7 @@ class WebSocketSession:
         if control and length > MAX_CONTROL_PAYLOAD:
             return self._reject(direction, d, head, events, "control_too_long", f"{length} bytes")
         if first_check:
-            self._header_anomalies(direction, head, control, ts, offset, events)
+            self._header_anomalies(direction, d.masked, head, control, ts, offset, events)
         if opcode == Opcode.CONTINUATION and d.partial is None:
             if d.orphans:  # the rest of a message begun before the capture (resync noted)
                 d.skip = head.header_length + head.payload_length
@@ -740,8 +761,8 @@ class WebSocketSession:
             return self._check_size(direction, d, head, events)
         return True
 
-    def _header_anomalies(self, direction: Direction, head: FrameHeader, control: bool,
-                          ts: int, offset: int, events: list[object]) -> None:
+    def _header_anomalies(self, direction: Direction, masks: bool, head: FrameHeader,
+                          control: bool, ts: int, offset: int, events: list[object]) -> None:
         """Anomalies of a header that still lets the frame be read."""
         if head.rsv2 or head.rsv3:
             events.append(self._anomaly(direction, ts, "reserved_bits", "RSV2/RSV3 set", offset))
@@ -751,9 +772,9 @@ class WebSocketSession:
         elif head.rsv1 and self.handshake_known and self.deflate is None:
             events.append(self._anomaly(direction, ts, "reserved_bits",
                                         "RSV1 without permessage-deflate", offset))
-        if direction == "out" and not head.masked:
+        if masks and not head.masked:
             events.append(self._anomaly(direction, ts, "unmasked_client_frame", "", offset))
-        elif direction == "in" and head.masked:
+        elif not masks and head.masked:
             events.append(self._anomaly(direction, ts, "masked_server_frame", "", offset))
 
     def _check_size(

@@ -84,6 +84,10 @@ RECHECK = 256
 DISPATCH_EVENTS = 4096
 
 DIRS: tuple[Direction, Direction] = ("out", "in")
+MIDSTREAM_DETECT_FACTOR = 16
+"""A connection open before the capture may begin inside a long message (a 16 KiB TLS
+record, an HTTP body, a WebSocket frame): it is looked at for this many times
+``Limits.detect_bytes`` before its protocol is called unknown."""
 AnomalyFn = Callable[[list[Anomaly]], None]
 
 
@@ -157,7 +161,8 @@ class _Layer:
         if self.name is not None:
             return []
         self.pending.append((d, data, ts_first, ts_last))
-        detect_bytes = self.limits.detect_bytes
+        detect_bytes = self.limits.detect_bytes * (MIDSTREAM_DETECT_FACTOR if self.midstream
+                                                   else 1)
         if len(self.seen[d]) < detect_bytes:
             self.seen[d] += data[: detect_bytes - len(self.seen[d])]
         return self._try_detect(ts_last)
@@ -179,7 +184,7 @@ class _Layer:
             self.pending.append((d, length, ts))
         return []
 
-    def _try_detect(self, ts: int) -> list[object]:
+    def _try_detect(self, ts: int, final: bool = False) -> list[object]:
         proto = detect(self.seen[0], self.seen[1])
         if proto == "unknown" and not self.inner:
             # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello.
@@ -189,9 +194,10 @@ class _Layer:
                 proto = "tls"
         midstream = self.midstream or proto == "unknown"
         if proto == "unknown":  # the capture began inside a message
-            proto = detect_midstream(self.seen[0], self.seen[1])
+            proto = detect_midstream(self.seen[0], self.seen[1], final=final)
         if proto == "unknown":
-            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
+            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes * (
+                    MIDSTREAM_DETECT_FACTOR if self.midstream else 1):
                 self.name = "unknown"
                 self.pending.clear()
             return []
@@ -218,9 +224,20 @@ class _Layer:
         return events
 
     def finish(self, ts: int) -> list[object]:
+        events: list[object] = []
+        if self.session is None and self.name is None and self.midstream and self.pending:
+            events = self._try_detect(ts, final=True)  # all its bytes are here now
         if self.session is not None:
-            return self.session.finish(ts)  # type: ignore[attr-defined]
-        return []
+            return events + self.session.finish(ts)  # type: ignore[attr-defined]
+        if self.midstream and self.name in (None, "unknown") and any(self.seen):
+            events.append(Anomaly(
+                ts=ts, flow_id=self.flow_id, direction=None,
+                layer="tls" if self.inner else "tcp", code="midstream_undetected",
+                detail=f"the connection was open before the capture began and its "
+                f"{len(self.seen[0])}+{len(self.seen[1])} first bytes (out+in) hold no "
+                "message start of a protocol pcapflow decodes (the capture may begin "
+                "inside a long message): capture from the connection's start"))
+        return events
 
 
 class Connection:
