@@ -230,6 +230,8 @@ def _frame_at(data: bytes | bytearray, i: int, masked: bool, max_payload: int
         return False
     if head.rsv1 and op == Opcode.CONTINUATION:
         return False
+    if op < Opcode.CLOSE and n == 0 and not head.fin:
+        return False  # an empty fragment: what zeros and length prefixes look like
     # §5.2: "the minimal number of bytes MUST be used to encode the length"
     ext = head.header_length - (MASKING_KEY_LENGTH if masked else 0) - FRAME_HEAD.size
     if (ext == 2 and n < PAYLOAD_LEN_16) or (ext == 8 and n < 1 << 16):
@@ -238,43 +240,45 @@ def _frame_at(data: bytes | bytearray, i: int, masked: bool, max_payload: int
 
 
 def _chain(data: bytes | bytearray, i: int, masked: bool, max_payload: int
-           ) -> tuple[str, int, int, int]:
+           ) -> tuple[str, int, int, int, int]:
     """Walk frames from ``i`` towards the end of ``data``: ``(verdict, frames,
-    checked, first)``; verdict ``bad``, ``open`` (the last frame is not all there),
-    ``whole`` (ended exactly at the end) or ``long`` (``RESYNC_CHAIN_FRAMES`` walked);
-    ``checked``: frames whose payload passed ``_content_ok``, ``first`` where the
-    first of those starts (else ``i``)."""
-    frames = checked = 0
+    checked, first, starts)``; verdict ``bad``, ``open`` (the last frame is not all
+    there), ``whole`` (ended exactly at the end) or ``long`` (``RESYNC_CHAIN_FRAMES``
+    walked); ``checked``: frames whose payload passed ``_content_ok``, ``first`` where
+    the first of those starts (else ``i``); ``starts``: frames that are not
+    continuations (a message's first, or a control frame)."""
+    frames = checked = starts = 0
     first = i
     in_message = None  # unknown at the start: a message may be under way
     while frames < RESYNC_CHAIN_FRAMES:
         if i == len(data):
-            return "whole", frames, checked, first
+            return "whole", frames, checked, first, starts
         head = _frame_at(data, i, masked, max_payload)
         if head is False:
-            return "bad", frames, checked, first
+            return "bad", frames, checked, first, starts
         if head is None:
-            return "open", frames, checked, first
+            return "open", frames, checked, first, starts
         assert isinstance(head, FrameHeader)
         end = i + head.header_length + head.payload_length
         if end > len(data):
-            return "open", frames, checked, first
+            return "open", frames, checked, first, starts
         op = head.opcode
+        starts += op != Opcode.CONTINUATION
         if op < Opcode.CLOSE:  # §5.4 fragmentation: continuation iff a message is open
             if in_message is not None and (op == Opcode.CONTINUATION) != in_message:
-                return "bad", frames, checked, first
+                return "bad", frames, checked, first, starts
             in_message = not head.fin
         if checked < RESYNC_CONFIRM_FRAMES:
             ok = _content_ok(head, bytes(data[i + head.header_length:min(
                 end, i + head.header_length + RESYNC_CHECK_BYTES)]) if not head.rsv1 else
                 bytes(data[i + head.header_length:end]))
             if ok is False:
-                return "bad", frames, checked, first
+                return "bad", frames, checked, first, starts
             if ok and not checked:
                 first = i
             checked += ok is True
         frames, i = frames + 1, end
-    return "long", frames, checked, first
+    return "long", frames, checked, first, starts
 
 
 def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
@@ -294,20 +298,23 @@ def find_frame_start(data: bytes | bytearray, masked: bool, max_payload: int, *,
     passed a content check are not believed: a short false header (a ping, say) can
     end exactly where a real frame starts, and its chain is then the real one.
     ``strict`` (telling WebSocket from other protocols, not just finding its frames):
-    one frame must have passed a content check, and two must chain; or
-    ``RESYNC_STRICT_FRAMES`` whole frames chain; or, ``final``, the chain runs exactly
-    to the end of ``data``.
+    one frame must have passed a content check, and two must chain; or, at least half
+    of them beginning a message (not continuations), ``RESYNC_STRICT_FRAMES`` whole
+    frames chain, or (``final``) ``RESYNC_CONFIRM_FRAMES`` run exactly to the end.
     """
     undecided: int | None = None
     for m in _HEAD_AT[masked].finditer(data):
         i = m.start()
-        verdict, frames, checked, first = _chain(data, i, masked, max_payload)
+        verdict, frames, checked, first, starts = _chain(data, i, masked, max_payload)
         if verdict == "bad" or (frames == 0 and verdict == "whole"):
             continue
         if strict:
             if (checked and (frames >= RESYNC_CONFIRM_FRAMES or (
-                    verdict == "whole" and frames >= 2))) or frames >= RESYNC_STRICT_FRAMES or (
-                    final and verdict == "whole"):
+                    verdict == "whole" and (frames >= 2 or final)))) or (
+                    # without a content check: frames that begin messages, not only
+                    # continuations (zeros and length-prefixed records chain as those)
+                    starts * 2 >= frames and (frames >= RESYNC_STRICT_FRAMES or (
+                        final and verdict == "whole" and frames >= RESYNC_CONFIRM_FRAMES))):
                 return first, 0
         elif frames >= RESYNC_CONFIRM_FRAMES or (verdict == "whole" and (
                 checked or final or (at_start and i == 0))):

@@ -192,8 +192,8 @@ class _Layer:
             at = find_resync("tls", self.seen[0])
             if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
                 proto = "tls"
-        midstream = self.midstream or proto == "unknown"
-        if proto == "unknown":  # the capture began inside a message
+        midstream = self.midstream
+        if proto == "unknown" and midstream:  # the capture may begin inside a message
             proto = detect_midstream(self.seen[0], self.seen[1], final=final)
         if proto == "unknown":
             if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes * (
@@ -227,6 +227,8 @@ class _Layer:
         events: list[object] = []
         if self.session is None and self.name is None and self.midstream and self.pending:
             events = self._try_detect(ts, final=True)  # all its bytes are here now
+            if self.name is None:
+                self.name = "unknown"
         if self.session is not None:
             return events + self.session.finish(ts)  # type: ignore[attr-defined]
         if self.midstream and self.name in (None, "unknown") and any(self.seen):

@@ -688,13 +688,20 @@ class FlowTracker:
         return self.take_retired()
 
     def handshake_seen(self, flow_id: int) -> bool:
-        """Was a SYN or SYN/ACK of this held flow captured? (False: the connection
-        was open before the capture began, or the flow is not held.)"""
+        """Was a SYN or SYN/ACK of this flow captured? (False: the connection was
+        open before the capture began, or the flow is no longer known.)"""
         hw = int(self.counters[C_HIGH_WATER])
         f = self.fstate[:hw]
-        slot = np.flatnonzero((f[:, F_ID] == flow_id) & (f[:, F_SLOT] != SLOT_FREE))
-        return bool(slot.size) and bool(
-            f[slot[0], F_SYN_TS] >= 0 or f[slot[0], F_SYNACK_TS] >= 0)
+        # (a slot keeps its flow's id until reused: a flow retired within this chunk
+        # is still there, else among the retired columns not yet taken)
+        slot = np.flatnonzero(f[:, F_ID] == flow_id)
+        if slot.size:
+            return bool(f[slot[0], F_SYN_TS] >= 0 or f[slot[0], F_SYNACK_TS] >= 0)
+        for cols in self._retired:
+            hit = np.flatnonzero(cols["flow_id"] == flow_id)
+            if hit.size:
+                return bool(cols["syn_seen"][hit[0]])
+        return False
 
     # --- summaries for the flows table ------------------------------------------
     def _columns(self, slots: np.ndarray) -> dict[str, np.ndarray]:
