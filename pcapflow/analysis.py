@@ -62,8 +62,12 @@ GROUPS: tuple[str, ...] = tuple(_GROUPS)
 METRICS: dict[str, str] = {
     "latency": "latency_ns",
     "network_rtt": "network_rtt_ns",
+    "network": "network_est_ns",
     "exchange": "exchange_ns",
 }
+
+NETWORK_METHODS: tuple[str, ...] = ("pure_ack", "nearest_rtt_sample", "handshake", "none")
+"""``latency.network_method`` values, most direct first (pipelines/sql/decompose.sql)."""
 
 TimeLike = str | dt.datetime | pd.Timestamp | np.datetime64
 
@@ -233,6 +237,34 @@ def utc(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def network_coverage(ds: Dataset, flt: Filter) -> dict[str, int]:
+    """How the rows ``flt`` selects got their network estimate: ``rows`` (all),
+    ``pure_ack_rtt`` (rows with ``network_rtt_ns``) and a count per
+    ``NETWORK_METHODS`` value (rows written before decompose.sql count as ``none``)."""
+    cond, params = flt.where("order_ts", "latency")
+    row = ds.sql("SELECT count(*), count(network_rtt_ns), "
+                 + ", ".join(f"count(*) FILTER (WHERE coalesce(network_method, 'none') = '{m}')"
+                             for m in NETWORK_METHODS)
+                 + f" FROM latency WHERE {cond}", params).fetchall()[0]
+    return dict(zip(("rows", "pure_ack_rtt", *NETWORK_METHODS), map(int, row), strict=True))
+
+
+def coverage_note(cov: dict[str, int], metric: str) -> str | None:
+    """One line saying which rows a decomposition metric covers, and how (None for
+    ``latency``, which every matched row has)."""
+    if metric == "latency" or not cov["rows"]:
+        return None
+    if metric == "network_rtt":
+        return (f"network_rtt: the order's own pure-ACK round trip, known for "
+                f"{cov['pure_ack_rtt']:,} of {cov['rows']:,} orders (the others' ACK rode on "
+                "the reply or was not clean); --metric network estimates it for every order")
+    covered = cov["rows"] - cov["none"]
+    methods = ", ".join(f"{m} {cov[m]:,}" for m in NETWORK_METHODS if cov[m])
+    what = "exchange = latency - network estimate" if metric == "exchange" else \
+        "network = estimated round trip"
+    return f"{what}; estimate for {covered:,} of {cov['rows']:,} orders ({methods})"
+
+
 def unmatched(ds: Dataset, flt: Filter | None = None) -> pd.DataFrame:
     """Orders no reply was seen for (and, with no filter, orphan replies too)."""
     if flt is None:
@@ -328,7 +360,9 @@ def percentiles(
     with ``count`` (matched rows), ``unmatched`` (orders with no reply),
     ``encrypted`` (rows paired from TLS record timing only), ``mean_us``,
     ``p50_us``, ``p90_us``, ``p99_us``, ``p99_9_us``, ``min_us``, ``max_us``.
-    ``metric``: ``latency`` (order to ack), ``network_rtt`` or ``exchange``.
+    ``metric``: ``latency`` (order to ack), ``network_rtt`` (the order's own
+    pure-ACK round trip, where there is one), ``network`` (the round-trip
+    estimate every order has) or ``exchange`` (latency minus that estimate).
     ``bucket`` sets the width of ``minute`` groups. Quantiles: linear
     interpolation (see the module docstring), equal to ``np.quantile``.
 

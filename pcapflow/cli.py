@@ -285,7 +285,7 @@ def _register_command_modules() -> None:
     """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
     import importlib
 
-    for name in ("cli_match", "cli_report", "cli_demo"):
+    for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts"):
         try:
             mod = importlib.import_module(f"pcapflow.{name}")
         except ModuleNotFoundError as err:

@@ -75,7 +75,8 @@ def report_cmd(
     leg: Annotated[str, typer.Option(
         "--leg", help="ack (reply), engine (first private-stream event) or all")] = "ack",
     metric: Annotated[str, typer.Option(
-        "--metric", help="latency, network_rtt or exchange (latency minus network)")]
+        "--metric", help="latency; network_rtt (own pure ACK, where known); network "
+        "(round-trip estimate, every order); exchange (latency minus network)")]
         = "latency",
     capture: Annotated[str | None, typer.Option(
         "--capture", help="Only this capture (file name, path or capture_id prefix)")] = None,

@@ -80,7 +80,10 @@ class Dataset:
 
     def fetchone(self, query: str, params: list[object] | None = None) -> tuple[object, ...] | None:
         """Run SQL and return the first row (None when there is none)."""
-        return self.con.execute(query, params or []).fetchone()
+        # fetchall, not fetchone: DuckDB 2 keeps a partly read result open on the
+        # connection, and the next statement on it fails
+        rows = self.con.execute(query, params or []).fetchall()
+        return rows[0] if rows else None
 
     def scalar(self, query: str, params: list[object] | None = None) -> object:
         """Run SQL and return the first column of the first row."""
@@ -133,6 +136,72 @@ class Dataset:
         from . import analysis  # lazy: keeps `import pcapflow` light
 
         return analysis.plot(self, kind, by, **filters)
+
+    # -- why was it slow (pcapflow.analysis, pcapflow.feed, pcapflow.alerts) --
+
+    def decomposition(self, exchange: str | list[str] | None = None, since: object = None,
+                      until: object = None, leg: str | None = "ack",
+                      **filters: object) -> pd.DataFrame:
+        """Each order's latency split into the network round-trip estimate and the
+        exchange's share, with where the estimate came from and how sure it is:
+        ``latency_ns``, ``network_est_ns``, ``exchange_ns``, ``network_method``,
+        ``network_spread_ns``, ``network_samples`` and the order's own pure-ACK
+        ``network_rtt_ns`` (pipelines/sql/decompose.sql).
+
+        >>> ds.decomposition(exchange="binance").groupby("network_method").size()  # doctest: +SKIP
+        """
+        cols = ["venue", "endpoint", "capture_id", "flow_id", "kind", "leg", "correlation_id",
+                "order_ts", "ack_ts", "latency_ns", "network_est_ns", "exchange_ns",
+                "network_method", "network_spread_ns", "network_samples", "network_rtt_ns",
+                "status", "decoded"]
+        return self.latency(exchange, since, until, leg, **filters)[cols]
+
+    def causes(self) -> pd.DataFrame:
+        """The TCP stalls inside each order's window (delayed ACK + Nagle,
+        retransmissions either way, zero windows), one row each (``pcapflow.causes``).
+
+        >>> ds.causes().groupby("cause").cost_ns.median()              # doctest: +SKIP
+        """
+        from . import causes
+
+        return causes.causes(self)
+
+    def tick_to_trade(self, max_age_s: float | None = 10.0) -> pd.DataFrame:
+        """Per order: the last market-data message on its instrument before it left and
+        ``reaction_ns`` = order's first byte - that message's last (``pcapflow.ticktotrade``;
+        it says what COULD have triggered the order, not what did)."""
+        from . import ticktotrade
+
+        return ticktotrade.tick_to_trade(self, max_age_s=max_age_s)
+
+    def feed_gaps(self) -> pd.DataFrame:
+        """Breaks in market-data sequence numbers per stream (``pcapflow.feed``)."""
+        from . import feed
+
+        return feed.feed_gaps(self)
+
+    def feed_delay(self) -> pd.DataFrame:
+        """Wire time minus the exchange's time stamp per market-data stream, in µs
+        (``pcapflow.feed``; includes the clocks' offset)."""
+        from . import feed
+
+        return feed.feed_delay(self)
+
+    def alerts(self, kinds: str | list[str] | None = None, *,
+               exchange: str | list[str] | None = None, since: object = None,
+               until: object = None, **settings: object) -> pd.DataFrame:
+        """Latency regime changes, p99 over a threshold, retransmission storms, zero
+        windows, feed gaps and stale feeds (``pcapflow.alerts``); ``settings`` are
+        ``alerts.Settings`` fields (``p99_us=50_000``, ``stale_after_s=2`` ...).
+
+        >>> ds.alerts(p99_us=20_000)                                   # doctest: +SKIP
+        """
+        from . import alerts
+
+        chosen = [kinds] if isinstance(kinds, str) else kinds
+        return alerts.alerts(self, alerts.Settings(**settings),  # type: ignore[arg-type]
+                             tuple(chosen) if chosen else None, exchange=exchange,
+                             since=since, until=until)
 
     def close(self) -> None:
         self.con.close()

@@ -97,6 +97,8 @@ def render(
     unanswered: pd.DataFrame | None = None,
     more_reports: Sequence[Report] = (),
     title: str = "pcapflow latency report",
+    sections: Mapping[str, pd.DataFrame] | None = None,
+    tail_sections: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """The HTML document for a report, its figures (caption -> Figure) and context tables."""
     parts = [
@@ -114,10 +116,16 @@ def render(
         parts += [f"<h2>{_esc(extra.title())}</h2>", percentile_table(extra)]
     for caption, fig in (figures or {}).items():
         parts += [f"<h2>{_esc(caption)}</h2>", _img(figure_png(fig), caption)]
+    for caption, df in (sections or {}).items():
+        if len(df):
+            parts += [f"<h2>{_esc(caption)}</h2>", frame_table(df)]
     if unanswered is not None and len(unanswered):
         parts += ["<h2>Orders with no reply</h2>", frame_table(unanswered)]
     if captures is not None and len(captures):
         parts += ["<h2>Captures</h2>", frame_table(captures)]
+    for caption, df in (tail_sections or {}).items():
+        if len(df):
+            parts += [f"<h2>{_esc(caption)}</h2>", frame_table(df)]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -143,7 +151,50 @@ def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report"
                                      since=report.since, until=report.until, leg=report.leg,
                                      metric=report.metric, capture=report.capture))
     return render(report, figures, captures=captures, unanswered=unanswered,
-                  more_reports=more, title=title)
+                  more_reports=more, title=title,
+                  sections={"The slowest orders and why": slowest_and_why(ds, rows)},
+                  tail_sections={"Alerts": _alerts(ds, report)})
+
+
+SLOWEST = 10
+"""Orders listed in "The slowest orders and why"."""
+
+
+def slowest_and_why(ds: Dataset, rows: pd.DataFrame, n: int = SLOWEST) -> pd.DataFrame:
+    """The ``n`` slowest orders of ``rows``: latency split into network estimate
+    (and its method) and exchange, and the stalls inside each (``pcapflow.causes``)."""
+    from . import causes
+
+    if rows.empty or "latency_ns" not in rows:
+        return pd.DataFrame()
+    top = rows.nlargest(n, "latency_ns")
+    found = causes.causes(ds)
+    out = []
+    for r in top.itertuples():
+        mine = found[(found.capture_id == r.capture_id) & (found.flow_id == r.flow_id)
+                     & (found.correlation_id == r.correlation_id)
+                     & (found.order_ts == r.order_ts) & (found.leg == r.leg)]
+        why = "; ".join(f"{c.cause} ({format_us(c.cost_ns / 1e3)} µs): {c.detail}"
+                        if pd.notna(c.cost_ns) else f"{c.cause}: {c.detail}"
+                        for c in mine.itertuples()) or "no TCP stall seen"
+        out.append({"venue": r.venue, "endpoint": r.endpoint, "order_ts": r.order_ts,
+                    "latency µs": format_us(r.latency_ns / 1e3),
+                    "network µs": "" if pd.isna(r.network_est_ns)
+                    else f"{format_us(r.network_est_ns / 1e3)} ({r.network_method})",
+                    "exchange µs": "" if pd.isna(r.exchange_ns)
+                    else format_us(r.exchange_ns / 1e3),
+                    "why": why})
+    return pd.DataFrame(out)
+
+
+def _alerts(ds: Dataset, report: Report) -> pd.DataFrame:
+    from . import alerts
+
+    df = alerts.alerts(ds)
+    if report.exchange:
+        df = df[df.venue.isin(report.exchange) | df.venue.isna()]
+    return df[["start_ts", "end_ts", "severity", "kind", "venue", "endpoint", "flow_id",
+               "stream", "detail", "evidence_rows"]]
 
 
 def write(path: str | os.PathLike[str], ds: Dataset, report: Report, **kw: str) -> Path:

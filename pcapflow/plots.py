@@ -162,23 +162,32 @@ def _window_label(win: str | pd.Timedelta | int) -> str:
 
 
 def draw_breakdown(ax: Axes, df: pd.DataFrame, by: str | None = "venue") -> None:
-    """Median latency per group split into network round trip and the exchange's share."""
+    """Median latency per group split into the network round-trip estimate and the
+    exchange's share, with each group's coverage (orders with an estimate, of all)."""
     groups, left_out = _groups(df, by)
-    rows = [(label, g.dropna(subset=["network_rtt_ns", "exchange_ns"])) for label, g in groups]
-    rows = [(label, g) for label, g in rows if len(g)]
+    cols = ["network_est_ns", "exchange_ns"]
+    if "network_est_ns" not in df.columns or df["network_est_ns"].isna().all():
+        cols = ["network_rtt_ns", "exchange_ns"]  # a dataset matched before decompose.sql
+    rows = [(label, g.dropna(subset=cols), len(g)) for label, g in groups]
+    rows = [r for r in rows if len(r[1])]
     if not rows:
         _empty(ax, "orders with a network round trip")
         return
-    labels = [label for label, _ in rows]
-    net = np.array([np.median(g["network_rtt_ns"]) for _, g in rows]) / 1e3
-    exch = np.array([np.median(g["exchange_ns"]) for _, g in rows]) / 1e3
+    labels = [f"{label}\n{len(g):,}/{n:,} orders" for label, g, n in rows]
+    net = np.array([np.median(g[cols[0]]) for _, g, _ in rows]) / 1e3
+    exch = np.array([np.median(g["exchange_ns"]) for _, g, _ in rows]) / 1e3
     y = np.arange(len(labels))
-    ax.barh(y, net, color="tab:blue", label="network round trip (median)")
+    ax.barh(y, net, color="tab:blue", label="network round trip, estimated (median)")
     ax.barh(y, exch, left=net, color="tab:orange", label="exchange, estimated (median)")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("µs (medians of each part; they need not add up to the median latency)")
     ax.legend(fontsize="small")
+    if "network_method" in df.columns:
+        counts = df["network_method"].fillna("none").value_counts()
+        ax.text(0.99, 0.02, "network estimate: " + ", ".join(
+            f"{m} {int(counts[m]):,}" for m in counts.index),
+            transform=ax.transAxes, ha="right", va="bottom", fontsize="x-small", color="#555")
     _title(ax, "Where the time goes", left_out)
 
 

@@ -63,7 +63,9 @@ class Report:
 
     def title(self) -> str:
         """One line saying what the table shows and over which rows."""
-        what = {"latency": "Order-to-ack latency", "network_rtt": "Network round trip",
+        what = {"latency": "Order-to-ack latency",
+                "network_rtt": "Network round trip (own pure ACK)",
+                "network": "Network round trip (estimate)",
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
         if self.exchange:
@@ -109,6 +111,9 @@ def build(
     elif int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
                      "timing only (no key log): see the `encrypted` column")
+    coverage = analysis.coverage_note(analysis.network_coverage(ds, flt), metric)
+    if coverage:
+        notes.append(coverage)
     return Report(table=table, keys=keys, by=groups, exchange=flt.exchange, since=flt.since,
                   until=flt.until, leg=leg, metric=metric, capture=capture, notes=notes)
 

@@ -59,12 +59,12 @@ from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
 from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
+from ..parsers.tls.keysearch import SearchLimits
 from ..parsers.websocket import WebSocketSession
 from .limits import Limits
 from .rows import RowBuffers
 from .segments import gather, rtt_walk, simple_prefix
 
-TLS_HANDSHAKE = 22  # TLS ContentType handshake
 # pcapng Decryption Secrets Block type for a TLS key log ("TLSK").
 DSB_TLS_KEY_LOG = 0x544C534B
 
@@ -96,7 +96,9 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
     """The session parser registry: protocol name -> parser (None = not parsed).
     ``midstream``: the first bytes are inside a message (``detect_midstream``)."""
     if proto == "tls" and not inner:
-        return TlsSession(flow_id, keylog)
+        return TlsSession(flow_id, keylog, search=SearchLimits(
+            records=limits.tls13_search_records, chacha_records=limits.tls13_search_chacha_records,
+            generations=limits.tls13_search_generations))
     if proto == "http":
         return HttpSession(flow_id, max_body=limits.http_max_body,
                            max_header=limits.http_max_header,
@@ -186,12 +188,12 @@ class _Layer:
 
     def _try_detect(self, ts: int, final: bool = False) -> list[object]:
         proto = detect(self.seen[0], self.seen[1])
-        if proto == "unknown" and not self.inner:
-            # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello.
-            # TlsSession skips the plaintext up to the handshake record itself.
-            at = find_resync("tls", self.seen[0])
-            if at is not None and self.seen[0][at] == TLS_HANDSHAKE:
-                proto = "tls"
+        # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello; or a
+        # capture that began inside a TLS record: a pair of record headers later on.
+        # TlsSession skips to the header (and finds TLS 1.3 keys by search).
+        if proto == "unknown" and not self.inner and any(
+                find_resync("tls", seen) is not None for seen in self.seen):
+            proto = "tls"
         midstream = self.midstream
         if proto == "unknown" and midstream:  # the capture may begin inside a message
             proto = detect_midstream(self.seen[0], self.seen[1], final=final)
@@ -415,7 +417,7 @@ class AppLayer:
             if st == DSB_TLS_KEY_LOG:
                 if self.keylog is None:
                     self.keylog = KeyLog()
-                self.keylog.add_text(data)
+                self.keylog.add_text(data, "the capture's Decryption Secrets Block")
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, staging.dir)  # type: ignore[attr-defined]

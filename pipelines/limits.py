@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from ..parsers.errors import ConfigError
+from ..parsers.tls.keysearch import DEFAULT_CHACHA_RECORDS, DEFAULT_GENERATIONS, DEFAULT_RECORDS
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -44,6 +45,14 @@ class Limits:
     """Bytes of one FIX message."""
     max_unacked: int = 1000
     """Unacknowledged segments remembered per direction for ``tcp_rtt``."""
+    tls13_search_records: int = DEFAULT_RECORDS
+    """TLS 1.3 session already open when the capture began: record sequence numbers
+    the key search covers per key under AES-GCM (free: it computes the number)."""
+    tls13_search_chacha_records: int = DEFAULT_CHACHA_RECORDS
+    """... and under ChaCha20-Poly1305 (each number tried costs ~0.6 µs per key)."""
+    tls13_search_generations: int = DEFAULT_GENERATIONS
+    """... and KeyUpdate generations per key log secret (ChaCha20-Poly1305: at most
+    2; past any of the three: ``tls13_secret_not_found``)."""
 
     @classmethod
     def names(cls) -> list[str]:

@@ -6,7 +6,8 @@ once (the macros; ``no_orders`` and ``no_acks``, the empty family outputs; an
 empty ``input_<table>`` per input table). The connection gets a view per
 message table (``http_messages``, ``ws_messages``, ``fix_messages``,
 ``tls_records``, ``tcp_rtt``; an absent table is the empty one with its
-declared columns), the venue rule tables of ``venue_rules`` and
+declared columns), the venue rule tables of ``venue_rules``,
+``flow_handshake`` (each flow's handshake RTT, for decompose.sql) and
 ``flow_rules``: each flow's venue and dialect as the registry (a
 ``venue_rules.Resolver``) decides from its SNI, HTTP Host, address, port and
 FIX comp ids. The SQL files then run in ``SQL_FILES`` order, each building
@@ -71,7 +72,7 @@ MESSAGE_TABLES = ("http_messages", "ws_messages", "fix_messages", "tls_records")
 INPUT_TABLES = ("http_messages", "ws_messages", "fix_messages", "tls_records", "tcp_rtt")
 SETUP_FILES = ("common",)
 """Run once per database: macros and the empty family outputs (``no_orders``, ``no_acks``)."""
-SQL_FILES = ("rest", "websocket", "fix", "encrypted", "combine", "engine", "latency")
+SQL_FILES = ("rest", "websocket", "fix", "encrypted", "combine", "engine", "latency", "decompose")
 """Run in this order for every match."""
 GATES = {"rest": ("rest_todo", ("rest_orders", "rest_acks")),
          "websocket": ("ws_in", ("ws_orders", "ws_acks")),
@@ -602,6 +603,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             con.register(name, table)
         rules_by_flow = flow_rules(flows, resolver, _comp_ids(con))
         con.register("flow_rules", rules_by_flow)
+        con.register("flow_handshake", flows.select(["flow_id", "first_ts", "handshake_rtt_ns"]))
         if scanned:
             con.register("ws_scan", candidates)
         dialects = set(rules_by_flow.column("dialect").to_pylist())

@@ -353,14 +353,41 @@ LATENCY = _schema(
     _f(
         "network_rtt_ns",
         pa.int64(),
-        "Order's last segment to the exchange's TCP ACK covering "
-        "it (tcp_rtt); null when not captured",
+        "Order's last segment to the exchange's pure TCP ACK covering "
+        "it (tcp_rtt); null when that ACK rode on the reply or was not captured, or the "
+        "segment was retransmitted (network_est_ns covers every order)",
     ),
     _f(
         "exchange_ns",
         pa.int64(),
-        "latency_ns - network_rtt_ns: an estimate of the time "
-        "spent in the exchange (the ACK may be delayed)",
+        "latency_ns - network_est_ns: an estimate of the time spent in the exchange "
+        "(and its network stack); null when network_method is `none`",
+    ),
+    _f(
+        "network_est_ns",
+        pa.int64(),
+        "Network round trip estimate for every order (pipelines/sql/decompose.sql): "
+        "the smallest of the connection's 9 pure-ACK RTT samples nearest the order "
+        "(tcp_rtt `out`, not piggybacked, not retransmitted) and its handshake RTT "
+        "(if within 300 s)",
+    ),
+    _f(
+        "network_method",
+        pa.string(),
+        "Where network_est_ns came from: `pure_ack` (the order's own segment, = "
+        "network_rtt_ns), `nearest_rtt_sample` (another segment's pure ACK nearby), "
+        "`handshake` (SYN to SYN/ACK), `none` (no estimate)",
+    ),
+    _f(
+        "network_spread_ns",
+        pa.int64(),
+        "Interquartile range of the pure-ACK RTT samples the estimate was taken from "
+        "(0 with one sample or only the handshake; null for `none`)",
+    ),
+    _f(
+        "network_samples",
+        pa.int64(),
+        "RTT samples the minimum was taken over, the handshake included (0 for `none`)",
     ),
     _f("status", pa.string(), "accepted, rejected or error"),
     _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),

@@ -285,3 +285,43 @@ def _dpkt_pcapng(buf: bytes) -> list[Expected]:
                                 gid, lt))  # fmt: skip
         pos += blen
     return out
+
+
+# --- cutting a capture -------------------------------------------------------------
+_PCAP_MAGICS_LE = (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_PCAPNG_PACKET_BLOCKS = (2, 3, 6)  # obsolete PB, SPB, EPB
+
+
+def drop_first_packets(src: Path, dst: Path, k: int) -> None:
+    """Write ``src`` without its first ``k`` packets, as if the capture began there.
+
+    pcap: the file header, then the records from packet ``k`` on. pcapng: every
+    non-packet block (section and interface descriptions, Decryption Secrets
+    Blocks) is kept where it was; packet blocks are dropped until ``k`` are gone.
+    """
+    buf = src.read_bytes()
+    out: list[bytes] = []
+    n = 0
+    if buf[:4] == _PCAPNG_SHB:
+        order = "<" if buf[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        pos = 0
+        while pos < len(buf):
+            btype, blen = struct.unpack_from(order + "II", buf, pos)
+            block, pos = buf[pos : pos + blen], pos + blen
+            if btype in _PCAPNG_PACKET_BLOCKS:
+                n += 1
+                if n <= k:
+                    continue
+            out.append(block)
+    else:
+        order = "<" if buf[:4] in _PCAP_MAGICS_LE else ">"
+        out.append(buf[:24])
+        pos = 24
+        while pos < len(buf):
+            incl = struct.unpack_from(order + "I", buf, pos + 8)[0]
+            record, pos = buf[pos : pos + 16 + incl], pos + 16 + incl
+            n += 1
+            if n > k:
+                out.append(record)
+    dst.write_bytes(b"".join(out))

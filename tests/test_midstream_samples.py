@@ -123,38 +123,41 @@ def test_http_cut_mid_message(name: str, tmp_path: Path) -> None:
         assert codes.count("response_without_request") == early
 
 
+@pytest.mark.parametrize("keylog", [True, False])
 @pytest.mark.parametrize("name", ["okx_ws_tls12", "deribit_jsonrpc_tls13"])
-def test_tls_cut_after_the_handshake_says_why(name: str, tmp_path: Path) -> None:
-    """The TLS capture itself, from a packet after the handshake on."""
+def test_tls_cut_after_the_handshake_says_why(name: str, keylog: bool, tmp_path: Path) -> None:
+    """The TLS capture itself, from a packet after the handshake on: every TLS flow is
+    decrypted (TLS 1.3 key search) or says why not (TLS 1.2: never without both hello
+    randoms); records keep their times."""
     import dpkt
 
     src = SAMPLES / f"{name}.pcap"
     with src.open("rb") as fh:
         reader = dpkt.pcap.Reader(fh)
-        packets = list(reader)
-        nano = reader.nano if hasattr(reader, "nano") else True
+        packets = [(ts, bytes(buf)) for ts, buf in reader]
     cap = tmp_path / "cut.pcap"
-    with cap.open("wb") as fh:
-        w = dpkt.pcap.Writer(fh, nano=nano)
-        for ts, buf in packets[len(packets) // 2:]:
-            w.writepkt(buf, ts=ts)
+    raw = src.read_bytes()  # keep the header (ns magic), drop the first half's records
+    pos, records = 24, []
+    while pos + 16 <= len(raw):
+        incl = int.from_bytes(raw[pos + 8:pos + 12], "little")
+        records.append(raw[pos:pos + 16 + incl])
+        pos += 16 + incl
+    assert len(records) == len(packets)
+    cap.write_bytes(raw[:24] + b"".join(records[len(records) // 2:]))
     data = tmp_path / "data"
-    pcapflow.ingest([cap], data=data, keylog=[SAMPLES / f"{name}.keylog"])
+    pcapflow.ingest([cap], data=data, keylog=[SAMPLES / f"{name}.keylog"] if keylog else None)
     ds = pcapflow.open(data)
     tls_flows = {f for (f,) in ds.sql("SELECT DISTINCT flow_id FROM tls_records").fetchall()}
     assert tls_flows
-    noted = {f for (f,) in ds.sql("SELECT flow_id FROM anomalies "
-                                  "WHERE code = 'handshake_not_captured'").fetchall()}
-    if name == "okx_ws_tls12":
-        assert noted == tls_flows
-        detail = ds.sql("SELECT detail FROM anomalies WHERE code = 'handshake_not_captured'"
-                        ).fetchall()[0][0]
-        assert "TLS 1.2" in detail and "hello randoms" in detail
-    else:  # TLS 1.3: trial decryption may find the secret (another change); else noted
-        decrypted = {f for (f,) in ds.sql("SELECT DISTINCT flow_id FROM tls_records "
-                                          "WHERE decrypted").fetchall()}
-        assert noted | decrypted == tls_flows
-    # records keep their times
+    why = dict(ds.sql("SELECT flow_id, string_agg(detail, ' ') FROM anomalies WHERE code IN "
+                      "('handshake_not_captured', 'tls13_secret_not_found') GROUP BY 1"
+                      ).fetchall())
+    decrypted = {f for (f,) in ds.sql("SELECT DISTINCT flow_id FROM tls_records "
+                                      "WHERE decrypted").fetchall()}
+    assert set(why) == tls_flows  # every flow says it began before the capture
+    if name == "okx_ws_tls12" or not keylog:
+        assert not decrypted
+        assert all("TLS 1.2" in w for w in why.values())
     n = ds.sql("SELECT count(*) FROM tls_records WHERE ts_first IS NULL OR ts_last IS NULL"
                ).fetchall()[0][0]
     assert n == 0

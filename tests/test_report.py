@@ -58,7 +58,11 @@ def _latency_rows(rng: np.random.Generator, capture_id: str, shift_ns: int) -> p
                 "order_ts": int(order_ts[i]), "ack_ts": int(order_ts[i] + lat[i]),
                 "latency_ns": int(lat[i]),
                 "network_rtt_ns": None if i % 7 == 0 else int(rtt[i]),
-                "exchange_ns": None if i % 7 == 0 else int(lat[i] - rtt[i]),
+                # decompose.sql: every order has an estimate, own sample or not
+                "network_est_ns": int(rtt[i]) + (5_000 if i % 7 == 0 else 0),
+                "network_method": "nearest_rtt_sample" if i % 7 == 0 else "pure_ack",
+                "network_spread_ns": 0, "network_samples": 1,
+                "exchange_ns": int(lat[i] - rtt[i]) - (5_000 if i % 7 == 0 else 0),
                 "status": "rejected" if i % 11 == 0 else "accepted",
                 "decoded": venue != "deribit" or i % 2 == 0,
             })
@@ -216,6 +220,18 @@ def test_leg_metric_and_time_filters(ds: Dataset, synth: tuple[Path, pd.DataFram
     sel = _acks(truth)
     sel = sel[(sel.venue == "okx")].network_rtt_ns.dropna().to_numpy(dtype=np.int64)
     _check_row(net.iloc[0], sel, 8)
+    # network (the estimate) and exchange cover every order, and say how
+    okx = _acks(truth)[lambda t: t.venue == "okx"]
+    for metric, col in (("network", "network_est_ns"), ("exchange", "exchange_ns")):
+        got = analysis.percentiles(ds, metric=metric, exchange="okx")
+        _check_row(got.iloc[0], okx[col].to_numpy(dtype=np.int64), 8)
+        rep = report.build(ds, exchange="okx", metric=metric)
+        own = int(okx.network_rtt_ns.notna().sum())
+        assert (f"estimate for {len(okx):,} of {len(okx):,} orders (pure_ack {own:,}, "
+                f"nearest_rtt_sample {len(okx) - own:,})") in rep.notes[-1]
+    rep = report.build(ds, exchange="okx", metric="network_rtt")
+    assert f"known for {own:,} of {len(okx):,} orders" in rep.notes[-1]
+    assert not any("estimate" in n for n in report.build(ds, exchange="okx").notes)
     # since inclusive, until exclusive; naive times are UTC
     acks = _acks(truth)
     lo, hi = T0 + 30 * 10**9, T0 + 90 * 10**9
@@ -373,6 +389,9 @@ def test_cli_plot_and_html(synth: tuple[Path, pd.DataFrame], tmp_path: Path) -> 
     assert not re.search(r"(src|href)=\"https?:", text) and "<script" not in text
     assert "lost3" in text and "before.pcap" in text  # unanswered orders, captures
     assert "by venue, endpoint" in text  # the endpoint table follows
+    # the slowest orders with their decomposition, then the alerts (html_report)
+    slow = text.split("<h2>The slowest orders and why</h2>")[1].split("<h2>")[0]
+    assert slow.count("<tr>") == 1 + html_report.SLOWEST and "pure_ack" in slow
     assert "deribit" not in text.split("<h2>Orders with no reply")[0]
 
 

@@ -3,13 +3,16 @@
 Public API::
 
     KeyLog.from_files(paths) / KeyLog.from_text(text) / KeyLog.add_text(text)
-    TlsSession(flow_id, keylog=None, *, max_record=MAX_CIPHERTEXT)
+    TlsSession(flow_id, keylog=None, *, max_record=MAX_CIPHERTEXT, search=SearchLimits())
         .feed(direction, data, ts_first, ts_last) / .gap(direction, length, ts) / .finish(ts)
+    keysearch.search(keylog, labels, header, fragment, limits): the TLS 1.3 secret of a
+        session whose handshake was not captured (used by TlsSession)
     events: TlsRecord, TlsHandshakeInfo, Plaintext (and the shared Anomaly, layer "tls")
 """
 
 from .events import Plaintext, TlsHandshakeInfo, TlsRecord
 from .keylog import PCAPNG_DSB_TLS_KEY_LOG, KeyLog
+from .keysearch import SearchLimits
 from .record import MAX_CIPHERTEXT
 from .session import TlsSession
 from .suites import SUITES, CipherSuite, suite_for, suite_name
@@ -21,6 +24,7 @@ __all__ = [
     "CipherSuite",
     "KeyLog",
     "Plaintext",
+    "SearchLimits",
     "TlsHandshakeInfo",
     "TlsRecord",
     "TlsSession",

@@ -66,15 +66,20 @@ READ_BLOCK = 1 << 20  # key log bytes read at a time; lines are cut out of each 
 class KeyLog:
     """Secrets from NSS key log text, looked up by client random."""
 
-    __slots__ = ("_secrets", "bad_lines", "comment_lines", "lines")
+    __slots__ = ("_secrets", "bad_lines", "comment_lines", "lines", "search_cache", "sources")
 
     def __init__(self) -> None:
         self._secrets: dict[bytes, dict[str, bytes]] = {}
         self.lines = 0
-        """Key lines accepted."""
+        """Key lines accepted (also tells a cache built from them that it is stale)."""
         self.bad_lines = 0
         """Lines neither a comment, blank, nor a well-formed key line."""
         self.comment_lines = 0
+        self.sources: list[str] = []
+        """Where the lines came from: file names, ``pcapng DSB`` (for messages)."""
+        self.search_cache: object | None = None
+        """Keys derived from these secrets by the TLS 1.3 key search (``keysearch``),
+        kept here so that every connection of an ingest shares them."""
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -92,6 +97,7 @@ class KeyLog:
         """
         log = cls()
         for path in paths:
+            log.sources.append(str(path))
             try:
                 with open(path, "rb") as fh:
                     log._read_stream(fh, path)
@@ -126,8 +132,12 @@ class KeyLog:
         """Read one key log file; see ``from_files``."""
         return cls.from_files([path])
 
-    def add_text(self, text: str | bytes) -> None:
-        """Merge more key log text; later lines win for the same (label, random)."""
+    def add_text(self, text: str | bytes, source: str | None = None) -> None:
+        """Merge more key log text; later lines win for the same (label, random).
+
+        ``source`` names where it came from (e.g. ``pcapng DSB``), for messages."""
+        if source is not None and source not in self.sources:
+            self.sources.append(source)
         if isinstance(text, str):
             text = text.encode("utf-8", "replace")
         for raw in text.splitlines():
@@ -165,6 +175,10 @@ class KeyLog:
         """The secret ``label`` logged for ``client_random``, or ``None``."""
         entry = self._secrets.get(bytes(client_random))
         return None if entry is None else entry.get(label)
+
+    def entries(self, label: str) -> list[tuple[bytes, bytes]]:
+        """Every ``(client_random, secret)`` logged under ``label``, in log order."""
+        return [(r, e[label]) for r, e in self._secrets.items() if label in e]
 
     def has(self, client_random: bytes) -> bool:
         """Whether any secret was logged for this client random."""

@@ -20,6 +20,15 @@ Keys come from the ``KeyLog`` when the ServerHello is seen:
   the handshake epoch, records that fail to decrypt are skipped silently
   until one succeeds ("trial" mode).
 
+Sessions already open when the capture began (no ClientHello): TLS 1.3 keys
+are found by trial decryption of each direction's first protected records
+against every secret of the key log (``keysearch``: suites, KeyUpdate
+generations and record sequence numbers within ``SearchLimits``); the other
+direction then tries the same key log entry first. Decryption goes on from the
+found sequence number and emits the same events as after a handshake, with a
+``handshake_not_captured`` anomaly saying what was found, or
+``tls13_secret_not_found`` saying what was tried and what to do.
+
 Decryption of a direction stops for good after a failed authentication
 (``decrypt_failed``) or a loss of record alignment (``gap``, resync): the
 record sequence number, an implicit input of every AEAD nonce and MAC, is
@@ -38,6 +47,7 @@ from ..errors import DecodeError
 from ..events import IN, OUT, Anomaly, Direction, Run, feed_pieces
 from ..scan import tls_app_records
 from . import handshake as hs
+from . import keysearch
 from .ciphers import RecordDecryptor, Tls12AeadDecryptor, Tls13Decryptor, tls12_decryptor
 from .events import (
     VERSION_NAMES,
@@ -57,6 +67,7 @@ from .keylog import (
     KeyLog,
 )
 from .keyschedule import tls12_key_block, tls13_next_traffic_secret, tls13_traffic_keys
+from .keysearch import SEARCH_RECORDS, SearchLimits
 from .record import (
     APPLICATION_DATA,
     CHANGE_CIPHER_SPEC,
@@ -78,6 +89,12 @@ NO_HANDSHAKE = (
     "To decode: start the capture before the connection opens, or make the client "
     "reconnect (restart the session) while capturing")
 
+# key log labels of each direction: (application secret, handshake secret)
+_LABELS = {
+    OUT: (CLIENT_TRAFFIC_SECRET_0, CLIENT_HANDSHAKE_TRAFFIC_SECRET),
+    IN: (SERVER_TRAFFIC_SECRET_0, SERVER_HANDSHAKE_TRAFFIC_SECRET),
+}
+
 
 @dataclass(slots=True)
 class _Direction:
@@ -96,16 +113,23 @@ class _Direction:
     plaintext_offset: int = 0
     finished_ts: int | None = None
     first_protected_ts: int | None = None
+    search_tries: int = 0  # no handshake: records tried by the key search
+    search_keys: int = 0  # ... and the keys tried on them
+    search_secrets: int = 0
 
 
 class TlsSession:
     """Sans-IO TLS parser for one connection (see the module docstring)."""
 
     def __init__(
-        self, flow_id: int, keylog: KeyLog | None = None, *, max_record: int = MAX_CIPHERTEXT
+        self, flow_id: int, keylog: KeyLog | None = None, *, max_record: int = MAX_CIPHERTEXT,
+        search: SearchLimits | None = None,
     ) -> None:
         self.flow_id = flow_id
         self.keylog = keylog
+        self._search_limits = search or SearchLimits()
+        self._midstream = False  # keys found by the key search (no handshake seen)
+        self._found_random: bytes | None = None
         self._dirs: dict[Direction, _Direction] = {
             OUT: _Direction(RecordReader(max_record)),
             IN: _Direction(RecordReader(max_record)),
@@ -146,7 +170,7 @@ class TlsSession:
         state. Not TLS 1.2, which can renegotiate (the client's new keys depend on
         the server's next hello), nor a direction without keys or out of sync.
         """
-        if not (self._complete and self._tls13):
+        if not ((self._complete or self._midstream) and self._tls13):
             return False
         return all(st.decryptor is not None and not st.trial
                    and st.first_protected_ts is not None
@@ -187,7 +211,7 @@ class TlsSession:
         record to the general path) at the first record that is anything else.
         """
         dec = st.decryptor
-        if (not self._complete or st.trial or dec is None
+        if (not (self._complete or self._midstream) or st.trial or dec is None
                 or (st.first_protected_ts is None and self._sh is not None)):
             return
         tls13 = type(dec) is Tls13Decryptor
@@ -291,6 +315,11 @@ class TlsSession:
         for d, st in self._dirs.items():
             for issue in st.reader.finish(ts):
                 self._on_issue(d, issue)
+            if st.search_tries and st.decryptor is None and st.stopped_reason is None:
+                # the connection ended before the search had all its records
+                st.stopped_reason = "tls13_secret_not_found"
+                self._anomaly(d, "tls13_secret_not_found", self._not_found_detail(st), ts,
+                              st.reader.next_offset)
         if self._sh is not None and not self._complete:
             self._emit_info(ts)
         return self._drain()
@@ -317,7 +346,7 @@ class TlsSession:
     def _on_issue(self, d: Direction, issue: ReaderIssue) -> None:
         detail = issue.detail
         st = self._dirs[d]
-        if issue.lost_sync:
+        if issue.lost_sync and not self._searching(st):
             # Records were lost after the hellos: sequence numbers (an implicit
             # input of every nonce and MAC) are unknown from here on.
             st.hs.reset()
@@ -413,6 +442,9 @@ class TlsSession:
     def _decrypt(self, d: Direction, st: _Direction, rec: RawRecord) -> tuple[int, bytes] | None:
         if st.decryptor is None and st.stopped_reason is None:
             self._late_key_lookup(d, st)
+            if (st.decryptor is None and rec.content_type == APPLICATION_DATA
+                    and self._searching(st)):
+                self._search(d, st, rec)
         dec = st.decryptor
         if dec is None:
             if st.stopped_reason is None:
@@ -430,10 +462,99 @@ class TlsSession:
         st.epoch_records += 1
         return result
 
+    # -- sessions without a captured handshake ---------------------------------------
+    def _searching(self, st: _Direction) -> bool:
+        """Is this direction still looking for its keys by trial decryption? (No
+        ClientHello seen, so no client random to look up; TLS 1.3 or unknown.)"""
+        return (self.keylog is not None and self._ch is None and st.decryptor is None
+                and st.stopped_reason is None and st.search_tries < SEARCH_RECORDS
+                and (self._sh is None or (self._tls13 and self._suite is not None)))
+
+    def _search(self, d: Direction, st: _Direction, rec: RawRecord) -> None:
+        """Try the key log's secrets on ``rec``; install the one that decrypts it."""
+        assert self.keylog is not None
+        app, hs_label = _LABELS[d]
+        limits = self._search_limits
+        st.search_tries += 1
+        result = keysearch.search(
+            self.keylog, ((app, limits.generations), (hs_label, 1)), rec.header, rec.fragment,
+            limits, suites=(self._suite,) if self._suite is not None else None,
+            prefer=self._found_random, chacha=st.search_tries == 1)
+        st.search_keys += result.keys
+        st.search_secrets = max(st.search_secrets, result.secrets)
+        found = result.found
+        if found is None:
+            if st.search_tries >= SEARCH_RECORDS:
+                st.stopped_reason = "tls13_secret_not_found"
+                self._anomaly(d, "tls13_secret_not_found", self._not_found_detail(st),
+                              rec.ts_last, rec.stream_offset)
+            return
+        suite = found.suite
+        self._midstream = self._keys_found = self._tls13 = True
+        self._suite = suite
+        self._found_random = found.client_random
+        st.decryptor = dec = _tls13_decryptor(suite, found.secret)
+        dec.seq = found.seq
+        st.in_app_epoch = found.label == app
+        # a handshake secret matched: its Finished switches to the same entry's
+        # application secret, as after a captured ServerHello
+        st.app_secret = found.secret if st.in_app_epoch else self.keylog.get(
+            found.client_random, app)
+        st.trial = False
+        st.epoch_records = 0
+        if st.first_protected_ts is None:
+            st.first_protected_ts = rec.ts_last
+        updates = {0: "no KeyUpdate", 1: "1 KeyUpdate"}.get(
+            found.generation, f"{found.generation} KeyUpdates")
+        detail = (f"TLS 1.3 session already open when the capture began: {found.label} of "
+                  f"client_random {found.client_random.hex()} found by trial decryption "
+                  f"({suite.name}, {updates}, record {found.seq}; keys tried: "
+                  f"{st.search_keys}); SNI, ALPN and handshake time unknown")
+        self._anomaly(d, "handshake_not_captured", detail, rec.ts_last, rec.stream_offset)
+        if not self._info_emitted and self._sh is None:
+            self._emit_found_info(d, rec)
+
+    def _not_found_detail(self, st: _Direction) -> str:
+        assert self.keylog is not None
+        limits = self._search_limits
+        log = self.keylog
+        where = ", ".join(log.sources) or "the key log"
+        if not st.search_secrets:
+            return (f"no handshake captured, and {where} ({len(log)} client randoms) holds "
+                    "no TLS 1.3 traffic secret to search: if this is TLS 1.2 it cannot be "
+                    "decrypted without its handshake (capture from before the connection "
+                    "opens); if TLS 1.3, pass the key log the client wrote when it opened")
+        chacha_gens = min(limits.generations, keysearch.CHACHA_GENERATIONS)
+        records = "record" if st.search_tries == 1 else f"{st.search_tries} records"
+        return (f"no handshake captured, and no TLS 1.3 traffic secret in {where} "
+                f"({st.search_secrets} secrets, {st.search_keys} keys tried) decrypts this "
+                f"direction's first {records} at KeyUpdate generations "
+                f"0-{limits.generations - 1} and record numbers below {limits.records} "
+                f"(AES-GCM), generations 0-{chacha_gens - 1} and numbers below "
+                f"{limits.chacha_records} (ChaCha20, first record): the key log lacks this "
+                "session, or it is TLS 1.2 (not decryptable without its handshake). Pass the "
+                "key log the client wrote when the connection opened (--keylog); for an "
+                "older session raise --limit tls13_search_generations or "
+                "tls13_search_chacha_records")
+
+    def _emit_found_info(self, d: Direction, rec: RawRecord) -> None:
+        """Handshake info of a session found by the key search: version, suite, random."""
+        suite = self._suite
+        assert suite is not None and self._found_random is not None
+        self._out.append(TlsHandshakeInfo(
+            ts_first=rec.ts_first, ts_last=rec.ts_last, flow_id=self.flow_id, direction=d,
+            stream_offset=rec.stream_offset, sni=None, alpn_offered=(), alpn=None,
+            version=VERSION_NAMES[TLS13], cipher=suite.name, cipher_id=suite.id,
+            resumed=False, hello_retry=False, client_random=self._found_random.hex(),
+            handshake_ns=None, keys_found=True, complete=False))
+        self._info_emitted = True
+
     def _report_missing(self, d: Direction, rec: RawRecord) -> None:
-        if self._sh is None and self._ch is None and not self._missing_reported:
-            self._missing_reported = True  # once per connection
-            self._anomaly(None, "handshake_not_captured", NO_HANDSHAKE, rec.ts_last, None)
+        if self._sh is None and self._ch is None:
+            # (with a key log the key search says what it found or tried instead)
+            if not self._missing_reported and not self._searching(self._dirs[d]):
+                self._missing_reported = True  # once per connection
+                self._anomaly(None, "handshake_not_captured", NO_HANDSHAKE, rec.ts_last, None)
             return
         if self.keylog is None or self._missing_reported or self._suite is None:
             return

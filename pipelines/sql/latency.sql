@@ -4,8 +4,8 @@
 -- latency of an order = ack.ts_last - order.ts_last). network_rtt_ns comes
 -- from tcp_rtt: the row of the order's flow whose ts_sent is the order's
 -- ts_last, i.e. the data segment carrying the order's last byte (for TLS, the
--- end of the record holding it), first transmission; exchange_ns =
--- latency_ns - network_rtt_ns is an estimate (the ACK may be delayed). An ACK
+-- end of the record holding it), first transmission (decompose.sql then gives
+-- every order a network estimate and exchange_ns from it). An ACK
 -- that rode on a data segment (typically the reply itself, on REST) measures the
 -- exchange's processing too, so it gives no network_rtt_ns (null, not zero);
 -- nor does a segment that was retransmitted before its ACK (Karn's rule).

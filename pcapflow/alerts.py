@@ -1,0 +1,356 @@
+"""Alerts: what went wrong, when, and the rows that show it.
+
+How this works. Each detector reads the dataset's tables through DuckDB and
+returns alert rows of one shape (``ALERTS``): a kind, a severity, where (venue,
+endpoint, capture, flow, stream), a window (``start_ts``..``end_ts``), the
+measured value against its threshold, a sentence, and the evidence: the table
+it comes from, how many of its rows, and the SQL that selects exactly those
+rows (``pcapflow query "<evidence_sql>"``). The detectors (``DETECTORS``):
+
+- ``latency_shift``: per venue and endpoint, the rank CUSUM of
+  ``pcapflow.changepoint`` over order-to-ack latency in order time (online,
+  distribution-free; false-alarm rate measured there); the window runs from
+  the estimated change to the alarm.
+- ``p99_high``: p99 latency per venue, endpoint and ``bucket`` above
+  ``p99_us`` (with at least ``min_orders`` orders in the bucket).
+- ``retransmission_storm``: at least ``storm_per_s`` retransmissions on one
+  connection in each of one or more consecutive seconds (tcp_events).
+- ``zero_window``: a run of zero-window events on one connection and
+  direction, events less than ``episode_gap`` apart (tcp_events).
+- ``feed_gap``: breaks in a market-data stream's numbering (``pcapflow.feed``),
+  those less than ``episode_gap`` apart in one alert.
+- ``stale_feed``: a market-data stream silent for more than ``stale_after``
+  between two of its messages, or from its last message to its connection's end.
+
+Nothing here is stored at ingest (ingest time is unchanged); alerts are
+computed when asked, in seconds for a million orders (README, Speed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import changepoint, feed
+from .pipelines.schemas import TS
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+ALERTS = pa.schema([
+    ("kind", pa.string()), ("severity", pa.string()), ("venue", pa.string()),
+    ("endpoint", pa.string()), ("capture_id", pa.string()), ("flow_id", pa.int64()),
+    ("stream", pa.string()), ("start_ts", TS), ("end_ts", TS), ("value", pa.float64()),
+    ("threshold", pa.float64()), ("unit", pa.string()), ("detail", pa.string()),
+    ("evidence_table", pa.string()), ("evidence_rows", pa.int64()), ("evidence_sql", pa.string()),
+])
+"""One row per alert; ``severity``: info, warning or critical."""
+
+SEVERITIES = ("info", "warning", "critical")
+RETRANSMISSIONS = ("retransmission", "fast_retransmission")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Thresholds of the detectors (the CLI's options)."""
+
+    p99_us: float = 100_000.0
+    min_orders: int = 10
+    bucket_s: int = 60
+    storm_per_s: int = 10
+    episode_gap_s: float = 1.0
+    stale_after_s: float = 5.0
+    cusum_k: float = changepoint.K
+    cusum_h: float = changepoint.H
+    cusum_reference: int = changepoint.REFERENCE
+
+
+def _q(v: object) -> str:
+    """A SQL literal."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _scalar(ds: Dataset, sql: str, params: list[object] | None = None) -> object:
+    """The first value of ``sql``'s result, read whole (DuckDB 2 keeps a result open
+    on the connection until it is fetched to the end)."""
+    rows = ds.fetchall(sql, params)
+    return rows[0][0] if rows else None
+
+
+def _eq(col: str, v: object) -> str:
+    return f"{col} IS NULL" if v is None else f"{col} = {_q(v)}"
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in ALERTS}
+    df = pd.DataFrame(cols)
+    for c in ("start_ts", "end_ts"):
+        df[c] = pd.to_datetime(pd.array(df[c], dtype="Int64"), utc=True) if len(df) else \
+            pd.Series([], dtype="datetime64[ns, UTC]")
+    df["flow_id"] = pd.array(df["flow_id"], dtype="Int64")
+    df["evidence_rows"] = pd.array(df["evidence_rows"], dtype="Int64")
+    return df
+
+
+# -- latency ------------------------------------------------------------------------------
+
+def latency_shift(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Regime changes of latency per venue and endpoint (rank CUSUM)."""
+    tab = ds.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM latency "
+                 "WHERE leg = 'ack' AND latency_ns IS NOT NULL "
+                 "ORDER BY venue, endpoint, t").to_arrow_table()
+    if tab.num_rows == 0:
+        return []
+    t = tab.column("t").to_numpy()
+    x = tab.column("latency_ns").to_numpy().astype(np.float64)
+    keys = pd.MultiIndex.from_arrays([tab.column("venue").to_pandas(),
+                                      tab.column("endpoint").to_pandas()])
+    codes, uniques = pd.factorize(keys)
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    bounds = np.concatenate([[0], cuts, [len(codes)]])
+    out = []
+    for g in range(len(bounds) - 1):
+        a, b = int(bounds[g]), int(bounds[g + 1])
+        if b - a <= s.cusum_reference:
+            continue
+        venue, endpoint = uniques[int(codes[a])]
+        for alarm, change, direction, start in changepoint.detect(
+                x[a:b], s.cusum_k, s.cusum_h, s.cusum_reference):
+            ref = np.median(x[a + start: a + start + s.cusum_reference])
+            now = np.median(x[a + change: a + alarm + 1])
+            t0, t1 = int(t[a + change]), int(t[a + alarm])
+            up = direction > 0
+            sev = "info" if not up else ("critical" if now >= 2 * ref else "warning")
+            where = (f"{_eq('venue', venue)} AND {_eq('endpoint', endpoint)} AND leg = 'ack' "
+                     f"AND epoch_ns(order_ts) BETWEEN {t0} AND {t1}")
+            out.append({
+                "kind": "latency_shift", "severity": sev, "venue": venue, "endpoint": endpoint,
+                "start_ts": t0, "end_ts": t1, "value": now / 1e3, "threshold": ref / 1e3,
+                "unit": "us (median)",
+                "detail": (f"median latency {'up' if up else 'down'} from {ref / 1e3:,.1f} µs "
+                           f"to {now / 1e3:,.1f} µs (rank CUSUM k={s.cusum_k} h={s.cusum_h}, "
+                           f"reference {s.cusum_reference} orders)"),
+                "evidence_table": "latency", "evidence_rows": int(alarm - change + 1),
+                "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts"})
+    return out
+
+
+def p99_high(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Buckets whose p99 latency is above ``p99_us``."""
+    w = int(s.bucket_s * 1e9)
+    rows = ds.sql(f"""
+        SELECT venue, endpoint, epoch_ns(order_ts) // {w} AS b, count(*) AS n,
+               quantile_cont(latency_ns, 0.99) AS p99
+        FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL
+        GROUP BY ALL HAVING count(*) >= {int(s.min_orders)} AND p99 > {float(s.p99_us) * 1e3}
+        ORDER BY b, venue, endpoint""").fetchall()
+    out = []
+    for venue, endpoint, b, n, p99 in rows:
+        t0, t1 = int(b) * w, (int(b) + 1) * w
+        where = (f"{_eq('venue', venue)} AND {_eq('endpoint', endpoint)} AND leg = 'ack' AND "
+                 f"epoch_ns(order_ts) >= {t0} AND epoch_ns(order_ts) < {t1} AND "
+                 f"latency_ns > {int(s.p99_us * 1e3)}")
+        out.append({
+            "kind": "p99_high", "severity": "critical" if p99 > 2 * s.p99_us * 1e3 else "warning",
+            "venue": venue, "endpoint": endpoint, "start_ts": t0, "end_ts": t1 - 1,
+            "value": p99 / 1e3, "threshold": s.p99_us, "unit": "us (p99)",
+            "detail": f"p99 {p99 / 1e3:,.1f} µs over {n} orders in {s.bucket_s} s "
+                      f"(threshold {s.p99_us:,.0f} µs); evidence: the orders above it",
+            "evidence_table": "latency",
+            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM latency WHERE {where}")),
+            "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts"})
+    return out
+
+
+# -- TCP ----------------------------------------------------------------------------------
+
+def _flow_venue_sql() -> str:
+    return "LEFT JOIN flows f USING (capture_id, flow_id)"
+
+
+def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Runs of consecutive seconds with at least ``storm_per_s`` retransmissions on a flow."""
+    kinds = ", ".join(_q(k) for k in RETRANSMISSIONS)
+    rows = ds.sql(f"""
+        WITH sec AS (
+            SELECT capture_id, flow_id, epoch_ns(ts) // 1000000000 AS sec, count(*) AS n,
+                   min(epoch_ns(ts)) AS t0, max(epoch_ns(ts)) AS t1
+            FROM tcp_events WHERE kind IN ({kinds}) GROUP BY ALL
+            HAVING count(*) >= {int(s.storm_per_s)}),
+        runs AS (
+            SELECT *, sec - row_number() OVER (PARTITION BY capture_id, flow_id ORDER BY sec)
+                   AS run FROM sec)
+        SELECT r.capture_id, r.flow_id, any_value(f.venue), min(r.t0), max(r.t1), sum(r.n),
+               max(r.n), count(*)
+        FROM runs r {_flow_venue_sql()} GROUP BY r.capture_id, r.flow_id, r.run
+        ORDER BY 4""").fetchall()
+    out = []
+    for cid, flow, venue, t0, t1, n, peak, secs in rows:
+        where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND kind IN ({kinds}) "
+                 f"AND epoch_ns(ts) BETWEEN {int(t0)} AND {int(t1)}")
+        out.append({
+            "kind": "retransmission_storm",
+            "severity": "critical" if peak >= 10 * s.storm_per_s else "warning",
+            "venue": venue, "capture_id": cid, "flow_id": int(flow), "start_ts": int(t0),
+            "end_ts": int(t1), "value": float(peak), "threshold": float(s.storm_per_s),
+            "unit": "retransmissions/s (peak)",
+            "detail": f"{int(n)} retransmissions in {int(secs)} s on flow {flow}",
+            "evidence_table": "tcp_events", "evidence_rows": int(n),
+            "evidence_sql": f"SELECT * FROM tcp_events WHERE {where} ORDER BY packet"})
+    return out
+
+
+def _episodes(ds: Dataset, source: str, keys: list[str], gap_ns: int) -> list[tuple]:
+    """Runs of rows of ``source`` (with ``t`` in ns and ``keys``) less than ``gap_ns``
+    apart: (keys..., t0, t1, rows, extra aggregates)."""
+    k = ", ".join(keys)
+    return ds.sql(f"""
+        WITH e AS (SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY {k} ORDER BY t)
+                                       <= {gap_ns} THEN 0 ELSE 1 END AS starts FROM ({source})),
+        g AS (SELECT *, sum(starts) OVER (PARTITION BY {k} ORDER BY t ROWS UNBOUNDED PRECEDING)
+                 AS episode FROM e)
+        SELECT {k}, min(t), max(t), count(*), sum(coalesce(amount, 0)),
+               bool_or(coalesce(worse, false))
+        FROM g GROUP BY {k}, episode ORDER BY 2 + {len(keys) - 1}""").fetchall()
+
+
+def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Episodes of zero-window events on one connection and direction."""
+    gap = int(s.episode_gap_s * 1e9)
+    src = ("SELECT capture_id, flow_id, direction, epoch_ns(ts) AS t, NULL::BIGINT AS amount, "
+           "NULL::BOOLEAN AS worse FROM tcp_events WHERE kind = 'zero_window'")
+    out = []
+    for cid, flow, direction, t0, t1, n, _, _ in _episodes(
+            ds, src, ["capture_id", "flow_id", "direction"], gap):
+        venue = _scalar(ds, "SELECT venue FROM flows WHERE capture_id = ? AND flow_id = ?",
+                          [cid, flow])
+        who = "we" if direction == "in" else "the exchange"  # the receiver advertised it
+        where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = "
+                 f"{_q(direction)} AND kind = 'zero_window' AND epoch_ns(ts) BETWEEN "
+                 f"{int(t0)} AND {int(t1)}")
+        dur = (int(t1) - int(t0)) / 1e9
+        out.append({
+            "kind": "zero_window", "severity": "critical" if dur >= 1 else "warning",
+            "venue": venue, "capture_id": cid, "flow_id": int(flow), "start_ts": int(t0),
+            "end_ts": int(t1), "value": float(n), "threshold": 0.0, "unit": "events",
+            "detail": f"{n} zero-window segments ({direction}) over {dur:.3f} s: "
+                      f"{'we' if who == 'we' else 'the exchange'} stopped reading",
+            "evidence_table": "tcp_events", "evidence_rows": int(n),
+            "evidence_sql": f"SELECT * FROM tcp_events WHERE {where} ORDER BY packet"})
+    return out
+
+
+# -- market data --------------------------------------------------------------------------
+
+def feed_gap(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Breaks in market-data numbering (``pcapflow.feed``), grouped into episodes."""
+    gaps = feed.feed_gaps(ds)
+    if gaps.empty:
+        return []
+    ds.con.register("_feed_gaps", gaps)
+    try:
+        src = ("SELECT capture_id, venue, flow_id, rule, stream, epoch_ns(ts) AS t, "
+               "missing AS amount, kind = 'backwards' AS worse FROM _feed_gaps")
+        eps = _episodes(ds, src, ["capture_id", "venue", "flow_id", "rule", "stream"],
+                        int(s.episode_gap_s * 1e9))
+    finally:
+        ds.con.unregister("_feed_gaps")
+    out = []
+    for cid, venue, flow, rule, stream, t0, t1, n, missing, backwards in eps:
+        where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND rule = {_q(rule)} AND "
+                 f"stream = {_q(stream)} AND epoch_ns(ts) BETWEEN {int(t0)} AND {int(t1)}")
+        out.append({
+            "kind": "feed_gap", "severity": "critical" if backwards else "warning",
+            "venue": venue, "capture_id": cid, "flow_id": int(flow), "stream": stream,
+            "start_ts": int(t0), "end_ts": int(t1), "value": float(n), "threshold": 0.0,
+            "unit": "breaks",
+            "detail": f"{n} break(s) in {rule} numbering"
+                      + (f", {int(missing)} ids missing" if missing else "")
+                      + (", numbering went backwards" if backwards else ""),
+            "evidence_table": "feed_gaps", "evidence_rows": int(n),
+            "evidence_sql": f"-- pcapflow.feed.gaps_sql(), then: WHERE {where}"})
+    return out
+
+
+def stale_feed(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Market-data streams silent for more than ``stale_after_s``."""
+    stale = int(s.stale_after_s * 1e9)
+    rows = ds.sql(f"""
+        WITH m AS ({feed.messages_sql(feed.present(ds), fix=False)}),
+        g AS (SELECT capture_id, venue, flow_id, rule, stream, ts,
+                     lead(ts) OVER (PARTITION BY capture_id, flow_id, rule, stream ORDER BY ts)
+                         AS next_ts FROM m)
+        SELECT g.capture_id, g.venue, g.flow_id, g.rule, g.stream, g.ts,
+               coalesce(g.next_ts, epoch_ns(f.last_ts)) AS until, g.next_ts IS NULL AS at_end
+        FROM g LEFT JOIN flows f USING (capture_id, flow_id)
+        WHERE coalesce(g.next_ts, epoch_ns(f.last_ts)) - g.ts > {stale}
+        ORDER BY g.ts""").fetchall()
+    out = []
+    for cid, venue, flow, rule, stream, t0, t1, at_end in rows:
+        silent = (int(t1) - int(t0)) / 1e9
+        where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = 'in' AND "
+                 f"epoch_ns(ts_last) BETWEEN {int(t0)} AND {int(t1)}")
+        out.append({
+            "kind": "stale_feed", "severity": "critical" if silent >= 4 * s.stale_after_s
+            else "warning", "venue": venue, "capture_id": cid, "flow_id": int(flow),
+            "stream": stream, "start_ts": int(t0), "end_ts": int(t1), "value": silent,
+            "threshold": s.stale_after_s, "unit": "s silent",
+            "detail": f"{stream} ({rule}) silent for {silent:,.1f} s"
+                      + (" until its connection ended" if at_end else ""),
+            "evidence_table": "ws_messages",
+            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM ws_messages WHERE {where}")),
+            "evidence_sql": f"SELECT * FROM ws_messages WHERE {where} ORDER BY ts_last"})
+    return out
+
+
+DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
+    "latency_shift": latency_shift,
+    "p99_high": p99_high,
+    "retransmission_storm": retransmission_storm,
+    "zero_window": zero_window,
+    "feed_gap": feed_gap,
+    "stale_feed": stale_feed,
+}
+"""Every detector, by the ``kind`` of its alerts."""
+
+
+def alerts(ds: Dataset, settings: Settings | None = None,
+           kinds: tuple[str, ...] | None = None, *, exchange: str | list[str] | None = None,
+           since: object = None, until: object = None) -> pd.DataFrame:
+    """Every alert of the dataset (``ALERTS`` columns), oldest first.
+
+    ``exchange`` keeps the alerts of those venues (and those tied to no venue);
+    ``since``/``until`` keep the alerts whose window overlaps [since, until). The
+    detectors still read everything before it: a change point needs its history.
+    """
+    from .analysis import make_filter, utc
+    from .parsers.errors import ConfigError
+
+    flt = make_filter(ds, exchange=exchange, since=since, until=until)  # type: ignore[arg-type]
+
+    s = settings or Settings()
+    chosen = kinds or tuple(DETECTORS)
+    unknown = [k for k in chosen if k not in DETECTORS]
+    if unknown:
+        raise ConfigError(f"unknown alert kind {unknown[0]!r}; kinds: {', '.join(DETECTORS)}",
+                          code="bad_alert_kind")
+    rows = [r for k in chosen for r in DETECTORS[k](ds, s)]
+    df = _frame(rows)
+    if len(df) and flt.exchange is not None:
+        df = df[df.venue.isin(flt.exchange) | df.venue.isna()]
+    if len(df) and flt.since is not None:
+        df = df[df.end_ts >= flt.since]
+    if len(df) and flt.until is not None:
+        df = df[df.start_ts < flt.until]
+    if len(df):
+        df = df.sort_values(["start_ts", "kind"], kind="stable").reset_index(drop=True)
+    return utc(df)

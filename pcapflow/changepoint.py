@@ -1,0 +1,103 @@
+"""Online change-point detection on latency: a rank CUSUM, distribution-free.
+
+How this works. Latency is heavy-tailed and often multimodal (the ~40 ms
+delayed-ACK mode beside a few-ms one), so a CUSUM of standardized log-latency
+drifts on a stationary series: its increments do not have mean zero. This one
+standardizes each observation by its rank in a reference window instead:
+
+    u_i = F_ref(x_i)            mid-rank of x_i among the last ``reference`` values
+                                before the segment started (0..1)
+    z_i = (u_i - 1/2) * sqrt(12)      mean 0, variance 1 when nothing changed
+    S+_i = max(0, S+_{i-1} + z_i - k)   S-_i = max(0, S-_{i-1} - z_i - k)
+    alarm when S+ > h (latency went up) or S- > h (went down)
+
+Whatever the latency's distribution, while it does not change u_i is (nearly)
+uniform, so the false-alarm rate depends on (k, h, reference) only: it is
+measured once on synthetic stationary series (``false_alarm_rate``; the tests
+and the README give the figures). After an alarm the detector starts again:
+the next ``reference`` values become the new reference (no alarm while it
+fills). The change is placed at the last time the alarming sum was zero
+(Page's estimate of the change point). One pass, O(n log reference), compiled.
+
+Defaults (``K``, ``H``, ``REFERENCE``): k = 0.5 (tuned to shifts of about one
+standard deviation of z, e.g. the median latency doubling when log-latency has
+sd 0.6), h = 15: about one false alarm per million orders, a doubling found
+after ~26 orders (median; the tests measure both).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+K = 0.5
+H = 15.0
+REFERENCE = 200
+
+
+@numba.njit(cache=True, nogil=True)
+def rank_cusum(x: np.ndarray, k: float, h: float, reference: int) -> np.ndarray:
+    """Alarms of the rank CUSUM over ``x`` (one series, in time order): rows of
+    (alarm index, change index, direction +1/-1, segment start)."""
+    n = x.shape[0]
+    out = np.empty((n // max(reference, 1) + 1, 4), np.int64)
+    r = 0
+    start = 0
+    scale = np.sqrt(12.0)
+    while start + reference < n:
+        ref = np.sort(x[start:start + reference])
+        sp = 0.0
+        sn = 0.0
+        zero_p = start + reference
+        zero_n = start + reference
+        alarm = -1
+        direction = 0
+        i = start + reference
+        while i < n:
+            lo = np.searchsorted(ref, x[i], side="left")
+            hi = np.searchsorted(ref, x[i], side="right")
+            u = (lo + hi) / (2.0 * reference)
+            z = (u - 0.5) * scale
+            sp = max(0.0, sp + z - k)
+            sn = max(0.0, sn - z - k)
+            if sp == 0.0:
+                zero_p = i + 1
+            if sn == 0.0:
+                zero_n = i + 1
+            if sp > h or sn > h:
+                alarm = i
+                direction = 1 if sp > h else -1
+                break
+            i += 1
+        if alarm < 0:
+            break
+        if r == out.shape[0]:
+            grown = np.empty((out.shape[0] * 2, 4), np.int64)
+            grown[:r] = out[:r]
+            out = grown
+        out[r, 0] = alarm
+        out[r, 1] = zero_p if direction > 0 else zero_n
+        out[r, 2] = direction
+        out[r, 3] = start
+        r += 1
+        start = alarm + 1
+    return out[:r]
+
+
+def detect(x: np.ndarray, k: float = K, h: float = H, reference: int = REFERENCE) -> np.ndarray:
+    """``rank_cusum`` of a latency series (any numeric dtype)."""
+    return rank_cusum(np.ascontiguousarray(x, dtype=np.float64), float(k), float(h),
+                      int(reference))
+
+
+def false_alarm_rate(n: int = 1_000_000, seed: int = 0, k: float = K, h: float = H,
+                     reference: int = REFERENCE, mixture: bool = True) -> float:
+    """Alarms per 10,000 orders on a stationary synthetic series: lognormal
+    (median 3 ms, log-sd 0.6), with, when ``mixture``, a fifth of the orders in a
+    second mode at 43 ms (the delayed-ACK mode of the samples)."""
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(np.log(3e6), 0.6, n)
+    if mixture:
+        slow = rng.random(n) < 0.2
+        x[slow] = rng.lognormal(np.log(43e6), 0.05, int(slow.sum()))
+    return len(detect(x, k, h, reference)) / n * 10_000

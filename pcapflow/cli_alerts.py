@@ -1,0 +1,109 @@
+"""``pcapflow alerts``: regime changes, p99 over a threshold, retransmission storms,
+zero windows, feed gaps and stale feeds (``pcapflow.alerts``), one row each.
+
+Thin: options become ``alerts.Settings``; everything else is ``pcapflow.alerts``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from . import alerts as alerts_mod
+from .dataset import Dataset, data_dir
+from .parsers.errors import ConfigError
+
+FORMATS = ("table", "json", "csv")
+PIPE_WIDTH = 200
+TABLE_COLUMNS = ("start_ts", "end_ts", "severity", "kind", "venue", "endpoint", "flow_id",
+                 "stream", "detail", "evidence_rows")
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, object]]:
+    out = []
+    for row in df.to_dict(orient="records"):
+        rec: dict[str, object] = {}
+        for k, v in row.items():
+            if isinstance(v, pd.Timestamp):
+                rec[k] = v.isoformat()
+            elif v is None or v is pd.NA or (isinstance(v, float) and v != v):
+                rec[k] = None
+            elif hasattr(v, "item"):
+                rec[k] = v.item()
+            else:
+                rec[k] = v
+        out.append(rec)
+    return out
+
+
+def _table(df: pd.DataFrame) -> Table:
+    t = Table(title=f"{len(df)} alert(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    for c in TABLE_COLUMNS:
+        t.add_column(c.replace("_", " "), overflow="fold")
+    for r in _records(df[list(TABLE_COLUMNS)]):
+        t.add_row(*("" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS))
+    return t
+
+
+def alerts_cmd(
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)")] = None,
+    exchange: Annotated[str | None, typer.Option(
+        "--exchange", "-e", help="Venue name(s), comma-separated (case-insensitive)")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Alerts whose window ends at or after this time (ISO 8601; naive = "
+        "UTC)")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Alerts whose window starts before this time")] = None,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="Only these kinds, comma-separated: " + ", ".join(alerts_mod.DETECTORS))]
+        = None,
+    p99_us: Annotated[float, typer.Option(
+        "--p99-us", help="p99 latency threshold per venue/endpoint and bucket (µs)")]
+        = 100_000.0,
+    bucket_s: Annotated[int, typer.Option("--bucket", help="p99 bucket width (s)")] = 60,
+    min_orders: Annotated[int, typer.Option(
+        "--min-orders", help="Orders a bucket needs before its p99 counts")] = 10,
+    storm: Annotated[int, typer.Option(
+        "--storm", help="Retransmissions per second on one connection that make a storm")] = 10,
+    stale_s: Annotated[float, typer.Option(
+        "--stale", help="Seconds without a message after which a market-data stream is "
+        "stale")] = 5.0,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+) -> None:
+    """Alerts over the dataset: latency regime changes (rank CUSUM), p99 above a threshold,
+    retransmission storms, zero-window episodes, feed gaps, stale feeds."""
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    settings = alerts_mod.Settings(p99_us=p99_us, bucket_s=bucket_s, min_orders=min_orders,
+                                   storm_per_s=storm, stale_after_s=stale_s)
+    kinds = tuple(k.strip() for k in kind.split(",") if k.strip()) if kind else None
+    with Dataset(data_dir(data)) as ds:
+        try:
+            df = alerts_mod.alerts(ds, settings, kinds, exchange=exchange, since=since,
+                                   until=until)
+        except ConfigError as err:
+            hint = {"unknown_venue": "--exchange", "bad_alert_kind": "--kind"}.get(
+                err.code, "--since/--until")
+            raise typer.BadParameter(str(err), param_hint=hint) from err
+    if fmt == "json":
+        sys.stdout.write(json.dumps(_records(df), indent=1, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(pd.DataFrame(_records(df), columns=list(df.columns)).to_csv(
+            index=False, lineterminator="\n"))
+    else:
+        out = Console()
+        (out if out.is_terminal else Console(width=PIPE_WIDTH)).print(_table(df))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``alerts`` to the ``pcapflow`` command."""
+    app.command("alerts")(alerts_cmd)

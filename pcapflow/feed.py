@@ -1,0 +1,286 @@
+"""Market-data feed integrity: sequence gaps and feed delay, per venue dialect.
+
+How this works. Each venue numbers the updates of a market-data stream, and
+says how a client checks that none was lost; ``FEED_RULES`` declares that per
+dialect, as data (which messages, where the stream name, the sequence numbers
+and the exchange's own time stamp are, and which message starts afresh):
+
+- ``next``: a message carries the first and last update id it covers (Binance
+  depth ``U``/``u``; a trade or FIX MsgSeqNum is the case first = last); the
+  next message of the stream must start at ``last + 1``.
+- ``prev``: a message names the id of the one before it (Binance futures
+  ``pu``, OKX ``prevSeqId``, Deribit ``prev_change_id``); it must equal the
+  previous message's last id (``u``, ``seqId``, ``change_id``).
+
+A stream is one subscription on one connection (``capture_id``, ``flow_id``,
+rule and the stream name from the message): a reconnect starts a new stream,
+and a snapshot (``reset``) starts one afresh. Messages are taken in stream
+order (``stream_offset``), as the client read them. A message whose number is
+not the expected one is a ``feed_gaps`` row: ``got > expected`` is a ``gap``
+(updates lost between the two: for ``next``, ``got - expected`` ids),
+``got < expected`` ``backwards`` (a repeat or a restart without a snapshot).
+
+Feed delay is the wire time (``ts_last``: when the message was whole) minus
+the exchange's time stamp (Binance ``E``, OKX ``ts``, Bybit ``ts``, Deribit
+``timestamp``, FIX SendingTime), per stream: it includes the offset between the
+exchange's clock and the capture's, which a capture cannot separate from the
+one-way delay; its minimum is that offset plus the fastest transit, and
+changes over the distribution are what it shows reliably.
+
+Everything is read from ``ws_messages`` and ``fix_messages`` when asked (no
+table is written at ingest, so ingest time is unchanged); DuckDB reads only
+the payloads that pass a substring test (``like``: a quoted name, so that
+JSON spelt with or without spaces passes) before parsing JSON, and keeps the
+messages that are what the rule says (``require``, e.g. Binance ``e`` = ``trade``:
+an ``executionReport`` has a ``t`` too) and have an id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+
+from .pipelines.schemas import TS
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+Paths = tuple[str, ...]
+"""JSON paths tried in order (the first one present wins): combined streams wrap
+the event in ``{"stream": ..., "data": {...}}``, raw streams do not."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedRule:
+    """How one venue's market-data stream is numbered (see the module docstring)."""
+
+    name: str
+    venue: str
+    like: str  # a payload must contain this (SQL LIKE) to be read as JSON at all
+    require: tuple[tuple[Paths, str], ...] = ()  # (paths, value): what the message must be
+    stream: tuple[Paths, ...]  # parts of the stream name, joined by " "
+    last: Paths  # the message's (last) id
+    first: Paths = ()  # ``next`` check: first id (empty: the same as ``last``)
+    prev: Paths = ()  # ``prev`` check: the previous message's id as this one names it
+    reset: tuple[tuple[Paths, str], ...] = ()  # (paths, value): a snapshot, start afresh
+    exchange_ts: Paths = ()  # the exchange's time stamp, in ``ts_unit`` since the epoch
+    symbol: Paths = ()  # the instrument (pcapflow.ticktotrade)
+    ts_unit_ns: int = 1_000_000  # milliseconds
+
+
+FEED_RULES: tuple[FeedRule, ...] = (
+    # Binance "How to manage a local order book": each event's U must be the
+    # previous event's u + 1 (spot); futures events carry pu = previous u.
+    FeedRule(name="binance_depth", venue="binance", like='%"depthUpdate"%',
+             require=((("$.data.e", "$.e"), "depthUpdate"),),
+             stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")),
+             first=("$.data.U", "$.U"), last=("$.data.u", "$.u"), prev=("$.data.pu", "$.pu"),
+             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
+    # trade ids are consecutive per symbol
+    FeedRule(name="binance_trade", venue="binance", like='%"trade"%',
+             require=((("$.data.e", "$.e"), "trade"),),
+             stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.t", "$.t"),
+             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
+    FeedRule(name="binance_aggtrade", venue="binance", like='%"aggTrade"%',
+             require=((("$.data.e", "$.e"), "aggTrade"),),
+             stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.a", "$.a"),
+             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
+    # OKX books: prevSeqId = the previous push's seqId; -1 on the snapshot
+    FeedRule(name="okx_books", venue="okx", like='%"seqId"%',
+             stream=(("$.arg.channel",), ("$.arg.instId",)), last=("$.data[0].seqId",),
+             prev=("$.data[0].prevSeqId",), reset=((("$.data[0].prevSeqId",), "-1"),
+                                                    (("$.action",), "snapshot")),
+             exchange_ts=("$.data[0].ts",), symbol=("$.arg.instId",)),
+    # Bybit orderbook: u is consecutive across deltas; a snapshot (or u = 1,
+    # after a service restart) starts afresh
+    FeedRule(name="bybit_orderbook", venue="bybit", like='%"orderbook.%',
+             stream=(("$.topic",),), last=("$.data.u",),
+             reset=((("$.type",), "snapshot"), (("$.data.u",), "1")), exchange_ts=("$.ts",),
+             symbol=("$.data.s",)),
+    # Deribit book.*: prev_change_id = the previous notification's change_id
+    FeedRule(name="deribit_book", venue="deribit", like='%"prev_change_id"%',
+             stream=(("$.params.channel",),), last=("$.params.data.change_id",),
+             prev=("$.params.data.prev_change_id",),
+             reset=((("$.params.data.type",), "snapshot"),),
+             exchange_ts=("$.params.data.timestamp",),
+             symbol=("$.params.data.instrument_name",)),
+)
+"""Market-data dialects: adding a venue's stream is one entry here."""
+
+FEED_GAPS = pa.schema([
+    ("capture_id", pa.string()), ("venue", pa.string()), ("flow_id", pa.int64()),
+    ("rule", pa.string()), ("stream", pa.string()), ("ts", TS), ("prev_ts", TS),
+    ("check", pa.string()), ("expected", pa.int64()), ("got", pa.int64()),
+    ("missing", pa.int64()), ("kind", pa.string()),
+])
+"""``feed_gaps``: one row per break in a stream's numbering. ``ts``: wire time
+(ts_last) of the message that showed it; ``prev_ts``: of the one before;
+``check``: ``next`` or ``prev``; ``missing``: ids skipped (``next`` gaps only);
+``kind``: ``gap`` or ``backwards``."""
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class _Paths:
+    """The JSON paths a rule reads, each parsed out of a payload once: DuckDB's
+    ``json_extract_string(doc, [paths])`` parses the document one time for the
+    whole list (``v``), where one call per path would parse it per path."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def first(self, paths: Paths) -> str:
+        """SQL: the text at the first of ``paths`` present (NULL for none)."""
+        if not paths:
+            return "NULL::VARCHAR"
+        refs = []
+        for p in paths:
+            if p not in self.paths:
+                self.paths.append(p)
+            refs.append(f"v[{self.paths.index(p) + 1}]")
+        return refs[0] if len(refs) == 1 else "coalesce(" + ", ".join(refs) + ")"
+
+    def int(self, paths: Paths) -> str:
+        return f"TRY_CAST({self.first(paths)} AS BIGINT)"
+
+    def list_sql(self) -> str:
+        return "[" + ", ".join(_sql_str(p) for p in self.paths) + "]"
+
+
+def rule_sql(rule: FeedRule) -> str:
+    """One SELECT: the rule's messages as (capture_id, venue, flow_id, rule,
+    stream, ts, stream_offset, first_id, last_id, prev_id, reset, exchange_ns, symbol)."""
+    p = _Paths()
+    stream = " || ' ' || ".join(f"coalesce({p.first(x)}, '')" for x in rule.stream)
+    require = "".join(f" AND {p.first(x)} = {_sql_str(v)}" for x, v in rule.require)
+    reset = " OR ".join(f"coalesce({p.first(x)} = {_sql_str(v)}, false)"
+                        for x, v in rule.reset) or "false"
+    # DECIMAL, not DOUBLE: a double holds 53 bits, nanoseconds since 1970 need 61
+    ets = (f"TRY_CAST({p.first(rule.exchange_ts)} AS DECIMAL(38, 6)) * {rule.ts_unit_ns}"
+           if rule.exchange_ts else "NULL::BIGINT")
+    first_id, last_id, prev_id = p.int(rule.first or rule.last), p.int(rule.last), \
+        p.int(rule.prev)
+    return f"""
+        SELECT capture_id, venue, flow_id, {_sql_str(rule.name)} AS rule,
+               {stream} AS stream, ts, stream_offset, {first_id} AS first_id,
+               {last_id} AS last_id, {prev_id} AS prev_id,
+               {reset} AS reset, ({ets})::BIGINT AS exchange_ns,
+               {p.first(rule.symbol)} AS symbol
+        FROM (SELECT m.capture_id, f.venue, m.flow_id, epoch_ns(m.ts_last) AS ts,
+                     m.stream_offset, json_extract_string(m.payload, {p.list_sql()}) AS v
+              FROM ws_messages m JOIN flows f USING (capture_id, flow_id)
+              WHERE m.direction = 'in' AND m.opcode = 'text'
+                AND f.venue = {_sql_str(rule.venue)} AND m.payload LIKE {_sql_str(rule.like)}
+                AND json_valid(m.payload))
+        WHERE true{require}"""
+
+
+# FIX: the counterparty's MsgSeqNum (34) must grow by one; a SequenceReset
+# (35=4) sets the next one to NewSeqNo (36); a Logon with ResetSeqNumFlag
+# (141=Y) starts at 1 again; PossDup resends are not new messages.
+FIX_SQL = """
+    SELECT m.capture_id, coalesce(f.venue, 'fix') AS venue, m.flow_id, 'fix_seq' AS rule,
+           coalesce(m.sender_comp_id, '') || '>' || coalesce(m.target_comp_id, '') AS stream,
+           epoch_ns(m.ts_last) AS ts, m.stream_offset, m.seq_num AS first_id,
+           CASE WHEN m.msg_type = '4'
+                THEN TRY_CAST(list_filter(m.fields, lambda x: x.tag = 36)[1].value AS BIGINT) - 1
+                ELSE m.seq_num END AS last_id,
+           NULL::BIGINT AS prev_id,
+           (m.msg_type = 'A' AND list_contains(list_transform(
+               list_filter(m.fields, lambda x: x.tag = 141), lambda x: x.value), 'Y')) AS reset,
+           NULL::BIGINT AS exchange_ns,
+           list_filter(m.fields, lambda x: x.tag = 55)[1].value AS symbol
+    FROM fix_messages m JOIN flows f USING (capture_id, flow_id)
+    WHERE m.direction = 'in' AND m.seq_num IS NOT NULL AND NOT coalesce(m.poss_dup, false)"""
+
+
+def messages_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
+    """Every market-data message the rules take (and inbound FIX), one row each."""
+    parts = [rule_sql(r) for r in rules] + ([FIX_SQL] if fix else [])
+    return "\nUNION ALL\n".join(parts) or _NO_MESSAGES
+
+
+_NO_MESSAGES = """
+    SELECT NULL::VARCHAR AS capture_id, NULL::VARCHAR AS venue, NULL::BIGINT AS flow_id,
+           NULL::VARCHAR AS rule, NULL::VARCHAR AS stream, NULL::BIGINT AS ts,
+           NULL::BIGINT AS stream_offset, NULL::BIGINT AS first_id, NULL::BIGINT AS last_id,
+           NULL::BIGINT AS prev_id, false AS reset, NULL::BIGINT AS exchange_ns,
+           NULL::VARCHAR AS symbol
+    WHERE false"""
+
+
+def gaps_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
+    """The SQL of ``feed_gaps`` (returned so users can read and reuse it)."""
+    return f"""
+        WITH msg AS ({messages_sql(rules, fix)}),
+        seq AS (
+            SELECT *, lag(last_id) OVER w AS prev_last, lag(ts) OVER w AS prev_ts
+            FROM msg WHERE last_id IS NOT NULL
+            WINDOW w AS (PARTITION BY capture_id, flow_id, rule, stream
+                         ORDER BY stream_offset, ts)),
+        checked AS (
+            SELECT *, CASE WHEN prev_id IS NOT NULL THEN 'prev' ELSE 'next' END AS "check",
+                   CASE WHEN prev_id IS NOT NULL THEN prev_last ELSE prev_last + 1 END AS expected,
+                   coalesce(prev_id, first_id) AS got
+            FROM seq WHERE NOT reset AND prev_last IS NOT NULL)
+        SELECT capture_id, venue, flow_id, rule, stream, make_timestamp_ns(ts) AS ts,
+               make_timestamp_ns(prev_ts) AS prev_ts, "check", expected, got,
+               CASE WHEN "check" = 'next' AND got > expected THEN got - expected END AS missing,
+               CASE WHEN got > expected THEN 'gap' ELSE 'backwards' END AS kind
+        FROM checked WHERE got IS DISTINCT FROM expected AND got IS NOT NULL
+        ORDER BY ts, capture_id, flow_id, rule, stream"""
+
+
+def present(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> tuple[FeedRule, ...]:
+    """The rules of the venues the dataset has flows of (each rule scans every
+    payload once: the others would only read for nothing)."""
+    venues = {v for (v,) in ds.fetchall("SELECT DISTINCT venue FROM flows")}
+    return tuple(r for r in rules if r.venue in venues)
+
+
+def feed_gaps(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
+    """One row per break in a market-data stream's numbering (``FEED_GAPS``)."""
+    from .analysis import utc
+
+    table = ds.sql(gaps_sql(present(ds, rules))).to_arrow_table()
+    return utc(_cast(table, FEED_GAPS).to_pandas())
+
+
+def delay_sql(rules: tuple[FeedRule, ...] = FEED_RULES) -> str:
+    """The SQL of ``feed_delay``."""
+    with_ts = tuple(r for r in rules if r.exchange_ts)
+    return f"""
+        WITH msg AS ({messages_sql(with_ts, fix=False)})
+        SELECT capture_id, venue, flow_id, rule, stream, count(*) AS messages,
+               min(ts - exchange_ns) / 1e3 AS min_us,
+               quantile_cont(ts - exchange_ns, 0.5) / 1e3 AS p50_us,
+               quantile_cont(ts - exchange_ns, 0.99) / 1e3 AS p99_us,
+               max(ts - exchange_ns) / 1e3 AS max_us,
+               make_timestamp_ns(min(ts)) AS first_ts, make_timestamp_ns(max(ts)) AS last_ts
+        FROM msg WHERE exchange_ns IS NOT NULL
+        GROUP BY ALL ORDER BY venue, rule, stream, capture_id, flow_id"""
+
+
+def feed_delay(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
+    """Wire time minus the exchange's time stamp per stream, in µs (count, min,
+    p50, p99, max): includes the clock offset (module docstring)."""
+    from .analysis import utc
+    from .causes import _utc_times
+
+    return utc(_utc_times(ds.sql(delay_sql(present(ds, rules))).to_arrow_table()).to_pandas())
+
+
+def feed_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
+    """The market-data messages the rules take, with their ids (for stale-feed checks)."""
+    from .analysis import utc
+
+    return utc(ds.df(f"SELECT * FROM ({messages_sql(present(ds, rules))}) ORDER BY ts"))
+
+
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
