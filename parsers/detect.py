@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from .http2 import frames as h2frames
 from .http_syntax import START_LINE_AT
 from .websocket import find_frame_start
 
@@ -120,9 +121,27 @@ def _is_http(data: bytes) -> bool:
     return _is_http_request(data) or _is_http_response(data)
 
 
+def _is_h2_frames(data: bytes) -> bool:
+    """Mid-connection HTTP/2: strict frame headers (``frames.plausible``) chained from
+    the first byte, each where the previous one's length says: ``RESYNC_CHAIN`` of
+    them, or two when the prefix ends before a third (a 16 KB DATA frame outlasts the
+    bytes detection looks at)."""
+    pos = frames = 0
+    while pos + h2frames.FRAME_HEADER_LEN <= len(data):
+        if not h2frames.plausible(data, pos, h2frames.DEFAULT_MAX_FRAME_SIZE):
+            return False
+        pos += h2frames.FRAME_HEADER_LEN + h2frames.parse_header(data, pos).length
+        frames += 1
+        if frames >= h2frames.RESYNC_CHAIN:
+            return True
+    return frames >= 2
+
+
 def _is_h2_client(data: bytes) -> bool:
     n = min(len(data), len(H2_PREFACE))
-    return n >= H2_MIN_PREFACE_BYTES and data[:n] == H2_PREFACE[:n]
+    if n >= H2_MIN_PREFACE_BYTES and data[:n] == H2_PREFACE[:n]:
+        return True
+    return _is_h2_frames(data)
 
 
 def _is_h2_server(data: bytes) -> bool:
@@ -136,7 +155,7 @@ def _is_h2_server(data: bytes) -> bool:
         and data[4] == 0
         and stream_id == 0
         and length % H2_SETTING_SIZE == 0
-    )
+    ) or _is_h2_frames(data)
 
 
 def _is_fix(data: bytes) -> bool:
@@ -258,6 +277,7 @@ RESYNC: dict[str, Callable[[bytes], int | None]] = {
     "tls": _resync_tls,
     "fix": _resync_fix,
     "http": _resync_http,
+    "http2": lambda data: h2frames.find_boundary(data, h2frames.DEFAULT_MAX_FRAME_SIZE),
 }
 
 
@@ -265,7 +285,7 @@ def find_resync(protocol: str, data: bytes) -> int | None:
     """Offset in ``data`` of the next plausible message start of ``protocol``.
 
     For captures that start mid-connection. ``None`` when no boundary is found in
-    ``data`` or the protocol has no resync rule (HTTP/2, WebSocket).
+    ``data`` or the protocol has no resync rule (WebSocket).
     """
     finder = RESYNC.get(protocol)
     return finder(data) if finder is not None else None

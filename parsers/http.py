@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import TYPE_CHECKING
 
 from .deflate import PerMessageDeflateParams
 from .events import Anomaly, Direction, Run, feed_pieces
@@ -45,6 +46,9 @@ from .http_syntax import (
 from .piecebuf import PieceBuffer
 from .websocket import WebSocketSession
 
+if TYPE_CHECKING:
+    from .http2 import Http2Session
+
 LAYER = "http"
 
 
@@ -62,7 +66,9 @@ class HttpMessage:
     removed (``body`` is then the coded bytes, and an anomaly says why).
     ``body_length`` counts the message-body bytes on the wire (chunk framing and
     trailers included). ``request_index`` is the 0-based request on this connection;
-    for a response, the request it answers.
+    for a response, the request it answers. HTTP/2 (``parsers.http2``) emits the same
+    event with ``version="HTTP/2"``, its ``stream_id``, the pseudo-header fields in
+    ``headers``, and ``kind="reset"`` for a stream ended by RST_STREAM or GOAWAY.
     """
 
     ts_first: int
@@ -86,6 +92,7 @@ class HttpMessage:
     body_decoded: bool = True
     chunked: bool = False
     trailers: Headers = field(default_factory=list)
+    stream_id: int | None = None  # HTTP/2 (parsers.http2): the stream; None for HTTP/1.x
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +124,7 @@ class State(Enum):
     BODY_UNTIL_CLOSE = auto()  # response body delimited by the end of the connection
     AWAIT_UPGRADE = auto()  # client sent Upgrade/CONNECT; hold bytes until the answer
     WEBSOCKET = auto()  # bytes belong to the WebSocket parser
+    HTTP2 = auto()  # bytes belong to the HTTP/2 parser (``Upgrade: h2c``)
     TUNNEL = auto()  # another protocol (CONNECT tunnel, non-WebSocket upgrade): ignored
     STOPPED = auto()  # malformed input: nothing more is parsed
 
@@ -188,6 +196,7 @@ class HttpSession:
         self._upgrade_request: _Message | None = None
         self._switch_out_after_request = False  # a 101 came before its request was read
         self.websocket: WebSocketSession | None = None
+        self.http2: Http2Session | None = None
 
     # ---- SessionParser ----------------------------------------------------------
     def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[object]:
@@ -199,6 +208,9 @@ class HttpSession:
         if side.state is State.WEBSOCKET:
             assert self.websocket is not None
             return self.websocket.feed(direction, data, ts_first, ts_last)
+        if side.state is State.HTTP2:
+            assert self.http2 is not None
+            return self.http2.feed(direction, data, ts_first, ts_last)
         if side.state is State.AWAIT_UPGRADE and len(side.buf.data) + len(data) > MAX_EARLY_DATA:
             return [self._stop(direction, "upgrade_buffer_overflow",
                                f"more than {MAX_EARLY_DATA} bytes before the upgrade answer")]
@@ -225,6 +237,9 @@ class HttpSession:
         if side.state is State.WEBSOCKET:
             assert self.websocket is not None
             return self.websocket.gap(direction, length, ts)
+        if side.state is State.HTTP2:
+            assert self.http2 is not None
+            return self.http2.gap(direction, length, ts)
         offset = side.buf.end
         in_body = side.state in (State.BODY_LENGTH, State.CHUNK_DATA)
         if side.state in (State.STOPPED, State.TUNNEL) or length <= 0:
@@ -267,10 +282,12 @@ class HttpSession:
                 events.append(self._anomaly(direction, ts, "incomplete_message",
                                             f"{len(side.buf.data)} bytes of an unfinished head",
                                             side.buf.start))
-            if side.state is not State.WEBSOCKET:
+            if side.state not in (State.WEBSOCKET, State.HTTP2):
                 side.state = State.STOPPED
         if self.websocket is not None:
             events.extend(self.websocket.finish(ts))
+        if self.http2 is not None:
+            events.extend(self.http2.finish(ts))
         return events
 
     # ---- the state machine ----------------------------------------------------------
@@ -622,6 +639,9 @@ class HttpSession:
 
     def _switch_protocols(self, msg: _Message, ts_last: int, events: list[object]) -> None:
         upgrade = (msg.header("upgrade") or "").strip().lower()
+        if upgrade == "h2c":
+            self._to_http2(events)
+            return
         if upgrade != "websocket":
             events.append(self._anomaly("in", ts_last, "unsupported_upgrade",
                                         f"Upgrade: {upgrade or '(none)'}", msg.stream_offset))
@@ -652,6 +672,24 @@ class HttpSession:
         else:
             # the 101 was read before its request (directions fed out of step)
             self._switch_out_after_request = True
+
+    def _to_http2(self, events: list[object]) -> None:
+        """RFC 7540 §3.2 (kept by RFC 9113 §3.1 for existing deployments): after the 101
+        the server speaks HTTP/2 (SETTINGS first) and the client sends the preface; the
+        upgrade request is stream 1, whose response comes as HTTP/2."""
+        from .http2 import Http2Session  # http2 emits this module's HttpMessage
+
+        out, inn = self._sides["out"], self._sides["in"]
+        req = self._upgrade_request
+        self.http2 = Http2Session(
+            self.flow_id, max_body=self.max_body, max_header=self.max_header,
+            out_offset=out.buf.start, in_offset=inn.buf.start,
+            upgrade_request_index=req.request_index if req is not None else None)
+        self._upgrade_request = None
+        for direction, side in (("out", out), ("in", inn)):
+            side.state = State.HTTP2
+            for data, t1, t2 in side.buf.drain():  # bytes that came with the switch
+                events.extend(self.http2.feed(direction, data, t1, t2))  # type: ignore[arg-type]
 
     def _to_websocket(self, direction: Direction, events: list[object]) -> None:
         side = self._sides[direction]

@@ -97,8 +97,9 @@ SENSITIVE_HEADER_PREFIXES = (
 )
 """Header-name families redacted as a whole."""
 
-URL_HEADERS = frozenset({"location", "content-location", "referer"})
-"""Headers whose value is a URL: their query goes through ``redact_query``."""
+URL_HEADERS = frozenset({"location", "content-location", "referer", ":path"})
+"""Headers whose value is a URL: their query goes through ``redact_query`` (HTTP/2's
+``:path`` pseudo-header is the request target, RFC 9113 §8.3.1)."""
 
 SENSITIVE_FIELDS = frozenset(
     {

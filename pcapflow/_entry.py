@@ -1,20 +1,38 @@
-"""The ``pcapflow`` console script: Ctrl-C prints one line, even while starting up.
+"""The ``pcapflow`` console script: Ctrl-C or SIGTERM prints one line, even while starting up.
 
-Kept tiny on purpose: the CLI module (typer, rich) is imported inside the
-``try``, so an interrupt during those imports is caught too.
+Kept tiny on purpose: the signal handlers (``pipelines.interrupts.install_cli``) are
+in place before the CLI module (typer, rich, NumPy...) is imported, so an interrupt
+during those imports also ends with exit 130 and one line. When the command is done,
+the process leaves with ``os._exit`` once its output is flushed: the interpreter's own
+shutdown (joining DuckDB's and Arrow's thread pools, restoring the default signal
+handlers) would only add time, and a window in which SIGTERM kills it silently.
 """
 
 from __future__ import annotations
-
-import sys
 
 INTERRUPTED = "interrupted: the dataset is as it was before this command"
 
 
 def main() -> None:
+    import contextlib
+    import os
+    import sys
+
+    from .pipelines import interrupts
+
+    interrupts.install_cli(INTERRUPTED)
+    code: object = 0
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write(INTERRUPTED + "\n")
-        sys.exit(130)
-    cli_main()
+
+        cli_main()
+    except SystemExit as done:
+        code = done.code
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe: nothing more can be said there
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code or 0)

@@ -71,6 +71,16 @@ NETWORK_METHODS: tuple[str, ...] = ("pure_ack", "nearest_rtt_sample", "handshake
 
 TimeLike = str | dt.datetime | pd.Timestamp | np.datetime64
 
+FIX_ENDPOINTS: dict[str, str] = {
+    "D": "NewOrderSingle", "F": "OrderCancelRequest", "G": "OrderCancelReplaceRequest",
+    "XCN": "OrderCancelRequestAndNewOrderSingle", "XAK": "OrderAmendKeepPriorityRequest",
+    "8": "ExecutionReport", "9": "OrderCancelReject",
+}
+"""FIX order endpoints (the table keeps the MsgType, tag 35) by their FIX names, as
+reports show them; ``endpoint=`` filters take either."""
+UNKNOWN_VENUE = ("unknown", "(unknown venue)")
+"""What ``exchange=`` accepts for the rows no venue rule named (venue NULL)."""
+
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
@@ -98,7 +108,8 @@ def venues(ds: Dataset) -> list[str]:
     return [r[0] for r in rows]
 
 
-def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None) -> list[str] | None:
+def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None
+                     ) -> list[str | None] | None:
     """Canonical venue names for ``exchange`` (case-insensitive; a list or ``a,b``).
 
     Raises ``ConfigError(code="unknown_venue")`` naming the venues present when
@@ -109,9 +120,14 @@ def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None) -> list[
     wanted = exchange.split(",") if isinstance(exchange, str) else list(exchange)
     present = venues(ds)
     by_lower = {v.lower(): v for v in present}
-    out, unknown = [], []
-    for name in (w.strip() for w in wanted if w.strip()):
-        (out if name.lower() in by_lower else unknown).append(by_lower.get(name.lower(), name))
+    out: list[str | None] = []
+    unknown = []
+    for name in ((w or "unknown").strip() for w in wanted if w is None or w.strip()):
+        if name.lower() in UNKNOWN_VENUE:
+            out.append(None)
+        else:
+            (out if name.lower() in by_lower else unknown).append(
+                by_lower.get(name.lower(), name))
     if unknown or not out:
         have = ", ".join(present) if present else "none (ingest captures first)"
         raise ConfigError(f"unknown exchange {', '.join(unknown) or exchange!r}; "
@@ -136,19 +152,26 @@ def resolve_capture(ds: Dataset, capture: str) -> list[str]:
 class Filter:
     """Row selection shared by every query (all fields optional)."""
 
-    exchange: list[str] | None = None
+    exchange: list[str | None] | None = None
+    """Venues; None in the list selects the rows no venue rule named."""
     since: pd.Timestamp | None = None
     until: pd.Timestamp | None = None
     leg: str | None = "ack"
     kind: str | None = None
     capture: str | None = None
+    endpoint: str | None = None
+    status: str | None = None
 
     def where(self, ts_col: str, table: str) -> tuple[str, list[object]]:
         """SQL condition and parameters for ``latency`` (table="latency") or ``unmatched``."""
         cond, params = ["TRUE"], []
         if self.exchange is not None:
-            cond.append(f"venue IN ({', '.join('?' for _ in self.exchange)})")
-            params += self.exchange
+            named = [v for v in self.exchange if v is not None]
+            either = [f"venue IN ({', '.join('?' for _ in named)})"] if named else []
+            if len(named) < len(self.exchange):  # None: the rows with no venue
+                either.append("venue IS NULL")
+            cond.append("(" + " OR ".join(either) + ")")
+            params += named
         # Compared as int64 ns since the epoch: exact, whatever the column's precision.
         if self.since is not None:
             cond.append(f"epoch_ns({ts_col}) >= ?")
@@ -159,6 +182,16 @@ class Filter:
         if self.kind is not None:
             cond.append("kind = ?")
             params.append(self.kind)
+        if self.endpoint is not None:
+            codes = [c for c, name in FIX_ENDPOINTS.items() if name == self.endpoint]
+            cond.append(f"endpoint IN ({', '.join('?' for _ in [self.endpoint, *codes])})")
+            params += [self.endpoint, *codes]
+        if self.status is not None:
+            if table == "latency":
+                cond.append("status = ?")
+                params.append(self.status)
+            else:  # an order never answered has no status
+                cond.append("FALSE")
         if self.capture is not None:
             cond.append("capture_id IN (SELECT capture_id FROM captures WHERE capture_id "
                         "LIKE ? || '%' OR path = ? OR regexp_extract(path, '[^/]*$') = ?)")
@@ -174,6 +207,68 @@ class Filter:
         return " AND ".join(cond), params
 
 
+def why_empty(ds: Dataset, flt: Filter) -> str:
+    """Why ``flt`` selects no matched order: which filter emptied the rows, or what the
+    dataset lacks (no orders at all; TLS it could not decrypt). One line, a hint in it."""
+    total = ds.fetchall("SELECT count(*) FROM latency")[0][0]
+    if total == 0:
+        return _why_no_orders(ds)
+    steps: list[tuple[str, Filter]] = []
+    cur = Filter(leg=None)
+    for name, change in (
+        ("--exchange " + ",".join(v or "unknown" for v in flt.exchange or []),
+         {"exchange": flt.exchange}),
+        (f"--capture {flt.capture}", {"capture": flt.capture}),
+        (f"--leg {flt.leg}", {"leg": flt.leg}),
+        ("kind " + str(flt.kind), {"kind": flt.kind}),
+        ("endpoint " + str(flt.endpoint), {"endpoint": flt.endpoint}),
+        ("status " + str(flt.status), {"status": flt.status}),
+        ("--since/--until", {"since": flt.since, "until": flt.until}),
+    ):
+        if all(v is None for v in change.values()):
+            continue
+        cur = Filter(**{**{f: getattr(cur, f) for f in cur.__slots__}, **change})
+        steps.append((name, cur))
+    before = total
+    for name, f in steps:
+        cond, params = f.where("order_ts", "latency")
+        n = ds.fetchall(f"SELECT count(*) FROM latency WHERE {cond}", params)[0][0]
+        if n == 0:
+            hint = ""
+            if name.startswith("--leg engine"):
+                hint = (" (the engine leg needs the private stream's order events: a "
+                        "WebSocket user-data stream or FIX execution reports in the capture)")
+            elif name == "--since/--until":
+                lo, hi = ds.fetchall("SELECT min(order_ts)::VARCHAR, max(order_ts)::VARCHAR "
+                                     "FROM latency")[0]
+                hint = f" (orders span {lo} to {hi})"
+            return f"no matched orders: {name} leaves none of {before:,}{hint}"
+        before = n
+    return "no matched orders with these filters"
+
+
+def _why_no_orders(ds: Dataset) -> str:
+    """The dataset has no matched order at all: what it does have, and what to do."""
+    caps = ds.fetchall("SELECT count(*) FROM captures")[0][0]
+    if caps == 0:
+        return "no captures in this dataset: run `pcapflow ingest CAPTURE --keylog KEYS` first"
+    tls, undecrypted = ds.fetchall(
+        "SELECT count(*) FILTER (WHERE app_protocol = 'tls' OR tls_version IS NOT NULL), "
+        "count(DISTINCT (a.capture_id, a.flow_id)) FROM flows f LEFT JOIN (SELECT DISTINCT "
+        "capture_id, flow_id FROM anomalies WHERE code = 'missing_keys') a "
+        "USING (capture_id, flow_id)")[0]
+    orders = ds.fetchall("SELECT count(*) FROM orders")[0][0]
+    if undecrypted:
+        return (f"no matched orders: {undecrypted} of {tls} TLS connections could not be "
+                "decrypted (missing_keys): ingest again with the key log written while "
+                "this capture was taken (--keylog FILE)")
+    if orders == 0:
+        return ("no orders found in the captured connections: is the venue known? "
+                "(pcapflow flows shows each connection's venue; --venues maps addresses "
+                "and FIX comp ids to venues: docs/venue-map.md)")
+    return f"no replies matched the {orders:,} orders found"
+
+
 def make_filter(
     ds: Dataset,
     *,
@@ -183,6 +278,8 @@ def make_filter(
     leg: str | None = "ack",
     kind: str | None = None,
     capture: str | None = None,
+    endpoint: str | None = None,
+    status: str | None = None,
 ) -> Filter:
     """Validate user-facing filter arguments into a ``Filter``."""
     if capture is not None:
@@ -191,7 +288,7 @@ def make_filter(
         exchange=resolve_exchange(ds, exchange),
         since=to_utc(since) if since is not None else None,
         until=to_utc(until) if until is not None else None,
-        leg=leg, kind=kind, capture=capture,
+        leg=leg, kind=kind, capture=capture, endpoint=endpoint, status=status,
     )
 
 
@@ -204,6 +301,8 @@ def latency(
     *,
     kind: str | None = None,
     capture: str | None = None,
+    endpoint: str | None = None,
+    status: str | None = None,
 ) -> pd.DataFrame:
     """Matched order/ack rows of the ``latency`` table, oldest order first.
 
@@ -217,7 +316,7 @@ def latency(
     >>> df.latency_ns.quantile(0.99) / 1e3  # p99 in µs              # doctest: +SKIP
     """
     flt = make_filter(ds, exchange=exchange, since=since, until=until, leg=leg, kind=kind,
-                      capture=capture)
+                      capture=capture, endpoint=endpoint, status=status)
     return latency_rows(ds, flt)
 
 

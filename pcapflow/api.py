@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from .dataset import data_dir
+from .pipelines import interrupts
 from .pipelines.ingest import IngestResult, can_shard, ingest_capture
 
 AUTO_MAX_WORKERS = 4
@@ -95,6 +98,56 @@ def ingest(
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
         raise ValueError(f"workers must be a positive int or 'auto', not {workers!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, not {jobs!r}")
+    # Ctrl-C and SIGTERM take effect between chunks, never inside a compiled kernel
+    # (pipelines.interrupts): KeyboardInterrupt, and the dataset as it was.
+    interrupts.committed.clear()
+    with interrupts.deferred():
+        return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
+                       workers)
+
+
+def _pool_worker_init() -> None:
+    """A ``--jobs`` worker leaves SIGINT/SIGTERM to its parent, which kills it."""
+    for s in interrupts.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def _in_pool(work: list[tuple], jobs: int) -> list[IngestResult]:
+    """``_one`` over ``work`` in ``jobs`` processes, waiting in steps so an interrupt
+    is seen at once (then the workers are killed: their staging dies with them)."""
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_pool_worker_init)
+    try:
+        futures = [pool.submit(_one, w) for w in work]
+        for p in list(pool._processes or {}):  # started by submit
+            interrupts.track(p)
+        seen: set[int] = set()
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+            for k, f in enumerate(futures):
+                if k not in seen and f.done() and f.exception() is None:
+                    seen.add(k)
+                    interrupts.done(work[k][0])
+            interrupts.check()
+            if any(f.done() and f.exception() is not None for f in futures):
+                break
+        results = [f.result() for f in futures]
+        pool.shutdown(wait=True)
+        return results
+    except BaseException:
+        for proc in list((pool._processes or {}).values()):
+            with contextlib.suppress(OSError):
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        for p in list(pool._processes or {}):
+            interrupts.untrack(p)
+
+
+def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
+            workers) -> list[IngestResult]:
     root = data_dir(data)
     keys = [str(k) for k in keylog or []]
     venues_s = str(venues) if venues is not None else None
@@ -102,8 +155,7 @@ def ingest(
         work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}),
                  _workers(p, workers, app=app, jobs=jobs))
                 for p in paths]
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            return list(pool.map(_one, work))
+        return _in_pool(work, jobs)
     results = []
     app_factory = _app_factory(keys, limits) if app else None
     matcher = _matcher(venues_s) if app else None
@@ -117,4 +169,5 @@ def ingest(
             str(p), root, packets_table=packets, app_layer=app_factory,
             matcher=matcher, progress=cb, workers=n,  # type: ignore[arg-type]
         ))
+        interrupts.done(str(p))
     return results

@@ -6,7 +6,9 @@ where); exit codes: 0 success, 1 bad input, 2 bad usage, 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +27,23 @@ app = typer.Typer(
     help="Order-to-ack latency of trading traffic, measured on the wire.",
 )
 console = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"pcapflow {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit")]
+        = False,
+) -> None:
+    """Order-to-ack latency of trading traffic, measured on the wire."""
 out = Console()
 
 DataOpt = Annotated[
@@ -114,13 +133,17 @@ def ingest(
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
 ) -> None:
-    """Read captures into Parquet tables (replacing earlier ingests of the same files)."""
+    """Read captures into Parquet tables (replacing earlier ingests of the same captures)."""
     for c in captures:
         if c != "-" and not os.path.exists(c):
             raise PcapflowError(f"{c}: no such file")
-    for k in keylog or []:
+    if jobs < 1:
+        raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
+    captures, keylog = _keylogs_among_captures(captures, list(keylog or []))
+    for k in keylog:
         if not k.exists():
             raise PcapflowError(f"{k}: key log file not found")
+    _check_keylogs(keylog)
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
     if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
@@ -141,6 +164,7 @@ def ingest(
     from .dataset import data_dir
 
     root = data_dir(data)
+    had = {p.name.removeprefix("capture_id=") for p in (root / "captures").glob("capture_id=*")}
     sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -201,12 +225,97 @@ def ingest(
                 "it were ingested",
                 highlight=False,
             )
+    for r in results:
+        if r.capture_id in had:
+            console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
+                          f"capture_id {r.capture_id})", highlight=False)
+    for line in _keylog_coverage(root, results, keylog):
+        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
         raise PcapflowError(
             f"{damaged[0].path}: capture file is damaged "
             f"({damaged[0].capture_problems[0]}); --strict makes this an error"
         )
+
+
+# First bytes of the files a capture argument may be (pcap both byte orders, µs and ns;
+# pcapng; gzip; zstd): anything else that reads as an NSS key log is one.
+CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                  b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+KEYLOG_LABELS = (b"CLIENT_RANDOM ", b"CLIENT_HANDSHAKE_TRAFFIC_SECRET ",
+                 b"SERVER_HANDSHAKE_TRAFFIC_SECRET ", b"CLIENT_TRAFFIC_SECRET_0 ",
+                 b"SERVER_TRAFFIC_SECRET_0 ", b"EXPORTER_SECRET ", b"CLIENT_EARLY_TRAFFIC_SECRET ")
+
+
+def _is_keylog(path: str) -> bool:
+    """Whether a file given as a capture is an NSS key log (its first key line says so)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if head.startswith(CAPTURE_MAGICS):
+        return False
+    lines = [ln.strip() for ln in head.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if not ln.startswith(b"#")), b"")
+    return first.startswith(KEYLOG_LABELS)
+
+
+def _keylogs_among_captures(captures: list[str], keylog: list[Path]
+                            ) -> tuple[list[str], list[Path]]:
+    """``--keylog a.keylog b.keylog`` (a shell glob) leaves b.keylog among the captures:
+    a key log there is used as one, and said so on stderr."""
+    caps, keys = [], list(keylog)
+    for c in captures:
+        if c != "-" and _is_keylog(c):
+            keys.append(Path(c))
+            console.print(f"{c} is a key log, not a capture: used as --keylog (give several "
+                          "as --keylog A --keylog B)", highlight=False)
+        else:
+            caps.append(c)
+    if not caps:
+        raise PcapflowError("no capture to ingest: every file given is a key log")
+    return caps, keys
+
+
+def _check_keylogs(keylog: list[Path]) -> None:
+    """A key log with no key line at all is named before any reading (it decrypts nothing)."""
+    from .parsers.tls.keylog import KeyLog
+
+    for k in keylog:
+        try:
+            log = KeyLog.from_file(k)
+        except PcapflowError as err:
+            raise PcapflowError(f"{k}: {err}") from err
+        if log.lines == 0:
+            console.print(f"[yellow]warning:[/yellow] {k}: no key lines in it ({log.bad_lines} "
+                          "lines are not `LABEL <client_random> <secret>`): is it an NSS key "
+                          "log (SSLKEYLOGFILE)?", highlight=False)
+
+
+def _keylog_coverage(root: Path, results: list, keylog: list[Path]) -> list[str]:
+    """A warning per capture whose TLS sessions the key logs did not all decrypt: how many
+    they covered, naming the key log files. Looked up only when ``missing_keys`` was met."""
+    hit = [r for r in results if r.anomaly_codes.get("missing_keys")]
+    if not hit:
+        return []
+    from .dataset import Dataset
+
+    names = ", ".join(str(k) for k in keylog) or "no key log"
+    lines = []
+    with Dataset(root) as ds:
+        for r in hit:
+            total, covered = ds.fetchall(
+                "SELECT count(*), count(*) FILTER (WHERE flow_id IN (SELECT flow_id FROM "
+                "tls_records WHERE capture_id = ? AND decrypted)) FROM flows "
+                "WHERE capture_id = ? AND tls_version IS NOT NULL", [r.capture_id] * 2)[0]
+            what = ("the key log" + ("s " if len(keylog) > 1 else " ") + names) if keylog \
+                else "no key log was given:"
+            lines.append(f"{Path(r.path).name}: {what} covered {covered} of {total} TLS "
+                         "sessions; the others' messages are not decoded (is it the key log "
+                         "written while this capture was taken? --keylog FILE, repeatable)")
+    return lines
 
 
 def _iso_times(df):
@@ -221,38 +330,70 @@ def _iso_times(df):
     return out
 
 
-def _print_frame(df, fmt: str) -> None:
+_NUMBER = re.compile(r"-?[\d,]+(\.\d+)?(B|KB|MB|GB|TB)?|-|")
+"""A cell that reads as a number (``1,234.5``, ``381.6KB``, ``-``): right-aligned."""
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:g}" if abs(v) < 1e15 else str(v)
+    return str(v)
+
+
+def _print_frame(df, fmt: str, *, title: str | None = None, notes: list[str] | None = None,
+                 droppable: tuple[str, ...] = ()) -> None:
+    """A DataFrame on stdout: csv, json (times ISO 8601 with all nine digits), or a table
+    fitted to the terminal (plain, aligned text when piped; ``pcapflow.render``)."""
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif fmt == "json":
         sys.stdout.write(_iso_times(df).to_json(orient="records") + "\n")
     elif fmt == "table":
-        t = Table(show_lines=False)
-        for c in df.columns:
-            t.add_column(str(c), overflow="fold")
-        for row in df.astype(object).where(df.notna(), None).itertuples(index=False):
-            t.add_row(*["" if v is None else str(v) for v in row])
-        out.print(t)
+        from . import render
+
+        rows = [[_cell(v) for v in row]
+                for row in df.astype(object).where(df.notna(), None).itertuples(index=False)]
+        numeric = [i for i, c in enumerate(df.columns)
+                   if df[c].dtype.kind in "iuf" or str(df[c].dtype) in ("Int64", "Float64")
+                   or (rows and all(_NUMBER.fullmatch(r[i]) for r in rows))]
+        render.show([str(c) for c in df.columns], rows, numeric, out=out, err=console,
+                    title=title, notes=notes or [], droppable=droppable)
     else:
         raise typer.BadParameter(f"unknown format {fmt!r}: use table, csv or json")
+    if fmt != "table":
+        for n in notes or []:
+            console.print(n, highlight=False, soft_wrap=True)
+
+
+TABLE_NAMES = ("captures", "flows", "packets", "tcp_events", "anomalies", "tls_records",
+               "http_messages", "ws_messages", "fix_messages", "tcp_rtt", "orders", "acks",
+               "latency", "unmatched")
+"""For ``query --help`` without importing pyarrow (tests check it equals ``schemas.TABLES``)."""
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"unknown format {fmt!r}: use table, csv or json",
+                                 param_hint="--format")
+
+
+def _table_help() -> str:
+    return "SQL over the views: " + ", ".join(TABLE_NAMES) + " (columns: docs/tables.md)"
 
 
 @app.command()
 def query(
-    sql: Annotated[
-        str,
-        typer.Argument(
-            help="SQL over the views: "
-            + ", ".join(["captures", "flows", "tcp_events", "anomalies", "packets"])
-        ),
-    ],
+    sql: Annotated[str, typer.Argument(help=_table_help())],
     data: DataOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    """Run DuckDB SQL over the dataset's tables."""
-    from .dataset import Dataset
+    """Run DuckDB SQL over the dataset's tables (SHOW TABLES lists them)."""
+    from .dataset import Dataset, require
 
-    with Dataset(data) as ds:
+    _check_format(fmt)
+    with Dataset(require(data)) as ds:
         try:
             df = ds.df(sql)
         except Exception as err:  # duckdb raises many types; all are bad input here
@@ -260,32 +401,75 @@ def query(
     _print_frame(df, fmt)
 
 
+def _duration_cells(values_ns: list[object]) -> tuple[str, list[str]]:
+    """A column of ns durations in one unit (µs, or ms from 10 ms: ``render``)."""
+    from . import render
+
+    us = [None if v is None else float(v) / 1e3 for v in values_ns]  # type: ignore[arg-type]
+    unit, div = render.duration_unit(us)
+    return unit, [render.number(None if u is None else u / div) for u in us]
+
+
+def _bytes(n: object) -> str:
+    return "" if n is None else _size(float(n)).replace(" ", "")  # type: ignore[arg-type]
+
+
 @app.command()
 def flows(
     data: DataOpt = None,
     fmt: FormatOpt = "table",
-    limit: Annotated[int, typer.Option("--limit", help="Rows to show")] = 50,
+    limit: Annotated[int, typer.Option("--limit", help="Rows to show; -1 for all")] = 50,
 ) -> None:
     """List connections: endpoints, protocol, venue, packets, retransmissions."""
-    from .dataset import Dataset
+    import pandas as pd
 
-    with Dataset(data) as ds:
+    from .dataset import Dataset, require
+
+    if limit < -1:
+        raise typer.BadParameter("a row count, or -1 for all", param_hint="--limit")
+    _check_format(fmt)
+    with Dataset(require(data)) as ds:
+        total = ds.fetchall("SELECT count(*) FROM flows")[0][0]
         df = ds.df(
-            "SELECT capture_id, flow_id, transport, client_ip || ':' || client_port AS client, "
+            "SELECT capture_id, regexp_extract(c.path, '[^/]*$') AS capture, flow_id, transport, "
+            "client_ip || ':' || client_port AS client, "
             "server_ip || ':' || server_port AS server, app_protocol, sni, venue, "
             "packets_out + packets_in AS packets, bytes_out + bytes_in AS bytes, "
-            "handshake_rtt_ns, retransmissions, gaps, end_reason FROM flows "
-            "ORDER BY capture_id, flow_id LIMIT ?",
-            [limit],
+            "handshake_rtt_ns, retransmissions, gaps, end_reason "
+            "FROM flows LEFT JOIN (SELECT capture_id, any_value(path) AS path FROM captures "
+            "GROUP BY ALL) c USING (capture_id) "
+            "ORDER BY capture_id, flow_id" + ("" if limit < 0 else " LIMIT ?"),
+            [] if limit < 0 else [limit],
         )
-    _print_frame(df, fmt)
+    notes = []
+    if len(df) < total:
+        notes.append(f"showing {len(df):,} of {total:,} flows (--limit N; --limit -1 for all)")
+    if fmt != "table":
+        _print_frame(df, fmt, notes=notes)
+        return
+    # A person's view: capture file names, units, short headings (80 columns).
+    unit, rtt = _duration_cells(df["handshake_rtt_ns"].astype(object).where(
+        df["handshake_rtt_ns"].notna(), None).tolist())
+    view = pd.DataFrame({
+        "capture": df["capture"], "flow": df["flow_id"], "client": df["client"],
+        "server": df["server"], "proto": df["app_protocol"].fillna(df["transport"]),
+        "venue/sni": df["venue"].fillna(df["sni"]).fillna(""),
+        "pkts": df["packets"], "bytes": [_bytes(b) for b in df["bytes"]],
+        f"rtt {unit}": rtt, "rexmit": df["retransmissions"], "gaps": df["gaps"],
+        "end": df["end_reason"],
+    })
+    if df["capture"].nunique() <= 1:
+        view = view.drop(columns=["capture"])
+    _print_frame(view, fmt, notes=notes, droppable=(
+        "end", "capture", "gaps", "rexmit", f"rtt {unit}", "bytes", "venue/sni"))
 
 
 def _register_command_modules() -> None:
     """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
     import importlib
 
-    for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts"):
+    for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
+                 "cli_verify"):
         try:
             mod = importlib.import_module(f"pcapflow.{name}")
         except ModuleNotFoundError as err:
@@ -306,7 +490,7 @@ def _core_command_only() -> bool:
     Imported as a library (tests, notebooks), every command is registered.
     """
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return (prog in ("pcapflow", "cli.py") and len(sys.argv) > 1
+    return (prog in ("pcapflow", "cli.py", "__main__.py") and len(sys.argv) > 1
             and sys.argv[1] in CORE_COMMANDS)
 
 
@@ -317,7 +501,9 @@ if not _core_command_only():
 def main() -> None:
     """Console-script entry point: one line per error, never a traceback."""
     from ._entry import INTERRUPTED
+    from .pipelines import interrupts
 
+    interrupts.install_cli(INTERRUPTED)
     try:
         # standalone_mode=False: typer returns (rather than exits with) the code of
         # an Exit, e.g. 130 when it turned a KeyboardInterrupt into Abort
@@ -325,12 +511,8 @@ def main() -> None:
     except PcapflowError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
-    except typer.Abort:
-        console.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        _exit_interrupted()
     except Exception as err:
         # click (vendored by typer) usage errors know how to show themselves: exit 2
         show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
@@ -347,8 +529,18 @@ def main() -> None:
         sys.exit(1)
     if isinstance(rc, int) and rc != 0:
         if rc == 130:
-            console.print(INTERRUPTED, highlight=False)
+            _exit_interrupted()
         sys.exit(rc)
+
+
+def _exit_interrupted() -> None:
+    """The clean-up has run: one line, exit 130, without the interpreter's own shutdown
+    (joining threads of DuckDB and Arrow; see ``pipelines.interrupts``)."""
+    from .pipelines import interrupts
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    interrupts.exit_now()
 
 
 if __name__ == "__main__":

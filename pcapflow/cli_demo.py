@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from . import api, report, samples
-from .cli_report import emit, write_outputs
+from .cli_report import write_outputs
 from .dataset import Dataset
 from .parsers.errors import ConfigError
 
@@ -100,10 +100,13 @@ def demo_cmd(
     res = run(data, out_dir)
     out.print(f"[bold]pcapflow demo[/bold]: {res.captures} sample captures ingested "
               f"into {res.data}\n", soft_wrap=True)
-    emit(res.by_venue, "table")
-    out.print()
-    emit(res.by_endpoint, "table")
-    out.print()
+    # The demo shows people the tables as a terminal does, even piped (fitted to the
+    # console's width: 80 columns when it cannot tell).
+    for rep in (res.by_venue, res.by_endpoint):
+        out.print(report.render_table(rep, width=out.width))
+        for note in rep.notes:
+            out.print(f"[dim]{note}[/dim]", highlight=False, soft_wrap=True)
+        out.print()
     venue = res.by_venue.table["venue"].dropna()
     lines = [
         f"plots:       {res.plot}",

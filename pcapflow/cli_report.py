@@ -15,11 +15,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import analysis, html_report, plots, report
-from .dataset import Dataset, data_dir
+from . import analysis, html_report, plots, render, report
+from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 FORMATS = ("table", "json", "csv")
@@ -27,22 +27,22 @@ LEGS = ("ack", "engine", "all")
 # Which option a ConfigError from the report is about (for the usage message).
 OPTION_OF_ERROR = {"unknown_venue": "--exchange", "bad_group": "--by", "bad_metric": "--metric",
                    "unknown_capture": "--capture"}
-PIPE_WIDTH = 160
-"""Width of table output when stdout is not a terminal."""
 
 
 def emit(rep: report.Report, fmt: str) -> None:
-    """Print a report on stdout in ``fmt`` (table, json or csv)."""
+    """Print a report on stdout in ``fmt`` (table, json or csv); notes go to stderr."""
     if fmt == "json":
         sys.stdout.write(report.to_json(rep))
     elif fmt == "csv":
         sys.stdout.write(report.to_csv(rep))
-    else:
-        # Piped or captured output gets a wide table rather than rich's 80-column default.
-        con = out if out.is_terminal else Console(width=PIPE_WIDTH)
-        con.print(report.render_table(rep))
-        for note in rep.notes:
-            con.print(f"[dim]{note}[/dim]")
+    elif out.is_terminal:
+        out.print(report.render_table(rep, width=out.width))
+    else:  # piped: plain aligned text, the title and caption on stderr
+        header, rows, right = report.cells(rep)
+        render.show(header, rows, right, out=out, err=console, title=rep.title(),
+                    notes=[report.caption(rep)])
+    for note in rep.notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
 
 
 def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
@@ -50,8 +50,8 @@ def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
     """Write the summary figure (PNG) and/or the HTML report; return the paths written."""
     written = []
     if plot is not None:
-        rows = analysis.latency_rows(ds, rep.filter())
-        fig = plots.summary(rows, title=rep.title())
+        rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by)
+        fig = plots.summary(rows, by=label, title=rep.title())
         plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot, dpi=110)
         written.append(plot)
@@ -91,7 +91,7 @@ def report_cmd(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
-    with Dataset(data_dir(data)) as ds:
+    with Dataset(require(data)) as ds:
         try:
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,

@@ -22,6 +22,37 @@ if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` need
     import pandas as pd
 
 DEFAULT_DATA = "pcapflow_data"
+INTERNAL = "pcapflow_internal"
+"""DuckDB schema of the declared empty tables behind the views (not listed by SHOW TABLES)."""
+
+
+def require(data: str | os.PathLike[str] | None = None) -> Path:
+    """The dataset directory, which must hold a dataset (else ``PcapflowError``, one line
+    saying how to make one); for commands that only read."""
+    from .parsers.errors import PcapflowError
+
+    path = data_dir(data)
+    if not path.is_dir():
+        raise PcapflowError(f"{path}: no such dataset directory (make one with "
+                            f"`pcapflow ingest CAPTURE --data {path}`, or pass --data DIR)")
+    if not any((path / t).is_dir() for t in TABLES):
+        raise PcapflowError(f"{path}: not a pcapflow dataset (no tables in it; make one with "
+                            f"`pcapflow ingest CAPTURE --data {path}`)")
+    return path
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as pandas: times tz-aware (ns), ``*_ns`` durations nullable Int64
+    (a null stays <NA> instead of turning the column into float64)."""
+    import pandas as pd
+
+    df = table.to_pandas()
+    for i, f in enumerate(table.schema):
+        if f.name.endswith("_ns") and pa.types.is_integer(f.type):
+            col = table.column(i).cast(pa.int64())
+            df[f.name] = pa.table({"v": col}).to_pandas(
+                types_mapper={pa.int64(): pd.Int64Dtype()}.get)["v"]
+    return df
 
 
 def data_dir(data: str | os.PathLike[str] | None = None) -> Path:
@@ -54,11 +85,15 @@ class Dataset:
         disk: a column a dataset written by an older pcapflow lacks reads as NULL
         of its declared type, instead of breaking every query.
         """
+        # The empty tables live in their own schema, so SHOW TABLES lists only the views.
+        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         for table, schema in TABLES.items():
-            empty = pa.Table.from_pylist([], schema=schema)
-            self.con.register(f"_empty_{table}", empty)
+            self.con.register("_declared", pa.Table.from_pylist([], schema=schema))
+            self.con.execute(f"CREATE OR REPLACE TABLE {INTERNAL}.empty_{table} AS "
+                             "SELECT * FROM _declared")
+            self.con.unregister("_declared")
             files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
-            source = f"SELECT * FROM _empty_{table}"
+            source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             if files:
                 glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
                 source += (f" UNION ALL BY NAME SELECT * FROM read_parquet({glob}, "
@@ -92,7 +127,7 @@ class Dataset:
 
     def df(self, query: str, params: list[object] | None = None) -> pd.DataFrame:
         """Run SQL and return a pandas DataFrame with tz-aware nanosecond timestamps."""
-        return self.con.sql(query, params=params).to_arrow_table().to_pandas()
+        return to_pandas(self.con.sql(query, params=params).to_arrow_table())
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (``flows``, ``tcp_events``, ...)."""
@@ -102,15 +137,42 @@ class Dataset:
 
     # -- analysis (thin wrappers over pcapflow.analysis; see there for details) --
 
-    def latency(self, exchange: str | list[str] | None = None, since: object = None,
-                until: object = None, leg: str | None = "ack", **filters: object) -> pd.DataFrame:
-        """Matched order/ack rows (``analysis.latency``).
+    def latency(
+        self,
+        venue: str | list[str] | None = None,
+        *,
+        endpoint: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        since: object = None,
+        until: object = None,
+        leg: str | None = "ack",
+        capture: str | None = None,
+        exchange: str | list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Matched order/ack rows (the ``latency`` table), oldest order first.
 
-        >>> ds.latency(exchange="binance", since="2026-11-23T20:00Z")  # doctest: +SKIP
+        venue: venue name(s), case-insensitive (``"binance"``, ``["okx", "deribit"]`` or
+            ``"okx,deribit"``); ``exchange`` is the same, by its older name.
+        endpoint: one endpoint, as in the table (``"POST /api/v3/order"``,
+            ``"order.place"``, FIX ``"NewOrderSingle"``).
+        kind: ``"new"``, ``"cancel"`` or ``"amend"``.
+        status: ``"accepted"``, ``"rejected"`` or ``"error"``.
+        since, until: bounds on ``order_ts`` (ISO 8601 strings or datetimes, naive = UTC;
+            ``until`` exclusive).
+        leg: ``"ack"`` (the reply), ``"engine"`` (first private-stream event) or None (both).
+        capture: a capture_id prefix, the capture's path or its file name.
+
+        Times are tz-aware UTC with nanoseconds; ``*_ns`` columns are nullable Int64
+        (``network_rtt_ns`` is <NA> where no network time is claimed).
+
+        >>> ds.latency("binance", endpoint="order.place", since="2026-11-23")  # doctest: +SKIP
         """
         from . import analysis  # lazy: keeps `import pcapflow` light
 
-        return analysis.latency(self, exchange, since, until, leg, **filters)  # type: ignore[arg-type]
+        return analysis.latency(self, venue if venue is not None else exchange, since, until,
+                                leg, kind=kind, capture=capture, endpoint=endpoint,
+                                status=status)
 
     def percentiles(self, by: str | list[str] = "venue", **filters: object) -> pd.DataFrame:
         """Count, unmatched, mean and p50/p90/p99/p99.9/max in µs per group
@@ -122,11 +184,17 @@ class Dataset:
 
         return analysis.percentiles(self, by, **filters)  # type: ignore[arg-type]
 
-    def compare(self, other: Dataset, **kw: object) -> pd.DataFrame:
-        """Quantile differences other - self with bootstrap CIs (``analysis.compare``)."""
-        from . import analysis  # lazy: keeps `import pcapflow` light
+    def compare(self, other: Dataset, by: str | list[str] = "venue", **kw: object
+                ) -> pd.DataFrame:
+        """Before (this dataset) and after (``other``), per group: p50/p90/p99 of each,
+        their differences with bootstrap confidence intervals and a verdict per group
+        (``faster``, ``slower``, ``no evidence``...): ``pcapflow.compare.compare``.
 
-        return analysis.compare(self, other, **kw)  # type: ignore[arg-type]
+        >>> before.compare(after, by="endpoint", venue="binance")  # doctest: +SKIP
+        """
+        from . import compare  # lazy: keeps `import pcapflow` light
+
+        return compare.compare(self, other, by=by, **kw)  # type: ignore[arg-type]
 
     def plot(self, kind: str = "summary", by: str = "venue", **filters: object) -> object:
         """A matplotlib Figure: hist, cdf, timeline, breakdown or summary (``analysis.plot``).
@@ -154,7 +222,7 @@ class Dataset:
                 "order_ts", "ack_ts", "latency_ns", "network_est_ns", "exchange_ns",
                 "network_method", "network_spread_ns", "network_samples", "network_rtt_ns",
                 "status", "decoded"]
-        return self.latency(exchange, since, until, leg, **filters)[cols]
+        return self.latency(exchange, since=since, until=until, leg=leg, **filters)[cols]
 
     def causes(self) -> pd.DataFrame:
         """The TCP stalls inside each order's window (delayed ACK + Nagle,
@@ -202,6 +270,19 @@ class Dataset:
         return alerts.alerts(self, alerts.Settings(**settings),  # type: ignore[arg-type]
                              tuple(chosen) if chosen else None, exchange=exchange,
                              since=since, until=until)
+
+    def __repr__(self) -> str:
+        """``<pcapflow.Dataset 'dir': 3 captures, 40 flows, 300 orders, 296 matched, ...>``"""
+        try:
+            cap, flows, orders, lat, venues = self.con.execute(
+                "SELECT (SELECT count(*) FROM captures), (SELECT count(*) FROM flows), "
+                "(SELECT count(*) FROM orders), (SELECT count(*) FROM latency "
+                "WHERE leg = 'ack'), (SELECT string_agg(DISTINCT venue, ', ' ORDER BY venue) "
+                "FROM latency)").fetchall()[0]
+        except Exception as err:  # a closed connection, a broken file
+            return f"<pcapflow.Dataset {str(self.path)!r} ({type(err).__name__})>"
+        return (f"<pcapflow.Dataset {str(self.path)!r}: {cap:,} captures, {flows:,} flows, "
+                f"{orders:,} orders, {lat:,} matched; venues: {venues or 'none'}>")
 
     def close(self) -> None:
         self.con.close()

@@ -134,12 +134,13 @@ def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report"
     """The full HTML report for ``report`` over ``ds``: its table, the same by endpoint,
     all four figures, the unanswered orders and the captures."""
     flt = report.filter()
-    rows = analysis.latency_rows(ds, flt)
+    rows, label = report_mod.group_labels(analysis.latency_rows(ds, flt), report.by)
+    per = ", ".join(report.by)
     figures = {
-        "Latency histogram": plots.histogram(rows),
-        "Latency CDF per venue": plots.cdf(rows),
-        "Latency over time": plots.timeline(rows),
-        "Where the time goes": plots.breakdown(rows),
+        f"Latency histogram per {per}": plots.histogram(rows, by=label),
+        f"Latency CDF per {per}": plots.cdf(rows, by=label),
+        f"Latency over time per {per}": plots.timeline(rows, by=label),
+        f"Where the time goes per {per}": plots.breakdown(rows, by=label),
     }
     captures = ds.df("SELECT capture_id, regexp_extract(path, '[^/]*$') AS file, format, "
                      "packets, first_ts, last_ts, flows FROM captures ORDER BY first_ts")

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from rich import box
 from rich.table import Table
 
-from . import analysis
+from . import analysis, render
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -49,7 +48,7 @@ class Report:
     table: pd.DataFrame
     keys: list[str]
     by: list[str]
-    exchange: list[str] | None = None
+    exchange: list[str | None] | None = None
     since: pd.Timestamp | None = None
     until: pd.Timestamp | None = None
     leg: str | None = "ack"
@@ -69,7 +68,7 @@ class Report:
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
         if self.exchange:
-            parts.append(", ".join(self.exchange))
+            parts.append(", ".join(v or "(unknown venue)" for v in self.exchange))
         if self.leg and self.leg != "ack":
             parts.append(f"leg {self.leg}")
         if self.since is not None or self.until is not None:
@@ -103,12 +102,22 @@ def build(
                                capture=capture)
     table = analysis.percentiles(ds, by=groups, exchange=flt.exchange, since=flt.since,
                                  until=flt.until, leg=leg, metric=metric, capture=capture)
+    if "capture_id" in table.columns:  # the file name, which people know it by
+        names = dict(ds.fetchall("SELECT capture_id, any_value(regexp_extract(path, '[^/]*$')) "
+                                 "FROM captures GROUP BY ALL"))
+        table.insert(list(table.columns).index("capture_id"), "capture",
+                     [names.get(c, c) for c in table["capture_id"]])
     keys = [c for c in table.columns if c not in {s for s, _ in STAT_COLUMNS}
-            and not c.endswith("_us") and c != "encrypted"]
+            and not c.endswith("_us") and c != "encrypted"
+            and not (c == "capture_id" and "capture" in table.columns)]
     notes = []
     if table.empty:
-        notes.append("no matched orders: ingest captures (with --keylog for TLS) first")
-    elif int(table["encrypted"].sum()):
+        notes.append(analysis.why_empty(ds, flt))
+    elif table["venue"].isna().any():
+        notes.append("(unknown venue): connections no venue rule named, e.g. FIX without a "
+                     "venue map; select them with --exchange unknown, name them with "
+                     "--venues map.toml (docs/venue-map.md)")
+    if not table.empty and int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
                      "timing only (no key log): see the `encrypted` column")
     coverage = analysis.coverage_note(analysis.network_coverage(ds, flt), metric)
@@ -134,34 +143,94 @@ NULL_KEY = {"status": "(no reply)", "venue": "(unknown venue)"}
 
 
 def key_text(value: object, key: str = "") -> str:
+    """A group key as people read it: FIX MsgTypes by name, empty keys said, times to
+    the minute."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return NULL_KEY.get(key, "-")
+    if key == "endpoint" and value in analysis.FIX_ENDPOINTS:
+        return analysis.FIX_ENDPOINTS[value]  # type: ignore[index]
     if isinstance(value, pd.Timestamp | dt.datetime):
         return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
     return str(value)
 
 
-def render_table(report: Report) -> Table:
-    """A rich Table: one row per group, group keys left, numbers right-aligned."""
-    table = Table(title=report.title(), title_justify="left", caption=QUANTILE_NOTE,
-                  caption_justify="left", box=box.SIMPLE_HEAD)
-    show_enc = bool(len(report.table)) and int(report.table["encrypted"].sum()) > 0
-    for k in report.keys:
-        table.add_column(k.replace("_", " "), no_wrap=True)
+def group_labels(rows: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """``rows`` (of ``latency``) with one column naming each row's group as the report's
+    table does (``binance / order.place``), and that column's name: what plots colour by,
+    so ``--plot`` and ``--html`` follow ``--by``."""
+    if list(by) == ["venue"] or rows.empty:
+        return rows, "venue"
+    parts = []
+    for g in by:
+        if g == "minute":
+            parts.append(rows["order_ts"].dt.floor("min").dt.strftime("%H:%M"))
+        elif g == "flow":
+            parts.append(rows["capture_id"].str[:8] + ":" + rows["flow_id"].astype(str))
+        elif g == "capture":
+            parts.append(rows["capture_id"].str[:8])
+        else:
+            parts.append(rows[g].map(lambda v, g=g: key_text(v, g)))
+    out = rows.copy()
+    out["group"] = parts[0].str.cat(parts[1:], sep=" / ") if len(parts) > 1 else parts[0]
+    return out, "group"
+
+
+# Short headings that keep a report within 80 columns ("unans": orders never answered).
+SHORT_HEAD = {"count": "count", "unmatched": "unans", "encrypted": "enc"}
+
+
+def cells(report: Report) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, right-aligned column indexes) of a report for a terminal or a pipe.
+
+    Each duration column gets its own unit (``render.duration_unit``: µs, or ms once
+    its largest value reaches 10 ms), named in its heading (``p99 ms``).
+    """
+    t = report.table
+    show_enc = bool(len(t)) and int(t["encrypted"].sum()) > 0
+    header = [k.replace("_", " ") for k in report.keys]
+    cols: list[tuple[str, str, float]] = []  # (column, heading, divisor from µs)
     for col, head in STAT_COLUMNS:
-        table.add_column(head if col in ("count", "unmatched") else f"{head} µs",
-                         justify="right")
+        if col in ("count", "unmatched"):
+            cols.append((col, SHORT_HEAD[col], 0.0))
+        else:
+            unit, div = render.duration_unit(_num(v) for v in t[col]) if len(t) else ("µs", 1.0)
+            cols.append((col, f"{head} {unit}", div))
     if show_enc:
-        table.add_column("encrypted", justify="right")
-    for row in report.table.itertuples(index=False):
+        cols.append(("encrypted", SHORT_HEAD["encrypted"], 0.0))
+    header += [h for _, h, _ in cols]
+    rows = []
+    for row in t.itertuples(index=False):
         r = row._asdict()
-        cells = [key_text(r[k], k) for k in report.keys]
-        cells += [f"{int(r[c]):,}" if c in ("count", "unmatched") else format_us(_num(r[c]))
-                  for c, _ in STAT_COLUMNS]
-        if show_enc:
-            cells.append(f"{int(r['encrypted']):,}")
-        table.add_row(*cells)
-    return table
+        line = [key_text(r[k], k) for k in report.keys]
+        for col, _, div in cols:
+            v = _num(r[col])
+            line.append(f"{int(v or 0):,}" if div == 0.0 else
+                        render.number(None if v is None else v / div))
+        rows.append(line)
+    right = list(range(len(report.keys), len(header)))
+    return header, rows, right
+
+
+def caption(report: Report) -> str:
+    """The line under a report: units, quantile method, and which rows are left out."""
+    return ("µs/ms as headed; quantiles by linear interpolation (DuckDB quantile_cont, "
+            "numpy.quantile default); unans = orders with no reply")
+
+
+def render_table(report: Report, width: int | None = None) -> Table:
+    """A rich Table for a terminal: one row per group, group keys left, numbers right.
+
+    With ``width``, the mean, then p90, then the encrypted count are left out (and the
+    caption says so) when the table would not fit otherwise."""
+    header, rows, right = cells(report)
+    note = caption(report)
+    if width is not None:
+        droppable = [h for h in header if h.startswith(("mean ", "p90 ", "enc"))]
+        header, rows, right, dropped = render.fit(header, rows, right, width, droppable)
+        if dropped:
+            note += (f"; {', '.join(d.split()[0] for d in dropped)} left out to fit "
+                     f"{width} columns (--format csv has them)")
+    return render.rich_table(header, rows, right, title=report.title(), caption=note)
 
 
 def _num(v: object) -> float | None:

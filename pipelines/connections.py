@@ -55,6 +55,7 @@ from ..parsers.detect import detect, detect_midstream, find_resync
 from ..parsers.events import Anomaly, Direction, Run
 from ..parsers.fix import FixSession
 from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
+from ..parsers.http2 import Http2Session
 from ..parsers.tcp.analysis import FlowTracker, PacketFlows
 from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
@@ -109,7 +110,28 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
     if proto == "websocket":  # frames without their upgrade: it was before the capture
         return WebSocketSession(flow_id, extensions=None, max_message=limits.ws_max_message,
                                 max_inflated=limits.ws_max_inflated)
+    if proto == "http2":
+        return Http2Session(flow_id, max_body=limits.http_max_body,
+                            max_header=limits.http_max_header)
     return None
+
+
+def _may_be_http2(info: dict[str, object]) -> bool:
+    """ALPN chose h2, or (TLS 1.3 hides the choice without keys) the client offered it."""
+    alpn = info.get("alpn")
+    offered = str(info.get("alpn_offered") or "").split(",")
+    return alpn == "h2" or (alpn is None and "h2" in offered)
+
+
+def _http2_undecrypted(conn: Connection, info: dict[str, object]) -> Anomaly:
+    """The coverage note of a TLS connection that may carry HTTP/2 and was not decrypted."""
+    chosen = "chose" if info.get("alpn") == "h2" else "offered"
+    return Anomaly(
+        ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tls",
+        code="http2_not_decrypted",
+        detail=f"ALPN {chosen} h2 and no key log decrypted it: HTTP/2 multiplexes "
+               "requests on streams, so they cannot be paired with responses from TLS "
+               "record timing; no latency from this connection (supply the key log)")
 
 
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
@@ -209,11 +231,6 @@ class _Layer:
         events: list[object] = []
         if self.session is None:
             self.pending.clear()
-            if proto == "http2":
-                events.append(Anomaly(
-                    ts=ts, flow_id=self.flow_id, direction=None,
-                    layer="tls" if self.inner else "tcp", code="unsupported_protocol",
-                    detail="HTTP/2 is detected but not decoded"))
             return events
         for item in self.pending:
             if len(item) == 4:
@@ -618,7 +635,9 @@ class AppLayer:
         anomalies: list[Anomaly] = []
         for e in events:
             if isinstance(e, HttpMessage) and e.kind == "request":
-                host = next((v for k, v in e.headers if k.lower() == "host"), None)
+                # HTTP/2 carries the Host in the :authority pseudo-header (RFC 9113 §8.3.1)
+                host = next((v for k, v in e.headers if k.lower() in ("host", ":authority")),
+                            None)
                 if host:
                     self.info.setdefault(e.flow_id, {}).setdefault("http_host", host)
             if rows.add(e):
@@ -627,7 +646,8 @@ class AppLayer:
                 anomalies.append(e)
             elif isinstance(e, TlsHandshakeInfo):
                 info = self.info.setdefault(e.flow_id, {})
-                info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher)
+                info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher,
+                            alpn_offered=",".join(e.alpn_offered))
             elif isinstance(e, WebSocketHandshake):
                 info = self.info.setdefault(e.flow_id, {})
                 info.setdefault("ws_path", e.path)
@@ -637,6 +657,8 @@ class AppLayer:
                 info = self.info.setdefault(e.flow_id, {})
                 e.info.update(info)
                 info["app_protocol"] = e.app_protocol
+                if e.outer.name == "tls" and e.inner is None and _may_be_http2(info):
+                    anomalies.append(_http2_undecrypted(e, info))
         add_anomalies(anomalies)
 
     def retire(self, flow_ids: list[int], staging: object,

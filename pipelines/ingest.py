@@ -57,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import stat
 import time
@@ -89,7 +90,7 @@ from ..parsers.decode import (
 from ..parsers.errors import PcapflowError
 from ..parsers.events import Anomaly
 from ..parsers.tcp.analysis import END_REASONS, EVENT_KINDS, FlowTracker, PacketFlows
-from . import store
+from . import interrupts, store
 from .schemas import FLOWS, TS
 
 Matcher = Callable[[Path, pa.Table], "MatchOutput"]
@@ -261,8 +262,8 @@ def _flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> p
     for name in ("packets_out", "packets_in", "bytes_out", "bytes_in", "payload_bytes_out",
                  "payload_bytes_in", "retransmissions", "out_of_order", "gaps", "duplicate_acks"):
         cols[name] = pa.array(c[name])
-    for name in ("app_protocol", "sni", "alpn", "tls_version", "tls_cipher", "http_host",
-                 "ws_path", "venue"):
+    for name in ("app_protocol", "sni", "alpn", "alpn_offered", "tls_version", "tls_cipher",
+                 "http_host", "ws_path", "venue"):
         if app:
             values = [app.get(i, {}).get(name) for i in fids.tolist()]
             cols[name] = pa.array(values, type=pa.string())
@@ -525,6 +526,8 @@ class _ParentLink:
                              f"{what}", code="worker_failed")
 
     def _receive(self, w: _Worker, key: str) -> object:
+        while not select.select([w.up], [], [], 0.1)[0]:
+            interrupts.check()  # a safe point while the worker works
         line = w.up.readline()
         if not line:
             self.reap(w)
@@ -562,6 +565,7 @@ class _ParentLink:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGKILL)
         _pid, w.status = os.waitpid(w.pid, 0)
+        interrupts.untrack(w.pid)
 
     def close(self, kill: bool) -> None:
         for w in self.workers:
@@ -613,6 +617,7 @@ def ingest_capture(
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
             result = _run(reader, staging, *args)
         result.seconds = time.perf_counter() - t0
+        interrupts.check()
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
         return result
@@ -668,6 +673,7 @@ def _ingest_sharded(args: tuple, data_dir: Path, chunk_bytes: int, workers: int,
         with open_capture(path, chunk_bytes=chunk_bytes) as reader:
             result = _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link)
         result.seconds = time.perf_counter() - t0
+        interrupts.check()
         staging.commit(result.capture_id)
         result.seconds = time.perf_counter() - t0
         ok = True
@@ -715,6 +721,7 @@ def _fork(k: int, count: int, rule: str, args: tuple, staging: store.Staging,
             pass
         finally:
             os._exit(code)
+    interrupts.track(pid)
     os.close(up_w)
     os.close(down_r)
     return _Worker(pid, k, os.fdopen(up_r, "rb"), os.fdopen(down_w, "wb"))
@@ -798,6 +805,7 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
         write_retired(tracker.take_retired())
         if progress is not None:
             progress(reader.bytes_read, reader.packets)
+        interrupts.check()  # between chunks: no kernel is running (see pipelines.interrupts)
     if app is not None:
         if link is not None:  # the connections still open close at the same time everywhere
             app.last_ts = link.agree_last(app.last_packet, app.last_ts)
@@ -819,9 +827,10 @@ def _run(reader, staging, path, packets_table, app_factory, matcher, progress,
                 anomaly_codes[name] = anomaly_codes.get(name, 0) + n
             for name, n in part["rows"].items():  # type: ignore[attr-defined]
                 child_rows[name] = child_rows.get(name, 0) + n
+    interrupts.check()
     flows.finish(more=more)
     sha = reader.sha256
-    capture_id = sha[:16]
+    capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     now = time.time_ns()
     staging.write("captures", {
         "path": pa.array([str(path)]),

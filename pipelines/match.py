@@ -87,7 +87,7 @@ OUTPUTS = {"orders": ("out_orders", ORDERS), "acks": ("out_acks", ACKS),
 _FLOW_RULES = pa.schema([
     ("flow_id", pa.int64()), ("venue", pa.string()), ("dialect", pa.string()),
     ("protocol_hint", pa.string()), ("app_protocol", pa.string()),
-    ("tls_version", pa.string()), ("alpn", pa.string()),
+    ("tls_version", pa.string()), ("alpn", pa.string()), ("alpn_offered", pa.string()),
 ])
 
 
@@ -157,7 +157,8 @@ def flow_rules(flows: pa.Table, resolver: Resolver,
     """One row per flow: its venue and dialect (the registry decides)."""
     rows: dict[str, list[object]] = {f.name: [] for f in _FLOW_RULES}
     for fl in flows.select(["flow_id", "server_ip", "server_port", "sni", "http_host",
-                            "app_protocol", "alpn", "tls_version"]).to_pylist():
+                            "app_protocol", "alpn", "alpn_offered",
+                            "tls_version"]).to_pylist():
         sender, target = comp_ids.get(fl["flow_id"], (None, None))
         facts = FlowFacts(flow_id=fl["flow_id"], server_ip=fl["server_ip"],
                           server_port=fl["server_port"], sni=fl["sni"],
@@ -166,7 +167,8 @@ def flow_rules(flows: pa.Table, resolver: Resolver,
         a = resolver.resolve(facts)
         for k, v in (("flow_id", fl["flow_id"]), ("venue", a.venue), ("dialect", a.dialect),
                      ("protocol_hint", a.protocol), ("app_protocol", fl["app_protocol"]),
-                     ("tls_version", fl["tls_version"]), ("alpn", fl["alpn"])):
+                     ("tls_version", fl["tls_version"]), ("alpn", fl["alpn"]),
+                     ("alpn_offered", fl["alpn_offered"])):
             rows[k].append(v)
     return pa.table(rows, schema=_FLOW_RULES)
 

@@ -85,7 +85,7 @@ def _http(e: HttpMessage) -> tuple[str, tuple[Any, ...]]:
         e.request_index, e.method, redact_query(e.path) if e.path else e.path, e.version,
         e.status, e.reason, [{"name": k, "value": v} for k, v in headers], ctype,
         e.content_encoding, e.chunked, _redact_body(_text(e.body), ctype) if e.body else "",
-        e.body_length, e.body_truncated, e.header_ts_last,
+        e.body_length, e.body_truncated, e.header_ts_last, e.stream_id,
     )
 
 

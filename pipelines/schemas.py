@@ -87,9 +87,14 @@ FLOWS = _schema(
         "Segments after bytes never captured (tshark: previous segment not captured)",
     ),
     _f("duplicate_acks", pa.int64(), "Duplicate ACKs, both directions"),
-    _f("app_protocol", pa.string(), "Detected by content: tls, http, fix, http2, unknown"),
+    _f(
+        "app_protocol",
+        pa.string(),
+        "Detected by content: tls, http, fix, http2, websocket; inner/outer as tls/http2",
+    ),
     _f("sni", pa.string(), "TLS server name indication"),
-    _f("alpn", pa.string(), "TLS ALPN protocol chosen"),
+    _f("alpn", pa.string(), "TLS ALPN protocol chosen (TLS 1.3: visible only when decrypted)"),
+    _f("alpn_offered", pa.string(), "ALPN protocols the client offered, comma-separated"),
     _f("tls_version", pa.string(), "Negotiated TLS version (1.0 .. 1.3)"),
     _f("tls_cipher", pa.string(), "Negotiated cipher suite (IANA name)"),
     _f("http_host", pa.string(), "First HTTP Host header"),
@@ -186,18 +191,23 @@ TLS_RECORDS = _schema(
 
 HTTP_MESSAGES = _schema(
     *_MSG,
-    _f("kind", pa.string(), "`request` or `response`"),
+    _f(
+        "kind",
+        pa.string(),
+        "`request`, `response`, or `reset` (HTTP/2: a stream ended by RST_STREAM, or "
+        "refused by GOAWAY; `reason` holds the error code, `direction` who sent it)",
+    ),
     _f(
         "request_index",
         pa.int64(),
         "Position of the request on its connection (0-based); "
-        "for a response, the request it answers",
+        "for a response, the request it answers (HTTP/2: the request on its stream)",
     ),
     _f("method", pa.string(), "Request method"),
     _f("path", pa.string(), "Request target, secret query parameters redacted"),
-    _f("version", pa.string(), "HTTP version"),
+    _f("version", pa.string(), "HTTP version: `HTTP/1.1`, `HTTP/1.0`, `HTTP/2`"),
     _f("status", pa.int32(), "Response status code"),
-    _f("reason", pa.string(), "Response reason phrase"),
+    _f("reason", pa.string(), "Response reason phrase (HTTP/1.x); the error code of a `reset`"),
     _f("headers", pa.list_(HEADER), "Headers in order, secret values redacted"),
     _f("content_type", pa.string(), "Content-Type header"),
     _f("content_encoding", pa.string(), "Content-Encoding that was decoded"),
@@ -210,6 +220,11 @@ HTTP_MESSAGES = _schema(
     _f("body_length", pa.int64(), "Body bytes on the wire (chunk framing included)"),
     _f("body_truncated", pa.bool_(), "Body longer than the cap"),
     _f("header_ts_last", TS, "When the header block was complete"),
+    _f(
+        "stream_id",
+        pa.int64(),
+        "HTTP/2 stream identifier (requests and responses pair by it); null for HTTP/1.x",
+    ),
 )
 
 WS_MESSAGES = _schema(

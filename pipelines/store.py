@@ -213,6 +213,7 @@ class Staging:
         # bounded when the disk is slower than the parsers.
         self._queue: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(WRITE_QUEUE)
         self._thread: threading.Thread | None = None
+        self._stopping = False  # the thread was told to end (its None is queued)
         self._error: BaseException | None = None
 
     def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
@@ -286,10 +287,17 @@ class Staging:
         self._raise_worker_error()
 
     def _stop_thread(self) -> None:
-        thread, self._thread = self._thread, None
+        # The thread is forgotten only once it has ended: an exception in the middle
+        # (an interrupt during the join) must leave ``abort`` a thread to wait for, never
+        # files still being closed by it (closing them twice, at once, from two threads
+        # hangs in Arrow; so does leaving the interpreter while it is inside Arrow).
+        thread = self._thread
         if thread is not None:
-            self._queue.put(None)
+            if not self._stopping:
+                self._stopping = True
+                self._queue.put(None)
             thread.join()
+            self._thread, self._stopping = None, False
 
     def _fsync_all(self) -> None:
         for f in self.dir.rglob("*.parquet"):
@@ -300,9 +308,10 @@ class Staging:
         self._error = self._error or RuntimeError("aborted")  # the thread drains, writes nothing
         with contextlib.suppress(Exception):
             self._stop_thread()
-        with contextlib.suppress(Exception):
-            for w in self._writers.values():
-                w.close()
+        if self._thread is None:  # else the writer thread still owns the files
+            with contextlib.suppress(Exception):
+                for w in self._writers.values():
+                    w.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def commit(self, capture_id: str, *, tables: Iterable[str] | None = None,

@@ -47,6 +47,7 @@ from types import ModuleType
 
 import pki
 import relay
+import venue_binance_h2
 import venue_binance_rest
 import venue_binance_ws
 import venue_deribit
@@ -112,6 +113,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              special="through a userspace relay: ~2% drop, ~1% dup, ~2% reorder, 1 ms "
                      "delay; real retransmissions, dup ACKs, out-of-order; client-side "
                      "capture on a veth (tx checksums left to offload)"),
+    Scenario(name="binance_rest_h2", file="binance_rest_h2.pcap", module=venue_binance_h2,
+             ports=(443,), hosts=("api.binance.com",),
+             special="HTTP/2 (ALPN h2): httpx http2=True against an h2 server; 2-7 "
+                     "streams in flight, answered out of order; RST_STREAM REFUSED_STREAM "
+                     "refusals; -2010/-2011/-1007 errors; gzip exchangeInfo; HPACK "
+                     "dynamic table; GOAWAY at close"),
 )}
 
 

@@ -44,7 +44,8 @@ HEADER = """# sample_pcaps — real captures of a mock exchange
 
 Every file here is produced by `python sample_pcaps/generate.py` (as root; see the
 docstring at the top of that script). Real network stacks and real libraries on both
-sides: aiohttp (HTTPS REST server and client), `websockets` (WebSocket servers and
+sides: aiohttp (HTTPS REST server and client), httpx with `http2=True` against an
+`h2`-based server (REST over HTTP/2), `websockets` (WebSocket servers and
 clients, default permessage-deflate), and an asyncio FIX 4.4 acceptor/initiator built
 on simplefix. Each scenario runs in a private network namespace whose loopback has
 MTU 1500 and `gso_max_segs 1`, so segments are real 1448-byte TCP segments; the lossy

@@ -161,3 +161,15 @@ def test_runner_app_mode_runs_both_worker_settings(tmp_path: Path) -> None:
         assert doc["tools"]["tshark_app"]["ok"]
         assert doc["ratios"]["pcapflow_vs_tshark_app"] > 0
         assert doc["targets"]["app_vs_tshark_app>=10x"] != "not measured"
+
+
+def test_http2_vs_http1_benchmark_runs(tmp_path: Path) -> None:
+    """Both encodings of the same orders parse to the same message count (the script
+    asserts it) and the JSON has both per-message costs."""
+    out = tmp_path / "h2.json"
+    subprocess.run([sys.executable, str(BENCH / "http2_vs_http1.py"), "--orders", "300",
+                    "--repeat", "1", "--json", str(out)], check=True, timeout=300,
+                   capture_output=True)
+    res = json.loads(out.read_text())
+    assert res["http1"]["us_per_message"] > 0 and res["http2"]["us_per_message"] > 0
+    assert res["http2"]["bytes"] < res["http1"]["bytes"]

@@ -83,6 +83,9 @@ def test_truncated_mid_record_exits_0_and_counts_it(files: Path) -> None:
 
 
 def test_bad_sql_exits_1(files: Path) -> None:
+    code, _out, err = run("query", "select 1", "--data", "d", cwd=files)
+    assert code == 1 and "d: no such dataset directory" in one_line(err)  # none yet
+    (files / "d" / "captures").mkdir(parents=True)  # a dataset with nothing in it
     code, _out, err = run("query", "selec 1", "--data", "d", cwd=files)
     assert code == 1 and "query failed" in one_line(err)
 

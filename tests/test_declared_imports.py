@@ -9,8 +9,10 @@ remaining module's distribution to be declared *directly*: a module that only ar
 as a dependency of a dependency can vanish with that dependency's next release.
 
 Where: code that ships (``pcapflow/``, ``parsers/``, ``pipelines/``) may import only
-what ``[project].dependencies`` brings; tests, the sample generator, benchmarks and
-notebooks may also use the optional extras.
+what ``[project].dependencies`` brings, and what a feature extra (every extra but
+``dev``, e.g. ``verify`` for ``pcapflow verify``) brings: such a feature says which extra
+to install when its import fails; tests, the sample generator, benchmarks and notebooks
+may also use the ``dev`` extra.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def _requirement_name(req: str) -> str:
 def _declared() -> tuple[set[str], set[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     core = {_requirement_name(r) for r in project.get("dependencies", [])}
-    extras = {_requirement_name(r) for reqs in project.get("optional-dependencies", {}).values()
-              for r in reqs}
-    return core, core | extras
+    optional = project.get("optional-dependencies", {})
+    extras = {_requirement_name(r) for reqs in optional.values() for r in reqs}
+    features = {_requirement_name(r) for name, reqs in optional.items() if name != "dev"
+                for r in reqs}
+    return core | features, core | extras
 
 
 def _imports(source: str) -> set[str]:

@@ -66,14 +66,28 @@ def _rows(output: str, title: str) -> list[list[str]]:
     raise AssertionError(f"table {title!r} has no caption")
 
 
+def _header(output: str, title: str) -> list[tuple[str, float]]:
+    """(column, µs per unit) of the table under ``title``: ``p50 ms`` -> ("p50", 1000)."""
+    lines = output.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == title)
+    words = lines[start + 1].split()
+    cols: list[tuple[str, float]] = []
+    for w in words:
+        if w in ("µs", "ms"):
+            cols[-1] = (cols[-1][0], 1.0 if w == "µs" else 1000.0)
+        else:
+            cols.append((w, 1.0))
+    return cols
+
+
 def test_samples_are_found_with_their_companions() -> None:
     found = samples.samples()
     assert samples.sample_dir().resolve() == SAMPLES.resolve()
-    assert len(found) == 8
+    assert len(found) == 9
     tls = [s for s in found if s.keylog is not None]
     assert {s.name for s in tls} == {"binance_rest_tls13", "binance_wsapi_tls13",
                                      "okx_ws_tls12", "deribit_jsonrpc_tls13",
-                                     "lossy_rest_tls13"}
+                                     "lossy_rest_tls13", "binance_rest_h2"}
     assert samples.sample("okx_ws_tls12.pcap").capture.name == "okx_ws_tls12.pcap"
     with pytest.raises(ConfigError):
         samples.sample("nope")
@@ -85,8 +99,10 @@ def test_demo_prints_one_row_per_venue_with_every_order(demo_run: tuple[Path, st
     rows = _rows(output, "Order-to-ack latency by venue")
     printed = {r[0]: (int(r[1].replace(",", "")), int(r[2])) for r in rows}
     assert printed == {v: (n, 0) for v, n in venues.items()}
-    for r in rows:  # mean, p50, p90, p99, p99.9, max: numbers, in order
-        p50, p90, p99, p999, mx = (float(x.replace(",", "")) for x in r[4:9])
+    head = _header(output, "Order-to-ack latency by venue")
+    for r in rows:  # mean, p50, p90, p99, p99.9, max: numbers in µs or ms as headed, in order
+        p50, p90, p99, p999, mx = (float(x.replace(",", "")) * head[i][1]
+                                   for i, x in enumerate(r[4:9], start=4))
         assert 0 < p50 <= p90 <= p99 <= p999 <= mx
 
 
@@ -96,7 +112,7 @@ def test_demo_outcomes_match_ground_truth(demo_run: tuple[Path, str]) -> None:
     res = CliRunner().invoke(app, ["report", "--data", str(out / "data"), "--by", "status",
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
-    got = {(r["venue"], r["status"]): r["count"] for r in json.loads(res.output)}
+    got = {(r["venue"], r["status"]): r["count"] for r in json.loads(res.stdout)}
     assert got == dict(outcomes)
 
 

@@ -82,7 +82,14 @@ def test_find_resync() -> None:
     assert find_resync("http", body + b"HTTP/1.1 200 OK\r\n") == len(body)
     assert find_resync("http", b"xx\nPOST /o HTTP/1.1\r\nHost: a\r\n") == 3
     assert find_resync("http", b"no boundary here") is None
-    assert find_resync("http2", H2_PREFACE) is None  # no rule for HTTP/2
+    assert find_resync("http2", H2_PREFACE) is None  # the preface is not a frame
+    # mid-connection HTTP/2: three chained frames (WINDOW_UPDATE, PING, a HEADERS)
+    h2 = (b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x01\x00\x00"
+          b"\x00\x00\x08\x06\x00\x00\x00\x00\x0012345678"
+          b"\x00\x00\x01\x01\x05\x00\x00\x00\x03\x82")
+    assert find_resync("http2", b"\xff\x17body" + h2) == 6
+    assert detect(h2, b"") == "http2" and detect(b"", h2) == "http2"
+    assert detect(b"\x00" * 40, b"") == UNKNOWN  # zeros are no frame chain
     assert find_resync("nonsense", b"8=FIX.4.4\x019=5\x01") is None
 
 

@@ -45,6 +45,19 @@ def test_batch_path_equals_general_path(which: str, tmp_path: Path,
     assert_same_tables(read_tables(tmp_path / "slow"), read_tables(tmp_path / "fast"))
 
 
+def test_batch_path_equals_general_path_on_http2(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP/2 sample alone (also in the samples set above): many streams in flight,
+    so the batch path's runs carry interleaved frames of several messages."""
+    caps, keys = [SAMPLES / "binance_rest_h2.pcap"], [SAMPLES / "binance_rest_h2.keylog"]
+    assert ingest_counting_runs(caps, keys, tmp_path / "slow", False, monkeypatch) == 0
+    assert ingest_counting_runs(caps, keys, tmp_path / "fast", True, monkeypatch) > 0
+    want, got = read_tables(tmp_path / "slow"), read_tables(tmp_path / "fast")
+    versions = want["http_messages"].column("version").to_pylist()
+    assert versions.count("HTTP/2") == len(versions) > 200
+    assert_same_tables(want, got)
+
+
 @pytest.mark.skipif(not native.AVAILABLE, reason="libcrypto/libz not found")
 def test_native_kernels_equal_the_python_fallback(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,7 +46,7 @@ def cli_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli_report(data: Path, *extra: str) -> list[dict[str, object]]:
     res = runner.invoke(app, ["report", "--data", str(data), "--format", "json", *extra])
     assert res.exit_code == 0, res.output
-    return json.loads(res.output)
+    return json.loads(res.stdout)  # notes and hints go to stderr
 
 
 def key_numbers(nb: nbformat.NotebookNode) -> dict[str, object]:

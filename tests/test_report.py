@@ -25,7 +25,7 @@ from pcapflow.pipelines import store
 from pcapflow.pipelines.schemas import CAPTURES, LATENCY, UNMATCHED
 from typer.testing import CliRunner
 
-from pcapflow import analysis, html_report, plots, report
+from pcapflow import analysis, html_report, plots, render, report
 from pcapflow.cli import app
 from pcapflow.dataset import Dataset
 
@@ -264,13 +264,14 @@ def test_latency_frame_dtypes_and_order(ds: Dataset, synth: tuple[Path, pd.DataF
     df = ds.latency(exchange="deribit")
     assert str(df.order_ts.dtype) == "datetime64[ns, UTC]"
     assert str(df.ack_ts.dtype) == "datetime64[ns, UTC]"
-    assert df.latency_ns.dtype == np.int64
+    for col in ("latency_ns", "network_rtt_ns", "exchange_ns"):  # nullable, never float64
+        assert str(df[col].dtype) == "Int64", col
     assert df.order_ts.is_monotonic_increasing
     truth = _acks(synth[1])
     want = truth[truth.venue == "deribit"].latency_ns.sort_values().to_numpy()
     np.testing.assert_array_equal(np.sort(df.latency_ns.to_numpy()), want)
     assert (df.ack_ts - df.order_ts).dt.total_seconds().mul(1e9).round().astype(np.int64) \
-        .equals(df.latency_ns)
+        .equals(df.latency_ns.astype(np.int64))
     assert len(ds.latency(exchange="deribit", capture="aaaaaaaa")) == len(df) // 2
     assert len(ds.latency(exchange="binance", leg=None)) == 440
 
@@ -329,8 +330,14 @@ runner = CliRunner()
 
 
 def _cli(*args: str) -> tuple[int, str]:
+    """(exit code, stdout); notes and hints go to stderr (``_cli_err``)."""
     res = runner.invoke(app, ["report", *args])
-    return res.exit_code, res.output
+    return res.exit_code, res.stdout
+
+
+def _cli_err(*args: str) -> tuple[int, str, str]:
+    res = runner.invoke(app, ["report", *args])
+    return res.exit_code, res.stdout, res.stderr
 
 
 def test_cli_json_and_csv_equal_numpy(synth: tuple[Path, pd.DataFrame]) -> None:
@@ -356,21 +363,29 @@ def test_cli_json_and_csv_equal_numpy(synth: tuple[Path, pd.DataFrame]) -> None:
 
 
 def test_cli_table_output(synth: tuple[Path, pd.DataFrame]) -> None:
-    code, out = _cli("--data", str(synth[0]), "--by", "kind")
-    assert code == 0, out
-    assert out.lstrip().startswith("Order-to-ack latency by venue, kind")
-    for word in ("binance", "okx", "deribit", "p99.9", "unmatched", "amend", "linear"):
+    """Piped (not a terminal): one header line and a line per group on stdout, the
+    title, caption and notes on stderr."""
+    code, out, err = _cli_err("--data", str(synth[0]), "--by", "kind")
+    assert code == 0, out + err
+    assert err.lstrip().startswith("Order-to-ack latency by venue, kind")
+    assert "linear interpolation" in err and "unans = orders with no reply" in err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["venue", "kind", "count", "unans"]
+    for word in ("binance", "okx", "deribit", "p99.9", "amend"):
         assert word in out
     pt = analysis.percentiles(Dataset(synth[0]), by="kind")
+    assert len(lines) == 1 + len(pt)
     okx_new = pt[(pt.venue == "okx") & (pt.kind == "new")].iloc[0]
-    assert report.format_us(okx_new.p50_us) in out
+    row = next(ln.split() for ln in lines if ln.split()[:2] == ["okx", "new"])
+    unit = lines[0].split()[lines[0].split().index("p50") + 1]
+    assert row[5] == render.number(okx_new.p50_us / (1000 if unit == "ms" else 1))
 
 
 def test_cli_usage_errors(synth: tuple[Path, pd.DataFrame]) -> None:
-    code, out = _cli("--data", str(synth[0]), "--exchange", "kraken")
+    code, _, out = _cli_err("--data", str(synth[0]), "--exchange", "kraken")
     words = " ".join(re.sub(r"[│╭╮╰╯─]", " ", out).split())
     assert code == 2 and "venues present: binance, deribit, okx" in words
-    code, out = _cli("--data", str(synth[0]), "--by", "colour")
+    code, _, out = _cli_err("--data", str(synth[0]), "--by", "colour")
     assert code == 2 and "minute" in out
     code, out = _cli("--data", str(synth[0]), "--format", "xml")
     assert code == 2
@@ -404,11 +419,28 @@ def test_html_escapes_values() -> None:
     assert "<b>x</b>" not in text and "&lt;b&gt;x&lt;/b&gt;" in text
 
 
-def test_empty_dataset_report(tmp_path: Path) -> None:
-    code, out = _cli("--data", str(tmp_path), "--format", "json")
-    assert code == 0 and json.loads(out) == []
-    code, out = _cli("--data", str(tmp_path), "--plot", str(tmp_path / "p.png"))
-    assert code == 0 and "no matched orders" in out
+def test_missing_dataset_is_one_line_exit_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for where in (tmp_path / "nothing_here", tmp_path):  # missing; a directory, no tables
+        proc = subprocess.run([sys.executable, "-m", "pcapflow", "report", "--data", str(where),
+                               "--format", "json"], capture_output=True, text=True, timeout=120)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+        assert code == 1 and out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and str(where) in lines[0] and "pcapflow ingest" in lines[0]
+
+
+def test_empty_result_says_which_filter_emptied_it(synth: tuple[Path, pd.DataFrame],
+                                                   tmp_path: Path) -> None:
+    root = str(synth[0])
+    code, out, err = _cli_err("--data", root, "--format", "json", "--since", "2031-01-01")
+    assert code == 0 and json.loads(out) == []  # stdout stays parseable
+    assert "--since/--until leaves none of" in err and "orders span 2026-11-23" in err
+    code, out, err = _cli_err("--data", root, "--exchange", "okx", "--leg", "engine",
+                              "--plot", str(tmp_path / "p.png"))
+    assert code == 0 and "--leg engine leaves none of" in err and "private stream" in err
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 

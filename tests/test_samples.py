@@ -33,6 +33,7 @@ EXPECTED_SNI = {
     "deribit_jsonrpc_tls13": {"www.deribit.com"},
     "binance_rest_dsb": {"api.binance.com"},
     "lossy_rest_tls13": {"api.binance.com"},
+    "binance_rest_h2": {"api.binance.com"},
 }
 TRUTH_FIELDS = {"scenario", "venue", "endpoint", "kind", "conn_id", "local_port", "request_id",
                 "client_order_id", "orig_client_order_id", "outcome", "send_mono_ns",
@@ -139,7 +140,7 @@ def test_tshark_packet_count(row: dict[str, str]) -> None:
 @pytest.mark.parametrize("row", TLS_ROWS, ids=_ids(TLS_ROWS))
 def test_tls_decrypts_with_key_log(row: dict[str, str]) -> None:
     path = SAMPLES / row["file"]
-    app = "http || websocket"
+    app = "http || websocket || http2"
     prefs = ["-o", "tcp.reassemble_out_of_order:TRUE"]
     decrypted = _count(path, app, *prefs)
     assert decrypted > 0

@@ -29,7 +29,7 @@ from ..events import Anomaly
 from . import pcap, pcapng
 from ._scan import ChunkNotes, PacketColumns
 from .chunk import PacketChunk
-from .stream import DECOMPRESSION_ERRORS, RawSource, decompressed, read_full
+from .stream import DECOMPRESSION_ERRORS, ContentHash, RawSource, decompressed, read_full
 
 DEFAULT_CHUNK_BYTES = 8 << 20
 """Bytes read per chunk (8 MiB): big enough that per-chunk Python work is noise.
@@ -78,6 +78,8 @@ def open_capture(
         raw = RawSource(f, hash=hash)
         magic = _guarded(raw.magic, path)
         stream, compression = decompressed(raw, magic)
+        if compression is not None and hash:
+            stream = ContentHash(stream)  # type: ignore[assignment]
         scanner, start = _read_head(stream, path, compression)
     except BaseException:
         if raw is not None:
@@ -230,6 +232,15 @@ class CaptureReader:
     def sha256(self) -> str:
         """Hex SHA-256 of the raw bytes read so far (the whole file once iteration ended)."""
         return self._raw.sha256
+
+    @property
+    def content_sha256(self) -> str:
+        """Hex SHA-256 of the capture's content once iteration ended: of the decompressed
+        bytes for a compressed file read to its end, else of the file (``sha256``). The
+        same capture plain or compressed has the same one (``ContentHash``)."""
+        if isinstance(self._stream, ContentHash) and self._stream.at_end:
+            return self._stream.sha.hexdigest()
+        return self.sha256
 
     @property
     def bytes_read(self) -> int:

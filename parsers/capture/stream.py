@@ -192,6 +192,34 @@ def decompressed(raw: RawSource, magic: bytes) -> tuple[BinaryIO, str | None]:
     return raw, None  # type: ignore[return-value]
 
 
+class ContentHash:
+    """A decompressed stream that hashes the bytes it yields: the capture's content.
+
+    The same capture stored plain, gzipped or zstd-compressed then has one SHA-256
+    (``CaptureReader.content_sha256``), hence one ``capture_id``, and a re-ingest of it
+    in another form replaces it instead of adding its rows a second time. Hashed in
+    the reading thread: only compressed files pay for it (their raw bytes are hashed
+    in the background too, for the ``sha256`` of the file as stored).
+    """
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.sha = hashlib.sha256()
+        self.at_end = False
+        """True once the stream was read to its end (the hash covers the whole content)."""
+
+    def readinto(self, b: memoryview | bytearray) -> int:
+        got = self._inner.readinto(b) or 0  # type: ignore[attr-defined]
+        if got:
+            self.sha.update(b[:got])
+        elif len(b):
+            self.at_end = True
+        return got
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (
     EOFError,  # gzip stream ended mid-member
     zlib.error,

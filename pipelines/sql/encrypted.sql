@@ -13,7 +13,11 @@
 -- (encrypted alerts such as close_notify, KeyUpdate) cannot hold an HTTP
 -- message and are skipped.
 -- Used only on flows with no decrypted application data whose venue rule
--- says REST (or, with no rule, whose ALPN is http/1.1).
+-- says REST (or, with no rule, whose ALPN is http/1.1), and never on one that
+-- may be HTTP/2 (ALPN chose h2, or TLS 1.3 hid the choice and the client
+-- offered h2): HTTP/2 interleaves requests on streams, so bursts of records are
+-- not request/response pairs. The app layer's ``http2_not_decrypted`` anomaly
+-- says so for each such flow.
 -- Input: tls_records, flow_rules. Output: enc_orders, enc_acks.
 
 -- MIN_HTTP_RECORD = 40: 5-byte header + 16-byte AEAD tag + 1 inner type byte
@@ -23,6 +27,9 @@ CREATE OR REPLACE TEMP TABLE enc_flows AS
 SELECT f.flow_id, f.venue, f.tls_version
 FROM flow_rules f
 WHERE (f.protocol_hint = 'rest' OR (f.protocol_hint IS NULL AND f.alpn = 'http/1.1'))
+  AND coalesce(f.alpn, '') <> 'h2'
+  AND NOT (f.alpn IS NULL AND list_contains(string_split(coalesce(f.alpn_offered, ''), ','),
+                                            'h2'))
   AND EXISTS (SELECT 1 FROM tls_records t
               WHERE t.flow_id = f.flow_id AND t.content_type = 23)
   AND NOT EXISTS (SELECT 1 FROM tls_records t

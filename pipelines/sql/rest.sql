@@ -7,6 +7,14 @@
 -- are order actions is data (rest_actions: method + path per dialect); the
 -- generic dialect "rest" applies every venue's rows. Error responses pair by
 -- position like any other, whether or not they carry an id.
+-- HTTP/2 (RFC 9113): requests are multiplexed on streams and answered in any
+-- order, so pairing is by stream id, never by position: the HTTP/2 parser gives
+-- each response the request_index of the request on its stream id (and NULL
+-- when that request was not seen), so the same equi-join pairs by stream. A
+-- stream ended by RST_STREAM or refused by GOAWAY (http_messages kind 'reset',
+-- the error code in reason) answers its request with status 'error' when no
+-- final response came first. Server-pushed responses (even stream ids) answer
+-- no request and are not orphans either.
 -- Only order actions and their responses are parsed: a request's parameters
 -- and JSON body are read when a rule names its method and path (a market-data
 -- GET is never parsed), a response's body when it answers an action. Every
@@ -69,24 +77,30 @@ JOIN rest_actions a
 QUALIFY row_number() OVER (PARTITION BY q.flow_id, q.request_index
                            ORDER BY (a.dialect = q.dialect) DESC, a.path_like) = 1;
 
--- The final (non-1xx) response to each request.
+-- The final (non-1xx) response to each request, else the reset of its stream.
 CREATE OR REPLACE TEMP TABLE rest_resp AS
 SELECT m.flow_id, m.request_index, m.status AS http_status,
+       CASE WHEN m.kind = 'reset' THEN m.reason END AS reset_reason,
        CASE WHEN o.order_key IS NOT NULL AND json_valid(m.body) THEN m.body END AS body,
        epoch_ns(m.ts_last) AS ts, m.stream_offset
 FROM http_messages m
 LEFT JOIN rest_orders o ON o.flow_id = m.flow_id AND o.request_index = m.request_index
-WHERE m.kind = 'response' AND (m.status IS NULL OR m.status >= 200)
-QUALIFY row_number() OVER (PARTITION BY m.flow_id, m.request_index ORDER BY m.ts_last) = 1;
+WHERE ((m.kind = 'response' AND (m.status IS NULL OR m.status >= 200))
+       OR (m.kind = 'reset' AND m.request_index IS NOT NULL))
+  -- a server-pushed response (HTTP/2, even stream id) answers no request of ours
+  AND NOT coalesce(m.stream_id % 2 = 0, false)
+QUALIFY row_number() OVER (PARTITION BY m.flow_id, m.request_index
+                           ORDER BY m.kind = 'reset', m.ts_last) = 1;
 
 CREATE OR REPLACE TEMP TABLE rest_acks AS
 SELECT o.order_key, o.venue, o.flow_id, o.protocol, o.endpoint, o.kind, o.correlation_id,
        o.request_id, o.client_order_id, o.orig_client_order_id,
        'http_messages' AS source_table, r.stream_offset, r.ts,
-       ack_status(r.http_status, error_code_at(r.body, rr.error_paths), rr.unknown_codes)
-           AS status,
+       CASE WHEN r.reset_reason IS NOT NULL THEN 'error'
+            ELSE ack_status(r.http_status, error_code_at(r.body, rr.error_paths),
+                            rr.unknown_codes) END AS status,
        'ack' AS leg,
-       coalesce(error_code_at(r.body, rr.error_paths),
+       coalesce(r.reset_reason, error_code_at(r.body, rr.error_paths),
                 CASE WHEN r.http_status >= 400 THEN r.http_status::VARCHAR END) AS error_code,
        true AS decoded,
        json_paths(r.body, rr.order_id_paths) AS exchange_order_id

@@ -53,7 +53,7 @@ def leftovers(data: Path) -> list[str]:
 def cli(*args: str, env: dict[str, str] | None = None) -> list[str]:
     """The ``pcapflow`` command as a subprocess argv (the installed entry point)."""
     exe = shutil.which("pcapflow")
-    base = [exe] if exe else [sys.executable, "-m", "pcapflow.cli"]
+    base = [exe] if exe else [sys.executable, "-m", "pcapflow"]
     return [*base, *args]
 
 
