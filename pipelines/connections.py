@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from ..parsers.capture.chunk import PacketChunk
 from ..parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ..parsers.detect import detect, find_resync
+from ..parsers.detect import detect, detect_midstream, find_resync
 from ..parsers.events import Anomaly, Direction, Run
 from ..parsers.fix import FixSession
 from ..parsers.http import HttpMessage, HttpSession, WebSocketHandshake
@@ -61,6 +61,7 @@ from ..parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ..parsers.tls import KeyLog, TlsSession
 from ..parsers.tls.events import Plaintext, PlaintextRun, TlsHandshakeInfo
 from ..parsers.tls.keysearch import SearchLimits
+from ..parsers.websocket import WebSocketSession
 from .limits import Limits
 from .rows import RowBuffers
 from .segments import gather, rtt_walk, simple_prefix
@@ -84,12 +85,17 @@ RECHECK = 256
 DISPATCH_EVENTS = 4096
 
 DIRS: tuple[Direction, Direction] = ("out", "in")
+MIDSTREAM_DETECT_FACTOR = 16
+"""A connection open before the capture may begin inside a long message (a 16 KiB TLS
+record, an HTTP body, a WebSocket frame): it is looked at for this many times
+``Limits.detect_bytes`` before its protocol is called unknown."""
 AnomalyFn = Callable[[list[Anomaly]], None]
 
 
 def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
-                 limits: Limits) -> object | None:
-    """The session parser registry: protocol name -> parser (None = not parsed)."""
+                 limits: Limits, midstream: bool = False) -> object | None:
+    """The session parser registry: protocol name -> parser (None = not parsed).
+    ``midstream``: the first bytes are inside a message (``detect_midstream``)."""
     if proto == "tls" and not inner:
         return TlsSession(flow_id, keylog, search=SearchLimits(
             records=limits.tls13_search_records, chacha_records=limits.tls13_search_chacha_records,
@@ -98,9 +104,12 @@ def _session_for(proto: str, flow_id: int, keylog: KeyLog | None, inner: bool,
         return HttpSession(flow_id, max_body=limits.http_max_body,
                            max_header=limits.http_max_header,
                            ws_max_message=limits.ws_max_message,
-                           ws_max_inflated=limits.ws_max_inflated)
+                           ws_max_inflated=limits.ws_max_inflated, midstream=midstream)
     if proto == "fix":
         return FixSession(flow_id, max_message=limits.fix_max_message)
+    if proto == "websocket":  # frames without their upgrade: it was before the capture
+        return WebSocketSession(flow_id, extensions=None, max_message=limits.ws_max_message,
+                                max_inflated=limits.ws_max_inflated)
     if proto == "http2":
         return Http2Session(flow_id, max_body=limits.http_max_body,
                             max_header=limits.http_max_header)
@@ -155,11 +164,13 @@ def _queue_array(q: deque[list[int]]) -> np.ndarray:
 class _Layer:
     """One protocol layer of a connection: detect by content, then parse."""
 
-    __slots__ = ("flow_id", "inner", "keylog", "limits", "name", "pending", "seen", "session")
+    __slots__ = ("flow_id", "inner", "keylog", "limits", "midstream", "name", "pending", "seen",
+                 "session")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool,
-                 limits: Limits) -> None:
+                 limits: Limits, midstream: bool = False) -> None:
         self.flow_id = flow_id
+        self.midstream = midstream  # the connection was open before the capture began
         self.keylog = keylog
         self.inner = inner
         self.limits = limits
@@ -174,7 +185,8 @@ class _Layer:
         if self.name is not None:
             return []
         self.pending.append((d, data, ts_first, ts_last))
-        detect_bytes = self.limits.detect_bytes
+        detect_bytes = self.limits.detect_bytes * (MIDSTREAM_DETECT_FACTOR if self.midstream
+                                                   else 1)
         if len(self.seen[d]) < detect_bytes:
             self.seen[d] += data[: detect_bytes - len(self.seen[d])]
         return self._try_detect(ts_last)
@@ -196,7 +208,7 @@ class _Layer:
             self.pending.append((d, length, ts))
         return []
 
-    def _try_detect(self, ts: int) -> list[object]:
+    def _try_detect(self, ts: int, final: bool = False) -> list[object]:
         proto = detect(self.seen[0], self.seen[1])
         # STARTTLS (SMTP, IMAP, MySQL...): plaintext, then a TLS ClientHello; or a
         # capture that began inside a TLS record: a pair of record headers later on.
@@ -204,13 +216,18 @@ class _Layer:
         if proto == "unknown" and not self.inner and any(
                 find_resync("tls", seen) is not None for seen in self.seen):
             proto = "tls"
+        midstream = self.midstream
+        if proto == "unknown" and midstream:  # the capture may begin inside a message
+            proto = detect_midstream(self.seen[0], self.seen[1], final=final)
         if proto == "unknown":
-            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
+            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes * (
+                    MIDSTREAM_DETECT_FACTOR if self.midstream else 1):
                 self.name = "unknown"
                 self.pending.clear()
             return []
         self.name = proto
-        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner, self.limits)
+        self.session = _session_for(proto, self.flow_id, self.keylog, self.inner, self.limits,
+                                    midstream)
         events: list[object] = []
         if self.session is None:
             self.pending.clear()
@@ -226,9 +243,22 @@ class _Layer:
         return events
 
     def finish(self, ts: int) -> list[object]:
+        events: list[object] = []
+        if self.session is None and self.name is None and self.midstream and self.pending:
+            events = self._try_detect(ts, final=True)  # all its bytes are here now
+            if self.name is None:
+                self.name = "unknown"
         if self.session is not None:
-            return self.session.finish(ts)  # type: ignore[attr-defined]
-        return []
+            return events + self.session.finish(ts)  # type: ignore[attr-defined]
+        if self.midstream and self.name in (None, "unknown") and any(self.seen):
+            events.append(Anomaly(
+                ts=ts, flow_id=self.flow_id, direction=None,
+                layer="tls" if self.inner else "tcp", code="midstream_undetected",
+                detail=f"the connection was open before the capture began and its "
+                f"{len(self.seen[0])}+{len(self.seen[1])} first bytes (out+in) hold no "
+                "message start of a protocol pcapflow decodes (the capture may begin "
+                "inside a long message): capture from the connection's start"))
+        return events
 
 
 class Connection:
@@ -237,14 +267,15 @@ class Connection:
     __slots__ = ("fin", "flow_id", "info", "inner", "last_ts", "limits", "outer", "reasm",
                  "sent_end", "unacked")
 
-    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits) -> None:
+    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits,
+                 midstream: bool = False) -> None:
         self.flow_id = flow_id
         self.limits = limits
         self.reasm = tuple(
             StreamReassembler(max_held=limits.reassembly_held_bytes,
                               max_held_segments=limits.reassembly_held_segments)
             for _ in range(2))
-        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits)
+        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits, midstream=midstream)
         self.inner: _Layer | None = None
         self.info: dict[str, object] = {}
         self.fin = [False, False]
@@ -321,12 +352,14 @@ class Connection:
         for e in events:
             if isinstance(e, Plaintext):
                 if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
+                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits,
+                                        midstream=self.outer.midstream)
                 d = 0 if e.direction == "out" else 1
                 out += self.inner.feed(d, e.data, e.ts_first, e.ts_last)
             elif isinstance(e, PlaintextRun):
                 if self.inner is None:
-                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
+                    self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits,
+                                        midstream=self.outer.midstream)
                 out += self.inner.feed_many(0 if e.direction == "out" else 1, e.run)
             else:
                 out.append(e)
@@ -447,7 +480,8 @@ class AppLayer:
         if conn is None:
             if n == 0:
                 return False
-            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits)
+            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits,
+                                                midstream=not self.tracker.handshake_seen(fid))
             conn.last_ts = ts  # the newest: never the one evicted
             if len(self.conns) > self.limits.max_open_connections:
                 self._evict(events)

@@ -96,7 +96,7 @@ def _ws(e: WsMessage) -> tuple[str, tuple[Any, ...]]:
     return "ws_messages", (
         e.ts_first, e.ts_last, e.flow_id, e.direction, e.stream_offset, e.opcode, e.fin,
         e.frames, e.compressed, e.masked, payload, e.payload_length, e.wire_length,
-        e.payload_truncated, e.close_code,
+        e.payload_truncated, e.close_code, e.payload_unknown,
     )
 
 
@@ -180,6 +180,7 @@ def _ws_group(events: list[WsMessageRun]) -> list[pa.Array]:
         pa.array(_cat(events, "compressed")), _per_row(events, "masked", pa.bool_()),
         text, pa.array(np.diff(offsets).astype(np.int64)), pa.array(_cat(events, "wire_length")),
         pa.array(_cat(events, "truncated")), _repeat(None, n, pa.int32()),
+        _repeat(None, n, pa.int64()),  # a batch is never mid-stream inflate (see websocket)
     ]
 
 

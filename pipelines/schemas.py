@@ -256,6 +256,12 @@ WS_MESSAGES = _schema(
     _f("wire_length", pa.int64(), "Bytes of all its frames on the wire"),
     _f("payload_truncated", pa.bool_(), "Payload over the cap (message or inflate bomb)"),
     _f("close_code", pa.int32(), "Close frame status code"),
+    _f(
+        "payload_unknown",
+        pa.int64(),
+        "Capture began mid-connection: payload bytes that copy inflate history from "
+        "before it (they read as NUL, so the message is never matched); null when all known",
+    ),
 )
 
 FIX_MESSAGES = _schema(
