@@ -139,8 +139,9 @@ def resolve_capture(ds: Dataset, capture: str) -> list[str]:
     """capture_ids a ``capture=`` argument selects: a capture_id prefix, the path as given
     to ingest, or its file name. ``ConfigError(code="unknown_capture")`` lists the files."""
     rows = ds.sql("SELECT capture_id, path FROM captures ORDER BY path").fetchall()
-    hits = [cid for cid, path in rows
-            if cid.startswith(capture) or path == capture or path.rsplit("/", 1)[-1] == capture]
+    hits = list(dict.fromkeys(  # a capture set has a row per file: its id once
+        cid for cid, path in rows
+        if cid.startswith(capture) or path == capture or path.rsplit("/", 1)[-1] == capture))
     if not hits:
         have = ", ".join(p.rsplit("/", 1)[-1] for _, p in rows) or "none"
         raise ConfigError(f"no capture {capture!r} in the dataset; captures: {have}",

@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .dataset import data_dir
+from .parsers.capture.capset import expand, group
 from .pipelines import interrupts
 from .pipelines.ingest import IngestResult, can_shard, ingest_capture
 
 if TYPE_CHECKING:
     from .pipelines.ingest import AppFactory
     from .pipelines.match import Matcher
+
+Capture = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""A capture file, or the files of one capture set (``capture_sets``)."""
 
 AUTO_MAX_WORKERS = 4
 """``workers="auto"`` uses at most this many processes per capture."""
@@ -25,13 +29,43 @@ AUTO_MIN_BYTES = 16 << 20
 second read of the file cost more than sharding it gains)."""
 
 
-def auto_workers(path: str | os.PathLike[str], *, app: bool = True, jobs: int = 1) -> int:
+def _files(capture: Capture) -> list[str]:
+    if isinstance(capture, (str, os.PathLike)):
+        return [os.fspath(capture)]
+    return [os.fspath(p) for p in capture]
+
+
+def capture_sets(paths: Sequence[Capture], *, sets: bool = True) -> list[list[str]]:
+    """The captures to ingest, each a list of files read as one recording.
+
+    Directories give the capture files in them and quoted glob patterns the files
+    they match (``parsers.capture.capset.expand``). With ``sets``, files named
+    together that are parts of one recording (same directory, names differing only
+    in digits: a ``tcpdump -G/-C`` rotation, a ring buffer, an ``editcap`` split)
+    form one capture set (``parsers.capture.capset.group``); without, every file
+    is a capture of its own. An item that is itself a list is one set, as given.
+    """
+    out: list[list[str]] = []
+    loose: list[str] = []
+    for p in paths:
+        if isinstance(p, (str, os.PathLike)):
+            loose.append(os.fspath(p))
+            continue
+        out.extend(group(expand(loose)) if sets else [[f] for f in expand(loose)])
+        loose = []
+        out.append(expand(_files(p)))
+    out.extend(group(expand(loose)) if sets else [[f] for f in expand(loose)])
+    return [s for s in out if s]
+
+
+def auto_workers(path: Capture, *, app: bool = True, jobs: int = 1) -> int:
     """Processes ``workers="auto"`` gives one capture: the usable CPUs (at most
     ``AUTO_MAX_WORKERS``), or 1 for a small or unshardable capture (stdin), for
     ``app=False`` (the TCP layer alone runs in every process anyway), and when
     ``jobs > 1`` already ingests captures in parallel."""
-    p = str(path)
-    if not app or jobs > 1 or not can_shard(p) or os.path.getsize(p) < AUTO_MIN_BYTES:
+    files = _files(path)
+    if (not app or jobs > 1 or not can_shard(files)
+            or sum(os.path.getsize(p) for p in files) < AUTO_MIN_BYTES):
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -40,7 +74,7 @@ def auto_workers(path: str | os.PathLike[str], *, app: bool = True, jobs: int = 
     return max(1, min(cpus, AUTO_MAX_WORKERS))
 
 
-def _workers(path: str | os.PathLike[str], workers: int | str, *, app: bool, jobs: int) -> int:
+def _workers(path: Capture, workers: int | str, *, app: bool, jobs: int) -> int:
     """The processes one capture gets: ``workers``, or ``auto_workers`` for "auto"."""
     return auto_workers(path, app=app, jobs=jobs) if workers == "auto" else int(workers)
 
@@ -62,8 +96,8 @@ def _matcher(venues: str | os.PathLike[str] | None) -> Matcher:
     return make_matcher(venues)
 
 
-def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int | str], int]
-         ) -> IngestResult:
+def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
+                     dict[str, int | str], int]) -> IngestResult:
     path, data, packets, app, keylog, venues, limits, workers = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
@@ -74,7 +108,7 @@ def _one(args: tuple[str, str, bool, bool, list[str], str | None, dict[str, int 
 
 
 def ingest(
-    paths: Sequence[str | os.PathLike[str]],
+    paths: Sequence[Capture],
     *,
     keylog: Sequence[str | os.PathLike[str]] | None = None,
     data: str | os.PathLike[str] | None = None,
@@ -85,6 +119,7 @@ def ingest(
     progress: Callable[[str, int, int], None] | None = None,
     limits: Mapping[str, int | str] | None = None,
     workers: int | str = 1,
+    sets: bool = True,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
 
@@ -99,6 +134,10 @@ def ingest(
     ``workers > 1`` ingests each capture with that many processes, its connections
     sharded across them (same tables; a regular file and the application layer
     only, else one process); ``"auto"``: ``auto_workers`` per capture.
+
+    Files of one recording (a rotation, a ring buffer, a split) are one capture,
+    read as one stream: ``capture_sets`` says which (``sets=False``: each file on
+    its own); ``progress`` is called with the first file of each.
     """
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
@@ -110,7 +149,7 @@ def ingest(
     interrupts.committed.clear()
     with interrupts.deferred():
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
-                       workers)
+                       workers, sets)
 
 
 def _pool_worker_init() -> None:
@@ -133,7 +172,7 @@ def _in_pool(work: list[tuple], jobs: int) -> list[IngestResult]:
             for k, f in enumerate(futures):
                 if k not in seen and f.done() and f.exception() is None:
                     seen.add(k)
-                    interrupts.done(work[k][0])
+                    interrupts.done(work[k][0][0])  # a set: its first file
             interrupts.check()
             if any(f.done() and f.exception() is not None for f in futures):
                 break
@@ -152,27 +191,28 @@ def _in_pool(work: list[tuple], jobs: int) -> list[IngestResult]:
 
 
 def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
-            workers) -> list[IngestResult]:
+            workers, sets) -> list[IngestResult]:
     root = data_dir(data)
     keys = [str(k) for k in keylog or []]
     venues_s = str(venues) if venues is not None else None
-    if jobs > 1 and len(paths) > 1:
-        work = [(str(p), str(root), packets, app, keys, venues_s, dict(limits or {}),
+    plan = capture_sets(paths, sets=sets)
+    if jobs > 1 and len(plan) > 1:
+        work = [(p, str(root), packets, app, keys, venues_s, dict(limits or {}),
                  _workers(p, workers, app=app, jobs=jobs))
-                for p in paths]
+                for p in plan]
         return _in_pool(work, jobs)
     results = []
     app_factory = _app_factory(keys, limits) if app else None
     matcher = _matcher(venues_s) if app else None
-    for p in paths:
+    for p in plan:
         cb = None
         if progress is not None:
-            def cb(nbytes: int, npk: int, _p: str = str(p)) -> None:
+            def cb(nbytes: int, npk: int, _p: str = p[0]) -> None:
                 progress(_p, nbytes, npk)
         n = _workers(p, workers, app=app, jobs=1)  # one capture at a time here
         results.append(ingest_capture(
-            str(p), root, packets_table=packets, app_layer=app_factory,
+            p, root, packets_table=packets, app_layer=app_factory,
             matcher=matcher, progress=cb, workers=n,  # type: ignore[arg-type]
         ))
-        interrupts.done(str(p))
+        interrupts.done(p[0])
     return results

@@ -87,7 +87,8 @@ def _skip_unused_imports() -> None:
 @app.command()
 def ingest(
     captures: Annotated[
-        list[str], typer.Argument(help="pcap/pcapng files (gzip/zstd ok); - = stdin")
+        list[str], typer.Argument(help="pcap/pcapng files (gzip/zstd ok), directories of "
+                                  "them, glob patterns; - = stdin")
     ],
     keylog: Annotated[
         list[Path] | None,
@@ -119,15 +120,25 @@ def ingest(
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every anomaly code")] = False,
+    separate: Annotated[
+        bool,
+        typer.Option("--separate", help="Every file is a capture of its own (by default, files "
+                     "of one recording, e.g. a tcpdump -G/-C rotation, are read as one)"),
+    ] = False,
     limit: Annotated[
         list[str] | None,
         typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
 ) -> None:
-    """Read captures into Parquet tables (replacing earlier ingests of the same captures)."""
+    """Read captures into Parquet tables (replacing earlier ingests of the same files).
+
+    Files of one recording given together (same directory, names that differ only in
+    digits: a tcpdump -G/-C rotation, a dumpcap ring buffer, an editcap split) are
+    one capture: connections run on from file to file.
+    """
     for c in captures:
-        if c != "-" and not os.path.exists(c):
+        if c != "-" and not os.path.exists(c) and not any(ch in c for ch in "*?["):
             raise PcapflowError(f"{c}: no such file")
     if jobs < 1:
         raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
@@ -155,9 +166,17 @@ def ingest(
     from . import api
     from .dataset import data_dir
 
+    plan = api.capture_sets(captures, sets=not separate)
+    named = {f for s in plan for f in s}
+    for c in captures:
+        if c != "-" and not any(f == c or f.startswith(os.path.join(c, "")) for f in named) \
+                and (os.path.isdir(c) or not os.path.exists(c)):
+            raise PcapflowError(f"{c}: no capture files " + (
+                "in this directory" if os.path.isdir(c) else "match this pattern"))
     root = data_dir(data)
     had = {p.name.removeprefix("capture_id=") for p in (root / "captures").glob("capture_id=*")}
-    sizes = {c: (os.path.getsize(c) if c != "-" else 0) for c in captures}
+    sizes = {s[0]: sum(os.path.getsize(f) if f != "-" else 0 for f in s) for s in plan}
+    names = {s[0]: _set_name(s) for s in plan}
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -170,7 +189,7 @@ def ingest(
         # forks its workers, and no thread should be running at a fork
         auto_refresh=False,
     ) as prog:
-        tasks = {c: prog.add_task(Path(c).name, total=sizes[c] or None, info="") for c in captures}
+        tasks = {c: prog.add_task(names[c], total=sizes[c] or None, info="") for c in sizes}
 
         def progress(path: str, nbytes: int, npk: int) -> None:
             t = tasks[path]
@@ -179,7 +198,7 @@ def ingest(
                         refresh=True)
 
         results = api.ingest(
-            captures,
+            plan,
             keylog=keylog,
             data=root,
             venues=venues,
@@ -195,7 +214,7 @@ def ingest(
         table.add_column(col, justify="left" if col == "capture" else "right")
     for r in results:
         table.add_row(
-            Path(r.path).name,
+            _set_name(r.paths or [r.path]),
             f"{r.packets:,}",
             f"{r.flows:,}",
             f"{r.seconds:.2f}",
@@ -206,7 +225,10 @@ def ingest(
     out.print(table)
     for r in results:
         rows = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items()))
-        out.print(f"[dim]{Path(r.path).name}: {rows}[/dim]")
+        out.print(f"[dim]{_set_name(r.paths or [r.path])}: {rows}[/dim]")
+        if r.replaced:
+            out.print(f"[dim]  replaced earlier capture(s) sharing its files: "
+                      f"{', '.join(r.replaced)}[/dim]")
         if r.anomaly_codes:
             ranked = sorted(r.anomaly_codes.items(), key=lambda kv: -kv[1])
             top = ", ".join(f"{k} {v}" for k, v in (ranked if verbose else ranked[:6]))
@@ -217,6 +239,8 @@ def ingest(
                 "it were ingested",
                 highlight=False,
             )
+    if not tcp_only and results:
+        _print_coverage(root, [r.capture_id for r in results])
     for r in results:
         if r.capture_id in had:
             console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
@@ -229,6 +253,23 @@ def ingest(
             f"{damaged[0].path}: capture file is damaged "
             f"({damaged[0].capture_problems[0]}); --strict makes this an error"
         )
+
+
+def _print_coverage(root: Path, capture_ids: list[str]) -> None:
+    """One line: orders from how many connections, what was not decoded and why."""
+    from .coverage import coverage
+    from .dataset import Dataset
+
+    with Dataset(root) as ds:
+        line = coverage(ds, capture_ids=capture_ids).line()
+    if line:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _set_name(files: list[str]) -> str:
+    """A capture's name in the summary: its file, or a set's first file and count."""
+    first = Path(files[0]).name if files[0] != "-" else "-"
+    return first if len(files) == 1 else f"{first} +{len(files) - 1} files"
 
 
 # First bytes of the files a capture argument may be (pcap both byte orders, µs and ns;

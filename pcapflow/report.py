@@ -22,6 +22,7 @@ import pandas as pd
 from rich.table import Table
 
 from . import analysis, render
+from .coverage import coverage as connection_coverage
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -117,9 +118,14 @@ def build(
         notes.append("(unknown venue): connections no venue rule named, e.g. FIX without a "
                      "venue map; select them with --exchange unknown, name them with "
                      "--venues map.toml (docs/venue-map.md)")
+    if ds.fetchone("SELECT 1 FROM captures LIMIT 1") is not None:
+        ids = analysis.resolve_capture(ds, capture) if capture is not None else None
+        line = connection_coverage(ds, capture_ids=ids, venues=flt.exchange).line()
+        if line:
+            notes.append(line)
     if not table.empty and int(table["encrypted"].sum()):
         notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
-                     "timing only (no key log): see the `encrypted` column")
+                     "timing only (not decrypted): see the `encrypted` column")
     coverage = analysis.coverage_note(analysis.network_coverage(ds, flt), metric)
     if coverage:
         notes.append(coverage)

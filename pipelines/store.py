@@ -317,12 +317,16 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def commit(self, capture_id: str, *, tables: Iterable[str] | None = None,
-               expect: str | None = None) -> None:
+               expect: str | None = None, supersede: Iterable[str] = ()) -> list[str]:
         """Atomically replace ``capture_id``'s partitions: of every table, or of ``tables``.
 
         ``expect``: the capture's ``fingerprint`` when the caller read it; if the
         capture changed since (a concurrent re-ingest), nothing is replaced and
-        ``StaleCapture`` is raised.
+        ``StaleCapture`` is raised. ``supersede``: the sha256 of each file of the
+        capture; any other capture with one of these files (a file ingested alone
+        before, now part of a set; an earlier set with fewer files) is removed in
+        the same commit, so no packet is in the dataset twice. Returns the ids of
+        the captures so removed.
         """
         self.close_writers()
         self._fsync_all()
@@ -341,6 +345,13 @@ class Staging:
                         "trash": str(self.root / TRASH / self.txn / table),
                         "staged": str(staged) if staged.exists() else None,
                     })
+            others = _captures_with(self.root, set(supersede) - {""}, capture_id)
+            for other in others:
+                for table in TABLES:
+                    final = partition_dir(self.root, table, other)
+                    if final.exists():
+                        swaps.append({"final": str(final), "staged": None, "trash": str(
+                            self.root / TRASH / self.txn / f"{other}-{table}")})
             jdir = self.root / JOURNAL
             jdir.mkdir(exist_ok=True)
             tmp = jdir / f"{self.txn}.tmp"
@@ -354,3 +365,17 @@ class Staging:
             shutil.rmtree(self.root / TRASH / self.txn, ignore_errors=True)
             (jdir / f"{self.txn}.json").unlink()
             shutil.rmtree(self.dir, ignore_errors=True)
+        return others
+
+
+def _captures_with(root: Path, sha256s: set[str], own: str) -> list[str]:
+    """Ids of the captures other than ``own`` that have a file with one of these sha256s."""
+    if not sha256s or not any((root / "captures").glob("capture_id=*/*.parquet")):
+        return []
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    hive = pads.HivePartitioning(pa.schema([("capture_id", pa.string())]))
+    found = pads.dataset(root / "captures", format="parquet", partitioning=hive).to_table(
+        columns=["capture_id"], filter=pc.field("sha256").isin(sorted(sha256s)))
+    return sorted({str(c) for c in found.column("capture_id").to_pylist()} - {own})

@@ -54,7 +54,7 @@ def files(tmp_path: Path) -> Path:
     ("text.pcap", ["text.pcap", "byte offset 0", "not a pcap or pcapng"]),
     ("header.pcap", ["header.pcap", "byte offset 0", "10 of 24"]),
     ("missing.pcap", ["missing.pcap", "no such file"]),
-    ("a_dir.pcap", ["a_dir.pcap", "cannot open"]),
+    ("a_dir.pcap", ["a_dir.pcap", "no capture files in this directory"]),  # a rotation dir
 ])
 def test_bad_capture_exits_1_with_one_line(files: Path, name: str, needles: list[str]) -> None:
     code, _out, err = run("ingest", name, "--data", "d", cwd=files)

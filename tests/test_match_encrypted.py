@@ -39,14 +39,15 @@ def test_tls13_rest_flow(tmp_path: Path) -> None:
     out = w.match(tmp_path)
     lat = rows(out, "latency")
     assert [(r["correlation_id"], r["order_ts"] - T0, r["ack_ts"] - T0, r["latency_ns"])
-            for r in lat] == [("#0", 10_000, 20_000, 10_000), ("#1", 31_000, 55_000, 24_000)]
+            for r in lat] == [(f"#0.0@{T0 + 10_000}", 10_000, 20_000, 10_000),
+                              (f"#0.1@{T0 + 31_000}", 31_000, 55_000, 24_000)]
     for r in lat:
         assert (r["venue"], r["protocol"], r["kind"], r["endpoint"], r["decoded"],
                 r["status"]) == ("binance", "rest", "unknown", None, False, None)
     assert lat[0]["network_rtt_ns"] == 30_000
     un = rows(out, "unmatched")
     assert [(u["what"], u["correlation_id"], u["decoded"]) for u in un] == [
-        ("order", "#2", False)]
+        ("order", f"#0.2@{T0 + 60_000}", False)]
     assert {o["source_table"] for o in rows(out, "orders")} == {"tls_records"}
 
 

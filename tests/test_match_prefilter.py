@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from match_util import Wire, rows
+from match_util import T0, Wire, rows
 from pcapflow.pipelines import match
 from pcapflow.pipelines.venue_rules import rule_tables
 
@@ -174,7 +174,7 @@ def test_rest_and_fix_read_only_order_traffic(tmp_path: Path) -> None:
                   for r in rows(out, "latency")) == [
         ("fix", "f-1", "accepted"), ("rest", "r-1", "accepted")]
     assert [(r["what"], r["correlation_id"]) for r in rows(out, "unmatched")] == [
-        ("reply", "#9")]
+        ("reply", f"#0.9@{T0 + 20_000}")]
 
 
 @pytest.mark.parametrize(("path", "needle"), [

@@ -82,7 +82,7 @@ def test_unanswered_request_and_orphan_response(tmp_path: Path) -> None:
     out = w.match(tmp_path)
     un = rows(out, "unmatched")
     assert [(u["what"], u["kind"], u["correlation_id"], u["client_order_id"]) for u in un] == [
-        ("reply", None, "#7", None), ("order", "new", "lost", "lost")]
+        ("reply", None, f"#0.7@{T0}", None), ("order", "new", "lost", "lost")]
     assert rows(out, "latency") == []
 
 
@@ -165,7 +165,8 @@ def test_okx_bybit_coinbase_kraken_bitmex_hyperliquid(tmp_path: Path) -> None:
         ("bitmex", "POST /api/v1/order", "new", "bm1", None, "accepted", None, "b-1"),
         ("hyperliquid", "POST /exchange", "new", "0xabc", None, "accepted", None, "77738308"),
     ]
-    assert lat[7]["correlation_id"] == "#0"  # Kraken: HTTP pairing is the only key
+    # Kraken: HTTP pairing is the only key; the id names flow, request and time
+    assert lat[7]["correlation_id"] == f"#3.0@{T0 + 300_000}"
 
 
 def test_generic_rest_matcher_for_unknown_hosts(tmp_path: Path) -> None:
@@ -195,4 +196,43 @@ def test_malformed_bodies_and_parameters_do_not_stop_matching(tmp_path: Path) ->
     assert [(r["client_order_id"], r["status"], r["error_code"], r["exchange_order_id"])
             for r in lat] == [("%ff%fe", "accepted", None, None),  # query wins, kept as sent
                               (None, "rejected", "400", None)]
-    assert lat[1]["correlation_id"] == "#1"
+    assert lat[1]["correlation_id"] == f"#0.1@{T0 + 20_000}"
+
+
+def test_cancels_without_an_id_of_their_own(tmp_path: Path) -> None:
+    """ccxt cancels Binance orders with ``DELETE /api/v3/order?origClientOrderId=...``
+    or ``?orderId=...`` and no newClientOrderId. Each such cancel gets an id of its
+    own (never the cancelled order's, never one another connection's cancel has),
+    and ``latency`` says what it targets, learned both ways from the order's reply."""
+    w = Wire()
+    sym = "/api/v3/order?symbol=BTCUSDT"
+    flows = [w.flow(sni="api.binance.com", http_host="api.binance.com") for _ in range(2)]
+    for k, f in enumerate(flows):  # the same requests, at the same positions, on two flows
+        base = 100_000 * k
+        w.http(f, base + 0, method="POST", path=f"{sym}&newClientOrderId=o{k}&side=BUY")
+        w.http(f, base + 10, status=200, body={"orderId": 500 + k, "clientOrderId": f"o{k}"})
+        w.http(f, base + 20, method="DELETE", path=f"{sym}&origClientOrderId=o{k}")
+        w.http(f, base + 30, status=200, body={"orderId": 500 + k, "origClientOrderId": f"o{k}",
+                                               "clientOrderId": "srv-gen", "status": "CANCELED"})
+        w.http(f, base + 40, method="POST", path=f"{sym}&newClientOrderId=p{k}&side=SELL")
+        w.http(f, base + 50, status=200, body={"orderId": 600 + k, "clientOrderId": f"p{k}"})
+        w.http(f, base + 60, method="DELETE", path=f"{sym}&orderId={600 + k}")
+        w.http(f, base + 70, status=200, body={"orderId": 600 + k, "status": "CANCELED"})
+    out = w.match(tmp_path)
+    lat = sorted(rows(out, "latency"), key=lambda r: r["order_ts"])
+    assert len(lat) == 8
+    ids = [r["correlation_id"] for r in lat]
+    assert len(set(ids)) == 8  # unique per action, across connections
+    for k, f in enumerate(flows):
+        new_o, cxl_o, new_p, cxl_p = lat[4 * k : 4 * k + 4]
+        assert (new_o["kind"], new_o["correlation_id"]) == ("new", f"o{k}")
+        assert (new_p["kind"], new_p["correlation_id"]) == ("new", f"p{k}")
+        assert cxl_o["kind"] == "cancel" and cxl_o["correlation_id"] != f"o{k}"
+        assert cxl_o["correlation_id"] == f"#{f.flow_id}.1@{T0 + (100_000 * k + 20) * 1000}"
+        assert (cxl_o["orig_client_order_id"], cxl_o["target_order_id"]) == (f"o{k}",
+                                                                            str(500 + k))
+        assert cxl_p["kind"] == "cancel" and cxl_p["correlation_id"].startswith("#")
+        assert (cxl_p["orig_client_order_id"], cxl_p["target_order_id"]) == (f"p{k}",
+                                                                            str(600 + k))
+    orders = rows(out, "orders")
+    assert len({o["correlation_id"] for o in orders}) == len(orders) == 8

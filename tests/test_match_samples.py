@@ -312,3 +312,25 @@ def test_prefilter_changes_no_row(dataset: pcapflow.Dataset, capture: Path) -> N
             "(SELECT count(*) FROM ws_messages WHERE opcode = 'text')").fetchall()[0]
     if capture.stem == "binance_wsapi_tls13":
         assert 0 < read < text
+
+
+def test_correlation_ids_are_one_per_action_and_targets_are_named(
+        dataset: pcapflow.Dataset) -> None:
+    """In every sample: no generated id (``#flow.n@ts``) is shared by two actions, no
+    cancel or amend carries the id of the order it targets, and a cancel or amend
+    whose target's reply is in the capture names both of the target's ids."""
+    dup = dataset.df("SELECT capture_id, correlation_id FROM orders "
+                     "WHERE correlation_id LIKE '#%' GROUP BY ALL HAVING count(*) > 1")
+    assert dup.empty
+    same = dataset.df("SELECT * FROM orders WHERE kind IN ('cancel', 'amend') "
+                      "AND correlation_id = orig_client_order_id")
+    assert same.empty
+    known = dataset.df(
+        "SELECT l.capture_id, l.venue, l.kind, l.orig_client_order_id, l.target_order_id, "
+        "n.exchange_order_id AS want FROM latency l JOIN latency n "
+        "ON n.capture_id = l.capture_id AND n.venue IS NOT DISTINCT FROM l.venue "
+        "AND n.kind = 'new' AND n.leg = 'ack' AND n.status = 'accepted' "
+        "AND n.client_order_id = l.orig_client_order_id "
+        "WHERE l.kind IN ('cancel', 'amend') AND l.leg = 'ack' AND l.protocol = 'rest'")
+    assert len(known) > 0
+    assert (known["target_order_id"] == known["want"]).all()

@@ -48,8 +48,13 @@ def _manifest_tls13() -> set[str]:
             if line.startswith("| ") and "| TLS 1.3 |" in line}
 
 
+# HTTP/2 begun mid-connection names only the orders whose header blocks do not lean on
+# the HPACK table built before the cut: tests/test_http2_sample.py checks those.
+ELSEWHERE = {"binance_rest_h2"}
+
+
 def test_every_tls13_sample_is_covered() -> None:
-    assert _manifest_tls13() == set(TLS13)
+    assert _manifest_tls13() == set(TLS13) | ELSEWHERE
 
 
 class Ingested:

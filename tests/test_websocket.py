@@ -147,7 +147,7 @@ def test_masked_64k_frame_unmasks() -> None:
     payload = os.urandom(70001)
     key = b"\x01\x02\xfe\xff"
     data = bytes.fromhex("82ff") + len(payload).to_bytes(8, "big") + key + unmask(payload, key)
-    s = WebSocketSession(1)
+    s = WebSocketSession(1, extensions="")
     (m,) = s.feed("out", data, 1, 2)
     assert isinstance(m, WsMessage) and m.payload == payload and m.masked
 
@@ -266,7 +266,8 @@ def test_websockets_library_cross_check(seed: int) -> None:
 
 
 def test_without_handshake_compressed_frames_still_inflate() -> None:
-    """Capture starts mid-stream: RSV1 messages are tried with a fresh running context."""
+    """Capture starts mid-stream: RSV1 messages inflate, with the bytes that copy from
+    history before the capture marked unknown (NUL) instead of failing."""
     ext = PerMessageDeflate(False, False, 15, 15)
     rng = random.Random(5)
     messages = [(Opcode.TEXT, b'{"seq":%d,"px":"42.0"}' % i * 3) for i in range(30)]
@@ -275,12 +276,19 @@ def test_without_handshake_compressed_frames_still_inflate() -> None:
     events = s.feed("in", wire, 1, 2)
     got = [e.payload for e in events if isinstance(e, WsMessage) and e.opcode == "text"]
     assert got == [d for _, d in messages]
-    # the first message of a context we never saw begins with a back-reference: fails
     later = WebSocketSession(2, extensions=None)
     second_on = wire[len(_encode_stream(random.Random(5), PerMessageDeflate(False, False, 15, 15),
                                         False, messages[:1])):]
-    codes = [e.code for e in later.feed("in", second_on, 1, 2) if isinstance(e, Anomaly)]
-    assert "inflate_without_handshake" in codes
+    events = later.feed("in", second_on, 1, 2) + later.finish(3)
+    codes = [e.code for e in events if isinstance(e, Anomaly)]
+    assert "inflate_without_handshake" not in codes
+    assert codes[0] == "websocket_without_upgrade" and "inflate_history_unknown" in codes
+    got_msgs = [e for e in events if isinstance(e, WsMessage) and e.opcode == "text"]
+    assert len(got_msgs) == 29 and got_msgs[0].payload_unknown
+    for m, (_, want) in zip(got_msgs, messages[1:], strict=True):
+        assert all(a == b or a == 0 for a, b in zip(m.payload, want, strict=True))
+        assert (m.payload_unknown or 0) == sum(a != b for a, b in zip(m.payload, want,
+                                                                      strict=True))
 
 
 # ---- malformed input -------------------------------------------------------------------
@@ -364,11 +372,15 @@ def test_gap_inside_a_frame_drops_it_and_resyncs() -> None:
     assert m.payload == HELLO and m.stream_offset == len(frame)
 
 
-def test_gap_between_frames_stops() -> None:
+def test_gap_between_frames_hunts_for_the_next_frame() -> None:
     s = WebSocketSession(1, extensions="")
     s.feed("in", GOOD, 1, 2)
     assert _codes(s.gap("in", 10, 3)) == ["stream_gap"]
-    assert s.feed("in", GOOD, 4, 5) == []
+    text = b'{"id":1,"result":"ok","usIn":1}'
+    frame = bytes([0x81, len(text)]) + text
+    events = s.feed("in", b"\x05lo" + frame + frame, 4, 5)  # a frame's tail, then frames
+    assert _codes(events) == ["midstream_resync"]
+    assert [e.payload for e in events if isinstance(e, WsMessage)] == [text, text]
 
 
 def test_finish_flushes_unfinished_message() -> None:

@@ -35,9 +35,15 @@ class PacketChunk:
     interface: np.ndarray
     """int32: pcapng interface id (0 for classic pcap)."""
     index: np.ndarray
-    """int64: packet number in the file, 0-based, counting every packet record."""
+    """int64: packet number in the file (in a capture set: in the set, in stream order),
+    0-based, counting every packet record."""
     file_offset: np.ndarray
     """int64: byte offset of the packet's record header in the (decompressed) file."""
+    file: np.ndarray | None = None
+    """int32: the packet's file in a capture set (its position; ``parsers.capture.capset``);
+    None: one file, every packet its 0."""
+    file_packet: np.ndarray | None = None
+    """int64: the packet's number in its own file (None: ``index``, one file)."""
     secrets: list[tuple[int, bytes]] = field(default_factory=list)
     """pcapng Decryption Secrets Blocks seen in this chunk: (secrets_type, data)."""
     anomalies: list[Anomaly] = field(default_factory=list)

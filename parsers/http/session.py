@@ -12,6 +12,11 @@ message is complete (``body``).
 Responses answer requests in order (RFC 9112 §9.3.2, pipelining), so the n-th final
 response answers request n; interim 1xx responses do not use a request up.
 
+Mid-stream (``midstream=True``: the capture began inside the connection), each direction
+first skips to the next start line (``http_syntax.START_LINE_AT``) and pairing starts
+from the first request read: a final response read while no request is waiting answers
+one sent before the capture and is not paired (``request_index`` -1, an anomaly).
+
 Times: ``ts_first`` is the time of the start line's first byte, ``header_ts_last`` the
 time of the blank line ending the header section, ``ts_last`` of the body's last byte.
 """
@@ -32,7 +37,9 @@ from .syntax import (
     CHUNK_SIZE,
     H2_PREFACE_LINE,
     HEAD_END,
+    MAX_START_LINE,
     REQUEST_LINE,
+    START_LINE_AT,
     STATUS_LINE,
     Headers,
     parse_fields,
@@ -158,6 +165,8 @@ class _Side:
     msg: _Message | None = None
     remaining: int = 0
     scan_from: int = 0  # where the next search for the end of a header section starts
+    hunting: bool = False  # mid-stream: no start line found yet
+    skipped: int = 0  # bytes passed over while hunting
 
 
 class HttpSession:
@@ -169,16 +178,18 @@ class HttpSession:
     """
 
     def __init__(self, flow_id: int, *, max_body: int = 1 << 20, max_header: int = 64 << 10,
-                 ws_max_message: int = 16 << 20, ws_max_inflated: int = 64 << 20):
+                 ws_max_message: int = 16 << 20, ws_max_inflated: int = 64 << 20,
+                 midstream: bool = False):
         self.flow_id = flow_id
         self.max_body = max_body
         self.max_header = max_header
         self.ws_max_message = ws_max_message
         self.ws_max_inflated = ws_max_inflated
         self._sides: dict[Direction, _Side] = {
-            "out": _Side(PieceBuffer()),
-            "in": _Side(PieceBuffer()),
+            "out": _Side(PieceBuffer(), hunting=midstream),
+            "in": _Side(PieceBuffer(), hunting=midstream),
         }
+        self.midstream = midstream
         self._requests = 0  # requests seen
         self._responses = 0  # final responses seen
         self._methods: dict[int, str] = {}  # request index -> method, until answered
@@ -263,6 +274,10 @@ class HttpSession:
                                             side.msg.stream_offset))
                 side.msg.truncated = True
                 events.extend(self._complete(direction, side))
+            elif side.hunting and (side.skipped or side.buf.data):
+                events.append(self._anomaly(direction, ts, "no_start_line",
+                                            f"mid-stream: {side.skipped + len(side.buf.data)} "
+                                            "bytes without a start line", 0))
             elif side.state is State.HEAD and side.buf.data.strip():
                 events.append(self._anomaly(direction, ts, "incomplete_message",
                                             f"{len(side.buf.data)} bytes of an unfinished head",
@@ -295,6 +310,10 @@ class HttpSession:
             data = buf.data
         if not data:
             return False
+        if side.hunting:
+            if not self._hunt(direction, side, events):
+                return False
+            data = buf.data
         if direction == "out" and data.startswith(H2_PREFACE_LINE):
             self._stop_all(events, buf.times_at(buf.start)[1], "unsupported_protocol",
                            "HTTP/2 connection preface", buf.start)
@@ -325,6 +344,27 @@ class HttpSession:
         if msg is None:
             return False
         return self._begin_body(direction, side, msg, events)
+
+    def _hunt(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
+        """Mid-stream: skip to the next start line; True once there."""
+        buf = side.buf
+        m = START_LINE_AT[direction].search(buf.data)
+        if m is None:
+            # keep what may be the start of a head still arriving
+            drop = max(0, len(buf.data) - MAX_START_LINE)
+            side.skipped += drop
+            buf.consume(drop)
+            return False
+        side.skipped += m.start()
+        buf.consume(m.start())
+        side.hunting = False
+        side.scan_from = 0
+        if side.skipped:
+            events.append(self._anomaly(direction, buf.times_at(buf.start)[1],
+                                        "midstream_resync",
+                                        f"skipped {side.skipped} bytes before the first "
+                                        "start line", buf.start))
+        return True
 
     def _parse_head(self, direction: Direction, head: bytes, offset: int, ts_first: int,
                     ts_last: int, events: list[Event]) -> _Message | None:
@@ -362,6 +402,12 @@ class HttpSession:
             self._requests += 1
             self._methods[msg.request_index] = msg.method or ""
             msg.upgrade = _wants_upgrade(msg)
+        elif self.midstream and self._responses >= self._requests:
+            # no captured request is waiting: it answers one sent before the capture
+            msg.request_index = -1
+            events.append(self._anomaly(direction, msg.header_ts_last, "response_without_request",
+                                        "mid-stream: the request it answers was sent before "
+                                        "the capture began; not paired", msg.stream_offset))
         else:
             msg.request_index = self._responses
             if msg.status is not None and msg.status >= 200:

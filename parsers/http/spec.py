@@ -61,7 +61,7 @@ def _session(ctx: SessionContext) -> HttpSession:
     return HttpSession(ctx.flow_id, max_body=limits.http_max_body,
                        max_header=limits.http_max_header,
                        ws_max_message=limits.ws_max_message,
-                       ws_max_inflated=limits.ws_max_inflated)
+                       ws_max_inflated=limits.ws_max_inflated, midstream=ctx.midstream)
 
 
 def _host(info: dict[str, object], e: HttpMessage) -> None:

@@ -29,6 +29,19 @@ _RESPONSE_PREFIX = b"HTTP/"
 _PREFIX_PROBE = 33  # bytes checked: a 32-byte method and its SP
 # §7.1: chunk-size = 1*HEXDIG; chunk-ext = *( BWS ";" BWS chunk-ext-name ... )
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# Mid-stream: where the next message head begins (§2.1): a start line (§3, §4), field
+# lines, a blank line, all there. Not only at a line start: a body seldom ends with a
+# newline. A request's method must be a registered one (RFC 9110 §9.3, PATCH: RFC 5789)
+# since the tail of a cut request line ("ST /order HTTP/1.1") is a token too.
+_FIELDS_TO_BLANK = rb"(?:" + _TOKEN + rb":[^\r\n]*\r?\n)*\r?\n"
+START_LINE_AT: dict[str, re.Pattern[bytes]] = {
+    "out": re.compile(rb"(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE)"
+                      rb" [!-~]+ HTTP/1\.[01]\r?\n" + _FIELDS_TO_BLANK),
+    # (a reason phrase of words: one ending in a body's '"}' is no status line)
+    "in": re.compile(rb"HTTP/1\.[01] [0-9]{3}(?: [A-Za-z' -]*)?\r?\n" + _FIELDS_TO_BLANK),
+}
+MAX_START_LINE = 64 << 10
+"""Bytes kept while hunting for a message head (the default ``max_header``)."""
 # RFC 9113 §3.4: the HTTP/2 connection preface starts like a request line.
 H2_PREFACE_LINE = b"PRI * HTTP/2.0"
 _OWS = b" \t"  # §5.6.3: OWS = *( SP / HTAB )

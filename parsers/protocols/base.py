@@ -104,6 +104,9 @@ class SessionContext:
     keylog: KeyLog | None = None
     inner: bool = False
     """True when the session parses what an outer session (TLS) decrypted."""
+    midstream: bool = False
+    """The connection was open before the capture began: its first bytes may be
+    inside a message (``detect.detect_midstream``)."""
 
 
 Probe = Callable[[bytes], bool]

@@ -25,7 +25,8 @@ def schema(*fields: pa.Field) -> pa.Schema:
     return pa.schema(fields)
 
 
-CAPTURE_ID = field("capture_id", pa.string(), "First 16 hex digits of the capture's sha256")
+CAPTURE_ID = field("capture_id", pa.string(), "First 16 hex digits of the capture's sha256 "
+                   "(a capture set: of the sha256 of its files' sha256s, sorted)")
 FLOW_ID = field(
     "flow_id", pa.int64(), "Connection number within the capture, in order of first packet"
 )

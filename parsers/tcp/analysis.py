@@ -687,6 +687,22 @@ class FlowTracker:
         self._retire(np.flatnonzero(self.fstate[:hw, F_SLOT] != SLOT_FREE))
         return self.take_retired()
 
+    def handshake_seen(self, flow_id: int) -> bool:
+        """Was a SYN or SYN/ACK of this flow captured? (False: the connection was
+        open before the capture began, or the flow is no longer known.)"""
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        # (a slot keeps its flow's id until reused: a flow retired within this chunk
+        # is still there, else among the retired columns not yet taken)
+        slot = np.flatnonzero(f[:, F_ID] == flow_id)
+        if slot.size:
+            return bool(f[slot[0], F_SYN_TS] >= 0 or f[slot[0], F_SYNACK_TS] >= 0)
+        for cols in self._retired:
+            hit = np.flatnonzero(cols["flow_id"] == flow_id)
+            if hit.size:
+                return bool(cols["syn_seen"][hit[0]])
+        return False
+
     # --- summaries for the flows table ------------------------------------------
     def _columns(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Per-flow columns of ``slots`` for the ``flows`` table (copies)."""

@@ -83,6 +83,12 @@ from .suites import CipherSuite, suite_for, suite_name
 
 LAYER = "tls"
 TLS13 = 0x0304
+NO_HANDSHAKE = (
+    "the TLS session began before the capture (no ClientHello/ServerHello seen): its "
+    "records are kept with their times but not decrypted. TLS 1.2 cannot be decrypted "
+    "without the handshake (its key block needs both hello randoms, client and server). "
+    "To decode: start the capture before the connection opens, or make the client "
+    "reconnect (restart the session) while capturing")
 
 # key log labels of each direction: (application secret, handshake secret)
 _LABELS = {
@@ -546,6 +552,12 @@ class TlsSession:
         self._info_emitted = True
 
     def _report_missing(self, d: Direction, rec: RawRecord) -> None:
+        if self._sh is None and self._ch is None:
+            # (with a key log the key search says what it found or tried instead)
+            if not self._missing_reported and not self._searching(self._dirs[d]):
+                self._missing_reported = True  # once per connection
+                self._anomaly(None, "handshake_not_captured", NO_HANDSHAKE, rec.ts_last, None)
+            return
         if self.keylog is None or self._missing_reported or self._suite is None:
             return
         self._missing_reported = True

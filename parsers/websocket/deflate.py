@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from .. import native
 from ..events import Direction
 
@@ -126,10 +128,13 @@ class MessageInflater:
 
     __slots__ = ("_ctx", "no_context_takeover", "window_bits")
 
-    def __init__(self, window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool = False):
+    def __init__(self, window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool = False,
+                 *, history: bytes = b""):
         self.window_bits = max(window_bits, _ZLIB_MIN_RAW_WBITS)
         self.no_context_takeover = no_context_takeover
-        self._ctx = zlib.decompressobj(-self.window_bits)
+        # ``history``: a preset window (zdict), as if these bytes had come out already
+        self._ctx = (zlib.decompressobj(-self.window_bits, zdict=history) if history
+                     else zlib.decompressobj(-self.window_bits))
 
     def reset(self) -> None:
         """Start over with an empty window (after an error, or per message)."""
@@ -201,6 +206,89 @@ class MessageInflater:
         self._ctx = zlib.decompressobj(-self.window_bits, zdict=window) if window else (
             zlib.decompressobj(-self.window_bits)
         )
+
+
+# ---- Mid-stream: the history before the capture is unknown ---------------------------
+UNKNOWN_BYTE = 0
+"""What a payload byte that depends on uncaptured history becomes (NUL: no JSON text
+holds one unescaped, so such a message never parses, and never matches)."""
+
+
+class MidstreamInflater:
+    """Inflater of a direction whose earlier messages were not captured.
+
+    How this works: with context takeover a message may copy bytes from up to a window
+    (``2**window_bits``) of output before it, which we never saw. So every message is
+    inflated twice, once against a preset window of all ``00`` bytes (``_a``) and once
+    against all ``ff`` (``_b``). A literal comes out the same in both; a copy from the
+    missing history comes out ``00`` in one and ``ff`` in the other, and so does every
+    later copy of such a byte. So a byte is *known* exactly when both outputs agree, and
+    then it is right. Once the last full window of output is known, nothing can reach
+    the unknown history any more: ``exact`` turns True and ``exact_inflater`` hands over
+    ``_a``, whose state is now the sender's.
+
+    A sender without context takeover never refers to earlier messages: its messages
+    come out fully known from the first one on (``unknown_messages`` stays 0).
+    """
+
+    __slots__ = ("_a", "_b", "_known_tail", "exact", "messages", "unknown_bytes",
+                 "unknown_messages", "window_bits")
+
+    def __init__(self, window_bits: int = MAX_WINDOW_BITS) -> None:
+        self.window_bits = max(window_bits, _ZLIB_MIN_RAW_WBITS)
+        self.messages = 0  # compressed messages inflated
+        self.unknown_messages = 0  # ... of which with at least one unknown byte
+        self.unknown_bytes = 0
+        self._a = self._b = MessageInflater(self.window_bits)
+        self.exact = False
+        self._known_tail = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """History unknown (again): at the start, after a failure or a lost message."""
+        size = 1 << self.window_bits
+        self._a = MessageInflater(self.window_bits, history=bytes(size))
+        self._b = MessageInflater(self.window_bits, history=b"\xff" * size)
+        self._known_tail = 0  # output bytes known since the last unknown one
+        self.exact = False
+
+    def inflate(self, compressed: bytes, max_length: int) -> tuple[bytes, InflateStatus]:
+        """``MessageInflater.inflate`` with unknown bytes as ``UNKNOWN_BYTE``."""
+        payload, status, _ = self.inflate_marked(compressed, max_length)
+        return payload, status
+
+    def inflate_marked(self, compressed: bytes, max_length: int
+                       ) -> tuple[bytes, InflateStatus, int]:
+        """``(payload, status, unknown)``: ``unknown`` bytes of ``payload`` depend on
+        history before the capture and are ``UNKNOWN_BYTE`` there."""
+        self.messages += 1
+        out_a, status = self._a.inflate(compressed, max_length)
+        if self.exact:
+            return out_a, status, 0
+        out_b, status_b = self._b.inflate(compressed, max_length)
+        if status_b != status or len(out_a) != len(out_b):
+            status = "failed"
+        a = np.frombuffer(out_a, dtype=np.uint8)
+        diff = a != np.frombuffer(out_b, dtype=np.uint8) if status != "failed" else (
+            np.ones(a.size, dtype=bool))
+        unknown = int(np.count_nonzero(diff))
+        if unknown:
+            self.unknown_messages += 1
+            self.unknown_bytes += unknown
+            out_a = np.where(diff, np.uint8(UNKNOWN_BYTE), a).tobytes()
+            self._known_tail = a.size - 1 - int(np.flatnonzero(diff)[-1])
+        else:
+            self._known_tail += a.size
+        if status != "ok":
+            self.reset()  # the context is lost: unknown history again
+        elif self._known_tail >= 1 << self.window_bits:
+            self.exact = True
+            self._b = self._a
+        return out_a, status, unknown
+
+    def exact_inflater(self) -> MessageInflater | None:
+        """The running context once ``exact`` (the sender's own), else None."""
+        return self._a if self.exact else None
 
 
 def new_inflater(window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool = False

@@ -39,6 +39,12 @@ WS_MESSAGES = schema(
     field("wire_length", pa.int64(), "Bytes of all its frames on the wire"),
     field("payload_truncated", pa.bool_(), "Payload over the cap (message or inflate bomb)"),
     field("close_code", pa.int32(), "Close frame status code"),
+    field(
+        "payload_unknown",
+        pa.int64(),
+        "Capture began mid-connection: payload bytes that copy inflate history from "
+        "before it (they read as NUL, so the message is never matched); null when all known",
+    ),
 )
 
 _OPCODES = np.array([OPCODE_NAMES.get(i) for i in range(16)], dtype=object)
@@ -51,7 +57,7 @@ def message_row(e: WsMessage) -> tuple[Any, ...]:
     return (
         e.ts_first, e.ts_last, e.flow_id, e.direction, e.stream_offset, e.opcode, e.fin,
         e.frames, e.compressed, e.masked, payload, e.payload_length, e.wire_length,
-        e.payload_truncated, e.close_code,
+        e.payload_truncated, e.close_code, e.payload_unknown,
     )
 
 
@@ -85,4 +91,5 @@ def message_group(events: list[WsMessageRun]) -> list[pa.Array]:
         pa.array(concat(events, "compressed")), per_row(events, "masked", pa.bool_()),
         text, pa.array(np.diff(offsets).astype(np.int64)), pa.array(concat(events, "wire_length")),
         pa.array(concat(events, "truncated")), repeat(None, n, pa.int32()),
+        repeat(None, n, pa.int64()),  # a batch is never mid-stream inflate (see session)
     ]

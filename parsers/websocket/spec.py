@@ -2,15 +2,17 @@
 ``flows`` column its upgrade fills.
 
 A WebSocket connection normally starts as HTTP/1.1: ``HttpSession`` parses the
-upgrade and hands the stream to ``WebSocketSession`` (so the session factory
-here is for connections detected *as* WebSocket, i.e. captured mid-stream:
-none yet, the connection then yields no messages).
+upgrade and hands the stream to ``WebSocketSession``; the session factory here is
+for connections detected *as* WebSocket, i.e. captured after their upgrade: frames
+are found by their headers, permessage-deflate is inferred from RSV1 (with the
+history before the capture marked unknown) and a ``websocket_without_upgrade``
+anomaly says so.
 """
 
 from __future__ import annotations
 
 from ..http.session import WebSocketHandshake
-from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, TableSpec
+from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
 from .rows import WS_MESSAGES, message_batch, message_row
 from .session import (
     FIN,
@@ -23,6 +25,7 @@ from .session import (
     RSV2,
     RSV3,
     Opcode,
+    WebSocketSession,
     WsMessage,
     WsMessageRun,
 )
@@ -84,6 +87,12 @@ def probe_server(data: bytes) -> bool:
     return _is_frames(data, masked=False)
 
 
+def _session(ctx: SessionContext) -> WebSocketSession:
+    """Frames without their upgrade: it was before the capture."""
+    return WebSocketSession(ctx.flow_id, extensions=None, max_message=ctx.limits.ws_max_message,
+                            max_inflated=ctx.limits.ws_max_inflated)
+
+
 def _handshake(info: dict[str, object], e: WebSocketHandshake) -> None:
     info.setdefault("ws_path", e.path)
     if e.host:
@@ -94,6 +103,7 @@ WEBSOCKET = ProtocolSpec(
     name="websocket",
     probe_out=probe_client,
     probe_in=probe_server,
+    session=_session,
     events={
         WsMessage: EventSpec(table="ws_messages", row=message_row),
         WsMessageRun: EventSpec(table="ws_messages", batch=message_batch),

@@ -52,7 +52,7 @@ import pyarrow as pa
 
 from ...parsers.capture.chunk import PacketChunk
 from ...parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ...parsers.detect import UNKNOWN, detect
+from ...parsers.detect import UNKNOWN, detect, detect_midstream
 from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
 from ...parsers.limits import Limits
 from ...parsers.protocols.base import PieceCarrier, RunCarrier, SessionContext, SessionParser
@@ -83,6 +83,10 @@ RECHECK = 256
 # Events buffered before they are turned into rows.
 DISPATCH_EVENTS = 4096
 
+MIDSTREAM_DETECT_FACTOR = 16
+"""A connection open before the capture may begin inside a long message (a 16 KiB TLS
+record, an HTTP body, a WebSocket frame): it is looked at for this many times
+``Limits.detect_bytes`` before its protocol is called unknown."""
 AnomalyFn = Callable[[list[Anomaly]], None]
 
 
@@ -142,11 +146,13 @@ def _queue_array(q: deque[list[int]]) -> np.ndarray:
 class _Layer:
     """One protocol layer of a connection: detect by content, then parse."""
 
-    __slots__ = ("flow_id", "inner", "keylog", "limits", "name", "pending", "seen", "session")
+    __slots__ = ("flow_id", "inner", "keylog", "limits", "midstream", "name", "pending", "seen",
+                 "session")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool,
-                 limits: Limits) -> None:
+                 limits: Limits, midstream: bool = False) -> None:
         self.flow_id = flow_id
+        self.midstream = midstream  # the connection was open before the capture began
         self.keylog = keylog
         self.inner = inner
         self.limits = limits
@@ -161,7 +167,8 @@ class _Layer:
         if self.name is not None:
             return []
         self.pending.append((d, data, ts_first, ts_last))
-        detect_bytes = self.limits.detect_bytes
+        detect_bytes = self.limits.detect_bytes * (MIDSTREAM_DETECT_FACTOR if self.midstream
+                                                   else 1)
         if len(self.seen[d]) < detect_bytes:
             self.seen[d] += data[: detect_bytes - len(self.seen[d])]
         return self._try_detect(ts_last)
@@ -182,21 +189,25 @@ class _Layer:
             self.pending.append((d, length, ts))
         return []
 
-    def _try_detect(self, ts: int) -> list[Event]:
+    def _try_detect(self, ts: int, final: bool = False) -> list[Event]:
         proto = detect(self.seen[0], self.seen[1])
         if proto == UNKNOWN and not self.inner:
             # a protocol that starts later in a direction's bytes (STARTTLS; a capture
             # that began inside a TLS record)
             proto = next((s.name for s in REGISTRY if s.probe_late is not None
                           and any(s.probe_late(seen) for seen in self.seen)), UNKNOWN)
+        if proto == UNKNOWN and self.midstream:  # the capture may begin inside a message
+            proto = detect_midstream(self.seen[0], self.seen[1], final=final)
         if proto == UNKNOWN:
-            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes:
+            if max(len(self.seen[0]), len(self.seen[1])) >= self.limits.detect_bytes * (
+                    MIDSTREAM_DETECT_FACTOR if self.midstream else 1):
                 self.name = UNKNOWN
                 self.pending.clear()
             return []
         self.name = proto
         session = self.session = _session_for(proto, SessionContext(
-            flow_id=self.flow_id, limits=self.limits, keylog=self.keylog, inner=self.inner))
+            flow_id=self.flow_id, limits=self.limits, keylog=self.keylog, inner=self.inner,
+            midstream=self.midstream))
         events: list[Event] = []
         if session is None:
             self.pending.clear()
@@ -218,9 +229,22 @@ class _Layer:
         return events
 
     def finish(self, ts: int) -> list[Event]:
+        events: list[Event] = []
+        if self.session is None and self.name is None and self.midstream and self.pending:
+            events = self._try_detect(ts, final=True)  # all its bytes are here now
+            if self.name is None:
+                self.name = UNKNOWN
         if self.session is not None:
-            return self.session.finish(ts)
-        return []
+            return events + self.session.finish(ts)
+        if self.midstream and self.name in (None, UNKNOWN) and any(self.seen):
+            events.append(Anomaly(
+                ts=ts, flow_id=self.flow_id, direction=None,
+                layer="tls" if self.inner else "tcp", code="midstream_undetected",
+                detail=f"the connection was open before the capture began and its "
+                f"{len(self.seen[0])}+{len(self.seen[1])} first bytes (out+in) hold no "
+                "message start of a protocol pcapflow decodes (the capture may begin "
+                "inside a long message): capture from the connection's start"))
+        return events
 
 
 class Connection:
@@ -229,14 +253,15 @@ class Connection:
     __slots__ = ("fin", "flow_id", "info", "inner", "last_ts", "limits", "outer", "reasm",
                  "sent_end", "unacked")
 
-    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits) -> None:
+    def __init__(self, flow_id: int, keylog: KeyLog | None, limits: Limits,
+                 midstream: bool = False) -> None:
         self.flow_id = flow_id
         self.limits = limits
         self.reasm = tuple(
             StreamReassembler(max_held=limits.reassembly_held_bytes,
                               max_held_segments=limits.reassembly_held_segments)
             for _ in range(2))
-        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits)
+        self.outer = _Layer(flow_id, keylog, inner=False, limits=limits, midstream=midstream)
         self.inner: _Layer | None = None
         self.info: dict[str, object] = {}
         self.fin = [False, False]
@@ -317,7 +342,8 @@ class Connection:
                 out.append(e)
                 continue
             if self.inner is None:
-                self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits)
+                self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits,
+                                    midstream=self.outer.midstream)
             if carrier == "piece":
                 piece = cast(PieceCarrier, e)
                 d = 0 if piece.direction == "out" else 1
@@ -450,7 +476,8 @@ class AppLayer:
         if conn is None:
             if n == 0:
                 return False
-            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits)
+            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits,
+                                                midstream=not self.tracker.handshake_seen(fid))
             conn.last_ts = ts  # the newest: never the one evicted
             if len(self.conns) > self.limits.max_open_connections:
                 self._evict(events)

@@ -23,7 +23,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,8 @@ import pyarrow as pa
 
 from ... import __version__
 from ...parsers.capture import open_capture
-from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES, CaptureReader
+from ...parsers.capture.capset import CaptureSet, open_set
+from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES
 from ...parsers.decode import decode_chunk
 from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
@@ -55,7 +56,7 @@ ProgressFn = Callable[[int, int], None]
 """Called after each chunk with (capture bytes read so far, packets so far)."""
 AppFactory = Callable[[FlowTracker], AppLayer]
 """Makes the application layer of one ingest (``AppLayer.factory``)."""
-_Args = tuple[str, bool, "AppFactory | None", "Matcher | None", "ProgressFn | None"]
+_Args = tuple[list[str], bool, "AppFactory | None", "Matcher | None", "ProgressFn | None"]
 """``_run``'s arguments after the reader and the staging (what a worker inherits)."""
 
 
@@ -64,6 +65,7 @@ class IngestResult:
     """What one capture's ingest produced (also printed by the CLI)."""
 
     path: str
+    """The capture's file (a set: its first file; ``paths`` has them all)."""
     capture_id: str
     sha256: str
     format: str
@@ -75,6 +77,12 @@ class IngestResult:
     anomaly_codes: dict[str, int] = field(default_factory=dict)
     capture_problems: list[str] = field(default_factory=list)
     """Capture-file problems (truncated record, corrupt block...), one line each."""
+    paths: list[str] = field(default_factory=list)
+    """Every file of the capture, in set order (``parsers.capture.capset``)."""
+    sha256s: list[str] = field(default_factory=list)
+    """Each file's SHA-256, in set order."""
+    replaced: list[str] = field(default_factory=list)
+    """Other captures this ingest replaced: they shared a file with it."""
 
     @property
     def packets_per_second(self) -> float:
@@ -82,8 +90,14 @@ class IngestResult:
 
 
 
+def _paths(path: str | os.PathLike[str] | Sequence[str]) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        return [os.fspath(path)]
+    return [os.fspath(p) for p in path]
+
+
 def ingest_capture(
-    path: str,
+    path: str | Sequence[str],
     data_dir: Path,
     *,
     packets_table: bool = False,
@@ -96,26 +110,30 @@ def ingest_capture(
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
 
-    ``app_layer`` is a factory ``(flow_tracker) -> AppLayer`` (see
-    ``pipelines.ingest.app_layer``); ``None`` stops at the TCP layer. ``workers > 1``
-    shards the capture's connections across that many processes (module
-    docstring) when the application layer is on and ``path`` is a regular file;
-    the tables are the same.
+    ``path`` is one file, or the files of one recording (a capture set:
+    ``parsers.capture.capset``), read as one capture: connections run on across
+    the files. Captures ingested before that share a file with this one are
+    replaced too (``IngestResult.replaced``). ``app_layer`` is a factory
+    ``(flow_tracker) -> AppLayer`` (see ``pipelines.ingest.app_layer``); ``None``
+    stops at the TCP layer. ``workers > 1`` shards the capture's connections
+    across that many processes (module docstring) when the application layer is
+    on and the files are regular files; the tables are the same.
     """
     t0 = time.perf_counter()
-    args = (path, packets_table, app_layer, matcher, progress)
-    if workers > 1 and app_layer is not None and can_shard(path):
+    paths = _paths(path)
+    args: _Args = (paths, packets_table, app_layer, matcher, progress)
+    if workers > 1 and app_layer is not None and can_shard(paths):
         try:
             return _ingest_sharded(args, data_dir, chunk_bytes, workers, shard_rule, t0)
         except Unshardable:
             pass  # too many open connections to shard: one process, from the start
     staging = store.Staging(data_dir)
     try:
-        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+        with open_set(paths, chunk_bytes=chunk_bytes) as reader:
             result = _parent_result(_run(reader, staging, *args))
         result.seconds = time.perf_counter() - t0
         interrupts.check()
-        staging.commit(result.capture_id)
+        result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
         result.seconds = time.perf_counter() - t0
         return result
     except BaseException:
@@ -143,7 +161,7 @@ class _Discard:
         pass
 
 
-def _warm_up(path: str, app_factory: AppFactory) -> None:
+def _warm_up(path: list[str], app_factory: AppFactory) -> None:
     """Parse the start of the capture, keeping nothing, before forking: Numba sets
     itself up and loads each compiled kernel from its cache once per process, on
     first use (about half a second in all); done here, the workers inherit them
@@ -152,7 +170,7 @@ def _warm_up(path: str, app_factory: AppFactory) -> None:
     tracker = FlowTracker()
     app = app_factory(tracker)
     try:
-        with open_capture(path, chunk_bytes=WARM_UP_BYTES, hash=False) as reader:
+        with open_capture(path[0], chunk_bytes=WARM_UP_BYTES, hash=False) as reader:
             for chunk in reader:
                 if len(chunk):
                     dec = decode_chunk(chunk)
@@ -169,17 +187,17 @@ def _ingest_sharded(args: _Args, data_dir: Path, chunk_bytes: int, workers: int,
     if app_factory is not None:
         _warm_up(path, app_factory)
     staging = store.Staging(data_dir)
-    link = ParentLink(str(path), workers)
+    link = ParentLink(path[0], workers)
     ok = False
     try:
         for k in range(1, workers):
             link.workers.append(_fork(k, workers, rule, args, staging, chunk_bytes, link))
-        with open_capture(path, chunk_bytes=chunk_bytes) as reader:
+        with open_set(path, chunk_bytes=chunk_bytes) as reader:
             result = _parent_result(
                 _run(reader, staging, *args, shard=Shard(0, workers, rule), link=link))
         result.seconds = time.perf_counter() - t0
         interrupts.check()
-        staging.commit(result.capture_id)
+        result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
         result.seconds = time.perf_counter() - t0
         ok = True
         return result
@@ -214,7 +232,7 @@ def _fork(k: int, count: int, rule: str, args: _Args, staging: store.Staging,
             try:
                 staging.part_prefix = f"w{k}-"
                 # the parent hashes the file: the workers only read it
-                with open_capture(args[0], chunk_bytes=chunk_bytes, hash=False) as reader:
+                with open_set(args[0], chunk_bytes=chunk_bytes, hash=False) as reader:
                     _run(reader, staging, *args[:4], None, shard=Shard(k, count, rule),
                          link=child)
                 code = 0
@@ -232,7 +250,7 @@ def _fork(k: int, count: int, rule: str, args: _Args, staging: store.Staging,
     return Worker(pid, k, os.fdopen(up_r, "rb"), os.fdopen(down_w, "wb"))
 
 
-def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table: bool,
+def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_table: bool,
          app_factory: AppFactory | None, matcher: Matcher | None, progress: ProgressFn | None,
          shard: Shard | None = None,
          link: ParentLink | ChildLink | None = None) -> IngestResult | None:
@@ -241,7 +259,6 @@ def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table
     if app is not None and staging.dir is not None:
         # the matcher's first pass over WebSocket payloads, while they are in memory
         app.after_flush["ws_messages"] = functools.partial(stage_ws_candidates, staging.dir)
-    first_ts, last_ts = None, None
     anomaly_codes: dict[str, int] = {}
     first_shard = shard is None or shard.index == 0
     max_open = app.limits.max_open_connections if app is not None else None
@@ -291,9 +308,6 @@ def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table
                 raise Unshardable(f"more than {max_open} connections with payload held")
             if parent is not None and os.getppid() != parent:
                 raise PcapflowError("the parent process went away")
-        lo, hi = int(chunk.ts_ns.min()), int(chunk.ts_ns.max())
-        first_ts = lo if first_ts is None else min(first_ts, lo)
-        last_ts = hi if last_ts is None else max(last_ts, hi)
         rows = tcp_event_rows(pf, dec, chunk, mine)
         if rows:
             staging.write("tcp_events", rows)
@@ -340,26 +354,44 @@ def _run(reader: CaptureReader, staging: store.Staging, path: str, packets_table
     flows.finish(more=more)
     sha = reader.sha256
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
-    now = time.time_ns()
-    staging.write("captures", {
-        "path": pa.array([str(path)]),
-        "sha256": pa.array([sha]),
-        "format": pa.array([reader.format]),
-        "compression": pa.array([reader.compression], type=pa.string()),
-        "link_types": pa.array([list(reader.link_types)], type=pa.list_(pa.int32())),
-        "packets": pa.array([reader.packets], type=pa.int64()),
-        "bytes": pa.array([reader.bytes_read], type=pa.int64()),
-        "first_ts": ts_array(np.array([first_ts if first_ts is not None else 0])),
-        "last_ts": ts_array(np.array([last_ts if last_ts is not None else 0])),
-        "flows": pa.array([tracker.n_flows], type=pa.int64()),
-        "anomalies": pa.array([sum(anomaly_codes.values())], type=pa.int64()),
-        "ingested_at": ts_array(np.array([now])),
-        "pcapflow_version": pa.array([__version__]),
-    })
+    staging.write("captures", _capture_rows(reader, tracker.n_flows,
+                                            sum(anomaly_codes.values()),
+                                            getattr(app, "keylog", None) is not None))
     return IngestResult(
-        path=str(path), capture_id=capture_id, sha256=sha, format=reader.format,
+        path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
         rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
         anomaly_codes=anomaly_codes,
         capture_problems=capture_problems,
+        paths=[f.path for f in reader.files],
+        sha256s=[f.sha256 or "" for f in reader.files],
     )
+
+
+def _capture_rows(reader: CaptureSet, flows: int, anomalies: int, tls_keys: bool) -> dict:
+    """``captures`` rows: one per file (a capture set has several, one capture_id)."""
+    files = reader.files
+    n = len(files)
+
+    def ts(values: list[int | None]) -> pa.Array:
+        return ts_array(np.array([v if v is not None else 0 for v in values], dtype=np.int64))
+
+    return {
+        "file_index": pa.array(range(n), type=pa.int32()),
+        "files": pa.array([n] * n, type=pa.int32()),
+        "path": pa.array([f.path for f in files], type=pa.string()),
+        "sha256": pa.array([f.sha256 for f in files], type=pa.string()),
+        "format": pa.array([f.format for f in files], type=pa.string()),
+        "compression": pa.array([f.compression for f in files], type=pa.string()),
+        "link_types": pa.array([list(f.link_types) for f in files],
+                               type=pa.list_(pa.int32())),
+        "packets": pa.array([f.packets for f in files], type=pa.int64()),
+        "bytes": pa.array([f.bytes for f in files], type=pa.int64()),
+        "first_ts": ts([f.min_ts for f in files]),
+        "last_ts": ts([f.max_ts for f in files]),
+        "flows": pa.array([flows] * n, type=pa.int64()),
+        "anomalies": pa.array([anomalies] * n, type=pa.int64()),
+        "tls_keys": pa.array([tls_keys] * n, type=pa.bool_()),
+        "ingested_at": ts([time.time_ns()] * n),
+        "pcapflow_version": pa.array([__version__] * n),
+    }

@@ -92,6 +92,10 @@ def packet_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk) -> Rows:
         "direction": pa.array(np.where(pf.flow_id >= 0, _DIRS[pf.direction], None),
                               type=pa.string()),
         "interface": pa.array(chunk.interface.astype(np.int32)),
+        "file": pa.array(chunk.file if chunk.file is not None
+                         else np.zeros(len(chunk), np.int32), type=pa.int32()),
+        "file_packet": pa.array(chunk.file_packet if chunk.file_packet is not None
+                                else chunk.index, type=pa.int64()),
         "wirelen": pa.array(chunk.wirelen),
         "caplen": pa.array(chunk.caplen),
         "proto": pa.array(dec.proto.astype(np.int16)),

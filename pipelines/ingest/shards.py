@@ -38,6 +38,7 @@ import os
 import select
 import signal
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TypedDict, cast
 
@@ -274,11 +275,13 @@ class ParentLink:
                     f.close()
 
 
-def can_shard(path: str) -> bool:
-    """Can this capture be ingested by several processes (a regular file)?"""
-    if path == "-" or not hasattr(os, "fork"):
+def can_shard(path: str | Sequence[str]) -> bool:
+    """Can this capture (a file, or the files of a set) be ingested by several
+    processes (regular files)?"""
+    paths = [path] if isinstance(path, str) else list(path)
+    if "-" in paths or not hasattr(os, "fork"):
         return False
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        return all(stat.S_ISREG(os.stat(p).st_mode) for p in paths)
     except OSError:
         return False

@@ -73,6 +73,15 @@ CREATE OR REPLACE MACRO json_paths_key(doc, paths) AS
              CASE WHEN len(paths) > 1
                   THEN first_of(list_transform(paths[2:], lambda p: jkey(doc, p))) END);
 
+-- The correlation id of an action that carries no id of its own (a REST cancel
+-- by origClientOrderId or orderId, a request/response pair known only from TLS
+-- record timing): "#<flow_id>.<n>@<ts>", n its number on the connection, ts its
+-- time in ns. Unique per action: a flow number and a request number repeat from
+-- capture to capture, the time with them does not (only the same packets
+-- ingested twice give the same id, and they are the same action).
+CREATE OR REPLACE MACRO generated_id(flow_id, n, ts) AS
+    '#' || flow_id || '.' || n || '@' || ts;
+
 -- Value of a FIX tag in the ``fields`` list of a fix_messages row.
 CREATE OR REPLACE MACRO fix_tag(fields, t) AS
     list_filter(fields, lambda f: f.tag = t)[1].value;

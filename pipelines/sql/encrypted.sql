@@ -63,7 +63,8 @@ FROM numbered GROUP BY flow_id, burst;
 CREATE OR REPLACE TEMP TABLE enc_orders AS
 SELECT 'enc:' || b.flow_id || ':' || b.burst AS order_key, e.venue, b.flow_id,
        'rest' AS protocol, NULL::VARCHAR AS endpoint, 'unknown' AS kind,
-       '#' || (row_number() OVER (PARTITION BY b.flow_id ORDER BY b.burst) - 1)
+       generated_id(b.flow_id,
+                    row_number() OVER (PARTITION BY b.flow_id ORDER BY b.burst) - 1, b.ts)
            AS correlation_id,
        NULL::VARCHAR AS request_id, NULL::VARCHAR AS client_order_id,
        NULL::VARCHAR AS orig_client_order_id, NULL::VARCHAR AS target_order_id,

@@ -29,7 +29,7 @@ SELECT * FROM all_acks UNION ALL BY NAME SELECT * FROM engine_acks;
 
 CREATE OR REPLACE TEMP TABLE out_latency AS
 SELECT o.venue, o.endpoint, o.flow_id, o.protocol, o.kind, a.leg, o.correlation_id,
-       o.request_id, o.client_order_id, o.orig_client_order_id,
+       o.request_id, o.client_order_id, o.orig_client_order_id, o.target_order_id,
        o.ts AS order_ts, a.ts AS ack_ts, a.ts - o.ts AS latency_ns,
        r.rtt_ns AS network_rtt_ns, a.ts - o.ts - r.rtt_ns AS exchange_ns,
        a.status, o.decoded, a.exchange_order_id, a.error_code, a.flow_id AS ack_flow_id
@@ -39,11 +39,13 @@ LEFT JOIN rtt_by_segment r ON r.flow_id = o.flow_id AND r.ts = o.ts;
 
 CREATE OR REPLACE TEMP TABLE out_unmatched AS
 SELECT o.venue, o.flow_id, 'order' AS what, o.endpoint, o.kind, o.correlation_id, o.ts,
-       o.protocol, o.request_id, o.client_order_id, o.decoded
+       o.protocol, o.request_id, o.client_order_id, o.orig_client_order_id,
+       o.target_order_id, o.decoded
 FROM all_orders o
 WHERE NOT EXISTS (SELECT 1 FROM all_acks a WHERE a.order_key = o.order_key)
 UNION ALL
 SELECT a.venue, a.flow_id, 'reply' AS what, a.endpoint, a.kind, a.correlation_id, a.ts,
-       a.protocol, a.request_id, a.client_order_id, a.decoded
+       a.protocol, a.request_id, a.client_order_id, a.orig_client_order_id,
+       NULL AS target_order_id, a.decoded
 FROM all_acks a
 WHERE a.order_key IS NULL;

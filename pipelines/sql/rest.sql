@@ -60,9 +60,10 @@ CREATE OR REPLACE TEMP TABLE rest_orders AS
 SELECT 'rest:' || q.flow_id || ':' || q.request_index AS order_key,
        q.venue, q.flow_id, 'rest' AS protocol, q.method || ' ' || q.path_only AS endpoint,
        a.kind,
+       -- its own client id, never the id of the order it cancels or amends
+       -- (that is orig_client_order_id): without one, a generated id
        coalesce(rest_params(q.params, q.body, a.coid),
-                rest_params(q.params, q.body, a.orig_coid),
-                '#' || q.request_index) AS correlation_id,
+                generated_id(q.flow_id, q.request_index, q.ts)) AS correlation_id,
        NULL::VARCHAR AS request_id,
        rest_params(q.params, q.body, a.coid) AS client_order_id,
        rest_params(q.params, q.body, a.orig_coid) AS orig_client_order_id,
@@ -110,7 +111,8 @@ LEFT JOIN rest_replies rr ON rr.dialect = o.rule_dialect
 UNION ALL BY NAME
 -- Orphans: a response whose request was never seen (capture started mid-way).
 SELECT NULL AS order_key, f.venue, r.flow_id, 'rest' AS protocol, NULL AS endpoint,
-       NULL AS kind, '#' || r.request_index AS correlation_id, NULL AS request_id,
+       NULL AS kind, generated_id(r.flow_id, r.request_index, r.ts) AS correlation_id,
+       NULL AS request_id,
        NULL AS client_order_id, NULL AS orig_client_order_id,
        'http_messages' AS source_table, r.stream_offset, r.ts,
        ack_status(r.http_status, NULL, []) AS status, 'ack' AS leg, NULL AS error_code,

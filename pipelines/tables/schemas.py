@@ -27,19 +27,26 @@ PROTOCOL_TABLES = {t.name: t for spec in REGISTRY for t in spec.tables}
 """Message tables, by name, in registry order."""
 CAPTURES = _schema(
     CAPTURE_ID,
-    _f("path", pa.string(), "Path of the capture as given to ingest (`-` for stdin)"),
+    _f("file_index", pa.int32(), "Position of this file in its capture set, by first packet "
+       "time (0 for a capture of one file); `packets.file` refers to it"),
+    _f("files", pa.int32(), "Files in the capture set (1: a capture of one file)"),
+    _f("path", pa.string(), "Path of the capture file as given to ingest (`-` for stdin)"),
     _f(
         "sha256", pa.string(), "sha256 of the capture file's bytes as stored (compressed if it was)"
     ),
     _f("format", pa.string(), "`pcap` or `pcapng`"),
     _f("compression", pa.string(), "`gzip`, `zstd` or null"),
     _f("link_types", pa.list_(pa.int32()), "LINKTYPE_* values of the capture's interfaces"),
-    _f("packets", pa.int64(), "Packet records read"),
-    _f("bytes", pa.int64(), "Bytes of the capture file read"),
-    _f("first_ts", TS, "Earliest packet time"),
-    _f("last_ts", TS, "Latest packet time"),
-    _f("flows", pa.int64(), "TCP and UDP connections found"),
-    _f("anomalies", pa.int64(), "Rows written to `anomalies` for this capture"),
+    _f("packets", pa.int64(), "Packet records read from this file"),
+    _f("bytes", pa.int64(), "Bytes of this file read"),
+    _f("first_ts", TS, "Earliest packet time in this file"),
+    _f("last_ts", TS, "Latest packet time in this file"),
+    _f("flows", pa.int64(), "TCP and UDP connections found in the capture (a set: in all "
+       "its files, repeated on each file's row)"),
+    _f("anomalies", pa.int64(), "Rows written to `anomalies` for the capture (a set: for all "
+       "its files, repeated on each file's row)"),
+    _f("tls_keys", pa.bool_(), "Whether TLS secrets were at hand: a key log was given, or "
+       "the capture holds a Decryption Secrets Block (pcapng)"),
     _f("ingested_at", TS, "When this capture was ingested"),
     _f("pcapflow_version", pa.string(), "pcapflow version that wrote the tables"),
 )
@@ -133,10 +140,14 @@ ANOMALIES = _schema(
 PACKETS = _schema(
     CAPTURE_ID,
     _f("ts", TS, "Capture time"),
-    _f("packet", pa.int64(), "0-based packet index in the capture"),
+    _f("packet", pa.int64(), "0-based packet index in the capture (a set: across its files, "
+       "in the order they are read as one stream)"),
     _f("flow_id", pa.int64(), "Flow, -1 for non-TCP/UDP packets"),
     DIRECTION,
-    _f("interface", pa.int32(), "pcapng interface id"),
+    _f("interface", pa.int32(), "pcapng interface id (a set of files captured in parallel: "
+       "each file's interfaces numbered after the earlier files')"),
+    _f("file", pa.int32(), "The file the packet came from: `captures.file_index`"),
+    _f("file_packet", pa.int64(), "0-based index of the packet in its own file"),
     _f("wirelen", pa.int64(), "Original frame length"),
     _f("caplen", pa.int64(), "Captured length"),
     _f("proto", pa.int16(), "IP protocol number (6 TCP, 17 UDP), 0 when not IP"),
@@ -185,8 +196,11 @@ _ORDER_KEYS = (
     _f(
         "correlation_id",
         pa.string(),
-        "The key that pairs request and reply: JSON request id, "
-        "FIX ClOrdID, REST client order id or the request's position on the connection",
+        "The key that pairs request and reply, unique per action: the action's own id "
+        "(REST/FIX client order id, JSON request id); for an action without one (a REST "
+        "cancel by origClientOrderId or orderId; pairs known from TLS timing) "
+        "`#<flow_id>.<n>@<ts_ns>`, n its number on the connection. Never the id of the "
+        "order a cancel/amend targets: that is orig_client_order_id / target_order_id",
     ),
     _f("request_id", pa.string(), "JSON request id (WebSocket, JSON-RPC), null elsewhere"),
     _f("client_order_id", pa.string(), "Client order id of the order (or of this cancel/amend)"),
@@ -200,7 +214,8 @@ ORDERS = _schema(
     _f("ts", TS, "ts_last of the order message: when its last byte left (first transmission)"),
     _f("ts_first", TS, "ts_first of the order message"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing (no key log)"),
-    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend names (request field)"),
+    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend targets (request "
+       "field, or learned from the reply to the order with orig_client_order_id)"),
 )
 
 ACKS = _schema(
@@ -234,10 +249,14 @@ LATENCY = _schema(
         "ack: order to the venue's reply; engine: order to the first "
         "private-stream event for it (may be on another connection)",
     ),
-    _f("correlation_id", pa.string(), "Key that paired order and reply"),
+    _f("correlation_id", pa.string(), "Key that paired order and reply (as in `orders`: "
+       "unique per action)"),
     _f("request_id", pa.string(), "JSON request id"),
     _f("client_order_id", pa.string(), "Client order id"),
-    _f("orig_client_order_id", pa.string(), "Original client order id (cancel/amend)"),
+    _f("orig_client_order_id", pa.string(), "Client order id of the order a cancel/amend "
+       "targets (sent, or learned from the exchange order id it names)"),
+    _f("target_order_id", pa.string(), "Exchange order id of the order a cancel/amend targets "
+       "(sent, or learned from the reply to the order with orig_client_order_id)"),
     _f("order_ts", TS, "Order's ts_last (its last byte's first transmission)"),
     _f("ack_ts", TS, "Reply's ts_last (its last byte available in order)"),
     _f("latency_ns", pa.int64(), "ack_ts - order_ts: wire-to-wire latency"),
@@ -307,6 +326,8 @@ UNMATCHED = _schema(
     _f("protocol", pa.string(), "rest, websocket or fix"),
     _f("request_id", pa.string(), "JSON request id"),
     _f("client_order_id", pa.string(), "Client order id"),
+    _f("orig_client_order_id", pa.string(), "Client order id a cancel/amend targets"),
+    _f("target_order_id", pa.string(), "Exchange order id a cancel/amend targets (orders)"),
     _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
 )
 
@@ -326,7 +347,8 @@ TABLES: dict[str, pa.Schema] = {
 
 
 TABLE_DOCS: dict[str, str] = {
-    "captures": "one row per capture file ingested",
+    "captures": "one row per capture file ingested (a capture set, the files of one "
+    "recording ingested together, has one row per file under one `capture_id`)",
     "flows": "one row per TCP/UDP connection",
     "tcp_events": "one row per TCP analysis event on a packet (as tshark's tcp.analysis.*)",
     "anomalies": 'one row per decode problem (Zeek\'s "weird"): the run goes on',

@@ -1,0 +1,159 @@
+"""How much of a dataset's traffic the latency numbers cover, and why the rest is missing.
+
+DESIGN.md, "No silent loss": a report that silently omits orders is worse than
+none. ``coverage`` sorts every TCP connection that carried payload into one of:
+
+- with orders (decoded, or paired from TLS record timing only);
+- decoded without orders (market data, a private stream);
+- not decoded, with the reason: its anomalies (``missing_keys``,
+  ``decrypt_failed``, ``unsupported_protocol``, or any other code, shown with the
+  anomaly's own text), else what the flow says: TLS without its handshake (the
+  connection began before the capture), TLS in a capture ingested without a key
+  log, or payload that is not a protocol pcapflow reads.
+
+``Coverage.line()`` says it in one line, e.g. "coverage: orders from 5 of 7
+connections with payload; not decoded: 2 TLS began before the capture (no
+handshake seen; not decrypted)". It advises ``--keylog`` only for captures that
+were ingested without any key material (``captures.tls_keys``).
+
+Pure SQL over the dataset's views (``Dataset``), aggregated in DuckDB: nothing
+per connection comes to Python, and no pandas (``pcapflow ingest`` prints it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+REASONS: dict[str, str] = {
+    "tls_no_keylog": "TLS in a capture ingested without a key log (ingest again with "
+                     "--keylog FILE)",
+    "missing_keys": "TLS whose secrets are not in the key log (is it the one the client "
+                    "wrote for this capture?)",
+    "decrypt_failed": "TLS that failed to decrypt (wrong secrets, or a damaged capture)",
+    "tls_no_handshake": "TLS began before the capture (no handshake seen; not decrypted)",
+    "unsupported_protocol": "in a protocol pcapflow does not decode (HTTP/2, ...)",
+    "unknown_protocol": "not recognised as TLS, HTTP, WebSocket or FIX",
+    "no_messages": "with a protocol detected but no complete message",
+    "tcp_only": "not parsed (ingested with --tcp-only)",
+}
+"""Text of each reason a connection was not decoded (others: the anomaly's code)."""
+
+# Anomaly codes that say why a connection was not decoded, strongest first; any
+# other application-layer code is shown as itself (with its first detail).
+KNOWN_CODES = ("missing_keys", "decrypt_failed", "unsupported_protocol")
+
+_SQL = """
+WITH f AS (
+    SELECT capture_id, flow_id, app_protocol, tls_version FROM flows
+    WHERE transport = 'tcp' AND payload_bytes_out + payload_bytes_in > 0 AND {where}),
+o AS (SELECT capture_id, flow_id, bool_or(decoded) AS decoded FROM orders GROUP BY ALL),
+m AS (SELECT DISTINCT capture_id, flow_id FROM (
+        SELECT capture_id, flow_id FROM http_messages
+        UNION ALL SELECT capture_id, flow_id FROM ws_messages
+        UNION ALL SELECT capture_id, flow_id FROM fix_messages
+        UNION ALL SELECT capture_id, flow_id FROM tls_records WHERE decrypted)),
+a AS (SELECT capture_id, flow_id, list(DISTINCT code ORDER BY code) AS codes,
+             min(layer || ': ' || detail) AS detail
+      FROM anomalies
+      WHERE flow_id >= 0 AND layer NOT IN ('capture', 'link', 'ip', 'tcp')
+      GROUP BY ALL),
+k AS (SELECT capture_id, bool_or(coalesce(tls_keys, true)) AS keys FROM captures GROUP BY 1),
+r AS (
+    SELECT CASE WHEN o.flow_id IS NULL THEN 'none' WHEN o.decoded THEN 'decoded'
+                ELSE 'timing' END AS orders,
+        CASE
+        WHEN o.decoded OR m.flow_id IS NOT NULL THEN 'decoded'
+        WHEN list_contains(a.codes, 'missing_keys') THEN 'missing_keys'
+        WHEN list_contains(a.codes, 'decrypt_failed') THEN 'decrypt_failed'
+        WHEN list_contains(a.codes, 'unsupported_protocol') THEN 'unsupported_protocol'
+        WHEN f.app_protocol LIKE 'tls%' AND f.tls_version IS NULL THEN 'tls_no_handshake'
+        WHEN f.app_protocol LIKE 'tls%' AND NOT coalesce(k.keys, true) THEN 'tls_no_keylog'
+        WHEN a.codes IS NOT NULL THEN 'code:' || a.codes[1]
+        WHEN f.app_protocol IS NULL THEN 'tcp_only'
+        WHEN f.app_protocol = 'unknown' THEN 'unknown_protocol'
+        ELSE 'no_messages' END AS reason,
+        a.detail
+    FROM f
+    LEFT JOIN o USING (capture_id, flow_id)
+    LEFT JOIN m USING (capture_id, flow_id)
+    LEFT JOIN a USING (capture_id, flow_id)
+    LEFT JOIN k USING (capture_id))
+SELECT orders, reason, count(*) AS n, min(detail) AS detail FROM r
+GROUP BY ALL ORDER BY n DESC, orders, reason
+"""
+
+
+@dataclass(slots=True)
+class Coverage:
+    """Connections with payload, by what became of them."""
+
+    connections: int = 0
+    with_orders: int = 0
+    timing_only: int = 0
+    """Of ``with_orders``: paired from TLS record timing only (not decrypted)."""
+    decoded: int = 0
+    """Decoded, without orders."""
+    undecoded: list[tuple[str, int]] = field(default_factory=list)
+    """(reason text, connections) of those not decoded (with orders from TLS timing
+    or without orders), most first."""
+
+    @property
+    def not_decoded(self) -> int:
+        return sum(n for _, n in self.undecoded)
+
+    def line(self) -> str:
+        """One compact line (empty when there is no connection with payload)."""
+        if not self.connections:
+            return ""
+        parts = [f"orders from {self.with_orders:,} of {self.connections:,} connections "
+                 "with payload"]
+        if self.timing_only:
+            parts[0] += f" ({self.timing_only:,} only from TLS record timing)"
+        if self.decoded:
+            parts.append(f"{self.decoded:,} decoded without orders")
+        if self.undecoded:
+            parts.append("not decoded: " + ", ".join(f"{n:,} {text}"
+                                                     for text, n in self.undecoded))
+        return "coverage: " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"connections": self.connections, "with_orders": self.with_orders,
+                "timing_only": self.timing_only, "decoded_without_orders": self.decoded,
+                "not_decoded": [{"reason": t, "connections": n} for t, n in self.undecoded]}
+
+
+def coverage(ds: Dataset, *, capture_ids: Sequence[str] | None = None,
+             venues: Sequence[str] | None = None) -> Coverage:
+    """Coverage of the whole dataset, of some captures, or of some venues' connections."""
+    cond, params = ["TRUE"], []
+    if capture_ids is not None:
+        cond.append(f"capture_id IN ({', '.join('?' for _ in capture_ids) or 'NULL'})")
+        params += list(capture_ids)
+    if venues is not None:
+        cond.append(f"venue IN ({', '.join('?' for _ in venues) or 'NULL'})")
+        params += list(venues)
+    rows = ds.fetchall(_SQL.format(where=" AND ".join(cond)), params)
+    cov = Coverage()
+    reasons: dict[str, int] = {}
+    for orders, reason, n, detail in rows:
+        n = int(n)
+        cov.connections += n
+        if orders != "none":
+            cov.with_orders += n
+            cov.timing_only += n if orders == "timing" else 0
+        elif reason == "decoded":
+            cov.decoded += n
+        if reason == "decoded":
+            continue
+        if reason.startswith("code:"):
+            text = f"{reason[5:]} ({detail})" if detail else reason[5:]
+        else:
+            text = REASONS[reason]
+        reasons[text] = reasons.get(text, 0) + n
+    cov.undecoded = sorted(reasons.items(), key=lambda kv: -kv[1])
+    return cov
