@@ -390,7 +390,7 @@ def _check_http(e: object, max_body: int, max_ws: int) -> None:
 
     check_times(e)
     if isinstance(e, Anomaly):
-        check_anomaly(e, {"http", "websocket"})
+        check_anomaly(e, {"http", "websocket", "http2"})  # h2c: Upgrade to HTTP/2
     elif isinstance(e, HttpMessage):
         assert len(e.body) <= max_body, "body over max_body"
         assert e.kind in ("request", "response")
