@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -309,6 +310,15 @@ def _connect(threads: int | None) -> duckdb.DuckDBPyConnection:
     return con
 
 
+_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
+
+
+def statement_text(statement: duckdb.Statement) -> str:
+    """A parsed statement's SQL without its leading comments (DuckDB 2 keeps them in
+    ``query``, 1.x did not): what the gate check below compares."""
+    return _LEADING_COMMENTS.sub("", statement.query)
+
+
 def _run_sql(con: duckdb.DuckDBPyConnection) -> None:
     """``SQL_FILES`` in order; a gated file whose gate table is empty stops after
     making it, its outputs empty (``GATES``)."""
@@ -316,7 +326,7 @@ def _run_sql(con: duckdb.DuckDBPyConnection) -> None:
         gate_table, outputs = GATES.get(name, (None, ()))
         for statement in _parsed(sql_text(name)):
             con.execute(statement)
-            if gate_table is None or not statement.query.lstrip().startswith(
+            if gate_table is None or not statement_text(statement).startswith(
                     f"CREATE OR REPLACE TEMP TABLE {gate_table} AS"):
                 continue
             if _run(con, f"SELECT count(*) FROM (FROM {gate_table} LIMIT 1)").fetchone() == (0,):

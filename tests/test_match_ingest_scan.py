@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 from pathlib import Path
 
@@ -312,14 +311,10 @@ def test_sample_captures_ingest_rematch_and_unfiltered_agree(
         _same(rematched, unfiltered)
 
 
-_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
-
-
 def test_every_gate_table_is_made_by_its_file() -> None:
     """A gate whose table a file no longer makes would silently never skip."""
     for name, (table, outputs) in match.GATES.items():
-        # DuckDB may or may not keep a statement's leading comments in its query text.
-        queries = [_LEADING_COMMENTS.sub("", s.query) for s in match._parsed(match.sql_text(name))]
+        queries = [match.statement_text(s) for s in match._parsed(match.sql_text(name))]
         assert any(q.startswith(f"CREATE OR REPLACE TEMP TABLE {table} AS") for q in queries)
         for out in outputs:
             assert any(q.startswith(f"CREATE OR REPLACE TEMP TABLE {out} AS") for q in queries)
