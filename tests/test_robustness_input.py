@@ -144,10 +144,15 @@ def test_zero_length_packets(tmp_path: Path) -> None:
         "doff15_past_ip", "ip_cut"])
 def test_bad_headers_are_anomalies(tmp_path: Path, pkt: bytes, code: str) -> None:
     r = ingest(tmp_path, craft.pcap([*conversation(), pkt]))
-    assert r.anomaly_codes == {code: 1}
+    expected = {code: 1}
+    if code == "ip_length_past_wire_length":
+        # the packet still carries its TCP byte: a flow begun without its SYN whose
+        # byte starts no message of any protocol, which (no silent loss) says so
+        expected["midstream_undetected"] = 1
+    assert r.anomaly_codes == expected
     assert r.rows["http_messages"] == 2  # the good packets around it are unaffected
-    row = anomaly_rows(tmp_path)[0]
-    assert row["code"] == code and row["packet"] == 6 and "packet 6" in row["detail"]
+    (row,) = [a for a in anomaly_rows(tmp_path) if a["code"] == code]
+    assert row["packet"] == 6 and "packet 6" in row["detail"]
 
 
 def test_snaplen_cut_inside_tcp_header(tmp_path: Path) -> None:
