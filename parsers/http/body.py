@@ -10,7 +10,7 @@ so a decompression bomb costs at most the cap plus one step of memory. A body cu
 from __future__ import annotations
 
 import zlib
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import brotli
 
@@ -123,3 +123,29 @@ DECODERS = {
     "br": _br,
 }
 """Content coding -> bounded decoder ``(data, limit) -> (decoded, cut)``."""
+
+
+class DecodedBody(NamedTuple):
+    """A message body with its content codings removed (``decode_body``)."""
+
+    body: bytes
+    decoded: bool
+    """False when a coding failed or is unknown: ``body`` is then the raw bytes."""
+    truncated: bool
+    """The decoded body passed the cap and was cut there."""
+    problem: tuple[str, str] | None
+    """``(anomaly code, detail)`` when ``decoded`` is False."""
+
+
+def decode_body(parts: list[bytes], content_encoding: str | None,
+                max_length: int) -> DecodedBody:
+    """The body of an HTTP/1.1 or HTTP/2 message from its pieces, decoded as its
+    Content-Encoding says (one rule for both versions)."""
+    body = b"".join(parts)
+    if not (content_encoding and body):
+        return DecodedBody(body, True, False, None)
+    body, status, detail = decode_content(body, content_encoding, max_length)
+    if status in ("failed", "unsupported"):
+        code = "body_decode_failed" if status == "failed" else "unsupported_encoding"
+        return DecodedBody(body, False, False, (code, detail))
+    return DecodedBody(body, True, status == "truncated", None)

@@ -32,7 +32,7 @@ from ..events import Anomaly, Direction, Event, Run, feed_pieces
 from ..piecebuf import PieceBuffer
 from ..websocket.deflate import PerMessageDeflateParams
 from ..websocket.session import WebSocketSession
-from .body import decode_content
+from .body import decode_body
 from .syntax import (
     CHUNK_SIZE,
     H2_PREFACE_LINE,
@@ -580,16 +580,12 @@ class HttpSession:
         ts_last = buf.times_at(buf.start - 1)[1] if msg.wire else msg.header_ts_last
         events: list[Event] = []
         content_encoding = msg.header("content-encoding")
-        body = b"".join(msg.parts)
-        decoded = True
-        if content_encoding and body:
-            body, status, detail = decode_content(body, content_encoding, self.max_body)
-            if status == "truncated":
-                msg.truncated = True
-            elif status in ("failed", "unsupported"):
-                decoded = False
-                code = "body_decode_failed" if status == "failed" else "unsupported_encoding"
-                events.append(self._anomaly(direction, ts_last, code, detail, msg.stream_offset))
+        body, decoded, truncated, problem = decode_body(msg.parts, content_encoding,
+                                                        self.max_body)
+        if truncated:
+            msg.truncated = True
+        if problem is not None:
+            events.append(self._anomaly(direction, ts_last, *problem, msg.stream_offset))
         events.append(HttpMessage(
             ts_first=msg.ts_first, ts_last=ts_last, flow_id=self.flow_id, direction=direction,
             stream_offset=msg.stream_offset, kind=msg.kind, method=msg.method, path=msg.path,

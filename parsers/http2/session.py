@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..events import Anomaly, Direction, Event, Run, feed_pieces
-from ..http.body import decode_content
+from ..http.body import decode_body
 from ..http.session import HttpMessage
 from ..piecebuf import PieceBuffer
 from .frames import (
@@ -528,16 +528,12 @@ class Http2Session:
         side.msgs.pop(msg.stream_id, None)
         events: list[Event] = []
         content_encoding = msg.header("content-encoding")
-        body = b"".join(msg.parts)
-        decoded = True
-        if content_encoding and body:
-            body, status, detail = decode_content(body, content_encoding, self.max_body)
-            if status == "truncated":
-                msg.truncated = True
-            elif status in ("failed", "unsupported"):
-                decoded = False
-                code = "body_decode_failed" if status == "failed" else "unsupported_encoding"
-                events.append(self._anomaly(direction, ts_last, code, detail, msg.stream_offset))
+        body, decoded, truncated, problem = decode_body(msg.parts, content_encoding,
+                                                        self.max_body)
+        if truncated:
+            msg.truncated = True
+        if problem is not None:
+            events.append(self._anomaly(direction, ts_last, *problem, msg.stream_offset))
         status_code = _int(msg.pseudo(":status"))
         if direction == "in" and (status_code is None or status_code >= 200):
             self._request_index.pop(msg.stream_id, None)
