@@ -22,8 +22,10 @@ rows (``pcapflow query "<evidence_sql>"``). The detectors (``DETECTORS``):
 - ``stale_feed``: a market-data stream silent for more than ``stale_after``
   between two of its messages, or from its last message to its connection's end.
 
-Nothing here is stored at ingest (ingest time is unchanged); alerts are
-computed when asked, in seconds for a million orders (README, Speed).
+Each capture's ingest runs every detector over that capture with the default
+``Settings`` and stores the rows (the ``alerts`` table, ``pcapflow.why``;
+``stored`` reads them); ``alerts`` runs them again over the whole dataset, in
+seconds for a million orders (README, Speed).
 """
 
 from __future__ import annotations
@@ -33,23 +35,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from . import changepoint, feed
-from .pipelines.tables.schemas import TS
+from .pipelines.tables import schemas
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
+    import pandas as pd
+
     from .dataset import Dataset
 
-ALERTS = pa.schema([
-    ("kind", pa.string()), ("severity", pa.string()), ("venue", pa.string()),
-    ("endpoint", pa.string()), ("capture_id", pa.string()), ("flow_id", pa.int64()),
-    ("stream", pa.string()), ("start_ts", TS), ("end_ts", TS), ("value", pa.float64()),
-    ("threshold", pa.float64()), ("unit", pa.string()), ("detail", pa.string()),
-    ("evidence_table", pa.string()), ("evidence_rows", pa.int64()), ("evidence_sql", pa.string()),
-])
-"""One row per alert; ``severity``: info, warning or critical."""
+ALERTS = schemas.ALERTS
+"""One row per alert (docs/tables.md); ``severity``: info, warning or critical."""
 
 SEVERITIES = ("info", "warning", "critical")
 RETRANSMISSIONS = ("retransmission", "fast_retransmission")
@@ -90,12 +87,18 @@ def _eq(col: str, v: object) -> str:
     return f"{col} IS NULL" if v is None else f"{col} = {_q(v)}"
 
 
-def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
-    cols = {f.name: [r.get(f.name) for r in rows] for f in ALERTS}
-    df = pd.DataFrame(cols)
-    for c in ("start_ts", "end_ts"):
-        df[c] = pd.to_datetime(pd.array(df[c], dtype="Int64"), utc=True) if len(df) else \
-            pd.Series([], dtype="datetime64[ns, UTC]")
+def _table(rows: list[dict[str, object]]) -> pa.Table:
+    """Detector rows as an ``ALERTS`` table (no pandas: the ingest stores them)."""
+    return pa.table({f.name: pa.array([r.get(f.name) for r in rows],
+                                      type=pa.int64() if f.type == schemas.TS else f.type)
+                     .cast(f.type) for f in ALERTS}, schema=ALERTS)
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """An ``ALERTS`` table as pandas: times tz-aware, ids nullable Int64."""
+    import pandas as pd
+
+    df = table.to_pandas()
     df["flow_id"] = pd.array(df["flow_id"], dtype="Int64")
     df["evidence_rows"] = pd.array(df["evidence_rows"], dtype="Int64")
     return df
@@ -105,16 +108,16 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
 
 def latency_shift(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     """Regime changes of latency per venue and endpoint (rank CUSUM)."""
-    tab = ds.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM latency "
+    tab = ds.sql("SELECT dense_rank() OVER (ORDER BY venue, endpoint) AS g, venue, endpoint, "
+                 "epoch_ns(order_ts) AS t, latency_ns FROM latency "
                  "WHERE leg = 'ack' AND latency_ns IS NOT NULL "
                  "ORDER BY venue, endpoint, t").to_arrow_table()
     if tab.num_rows == 0:
         return []
     t = tab.column("t").to_numpy()
     x = tab.column("latency_ns").to_numpy().astype(np.float64)
-    keys = pd.MultiIndex.from_arrays([tab.column("venue").to_pandas(),
-                                      tab.column("endpoint").to_pandas()])
-    codes, uniques = pd.factorize(keys)
+    codes = tab.column("g").to_numpy()
+    venues, endpoints = tab.column("venue").to_pylist(), tab.column("endpoint").to_pylist()
     cuts = np.flatnonzero(np.diff(codes)) + 1
     bounds = np.concatenate([[0], cuts, [len(codes)]])
     out = []
@@ -122,7 +125,7 @@ def latency_shift(ds: Dataset, s: Settings) -> list[dict[str, object]]:
         a, b = int(bounds[g]), int(bounds[g + 1])
         if b - a <= s.cusum_reference:
             continue
-        venue, endpoint = uniques[int(codes[a])]
+        venue, endpoint = venues[a], endpoints[a]
         for alarm, change, direction, start in changepoint.detect(
                 x[a:b], s.cusum_k, s.cusum_h, s.cusum_reference):
             ref = np.median(x[a + start: a + start + s.cusum_reference])
@@ -251,12 +254,15 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
 
 # -- market data --------------------------------------------------------------------------
 
-def feed_gap(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Breaks in market-data numbering (``pcapflow.feed``), grouped into episodes."""
-    gaps = feed.feed_gaps(ds)
-    if gaps.empty:
+def feed_gap(ds: Dataset, s: Settings,
+             gaps: pa.Table | None = None) -> list[dict[str, object]]:
+    """Breaks in market-data numbering (``pcapflow.feed``), grouped into episodes;
+    ``gaps``: the ``feed.gaps_table`` rows when already at hand."""
+    if gaps is None:
+        gaps = feed.gaps_table(ds)
+    if gaps.num_rows == 0:
         return []
-    ds.con.register("_feed_gaps", gaps)
+    ds.con.register("_feed_gaps", gaps)  # a DataFrame or an Arrow table
     try:
         src = ("SELECT capture_id, venue, flow_id, rule, stream, epoch_ns(ts) AS t, "
                "missing AS amount, kind = 'backwards' AS worse FROM _feed_gaps")
@@ -277,7 +283,7 @@ def feed_gap(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                       + (f", {int(missing)} ids missing" if missing else "")
                       + (", numbering went backwards" if backwards else ""),
             "evidence_table": "feed_gaps", "evidence_rows": int(n),
-            "evidence_sql": f"-- pcapflow.feed.gaps_sql(), then: WHERE {where}"})
+            "evidence_sql": f"SELECT * FROM feed_gaps WHERE {where} ORDER BY ts"})
     return out
 
 
@@ -323,28 +329,58 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 """Every detector, by the ``kind`` of its alerts."""
 
 
+def find(ds: Dataset, settings: Settings | None = None,
+         kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None) -> pa.Table:
+    """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
+    ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand."""
+    s = settings or Settings()
+    rows = [r for k in _kinds(kinds) for r in (
+        feed_gap(ds, s, gaps) if k == "feed_gap" else DETECTORS[k](ds, s))]
+    rows.sort(key=lambda r: (r["start_ts"], r["kind"]))
+    return _table(rows)
+
+
 def alerts(ds: Dataset, settings: Settings | None = None,
            kinds: tuple[str, ...] | None = None, *, exchange: str | list[str] | None = None,
            since: object = None, until: object = None) -> pd.DataFrame:
-    """Every alert of the dataset (``ALERTS`` columns), oldest first.
+    """Every alert of the dataset (``ALERTS`` columns), oldest first, found now by the
+    detectors over all its captures (``stored`` reads those the ingest found).
 
     ``exchange`` keeps the alerts of those venues (and those tied to no venue);
     ``since``/``until`` keep the alerts whose window overlaps [since, until). The
     detectors still read everything before it: a change point needs its history.
     """
-    from .analysis import make_filter, utc
+    return _keep(ds, _frame(find(ds, settings, kinds)), exchange, since, until)
+
+
+def stored(ds: Dataset, kinds: tuple[str, ...] | None = None, *,
+           exchange: str | list[str] | None = None, since: object = None,
+           until: object = None) -> pd.DataFrame:
+    """The ``alerts`` table: what each capture's ingest found with the default
+    ``Settings`` (filters as ``alerts``)."""
+    chosen = _kinds(kinds)
+    table = ds.sql("SELECT * FROM alerts WHERE list_contains(?, kind) ORDER BY start_ts, kind, "
+                   "capture_id, flow_id", params=[list(chosen)]).to_arrow_table()
+    return _keep(ds, _frame(table), exchange, since, until)
+
+
+def _kinds(kinds: tuple[str, ...] | None) -> tuple[str, ...]:
     from .parsers.errors import ConfigError
 
-    flt = make_filter(ds, exchange=exchange, since=since, until=until)  # type: ignore[arg-type]
-
-    s = settings or Settings()
     chosen = kinds or tuple(DETECTORS)
     unknown = [k for k in chosen if k not in DETECTORS]
     if unknown:
         raise ConfigError(f"unknown alert kind {unknown[0]!r}; kinds: {', '.join(DETECTORS)}",
                           code="bad_alert_kind")
-    rows = [r for k in chosen for r in DETECTORS[k](ds, s)]
-    df = _frame(rows)
+    return chosen
+
+
+def _keep(ds: Dataset, df: pd.DataFrame, exchange: str | list[str] | None, since: object,
+          until: object) -> pd.DataFrame:
+    """The alerts of ``exchange`` (or of no venue) whose window overlaps [since, until)."""
+    from .analysis import make_filter, utc
+
+    flt = make_filter(ds, exchange=exchange, since=since, until=until)  # type: ignore[arg-type]
     if len(df) and flt.exchange is not None:
         df = df[df.venue.isin(flt.exchange) | df.venue.isna()]
     if len(df) and flt.since is not None:

@@ -24,19 +24,21 @@ connection inside it is read from ``tcp_rtt`` and ``tcp_events`` and named:
 
 What this infers: a cause is a stall that overlaps the order on its own
 connection, with the timing that makes it plausible; the wire cannot prove
-that the exchange's code waited on it. Nothing is stored at ingest.
+that the exchange's code waited on it. The ingest stores the rows (the
+``causes`` table, ``pcapflow.why``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from .pipelines.tables.schemas import TS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
+    import pandas as pd
+
     from .dataset import Dataset
 
 DELAYED_ACK_MIN_NS = 20_000_000
@@ -96,12 +98,19 @@ FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw)
 ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause"""
 
 
+def compute(ds: Dataset) -> pa.Table:
+    """The ``causes`` rows of the dataset's (or one capture's) latency rows, computed
+    from its tables (what the ingest stores; ``pcapflow.why``)."""
+    return _utc_times(ds.sql(CAUSES_SQL).to_arrow_table())
+
+
 def causes(ds: Dataset) -> pd.DataFrame:
     """One row per (order, stall inside its window): ``cause``, when (``stall_ts``), what it
-    may have cost (``cost_ns``) and a sentence (``detail``)."""
+    may have cost (``cost_ns``) and a sentence (``detail``); the ``causes`` table."""
     from .analysis import utc
 
-    return utc(_utc_times(ds.sql(CAUSES_SQL).to_arrow_table()).to_pandas())
+    return utc(ds.df("SELECT * FROM causes ORDER BY order_ts, capture_id, flow_id, "
+                     "correlation_id, stall_ts, cause"))
 
 
 def _utc_times(table: pa.Table) -> pa.Table:

@@ -9,6 +9,7 @@ declared columns, so queries never fail for lack of rows.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,17 @@ class Dataset:
         disk: a column a dataset written by an older pcapflow lacks reads as NULL
         of its declared type, instead of breaking every query.
         """
+        sources = {}
+        for table in TABLES:
+            files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
+            if files:
+                glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
+                sources[table] = (f"SELECT * FROM read_parquet({glob}, "
+                                  "hive_partitioning = true, union_by_name = true)")
+        self._views(sources)
+
+    def _views(self, sources: dict[str, str]) -> None:
+        """A view per table: its declared empty table UNION ALL BY NAME ``sources[table]``."""
         # The empty tables live in their own schema, so SHOW TABLES lists only the views.
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         for table, schema in TABLES.items():
@@ -92,14 +104,42 @@ class Dataset:
             self.con.execute(f"CREATE OR REPLACE TABLE {INTERNAL}.empty_{table} AS "
                              "SELECT * FROM _declared")
             self.con.unregister("_declared")
-            files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
-            if files:
-                glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
-                source += (f" UNION ALL BY NAME SELECT * FROM read_parquet({glob}, "
-                           "hive_partitioning = true, union_by_name = true)")
+            if table in sources:
+                source += f" UNION ALL BY NAME {sources[table]}"
             cols = ", ".join(f'"{f.name}"' for f in schema)
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+
+    @classmethod
+    def of_capture(cls, files: Mapping[str, Sequence[Path]], capture_id: str,
+                   tables: Mapping[str, pa.Table] | None = None) -> Dataset:
+        """The views of one capture that is not committed yet (the ingest's staging
+        directory: Parquet ``files`` per table, without the ``capture_id`` column) or
+        of one capture's partitions; ``tables`` (Arrow, without ``capture_id``) replace
+        the files of their table. What the ingest derives ``causes``, ``feed_gaps`` and
+        ``alerts`` from (``pcapflow.why``), with the same SQL as over a dataset."""
+        import duckdb
+
+        self = cls.__new__(cls)
+        self.path = Path(".")
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        cid = _sql_str(capture_id)
+        sources = {}
+        for table, paths in files.items():
+            paths = [p for p in paths if p.exists()]
+            if paths and table not in (tables or {}):
+                listing = ", ".join(_sql_str(str(p)) for p in paths)
+                sources[table] = (f"SELECT *, {cid} AS capture_id FROM "
+                                  f"read_parquet([{listing}], union_by_name = true)")
+        for table, rows in (tables or {}).items():
+            name = f"{INTERNAL}_given_{table}"
+            self.con.register(name, rows)
+            sources[table] = f"SELECT * EXCLUDE (capture_id), {cid} AS capture_id FROM {name}" \
+                if "capture_id" in rows.schema.names else \
+                f"SELECT *, {cid} AS capture_id FROM {name}"
+        self._views(sources)
+        return self
 
     @property
     def tables(self) -> list[str]:
@@ -225,8 +265,9 @@ class Dataset:
         return self.latency(exchange, since=since, until=until, leg=leg, **filters)[cols]
 
     def causes(self) -> pd.DataFrame:
-        """The TCP stalls inside each order's window (delayed ACK + Nagle,
-        retransmissions either way, zero windows), one row each (``pcapflow.causes``).
+        """The stalls inside each order's window (delayed ACK + Nagle, retransmissions
+        either way, zero windows, TLS record coalescing, head-of-line blocking, capture
+        gaps), one row each: the ``causes`` table (``pcapflow.causes``).
 
         >>> ds.causes().groupby("cause").cost_ns.median()              # doctest: +SKIP
         """
@@ -243,7 +284,8 @@ class Dataset:
         return ticktotrade.tick_to_trade(self, max_age_s=max_age_s)
 
     def feed_gaps(self) -> pd.DataFrame:
-        """Breaks in market-data sequence numbers per stream (``pcapflow.feed``)."""
+        """Breaks in market-data sequence numbers per stream: the ``feed_gaps`` table
+        (``pcapflow.feed``)."""
         from . import feed
 
         return feed.feed_gaps(self)
@@ -257,19 +299,24 @@ class Dataset:
 
     def alerts(self, kinds: str | list[str] | None = None, *,
                exchange: str | list[str] | None = None, since: object = None,
-               until: object = None, **settings: object) -> pd.DataFrame:
+               until: object = None, recompute: bool = False,
+               **settings: object) -> pd.DataFrame:
         """Latency regime changes, p99 over a threshold, retransmission storms, zero
-        windows, feed gaps and stale feeds (``pcapflow.alerts``); ``settings`` are
-        ``alerts.Settings`` fields (``p99_us=50_000``, ``stale_after_s=2`` ...).
+        windows, microbursts, feed gaps, stale feeds and capture clock steps
+        (``pcapflow.alerts``): the ``alerts`` table each capture's ingest wrote, or, with
+        ``settings`` (``alerts.Settings`` fields: ``p99_us=50_000``, ``stale_after_s=2``
+        ...) or ``recompute``, the detectors run again over the whole dataset.
 
         >>> ds.alerts(p99_us=20_000)                                   # doctest: +SKIP
         """
         from . import alerts
 
         chosen = [kinds] if isinstance(kinds, str) else kinds
+        kinds_t = tuple(chosen) if chosen else None
+        if not settings and not recompute:
+            return alerts.stored(self, kinds_t, exchange=exchange, since=since, until=until)
         return alerts.alerts(self, alerts.Settings(**settings),  # type: ignore[arg-type]
-                             tuple(chosen) if chosen else None, exchange=exchange,
-                             since=since, until=until)
+                             kinds_t, exchange=exchange, since=since, until=until)
 
     def __repr__(self) -> str:
         """``<pcapflow.Dataset 'dir': 3 captures, 40 flows, 300 orders, 296 matched, ...>``"""

@@ -27,8 +27,9 @@ exchange's clock and the capture's, which a capture cannot separate from the
 one-way delay; its minimum is that offset plus the fastest transit, and
 changes over the distribution are what it shows reliably.
 
-Everything is read from ``ws_messages`` and ``fix_messages`` when asked (no
-table is written at ingest, so ingest time is unchanged); DuckDB reads only
+Gaps are found at ingest and stored (``feed_gaps``, ``pcapflow.why``); feed
+delay is computed when asked. Both read ``ws_messages`` and ``fix_messages``;
+DuckDB reads only
 the payloads that pass a substring test (``like``: a quoted name, so that
 JSON spelt with or without spaces passes) before parsing JSON, and keeps the
 messages that are what the rule says (``require``, e.g. Binance ``e`` = ``trade``:
@@ -40,12 +41,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
-from .pipelines.tables.schemas import TS
+from .pipelines.tables import schemas
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
+    import pandas as pd
+
     from .dataset import Dataset
 
 Paths = tuple[str, ...]
@@ -110,16 +112,8 @@ FEED_RULES: tuple[FeedRule, ...] = (
 )
 """Market-data dialects: adding a venue's stream is one entry here."""
 
-FEED_GAPS = pa.schema([
-    ("capture_id", pa.string()), ("venue", pa.string()), ("flow_id", pa.int64()),
-    ("rule", pa.string()), ("stream", pa.string()), ("ts", TS), ("prev_ts", TS),
-    ("check", pa.string()), ("expected", pa.int64()), ("got", pa.int64()),
-    ("missing", pa.int64()), ("kind", pa.string()),
-])
-"""``feed_gaps``: one row per break in a stream's numbering. ``ts``: wire time
-(ts_last) of the message that showed it; ``prev_ts``: of the one before;
-``check``: ``next`` or ``prev``; ``missing``: ids skipped (``next`` gaps only);
-``kind``: ``gap`` or ``backwards``."""
+FEED_GAPS = schemas.FEED_GAPS
+"""``feed_gaps``: one row per break in a stream's numbering (docs/tables.md)."""
 
 
 def _sql_str(s: str) -> str:
@@ -243,12 +237,24 @@ def present(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> tuple[Feed
     return tuple(r for r in rules if r.venue in venues)
 
 
-def feed_gaps(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
-    """One row per break in a market-data stream's numbering (``FEED_GAPS``)."""
+def gaps_table(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table:
+    """One row per break in a market-data stream's numbering (``FEED_GAPS``), computed
+    from the message tables (what the ingest stores in ``feed_gaps``)."""
+    return _cast(ds.sql(gaps_sql(present(ds, rules))).to_arrow_table(), FEED_GAPS)
+
+
+def find_gaps(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:
+    """``gaps_table`` as a DataFrame."""
     from .analysis import utc
 
-    table = ds.sql(gaps_sql(present(ds, rules))).to_arrow_table()
-    return utc(_cast(table, FEED_GAPS).to_pandas())
+    return utc(gaps_table(ds, rules).to_pandas())
+
+
+def feed_gaps(ds: Dataset) -> pd.DataFrame:
+    """The ``feed_gaps`` table (written at ingest), oldest first."""
+    from .analysis import utc
+
+    return utc(ds.df("SELECT * FROM feed_gaps ORDER BY ts, capture_id, flow_id, rule, stream"))
 
 
 def delay_sql(rules: tuple[FeedRule, ...] = FEED_RULES) -> str:

@@ -46,14 +46,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from .parsers.errors import ConfigError
-from .pipelines.match import MatchOutput, match_staged
+from .pipelines.match import Matcher, MatchOutput, match_staged
 from .pipelines.venue_rules import MATCHERS, Assignment, FlowFacts
 
 
@@ -319,11 +318,18 @@ def registry(venues_path: str | os.PathLike[str] | None = None) -> VenueRegistry
 
 def make_matcher(
     venues_path: str | os.PathLike[str] | None = None,
-) -> Callable[[Path, pa.Table], MatchOutput]:
-    """The ingest's matcher: loads the venue map now (errors raised here)."""
+) -> Matcher:
+    """The ingest's matcher: loads the venue map now (errors raised here). Called with
+    the capture's id (the last call of an ingest), it also derives ``causes``,
+    ``feed_gaps`` and ``alerts`` (``pcapflow.why``)."""
     reg = registry(venues_path)
 
-    def matcher(stage_dir: Path, flows: pa.Table) -> MatchOutput:
-        return match_staged(stage_dir, flows, reg)
+    def matcher(stage_dir: Path, flows: pa.Table, capture_id: str | None = None) -> MatchOutput:
+        out = match_staged(stage_dir, flows, reg)
+        if capture_id is not None:
+            from .why import derive_staged
+
+            out.tables.update(derive_staged(stage_dir, capture_id, flows, out))
+        return out
 
     return matcher

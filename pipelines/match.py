@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -98,12 +99,17 @@ class MatchOutput:
     tables: dict[str, pa.Table]
 
 
-Matcher = Callable[[Path, pa.Table], MatchOutput]
-"""Called with a directory of message tables readable as Parquet and flows rows;
-returns the venue of each flow and the orders/acks/latency tables. The ingest's
-``FlowRows`` calls it once with the staging directory and the flows that have
-application-layer data, and for the other flows batch by batch with an empty
-directory."""
+class Matcher(Protocol):
+    """Called with a directory of message tables readable as Parquet and flows rows;
+    returns the venue of each flow and the orders/acks/latency tables. The ingest's
+    ``FlowRows`` calls it once with the staging directory, the flows that have
+    application-layer data and the capture's id (then it may add tables derived from
+    the capture's: ``pcapflow.why``), and for the other flows batch by batch with an
+    empty directory."""
+
+    def __call__(self, stage_dir: Path, flows: pa.Table,
+                 capture_id: str | None = None) -> MatchOutput: ...
+
 
 MESSAGE_TABLES = tuple(PROTOCOL_TABLES)
 INPUT_TABLES = (*MESSAGE_TABLES, "tcp_rtt")
@@ -414,12 +420,21 @@ def _partition_files(root: Path, table: str, capture_id: str) -> list[Path]:
     return sorted(store.partition_dir(root, table, capture_id).glob("*.parquet"))
 
 
-def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOutput:
+Derive = Callable[[Mapping[str, Sequence[Path]], str, Mapping[str, pa.Table]],
+                  dict[str, pa.Table]]
+"""Makes tables from a capture's (Parquet files per table, its id, tables given as Arrow
+that replace their files): ``pcapflow.why.derive``."""
+
+
+def rematch_capture(root: Path, capture_id: str, resolver: Resolver,
+                    derive: Derive | None = None) -> MatchOutput:
     """Re-run matching on one committed capture; swaps its results in atomically.
 
     Only flows (with the new venues), orders, acks, latency and unmatched are
-    rewritten (``Staging.commit(tables=...)``); if the capture is re-ingested
-    between the read and the commit, the commit refuses (``StaleCapture``).
+    rewritten (``Staging.commit(tables=...)``), and the tables ``derive`` makes from
+    them (``pcapflow.why``: causes, feed gaps and alerts follow the venues); if the
+    capture is re-ingested between the read and the commit, the commit refuses
+    (``StaleCapture``).
     """
     expect = store.fingerprint(root, capture_id)
     files = {t: _partition_files(root, t, capture_id) for t in INPUT_TABLES}
@@ -434,18 +449,23 @@ def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOut
         flows = flows.set_column(flows.schema.get_field_index("venue"), "venue",
                                  pa.array(venues, type=pa.string()))
         staging.write("flows", flows)
-        for table, rows in result.tables.items():
+        derived: dict[str, pa.Table] = {}
+        if derive is not None:
+            every = {t: _partition_files(root, t, capture_id) for t in TABLES}
+            derived = derive(every, capture_id, {**result.tables, "flows": flows})
+        for table, rows in {**result.tables, **derived}.items():
             staging.write(table, rows)
-        staging.commit(capture_id, tables=REMATCHED, expect=expect)
+        staging.commit(capture_id, tables=(*REMATCHED, *derived), expect=expect)
     except BaseException:
         staging.abort()
         raise
     return result
 
 
-def rematch(root: Path, resolver: Resolver) -> dict[str, MatchOutput]:
+def rematch(root: Path, resolver: Resolver, derive: Derive | None = None
+            ) -> dict[str, MatchOutput]:
     """``rematch_capture`` for every capture of the dataset at ``root``."""
     with store.locked(root):
         store.recover(root)
     ids = sorted(p.name.split("=", 1)[1] for p in (root / "captures").glob("capture_id=*"))
-    return {cid: rematch_capture(root, cid, resolver) for cid in ids}
+    return {cid: rematch_capture(root, cid, resolver, derive) for cid in ids}

@@ -119,6 +119,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                      "streams in flight, answered out of order; RST_STREAM REFUSED_STREAM "
                      "refusals; -2010/-2011/-1007 errors; gzip exchangeInfo; HPACK "
                      "dynamic table; GOAWAY at close"),
+    Scenario(name="binance_tick_tls13", file="binance_tick_tls13.pcap",
+             module=venue_binance_ws, ports=(443, 9443),
+             hosts=("ws-api.binance.com", "stream.binance.com"),
+             special="tick-to-trade and feed integrity: Binance diff-depth (U/u) of two "
+                     "symbols + trades with PLANTED gaps and one microburst "
+                     "(NAME.feed.jsonl lists them); the client orders on signals and logs "
+                     "the triggering event (truth extra.trigger)"),
 )}
 
 

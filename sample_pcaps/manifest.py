@@ -60,6 +60,11 @@ Next to each capture `NAME.*`:
   client_order_id, orig_client_order_id, exchange_order_id, outcome
   accepted/rejected/error, status, error_code, client-side send/receive monotonic and
   wall-clock ns);
+- `NAME.feed.jsonl` (binance_tick_tls13): the mock exchange's market-data ground
+  truth, written as it sent: each planted gap (rule, stream, expected, got, missing),
+  each signal event (symbol, U, u) and the microburst's start and end; the client's
+  truth records carry `extra.trigger` (symbol, U, u of the event that made it send
+  the order, and its own read-to-send time `reaction_mono_ns`);
 - `secrets.json`: every fake secret the generator used (`fixed`) and the per-run
   signatures it computed (`derived`), so tests can assert none reaches a table.
 
@@ -150,7 +155,8 @@ def write_manifest(out: Path, scenarios: Mapping[str, Any]) -> None:
                      f"{r['orders']} | {r['special']} | {r['sha256']} |")
     lines += ["", "## Companion files\n", "| file | kind | sha256 |", "|---|---|---|"]
     for s in scenarios.values():
-        for suffix, kind in ((".keylog", "TLS key log (NSS)"), (".truth.jsonl", "ground truth")):
+        for suffix, kind in ((".keylog", "TLS key log (NSS)"), (".truth.jsonl", "ground truth"),
+                             (".feed.jsonl", "feed ground truth (planted gaps, signals)")):
             p = out / f"{s.name}{suffix}"
             if p.exists():
                 lines.append(f"| {p.name} | {kind} | {sha256_of(p)} |")

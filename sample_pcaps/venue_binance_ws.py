@@ -16,6 +16,19 @@ single ~200 KB message (over 64 KB even after deflate: random ids), and
 `exchangeInfo` is sent as a list of four fragments. The client sends bursts of up
 to three requests in flight, mixes string and integer ids, reuses ids once they
 are answered, and sends one order as three fragments.
+
+The tick-to-trade scenario (``binance_tick_tls13``, ``TICK_SCENARIO``) keeps the
+WS API and replaces the stream with Binance diff-depth events of two symbols
+plus trades (``/stream?streams=btcusdt@depth/ethusdt@depth/btcusdt@trade``), ~200
+messages/s, numbered as Binance numbers them (each event's ``U`` is the previous
+``u`` + 1). The server plants feed gaps (``PLANTED_GAPS``: it skips ids at given
+events) and one microburst (``BURST_EVENTS`` events back to back), and writes
+each one to ``NAME.feed.jsonl`` as it sends it. Now and then it sends a *signal*
+(the best bid jumps by ``SIGNAL_MOVE``; ordinary moves stay under
+``SIGNAL_MOVE / 2``) and then keeps the stream quiet for ``SIGNAL_QUIET_S``. The
+client places an order on the signal's symbol as soon as it reads a signal, and
+logs in its truth record which event made it send the order (``extra.trigger``:
+symbol, ``U``, ``u``): the ground truth for tick-to-trade.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import hmac
 import json
 import random
 import string
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlencode
@@ -60,6 +74,24 @@ BIG_RESULT_ROWS = 900  # ~200 KB openOrders.status reply
 BALANCE_LIMIT_QUOTE = 50_000.0
 ALNUM = string.ascii_letters + string.digits
 KINDS = {"order.place": "new", "order.cancel": "cancel", "order.amend.keepPriority": "amend"}
+
+
+TICK_SCENARIO = "binance_tick_tls13"
+TICK_STREAM_PATH = "/stream?streams=btcusdt@depth/ethusdt@depth/btcusdt@trade"
+TICK_RATE_HZ = 200.0
+TICK_SYMBOLS = {"BTCUSDT": 65_000.0, "ETHUSDT": 3_400.0}
+SIGNAL_MOVE = 40.0
+SIGNAL_QUIET_S = 0.030
+SIGNALS = 16
+"""Signals the server sends (one every ~40 events), then the stream ends."""
+PLANTED_GAPS = {("BTCUSDT", 90): 3, ("ETHUSDT", 150): 17, ("BTCUSDT", 260): 1,
+                ("ETHUSDT", 300): 250}
+"""(symbol, its n-th depth event): update ids skipped before that event."""
+PLANTED_TRADE_GAPS = {120: 2}
+"""n-th trade: trade ids skipped before it."""
+BURST_AT = 200
+BURST_EVENTS = 150
+"""After the BURST_AT-th event, BURST_EVENTS depth events are sent with no pause."""
 
 
 def _sign(params: dict[str, Any]) -> str:
@@ -220,6 +252,86 @@ async def _stream(ws: ServerConnection, seed: int) -> None:
         await asyncio.sleep(rng.expovariate(STREAM_RATE_HZ))
 
 
+class TickStream:
+    """The tick scenario's market data (module docstring): depth events numbered per
+    symbol with planted gaps, trades, signals and one burst."""
+
+    def __init__(self, ws: ServerConnection, ctx: RunCtx) -> None:
+        self.ws = ws
+        self.rng = random.Random(ctx.seed + 11)
+        self.truth = (ctx.out_dir / f"{ctx.scenario}.feed.jsonl").open("w")
+        self.last_u = {s: 40_000_000_000 + 10_000_000 * i for i, s in enumerate(TICK_SYMBOLS)}
+        self.bid = dict(TICK_SYMBOLS)
+        self.count = dict.fromkeys(TICK_SYMBOLS, 0)
+        self.trade_id, self.trades = 5_000_000_000, 0
+
+    def _log(self, **rec: Any) -> None:
+        self.truth.write(dumps(rec) + "\n")
+        self.truth.flush()
+
+    def _depth(self, symbol: str, move: float) -> dict[str, Any]:
+        self.count[symbol] += 1
+        missing = PLANTED_GAPS.get((symbol, self.count[symbol]), 0)
+        first = self.last_u[symbol] + 1 + missing
+        last = first + self.rng.randint(0, 6)
+        if missing:
+            self._log(kind="gap", rule="binance_depth", stream=f"depthUpdate {symbol}",
+                      expected=self.last_u[symbol] + 1, got=first, missing=missing)
+        self.last_u[symbol] = last
+        self.bid[symbol] += move
+        b = self.bid[symbol]
+        return {"stream": f"{symbol.lower()}@depth", "data": {
+            "e": "depthUpdate", "E": now_ms(), "s": symbol, "U": first, "u": last,
+            "b": [[f"{b:.2f}", f"{self.rng.uniform(0, 3):.8f}"]],
+            "a": [[f"{b + 0.01:.2f}", f"{self.rng.uniform(0, 3):.8f}"]]}}
+
+    def _trade(self) -> dict[str, Any]:
+        self.trades += 1
+        missing = PLANTED_TRADE_GAPS.get(self.trades, 0)
+        if missing:
+            self._log(kind="gap", rule="binance_trade", stream="trade BTCUSDT",
+                      expected=self.trade_id + 1, got=self.trade_id + 1 + missing,
+                      missing=missing)
+        self.trade_id += 1 + missing
+        return {"stream": "btcusdt@trade", "data": {
+            "e": "trade", "E": now_ms(), "s": "BTCUSDT", "t": self.trade_id,
+            "p": f"{self.bid['BTCUSDT']:.2f}", "q": f"{self.rng.uniform(0, 0.5):.8f}",
+            "T": now_ms(), "m": self.rng.random() < 0.5, "M": True}}
+
+    async def run(self) -> None:
+        signals, events = 0, 0
+        try:
+            while signals < SIGNALS:
+                events += 1
+                symbol = self.rng.choice(list(TICK_SYMBOLS))
+                signal = events % 40 == 0
+                if self.rng.random() < 0.2:
+                    msg = self._trade()
+                else:
+                    move = (SIGNAL_MOVE * self.rng.choice([-1, 1]) if signal else
+                            max(-SIGNAL_MOVE / 4, min(SIGNAL_MOVE / 4, self.rng.gauss(0, 1.5))))
+                    msg = self._depth(symbol, move)
+                    if signal:
+                        signals += 1
+                        d = msg["data"]
+                        self._log(kind="signal", symbol=symbol, U=d["U"], u=d["u"])
+                await self.ws.send(dumps(msg))
+                if signal and "U" in msg["data"]:
+                    await asyncio.sleep(SIGNAL_QUIET_S)
+                if events == BURST_AT:
+                    self._log(kind="burst_start", events=BURST_EVENTS)
+                    for _ in range(BURST_EVENTS):
+                        move = self.rng.gauss(0, 0.5)
+                        await self.ws.send(dumps(self._depth(symbol, move)))
+                    self._log(kind="burst_end", events=BURST_EVENTS)
+                await asyncio.sleep(self.rng.expovariate(TICK_RATE_HZ))
+            self._log(kind="end", events=events)
+        except ConnectionClosed:
+            return
+        finally:
+            self.truth.close()
+
+
 async def serve(ctx: RunCtx) -> None:
     async def api(ws: ServerConnection) -> None:
         if ws.request is None or ws.request.path != API_PATH:
@@ -228,7 +340,8 @@ async def serve(ctx: RunCtx) -> None:
         await serve_concurrently(ws, ApiSession(ws, ctx.seed).handle)
 
     async def stream(ws: ServerConnection) -> None:
-        task = asyncio.create_task(_stream(ws, ctx.seed))
+        task = asyncio.create_task(TickStream(ws, ctx).run() if ctx.scenario == TICK_SCENARIO
+                                   else _stream(ws, ctx.seed))
         await ws.wait_closed()
         task.cancel()
 
@@ -341,6 +454,9 @@ class WsTrader:
 
 
 async def client(ctx: RunCtx) -> None:
+    if ctx.scenario == TICK_SCENARIO:
+        await tick_client(ctx)
+        return
     log = TruthLog(ctx)
     tls = client_tls(ctx)
     counts = {"stream": 0, "push": 0}
@@ -363,3 +479,73 @@ async def client(ctx: RunCtx) -> None:
         await stream.close()
     log.write()
     print(f"binance ws: {counts}", flush=True)
+
+
+# ====================================================================== tick client
+class TickTrader:
+    """Places an order on a symbol as soon as a signal (a best-bid jump of at least
+    ``SIGNAL_MOVE / 2``) arrives on its depth stream, and logs the event that made it."""
+
+    def __init__(self, ctx: RunCtx, log: TruthLog, rpc: RpcClient) -> None:
+        self.ctx, self.log, self.rpc = ctx, log, rpc
+        self.rng = random.Random(ctx.seed * 37)
+        self.bid: dict[str, float] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.seq = 0
+        self.signals = 0
+
+    def on_market_data(self, msg: Any) -> None:
+        data = msg.get("data") if isinstance(msg, dict) else None
+        if not isinstance(data, dict) or data.get("e") != "depthUpdate":
+            return
+        symbol, bid = data["s"], float(data["b"][0][0])
+        prev = self.bid.get(symbol)
+        self.bid[symbol] = bid
+        if prev is not None and abs(bid - prev) >= SIGNAL_MOVE / 2:
+            self.signals += 1
+            trigger = {"symbol": symbol, "U": data["U"], "u": data["u"],
+                       "read_mono_ns": time.monotonic_ns()}
+            self.tasks.append(asyncio.ensure_future(self.order(symbol, bid, trigger)))
+
+    async def order(self, symbol: str, bid: float, trigger: dict[str, Any]) -> None:
+        self.seq += 1
+        params = {"symbol": symbol, "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                  "price": f"{bid - 5:.2f}", "quantity": "0.00100000",
+                  "newClientOrderId": f"tick_{self.seq:04d}_{symbol[:3].lower()}"}
+        params |= {"apiKey": BINANCE_API_KEY, "timestamp": now_ms()}
+        params |= {"signature": self.log.secret(_sign(params))}
+        rid = f"tick-{self.seq}"
+        rec = self.log.add(TruthRecord(
+            scenario=self.ctx.scenario, venue=VENUE, endpoint="order.place", kind="new",
+            conn_id=1, local_port=0, request_id=rid,
+            client_order_id=params["newClientOrderId"], orig_client_order_id=None,
+            extra={"trigger": trigger}))
+        reply = await self.rpc.call(rid, {"id": rid, "method": "order.place",
+                                          "params": params}, rec)
+        trigger["reaction_mono_ns"] = rec.send_mono_ns - trigger.pop("read_mono_ns")
+        rec.status = reply.get("status")
+        rec.outcome = "accepted" if rec.status == 200 else "rejected"
+        result = reply.get("result") or {}
+        if "orderId" in result:
+            rec.exchange_order_id = str(result["orderId"])
+
+
+async def tick_client(ctx: RunCtx) -> None:
+    log = TruthLog(ctx)
+    tls = client_tls(ctx)
+    async with connect(f"wss://{API_HOST}{API_PATH}", ssl=tls, host=ctx.connect_ip,
+                       port=API_PORT, proxy=None) as api_ws:
+        rpc = RpcClient(api_ws, lambda m: m.get("id"), lambda m: None)
+        trader = TickTrader(ctx, log, rpc)
+        async with connect(f"wss://{STREAM_HOST}:{STREAM_PORT}{TICK_STREAM_PATH}", ssl=tls,
+                           host=ctx.connect_ip, port=STREAM_PORT, proxy=None) as stream_ws:
+            stream = RpcClient(stream_ws, lambda m: None, trader.on_market_data)
+            deadline = time.monotonic() + 60.0  # bounded: the server sends SIGNALS and stops
+            while trader.signals < SIGNALS and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            await asyncio.gather(*trader.tasks)
+            await stream.close()
+        await rpc.close()
+    log.write()
+    print(f"binance tick: {trader.signals} signals, {len(log.records)} orders", flush=True)

@@ -351,9 +351,9 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             for name, n in part["rows"].items():
                 child_rows[name] = child_rows.get(name, 0) + n
     interrupts.check()
-    flows.finish(more=more)
-    sha = reader.sha256
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
+    flows.finish(more=more, capture_id=capture_id)
+    sha = reader.sha256
     staging.write("captures", _capture_rows(reader, tracker.n_flows,
                                             sum(anomaly_codes.values()),
                                             getattr(app, "keylog", None) is not None))

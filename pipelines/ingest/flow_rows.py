@@ -145,12 +145,14 @@ class FlowRows:
                 self.staging.write(table, out)
         self.staging.write("flows", rows)
 
-    def finish(self, *, final: bool = True, more: Sequence[Path] = ()) -> Path | None:
+    def finish(self, *, final: bool = True, more: Sequence[Path] = (),
+               capture_id: str | None = None) -> Path | None:
         """End of capture: the matcher's run over the message tables, last rows.
 
         A worker process of a sharded ingest (``final=False``) leaves its flows with
         application-layer data in their side file and returns its path (None: no
         such flows); the parent passes those files as ``more``, matched with its own.
+        ``capture_id`` goes to the matcher (which may derive tables: ``Matcher``).
         """
         self.flush()
         if self.matcher is None:
@@ -169,7 +171,7 @@ class FlowRows:
         for p in parts:
             p.unlink()
         self.staging.close_writers()  # the matcher reads the staged message tables
-        matched = self.matcher(self.staging.dir, rows)
+        matched = self.matcher(self.staging.dir, rows, capture_id)
         self.staging.write("flows", _with_venues(rows, matched.flow_venue))
         for table, out in matched.tables.items():
             self.staging.write(table, out)

@@ -331,6 +331,68 @@ UNMATCHED = _schema(
     _f("decoded", pa.bool_(), "False when known only from TLS record timing"),
 )
 
+CAUSES = _schema(
+    CAPTURE_ID,
+    _f("venue", pa.string(), "Exchange of the order"),
+    _f("endpoint", pa.string(), "Endpoint of the order (as in `latency`)"),
+    FLOW_ID,
+    _f("leg", pa.string(), "ack or engine (as in `latency`)"),
+    _f("correlation_id", pa.string(), "The order's key in `latency` (with order_ts: ids may "
+       "be reused)"),
+    _f("kind", pa.string(), "new, cancel or amend"),
+    _f("order_ts", TS, "The order's ts_last (`latency.order_ts`)"),
+    _f("latency_ns", pa.int64(), "The order's latency (`latency.latency_ns`)"),
+    _f("cause", pa.string(), "delayed_ack (the reply held by Nagle until our delayed ACK), "
+       "retransmission_out, retransmission_in, zero_window, tls_coalescing (the reply shared "
+       "its TLS record with messages after it), head_of_line (the reply waited behind a "
+       "larger message on the same connection), ack_path_gap (bytes of the reply's direction "
+       "never captured); pcapflow/causes.py"),
+    _f("stall_ts", TS, "When the stall was seen (the ACK, the resend, the zero window ...)"),
+    _f("cost_ns", pa.int64(), "Longest time the stall can have added to the order's latency; "
+       "null where the wire does not say"),
+    _f("detail", pa.string(), "One sentence: what happened, with the packet where known"),
+)
+
+FEED_GAPS = _schema(
+    CAPTURE_ID,
+    _f("venue", pa.string(), "Exchange of the market-data connection"),
+    FLOW_ID,
+    _f("rule", pa.string(), "Feed rule that numbers the stream (pcapflow/feed.py FEED_RULES: "
+       "binance_depth, binance_trade, okx_books, deribit_book, fix_seq ...)"),
+    _f("stream", pa.string(), "The stream within the connection (event type and symbol, "
+       "channel, FIX sender>target)"),
+    _f("ts", TS, "Wire time (ts_last) of the message that showed the break"),
+    _f("prev_ts", TS, "Wire time of the stream's message before it"),
+    _f("check", pa.string(), "`next` (first id must be the last id + 1) or `prev` (the "
+       "message names the previous id)"),
+    _f("expected", pa.int64(), "The id the rule expected"),
+    _f("got", pa.int64(), "The id the message carried"),
+    _f("missing", pa.int64(), "Ids skipped (`next` gaps only: got - expected)"),
+    _f("kind", pa.string(), "`gap` (got > expected) or `backwards` (a repeat or a restart "
+       "without a snapshot)"),
+)
+
+ALERTS = _schema(
+    CAPTURE_ID,
+    _f("kind", pa.string(), "latency_shift, p99_high, retransmission_storm, zero_window, "
+       "microburst, feed_gap, stale_feed, clock_step (pcapflow/alerts.py DETECTORS)"),
+    _f("severity", pa.string(), "info, warning or critical"),
+    _f("venue", pa.string(), "Exchange, null when the alert is tied to none"),
+    _f("endpoint", pa.string(), "Endpoint (latency alerts)"),
+    _f("flow_id", pa.int64(), "Connection (TCP and feed alerts)"),
+    _f("stream", pa.string(), "Market-data stream (feed alerts); `out`/`in` (microbursts)"),
+    _f("start_ts", TS, "Start of the alert's window"),
+    _f("end_ts", TS, "End of the alert's window"),
+    _f("value", pa.float64(), "What was measured (in `unit`)"),
+    _f("threshold", pa.float64(), "What it was held against (in `unit`)"),
+    _f("unit", pa.string(), "Unit of value and threshold"),
+    _f("detail", pa.string(), "One sentence"),
+    _f("evidence_table", pa.string(), "Table holding the evidence rows"),
+    _f("evidence_rows", pa.int64(), "How many rows evidence_sql selects"),
+    _f("evidence_sql", pa.string(), "SQL selecting exactly the evidence rows "
+       "(`pcapflow query \"<evidence_sql>\"`)"),
+)
+
 TABLES: dict[str, pa.Schema] = {
     "captures": CAPTURES,
     "flows": FLOWS,
@@ -343,6 +405,9 @@ TABLES: dict[str, pa.Schema] = {
     "acks": ACKS,
     "latency": LATENCY,
     "unmatched": UNMATCHED,
+    "causes": CAUSES,
+    "feed_gaps": FEED_GAPS,
+    "alerts": ALERTS,
 }
 
 
@@ -359,6 +424,12 @@ TABLE_DOCS: dict[str, str] = {
     "acks": "one row per venue reply to an order action",
     "latency": "one row per matched order and reply",
     "unmatched": "one row per order without reply, or reply without order",
+    "causes": "one row per (order, stall inside its window) that may explain its latency "
+    "(written at ingest; pcapflow/causes.py)",
+    "feed_gaps": "one row per break in a market-data stream's sequence numbers (written at "
+    "ingest; pcapflow/feed.py)",
+    "alerts": "one row per alert found in the capture at ingest with the default thresholds "
+    "(`pcapflow alerts` with other thresholds recomputes; pcapflow/alerts.py)",
 }
 
 
