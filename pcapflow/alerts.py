@@ -17,6 +17,13 @@ rows (``pcapflow query "<evidence_sql>"``). The detectors (``DETECTORS``):
   connection in each of one or more consecutive seconds (tcp_events).
 - ``zero_window``: a run of zero-window events on one connection and
   direction, events less than ``episode_gap`` apart (tcp_events).
+- ``microburst``: on one connection and direction, the bytes of data segments
+  first sent within ``burst_window_us`` (a sliding window over ``tcp_rtt``'s
+  ``ts_sent``) at least ``burst_min_bytes`` and ``burst_factor`` times the
+  direction's mean rate over the connection's life; windows less than one
+  window apart are one alert (value: the peak bytes per window).
+- ``clock_step``: the capture clock set back by more than 10 ms between two
+  packets in capture order (``parsers.capture.clock``, an ``anomalies`` row).
 - ``feed_gap``: breaks in a market-data stream's numbering (``pcapflow.feed``),
   those less than ``episode_gap`` apart in one alert.
 - ``stale_feed``: a market-data stream silent for more than ``stale_after``
@@ -62,6 +69,9 @@ class Settings:
     storm_per_s: int = 10
     episode_gap_s: float = 1.0
     stale_after_s: float = 5.0
+    burst_window_us: int = 1000
+    burst_factor: float = 20.0
+    burst_min_bytes: int = 4096
     cusum_k: float = changepoint.K
     cusum_h: float = changepoint.H
     cusum_reference: int = changepoint.REFERENCE
@@ -252,6 +262,82 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     return out
 
 
+def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Bytes per ``burst_window_us`` on one connection and direction above both
+    ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
+    connection's life (tcp_rtt: the first transmission of each data segment)."""
+    w = int(s.burst_window_us * 1000)
+    rows = ds.sql(f"""
+        WITH seg AS (
+            SELECT capture_id, flow_id, direction, epoch_ns(ts_sent) AS t,
+                   coalesce(end_offset - lag(end_offset) OVER (
+                       PARTITION BY capture_id, flow_id, direction ORDER BY end_offset), 0)
+                       AS b
+            FROM tcp_rtt),
+        rate AS (
+            SELECT capture_id, flow_id, direction,
+                   sum(b) * {w} / greatest(max(t) - min(t), {w}) AS mean_w
+            FROM seg GROUP BY ALL),
+        win AS (
+            SELECT seg.*, sum(b) OVER x AS bytes, count(*) OVER x AS n, min(t) OVER x AS t0
+            FROM seg WINDOW x AS (PARTITION BY capture_id, flow_id, direction ORDER BY t
+                                  RANGE BETWEEN {w} PRECEDING AND CURRENT ROW)),
+        hot AS (
+            SELECT win.*, r.mean_w FROM win JOIN rate r USING (capture_id, flow_id, direction)
+            WHERE bytes >= greatest({int(s.burst_min_bytes)}, {float(s.burst_factor)} * mean_w)),
+        starts AS (
+            SELECT *, CASE WHEN t0 - lag(t) OVER (PARTITION BY capture_id, flow_id, direction
+                                                 ORDER BY t) <= {w} THEN 0 ELSE 1 END AS s
+            FROM hot),
+        ep AS (
+            SELECT *, sum(s) OVER (PARTITION BY capture_id, flow_id, direction ORDER BY t
+                                   ROWS UNBOUNDED PRECEDING) AS episode
+            FROM starts)
+        SELECT e.capture_id, e.flow_id, e.direction, any_value(f.venue), min(e.t0), max(e.t),
+               max(e.bytes), arg_max(e.n, e.bytes), any_value(e.mean_w)
+        FROM ep e {_flow_venue_sql()} GROUP BY e.capture_id, e.flow_id, e.direction, e.episode
+        ORDER BY 5""").fetchall()
+    out = []
+    for cid, flow, direction, venue, t0, t1, peak, n, mean_w in rows:
+        where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = "
+                 f"{_q(direction)} AND epoch_ns(ts_sent) BETWEEN {int(t0)} AND {int(t1)}")
+        who = "we sent" if direction == "out" else "the exchange sent"
+        out.append({
+            "kind": "microburst",
+            "severity": "warning" if peak >= 4 * s.burst_factor * mean_w else "info",
+            "venue": venue, "capture_id": cid, "flow_id": int(flow), "stream": direction,
+            "start_ts": int(t0), "end_ts": int(t1), "value": float(peak),
+            "threshold": float(max(s.burst_min_bytes, s.burst_factor * mean_w)),
+            "unit": f"bytes per {s.burst_window_us} us",
+            "detail": f"{who} {int(peak):,} bytes in {int(n)} segments within "
+                      f"{s.burst_window_us:,} µs on flow {flow} ({peak / max(mean_w, 1):,.0f}x "
+                      f"its mean rate)",
+            "evidence_table": "tcp_rtt",
+            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM tcp_rtt WHERE {where}")),
+            "evidence_sql": f"SELECT * FROM tcp_rtt WHERE {where} ORDER BY ts_sent"})
+    return out
+
+
+def clock_step(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """The capture clock set back (``anomalies`` ``clock_step_back``, found by the
+    capture reader: ``parsers.capture.clock``)."""
+    rows = ds.sql("SELECT capture_id, epoch_ns(ts), detail, "
+                  "TRY_CAST(regexp_extract(detail, 'stamped ([0-9,.]+) ms', 1) AS VARCHAR) "
+                  "FROM anomalies WHERE code = 'clock_step_back' ORDER BY ts").fetchall()
+    out = []
+    for cid, t, detail, ms in rows:
+        back = float(str(ms).replace(",", "")) if ms else 0.0
+        where = (f"capture_id = {_q(cid)} AND code = 'clock_step_back' AND epoch_ns(ts) = "
+                 f"{int(t)}")
+        out.append({
+            "kind": "clock_step", "severity": "critical" if back >= 1000 else "warning",
+            "capture_id": cid, "start_ts": int(t), "end_ts": int(t), "value": back,
+            "threshold": 10.0, "unit": "ms back", "detail": detail,
+            "evidence_table": "anomalies", "evidence_rows": 1,
+            "evidence_sql": f"SELECT * FROM anomalies WHERE {where}"})
+    return out
+
+
 # -- market data --------------------------------------------------------------------------
 
 def feed_gap(ds: Dataset, s: Settings,
@@ -323,6 +409,8 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
     "p99_high": p99_high,
     "retransmission_storm": retransmission_storm,
     "zero_window": zero_window,
+    "microburst": microburst,
+    "clock_step": clock_step,
     "feed_gap": feed_gap,
     "stale_feed": stale_feed,
 }

@@ -22,7 +22,8 @@ WS API and replaces the stream with Binance diff-depth events of two symbols
 plus trades (``/stream?streams=btcusdt@depth/ethusdt@depth/btcusdt@trade``), ~200
 messages/s, numbered as Binance numbers them (each event's ``U`` is the previous
 ``u`` + 1). The server plants feed gaps (``PLANTED_GAPS``: it skips ids at given
-events) and one microburst (``BURST_EVENTS`` events back to back), and writes
+events) and one microburst (``BURST_EVENTS`` events of ``BURST_LEVELS`` levels back
+to back), and writes
 each one to ``NAME.feed.jsonl`` as it sends it. Now and then it sends a *signal*
 (the best bid jumps by ``SIGNAL_MOVE``; ordinary moves stay under
 ``SIGNAL_MOVE / 2``) and then keeps the stream quiet for ``SIGNAL_QUIET_S``. The
@@ -91,7 +92,9 @@ PLANTED_TRADE_GAPS = {120: 2}
 """n-th trade: trade ids skipped before it."""
 BURST_AT = 200
 BURST_EVENTS = 150
-"""After the BURST_AT-th event, BURST_EVENTS depth events are sent with no pause."""
+BURST_LEVELS = 40
+"""After the BURST_AT-th event, BURST_EVENTS depth events of BURST_LEVELS price levels a
+side (ordinary events have one) are sent with no pause: a microburst of ~1 MB of JSON."""
 
 
 def _sign(params: dict[str, Any]) -> str:
@@ -269,7 +272,7 @@ class TickStream:
         self.truth.write(dumps(rec) + "\n")
         self.truth.flush()
 
-    def _depth(self, symbol: str, move: float) -> dict[str, Any]:
+    def _depth(self, symbol: str, move: float, levels: int = 1) -> dict[str, Any]:
         self.count[symbol] += 1
         missing = PLANTED_GAPS.get((symbol, self.count[symbol]), 0)
         first = self.last_u[symbol] + 1 + missing
@@ -282,8 +285,10 @@ class TickStream:
         b = self.bid[symbol]
         return {"stream": f"{symbol.lower()}@depth", "data": {
             "e": "depthUpdate", "E": now_ms(), "s": symbol, "U": first, "u": last,
-            "b": [[f"{b:.2f}", f"{self.rng.uniform(0, 3):.8f}"]],
-            "a": [[f"{b + 0.01:.2f}", f"{self.rng.uniform(0, 3):.8f}"]]}}
+            "b": [[f"{b - k * 0.01:.2f}", f"{self.rng.uniform(0, 3):.8f}"]
+                  for k in range(levels)],
+            "a": [[f"{b + 0.01 + k * 0.01:.2f}", f"{self.rng.uniform(0, 3):.8f}"]
+                  for k in range(levels)]}}
 
     def _trade(self) -> dict[str, Any]:
         self.trades += 1
@@ -322,7 +327,7 @@ class TickStream:
                     self._log(kind="burst_start", events=BURST_EVENTS)
                     for _ in range(BURST_EVENTS):
                         move = self.rng.gauss(0, 0.5)
-                        await self.ws.send(dumps(self._depth(symbol, move)))
+                        await self.ws.send(dumps(self._depth(symbol, move, BURST_LEVELS)))
                     self._log(kind="burst_end", events=BURST_EVENTS)
                 await asyncio.sleep(self.rng.expovariate(TICK_RATE_HZ))
             self._log(kind="end", events=events)

@@ -64,6 +64,7 @@ import numpy as np
 from ..errors import CaptureError
 from ..events import Anomaly
 from .chunk import PacketChunk
+from .clock import ClockWatch
 from .reader import DEFAULT_CHUNK_BYTES, CaptureReader, open_capture
 
 ROTATION_OVERLAP_NS = 10_000_000
@@ -188,6 +189,7 @@ class CaptureSet:
         self._link_types: set[int] = set()
         self._pending_secrets: list[tuple[int, bytes]] = []
         self._pending_anomalies: list[Anomaly] = []
+        self._clock = ClockWatch()
         self._gen = self._single() if self.single else self._chunks()
 
     # --- attributes ----------------------------------------------------------------
@@ -237,7 +239,12 @@ class CaptureSet:
         return self
 
     def __next__(self) -> PacketChunk:
-        return next(self._gen)
+        chunk = next(self._gen)
+        if len(chunk):  # steps back of the capture clock, as anomalies of the chunk
+            steps = self._clock.check(chunk)
+            if steps:
+                chunk.anomalies = [*chunk.anomalies, *steps]
+        return chunk
 
     def __enter__(self) -> CaptureSet:
         return self
