@@ -130,8 +130,9 @@ class Dataset:
             paths = [p for p in paths if p.exists()]
             if paths and table not in (tables or {}):
                 listing = ", ".join(_sql_str(str(p)) for p in paths)
-                sources[table] = (f"SELECT *, {cid} AS capture_id FROM "
-                                  f"read_parquet([{listing}], union_by_name = true)")
+                sources[table] = (f"SELECT *, {cid} AS capture_id FROM read_parquet("
+                                  f"[{listing}], union_by_name = true, "
+                                  "hive_partitioning = false)")
         for table, rows in (tables or {}).items():
             name = f"{INTERNAL}_given_{table}"
             self.con.register(name, rows)

@@ -206,7 +206,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Capture]:
 def test_exactly_the_planted_gaps_are_found(generated: tuple[Path, Capture]) -> None:
     root, cap = generated
     with Dataset(root) as ds:
-        gaps = feed.feed_gaps(ds)
+        gaps = feed.find_gaps(ds)
     got = sorted((int(r.flow_id), r.rule, r.stream, r.check, int(r.expected), int(r.got), r.kind,
                   r.ts.value) for r in gaps.itertuples())
     want = sorted(cap.expected)
@@ -239,7 +239,7 @@ def test_samples_feeds_have_no_gaps(tmp_path: Path) -> None:
     s = samples.sample("binance_wsapi_tls13")
     api.ingest([str(s.capture)], keylog=[s.keylog], data=tmp_path / "d")
     with Dataset(tmp_path / "d") as ds:
-        assert feed.feed_gaps(ds).empty
+        assert feed.feed_gaps(ds).empty and feed.find_gaps(ds).empty
         delay = feed.feed_delay(ds)
         trades = ds.scalar(
             "SELECT count(*) FROM ws_messages WHERE payload LIKE '%\"e\":\"trade\"%'")
