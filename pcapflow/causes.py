@@ -21,6 +21,18 @@ connection inside it is read from ``tcp_rtt`` and ``tcp_events`` and named:
   null when none was seen.
 - ``zero_window``: a zero window advertised inside the window (``in``: the
   exchange stopped reading; ``out``: we did).
+- ``tls_coalescing``: the reply and the message after it on its connection end
+  in the same TLS application-data record (the only one whole at that instant),
+  which arrived over several packets: the reply could be read only once the
+  record was whole; ``cost_ns``: from the later of the record's and the reply's
+  first byte to the record's end (the longest the coalescing can have cost).
+- ``head_of_line``: the message just before the reply on its connection is at
+  least ``HOL_BYTES`` (its stream offsets) and was still arriving after the order
+  left: the reply queued behind it; ``cost_ns``: how long that message took to
+  arrive inside the window.
+- ``ack_path_gap``: bytes of the reply's direction never captured inside the
+  window (tcp_events ``gap``): the reply's time is when the hole was skipped,
+  not when its bytes came.
 
 What this infers: a cause is a stall that overlaps the order on its own
 connection, with the timing that makes it plausible; the wire cannot prove
@@ -47,6 +59,9 @@ delayed-ACK timer is 40 ms, others' up to 200 ms; quick ACKs come in µs)."""
 HOLD_SLACK_NS = 2_000_000
 """The reply counts as released by our ACK when it was whole this soon after it
 (or within two network round trips, whichever is longer)."""
+HOL_BYTES = 16_384
+"""A message before the reply at least this big (one TLS record's worth) can hold it
+back: head-of-line blocking."""
 RESENDS = ("retransmission", "fast_retransmission")
 LOSS_SIGNS = ("out_of_order", "gap", "duplicate_ack")
 
@@ -54,7 +69,7 @@ CAUSES_SQL = f"""
 WITH l AS (
     SELECT capture_id, venue, endpoint, flow_id, leg, correlation_id, kind,
            epoch_ns(order_ts) AS o, epoch_ns(ack_ts) AS a, latency_ns,
-           coalesce(network_est_ns, 0) AS net
+           coalesce(network_est_ns, 0) AS net, coalesce(ack_flow_id, flow_id) AS af
     FROM latency),
 dack AS (
     SELECT l.*, 'delayed_ack' AS cause, epoch_ns(t.ts_ack) AS stall_ts,
@@ -90,11 +105,69 @@ zw AS (
            CASE e.direction WHEN 'in' THEN 'the exchange' ELSE 'we' END
                || ' advertised a zero window (packet ' || e.packet || ')' AS detail
     FROM l JOIN ev e ON e.capture_id = l.capture_id AND e.flow_id = l.flow_id
-    WHERE e.kind = 'zero_window' AND e.t > l.o AND e.t <= l.a)
+    WHERE e.kind = 'zero_window' AND e.t > l.o AND e.t <= l.a),
+-- the reply message (acks -> its message table) and the inbound messages around it
+-- on its connection, in stream order: the one before it and the one after it
+reply AS (
+    SELECT DISTINCT l.capture_id, l.flow_id, l.leg, l.correlation_id, l.o, ak.source_table,
+           ak.stream_offset
+    FROM l JOIN acks ak ON ak.capture_id = l.capture_id AND ak.flow_id = l.af
+        AND ak.leg = l.leg AND ak.correlation_id = l.correlation_id AND epoch_ns(ak.ts) = l.a),
+msg AS (
+    SELECT *, lag(stream_offset) OVER w AS prev_offset, lag(t0) OVER w AS prev_t0,
+           lag(t1) OVER w AS prev_t1, lead(t1) OVER w AS next_t1
+    FROM (SELECT capture_id, flow_id, stream_offset, epoch_ns(ts_first) AS t0,
+                 epoch_ns(ts_last) AS t1
+          FROM (SELECT capture_id, flow_id, direction, stream_offset, ts_first, ts_last
+                FROM ws_messages UNION ALL SELECT capture_id, flow_id, direction,
+                stream_offset, ts_first, ts_last FROM http_messages UNION ALL SELECT
+                capture_id, flow_id, direction, stream_offset, ts_first, ts_last
+                FROM fix_messages) x
+          WHERE direction = 'in' AND EXISTS (
+              SELECT 1 FROM l WHERE l.capture_id = x.capture_id AND l.af = x.flow_id))
+    WINDOW w AS (PARTITION BY capture_id, flow_id ORDER BY stream_offset)),
+rm AS (
+    SELECT l.*, m.stream_offset, m.t0, m.t1, m.prev_offset, m.prev_t0, m.prev_t1, m.next_t1
+    FROM l JOIN reply r ON r.capture_id = l.capture_id AND r.flow_id = l.flow_id
+        AND r.leg = l.leg AND r.correlation_id = l.correlation_id AND r.o = l.o
+    JOIN msg m ON m.capture_id = l.capture_id AND m.flow_id = l.af
+        AND m.stream_offset = r.stream_offset),
+rec AS (
+    SELECT capture_id, flow_id, epoch_ns(ts_last) AS t1, count(*) AS n,
+           min(epoch_ns(ts_first)) AS t0
+    FROM tls_records
+    WHERE direction = 'in' AND content_type = 23 AND coalesce(inner_content_type, 23) = 23
+      AND EXISTS (SELECT 1 FROM l WHERE l.capture_id = tls_records.capture_id
+                                     AND l.af = tls_records.flow_id)
+    GROUP BY ALL),
+coalesced AS (
+    SELECT rm.*, 'tls_coalescing' AS cause, rm.t1 AS stall_ts,
+           rm.t1 - greatest(r.t0, rm.t0) AS cost_ns,
+           'the reply shared its TLS record with the message after it; the record took '
+               || round((rm.t1 - r.t0) / 1e3, 1) || ' µs to arrive and the reply was '
+               || 'readable only when all of it had' AS detail
+    FROM rm JOIN rec r ON r.capture_id = rm.capture_id AND r.flow_id = rm.af AND r.t1 = rm.t1
+    WHERE r.n = 1 AND rm.next_t1 = rm.t1 AND r.t1 > greatest(r.t0, rm.t0)),
+hol AS (
+    SELECT rm.*, 'head_of_line' AS cause, rm.prev_t1 AS stall_ts,
+           rm.prev_t1 - greatest(rm.prev_t0, rm.o) AS cost_ns,
+           'the reply came behind a ' || ((rm.stream_offset - rm.prev_offset) // 1024)
+               || ' KiB message on the same connection, still arriving when the order left'
+               AS detail
+    FROM rm
+    WHERE rm.stream_offset - rm.prev_offset >= {HOL_BYTES} AND rm.prev_t1 > rm.o
+      AND rm.prev_t1 <= rm.t1),
+gap AS (
+    SELECT l.*, 'ack_path_gap' AS cause, e.t AS stall_ts, NULL::BIGINT AS cost_ns,
+           'bytes of the exchange''s direction were never captured (packet ' || e.packet
+               || '): the reply''s time is when they were skipped' AS detail
+    FROM l JOIN ev e ON e.capture_id = l.capture_id AND e.flow_id = l.af
+    WHERE e.kind = 'gap' AND e.direction = 'in' AND e.t > l.o AND e.t <= l.a)
 SELECT capture_id, venue, endpoint, flow_id, leg, correlation_id, kind,
        make_timestamp_ns(o) AS order_ts, latency_ns, cause, make_timestamp_ns(stall_ts) AS stall_ts,
        cost_ns, detail
-FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw)
+FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw
+      UNION ALL BY NAME FROM coalesced UNION ALL BY NAME FROM hol UNION ALL BY NAME FROM gap)
 ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause"""
 
 
