@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 
-from . import analysis, html_report, plots, render, report
+from . import analysis, html_report, plots, render, report, why_report
 from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
@@ -67,7 +68,8 @@ def report_cmd(
         "--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)")] = None,
     by: Annotated[str, typer.Option(
         "--by", help="Group by " + "|".join(analysis.GROUPS) + " (comma-separated for "
-        "several; venue is always included)")] = "venue",
+        "several; venue is always included), or cause: per venue, the orders each stall "
+        "explains (the causes table)")] = "venue",
     since: Annotated[str | None, typer.Option(
         "--since", help="Orders at or after this time (ISO 8601; naive = UTC)")] = None,
     until: Annotated[str | None, typer.Option(
@@ -85,6 +87,9 @@ def report_cmd(
         "--plot", help="Also write histogram, CDF and timeline to this PNG")] = None,
     html: Annotated[Path | None, typer.Option(
         "--html", help="Also write a self-contained HTML report here")] = None,
+    slowest: Annotated[int, typer.Option(
+        "--slowest", help="Also list the N slowest orders and why (network estimate, "
+        "exchange time, causes)", min=0)] = 0,
 ) -> None:
     """Order-to-ack latency per group: count, unmatched, mean, p50, p90, p99, p99.9, max (µs)."""
     if fmt not in FORMATS:
@@ -92,6 +97,11 @@ def report_cmd(
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
     with Dataset(require(data)) as ds:
+        if [b.strip() for b in by.split(",")] in (["cause"], ["venue", "cause"],
+                                                   ["cause", "venue"]):
+            _why(ds, exchange, since, until, None if leg == "all" else leg, capture, fmt,
+                 slowest)
+            return
         try:
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,
@@ -100,8 +110,56 @@ def report_cmd(
             hint = OPTION_OF_ERROR.get(err.code, "--since/--until")
             raise typer.BadParameter(str(err), param_hint=hint) from err
         emit(rep, fmt)
+        if slowest:
+            _emit_slowest(why_report.slowest(ds, rep.filter(), slowest), fmt)
         for path in write_outputs(ds, rep, plot, html):
             console.print(f"wrote {path}")
+
+
+def _why(ds: Dataset, exchange: str | None, since: str | None, until: str | None,
+         leg: str | None, capture: str | None, fmt: str, slowest: int) -> None:
+    """``--by cause``: the causes table per venue (and ``--slowest``)."""
+    try:
+        flt = analysis.make_filter(ds, exchange=exchange, since=since, until=until, leg=leg,
+                                   capture=capture)
+    except ConfigError as err:
+        hint = OPTION_OF_ERROR.get(err.code, "--since/--until")
+        raise typer.BadParameter(str(err), param_hint=hint) from err
+    df = why_report.by_cause(ds, flt)
+    if fmt in ("json", "csv"):
+        _write_frame(df, fmt)
+    else:
+        header, rows, right = why_report.cause_cells(df)
+        render.show(header, rows, right, out=out, err=console,
+                    title="Orders by cause of delay (the stalls inside each order's window)",
+                    notes=[why_report.CAUSE_NOTE], droppable=["cost p50 µs", "cost p50 ms"])
+    if slowest:
+        _emit_slowest(why_report.slowest(ds, flt, slowest), fmt)
+
+
+def _emit_slowest(df: pd.DataFrame, fmt: str) -> None:
+    if fmt in ("json", "csv"):
+        _write_frame(df, fmt)
+        return
+    header, rows, right = why_report.slowest_cells(df)
+    render.show(header, rows, right, out=out, err=console,
+                title=f"The {len(df)} slowest orders and why", notes=[why_report.SLOWEST_NOTE],
+                droppable=["how", "time (UTC)"])
+
+
+def _write_frame(df: pd.DataFrame, fmt: str) -> None:
+    """``df`` as JSON records or CSV on stdout: times ISO 8601, missing values null."""
+    import json
+
+    recs = [{k: (v.isoformat() if isinstance(v, pd.Timestamp) else
+                 None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else
+                 v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+            for r in df.to_dict(orient="records")]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(pd.DataFrame(recs, columns=list(df.columns)).to_csv(
+            index=False, lineterminator="\n"))
 
 
 def register(app: typer.Typer) -> None:
