@@ -130,9 +130,11 @@ def _why(ds: Dataset, exchange: str | None, since: str | None, until: str | None
         _write_frame(df, fmt)
     else:
         header, rows, right = why_report.cause_cells(df)
+        unit, _ = why_report.cause_unit(df)
         render.show(header, rows, right, out=out, err=console,
-                    title="Orders by cause of delay (the stalls inside each order's window)",
-                    notes=[why_report.CAUSE_NOTE], droppable=["cost p50 µs", "cost p50 ms"])
+                    title=f"Orders by cause of delay (the stalls inside each order's window; "
+                          f"durations in {unit})",
+                    notes=[why_report.CAUSE_NOTE], droppable=["cost p50"])
     if slowest:
         _emit_slowest(why_report.slowest(ds, flt, slowest), fmt)
 

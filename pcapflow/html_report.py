@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from . import __version__, analysis, plots
+from . import __version__, analysis, plots, why_report
 from . import report as report_mod
 from .report import QUANTILE_NOTE, STAT_COLUMNS, Report, format_us, key_text
 
@@ -151,10 +151,17 @@ def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report"
         more.append(report_mod.build(ds, by=[*report.by, "endpoint"], exchange=report.exchange,
                                      since=report.since, until=report.until, leg=report.leg,
                                      metric=report.metric, capture=report.capture))
+    found = _alerts(ds, report)
+    figures["Alert timeline (the alerts table; grey: orders, by latency)"] = \
+        plots.alert_timeline(found, rows)
+    causes = why_report.by_cause(ds, flt)
+    if len(causes):
+        causes = causes.assign(share_pct=causes.share_pct.round(1))
     return render(report, figures, captures=captures, unanswered=unanswered,
                   more_reports=more, title=title,
-                  sections={"The slowest orders and why": slowest_and_why(ds, rows)},
-                  tail_sections={"Alerts": _alerts(ds, report)})
+                  sections={"The slowest orders and why": slowest_and_why(ds, rows),
+                            "Orders by cause of delay": causes},
+                  tail_sections={"Alerts": found})
 
 
 SLOWEST = 10
@@ -189,9 +196,10 @@ def slowest_and_why(ds: Dataset, rows: pd.DataFrame, n: int = SLOWEST) -> pd.Dat
 
 
 def _alerts(ds: Dataset, report: Report) -> pd.DataFrame:
+    """The ``alerts`` table (each capture's ingest found them) of the report's venues."""
     from . import alerts
 
-    df = alerts.alerts(ds)
+    df = alerts.stored(ds, since=report.since, until=report.until)
     if report.exchange:
         df = df[df.venue.isin(report.exchange) | df.venue.isna()]
     return df[["start_ts", "end_ts", "severity", "kind", "venue", "endpoint", "flow_id",

@@ -231,3 +231,46 @@ def summary(df: pd.DataFrame, by: str | None = "venue", title: str | None = None
     if title:
         fig.suptitle(title, fontsize="large", x=0.01, ha="left")
     return fig
+
+
+SEVERITY_COLORS = {"info": "#4c72b0", "warning": "#dd8452", "critical": "#c44e52"}
+
+
+def draw_alert_timeline(ax: Axes, alerts: pd.DataFrame,
+                        latency: pd.DataFrame | None = None) -> None:
+    """One lane per alert kind: each alert a bar over its window (a tick when the window
+    is a point), coloured by severity; with ``latency``, its orders in grey above, so an
+    alert lines up with what the orders felt."""
+    if alerts.empty:
+        _empty(ax, "alerts")
+        return
+    kinds = sorted(alerts.kind.unique())
+    lane = {k: i for i, k in enumerate(kinds)}
+    t0 = alerts.start_ts.min()
+    if latency is not None and len(latency):
+        t0 = min(t0, latency.order_ts.min())
+    for sev, rows in alerts.groupby("severity"):
+        color = SEVERITY_COLORS.get(str(sev), "grey")
+        start = (rows.start_ts - t0).dt.total_seconds().to_numpy()
+        width = (rows.end_ts - rows.start_ts).dt.total_seconds().to_numpy()
+        y = rows.kind.map(lane).to_numpy()
+        ax.barh(y, np.maximum(width, 0), left=start, height=0.6, color=color, label=str(sev))
+        ax.scatter(start, y, marker="|", s=200, color=color)
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_ylim(-0.7, len(kinds) - 0.3 + (1.2 if latency is not None and len(latency) else 0))
+    if latency is not None and len(latency):
+        x = (latency.order_ts - t0).dt.total_seconds().to_numpy()
+        lat = latency.latency_ns.astype("float64").to_numpy()
+        top = len(kinds) - 0.2 + lat / max(np.nanmax(lat), 1.0)
+        ax.scatter(x, top, s=4, color="grey", alpha=0.5, label="orders (height: latency)")
+    ax.set_xlabel(f"seconds since {t0.strftime('%Y-%m-%d %H:%M:%S')} UTC")
+    ax.legend(loc="upper left", fontsize="small", ncols=4)
+    ax.set_title("Alert timeline", loc="left")
+
+
+def alert_timeline(alerts: pd.DataFrame, latency: pd.DataFrame | None = None) -> Figure:
+    """Figure: ``draw_alert_timeline``."""
+    kinds = alerts.kind.nunique() if len(alerts) else 1
+    fig = _figure(size=(9, 1.2 + 0.55 * (kinds + 2)))
+    draw_alert_timeline(fig.add_subplot(), alerts, latency)
+    return fig

@@ -111,12 +111,17 @@ def slowest(ds: Dataset, flt: analysis.Filter, n: int = 10) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def cause_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[int]]:
-    """(header, rows, right-aligned columns) of ``by_cause`` for a terminal or a pipe."""
-    unit, div = render.duration_unit(
+def cause_unit(df: pd.DataFrame) -> tuple[str, float]:
+    """The unit of ``by_cause``'s durations on a terminal (µs, or ms from 10 ms)."""
+    return render.duration_unit(
         [*df.cost_max_us.dropna(), *df.latency_p50_us.dropna()]) if len(df) else ("µs", 1.0)
-    header = ["venue", "cause", "orders", "share", f"cost p50 {unit}", f"cost max {unit}",
-              f"lat p50 {unit}"]
+
+
+def cause_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, right-aligned columns) of ``by_cause`` for a terminal or a pipe
+    (durations in ``cause_unit``, which the title says: the table fits 80 columns)."""
+    _, div = cause_unit(df)
+    header = ["venue", "cause", "orders", "share", "cost p50", "cost max", "lat p50"]
     rows = [[key_text(r.venue, "venue"), r.cause, f"{r.orders:,}", f"{r.share_pct:.0f}%",
              render.number(None if pd.isna(r.cost_p50_us) else r.cost_p50_us / div),
              render.number(None if pd.isna(r.cost_max_us) else r.cost_max_us / div),

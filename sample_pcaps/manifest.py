@@ -64,7 +64,8 @@ Next to each capture `NAME.*`:
   truth, written as it sent: each planted gap (rule, stream, expected, got, missing),
   each signal event (symbol, U, u) and the microburst's start and end; the client's
   truth records carry `extra.trigger` (symbol, U, u of the event that made it send
-  the order, and its own read-to-send time `reaction_mono_ns`);
+  the order, and its own read-to-send time `reaction_mono_ns`); `NAME.api.jsonl` lists
+  the big account pushes the WS API sent just before some replies (head-of-line);
 - `secrets.json`: every fake secret the generator used (`fixed`) and the per-run
   signatures it computed (`derived`), so tests can assert none reaches a table.
 
@@ -156,7 +157,8 @@ def write_manifest(out: Path, scenarios: Mapping[str, Any]) -> None:
     lines += ["", "## Companion files\n", "| file | kind | sha256 |", "|---|---|---|"]
     for s in scenarios.values():
         for suffix, kind in ((".keylog", "TLS key log (NSS)"), (".truth.jsonl", "ground truth"),
-                             (".feed.jsonl", "feed ground truth (planted gaps, signals)")):
+                             (".feed.jsonl", "feed ground truth (planted gaps, signals)"),
+                             (".api.jsonl", "order-path ground truth (big pushes)")):
             p = out / f"{s.name}{suffix}"
             if p.exists():
                 lines.append(f"| {p.name} | {kind} | {sha256_of(p)} |")

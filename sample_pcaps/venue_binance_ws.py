@@ -29,7 +29,9 @@ each one to ``NAME.feed.jsonl`` as it sends it. Now and then it sends a *signal*
 ``SIGNAL_MOVE / 2``) and then keeps the stream quiet for ``SIGNAL_QUIET_S``. The
 client places an order on the signal's symbol as soon as it reads a signal, and
 logs in its truth record which event made it send the order (``extra.trigger``:
-symbol, ``U``, ``u``): the ground truth for tick-to-trade.
+symbol, ``U``, ``u``): the ground truth for tick-to-trade. Before the reply to
+every ``BIG_PUSH_EVERY``-th order the WS API pushes a ~40 KB account snapshot,
+listed in ``NAME.api.jsonl``: those replies wait behind it (head-of-line).
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ PLANTED_TRADE_GAPS = {120: 2}
 """n-th trade: trade ids skipped before it."""
 BURST_AT = 200
 BURST_EVENTS = 150
+BIG_PUSH_EVERY = 4
+BIG_PUSH_ASSETS = 1500
+"""Tick scenario: before the reply to every BIG_PUSH_EVERY-th order, the WS API pushes an
+account snapshot of BIG_PUSH_ASSETS balances (~90 KB of JSON, ~40 KB deflated)."""
 BURST_LEVELS = 40
 """After the BURST_AT-th event, BURST_EVENTS depth events of BURST_LEVELS price levels a
 side (ordinary events have one) are sent with no pause: a microburst of ~1 MB of JSON."""
@@ -105,8 +111,12 @@ def _sign(params: dict[str, Any]) -> str:
 class ApiSession:
     """Server state for one WS API connection."""
 
-    def __init__(self, ws: ServerConnection, seed: int) -> None:
+    def __init__(self, ws: ServerConnection, seed: int, big_push_every: int = 0,
+                 truth: Any = None) -> None:
         self.ws = ws
+        self.big_push_every = big_push_every  # tick scenario: a big push before some replies
+        self.truth = truth
+        self.placed = 0
         self.delay = ServerDelay(seed)
         self.rng = random.Random(seed + 5)
         self.orders: dict[str, dict[str, Any]] = {}
@@ -132,6 +142,17 @@ class ApiSession:
         else:
             await safe_send(self.ws, text)
 
+    async def _big_push(self, before: str) -> None:
+        """An account snapshot of ~BIG_PUSH_ASSETS balances pushed just before the reply to
+        order ``before``: the reply comes behind it (head-of-line blocking)."""
+        event = {"e": "outboundAccountPosition", "E": now_ms(), "u": now_ms(),
+                 "B": [{"a": f"A{i:04d}", "f": f"{self.rng.uniform(0, 1e4):.8f}",
+                        "l": f"{self.rng.uniform(0, 10):.8f}"} for i in range(BIG_PUSH_ASSETS)]}
+        text = dumps({"subscriptionId": 0, "event": event})
+        if self.truth is not None:
+            self.truth(kind="big_push", before_reply_to=before, chars=len(text))
+        await safe_send(self.ws, text)
+
     async def _report(self, order: dict[str, Any], exec_type: str, orig: str = "") -> None:
         if not self.subscribed:
             return
@@ -153,6 +174,9 @@ class ApiSession:
         return view | over
 
     async def place(self, rid: Any, p: dict[str, Any]) -> None:
+        self.placed += 1
+        if self.big_push_every and self.placed % self.big_push_every == 0:
+            await self._big_push(p.get("newClientOrderId", ""))
         if float(p["quantity"]) * float(p["price"]) > BALANCE_LIMIT_QUOTE:
             await self._reply(rid, 400, error=(-2010, "Account has insufficient balance "
                                                "for requested action."))
@@ -342,7 +366,17 @@ async def serve(ctx: RunCtx) -> None:
         if ws.request is None or ws.request.path != API_PATH:
             await ws.close(1008, "unknown path")
             return
-        await serve_concurrently(ws, ApiSession(ws, ctx.seed).handle)
+        if ctx.scenario == TICK_SCENARIO:
+            log = (ctx.out_dir / f"{ctx.scenario}.api.jsonl").open("w")
+
+            def note(**rec: Any) -> None:
+                log.write(dumps(rec) + "\n")
+                log.flush()
+
+            session = ApiSession(ws, ctx.seed, BIG_PUSH_EVERY, note)
+        else:
+            session = ApiSession(ws, ctx.seed)
+        await serve_concurrently(ws, session.handle)
 
     async def stream(ws: ServerConnection) -> None:
         task = asyncio.create_task(TickStream(ws, ctx).run() if ctx.scenario == TICK_SCENARIO

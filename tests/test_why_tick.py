@@ -98,23 +98,55 @@ def test_tick_to_trade_finds_each_logged_trigger_to_the_nanosecond(
         assert 0 < trig["reaction_mono_ns"] <= want < 30_000_000
 
 
-def test_the_microburst_is_found_and_only_there(ds: pcapflow.Dataset) -> None:
-    """The burst: the 40-level depth events the mock sent back to back."""
-    burst = [(first, last) for flow, first, last, payload in ds.fetchall(
+def _big_pushes(ds: pcapflow.Dataset) -> list[tuple[int, int, int]]:
+    """(flow_id, ts_first, ts_last) of the WS API's big account pushes (api.jsonl)."""
+    return [(f, t0, t1) for f, t0, t1 in ds.fetchall(
+        "SELECT flow_id, epoch_ns(ts_first), epoch_ns(ts_last) FROM ws_messages "
+        "WHERE direction = 'in' AND payload LIKE '%outboundAccountPosition%'")]
+
+
+def test_microbursts_are_the_planted_burst_and_the_big_pushes(ds: pcapflow.Dataset) -> None:
+    """The feed's burst (the 40-level depth events the mock sent back to back) and, on
+    the order connection, the ~40 KB pushes: every microburst lies in one of them, and
+    each of them has one."""
+    burst = [(flow, first, last) for flow, first, last, payload in ds.fetchall(
         "SELECT flow_id, epoch_ns(ts_first), epoch_ns(ts_last), payload FROM ws_messages "
         "WHERE direction = 'in' AND payload LIKE '%depthUpdate%'")
         if len(json.loads(payload)["data"]["b"]) == 40]
     assert len(burst) == 150
-    t0, t1 = min(b[0] for b in burst), max(b[1] for b in burst)
+    pushes = _big_pushes(ds)
+    assert len(pushes) == len([x for x in _lines(SAMPLES / f"{NAME}.api.jsonl")
+                               if x["kind"] == "big_push"]) == 4
+    spans = [(burst[0][0], min(b[1] for b in burst), max(b[2] for b in burst)), *pushes]
     found = ds.alerts("microburst")
-    feed = found[found.stream == "in"]
-    assert len(feed) >= 1
-    for r in feed.itertuples():
-        # a window holds segments sent up to one window before the burst's first byte
-        assert t0 - 1_000_000 <= r.start_ts.value and r.end_ts.value <= t1
-        assert r.value >= r.threshold >= 4096
+    hit = set()
+    for r in found.itertuples():
+        # a hot window holds the span's bytes: it starts at most one window before
+        # the span's first byte and ends at most one window after its last
+        inside = [k for k, (f, t0, t1) in enumerate(spans) if f == r.flow_id
+                  and t0 - 1_000_000 <= r.start_ts.value and r.end_ts.value <= t1 + 1_000_000]
+        assert inside, r
+        hit.update(inside)
+        assert r.stream == "in" and r.value >= r.threshold >= 4096
         assert len(ds.fetchall(r.evidence_sql)) == r.evidence_rows > 0
-    assert (found.flow_id == feed.flow_id.iloc[0]).all()  # nothing on the order connection
+    assert hit == set(range(len(spans)))
+
+
+def test_replies_behind_a_big_push_are_head_of_line(ds: pcapflow.Dataset) -> None:
+    planted = {x["before_reply_to"] for x in _lines(SAMPLES / f"{NAME}.api.jsonl")}
+    got = ds.df("SELECT l.client_order_id, c.cost_ns, c.detail FROM causes c JOIN latency l "
+                "USING (capture_id, flow_id, leg, correlation_id, order_ts) "
+                "WHERE c.cause = 'head_of_line'")
+    assert set(got.client_order_id) == planted
+    pushes = {t1: t1 - t0 for _, t0, t1 in _big_pushes(ds)}
+    orders = dict(ds.fetchall("SELECT client_order_id, epoch_ns(order_ts) FROM latency"))
+    stall = dict(ds.fetchall("SELECT l.client_order_id, epoch_ns(c.stall_ts) FROM causes c "
+                             "JOIN latency l USING (capture_id, flow_id, leg, correlation_id, "
+                             "order_ts) WHERE c.cause = 'head_of_line'"))
+    for r in got.itertuples():
+        t1 = stall[r.client_order_id]
+        assert t1 in pushes  # the stall is the push being whole
+        assert 0 < r.cost_ns <= min(pushes[t1], t1 - orders[r.client_order_id])
 
 
 def test_stored_alerts_equal_a_recompute(ds: pcapflow.Dataset) -> None:
