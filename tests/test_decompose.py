@@ -267,3 +267,59 @@ def test_tick_to_trade_is_the_wire_time_since_the_last_trade(dataset: pcapflow.D
     assert {(r.flow_id, r.correlation_id, r.order_ts_first.value): r.reaction_ns
             for r in got.itertuples()} == want
     assert set(got.md_rule) == {"binance_trade"} and set(got.symbol) == {"BTCUSDT"}
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_ack_path_gaps_are_the_segments_tshark_says_were_not_captured(
+        dataset: pcapflow.Dataset) -> None:
+    """lossy_rest_tls13: an order whose window holds a hole in the exchange's direction
+    (tshark: tcp.analysis.lost_segment, "previous segment not captured") is named."""
+    cap = SAMPLES / "lossy_rest_tls13.pcap"
+    out = subprocess.run(["tshark", "-n", "-r", str(cap), "-Y", "tcp.analysis.lost_segment",
+                          "-T", "fields", "-e", "frame.time_epoch"],
+                         capture_output=True, text=True, check=True)
+    lost = {int(Decimal(t) * 10**9) for t in out.stdout.split()}
+    c = dataset.causes().merge(dataset.df(
+        "SELECT capture_id FROM captures WHERE path LIKE '%lossy_rest_tls13.pcap'"))
+    gaps = c[c.cause == "ack_path_gap"]
+    assert len(gaps) >= 1 and {t.value for t in gaps.stall_ts} <= lost
+    assert (gaps.stall_ts > gaps.order_ts).all()
+
+
+# ------------------------------------------------------------------ the CLI and HTML
+def test_report_by_cause_and_slowest(dataset: pcapflow.Dataset, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pcapflow.cli import app
+
+    data = str(dataset.path)
+    res = CliRunner().invoke(app, ["report", "--by", "cause", "--data", data])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:4] == ["venue", "cause", "orders", "share"]
+    assert max(len(x) for x in lines) <= 80  # piped: plain text within 80 columns
+    res = CliRunner().invoke(app, ["report", "--by", "cause", "--data", data, "--format",
+                                   "json", "--exchange", "okx"])
+    rows = {r["cause"]: r for r in json.loads(res.stdout)}
+    c = dataset.causes().query("venue == 'okx' and leg == 'ack'")
+    n = len(dataset.latency("okx"))
+    named = c.drop_duplicates(["capture_id", "flow_id", "correlation_id", "order_ts"])
+    assert rows["delayed_ack"]["orders"] == len(c[c.cause == "delayed_ack"].drop_duplicates(
+        ["capture_id", "flow_id", "correlation_id", "order_ts"]))
+    assert rows["(none)"]["orders"] == n - len(named)
+    assert rows["delayed_ack"]["cost_max_us"] * 1e3 == pytest.approx(
+        c[c.cause == "delayed_ack"].cost_ns.max())
+    res = CliRunner().invoke(app, ["report", "--data", data, "--slowest", "3", "--format",
+                                   "json", "--exchange", "binance"])
+    assert res.exit_code == 0, res.output
+    slow = json.loads(res.stdout[res.stdout.index("]") + 1:])  # after the percentile table
+    top = dataset.latency("binance").nlargest(3, "latency_ns")
+    assert [round(r["latency_us"] * 1e3) for r in slow] == list(top.latency_ns)
+    assert all("retransmission_out" in r["why"] for r in slow)  # the lossy sample's RTOs
+    html = tmp_path / "r.html"
+    res = CliRunner().invoke(app, ["report", "--data", data, "--html", str(html)])
+    text = html.read_text()
+    assert "Alert timeline" in text and "Orders by cause of delay" in text
+    assert "The slowest orders and why" in text
