@@ -63,10 +63,11 @@ def run_notebook(path: Path, tmp_path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def test_there_are_three_notebooks() -> None:
+def test_there_are_four_notebooks() -> None:
     assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb",
                                            "02_where_the_time_goes.ipynb",
-                                           "03_before_after.ipynb"]
+                                           "03_before_after.ipynb",
+                                           "04_alert_to_cause.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
