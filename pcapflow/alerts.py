@@ -18,10 +18,10 @@ rows (``pcapflow query "<evidence_sql>"``). The detectors (``DETECTORS``):
 - ``zero_window``: a run of zero-window events on one connection and
   direction, events less than ``episode_gap`` apart (tcp_events).
 - ``microburst``: on one connection and direction, the bytes of data segments
-  first sent within ``burst_window_us`` (a sliding window over ``tcp_rtt``'s
-  ``ts_sent``) at least ``burst_min_bytes`` and ``burst_factor`` times the
-  direction's mean rate over the connection's life; windows less than one
-  window apart are one alert (value: the peak bytes per window).
+  first sent in one ``burst_window_us`` interval (intervals aligned to the
+  epoch, over ``tcp_rtt``'s ``ts_sent``) at least ``burst_min_bytes`` and
+  ``burst_factor`` times the direction's mean rate over the connection's life;
+  consecutive such intervals are one alert (value: the peak bytes per interval).
 - ``clock_step``: the capture clock set back by more than 10 ms between two
   packets in capture order (``parsers.capture.clock``, an ``anomalies`` row).
 - ``feed_gap``: breaks in a market-data stream's numbering (``pcapflow.feed``),
@@ -263,7 +263,7 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
 
 
 def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Bytes per ``burst_window_us`` on one connection and direction above both
+    """Bytes per ``burst_window_us`` interval on one connection and direction above both
     ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
     connection's life (tcp_rtt: the first transmission of each data segment)."""
     w = int(s.burst_window_us * 1000)
@@ -278,22 +278,23 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
             SELECT capture_id, flow_id, direction,
                    sum(b) * {w} / greatest(max(t) - min(t), {w}) AS mean_w
             FROM seg GROUP BY ALL),
-        win AS (
-            SELECT seg.*, sum(b) OVER x AS bytes, count(*) OVER x AS n, min(t) OVER x AS t0
-            FROM seg WINDOW x AS (PARTITION BY capture_id, flow_id, direction ORDER BY t
-                                  RANGE BETWEEN {w} PRECEDING AND CURRENT ROW)),
+        bins AS (
+            SELECT capture_id, flow_id, direction, t // {w} AS bin, sum(b) AS bytes,
+                   count(*) AS n, min(t) AS t0, max(t) AS t1
+            FROM seg GROUP BY ALL),
         hot AS (
-            SELECT win.*, r.mean_w FROM win JOIN rate r USING (capture_id, flow_id, direction)
+            SELECT bins.*, r.mean_w FROM bins JOIN rate r USING (capture_id, flow_id, direction)
             WHERE bytes >= greatest({int(s.burst_min_bytes)}, {float(s.burst_factor)} * mean_w)),
         starts AS (
-            SELECT *, CASE WHEN t0 - lag(t) OVER (PARTITION BY capture_id, flow_id, direction
-                                                 ORDER BY t) <= {w} THEN 0 ELSE 1 END AS s
+            SELECT *, CASE WHEN bin - lag(bin) OVER (PARTITION BY capture_id, flow_id,
+                                                     direction ORDER BY bin) <= 1
+                           THEN 0 ELSE 1 END AS s
             FROM hot),
         ep AS (
-            SELECT *, sum(s) OVER (PARTITION BY capture_id, flow_id, direction ORDER BY t
+            SELECT *, sum(s) OVER (PARTITION BY capture_id, flow_id, direction ORDER BY bin
                                    ROWS UNBOUNDED PRECEDING) AS episode
             FROM starts)
-        SELECT e.capture_id, e.flow_id, e.direction, any_value(f.venue), min(e.t0), max(e.t),
+        SELECT e.capture_id, e.flow_id, e.direction, any_value(f.venue), min(e.t0), max(e.t1),
                max(e.bytes), arg_max(e.n, e.bytes), any_value(e.mean_w)
         FROM ep e {_flow_venue_sql()} GROUP BY e.capture_id, e.flow_id, e.direction, e.episode
         ORDER BY 5""").fetchall()
@@ -373,11 +374,15 @@ def feed_gap(ds: Dataset, s: Settings,
     return out
 
 
-def stale_feed(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Market-data streams silent for more than ``stale_after_s``."""
+def stale_feed(ds: Dataset, s: Settings,
+               messages: str | None = None) -> list[dict[str, object]]:
+    """Market-data streams silent for more than ``stale_after_s``; ``messages``: a table
+    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``)."""
     stale = int(s.stale_after_s * 1e9)
+    source = (f"SELECT * FROM {messages} WHERE rule <> 'fix_seq'" if messages else
+              feed.messages_sql(feed.present(ds), fix=False))
     rows = ds.sql(f"""
-        WITH m AS ({feed.messages_sql(feed.present(ds), fix=False)}),
+        WITH m AS ({source}),
         g AS (SELECT capture_id, venue, flow_id, rule, stream, ts,
                      lead(ts) OVER (PARTITION BY capture_id, flow_id, rule, stream ORDER BY ts)
                          AS next_ts FROM m)
@@ -418,12 +423,16 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 
 
 def find(ds: Dataset, settings: Settings | None = None,
-         kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None) -> pa.Table:
+         kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
+         messages: str | None = None) -> pa.Table:
     """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
-    ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand."""
+    ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand;
+    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``)."""
     s = settings or Settings()
+    special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
+               "stale_feed": lambda: stale_feed(ds, s, messages)}
     rows = [r for k in _kinds(kinds) for r in (
-        feed_gap(ds, s, gaps) if k == "feed_gap" else DETECTORS[k](ds, s))]
+        special[k]() if k in special else DETECTORS[k](ds, s))]
     rows.sort(key=lambda r: (r["start_ts"], r["kind"]))
     return _table(rows)
 

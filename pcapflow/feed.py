@@ -146,7 +146,14 @@ class _Paths:
         return "[" + ", ".join(_sql_str(p) for p in self.paths) + "]"
 
 
-def rule_sql(rule: FeedRule) -> str:
+WS_SOURCE = ("(SELECT m.capture_id, f.venue, m.flow_id, m.ts_last, m.stream_offset, "
+             "m.payload FROM ws_messages m JOIN flows f USING (capture_id, flow_id) "
+             "WHERE m.direction = 'in' AND m.opcode = 'text')")
+"""Inbound WebSocket text messages with their flow's venue: what the rules read (the
+ingest reads them once into a table instead: ``stage_ws``)."""
+
+
+def rule_sql(rule: FeedRule, source: str = WS_SOURCE) -> str:
     """One SELECT: the rule's messages as (capture_id, venue, flow_id, rule,
     stream, ts, stream_offset, first_id, last_id, prev_id, reset, exchange_ns, symbol)."""
     p = _Paths()
@@ -165,13 +172,24 @@ def rule_sql(rule: FeedRule) -> str:
                {last_id} AS last_id, {prev_id} AS prev_id,
                {reset} AS reset, ({ets})::BIGINT AS exchange_ns,
                {p.first(rule.symbol)} AS symbol
-        FROM (SELECT m.capture_id, f.venue, m.flow_id, epoch_ns(m.ts_last) AS ts,
-                     m.stream_offset, json_extract_string(m.payload, {p.list_sql()}) AS v
-              FROM ws_messages m JOIN flows f USING (capture_id, flow_id)
-              WHERE m.direction = 'in' AND m.opcode = 'text'
-                AND f.venue = {_sql_str(rule.venue)} AND m.payload LIKE {_sql_str(rule.like)}
-                AND json_valid(m.payload))
-        WHERE true{require}"""
+        FROM (SELECT m.capture_id, m.venue, m.flow_id, epoch_ns(m.ts_last) AS ts,
+                     m.stream_offset,
+                     -- one parse per payload: TRY makes a malformed one NULL (dropped)
+                     TRY(json_extract_string(m.payload, {p.list_sql()})) AS v
+              FROM {source} m
+              WHERE m.venue = {_sql_str(rule.venue)} AND m.payload LIKE {_sql_str(rule.like)})
+        WHERE v IS NOT NULL{require}"""
+
+
+def stage_ws(ds: Dataset, rules: tuple[FeedRule, ...], name: str = "feed_ws") -> str:
+    """Read the inbound text messages the ``rules`` may take into a temporary table
+    ``name`` (one scan of the payloads, where each rule would scan them again) and
+    return the source to pass to ``messages_sql``."""
+    likes = " OR ".join(f"payload LIKE {_sql_str(r.like)}" for r in rules) or "false"
+    venues = ", ".join(_sql_str(v) for v in sorted({r.venue for r in rules})) or "NULL"
+    ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {WS_SOURCE} "
+                   f"WHERE venue IN ({venues}) AND ({likes})")
+    return name
 
 
 # FIX: the counterparty's MsgSeqNum (34) must grow by one; a SequenceReset
@@ -193,9 +211,11 @@ FIX_SQL = """
     WHERE m.direction = 'in' AND m.seq_num IS NOT NULL AND NOT coalesce(m.poss_dup, false)"""
 
 
-def messages_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
-    """Every market-data message the rules take (and inbound FIX), one row each."""
-    parts = [rule_sql(r) for r in rules] + ([FIX_SQL] if fix else [])
+def messages_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True,
+                 source: str = WS_SOURCE) -> str:
+    """Every market-data message the rules take (and inbound FIX), one row each;
+    ``source``: where the WebSocket messages are read (``stage_ws``)."""
+    parts = [rule_sql(r, source) for r in rules] + ([FIX_SQL] if fix else [])
     return "\nUNION ALL\n".join(parts) or _NO_MESSAGES
 
 
@@ -208,10 +228,12 @@ _NO_MESSAGES = """
     WHERE false"""
 
 
-def gaps_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True) -> str:
-    """The SQL of ``feed_gaps`` (returned so users can read and reuse it)."""
+def gaps_sql(rules: tuple[FeedRule, ...] = FEED_RULES, fix: bool = True,
+             messages: str | None = None) -> str:
+    """The SQL of ``feed_gaps`` (returned so users can read and reuse it); ``messages``:
+    a table of ``messages_sql``'s rows, read instead of computing them."""
     return f"""
-        WITH msg AS ({messages_sql(rules, fix)}),
+        WITH msg AS ({f"FROM {messages}" if messages else messages_sql(rules, fix)}),
         seq AS (
             SELECT *, lag(last_id) OVER w AS prev_last, lag(ts) OVER w AS prev_ts
             FROM msg WHERE last_id IS NOT NULL
@@ -237,10 +259,25 @@ def present(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> tuple[Feed
     return tuple(r for r in rules if r.venue in venues)
 
 
-def gaps_table(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table:
+def gaps_table(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
+               messages: str | None = None) -> pa.Table:
     """One row per break in a market-data stream's numbering (``FEED_GAPS``), computed
-    from the message tables (what the ingest stores in ``feed_gaps``)."""
-    return _cast(ds.sql(gaps_sql(present(ds, rules))).to_arrow_table(), FEED_GAPS)
+    from the message tables (what the ingest stores in ``feed_gaps``); ``messages``: a
+    table of ``messages_sql``'s rows when at hand (``stage_messages``)."""
+    sql = gaps_sql(present(ds, rules), messages=messages)
+    return _cast(ds.sql(sql).to_arrow_table(), FEED_GAPS)
+
+
+def stage_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
+                   name: str = "feed_msg") -> str:
+    """``messages_sql``'s rows (of the rules of the venues present, and inbound FIX) in a
+    temporary table ``name``, each payload read and parsed once: what the ingest's
+    ``feed_gaps`` and stale-feed alerts share (``pcapflow.why``)."""
+    chosen = present(ds, rules)
+    source = stage_ws(ds, chosen)
+    ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS "
+                   f"{messages_sql(chosen, fix=True, source=source)}")
+    return name
 
 
 def find_gaps(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:

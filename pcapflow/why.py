@@ -48,9 +48,11 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
 
     with Dataset.of_capture(files, capture_id, tables) as view:
         out = {"causes": _cast(causes.compute(view), "causes")}
-        gaps = feed.gaps_table(view)
+        messages = feed.stage_messages(view)  # each market-data payload parsed once
+        gaps = feed.gaps_table(view, messages=messages)
         out["feed_gaps"] = _cast(gaps, "feed_gaps")
-        out["alerts"] = _cast(alerts.find(view, alerts.Settings(), gaps=gaps), "alerts")
+        out["alerts"] = _cast(alerts.find(view, alerts.Settings(), gaps=gaps,
+                                          messages=messages), "alerts")
     return out
 
 
