@@ -16,7 +16,6 @@ from decimal import Decimal
 
 import pytest
 from paths import PUBLIC
-
 from pcapflow.parsers.capture.capset import open_set
 from pcapflow.parsers.capture.clock import STEP_BACK_NS
 
