@@ -34,7 +34,7 @@ def match(
         raise PcapflowError(f"{venues}: venue map file not found")
     from .why import derive
 
-    results = rematch(root, registry(venues), derive)
+    results = rematch(root, registry(venues, root), derive)
     table = Table(title=f"matched in {root}", title_justify="left")
     for col in ("capture", "orders", "matched", "unmatched", "venues"):
         table.add_column(col, justify="left" if col in ("capture", "venues") else "right")

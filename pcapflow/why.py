@@ -61,22 +61,17 @@ def staged_files(stage_dir: Path) -> dict[str, list[Path]]:
     return {t: sorted((stage_dir / t).glob("*.parquet")) for t in TABLES}
 
 
-def with_venues(flows: pa.Table, venue: Mapping[int, str]) -> pa.Table:
-    """``flows`` rows with the matcher's venue of each flow."""
-    values = [venue.get(f) for f in flows.column("flow_id").to_pylist()]
-    return flows.set_column(flows.schema.get_field_index("venue"), "venue",
-                            pa.array(values, type=pa.string()))
-
-
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
                   matched: MatchOutput) -> dict[str, pa.Table]:
     """``derive`` at the end of an ingest: the staged tables, the flows the matcher
     was given (with its venues) besides those already staged, and its outputs."""
     import pyarrow.parquet as pq
 
+    from .pipelines.tables.rows import with_venues
+
     files = staged_files(stage_dir)
     schema = without_capture_id(TABLES["flows"])
     staged = [pq.read_table(p, schema=schema) for p in files.pop("flows")]
-    all_flows = pa.concat_tables([schema.empty_table(), *staged,
-                                  with_venues(flows.select(schema.names), matched.flow_venue)])
+    all_flows = pa.concat_tables([schema.empty_table(), *staged, with_venues(
+        flows.select(schema.names), matched.flow_venue, matched.flow_venue_source)])
     return derive(files, capture_id, {**matched.tables, "flows": all_flows})
