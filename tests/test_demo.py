@@ -121,7 +121,7 @@ def test_demo_writes_plot_html_and_venue_map(demo_run: tuple[Path, str]) -> None
     out, output = demo_run
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5  # 4 latency figures, the alert timeline
     for venue in truth_counts()[0]:
         assert f"<td>{venue}</td>" in html
     assert f"plots:       {out / 'latency.png'}" in output

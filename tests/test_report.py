@@ -400,7 +400,7 @@ def test_cli_plot_and_html(synth: tuple[Path, pd.DataFrame], tmp_path: Path) -> 
     text = page.read_text()
     assert text.startswith("<!DOCTYPE html>")
     imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(imgs) == 4 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in imgs)
+    assert len(imgs) == 5 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in imgs)
     assert not re.search(r"(src|href)=\"https?:", text) and "<script" not in text
     assert "lost3" in text and "before.pcap" in text  # unanswered orders, captures
     assert "by venue, endpoint" in text  # the endpoint table follows

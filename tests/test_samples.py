@@ -35,6 +35,7 @@ EXPECTED_SNI = {
     "lossy_rest_tls13": {"api.binance.com"},
     "binance_rest_h2": {"api.binance.com"},
     "binance_rest_h2_curl": {"api.binance.com"},
+    "binance_tick_tls13": {"ws-api.binance.com", "stream.binance.com"},
 }
 TRUTH_FIELDS = {"scenario", "venue", "endpoint", "kind", "conn_id", "local_port", "request_id",
                 "client_order_id", "orig_client_order_id", "outcome", "send_mono_ns",
@@ -115,6 +116,9 @@ def test_truth_log_matches_manifest(row: dict[str, str]) -> None:
         assert 0 < rec["send_mono_ns"] < rec["recv_mono_ns"]
         assert rec["local_port"] > 0
     kinds = {r["kind"] for r in records}
+    if row["scenario"] == "binance_tick_tls13":  # orders on market-data signals only
+        assert kinds == {"new"} and all(r["extra"]["trigger"] for r in records)
+        return
     assert kinds == {"new", "cancel", "amend"} or row["scenario"] == "fix44_sll2"
     assert any(r["outcome"] == "rejected" for r in records)
 
