@@ -162,7 +162,16 @@ class CcxtRestServer(BinanceRestServer):
 
 
 class CcxtApiSession(ApiSession):
-    """The WS API session plus cancel by orderId and order.cancelReplace."""
+    """The WS API session plus cancel by orderId and order.cancelReplace. Order ids are
+    unique across connections, as a venue's are (the base session numbers each
+    connection's orders from the same start)."""
+
+    sessions = 0
+
+    def __init__(self, ws: ServerConnection, seed: int) -> None:
+        super().__init__(ws, seed)
+        CcxtApiSession.sessions += 1
+        self.next_order_id += 10_000_000 * CcxtApiSession.sessions
 
     def _find(self, p: dict[str, Any], id_key: str, coid_key: str) -> dict[str, Any] | None:
         if p.get(coid_key):
