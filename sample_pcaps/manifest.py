@@ -46,11 +46,13 @@ Every file here is produced by `python sample_pcaps/generate.py` (as root; see t
 docstring at the top of that script). Real network stacks and real libraries on both
 sides: aiohttp (HTTPS REST server and client), httpx with `http2=True` against an
 `h2`-based server (REST over HTTP/2), `websockets` (WebSocket servers and
-clients, default permessage-deflate), and an asyncio FIX 4.4 acceptor/initiator built
-on simplefix. Each scenario runs in a private network namespace whose loopback has
-MTU 1500 and `gso_max_segs 1`, so segments are real 1448-byte TCP segments; the lossy
-scenario goes through a userspace relay between three namespaces. TLS clients send
-the venue's real host name as SNI and Host while dialling the mock's address.
+clients, default permessage-deflate), an asyncio FIX 4.4 acceptor/initiator built
+on simplefix, and ccxt 4.5 (`ccxt.pro.binance`: REST and the WebSocket API, as users
+run it) for the two recordings kept in folders. Each scenario runs in a private
+network namespace whose loopback has MTU 1500 and `gso_max_segs 1`, so segments are
+real 1448-byte TCP segments; the lossy scenario goes through a userspace relay
+between three namespaces. TLS clients send the venue's real host name as SNI and
+Host while dialling the mock's address.
 
 Next to each capture `NAME.*`:
 - `NAME.keylog`: NSS key log written by the client (`SSLContext.keylog_filename`);
@@ -81,7 +83,7 @@ Notes for readers of these files:
 - Truth times: `*_mono_ns` are the client's monotonic clock; `*_wall_ns` are
   `time.time_ns()` on the same host as the capture, so they are comparable to
   packet timestamps (send happens just before the first request byte is written).
-- Regenerate with `python sample_pcaps/generate.py` (all) or `--only NAME`; rewrite
+- Regenerate with `python sample_pcaps/generate.py` (all) or `generate.py NAME`; rewrite
   this file alone with `--manifest-only`. Outputs differ per run (keys, times).
 
 """
