@@ -65,6 +65,7 @@ def test_the_folder_is_one_rotation() -> None:
     assert [p.suffix for p in FILES] == [".gz"] * 6 + [".pcap"]
     # the key log and the truth beside the captures are not captures
     assert expand([ROT]) == [str(p) for p in FILES]
+    assert expand([str(ROT / "binance-*")]) == [str(p) for p in FILES]  # a quoted glob
     assert group([str(p) for p in FILES]) == [[str(p) for p in FILES]]
 
 
