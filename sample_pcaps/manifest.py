@@ -99,9 +99,10 @@ file holds no packet (tcpdump opens it at start and rotates at the first packet 
 later); every closed file is gzip'd by `-z gzip`, the one open at SIGINT is not.
 `midsession_binance/`: `binance-midsession.pcap` was started after every session had
 its TLS handshake (and WebSocket upgrade) and had traded; `reference/` is a second
-tcpdump that ran from before the client started (same kernel, same timestamps): the
-oracle for what the mid-session capture should yield. Truth `extra.phase` is `before`
-(sent before the capture began) or `after`.
+tcpdump that ran from before the client started: the mid-session capture is byte for
+byte its tail, but each tcpdump's socket stamps packets itself (times differ by ~1 µs),
+so tests stitch the reference's head to the mid-session capture for a nanosecond
+oracle. Truth `extra.phase` is `before` (sent before the capture began) or `after`.
 """
 
 
