@@ -3,7 +3,8 @@
 
 Usage (as root: it creates network namespaces and runs tcpdump/dumpcap):
 
-    python sample_pcaps/generate.py [--only NAME] [--out DIR] [--seed N] [--manifest-only]
+    python sample_pcaps/generate.py [NAME ...] [--only NAME] [--out DIR] [--seed N]
+                                    [--manifest-only]
 
 How this works. For each scenario the script
 1. creates a private network namespace (`pcfgen-<pid>`) whose loopback has an
@@ -24,6 +25,12 @@ How this works. For each scenario the script
    deletes the namespaces (also on error), injects the key log into the pcapng
    where asked (`editcap --inject-secrets`), and rewrites MANIFEST.md and
    secrets.json.
+
+Two scenarios are recordings kept in their own folder (``Scenario.folder``; MANIFEST.md,
+"Capture sets"): ``rotated_binance`` runs tcpdump with ``-G 2 -z gzip`` and a strftime
+file name, so tcpdump itself rotates and compresses; ``midsession_binance`` starts a
+reference tcpdump first, lets the client open its sessions and trade until it prints
+``OPEN``, then starts the capture proper and writes ``GO`` to the client's stdin.
 
 Every secret is fake (see common.py). The PKI is fresh on every run and not kept.
 """
