@@ -50,8 +50,10 @@ from pcapflow.coverage import coverage  # noqa: E402
 
 
 def _orders(data: Path) -> tuple[pcapflow.Dataset, int]:
+    """Orders found decoded (pairs known only from TLS record timing, ``decoded``
+    false, are not counted: they carry no ids)."""
     ds = pcapflow.open(data)
-    return ds, int(ds.scalar("SELECT count(*) FROM latency WHERE leg = 'ack'"))
+    return ds, int(ds.scalar("SELECT count(*) FROM latency WHERE leg = 'ack' AND decoded"))
 
 
 def _anomalies(ds: pcapflow.Dataset, where: str = "") -> str:
@@ -204,7 +206,7 @@ def scenario_d(work: Path) -> list[dict[str, object]]:
     cut = work / "rest3_cut.pcap"
     _from_time(cap, cut, cut_t)
     ds, n_all, _ = _ingest([str(cut)], work / "d_d_cut", [key])
-    n = int(ds.scalar(f"SELECT count(*) FROM latency WHERE leg = 'ack' {rest}"))
+    n = int(ds.scalar(f"SELECT count(*) FROM latency WHERE leg = 'ack' AND decoded {rest}"))
     return [_row("D. TLS 1.3 REST, 2 of 3 handshakes before the capture", "REST orders",
                  n, total, ds),
             _row("D.", "all orders (+ WS API)", n_all, total_all, ds)]
@@ -233,7 +235,7 @@ def scenario_e(work: Path) -> list[dict[str, object]]:
     ds, _, _ = _ingest([str(mid)], work / "d_e_mid", [mid / "midsession_binance.keylog"],
                        venues=venues)
     n = int(ds.scalar("SELECT count(*) FROM latency l JOIN flows f USING (capture_id, flow_id) "
-                      f"WHERE l.leg = 'ack' AND f.client_port = {port}"))
+                      f"WHERE l.leg = 'ack' AND l.decoded AND f.client_port = {port}"))
     where = f"WHERE flow_id IN (SELECT flow_id FROM flows WHERE client_port = {port})"
     rows.append(_row("E. TLS 1.2 connection of midsession_binance (real, ccxt)",
                      "with its key log", n, total, ds, anomalies=_anomalies(ds, where)))
@@ -242,7 +244,8 @@ def scenario_e(work: Path) -> list[dict[str, object]]:
         if t["extra"]["phase"] == "after":
             per_conn[(t["extra"]["transport"], t["extra"]["tls"], t["extra"]["deflate"])] += 1
     got = dict(ds.fetchall("SELECT f.client_port, count(*) FROM latency l JOIN flows f USING "
-                           "(capture_id, flow_id) WHERE l.leg = 'ack' GROUP BY 1"))
+                           "(capture_id, flow_id) WHERE l.leg = 'ack' AND l.decoded "
+                           "GROUP BY 1"))
     for (transport, tls, deflate), total in sorted(per_conn.items()):
         p = {t["local_port"] for t in truth if (t["extra"]["transport"], t["extra"]["tls"],
                                                 t["extra"]["deflate"]) == (transport, tls,
@@ -251,6 +254,11 @@ def scenario_e(work: Path) -> list[dict[str, object]]:
         label = f"{transport} TLS {tls}" + (" deflate" if deflate else "")
         rows.append(_row("F. midsession_binance (real capture begun mid-session), per conn",
                          label, got.get(p, 0), total, ds, anomalies=_anomalies(ds, w)))
+    ds, n, _ = _ingest([str(mid)], work / "d_f_nomap", [mid / "midsession_binance.keylog"])
+    after = sum(1 for t in truth if t["extra"]["phase"] == "after")
+    timed = int(ds.scalar("SELECT count(*) FROM latency WHERE leg = 'ack' AND NOT decoded"))
+    rows.append(_row("F.", f"no venue map (+{timed} TLS 1.2 pairs from record timing only)",
+                     n, after, ds))
     return rows
 
 
