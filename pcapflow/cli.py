@@ -510,7 +510,7 @@ def _register_command_modules() -> None:
     import importlib
 
     for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
-                 "cli_verify"):
+                 "cli_verify", "cli_live"):
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 
