@@ -20,6 +20,7 @@ endpoint is served.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -287,10 +288,9 @@ class Server:
         class _Collector:
             def collect(self) -> Iterator[Any]:
                 if refresh_on_scrape:
-                    try:
+                    # a scrape that fails to read (a file replaced under it): the last totals
+                    with contextlib.suppress(Exception):
                         outer.metrics.refresh()
-                    except Exception:  # a scrape during a commit: serve the last totals
-                        pass
                 yield from outer.metrics.families()
 
         registry.register(_Collector())  # type: ignore[arg-type]

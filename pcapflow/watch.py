@@ -220,8 +220,8 @@ class Watcher:
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
             old = self.files.get(e.path)
             if old is not None and old.stat[0] == st.st_ino:
-                if old.stat != key:
-                    old.stat, old.since, old.failed = key, now, False
+                if old.stat != key:  # written to, or a ring buffer's name reused
+                    old.stat, old.since, old.failed, old.done = key, now, False, False
                 present[e.path] = old
             elif st.st_size >= 4 and looks_like_capture(e.path):
                 present[e.path] = FileState(e.path, key, now)
@@ -276,8 +276,11 @@ class Watcher:
             return False  # the compressor is still writing this
         if f.path in open_w:
             return False
-        if not reliable and not later and now - f.since < self.idle:
+        if reliable:
+            return True  # closed by its writer
+        if not later and now - f.since < self.idle:
             return False
+        # a header still being written (no packet yet) waits for the idle time too
         return self._first_ts(f) is not None or now - f.since >= self.idle
 
     def step(self) -> int:
