@@ -116,6 +116,24 @@ class Dataset:
         return [_sql_str(str(p / "*.parquet")) for p in parts
                 if p.is_dir() and any(p.glob("*.parquet"))]
 
+    def narrow(self, since: object = None, until: object = None) -> Dataset:
+        """This dataset read only through the captures with packets in ``[since, until)``
+        (ISO 8601 strings or datetimes, naive = UTC): the same answers to questions about
+        that window, without opening the other captures' files (``pcapflow.scale``).
+
+        >>> ds.narrow(since="2026-11-23T14:00", until="2026-11-23T15:00")  # doctest: +SKIP
+        """
+        from .analysis import to_utc
+        from .scale import captures_between
+
+        lo = None if since is None else int(to_utc(since).value)
+        hi = None if until is None else int(to_utc(until).value)
+        ids = captures_between(self.path, lo, hi)
+        if self.captures is not None:
+            mine = set(self.captures)
+            ids = [c for c in ids if c in mine]
+        return Dataset(self.path, captures=ids)
+
     @property
     def tables(self) -> list[str]:
         return list(TABLES)
