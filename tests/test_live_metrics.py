@@ -137,3 +137,33 @@ def test_metrics_histogram_buckets_are_cumulative(tmp_path: Path) -> None:
         counts = [v for _, v in pts]
         assert counts == sorted(counts), key
         assert counts[-1] == got["pcapflow_order_ack_latency_seconds_count"][key]
+
+
+def test_grafana_dashboard_reads_metrics_that_exist(tmp_path: Path) -> None:
+    """Every pcapflow_* series the dashboard queries is one the endpoint serves."""
+    import json
+    import re
+
+    from pcapflow.metrics import LiveState
+
+    dash = json.loads((Path(__file__).resolve().parents[1] / "docs" /
+                       "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs.append(dash["templating"]["list"][0]["query"]["query"])
+    wanted = {m for e in exprs for m in re.findall(r"pcapflow_[a-z_]+", e)}
+    root = tmp_path / "ds"
+    _ingest(root, "lossy_rest_tls13.pcap")
+    metrics = DatasetMetrics(root, LiveState())
+    metrics.refresh()
+    server = Server(metrics, 0, "127.0.0.1")
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics",
+                                      timeout=10).read().decode()
+    finally:
+        server.close()
+    # a family is served even while it has no sample yet (no feed gap so far)
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
+                "gauge": ("",)}
+    served = {name + sfx for name, kind in families.items() for sfx in suffixes[kind]}
+    assert wanted and wanted <= served, wanted - served
