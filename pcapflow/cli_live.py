@@ -91,7 +91,8 @@ def watch_cmd(
             f"interrupted: watch stopped; {len(kept)} file(s) it ingested are kept (last "
             f"{kept[-1]}); the file in progress left the dataset as it was")
         if metrics is not None:
-            metrics.refresh()
+            metrics.refresh(added=[getattr(result, "capture_id", "")],
+                            removed=list(getattr(result, "replaced", [])))
         if not tty:
             out.print(w.one_line(watcher.status), highlight=False, soft_wrap=True)
             sys.stdout.flush()

@@ -186,12 +186,28 @@ class DatasetMetrics:
         self._lock = threading.Lock()
         self.refreshed_unix = 0.0
 
-    def refresh(self) -> None:
+    def refresh(self, added: list[str] | None = None, removed: list[str] = ()) -> None:
         """Bring the totals up to the dataset: new captures added, a replaced or removed
-        one makes a full re-read."""
+        one makes a full re-read. ``added``: the caller knows what changed (``watch``:
+        the capture it just committed, and the ones that commit replaced), so the other
+        partitions are not listed again."""
         from .dataset import Dataset
+        from .pipelines import store
 
         if not self.root.is_dir():
+            return
+        if added is not None and self._seen and not removed and all(added) \
+                and not any(c in self._seen for c in added):
+            with Dataset(self.root, captures=added) as ds:
+                add = read_totals(ds)
+            totals = Totals()
+            totals.add(self.totals)
+            totals.add(add)
+            seen = dict(self._seen)
+            seen.update({c: store.fingerprint(self.root, c) for c in added})
+            with self._lock:
+                self.totals, self._seen = totals, seen
+                self.refreshed_unix = time.time()
             return
         now = _partitions(self.root)
         gone = [c for c, fp in self._seen.items() if now.get(c) != fp]

@@ -101,8 +101,15 @@ def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
         _check(got, exp)
         assert sum(exp["pcapflow_order_ack_latency_seconds_count"].values()) > 50
         assert sum(exp["pcapflow_retransmissions_total"].values()) > 0
-        # another capture: added incrementally
-        _ingest(root, "okx_ws_tls12.pcap")
+        # another capture: added incrementally (as watch does: it names the capture)
+        told = DatasetMetrics(root)
+        told.refresh()
+        cap = SAMPLES / "okx_ws_tls12.pcap"
+        r = pcapflow.ingest([cap], keylog=[cap.with_suffix(".keylog")], data=root)[0]
+        told.refresh(added=[r.capture_id], removed=r.replaced)
+        fresh = DatasetMetrics(root)
+        fresh.refresh()
+        assert told.totals == fresh.totals
         got = _scrape(server.port)
         exp = _expected(root)
         _check(got, exp)
