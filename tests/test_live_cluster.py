@@ -115,3 +115,25 @@ def test_cluster_worker_killed_mid_set(cluster, local, tmp_path: Path) -> None:
     _same_captures(ref, ds)
     assert not any((ds / ".staging").iterdir())
     assert not any((ds / ".journal").glob("*"))
+
+
+def test_recover_keeps_staging_of_a_live_or_remote_client(tmp_path: Path) -> None:
+    """A cluster client's staging (written by its workers) survives another process's
+    ``recover`` while the client lives or is on another host; a dead local client's
+    is removed, as a dead local ingest's is."""
+    from pcapflow.pipelines import store
+
+    root = tmp_path / "ds"
+    sdir = root / store.STAGING
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    names = {
+        f"{store.cluster_owner()}-w1-aaaa": True,          # this process: alive
+        f"c{dead}@{store.host_tag()}-w1-bbbb": False,       # a dead client here
+        f"c{dead}@elsewhere_host-w1-cccc": True,            # another host: cannot tell
+        f"{dead}-dddd": False,                              # a dead local ingest
+    }
+    for n in names:
+        (sdir / n).mkdir(parents=True)
+    with store.locked(root):
+        store.recover(root)
+    assert {p.name for p in sdir.iterdir()} == {n for n, keep in names.items() if keep}
