@@ -18,11 +18,11 @@ import pytest
 import pcapflow
 from pcapflow.cluster import STAGED_MARK
 
-distributed = pytest.importorskip("distributed")
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture_split import split
 from test_capture_sets import assert_same_rows
+
+distributed = pytest.importorskip("distributed")
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 

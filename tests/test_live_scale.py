@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow
 from pcapflow import report
-from pcapflow.pipelines.tables.schemas import TABLES
 from pcapflow.scale import CATALOG, captures_between
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
@@ -99,7 +99,7 @@ def test_time_window_reads_only_its_captures(many) -> None:
 
 
 def test_catalog_follows_the_dataset(many, tmp_path: Path) -> None:
-    root, first = many
+    root, _ = many
     copy = tmp_path / "ds"
     shutil.copytree(root, copy)
     assert len(captures_between(copy, None, None)) == N
