@@ -85,11 +85,25 @@ def watch_cmd(
     tty = out.is_terminal
     kept: list[str] = []
 
-    def on_file(path: str, result: object) -> None:
+    def keep(path: str) -> None:
         kept.append(os.path.basename(path))
         interrupts.set_message(
             f"interrupted: watch stopped; {len(kept)} file(s) it ingested are kept (last "
             f"{kept[-1]}); the file in progress left the dataset as it was")
+
+    ingest_file = w.watch_ingest(root, keylog, venues)
+
+    def ingest_one(path: str) -> object:
+        try:
+            return ingest_file(path)
+        except KeyboardInterrupt:
+            if interrupts.committed:  # committed, then the signal was acted on
+                keep(path)
+            interrupts.committed.clear()  # the watch's own line says what is kept
+            raise
+
+    def on_file(path: str, result: object) -> None:
+        keep(path)
         if metrics is not None:
             metrics.refresh(added=[getattr(result, "capture_id", "")],
                             removed=list(getattr(result, "replaced", [])))
@@ -100,7 +114,7 @@ def watch_cmd(
     def on_error(path: str, err: PcapflowError) -> None:
         console.print(f"[yellow]warning:[/yellow] {path}: not ingested: {err}", highlight=False)
 
-    watcher = w.Watcher(directory, root, w.watch_ingest(root, keylog, venues),
+    watcher = w.Watcher(directory, root, ingest_one,
                         poll=poll, settle=settle, idle=idle, on_file=on_file,
                         on_error=on_error)
     if not tty:
