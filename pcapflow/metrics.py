@@ -230,14 +230,13 @@ class DatasetMetrics:
 
     def families(self) -> Iterator[Any]:
         """The metric families (prometheus_client objects) of the current totals."""
-        pc = require_prometheus()
+        require_prometheus()  # one line saying what to install, not an ImportError
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
             HistogramMetricFamily,
         )
 
-        del pc
         with self._lock:
             t = self.totals
         hist = HistogramMetricFamily(

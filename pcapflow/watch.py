@@ -177,9 +177,6 @@ def ingested_files(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-IngestFn = Callable[[str], object]
-
-
 class Watcher:
     """Follows ``directory`` and ingests its completed capture files into ``root``."""
 
