@@ -122,6 +122,7 @@ def ingest(
     limits: Mapping[str, int | str] | None = None,
     workers: int | str = 1,
     sets: bool = True,
+    cluster: str | None = None,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
 
@@ -140,6 +141,10 @@ def ingest(
     Files of one recording (a rotation, a ring buffer, a split) are one capture,
     read as one stream: ``capture_sets`` says which (``sets=False``: each file on
     its own); ``progress`` is called with the first file of each.
+
+    ``cluster``: a Dask scheduler's address (``tcp://host:port``) or ``local:N``; each
+    capture set is ingested on a worker and committed here (``pcapflow.cluster``; the
+    dataset, captures and key logs on storage every worker sees).
     """
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
@@ -150,6 +155,14 @@ def ingest(
     # (pipelines.interrupts): KeyboardInterrupt, and the dataset as it was.
     interrupts.committed.clear()
     with interrupts.deferred():
+        if cluster is not None:
+            from .cluster import ingest_on_cluster
+
+            return ingest_on_cluster(
+                capture_sets(paths, sets=sets), data_dir(data), cluster,
+                keylog=[str(k) for k in keylog or []],
+                venues=str(venues) if venues is not None else None, packets=packets,
+                app=app, limits=limits, progress=progress)
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
                        workers, sets)
 

@@ -130,6 +130,12 @@ def ingest(
         typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Dask scheduler address (tcp://host:port), or "
+                     "local:N for N local worker processes: capture sets are spread over "
+                     "the workers (needs pip install 'pcapflow[live]')"),
+    ] = None,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files).
 
@@ -208,6 +214,7 @@ def ingest(
             progress=progress,
             limits=overrides,
             workers="auto" if workers == "auto" else int(workers),
+            cluster=cluster,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
@@ -510,7 +517,7 @@ def _register_command_modules() -> None:
     import importlib
 
     for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
-                 "cli_verify"):
+                 "cli_verify", "cli_live"):
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 
