@@ -65,18 +65,20 @@ class _SkipImports:
 
 
 def _skip_unused_imports() -> None:
-    """Keep ``ingest`` from importing pandas, SciPy and PyYAML, which it never uses
-    (~0.55 s).
+    """Keep ``ingest`` from importing pandas, SciPy, cffi and PyYAML, which it never
+    uses (~0.6 s).
 
     pyarrow imports pandas on its first array (even one made from a list) when
     pandas is installed, Numba imports SciPy on its first kernel, to offer BLAS
-    to ``np.dot``, and PyYAML at its own import, to read a ``.numba_config.yaml``
+    to ``np.dot``, and cffi there too, parsing C declarations with pycparser
+    (~30 ms) to type cffi functions (pcapflow calls C through ctypes; cryptography
+    through its own Rust bindings), and PyYAML at its own import, to read a ``.numba_config.yaml``
     (kept when the working directory has one). An ingest needs none of them, so
     in the CLI's own process (never a user's: the Python API leaves imports
     alone) these imports fail at once and the libraries take their "not
     installed" path. A package already imported is left as it is.
     """
-    skip = ["pandas", "scipy"]
+    skip = ["pandas", "scipy", "cffi"]
     if not os.path.exists(".numba_config.yaml"):
         skip.append("yaml")
     names = frozenset(n for n in skip if n not in sys.modules)
