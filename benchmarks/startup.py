@@ -11,7 +11,9 @@ the same small capture). The inputs are made first: a ~1 MB plain TCP capture
 sample with its key log (orders, acks, latency rows) for ``query`` and
 ``report``. ``--cold`` also times the first ingest with an empty Numba cache
 (what the first run after ``pip install`` pays: every kernel compiled).
-``--imports`` adds ``python -c "import X"`` for the heavy libraries.
+``--imports`` adds ``python -c "import X"`` for the heavy libraries; ``--compare
+PCAPFLOW`` runs another install's console script (say, the code before a change)
+in the same rounds, as ``other: ...``.
 
 Targets (issue 20): ``query`` and ``report`` on a small dataset <= 0.25 s; an
 ingest of a 1 MB capture <= 0.5 s; warm install (Numba's cache filled).
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true",
                     help="also the first ingest with an empty Numba cache")
     ap.add_argument("--imports", action="store_true", help="also `python -c 'import X'`")
+    ap.add_argument("--compare", metavar="PCAPFLOW",
+                    help="another install's pcapflow script (e.g. the previous release), "
+                    "run in the same rounds as 'other: ...'")
     ap.add_argument("--json", help="write every run here")
     a = ap.parse_args(argv)
     pf = pcapflow_cmd()
@@ -95,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             "report": lambda: [*pf, "report", "--data", str(ds)],
             "ingest_1mb": lambda: [*pf, "ingest", str(cap), "--data", fresh()],
         }
+        if a.compare:  # another install's console script, same inputs, same rounds
+            other = [a.compare]
+            cmds["other: pcapflow --version"] = lambda: [*other, "--version"]
+            cmds["other: query"] = lambda: [*other, "query", "SELECT count(*) AS n FROM latency",
+                                            "--data", str(ds)]
+            cmds["other: report"] = lambda: [*other, "report", "--data", str(ds)]
+            cmds["other: ingest_1mb"] = lambda: [*other, "ingest", str(cap), "--data", fresh()]
+            measure([*other, "ingest", str(cap), "--data", fresh()])  # its Numba cache
         if shutil.which("tshark"):
             cmds["tshark -v"] = lambda: ["tshark", "-v"]
             cmds["tshark -r 1mb"] = lambda: ["tshark", "-n", "-r", str(cap)]
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       fresh()], env=env)]
         print(f"{a.repeat} runs each, medians; load average {min(loads):.1f}-{max(loads):.1f} "
               f"on {os.cpu_count()} CPUs (shared machine: compare within this run)")
-        print(f"{'command':<26}{'wall s':>9}{'cpu s':>9}{'min wall':>10}{'RSS MB':>8}  target")
+        print(f"{'command':<28}{'wall s':>9}{'cpu s':>9}{'min wall':>10}{'RSS MB':>8}  target")
         summary = {}
         for k, rs in runs.items():
             wall = statistics.median(r["wall"] for r in rs)
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "" if goal is None else (
                 f"<= {goal} s: wall {'met' if wall <= goal else 'NOT met'}, "
                 f"cpu {'met' if cpu <= goal else 'NOT met'}")
-            print(f"{k:<26}{wall:>9.3f}{cpu:>9.3f}{low:>10.3f}{rss:>8.0f}  {verdict}")
+            print(f"{k:<28}{wall:>9.3f}{cpu:>9.3f}{low:>10.3f}{rss:>8.0f}  {verdict}")
             summary[k] = {"wall_median": wall, "cpu_median": cpu, "wall_min": low,
                           "rss_mb": rss, "runs": rs}
         if a.json:
