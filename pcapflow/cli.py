@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .parsers.errors import PcapflowError
@@ -165,6 +164,8 @@ def ingest(
         name, _, value = item.partition("=")
         overrides[name] = value
     _skip_unused_imports()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from . import api
     from .dataset import data_dir
 
