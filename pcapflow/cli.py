@@ -131,6 +131,12 @@ def ingest(
         typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Dask scheduler address (tcp://host:port), or "
+                     "local:N for N local worker processes: capture sets are spread over "
+                     "the workers (needs pip install 'pcapflow[live]')"),
+    ] = None,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files).
 
@@ -211,6 +217,7 @@ def ingest(
             progress=progress,
             limits=overrides,
             workers="auto" if workers == "auto" else int(workers),
+            cluster=cluster,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
@@ -585,7 +592,8 @@ def flows(
 
 
 COMMAND_MODULES = {"match": "cli_match", "report": "cli_report", "demo": "cli_demo",
-                   "alerts": "cli_alerts", "compare": "cli_compare", "verify": "cli_verify"}
+                   "alerts": "cli_alerts", "compare": "cli_compare", "verify": "cli_verify",
+                   "watch": "cli_live", "metrics": "cli_live"}
 """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
 
 
@@ -593,7 +601,7 @@ def _register_command_modules(names: tuple[str, ...] | None = None) -> None:
     """Register the command modules named (all of them by default)."""
     import importlib
 
-    for name in COMMAND_MODULES.values() if names is None else names:
+    for name in dict.fromkeys(COMMAND_MODULES.values()) if names is None else names:
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 

@@ -7,10 +7,10 @@ in ``TABLES`` order, its ``(column, DuckDB type)`` pairs: the types DuckDB gives
 the empty Arrow table of that schema (``DESCRIBE``), so a table created from them
 with ``CREATE TABLE`` has exactly the columns a registered Arrow table would. The
 result is cached in a JSON file in this package's ``__pycache__`` (where Python
-keeps its bytecode), named by a fingerprint of the source files the schemas come
-from (every ``.py`` under ``parsers`` and ``pipelines/tables``: path, size, mtime)
-and the DuckDB version; any edit or upgrade makes a new name, so a stale file is
-never read. When the directory is not writable the schemas are built each time.
+keeps its bytecode), named by a fingerprint of the package's source files (every
+``.py``: path, size, mtime; a few ms of ``stat`` calls) and the DuckDB version; any
+edit or upgrade makes a new name, so a stale file is never read. When the directory
+is not writable the schemas are built each time.
 """
 
 from __future__ import annotations
@@ -25,18 +25,22 @@ HERE = Path(__file__).resolve().parent
 _memo: dict[str, list[tuple[str, str]]] | None = None
 
 
-def _parsers_dir() -> Path:
-    from ... import parsers
+def _source_dirs() -> list[Path]:
+    """The package's source directories (installed: one tree; editable: three)."""
+    import pcapflow
 
-    return Path(parsers.__file__).resolve().parent
+    from ... import parsers, pipelines
+
+    dirs = {Path(m.__file__).resolve().parent for m in (pcapflow, parsers, pipelines)}
+    return sorted(d for d in dirs if not any(p in d.parents for p in dirs))
 
 
 def fingerprint() -> str:
-    """A hash of the schema sources (path, size, mtime) and DuckDB's version."""
+    """A hash of the package's sources (path, size, mtime) and DuckDB's version."""
     import duckdb
 
     h = hashlib.sha256(duckdb.__version__.encode())
-    for root in (_parsers_dir(), HERE):
+    for root in _source_dirs():
         for dirpath, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
