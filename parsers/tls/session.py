@@ -37,6 +37,7 @@ unknown from then on. Records are still framed and timed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -520,7 +521,8 @@ class TlsSession:
         assert self.keylog is not None
         limits = self._search_limits
         log = self.keylog
-        where = ", ".join(log.sources) or "the key log"
+        # file names only: a table row must not depend on where the dataset was made
+        where = ", ".join(os.path.basename(src) for src in log.sources) or "the key log"
         if not st.search_secrets:
             return (f"no handshake captured, and {where} ({len(log)} client randoms) holds "
                     "no TLS 1.3 traffic secret to search: if this is TLS 1.2 it cannot be "
