@@ -79,9 +79,8 @@ def _workers(path: Capture, workers: int | str, *, app: bool, jobs: int,
     """The processes one capture gets: ``workers``, or ``auto_workers`` for "auto"
     (one for a rotation's files when resuming is on: only one process keeps the state
     of the connections they leave open)."""
-    if workers == "auto" and resume:
-        if all(rotation_named(p) for p in _files(path)):
-            return 1
+    if workers == "auto" and resume and all(rotation_named(p) for p in _files(path)):
+        return 1
     return auto_workers(path, app=app, jobs=jobs) if workers == "auto" else int(workers)
 
 

@@ -181,8 +181,9 @@ def find(root: Path, paths: list[str]) -> Previous | None:
         return None
     files = [peek(p) for p in paths]
     timed = [f for f in files if f.first_ts is not None]
-    if not timed:
-        return None
+    if not timed:  # files without packets (an idle rotation period): the latest set's
+        best = max(heads, key=lambda h: int(h["last_key"]))
+        return _previous(best)
     mine = {(f.first_ts, _head_id(f)) for f in timed}
     first = min(timed, key=lambda f: (f.first_ts, os.path.basename(f.path)))
     best = None
@@ -202,10 +203,12 @@ def find(root: Path, paths: list[str]) -> Previous | None:
             continue
         if best is None or last > int(best["last_key"]):
             best = h
-    if best is None:
-        return None
-    path = best.pop("path")
-    _check_version(path, best)
+    return None if best is None else _previous(best)
+
+
+def _previous(found: dict[str, Any]) -> Previous:
+    path = found.pop("path")
+    _check_version(path, found)
     header, body = _read(path, body=True)
     return Previous(path=path, header=header, body=body)
 
