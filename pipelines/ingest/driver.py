@@ -450,7 +450,8 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     the rest of the ingest's writes to provisional parts. Returns the anomalies
     written so far in the set (final ones)."""
     prev = resume.prev
-    capture_id = prev.capture_id if prev is not None else reader.content_sha256[:16]
+    content = reader.content_sha256  # (waits for the files' hashes: the state names them)
+    capture_id = prev.capture_id if prev is not None else content[:16]
     old = prev.files if prev is not None else []
     files = [*old, *(resume_state.file_meta(f) for f in reader.files)]
     last_key = max([int(prev.header["last_key"]) if prev is not None else 0,

@@ -54,6 +54,7 @@ import json
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,12 @@ class Previous:
 
     def load(self, keylog: KeyLog | None, limits: Limits) -> None:
         """Unpickle the body (the tracker and the connections' records)."""
-        self.core = _loads(self.body, keylog, limits)
+        try:
+            body = zlib.decompress(self.body)
+        except zlib.error as err:
+            raise StateError(f"{self.path}: damaged resume state: re-ingest the file with "
+                             "--new-set") from err
+        self.core = _loads(body, keylog, limits)
 
 
 def _read(path: Path, *, body: bool) -> tuple[dict[str, Any], bytes]:
@@ -306,10 +312,11 @@ def snapshot(capture_id: str, tracker: FlowTracker, app: AppLayer | None,
 
 
 def pack(header: dict[str, Any], core: bytes) -> bytes:
-    """``state.bin``: magic, header length, the JSON header, the pickled state."""
+    """``state.bin``: magic, header length, the JSON header, the pickled state
+    (zlib: the tracker's arrays are mostly zeros)."""
     head = json.dumps({**header, "version": STATE_VERSION,
                        "pcapflow_version": __version__}).encode()
-    return MAGIC + _HEADER.pack(len(head)) + head + core
+    return MAGIC + _HEADER.pack(len(head)) + head + zlib.compress(core, 1)
 
 
 def _dropped(ts: int, fid: int, why: str) -> Anomaly:
