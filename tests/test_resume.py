@@ -167,7 +167,7 @@ def test_one_file_per_call_gives_the_rows_of_one_ingest(
 def test_cli_one_command_per_file_equals_one_command(
         tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
     cap = SAMPLES / "binance_wsapi_tls13.pcap"
-    one, n = singles[cap.name]
+    one, _n = singles[cap.name]
     parts = split(cap, _inside(one)[:1], tmp_path)
     keys = _keylogs(cap, tmp_path)
     pcapflow.ingest(parts, keylog=keys, data=tmp_path / "whole", packets=True)
@@ -257,10 +257,10 @@ def test_state_holds_no_key_material_nor_plaintext(
         known = _spanning_plaintext(one, ts + 1)
         checked += len(known)
         assert not [k for k in known if k in state], known
-        header, body = resume._read(next((work / "d" / store.STATE).glob("*/state.bin")),
+        _header, body = resume._read(next((work / "d" / store.STATE).glob("*/state.bin")),
                                     body=True)
         core = resume._loads(zlib.decompress(body), None, Limits())
-        for fid, random, label, blob in core["conns"]:
+        for fid, random, _label, blob in core["conns"]:
             conn = None if random is not None else resume._loads(
                 blob, None, Limits())
             if conn is not None:  # stored as it is: no decrypted TLS under it
@@ -271,7 +271,7 @@ def test_state_holds_no_key_material_nor_plaintext(
 def test_resume_without_the_key_log_says_which_is_needed(
         tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
     cap = SAMPLES / "binance_wsapi_tls13.pcap"
-    one, n = singles[cap.name]
+    _one, n = singles[cap.name]
     parts = split(cap, [n // 2], tmp_path)
     pcapflow.ingest([parts[0]], keylog=[cap.with_suffix(".keylog")], data=tmp_path / "d")
     r = pcapflow.ingest([parts[1]], data=tmp_path / "d")[0]
@@ -343,7 +343,7 @@ def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_the_state_is_bounded(tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
     cap = SAMPLES / "fix44_plain.pcap"
-    one, n = singles[cap.name]
+    _one, n = singles[cap.name]
     parts = split(cap, [n // 2], tmp_path)
     pcapflow.ingest([parts[0]], data=tmp_path / "d", limits={"resume_max_bytes": 1})
     path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
