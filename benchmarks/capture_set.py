@@ -10,6 +10,11 @@ same machine state; best of ``--repeat`` each, with ``--workers 1`` (one process
 the reader's own cost) and the default ``--workers auto``. Each run writes a
 fresh dataset; the Numba cache is warmed by one untimed run first. The set's
 tables are checked to hold as many rows as the single file's.
+
+``--resume`` (with ``--inprocess``) also times the parts ingested ONE PER CALL, as a
+rotation is when each file is ingested as it closes (``pcapflow watch``): each call
+resumes the connections the previous file left open (``pipelines.ingest.resume``);
+the CPU seconds of all the calls are summed, and the tables checked equal in size.
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ def _rows(data: Path) -> dict[str, int]:
 
 
 def _inprocess(capture: str, parts: list[str], keylog: list[str], data: Path,
-               repeat: int) -> dict[str, float]:
-    """Best CPU seconds of ``ingest_capture`` on the file and on its parts (one process)."""
+               repeat: int, resume: bool = False) -> dict[str, object]:
+    """Best CPU seconds of ``ingest_capture`` on the file and on its parts (one process);
+    ``resume``: and on the parts one per call, resuming."""
     from pcapflow.pipelines.ingest import ingest_capture
 
     from pcapflow import api
@@ -71,13 +77,35 @@ def _inprocess(capture: str, parts: list[str], keylog: list[str], data: Path,
         ingest_capture(paths, data, app_layer=app, matcher=matcher)  # type: ignore[arg-type]
         return time.process_time() - c0
 
+    def per_call() -> tuple[float, list[float]]:
+        shutil.rmtree(data, ignore_errors=True)
+        calls = []
+        for p in parts:
+            c0 = time.process_time()
+            ingest_capture([p], data, app_layer=app, matcher=matcher,  # type: ignore[arg-type]
+                           resume=True)
+            calls.append(time.process_time() - c0)
+        return sum(calls), calls
+
     once([capture])  # warm: Numba kernels loaded, page cache
-    one, many = [], []
+    one, many, resumed, calls = [], [], [], []
     for _ in range(repeat):
         one.append(once([capture]))
+        single_rows = _rows(data)
         many.append(once(parts))
-    return {"single_cpu_s": min(one), "set_cpu_s": min(many), "single_all": one,
-            "set_all": many, "cpu_overhead_pct": 100 * (min(many) / min(one) - 1)}
+        if resume:
+            total, each = per_call()
+            assert _rows(data) == single_rows, (_rows(data), single_rows)
+            resumed.append(total)
+            calls.append(each)
+    out: dict[str, object] = {
+        "single_cpu_s": min(one), "set_cpu_s": min(many), "single_all": one,
+        "set_all": many, "cpu_overhead_pct": 100 * (min(many) / min(one) - 1)}
+    if resume:
+        best = resumed.index(min(resumed))
+        out.update(resume_cpu_s=min(resumed), resume_all=resumed, resume_calls=calls[best],
+                   resume_overhead_pct=100 * (min(resumed) / min(one) - 1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inprocess", action="store_true",
                     help="also time ingest_capture in this process (CPU time)")
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI runs")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --inprocess: also the parts one per call, resuming")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     editcap = shutil.which("editcap")
@@ -118,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             assert _rows(data) == single_rows, (_rows(data), single_rows)
             if a.inprocess:
                 row = {"parts": len(parts), "workers": "in-process",
-                       **_inprocess(a.capture, parts, a.keylog, data, a.repeat)}
+                       **_inprocess(a.capture, parts, a.keylog, data, a.repeat, a.resume)}
                 result["runs"].append(row)  # type: ignore[union-attr]
                 print(f"{len(parts)} parts, in one process: single {row['single_cpu_s']:.2f} s "
                       f"CPU, set {row['set_cpu_s']:.2f} s CPU: overhead "
                       f"{row['cpu_overhead_pct']:+.1f}%")
+                if a.resume:
+                    calls = ", ".join(f"{c:.2f}" for c in row["resume_calls"])  # type: ignore
+                    print(f"  one part per call, resuming: {row['resume_cpu_s']:.2f} s CPU "
+                          f"({calls}): overhead {row['resume_overhead_pct']:+.1f}%")
             for w in [] if a.no_cli else a.workers:
                 one, many = [], []
                 for _ in range(a.repeat):

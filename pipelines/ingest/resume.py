@@ -14,7 +14,8 @@ How this works.
   ingest continues a set when its files have the set's name pattern, the same
   link types as its last file, and their first packet is at most
   ``ROTATION_OVERLAP_NS`` before the set's last packet and at most a day after
-  (``find``). A file already in the set is refused (``AlreadyIngested``).
+  (``find``). Some of the set's files again are refused (``AlreadyIngested``);
+  all of them are a re-ingest, which replaces the set.
 - *What is kept* (``snapshot``), in ``DATA/_state/capture_id=<id>/state.bin``: a
   JSON header (format version, the set's files, its name pattern, last packet
   time, counters) and a pickle of the TCP flow tracker (sequence bases, next
@@ -195,7 +196,7 @@ def find(root: Path, paths: list[str]) -> Previous | None:
     best = None
     for h in heads:
         known = {(x["first_ts"], x["head"]) for x in h["files"]}
-        if mine <= known:
+        if mine < known:  # some files of the set again (all of them: a re-ingest)
             names = ", ".join(os.path.basename(f.path) for f in timed)
             raise AlreadyIngested(
                 f"{names}: already ingested, as part of capture {h['capture_id']} (nothing "
