@@ -305,7 +305,7 @@ class Staging:
             self._thread, self._stopping = None, False
 
     def _fsync_all(self) -> None:
-        for f in [*self.dir.rglob("*.parquet"), *(self.dir / STATE).glob("*")]:
+        for f in [*self.dir.rglob("*.parquet"), *(self.dir / STATE).rglob("*.*")]:
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
 

@@ -44,7 +44,7 @@ from ...parsers.limits import Limits
 from ...parsers.protocols.columns import ts_array
 from ...parsers.tcp.analysis import FlowTracker
 from .. import interrupts, store
-from ..prefilter import stage_ws_candidates
+from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
 from ..tables.rows import RowBuffers
 from . import resume as resume_state
 from .app_layer import AppLayer
@@ -151,6 +151,7 @@ def ingest_capture(
         first_file = len(prev.files) if prev is not None else 0
         if prev is not None:
             resume_state.carry(prev, data_dir, staging.dir)
+            resume_state.carry_candidates(prev, data_dir, staging.dir, CANDIDATES_DIR)
             staging.part_prefix = f"f{first_file}-"
         with open_set(paths, chunk_bytes=chunk_bytes, as_set=keep, first_index=first_index,
                       first_file=first_file) as reader:
@@ -473,7 +474,8 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     out = staging.dir / store.STATE
     out.mkdir(exist_ok=True)
     (out / resume_state.STATE_FILE).write_bytes(data)
-    staging.close_writers()
+    staging.close_writers()  # (the scan files of the final rows are written by then)
+    resume_state.keep_candidates(staging.dir, CANDIDATES_DIR)
     staging.part_prefix = resume_state.TAIL_PREFIX
     return int(header["anomalies"])
 

@@ -387,12 +387,43 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
                 continue
             dst = stage / table / f.name
             dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(f, dst)
-            except OSError:  # a file system without hard links
-                import shutil
+            _link(f, dst)
 
-                shutil.copyfile(f, dst)
+
+CANDIDATES = "candidates"
+"""Sub-directory of the state: the matcher's ingest-time scan of the set's final
+``ws_messages`` parts (``prefilter.stage_ws_candidates``), so the next ingest's
+matcher reads those instead of scanning the whole set's messages again."""
+
+
+def keep_candidates(stage: Path, side: str) -> None:
+    """At the switch to provisional parts: the scan files written so far (final, as
+    the rows they cover) go into the staged state, renamed to keep their order."""
+    src = stage / side
+    if not src.is_dir():
+        return
+    out = stage / STATE_DIR / CANDIDATES
+    out.mkdir(parents=True, exist_ok=True)
+    for k, f in enumerate(sorted(src.glob("*.arrow"))):
+        _link(f, out / f"0000-{k:09d}.arrow")  # before any process id's names
+
+
+def carry_candidates(prev: Previous, root: Path, stage: Path, side: str) -> None:
+    """The set's scan files (``keep_candidates``) into this ingest's staging."""
+    src = store.partition_dir(root, STATE_DIR, prev.capture_id) / CANDIDATES
+    if src.is_dir():
+        (stage / side).mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.glob("*.arrow")):
+            _link(f, stage / side / f.name)
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        import shutil
+
+        shutil.copyfile(src, dst)
 
 
 def old_flows(prev: Previous, root: Path) -> Any:
