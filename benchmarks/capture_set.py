@@ -14,7 +14,10 @@ tables are checked to hold as many rows as the single file's.
 ``--resume`` (with ``--inprocess``) also times the parts ingested ONE PER CALL, as a
 rotation is when each file is ingested as it closes (``pcapflow watch``): each call
 resumes the connections the previous file left open (``pipelines.ingest.resume``);
-the CPU seconds of all the calls are summed, and the tables checked equal in size.
+the CPU seconds of all the calls are summed, and the tables checked equal in size;
+and, for the cost of a call itself whatever its file (the matcher's start, one file
+per table, the commit), an ingest of a file without packets: the overhead "beyond the
+commands" is that of resuming (``(resumed - parts * empty) / (single - empty)``).
 """
 
 from __future__ import annotations
@@ -77,18 +80,29 @@ def _inprocess(capture: str, parts: list[str], keylog: list[str], data: Path,
         ingest_capture(paths, data, app_layer=app, matcher=matcher)  # type: ignore[arg-type]
         return time.process_time() - c0
 
-    def per_call() -> tuple[float, list[float]]:
+    def per_call(resume: bool = True) -> tuple[float, list[float]]:
         shutil.rmtree(data, ignore_errors=True)
         calls = []
         for p in parts:
             c0 = time.process_time()
             ingest_capture([p], data, app_layer=app, matcher=matcher,  # type: ignore[arg-type]
-                           resume=True)
+                           resume=resume)
             calls.append(time.process_time() - c0)
         return sum(calls), calls
 
+    def fixed() -> float:
+        """CPU seconds of ingesting a file without packets: what a command costs
+        whatever its file (the matcher's start, the tables' files, the commit)."""
+        empty = data.parent / "empty_00000.pcap"
+        with open(capture, "rb") as fh:
+            empty.write_bytes(fh.read(24))  # a pcap file header (pcap captures only)
+        shutil.rmtree(data, ignore_errors=True)
+        c0 = time.process_time()
+        ingest_capture([str(empty)], data, app_layer=app, matcher=matcher)  # type: ignore
+        return time.process_time() - c0
+
     once([capture])  # warm: Numba kernels loaded, page cache
-    one, many, resumed, calls = [], [], [], []
+    one, many, resumed, calls, separate = [], [], [], [], []
     for _ in range(repeat):
         one.append(once([capture]))
         single_rows = _rows(data)
@@ -98,13 +112,18 @@ def _inprocess(capture: str, parts: list[str], keylog: list[str], data: Path,
             assert _rows(data) == single_rows, (_rows(data), single_rows)
             resumed.append(total)
             calls.append(each)
+            separate.append(fixed())
     out: dict[str, object] = {
         "single_cpu_s": min(one), "set_cpu_s": min(many), "single_all": one,
         "set_all": many, "cpu_overhead_pct": 100 * (min(many) / min(one) - 1)}
     if resume:
         best = resumed.index(min(resumed))
         out.update(resume_cpu_s=min(resumed), resume_all=resumed, resume_calls=calls[best],
-                   resume_overhead_pct=100 * (min(resumed) / min(one) - 1))
+                   resume_overhead_pct=100 * (min(resumed) / min(one) - 1),
+                   command_cpu_s=min(separate),
+                   resume_beyond_commands_pct=100 * (
+                       (min(resumed) - len(parts) * min(separate))
+                       / (min(one) - min(separate)) - 1))
     return out
 
 
@@ -156,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 if a.resume:
                     calls = ", ".join(f"{c:.2f}" for c in row["resume_calls"])  # type: ignore
                     print(f"  one part per call, resuming: {row['resume_cpu_s']:.2f} s CPU "
-                          f"({calls}): overhead {row['resume_overhead_pct']:+.1f}%")
+                          f"({calls}): overhead {row['resume_overhead_pct']:+.1f}%; a command "
+                          f"on a file without packets costs {row['command_cpu_s']:.2f} s CPU; "
+                          f"beyond that per call: {row['resume_beyond_commands_pct']:+.1f}%")
             for w in [] if a.no_cli else a.workers:
                 one, many = [], []
                 for _ in range(a.repeat):

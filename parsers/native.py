@@ -38,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -282,10 +283,10 @@ class NativeInflater:
         return {"window_bits": self.window_bits, "no_context_takeover": self.no_context_takeover,
                 "window": window}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(int(state["window_bits"]),  # type: ignore[misc, call-overload]
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(int(state["window_bits"]),  # type: ignore[misc]
                       bool(state["no_context_takeover"]))
-        window = bytes(state["window"])  # type: ignore[call-overload]
+        window = bytes(state["window"])
         if window:
             _z.inflateSetDictionary(ctypes.c_void_p(self._ptr), window, len(window))
 

@@ -863,8 +863,9 @@ class TlsSession:
                     st.pending = dec
             if ref["app"] and random is not None and keylog is not None and self._suite:
                 secret = keylog.get(random, _LABELS[d][0])
-                for _ in range(st.app_gen if secret is not None else 0):
-                    secret = tls13_next_traffic_secret(secret, self._suite.prf_hash)
+                if secret is not None:
+                    for _ in range(st.app_gen):
+                        secret = tls13_next_traffic_secret(secret, self._suite.prf_hash)
                 st.app_secret = secret
         return self._drain()
 

@@ -461,10 +461,10 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     last = max(timed, key=lambda f: f.max_ts or 0) if timed else reader.files[-1]
     rec = resume_state.recording_name(reader.files[0].path)
     limits = app.limits if app is not None else Limits()
-    header = {"capture_id": capture_id, "recording": [rec[0], rec[1], list(rec[2])],
-              "files": files, "last_key": last_key, "link_types": list(last.link_types),
-              "packets": (int(prev.header["packets"]) if prev is not None else 0)
-              + reader.packets}
+    header: dict[str, Any] = {
+        "capture_id": capture_id, "recording": [rec[0], rec[1], list(rec[2])],
+        "files": files, "last_key": last_key, "link_types": list(last.link_types),
+        "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets}
     core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
     add_anomalies(dropped)
     # anomalies of the set written so far: final (the next ingest keeps them)

@@ -189,11 +189,10 @@ def find(root: Path, paths: list[str]) -> Previous | None:
     files = [peek(p) for p in paths]
     timed = [f for f in files if f.first_ts is not None]
     if not timed:  # files without packets (an idle rotation period): the latest set's
-        best = max(heads, key=lambda h: int(h["last_key"]))
-        return _previous(best)
+        return _previous(max(heads, key=lambda h: int(h["last_key"])))
     mine = {(f.first_ts, _head_id(f)) for f in timed}
     first = min(timed, key=lambda f: (f.first_ts, os.path.basename(f.path)))
-    best = None
+    best: dict[str, Any] | None = None
     for h in heads:
         known = {(x["first_ts"], x["head"]) for x in h["files"]}
         if mine < known:  # some files of the set again (all of them: a re-ingest)
@@ -356,6 +355,7 @@ def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]
                     f"(--keylog: {where}) lacks: pass the key log the client wrote when "
                     "it opened. Its records are kept, not decrypted"))
                 continue
+        assert data is not None
         conn = _loads(data, app.keylog, app.limits)
         session = conn.outer.session
         if isinstance(session, TlsSession):
