@@ -183,6 +183,19 @@ def test_cli_one_command_per_file_equals_one_command(
     assert_same_rows(tmp_path / "whole", tmp_path / "res", captures=True)
 
 
+def test_two_files_in_one_call_continue_a_set(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    """A watcher that fell behind ingests the files closed meanwhile in one call."""
+    cap = SAMPLES / "fix44_plain.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [40, 80, 110], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d", packets=True)
+    r = pcapflow.ingest(parts[1:3], data=tmp_path / "d", packets=True)[0]
+    assert r.resumed == 1 and r.resumed_from == str(parts[0])
+    pcapflow.ingest([parts[3]], data=tmp_path / "d", packets=True)
+    assert assert_same_rows(one, tmp_path / "d")["packets"] == n
+
+
 def test_new_set_opts_out(tmp_path: Path) -> None:
     cap = SAMPLES / "fix44_plain.pcap"
     parts = split(cap, [60], tmp_path)

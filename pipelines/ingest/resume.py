@@ -142,7 +142,13 @@ class Previous:
         except zlib.error as err:
             raise StateError(f"{self.path}: damaged resume state: re-ingest the file with "
                              "--new-set") from err
-        self.core = _loads(body, keylog, limits)
+        try:
+            self.core = _loads(body, keylog, limits)
+        except StateError:
+            raise
+        except Exception as err:  # a class changed shape without a new format version
+            raise StateError(f"{self.path}: unreadable resume state ({type(err).__name__}): "
+                             "re-ingest the file with --new-set") from err
 
 
 def _read(path: Path, *, body: bool) -> tuple[dict[str, Any], bytes]:
