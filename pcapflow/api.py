@@ -94,11 +94,13 @@ def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
                             limits=Limits().with_overrides(limits or {}))
 
 
-def _matcher(venues: str | os.PathLike[str] | None) -> Matcher:
-    """Order/ack matching with the venue registry (and the map in ``venues``)."""
+def _matcher(venues: str | os.PathLike[str] | None,
+             data: str | os.PathLike[str] | None = None) -> Matcher:
+    """Order/ack matching with the venue registry (and the map in ``venues``; the
+    dataset ``data`` names the server addresses of connections without a name)."""
     from .venues import make_matcher  # lazy: DuckDB loads when a capture is matched
 
-    return make_matcher(venues)
+    return make_matcher(venues, data)
 
 
 def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
@@ -107,7 +109,7 @@ def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
-        matcher=_matcher(venues) if app else None,
+        matcher=_matcher(venues, data) if app else None,
         workers=workers, resume=resume,
     )
 
@@ -215,7 +217,7 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
         return _in_pool(work, jobs)
     results = []
     app_factory = _app_factory(keys, limits) if app else None
-    matcher = _matcher(venues_s) if app else None
+    matcher = _matcher(venues_s, root) if app else None
     for p in plan:
         cb = None
         if progress is not None:

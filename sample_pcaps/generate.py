@@ -48,6 +48,7 @@ from types import ModuleType
 import pki
 import relay
 import venue_binance_h2
+import venue_binance_h2_curl
 import venue_binance_rest
 import venue_binance_ws
 import venue_deribit
@@ -119,6 +120,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                      "streams in flight, answered out of order; RST_STREAM REFUSED_STREAM "
                      "refusals; -2010/-2011/-1007 errors; gzip exchangeInfo; HPACK "
                      "dynamic table; GOAWAY at close"),
+    Scenario(name="binance_rest_h2_curl", file="binance_rest_h2_curl.pcap",
+             module=venue_binance_h2_curl, ports=(443,), hosts=("api.binance.com",),
+             special="HTTP/2 sent by the curl CLI (libcurl + nghttp2): one `curl --parallel` "
+                     "process per wave, 2-9 streams multiplexed on its connection; nghttp2's "
+                     "HPACK and SETTINGS; user-agent/accept on every request; "
+                     "-2010/-2011/-1007 errors"),
 )}
 
 

@@ -34,6 +34,7 @@ EXPECTED_SNI = {
     "binance_rest_dsb": {"api.binance.com"},
     "lossy_rest_tls13": {"api.binance.com"},
     "binance_rest_h2": {"api.binance.com"},
+    "binance_rest_h2_curl": {"api.binance.com"},
 }
 TRUTH_FIELDS = {"scenario", "venue", "endpoint", "kind", "conn_id", "local_port", "request_id",
                 "client_order_id", "orig_client_order_id", "outcome", "send_mono_ns",

@@ -50,7 +50,7 @@ def _manifest_tls13() -> set[str]:
 
 # HTTP/2 begun mid-connection names only the orders whose header blocks do not lean on
 # the HPACK table built before the cut: tests/test_http2_sample.py checks those.
-ELSEWHERE = {"binance_rest_h2"}
+ELSEWHERE = {"binance_rest_h2", "binance_rest_h2_curl"}
 
 
 def test_every_tls13_sample_is_covered() -> None:

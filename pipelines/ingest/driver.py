@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from ... import __version__
 from ...parsers.capture import open_capture
 from ...parsers.capture.capset import CaptureSet, open_set
-from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES
+from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES, KEPT_CODES
 from ...parsers.decode import decode_chunk
 from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
@@ -347,7 +347,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         if first_shard:
             add_anomalies(chunk.anomalies)
             capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
-                                 if a.layer == "capture"]
+                                 if a.layer == "capture" and a.code not in KEPT_CODES]
         if len(chunk) == 0:
             continue
         dec = decode_chunk(chunk)
