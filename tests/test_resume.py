@@ -124,10 +124,10 @@ def _inside(root: Path) -> list[int]:
 
 
 def _ways(cap: Path, root: Path, n: int) -> list[list[int]]:
-    """Two ways to cut: at the packets inside messages (2..4 files), and in four at
-    the quarters (the last file of a short capture may hold only the FINs)."""
+    """Two ways to cut: at the packets inside messages (2..4 files), and in three at
+    the thirds."""
     inside = _inside(root)[:3] or [n // 2]
-    return [inside, [n // 4, n // 2, 3 * n // 4]]
+    return [inside, [n // 3, 2 * n // 3]]
 
 
 def _one_per_call(parts: list[Path], keys: list[Path], data: Path) -> list:
