@@ -128,6 +128,7 @@ def ingest(
     workers: int | str = 1,
     sets: bool = True,
     resume: bool = True,
+    cluster: str | None = None,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
 
@@ -152,6 +153,10 @@ def ingest(
     they left open resume, and the rows are those of one ingest of all the files
     (``docs/resume.md``; ``IngestResult.resumed``). ``resume=False`` (the CLI's
     ``--new-set``) ingests it as a capture of its own.
+
+    ``cluster``: a Dask scheduler's address (``tcp://host:port``) or ``local:N``; each
+    capture set is ingested on a worker and committed here (``pcapflow.cluster``; the
+    dataset, captures and key logs on storage every worker sees).
     """
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
@@ -162,6 +167,14 @@ def ingest(
     # (pipelines.interrupts): KeyboardInterrupt, and the dataset as it was.
     interrupts.committed.clear()
     with interrupts.deferred():
+        if cluster is not None:
+            from .cluster import ingest_on_cluster
+
+            return ingest_on_cluster(
+                capture_sets(paths, sets=sets), data_dir(data), cluster,
+                keylog=[str(k) for k in keylog or []],
+                venues=str(venues) if venues is not None else None, packets=packets,
+                app=app, limits=limits, progress=progress)
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
                        workers, sets, resume)
 

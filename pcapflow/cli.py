@@ -136,6 +136,12 @@ def ingest(
                      "commands (by default the next file of a tcpdump -G/-C rotation resumes "
                      "the connections the previous one left open: docs/resume.md)"),
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Dask scheduler address (tcp://host:port), or "
+                     "local:N for N local worker processes: capture sets are spread over "
+                     "the workers (needs pip install 'pcapflow[live]')"),
+    ] = None,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files).
 
@@ -215,6 +221,7 @@ def ingest(
             limits=overrides,
             workers="auto" if workers == "auto" else int(workers),
             resume=not new_set,
+            cluster=cluster,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
     for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
@@ -520,7 +527,7 @@ def _register_command_modules() -> None:
     import importlib
 
     for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
-                 "cli_verify"):
+                 "cli_verify", "cli_live"):
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 
