@@ -195,17 +195,18 @@ def find(root: Path, paths: list[str]) -> Previous | None:
     files = [peek(p) for p in paths]
     timed = [f for f in files if f.first_ts is not None]
     if not timed:  # files without packets (an idle rotation period): the latest set's
-        return _previous(max(heads, key=lambda h: int(h["last_key"])))
+        best = max(heads, key=lambda h: int(h["last_key"]))
+        names = {os.path.abspath(str(x["path"])) for x in best["files"]}
+        if all(os.path.abspath(p) in names for p in paths):
+            raise AlreadyIngested(_already(paths, best))
+        return _previous(best)
     mine = {(f.first_ts, _head_id(f)) for f in timed}
     first = min(timed, key=lambda f: (f.first_ts, os.path.basename(f.path)))
     best: dict[str, Any] | None = None
     for h in heads:
-        known = {(x["first_ts"], x["head"]) for x in h["files"]}
+        known = {(x["first_ts"], x["head"]) for x in h["files"] if x["first_ts"] is not None}
         if mine < known:  # some files of the set again (all of them: a re-ingest)
-            names = ", ".join(os.path.basename(f.path) for f in timed)
-            raise AlreadyIngested(
-                f"{names}: already ingested, as part of capture {h['capture_id']} (nothing "
-                "done; --new-set ingests it again as a capture of its own)")
+            raise AlreadyIngested(_already([f.path for f in timed], h))
         if mine & known or first.first_ts is None:
             continue
         if list(first.link_types) != h["link_types"]:
@@ -216,6 +217,13 @@ def find(root: Path, paths: list[str]) -> Previous | None:
         if best is None or last > int(best["last_key"]):
             best = h
     return None if best is None else _previous(best)
+
+
+def _already(paths: list[str], h: dict[str, Any]) -> str:
+    names = ", ".join(os.path.basename(p) for p in paths)
+    return (f"{names}: already ingested, as part of capture {h['capture_id']} "
+            f"({len(h['files'])} files); nothing done (--new-set would ingest it alone, "
+            "replacing that capture)")
 
 
 def _previous(found: dict[str, Any]) -> Previous:
