@@ -426,3 +426,54 @@ def test_an_inflate_window_carried_across_a_pickle_inflates_identically(kind: st
         inf = pickle.loads(pickle.dumps(inf))
         got = [inf.inflate(w, 1 << 20) for w in wire[cut:]]
         assert [g[0] for g in got] == plain[cut:] and {g[1] for g in got} == {"ok"}
+
+
+# --- TLS 1.3 KeyUpdate: keys derived again at the right generation ------------------
+def test_keyupdate_generations_are_derived_again_from_the_key_log(tmp_path: Path) -> None:
+    """A public capture with KeyUpdates in both directions (the key log has generation 0
+    only): cut after them, the next file's keys are generation 1+ derived again."""
+    from paths import PUBLIC
+
+    cap = PUBLIC / "tls" / "ssldump" / "tls1.3_keyupdates_aes256.pcap"
+    key = PUBLIC / "tls" / "ssldump" / "sslkeylog.txt"
+    if not cap.exists():
+        pytest.skip("public captures not present")
+    one = pcapflow.ingest([cap], keylog=[key], data=tmp_path / "one", packets=True)[0]
+    ds = pcapflow.open(tmp_path / "one")
+    decrypted = ds.scalar("SELECT count(*) FROM tls_records WHERE decrypted")
+    n = one.packets
+    generations = set()
+    for cut in (n // 2, 2 * n // 3, n - 3):
+        work = tmp_path / f"c{cut}"
+        work.mkdir()
+        parts = split(cap, [cut], work)
+        pcapflow.ingest([parts[0]], keylog=[key], data=work / "d", packets=True)
+        generations |= _kept_generations(work / "d", parts[1], key)
+        r = pcapflow.ingest([parts[1]], keylog=[key], data=work / "d", packets=True)[0]
+        assert r.resumed >= 1
+        assert_same_rows(tmp_path / "one", work / "d")
+        got = pcapflow.open(work / "d").scalar(
+            "SELECT count(*) FROM tls_records WHERE decrypted")
+        assert got == decrypted > 0
+    assert max(generations) >= 1  # a cut after a KeyUpdate: generation 1+ re-derived
+
+
+def _kept_generations(data: Path, nxt: Path, key: Path) -> set[int]:
+    """KeyUpdate generations of the keys the state refers to (unsealed with the key log)."""
+    from pcapflow.parsers.tls.keylog import KeyLog
+    from pcapflow.parsers.tls.seal import seal_key, unseal
+
+    log = KeyLog.from_files([key])
+    prev = resume.find(data, [str(nxt)])
+    assert prev is not None
+    prev.load(log, Limits())
+    out = set()
+    for fid, random, label, blob in prev.core["conns"]:
+        assert random is not None  # decrypted TLS: sealed
+        plain = unseal(seal_key(log.get(random, label), random), blob,
+                       resume._aad(prev.capture_id, fid))
+        session = resume._loads(plain, log, Limits()).outer.session
+        for ref in session._keyrefs.values():
+            if isinstance(ref["dec"], tuple):
+                out.add(ref["dec"][1])
+    return out
