@@ -195,11 +195,11 @@ def find(root: Path, paths: list[str]) -> Previous | None:
     files = [peek(p) for p in paths]
     timed = [f for f in files if f.first_ts is not None]
     if not timed:  # files without packets (an idle rotation period): the latest set's
-        best = max(heads, key=lambda h: int(h["last_key"]))
-        names = {os.path.abspath(str(x["path"])) for x in best["files"]}
+        latest = max(heads, key=lambda h: int(h["last_key"]))
+        names = {os.path.abspath(str(x["path"])) for x in latest["files"]}
         if all(os.path.abspath(p) in names for p in paths):
-            raise AlreadyIngested(_already(paths, best))
-        return _previous(best)
+            raise AlreadyIngested(_already(paths, latest))
+        return _previous(latest)
     mine = {(f.first_ts, _head_id(f)) for f in timed}
     first = min(timed, key=lambda f: (f.first_ts, os.path.basename(f.path)))
     best: dict[str, Any] | None = None
