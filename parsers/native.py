@@ -39,6 +39,7 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -130,6 +131,10 @@ if _LIBS is not None:
     _z.zlibVersion.restype = ctypes.c_char_p
     _z.inflateInit2_.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     _z.inflateEnd.argtypes = [ctypes.c_void_p]
+    _z.inflateSetDictionary.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint]
+    if hasattr(_z, "inflateGetDictionary"):  # zlib >= 1.2.7.1
+        _z.inflateGetDictionary.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                            ctypes.POINTER(ctypes.c_uint)]
     _Z_VERSION = _z.zlibVersion()
 
 
@@ -269,6 +274,29 @@ class NativeInflater:
     def reset(self) -> None:
         """Start over with an empty window."""
         _z.inflateReset(ctypes.c_void_p(self._ptr))
+
+    # Resuming across capture files: a raw inflate context between messages is its
+    # window (the last 2**window_bits bytes of output) and nothing else (a message
+    # ends on a sync flush: byte-aligned, at a block boundary), so it is pickled as
+    # that window and rebuilt with ``inflateSetDictionary``.
+    def __getstate__(self) -> dict[str, object]:
+        window = b""
+        if not self.no_context_takeover:
+            if not hasattr(_z, "inflateGetDictionary"):
+                raise TypeError("this zlib cannot read an inflate window back")
+            buf = ctypes.create_string_buffer(1 << 15)
+            size = ctypes.c_uint(0)
+            _z.inflateGetDictionary(ctypes.c_void_p(self._ptr), buf, ctypes.byref(size))
+            window = buf.raw[: size.value]
+        return {"window_bits": self.window_bits, "no_context_takeover": self.no_context_takeover,
+                "window": window}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(int(state["window_bits"]),  # type: ignore[misc]
+                      bool(state["no_context_takeover"]))
+        window = bytes(state["window"])
+        if window:
+            _z.inflateSetDictionary(ctypes.c_void_p(self._ptr), window, len(window))
 
     def inflate(self, compressed: bytes, max_length: int) -> tuple[bytes, str]:
         """One message's payload (see ``MessageInflater.inflate``)."""

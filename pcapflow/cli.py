@@ -131,6 +131,12 @@ def ingest(
         typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
+    new_set: Annotated[
+        bool,
+        typer.Option("--new-set", help="Do not continue a rotation ingested by earlier "
+                     "commands (by default the next file of a tcpdump -G/-C rotation resumes "
+                     "the connections the previous one left open: docs/resume.md)"),
+    ] = False,
     cluster: Annotated[
         str | None,
         typer.Option("--cluster", help="Dask scheduler address (tcp://host:port), or "
@@ -217,6 +223,7 @@ def ingest(
             progress=progress,
             limits=overrides,
             workers="auto" if workers == "auto" else int(workers),
+            resume=not new_set,
             cluster=cluster,
         )
     table = Table(title=f"ingested into {root}", title_justify="left")
@@ -236,6 +243,9 @@ def ingest(
     for r in results:
         rows = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items()))
         out.print(f"[dim]{_set_name(r.paths or [r.path])}: {rows}[/dim]")
+        if r.resumed_from is not None:
+            out.print(f"  resumed {r.resumed:,} connections from {Path(r.resumed_from).name} "
+                      f"(capture {r.capture_id}, now {len(r.paths)} files)", highlight=False)
         if r.replaced:
             out.print(f"[dim]  replaced earlier capture(s) sharing its files: "
                       f"{', '.join(r.replaced)}[/dim]")
@@ -252,7 +262,7 @@ def ingest(
     if not tcp_only and results:
         _print_coverage(root, [r.capture_id for r in results])
     for r in results:
-        if r.capture_id in had:
+        if r.capture_id in had and r.resumed_from is None:
             console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
                           f"capture_id {r.capture_id})", highlight=False)
     for line in _keylog_coverage(root, results, keylog):

@@ -105,6 +105,9 @@ def delta_columns(schema: pa.Schema) -> dict[str, str]:
 
 
 STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
+STATE = "_state"
+"""Not a table: the open connections a rotation file left (``pipelines.ingest.resume``),
+one partition per capture like a table's, swapped in by the same commit."""
 
 
 def partition_dir(root: Path, table: str, capture_id: str) -> Path:
@@ -367,7 +370,7 @@ class Staging:
             self._thread, self._stopping = None, False
 
     def _fsync_all(self) -> None:
-        for f in self.dir.rglob("*.parquet"):
+        for f in [*self.dir.rglob("*.parquet"), *(self.dir / STATE).rglob("*.*")]:
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
 
@@ -403,7 +406,7 @@ class Staging:
                 raise StaleCapture(
                     f"capture {capture_id} was re-ingested meanwhile; run the command again")
             swaps: list[dict[str, str | None]] = []
-            for table in TABLES if tables is None else dict.fromkeys(tables):
+            for table in [*TABLES, STATE] if tables is None else dict.fromkeys(tables):
                 final = partition_dir(self.root, table, capture_id)
                 staged = self.dir / table
                 if final.exists() or staged.exists():
@@ -414,7 +417,7 @@ class Staging:
                     })
             others = _captures_with(self.root, set(supersede) - {""}, capture_id)
             for other in others:
-                for table in TABLES:
+                for table in [*TABLES, STATE]:
                     final = partition_dir(self.root, table, other)
                     if final.exists():
                         swaps.append({"final": str(final), "staged": None, "trash": str(
