@@ -187,3 +187,36 @@ def test_public_websocket_after_handshake() -> None:
         assert detect(after.get(True, b""), after.get(False, b"")) == "websocket", rel
         checked += 1
     assert checked >= 15
+
+
+def test_detect_midstream_by_each_specs_rule() -> None:
+    """A connection captured from inside a message is named by the spec whose next
+    message start (``ProtocolSpec.midstream``) comes first, in either direction."""
+    from pcapflow.parsers.detect import detect_midstream
+    from pcapflow.parsers.protocols.registry import REGISTRY
+
+    assert {s.name for s in REGISTRY if s.midstream} == {"tls", "fix", "http", "websocket"}
+    body_tail = b'"price":"1.5"}\r\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    assert detect_midstream(b"", body_tail + head) == "http"
+    assert detect_midstream(b"", body_tail + head[:20]) == UNKNOWN  # no whole head yet
+    # a request head in the server's bytes is not a server's message start
+    assert detect_midstream(b"", b"x" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == UNKNOWN
+    assert detect_midstream(b"\x00" * 7 + TLS_APP_DATA * 2, b"") == "tls"
+    nos = new_order_single()
+    assert detect_midstream(b"=1\x01" + nos, b"") == "fix"
+    # the earliest start wins across protocols and directions
+    assert detect_midstream(b"\x00" * 30 + TLS_APP_DATA * 2, body_tail + head) == "http"
+    assert detect_midstream(b"", b"") == UNKNOWN
+
+
+def test_http2_not_decrypted_note_from_alpn() -> None:
+    """The HTTP/2 spec's coverage note: ALPN chose h2, or offered it when the choice
+    is hidden (TLS 1.3 without keys); nothing for other ALPN values."""
+    from pcapflow.parsers.http2.spec import not_decrypted
+
+    assert "chose h2" in (not_decrypted({"alpn": "h2"}) or "")
+    assert "offered h2" in (not_decrypted({"alpn": None, "alpn_offered": "h2,http/1.1"}) or "")
+    assert not_decrypted({"alpn": "http/1.1", "alpn_offered": "h2,http/1.1"}) is None
+    assert not_decrypted({"alpn": None, "alpn_offered": "http/1.1"}) is None
+    assert not_decrypted({}) is None

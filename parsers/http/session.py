@@ -29,13 +29,14 @@ from enum import Enum, auto
 from typing import TYPE_CHECKING
 
 from ..events import Anomaly, Direction, Event, Run, feed_pieces
+from ..http2.frames import PREFACE
 from ..piecebuf import PieceBuffer
 from ..websocket.deflate import PerMessageDeflateParams
 from ..websocket.session import WebSocketSession
 from .body import decode_body
+from .events import HttpMessage, WebSocketHandshake
 from .syntax import (
     CHUNK_SIZE,
-    H2_PREFACE_LINE,
     HEAD_END,
     MAX_START_LINE,
     REQUEST_LINE,
@@ -49,67 +50,16 @@ from .syntax import (
 if TYPE_CHECKING:
     from ..http2 import Http2Session
 
+__all__ = ["LAYER", "HttpMessage", "HttpSession", "State", "WebSocketHandshake"]
+
 LAYER = "http"
+# RFC 9113 §3.4: the HTTP/2 connection preface starts like a request line.
+H2_PREFACE_LINE = PREFACE[: PREFACE.index(b"\r\n")]
 
 
 # Size caps (beyond ``max_header`` / ``max_body`` given to the session):
 MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions; longer means garbage
 MAX_EARLY_DATA = 1 << 20  # client bytes held after an upgrade request until its response
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpMessage:
-    """One request or response: one row of ``http_messages``.
-
-    ``body`` has transfer and content codings removed and is at most ``max_body`` bytes
-    (``body_truncated``); ``body_decoded`` is False when a content coding could not be
-    removed (``body`` is then the coded bytes, and an anomaly says why).
-    ``body_length`` counts the message-body bytes on the wire (chunk framing and
-    trailers included). ``request_index`` is the 0-based request on this connection;
-    for a response, the request it answers. HTTP/2 (``parsers.http2``) emits the same
-    event with ``version="HTTP/2"``, its ``stream_id``, the pseudo-header fields in
-    ``headers``, and ``kind="reset"`` for a stream ended by RST_STREAM or GOAWAY.
-    """
-
-    ts_first: int
-    ts_last: int
-    flow_id: int
-    direction: Direction
-    stream_offset: int
-    kind: str  # "request" | "response"
-    method: str | None
-    path: str | None
-    version: str
-    status: int | None
-    reason: str | None
-    headers: Headers
-    body: bytes
-    body_length: int
-    content_encoding: str | None
-    request_index: int | None  # None: an HTTP/2 reset on a stream whose request was not seen
-    header_ts_last: int
-    body_truncated: bool = False
-    body_decoded: bool = True
-    chunked: bool = False
-    trailers: Headers = field(default_factory=list)
-    stream_id: int | None = None  # HTTP/2 (parsers.http2): the stream; None for HTTP/1.x
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebSocketHandshake:
-    """A completed ``101`` switch to WebSocket; times are those of the 101 response."""
-
-    ts_first: int
-    ts_last: int
-    flow_id: int
-    direction: Direction
-    stream_offset: int
-    request_index: int
-    path: str | None
-    host: str | None
-    subprotocol: str | None
-    extensions: str | None
-    permessage_deflate: dict[str, int | bool] | None
 
 
 class State(Enum):
