@@ -23,7 +23,6 @@ import pytest
 from pcapflow.pipelines import match
 
 import pcapflow
-from pcapflow import api
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
 CAPTURES = sorted([*SAMPLES.glob("*.pcap"), *SAMPLES.glob("*.pcapng")])
@@ -42,16 +41,9 @@ def _relay_delay_ns() -> int:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> pcapflow.Dataset:
-    root = tmp_path_factory.mktemp("decompose")
-    venues = root / "venues.toml"
-    venues.write_text('[[venue]]\nname = "mockfix"\nsender_comp_id = "PCFTRADER1"\n'
-                      'target_comp_id = "MOCKEX"\nports = [9878]\n')
-    api.ingest([str(c) for c in CAPTURES], keylog=sorted(SAMPLES.glob("*.keylog")),
-               data=root / "data", venues=venues)
-    ds = pcapflow.open(root / "data")
-    yield ds
-    ds.close()
+def dataset(samples_dataset: pcapflow.Dataset) -> pcapflow.Dataset:
+    """Every sample with its key logs and the demo's venue map (``conftest.py``)."""
+    return samples_dataset
 
 
 def test_every_sample_order_has_an_estimate_and_a_method(dataset: pcapflow.Dataset) -> None:

@@ -41,25 +41,12 @@ from pcapflow import api, venues
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
 TSHARK = shutil.which("tshark")
 CAPTURES = sorted([*SAMPLES.glob("*.pcap"), *SAMPLES.glob("*.pcapng")])
-VENUE_MAP = """
-[[venue]]
-name = "mockfix"
-sender_comp_id = "PCFTRADER1"
-target_comp_id = "MOCKEX"
-ports = [9878]
-"""
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> pcapflow.Dataset:
-    root = tmp_path_factory.mktemp("match_samples")
-    venues = root / "venues.toml"
-    venues.write_text(VENUE_MAP)
-    keylogs = sorted(SAMPLES.glob("*.keylog"))
-    api.ingest([str(c) for c in CAPTURES], keylog=keylogs, data=root / "data", venues=venues)
-    ds = pcapflow.open(root / "data")
-    yield ds
-    ds.close()
+def dataset(samples_dataset: pcapflow.Dataset) -> pcapflow.Dataset:
+    """Every sample with its key logs and the demo's venue map (``conftest.py``)."""
+    return samples_dataset
 
 
 def _capture_id(ds: pcapflow.Dataset, path: Path) -> str:
