@@ -19,6 +19,7 @@ import pytest
 from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.tls import session as tls_session
 from pcapflow.parsers.tls.ciphers import Tls13Decryptor
+from pcapflow.parsers.tls.record import HANDSHAKE, RawRecord
 from pcapflow.parsers.tls.session import _TRANSITIONS, Epoch, Switch, TlsSession
 from pcapflow.parsers.tls.suites import suite_for
 
@@ -27,6 +28,9 @@ VALID = [pytest.param(e, s, id=f"{e.name}-{s.name}") for e, s in PAIRS if (e, s)
 INVALID = [pytest.param(e, s, id=f"{e.name}-{s.name}") for e, s in PAIRS
            if (e, s) not in _TRANSITIONS]
 AES_128_GCM_SHA256 = 0x1301
+RECORD = RawRecord(content_type=HANDSHAKE, version=0x0303, header=b"", fragment=b"",
+                   stream_offset=517, ts_first=9, ts_last=10)
+"""The record whose content makes the switch."""
 PENDING = object()  # stands for TLS 1.2 keys waiting for ChangeCipherSpec
 CURRENT = object()  # ... and for the keys in use
 
@@ -56,7 +60,7 @@ def test_the_table_covers_every_epoch_and_switch() -> None:
 def test_valid_pair_does_what_its_row_says(epoch: Epoch, switch: Switch) -> None:
     action, target = _TRANSITIONS[(epoch, switch)]
     s, st = _session_in(epoch)
-    s._switch("out", st, switch, 10)
+    s._switch("out", st, switch, RECORD)
     assert st.epoch is target
     assert s._drain() == []  # no anomaly
     assert st.encrypted == (target in (Epoch.CIPHER_CHANGED, Epoch.CHANGED_APPLICATION))
@@ -79,17 +83,17 @@ def test_pending_keys_clear_a_stop_only_when_there_are_keys() -> None:
     for pending, reason in ((PENDING, None), (None, "decrypt_failed")):
         s, st = _session_in(Epoch.CIPHER_CHANGED)
         st.pending, st.stopped_reason = pending, "decrypt_failed"  # type: ignore[assignment]
-        s._switch("out", st, Switch.CHANGE_CIPHER_SPEC, 10)
+        s._switch("out", st, Switch.CHANGE_CIPHER_SPEC, RECORD)
         assert st.stopped_reason == reason
 
 
 @pytest.mark.parametrize(("epoch", "switch"), INVALID)
 def test_pair_not_in_the_table_is_a_protocol_error(epoch: Epoch, switch: Switch) -> None:
     s, st = _session_in(epoch)
-    s._switch("out", st, switch, 10)
+    s._switch("out", st, switch, RECORD)
     events = s._drain()
-    assert [(type(e), e.layer, e.code, e.direction) for e in events] == [
-        (Anomaly, "tls", "protocol_error", "out")]
+    assert [(type(e), e.layer, e.code, e.direction, e.ts, e.stream_offset) for e in events] == [
+        (Anomaly, "tls", "protocol_error", "out", 10, 517)]  # at the record, as feed_many
     assert events[0].detail.startswith(f"{switch.name.lower()} in epoch {epoch.name.lower()}")
     assert st.epoch is epoch
     assert st.decryptor is None and st.pending is None and st.stopped_reason == "protocol_error"

@@ -539,7 +539,7 @@ class TlsSession:
         st.decryptor = dec = _tls13_decryptor(suite, found.secret)
         dec.seq = found.seq
         self._switch(d, st, Switch.APPLICATION_KEYS if found.label == app
-                     else Switch.HANDSHAKE_KEYS, rec.ts_last)
+                     else Switch.HANDSHAKE_KEYS, rec)
         # a handshake secret matched: its Finished switches to the same entry's
         # application secret, as after a captured ServerHello
         st.app_secret = found.secret if st.in_app_epoch else self.keylog.get(
@@ -678,7 +678,7 @@ class TlsSession:
             elif app_secret is not None:
                 # Only application secrets logged: skip handshake records silently.
                 st.decryptor = _tls13_decryptor(suite, app_secret)
-                self._switch(d, st, Switch.APPLICATION_KEYS, self._sh_ts)
+                self._switch(d, st, Switch.APPLICATION_KEYS, None)
                 st.trial = True
 
     # -- handshake -------------------------------------------------------------------
@@ -718,7 +718,7 @@ class TlsSession:
         if self._tls13:
             self._resumed = hs.EXT_PRE_SHARED_KEY in sh.extensions
             for d, st in self._dirs.items():  # a compatibility CCS meant nothing
-                self._switch(d, st, Switch.TLS13_SERVER_HELLO, rec.ts_last)
+                self._switch(d, st, Switch.TLS13_SERVER_HELLO, rec)
         else:
             self._alpn = sh.alpn
             ch = self._ch
@@ -741,20 +741,21 @@ class TlsSession:
         st = self._dirs[d]
         if d == IN and self._sh is not None and not self._server_hello_done:
             self._resumed = True  # abbreviated handshake: no ServerHelloDone
-        self._switch(d, st, Switch.CHANGE_CIPHER_SPEC, rec.ts_last)
+        self._switch(d, st, Switch.CHANGE_CIPHER_SPEC, rec)
 
     def _on_tls13_finished(self, d: Direction, rec: RawRecord) -> None:
         st = self._dirs[d]
         if st.finished_ts is None:
             st.finished_ts = rec.ts_last
-        self._switch(d, st, Switch.FINISHED, rec.ts_last)
+        self._switch(d, st, Switch.FINISHED, rec)
 
     # -- the epoch state machine -----------------------------------------------------
-    def _switch(self, d: Direction, st: _Direction, switch: Switch, ts: int) -> None:
+    def _switch(self, d: Direction, st: _Direction, switch: Switch,
+                rec: RawRecord | None) -> None:
         """Move ``st`` by ``_TRANSITIONS`` (the new epoch first, then the action, as h2's
         ``H2StreamStateMachine.process_input``). A switch its epoch has no row for is a
-        ``protocol_error``: decryption of the direction stops (records are still
-        framed), its epoch stays."""
+        ``protocol_error`` at ``rec`` (the record that made it): decryption of the
+        direction stops (records are still framed), its epoch stays."""
         row = _TRANSITIONS.get((st.epoch, switch))
         if row is None:
             detail = (f"{switch.name.lower()} in epoch {st.epoch.name.lower()}; "
@@ -762,7 +763,9 @@ class TlsSession:
             st.decryptor = st.pending = None
             st.trial = False
             st.stopped_reason = "protocol_error"
-            self._anomaly(d, "protocol_error", detail, ts, st.reader.next_offset)
+            self._anomaly(d, "protocol_error", detail,
+                          rec.ts_last if rec is not None else self._sh_ts,
+                          rec.stream_offset if rec is not None else None)
             return
         action, st.epoch = row
         if action is not None:
