@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from paths import SAMPLES
+from helpers.paths import SAMPLES
 
 import pcapflow
 from pcapflow import api

@@ -30,7 +30,7 @@ where a ``Run`` per segment would cost more than the general path; once such a
 connection's two directions parse independently (``Connection.independent``:
 TLS 1.3 carrying WebSocket or FIX, plain FIX or WebSocket), a run is fed as one
 ``Run`` per direction. Every other packet goes through the general path.
-``tests/test_fast_path.py`` checks that both paths write the same tables on
+``tests/pipelines/test_fast_path.py`` checks that both paths write the same tables on
 every sample and public capture, and the fuzz targets check ``feed_many``
 against ``feed`` piece by piece.
 
