@@ -38,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterator
 
 import numpy as np
 from numba import njit, types
@@ -74,8 +75,15 @@ OK, FAILED, BOMB = 0, 1, 2
 STATUS_NAMES = ("ok", "failed", "bomb")
 
 
-def _open(names: list[str | None], symbols: tuple[str, ...]) -> tuple[ctypes.CDLL, str] | None:
-    for name in names:
+def _names(names: list[str]) -> Iterator[str | None]:
+    yield from names[:-1]
+    yield ctypes.util.find_library(names[-1])
+
+
+def _open(names: list[str], symbols: tuple[str, ...]) -> tuple[ctypes.CDLL, str] | None:
+    """The first of ``names`` (then ``find_library`` of the last, which runs
+    ``ldconfig -p``: asked only when the usual names fail) that has ``symbols``."""
+    for name in _names(names):
         if not name:
             continue
         try:
@@ -90,11 +98,11 @@ def _open(names: list[str | None], symbols: tuple[str, ...]) -> tuple[ctypes.CDL
 def _load() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
     if os.environ.get("PCAPFLOW_NO_NATIVE") == "1" or os.name != "posix":
         return None
-    crypto = _open(["libcrypto.so.3", "libcrypto.so.1.1", ctypes.util.find_library("crypto")],
+    crypto = _open(["libcrypto.so.3", "libcrypto.so.1.1", "crypto"],
                    ("EVP_CIPHER_CTX_new", "EVP_chacha20_poly1305", "EVP_aes_256_gcm",
                     "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex",
                     "EVP_CIPHER_CTX_ctrl", "EVP_CIPHER_CTX_free"))
-    z = _open(["libz.so.1", ctypes.util.find_library("z")],
+    z = _open(["libz.so.1", "z"],
               ("inflate", "inflateInit2_", "inflateReset", "inflateSetDictionary", "inflateEnd",
                "zlibVersion"))
     if crypto is None or z is None:

@@ -32,7 +32,7 @@ def match(
         raise PcapflowError(f"{root}: no dataset here (run pcapflow ingest first)")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
-    results = rematch(root, registry(venues))
+    results = rematch(root, registry(venues, root))
     table = Table(title=f"matched in {root}", title_justify="left")
     for col in ("capture", "orders", "matched", "unmatched", "venues"):
         table.add_column(col, justify="left" if col in ("capture", "venues") else "right")

@@ -8,6 +8,7 @@ is accepted, e.g. the venues present in the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import analysis, html_report, plots, render, report
+from . import analysis, render, report
 from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
@@ -50,12 +51,16 @@ def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
     """Write the summary figure (PNG) and/or the HTML report; return the paths written."""
     written = []
     if plot is not None:
+        from . import plots  # matplotlib: only for a figure
+
         rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by)
         fig = plots.summary(rows, by=label, title=rep.title())
         plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot, dpi=110)
         written.append(plot)
     if html is not None:
+        from . import html_report
+
         written.append(html_report.write(html, ds, rep))
     return written
 
@@ -91,8 +96,12 @@ def report_cmd(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
-    with Dataset(require(data)) as ds:
+    with contextlib.ExitStack() as stack:
+        ds = stack.enter_context(Dataset(require(data)))
         try:
+            if since is not None or until is not None:
+                # a time window reads only the captures that overlap it (pcapflow.scale)
+                ds = stack.enter_context(ds.narrow(since, until))
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,
                                capture=capture)

@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from .pipelines import store
-from .pipelines.tables.schemas import TABLES
+from .pipelines.tables.declared import create_sql, declared
 
 if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` needs neither
     import duckdb
     import pandas as pd
+    import pyarrow as pa
 
 DEFAULT_DATA = "pcapflow_data"
 INTERNAL = "pcapflow_internal"
@@ -35,7 +34,7 @@ def require(data: str | os.PathLike[str] | None = None) -> Path:
     if not path.is_dir():
         raise PcapflowError(f"{path}: no such dataset directory (make one with "
                             f"`pcapflow ingest CAPTURE --data {path}`, or pass --data DIR)")
-    if not any((path / t).is_dir() for t in TABLES):
+    if not any((path / t).is_dir() for t in declared()):
         raise PcapflowError(f"{path}: not a pcapflow dataset (no tables in it; make one with "
                             f"`pcapflow ingest CAPTURE --data {path}`)")
     return path
@@ -45,6 +44,7 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     """An Arrow table as pandas: times tz-aware (ns), ``*_ns`` durations nullable Int64
     (a null stays <NA> instead of turning the column into float64)."""
     import pandas as pd
+    import pyarrow as pa
 
     df = table.to_pandas()
     for i, f in enumerate(table.schema):
@@ -67,8 +67,13 @@ def _sql_str(s: str) -> str:
 class Dataset:
     """A pcapflow dataset directory, queried through DuckDB views."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 captures: list[str] | None = None) -> None:
         self.path = data_dir(path)
+        self.captures = None if captures is None else list(dict.fromkeys(captures))
+        """Only these captures' partitions are read (None: every capture). A dataset of
+        thousands of captures answers a question about a few without opening the others'
+        files (``pcapflow.scale.captures_between`` finds them by time)."""
         if self.path.exists():
             with store.locked(self.path):
                 store.recover(self.path)
@@ -87,23 +92,50 @@ class Dataset:
         """
         # The empty tables live in their own schema, so SHOW TABLES lists only the views.
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
-        for table, schema in TABLES.items():
-            self.con.register("_declared", pa.Table.from_pylist([], schema=schema))
-            self.con.execute(f"CREATE OR REPLACE TABLE {INTERNAL}.empty_{table} AS "
-                             "SELECT * FROM _declared")
-            self.con.unregister("_declared")
-            files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
+        # (the columns as DuckDB types: ``declared`` spares a read-only command the
+        # import of every parser that building the Arrow schemas takes)
+        for table, columns in declared().items():
+            self.con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
-            if files:
-                glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
-                source += (f" UNION ALL BY NAME SELECT * FROM read_parquet({glob}, "
+            globs = self._globs(table)
+            if globs:
+                source += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{', '.join(globs)}], "
                            "hive_partitioning = true, union_by_name = true)")
-            cols = ", ".join(f'"{f.name}"' for f in schema)
+            cols = ", ".join(f'"{c}"' for c, _ in columns)
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+
+    def _globs(self, table: str) -> list[str]:
+        """The Parquet globs of ``table`` (SQL literals): every partition, or the
+        partitions of ``self.captures`` that exist."""
+        if self.captures is None:
+            if not any((self.path / table).glob("capture_id=*/*.parquet")):
+                return []
+            return [_sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))]
+        parts = [self.path / table / f"capture_id={c}" for c in self.captures]
+        return [_sql_str(str(p / "*.parquet")) for p in parts
+                if p.is_dir() and any(p.glob("*.parquet"))]
+
+    def narrow(self, since: object = None, until: object = None) -> Dataset:
+        """This dataset read only through the captures with packets in ``[since, until)``
+        (ISO 8601 strings or datetimes, naive = UTC): the same answers to questions about
+        that window, without opening the other captures' files (``pcapflow.scale``).
+
+        >>> ds.narrow(since="2026-11-23T14:00", until="2026-11-23T15:00")  # doctest: +SKIP
+        """
+        from .analysis import to_utc
+        from .scale import captures_between
+
+        lo = None if since is None else int(to_utc(since).value)
+        hi = None if until is None else int(to_utc(until).value)
+        ids = captures_between(self.path, lo, hi)
+        if self.captures is not None:
+            mine = set(self.captures)
+            ids = [c for c in ids if c in mine]
+        return Dataset(self.path, captures=ids)
 
     @property
     def tables(self) -> list[str]:
-        return list(TABLES)
+        return list(declared())
 
     def sql(self, query: str, params: list[object] | None = None) -> duckdb.DuckDBPyRelation:
         """Run SQL over the views; ``.df()``, ``.arrow()`` or ``.fetchall()`` the result."""
@@ -131,8 +163,8 @@ class Dataset:
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (``flows``, ``tcp_events``, ...)."""
-        if name not in TABLES:
-            raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+        if name not in declared():
+            raise KeyError(f"no table {name!r}; tables: {', '.join(declared())}")
         return self.df(f"SELECT * FROM {name}")
 
     # -- analysis (thin wrappers over pcapflow.analysis; see there for details) --

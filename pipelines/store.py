@@ -28,17 +28,30 @@ import json
 import os
 import queue
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import cast
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, cast
 
 from ..parsers.errors import PcapflowError
-from .tables.schemas import TABLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+# pyarrow and the table schemas (which import every protocol's parser) load on
+# first use: a read-only command (``pcapflow query``) only needs ``locked`` and
+# ``recover`` from here.
+
+
+def __getattr__(name: str) -> object:
+    if name == "TABLES":
+        from .tables.schemas import TABLES
+
+        return TABLES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 WRITE_QUEUE = 8
 """Batches waiting for the writer thread before ``write`` blocks."""
@@ -73,6 +86,8 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     nothing measurable there, so those keep Arrow's defaults: the statistics let
     DuckDB skip row groups.)
     """
+    import pyarrow as pa
+
     return [f.name for f in schema
             if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
             and f.name not in HIGH_CARDINALITY]
@@ -83,6 +98,8 @@ def delta_columns(schema: pa.Schema) -> dict[str, str]:
     offsets and lengths rise slowly row to row, so their deltas pack into few bits
     (measured on the same capture: writer CPU ~0.48 s -> ~0.38 s, files 31 -> 29 MB;
     DuckDB and Arrow read it)."""
+    import pyarrow as pa
+
     return {f.name: "DELTA_BINARY_PACKED" for f in schema
             if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type)}
 
@@ -171,14 +188,37 @@ def recover(root: Path) -> None:
     sdir = root / STAGING
     if sdir.is_dir():
         for st in sdir.iterdir():
-            pid = st.name.split("-", 1)[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if not _owner_alive(st.name.split("-", 1)[0]):
                 shutil.rmtree(st, ignore_errors=True)
     tdir = root / TRASH
     if tdir.is_dir():
         for t in tdir.iterdir():
             if not (jdir / f"{t.name}.json").exists():
                 shutil.rmtree(t, ignore_errors=True)
+
+
+def host_tag() -> str:
+    """This host's name as it appears in a staging directory's owner (no ``-``)."""
+    return socket.gethostname().replace("-", "_") or "localhost"
+
+
+def cluster_owner() -> str:
+    """The owner of staging directories written for this process by other processes,
+    maybe on other hosts (``pcapflow.cluster``): ``c<pid>@<host>``."""
+    return f"c{os.getpid()}@{host_tag()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the owner of a staging directory may still commit it: a pid of this
+    host (a local ingest), or ``c<pid>@<host>`` (a cluster client's, written by its
+    workers): alive when that host is another (this host cannot tell; the client
+    removes its own leftovers) or the pid runs here."""
+    if owner.isdigit():
+        return _pid_alive(int(owner))
+    pid, _, host = owner[1:].partition("@")
+    if owner.startswith("c") and pid.isdigit() and host:
+        return host != host_tag() or _pid_alive(int(pid))
+    return False
 
 
 class StaleCapture(PcapflowError):
@@ -197,15 +237,23 @@ def fingerprint(root: Path, capture_id: str) -> str:
 class Staging:
     """Writes one capture's tables into a private staging directory."""
 
-    def __init__(self, root: Path, *, row_group_rows: int = 1 << 20) -> None:
+    def __init__(self, root: Path, *, row_group_rows: int = 1 << 20,
+                 owner: str | None = None, txn: str | None = None) -> None:
         self.root = root
         self.part_prefix = ""
         """Prefix of this process's part names: ``part-<prefix><n>.parquet``. Worker
         processes of one ingest share the directory, each with its own prefix
         (``pipelines.ingest``, sharding); only the process that made it commits."""
-        self.txn = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # ``owner``: the process that will commit, when it is not this one (a cluster
+        # client: ``cluster_owner``); ``recover`` keeps the directory while it lives.
+        # ``txn``: adopt a directory staged by another process (``adopt``).
+        adopted = txn is not None
+        if txn is None:
+            tag = uuid.uuid4().hex[:12]
+            txn = f"{owner}-w{os.getpid()}-{tag}" if owner else f"{os.getpid()}-{tag}"
+        self.txn = txn
         self.dir = root / STAGING / self.txn
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=adopted)
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._parts: dict[str, int] = {}
         self.rows: dict[str, int] = {}
@@ -218,8 +266,20 @@ class Staging:
         self._stopping = False  # the thread was told to end (its None is queued)
         self._error: BaseException | None = None
 
+    @classmethod
+    def adopt(cls, root: Path, staged: Path) -> Staging:
+        """The staging directory another process wrote and closed (a cluster worker's),
+        to ``commit`` or ``abort`` here."""
+        if staged.parent != root / STAGING or not staged.is_dir():
+            raise PcapflowError(f"{staged}: not a staging directory of {root}")
+        return cls(root, txn=staged.name)
+
     def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
         """Append rows (a pyarrow Table or a dict of columns) to ``table``."""
+        import pyarrow as pa
+
+        from .tables.schemas import TABLES
+
         schema = TABLES[table]
         if isinstance(batch, dict):
             batch = pa.table(
@@ -264,6 +324,11 @@ class Staging:
     def _write_now(self, table: str, batch: pa.Table) -> None:
         w = self._writers.get(table)
         if w is None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from .tables.schemas import TABLES
+
             (self.dir / table).mkdir(parents=True, exist_ok=True)
             part = self._parts.get(table, 0)
             self._parts[table] = part + 1
@@ -328,6 +393,8 @@ class Staging:
         the same commit, so no packet is in the dataset twice. Returns the ids of
         the captures so removed.
         """
+        from .tables.schemas import TABLES
+
         self.close_writers()
         self._fsync_all()
         with locked(self.root):
@@ -372,6 +439,7 @@ def _captures_with(root: Path, sha256s: set[str], own: str) -> list[str]:
     """Ids of the captures other than ``own`` that have a file with one of these sha256s."""
     if not sha256s or not any((root / "captures").glob("capture_id=*/*.parquet")):
         return []
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 

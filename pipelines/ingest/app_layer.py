@@ -421,7 +421,14 @@ class AppLayer:
         data_flows = np.union1d(live, fresh)
         if data_flows.size:
             want |= tcp & ((dec.tcp_flags & ACK) != 0) & np.isin(pf.flow_id, data_flows)
-        return np.flatnonzero(want)
+        sel = np.flatnonzero(want)
+        if self.done and sel.size:
+            # connections already finished (closed, or their protocol unknown) take
+            # nothing more (``_flow``, ``_packet``): leave their packets out before
+            # the sort by flow; on plain TCP that is nearly every packet
+            done = np.fromiter(self.done, np.int64, len(self.done))
+            sel = sel[~np.isin(pf.flow_id[sel], done)]
+        return sel
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
                 staging: TableSink, add_anomalies: AnomalyFn,

@@ -100,6 +100,18 @@ def samples() -> list[Sample]:
     return out
 
 
+def sets() -> list[Sample]:
+    """Every recording kept in a folder of ``sample_pcaps/`` (MANIFEST.md, "Capture
+    sets"): ``capture`` is the folder, ingested as ``pcapflow ingest FOLDER`` ingests
+    it (its capture files as one capture; ``reference/`` is not among them)."""
+    out = []
+    for folder in sorted(p for p in SAMPLES.iterdir() if p.is_dir()):
+        key = folder / f"{folder.name}.keylog"
+        if key.is_file() or (folder / f"{folder.name}.truth.jsonl").is_file():
+            out.append(Sample(folder.name, folder, key if key.is_file() else None))
+    return out
+
+
 def ingest(sample: Sample, root: Path) -> Path:
     """Ingest one sample into a new dataset under ``root``; returns the dataset path."""
     venues = root / "venues.toml"
@@ -325,7 +337,7 @@ def main(argv: list[str]) -> int:
         print("public: " + ", ".join(f"{t} {len(r)}" for t, r in tables.items() if r))
         return 0
     wanted = set(argv)
-    chosen = [s for s in samples() if not wanted or s.name in wanted]
+    chosen = [s for s in samples() + sets() if not wanted or s.name in wanted]
     unknown = wanted - {s.name for s in chosen}
     if unknown:
         print(f"no such sample: {', '.join(sorted(unknown))}", file=sys.stderr)
