@@ -20,7 +20,7 @@ from pcapflow.cluster import STAGED_MARK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.capture_split import split
-from test_capture_sets import assert_same_rows
+from helpers.dataset_compare import assert_same_rows
 
 distributed = pytest.importorskip("distributed")
 

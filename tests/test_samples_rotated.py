@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.dataset_compare import assert_same_rows
 from helpers.paths import SAMPLES
 from pcapflow.parsers.capture.capset import expand, group
 from samples_oracle import (
@@ -33,7 +34,6 @@ from samples_oracle import (
     truth_rows,
     tshark_pairs,
 )
-from test_capture_sets import assert_same_rows
 
 import pcapflow
 

@@ -21,50 +21,19 @@ import duckdb
 import pytest
 from pcapflow.parsers.capture.capset import ROTATION_OVERLAP_NS, group, open_set
 from pcapflow.parsers.errors import CaptureError
-from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from helpers.capture_split import split
+from helpers.dataset_compare import assert_same_rows, parquet_files
 
 SAMPLES = Path(__file__).resolve().parents[3] / "sample_pcaps"
 CAPTURES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 EDITCAP = shutil.which("editcap")
-BOOKKEEPING = {"packets": ["file", "file_packet"]}
-
-
 def _keylog(cap: Path) -> list[Path]:
     key = cap.with_suffix(".keylog")
     return [key] if key.exists() else []
-
-
-def _parquet(root: Path, table: str) -> list[str]:
-    return sorted(str(p) for p in (root / table).glob("capture_id=*/*.parquet"))
-
-
-def assert_same_rows(a: Path, b: Path, skip: dict[str, list[str]] | None = None
-                     ) -> dict[str, int]:
-    """Every table but ``captures`` has the same rows in datasets ``a`` and ``b``
-    (``BOOKKEEPING`` columns and ``skip``'s aside)."""
-    con = duckdb.connect()
-    counts = {}
-    for table in TABLES:
-        if table == "captures":
-            continue
-        fa, fb = _parquet(a, table), _parquet(b, table)
-        assert bool(fa) == bool(fb), table
-        if not fa:
-            continue
-        cols = ["capture_id", *BOOKKEEPING.get(table, []), *(skip or {}).get(table, [])]
-        ex = ", ".join(cols)
-        qa = f"SELECT * EXCLUDE ({ex}) FROM read_parquet({fa!r}, hive_partitioning = true)"
-        qb = f"SELECT * EXCLUDE ({ex}) FROM read_parquet({fb!r}, hive_partitioning = true)"
-        for x, y in ((qa, qb), (qb, qa)):
-            diff = con.execute(f"SELECT * FROM ({x} EXCEPT ALL {y}) LIMIT 3").fetchall()
-            assert not diff, (table, diff)
-        counts[table] = con.execute(f"SELECT count(*) FROM ({qa})").fetchone()[0]
-    return counts
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +59,10 @@ def _inside(root: Path) -> dict[str, list[int]]:
     """Per message table: packets that fall strictly inside a message (after the
     packet with its first byte, up to the one with its last), a few each."""
     con = duckdb.connect()
-    pk = _parquet(root, "packets")
+    pk = parquet_files(root, "packets")
     out = {}
     for table in ("tls_records", "http_messages", "ws_messages", "fix_messages"):
-        files = _parquet(root, table)
+        files = parquet_files(root, table)
         if not files:
             continue
         rows = con.execute(
