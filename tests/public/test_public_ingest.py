@@ -1,0 +1,39 @@
+"""Every third-party capture ingests through the whole product, with tshark's counts.
+
+The corpus holds the odd ones on purpose: 22-interface pcapng, big-endian, SLL/SLL2,
+QinQ, MPLS, IPv6 extension headers, TSO-sized frames, snaplen 96, mid-connection
+starts, 2038/2106 timestamps. None may raise; each must report the packet count and
+TCP connection count tshark reported (analysis.json), except the decapsulation
+limits named in helpers.public_corpus.TCP_KNOWN.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers.paths import PUBLIC
+from helpers.public_corpus import TCP_KNOWN
+
+import pcapflow
+
+ENTRIES = json.loads((PUBLIC / "analysis.json").read_text()) if PUBLIC.exists() else []
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> pcapflow.Dataset:
+    data = tmp_path_factory.mktemp("public")
+    pcapflow.ingest([PUBLIC / e["path"] for e in ENTRIES], data=data)
+    return pcapflow.open(data)
+
+
+@pytest.mark.skipif(not ENTRIES, reason="public capture corpus not present")
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["path"] for e in ENTRIES])
+def test_counts_equal_tshark(ds: pcapflow.Dataset, entry: dict) -> None:
+    path = str(PUBLIC / entry["path"])
+    cid, packets = ds.fetchone("SELECT capture_id, packets FROM captures WHERE path = ?", [path])
+    assert packets == int(entry["cap"]["packets"])
+    tcp = ds.scalar("SELECT count(*) FROM flows WHERE capture_id = ? AND transport = 'tcp'", [cid])
+    known = TCP_KNOWN.get(entry["path"])
+    expected = known[1][1] if known and known[1] else entry["tcp_streams"]
+    assert tcp == expected
