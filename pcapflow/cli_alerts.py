@@ -13,16 +13,14 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from . import alerts as alerts_mod
+from . import render
 from .dataset import Dataset, data_dir
 from .parsers.errors import ConfigError
 
 FORMATS = ("table", "json", "csv")
-PIPE_WIDTH = 200
 TABLE_COLUMNS = ("start_ts", "end_ts", "severity", "kind", "venue", "endpoint", "flow_id",
                  "stream", "detail", "evidence_rows")
 
@@ -44,13 +42,27 @@ def _records(df: pd.DataFrame) -> list[dict[str, object]]:
     return out
 
 
-def _table(df: pd.DataFrame) -> Table:
-    t = Table(title=f"{len(df)} alert(s)", title_justify="left", box=box.SIMPLE_HEAD)
-    for c in TABLE_COLUMNS:
-        t.add_column(c.replace("_", " "), overflow="fold")
-    for r in _records(df[list(TABLE_COLUMNS)]):
-        t.add_row(*("" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS))
-    return t
+def _terminal_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[int],
+                                                  list[str]]:
+    """A person's view: a numbered row per alert (start to the second, how long, what,
+    where), and each alert's detail as a numbered line under the table (details are
+    sentences: a column of them would wrap every row)."""
+    header = ["#", "start (UTC)", "for", "severity", "kind", "venue", "endpoint", "flow"]
+    rows, notes = [], []
+    for i, r in enumerate(_records(df[list(TABLE_COLUMNS)]), 1):
+        start, end = pd.Timestamp(r["start_ts"]), pd.Timestamp(r["end_ts"])
+        seconds = (end - start).total_seconds()
+        rows.append([str(i), start.strftime("%Y-%m-%d %H:%M:%S"),
+                     f"{seconds:,.0f} s" if seconds >= 1 else f"{seconds * 1e3:,.0f} ms",
+                     str(r["severity"]), str(r["kind"]), str(r["venue"] or ""),
+                     str(r["endpoint"] or ""), "" if r["flow_id"] is None else str(r["flow_id"])])
+        detail = str(r["detail"] or "")
+        if r["stream"]:
+            detail = f"{r['stream']}: {detail}"
+        notes.append(f"{i}. {detail}")
+    if all(not r[7] for r in rows):  # no alert names a connection: no empty column
+        return header[:7], [r[:7] for r in rows], [0, 2], notes
+    return header, rows, [0, 2, 7], notes
 
 
 def alerts_cmd(
@@ -99,9 +111,21 @@ def alerts_cmd(
     elif fmt == "csv":
         sys.stdout.write(pd.DataFrame(_records(df), columns=list(df.columns)).to_csv(
             index=False, lineterminator="\n"))
-    else:
-        out = Console()
-        (out if out.is_terminal else Console(width=PIPE_WIDTH)).print(_table(df))
+    elif df.empty:
+        checked = ", ".join(kinds or alerts_mod.DETECTORS)
+        render.note(console, f"no alerts ({checked} checked)")
+    elif out.is_terminal:
+        header, rows, right, notes = _terminal_cells(df)
+        render.show(header, rows, right, out=out, err=console, title=f"{len(df)} alert(s)",
+                    notes=notes, droppable=("flow", "for"))
+    else:  # piped: every column, a line per alert
+        recs = _records(df[list(TABLE_COLUMNS)])
+        rows = [["" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS] for r in recs]
+        render.show(list(TABLE_COLUMNS), rows, [6, 9], out=out, err=console)
+
+
+out = Console()
+console = Console(stderr=True, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

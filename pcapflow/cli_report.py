@@ -42,7 +42,7 @@ def emit(rep: report.Report, fmt: str) -> None:
         render.show(header, rows, right, out=out, err=console, title=rep.title(),
                     notes=[report.caption(rep)])
     for note in rep.notes:
-        console.print(f"[dim]{note}[/dim]", highlight=False)
+        render.note(console, note, "dim")
 
 
 def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,

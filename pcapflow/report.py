@@ -69,7 +69,7 @@ class Report:
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
         if self.exchange:
-            parts.append(", ".join(v or "(unknown venue)" for v in self.exchange))
+            parts.append(", ".join(v or "(unknown)" for v in self.exchange))
         if self.leg and self.leg != "ack":
             parts.append(f"leg {self.leg}")
         if self.since is not None or self.until is not None:
@@ -115,7 +115,7 @@ def build(
     if table.empty:
         notes.append(analysis.why_empty(ds, flt))
     elif table["venue"].isna().any():
-        notes.append("(unknown venue): connections no venue rule named, e.g. FIX without a "
+        notes.append("(unknown): connections no venue rule named, e.g. FIX without a "
                      "venue map; select them with --exchange unknown, name them with "
                      "--venues map.toml (docs/venue-map.md)")
     if ds.fetchone("SELECT 1 FROM captures LIMIT 1") is not None:
@@ -145,7 +145,7 @@ def format_us(value: float | None) -> str:
 
 
 # What an empty group key means, per key (status is empty for orders never answered).
-NULL_KEY = {"status": "(no reply)", "venue": "(unknown venue)"}
+NULL_KEY = {"status": "(no reply)", "venue": "(unknown)"}
 
 
 def key_text(value: object, key: str = "") -> str:
@@ -226,17 +226,20 @@ def caption(report: Report) -> str:
 def render_table(report: Report, width: int | None = None) -> Table:
     """A rich Table for a terminal: one row per group, group keys left, numbers right.
 
-    With ``width``, the mean, then p90, then the encrypted count are left out (and the
-    caption says so) when the table would not fit otherwise."""
+    With ``width``, the mean, then p90, then the encrypted count, then p99.9 are left out
+    (and the caption says so) while the table would not fit otherwise, or only with a
+    group's name wrapped to more than two lines."""
     header, rows, right = cells(report)
     note = caption(report)
     if width is not None:
-        droppable = [h for h in header if h.startswith(("mean ", "p90 ", "enc"))]
+        droppable = [h for p in ("mean ", "p90 ", "enc", "p99.9 ") for h in header
+                     if h.startswith(p)]
         header, rows, right, dropped = render.fit(header, rows, right, width, droppable)
         if dropped:
             note += (f"; {', '.join(d.split()[0] for d in dropped)} left out to fit "
                      f"{width} columns (--format csv has them)")
-    return render.rich_table(header, rows, right, title=report.title(), caption=note)
+    return render.rich_table(header, rows, right, title=report.title(), caption=note,
+                             width=width)
 
 
 def _num(v: object) -> float | None:

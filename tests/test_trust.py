@@ -189,8 +189,12 @@ def test_wrong_key_log_is_a_warning_naming_it_and_its_coverage(tmp_path: Path) -
     code, _, err = cli("ingest", str(REST), "--keylog", str(wrong), "--data",
                        str(tmp_path / "d"))
     assert code == 0
-    line = next(ln for ln in err.splitlines() if "warning:" in ln)
-    assert str(wrong) in line and "covered 0 of 2 TLS sessions" in line
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert warnings[0].startswith(f"warning: {wrong}: matched none of the 2 TLS sessions of "
+                                  "binance_rest_tls13.pcap (a key log from another capture?")
+    assert warnings[1].startswith("warning: binance_rest_tls13.pcap: 2 of 2 TLS sessions have "
+                                  "no secrets in any key log given")
+    assert f"key log {wrong}: secrets of 0 of 2 TLS sessions" in err
 
 
 def test_garbage_key_log_is_named(tmp_path: Path) -> None:
@@ -199,7 +203,87 @@ def test_garbage_key_log_is_named(tmp_path: Path) -> None:
     code, _, err = cli("ingest", str(REST), "--keylog", str(junk), "--data", str(tmp_path / "d"))
     assert code == 0
     assert f"{junk}: no key lines in it (2 lines" in err
-    assert "covered 0 of 2 TLS sessions" in err
+    assert f"{junk}: matched none of the 2 TLS sessions" in err
+
+
+def _client_randoms(capture: Path) -> dict[int, str]:
+    """Client port -> ClientHello.random (hex), as tshark dissects it."""
+    out = subprocess.run(["tshark", "-r", str(capture), "-Y", "tls.handshake.type == 1",
+                          "-T", "fields", "-e", "tcp.srcport", "-e", "tls.handshake.random"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    return {int(p): r.replace(":", "") for p, r in (ln.split("\t") for ln in out.splitlines())}
+
+
+def test_key_log_coverage_per_file(tmp_path: Path) -> None:
+    """Three captures, four key logs in one ingest: each TLS session names the file that
+    held its secrets (checked against the files' text by the client random tshark
+    reads), a file that matched nothing is warned about, sessions no file covered are
+    said per capture; ``pcapflow coverage`` shows the same per capture and file."""
+    okx, deribit = SAMPLES / "okx_ws_tls12.pcap", SAMPLES / "deribit_jsonrpc_tls13.keylog"
+    keys = [SAMPLES / "okx_ws_tls12.keylog", REST_KEYS, deribit, LOSSY_KEYS]
+    d = tmp_path / "d"
+    args = ["ingest", str(REST), str(okx), str(LOSSY)]
+    for k in keys:
+        args += ["--keylog", str(k)]
+    code, _, err = cli(*args, "--data", str(d))
+    assert code == 0, err
+    assert "warning" not in err  # every session found its secrets: no file is wrong
+    for k, n in ((keys[0], 1), (REST_KEYS, 2), (deribit, 0), (LOSSY_KEYS, 2)):
+        assert f"key log {k}: secrets of {n} of 5 TLS sessions" in err
+    assert f"key log {deribit}: secrets of 0 of 5 TLS sessions (not needed: the others had " \
+        "every session's)" in err
+    ds = pcapflow.open(d)
+    assert ds.fetchall("SELECT DISTINCT keylogs FROM captures") == [([str(k) for k in keys],)]
+    if shutil.which("tshark"):
+        texts = {str(k): k.read_text() for k in keys}
+        for cap in (REST, okx, LOSSY):
+            randoms = _client_randoms(cap)
+            rows = ds.fetchall(
+                "SELECT client_port, tls_keylog FROM flows f JOIN captures c USING "
+                "(capture_id) WHERE c.path = ?", [str(cap)])
+            assert len(rows) == len(randoms) > 0
+            for port, source in rows:
+                holders = [k for k, text in texts.items() if randoms[port] in text]
+                assert holders == [source]  # the one file that holds it, and it is named
+    code, out, _ = cli("coverage", "--data", str(d), "--format", "csv")
+    got = {(r["capture"], Path(r["keylog"]).name): (int(r["sessions"]), int(r["tls_sessions"]))
+           for r in csv.DictReader(io.StringIO(out))}
+    assert got[("okx_ws_tls12.pcap", "okx_ws_tls12.keylog")] == (1, 1)
+    assert got[("okx_ws_tls12.pcap", "binance_rest_tls13.keylog")] == (0, 1)
+    assert got[("binance_rest_tls13.pcap", "binance_rest_tls13.keylog")] == (2, 2)
+    assert got[("lossy_rest_tls13.pcap", "lossy_rest_tls13.keylog")] == (2, 2)
+    assert len(got) == 12  # every file given, for every capture; nothing left uncovered
+    code, out, err = cli("coverage", "--data", str(d), "--capture", "okx_ws_tls12.pcap")
+    assert code == 0 and out.splitlines()[0].split() == ["capture", "key", "log", "sessions",
+                                                          "of", "TLS"]
+    assert len(out.splitlines()) == 1 + 4 and "okx_ws_tls12.pcap: coverage: orders from" in err
+
+
+def test_sessions_no_key_log_covers_are_said_per_capture(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    code, _, err = cli("ingest", str(REST), str(SAMPLES / "okx_ws_tls12.pcap"), "--keylog",
+                       str(REST_KEYS), "--data", str(d))
+    assert code == 0
+    assert ("warning: okx_ws_tls12.pcap: 1 of 1 TLS sessions have no secrets in any key log "
+            "given") in err
+    assert f"{REST_KEYS}: matched none" not in err  # it matched the other capture's
+    code, _, err = cli("ingest", str(SAMPLES / "okx_ws_tls12.pcap"), "--keylog", str(REST_KEYS),
+                       "--data", str(tmp_path / "e"))
+    assert f"warning: {REST_KEYS}: matched none of the 1 TLS session of okx_ws_tls12.pcap" in err
+    code, out, _ = cli("coverage", "--data", str(d), "--format", "json")
+    recs = {r["capture"]: r for r in json.loads(out)}
+    assert [(k["keylog"], k["sessions"]) for k in recs["okx_ws_tls12.pcap"]["keylogs"]] == [
+        (str(REST_KEYS), 0), ("(no key log had its secrets)", 1)]
+    assert recs["binance_rest_tls13.pcap"]["connections"]["with_orders"] == 2
+
+
+def test_secrets_block_is_named_as_the_key_log(tmp_path: Path) -> None:
+    pcapflow.ingest([SAMPLES / "binance_rest_dsb.pcapng"], data=tmp_path / "d")
+    ds = pcapflow.open(tmp_path / "d")
+    assert ds.fetchall("SELECT DISTINCT tls_keylog FROM flows") == [
+        ("the capture's Decryption Secrets Block",)]
+    code, out, _ = cli("coverage", "--data", str(tmp_path / "d"), "--format", "csv")
+    assert code == 0 and out.splitlines()[1].endswith(",the capture's Decryption Secrets Block,1,1")
 
 
 def test_globbed_key_logs_after_one_flag_work(tmp_path: Path) -> None:
@@ -243,7 +327,7 @@ def test_show_tables_lists_only_the_tables(data: Path) -> None:
 def test_fix_without_a_venue_map_is_readable_and_selectable(data: Path) -> None:
     code, out, err = cli("report", "--data", str(data), "--by", "endpoint")
     assert code == 0
-    assert "(unknown venue)  NewOrderSingle" in out and "OrderCancelRequest" in out
+    assert "(unknown)  NewOrderSingle" in out and "OrderCancelRequest" in out
     assert "--exchange unknown" in err
     code, out, _ = cli("report", "--data", str(data), "--exchange", "unknown", "--format",
                        "json")
@@ -314,8 +398,8 @@ def test_compare_two_samples_cli(tmp_path: Path, data: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(out)))
     assert {r["verdict"] for r in rows} <= {"no evidence", "too few"}
     code, out, err = cli("compare", str(data), str(data))
-    assert code == 0 and out.splitlines()[0].split()[:3] == ["venue", "n", "before"]
-    assert "after - before" in err
+    assert code == 0 and out.splitlines()[0].split()[:4] == ["venue", "n", "p50", "µs"]
+    assert "Δ: after - before" in err
 
 
 def test_compare_matches_the_bootstrap_of_analysis(data: Path) -> None:

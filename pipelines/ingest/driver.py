@@ -48,6 +48,7 @@ from .packet_rows import anomaly_rows, decode_anomaly_rows, packet_rows, tcp_eve
 from .shards import ChildLink, ParentLink, Shard, Unshardable, Worker, can_shard, one_line
 
 if TYPE_CHECKING:
+    from ...parsers.tls import KeyLog
     from ..match import Matcher
 
 __all__ = ["AppFactory", "IngestResult", "ProgressFn", "can_shard", "ingest_capture"]
@@ -356,7 +357,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     staging.write("captures", _capture_rows(reader, tracker.n_flows,
                                             sum(anomaly_codes.values()),
-                                            getattr(app, "keylog", None) is not None))
+                                            getattr(app, "keylog", None)))
     return IngestResult(
         path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
@@ -368,7 +369,8 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
     )
 
 
-def _capture_rows(reader: CaptureSet, flows: int, anomalies: int, tls_keys: bool) -> dict:
+def _capture_rows(reader: CaptureSet, flows: int, anomalies: int,
+                  keylog: KeyLog | None) -> dict:
     """``captures`` rows: one per file (a capture set has several, one capture_id)."""
     files = reader.files
     n = len(files)
@@ -391,7 +393,9 @@ def _capture_rows(reader: CaptureSet, flows: int, anomalies: int, tls_keys: bool
         "last_ts": ts([f.max_ts for f in files]),
         "flows": pa.array([flows] * n, type=pa.int64()),
         "anomalies": pa.array([anomalies] * n, type=pa.int64()),
-        "tls_keys": pa.array([tls_keys] * n, type=pa.bool_()),
+        "tls_keys": pa.array([keylog is not None] * n, type=pa.bool_()),
+        "keylogs": pa.array([list(keylog.sources) if keylog is not None else []] * n,
+                            type=pa.list_(pa.string())),
         "ingested_at": ts([time.time_ns()] * n),
         "pcapflow_version": pa.array([__version__] * n),
     }
