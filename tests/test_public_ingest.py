@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from golden import regen
 from helpers.public_corpus import TCP_KNOWN
 from paths import PUBLIC
 
@@ -21,9 +22,11 @@ ENTRIES = json.loads((PUBLIC / "analysis.json").read_text()) if PUBLIC.exists() 
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> pcapflow.Dataset:
-    data = tmp_path_factory.mktemp("public")
-    pcapflow.ingest([PUBLIC / e["path"] for e in ENTRIES], data=data)
+def ds() -> pcapflow.Dataset:
+    """The corpus ingested once per test run (with its key logs and the packets table,
+    which change neither count), shared with ``test_golden_public.py``."""
+    data = regen.public_dataset(PUBLIC)
+    assert len(regen.public_inputs(PUBLIC)[0]) == len(ENTRIES)  # every capture is in it
     return pcapflow.open(data)
 
 
