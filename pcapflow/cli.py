@@ -240,8 +240,10 @@ def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
                          f"{', '.join(r.replaced)}")
         if r.anomaly_codes:
             ranked = sorted(r.anomaly_codes.items(), key=lambda kv: -kv[1])
-            notes.append("  anomalies: " + ", ".join(
-                f"{k} {v:,}" for k, v in (ranked if verbose else ranked[:6])))
+            shown = ranked if verbose else ranked[:TOP_ANOMALIES]
+            more = len(ranked) - len(shown)
+            notes.append("  anomalies: " + ", ".join(f"{k} {v:,}" for k, v in shown)
+                         + (f", and {more} more codes (--verbose: all)" if more else ""))
     warnings = []
     if not tcp_only and results:
         cov, keys = _coverage_lines(root, [r.capture_id for r in results])
@@ -257,6 +259,10 @@ def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
                           f"capture_id {r.capture_id})", highlight=False)
     for w in warnings:
         render.note(console, f"[yellow]warning:[/yellow] {w}")
+
+
+TOP_ANOMALIES = 6
+"""Anomaly codes named per capture under the ingest summary (``--verbose``: all)."""
 
 
 def _coverage_lines(root: Path, capture_ids: list[str]) -> tuple[list[str], list[str]]:

@@ -50,7 +50,8 @@ def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
     """Write the summary figure (PNG) and/or the HTML report; return the paths written."""
     written = []
     if plot is not None:
-        rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by)
+        rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by,
+                                          report.capture_names(ds))
         fig = plots.summary(rows, by=label, title=rep.title())
         plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot, dpi=110)

@@ -104,8 +104,7 @@ def build(
     table = analysis.percentiles(ds, by=groups, exchange=flt.exchange, since=flt.since,
                                  until=flt.until, leg=leg, metric=metric, capture=capture)
     if "capture_id" in table.columns:  # the file name, which people know it by
-        names = dict(ds.fetchall("SELECT capture_id, any_value(regexp_extract(path, '[^/]*$')) "
-                                 "FROM captures GROUP BY ALL"))
+        names = capture_names(ds)
         table.insert(list(table.columns).index("capture_id"), "capture",
                      [names.get(c, c) for c in table["capture_id"]])
     keys = [c for c in table.columns if c not in {s for s, _ in STAT_COLUMNS}
@@ -160,20 +159,30 @@ def key_text(value: object, key: str = "") -> str:
     return str(value)
 
 
-def group_labels(rows: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, str]:
+def capture_names(ds: Dataset) -> dict[str, str]:
+    """capture_id -> the capture's file name (a set's first file): how people know it."""
+    return dict(ds.fetchall("SELECT capture_id, arg_min(regexp_extract(path, '[^/]*$'), "
+                            "file_index) FROM captures GROUP BY ALL"))
+
+
+def group_labels(rows: pd.DataFrame, by: Sequence[str], names: dict[str, str] | None = None
+                 ) -> tuple[pd.DataFrame, str]:
     """``rows`` (of ``latency``) with one column naming each row's group as the report's
     table does (``binance / order.place``), and that column's name: what plots colour by,
-    so ``--plot`` and ``--html`` follow ``--by``."""
+    so ``--plot`` and ``--html`` follow ``--by``. ``names`` (``capture_names``) shows
+    captures by file name rather than by id."""
     if list(by) == ["venue"] or rows.empty:
         return rows, "venue"
+    names = names or {}
+    capture = rows["capture_id"].map(lambda c: names.get(c, c[:8]))
     parts = []
     for g in by:
         if g == "minute":
             parts.append(rows["order_ts"].dt.floor("min").dt.strftime("%H:%M"))
         elif g == "flow":
-            parts.append(rows["capture_id"].str[:8] + ":" + rows["flow_id"].astype(str))
+            parts.append(capture + ":" + rows["flow_id"].astype(str))
         elif g == "capture":
-            parts.append(rows["capture_id"].str[:8])
+            parts.append(capture)
         else:
             parts.append(rows[g].map(lambda v, g=g: key_text(v, g)))
     out = rows.copy()
