@@ -318,8 +318,9 @@ def test_every_payload_flow_is_accounted_for(
         assert cut_capture(cap.path, cut_path, k) > 0
         root = tmp_path / "cut"
         root.mkdir()
+        # without the packets table: only the whole capture's cut points need it
         ingests.silent[(cap.name, k)] = silent_flows(regen.ingest(cap.as_sample(cut_path),
-                                                                  root))
+                                                                  root, packets=False))
     silent = ingests.silent[(cap.name, k)]
     if not silent:
         return

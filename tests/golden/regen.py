@@ -106,13 +106,13 @@ def samples() -> list[Sample]:
     return out
 
 
-def ingest(sample: Sample, root: Path) -> Path:
+def ingest(sample: Sample, root: Path, *, packets: bool = True) -> Path:
     """Ingest one sample into a new dataset under ``root``; returns the dataset path."""
     venues = root / "venues.toml"
     venues.write_text(VENUE_MAP)
     data = root / "data"
     keys = [sample.keylog] if sample.keylog is not None else []
-    pcapflow.ingest([sample.capture], keylog=keys, data=data, venues=venues, packets=True)
+    pcapflow.ingest([sample.capture], keylog=keys, data=data, venues=venues, packets=packets)
     return data
 
 
