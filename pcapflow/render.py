@@ -2,8 +2,14 @@
 
 How this works. A table is a header and rows of strings (numbers already formatted),
 with the columns to right-align. On a terminal it becomes a rich ``Table`` that fits
-the terminal's width: numbers never wrap or shrink (``no_wrap``), text columns
-(endpoints, SNIs, paths) wrap where they must, which is where a reader expects it.
+the terminal's width. ``layout`` gives every column its whole width if the table fits;
+otherwise the widest text columns narrow first, never below their longest unbreakable
+piece. Numbers, headings and the columns in ``WHOLE`` (addresses, times, verdicts) are
+never broken; other text (endpoints, SNIs, paths) is wrapped by ``wrap`` between words
+or path parts, else between the words of a CamelCase name (``OrderCancel`` /
+``Request``), where a reader expects it, never inside a word. ``fit`` leaves out the
+caller's droppable columns (said under the table) while the table would not fit, or
+only with a cell wrapped to more than ``MAX_LINES`` lines.
 When stdout is not a terminal (``| less``, ``> file``, a test) it is plain text: one
 header line, one line per row, columns aligned and separated by at least two spaces,
 nothing cut or wrapped, no colour, no box; titles and notes go to stderr, so the
