@@ -17,6 +17,12 @@ has an Ethernet MTU (1500) and ``gso_max_segs 1``, so the capture holds real
    ``--max-seconds``;
 4. tcpdump is stopped with SIGINT and its "dropped by kernel" count is reported.
 
+With ``--rest-conns N`` the server also answers Binance-like REST orders
+(``POST /api/v3/order``, aiohttp, TLS 1.3, on ``--port`` + 1) and the client opens N
+keep-alive REST order connections (SNI and Host ``api.binance.com``), the k-th
+``--rest-stagger`` seconds after the first, each sending orders until the market
+data ends (issue 15's figures: "2 of 3 handshakes before the capture").
+
 Usage (root: network namespaces and tcpdump):
     python benchmarks/make_tls_ws_capture.py --out ws.pcap [--messages 400000]
 """
@@ -65,7 +71,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mock-exchange")])
     now = dt.datetime.now(dt.UTC)
     san = x509.SubjectAlternativeName([x509.DNSName(h) for h in (
-        "stream.binance.com", "ws-api.binance.com", "localhost")])
+        "stream.binance.com", "ws-api.binance.com", "api.binance.com", "localhost")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
@@ -150,15 +156,42 @@ async def serve(port: int, cert: str, key: str, per_conn: int) -> None:
         else:
             await _stream(ws, per_conn, next(seeds))
 
+    runner = await _rest_server(port + 1, ctx)
     async with ws_serve(handler, "127.0.0.1", port, ssl=ctx, max_size=None):
         print("ready", flush=True)
         await asyncio.get_running_loop().create_future()  # until killed
+    await runner.cleanup()
+
+
+async def _rest_server(port: int, ctx: ssl.SSLContext) -> object:
+    """Binance-like ``POST /api/v3/order`` (form body in, order JSON out)."""
+    from aiohttp import web
+
+    rng = random.Random(7)
+    state = {"order_id": 4_000_000_000}
+
+    async def order(request: web.Request) -> web.Response:
+        form = await request.post()
+        state["order_id"] += 1
+        await asyncio.sleep(rng.choice((0, 0, 0.001, 0.002)))
+        return web.json_response({
+            "symbol": form.get("symbol"), "orderId": state["order_id"], "orderListId": -1,
+            "clientOrderId": form.get("newClientOrderId"),
+            "transactTime": int(time.time() * 1000), "status": "NEW"})
+
+    app = web.Application()
+    app.router.add_post("/api/v3/order", order)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    return runner
 
 
 # ----------------------------------------------------------------------------------
 # client (this process)
 
-async def client(port: int, keylog: str, md_conns: int, max_seconds: float) -> dict[str, int]:
+async def client(port: int, keylog: str, md_conns: int, max_seconds: float,
+                 rest_conns: int = 0, rest_stagger: float = 0.0) -> dict[str, int]:
     from websockets.asyncio.client import connect
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -166,8 +199,33 @@ async def client(port: int, keylog: str, md_conns: int, max_seconds: float) -> d
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # the mock's self-signed certificate
     ctx.keylog_filename = keylog
-    counts = {"md_messages": 0, "orders": 0, "acks": 0}
+    counts = {"md_messages": 0, "orders": 0, "acks": 0, "rest_orders": 0, "rest_acks": 0}
     done = asyncio.Event()
+
+    async def rest(k: int) -> None:
+        import aiohttp
+
+        await asyncio.sleep(k * rest_stagger)
+        rng = random.Random(1000 + k)
+        conn = aiohttp.TCPConnector(limit=1, ssl=ctx)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            n = 0
+            while not done.is_set():
+                n += 1
+                form = {"symbol": rng.choice(SYMBOLS), "side": rng.choice(("BUY", "SELL")),
+                        "type": "LIMIT", "timeInForce": "GTC",
+                        "quantity": f"{rng.random():.4f}", "price": f"{rng.uniform(1, 9e4):.2f}",
+                        "newClientOrderId": f"rest{k}-{n:07d}",
+                        "timestamp": str(int(time.time() * 1000))}
+                form["signature"] = f"{zlib.crc32(str(form).encode()):08x}" * 8
+                counts["rest_orders"] += 1
+                async with session.post(f"https://127.0.0.1:{port + 1}/api/v3/order", data=form,
+                                        headers={"Host": "api.binance.com",
+                                                 "X-MBX-APIKEY": "FAKEKEY"},
+                                        server_hostname="api.binance.com") as resp:
+                    await resp.read()
+                counts["rest_acks"] += 1
+                await asyncio.sleep(rng.uniform(0.002, 0.02))
 
     async def md(i: int) -> None:
         uri = f"wss://127.0.0.1:{port}/stream?streams={SYMBOLS[i % 5].lower()}@depth"
@@ -198,12 +256,13 @@ async def client(port: int, keylog: str, md_conns: int, max_seconds: float) -> d
                 await asyncio.sleep(rng.uniform(0.001, 0.01))
 
     order_task = asyncio.create_task(orders())
+    rest_tasks = [asyncio.create_task(rest(k)) for k in range(rest_conns)]
     try:
         await asyncio.wait_for(asyncio.gather(*(md(i) for i in range(md_conns))), max_seconds)
     except TimeoutError:
         print(f"stopped after {max_seconds} s", file=sys.stderr)
     done.set()
-    await asyncio.wait_for(order_task, 10)
+    await asyncio.wait_for(asyncio.gather(order_task, *rest_tasks), 10)
     return counts
 
 
@@ -212,7 +271,7 @@ async def client(port: int, keylog: str, md_conns: int, max_seconds: float) -> d
 
 def _tcpdump(out: str, port: int) -> subprocess.Popen[str]:
     cmd = ["tcpdump", "-i", "lo", "-B", "65536", "--time-stamp-precision=nano", "-s", "0",
-           "-w", out, f"tcp port {port}"]
+           "-w", out, f"tcp port {port} or tcp port {port + 1}"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline() if proc.stderr else ""
     if "listening" not in line:
@@ -234,7 +293,8 @@ def inside(a: argparse.Namespace) -> int:
             if server.stdout is None or server.stdout.readline().strip() != "ready":
                 raise RuntimeError("server did not start")
             t0 = time.perf_counter()
-            counts = asyncio.run(client(port, a.keylog, a.md_conns, a.max_seconds))
+            counts = asyncio.run(client(port, a.keylog, a.md_conns, a.max_seconds,
+                                        a.rest_conns, a.rest_stagger))
             seconds = time.perf_counter() - t0
             # tcpdump reads the kernel ring a block at a time (1 s block timeout); a
             # block still open at SIGINT is lost without being counted as dropped
@@ -265,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md-conns", type=int, default=4)
     ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--port", type=int, default=9443)
+    ap.add_argument("--rest-conns", type=int, default=0,
+                    help="REST order connections (aiohttp, on --port + 1)")
+    ap.add_argument("--rest-stagger", type=float, default=0.0,
+                    help="seconds between the REST connections' starts")
     ap.add_argument("--no-netns", action="store_true",
                     help="use the host's loopback (MTU 64 KiB) instead of a namespace")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
@@ -283,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--inside",
                "--out", a.out, "--keylog", a.keylog, "--messages", str(a.messages),
                "--md-conns", str(a.md_conns), "--max-seconds", str(a.max_seconds),
-               "--port", str(a.port)]
+               "--port", str(a.port), "--rest-conns", str(a.rest_conns),
+               "--rest-stagger", str(a.rest_stagger)]
         return subprocess.run(cmd, check=False).returncode
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -251,9 +251,10 @@ def _why_no_orders(ds: Dataset) -> str:
     caps = ds.fetchall("SELECT count(*) FROM captures")[0][0]
     if caps == 0:
         return "no captures in this dataset: run `pcapflow ingest CAPTURE --keylog KEYS` first"
+    # (a LEFT JOIN's missing row is a NULL struct, which count(DISTINCT (a, b)) counts)
     tls, undecrypted = ds.fetchall(
-        "SELECT count(*) FILTER (WHERE app_protocol = 'tls' OR tls_version IS NOT NULL), "
-        "count(DISTINCT (a.capture_id, a.flow_id)) FROM flows f LEFT JOIN (SELECT DISTINCT "
+        "SELECT count(*) FILTER (WHERE app_protocol LIKE 'tls%' OR tls_version IS NOT NULL), "
+        "count(a.flow_id) FROM flows f LEFT JOIN (SELECT DISTINCT "
         "capture_id, flow_id FROM anomalies WHERE code = 'missing_keys') a "
         "USING (capture_id, flow_id)")[0]
     orders = ds.fetchall("SELECT count(*) FROM orders")[0][0]

@@ -89,11 +89,13 @@ def _app_factory(keylog: Sequence[str | os.PathLike[str]] | None,
                             limits=Limits().with_overrides(limits or {}))
 
 
-def _matcher(venues: str | os.PathLike[str] | None) -> Matcher:
-    """Order/ack matching with the venue registry (and the map in ``venues``)."""
+def _matcher(venues: str | os.PathLike[str] | None,
+             data: str | os.PathLike[str] | None = None) -> Matcher:
+    """Order/ack matching with the venue registry (and the map in ``venues``; the
+    dataset ``data`` names the server addresses of connections without a name)."""
     from .venues import make_matcher  # lazy: DuckDB loads when a capture is matched
 
-    return make_matcher(venues)
+    return make_matcher(venues, data)
 
 
 def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
@@ -102,7 +104,7 @@ def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
-        matcher=_matcher(venues) if app else None,
+        matcher=_matcher(venues, data) if app else None,
         workers=workers,
     )
 
@@ -120,6 +122,7 @@ def ingest(
     limits: Mapping[str, int | str] | None = None,
     workers: int | str = 1,
     sets: bool = True,
+    cluster: str | None = None,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
 
@@ -138,6 +141,10 @@ def ingest(
     Files of one recording (a rotation, a ring buffer, a split) are one capture,
     read as one stream: ``capture_sets`` says which (``sets=False``: each file on
     its own); ``progress`` is called with the first file of each.
+
+    ``cluster``: a Dask scheduler's address (``tcp://host:port``) or ``local:N``; each
+    capture set is ingested on a worker and committed here (``pcapflow.cluster``; the
+    dataset, captures and key logs on storage every worker sees).
     """
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
@@ -148,6 +155,14 @@ def ingest(
     # (pipelines.interrupts): KeyboardInterrupt, and the dataset as it was.
     interrupts.committed.clear()
     with interrupts.deferred():
+        if cluster is not None:
+            from .cluster import ingest_on_cluster
+
+            return ingest_on_cluster(
+                capture_sets(paths, sets=sets), data_dir(data), cluster,
+                keylog=[str(k) for k in keylog or []],
+                venues=str(venues) if venues is not None else None, packets=packets,
+                app=app, limits=limits, progress=progress)
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
                        workers, sets)
 
@@ -203,7 +218,7 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
         return _in_pool(work, jobs)
     results = []
     app_factory = _app_factory(keys, limits) if app else None
-    matcher = _matcher(venues_s) if app else None
+    matcher = _matcher(venues_s, root) if app else None
     for p in plan:
         cb = None
         if progress is not None:

@@ -129,6 +129,12 @@ def ingest(
         typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Dask scheduler address (tcp://host:port), or "
+                     "local:N for N local worker processes: capture sets are spread over "
+                     "the workers (needs pip install 'pcapflow[live]')"),
+    ] = None,
 ) -> None:
     """Read captures into Parquet tables (replacing earlier ingests of the same files).
 
@@ -207,6 +213,7 @@ def ingest(
             progress=progress,
             limits=overrides,
             workers="auto" if workers == "auto" else int(workers),
+            cluster=cluster,
         )
     _print_summary(root, results, had, tcp_only=tcp_only, verbose=verbose)
     damaged = [r for r in results if r.capture_problems]
@@ -560,7 +567,7 @@ def _register_command_modules() -> None:
     import importlib
 
     for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
-                 "cli_verify"):
+                 "cli_verify", "cli_live"):
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 

@@ -35,7 +35,7 @@ def match(
         raise PcapflowError(f"{root}: no dataset here (run pcapflow ingest first)")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
-    results = rematch(root, registry(venues))
+    results = rematch(root, registry(venues, root))
     rows = []
     names = {}
     from .dataset import Dataset

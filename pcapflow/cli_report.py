@@ -8,6 +8,7 @@ is accepted, e.g. the venues present in the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -92,8 +93,12 @@ def report_cmd(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
-    with Dataset(require(data)) as ds:
+    with contextlib.ExitStack() as stack:
+        ds = stack.enter_context(Dataset(require(data)))
         try:
+            if since is not None or until is not None:
+                # a time window reads only the captures that overlap it (pcapflow.scale)
+                ds = stack.enter_context(ds.narrow(since, until))
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,
                                capture=capture)

@@ -5,6 +5,10 @@ none. ``coverage`` sorts every TCP connection that carried payload into one of:
 
 - with orders (decoded, or paired from TLS record timing only);
 - decoded without orders (market data, a private stream);
+- decoded only in part: no orders read, and its messages lean on state sent before the
+  capture began (``hpack_unknown_entry``: HTTP/2 header fields from an HPACK table built
+  earlier; ``inflate_history_unknown``: permessage-deflate output from an earlier window),
+  so an order on it may be there but cannot be read whole;
 - not decoded, with the reason: its anomalies (``missing_keys``,
   ``decrypt_failed``, ``unsupported_protocol``, or any other code, shown with the
   anomaly's own text), else what the flow says: TLS without its handshake (the
@@ -45,12 +49,17 @@ REASONS: dict[str, str] = {
     "unknown_protocol": "not recognised as TLS, HTTP, WebSocket or FIX",
     "no_messages": "with a protocol detected but no complete message",
     "tcp_only": "not parsed (ingested with --tcp-only)",
+    "partial": "began before the capture: HPACK or inflate state sent earlier is "
+               "unknown, so orders on it cannot be read whole (ingest the earlier "
+               "rotation file first)",
 }
 """Text of each reason a connection was not decoded (others: the anomaly's code)."""
 
 # Anomaly codes that say why a connection was not decoded, strongest first; any
 # other application-layer code is shown as itself (with its first detail).
 KNOWN_CODES = ("missing_keys", "decrypt_failed", "unsupported_protocol")
+PARTIAL_CODES = ("hpack_unknown_entry", "inflate_history_unknown")
+"""Codes of messages decoded without the state sent before the capture began."""
 
 _SQL = """
 WITH f AS (
@@ -72,6 +81,8 @@ r AS (
     SELECT CASE WHEN o.flow_id IS NULL THEN 'none' WHEN o.decoded THEN 'decoded'
                 ELSE 'timing' END AS orders,
         CASE
+        WHEN o.flow_id IS NULL AND m.flow_id IS NOT NULL
+             AND list_has_any(a.codes, {partial}) THEN 'partial'
         WHEN o.decoded OR m.flow_id IS NOT NULL THEN 'decoded'
         WHEN list_contains(a.codes, 'missing_keys') THEN 'missing_keys'
         WHEN list_contains(a.codes, 'decrypt_failed') THEN 'decrypt_failed'
@@ -103,6 +114,8 @@ class Coverage:
     """Of ``with_orders``: paired from TLS record timing only (not decrypted)."""
     decoded: int = 0
     """Decoded, without orders."""
+    partial: int = 0
+    """Decoded only in part, without orders (``PARTIAL_CODES``)."""
     undecoded: list[tuple[str, int]] = field(default_factory=list)
     """(reason text, connections) of those not decoded (with orders from TLS timing
     or without orders), most first."""
@@ -121,6 +134,8 @@ class Coverage:
             parts[0] += f" ({self.timing_only:,} only from TLS record timing)"
         if self.decoded:
             parts.append(f"{self.decoded:,} decoded without orders")
+        if self.partial:
+            parts.append(f"{self.partial:,} decoded only in part ({REASONS['partial']})")
         if self.undecoded:
             parts.append("not decoded: " + ", ".join(f"{n:,} {text}"
                                                      for text, n in self.undecoded))
@@ -129,6 +144,7 @@ class Coverage:
     def as_dict(self) -> dict[str, object]:
         return {"connections": self.connections, "with_orders": self.with_orders,
                 "timing_only": self.timing_only, "decoded_without_orders": self.decoded,
+                "decoded_in_part": self.partial,
                 "not_decoded": [{"reason": t, "connections": n} for t, n in self.undecoded]}
 
 
@@ -142,7 +158,8 @@ def coverage(ds: Dataset, *, capture_ids: Sequence[str] | None = None,
     if venues is not None:
         cond.append(f"venue IN ({', '.join('?' for _ in venues) or 'NULL'})")
         params += list(venues)
-    rows = ds.fetchall(_SQL.format(where=" AND ".join(cond)), params)
+    partial = "[" + ", ".join(f"'{c}'" for c in PARTIAL_CODES) + "]"
+    rows = ds.fetchall(_SQL.format(where=" AND ".join(cond), partial=partial), params)
     cov = Coverage()
     reasons: dict[str, int] = {}
     for orders, reason, n, detail in rows:
@@ -153,7 +170,9 @@ def coverage(ds: Dataset, *, capture_ids: Sequence[str] | None = None,
             cov.timing_only += n if orders == "timing" else 0
         elif reason == "decoded":
             cov.decoded += n
-        if reason == "decoded":
+        elif reason == "partial":
+            cov.partial += n
+        if reason in ("decoded", "partial"):
             continue
         if reason.startswith("code:"):
             text = f"{reason[5:]} ({detail})" if detail else reason[5:]

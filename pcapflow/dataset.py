@@ -75,8 +75,13 @@ def _sql_str(s: str) -> str:
 class Dataset:
     """A pcapflow dataset directory, queried through DuckDB views."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 captures: list[str] | None = None) -> None:
         self.path = data_dir(path)
+        self.captures = None if captures is None else list(dict.fromkeys(captures))
+        """Only these captures' partitions are read (None: every capture). A dataset of
+        thousands of captures answers a question about a few without opening the others'
+        files (``pcapflow.scale.captures_between`` finds them by time)."""
         if self.path.exists():
             with store.locked(self.path):
                 store.recover(self.path)
@@ -100,11 +105,10 @@ class Dataset:
             self.con.execute(f"CREATE OR REPLACE TABLE {INTERNAL}.empty_{table} AS "
                              "SELECT * FROM _declared")
             self.con.unregister("_declared")
-            files = sorted((self.path / table).glob("capture_id=*/*.parquet"))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
-            if files:
-                glob = _sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))
-                source += (f" UNION ALL BY NAME SELECT * FROM read_parquet({glob}, "
+            globs = self._globs(table)
+            if globs:
+                source += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{', '.join(globs)}], "
                            "hive_partitioning = true, union_by_name = true)")
             cols = ", ".join(f'"{f.name}"' for f in schema)
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
@@ -115,6 +119,35 @@ class Dataset:
         self.con.execute("CREATE OR REPLACE MACRO endpoint_name(protocol, endpoint) AS "
                          f"CASE WHEN protocol = 'fix' THEN coalesce(MAP {{{names}}}[endpoint], "
                          "endpoint) ELSE endpoint END")
+
+    def _globs(self, table: str) -> list[str]:
+        """The Parquet globs of ``table`` (SQL literals): every partition, or the
+        partitions of ``self.captures`` that exist."""
+        if self.captures is None:
+            if not any((self.path / table).glob("capture_id=*/*.parquet")):
+                return []
+            return [_sql_str(str(self.path / table / "capture_id=*" / "*.parquet"))]
+        parts = [self.path / table / f"capture_id={c}" for c in self.captures]
+        return [_sql_str(str(p / "*.parquet")) for p in parts
+                if p.is_dir() and any(p.glob("*.parquet"))]
+
+    def narrow(self, since: object = None, until: object = None) -> Dataset:
+        """This dataset read only through the captures with packets in ``[since, until)``
+        (ISO 8601 strings or datetimes, naive = UTC): the same answers to questions about
+        that window, without opening the other captures' files (``pcapflow.scale``).
+
+        >>> ds.narrow(since="2026-11-23T14:00", until="2026-11-23T15:00")  # doctest: +SKIP
+        """
+        from .analysis import to_utc
+        from .scale import captures_between
+
+        lo = None if since is None else int(to_utc(since).value)
+        hi = None if until is None else int(to_utc(until).value)
+        ids = captures_between(self.path, lo, hi)
+        if self.captures is not None:
+            mine = set(self.captures)
+            ids = [c for c in ids if c in mine]
+        return Dataset(self.path, captures=ids)
 
     @property
     def tables(self) -> list[str]:

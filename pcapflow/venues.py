@@ -6,8 +6,13 @@ A flow's venue comes from, in this order:
 2. the built-in host rules (``HOST_RULES``), on the TLS SNI, then the HTTP
    Host (port stripped); an exact name wins over a suffix rule (a rule
    written ``.binance.com`` matches any name ending so);
-3. nothing: venue NULL, and the flow is read with the generic matcher of its
+3. for a connection with no name of its own (begun before the capture: no SNI, no
+   Host), what ``pipelines.venue_infer`` finds: the venue other connections to the same
+   server address were given (in this capture, else in the dataset's earlier captures),
+   else the venue its request paths or WebSocket methods name (``CONTENT_RULES``);
+4. nothing: venue NULL, and the flow is read with the generic matcher of its
    protocol (HTTP: ``rest``, WebSocket: ``jsonrpc``, FIX: ``fix``).
+``flows.venue_source`` says which of these named the venue.
 
 The venue map is TOML: a list of ``[[venue]]`` tables. Every key but ``name``
 is optional; an entry matches a flow when every key it gives matches (a list
@@ -54,7 +59,7 @@ import pyarrow as pa
 
 from .parsers.errors import ConfigError
 from .pipelines.match import MatchOutput, match_staged
-from .pipelines.venue_rules import MATCHERS, Assignment, FlowFacts
+from .pipelines.venue_rules import MATCHERS, Assignment, FlowContent, FlowFacts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +129,82 @@ HOST_RULES: list[HostRule] = [
     *_rules("hyperliquid", "hyperliquid", None, "api.hyperliquid.xyz",
             "api.hyperliquid-testnet.xyz", ".hyperliquid.xyz"),
 ]
+
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContentRule:
+    """What a connection sent -> its venue (``venue=None``: the dialect is certain, the
+    venue is not) and dialect. ``path``: a request path prefix (the longest matching
+    prefix wins); ``field`` + ``values``: a WebSocket JSON call (a value ending in "/"
+    or "." is a prefix, as "orderList." or "private/")."""
+
+    venue: str | None
+    dialect: str
+    protocol: str
+    path: str | None = None
+    field: str | None = None
+    values: tuple[str, ...] = ()
+
+
+# Request paths and WebSocket calls that only one venue's API has (venues.md). Binance
+# spot and futures share their WebSocket API's method names: the dialect is known, the
+# venue is not. Paths shared by two venues (e.g. /api/v1/order*) are told apart by the
+# longest prefix; anything still ambiguous names nothing.
+CONTENT_RULES: list[ContentRule] = [
+    ContentRule(venue="binance", dialect="binance", protocol="rest", path="/api/v3/"),
+    ContentRule(venue="binance_usdm", dialect="binance", protocol="rest", path="/fapi/"),
+    ContentRule(venue="binance_coinm", dialect="binance", protocol="rest", path="/dapi/"),
+    ContentRule(venue="coinbase", dialect="coinbase", protocol="rest",
+                path="/api/v3/brokerage/"),
+    ContentRule(venue="okx", dialect="okx", protocol="rest", path="/api/v5/"),
+    ContentRule(venue="bybit", dialect="bybit", protocol="rest", path="/v5/"),
+    ContentRule(venue="kraken", dialect="kraken", protocol="rest", path="/0/private/"),
+    ContentRule(venue="bitmex", dialect="bitmex", protocol="rest", path="/api/v1/order"),
+    ContentRule(venue="kucoin", dialect="kucoin", protocol="rest", path="/api/v1/orders"),
+    ContentRule(venue="kucoin", dialect="kucoin", protocol="rest", path="/api/v1/hf/"),
+    ContentRule(venue="gate", dialect="gate", protocol="rest", path="/api/v4/"),
+    ContentRule(venue="bitget", dialect="bitget", protocol="rest", path="/api/v2/"),
+    ContentRule(venue="hyperliquid", dialect="hyperliquid", protocol="rest",
+                path="/exchange"),
+    ContentRule(venue=None, dialect="binance", protocol="websocket", field="method",
+                values=("order.place", "order.cancel", "order.status", "session.logon",
+                        "userDataStream.start", "ping", "time")),
+    ContentRule(venue="binance", dialect="binance", protocol="websocket", field="method",
+                values=("order.cancelReplace", "order.amend.keepPriority", "orderList.",
+                        "sor.order.", "openOrders.cancelAll")),
+    ContentRule(venue="binance_usdm", dialect="binance", protocol="websocket",
+                field="method", values=("order.modify", "account.position",
+                                        "v2/account.")),
+    ContentRule(venue="okx", dialect="okx", protocol="websocket", field="op",
+                values=("order", "batch-orders", "cancel-order", "batch-cancel-orders",
+                        "amend-order", "batch-amend-orders", "login")),
+    ContentRule(venue="bybit", dialect="bybit", protocol="websocket", field="op",
+                values=("order.create", "order.cancel", "order.amend", "auth")),
+    ContentRule(venue="deribit", dialect="jsonrpc", protocol="websocket", field="method",
+                values=("private/", "public/auth")),
+    ContentRule(venue="kraken", dialect="kraken", protocol="websocket", field="method",
+                values=("add_order", "cancel_order", "amend_order", "edit_order")),
+]
+
+
+def _call_matches(rule: ContentRule, field_name: str, value: str) -> bool:
+    return rule.field == field_name and any(
+        value.startswith(v) if v.endswith(("/", ".")) else value == v for v in rule.values)
+
+
+def content_rules(content: FlowContent) -> list[ContentRule]:
+    """The rules a flow's content meets: per path its longest prefix rule, per call
+    every rule naming it."""
+    met: list[ContentRule] = []
+    for path in content.paths:
+        rules = [r for r in CONTENT_RULES if r.path is not None and path.startswith(r.path)]
+        if rules:
+            met.append(max(rules, key=lambda r: len(r.path or "")))
+    for field_name, value in content.calls:
+        met += [r for r in CONTENT_RULES if _call_matches(r, field_name, value)]
+    return met
+
 
 # The matcher a flow gets when no rule names one, by detected app protocol.
 GENERIC_BY_PROTOCOL = {"http": "rest", "websocket": "jsonrpc", "fix": "fix"}
@@ -201,6 +282,10 @@ class VenueRegistry:
 
     entries: list[MapEntry] = field(default_factory=list)
     host_rules: list[HostRule] = field(default_factory=lambda: list(HOST_RULES))
+    # The dataset's earlier captures: (server ip, port) -> the one venue named flows to
+    # it were given; read on first use (``known_addresses``), None: no dataset.
+    data: Path | None = None
+    _known: dict[tuple[str, int], str] | None = None
 
     def host_rule(self, f: FlowFacts) -> HostRule | None:
         """The built-in rule for the flow's SNI, else its Host: exact beats suffix."""
@@ -224,10 +309,60 @@ class VenueRegistry:
                 else:
                     dialect = rule.dialect if rule else _generic(flow)
                 return Assignment(venue=e.name, dialect=dialect,
-                                  protocol=e.protocol or (rule.protocol if rule else None))
+                                  protocol=e.protocol or (rule.protocol if rule else None),
+                                  source="map")
         if rule is not None:
-            return Assignment(venue=rule.venue, dialect=rule.dialect, protocol=rule.protocol)
+            return Assignment(venue=rule.venue, dialect=rule.dialect, protocol=rule.protocol,
+                              source="name")
         return Assignment(venue=None, dialect=_generic(flow), protocol=None)
+
+    def by_known_address(self, flow: FlowFacts) -> Assignment | None:
+        """The venue the dataset's earlier captures named for this server address."""
+        if self._known is None:
+            self._known = known_addresses(self.data) if self.data is not None else {}
+        if flow.server_ip is None or flow.server_port is None:
+            return None
+        venue = self._known.get((flow.server_ip, flow.server_port))
+        if venue is None:
+            return None
+        kind = _generic(flow)  # rest / jsonrpc / fix, by the flow's protocol
+        rules = [r for r in self.host_rules if r.venue == venue]
+        fit = [r for r in rules if r.protocol == {"jsonrpc": "websocket"}.get(kind, kind)]
+        rule = (fit or rules)[0] if fit or rules else None
+        return Assignment(venue=venue, dialect=rule.dialect if rule else kind,
+                          protocol=rule.protocol if fit and rule else None, source="dataset")
+
+    def by_content(self, flow: FlowFacts, content: FlowContent) -> Assignment | None:
+        """The venue (or the dialect alone) the flow's paths and calls name."""
+        met = content_rules(content)
+        if len({r.dialect for r in met}) != 1:
+            return None  # nothing recognised, or two venues' APIs: decide nothing
+        venues = {r.venue for r in met} - {None}  # None: any venue of the dialect
+        venue = venues.pop() if len(venues) == 1 else None
+        return Assignment(venue=venue, dialect=met[0].dialect, protocol=met[0].protocol,
+                          source="content" if venue is not None else None)
+
+
+def known_addresses(root: Path) -> dict[tuple[str, int], str]:
+    """(server ip, port) -> venue over the dataset's flows that carried a name (SNI or
+    Host), for the addresses all such flows agree on."""
+    files = sorted((root / "flows").glob("capture_id=*/*.parquet"))
+    if not files:
+        return {}
+    import duckdb  # lazy, as the matcher's
+
+    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"""
+            SELECT server_ip, server_port, min(venue)
+            FROM read_parquet([{listing}], union_by_name = true)
+            WHERE venue IS NOT NULL AND (sni IS NOT NULL OR http_host IS NOT NULL)
+              AND server_ip IS NOT NULL AND server_port IS NOT NULL
+            GROUP BY server_ip, server_port HAVING count(DISTINCT venue) = 1""").fetchall()
+    finally:
+        con.close()
+    return {(str(ip), int(port)): str(v) for ip, port, v in rows}
 
 
 def _str_list(where: str, key: str, value: object) -> tuple[str, ...]:
@@ -311,17 +446,20 @@ def load_venue_map(path: str | os.PathLike[str]) -> list[MapEntry]:
     return [_entry(f"{p}: venue #{i + 1}", r) for i, r in enumerate(raw)]
 
 
-def registry(venues_path: str | os.PathLike[str] | None = None) -> VenueRegistry:
-    """The built-in registry, preceded by the user's map when given."""
+def registry(venues_path: str | os.PathLike[str] | None = None,
+             data: str | os.PathLike[str] | None = None) -> VenueRegistry:
+    """The built-in registry, preceded by the user's map when given; ``data``: the
+    dataset whose earlier captures name server addresses (``by_known_address``)."""
     entries = load_venue_map(venues_path) if venues_path is not None else []
-    return VenueRegistry(entries=entries)
+    return VenueRegistry(entries=entries, data=Path(data) if data is not None else None)
 
 
 def make_matcher(
     venues_path: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
 ) -> Callable[[Path, pa.Table], MatchOutput]:
     """The ingest's matcher: loads the venue map now (errors raised here)."""
-    reg = registry(venues_path)
+    reg = registry(venues_path, data)
 
     def matcher(stage_dir: Path, flows: pa.Table) -> MatchOutput:
         return match_staged(stage_dir, flows, reg)

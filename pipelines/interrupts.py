@@ -89,6 +89,14 @@ def install_cli(message: str) -> None:
     signal.signal(signal.SIGALRM, _alarm)
 
 
+def set_message(text: str) -> None:
+    """Change the command's one line (``pcapflow watch`` says what it has kept so far);
+    no effect in a library (no ``install_cli``)."""
+    global _cli_message
+    if _cli_message is not None:
+        _cli_message = text
+
+
 def exit_now() -> None:
     """Write the one line and end the process with 130, now (kills tracked workers)."""
     with contextlib.suppress(Exception):

@@ -51,7 +51,7 @@ import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -71,6 +71,7 @@ from .prefilter import (
     value_needle,
     ws_needles,
 )
+from .tables.rows import with_venues
 from .tables.schemas import (
     ACKS,
     LATENCY,
@@ -80,7 +81,8 @@ from .tables.schemas import (
     UNMATCHED,
     without_capture_id,
 )
-from .venue_rules import FlowFacts, Resolver
+from .venue_infer import infer
+from .venue_rules import FlowContent, FlowFacts, Resolver
 
 __all__ = [
     "GATES", "INPUT_TABLES", "SQL_FILES", "USES", "MatchOutput", "Matcher", "Needle",
@@ -96,6 +98,7 @@ class MatchOutput:
 
     flow_venue: dict[int, str]
     tables: dict[str, pa.Table]
+    flow_venue_source: dict[int, str] = field(default_factory=dict)  # venue_infer
 
 
 Matcher = Callable[[Path, pa.Table], MatchOutput]
@@ -121,8 +124,8 @@ OUTPUTS = {"orders": ("out_orders", ORDERS), "acks": ("out_acks", ACKS),
            "latency": ("out_latency", LATENCY), "unmatched": ("out_unmatched", UNMATCHED)}
 
 _FLOW_RULES = pa.schema([
-    ("flow_id", pa.int64()), ("venue", pa.string()), ("dialect", pa.string()),
-    ("protocol_hint", pa.string()), ("app_protocol", pa.string()),
+    ("flow_id", pa.int64()), ("venue", pa.string()), ("venue_source", pa.string()),
+    ("dialect", pa.string()), ("protocol_hint", pa.string()), ("app_protocol", pa.string()),
     ("tls_version", pa.string()), ("alpn", pa.string()), ("alpn_offered", pa.string()),
 ])
 
@@ -177,20 +180,75 @@ def _comp_ids(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str | None, str
     return {int(f): (s, t) for f, s, t in rows}
 
 
+def _content(con: duckdb.DuckDBPyConnection) -> Callable[[list[int]], dict[int, FlowContent]]:
+    """What the given flows sent (``venue_infer``): request paths without their query,
+    and the ``method`` / ``op`` of their outbound WebSocket JSON text messages (a
+    bounded sample per flow: the first ``CONTENT_SAMPLE`` messages)."""
+
+    def sent(flow_ids: list[int]) -> dict[int, FlowContent]:
+        ids = pa.table({"flow_id": pa.array(flow_ids, pa.int64())})
+        con.register("unnamed_flows", ids)
+        try:
+            paths = con.execute(f"""
+                SELECT flow_id, list(DISTINCT split_part(path, '?', 1)) FROM (
+                  SELECT flow_id, path, row_number() OVER (PARTITION BY flow_id
+                                                           ORDER BY stream_offset) AS n
+                  FROM http_messages SEMI JOIN unnamed_flows USING (flow_id)
+                  WHERE direction = 'out' AND kind = 'request' AND path IS NOT NULL)
+                WHERE n <= {CONTENT_SAMPLE} GROUP BY flow_id""").fetchall()
+            calls = con.execute(f"""
+                SELECT flow_id, list(DISTINCT [k, v]) FROM (
+                  SELECT flow_id, unnest(['method', 'op']) AS k,
+                         unnest([json_extract_string(payload, '$.method'),
+                                 json_extract_string(payload, '$.op')]) AS v
+                  FROM (SELECT flow_id, payload, row_number() OVER (
+                          PARTITION BY flow_id ORDER BY stream_offset) AS n
+                        FROM ws_messages SEMI JOIN unnamed_flows USING (flow_id)
+                        WHERE direction = 'out' AND opcode = 'text'
+                          AND NOT coalesce(payload_unknown, false))
+                  WHERE n <= {CONTENT_SAMPLE} AND json_valid(payload))
+                WHERE v IS NOT NULL GROUP BY flow_id""").fetchall()
+        finally:
+            con.unregister("unnamed_flows")
+        out: dict[int, FlowContent] = {}
+        for f, p in paths:
+            out[int(f)] = FlowContent(paths=tuple(sorted(p)))
+        for f, kv in calls:
+            prev = out.get(int(f), FlowContent())
+            out[int(f)] = FlowContent(paths=prev.paths,
+                                      calls=tuple(sorted((k, v) for k, v in kv)))
+        return out
+
+    return sent
+
+
+CONTENT_SAMPLE = 64
+"""Outbound messages per unnamed flow read to find its venue from content."""
+
+
 def flow_rules(flows: pa.Table, resolver: Resolver,
-               comp_ids: Mapping[int, tuple[str | None, str | None]]) -> pa.Table:
-    """One row per flow: its venue and dialect (the registry decides)."""
+               comp_ids: Mapping[int, tuple[str | None, str | None]],
+               content: Callable[[list[int]], dict[int, FlowContent]] | None = None,
+               ) -> pa.Table:
+    """One row per flow: its venue and dialect (the registry decides; flows with no
+    name of their own get what ``venue_infer`` finds)."""
     rows: dict[str, list[object]] = {f.name: [] for f in _FLOW_RULES}
-    for fl in flows.select(["flow_id", "server_ip", "server_port", "sni", "http_host",
-                            "app_protocol", "alpn", "alpn_offered",
-                            "tls_version"]).to_pylist():
+    flow_rows = flows.select(["flow_id", "server_ip", "server_port", "sni", "http_host",
+                              "app_protocol", "alpn", "alpn_offered",
+                              "tls_version"]).to_pylist()
+    facts = []
+    for fl in flow_rows:
         sender, target = comp_ids.get(fl["flow_id"], (None, None))
-        facts = FlowFacts(flow_id=fl["flow_id"], server_ip=fl["server_ip"],
-                          server_port=fl["server_port"], sni=fl["sni"],
-                          http_host=fl["http_host"], app_protocol=fl["app_protocol"],
-                          alpn=fl["alpn"], sender_comp_id=sender, target_comp_id=target)
-        a = resolver.resolve(facts)
-        for k, v in (("flow_id", fl["flow_id"]), ("venue", a.venue), ("dialect", a.dialect),
+        facts.append(FlowFacts(flow_id=fl["flow_id"], server_ip=fl["server_ip"],
+                               server_port=fl["server_port"], sni=fl["sni"],
+                               http_host=fl["http_host"], app_protocol=fl["app_protocol"],
+                               alpn=fl["alpn"], sender_comp_id=sender,
+                               target_comp_id=target))
+    found = infer(facts, [resolver.resolve(f) for f in facts], resolver, content)
+    for fl, a in zip(flow_rows, found, strict=True):
+        for k, v in (("flow_id", fl["flow_id"]), ("venue", a.venue),
+                     ("venue_source", a.source if a.venue is not None else None),
+                     ("dialect", a.dialect),
                      ("protocol_hint", a.protocol), ("app_protocol", fl["app_protocol"]),
                      ("tls_version", fl["tls_version"]), ("alpn", fl["alpn"]),
                      ("alpn_offered", fl["alpn_offered"])):
@@ -356,7 +414,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
         rules, needles = rules_and_needles()
         for name, table in rules.items():
             con.register(name, table)
-        rules_by_flow = flow_rules(flows, resolver, _comp_ids(con))
+        rules_by_flow = flow_rules(flows, resolver, _comp_ids(con), _content(con))
         con.register("flow_rules", rules_by_flow)
         con.register("flow_handshake", flows.select(["flow_id", "first_ts", "handshake_rtt_ns"]))
         if scanned:
@@ -383,19 +441,23 @@ def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
             target = without_capture_id(schema)
             cols = ", ".join(f'"{f.name}"' for f in target)
             out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
-        venues = _run(con, "SELECT flow_id, venue FROM flow_rules WHERE venue IS NOT NULL")
-        flow_venue = {int(f): str(v) for f, v in venues.fetchall()}
-    return MatchOutput(flow_venue=flow_venue, tables=out)
+        venues = _run(con, "SELECT flow_id, venue, venue_source FROM flow_rules "
+                           "WHERE venue IS NOT NULL").fetchall()
+    return MatchOutput(flow_venue={int(f): str(v) for f, v, _ in venues}, tables=out,
+                       flow_venue_source={int(f): str(s) for f, _, s in venues})
 
 
 def _venues_only(flows: pa.Table, resolver: Resolver) -> MatchOutput:
     rules = flow_rules(flows, resolver, {})
-    venue = dict(zip(rules.column("flow_id").to_pylist(), rules.column("venue").to_pylist(),
-                     strict=True))
+    ids = rules.column("flow_id").to_pylist()
+    venue = dict(zip(ids, rules.column("venue").to_pylist(), strict=True))
+    source = dict(zip(ids, rules.column("venue_source").to_pylist(), strict=True))
     empty = {t: pa.Table.from_pylist([], schema=without_capture_id(schema))
              for t, (_temp, schema) in OUTPUTS.items()}
     return MatchOutput(flow_venue={int(f): str(v) for f, v in venue.items() if v is not None},
-                       tables=empty)
+                       tables=empty,
+                       flow_venue_source={int(f): str(source[f]) for f, v in venue.items()
+                                          if v is not None})
 
 
 def match_staged(stage_dir: Path, flows: pa.Table, rules: Resolver) -> MatchOutput:
@@ -430,9 +492,7 @@ def rematch_capture(root: Path, capture_id: str, resolver: Resolver) -> MatchOut
     result = match_tables(files, flows, resolver)
     staging = store.Staging(root)
     try:
-        venues = [result.flow_venue.get(i) for i in flows.column("flow_id").to_pylist()]
-        flows = flows.set_column(flows.schema.get_field_index("venue"), "venue",
-                                 pa.array(venues, type=pa.string()))
+        flows = with_venues(flows, result.flow_venue, result.flow_venue_source)
         staging.write("flows", flows)
         for table, rows in result.tables.items():
             staging.write(table, rows)

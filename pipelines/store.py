@@ -28,6 +28,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -171,14 +172,37 @@ def recover(root: Path) -> None:
     sdir = root / STAGING
     if sdir.is_dir():
         for st in sdir.iterdir():
-            pid = st.name.split("-", 1)[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if not _owner_alive(st.name.split("-", 1)[0]):
                 shutil.rmtree(st, ignore_errors=True)
     tdir = root / TRASH
     if tdir.is_dir():
         for t in tdir.iterdir():
             if not (jdir / f"{t.name}.json").exists():
                 shutil.rmtree(t, ignore_errors=True)
+
+
+def host_tag() -> str:
+    """This host's name as it appears in a staging directory's owner (no ``-``)."""
+    return socket.gethostname().replace("-", "_") or "localhost"
+
+
+def cluster_owner() -> str:
+    """The owner of staging directories written for this process by other processes,
+    maybe on other hosts (``pcapflow.cluster``): ``c<pid>@<host>``."""
+    return f"c{os.getpid()}@{host_tag()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the owner of a staging directory may still commit it: a pid of this
+    host (a local ingest), or ``c<pid>@<host>`` (a cluster client's, written by its
+    workers): alive when that host is another (this host cannot tell; the client
+    removes its own leftovers) or the pid runs here."""
+    if owner.isdigit():
+        return _pid_alive(int(owner))
+    pid, _, host = owner[1:].partition("@")
+    if owner.startswith("c") and pid.isdigit() and host:
+        return host != host_tag() or _pid_alive(int(pid))
+    return False
 
 
 class StaleCapture(PcapflowError):
@@ -197,15 +221,23 @@ def fingerprint(root: Path, capture_id: str) -> str:
 class Staging:
     """Writes one capture's tables into a private staging directory."""
 
-    def __init__(self, root: Path, *, row_group_rows: int = 1 << 20) -> None:
+    def __init__(self, root: Path, *, row_group_rows: int = 1 << 20,
+                 owner: str | None = None, txn: str | None = None) -> None:
         self.root = root
         self.part_prefix = ""
         """Prefix of this process's part names: ``part-<prefix><n>.parquet``. Worker
         processes of one ingest share the directory, each with its own prefix
         (``pipelines.ingest``, sharding); only the process that made it commits."""
-        self.txn = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # ``owner``: the process that will commit, when it is not this one (a cluster
+        # client: ``cluster_owner``); ``recover`` keeps the directory while it lives.
+        # ``txn``: adopt a directory staged by another process (``adopt``).
+        adopted = txn is not None
+        if txn is None:
+            tag = uuid.uuid4().hex[:12]
+            txn = f"{owner}-w{os.getpid()}-{tag}" if owner else f"{os.getpid()}-{tag}"
+        self.txn = txn
         self.dir = root / STAGING / self.txn
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=adopted)
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._parts: dict[str, int] = {}
         self.rows: dict[str, int] = {}
@@ -217,6 +249,14 @@ class Staging:
         self._thread: threading.Thread | None = None
         self._stopping = False  # the thread was told to end (its None is queued)
         self._error: BaseException | None = None
+
+    @classmethod
+    def adopt(cls, root: Path, staged: Path) -> Staging:
+        """The staging directory another process wrote and closed (a cluster worker's),
+        to ``commit`` or ``abort`` here."""
+        if staged.parent != root / STAGING or not staged.is_dir():
+            raise PcapflowError(f"{staged}: not a staging directory of {root}")
+        return cls(root, txn=staged.name)
 
     def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
         """Append rows (a pyarrow Table or a dict of columns) to ``table``."""

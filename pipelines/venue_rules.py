@@ -62,12 +62,34 @@ class Assignment:
     # "rest", "websocket" or "fix" when the rule knows the API kind (used to
     # decide whether an undecrypted TLS flow is HTTP/1.1 REST); None otherwise.
     protocol: str | None = None
+    # How the venue was found (``flows.venue_source``): "map" (the user's venue map),
+    # "name" (SNI / Host), "address", "dataset" or "content" (``venue_infer``); None
+    # when there is no venue.
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContent:
+    """What a connection without a name sent: request paths (query cut off) and the
+    WebSocket calls, as (JSON field, value) pairs such as ("method", "order.place")."""
+
+    paths: tuple[str, ...] = ()
+    calls: tuple[tuple[str, str], ...] = ()
 
 
 class Resolver(Protocol):
     """Ties a flow to a venue and dialect (``pcapflow.venues.VenueRegistry``)."""
 
     def resolve(self, flow: FlowFacts) -> Assignment: ...
+
+    def by_known_address(self, flow: FlowFacts) -> Assignment | None:
+        """The venue earlier captures of the dataset named for the flow's server
+        address and port (one venue only), else None."""
+        ...
+
+    def by_content(self, flow: FlowFacts, content: FlowContent) -> Assignment | None:
+        """The venue (or at least the dialect) the flow's paths and calls name, else None."""
+        ...
 
 
 # --- Dialects -----------------------------------------------------------------

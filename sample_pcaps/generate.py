@@ -3,7 +3,8 @@
 
 Usage (as root: it creates network namespaces and runs tcpdump/dumpcap):
 
-    python sample_pcaps/generate.py [--only NAME] [--out DIR] [--seed N] [--manifest-only]
+    python sample_pcaps/generate.py [NAME ...] [--only NAME] [--out DIR] [--seed N]
+                                    [--manifest-only]
 
 How this works. For each scenario the script
 1. creates a private network namespace (`pcfgen-<pid>`) whose loopback has an
@@ -24,6 +25,12 @@ How this works. For each scenario the script
    deletes the namespaces (also on error), injects the key log into the pcapng
    where asked (`editcap --inject-secrets`), and rewrites MANIFEST.md and
    secrets.json.
+
+Two scenarios are recordings kept in their own folder (``Scenario.folder``; MANIFEST.md,
+"Capture sets"): ``rotated_binance`` runs tcpdump with ``-G 2 -z gzip`` and a strftime
+file name, so tcpdump itself rotates and compresses; ``midsession_binance`` starts a
+reference tcpdump first, lets the client open its sessions and trade until it prints
+``OPEN``, then starts the capture proper and writes ``GO`` to the client's stdin.
 
 Every secret is fake (see common.py). The PKI is fresh on every run and not kept.
 """
@@ -48,8 +55,10 @@ from types import ModuleType
 import pki
 import relay
 import venue_binance_h2
+import venue_binance_h2_curl
 import venue_binance_rest
 import venue_binance_ws
+import venue_ccxt_binance
 import venue_deribit
 import venue_fix
 import venue_okx
@@ -69,10 +78,16 @@ class Scenario:
     module: ModuleType
     ports: tuple[int, ...]
     hosts: tuple[str, ...]  # TLS server names (empty for plain TCP)
-    capture: str = "tcpdump"  # tcpdump | tcpdump-any | dumpcap
+    capture: str = "tcpdump"  # tcpdump | tcpdump-any | dumpcap | rotate | midsession
     small: bool = False
     lossy: bool = False
     special: str = ""
+
+    @property
+    def folder(self) -> bool:
+        """A recording kept in its own folder (``file`` names it): rotated files, or a
+        capture begun mid-session with its reference capture (see FOLDER_SCENARIOS)."""
+        return self.capture in ("rotate", "midsession")
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -119,7 +134,31 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                      "streams in flight, answered out of order; RST_STREAM REFUSED_STREAM "
                      "refusals; -2010/-2011/-1007 errors; gzip exchangeInfo; HPACK "
                      "dynamic table; GOAWAY at close"),
+    Scenario(name="binance_rest_h2_curl", file="binance_rest_h2_curl.pcap",
+             module=venue_binance_h2_curl, ports=(443,), hosts=("api.binance.com",),
+             special="HTTP/2 sent by the curl CLI (libcurl + nghttp2): one `curl --parallel` "
+                     "process per wave, 2-9 streams multiplexed on its connection; nghttp2's "
+                     "HPACK and SETTINGS; user-agent/accept on every request; "
+                     "-2010/-2011/-1007 errors"),
+    Scenario(name="rotated_binance", file="rotated_binance", module=venue_ccxt_binance,
+             ports=(443, 9443), hosts=("api.binance.com", "ws-api.binance.com"),
+             capture="rotate",
+             special="ccxt 4.5 (REST + ccxt.pro WS API) trading ~12 s; tcpdump -G 2 -z gzip "
+                     "rotation (files named by tcpdump, the last one left uncompressed); "
+                     "cancels by orderId without a client id; cancelReplace amends; "
+                     "permessage-deflate"),
+    Scenario(name="midsession_binance", file="midsession_binance", module=venue_ccxt_binance,
+             ports=(443, 9443), hosts=("api.binance.com", "ws-api.binance.com"),
+             capture="midsession",
+             special="tcpdump started after every session opened and traded (ccxt REST TLS "
+                     "1.3, WS API TLS 1.3 with and without permessage-deflate, REST TLS 1.2); "
+                     "truth extra.phase before/after; reference/ holds the whole session "
+                     "captured from the start (the oracle)"),
 )}
+ROTATE_SECONDS = 2
+ROTATE_NAME = "binance-%Y%m%d-%H%M%S.pcap"
+MIDSESSION_NAME = "binance-midsession.pcap"
+REFERENCE_NAME = "reference/binance-full.pcap"
 
 
 # ===================================================================== processes
@@ -163,7 +202,8 @@ def _stop(proc: subprocess.Popen[str], sig: int, timeout: float = 10.0) -> None:
         proc.wait()
 
 
-def start_capture(ns: str, scn: Scenario, iface: str, path: Path) -> subprocess.Popen[str]:
+def start_capture(ns: str, scn: Scenario, iface: str, path: Path, *, rotate: bool = False
+                  ) -> subprocess.Popen[str]:
     bpf = " or ".join(f"tcp port {p}" for p in scn.ports)
     if scn.capture == "dumpcap":
         cmd = ["dumpcap", "-q", "-i", iface, "-f", bpf, "-w", str(path)]
@@ -171,6 +211,8 @@ def start_capture(ns: str, scn: Scenario, iface: str, path: Path) -> subprocess.
     else:
         cmd = ["tcpdump", "-i", "any" if scn.capture == "tcpdump-any" else iface,
                "--time-stamp-precision=nano", "-Z", "root", "-n", "-w", str(path), bpf]
+        if rotate:  # path is a strftime pattern; each closed file is gzip'd
+            cmd[-1:-1] = ["-G", str(ROTATE_SECONDS), "-z", "gzip"]
         marker = "listening on"
     proc = subprocess.Popen(_netns_exec(ns, *cmd), stderr=subprocess.PIPE, text=True)
     _read_until(proc, "stderr", marker, READY_TIMEOUT_S)
@@ -185,6 +227,9 @@ def spawn_role(ns: str, role: str, scn: Scenario, args: argparse.Namespace, pki_
            "--out", str(args.out), "--pki", str(pki_dir), "--seed", str(args.seed),
            "--bind", bind_ip, "--connect", connect_ip, *extra]
     out = None if role == "client" else subprocess.PIPE
+    if role == "client" and scn.capture == "midsession":  # OPEN on stdout, GO on stdin
+        return subprocess.Popen(_netns_exec(ns, *cmd), stdout=subprocess.PIPE,
+                                stdin=subprocess.PIPE, text=True)
     return subprocess.Popen(_netns_exec(ns, *cmd), stdout=out, text=True)
 
 
@@ -248,8 +293,79 @@ def _run_traffic(scn: Scenario, args: argparse.Namespace, pki_dir: Path, cap_pat
         _stop(cap, signal.SIGINT)
 
 
+def _midsession(scn: Scenario, args: argparse.Namespace, pki_dir: Path, ns: str,
+                folder: Path) -> None:
+    """The reference capture from the start; the client opens its sessions and trades;
+    then the second capture starts and the client is told to trade on."""
+    (folder / "reference").mkdir()
+    ref = start_capture(ns, scn, "lo", folder / REFERENCE_NAME)
+    srv: subprocess.Popen[str] | None = None
+    mid: subprocess.Popen[str] | None = None
+    cli: subprocess.Popen[str] | None = None
+    try:
+        srv = spawn_role(ns, "server", scn, args, pki_dir)
+        _read_until(srv, "stdout", "READY", READY_TIMEOUT_S)
+        cli = spawn_role(ns, "client", scn, args, pki_dir)
+        _read_until(cli, "stdout", "OPEN", CLIENT_TIMEOUT_S)
+        mid = start_capture(ns, scn, "lo", folder / MIDSESSION_NAME)
+        assert cli.stdin is not None and cli.stdout is not None
+        cli.stdin.write("GO\n")
+        cli.stdin.flush()
+        if cli.wait(timeout=CLIENT_TIMEOUT_S) != 0:
+            raise RuntimeError(f"{scn.name}: client exited with {cli.returncode}")
+        print(cli.stdout.read().strip(), flush=True)
+        time.sleep(0.5)
+    finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+        if srv is not None:
+            _stop(srv, signal.SIGTERM)
+        time.sleep(0.3)
+        if mid is not None:
+            _stop(mid, signal.SIGINT)
+        _stop(ref, signal.SIGINT)
+
+
+def run_folder_scenario(scn: Scenario, args: argparse.Namespace, pki_dir: Path) -> None:
+    """A recording in its own folder: rotated files, or a capture begun mid-session."""
+    import shutil
+
+    folder = args.out / scn.file
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    sub = argparse.Namespace(**vars(args))
+    sub.out = folder  # key log, truth and derived secrets go into the folder
+    print(f"== {scn.name}", flush=True)
+    with loopback_netns() as ns:
+        if scn.capture == "midsession":
+            _midsession(scn, sub, pki_dir, ns, folder)
+            return
+        cap = start_capture(ns, scn, "lo", folder / ROTATE_NAME, rotate=True)
+        srv = None
+        try:
+            srv = spawn_role(ns, "server", scn, sub, pki_dir)
+            _read_until(srv, "stdout", "READY", READY_TIMEOUT_S)
+            cli = spawn_role(ns, "client", scn, sub, pki_dir)
+            if cli.wait(timeout=CLIENT_TIMEOUT_S) != 0:
+                raise RuntimeError(f"{scn.name}: client exited with {cli.returncode}")
+            time.sleep(0.5)
+        finally:
+            if srv is not None:
+                _stop(srv, signal.SIGTERM)
+            time.sleep(0.3)
+            _stop(cap, signal.SIGINT)
+    deadline = time.monotonic() + 20  # gzip children of -z may still be running
+    while any(p.suffix == ".pcap" and p.with_name(p.name + ".gz").exists()
+              for p in folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+
 def run_scenario(scn: Scenario, args: argparse.Namespace, pki_dir: Path) -> None:
     out: Path = args.out
+    if scn.folder:
+        run_folder_scenario(scn, args, pki_dir)
+        return
     for suffix in (".keylog", ".truth.jsonl"):
         (out / f"{scn.name}{suffix}").unlink(missing_ok=True)
     final = out / scn.file
@@ -293,6 +409,8 @@ def run_role(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", choices=[[], *sorted(SCENARIOS)],
+                        metavar="NAME", help="generate only these scenarios (same as --only)")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
                         help="generate only this scenario (repeatable)")
     parser.add_argument("--out", type=Path, default=HERE, help="output directory")
@@ -305,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect", default="127.0.0.1", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
+    if args.names:
+        args.only = [*(args.only or []), *args.names]
     if args.role:
         args.only = args.only[0]
         run_role(args)
@@ -325,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(tmp, 0o755)
         for name in names:
             run_scenario(SCENARIOS[name], args, pki_dir)
+            side = args.out / name / f".{name}.derived.json"
+            if SCENARIOS[name].folder and side.exists():
+                side.rename(args.out / side.name)
     import manifest  # late: only needed by the orchestrator
 
     manifest.update_secrets(args.out, names, FIXED_SECRETS)

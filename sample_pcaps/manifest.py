@@ -46,11 +46,13 @@ Every file here is produced by `python sample_pcaps/generate.py` (as root; see t
 docstring at the top of that script). Real network stacks and real libraries on both
 sides: aiohttp (HTTPS REST server and client), httpx with `http2=True` against an
 `h2`-based server (REST over HTTP/2), `websockets` (WebSocket servers and
-clients, default permessage-deflate), and an asyncio FIX 4.4 acceptor/initiator built
-on simplefix. Each scenario runs in a private network namespace whose loopback has
-MTU 1500 and `gso_max_segs 1`, so segments are real 1448-byte TCP segments; the lossy
-scenario goes through a userspace relay between three namespaces. TLS clients send
-the venue's real host name as SNI and Host while dialling the mock's address.
+clients, default permessage-deflate), an asyncio FIX 4.4 acceptor/initiator built
+on simplefix, and ccxt 4.5 (`ccxt.pro.binance`: REST and the WebSocket API, as users
+run it) for the two recordings kept in folders. Each scenario runs in a private
+network namespace whose loopback has MTU 1500 and `gso_max_segs 1`, so segments are
+real 1448-byte TCP segments; the lossy scenario goes through a userspace relay
+between three namespaces. TLS clients send the venue's real host name as SNI and
+Host while dialling the mock's address.
 
 Next to each capture `NAME.*`:
 - `NAME.keylog`: NSS key log written by the client (`SSLContext.keylog_filename`);
@@ -81,9 +83,26 @@ Notes for readers of these files:
 - Truth times: `*_mono_ns` are the client's monotonic clock; `*_wall_ns` are
   `time.time_ns()` on the same host as the capture, so they are comparable to
   packet timestamps (send happens just before the first request byte is written).
-- Regenerate with `python sample_pcaps/generate.py` (all) or `--only NAME`; rewrite
+- Regenerate with `python sample_pcaps/generate.py` (all) or `generate.py NAME`; rewrite
   this file alone with `--manifest-only`. Outputs differ per run (keys, times).
 
+"""
+
+
+SETS_NOTE = """Each of these is a folder holding one recording, with its key log and truth
+beside the captures (`pcapflow ingest FOLDER --keylog FOLDER/NAME.keylog` takes the
+capture files in it as one capture; the key log and truth are skipped by their first
+bytes). `packets` and `connections` count the set's files (not `reference/`); `sha256`
+is the SHA-256 of the files' SHA-256s, sorted (each file's is under Companion files).
+`rotated_binance/`: tcpdump names the files by the time it opened each one; the first
+file holds no packet (tcpdump opens it at start and rotates at the first packet 2 s
+later); every closed file is gzip'd by `-z gzip`, the one open at SIGINT is not.
+`midsession_binance/`: `binance-midsession.pcap` was started after every session had
+its TLS handshake (and WebSocket upgrade) and had traded; `reference/` is a second
+tcpdump that ran from before the client started: the mid-session capture is byte for
+byte its tail, but each tcpdump's socket stamps packets itself (times differ by ~1 µs),
+so tests stitch the reference's head to the mid-session capture for a nanosecond
+oracle. Truth `extra.phase` is `before` (sent before the capture began) or `after`.
 """
 
 
@@ -138,8 +157,61 @@ def describe(out: Path, scn: Any) -> dict[str, Any]:
     }
 
 
+def _format(kind: str) -> str:
+    base, gz = (kind[: -len(" (gzip compressed)")], True) if kind.endswith(
+        " (gzip compressed)") else (kind, False)
+    return FORMATS.get(base, base) + (" gzip" if gz else "")
+
+
+def set_files(folder: Path) -> list[Path]:
+    """The capture files of a folder scenario (top level only: reference/ is apart)."""
+    return sorted(p for p in folder.iterdir() if p.is_file()
+                  and (p.name.endswith((".pcap", ".pcapng", ".pcap.gz"))))
+
+
+def _ports(path: Path) -> set[tuple[str, ...]]:
+    out = _run("tshark", "-n", "-r", str(path), "-T", "fields", "-e", "tcp.srcport",
+               "-e", "tcp.dstport")
+    return {tuple(sorted(line.split("\t"))) for line in out.splitlines() if line.strip()}
+
+
+def describe_set(out: Path, scn: Any) -> dict[str, Any]:
+    """One row of the "Capture sets" table: a folder holding one recording."""
+    folder = out / scn.file
+    files = set_files(folder)
+    infos = [capinfo(p) for p in files]
+    keylog = folder / f"{scn.name}.keylog"
+    tls_from = [folder / "reference" / p.name for p in (folder / "reference").iterdir()] \
+        if (folder / "reference").is_dir() else files
+    versions, ciphers = set(), set()
+    for p in tls_from:
+        v, c = tls_info(p, keylog if keylog.exists() else None)
+        versions.update(x for x in v.split(", ") if x != "-")
+        ciphers.update(x for x in c.split(", ") if x != "-")
+    conns: set[tuple[str, ...]] = set()
+    for p in files:
+        conns |= _ports(p)
+    truth = folder / f"{scn.name}.truth.jsonl"
+    shas = sorted(sha256_of(p) for p in files)
+    layout = {"rotate": "tcpdump -G rotation", "midsession": "begun mid-session"}[scn.capture]
+    return {
+        "file": f"{scn.file}/", "scenario": scn.name, "layout": layout, "files": len(files),
+        "format": "+".join(sorted({_format(i.get("File type", "")) for i in infos})),
+        "link": "+".join(sorted({LINK_TYPES.get(i.get("File encapsulation", ""), "?")
+                                 for i in infos})),
+        "tls": ", ".join(sorted(versions)) or "-", "cipher": ", ".join(sorted(ciphers)) or "-",
+        "packets": sum(int(i["Number of packets"]) for i in infos), "connections": len(conns),
+        "orders": sum(1 for _ in truth.open()) if truth.exists() else 0,
+        "special": scn.special,
+        "sha256": hashlib.sha256("".join(shas).encode()).hexdigest(),
+    }
+
+
 def write_manifest(out: Path, scenarios: Mapping[str, Any]) -> None:
-    rows = [describe(out, s) for s in scenarios.values() if (out / s.file).exists()]
+    rows = [describe(out, s) for s in scenarios.values()
+            if not s.folder and (out / s.file).exists()]
+    sets = [describe_set(out, s) for s in scenarios.values()
+            if s.folder and (out / s.file).is_dir()]
     lines = [HEADER, "## Captures\n",
              "| file | scenario | format | link type | TLS | cipher | packets | connections "
              "| order actions | special | sha256 |",
@@ -148,12 +220,30 @@ def write_manifest(out: Path, scenarios: Mapping[str, Any]) -> None:
         lines.append(f"| {r['file']} | {r['scenario']} | {r['format']} | {r['link']} | "
                      f"{r['tls']} | {r['cipher']} | {r['packets']} | {r['connections']} | "
                      f"{r['orders']} | {r['special']} | {r['sha256']} |")
+    lines += ["", "## Capture sets\n", SETS_NOTE,
+              "| file | scenario | layout | files | format | link type | TLS | cipher | packets "
+              "| connections | order actions | special | sha256 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sets:
+        lines.append(f"| {r['file']} | {r['scenario']} | {r['layout']} | {r['files']} | "
+                     f"{r['format']} | {r['link']} | {r['tls']} | {r['cipher']} | "
+                     f"{r['packets']} | {r['connections']} | {r['orders']} | {r['special']} | "
+                     f"{r['sha256']} |")
     lines += ["", "## Companion files\n", "| file | kind | sha256 |", "|---|---|---|"]
     for s in scenarios.values():
+        base = out / s.file if s.folder else out
+        if s.folder and base.is_dir():
+            for p in set_files(base):
+                lines.append(f"| {s.file}/{p.name} | capture set file | {sha256_of(p)} |")
+            ref = base / "reference"
+            for p in sorted(ref.iterdir()) if ref.is_dir() else []:
+                lines.append(f"| {s.file}/reference/{p.name} | reference capture (from the "
+                             f"start) | {sha256_of(p)} |")
         for suffix, kind in ((".keylog", "TLS key log (NSS)"), (".truth.jsonl", "ground truth")):
-            p = out / f"{s.name}{suffix}"
+            p = base / f"{s.name}{suffix}"
             if p.exists():
-                lines.append(f"| {p.name} | {kind} | {sha256_of(p)} |")
+                name = f"{s.file}/{p.name}" if s.folder else p.name
+                lines.append(f"| {name} | {kind} | {sha256_of(p)} |")
     lines.append(f"| secrets.json | fake secrets | {sha256_of(out / 'secrets.json')} |")
     (out / "MANIFEST.md").write_text("\n".join(lines) + "\n")
 

@@ -62,7 +62,8 @@ REFUSE_EVERY = 13  # new order 6, 19, 32, ... is refused with RST_STREAM(REFUSED
 class Engine:
     """The mock matching engine: (method, path, params) -> (status, JSON) or a refusal."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, refuse_every: int | None = REFUSE_EVERY) -> None:
+        self.refuse_every = refuse_every  # None: never refuse (clients that retry refusals)
         self.rng = random.Random(seed + 1)
         self.orders: dict[str, dict[str, Any]] = {}
         self.next_order_id = 5_000_000_000 + seed * 1000
@@ -90,7 +91,7 @@ class Engine:
 
     def new(self, params: dict[str, str]) -> tuple[int, Any] | None:
         self.new_count += 1
-        if self.new_count % REFUSE_EVERY == 6:
+        if self.refuse_every and self.new_count % self.refuse_every == 6:
             return None
         if self.new_count % TIMEOUT_EVERY == 17:
             return 503, {"code": -1007, "msg": "Timeout waiting for response from backend "

@@ -126,6 +126,25 @@ def test_strict_makes_a_damaged_capture_exit_1(files: Path) -> None:
     assert last.startswith("error:") and "cut.pcap" in last and "packet 141" in last
 
 
+def test_caplen_over_snaplen_is_kept_not_damage(files: Path) -> None:
+    """A record longer than the header's snaplen (dpkt's writer puts 1500 in the header
+    of 1514-byte Ethernet frames) is read and kept: an anomaly, not a damaged file, so
+    no "the packets before it were ingested" warning and --strict does not fail."""
+    data = bytearray(FIX.read_bytes())
+    data[16:20] = (100).to_bytes(4, "little" if data[:4] in (b"\xd4\xc3\xb2\xa1",
+                                                             b"\x4d\x3c\xb2\xa1") else "big")
+    (files / "small_snaplen.pcap").write_bytes(bytes(data))
+    code, _out, err = run("ingest", "small_snaplen.pcap", "--strict", "--data", "d", cwd=files)
+    assert code == 0, err
+    assert "warning:" not in err and "caplen_exceeds_snaplen" in " ".join(err.split())  # a note
+    code, _out, _err = run("ingest", str(FIX), "--data", "d2", cwd=files)
+    assert code == 0
+    import pcapflow
+
+    counts = "SELECT (SELECT count(*) FROM flows), (SELECT count(*) FROM latency)"
+    with pcapflow.open(files / "d") as cut, pcapflow.open(files / "d2") as whole:
+        assert cut.fetchall(counts) == whole.fetchall(counts) != [(0, 0)]
+
 
 def test_bad_limit_is_a_usage_error(tmp_path: Path) -> None:
     rc, out, err = run("ingest", str(FIX), "--data", str(tmp_path / "d"), "--limit", "bogus=1",

@@ -121,11 +121,11 @@ def test_sessions_that_began_before_the_capture(tmp_path: Path, name: str, cut: 
     n = ds.fetchall("SELECT count(*) FROM flows WHERE payload_bytes_out + payload_bytes_in > 0 "
                     "AND app_protocol LIKE 'tls%'")[0][0]
     assert n > 0 and cov.connections == n
-    assert cov.with_orders + cov.decoded + cov.not_decoded - cov.timing_only == n
+    assert cov.with_orders + cov.decoded + cov.partial + cov.not_decoded - cov.timing_only == n
     if name.endswith("tls12"):
         assert dict(cov.undecoded) == {REASONS["tls_no_handshake"]: n}
     else:
-        assert cov.undecoded == [] and cov.with_orders + cov.decoded == n
+        assert cov.undecoded == [] and cov.with_orders + cov.decoded + cov.partial == n
     flat = " ".join((out.stdout + out.stderr).split())
     assert cov.line() in flat and "--keylog" not in flat
 
@@ -148,3 +148,37 @@ def test_report_coverage_follows_the_exchange_filter(keyed: Path) -> None:
         "+ payload_bytes_in > 0")[0][0] > 0
     rep = _cli("report", "--data", str(keyed), "--exchange", "okx")
     assert okx.line() in " ".join((rep.stdout + rep.stderr).split())
+
+
+def test_a_connection_read_only_in_part_is_not_called_decoded(tmp_path: Path) -> None:
+    """curl's last HTTP/2 connection (cancels only), picked up in its middle: nghttp2 sent
+    ``:method: DELETE`` as an HPACK entry before the cut, so no request can be told apart
+    as an order. Coverage says "decoded only in part" and why, not "decoded without
+    orders"; with a TLS connection whose key is missing beside it, the report's reason
+    counts that one connection (a LEFT JOIN's NULL row once counted as a second)."""
+    import dpkt
+
+    truth = [json.loads(x) for x in
+             (SAMPLES / "binance_rest_h2_curl.truth.jsonl").read_text().splitlines()]
+    cancels = {t["local_port"] for t in truth if t["kind"] == "cancel"}
+    port = next(p for p in cancels
+                if all(t["kind"] == "cancel" for t in truth if t["local_port"] == p))
+    with (SAMPLES / "binance_rest_h2_curl.pcap").open("rb") as fh:
+        mine = [(ts, buf) for ts, buf in dpkt.pcap.Reader(fh)
+                if port in (lambda t: (t.sport, t.dport))(dpkt.ethernet.Ethernet(buf).data.data)]
+    cut = tmp_path / "cancels.pcap"
+    with cut.open("wb") as fh:
+        w = dpkt.pcap.Writer(fh, snaplen=65535, linktype=dpkt.pcap.DLT_EN10MB, nano=True)
+        for ts, buf in mine[len(mine) * 2 // 5:]:
+            w.writepkt(buf, ts)
+    data = tmp_path / "d"
+    pcapflow.ingest([cut, SAMPLES / "okx_ws_tls12.pcap"],
+                    keylog=[SAMPLES / "binance_rest_h2_curl.keylog"], data=data)
+    ds = pcapflow.open(data)
+    cov = coverage(ds)
+    assert (cov.connections, cov.with_orders, cov.decoded, cov.partial) == (2, 0, 0, 1)
+    assert dict(cov.undecoded) == {REASONS["missing_keys"]: 1}
+    assert f"1 decoded only in part ({REASONS['partial']})" in cov.line()
+    rep = _cli("report", "--data", str(data))
+    flat = " ".join((rep.stdout + rep.stderr).split())
+    assert "1 of 2 TLS connections could not be decrypted" in flat, flat

@@ -83,11 +83,12 @@ def _header(output: str, title: str) -> list[tuple[str, float]]:
 def test_samples_are_found_with_their_companions() -> None:
     found = samples.samples()
     assert samples.sample_dir().resolve() == SAMPLES.resolve()
-    assert len(found) == 9
+    assert len(found) == 10
     tls = [s for s in found if s.keylog is not None]
     assert {s.name for s in tls} == {"binance_rest_tls13", "binance_wsapi_tls13",
                                      "okx_ws_tls12", "deribit_jsonrpc_tls13",
-                                     "lossy_rest_tls13", "binance_rest_h2"}
+                                     "lossy_rest_tls13", "binance_rest_h2",
+                                     "binance_rest_h2_curl"}
     assert samples.sample("okx_ws_tls12.pcap").capture.name == "okx_ws_tls12.pcap"
     with pytest.raises(ConfigError):
         samples.sample("nope")

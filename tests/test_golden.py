@@ -23,7 +23,9 @@ import pytest
 from golden import regen
 
 REGEN = os.environ.get("PCAPFLOW_REGEN_GOLDEN") == "1"
-SAMPLES = regen.samples()
+SAMPLES = regen.samples() + regen.sets()
+"""Single captures, and the folder recordings (a rotation ingested as one capture, a
+capture begun mid-session): ``test_nothing_dropped`` cuts the single ones only."""
 
 
 @pytest.fixture(scope="session")

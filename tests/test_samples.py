@@ -34,6 +34,7 @@ EXPECTED_SNI = {
     "binance_rest_dsb": {"api.binance.com"},
     "lossy_rest_tls13": {"api.binance.com"},
     "binance_rest_h2": {"api.binance.com"},
+    "binance_rest_h2_curl": {"api.binance.com"},
 }
 TRUTH_FIELDS = {"scenario", "venue", "endpoint", "kind", "conn_id", "local_port", "request_id",
                 "client_order_id", "orig_client_order_id", "outcome", "send_mono_ns",
@@ -53,6 +54,7 @@ def _table(title: str) -> list[dict[str, str]]:
 
 
 CAPTURES = _table("Captures")
+SETS = _table("Capture sets")
 COMPANIONS = _table("Companion files")
 BY_SCENARIO = {row["scenario"]: row for row in CAPTURES}
 TLS_ROWS = [r for r in CAPTURES if r["TLS"] != "-"]
@@ -124,6 +126,66 @@ def test_secrets_file_lists_fixed_and_derived() -> None:
     assert all(len(v) >= 8 for v in data["fixed"].values())
     for scenario in ("binance_rest_tls13", "binance_wsapi_tls13", "okx_ws_tls12"):
         assert data["derived"][scenario], scenario
+
+
+# ----------------------------------------------------------------- capture sets (folders)
+SET_FILES = {r["scenario"]: sorted(SAMPLES / c["file"] for c in COMPANIONS
+                                   if c["kind"] == "capture set file"
+                                   and c["file"].startswith(r["file"]))
+             for r in SETS}
+
+
+def test_capture_sets_are_listed() -> None:
+    assert {r["scenario"] for r in SETS} == {"rotated_binance", "midsession_binance"}
+    total = sum(p.stat().st_size for p in SAMPLES.glob("*_binance/**/*") if p.is_file())
+    assert total < 2 * 2**20, "committed capture sets should stay small"
+
+
+@pytest.mark.parametrize("row", SETS, ids=_ids(SETS))
+def test_capture_set_files_and_id(row: dict[str, str]) -> None:
+    folder = SAMPLES / row["file"]
+    files = SET_FILES[row["scenario"]]
+    # every capture file in the folder is listed, and only those (not reference/)
+    on_disk = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(
+        "binance-"))
+    assert files == on_disk and len(files) == int(row["files"])
+    shas = sorted(_sha256(p) for p in files)
+    assert hashlib.sha256("".join(shas).encode()).hexdigest() == row["sha256"]
+    truth = [json.loads(ln) for ln in
+             (folder / f"{row['scenario']}.truth.jsonl").read_text().splitlines()]
+    assert len(truth) == int(row["order actions"])
+    for rec in truth:
+        assert rec.keys() >= TRUTH_FIELDS and rec["scenario"] == row["scenario"]
+        assert 0 < rec["send_mono_ns"] < rec["recv_mono_ns"] and rec["local_port"] > 0
+    assert {r["kind"] for r in truth} == {"new", "cancel", "amend"}
+    assert {r["outcome"] for r in truth} == {"accepted", "rejected", "error"}
+    # ccxt cancels by orderId: no client id of the cancel's own
+    assert any(r["kind"] == "cancel" and r["client_order_id"] is None
+               and r["orig_client_order_id"] is None for r in truth)
+    data = json.loads((SAMPLES / "secrets.json").read_text())
+    assert data["derived"][row["scenario"]]  # the signatures ccxt computed
+
+
+@needs_tshark
+@pytest.mark.parametrize("row", SETS, ids=_ids(SETS))
+def test_tshark_reads_the_capture_sets(row: dict[str, str]) -> None:
+    files = SET_FILES[row["scenario"]]
+    frames = sum(len(_tshark(p, "-T", "fields", "-e", "frame.number", keylog=False))
+                 for p in files)
+    assert frames == int(row["packets"])
+    ports = {tuple(sorted(r.split("\t"))) for p in files
+             for r in _tshark(p, "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport",
+                              keylog=False)}
+    assert len(ports) == int(row["connections"])
+    if row["scenario"] == "rotated_binance":
+        assert [p.suffix for p in files] == [".gz"] * (len(files) - 1) + [".pcap"]
+        assert row["TLS"] == "TLS 1.3"
+    else:  # begun mid-session: not one handshake in it; all of them in reference/
+        hellos = _count(files[0], "tls.handshake", keylog=False)
+        assert hellos == 0
+        ref = SAMPLES / row["file"] / "reference" / "binance-full.pcap"
+        assert _count(ref, "tls.handshake.type == 1", keylog=False) == 4
+        assert row["TLS"] == "TLS 1.2, TLS 1.3"
 
 
 # ----------------------------------------------------------------- tshark cross-checks

@@ -31,6 +31,10 @@ from ._scan import ChunkNotes, PacketColumns
 from .chunk import PacketChunk
 from .stream import DECOMPRESSION_ERRORS, ContentHash, RawSource, decompressed, read_full
 
+KEPT_CODES = frozenset({"caplen_exceeds_snaplen", "spb_no_timestamp"})
+"""Capture-layer anomaly codes after which the file is still read to its end (every
+other capture-layer code ends the file there: the packets before it are ingested)."""
+
 DEFAULT_CHUNK_BYTES = 8 << 20
 """Bytes read per chunk (8 MiB): big enough that per-chunk Python work is noise.
 Not bigger: every chunk's buffer and its per-packet columns are fresh arrays, and

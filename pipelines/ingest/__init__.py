@@ -7,7 +7,15 @@
 - ``shards``: several processes on one capture (flow ownership, pipes).
 """
 
-from .driver import AppFactory, IngestResult, ProgressFn, can_shard, ingest_capture
+from .driver import (
+    AppFactory,
+    IngestResult,
+    ProgressFn,
+    can_shard,
+    ingest_capture,
+    stage_capture,
+)
 from .shards import Shard
 
-__all__ = ["AppFactory", "IngestResult", "ProgressFn", "Shard", "can_shard", "ingest_capture"]
+__all__ = ["AppFactory", "IngestResult", "ProgressFn", "Shard", "can_shard", "ingest_capture",
+           "stage_capture"]

@@ -34,7 +34,7 @@ import pyarrow as pa
 from ... import __version__
 from ...parsers.capture import open_capture
 from ...parsers.capture.capset import CaptureSet, open_set
-from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES
+from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES, KEPT_CODES
 from ...parsers.decode import decode_chunk
 from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from ...parsers.tls import KeyLog
     from ..match import Matcher
 
-__all__ = ["AppFactory", "IngestResult", "ProgressFn", "can_shard", "ingest_capture"]
+__all__ = ["AppFactory", "IngestResult", "ProgressFn", "can_shard", "ingest_capture",
+           "stage_capture"]
 
 ProgressFn = Callable[[int, int], None]
 """Called after each chunk with (capture bytes read so far, packets so far)."""
@@ -137,6 +138,39 @@ def ingest_capture(
         result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
         result.seconds = time.perf_counter() - t0
         return result
+    except BaseException:
+        staging.abort()
+        raise
+
+
+def stage_capture(
+    path: str | Sequence[str],
+    data_dir: Path,
+    *,
+    owner: str,
+    packets_table: bool = False,
+    app_layer: AppFactory | None = None,
+    matcher: Matcher | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> tuple[IngestResult, Path]:
+    """Ingest one capture into a staging directory of ``data_dir`` and stop before the
+    commit: the tables of ``ingest_capture``, written and fsynced, in a directory
+    another process (``owner``, ``store.cluster_owner``) commits with
+    ``store.Staging.adopt(data_dir, dir).commit(...)`` (``pcapflow.cluster``: a Dask
+    worker stages, the client commits under the dataset's lock). Until then nothing
+    is visible; a process killed here leaves only the staging directory, which its
+    owner (or ``store.recover`` once the owner is gone) removes."""
+    t0 = time.perf_counter()
+    paths = _paths(path)
+    staging = store.Staging(data_dir, owner=owner)
+    try:
+        with open_set(paths, chunk_bytes=chunk_bytes) as reader:
+            result = _parent_result(_run(reader, staging, paths, packets_table, app_layer,
+                                         matcher, None))
+        staging.close_writers()
+        staging._fsync_all()
+        result.seconds = time.perf_counter() - t0
+        return result, staging.dir
     except BaseException:
         staging.abort()
         raise
@@ -297,7 +331,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         if first_shard:
             add_anomalies(chunk.anomalies)
             capture_problems += [f"{a.code}: {a.detail}" for a in chunk.anomalies
-                                 if a.layer == "capture"]
+                                 if a.layer == "capture" and a.code not in KEPT_CODES]
         if len(chunk) == 0:
             continue
         dec = decode_chunk(chunk)

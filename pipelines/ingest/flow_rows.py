@@ -30,6 +30,7 @@ from ...parsers.decode import IPPROTO_TCP, ip_to_str
 from ...parsers.protocols.columns import ts_array
 from ...parsers.tcp.analysis import END_REASONS
 from .. import store
+from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 # Rows of flows without application-layer data resolved and written at once.
 FLOW_BATCH_ROWS = 1 << 16
 APP_COLUMNS = ("app_protocol", "sni", "alpn", "alpn_offered", "tls_version", "tls_cipher",
-               "tls_keylog", "http_host", "ws_path", "venue")
+               "tls_keylog", "http_host", "ws_path", "venue", "venue_source")
 """``flows`` columns the application layer (``AppLayer.retire``) and the matcher fill."""
 
 FLOW_SCHEMA = without_capture_id(FLOWS)
@@ -88,12 +89,6 @@ def _flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> p
     return pa.table(cols, schema=FLOW_SCHEMA)
 
 
-def _with_venues(rows: pa.Table, venue: dict[int, str]) -> pa.Table:
-    values = [venue.get(f) for f in rows.column("flow_id").to_pylist()]
-    return rows.set_column(rows.schema.get_field_index("venue"), "venue",
-                           pa.array(values, type=pa.string()))
-
-
 def _has_app_data(info: dict[str, object]) -> bool:
     """Whether a flow may have message rows (the matcher needs it with them)."""
     return any(v is not None for k, v in info.items() if k != "app_protocol") or (
@@ -140,7 +135,7 @@ class FlowRows:
         if rows.num_rows and self.matcher is not None:
             self._no_messages.mkdir(exist_ok=True)
             matched = self.matcher(self._no_messages, rows)
-            rows = _with_venues(rows, matched.flow_venue)
+            rows = with_venues(rows, matched.flow_venue, matched.flow_venue_source)
             for table, out in matched.tables.items():
                 self.staging.write(table, out)
         self.staging.write("flows", rows)
@@ -170,7 +165,8 @@ class FlowRows:
             p.unlink()
         self.staging.close_writers()  # the matcher reads the staged message tables
         matched = self.matcher(self.staging.dir, rows)
-        self.staging.write("flows", _with_venues(rows, matched.flow_venue))
+        self.staging.write(
+            "flows", with_venues(rows, matched.flow_venue, matched.flow_venue_source))
         for table, out in matched.tables.items():
             self.staging.write(table, out)
         return None

@@ -107,3 +107,15 @@ class RowBuffers:
     def flush(self) -> None:
         for table in {*self._rows, *self._parts}:
             self._flush_table(table)
+
+
+def with_venues(flows: pa.Table, venue: Mapping[int, str],
+                source: Mapping[int, str]) -> pa.Table:
+    """``flows`` rows with ``venue`` and ``venue_source`` set from the matcher's answer
+    (``MatchOutput.flow_venue`` / ``flow_venue_source``)."""
+    ids = flows.column("flow_id").to_pylist()
+    for col, values in (("venue", venue), ("venue_source", source)):
+        if col in flows.schema.names:
+            flows = flows.set_column(flows.schema.get_field_index(col), col,
+                                     pa.array([values.get(i) for i in ids], pa.string()))
+    return flows

@@ -110,7 +110,12 @@ FLOWS = _schema(
        "session's secrets, or the capture's Decryption Secrets Block; NULL: none did"),
     _f("http_host", pa.string(), "First HTTP Host header"),
     _f("ws_path", pa.string(), "WebSocket upgrade request path"),
-    _f("venue", pa.string(), "Exchange, from SNI / Host / the user's venue map"),
+    _f("venue", pa.string(), "Exchange, from SNI / Host / the user's venue map; for a "
+       "connection with none of these, inferred (see `venue_source`)"),
+    _f("venue_source", pa.string(), "How `venue` was found: `map` (your venue map), `name` "
+       "(SNI / Host), `address` (other connections of the capture to the same server "
+       "address named it), `dataset` (earlier captures did), `content` (the paths / "
+       "WebSocket methods it sent name it); NULL with no venue"),
 )
 
 TCP_EVENTS = _schema(

@@ -106,6 +106,18 @@ def samples() -> list[Sample]:
     return out
 
 
+def sets() -> list[Sample]:
+    """Every recording kept in a folder of ``sample_pcaps/`` (MANIFEST.md, "Capture
+    sets"): ``capture`` is the folder, ingested as ``pcapflow ingest FOLDER`` ingests
+    it (its capture files as one capture; ``reference/`` is not among them)."""
+    out = []
+    for folder in sorted(p for p in SAMPLES.iterdir() if p.is_dir()):
+        key = folder / f"{folder.name}.keylog"
+        if key.is_file() or (folder / f"{folder.name}.truth.jsonl").is_file():
+            out.append(Sample(folder.name, folder, key if key.is_file() else None))
+    return out
+
+
 def ingest(sample: Sample, root: Path, *, packets: bool = True) -> Path:
     """Ingest one sample into a new dataset under ``root``; returns the dataset path."""
     venues = root / "venues.toml"
@@ -161,6 +173,16 @@ def _path_cell(value: str, root: Path | None) -> str:
     return path.name
 
 
+def _without_dirs(value: object, dirs: list[str]) -> object:
+    """Text that names a file under the samples or corpus directory (an anomaly's detail
+    naming the key log it searched) with that directory left out: the machine's paths
+    are no part of a baseline."""
+    if isinstance(value, str):
+        for d in dirs:
+            value = value.replace(d, "")
+    return value
+
+
 def dump_tables(data: Path, path_root: Path | None = None) -> dict[str, list[Row]]:
     """Every table of the dataset at ``data`` as sorted canonical rows (paths under
     ``path_root`` relative to it, others as file names)."""
@@ -179,8 +201,10 @@ def dump_tables(data: Path, path_root: Path | None = None) -> dict[str, list[Row
             rel = ds.sql(f"SELECT {', '.join(cols)} FROM {table}")
             names = [c for c in rel.columns]
             rows = []
+            dirs = [f"{d}/" for d in (SAMPLES, path_root) if d is not None]
             for tup in rel.fetchall():
-                row = {n: _canon(v) for n, v in zip(names, tup, strict=True)}
+                row = {n: _canon(v if (table, n) in PATH_COLUMNS else _without_dirs(v, dirs))
+                       for n, v in zip(names, tup, strict=True)}
                 for t, c in PATH_COLUMNS:
                     if t == table and isinstance(row.get(c), str):
                         row[c] = _path_cell(row[c], path_root)  # type: ignore[arg-type]
@@ -368,7 +392,7 @@ def main(argv: list[str]) -> int:
         print("public: " + ", ".join(f"{t} {len(r)}" for t, r in tables.items() if r))
         return 0
     wanted = set(argv)
-    chosen = [s for s in samples() if not wanted or s.name in wanted]
+    chosen = [s for s in samples() + sets() if not wanted or s.name in wanted]
     unknown = wanted - {s.name for s in chosen}
     if unknown:
         print(f"no such sample: {', '.join(sorted(unknown))}", file=sys.stderr)

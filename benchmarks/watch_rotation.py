@@ -1,0 +1,112 @@
+"""``pcapflow watch`` following a simulated rotation at 50,000 packets/s: does it keep
+up on one core, and does its memory stay flat?
+
+    python benchmarks/watch_rotation.py --files 120 --rotate-s 1 --pps 50000 \\
+        --json benchmarks/results/watch_rotation.json
+
+Each rotation file is a synthetic trading capture (``make_capture.py``) of
+``pps * rotate_s`` packets whose times follow the previous file's, written into the
+watched directory as a ring buffer would (the oldest file deleted once there are
+``--ring`` of them); the watcher (``pcapflow.watch.Watcher``, in this process, with
+the metrics refreshed after each file as ``--metrics-port`` does) ingests it. Writing
+the files is not timed. Per file: ingest seconds against the capture seconds it
+holds (``keep_up`` = capture s / ingest s: above 1 keeps up; ``keep_up_cpu`` the same
+with the process's CPU seconds, all threads: what one free core would give on a shared
+machine), and the process's RSS.
+An hour of rotation is ``--files 3600 --rotate-s 1`` (or ``--files 360 --rotate-s 10``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=120)
+    ap.add_argument("--rotate-s", type=float, default=1.0)
+    ap.add_argument("--pps", type=int, default=50_000)
+    ap.add_argument("--ring", type=int, default=4)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+
+    from make_capture import Config, plan, write
+
+    import pcapflow
+    from pcapflow.metrics import DatasetMetrics
+    from pcapflow.watch import Watcher
+
+    tmp = Path(tempfile.mkdtemp(prefix="pcf-watch-"))
+    d, root = tmp / "rot", tmp / "ds"
+    d.mkdir()
+    n = int(a.pps * a.rotate_s)
+    start = 1_717_421_400_000_000_000
+    metrics = DatasetMetrics(root)
+
+    def one(path: str) -> object:
+        return pcapflow.ingest([[path]], data=root)[0]
+
+    w = Watcher(d, root, one, poll=0.0, settle=0.0, idle=0.0)
+    rows = []
+    for k in range(a.files):
+        p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
+                        start_ns=start + int(k * a.rotate_s * 1e9)))
+        tmpf = d / f".rot-{k:06d}.tmp"
+        write(p, str(tmpf), "pcap", 262_144)
+        os.replace(tmpf, d / f"rot-{k:06d}.pcap")
+        old = sorted(d.glob("rot-*.pcap"))
+        for f in old[: max(0, len(old) - a.ring)]:
+            f.unlink()
+        t0, c0 = time.perf_counter(), time.process_time()
+        done = w.step()
+        metrics.refresh()
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        cap_s = (int(p.cols["t"].max()) - int(p.cols["t"].min())) / 1e9
+        rows.append({"file": k, "ingested": done, "packets": int(p.cols["t"].size),
+                     "capture_s": round(cap_s, 3), "ingest_s": round(dt, 3),
+                     "keep_up": round(cap_s / dt, 2), "cpu_s": round(cpu, 3),
+                     "keep_up_cpu": round(cap_s / cpu, 2), "rss_mb": round(rss_mb(), 1)})
+        if k % 10 == 0 or k == a.files - 1:
+            print(json.dumps(rows[-1]), flush=True)
+    ingested = sum(r["ingested"] for r in rows)
+    assert ingested == a.files, ingested
+    half = len(rows) // 2
+    res = {
+        "files": a.files, "rotate_s": a.rotate_s, "pps": a.pps,
+        "cpus": len(os.sched_getaffinity(0)), "load_avg_at_end": os.getloadavg(),
+        "median_keep_up": sorted(r["keep_up"] for r in rows)[len(rows) // 2],
+        "median_keep_up_cpu": sorted(r["keep_up_cpu"] for r in rows)[len(rows) // 2],
+        "packets_per_cpu_s": round(sum(r["packets"] for r in rows)
+                                   / sum(r["cpu_s"] for r in rows)),
+        "packets_per_s_ingested": round(sum(r["packets"] for r in rows)
+                                        / sum(r["ingest_s"] for r in rows)),
+        "rss_mb_first_half_max": max(r["rss_mb"] for r in rows[:half]),
+        "rss_mb_second_half_max": max(r["rss_mb"] for r in rows[half:]),
+        "rss_mb_end": rows[-1]["rss_mb"],
+        "per_file": rows,
+    }
+    print(json.dumps({k: v for k, v in res.items() if k != "per_file"}, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

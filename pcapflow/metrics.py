@@ -1,0 +1,320 @@
+"""A dataset's numbers as Prometheus/OpenMetrics metrics (``pcapflow watch
+--metrics-port``, ``pcapflow metrics``).
+
+How this works. ``Totals`` holds cumulative values read from the tables: latency
+histogram buckets per venue, endpoint and kind (the ``ack`` leg: order to reply),
+counts of orders, unmatched, rejected, retransmissions and feed gaps, and the
+files ingested. ``DatasetMetrics.refresh`` keeps them equal to the dataset: it
+lists the ``captures`` partitions with a fingerprint each (``store.fingerprint``:
+the files' names, inodes and mtimes); new captures are read alone and added
+(``Dataset(captures=...)``: only their partitions are opened), and when a capture
+was replaced or removed the totals are read again from the whole dataset. So
+following a rotation costs one small read per file, and the metrics are never
+more than a refresh away from the tables. Every value is an aggregate over a table
+(DuckDB SQL below), never an estimate, so a scrape can be checked against the
+tables exactly (``tests/test_live_metrics.py``).
+
+``prometheus_client`` is optional (the ``live`` extra) and imported only when an
+endpoint is served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .parsers.errors import PcapflowError
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+BUCKETS_NS: tuple[int, ...] = (
+    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000,
+    2_500_000_000, 5_000_000_000, 10_000_000_000)
+"""Upper bounds of the latency histogram's buckets (ns; exported in seconds, the
+Prometheus unit): 50 µs to 10 s, about three per decade."""
+
+PREFIX = "pcapflow"
+
+INSTALL_HINT = ("metrics need the prometheus_client package: "
+                "pip install 'pcapflow[live]' (or pip install prometheus_client)")
+
+
+def require_prometheus() -> Any:
+    """``prometheus_client``, or a ``PcapflowError`` saying what to install."""
+    try:
+        import prometheus_client
+    except ImportError:
+        raise PcapflowError(INSTALL_HINT) from None
+    return prometheus_client
+
+
+_BUCKET_SQL = "len(list_filter([{}], lambda b: b < latency_ns))".format(
+    ", ".join(str(b) for b in BUCKETS_NS))
+"""A latency's bucket: the number of upper bounds below it (Prometheus' ``le``:
+a value equal to a bound counts in that bound's bucket)."""
+
+QUERIES: dict[str, str] = {
+    "latency": f"""
+        SELECT coalesce(venue, ''), coalesce(endpoint, ''), coalesce(kind, ''),
+               {_BUCKET_SQL} AS bucket, count(*), sum(latency_ns)
+        FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL GROUP BY ALL""",
+    "orders": """SELECT coalesce(venue, ''), coalesce(kind, ''), count(*)
+                 FROM orders GROUP BY ALL""",
+    "unmatched": """SELECT coalesce(venue, ''), coalesce(what, ''), count(*)
+                    FROM unmatched GROUP BY ALL""",
+    "rejected": """SELECT coalesce(venue, ''), coalesce(endpoint, ''), count(*) FROM latency
+                   WHERE leg = 'ack' AND status = 'rejected' GROUP BY ALL""",
+    "retransmissions": """SELECT coalesce(venue, ''), sum(retransmissions)::BIGINT FROM flows
+                          GROUP BY ALL HAVING sum(retransmissions) > 0""",
+    "files": "SELECT count(*), count(DISTINCT capture_id), max(last_ts) FROM captures",
+}
+"""The SQL behind each metric (over the dataset's views)."""
+
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "orders": ("Order actions sent (orders table)", ("venue", "kind")),
+    "unmatched": ("Orders without reply and replies without order (unmatched table)",
+                  ("venue", "what")),
+    "rejected": ("Replies that rejected an order (latency table, status rejected)",
+                 ("venue", "endpoint")),
+    "retransmissions": ("TCP retransmissions on the venue's connections (flows table)",
+                        ("venue",)),
+    "feed_gaps": ("Breaks in market-data sequence numbers (pcapflow.feed.feed_gaps)",
+                  ("venue",)),
+}
+
+
+@dataclass
+class Totals:
+    """Cumulative metric values of some captures (see the module docstring)."""
+
+    latency: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    """(venue, endpoint, kind) -> per-bucket counts (``len(BUCKETS_NS) + 1``: the
+    last is +Inf), then the sum of latencies in ns."""
+    counters: dict[str, dict[tuple[str, ...], int]] = field(
+        default_factory=lambda: {name: {} for name in COUNTERS})
+    files: int = 0
+    captures: int = 0
+    last_packet_ns: int | None = None
+
+    def add(self, other: Totals) -> None:
+        for key, row in other.latency.items():
+            mine = self.latency.setdefault(key, [0] * (len(BUCKETS_NS) + 2))
+            for i, v in enumerate(row):
+                mine[i] += v
+        for name, values in other.counters.items():
+            mine_c = self.counters.setdefault(name, {})
+            for key, n in values.items():
+                mine_c[key] = mine_c.get(key, 0) + n
+        self.files += other.files
+        self.captures += other.captures
+        if other.last_packet_ns is not None:
+            self.last_packet_ns = max(self.last_packet_ns or 0, other.last_packet_ns)
+
+
+def read_totals(ds: Dataset) -> Totals:
+    """The totals of every capture ``ds`` reads (``Dataset(captures=...)`` narrows it)."""
+    t = Totals()
+    for venue, endpoint, kind, bucket, n, total in ds.fetchall(QUERIES["latency"]):
+        row = t.latency.setdefault((venue, endpoint, kind), [0] * (len(BUCKETS_NS) + 2))
+        row[int(bucket)] += int(n)
+        row[-1] += int(total)
+    for name in ("orders", "unmatched", "rejected", "retransmissions"):
+        for *key, n in ds.fetchall(QUERIES[name]):
+            t.counters[name][tuple(key)] = int(n)
+    t.counters["feed_gaps"] = _feed_gaps(ds)
+    files, captures, last = ds.fetchone(QUERIES["files"]) or (0, 0, None)
+    t.files, t.captures = int(files or 0), int(captures or 0)  # type: ignore[call-overload]
+    t.last_packet_ns = None if last is None else _ns(last)
+    return t
+
+
+def _feed_gaps(ds: Dataset) -> dict[tuple[str, ...], int]:
+    from . import feed
+
+    rules = feed.present(ds)
+    if not rules:
+        return {}
+    rows = ds.fetchall(f"SELECT coalesce(venue, ''), count(*) FROM ({feed.gaps_sql(rules)}) "
+                       "GROUP BY ALL")
+    return {(v,): int(n) for v, n in rows}
+
+
+def _ns(ts: object) -> int:
+    """A DuckDB timestamp (a datetime, or a pandas Timestamp) as ns since the epoch."""
+    import pandas as pd
+
+    return int(pd.Timestamp(ts).value)
+
+
+def _partitions(root: Path) -> dict[str, str]:
+    """capture_id -> fingerprint of every capture in the dataset."""
+    from .pipelines import store
+
+    part = root / "captures"
+    if not part.is_dir():
+        return {}
+    ids = [p.name.removeprefix("capture_id=") for p in part.iterdir()
+           if p.name.startswith("capture_id=")]
+    return {c: store.fingerprint(root, c) for c in ids}
+
+
+@dataclass
+class LiveState:
+    """What ``pcapflow watch`` adds to the dataset's metrics (gauges of its own)."""
+
+    files_behind: int = 0
+    files_ingested_run: int = 0
+    last_file: str = ""
+    last_ingest_unix: float = 0.0
+
+
+class DatasetMetrics:
+    """Metrics of one dataset directory, kept equal to its tables by ``refresh``."""
+
+    def __init__(self, root: Path, live: LiveState | None = None) -> None:
+        self.root = root
+        self.live = live
+        self.totals = Totals()
+        self._seen: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.refreshed_unix = 0.0
+
+    def refresh(self, added: list[str] | None = None, removed: list[str] = ()) -> None:
+        """Bring the totals up to the dataset: new captures added, a replaced or removed
+        one makes a full re-read. ``added``: the caller knows what changed (``watch``:
+        the capture it just committed, and the ones that commit replaced), so the other
+        partitions are not listed again."""
+        from .dataset import Dataset
+        from .pipelines import store
+
+        if not self.root.is_dir():
+            return
+        if added is not None and self._seen and not removed and all(added) \
+                and not any(c in self._seen for c in added):
+            with Dataset(self.root, captures=added) as ds:
+                add = read_totals(ds)
+            totals = Totals()
+            totals.add(self.totals)
+            totals.add(add)
+            seen = dict(self._seen)
+            seen.update({c: store.fingerprint(self.root, c) for c in added})
+            with self._lock:
+                self.totals, self._seen = totals, seen
+                self.refreshed_unix = time.time()
+            return
+        now = _partitions(self.root)
+        gone = [c for c, fp in self._seen.items() if now.get(c) != fp]
+        new = [c for c in now if c not in self._seen or c in gone]
+        if not gone and not new:
+            self.refreshed_unix = time.time()
+            return
+        if gone:
+            with Dataset(self.root) as ds:
+                totals = read_totals(ds)
+        else:
+            with Dataset(self.root, captures=new) as ds:
+                add = read_totals(ds)
+            totals = Totals()
+            totals.add(self.totals)
+            totals.add(add)
+        with self._lock:
+            self.totals, self._seen = totals, now
+            self.refreshed_unix = time.time()
+
+    def families(self) -> Iterator[Any]:
+        """The metric families (prometheus_client objects) of the current totals."""
+        require_prometheus()  # one line saying what to install, not an ImportError
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        with self._lock:
+            t = self.totals
+        hist = HistogramMetricFamily(
+            f"{PREFIX}_order_ack_latency_seconds",
+            "Order-to-ack latency on the wire (latency table, leg ack)",
+            labels=["venue", "endpoint", "kind"])
+        for (venue, endpoint, kind), row in sorted(t.latency.items()):
+            cum, buckets = 0, []
+            for bound, n in zip((*BUCKETS_NS, None), row[:-1], strict=True):
+                cum += n
+                buckets.append(("+Inf" if bound is None else _le(bound), cum))
+            hist.add_metric([venue, endpoint, kind], buckets, row[-1] / 1e9)
+        yield hist
+        for name, (doc, labels) in COUNTERS.items():
+            c = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+            for key, n in sorted(t.counters.get(name, {}).items()):
+                c.add_metric(list(key), n)
+            yield c
+        c = CounterMetricFamily(f"{PREFIX}_files_ingested", "Capture files in the dataset "
+                                "(captures table rows)")
+        c.add_metric([], t.files)
+        yield c
+        g = GaugeMetricFamily(f"{PREFIX}_captures", "Captures in the dataset (capture ids)")
+        g.add_metric([], t.captures)
+        yield g
+        if t.last_packet_ns is not None:
+            g = GaugeMetricFamily(f"{PREFIX}_last_packet_timestamp_seconds",
+                                  "Time of the newest packet ingested (Unix seconds)")
+            g.add_metric([], t.last_packet_ns / 1e9)
+            yield g
+            g = GaugeMetricFamily(f"{PREFIX}_lag_seconds", "Now minus the newest packet "
+                                  "ingested: how far the dataset is behind the wire")
+            g.add_metric([], max(0.0, time.time() - t.last_packet_ns / 1e9))
+            yield g
+        if self.live is not None:
+            g = GaugeMetricFamily(f"{PREFIX}_watch_files_behind",
+                                  "Complete capture files waiting to be ingested")
+            g.add_metric([], self.live.files_behind)
+            yield g
+            c = CounterMetricFamily(f"{PREFIX}_watch_files_ingested",
+                                    "Files this watch process ingested")
+            c.add_metric([], self.live.files_ingested_run)
+            yield c
+
+    def collect(self) -> Iterator[Any]:  # the prometheus_client Collector protocol
+        yield from self.families()
+
+
+def _le(bound_ns: int) -> str:
+    """A bucket bound in seconds as Prometheus writes it (``0.00005``, ``2.5``)."""
+    return repr(bound_ns / 1e9)
+
+
+class Server:
+    """An OpenMetrics/Prometheus endpoint over ``DatasetMetrics`` (``/metrics``)."""
+
+    def __init__(self, metrics: DatasetMetrics, port: int, addr: str = "0.0.0.0",
+                 refresh_on_scrape: bool = False) -> None:
+        pc = require_prometheus()
+        self.metrics = metrics
+        registry = pc.CollectorRegistry(auto_describe=False)
+        outer = self
+
+        class _Collector:
+            def collect(self) -> Iterator[Any]:
+                if refresh_on_scrape:
+                    # a scrape that fails to read (a file replaced under it): the last totals
+                    with contextlib.suppress(Exception):
+                        outer.metrics.refresh()
+                yield from outer.metrics.families()
+
+        registry.register(_Collector())  # type: ignore[arg-type]
+        try:
+            self.httpd, self.thread = pc.start_http_server(port, addr=addr, registry=registry)
+        except OSError as err:
+            raise PcapflowError(f"metrics port {port}: {err.strerror or err}") from err
+        self.port = self.httpd.server_port
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,139 @@
+"""``ingest --cluster``: capture sets on a ``dask.distributed.LocalCluster`` of worker
+processes give the tables of a local ingest, table by table; a worker killed (SIGKILL)
+in the middle of a set leaves the dataset whole and the set is ingested again on
+another worker; no staging directory is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import pcapflow
+from pcapflow.cluster import STAGED_MARK
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capture_split import split
+from test_capture_sets import assert_same_rows
+
+distributed = pytest.importorskip("distributed")
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+
+
+def _keylogs() -> list[Path]:
+    return sorted(SAMPLES.glob("*.keylog"))
+
+
+def _plan(tmp: Path) -> list[list[str] | str]:
+    """Four captures, one of them a set of three files (a rotation)."""
+    parts = split(SAMPLES / "binance_rest_tls13.pcap", [90, 180], tmp, stem="rot-2024010112")
+    return [[str(p) for p in parts], str(SAMPLES / "okx_ws_tls12.pcap"),
+            str(SAMPLES / "lossy_rest_tls13.pcap"), str(SAMPLES / "fix44_plain.pcap")]
+
+
+def _same_captures(a: Path, b: Path) -> None:
+    con = duckdb.connect()
+    q = ("SELECT * EXCLUDE (ingested_at) FROM read_parquet('{}/captures/*/*.parquet', "
+         "hive_partitioning = true)")
+    for x, y in ((a, b), (b, a)):
+        diff = con.execute(f"{q.format(x)} EXCEPT ALL {q.format(y)}").fetchall()
+        assert not diff, diff
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                 dashboard_address=None)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    tmp = tmp_path_factory.mktemp("local")
+    plan = _plan(tmp)
+    pcapflow.ingest(plan, keylog=_keylogs(), data=tmp / "ds")
+    return tmp / "ds", plan
+
+
+def test_cluster_equals_local_ingest(cluster, local, tmp_path: Path) -> None:
+    ref, plan = local
+    ds = tmp_path / "ds"
+    results = pcapflow.ingest(plan, keylog=_keylogs(), data=ds,
+                              cluster=cluster.scheduler_address)
+    assert len(results) == 4
+    counts = assert_same_rows(ref, ds)
+    _same_captures(ref, ds)
+    assert counts["latency"] > 200 and counts["fix_messages"] > 100
+    assert not any((ds / ".staging").iterdir())
+
+
+def test_cluster_worker_killed_mid_set(cluster, local, tmp_path: Path) -> None:
+    ref, plan = local
+    ds = tmp_path / "ds"
+    client = distributed.Client(cluster)
+    pids = set(client.run(os.getpid).values())
+    client.close()
+    killed: list[tuple[int, bool]] = []  # (pid, its staging was complete when killed)
+    stop = threading.Event()
+
+    def killer() -> None:
+        end = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < end and not killed:
+            sdir = ds / ".staging"
+            for st in sdir.iterdir() if sdir.is_dir() else []:
+                pid = next((p for p in pids if f"-w{p}-" in st.name), None)
+                if pid is not None:
+                    complete = (st / STAGED_MARK).exists()
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((pid, complete))
+                    # the dataset is whole meanwhile: no partition of a set half-written
+                    return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    try:
+        results = pcapflow.ingest(plan, keylog=_keylogs(), data=ds,
+                                  cluster=cluster.scheduler_address)
+    finally:
+        stop.set()
+        t.join()
+    assert killed, "no worker was caught staging"
+    assert killed[0][1] is False, "the worker had finished its set when it was killed"
+    assert len(results) == 4
+    assert_same_rows(ref, ds)
+    _same_captures(ref, ds)
+    assert not any((ds / ".staging").iterdir())
+    assert not any((ds / ".journal").glob("*"))
+
+
+def test_recover_keeps_staging_of_a_live_or_remote_client(tmp_path: Path) -> None:
+    """A cluster client's staging (written by its workers) survives another process's
+    ``recover`` while the client lives or is on another host; a dead local client's
+    is removed, as a dead local ingest's is."""
+    from pcapflow.pipelines import store
+
+    root = tmp_path / "ds"
+    sdir = root / store.STAGING
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    names = {
+        f"{store.cluster_owner()}-w1-aaaa": True,          # this process: alive
+        f"c{dead}@{store.host_tag()}-w1-bbbb": False,       # a dead client here
+        f"c{dead}@elsewhere_host-w1-cccc": True,            # another host: cannot tell
+        f"{dead}-dddd": False,                              # a dead local ingest
+    }
+    for n in names:
+        (sdir / n).mkdir(parents=True)
+    with store.locked(root):
+        store.recover(root)
+    assert {p.name for p in sdir.iterdir()} == {n for n, keep in names.items() if keep}
