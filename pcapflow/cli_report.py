@@ -94,14 +94,14 @@ def report_cmd(
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
     with contextlib.ExitStack() as stack:
-        ds = stack.enter_context(Dataset(require(data)))
+        ds = whole = stack.enter_context(Dataset(require(data)))
         try:
             if since is not None or until is not None:
                 # a time window reads only the captures that overlap it (pcapflow.scale)
                 ds = stack.enter_context(ds.narrow(since, until))
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,
-                               capture=capture)
+                               capture=capture, whole=whole)
         except ConfigError as err:
             hint = OPTION_OF_ERROR.get(err.code, "--since/--until")
             raise typer.BadParameter(str(err), param_hint=hint) from err

@@ -96,8 +96,13 @@ def build(
     *,
     metric: str = "latency",
     capture: str | None = None,
+    whole: Dataset | None = None,
 ) -> Report:
-    """Compute the report (raises ``ConfigError`` for an unknown exchange or group)."""
+    """Compute the report (raises ``ConfigError`` for an unknown exchange or group).
+
+    ``whole``: when ``ds`` is narrowed to a time window's captures (``Dataset.narrow``),
+    the whole dataset, against which an empty result is explained (which filter emptied
+    it, what time the orders span)."""
     groups = analysis.group_columns(by)
     flt = analysis.make_filter(ds, exchange=exchange, since=since, until=until, leg=leg,
                                capture=capture)
@@ -112,7 +117,7 @@ def build(
             and not (c == "capture_id" and "capture" in table.columns)]
     notes = []
     if table.empty:
-        notes.append(analysis.why_empty(ds, flt))
+        notes.append(analysis.why_empty(whole if whole is not None else ds, flt))
     elif table["venue"].isna().any():
         notes.append("(unknown): connections no venue rule named, e.g. FIX without a "
                      "venue map; select them with --exchange unknown, name them with "
