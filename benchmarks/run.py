@@ -11,7 +11,10 @@ Tools: ``cat`` (reading the file: the floor), ``pcapflow ingest --tcp-only``
 untimed warm-up run; each run into a fresh dataset directory), the pcapflow
 Python API in a subprocess (its own reported seconds exclude interpreter start
 and imports), ``tshark -T fields`` printing the equivalent TCP fields, and a
-dpkt loop (``dpkt_loop.py``). With ``--app --keylog K``: ``pcapflow ingest
+dpkt loop (``dpkt_loop.py``). With ``--default``: ``pcapflow ingest`` as a user
+runs it (no ``--tcp-only``: application-layer detection, tables, the matcher),
+``--workers auto`` and ``--workers 1``, with its own ratios to tshark and dpkt.
+With ``--app --keylog K``: ``pcapflow ingest
 --keylog K`` (``--workers auto``: its connections sharded over the CPUs, and
 again as ``pcapflow_app_1w`` with ``--workers 1``) and ``tshark -o
 tls.keylog_file:K -Y websocket``.
@@ -203,6 +206,9 @@ def run_all(a: argparse.Namespace) -> dict:
         first = measure([*pf, "ingest", cap, "--tcp-only", "--data", keep])
         b.packets, kinds = _count_packets(keep) if first.returncode == 0 else (0, {})
         b.results["pcapflow"].extra["tcp_events"] = kinds
+        if a.default:  # what a user runs: no --tcp-only (app-layer detection, matcher)
+            b.run_tool("pcapflow_default", ingest_cmd())
+            b.run_tool("pcapflow_default_1w", ingest_cmd("--workers", "1"))
         api = b.run_tool("pcapflow_api", lambda: [sys.executable, "-c", _API_SNIPPET, cap,
                                                   b.fresh_dir("api")], keep_stdout=True)
         if api.ok:
@@ -255,6 +261,12 @@ def report(b: Bench) -> dict:
                 ratios[f"pcapflow_vs_{name}"] = res[peer].best_s / base.best_s
                 # CPU-time ratio: steadier than wall time when others share the machine
                 ratios[f"pcapflow_vs_{name}_cpu"] = _best_cpu(res[peer]) / _best_cpu(base)
+        for dflt in ("pcapflow_default", "pcapflow_default_1w"):  # --default
+            for peer in ("tshark", "dpkt"):
+                if dflt in res and res[dflt].ok and peer in res and res[peer].ok:
+                    ratios[f"{dflt}_vs_{peer}"] = res[peer].best_s / res[dflt].best_s
+                    ratios[f"{dflt}_vs_{peer}_cpu"] = _best_cpu(res[peer]) / _best_cpu(
+                        res[dflt])
     rss = max((r.peak_rss_mb for k, r in res.items() if k.startswith("pcapflow")), default=0)
     targets = {
         "tcp_only_pkts_per_s>=1.5M": _target(pf.pkts_per_s if pf else None, TARGET_PPS),
@@ -322,7 +334,11 @@ def print_table(doc: dict) -> None:
     if api and doc["packets"]:
         print(f"pcapflow API in-process (no interpreter start/imports): {api:.3f} s, "
               f"{doc['packets'] / api:,.0f} pkt/s, {doc['bytes'] / 1e6 / api:,.1f} MB/s")
-    cpu = {k[12:-4]: v for k, v in doc["ratios"].items() if k.endswith("_cpu")}
+    for k, v in doc["ratios"].items():
+        if k.startswith("pcapflow_default") and not k.endswith("_cpu"):
+            print(f"{k}: {v:.2f}x by wall, {doc['ratios'][k + '_cpu']:.2f}x by CPU time")
+    cpu = {k[12:-4]: v for k, v in doc["ratios"].items()
+           if k.endswith("_cpu") and not k.startswith("pcapflow_default")}
     if cpu:
         print("pcapflow speedup by CPU time: " + ", ".join(f"vs {k} {v:.2f}x"
                                                           for k, v in cpu.items()))
@@ -338,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--app", action="store_true",
                     help="also the application-layer ingest (use --keylog for TLS)")
     ap.add_argument("--keylog", help="NSS key log for --app")
+    ap.add_argument("--default", action="store_true",
+                    help="also the default ingest (no --tcp-only), with --workers auto and 1")
     ap.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     ap.add_argument("--no-cold", action="store_true",
                     help="skip the run with an empty Numba cache")

@@ -45,6 +45,10 @@ class Limits:
     """Bytes of one FIX message."""
     max_unacked: int = 1000
     """Unacknowledged segments remembered per direction for ``tcp_rtt``."""
+    resume_max_bytes: int = 256 << 20
+    """State of the connections a rotation file leaves open, kept with the dataset so
+    the next file's ingest resumes them (``pipelines.ingest.resume``); past it the
+    least recently active ones are dropped from resume (``resume_dropped``)."""
     tls13_search_records: int = DEFAULT_RECORDS
     """TLS 1.3 session already open when the capture began: record sequence numbers
     the key search covers per key under AES-GCM (free: it computes the number)."""

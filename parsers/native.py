@@ -38,6 +38,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -74,8 +76,15 @@ OK, FAILED, BOMB = 0, 1, 2
 STATUS_NAMES = ("ok", "failed", "bomb")
 
 
-def _open(names: list[str | None], symbols: tuple[str, ...]) -> tuple[ctypes.CDLL, str] | None:
-    for name in names:
+def _names(names: list[str]) -> Iterator[str | None]:
+    yield from names[:-1]
+    yield ctypes.util.find_library(names[-1])
+
+
+def _open(names: list[str], symbols: tuple[str, ...]) -> tuple[ctypes.CDLL, str] | None:
+    """The first of ``names`` (then ``find_library`` of the last, which runs
+    ``ldconfig -p``: asked only when the usual names fail) that has ``symbols``."""
+    for name in _names(names):
         if not name:
             continue
         try:
@@ -90,11 +99,11 @@ def _open(names: list[str | None], symbols: tuple[str, ...]) -> tuple[ctypes.CDL
 def _load() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
     if os.environ.get("PCAPFLOW_NO_NATIVE") == "1" or os.name != "posix":
         return None
-    crypto = _open(["libcrypto.so.3", "libcrypto.so.1.1", ctypes.util.find_library("crypto")],
+    crypto = _open(["libcrypto.so.3", "libcrypto.so.1.1", "crypto"],
                    ("EVP_CIPHER_CTX_new", "EVP_chacha20_poly1305", "EVP_aes_256_gcm",
                     "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_DecryptFinal_ex",
                     "EVP_CIPHER_CTX_ctrl", "EVP_CIPHER_CTX_free"))
-    z = _open(["libz.so.1", ctypes.util.find_library("z")],
+    z = _open(["libz.so.1", "z"],
               ("inflate", "inflateInit2_", "inflateReset", "inflateSetDictionary", "inflateEnd",
                "zlibVersion"))
     if crypto is None or z is None:
@@ -122,6 +131,10 @@ if _LIBS is not None:
     _z.zlibVersion.restype = ctypes.c_char_p
     _z.inflateInit2_.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     _z.inflateEnd.argtypes = [ctypes.c_void_p]
+    _z.inflateSetDictionary.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint]
+    if hasattr(_z, "inflateGetDictionary"):  # zlib >= 1.2.7.1
+        _z.inflateGetDictionary.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                            ctypes.POINTER(ctypes.c_uint)]
     _Z_VERSION = _z.zlibVersion()
 
 
@@ -261,6 +274,29 @@ class NativeInflater:
     def reset(self) -> None:
         """Start over with an empty window."""
         _z.inflateReset(ctypes.c_void_p(self._ptr))
+
+    # Resuming across capture files: a raw inflate context between messages is its
+    # window (the last 2**window_bits bytes of output) and nothing else (a message
+    # ends on a sync flush: byte-aligned, at a block boundary), so it is pickled as
+    # that window and rebuilt with ``inflateSetDictionary``.
+    def __getstate__(self) -> dict[str, object]:
+        window = b""
+        if not self.no_context_takeover:
+            if not hasattr(_z, "inflateGetDictionary"):
+                raise TypeError("this zlib cannot read an inflate window back")
+            buf = ctypes.create_string_buffer(1 << 15)
+            size = ctypes.c_uint(0)
+            _z.inflateGetDictionary(ctypes.c_void_p(self._ptr), buf, ctypes.byref(size))
+            window = buf.raw[: size.value]
+        return {"window_bits": self.window_bits, "no_context_takeover": self.no_context_takeover,
+                "window": window}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(int(state["window_bits"]),  # type: ignore[misc]
+                      bool(state["no_context_takeover"]))
+        window = bytes(state["window"])
+        if window:
+            _z.inflateSetDictionary(ctypes.c_void_p(self._ptr), window, len(window))
 
     def inflate(self, compressed: bytes, max_length: int) -> tuple[bytes, str]:
         """One message's payload (see ``MessageInflater.inflate``)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .dataset import data_dir
-from .parsers.capture.capset import expand, group
+from .parsers.capture.capset import expand, group, rotation_named
 from .pipelines import interrupts
 from .pipelines.ingest import IngestResult, can_shard, ingest_capture
 
@@ -74,8 +74,13 @@ def auto_workers(path: Capture, *, app: bool = True, jobs: int = 1) -> int:
     return max(1, min(cpus, AUTO_MAX_WORKERS))
 
 
-def _workers(path: Capture, workers: int | str, *, app: bool, jobs: int) -> int:
-    """The processes one capture gets: ``workers``, or ``auto_workers`` for "auto"."""
+def _workers(path: Capture, workers: int | str, *, app: bool, jobs: int,
+             resume: bool = False) -> int:
+    """The processes one capture gets: ``workers``, or ``auto_workers`` for "auto"
+    (one for a rotation's files when resuming is on: only one process keeps the state
+    of the connections they leave open)."""
+    if workers == "auto" and resume and all(rotation_named(p) for p in _files(path)):
+        return 1
     return auto_workers(path, app=app, jobs=jobs) if workers == "auto" else int(workers)
 
 
@@ -99,13 +104,13 @@ def _matcher(venues: str | os.PathLike[str] | None,
 
 
 def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
-                     dict[str, int | str], int]) -> IngestResult:
-    path, data, packets, app, keylog, venues, limits, workers = args
+                     dict[str, int | str], int, bool]) -> IngestResult:
+    path, data, packets, app, keylog, venues, limits, workers, resume = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
         matcher=_matcher(venues, data) if app else None,
-        workers=workers,
+        workers=workers, resume=resume,
     )
 
 
@@ -122,6 +127,7 @@ def ingest(
     limits: Mapping[str, int | str] | None = None,
     workers: int | str = 1,
     sets: bool = True,
+    resume: bool = True,
     cluster: str | None = None,
 ) -> list[IngestResult]:
     """Ingest captures into a dataset; returns one ``IngestResult`` per capture.
@@ -141,6 +147,12 @@ def ingest(
     Files of one recording (a rotation, a ring buffer, a split) are one capture,
     read as one stream: ``capture_sets`` says which (``sets=False``: each file on
     its own); ``progress`` is called with the first file of each.
+
+    A file of a rotation ingested in a later command than the files before it
+    (as each ``tcpdump -G`` file closes) continues their capture: the connections
+    they left open resume, and the rows are those of one ingest of all the files
+    (``docs/resume.md``; ``IngestResult.resumed``). ``resume=False`` (the CLI's
+    ``--new-set``) ingests it as a capture of its own.
 
     ``cluster``: a Dask scheduler's address (``tcp://host:port``) or ``local:N``; each
     capture set is ingested on a worker and committed here (``pcapflow.cluster``; the
@@ -164,7 +176,7 @@ def ingest(
                 venues=str(venues) if venues is not None else None, packets=packets,
                 app=app, limits=limits, progress=progress)
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
-                       workers, sets)
+                       workers, sets, resume)
 
 
 def _pool_worker_init() -> None:
@@ -206,14 +218,14 @@ def _in_pool(work: list[tuple], jobs: int) -> list[IngestResult]:
 
 
 def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
-            workers, sets) -> list[IngestResult]:
+            workers, sets, resume) -> list[IngestResult]:
     root = data_dir(data)
     keys = [str(k) for k in keylog or []]
     venues_s = str(venues) if venues is not None else None
     plan = capture_sets(paths, sets=sets)
     if jobs > 1 and len(plan) > 1:
         work = [(p, str(root), packets, app, keys, venues_s, dict(limits or {}),
-                 _workers(p, workers, app=app, jobs=jobs))
+                 _workers(p, workers, app=app, jobs=jobs, resume=resume), resume)
                 for p in plan]
         return _in_pool(work, jobs)
     results = []
@@ -224,10 +236,10 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
         if progress is not None:
             def cb(nbytes: int, npk: int, _p: str = p[0]) -> None:
                 progress(_p, nbytes, npk)
-        n = _workers(p, workers, app=app, jobs=1)  # one capture at a time here
+        n = _workers(p, workers, app=app, jobs=1, resume=resume)  # one capture at a time
         results.append(ingest_capture(
             p, root, packets_table=packets, app_layer=app_factory,
-            matcher=matcher, progress=cb, workers=n,  # type: ignore[arg-type]
+            matcher=matcher, progress=cb, workers=n, resume=resume,  # type: ignore[arg-type]
         ))
         interrupts.done(p[0])
     return results

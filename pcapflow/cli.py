@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .parsers.errors import PcapflowError
 
@@ -64,18 +63,20 @@ class _SkipImports:
 
 
 def _skip_unused_imports() -> None:
-    """Keep ``ingest`` from importing pandas, SciPy and PyYAML, which it never uses
-    (~0.55 s).
+    """Keep ``ingest`` from importing pandas, SciPy, cffi and PyYAML, which it never
+    uses (~0.6 s).
 
     pyarrow imports pandas on its first array (even one made from a list) when
     pandas is installed, Numba imports SciPy on its first kernel, to offer BLAS
-    to ``np.dot``, and PyYAML at its own import, to read a ``.numba_config.yaml``
+    to ``np.dot``, and cffi there too, parsing C declarations with pycparser
+    (~30 ms) to type cffi functions (pcapflow calls C through ctypes; cryptography
+    through its own Rust bindings), and PyYAML at its own import, to read a ``.numba_config.yaml``
     (kept when the working directory has one). An ingest needs none of them, so
     in the CLI's own process (never a user's: the Python API leaves imports
     alone) these imports fail at once and the libraries take their "not
     installed" path. A package already imported is left as it is.
     """
-    skip = ["pandas", "scipy"]
+    skip = ["pandas", "scipy", "cffi"]
     if not os.path.exists(".numba_config.yaml"):
         skip.append("yaml")
     names = frozenset(n for n in skip if n not in sys.modules)
@@ -129,6 +130,12 @@ def ingest(
         typer.Option("--limit", help="Resource cap NAME=VALUE, e.g. ws_max_message=32M; "
                      "repeatable (names in the README, 'Limits')"),
     ] = None,
+    new_set: Annotated[
+        bool,
+        typer.Option("--new-set", help="Do not continue a rotation ingested by earlier "
+                     "commands (by default the next file of a tcpdump -G/-C rotation resumes "
+                     "the connections the previous one left open: docs/resume.md)"),
+    ] = False,
     cluster: Annotated[
         str | None,
         typer.Option("--cluster", help="Dask scheduler address (tcp://host:port), or "
@@ -168,6 +175,8 @@ def ingest(
         name, _, value = item.partition("=")
         overrides[name] = value
     _skip_unused_imports()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from . import api
     from .dataset import data_dir
 
@@ -213,6 +222,7 @@ def ingest(
             progress=progress,
             limits=overrides,
             workers="auto" if workers == "auto" else int(workers),
+            resume=not new_set,
             cluster=cluster,
         )
     _print_summary(root, results, had, tcp_only=tcp_only, verbose=verbose)
@@ -242,6 +252,10 @@ def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
     for r in results:
         name = _set_name(r.paths or [r.path])
         notes.append(f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items())))
+        if r.resumed_from is not None:
+            notes.append(f"  resumed {r.resumed:,} connections from "
+                         f"{Path(r.resumed_from).name} (capture {r.capture_id}, now "
+                         f"{len(r.paths)} files)")
         if r.replaced:
             notes.append(f"  replaced earlier capture(s) sharing its files: "
                          f"{', '.join(r.replaced)}")
@@ -261,7 +275,7 @@ def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
     for r in results:
         for problem in r.capture_problems:
             warnings.append(f"{r.path}: {problem}; the packets before it were ingested")
-        if r.capture_id in had:
+        if r.capture_id in had and r.resumed_from is None:
             console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
                           f"capture_id {r.capture_id})", highlight=False)
     for w in warnings:
@@ -426,10 +440,86 @@ def query(
     _check_format(fmt)
     with Dataset(require(data)) as ds:
         try:
-            df = ds.df(sql)
+            rel = ds.sql(sql)
+            plain = _plain_result(rel) if fmt == "table" and rel is not None else None
+            if plain is None:  # (None for a statement without a result: fails here)
+                from .dataset import to_pandas
+
+                df = to_pandas(rel.to_arrow_table())
         except Exception as err:  # duckdb raises many types; all are bad input here
             raise PcapflowError(f"query failed: {str(err).splitlines()[0]}") from err
+    if plain is not None:
+        from . import render
+
+        header, rows, numeric = plain
+        render.show(header, rows, numeric, out=out, err=console)
+        return
     _print_frame(df, fmt)
+
+
+def _utc_ns(ns: int) -> str:
+    """Epoch nanoseconds as pandas prints a UTC ``Timestamp``: nine digits when there are
+    nanoseconds, six when there are microseconds, none for a whole second."""
+    import datetime as dt
+
+    sec, frac = divmod(ns, 1_000_000_000)
+    base = (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=sec)).strftime("%Y-%m-%d %H:%M:%S")
+    if frac % 1000:
+        base += f".{frac:09d}"
+    elif frac:
+        base += f".{frac // 1000:06d}"
+    return base + "+00:00"
+
+
+_INT_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                        "UINTEGER", "UBIGINT"})
+_PLAIN_TYPES = _INT_TYPES | {"VARCHAR", "BOOLEAN", "DOUBLE", "FLOAT"}
+
+
+def _plain_result(rel) -> tuple[list[str], list[list[str]], list[int]] | None:
+    """A query result's table cells without pandas, when every column is a string, boolean,
+    integer or float; ``None`` for any other result (``_print_frame`` shows it).
+
+    The cells are exactly what ``_print_frame`` makes of the same result as a
+    DataFrame (``Dataset.df``), so the output is the same either way; what this
+    saves is importing pandas, pyarrow and NumPy (~0.3 s) for a small answer. The
+    DataFrame's rules, kept here: a null is an empty cell (so is a float NaN); an
+    integer column with a null becomes float64 in pandas (printed ``{:g}``) unless
+    its name ends in ``_ns`` (nullable Int64: printed as an integer); integer and
+    float columns are right-aligned, others when every cell reads as a number.
+    """
+    types = [str(t) for t in rel.types]
+    header = [str(c) for c in rel.columns]
+    if not all(t in _PLAIN_TYPES or t == "TIMESTAMPTZ_NS" for t in types):
+        return None
+    if "TIMESTAMPTZ_NS" in types:  # as epoch ns (a Python datetime stops at µs)
+        if len(set(header)) < len(header):
+            return None
+        rel = rel.project(", ".join(
+            (f"epoch_ns({q}) AS {q}" if t == "TIMESTAMPTZ_NS" else q)
+            for q, t in (('"' + c.replace('"', '""') + '"', t) for c, t in zip(
+                header, types, strict=True))))
+    data = rel.fetchall()
+    as_float = [t in ("DOUBLE", "FLOAT") or (
+        t in _INT_TYPES and not header[i].endswith("_ns") and any(r[i] is None for r in data))
+        for i, t in enumerate(types)]
+    rows = []
+    for r in data:
+        row = []
+        for i, v in enumerate(r):
+            if v is None or (isinstance(v, float) and v != v):
+                row.append("")
+            elif as_float[i]:
+                row.append(_cell(float(v)))
+            elif types[i] == "TIMESTAMPTZ_NS":
+                row.append(_utc_ns(v))
+            else:
+                row.append(str(v))
+        rows.append(row)
+    numeric = [i for i, t in enumerate(types)
+               if t in _INT_TYPES or t in ("DOUBLE", "FLOAT")
+               or (rows and all(_NUMBER.fullmatch(r[i]) for r in rows))]
+    return header, rows, numeric
 
 
 def _duration_cells(values_ns: list[object]) -> tuple[str, list[str]]:
@@ -562,32 +652,42 @@ def coverage_cmd(
         render.note(console, f"[yellow]warning:[/yellow] {w}")
 
 
-def _register_command_modules() -> None:
-    """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
+COMMAND_MODULES = {"match": "cli_match", "report": "cli_report", "demo": "cli_demo",
+                   "alerts": "cli_alerts", "compare": "cli_compare", "verify": "cli_verify",
+                   "watch": "cli_live", "metrics": "cli_live"}
+"""Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
+
+
+def _register_command_modules(names: tuple[str, ...] | None = None) -> None:
+    """Register the command modules named (all of them by default)."""
     import importlib
 
-    for name in ("cli_match", "cli_report", "cli_demo", "cli_alerts", "cli_compare",
-                 "cli_verify", "cli_live"):
+    for name in dict.fromkeys(COMMAND_MODULES.values()) if names is None else names:
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 
 CORE_COMMANDS = ("ingest", "query", "flows", "coverage")
 
 
-def _core_command_only() -> bool:
-    """True when this process is ``pcapflow ingest|query|flows ...`` itself.
+def _modules_needed() -> tuple[str, ...] | None:
+    """The command modules this process needs: ``None`` for all of them.
 
-    The report/demo/match modules pull in pandas and matplotlib (~0.5 s); a
-    command-line ingest does not need them, so it skips registering them.
-    Imported as a library (tests, notebooks), every command is registered.
+    When this process is the ``pcapflow`` command itself, only the module of the
+    command it runs is imported (the report/demo/alerts modules pull in pandas and
+    matplotlib, ~0.5 s; a command-line ingest or query needs none of them, nor does
+    ``--version``). ``--help``, a bare ``pcapflow`` or an unknown command lists every
+    command, so all are registered; imported as a library (tests, notebooks), too.
     """
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return (prog in ("pcapflow", "cli.py", "__main__.py") and len(sys.argv) > 1
-            and sys.argv[1] in CORE_COMMANDS)
+    if prog not in ("pcapflow", "cli.py", "__main__.py") or len(sys.argv) < 2:
+        return None
+    first = sys.argv[1]
+    if first in CORE_COMMANDS or (first == "--version" and len(sys.argv) == 2):
+        return ()
+    return (COMMAND_MODULES[first],) if first in COMMAND_MODULES else None
 
 
-if not _core_command_only():
-    _register_command_modules()
+_register_command_modules(_modules_needed())
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import analysis, html_report, plots, render, report
+from . import analysis, render, report
 from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
@@ -51,6 +51,8 @@ def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
     """Write the summary figure (PNG) and/or the HTML report; return the paths written."""
     written = []
     if plot is not None:
+        from . import plots  # matplotlib: only for a figure
+
         rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by,
                                           report.capture_names(ds))
         fig = plots.summary(rows, by=label, title=rep.title())
@@ -58,6 +60,8 @@ def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
         fig.savefig(plot, dpi=110)
         written.append(plot)
     if html is not None:
+        from . import html_report
+
         written.append(html_report.write(html, ds, rep))
     return written
 

@@ -50,8 +50,8 @@ REASONS: dict[str, str] = {
     "no_messages": "with a protocol detected but no complete message",
     "tcp_only": "not parsed (ingested with --tcp-only)",
     "partial": "began before the capture: HPACK or inflate state sent earlier is "
-               "unknown, so orders on it cannot be read whole (ingest the earlier "
-               "rotation file first)",
+               "unknown, so orders on it cannot be read whole (capture from the "
+               "session's start; for a rotation, ingest the earlier file first)",
 }
 """Text of each reason a connection was not decoded (others: the anomaly's code)."""
 

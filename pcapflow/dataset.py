@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from .pipelines import store
-from .pipelines.tables.schemas import TABLES
+from .pipelines.tables.declared import create_sql, declared
 
 if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` needs neither
     import duckdb
     import pandas as pd
+    import pyarrow as pa
 
 DEFAULT_DATA = "pcapflow_data"
 INTERNAL = "pcapflow_internal"
@@ -43,7 +42,7 @@ def require(data: str | os.PathLike[str] | None = None) -> Path:
     if not path.is_dir():
         raise PcapflowError(f"{path}: no such dataset directory (make one with "
                             f"`pcapflow ingest CAPTURE --data {path}`, or pass --data DIR)")
-    if not any((path / t).is_dir() for t in TABLES):
+    if not any((path / t).is_dir() for t in declared()):
         raise PcapflowError(f"{path}: not a pcapflow dataset (no tables in it; make one with "
                             f"`pcapflow ingest CAPTURE --data {path}`)")
     return path
@@ -53,6 +52,7 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     """An Arrow table as pandas: times tz-aware (ns), ``*_ns`` durations nullable Int64
     (a null stays <NA> instead of turning the column into float64)."""
     import pandas as pd
+    import pyarrow as pa
 
     df = table.to_pandas()
     for i, f in enumerate(table.schema):
@@ -100,17 +100,16 @@ class Dataset:
         """
         # The empty tables live in their own schema, so SHOW TABLES lists only the views.
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
-        for table, schema in TABLES.items():
-            self.con.register("_declared", pa.Table.from_pylist([], schema=schema))
-            self.con.execute(f"CREATE OR REPLACE TABLE {INTERNAL}.empty_{table} AS "
-                             "SELECT * FROM _declared")
-            self.con.unregister("_declared")
+        # (the columns as DuckDB types: ``declared`` spares a read-only command the
+        # import of every parser that building the Arrow schemas takes)
+        for table, columns in declared().items():
+            self.con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             globs = self._globs(table)
             if globs:
                 source += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{', '.join(globs)}], "
                            "hive_partitioning = true, union_by_name = true)")
-            cols = ", ".join(f'"{f.name}"' for f in schema)
+            cols = ", ".join(f'"{c}"' for c, _ in columns)
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
 
         # FIX order endpoints by name (the tables keep the wire's MsgType, tag 35):
@@ -151,7 +150,7 @@ class Dataset:
 
     @property
     def tables(self) -> list[str]:
-        return list(TABLES)
+        return list(declared())
 
     def sql(self, query: str, params: list[object] | None = None) -> duckdb.DuckDBPyRelation:
         """Run SQL over the views; ``.df()``, ``.arrow()`` or ``.fetchall()`` the result."""
@@ -179,8 +178,8 @@ class Dataset:
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (``flows``, ``tcp_events``, ...)."""
-        if name not in TABLES:
-            raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+        if name not in declared():
+            raise KeyError(f"no table {name!r}; tables: {', '.join(declared())}")
         return self.df(f"SELECT * FROM {name}")
 
     # -- analysis (thin wrappers over pcapflow.analysis; see there for details) --

@@ -33,13 +33,25 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import cast
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, cast
 
 from ..parsers.errors import PcapflowError
-from .tables.schemas import TABLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+# pyarrow and the table schemas (which import every protocol's parser) load on
+# first use: a read-only command (``pcapflow query``) only needs ``locked`` and
+# ``recover`` from here.
+
+
+def __getattr__(name: str) -> object:
+    if name == "TABLES":
+        from .tables.schemas import TABLES
+
+        return TABLES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 WRITE_QUEUE = 8
 """Batches waiting for the writer thread before ``write`` blocks."""
@@ -74,6 +86,8 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     nothing measurable there, so those keep Arrow's defaults: the statistics let
     DuckDB skip row groups.)
     """
+    import pyarrow as pa
+
     return [f.name for f in schema
             if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
             and f.name not in HIGH_CARDINALITY]
@@ -84,11 +98,16 @@ def delta_columns(schema: pa.Schema) -> dict[str, str]:
     offsets and lengths rise slowly row to row, so their deltas pack into few bits
     (measured on the same capture: writer CPU ~0.48 s -> ~0.38 s, files 31 -> 29 MB;
     DuckDB and Arrow read it)."""
+    import pyarrow as pa
+
     return {f.name: "DELTA_BINARY_PACKED" for f in schema
             if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type)}
 
 
 STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
+STATE = "_state"
+"""Not a table: the open connections a rotation file left (``pipelines.ingest.resume``),
+one partition per capture like a table's, swapped in by the same commit."""
 
 
 def partition_dir(root: Path, table: str, capture_id: str) -> Path:
@@ -260,6 +279,10 @@ class Staging:
 
     def write(self, table: str, batch: pa.Table | dict[str, object]) -> None:
         """Append rows (a pyarrow Table or a dict of columns) to ``table``."""
+        import pyarrow as pa
+
+        from .tables.schemas import TABLES
+
         schema = TABLES[table]
         if isinstance(batch, dict):
             batch = pa.table(
@@ -304,6 +327,11 @@ class Staging:
     def _write_now(self, table: str, batch: pa.Table) -> None:
         w = self._writers.get(table)
         if w is None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from .tables.schemas import TABLES
+
             (self.dir / table).mkdir(parents=True, exist_ok=True)
             part = self._parts.get(table, 0)
             self._parts[table] = part + 1
@@ -342,7 +370,7 @@ class Staging:
             self._thread, self._stopping = None, False
 
     def _fsync_all(self) -> None:
-        for f in self.dir.rglob("*.parquet"):
+        for f in [*self.dir.rglob("*.parquet"), *(self.dir / STATE).rglob("*.*")]:
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
 
@@ -368,6 +396,8 @@ class Staging:
         the same commit, so no packet is in the dataset twice. Returns the ids of
         the captures so removed.
         """
+        from .tables.schemas import TABLES
+
         self.close_writers()
         self._fsync_all()
         with locked(self.root):
@@ -376,7 +406,7 @@ class Staging:
                 raise StaleCapture(
                     f"capture {capture_id} was re-ingested meanwhile; run the command again")
             swaps: list[dict[str, str | None]] = []
-            for table in TABLES if tables is None else dict.fromkeys(tables):
+            for table in [*TABLES, STATE] if tables is None else dict.fromkeys(tables):
                 final = partition_dir(self.root, table, capture_id)
                 staged = self.dir / table
                 if final.exists() or staged.exists():
@@ -387,7 +417,7 @@ class Staging:
                     })
             others = _captures_with(self.root, set(supersede) - {""}, capture_id)
             for other in others:
-                for table in TABLES:
+                for table in [*TABLES, STATE]:
                     final = partition_dir(self.root, table, other)
                     if final.exists():
                         swaps.append({"final": str(final), "staged": None, "trash": str(
@@ -412,6 +442,7 @@ def _captures_with(root: Path, sha256s: set[str], own: str) -> list[str]:
     """Ids of the captures other than ``own`` that have a file with one of these sha256s."""
     if not sha256s or not any((root / "captures").glob("capture_id=*/*.parquet")):
         return []
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 

@@ -157,7 +157,6 @@ def test_watch_ingests_each_file_once_across_a_restart(rotation) -> None:
 
 
 @needs_tcpdump
-@pytest.mark.xfail(strict=False, reason="needs resume across commands (issue 15.2)")
 def test_watch_tables_equal_one_ingest_of_the_rotation(rotation) -> None:
     from test_capture_sets import assert_same_rows
 

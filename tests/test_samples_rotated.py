@@ -125,7 +125,6 @@ def test_cli_ingests_the_folder(tmp_path: Path) -> None:
     assert "coverage: orders from 2 of 2 connections with payload" in flat
 
 
-@pytest.mark.xfail(reason="needs resume across commands (issue 15.2)", strict=False)
 def test_one_file_per_command(tmp_path: Path, one_command: tuple[Path, list]) -> None:
     """Each rotated file ingested by its own command as tcpdump closes it: the same
     orders and tables as the one-command ingest."""

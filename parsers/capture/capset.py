@@ -162,7 +162,8 @@ class CaptureSet:
     """
 
     def __init__(self, paths: Sequence[str], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 hash: bool = True) -> None:
+                 hash: bool = True, as_set: bool = False, first_index: int = 0,
+                 first_file: int = 0) -> None:
         if not paths:
             raise ValueError("a capture set needs at least one file")
         if len(paths) > 1 and "-" in paths:
@@ -170,7 +171,10 @@ class CaptureSet:
                                code="unreadable", path="-")
         self.chunk_bytes = chunk_bytes
         self.hash = hash
-        self.single = len(paths) == 1
+        self.single = len(paths) == 1 and not as_set
+        # a set resumed across commands (``pipelines.ingest.resume``): its packets and
+        # files are numbered on from the files ingested before
+        self.first_index, self.first_file = first_index, first_file
         if self.single:
             self.files = [SetFile(str(paths[0]), None)]
         else:
@@ -237,7 +241,12 @@ class CaptureSet:
         return self
 
     def __next__(self) -> PacketChunk:
-        return next(self._gen)
+        chunk = next(self._gen)
+        if self.first_index:
+            chunk.index = chunk.index + self.first_index
+        if self.first_file and chunk.file is not None:
+            chunk.file = chunk.file + np.int32(self.first_file)
+        return chunk
 
     def __enter__(self) -> CaptureSet:
         return self
@@ -522,10 +531,14 @@ def _check_duplicates(files: list[SetFile]) -> None:
 
 
 def open_set(paths: Sequence[str], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-             hash: bool = True) -> CaptureSet:
+             hash: bool = True, as_set: bool = False, first_index: int = 0,
+             first_file: int = 0) -> CaptureSet:
     """Open one capture (a list of one path, ``"-"`` for stdin) or a set of files
-    that are one recording (module docstring)."""
-    return CaptureSet(paths, chunk_bytes=chunk_bytes, hash=hash)
+    that are one recording (module docstring). ``as_set``: one file read as a set
+    of one (named in capture anomalies, ``file`` columns); ``first_index`` and
+    ``first_file`` number packets and files on from a set's earlier files."""
+    return CaptureSet(paths, chunk_bytes=chunk_bytes, hash=hash, as_set=as_set,
+                      first_index=first_index, first_file=first_file)
 
 
 # --- which files are one recording --------------------------------------------------
@@ -596,6 +609,17 @@ def recording_name(path: str) -> tuple[str, str, tuple[int, ...]]:
     pattern = _DIGITS.sub(lambda m: "#" if len(m.group()) >= ROTATION_DIGITS else m.group(),
                           name)
     return os.path.dirname(full), pattern, runs
+
+
+def rotation_named(path: str) -> bool:
+    """Whether a file is named as a rotation's files are: a run of ``ROTATION_DIGITS``
+    digits (a counter, a date) or the number ``tcpdump -C`` appends."""
+    if path == "-":
+        return False
+    name = os.path.basename(path)
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return bool(recording_name(path)[2]) or bool(_CAPTURE_EXT.search(name))
 
 
 def group(paths: Sequence[str]) -> list[list[str]]:

@@ -37,7 +37,8 @@ unknown from then on. Records are still framed and timed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import numpy as np
@@ -48,7 +49,14 @@ from ..errors import DecodeError
 from ..events import IN, OUT, Anomaly, Direction, Event, Run, feed_pieces
 from . import handshake as hs
 from . import keysearch
-from .ciphers import RecordDecryptor, Tls12AeadDecryptor, Tls13Decryptor, tls12_decryptor
+from .ciphers import (
+    BlockDecryptor,
+    RecordDecryptor,
+    StreamDecryptor,
+    Tls12AeadDecryptor,
+    Tls13Decryptor,
+    tls12_decryptor,
+)
 from .events import (
     VERSION_NAMES,
     Plaintext,
@@ -117,6 +125,12 @@ class _Direction:
     search_tries: int = 0  # no handshake: records tried by the key search
     search_keys: int = 0  # ... and the keys tried on them
     search_secrets: int = 0
+    # where the keys came from, for resuming across capture files (``resume``):
+    # (key log label, KeyUpdate generation) of ``decryptor``'s and ``pending``'s
+    # secret, and the generation of ``app_secret``; never the secrets themselves
+    key_src: tuple[str, int] | None = None
+    pending_src: tuple[str, int] | None = None
+    app_gen: int = 0
 
 
 class TlsSession:
@@ -497,7 +511,9 @@ class TlsSession:
         self._found_random = found.client_random
         st.decryptor = dec = _tls13_decryptor(suite, found.secret)
         dec.seq = found.seq
+        st.key_src = (found.label, found.generation)
         st.in_app_epoch = found.label == app
+        st.app_gen = found.generation if st.in_app_epoch else 0
         # a handshake secret matched: its Finished switches to the same entry's
         # application secret, as after a captured ServerHello
         st.app_secret = found.secret if st.in_app_epoch else self.keylog.get(
@@ -520,7 +536,8 @@ class TlsSession:
         assert self.keylog is not None
         limits = self._search_limits
         log = self.keylog
-        where = ", ".join(log.sources) or "the key log"
+        # file names only: a table row must not depend on where the dataset was made
+        where = ", ".join(os.path.basename(src) for src in log.sources) or "the key log"
         if not st.search_secrets:
             return (f"no handshake captured, and {where} ({len(log)} client randoms) holds "
                     "no TLS 1.3 traffic secret to search: if this is TLS 1.2 it cannot be "
@@ -573,6 +590,7 @@ class TlsSession:
             self._install_keys(self._sh)
             if not self._tls13 and st.decryptor is None:
                 st.decryptor, st.pending = st.pending, None
+                st.key_src, st.pending_src = st.pending_src, None
 
     def _install_keys(self, sh: ServerHello) -> None:
         suite, ch, log = self._suite, self._ch, self.keylog
@@ -585,6 +603,14 @@ class TlsSession:
         if master is None:
             return
         self._keys_found = True
+        for d, dec in zip((OUT, IN), self._tls12_decryptors(suite, ch, sh, master), strict=True):
+            self._dirs[d].pending = dec
+            self._dirs[d].pending_src = (CLIENT_RANDOM, 0)
+
+    @staticmethod
+    def _tls12_decryptors(suite: CipherSuite, ch: ClientHello, sh: ServerHello, master: bytes
+                          ) -> tuple[RecordDecryptor, RecordDecryptor]:
+        """The (client, server) write states of a TLS <= 1.2 master secret."""
         etm = (
             suite.kind == "block"
             and hs.EXT_ENCRYPT_THEN_MAC in ch.extensions
@@ -601,21 +627,11 @@ class TlsSession:
             key_length=suite.key_length,
             iv_length=suite.iv_length,
         )
-        self._dirs[OUT].pending = tls12_decryptor(
-            suite,
-            key=kb.client_write_key,
-            iv=kb.client_write_iv,
-            mac_key=kb.client_write_mac_key,
-            version=version,
-            etm=etm,
-        )
-        self._dirs[IN].pending = tls12_decryptor(
-            suite,
-            key=kb.server_write_key,
-            iv=kb.server_write_iv,
-            mac_key=kb.server_write_mac_key,
-            version=version,
-            etm=etm,
+        return (
+            tls12_decryptor(suite, key=kb.client_write_key, iv=kb.client_write_iv,
+                            mac_key=kb.client_write_mac_key, version=version, etm=etm),
+            tls12_decryptor(suite, key=kb.server_write_key, iv=kb.server_write_iv,
+                            mac_key=kb.server_write_mac_key, version=version, etm=etm),
         )
 
     def _install_tls13(self, suite: CipherSuite, ch: ClientHello, log: KeyLog) -> None:
@@ -631,12 +647,15 @@ class TlsSession:
                 continue
             self._keys_found = True
             st.app_secret = app_secret
+            st.app_gen = 0
             if hs_secret is not None:
                 st.decryptor = _tls13_decryptor(suite, hs_secret)
+                st.key_src = (hs_label, 0)
                 st.trial = d == OUT and hs.EXT_EARLY_DATA in ch.extensions
             elif app_secret is not None:
                 # Only application secrets logged: skip handshake records silently.
                 st.decryptor = _tls13_decryptor(suite, app_secret)
+                st.key_src = (app_label, 0)
                 st.in_app_epoch = True
                 st.trial = True
 
@@ -703,6 +722,7 @@ class TlsSession:
         st.encrypted = True
         st.finished_ts = None
         st.decryptor, st.pending = st.pending, None
+        st.key_src, st.pending_src = st.pending_src, None
         st.epoch_records = 0
         if st.decryptor is not None:
             st.stopped_reason = None
@@ -719,6 +739,7 @@ class TlsSession:
         suite = self._suite
         if st.stopped_reason is None and suite is not None and st.app_secret is not None:
             st.decryptor = _tls13_decryptor(suite, st.app_secret)
+            st.key_src = (_LABELS[d][0], st.app_gen)
         else:
             st.decryptor = None
 
@@ -728,7 +749,9 @@ class TlsSession:
         if suite is None or st.app_secret is None or st.stopped_reason is not None:
             return
         st.app_secret = tls13_next_traffic_secret(st.app_secret, suite.prf_hash)
+        st.app_gen += 1
         st.decryptor = _tls13_decryptor(suite, st.app_secret)
+        st.key_src = (_LABELS[d][0], st.app_gen)
         st.epoch_records = 0
 
     # -- handshake info --------------------------------------------------------------
@@ -783,9 +806,132 @@ class TlsSession:
         secrets: looked up by the ClientHello's random, or the one the key search found."""
         if not self._keys_found or self.keylog is None:
             return None
-        random = self._ch.random if self._ch is not None else self._found_random
+        random = self.client_random()
         return None if random is None else self.keylog.source_of(random)
 
+    # -- resuming across capture files (``pipelines.ingest.resume``) ------------------
+    # A session is pickled without key material: the key log, every decryptor and the
+    # application secrets are left out; what is kept says where each key came from
+    # (client random, key log label, KeyUpdate generation) and its record sequence
+    # number, so ``resume_keys`` derives the same keys again from the next command's
+    # key log.
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["keylog"] = None
+        state["_out"] = []
+        refs: dict[Direction, dict[str, object]] = {}
+        dirs: dict[Direction, _Direction] = {}
+        for d, st in self._dirs.items():
+            refs[d] = {"dec": _key_ref(st.decryptor, st.key_src),
+                       "pending": _key_ref(st.pending, st.pending_src),
+                       "app": st.app_secret is not None}
+            dirs[d] = replace(st, decryptor=None, pending=None, app_secret=None)
+        state["_dirs"] = dirs
+        state["_keyrefs"] = refs
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+
+    def client_random(self) -> bytes | None:
+        """The session's client random: from its ClientHello, or found by the key search."""
+        return self._ch.random if self._ch is not None else self._found_random
+
+    def resume_secret(self) -> tuple[bytes, str, bytes] | None:
+        """``(client_random, label, secret)``: a key log secret this session's keys came
+        from (the key state kept for resuming is sealed under a key derived from it),
+        or None when it decrypted nothing."""
+        random = self.client_random()
+        if random is None or self.keylog is None:
+            return None
+        for st in self._dirs.values():
+            for src in (st.key_src, st.pending_src):
+                if src is not None:
+                    secret = self.keylog.get(random, src[0])
+                    if secret is not None:
+                        return random, src[0], secret
+        return None
+
+    def resume_keys(self, keylog: KeyLog | None, ts: int) -> list[Event]:
+        """After unpickling: derive the keys again from ``keylog`` (anomalies for what
+        it lacks: decryption of that direction stops)."""
+        self.keylog = keylog
+        refs = cast("dict[Direction, dict[str, object]]", self.__dict__.pop("_keyrefs", {}))
+        random = self.client_random()
+        for d, ref in refs.items():
+            st = self._dirs[d]
+            for slot in ("dec", "pending"):
+                r = ref[slot]
+                if r is None:
+                    continue
+                dec = None if r == "unsupported" or random is None else self._rebuild(
+                    d, random, *cast("tuple[str, int, int]", r))
+                if dec is None:
+                    self._resume_failed(d, r, random, ts)
+                    continue
+                if slot == "dec":
+                    st.decryptor = dec
+                else:
+                    st.pending = dec
+            if ref["app"] and random is not None and keylog is not None and self._suite:
+                secret = keylog.get(random, _LABELS[d][0])
+                if secret is not None:
+                    for _ in range(st.app_gen):
+                        secret = tls13_next_traffic_secret(secret, self._suite.prf_hash)
+                st.app_secret = secret
+        return self._drain()
+
+    def _rebuild(self, d: Direction, random: bytes, label: str, gen: int, seq: int
+                 ) -> RecordDecryptor | None:
+        log, suite = self.keylog, self._suite
+        if log is None or suite is None:
+            return None
+        secret = log.get(random, label)
+        if secret is None:
+            return None
+        dec: RecordDecryptor
+        if label == CLIENT_RANDOM:
+            if self._ch is None or self._sh is None:
+                return None
+            out, in_ = self._tls12_decryptors(suite, self._ch, self._sh, secret)
+            dec = out if d == OUT else in_
+        else:
+            for _ in range(gen):
+                secret = tls13_next_traffic_secret(secret, suite.prf_hash)
+            dec = _tls13_decryptor(suite, secret)
+        dec.seq = seq
+        return dec
+
+    def _resume_failed(self, d: Direction, ref: object, random: bytes | None, ts: int) -> None:
+        st = self._dirs[d]
+        st.decryptor = None
+        if ref == "unsupported":
+            st.stopped_reason = "resume_unsupported"
+            self._anomaly(d, "resume_unsupported", "this cipher's state (TLS 1.0 CBC chaining, "
+                          "RC4) cannot be carried to the next capture file: decryption of "
+                          "this direction stops (ingest the files in one command)", ts,
+                          st.reader.next_offset)
+            return
+        label = cast("tuple[str, int, int]", ref)[0]
+        where = ", ".join(self.keylog.sources) if self.keylog is not None else "no key log"
+        st.stopped_reason = "resume_missing_keys"
+        self._anomaly(d, "resume_missing_keys",
+                      f"resuming this connection from the previous capture file needs "
+                      f"{label} of client_random {random.hex() if random else '?'} and "
+                      f"the key log given ({where}) lacks it: pass the key log the client "
+                      "wrote when this connection opened (--keylog)", ts,
+                      st.reader.next_offset)
+
+
+def _key_ref(dec: RecordDecryptor | None, src: tuple[str, int] | None) -> object:
+    """What is kept of a decryptor for resuming: ``(label, generation, seq)``, or
+    ``"unsupported"`` for a cipher whose running state is not a sequence number."""
+    if dec is None:
+        return None
+    if src is None or isinstance(dec, StreamDecryptor) or (
+            isinstance(dec, BlockDecryptor) and dec._chained is not None):
+        return "unsupported"
+    return (src[0], src[1], dec.seq)
 
 def _tls13_decryptor(suite: CipherSuite, secret: bytes) -> Tls13Decryptor:
     key, iv = tls13_traffic_keys(secret, suite.key_length, 12, suite.prf_hash)

@@ -16,6 +16,7 @@ chunk (``INFLATE_CHUNK``).
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,7 +127,7 @@ def _window_bits(value: str | None) -> int:
 class MessageInflater:
     """Raw-inflate context of one direction; ``inflate`` takes one whole message."""
 
-    __slots__ = ("_ctx", "no_context_takeover", "window_bits")
+    __slots__ = ("_ctx", "_window", "_window_len", "no_context_takeover", "window_bits")
 
     def __init__(self, window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool = False,
                  *, history: bytes = b""):
@@ -135,10 +136,39 @@ class MessageInflater:
         # ``history``: a preset window (zdict), as if these bytes had come out already
         self._ctx = (zlib.decompressobj(-self.window_bits, zdict=history) if history
                      else zlib.decompressobj(-self.window_bits))
+        # the last outputs, at least 2**window_bits bytes of them: a zlib context cannot
+        # be pickled, so resuming across capture files (``__getstate__``) re-primes a
+        # fresh one with that window as its preset dictionary, which inflates the next
+        # message identically (a message ends on a sync flush: byte-aligned, nothing
+        # pending but the window); kept as a queue, the window is joined only then
+        self._window: deque[bytes] = deque([history] if history else ())
+        self._window_len = len(history)
 
     def reset(self) -> None:
         """Start over with an empty window (after an error, or per message)."""
         self._ctx = zlib.decompressobj(-self.window_bits)
+        self._window.clear()
+        self._window_len = 0
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"window_bits": self.window_bits, "no_context_takeover": self.no_context_takeover,
+                "window": b"" if self.no_context_takeover else b"".join(self._window)[
+                    -(1 << self.window_bits):]}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(int(state["window_bits"]),  # type: ignore[misc, call-overload]
+                      bool(state["no_context_takeover"]),
+                      history=bytes(state["window"]))  # type: ignore[call-overload]
+
+    def _remember(self, payload: bytes, status: InflateStatus) -> tuple[bytes, InflateStatus]:
+        if status == "ok" and not self.no_context_takeover and payload:
+            q = self._window
+            q.append(payload)
+            self._window_len += len(payload)
+            size = 1 << self.window_bits
+            while self._window_len - len(q[0]) >= size:
+                self._window_len -= len(q.popleft())
+        return payload, status
 
     def inflate(self, compressed: bytes, max_length: int) -> tuple[bytes, InflateStatus]:
         """Inflate one message's payload; at most ``max_length`` bytes come back.
@@ -164,8 +194,8 @@ class MessageInflater:
             self.reset()
             return b"", "failed"
         if len(chunk) < step and not ctx.eof and not ctx.unconsumed_tail:
-            return chunk, "ok"  # the common case: one call, all of it
-        return self._inflate_rest(chunk, step, max_length)
+            return self._remember(chunk, "ok")  # the common case: one call, all of it
+        return self._remember(*self._inflate_rest(chunk, step, max_length))
 
     def _inflate_rest(self, chunk: bytes, step: int, max_length: int
                       ) -> tuple[bytes, InflateStatus]:
@@ -206,6 +236,8 @@ class MessageInflater:
         self._ctx = zlib.decompressobj(-self.window_bits, zdict=window) if window else (
             zlib.decompressobj(-self.window_bits)
         )
+        self._window.clear()  # the whole message's output is remembered when it ends
+        self._window_len = 0
 
 
 # ---- Mid-stream: the history before the capture is unknown ---------------------------

@@ -5,6 +5,8 @@
 - ``app_layer``: reassembly and the protocol sessions (the registry's), message rows.
 - ``flow_rows``: the ``flows`` table, and the matcher's run at the end.
 - ``shards``: several processes on one capture (flow ownership, pipes).
+- ``resume``: a rotation's next file, ingested by a later command, resumes the
+  connections the previous one left open (their state kept with the dataset).
 """
 
 from .driver import (

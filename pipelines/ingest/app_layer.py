@@ -398,6 +398,10 @@ class AppLayer:
         self.after_flush: dict[str, FlushHook] = {}
         """Per message table, a hook called with each batch of rows written (the
         ingest driver sets the matcher's ingest-time scan here)."""
+        self.fresh: set[int] = set()
+        """Flows open in the previous file of a resumed set whose connection state was
+        not resumed (``resume``): their next bytes are decoded as a connection opened
+        before the capture."""
 
     @classmethod
     def factory(cls, keylog: list[str], limits: Limits | None = None
@@ -419,7 +423,14 @@ class AppLayer:
         data_flows = np.union1d(live, fresh)
         if data_flows.size:
             want |= tcp & ((dec.tcp_flags & ACK) != 0) & np.isin(pf.flow_id, data_flows)
-        return np.flatnonzero(want)
+        sel = np.flatnonzero(want)
+        if self.done and sel.size:
+            # connections already finished (closed, or their protocol unknown) take
+            # nothing more (``_flow``, ``_packet``): leave their packets out before
+            # the sort by flow; on plain TCP that is nearly every packet
+            done = np.fromiter(self.done, np.int64, len(self.done))
+            sel = sel[~np.isin(pf.flow_id[sel], done)]
+        return sel
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
                 staging: TableSink, add_anomalies: AnomalyFn,
@@ -476,8 +487,9 @@ class AppLayer:
         if conn is None:
             if n == 0:
                 return False
-            conn = self.conns[fid] = Connection(fid, self.keylog, self.limits,
-                                                midstream=not self.tracker.handshake_seen(fid))
+            conn = self.conns[fid] = Connection(
+                fid, self.keylog, self.limits,
+                midstream=fid in self.fresh or not self.tracker.handshake_seen(fid))
             conn.last_ts = ts  # the newest: never the one evicted
             if len(self.conns) > self.limits.max_open_connections:
                 self._evict(events)
@@ -665,6 +677,7 @@ class AppLayer:
             rows.flush()
             self._flush_rtt(staging)
         self.done.difference_update(flow_ids)
+        self.fresh.difference_update(flow_ids)
         return {f: self.info.pop(f) for f in flow_ids if f in self.info}
 
     def finish(self, staging: TableSink, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:

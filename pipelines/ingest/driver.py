@@ -19,6 +19,7 @@ sessions), ``flow_rows`` (the ``flows`` table and the matcher's run at the end),
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import signal
 import time
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ... import __version__
 from ...parsers.capture import open_capture
@@ -38,13 +40,17 @@ from ...parsers.capture.reader import DEFAULT_CHUNK_BYTES, KEPT_CODES
 from ...parsers.decode import decode_chunk
 from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
+from ...parsers.limits import Limits
 from ...parsers.protocols.columns import ts_array
 from ...parsers.tcp.analysis import FlowTracker
 from .. import interrupts, store
-from ..prefilter import stage_ws_candidates
+from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
+from ..tables.rows import RowBuffers
+from . import resume as resume_state
 from .app_layer import AppLayer
 from .flow_rows import FlowRows
 from .packet_rows import anomaly_rows, decode_anomaly_rows, packet_rows, tcp_event_rows
+from .resume import Previous
 from .shards import ChildLink, ParentLink, Shard, Unshardable, Worker, can_shard, one_line
 
 if TYPE_CHECKING:
@@ -85,6 +91,10 @@ class IngestResult:
     """Each file's SHA-256, in set order."""
     replaced: list[str] = field(default_factory=list)
     """Other captures this ingest replaced: they shared a file with it."""
+    resumed: int = 0
+    """Connections resumed from the set's previous file (``resume``)."""
+    resumed_from: str | None = None
+    """That file (None: this ingest began a capture)."""
 
     @property
     def packets_per_second(self) -> float:
@@ -109,6 +119,7 @@ def ingest_capture(
     progress: ProgressFn | None = None,
     workers: int = 1,
     shard_rule: str = "balanced",
+    resume: bool = False,
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
 
@@ -120,19 +131,34 @@ def ingest_capture(
     stops at the TCP layer. ``workers > 1`` shards the capture's connections
     across that many processes (module docstring) when the application layer is
     on and the files are regular files; the tables are the same.
+
+    ``resume``: files named as a rotation's keep the state of the connections
+    they leave open, and files that continue a set the dataset holds state for
+    resume it (``pipelines.ingest.resume``; both in one process: ``workers`` is
+    ignored when resuming, and a rotation's file sharded keeps no state).
     """
     t0 = time.perf_counter()
     paths = _paths(path)
     args: _Args = (paths, packets_table, app_layer, matcher, progress)
-    if workers > 1 and app_layer is not None and can_shard(paths):
+    prev = resume_state.find(data_dir, paths) if resume else None
+    keep = resume and all(resume_state.rotation_named(p) for p in paths)
+    if prev is None and workers > 1 and app_layer is not None and can_shard(paths):
         try:
             return _ingest_sharded(args, data_dir, chunk_bytes, workers, shard_rule, t0)
         except Unshardable:
             pass  # too many open connections to shard: one process, from the start
     staging = store.Staging(data_dir)
     try:
-        with open_set(paths, chunk_bytes=chunk_bytes) as reader:
-            result = _parent_result(_run(reader, staging, *args))
+        first_index = int(prev.header["packets"]) if prev is not None else 0
+        first_file = len(prev.files) if prev is not None else 0
+        if prev is not None:
+            resume_state.carry(prev, data_dir, staging.dir)
+            resume_state.carry_candidates(prev, data_dir, staging.dir, CANDIDATES_DIR)
+            staging.part_prefix = f"f{first_file}-"
+        with open_set(paths, chunk_bytes=chunk_bytes, as_set=keep, first_index=first_index,
+                      first_file=first_file) as reader:
+            result = _parent_result(_run(reader, staging, *args,
+                                         resume=_Resume(prev, keep, data_dir)))
         result.seconds = time.perf_counter() - t0
         interrupts.check()
         result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
@@ -285,12 +311,33 @@ def _fork(k: int, count: int, rule: str, args: _Args, staging: store.Staging,
     return Worker(pid, k, os.fdopen(up_r, "rb"), os.fdopen(down_w, "wb"))
 
 
+@dataclass(slots=True)
+class _Resume:
+    """An ingest's part in resuming across commands (``resume``): the set it
+    continues (None: it begins one), and whether it keeps state for the next."""
+
+    prev: Previous | None
+    keep: bool
+    root: Path
+
+
 def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_table: bool,
          app_factory: AppFactory | None, matcher: Matcher | None, progress: ProgressFn | None,
          shard: Shard | None = None,
-         link: ParentLink | ChildLink | None = None) -> IngestResult | None:
+         link: ParentLink | ChildLink | None = None,
+         resume: _Resume | None = None) -> IngestResult | None:
     tracker = FlowTracker()
     app = app_factory(tracker) if app_factory is not None else None
+    prev = resume.prev if resume is not None else None
+    resumed_events: list = []
+    resumed = 0
+    if prev is not None:
+        prev.load(app.keylog if app is not None else None,
+                  app.limits if app is not None else Limits())
+        tracker = prev.core["tracker"]
+        if app is not None:
+            app.tracker = tracker
+            resumed_events, resumed = resume_state.restore(prev, app)
     if app is not None and staging.dir is not None:
         # the matcher's first pass over WebSocket payloads, while they are in memory
         app.after_flush["ws_messages"] = functools.partial(stage_ws_candidates, staging.dir)
@@ -326,6 +373,10 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         info = app.retire(fids, staging, add_anomalies) if app is not None else {}
         flows.add(cols, info)
 
+    if prev is not None and app is not None:
+        rows0 = RowBuffers(staging.write, app.after_flush)
+        app._dispatch(resumed_events, rows0, add_anomalies)
+        rows0.flush()
     capture_problems: list[str] = []
     for chunk in reader:
         if first_shard:
@@ -364,6 +415,11 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         if progress is not None:
             progress(reader.bytes_read, reader.packets)
         interrupts.check()  # between chunks: no kernel is running (see pipelines.interrupts)
+    if resume is not None and resume.keep:
+        # the state of what is still open, for the next file's ingest; then what the
+        # end of this file writes is provisional (``resume``: ``part-t*``)
+        _keep_state(resume, reader, staging, tracker, app, add_anomalies,
+                                      anomaly_codes)
     if app is not None:
         if link is not None:  # the connections still open close at the same time everywhere
             app.last_ts = link.agree_last(app.last_packet, app.last_ts)
@@ -386,11 +442,28 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             for name, n in part["rows"].items():
                 child_rows[name] = child_rows.get(name, 0) + n
     interrupts.check()
+    old_files: list[dict[str, Any]] = []
+    old_anomalies = 0
+    if prev is not None:
+        old_files = prev.files
+        old_anomalies = int(prev.header["anomalies"])
+        old = resume_state.old_flows(prev, resume.root)  # type: ignore[union-attr]
+        if matcher is None:
+            staging.write("flows", old)
+        elif old.num_rows:
+            side = staging.dir / "_flows_resumed.parquet"
+            pq.write_table(old, side)
+            more.append(side)
     flows.finish(more=more)
     sha = reader.sha256
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
-    staging.write("captures", _capture_rows(reader, tracker.n_flows,
-                                            sum(anomaly_codes.values()),
+    sha256s = [*(str(f["sha256"] or "") for f in old_files),
+               *(f.sha256 or "" for f in reader.files)]
+    if prev is not None:
+        capture_id = prev.capture_id
+        sha = hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()
+    staging.write("captures", _capture_rows(old_files, reader, tracker.n_flows,
+                                            old_anomalies + sum(anomaly_codes.values()),
                                             getattr(app, "keylog", None)))
     return IngestResult(
         path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
@@ -398,15 +471,55 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
         anomaly_codes=anomaly_codes,
         capture_problems=capture_problems,
-        paths=[f.path for f in reader.files],
-        sha256s=[f.sha256 or "" for f in reader.files],
+        paths=[*(str(f["path"]) for f in old_files), *(f.path for f in reader.files)],
+        sha256s=sha256s,
+        resumed=resumed,
+        resumed_from=str(old_files[-1]["path"]) if old_files else None,
     )
 
 
-def _capture_rows(reader: CaptureSet, flows: int, anomalies: int,
+def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
+                tracker: FlowTracker, app: AppLayer | None,
+                add_anomalies: Callable[[list[Anomaly]], None],
+                anomaly_codes: dict[str, int]) -> int:
+    """Stage the state of the connections still open (``resume.snapshot``), then send
+    the rest of the ingest's writes to provisional parts. Returns the anomalies
+    written so far in the set (final ones)."""
+    prev = resume.prev
+    content = reader.content_sha256  # (waits for the files' hashes: the state names them)
+    capture_id = prev.capture_id if prev is not None else content[:16]
+    old = prev.files if prev is not None else []
+    files = [*old, *(resume_state.file_meta(f) for f in reader.files)]
+    last_key = max([int(prev.header["last_key"]) if prev is not None else 0,
+                    *(f.max_ts for f in reader.files if f.max_ts is not None)])
+    timed = [f for f in reader.files if f.first_ts is not None or f.min_ts is not None]
+    last = max(timed, key=lambda f: f.max_ts or 0) if timed else reader.files[-1]
+    rec = resume_state.recording_name(reader.files[0].path)
+    limits = app.limits if app is not None else Limits()
+    header: dict[str, Any] = {
+        "capture_id": capture_id, "recording": [rec[0], rec[1], list(rec[2])],
+        "files": files, "last_key": last_key, "link_types": list(last.link_types),
+        "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets}
+    core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
+    add_anomalies(dropped)
+    # anomalies of the set written so far: final (the next ingest keeps them)
+    header["anomalies"] = (int(prev.header["anomalies"]) if prev is not None else 0) + sum(
+        anomaly_codes.values())
+    data = resume_state.pack(header, core)
+    out = staging.dir / store.STATE
+    out.mkdir(exist_ok=True)
+    (out / resume_state.STATE_FILE).write_bytes(data)
+    staging.close_writers()  # (the scan files of the final rows are written by then)
+    resume_state.keep_candidates(staging.dir, CANDIDATES_DIR)
+    staging.part_prefix = resume_state.TAIL_PREFIX
+    return int(header["anomalies"])
+
+
+def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, anomalies: int,
                   keylog: KeyLog | None) -> dict:
-    """``captures`` rows: one per file (a capture set has several, one capture_id)."""
-    files = reader.files
+    """``captures`` rows: one per file (a capture set has several, one capture_id);
+    ``old``: the files of the set ingested by earlier commands (``resume``)."""
+    files = [*old, *(resume_state.file_meta(f) for f in reader.files)]
     n = len(files)
 
     def ts(values: list[int | None]) -> pa.Array:
@@ -415,16 +528,16 @@ def _capture_rows(reader: CaptureSet, flows: int, anomalies: int,
     return {
         "file_index": pa.array(range(n), type=pa.int32()),
         "files": pa.array([n] * n, type=pa.int32()),
-        "path": pa.array([f.path for f in files], type=pa.string()),
-        "sha256": pa.array([f.sha256 for f in files], type=pa.string()),
-        "format": pa.array([f.format for f in files], type=pa.string()),
-        "compression": pa.array([f.compression for f in files], type=pa.string()),
-        "link_types": pa.array([list(f.link_types) for f in files],
+        "path": pa.array([f["path"] for f in files], type=pa.string()),
+        "sha256": pa.array([f["sha256"] for f in files], type=pa.string()),
+        "format": pa.array([f["format"] for f in files], type=pa.string()),
+        "compression": pa.array([f["compression"] for f in files], type=pa.string()),
+        "link_types": pa.array([list(f["link_types"]) for f in files],
                                type=pa.list_(pa.int32())),
-        "packets": pa.array([f.packets for f in files], type=pa.int64()),
-        "bytes": pa.array([f.bytes for f in files], type=pa.int64()),
-        "first_ts": ts([f.min_ts for f in files]),
-        "last_ts": ts([f.max_ts for f in files]),
+        "packets": pa.array([f["packets"] for f in files], type=pa.int64()),
+        "bytes": pa.array([f["bytes"] for f in files], type=pa.int64()),
+        "first_ts": ts([f["min_ts"] for f in files]),
+        "last_ts": ts([f["max_ts"] for f in files]),
         "flows": pa.array([flows] * n, type=pa.int64()),
         "anomalies": pa.array([anomalies] * n, type=pa.int64()),
         "tls_keys": pa.array([keylog is not None] * n, type=pa.bool_()),

@@ -1,0 +1,460 @@
+"""Resuming a rotation across commands: the state a capture file leaves open.
+
+A rotation (``tcpdump -G``) closes a file every few minutes while its connections go
+on. Ingested one file per command (``pcapflow watch``, or by hand), each file after
+the first would start afresh and lose every connection whose handshake is in an
+earlier file. So an ingest of a rotation's file keeps, with the dataset, the state
+of everything still open at its end, and the ingest of the next file resumes from
+it: the rows come out as from one ingest of all the files (``docs/resume.md``).
+
+How this works.
+
+- *Which files.* Only files named like a rotation's (a run of 4+ digits, or the
+  number ``tcpdump -C`` appends: ``capset.recording_name``) keep state. A later
+  ingest continues a set when its files have the set's name pattern, the same
+  link types as its last file, and their first packet is at most
+  ``ROTATION_OVERLAP_NS`` before the set's last packet and at most a day after
+  (``find``). Some of the set's files again are refused (``AlreadyIngested``);
+  all of them are a re-ingest, which replaces the set.
+- *What is kept* (``snapshot``), in ``DATA/_state/capture_id=<id>/state.bin``: a
+  JSON header (format version, the set's files, its name pattern, last packet
+  time, counters) and a pickle of the TCP flow tracker (sequence bases, next
+  expected sequence numbers, held flows, the flow id counter), the application
+  layer's bookkeeping and, per open connection, its reassembly and protocol
+  sessions (TLS record state, HTTP, HTTP/2 HPACK table and streams, WebSocket
+  framing and inflate window, FIX). Key material never: the key log and every
+  decryptor are left out (``TlsSession.__getstate__`` keeps the client random,
+  the key log label, the KeyUpdate generation and the record sequence number),
+  and keys are derived again from the next command's key log. A decrypted TLS
+  connection's state is sealed (``parsers.tls.seal``: AES-256-GCM under a key
+  derived from its own key log secret); any other connection's state holds only
+  bytes the capture holds, and is stored as it is.
+- *Bounded*: ``Limits.resume_max_bytes`` of connection state; past it the least
+  recently active connections are dropped from resume (``resume_dropped``), and
+  continue in the next file as connections opened before it.
+- *Atomic*: the state is staged with the tables and swapped in by the same
+  commit (``store.Staging.commit``): a crash leaves both as they were.
+- *The rows.* Everything an ingest writes before its end is final; what the end
+  of the capture writes (connections finished because the file ended, the
+  ``flows`` rows of flows still open, the matcher's output) is provisional: its
+  parts are named ``part-t*`` (``TAIL_PREFIX``), and the next ingest of the set
+  takes the set's other parts as they are (hard links), drops the provisional
+  ones and the ``flows`` rows of the flows it resumes, and re-runs the matcher
+  over the whole set's messages (simple and exact; it costs the matcher's time
+  on the whole set, once per file: see ``benchmarks/resume.py``).
+
+The pickle is read back with an allow-list of classes (pcapflow's, NumPy's and a
+few builtins), and only from a dataset the user wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ... import __version__
+from ...parsers.capture.capset import (
+    MAX_SET_GAP_NS,
+    ROTATION_OVERLAP_NS,
+    SetFile,
+    peek,
+    recording_name,
+    rotation_named,
+)
+from ...parsers.errors import PcapflowError
+from ...parsers.events import Anomaly
+from ...parsers.limits import Limits
+from ...parsers.tcp.analysis import F_ID, F_SLOT, SLOT_FREE
+from ...parsers.tls.keylog import KeyLog
+from ...parsers.tls.seal import seal, seal_key, unseal
+from ...parsers.tls.session import TlsSession
+from .. import store
+
+if TYPE_CHECKING:
+    from ...parsers.tcp.analysis import FlowTracker
+    from .app_layer import AppLayer
+
+STATE_VERSION = 1
+"""Format of ``state.bin``; bump when a pickled class changes shape."""
+MAGIC = b"PCAPFLOW-STATE\n"
+STATE_DIR = store.STATE
+STATE_FILE = "state.bin"
+TAIL_PREFIX = "t"
+"""Part-name prefix of the rows an ingest writes at the end of its capture."""
+_HEADER = struct.Struct("!I")
+
+
+class StateError(PcapflowError):
+    """A resume state this pcapflow cannot read."""
+
+    code = "resume_state"
+
+
+class AlreadyIngested(PcapflowError):
+    """The files are already part of the capture set whose state the dataset holds."""
+
+    code = "already_ingested"
+
+
+def _head_id(f: SetFile) -> str:
+    return hashlib.sha256(f.head).hexdigest()[:32]
+
+
+def file_meta(f: SetFile) -> dict[str, Any]:
+    """What the state keeps of one file of the set (its ``captures`` row, and what
+    recognises it again)."""
+    return {"path": f.path, "first_ts": f.first_ts, "head": _head_id(f),
+            "link_types": list(f.link_types), "format": f.format,
+            "compression": f.compression, "sha256": f.sha256,
+            "content_sha256": f.content_sha256, "packets": f.packets, "bytes": f.bytes,
+            "min_ts": f.min_ts, "max_ts": f.max_ts}
+
+
+@dataclass(slots=True)
+class Previous:
+    """A set the dataset holds state for, which the files being ingested continue."""
+
+    path: Path
+    header: dict[str, Any]
+    body: bytes = b""
+    core: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def capture_id(self) -> str:
+        return str(self.header["capture_id"])
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self.header["files"])
+
+    def load(self, keylog: KeyLog | None, limits: Limits) -> None:
+        """Unpickle the body (the tracker and the connections' records)."""
+        try:
+            body = zlib.decompress(self.body)
+        except zlib.error as err:
+            raise StateError(f"{self.path}: damaged resume state: re-ingest the file with "
+                             "--new-set") from err
+        try:
+            self.core = _loads(body, keylog, limits)
+        except StateError:
+            raise
+        except Exception as err:  # a class changed shape without a new format version
+            raise StateError(f"{self.path}: unreadable resume state ({type(err).__name__}): "
+                             "re-ingest the file with --new-set") from err
+
+
+def _read(path: Path, *, body: bool) -> tuple[dict[str, Any], bytes]:
+    with open(path, "rb") as fh:
+        magic = fh.read(len(MAGIC))
+        if magic != MAGIC:
+            raise StateError(f"{path}: not a pcapflow resume state: re-ingest the capture "
+                             "with --new-set")
+        (n,) = _HEADER.unpack(fh.read(_HEADER.size))
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError as err:
+            raise StateError(f"{path}: unreadable resume state: re-ingest the capture "
+                             "with --new-set") from err
+        return header, (fh.read() if body else b"")
+
+
+def _check_version(path: Path, header: dict[str, Any]) -> None:
+    version, made_by = header.get("version"), header.get("pcapflow_version")
+    if version != STATE_VERSION or made_by != __version__:
+        raise StateError(
+            f"{path}: resume state format {version} (pcapflow {made_by}); this pcapflow "
+            f"{__version__} reads format {STATE_VERSION}: re-ingest the file with --new-set "
+            "(or ingest the whole rotation in one command)")
+
+
+def find(root: Path, paths: list[str]) -> Previous | None:
+    """The set in ``root`` the files ``paths`` continue (module docstring), or None."""
+    sdir = root / STATE_DIR
+    if not sdir.is_dir() or not paths or not all(rotation_named(p) for p in paths):
+        return None
+    rec = list(recording_name(paths[0]))
+    rec[2] = list(rec[2])
+    if any([*recording_name(p)[:2], list(recording_name(p)[2])] != rec for p in paths):
+        return None
+    states = sorted(sdir.glob(f"capture_id=*/{STATE_FILE}"))
+    heads: list[dict[str, Any]] = []
+    for path in states:
+        header, _ = _read(path, body=False)
+        if header.get("recording") == rec:
+            heads.append({"path": path, **header})
+    if not heads:
+        return None
+    files = [peek(p) for p in paths]
+    timed = [f for f in files if f.first_ts is not None]
+    if not timed:  # files without packets (an idle rotation period): the latest set's
+        latest = max(heads, key=lambda h: int(h["last_key"]))
+        names = {os.path.abspath(str(x["path"])) for x in latest["files"]}
+        if all(os.path.abspath(p) in names for p in paths):
+            raise AlreadyIngested(_already(paths, latest))
+        return _previous(latest)
+    mine = {(f.first_ts, _head_id(f)) for f in timed}
+    first = min(timed, key=lambda f: (f.first_ts, os.path.basename(f.path)))
+    best: dict[str, Any] | None = None
+    for h in heads:
+        known = {(x["first_ts"], x["head"]) for x in h["files"] if x["first_ts"] is not None}
+        if mine < known:  # some files of the set again (all of them: a re-ingest)
+            raise AlreadyIngested(_already([f.path for f in timed], h))
+        if mine & known or first.first_ts is None:
+            continue
+        if list(first.link_types) != h["link_types"]:
+            continue
+        last = int(h["last_key"])
+        if first.first_ts + ROTATION_OVERLAP_NS < last or first.first_ts - last > MAX_SET_GAP_NS:
+            continue
+        if best is None or last > int(best["last_key"]):
+            best = h
+    return None if best is None else _previous(best)
+
+
+def _already(paths: list[str], h: dict[str, Any]) -> str:
+    names = ", ".join(os.path.basename(p) for p in paths)
+    return (f"{names}: already ingested, as part of capture {h['capture_id']} "
+            f"({len(h['files'])} files); nothing done (--new-set would ingest it alone, "
+            "replacing that capture)")
+
+
+def _previous(found: dict[str, Any]) -> Previous:
+    path = found.pop("path")
+    _check_version(path, found)
+    header, body = _read(path, body=True)
+    return Previous(path=path, header=header, body=body)
+
+
+# --- pickling without key material -----------------------------------------------------
+class _Pickler(pickle.Pickler):
+    """The key log and the limits are the command's own: referred to, not stored."""
+
+    def persistent_id(self, obj: object) -> str | None:
+        if isinstance(obj, KeyLog):
+            return "keylog"
+        if isinstance(obj, Limits):
+            return "limits"
+        return None
+
+
+_ALLOWED_BUILTINS = frozenset({"set", "frozenset", "bytearray", "slice", "complex", "range",
+                               "getattr"})
+
+
+class _Unpickler(pickle.Unpickler):
+    """Restores only pcapflow's, NumPy's and plain builtin types."""
+
+    def __init__(self, data: io.BytesIO, keylog: KeyLog | None, limits: Limits) -> None:
+        super().__init__(data)
+        self._refs = {"keylog": keylog, "limits": limits}
+
+    def persistent_load(self, pid: object) -> object:
+        return self._refs[str(pid)]
+
+    def find_class(self, module: str, name: str) -> Any:
+        top = module.split(".")[0]
+        if (top in ("pcapflow", "numpy", "collections", "copyreg", "_codecs")
+                or (module == "builtins" and name in _ALLOWED_BUILTINS)):
+            return super().find_class(module, name)
+        raise StateError(f"resume state refers to {module}.{name}: re-ingest with --new-set")
+
+
+def _dumps(obj: object) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _loads(data: bytes, keylog: KeyLog | None, limits: Limits) -> Any:
+    return _Unpickler(io.BytesIO(data), keylog, limits).load()
+
+
+def _aad(capture_id: str, flow_id: int) -> bytes:
+    return f"pcapflow-state-v{STATE_VERSION}:{capture_id}:{flow_id}".encode()
+
+
+# --- saving ----------------------------------------------------------------------------
+def snapshot(capture_id: str, tracker: FlowTracker, app: AppLayer | None,
+             limits: Limits) -> tuple[bytes, list[Anomaly]]:
+    """The pickled state (``pack`` adds the header), and the anomalies of the
+    connections dropped from resume."""
+    records: list[tuple[int, bytes | None, str | None, bytes]] = []
+    anomalies: list[Anomaly] = []
+    fresh: set[int] = set()
+    if app is not None:
+        fresh = set(app.fresh)
+        budget = limits.resume_max_bytes
+        for conn in sorted(app.conns.values(), key=lambda c: -c.last_ts):
+            fid = conn.flow_id
+            try:
+                blob = _dumps(conn)
+            except Exception as err:  # a state that cannot be carried (an old cipher)
+                fresh.add(fid)
+                anomalies.append(_dropped(conn.last_ts, fid, f"its state cannot be kept "
+                                          f"({type(err).__name__})"))
+                continue
+            if len(blob) > budget:
+                fresh.add(fid)
+                anomalies.append(_dropped(conn.last_ts, fid, (
+                    f"its {len(blob)} bytes of state are past what is left of "
+                    f"resume_max_bytes={limits.resume_max_bytes} (raise it with --limit)")))
+                continue
+            budget -= len(blob)
+            session = conn.outer.session if conn.outer.name == "tls" else None
+            src = session.resume_secret() if isinstance(session, TlsSession) else None
+            if src is not None:
+                random, label, secret = src
+                blob = seal(seal_key(secret, random), blob, _aad(capture_id, fid))
+                records.append((fid, random, label, blob))
+            else:
+                records.append((fid, None, None, blob))
+    held = tracker.fstate[tracker.fstate[:, F_SLOT] != SLOT_FREE, F_ID]
+    core: dict[str, Any] = {"tracker": tracker, "conns": records, "fresh": fresh,
+                            "held": held.astype("int64")}
+    if app is not None:
+        core.update(done=app.done, info=app.info, last_ts=app.last_ts,
+                    last_packet=app.last_packet)
+    return _dumps(core), anomalies
+
+
+def pack(header: dict[str, Any], core: bytes) -> bytes:
+    """``state.bin``: magic, header length, the JSON header, the pickled state
+    (zlib: the tracker's arrays are mostly zeros)."""
+    head = json.dumps({**header, "version": STATE_VERSION,
+                       "pcapflow_version": __version__}).encode()
+    return MAGIC + _HEADER.pack(len(head)) + head + zlib.compress(core, 1)
+
+
+def _dropped(ts: int, fid: int, why: str) -> Anomaly:
+    return Anomaly(ts=ts, flow_id=fid, direction=None, layer="tcp", code="resume_dropped",
+                   detail=f"this connection was still open at the end of the file and "
+                   f"{why}: the next file's ingest decodes it as a connection opened before "
+                   "the capture")
+
+
+# --- resuming --------------------------------------------------------------------------
+def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]:
+    """Put the previous file's connections back into ``app``; returns the events to
+    dispatch (anomalies: keys the key log lacks) and the connections resumed."""
+    core = prev.core
+    app.done = set(core["done"])
+    app.info = dict(core["info"])
+    app.last_ts = int(core["last_ts"])
+    app.last_packet = int(core["last_packet"])
+    app.fresh = set(core["fresh"])
+    events: list[Any] = []
+    for fid, random, label, blob in core["conns"]:
+        data: bytes | None = blob
+        if random is not None:
+            secret = app.keylog.get(random, label) if app.keylog is not None else None
+            data = None if secret is None else unseal(
+                seal_key(secret, random), blob, _aad(prev.capture_id, fid))
+            if data is None:
+                app.fresh.add(fid)
+                where = ", ".join(app.keylog.sources) if app.keylog is not None else "none"
+                events.append(Anomaly(
+                    ts=app.last_ts, flow_id=fid, direction=None, layer="tls",
+                    code="resume_missing_keys",
+                    detail=f"this TLS connection continues from the previous capture file "
+                    f"({os.path.basename(prev.files[-1]['path'])}); resuming it needs "
+                    f"{label} of client_random {random.hex()}, which the key log given "
+                    f"(--keylog: {where}) lacks: pass the key log the client wrote when "
+                    "it opened. Its records are kept, not decrypted"))
+                continue
+        assert data is not None
+        conn = _loads(data, app.keylog, app.limits)
+        session = conn.outer.session
+        if isinstance(session, TlsSession):
+            events += session.resume_keys(app.keylog, conn.last_ts)
+        app.conns[fid] = conn
+    return events, len(app.conns)
+
+
+# --- the rows of the set so far ---------------------------------------------------------
+REGENERATED = ("flows", "captures", "orders", "acks", "latency", "unmatched")
+"""Tables a resumed ingest writes anew for the whole set (the matcher's output, the
+``flows`` rows with their venues, one ``captures`` row per file); every other table's
+parts are carried over as they are."""
+
+
+def carry(prev: Previous, root: Path, stage: Path) -> None:
+    """Hard-link the set's final parts (all but the provisional ``part-t*``) of every
+    table but ``REGENERATED`` into the staging directory ``stage``."""
+    from ..tables.schemas import TABLES
+
+    for table in TABLES:
+        if table in REGENERATED:
+            continue
+        src = store.partition_dir(root, table, prev.capture_id)
+        if not src.is_dir():
+            continue
+        for f in sorted(src.glob("*.parquet")):
+            if f.name.startswith(f"part-{TAIL_PREFIX}"):
+                continue
+            dst = stage / table / f.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _link(f, dst)
+
+
+CANDIDATES = "candidates"
+"""Sub-directory of the state: the matcher's ingest-time scan of the set's final
+``ws_messages`` parts (``prefilter.stage_ws_candidates``), so the next ingest's
+matcher reads those instead of scanning the whole set's messages again."""
+
+
+def keep_candidates(stage: Path, side: str) -> None:
+    """At the switch to provisional parts: the scan files written so far (final, as
+    the rows they cover) go into the staged state, renamed to keep their order."""
+    src = stage / side
+    if not src.is_dir():
+        return
+    out = stage / STATE_DIR / CANDIDATES
+    out.mkdir(parents=True, exist_ok=True)
+    for k, f in enumerate(sorted(src.glob("*.arrow"))):
+        _link(f, out / f"0000-{k:09d}.arrow")  # before any process id's names
+
+
+def carry_candidates(prev: Previous, root: Path, stage: Path, side: str) -> None:
+    """The set's scan files (``keep_candidates``) into this ingest's staging."""
+    src = store.partition_dir(root, STATE_DIR, prev.capture_id) / CANDIDATES
+    if src.is_dir():
+        (stage / side).mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.glob("*.arrow")):
+            _link(f, stage / side / f.name)
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        import shutil
+
+        shutil.copyfile(src, dst)
+
+
+def old_flows(prev: Previous, root: Path) -> Any:
+    """The set's ``flows`` rows but those of the flows resumed (still held by the
+    tracker: their rows were provisional), as a pyarrow Table."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..tables.schemas import FLOWS, without_capture_id
+
+    schema = without_capture_id(FLOWS)
+    part = store.partition_dir(root, "flows", prev.capture_id)
+    tables = [pq.read_table(f, schema=schema) for f in sorted(part.glob("*.parquet"))]
+    rows = pa.concat_tables([schema.empty_table(), *tables])
+    held = prev.core["held"]
+    if len(held) and rows.num_rows:
+        keep = ~np.isin(rows.column("flow_id").to_numpy(), held)
+        rows = rows.filter(pa.array(keep))
+    return rows

@@ -1,0 +1,479 @@
+"""Resuming a rotation across commands: one file per ingest gives the rows of one ingest.
+
+Every sample capture is split (``capture_split``: by hand, pcapng blocks kept) into 2..4
+files at packets inside TLS records, WebSocket frames, HTTP bodies and FIX messages,
+and the files are ingested ONE PER CALL (and once through the CLI, one command per
+file): every table must hold exactly the rows of the single-file ingest, bookkeeping
+aside: ``capture_id`` (the set keeps its first file's id; a single file's is its
+own), ``packets.file``/``file_packet`` (the file a packet came from) and the
+``captures`` rows (one per file; checked against a one-command ingest of the same
+files instead). Then what the kept state must never hold (key material, API keys,
+plaintext of a decrypted connection), what a missing key log does, a crash at the
+commit, an unknown state version, the bound, and a file ingested twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import duckdb
+import pytest
+from pcapflow.parsers.capture import open_capture
+from pcapflow.parsers.errors import PcapflowError
+from pcapflow.parsers.limits import Limits
+from pcapflow.parsers.websocket.deflate import MessageInflater, MidstreamInflater
+from pcapflow.pipelines import store
+from pcapflow.pipelines.ingest import resume
+from pcapflow.pipelines.tables.schemas import TABLES
+
+import pcapflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capture_split import split
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+CAPTURES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng"))
+BOOKKEEPING = {"packets": ["file", "file_packet"]}
+CAPTURES_BOOKKEEPING = ["capture_id", "ingested_at"]
+"""``captures`` columns that differ between two ingests of the same files: the id
+(a resumed set keeps its first file's) and the time of the ingest."""
+
+
+def _keylogs(cap: Path, work: Path) -> list[Path]:
+    """The sample's key log; a pcapng's secrets are in its Decryption Secrets Block, which
+    only its first file holds: written out, as a user resuming it would pass them."""
+    key = cap.with_suffix(".keylog")
+    if key.exists():
+        return [key]
+    if cap.suffix != ".pcapng":
+        return []
+    with open_capture(cap) as reader:
+        for _ in reader:
+            pass
+        text = b"".join(data for _, data in reader.secrets)
+    out = work / f"{cap.stem}.dsb.keylog"
+    out.write_bytes(text)
+    return [out]
+
+
+def _parquet(root: Path, table: str) -> list[str]:
+    return sorted(str(p) for p in (root / table).glob("capture_id=*/*.parquet"))
+
+
+def assert_same_rows(a: Path, b: Path, *, captures: bool = False) -> dict[str, int]:
+    """The tables of datasets ``a`` and ``b`` hold the same rows (as multisets),
+    bookkeeping columns aside; ``captures`` compared only when asked."""
+    con = duckdb.connect()
+    counts = {}
+    for table in TABLES:
+        if table == "captures" and not captures:
+            continue
+        fa, fb = _parquet(a, table), _parquet(b, table)
+        assert bool(fa) == bool(fb), table
+        if not fa:
+            continue
+        cols = (CAPTURES_BOOKKEEPING if table == "captures"
+                else ["capture_id", *BOOKKEEPING.get(table, [])])
+        ex = ", ".join(cols)
+        qa = f"SELECT * EXCLUDE ({ex}) FROM read_parquet({fa!r}, hive_partitioning = true)"
+        qb = f"SELECT * EXCLUDE ({ex}) FROM read_parquet({fb!r}, hive_partitioning = true)"
+        for x, y in ((qa, qb), (qb, qa)):
+            diff = con.execute(f"SELECT * FROM ({x} EXCEPT ALL {y}) LIMIT 3").fetchall()
+            assert not diff, (table, diff)
+        counts[table] = con.execute(f"SELECT count(*) FROM ({qa})").fetchone()[0]
+    return counts
+
+
+@pytest.fixture(scope="module")
+def singles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int]]:
+    """Each sample ingested alone, whole: (dataset, packets)."""
+    out = {}
+    for cap in CAPTURES:
+        root = tmp_path_factory.mktemp(cap.stem)
+        r = pcapflow.ingest([cap], keylog=_keylogs(cap, root), data=root / "data",
+                            packets=True)[0]
+        out[cap.name] = (root / "data", r.packets)
+    return out
+
+
+def _inside(root: Path) -> list[int]:
+    """Packets strictly inside a message (after the one with its first byte, up to the
+    one with its last): one each from the TLS records, HTTP, WebSocket and FIX
+    messages that span packets, from the middle of the capture."""
+    con = duckdb.connect()
+    pk = _parquet(root, "packets")
+    picks = []
+    for k, table in enumerate(("tls_records", "http_messages", "ws_messages", "fix_messages")):
+        files = _parquet(root, table)
+        if not files:
+            continue
+        rows = con.execute(
+            f"SELECT DISTINCT p.packet FROM read_parquet({files!r}) m "
+            f"JOIN read_parquet({pk!r}) p ON p.flow_id = m.flow_id "
+            "AND p.ts > m.ts_first AND p.ts <= m.ts_last AND p.payload_length > 0 "
+            "ORDER BY 1").fetchall()
+        if rows:  # from the middle, each table a little further on
+            picks.append(rows[len(rows) * (k + 2) // 6][0])
+    return sorted(set(picks))
+
+
+def _ways(cap: Path, root: Path, n: int) -> list[list[int]]:
+    """Two ways to cut: at the packets inside messages (2..4 files), and in three at
+    the thirds."""
+    inside = _inside(root)[:3] or [n // 2]
+    return [inside, [n // 3, 2 * n // 3]]
+
+
+def _one_per_call(parts: list[Path], keys: list[Path], data: Path) -> list:
+    results = []
+    for p in parts:
+        results += pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+    return results
+
+
+@pytest.mark.parametrize("way", [0, 1])
+@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+def test_one_file_per_call_gives_the_rows_of_one_ingest(
+        tmp_path: Path, cap: Path, way: int, singles: dict[str, tuple[Path, int]]) -> None:
+    one, n = singles[cap.name]
+    cuts = _ways(cap, one, n)[way]
+    if way == 0 and cap.stem in ("binance_rest_tls13", "binance_wsapi_tls13",
+                                 "deribit_jsonrpc_tls13", "lossy_rest_tls13", "fix44_plain"):
+        assert _inside(one), cap  # messages across packets: cut inside them
+    parts = split(cap, cuts, tmp_path, compress=way == 1)
+    keys = _keylogs(cap, tmp_path)
+    results = _one_per_call(parts, keys, tmp_path / "data")
+    assert len({r.capture_id for r in results}) == 1
+    assert [r.resumed_from for r in results[1:]] == [str(p) for p in parts[:-1]]
+    assert results[-1].paths == [str(p) for p in parts]
+    counts = assert_same_rows(one, tmp_path / "data")
+    assert counts["packets"] == n
+    if any(r.resumed for r in results):
+        assert (tmp_path / "data" / store.STATE).is_dir()
+    ds = pcapflow.open(tmp_path / "data")
+    rows = ds.fetchall("SELECT file_index, files, packets FROM captures ORDER BY 1")
+    assert [r[0] for r in rows] == list(range(len(parts)))
+    assert {r[1] for r in rows} == {len(parts)} and sum(r[2] for r in rows) == n
+    per_file = dict(ds.fetchall("SELECT file, count(*) FROM packets GROUP BY 1"))
+    assert per_file == {r[0]: r[2] for r in rows if r[2]}
+
+
+def test_cli_one_command_per_file_equals_one_command(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    one, _n = singles[cap.name]
+    parts = split(cap, _inside(one)[:1], tmp_path)
+    keys = _keylogs(cap, tmp_path)
+    pcapflow.ingest(parts, keylog=keys, data=tmp_path / "whole", packets=True)
+    cmd = [sys.executable, "-m", "pcapflow", "ingest", "--packets",
+           *[a for k in keys for a in ("--keylog", str(k))], "--data", str(tmp_path / "res")]
+    for k, p in enumerate(parts):
+        proc = subprocess.run([*cmd, str(p)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        if k:
+            assert f"connections from {parts[k - 1].name}" in proc.stdout, proc.stdout
+            assert "replaced its earlier ingest" not in proc.stdout + proc.stderr
+    assert_same_rows(one, tmp_path / "res")
+    assert_same_rows(tmp_path / "whole", tmp_path / "res", captures=True)
+
+
+def test_two_files_in_one_call_continue_a_set(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    """A watcher that fell behind ingests the files closed meanwhile in one call."""
+    cap = SAMPLES / "fix44_plain.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [40, 80, 110], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d", packets=True)
+    r = pcapflow.ingest(parts[1:3], data=tmp_path / "d", packets=True)[0]
+    assert r.resumed == 1 and r.resumed_from == str(parts[0])
+    pcapflow.ingest([parts[3]], data=tmp_path / "d", packets=True)
+    assert assert_same_rows(one, tmp_path / "d")["packets"] == n
+
+
+def test_new_set_opts_out(tmp_path: Path) -> None:
+    cap = SAMPLES / "fix44_plain.pcap"
+    parts = split(cap, [60], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d")
+    r = pcapflow.ingest([parts[1]], data=tmp_path / "d", resume=False)[0]
+    assert r.resumed_from is None and r.resumed == 0
+    ids = pcapflow.open(tmp_path / "d").fetchall("SELECT DISTINCT capture_id FROM captures")
+    assert len(ids) == 2
+
+
+# --- what the state holds -------------------------------------------------------------
+def _keylog_secrets(text: bytes) -> set[bytes]:
+    """Every client random's secrets, raw and as hex (both cases)."""
+    out: set[bytes] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and not line.startswith(b"#"):
+            raw = bytes.fromhex(parts[2].decode())
+            out |= {raw, parts[2].lower(), parts[2].upper()}
+    return out
+
+
+def _api_secrets() -> set[bytes]:
+    spec = json.loads((SAMPLES / "secrets.json").read_text())
+    texts = list(spec["fixed"].values()) + [v for vs in spec["derived"].values() for v in vs]
+    return {t.encode() for t in texts}
+
+
+def _spanning_plaintext(root: Path, ts: int) -> list[bytes]:
+    """Known plaintext a state at ``ts`` may buffer: the first bytes of the HTTP and
+    WebSocket messages in flight then, and of the last WebSocket message before it (the
+    inflate window holds it)."""
+    con = duckdb.connect()
+    out = []
+    for table, col in (("http_messages", "coalesce(body, path)"), ("ws_messages", "payload")):
+        files = _parquet(root, table)
+        if not files:
+            continue
+        rows = con.execute(
+            f"SELECT CAST({col} AS BLOB) FROM read_parquet({files!r}) "
+            f"WHERE (epoch_ns(ts_first) < {ts} AND epoch_ns(ts_last) >= {ts}) OR "
+            f"epoch_ns(ts_last) = (SELECT max(epoch_ns(ts_last)) FROM read_parquet({files!r}) "
+            f"WHERE epoch_ns(ts_last) < {ts})").fetchall()
+        out += [bytes(r[0])[:24] for r in rows if r[0] and len(r[0]) >= 24
+                and b"REDACTED" not in bytes(r[0])[:24] and b"\x00" not in bytes(r[0])[:24]]
+    return out
+
+
+TLS_SAMPLES = [c for c in CAPTURES if "tls" in c.stem or c.suffix == ".pcapng"
+               or c.stem.endswith("_h2")]
+
+
+@pytest.mark.parametrize("cap", TLS_SAMPLES, ids=lambda p: p.name)
+def test_state_holds_no_key_material_nor_plaintext(
+        tmp_path: Path, cap: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    one, n = singles[cap.name]
+    keys = _keylogs(cap, tmp_path)
+    secrets = set().union(*(_keylog_secrets(k.read_bytes()) for k in keys)) | _api_secrets()
+    assert secrets
+    con = duckdb.connect()
+    checked = 0
+    for cut in _inside(one)[:2] or [n // 3, n // 2]:
+        work = tmp_path / f"c{cut}"
+        work.mkdir()
+        first = split(cap, [cut], work)[0]
+        pcapflow.ingest([first], keylog=keys, data=work / "d")
+        state = next((work / "d" / store.STATE).glob("*/state.bin")).read_bytes()
+        found = [s[:12] for s in secrets if s in state]
+        assert not found, found
+        ts = con.execute(f"SELECT max(epoch_ns(ts)) FROM read_parquet("
+                         f"{_parquet(one, 'packets')!r}) WHERE packet < {cut}").fetchone()[0]
+        known = _spanning_plaintext(one, ts + 1)
+        checked += len(known)
+        assert not [k for k in known if k in state], known
+        _header, body = resume._read(next((work / "d" / store.STATE).glob("*/state.bin")),
+                                    body=True)
+        core = resume._loads(zlib.decompress(body), None, Limits())
+        for fid, random, _label, blob in core["conns"]:
+            conn = None if random is not None else resume._loads(
+                blob, None, Limits())
+            if conn is not None:  # stored as it is: no decrypted TLS under it
+                assert conn.outer.name != "tls" or conn.inner is None, fid
+    if "ws" in cap.stem or "deribit" in cap.stem or "rest" in cap.stem:
+        assert checked  # known plaintext was looked for
+
+def test_resume_without_the_key_log_says_which_is_needed(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    _one, n = singles[cap.name]
+    parts = split(cap, [n // 2], tmp_path)
+    pcapflow.ingest([parts[0]], keylog=[cap.with_suffix(".keylog")], data=tmp_path / "d")
+    r = pcapflow.ingest([parts[1]], data=tmp_path / "d")[0]
+    assert r.resumed_from == str(parts[0])
+    ds = pcapflow.open(tmp_path / "d")
+    rows = ds.fetchall("SELECT flow_id, detail FROM anomalies WHERE code = 'resume_missing_keys'")
+    open_flows = ds.fetchall("SELECT DISTINCT flow_id FROM ws_messages")
+    assert rows and {f for f, _ in rows} >= {f for (f,) in open_flows}
+    randoms = {line.split()[1].decode() for line in
+               cap.with_suffix(".keylog").read_bytes().splitlines() if line.strip()}
+    assert all(any(rnd in d for rnd in randoms) and "--keylog" in d for _, d in rows)
+
+
+# --- atomic, versioned, bounded ---------------------------------------------------------
+def _tree(root: Path) -> dict[str, str]:
+    """The tables' and the state's files (not the store's own: lock, journal, staging)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.relative_to(root).parts[0].startswith(".")}
+
+
+def test_a_crash_at_the_commit_leaves_tables_and_state_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        singles: dict[str, tuple[Path, int]]) -> None:
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 3, 2 * n // 3], tmp_path)
+    keys = [cap.with_suffix(".keylog")]
+    data = tmp_path / "d"
+    pcapflow.ingest([parts[0]], keylog=keys, data=data, packets=True)
+    before = _tree(data)
+    real = store.os.replace
+
+    def crash(src: object, dst: object) -> None:
+        if str(dst).endswith(".json"):  # the journal: the commit point
+            raise OSError("simulated crash at the commit point")
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        pcapflow.ingest([parts[1]], keylog=keys, data=data, packets=True)
+    monkeypatch.undo()
+    assert _tree(data) == before
+    for p in parts[1:]:
+        pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+    assert_same_rows(one, data)
+
+
+def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
+    cap = SAMPLES / "fix44_plain.pcap"
+    parts = split(cap, [70], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d")
+    path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
+    header, body = resume._read(path, body=True)
+    header["version"] = 999
+    head = json.dumps(header).encode()
+    path.write_bytes(resume.MAGIC + resume._HEADER.pack(len(head)) + head + body)
+    with pytest.raises(resume.StateError, match="--new-set"):
+        pcapflow.ingest([parts[1]], data=tmp_path / "d")
+    proc = subprocess.run([sys.executable, "-m", "pcapflow", "ingest", str(parts[1]),
+                           "--data", str(tmp_path / "d")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "format 999" in lines[0] and "--new-set" in lines[0], lines
+    r = pcapflow.ingest([parts[1]], data=tmp_path / "d", resume=False)[0]
+    assert r.resumed_from is None
+
+
+def test_the_state_is_bounded(tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    cap = SAMPLES / "fix44_plain.pcap"
+    _one, n = singles[cap.name]
+    parts = split(cap, [n // 2], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d", limits={"resume_max_bytes": 1})
+    path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
+    ds = pcapflow.open(tmp_path / "d")
+    dropped = ds.fetchall("SELECT flow_id, detail FROM anomalies WHERE code = 'resume_dropped'")
+    assert dropped and all("resume_max_bytes=1" in d for _, d in dropped)
+    assert path.stat().st_size < 16 << 10  # the tracker and bookkeeping only
+    before = ds.scalar("SELECT count(*) FROM fix_messages")
+    r = pcapflow.ingest([parts[1]], data=tmp_path / "d")[0]
+    assert r.resumed == 0 and r.resumed_from == str(parts[0])
+    # the dropped connection goes on as one opened before the capture: FIX resyncs on
+    # its next message, in the same flow
+    ds = pcapflow.open(tmp_path / "d")
+    after = ds.fetchall("SELECT DISTINCT flow_id FROM fix_messages")
+    assert ds.scalar("SELECT count(*) FROM fix_messages") > before
+    assert {f for (f,) in after} == {f for f, _ in dropped}
+    assert ds.scalar("SELECT count(*) FROM flows") == 1
+
+
+def test_a_file_ingested_twice_is_refused_in_one_line(tmp_path: Path) -> None:
+    cap = SAMPLES / "fix44_plain.pcap"
+    parts = split(cap, [70], tmp_path)
+    for p in parts:
+        pcapflow.ingest([p], data=tmp_path / "d")
+    before = _tree(tmp_path / "d")
+    with pytest.raises(resume.AlreadyIngested, match="already ingested") as err:
+        pcapflow.ingest([parts[0]], data=tmp_path / "d")
+    assert "\n" not in str(err.value) and isinstance(err.value, PcapflowError)
+    assert _tree(tmp_path / "d") == before
+
+
+def test_regenerated_tables_are_the_matchers_outputs() -> None:
+    from pcapflow.pipelines.match import OUTPUTS
+
+    assert set(resume.REGENERATED) == {"flows", "captures", *OUTPUTS}
+
+
+# --- the inflate window ----------------------------------------------------------------
+def _deflate_messages(n: int) -> tuple[list[bytes], list[bytes]]:
+    """``n`` JSON messages compressed with context takeover (RFC 7692: one raw deflate
+    stream, each message ending on a sync flush without its 4-byte tail)."""
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    plain, wire = [], []
+    for k in range(n):
+        msg = json.dumps({"id": k, "method": "order.place", "price": f"{k * 1.25:.2f}",
+                          "pad": "x" * (k % 97)}).encode() * (1 + k % 5)
+        data = comp.compress(msg) + comp.flush(zlib.Z_SYNC_FLUSH)
+        assert data.endswith(b"\x00\x00\xff\xff")
+        plain.append(msg)
+        wire.append(data[:-4])
+    return plain, wire
+
+
+@pytest.mark.parametrize("kind", ["python", "native", "midstream"])
+def test_an_inflate_window_carried_across_a_pickle_inflates_identically(kind: str) -> None:
+    from pcapflow.parsers import native
+
+    if kind == "native" and not native.AVAILABLE:
+        pytest.skip("no native zlib")
+    plain, wire = _deflate_messages(400)
+    make = {"python": MessageInflater, "native": native.NativeInflater,
+            "midstream": MidstreamInflater}[kind]
+    for cut in (1, 37, 200, 399):
+        inf = make()
+        for w in wire[:cut]:
+            inf.inflate(w, 1 << 20)
+        inf = pickle.loads(pickle.dumps(inf))
+        got = [inf.inflate(w, 1 << 20) for w in wire[cut:]]
+        assert [g[0] for g in got] == plain[cut:] and {g[1] for g in got} == {"ok"}
+
+
+# --- TLS 1.3 KeyUpdate: keys derived again at the right generation ------------------
+def test_keyupdate_generations_are_derived_again_from_the_key_log(tmp_path: Path) -> None:
+    """A public capture with KeyUpdates in both directions (the key log has generation 0
+    only): cut after them, the next file's keys are generation 1+ derived again."""
+    from paths import PUBLIC
+
+    cap = PUBLIC / "tls" / "ssldump" / "tls1.3_keyupdates_aes256.pcap"
+    key = PUBLIC / "tls" / "ssldump" / "sslkeylog.txt"
+    if not cap.exists():
+        pytest.skip("public captures not present")
+    one = pcapflow.ingest([cap], keylog=[key], data=tmp_path / "one", packets=True)[0]
+    ds = pcapflow.open(tmp_path / "one")
+    decrypted = ds.scalar("SELECT count(*) FROM tls_records WHERE decrypted")
+    n = one.packets
+    generations = set()
+    for cut in (n // 2, 2 * n // 3, n - 3):
+        work = tmp_path / f"c{cut}"
+        work.mkdir()
+        parts = split(cap, [cut], work)
+        pcapflow.ingest([parts[0]], keylog=[key], data=work / "d", packets=True)
+        generations |= _kept_generations(work / "d", parts[1], key)
+        r = pcapflow.ingest([parts[1]], keylog=[key], data=work / "d", packets=True)[0]
+        assert r.resumed >= 1
+        assert_same_rows(tmp_path / "one", work / "d")
+        got = pcapflow.open(work / "d").scalar(
+            "SELECT count(*) FROM tls_records WHERE decrypted")
+        assert got == decrypted > 0
+    assert max(generations) >= 1  # a cut after a KeyUpdate: generation 1+ re-derived
+
+
+def _kept_generations(data: Path, nxt: Path, key: Path) -> set[int]:
+    """KeyUpdate generations of the keys the state refers to (unsealed with the key log)."""
+    from pcapflow.parsers.tls.keylog import KeyLog
+    from pcapflow.parsers.tls.seal import seal_key, unseal
+
+    log = KeyLog.from_files([key])
+    prev = resume.find(data, [str(nxt)])
+    assert prev is not None
+    prev.load(log, Limits())
+    out = set()
+    for fid, random, label, blob in prev.core["conns"]:
+        assert random is not None  # decrypted TLS: sealed
+        plain = unseal(seal_key(log.get(random, label), random), blob,
+                       resume._aad(prev.capture_id, fid))
+        session = resume._loads(plain, log, Limits()).outer.session
+        for ref in session._keyrefs.values():
+            if isinstance(ref["dec"], tuple):
+                out.add(ref["dec"][1])
+    return out

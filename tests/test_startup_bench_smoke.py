@@ -1,0 +1,31 @@
+"""Smoke test of ``benchmarks/startup.py``: it makes its inputs, runs every command
+(and ``--compare`` with a second script) and writes medians for each; no timing is
+asserted, only that every row is there and every command succeeded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_startup_runs_every_command(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    pf = Path(sys.executable).parent / "pcapflow"
+    cmd = [sys.executable, str(BENCH / "startup.py"), "--repeat", "1", "--json", str(out)]
+    if pf.exists():
+        cmd += ["--compare", str(pf)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(out.read_text())
+    rows = doc["commands"]
+    for name in ("python -c pass", "pcapflow --version", "query", "report", "ingest_1mb"):
+        assert rows[name]["wall_median"] > 0 and rows[name]["cpu_median"] > 0
+        assert len(rows[name]["runs"]) == 1
+    if pf.exists():
+        assert "other: query" in rows
+    for target in ("query", "report", "ingest_1mb"):
+        assert f"{target} " in run.stdout and "target" in run.stdout
