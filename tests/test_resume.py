@@ -177,7 +177,7 @@ def test_cli_one_command_per_file_equals_one_command(
         proc = subprocess.run([*cmd, str(p)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         if k:
-            assert f"connections from {parts[k - 1].name}" in proc.stdout, proc.stdout
+            assert f"connections from {parts[k - 1].name}" in proc.stderr, proc.stderr  # a note
             assert "replaced its earlier ingest" not in proc.stdout + proc.stderr
     assert_same_rows(one, tmp_path / "res")
     assert_same_rows(tmp_path / "whole", tmp_path / "res", captures=True)

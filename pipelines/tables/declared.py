@@ -31,7 +31,8 @@ def _source_dirs() -> list[Path]:
 
     from ... import parsers, pipelines
 
-    dirs = {Path(m.__file__).resolve().parent for m in (pcapflow, parsers, pipelines)}
+    dirs = {Path(f).resolve().parent for m in (pcapflow, parsers, pipelines)
+            if (f := m.__file__) is not None}
     return sorted(d for d in dirs if not any(p in d.parents for p in dirs))
 
 
