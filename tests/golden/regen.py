@@ -350,8 +350,11 @@ def ingest_public(root: Path, data: Path, jobs: int = PUBLIC_JOBS) -> Path:
     if jobs <= 1:
         pcapflow.ingest(caps, keylog=keys, data=data, packets=True)
         return data
+    # --new-set: captures ingested side by side must not resume one another's rotation
+    # (time_2038.pcap / time_2106.pcap), which one process, one capture after the
+    # other, never does
     argv = [sys.executable, "-m", "pcapflow", "ingest", *map(str, caps), "--packets",
-            "--data", str(data), "--jobs", str(jobs)]
+            "--data", str(data), "--jobs", str(jobs), "--new-set"]
     for k in keys:
         argv += ["--keylog", str(k)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600,
