@@ -11,20 +11,18 @@ noise rarely matches.
 
 ``find_resync`` answers the other question a mid-stream capture asks: where in
 these bytes does the next plausible message boundary of a known protocol start?
-``detect_midstream`` uses the same rules (``MIDSTREAM``, per direction) to name the
-protocol of a connection whose first captured bytes are inside a message.
+``detect_midstream`` names the protocol of a connection whose first captured bytes
+are inside a message, by each spec's ``midstream`` rule (per direction).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from .http.syntax import START_LINE_AT
 from .protocols.base import Probe
 from .protocols.registry import REGISTRY
-from .websocket.session import find_frame_start
 
-__all__ = ["MIDSTREAM", "PROBES", "RESYNC", "UNKNOWN", "detect", "detect_midstream",
+__all__ = ["PROBES", "RESYNC", "UNKNOWN", "detect", "detect_midstream",
            "find_resync"]
 
 UNKNOWN = "unknown"
@@ -58,55 +56,17 @@ def find_resync(protocol: str, data: bytes) -> int | None:
     return finder(data) if finder is not None else None
 
 
-# --- Mid-stream detection -----------------------------------------------------
-WS_MIDSTREAM_MAX_PAYLOAD = 16 << 20
-"""Largest frame payload a mid-stream WebSocket candidate may declare (the default
-``ws_max_message``)."""
-
-Finder = Callable[[bytes, bool], int | None]
-"""``(data, final)`` -> offset of the next message start; ``final``: no more bytes come."""
-
-
-def _no_more(finder: Callable[[bytes], int | None]) -> Finder:
-    return lambda data, final: finder(data)
-
-
-def _http_head_at(direction: str) -> Finder:
-    def find(data: bytes, final: bool) -> int | None:
-        m = START_LINE_AT[direction].search(data)
-        return m.start() if m else None
-    return find
-
-
-def _ws_frames_at(masked: bool) -> Finder:
-    """Frames masked as this side's should be, else as the other's: without a SYN the
-    client is a guess (WebSocketSession then notes the roles reversed)."""
-    def find(data: bytes, final: bool) -> int | None:
-        found = [find_frame_start(data, m, WS_MIDSTREAM_MAX_PAYLOAD, strict=True,
-                                  final=final)[0] for m in (masked, not masked)]
-        return min((at for at in found if at is not None), default=None)
-    return find
-
-
-MIDSTREAM: dict[str, tuple[Finder, Finder]] = {
-    # name: (finder in the client's bytes, finder in the server's), as PROBES
-    "tls": (_no_more(RESYNC["tls"]), _no_more(RESYNC["tls"])),
-    "fix": (_no_more(RESYNC["fix"]), _no_more(RESYNC["fix"])),
-    "http": (_http_head_at("out"), _http_head_at("in")),
-    "websocket": (_ws_frames_at(True), _ws_frames_at(False)),  # §5.3: client masks
-}
-"""Where each protocol's next message starts in bytes that begin inside one."""
-
-
 def detect_midstream(out_prefix: bytes, in_prefix: bytes, *, final: bool = False) -> str:
     """The protocol of a connection captured from the middle of a message, or
-    ``"unknown"``: the one whose next message boundary comes first in either
-    direction (registry order breaks ties). For when ``detect`` found nothing;
-    ``final``: the connection ended, these are all its bytes."""
+    ``"unknown"``: the one whose next message start (``ProtocolSpec.midstream``, per
+    direction) comes first in either direction (registry order breaks ties). For when
+    ``detect`` found nothing; ``final``: the connection ended, these are all its bytes."""
     best, name = None, UNKNOWN
-    for proto, finders in MIDSTREAM.items():
-        for finder, data in zip(finders, (out_prefix, in_prefix), strict=True):
+    for spec in REGISTRY:
+        if spec.midstream is None:
+            continue
+        for finder, data in zip(spec.midstream, (out_prefix, in_prefix), strict=True):
             at = finder(data, final) if data else None
             if at is not None and (best is None or at < best):
-                best, name = at, proto
+                best, name = at, spec.name
     return name

@@ -77,7 +77,7 @@ class Event(Protocol):
     Structural on purpose: the set of event types is the registry's
     (``protocols.registry``: each ``ProtocolSpec.events`` says what each of its
     types becomes), so a new protocol adds its events without editing a central
-    union; ``tests/test_registry.py`` checks that every event type is registered.
+    union; ``tests/parsers/test_registry.py`` checks that every event type is registered.
     """
 
     @property

@@ -5,7 +5,7 @@ registry that exists in the output directory is measured with the Wireshark
 tools (capinfos for format / link type / packet count, tshark for the TCP
 connections and the TLS version and cipher from the ServerHello), its truth log
 lines are counted, and the two Markdown tables in MANIFEST.md are rewritten.
-`tests/test_samples.py` parses the first table, so keep its columns stable:
+`tests/e2e/test_samples.py` parses the first table, so keep its columns stable:
 
     | file | scenario | format | link type | TLS | cipher | packets | connections |
     | order actions | special | sha256 |

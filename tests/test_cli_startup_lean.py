@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from paths import SAMPLES
+from helpers.paths import SAMPLES
 
 HEAVY = ("pandas", "pyarrow", "numpy", "numba", "matplotlib", "scipy", "cffi", "pycparser",
          "pcapflow.parsers.tls", "pcapflow.parsers.protocols.registry")

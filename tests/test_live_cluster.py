@@ -19,8 +19,8 @@ import pcapflow
 from pcapflow.cluster import STAGED_MARK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture_split import split
-from test_capture_sets import assert_same_rows
+from helpers.capture_split import split
+from helpers.dataset_compare import assert_same_rows
 
 distributed = pytest.importorskip("distributed")
 

@@ -29,7 +29,7 @@ import pcapflow
 from pcapflow.watch import Watcher, strip_compression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture_split import split
+from helpers.capture_split import split
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "sample_pcaps"
@@ -158,7 +158,7 @@ def test_watch_ingests_each_file_once_across_a_restart(rotation) -> None:
 
 @needs_tcpdump
 def test_watch_tables_equal_one_ingest_of_the_rotation(rotation) -> None:
-    from test_capture_sets import assert_same_rows
+    from helpers.dataset_compare import assert_same_rows
 
     counts = assert_same_rows(rotation["ref"], rotation["ds"], skip={"flows": [],
                                                                     "latency": []})

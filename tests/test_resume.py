@@ -432,7 +432,7 @@ def test_an_inflate_window_carried_across_a_pickle_inflates_identically(kind: st
 def test_keyupdate_generations_are_derived_again_from_the_key_log(tmp_path: Path) -> None:
     """A public capture with KeyUpdates in both directions (the key log has generation 0
     only): cut after them, the next file's keys are generation 1+ derived again."""
-    from paths import PUBLIC
+    from helpers.paths import PUBLIC
 
     cap = PUBLIC / "tls" / "ssldump" / "tls1.3_keyupdates_aes256.pcap"
     key = PUBLIC / "tls" / "ssldump" / "sslkeylog.txt"

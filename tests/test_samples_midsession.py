@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from paths import SAMPLES
+from helpers.paths import SAMPLES
 from samples_oracle import TSHARK, check_against_truth, latency_rows, truth_rows, tshark_pairs
 
 import pcapflow

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from paths import SAMPLES
+from helpers.dataset_compare import assert_same_rows
+from helpers.paths import SAMPLES
 from pcapflow.parsers.capture.capset import expand, group
 from samples_oracle import (
     MERGECAP,
@@ -33,7 +34,6 @@ from samples_oracle import (
     truth_rows,
     tshark_pairs,
 )
-from test_capture_sets import assert_same_rows
 
 import pcapflow
 

@@ -38,8 +38,8 @@ the general ``_step``, one unit, with the buffer cut where ``feed`` would have
 cut it at that point (the end of the piece it would have been handling), so the
 outcome (waiting, salvage, ``message_too_large``) is the one piece-by-piece
 feeding gives; the compiled loop resumes once no skip run is open. Equality with
-``feed`` is tested on generated streams (tests/test_fix_batch.py) and captures
-(tests/test_fast_path.py).
+``feed`` is tested on generated streams (tests/parsers/fix/test_fix_batch.py) and captures
+(tests/pipelines/test_fast_path.py).
 """
 
 from __future__ import annotations

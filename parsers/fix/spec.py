@@ -3,7 +3,14 @@ session and its table."""
 
 from __future__ import annotations
 
-from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
+from ..protocols.base import (
+    EventSpec,
+    MatchSpec,
+    ProtocolSpec,
+    SessionContext,
+    TableSpec,
+    both_ways,
+)
 from .rows import FIX_MESSAGES, message_batch, message_row
 from .session import (
     BEGIN_PREFIX,
@@ -50,6 +57,7 @@ FIX = ProtocolSpec(
     probe_out=probe,
     probe_in=probe,
     resync=resync,
+    midstream=both_ways(resync),
     session=_session,
     events={
         FixMessage: EventSpec(table="fix_messages", row=message_row),

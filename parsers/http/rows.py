@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ..protocols.columns import MESSAGE_KEY, TS, field, schema, to_text
 from ..redact import redact_form, redact_headers, redact_json_text, redact_query
-from .session import HttpMessage
+from .events import HttpMessage
 
 HEADER = pa.struct([("name", pa.string()), ("value", pa.string())])
 

@@ -29,13 +29,14 @@ from enum import Enum, auto
 from typing import TYPE_CHECKING
 
 from ..events import Anomaly, Direction, Event, Run, feed_pieces
+from ..http2.frames import PREFACE
 from ..piecebuf import PieceBuffer
 from ..websocket.deflate import PerMessageDeflateParams
 from ..websocket.session import WebSocketSession
 from .body import decode_body
+from .events import HttpMessage, WebSocketHandshake
 from .syntax import (
     CHUNK_SIZE,
-    H2_PREFACE_LINE,
     HEAD_END,
     MAX_START_LINE,
     REQUEST_LINE,
@@ -49,67 +50,16 @@ from .syntax import (
 if TYPE_CHECKING:
     from ..http2 import Http2Session
 
+__all__ = ["LAYER", "HttpMessage", "HttpSession", "State", "WebSocketHandshake"]
+
 LAYER = "http"
+# RFC 9113 §3.4: the HTTP/2 connection preface starts like a request line.
+H2_PREFACE_LINE = PREFACE[: PREFACE.index(b"\r\n")]
 
 
 # Size caps (beyond ``max_header`` / ``max_body`` given to the session):
 MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions; longer means garbage
 MAX_EARLY_DATA = 1 << 20  # client bytes held after an upgrade request until its response
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpMessage:
-    """One request or response: one row of ``http_messages``.
-
-    ``body`` has transfer and content codings removed and is at most ``max_body`` bytes
-    (``body_truncated``); ``body_decoded`` is False when a content coding could not be
-    removed (``body`` is then the coded bytes, and an anomaly says why).
-    ``body_length`` counts the message-body bytes on the wire (chunk framing and
-    trailers included). ``request_index`` is the 0-based request on this connection;
-    for a response, the request it answers. HTTP/2 (``parsers.http2``) emits the same
-    event with ``version="HTTP/2"``, its ``stream_id``, the pseudo-header fields in
-    ``headers``, and ``kind="reset"`` for a stream ended by RST_STREAM or GOAWAY.
-    """
-
-    ts_first: int
-    ts_last: int
-    flow_id: int
-    direction: Direction
-    stream_offset: int
-    kind: str  # "request" | "response"
-    method: str | None
-    path: str | None
-    version: str
-    status: int | None
-    reason: str | None
-    headers: Headers
-    body: bytes
-    body_length: int
-    content_encoding: str | None
-    request_index: int | None  # None: an HTTP/2 reset on a stream whose request was not seen
-    header_ts_last: int
-    body_truncated: bool = False
-    body_decoded: bool = True
-    chunked: bool = False
-    trailers: Headers = field(default_factory=list)
-    stream_id: int | None = None  # HTTP/2 (parsers.http2): the stream; None for HTTP/1.x
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebSocketHandshake:
-    """A completed ``101`` switch to WebSocket; times are those of the 101 response."""
-
-    ts_first: int
-    ts_last: int
-    flow_id: int
-    direction: Direction
-    stream_offset: int
-    request_index: int
-    path: str | None
-    host: str | None
-    subprotocol: str | None
-    extensions: str | None
-    permessage_deflate: dict[str, int | bool] | None
 
 
 class State(Enum):
@@ -127,6 +77,30 @@ class State(Enum):
     HTTP2 = auto()  # bytes belong to the HTTP/2 parser (``Upgrade: h2c``)
     TUNNEL = auto()  # another protocol (CONNECT tunnel, non-WebSocket upgrade): ignored
     STOPPED = auto()  # malformed input: nothing more is parsed
+
+
+class Input(Enum):
+    """What moves one direction's parser from one ``State`` to the next (``_TRANSITIONS``)."""
+
+    NO_BODY = auto()  # a head whose message has no body (§6.3 rules 1, 2, 6; length 0)
+    LENGTH = auto()  # a head with a Content-Length body (§6.3 rule 5)
+    CHUNKED = auto()  # a head with chunked transfer coding (§6.3 rule 3)
+    UNTIL_CLOSE = auto()  # a response head whose body ends with the connection (rule 8)
+    BODY_END = auto()  # the last byte of a Content-Length body
+    CHUNK = auto()  # a chunk-size line with a size > 0 (§7.1)
+    LAST_CHUNK = auto()  # chunk-size 0: the trailer section follows
+    CHUNK_DATA_END = auto()  # the last byte of a chunk's data
+    CHUNK_CRLF = auto()  # the CRLF after chunk-data
+    TRAILERS_END = auto()  # the (possibly empty) trailer section and its blank line
+    CLOSED = auto()  # the connection ended: a body read until close is complete (§6.3)
+    CUT = auto()  # the connection ended inside a body: the message is kept, truncated
+    UPGRADE_ASKED = auto()  # a request asking to switch protocols (Upgrade, CONNECT) ended
+    UPGRADE_DECLINED = auto()  # its final answer was not 101 or a CONNECT 2xx
+    TO_WEBSOCKET = auto()  # 101 with Upgrade: websocket (RFC 6455 §4)
+    TO_HTTP2 = auto()  # 101 with Upgrade: h2c (RFC 7540 §3.2)
+    TO_TUNNEL = auto()  # CONNECT 2xx, or a 101 to a protocol not parsed
+    STOP = auto()  # malformed input, a cap exceeded, a gap outside a body
+    END = auto()  # ``finish``: nothing more comes
 
 
 @dataclass(slots=True, kw_only=True)
@@ -256,24 +230,25 @@ class HttpSession:
             return [self._anomaly(direction, ts, "body_gap", f"{length} body bytes missing",
                                   offset)]
         side.buf.skip(length, ts)
-        side.state = State.STOPPED
         side.msg = None
-        return [self._anomaly(direction, ts, "stream_gap", f"{length} bytes; direction stopped",
-                              offset)]
+        events: list[Event] = []
+        self._fire(direction, side, Input.STOP, events)
+        return [*events, self._anomaly(direction, ts, "stream_gap",
+                                       f"{length} bytes; direction stopped", offset)]
 
     def finish(self, ts: int) -> list[Event]:
         """End of connection: a response read until close is complete now."""
         events: list[Event] = []
         for direction, side in self._sides.items():
             if side.state is State.BODY_UNTIL_CLOSE and side.msg is not None:
-                events.extend(self._complete(direction, side))
+                self._fire(direction, side, Input.CLOSED, events)
             elif side.msg is not None and side.state not in (State.STOPPED, State.TUNNEL):
                 # the head was read, the body never ended: report it, and keep what came
                 events.append(self._anomaly(direction, ts, "incomplete_message",
                                             f"{side.state.name.lower()} at end of stream",
                                             side.msg.stream_offset))
                 side.msg.truncated = True
-                events.extend(self._complete(direction, side))
+                self._fire(direction, side, Input.CUT, events)
             elif side.hunting and (side.skipped or side.buf.data):
                 events.append(self._anomaly(direction, ts, "no_start_line",
                                             f"mid-stream: {side.skipped + len(side.buf.data)} "
@@ -282,8 +257,7 @@ class HttpSession:
                 events.append(self._anomaly(direction, ts, "incomplete_message",
                                             f"{len(side.buf.data)} bytes of an unfinished head",
                                             side.buf.start))
-            if side.state not in (State.WEBSOCKET, State.HTTP2):
-                side.state = State.STOPPED
+            self._fire(direction, side, Input.END, events)
         if self.websocket is not None:
             events.extend(self.websocket.finish(ts))
         if self.http2 is not None:
@@ -291,6 +265,20 @@ class HttpSession:
         return events
 
     # ---- the state machine ----------------------------------------------------------
+    def _fire(self, direction: Direction, side: _Side, input_: Input,
+              events: list[Event]) -> None:
+        """Move ``side`` by ``_TRANSITIONS`` (the new state first, then the action, as
+        h2's ``H2StreamStateMachine.process_input``); an input its state has no row for
+        is a ``protocol_error`` anomaly and stops the direction."""
+        row = _TRANSITIONS.get((side.state, input_))
+        if row is None:
+            events.append(self._stop(direction, "protocol_error",
+                                     f"{input_.name.lower()} in state {side.state.name.lower()}"))
+            return
+        action, side.state = row
+        if action is not None:
+            action(self, direction, side, events)
+
     def _run(self, direction: Direction, events: list[Event]) -> None:
         side = self._sides[direction]
         while True:
@@ -418,14 +406,15 @@ class HttpSession:
             return False
         kind, length = framing
         if kind == "none" or (kind == "length" and length == 0):
-            events.extend(self._complete(direction, side))
+            self._fire(direction, side, Input.NO_BODY, events)
         elif kind == "length":
-            side.state, side.remaining = State.BODY_LENGTH, length
+            side.remaining = length
+            self._fire(direction, side, Input.LENGTH, events)
         elif kind == "chunked":
             msg.chunked = True
-            side.state = State.CHUNK_SIZE
+            self._fire(direction, side, Input.CHUNKED, events)
         else:
-            side.state = State.BODY_UNTIL_CLOSE
+            self._fire(direction, side, Input.UNTIL_CLOSE, events)
         return True
 
     def _framing(
@@ -474,7 +463,7 @@ class HttpSession:
         self._take_body(side, n)
         side.remaining -= n
         if side.remaining == 0:
-            events.extend(self._complete(direction, side))
+            self._fire(direction, side, Input.BODY_END, events)
             return True
         return False
 
@@ -493,9 +482,10 @@ class HttpSession:
         self._count_wire(side, nl + 1)
         size = int(size_field, 16)
         if size == 0:
-            side.state = State.TRAILERS
+            self._fire(direction, side, Input.LAST_CHUNK, events)
         else:
-            side.state, side.remaining = State.CHUNK_DATA, size
+            side.remaining = size
+            self._fire(direction, side, Input.CHUNK, events)
         return True
 
     def _read_chunk_data(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
@@ -505,7 +495,7 @@ class HttpSession:
         self._take_body(side, n)
         side.remaining -= n
         if side.remaining == 0:
-            side.state = State.CHUNK_DATA_END
+            self._fire(direction, side, Input.CHUNK_DATA_END, events)
             return True
         return False
 
@@ -520,7 +510,7 @@ class HttpSession:
         else:
             events.append(self._stop(direction, "bad_chunk_size", "no CRLF after chunk-data"))
             return False
-        side.state = State.CHUNK_SIZE
+        self._fire(direction, side, Input.CHUNK_CRLF, events)
         return True
 
     def _read_trailers(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
@@ -529,7 +519,7 @@ class HttpSession:
         for blank in (b"\r\n", b"\n"):
             if data.startswith(blank):
                 self._count_wire(side, len(blank))
-                events.extend(self._complete(direction, side))
+                self._fire(direction, side, Input.TRAILERS_END, events)
                 return True
         m = HEAD_END.search(data)
         if m is None:
@@ -542,7 +532,7 @@ class HttpSession:
             return False
         side.msg.trailers = fields
         self._count_wire(side, m.end())
-        events.extend(self._complete(direction, side))
+        self._fire(direction, side, Input.TRAILERS_END, events)
         return True
 
     def _read_until_close(self, direction: Direction, side: _Side, events: list[Event]) -> bool:
@@ -571,14 +561,14 @@ class HttpSession:
         side.msg.wire += n
         side.buf.consume(n)
 
-    def _complete(self, direction: Direction, side: _Side) -> list[Event]:
+    def _complete(self, direction: Direction, side: _Side, events: list[Event]) -> None:
+        """The action of an input that ends a message: its event, then what it
+        changes (an upgrade asked for or answered)."""
         msg = side.msg
         assert msg is not None
         side.msg = None
-        side.state = State.HEAD
         buf = side.buf
         ts_last = buf.times_at(buf.start - 1)[1] if msg.wire else msg.header_ts_last
-        events: list[Event] = []
         content_encoding = msg.header("content-encoding")
         body, decoded, truncated, problem = decode_body(msg.parts, content_encoding,
                                                         self.max_body)
@@ -599,7 +589,6 @@ class HttpSession:
             self._after_request(side, msg, events)
         else:
             self._after_response(msg, ts_last, events)
-        return events
 
     def _after_request(self, side: _Side, msg: _Message, events: list[Event]) -> None:
         if not msg.upgrade:
@@ -607,9 +596,9 @@ class HttpSession:
         self._upgrade_request = msg
         if self._switch_out_after_request and self.websocket is not None:
             self._switch_out_after_request = False
-            self._to_websocket("out", events)
+            self._fire("out", side, Input.TO_WEBSOCKET, events)
         elif self.websocket is None:
-            side.state = State.AWAIT_UPGRADE
+            self._fire("out", side, Input.UPGRADE_ASKED, events)
 
     def _after_response(self, msg: _Message, ts_last: int, events: list[Event]) -> None:
         status = msg.status or 0
@@ -621,14 +610,12 @@ class HttpSession:
             self._switch_protocols(msg, ts_last, events)
         elif answers_upgrade and req is not None and req.method == "CONNECT" and (
                 200 <= status < 300):
-            for side in self._sides.values():
-                side.state = State.TUNNEL
-                side.buf.consume(len(side.buf.data))
+            for direction, side in self._sides.items():
+                self._fire(direction, side, Input.TO_TUNNEL, events)
         elif answers_upgrade and status >= 200 and out.state is State.AWAIT_UPGRADE:
             # §7.8 / RFC 9110 §7.8: the server declined the upgrade; HTTP goes on
             self._upgrade_request = None
-            out.state = State.HEAD
-            self._run("out", events)
+            self._fire("out", out, Input.UPGRADE_DECLINED, events)
 
     def _methods_done(self, msg: _Message) -> None:
         if msg.status is not None and msg.status >= 200:
@@ -637,14 +624,13 @@ class HttpSession:
     def _switch_protocols(self, msg: _Message, ts_last: int, events: list[Event]) -> None:
         upgrade = (msg.header("upgrade") or "").strip().lower()
         if upgrade == "h2c":
-            self._to_http2(events)
+            self._switch_to_http2(events)
             return
         if upgrade != "websocket":
             events.append(self._anomaly("in", ts_last, "unsupported_upgrade",
                                         f"Upgrade: {upgrade or '(none)'}", msg.stream_offset))
-            for side in self._sides.values():
-                side.state = State.TUNNEL
-                side.buf.consume(len(side.buf.data))
+            for direction, side in self._sides.items():
+                self._fire(direction, side, Input.TO_TUNNEL, events)
             return
         extensions = msg.header("sec-websocket-extensions")
         req = self._upgrade_request
@@ -663,14 +649,14 @@ class HttpSession:
             max_inflated=self.ws_max_inflated,
             out_offset=out.buf.start, in_offset=self._sides["in"].buf.start,
         )
-        self._to_websocket("in", events)
+        self._fire("in", self._sides["in"], Input.TO_WEBSOCKET, events)
         if out.state is State.AWAIT_UPGRADE:
-            self._to_websocket("out", events)
+            self._fire("out", out, Input.TO_WEBSOCKET, events)
         else:
             # the 101 was read before its request (directions fed out of step)
             self._switch_out_after_request = True
 
-    def _to_http2(self, events: list[Event]) -> None:
+    def _switch_to_http2(self, events: list[Event]) -> None:
         """RFC 7540 §3.2 (kept by RFC 9113 §3.1 for existing deployments): after the 101
         the server speaks HTTP/2 (SETTINGS first) and the client sends the preface; the
         upgrade request is stream 1, whose response comes as HTTP/2."""
@@ -683,17 +669,25 @@ class HttpSession:
             out_offset=out.buf.start, in_offset=inn.buf.start,
             upgrade_request_index=req.request_index if req is not None else None)
         self._upgrade_request = None
-        for direction, side in (("out", out), ("in", inn)):
-            side.state = State.HTTP2
-            for data, t1, t2 in side.buf.drain():  # bytes that came with the switch
-                events.extend(self.http2.feed(direction, data, t1, t2))  # type: ignore[arg-type]
+        self._fire("out", out, Input.TO_HTTP2, events)
+        self._fire("in", inn, Input.TO_HTTP2, events)
 
-    def _to_websocket(self, direction: Direction, events: list[Event]) -> None:
-        side = self._sides[direction]
-        side.state = State.WEBSOCKET
+    # ---- actions of the transition table (after the new state is set) --------------
+    def _to_http2(self, direction: Direction, side: _Side, events: list[Event]) -> None:
+        assert self.http2 is not None
+        for data, t1, t2 in side.buf.drain():  # bytes that came with the switch
+            events.extend(self.http2.feed(direction, data, t1, t2))
+
+    def _to_websocket(self, direction: Direction, side: _Side, events: list[Event]) -> None:
         assert self.websocket is not None
         for data, ts_first, ts_last in side.buf.drain():
             events.extend(self.websocket.feed(direction, data, ts_first, ts_last))
+
+    def _drop_held(self, direction: Direction, side: _Side, events: list[Event]) -> None:
+        side.buf.consume(len(side.buf.data))
+
+    def _resume(self, direction: Direction, side: _Side, events: list[Event]) -> None:
+        self._run(direction, events)
 
     # ---- anomalies --------------------------------------------------------------------
     def _stop(self, direction: Direction, code: str, detail: str = "",
@@ -704,7 +698,7 @@ class HttpSession:
             offset = buf.start
         if ts is None:
             ts = buf.times_at(max(buf.start, min(offset, buf.end - 1)))[1] if buf.pieces else 0
-        side.state = State.STOPPED
+        self._fire(direction, side, Input.STOP, [])  # STOP has a row in every state
         side.msg = None
         buf.consume(len(buf.data))
         return self._anomaly(direction, ts, code, detail, offset)
@@ -712,10 +706,10 @@ class HttpSession:
     def _stop_all(self, events: list[Event], ts: int, code: str, detail: str,
                   offset: int) -> None:
         events.append(self._anomaly("out", ts, code, detail, offset))
-        for side in self._sides.values():
-            side.state = State.STOPPED
+        for direction, side in self._sides.items():
             side.msg = None
             side.buf.consume(len(side.buf.data))
+            self._fire(direction, side, Input.STOP, events)
 
     def _anomaly(self, direction: Direction, ts: int, code: str, detail: str,
                  offset: int | None) -> Anomaly:
@@ -743,3 +737,47 @@ _HANDLERS: dict[State, _Handler] = {
     State.AWAIT_UPGRADE: HttpSession._hold,
 }
 """State -> handler; states without one (WEBSOCKET, TUNNEL, STOPPED) take no HTTP bytes."""
+
+_Action = Callable[[HttpSession, Direction, _Side, list[Event]], None]
+_READING = (State.HEAD, State.BODY_LENGTH, State.CHUNK_SIZE, State.CHUNK_DATA,
+            State.CHUNK_DATA_END, State.TRAILERS, State.BODY_UNTIL_CLOSE)
+"""States that read HTTP bytes (with a message under way, except HEAD)."""
+_BODY = _READING[1:]
+_UPGRADABLE = (*_READING, State.AWAIT_UPGRADE, State.STOPPED)
+"""Where the other direction may stand when a 101 or a CONNECT 2xx is read: the answer
+switches both (a client that stopped, or whose request is still being read, too)."""
+_TRANSITIONS: dict[tuple[State, Input], tuple[_Action | None, State]] = {
+    # a head is read: how its body is delimited
+    (State.HEAD, Input.NO_BODY): (HttpSession._complete, State.HEAD),
+    (State.HEAD, Input.LENGTH): (None, State.BODY_LENGTH),
+    (State.HEAD, Input.CHUNKED): (None, State.CHUNK_SIZE),
+    (State.HEAD, Input.UNTIL_CLOSE): (None, State.BODY_UNTIL_CLOSE),
+    # bodies
+    (State.BODY_LENGTH, Input.BODY_END): (HttpSession._complete, State.HEAD),
+    (State.CHUNK_SIZE, Input.CHUNK): (None, State.CHUNK_DATA),
+    (State.CHUNK_SIZE, Input.LAST_CHUNK): (None, State.TRAILERS),
+    (State.CHUNK_DATA, Input.CHUNK_DATA_END): (None, State.CHUNK_DATA_END),
+    (State.CHUNK_DATA_END, Input.CHUNK_CRLF): (None, State.CHUNK_SIZE),
+    (State.TRAILERS, Input.TRAILERS_END): (HttpSession._complete, State.HEAD),
+    (State.BODY_UNTIL_CLOSE, Input.CLOSED): (HttpSession._complete, State.HEAD),
+    **{(s, Input.CUT): (HttpSession._complete, State.HEAD) for s in _BODY},
+    # (a request body cut short by the switch to h2c is kept, truncated, at the end)
+    (State.HTTP2, Input.CUT): (HttpSession._complete, State.HEAD),
+    # switching protocols (the request's side waits for the answer)
+    (State.HEAD, Input.UPGRADE_ASKED): (None, State.AWAIT_UPGRADE),
+    (State.AWAIT_UPGRADE, Input.UPGRADE_DECLINED): (HttpSession._resume, State.HEAD),
+    (State.HEAD, Input.TO_WEBSOCKET): (HttpSession._to_websocket, State.WEBSOCKET),
+    (State.AWAIT_UPGRADE, Input.TO_WEBSOCKET): (HttpSession._to_websocket, State.WEBSOCKET),
+    **{(s, Input.TO_HTTP2): (HttpSession._to_http2, State.HTTP2) for s in _UPGRADABLE},
+    **{(s, Input.TO_TUNNEL): (HttpSession._drop_held, State.TUNNEL)
+       for s in (*_UPGRADABLE, State.TUNNEL)},
+    # stopping, and the end
+    **{(s, Input.STOP): (None, State.STOPPED) for s in State},
+    **{(s, Input.END): (None, State.STOPPED)
+       for s in (*_READING, State.AWAIT_UPGRADE, State.TUNNEL, State.STOPPED)},
+    (State.WEBSOCKET, Input.END): (None, State.WEBSOCKET),  # its session finishes it
+    (State.HTTP2, Input.END): (None, State.HTTP2),
+}
+"""``(state, input) -> (action, next state)`` of one direction, in the manner of h2's
+``stream.py``: every state change of ``HttpSession`` is a row here; a pair with no row
+is a ``protocol_error`` (``HttpSession._fire``)."""

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import re
 
-from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
+from ..protocols.base import (
+    EventSpec,
+    MatchSpec,
+    MidstreamFinder,
+    ProtocolSpec,
+    SessionContext,
+    TableSpec,
+)
 from .rows import HTTP_MESSAGES, message_row
 from .session import HttpMessage, HttpSession
+from .syntax import START_LINE_AT
 
 # --- RFC 9112 §3 request-line, §4 status-line -----------------------------------
 METHODS = (
@@ -56,6 +64,17 @@ def resync(data: bytes) -> int | None:
     return m.start() if m else None
 
 
+def _head_at(direction: str) -> MidstreamFinder:
+    """Mid-stream: a whole message head (start line, fields, blank line), stricter
+    than ``resync``'s start line alone."""
+    pattern = START_LINE_AT[direction]
+
+    def find(data: bytes, final: bool) -> int | None:
+        m = pattern.search(data)
+        return m.start() if m else None
+    return find
+
+
 def _session(ctx: SessionContext) -> HttpSession:
     limits = ctx.limits
     return HttpSession(ctx.flow_id, max_body=limits.http_max_body,
@@ -77,6 +96,7 @@ HTTP = ProtocolSpec(
     probe_out=probe,
     probe_in=probe,
     resync=resync,
+    midstream=(_head_at("out"), _head_at("in")),
     session=_session,
     events={HttpMessage: EventSpec(table="http_messages", row=message_row, flow_info=_host)},
     tables=(TableSpec(name="http_messages", schema=HTTP_MESSAGES,

@@ -42,8 +42,6 @@ START_LINE_AT: dict[str, re.Pattern[bytes]] = {
 }
 MAX_START_LINE = 64 << 10
 """Bytes kept while hunting for a message head (the default ``max_header``)."""
-# RFC 9113 §3.4: the HTTP/2 connection preface starts like a request line.
-H2_PREFACE_LINE = b"PRI * HTTP/2.0"
 _OWS = b" \t"  # §5.6.3: OWS = *( SP / HTAB )
 
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 from ..events import Anomaly, Direction, Event, Run, feed_pieces
 from ..http.body import decode_body
-from ..http.session import HttpMessage
+from ..http.events import HttpMessage
 from ..piecebuf import PieceBuffer
 from .frames import (
     ACK,

@@ -5,6 +5,8 @@ emits ``HttpMessage`` events (``version="HTTP/2"``, ``stream_id``) into HTTP's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..protocols.base import ProtocolSpec, SessionContext
 from . import frames
 from .session import Http2Session
@@ -56,6 +58,25 @@ def resync(data: bytes) -> int | None:
     return frames.find_boundary(data, frames.DEFAULT_MAX_FRAME_SIZE)
 
 
+ALPN_ID = "h2"
+"""§3.2: "The string "h2" identifies the protocol where HTTP/2 uses TLS"."""
+
+
+def not_decrypted(info: Mapping[str, object]) -> str | None:
+    """ALPN chose h2, or (TLS 1.3 hides the choice without keys) the client offered it:
+    without the keys, multiplexed requests cannot be paired with their responses."""
+    alpn = info.get("alpn")
+    if alpn == ALPN_ID:
+        chosen = "chose"
+    elif alpn is None and ALPN_ID in str(info.get("alpn_offered") or "").split(","):
+        chosen = "offered"
+    else:
+        return None
+    return (f"ALPN {chosen} h2 and no key log decrypted it: HTTP/2 multiplexes "
+            "requests on streams, so they cannot be paired with responses from TLS "
+            "record timing; no latency from this connection (supply the key log)")
+
+
 def _session(ctx: SessionContext) -> Http2Session:
     return Http2Session(ctx.flow_id, max_body=ctx.limits.http_max_body,
                         max_header=ctx.limits.http_max_header)
@@ -67,5 +88,6 @@ HTTP2 = ProtocolSpec(
     probe_in=probe_server,
     resync=resync,
     session=_session,
+    not_decrypted=not_decrypted,
     limits=("http_max_body", "http_max_header"),
 )

@@ -3,7 +3,8 @@ it) and ``SessionParser`` (the sans-IO object that parses one connection).
 
 How this works (Suricata's app-layer registration is the model). A protocol
 declares one ``ProtocolSpec``: a probe per direction for the first bytes of a
-connection and a resync rule for captures that start mid-stream; a factory that
+connection, a resync rule for captures that start mid-stream and, per direction,
+how the protocol is recognised from the middle of a message; a factory that
 makes its session for a connection (``SessionContext``: flow id, limits, key
 material, and whether it runs inside TLS); for each event type its sessions emit,
 what it becomes (``EventSpec``: a table row, a batch of rows, ``flows`` columns,
@@ -113,6 +114,19 @@ Probe = Callable[[bytes], bool]
 """Does this prefix of a direction's stream look like the protocol's start?"""
 Resync = Callable[[bytes], "int | None"]
 """Offset of the next plausible message start in these bytes, else None."""
+MidstreamFinder = Callable[[bytes, bool], "int | None"]
+"""``(data, final)``: offset of the next message start in bytes of one direction that
+begin inside a message, else None; ``final``: no more bytes come (the connection
+ended)."""
+
+
+def both_ways(resync: Resync) -> tuple[MidstreamFinder, MidstreamFinder]:
+    """A ``ProtocolSpec.midstream`` that is the resync rule in either direction."""
+    def find(data: bytes, final: bool) -> int | None:
+        return resync(data)
+    return find, find
+
+
 SessionFactory = Callable[[SessionContext], SessionParser]
 FlowInfo = Callable[[dict[str, object], Any], None]
 """Update a connection's ``flows`` columns (by name) from one event."""
@@ -169,6 +183,11 @@ class ProtocolSpec:
     """The server's first bytes."""
     resync: Resync | None = None
     """Mid-stream: where the next message starts (None: no rule)."""
+    midstream: tuple[MidstreamFinder, MidstreamFinder] | None = None
+    """How a connection open before the capture is recognised (``detect.detect_midstream``):
+    per direction (client's bytes, server's), where its next message starts. Stricter
+    than ``resync``, which only has to find a boundary once the protocol is known
+    (None: never named from the middle of a message)."""
     probe_late: Probe | None = None
     """On plain TCP, when no probe matched: does the protocol start later in either
     direction's bytes (STARTTLS: plaintext, then a ClientHello; a capture that
@@ -180,6 +199,11 @@ class ProtocolSpec:
     undecoded: str | None = None
     """Detail of the ``unsupported_protocol`` anomaly when there is no session
     (None: no anomaly)."""
+    not_decrypted: Callable[[Mapping[str, object]], str | None] | None = None
+    """A connection whose outer layer carries bytes for another (TLS) ended without
+    any being decrypted: given its ``flows`` columns, is this protocol likely inside,
+    and what does that cost? The detail of its ``<name>_not_decrypted`` coverage
+    anomaly (layer: the outer protocol), or None."""
     events: Mapping[type, EventSpec] = field(default_factory=dict)
     tables: tuple[TableSpec, ...] = ()
     flow_columns: tuple[str, ...] = ()

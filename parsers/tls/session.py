@@ -38,7 +38,9 @@ unknown from then on. Records are still framed and timed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum, auto
 from typing import cast
 
 import numpy as np
@@ -105,17 +107,46 @@ _LABELS = {
 }
 
 
+class Epoch(Enum):
+    """Which protection one direction's records are under: the switches of RFC 5246 §7.1
+    (ChangeCipherSpec) and RFC 8446 §7 (Finished, then the application traffic secret).
+    Whether decryption works is another matter (``decryptor``, ``stopped_reason``): a
+    direction without keys changes epoch all the same."""
+
+    INITIAL = auto()
+    """TLS <= 1.2 before ChangeCipherSpec: records in the clear; TLS 1.3 before this
+    side's Finished: the handshake epoch (application_data records protected)."""
+    CIPHER_CHANGED = auto()
+    """ChangeCipherSpec read while the version was not TLS 1.3 (TLS <= 1.2, or before a
+    ServerHello): every record is protected."""
+    APPLICATION = auto()
+    """TLS 1.3 application epoch: this side's Finished was read, or the application
+    secret was installed without a handshake epoch."""
+    CHANGED_APPLICATION = auto()
+    """Both: a ChangeCipherSpec read before the version was known (a capture that began
+    after the ServerHello), then a TLS 1.3 application epoch."""
+
+
+class Switch(Enum):
+    """What moves a direction's ``Epoch`` (``_TRANSITIONS``)."""
+
+    CHANGE_CIPHER_SPEC = auto()  # a ChangeCipherSpec record, the version not TLS 1.3
+    TLS13_SERVER_HELLO = auto()  # a TLS 1.3 ServerHello: an earlier CCS was a dummy
+    FINISHED = auto()  # TLS 1.3: this side's Finished message
+    APPLICATION_KEYS = auto()  # TLS 1.3: keys of the application epoch installed directly
+    HANDSHAKE_KEYS = auto()  # TLS 1.3: the key search matched a handshake secret
+
+
 @dataclass(slots=True)
 class _Direction:
     """Per-direction state."""
 
     reader: RecordReader
     hs: HandshakeReassembler = field(default_factory=HandshakeReassembler)
-    encrypted: bool = False  # TLS <= 1.2: ChangeCipherSpec seen
+    epoch: Epoch = Epoch.INITIAL
     decryptor: RecordDecryptor | None = None
     pending: RecordDecryptor | None = None  # TLS <= 1.2: activated by CCS
     app_secret: bytes | None = None  # TLS 1.3 current/next application secret
-    in_app_epoch: bool = False  # TLS 1.3: own Finished sent
     trial: bool = False  # failures are silent until the first success
     stopped_reason: str | None = None  # decryption stopped for good
     epoch_records: int = 0  # protected records since the last key change
@@ -131,6 +162,16 @@ class _Direction:
     key_src: tuple[str, int] | None = None
     pending_src: tuple[str, int] | None = None
     app_gen: int = 0
+
+    @property
+    def encrypted(self) -> bool:
+        """Every record protected (a ChangeCipherSpec switched this side)?"""
+        return self.epoch in (Epoch.CIPHER_CHANGED, Epoch.CHANGED_APPLICATION)
+
+    @property
+    def in_app_epoch(self) -> bool:
+        """TLS 1.3: in the application epoch?"""
+        return self.epoch in (Epoch.APPLICATION, Epoch.CHANGED_APPLICATION)
 
 
 class TlsSession:
@@ -512,7 +553,8 @@ class TlsSession:
         st.decryptor = dec = _tls13_decryptor(suite, found.secret)
         dec.seq = found.seq
         st.key_src = (found.label, found.generation)
-        st.in_app_epoch = found.label == app
+        self._switch(d, st, Switch.APPLICATION_KEYS if found.label == app
+                     else Switch.HANDSHAKE_KEYS, rec)
         st.app_gen = found.generation if st.in_app_epoch else 0
         # a handshake secret matched: its Finished switches to the same entry's
         # application secret, as after a captured ServerHello
@@ -656,7 +698,7 @@ class TlsSession:
                 # Only application secrets logged: skip handshake records silently.
                 st.decryptor = _tls13_decryptor(suite, app_secret)
                 st.key_src = (app_label, 0)
-                st.in_app_epoch = True
+                self._switch(d, st, Switch.APPLICATION_KEYS, None)
                 st.trial = True
 
     # -- handshake -------------------------------------------------------------------
@@ -695,8 +737,8 @@ class TlsSession:
         self._suite = None if mismatch else suite
         if self._tls13:
             self._resumed = hs.EXT_PRE_SHARED_KEY in sh.extensions
-            for st in self._dirs.values():
-                st.encrypted = False  # a compatibility CCS meant nothing
+            for d, st in self._dirs.items():  # a compatibility CCS meant nothing
+                self._switch(d, st, Switch.TLS13_SERVER_HELLO, rec)
         else:
             self._alpn = sh.alpn
             ch = self._ch
@@ -719,7 +761,38 @@ class TlsSession:
         st = self._dirs[d]
         if d == IN and self._sh is not None and not self._server_hello_done:
             self._resumed = True  # abbreviated handshake: no ServerHelloDone
-        st.encrypted = True
+        self._switch(d, st, Switch.CHANGE_CIPHER_SPEC, rec)
+
+    def _on_tls13_finished(self, d: Direction, rec: RawRecord) -> None:
+        st = self._dirs[d]
+        if st.finished_ts is None:
+            st.finished_ts = rec.ts_last
+        self._switch(d, st, Switch.FINISHED, rec)
+
+    # -- the epoch state machine -----------------------------------------------------
+    def _switch(self, d: Direction, st: _Direction, switch: Switch,
+                rec: RawRecord | None) -> None:
+        """Move ``st`` by ``_TRANSITIONS`` (the new epoch first, then the action, as h2's
+        ``H2StreamStateMachine.process_input``). A switch its epoch has no row for is a
+        ``protocol_error`` at ``rec`` (the record that made it): decryption of the
+        direction stops (records are still framed), its epoch stays."""
+        row = _TRANSITIONS.get((st.epoch, switch))
+        if row is None:
+            detail = (f"{switch.name.lower()} in epoch {st.epoch.name.lower()}; "
+                      "decryption stopped for this direction")
+            st.decryptor = st.pending = None
+            st.trial = False
+            st.stopped_reason = "protocol_error"
+            self._anomaly(d, "protocol_error", detail,
+                          rec.ts_last if rec is not None else self._sh_ts,
+                          rec.stream_offset if rec is not None else None)
+            return
+        action, st.epoch = row
+        if action is not None:
+            action(self, st)
+
+    def _activate_pending(self, st: _Direction) -> None:
+        """ChangeCipherSpec (RFC 5246 §7.1): the pending keys become current."""
         st.finished_ts = None
         st.decryptor, st.pending = st.pending, None
         st.key_src, st.pending_src = st.pending_src, None
@@ -727,18 +800,14 @@ class TlsSession:
         if st.decryptor is not None:
             st.stopped_reason = None
 
-    def _on_tls13_finished(self, d: Direction, rec: RawRecord) -> None:
-        st = self._dirs[d]
-        if st.finished_ts is None:
-            st.finished_ts = rec.ts_last
-        if st.in_app_epoch:
-            return
-        st.in_app_epoch = True
+    def _application_keys(self, st: _Direction) -> None:
+        """TLS 1.3 Finished (RFC 8446 §7.1): on to the application traffic secret."""
         st.epoch_records = 0
         st.trial = False
         suite = self._suite
         if st.stopped_reason is None and suite is not None and st.app_secret is not None:
             st.decryptor = _tls13_decryptor(suite, st.app_secret)
+            d = OUT if st is self._dirs[OUT] else IN
             st.key_src = (_LABELS[d][0], st.app_gen)
         else:
             st.decryptor = None
@@ -936,3 +1005,39 @@ def _key_ref(dec: RecordDecryptor | None, src: tuple[str, int] | None) -> object
 def _tls13_decryptor(suite: CipherSuite, secret: bytes) -> Tls13Decryptor:
     key, iv = tls13_traffic_keys(secret, suite.key_length, 12, suite.prf_hash)
     return Tls13Decryptor(suite, key, iv)
+
+
+_Action = Callable[[TlsSession, _Direction], None]
+_TRANSITIONS: dict[tuple[Epoch, Switch], tuple[_Action | None, Epoch]] = {
+    # TLS <= 1.2: each ChangeCipherSpec activates the pending keys (renegotiation too)
+    (Epoch.INITIAL, Switch.CHANGE_CIPHER_SPEC): (TlsSession._activate_pending,
+                                                 Epoch.CIPHER_CHANGED),
+    (Epoch.CIPHER_CHANGED, Switch.CHANGE_CIPHER_SPEC): (TlsSession._activate_pending,
+                                                        Epoch.CIPHER_CHANGED),
+    # TLS 1.3 (RFC 8446 §5, Appendix D.4): a CCS read before the ServerHello said 1.3
+    # was a compatibility dummy
+    (Epoch.INITIAL, Switch.TLS13_SERVER_HELLO): (None, Epoch.INITIAL),
+    (Epoch.CIPHER_CHANGED, Switch.TLS13_SERVER_HELLO): (None, Epoch.INITIAL),
+    # TLS 1.3 Finished: the application epoch; a later one (post-handshake
+    # authentication, §4.6.2) changes nothing
+    (Epoch.INITIAL, Switch.FINISHED): (TlsSession._application_keys, Epoch.APPLICATION),
+    (Epoch.CIPHER_CHANGED, Switch.FINISHED): (TlsSession._application_keys,
+                                              Epoch.CHANGED_APPLICATION),
+    (Epoch.APPLICATION, Switch.FINISHED): (None, Epoch.APPLICATION),
+    (Epoch.CHANGED_APPLICATION, Switch.FINISHED): (None, Epoch.CHANGED_APPLICATION),
+    # keys installed without the handshake epoch (only application secrets logged; the
+    # key search of a session that began before the capture)
+    (Epoch.INITIAL, Switch.APPLICATION_KEYS): (None, Epoch.APPLICATION),
+    (Epoch.CIPHER_CHANGED, Switch.APPLICATION_KEYS): (None, Epoch.CHANGED_APPLICATION),
+    (Epoch.APPLICATION, Switch.APPLICATION_KEYS): (None, Epoch.APPLICATION),
+    (Epoch.CHANGED_APPLICATION, Switch.APPLICATION_KEYS): (None, Epoch.CHANGED_APPLICATION),
+    # the key search matched a handshake secret: the handshake epoch, its Finished to come
+    (Epoch.INITIAL, Switch.HANDSHAKE_KEYS): (None, Epoch.INITIAL),
+    (Epoch.CIPHER_CHANGED, Switch.HANDSHAKE_KEYS): (None, Epoch.CIPHER_CHANGED),
+    (Epoch.APPLICATION, Switch.HANDSHAKE_KEYS): (None, Epoch.INITIAL),
+    (Epoch.CHANGED_APPLICATION, Switch.HANDSHAKE_KEYS): (None, Epoch.CIPHER_CHANGED),
+}
+"""``(epoch, switch) -> (action, next epoch)`` of one direction, in the manner of h2's
+``stream.py``: every epoch change of ``TlsSession`` is a row here. No row: a
+ChangeCipherSpec or a TLS 1.3 ServerHello in a TLS 1.3 application epoch (a second,
+contradicting ServerHello), a ``protocol_error`` (``TlsSession._switch``)."""

@@ -3,7 +3,14 @@ what its events become (``protocols.base.ProtocolSpec``)."""
 
 from __future__ import annotations
 
-from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
+from ..protocols.base import (
+    EventSpec,
+    MatchSpec,
+    ProtocolSpec,
+    SessionContext,
+    TableSpec,
+    both_ways,
+)
 from .events import Plaintext, PlaintextRun, TlsHandshakeInfo, TlsRecord, TlsRecordRun
 from .keysearch import SearchLimits
 from .record import (
@@ -76,6 +83,7 @@ TLS = ProtocolSpec(
     probe_out=probe,
     probe_in=probe,
     resync=resync,
+    midstream=both_ways(resync),
     probe_late=starts_later,
     session=_session,
     nests=False,

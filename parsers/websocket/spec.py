@@ -11,8 +11,15 @@ anomaly says so.
 
 from __future__ import annotations
 
-from ..http.session import WebSocketHandshake
-from ..protocols.base import EventSpec, MatchSpec, ProtocolSpec, SessionContext, TableSpec
+from ..http.events import WebSocketHandshake
+from ..protocols.base import (
+    EventSpec,
+    MatchSpec,
+    MidstreamFinder,
+    ProtocolSpec,
+    SessionContext,
+    TableSpec,
+)
 from .rows import WS_MESSAGES, message_batch, message_row
 from .session import (
     FIN,
@@ -28,8 +35,12 @@ from .session import (
     WebSocketSession,
     WsMessage,
     WsMessageRun,
+    find_frame_start,
 )
 
+MIDSTREAM_MAX_PAYLOAD = 16 << 20
+"""Largest frame payload a mid-stream WebSocket candidate may declare (the default
+``ws_max_message``)."""
 MAX_PROBE_FRAMES = 64
 """Cap on frames walked per probe: detection looks at a prefix, not the stream."""
 _OPCODES = frozenset(Opcode)
@@ -87,6 +98,17 @@ def probe_server(data: bytes) -> bool:
     return _is_frames(data, masked=False)
 
 
+def _frames_at(masked: bool) -> MidstreamFinder:
+    """Mid-stream: frames masked as this side's should be (§5.3: the client masks), else
+    as the other's: without a SYN the client is a guess (``WebSocketSession`` then
+    notes the roles reversed)."""
+    def find(data: bytes, final: bool) -> int | None:
+        found = [find_frame_start(data, m, MIDSTREAM_MAX_PAYLOAD, strict=True,
+                                  final=final)[0] for m in (masked, not masked)]
+        return min((at for at in found if at is not None), default=None)
+    return find
+
+
 def _session(ctx: SessionContext) -> WebSocketSession:
     """Frames without their upgrade: it was before the capture."""
     return WebSocketSession(ctx.flow_id, extensions=None, max_message=ctx.limits.ws_max_message,
@@ -103,6 +125,7 @@ WEBSOCKET = ProtocolSpec(
     name="websocket",
     probe_out=probe_client,
     probe_in=probe_server,
+    midstream=(_frames_at(True), _frames_at(False)),
     session=_session,
     events={
         WsMessage: EventSpec(table="ws_messages", row=message_row),

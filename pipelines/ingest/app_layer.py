@@ -4,10 +4,12 @@ How this works. ``AppLayer.process`` selects, with NumPy masks, the packets the
 application layer needs (TCP payload, FIN/RST, and ACKs of flows waiting on a
 hole) and walks only those in capture order. Each TCP connection gets a
 ``Connection``: two ``StreamReassembler``s and, once the first bytes are seen, a
-session parser chosen by content (``parsers.detect``): TLS, HTTP/1.1 or FIX.
-TLS hands its decrypted ``Plaintext`` to an inner parser chosen the same way,
-with each record's times. Events become rows (``rows.RowBuffers``, redacted) or
-update the connection's ``flows`` columns (SNI, ALPN, Host, WebSocket path).
+session parser chosen by content (``parsers.detect`` over the protocol registry).
+A session whose events carry bytes (``EventSpec.carrier``: decrypted plaintext)
+feeds an inner layer chosen the same way, with each piece's times. Events become
+rows (``rows.RowBuffers``, redacted) or update the connection's ``flows`` columns
+(``EventSpec.flow_info``). Nothing here names a protocol: what differs between
+protocols is in their ``ProtocolSpec``.
 
 A reassembled piece's ``ts_last`` is its first transmission for ``out`` and its
 in-order availability for ``in`` (DESIGN.md, "Time").
@@ -28,7 +30,7 @@ where a ``Run`` per segment would cost more than the general path; once such a
 connection's two directions parse independently (``Connection.independent``:
 TLS 1.3 carrying WebSocket or FIX, plain FIX or WebSocket), a run is fed as one
 ``Run`` per direction. Every other packet goes through the general path.
-``tests/test_fast_path.py`` checks that both paths write the same tables on
+``tests/pipelines/test_fast_path.py`` checks that both paths write the same tables on
 every sample and public capture, and the fuzz targets check ``feed_many``
 against ``feed`` piece by piece.
 
@@ -69,6 +71,9 @@ _CARRIER = {t: e.carrier for t, e in EVENTS.items() if e.carrier is not None}
 """Event types that carry bytes for the next layer (TLS plaintext): piece or run."""
 _FLOW_INFO = {t: e.flow_info for t, e in EVENTS.items() if e.flow_info is not None}
 _UPGRADES = [(s.upgrade, s.name) for s in REGISTRY if s.upgrade is not None]
+_CARRIES = frozenset(s.name for s in REGISTRY if any(e.carrier for e in s.events.values()))
+"""Protocols whose sessions hand bytes to an inner layer (TLS: its plaintext)."""
+_NOT_DECRYPTED = [(s.name, s.not_decrypted) for s in REGISTRY if s.not_decrypted is not None]
 
 # Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
@@ -98,22 +103,17 @@ def _session_for(proto: str, ctx: SessionContext) -> SessionParser | None:
     return spec.session(ctx)
 
 
-def _may_be_http2(info: dict[str, object]) -> bool:
-    """ALPN chose h2, or (TLS 1.3 hides the choice without keys) the client offered it."""
-    alpn = info.get("alpn")
-    offered = str(info.get("alpn_offered") or "").split(",")
-    return alpn == "h2" or (alpn is None and "h2" in offered)
-
-
-def _http2_undecrypted(conn: Connection, info: dict[str, object]) -> Anomaly:
-    """The coverage note of a TLS connection that may carry HTTP/2 and was not decrypted."""
-    chosen = "chose" if info.get("alpn") == "h2" else "offered"
-    return Anomaly(
-        ts=conn.last_ts, flow_id=conn.flow_id, direction=None, layer="tls",
-        code="http2_not_decrypted",
-        detail=f"ALPN {chosen} h2 and no key log decrypted it: HTTP/2 multiplexes "
-               "requests on streams, so they cannot be paired with responses from TLS "
-               "record timing; no latency from this connection (supply the key log)")
+def _not_decrypted(conn: Connection, info: dict[str, object]) -> list[Anomaly]:
+    """Coverage notes of a connection whose outer layer decrypted nothing: the
+    protocols that say they are likely inside (``ProtocolSpec.not_decrypted``)."""
+    out = []
+    for name, note in _NOT_DECRYPTED:
+        detail = note(info)
+        if detail is not None:
+            out.append(Anomaly(ts=conn.last_ts, flow_id=conn.flow_id, direction=None,
+                               layer=conn.outer.name or "tcp", code=f"{name}_not_decrypted",
+                               detail=detail))
+    return out
 
 
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
@@ -146,12 +146,13 @@ def _queue_array(q: deque[list[int]]) -> np.ndarray:
 class _Layer:
     """One protocol layer of a connection: detect by content, then parse."""
 
-    __slots__ = ("flow_id", "inner", "keylog", "limits", "midstream", "name", "pending", "seen",
-                 "session")
+    __slots__ = ("below", "flow_id", "inner", "keylog", "limits", "midstream", "name", "pending",
+                 "seen", "session")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool,
-                 limits: Limits, midstream: bool = False) -> None:
+                 limits: Limits, midstream: bool = False, below: str = "tcp") -> None:
         self.flow_id = flow_id
+        self.below = below  # the layer under this one: its anomalies' ``layer``
         self.midstream = midstream  # the connection was open before the capture began
         self.keylog = keylog
         self.inner = inner
@@ -215,7 +216,7 @@ class _Layer:
             if undecoded is not None:
                 events.append(Anomaly(
                     ts=ts, flow_id=self.flow_id, direction=None,
-                    layer="tls" if self.inner else "tcp", code="unsupported_protocol",
+                    layer=self.below, code="unsupported_protocol",
                     detail=undecoded))
             return events
         for item in self.pending:
@@ -239,7 +240,7 @@ class _Layer:
         if self.midstream and self.name in (None, UNKNOWN) and any(self.seen):
             events.append(Anomaly(
                 ts=ts, flow_id=self.flow_id, direction=None,
-                layer="tls" if self.inner else "tcp", code="midstream_undetected",
+                layer=self.below, code="midstream_undetected",
                 detail=f"the connection was open before the capture began and its "
                 f"{len(self.seen[0])}+{len(self.seen[1])} first bytes (out+in) hold no "
                 "message start of a protocol pcapflow decodes (the capture may begin "
@@ -301,7 +302,7 @@ class Connection:
         pieces may be fed direction by direction instead of in capture order? (The
         same events come out, in another order across directions, which no table
         depends on.)"""
-        layers = [self.outer] if self.outer.name != "tls" else [self.outer, self.inner]
+        layers = [self.outer] if self.outer.name not in _CARRIES else [self.outer, self.inner]
         for layer in layers:
             session = layer.session if layer is not None else None
             if session is None or not session.independent():
@@ -343,7 +344,8 @@ class Connection:
                 continue
             if self.inner is None:
                 self.inner = _Layer(self.flow_id, None, inner=True, limits=self.limits,
-                                    midstream=self.outer.midstream)
+                                    midstream=self.outer.midstream,
+                                    below=self.outer.name or "tcp")
             if carrier == "piece":
                 piece = cast(PieceCarrier, e)
                 d = 0 if piece.direction == "out" else 1
@@ -656,8 +658,8 @@ class AppLayer:
                 info = self.info.setdefault(e.flow_id, {})
                 e.info.update(info)
                 info["app_protocol"] = e.app_protocol
-                if e.outer.name == "tls" and e.inner is None and _may_be_http2(info):
-                    anomalies.append(_http2_undecrypted(e, info))
+                if e.outer.name in _CARRIES and e.inner is None:
+                    anomalies += _not_decrypted(e, info)
         add_anomalies(anomalies)
 
     def retire(self, flow_ids: list[int], staging: TableSink,

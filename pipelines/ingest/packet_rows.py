@@ -43,8 +43,8 @@ def tcp_event_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk,
         "flow_id": pa.array(pf.flow_id[idx]),
         "direction": pa.array(_DIRS[pf.direction[idx]], type=pa.string()),
         "kind": pa.array(kinds, type=pa.string()),
-        "seq": pa.array(pf.stream_offset[idx]),
-        "length": pa.array(dec.payload_len[idx]),
+        "stream_offset": pa.array(pf.stream_offset[idx]),
+        "payload_length": pa.array(dec.payload_len[idx]),
     }
 
 

@@ -26,7 +26,7 @@ have not ended are held than the application layer's ``max_open_connections``, a
 single process might evict connections (by their global recency), so the sharded
 ingest gives up and the capture is ingested in one process instead (``Shard.peak``).
 The tables are the same rows either way, in another order within files
-(``tests/test_ingest_workers.py``); the matcher's SQL numbers messages in stream
+(``tests/pipelines/test_ingest_workers.py``); the matcher's SQL numbers messages in stream
 order, not file order, so its output does not depend on it either.
 """
 

@@ -31,8 +31,7 @@ def _source_dirs() -> list[Path]:
 
     from ... import parsers, pipelines
 
-    dirs = {Path(f).resolve().parent for m in (pcapflow, parsers, pipelines)
-            if (f := m.__file__) is not None}
+    dirs = {Path(str(m.__file__)).resolve().parent for m in (pcapflow, parsers, pipelines)}
     return sorted(d for d in dirs if not any(p in d.parents for p in dirs))
 
 

@@ -131,8 +131,10 @@ TCP_EVENTS = _schema(
         "out_of_order, gap, duplicate_ack, zero_window, zero_window_probe, window_full, "
         "window_update, keepalive, keepalive_ack, acked_unseen, rst, ports_reused",
     ),
-    _f("seq", pa.int64(), "Stream offset of the segment's first byte (0 = first byte after SYN)"),
-    _f("length", pa.int64(), "TCP payload length on the wire"),
+    _f("stream_offset", pa.int64(),
+       "Stream offset of the segment's first byte (0 = first byte after SYN), as "
+       "`packets.stream_offset`"),
+    _f("payload_length", pa.int64(), "TCP payload length on the wire, as `packets.payload_length`"),
 )
 
 ANOMALIES = _schema(
@@ -378,6 +380,33 @@ def without_capture_id(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f for f in schema if f.name != "capture_id"])
 
 
+RENAMED: tuple[tuple[str, str, str, str], ...] = (
+    ("tcp_events", "seq", "stream_offset",
+     "a stream offset, named as in `packets` and the message tables (`packets.seq` is the "
+     "raw TCP sequence number)"),
+    ("tcp_events", "length", "payload_length", "the TCP payload length, named as in `packets`"),
+)
+"""Columns renamed so that one name means one thing in every table:
+``(table, old name, new name, why)``."""
+
+
+def renames_markdown() -> str:
+    """The list of renamed columns (``RENAMED``) for ``docs/tables.md``."""
+    out = ["## Renamed columns\n",
+           "One name means one thing in every table. Queries written against older "
+           "datasets need these names changed:\n",
+           "| table | old name | new name | why |\n|---|---|---|---|"]
+    out += [f"| `{t}` | `{old}` | `{new}` | {why} |" for t, old, new, why in RENAMED]
+    out.append("\nNot renamed: `ts_last` is the one name for \"when the last byte was "
+               "available in order\" in every table (the reassembler's `Piece.ts_avail` is "
+               "an `in` direction's `ts_last`; for `out` it is the first transmission, "
+               "`ts_first`: DESIGN.md, Time); `seq` is only the raw TCP sequence number "
+               "(`packets`), `length` only a TLS record's bytes on the wire (`tls_records`), "
+               "`payload_length` a transport payload on the wire (`packets`, `tcp_events`) or "
+               "a WebSocket message's payload after inflating (`ws_messages`).\n")
+    return "\n".join(out)
+
+
 def markdown() -> str:
     """The table reference (README): every table, column, type and description."""
     out = []
@@ -410,3 +439,4 @@ if __name__ == "__main__":  # python -m pcapflow.pipelines.tables.schemas > docs
         "Every table is partitioned by `capture_id`.\n"
     )
     print(markdown())
+    print(renames_markdown())

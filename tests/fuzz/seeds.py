@@ -3,7 +3,7 @@
 How this works: capture seeds are the committed samples (``sample_pcaps/``), the
 small third-party captures (``/work/shared/public-captures``, when present) and
 compressed copies. Stream seeds are the TCP payload of those captures, extracted
-by an independent dpkt reader (``tests/tcp_stream_util.py``), packed as fuzz
+by an independent dpkt reader (``tests/helpers/tcp_stream_util.py``), packed as fuzz
 containers (``fuzzlib.pack``) with the key log as a metadata record. Plaintext
 seeds (HTTP, WebSocket, FIX inside TLS) come from decrypting the samples with
 their key logs. Building them takes a few seconds, so the result is cached in
@@ -115,7 +115,7 @@ def _build() -> dict[str, list[bytes]]:
 
 
 def _pieces(path: Path) -> list[list[tuple[int, bytes]]]:
-    from tcp_stream_util import read_tcp_streams
+    from helpers.tcp_stream_util import read_tcp_streams
 
     out = []
     try:

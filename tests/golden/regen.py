@@ -29,16 +29,16 @@ bytes). Regenerate on purpose only, and review the diff of the tables:
 
     python tests/golden/regen.py            # all samples
     python tests/golden/regen.py fix44_plain
-    PCAPFLOW_REGEN_GOLDEN=1 pytest tests/test_golden.py
+    PCAPFLOW_REGEN_GOLDEN=1 pytest tests/e2e/test_golden.py
 
-``tests/test_golden.py`` re-ingests and compares.
+``tests/e2e/test_golden.py`` re-ingests and compares.
 
 The third-party corpus (``$PCAPFLOW_PUBLIC_CAPTURES``, not in the repository)
 has baselines too, in ``tests/golden/public/<table>.jsonl.gz`` (all captures in
 one file per table, told apart by ``capture_id``; ``captures.path`` relative to
 the corpus root). It is ingested in one call with every key log the corpus
-lists (``analysis.json``), as ``tests/test_fast_path.py`` does, plus the
-``packets`` table; ``tests/test_golden_public.py`` (slow, ~2 min) compares:
+lists (``analysis.json``), as ``tests/pipelines/test_fast_path.py`` does, plus the
+``packets`` table; ``tests/public/test_golden_public.py`` (slow, ~2 min) compares:
 
     python tests/golden/regen.py --public
 """
@@ -318,11 +318,11 @@ CORPUS_INDEX = "analysis.json"
 
 
 def public_root() -> Path:
-    """The third-party corpus directory (``tests/paths.py`` decides; it may not exist)."""
+    """The third-party corpus directory (``tests/helpers/paths.py`` decides; it may not exist)."""
     tests = str(HERE.parent)
     if tests not in sys.path:  # run as a script: tests/ is not on the path
         sys.path.insert(0, tests)
-    from paths import PUBLIC as root
+    from helpers.paths import PUBLIC as root
 
     return root
 

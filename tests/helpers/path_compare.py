@@ -1,5 +1,5 @@
 """The batch (fast) path against the general per-packet path: ingest with one or
-the other and compare every table, row for row (tests/test_fast_path*.py)."""
+the other and compare every table, row for row (tests/pipelines/test_fast_path*.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from paths import PUBLIC as ROOT
+from helpers.paths import PUBLIC as ROOT
 
 # file -> (frames whose flags differ, (tshark tcp streams, ours)) and why
 TCP_KNOWN: dict[str, tuple[int, tuple[int, int] | None, str]] = {
