@@ -35,7 +35,7 @@ from pcapflow.pipelines.tables.schemas import TABLES
 import pcapflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture_split import split
+from helpers.capture_split import split
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 CAPTURES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng"))
