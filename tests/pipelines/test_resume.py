@@ -34,10 +34,10 @@ from pcapflow.pipelines.tables.schemas import TABLES
 
 import pcapflow
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.capture_split import split
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 CAPTURES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 BOOKKEEPING = {"packets": ["file", "file_packet"]}
 CAPTURES_BOOKKEEPING = ["capture_id", "ingested_at"]

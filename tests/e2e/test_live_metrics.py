@@ -19,7 +19,7 @@ from pcapflow.metrics import BUCKETS_NS, DatasetMetrics, Server
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 
 
 def _ingest(root: Path, name: str) -> None:
@@ -153,7 +153,7 @@ def test_grafana_dashboard_reads_metrics_that_exist(tmp_path: Path) -> None:
 
     from pcapflow.metrics import LiveState
 
-    dash = json.loads((Path(__file__).resolve().parents[1] / "docs" /
+    dash = json.loads((Path(__file__).resolve().parents[2] / "docs" /
                        "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     exprs.append(dash["templating"]["list"][0]["query"]["query"])

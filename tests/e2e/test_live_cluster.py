@@ -18,13 +18,13 @@ import pytest
 import pcapflow
 from pcapflow.cluster import STAGED_MARK
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.capture_split import split
 from helpers.dataset_compare import assert_same_rows
 
 distributed = pytest.importorskip("distributed")
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 
 
 def _keylogs() -> list[Path]:

@@ -41,7 +41,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers.paths import SAMPLES
-from samples_oracle import TSHARK, check_against_truth, latency_rows, truth_rows, tshark_pairs
+from helpers.samples_oracle import (
+    TSHARK,
+    check_against_truth,
+    latency_rows,
+    truth_rows,
+    tshark_pairs,
+)
 
 import pcapflow
 

@@ -2,7 +2,7 @@
 plain HTTP/1.1 keep-alive, and a client that places orders on a few connections in
 turn (so some connections run across a rotation and some do not).
 
-``python tests/live_traffic.py PORT SECONDS RATE`` runs the server in a thread and the
+``python tests/helpers/live_traffic.py PORT SECONDS RATE`` runs the server in a thread and the
 client in the foreground, then prints one JSON line: the orders sent. Everything stays
 on loopback; every loop is bounded by SECONDS.
 """

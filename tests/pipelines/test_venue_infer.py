@@ -24,7 +24,7 @@ from pcapflow.pipelines.venue_rules import Assignment, FlowContent, FlowFacts
 import pcapflow
 from pcapflow.venues import VenueRegistry, content_rules
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_pcaps"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 
 
 def _packets(name: str) -> list[tuple[float, bytes, tuple[int, int]]]:

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from helpers.dataset_compare import assert_same_rows
 from helpers.paths import SAMPLES
-from pcapflow.parsers.capture.capset import expand, group
-from samples_oracle import (
+from helpers.samples_oracle import (
     MERGECAP,
     TSHARK,
     check_against_truth,
@@ -34,6 +33,7 @@ from samples_oracle import (
     truth_rows,
     tshark_pairs,
 )
+from pcapflow.parsers.capture.capset import expand, group
 
 import pcapflow
 

@@ -1,5 +1,5 @@
 """``pcapflow watch`` against a real ``tcpdump -G 1`` rotation (plain and ``-z gzip``)
-of real order traffic on loopback (``tests/live_traffic.py``), stopped with Ctrl-C in
+of real order traffic on loopback (``tests/helpers/live_traffic.py``), stopped with Ctrl-C in
 the middle and started again.
 
 Checked: every file tcpdump wrote is in the dataset exactly once, with the packets a
@@ -28,11 +28,11 @@ import pytest
 import pcapflow
 from pcapflow.watch import Watcher, strip_compression
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.capture_split import split
 
 HERE = Path(__file__).resolve().parent
-SAMPLES = HERE.parent / "sample_pcaps"
+SAMPLES = HERE.parents[1] / "sample_pcaps"
 TCPDUMP = shutil.which("tcpdump")
 needs_tcpdump = pytest.mark.skipif(
     TCPDUMP is None or os.geteuid() != 0, reason="needs tcpdump and root (capture on lo)")
@@ -95,7 +95,8 @@ def rotation(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     restarts: list[tuple[int, str, str]] = []
     try:
         _wait(lambda: any(d.iterdir()), 10, "tcpdump's first file")
-        traffic = subprocess.Popen([sys.executable, str(HERE / "live_traffic.py"), str(port),
+        script = HERE.parent / "helpers" / "live_traffic.py"
+        traffic = subprocess.Popen([sys.executable, str(script), str(port),
                                     "6", "40"], stdout=subprocess.PIPE, text=True)
         _wait(lambda: _captures(ds).num_rows >= 1, 90, "the first file ingested")
         restarts.append(_stop(first))  # Ctrl-C in the middle of the rotation

@@ -26,7 +26,7 @@ import pcapflow
 from pcapflow import report
 from pcapflow.scale import CATALOG, captures_between
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 HOUR = 3600 * 10**9
 N = 200
 
