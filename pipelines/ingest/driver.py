@@ -120,6 +120,7 @@ def ingest_capture(
     workers: int = 1,
     shard_rule: str = "balanced",
     resume: bool = False,
+    siblings: Sequence[str] = (),
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
 
@@ -136,11 +137,12 @@ def ingest_capture(
     they leave open, and files that continue a set the dataset holds state for
     resume it (``pipelines.ingest.resume``; both in one process: ``workers`` is
     ignored when resuming, and a rotation's file sharded keeps no state).
+    ``siblings``: the files of the command's other capture sets, never resumed into.
     """
     t0 = time.perf_counter()
     paths = _paths(path)
     args: _Args = (paths, packets_table, app_layer, matcher, progress)
-    prev = resume_state.find(data_dir, paths) if resume else None
+    prev = resume_state.find(data_dir, paths, siblings) if resume else None
     keep = resume and all(resume_state.rotation_named(p) for p in paths)
     if prev is None and workers > 1 and app_layer is not None and can_shard(paths):
         try:
