@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .dataset import FIX_ENDPOINTS
 from .parsers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ QUANTILE_METHOD = "linear"
 # Unmatched orders have no status (no reply came) and belong to the `ack` leg.
 _GROUPS: dict[str, tuple[str, str]] = {
     "venue": ("venue", "venue"),
-    "endpoint": ("endpoint", "endpoint"),
+    "endpoint": ("endpoint_name(protocol, endpoint) AS endpoint",
+                 "endpoint_name(protocol, endpoint) AS endpoint"),
     "kind": ("kind", "kind"),
     "capture": ("capture_id", "capture_id"),
     "flow": ("capture_id, flow_id", "capture_id, flow_id"),
@@ -71,14 +73,10 @@ NETWORK_METHODS: tuple[str, ...] = ("pure_ack", "nearest_rtt_sample", "handshake
 
 TimeLike = str | dt.datetime | pd.Timestamp | np.datetime64
 
-FIX_ENDPOINTS: dict[str, str] = {
-    "D": "NewOrderSingle", "F": "OrderCancelRequest", "G": "OrderCancelReplaceRequest",
-    "XCN": "OrderCancelRequestAndNewOrderSingle", "XAK": "OrderAmendKeepPriorityRequest",
-    "8": "ExecutionReport", "9": "OrderCancelReject",
-}
-"""FIX order endpoints (the table keeps the MsgType, tag 35) by their FIX names, as
-reports show them; ``endpoint=`` filters take either."""
-UNKNOWN_VENUE = ("unknown", "(unknown venue)")
+BY_NAME = "* REPLACE (endpoint_name(protocol, endpoint) AS endpoint)"
+"""Every column, FIX endpoints by name (``NewOrderSingle``, not ``D``): what the Python
+API and the reports show; the stored tables keep the MsgType (``endpoint_name`` in SQL)."""
+UNKNOWN_VENUE = ("unknown", "(unknown)", "(unknown venue)")
 """What ``exchange=`` accepts for the rows no venue rule named (venue NULL)."""
 
 
@@ -325,7 +323,7 @@ def latency(
 def latency_rows(ds: Dataset, flt: Filter) -> pd.DataFrame:
     """``latency`` rows selected by an already-validated ``Filter``."""
     cond, params = flt.where("order_ts", "latency")
-    return utc(ds.df(f"SELECT * FROM latency WHERE {cond} "
+    return utc(ds.df(f"SELECT {BY_NAME} FROM latency WHERE {cond} "
                      "ORDER BY order_ts, capture_id, flow_id, correlation_id", params))
 
 
@@ -369,10 +367,10 @@ def coverage_note(cov: dict[str, int], metric: str) -> str | None:
 def unmatched(ds: Dataset, flt: Filter | None = None) -> pd.DataFrame:
     """Orders no reply was seen for (and, with no filter, orphan replies too)."""
     if flt is None:
-        return utc(ds.df("SELECT * FROM unmatched ORDER BY ts, capture_id, flow_id"))
+        return utc(ds.df(f"SELECT {BY_NAME} FROM unmatched ORDER BY ts, capture_id, flow_id"))
     cond, params = flt.where("ts", "unmatched")
-    return utc(ds.df(f"SELECT * FROM unmatched WHERE {cond} ORDER BY ts, capture_id, flow_id",
-                     params))
+    return utc(ds.df(f"SELECT {BY_NAME} FROM unmatched WHERE {cond} "
+                     "ORDER BY ts, capture_id, flow_id", params))
 
 
 def group_columns(by: str | Sequence[str]) -> list[str]:

@@ -104,14 +104,19 @@ def _matcher(venues: str | os.PathLike[str] | None,
 
 
 def _one(args: tuple[list[str], str, bool, bool, list[str], str | None,
-                     dict[str, int | str], int, bool]) -> IngestResult:
-    path, data, packets, app, keylog, venues, limits, workers, resume = args
+                     dict[str, int | str], int, bool, list[str]]) -> IngestResult:
+    path, data, packets, app, keylog, venues, limits, workers, resume, siblings = args
     return ingest_capture(
         path, Path(data), packets_table=packets,
         app_layer=_app_factory(keylog, limits) if app else None,
         matcher=_matcher(venues, data) if app else None,
-        workers=workers, resume=resume,
+        workers=workers, resume=resume, siblings=siblings,
     )
+
+
+def _siblings(plan: list[list[str]], k: int) -> list[str]:
+    """Files of the plan's capture sets other than set ``k`` (never resumed into)."""
+    return [f for j, s in enumerate(plan) if j != k for f in s]
 
 
 def ingest(
@@ -225,13 +230,14 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
     plan = capture_sets(paths, sets=sets)
     if jobs > 1 and len(plan) > 1:
         work = [(p, str(root), packets, app, keys, venues_s, dict(limits or {}),
-                 _workers(p, workers, app=app, jobs=jobs, resume=resume), resume)
-                for p in plan]
+                 _workers(p, workers, app=app, jobs=jobs, resume=resume), resume,
+                 _siblings(plan, k))
+                for k, p in enumerate(plan)]
         return _in_pool(work, jobs)
     results = []
     app_factory = _app_factory(keys, limits) if app else None
     matcher = _matcher(venues_s, root) if app else None
-    for p in plan:
+    for k, p in enumerate(plan):
         cb = None
         if progress is not None:
             def cb(nbytes: int, npk: int, _p: str = p[0]) -> None:
@@ -240,6 +246,7 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
         results.append(ingest_capture(
             p, root, packets_table=packets, app_layer=app_factory,
             matcher=matcher, progress=cb, workers=n, resume=resume,  # type: ignore[arg-type]
+            siblings=_siblings(plan, k),
         ))
         interrupts.done(p[0])
     return results

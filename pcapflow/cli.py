@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .parsers.errors import PcapflowError
 
@@ -226,47 +225,7 @@ def ingest(
             resume=not new_set,
             cluster=cluster,
         )
-    table = Table(title=f"ingested into {root}", title_justify="left")
-    for col in ("capture", "packets", "flows", "seconds", "pkt/s", "MB/s", "anomalies"):
-        table.add_column(col, justify="left" if col == "capture" else "right")
-    for r in results:
-        table.add_row(
-            _set_name(r.paths or [r.path]),
-            f"{r.packets:,}",
-            f"{r.flows:,}",
-            f"{r.seconds:.2f}",
-            f"{r.packets_per_second:,.0f}",
-            f"{r.bytes / 1e6 / max(r.seconds, 1e-9):,.1f}",
-            f"{sum(r.anomaly_codes.values()):,}",
-        )
-    out.print(table)
-    for r in results:
-        rows = ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items()))
-        out.print(f"[dim]{_set_name(r.paths or [r.path])}: {rows}[/dim]")
-        if r.resumed_from is not None:
-            out.print(f"  resumed {r.resumed:,} connections from {Path(r.resumed_from).name} "
-                      f"(capture {r.capture_id}, now {len(r.paths)} files)", highlight=False)
-        if r.replaced:
-            out.print(f"[dim]  replaced earlier capture(s) sharing its files: "
-                      f"{', '.join(r.replaced)}[/dim]")
-        if r.anomaly_codes:
-            ranked = sorted(r.anomaly_codes.items(), key=lambda kv: -kv[1])
-            top = ", ".join(f"{k} {v}" for k, v in (ranked if verbose else ranked[:6]))
-            out.print(f"[yellow]  anomalies: {top}[/yellow]", highlight=False)
-        for problem in r.capture_problems:
-            console.print(
-                f"[yellow]warning:[/yellow] {r.path}: {problem}; the packets before "
-                "it were ingested",
-                highlight=False,
-            )
-    if not tcp_only and results:
-        _print_coverage(root, [r.capture_id for r in results])
-    for r in results:
-        if r.capture_id in had and r.resumed_from is None:
-            console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
-                          f"capture_id {r.capture_id})", highlight=False)
-    for line in _keylog_coverage(root, results, keylog):
-        console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+    _print_summary(root, results, had, tcp_only=tcp_only, verbose=verbose)
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
         raise PcapflowError(
@@ -275,15 +234,69 @@ def ingest(
         )
 
 
-def _print_coverage(root: Path, capture_ids: list[str]) -> None:
-    """One line: orders from how many connections, what was not decoded and why."""
-    from .coverage import coverage
+def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
+                   verbose: bool) -> None:
+    """The ingest summary: a table (a row per capture; plain when piped), then under it
+    what each capture wrote, its anomalies, the coverage line and, per key log file, how
+    many TLS sessions it had the secrets of. Warnings (a key log that matched nothing,
+    sessions no key log covered, a damaged file) go to stderr."""
+    from . import render
+
+    header = ["capture", "packets", "flows", "orders", "anomalies", "seconds", "pkt/s", "MB/s"]
+    rows = [[
+        _set_name(r.paths or [r.path]), f"{r.packets:,}", f"{r.flows:,}",
+        f"{r.rows.get('orders', 0):,}", f"{sum(r.anomaly_codes.values()):,}",
+        f"{r.seconds:.2f}", f"{r.packets_per_second:,.0f}",
+        f"{r.bytes / 1e6 / max(r.seconds, 1e-9):,.1f}"] for r in results]
+    notes = []
+    for r in results:
+        name = _set_name(r.paths or [r.path])
+        notes.append(f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.rows.items())))
+        if r.resumed_from is not None:
+            notes.append(f"  resumed {r.resumed:,} connections from "
+                         f"{Path(r.resumed_from).name} (capture {r.capture_id}, now "
+                         f"{len(r.paths)} files)")
+        if r.replaced:
+            notes.append(f"  replaced earlier capture(s) sharing its files: "
+                         f"{', '.join(r.replaced)}")
+        if r.anomaly_codes:
+            ranked = sorted(r.anomaly_codes.items(), key=lambda kv: -kv[1])
+            shown = ranked if verbose else ranked[:TOP_ANOMALIES]
+            more = len(ranked) - len(shown)
+            notes.append("  anomalies: " + ", ".join(f"{k} {v:,}" for k, v in shown)
+                         + (f", and {more} more codes (--verbose: all)" if more else ""))
+    warnings = []
+    if not tcp_only and results:
+        cov, keys = _coverage_lines(root, [r.capture_id for r in results])
+        notes += cov
+        warnings += keys
+    render.show(header, rows, range(1, len(header)), out=out, err=console,
+                title=f"ingested into {root}", notes=notes, droppable=("MB/s", "pkt/s"))
+    for r in results:
+        for problem in r.capture_problems:
+            warnings.append(f"{r.path}: {problem}; the packets before it were ingested")
+        if r.capture_id in had and r.resumed_from is None:
+            console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
+                          f"capture_id {r.capture_id})", highlight=False)
+    for w in warnings:
+        render.note(console, f"[yellow]warning:[/yellow] {w}")
+
+
+TOP_ANOMALIES = 6
+"""Anomaly codes named per capture under the ingest summary (``--verbose``: all)."""
+
+
+def _coverage_lines(root: Path, capture_ids: list[str]) -> tuple[list[str], list[str]]:
+    """(lines for under the summary, warnings): the coverage line (orders from how many
+    connections, what was not decoded and why), and how many TLS sessions each key log
+    file had the secrets of."""
+    from .coverage import coverage, keylog_coverage, keylog_summary, keylog_warnings
     from .dataset import Dataset
 
     with Dataset(root) as ds:
         line = coverage(ds, capture_ids=capture_ids).line()
-    if line:
-        out.print(line, highlight=False, soft_wrap=True)
+        keys = keylog_coverage(ds, capture_ids=capture_ids)
+    return [line] * bool(line) + keylog_summary(keys), keylog_warnings(keys)
 
 
 def _set_name(files: list[str]) -> str:
@@ -347,30 +360,6 @@ def _check_keylogs(keylog: list[Path]) -> None:
                           "log (SSLKEYLOGFILE)?", highlight=False)
 
 
-def _keylog_coverage(root: Path, results: list, keylog: list[Path]) -> list[str]:
-    """A warning per capture whose TLS sessions the key logs did not all decrypt: how many
-    they covered, naming the key log files. Looked up only when ``missing_keys`` was met."""
-    hit = [r for r in results if r.anomaly_codes.get("missing_keys")]
-    if not hit:
-        return []
-    from .dataset import Dataset
-
-    names = ", ".join(str(k) for k in keylog) or "no key log"
-    lines = []
-    with Dataset(root) as ds:
-        for r in hit:
-            total, covered = ds.fetchall(
-                "SELECT count(*), count(*) FILTER (WHERE flow_id IN (SELECT flow_id FROM "
-                "tls_records WHERE capture_id = ? AND decrypted)) FROM flows "
-                "WHERE capture_id = ? AND tls_version IS NOT NULL", [r.capture_id] * 2)[0]
-            what = ("the key log" + ("s " if len(keylog) > 1 else " ") + names) if keylog \
-                else "no key log was given:"
-            lines.append(f"{Path(r.path).name}: {what} covered {covered} of {total} TLS "
-                         "sessions; the others' messages are not decoded (is it the key log "
-                         "written while this capture was taken? --keylog FILE, repeatable)")
-    return lines
-
-
 def _iso_times(df):
     """Times as ISO 8601 strings with all nine digits (pandas' JSON writer keeps only
     milliseconds or microseconds of a tz-aware time, whatever ``date_unit`` says)."""
@@ -390,6 +379,8 @@ _NUMBER = re.compile(r"-?[\d,]+(\.\d+)?(B|KB|MB|GB|TB)?|-|")
 def _cell(v: object) -> str:
     if v is None:
         return ""
+    if isinstance(v, list | tuple) or type(v).__name__ == "ndarray":
+        return ", ".join(_cell(x) for x in v)  # type: ignore[attr-defined]
     if isinstance(v, float):
         return f"{v:g}" if abs(v) < 1e15 else str(v)
     return str(v)
@@ -433,7 +424,8 @@ def _check_format(fmt: str) -> None:
 
 
 def _table_help() -> str:
-    return "SQL over the views: " + ", ".join(TABLE_NAMES) + " (columns: docs/tables.md)"
+    return ("SQL over the views: " + ", ".join(TABLE_NAMES) + " (columns: docs/tables.md; "
+            "FIX endpoints by name: endpoint_name(protocol, endpoint))")
 
 
 @app.command()
@@ -598,7 +590,66 @@ def flows(
     if df["capture"].nunique() <= 1:
         view = view.drop(columns=["capture"])
     _print_frame(view, fmt, notes=notes, droppable=(
-        "end", "capture", "gaps", "rexmit", f"rtt {unit}", "bytes", "venue/sni"))
+        "end", "gaps", "rexmit", f"rtt {unit}", "bytes", "venue/sni", "capture"))
+
+
+@app.command("coverage")
+def coverage_cmd(
+    data: DataOpt = None,
+    capture: Annotated[str | None, typer.Option(
+        "--capture", help="One capture: capture_id prefix, path or file name")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """What the numbers cover, per capture: connections with orders, why the others were
+    not decoded, and which key log file had the secrets of which TLS sessions."""
+    import json
+
+    from . import render
+    from .analysis import resolve_capture
+    from .coverage import coverage, keylog_coverage, keylog_warnings
+    from .dataset import Dataset, require
+    from .parsers.errors import ConfigError
+
+    _check_format(fmt)
+    with Dataset(require(data)) as ds:
+        try:
+            ids = resolve_capture(ds, capture) if capture is not None else None
+        except ConfigError as err:
+            raise typer.BadParameter(str(err), param_hint="--capture") from None
+        caps = ds.fetchall(
+            "SELECT capture_id, arg_min(regexp_extract(path, '[^/]*$'), file_index) AS name "
+            "FROM captures GROUP BY ALL ORDER BY name, capture_id")
+        caps = [(c, n) for c, n in caps if ids is None or c in ids]
+        conns = {c: coverage(ds, capture_ids=[c]) for c, _ in caps}
+        keys = keylog_coverage(ds, capture_ids=[c for c, _ in caps])
+    if not caps:
+        raise PcapflowError("no captures in this dataset: run `pcapflow ingest CAPTURE` first")
+    if fmt == "json":
+        sys.stdout.write(json.dumps([
+            {"capture_id": c, "capture": n, "connections": conns[c].as_dict(),
+             "keylogs": [k.as_dict() for k in keys if k.capture_id == c]}
+            for c, n in caps], indent=1) + "\n")
+        return
+    if fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["capture_id", "capture", "keylog", "sessions", "tls_sessions"])
+        w.writerows([k.capture_id, k.capture, k.keylog, k.sessions, k.tls_sessions]
+                     for k in keys)
+        return
+    notes = [f"{n}: {conns[c].line() or 'no connection with payload'}" for c, n in caps]
+    if keys:
+        rows = [[k.capture, k.keylog, f"{k.sessions:,}", f"{k.tls_sessions:,}"] for k in keys]
+        render.show(["capture", "key log", "sessions", "of TLS"], rows, [2, 3], out=out,
+                    err=console, title="TLS sessions whose secrets each key log had",
+                    notes=notes)
+    else:
+        for line in notes:
+            render.note(console, line)
+        render.note(console, "no capture holding TLS was ingested with a key log")
+    for w in keylog_warnings(keys):
+        render.note(console, f"[yellow]warning:[/yellow] {w}")
 
 
 COMMAND_MODULES = {"match": "cli_match", "report": "cli_report", "demo": "cli_demo",
@@ -615,7 +666,7 @@ def _register_command_modules(names: tuple[str, ...] | None = None) -> None:
         importlib.import_module(f"pcapflow.{name}").register(app)
 
 
-CORE_COMMANDS = ("ingest", "query", "flows")
+CORE_COMMANDS = ("ingest", "query", "flows", "coverage")
 
 
 def _modules_needed() -> tuple[str, ...] | None:

@@ -22,6 +22,8 @@ from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
 FORMATS = ("table", "json", "csv")
+TABLE_COLUMNS = ("start_ts", "end_ts", "severity", "kind", "venue", "endpoint", "flow_id",
+                 "stream", "detail", "evidence_rows")
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, object]]:
@@ -41,19 +43,27 @@ def _records(df: pd.DataFrame) -> list[dict[str, object]]:
     return out
 
 
-def _cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[int]]:
-    """(header, rows, right-aligned columns) for a terminal or a pipe: the window as its
-    start (UTC, to the µs) and length; --format json/csv keep every column."""
-    header = ["start (UTC)", "length", "severity", "kind", "venue", "flow", "rows", "detail"]
-    rows = []
-    for r in df.itertuples():
-        secs = (r.end_ts - r.start_ts).total_seconds()
-        rows.append([r.start_ts.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                     f"{secs * 1e3:,.1f} ms" if secs < 10 else f"{secs:,.1f} s",
-                     r.severity, r.kind, "" if pd.isna(r.venue) else str(r.venue),
-                     "" if pd.isna(r.flow_id) else str(r.flow_id),
-                     "" if pd.isna(r.evidence_rows) else f"{r.evidence_rows:,}", r.detail])
-    return header, rows, [1, 5, 6]
+def _terminal_cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[int],
+                                                  list[str]]:
+    """A person's view: a numbered row per alert (start to the second, how long, what,
+    where), and each alert's detail as a numbered line under the table (details are
+    sentences: a column of them would wrap every row)."""
+    header = ["#", "start (UTC)", "for", "severity", "kind", "venue", "endpoint", "flow"]
+    rows, notes = [], []
+    for i, r in enumerate(_records(df[list(TABLE_COLUMNS)]), 1):
+        start, end = pd.Timestamp(r["start_ts"]), pd.Timestamp(r["end_ts"])
+        seconds = (end - start).total_seconds()
+        rows.append([str(i), start.strftime("%Y-%m-%d %H:%M:%S"),
+                     f"{seconds:,.0f} s" if seconds >= 1 else f"{seconds * 1e3:,.0f} ms",
+                     str(r["severity"]), str(r["kind"]), str(r["venue"] or ""),
+                     str(r["endpoint"] or ""), "" if r["flow_id"] is None else str(r["flow_id"])])
+        detail = str(r["detail"] or "")
+        if r["stream"]:
+            detail = f"{r['stream']}: {detail}"
+        notes.append(f"{i}. {detail}")
+    if all(not r[7] for r in rows):  # no alert names a connection: no empty column
+        return header[:7], [r[:7] for r in rows], [0, 2], notes
+    return header, rows, [0, 2, 7], notes
 
 
 def alerts_cmd(
@@ -123,12 +133,21 @@ def alerts_cmd(
     elif fmt == "csv":
         sys.stdout.write(pd.DataFrame(_records(df), columns=list(df.columns)).to_csv(
             index=False, lineterminator="\n"))
-    else:
-        header, rows, right = _cells(df)
-        render.show(header, rows, right, out=Console(), err=Console(stderr=True),
-                    title=f"{len(df)} alert(s)", notes=[
-                        "rows: evidence rows (--format json has the SQL that selects them)"],
-                    droppable=["venue", "rows", "length"])
+    elif df.empty:
+        checked = ", ".join(kinds or alerts_mod.DETECTORS)
+        render.note(console, f"no alerts ({checked} checked)")
+    elif out.is_terminal:
+        header, rows, right, notes = _terminal_cells(df)
+        render.show(header, rows, right, out=out, err=console, title=f"{len(df)} alert(s)",
+                    notes=notes, droppable=("flow", "for"))
+    else:  # piped: every column, a line per alert
+        recs = _records(df[list(TABLE_COLUMNS)])
+        rows = [["" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS] for r in recs]
+        render.show(list(TABLE_COLUMNS), rows, [6, 9], out=out, err=console)
+
+
+out = Console()
+console = Console(stderr=True, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

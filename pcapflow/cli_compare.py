@@ -82,8 +82,9 @@ def compare_cmd(
     else:
         header, rows, right = compare.cells(table, keys)
         render.show(header, rows, right, out=out, err=console, title=title, notes=[
-            "after - before, [95% bootstrap interval]; a verdict needs an interval that "
-            f"excludes 0 and {compare.MIN_SAMPLES}+ orders a side"])
+            "n: orders before→after; Δ: after - before, [95% bootstrap interval]; a verdict "
+            f"needs an interval that excludes 0 and {compare.MIN_SAMPLES}+ orders a side"],
+            droppable=[h for p in compare.DROPPABLE for h in header if h.startswith(p)])
     if table.empty:
         console.print("no matched orders on either side: nothing to compare", highlight=False)
     if html is not None:

@@ -12,12 +12,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from . import render
 from .dataset import data_dir
 from .parsers.errors import PcapflowError
 from .pipelines.match import rematch
 from .venues import registry
+
+out = Console()
+console = Console(stderr=True, soft_wrap=True)
 
 
 def match(
@@ -35,16 +38,21 @@ def match(
     from .why import derive
 
     results = rematch(root, registry(venues, root), derive)
-    table = Table(title=f"matched in {root}", title_justify="left")
-    for col in ("capture", "orders", "matched", "unmatched", "venues"):
-        table.add_column(col, justify="left" if col in ("capture", "venues") else "right")
+    rows = []
+    names = {}
+    from .dataset import Dataset
+
+    with Dataset(root) as ds:  # captures by file name, as everywhere else
+        names = dict(ds.fetchall("SELECT capture_id, arg_min(regexp_extract(path, '[^/]*$'), "
+                                 "file_index) FROM captures GROUP BY ALL"))
     for cid, res in results.items():
         lat = res.tables["latency"]
         acked = sum(1 for leg in lat.column("leg").to_pylist() if leg == "ack")
-        names = sorted(set(res.flow_venue.values()))
-        table.add_row(cid, f"{res.tables['orders'].num_rows:,}", f"{acked:,}",
-                      f"{res.tables['unmatched'].num_rows:,}", ", ".join(names))
-    Console().print(table)
+        rows.append([names.get(cid, cid), f"{res.tables['orders'].num_rows:,}", f"{acked:,}",
+                     f"{res.tables['unmatched'].num_rows:,}",
+                     ", ".join(sorted(set(res.flow_venue.values())))])
+    render.show(["capture", "orders", "matched", "unmatched", "venues"], rows, [1, 2, 3],
+                out=out, err=console, title=f"matched in {root}")
 
 
 def register(app: typer.Typer) -> None:

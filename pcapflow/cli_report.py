@@ -44,7 +44,7 @@ def emit(rep: report.Report, fmt: str) -> None:
         render.show(header, rows, right, out=out, err=console, title=rep.title(),
                     notes=[report.caption(rep)])
     for note in rep.notes:
-        console.print(f"[dim]{note}[/dim]", highlight=False)
+        render.note(console, note, "dim")
 
 
 def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
@@ -54,7 +54,8 @@ def write_outputs(ds: Dataset, rep: report.Report, plot: Path | None,
     if plot is not None:
         from . import plots  # matplotlib: only for a figure
 
-        rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by)
+        rows, label = report.group_labels(analysis.latency_rows(ds, rep.filter()), rep.by,
+                                          report.capture_names(ds))
         fig = plots.summary(rows, by=label, title=rep.title())
         plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot, dpi=110)
@@ -102,7 +103,7 @@ def report_cmd(
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
     with contextlib.ExitStack() as stack:
-        ds = stack.enter_context(Dataset(require(data)))
+        ds = whole = stack.enter_context(Dataset(require(data)))
         if [b.strip() for b in by.split(",")] in (["cause"], ["venue", "cause"],
                                                    ["cause", "venue"]):
             _why(ds, exchange, since, until, None if leg == "all" else leg, capture, fmt,
@@ -114,7 +115,7 @@ def report_cmd(
                 ds = stack.enter_context(ds.narrow(since, until))
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,
-                               capture=capture)
+                               capture=capture, whole=whole)
         except ConfigError as err:
             hint = OPTION_OF_ERROR.get(err.code, "--since/--until")
             raise typer.BadParameter(str(err), param_hint=hint) from err

@@ -144,23 +144,24 @@ def _tuple(key: object) -> tuple[object, ...]:
 
 def cells(table: pd.DataFrame, keys: Sequence[str], quantiles: Sequence[float] = QUANTILES
           ) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, rows and right-aligned columns for a terminal or a pipe: per quantile the
-    after value and the change with its interval, one unit per column."""
-    header = [k.replace("_", " ") for k in keys] + ["n before", "n after"]
+    """Header, rows and right-aligned columns for a terminal or a pipe: the orders on each
+    side, per quantile before→after and the change with its 95% interval (three
+    significant digits, one unit per quantile: µs, or ms from 10 ms), and the verdict."""
     from .report import key_text
 
+    header = [k.replace("_", " ") for k in keys] + ["n"]
     columns: list[list[str]] = [[key_text(v, k) for v in table[k]] for k in keys]
-    columns += [[f"{int(v):,}" for v in table["n_before"]],
-                [f"{int(v):,}" for v in table["n_after"]]]
+    columns.append([f"{int(a):,}→{int(b):,}" for a, b in zip(table["n_before"],
+                                                             table["n_after"], strict=True)])
     for q in quantiles:
         lab = _label(q)
-        unit, div = render.duration_unit(
-            [*table[f"{lab}_before_us"], *table[f"{lab}_after_us"]])
+        unit, div = render.duration_unit([*table[f"{lab}_before_us"],
+                                          *table[f"{lab}_after_us"]])
         header.append(f"{lab} {unit}")
-        columns.append([f"{render.number(x / div)}→{render.number(y / div)}"
+        columns.append([f"{_sig(x / div)}→{_sig(y / div)}"
                         for x, y in zip(table[f"{lab}_before_us"], table[f"{lab}_after_us"],
                                         strict=True)])
-        header.append(f"Δ{lab} {unit} (CI)")
+        header.append(f"Δ{lab} {unit} [CI]")
         columns.append([_delta(d, lo, hi, div) for d, lo, hi in zip(
             table[f"{lab}_diff_us"], table[f"{lab}_ci_low_us"], table[f"{lab}_ci_high_us"],
             strict=True)])
@@ -171,10 +172,28 @@ def cells(table: pd.DataFrame, keys: Sequence[str], quantiles: Sequence[float] =
     return header, rows, right
 
 
+DROPPABLE = ("p90 ", "Δp90 ", "p50 ", "p99 ")
+"""Headings (by prefix) a terminal too narrow for the comparison leaves out, in order: the
+changes and their intervals stay, the before→after values go first."""
+
+
+def _sig(v: float, sign: str = "") -> str:
+    """Three significant digits, never an exponent: 2.33, 23.3, 233, 2,331; '-' for none."""
+    if v is None or math.isnan(v):
+        return "-"
+    if abs(v) < 10:
+        return f"{v:{sign},.2f}"
+    if abs(v) < 100:
+        return f"{v:{sign},.1f}"
+    return f"{v:{sign},.0f}"
+
+
 def _delta(d: float, lo: float, hi: float, div: float) -> str:
     if math.isnan(d):
         return "-"
-    return f"{d / div:+,.3g} [{lo / div:+,.3g}, {hi / div:+,.3g}]"
+    if math.isnan(lo) or math.isnan(hi):
+        return _sig(d / div, "+")
+    return f"{_sig(d / div, '+')} [{_sig(lo / div, '+')}, {_sig(hi / div, '+')}]"
 
 
 def records(table: pd.DataFrame) -> list[dict[str, object]]:

@@ -20,6 +20,11 @@ connections with payload; not decoded: 2 TLS began before the capture (no
 handshake seen; not decrypted)". It advises ``--keylog`` only for captures that
 were ingested without any key material (``captures.tls_keys``).
 
+``keylog_coverage`` answers the same question for key logs, per file: which key log
+supplied the secrets of how many of a capture's TLS sessions (``flows.tls_keylog``),
+which file supplied none (most likely the key log of another capture), and how many
+sessions no file held secrets for (``captures.keylogs`` lists the files given).
+
 Pure SQL over the dataset's views (``Dataset``), aggregated in DuckDB: nothing
 per connection comes to Python, and no pandas (``pcapflow ingest`` prints it).
 """
@@ -176,3 +181,125 @@ def coverage(ds: Dataset, *, capture_ids: Sequence[str] | None = None,
         reasons[text] = reasons.get(text, 0) + n
     cov.undecoded = sorted(reasons.items(), key=lambda kv: -kv[1])
     return cov
+
+
+NO_SECRETS = "(no key log had its secrets)"
+"""``KeylogRow.keylog`` of a capture's TLS sessions with a handshake that no key log covered."""
+NO_HANDSHAKE = "(no handshake, not found)"
+"""``KeylogRow.keylog`` of TLS sessions already open when the capture began that no key
+log's secret decrypted (TLS 1.2 cannot be; TLS 1.3 is searched for)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeylogRow:
+    """How many of a capture's TLS sessions one key log supplied the secrets of."""
+
+    capture_id: str
+    capture: str
+    """The capture's file name (a capture set's first file)."""
+    keylog: str
+    """The key log file as given to ingest, the capture's Decryption Secrets Block,
+    ``NO_SECRETS`` or ``NO_HANDSHAKE``."""
+    sessions: int
+    tls_sessions: int
+    """The capture's TLS sessions (connections detected as TLS)."""
+
+    @property
+    def given(self) -> bool:
+        """A key log (file or secrets block), not one of the rows of sessions none covered."""
+        return self.keylog not in (NO_SECRETS, NO_HANDSHAKE)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"capture_id": self.capture_id, "capture": self.capture, "keylog": self.keylog,
+                "sessions": self.sessions, "tls_sessions": self.tls_sessions}
+
+
+_KEYLOG_SQL = """
+WITH c AS (
+    SELECT capture_id, arg_min(regexp_extract(path, '[^/]*$'), file_index) AS capture,
+           any_value(keylogs) AS keylogs
+    FROM captures WHERE {where} GROUP BY ALL),
+t AS (
+    SELECT capture_id, count(*) AS tls_sessions,
+           count(*) FILTER (WHERE tls_keylog IS NULL AND tls_version IS NOT NULL) AS no_secrets,
+           count(*) FILTER (WHERE tls_keylog IS NULL AND tls_version IS NULL) AS no_handshake
+    FROM flows WHERE app_protocol LIKE 'tls%' AND capture_id IN (SELECT capture_id FROM c)
+    GROUP BY ALL),
+k AS (
+    SELECT capture_id, tls_keylog, count(*) AS n FROM flows
+    WHERE tls_keylog IS NOT NULL AND capture_id IN (SELECT capture_id FROM c) GROUP BY ALL)
+SELECT c.capture_id, c.capture, c.keylogs, coalesce(t.tls_sessions, 0),
+       coalesce(t.no_secrets, 0), coalesce(t.no_handshake, 0),
+       (SELECT list(struct_pack(f := k.tls_keylog, n := k.n)) FROM k
+        WHERE k.capture_id = c.capture_id)
+FROM c LEFT JOIN t USING (capture_id)
+ORDER BY c.capture, c.capture_id
+"""
+
+
+def keylog_coverage(ds: Dataset, *, capture_ids: Sequence[str] | None = None
+                    ) -> list[KeylogRow]:
+    """Per capture ingested with key material and holding TLS: a row per key log given
+    (sessions it supplied, 0 for a file that matched none of them), then the sessions no
+    key log covered (``NO_SECRETS``, ``NO_HANDSHAKE``) when there are any."""
+    where, params = "TRUE", []
+    if capture_ids is not None:
+        where = f"capture_id IN ({', '.join('?' for _ in capture_ids) or 'NULL'})"
+        params = list(capture_ids)
+    out = []
+    for cid, name, keylogs, tls, no_secrets, no_handshake, used in ds.fetchall(
+            _KEYLOG_SQL.format(where=where), params):
+        supplied = {u["f"]: int(u["n"]) for u in used or []}
+        given = list(keylogs or [])
+        if not tls or not (given or supplied):
+            continue
+        for f in [*given, *(f for f in supplied if f not in given)]:
+            out.append(KeylogRow(cid, name, f, supplied.get(f, 0), int(tls)))
+        for label, n in ((NO_SECRETS, no_secrets), (NO_HANDSHAKE, no_handshake)):
+            if n:
+                out.append(KeylogRow(cid, name, label, int(n), int(tls)))
+    return out
+
+
+def keylog_warnings(rows: Sequence[KeylogRow]) -> list[str]:
+    """What a person should act on: each capture whose TLS sessions some key log did not
+    cover, and a key log that supplied none of the sessions of the captures it came with
+    while some of them went without (most likely the key log of another capture). A key
+    log that was not needed (the others covered every session) is no warning."""
+    lines = []
+    uncovered = {r.capture_id for r in rows if not r.given}
+    files: dict[str, tuple[int, int, list[str], bool]] = {}
+    for r in rows:
+        if r.given:
+            n, could, caps, short = files.get(r.keylog, (0, 0, [], False))
+            files[r.keylog] = (n + r.sessions, could + r.tls_sessions, [*caps, r.capture],
+                               short or r.capture_id in uncovered)
+    for f, (n, could, caps, short) in files.items():
+        if n == 0 and short:
+            where = caps[0] if len(caps) == 1 else f"{len(caps)} captures"
+            lines.append(f"{f}: matched none of the {could:,} TLS session"
+                         f"{'s' if could != 1 else ''} of {where} (a key log from another "
+                         "capture? pass the one written while this capture was taken)")
+    for r in rows:
+        if r.keylog == NO_SECRETS:
+            lines.append(f"{r.capture}: {r.sessions:,} of {r.tls_sessions:,} TLS sessions "
+                         "have no secrets in any key log given; their messages are not "
+                         "decoded (pass the key log the client wrote while this capture was "
+                         "taken; several may be given)")
+    return lines
+
+
+def keylog_summary(rows: Sequence[KeylogRow]) -> list[str]:
+    """A line per key log file (summed over the captures listed): the TLS sessions it had
+    the secrets of, of those of the captures it was given with."""
+    files: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        if r.given:
+            n, could = files.get(r.keylog, (0, 0))
+            files[r.keylog] = (n + r.sessions, could + r.tls_sessions)
+    covered = sum(r.sessions for r in rows if r.given)
+    total = sum({r.capture_id: r.tls_sessions for r in rows}.values())
+    return [f"key log {f}: secrets of {n:,} of {could:,} TLS session{'s' if could != 1 else ''}"
+            + (" (not needed: the others had every session's)" if n == 0 and covered == total
+               else "")
+            for f, (n, could) in files.items()]

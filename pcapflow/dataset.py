@@ -23,6 +23,14 @@ if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` need
 
 DEFAULT_DATA = "pcapflow_data"
 INTERNAL = "pcapflow_internal"
+FIX_ENDPOINTS: dict[str, str] = {
+    "D": "NewOrderSingle", "F": "OrderCancelRequest", "G": "OrderCancelReplaceRequest",
+    "XCN": "OrderCancelRequestAndNewOrderSingle", "XAK": "OrderAmendKeepPriorityRequest",
+    "8": "ExecutionReport", "9": "OrderCancelReject",
+}
+"""FIX order endpoints (the tables keep the MsgType, tag 35) by their FIX names, as the
+Python API and reports show them (SQL: ``endpoint_name(protocol, endpoint)``);
+``endpoint=`` filters take either."""
 """DuckDB schema of the declared empty tables behind the views (not listed by SHOW TABLES)."""
 
 
@@ -104,6 +112,13 @@ class Dataset:
                            "hive_partitioning = true, union_by_name = true)")
             cols = ", ".join(f'"{c}"' for c, _ in columns)
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+
+        # FIX order endpoints by name (the tables keep the wire's MsgType, tag 35):
+        # ``SELECT endpoint_name(protocol, endpoint) FROM latency``
+        names = ", ".join(f"{_sql_str(c)}: {_sql_str(n)}" for c, n in FIX_ENDPOINTS.items())
+        self.con.execute("CREATE OR REPLACE MACRO endpoint_name(protocol, endpoint) AS "
+                         f"CASE WHEN protocol = 'fix' THEN coalesce(MAP {{{names}}}[endpoint], "
+                         "endpoint) ELSE endpoint END")
 
     def _globs(self, table: str) -> list[str]:
         """The Parquet globs of ``table`` (SQL literals): every partition, or the

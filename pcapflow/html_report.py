@@ -134,7 +134,8 @@ def build(ds: Dataset, report: Report, *, title: str = "pcapflow latency report"
     """The full HTML report for ``report`` over ``ds``: its table, the same by endpoint,
     all four figures, the unanswered orders and the captures."""
     flt = report.filter()
-    rows, label = report_mod.group_labels(analysis.latency_rows(ds, flt), report.by)
+    rows, label = report_mod.group_labels(analysis.latency_rows(ds, flt), report.by,
+                                             report_mod.capture_names(ds))
     per = ", ".join(report.by)
     figures = {
         f"Latency histogram per {per}": plots.histogram(rows, by=label),

@@ -2,8 +2,14 @@
 
 How this works. A table is a header and rows of strings (numbers already formatted),
 with the columns to right-align. On a terminal it becomes a rich ``Table`` that fits
-the terminal's width: numbers never wrap or shrink (``no_wrap``), text columns
-(endpoints, SNIs, paths) wrap where they must, which is where a reader expects it.
+the terminal's width. ``layout`` gives every column its whole width if the table fits;
+otherwise the widest text columns narrow first, never below their longest unbreakable
+piece. Numbers, headings and the columns in ``WHOLE`` (addresses, times, verdicts) are
+never broken; other text (endpoints, SNIs, paths) is wrapped by ``wrap`` between words
+or path parts, else between the words of a CamelCase name (``OrderCancel`` /
+``Request``), where a reader expects it, never inside a word. ``fit`` leaves out the
+caller's droppable columns (said under the table) while the table would not fit, or
+only with a cell wrapped to more than ``MAX_LINES`` lines.
 When stdout is not a terminal (``| less``, ``> file``, a test) it is plain text: one
 header line, one line per row, columns aligned and separated by at least two spaces,
 nothing cut or wrapped, no colour, no box; titles and notes go to stderr, so the
@@ -18,6 +24,7 @@ wide and a report of nine columns fits 80.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 from rich import box
@@ -62,51 +69,166 @@ def plain(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
 
 
-TEXT_MIN_WIDTH = 15
-"""A text column is never squeezed narrower than this (or its longest cell, if shorter)."""
+_BREAKS = re.compile(r"(?<=[ /_.,:;=&?-])|(?<=[a-z0-9)])(?=[A-Z(])")
+"""Where a text cell may wrap: after a space or a separator (``/``, ``_``, ``.``, ``-``,
+...) and between the words of a CamelCase name (``OrderCancel|Request``)."""
+
+
+_STRONG_BREAKS = re.compile(r"(?<=[ /])")
+"""The breaks tried first: between words and path components."""
+
+
+def pieces(cell: str, pattern: re.Pattern[str] = _BREAKS) -> list[str]:
+    """A cell cut where it may wrap (``pieces("POST /api/v3/order")`` =
+    ``["POST ", "/", "api/", "v3/", "order"]``)."""
+    return [p for p in pattern.split(cell) if p]
+
+
+def wrap(cell: str, width: int) -> str:
+    """``cell`` in lines of at most ``width`` characters, broken between words or path
+    components if that is enough, else also where ``pieces`` allows (a piece longer than
+    the line is cut, the last resort)."""
+    if len(cell) <= width:
+        return cell
+    strong = _wrap(cell, width, _STRONG_BREAKS)
+    if all(len(ln) <= width for ln in strong):
+        return "\n".join(strong)
+    return "\n".join(_wrap(cell, width, _BREAKS))
+
+
+def _wrap(cell: str, width: int, pattern: re.Pattern[str]) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for piece in pieces(cell, pattern):
+        if pattern is _STRONG_BREAKS and len(piece.rstrip()) > width:
+            return [piece]  # too long without the finer breaks: the caller uses them
+        while len(piece) > width:  # no break point left: cut
+            if line:
+                lines.append(line.rstrip())
+                line = ""
+            lines.append(piece[:width])
+            piece = piece[width:]
+        if len((line + piece).rstrip()) > width:
+            lines.append(line.rstrip())
+            line = piece.lstrip()
+        else:
+            line += piece
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
+
+
+def _widths(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
+            ) -> tuple[list[int], list[int]]:
+    """(natural, narrowest) width of each column: numbers, headings and the columns
+    headed in ``WHOLE`` are never broken; other text may wrap between its ``pieces``."""
+    natural, narrow = [], []
+    for i, h in enumerate(header):
+        cells = [r[i] for r in rows]
+        whole = max([len(h), *map(len, cells)])
+        natural.append(whole)
+        if i in right or h in WHOLE:
+            narrow.append(whole)
+        else:
+            longest_piece = max((len(p.strip()) for c in cells for p in pieces(c)), default=0)
+            narrow.append(min(whole, max(len(h), longest_piece)))
+    return natural, narrow
+
+
+def layout(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int],
+           width: int | None) -> list[int]:
+    """Column widths for ``width`` characters: every column whole if that fits, else the
+    widest text columns narrowed first (never below their narrowest)."""
+    right = set(right)
+    natural, narrow = _widths(header, rows, right)
+    if width is None:
+        return natural
+    cols = list(natural)
+    over = sum(cols) + GAP * (len(cols) - 1) - width
+    while over > 0:
+        shrinkable = [i for i in range(len(cols)) if cols[i] > narrow[i]]
+        if not shrinkable:
+            break
+        i = max(shrinkable, key=lambda j: (cols[j] - narrow[j], cols[j]))
+        cols[i] -= 1
+        over -= 1
+    return cols
+
+
+GAP = 2
+"""Spaces between two columns."""
+WHOLE = frozenset({"client", "server", "proto", "start", "start (UTC)", "end", "ts", "time",
+                   "verdict", "severity"})
+"""Headings of text columns never wrapped (addresses, times): a broken address misleads."""
 
 
 def rich_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = (),
-               *, title: str | None = None, caption: str | None = None) -> Table:
-    """A terminal table: numbers whole and right-aligned, text columns wrap if they must.
+               *, title: str | None = None, caption: str | None = None,
+               width: int | None = None) -> Table:
+    """A terminal table: numbers whole and right-aligned, text columns wrapped (between
+    words, after a ``/``, inside a CamelCase name) only if the table would not fit
+    ``width`` otherwise.
 
     No box: columns are two spaces apart, which is what lets nine columns of a report
     fit 80 characters."""
     right = set(right)
+    widths = layout(header, rows, right, width)
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
                   collapse_padding=True)
     for i, h in enumerate(header):
-        longest = max([len(h), *(len(r[i]) for r in rows)])
-        if i in right:
-            table.add_column(h, justify="right", no_wrap=True, min_width=longest)
-        else:
-            table.add_column(h, overflow="fold", min_width=min(longest, TEXT_MIN_WIDTH))
+        table.add_column(h, justify="right" if i in right else "left", no_wrap=True,
+                         overflow="fold", width=widths[i])
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(c if i in right else wrap(c, widths[i]) for i, c in enumerate(r)))
     return table
 
 
 def min_width(header: Sequence[str], rows: Sequence[Sequence[str]],
               right: Iterable[int] = ()) -> int:
-    """The narrowest ``rich_table`` can be: numbers whole, text at ``TEXT_MIN_WIDTH``."""
+    """The narrowest ``rich_table`` can be: numbers whole, text between its pieces."""
+    _, narrow = _widths(header, rows, set(right))
+    return sum(narrow) + GAP * (len(header) - 1)
+
+
+MAX_LINES = 2
+"""A cell wrapped to more lines than this is harder to read than a column left out."""
+
+
+def lines_needed(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int],
+                 width: int) -> int:
+    """The most lines a cell takes when the table is laid out for ``width``."""
     right = set(right)
-    total = 2 * (len(header) - 1)
-    for i, h in enumerate(header):
-        longest = max([len(h), *(len(r[i]) for r in rows)])
-        total += longest if i in right else min(longest, TEXT_MIN_WIDTH)
-    return total
+    widths = layout(header, rows, right, width)
+    return max((wrap(r[i], widths[i]).count("\n") + 1 for r in rows
+                for i in range(len(header)) if i not in right), default=1)
+
+
+def note(console: Console, text: str, style: str | None = None) -> None:
+    """A line under a table: on a terminal wrapped between words at its width, piped one
+    line (so a script can grep it)."""
+    console.print(f"[{style}]{text}[/{style}]" if style else text, highlight=False,
+                  soft_wrap=not console.is_terminal)
+
+
+def natural_width(header: Sequence[str], rows: Sequence[Sequence[str]],
+                  right: Iterable[int] = ()) -> int:
+    """The width of ``rich_table`` with nothing wrapped."""
+    natural, _ = _widths(header, rows, set(right))
+    return sum(natural) + GAP * (len(header) - 1)
 
 
 def fit(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int],
         width: int, droppable: Sequence[str]
         ) -> tuple[list[str], list[list[str]], list[int], list[str]]:
     """Leave out the ``droppable`` columns (by heading, in order) until the table fits
-    ``width``; returns the table and the headings left out (to be said under it)."""
+    ``width`` with no cell wrapped to more than ``MAX_LINES`` lines; returns the table
+    and the headings left out (to be said under it)."""
     header, rows, right = list(header), [list(r) for r in rows], list(right)
     dropped: list[str] = []
     for name in droppable:
-        if min_width(header, rows, right) <= width:
+        if min_width(header, rows, right) <= width \
+                and lines_needed(header, rows, right, width) <= MAX_LINES:
             break
         if name not in header:
             continue
@@ -132,9 +254,10 @@ def show(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[i
         if dropped:
             notes.append(f"{', '.join(dropped)} left out to fit {out.width} columns "
                          "(piped or --format csv: every column)")
-        out.print(rich_table(header, rows, right, title=title), highlight=False)
+        out.print(rich_table(header, rows, right, title=title, width=out.width),
+                  highlight=False)
         for n in notes:
-            out.print(f"[dim]{n}[/dim]", highlight=False)
+            note(out, n, "dim")
         return
     if title:
         err.print(title, highlight=False, soft_wrap=True)

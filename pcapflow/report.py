@@ -69,7 +69,7 @@ class Report:
                 "exchange": "Exchange time (estimate)"}[self.metric]
         parts = [f"{what} by {', '.join(self.by)}"]
         if self.exchange:
-            parts.append(", ".join(v or "(unknown venue)" for v in self.exchange))
+            parts.append(", ".join(v or "(unknown)" for v in self.exchange))
         if self.leg and self.leg != "ack":
             parts.append(f"leg {self.leg}")
         if self.since is not None or self.until is not None:
@@ -96,16 +96,20 @@ def build(
     *,
     metric: str = "latency",
     capture: str | None = None,
+    whole: Dataset | None = None,
 ) -> Report:
-    """Compute the report (raises ``ConfigError`` for an unknown exchange or group)."""
+    """Compute the report (raises ``ConfigError`` for an unknown exchange or group).
+
+    ``whole``: when ``ds`` is narrowed to a time window's captures (``Dataset.narrow``),
+    the whole dataset, against which an empty result is explained (which filter emptied
+    it, what time the orders span)."""
     groups = analysis.group_columns(by)
     flt = analysis.make_filter(ds, exchange=exchange, since=since, until=until, leg=leg,
                                capture=capture)
     table = analysis.percentiles(ds, by=groups, exchange=flt.exchange, since=flt.since,
                                  until=flt.until, leg=leg, metric=metric, capture=capture)
     if "capture_id" in table.columns:  # the file name, which people know it by
-        names = dict(ds.fetchall("SELECT capture_id, any_value(regexp_extract(path, '[^/]*$')) "
-                                 "FROM captures GROUP BY ALL"))
+        names = capture_names(ds)
         table.insert(list(table.columns).index("capture_id"), "capture",
                      [names.get(c, c) for c in table["capture_id"]])
     keys = [c for c in table.columns if c not in {s for s, _ in STAT_COLUMNS}
@@ -113,9 +117,9 @@ def build(
             and not (c == "capture_id" and "capture" in table.columns)]
     notes = []
     if table.empty:
-        notes.append(analysis.why_empty(ds, flt))
+        notes.append(analysis.why_empty(whole if whole is not None else ds, flt))
     elif table["venue"].isna().any():
-        notes.append("(unknown venue): connections no venue rule named, e.g. FIX without a "
+        notes.append("(unknown): connections no venue rule named, e.g. FIX without a "
                      "venue map; select them with --exchange unknown, name them with "
                      "--venues map.toml (docs/venue-map.md)")
     if ds.fetchone("SELECT 1 FROM captures LIMIT 1") is not None:
@@ -145,7 +149,7 @@ def format_us(value: float | None) -> str:
 
 
 # What an empty group key means, per key (status is empty for orders never answered).
-NULL_KEY = {"status": "(no reply)", "venue": "(unknown venue)"}
+NULL_KEY = {"status": "(no reply)", "venue": "(unknown)"}
 
 
 def key_text(value: object, key: str = "") -> str:
@@ -160,20 +164,30 @@ def key_text(value: object, key: str = "") -> str:
     return str(value)
 
 
-def group_labels(rows: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, str]:
+def capture_names(ds: Dataset) -> dict[str, str]:
+    """capture_id -> the capture's file name (a set's first file): how people know it."""
+    return dict(ds.fetchall("SELECT capture_id, arg_min(regexp_extract(path, '[^/]*$'), "
+                            "file_index) FROM captures GROUP BY ALL"))
+
+
+def group_labels(rows: pd.DataFrame, by: Sequence[str], names: dict[str, str] | None = None
+                 ) -> tuple[pd.DataFrame, str]:
     """``rows`` (of ``latency``) with one column naming each row's group as the report's
     table does (``binance / order.place``), and that column's name: what plots colour by,
-    so ``--plot`` and ``--html`` follow ``--by``."""
+    so ``--plot`` and ``--html`` follow ``--by``. ``names`` (``capture_names``) shows
+    captures by file name rather than by id."""
     if list(by) == ["venue"] or rows.empty:
         return rows, "venue"
+    names = names or {}
+    capture = rows["capture_id"].map(lambda c: names.get(c, c[:8]))
     parts = []
     for g in by:
         if g == "minute":
             parts.append(rows["order_ts"].dt.floor("min").dt.strftime("%H:%M"))
         elif g == "flow":
-            parts.append(rows["capture_id"].str[:8] + ":" + rows["flow_id"].astype(str))
+            parts.append(capture + ":" + rows["flow_id"].astype(str))
         elif g == "capture":
-            parts.append(rows["capture_id"].str[:8])
+            parts.append(capture)
         else:
             parts.append(rows[g].map(lambda v, g=g: key_text(v, g)))
     out = rows.copy()
@@ -226,17 +240,20 @@ def caption(report: Report) -> str:
 def render_table(report: Report, width: int | None = None) -> Table:
     """A rich Table for a terminal: one row per group, group keys left, numbers right.
 
-    With ``width``, the mean, then p90, then the encrypted count are left out (and the
-    caption says so) when the table would not fit otherwise."""
+    With ``width``, the mean, then p90, then the encrypted count, then p99.9 are left out
+    (and the caption says so) while the table would not fit otherwise, or only with a
+    group's name wrapped to more than two lines."""
     header, rows, right = cells(report)
     note = caption(report)
     if width is not None:
-        droppable = [h for h in header if h.startswith(("mean ", "p90 ", "enc"))]
+        droppable = [h for p in ("mean ", "p90 ", "enc", "p99.9 ") for h in header
+                     if h.startswith(p)]
         header, rows, right, dropped = render.fit(header, rows, right, width, droppable)
         if dropped:
             note += (f"; {', '.join(d.split()[0] for d in dropped)} left out to fit "
                      f"{width} columns (--format csv has them)")
-    return render.rich_table(header, rows, right, title=report.title(), caption=note)
+    return render.rich_table(header, rows, right, title=report.title(), caption=note,
+                             width=width)
 
 
 def _num(v: object) -> float | None:

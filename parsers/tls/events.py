@@ -81,6 +81,9 @@ class TlsHandshakeInfo:
     """The key log held secrets for this connection's client random."""
     complete: bool
     """Both Finished (or the fallback above) were seen."""
+    keylog: str | None = None
+    """Where this connection's secrets came from: the key log file (as given) or the
+    capture's Decryption Secrets Block (``KeyLog.source_of``); None without secrets."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -66,10 +66,14 @@ READ_BLOCK = 1 << 20  # key log bytes read at a time; lines are cut out of each 
 class KeyLog:
     """Secrets from NSS key log text, looked up by client random."""
 
-    __slots__ = ("_secrets", "bad_lines", "comment_lines", "lines", "search_cache", "sources")
+    __slots__ = ("_origin", "_secrets", "_source", "bad_lines", "comment_lines", "lines",
+                 "search_cache", "sources")
 
     def __init__(self) -> None:
         self._secrets: dict[bytes, dict[str, bytes]] = {}
+        self._origin: dict[bytes, int] = {}
+        """client random -> index in ``sources`` of the last source that logged it."""
+        self._source: int | None = None  # index of the source being read
         self.lines = 0
         """Key lines accepted (also tells a cache built from them that it is stale)."""
         self.bad_lines = 0
@@ -98,6 +102,7 @@ class KeyLog:
         log = cls()
         for path in paths:
             log.sources.append(str(path))
+            log._source = len(log.sources) - 1
             try:
                 with open(path, "rb") as fh:
                     log._read_stream(fh, path)
@@ -105,6 +110,7 @@ class KeyLog:
                 raise ConfigError(
                     f"cannot read key log file {path}: {err.strerror}", code="keylog_unreadable"
                 ) from err
+        log._source = None
         return log
 
     def _read_stream(self, fh: BinaryIO, path: str | PathLike[str]) -> None:
@@ -138,10 +144,12 @@ class KeyLog:
         ``source`` names where it came from (e.g. ``pcapng DSB``), for messages."""
         if source is not None and source not in self.sources:
             self.sources.append(source)
+        self._source = None if source is None else self.sources.index(source)
         if isinstance(text, str):
             text = text.encode("utf-8", "replace")
         for raw in text.splitlines():
             self._add_line(raw.strip())
+        self._source = None
 
     def _add_line(self, line: bytes) -> None:
         if not line:
@@ -168,6 +176,8 @@ class KeyLog:
             self.bad_lines += 1
             return
         self._secrets.setdefault(random, {})[label] = secret
+        if self._source is not None:
+            self._origin[random] = self._source
         self.lines += 1
 
     # -- lookup -----------------------------------------------------------------
@@ -179,6 +189,12 @@ class KeyLog:
     def entries(self, label: str) -> list[tuple[bytes, bytes]]:
         """Every ``(client_random, secret)`` logged under ``label``, in log order."""
         return [(r, e[label]) for r, e in self._secrets.items() if label in e]
+
+    def source_of(self, client_random: bytes) -> str | None:
+        """Which source (file name as given, or the capture's Decryption Secrets Block)
+        logged this client random's secrets (the last one, if several did)."""
+        i = self._origin.get(bytes(client_random))
+        return None if i is None else self.sources[i]
 
     def has(self, client_random: bytes) -> bool:
         """Whether any secret was logged for this client random."""

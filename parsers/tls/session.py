@@ -607,7 +607,8 @@ class TlsSession:
             stream_offset=rec.stream_offset, sni=None, alpn_offered=(), alpn=None,
             version=VERSION_NAMES[TLS13], cipher=suite.name, cipher_id=suite.id,
             resumed=False, hello_retry=False, client_random=self._found_random.hex(),
-            handshake_ns=None, keys_found=True, complete=False))
+            handshake_ns=None, keys_found=True, complete=False,
+            keylog=self.keylog.source_of(self._found_random) if self.keylog else None))
         self._info_emitted = True
 
     def _report_missing(self, d: Direction, rec: RawRecord) -> None:
@@ -863,10 +864,19 @@ class TlsSession:
                 handshake_ns=self._handshake_ns if self._complete else None,
                 keys_found=self._keys_found,
                 complete=self._complete,
+                keylog=self._keylog_source(),
             )
         )
         self._info_emitted = True
 
+
+    def _keylog_source(self) -> str | None:
+        """The key log (file, or the capture's secrets block) that held this session's
+        secrets: looked up by the ClientHello's random, or the one the key search found."""
+        if not self._keys_found or self.keylog is None:
+            return None
+        random = self.client_random()
+        return None if random is None else self.keylog.source_of(random)
 
     # -- resuming across capture files (``pipelines.ingest.resume``) ------------------
     # A session is pickled without key material: the key log, every decryptor and the

@@ -75,7 +75,7 @@ def _session(ctx: SessionContext) -> TlsSession:
 
 def _handshake_info(info: dict[str, object], e: TlsHandshakeInfo) -> None:
     info.update(sni=e.sni, alpn=e.alpn, tls_version=e.version, tls_cipher=e.cipher,
-                alpn_offered=",".join(e.alpn_offered))
+                alpn_offered=",".join(e.alpn_offered), tls_keylog=e.keylog)
 
 
 TLS = ProtocolSpec(
@@ -95,7 +95,7 @@ TLS = ProtocolSpec(
         PlaintextRun: EventSpec(carrier="run"),
     },
     tables=(TableSpec(name="tls_records", schema=TLS_RECORDS, doc="one row per TLS record"),),
-    flow_columns=("sni", "alpn", "alpn_offered", "tls_version", "tls_cipher"),
+    flow_columns=("sni", "alpn", "alpn_offered", "tls_version", "tls_cipher", "tls_keylog"),
     match=MatchSpec(sql="encrypted", gate="enc_flows", outputs=("enc_orders", "enc_acks")),
     limits=("tls13_search_records", "tls13_search_chacha_records", "tls13_search_generations"),
 )

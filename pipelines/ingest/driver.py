@@ -54,6 +54,7 @@ from .resume import Previous
 from .shards import ChildLink, ParentLink, Shard, Unshardable, Worker, can_shard, one_line
 
 if TYPE_CHECKING:
+    from ...parsers.tls import KeyLog
     from ..match import Matcher
 
 __all__ = ["AppFactory", "IngestResult", "ProgressFn", "can_shard", "ingest_capture",
@@ -119,6 +120,7 @@ def ingest_capture(
     workers: int = 1,
     shard_rule: str = "balanced",
     resume: bool = False,
+    siblings: Sequence[str] = (),
 ) -> IngestResult:
     """Ingest one capture into ``data_dir``; replaces that capture's partitions.
 
@@ -135,11 +137,12 @@ def ingest_capture(
     they leave open, and files that continue a set the dataset holds state for
     resume it (``pipelines.ingest.resume``; both in one process: ``workers`` is
     ignored when resuming, and a rotation's file sharded keeps no state).
+    ``siblings``: the files of the command's other capture sets, never resumed into.
     """
     t0 = time.perf_counter()
     paths = _paths(path)
     args: _Args = (paths, packets_table, app_layer, matcher, progress)
-    prev = resume_state.find(data_dir, paths) if resume else None
+    prev = resume_state.find(data_dir, paths, siblings) if resume else None
     keep = resume and all(resume_state.rotation_named(p) for p in paths)
     if prev is None and workers > 1 and app_layer is not None and can_shard(paths):
         try:
@@ -464,7 +467,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         sha = hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()
     staging.write("captures", _capture_rows(old_files, reader, tracker.n_flows,
                                             old_anomalies + sum(anomaly_codes.values()),
-                                            getattr(app, "keylog", None) is not None))
+                                            getattr(app, "keylog", None)))
     return IngestResult(
         path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
@@ -516,7 +519,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
 
 
 def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, anomalies: int,
-                  tls_keys: bool) -> dict:
+                  keylog: KeyLog | None) -> dict:
     """``captures`` rows: one per file (a capture set has several, one capture_id);
     ``old``: the files of the set ingested by earlier commands (``resume``)."""
     files = [*old, *(resume_state.file_meta(f) for f in reader.files)]
@@ -540,7 +543,9 @@ def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, ano
         "last_ts": ts([f["max_ts"] for f in files]),
         "flows": pa.array([flows] * n, type=pa.int64()),
         "anomalies": pa.array([anomalies] * n, type=pa.int64()),
-        "tls_keys": pa.array([tls_keys] * n, type=pa.bool_()),
+        "tls_keys": pa.array([keylog is not None] * n, type=pa.bool_()),
+        "keylogs": pa.array([list(keylog.sources) if keylog is not None else []] * n,
+                            type=pa.list_(pa.string())),
         "ingested_at": ts([time.time_ns()] * n),
         "pcapflow_version": pa.array([__version__] * n),
     }

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # Rows of flows without application-layer data resolved and written at once.
 FLOW_BATCH_ROWS = 1 << 16
 APP_COLUMNS = ("app_protocol", "sni", "alpn", "alpn_offered", "tls_version", "tls_cipher",
-               "http_host", "ws_path", "venue", "venue_source")
+               "tls_keylog", "http_host", "ws_path", "venue", "venue_source")
 """``flows`` columns the application layer (``AppLayer.retire``) and the matcher fill."""
 
 FLOW_SCHEMA = without_capture_id(FLOWS)

@@ -56,6 +56,7 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,8 +176,12 @@ def _check_version(path: Path, header: dict[str, Any]) -> None:
             "(or ingest the whole rotation in one command)")
 
 
-def find(root: Path, paths: list[str]) -> Previous | None:
-    """The set in ``root`` the files ``paths`` continue (module docstring), or None."""
+def find(root: Path, paths: list[str], exclude: Sequence[str] = ()) -> Previous | None:
+    """The set in ``root`` the files ``paths`` continue (module docstring), or None.
+
+    ``exclude``: files of the other capture sets of the same command. The planner
+    (``capset.capture_sets``) told them apart from ``paths``, so a set holding one of
+    them is never continued, whichever order (or ``--jobs`` process) ingests them."""
     sdir = root / STATE_DIR
     if not sdir.is_dir() or not paths or not all(rotation_named(p) for p in paths):
         return None
@@ -186,10 +191,14 @@ def find(root: Path, paths: list[str]) -> Previous | None:
         return None
     states = sorted(sdir.glob(f"capture_id=*/{STATE_FILE}"))
     heads: list[dict[str, Any]] = []
+    others = {os.path.abspath(p) for p in exclude}
     for path in states:
         header, _ = _read(path, body=False)
-        if header.get("recording") == rec:
-            heads.append({"path": path, **header})
+        if header.get("recording") != rec:
+            continue
+        if others & {os.path.abspath(str(x["path"])) for x in header.get("files", [])}:
+            continue  # a set this command planned apart
+        heads.append({"path": path, **header})
     if not heads:
         return None
     files = [peek(p) for p in paths]

@@ -47,6 +47,9 @@ CAPTURES = _schema(
        "its files, repeated on each file's row)"),
     _f("tls_keys", pa.bool_(), "Whether TLS secrets were at hand: a key log was given, or "
        "the capture holds a Decryption Secrets Block (pcapng)"),
+    _f("keylogs", pa.list_(pa.string()), "Key log files given to the ingest (as given), and "
+       "`the capture's Decryption Secrets Block` if it held one: `flows.tls_keylog` says "
+       "which session each supplied"),
     _f("ingested_at", TS, "When this capture was ingested"),
     _f("pcapflow_version", pa.string(), "pcapflow version that wrote the tables"),
 )
@@ -103,6 +106,8 @@ FLOWS = _schema(
     _f("alpn_offered", pa.string(), "ALPN protocols the client offered, comma-separated"),
     _f("tls_version", pa.string(), "Negotiated TLS version (1.0 .. 1.3)"),
     _f("tls_cipher", pa.string(), "Negotiated cipher suite (IANA name)"),
+    _f("tls_keylog", pa.string(), "Key log file (as given to ingest) that held this TLS "
+       "session's secrets, or the capture's Decryption Secrets Block; NULL: none did"),
     _f("http_host", pa.string(), "First HTTP Host header"),
     _f("ws_path", pa.string(), "WebSocket upgrade request path"),
     _f("venue", pa.string(), "Exchange, from SNI / Host / the user's venue map; for a "

@@ -52,7 +52,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = _cli("ingest", *map(str, CAPTURES), *[a for k in KEYLOGS for a in ("--keylog", str(k))],
                "--data", str(root))
     assert out.returncode == 0, out.stderr
-    (root / "summary.txt").write_text(out.stdout)
+    (root / "summary.txt").write_text(out.stdout + out.stderr)  # piped: notes on stderr
     return root
 
 
@@ -88,7 +88,7 @@ def test_without_key_logs_the_summary_says_to_pass_one(tmp_path: Path) -> None:
     tls = pcapflow.open(tmp_path).fetchall(
         "SELECT count(*) FROM flows WHERE app_protocol LIKE 'tls%'")[0][0]
     assert dict(cov.undecoded) == {REASONS["tls_no_keylog"]: tls}
-    text = " ".join(out.stdout.split())
+    text = " ".join((out.stdout + out.stderr).split())
     assert f"not decoded: {tls} TLS in a capture ingested without a key log (ingest again " \
            "with --keylog FILE)" in text
     assert cov.timing_only > 0 and "only from TLS record timing" in text
@@ -100,7 +100,7 @@ def test_wrong_key_log_is_not_told_to_pass_a_key_log(tmp_path: Path) -> None:
                "--data", str(tmp_path))
     assert out.returncode == 0, out.stderr
     rep = _cli("report", "--data", str(tmp_path))
-    for text in (out.stdout, rep.stdout + rep.stderr):
+    for text in (out.stdout + out.stderr, rep.stdout + rep.stderr):
         flat = " ".join(text.split())
         assert "--keylog" not in flat
         assert "not decoded: 2 TLS whose secrets are not in the key log" in flat
@@ -126,7 +126,7 @@ def test_sessions_that_began_before_the_capture(tmp_path: Path, name: str, cut: 
         assert dict(cov.undecoded) == {REASONS["tls_no_handshake"]: n}
     else:
         assert cov.undecoded == [] and cov.with_orders + cov.decoded + cov.partial == n
-    flat = " ".join(out.stdout.split())
+    flat = " ".join((out.stdout + out.stderr).split())
     assert cov.line() in flat and "--keylog" not in flat
 
 

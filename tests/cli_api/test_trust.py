@@ -189,8 +189,12 @@ def test_wrong_key_log_is_a_warning_naming_it_and_its_coverage(tmp_path: Path) -
     code, _, err = cli("ingest", str(REST), "--keylog", str(wrong), "--data",
                        str(tmp_path / "d"))
     assert code == 0
-    line = next(ln for ln in err.splitlines() if "warning:" in ln)
-    assert str(wrong) in line and "covered 0 of 2 TLS sessions" in line
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert warnings[0].startswith(f"warning: {wrong}: matched none of the 2 TLS sessions of "
+                                  "binance_rest_tls13.pcap (a key log from another capture?")
+    assert warnings[1].startswith("warning: binance_rest_tls13.pcap: 2 of 2 TLS sessions have "
+                                  "no secrets in any key log given")
+    assert f"key log {wrong}: secrets of 0 of 2 TLS sessions" in err
 
 
 def test_garbage_key_log_is_named(tmp_path: Path) -> None:
@@ -199,7 +203,87 @@ def test_garbage_key_log_is_named(tmp_path: Path) -> None:
     code, _, err = cli("ingest", str(REST), "--keylog", str(junk), "--data", str(tmp_path / "d"))
     assert code == 0
     assert f"{junk}: no key lines in it (2 lines" in err
-    assert "covered 0 of 2 TLS sessions" in err
+    assert f"{junk}: matched none of the 2 TLS sessions" in err
+
+
+def _client_randoms(capture: Path) -> dict[int, str]:
+    """Client port -> ClientHello.random (hex), as tshark dissects it."""
+    out = subprocess.run(["tshark", "-r", str(capture), "-Y", "tls.handshake.type == 1",
+                          "-T", "fields", "-e", "tcp.srcport", "-e", "tls.handshake.random"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    return {int(p): r.replace(":", "") for p, r in (ln.split("\t") for ln in out.splitlines())}
+
+
+def test_key_log_coverage_per_file(tmp_path: Path) -> None:
+    """Three captures, four key logs in one ingest: each TLS session names the file that
+    held its secrets (checked against the files' text by the client random tshark
+    reads), a file that matched nothing is warned about, sessions no file covered are
+    said per capture; ``pcapflow coverage`` shows the same per capture and file."""
+    okx, deribit = SAMPLES / "okx_ws_tls12.pcap", SAMPLES / "deribit_jsonrpc_tls13.keylog"
+    keys = [SAMPLES / "okx_ws_tls12.keylog", REST_KEYS, deribit, LOSSY_KEYS]
+    d = tmp_path / "d"
+    args = ["ingest", str(REST), str(okx), str(LOSSY)]
+    for k in keys:
+        args += ["--keylog", str(k)]
+    code, _, err = cli(*args, "--data", str(d))
+    assert code == 0, err
+    assert "warning" not in err  # every session found its secrets: no file is wrong
+    for k, n in ((keys[0], 1), (REST_KEYS, 2), (deribit, 0), (LOSSY_KEYS, 2)):
+        assert f"key log {k}: secrets of {n} of 5 TLS sessions" in err
+    assert f"key log {deribit}: secrets of 0 of 5 TLS sessions (not needed: the others had " \
+        "every session's)" in err
+    ds = pcapflow.open(d)
+    assert ds.fetchall("SELECT DISTINCT keylogs FROM captures") == [([str(k) for k in keys],)]
+    if shutil.which("tshark"):
+        texts = {str(k): k.read_text() for k in keys}
+        for cap in (REST, okx, LOSSY):
+            randoms = _client_randoms(cap)
+            rows = ds.fetchall(
+                "SELECT client_port, tls_keylog FROM flows f JOIN captures c USING "
+                "(capture_id) WHERE c.path = ?", [str(cap)])
+            assert len(rows) == len(randoms) > 0
+            for port, source in rows:
+                holders = [k for k, text in texts.items() if randoms[port] in text]
+                assert holders == [source]  # the one file that holds it, and it is named
+    code, out, _ = cli("coverage", "--data", str(d), "--format", "csv")
+    got = {(r["capture"], Path(r["keylog"]).name): (int(r["sessions"]), int(r["tls_sessions"]))
+           for r in csv.DictReader(io.StringIO(out))}
+    assert got[("okx_ws_tls12.pcap", "okx_ws_tls12.keylog")] == (1, 1)
+    assert got[("okx_ws_tls12.pcap", "binance_rest_tls13.keylog")] == (0, 1)
+    assert got[("binance_rest_tls13.pcap", "binance_rest_tls13.keylog")] == (2, 2)
+    assert got[("lossy_rest_tls13.pcap", "lossy_rest_tls13.keylog")] == (2, 2)
+    assert len(got) == 12  # every file given, for every capture; nothing left uncovered
+    code, out, err = cli("coverage", "--data", str(d), "--capture", "okx_ws_tls12.pcap")
+    assert code == 0 and out.splitlines()[0].split() == ["capture", "key", "log", "sessions",
+                                                          "of", "TLS"]
+    assert len(out.splitlines()) == 1 + 4 and "okx_ws_tls12.pcap: coverage: orders from" in err
+
+
+def test_sessions_no_key_log_covers_are_said_per_capture(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    code, _, err = cli("ingest", str(REST), str(SAMPLES / "okx_ws_tls12.pcap"), "--keylog",
+                       str(REST_KEYS), "--data", str(d))
+    assert code == 0
+    assert ("warning: okx_ws_tls12.pcap: 1 of 1 TLS sessions have no secrets in any key log "
+            "given") in err
+    assert f"{REST_KEYS}: matched none" not in err  # it matched the other capture's
+    code, _, err = cli("ingest", str(SAMPLES / "okx_ws_tls12.pcap"), "--keylog", str(REST_KEYS),
+                       "--data", str(tmp_path / "e"))
+    assert f"warning: {REST_KEYS}: matched none of the 1 TLS session of okx_ws_tls12.pcap" in err
+    code, out, _ = cli("coverage", "--data", str(d), "--format", "json")
+    recs = {r["capture"]: r for r in json.loads(out)}
+    assert [(k["keylog"], k["sessions"]) for k in recs["okx_ws_tls12.pcap"]["keylogs"]] == [
+        (str(REST_KEYS), 0), ("(no key log had its secrets)", 1)]
+    assert recs["binance_rest_tls13.pcap"]["connections"]["with_orders"] == 2
+
+
+def test_secrets_block_is_named_as_the_key_log(tmp_path: Path) -> None:
+    pcapflow.ingest([SAMPLES / "binance_rest_dsb.pcapng"], data=tmp_path / "d")
+    ds = pcapflow.open(tmp_path / "d")
+    assert ds.fetchall("SELECT DISTINCT tls_keylog FROM flows") == [
+        ("the capture's Decryption Secrets Block",)]
+    code, out, _ = cli("coverage", "--data", str(tmp_path / "d"), "--format", "csv")
+    assert code == 0 and out.splitlines()[1].endswith(",the capture's Decryption Secrets Block,1,1")
 
 
 def test_globbed_key_logs_after_one_flag_work(tmp_path: Path) -> None:
@@ -243,7 +327,7 @@ def test_show_tables_lists_only_the_tables(data: Path) -> None:
 def test_fix_without_a_venue_map_is_readable_and_selectable(data: Path) -> None:
     code, out, err = cli("report", "--data", str(data), "--by", "endpoint")
     assert code == 0
-    assert "(unknown venue)  NewOrderSingle" in out and "OrderCancelRequest" in out
+    assert "(unknown)  NewOrderSingle" in out and "OrderCancelRequest" in out
     assert "--exchange unknown" in err
     code, out, _ = cli("report", "--data", str(data), "--exchange", "unknown", "--format",
                        "json")
@@ -314,8 +398,8 @@ def test_compare_two_samples_cli(tmp_path: Path, data: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(out)))
     assert {r["verdict"] for r in rows} <= {"no evidence", "too few"}
     code, out, err = cli("compare", str(data), str(data))
-    assert code == 0 and out.splitlines()[0].split()[:3] == ["venue", "n", "before"]
-    assert "after - before" in err
+    assert code == 0 and out.splitlines()[0].split()[:4] == ["venue", "n", "p50", "µs"]
+    assert "Δ: after - before" in err
 
 
 def test_compare_matches_the_bootstrap_of_analysis(data: Path) -> None:
@@ -384,3 +468,162 @@ def test_a_wide_table_on_a_terminal_leaves_out_columns_and_says_which() -> None:
     assert max(len(ln) for ln in got.splitlines()) <= 80
     assert "10.99.0.1:38742" in got and "381.6KB" in got  # nothing cut or folded
     assert "end, capture, gaps, rexmit, rtt µs left out to fit 80 columns" in " ".join(got.split())
+
+
+# -- every table at 80 columns, on the FIX samples ----------------------------------------------
+
+FIX_SLL2 = SAMPLES / "fix44_sll2.pcap"
+
+SNAPSHOT_FIX_BY_ENDPOINT_STATUS_80 = """\
+Order-to-ack latency by venue, endpoint, status
+venue      endpoint              status    count  unans   p50 µs  p99 ms  max ms
+────────────────────────────────────────────────────────────────────────────────
+(unknown)  NewOrderSingle        accepted     32      0  2,651.1   44.20   44.20
+(unknown)  NewOrderSingle        rejected      5      0  1,650.7   2.585   2.621
+(unknown)  OrderCancelReplace    accepted      5      0  2,783.8   3.688   3.689
+           Request
+(unknown)  OrderCancelReplace    rejected      1      0  1,540.4   1.540   1.540
+           Request
+(unknown)  OrderCancelRequest    accepted     32      0  2,427.6   4.605   4.641
+(unknown)  OrderCancelRequest    rejected      1      0  5,341.1   5.341   5.341
+µs/ms as headed; quantiles by linear interpolation (DuckDB quantile_cont,
+numpy.quantile default); unans = orders with no reply; mean, p90, p99.9 left out
+to fit 80 columns (--format csv has them)"""
+
+
+@pytest.fixture(scope="module")
+def fixdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fix") / "data"
+    pcapflow.ingest([FIX, FIX_SLL2], data=root)
+    return root
+
+
+def _on_terminal(monkeypatch: pytest.MonkeyPatch, width: int = 80) -> io.StringIO:
+    """Every command's stdout console as an ``width``-column terminal; returns its text."""
+    from pcapflow import cli as cli_mod
+    from pcapflow import cli_alerts, cli_compare, cli_match, cli_report
+
+    buf = io.StringIO()
+    con = Console(width=width, file=buf, force_terminal=True, color_system=None,
+                  legacy_windows=False)
+    for mod in (cli_mod, cli_alerts, cli_compare, cli_match, cli_report):
+        monkeypatch.setattr(mod, "out", con)
+    return buf
+
+
+def test_fix_report_at_80_columns_snapshot(fixdata: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    buf = _on_terminal(monkeypatch)
+    assert cli("report", "--data", str(fixdata), "--by", "endpoint,status")[0] == 0
+    got = "\n".join(ln.rstrip() for ln in buf.getvalue().splitlines())
+    assert got == SNAPSHOT_FIX_BY_ENDPOINT_STATUS_80, "\n" + got
+
+
+def _split(line: str) -> list[str]:
+    return [c for c in line.strip().split("  ") if c.strip()]
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "--by", "endpoint"], ["report", "--by", "capture,kind"],
+    ["report", "--by", "endpoint,status", "--metric", "network"], ["flows"],
+    ["alerts", "--p99-us", "3000", "--min-orders", "1"], ["match"],
+    ["compare", "{data}", "{data}", "--by", "endpoint,status", "--resamples", "50"],
+    ["query", "SELECT endpoint_name(protocol, endpoint) AS endpoint, status, latency_ns, "
+     "order_ts FROM latency ORDER BY order_ts LIMIT 5"],
+], ids=lambda a: " ".join(a[:3]))
+def test_every_table_fits_80_columns_on_the_fix_samples(fixdata: Path, args: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """On an 80-column terminal nothing is wider than 80 and nothing is cut: each cell the
+    piped table has (for the columns kept) is there whole, or wrapped only between its
+    words, path parts or CamelCase words (``render.wrap``); numbers are never wrapped."""
+    args = [a.format(data=fixdata) for a in args]
+    data = [] if args[0] == "compare" else ["--data", str(fixdata)]
+    code, piped, err = cli(*args, *data)
+    assert code == 0, err
+    buf = _on_terminal(monkeypatch)
+    code, _, err = cli(*args, *data)
+    assert code == 0, err
+    text = buf.getvalue()
+    lines = text.splitlines()
+    assert lines and max(map(len, lines)) <= 80, text
+    flat = " ".join(text.split())
+    rows = [r for r in piped.splitlines() if r.strip()]
+    header = rows[0].split()
+    if args[0] == "alerts":  # a row per alert, its detail (a sentence) numbered under it
+        assert len(rows) == 4 and "3 alert(s)" in text
+        for k, row in enumerate(rows[1:], 1):
+            assert f"{k}. {_split(row)[-2]}" in flat
+        return
+    for row in rows[1:]:
+        for cell in _split(row):
+            if cell in text:
+                continue
+            pieces = [render.wrap(cell, w).splitlines() for w in range(4, len(cell))]
+            wrapped = any(all(p in text for p in ps) for ps in pieces)
+            # a cell of a column left out on the terminal (said under the table) is absent
+            assert wrapped or "left out to fit 80 columns" in flat, (cell, header, text)
+
+
+def test_render_wraps_between_words_path_parts_and_camelcase() -> None:
+    assert render.wrap("OrderCancelReplaceRequest", 20) == "OrderCancelReplace\nRequest"
+    assert render.wrap("OrderCancelReplaceRequest", 12) == "OrderCancel\nReplace\nRequest"
+    assert render.wrap("PUT /api/v3/order/amend/keepPriority", 20) == \
+        "PUT /api/v3/order/\namend/keepPriority"
+    assert render.wrap("/work/sample_pcaps/binance_rest_tls13.keylog", 30) == \
+        "/work/sample_pcaps/\nbinance_rest_tls13.keylog"  # at a path part before a '_'
+    assert render.wrap("short", 10) == "short"
+
+
+def test_ingest_summary_piped_is_a_plain_table_with_notes_on_stderr(tmp_path: Path) -> None:
+    code, out, err = cli("ingest", str(FIX), str(FIX_SLL2), "--data", str(tmp_path / "d"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["capture", "packets", "flows", "orders", "anomalies",
+                                "seconds", "pkt/s", "MB/s"]
+    got = {ln.split()[0]: ln.split()[1:4] for ln in lines[1:]}
+    assert got == {"fix44_plain.pcap": ["142", "1", "58"], "fix44_sll2.pcap": ["59", "1", "18"]}
+    assert not any(c in out for c in "│┃━─")  # no box, nothing else on stdout
+    assert err.splitlines()[0] == f"ingested into {tmp_path / 'd'}"
+    assert "coverage: orders from 2 of 2 connections with payload" in err
+
+
+def test_ingest_summary_on_an_80_column_terminal(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = _on_terminal(monkeypatch)
+    code, _, err = cli("ingest", str(REST), str(SAMPLES / "binance_wsapi_tls13.pcap"),
+                       "--keylog", str(REST_KEYS), "--keylog",
+                       str(SAMPLES / "binance_wsapi_tls13.keylog"), "--data", str(tmp_path / "d"))
+    assert code == 0, err
+    text = buf.getvalue()
+    assert max(map(len, text.splitlines())) <= 80, text
+    lines = text.splitlines()
+    assert lines[1].split() == ["capture", "packets", "flows", "orders", "anomalies", "seconds",
+                                "pkt/s", "MB/s"]
+    assert "binance_wsapi_tls13.pcap" in text and "binance_rest_tls13.pcap" in text
+    flat = " ".join(text.split())
+    assert f"key log {REST_KEYS}: secrets of 2 of 4 TLS sessions" in flat
+    assert "coverage: orders from 3 of 4 connections with payload; 1 decoded without " \
+        "orders" in flat  # the WebSocket API's market-data connection
+    buf.seek(0)
+    buf.truncate()
+    assert cli("coverage", "--data", str(tmp_path / "d"))[0] == 0
+    text = buf.getvalue()
+    assert max(map(len, text.splitlines())) <= 80, text
+    assert text.splitlines()[1].split() == ["capture", "key", "log", "sessions", "of", "TLS"]
+    assert len(text.splitlines()) >= 2 + 4  # a row per capture and key log
+
+def test_fix_endpoints_by_name_in_the_api_and_in_sql(fixdata: Path) -> None:
+    ds = pcapflow.open(fixdata)
+    lat = ds.latency()
+    assert set(lat.endpoint) == {"NewOrderSingle", "OrderCancelRequest",
+                                 "OrderCancelReplaceRequest"}
+    assert len(ds.latency(endpoint="F")) == len(ds.latency(endpoint="OrderCancelRequest")) == 33
+    stored = dict(ds.fetchall("SELECT endpoint, count(*) FROM latency GROUP BY 1"))
+    assert stored == {"D": 37, "F": 33, "G": 6}  # the table keeps the wire's MsgType
+    named = dict(ds.fetchall("SELECT endpoint_name(protocol, endpoint), count(*) FROM latency "
+                             "GROUP BY 1"))
+    assert named == {"NewOrderSingle": 37, "OrderCancelRequest": 33,
+                     "OrderCancelReplaceRequest": 6}
+    assert set(ds.percentiles(by="endpoint").endpoint) == set(named)
+    assert set(ds.compare(ds, by="endpoint", n_boot=20).endpoint) == set(named)

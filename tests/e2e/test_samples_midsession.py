@@ -247,7 +247,7 @@ def test_coverage_line_states_it(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     rep = subprocess.run([sys.executable, "-m", "pcapflow.cli", "report", "--data",
                           str(tmp_path / "d")], capture_output=True, text=True, timeout=600)
-    for text in (out.stdout, rep.stdout + rep.stderr):
+    for text in (out.stdout + out.stderr, rep.stdout + rep.stderr):  # piped: notes on stderr
         flat = " ".join(text.split())
         assert "coverage: orders from 2 of 4 connections with payload" in flat, flat
         assert "1 TLS began before the capture" in flat, flat

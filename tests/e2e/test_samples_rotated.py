@@ -120,7 +120,7 @@ def test_cli_ingests_the_folder(tmp_path: Path) -> None:
                           str(KEYLOG), "--data", str(tmp_path / "d")], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    flat = " ".join(out.stdout.split())
+    flat = " ".join((out.stdout + out.stderr).split())  # piped: notes on stderr
     assert "+6 files" in flat
     assert "coverage: orders from 2 of 2 connections with payload" in flat
 

@@ -20,7 +20,8 @@ Left out, because they legitimately change from run to run or machine to
 machine (``VOLATILE``): ``captures.ingested_at`` (time of the run) and
 ``captures.pcapflow_version`` (changes with every release). ``captures.path``
 is the absolute path the capture was ingested from; it is kept as the file's
-name only (``PATH_COLUMNS``). Nothing else in any table depends on the run.
+name only (``PATH_COLUMNS``), as are the key log paths (``captures.keylogs``,
+``flows.tls_keylog``). Nothing else in any table depends on the run.
 
 The baselines live in ``tests/golden/baselines/<sample>/<table>.jsonl.gz``
 (gzip without a timestamp, so regenerating unchanged tables rewrites identical
@@ -44,11 +45,15 @@ lists (``analysis.json``), as ``tests/pipelines/test_fast_path.py`` does, plus t
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -65,8 +70,9 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng")
 
 VOLATILE = {("captures", "ingested_at"), ("captures", "pcapflow_version")}
 """(table, column) pairs left out of the baselines: they change with the run or release."""
-PATH_COLUMNS = {("captures", "path")}
-"""(table, column) pairs holding a file path: kept as the file's name only."""
+PATH_COLUMNS = {("captures", "path"), ("captures", "keylogs"), ("flows", "tls_keylog")}
+"""(table, column) pairs holding a file path (or a list of them): kept as the file's name
+only (relative to the corpus for the public captures)."""
 MAX_TEXT = 200
 """Strings longer than this are stored as ``sha256:<hex>:<length>``."""
 
@@ -112,13 +118,13 @@ def sets() -> list[Sample]:
     return out
 
 
-def ingest(sample: Sample, root: Path) -> Path:
+def ingest(sample: Sample, root: Path, *, packets: bool = True) -> Path:
     """Ingest one sample into a new dataset under ``root``; returns the dataset path."""
     venues = root / "venues.toml"
     venues.write_text(VENUE_MAP)
     data = root / "data"
     keys = [sample.keylog] if sample.keylog is not None else []
-    pcapflow.ingest([sample.capture], keylog=keys, data=data, venues=venues, packets=True)
+    pcapflow.ingest([sample.capture], keylog=keys, data=data, venues=venues, packets=packets)
     return data
 
 
@@ -167,6 +173,16 @@ def _path_cell(value: str, root: Path | None) -> str:
     return path.name
 
 
+def _without_dirs(value: object, dirs: list[str]) -> object:
+    """Text that names a file under the samples or corpus directory (an anomaly's detail
+    naming the key log it searched) with that directory left out: the machine's paths
+    are no part of a baseline."""
+    if isinstance(value, str):
+        for d in dirs:
+            value = value.replace(d, "")
+    return value
+
+
 def dump_tables(data: Path, path_root: Path | None = None) -> dict[str, list[Row]]:
     """Every table of the dataset at ``data`` as sorted canonical rows (paths under
     ``path_root`` relative to it, others as file names)."""
@@ -185,11 +201,15 @@ def dump_tables(data: Path, path_root: Path | None = None) -> dict[str, list[Row
             rel = ds.sql(f"SELECT {', '.join(cols)} FROM {table}")
             names = [c for c in rel.columns]
             rows = []
+            dirs = [f"{d}/" for d in (SAMPLES, path_root) if d is not None]
             for tup in rel.fetchall():
-                row = {n: _canon(v) for n, v in zip(names, tup, strict=True)}
+                row = {n: _canon(v if (table, n) in PATH_COLUMNS else _without_dirs(v, dirs))
+                       for n, v in zip(names, tup, strict=True)}
                 for t, c in PATH_COLUMNS:
                     if t == table and isinstance(row.get(c), str):
                         row[c] = _path_cell(row[c], path_root)  # type: ignore[arg-type]
+                    elif t == table and isinstance(row.get(c), list):
+                        row[c] = [_path_cell(p, path_root) for p in row[c]]  # type: ignore[union-attr]
                 rows.append(row)
             rows.sort(key=_sort_key)
             out[table] = rows
@@ -315,13 +335,51 @@ def public_inputs(root: Path) -> tuple[list[Path], list[Path]]:
     return caps, keys
 
 
+PUBLIC_JOBS = min(2, os.cpu_count() or 1)
+"""Captures of the corpus ingested at once (``pcapflow ingest --jobs``): the CI machine's
+two cores, where a test run otherwise keeps one busy."""
+
+
+def ingest_public(root: Path, data: Path, jobs: int = PUBLIC_JOBS) -> Path:
+    """Ingest the whole corpus into ``data`` with every key log its index lists and the
+    ``packets`` table; returns ``data``. With ``jobs`` > 1 a child ``pcapflow ingest
+    --jobs`` does it (a process of its own: the caller's threads are never forked); the
+    tables are the same either way (``tests/test_golden_public.py`` checks them against
+    baselines written by a one-process ingest)."""
+    caps, keys = public_inputs(root)
+    if jobs <= 1:
+        pcapflow.ingest(caps, keylog=keys, data=data, packets=True)
+        return data
+    # --new-set: captures ingested side by side must not resume one another's rotation
+    # (time_2038.pcap / time_2106.pcap), which one process, one capture after the
+    # other, never does
+    argv = [sys.executable, "-m", "pcapflow", "ingest", *map(str, caps), "--packets",
+            "--data", str(data), "--jobs", str(jobs), "--new-set"]
+    for k in keys:
+        argv += ["--keylog", str(k)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "NO_COLOR": "1", "TERM": "dumb"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"pcapflow ingest of the public corpus failed ({proc.returncode})"
+                           f": {proc.stderr.strip()[-2000:]}")
+    return data
+
+
+@functools.cache
+def public_dataset(root: Path) -> Path:
+    """The corpus ingested once per test process (``ingest_public``) into a temporary
+    directory removed at exit: ``test_golden_public`` dumps every table of it,
+    ``test_public_ingest`` checks its counts against tshark's."""
+    tmp = Path(tempfile.mkdtemp(prefix="golden_public_"))
+    atexit.register(shutil.rmtree, tmp, True)
+    return ingest_public(root, tmp / "data")
+
+
 def dump_public(root: Path) -> dict[str, list[Row]]:
     """Ingest the whole corpus into a temporary dataset and dump its tables."""
-    caps, keys = public_inputs(root)
     tmp = Path(tempfile.mkdtemp(prefix="golden_public_"))
     try:
-        pcapflow.ingest(caps, keylog=keys, data=tmp / "data", packets=True)
-        return dump_tables(tmp / "data", path_root=root)
+        return dump_tables(ingest_public(root, tmp / "data"), path_root=root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

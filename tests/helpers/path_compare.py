@@ -3,6 +3,9 @@ the other and compare every table, row for row (tests/pipelines/test_fast_path*.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,6 +55,47 @@ def ingest_counting_runs(caps: list[Path], keys: list[Path], data: Path, fast: b
         m.setattr(connections.AppLayer, "_run", counting)
         pcapflow.ingest(caps, keylog=keys, data=data)
     return runs
+
+
+_CHILD = r"""
+import json, sys
+from pcapflow.pipelines.ingest import app_layer as connections
+import pcapflow
+a = json.loads(sys.argv[1])
+runs = 0
+original = connections.AppLayer._run
+def counting(self, *args):
+    global runs
+    runs += 1
+    original(self, *args)
+connections.FAST_PATH = a["fast"]
+connections.MIN_RUN = 1
+connections.MIN_STRETCH = 0
+connections.AppLayer._run = counting
+pcapflow.ingest(a["caps"], keylog=a["keys"], data=a["data"])
+print(runs)
+"""
+"""``ingest_counting_runs`` in a process of its own (arguments as JSON in ``argv[1]``)."""
+
+
+def ingest_both_paths(caps: list[Path], keys: list[Path], root: Path) -> tuple[int, int]:
+    """(general-path runs, batch-path runs): ``ingest_counting_runs`` of ``caps`` into
+    ``root/slow`` with the batch path off and into ``root/fast`` with it on, at the same
+    time, each in a child process (each patches only itself; a two-core CI machine runs
+    both at once, where one test process keeps one core busy)."""
+    procs = []
+    for name, fast in (("slow", False), ("fast", True)):
+        args = json.dumps({"caps": list(map(str, caps)), "keys": list(map(str, keys)),
+                           "data": str(root / name), "fast": fast})
+        procs.append(subprocess.Popen([sys.executable, "-c", _CHILD, args],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    runs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=3600)
+        assert proc.returncode == 0, err[-3000:]
+        runs.append(int(out.split()[-1]))
+    return runs[0], runs[1]
 
 
 def assert_same_tables(want: dict[str, pa.Table], got: dict[str, pa.Table]) -> None:

@@ -13,7 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.path_compare import assert_same_tables, ingest_counting_runs, read_tables
+from helpers.path_compare import (
+    assert_same_tables,
+    ingest_both_paths,
+    ingest_counting_runs,
+    read_tables,
+)
 from helpers.paths import PUBLIC, SAMPLES
 from helpers.public_corpus import TLS_KEYED_ENTRIES  # the keyed captures and their key logs
 from pcapflow.parsers import native
@@ -31,15 +36,13 @@ def _captures() -> list[tuple[list[Path], list[Path]]]:
 
 
 @pytest.mark.parametrize("which", ["samples", "public"])
-def test_batch_path_equals_general_path(which: str, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_path_equals_general_path(which: str, tmp_path: Path) -> None:
     sets = _captures()
     if which == "public" and len(sets) < 2:
         pytest.skip("public capture corpus not present")
     caps, keys = sets[0] if which == "samples" else sets[1]
     assert caps
-    slow_runs = ingest_counting_runs(caps, keys, tmp_path / "slow", False, monkeypatch)
-    fast_runs = ingest_counting_runs(caps, keys, tmp_path / "fast", True, monkeypatch)
+    slow_runs, fast_runs = ingest_both_paths(caps, keys, tmp_path)  # two processes at once
     assert slow_runs == 0
     assert fast_runs > 0  # the batch path really ran
     assert_same_tables(read_tables(tmp_path / "slow"), read_tables(tmp_path / "fast"))

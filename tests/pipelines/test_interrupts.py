@@ -3,26 +3,39 @@ two seconds, one line on stderr, no process left, and the dataset as before.
 
 The capture is recorded for the test by ``benchmarks/make_tls_ws_capture.py`` (TLS 1.3,
 permessage-deflate WebSocket, real TCP segments; needs root, network namespaces and
-tcpdump, else the test skips); ``PCAPFLOW_INTERRUPT_CAPTURE=path.pcap`` (key log beside
-it, ``.keylog``) uses an existing one instead. Each case starts ``pcapflow ingest`` into
-a dataset that already holds one sample capture, waits a random part of the time a whole
-ingest takes (from 0 to just past its end), sends the signal to the process (as
-``kill`` does) or to its process group (as Ctrl-C in a terminal and ``timeout`` do), and
-checks the exit. Before the fix, 2 of 16 such cases printed ``internal error:
-SystemError: CPUDispatcher(<function ws_payloads ...>) returned a result with an exception
-set`` and SIGTERM ended with -15 and no line (see ``pipelines/interrupts.py``).
+tcpdump, else the test skips), once per machine: it is kept under the temporary
+directory (``pcapflow-test-cache/``, keyed by the recorder's own hash and the message
+count; ``PCAPFLOW_TEST_CACHE`` moves it) and reused by later runs.
+``PCAPFLOW_INTERRUPT_CAPTURE=path.pcap`` (key log beside it, ``.keylog``) uses an
+existing one instead. Each case starts ``pcapflow ingest`` into a dataset that already
+holds one sample capture, waits a part of the time a whole ingest takes (from 0 to just
+past its end), sends the signal to the process (as ``kill`` does) or to its process group
+(as Ctrl-C in a terminal and ``timeout`` do), and checks the exit. Before the fix, 2 of
+16 such cases printed ``internal error: SystemError: CPUDispatcher(<function ws_payloads
+...>) returned a result with an exception set`` and SIGTERM ended with -15 and no line
+(see ``pipelines/interrupts.py``).
 
-``PCAPFLOW_INTERRUPT_SEED`` changes the moments; ``PCAPFLOW_INTERRUPT_CASES`` the count.
+By default the capture has 150,000 market-data messages (~210k packets, ~31 MB: four
+8 MiB chunks, so both sharded workers run their kernels, writers and the matcher as on
+a large file) and there are 8 cases: every combination of signal, one or two workers and
+process or group, each at a moment drawn from its own eighth of the ingest's time, so
+the moments cover the whole ingest (start-up, reading, kernels, matching, commit, after
+the end). ``PCAPFLOW_SLOW_TESTS=1`` runs the issue's own trial: a ~1M-packet capture
+(750,000 messages) and 16 cases. ``PCAPFLOW_INTERRUPT_SEED`` changes the moments;
+``PCAPFLOW_INTERRUPT_CASES`` the count.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,10 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 
 from robust_util import child_env, cli, leftovers
 
+SLOW = os.environ.get("PCAPFLOW_SLOW_TESTS") == "1"
 SEED = int(os.environ.get("PCAPFLOW_INTERRUPT_SEED", "17"))
-CASES = int(os.environ.get("PCAPFLOW_INTERRUPT_CASES", "12"))
-MESSAGES = 750_000  # ~1.07M packets, 155 MB
+CASES = int(os.environ.get("PCAPFLOW_INTERRUPT_CASES", "16" if SLOW else "8"))
+MESSAGES = 750_000 if SLOW else 150_000  # ~1.07M packets, 155 MB / ~210k packets, 31 MB
 BOUND_S = 2.0
+RECORDER = REPO / "benchmarks" / "make_tls_ws_capture.py"
 
 
 def _can_record() -> bool:
@@ -44,20 +59,39 @@ def _can_record() -> bool:
             and shutil.which("ip") is not None)
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("PCAPFLOW_TEST_CACHE") or tempfile.gettempdir()) \
+        / "pcapflow-test-cache"
+
+
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def capture() -> tuple[Path, Path]:
+    """(capture, key log): given, cached from an earlier run, or recorded now (and cached:
+    written under temporary names and renamed, under a lock, so a concurrent run waits)."""
     given = os.environ.get("PCAPFLOW_INTERRUPT_CAPTURE")
     if given:
         return Path(given), Path(given).with_suffix(".keylog")
+    digest = hashlib.sha256(RECORDER.read_bytes()).hexdigest()[:12]
+    cache = _cache_dir()
+    out = cache / f"ws_tls13_{MESSAGES}_{digest}.pcap"
+    keys = out.with_suffix(".keylog")
+    if out.is_file() and keys.is_file():
+        return out, keys
     if not _can_record():
         pytest.skip("recording the capture needs root, tcpdump and ip (network namespaces)")
-    out = tmp_path_factory.mktemp("cap") / "ws.pcap"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_tls_ws_capture.py"),
-                           "--out", str(out), "--messages", str(MESSAGES)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"could not record the capture: {proc.stderr.strip()[-300:]}")
-    return out, out.with_suffix(".keylog")
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out.is_file() and keys.is_file()):  # not recorded while we waited
+            part = out.with_name(f".{out.stem}.{os.getpid()}.pcap")
+            proc = subprocess.run([sys.executable, str(RECORDER), "--out", str(part),
+                                   "--messages", str(MESSAGES)],
+                                  capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                pytest.skip(f"could not record the capture: {proc.stderr.strip()[-300:]}")
+            os.replace(part.with_suffix(".keylog"), keys)
+            os.replace(part, out)  # last: a capture present means its key log is too
+    return out, keys
 
 
 def _counts(data: Path) -> dict[str, int]:
@@ -89,12 +123,22 @@ def states(capture: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 
 
 def _cases() -> list[tuple[str, int, bool, float]]:
+    """(signal, workers, to the group, moment as a fraction of a whole ingest's time).
+
+    The combinations of signal, workers and target take turns; the moments are
+    stratified: case k's is drawn from its own of ``CASES`` equal slices of [0, 1.05),
+    the slices dealt to the cases in a shuffled order, so a few cases still cover the
+    whole ingest and every combination meets early and late moments."""
     rng = random.Random(SEED)
+    strata = list(range(CASES))
+    rng.shuffle(strata)
     out = []
     for k in range(CASES):
         sig = ("SIGINT", "SIGTERM")[k % 2]
         workers = (1, 2)[(k // 2) % 2]
-        out.append((sig, workers, rng.random() < 0.5, round(rng.uniform(0.0, 1.05), 3)))
+        to_group = bool((k // 4) % 2)
+        fraction = (strata[k] + rng.random()) / CASES * 1.05
+        out.append((sig, workers, to_group, round(fraction, 3)))
     return out
 
 

@@ -182,7 +182,7 @@ def test_cli_one_command_per_file_equals_one_command(
         proc = subprocess.run([*cmd, str(p)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         if k:
-            assert f"connections from {parts[k - 1].name}" in proc.stdout, proc.stdout
+            assert f"connections from {parts[k - 1].name}" in proc.stderr, proc.stderr  # a note
             assert "replaced its earlier ingest" not in proc.stdout + proc.stderr
     assert_same_rows(one, tmp_path / "res")
     assert_same_rows(tmp_path / "whole", tmp_path / "res", captures=True)
@@ -437,7 +437,7 @@ def test_an_inflate_window_carried_across_a_pickle_inflates_identically(kind: st
 def test_keyupdate_generations_are_derived_again_from_the_key_log(tmp_path: Path) -> None:
     """A public capture with KeyUpdates in both directions (the key log has generation 0
     only): cut after them, the next file's keys are generation 1+ derived again."""
-    from paths import PUBLIC
+    from helpers.paths import PUBLIC
 
     cap = PUBLIC / "tls" / "ssldump" / "tls1.3_keyupdates_aes256.pcap"
     key = PUBLIC / "tls" / "ssldump" / "sslkeylog.txt"
@@ -482,3 +482,34 @@ def _kept_generations(data: Path, nxt: Path, key: Path) -> set[int]:
             if isinstance(ref["dec"], tuple):
                 out.add(ref["dec"][1])
     return out
+
+
+def _shifted(src: Path, dst: Path, shift_ns: int, last_extra_ns: int = 0) -> Path:
+    """``src`` with every packet ``shift_ns`` later (and its last ``last_extra_ns`` more)."""
+    import dpkt
+
+    with src.open("rb") as fh:
+        packets = list(dpkt.pcap.Reader(fh))
+    with dst.open("wb") as fh:
+        w = dpkt.pcap.Writer(fh, snaplen=65535, linktype=dpkt.pcap.DLT_EN10MB, nano=True)
+        for i, (ts, buf) in enumerate(packets):
+            extra = last_extra_ns if i == len(packets) - 1 else 0
+            w.writepkt(buf, float(ts) + (shift_ns + extra) / 1e9)
+    return dst
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sets_planned_apart_in_one_command_never_resume_each_other(tmp_path: Path,
+                                                                    jobs: int) -> None:
+    """The planner splits a name group where first packets are over a day apart; resume
+    looks at a set's LAST packet. A file spanning 1.5 days and the next file 1.6 days
+    after its first packet: planned as two recordings, so neither resumes the other,
+    in one process or two (``--jobs 2`` once let them, depending on which ran first)."""
+    day = 86_400 * 1_000_000_000
+    a = _shifted(SAMPLES / "fix44_plain.pcap", tmp_path / "rec_0001.pcap", 0, day * 3 // 2)
+    b = _shifted(SAMPLES / "fix44_plain.pcap", tmp_path / "rec_0002.pcap", day * 8 // 5)
+    assert len(pcapflow.api.capture_sets([str(a), str(b)])) == 2
+    pcapflow.ingest([a, b], data=tmp_path / "d", jobs=jobs)
+    with pcapflow.open(tmp_path / "d") as ds:
+        sets = ds.fetchall("SELECT path, capture_id FROM captures ORDER BY path")
+    assert len({cid for _, cid in sets}) == 2, sets

@@ -1,8 +1,9 @@
-"""Golden end-to-end test over the third-party capture corpus (slow, ~2 min).
+"""Golden end-to-end test over the third-party capture corpus (slow, ~1 min).
 
 Every capture of ``$PCAPFLOW_PUBLIC_CAPTURES`` is ingested in one call with
 every key log the corpus lists and the ``packets`` table (``golden/regen.py``,
-``dump_public``); every table, dumped sorted without the run-dependent
+``public_dataset``: once per test run, shared with ``test_public_ingest.py``,
+two captures at a time); every table, dumped sorted without the run-dependent
 columns, must equal ``tests/golden/public/<table>.jsonl.gz``. Skipped when the
 corpus is absent. Regenerate only on purpose and review the diff:
 ``python tests/golden/regen.py --public`` or
@@ -28,7 +29,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def public_tables() -> dict[str, list[regen.Row]]:
-    tables = regen.dump_public(ROOT)
+    tables = regen.dump_tables(regen.public_dataset(ROOT), path_root=ROOT)
     if REGEN:
         regen.write_baseline(regen.PUBLIC, tables)
     return {t: regen.roundtrip(rows) for t, rows in tables.items()}
