@@ -413,7 +413,7 @@ def _print_frame(df, fmt: str, *, title: str | None = None, notes: list[str] | N
 
 TABLE_NAMES = ("captures", "flows", "packets", "tcp_events", "anomalies", "tls_records",
                "http_messages", "ws_messages", "fix_messages", "tcp_rtt", "orders", "acks",
-               "latency", "unmatched")
+               "latency", "unmatched", "causes", "feed_gaps", "alerts")
 """For ``query --help`` without importing pyarrow (tests check it equals ``schemas.TABLES``)."""
 
 
