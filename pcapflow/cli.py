@@ -149,6 +149,7 @@ def ingest(
     digits: a tcpdump -G/-C rotation, a dumpcap ring buffer, an editcap split) are
     one capture: connections run on from file to file.
     """
+    _skip_unused_imports()  # first: checking the key logs already imports the parsers
     for c in captures:
         if c != "-" and not os.path.exists(c) and not any(ch in c for ch in "*?["):
             raise PcapflowError(f"{c}: no such file")
@@ -174,7 +175,6 @@ def ingest(
             raise typer.BadParameter(str(err), param_hint="--limit") from None
         name, _, value = item.partition("=")
         overrides[name] = value
-    _skip_unused_imports()
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import api
