@@ -52,7 +52,10 @@ def _manifest_tls13() -> set[str]:
 
 # HTTP/2 begun mid-connection names only the orders whose header blocks do not lean on
 # the HPACK table built before the cut: tests/e2e/test_http2_sample.py checks those.
-ELSEWHERE = {"binance_rest_h2", "binance_rest_h2_curl"}
+# binance_tick_tls13 is the same client stack and protocols as binance_wsapi_tls13
+# (Python's OpenSSL, websockets with permessage-deflate), cut here already; its own test
+# (tests/e2e/test_why_tick.py) checks its feed gaps and tick-to-trade times.
+ELSEWHERE = {"binance_rest_h2", "binance_rest_h2_curl", "binance_tick_tls13"}
 
 
 def test_every_tls13_sample_is_covered() -> None:
@@ -230,7 +233,7 @@ def test_search_limits_reach_the_session(full: dict, tmp_path: Path) -> None:
     assert ds.scalar("SELECT count(*) FROM tls_records WHERE decrypted") == 0
     details = [d for (d,) in ds.fetchall(
         "SELECT detail FROM anomalies WHERE code = 'tls13_secret_not_found'")]
-    assert details and all("below 8 (AES-GCM)" in d and str(keylog[0]) in d for d in details)
+    assert details and all("below 8 (AES-GCM)" in d and keylog[0].name in d for d in details)
     assert ds.scalar("SELECT count(*) FROM latency") == 0
 
 
