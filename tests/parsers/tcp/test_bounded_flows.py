@@ -354,15 +354,19 @@ def test_samples_retired_mid_capture_give_the_same_tables(
 
 def _peak_rss_mb(args: list[str], cwd: Path) -> tuple[float, float]:
     """Run ``pcapflow`` in a child; its peak resident set (MB) and wall time (s)."""
+    # A child forked from this (large, late in a suite) pytest process starts with its
+    # resident set: ru_maxrss would report that. A small Python in between forks the
+    # ingest and reports the ingest's own peak.
+    runner = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+              "_, s, u = os.wait4(p.pid, 0); print(u.ru_maxrss); "
+              "sys.exit(os.waitstatus_to_exitcode(s))")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pcapflow.cli", *args], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "NO_COLOR": "1", "TERM": "dumb"})
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0, err[-2000:]
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0  # ru_maxrss is in kB on Linux
+    proc = subprocess.run([sys.executable, "-c", runner, sys.executable, "-m", "pcapflow.cli",
+                           *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "NO_COLOR": "1", "TERM": "dumb"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    maxrss_kb = int(proc.stdout.strip().splitlines()[-1])
+    return maxrss_kb / 1024, time.perf_counter() - t0  # ru_maxrss is in kB on Linux
 
 
 @pytest.mark.slow
