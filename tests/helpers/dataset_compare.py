@@ -17,20 +17,28 @@ def parquet_files(root: Path, table: str) -> list[str]:
     return sorted(str(p) for p in (root / table).glob("capture_id=*/*.parquet"))
 
 
-def assert_same_rows(a: Path, b: Path, skip: dict[str, list[str]] | None = None
+CAPTURES_BOOKKEEPING = ["capture_id", "ingested_at"]
+"""``captures`` columns that differ between two ingests of the same files: the id
+(a resumed set keeps its first file's) and the time of the ingest."""
+
+
+def assert_same_rows(a: Path, b: Path, skip: dict[str, list[str]] | None = None, *,
+                     captures: bool = False, leave_out: tuple[str, ...] = ()
                      ) -> dict[str, int]:
-    """Every table but ``captures`` has the same rows in datasets ``a`` and ``b``
-    (``BOOKKEEPING`` columns and ``skip``'s aside)."""
+    """Every table has the same rows in datasets ``a`` and ``b`` (``BOOKKEEPING``
+    columns and ``skip``'s aside); ``captures`` only when asked, tables in
+    ``leave_out`` not at all."""
     con = duckdb.connect()
     counts = {}
     for table in TABLES:
-        if table == "captures":
+        if (table == "captures" and not captures) or table in leave_out:
             continue
         fa, fb = parquet_files(a, table), parquet_files(b, table)
         assert bool(fa) == bool(fb), table
         if not fa:
             continue
-        cols = ["capture_id", *BOOKKEEPING.get(table, []), *(skip or {}).get(table, [])]
+        cols = (CAPTURES_BOOKKEEPING if table == "captures" else
+                ["capture_id", *BOOKKEEPING.get(table, []), *(skip or {}).get(table, [])])
         ex = ", ".join(cols)
         # an alert's evidence SQL names its capture by id: compare it without the id
         more = (", replace(evidence_sql, capture_id, '<capture>') AS evidence"
