@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pps", type=int, default=50_000)
     ap.add_argument("--ring", type=int, default=4)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--jsonl", default=None,
+                    help="also append each file's row here as it is measured (a long run "
+                    "stopped early keeps its curve)")
     a = ap.parse_args(argv)
 
     from make_capture import Config, plan, write
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     w = Watcher(d, root, one, poll=0.0, settle=0.0, idle=0.0)
     rows = []
+    log = open(a.jsonl, "a") if a.jsonl else None  # noqa: SIM115 (open for the whole run)
+    t_start = time.monotonic()
     for k in range(a.files):
         p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
                         start_ns=start + int(k * a.rotate_s * 1e9)))
@@ -82,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"file": k, "ingested": done, "packets": int(p.cols["t"].size),
                      "capture_s": round(cap_s, 3), "ingest_s": round(dt, 3),
                      "keep_up": round(cap_s / dt, 2), "cpu_s": round(cpu, 3),
-                     "keep_up_cpu": round(cap_s / cpu, 2), "rss_mb": round(rss_mb(), 1)})
+                     "keep_up_cpu": round(cap_s / cpu, 2), "rss_mb": round(rss_mb(), 1),
+                     "wall_s": round(time.monotonic() - t_start, 1)})
+        if log is not None:
+            log.write(json.dumps(rows[-1]) + "\n")
+            log.flush()
         if k % 10 == 0 or k == a.files - 1:
             print(json.dumps(rows[-1]), flush=True)
     ingested = sum(r["ingested"] for r in rows)
