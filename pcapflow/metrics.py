@@ -3,8 +3,8 @@
 
 How this works. ``Totals`` holds cumulative values read from the tables: latency
 histogram buckets per venue, endpoint and kind (the ``ack`` leg: order to reply),
-counts of orders, unmatched, rejected, retransmissions and feed gaps, and the
-files ingested. ``DatasetMetrics.refresh`` keeps them equal to the dataset: it
+counts of orders, unmatched, rejected, retransmissions, feed gaps and alerts (the
+stored ``alerts`` table, per kind, severity and venue), and the files ingested. ``DatasetMetrics.refresh`` keeps them equal to the dataset: it
 lists the ``captures`` partitions with a fingerprint each (``store.fingerprint``:
 the files' names, inodes and mtimes); new captures are read alone and added
 (``Dataset(captures=...)``: only their partitions are opened), and when a capture
@@ -73,6 +73,8 @@ QUERIES: dict[str, str] = {
                    WHERE leg = 'ack' AND status = 'rejected' GROUP BY ALL""",
     "retransmissions": """SELECT coalesce(venue, ''), sum(retransmissions)::BIGINT FROM flows
                           GROUP BY ALL HAVING sum(retransmissions) > 0""",
+    "alerts": """SELECT coalesce(kind, ''), coalesce(severity, ''), coalesce(venue, ''),
+                        count(*) FROM alerts GROUP BY ALL""",
     "files": "SELECT count(*), count(DISTINCT capture_id), max(last_ts) FROM captures",
 }
 """The SQL behind each metric (over the dataset's views)."""
@@ -87,6 +89,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
                         ("venue",)),
     "feed_gaps": ("Breaks in market-data sequence numbers (pcapflow.feed.feed_gaps)",
                   ("venue",)),
+    "alerts": ("Alerts each capture's ingest found (alerts table; venue empty when an "
+               "alert is tied to none)", ("kind", "severity", "venue")),
 }
 
 
@@ -125,7 +129,7 @@ def read_totals(ds: Dataset) -> Totals:
         row = t.latency.setdefault((venue, endpoint, kind), [0] * (len(BUCKETS_NS) + 2))
         row[int(bucket)] += int(n)
         row[-1] += int(total)
-    for name in ("orders", "unmatched", "rejected", "retransmissions"):
+    for name in ("orders", "unmatched", "rejected", "retransmissions", "alerts"):
         for *key, n in ds.fetchall(QUERIES[name]):
             t.counters[name][tuple(key)] = int(n)
     t.counters["feed_gaps"] = _feed_gaps(ds)

@@ -1,6 +1,7 @@
 """The OpenMetrics endpoint (``pcapflow.metrics``), scraped over HTTP and parsed with
 prometheus_client's own parser: every value equals the tables, computed here
-independently (NumPy buckets over the latency rows; DuckDB counts), after the first
+independently (NumPy buckets over the latency rows; DuckDB counts; the stored alerts
+counted row by row), after the first
 ingest, after another capture is added (the incremental path) and after a capture is
 re-ingested (the full re-read)."""
 
@@ -76,6 +77,10 @@ def _expected(root: Path) -> dict[str, dict[tuple, float]]:
         gaps = ds.feed_gaps()
         exp["pcapflow_feed_gaps_total"] = {
             (("venue", v),): float(n) for v, n in gaps.groupby("venue").size().items()}
+        alerts = Counter()  # every stored alert row, counted here (a venue-less one: "")
+        for kind, severity, venue in ds.fetchall("SELECT kind, severity, venue FROM alerts"):
+            alerts[(("kind", kind), ("severity", severity), ("venue", venue or ""))] += 1
+        exp["pcapflow_alerts_total"] = {k: float(n) for k, n in alerts.items()}
         files = ds.scalar("SELECT count(*) FROM captures")
         exp["pcapflow_files_ingested_total"] = {(): float(files)}
     return exp
@@ -101,6 +106,7 @@ def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
         _check(got, exp)
         assert sum(exp["pcapflow_order_ack_latency_seconds_count"].values()) > 50
         assert sum(exp["pcapflow_retransmissions_total"].values()) > 0
+        assert sum(exp["pcapflow_alerts_total"].values()) > 0  # p99_high, microburst
         # another capture: added incrementally (as watch does: it names the capture)
         told = DatasetMetrics(root)
         told.refresh()
