@@ -4,15 +4,16 @@
 How this works. ``Totals`` holds cumulative values read from the tables: latency
 histogram buckets per venue, endpoint and kind (the ``ack`` leg: order to reply),
 counts of orders, unmatched, rejected, retransmissions, feed gaps and alerts (the
-stored ``alerts`` table, per kind, severity and venue), and the files ingested. ``DatasetMetrics.refresh`` keeps them equal to the dataset: it
-lists the ``captures`` partitions with a fingerprint each (``store.fingerprint``:
-the files' names, inodes and mtimes); new captures are read alone and added
+stored ``alerts`` table, per kind, severity and venue), and the files ingested.
+``DatasetMetrics.refresh`` keeps them equal to the dataset: it lists the
+``captures`` partitions with a fingerprint each (``store.fingerprint``: the files'
+names, inodes and mtimes); new captures are read alone and added
 (``Dataset(captures=...)``: only their partitions are opened), and when a capture
 was replaced or removed the totals are read again from the whole dataset. So
-following a rotation costs one small read per file, and the metrics are never
-more than a refresh away from the tables. Every value is an aggregate over a table
-(DuckDB SQL below), never an estimate, so a scrape can be checked against the
-tables exactly (``tests/test_live_metrics.py``).
+following a rotation costs one small read per file, and the metrics are never more
+than a refresh away from the tables. Every value is an aggregate over a table
+(DuckDB SQL below), never an estimate, so a scrape can be checked against the tables
+exactly (``tests/test_live_metrics.py``).
 
 ``prometheus_client`` is optional (the ``live`` extra) and imported only when an
 endpoint is served.
