@@ -169,6 +169,11 @@ def _read(path: Path, *, body: bool) -> tuple[dict[str, Any], bytes]:
         return header, (fh.read() if body else b"")
 
 
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a ``state.bin``."""
+    return _read(path, body=False)[0]
+
+
 def _check_version(path: Path, header: dict[str, Any]) -> None:
     version, made_by = header.get("version"), header.get("pcapflow_version")
     if version != STATE_VERSION or made_by != __version__:

@@ -1,7 +1,8 @@
 """``ingest --cluster``: capture sets on a ``dask.distributed.LocalCluster`` of worker
 processes give the tables of a local ingest, table by table; a worker killed (SIGKILL)
 in the middle of a set leaves the dataset whole and the set is ingested again on
-another worker; no staging directory is left behind."""
+another worker; no staging directory is left behind. A rotation continues across
+cluster and local commands (the worker stages the resume state with the set's parts)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,46 @@ def test_cluster_worker_killed_mid_set(cluster, local, tmp_path: Path) -> None:
     _same_captures(ref, ds)
     assert not any((ds / ".staging").iterdir())
     assert not any((ds / ".journal").glob("*"))
+
+
+def test_a_rotation_continues_across_cluster_and_local_commands(cluster, tmp_path: Path
+                                                                ) -> None:
+    """Files 1-2 of a rotation ingested on the cluster, file 3 by a local command, file 4
+    on the cluster again: each continues the set the one before left (its resume state
+    staged by the worker, committed by the client), and the tables equal one ingest of
+    the four files."""
+    from pcapflow.pipelines import store
+
+    parts = split(SAMPLES / "binance_rest_tls13.pcap", [60, 120, 180], tmp_path,
+                  stem="rot-2024010112")
+    keys = _keylogs()
+    ref, ds = tmp_path / "ref", tmp_path / "ds"
+    pcapflow.ingest([parts], keylog=keys, data=ref)
+    first = pcapflow.ingest([parts[:2]], keylog=keys, data=ds,
+                            cluster=cluster.scheduler_address)[0]
+    assert (ds / store.STATE / f"capture_id={first.capture_id}").is_dir()
+    mid = pcapflow.ingest([parts[2]], keylog=keys, data=ds)[0]
+    last = pcapflow.ingest([parts[3]], keylog=keys, data=ds,
+                           cluster=cluster.scheduler_address)[0]
+    assert mid.resumed_from == str(parts[1]) and last.resumed_from == str(parts[2])
+    assert mid.resumed + last.resumed >= 2
+    assert first.capture_id == mid.capture_id == last.capture_id
+    assert last.paths == [str(p) for p in parts]
+    # KNOWN GAP (test_resume.assert_same_rows): a resumed capture's microburst alerts
+    # differ from one ingest's; every other table, and the captures rows, are compared
+    counts = assert_same_rows(ref, ds, captures=True, leave_out=("alerts",))
+    assert counts["latency"] > 50
+
+
+def test_cluster_refuses_local_process_options(tmp_path: Path) -> None:
+    from pcapflow.parsers.errors import PcapflowError
+
+    cap = SAMPLES / "fix44_plain.pcap"
+    for opts, word in (({"workers": 2}, "--workers"), ({"jobs": 2}, "--jobs")):
+        with pytest.raises(PcapflowError, match=word) as err:
+            pcapflow.ingest([cap], data=tmp_path / "ds", cluster="local:1", **opts)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_recover_keeps_staging_of_a_live_or_remote_client(tmp_path: Path) -> None:
