@@ -1,12 +1,13 @@
 """The OpenMetrics endpoint (``pcapflow.metrics``), scraped over HTTP and parsed with
 prometheus_client's own parser: every value equals the tables, computed here
 independently (NumPy buckets over the latency rows; DuckDB counts; the stored alerts
-counted row by row), after the first
-ingest, after another capture is added (the incremental path) and after a capture is
-re-ingested (the full re-read)."""
+counted row by row), after the first ingest, after another capture is added (the
+incremental path), after a rotation's set is resumed by its next file (that capture read
+again in its place) and after a capture is re-ingested."""
 
 from __future__ import annotations
 
+import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,8 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.capture_split import split  # noqa: E402
 
 
 def _ingest(root: Path, name: str) -> None:
@@ -121,6 +124,22 @@ def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
         _check(got, exp)
         assert {dict(k)["venue"] for k in exp["pcapflow_orders_total"]} == {"binance", "okx"}
         assert got["pcapflow_captures"][()] == 2
+        # a rotation's set resumed by its next file (same capture, more rows, some
+        # unmatched orders matched now): that capture alone is read again, in its place
+        cap = SAMPLES / "binance_rest_tls13.pcap"
+        parts = split(cap, [90], tmp_path, stem="rot-2024010112")
+        ids = []
+        for part in parts:
+            r = pcapflow.ingest([part], keylog=[cap.with_suffix(".keylog")], data=root)[0]
+            told.refresh(added=[r.capture_id], removed=r.replaced)
+            ids.append(r.capture_id)
+        assert ids[0] == ids[1] and r.resumed_from == str(parts[0])
+        fresh = DatasetMetrics(root)
+        fresh.refresh()
+        assert told.totals == fresh.totals
+        exp = _expected(root)
+        _check(_scrape(server.port), exp)
+        assert told.totals.captures == 3
         # a re-ingest replaces its capture: the totals are read again, not added twice
         _ingest(root, "okx_ws_tls12.pcap")
         _check(_scrape(server.port), exp)
