@@ -147,6 +147,33 @@ def test_a_rotation_continues_across_cluster_and_local_commands(cluster, tmp_pat
     assert counts["latency"] > 50
 
 
+def test_a_staged_continuation_is_not_committed_over_a_newer_state(tmp_path: Path) -> None:
+    """Two workers staged the same next file of a set (a retry racing its first attempt,
+    or two commands): the first commit wins; the second expects the set as it read it,
+    finds it changed, and leaves it as it is (one line), never rewinding its state."""
+    from pcapflow.pipelines import store
+    from pcapflow.pipelines.ingest import stage_capture
+
+    from pcapflow import api
+
+    parts = split(SAMPLES / "fix44_plain.pcap", [60], tmp_path, stem="rot-2024010112")
+    ds = tmp_path / "ds"
+    pcapflow.ingest([parts[0]], data=ds)
+    staged = [stage_capture([str(parts[1])], ds, owner=store.cluster_owner(), resume=True,
+                            app_layer=api._app_factory([]), matcher=api._matcher(None, ds))
+              for _ in range(2)]  # as the cluster's task does
+    (r, d, expect), (r2, d2, expect2) = staged
+    assert expect is not None and expect == expect2 and r.resumed_from == str(parts[0])
+    store.Staging.adopt(ds, d).commit(r.capture_id, supersede=r.sha256s, expect=expect)
+    with pytest.raises(store.StaleCapture) as err:
+        store.Staging.adopt(ds, d2).commit(r2.capture_id, supersede=r2.sha256s,
+                                           expect=expect2)
+    assert "\n" not in str(err.value)
+    ref = tmp_path / "ref"
+    pcapflow.ingest([parts], data=ref)
+    assert_same_rows(ref, ds, captures=True, leave_out=("alerts",))
+
+
 def test_cluster_refuses_local_process_options(tmp_path: Path) -> None:
     from pcapflow.parsers.errors import PcapflowError
 
