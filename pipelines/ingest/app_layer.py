@@ -174,6 +174,13 @@ class _Layer:
         # (``detect.refused``): only its length and ``probe_late`` can still matter
         self.refused = [False, False]
 
+    def __setstate__(self, state: tuple[object, dict[str, object]]) -> None:
+        """Unpickling (``resume``): a layer kept by an older pcapflow has no
+        ``refused``; not refused is always right (its probes simply run again)."""
+        self.refused = [False, False]
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
     def feed(self, d: int, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         if self.session is not None:
             return self.session.feed(DIRECTIONS[d], data, ts_first, ts_last)

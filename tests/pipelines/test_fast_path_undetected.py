@@ -65,3 +65,19 @@ def test_undetected_connections_in_bulk_equal_per_packet(
     assert want["tcp_rtt"].num_rows > 300
     assert set(want["flows"].column("app_protocol").to_pylist()) >= {"unknown"}
     assert_same_tables(want, got)
+
+
+def test_a_layer_kept_before_refusals_resumes_unrefused() -> None:
+    """A resume state written by an older pcapflow holds layers without ``refused``."""
+    from pcapflow.parsers.limits import Limits
+
+    layer = app_layer._Layer(7, None, inner=False, limits=Limits())
+    layer.feed(0, b'{"e":"depthUpdate"}', 1, 1)
+    assert layer.refused == [True, False]
+    state = layer.__getstate__()
+    again = app_layer._Layer.__new__(app_layer._Layer)
+    again.__setstate__(state)
+    assert again.refused == [True, False] and again.seen == layer.seen
+    old = app_layer._Layer.__new__(app_layer._Layer)
+    old.__setstate__((None, {k: v for k, v in state[1].items() if k != "refused"}))
+    assert old.refused == [False, False] and old.pending == layer.pending
