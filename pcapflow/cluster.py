@@ -153,7 +153,7 @@ def ingest_on_cluster(
                     if isinstance(err, PcapflowError):
                         raise err
                     raise PcapflowError(f"{plan[i][0]}: failed on the cluster: "
-                                        f"{type(err).__name__}: {err}")
+                                        f"{type(err).__name__}: {err}{_where(f)}")
                 result, staged, expect = f.result()
                 interrupts.check()
                 result.replaced = store.Staging.adopt(root, Path(staged)).commit(
@@ -177,6 +177,23 @@ def ingest_on_cluster(
             with contextlib.suppress(Exception):
                 cluster.close()
         _remove_leftovers(root, owner)
+
+
+def _where(future: Any) -> str:
+    """`` (at file:line in function)`` of the innermost frame of a failed task's
+    traceback on the worker (a bug report's first clue), or ""."""
+    import traceback
+
+    try:
+        frames = traceback.extract_tb(future.traceback())
+    except Exception:
+        return ""
+    if not frames:
+        return ""
+    last = frames[-1]
+    if os.environ.get("PCAPFLOW_CLUSTER_TRACEBACK"):  # the whole of it, for debugging
+        return "\n" + "".join(traceback.format_list(frames))
+    return f" (at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
 
 
 def _remove_leftovers(root: Path, owner: str) -> None:
