@@ -141,9 +141,7 @@ def test_a_rotation_continues_across_cluster_and_local_commands(cluster, tmp_pat
     assert mid.resumed + last.resumed >= 2
     assert first.capture_id == mid.capture_id == last.capture_id
     assert last.paths == [str(p) for p in parts]
-    # KNOWN GAP (test_resume.assert_same_rows): a resumed capture's microburst alerts
-    # differ from one ingest's; every other table, and the captures rows, are compared
-    counts = assert_same_rows(ref, ds, captures=True, leave_out=("alerts",))
+    counts = assert_same_rows(ref, ds, captures=True)  # every table, alerts too
     assert counts["latency"] > 50
 
 
@@ -171,7 +169,7 @@ def test_a_staged_continuation_is_not_committed_over_a_newer_state(tmp_path: Pat
     assert "\n" not in str(err.value)
     ref = tmp_path / "ref"
     pcapflow.ingest([parts], data=ref)
-    assert_same_rows(ref, ds, captures=True, leave_out=("alerts",))
+    assert_same_rows(ref, ds, captures=True)
 
 
 def test_cluster_refuses_local_process_options(tmp_path: Path) -> None:
