@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from . import changepoint, feed
+from . import changepoint, feed, feed_arrays
 from .pipelines.tables import schemas
 
 if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
@@ -349,14 +350,7 @@ def feed_gap(ds: Dataset, s: Settings,
         gaps = feed.gaps_table(ds)
     if gaps.num_rows == 0:
         return []
-    ds.con.register("_feed_gaps", gaps)  # a DataFrame or an Arrow table
-    try:
-        src = ("SELECT capture_id, venue, flow_id, rule, stream, epoch_ns(ts) AS t, "
-               "missing AS amount, kind = 'backwards' AS worse FROM _feed_gaps")
-        eps = _episodes(ds, src, ["capture_id", "venue", "flow_id", "rule", "stream"],
-                        int(s.episode_gap_s * 1e9))
-    finally:
-        ds.con.unregister("_feed_gaps")
+    eps = _gap_episodes(gaps, int(s.episode_gap_s * 1e9))
     out = []
     for cid, venue, flow, rule, stream, t0, t1, n, missing, backwards in eps:
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND rule = {_q(rule)} AND "
@@ -374,11 +368,38 @@ def feed_gap(ds: Dataset, s: Settings,
     return out
 
 
-def stale_feed(ds: Dataset, s: Settings,
-               messages: str | None = None) -> list[dict[str, object]]:
+def _gap_episodes(gaps: pa.Table, gap_ns: int) -> list[tuple]:
+    """``_episodes`` of ``feed_gaps`` rows per stream (``feed_arrays.episodes``): (keys...,
+    t0, t1, breaks, ids missing, went backwards), by t0."""
+    keys = ["capture_id", "venue", "flow_id", "rule", "stream"]
+    t = gaps.column("ts").cast(pa.int64()).to_numpy()
+    order, episode = feed_arrays.episodes(gaps.select(keys), t, gap_ns)
+    if len(order) == 0:
+        return []
+    bounds = np.flatnonzero(np.diff(episode)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    ts = t[order]
+    missing = pc.fill_null(gaps.column("missing"), 0).to_numpy()[order]
+    back = np.asarray(gaps.column("kind").to_pylist(), dtype=object)[order] == "backwards"
+    cols = [gaps.column(k).take(pa.array(order[starts])).to_pylist() for k in keys]
+    out = [(*(c[i] for c in cols), int(ts[a:b].min()), int(ts[a:b].max()), int(b - a),
+            int(missing[a:b].sum()), bool(back[a:b].any()))
+           for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
+    out.sort(key=lambda r: r[5])
+    return out
+
+
+def stale_feed(ds: Dataset, s: Settings, messages: str | None = None,
+               message_rows: pa.Table | None = None) -> list[dict[str, object]]:
     """Market-data streams silent for more than ``stale_after_s``; ``messages``: a table
-    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``)."""
+    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``), and
+    ``message_rows`` the same rows as Arrow (then found by ``feed_arrays.silences``)."""
     stale = int(s.stale_after_s * 1e9)
+    if message_rows is not None:
+        ends = {(c, int(f)): int(t) for c, f, t in ds.fetchall(
+            "SELECT capture_id, flow_id, epoch_ns(last_ts) FROM flows WHERE last_ts IS NOT NULL")}
+        return _stale_alerts(ds, s, feed_arrays.silences(message_rows, ends, stale))
     source = (f"SELECT * FROM {messages} WHERE rule <> 'fix_seq'" if messages else
               feed.messages_sql(feed.present(ds), fix=False))
     rows = ds.sql(f"""
@@ -391,6 +412,10 @@ def stale_feed(ds: Dataset, s: Settings,
         FROM g LEFT JOIN flows f USING (capture_id, flow_id)
         WHERE coalesce(g.next_ts, epoch_ns(f.last_ts)) - g.ts > {stale}
         ORDER BY g.ts""").fetchall()
+    return _stale_alerts(ds, s, rows)
+
+
+def _stale_alerts(ds: Dataset, s: Settings, rows: list[tuple]) -> list[dict[str, object]]:
     out = []
     for cid, venue, flow, rule, stream, t0, t1, at_end in rows:
         silent = (int(t1) - int(t0)) / 1e9
@@ -424,13 +449,14 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 
 def find(ds: Dataset, settings: Settings | None = None,
          kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
-         messages: str | None = None) -> pa.Table:
+         messages: str | None = None, message_rows: pa.Table | None = None) -> pa.Table:
     """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
     ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand;
-    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``)."""
+    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``),
+    ``message_rows`` the same rows as Arrow."""
     s = settings or Settings()
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
-               "stale_feed": lambda: stale_feed(ds, s, messages)}
+               "stale_feed": lambda: stale_feed(ds, s, messages, message_rows)}
     rows = [r for k in _kinds(kinds) for r in (
         special[k]() if k in special else DETECTORS[k](ds, s))]
     rows.sort(key=lambda r: (r["start_ts"], r["kind"]))
