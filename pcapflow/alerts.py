@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import changepoint, feed, feed_arrays
+from . import changepoint, feed
 from .pipelines.tables import schemas
 
 if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
@@ -368,12 +368,35 @@ def feed_gap(ds: Dataset, s: Settings,
     return out
 
 
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes equal where the values are equal (nulls too)."""
+    if pa.types.is_integer(column.type):
+        return pc.fill_null(column, -(2**62)).to_numpy().astype(np.int64)
+    enc = pc.dictionary_encode(column).combine_chunks()
+    return pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _runs(keys: pa.Table, t: np.ndarray, gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of rows with equal ``keys`` whose times ``t`` are at most ``gap_ns`` apart,
+    as ``_episodes`` finds them in SQL: (order, episode number per row in that order)."""
+    codes = [_codes(keys.column(k)) for k in keys.column_names]
+    order = np.lexsort((t, *reversed(codes)))
+    ts = t[order]
+    same = np.zeros(len(ts), np.bool_)
+    if len(ts) > 1:
+        same[1:] = ts[1:] - ts[:-1] <= gap_ns
+        for c in codes:
+            same[1:] &= c[order][1:] == c[order][:-1]
+    return order, np.cumsum(~same) - 1
+
+
 def _gap_episodes(gaps: pa.Table, gap_ns: int) -> list[tuple]:
-    """``_episodes`` of ``feed_gaps`` rows per stream (``feed_arrays.episodes``): (keys...,
-    t0, t1, breaks, ids missing, went backwards), by t0."""
+    """``_episodes`` of ``feed_gaps`` rows per stream, in NumPy (the ingest's
+    ``feed_gaps`` can be every message of a feed): (keys..., t0, t1, breaks, ids
+    missing, went backwards), by t0."""
     keys = ["capture_id", "venue", "flow_id", "rule", "stream"]
     t = gaps.column("ts").cast(pa.int64()).to_numpy()
-    order, episode = feed_arrays.episodes(gaps.select(keys), t, gap_ns)
+    order, episode = _runs(gaps.select(keys), t, gap_ns)
     if len(order) == 0:
         return []
     bounds = np.flatnonzero(np.diff(episode)) + 1
@@ -390,16 +413,11 @@ def _gap_episodes(gaps: pa.Table, gap_ns: int) -> list[tuple]:
     return out
 
 
-def stale_feed(ds: Dataset, s: Settings, messages: str | None = None,
-               message_rows: pa.Table | None = None) -> list[dict[str, object]]:
+def stale_feed(ds: Dataset, s: Settings,
+               messages: str | None = None) -> list[dict[str, object]]:
     """Market-data streams silent for more than ``stale_after_s``; ``messages``: a table
-    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``), and
-    ``message_rows`` the same rows as Arrow (then found by ``feed_arrays.silences``)."""
+    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``)."""
     stale = int(s.stale_after_s * 1e9)
-    if message_rows is not None:
-        ends = {(c, int(f)): int(t) for c, f, t in ds.fetchall(
-            "SELECT capture_id, flow_id, epoch_ns(last_ts) FROM flows WHERE last_ts IS NOT NULL")}
-        return _stale_alerts(ds, s, feed_arrays.silences(message_rows, ends, stale))
     source = (f"SELECT * FROM {messages} WHERE rule <> 'fix_seq'" if messages else
               feed.messages_sql(feed.present(ds), fix=False))
     rows = ds.sql(f"""
@@ -412,10 +430,6 @@ def stale_feed(ds: Dataset, s: Settings, messages: str | None = None,
         FROM g LEFT JOIN flows f USING (capture_id, flow_id)
         WHERE coalesce(g.next_ts, epoch_ns(f.last_ts)) - g.ts > {stale}
         ORDER BY g.ts""").fetchall()
-    return _stale_alerts(ds, s, rows)
-
-
-def _stale_alerts(ds: Dataset, s: Settings, rows: list[tuple]) -> list[dict[str, object]]:
     out = []
     for cid, venue, flow, rule, stream, t0, t1, at_end in rows:
         silent = (int(t1) - int(t0)) / 1e9
@@ -449,14 +463,13 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 
 def find(ds: Dataset, settings: Settings | None = None,
          kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
-         messages: str | None = None, message_rows: pa.Table | None = None) -> pa.Table:
+         messages: str | None = None) -> pa.Table:
     """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
     ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand;
-    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``),
-    ``message_rows`` the same rows as Arrow."""
+    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``)."""
     s = settings or Settings()
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
-               "stale_feed": lambda: stale_feed(ds, s, messages, message_rows)}
+               "stale_feed": lambda: stale_feed(ds, s, messages)}
     rows = [r for k in _kinds(kinds) for r in (
         special[k]() if k in special else DETECTORS[k](ds, s))]
     rows.sort(key=lambda r: (r["start_ts"], r["kind"]))

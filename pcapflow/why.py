@@ -46,7 +46,7 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
     per table and the ``tables`` given as Arrow (the matcher's outputs, the flows);
     ``scanned``: the market-data ids the ingest read from the payloads
     (``pipelines.feed_scan.staged``), when it covered every message."""
-    from . import alerts, causes, feed, feed_arrays
+    from . import alerts, causes, feed
     from .dataset import Dataset
 
     with Dataset.of_capture(files, capture_id, tables) as view:
@@ -56,11 +56,10 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
         out = {"causes": _cast(causes.compute(view), "causes")}
         # each market-data payload parsed once, if at all (the ingest's scan)
         messages = feed.stage_messages(view, scanned=scanned)
-        rows = view.sql(f"FROM {messages}").to_arrow_table()
-        gaps = feed_arrays.gaps(rows)  # as feed.gaps_sql, one sort in Arrow
+        gaps = feed.gaps_table(view, messages=messages)
         out["feed_gaps"] = _cast(gaps, "feed_gaps")
         out["alerts"] = _cast(alerts.find(view, alerts.Settings(), gaps=gaps,
-                                          messages=messages, message_rows=rows), "alerts")
+                                          messages=messages), "alerts")
     return out
 
 
