@@ -96,7 +96,7 @@ def ingest_sides(a: argparse.Namespace, work: Path) -> dict[str, dict[str, objec
 
 def synthetic_orders(data: Path, orders: int, seed: int = 7) -> None:
     """A dataset of ``orders`` matched orders (``latency``, ``flows``, ``tcp_rtt`` rows
-    of 50 connections over ~3 hours, latency regimes shifting every 100k orders) in the
+    of 50 connections, ~10 ms apart, latency regimes shifting every 100k orders) in the
     Parquet layout an ingest writes, for timing the detectors."""
     import numpy as np
     import pyarrow as pa
@@ -132,11 +132,21 @@ def synthetic_orders(data: Path, orders: int, seed: int = 7) -> None:
     write("flows", {"flow_id": np.arange(50), "transport": np.full(50, "tcp"),
                     "venue": np.where(np.arange(50) % 2 == 0, "binance", "okx"),
                     "first_ts": np.full(50, t[0]), "last_ts": np.full(50, t[-1])})
-    seg = np.sort(np.concatenate([t, t + lat.astype(np.int64)]))
+    # each order's segment (out) and its ack's (in), 150-400 bytes, offsets per
+    # connection and direction
+    sent = np.concatenate([t, t + lat.astype(np.int64)])
     sflow = np.concatenate([flow, flow])
-    order = np.argsort(np.concatenate([t, t + lat.astype(np.int64)]), kind="stable")
-    write("tcp_rtt", {"flow_id": sflow[order], "direction": np.where(order < orders, "out", "in"),
-                      "ts_sent": seg, "end_offset": np.arange(2 * orders) * 200})
+    out = np.arange(2 * orders) < orders
+    order = np.lexsort((sent, out, sflow))
+    size = rng.integers(150, 400, 2 * orders)[order]
+    stream = np.cumsum(size)
+    first = np.ones(2 * orders, np.bool_)
+    key = sflow[order] * 2 + out[order]
+    first[1:] = key[1:] != key[:-1]
+    base = np.maximum.accumulate(np.where(first, stream - size, 0))
+    write("tcp_rtt", {"flow_id": sflow[order], "direction": np.where(out[order], "out", "in"),
+                      "ts_sent": sent[order], "ts_ack": sent[order] + 100_000,
+                      "rtt_ns": np.full(2 * orders, 100_000), "end_offset": stream - base})
     captures = data / "captures" / f"capture_id={cid}"
     captures.mkdir(parents=True, exist_ok=True)
 

@@ -34,6 +34,12 @@ the payloads that pass a substring test (``like``: a quoted name, so that
 JSON spelt with or without spaces passes) before parsing JSON, and keeps the
 messages that are what the rule says (``require``, e.g. Binance ``e`` = ``trade``:
 an ``executionReport`` has a ``t`` too) and have an id.
+
+At ingest no payload is parsed here: ``pipelines.feed_scan`` reads the rules'
+ids from each batch of messages while it is in memory (compiled, the same rows
+as this SQL: its tests hold the two equal) and ``stage_messages`` takes its rows,
+parsing with DuckDB only the few payloads the scan hands back whole. The rules
+themselves are declared in ``pipelines/feed_rules.py`` (the ingest reads them).
 """
 
 from __future__ import annotations
