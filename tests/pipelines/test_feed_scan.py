@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -174,3 +175,21 @@ def test_samples_messages_read_as_duckdb_reads_them(samples_dataset: Dataset) ->
         assert whole == 0, cid
         seen += len(ref)
     assert seen > 1000  # the tick sample's depth and trades
+
+
+def test_side_files_are_read_only_when_they_cover_every_staged_message(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    payloads = [json.dumps({"e": "trade", "E": 1, "s": "X", "t": i}) for i in range(40)]
+    batches = [_messages(payloads[:25], [0] * 25), _messages(payloads[25:], [0] * 15)]
+    files = []
+    for k, rows in enumerate(batches):
+        feed_scan.stage(tmp_path, rows)
+        files.append(tmp_path / f"part-{k}.parquet")
+        pq.write_table(rows, files[-1])
+    both = feed_scan.staged(tmp_path, files)
+    assert both is not None
+    assert both.num_rows == sum(feed_scan.scan(b).num_rows for b in batches) > 0
+    extra = tmp_path / "part-resumed.parquet"  # rows no side file covers (a resumed set)
+    pq.write_table(batches[0], extra)
+    assert feed_scan.staged(tmp_path, [*files, extra]) is None
