@@ -10,6 +10,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..parsers.jitload import install as _lighter_kernel_loads
+
+_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
+
 MAX_DEPTH = 32
 """Nesting the walk follows; a deeper payload is passed on whole."""
 MAX_INT_DIGITS = 18
