@@ -43,6 +43,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -85,6 +86,15 @@ def _steps(path: str) -> list[str | int] | None:
     return out if pos == len(path) and out else None
 
 
+class _Fields(NamedTuple):
+    """One rule's fields: groups of paths (coalesce) and constants, by index."""
+
+    require: list[tuple[int, int]]  # (group, constant): must be equal
+    reset: list[tuple[int, int]]  # (group, constant): a snapshot when equal
+    stream: list[int]  # groups joined by " "
+    scalars: list[int]  # groups of first, last, prev, exchange ts, symbol; the ts unit
+
+
 class _Program:
     """``FEED_RULES`` as the kernel reads them (see the module docstring)."""
 
@@ -96,15 +106,12 @@ class _Program:
         self.path_node: dict[str, int] = {}
         self.groups: list[tuple[int, ...]] = []
         self.consts: list[bytes] = []
-        self.ok = True
-        self.ok = len(self.rules) <= 32  # a rule is a bit of a pattern mask
-        for r in self.rules:
-            m = _LIKE.match(r.like)
-            self.ok &= m is not None
+        matches = [_LIKE.match(r.like) for r in self.rules]
+        # a rule is a bit of a pattern mask: 32 at most
+        self.ok = len(self.rules) <= 32 and all(m is not None for m in matches)
         if not self.ok:
             return
-        self.like = [(_LIKE.match(r.like).group(1).encode(),  # type: ignore[union-attr]
-                      _LIKE.match(r.like).group(2) == '"') for r in self.rules]  # type: ignore[union-attr]
+        self.like = [(m.group(1).encode(), m.group(2) == '"') for m in matches if m is not None]
         self.fields = [self._rule(r) for r in self.rules]
 
     def _node(self, path: str) -> int:
@@ -140,14 +147,13 @@ class _Program:
             self.consts.append(b)
         return self.consts.index(b)
 
-    def _rule(self, r: FeedRule) -> dict[str, object]:
-        return {
-            "require": [(self._group(p), self._const(v)) for p, v in r.require],
-            "reset": [(self._group(p), self._const(v)) for p, v in r.reset],
-            "stream": [self._group(p) for p in r.stream],
-            "first": self._group(r.first or r.last), "last": self._group(r.last),
-            "prev": self._group(r.prev), "ets": self._group(r.exchange_ts),
-            "symbol": self._group(r.symbol), "unit": r.ts_unit_ns}
+    def _rule(self, r: FeedRule) -> _Fields:
+        return _Fields(
+            require=[(self._group(p), self._const(v)) for p, v in r.require],
+            reset=[(self._group(p), self._const(v)) for p, v in r.reset],
+            stream=[self._group(p) for p in r.stream],
+            scalars=[self._group(r.first or r.last), self._group(r.last), self._group(r.prev),
+                     self._group(r.exchange_ts), self._group(r.symbol), r.ts_unit_ns])
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """The trie, groups, constants, patterns and rule fields as NumPy arrays."""
@@ -166,8 +172,8 @@ class _Program:
         requested[list(self.path_node.values())] = True
         groups = np.full((max(len(self.groups), 1), max(map(len, self.groups), default=1)), -1,
                          np.int64)
-        for i, g in enumerate(self.groups):
-            groups[i, : len(g)] = g
+        for i, nodes in enumerate(self.groups):
+            groups[i, : len(nodes)] = nodes
         consts = _pad(self.consts)
         constlen = np.array([len(c) for c in self.consts] or [0], np.int64)
         pats = _pad([p for p, _ in self.like])
@@ -181,19 +187,18 @@ class _Program:
             two = slice(None) if len(pat) < 2 or pat[1:2] == b"_" or pat[:1] == b"_" else pat[1]
             first[one, two] |= 1 << r
         R = len(self.rules)
-        width = max([len(f["require"]) for f in self.fields]  # type: ignore[arg-type]
-                    + [len(f["reset"]) for f in self.fields]  # type: ignore[arg-type]
-                    + [len(f["stream"]) for f in self.fields] + [1])  # type: ignore[arg-type]
+        width = max([len(f.require) for f in self.fields] + [len(f.reset) for f in self.fields]
+                    + [len(f.stream) for f in self.fields] + [1])
         # per rule: [kind][slot] -> (group, const); kinds 0 require, 1 reset, 2 stream
         lists = np.full((R, 3, width, 2), -1, np.int64)
         scalars = np.full((R, 6), -1, np.int64)  # first, last, prev, ets, symbol, unit
         for r, f in enumerate(self.fields):
-            for k, name in enumerate(("require", "reset")):
-                for j, (g, c) in enumerate(f[name]):  # type: ignore[arg-type]
+            for k, pairs in enumerate((f.require, f.reset)):
+                for j, (g, c) in enumerate(pairs):
                     lists[r, k, j] = (g, c)
-            for j, g in enumerate(f["stream"]):  # type: ignore[arg-type]
+            for j, g in enumerate(f.stream):
                 lists[r, 2, j, 0] = g
-            scalars[r] = [f["first"], f["last"], f["prev"], f["ets"], f["symbol"], f["unit"]]
+            scalars[r] = f.scalars
         return (node_key, node_keylen, node_idx, node_child, node_sibling, requested, groups,
                 consts, constlen, pats, patlen, patclose, first, lists, scalars)
 
