@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import changepoint, feed
 from .pipelines.tables import schemas
@@ -349,14 +350,7 @@ def feed_gap(ds: Dataset, s: Settings,
         gaps = feed.gaps_table(ds)
     if gaps.num_rows == 0:
         return []
-    ds.con.register("_feed_gaps", gaps)  # a DataFrame or an Arrow table
-    try:
-        src = ("SELECT capture_id, venue, flow_id, rule, stream, epoch_ns(ts) AS t, "
-               "missing AS amount, kind = 'backwards' AS worse FROM _feed_gaps")
-        eps = _episodes(ds, src, ["capture_id", "venue", "flow_id", "rule", "stream"],
-                        int(s.episode_gap_s * 1e9))
-    finally:
-        ds.con.unregister("_feed_gaps")
+    eps = _gap_episodes(gaps, int(s.episode_gap_s * 1e9))
     out = []
     for cid, venue, flow, rule, stream, t0, t1, n, missing, backwards in eps:
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND rule = {_q(rule)} AND "
@@ -371,6 +365,51 @@ def feed_gap(ds: Dataset, s: Settings,
                       + (", numbering went backwards" if backwards else ""),
             "evidence_table": "feed_gaps", "evidence_rows": int(n),
             "evidence_sql": f"SELECT * FROM feed_gaps WHERE {where} ORDER BY ts"})
+    return out
+
+
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes equal where the values are equal (nulls too)."""
+    if pa.types.is_integer(column.type):
+        return pc.fill_null(column, -(2**62)).to_numpy().astype(np.int64)
+    enc = pc.dictionary_encode(column).combine_chunks()
+    return pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _runs(keys: pa.Table, t: np.ndarray, gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of rows with equal ``keys`` whose times ``t`` are at most ``gap_ns`` apart,
+    as ``_episodes`` finds them in SQL: (order, episode number per row in that order)."""
+    codes = [_codes(keys.column(k)) for k in keys.column_names]
+    order = np.lexsort((t, *reversed(codes)))
+    ts = t[order]
+    same = np.zeros(len(ts), np.bool_)
+    if len(ts) > 1:
+        same[1:] = ts[1:] - ts[:-1] <= gap_ns
+        for c in codes:
+            same[1:] &= c[order][1:] == c[order][:-1]
+    return order, np.cumsum(~same) - 1
+
+
+def _gap_episodes(gaps: pa.Table, gap_ns: int) -> list[tuple]:
+    """``_episodes`` of ``feed_gaps`` rows per stream, in NumPy (the ingest's
+    ``feed_gaps`` can be every message of a feed): (keys..., t0, t1, breaks, ids
+    missing, went backwards), by t0."""
+    keys = ["capture_id", "venue", "flow_id", "rule", "stream"]
+    t = gaps.column("ts").cast(pa.int64()).to_numpy()
+    order, episode = _runs(gaps.select(keys), t, gap_ns)
+    if len(order) == 0:
+        return []
+    bounds = np.flatnonzero(np.diff(episode)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    ts = t[order]
+    missing = pc.fill_null(gaps.column("missing"), 0).to_numpy()[order]
+    back = np.asarray(gaps.column("kind").to_pylist(), dtype=object)[order] == "backwards"
+    cols = [gaps.column(k).take(pa.array(order[starts])).to_pylist() for k in keys]
+    out = [(*(c[i] for c in cols), int(ts[a:b].min()), int(ts[a:b].max()), int(b - a),
+            int(missing[a:b].sum()), bool(back[a:b].any()))
+           for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
+    out.sort(key=lambda r: r[5])
     return out
 
 

@@ -34,83 +34,27 @@ the payloads that pass a substring test (``like``: a quoted name, so that
 JSON spelt with or without spaces passes) before parsing JSON, and keeps the
 messages that are what the rule says (``require``, e.g. Binance ``e`` = ``trade``:
 an ``executionReport`` has a ``t`` too) and have an id.
+
+At ingest no payload is parsed here: ``pipelines.feed_scan`` reads the rules'
+ids from each batch of messages while it is in memory (compiled, the same rows
+as this SQL: its tests hold the two equal) and ``stage_messages`` takes its rows,
+parsing with DuckDB only the few payloads the scan hands back whole. The rules
+themselves are declared in ``pipelines/feed_rules.py`` (the ingest reads them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from .pipelines.feed_rules import FEED_RULES, FeedRule, Paths
 from .pipelines.tables import schemas
 
 if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
     import pandas as pd
 
     from .dataset import Dataset
-
-Paths = tuple[str, ...]
-"""JSON paths tried in order (the first one present wins): combined streams wrap
-the event in ``{"stream": ..., "data": {...}}``, raw streams do not."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FeedRule:
-    """How one venue's market-data stream is numbered (see the module docstring)."""
-
-    name: str
-    venue: str
-    like: str  # a payload must contain this (SQL LIKE) to be read as JSON at all
-    require: tuple[tuple[Paths, str], ...] = ()  # (paths, value): what the message must be
-    stream: tuple[Paths, ...]  # parts of the stream name, joined by " "
-    last: Paths  # the message's (last) id
-    first: Paths = ()  # ``next`` check: first id (empty: the same as ``last``)
-    prev: Paths = ()  # ``prev`` check: the previous message's id as this one names it
-    reset: tuple[tuple[Paths, str], ...] = ()  # (paths, value): a snapshot, start afresh
-    exchange_ts: Paths = ()  # the exchange's time stamp, in ``ts_unit`` since the epoch
-    symbol: Paths = ()  # the instrument (pcapflow.ticktotrade)
-    ts_unit_ns: int = 1_000_000  # milliseconds
-
-
-FEED_RULES: tuple[FeedRule, ...] = (
-    # Binance "How to manage a local order book": each event's U must be the
-    # previous event's u + 1 (spot); futures events carry pu = previous u.
-    FeedRule(name="binance_depth", venue="binance", like='%"depthUpdate"%',
-             require=((("$.data.e", "$.e"), "depthUpdate"),),
-             stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")),
-             first=("$.data.U", "$.U"), last=("$.data.u", "$.u"), prev=("$.data.pu", "$.pu"),
-             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
-    # trade ids are consecutive per symbol
-    FeedRule(name="binance_trade", venue="binance", like='%"trade"%',
-             require=((("$.data.e", "$.e"), "trade"),),
-             stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.t", "$.t"),
-             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
-    FeedRule(name="binance_aggtrade", venue="binance", like='%"aggTrade"%',
-             require=((("$.data.e", "$.e"), "aggTrade"),),
-             stream=(("$.data.e", "$.e"), ("$.data.s", "$.s")), last=("$.data.a", "$.a"),
-             exchange_ts=("$.data.E", "$.E"), symbol=("$.data.s", "$.s")),
-    # OKX books: prevSeqId = the previous push's seqId; -1 on the snapshot
-    FeedRule(name="okx_books", venue="okx", like='%"seqId"%',
-             stream=(("$.arg.channel",), ("$.arg.instId",)), last=("$.data[0].seqId",),
-             prev=("$.data[0].prevSeqId",), reset=((("$.data[0].prevSeqId",), "-1"),
-                                                    (("$.action",), "snapshot")),
-             exchange_ts=("$.data[0].ts",), symbol=("$.arg.instId",)),
-    # Bybit orderbook: u is consecutive across deltas; a snapshot (or u = 1,
-    # after a service restart) starts afresh
-    FeedRule(name="bybit_orderbook", venue="bybit", like='%"orderbook.%',
-             stream=(("$.topic",),), last=("$.data.u",),
-             reset=((("$.type",), "snapshot"), (("$.data.u",), "1")), exchange_ts=("$.ts",),
-             symbol=("$.data.s",)),
-    # Deribit book.*: prev_change_id = the previous notification's change_id
-    FeedRule(name="deribit_book", venue="deribit", like='%"prev_change_id"%',
-             stream=(("$.params.channel",),), last=("$.params.data.change_id",),
-             prev=("$.params.data.prev_change_id",),
-             reset=((("$.params.data.type",), "snapshot"),),
-             exchange_ts=("$.params.data.timestamp",),
-             symbol=("$.params.data.instrument_name",)),
-)
-"""Market-data dialects: adding a venue's stream is one entry here."""
 
 FEED_GAPS = schemas.FEED_GAPS
 """``feed_gaps``: one row per break in a stream's numbering (docs/tables.md)."""
@@ -161,7 +105,8 @@ def rule_sql(rule: FeedRule, source: str = WS_SOURCE) -> str:
     require = "".join(f" AND {p.first(x)} = {_sql_str(v)}" for x, v in rule.require)
     reset = " OR ".join(f"coalesce({p.first(x)} = {_sql_str(v)}, false)"
                         for x, v in rule.reset) or "false"
-    # DECIMAL, not DOUBLE: a double holds 53 bits, nanoseconds since 1970 need 61
+    # DECIMAL, not DOUBLE: a double holds 53 bits, nanoseconds since 1970 need 61; TRY:
+    # a stamp past 2262 in ns is no time (NULL), not an error that stops the ingest
     ets = (f"TRY_CAST({p.first(rule.exchange_ts)} AS DECIMAL(38, 6)) * {rule.ts_unit_ns}"
            if rule.exchange_ts else "NULL::BIGINT")
     first_id, last_id, prev_id = p.int(rule.first or rule.last), p.int(rule.last), \
@@ -170,7 +115,7 @@ def rule_sql(rule: FeedRule, source: str = WS_SOURCE) -> str:
         SELECT capture_id, venue, flow_id, {_sql_str(rule.name)} AS rule,
                {stream} AS stream, ts, stream_offset, {first_id} AS first_id,
                {last_id} AS last_id, {prev_id} AS prev_id,
-               {reset} AS reset, ({ets})::BIGINT AS exchange_ns,
+               {reset} AS reset, TRY_CAST({ets} AS BIGINT) AS exchange_ns,
                {p.first(rule.symbol)} AS symbol
         FROM (SELECT m.capture_id, m.venue, m.flow_id, epoch_ns(m.ts_last) AS ts,
                      m.stream_offset,
@@ -269,14 +214,35 @@ def gaps_table(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
 
 
 def stage_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
-                   name: str = "feed_msg") -> str:
+                   name: str = "feed_msg", scanned: pa.Table | None = None) -> str:
     """``messages_sql``'s rows (of the rules of the venues present, and inbound FIX) in a
     temporary table ``name``, each payload read and parsed once: what the ingest's
-    ``feed_gaps`` and stale-feed alerts share (``pcapflow.why``)."""
+    ``feed_gaps`` and stale-feed alerts share (``pcapflow.why``). ``scanned``: the
+    ingest's compiled scan of every ``ws_messages`` row (``pipelines.feed_scan``,
+    made with ``FEED_RULES``): its rows are taken as they are, and only the payloads
+    it passed on whole are parsed here."""
     chosen = present(ds, rules)
-    source = stage_ws(ds, chosen)
-    ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS "
-                   f"{messages_sql(chosen, fix=True, source=source)}")
+    if scanned is None:
+        source = stage_ws(ds, chosen)
+        ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS "
+                       f"{messages_sql(chosen, fix=True, source=source)}")
+        return name
+    ds.con.register("_feed_scan", scanned)
+    try:
+        pairs = ", ".join(f"({_sql_str(r.name)}, {_sql_str(r.venue)})" for r in chosen)
+        taken = ("SELECT f.capture_id, f.venue, s.flow_id, s.rule, s.stream, s.ts, "
+                 "s.stream_offset, s.first_id, s.last_id, s.prev_id, s.reset, s.exchange_ns, "
+                 "s.symbol FROM _feed_scan s JOIN flows f ON f.flow_id = s.flow_id "
+                 f"JOIN (VALUES {pairs}) r(rule, venue) ON r.rule = s.rule "
+                 "AND r.venue = f.venue WHERE s.rule IS NOT NULL") if chosen else None
+        whole = ("(SELECT f.capture_id, f.venue, s.flow_id, make_timestamp_ns(s.ts) AS ts_last, "
+                 "s.stream_offset, s.payload FROM _feed_scan s JOIN flows f "
+                 "ON f.flow_id = s.flow_id WHERE s.rule IS NULL)")
+        parts = [p for p in (taken, messages_sql(chosen, fix=True, source=whole)) if p]
+        ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS "
+                       + "\nUNION ALL\n".join(parts))
+    finally:
+        ds.con.unregister("_feed_scan")
     return name
 
 

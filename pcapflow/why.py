@@ -42,9 +42,12 @@ def _cast(table: pa.Table, name: str) -> pa.Table:
 
 
 def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
-           tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+           tables: Mapping[str, pa.Table],
+           scanned: pa.Table | None = None) -> dict[str, pa.Table]:
     """``causes``, ``feed_gaps`` and ``alerts`` of one capture, from its Parquet ``files``
-    per table and the ``tables`` given as Arrow (the matcher's outputs, the flows)."""
+    per table and the ``tables`` given as Arrow (the matcher's outputs, the flows);
+    ``scanned``: the market-data ids the ingest read from the payloads
+    (``pipelines.feed_scan.staged``), when it covered every message."""
     from . import alerts, causes, feed
     from .dataset import Dataset
 
@@ -54,9 +57,13 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
     orders = latency is None or latency.num_rows > 0
     kinds = tuple(k for k in alerts.DETECTORS if orders or k not in LATENCY_ALERTS)
     with Dataset.of_capture(files, capture_id, tables) as view:
+        # one thread: these queries are small next to the ingest that made their rows,
+        # and DuckDB's parallel plans cost more CPU and memory than they save here
+        view.con.execute("SET threads = 1")
         out = {"causes": _cast(causes.compute(view), "causes") if orders else
                without_capture_id(TABLES["causes"]).empty_table()}
-        messages = feed.stage_messages(view)  # each market-data payload parsed once
+        # each market-data payload parsed once, if at all (the ingest's scan)
+        messages = feed.stage_messages(view, scanned=scanned)
         gaps = feed.gaps_table(view, messages=messages)
         out["feed_gaps"] = _cast(gaps, "feed_gaps")
         out["alerts"] = _cast(alerts.find(view, alerts.Settings(), kinds, gaps=gaps,
@@ -75,11 +82,13 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
     was given (with its venues) besides those already staged, and its outputs."""
     import pyarrow.parquet as pq
 
+    from .pipelines.feed_scan import staged
     from .pipelines.tables.rows import with_venues
 
     files = staged_files(stage_dir)
+    scanned = staged(stage_dir, files["ws_messages"])
     schema = without_capture_id(TABLES["flows"])
     staged = [pq.read_table(p, schema=schema) for p in files.pop("flows")]
     all_flows = pa.concat_tables([schema.empty_table(), *staged, with_venues(
         flows.select(schema.names), matched.flow_venue, matched.flow_venue_source)])
-    return derive(files, capture_id, {**matched.tables, "flows": all_flows})
+    return derive(files, capture_id, {**matched.tables, "flows": all_flows}, scanned)

@@ -43,7 +43,7 @@ from ...parsers.events import Anomaly
 from ...parsers.limits import Limits
 from ...parsers.protocols.columns import ts_array
 from ...parsers.tcp.analysis import FlowTracker
-from .. import interrupts, store
+from .. import feed_scan, interrupts, store
 from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
 from ..tables.rows import RowBuffers
 from . import resume as resume_state
@@ -360,6 +360,11 @@ class _Resume:
     root: Path
 
 
+def _after_ws_flush(stage_dir: Path, rows: pa.Table) -> None:
+    stage_ws_candidates(stage_dir, rows)
+    feed_scan.stage(stage_dir, rows)
+
+
 def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_table: bool,
          app_factory: AppFactory | None, matcher: Matcher | None, progress: ProgressFn | None,
          shard: Shard | None = None,
@@ -378,8 +383,9 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             app.tracker = tracker
             resumed_events, resumed = resume_state.restore(prev, app)
     if app is not None and staging.dir is not None:
-        # the matcher's first pass over WebSocket payloads, while they are in memory
-        app.after_flush["ws_messages"] = functools.partial(stage_ws_candidates, staging.dir)
+        # the matcher's first pass over WebSocket payloads and the market-data ids of
+        # the feed rules, while the payloads are in memory
+        app.after_flush["ws_messages"] = functools.partial(_after_ws_flush, staging.dir)
     anomaly_codes: dict[str, int] = {}
     first_shard = shard is None or shard.index == 0
     max_open = app.limits.max_open_connections if app is not None else None
