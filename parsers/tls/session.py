@@ -273,7 +273,7 @@ class TlsSession:
         if not isinstance(dec, (Tls13Decryptor, Tls12AeadDecryptor)):
             return  # CBC/stream contexts change state even on failure: general path
         reader = st.reader
-        buf, pos = reader._buf, reader._pos
+        buf, pos, base = reader.unread()
         arr = np.frombuffer(buf, dtype=np.uint8)
         starts, lengths, versions = tls_app_records(arr, pos, reader.max_record)
         del arr  # release the export before the buffer is resized
@@ -287,7 +287,6 @@ class TlsSession:
             return
         pos = int(starts[k - 1] + 5 + lengths[k - 1])
         versions = versions[:k]
-        base = reader._base
         start = starts[:k] + base
         stop = np.empty(k, dtype=np.int64)
         stop[:-1] = start[1:]
