@@ -15,7 +15,7 @@ in detection order; nothing else names a protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -25,6 +25,8 @@ from ..events import Direction, Event, Run
 from ..limits import Limits
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pyarrow as pa
 
     from ..tls.keylog import KeyLog
@@ -172,6 +174,22 @@ class MatchSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeyMaterialSpec:
+    """The secrets a protocol's sessions decrypt with (``SessionContext.keylog``): read
+    once per ingest from the user's files, and added to from a capture that carries
+    them (a pcapng Decryption Secrets Block of type ``secrets_type``)."""
+
+    load: Callable[[Sequence[Path]], KeyLog]
+    """From the user's files (errors raised here, before the capture is read)."""
+    empty: Callable[[], KeyLog]
+    """None given: what a capture's secrets are added to."""
+    secrets_type: int
+    """pcapng DSB ``secrets_type`` of this protocol's secrets."""
+    add_block: Callable[[KeyLog, bytes, str], None]
+    """``(key material, block data, source name)``: add a capture's secrets."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProtocolSpec:
     """Everything the engine knows about one application protocol."""
 
@@ -214,6 +232,8 @@ class ProtocolSpec:
     match: MatchSpec | None = None
     limits: tuple[str, ...] = ()
     """``Limits`` fields its sessions read."""
+    key_material: KeyMaterialSpec | None = None
+    """The secrets its sessions decrypt with (one protocol has them: TLS)."""
     resumable: bool = False
     """Its sessions implement ``Resumable`` and ``resume`` rebuilds one."""
     resume: Callable[[SessionContext, bytes], SessionParser] | None = None

@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -58,13 +58,14 @@ from ...parsers.detect import UNKNOWN, detect, detect_midstream
 from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
 from ...parsers.limits import Limits
 from ...parsers.protocols.base import PieceCarrier, RunCarrier, SessionContext, SessionParser
-from ...parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
+from ...parsers.protocols.registry import BY_NAME, EVENTS, KEY_MATERIAL, REGISTRY
 from ...parsers.tcp.analysis import FlowTracker, PacketFlows
 from ...parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ...parsers.tcp.segments import gather, rtt_walk, simple_prefix
-from ...parsers.tls import KeyLog
-from ...parsers.tls.keylog import PCAPNG_DSB_TLS_KEY_LOG
 from ..tables.rows import FlushHook, RowBuffers, TableSink
+
+if TYPE_CHECKING:
+    from ...parsers.tls.keylog import KeyLog  # (the registry's ``KEY_MATERIAL``)
 
 _DIRECTIONS = pa.array(DIRECTIONS, pa.string())  # by direction code 0 / 1
 _CARRIER = {t: e.carrier for t, e in EVENTS.items() if e.carrier is not None}
@@ -409,7 +410,8 @@ class AppLayer:
     def factory(cls, keylog: list[str], limits: Limits | None = None
                 ) -> Callable[[FlowTracker], AppLayer]:
         """Load the key logs once, in the caller (errors surface before reading)."""
-        keys = KeyLog.from_files([Path(k) for k in keylog]) if keylog else None
+        keys = (KEY_MATERIAL.load([Path(k) for k in keylog])
+                if keylog and KEY_MATERIAL is not None else None)
         return lambda tracker: cls(tracker, keys, limits)
 
     def _select(self, dec: DecodedChunk, pf: PacketFlows,
@@ -440,10 +442,11 @@ class AppLayer:
         """One chunk's packets; ``mine`` (a mask per packet): the packets of the
         flows this process owns when the capture is sharded (``pipelines.ingest``)."""
         for st, data in chunk.secrets:
-            if st == PCAPNG_DSB_TLS_KEY_LOG:
+            if KEY_MATERIAL is not None and st == KEY_MATERIAL.secrets_type:
                 if self.keylog is None:
-                    self.keylog = KeyLog()
-                self.keylog.add_text(data, "the capture's Decryption Secrets Block")
+                    self.keylog = KEY_MATERIAL.empty()
+                KEY_MATERIAL.add_block(self.keylog, data,
+                                       "the capture's Decryption Secrets Block")
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, self.after_flush)
