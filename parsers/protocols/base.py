@@ -129,6 +129,57 @@ def both_ways(resync: Resync) -> tuple[MidstreamFinder, MidstreamFinder]:
     return find, find
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeHead:
+    """The head of one message of an HTTP/1.1 protocol switch (``UpgradeContext``)."""
+
+    headers: list[tuple[str, str]]
+    path: str | None
+    request_index: int
+    stream_offset: int
+    ts_first: int
+    ts_last: int
+
+    def header(self, name: str) -> str | None:
+        """The field value for ``name`` (lower case), lines joined with ", "."""
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeContext:
+    """What an HTTP/1.1 session hands the protocol a ``101 Switching Protocols``
+    switches to (RFC 9110 §7.8): ``ProtocolSpec.upgraded`` makes its session."""
+
+    flow_id: int
+    limits: Limits
+    out_offset: int
+    """Stream offset of the client's first byte of the new protocol."""
+    in_offset: int
+    """... and of the server's."""
+    request: UpgradeHead | None
+    """The request that asked for it (None: not read yet, directions fed out of step)."""
+    response: UpgradeHead
+    """The 101."""
+
+
+UpgradeFactory = Callable[[UpgradeContext], "tuple[SessionParser, list[Event]]"]
+"""The session of the protocol switched to, and events the switch itself makes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeSpec:
+    """How a protocol is reached from HTTP/1.1 by ``Upgrade`` (RFC 9110 §7.8)."""
+
+    token: str
+    """The ``Upgrade`` token a 101 names (lower case): ``websocket``, ``h2c``."""
+    session: UpgradeFactory
+    at_once: bool = False
+    """Both directions switch at the 101 (h2c: the client's preface follows its request
+    whatever the 101's timing); False: the client's side switches once its upgrade
+    request is read (WebSocket)."""
+
+
 SessionFactory = Callable[[SessionContext], SessionParser]
 FlowInfo = Callable[[dict[str, object], Any], None]
 """Update a connection's ``flows`` columns (by name) from one event."""
@@ -229,6 +280,8 @@ class ProtocolSpec:
     upgrade: tuple[str, str] | None = None
     """``(protocol, flows column)``: a connection detected as ``protocol`` whose
     ``column`` is set became this one (WebSocket after an HTTP upgrade)."""
+    upgraded: UpgradeSpec | None = None
+    """An HTTP/1.1 ``Upgrade`` switches to it (``HttpSession`` asks ``registry.UPGRADES``)."""
     match: MatchSpec | None = None
     limits: tuple[str, ...] = ()
     """``Limits`` fields its sessions read."""
