@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -94,6 +94,7 @@ MIDSTREAM_DETECT_FACTOR = 16
 record, an HTTP body, a WebSocket frame): it is looked at for this many times
 ``Limits.detect_bytes`` before its protocol is called unknown."""
 AnomalyFn = Callable[[list[Anomaly]], None]
+_T = TypeVar("_T", int, np.ndarray)
 
 
 def _session_for(proto: str, ctx: SessionContext) -> SessionParser | None:
@@ -115,6 +116,13 @@ def _not_decrypted(conn: Connection, info: dict[str, object]) -> list[Anomaly]:
                                layer=conn.outer.name or "tcp", code=f"{name}_not_decrypted",
                                detail=detail))
     return out
+
+
+def _ts_last(d: int, ts_first: _T, ts_avail: _T) -> _T:
+    """A reassembled piece's ``ts_last`` (one piece's or a run's array): its first
+    transmission for ``out`` (``d`` 0), its in-order availability for ``in`` (DESIGN.md,
+    "Time"). The general path (``Connection.deliver``) and the batch path (``_run``)."""
+    return ts_first if d == 0 else ts_avail
 
 
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
@@ -318,8 +326,8 @@ class Connection:
     def deliver(self, d: int, items: list[Piece | Gap | Conflict], out: list[Event]) -> None:
         for it in items:
             if isinstance(it, Piece):
-                ts_last = it.ts_first if d == 0 else it.ts_avail
-                self._expand(self.outer.feed(d, it.data, it.ts_first, ts_last), out)
+                self._expand(self.outer.feed(d, it.data, it.ts_first,
+                                             _ts_last(d, it.ts_first, it.ts_avail)), out)
             elif isinstance(it, Gap):
                 out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRECTIONS[d],
                                    layer="tcp", code="stream_gap", stream_offset=it.offset,
@@ -475,9 +483,7 @@ class AppLayer:
                 if len(events) > DISPATCH_EVENTS:
                     self._dispatch(events, rows, add_anomalies)
                     events = []
-        self._dispatch(events, rows, add_anomalies)
-        rows.flush()
-        self._flush_rtt(staging)
+        self._write(events, rows, staging, add_anomalies)
 
     def _packet(self, i: int, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
                 events: list[Event]) -> bool:
@@ -595,7 +601,7 @@ class AppLayer:
                 ends = np.cumsum(lengths)
                 ts_first = ts[seg]
                 ts_avail = conn.reasm[k].deliver_run(payload, ends, ts_first)
-                conn.deliver_run(k, Run(payload, ends, ts_first, ts_first if k == 0 else ts_avail),
+                conn.deliver_run(k, Run(payload, ends, ts_first, _ts_last(k, ts_first, ts_avail)),
                                  events)
         conn.last_ts = int(ts[-1])
 
@@ -674,24 +680,29 @@ class AppLayer:
         """
         still_open = [f for f in flow_ids if f in self.conns]
         if still_open:  # evicted by the tracker while idle: finished early
-            rows = RowBuffers(staging.write, self.after_flush)
-            events: list[Event] = []
-            for fid in still_open:
-                self._close(fid, self.conns[fid].last_ts, events)
-            self._dispatch(events, rows, add_anomalies)
-            rows.flush()
-            self._flush_rtt(staging)
+            self._close_all([(f, self.conns[f].last_ts) for f in still_open], staging,
+                            add_anomalies)
         self.done.difference_update(flow_ids)
         self.fresh.difference_update(flow_ids)
         return {f: self.info.pop(f) for f in flow_ids if f in self.info}
 
     def finish(self, staging: TableSink, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
         """End of capture: flush every open connection; returns flows columns by flow."""
-        rows = RowBuffers(staging.write, self.after_flush)
+        self._close_all([(f, self.last_ts) for f in self.conns], staging, add_anomalies)
+        return self.info
+
+    def _close_all(self, closing: list[tuple[int, int]], staging: TableSink,
+                   add_anomalies: AnomalyFn) -> None:
+        """Finish these connections (flow id, time) and write what they leave."""
         events: list[Event] = []
-        for fid in list(self.conns):
-            self._close(fid, self.last_ts, events)
+        for fid, ts in closing:
+            self._close(fid, ts, events)
+        self._write(events, RowBuffers(staging.write, self.after_flush), staging,
+                    add_anomalies)
+
+    def _write(self, events: list[Event], rows: RowBuffers, staging: TableSink,
+               add_anomalies: AnomalyFn) -> None:
+        """The events left, their rows, and the RTT samples (every path ends here)."""
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
         self._flush_rtt(staging)
-        return self.info
