@@ -17,11 +17,19 @@ are inside a message, by each spec's ``midstream`` rule (per direction).
 
 from __future__ import annotations
 
+from .protocols.base import Refusal
 from .protocols.registry import BY_NAME, REGISTRY
 
-__all__ = ["UNKNOWN", "detect", "detect_midstream", "find_resync"]
+__all__ = ["UNKNOWN", "detect", "detect_midstream", "find_resync", "refused"]
 
 UNKNOWN = "unknown"
+
+REFUSALS: tuple[tuple[Refusal, ...], tuple[Refusal, ...]] | None = (
+    tuple(s.refuses[0] for s in REGISTRY if s.refuses is not None),
+    tuple(s.refuses[1] for s in REGISTRY if s.refuses is not None),
+) if all(s.refuses is not None for s in REGISTRY) else None
+"""Per direction, every protocol's ``ProtocolSpec.refuses`` (None: some protocol
+cannot tell, so no direction is ever refused by all)."""
 
 
 def detect(out_prefix: bytes, in_prefix: bytes) -> str:
@@ -35,6 +43,16 @@ def detect(out_prefix: bytes, in_prefix: bytes) -> str:
                 in_prefix and spec.probe_in(in_prefix)):
             return spec.name
     return UNKNOWN
+
+
+def refused(direction: int, prefix: bytes) -> bool:
+    """Has every protocol's probe said no for good to this direction's first bytes
+    (``direction`` 0: the client's, 1: the server's)? Then no more bytes of that
+    direction can make ``detect`` name a protocol (the other direction and
+    ``ProtocolSpec.probe_late`` still may)."""
+    if REFUSALS is None or not prefix:
+        return False
+    return all(refuses(prefix) for refuses in REFUSALS[direction])
 
 
 def find_resync(protocol: str, data: bytes) -> int | None:
