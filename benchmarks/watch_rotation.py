@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pps", type=int, default=50_000)
     ap.add_argument("--ring", type=int, default=4)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--jsonl", default=None,
+                    help="also append each file's row here as it is measured (a long run "
+                    "stopped early keeps its curve)")
     a = ap.parse_args(argv)
 
     from make_capture import Config, plan, write
@@ -60,14 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     start = 1_717_421_400_000_000_000
     metrics = DatasetMetrics(root)
 
+    spent: dict[str, float] = {}
+
     def one(path: str) -> object:
-        return pcapflow.ingest([[path]], data=root)[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = pcapflow.ingest([[path]], data=root)[0]
+        spent["ingest"], spent["ingest_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+        return r
 
     w = Watcher(d, root, one, poll=0.0, settle=0.0, idle=0.0)
     rows = []
+    log = open(a.jsonl, "a") if a.jsonl else None  # noqa: SIM115 (open for the whole run)
+    t_start = time.monotonic()
+    end = 0
     for k in range(a.files):
+        # a rotation's file begins after the one before ended (a synthetic capture of
+        # n packets runs a little longer than n / pps: the next starts after it)
         p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
-                        start_ns=start + int(k * a.rotate_s * 1e9)))
+                        start_ns=max(start + int(k * a.rotate_s * 1e9), end + 1000)))
+        end = int(p.cols["t"].max())
         tmpf = d / f".rot-{k:06d}.tmp"
         write(p, str(tmpf), "pcap", 262_144)
         os.replace(tmpf, d / f"rot-{k:06d}.pcap")
@@ -76,13 +90,24 @@ def main(argv: list[str] | None = None) -> int:
             f.unlink()
         t0, c0 = time.perf_counter(), time.process_time()
         done = w.step()
+        t1 = time.perf_counter()
         metrics.refresh()
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         cap_s = (int(p.cols["t"].max()) - int(p.cols["t"].min())) / 1e9
         rows.append({"file": k, "ingested": done, "packets": int(p.cols["t"].size),
                      "capture_s": round(cap_s, 3), "ingest_s": round(dt, 3),
                      "keep_up": round(cap_s / dt, 2), "cpu_s": round(cpu, 3),
-                     "keep_up_cpu": round(cap_s / cpu, 2), "rss_mb": round(rss_mb(), 1)})
+                     "keep_up_cpu": round(cap_s / cpu, 2), "rss_mb": round(rss_mb(), 1),
+                     # of ingest_s: the ingest call, the watch's own bookkeeping after
+                     # it (status), the metrics refresh
+                     "ingest_call_s": round(spent.get("ingest", 0.0), 3),
+                     "ingest_call_cpu_s": round(spent.get("ingest_cpu", 0.0), 3),
+                     "watch_note_s": round(t1 - t0 - spent.get("ingest", 0.0), 3),
+                     "metrics_s": round(t0 + dt - t1, 3),
+                     "wall_s": round(time.monotonic() - t_start, 1)})
+        if log is not None:
+            log.write(json.dumps(rows[-1]) + "\n")
+            log.flush()
         if k % 10 == 0 or k == a.files - 1:
             print(json.dumps(rows[-1]), flush=True)
     ingested = sum(r["ingested"] for r in rows)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .dataset import data_dir
 from .parsers.capture.capset import expand, group, rotation_named
+from .parsers.errors import PcapflowError
 from .pipelines import interrupts
 from .pipelines.ingest import IngestResult, can_shard, ingest_capture
 
@@ -175,11 +176,16 @@ def ingest(
         if cluster is not None:
             from .cluster import ingest_on_cluster
 
+            if jobs > 1 or workers not in (1, "auto"):
+                raise PcapflowError(
+                    f"--cluster runs each capture set as one task in one worker process: "
+                    f"{'--jobs' if jobs > 1 else '--workers'} does not apply (the cluster's "
+                    "parallelism is its workers: dask worker --nworkers N)")
             return ingest_on_cluster(
                 capture_sets(paths, sets=sets), data_dir(data), cluster,
                 keylog=[str(k) for k in keylog or []],
                 venues=str(venues) if venues is not None else None, packets=packets,
-                app=app, limits=limits, progress=progress)
+                app=app, limits=limits, progress=progress, resume=resume)
         return _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
                        workers, sets, resume)
 

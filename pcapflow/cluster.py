@@ -10,6 +10,16 @@ staged set under the dataset's lock as it arrives (``store.Staging.adopt(...).co
 the journal and atomic swap of a local ingest), so sets appear one at a time and a
 reader sees a set either not at all or whole.
 
+Resume across commands works as for a local ingest (``pipelines.ingest.resume``): the
+worker finds the set a rotation's files continue, carries its parts over and stages
+the new state (the connections still open) with the set's parts, so the client's
+commit swaps tables and state together; a later command, local or on the cluster,
+continues from it. The commit expects the continued set as the worker read it
+(``store.fingerprint``): a set changed meanwhile is not overwritten (``StaleCapture``).
+Each set is one task in one single-threaded worker process: ``--jobs`` and
+``--workers`` (local process pools) are refused with ``--cluster``; the cluster's
+parallelism is its workers (``dask worker --nworkers``).
+
 A worker lost mid-task (killed, its host gone) leaves only its staging directory:
 nothing was committed, and Dask's scheduler runs the task again on another worker
 (up to ``distributed.scheduler.allowed-failures`` times). The staging directories are
@@ -75,19 +85,22 @@ def connect(address: str) -> tuple[Any, Any]:
 
 def _stage_on_worker(files: list[str], root: str, owner: str, packets: bool, app: bool,
                      keylog: list[str], venues: str | None, limits: dict[str, int | str],
-                     chunk_bytes: int | None) -> tuple[IngestResult, str]:
-    """The task: one capture set staged into the shared dataset (module docstring)."""
+                     chunk_bytes: int | None, resume: bool = True,
+                     siblings: list[str] | None = None) -> tuple[IngestResult, str, str | None]:
+    """The task: one capture set staged into the shared dataset, with its resume state
+    (module docstring)."""
     from . import api
     from .pipelines.ingest import stage_capture
     from .pipelines.ingest.driver import DEFAULT_CHUNK_BYTES
 
-    result, staged = stage_capture(
+    result, staged, expect = stage_capture(
         files, Path(root), owner=owner, packets_table=packets,
         app_layer=api._app_factory(keylog, limits) if app else None,
-        matcher=api._matcher(venues) if app else None,
-        chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES)
+        matcher=api._matcher(venues, root) if app else None,
+        chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES, resume=resume,
+        siblings=siblings or ())
     (staged / STAGED_MARK).touch()
-    return result, str(staged)
+    return result, str(staged), expect
 
 
 def ingest_on_cluster(
@@ -102,10 +115,13 @@ def ingest_on_cluster(
     limits: Mapping[str, int | str] | None = None,
     chunk_bytes: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    resume: bool = True,
 ) -> list[IngestResult]:
     """Ingest each capture set of ``plan`` on a Dask worker; commit each here as it
     arrives. Returns the results in ``plan``'s order. The first set that fails (bad
-    input) stops the rest, as a local ingest does: the sets committed before stay."""
+    input) stops the rest, as a local ingest does: the sets committed before stay.
+    ``resume`` as for a local ingest: a set continues the one the dataset holds state
+    for, and a rotation's set keeps state for the next command."""
     if any(f == "-" for s in plan for f in s):
         raise PcapflowError("--cluster reads capture files, not stdin: write the capture "
                             "to storage every worker sees")
@@ -122,8 +138,9 @@ def ingest_on_cluster(
     try:
         run = uuid.uuid4().hex[:8]
         for i, files in enumerate(plan):
+            others = [g for j, s in enumerate(plan) if j != i for g in s]
             f = client.submit(_stage_on_worker, files, str(root), owner, packets, app, keys,
-                              venues, dict(limits or {}), chunk_bytes,
+                              venues, dict(limits or {}), chunk_bytes, resume, others,
                               key=f"pcapflow-set-{run}-{i}", pure=False)
             futures[f] = i
         pending = set(futures)
@@ -136,11 +153,11 @@ def ingest_on_cluster(
                     if isinstance(err, PcapflowError):
                         raise err
                     raise PcapflowError(f"{plan[i][0]}: failed on the cluster: "
-                                        f"{type(err).__name__}: {err}")
-                result, staged = f.result()
+                                        f"{type(err).__name__}: {err}{_where(f)}")
+                result, staged, expect = f.result()
                 interrupts.check()
                 result.replaced = store.Staging.adopt(root, Path(staged)).commit(
-                    result.capture_id, supersede=result.sha256s)
+                    result.capture_id, supersede=result.sha256s, expect=expect)
                 results[i] = result
                 interrupts.done(names[i])
                 if progress is not None:
@@ -160,6 +177,23 @@ def ingest_on_cluster(
             with contextlib.suppress(Exception):
                 cluster.close()
         _remove_leftovers(root, owner)
+
+
+def _where(future: Any) -> str:
+    """`` (at file:line in function)`` of the innermost frame of a failed task's
+    traceback on the worker (a bug report's first clue), or ""."""
+    import traceback
+
+    try:
+        frames = traceback.extract_tb(future.traceback())
+    except Exception:
+        return ""
+    if not frames:
+        return ""
+    last = frames[-1]
+    if os.environ.get("PCAPFLOW_CLUSTER_TRACEBACK"):  # the whole of it, for debugging
+        return "\n" + "".join(traceback.format_list(frames))
+    return f" (at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
 
 
 def _remove_leftovers(root: Path, owner: str) -> None:

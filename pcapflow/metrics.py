@@ -3,16 +3,19 @@
 
 How this works. ``Totals`` holds cumulative values read from the tables: latency
 histogram buckets per venue, endpoint and kind (the ``ack`` leg: order to reply),
-counts of orders, unmatched, rejected, retransmissions and feed gaps, and the
-files ingested. ``DatasetMetrics.refresh`` keeps them equal to the dataset: it
-lists the ``captures`` partitions with a fingerprint each (``store.fingerprint``:
-the files' names, inodes and mtimes); new captures are read alone and added
-(``Dataset(captures=...)``: only their partitions are opened), and when a capture
-was replaced or removed the totals are read again from the whole dataset. So
-following a rotation costs one small read per file, and the metrics are never
-more than a refresh away from the tables. Every value is an aggregate over a table
-(DuckDB SQL below), never an estimate, so a scrape can be checked against the
-tables exactly (``tests/test_live_metrics.py``).
+counts of orders, unmatched, rejected, retransmissions, feed gaps (the stored
+``feed_gaps`` table) and alerts (the stored ``alerts`` table, per kind, severity and
+venue), and the files ingested; ``DatasetMetrics`` keeps them per capture too.
+``DatasetMetrics.refresh`` keeps them equal to the dataset: it lists the
+``captures`` partitions with a fingerprint each (``store.fingerprint``: the files'
+names, inodes and mtimes); a capture that is new or changed (a rotation's set
+resumed by one more file) is read alone (``Dataset(captures=...)``: only its
+partitions are opened, every query grouped by capture) and replaces its old part of
+the totals, and a capture removed is taken away. So following a rotation costs one
+read of the capture just committed per file, never of the whole dataset, and the
+metrics are never more than a refresh away from the tables. Every value is an
+aggregate over a table (DuckDB SQL below), never an estimate, so a scrape can be
+checked against the tables exactly (``tests/e2e/test_live_metrics.py``).
 
 ``prometheus_client`` is optional (the ``live`` extra) and imported only when an
 endpoint is served.
@@ -62,18 +65,23 @@ a value equal to a bound counts in that bound's bucket)."""
 
 QUERIES: dict[str, str] = {
     "latency": f"""
-        SELECT coalesce(venue, ''), coalesce(endpoint, ''), coalesce(kind, ''),
+        SELECT capture_id, coalesce(venue, ''), coalesce(endpoint, ''), coalesce(kind, ''),
                {_BUCKET_SQL} AS bucket, count(*), sum(latency_ns)
         FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL GROUP BY ALL""",
-    "orders": """SELECT coalesce(venue, ''), coalesce(kind, ''), count(*)
+    "orders": """SELECT capture_id, coalesce(venue, ''), coalesce(kind, ''), count(*)
                  FROM orders GROUP BY ALL""",
-    "unmatched": """SELECT coalesce(venue, ''), coalesce(what, ''), count(*)
+    "unmatched": """SELECT capture_id, coalesce(venue, ''), coalesce(what, ''), count(*)
                     FROM unmatched GROUP BY ALL""",
-    "rejected": """SELECT coalesce(venue, ''), coalesce(endpoint, ''), count(*) FROM latency
-                   WHERE leg = 'ack' AND status = 'rejected' GROUP BY ALL""",
-    "retransmissions": """SELECT coalesce(venue, ''), sum(retransmissions)::BIGINT FROM flows
+    "rejected": """SELECT capture_id, coalesce(venue, ''), coalesce(endpoint, ''), count(*)
+                   FROM latency WHERE leg = 'ack' AND status = 'rejected' GROUP BY ALL""",
+    "retransmissions": """SELECT capture_id, coalesce(venue, ''),
+                                 sum(retransmissions)::BIGINT FROM flows
                           GROUP BY ALL HAVING sum(retransmissions) > 0""",
-    "files": "SELECT count(*), count(DISTINCT capture_id), max(last_ts) FROM captures",
+    "feed_gaps": """SELECT capture_id, coalesce(venue, ''), count(*) FROM feed_gaps
+                    GROUP BY ALL""",
+    "alerts": """SELECT capture_id, coalesce(kind, ''), coalesce(severity, ''),
+                        coalesce(venue, ''), count(*) FROM alerts GROUP BY ALL""",
+    "files": "SELECT capture_id, count(*), max(last_ts) FROM captures GROUP BY ALL",
 }
 """The SQL behind each metric (over the dataset's views)."""
 
@@ -85,8 +93,9 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
                  ("venue", "endpoint")),
     "retransmissions": ("TCP retransmissions on the venue's connections (flows table)",
                         ("venue",)),
-    "feed_gaps": ("Breaks in market-data sequence numbers (pcapflow.feed.feed_gaps)",
-                  ("venue",)),
+    "feed_gaps": ("Breaks in market-data sequence numbers (feed_gaps table)", ("venue",)),
+    "alerts": ("Alerts each capture's ingest found (alerts table; venue empty when an "
+               "alert is tied to none)", ("kind", "severity", "venue")),
 }
 
 
@@ -103,47 +112,58 @@ class Totals:
     captures: int = 0
     last_packet_ns: int | None = None
 
-    def add(self, other: Totals) -> None:
+    def add(self, other: Totals, sign: int = 1) -> None:
+        """Add ``other``'s values (``sign=-1``: take them away; a series left at zero is
+        dropped, as a read of the tables has none)."""
         for key, row in other.latency.items():
             mine = self.latency.setdefault(key, [0] * (len(BUCKETS_NS) + 2))
             for i, v in enumerate(row):
-                mine[i] += v
+                mine[i] += sign * v
+            if sign < 0 and not any(mine):
+                del self.latency[key]
         for name, values in other.counters.items():
             mine_c = self.counters.setdefault(name, {})
             for key, n in values.items():
-                mine_c[key] = mine_c.get(key, 0) + n
-        self.files += other.files
-        self.captures += other.captures
-        if other.last_packet_ns is not None:
+                mine_c[key] = mine_c.get(key, 0) + sign * n
+                if sign < 0 and mine_c[key] == 0:
+                    del mine_c[key]
+        self.files += sign * other.files
+        self.captures += sign * other.captures
+        if sign > 0 and other.last_packet_ns is not None:
             self.last_packet_ns = max(self.last_packet_ns or 0, other.last_packet_ns)
 
 
-def read_totals(ds: Dataset) -> Totals:
-    """The totals of every capture ``ds`` reads (``Dataset(captures=...)`` narrows it)."""
-    t = Totals()
-    for venue, endpoint, kind, bucket, n, total in ds.fetchall(QUERIES["latency"]):
-        row = t.latency.setdefault((venue, endpoint, kind), [0] * (len(BUCKETS_NS) + 2))
+def read_by_capture(ds: Dataset) -> dict[str, Totals]:
+    """The totals of each capture ``ds`` reads (``Dataset(captures=...)`` narrows it)."""
+    out: dict[str, Totals] = {}
+
+    def of(cid: str) -> Totals:
+        t = out.get(cid)
+        if t is None:
+            t = out[cid] = Totals()
+        return t
+
+    for cid, venue, endpoint, kind, bucket, n, total in ds.fetchall(QUERIES["latency"]):
+        row = of(cid).latency.setdefault((venue, endpoint, kind),
+                                         [0] * (len(BUCKETS_NS) + 2))
         row[int(bucket)] += int(n)
         row[-1] += int(total)
-    for name in ("orders", "unmatched", "rejected", "retransmissions"):
-        for *key, n in ds.fetchall(QUERIES[name]):
-            t.counters[name][tuple(key)] = int(n)
-    t.counters["feed_gaps"] = _feed_gaps(ds)
-    files, captures, last = ds.fetchone(QUERIES["files"]) or (0, 0, None)
-    t.files, t.captures = int(files or 0), int(captures or 0)  # type: ignore[call-overload]
-    t.last_packet_ns = None if last is None else _ns(last)
+    for name in COUNTERS:
+        for cid, *key, n in ds.fetchall(QUERIES[name]):
+            of(cid).counters[name][tuple(key)] = int(n)
+    for cid, files, last in ds.fetchall(QUERIES["files"]):
+        t = of(cid)
+        t.files, t.captures = int(files), 1
+        t.last_packet_ns = None if last is None else _ns(last)
+    return out
+
+
+def read_totals(ds: Dataset) -> Totals:
+    """The totals of every capture ``ds`` reads, together."""
+    t = Totals()
+    for one in read_by_capture(ds).values():
+        t.add(one)
     return t
-
-
-def _feed_gaps(ds: Dataset) -> dict[tuple[str, ...], int]:
-    from . import feed
-
-    rules = feed.present(ds)
-    if not rules:
-        return {}
-    rows = ds.fetchall(f"SELECT coalesce(venue, ''), count(*) FROM ({feed.gaps_sql(rules)}) "
-                       "GROUP BY ALL")
-    return {(v,): int(n) for v, n in rows}
 
 
 def _ns(ts: object) -> int:
@@ -182,50 +202,54 @@ class DatasetMetrics:
         self.root = root
         self.live = live
         self.totals = Totals()
+        self.by_capture: dict[str, Totals] = {}
+        """Each capture's part of ``totals`` (a changed capture is replaced, alone)."""
         self._seen: dict[str, str] = {}
         self._lock = threading.Lock()
         self.refreshed_unix = 0.0
 
     def refresh(self, added: list[str] | None = None, removed: list[str] = ()) -> None:
-        """Bring the totals up to the dataset: new captures added, a replaced or removed
-        one makes a full re-read. ``added``: the caller knows what changed (``watch``:
-        the capture it just committed, and the ones that commit replaced), so the other
-        partitions are not listed again."""
+        """Bring the totals up to the dataset: the captures added or changed since are
+        read again (alone), those removed are taken away. ``added``: the caller knows
+        what changed (``watch``: the capture it just committed, maybe a resumed set
+        grown by a file, and the ones that commit replaced), so the other partitions
+        are not listed again."""
         from .dataset import Dataset
         from .pipelines import store
 
         if not self.root.is_dir():
             return
-        if added is not None and self._seen and not removed and all(added) \
-                and not any(c in self._seen for c in added):
-            with Dataset(self.root, captures=added) as ds:
-                add = read_totals(ds)
-            totals = Totals()
-            totals.add(self.totals)
-            totals.add(add)
-            seen = dict(self._seen)
-            seen.update({c: store.fingerprint(self.root, c) for c in added})
-            with self._lock:
-                self.totals, self._seen = totals, seen
-                self.refreshed_unix = time.time()
-            return
-        now = _partitions(self.root)
-        gone = [c for c, fp in self._seen.items() if now.get(c) != fp]
-        new = [c for c in now if c not in self._seen or c in gone]
+        if added is not None and self._seen and all(added):
+            now = dict(self._seen)
+            for c in removed:
+                now.pop(c, None)
+            now.update({c: store.fingerprint(self.root, c) for c in added})
+            now = {c: fp for c, fp in now.items() if fp}  # (an empty one: gone)
+        else:
+            now = _partitions(self.root)
+        gone = [c for c in self._seen if self._seen[c] != now.get(c)]
+        new = [c for c in now if self._seen.get(c) != now[c]]
         if not gone and not new:
             self.refreshed_unix = time.time()
             return
-        if gone:
-            with Dataset(self.root) as ds:
-                totals = read_totals(ds)
-        else:
+        fresh: dict[str, Totals] = {}
+        if new:
             with Dataset(self.root, captures=new) as ds:
-                add = read_totals(ds)
-            totals = Totals()
-            totals.add(self.totals)
-            totals.add(add)
+                fresh = read_by_capture(ds)
+        totals = Totals()
+        totals.add(self.totals)
+        by_capture = dict(self.by_capture)
+        for c in gone:
+            old = by_capture.pop(c, None)
+            if old is not None:
+                totals.add(old, sign=-1)
+        for c, t in fresh.items():
+            by_capture[c] = t
+            totals.add(t)
+        totals.last_packet_ns = max((t.last_packet_ns for t in by_capture.values()
+                                     if t.last_packet_ns is not None), default=None)
         with self._lock:
-            self.totals, self._seen = totals, now
+            self.totals, self.by_capture, self._seen = totals, by_capture, now
             self.refreshed_unix = time.time()
 
     def families(self) -> Iterator[Any]:

@@ -330,10 +330,12 @@ class Watcher:
         st.last_packets = int(getattr(result, "packets", 0))
         st.last_seconds = float(getattr(result, "seconds", 0.0))
         cid = getattr(result, "capture_id", "")
-        lat = _latencies(self.root, cid)
+        # this file's orders only: a resumed set's tables hold the earlier files' too
+        since = span[0] if span is not None and getattr(result, "resumed_from", None) else None
+        lat = _latencies(self.root, cid, since)
         for venue, values in lat.items():
             st.venues.setdefault(venue, VenueWindow()).latency_ns.extend(values)
-        n_orders = _count(self.root, "orders", cid)
+        n_orders = _count_since(self.root, "orders", cid, since)
         if span is not None and span[1] > span[0]:
             st.orders_per_s = n_orders / ((span[1] - span[0]) / 1e9)
         if self.on_file is not None:
@@ -380,8 +382,20 @@ def _capture_span(root: Path, capture_id: str, path: str) -> tuple[int, int] | N
     return None
 
 
-def _latencies(root: Path, capture_id: str) -> dict[str, list[int]]:
-    """The capture's order-to-ack latencies (ack leg), per venue, oldest first."""
+def _since_filter(since: int | None, column: str) -> object:
+    """A Parquet read filter: ``column >= since`` (ns), or None for every row."""
+    if since is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.field(column) >= pa.scalar(since, pa.timestamp("ns", tz="UTC"))
+
+
+def _latencies(root: Path, capture_id: str, since: int | None = None) -> dict[str, list[int]]:
+    """The capture's order-to-ack latencies (ack leg), per venue, oldest first; with
+    ``since``: those whose ack came from then on (the file just ingested: an order of
+    the file before, acked in this one, is counted now, once)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -389,7 +403,8 @@ def _latencies(root: Path, capture_id: str) -> dict[str, list[int]]:
     files = _partition_files(root, "latency", capture_id)
     if not files:
         return {}
-    t = pa.concat_tables(pq.read_table(p, columns=["venue", "leg", "order_ts", "latency_ns"])
+    t = pa.concat_tables(pq.read_table(p, columns=["venue", "leg", "order_ts", "latency_ns"],
+                                       filters=_since_filter(since, "ack_ts"))
                          for p in files)
     t = t.filter(pc.and_(pc.equal(t.column("leg"), "ack"),
                          pc.is_valid(t.column("latency_ns")))).sort_by("order_ts")
@@ -400,11 +415,15 @@ def _latencies(root: Path, capture_id: str) -> dict[str, list[int]]:
     return out
 
 
-def _count(root: Path, table: str, capture_id: str) -> int:
+def _count_since(root: Path, table: str, capture_id: str, since: int | None) -> int:
+    """Rows of the capture's ``table`` (with ``since``: those with ``ts`` from then on)."""
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(p).metadata.num_rows
-               for p in _partition_files(root, table, capture_id))
+    files = _partition_files(root, table, capture_id)
+    if since is None:
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    return sum(pq.read_table(p, columns=["ts"], filters=_since_filter(since, "ts")).num_rows
+               for p in files)
 
 
 def status_lines(st: Status, width: int = 100) -> list[str]:

@@ -36,7 +36,8 @@ lanes before it (known when it starts).
 Which files are one recording (``group``): files named in one command that sit in
 one directory and whose names differ only in runs of at least four digits (counters
 and times: ``trading-20240101-1200.pcap.gz``, ``out_00003_20240101120000.pcapng``)
-or in the number ``tcpdump -C`` appends (``cap.pcap``, ``cap.pcap1``), and whose
+or in the number ``tcpdump -C`` appends (``cap.pcap``, ``cap.pcap1``; ``cap.pcap`` is
+a rotation's first file when ``cap.pcap1`` is beside it), and whose
 first packets follow one another by at most a day. Shorter digit runs are names, not
 counters (``tls_AES128...``/``tls_AES256...``, ``ipv4``/``ipv6`` stay apart). A
 name is what a rotation's files reliably share: their contents may start and end
@@ -617,15 +618,38 @@ def recording_name(path: str) -> tuple[str, str, tuple[int, ...]]:
     return os.path.dirname(full), pattern, runs
 
 
+_PLAIN_EXT = re.compile(r"\.(?:pcap|pcapng|cap|dmp)$", re.IGNORECASE)
+
+
 def rotation_named(path: str) -> bool:
     """Whether a file is named as a rotation's files are: a run of ``ROTATION_DIGITS``
-    digits (a counter, a date) or the number ``tcpdump -C`` appends."""
+    digits (a counter, a date) or the number ``tcpdump -C`` appends; or it is the
+    first file of a ``tcpdump -C`` rotation (``first_of_size_rotation``)."""
     if path == "-":
         return False
     name = os.path.basename(path)
     for suffix in COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
-    return bool(recording_name(path)[2]) or bool(_CAPTURE_EXT.search(name))
+    return (bool(recording_name(path)[2]) or bool(_CAPTURE_EXT.search(name))
+            or first_of_size_rotation(path))
+
+
+def first_of_size_rotation(path: str) -> bool:
+    """Whether ``path`` is the first file of a ``tcpdump -C`` rotation without ``-W``:
+    tcpdump names it as given (``cap.pcap``, no number) and the next one ``cap.pcap1``,
+    so the first file is known by its successor beside it (plain or compressed). A
+    file ends when the writer opens its successor, so by the time it is complete (and
+    ``pcapflow watch`` ingests it) the successor exists; a ``cap.pcap`` alone is one
+    capture, not a rotation."""
+    if path == "-":
+        return False
+    name = os.path.basename(path)
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    if not _PLAIN_EXT.search(name):
+        return False
+    nxt = os.path.join(os.path.dirname(os.path.abspath(path)), name + "1")
+    return any(os.path.isfile(nxt + s) for s in ("", *COMPRESSED_SUFFIXES))
 
 
 def group(paths: Sequence[str]) -> list[list[str]]:

@@ -151,16 +151,7 @@ def ingest_capture(
             pass  # too many open connections to shard: one process, from the start
     staging = store.Staging(data_dir)
     try:
-        first_index = int(prev.header["packets"]) if prev is not None else 0
-        first_file = len(prev.files) if prev is not None else 0
-        if prev is not None:
-            resume_state.carry(prev, data_dir, staging.dir)
-            resume_state.carry_candidates(prev, data_dir, staging.dir, CANDIDATES_DIR)
-            staging.part_prefix = f"f{first_file}-"
-        with open_set(paths, chunk_bytes=chunk_bytes, as_set=keep, first_index=first_index,
-                      first_file=first_file) as reader:
-            result = _parent_result(_run(reader, staging, *args,
-                                         resume=_Resume(prev, keep, data_dir)))
+        result = _stage_set(staging, args, _Resume(prev, keep, data_dir), chunk_bytes)
         result.seconds = time.perf_counter() - t0
         interrupts.check()
         result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
@@ -169,6 +160,23 @@ def ingest_capture(
     except BaseException:
         staging.abort()
         raise
+
+
+def _stage_set(staging: store.Staging, args: _Args, resume: _Resume,
+               chunk_bytes: int) -> IngestResult:
+    """Read the set ``args[0]`` into ``staging`` (one process): continuing
+    ``resume.prev``'s set (its final parts carried over, packets and files numbered
+    on) and keeping state for the next file when ``resume.keep``."""
+    prev = resume.prev
+    first_index = int(prev.header["packets"]) if prev is not None else 0
+    first_file = len(prev.files) if prev is not None else 0
+    if prev is not None:
+        resume_state.carry(prev, resume.root, staging.dir)
+        resume_state.carry_candidates(prev, resume.root, staging.dir, CANDIDATES_DIR)
+        staging.part_prefix = f"f{first_file}-"
+    with open_set(args[0], chunk_bytes=chunk_bytes, as_set=resume.keep,
+                  first_index=first_index, first_file=first_file) as reader:
+        return _parent_result(_run(reader, staging, *args, resume=resume))
 
 
 def stage_capture(
@@ -180,28 +188,57 @@ def stage_capture(
     app_layer: AppFactory | None = None,
     matcher: Matcher | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> tuple[IngestResult, Path]:
+    resume: bool = False,
+    siblings: Sequence[str] = (),
+) -> tuple[IngestResult, Path, str | None]:
     """Ingest one capture into a staging directory of ``data_dir`` and stop before the
-    commit: the tables of ``ingest_capture``, written and fsynced, in a directory
-    another process (``owner``, ``store.cluster_owner``) commits with
-    ``store.Staging.adopt(data_dir, dir).commit(...)`` (``pcapflow.cluster``: a Dask
-    worker stages, the client commits under the dataset's lock). Until then nothing
-    is visible; a process killed here leaves only the staging directory, which its
-    owner (or ``store.recover`` once the owner is gone) removes."""
+    commit: the tables of ``ingest_capture`` (one process), written and fsynced, in
+    a directory another process (``owner``, ``store.cluster_owner``) commits with
+    ``store.Staging.adopt(data_dir, dir).commit(..., expect=...)`` (``pcapflow.cluster``:
+    a Dask worker stages, the client commits under the dataset's lock). Until then
+    nothing is visible; a process killed here leaves only the staging directory, which
+    its owner (or ``store.recover`` once the owner is gone) removes.
+
+    ``resume`` and ``siblings`` as for ``ingest_capture``: the set's resume state is
+    staged with its parts, so it is committed with them. Returns the result, the
+    staging directory and, when the set continues one the dataset holds, that set's
+    ``store.fingerprint`` as read (the commit's ``expect``: a set changed meanwhile
+    is not overwritten)."""
     t0 = time.perf_counter()
     paths = _paths(path)
+    prev, expect = _find_with_fingerprint(data_dir, paths, siblings) if resume else (None, None)
+    keep = resume and all(resume_state.rotation_named(p) for p in paths)
     staging = store.Staging(data_dir, owner=owner)
     try:
-        with open_set(paths, chunk_bytes=chunk_bytes) as reader:
-            result = _parent_result(_run(reader, staging, paths, packets_table, app_layer,
-                                         matcher, None))
+        result = _stage_set(staging, (paths, packets_table, app_layer, matcher, None),
+                            _Resume(prev, keep, data_dir), chunk_bytes)
         staging.close_writers()
         staging._fsync_all()
         result.seconds = time.perf_counter() - t0
-        return result, staging.dir
+        return result, staging.dir, expect
     except BaseException:
         staging.abort()
         raise
+
+
+def _find_with_fingerprint(root: Path, paths: list[str], siblings: Sequence[str]
+                           ) -> tuple[Previous | None, str | None]:
+    """``resume.find``, and the fingerprint of the set found as its state was read
+    (a commit of that set between the two, seen by its state's header changing,
+    makes a second look)."""
+    for _ in range(5):
+        prev = resume_state.find(root, paths, siblings)
+        if prev is None:
+            return None, None
+        expect = store.fingerprint(root, prev.capture_id)
+        try:
+            again = resume_state.read_header(prev.path)
+        except (OSError, PcapflowError):
+            continue
+        if again == prev.header:
+            return prev, expect
+    raise store.StaleCapture(f"{paths[0]}: the capture set it continues is being "
+                             "re-ingested meanwhile; run the command again")
 
 
 def _parent_result(result: IngestResult | None) -> IngestResult:

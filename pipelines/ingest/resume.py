@@ -10,7 +10,9 @@ it: the rows come out as from one ingest of all the files (``docs/resume.md``).
 How this works.
 
 - *Which files.* Only files named like a rotation's (a run of 4+ digits, or the
-  number ``tcpdump -C`` appends: ``capset.recording_name``) keep state. A later
+  number ``tcpdump -C`` appends: ``capset.recording_name``; the first file of a
+  ``-C`` rotation, ``cap.pcap``, once ``cap.pcap1`` is beside it:
+  ``capset.first_of_size_rotation``) keep state. A later
   ingest continues a set when its files have the set's name pattern, the same
   link types as its last file, and their first packet is at most
   ``ROTATION_OVERLAP_NS`` before the set's last packet and at most a day after
@@ -165,6 +167,11 @@ def _read(path: Path, *, body: bool) -> tuple[dict[str, Any], bytes]:
             raise StateError(f"{path}: unreadable resume state: re-ingest the capture "
                              "with --new-set") from err
         return header, (fh.read() if body else b"")
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a ``state.bin``."""
+    return _read(path, body=False)[0]
 
 
 def _check_version(path: Path, header: dict[str, Any]) -> None:

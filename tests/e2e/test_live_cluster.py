@@ -1,7 +1,8 @@
 """``ingest --cluster``: capture sets on a ``dask.distributed.LocalCluster`` of worker
 processes give the tables of a local ingest, table by table; a worker killed (SIGKILL)
 in the middle of a set leaves the dataset whole and the set is ingested again on
-another worker; no staging directory is left behind."""
+another worker; no staging directory is left behind. A rotation continues across
+cluster and local commands (the worker stages the resume state with the set's parts)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,71 @@ def test_cluster_worker_killed_mid_set(cluster, local, tmp_path: Path) -> None:
     _same_captures(ref, ds)
     assert not any((ds / ".staging").iterdir())
     assert not any((ds / ".journal").glob("*"))
+
+
+def test_a_rotation_continues_across_cluster_and_local_commands(cluster, tmp_path: Path
+                                                                ) -> None:
+    """Files 1-2 of a rotation ingested on the cluster, file 3 by a local command, file 4
+    on the cluster again: each continues the set the one before left (its resume state
+    staged by the worker, committed by the client), and the tables equal one ingest of
+    the four files."""
+    from pcapflow.pipelines import store
+
+    parts = split(SAMPLES / "binance_rest_tls13.pcap", [60, 120, 180], tmp_path,
+                  stem="rot-2024010112")
+    keys = _keylogs()
+    ref, ds = tmp_path / "ref", tmp_path / "ds"
+    pcapflow.ingest([parts], keylog=keys, data=ref)
+    first = pcapflow.ingest([parts[:2]], keylog=keys, data=ds,
+                            cluster=cluster.scheduler_address)[0]
+    assert (ds / store.STATE / f"capture_id={first.capture_id}").is_dir()
+    mid = pcapflow.ingest([parts[2]], keylog=keys, data=ds)[0]
+    last = pcapflow.ingest([parts[3]], keylog=keys, data=ds,
+                           cluster=cluster.scheduler_address)[0]
+    assert mid.resumed_from == str(parts[1]) and last.resumed_from == str(parts[2])
+    assert mid.resumed + last.resumed >= 2
+    assert first.capture_id == mid.capture_id == last.capture_id
+    assert last.paths == [str(p) for p in parts]
+    counts = assert_same_rows(ref, ds, captures=True)  # every table, alerts too
+    assert counts["latency"] > 50
+
+
+def test_a_staged_continuation_is_not_committed_over_a_newer_state(tmp_path: Path) -> None:
+    """Two workers staged the same next file of a set (a retry racing its first attempt,
+    or two commands): the first commit wins; the second expects the set as it read it,
+    finds it changed, and leaves it as it is (one line), never rewinding its state."""
+    from pcapflow.pipelines import store
+    from pcapflow.pipelines.ingest import stage_capture
+
+    from pcapflow import api
+
+    parts = split(SAMPLES / "fix44_plain.pcap", [60], tmp_path, stem="rot-2024010112")
+    ds = tmp_path / "ds"
+    pcapflow.ingest([parts[0]], data=ds)
+    staged = [stage_capture([str(parts[1])], ds, owner=store.cluster_owner(), resume=True,
+                            app_layer=api._app_factory([]), matcher=api._matcher(None, ds))
+              for _ in range(2)]  # as the cluster's task does
+    (r, d, expect), (r2, d2, expect2) = staged
+    assert expect is not None and expect == expect2 and r.resumed_from == str(parts[0])
+    store.Staging.adopt(ds, d).commit(r.capture_id, supersede=r.sha256s, expect=expect)
+    with pytest.raises(store.StaleCapture) as err:
+        store.Staging.adopt(ds, d2).commit(r2.capture_id, supersede=r2.sha256s,
+                                           expect=expect2)
+    assert "\n" not in str(err.value)
+    ref = tmp_path / "ref"
+    pcapflow.ingest([parts], data=ref)
+    assert_same_rows(ref, ds, captures=True)
+
+
+def test_cluster_refuses_local_process_options(tmp_path: Path) -> None:
+    from pcapflow.parsers.errors import PcapflowError
+
+    cap = SAMPLES / "fix44_plain.pcap"
+    for opts, word in (({"workers": 2}, "--workers"), ({"jobs": 2}, "--jobs")):
+        with pytest.raises(PcapflowError, match=word) as err:
+            pcapflow.ingest([cap], data=tmp_path / "ds", cluster="local:1", **opts)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_recover_keeps_staging_of_a_live_or_remote_client(tmp_path: Path) -> None:

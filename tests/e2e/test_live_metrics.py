@@ -1,11 +1,13 @@
 """The OpenMetrics endpoint (``pcapflow.metrics``), scraped over HTTP and parsed with
 prometheus_client's own parser: every value equals the tables, computed here
-independently (NumPy buckets over the latency rows; DuckDB counts), after the first
-ingest, after another capture is added (the incremental path) and after a capture is
-re-ingested (the full re-read)."""
+independently (NumPy buckets over the latency rows; DuckDB counts; the stored alerts
+counted row by row), after the first ingest, after another capture is added (the
+incremental path), after a rotation's set is resumed by its next file (that capture read
+again in its place) and after a capture is re-ingested."""
 
 from __future__ import annotations
 
+import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -20,6 +22,8 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.capture_split import split  # noqa: E402
 
 
 def _ingest(root: Path, name: str) -> None:
@@ -76,6 +80,10 @@ def _expected(root: Path) -> dict[str, dict[tuple, float]]:
         gaps = ds.feed_gaps()
         exp["pcapflow_feed_gaps_total"] = {
             (("venue", v),): float(n) for v, n in gaps.groupby("venue").size().items()}
+        alerts = Counter()  # every stored alert row, counted here (a venue-less one: "")
+        for kind, severity, venue in ds.fetchall("SELECT kind, severity, venue FROM alerts"):
+            alerts[(("kind", kind), ("severity", severity), ("venue", venue or ""))] += 1
+        exp["pcapflow_alerts_total"] = {k: float(n) for k, n in alerts.items()}
         files = ds.scalar("SELECT count(*) FROM captures")
         exp["pcapflow_files_ingested_total"] = {(): float(files)}
     return exp
@@ -101,6 +109,7 @@ def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
         _check(got, exp)
         assert sum(exp["pcapflow_order_ack_latency_seconds_count"].values()) > 50
         assert sum(exp["pcapflow_retransmissions_total"].values()) > 0
+        assert sum(exp["pcapflow_alerts_total"].values()) > 0  # p99_high, microburst
         # another capture: added incrementally (as watch does: it names the capture)
         told = DatasetMetrics(root)
         told.refresh()
@@ -115,6 +124,22 @@ def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
         _check(got, exp)
         assert {dict(k)["venue"] for k in exp["pcapflow_orders_total"]} == {"binance", "okx"}
         assert got["pcapflow_captures"][()] == 2
+        # a rotation's set resumed by its next file (same capture, more rows, some
+        # unmatched orders matched now): that capture alone is read again, in its place
+        cap = SAMPLES / "binance_rest_tls13.pcap"
+        parts = split(cap, [90], tmp_path, stem="rot-2024010112")
+        ids = []
+        for part in parts:
+            r = pcapflow.ingest([part], keylog=[cap.with_suffix(".keylog")], data=root)[0]
+            told.refresh(added=[r.capture_id], removed=r.replaced)
+            ids.append(r.capture_id)
+        assert ids[0] == ids[1] and r.resumed_from == str(parts[0])
+        fresh = DatasetMetrics(root)
+        fresh.refresh()
+        assert told.totals == fresh.totals
+        exp = _expected(root)
+        _check(_scrape(server.port), exp)
+        assert told.totals.captures == 3
         # a re-ingest replaces its capture: the totals are read again, not added twice
         _ingest(root, "okx_ws_tls12.pcap")
         _check(_scrape(server.port), exp)

@@ -2,15 +2,18 @@
 plain HTTP/1.1 keep-alive, and a client that places orders on a few connections in
 turn (so some connections run across a rotation and some do not).
 
-``python tests/helpers/live_traffic.py PORT SECONDS RATE`` runs the server in a thread and the
-client in the foreground, then prints one JSON line: the orders sent. Everything stays
-on loopback; every loop is bounded by SECONDS.
+``python tests/helpers/live_traffic.py PORT SECONDS RATE [BULK_PORT BYTES_PER_S]`` runs the
+server in a thread and the client in the foreground, then prints one JSON line: the orders
+sent. With ``BULK_PORT``, one more connection carries ``BYTES_PER_S`` of filler to a sink
+there, for as long, so a size rotation (``tcpdump -C``: whole megabytes) turns over every
+second or so. Everything stays on loopback; every loop is bounded by SECONDS.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
@@ -70,9 +73,40 @@ def client(port: int, seconds: float, rate: float, conns: int = 3) -> int:
     return sent
 
 
+def bulk(port: int, seconds: float, per_s: int) -> threading.Thread:
+    """A sink on ``port`` and a thread sending it ``per_s`` bytes a second in 64 KiB
+    writes, for ``seconds`` (one connection all along: it spans the rotation)."""
+    sink = socket.create_server(("127.0.0.1", port))
+
+    def drain() -> None:
+        conn, _ = sink.accept()
+        with conn:
+            while conn.recv(1 << 20):
+                pass
+        sink.close()
+
+    def send() -> None:
+        block = bytes(range(256)) * 256
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                for _ in range(max(1, per_s // len(block) // 10)):
+                    s.sendall(block)
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+    threading.Thread(target=drain, daemon=True).start()
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    return t
+
+
 if __name__ == "__main__":
     port, seconds, rate = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
     srv = serve(port)
+    filler = bulk(int(sys.argv[4]), seconds, int(sys.argv[5])) if len(sys.argv) > 5 else None
     n = client(port, seconds, rate)
+    if filler is not None:
+        filler.join(timeout=seconds + 5)
     srv.shutdown()
     print(json.dumps({"orders": n}))

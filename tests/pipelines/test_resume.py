@@ -173,6 +173,39 @@ def test_two_files_in_one_call_continue_a_set(
     assert assert_same_rows(one, tmp_path / "d")["packets"] == n
 
 
+def test_a_size_rotation_resumes_from_its_first_file(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    """``tcpdump -C`` names its first file as given (``cap.pcap``, no number) and the
+    next ones ``cap.pcap1``, ``cap.pcap2``: the first keeps the state of its open
+    connections once its successor is beside it (as when the writer has moved on), so
+    the rotation resumes from its first file; a ``cap.pcap`` alone keeps none."""
+    import gzip
+
+    cap = SAMPLES / "fix44_plain.pcap"
+    one, n = singles[cap.name]
+    a, b, c = split(cap, [40, 80], tmp_path)
+    d, lone = tmp_path / "rot", tmp_path / "lone"
+    d.mkdir()
+    lone.mkdir()
+    (lone / "cap.pcap").write_bytes(a.read_bytes())
+    assert not resume.rotation_named(str(lone / "cap.pcap"))
+    pcapflow.ingest([lone / "cap.pcap"], data=tmp_path / "lone-d")
+    assert not (tmp_path / "lone-d" / store.STATE).exists()
+    # the writer closed cap.pcap (-z gzip'd it) and began cap.pcap1
+    (d / "cap.pcap.gz").write_bytes(gzip.compress(a.read_bytes()))
+    (d / "cap.pcap1").write_bytes(b.read_bytes())
+    assert resume.rotation_named(str(d / "cap.pcap.gz"))
+    results = pcapflow.ingest([d / "cap.pcap.gz"], data=tmp_path / "d", packets=True)
+    (d / "cap.pcap2").write_bytes(c.read_bytes())
+    for name in ("cap.pcap1", "cap.pcap2"):
+        results += pcapflow.ingest([d / name], data=tmp_path / "d", packets=True)
+    assert len({r.capture_id for r in results}) == 1
+    assert [r.resumed_from for r in results[1:]] == [str(d / "cap.pcap.gz"),
+                                                     str(d / "cap.pcap1")]
+    assert results[1].resumed >= 1
+    assert assert_same_rows(one, tmp_path / "d")["packets"] == n
+
+
 def test_new_set_opts_out(tmp_path: Path) -> None:
     cap = SAMPLES / "fix44_plain.pcap"
     parts = split(cap, [60], tmp_path)
