@@ -17,18 +17,12 @@ are inside a message, by each spec's ``midstream`` rule (per direction).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from .protocols.base import Refusal
+from .protocols.registry import BY_NAME, REGISTRY
 
-from .protocols.base import Probe, Refusal
-from .protocols.registry import REGISTRY
-
-__all__ = ["PROBES", "RESYNC", "UNKNOWN", "detect", "detect_midstream",
-           "find_resync", "refused"]
+__all__ = ["UNKNOWN", "detect", "detect_midstream", "find_resync", "refused"]
 
 UNKNOWN = "unknown"
-
-PROBES: dict[str, tuple[Probe, Probe]] = {s.name: (s.probe_out, s.probe_in) for s in REGISTRY}
-"""name -> (probe of the client's first bytes, probe of the server's), registry order."""
 
 REFUSALS: tuple[tuple[Refusal, ...], tuple[Refusal, ...]] | None = (
     tuple(s.refuses[0] for s in REGISTRY if s.refuses is not None),
@@ -37,19 +31,17 @@ REFUSALS: tuple[tuple[Refusal, ...], tuple[Refusal, ...]] | None = (
 """Per direction, every protocol's ``ProtocolSpec.refuses`` (None: some protocol
 cannot tell, so no direction is ever refused by all)."""
 
-RESYNC: dict[str, Callable[[bytes], int | None]] = {
-    s.name: s.resync for s in REGISTRY if s.resync is not None}
-
 
 def detect(out_prefix: bytes, in_prefix: bytes) -> str:
     """Name of the protocol the first bytes of a connection speak, or ``"unknown"``.
 
     ``out_prefix``: the client's first stream bytes, ``in_prefix``: the server's;
-    either may be empty. Returns one of ``PROBES``' names or ``UNKNOWN``.
+    either may be empty. Returns a ``REGISTRY`` name or ``UNKNOWN``.
     """
-    for name, (probe_out, probe_in) in PROBES.items():
-        if (out_prefix and probe_out(out_prefix)) or (in_prefix and probe_in(in_prefix)):
-            return name
+    for spec in REGISTRY:
+        if (out_prefix and spec.probe_out(out_prefix)) or (
+                in_prefix and spec.probe_in(in_prefix)):
+            return spec.name
     return UNKNOWN
 
 
@@ -69,8 +61,8 @@ def find_resync(protocol: str, data: bytes) -> int | None:
     For captures that start mid-connection. ``None`` when no boundary is found in
     ``data`` or the protocol has no resync rule (HTTP/2, WebSocket).
     """
-    finder = RESYNC.get(protocol)
-    return finder(data) if finder is not None else None
+    spec = BY_NAME.get(protocol)
+    return spec.resync(data) if spec is not None and spec.resync is not None else None
 
 
 def detect_midstream(out_prefix: bytes, in_prefix: bytes, *, final: bool = False) -> str:

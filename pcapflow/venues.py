@@ -57,7 +57,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .parsers.errors import ConfigError
-from .pipelines.match import Matcher, MatchOutput, match_staged
+from .pipelines.match import MatchOutput, address_venues, match_staged
 from .pipelines.venue_rules import MATCHERS, Assignment, FlowContent, FlowFacts
 
 
@@ -453,21 +453,30 @@ def registry(venues_path: str | os.PathLike[str] | None = None,
     return VenueRegistry(entries=entries, data=Path(data) if data is not None else None)
 
 
-def make_matcher(
-    venues_path: str | os.PathLike[str] | None = None,
-    data: str | os.PathLike[str] | None = None,
-) -> Matcher:
-    """The ingest's matcher: loads the venue map now (errors raised here). Called with
-    the capture's id (the last call of an ingest), it also derives ``causes``,
-    ``feed_gaps`` and ``alerts`` (``pcapflow.why``)."""
-    reg = registry(venues_path, data)
+@dataclass(slots=True)
+class IngestMatcher:
+    """The ingest's matcher (a ``pipelines.match.Matcher``) over one venue registry.
+    Called with the capture's id (the last call of an ingest), it also derives
+    ``causes``, ``feed_gaps`` and ``alerts`` (``pcapflow.why``)."""
 
-    def matcher(stage_dir: Path, flows: pa.Table, capture_id: str | None = None) -> MatchOutput:
-        out = match_staged(stage_dir, flows, reg)
+    registry: VenueRegistry
+
+    def __call__(self, stage_dir: Path, flows: pa.Table,
+                 capture_id: str | None = None) -> MatchOutput:
+        out = match_staged(stage_dir, flows, self.registry)
         if capture_id is not None:
             from .why import derive_staged
 
             out.tables.update(derive_staged(stage_dir, capture_id, flows, out))
         return out
 
-    return matcher
+    def venues(self, addresses: pa.Table) -> pa.Table:
+        return address_venues(addresses, self.registry)
+
+
+def make_matcher(
+    venues_path: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
+) -> IngestMatcher:
+    """The ingest's matcher: loads the venue map now (errors raised here)."""
+    return IngestMatcher(registry(venues_path, data))

@@ -83,12 +83,13 @@ from .tables.schemas import (
     without_capture_id,
 )
 from .venue_infer import infer
-from .venue_rules import FlowContent, FlowFacts, Resolver
+from .venue_rules import ADDRESS_KEY, ADDRESS_VENUES, FlowContent, FlowFacts, Resolver
 
 __all__ = [
-    "GATES", "INPUT_TABLES", "SQL_FILES", "USES", "MatchOutput", "Matcher", "Needle",
-    "candidates_sql", "flow_rules", "key_needle", "match_staged", "match_tables", "matched",
-    "rematch", "rematch_capture", "value_needle", "ws_needles",
+    "ADDRESS_KEY", "ADDRESS_VENUES", "GATES", "INPUT_TABLES", "SQL_FILES", "USES",
+    "MatchOutput", "Matcher", "Needle", "address_venues", "candidates_sql", "flow_rules",
+    "key_needle", "match_staged", "match_tables", "matched", "rematch",
+    "rematch_capture", "value_needle", "ws_needles",
 ]
 
 
@@ -105,13 +106,18 @@ class MatchOutput:
 class Matcher(Protocol):
     """Called with a directory of message tables readable as Parquet and flows rows;
     returns the venue of each flow and the orders/acks/latency tables. The ingest's
-    ``FlowRows`` calls it once with the staging directory, the flows that have
-    application-layer data and the capture's id (then it may add tables derived from
-    the capture's: ``pcapflow.why``), and for the other flows batch by batch with an
-    empty directory."""
+    ``FlowRows`` calls it once, at the end, with the staging directory, the flows that
+    have application-layer data and the capture's id (then it may add tables derived
+    from the capture's: ``pcapflow.why``). Just before, it asks ``venues`` for the
+    venue of each distinct server address of the other flows (``ADDRESS_KEY``: they
+    have no messages, so nothing else can name them) and joins the answer on them."""
 
     def __call__(self, stage_dir: Path, flows: pa.Table,
                  capture_id: str | None = None) -> MatchOutput: ...
+
+    def venues(self, addresses: pa.Table) -> pa.Table:
+        """``address_venues``: one row per row of ``addresses``."""
+        ...
 
 
 MESSAGE_TABLES = tuple(PROTOCOL_TABLES)
@@ -230,6 +236,27 @@ def _content(con: duckdb.DuckDBPyConnection) -> Callable[[list[int]], dict[int, 
 
 CONTENT_SAMPLE = 64
 """Outbound messages per unnamed flow read to find its venue from content."""
+
+
+def address_venues(addresses: pa.Table, resolver: Resolver) -> pa.Table:
+    """The venue (and its source) of each row of ``addresses`` (distinct ``ADDRESS_KEY``
+    values of flows without application-layer data), as ``flow_rules`` gives it to a
+    flow with that address and nothing else: resolved together, so one named address
+    may name another flow to it (``venue_infer``'s ``address`` step)."""
+    n = addresses.num_rows
+    none = pa.nulls(n, pa.string())
+    facts = pa.table({
+        "flow_id": pa.array(range(n), pa.int64()),
+        "server_ip": addresses.column("server_ip"),
+        "server_port": addresses.column("server_port"),
+        "sni": none, "http_host": none,
+        "app_protocol": addresses.column("app_protocol"),
+        "alpn": none, "alpn_offered": none, "tls_version": none,
+    })
+    rules = flow_rules(facts, resolver, {})
+    return pa.table([addresses.column(k) for k in ADDRESS_KEY]
+                    + [rules.column("venue"), rules.column("venue_source")],
+                    schema=ADDRESS_VENUES)
 
 
 def flow_rules(flows: pa.Table, resolver: Resolver,

@@ -92,6 +92,17 @@ class Resolver(Protocol):
         ...
 
 
+ADDRESS_KEY = ("server_ip", "server_port", "app_protocol")
+"""What the venue of a flow without application-layer data depends on: it has no SNI,
+Host, ALPN, FIX comp ids or content, so its server address, port and (``None`` or
+``"unknown"``) protocol are all of its ``FlowFacts`` a ``Resolver`` can look at."""
+ADDRESS_VENUES = pa.schema([
+    ("server_ip", pa.string()), ("server_port", pa.int32()), ("app_protocol", pa.string()),
+    ("venue", pa.string()), ("venue_source", pa.string()),
+])
+"""The venue of each distinct ``ADDRESS_KEY`` (``match.address_venues``)."""
+
+
 # --- Dialects -----------------------------------------------------------------
 
 # Generic dialects serve flows no venue rule names (DESIGN.md "Venues and

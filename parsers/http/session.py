@@ -1,8 +1,10 @@
-"""HTTP/1.1 (RFC 9112) session parser, with the switch to WebSocket (RFC 6455 §4).
+"""HTTP/1.1 (RFC 9112) session parser, with the switch to other protocols (RFC 9110 §7.8).
 
 How this works: one ``HttpSession`` per connection sees both directions, because the
 framing of a response depends on its request (HEAD, CONNECT) and a ``101`` response
-changes the protocol of both directions. Each direction is a small state machine whose
+changes the protocol of both directions: to the one the registry declares for the
+``Upgrade`` token the 101 names (``ProtocolSpec.upgraded``: WebSocket, h2c), whose
+session then takes the bytes (``self.upgraded``). Each direction is a small state machine whose
 handlers are looked up in ``_HANDLERS`` by state; a handler consumes what it can from
 the direction's ``PieceBuffer`` and returns False when it needs more bytes. The body is
 streamed: its bytes are counted as they pass and kept only up to ``max_body``, so a
@@ -23,16 +25,15 @@ time of the blank line ending the header section, ``ts_last`` of the body's last
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import Enum, auto
-from typing import TYPE_CHECKING
 
 from ..events import Anomaly, Direction, Event, Run, feed_pieces
 from ..http2.frames import PREFACE
+from ..limits import Limits
 from ..piecebuf import PieceBuffer
-from ..websocket.deflate import PerMessageDeflateParams
-from ..websocket.session import WebSocketSession
+from ..protocols.base import SessionParser, UpgradeContext, UpgradeHead, UpgradeSpec
 from .body import decode_body
 from .events import HttpMessage, WebSocketHandshake
 from .syntax import (
@@ -46,9 +47,6 @@ from .syntax import (
     parse_fields,
     plausible_head,
 )
-
-if TYPE_CHECKING:
-    from ..http2 import Http2Session
 
 __all__ = ["LAYER", "HttpMessage", "HttpSession", "State", "WebSocketHandshake"]
 
@@ -73,9 +71,8 @@ class State(Enum):
     TRAILERS = auto()  # expecting the trailer section after the last chunk
     BODY_UNTIL_CLOSE = auto()  # response body delimited by the end of the connection
     AWAIT_UPGRADE = auto()  # client sent Upgrade/CONNECT; hold bytes until the answer
-    WEBSOCKET = auto()  # bytes belong to the WebSocket parser
-    HTTP2 = auto()  # bytes belong to the HTTP/2 parser (``Upgrade: h2c``)
-    TUNNEL = auto()  # another protocol (CONNECT tunnel, non-WebSocket upgrade): ignored
+    UPGRADED = auto()  # bytes belong to the protocol switched to (``self.upgraded``)
+    TUNNEL = auto()  # another protocol (CONNECT tunnel, an upgrade not parsed): ignored
     STOPPED = auto()  # malformed input: nothing more is parsed
 
 
@@ -96,8 +93,8 @@ class Input(Enum):
     CUT = auto()  # the connection ended inside a body: the message is kept, truncated
     UPGRADE_ASKED = auto()  # a request asking to switch protocols (Upgrade, CONNECT) ended
     UPGRADE_DECLINED = auto()  # its final answer was not 101 or a CONNECT 2xx
-    TO_WEBSOCKET = auto()  # 101 with Upgrade: websocket (RFC 6455 §4)
-    TO_HTTP2 = auto()  # 101 with Upgrade: h2c (RFC 7540 §3.2)
+    SWITCHED = auto()  # 101 to a protocol the client's side takes after its request (WebSocket)
+    SWITCHED_AT_ONCE = auto()  # 101 to a protocol both sides take at once (h2c)
     TO_TUNNEL = auto()  # CONNECT 2xx, or a 101 to a protocol not parsed
     STOP = auto()  # malformed input, a cap exceeded, a gap outside a body
     END = auto()  # ``finish``: nothing more comes
@@ -147,13 +144,16 @@ class HttpSession:
     """Sans-IO HTTP/1.1 parser of one connection (``out`` = requests, ``in`` = responses).
 
     ``max_body`` caps a kept body (raw and decoded); ``max_header`` caps a header section
-    (start line, fields and trailers). After a ``101`` to WebSocket, events come from a
-    ``WebSocketSession`` (``self.websocket``) with ``ws_max_message``/``ws_max_inflated``.
+    (start line, fields and trailers). After a ``101``, events come from the session of
+    the protocol switched to (``self.upgraded``, made by ``upgrades[token]``: by default
+    the registry's ``UPGRADES``), with ``limits`` (and ``ws_max_message`` /
+    ``ws_max_inflated``).
     """
 
     def __init__(self, flow_id: int, *, max_body: int = 1 << 20, max_header: int = 64 << 10,
                  ws_max_message: int = 16 << 20, ws_max_inflated: int = 64 << 20,
-                 midstream: bool = False):
+                 midstream: bool = False, limits: Limits | None = None,
+                 upgrades: Mapping[str, UpgradeSpec] | None = None):
         self.flow_id = flow_id
         self.max_body = max_body
         self.max_header = max_header
@@ -169,8 +169,9 @@ class HttpSession:
         self._methods: dict[int, str] = {}  # request index -> method, until answered
         self._upgrade_request: _Message | None = None
         self._switch_out_after_request = False  # a 101 came before its request was read
-        self.websocket: WebSocketSession | None = None
-        self.http2: Http2Session | None = None
+        self.limits = limits
+        self.upgrades = upgrades
+        self.upgraded: SessionParser | None = None
 
     # ---- SessionParser ----------------------------------------------------------
     def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
@@ -179,12 +180,9 @@ class HttpSession:
         if side.state in (State.STOPPED, State.TUNNEL):
             side.buf.skip(len(data), ts_last)
             return []
-        if side.state is State.WEBSOCKET:
-            assert self.websocket is not None
-            return self.websocket.feed(direction, data, ts_first, ts_last)
-        if side.state is State.HTTP2:
-            assert self.http2 is not None
-            return self.http2.feed(direction, data, ts_first, ts_last)
+        if side.state is State.UPGRADED:
+            assert self.upgraded is not None
+            return self.upgraded.feed(direction, data, ts_first, ts_last)
         if side.state is State.AWAIT_UPGRADE and len(side.buf.data) + len(data) > MAX_EARLY_DATA:
             return [self._stop(direction, "upgrade_buffer_overflow",
                                f"more than {MAX_EARLY_DATA} bytes before the upgrade answer")]
@@ -194,26 +192,26 @@ class HttpSession:
         return events
 
     def independent(self) -> bool:
-        """Past the upgrade both ways, each direction is WebSocket frames on its own
-        (before it, a response's framing depends on its request)."""
-        return all(side.state is State.WEBSOCKET for side in self._sides.values())
+        """Past the upgrade both ways, as the protocol switched to says (WebSocket:
+        each direction is frames on its own); before it, a response's framing depends
+        on its request."""
+        return self.upgraded is not None and all(
+            side.state is State.UPGRADED for side in self._sides.values()
+        ) and self.upgraded.independent()
 
     def feed_many(self, direction: Direction, run: Run) -> list[Event]:
-        """A run of in-order pieces: WebSocket's batch path after the upgrade."""
-        if self._sides[direction].state is State.WEBSOCKET:
-            assert self.websocket is not None
-            return self.websocket.feed_many(direction, run)
+        """A run of in-order pieces: the upgraded protocol's batch path after the switch."""
+        if self._sides[direction].state is State.UPGRADED:
+            assert self.upgraded is not None
+            return self.upgraded.feed_many(direction, run)
         return feed_pieces(self, direction, run)
 
     def gap(self, direction: Direction, length: int, ts: int) -> list[Event]:
         """``length`` bytes never captured: skip them inside a body, else stop."""
         side = self._sides[direction]
-        if side.state is State.WEBSOCKET:
-            assert self.websocket is not None
-            return self.websocket.gap(direction, length, ts)
-        if side.state is State.HTTP2:
-            assert self.http2 is not None
-            return self.http2.gap(direction, length, ts)
+        if side.state is State.UPGRADED:
+            assert self.upgraded is not None
+            return self.upgraded.gap(direction, length, ts)
         offset = side.buf.end
         in_body = side.state in (State.BODY_LENGTH, State.CHUNK_DATA)
         if side.state in (State.STOPPED, State.TUNNEL) or length <= 0:
@@ -258,10 +256,8 @@ class HttpSession:
                                             f"{len(side.buf.data)} bytes of an unfinished head",
                                             side.buf.start))
             self._fire(direction, side, Input.END, events)
-        if self.websocket is not None:
-            events.extend(self.websocket.finish(ts))
-        if self.http2 is not None:
-            events.extend(self.http2.finish(ts))
+        if self.upgraded is not None:
+            events.extend(self.upgraded.finish(ts))
         return events
 
     # ---- the state machine ----------------------------------------------------------
@@ -594,10 +590,10 @@ class HttpSession:
         if not msg.upgrade:
             return
         self._upgrade_request = msg
-        if self._switch_out_after_request and self.websocket is not None:
+        if self._switch_out_after_request and self.upgraded is not None:
             self._switch_out_after_request = False
-            self._fire("out", side, Input.TO_WEBSOCKET, events)
-        elif self.websocket is None:
+            self._fire("out", side, Input.SWITCHED, events)
+        elif self.upgraded is None:
             self._fire("out", side, Input.UPGRADE_ASKED, events)
 
     def _after_response(self, msg: _Message, ts_last: int, events: list[Event]) -> None:
@@ -622,66 +618,52 @@ class HttpSession:
             self._methods.pop(msg.request_index, None)
 
     def _switch_protocols(self, msg: _Message, ts_last: int, events: list[Event]) -> None:
-        upgrade = (msg.header("upgrade") or "").strip().lower()
-        if upgrade == "h2c":
-            self._switch_to_http2(events)
-            return
-        if upgrade != "websocket":
+        """A 101 (RFC 9110 §15.2.2): to the protocol its ``Upgrade`` token names, when
+        the registry declares one (``ProtocolSpec.upgraded``); else a tunnel not parsed."""
+        token = (msg.header("upgrade") or "").strip().lower()
+        upgrades = self.upgrades
+        if upgrades is None:
+            from ..protocols.registry import UPGRADES  # (the registry imports this module)
+
+            upgrades = UPGRADES
+        spec = upgrades.get(token)
+        if spec is None:
             events.append(self._anomaly("in", ts_last, "unsupported_upgrade",
-                                        f"Upgrade: {upgrade or '(none)'}", msg.stream_offset))
+                                        f"Upgrade: {token or '(none)'}", msg.stream_offset))
             for direction, side in self._sides.items():
                 self._fire(direction, side, Input.TO_TUNNEL, events)
             return
-        extensions = msg.header("sec-websocket-extensions")
+        out, inn = self._sides["out"], self._sides["in"]
         req = self._upgrade_request
-        pmd = PerMessageDeflateParams.from_header(extensions)
-        events.append(WebSocketHandshake(
-            ts_first=msg.ts_first, ts_last=ts_last, flow_id=self.flow_id, direction="in",
-            stream_offset=msg.stream_offset, request_index=msg.request_index,
-            path=req.path if req is not None else None,
-            host=req.header("host") if req is not None else None,
-            subprotocol=msg.header("sec-websocket-protocol"), extensions=extensions,
-            permessage_deflate=pmd.as_dict() if pmd is not None else None,
-        ))
-        out = self._sides["out"]
-        self.websocket = WebSocketSession(
-            self.flow_id, extensions=extensions or "", max_message=self.ws_max_message,
-            max_inflated=self.ws_max_inflated,
-            out_offset=out.buf.start, in_offset=self._sides["in"].buf.start,
-        )
-        self._fire("in", self._sides["in"], Input.TO_WEBSOCKET, events)
+        self.upgraded, switch_events = spec.session(UpgradeContext(
+            flow_id=self.flow_id, limits=self._limits(), out_offset=out.buf.start,
+            in_offset=inn.buf.start, request=_head(req) if req is not None else None,
+            response=_head(msg, ts_last)))
+        events.extend(switch_events)
+        if spec.at_once:
+            self._upgrade_request = None
+            self._fire("out", out, Input.SWITCHED_AT_ONCE, events)
+            self._fire("in", inn, Input.SWITCHED_AT_ONCE, events)
+            return
+        self._fire("in", inn, Input.SWITCHED, events)
         if out.state is State.AWAIT_UPGRADE:
-            self._fire("out", out, Input.TO_WEBSOCKET, events)
+            self._fire("out", out, Input.SWITCHED, events)
         else:
             # the 101 was read before its request (directions fed out of step)
             self._switch_out_after_request = True
 
-    def _switch_to_http2(self, events: list[Event]) -> None:
-        """RFC 7540 §3.2 (kept by RFC 9113 §3.1 for existing deployments): after the 101
-        the server speaks HTTP/2 (SETTINGS first) and the client sends the preface; the
-        upgrade request is stream 1, whose response comes as HTTP/2."""
-        from ..http2 import Http2Session  # http2 emits this module's HttpMessage
-
-        out, inn = self._sides["out"], self._sides["in"]
-        req = self._upgrade_request
-        self.http2 = Http2Session(
-            self.flow_id, max_body=self.max_body, max_header=self.max_header,
-            out_offset=out.buf.start, in_offset=inn.buf.start,
-            upgrade_request_index=req.request_index if req is not None else None)
-        self._upgrade_request = None
-        self._fire("out", out, Input.TO_HTTP2, events)
-        self._fire("in", inn, Input.TO_HTTP2, events)
+    def _limits(self) -> Limits:
+        """What the protocol switched to reads: ``limits`` with this session's caps."""
+        return replace(self.limits or Limits(), http_max_body=self.max_body,
+                       http_max_header=self.max_header, ws_max_message=self.ws_max_message,
+                       ws_max_inflated=self.ws_max_inflated)
 
     # ---- actions of the transition table (after the new state is set) --------------
-    def _to_http2(self, direction: Direction, side: _Side, events: list[Event]) -> None:
-        assert self.http2 is not None
-        for data, t1, t2 in side.buf.drain():  # bytes that came with the switch
-            events.extend(self.http2.feed(direction, data, t1, t2))
-
-    def _to_websocket(self, direction: Direction, side: _Side, events: list[Event]) -> None:
-        assert self.websocket is not None
+    def _to_upgraded(self, direction: Direction, side: _Side, events: list[Event]) -> None:
+        """Bytes that came with the switch go to the protocol switched to."""
+        assert self.upgraded is not None
         for data, ts_first, ts_last in side.buf.drain():
-            events.extend(self.websocket.feed(direction, data, ts_first, ts_last))
+            events.extend(self.upgraded.feed(direction, data, ts_first, ts_last))
 
     def _drop_held(self, direction: Direction, side: _Side, events: list[Event]) -> None:
         side.buf.consume(len(side.buf.data))
@@ -717,6 +699,12 @@ class HttpSession:
                        code=code, detail=detail, stream_offset=offset)
 
 
+def _head(msg: _Message, ts_last: int | None = None) -> UpgradeHead:
+    return UpgradeHead(headers=msg.headers, path=msg.path, request_index=msg.request_index,
+                       stream_offset=msg.stream_offset, ts_first=msg.ts_first,
+                       ts_last=ts_last if ts_last is not None else msg.header_ts_last)
+
+
 def _wants_upgrade(msg: _Message) -> bool:
     """A request whose answer may switch protocols (Upgrade) or open a tunnel (CONNECT)."""
     if msg.method == "CONNECT":
@@ -736,7 +724,7 @@ _HANDLERS: dict[State, _Handler] = {
     State.BODY_UNTIL_CLOSE: HttpSession._read_until_close,
     State.AWAIT_UPGRADE: HttpSession._hold,
 }
-"""State -> handler; states without one (WEBSOCKET, TUNNEL, STOPPED) take no HTTP bytes."""
+"""State -> handler; states without one (UPGRADED, TUNNEL, STOPPED) take no HTTP bytes."""
 
 _Action = Callable[[HttpSession, Direction, _Side, list[Event]], None]
 _READING = (State.HEAD, State.BODY_LENGTH, State.CHUNK_SIZE, State.CHUNK_DATA,
@@ -761,22 +749,22 @@ _TRANSITIONS: dict[tuple[State, Input], tuple[_Action | None, State]] = {
     (State.TRAILERS, Input.TRAILERS_END): (HttpSession._complete, State.HEAD),
     (State.BODY_UNTIL_CLOSE, Input.CLOSED): (HttpSession._complete, State.HEAD),
     **{(s, Input.CUT): (HttpSession._complete, State.HEAD) for s in _BODY},
-    # (a request body cut short by the switch to h2c is kept, truncated, at the end)
-    (State.HTTP2, Input.CUT): (HttpSession._complete, State.HEAD),
+    # (a request body cut short by a switch at once, to h2c, is kept, truncated, at the end)
+    (State.UPGRADED, Input.CUT): (HttpSession._complete, State.HEAD),
     # switching protocols (the request's side waits for the answer)
     (State.HEAD, Input.UPGRADE_ASKED): (None, State.AWAIT_UPGRADE),
     (State.AWAIT_UPGRADE, Input.UPGRADE_DECLINED): (HttpSession._resume, State.HEAD),
-    (State.HEAD, Input.TO_WEBSOCKET): (HttpSession._to_websocket, State.WEBSOCKET),
-    (State.AWAIT_UPGRADE, Input.TO_WEBSOCKET): (HttpSession._to_websocket, State.WEBSOCKET),
-    **{(s, Input.TO_HTTP2): (HttpSession._to_http2, State.HTTP2) for s in _UPGRADABLE},
+    (State.HEAD, Input.SWITCHED): (HttpSession._to_upgraded, State.UPGRADED),
+    (State.AWAIT_UPGRADE, Input.SWITCHED): (HttpSession._to_upgraded, State.UPGRADED),
+    **{(s, Input.SWITCHED_AT_ONCE): (HttpSession._to_upgraded, State.UPGRADED)
+       for s in _UPGRADABLE},
     **{(s, Input.TO_TUNNEL): (HttpSession._drop_held, State.TUNNEL)
        for s in (*_UPGRADABLE, State.TUNNEL)},
     # stopping, and the end
     **{(s, Input.STOP): (None, State.STOPPED) for s in State},
     **{(s, Input.END): (None, State.STOPPED)
        for s in (*_READING, State.AWAIT_UPGRADE, State.TUNNEL, State.STOPPED)},
-    (State.WEBSOCKET, Input.END): (None, State.WEBSOCKET),  # its session finishes it
-    (State.HTTP2, Input.END): (None, State.HTTP2),
+    (State.UPGRADED, Input.END): (None, State.UPGRADED),  # its session finishes it
 }
 """``(state, input) -> (action, next state)`` of one direction, in the manner of h2's
 ``stream.py``: every state change of ``HttpSession`` is a row here; a pair with no row

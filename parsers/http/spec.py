@@ -1,5 +1,6 @@
 """HTTP/1.1's registration: detection and resync by request/status line, its
-session (which hands an upgraded connection to WebSocket), and its table."""
+session (which hands an upgraded connection to the protocol whose spec declares the
+``Upgrade`` token: ``ProtocolSpec.upgraded``), and its table."""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def _session(ctx: SessionContext) -> HttpSession:
     return HttpSession(ctx.flow_id, max_body=limits.http_max_body,
                        max_header=limits.http_max_header,
                        ws_max_message=limits.ws_max_message,
-                       ws_max_inflated=limits.ws_max_inflated, midstream=ctx.midstream)
+                       ws_max_inflated=limits.ws_max_inflated, midstream=ctx.midstream,
+                       limits=limits)
 
 
 def _host(info: dict[str, object], e: HttpMessage) -> None:

@@ -63,6 +63,7 @@ from .frames import (
 )
 from .hpack_decode import HpackDecoder, HpackError
 from .state import Block, Message, Side, State
+from .stream import StreamInput, Streams, inputs
 
 LAYER = "http2"
 VERSION = "HTTP/2"
@@ -104,6 +105,16 @@ class Http2Session:
             self._requests = upgrade_request_index + 1
         self.mid_stream = False
         self._dropped: list[Anomaly] = []  # raised where no event list is at hand
+        self._streams = Streams(limit=2 * MAX_OPEN_STREAMS)
+        if upgrade_request_index is not None:
+            # RFC 7540 §3.2: stream 1 "is considered to be "half-closed" (local)" for the
+            # client: its request went out as HTTP/1.1
+            self._streams.fire(1, (StreamInput.SEND_HEADERS, StreamInput.SEND_END_STREAM))
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # kept (resume) by a pcapflow of before the stream table: streams unchecked
+        state.setdefault("_streams", Streams(tracking=False, limit=2 * MAX_OPEN_STREAMS))
+        self.__dict__.update(state)
 
     # ---- SessionParser ------------------------------------------------------------------
     def feed(self, direction: Direction, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
@@ -267,13 +278,29 @@ class Http2Session:
         events.append(self._anomaly(direction, ts, code, detail, offset))
         side.state = State.RESYNC
         side.block = None
+        self._lose_streams(side)
+
+    def _lose_streams(self, side: Side) -> None:
+        """A header block or the framing was lost: the HPACK table is unknown, and which
+        streams opened too (``stream``: nothing is checked from here on)."""
         side.decoder.forget()
+        self._streams.tracking = False
+
+    def _stream(self, direction: Direction, sid: int, frame: str, end_stream: bool,
+                offset: int, ts: int, events: list[Event]) -> None:
+        """Move stream ``sid`` by the frame (``stream.TRANSITIONS``); a protocol error
+        is an anomaly."""
+        problem = self._streams.fire(sid, inputs(direction, frame, end_stream))
+        if problem is not None:
+            events.append(self._anomaly(direction, ts, "stream_state_error", problem, offset))
 
     def _frame_cut(self, direction: Direction, side: Side, hdr: FrameHeader, ts: int,
                    offset: int, length: int, events: list[Event]) -> None:
         """A capture gap inside the frame ``hdr``, which is skipped."""
         msg = side.msgs.get(hdr.stream_id)
         if hdr.type == FrameType.DATA:
+            self._stream(direction, hdr.stream_id, "DATA", bool(hdr.flags & END_STREAM),
+                         offset, ts, events)
             if msg is not None:
                 msg.truncated = True
                 msg.wire += hdr.length
@@ -285,7 +312,7 @@ class Http2Session:
             return
         if hdr.type in (FrameType.HEADERS, FrameType.CONTINUATION, FrameType.PUSH_PROMISE):
             side.block = None
-            side.decoder.forget()
+            self._lose_streams(side)
             events.append(self._anomaly(direction, ts, "header_block_gap",
                                         f"stream {hdr.stream_id}: header block lost; "
                                         "HPACK dynamic table unknown", offset))
@@ -312,7 +339,7 @@ class Http2Session:
                                         f"type {hdr.type} on stream {hdr.stream_id} inside the "
                                         f"header block of stream {block.stream_id}", offset))
             side.block = None
-            side.decoder.forget()
+            self._lose_streams(side)
         if hdr.type > FrameType.CONTINUATION:
             return  # §5.5: "Implementations MUST ignore and discard frames of unknown types"
         fixed = FIXED_LENGTH.get(hdr.type)
@@ -327,7 +354,7 @@ class Http2Session:
                                         f"{FrameType(hdr.type).name} on stream {hdr.stream_id}",
                                         offset))
             if hdr.type in (FrameType.HEADERS, FrameType.PUSH_PROMISE, FrameType.CONTINUATION):
-                side.decoder.forget()
+                self._lose_streams(side)
             return
         _HANDLERS[hdr.type](self, direction, side, hdr, payload, offset, t_first, t_last,
                             events)
@@ -335,6 +362,8 @@ class Http2Session:
     # ---- frame handlers (§6) ----------------------------------------------------------------
     def _data(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
               offset: int, t_first: int, t_last: int, events: list[Event]) -> None:
+        self._stream(direction, hdr.stream_id, "DATA", bool(hdr.flags & END_STREAM), offset,
+                     t_last, events)
         msg = side.msgs.get(hdr.stream_id)
         if msg is None:
             # the headers were never seen (mid-connection capture, a lost header block)
@@ -363,7 +392,7 @@ class Http2Session:
             fragment = strip_padding(payload, hdr.flags, bool(hdr.flags & PRIORITY_FLAG))
         except PaddingError as err:
             events.append(self._anomaly(direction, t_last, "bad_padding", str(err), offset))
-            side.decoder.forget()
+            self._lose_streams(side)
             return
         side.block = Block(hdr.stream_id, hdr.flags, offset, t_first, None, [fragment],
                             len(fragment))
@@ -379,7 +408,7 @@ class Http2Session:
                 raise PaddingError("no Promised Stream ID")
         except PaddingError as err:
             events.append(self._anomaly(direction, t_last, "bad_padding", str(err), offset))
-            side.decoder.forget()
+            self._lose_streams(side)
             return
         promised = int.from_bytes(rest[:4], "big") & 0x7FFFFFFF
         side.block = Block(hdr.stream_id, hdr.flags & ~END_STREAM, offset, t_first, promised,
@@ -395,7 +424,7 @@ class Http2Session:
             # the opening HEADERS was lost (or never sent): the block cannot be decoded
             events.append(self._anomaly(direction, t_last, "unexpected_continuation",
                                         f"stream {hdr.stream_id}", offset))
-            side.decoder.forget()
+            self._lose_streams(side)
             return
         block.fragments.append(payload)
         block.size += len(payload)
@@ -404,7 +433,7 @@ class Http2Session:
                                         f"stream {block.stream_id}: over {self.max_header} "
                                         "octets", block.stream_offset))
             side.block = None
-            side.decoder.forget()
+            self._lose_streams(side)
             return
         if hdr.flags & END_HEADERS:
             self._end_block(direction, side, t_last, events)
@@ -412,6 +441,7 @@ class Http2Session:
     def _rst_stream(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
                     offset: int, t_first: int, t_last: int, events: list[Event]) -> None:
         code = int.from_bytes(payload, "big")
+        self._stream(direction, hdr.stream_id, "RST_STREAM", False, offset, t_last, events)
         self._reset(direction, hdr.stream_id, error_name(code), offset, t_first, t_last, events)
 
     def _settings(self, direction: Direction, side: Side, hdr: FrameHeader, payload: bytes,
@@ -480,8 +510,13 @@ class Http2Session:
                                         "dynamic table entries not seen; left out",
                                         block.stream_offset))
         if block.promised is not None:
-            return  # a pushed request: decoded to keep the table; its response will follow
+            # a pushed request: decoded to keep the table; its response will follow
+            self._stream(direction, block.promised, "PUSH_PROMISE", False,
+                         block.stream_offset, t_last, events)
+            return
         sid = block.stream_id
+        self._stream(direction, sid, "HEADERS", bool(block.flags & END_STREAM),
+                     block.stream_offset, t_last, events)
         msg = side.msgs.get(sid)
         if msg is not None and msg.headers:
             # §8.1: a second header section is the trailers (it carries END_STREAM)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..protocols.base import ProtocolSpec, SessionContext
+from ..events import Event
+from ..protocols.base import ProtocolSpec, SessionContext, UpgradeContext, UpgradeSpec
 from . import frames
 from .session import Http2Session
 
@@ -107,6 +108,16 @@ def _session(ctx: SessionContext) -> Http2Session:
                         max_header=ctx.limits.http_max_header)
 
 
+def _upgraded(up: UpgradeContext) -> tuple[Http2Session, list[Event]]:
+    """RFC 7540 §3.2 (kept by RFC 9113 §3.1 for existing deployments): after the 101
+    the server speaks HTTP/2 (SETTINGS first) and the client sends the preface; the
+    upgrade request is stream 1, whose response comes as HTTP/2."""
+    index = up.request.request_index if up.request is not None else None
+    return Http2Session(up.flow_id, max_body=up.limits.http_max_body,
+                        max_header=up.limits.http_max_header, out_offset=up.out_offset,
+                        in_offset=up.in_offset, upgrade_request_index=index), []
+
+
 HTTP2 = ProtocolSpec(
     name="http2",
     probe_out=probe_client,
@@ -115,5 +126,6 @@ HTTP2 = ProtocolSpec(
     resync=resync,
     session=_session,
     not_decrypted=not_decrypted,
+    upgraded=UpgradeSpec(token="h2c", session=_upgraded, at_once=True),
     limits=("http_max_body", "http_max_header"),
 )

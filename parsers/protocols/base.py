@@ -15,7 +15,7 @@ in detection order; nothing else names a protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -25,6 +25,8 @@ from ..events import Direction, Event, Run
 from ..limits import Limits
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pyarrow as pa
 
     from ..tls.keylog import KeyLog
@@ -130,6 +132,57 @@ def both_ways(resync: Resync) -> tuple[MidstreamFinder, MidstreamFinder]:
     return find, find
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeHead:
+    """The head of one message of an HTTP/1.1 protocol switch (``UpgradeContext``)."""
+
+    headers: list[tuple[str, str]]
+    path: str | None
+    request_index: int
+    stream_offset: int
+    ts_first: int
+    ts_last: int
+
+    def header(self, name: str) -> str | None:
+        """The field value for ``name`` (lower case), lines joined with ", "."""
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeContext:
+    """What an HTTP/1.1 session hands the protocol a ``101 Switching Protocols``
+    switches to (RFC 9110 §7.8): ``ProtocolSpec.upgraded`` makes its session."""
+
+    flow_id: int
+    limits: Limits
+    out_offset: int
+    """Stream offset of the client's first byte of the new protocol."""
+    in_offset: int
+    """... and of the server's."""
+    request: UpgradeHead | None
+    """The request that asked for it (None: not read yet, directions fed out of step)."""
+    response: UpgradeHead
+    """The 101."""
+
+
+UpgradeFactory = Callable[[UpgradeContext], "tuple[SessionParser, list[Event]]"]
+"""The session of the protocol switched to, and events the switch itself makes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeSpec:
+    """How a protocol is reached from HTTP/1.1 by ``Upgrade`` (RFC 9110 §7.8)."""
+
+    token: str
+    """The ``Upgrade`` token a 101 names (lower case): ``websocket``, ``h2c``."""
+    session: UpgradeFactory
+    at_once: bool = False
+    """Both directions switch at the 101 (h2c: the client's preface follows its request
+    whatever the 101's timing); False: the client's side switches once its upgrade
+    request is read (WebSocket)."""
+
+
 SessionFactory = Callable[[SessionContext], SessionParser]
 FlowInfo = Callable[[dict[str, object], Any], None]
 """Update a connection's ``flows`` columns (by name) from one event."""
@@ -172,6 +225,22 @@ class MatchSpec:
     sql: str
     gate: str
     outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyMaterialSpec:
+    """The secrets a protocol's sessions decrypt with (``SessionContext.keylog``): read
+    once per ingest from the user's files, and added to from a capture that carries
+    them (a pcapng Decryption Secrets Block of type ``secrets_type``)."""
+
+    load: Callable[[Sequence[Path]], KeyLog]
+    """From the user's files (errors raised here, before the capture is read)."""
+    empty: Callable[[], KeyLog]
+    """None given: what a capture's secrets are added to."""
+    secrets_type: int
+    """pcapng DSB ``secrets_type`` of this protocol's secrets."""
+    add_block: Callable[[KeyLog, bytes, str], None]
+    """``(key material, block data, source name)``: add a capture's secrets."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,9 +291,13 @@ class ProtocolSpec:
     upgrade: tuple[str, str] | None = None
     """``(protocol, flows column)``: a connection detected as ``protocol`` whose
     ``column`` is set became this one (WebSocket after an HTTP upgrade)."""
+    upgraded: UpgradeSpec | None = None
+    """An HTTP/1.1 ``Upgrade`` switches to it (``HttpSession`` asks ``registry.UPGRADES``)."""
     match: MatchSpec | None = None
     limits: tuple[str, ...] = ()
     """``Limits`` fields its sessions read."""
+    key_material: KeyMaterialSpec | None = None
+    """The secrets its sessions decrypt with (one protocol has them: TLS)."""
     resumable: bool = False
     """Its sessions implement ``Resumable`` and ``resume`` rebuilds one."""
     resume: Callable[[SessionContext, bytes], SessionParser] | None = None

@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 
@@ -119,6 +120,16 @@ def plausible_length(buf: bytes | bytearray, pos: int, max_record: int) -> int |
     return None
 
 
+class Unread(NamedTuple):
+    """``RecordReader.unread``: a look at the reader's buffer."""
+
+    buf: bytearray
+    pos: int
+    """Buffer position of the next unread byte."""
+    base: int
+    """Stream offset of ``buf[0]``."""
+
+
 class RecordReader:
     """Cuts one direction's stream into ``RawRecord``s (sans-IO)."""
 
@@ -201,6 +212,14 @@ class RecordReader:
         if self._arr is not None:
             a = np.concatenate([a, self._arr])
         return a[:, 0], a[:, 1], a[:, 2]
+
+    def unread(self) -> Unread:
+        """The buffered bytes for a batch path that frames records itself (TLS's
+        ``_fast_records``): the buffer, where its unread bytes start, and the stream
+        offset of its first byte. Read it, don't keep it: the next ``feed``,
+        ``append_run`` or ``compact`` may resize it. Report what was framed with
+        ``advance``."""
+        return Unread(self._buf, self._pos, self._base)
 
     def advance(self, pos: int, records: int) -> None:
         """The batch path consumed whole records up to buffer position ``pos``."""

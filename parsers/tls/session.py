@@ -138,6 +138,39 @@ class Switch(Enum):
     HANDSHAKE_KEYS = auto()  # TLS 1.3: the key search matched a handshake secret
 
 
+class Handshake(Enum):
+    """How far the connection's handshake got (both directions: ``_HANDSHAKE``)."""
+
+    NONE = auto()
+    """No hello read yet."""
+    CLIENT_HELLO = auto()
+    """The ClientHello read, no ServerHello yet."""
+    SERVER_HELLO = auto()
+    """A ServerHello read (a HelloRetryRequest's too), the server's flight going on: a
+    TLS <= 1.2 ChangeCipherSpec from the server now means an abbreviated handshake."""
+    SERVER_HELLO_DONE = auto()
+    """TLS <= 1.2 full handshake: the server's flight ended (RFC 5246 §7.4.5)."""
+    COMPLETE = auto()
+    """Both Finished read (or, without keys, the client's first protected record):
+    the handshake time is known."""
+    FOUND = auto()
+    """No handshake captured: the key search found this TLS 1.3 session's keys."""
+
+
+class Hello(Enum):
+    """What moves the connection's ``Handshake`` (``_HANDSHAKE``)."""
+
+    CLIENT_HELLO = auto()  # a ClientHello parsed
+    SERVER_HELLO = auto()  # a ServerHello parsed
+    SERVER_HELLO_DONE = auto()  # a ServerHelloDone
+    FINISHED = auto()  # both sides' Finished (``_check_complete``)
+    KEYS_FOUND = auto()  # the key search decrypted a record
+
+
+_KEYED = (Handshake.COMPLETE, Handshake.FOUND)
+"""Where both directions may be decrypting in their steady state (``_fast_records``)."""
+
+
 @dataclass(slots=True)
 class _Direction:
     """Per-direction state."""
@@ -187,7 +220,7 @@ class TlsSession:
         self.flow_id = flow_id
         self.keylog = keylog
         self._search_limits = search or SearchLimits()
-        self._midstream = False  # keys found by the key search (no handshake seen)
+        self._handshake = Handshake.NONE
         self._found_random: bytes | None = None
         self._dirs: dict[Direction, _Direction] = {
             OUT: _Direction(RecordReader(max_record)),
@@ -202,12 +235,10 @@ class TlsSession:
         self._tls13 = False
         self._hello_retry = False
         self._resumed = False
-        self._server_hello_done = False
         self._alpn: str | None = None
         self._keys_found = False
         self._missing_reported = False
         self._info_emitted = False  # a TlsHandshakeInfo went out (the key search asks)
-        self._complete = False
         self._handshake_ns: int | None = None
         self._out: list[Event] = []
 
@@ -229,7 +260,7 @@ class TlsSession:
         state. Not TLS 1.2, which can renegotiate (the client's new keys depend on
         the server's next hello), nor a direction without keys or out of sync.
         """
-        if not ((self._complete or self._midstream) and self._tls13):
+        if not (self._handshake in _KEYED and self._tls13):
             return False
         return all(st.decryptor is not None and not st.trial
                    and st.first_protected_ts is not None
@@ -270,13 +301,13 @@ class TlsSession:
         record to the general path) at the first record that is anything else.
         """
         dec = st.decryptor
-        if (not (self._complete or self._midstream) or st.trial or dec is None
+        if (self._handshake not in _KEYED or st.trial or dec is None
                 or (st.first_protected_ts is None and self._sh is not None)):
             return
         if not isinstance(dec, (Tls13Decryptor, Tls12AeadDecryptor)):
             return  # CBC/stream contexts change state even on failure: general path
         reader = st.reader
-        buf, pos = reader._buf, reader._pos
+        buf, pos, base = reader.unread()
         arr = np.frombuffer(buf, dtype=np.uint8)
         starts, lengths, versions = tls_app_records(arr, pos, reader.max_record)
         del arr  # release the export before the buffer is resized
@@ -290,7 +321,6 @@ class TlsSession:
             return
         pos = int(starts[k - 1] + 5 + lengths[k - 1])
         versions = versions[:k]
-        base = reader._base
         start = starts[:k] + base
         stop = np.empty(k, dtype=np.int64)
         stop[:-1] = start[1:]
@@ -379,7 +409,7 @@ class TlsSession:
                 # the connection ended before the search had all its records
                 st.stopped_reason = "tls13_secret_not_found"
                 self._anomaly(d, *self._not_found(st), ts, st.reader.next_offset)
-        if self._sh is not None and not self._complete:
+        if self._sh is not None and self._handshake is not Handshake.COMPLETE:
             self._emit_info(ts)
         return self._drain()
 
@@ -550,7 +580,8 @@ class TlsSession:
                 self._anomaly(d, *self._not_found(st), rec.ts_last, rec.stream_offset)
             return
         suite = found.suite
-        self._midstream = self._keys_found = self._tls13 = True
+        self._keys_found = self._tls13 = True
+        self._step(Hello.KEYS_FOUND, rec)
         self._suite = suite
         self._found_random = found.client_random
         st.decryptor = dec = _tls13_decryptor(suite, found.secret)
@@ -725,6 +756,7 @@ class TlsSession:
         try:
             if msg_type == hs.CLIENT_HELLO and d == OUT:
                 self._ch = hs.parse_client_hello(body)
+                self._step(Hello.CLIENT_HELLO, rec)
                 if self._ch_ts is None:
                     self._ch_ts = rec.ts_first
             elif msg_type == hs.SERVER_HELLO and d == IN:
@@ -732,7 +764,7 @@ class TlsSession:
             elif msg_type == hs.ENCRYPTED_EXTENSIONS and d == IN:
                 self._alpn = hs.parse_encrypted_extensions(body)
             elif msg_type == hs.SERVER_HELLO_DONE and d == IN:
-                self._server_hello_done = True
+                self._step(Hello.SERVER_HELLO_DONE, rec)
             elif msg_type == hs.FINISHED and self._tls13:
                 self._on_tls13_finished(d, rec)
             elif msg_type == hs.KEY_UPDATE and self._tls13:
@@ -745,6 +777,7 @@ class TlsSession:
     def _on_server_hello(self, rec: RawRecord, sh: ServerHello) -> None:
         first = self._sh is None
         self._sh = sh
+        self._step(Hello.SERVER_HELLO, rec)
         self._sh_offset, self._sh_ts = rec.stream_offset, rec.ts_last
         self._tls13 = sh.version == TLS13
         if sh.hello_retry:
@@ -778,7 +811,7 @@ class TlsSession:
         if self._tls13:
             return  # RFC 8446 §5: middlebox compatibility only
         st = self._dirs[d]
-        if d == IN and self._sh is not None and not self._server_hello_done:
+        if d == IN and self._handshake is Handshake.SERVER_HELLO:
             self._resumed = True  # abbreviated handshake: no ServerHelloDone
         self._switch(d, st, Switch.CHANGE_CIPHER_SPEC, rec)
 
@@ -844,25 +877,39 @@ class TlsSession:
 
     # -- handshake info --------------------------------------------------------------
     def _check_complete(self, d: Direction, rec: RawRecord) -> None:
-        if self._complete or self._sh is None or self._ch_ts is None:
+        if self._handshake is Handshake.COMPLETE or self._sh is None or self._ch_ts is None:
             return
         fin_out, fin_in = self._dirs[OUT].finished_ts, self._dirs[IN].finished_ts
         if fin_out is not None and fin_in is not None:
-            self._finish_handshake(max(fin_out, fin_in) - self._ch_ts, rec.ts_last)
+            self._finish_handshake(max(fin_out, fin_in) - self._ch_ts, rec)
         elif self._tls13 and d == OUT and not self._dirs[OUT].in_app_epoch and fin_out is None:
             # Without keys the client's Finished flight is its first protected record.
             first = self._dirs[OUT].first_protected_ts
             if first is not None and self._dirs[OUT].decryptor is None:
-                self._finish_handshake(first - self._ch_ts, rec.ts_last)
+                self._finish_handshake(first - self._ch_ts, rec)
 
-    def _finish_handshake(self, handshake_ns: int, ts: int) -> None:
-        self._complete = True
+    def _finish_handshake(self, handshake_ns: int, rec: RawRecord) -> None:
+        self._step(Hello.FINISHED, rec)
         self._handshake_ns = handshake_ns
-        self._emit_info(ts)
+        self._emit_info(rec.ts_last)
+
+    # -- the handshake state machine -------------------------------------------------
+    def _step(self, hello: Hello, rec: RawRecord) -> None:
+        """Move the connection's ``Handshake`` by ``_HANDSHAKE``. A pair with no row
+        (a FINISHED twice, keys found for a session whose ClientHello was read) is a
+        ``protocol_error`` anomaly at ``rec``; the state stays."""
+        row = _HANDSHAKE.get((self._handshake, hello))
+        if row is None:
+            self._anomaly(None, "protocol_error",
+                          f"{hello.name.lower()} in handshake state "
+                          f"{self._handshake.name.lower()}", rec.ts_last, rec.stream_offset)
+            return
+        self._handshake = row
 
     def _emit_info(self, ts: int) -> None:
         sh, ch = self._sh, self._ch
         assert sh is not None
+        complete = self._handshake is Handshake.COMPLETE
         version = VERSION_NAMES.get(sh.version, f"0x{sh.version:04x}")
         self._out.append(
             TlsHandshakeInfo(
@@ -880,9 +927,9 @@ class TlsSession:
                 resumed=self._resumed,
                 hello_retry=self._hello_retry,
                 client_random=ch.random.hex() if ch else None,
-                handshake_ns=self._handshake_ns if self._complete else None,
+                handshake_ns=self._handshake_ns if complete else None,
                 keys_found=self._keys_found,
-                complete=self._complete,
+                complete=complete,
                 keylog=self._keylog_source(),
             )
         )
@@ -919,6 +966,10 @@ class TlsSession:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        if "_handshake" not in state:  # kept by a pcapflow of before the state table
+            state["_handshake"] = _handshake_of(state)
+            for old in ("_complete", "_midstream", "_server_hello_done"):
+                state.pop(old, None)
         self.__dict__.update(state)
 
     def client_random(self) -> bytes | None:
@@ -1021,6 +1072,18 @@ def _key_ref(dec: RecordDecryptor | None, src: tuple[str, int] | None) -> object
         return "unsupported"
     return (src[0], src[1], dec.seq)
 
+def _handshake_of(old: dict[str, object]) -> Handshake:
+    """The ``Handshake`` of a session kept with the booleans it replaced."""
+    if old.get("_complete"):
+        return Handshake.COMPLETE
+    if old.get("_midstream"):
+        return Handshake.FOUND
+    if old.get("_sh") is not None:
+        return Handshake.SERVER_HELLO_DONE if old.get("_server_hello_done") else (
+            Handshake.SERVER_HELLO)
+    return Handshake.CLIENT_HELLO if old.get("_ch") is not None else Handshake.NONE
+
+
 def _tls13_decryptor(suite: CipherSuite, secret: bytes) -> Tls13Decryptor:
     key, iv = tls13_traffic_keys(secret, suite.key_length, 12, suite.prf_hash)
     return Tls13Decryptor(suite, key, iv)
@@ -1060,3 +1123,41 @@ _TRANSITIONS: dict[tuple[Epoch, Switch], tuple[_Action | None, Epoch]] = {
 ``stream.py``: every epoch change of ``TlsSession`` is a row here. No row: a
 ChangeCipherSpec or a TLS 1.3 ServerHello in a TLS 1.3 application epoch (a second,
 contradicting ServerHello), a ``protocol_error`` (``TlsSession._switch``)."""
+
+
+_H = Handshake
+_HANDSHAKE: dict[tuple[Handshake, Hello], Handshake] = {
+    # the hellos, in order; a capture that missed the ClientHello starts at the ServerHello
+    (_H.NONE, Hello.CLIENT_HELLO): _H.CLIENT_HELLO,
+    (_H.NONE, Hello.SERVER_HELLO): _H.SERVER_HELLO,
+    (_H.CLIENT_HELLO, Hello.CLIENT_HELLO): _H.CLIENT_HELLO,
+    (_H.CLIENT_HELLO, Hello.SERVER_HELLO): _H.SERVER_HELLO,
+    # a second ClientHello after a HelloRetryRequest; a second ServerHello
+    (_H.SERVER_HELLO, Hello.CLIENT_HELLO): _H.SERVER_HELLO,
+    (_H.SERVER_HELLO, Hello.SERVER_HELLO): _H.SERVER_HELLO,
+    (_H.SERVER_HELLO, Hello.SERVER_HELLO_DONE): _H.SERVER_HELLO_DONE,
+    # a ServerHelloDone without its ServerHello (which did not parse) says nothing
+    (_H.NONE, Hello.SERVER_HELLO_DONE): _H.NONE,
+    (_H.CLIENT_HELLO, Hello.SERVER_HELLO_DONE): _H.CLIENT_HELLO,
+    # the full handshake's flight ended; hellos of a renegotiation change nothing
+    **{(_H.SERVER_HELLO_DONE, h): _H.SERVER_HELLO_DONE
+       for h in (Hello.CLIENT_HELLO, Hello.SERVER_HELLO, Hello.SERVER_HELLO_DONE)},
+    (_H.SERVER_HELLO, Hello.FINISHED): _H.COMPLETE,
+    (_H.SERVER_HELLO_DONE, Hello.FINISHED): _H.COMPLETE,
+    **{(_H.COMPLETE, h): _H.COMPLETE
+       for h in (Hello.CLIENT_HELLO, Hello.SERVER_HELLO, Hello.SERVER_HELLO_DONE)},
+    # no ClientHello: the key search (TLS 1.3, a ServerHello read or not); either
+    # direction's keys, then hellos of what the capture shows later
+    (_H.NONE, Hello.KEYS_FOUND): _H.FOUND,
+    (_H.SERVER_HELLO, Hello.KEYS_FOUND): _H.FOUND,
+    (_H.SERVER_HELLO_DONE, Hello.KEYS_FOUND): _H.FOUND,
+    **{(_H.FOUND, h): _H.FOUND
+       for h in (Hello.KEYS_FOUND, Hello.CLIENT_HELLO, Hello.SERVER_HELLO,
+                 Hello.SERVER_HELLO_DONE)},
+    (_H.FOUND, Hello.FINISHED): _H.COMPLETE,
+}
+"""``(handshake state, hello) -> next state`` of the connection (no actions: what each
+hello does is in its handler), as ``_TRANSITIONS`` is per direction. No row: FINISHED
+before any ServerHello or twice (``_check_complete`` asks only while incomplete), keys
+found after a ClientHello or a complete handshake (the key search runs only without a
+ClientHello): ``TlsSession._step``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..protocols.base import (
     EventSpec,
+    KeyMaterialSpec,
     MatchSpec,
     ProtocolSpec,
     SessionContext,
@@ -12,6 +13,7 @@ from ..protocols.base import (
     both_ways,
 )
 from .events import Plaintext, PlaintextRun, TlsHandshakeInfo, TlsRecord, TlsRecordRun
+from .keylog import PCAPNG_DSB_TLS_KEY_LOG, KeyLog
 from .keysearch import SearchLimits
 from .record import (
     HEADER_CANDIDATE,
@@ -95,6 +97,10 @@ def _handshake_info(info: dict[str, object], e: TlsHandshakeInfo) -> None:
                 alpn_offered=",".join(e.alpn_offered), tls_keylog=e.keylog)
 
 
+def _add_block(keys: KeyLog, data: bytes, source: str) -> None:
+    keys.add_text(data, source)
+
+
 TLS = ProtocolSpec(
     name="tls",
     probe_out=probe,
@@ -116,4 +122,6 @@ TLS = ProtocolSpec(
     flow_columns=("sni", "alpn", "alpn_offered", "tls_version", "tls_cipher", "tls_keylog"),
     match=MatchSpec(sql="encrypted", gate="enc_flows", outputs=("enc_orders", "enc_acks")),
     limits=("tls13_search_records", "tls13_search_chacha_records", "tls13_search_generations"),
+    key_material=KeyMaterialSpec(load=KeyLog.from_files, empty=KeyLog,
+                                 secrets_type=PCAPNG_DSB_TLS_KEY_LOG, add_block=_add_block),
 )

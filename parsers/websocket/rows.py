@@ -35,7 +35,8 @@ WS_MESSAGES = schema(
         "Text payload (inflated, secrets redacted); binary payloads "
         "as UTF-8 with invalid bytes replaced",
     ),
-    field("payload_length", pa.int64(), "Payload bytes after inflating"),
+    field("message_length", pa.int64(), "Payload bytes of the message (its frames joined), "
+          "after inflating"),
     field("wire_length", pa.int64(), "Bytes of all its frames on the wire"),
     field("payload_truncated", pa.bool_(), "Payload over the cap (message or inflate bomb)"),
     field("close_code", pa.int32(), "Close frame status code"),
@@ -56,7 +57,7 @@ def message_row(e: WsMessage) -> tuple[Any, ...]:
         payload = redact_json_text(payload)
     return (
         e.ts_first, e.ts_last, e.flow_id, e.direction, e.stream_offset, e.opcode, e.fin,
-        e.frames, e.compressed, e.masked, payload, e.payload_length, e.wire_length,
+        e.frames, e.compressed, e.masked, payload, e.message_length, e.wire_length,
         e.payload_truncated, e.close_code, e.payload_unknown,
     )
 

@@ -335,7 +335,7 @@ class WsMessage:
     """One WebSocket message (its frames joined): one row of ``ws_messages``.
 
     ``payload`` is unmasked and inflated, at most ``max_inflated`` bytes
-    (``payload_truncated`` says it was cut). ``payload_length`` is its length after
+    (``payload_truncated`` says it was cut). ``message_length`` is its length after
     inflating (of what was inflated, for a truncated one); ``wire_length`` counts every
     frame byte (headers included) of this message's frames, not of control frames
     interleaved with them. ``fin`` is False only for a message cut off by the end of
@@ -355,7 +355,7 @@ class WsMessage:
     compressed: bool
     masked: bool
     payload: bytes
-    payload_length: int
+    message_length: int
     wire_length: int
     payload_truncated: bool = False
     close_code: int | None = None
@@ -367,7 +367,7 @@ class WsMessage:
 class WsMessageRun:
     """Many single-frame text/binary messages of one direction as columns (the
     batch path): each is a ``WsMessage`` with ``fin=True``, ``frames=1``, no close
-    code, ``masked`` as given, ``payload_length = len(payload)``."""
+    code, ``masked`` as given, ``message_length = len(payload)``."""
 
     flow_id: int
     direction: Direction
@@ -898,7 +898,7 @@ class WebSocketSession:
             ts_first=p.ts_first, ts_last=p.ts_last, flow_id=self.flow_id, direction=direction,
             stream_offset=p.stream_offset, opcode=OPCODE_NAMES[p.opcode], fin=fin,
             frames=p.frames, compressed=p.compressed, masked=p.masked, payload=payload,
-            payload_length=len(payload), wire_length=p.wire_length, payload_truncated=truncated,
+            message_length=len(payload), wire_length=p.wire_length, payload_truncated=truncated,
             payload_unknown=unknown or None,
         ))
         return events
@@ -925,7 +925,7 @@ class WebSocketSession:
             ts_first=f.ts_first, ts_last=f.ts_last, flow_id=self.flow_id, direction=direction,
             stream_offset=f.offset, opcode=OPCODE_NAMES[f.head.opcode], fin=True, frames=1,
             compressed=False, masked=f.head.masked, payload=f.payload,
-            payload_length=len(f.payload), wire_length=f.length,
+            message_length=len(f.payload), wire_length=f.length,
         )
 
     def _control(self, direction: Direction, f: _Frame) -> list[Event]:
@@ -945,7 +945,7 @@ class WebSocketSession:
             ts_first=f.ts_first, ts_last=f.ts_last, flow_id=self.flow_id, direction=direction,
             stream_offset=f.offset, opcode=OPCODE_NAMES[f.head.opcode], fin=f.head.fin, frames=1,
             compressed=False, masked=f.head.masked, payload=f.payload,
-            payload_length=len(f.payload), wire_length=f.length, close_code=code,
+            message_length=len(f.payload), wire_length=f.length, close_code=code,
             close_reason=reason,
         ))
         return events

@@ -11,6 +11,7 @@ anomaly says so.
 
 from __future__ import annotations
 
+from ..events import Event
 from ..http.events import WebSocketHandshake
 from ..protocols.base import (
     EventSpec,
@@ -19,7 +20,10 @@ from ..protocols.base import (
     ProtocolSpec,
     SessionContext,
     TableSpec,
+    UpgradeContext,
+    UpgradeSpec,
 )
+from .deflate import PerMessageDeflateParams
 from .rows import WS_MESSAGES, message_batch, message_row
 from .session import (
     FIN,
@@ -138,6 +142,27 @@ def _session(ctx: SessionContext) -> WebSocketSession:
                             max_inflated=ctx.limits.ws_max_inflated)
 
 
+def _upgraded(up: UpgradeContext) -> tuple[WebSocketSession, list[Event]]:
+    """RFC 6455 §4: the 101 answering an ``Upgrade: websocket`` request; its
+    ``Sec-WebSocket-Extensions`` says whether messages are deflated (§9, RFC 7692)."""
+    res, req = up.response, up.request
+    extensions = res.header("sec-websocket-extensions")
+    pmd = PerMessageDeflateParams.from_header(extensions)
+    handshake = WebSocketHandshake(
+        ts_first=res.ts_first, ts_last=res.ts_last, flow_id=up.flow_id, direction="in",
+        stream_offset=res.stream_offset, request_index=res.request_index,
+        path=req.path if req is not None else None,
+        host=req.header("host") if req is not None else None,
+        subprotocol=res.header("sec-websocket-protocol"), extensions=extensions,
+        permessage_deflate=pmd.as_dict() if pmd is not None else None,
+    )
+    session = WebSocketSession(
+        up.flow_id, extensions=extensions or "", max_message=up.limits.ws_max_message,
+        max_inflated=up.limits.ws_max_inflated, out_offset=up.out_offset,
+        in_offset=up.in_offset)
+    return session, [handshake]
+
+
 def _handshake(info: dict[str, object], e: WebSocketHandshake) -> None:
     info.setdefault("ws_path", e.path)
     if e.host:
@@ -160,6 +185,7 @@ WEBSOCKET = ProtocolSpec(
                       doc="one row per WebSocket message (frames joined, inflated)"),),
     flow_columns=("ws_path",),
     upgrade=("http", "ws_path"),
+    upgraded=UpgradeSpec(token="websocket", session=_upgraded),
     match=MatchSpec(sql="websocket", gate="ws_in", outputs=("ws_orders", "ws_acks")),
     limits=("ws_max_message", "ws_max_inflated"),
 )

@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -66,13 +66,14 @@ from ...parsers.detect import UNKNOWN, detect, detect_midstream, refused
 from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
 from ...parsers.limits import Limits
 from ...parsers.protocols.base import PieceCarrier, RunCarrier, SessionContext, SessionParser
-from ...parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
+from ...parsers.protocols.registry import BY_NAME, EVENTS, KEY_MATERIAL, REGISTRY
 from ...parsers.tcp.analysis import FlowTracker, PacketFlows
 from ...parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ...parsers.tcp.segments import bounded_prefix, gather, rtt_walk, simple_prefix
-from ...parsers.tls import KeyLog
-from ...parsers.tls.keylog import PCAPNG_DSB_TLS_KEY_LOG
 from ..tables.rows import FlushHook, RowBuffers, TableSink
+
+if TYPE_CHECKING:
+    from ...parsers.tls.keylog import KeyLog  # (the registry's ``KEY_MATERIAL``)
 
 _DIRECTIONS = pa.array(DIRECTIONS, pa.string())  # by direction code 0 / 1
 _CARRIER = {t: e.carrier for t, e in EVENTS.items() if e.carrier is not None}
@@ -102,6 +103,7 @@ MIDSTREAM_DETECT_FACTOR = 16
 record, an HTTP body, a WebSocket frame): it is looked at for this many times
 ``Limits.detect_bytes`` before its protocol is called unknown."""
 AnomalyFn = Callable[[list[Anomaly]], None]
+_T = TypeVar("_T", int, np.ndarray)
 
 
 def _session_for(proto: str, ctx: SessionContext) -> SessionParser | None:
@@ -123,6 +125,13 @@ def _not_decrypted(conn: Connection, info: dict[str, object]) -> list[Anomaly]:
                                layer=conn.outer.name or "tcp", code=f"{name}_not_decrypted",
                                detail=detail))
     return out
+
+
+def _ts_last(d: int, ts_first: _T, ts_avail: _T) -> _T:
+    """A reassembled piece's ``ts_last`` (one piece's or a run's array): its first
+    transmission for ``out`` (``d`` 0), its in-order availability for ``in`` (DESIGN.md,
+    "Time"). The general path (``Connection.deliver``) and the batch path (``_run``)."""
+    return ts_first if d == 0 else ts_avail
 
 
 def _worth_batching(d: np.ndarray, cap: np.ndarray) -> bool:
@@ -360,8 +369,8 @@ class Connection:
     def deliver(self, d: int, items: list[Piece | Gap | Conflict], out: list[Event]) -> None:
         for it in items:
             if isinstance(it, Piece):
-                ts_last = it.ts_first if d == 0 else it.ts_avail
-                self._expand(self.outer.feed(d, it.data, it.ts_first, ts_last), out)
+                self._expand(self.outer.feed(d, it.data, it.ts_first,
+                                             _ts_last(d, it.ts_first, it.ts_avail)), out)
             elif isinstance(it, Gap):
                 out.append(Anomaly(ts=it.ts, flow_id=self.flow_id, direction=DIRECTIONS[d],
                                    layer="tcp", code="stream_gap", stream_offset=it.offset,
@@ -452,7 +461,8 @@ class AppLayer:
     def factory(cls, keylog: list[str], limits: Limits | None = None
                 ) -> Callable[[FlowTracker], AppLayer]:
         """Load the key logs once, in the caller (errors surface before reading)."""
-        keys = KeyLog.from_files([Path(k) for k in keylog]) if keylog else None
+        keys = (KEY_MATERIAL.load([Path(k) for k in keylog])
+                if keylog and KEY_MATERIAL is not None else None)
         return lambda tracker: cls(tracker, keys, limits)
 
     def _select(self, dec: DecodedChunk, pf: PacketFlows,
@@ -483,10 +493,11 @@ class AppLayer:
         """One chunk's packets; ``mine`` (a mask per packet): the packets of the
         flows this process owns when the capture is sharded (``pipelines.ingest``)."""
         for st, data in chunk.secrets:
-            if st == PCAPNG_DSB_TLS_KEY_LOG:
+            if KEY_MATERIAL is not None and st == KEY_MATERIAL.secrets_type:
                 if self.keylog is None:
-                    self.keylog = KeyLog()
-                self.keylog.add_text(data, "the capture's Decryption Secrets Block")
+                    self.keylog = KEY_MATERIAL.empty()
+                KEY_MATERIAL.add_block(self.keylog, data,
+                                       "the capture's Decryption Secrets Block")
                 for c in self.conns.values():  # sessions hold the same KeyLog object
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, self.after_flush)
@@ -515,9 +526,7 @@ class AppLayer:
                 if len(events) > DISPATCH_EVENTS:
                     self._dispatch(events, rows, add_anomalies)
                     events = []
-        self._dispatch(events, rows, add_anomalies)
-        rows.flush()
-        self._flush_rtt(staging)
+        self._write(events, rows, staging, add_anomalies)
 
     def _packet(self, i: int, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,
                 events: list[Event]) -> bool:
@@ -629,14 +638,7 @@ class AppLayer:
         off = pf.stream_offset[idx]
         cap = dec.payload_caplen[idx]
         ts = chunk.ts_ns[idx]
-        rows, q0, q1, end0, end1 = rtt_walk(
-            d, off, dec.payload_len[idx], cap, pf.ack_offset[idx], ts,
-            _queue_array(conn.unacked[0]), _queue_array(conn.unacked[1]),
-            conn.sent_end[0], conn.sent_end[1], self.limits.max_unacked)
-        conn.unacked = (deque(q0.tolist()), deque(q1.tolist()))
-        conn.sent_end = [int(end0), int(end1)]
-        if rows.shape[0]:
-            self.rtt_parts.append((conn.flow_id, rows))
+        self._rtt_run(conn, d, off, cap, ts, idx, dec, pf)
         data = np.flatnonzero(cap > 0)
         if data.size:
             data = data[_first_copies(d[data], off[data] + cap[data], conn.reasm[0].next,
@@ -654,7 +656,7 @@ class AppLayer:
                 ends = np.cumsum(lengths)
                 ts_first = ts[seg]
                 ts_avail = conn.reasm[k].deliver_run(payload, ends, ts_first)
-                conn.deliver_run(k, Run(payload, ends, ts_first, ts_first if k == 0 else ts_avail),
+                conn.deliver_run(k, Run(payload, ends, ts_first, _ts_last(k, ts_first, ts_avail)),
                                  events)
         conn.last_ts = int(ts[-1])
 
@@ -683,14 +685,7 @@ class AppLayer:
                     return False
                 parts.append((k, mine, payload))
         ts = chunk.ts_ns[idx]
-        rows, q0, q1, end0, end1 = rtt_walk(
-            d, pf.stream_offset[idx], dec.payload_len[idx], cap, pf.ack_offset[idx], ts,
-            _queue_array(conn.unacked[0]), _queue_array(conn.unacked[1]),
-            conn.sent_end[0], conn.sent_end[1], self.limits.max_unacked)
-        conn.unacked = (deque(q0.tolist()), deque(q1.tolist()))
-        conn.sent_end = [int(end0), int(end1)]
-        if rows.shape[0]:
-            self.rtt_parts.append((conn.flow_id, rows))
+        self._rtt_run(conn, d, pf.stream_offset[idx], cap, ts, idx, dec, pf)
         pieces: list[tuple[int, int, bytes, int, int]] = []
         for k, mine, payload in parts:
             ends = np.cumsum(cap[mine])
@@ -698,7 +693,7 @@ class AppLayer:
             avail = conn.reasm[k].deliver_run(payload, ends, ts_first)
             a = 0
             for i, end, t1, t2 in zip(mine.tolist(), ends.tolist(), ts_first.tolist(),
-                                      (ts_first if k == 0 else avail).tolist(), strict=True):
+                                      _ts_last(k, ts_first, avail).tolist(), strict=True):
                 pieces.append((i, k, payload[a:end], t1, t2))
                 a = end
         if len(parts) > 1:
@@ -707,6 +702,19 @@ class AppLayer:
             layer.hold(k, piece, t1, t2)
         conn.last_ts = int(ts[-1])
         return True
+
+    def _rtt_run(self, conn: Connection, d: np.ndarray, off: np.ndarray, cap: np.ndarray,
+                 ts: np.ndarray, idx: np.ndarray, dec: DecodedChunk, pf: PacketFlows) -> None:
+        """RTT samples of a run in bulk (``segments.rtt_walk``: ``Connection.sent`` and
+        ``acked`` of each packet): both bulk paths, ``_run`` and ``_quiet``."""
+        rows, q0, q1, end0, end1 = rtt_walk(
+            d, off, dec.payload_len[idx], cap, pf.ack_offset[idx], ts,
+            _queue_array(conn.unacked[0]), _queue_array(conn.unacked[1]),
+            conn.sent_end[0], conn.sent_end[1], self.limits.max_unacked)
+        conn.unacked = (deque(q0.tolist()), deque(q1.tolist()))
+        conn.sent_end = [int(end0), int(end1)]
+        if rows.shape[0]:
+            self.rtt_parts.append((conn.flow_id, rows))
 
     def _evict(self, events: list[Event]) -> None:
         """Finish the least recently active connections, down to 90% of the cap.
@@ -783,24 +791,29 @@ class AppLayer:
         """
         still_open = [f for f in flow_ids if f in self.conns]
         if still_open:  # evicted by the tracker while idle: finished early
-            rows = RowBuffers(staging.write, self.after_flush)
-            events: list[Event] = []
-            for fid in still_open:
-                self._close(fid, self.conns[fid].last_ts, events)
-            self._dispatch(events, rows, add_anomalies)
-            rows.flush()
-            self._flush_rtt(staging)
+            self._close_all([(f, self.conns[f].last_ts) for f in still_open], staging,
+                            add_anomalies)
         self.done.difference_update(flow_ids)
         self.fresh.difference_update(flow_ids)
         return {f: self.info.pop(f) for f in flow_ids if f in self.info}
 
     def finish(self, staging: TableSink, add_anomalies: AnomalyFn) -> dict[int, dict[str, object]]:
         """End of capture: flush every open connection; returns flows columns by flow."""
-        rows = RowBuffers(staging.write, self.after_flush)
+        self._close_all([(f, self.last_ts) for f in self.conns], staging, add_anomalies)
+        return self.info
+
+    def _close_all(self, closing: list[tuple[int, int]], staging: TableSink,
+                   add_anomalies: AnomalyFn) -> None:
+        """Finish these connections (flow id, time) and write what they leave."""
         events: list[Event] = []
-        for fid in list(self.conns):
-            self._close(fid, self.last_ts, events)
+        for fid, ts in closing:
+            self._close(fid, ts, events)
+        self._write(events, RowBuffers(staging.write, self.after_flush), staging,
+                    add_anomalies)
+
+    def _write(self, events: list[Event], rows: RowBuffers, staging: TableSink,
+               add_anomalies: AnomalyFn) -> None:
+        """The events left, their rows, and the RTT samples (every path ends here)."""
         self._dispatch(events, rows, add_anomalies)
         rows.flush()
         self._flush_rtt(staging)
-        return self.info

@@ -365,6 +365,10 @@ def _after_ws_flush(stage_dir: Path, rows: pa.Table) -> None:
     feed_scan.stage(stage_dir, rows)
 
 
+def _text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
 def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_table: bool,
          app_factory: AppFactory | None, matcher: Matcher | None, progress: ProgressFn | None,
          shard: Shard | None = None,
@@ -471,17 +475,21 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         app.finish(staging, add_anomalies)
     write_retired(tracker.finish())
     if isinstance(link, ChildLink):
-        pending = flows.finish(final=False)
+        sides = flows.finish(final=False)
         staging.close_writers()
         link.send({"done": {"rows": staging.rows, "anomaly_codes": anomaly_codes,
-                            "pending": str(pending) if pending is not None else None}})
+                            "pending": _text(sides.with_app),
+                            "without_app": _text(sides.without_app)}})
         return None
     more: list[Path] = []
+    more_without_app: list[Path] = []
     child_rows: dict[str, int] = {}
     if link is not None:
         for part in link.collect():
             if part["pending"] is not None:
                 more.append(Path(part["pending"]))
+            if part["without_app"] is not None:
+                more_without_app.append(Path(part["without_app"]))
             for name, n in part["anomaly_codes"].items():
                 anomaly_codes[name] = anomaly_codes.get(name, 0) + n
             for name, n in part["rows"].items():
@@ -502,7 +510,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     if prev is not None:
         capture_id = prev.capture_id
-    flows.finish(more=more, capture_id=capture_id)
+    flows.finish(more=more, more_without_app=more_without_app, capture_id=capture_id)
     sha = reader.sha256
     sha256s = [*(str(f["sha256"] or "") for f in old_files),
                *(f.sha256 or "" for f in reader.files)]

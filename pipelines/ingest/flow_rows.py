@@ -5,21 +5,22 @@ follows the flows held, not the capture's total: after each chunk the tracker
 hands over the flows it retired (ended a while ago, or evicted; see
 ``parsers.tcp.analysis``), the application layer hands over their columns (SNI,
 ALPN, ...: ``AppLayer.retire``), and ``FlowRows`` writes their rows in batches.
-With a matcher, a flow's ``venue`` is the matcher's answer, and the matcher needs
-the flows whose messages it pairs all at once, at the end. So ``FlowRows``
-splits: flows with application-layer data (a detected protocol, an SNI, a Host)
-wait in a side file of the staging directory and go to the matcher with the
-message tables at the end; the others (the many, in a capture of scans or of
-millions of tiny connections) have no messages, so their venue depends on the
-flow alone (its address and port): the matcher is asked for it batch by batch,
-with an empty directory as the message tables, and their rows are final at once.
+With a matcher, a flow's ``venue`` is the matcher's answer, known only at the end.
+So ``FlowRows`` keeps two side files in the staging directory (one pair per process
+of a sharded ingest): flows with application-layer data (a detected protocol, an
+SNI, a Host) go to the matcher with the message tables at the end; the others (the
+many, in a capture of scans or of millions of tiny connections) have no messages,
+so their venue depends on their server address alone (``match.ADDRESS_KEY``). At
+the end the matcher names a venue per distinct address of theirs, once
+(``Matcher.venues``), and their rows are read back in batches with it joined on,
+before the final match (which derives tables from every staged flow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +33,12 @@ from ...parsers.tcp.analysis import END_REASONS
 from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
+from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
 
 if TYPE_CHECKING:
     from ..match import Matcher
 
-# Rows of flows without application-layer data resolved and written at once.
+# Rows of flows without application-layer data buffered, and read back, per batch.
 FLOW_BATCH_ROWS = 1 << 16
 APP_COLUMNS = ("app_protocol", "sni", "alpn", "alpn_offered", "tls_version", "tls_cipher",
                "tls_keylog", "http_host", "ws_path", "venue", "venue_source")
@@ -95,6 +97,45 @@ def _has_app_data(info: dict[str, object]) -> bool:
         info.get("app_protocol") not in (None, "unknown"))
 
 
+class SideFiles(NamedTuple):
+    """A worker's side files (``FlowRows.finish(final=False)``): its flows with
+    application-layer data, and the others (None: no such flows)."""
+
+    with_app: Path | None
+    without_app: Path | None
+
+
+def _addresses(parts: Sequence[Path]) -> pa.Table:
+    """The distinct ``ADDRESS_KEY`` values of the flows in ``parts``."""
+    seen: set[tuple[object, ...]] = set()
+    for p in parts:
+        for batch in pq.ParquetFile(p).iter_batches(FLOW_BATCH_ROWS, columns=list(ADDRESS_KEY)):
+            distinct = pa.Table.from_batches([batch]).group_by(list(ADDRESS_KEY)).aggregate([])
+            seen.update(zip(*(distinct.column(k).to_pylist() for k in ADDRESS_KEY),
+                            strict=True))
+    keys = sorted(seen, key=lambda k: tuple((v is None, v) for v in k))
+    schema = pa.schema([ADDRESS_VENUES.field(k) for k in ADDRESS_KEY])
+    return pa.table([pa.array([k[i] for k in keys], schema.field(i).type)
+                     for i in range(len(ADDRESS_KEY))], schema=schema)
+
+
+def _key(t: pa.Table) -> pa.Array:
+    """One string per row standing for its ``ADDRESS_KEY`` (NUL for a NULL protocol,
+    which no protocol name holds)."""
+    return pc.binary_join_element_wise(
+        t.column("server_ip"), pc.cast(t.column("server_port"), pa.string()),
+        pc.fill_null(t.column("app_protocol"), "\0"), "|")
+
+
+def _with_address_venues(rows: pa.Table, venues: pa.Table) -> pa.Table:
+    """``rows`` with the venue and its source of their address (a join on ``_key``)."""
+    at = pc.index_in(_key(rows), value_set=_key(venues))
+    for col in ("venue", "venue_source"):
+        rows = rows.set_column(rows.schema.get_field_index(col), col,
+                               venues.column(col).take(at))
+    return rows
+
+
 class FlowRows:
     """Writes the ``flows`` rows of retired flows (see the module docstring)."""
 
@@ -103,11 +144,12 @@ class FlowRows:
         self.matcher = matcher
         self.batch: list[pa.Table] = []
         self.batch_rows = 0
-        self._pending: pq.ParquetWriter | None = None
-        worker = staging.part_prefix.rstrip("-")  # one side file per process
-        self._pending_path = staging.dir / (
-            f"_flows_with_app_data-{worker}.parquet" if worker else "_flows_with_app_data.parquet")
-        self._no_messages = staging.dir / "_no_messages"
+        self._with_app: pq.ParquetWriter | None = None
+        self._without_app: pq.ParquetWriter | None = None
+        worker = staging.part_prefix.rstrip("-")  # one pair of side files per process
+        suffix = f"-{worker}.parquet" if worker else ".parquet"
+        self._with_app_path = staging.dir / f"_flows_with_app_data{suffix}"
+        self._without_app_path = staging.dir / f"_flows_without_app_data{suffix}"
 
     def add(self, cols: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> None:
         rows = _flow_rows(cols, app)
@@ -117,9 +159,9 @@ class FlowRows:
         later = {f for f, info in app.items() if _has_app_data(info)}
         if later:
             mask = pa.array(np.isin(cols["flow_id"], np.fromiter(later, np.int64, len(later))))
-            if self._pending is None:
-                self._pending = pq.ParquetWriter(self._pending_path, FLOW_SCHEMA)
-            self._pending.write_table(rows.filter(mask))
+            if self._with_app is None:
+                self._with_app = pq.ParquetWriter(self._with_app_path, FLOW_SCHEMA)
+            self._with_app.write_table(rows.filter(mask))
             rows = rows.filter(pc.invert(mask))
         self.batch.append(rows)
         self.batch_rows += rows.num_rows
@@ -127,48 +169,61 @@ class FlowRows:
             self.flush()
 
     def flush(self) -> None:
-        """Venues of the flows without application-layer data, and their rows."""
+        """The buffered rows of flows without application-layer data to their side file."""
         if not self.batch:
             return
         rows = pa.concat_tables(self.batch)
         self.batch, self.batch_rows = [], 0
-        if rows.num_rows and self.matcher is not None:
-            self._no_messages.mkdir(exist_ok=True)
-            matched = self.matcher(self._no_messages, rows)
-            rows = with_venues(rows, matched.flow_venue, matched.flow_venue_source)
-            for table, out in matched.tables.items():
-                self.staging.write(table, out)
-        self.staging.write("flows", rows)
+        if rows.num_rows:
+            if self._without_app is None:
+                self._without_app = pq.ParquetWriter(self._without_app_path, FLOW_SCHEMA)
+            self._without_app.write_table(rows)
+
+    def _close(self) -> SideFiles:
+        self.flush()
+        out = []
+        for attr, path in (("_with_app", self._with_app_path),
+                           ("_without_app", self._without_app_path)):
+            writer = getattr(self, attr)
+            if writer is not None:
+                writer.close()
+                setattr(self, attr, None)
+            out.append(path if writer is not None else None)
+        return SideFiles(*out)
 
     def finish(self, *, final: bool = True, more: Sequence[Path] = (),
-               capture_id: str | None = None) -> Path | None:
-        """End of capture: the matcher's run over the message tables, last rows.
+               more_without_app: Sequence[Path] = (),
+               capture_id: str | None = None) -> SideFiles:
+        """End of capture: venues of the flows without application-layer data, their
+        rows, then the matcher's run over the message tables and the other flows.
 
-        A worker process of a sharded ingest (``final=False``) leaves its flows with
-        application-layer data in their side file and returns its path (None: no
-        such flows); the parent passes those files as ``more``, matched with its own.
-        ``capture_id`` goes to the matcher (which may derive tables: ``Matcher``).
+        A worker process of a sharded ingest (``final=False``) leaves its flows in
+        their side files and returns their paths; the parent passes those files as
+        ``more`` (with application-layer data) and ``more_without_app``, joined with
+        its own. ``capture_id`` goes to the matcher (which may derive tables:
+        ``Matcher``).
         """
-        self.flush()
         if self.matcher is None:
-            return None
-        parts = list(more)
-        if self._pending is not None:
-            self._pending.close()
-            self._pending = None
-            if not final:
-                return self._pending_path
-            parts.insert(0, self._pending_path)
+            return SideFiles(None, None)
+        mine = self._close()
         if not final:
-            return None
+            return mine
+        parts = [p for p in (mine.with_app, *more) if p is not None]
+        plain = [p for p in (mine.without_app, *more_without_app) if p is not None]
+        if plain:
+            venues = self.matcher.venues(_addresses(plain))
+            for p in plain:
+                for batch in pq.ParquetFile(p).iter_batches(FLOW_BATCH_ROWS):
+                    rows = pa.Table.from_batches([batch], schema=FLOW_SCHEMA)
+                    self.staging.write("flows", _with_address_venues(rows, venues))
         rows = pa.concat_tables([FLOW_SCHEMA.empty_table(), *(
             pq.read_table(p, schema=FLOW_SCHEMA) for p in parts)])
-        for p in parts:
-            p.unlink()
         self.staging.close_writers()  # the matcher reads the staged message tables
+        for p in (*parts, *plain):
+            p.unlink()
         matched = self.matcher(self.staging.dir, rows, capture_id)
         self.staging.write(
             "flows", with_venues(rows, matched.flow_venue, matched.flow_venue_source))
         for table, out in matched.tables.items():
             self.staging.write(table, out)
-        return None
+        return SideFiles(None, None)

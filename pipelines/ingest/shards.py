@@ -182,6 +182,8 @@ class WorkerResult(TypedDict):
     anomaly_codes: dict[str, int]
     pending: str | None
     """Its side file of flows with application-layer data (``FlowRows.finish``)."""
+    without_app: str | None
+    """Its side file of the other flows (``FlowRows.finish``)."""
 
 
 class ChildLink:

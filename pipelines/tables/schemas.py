@@ -456,6 +456,9 @@ RENAMED: tuple[tuple[str, str, str, str], ...] = (
      "a stream offset, named as in `packets` and the message tables (`packets.seq` is the "
      "raw TCP sequence number)"),
     ("tcp_events", "length", "payload_length", "the TCP payload length, named as in `packets`"),
+    ("ws_messages", "payload_length", "message_length",
+     "a message's payload after joining frames and inflating; `payload_length` is a "
+     "transport payload on the wire (`packets`, `tcp_events`)"),
 )
 """Columns renamed so that one name means one thing in every table:
 ``(table, old name, new name, why)``."""
@@ -473,8 +476,7 @@ def renames_markdown() -> str:
                "an `in` direction's `ts_last`; for `out` it is the first transmission, "
                "`ts_first`: DESIGN.md, Time); `seq` is only the raw TCP sequence number "
                "(`packets`), `length` only a TLS record's bytes on the wire (`tls_records`), "
-               "`payload_length` a transport payload on the wire (`packets`, `tcp_events`) or "
-               "a WebSocket message's payload after inflating (`ws_messages`).\n")
+               "`payload_length` only a transport payload on the wire (`packets`, `tcp_events`).\n")
     return "\n".join(out)
 
 

@@ -410,8 +410,10 @@ def run_http(data: bytes) -> None:
     sess = HttpSession(3, max_body=max_body, max_header=1 << 14)
     max_ws = WebSocketSession(0).max_inflated  # the session HttpSession makes on a 101
     _feed(sess, data, lambda e: _check_http(e, max_body, max_ws))
-    if sess.websocket is not None:
-        assert isinstance(sess.websocket, WebSocketSession)
+    if sess.upgraded is not None:  # a 101 to a protocol the registry declares
+        from pcapflow.parsers.http2 import Http2Session
+
+        assert isinstance(sess.upgraded, WebSocketSession | Http2Session)
     check_batch_path(lambda: HttpSession(3, max_body=max_body, max_header=1 << 14), data)
 
 

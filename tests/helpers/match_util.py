@@ -86,7 +86,7 @@ class Wire:
         text = payload if isinstance(payload, str) else json.dumps(payload)
         row = self._base(f, direction, t_us, len(text) + 6)
         row |= {"opcode": "text", "fin": True, "frames": 1, "compressed": False,
-                "masked": direction == "out", "payload": text, "payload_length": len(text)}
+                "masked": direction == "out", "payload": text, "message_length": len(text)}
         self.rows["ws_messages"].append(row)
 
     def fix(self, f: Flow, t_us: float, direction: str, msg: str) -> None:

@@ -17,7 +17,8 @@ from helpers.paths import PUBLIC
 from helpers.tcp_pieces import tcp_pieces
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pcapflow.parsers.detect import PROBES, UNKNOWN, detect, find_resync
+from pcapflow.parsers.detect import UNKNOWN, detect, find_resync
+from pcapflow.parsers.protocols.registry import BY_NAME
 
 # RFC 8448 §3: the ClientHello record starts 16 03 01 00 c4 01 00 00 c0 03 03.
 TLS_CLIENT_HELLO = bytes.fromhex("16030100c4010000c00303") + bytes(0xC4 - 6)
@@ -68,7 +69,7 @@ def test_vectors(out_prefix: bytes, in_prefix: bytes, expected: str) -> None:
 
 
 def test_registry_lists_every_answer() -> None:
-    assert set(PROBES) == {"tls", "http", "http2", "fix", "websocket"}
+    assert set(BY_NAME) == {"tls", "http", "http2", "fix", "websocket"}
 
 
 def test_find_resync() -> None:
@@ -96,7 +97,7 @@ def test_find_resync() -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300), st.binary(max_size=300))
 def test_random_bytes(out_prefix: bytes, in_prefix: bytes) -> None:
-    assert detect(out_prefix, in_prefix) in {*PROBES, UNKNOWN}
+    assert detect(out_prefix, in_prefix) in {*BY_NAME, UNKNOWN}
     for protocol in ("tls", "fix", "http", "websocket"):
         found = find_resync(protocol, out_prefix + in_prefix)
         assert found is None or 0 <= found < len(out_prefix + in_prefix)

@@ -73,3 +73,19 @@ def test_the_application_layer_loads_without_duckdb() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_application_layer_names_no_protocol() -> None:
+    """The application layer and the row converters reach protocols only through the
+    registry (``parsers.protocols``): no load-time import of a protocol's package (its
+    key log, its sessions)."""
+    from pcapflow.parsers.protocols.registry import REGISTRY
+
+    packages = tuple(f"pcapflow.parsers.{s.name}" for s in REGISTRY)
+    assert "pcapflow.parsers.tls" in packages
+    bad = [f"{path.name} imports {m}"
+           for path in (REPO / "pipelines" / "ingest" / "app_layer.py",
+                        REPO / "pipelines" / "tables" / "rows.py")
+           for m in _load_time_imports(path)
+           if m in packages or m.startswith(tuple(p + "." for p in packages))]
+    assert not bad

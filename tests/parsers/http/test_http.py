@@ -599,5 +599,5 @@ def test_public_compressed_websocket_inflates() -> None:
     ws = [e for e in events if isinstance(e, WsMessage)]
     assert len(ws) == 10 and all(m.compressed for m in ws)
     for m in ws:
-        assert m.payload.decode("utf-8").isprintable() and m.payload_length > 0
+        assert m.payload.decode("utf-8").isprintable() and m.message_length > 0
     assert not codes(events)

@@ -5,7 +5,7 @@ Each direction of ``HttpSession`` moves only through ``_fire``, which looks the 
 action (h2's ``H2StreamStateMachine.process_input`` does the same). Here every one of
 the ``len(State) * len(Input)`` pairs is fired on a session put in that state: a pair
 in the table ends in its next state and does what its action says (emit the message
-under way, hand held bytes to WebSocket or HTTP/2, drop them, or parse them); a pair
+under way, hand held bytes to the protocol switched to, drop them, or parse them); a pair
 not in the table is a ``protocol_error`` anomaly and stops the direction.
 """
 
@@ -25,7 +25,6 @@ from pcapflow.parsers.http.session import (
     State,
     _Message,
 )
-from pcapflow.parsers.http2 import Http2Session
 from pcapflow.parsers.websocket.session import WebSocketSession
 
 PAIRS = [(s, i) for s in State for i in Input]
@@ -38,15 +37,14 @@ HELD = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
 
 def _session_in(state: State) -> HttpSession:
     """A session whose ``out`` direction stands in ``state`` with a GET under way and
-    ``HELD`` in its buffer (and both inner sessions there, for the switches)."""
+    ``HELD`` in its buffer (and an upgraded session there, for the switches)."""
     s = HttpSession(7)
     side = s._sides["out"]
     side.state = state
     side.msg = _Message(kind="request", stream_offset=0, ts_first=1, header_ts_last=2,
                         method="GET", path="/", version="HTTP/1.1")
     side.buf.append(HELD, 3, 4)
-    s.websocket = WebSocketSession(7, extensions="")
-    s.http2 = Http2Session(7)
+    s.upgraded = WebSocketSession(7, extensions="")
     return s
 
 
@@ -73,7 +71,7 @@ def test_valid_pair_does_what_its_row_says(state: State, input_: Input) -> None:
     elif action is HttpSession._resume:  # the held request is parsed now
         assert [m.path for m in messages] == ["/next"]
         assert not side.buf.data
-    elif action in (HttpSession._to_websocket, HttpSession._to_http2, HttpSession._drop_held):
+    elif action in (HttpSession._to_upgraded, HttpSession._drop_held):
         assert not messages and not side.buf.data  # handed on, or dropped
     else:
         assert action is None

@@ -10,6 +10,7 @@ import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parents[2]))
 from helpers.paths import PUBLIC as ROOT
 from helpers.tcp_stream_util import read_tcp_streams
 from pcapflow.parsers.errors import DecodeError
-from pcapflow.parsers.events import Anomaly
+from pcapflow.parsers.events import Anomaly, Run
 from pcapflow.parsers.tls import KeyLog, Plaintext, TlsHandshakeInfo, TlsRecord, TlsSession
 from pcapflow.parsers.tls.handshake import MAX_HANDSHAKE_MESSAGE, HandshakeReassembler
 from pcapflow.parsers.tls.record import RawRecord, ReaderIssue, RecordReader
@@ -77,6 +78,27 @@ def test_byte_by_byte_equals_whole() -> None:
         r.fragment for r in records(RecordReader().feed(STREAM, 0, 0))
     ]
     assert [(r.ts_first, r.ts_last) for r in got] == [(100 + s, 200 + e - 1) for s, e in BOUNDS]
+
+
+def test_unread_is_what_a_batch_path_frames_and_advance_consumes() -> None:
+    """``unread`` shows the bytes not yet framed with their stream offsets (after a
+    compaction too); ``advance`` past whole records makes the reader go on after them."""
+    reader = RecordReader()
+    first = records(reader.feed(STREAM[:46], 1, 2))  # the ClientHello: the reader syncs
+    assert [r.stream_offset for r in first] == [0]
+    buf, pos, base = reader.unread()
+    assert (bytes(buf[pos:]), base + pos) == (b"", 46)
+    rest = STREAM[46:] + STREAM[52:357]  # two more application-data records after the CCS
+    reader.append_run(Run(data=rest, ends=np.array([len(rest)]), ts_first=np.array([3]),
+                          ts_last=np.array([4])))
+    buf, pos, base = reader.unread()
+    assert bytes(buf[pos:]) == rest and base + pos == 46
+    reader.advance(pos + 6, 1)  # a batch path framed the CCS record itself
+    reader.compact()
+    buf, pos, base = reader.unread()
+    assert bytes(buf[pos:]) == rest[6:] and base + pos == 52
+    item, _ = reader.step()
+    assert isinstance(item, RawRecord) and (item.content_type, item.stream_offset) == (23, 52)
 
 
 def test_midstream_start_resyncs() -> None:

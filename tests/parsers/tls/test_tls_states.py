@@ -20,7 +20,15 @@ from pcapflow.parsers.events import Anomaly
 from pcapflow.parsers.tls import session as tls_session
 from pcapflow.parsers.tls.ciphers import Tls13Decryptor
 from pcapflow.parsers.tls.record import HANDSHAKE, RawRecord
-from pcapflow.parsers.tls.session import _TRANSITIONS, Epoch, Switch, TlsSession
+from pcapflow.parsers.tls.session import (
+    _HANDSHAKE,
+    _TRANSITIONS,
+    Epoch,
+    Handshake,
+    Hello,
+    Switch,
+    TlsSession,
+)
 from pcapflow.parsers.tls.suites import suite_for
 
 PAIRS = [(e, s) for e in Epoch for s in Switch]
@@ -111,3 +119,104 @@ def test_every_epoch_change_goes_through_the_table() -> None:
                            for sub in ast.walk(t)):
                         assigners.add(fn.name)
     assert assigners == {"_switch"}
+
+
+# --- the connection's handshake state (``_HANDSHAKE``) -----------------------------
+
+HELLO_PAIRS = [(h, i) for h in Handshake for i in Hello]
+
+
+@pytest.mark.parametrize(("state", "hello"), [
+    pytest.param(h, i, id=f"{h.name}-{i.name}") for h, i in HELLO_PAIRS])
+def test_every_handshake_pair_moves_by_its_row_or_is_a_protocol_error(
+        state: Handshake, hello: Hello) -> None:
+    """``len(Handshake) * len(Hello)`` pairs: a row sets its next state and says
+    nothing; no row is one ``protocol_error`` anomaly at the record, the state kept."""
+    s = TlsSession(3)
+    s._handshake = state
+    s._step(hello, RECORD)
+    events = s._drain()
+    if (state, hello) in _HANDSHAKE:
+        assert events == []
+        assert s._handshake is _HANDSHAKE[(state, hello)]
+    else:
+        assert [(type(e), e.code, e.direction, e.ts, e.stream_offset) for e in events] == [
+            (Anomaly, "protocol_error", None, 10, 517)]
+        assert events[0].detail == (f"{hello.name.lower()} in handshake state "
+                                    f"{state.name.lower()}")
+        assert s._handshake is state
+
+
+def test_the_handshake_table_names_every_state_and_no_dead_end() -> None:
+    """Every state is left and reached by some row; the rows a session can never take
+    (FINISHED before a ServerHello or twice, keys found once a ClientHello was read)
+    are exactly the missing ones."""
+    assert {h for h, _ in _HANDSHAKE} == set(Handshake)
+    assert set(_HANDSHAKE.values()) == set(Handshake)  # NONE: a ServerHelloDone alone
+    missing = {p for p in HELLO_PAIRS if p not in _HANDSHAKE}
+    assert missing == {
+        (Handshake.NONE, Hello.FINISHED), (Handshake.CLIENT_HELLO, Hello.FINISHED),
+        (Handshake.COMPLETE, Hello.FINISHED), (Handshake.CLIENT_HELLO, Hello.KEYS_FOUND),
+        (Handshake.COMPLETE, Hello.KEYS_FOUND)}
+
+
+def test_every_handshake_change_goes_through_the_table() -> None:
+    """No ``._handshake = `` in the session but in ``__init__`` and ``_step``."""
+    tree = ast.parse(inspect.getsource(tls_session))
+    assigners = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            for node in ast.walk(fn):
+                for t in node.targets if isinstance(node, ast.Assign) else []:
+                    if any(isinstance(sub, ast.Attribute) and sub.attr == "_handshake"
+                           for sub in ast.walk(t)):
+                        assigners.add(fn.name)
+    assert assigners == {"__init__", "_step"}
+
+
+@pytest.mark.parametrize(("old", "state"), [
+    ({"_complete": True, "_midstream": False, "_sh": 1}, Handshake.COMPLETE),
+    ({"_complete": False, "_midstream": True, "_sh": None}, Handshake.FOUND),
+    ({"_complete": False, "_midstream": False, "_sh": 1, "_server_hello_done": True},
+     Handshake.SERVER_HELLO_DONE),
+    ({"_complete": False, "_midstream": False, "_sh": 1, "_server_hello_done": False},
+     Handshake.SERVER_HELLO),
+    ({"_complete": False, "_midstream": False, "_sh": None, "_ch": 1},
+     Handshake.CLIENT_HELLO),
+    ({"_complete": False, "_midstream": False, "_sh": None, "_ch": None}, Handshake.NONE),
+])
+def test_a_session_kept_with_the_old_booleans_resumes_in_its_state(
+        old: dict, state: Handshake) -> None:
+    """Resume state written before the table (``_complete``, ``_midstream``,
+    ``_server_hello_done``) is read into the state those booleans meant."""
+    fresh = TlsSession(3).__getstate__()
+    del fresh["_handshake"]
+    s = TlsSession.__new__(TlsSession)
+    s.__setstate__({**fresh, "_server_hello_done": False, **old})
+    assert s._handshake is state
+    assert not {"_complete", "_midstream", "_server_hello_done"} & set(vars(s))
+
+
+def test_a_real_handshake_walks_the_table() -> None:
+    """A TLS 1.3 sample with its key log: the session ends COMPLETE, having passed
+    CLIENT_HELLO and SERVER_HELLO (recorded by a spy on ``_step``)."""
+    from helpers.paths import SAMPLES
+    from helpers.tcp_stream_util import read_tcp_streams
+    from pcapflow.parsers.tls import KeyLog
+
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    keys = KeyLog.from_files([cap.with_suffix(".keylog")])
+    stream = read_tcp_streams(str(cap))[0]
+    seen: list[Handshake] = []
+    step = TlsSession._step
+
+    def spy(self: TlsSession, hello: Hello, rec: RawRecord) -> None:
+        step(self, hello, rec)
+        seen.append(self._handshake)
+
+    s = TlsSession(0, keys)
+    s._step = spy.__get__(s)  # type: ignore[method-assign]
+    for direction, data, ts in stream.pieces:
+        s.feed(direction, data, ts, ts)
+    assert seen[:2] == [Handshake.CLIENT_HELLO, Handshake.SERVER_HELLO]
+    assert s._handshake is Handshake.COMPLETE

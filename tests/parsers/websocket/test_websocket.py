@@ -127,7 +127,7 @@ def test_rfc6455_256_bytes_binary_16_bit_length() -> None:
     payload = bytes(range(256))
     data = bytes.fromhex("827e0100") + payload
     (m,) = check_vector(data, "in", [(payload, "binary", 0, 259)])
-    assert m.payload_length == 256
+    assert m.message_length == 256
 
 
 def test_rfc6455_64k_binary_64_bit_length() -> None:
@@ -190,7 +190,7 @@ def test_rfc7692_examples(name: str, hex_frames: list[str], payloads: list[bytes
         want = [(p, "text", o, o + len(f) - 1)
                 for p, o, f in zip(payloads, offsets, frames, strict=True)]
     for m in check_vector(data, "in", want, extensions=PMD):
-        assert m.compressed and m.payload_length == len(m.payload)
+        assert m.compressed and m.message_length == len(m.payload)
 
 
 def test_rfc7692_without_context_takeover_second_message_fails() -> None:
@@ -358,7 +358,7 @@ def test_inflate_bomb_is_truncated() -> None:
     events = s.feed("in", frame, 1, 2)
     assert _codes(events) == ["inflate_bomb"]
     (m,) = [e for e in events if isinstance(e, WsMessage)]
-    assert m.payload_truncated and m.payload == bytes(1 << 20) and m.payload_length == 1 << 20
+    assert m.payload_truncated and m.payload == bytes(1 << 20) and m.message_length == 1 << 20
 
 
 def test_gap_inside_a_frame_drops_it_and_resyncs() -> None:
