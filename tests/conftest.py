@@ -4,7 +4,7 @@
 session with its key logs and the demo's venue map (the FIX samples' comp ids), the
 way ``pcapflow demo`` does; read-only for the tests that take it.
 
-With pytest-xdist (``-n 2 --dist loadgroup``, pyproject's addopts): each test module is
+With pytest-xdist (``-n 2 --dist loadfile``, pyproject's addopts): each test module is
 one unit of work, run whole by one worker, so a module's fixtures are built once, and
 the modules sharing a costly session-wide object are one unit (``SHARED``); the
 costliest units start first (``FIRST``), so no long one is left for the end while the
@@ -14,6 +14,7 @@ Workers run with the interpreter's ``-b``/``-bb`` (execnet starts them without i
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -61,6 +62,11 @@ FIRST = (
 """Units of work that take a minute or more, costliest first (a scheduling hint only)."""
 
 
+def _unit(nodeid: str) -> str:
+    module = nodeid.split("::")[0].removeprefix("tests/")
+    return SHARED.get(module, module)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config: pytest.Config, specs: list) -> None:
     flags = ["-b"] * sys.flags.bytes_warning
@@ -69,15 +75,24 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list) -> None:
             spec.python = shlex.join([sys.executable, *flags])
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile`` with our units: a module, or the modules of one ``SHARED`` group
+    (xdist's own ``loadgroup`` renames node ids, which pytest 9.2 no longer allows)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return UnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist") != "loadgroup":
-        return
-    unit = {}
-    for item in items:
-        module = item.nodeid.split("::")[0].removeprefix("tests/")
-        unit[item.nodeid] = SHARED.get(module, module)
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(unit[item.nodeid]))
-    rank = {name: k for k, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(unit[item.nodeid], len(FIRST)))  # stable
+    """In an xdist worker (the workers collect; the scheduler keeps their order), the
+    costliest units first."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        rank = {name: k for k, name in enumerate(FIRST)}
+        items.sort(key=lambda item: rank.get(_unit(item.nodeid), len(FIRST)))  # stable
