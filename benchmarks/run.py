@@ -13,7 +13,9 @@ Python API in a subprocess (its own reported seconds exclude interpreter start
 and imports), ``tshark -T fields`` printing the equivalent TCP fields, and a
 dpkt loop (``dpkt_loop.py``). With ``--default``: ``pcapflow ingest`` as a user
 runs it (no ``--tcp-only``: application-layer detection, tables, the matcher),
-``--workers auto`` and ``--workers 1``, with its own ratios to tshark and dpkt.
+``--workers auto`` and ``--workers 1``, with its own ratios to tshark and dpkt
+(and with ``--compare OTHER``, another install's ``--workers 1`` run, as
+``other_default_1w``). Each tool also gets the median CPU time of its runs.
 With ``--app --keylog K``: ``pcapflow ingest
 --keylog K`` (``--workers auto``: its connections sharded over the CPUs, and
 again as ``pcapflow_app_1w`` with ``--workers 1``) and ``tshark -o
@@ -30,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,6 +82,7 @@ class ToolResult:
     pkts_per_s: float = 0.0
     mb_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    median_cpu_s: float = 0.0  # user + system time, median over the runs
     ok: bool = True
     note: str = ""
     extra: dict[str, object] = field(default_factory=dict)
@@ -159,6 +163,7 @@ class Bench:
         good = [r for r in res.runs if r.returncode == 0] or res.runs
         res.best_s = min(r.wall_s for r in good)
         res.peak_rss_mb = max(r.max_rss_kb for r in res.runs) / 1024
+        res.median_cpu_s = statistics.median(r.cpu_s for r in good)
         self.results[name] = res
         return res
 
@@ -209,6 +214,11 @@ def run_all(a: argparse.Namespace) -> dict:
         if a.default:  # what a user runs: no --tcp-only (app-layer detection, matcher)
             b.run_tool("pcapflow_default", ingest_cmd())
             b.run_tool("pcapflow_default_1w", ingest_cmd("--workers", "1"))
+            if a.compare:  # another install (say, the code before a change), same run
+                other = [a.compare]
+                measure([*other, "ingest", cap, "--data", b.fresh_dir("data")])  # warm
+                b.run_tool("other_default_1w", lambda: [*other, "ingest", cap, "--workers",
+                                                        "1", "--data", b.fresh_dir("data")])
         api = b.run_tool("pcapflow_api", lambda: [sys.executable, "-c", _API_SNIPPET, cap,
                                                   b.fresh_dir("api")], keep_stdout=True)
         if api.ok:
@@ -261,12 +271,15 @@ def report(b: Bench) -> dict:
                 ratios[f"pcapflow_vs_{name}"] = res[peer].best_s / base.best_s
                 # CPU-time ratio: steadier than wall time when others share the machine
                 ratios[f"pcapflow_vs_{name}_cpu"] = _best_cpu(res[peer]) / _best_cpu(base)
-        for dflt in ("pcapflow_default", "pcapflow_default_1w"):  # --default
+        for dflt in ("pcapflow_default", "pcapflow_default_1w",
+                     "other_default_1w"):  # --default (--compare)
             for peer in ("tshark", "dpkt"):
                 if dflt in res and res[dflt].ok and peer in res and res[peer].ok:
                     ratios[f"{dflt}_vs_{peer}"] = res[peer].best_s / res[dflt].best_s
                     ratios[f"{dflt}_vs_{peer}_cpu"] = _best_cpu(res[peer]) / _best_cpu(
                         res[dflt])
+                    ratios[f"{dflt}_vs_{peer}_cpu_median"] = (
+                        res[peer].median_cpu_s / max(res[dflt].median_cpu_s, 1e-9))
     rss = max((r.peak_rss_mb for k, r in res.items() if k.startswith("pcapflow")), default=0)
     targets = {
         "tcp_only_pkts_per_s>=1.5M": _target(pf.pkts_per_s if pf else None, TARGET_PPS),
@@ -315,19 +328,20 @@ def print_table(doc: dict) -> None:
     print(f"capture {doc['capture']}: {doc['packets']:,} packets, {doc['bytes'] / 1e6:,.1f} MB, "
           f"best of {doc['repeat']}, {doc['machine']['cpus']} CPUs")
     pf = doc["tools"].get("pcapflow", {})
-    head = (f"{'tool':<15}{'best s':>9}{'cpu s':>8}{'pkt/s':>13}{'MB/s':>9}{'peak RSS MB':>13}"
-            f"{'pcapflow x':>12}{'load':>6}")
+    head = (f"{'tool':<20}{'best s':>9}{'cpu s':>8}{'med cpu':>9}{'pkt/s':>13}{'MB/s':>9}"
+            f"{'peak RSS MB':>13}{'pcapflow x':>12}{'load':>6}")
     print(head)
     print("-" * len(head))
     for name, t in doc["tools"].items():
         if not t["ok"]:
-            print(f"{name:<15} FAILED {t['note']}")
+            print(f"{name:<20} FAILED {t['note']}")
             continue
         base = (doc["tools"].get("pcapflow_app", pf)
                 if name in ("tshark_app", "pcapflow_app_1w") else pf)
         x = t["best_s"] / base["best_s"] if base.get("best_s") else 0
         best = min(t["runs"], key=lambda r: r["wall_s"])
-        print(f"{name:<15}{t['best_s']:>9.3f}{best['cpu_s']:>8.2f}{t['pkts_per_s']:>13,.0f}"
+        print(f"{name:<20}{t['best_s']:>9.3f}{best['cpu_s']:>8.2f}{t['median_cpu_s']:>9.2f}"
+              f"{t['pkts_per_s']:>13,.0f}"
               f"{t['mb_per_s']:>9.1f}{t['peak_rss_mb']:>13.0f}{x:>11.2f}x"
               f"{best['load_before']:>6.1f}")
     api = doc["tools"].get("pcapflow_api", {}).get("extra", {}).get("in_process_s")
@@ -335,10 +349,12 @@ def print_table(doc: dict) -> None:
         print(f"pcapflow API in-process (no interpreter start/imports): {api:.3f} s, "
               f"{doc['packets'] / api:,.0f} pkt/s, {doc['bytes'] / 1e6 / api:,.1f} MB/s")
     for k, v in doc["ratios"].items():
-        if k.startswith("pcapflow_default") and not k.endswith("_cpu"):
-            print(f"{k}: {v:.2f}x by wall, {doc['ratios'][k + '_cpu']:.2f}x by CPU time")
+        if k.startswith(("pcapflow_default", "other_default")) and not k.endswith(
+                ("_cpu", "_cpu_median")):
+            print(f"{k}: {v:.2f}x by wall, {doc['ratios'][k + '_cpu']:.2f}x by CPU time, "
+                  f"{doc['ratios'][k + '_cpu_median']:.2f}x by median CPU time")
     cpu = {k[12:-4]: v for k, v in doc["ratios"].items()
-           if k.endswith("_cpu") and not k.startswith("pcapflow_default")}
+           if k.endswith("_cpu") and not k.startswith(("pcapflow_default", "other_default"))}
     if cpu:
         print("pcapflow speedup by CPU time: " + ", ".join(f"vs {k} {v:.2f}x"
                                                           for k, v in cpu.items()))
@@ -356,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keylog", help="NSS key log for --app")
     ap.add_argument("--default", action="store_true",
                     help="also the default ingest (no --tcp-only), with --workers auto and 1")
+    ap.add_argument("--compare", metavar="PCAPFLOW",
+                    help="with --default: another install's pcapflow script (e.g. the code "
+                    "before a change), its default ingest with --workers 1 in the same run")
     ap.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     ap.add_argument("--no-cold", action="store_true",
                     help="skip the run with an empty Numba cache")

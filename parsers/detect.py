@@ -19,16 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .protocols.base import Probe
+from .protocols.base import Probe, Refusal
 from .protocols.registry import REGISTRY
 
 __all__ = ["PROBES", "RESYNC", "UNKNOWN", "detect", "detect_midstream",
-           "find_resync"]
+           "find_resync", "refused"]
 
 UNKNOWN = "unknown"
 
 PROBES: dict[str, tuple[Probe, Probe]] = {s.name: (s.probe_out, s.probe_in) for s in REGISTRY}
 """name -> (probe of the client's first bytes, probe of the server's), registry order."""
+
+REFUSALS: tuple[tuple[Refusal, ...], tuple[Refusal, ...]] | None = (
+    tuple(s.refuses[0] for s in REGISTRY if s.refuses is not None),
+    tuple(s.refuses[1] for s in REGISTRY if s.refuses is not None),
+) if all(s.refuses is not None for s in REGISTRY) else None
+"""Per direction, every protocol's ``ProtocolSpec.refuses`` (None: some protocol
+cannot tell, so no direction is ever refused by all)."""
 
 RESYNC: dict[str, Callable[[bytes], int | None]] = {
     s.name: s.resync for s in REGISTRY if s.resync is not None}
@@ -44,6 +51,16 @@ def detect(out_prefix: bytes, in_prefix: bytes) -> str:
         if (out_prefix and probe_out(out_prefix)) or (in_prefix and probe_in(in_prefix)):
             return name
     return UNKNOWN
+
+
+def refused(direction: int, prefix: bytes) -> bool:
+    """Has every protocol's probe said no for good to this direction's first bytes
+    (``direction`` 0: the client's, 1: the server's)? Then no more bytes of that
+    direction can make ``detect`` name a protocol (the other direction and
+    ``ProtocolSpec.probe_late`` still may)."""
+    if REFUSALS is None or not prefix:
+        return False
+    return all(refuses(prefix) for refuses in REFUSALS[direction])
 
 
 def find_resync(protocol: str, data: bytes) -> int | None:

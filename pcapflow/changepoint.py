@@ -30,6 +30,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .parsers.jitload import install as _lighter_kernel_loads
+
+_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
+
 K = 0.5
 H = 15.0
 REFERENCE = 200

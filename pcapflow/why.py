@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 DERIVED = ("causes", "feed_gaps", "alerts")
 """Tables ``derive`` makes, in the order it makes them."""
+LATENCY_ALERTS = ("latency_shift", "p99_high")
+"""Alert kinds read from ``latency`` rows only."""
 
 
 def _cast(table: pa.Table, name: str) -> pa.Table:
@@ -46,12 +48,18 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
     from . import alerts, causes, feed
     from .dataset import Dataset
 
+    latency = tables.get("latency")
+    # no latency rows: no causes (each explains an order) and no latency alerts, so
+    # their SQL is not run (what every plain-TCP capture would pay)
+    orders = latency is None or latency.num_rows > 0
+    kinds = tuple(k for k in alerts.DETECTORS if orders or k not in LATENCY_ALERTS)
     with Dataset.of_capture(files, capture_id, tables) as view:
-        out = {"causes": _cast(causes.compute(view), "causes")}
+        out = {"causes": _cast(causes.compute(view), "causes") if orders else
+               without_capture_id(TABLES["causes"]).empty_table()}
         messages = feed.stage_messages(view)  # each market-data payload parsed once
         gaps = feed.gaps_table(view, messages=messages)
         out["feed_gaps"] = _cast(gaps, "feed_gaps")
-        out["alerts"] = _cast(alerts.find(view, alerts.Settings(), gaps=gaps,
+        out["alerts"] = _cast(alerts.find(view, alerts.Settings(), kinds, gaps=gaps,
                                           messages=messages), "alerts")
     return out
 

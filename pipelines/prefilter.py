@@ -27,8 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..parsers.jitload import install as _lighter_kernel_loads
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import rule_tables
+
+_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
 # --- Needles ---------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ import numpy as np
 from numba import njit
 
 from ..events import Anomaly
+from ..jitload import install as _lighter_kernel_loads
+
+_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
 # --- limits --------------------------------------------------------------------
 MAX_CAPLEN = 262144

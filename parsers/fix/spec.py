@@ -43,6 +43,12 @@ def probe(data: bytes) -> bool:
     )
 
 
+def refuses(data: bytes) -> bool:
+    """``probe`` says no for good: the bytes there already differ from ``8=FIX``."""
+    k = min(len(data), len(BEGIN_PREFIX))
+    return data[:k] != BEGIN_PREFIX[:k]
+
+
 def resync(data: bytes) -> int | None:
     m = HEADER_START.search(data)
     return m.start() if m else None
@@ -56,6 +62,7 @@ FIX = ProtocolSpec(
     name="fix",
     probe_out=probe,
     probe_in=probe,
+    refuses=(refuses, refuses),
     resync=resync,
     midstream=both_ways(resync),
     session=_session,

@@ -59,6 +59,36 @@ def probe(data: bytes) -> bool:
     return _is_request(data) or _is_response(data)
 
 
+_RESPONSE_PREFIX = b"HTTP/1."
+
+
+def _request_refused(data: bytes) -> bool:
+    """``_is_request`` is False for ``data`` and every extension of it."""
+    method, sp, _ = data[:MAX_METHOD + 1].partition(b" ")
+    if not sp:  # the method token so far: must be upper-case letters, SP within reach
+        return len(data) > MAX_METHOD or not (method.isalpha() and method.isupper())
+    if not method.isalpha() or not method.isupper():
+        return True
+    eol = data.find(b"\n", 0, MAX_REQUEST_LINE)
+    if eol < 0:
+        return len(data) >= MAX_REQUEST_LINE
+    return not data[:eol].rstrip(b"\r").endswith((b" HTTP/1.0", b" HTTP/1.1"))
+
+
+def _response_refused(data: bytes) -> bool:
+    """``_is_response`` is False for ``data`` and every extension of it."""
+    k = min(len(data), len(_RESPONSE_PREFIX))
+    if data[:k] != _RESPONSE_PREFIX[:k]:
+        return True
+    return len(data) >= STATUS_CODE_END and not _is_response(data)
+
+
+def refuses(data: bytes) -> bool:
+    """``probe`` says no for good (neither a request line nor a status line can
+    begin these bytes, whatever follows)."""
+    return _request_refused(data) and _response_refused(data)
+
+
 def resync(data: bytes) -> int | None:
     m = _MESSAGE_START.search(data)
     return m.start() if m else None
@@ -95,6 +125,7 @@ HTTP = ProtocolSpec(
     name="http",
     probe_out=probe,
     probe_in=probe,
+    refuses=(refuses, refuses),
     resync=resync,
     midstream=(_head_at("out"), _head_at("in")),
     session=_session,

@@ -17,30 +17,33 @@ MIN_PREFACE_BYTES = 8
 SETTING_SIZE = 6  # §6.5.1: each setting is a 16-bit id and a 32-bit value
 
 
-def _is_frames(data: bytes) -> bool:
-    """Mid-connection HTTP/2: strict frame headers (``frames.plausible``) chained from
-    the first byte, each where the previous one's length says: ``RESYNC_CHAIN`` of
-    them, or two when the prefix ends before a third (a 16 KB DATA frame outlasts the
-    bytes detection looks at)."""
+def _chain(data: bytes) -> tuple[int, bool]:
+    """Strict frame headers (``frames.plausible``) chained from the first byte, each
+    where the previous one's length says: how many (up to ``RESYNC_CHAIN``), and
+    whether an implausible one broke the chain (then no byte that follows mends it)."""
     pos = count = 0
-    while pos + frames.FRAME_HEADER_LEN <= len(data):
+    while pos + frames.FRAME_HEADER_LEN <= len(data) and count < frames.RESYNC_CHAIN:
         if not frames.plausible(data, pos, frames.DEFAULT_MAX_FRAME_SIZE):
-            return False
+            return count, True
         pos += frames.FRAME_HEADER_LEN + frames.parse_header(data, pos).length
         count += 1
-        if count >= frames.RESYNC_CHAIN:
-            return True
-    return count >= 2
+    return count, False
 
 
-def probe_client(data: bytes) -> bool:
+def _is_frames(data: bytes) -> bool:
+    """Mid-connection HTTP/2: ``RESYNC_CHAIN`` chained frame headers, or two when the
+    prefix ends before a third (a 16 KB DATA frame outlasts the bytes detection looks
+    at)."""
+    count, broken = _chain(data)
+    return not broken and count >= 2
+
+
+def _is_preface(data: bytes) -> bool:
     n = min(len(data), len(frames.PREFACE))
-    if n >= MIN_PREFACE_BYTES and data[:n] == frames.PREFACE[:n]:
-        return True
-    return _is_frames(data)
+    return n >= MIN_PREFACE_BYTES and data[:n] == frames.PREFACE[:n]
 
 
-def probe_server(data: bytes) -> bool:
+def _is_settings(data: bytes) -> bool:
     """§3.4: the server preface is a SETTINGS frame on stream 0 (not an ACK)."""
     if len(data) < frames.FRAME_HEADER_LEN:
         return False
@@ -51,7 +54,29 @@ def probe_server(data: bytes) -> bool:
         and data[4] == 0
         and stream_id == 0
         and length % SETTING_SIZE == 0
-    ) or _is_frames(data)
+    )
+
+
+def probe_client(data: bytes) -> bool:
+    return _is_preface(data) or _is_frames(data)
+
+
+def probe_server(data: bytes) -> bool:
+    return _is_settings(data) or _is_frames(data)
+
+
+def refuses_client(data: bytes) -> bool:
+    """``probe_client`` says no for good: the bytes there already differ from the
+    preface, and the frame chain is broken."""
+    n = min(len(data), len(frames.PREFACE))
+    return data[:n] != frames.PREFACE[:n] and _chain(data)[1]
+
+
+def refuses_server(data: bytes) -> bool:
+    """``probe_server`` says no for good: the first frame header is there and is not
+    a SETTINGS frame, and the frame chain is broken."""
+    return (len(data) >= frames.FRAME_HEADER_LEN and not _is_settings(data)
+            and _chain(data)[1])
 
 
 def resync(data: bytes) -> int | None:
@@ -86,6 +111,7 @@ HTTP2 = ProtocolSpec(
     name="http2",
     probe_out=probe_client,
     probe_in=probe_server,
+    refuses=(refuses_client, refuses_server),
     resync=resync,
     session=_session,
     not_decrypted=not_decrypted,

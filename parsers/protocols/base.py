@@ -112,6 +112,9 @@ class SessionContext:
 
 Probe = Callable[[bytes], bool]
 """Does this prefix of a direction's stream look like the protocol's start?"""
+Refusal = Callable[[bytes], bool]
+"""Has the probe refused these bytes for good: is it False for them and for every
+stream that begins with them? (False when unsure.)"""
 Resync = Callable[[bytes], "int | None"]
 """Offset of the next plausible message start in these bytes, else None."""
 MidstreamFinder = Callable[[bytes, bool], "int | None"]
@@ -181,6 +184,12 @@ class ProtocolSpec:
     """The client's first bytes."""
     probe_in: Probe
     """The server's first bytes."""
+    refuses: tuple[Refusal, Refusal] | None = None
+    """Per direction (client's bytes, server's): ``probe_out``/``probe_in`` has read
+    enough of a prefix to say no for good. Once every protocol refuses a direction,
+    more of its bytes cannot name a protocol by probe, and the application layer
+    takes them in bulk instead of probing again piece by piece
+    (``detect.refused``). None: never sure (probed with every piece)."""
     resync: Resync | None = None
     """Mid-stream: where the next message starts (None: no rule)."""
     midstream: tuple[MidstreamFinder, MidstreamFinder] | None = None
@@ -191,7 +200,9 @@ class ProtocolSpec:
     probe_late: Probe | None = None
     """On plain TCP, when no probe matched: does the protocol start later in either
     direction's bytes (STARTTLS: plaintext, then a ClientHello; a capture that
-    began inside a TLS record)?"""
+    began inside a TLS record)? Monotone: a prefix it accepts, it accepts with any
+    bytes appended (so one call over a stretch of pieces says whether any prefix
+    in it would have been accepted)."""
     session: SessionFactory | None = None
     """None: detected but not decoded (see ``undecoded``)."""
     nests: bool = True

@@ -26,6 +26,10 @@ from ..decode import FIN, RST
 RETRANSMIT_LOOKBACK = 4096
 
 
+NO_ROOM = np.iinfo(np.int64).max
+"""``bounded_prefix``'s room when new bytes of a direction may run on without end."""
+
+
 @numba.njit(cache=True)
 def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
                   flags: np.ndarray, start: int, next0: int, next1: int,
@@ -39,16 +43,35 @@ def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndar
     general path). ``buf``/``pos``: the chunk's bytes and each packet's payload
     position in it. The caller checks that nothing is held.
     """
+    return bounded_prefix(d, off, plen, cap, flags, start, next0, next1, buf, pos,
+                          NO_ROOM, NO_ROOM, np.empty(0, np.bool_))
+
+
+@numba.njit(cache=True)
+def bounded_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
+                   flags: np.ndarray, start: int, next0: int, next1: int,
+                   buf: np.ndarray, pos: np.ndarray, room0: int, room1: int,
+                   fresh: np.ndarray) -> int:
+    """``simple_prefix``, ending also before the packet whose new bytes bring the
+    direction's new bytes since ``start`` to ``room0``/``room1`` (0: its first new
+    byte ends the run). ``fresh`` (empty, or one flag per packet): set for the
+    packets of the run that bring new bytes (the others are copies or carry none).
+    """
     nxt = np.empty(2, np.int64)
     nxt[0] = next0
     nxt[1] = next1
     first = nxt.copy()
+    room = np.empty(2, np.int64)
+    room[0] = room0
+    room[1] = room1
+    keep = fresh.shape[0] > 0
     i = start
     n = d.shape[0]
     while i < n:
         if flags[i] & (FIN | RST):
             break
         c = cap[i]
+        new = False
         if c > 0:
             k = d[i]
             if c != plen[i]:
@@ -58,7 +81,12 @@ def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndar
                         or not _same_as_delivered(d, off, cap, buf, pos, start, i)):
                     break
             else:
+                if nxt[k] - first[k] + c >= room[k]:
+                    break
                 nxt[k] += c
+                new = True
+        if keep:
+            fresh[i] = new
         i += 1
     return i
 

@@ -37,6 +37,7 @@ unknown from then on. Records are still framed and timed.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -156,6 +157,8 @@ class _Direction:
     search_tries: int = 0  # no handshake: records tried by the key search
     search_keys: int = 0  # ... and the keys tried on them
     search_secrets: int = 0
+    # ... and the first 8 bytes of each: a TLS 1.2 AES-GCM record's explicit nonce
+    search_nonces: list[int] = field(default_factory=list)
     # where the keys came from, for resuming across capture files (``resume``):
     # (key log label, KeyUpdate generation) of ``decryptor``'s and ``pending``'s
     # secret, and the generation of ``app_secret``; never the secrets themselves
@@ -375,8 +378,7 @@ class TlsSession:
             if st.search_tries and st.decryptor is None and st.stopped_reason is None:
                 # the connection ended before the search had all its records
                 st.stopped_reason = "tls13_secret_not_found"
-                self._anomaly(d, "tls13_secret_not_found", self._not_found_detail(st), ts,
-                              st.reader.next_offset)
+                self._anomaly(d, *self._not_found(st), ts, st.reader.next_offset)
         if self._sh is not None and not self._complete:
             self._emit_info(ts)
         return self._drain()
@@ -533,6 +535,8 @@ class TlsSession:
         app, hs_label = _LABELS[d]
         limits = self._search_limits
         st.search_tries += 1
+        if len(rec.fragment) >= 8:
+            st.search_nonces.append(int.from_bytes(rec.fragment[:8], "big"))
         result = keysearch.search(
             self.keylog, ((app, limits.generations), (hs_label, 1)), rec.header, rec.fragment,
             limits, suites=(self._suite,) if self._suite is not None else None,
@@ -543,8 +547,7 @@ class TlsSession:
         if found is None:
             if st.search_tries >= SEARCH_RECORDS:
                 st.stopped_reason = "tls13_secret_not_found"
-                self._anomaly(d, "tls13_secret_not_found", self._not_found_detail(st),
-                              rec.ts_last, rec.stream_offset)
+                self._anomaly(d, *self._not_found(st), rec.ts_last, rec.stream_offset)
             return
         suite = found.suite
         self._midstream = self._keys_found = self._tls13 = True
@@ -573,6 +576,22 @@ class TlsSession:
         self._anomaly(d, "handshake_not_captured", detail, rec.ts_last, rec.stream_offset)
         if not self._info_emitted and self._sh is None:
             self._emit_found_info(d, rec)
+
+    def _not_found(self, st: _Direction) -> tuple[str, str]:
+        """The anomaly of a direction whose keys the search did not find: a TLS 1.2
+        AES-GCM connection is recognised by its records' explicit nonces, which
+        count up by one (the record sequence number, as OpenSSL and most stacks
+        send it: RFC 5288 3); a TLS 1.3 record starts with ciphertext."""
+        nonces = getattr(st, "search_nonces", [])  # (a state kept before they were)
+        if len(nonces) >= 2 and all(b - a == 1 for a, b in itertools.pairwise(nonces)):
+            return "tls12_no_handshake", (
+                "TLS 1.2 (AES-GCM: its records' explicit nonces count up by one from "
+                f"{nonces[0]}) whose handshake was not captured: TLS 1.2 derives its keys "
+                "from both hello randoms, which only the handshake carries, so the key log "
+                "cannot decrypt it. Its records keep their times; to decode it, capture "
+                "from before the connection opens (or ingest the earlier rotation file "
+                "first)")
+        return "tls13_secret_not_found", self._not_found_detail(st)
 
     def _not_found_detail(self, st: _Direction) -> str:
         assert self.keylog is not None

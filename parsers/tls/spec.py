@@ -50,8 +50,25 @@ def probe(data: bytes) -> bool:
     return True
 
 
+def refuses(data: bytes) -> bool:
+    """``probe`` says no for good: the first header is there and is neither a record
+    header nor an SSLv2 hello, or the second one is there and is not a record header
+    (both are read at fixed places)."""
+    if len(data) < HEADER_LENGTH:
+        return False
+    end = _record_end(data, 0)
+    if end is None:
+        return not _is_sslv2_client_hello(data)
+    return len(data) >= end + HEADER_LENGTH and _record_end(data, end) is None
+
+
+_MAJOR = bytes([MAJOR_VERSION])
+
+
 def resync(data: bytes) -> int | None:
     """A record header followed, at its stated length, by a second one."""
+    if _MAJOR not in data:  # every header holds it (a memchr: most plaintext has none)
+        return None
     for m in HEADER_CANDIDATE.finditer(data):
         end = _record_end(data, m.start())
         if end is not None and _record_end(data, end) is not None:
@@ -82,6 +99,7 @@ TLS = ProtocolSpec(
     name="tls",
     probe_out=probe,
     probe_in=probe,
+    refuses=(refuses, refuses),
     resync=resync,
     midstream=both_ways(resync),
     probe_late=starts_later,

@@ -46,17 +46,22 @@ MAX_PROBE_FRAMES = 64
 _OPCODES = frozenset(Opcode)
 
 
+INVALID = -1
+"""``_frame_end``: the header is not a frame's, whatever bytes follow."""
+
+
 def _frame_end(data: bytes, i: int, masked: bool) -> int | None:
-    """End of the WebSocket frame whose header is at ``data[i]`` (RFC 6455 §5.2)."""
+    """End of the WebSocket frame whose header is at ``data[i]`` (RFC 6455 §5.2);
+    None when the header is not all there yet, ``INVALID`` when it is no frame's."""
     if len(data) - i < 2:
         return None
     b0, b1 = data[i], data[i + 1]
     opcode = b0 & OPCODE_MASK
     if b0 & (RSV2 | RSV3) or opcode not in _OPCODES or bool(b1 & MASK) != masked:
-        return None  # RSV2/RSV3 set, reserved opcode, or wrong masking for the side
+        return INVALID  # RSV2/RSV3 set, reserved opcode, or wrong masking for the side
     length, pos = b1 & PAYLOAD_LEN_MASK, i + 2
     if opcode >= Opcode.CLOSE and (not b0 & FIN or length > MAX_CONTROL_PAYLOAD):
-        return None
+        return INVALID
     if length >= PAYLOAD_LEN_16:
         width = 2 if length == PAYLOAD_LEN_16 else 8
         if len(data) < pos + width:
@@ -64,30 +69,40 @@ def _frame_end(data: bytes, i: int, masked: bool) -> int | None:
         length = int.from_bytes(data[pos : pos + width], "big")
         # §5.2: "the minimal number of bytes MUST be used to encode the length"
         if length < (PAYLOAD_LEN_16 if width == 2 else 1 << 16) or length >= 1 << 63:
-            return None
+            return INVALID
         pos += width
     return pos + (MASKING_KEY_LENGTH if masked else 0) + length
 
 
-def _is_frames(data: bytes, masked: bool) -> bool:
-    """A run of whole frames covering ``data`` exactly (a prefix is too weak a hint).
+def _walk(data: bytes, masked: bool) -> bool | None:
+    """A run of whole frames covering ``data`` exactly (a prefix is too weak a hint):
+    True, or False when these bytes are not one, or None when no bytes that follow
+    could make them one (refused for good).
 
     The first frame must not be a continuation, and an empty data frame must be
     final: length-prefixed binary protocols (Kafka: ``00 00 01 bc``...) otherwise
     read as chains of empty continuation frames.
     """
-    if not data or data[0] & OPCODE_MASK == Opcode.CONTINUATION:
+    if not data:
         return False
+    if data[0] & OPCODE_MASK == Opcode.CONTINUATION:
+        return None
     pos, frames = 0, 0
     empty_frame = 2 + (MASKING_KEY_LENGTH if masked else 0)
     while pos < len(data) and frames < MAX_PROBE_FRAMES:
         end = _frame_end(data, pos, masked)
+        if end == INVALID:
+            return None
         if end is None or end > len(data):
             return False
         if end - pos <= empty_frame and not data[pos] & FIN:
-            return False
+            return None
         pos, frames = end, frames + 1
     return frames > 0 and (pos == len(data) or frames == MAX_PROBE_FRAMES)
+
+
+def _is_frames(data: bytes, masked: bool) -> bool:
+    return _walk(data, masked) is True
 
 
 def probe_client(data: bytes) -> bool:
@@ -96,6 +111,14 @@ def probe_client(data: bytes) -> bool:
 
 def probe_server(data: bytes) -> bool:
     return _is_frames(data, masked=False)
+
+
+def refuses_client(data: bytes) -> bool:
+    return _walk(data, masked=True) is None
+
+
+def refuses_server(data: bytes) -> bool:
+    return _walk(data, masked=False) is None
 
 
 def _frames_at(masked: bool) -> MidstreamFinder:
@@ -125,6 +148,7 @@ WEBSOCKET = ProtocolSpec(
     name="websocket",
     probe_out=probe_client,
     probe_in=probe_server,
+    refuses=(refuses_client, refuses_server),
     midstream=(_frames_at(True), _frames_at(False)),
     session=_session,
     events={

@@ -34,6 +34,14 @@ TLS 1.3 carrying WebSocket or FIX, plain FIX or WebSocket), a run is fed as one
 every sample and public capture, and the fuzz targets check ``feed_many``
 against ``feed`` piece by piece.
 
+Before detection names a protocol, every piece is probed again (``_Layer.feed``);
+once every protocol's probe has refused a direction's first bytes for good
+(``ProtocolSpec.refuses``), its further bytes cannot change the answer until
+``Limits.detect_bytes``, so a simple run of such a connection is taken in bulk too
+(``_quiet``: RTT samples and the bytes kept for detection), up to the packet that
+may change what detection says, which goes through the general path. On plain TCP
+that no protocol claims this is most of the application layer's work.
+
 A connection whose protocol is unknown after ``Limits.detect_bytes`` is dropped from
 the application layer (only its TCP-level rows remain); one closed by RST or by
 FIN in both directions is finished and freed at once, so memory follows the
@@ -54,14 +62,14 @@ import pyarrow as pa
 
 from ...parsers.capture.chunk import PacketChunk
 from ...parsers.decode import ACK, FIN, IPPROTO_TCP, RST, DecodedChunk
-from ...parsers.detect import UNKNOWN, detect, detect_midstream
+from ...parsers.detect import UNKNOWN, detect, detect_midstream, refused
 from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
 from ...parsers.limits import Limits
 from ...parsers.protocols.base import PieceCarrier, RunCarrier, SessionContext, SessionParser
 from ...parsers.protocols.registry import BY_NAME, EVENTS, REGISTRY
 from ...parsers.tcp.analysis import FlowTracker, PacketFlows
 from ...parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
-from ...parsers.tcp.segments import gather, rtt_walk, simple_prefix
+from ...parsers.tcp.segments import bounded_prefix, gather, rtt_walk, simple_prefix
 from ...parsers.tls import KeyLog
 from ...parsers.tls.keylog import PCAPNG_DSB_TLS_KEY_LOG
 from ..tables.rows import FlushHook, RowBuffers, TableSink
@@ -74,6 +82,7 @@ _UPGRADES = [(s.upgrade, s.name) for s in REGISTRY if s.upgrade is not None]
 _CARRIES = frozenset(s.name for s in REGISTRY if any(e.carrier for e in s.events.values()))
 """Protocols whose sessions hand bytes to an inner layer (TLS: its plaintext)."""
 _NOT_DECRYPTED = [(s.name, s.not_decrypted) for s in REGISTRY if s.not_decrypted is not None]
+_LATE = [s.probe_late for s in REGISTRY if s.probe_late is not None]
 
 # Batch path (``segments``): on unless PCAPFLOW_SLOW_PATH=1 (tests compare the two).
 FAST_PATH = os.environ.get("PCAPFLOW_SLOW_PATH") != "1"
@@ -147,7 +156,7 @@ class _Layer:
     """One protocol layer of a connection: detect by content, then parse."""
 
     __slots__ = ("below", "flow_id", "inner", "keylog", "limits", "midstream", "name", "pending",
-                 "seen", "session")
+                 "refused", "seen", "session")
 
     def __init__(self, flow_id: int, keylog: KeyLog | None, *, inner: bool,
                  limits: Limits, midstream: bool = False, below: str = "tcp") -> None:
@@ -161,6 +170,16 @@ class _Layer:
         self.session: SessionParser | None = None
         self.pending: list[tuple[int, bytes, int, int] | tuple[int, int, int]] = []
         self.seen = [b"", b""]
+        # per direction: every protocol's probe refused its first bytes for good
+        # (``detect.refused``): only its length and ``probe_late`` can still matter
+        self.refused = [False, False]
+
+    def __setstate__(self, state: tuple[object, dict[str, object]]) -> None:
+        """Unpickling (``resume``): a layer kept by an older pcapflow has no
+        ``refused``; not refused is always right (its probes simply run again)."""
+        self.refused = [False, False]
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     def feed(self, d: int, data: bytes, ts_first: int, ts_last: int) -> list[Event]:
         if self.session is not None:
@@ -172,7 +191,29 @@ class _Layer:
                                                    else 1)
         if len(self.seen[d]) < detect_bytes:
             self.seen[d] += data[: detect_bytes - len(self.seen[d])]
-        return self._try_detect(ts_last)
+        events = self._try_detect(ts_last)
+        if self.name is None and self.quiet and not self.refused[d]:
+            self.refused[d] = refused(d, self.seen[d])
+        return events
+
+    @property
+    def quiet(self) -> bool:
+        """Undetected, on plain TCP, from the connection's start: what detection
+        says can be worked out for a stretch of pieces at once (``AppLayer._quiet``)."""
+        return self.name is None and not self.inner and not self.midstream
+
+    def hold(self, d: int, data: bytes, ts_first: int, ts_last: int) -> None:
+        """A piece that cannot change what detection says (``AppLayer._quiet``: its
+        direction is refused and stays under ``Limits.detect_bytes``): kept as
+        ``feed`` keeps it, for the session a later piece may name."""
+        self.pending.append((d, data, ts_first, ts_last))
+        self.seen[d] += data
+
+    def late(self, d: int, more: bytes) -> bool:
+        """Would ``ProtocolSpec.probe_late`` accept direction ``d``'s first bytes with
+        ``more`` appended (so, being monotone, some prefix of them)?"""
+        data = self.seen[d] + more
+        return any(probe(data) for probe in _LATE)
 
     def feed_many(self, d: int, run: Run) -> list[Event]:
         """A run of in-order pieces: the session's batch path, or piece by piece."""
@@ -191,7 +232,9 @@ class _Layer:
         return []
 
     def _try_detect(self, ts: int, final: bool = False) -> list[Event]:
-        proto = detect(self.seen[0], self.seen[1])
+        # a direction every probe refused for good cannot name a protocol by probe
+        proto = detect(b"" if self.refused[0] else self.seen[0],
+                       b"" if self.refused[1] else self.seen[1])
         if proto == UNKNOWN and not self.inner:
             # a protocol that starts later in a direction's bytes (STARTTLS; a capture
             # that began inside a TLS record)
@@ -523,7 +566,9 @@ class AppLayer:
 
         Runs of simple packets (``segments.simple_prefix``) of a connection whose
         protocol is known and that holds no out-of-order data go through
-        ``_run``; every other packet through ``_packet``.
+        ``_run``, those of a connection not named yet through ``_quiet`` (up to the
+        packet that may name it, ``segments.bounded_prefix``); every other packet
+        through ``_packet``.
         """
         fid = int(pf.flow_id[idx[0]])
         if fid in self.done:
@@ -552,6 +597,23 @@ class AppLayer:
                 # per packet, then look again: the connection may become independent
                 # (a TLS 1.3 handshake ends, a WebSocket upgrade completes)
                 stop = min(q + 1, n, p + RECHECK)
+            elif conn is not None and conn.outer.quiet and not conn.waiting:
+                # not named yet: packets up to the one that may change what detection
+                # says go in bulk; that one (or the one ending the run) per packet
+                layer = conn.outer
+                limit = layer.limits.detect_bytes
+                e = min(n, p + MAX_SCAN)
+                fresh = np.empty(e, np.bool_)
+                q = bounded_prefix(d[:e], off[:e], plen[:e], cap[:e], flags[:e], p,
+                                   conn.reasm[0].next, conn.reasm[1].next, chunk.data, pos,
+                                   limit - len(layer.seen[0]) if layer.refused[0] else 0,
+                                   limit - len(layer.seen[1]) if layer.refused[1] else 0,
+                                   fresh)
+                if q - p >= MIN_RUN and self._quiet(conn, idx[p:q],
+                                                    np.flatnonzero(fresh[p:q]), chunk, dec, pf):
+                    last = int(idx[q - 1])
+                    p = q
+                stop = min(q + 1, n)
             while p < stop:
                 if self._packet(int(idx[p]), chunk, dec, pf, events):
                     last = int(idx[p])
@@ -595,6 +657,56 @@ class AppLayer:
                 conn.deliver_run(k, Run(payload, ends, ts_first, ts_first if k == 0 else ts_avail),
                                  events)
         conn.last_ts = int(ts[-1])
+
+    def _quiet(self, conn: Connection, idx: np.ndarray, data: np.ndarray, chunk: PacketChunk,
+               dec: DecodedChunk, pf: PacketFlows) -> bool:
+        """A run of simple packets of ``conn`` before detection has named its protocol,
+        none of which can change what detection says (``segments.bounded_prefix``: the
+        run brings new bytes only to directions every protocol's probe refused for good,
+        ``detect.refused``, and stops short of ``Limits.detect_bytes``): what
+        ``_packet`` does for each, in bulk (RTT samples, reassembly, the bytes kept for
+        detection). ``data``: the packets (of ``idx``) that bring new bytes.
+
+        False, with nothing done, when ``ProtocolSpec.probe_late`` (monotone) accepts a
+        direction's first bytes with the run's appended: some packet of the run names
+        the protocol, so the run goes packet by packet.
+        """
+        layer = conn.outer
+        d = pf.direction[idx]
+        cap = dec.payload_caplen[idx]
+        parts = []
+        for k in (0, 1):
+            mine = data[d[data] == k]
+            if mine.size:
+                payload = gather(chunk.data, dec.payload_offset[idx[mine]], cap[mine]).tobytes()
+                if layer.late(k, payload):
+                    return False
+                parts.append((k, mine, payload))
+        ts = chunk.ts_ns[idx]
+        rows, q0, q1, end0, end1 = rtt_walk(
+            d, pf.stream_offset[idx], dec.payload_len[idx], cap, pf.ack_offset[idx], ts,
+            _queue_array(conn.unacked[0]), _queue_array(conn.unacked[1]),
+            conn.sent_end[0], conn.sent_end[1], self.limits.max_unacked)
+        conn.unacked = (deque(q0.tolist()), deque(q1.tolist()))
+        conn.sent_end = [int(end0), int(end1)]
+        if rows.shape[0]:
+            self.rtt_parts.append((conn.flow_id, rows))
+        pieces: list[tuple[int, int, bytes, int, int]] = []
+        for k, mine, payload in parts:
+            ends = np.cumsum(cap[mine])
+            ts_first = ts[mine]
+            avail = conn.reasm[k].deliver_run(payload, ends, ts_first)
+            a = 0
+            for i, end, t1, t2 in zip(mine.tolist(), ends.tolist(), ts_first.tolist(),
+                                      (ts_first if k == 0 else avail).tolist(), strict=True):
+                pieces.append((i, k, payload[a:end], t1, t2))
+                a = end
+        if len(parts) > 1:
+            pieces.sort()  # capture order, as ``_packet`` would have kept them
+        for _, k, piece, t1, t2 in pieces:
+            layer.hold(k, piece, t1, t2)
+        conn.last_ts = int(ts[-1])
+        return True
 
     def _evict(self, events: list[Event]) -> None:
         """Finish the least recently active connections, down to 90% of the cap.

@@ -150,7 +150,8 @@ def test_tls_cut_after_the_handshake_says_why(name: str, keylog: bool, tmp_path:
     tls_flows = {f for (f,) in ds.sql("SELECT DISTINCT flow_id FROM tls_records").fetchall()}
     assert tls_flows
     why = dict(ds.sql("SELECT flow_id, string_agg(detail, ' ') FROM anomalies WHERE code IN "
-                      "('handshake_not_captured', 'tls13_secret_not_found') GROUP BY 1"
+                      "('handshake_not_captured', 'tls13_secret_not_found', 'tls12_no_handshake') "
+                      "GROUP BY 1"
                       ).fetchall())
     decrypted = {f for (f,) in ds.sql("SELECT DISTINCT flow_id FROM tls_records "
                                       "WHERE decrypted").fetchall()}

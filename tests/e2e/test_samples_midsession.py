@@ -231,6 +231,8 @@ def test_tls12_has_its_anomaly_and_keeps_times(
                         f"USING (capture_id, flow_id) WHERE f.client_port = {port}")
     assert {d for d, _, _ in rows} == {"out", "in"}
     assert all("TLS 1.2" in det and "handshake" in det for _, _, det in rows), rows
+    # recognised as TLS 1.2 from its records (AES-GCM explicit nonces counting up)
+    assert {code for _, code, _ in rows} == {"tls12_no_handshake"}, rows
     rec = mid.fetchall("SELECT count(*), count(ts_first), count(ts_last), "
                        "count(*) FILTER (WHERE decrypted) FROM tls_records r JOIN flows f "
                        f"USING (capture_id, flow_id) WHERE f.client_port = {port}")[0]
