@@ -55,9 +55,10 @@ SHARED = {
     "public/test_tls_pipeline.py": "public_dataset",
 }
 FIRST = (
-    "pipelines/test_fast_path.py", "public_dataset", "pipelines/test_interrupts.py",
-    "e2e/test_nothing_dropped.py", "parsers/capture/test_capture_sets.py",
-    "fuzz/test_fuzz.py", "e2e/test_demo.py", "e2e/test_notebooks.py",
+    "pipelines/test_fast_path.py", "public_dataset", "parsers/capture/test_clock_steps.py",
+    "pipelines/test_interrupts.py", "e2e/test_nothing_dropped.py",
+    "parsers/capture/test_capture_sets.py", "fuzz/test_fuzz.py", "e2e/test_demo.py",
+    "e2e/test_notebooks.py", "parsers/tcp/test_bounded_flows.py", "parsers/fix/test_fix_batch.py",
 )
 """Units of work that take a minute or more, costliest first (a scheduling hint only)."""
 
