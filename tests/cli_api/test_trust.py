@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -588,8 +589,12 @@ def test_ingest_summary_piped_is_a_plain_table_with_notes_on_stderr(tmp_path: Pa
     assert "coverage: orders from 2 of 2 connections with payload" in err
 
 
-def test_ingest_summary_on_an_80_column_terminal(tmp_path: Path,
+def test_ingest_summary_on_an_80_column_terminal(request: pytest.FixtureRequest,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # a short data path: the title names it on one line (tmp_path, longer under
+    # pytest-xdist's popen-gwN/, would wrap it and move the header down)
+    tmp_path = Path(tempfile.mkdtemp(prefix="pcf"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
     buf = _on_terminal(monkeypatch)
     code, _, err = cli("ingest", str(REST), str(SAMPLES / "binance_wsapi_tls13.pcap"),
                        "--keylog", str(REST_KEYS), "--keylog",

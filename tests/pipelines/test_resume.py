@@ -1,9 +1,10 @@
 """Resuming a rotation across commands: one file per ingest gives the rows of one ingest.
 
 Every sample capture is split (``capture_split``: by hand, pcapng blocks kept) into 2..4
-files at packets inside TLS records, WebSocket frames, HTTP bodies and FIX messages,
-and the files are ingested ONE PER CALL (and once through the CLI, one command per
-file): every table must hold exactly the rows of the single-file ingest, bookkeeping
+files at packets inside TLS records, WebSocket frames, HTTP bodies and FIX messages
+(and, for a few samples by default, every sample with ``PCAPFLOW_SLOW_TESTS=1``, in
+thirds, gzip'd), and the files are ingested ONE PER CALL (and once through the CLI, one
+command per file): every table must hold exactly the rows of the single-file ingest, bookkeeping
 aside: ``capture_id`` (the set keeps its first file's id; a single file's is its
 own), ``packets.file``/``file_packet`` (the file a packet came from) and the
 ``captures`` rows (one per file; checked against a one-command ingest of the same
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -114,8 +116,23 @@ def _one_per_call(parts: list[Path], keys: list[Path], data: Path) -> list:
     return results
 
 
-@pytest.mark.parametrize("way", [0, 1])
-@pytest.mark.parametrize("cap", CAPTURES, ids=lambda p: p.name)
+SLOW = os.environ.get("PCAPFLOW_SLOW_TESTS") == "1"
+THIRDS_BY_DEFAULT = {"binance_rest_dsb.pcapng", "okx_ws_tls12.pcap", "binance_wsapi_tls13.pcap",
+                     "fix44_sll2.pcap"}
+"""Way 1 (thirds, gzip'd) in the default run: the two samples whose way 0 has no packet
+inside a message (a second cut of theirs), the WebSocket inflate window and the SLL2
+link type. Every sample is split and resumed by way 0; ``PCAPFLOW_SLOW_TESTS=1`` runs
+way 1 on every sample too."""
+
+
+def _way_cases() -> list:
+    return [pytest.param(cap, way, id=f"{cap.name}-{way}", marks=[] if way == 0 or SLOW
+                         or cap.name in THIRDS_BY_DEFAULT else pytest.mark.skip(
+                             reason="PCAPFLOW_SLOW_TESTS=1: every sample cut in thirds too"))
+            for cap in CAPTURES for way in (0, 1)]
+
+
+@pytest.mark.parametrize(("cap", "way"), _way_cases())
 def test_one_file_per_call_gives_the_rows_of_one_ingest(
         tmp_path: Path, cap: Path, way: int, singles: dict[str, tuple[Path, int]]) -> None:
     one, n = singles[cap.name]
