@@ -188,6 +188,11 @@ def recover(root: Path) -> None:
             _apply(swaps)
             shutil.rmtree(root / TRASH / j.stem, ignore_errors=True)
             j.unlink(missing_ok=True)
+        # a journal still being written when its process died (killed before the
+        # rename that is the commit point): that commit never happened; under the
+        # lock its writer is gone, so the half-written file is only debris
+        for t in jdir.glob("*.tmp"):
+            t.unlink(missing_ok=True)
     sdir = root / STAGING
     if sdir.is_dir():
         for st in sdir.iterdir():
