@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +50,7 @@ import pyarrow.parquet as pq
 
 from .feed_rules import FEED_RULES, FeedRule, Paths
 from .feed_walk import _scan
+from .store import write_side_file
 
 SIDE_DIR = "_feed_scan"
 """Side directory of a staging directory: the scan's rows, one file per batch."""
@@ -313,9 +312,6 @@ def _rows(rows: pa.Table, chunk: pa.Array, data: np.ndarray, names: np.ndarray,
 
 # --- Side files of an ingest ---------------------------------------------------------
 
-_sequence = itertools.count()
-
-
 def stage(stage_dir: Path, rows: pa.Table) -> None:
     """After ``rows`` (a batch of ``ws_messages``) were staged in ``stage_dir``: write
     their ``scan`` to its ``SIDE_DIR`` (a file per batch, even an empty one: ``staged``
@@ -325,11 +321,7 @@ def stage(stage_dir: Path, rows: pa.Table) -> None:
         return
     out = out.replace_schema_metadata({_META_ROWS: str(rows.num_rows),
                                        _META_RULES: fingerprint()})
-    side = stage_dir / SIDE_DIR
-    side.mkdir(exist_ok=True)
-    path = side / f"{os.getpid()}-{next(_sequence):012d}.arrow"
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, out.schema) as writer:
-        writer.write_table(out)
+    write_side_file(stage_dir, SIDE_DIR, out)
 
 
 def staged(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | None:

@@ -14,9 +14,7 @@ the matcher reads its side files back (``staged_candidates``).
 from __future__ import annotations
 
 import functools
-import itertools
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..parsers.jitload import install as _lighter_kernel_loads
+from .store import write_side_file
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import rule_tables
 
@@ -275,9 +274,6 @@ def _part_in(data, lo, hi, end, bit, parts, lengths, bits):
     return False
 
 
-_sequence = itertools.count()
-
-
 def stage_ws_candidates(stage_dir: Path, rows: pa.Table) -> None:
     """After ``rows`` (a batch of ``ws_messages``) were staged in ``stage_dir``:
     write the rows passing ``scan_mask`` to its ``CANDIDATES_DIR`` (one file per
@@ -288,12 +284,8 @@ def stage_ws_candidates(stage_dir: Path, rows: pa.Table) -> None:
     keep = rows.select(list(_CANDIDATE_COLUMNS)).filter(pa.array(scan_mask(rows)))
     keep = keep.replace_schema_metadata({_META_ROWS: str(rows.num_rows),
                                          _META_PARTS: json.dumps(parts)})
-    side = stage_dir / CANDIDATES_DIR
-    side.mkdir(exist_ok=True)
     # named in write order: the matcher reads them back in that order
-    path = side / f"{os.getpid()}-{next(_sequence):012d}.arrow"
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, keep.schema) as writer:
-        writer.write_table(keep)
+    write_side_file(stage_dir, CANDIDATES_DIR, keep)
 
 
 def staged_candidates(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | None:

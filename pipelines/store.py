@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import queue
@@ -227,6 +228,24 @@ def _owner_alive(owner: str) -> bool:
     if owner.startswith("c") and pid.isdigit() and host:
         return host != host_tag() or _pid_alive(int(pid))
     return False
+
+
+_side_sequence = itertools.count()
+
+
+def write_side_file(stage_dir: Path, sub: str, table: pa.Table) -> Path:
+    """Write ``table`` as one Arrow IPC file under ``stage_dir/sub`` (side files an
+    ingest keeps beside its staged tables, e.g. the prefilter's candidates and the
+    feed scan's ids), named ``<pid>-<n>`` in write order so a reader that sorts the
+    names reads them back in that order."""
+    import pyarrow as pa
+
+    side = stage_dir / sub
+    side.mkdir(exist_ok=True)
+    path = side / f"{os.getpid()}-{next(_side_sequence):012d}.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return path
 
 
 class StaleCapture(PcapflowError):
