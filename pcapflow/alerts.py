@@ -73,6 +73,7 @@ class Settings:
     burst_window_us: int = 1000
     burst_factor: float = 20.0
     burst_min_bytes: int = 4096
+    burst_baseline_s: float = 10.0
     cusum_k: float = changepoint.K
     cusum_h: float = changepoint.H
     cusum_reference: int = changepoint.REFERENCE
@@ -117,54 +118,109 @@ def _frame(table: pa.Table) -> pd.DataFrame:
 
 # -- latency ------------------------------------------------------------------------------
 
-def latency_shift(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Regime changes of latency per venue and endpoint (rank CUSUM)."""
+@dataclass(slots=True)
+class CusumCarry:
+    """``latency_shift`` over a series given in pieces (a rotation's commands:
+    ``pcapflow.why_carry``): per (venue, endpoint), the kernel's state after the orders
+    before ``since``, and the latencies and times it may read again (from
+    ``changepoint.history_start``). Orders before ``until`` are added to the state
+    (their alarms are final); later ones are run on a copy (provisional alarms)."""
+
+    series: dict[tuple[object, object], dict[str, np.ndarray | int]]
+    since: int | None = None
+    until: int | None = None
+
+
+def latency_shift(ds: Dataset, s: Settings,
+                  carry: CusumCarry | None = None) -> list[dict[str, object]]:
+    """Regime changes of latency per venue and endpoint (rank CUSUM), in order time
+    (ties by flow and correlation id); ``carry``: the state of an earlier piece."""
+    since = "" if carry is None or carry.since is None else \
+        f" AND epoch_ns(order_ts) >= {int(carry.since)}"
     tab = ds.sql("SELECT dense_rank() OVER (ORDER BY venue, endpoint) AS g, venue, endpoint, "
                  "epoch_ns(order_ts) AS t, latency_ns FROM latency "
-                 "WHERE leg = 'ack' AND latency_ns IS NOT NULL "
-                 "ORDER BY venue, endpoint, t").to_arrow_table()
-    if tab.num_rows == 0:
-        return []
+                 f"WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
+                 "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
     t = tab.column("t").to_numpy()
     x = tab.column("latency_ns").to_numpy().astype(np.float64)
     codes = tab.column("g").to_numpy()
     venues, endpoints = tab.column("venue").to_pylist(), tab.column("endpoint").to_pylist()
     cuts = np.flatnonzero(np.diff(codes)) + 1
-    bounds = np.concatenate([[0], cuts, [len(codes)]])
+    bounds = np.concatenate([[0], cuts, [len(codes)]]) if len(codes) else np.zeros(1, int)
+    keys = [(venues[int(a)], endpoints[int(a)]) for a in bounds[:-1]]
+    pieces = {k: (int(a), int(b)) for k, a, b in zip(keys, bounds[:-1], bounds[1:],
+                                                     strict=True)}
+    series = carry.series if carry is not None else {}
     out = []
-    for g in range(len(bounds) - 1):
-        a, b = int(bounds[g]), int(bounds[g + 1])
-        if b - a <= s.cusum_reference:
-            continue
-        venue, endpoint = venues[a], endpoints[a]
-        for alarm, change, direction, start in changepoint.detect(
-                x[a:b], s.cusum_k, s.cusum_h, s.cusum_reference):
-            ref = np.median(x[a + start: a + start + s.cusum_reference])
-            now = np.median(x[a + change: a + alarm + 1])
-            t0, t1 = int(t[a + change]), int(t[a + alarm])
-            up = direction > 0
-            sev = "info" if not up else ("critical" if now >= 2 * ref else "warning")
-            where = (f"{_eq('venue', venue)} AND {_eq('endpoint', endpoint)} AND leg = 'ack' "
-                     f"AND epoch_ns(order_ts) BETWEEN {t0} AND {t1}")
-            out.append({
-                "kind": "latency_shift", "severity": sev, "venue": venue, "endpoint": endpoint,
-                "start_ts": t0, "end_ts": t1, "value": now / 1e3, "threshold": ref / 1e3,
-                "unit": "us (median)",
-                "detail": (f"median latency {'up' if up else 'down'} from {ref / 1e3:,.1f} µs "
-                           f"to {now / 1e3:,.1f} µs (rank CUSUM k={s.cusum_k} h={s.cusum_h}, "
-                           f"reference {s.cusum_reference} orders)"),
-                "evidence_table": "latency", "evidence_rows": int(alarm - change + 1),
-                "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts"})
+    for key in sorted(set(pieces) | set(series), key=lambda k: (str(k[0]), str(k[1]))):
+        a, b = pieces.get(key, (0, 0))
+        state = series.get(key) or _new_series(s)
+        split = a + int(np.searchsorted(t[a:b], carry.until)) if carry is not None and \
+            carry.until is not None else b
+        kept, alarms = _cusum_piece(state, x[a:split], t[a:split], s)
+        if carry is not None:
+            series[key] = kept
+        for r in alarms:
+            out.append(_shift_row(key, r, s))
+        if split < b:  # after the cut: on a copy of the state
+            _, alarms = _cusum_piece({k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                      for k, v in kept.items()}, x[split:b], t[split:b], s)
+            out += [_shift_row(key, r, s) for r in alarms]
     return out
 
 
-def p99_high(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Buckets whose p99 latency is above ``p99_us``."""
+def _new_series(s: Settings) -> dict[str, np.ndarray | int]:
+    st, ref = changepoint.new_state(s.cusum_reference)
+    return {"st": st, "ref": ref, "base": 0, "x": np.empty(0), "t": np.empty(0, np.int64)}
+
+
+def _cusum_piece(state: dict[str, np.ndarray | int], x: np.ndarray, t: np.ndarray,
+                 s: Settings) -> tuple[dict[str, np.ndarray | int], list[tuple]]:
+    """Run one series' next values through the kernel: (the state after them, alarms
+    as (t0, t1, direction, reference median, median since the change, orders))."""
+    hx = np.concatenate([state["x"], x])  # type: ignore[list-item]
+    ht = np.concatenate([state["t"], t])  # type: ignore[list-item]
+    base = int(state["base"])  # type: ignore[arg-type]
+    st, ref = state["st"], state["ref"]
+    found, med = changepoint.rank_cusum_step(
+        np.ascontiguousarray(hx, np.float64), len(state["x"]), base,  # type: ignore[arg-type]
+        float(s.cusum_k), float(s.cusum_h), int(s.cusum_reference), st, ref)
+    alarms = []
+    for (alarm, change, direction, _), ref_med in zip(found.tolist(), med.tolist(), strict=True):
+        now = float(np.median(hx[change - base: alarm - base + 1]))
+        alarms.append((int(ht[change - base]), int(ht[alarm - base]), direction, ref_med, now,
+                       alarm - change + 1))
+    keep = max(min(changepoint.history_start(st, s.cusum_reference) - base, len(hx)), 0)
+    return {"st": st, "ref": ref, "base": base + keep, "x": hx[keep:], "t": ht[keep:]}, alarms
+
+
+def _shift_row(key: tuple[object, object], alarm: tuple, s: Settings) -> dict[str, object]:
+    (venue, endpoint), (t0, t1, direction, ref, now, n) = key, alarm
+    up = direction > 0
+    sev = "info" if not up else ("critical" if now >= 2 * ref else "warning")
+    where = (f"{_eq('venue', venue)} AND {_eq('endpoint', endpoint)} AND leg = 'ack' "
+             f"AND epoch_ns(order_ts) BETWEEN {t0} AND {t1}")
+    return {
+        "kind": "latency_shift", "severity": sev, "venue": venue, "endpoint": endpoint,
+        "start_ts": t0, "end_ts": t1, "value": now / 1e3, "threshold": ref / 1e3,
+        "unit": "us (median)",
+        "detail": (f"median latency {'up' if up else 'down'} from {ref / 1e3:,.1f} µs "
+                   f"to {now / 1e3:,.1f} µs (rank CUSUM k={s.cusum_k} h={s.cusum_h}, "
+                   f"reference {s.cusum_reference} orders)"),
+        "evidence_table": "latency", "evidence_rows": int(n),
+        "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts",
+        "_settle": t1, "_orders": True}
+
+
+def p99_high(ds: Dataset, s: Settings, since: int | None = None) -> list[dict[str, object]]:
+    """Buckets whose p99 latency is above ``p99_us``; ``since``: the buckets from the
+    one holding that order time on (a rotation's later command: ``why_carry``)."""
     w = int(s.bucket_s * 1e9)
+    after = "" if since is None else f" AND epoch_ns(order_ts) >= {int(since) // w * w}"
     rows = ds.sql(f"""
         SELECT venue, endpoint, epoch_ns(order_ts) // {w} AS b, count(*) AS n,
                quantile_cont(latency_ns, 0.99) AS p99
-        FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL
+        FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL{after}
         GROUP BY ALL HAVING count(*) >= {int(s.min_orders)} AND p99 > {float(s.p99_us) * 1e3}
         ORDER BY b, venue, endpoint""").fetchall()
     out = []
@@ -181,7 +237,8 @@ def p99_high(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                       f"(threshold {s.p99_us:,.0f} µs); evidence: the orders above it",
             "evidence_table": "latency",
             "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM latency WHERE {where}")),
-            "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts"})
+            "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts",
+            "_settle": t1 - 1, "_orders": True})
     return out
 
 
@@ -219,7 +276,9 @@ def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
             "unit": "retransmissions/s (peak)",
             "detail": f"{int(n)} retransmissions in {int(secs)} s on flow {flow}",
             "evidence_table": "tcp_events", "evidence_rows": int(n),
-            "evidence_sql": f"SELECT * FROM tcp_events WHERE {where} ORDER BY packet"})
+            "evidence_sql": f"SELECT * FROM tcp_events WHERE {where} ORDER BY packet",
+            # a retransmission later in its last second, or in the next, extends it
+            "_settle": (int(t1) // 10**9 + 2) * 10**9})
     return out
 
 
@@ -259,15 +318,18 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
             "detail": f"{n} zero-window segments ({direction}) over {dur:.3f} s: "
                       f"{'we' if who == 'we' else 'the exchange'} stopped reading",
             "evidence_table": "tcp_events", "evidence_rows": int(n),
-            "evidence_sql": f"SELECT * FROM tcp_events WHERE {where} ORDER BY packet"})
+            "evidence_sql": f"SELECT * FROM tcp_events WHERE {where} ORDER BY packet",
+            "_settle": int(t1) + gap})
     return out
 
 
 def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     """Bytes per ``burst_window_us`` interval on one connection and direction above both
     ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
-    connection's life (tcp_rtt: the first transmission of each data segment)."""
+    ``burst_baseline_s`` before the interval (tcp_rtt: the first transmission of each
+    data segment). Online: an interval is judged by what came before it only."""
     w = int(s.burst_window_us * 1000)
+    span = max(int(s.burst_baseline_s * 1e9) // w, 1)  # the baseline, in intervals
     rows = ds.sql(f"""
         WITH seg AS (
             SELECT capture_id, flow_id, direction, epoch_ns(ts_sent) AS t,
@@ -275,16 +337,17 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                        PARTITION BY capture_id, flow_id, direction ORDER BY end_offset), 0)
                        AS b
             FROM tcp_rtt),
-        rate AS (
-            SELECT capture_id, flow_id, direction,
-                   sum(b) * {w} / greatest(max(t) - min(t), {w}) AS mean_w
-            FROM seg GROUP BY ALL),
         bins AS (
             SELECT capture_id, flow_id, direction, t // {w} AS bin, sum(b) AS bytes,
                    count(*) AS n, min(t) AS t0, max(t) AS t1
             FROM seg GROUP BY ALL),
+        rated AS (
+            SELECT *, coalesce(sum(bytes) OVER (
+                       PARTITION BY capture_id, flow_id, direction ORDER BY bin
+                       RANGE BETWEEN {span} PRECEDING AND 1 PRECEDING), 0) / {span} AS mean_w
+            FROM bins),
         hot AS (
-            SELECT bins.*, r.mean_w FROM bins JOIN rate r USING (capture_id, flow_id, direction)
+            SELECT * FROM rated
             WHERE bytes >= greatest({int(s.burst_min_bytes)}, {float(s.burst_factor)} * mean_w)),
         starts AS (
             SELECT *, CASE WHEN bin - lag(bin) OVER (PARTITION BY capture_id, flow_id,
@@ -296,7 +359,7 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                                    ROWS UNBOUNDED PRECEDING) AS episode
             FROM starts)
         SELECT e.capture_id, e.flow_id, e.direction, any_value(f.venue), min(e.t0), max(e.t1),
-               max(e.bytes), arg_max(e.n, e.bytes), any_value(e.mean_w)
+               max(e.bytes), arg_max(e.n, e.bytes), arg_max(e.mean_w, e.bytes)
         FROM ep e {_flow_venue_sql()} GROUP BY e.capture_id, e.flow_id, e.direction, e.episode
         ORDER BY 5""").fetchall()
     out = []
@@ -313,10 +376,11 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
             "unit": f"bytes per {s.burst_window_us} us",
             "detail": f"{who} {int(peak):,} bytes in {int(n)} segments within "
                       f"{s.burst_window_us:,} µs on flow {flow} ({peak / max(mean_w, 1):,.0f}x "
-                      f"its mean rate)",
+                      f"its mean rate over the {s.burst_baseline_s:g} s before)",
             "evidence_table": "tcp_rtt",
             "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM tcp_rtt WHERE {where}")),
-            "evidence_sql": f"SELECT * FROM tcp_rtt WHERE {where} ORDER BY ts_sent"})
+            "evidence_sql": f"SELECT * FROM tcp_rtt WHERE {where} ORDER BY ts_sent",
+            "_settle": (int(t1) // w + 2) * w})
     return out
 
 
@@ -336,7 +400,7 @@ def clock_step(ds: Dataset, s: Settings) -> list[dict[str, object]]:
             "capture_id": cid, "start_ts": int(t), "end_ts": int(t), "value": back,
             "threshold": 10.0, "unit": "ms back", "detail": detail,
             "evidence_table": "anomalies", "evidence_rows": 1,
-            "evidence_sql": f"SELECT * FROM anomalies WHERE {where}"})
+            "evidence_sql": f"SELECT * FROM anomalies WHERE {where}", "_settle": int(t)})
     return out
 
 
@@ -364,7 +428,8 @@ def feed_gap(ds: Dataset, s: Settings,
                       + (f", {int(missing)} ids missing" if missing else "")
                       + (", numbering went backwards" if backwards else ""),
             "evidence_table": "feed_gaps", "evidence_rows": int(n),
-            "evidence_sql": f"SELECT * FROM feed_gaps WHERE {where} ORDER BY ts"})
+            "evidence_sql": f"SELECT * FROM feed_gaps WHERE {where} ORDER BY ts",
+            "_settle": int(t1) + int(s.episode_gap_s * 1e9)})
     return out
 
 
@@ -416,25 +481,30 @@ def _gap_episodes(gaps: pa.Table, gap_ns: int) -> list[tuple]:
 def stale_feed(ds: Dataset, s: Settings,
                messages: str | None = None) -> list[dict[str, object]]:
     """Market-data streams silent for more than ``stale_after_s``; ``messages``: a table
-    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``)."""
+    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``). Evidence:
+    the stream's messages on either side of the silence (the last one alone when the
+    silence runs to its connection's end)."""
     stale = int(s.stale_after_s * 1e9)
     source = (f"SELECT * FROM {messages} WHERE rule <> 'fix_seq'" if messages else
               feed.messages_sql(feed.present(ds), fix=False))
     rows = ds.sql(f"""
         WITH m AS ({source}),
-        g AS (SELECT capture_id, venue, flow_id, rule, stream, ts,
-                     lead(ts) OVER (PARTITION BY capture_id, flow_id, rule, stream ORDER BY ts)
-                         AS next_ts FROM m)
+        g AS (SELECT capture_id, venue, flow_id, rule, stream, ts, stream_offset,
+                     lead(ts) OVER w AS next_ts, lead(stream_offset) OVER w AS next_offset
+              FROM m WINDOW w AS (PARTITION BY capture_id, flow_id, rule, stream
+                                  ORDER BY ts, stream_offset))
         SELECT g.capture_id, g.venue, g.flow_id, g.rule, g.stream, g.ts,
-               coalesce(g.next_ts, epoch_ns(f.last_ts)) AS until, g.next_ts IS NULL AS at_end
+               coalesce(g.next_ts, epoch_ns(f.last_ts)) AS until, g.next_ts IS NULL AS at_end,
+               g.stream_offset, g.next_offset
         FROM g LEFT JOIN flows f USING (capture_id, flow_id)
         WHERE coalesce(g.next_ts, epoch_ns(f.last_ts)) - g.ts > {stale}
         ORDER BY g.ts""").fetchall()
     out = []
-    for cid, venue, flow, rule, stream, t0, t1, at_end in rows:
+    for cid, venue, flow, rule, stream, t0, t1, at_end, o0, o1 in rows:
         silent = (int(t1) - int(t0)) / 1e9
+        offsets = [int(o) for o in (o0, o1) if o is not None]
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = 'in' AND "
-                 f"epoch_ns(ts_last) BETWEEN {int(t0)} AND {int(t1)}")
+                 f"stream_offset IN ({', '.join(map(str, offsets))})")
         out.append({
             "kind": "stale_feed", "severity": "critical" if silent >= 4 * s.stale_after_s
             else "warning", "venue": venue, "capture_id": cid, "flow_id": int(flow),
@@ -442,9 +512,10 @@ def stale_feed(ds: Dataset, s: Settings,
             "threshold": s.stale_after_s, "unit": "s silent",
             "detail": f"{stream} ({rule}) silent for {silent:,.1f} s"
                       + (" until its connection ended" if at_end else ""),
-            "evidence_table": "ws_messages",
-            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM ws_messages WHERE {where}")),
-            "evidence_sql": f"SELECT * FROM ws_messages WHERE {where} ORDER BY ts_last"})
+            "evidence_table": "ws_messages", "evidence_rows": len(offsets),
+            "evidence_sql": f"SELECT * FROM ws_messages WHERE {where} ORDER BY ts_last",
+            # to its connection's end: until that connection is over (``why_carry``)
+            "_settle": int(t1), "_flow_end": bool(at_end)})
     return out
 
 
@@ -461,19 +532,35 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 """Every detector, by the ``kind`` of its alerts."""
 
 
+def find_rows(ds: Dataset, settings: Settings | None = None,
+              kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
+              messages: str | None = None, cusum: CusumCarry | None = None,
+              orders_since: int | None = None) -> list[dict[str, object]]:
+    """``find``'s rows as dicts, each with ``_settle``: the time from which no later
+    row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
+    a rotation's later command (latency alerts from that order time on)."""
+    s = settings or Settings()
+    special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
+               "stale_feed": lambda: stale_feed(ds, s, messages),
+               "latency_shift": lambda: latency_shift(ds, s, cusum),
+               "p99_high": lambda: p99_high(ds, s, orders_since)}
+    return [r for k in _kinds(kinds) for r in (
+        special[k]() if k in special else DETECTORS[k](ds, s))]
+
+
+def table_of(rows: list[dict[str, object]]) -> pa.Table:
+    """Alert rows (dicts) as an ``ALERTS`` table, oldest first."""
+    rows = sorted(rows, key=lambda r: (r["start_ts"], r["kind"]))
+    return _table(rows)
+
+
 def find(ds: Dataset, settings: Settings | None = None,
          kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
          messages: str | None = None) -> pa.Table:
     """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
     ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand;
     ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``)."""
-    s = settings or Settings()
-    special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
-               "stale_feed": lambda: stale_feed(ds, s, messages)}
-    rows = [r for k in _kinds(kinds) for r in (
-        special[k]() if k in special else DETECTORS[k](ds, s))]
-    rows.sort(key=lambda r: (r["start_ts"], r["kind"]))
-    return _table(rows)
+    return table_of(find_rows(ds, settings, kinds, gaps, messages))
 
 
 def alerts(ds: Dataset, settings: Settings | None = None,

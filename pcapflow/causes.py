@@ -65,6 +65,16 @@ back: head-of-line blocking."""
 RESENDS = ("retransmission", "fast_retransmission")
 LOSS_SIGNS = ("out_of_order", "gap", "duplicate_ack")
 
+
+def causes_sql(since: int | None = None) -> str:
+    """``CAUSES_SQL`` of the latency rows whose reply came at or after ``since`` (ns;
+    None: all): a rotation's later command finds the causes of its new orders only
+    (``pcapflow.why_carry``)."""
+    where = "" if since is None else \
+        f" WHERE coalesce(epoch_ns(ack_ts), epoch_ns(order_ts)) >= {int(since)}"
+    return CAUSES_SQL.replace("FROM latency)", f"FROM latency{where})", 1)
+
+
 CAUSES_SQL = f"""
 WITH l AS (
     SELECT capture_id, venue, endpoint, flow_id, leg, correlation_id, kind,
@@ -171,10 +181,11 @@ FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw
 ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause"""
 
 
-def compute(ds: Dataset) -> pa.Table:
+def compute(ds: Dataset, since: int | None = None) -> pa.Table:
     """The ``causes`` rows of the dataset's (or one capture's) latency rows, computed
-    from its tables (what the ingest stores; ``pcapflow.why``)."""
-    return _utc_times(ds.sql(CAUSES_SQL).to_arrow_table())
+    from its tables (what the ingest stores; ``pcapflow.why``); ``since``: of the rows
+    whose reply came then or later only (``causes_sql``)."""
+    return _utc_times(ds.sql(causes_sql(since)).to_arrow_table())
 
 
 def causes(ds: Dataset) -> pd.DataFrame:

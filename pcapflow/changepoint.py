@@ -88,6 +88,82 @@ def rank_cusum(x: np.ndarray, k: float, h: float, reference: int) -> np.ndarray:
     return out[:r]
 
 
+@numba.njit(cache=True, nogil=True)
+def rank_cusum_step(x: np.ndarray, first: int, base: int, k: float, h: float, reference: int,
+                    st: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rank_cusum`` one piece at a time: the same alarms, over a series given in
+    pieces. ``x``: the values from global index ``base`` on (the kept history, then the
+    new values from position ``first``); ``st``: the state, updated in place (float64:
+    [segment start, values seen, reference filled 0/1, S+, S-, zero_p, zero_n], indices
+    global); ``ref``: the reference values (sorted once filled). Rows of (alarm, change,
+    direction, segment start), global indices, and each alarm's reference median; a
+    caller keeps ``x`` from ``history_start`` on for the next piece (the median since
+    the change of a later alarm reads it)."""
+    out = np.empty((x.shape[0] // max(reference, 1) + 1, 4), np.int64)
+    med = np.empty(out.shape[0], np.float64)
+    r = 0
+    scale = np.sqrt(12.0)
+    start = int(st[0])
+    sp, sn = st[3], st[4]
+    zero_p, zero_n = int(st[5]), int(st[6])
+    for j in range(first, x.shape[0]):
+        i = base + j
+        if i < start + reference:  # filling the reference of this segment
+            ref[i - start] = x[j]
+            if i - start + 1 == reference:
+                ref[:] = np.sort(ref)
+                sp = 0.0
+                sn = 0.0
+                zero_p = start + reference
+                zero_n = start + reference
+            continue
+        lo = np.searchsorted(ref, x[j], side="left")
+        hi = np.searchsorted(ref, x[j], side="right")
+        u = (lo + hi) / (2.0 * reference)
+        z = (u - 0.5) * scale
+        sp = max(0.0, sp + z - k)
+        sn = max(0.0, sn - z - k)
+        if sp == 0.0:
+            zero_p = i + 1
+        if sn == 0.0:
+            zero_n = i + 1
+        if sp > h or sn > h:
+            direction = 1 if sp > h else -1
+            if r == out.shape[0]:
+                grown = np.empty((out.shape[0] * 2, 4), np.int64)
+                grown[:r] = out[:r]
+                out = grown
+                gm = np.empty(grown.shape[0], np.float64)
+                gm[:r] = med[:r]
+                med = gm
+            out[r, 0] = i
+            out[r, 1] = zero_p if direction > 0 else zero_n
+            out[r, 2] = direction
+            out[r, 3] = start
+            med[r] = np.median(ref)
+            r += 1
+            start = i + 1
+    st[0] = start
+    st[1] = base + x.shape[0]
+    st[3], st[4] = sp, sn
+    st[5], st[6] = zero_p, zero_n
+    return out[:r], med[:r]
+
+
+def new_state(reference: int = REFERENCE) -> tuple[np.ndarray, np.ndarray]:
+    """The state of ``rank_cusum_step`` before any value: (st, ref)."""
+    return np.zeros(7, np.float64), np.zeros(reference, np.float64)
+
+
+def history_start(st: np.ndarray, reference: int = REFERENCE) -> int:
+    """The first global index a later alarm can read (its change point: the segment's
+    values after the reference, from the last time a sum was zero)."""
+    start, seen = int(st[0]), int(st[1])
+    if seen < start + reference:  # filling: the alarm is after the reference
+        return start + reference
+    return min(int(st[5]), int(st[6]))
+
+
 def detect(x: np.ndarray, k: float = K, h: float = H, reference: int = REFERENCE) -> np.ndarray:
     """``rank_cusum`` of a latency series (any numeric dtype)."""
     return rank_cusum(np.ascontiguousarray(x, dtype=np.float64), float(k), float(h),

@@ -35,9 +35,9 @@ def match(
         raise PcapflowError(f"{root}: no dataset here (run pcapflow ingest first)")
     if venues is not None and not venues.exists():
         raise PcapflowError(f"{venues}: venue map file not found")
-    from .why import derive
+    from .why import rederive
 
-    results = rematch(root, registry(venues, root), derive)
+    results = rematch(root, registry(venues, root), rederive(root))
     rows = []
     names = {}
     from .dataset import Dataset

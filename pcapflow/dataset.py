@@ -151,12 +151,15 @@ class Dataset:
 
     @classmethod
     def of_capture(cls, files: Mapping[str, Sequence[Path]], capture_id: str,
-                   tables: Mapping[str, pa.Table] | None = None) -> Dataset:
+                   tables: Mapping[str, pa.Table] | None = None,
+                   extra: Mapping[str, pa.Table] | None = None) -> Dataset:
         """The views of one capture that is not committed yet (the ingest's staging
         directory: Parquet ``files`` per table, without the ``capture_id`` column) or
         of one capture's partitions; ``tables`` (Arrow, without ``capture_id``) replace
-        the files of their table. What the ingest derives ``causes``, ``feed_gaps`` and
-        ``alerts`` from (``pcapflow.why``), with the same SQL as over a dataset."""
+        the files of their table; ``extra`` (Arrow, any of the table's columns) are
+        rows added to its files (a rotation's carried rows: ``pcapflow.why_carry``).
+        What the ingest derives ``causes``, ``feed_gaps`` and ``alerts`` from
+        (``pcapflow.why``), with the same SQL as over a dataset."""
         import duckdb
 
         self = cls.__new__(cls)
@@ -179,6 +182,16 @@ class Dataset:
             sources[table] = (f"SELECT * EXCLUDE (capture_id), {cid} AS capture_id FROM {name}"
                               if "capture_id" in rows.schema.names else
                               f"SELECT *, {cid} AS capture_id FROM {name}")
+        self._extra: list[pa.Table] = []  # registered: kept alive with the connection
+        for table, rows in (extra or {}).items():
+            name = f"{INTERNAL}_extra_{table}"
+            if "capture_id" in rows.schema.names:
+                rows = rows.drop_columns(["capture_id"])
+            self._extra.append(rows)
+            self.con.register(name, rows)
+            more = f"SELECT *, {cid} AS capture_id FROM {name}"
+            sources[table] = (f"{sources[table]} UNION ALL BY NAME {more}"
+                              if table in sources else more)
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         for table, columns in declared().items():
             self.con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))

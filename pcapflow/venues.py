@@ -467,7 +467,9 @@ class IngestMatcher:
         if capture_id is not None:
             from .why import derive_staged
 
-            out.tables.update(derive_staged(stage_dir, capture_id, flows, out))
+            final, provisional = derive_staged(stage_dir, capture_id, flows, out)
+            out.tables.update(provisional)
+            out.final.update(final)
         return out
 
     def venues(self, addresses: pa.Table) -> pa.Table:

@@ -18,15 +18,17 @@ the whole dataset.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
 if TYPE_CHECKING:
+    from . import why_carry
     from .pipelines.match import MatchOutput
 
 DERIVED = ("causes", "feed_gaps", "alerts")
@@ -71,24 +73,142 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
     return out
 
 
+def rederive(root: Path) -> Callable[..., dict[str, pa.Table]]:
+    """``derive`` for ``pcapflow match`` over the dataset at ``root``: it replaces a
+    capture's derived rows whole, so what a rotation's last command carried for the
+    next (``why_carry``) is dropped first: the next command derives the set whole."""
+    import shutil
+
+    from . import why_carry
+    from .pipelines.store import STATE, partition_dir
+
+    def run(files: Mapping[str, Sequence[Path]], capture_id: str,
+            tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+        shutil.rmtree(partition_dir(root, STATE, capture_id) / why_carry.DIR,
+                      ignore_errors=True)
+        return derive(files, capture_id, tables)
+    return run
+
+
 def staged_files(stage_dir: Path) -> dict[str, list[Path]]:
     """The Parquet parts of each table in an ingest's staging directory."""
     return {t: sorted((stage_dir / t).glob("*.parquet")) for t in TABLES}
 
 
+Split = tuple[dict[str, pa.Table], dict[str, pa.Table]]
+"""Derived rows as (final, provisional), per table."""
+
+
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
-                  matched: MatchOutput) -> dict[str, pa.Table]:
+                  matched: MatchOutput) -> Split:
     """``derive`` at the end of an ingest: the staged tables, the flows the matcher
-    was given (with its venues) besides those already staged, and its outputs."""
+    was given (with its venues) besides those already staged, and its outputs. A
+    rotation's file ingested on its own derives from its own rows and what the set's
+    previous command carried (``why_carry``): (final rows, provisional rows)."""
     import pyarrow.parquet as pq
 
+    from . import why_carry
     from .pipelines.feed_scan import staged
     from .pipelines.tables.rows import with_venues
 
-    files = staged_files(stage_dir)
-    scanned = staged(stage_dir, files["ws_messages"])
     schema = without_capture_id(TABLES["flows"])
-    staged = [pq.read_table(p, schema=schema) for p in files.pop("flows")]
-    all_flows = pa.concat_tables([schema.empty_table(), *staged, with_venues(
+    staged_flows = [pq.read_table(p, schema=schema) for p in staged_files(stage_dir)["flows"]]
+    all_flows = pa.concat_tables([schema.empty_table(), *staged_flows, with_venues(
         flows.select(schema.names), matched.flow_venue, matched.flow_venue_source)])
-    return derive(files, capture_id, {**matched.tables, "flows": all_flows}, scanned)
+    tables = {**matched.tables, "flows": all_flows}
+    plan = why_carry.Plan.of(stage_dir, capture_id)
+    if plan.prev is not None:
+        why = why_carry.check(plan, tables.get("latency"), all_flows)
+        if why is not None:
+            why_carry.whole(plan, why)
+    elif plan.parts.resumed:
+        why_carry.whole(plan, plan.why_whole or "no derive state")
+    files, extra = why_carry.view_inputs(plan)
+    files.pop("flows", None)
+    scanned = staged(stage_dir, files["ws_messages"])
+    return _derive_carried(plan, files, extra, tables, scanned)
+
+
+def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
+                    extra: Mapping[str, pa.Table], tables: Mapping[str, pa.Table],
+                    scanned: pa.Table | None) -> Split:
+    """``derive`` of one command of a capture (set): rows split at its cuts, the rows
+    an earlier command made left out, what the next command carries saved."""
+    from . import alerts, causes, feed
+    from . import why_carry as wc
+    from .dataset import Dataset
+
+    latency, unmatched = tables.get("latency"), tables.get("unmatched")
+    orders = latency is None or latency.num_rows > 0
+    kinds = tuple(k for k in alerts.DETECTORS if k != "clock_step"
+                  and (orders or k not in LATENCY_ALERTS))
+    prev = plan.prev
+    c_prev = int(prev.meta["cut"]) if prev else None  # type: ignore[call-overload]
+    p_prev = int(prev.meta["pcut"]) if prev else None  # type: ignore[call-overload]
+    final: dict[str, pa.Table] = {}
+    prov: dict[str, pa.Table] = {}
+    with Dataset.of_capture(files, plan.capture_id, tables, extra) as view:
+        view.con.execute("SET threads = 1")  # (see ``derive``)
+        cut, pcut = wc.cuts(plan, view, latency, unmatched)
+        if orders:
+            rows = _cast(causes.compute(view, since=c_prev), "causes")
+            settle = (wc._ns(rows.column("order_ts"))
+                      + pc_fill0(rows.column("latency_ns")))
+            final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)
+        else:
+            final["causes"] = prov["causes"] = without_capture_id(TABLES["causes"]).empty_table()
+        feed.stage_messages(view, scanned=scanned, name="feed_new")
+        if prev is not None and prev.feed.num_rows:
+            view.con.register("_feed_carried", prev.feed)
+            view.con.execute("CREATE OR REPLACE TEMP TABLE feed_msg AS SELECT * FROM "
+                             "_feed_carried UNION ALL BY NAME SELECT * FROM feed_new")
+            view.con.unregister("_feed_carried")
+        else:
+            view.con.execute("CREATE OR REPLACE TEMP TABLE feed_msg AS FROM feed_new")
+        gaps = feed.gaps_table(view, messages="feed_msg")
+        final["feed_gaps"], prov["feed_gaps"] = wc.split(
+            _cast(gaps, "feed_gaps"), wc._ns(gaps.column("ts")), c_prev, cut)
+        cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
+                                  until=pcut if plan.keep else None)
+        s = alerts.Settings()
+        rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages="feed_msg", cusum=cusum,
+                                orders_since=p_prev)
+        held = set(plan.held.tolist())
+        fin_rows, prov_rows = [], []
+        open_starts = wc.INF
+        for r in rows:
+            settle = int(r["_settle"])  # type: ignore[call-overload]
+            if r.get("_flow_end") and r.get("flow_id") in held:
+                settle = wc.INF  # silent until now: the connection goes on
+            before, at = (p_prev, pcut) if r.get("_orders") else (c_prev, cut)
+            if before is not None and settle < before:
+                continue
+            if settle < at:
+                fin_rows.append(r)
+            else:
+                prov_rows.append(r)
+                if not r.get("_orders"):
+                    open_starts = min(open_starts, int(r["start_ts"]))  # type: ignore
+        tail_anomalies = wc._read(plan.parts.tail.get("anomalies", []), "anomalies",
+                                  ["ts", "code"])
+        tail_steps = {int(t) for t in wc._ns(tail_anomalies.filter(pc.fill_null(pc.equal(
+            tail_anomalies.column("code"), "clock_step_back"), False)).column("ts"))}
+        for r in alerts.clock_step(view, s):
+            (prov_rows if int(r["start_ts"]) in tail_steps else fin_rows).append(r)
+        final["alerts"] = _cast(alerts.table_of(fin_rows), "alerts")
+        prov["alerts"] = _cast(alerts.table_of(prov_rows), "alerts")
+        if plan.keep:
+            keys = wc.tail_keys(plan)
+            view.con.register("_tail_keys", keys)
+            feed_rows = view.con.sql(
+                "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "
+                "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"
+            ).to_arrow_table()
+            wc.save(plan, view, cut, pcut, open_starts, latency, unmatched, feed_rows,
+                    cusum.series, tables["flows"])
+    return final, prov
+
+
+def pc_fill0(col: pa.ChunkedArray) -> object:
+    """Null as 0, as int64 NumPy."""
+    return pc.fill_null(col.cast(pa.int64()), 0).to_numpy()

@@ -101,6 +101,9 @@ class MatchOutput:
     flow_venue: dict[int, str]
     tables: dict[str, pa.Table]
     flow_venue_source: dict[int, str] = field(default_factory=dict)  # venue_infer
+    final: dict[str, pa.Table] = field(default_factory=dict)
+    """Rows to write as final parts even when the ingest's end-of-file writes are
+    provisional (a rotation's derived rows no later file changes: ``why_carry``)."""
 
 
 class Matcher(Protocol):

@@ -18,6 +18,7 @@ before the final match (which derives tables from every staged flow).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -34,6 +35,7 @@ from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
+from .resume import TAIL_PREFIX
 
 if TYPE_CHECKING:
     from ..match import Matcher
@@ -226,4 +228,21 @@ class FlowRows:
             "flows", with_venues(rows, matched.flow_venue, matched.flow_venue_source))
         for table, out in matched.tables.items():
             self.staging.write(table, out)
+        self._write_final(matched.final)
         return SideFiles(None, None)
+
+    def _write_final(self, tables: dict[str, pa.Table]) -> None:
+        """Rows final even when this file's end writes provisional parts (a rotation's
+        derived rows that no later file can change: ``pcapflow.why_carry``): parts
+        of their own, not ``part-t*``, which the next command of the set keeps."""
+        if not tables:
+            return
+        tail = self.staging.part_prefix
+        if tail == TAIL_PREFIX:
+            self.staging.close_writers()
+            self.staging.part_prefix = f"d{uuid.uuid4().hex[:10]}-"
+        for table, out in tables.items():
+            self.staging.write(table, out)
+        if tail == TAIL_PREFIX:
+            self.staging.close_writers()
+            self.staging.part_prefix = tail

@@ -406,6 +406,7 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
     table but ``REGENERATED`` into the staging directory ``stage``."""
     from ..tables.schemas import TABLES
 
+    linked: dict[str, list[str]] = {}
     for table in TABLES:
         if table in REGENERATED:
             continue
@@ -418,6 +419,15 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
             dst = stage / table / f.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             _link(f, dst)
+            linked.setdefault(table, []).append(f.name)
+    # which staged parts are the set's earlier ones (the derive reads only the others)
+    (stage / CARRIED).write_text(json.dumps(linked))
+
+
+CARRIED = "_carried_parts.json"
+"""Staging file: the parts ``carry`` linked, per table (``pcapflow.why_carry``)."""
+HELD = "held.npy"
+"""In a staged state: the ids of the flows still open at the end of the file."""
 
 
 CANDIDATES = "candidates"

@@ -1,0 +1,427 @@
+"""A rotation's derived tables, each command in O(its own file): what one command
+carries to the next.
+
+A rotation ingested one file per command (``pipelines.ingest.resume``) is one
+capture that grows by a file per command. ``causes``, ``feed_gaps`` and ``alerts``
+(``pcapflow.why``) were derived again over the whole set by every command, so the
+n-th file cost O(n). Here each command derives only what its file can change, and
+every row equals what one ingest of all the files gives.
+
+How this works.
+
+- *Cuts.* A command that keeps resume state knows the set's last packet ``T``.
+  Rows a later file adds have times after ``C = T - SETTLE_NS`` (tcpdump's
+  reordering, late ACKs of a segment, a message finished by a later packet),
+  and after every time of this command's own provisional rows (``part-t*``,
+  written again by the next command). Each derived row has a *settle* time
+  (``alerts.find_rows``' ``_settle``): from then on no later row of input can
+  change it (an episode's last event plus the gap that would join the next one,
+  the next interval of a microburst, a cause's reply, a latency alert's order
+  time). A row that settles before ``C`` is final: written as a final part, kept
+  as it is by later commands (hard links); the others are provisional. Latency
+  alerts use the order cut ``P <= C``: before the oldest order still waiting for
+  its reply (at most ``PENDING_NS`` back), since a late reply adds a row at its
+  order's time.
+- *Carried rows.* The next command reads its own parts only, plus, kept with the
+  set's resume state (``DATA/_state/capture_id=<id>/derive/``), the input rows of
+  the last ``LOOKBACK_NS`` before the cut (and before any provisional alert's
+  start; for the connections of orders still pending, from their order time):
+  TCP events and RTT samples, inbound TLS records and messages (narrow columns),
+  the market-data rows (``feed.stage_messages``), and one *anchor* per stream
+  (the last row before that window: the previous message a feed gap, a stale
+  feed, head-of-line blocking or a segment's byte count is measured against).
+  The latency alerts carry the rank CUSUM's state per venue and endpoint
+  (``alerts.CusumCarry``); ``p99_high`` re-reads the orders of the open bucket.
+  Every detector is online (an interval is judged by what came before it;
+  ``microburst``'s baseline is the trailing ``burst_baseline_s``), so the rows
+  from this window on are the rows of the whole set.
+- *Checked, else whole.* Before using what it carries, a command checks its
+  premises: no row of its own files precedes the previous cut, the latency
+  rows before the cuts are as many as then, every reply after the cut belongs
+  to an order the carried rows cover, no flow changed venue. If one fails (a
+  capture clock set back, a reply after ``PENDING_NS``, a venue learnt later, a
+  state from an older pcapflow, ``pcapflow match`` run since), the command
+  derives over the whole set as before and replaces the set's derived rows.
+- A capture that keeps no state (not a rotation) has no cut: all rows final.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .pipelines.ingest.resume import CARRIED, HELD, STATE_FILE, TAIL_PREFIX, read_header
+from .pipelines.store import STATE, partition_dir
+from .pipelines.tables.schemas import TABLES, without_capture_id
+
+SETTLE_NS = 5 * 10**9
+"""Rows of a later file are this much after the set's last packet, at most."""
+LOOKBACK_NS = 12 * 10**9
+"""Input rows kept before the cut: the microburst baseline (10 s), a second for the
+storm and episode joins, and a margin."""
+PENDING_NS = 300 * 10**9
+"""Orders without a reply are waited for this long (their connections' rows kept)."""
+VERSION = 1
+DIR = "derive"
+"""Sub-directory of a set's resume state: what ``carry`` keeps."""
+INF = 2**62
+DERIVED = ("causes", "feed_gaps", "alerts")
+LATENCY_KINDS = ("latency_shift", "p99_high")
+
+_EVENT_KINDS = ("retransmission", "fast_retransmission", "out_of_order", "gap",
+                "duplicate_ack", "zero_window")
+_MSG = ["flow_id", "direction", "stream_offset", "ts_first", "ts_last"]
+CARRY: dict[str, tuple[str, str, list[str] | None]] = {
+    "tcp_events": ("ts", "kind IN ('" + "', '".join(_EVENT_KINDS) + "')", None),
+    "tcp_rtt": ("ts_ack", "true", None),
+    "tls_records": ("ts_last", "direction = 'in' AND content_type = 23",
+                    ["flow_id", "direction", "content_type", "inner_content_type",
+                     "ts_first", "ts_last"]),
+    "ws_messages": ("ts_last", "direction = 'in'", _MSG),
+    "http_messages": ("ts_last", "direction = 'in'", _MSG),
+    "fix_messages": ("ts_last", "direction = 'in'", _MSG),
+}
+"""Input tables whose recent rows are carried: (time column, which rows, columns)."""
+CHECK = {"tcp_events": "ts", "tcp_rtt": "ts_sent", "tls_records": "ts_last",
+         "ws_messages": "ts_last", "http_messages": "ts_last", "fix_messages": "ts_last"}
+"""A later command's own rows must not precede the cut (else: derived whole)."""
+
+
+@dataclass(slots=True)
+class Parts:
+    """The staged Parquet parts of one ingest, by origin."""
+
+    old: dict[str, list[Path]] = field(default_factory=dict)
+    """The set's earlier final parts (``resume.carry`` linked them)."""
+    new: dict[str, list[Path]] = field(default_factory=dict)
+    """This command's final parts."""
+    tail: dict[str, list[Path]] = field(default_factory=dict)
+    """This command's provisional parts (``part-t*``)."""
+    resumed: bool = False
+
+    @classmethod
+    def of(cls, stage_dir: Path) -> Parts:
+        manifest = stage_dir / CARRIED
+        linked = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        out = cls(resumed=manifest.is_file())
+        for t in TABLES:
+            names = set(linked.get(t, ()))
+            files = sorted((stage_dir / t).glob("*.parquet"))
+            out.old[t] = [p for p in files if p.name in names]
+            out.tail[t] = [p for p in files if p.name not in names
+                           and p.name.startswith(f"part-{TAIL_PREFIX}")]
+            out.new[t] = [p for p in files if p.name not in names
+                          and not p.name.startswith(f"part-{TAIL_PREFIX}")]
+        return out
+
+    def fresh(self, t: str) -> list[Path]:
+        return [*self.new.get(t, []), *self.tail.get(t, [])]
+
+
+def _read(files: list[Path], table: str, columns: list[str] | None = None) -> pa.Table:
+    schema = without_capture_id(TABLES[table])
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    return pa.concat_tables([schema.empty_table(), *(
+        pq.read_table(p, columns=schema.names, schema=None).select(schema.names).cast(schema)
+        for p in files)])
+
+
+def _ns(col: pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(col.cast(pa.int64()), INF).to_numpy()
+
+
+def _min_ns(table: pa.Table, column: str) -> int:
+    if table.num_rows == 0:
+        return INF
+    v = pc.min(table.column(column).cast(pa.int64())).as_py()
+    return INF if v is None else int(v)
+
+
+@dataclass(slots=True)
+class Carried:
+    """What the previous command of the set kept (``DIR``)."""
+
+    meta: dict[str, object]
+    rows: dict[str, pa.Table]
+    feed: pa.Table
+    cusum: dict[tuple[object, object], dict[str, np.ndarray | int]]
+    venues: pa.Table
+
+    @classmethod
+    def load(cls, path: Path) -> Carried | None:
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if meta.get("version") != VERSION:
+                return None
+            rows = {t: pq.read_table(path / f"{t}.parquet") for t in CARRY}
+            return cls(meta=meta, rows=rows, feed=pq.read_table(path / "feed.parquet"),
+                       cusum=_cusum_load(pq.read_table(path / "cusum.parquet")),
+                       venues=pq.read_table(path / "venues.parquet"))
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None
+
+
+def _cusum_load(t: pa.Table) -> dict[tuple[object, object], dict[str, np.ndarray | int]]:
+    out = {}
+    for r in t.to_pylist():
+        out[(r["venue"], r["endpoint"])] = {
+            "st": np.array(r["st"], np.float64), "ref": np.array(r["ref"], np.float64),
+            "base": int(r["base"]), "x": np.array(r["x"], np.float64),
+            "t": np.array(r["t"], np.int64)}
+    return out
+
+
+def _cusum_table(series: dict[tuple[object, object], dict[str, np.ndarray | int]]) -> pa.Table:
+    keys = sorted(series, key=lambda k: (str(k[0]), str(k[1])))
+    return pa.table({
+        "venue": pa.array([k[0] for k in keys], pa.string()),
+        "endpoint": pa.array([k[1] for k in keys], pa.string()),
+        "st": pa.array([series[k]["st"].tolist() for k in keys],  # type: ignore[union-attr]
+                       pa.list_(pa.float64())),
+        "ref": pa.array([series[k]["ref"].tolist() for k in keys],  # type: ignore[union-attr]
+                        pa.list_(pa.float64())),
+        "base": pa.array([int(series[k]["base"]) for k in keys], pa.int64()),
+        "x": pa.array([series[k]["x"].tolist() for k in keys],  # type: ignore[union-attr]
+                      pa.list_(pa.float64())),
+        "t": pa.array([series[k]["t"].tolist() for k in keys],  # type: ignore[union-attr]
+                      pa.list_(pa.int64()))})
+
+
+@dataclass(slots=True)
+class Plan:
+    """One command's derive: which rows it reads, its cuts and the previous ones."""
+
+    stage_dir: Path
+    capture_id: str
+    parts: Parts
+    keep: bool
+    last: int | None
+    held: np.ndarray
+    prev: Carried | None = None
+    why_whole: str | None = None
+    """Why this command derives over the whole set (None: it does not)."""
+
+    @property
+    def state_dir(self) -> Path:
+        return partition_dir(self.stage_dir.parent.parent, STATE, self.capture_id) / DIR
+
+    @classmethod
+    def of(cls, stage_dir: Path, capture_id: str) -> Plan:
+        parts = Parts.of(stage_dir)
+        state = stage_dir / STATE / STATE_FILE
+        keep = state.is_file()
+        last = int(read_header(state)["last_key"]) if keep else None
+        held_file = stage_dir / STATE / HELD
+        held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
+        plan = cls(stage_dir, capture_id, parts, keep, last, held)
+        if parts.resumed:
+            path = plan.state_dir
+            plan.prev = Carried.load(path) if path.is_dir() else None
+            if plan.prev is None:
+                plan.why_whole = "no derive state kept by the previous command"
+        return plan
+
+
+def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
+    """Why the carried rows cannot be used (None: they can)."""
+    prev = plan.prev
+    assert prev is not None
+    cut, pcut = int(prev.meta["cut"]), int(prev.meta["pcut"])  # type: ignore[call-overload]
+    for t, col in CHECK.items():
+        fresh = _read(plan.parts.fresh(t), t, [col])
+        if _min_ns(fresh, col) < cut:
+            return f"{t} rows before the previous cut"
+    if latency is not None and latency.num_rows:
+        o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
+        a = np.where(a == INF, o, a)
+        ack = pc.fill_null(pc.equal(latency.column("leg"), "ack"), False).to_numpy(
+            zero_copy_only=False) & latency.column("latency_ns").is_valid().to_numpy(
+            zero_copy_only=False)
+        if int(np.count_nonzero(ack & (o < pcut))) != prev.meta["n_p"]:
+            return "latency rows before the order cut changed"
+        if int(np.count_nonzero(a < cut)) != prev.meta["n_c"]:
+            return "latency rows before the cut changed"
+        later = a >= cut
+        k, k2 = int(prev.meta["k"]), int(prev.meta["k2"])  # type: ignore[call-overload]
+        early = later & (o < k)
+        if early.any():
+            pend = np.asarray(prev.meta["pending_flows"], np.int64)
+            fl = latency.column("flow_id").to_numpy(zero_copy_only=False)
+            af = pc.fill_null(latency.column("ack_flow_id"), latency.column("flow_id")).to_numpy(
+                zero_copy_only=False)
+            ok = np.isin(fl, pend) & np.isin(af, pend) & (o >= k2)
+            if (early & ~ok).any():
+                return "a reply to an order older than the carried rows"
+    if prev.venues.num_rows:
+        now = dict(zip(flows.column("flow_id").to_pylist(), flows.column("venue").to_pylist(),
+                       strict=True))
+        for f, v in zip(prev.venues.column("flow_id").to_pylist(),
+                        prev.venues.column("venue").to_pylist(), strict=True):
+            if f in now and now[f] != v:
+                return f"flow {f} changed venue"
+    return None
+
+
+def whole(plan: Plan, why: str) -> None:
+    """Derive over the whole set: the set's earlier derived rows go (all made again)."""
+    plan.why_whole = why
+    plan.prev = None
+    for t in DERIVED:
+        for p in plan.parts.old.get(t, []):
+            p.unlink()
+        plan.parts.old[t] = []
+
+
+def view_inputs(plan: Plan) -> tuple[dict[str, list[Path]], dict[str, pa.Table]]:
+    """The files and the carried rows the derive's view reads."""
+    if plan.prev is None:  # whole: every staged part
+        files = {t: [*plan.parts.old.get(t, []), *plan.parts.fresh(t)] for t in TABLES}
+        return files, {}
+    files = {t: plan.parts.fresh(t) for t in TABLES}
+    return files, {t: r for t, r in plan.prev.rows.items() if r.num_rows}
+
+
+def cuts(plan: Plan, view: object, latency: pa.Table | None,
+         unmatched: pa.Table | None) -> tuple[int, int]:
+    """This command's cut ``C`` and order cut ``P`` (``INF``: no later file)."""
+    if not plan.keep or plan.last is None:
+        return INF, INF
+    cut = plan.last - SETTLE_NS
+    for t, col in CHECK.items():
+        cut = min(cut, _min_ns(_read(plan.parts.tail.get(t, []), t, [col]), col))
+    pcut = cut
+    for o in _pending(plan, latency, unmatched, cut)[0]:
+        pcut = min(pcut, int(o))
+    return cut, pcut
+
+
+def _pending(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | None,
+             cut: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order times and flows of the orders whose rows a later command may still
+    change: replies after the cut, orders without one (of the last ``PENDING_NS``)."""
+    times, flows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    if latency is not None and latency.num_rows:
+        o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
+        late = np.where(a == INF, o, a) >= cut
+        times.append(o[late])
+        flows.append(latency.column("flow_id").to_numpy(zero_copy_only=False)[late])
+        af = pc.fill_null(latency.column("ack_flow_id"), latency.column("flow_id"))
+        flows.append(af.to_numpy(zero_copy_only=False)[late])
+    if unmatched is not None and unmatched.num_rows and plan.last is not None:
+        ts = _ns(unmatched.column("ts"))
+        what = pc.fill_null(pc.equal(unmatched.column("what"), "order"), False).to_numpy(
+            zero_copy_only=False)
+        wait = what & (ts >= plan.last - PENDING_NS) & (ts < INF)
+        times.append(ts[wait])
+        flows.append(unmatched.column("flow_id").to_numpy(zero_copy_only=False)[wait])
+    return np.concatenate(times), np.unique(np.concatenate(flows).astype(np.int64))
+
+
+def split(rows: pa.Table, settle: np.ndarray, before: int | None, cut: int
+          ) -> tuple[pa.Table, pa.Table]:
+    """``rows`` (with their settle times) not made by an earlier command (settled
+    before its cut ``before``), as (final, provisional) at this command's ``cut``."""
+    mine = settle >= (before if before is not None else -INF)
+    fin = mine & (settle < cut)
+    return rows.filter(pa.array(fin)), rows.filter(pa.array(mine & ~fin))
+
+
+def save(plan: Plan, view: object, cut: int, pcut: int, open_starts: int,
+         latency: pa.Table | None, unmatched: pa.Table | None, feed_rows: pa.Table,
+         cusum: dict[tuple[object, object], dict[str, np.ndarray | int]],
+         flows: pa.Table) -> None:
+    """Write what the next command of the set carries (``DIR`` in the staged state)."""
+    out = plan.stage_dir / STATE / DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    k = min(cut, open_starts) - LOOKBACK_NS
+    times, pend = _pending(plan, latency, unmatched, cut)
+    k2 = min([k, *(int(t) for t in times)])
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
+    con.register("held", held)
+    con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
+    keep = (f"(epoch_ns({{c}}) >= {k} OR (epoch_ns({{c}}) >= {k2} AND flow_id IN "
+            "(SELECT flow_id FROM pend)))")
+    for t, (col, where, columns) in CARRY.items():
+        rows = _final_rows(plan, t, columns, where)
+        con.register("r", rows)
+        sel = keep.format(c=col)
+        if t == "tcp_rtt":  # per connection and direction, the last segment before
+            anchor = ("SELECT * FROM r WHERE NOT " + sel + " QUALIFY row_number() OVER ("
+                      "PARTITION BY flow_id, direction ORDER BY end_offset DESC) = 1")
+        elif t.endswith("_messages"):  # per connection, the last message before
+            anchor = ("SELECT * FROM r WHERE NOT " + sel + " QUALIFY row_number() OVER ("
+                      "PARTITION BY flow_id ORDER BY stream_offset DESC) = 1")
+        else:
+            anchor = None
+        kept = con.sql(f"SELECT * FROM r WHERE {sel}").to_arrow_table()
+        if anchor is not None:
+            near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
+                    f"(SELECT flow_id FROM r WHERE {sel}))")
+            kept = pa.concat_tables([kept, con.sql(
+                f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()])
+        con.unregister("r")
+        pq.write_table(kept, out / f"{t}.parquet")
+    con.register("f", feed_rows)
+    near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
+            f"(SELECT flow_id FROM f WHERE ts >= {k}))")
+    part = "PARTITION BY capture_id, flow_id, rule, stream"
+    feed_kept = con.sql(f"""
+        SELECT * FROM f WHERE ts >= {k}
+        UNION ALL
+        SELECT * FROM (SELECT * FROM f WHERE ts < {k} QUALIFY
+            row_number() OVER ({part} ORDER BY stream_offset DESC, ts DESC) = 1
+            OR row_number() OVER ({part} ORDER BY ts DESC, stream_offset DESC) = 1)
+        WHERE {near}""").to_arrow_table()
+    pq.write_table(feed_kept, out / "feed.parquet")
+    pq.write_table(_cusum_table(cusum), out / "cusum.parquet")
+    pq.write_table(flows.select(["flow_id", "venue"]), out / "venues.parquet")
+    n_p = n_c = 0
+    if latency is not None and latency.num_rows:
+        o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
+        a = np.where(a == INF, o, a)
+        ack = pc.fill_null(pc.equal(latency.column("leg"), "ack"), False).to_numpy(
+            zero_copy_only=False) & latency.column("latency_ns").is_valid().to_numpy(
+            zero_copy_only=False)
+        n_p, n_c = int(np.count_nonzero(ack & (o < pcut))), int(np.count_nonzero(a < cut))
+    (out / "meta.json").write_text(json.dumps({
+        "version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
+        "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}))
+    con.close()
+
+
+def _final_rows(plan: Plan, table: str, columns: list[str] | None, where: str) -> pa.Table:
+    """The previous command's carried rows and this command's final rows of ``table``."""
+    import duckdb
+
+    rows = _read(plan.parts.new.get(table, []) if plan.prev is not None else
+                 [*plan.parts.old.get(table, []), *plan.parts.new.get(table, [])],
+                 table, columns)
+    with duckdb.connect() as con:
+        con.register("x", rows)
+        rows = con.sql(f"SELECT * FROM x WHERE {where}").to_arrow_table()
+    if plan.prev is not None and plan.prev.rows[table].num_rows:
+        rows = pa.concat_tables([plan.prev.rows[table].cast(rows.schema), rows])
+    return rows
+
+
+def tail_keys(plan: Plan) -> pa.Table:
+    """(flow_id, stream_offset) of this command's provisional inbound messages."""
+    parts = [_read(plan.parts.tail.get(t, []), t, ["flow_id", "direction", "stream_offset"])
+             for t in ("ws_messages", "fix_messages")]
+    t = pa.concat_tables(parts)
+    t = t.filter(pc.fill_null(pc.equal(t.column("direction"), "in"), False))
+    return t.select(["flow_id", "stream_offset"])
