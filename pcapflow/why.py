@@ -28,13 +28,15 @@ import pyarrow.compute as pc
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
 if TYPE_CHECKING:
-    from . import why_carry
+    from . import alerts, why_carry
     from .pipelines.match import MatchOutput
 
 DERIVED = ("causes", "feed_gaps", "alerts")
 """Tables ``derive`` makes, in the order it makes them."""
 LATENCY_ALERTS = ("latency_shift", "p99_high")
 """Alert kinds read from ``latency`` rows only."""
+SETTINGS: alerts.Settings | None = None
+"""The thresholds the ingest derives alerts with (None: ``alerts.Settings()``)."""
 
 
 def _cast(table: pa.Table, name: str) -> pa.Table:
@@ -68,7 +70,7 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
         messages = feed.stage_messages(view, scanned=scanned)
         gaps = feed.gaps_table(view, messages=messages)
         out["feed_gaps"] = _cast(gaps, "feed_gaps")
-        out["alerts"] = _cast(alerts.find(view, alerts.Settings(), kinds, gaps=gaps,
+        out["alerts"] = _cast(alerts.find(view, SETTINGS or alerts.Settings(), kinds, gaps=gaps,
                                           messages=messages), "alerts")
     return out
 
@@ -170,7 +172,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             _cast(gaps, "feed_gaps"), wc._ns(gaps.column("ts")), c_prev, cut)
         cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
                                   until=pcut if plan.keep else None)
-        s = alerts.Settings()
+        s = SETTINGS or alerts.Settings()
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages="feed_msg", cusum=cusum,
                                 orders_since=p_prev)
         held = set(plan.held.tolist())
@@ -204,7 +206,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                 "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "
                 "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"
             ).to_arrow_table()
-            wc.save(plan, view, cut, pcut, open_starts, latency, unmatched, feed_rows,
+            wc.save(plan, s, cut, pcut, open_starts, latency, unmatched, feed_rows,
                     cusum.series, tables["flows"])
     return final, prov
 

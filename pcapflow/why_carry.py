@@ -57,15 +57,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .alerts import Settings
 from .pipelines.ingest.resume import CARRIED, HELD, STATE_FILE, TAIL_PREFIX, read_header
 from .pipelines.store import STATE, partition_dir
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
 SETTLE_NS = 5 * 10**9
 """Rows of a later file are this much after the set's last packet, at most."""
-LOOKBACK_NS = 12 * 10**9
-"""Input rows kept before the cut: the microburst baseline (10 s), a second for the
-storm and episode joins, and a margin."""
+LOOKBACK_NS = 2 * 10**9
+"""Input rows kept before the cut, besides the microburst baseline and twice the
+episode gap (``lookback``): a retransmission storm's second and the one before."""
 PENDING_NS = 300 * 10**9
 """Orders without a reply are waited for this long (their connections' rows kept)."""
 VERSION = 1
@@ -270,9 +271,14 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
     return None
 
 
+WHOLE: list[str] = []
+"""Why commands of this process derived a set whole (the tests read it)."""
+
+
 def whole(plan: Plan, why: str) -> None:
     """Derive over the whole set: the set's earlier derived rows go (all made again)."""
     plan.why_whole = why
+    WHOLE.append(why)
     plan.prev = None
     for t in DERIVED:
         for p in plan.parts.old.get(t, []):
@@ -334,7 +340,12 @@ def split(rows: pa.Table, settle: np.ndarray, before: int | None, cut: int
     return rows.filter(pa.array(fin)), rows.filter(pa.array(mine & ~fin))
 
 
-def save(plan: Plan, view: object, cut: int, pcut: int, open_starts: int,
+def lookback(s: Settings) -> int:
+    """How far before the cut (or an open alert) the carried rows reach."""
+    return LOOKBACK_NS + int((s.burst_baseline_s + 2 * s.episode_gap_s) * 1e9)
+
+
+def save(plan: Plan, s: Settings, cut: int, pcut: int, open_starts: int,
          latency: pa.Table | None, unmatched: pa.Table | None, feed_rows: pa.Table,
          cusum: dict[tuple[object, object], dict[str, np.ndarray | int]],
          flows: pa.Table) -> None:
@@ -343,7 +354,7 @@ def save(plan: Plan, view: object, cut: int, pcut: int, open_starts: int,
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    k = min(cut, open_starts) - LOOKBACK_NS
+    k = min(cut, open_starts) - lookback(s)
     times, pend = _pending(plan, latency, unmatched, cut)
     k2 = min([k, *(int(t) for t in times)])
     import duckdb

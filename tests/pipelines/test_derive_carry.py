@@ -1,0 +1,109 @@
+"""A rotation ingested one file per command derives ``causes``, ``feed_gaps`` and
+``alerts`` from its own file and what the previous command carried
+(``pcapflow.why_carry``): the rows equal one ingest's, with cuts that fall inside
+the samples (no settle margin, short baselines and gaps), so rows are final,
+provisional, carried and anchored across files; and each later command reads only
+its own parts and the carried rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from pcapflow import alerts, changepoint, why, why_carry
+
+import pcapflow
+from helpers.capture_split import split
+from helpers.dataset_compare import assert_same_rows, parquet_files
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
+SHORT = alerts.Settings(p99_us=5_000.0, min_orders=3, bucket_s=1, episode_gap_s=0.05,
+                        stale_after_s=0.1, burst_baseline_s=0.05, cusum_reference=8,
+                        cusum_h=3.0, storm_per_s=2)
+"""Thresholds that make every kind of alert on the samples, with short windows."""
+
+
+@pytest.fixture
+def short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(why, "SETTINGS", SHORT)
+    monkeypatch.setattr(why_carry, "SETTLE_NS", 0)
+    monkeypatch.setattr(why_carry, "LOOKBACK_NS", 20_000_000)
+    why_carry.WHOLE.clear()
+
+
+def _keys(cap: Path) -> list[Path]:
+    key = cap.with_suffix(".keylog")
+    return [key] if key.exists() else []
+
+
+def _derived(root: Path) -> dict[str, int]:
+    con = duckdb.connect()
+    return {t: con.execute(f"SELECT count(*) FROM read_parquet({parquet_files(root, t)!r})")
+            .fetchone()[0] if parquet_files(root, t) else 0  # type: ignore[index]
+            for t in ("causes", "feed_gaps", "alerts")}
+
+
+@pytest.mark.parametrize(("name", "files"), [("binance_tick_tls13.pcap", 7),
+                                             ("binance_rest_h2.pcap", 4),
+                                             ("fix44_plain.pcap", 3)])
+def test_carried_derive_equals_one_ingest(tmp_path: Path, short: None, name: str,
+                                          files: int) -> None:
+    cap = SAMPLES / name
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
+    parts = split(cap, [r.packets * k // files for k in range(1, files)], tmp_path)
+    for p in parts:
+        pcapflow.ingest([p], keylog=_keys(cap), data=tmp_path / "data")
+    assert why_carry.WHOLE == []  # every later command derived from what it carried
+    assert_same_rows(one, tmp_path / "data")
+    got = _derived(tmp_path / "data")
+    assert got["alerts"] > 0 and got == _derived(one)
+    ds = pcapflow.open(tmp_path / "data")
+    # final rows were kept by later commands as they were (parts other than part-t*)
+    finals = [f for f in parquet_files(tmp_path / "data", "alerts")
+              if not os.path.basename(f).startswith("part-t")]
+    assert finals
+    # and the stored alerts are what the detectors find over the whole dataset
+    stored = ds.df("SELECT * EXCLUDE (capture_id) FROM alerts ORDER BY ALL")
+    again = alerts.find(ds, SHORT).to_pandas().drop(columns=["capture_id"])
+    assert len(again) == len(stored)
+
+
+def test_a_reply_past_the_carried_rows_derives_the_set_whole(
+        tmp_path: Path, short: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A premise broken (here: nothing carried for pending orders) falls back to the
+    whole set, and the rows are still one ingest's."""
+    monkeypatch.setattr(why_carry, "PENDING_NS", 0)
+    cap = SAMPLES / "binance_rest_h2.pcap"
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
+    parts = split(cap, [r.packets // 3, 2 * r.packets // 3], tmp_path)
+    for p in parts:
+        pcapflow.ingest([p], keylog=_keys(cap), data=tmp_path / "data")
+    assert_same_rows(one, tmp_path / "data")
+
+
+def test_the_cusum_in_pieces_alarms_as_in_one_pass() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(300, 5000))
+        x = rng.lognormal(np.log(3e6), 0.6, n)
+        for _ in range(int(rng.integers(0, 4))):
+            x[int(rng.integers(0, n)):] *= rng.choice([0.4, 2.5])
+        whole = [tuple(a) for a in changepoint.detect(x)]
+        st, ref = changepoint.new_state()
+        got, hist, base, pos = [], np.empty(0), 0, 0
+        while pos < n:
+            new = x[pos:pos + int(rng.integers(0, 700))]
+            xx = np.concatenate([hist, new])
+            found, _ = changepoint.rank_cusum_step(xx, len(hist), base, changepoint.K,
+                                                   changepoint.H, changepoint.REFERENCE,
+                                                   st, ref)
+            got += [tuple(a) for a in found]
+            pos += len(new)
+            keep = min(max(changepoint.history_start(st) - base, 0), len(xx))
+            hist, base = xx[keep:], base + keep
+        assert got == whole
