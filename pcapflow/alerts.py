@@ -326,8 +326,9 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
 def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     """Bytes per ``burst_window_us`` interval on one connection and direction above both
     ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
-    ``burst_baseline_s`` before the interval (tcp_rtt: the first transmission of each
-    data segment). Online: an interval is judged by what came before it only."""
+    ``burst_baseline_s`` before the interval (or since the connection began, when it is
+    younger: its ``flows.first_ts``) (tcp_rtt: the first transmission of each data
+    segment). Online: an interval is judged by what came before it only."""
     w = int(s.burst_window_us * 1000)
     span = max(int(s.burst_baseline_s * 1e9) // w, 1)  # the baseline, in intervals
     rows = ds.sql(f"""
@@ -341,11 +342,13 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
             SELECT capture_id, flow_id, direction, t // {w} AS bin, sum(b) AS bytes,
                    count(*) AS n, min(t) AS t0, max(t) AS t1
             FROM seg GROUP BY ALL),
-        rated AS (
-            SELECT *, coalesce(sum(bytes) OVER (
-                       PARTITION BY capture_id, flow_id, direction ORDER BY bin
-                       RANGE BETWEEN {span} PRECEDING AND 1 PRECEDING), 0) / {span} AS mean_w
-            FROM bins),
+        rated AS (  -- over the baseline, or since the connection began if younger
+            SELECT b.*, coalesce(sum(b.bytes) OVER (
+                       PARTITION BY b.capture_id, b.flow_id, b.direction ORDER BY b.bin
+                       RANGE BETWEEN {span} PRECEDING AND 1 PRECEDING), 0)
+                   / greatest(least({span}, b.bin - coalesce(epoch_ns(f.first_ts), 0) // {w}), 1)
+                   AS mean_w
+            FROM bins b LEFT JOIN flows f USING (capture_id, flow_id)),
         hot AS (
             SELECT * FROM rated
             WHERE bytes >= greatest({int(s.burst_min_bytes)}, {float(s.burst_factor)} * mean_w)),

@@ -13,11 +13,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from pcapflow import alerts, changepoint, why, why_carry
-
-import pcapflow
 from helpers.capture_split import split
 from helpers.dataset_compare import assert_same_rows, parquet_files
+
+import pcapflow
+from pcapflow import alerts, changepoint, why, why_carry
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 SHORT = alerts.Settings(p99_us=5_000.0, min_orders=3, bucket_s=1, episode_gap_s=0.05,
