@@ -206,7 +206,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                 "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "
                 "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"
             ).to_arrow_table()
-            wc.save(plan, s, cut, pcut, open_starts, latency, unmatched, feed_rows,
+            wc.save(plan, view.con, s, cut, pcut, open_starts, latency, unmatched, feed_rows,
                     cusum.series, tables["flows"])
     return final, prov
 
