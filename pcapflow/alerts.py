@@ -20,14 +20,23 @@ rows (``pcapflow query "<evidence_sql>"``). The detectors (``DETECTORS``):
 - ``microburst``: on one connection and direction, the bytes of data segments
   first sent in one ``burst_window_us`` interval (intervals aligned to the
   epoch, over ``tcp_rtt``'s ``ts_sent``) at least ``burst_min_bytes`` and
-  ``burst_factor`` times the direction's mean rate over the connection's life;
-  consecutive such intervals are one alert (value: the peak bytes per interval).
+  ``burst_factor`` times the direction's mean rate over the ``burst_baseline_s``
+  before the interval (over the connection's age when it is younger): online,
+  judged by what came before; consecutive such intervals are one alert (value:
+  the peak bytes per interval).
 - ``clock_step``: the capture clock set back by more than 10 ms between two
   packets in capture order (``parsers.capture.clock``, an ``anomalies`` row).
 - ``feed_gap``: breaks in a market-data stream's numbering (``pcapflow.feed``),
   those less than ``episode_gap`` apart in one alert.
 - ``stale_feed``: a market-data stream silent for more than ``stale_after``
-  between two of its messages, or from its last message to its connection's end.
+  between two of its messages, or from its last message to its connection's end
+  (evidence: those two messages, or the last one).
+
+Every detector is online: a row depends on what came before its window and on
+its window only, never on a whole-capture baseline, so a rotation ingested one
+file per command derives each file's alerts from that file and a bounded carried
+state (``pcapflow.why_carry``) and gets one ingest's rows. Each row says when it
+settles (``_settle`` in ``find_rows``: from then on no later input changes it).
 
 Each capture's ingest runs every detector over that capture with the default
 ``Settings`` and stores the rows (the ``alerts`` table, ``pcapflow.why``;

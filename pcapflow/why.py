@@ -14,6 +14,15 @@ venues (``pipelines.match.rematch_capture``).
 Alerts are per capture: a latency shift is found within one capture's orders,
 and ``pcapflow alerts`` with other thresholds runs the detectors again over
 the whole dataset.
+
+A rotation ingested one file per command (``pipelines.ingest.resume``) is one
+capture growing by a file per command: ``derive_staged`` then reads only the
+parts this command wrote and what the set's previous command carried, writes
+the rows no later file can change as final parts (kept by later commands as
+they are) and the others as provisional ones, and saves what the next command
+carries (``why_carry``: cuts, carried rows, the CUSUM's state, the checks that
+fall back to the whole set). Each command costs O(its file), and the rows are
+one ingest's.
 """
 
 from __future__ import annotations
