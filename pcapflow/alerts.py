@@ -82,7 +82,7 @@ class Settings:
     burst_window_us: int = 1000
     burst_factor: float = 20.0
     burst_min_bytes: int = 4096
-    burst_baseline_s: float = 10.0
+    burst_baseline_s: float = 1.0
     cusum_k: float = changepoint.K
     cusum_h: float = changepoint.H
     cusum_reference: int = changepoint.REFERENCE

@@ -62,11 +62,12 @@ from .pipelines.ingest.resume import CARRIED, HELD, STATE_FILE, TAIL_PREFIX, rea
 from .pipelines.store import STATE, partition_dir
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
-SETTLE_NS = 5 * 10**9
+SETTLE_NS = 2 * 10**9
 """Rows of a later file are this much after the set's last packet, at most."""
 LOOKBACK_NS = 2 * 10**9
-"""Input rows kept before the cut, besides the microburst baseline and twice the
-episode gap (``lookback``): a retransmission storm's second and the one before."""
+"""Input rows kept before the cut (or the start of an alert still open): a
+retransmission storm's second and the one before it; TCP events also twice the
+episode gap, RTT samples also the microburst baseline (``lookback``)."""
 PENDING_NS = 300 * 10**9
 """Orders without a reply are waited for this long (their connections' rows kept)."""
 VERSION = 1
@@ -340,9 +341,11 @@ def split(rows: pa.Table, settle: np.ndarray, before: int | None, cut: int
     return rows.filter(pa.array(fin)), rows.filter(pa.array(mine & ~fin))
 
 
-def lookback(s: Settings) -> int:
-    """How far before the cut (or an open alert) the carried rows reach."""
-    return LOOKBACK_NS + int((s.burst_baseline_s + 2 * s.episode_gap_s) * 1e9)
+def lookback(s: Settings, table: str) -> int:
+    """How far before the cut (or an open alert) the carried rows of ``table`` reach."""
+    more = {"tcp_rtt": s.burst_baseline_s, "tcp_events": 2 * s.episode_gap_s,
+            "feed": 2 * s.episode_gap_s}.get(table, 0.0)
+    return LOOKBACK_NS + int(more * 1e9)
 
 
 def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts: int,
@@ -355,18 +358,19 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    k = min(cut, open_starts) - lookback(s)
+    edge = min(cut, open_starts)
+    k = edge - LOOKBACK_NS  # every table's rows reach at least this far back
     times, pend = _pending(plan, latency, unmatched, cut)
     k2 = min([k, *(int(t) for t in times)])
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
-    keep = (f"(epoch_ns({{c}}) >= {k} OR (epoch_ns({{c}}) >= {k2} AND flow_id IN "
-            "(SELECT flow_id FROM pend)))")
     for t, (col, where, columns) in CARRY.items():
         rows = _final_rows(plan, con, t, columns, where)
         con.register("r", rows)
-        sel = keep.format(c=col)
+        kt = edge - lookback(s, t)
+        sel = (f"(epoch_ns({col}) >= {kt} OR (epoch_ns({col}) >= {min(k2, kt)} AND flow_id IN "
+               "(SELECT flow_id FROM pend)))")
         if t == "tcp_rtt":  # per connection and direction, the last segment before
             anchor = ("SELECT * FROM r WHERE NOT " + sel + " QUALIFY row_number() OVER ("
                       "PARTITION BY flow_id, direction ORDER BY end_offset DESC) = 1")
@@ -384,6 +388,7 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
         con.unregister("r")
         pq.write_table(kept, out / f"{t}.parquet")
     con.register("f", feed_rows)
+    k = edge - lookback(s, "feed")
     near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
             f"(SELECT flow_id FROM f WHERE ts >= {k}))")
     part = "PARTITION BY capture_id, flow_id, rule, stream"
@@ -406,7 +411,7 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
             zero_copy_only=False)
         n_p, n_c = int(np.count_nonzero(ack & (o < pcut))), int(np.count_nonzero(a < cut))
     (out / "meta.json").write_text(json.dumps({
-        "version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
+        "version": VERSION, "cut": cut, "pcut": pcut, "k": edge - LOOKBACK_NS, "k2": k2,
         "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}))
     for name in ("held", "pend", "f"):
         con.unregister(name)
