@@ -262,13 +262,14 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
             ok = np.isin(fl, pend) & np.isin(af, pend) & (o >= k2)
             if (early & ~ok).any():
                 return "a reply to an order older than the carried rows"
-    if prev.venues.num_rows:
-        now = dict(zip(flows.column("flow_id").to_pylist(), flows.column("venue").to_pylist(),
-                       strict=True))
-        for f, v in zip(prev.venues.column("flow_id").to_pylist(),
-                        prev.venues.column("venue").to_pylist(), strict=True):
-            if f in now and now[f] != v:
-                return f"flow {f} changed venue"
+    if prev.venues.num_rows:  # a venue learnt later changes the rows of earlier files
+        at = pc.index_in(prev.venues.column("flow_id"), value_set=flows.column("flow_id"))
+        now = flows.column("venue").take(at)
+        was = prev.venues.column("venue")
+        same = pc.or_kleene(pc.is_null(at), pc.fill_null(pc.equal(now, was), False))
+        same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was)))
+        if not pc.all(same).as_py():
+            return "a flow changed venue"
     return None
 
 
@@ -379,12 +380,15 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
                       "PARTITION BY flow_id ORDER BY stream_offset DESC) = 1")
         else:
             anchor = None
-        kept = con.sql(f"SELECT * FROM r WHERE {sel}").to_arrow_table()
-        if anchor is not None:
+        if rows.num_rows == 0:
+            kept = rows
+        elif anchor is None:
+            kept = con.sql(f"SELECT * FROM r WHERE {sel}").to_arrow_table()
+        else:
             near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
                     f"(SELECT flow_id FROM r WHERE {sel}))")
-            kept = pa.concat_tables([kept, con.sql(
-                f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()])
+            kept = con.sql(f"SELECT * FROM r WHERE {sel} UNION ALL "
+                           f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()
         con.unregister("r")
         pq.write_table(kept, out / f"{t}.parquet")
     con.register("f", feed_rows)
@@ -423,9 +427,10 @@ def _final_rows(plan: Plan, con: object, table: str, columns: list[str] | None,
     rows = _read(plan.parts.new.get(table, []) if plan.prev is not None else
                  [*plan.parts.old.get(table, []), *plan.parts.new.get(table, [])],
                  table, columns)
-    con.register("_x", rows)  # type: ignore[attr-defined]
-    rows = con.sql(f"SELECT * FROM _x WHERE {where}").to_arrow_table()  # type: ignore
-    con.unregister("_x")  # type: ignore[attr-defined]
+    if rows.num_rows and where != "true":
+        con.register("_x", rows)  # type: ignore[attr-defined]
+        rows = con.sql(f"SELECT * FROM _x WHERE {where}").to_arrow_table()  # type: ignore
+        con.unregister("_x")  # type: ignore[attr-defined]
     if plan.prev is not None and plan.prev.rows[table].num_rows:
         rows = pa.concat_tables([plan.prev.rows[table].cast(rows.schema), rows])
     return rows
