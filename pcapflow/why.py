@@ -137,12 +137,15 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
     files, extra = why_carry.view_inputs(plan)
     files.pop("flows", None)
     scanned = staged(stage_dir, files["ws_messages"])
-    return _derive_carried(plan, files, extra, tables, scanned)
+    view_tables = dict(tables)
+    if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
+        view_tables["flows"] = why_carry.flows_of(plan, all_flows)
+    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows)
 
 
 def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                     extra: Mapping[str, pa.Table], tables: Mapping[str, pa.Table],
-                    scanned: pa.Table | None) -> Split:
+                    scanned: pa.Table | None, all_flows: pa.Table) -> Split:
     """``derive`` of one command of a capture (set): rows split at its cuts, the rows
     an earlier command made left out, what the next command carries saved."""
     from . import alerts, causes, feed
@@ -216,7 +219,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                 "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"
             ).to_arrow_table()
             wc.save(plan, view.con, s, cut, pcut, open_starts, latency, unmatched, feed_rows,
-                    cusum.series, tables["flows"])
+                    cusum.series, all_flows)
     return final, prov
 
 

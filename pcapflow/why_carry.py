@@ -288,6 +288,22 @@ def whole(plan: Plan, why: str) -> None:
         plan.parts.old[t] = []
 
 
+def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
+    """The ``flows`` rows of the connections whose rows this command reads (its own
+    parts', the carried rows', those still open), not the whole set's."""
+    ids = [plan.held]
+    for t in CARRY:
+        ids.append(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id").to_numpy())
+        if plan.prev is not None and plan.prev.rows[t].num_rows:
+            ids.append(plan.prev.rows[t].column("flow_id").to_numpy())
+    for t in ("tcp_events", "anomalies"):  # flows of every event kind (the view's)
+        ids.append(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id").to_numpy())
+    if plan.prev is not None and plan.prev.feed.num_rows:
+        ids.append(plan.prev.feed.column("flow_id").to_numpy())
+    keep = np.unique(np.concatenate([np.asarray(i, np.int64) for i in ids]))
+    return flows.filter(pc.is_in(flows.column("flow_id"), pa.array(keep, pa.int64())))
+
+
 def view_inputs(plan: Plan) -> tuple[dict[str, list[Path]], dict[str, pa.Table]]:
     """The files and the carried rows the derive's view reads."""
     if plan.prev is None:  # whole: every staged part
