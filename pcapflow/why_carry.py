@@ -24,7 +24,7 @@ How this works.
   order's time.
 - *Carried rows.* The next command reads its own parts only, plus, kept with the
   set's resume state (``DATA/_state/capture_id=<id>/derive/``), the input rows of
-  the last ``LOOKBACK_NS`` before the cut (and before any provisional alert's
+  the last seconds before the cut (``lookback``) (and before any provisional alert's
   start; for the connections of orders still pending, from their order time):
   TCP events and RTT samples, inbound TLS records and messages (narrow columns),
   the market-data rows (``feed.stage_messages``), and one *anchor* per stream
@@ -64,10 +64,8 @@ from .pipelines.tables.schemas import TABLES, without_capture_id
 
 SETTLE_NS = 2 * 10**9
 """Rows of a later file are this much after the set's last packet, at most."""
-LOOKBACK_NS = 2 * 10**9
-"""Input rows kept before the cut (or the start of an alert still open): a
-retransmission storm's second and the one before it; TCP events also twice the
-episode gap, RTT samples also the microburst baseline (``lookback``)."""
+MARGIN_NS = 100_000_000
+"""Input rows are kept this much further back than a window needs (``lookback``)."""
 PENDING_NS = 300 * 10**9
 """Orders without a reply are waited for this long (their connections' rows kept)."""
 VERSION = 1
@@ -359,10 +357,15 @@ def split(rows: pa.Table, settle: np.ndarray, before: int | None, cut: int
 
 
 def lookback(s: Settings, table: str) -> int:
-    """How far before the cut (or an open alert) the carried rows of ``table`` reach."""
-    more = {"tcp_rtt": s.burst_baseline_s, "tcp_events": 2 * s.episode_gap_s,
+    """How far before the cut (or an open alert) the carried rows of ``table`` reach:
+    TCP events, a storm's second and the one before and twice the episode gap; RTT
+    samples, the microburst baseline and two intervals; market data, twice the
+    episode gap; inbound messages and records (causes), ``MARGIN_NS`` (the orders
+    answered later keep theirs: ``_pending``)."""
+    more = {"tcp_rtt": s.burst_baseline_s + 2 * s.burst_window_us / 1e6,
+            "tcp_events": 2.0 + 2 * s.episode_gap_s,
             "feed": 2 * s.episode_gap_s}.get(table, 0.0)
-    return LOOKBACK_NS + int(more * 1e9)
+    return MARGIN_NS + int(more * 1e9)
 
 
 def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts: int,
@@ -376,7 +379,7 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     edge = min(cut, open_starts)
-    k = edge - LOOKBACK_NS  # every table's rows reach at least this far back
+    k = edge - MARGIN_NS  # every table's rows reach at least this far back
     times, pend = _pending(plan, latency, unmatched, cut)
     k2 = min([k, *(int(t) for t in times)])
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
@@ -431,7 +434,7 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
             zero_copy_only=False)
         n_p, n_c = int(np.count_nonzero(ack & (o < pcut))), int(np.count_nonzero(a < cut))
     (out / "meta.json").write_text(json.dumps({
-        "version": VERSION, "cut": cut, "pcut": pcut, "k": edge - LOOKBACK_NS, "k2": k2,
+        "version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
         "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}))
     for name in ("held", "pend", "f"):
         con.unregister(name)

@@ -30,7 +30,7 @@ SHORT = alerts.Settings(p99_us=5_000.0, min_orders=3, bucket_s=1, episode_gap_s=
 def short(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(why, "SETTINGS", SHORT)
     monkeypatch.setattr(why_carry, "SETTLE_NS", 0)
-    monkeypatch.setattr(why_carry, "LOOKBACK_NS", 20_000_000)
+    monkeypatch.setattr(why_carry, "MARGIN_NS", 1_000_000)
     why_carry.WHOLE.clear()
 
 
