@@ -16,7 +16,9 @@
 -- ws_messages that can be a request or a reply, ``keyed``, or an engine
 -- event, ``event``, of their flow's dialect), flow_rules, ws_dialects,
 -- ws_actions.
--- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
+-- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks. The
+-- correlation id of an order (and of an orphan reply) is its request id scoped by
+-- its connection and time (scoped_id): ids repeat across connections and in one.
 
 -- The messages read (none: match.py skips the rest of this file, GATES). A
 -- message's rid is its place in stream order, whatever order the rows were
