@@ -272,6 +272,33 @@ def test_watch_says_when_a_ring_overwrites_a_file_it_did_not_ingest(tmp_path: Pa
     assert seen == ["ring.pcap0"] and w.status.files_lost == 1
 
 
+def test_watch_says_when_a_ring_overwrites_a_file_while_it_is_read(tmp_path: Path) -> None:
+    """The ring came back to a file while the watch was reading it: what was read may
+    lack packets, so the file counts as lost; the new packets are the next file."""
+    src = _parts(tmp_path, [100])
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    ring = d / "ring.pcap0"
+    shutil.copy(src[0], ring)
+    seen: list[str] = []
+
+    def one(path: str) -> object:
+        result = pcapflow.ingest([[path]], data=ds)[0]
+        if not seen:  # the ring wraps onto it during the first ingest
+            with open(path, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(src[1].read_bytes())
+        seen.append(os.path.basename(path))
+        return result
+
+    w = Watcher(d, ds, one, poll=0.0, settle=0.0, idle=3600)
+    w.step()
+    assert seen == ["ring.pcap0"] and w.status.files_lost == 1
+    w.step()
+    assert seen == ["ring.pcap0", "ring.pcap0"] and w.status.files_lost == 1
+    assert _captures(ds).num_rows == 2
+
+
 def test_watch_says_when_a_ring_deletes_a_file_it_did_not_ingest(tmp_path: Path) -> None:
     """dumpcap -b files:N deletes its oldest file: one the watch had not ingested yet is
     lost and counted; one it had ingested, or one gzip renamed, is not."""
