@@ -385,12 +385,15 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
+    con.register("ordered", pa.table({"flow_id": _order_flows(latency, unmatched)}))
     for t, (col, where, columns) in CARRY.items():
         rows = _final_rows(plan, con, t, columns, where)
         con.register("r", rows)
         kt = edge - lookback(s, t)
         sel = (f"(epoch_ns({col}) >= {kt} OR (epoch_ns({col}) >= {min(k2, kt)} AND flow_id IN "
                "(SELECT flow_id FROM pend)))")
+        if t in CAUSES_ONLY:  # (a market-data connection's messages: its feed rows)
+            sel = f"({sel} AND flow_id IN (SELECT flow_id FROM ordered))"
         if t == "tcp_rtt":  # per connection and direction, the last segment before
             anchor = ("SELECT * FROM r WHERE NOT " + sel + " QUALIFY row_number() OVER ("
                       "PARTITION BY flow_id, direction ORDER BY end_offset DESC) = 1")
@@ -436,8 +439,21 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
     (out / "meta.json").write_text(json.dumps({
         "version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
         "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}))
-    for name in ("held", "pend", "f"):
+    for name in ("held", "pend", "f", "ordered"):
         con.unregister(name)
+
+
+CAUSES_ONLY = ("tls_records", "ws_messages", "http_messages", "fix_messages")
+"""Carried for the causes only: rows of the connections that carry orders or replies."""
+
+
+def _order_flows(latency: pa.Table | None, unmatched: pa.Table | None) -> pa.Array:
+    """The connections of the set's orders and replies."""
+    ids = [np.empty(0, np.int64)]
+    for t, cols in ((latency, ("flow_id", "ack_flow_id")), (unmatched, ("flow_id",))):
+        if t is not None and t.num_rows:
+            ids += [pc.drop_null(t.column(c)).to_numpy().astype(np.int64) for c in cols]
+    return pa.array(np.unique(np.concatenate(ids)), pa.int64())
 
 
 def _final_rows(plan: Plan, con: object, table: str, columns: list[str] | None,
