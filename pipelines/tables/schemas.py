@@ -209,16 +209,17 @@ _ORDER_KEYS = (
         "correlation_id",
         pa.string(),
         "One per order action, the same on its rows in `orders`, `acks` (both legs), "
-        "`latency` and `unmatched`: join on it alone. The action's client order id (REST, "
-        "FIX) as sent; a JSON request id (WebSocket, JSON-RPC: clients number them per "
-        "connection) as `<id>#<flow_id>@<ts_ns>`, ts_ns the order's `ts` (the id as sent "
-        "is request_id); so is a client order id the capture holds on more than one "
-        "action, on each; an action without an id of its own (a REST cancel by "
-        "origClientOrderId or orderId; pairs known from TLS timing) "
+        "`latency` and `unmatched`: join on it alone. `<id>#<flow_id>@<ts_ns>`: the id the "
+        "action carried (its client order id: REST, FIX; its JSON request id: WebSocket, "
+        "JSON-RPC), its connection and its time (the order's `ts`), since a client's ids "
+        "alone repeat (request ids restart on each connection, client order ids are "
+        "reused once their order is closed or on another day); the ids as sent are "
+        "client_order_id and request_id. An action without an id of its own (a REST "
+        "cancel by origClientOrderId or orderId; pairs known from TLS timing) "
         "`#<flow_id>.<n>@<ts_ns>`, n its request number on the connection (no id at all: "
         "`#<flow_id>@<ts_ns>`); `.<k>` appended if two actions would still share one. A "
-        "reply to no order: the same forms with the reply's time. Unique in a dataset "
-        "(a bare client order id: unless the client reused it in another capture). "
+        "reply to no order: the same forms with the reply's time. Unique in a dataset, "
+        "and each action's depends on that action alone. "
         "Never the id of the order a cancel/amend targets: that is orig_client_order_id "
         "/ target_order_id",
     ),
