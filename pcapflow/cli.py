@@ -461,7 +461,7 @@ def query(
 
 _CATALOG = re.compile(r"show|describe|summarize|information_schema|duckdb_|pragma|pg_|"
                       r"sqlite_|table_info", re.IGNORECASE)
-"""Words of SQL that may list or read views it does not name (SHOW TABLES, ``duckdb_views()``...)."""
+"""SQL that may list or read views it does not name (SHOW TABLES, ``duckdb_views()``...)."""
 
 
 def _views_for(sql: str) -> list[str] | None:
