@@ -290,10 +290,12 @@ def _coverage_lines(root: Path, capture_ids: list[str]) -> tuple[list[str], list
     """(lines for under the summary, warnings): the coverage line (orders from how many
     connections, what was not decoded and why), and how many TLS sessions each key log
     file had the secrets of."""
-    from .coverage import coverage, keylog_coverage, keylog_summary, keylog_warnings
+    from .coverage import TABLES, coverage, keylog_coverage, keylog_summary, keylog_warnings
     from .dataset import Dataset
 
-    with Dataset(root) as ds:
+    # the views these queries read, over these captures' partitions only (a dataset of
+    # many captures: the others' files are not opened)
+    with Dataset(root, captures=capture_ids, views=TABLES) as ds:
         line = coverage(ds, capture_ids=capture_ids).line()
         keys = keylog_coverage(ds, capture_ids=capture_ids)
     return [line] * bool(line) + keylog_summary(keys), keylog_warnings(keys)
