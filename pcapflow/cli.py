@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from .parsers.errors import PcapflowError
+from .render import LazyConsole
 
 app = typer.Typer(
     add_completion=False,
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Order-to-ack latency of trading traffic, measured on the wire.",
 )
-console = Console(stderr=True, soft_wrap=True)
+console = LazyConsole(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -42,7 +42,7 @@ def _root(
         = False,
 ) -> None:
     """Order-to-ack latency of trading traffic, measured on the wire."""
-out = Console()
+out = LazyConsole()
 
 DataOpt = Annotated[
     Path | None,
@@ -196,7 +196,7 @@ def ingest(
         BarColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=console.get() if isinstance(console, LazyConsole) else console,
         transient=True,
         disable=not console.is_terminal,
         # redrawn after each chunk, not by rich's refresh thread: a sharded ingest

@@ -63,8 +63,8 @@ def test_query_imports_no_parser_nor_pandas(data: Path) -> None:
                                  "SHOW TABLES"])
 def test_query_runs_on_the_engine_alone(data: Path, sql: str) -> None:
     """A one-statement query goes through DuckDB's engine (``_duckdb``) without its
-    Python relation layer (``duckdb``, ~50 ms) nor typer's pydantic."""
-    got, out = _run(["query", sql, "--data", str(data), "--cli-imports", "duckdb,pydantic"])
+    Python relation layer (``duckdb``, ~50 ms), typer's pydantic or rich (piped: plain text)."""
+    got, out = _run(["query", sql, "--data", str(data), "--cli-imports", "duckdb,pydantic,rich"])
     assert got == {"code": 0, "imported": []}
     assert ("111" if "latency" in sql else "ws_messages") in out
 
