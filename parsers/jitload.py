@@ -96,5 +96,9 @@ def _lazy_environments() -> None:
             memo[env_name] = env
         return env
 
-    # pickle finds the function by name when it loads a kernel's cache entry
+    # Pickle names the function, by its module and qualified name, when Numba saves a
+    # kernel (``Environment.__reduce__``) and finds it by that name when it loads one:
+    # under Numba's own name, the cache files are the ones Numba writes itself.
+    _rebuild_env.__module__ = rebuild.__module__
+    _rebuild_env.__qualname__ = rebuild.__qualname__
     environment._rebuild_env = _rebuild_env
