@@ -17,6 +17,42 @@ UNION ALL BY NAME SELECT * FROM ws_acks
 UNION ALL BY NAME SELECT * FROM fix_acks
 UNION ALL BY NAME SELECT * FROM enc_acks;
 
+-- One correlation id per action (docs/tables.md). The families give each action
+-- its own id: a client order id (REST, FIX), "<id>#<flow_id>@<ts>" for a JSON
+-- request id (scoped_id), a generated "#<flow_id>.<n>@<ts>" without one. A client
+-- order id the capture holds on more than one action (a resend the venue refused
+-- as a duplicate, an id reused once its order was closed: Binance asks only that
+-- it be unique among open orders) is scoped like a request id, on every action
+-- that holds it, so that none of them keeps the bare id; an action with no id
+-- at all gets "#<flow_id>@<ts>". Should two actions still share one (the same
+-- request id twice on a connection in one segment), ".<k>" numbers them in
+-- stream order. The matcher runs over the whole capture (a capture set resumed
+-- file by file: over all of its files again), so the ids do not depend on how
+-- the files were ingested.
+CREATE OR REPLACE TEMP TABLE unique_ids AS
+WITH scoped AS (
+    SELECT order_key, flow_id, stream_offset,
+           CASE WHEN correlation_id IS NULL THEN scoped_id('', flow_id, ts)
+                WHEN protocol <> 'websocket'
+                     AND count(*) OVER (PARTITION BY correlation_id) > 1
+                    THEN scoped_id(correlation_id, flow_id, ts)
+                ELSE correlation_id END AS id
+    FROM all_orders)
+SELECT order_key,
+       CASE WHEN count(*) OVER (PARTITION BY id) > 1
+            THEN id || '.' || row_number() OVER (PARTITION BY id
+                                                 ORDER BY flow_id, stream_offset, order_key)
+            ELSE id END AS correlation_id
+FROM scoped;
+
+UPDATE all_orders o SET correlation_id = u.correlation_id
+FROM unique_ids u
+WHERE u.order_key = o.order_key AND u.correlation_id IS DISTINCT FROM o.correlation_id;
+
+UPDATE all_acks a SET correlation_id = o.correlation_id
+FROM all_orders o
+WHERE a.order_key = o.order_key AND a.correlation_id IS DISTINCT FROM o.correlation_id;
+
 CREATE OR REPLACE TEMP TABLE learned_ids AS
 SELECT o.venue, a.exchange_order_id, any_value(o.client_order_id) AS client_order_id
 FROM all_orders o JOIN all_acks a USING (order_key)

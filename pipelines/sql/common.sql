@@ -82,6 +82,15 @@ CREATE OR REPLACE MACRO json_paths_key(doc, paths) AS
 CREATE OR REPLACE MACRO generated_id(flow_id, n, ts) AS
     '#' || flow_id || '.' || n || '@' || ts;
 
+-- The correlation id of an action whose id the client numbers per connection (a
+-- JSON request id: ccxt starts each connection at 1, and a client may reuse an
+-- id once it is answered; Bybit without reqId is paired by op): "<id>#<flow_id>@<ts>",
+-- ts the action's time in ns. Unique per action in a dataset, as generated_id;
+-- the id as sent stays in request_id. Also the form a client order id takes
+-- when the capture holds it on more than one action (combine.sql).
+CREATE OR REPLACE MACRO scoped_id(id, flow_id, ts) AS
+    id || '#' || flow_id || '@' || ts;
+
 -- Value of a FIX tag in the ``fields`` list of a fix_messages row.
 CREATE OR REPLACE MACRO fix_tag(fields, t) AS
     list_filter(fields, lambda f: f.tag = t)[1].value;
