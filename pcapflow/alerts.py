@@ -274,7 +274,7 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                    coalesce(end_offset - lag(end_offset) OVER (
                        PARTITION BY capture_id, flow_id, direction ORDER BY end_offset), 0)
                        AS b
-            FROM tcp_rtt),
+            FROM tcp_rtt WHERE coalesce(method, 'ack') = 'ack'),
         rate AS (
             SELECT capture_id, flow_id, direction,
                    sum(b) * {w} / greatest(max(t) - min(t), {w}) AS mean_w
@@ -302,7 +302,8 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     out = []
     for cid, flow, direction, venue, t0, t1, peak, n, mean_w in rows:
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = "
-                 f"{_q(direction)} AND epoch_ns(ts_sent) BETWEEN {int(t0)} AND {int(t1)}")
+                 f"{_q(direction)} AND epoch_ns(ts_sent) BETWEEN {int(t0)} AND {int(t1)} "
+                 "AND coalesce(method, 'ack') = 'ack'")
         who = "we sent" if direction == "out" else "the exchange sent"
         out.append({
             "kind": "microburst",

@@ -42,6 +42,12 @@ The classification follows Wireshark 4.0's ``tcp_analyze_sequence_number``
 threshold, the 20 ms fast-retransmission window and 32-bit modular comparisons
 are the same. Deliberate differences are named in the tests.
 
+TCP timestamps (RFC 7323): where a segment carries the option, ``_timestamps``
+times one TSval per side at a time, from the first segment carrying it to the
+first segment of the other side echoing it in TSecr, and writes the sample on the
+echoing packet (``PacketFlows.ts_sent``/``ts_end``/``ts_bits``); the ingest stores
+them as ``tcp_rtt`` rows of method ``tsecr``.
+
 Client and server: the sender of the SYN (without ACK) is the client; the
 receiver of a SYN/ACK is the client; without a handshake, the side with the
 higher port (the ephemeral one) is, and on a tie the sender of the first packet.
@@ -76,6 +82,8 @@ FLAG_ACKED_UNSEEN = 1 << 12
 FLAG_RST = 1 << 13
 FLAG_ZERO_WINDOW_PROBE_ACK = 1 << 14
 FLAG_PORTS_REUSED = 1 << 15
+
+_RETRANSMISSIONS = FLAG_RETRANSMISSION | FLAG_FAST_RETRANSMISSION | FLAG_SPURIOUS_RETRANSMISSION
 
 # tcp_events.kind for each flag (the table keeps one row per packet and kind)
 EVENT_KINDS: dict[int, str] = {
@@ -113,8 +121,17 @@ _U32 = 1 << 32
     D_LASTACK_TS, D_WINDOW, D_WIN_SCALE, D_DUPACKS, D_LASTSEGFLAGS, D_MAXSEQ_TBA_SET,
     D_MAXSEQ_TBA, D_HI_OFF, D_PKTS, D_BYTES, D_PAYLOAD, D_FIN, D_SYN_TS, D_RETRANS,
     D_OOO, D_LOST, D_DUPACK_TOTAL, D_IS_FIRST_ACK, D_WIN_VALID,
-) = range(26)
-N_DSTATE = 26
+    # TCP timestamps RTT (RFC 7323; ``_timestamps``): highest TSval this side sent,
+    # and the one value being timed (its first segment's time, end offset, TS_* bits)
+    D_TS_MAX_SET, D_TS_MAX, D_TS_PEND_SET, D_TS_PEND_VAL, D_TS_PEND_TS, D_TS_PEND_END,
+    D_TS_PEND_BITS,
+) = range(33)
+N_DSTATE = 33
+
+# ``PacketFlows.ts_bits`` of a timestamps RTT sample
+TS_RETRANSMITTED = 1  # the side retransmitted while the value was timed (Karn)
+TS_SOURCE_DATA = 2  # the timed segment carried payload
+TS_ECHO_DATA = 4  # the echoing segment carried payload
 
 # Per-flow columns (int64 [cap, N]).
 (
@@ -170,9 +187,9 @@ def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):
 @numba.njit(cache=True)
 def _kernel(
     start, status, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ipv,
-    flags, seq, ack, window, wscale, plen, wirelen, ts, index,
+    flags, seq, ack, window, wscale, plen, wirelen, ts, index, tsval, tsecr,
     table, fkey_hash, fstate, fcnt, dstate, free, counters,
-    out_flow, out_dir, out_off, out_flags, out_ackoff,
+    out_flow, out_dir, out_off, out_flags, out_ackoff, out_tss, out_tsend, out_tsbits,
 ):
     """Process packets [start, n). Returns the index to resume at (n when done, else
     the packet that needs a new flow when no slot is free)."""
@@ -185,6 +202,7 @@ def _kernel(
         out_off[i] = 0
         out_flags[i] = 0
         out_ackoff[i] = -1
+        out_tss[i] = -1
         if (status[i] != OK and status[i] != 9) or (p != IPPROTO_TCP and p != IPPROTO_UDP):
             continue
         # canonical key: smaller (addr, port) first
@@ -312,6 +330,9 @@ def _kernel(
             fk, rk, slot, d, seq[i], ack[i], plen[i], fl, window[i], wscale[i], t, dstate,
             fstate, out_off, i,
         )
+        if tsval[i] >= 0:
+            _timestamps(fk, rk, fl, tsval[i], tsecr[i], plen[i], t, out_off[i] + plen[i],
+                        out_flags[i], dstate, out_tss, out_tsend, out_tsbits, i)
         if (fl & ACK) != 0 and dstate[rk, D_BASE_SET] == 1:
             # the ACK as an unwrapped offset in the *other* direction's stream
             rel = (ack[i] - dstate[rk, D_BASE_SEQ] - 1) & 0xFFFFFFFF
@@ -334,7 +355,8 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
         res |= FLAG_PORTS_REUSED
         for c in (D_BASE_SET, D_NEXTSEQ_SET, D_NEXTSEQ, D_NEXTSEQ_TS, D_LASTACK_SET,
                   D_LASTACK, D_LASTACK_TS, D_WINDOW, D_DUPACKS, D_LASTSEGFLAGS,
-                  D_MAXSEQ_TBA_SET, D_MAXSEQ_TBA, D_HI_OFF, D_WIN_VALID):
+                  D_MAXSEQ_TBA_SET, D_MAXSEQ_TBA, D_HI_OFF, D_WIN_VALID, D_TS_MAX_SET,
+                  D_TS_PEND_SET):
             dstate[fk, c] = 0
         dstate[fk, D_IS_FIRST_ACK] = 1
     # SYN bookkeeping: handshake times and window scale (RFC 7323 §2.2)
@@ -476,6 +498,48 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
     return res
 
 
+@numba.njit(cache=True)
+def _timestamps(fk, rk, fl, tsval, tsecr, plen, t, end, res, dstate, out_tss, out_tsend,
+                out_tsbits, i):
+    """TCP timestamps RTT (RFC 7323 §4): one segment's TSval and TSecr.
+
+    A side's value is timed from the first segment that carries it (a TSval above
+    every one the side sent before, on a segment that is neither a retransmission
+    nor a SYN: the handshake is ``handshake_rtt_ns``'s own sample) to
+    the first later segment of the other side with TSecr equal to it; one value at a
+    time per side (while one is timed, new values are not: as TCP timed one segment
+    per round trip before timestamps). The other side echoes the TSval of the
+    segment that last advanced its receive window (§4.3), so an echo of a later
+    value means the timed one will never be echoed first: it is dropped. A
+    retransmission by the timing side while its value is timed marks the sample
+    (Karn: it may be the copy that was answered). The sample is written on the
+    echoing packet: ``out_tss`` its first segment's time, ``out_tsend`` that
+    segment's end offset, ``out_tsbits`` ``TS_*``.
+    """
+    if (fl & ACK) != 0 and dstate[rk, D_TS_PEND_SET] == 1:
+        v = dstate[rk, D_TS_PEND_VAL]
+        if tsecr == v:
+            out_tss[i] = dstate[rk, D_TS_PEND_TS]
+            out_tsend[i] = dstate[rk, D_TS_PEND_END]
+            out_tsbits[i] = dstate[rk, D_TS_PEND_BITS] | (TS_ECHO_DATA if plen > 0 else 0)
+            dstate[rk, D_TS_PEND_SET] = 0
+        elif _gt_seq(tsecr, v):
+            dstate[rk, D_TS_PEND_SET] = 0
+    new = dstate[fk, D_TS_MAX_SET] == 0 or _gt_seq(tsval, dstate[fk, D_TS_MAX])
+    if (res & _RETRANSMISSIONS) != 0:
+        if dstate[fk, D_TS_PEND_SET] == 1:
+            dstate[fk, D_TS_PEND_BITS] |= TS_RETRANSMITTED
+    elif new and dstate[fk, D_TS_PEND_SET] == 0 and (fl & SYN) == 0:
+        dstate[fk, D_TS_PEND_SET] = 1
+        dstate[fk, D_TS_PEND_VAL] = tsval
+        dstate[fk, D_TS_PEND_TS] = t
+        dstate[fk, D_TS_PEND_END] = end
+        dstate[fk, D_TS_PEND_BITS] = TS_SOURCE_DATA if plen > 0 else 0
+    if new:
+        dstate[fk, D_TS_MAX] = tsval
+        dstate[fk, D_TS_MAX_SET] = 1
+
+
 @dataclass(slots=True, kw_only=True)
 class PacketFlows:
     """Per-packet output of ``FlowTracker.process`` (parallel to the chunk)."""
@@ -485,6 +549,10 @@ class PacketFlows:
     stream_offset: np.ndarray  # int64 unwrapped offset of the first payload byte
     flags: np.ndarray  # int32 FLAG_* mask
     ack_offset: np.ndarray  # int64 ACK as an offset in the other direction's stream, -1 if none
+    # TCP timestamps RTT sample this packet's TSecr ends (``_timestamps``):
+    ts_sent: np.ndarray  # int64 time of the timed segment, -1 when none
+    ts_end: np.ndarray  # int64 its end offset (valid where ts_sent >= 0)
+    ts_bits: np.ndarray  # int8 TS_* (valid where ts_sent >= 0)
 
 
 @numba.njit(cache=True)
@@ -556,6 +624,15 @@ class FlowTracker:
         self.now = _INT64_MIN  # latest capture time seen
         self._retired: list[dict[str, np.ndarray]] = []
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A resume state written before ``dstate`` grew columns: pad them with
+        zeros (nothing set, as for a new flow)."""
+        self.__dict__.update(state)
+        old = self.dstate
+        if old.shape[1] < N_DSTATE:
+            self.dstate = np.zeros((old.shape[0], N_DSTATE), old.dtype)
+            self.dstate[:, : old.shape[1]] = old
+
     @property
     def n_flows(self) -> int:
         """Flows seen so far (the next flow id)."""
@@ -592,17 +669,18 @@ class FlowTracker:
         out = PacketFlows(
             flow_id=np.empty(n, np.int64), direction=np.empty(n, np.int8),
             stream_offset=np.empty(n, np.int64), flags=np.empty(n, np.int32),
-            ack_offset=np.empty(n, np.int64),
+            ack_offset=np.empty(n, np.int64), ts_sent=np.empty(n, np.int64),
+            ts_end=np.empty(n, np.int64), ts_bits=np.empty(n, np.int8),
         )
         i = 0
         for _attempt in range(n + 1):  # each pass either ends or makes room for packet i
             i = _kernel(
                 i, dec.status, dec.proto, dec.src_hi, dec.src_lo, dec.dst_hi, dec.dst_lo,
                 dec.sport, dec.dport, dec.vlan, dec.ip_version, dec.tcp_flags, dec.seq, dec.ack,
-                dec.window, dec.wscale, dec.payload_len, wirelen, ts, index,
-                self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate, self.free,
-                self.counters, out.flow_id, out.direction, out.stream_offset, out.flags,
-                out.ack_offset,
+                dec.window, dec.wscale, dec.payload_len, wirelen, ts, index, dec.tsval,
+                dec.tsecr, self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate,
+                self.free, self.counters, out.flow_id, out.direction, out.stream_offset,
+                out.flags, out.ack_offset, out.ts_sent, out.ts_end, out.ts_bits,
             )
             if i >= n:
                 break
