@@ -411,7 +411,8 @@ ALERTS = _schema(
     _f("end_ts", TS, "End of the alert's window"),
     _f("value", pa.float64(), "What was measured (in `unit`)"),
     _f("threshold", pa.float64(), "What it was held against (in `unit`)"),
-    _f("unit", pa.string(), "Unit of value and threshold"),
+    _f("unit", pa.string(), "Unit of value and threshold; for clock_step it says the "
+       "direction: `ms back` (the clock was set back) or `ms forward` (set forward)"),
     _f("detail", pa.string(), "One sentence"),
     _f("evidence_table", pa.string(), "Table holding the evidence rows"),
     _f("evidence_rows", pa.int64(), "How many rows evidence_sql selects"),
