@@ -114,9 +114,19 @@ def watch_cmd(
     def on_error(path: str, err: PcapflowError) -> None:
         console.print(f"[yellow]warning:[/yellow] {path}: not ingested: {err}", highlight=False)
 
+    def on_lost(path: str, first_ts: int) -> None:
+        import datetime as dt
+
+        when = dt.datetime.fromtimestamp(first_ts / 1e9, dt.UTC).isoformat(
+            timespec="milliseconds") if first_ts else "?"
+        console.print(f"[red]lost:[/red] {path} (packets from {when}) was overwritten or "
+                      "deleted by its recording before it was ingested: the watch is "
+                      "behind; give the ring more or larger files (tcpdump -W, dumpcap -b "
+                      "files:)", highlight=False, soft_wrap=True)
+
     watcher = w.Watcher(directory, root, ingest_one,
                         poll=poll, settle=settle, idle=idle, on_file=on_file,
-                        on_error=on_error)
+                        on_error=on_error, on_lost=on_lost)
     if not tty:
         console.print(f"watching {watcher.directory} into {root}", highlight=False)
     try:
@@ -144,6 +154,7 @@ def _sync(live_state: object, wt: object) -> None:
     live_state.files_behind = st.files_behind  # type: ignore[attr-defined]
     live_state.files_ingested_run = st.files_ingested  # type: ignore[attr-defined]
     live_state.last_file = st.last_file  # type: ignore[attr-defined]
+    live_state.files_lost = st.files_lost  # type: ignore[attr-defined]
 
 
 def metrics_cmd(

@@ -191,6 +191,7 @@ class LiveState:
 
     files_behind: int = 0
     files_ingested_run: int = 0
+    files_lost: int = 0
     last_file: str = ""
     last_ingest_unix: float = 0.0
 
@@ -303,6 +304,11 @@ class DatasetMetrics:
             c = CounterMetricFamily(f"{PREFIX}_watch_files_ingested",
                                     "Files this watch process ingested")
             c.add_metric([], self.live.files_ingested_run)
+            yield c
+            c = CounterMetricFamily(f"{PREFIX}_watch_files_lost",
+                                    "Files the recording overwrote or deleted before this "
+                                    "watch ingested them")
+            c.add_metric([], self.live.files_lost)
             yield c
 
     def collect(self) -> Iterator[Any]:  # the prometheus_client Collector protocol

@@ -29,6 +29,13 @@ packets' time range (a ring buffer that reuses the name for new packets starts
 after that range: it is new). A file is ingested at most once per content, and a
 file that is complete is never skipped.
 
+A file the recording took back before it was ingested is *lost*, and said so
+(``Status.files_lost``, the ``on_lost`` callback: a warning on the terminal,
+``pcapflow_watch_files_lost`` in the metrics): a ring buffer (``tcpdump -W``,
+``dumpcap -b files:N``) reused its name for later packets, or deleted it, while it
+held packets the watch had seen and not ingested (or was reading). The watch is then behind its
+recording: more or larger ring files, or a faster disk, give it room.
+
 Memory stays bounded over days: what is kept per file is for files still in the
 directory (a ring buffer deletes old ones), the latency samples behind the status
 line are a fixed window per venue, and the metrics are cumulative counts.
@@ -107,6 +114,9 @@ class Status:
     """Orders per second of capture time in the last file ingested."""
     venues: dict[str, VenueWindow] = field(default_factory=dict)
     waiting: str = ""
+    files_lost: int = 0
+    """Files the recording reused or deleted before they were ingested (lost)."""
+    last_lost: str = ""
 
 
 def writers(paths: set[str]) -> tuple[set[str], bool]:
@@ -185,6 +195,7 @@ class Watcher:
                  idle: float = DEFAULT_IDLE_S,
                  on_file: Callable[[str, object], None] | None = None,
                  on_error: Callable[[str, PcapflowError], None] | None = None,
+                 on_lost: Callable[[str, int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory.resolve()
         self.root = root
@@ -192,6 +203,7 @@ class Watcher:
         self.poll, self.settle, self.idle = poll, settle, idle
         self.on_file = on_file
         self.on_error = on_error
+        self.on_lost = on_lost
         self.clock = clock
         self.files: dict[str, FileState] = {}
         self.seen = ingested_files(root)
@@ -218,15 +230,42 @@ class Watcher:
             old = self.files.get(e.path)
             if old is not None and old.stat[0] == st.st_ino:
                 if old.stat != key:  # written to, or a ring buffer's name reused
+                    seen_ts, was_done, size = old.first_ts, old.done, old.stat[1]
                     old.stat, old.since, old.failed, old.done = key, now, False, False
+                    if seen_ts is not None and not was_done and (
+                            st.st_size < size or self._first_ts(old) not in (None, seen_ts)):
+                        # a file being written keeps its first packet: this one was
+                        # truncated for new packets (a ring buffer wrapped)
+                        self._lost_at(old.path, seen_ts)
                 present[e.path] = old
             elif st.st_size >= 4 and looks_like_capture(e.path):
+                if old is not None:
+                    self._check_gone(old, present_names=None)
                 present[e.path] = FileState(e.path, key, now)
+        names = {strip_compression(p) for p in present}
+        for path, old in self.files.items():
+            if path not in present:
+                self._check_gone(old, present_names=names)
         self.files = present  # files gone from the directory are forgotten
         # names gone from the directory need no memory either (bounded over days)
         keep = {strip_compression(p) for p in present}
         self.seen = {k: v for k, v in self.seen.items() if k in keep}
         return list(present.values())
+
+    def _check_gone(self, f: FileState, present_names: set[str] | None) -> None:
+        """``f``'s path is gone or holds another file now: lost if it had packets not
+        ingested (a file compressed meanwhile lives on as ``x.pcap.gz``)."""
+        if f.done or f.failed or f.first_ts is None:
+            return
+        if present_names is not None and strip_compression(f.path) in present_names:
+            return  # renamed by the compressor, or its .gz now decompressed
+        self._lost_at(f.path, f.first_ts)
+
+    def _lost_at(self, path: str, first_ts: int) -> None:
+        self.status.files_lost += 1
+        self.status.last_lost = os.path.basename(path)
+        if self.on_lost is not None:
+            self.on_lost(path, first_ts)
 
     def _first_ts(self, f: FileState) -> int | None:
         if f.peeked != f.stat:
@@ -314,6 +353,12 @@ class Watcher:
             done += 1
             self.status.files_behind -= 1
             self._note(f, result)
+            with contextlib.suppress(OSError):  # gone: compressed meanwhile, intact
+                st = os.stat(f.path)
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != f.stat and f.first_ts:
+                    # the ring came back to it while it was read: what it read may lack
+                    # packets (the new ones are ingested as the next file)
+                    self._lost_at(f.path, f.first_ts)
         self.status.waiting = ""
         return done
 
@@ -432,7 +477,8 @@ def status_lines(st: Status, width: int = 100) -> list[str]:
             + (f", last {st.last_file} ({st.last_packets:,} packets in "
                f"{st.last_seconds:.2f} s, {st.orders_per_s:,.1f} orders/s)"
                if st.last_file else "")
-            + (f", ingesting {st.waiting}" if st.waiting else ""))
+            + (f", ingesting {st.waiting}" if st.waiting else "")
+            + (f", LOST {st.files_lost} (last {st.last_lost})" if st.files_lost else ""))
     lines = [head]
     for venue in sorted(st.venues):
         q = st.venues[venue].quantiles()
@@ -445,7 +491,8 @@ def status_lines(st: Status, width: int = 100) -> list[str]:
 def one_line(st: Status) -> str:
     """The status as one plain line (a log when stdout is not a terminal)."""
     parts = [f"ingested {st.last_file}: {st.last_packets:,} packets, "
-             f"{st.orders_per_s:,.1f} orders/s; behind {st.files_behind}"]
+             f"{st.orders_per_s:,.1f} orders/s; behind {st.files_behind}"
+             + (f"; lost {st.files_lost}" if st.files_lost else "")]
     for venue in sorted(st.venues):
         q = st.venues[venue].quantiles()
         if q is not None:

@@ -3,7 +3,9 @@
 How this works. Both read the ``latency`` rows a report's filter selects
 (``analysis.latency_rows``: venue, time, leg, capture) and the ``causes`` table
 the ingest wrote (``pcapflow.causes``), joined on the order's key (capture,
-flow, leg, correlation id and order time: ids may be reused).
+flow, leg, correlation id and order time: the correlation id alone is one per
+action, but a dataset matched by an older pcapflow may reuse JSON request ids, and
+the order time keeps those apart; ``pcapflow match`` rewrites them).
 
 ``by_cause``: per venue and cause, the orders with that cause (an order with two
 causes counts under each), their share of the venue's orders, the median and

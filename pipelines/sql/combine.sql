@@ -17,6 +17,38 @@ UNION ALL BY NAME SELECT * FROM ws_acks
 UNION ALL BY NAME SELECT * FROM fix_acks
 UNION ALL BY NAME SELECT * FROM enc_acks;
 
+-- One correlation id per action in a dataset (docs/tables.md): "<id>#<flow_id>@<ts>"
+-- (scoped_id, made by each family), <id> what the action carried (a client order
+-- id: REST, FIX; a JSON request id), empty when it carried none (here); a generated
+-- "#<flow_id>.<n>@<ts>" where a family numbers actions itself. A client's ids alone are not unique: request
+-- ids restart on each connection, a client order id may be reused once its order
+-- is closed (Binance asks only that it be unique among open orders), FIX ClOrdIDs
+-- restart each day, and captures of other days share them. The id of an action
+-- depends on that action alone (its id, connection and time), never on the other
+-- actions of the capture, so a set resumed file by file gets the ids one ingest
+-- gives. Should two actions still share one (the same request id twice on a
+-- connection in one segment), ".<k>" numbers them in stream order. The id as sent
+-- stays in client_order_id / request_id.
+CREATE OR REPLACE TEMP TABLE unique_ids AS
+WITH scoped AS (
+    SELECT order_key, flow_id, stream_offset,
+           coalesce(correlation_id, scoped_id('', flow_id, ts)) AS id
+    FROM all_orders)
+SELECT order_key,
+       CASE WHEN count(*) OVER (PARTITION BY id) > 1
+            THEN id || '.' || row_number() OVER (PARTITION BY id
+                                                 ORDER BY flow_id, stream_offset, order_key)
+            ELSE id END AS correlation_id
+FROM scoped;
+
+UPDATE all_orders o SET correlation_id = u.correlation_id
+FROM unique_ids u
+WHERE u.order_key = o.order_key AND u.correlation_id IS DISTINCT FROM o.correlation_id;
+
+UPDATE all_acks a SET correlation_id = o.correlation_id
+FROM all_orders o
+WHERE a.order_key = o.order_key AND a.correlation_id IS DISTINCT FROM o.correlation_id;
+
 CREATE OR REPLACE TEMP TABLE learned_ids AS
 SELECT o.venue, a.exchange_order_id, any_value(o.client_order_id) AS client_order_id
 FROM all_orders o JOIN all_acks a USING (order_key)

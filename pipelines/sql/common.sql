@@ -82,6 +82,14 @@ CREATE OR REPLACE MACRO json_paths_key(doc, paths) AS
 CREATE OR REPLACE MACRO generated_id(flow_id, n, ts) AS
     '#' || flow_id || '.' || n || '@' || ts;
 
+-- The correlation id of an action: "<id>#<flow_id>@<ts>", <id> the id it carried
+-- (a client order id, a JSON request id; Bybit without reqId is paired by op), ts
+-- the action's time in ns. A client's ids alone are not unique in a dataset
+-- (combine.sql says why): with its connection and time, an action's id is. The id
+-- as sent stays in client_order_id / request_id. NULL when ``id`` is.
+CREATE OR REPLACE MACRO scoped_id(id, flow_id, ts) AS
+    id || '#' || flow_id || '@' || ts;
+
 -- Value of a FIX tag in the ``fields`` list of a fix_messages row.
 CREATE OR REPLACE MACRO fix_tag(fields, t) AS
     list_filter(fields, lambda f: f.tag = t)[1].value;

@@ -56,7 +56,7 @@ first AS (
     SELECT order_key, arg_min(rid, (ts, stream_offset, rid)) AS rid
     FROM candidate GROUP BY order_key)
 SELECT o.order_key, o.venue, e.flow_id, 'websocket' AS protocol, o.endpoint, o.kind,
-       coalesce(o.subject, o.subject_order_id) AS correlation_id, o.request_id,
+       o.correlation_id, o.request_id,
        o.client_order_id, o.orig_client_order_id, 'ws_messages' AS source_table,
        e.stream_offset, e.ts,
        CASE WHEN lower(e.state) = 'rejected' THEN 'rejected' ELSE 'accepted' END AS status,

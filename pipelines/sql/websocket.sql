@@ -16,7 +16,9 @@
 -- ws_messages that can be a request or a reply, ``keyed``, or an engine
 -- event, ``event``, of their flow's dialect), flow_rules, ws_dialects,
 -- ws_actions.
--- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks.
+-- Output: ws_in (JSON messages, also read by engine.sql), ws_orders, ws_acks. The
+-- correlation id of an order (and of an orphan reply) is its request id scoped by
+-- its connection and time (scoped_id): ids repeat across connections and in one.
 
 -- The messages read (none: match.py skips the rest of this file, GATES). A
 -- message's rid is its place in stream order, whatever order the rows were
@@ -103,7 +105,8 @@ FROM ws_fifo q JOIN ws_fifo p
 CREATE OR REPLACE TEMP TABLE ws_orders AS
 SELECT 'ws:' || q.rid AS order_key, q.venue, q.flow_id, 'websocket' AS protocol,
        q.method AS endpoint, a.kind,
-       coalesce(q.request_id, q.key) AS correlation_id, q.request_id,
+       scoped_id(coalesce(q.request_id, q.key), q.flow_id, q.ts) AS correlation_id,
+       q.request_id,
        json_paths(q.doc, a.coid) AS client_order_id,
        json_paths(q.doc, a.orig_coid) AS orig_client_order_id,
        json_paths(q.doc, a.orig_order_id) AS target_order_id,
@@ -124,7 +127,9 @@ UNION ALL BY NAME
 -- Orphan replies: an id no request was waiting for. Id-less replies paired by
 -- op are listed only when the op is an order action (not every "pong").
 SELECT NULL AS order_key, r.venue, r.flow_id, 'websocket' AS protocol,
-       NULL AS endpoint, NULL AS kind, r.key AS correlation_id,
+       NULL AS endpoint, NULL AS kind,
+       scoped_id(coalesce(json_paths(r.doc, d.reply_id_paths), r.key), r.flow_id, r.ts)
+           AS correlation_id,
        json_paths(r.doc, d.reply_id_paths) AS request_id, NULL AS client_order_id,
        NULL AS orig_client_order_id, 'ws_messages' AS source_table, r.stream_offset, r.ts,
        ack_status(r.ws_status, r.error_code, r.unknown_codes) AS status, 'ack' AS leg,

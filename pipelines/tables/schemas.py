@@ -218,13 +218,24 @@ _ORDER_KEYS = (
     _f(
         "correlation_id",
         pa.string(),
-        "The key that pairs request and reply, unique per action: the action's own id "
-        "(REST/FIX client order id, JSON request id); for an action without one (a REST "
+        "One per order action, the same on its rows in `orders`, `acks` (both legs), "
+        "`latency` and `unmatched`: join on it alone. `<id>#<flow_id>@<ts_ns>`: the id the "
+        "action carried (its client order id: REST, FIX; its JSON request id: WebSocket, "
+        "JSON-RPC), its connection and its time (the order's `ts`), since a client's ids "
+        "alone repeat (request ids restart on each connection, client order ids are "
+        "reused once their order is closed or on another day); the ids as sent are "
+        "client_order_id and request_id. An action without an id of its own (a REST "
         "cancel by origClientOrderId or orderId; pairs known from TLS timing) "
-        "`#<flow_id>.<n>@<ts_ns>`, n its number on the connection. Never the id of the "
-        "order a cancel/amend targets: that is orig_client_order_id / target_order_id",
+        "`#<flow_id>.<n>@<ts_ns>`, n its request number on the connection (no id at all: "
+        "`#<flow_id>@<ts_ns>`); `.<k>` appended if two actions would still share one. A "
+        "reply to no order: the same forms with the reply's time. Unique in a dataset, "
+        "and each action's depends on that action alone. "
+        "Never the id of the order a cancel/amend targets: that is orig_client_order_id "
+        "/ target_order_id",
     ),
-    _f("request_id", pa.string(), "JSON request id (WebSocket, JSON-RPC), null elsewhere"),
+    _f("request_id", pa.string(), "JSON request id as sent (WebSocket, JSON-RPC), null "
+       "elsewhere; clients number them per connection and may reuse them, so it is not "
+       "unique: correlation_id is"),
     _f("client_order_id", pa.string(), "Client order id of the order (or of this cancel/amend)"),
     _f("orig_client_order_id", pa.string(), "Client order id of the order cancelled/amended"),
     _f("source_table", pa.string(), "http_messages, ws_messages or fix_messages"),
@@ -271,9 +282,10 @@ LATENCY = _schema(
         "ack: order to the venue's reply; engine: order to the first "
         "private-stream event for it (may be on another connection)",
     ),
-    _f("correlation_id", pa.string(), "Key that paired order and reply (as in `orders`: "
-       "unique per action)"),
-    _f("request_id", pa.string(), "JSON request id"),
+    _f("correlation_id", pa.string(), "The order's correlation_id (`orders`): one per "
+       "action in the dataset, so one row per (correlation_id, leg)"),
+    _f("request_id", pa.string(), "JSON request id as sent (not unique: numbered per "
+       "connection)"),
     _f("client_order_id", pa.string(), "Client order id"),
     _f("orig_client_order_id", pa.string(), "Client order id of the order a cancel/amend "
        "targets (sent, or learned from the exchange order id it names)"),
@@ -347,7 +359,8 @@ UNMATCHED = _schema(
     _f("what", pa.string(), "order (no reply seen) or reply (no order seen)"),
     _f("endpoint", pa.string(), "Endpoint"),
     _f("kind", pa.string(), "new, cancel, amend"),
-    _f("correlation_id", pa.string(), "Key that found no partner"),
+    _f("correlation_id", pa.string(), "The order's correlation_id (`orders`), or the "
+       "reply's own (same forms, with the reply's time)"),
     _f("ts", TS, "Time of the order or reply"),
     _f("protocol", pa.string(), "rest, websocket or fix"),
     _f("request_id", pa.string(), "JSON request id"),
@@ -363,8 +376,8 @@ CAUSES = _schema(
     _f("endpoint", pa.string(), "Endpoint of the order (as in `latency`)"),
     FLOW_ID,
     _f("leg", pa.string(), "ack or engine (as in `latency`)"),
-    _f("correlation_id", pa.string(), "The order's key in `latency` (with order_ts: ids may "
-       "be reused)"),
+    _f("correlation_id", pa.string(), "The order's correlation_id in `latency` (one per "
+       "action: with leg, its row there)"),
     _f("kind", pa.string(), "new, cancel or amend"),
     _f("order_ts", TS, "The order's ts_last (`latency.order_ts`)"),
     _f("latency_ns", pa.int64(), "The order's latency (`latency.latency_ns`)"),

@@ -182,3 +182,19 @@ def test_a_connection_read_only_in_part_is_not_called_decoded(tmp_path: Path) ->
     rep = _cli("report", "--data", str(data))
     flat = " ".join((rep.stdout + rep.stderr).split())
     assert "1 of 2 TLS connections could not be decrypted" in flat, flat
+
+
+def test_narrow_dataset_gives_the_same_coverage(keyed: Path) -> None:
+    """The ingest summary reads coverage through the views ``coverage.TABLES`` of its
+    captures' partitions only: per capture, the same answers as the whole dataset."""
+    from pcapflow.coverage import TABLES, keylog_coverage
+    from pcapflow.dataset import Dataset
+
+    with Dataset(keyed) as whole:
+        ids = [r[0] for r in whole.fetchall("SELECT DISTINCT capture_id FROM captures")]
+        assert len(ids) > 3
+        for cid in ids:
+            with Dataset(keyed, captures=[cid], views=TABLES) as narrow:
+                assert coverage(narrow, capture_ids=[cid]) == coverage(whole, capture_ids=[cid])
+                assert (keylog_coverage(narrow, capture_ids=[cid])
+                        == keylog_coverage(whole, capture_ids=[cid]))

@@ -21,6 +21,7 @@ import os
 
 import pytest
 from golden import regen
+from helpers.correlation import one_per_action
 
 REGEN = os.environ.get("PCAPFLOW_REGEN_GOLDEN") == "1"
 SAMPLES = regen.samples() + regen.sets()
@@ -71,6 +72,18 @@ def test_tables_equal_baseline(sample: regen.Sample,
                     + "\n".join(failures), pytrace=False)
     # the baseline is not vacuous: every sample decodes and matches orders
     assert tables["flows"] and tables["packets"] and tables["latency"]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
+def test_one_correlation_id_per_action(sample: regen.Sample,
+                                       golden_dumps: dict[str, dict[str, list[regen.Row]]]
+                                       ) -> None:
+    """Every sample's orders each have a correlation_id of their own, which their
+    latency, acks, unmatched and causes rows carry (helpers/correlation.py); WebSocket
+    request ids (ccxt numbers them per connection; the samples reuse ids) included."""
+    checked = one_per_action(_dump(golden_dumps, sample))
+    assert checked["orders"] > 0 and checked["latency"] >= checked["orders"] - checked[
+        "unmatched"]
 
 
 def test_describe_diff_names_rows_and_columns() -> None:

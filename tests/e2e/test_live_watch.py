@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import pytest
 
 import pcapflow
-from pcapflow.watch import Watcher, strip_compression
+from pcapflow.watch import Watcher, status_lines, strip_compression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.capture_split import split
@@ -218,9 +218,113 @@ def test_watch_waits_for_writer_and_compressor(tmp_path: Path) -> None:
     seen2: list[str] = []
     _watcher(d, ds, seen2).step()
     assert seen2 == [src[2].name]
+    assert w.status.files_lost == 0  # compressed under another name: not lost
     got = _captures(ds).column("path").to_pylist()
     assert sorted(os.path.basename(strip_compression(p)) for p in got) == \
         sorted(p.name for p in src[:3])
+
+
+def _hold_open(path: Path) -> subprocess.Popen[str]:
+    """Another process holding ``path`` open for writing, as tcpdump does."""
+    p = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], "
+                          "'ab'); print('open', flush=True); time.sleep(60)", str(path)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "open"
+    return p
+
+
+def _first_ts(path: Path) -> int:
+    from pcapflow.parsers.capture.capset import peek
+
+    return peek(str(path)).first_ts
+
+
+def test_watch_says_when_a_ring_overwrites_a_file_it_did_not_ingest(tmp_path: Path) -> None:
+    """tcpdump -W wraps while a file is still being written (the watch fell behind):
+    the same inode is truncated and refilled with later packets. The earlier packets
+    are gone: the watch counts the file lost and says which, instead of nothing."""
+    src = _parts(tmp_path, [100])
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    seen: list[str] = []
+    lost: list[tuple[str, int]] = []
+    w = _watcher(d, ds, seen)
+    w.on_lost = lambda path, ts: lost.append((os.path.basename(path), ts))
+    ring = d / "ring.pcap0"
+    shutil.copy(src[0], ring)
+    holder = _hold_open(ring)
+    try:
+        w.step()
+        assert seen == [] and w.status.files_lost == 0  # still being written
+        ino = ring.stat().st_ino
+        with open(ring, "r+b") as fh:  # the ring wrapped onto it: truncated, refilled
+            fh.truncate(0)
+            fh.write(src[1].read_bytes())
+        assert ring.stat().st_ino == ino
+        w.step()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lost == [("ring.pcap0", _first_ts(src[0]))]
+    assert w.status.files_lost == 1 and "LOST 1" in " ".join(status_lines(w.status))
+    w.step()  # closed now: the later packets are ingested, once
+    w.step()
+    assert seen == ["ring.pcap0"] and w.status.files_lost == 1
+
+
+def test_watch_says_when_a_ring_overwrites_a_file_while_it_is_read(tmp_path: Path) -> None:
+    """The ring came back to a file while the watch was reading it: what was read may
+    lack packets, so the file counts as lost; the new packets are the next file."""
+    src = _parts(tmp_path, [100])
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    ring = d / "ring.pcap0"
+    shutil.copy(src[0], ring)
+    seen: list[str] = []
+
+    def one(path: str) -> object:
+        result = pcapflow.ingest([[path]], data=ds)[0]
+        if not seen:  # the ring wraps onto it during the first ingest
+            with open(path, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(src[1].read_bytes())
+        seen.append(os.path.basename(path))
+        return result
+
+    w = Watcher(d, ds, one, poll=0.0, settle=0.0, idle=3600)
+    w.step()
+    assert seen == ["ring.pcap0"] and w.status.files_lost == 1
+    w.step()
+    assert seen == ["ring.pcap0", "ring.pcap0"] and w.status.files_lost == 1
+    assert _captures(ds).num_rows == 2
+
+
+def test_watch_says_when_a_ring_deletes_a_file_it_did_not_ingest(tmp_path: Path) -> None:
+    """dumpcap -b files:N deletes its oldest file: one the watch had not ingested yet is
+    lost and counted; one it had ingested, or one gzip renamed, is not."""
+    src = _parts(tmp_path, [70, 140])
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    seen: list[str] = []
+    w = _watcher(d, ds, seen)
+    a, b = d / "ring_00001_20240101120000.pcap", d / "ring_00002_20240101120001.pcap"
+    shutil.copy(src[0], a)
+    w.step()
+    assert seen == [a.name]
+    shutil.copy(src[1], b)
+    holder = _hold_open(b)
+    try:
+        w.step()
+        a.unlink()  # ingested: deleting it loses nothing
+        w.step()
+        assert w.status.files_lost == 0
+        b.unlink()  # never ingested
+        w.step()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert w.status.files_lost == 1 and w.status.last_lost == b.name
+    assert seen == [a.name]
 
 
 def test_watch_ring_buffer_reuses_a_name(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.correlation import one_per_action, order_tables
 from pcapflow.pipelines import match
 from pcapflow.pipelines.tables.schemas import TABLES
 
@@ -306,12 +307,15 @@ def test_prefilter_changes_no_row(dataset: pcapflow.Dataset, capture: Path) -> N
 
 def test_correlation_ids_are_one_per_action_and_targets_are_named(
         dataset: pcapflow.Dataset) -> None:
-    """In every sample: no generated id (``#flow.n@ts``) is shared by two actions, no
-    cancel or amend carries the id of the order it targets, and a cancel or amend
-    whose target's reply is in the capture names both of the target's ids."""
-    dup = dataset.df("SELECT capture_id, correlation_id FROM orders "
-                     "WHERE correlation_id LIKE '#%' GROUP BY ALL HAVING count(*) > 1")
-    assert dup.empty
+    """In the samples ingested into one dataset: each action has a correlation id of its
+    own, which every row about it carries, and the scoped and generated ones
+    (``<id>#<flow>@<ts>``, ``#<flow>.<n>@<ts>``) are unique across its captures
+    (helpers/correlation.py); no cancel or amend carries the id of the order it
+    targets, and a cancel or amend whose target's reply is in the capture names both
+    of the target's ids."""
+    checked = one_per_action(order_tables(dataset))
+    assert checked["orders"] == dataset.scalar("SELECT count(*) FROM orders") > 0
+    assert dataset.scalar("SELECT count(DISTINCT capture_id) FROM orders") > 5
     same = dataset.df("SELECT * FROM orders WHERE kind IN ('cancel', 'amend') "
                       "AND correlation_id = orig_client_order_id")
     assert same.empty

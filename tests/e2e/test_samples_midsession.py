@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers.correlation import one_per_action, order_tables
 from helpers.paths import SAMPLES
 from helpers.samples_oracle import (
     TSHARK,
@@ -177,6 +178,44 @@ def test_every_order_after_the_capture_began_is_found(
         whole = latency_rows(ds)
         assert len(whole) == len(TRUTH)
         check_against_truth(whole, TRUTH)
+
+
+def test_request_ids_repeat_across_connections_correlation_ids_do_not(
+        ref: pcapflow.Dataset) -> None:
+    """ccxt numbers the WebSocket API requests of each connection from the same start:
+    the whole session's two WS API connections send the same request ids (truth). Each
+    action still has a correlation id of its own, ``<request_id>#<flow_id>@<order ts>``
+    (the id as sent stays in request_id), and a join on it pairs each order with its
+    own reply, on its own connection, as the client's truth says."""
+    ws = [t for t in TRUTH if t["extra"]["transport"] == "websocket"]
+    per_conn: dict[int, set[str]] = {}
+    for t in ws:
+        per_conn.setdefault(t["local_port"], set()).add(t["request_id"])
+    assert len(per_conn) == 2
+    shared = set.intersection(*per_conn.values())
+    assert len(shared) >= 40  # the same ids on both connections
+    tables = order_tables(ref)
+    assert one_per_action(tables)["orders"] == len(TRUTH)
+    got = ref.fetchall(
+        "SELECT f.client_port, o.request_id, o.correlation_id, o.flow_id, epoch_ns(o.ts), "
+        "a.flow_id, a.exchange_order_id, a.status FROM orders o "
+        "JOIN flows f USING (capture_id, flow_id) "
+        "JOIN acks a ON a.capture_id = o.capture_id AND a.correlation_id = o.correlation_id "
+        "AND a.leg = 'ack' WHERE o.protocol = 'websocket'")
+    assert len(got) == len(ws)  # one reply per order, no cross-connection pairs
+    by_action = {(p, r): (cid, flow, ts, ack_flow, oid, st)
+                 for p, r, cid, flow, ts, ack_flow, oid, st in got}
+    assert len(by_action) == len(ws)
+    for t in ws:
+        cid, flow, ts, ack_flow, oid, status = by_action[(t["local_port"], t["request_id"])]
+        assert cid == f"{t['request_id']}#{flow}@{ts}" and ack_flow == flow, t
+        assert status == t["outcome"] and oid == t["exchange_order_id"], t
+    ids = {cid for cid, *_ in by_action.values()}
+    assert len(ids) == len(ws)
+    # the raw ids alone would pair across connections
+    assert ref.scalar("SELECT count(*) FROM orders o JOIN acks a ON a.capture_id = "
+                      "o.capture_id AND a.request_id = o.request_id AND a.leg = 'ack' "
+                      "AND a.flow_id <> o.flow_id") >= len(shared)
 
 
 def test_key_search_and_websocket_without_upgrade(mid: pcapflow.Dataset) -> None:

@@ -74,8 +74,8 @@ def client(port: int, seconds: float, rate: float, conns: int = 3) -> int:
 
 
 def bulk(port: int, seconds: float, per_s: int) -> threading.Thread:
-    """A sink on ``port`` and a thread sending it ``per_s`` bytes a second in 64 KiB
-    writes, for ``seconds`` (one connection all along: it spans the rotation)."""
+    """A sink on ``port`` and a thread sending it ``per_s`` bytes a second in writes of
+    up to 64 KiB, for ``seconds`` (one connection all along: it spans the rotation)."""
     sink = socket.create_server(("127.0.0.1", port))
 
     def drain() -> None:
@@ -86,7 +86,7 @@ def bulk(port: int, seconds: float, per_s: int) -> threading.Thread:
         sink.close()
 
     def send() -> None:
-        block = bytes(range(256)) * 256
+        block = (bytes(range(256)) * 256)[:max(1024, min(1 << 16, per_s // 10))]
         with socket.create_connection(("127.0.0.1", port)) as s:
             end = time.monotonic() + seconds
             while time.monotonic() < end:

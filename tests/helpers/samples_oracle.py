@@ -94,12 +94,13 @@ def check_against_truth(lat: pd.DataFrame, truth: list[dict[str, Any]]) -> int:
             assert t["send_wall_ns"] <= r.o_ns < r.a_ns <= t["recv_wall_ns"], where
             assert r.latency_ns == r.a_ns - r.o_ns and r.decoded
             n += 1
-    # item 5: an action without an id of its own gets one unique in the dataset; the
-    # client's own ids (JSON request ids: ccxt numbers each connection's from 1) are
-    # unique on their connection
-    generated = lat[lat.correlation_id.str.startswith("#")]
-    assert generated.correlation_id.is_unique
-    assert not lat.duplicated(["flow_id", "correlation_id"]).any()
+    # item 5: every action has a correlation id of its own (an action without an id of
+    # its own: a generated one; a JSON request id, which ccxt numbers per connection:
+    # scoped by its connection and time)
+    assert not lat.duplicated(["capture_id", "correlation_id"]).any()
+    ws = lat[lat.protocol == "websocket"]
+    assert (ws.correlation_id == ws.request_id + "#" + ws.flow_id.astype(str) + "@"
+            + ws.o_ns.astype(str)).all()
     return n
 
 

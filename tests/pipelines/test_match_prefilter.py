@@ -92,7 +92,7 @@ def test_binance_market_data_is_skipped_and_every_leg_kept(tmp_path: Path) -> No
         ("ack", "c-3", "rejected", api.flow_id, 1_000),
     ]
     assert [(r["what"], r["flow_id"], r["correlation_id"]) for r in rows(out, "unmatched")] == [
-        ("reply", stream.flow_id, "99")]
+        ("reply", stream.flow_id, f"99#{stream.flow_id}@{T0 + 40_000}")]
 
 
 def test_other_venues_market_data_next_to_their_order_streams(tmp_path: Path) -> None:

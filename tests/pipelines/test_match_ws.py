@@ -61,9 +61,19 @@ def test_binance_wsapi_ids_reuse_reorder_prefix_errors(tmp_path: Path) -> None:
         ("11", "c-6", "order.place", "error", "-1008", None, 5_000),
     ]
     assert lat[6]["orig_client_order_id"] == "gone" and lat[6]["kind"] == "cancel"
+    # the id as sent is request_id; correlation_id is one per action: the two 9s (and
+    # the string "8" beside the number 8) are told apart by the order's time
+    assert [r["correlation_id"] for r in lat] == [
+        f"{r['request_id']}#{f.flow_id}@{r['order_ts']}" for r in lat]
+    assert len({r["correlation_id"] for r in lat}) == len(lat)
     un = rows(out, "unmatched")
-    assert [(u["what"], u["request_id"], u["client_order_id"], u["ts"]) for u in un] == [
-        ("reply", "99", None, T0 + 100_000), ("order", "12", "c-7", T0 + 110_000)]
+    assert [(u["what"], u["request_id"], u["client_order_id"], u["ts"], u["correlation_id"])
+            for u in un] == [
+        ("reply", "99", None, T0 + 100_000, f"99#0@{T0 + 100_000}"),
+        ("order", "12", "c-7", T0 + 110_000, f"12#0@{T0 + 110_000}")]
+    # acks carry their order's correlation_id
+    acks = {a["correlation_id"] for a in rows(out, "acks") if a["kind"] is not None}
+    assert acks == {r["correlation_id"] for r in lat}
 
 
 def test_reply_before_any_request_is_an_orphan_not_a_pairing(tmp_path: Path) -> None:
@@ -144,11 +154,11 @@ def test_bybit_reqid_and_fifo_by_op_without_it(tmp_path: Path) -> None:
     w.ws(f, 19, "in", {"retCode": 10001, "op": "order.create", "retMsg": "params error"})
     out = w.match(tmp_path)
     lat = rows(out, "latency", leg="ack")
-    assert [(r["correlation_id"], r["client_order_id"], r["status"], r["error_code"],
-             r["latency_ns"]) for r in lat] == [
-        ("test-005", "l-1", "accepted", None, 4_000),
-        ("op:order.create", "l-2", "accepted", None, 5_000),
-        ("op:order.create", "l-3", "rejected", "10001", 8_000),
+    assert [(r["correlation_id"], r["request_id"], r["client_order_id"], r["status"],
+             r["error_code"], r["latency_ns"]) for r in lat] == [
+        (f"test-005#0@{T0}", "test-005", "l-1", "accepted", None, 4_000),
+        (f"op:order.create#0@{T0 + 10_000}", None, "l-2", "accepted", None, 5_000),
+        (f"op:order.create#0@{T0 + 11_000}", None, "l-3", "rejected", "10001", 8_000),
     ]
     assert rows(out, "unmatched") == []  # the pong answered the ping, not an order
 

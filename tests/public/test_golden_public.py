@@ -16,6 +16,7 @@ import os
 
 import pytest
 from golden import regen
+from helpers.correlation import one_per_action
 
 ROOT = regen.public_root()
 REGEN = os.environ.get("PCAPFLOW_REGEN_GOLDEN") == "1"
@@ -49,3 +50,11 @@ def test_public_tables_equal_baseline(public_tables: dict[str, list[regen.Row]])
                     + "\n".join(failures), pytrace=False)
     captures, _ = regen.public_inputs(ROOT)
     assert len(public_tables["captures"]) == len(captures)
+
+
+def test_public_correlation_ids_one_per_action(public_tables: dict[str, list[regen.Row]]
+                                               ) -> None:
+    """The corpus's order rows (one dataset of many captures) each have a correlation
+    id of their own (helpers/correlation.py)."""
+    checked = one_per_action(public_tables)
+    assert checked["orders"] > 0
