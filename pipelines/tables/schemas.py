@@ -194,7 +194,17 @@ TCP_RTT = _schema(
         "piggybacked",
         pa.bool_(),
         "The ACK came on a data segment (e.g. the exchange's reply itself): the sample then "
-        "includes the peer's processing time and is not a network round trip",
+        "includes the peer's processing time and is not a network round trip (`tsecr`: "
+        "the echo came on data answering a segment that carried data)",
+    ),
+    _f(
+        "method",
+        pa.string(),
+        "`ack`: the segment's first transmission to the first ACK covering it; `tsecr` "
+        "(RFC 7323 timestamps): the first segment carrying a TSval to the first segment of "
+        "the other side echoing it in TSecr (one value timed at a time per side; ts_sent, "
+        "end_offset: that first segment, which may be a pure ACK; retransmitted: the side "
+        "retransmitted meanwhile). Null in datasets written before it existed: `ack`",
     ),
 )
 
@@ -302,26 +312,30 @@ LATENCY = _schema(
         pa.int64(),
         "Network round trip estimate for every order (pipelines/sql/decompose.sql): "
         "the smallest of the connection's 9 pure-ACK RTT samples nearest the order "
-        "(tcp_rtt `out`, not piggybacked, not retransmitted) and its handshake RTT "
-        "(if within 300 s)",
+        "(tcp_rtt `out`, method `ack`, not piggybacked, not retransmitted), its 9 TCP "
+        "timestamps samples nearest the order (method `tsecr`, same filter) and its "
+        "handshake RTT (if within 300 s)",
     ),
     _f(
         "network_method",
         pa.string(),
         "Where network_est_ns came from: `pure_ack` (the order's own segment, = "
         "network_rtt_ns), `nearest_rtt_sample` (another segment's pure ACK nearby), "
-        "`handshake` (SYN to SYN/ACK), `none` (no estimate)",
+        "`tsecr` (a TCP timestamps echo nearby, RFC 7323), `handshake` (SYN to SYN/ACK), "
+        "`none` (no estimate)",
     ),
     _f(
         "network_spread_ns",
         pa.int64(),
-        "Interquartile range of the pure-ACK RTT samples the estimate was taken from "
-        "(0 with one sample or only the handshake; null for `none`)",
+        "Interquartile range of the RTT samples the estimate was taken from (the `tsecr` "
+        "window for `tsecr`, the pure-ACK window otherwise; 0 with one sample or only the "
+        "handshake; null for `none`)",
     ),
     _f(
         "network_samples",
         pa.int64(),
-        "RTT samples the minimum was taken over, the handshake included (0 for `none`)",
+        "RTT samples the minimum was taken over, both windows and the handshake included "
+        "(0 for `none`)",
     ),
     _f("status", pa.string(), "accepted, rejected or error"),
     _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),
@@ -410,7 +424,8 @@ ALERTS = _schema(
     _f("end_ts", TS, "End of the alert's window"),
     _f("value", pa.float64(), "What was measured (in `unit`)"),
     _f("threshold", pa.float64(), "What it was held against (in `unit`)"),
-    _f("unit", pa.string(), "Unit of value and threshold"),
+    _f("unit", pa.string(), "Unit of value and threshold; for clock_step it says the "
+       "direction: `ms back` (the clock was set back) or `ms forward` (set forward)"),
     _f("detail", pa.string(), "One sentence"),
     _f("evidence_table", pa.string(), "Table holding the evidence rows"),
     _f("evidence_rows", pa.int64(), "How many rows evidence_sql selects"),
@@ -444,7 +459,8 @@ TABLE_DOCS: dict[str, str] = {
     "anomalies": 'one row per decode problem (Zeek\'s "weird"): the run goes on',
     "packets": "one row per packet (opt-in: `--packets`)",
     **{name: t.doc for name, t in PROTOCOL_TABLES.items()},
-    "tcp_rtt": "one row per acknowledged data segment of a parsed connection",
+    "tcp_rtt": "one row per RTT sample: an acknowledged data segment of a parsed "
+    "connection (`ack`), or a TCP timestamp echoed on any TCP connection (`tsecr`)",
     "orders": "one row per outbound order action (new, cancel, amend)",
     "acks": "one row per venue reply to an order action",
     "latency": "one row per matched order and reply",
