@@ -290,9 +290,9 @@ class _Layer:
 
     def finish(self, ts: int) -> list[Event]:
         events: list[Event] = []
-        if self.session is None and self.name is None and self.midstream and self.pending:
+        if self.session is None and self.name is None and self.pending:
             events = self._try_detect(ts, final=True)  # all its bytes are here now
-            if self.name is None:
+            if self.name is None:  # ended before detect_bytes, claimed by no protocol
                 self.name = UNKNOWN
         if self.session is not None:
             return events + self.session.finish(ts)
