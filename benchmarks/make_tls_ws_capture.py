@@ -88,19 +88,22 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------
 # server (child process)
 
-def _depth(rng: random.Random, i: int, sym: str) -> str:
+def _depth(rng: random.Random, first: int, last: int, sym: str) -> str:
+    """A depth update covering update ids ``first``..``last``; ``pu``: the previous
+    update's ``u`` (Binance futures carry it; spot's rule is ``U`` = previous ``u`` + 1,
+    which holds too)."""
     px = 67_000 + rng.uniform(-300, 300)
     lvls = rng.randint(1, 6)
     bids = [[f"{px - k * 0.1:.2f}", f"{rng.random():.5f}"] for k in range(lvls)]
     asks = [[f"{px + k * 0.1:.2f}", f"{rng.random():.5f}"] for k in range(rng.randint(1, 6))]
     return json.dumps({"stream": f"{sym.lower()}@depth@100ms", "data": {
-        "e": "depthUpdate", "E": int(time.time() * 1000), "s": sym, "U": i * 3,
-        "u": i * 3 + 2, "b": bids, "a": asks}}, separators=(",", ":"))
+        "e": "depthUpdate", "E": int(time.time() * 1000), "s": sym, "U": first,
+        "u": last, "pu": first - 1, "b": bids, "a": asks}}, separators=(",", ":"))
 
 
-def _trade(rng: random.Random, i: int, sym: str) -> str:
+def _trade(rng: random.Random, trade_id: int, sym: str) -> str:
     return json.dumps({"stream": f"{sym.lower()}@trade", "data": {
-        "e": "trade", "E": int(time.time() * 1000), "s": sym, "t": 1_000_000 + i,
+        "e": "trade", "E": int(time.time() * 1000), "s": sym, "t": trade_id,
         "p": f"{67_000 + rng.uniform(-300, 300):.2f}", "q": f"{rng.random():.5f}",
         "T": int(time.time() * 1000), "m": rng.random() < 0.5}}, separators=(",", ":"))
 
@@ -109,14 +112,21 @@ async def _stream(ws: ServerConnection, per_conn: int, seed: int) -> None:
     rng = random.Random(seed)
     await ws.recv()  # the SUBSCRIBE request
     sym = SYMBOLS[seed % len(SYMBOLS)]
+    # a consistent feed, as a real one is: each depth update starts where the one
+    # before it ended (U = previous u + 1, pu = previous u), trade ids count up by one
+    last_u, trade_id = 40_000_000_000 + seed * 1_000_000_000, 1_000_000
     for i in range(per_conn):
         if i % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1:
-            snap = json.dumps({"lastUpdateId": i, "bids": [[f"{67000 - k:.2f}", "1.0"]
-                                                           for k in range(400)]})
+            snap = json.dumps({"lastUpdateId": last_u, "bids": [[f"{67000 - k:.2f}", "1.0"]
+                                                                for k in range(400)]})
             parts = [snap[k:k + 4096] for k in range(0, len(snap), 4096)]
             await ws.send(iter(parts))  # a fragmented (compressed) message
+        elif rng.random() < 0.3:
+            trade_id += 1
+            await ws.send(_trade(rng, trade_id, sym))
         else:
-            await ws.send(_trade(rng, i, sym) if rng.random() < 0.3 else _depth(rng, i, sym))
+            first, last_u = last_u + 1, last_u + rng.randint(1, 4)
+            await ws.send(_depth(rng, first, last_u, sym))
         if i % MD_BURST == MD_BURST - 1:
             await asyncio.sleep(MD_PAUSE_S)
     await ws.close()

@@ -19,7 +19,11 @@ runs it (no ``--tcp-only``: application-layer detection, tables, the matcher),
 With ``--app --keylog K``: ``pcapflow ingest
 --keylog K`` (``--workers auto``: its connections sharded over the CPUs, and
 again as ``pcapflow_app_1w`` with ``--workers 1``) and ``tshark -o
-tls.keylog_file:K -Y websocket``.
+tls.keylog_file:K -Y websocket``; with ``--compare OTHER`` too, the other install's
+``--workers 1`` ingest (``other_app_1w``). The app rows also get WebSocket messages per
+second of median CPU time and their median-CPU ratios to ``tshark_app``
+(``app_messages``, ``app_ratios``). ``--app-only`` skips the TCP-layer tools and peers
+(``cat`` stays: it warms the page cache).
 
 Ratios are speedups, peer wall time / pcapflow wall time (warm CLI), so >1 means
 pcapflow is faster. Output: a table on stdout and, with ``--json``, every number.
@@ -133,6 +137,7 @@ class Bench:
         self.repeat = repeat
         self.workdir = workdir
         self.packets = 0
+        self.messages = 0  # WebSocket messages (``--app``)
         self.results: dict[str, ToolResult] = {}
         self._n = 0
 
@@ -188,6 +193,14 @@ def _count_packets(data_dir: str) -> tuple[int, dict[str, int]]:
     return int(cap.column("packets")[0].as_py()), kinds
 
 
+def _count_rows(data_dir: str, table: str) -> int:
+    """Rows of ``table`` in a dataset, from the Parquet footers."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows
+               for f in Path(data_dir, table).glob("*/*.parquet"))
+
+
 def run_all(a: argparse.Namespace) -> dict:
     cap = os.path.abspath(a.capture)
     peers = {"tshark": a.tshark, "dpkt": a.dpkt}
@@ -202,15 +215,17 @@ def run_all(a: argparse.Namespace) -> dict:
         def ingest_cmd(*extra: str):
             return lambda: [*pf, "ingest", cap, *extra, "--data", b.fresh_dir("data")]
 
-        if not a.no_cold:
+        if not a.no_cold and not a.app_only:
             env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(wd, "numba-cold"))
             b.run_tool("pcapflow_cold", ingest_cmd("--tcp-only"), repeat=1, env=env)
         measure(ingest_cmd("--tcp-only")())  # warm Numba's cache, untimed
         keep = b.fresh_dir("keep")
-        b.run_tool("pcapflow", ingest_cmd("--tcp-only"))
+        if not a.app_only:
+            b.run_tool("pcapflow", ingest_cmd("--tcp-only"))
         first = measure([*pf, "ingest", cap, "--tcp-only", "--data", keep])
         b.packets, kinds = _count_packets(keep) if first.returncode == 0 else (0, {})
-        b.results["pcapflow"].extra["tcp_events"] = kinds
+        if not a.app_only:
+            b.results["pcapflow"].extra["tcp_events"] = kinds
         if a.default:  # what a user runs: no --tcp-only (app-layer detection, matcher)
             b.run_tool("pcapflow_default", ingest_cmd())
             b.run_tool("pcapflow_default_1w", ingest_cmd("--workers", "1"))
@@ -219,9 +234,12 @@ def run_all(a: argparse.Namespace) -> dict:
                 measure([*other, "ingest", cap, "--data", b.fresh_dir("data")])  # warm
                 b.run_tool("other_default_1w", lambda: [*other, "ingest", cap, "--workers",
                                                         "1", "--data", b.fresh_dir("data")])
-        api = b.run_tool("pcapflow_api", lambda: [sys.executable, "-c", _API_SNIPPET, cap,
-                                                  b.fresh_dir("api")], keep_stdout=True)
-        if api.ok:
+        if a.app_only:
+            peers = dict.fromkeys(peers, False)
+        api = None if a.app_only else b.run_tool(
+            "pcapflow_api", lambda: [sys.executable, "-c", _API_SNIPPET, cap, b.fresh_dir("api")],
+            keep_stdout=True)
+        if api is not None and api.ok:
             info = [json.loads(r.stdout) for r in api.runs]
             api.extra["in_process_s"] = min(i["seconds"] for i in info)
             api.extra["flows"] = info[0]["flows"]
@@ -239,6 +257,14 @@ def run_all(a: argparse.Namespace) -> dict:
             keys = ["--keylog", a.keylog] if a.keylog else []
             b.run_tool("pcapflow_app", ingest_cmd(*keys))  # --workers auto
             b.run_tool("pcapflow_app_1w", ingest_cmd(*keys, "--workers", "1"))
+            if a.compare:  # another install (the code before a change), same run
+                other = [a.compare]
+                measure([*other, "ingest", cap, *keys, "--data", b.fresh_dir("data")])  # warm
+                b.run_tool("other_app_1w", lambda: [*other, "ingest", cap, *keys, "--workers",
+                                                    "1", "--data", b.fresh_dir("data")])
+            kept = b.fresh_dir("keep_app")
+            if measure([*pf, "ingest", cap, *keys, "--data", kept]).returncode == 0:
+                b.messages = _count_rows(kept, "ws_messages")
             if shutil.which("tshark"):
                 cmd = ["tshark", "-n", "-r", cap, "-Y", "websocket", "-T", "fields"]
                 if a.keylog:
@@ -280,13 +306,27 @@ def report(b: Bench) -> dict:
                         res[dflt])
                     ratios[f"{dflt}_vs_{peer}_cpu_median"] = (
                         res[peer].median_cpu_s / max(res[dflt].median_cpu_s, 1e-9))
+    # --app: WebSocket messages per second of median CPU time, and median-CPU ratios to
+    # tshark -Y websocket (the issue's figures; the best-wall ratios above stay as they were)
+    app_messages: dict[str, float] = {}
+    app_ratios: dict[str, float] = {}
+    for name in ("pcapflow_app", "pcapflow_app_1w", "other_app_1w", "tshark_app"):
+        t = res.get(name)
+        if t is not None and t.ok and b.messages:
+            app_messages[name] = b.messages / max(t.median_cpu_s, 1e-9)
+            tsh = res.get("tshark_app")
+            if name != "tshark_app" and tsh is not None and tsh.ok:
+                app_ratios[f"{name}_vs_tshark_app_cpu_median"] = (
+                    tsh.median_cpu_s / max(t.median_cpu_s, 1e-9))
+                app_ratios[f"{name}_vs_tshark_app_wall_best"] = tsh.best_s / max(t.best_s,
+                                                                                 1e-9)
     rss = max((r.peak_rss_mb for k, r in res.items() if k.startswith("pcapflow")), default=0)
     targets = {
         "tcp_only_pkts_per_s>=1.5M": _target(pf.pkts_per_s if pf else None, TARGET_PPS),
         "vs_tshark>=20x": _target(ratios.get("pcapflow_vs_tshark"), TARGET_VS_TSHARK),
         "vs_dpkt>=10x": _target(ratios.get("pcapflow_vs_dpkt"), TARGET_VS_DPKT),
-        "app_vs_tshark_app>=10x": _target(ratios.get("pcapflow_vs_tshark_app"),
-                                          TARGET_APP_VS_TSHARK),
+        "app_vs_tshark_app>=10x": _target(ratios.get("pcapflow_vs_tshark_app", app_ratios.get(
+            "pcapflow_app_vs_tshark_app_wall_best")), TARGET_APP_VS_TSHARK),
         "peak_rss<1GiB_on_2GB": (
             _target(TARGET_RSS_BYTES / (rss * 1024 * 1024) if rss else None, 1.0)
             if b.size >= RSS_TARGET_MIN_FILE else "not judged (capture < 1.5 GB)"),
@@ -299,8 +339,11 @@ def report(b: Bench) -> dict:
             "tshark": _tool_version(["tshark", "--version"]),
             "dpkt": _module_version("dpkt"), "pcapflow": _module_version("pcapflow"),
         },
+        "messages": b.messages,
         "tools": {k: asdict(v) for k, v in res.items()},
         "ratios": ratios,
+        "app_messages_per_cpu_s": app_messages,
+        "app_ratios": app_ratios,
         "targets": targets,
     }
 
@@ -337,7 +380,7 @@ def print_table(doc: dict) -> None:
             print(f"{name:<20} FAILED {t['note']}")
             continue
         base = (doc["tools"].get("pcapflow_app", pf)
-                if name in ("tshark_app", "pcapflow_app_1w") else pf)
+                if name in ("tshark_app", "pcapflow_app_1w", "other_app_1w") else pf)
         x = t["best_s"] / base["best_s"] if base.get("best_s") else 0
         best = min(t["runs"], key=lambda r: r["wall_s"])
         print(f"{name:<20}{t['best_s']:>9.3f}{best['cpu_s']:>8.2f}{t['median_cpu_s']:>9.2f}"
@@ -358,11 +401,21 @@ def print_table(doc: dict) -> None:
     if cpu:
         print("pcapflow speedup by CPU time: " + ", ".join(f"vs {k} {v:.2f}x"
                                                           for k, v in cpu.items()))
+    for k, v in doc.get("app_messages_per_cpu_s", {}).items():
+        r = doc["app_ratios"].get(f"{k}_vs_tshark_app_cpu_median")
+        print(f"{k}: {v:,.0f} WebSocket messages per CPU second (median)"
+              + (f", {r:.2f}x tshark -Y websocket by median CPU, "
+                 f"{doc['app_ratios'][k + '_vs_tshark_app_wall_best']:.2f}x by best wall"
+                 if r else ""))
     for k, v in doc["targets"].items():
         print(f"target {k}: {v}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The children run as an installed pcapflow does, with its bytecode cached: under
+    # PYTHONDONTWRITEBYTECODE an editable checkout's ~150 modules are compiled from
+    # source in every run (~0.2-0.3 s of CPU that no `pip install`ed copy pays).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("capture")
     ap.add_argument("--tshark", action="store_true", help="run the tshark peer")
@@ -373,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default", action="store_true",
                     help="also the default ingest (no --tcp-only), with --workers auto and 1")
     ap.add_argument("--compare", metavar="PCAPFLOW",
-                    help="with --default: another install's pcapflow script (e.g. the code "
-                    "before a change), its default ingest with --workers 1 in the same run")
+                    help="with --default or --app: another install's pcapflow script (e.g. "
+                    "the code before a change), its ingest with --workers 1 in the same run")
+    ap.add_argument("--app-only", action="store_true",
+                    help="with --app: skip the TCP-layer tools and peers")
     ap.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     ap.add_argument("--no-cold", action="store_true",
                     help="skip the run with an empty Numba cache")

@@ -25,7 +25,9 @@ rows (``pcapflow query "<evidence_sql>"``). The detectors (``DETECTORS``):
   judged by what came before; consecutive such intervals are one alert (value:
   the peak bytes per interval).
 - ``clock_step``: the capture clock set back by more than 10 ms between two
-  packets in capture order (``parsers.capture.clock``, an ``anomalies`` row).
+  packets in capture order, or set forward by more than 10 ms where the hosts' TCP
+  timestamps show it (``parsers.capture.clock``, an ``anomalies`` row; ``unit``
+  ``ms back`` or ``ms forward``).
 - ``feed_gap``: breaks in a market-data stream's numbering (``pcapflow.feed``),
   those less than ``episode_gap`` apart in one alert.
 - ``stale_feed``: a market-data stream silent for more than ``stale_after``
@@ -346,7 +348,7 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                    coalesce(end_offset - lag(end_offset) OVER (
                        PARTITION BY capture_id, flow_id, direction ORDER BY end_offset), 0)
                        AS b
-            FROM tcp_rtt),
+            FROM tcp_rtt WHERE coalesce(method, 'ack') = 'ack'),
         bins AS (
             SELECT capture_id, flow_id, direction, t // {w} AS bin, sum(b) AS bytes,
                    count(*) AS n, min(t) AS t0, max(t) AS t1
@@ -377,7 +379,8 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     out = []
     for cid, flow, direction, venue, t0, t1, peak, n, mean_w in rows:
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = "
-                 f"{_q(direction)} AND epoch_ns(ts_sent) BETWEEN {int(t0)} AND {int(t1)}")
+                 f"{_q(direction)} AND epoch_ns(ts_sent) BETWEEN {int(t0)} AND {int(t1)} "
+                 "AND coalesce(method, 'ack') = 'ack'")
         who = "we sent" if direction == "out" else "the exchange sent"
         out.append({
             "kind": "microburst",
@@ -397,20 +400,24 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
 
 
 def clock_step(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """The capture clock set back (``anomalies`` ``clock_step_back``, found by the
-    capture reader: ``parsers.capture.clock``)."""
-    rows = ds.sql("SELECT capture_id, epoch_ns(ts), detail, "
-                  "TRY_CAST(regexp_extract(detail, 'stamped ([0-9,.]+) ms', 1) AS VARCHAR) "
-                  "FROM anomalies WHERE code = 'clock_step_back' ORDER BY ts").fetchall()
+    """The capture clock set back or forward (``anomalies`` ``clock_step_back`` /
+    ``clock_step_forward``, found by ``parsers.capture.clock``); ``unit`` says which
+    way (``ms back``, ``ms forward``)."""
+    rows = ds.sql("SELECT capture_id, epoch_ns(ts), detail, code, "
+                  "coalesce(nullif(regexp_extract(detail, 'set forward by ~([0-9,.]+) ms', 1), "
+                  "''), regexp_extract(detail, 'stamped ([0-9,.]+) ms', 1)) "
+                  "FROM anomalies WHERE code IN ('clock_step_back', 'clock_step_forward') "
+                  "ORDER BY ts").fetchall()
     out = []
-    for cid, t, detail, ms in rows:
-        back = float(str(ms).replace(",", "")) if ms else 0.0
-        where = (f"capture_id = {_q(cid)} AND code = 'clock_step_back' AND epoch_ns(ts) = "
+    for cid, t, detail, code, ms in rows:
+        size = float(str(ms).replace(",", "")) if ms else 0.0
+        way = "back" if code == "clock_step_back" else "forward"
+        where = (f"capture_id = {_q(cid)} AND code = {_q(code)} AND epoch_ns(ts) = "
                  f"{int(t)}")
         out.append({
-            "kind": "clock_step", "severity": "critical" if back >= 1000 else "warning",
-            "capture_id": cid, "start_ts": int(t), "end_ts": int(t), "value": back,
-            "threshold": 10.0, "unit": "ms back", "detail": detail,
+            "kind": "clock_step", "severity": "critical" if size >= 1000 else "warning",
+            "capture_id": cid, "start_ts": int(t), "end_ts": int(t), "value": size,
+            "threshold": 10.0, "unit": f"ms {way}", "detail": detail,
             "evidence_table": "anomalies", "evidence_rows": 1,
             "evidence_sql": f"SELECT * FROM anomalies WHERE {where}", "_settle": int(t)})
     return out

@@ -68,7 +68,8 @@ METRICS: dict[str, str] = {
     "exchange": "exchange_ns",
 }
 
-NETWORK_METHODS: tuple[str, ...] = ("pure_ack", "nearest_rtt_sample", "handshake", "none")
+NETWORK_METHODS: tuple[str, ...] = ("pure_ack", "nearest_rtt_sample", "tsecr", "handshake",
+                                     "none")
 """``latency.network_method`` values, most direct first (pipelines/sql/decompose.sql)."""
 
 TimeLike = str | dt.datetime | pd.Timestamp | np.datetime64

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -199,6 +198,9 @@ def _pool_worker_init() -> None:
 def _in_pool(work: list[tuple], jobs: int) -> list[IngestResult]:
     """``_one`` over ``work`` in ``jobs`` processes, waiting in steps so an interrupt
     is seen at once (then the workers are killed: their staging dies with them)."""
+    # (here, not at the top: multiprocessing's import is ~10 ms of every command's start)
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_pool_worker_init)
     try:
         futures = [pool.submit(_one, w) for w in work]

@@ -90,7 +90,7 @@ dack AS (
                || ' µs later (held by Nagle until then)' AS detail
     FROM l JOIN tcp_rtt t ON t.capture_id = l.capture_id AND t.flow_id = l.flow_id
     WHERE t.direction = 'in' AND NOT coalesce(t.piggybacked, false)
-      AND t.rtt_ns >= {DELAYED_ACK_MIN_NS}
+      AND coalesce(t.method, 'ack') = 'ack' AND t.rtt_ns >= {DELAYED_ACK_MIN_NS}
       AND epoch_ns(t.ts_ack) > l.o AND epoch_ns(t.ts_ack) <= l.a
       AND l.a - epoch_ns(t.ts_ack) <= greatest({HOLD_SLACK_NS}, 2 * l.net)),
 ev AS (

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from .parsers.errors import PcapflowError
+from .render import LazyConsole
 
 app = typer.Typer(
     add_completion=False,
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Order-to-ack latency of trading traffic, measured on the wire.",
 )
-console = Console(stderr=True, soft_wrap=True)
+console = LazyConsole(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -42,7 +42,7 @@ def _root(
         = False,
 ) -> None:
     """Order-to-ack latency of trading traffic, measured on the wire."""
-out = Console()
+out = LazyConsole()
 
 DataOpt = Annotated[
     Path | None,
@@ -196,7 +196,7 @@ def ingest(
         BarColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=console.get() if isinstance(console, LazyConsole) else console,
         transient=True,
         disable=not console.is_terminal,
         # redrawn after each chunk, not by rich's refresh thread: a sharded ingest
@@ -290,10 +290,12 @@ def _coverage_lines(root: Path, capture_ids: list[str]) -> tuple[list[str], list
     """(lines for under the summary, warnings): the coverage line (orders from how many
     connections, what was not decoded and why), and how many TLS sessions each key log
     file had the secrets of."""
-    from .coverage import coverage, keylog_coverage, keylog_summary, keylog_warnings
+    from .coverage import TABLES, coverage, keylog_coverage, keylog_summary, keylog_warnings
     from .dataset import Dataset
 
-    with Dataset(root) as ds:
+    # the views these queries read, over these captures' partitions only (a dataset of
+    # many captures: the others' files are not opened)
+    with Dataset(root, captures=capture_ids, views=TABLES) as ds:
         line = coverage(ds, capture_ids=capture_ids).line()
         keys = keylog_coverage(ds, capture_ids=capture_ids)
     return [line] * bool(line) + keylog_summary(keys), keylog_warnings(keys)
@@ -438,11 +440,13 @@ def query(
     from .dataset import Dataset, require
 
     _check_format(fmt)
-    with Dataset(require(data)) as ds:
+    with Dataset(require(data), views=_views_for(sql)) as ds:
         try:
-            rel = ds.sql(sql)
-            plain = _plain_result(rel) if fmt == "table" and rel is not None else None
-            if plain is None:  # (None for a statement without a result: fails here)
+            plain = _plain_query(ds._con, sql) if fmt == "table" else None
+            if plain is None:
+                rel = ds.sql(sql)  # (None for a statement without a result: fails here)
+                plain = _plain_result(rel) if fmt == "table" and rel is not None else None
+            if plain is None:
                 from .dataset import to_pandas
 
                 df = to_pandas(rel.to_arrow_table())
@@ -455,6 +459,22 @@ def query(
         render.show(header, rows, numeric, out=out, err=console)
         return
     _print_frame(df, fmt)
+
+
+_CATALOG = re.compile(r"show|describe|summarize|information_schema|duckdb_|pragma|pg_|"
+                      r"sqlite_|table_info", re.IGNORECASE)
+"""SQL that may list or read views it does not name (SHOW TABLES, ``duckdb_views()``...)."""
+
+
+def _views_for(sql: str) -> list[str] | None:
+    """The views ``sql`` can read: the tables it names (a word of it; each view costs a
+    few ms to make, ~30 ms for all), or every one (None) when it looks at the catalog."""
+    if _CATALOG.search(sql):
+        return None
+    from .pipelines.tables.declared import declared
+
+    words = {w.lower() for w in re.findall(r"\w+", sql)}
+    return [t for t in declared() if t in words]
 
 
 def _utc_ns(ns: int) -> str:
@@ -476,6 +496,43 @@ _INT_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", 
 _PLAIN_TYPES = _INT_TYPES | {"VARCHAR", "BOOLEAN", "DOUBLE", "FLOAT"}
 
 
+def _plain_query(con, sql: str) -> tuple[list[str], list[list[str]], list[int]] | None:
+    """``_plain_result`` of ``sql`` through the engine's ``execute`` alone (so without
+    importing DuckDB's Python relation layer, ~50 ms): one statement that ``DESCRIBE``
+    takes; ``None`` for anything else (a script, a statement without rows, a bad one,
+    other column types), which the relation path then runs and, if need be, explains."""
+    text = sql.strip().rstrip(";").rstrip()
+    if ";" in text:  # a script (or a literal ';'): the relation path runs it
+        return None
+    try:
+        described = con.execute(f"DESCRIBE {text}").fetchall()
+    except Exception:  # not a query DESCRIBE takes, or a bad one
+        return None
+    header = [str(r[0]) for r in described]
+    types = [str(r[1]) for r in described]
+    if not _plain_types(header, types):
+        return None
+    if "TIMESTAMPTZ_NS" in types:
+        text = f"SELECT {_epoch_ns_projection(header, types)} FROM ({text}) AS _q"
+    return _plain_cells(header, types, con.execute(text).fetchall())
+
+
+def _plain_types(header: list[str], types: list[str]) -> bool:
+    """Are these columns ones ``_plain_cells`` renders as the DataFrame path does?"""
+    if not all(t in _PLAIN_TYPES or t == "TIMESTAMPTZ_NS" for t in types):
+        return False
+    return "TIMESTAMPTZ_NS" not in types or len(set(header)) == len(header)
+
+
+def _epoch_ns_projection(header: list[str], types: list[str]) -> str:
+    """Every column as it is but ``TIMESTAMPTZ_NS`` ones as epoch ns (a Python datetime
+    stops at µs)."""
+    return ", ".join(
+        (f"epoch_ns({q}) AS {q}" if t == "TIMESTAMPTZ_NS" else q)
+        for q, t in (('"' + c.replace('"', '""') + '"', t) for c, t in zip(
+            header, types, strict=True)))
+
+
 def _plain_result(rel) -> tuple[list[str], list[list[str]], list[int]] | None:
     """A query result's table cells without pandas, when every column is a string, boolean,
     integer or float; ``None`` for any other result (``_print_frame`` shows it).
@@ -490,16 +547,16 @@ def _plain_result(rel) -> tuple[list[str], list[list[str]], list[int]] | None:
     """
     types = [str(t) for t in rel.types]
     header = [str(c) for c in rel.columns]
-    if not all(t in _PLAIN_TYPES or t == "TIMESTAMPTZ_NS" for t in types):
+    if not _plain_types(header, types):
         return None
-    if "TIMESTAMPTZ_NS" in types:  # as epoch ns (a Python datetime stops at µs)
-        if len(set(header)) < len(header):
-            return None
-        rel = rel.project(", ".join(
-            (f"epoch_ns({q}) AS {q}" if t == "TIMESTAMPTZ_NS" else q)
-            for q, t in (('"' + c.replace('"', '""') + '"', t) for c, t in zip(
-                header, types, strict=True))))
-    data = rel.fetchall()
+    if "TIMESTAMPTZ_NS" in types:
+        rel = rel.project(_epoch_ns_projection(header, types))
+    return _plain_cells(header, types, rel.fetchall())
+
+
+def _plain_cells(header: list[str], types: list[str], data: list[tuple[object, ...]]
+                 ) -> tuple[list[str], list[list[str]], list[int]]:
+    """The cells of ``_plain_result`` from the rows (``TIMESTAMPTZ_NS`` as epoch ns)."""
     as_float = [t in ("DOUBLE", "FLOAT") or (
         t in _INT_TYPES and not header[i].endswith("_ns") and any(r[i] is None for r in data))
         for i, t in enumerate(types)]
@@ -510,9 +567,9 @@ def _plain_result(rel) -> tuple[list[str], list[list[str]], list[int]] | None:
             if v is None or (isinstance(v, float) and v != v):
                 row.append("")
             elif as_float[i]:
-                row.append(_cell(float(v)))
+                row.append(_cell(float(v)))  # type: ignore[arg-type]
             elif types[i] == "TIMESTAMPTZ_NS":
-                row.append(_utc_ns(v))
+                row.append(_utc_ns(v))  # type: ignore[arg-type]
             else:
                 row.append(str(v))
         rows.append(row)

@@ -61,6 +61,11 @@ KNOWN_CODES = ("missing_keys", "decrypt_failed", "unsupported_protocol")
 PARTIAL_CODES = ("hpack_unknown_entry", "inflate_history_unknown")
 """Codes of messages decoded without the state sent before the capture began."""
 
+TABLES = ("flows", "orders", "http_messages", "ws_messages", "fix_messages", "tls_records",
+          "anomalies", "captures")
+"""The tables ``coverage`` and ``keylog_coverage`` read (a ``Dataset`` of these views
+alone answers them: ``Dataset(..., views=TABLES)``)."""
+
 _SQL = """
 WITH f AS (
     SELECT capture_id, flow_id, app_protocol, tls_version FROM flows

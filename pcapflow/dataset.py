@@ -9,7 +9,7 @@ declared columns, so queries never fail for lack of rows.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +69,21 @@ def data_dir(data: str | os.PathLike[str] | None = None) -> Path:
     return Path(data or os.environ.get("PCAPFLOW_DATA") or DEFAULT_DATA)
 
 
+def connect() -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection, made by the engine alone.
+
+    ``import duckdb`` (2.x) also loads its relation layer, pure Python, ~50 ms of a
+    ``pcapflow query`` that runs one statement through ``execute``; the connection
+    is the same object either way, and it gains ``sql`` and the rest of the
+    relation API when ``duckdb`` is imported (``Dataset.con`` does that).
+    """
+    try:
+        import _duckdb as engine  # DuckDB >= 2: the C++ engine's own module
+    except ImportError:  # pragma: no cover  (older layouts: the engine is `duckdb`)
+        import duckdb as engine
+    return engine.connect()
+
+
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -77,7 +92,8 @@ class Dataset:
     """A pcapflow dataset directory, queried through DuckDB views."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
-                 captures: list[str] | None = None) -> None:
+                 captures: list[str] | None = None,
+                 views: Iterable[str] | None = None) -> None:
         self.path = data_dir(path)
         self.captures = None if captures is None else list(dict.fromkeys(captures))
         """Only these captures' partitions are read (None: every capture). A dataset of
@@ -86,37 +102,47 @@ class Dataset:
         if self.path.exists():
             with store.locked(self.path):
                 store.recover(self.path)
-        import duckdb
+        self._con = connect()
+        self._con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
+        self._make_views(None if views is None else set(views))
 
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
-        self._make_views()
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection behind the views (``con.sql``, relations: all of DuckDB's
+        Python API)."""
+        import duckdb  # noqa: F401  (its import gives connections the relation methods)
 
-    def _make_views(self) -> None:
-        """One view per table, always with the table's declared columns.
+        return self._con
+
+    def _make_views(self, only: set[str] | None = None) -> None:
+        """One view per table (``only`` these, when given), always with the table's
+        declared columns.
 
         Each view is the declared (empty) table UNION ALL BY NAME the files on
         disk: a column a dataset written by an older pcapflow lacks reads as NULL
         of its declared type, instead of breaking every query.
         """
+        con = self._con
         # The empty tables live in their own schema, so SHOW TABLES lists only the views.
-        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         # (the columns as DuckDB types: ``declared`` spares a read-only command the
         # import of every parser that building the Arrow schemas takes)
         for table, columns in declared().items():
-            self.con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+            if only is not None and table not in only:
+                continue
+            con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             globs = self._globs(table)
             if globs:
                 source += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{', '.join(globs)}], "
                            "hive_partitioning = true, union_by_name = true)")
             cols = ", ".join(f'"{c}"' for c, _ in columns)
-            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
 
         # FIX order endpoints by name (the tables keep the wire's MsgType, tag 35):
         # ``SELECT endpoint_name(protocol, endpoint) FROM latency``
         names = ", ".join(f"{_sql_str(c)}: {_sql_str(n)}" for c, n in FIX_ENDPOINTS.items())
-        self.con.execute("CREATE OR REPLACE MACRO endpoint_name(protocol, endpoint) AS "
+        con.execute("CREATE OR REPLACE MACRO endpoint_name(protocol, endpoint) AS "
                          f"CASE WHEN protocol = 'fix' THEN coalesce(MAP {{{names}}}[endpoint], "
                          "endpoint) ELSE endpoint END")
 
@@ -160,13 +186,11 @@ class Dataset:
         rows added to its files (a rotation's carried rows: ``pcapflow.why_carry``).
         What the ingest derives ``causes``, ``feed_gaps`` and ``alerts`` from
         (``pcapflow.why``), with the same SQL as over a dataset."""
-        import duckdb
-
         self = cls.__new__(cls)
         self.path = Path(".")
         self.captures = [capture_id]
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
+        self._con = connect()
+        self._con.execute("SET TimeZone = 'UTC'")
         cid = _sql_str(capture_id)
         sources = {}
         for table, paths in files.items():
@@ -178,7 +202,7 @@ class Dataset:
                                   "hive_partitioning = false)")
         for table, rows in (tables or {}).items():
             name = f"{INTERNAL}_given_{table}"
-            self.con.register(name, rows)
+            self._con.register(name, rows)
             sources[table] = (f"SELECT * EXCLUDE (capture_id), {cid} AS capture_id FROM {name}"
                               if "capture_id" in rows.schema.names else
                               f"SELECT *, {cid} AS capture_id FROM {name}")
@@ -188,18 +212,18 @@ class Dataset:
             if "capture_id" in rows.schema.names:
                 rows = rows.drop_columns(["capture_id"])
             self._extra.append(rows)
-            self.con.register(name, rows)
+            self._con.register(name, rows)
             more = f"SELECT *, {cid} AS capture_id FROM {name}"
             sources[table] = (f"{sources[table]} UNION ALL BY NAME {more}"
                               if table in sources else more)
-        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
+        self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         for table, columns in declared().items():
-            self.con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+            self._con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             if table in sources:
                 source += f" UNION ALL BY NAME {sources[table]}"
             cols = ", ".join(f'"{c}"' for c, _ in columns)
-            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+            self._con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
         return self
 
     @property
@@ -212,13 +236,13 @@ class Dataset:
 
     def fetchall(self, query: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
         """Run SQL and return all rows as tuples."""
-        return self.con.execute(query, params or []).fetchall()
+        return self._con.execute(query, params or []).fetchall()
 
     def fetchone(self, query: str, params: list[object] | None = None) -> tuple[object, ...] | None:
         """Run SQL and return the first row (None when there is none)."""
         # fetchall, not fetchone: DuckDB 2 keeps a partly read result open on the
         # connection, and the next statement on it fails
-        rows = self.con.execute(query, params or []).fetchall()
+        rows = self._con.execute(query, params or []).fetchall()
         return rows[0] if rows else None
 
     def scalar(self, query: str, params: list[object] | None = None) -> object:
@@ -382,7 +406,7 @@ class Dataset:
     def __repr__(self) -> str:
         """``<pcapflow.Dataset 'dir': 3 captures, 40 flows, 300 orders, 296 matched, ...>``"""
         try:
-            cap, flows, orders, lat, venues = self.con.execute(
+            cap, flows, orders, lat, venues = self._con.execute(
                 "SELECT (SELECT count(*) FROM captures), (SELECT count(*) FROM flows), "
                 "(SELECT count(*) FROM orders), (SELECT count(*) FROM latency "
                 "WHERE leg = 'ack'), (SELECT string_agg(DISTINCT venue, ', ' ORDER BY venue) "
@@ -393,7 +417,7 @@ class Dataset:
                 f"{orders:,} orders, {lat:,} matched; venues: {venues or 'none'}>")
 
     def close(self) -> None:
-        self.con.close()
+        self._con.close()
 
     def __enter__(self) -> Dataset:
         return self

@@ -24,12 +24,15 @@ wide and a report of nine columns fits 80.
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich loads when a table goes to a terminal: a piped one needs none of it
+    from rich.console import Console
+    from rich.table import Table
 
 MS_FROM_US = 10_000.0
 """A duration column switches from µs to ms when its largest value reaches this (µs)."""
@@ -171,6 +174,9 @@ def rich_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iter
 
     No box: columns are two spaces apart, which is what lets nine columns of a report
     fit 80 characters."""
+    from rich import box
+    from rich.table import Table
+
     right = set(right)
     widths = layout(header, rows, right, width)
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
@@ -204,7 +210,7 @@ def lines_needed(header: Sequence[str], rows: Sequence[Sequence[str]], right: It
                 for i in range(len(header)) if i not in right), default=1)
 
 
-def note(console: Console, text: str, style: str | None = None) -> None:
+def note(console: Console | LazyConsole, text: str, style: str | None = None) -> None:
     """A line under a table: on a terminal wrapped between words at its width, piped one
     line (so a script can grep it)."""
     console.print(f"[{style}]{text}[/{style}]" if style else text, highlight=False,
@@ -241,8 +247,49 @@ def fit(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[in
     return header, rows, right, dropped
 
 
+class LazyConsole:
+    """A rich ``Console`` made on first use (``Console(**kwargs)``): importing rich is
+    ~30-50 ms of CPU that a command printing plain text to a pipe never needs.
+
+    ``is_terminal`` and ``file`` answer without rich when they can: a stream that is
+    not a tty, with neither ``TTY_COMPATIBLE`` nor ``FORCE_COLOR`` set, is no terminal
+    to rich either (``Console.is_terminal``); anything else asks the real console."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._console: Console | None = None
+
+    def get(self) -> Console:
+        """The rich console itself (made now if need be)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return self._console
+
+    @property
+    def file(self) -> Any:
+        if self._console is None and self._kwargs.get("file") is None:
+            return sys.stderr if self._kwargs.get("stderr") else sys.stdout
+        return self.get().file
+
+    @property
+    def is_terminal(self) -> bool:
+        if self._console is None and not ({"TTY_COMPATIBLE", "FORCE_COLOR"} & os.environ.keys()):
+            isatty = getattr(self.file, "isatty", None)
+            try:
+                if isatty is None or not isatty():
+                    return False
+            except ValueError:  # a closed stream
+                return False
+        return self.get().is_terminal
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
 def show(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = (), *,
-         out: Console, err: Console, title: str | None = None,
+         out: Console | LazyConsole, err: Console | LazyConsole, title: str | None = None,
          notes: Sequence[str] = (), droppable: Sequence[str] = ()) -> None:
     """Print a table on ``out``: fitted to the terminal, or plain when piped.
 

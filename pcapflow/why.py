@@ -205,8 +205,9 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                     open_starts = min(open_starts, int(r["start_ts"]))  # type: ignore
         tail_anomalies = wc._read(plan.parts.tail.get("anomalies", []), "anomalies",
                                   ["ts", "code"])
-        tail_steps = {int(t) for t in wc._ns(tail_anomalies.filter(pc.fill_null(pc.equal(
-            tail_anomalies.column("code"), "clock_step_back"), False)).column("ts"))}
+        tail_steps = {int(t) for t in wc._ns(tail_anomalies.filter(pc.fill_null(pc.is_in(
+            tail_anomalies.column("code"), pa.array(["clock_step_back", "clock_step_forward"])),
+            False)).column("ts"))}
         for r in alerts.clock_step(view, s):
             (prov_rows if int(r["start_ts"]) in tail_steps else fin_rows).append(r)
         final["alerts"] = _cast(alerts.table_of(fin_rows), "alerts")

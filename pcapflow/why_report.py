@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 KEY = ["capture_id", "flow_id", "leg", "correlation_id", "order_ts"]
 """An order's key in ``latency`` and ``causes``."""
 NONE = "(none)"
-METHOD_SHORT = {"pure_ack": "ack", "nearest_rtt_sample": "near", "handshake": "hs",
-                "none": "-"}
+METHOD_SHORT = {"pure_ack": "ack", "nearest_rtt_sample": "near", "tsecr": "ts",
+                "handshake": "hs", "none": "-"}
 """``network_method`` as the slowest table shows it (the note under it says what each is)."""
 
 
@@ -150,5 +150,6 @@ CAUSE_NOTE = ("orders: with that cause (an order may have several; (none): no st
               "share: of the venue's orders; cost: the longest the stall can have added "
               "(causes.cost_ns)")
 SLOWEST_NOTE = ("net: network round-trip estimate, how: ack = the order's own pure ACK, "
-                "near = a nearby pure-ACK sample, hs = the handshake; exch = latency - net; "
+                "near = a nearby pure-ACK sample, ts = a nearby TCP timestamps echo, "
+                "hs = the handshake; exch = latency - net; "
                 "--format json has every cause's sentence")

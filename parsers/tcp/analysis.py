@@ -42,6 +42,12 @@ The classification follows Wireshark 4.0's ``tcp_analyze_sequence_number``
 threshold, the 20 ms fast-retransmission window and 32-bit modular comparisons
 are the same. Deliberate differences are named in the tests.
 
+TCP timestamps (RFC 7323): where a segment carries the option, ``_timestamps``
+times one TSval per side at a time, from the first segment carrying it to the
+first segment of the other side echoing it in TSecr, and writes the sample on the
+echoing packet (``PacketFlows.ts_sent``/``ts_end``/``ts_bits``); the ingest stores
+them as ``tcp_rtt`` rows of method ``tsecr``.
+
 Client and server: the sender of the SYN (without ACK) is the client; the
 receiver of a SYN/ACK is the client; without a handshake, the side with the
 higher port (the ephemeral one) is, and on a tie the sender of the first packet.
@@ -57,7 +63,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ..capture.clock import ForwardWatch
 from ..decode import ACK, FIN, IPPROTO_TCP, IPPROTO_UDP, OK, RST, SYN, DecodedChunk
+from ..events import Anomaly
 
 # --- per-packet analysis flags (bit mask) -------------------------------------
 FLAG_RETRANSMISSION = 1 << 0
@@ -76,6 +84,20 @@ FLAG_ACKED_UNSEEN = 1 << 12
 FLAG_RST = 1 << 13
 FLAG_ZERO_WINDOW_PROBE_ACK = 1 << 14
 FLAG_PORTS_REUSED = 1 << 15
+
+# ``_ts_clock``: a side's TSval clock counts as 1 kHz (Linux, BSD, macOS, Windows) once
+# it kept to the capture clock within TSC_SLACK_NS + TSC_DRIFT per elapsed tick over at
+# least TSC_VERIFY_TICKS ticks and TSC_VERIFY_PAIRS consecutive packets, each pair
+# keeping to it too (RFC 7323 allows 1 ms to 1 s per tick, and some stacks stamp a
+# value that does not move for a while: a coarser or unsteady clock is never compared)
+TSC_TICK_NS = 1_000_000
+TSC_VERIFY_TICKS = 100
+TSC_VERIFY_PAIRS = 8
+TSC_SLACK_NS = 2_000_000  # one tick of rounding at either end
+TSC_DRIFT_NS_PER_TICK = 1_000  # 0.1%: clock rates differ by < 100 ppm
+NO_EXCESS = -(1 << 63)
+
+_RETRANSMISSIONS = FLAG_RETRANSMISSION | FLAG_FAST_RETRANSMISSION | FLAG_SPURIOUS_RETRANSMISSION
 
 # tcp_events.kind for each flag (the table keeps one row per packet and kind)
 EVENT_KINDS: dict[int, str] = {
@@ -113,8 +135,20 @@ _U32 = 1 << 32
     D_LASTACK_TS, D_WINDOW, D_WIN_SCALE, D_DUPACKS, D_LASTSEGFLAGS, D_MAXSEQ_TBA_SET,
     D_MAXSEQ_TBA, D_HI_OFF, D_PKTS, D_BYTES, D_PAYLOAD, D_FIN, D_SYN_TS, D_RETRANS,
     D_OOO, D_LOST, D_DUPACK_TOTAL, D_IS_FIRST_ACK, D_WIN_VALID,
-) = range(26)
-N_DSTATE = 26
+    # TCP timestamps RTT (RFC 7323; ``_timestamps``): highest TSval this side sent,
+    # and the one value being timed (its first segment's time, end offset, TS_* bits)
+    D_TS_MAX_SET, D_TS_MAX, D_TS_PEND_SET, D_TS_PEND_VAL, D_TS_PEND_TS, D_TS_PEND_END,
+    D_TS_PEND_BITS,
+    # the capture clock against this side's TSval clock (``_ts_clock``): its last
+    # TS packet (time, TSval, capture index) and the anchor its tick is checked from
+    D_TSC_SET, D_TSC_T, D_TSC_V, D_TSC_I, D_TSC_AT, D_TSC_AV, D_TSC_N,
+) = range(40)
+N_DSTATE = 40
+
+# ``PacketFlows.ts_bits`` of a timestamps RTT sample
+TS_RETRANSMITTED = 1  # the side retransmitted while the value was timed (Karn)
+TS_SOURCE_DATA = 2  # the timed segment carried payload
+TS_ECHO_DATA = 4  # the echoing segment carried payload
 
 # Per-flow columns (int64 [cap, N]).
 (
@@ -170,9 +204,10 @@ def _hash(a_hi, a_lo, b_hi, b_lo, a_port, b_port, proto):
 @numba.njit(cache=True)
 def _kernel(
     start, status, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ipv,
-    flags, seq, ack, window, wscale, plen, wirelen, ts, index,
+    flags, seq, ack, window, wscale, plen, wirelen, ts, index, tsval, tsecr,
     table, fkey_hash, fstate, fcnt, dstate, free, counters,
-    out_flow, out_dir, out_off, out_flags, out_ackoff,
+    out_flow, out_dir, out_off, out_flags, out_ackoff, out_tss, out_tsend, out_tsbits,
+    out_tsx, out_tsxv, out_tsxp,
 ):
     """Process packets [start, n). Returns the index to resume at (n when done, else
     the packet that needs a new flow when no slot is free)."""
@@ -185,6 +220,8 @@ def _kernel(
         out_off[i] = 0
         out_flags[i] = 0
         out_ackoff[i] = -1
+        out_tss[i] = -1
+        out_tsx[i] = NO_EXCESS
         if (status[i] != OK and status[i] != 9) or (p != IPPROTO_TCP and p != IPPROTO_UDP):
             continue
         # canonical key: smaller (addr, port) first
@@ -312,6 +349,10 @@ def _kernel(
             fk, rk, slot, d, seq[i], ack[i], plen[i], fl, window[i], wscale[i], t, dstate,
             fstate, out_off, i,
         )
+        if tsval[i] >= 0:
+            _timestamps(fk, rk, fl, tsval[i], tsecr[i], plen[i], t, out_off[i] + plen[i],
+                        out_flags[i], dstate, out_tss, out_tsend, out_tsbits, i)
+            _ts_clock(fk, t, tsval[i], index[i], dstate, out_tsx, out_tsxv, out_tsxp, i)
         if (fl & ACK) != 0 and dstate[rk, D_BASE_SET] == 1:
             # the ACK as an unwrapped offset in the *other* direction's stream
             rel = (ack[i] - dstate[rk, D_BASE_SEQ] - 1) & 0xFFFFFFFF
@@ -334,7 +375,8 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
         res |= FLAG_PORTS_REUSED
         for c in (D_BASE_SET, D_NEXTSEQ_SET, D_NEXTSEQ, D_NEXTSEQ_TS, D_LASTACK_SET,
                   D_LASTACK, D_LASTACK_TS, D_WINDOW, D_DUPACKS, D_LASTSEGFLAGS,
-                  D_MAXSEQ_TBA_SET, D_MAXSEQ_TBA, D_HI_OFF, D_WIN_VALID):
+                  D_MAXSEQ_TBA_SET, D_MAXSEQ_TBA, D_HI_OFF, D_WIN_VALID, D_TS_MAX_SET,
+                  D_TS_PEND_SET, D_TSC_SET):
             dstate[fk, c] = 0
         dstate[fk, D_IS_FIRST_ACK] = 1
     # SYN bookkeeping: handshake times and window scale (RFC 7323 §2.2)
@@ -476,6 +518,92 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
     return res
 
 
+@numba.njit(cache=True)
+def _timestamps(fk, rk, fl, tsval, tsecr, plen, t, end, res, dstate, out_tss, out_tsend,
+                out_tsbits, i):
+    """TCP timestamps RTT (RFC 7323 §4): one segment's TSval and TSecr.
+
+    A side's value is timed from the first segment that carries it (a TSval above
+    every one the side sent before, on a segment that is neither a retransmission
+    nor a SYN: the handshake is ``handshake_rtt_ns``'s own sample) to
+    the first later segment of the other side with TSecr equal to it; one value at a
+    time per side (while one is timed, new values are not: as TCP timed one segment
+    per round trip before timestamps). The other side echoes the TSval of the
+    segment that last advanced its receive window (§4.3), so an echo of a later
+    value means the timed one will never be echoed first: it is dropped. A
+    retransmission by the timing side while its value is timed marks the sample
+    (Karn: it may be the copy that was answered). The sample is written on the
+    echoing packet: ``out_tss`` its first segment's time, ``out_tsend`` that
+    segment's end offset, ``out_tsbits`` ``TS_*``.
+    """
+    if (fl & ACK) != 0 and dstate[rk, D_TS_PEND_SET] == 1:
+        v = dstate[rk, D_TS_PEND_VAL]
+        if tsecr == v:
+            out_tss[i] = dstate[rk, D_TS_PEND_TS]
+            out_tsend[i] = dstate[rk, D_TS_PEND_END]
+            out_tsbits[i] = dstate[rk, D_TS_PEND_BITS] | (TS_ECHO_DATA if plen > 0 else 0)
+            dstate[rk, D_TS_PEND_SET] = 0
+        elif _gt_seq(tsecr, v):
+            dstate[rk, D_TS_PEND_SET] = 0
+    new = dstate[fk, D_TS_MAX_SET] == 0 or _gt_seq(tsval, dstate[fk, D_TS_MAX])
+    if (res & _RETRANSMISSIONS) != 0:
+        if dstate[fk, D_TS_PEND_SET] == 1:
+            dstate[fk, D_TS_PEND_BITS] |= TS_RETRANSMITTED
+    elif new and dstate[fk, D_TS_PEND_SET] == 0 and (fl & SYN) == 0:
+        dstate[fk, D_TS_PEND_SET] = 1
+        dstate[fk, D_TS_PEND_VAL] = tsval
+        dstate[fk, D_TS_PEND_TS] = t
+        dstate[fk, D_TS_PEND_END] = end
+        dstate[fk, D_TS_PEND_BITS] = TS_SOURCE_DATA if plen > 0 else 0
+    if new:
+        dstate[fk, D_TS_MAX] = tsval
+        dstate[fk, D_TS_MAX_SET] = 1
+
+
+@numba.njit(cache=True)
+def _ts_clock(fk, t, tsval, idx, dstate, out_tsx, out_tsxv, out_tsxp, i):
+    """The capture clock against one side's TSval clock, between two of its packets.
+
+    A host's TSval clock runs on its own (Linux: the monotonic clock, in ms), so it
+    is an independent witness of how much time passed: where the capture stamps a
+    side's consecutive TS packets ``dt`` apart while its TSval advanced ``dv``
+    ticks, ``dt - dv`` ms is time the capture clock gained on the host's. Written
+    (``out_tsx``, with ``out_tsxv`` = dv and ``out_tsxp`` = the capture index of
+    the earlier packet) only when the side's clock is shown to tick at 1 kHz on
+    this capture's clock: it kept to it (TSC_SLACK_NS + TSC_DRIFT_NS_PER_TICK per
+    tick) from its anchor to the earlier packet, over TSC_VERIFY_TICKS or more and
+    TSC_VERIFY_PAIRS consecutive pairs that each kept to it.
+    A pair that does not keep to it (a step, reordering) re-anchors the side.
+    """
+    if dstate[fk, D_TSC_SET] == 1:
+        dv = (tsval - dstate[fk, D_TSC_V]) & 0xFFFFFFFF
+        if dv >= 0x80000000:
+            dv -= _U32
+        e = (t - dstate[fk, D_TSC_T]) - dv * TSC_TICK_NS
+        span_v = (dstate[fk, D_TSC_V] - dstate[fk, D_TSC_AV]) & 0xFFFFFFFF
+        span_t = dstate[fk, D_TSC_T] - dstate[fk, D_TSC_AT]
+        if (TSC_VERIFY_TICKS <= span_v < 0x80000000 and dstate[fk, D_TSC_N] >= TSC_VERIFY_PAIRS
+                and abs(span_t - span_v * TSC_TICK_NS)
+                <= TSC_SLACK_NS + span_v * TSC_DRIFT_NS_PER_TICK):
+            out_tsx[i] = e
+            out_tsxv[i] = dv
+            out_tsxp[i] = dstate[fk, D_TSC_I]
+        if abs(e) > TSC_SLACK_NS + max(dv, 0) * TSC_DRIFT_NS_PER_TICK:
+            dstate[fk, D_TSC_AT] = t
+            dstate[fk, D_TSC_AV] = tsval
+            dstate[fk, D_TSC_N] = 0
+        else:
+            dstate[fk, D_TSC_N] += 1
+    else:
+        dstate[fk, D_TSC_SET] = 1
+        dstate[fk, D_TSC_AT] = t
+        dstate[fk, D_TSC_AV] = tsval
+        dstate[fk, D_TSC_N] = 0
+    dstate[fk, D_TSC_T] = t
+    dstate[fk, D_TSC_V] = tsval
+    dstate[fk, D_TSC_I] = idx
+
+
 @dataclass(slots=True, kw_only=True)
 class PacketFlows:
     """Per-packet output of ``FlowTracker.process`` (parallel to the chunk)."""
@@ -485,6 +613,15 @@ class PacketFlows:
     stream_offset: np.ndarray  # int64 unwrapped offset of the first payload byte
     flags: np.ndarray  # int32 FLAG_* mask
     ack_offset: np.ndarray  # int64 ACK as an offset in the other direction's stream, -1 if none
+    # TCP timestamps RTT sample this packet's TSecr ends (``_timestamps``):
+    ts_sent: np.ndarray  # int64 time of the timed segment, -1 when none
+    ts_end: np.ndarray  # int64 its end offset (valid where ts_sent >= 0)
+    ts_bits: np.ndarray  # int8 TS_* (valid where ts_sent >= 0)
+    # the capture clock's gain on the sender's TSval clock since its previous TS packet
+    # (``_ts_clock``): ns, NO_EXCESS when not measured; ticks elapsed; that packet's index
+    clock_excess: np.ndarray  # int64
+    clock_ticks: np.ndarray  # int64 (valid where clock_excess != NO_EXCESS)
+    clock_prev: np.ndarray  # int64 capture index (valid where clock_excess != NO_EXCESS)
 
 
 @numba.njit(cache=True)
@@ -555,6 +692,19 @@ class FlowTracker:
         self.counters = np.zeros(3, np.int64)
         self.now = _INT64_MIN  # latest capture time seen
         self._retired: list[dict[str, np.ndarray]] = []
+        self.forward = ForwardWatch()  # forward steps of the capture clock (TSval)
+        self._clock_steps: list[Anomaly] = []
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A resume state written before ``dstate`` grew columns: pad them with
+        zeros (nothing set, as for a new flow)."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("forward", ForwardWatch())
+        self.__dict__.setdefault("_clock_steps", [])
+        old = self.dstate
+        if old.shape[1] < N_DSTATE:
+            self.dstate = np.zeros((old.shape[0], N_DSTATE), old.dtype)
+            self.dstate[:, : old.shape[1]] = old
 
     @property
     def n_flows(self) -> int:
@@ -592,17 +742,21 @@ class FlowTracker:
         out = PacketFlows(
             flow_id=np.empty(n, np.int64), direction=np.empty(n, np.int8),
             stream_offset=np.empty(n, np.int64), flags=np.empty(n, np.int32),
-            ack_offset=np.empty(n, np.int64),
+            ack_offset=np.empty(n, np.int64), ts_sent=np.empty(n, np.int64),
+            ts_end=np.empty(n, np.int64), ts_bits=np.empty(n, np.int8),
+            clock_excess=np.empty(n, np.int64), clock_ticks=np.empty(n, np.int64),
+            clock_prev=np.empty(n, np.int64),
         )
         i = 0
         for _attempt in range(n + 1):  # each pass either ends or makes room for packet i
             i = _kernel(
                 i, dec.status, dec.proto, dec.src_hi, dec.src_lo, dec.dst_hi, dec.dst_lo,
                 dec.sport, dec.dport, dec.vlan, dec.ip_version, dec.tcp_flags, dec.seq, dec.ack,
-                dec.window, dec.wscale, dec.payload_len, wirelen, ts, index,
-                self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate, self.free,
-                self.counters, out.flow_id, out.direction, out.stream_offset, out.flags,
-                out.ack_offset,
+                dec.window, dec.wscale, dec.payload_len, wirelen, ts, index, dec.tsval,
+                dec.tsecr, self.table, self.fkey_hash, self.fstate, self.fcnt, self.dstate,
+                self.free, self.counters, out.flow_id, out.direction, out.stream_offset,
+                out.flags, out.ack_offset, out.ts_sent, out.ts_end, out.ts_bits,
+                out.clock_excess, out.clock_ticks, out.clock_prev,
             )
             if i >= n:
                 break
@@ -611,8 +765,16 @@ class FlowTracker:
             raise AssertionError("making room for a new flow freed no slot")
         if n:
             self.now = max(self.now, int(ts.max()))
+        self._clock_steps += self.forward.check(ts, index, out.direction, out.clock_excess,
+                                                out.clock_ticks, out.clock_prev)
         self._retire(self._quiet())
         return out
+
+    def take_clock_steps(self) -> list[Anomaly]:
+        """``clock_step_forward`` anomalies found since the last call
+        (``parsers.capture.clock.ForwardWatch``)."""
+        steps, self._clock_steps = self._clock_steps, []
+        return steps
 
     # --- retiring flows -----------------------------------------------------------
     def _ended(self) -> np.ndarray:

@@ -67,7 +67,13 @@ from ...parsers.events import DIRECTIONS, Anomaly, Event, Run
 from ...parsers.limits import Limits
 from ...parsers.protocols.base import PieceCarrier, RunCarrier, SessionContext, SessionParser
 from ...parsers.protocols.registry import BY_NAME, EVENTS, KEY_MATERIAL, REGISTRY
-from ...parsers.tcp.analysis import FlowTracker, PacketFlows
+from ...parsers.tcp.analysis import (
+    TS_ECHO_DATA,
+    TS_RETRANSMITTED,
+    TS_SOURCE_DATA,
+    FlowTracker,
+    PacketFlows,
+)
 from ...parsers.tcp.reassembly import Conflict, Gap, Piece, StreamReassembler
 from ...parsers.tcp.segments import bounded_prefix, gather, rtt_walk, simple_prefix
 from ..tables.rows import FlushHook, RowBuffers, TableSink
@@ -76,6 +82,7 @@ if TYPE_CHECKING:
     from ...parsers.tls.keylog import KeyLog  # (the registry's ``KEY_MATERIAL``)
 
 _DIRECTIONS = pa.array(DIRECTIONS, pa.string())  # by direction code 0 / 1
+_RTT_METHODS = pa.array(["ack", "tsecr"], pa.string())  # tcp_rtt.method by code
 _CARRIER = {t: e.carrier for t, e in EVENTS.items() if e.carrier is not None}
 """Event types that carry bytes for the next layer (TLS plaintext): piece or run."""
 _FLOW_INFO = {t: e.flow_info for t, e in EVENTS.items() if e.flow_info is not None}
@@ -283,9 +290,9 @@ class _Layer:
 
     def finish(self, ts: int) -> list[Event]:
         events: list[Event] = []
-        if self.session is None and self.name is None and self.midstream and self.pending:
+        if self.session is None and self.name is None and self.pending:
             events = self._try_detect(ts, final=True)  # all its bytes are here now
-            if self.name is None:
+            if self.name is None:  # ended before detect_bytes, claimed by no protocol
                 self.name = UNKNOWN
         if self.session is not None:
             return events + self.session.finish(ts)
@@ -449,6 +456,10 @@ class AppLayer:
         self.rtt_rows: list[tuple[int, ...]] = []
         # batch path: (flow_id, rows of rtt_walk)
         self.rtt_parts: list[tuple[int, np.ndarray]] = []
+        # TCP timestamps samples (the tracker's ``PacketFlows.ts_*``): tcp_rtt rows
+        # of method ``tsecr``, as [flow, direction, sent, echo, end, retransmitted,
+        # piggybacked] rows
+        self.ts_parts: list[np.ndarray] = []
         self.after_flush: dict[str, FlushHook] = {}
         """Per message table, a hook called with each batch of rows written (the
         ingest driver sets the matcher's ingest-time scan here)."""
@@ -502,6 +513,7 @@ class AppLayer:
                     c.outer.keylog = self.keylog
         rows = RowBuffers(staging.write, self.after_flush)
         events: list[Event] = []
+        self._timestamp_samples(chunk, pf, mine)
         sel = self._select(dec, pf, mine)
         fids = pf.flow_id[sel]
         if FAST_PATH and sel.size and (
@@ -732,6 +744,26 @@ class AppLayer:
                 "connections: this idle one was finished early; later data is not parsed"))
             self._close(conn.flow_id, conn.last_ts, events)
 
+    def _timestamp_samples(self, chunk: PacketChunk, pf: PacketFlows,
+                           mine: np.ndarray | None) -> None:
+        """The chunk's TCP timestamps RTT samples (``analysis._timestamps``), of the
+        flows this process owns. ``piggybacked``: the echo came on data answering a
+        timed segment that carried data (it may be the peer's reply); an echo on
+        data answering a pure ACK is not a reply to it (the peer sent when it had
+        something to send: the sample is then the round trip plus that wait)."""
+        hit = pf.ts_sent >= 0
+        if mine is not None:
+            hit &= mine
+        idx = np.flatnonzero(hit)
+        if not idx.size:
+            return
+        bits = pf.ts_bits[idx].astype(np.int64)
+        both = TS_SOURCE_DATA | TS_ECHO_DATA
+        self.ts_parts.append(np.stack([
+            pf.flow_id[idx], 1 - pf.direction[idx].astype(np.int64), pf.ts_sent[idx],
+            chunk.ts_ns[idx].astype(np.int64), pf.ts_end[idx],
+            (bits & TS_RETRANSMITTED) != 0, (bits & both) == both], axis=1))
+
     def _flush_rtt(self, staging: TableSink) -> None:
         parts = [np.array(self.rtt_rows, dtype=np.int64).reshape(-1, 7)]
         for fid, rows in self.rtt_parts:
@@ -739,11 +771,16 @@ class AppLayer:
             part[:, 0] = fid
             part[:, 1:] = rows
             parts.append(part)
+        n_ack = sum(p.shape[0] for p in parts)
+        parts += self.ts_parts
         self.rtt_rows = []
         self.rtt_parts = []
+        self.ts_parts = []
         a = np.concatenate(parts)
         if not a.shape[0]:
             return
+        method = np.zeros(a.shape[0], np.int8)
+        method[n_ack:] = 1
         fid, d, sent, ack, end, resent, piggy = np.ascontiguousarray(a.T)
         ts = pa.timestamp("ns", tz="UTC")
         staging.write("tcp_rtt", {
@@ -753,6 +790,7 @@ class AppLayer:
             "rtt_ns": pa.array(ack - sent), "end_offset": pa.array(end),
             "retransmitted": pa.array(resent.astype(bool)),
             "piggybacked": pa.array(piggy.astype(bool)),
+            "method": _RTT_METHODS.take(pa.array(method)),
         })
 
     def _close(self, fid: int, ts: int, events: list[Event]) -> None:

@@ -436,6 +436,9 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             continue
         dec = decode_chunk(chunk)
         pf = tracker.process(dec, chunk.ts_ns, chunk.wirelen, chunk.index)
+        steps = tracker.take_clock_steps()  # every process finds them; one writes them
+        if first_shard:
+            add_anomalies(steps)
         mine = None
         if shard is not None:
             mine = shard.packets(dec, pf)

@@ -17,26 +17,22 @@ UNION ALL BY NAME SELECT * FROM ws_acks
 UNION ALL BY NAME SELECT * FROM fix_acks
 UNION ALL BY NAME SELECT * FROM enc_acks;
 
--- One correlation id per action (docs/tables.md). The families give each action
--- its own id: a client order id (REST, FIX), "<id>#<flow_id>@<ts>" for a JSON
--- request id (scoped_id), a generated "#<flow_id>.<n>@<ts>" without one. A client
--- order id the capture holds on more than one action (a resend the venue refused
--- as a duplicate, an id reused once its order was closed: Binance asks only that
--- it be unique among open orders) is scoped like a request id, on every action
--- that holds it, so that none of them keeps the bare id; an action with no id
--- at all gets "#<flow_id>@<ts>". Should two actions still share one (the same
--- request id twice on a connection in one segment), ".<k>" numbers them in
--- stream order. The matcher runs over the whole capture (a capture set resumed
--- file by file: over all of its files again), so the ids do not depend on how
--- the files were ingested.
+-- One correlation id per action in a dataset (docs/tables.md): "<id>#<flow_id>@<ts>"
+-- (scoped_id, made by each family), <id> what the action carried (a client order
+-- id: REST, FIX; a JSON request id), empty when it carried none (here); a generated
+-- "#<flow_id>.<n>@<ts>" where a family numbers actions itself. A client's ids alone are not unique: request
+-- ids restart on each connection, a client order id may be reused once its order
+-- is closed (Binance asks only that it be unique among open orders), FIX ClOrdIDs
+-- restart each day, and captures of other days share them. The id of an action
+-- depends on that action alone (its id, connection and time), never on the other
+-- actions of the capture, so a set resumed file by file gets the ids one ingest
+-- gives. Should two actions still share one (the same request id twice on a
+-- connection in one segment), ".<k>" numbers them in stream order. The id as sent
+-- stays in client_order_id / request_id.
 CREATE OR REPLACE TEMP TABLE unique_ids AS
 WITH scoped AS (
     SELECT order_key, flow_id, stream_offset,
-           CASE WHEN correlation_id IS NULL THEN scoped_id('', flow_id, ts)
-                WHEN protocol <> 'websocket'
-                     AND count(*) OVER (PARTITION BY correlation_id) > 1
-                    THEN scoped_id(correlation_id, flow_id, ts)
-                ELSE correlation_id END AS id
+           coalesce(correlation_id, scoped_id('', flow_id, ts)) AS id
     FROM all_orders)
 SELECT order_key,
        CASE WHEN count(*) OVER (PARTITION BY id) > 1

@@ -82,12 +82,11 @@ CREATE OR REPLACE MACRO json_paths_key(doc, paths) AS
 CREATE OR REPLACE MACRO generated_id(flow_id, n, ts) AS
     '#' || flow_id || '.' || n || '@' || ts;
 
--- The correlation id of an action whose id the client numbers per connection (a
--- JSON request id: ccxt starts each connection at 1, and a client may reuse an
--- id once it is answered; Bybit without reqId is paired by op): "<id>#<flow_id>@<ts>",
--- ts the action's time in ns. Unique per action in a dataset, as generated_id;
--- the id as sent stays in request_id. Also the form a client order id takes
--- when the capture holds it on more than one action (combine.sql).
+-- The correlation id of an action: "<id>#<flow_id>@<ts>", <id> the id it carried
+-- (a client order id, a JSON request id; Bybit without reqId is paired by op), ts
+-- the action's time in ns. A client's ids alone are not unique in a dataset
+-- (combine.sql says why): with its connection and time, an action's id is. The id
+-- as sent stays in client_order_id / request_id. NULL when ``id`` is.
 CREATE OR REPLACE MACRO scoped_id(id, flow_id, ts) AS
     id || '#' || flow_id || '@' || ts;
 

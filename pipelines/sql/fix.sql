@@ -29,7 +29,7 @@ WHERE NOT coalesce(m.poss_dup, false)
 CREATE OR REPLACE TEMP TABLE fix_orders AS
 SELECT 'fix:' || rid AS order_key, venue, flow_id, 'fix' AS protocol, msg_type AS endpoint,
        CASE msg_type WHEN 'D' THEN 'new' WHEN 'F' THEN 'cancel' ELSE 'amend' END AS kind,
-       cl_ord_id AS correlation_id, NULL::VARCHAR AS request_id,
+       scoped_id(cl_ord_id, flow_id, ts) AS correlation_id, NULL::VARCHAR AS request_id,
        cl_ord_id AS client_order_id, orig_cl_ord_id AS orig_client_order_id,
        order_id AS target_order_id, 'fix_messages' AS source_table, stream_offset, ts,
        ts_first, true AS decoded, rid, seq_num
@@ -80,7 +80,8 @@ UNION ALL BY NAME
 -- Orphans: the first 8/9 for a ClOrdID no order in this capture carries
 -- (later reports for the same ClOrdID, e.g. fills, are not replies).
 SELECT NULL AS order_key, r.venue, r.flow_id, 'fix' AS protocol, r.msg_type AS endpoint,
-       NULL AS kind, r.cl_ord_id AS correlation_id, NULL AS request_id,
+       NULL AS kind, scoped_id(r.cl_ord_id, r.flow_id, r.ts) AS correlation_id,
+       NULL AS request_id,
        r.cl_ord_id AS client_order_id, r.orig_cl_ord_id AS orig_client_order_id,
        'fix_messages' AS source_table, r.stream_offset, r.ts,
        CASE WHEN r.msg_type = '9' OR r.exec_type = '8' THEN 'rejected' ELSE 'accepted' END

@@ -15,6 +15,7 @@
 CREATE OR REPLACE TEMP TABLE rtt_by_segment AS
 SELECT t.flow_id, epoch_ns(t.ts_sent) AS ts, min(t.rtt_ns) AS rtt_ns
 FROM tcp_rtt t WHERE t.direction = 'out' AND NOT coalesce(t.piggybacked, false)
+  AND coalesce(t.method, 'ack') = 'ack'  -- the ACK of the segment (tsecr: decompose.sql)
   AND NOT coalesce(t.retransmitted, false)  -- Karn: an ACK after a resend is ambiguous
   AND EXISTS (SELECT 1 FROM all_orders o
               WHERE o.flow_id = t.flow_id AND o.ts = epoch_ns(t.ts_sent))

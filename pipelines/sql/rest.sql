@@ -62,7 +62,7 @@ SELECT 'rest:' || q.flow_id || ':' || q.request_index AS order_key,
        a.kind,
        -- its own client id, never the id of the order it cancels or amends
        -- (that is orig_client_order_id): without one, a generated id
-       coalesce(rest_params(q.params, q.body, a.coid),
+       coalesce(scoped_id(rest_params(q.params, q.body, a.coid), q.flow_id, q.ts),
                 generated_id(q.flow_id, q.request_index, q.ts)) AS correlation_id,
        NULL::VARCHAR AS request_id,
        rest_params(q.params, q.body, a.coid) AS client_order_id,

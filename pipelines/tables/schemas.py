@@ -194,7 +194,17 @@ TCP_RTT = _schema(
         "piggybacked",
         pa.bool_(),
         "The ACK came on a data segment (e.g. the exchange's reply itself): the sample then "
-        "includes the peer's processing time and is not a network round trip",
+        "includes the peer's processing time and is not a network round trip (`tsecr`: "
+        "the echo came on data answering a segment that carried data)",
+    ),
+    _f(
+        "method",
+        pa.string(),
+        "`ack`: the segment's first transmission to the first ACK covering it; `tsecr` "
+        "(RFC 7323 timestamps): the first segment carrying a TSval to the first segment of "
+        "the other side echoing it in TSecr (one value timed at a time per side; ts_sent, "
+        "end_offset: that first segment, which may be a pure ACK; retransmitted: the side "
+        "retransmitted meanwhile). Null in datasets written before it existed: `ack`",
     ),
 )
 
@@ -209,16 +219,17 @@ _ORDER_KEYS = (
         "correlation_id",
         pa.string(),
         "One per order action, the same on its rows in `orders`, `acks` (both legs), "
-        "`latency` and `unmatched`: join on it alone. The action's client order id (REST, "
-        "FIX) as sent; a JSON request id (WebSocket, JSON-RPC: clients number them per "
-        "connection) as `<id>#<flow_id>@<ts_ns>`, ts_ns the order's `ts` (the id as sent "
-        "is request_id); so is a client order id the capture holds on more than one "
-        "action, on each; an action without an id of its own (a REST cancel by "
-        "origClientOrderId or orderId; pairs known from TLS timing) "
+        "`latency` and `unmatched`: join on it alone. `<id>#<flow_id>@<ts_ns>`: the id the "
+        "action carried (its client order id: REST, FIX; its JSON request id: WebSocket, "
+        "JSON-RPC), its connection and its time (the order's `ts`), since a client's ids "
+        "alone repeat (request ids restart on each connection, client order ids are "
+        "reused once their order is closed or on another day); the ids as sent are "
+        "client_order_id and request_id. An action without an id of its own (a REST "
+        "cancel by origClientOrderId or orderId; pairs known from TLS timing) "
         "`#<flow_id>.<n>@<ts_ns>`, n its request number on the connection (no id at all: "
         "`#<flow_id>@<ts_ns>`); `.<k>` appended if two actions would still share one. A "
-        "reply to no order: the same forms with the reply's time. Unique in a dataset "
-        "(a bare client order id: unless the client reused it in another capture). "
+        "reply to no order: the same forms with the reply's time. Unique in a dataset, "
+        "and each action's depends on that action alone. "
         "Never the id of the order a cancel/amend targets: that is orig_client_order_id "
         "/ target_order_id",
     ),
@@ -301,26 +312,30 @@ LATENCY = _schema(
         pa.int64(),
         "Network round trip estimate for every order (pipelines/sql/decompose.sql): "
         "the smallest of the connection's 9 pure-ACK RTT samples nearest the order "
-        "(tcp_rtt `out`, not piggybacked, not retransmitted) and its handshake RTT "
-        "(if within 300 s)",
+        "(tcp_rtt `out`, method `ack`, not piggybacked, not retransmitted), its 9 TCP "
+        "timestamps samples nearest the order (method `tsecr`, same filter) and its "
+        "handshake RTT (if within 300 s)",
     ),
     _f(
         "network_method",
         pa.string(),
         "Where network_est_ns came from: `pure_ack` (the order's own segment, = "
         "network_rtt_ns), `nearest_rtt_sample` (another segment's pure ACK nearby), "
-        "`handshake` (SYN to SYN/ACK), `none` (no estimate)",
+        "`tsecr` (a TCP timestamps echo nearby, RFC 7323), `handshake` (SYN to SYN/ACK), "
+        "`none` (no estimate)",
     ),
     _f(
         "network_spread_ns",
         pa.int64(),
-        "Interquartile range of the pure-ACK RTT samples the estimate was taken from "
-        "(0 with one sample or only the handshake; null for `none`)",
+        "Interquartile range of the RTT samples the estimate was taken from (the `tsecr` "
+        "window for `tsecr`, the pure-ACK window otherwise; 0 with one sample or only the "
+        "handshake; null for `none`)",
     ),
     _f(
         "network_samples",
         pa.int64(),
-        "RTT samples the minimum was taken over, the handshake included (0 for `none`)",
+        "RTT samples the minimum was taken over, both windows and the handshake included "
+        "(0 for `none`)",
     ),
     _f("status", pa.string(), "accepted, rejected or error"),
     _f("decoded", pa.bool_(), "False for rows paired from TLS record timing only (no key log)"),
@@ -409,7 +424,8 @@ ALERTS = _schema(
     _f("end_ts", TS, "End of the alert's window"),
     _f("value", pa.float64(), "What was measured (in `unit`)"),
     _f("threshold", pa.float64(), "What it was held against (in `unit`)"),
-    _f("unit", pa.string(), "Unit of value and threshold"),
+    _f("unit", pa.string(), "Unit of value and threshold; for clock_step it says the "
+       "direction: `ms back` (the clock was set back) or `ms forward` (set forward)"),
     _f("detail", pa.string(), "One sentence"),
     _f("evidence_table", pa.string(), "Table holding the evidence rows"),
     _f("evidence_rows", pa.int64(), "How many rows evidence_sql selects"),
@@ -443,7 +459,8 @@ TABLE_DOCS: dict[str, str] = {
     "anomalies": 'one row per decode problem (Zeek\'s "weird"): the run goes on',
     "packets": "one row per packet (opt-in: `--packets`)",
     **{name: t.doc for name, t in PROTOCOL_TABLES.items()},
-    "tcp_rtt": "one row per acknowledged data segment of a parsed connection",
+    "tcp_rtt": "one row per RTT sample: an acknowledged data segment of a parsed "
+    "connection (`ack`), or a TCP timestamp echoed on any TCP connection (`tsecr`)",
     "orders": "one row per outbound order action (new, cancel, amend)",
     "acks": "one row per venue reply to an order action",
     "latency": "one row per matched order and reply",

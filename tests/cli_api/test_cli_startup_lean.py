@@ -18,7 +18,11 @@ HEAVY = ("pandas", "pyarrow", "numpy", "numba", "matplotlib", "scipy", "cffi", "
 SCRIPT = """
 import json, sys
 heavy = json.loads(sys.argv[2])
-sys.argv = ["pcapflow", *json.loads(sys.argv[1])]
+args = json.loads(sys.argv[1])
+if "--cli-imports" in args:  # (this test's own option: which modules to look for)
+    i = args.index("--cli-imports")
+    heavy, args = args[i + 1].split(","), args[:i] + args[i + 2:]
+sys.argv = ["pcapflow", *args]
 from pcapflow.cli import main
 code = 0
 try:
@@ -53,6 +57,24 @@ def test_query_imports_no_parser_nor_pandas(data: Path) -> None:
                      "--data", str(data)])
     assert got == {"code": 0, "imported": []}
     assert "111" in out  # the sample's 111 latency rows
+
+
+@pytest.mark.parametrize("sql", ["SELECT count(*) AS n, min(order_ts) AS first FROM latency",
+                                 "SHOW TABLES"])
+def test_query_runs_on_the_engine_alone(data: Path, sql: str) -> None:
+    """A one-statement query goes through DuckDB's engine (``_duckdb``) without its
+    Python relation layer (``duckdb``, ~50 ms), typer's pydantic or rich (piped: plain text)."""
+    got, out = _run(["query", sql, "--data", str(data), "--cli-imports", "duckdb,pydantic,rich"])
+    assert got == {"code": 0, "imported": []}
+    assert ("111" if "latency" in sql else "ws_messages") in out
+
+
+def test_query_script_takes_the_relation_path(data: Path) -> None:
+    """Two statements: the relation layer runs them (and is imported for it)."""
+    got, out = _run(["query", "SET threads = 1; SELECT count(*) AS n FROM orders",
+                     "--data", str(data), "--cli-imports", "duckdb"])
+    assert got == {"code": 0, "imported": ["duckdb"]}
+    assert "58" in out
 
 
 def test_version_imports_nothing_heavy() -> None:

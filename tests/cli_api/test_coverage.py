@@ -140,6 +140,25 @@ def test_tcp_only_and_empty_datasets(tmp_path: Path) -> None:
     assert rep.returncode == 1 and "pcapflow ingest" in rep.stderr  # no dataset: one line
 
 
+def test_short_connections_no_protocol_claims_are_not_called_tcp_only(tmp_path: Path) -> None:
+    """Connections that ended before detection named a protocol (one byte each, claimed
+    by no probe) are 'not recognised' on a default ingest; only an ingest with
+    --tcp-only says --tcp-only."""
+    from helpers.tiny_flows import write
+
+    cap = tmp_path / "tiny.pcap"
+    write(cap, 20)
+    pcapflow.ingest([cap], data=tmp_path / "d")
+    with pcapflow.open(tmp_path / "d") as ds:
+        assert ds.fetchall("SELECT DISTINCT app_protocol FROM flows") == [("unknown",)]
+        assert coverage(ds).line() == (
+            "coverage: orders from 0 of 20 connections with payload; not decoded: 20 "
+            f"{REASONS['unknown_protocol']}")
+    pcapflow.ingest([cap], data=tmp_path / "t", app=False)
+    with pcapflow.open(tmp_path / "t") as ds:
+        assert f"20 {REASONS['tcp_only']}" in coverage(ds).line()
+
+
 def test_report_coverage_follows_the_exchange_filter(keyed: Path) -> None:
     ds = pcapflow.open(keyed)
     okx = coverage(ds, venues=["okx"])
@@ -182,3 +201,19 @@ def test_a_connection_read_only_in_part_is_not_called_decoded(tmp_path: Path) ->
     rep = _cli("report", "--data", str(data))
     flat = " ".join((rep.stdout + rep.stderr).split())
     assert "1 of 2 TLS connections could not be decrypted" in flat, flat
+
+
+def test_narrow_dataset_gives_the_same_coverage(keyed: Path) -> None:
+    """The ingest summary reads coverage through the views ``coverage.TABLES`` of its
+    captures' partitions only: per capture, the same answers as the whole dataset."""
+    from pcapflow.coverage import TABLES, keylog_coverage
+    from pcapflow.dataset import Dataset
+
+    with Dataset(keyed) as whole:
+        ids = [r[0] for r in whole.fetchall("SELECT DISTINCT capture_id FROM captures")]
+        assert len(ids) > 3
+        for cid in ids:
+            with Dataset(keyed, captures=[cid], views=TABLES) as narrow:
+                assert coverage(narrow, capture_ids=[cid]) == coverage(whole, capture_ids=[cid])
+                assert (keylog_coverage(narrow, capture_ids=[cid])
+                        == keylog_coverage(whole, capture_ids=[cid]))

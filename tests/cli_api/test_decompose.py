@@ -26,7 +26,7 @@ import pcapflow
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 CAPTURES = sorted([*SAMPLES.glob("*.pcap"), *SAMPLES.glob("*.pcapng")])
-METHODS = {"pure_ack", "nearest_rtt_sample", "handshake"}
+METHODS = {"pure_ack", "nearest_rtt_sample", "tsecr", "handshake"}
 TS = pa.timestamp("ns", tz="UTC")
 WINDOW = 4  # samples either side (decompose.sql RTT_WINDOW = 9)
 HANDSHAKE_WINDOW_NS = 300_000_000_000
@@ -82,39 +82,46 @@ def test_lossy_sample_estimate_is_the_relays_delay(dataset: pcapflow.Dataset) ->
 # ------------------------------------------------------------- the SQL vs a reference
 def _reference(samples: pd.DataFrame, orders: pd.DataFrame,
                handshakes: pd.DataFrame) -> pd.DataFrame:
-    """decompose.sql's estimator, one order at a time."""
+    """decompose.sql's estimator, one order at a time: the window of the samples
+    nearest the order, for each method apart."""
     clean = samples[(samples.direction == "out") & ~samples.piggybacked
                     & ~samples.retransmitted].sort_values(["flow_id", "ts"], kind="stable")
+
+    def window(flow: int, method: str, at: int) -> tuple[int | None, int | None, int]:
+        s = clean[(clean.flow_id == flow) & (clean.method == method)]
+        ts, rtt = s.ts.to_numpy(), s.rtt_ns.to_numpy()
+        if not len(ts):
+            return None, None, 0
+        before = np.flatnonzero(ts <= at)
+        after = np.flatnonzero(ts > at)
+        i = before[-1] if len(before) else after[0]
+        if len(before) and len(after) and ts[after[0]] - at < at - ts[i]:
+            i = after[0]
+        w = rtt[max(0, i - WINDOW): i + WINDOW + 1]
+        return int(w.min()), int(np.quantile(w, 0.75) - np.quantile(w, 0.25)), len(w)
+
     out = []
     for o in orders.itertuples():
-        s = clean[clean.flow_id == o.flow_id]
-        ts, rtt = s.ts.to_numpy(), s.rtt_ns.to_numpy()
-        est = spread = None
-        n = 0
-        if len(ts):
-            before = np.flatnonzero(ts <= o.order_ts)
-            after = np.flatnonzero(ts > o.order_ts)
-            i = before[-1] if len(before) else after[0]
-            if len(before) and len(after) and ts[after[0]] - o.order_ts < o.order_ts - ts[i]:
-                i = after[0]
-            w = rtt[max(0, i - WINDOW): i + WINDOW + 1]
-            est, n = int(w.min()), len(w)
-            spread = int(np.quantile(w, 0.75) - np.quantile(w, 0.25))
+        est, spread, n = window(o.flow_id, "ack", o.order_ts)
+        ts_est, ts_spread, ts_n = window(o.flow_id, "tsecr", o.order_ts)
         h = handshakes.set_index("flow_id").loc[o.flow_id]
         hs = (int(h.handshake_rtt_ns) if pd.notna(h.handshake_rtt_ns)
               and o.order_ts - h.first_ts <= HANDSHAKE_WINDOW_NS else None)
         own = o.network_rtt_ns if pd.notna(o.network_rtt_ns) else None
-        if est is not None and own is not None and own <= est and (hs is None or own <= hs):
+        others = [v for v in (ts_est, hs) if v is not None]
+        if est is not None and own is not None and own <= min([est, *others]):
             method, value = "pure_ack", own
-        elif est is not None and (hs is None or est <= hs):
+        elif est is not None and est <= min([est, *others]):
             method, value = "nearest_rtt_sample", est
+        elif ts_est is not None and (hs is None or ts_est <= hs):
+            method, value, spread = "tsecr", ts_est, ts_spread
         elif hs is not None:
             method, value = "handshake", hs
         else:
             method, value = "none", None
         out.append({"order": o.order, "network_est_ns": value, "network_method": method,
                     "network_spread_ns": None if method == "none" else (spread or 0),
-                    "network_samples": n + (hs is not None)})
+                    "network_samples": n + ts_n + (hs is not None)})
     return pd.DataFrame(out)
 
 
@@ -128,7 +135,8 @@ def test_sql_agrees_with_reference_on_random_samples() -> None:
         "ts": t0 + rng.integers(0, 600_000_000_000, n_samples),
         "rtt_ns": rng.integers(10_000, 5_000_000, n_samples),
         "piggybacked": rng.random(n_samples) < 0.3,
-        "retransmitted": rng.random(n_samples) < 0.05})
+        "retransmitted": rng.random(n_samples) < 0.05,
+        "method": rng.choice(["ack", "tsecr"], n_samples, p=[0.6, 0.4])})
     samples = samples.drop_duplicates(["flow_id", "ts"])  # ties make the window order moot
     orders = pd.DataFrame({
         "order": np.arange(n_orders),
@@ -147,7 +155,8 @@ def test_sql_agrees_with_reference_on_random_samples() -> None:
         "flow_id": pa.array(samples.flow_id, pa.int64()), "direction": samples.direction,
         "ts_sent": pa.array(samples.ts, pa.int64()).cast(TS),
         "rtt_ns": pa.array(samples.rtt_ns, pa.int64()),
-        "piggybacked": samples.piggybacked, "retransmitted": samples.retransmitted}))
+        "piggybacked": samples.piggybacked, "retransmitted": samples.retransmitted,
+        "method": samples.method}))
     con.execute("CREATE TEMP TABLE tcp_rtt AS FROM _s")
     con.register("_h", pa.table({
         "flow_id": pa.array(handshakes.flow_id, pa.int64()),
@@ -163,7 +172,8 @@ def test_sql_agrees_with_reference_on_random_samples() -> None:
     got = con.sql('SELECT * FROM out_latency ORDER BY "order"').df()
     want = _reference(samples, orders, handshakes)
     assert len(got) == n_orders
-    assert set(got.network_method) == {"pure_ack", "nearest_rtt_sample", "handshake", "none"}
+    assert set(got.network_method) == {"pure_ack", "nearest_rtt_sample", "tsecr", "handshake",
+                                       "none"}
     for col in ("network_est_ns", "network_method", "network_spread_ns", "network_samples"):
         a = got[col].astype(object).where(got[col].notna(), None).tolist()
         b = want[col].astype(object).where(want[col].notna(), None).tolist()

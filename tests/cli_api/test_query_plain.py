@@ -63,6 +63,9 @@ def test_plain_cells_equal_dataframe_cells(ds, sql, monkeypatch):
     plain = cli._plain_result(ds.sql(sql))
     if "latency" in sql or "ws_messages" in sql or "TIMESTAMPTZ_NS" in sql:
         assert plain is not None  # the plain path, times included
+    # the CLI's way, through the engine's execute alone: the same cells (a query whose
+    # column types it does not render gives None, as _plain_result does)
+    assert cli._plain_query(ds._con, sql) == plain
     got = {}
 
     def show(header, rows, right, **kw):
@@ -73,3 +76,31 @@ def test_plain_cells_equal_dataframe_cells(ds, sql, monkeypatch):
     if plain is None:
         return
     assert _render(*plain) == got["v"]
+
+
+def test_query_views_only_what_it_names() -> None:
+    """``pcapflow query`` makes the views its SQL names, every view when it reads the
+    catalog (SHOW TABLES, ``duckdb_views()``, ``information_schema``...)."""
+    assert cli._views_for("SELECT count(*) FROM latency JOIN \"Orders\" USING (venue)") == [
+        "orders", "latency"]
+    assert cli._views_for("select 1") == []
+    for sql in ("SHOW TABLES", "describe flows", "SELECT * FROM duckdb_views()",
+                "SELECT table_name FROM information_schema.tables", "SUMMARIZE flows",
+                "PRAGMA table_info('flows')"):
+        assert cli._views_for(sql) is None, sql
+
+
+def test_lean_dataset_gains_the_relation_api(tmp_path) -> None:
+    """A ``Dataset`` made through the engine alone still offers DuckDB's whole Python
+    API on ``con`` (relations come with the first use of ``con``)."""
+    code = ("import sys; from pcapflow.dataset import Dataset; ds = Dataset(sys.argv[1]); "
+            "assert 'duckdb' not in sys.modules; print(ds.con.sql('SELECT 42').fetchall(), "
+            "ds.sql('SELECT count(*) FROM flows').fetchall())")
+    (tmp_path / "flows").mkdir()
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(42,)] [(0,)]"

@@ -87,8 +87,10 @@ def test_the_same_id_twice_in_one_segment(tmp_path: Path) -> None:
 
 def test_a_client_order_id_on_two_actions_is_scoped_on_both(tmp_path: Path) -> None:
     """A REST resend of one newClientOrderId (refused as a duplicate) on another
-    connection, and one FIX ClOrdID sent twice: each action gets ``<id>#<flow>@<ts>``;
-    an id used once stays as it is; a FIX order without ClOrdID gets ``#<flow>@<ts>``."""
+    connection, and one FIX ClOrdID sent twice: each action gets ``<id>#<flow>@<ts>``,
+    as does an id used once (its id depends on that action alone, not on whether a
+    later file of its capture set holds the id again); a FIX order without ClOrdID
+    gets ``#<flow>@<ts>``."""
     w = Wire()
     r1 = w.flow(sni="api.binance.com", http_host="api.binance.com")
     r2 = w.flow(sni="api.binance.com", http_host="api.binance.com")
@@ -114,7 +116,7 @@ def test_a_client_order_id_on_two_actions_is_scoped_on_both(tmp_path: Path) -> N
            for r in rows(out, "latency")]
     assert got == [
         (r1.flow_id, "dup", f"dup#{r1.flow_id}@{T0 + 100_000}", "accepted"),
-        (r1.flow_id, "once", "once", "accepted"),
+        (r1.flow_id, "once", f"once#{r1.flow_id}@{T0 + 300_000}", "accepted"),
         (r2.flow_id, "dup", f"dup#{r2.flow_id}@{T0 + 500_000}", "rejected"),
         (fx.flow_id, "F1", f"F1#{fx.flow_id}@{T0 + 700_000}", "accepted"),
         (fx.flow_id, "F1", f"F1#{fx.flow_id}@{T0 + 720_000}", "rejected"),

@@ -41,7 +41,9 @@ def test_binance_b5_and_the_spec(tmp_path: Path) -> None:
     w.fix(f, 55, "in", f"35=8|34=8|{EX}|11=R1|41=N0|37=9|39=0|150=5")
     out = w.match(tmp_path)
     lat = rows(out, "latency")
-    assert [(r["endpoint"], r["kind"], r["correlation_id"], r["orig_client_order_id"],
+    for r in lat:  # the ClOrdID sent, with its connection and time (unique per action)
+        assert r["correlation_id"] == f"{r['client_order_id']}#{f.flow_id}@{_ns(r['order_ts'])}"
+    assert [(r["endpoint"], r["kind"], r["client_order_id"], r["orig_client_order_id"],
              r["status"], r["error_code"], r["exchange_order_id"], r["latency_ns"])
             for r in lat] == [
         ("D", "new", "1718096506197867067", None, "accepted", None, "76", 3_000),
@@ -52,6 +54,13 @@ def test_binance_b5_and_the_spec(tmp_path: Path) -> None:
     ]
     assert all(r["protocol"] == "fix" and r["venue"] is None for r in lat)
     assert rows(out, "unmatched") == []
+
+
+def _ns(ts: object) -> int:
+    """A row's time as ns since the epoch (Arrow gives a datetime-like or an int)."""
+    import pandas as pd
+
+    return int(ts) if isinstance(ts, int) else pd.Timestamp(ts).value
 
 
 def test_possdup_resends_session_rejects_and_out_of_order(tmp_path: Path) -> None:
@@ -82,7 +91,7 @@ def test_possdup_resends_session_rejects_and_out_of_order(tmp_path: Path) -> Non
     w.fix(f, 50, "out", f"35=D|34=7|{US}|11=LOST")
     out = w.match(tmp_path)
     lat = rows(out, "latency")
-    assert [(r["correlation_id"], r["kind"], r["status"], r["error_code"], r["latency_ns"])
+    assert [(r["client_order_id"], r["kind"], r["status"], r["error_code"], r["latency_ns"])
             for r in lat] == [
         ("A", "new", "accepted", None, 6_000),
         ("B", "new", "accepted", None, 4_000),
@@ -92,7 +101,7 @@ def test_possdup_resends_session_rejects_and_out_of_order(tmp_path: Path) -> Non
     ]
     assert len(rows(out, "orders")) == 6
     un = rows(out, "unmatched")
-    assert [(u["what"], u["correlation_id"], u["endpoint"]) for u in un] == [
+    assert [(u["what"], u["correlation_id"].split("#")[0], u["endpoint"]) for u in un] == [
         ("reply", "ELSEWHERE", "8"), ("order", "LOST", "D")]
 
 

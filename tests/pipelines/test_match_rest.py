@@ -82,7 +82,8 @@ def test_unanswered_request_and_orphan_response(tmp_path: Path) -> None:
     out = w.match(tmp_path)
     un = rows(out, "unmatched")
     assert [(u["what"], u["kind"], u["correlation_id"], u["client_order_id"]) for u in un] == [
-        ("reply", None, f"#0.7@{T0}", None), ("order", "new", "lost", "lost")]
+        ("reply", None, f"#0.7@{T0}", None),
+        ("order", "new", f"lost#0@{T0 + 100_000}", "lost")]
     assert rows(out, "latency") == []
 
 
@@ -225,8 +226,10 @@ def test_cancels_without_an_id_of_their_own(tmp_path: Path) -> None:
     assert len(set(ids)) == 8  # unique per action, across connections
     for k, f in enumerate(flows):
         new_o, cxl_o, new_p, cxl_p = lat[4 * k : 4 * k + 4]
-        assert (new_o["kind"], new_o["correlation_id"]) == ("new", f"o{k}")
-        assert (new_p["kind"], new_p["correlation_id"]) == ("new", f"p{k}")
+        at = T0 + 100_000 * k * 1000
+        assert (new_o["kind"], new_o["correlation_id"]) == ("new", f"o{k}#{f.flow_id}@{at}")
+        assert (new_p["kind"], new_p["correlation_id"]) == (
+            "new", f"p{k}#{f.flow_id}@{at + 40_000}")
         assert cxl_o["kind"] == "cancel" and cxl_o["correlation_id"] != f"o{k}"
         assert cxl_o["correlation_id"] == f"#{f.flow_id}.1@{T0 + (100_000 * k + 20) * 1000}"
         assert (cxl_o["orig_client_order_id"], cxl_o["target_order_id"]) == (f"o{k}",

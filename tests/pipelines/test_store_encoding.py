@@ -27,7 +27,7 @@ def test_high_cardinality_names_are_string_columns_of_some_table() -> None:
 def test_dictionary_columns_are_the_repeating_strings() -> None:
     ws = store.dictionary_columns(TABLES["ws_messages"])
     assert ws == ["capture_id", "direction", "opcode"]  # not payload; no number or time
-    assert store.dictionary_columns(TABLES["tcp_rtt"]) == ["capture_id", "direction"]
+    assert store.dictionary_columns(TABLES["tcp_rtt"]) == ["capture_id", "direction", "method"]
     for name, schema in TABLES.items():
         chosen = store.dictionary_columns(schema)
         for f in schema:
