@@ -80,7 +80,7 @@ _EVENT_KINDS = ("retransmission", "fast_retransmission", "out_of_order", "gap",
 _MSG = ["flow_id", "direction", "stream_offset", "ts_first", "ts_last"]
 CARRY: dict[str, tuple[str, str, list[str] | None]] = {
     "tcp_events": ("ts", "kind IN ('" + "', '".join(_EVENT_KINDS) + "')", None),
-    "tcp_rtt": ("ts_ack", "true", None),
+    "tcp_rtt": ("ts_ack", "coalesce(method, 'ack') = 'ack'", None),  # (TSecr rows: unread)
     "tls_records": ("ts_last", "direction = 'in' AND content_type = 23",
                     ["flow_id", "direction", "content_type", "inner_content_type",
                      "ts_first", "ts_last"]),
@@ -236,7 +236,7 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
     assert prev is not None
     cut, pcut = int(prev.meta["cut"]), int(prev.meta["pcut"])  # type: ignore[call-overload]
     for t, col in CHECK.items():
-        fresh = _read(plan.parts.fresh(t), t, [col])
+        fresh = _only_read(_read(plan.parts.fresh(t), t, [col, *_ALSO.get(t, [])]), t)
         if _min_ns(fresh, col) < cut:
             return f"{t} rows before the previous cut"
     if latency is not None and latency.num_rows:
@@ -273,6 +273,16 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
 
 WHOLE: list[str] = []
 """Why commands of this process derived a set whole (the tests read it)."""
+
+
+_ALSO = {"tcp_rtt": ["method"]}
+
+
+def _only_read(rows: pa.Table, table: str) -> pa.Table:
+    """The rows of ``table`` the derive reads (RTT samples: those from ACKs)."""
+    if table == "tcp_rtt" and rows.num_rows:
+        return rows.filter(pc.fill_null(pc.equal(rows.column("method"), "ack"), True))
+    return rows
 
 
 def whole(plan: Plan, why: str) -> None:
@@ -318,7 +328,8 @@ def cuts(plan: Plan, view: object, latency: pa.Table | None,
         return INF, INF
     cut = plan.last - SETTLE_NS
     for t, col in CHECK.items():
-        cut = min(cut, _min_ns(_read(plan.parts.tail.get(t, []), t, [col]), col))
+        tail = _only_read(_read(plan.parts.tail.get(t, []), t, [col, *_ALSO.get(t, [])]), t)
+        cut = min(cut, _min_ns(tail, col))
     pcut = cut
     for o in _pending(plan, latency, unmatched, cut)[0]:
         pcut = min(pcut, int(o))
