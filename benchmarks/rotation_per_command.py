@@ -1,0 +1,134 @@
+"""Cost of the k-th command of a rotation ingested one file per command, against k:
+does a later file cost its own size, or the set's so far?
+
+    python benchmarks/rotation_per_command.py --files 40 --rotate-s 1 --pps 50000 \\
+        --json benchmarks/results/rotation_per_command.json
+
+The files are ``watch_rotation.py``'s: synthetic trading captures (``make_capture.py``)
+of ``pps * rotate_s`` packets, each following the one before in time, named as a
+rotation's. Each is ingested by its own ``pcapflow.ingest`` call in this warm process
+(as ``pcapflow watch`` does when a file closes: the call resumes the set the earlier
+calls built), then the metrics are refreshed (``DatasetMetrics``, as
+``--metrics-port`` does). Per call: CPU seconds (this process, all threads), wall
+seconds, RSS after, and the shares of the matcher (``match_staged``), the derived
+tables (``derive_staged``: causes, feed_gaps, alerts), the commit
+(``Staging.commit``) and the metrics refresh. ``slope_*``: least-squares seconds per
+file already in the set, over the calls after the first ``--skip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through (xs, ys)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def _timer(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*a: Any, **k: Any) -> Any:
+        c = time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.process_time() - c
+    return call
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=40)
+    ap.add_argument("--rotate-s", type=float, default=1.0)
+    ap.add_argument("--pps", type=int, default=50_000)
+    ap.add_argument("--skip", type=int, default=2, help="calls left out of the slope")
+    ap.add_argument("--label", default="")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+
+    from make_capture import Config, plan, write
+
+    import pcapflow
+    from pcapflow import venues, why
+    from pcapflow.metrics import DatasetMetrics
+    from pcapflow.pipelines import store
+
+    spent: dict[str, float] = {}
+    venues.match_staged = _timer(spent, "match", venues.match_staged)  # type: ignore
+    why.derive_staged = _timer(spent, "derive", why.derive_staged)  # type: ignore
+    store.Staging.commit = _timer(spent, "commit", store.Staging.commit)  # type: ignore
+
+    tmp = Path(tempfile.mkdtemp(prefix="pcf-rotcmd-"))
+    d, root = tmp / "rot", tmp / "ds"
+    d.mkdir()
+    n = int(a.pps * a.rotate_s)
+    start, end = 1_717_421_400_000_000_000, 0
+    files = []
+    for k in range(a.files):  # written first: writing is not timed
+        p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
+                        start_ns=max(start + int(k * a.rotate_s * 1e9), end + 1000)))
+        end = int(p.cols["t"].max())
+        files.append(d / f"rot-{k:06d}.pcap")
+        write(p, str(files[-1]), "pcap", 262_144)
+    pcapflow.ingest([[str(files[0])]], data=tmp / "warm")  # Numba kernels loaded
+    metrics = DatasetMetrics(root)
+    rows = []
+    for k, f in enumerate(files):
+        spent.clear()
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = pcapflow.ingest([[str(f)]], data=root)[0]
+        c1 = time.process_time()
+        metrics.refresh()
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        assert k == 0 or r.resumed_from is not None, (k, r)
+        rows.append({"k": k, "cpu_s": round(cpu, 4), "wall_s": round(wall, 4),
+                     "ingest_cpu_s": round(c1 - c0, 4),
+                     "match_s": round(spent.get("match", 0.0), 4),
+                     "derive_s": round(spent.get("derive", 0.0), 4),
+                     "commit_s": round(spent.get("commit", 0.0), 4),
+                     "metrics_s": round(time.process_time() - c1, 4),
+                     "rss_mb": round(rss_mb(), 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    tail = rows[a.skip:]
+    ks = [float(r["k"]) for r in tail]
+    res: dict[str, Any] = {"label": a.label, "files": a.files, "rotate_s": a.rotate_s,
+                           "pps": a.pps, "load_avg_at_end": os.getloadavg()}
+    for col in ("cpu_s", "match_s", "derive_s", "commit_s", "metrics_s", "rss_mb"):
+        b0, b1 = slope(ks, [float(r[col]) for r in tail])
+        res[f"slope_{col}"] = {"intercept": round(b0, 4), "per_file": round(b1, 5)}
+    rest = [float(r["cpu_s"]) - float(r["match_s"]) - float(r["derive_s"])
+            - float(r["metrics_s"]) for r in tail]
+    b0, b1 = slope(ks, rest)
+    res["slope_rest_s"] = {"intercept": round(b0, 4), "per_file": round(b1, 5)}
+    res["per_call"] = rows
+    print(json.dumps({k: v for k, v in res.items() if k != "per_call"}, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
