@@ -341,26 +341,54 @@ class VenueRegistry:
                           source="content" if venue is not None else None)
 
 
+_KNOWN: dict[tuple[str, int, int], list[tuple[str, int, str]]] = {}
+"""Per ``flows`` part (path, inode, mtime): its named flows' distinct (server ip, port,
+venue). A part is read once per process (``pcapflow watch`` ingests file after file;
+a rotation's later commands keep its final parts as they are)."""
+
+
 def known_addresses(root: Path) -> dict[tuple[str, int], str]:
     """(server ip, port) -> venue over the dataset's flows that carried a name (SNI or
     Host), for the addresses all such flows agree on."""
     files = sorted((root / "flows").glob("capture_id=*/*.parquet"))
     if not files:
         return {}
+    keys = []
+    for f in files:
+        st = f.stat()
+        keys.append((str(f), st.st_ino, st.st_mtime_ns))
+    missing = [k for k in keys if k not in _KNOWN]
+    if missing:
+        _read_known(missing)
+    if len(_KNOWN) > 4 * len(keys) + 1024:  # (parts gone: forget them)
+        now = set(keys)
+        for k in [k for k in _KNOWN if k not in now]:
+            del _KNOWN[k]
+    venues: dict[tuple[str, int], set[str]] = {}
+    for k in keys:
+        for ip, port, venue in _KNOWN[k]:
+            venues.setdefault((ip, port), set()).add(venue)
+    return {a: next(iter(v)) for a, v in venues.items() if len(v) == 1}
+
+
+def _read_known(parts: list[tuple[str, int, int]]) -> None:
     import duckdb  # lazy, as the matcher's
 
-    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    listing = ", ".join("'" + p.replace("'", "''") + "'" for p, _, _ in parts)
     con = duckdb.connect()
     try:
         rows = con.execute(f"""
-            SELECT server_ip, server_port, min(venue)
-            FROM read_parquet([{listing}], union_by_name = true)
+            SELECT DISTINCT filename, server_ip, server_port, venue
+            FROM read_parquet([{listing}], union_by_name = true, filename = true)
             WHERE venue IS NOT NULL AND (sni IS NOT NULL OR http_host IS NOT NULL)
-              AND server_ip IS NOT NULL AND server_port IS NOT NULL
-            GROUP BY server_ip, server_port HAVING count(DISTINCT venue) = 1""").fetchall()
+              AND server_ip IS NOT NULL AND server_port IS NOT NULL""").fetchall()
     finally:
         con.close()
-    return {(str(ip), int(port)): str(v) for ip, port, v in rows}
+    by_file: dict[str, list[tuple[str, int, str]]] = {}
+    for name, ip, port, venue in rows:
+        by_file.setdefault(str(name), []).append((str(ip), int(port), str(venue)))
+    for k in parts:
+        _KNOWN[k] = by_file.get(k[0], [])
 
 
 def _str_list(where: str, key: str, value: object) -> tuple[str, ...]:
