@@ -84,6 +84,12 @@ QUERIES: dict[str, str] = {
     "files": "SELECT capture_id, count(*), max(last_ts) FROM captures GROUP BY ALL",
 }
 """The SQL behind each metric (over the dataset's views)."""
+METRIC_TABLES = ("latency", "orders", "unmatched", "flows", "feed_gaps", "alerts",
+                 "captures")
+"""The tables ``QUERIES`` read."""
+TAIL_PARTS = "part-t"
+"""Name prefix of a rotation's provisional parts (``pipelines.ingest.resume``), written
+again by its next command; its other parts are kept as they are."""
 
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "orders": ("Order actions sent (orders table)", ("venue", "kind")),
@@ -206,6 +212,9 @@ class DatasetMetrics:
         self.by_capture: dict[str, Totals] = {}
         """Each capture's part of ``totals`` (a changed capture is replaced, alone)."""
         self._seen: dict[str, str] = {}
+        self._kept: dict[str, tuple[frozenset[tuple[str, int]], Totals | None]] = {}
+        """Per capture: its final parts read so far (table/name, inode: a rotation's
+        later commands keep them as they are) and their totals (None: not apart)."""
         self._lock = threading.Lock()
         self.refreshed_unix = 0.0
 
@@ -234,9 +243,22 @@ class DatasetMetrics:
             self.refreshed_unix = time.time()
             return
         fresh: dict[str, Totals] = {}
-        if new:
-            with Dataset(self.root, captures=new) as ds:
-                fresh = read_by_capture(ds)
+        whole = [c for c in new if c not in self._kept]
+        for c in new:
+            if c in self._kept:
+                t = self._read_parts(c)
+                if t is None:
+                    whole.append(c)
+                else:
+                    fresh[c] = t
+        if whole:
+            with Dataset(self.root, captures=whole) as ds:
+                fresh.update(read_by_capture(ds))
+            for c in whole:  # what a next file of this capture's set keeps
+                self._kept[c] = (self._final_parts(c), None)
+        for c in gone:
+            if c not in now:
+                self._kept.pop(c, None)
         totals = Totals()
         totals.add(self.totals)
         by_capture = dict(self.by_capture)
@@ -252,6 +274,57 @@ class DatasetMetrics:
         with self._lock:
             self.totals, self.by_capture, self._seen = totals, by_capture, now
             self.refreshed_unix = time.time()
+
+    def _parts(self, capture_id: str) -> dict[str, list[Path]]:
+        from .pipelines import store
+
+        out = {}
+        for table in METRIC_TABLES:
+            part = store.partition_dir(self.root, table, capture_id)
+            out[table] = sorted(part.glob("*.parquet")) if part.is_dir() else []
+        return out
+
+    def _final_parts(self, capture_id: str) -> frozenset[tuple[str, int]]:
+        return frozenset((f"{t}/{f.name}", f.stat().st_ino)
+                         for t, files in self._parts(capture_id).items() for f in files
+                         if not f.name.startswith(TAIL_PARTS))
+
+    def _read_parts(self, capture_id: str) -> Totals | None:
+        """The totals of a capture read before whose final parts are all still there
+        (a rotation's set resumed by a file): the final parts added since are read and
+        added to what the earlier ones gave, the provisional ones (``part-t*``, written
+        again by every command) read again; None when a final part went (the capture
+        was replaced: read it whole)."""
+        from .dataset import Dataset
+
+        before, acc = self._kept[capture_id]
+        parts = self._parts(capture_id)
+        final = {(f"{t}/{f.name}", f.stat().st_ino): f for t, files in parts.items()
+                 for f in files if not f.name.startswith(TAIL_PARTS)}
+        if not before <= final.keys():
+            return None
+        # (the first time apart: the final parts read so far, once)
+        added = set(final) if acc is None else final.keys() - before
+        totals = Totals()
+        if acc is not None:
+            totals.add(acc)
+        if added:
+            files = {t: [f for k, f in final.items() if k in added and k[0].startswith(f"{t}/")]
+                     for t in parts}
+            with Dataset.of_capture(files, capture_id) as ds:
+                for t in read_by_capture(ds).values():
+                    totals.add(t)
+        acc = Totals()
+        acc.add(totals)
+        self._kept[capture_id] = (frozenset(final), acc)
+        tail = {t: [f for f in files if f.name.startswith(TAIL_PARTS)]
+                for t, files in parts.items()}
+        if any(tail.values()):
+            with Dataset.of_capture(tail, capture_id) as ds:
+                for t in read_by_capture(ds).values():
+                    totals.add(t)
+        totals.captures = 1
+        return totals
 
     def families(self) -> Iterator[Any]:
         """The metric families (prometheus_client objects) of the current totals."""
