@@ -11,8 +11,11 @@ venue), and the files ingested; ``DatasetMetrics`` keeps them per capture too.
 names, inodes and mtimes); a capture that is new or changed (a rotation's set
 resumed by one more file) is read alone (``Dataset(captures=...)``: only its
 partitions are opened, every query grouped by capture) and replaces its old part of
-the totals, and a capture removed is taken away. So following a rotation costs one
-read of the capture just committed per file, never of the whole dataset, and the
+the totals, and a capture removed is taken away. Of a rotation's set resumed by a
+file, only what that command wrote is read: its final parts (later commands keep
+them as they are; their totals are added to the earlier ones') and the provisional
+``part-t*`` ones (``_read_parts``). So following a rotation costs one read of the
+file just committed, never of the whole set or the whole dataset, and the
 metrics are never more than a refresh away from the tables. Every value is an
 aggregate over a table (DuckDB SQL below), never an estimate, so a scrape can be
 checked against the tables exactly (``tests/e2e/test_live_metrics.py``).
