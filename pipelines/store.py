@@ -283,6 +283,7 @@ class Staging:
         self.dir.mkdir(parents=True, exist_ok=adopted)
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._parts: dict[str, int] = {}
+        self._durable: set[tuple[int, int]] = set()  # (st_dev, st_ino): ``mark_durable``
         self.rows: dict[str, int] = {}
         self.row_group_rows = row_group_rows
         # Parquet encoding and compression run in one background thread (Arrow
@@ -393,8 +394,22 @@ class Staging:
             thread.join()
             self._thread, self._stopping = None, False
 
+    def mark_durable(self) -> None:
+        """Every file in the directory now is a hard link to a committed file (a
+        resumed set's parts, linked before anything is written: ``resume.carry``):
+        already on disk, so ``_fsync_all`` leaves it (and any other link to it)
+        alone; only what this ingest wrote is synced, not the whole set again."""
+        for f in self.dir.rglob("*"):
+            st = f.lstat()
+            if not f.is_dir() and st.st_nlink > 1:  # (a copy, on a file system
+                self._durable.add((st.st_dev, st.st_ino))  # without links: synced)
+
     def _fsync_all(self) -> None:
         for f in [*self.dir.rglob("*.parquet"), *(self.dir / STATE).rglob("*.*")]:
+            if self._durable:
+                st = f.stat()
+                if (st.st_dev, st.st_ino) in self._durable:
+                    continue
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
 

@@ -173,6 +173,7 @@ def _stage_set(staging: store.Staging, args: _Args, resume: _Resume,
     if prev is not None:
         resume_state.carry(prev, resume.root, staging.dir)
         resume_state.carry_candidates(prev, resume.root, staging.dir, CANDIDATES_DIR)
+        staging.mark_durable()  # (linked from the dataset: not fsynced again)
         staging.part_prefix = f"f{first_file}-"
     with open_set(args[0], chunk_bytes=chunk_bytes, as_set=resume.keep,
                   first_index=first_index, first_file=first_file) as reader:
