@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from make_capture import Config, plan, write
+    from pcapflow.pipelines import store
 
     import pcapflow
     from pcapflow import venues, why
     from pcapflow.metrics import DatasetMetrics
-    from pcapflow.pipelines import store
 
     spent: dict[str, float] = {}
     venues.match_staged = _timer(spent, "match", venues.match_staged)  # type: ignore
