@@ -41,7 +41,7 @@ def _engine_id() -> str:
     try:
         import _duckdb as engine  # DuckDB >= 2
     except ImportError:  # pragma: no cover
-        import duckdb as engine
+        import duckdb as engine  # type: ignore[no-redef]
     st = os.stat(str(engine.__file__))
     return f"{engine.__version__}:{engine.__file__}:{st.st_size}:{st.st_mtime_ns}"
 

@@ -89,6 +89,11 @@ def _local_names() -> set[str]:
     return names
 
 
+EXTRA_MODULES = {"_duckdb": "duckdb"}
+"""Top-level modules a distribution ships beside its package without listing them in
+its metadata (``packages_distributions`` misses them): DuckDB >= 2's engine module."""
+
+
 def undeclared(sources: list[tuple[Path, str]] | None = None) -> list[str]:
     core, everything = _declared()
     local = _local_names()
@@ -106,6 +111,8 @@ def undeclared(sources: list[tuple[Path, str]] | None = None) -> list[str]:
             seen.add((module, shipped))
             # a module is declared by its own name too (typer 0.12 ships it as typer-slim)
             names = {_norm(d) for d in dists.get(module, [])} | {_norm(module)}
+            if module in EXTRA_MODULES:
+                names.add(_norm(EXTRA_MODULES[module]))
             if names & allowed:
                 continue
             where = "[project].dependencies" if shipped else "pyproject.toml"
