@@ -40,65 +40,17 @@ REFERENCE = 200
 
 
 @numba.njit(cache=True, nogil=True)
-def rank_cusum(x: np.ndarray, k: float, h: float, reference: int) -> np.ndarray:
-    """Alarms of the rank CUSUM over ``x`` (one series, in time order): rows of
-    (alarm index, change index, direction +1/-1, segment start)."""
-    n = x.shape[0]
-    out = np.empty((n // max(reference, 1) + 1, 4), np.int64)
-    r = 0
-    start = 0
-    scale = np.sqrt(12.0)
-    while start + reference < n:
-        ref = np.sort(x[start:start + reference])
-        sp = 0.0
-        sn = 0.0
-        zero_p = start + reference
-        zero_n = start + reference
-        alarm = -1
-        direction = 0
-        i = start + reference
-        while i < n:
-            lo = np.searchsorted(ref, x[i], side="left")
-            hi = np.searchsorted(ref, x[i], side="right")
-            u = (lo + hi) / (2.0 * reference)
-            z = (u - 0.5) * scale
-            sp = max(0.0, sp + z - k)
-            sn = max(0.0, sn - z - k)
-            if sp == 0.0:
-                zero_p = i + 1
-            if sn == 0.0:
-                zero_n = i + 1
-            if sp > h or sn > h:
-                alarm = i
-                direction = 1 if sp > h else -1
-                break
-            i += 1
-        if alarm < 0:
-            break
-        if r == out.shape[0]:
-            grown = np.empty((out.shape[0] * 2, 4), np.int64)
-            grown[:r] = out[:r]
-            out = grown
-        out[r, 0] = alarm
-        out[r, 1] = zero_p if direction > 0 else zero_n
-        out[r, 2] = direction
-        out[r, 3] = start
-        r += 1
-        start = alarm + 1
-    return out[:r]
-
-
-@numba.njit(cache=True, nogil=True)
 def rank_cusum_step(x: np.ndarray, first: int, base: int, k: float, h: float, reference: int,
                     st: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``rank_cusum`` one piece at a time: the same alarms, over a series given in
-    pieces. ``x``: the values from global index ``base`` on (the kept history, then the
-    new values from position ``first``); ``st``: the state, updated in place (float64:
-    [segment start, values seen, reference filled 0/1, S+, S-, zero_p, zero_n], indices
-    global); ``ref``: the reference values (sorted once filled). Rows of (alarm, change,
-    direction, segment start), global indices, and each alarm's reference median; a
-    caller keeps ``x`` from ``history_start`` on for the next piece (the median since
-    the change of a later alarm reads it)."""
+    """The rank CUSUM (module docstring) over a series given in pieces, one piece a
+    call (the whole series at once: ``detect``). ``x``: the values from global index
+    ``base`` on (the kept history, then the new values from position ``first``);
+    ``st``: the state, updated in place (float64: [segment start, values seen,
+    reference filled 0/1, S+, S-, zero_p, zero_n], indices global); ``ref``: the
+    reference values (sorted once filled). Rows of (alarm, change, direction, segment
+    start), global indices, and each alarm's reference median; a caller keeps ``x``
+    from ``history_start`` on for the next piece (the median since the change of a
+    later alarm reads it)."""
     out = np.empty((x.shape[0] // max(reference, 1) + 1, 4), np.int64)
     med = np.empty(out.shape[0], np.float64)
     r = 0
@@ -165,9 +117,13 @@ def history_start(st: np.ndarray, reference: int = REFERENCE) -> int:
 
 
 def detect(x: np.ndarray, k: float = K, h: float = H, reference: int = REFERENCE) -> np.ndarray:
-    """``rank_cusum`` of a latency series (any numeric dtype)."""
-    return rank_cusum(np.ascontiguousarray(x, dtype=np.float64), float(k), float(h),
-                      int(reference))
+    """Alarms of the rank CUSUM over a whole latency series (any numeric dtype; one
+    ``rank_cusum_step`` from a fresh state): rows of (alarm index, change index,
+    direction +1/-1, segment start)."""
+    st, ref = new_state(reference)
+    found, _ = rank_cusum_step(np.ascontiguousarray(x, dtype=np.float64), 0, 0, float(k),
+                               float(h), int(reference), st, ref)
+    return found
 
 
 def false_alarm_rate(n: int = 1_000_000, seed: int = 0, k: float = K, h: float = H,
