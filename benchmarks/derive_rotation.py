@@ -29,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from procstat import rss_mb  # noqa: E402
+
 
 def _use_source(src: Path) -> None:
     """Point the editable install's finder at another source tree (before any import)."""
@@ -47,14 +49,6 @@ def _use_source(src: Path) -> None:
     finder.MAPPING.update({"pcapflow": str(src / "pcapflow"),
                            "pcapflow.parsers": str(src / "parsers"),
                            "pcapflow.pipelines": str(src / "pipelines")})
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
