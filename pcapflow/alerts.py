@@ -373,11 +373,13 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                                    ROWS UNBOUNDED PRECEDING) AS episode
             FROM starts)
         SELECT e.capture_id, e.flow_id, e.direction, any_value(f.venue), min(e.t0), max(e.t1),
-               max(e.bytes), arg_max(e.n, e.bytes), arg_max(e.mean_w, e.bytes)
+               max(e.bytes), arg_max(e.n, e.bytes), arg_max(e.mean_w, e.bytes), sum(e.n)
         FROM ep e {_flow_venue_sql()} GROUP BY e.capture_id, e.flow_id, e.direction, e.episode
         ORDER BY 5""").fetchall()
     out = []
-    for cid, flow, direction, venue, t0, t1, peak, n, mean_w in rows:
+    # an episode is a run of adjacent hot intervals, so the segments its evidence SQL
+    # selects (t0..t1) are those of its intervals: their count is the sum of theirs
+    for cid, flow, direction, venue, t0, t1, peak, n, mean_w, segments in rows:
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND direction = "
                  f"{_q(direction)} AND epoch_ns(ts_sent) BETWEEN {int(t0)} AND {int(t1)} "
                  "AND coalesce(method, 'ack') = 'ack'")
@@ -393,7 +395,7 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                       f"{s.burst_window_us:,} µs on flow {flow} ({peak / max(mean_w, 1):,.0f}x "
                       f"its mean rate over the {s.burst_baseline_s:g} s before)",
             "evidence_table": "tcp_rtt",
-            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM tcp_rtt WHERE {where}")),
+            "evidence_rows": int(segments),
             "evidence_sql": f"SELECT * FROM tcp_rtt WHERE {where} ORDER BY ts_sent",
             "_settle": (int(t1) // w + 2) * w})
     return out
