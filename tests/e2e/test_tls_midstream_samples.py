@@ -87,7 +87,7 @@ class Ingested:
             "SELECT epoch_ns(min(ts_first)) AS t1 FROM http_messages "
             "WHERE flow_id IN (SELECT flow_id FROM ws_messages) GROUP BY flow_id")
         self.latency = ds.df(
-            f"SELECT p.client_port, l.venue, l.kind, l.correlation_id, "
+            f"SELECT p.client_port, l.venue, l.kind, l.correlation_id, l.client_order_id, "
             f"epoch_ns(l.order_ts) AS o, epoch_ns(l.ack_ts) AS a, l.latency_ns "
             f"FROM latency l JOIN ({ports}) p USING (flow_id)")
         self.anomalies = ds.df(
@@ -208,7 +208,8 @@ def test_orders_after_the_cut_match_exactly(name: str, full: dict, tmp_path: Pat
         # later cuts need WebSocket without its upgrade (issue 15, item 3)
         pytest.xfail("no quiet cut between the TLS handshake and the WebSocket upgrade")
     assert cuts, "no quiet cut point"
-    cols = ["client_port", "venue", "kind", "correlation_id", "o", "a", "latency_ns"]
+    # the id as sent: correlation_id holds the flow id, numbered from the cut
+    cols = ["client_port", "venue", "kind", "client_order_id", "o", "a", "latency_ns"]
     for k in cuts:
         got = _ingest_cut(name, k, tmp_path / str(k))
         want = ref.latency[ref.latency.o >= int(ts[k])]

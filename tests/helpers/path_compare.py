@@ -22,7 +22,8 @@ VOLATILE = {"ingested_at"}
 def read_tables(root: Path) -> dict[str, pa.Table]:
     """Every table of the dataset at ``root``, volatile columns dropped, rows sorted."""
     out = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    # tables only: not ``_state`` (a rotation's resume state, derive windows included)
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         files = sorted(d.rglob("*.parquet"))
         if not files:
             continue
