@@ -26,15 +26,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Union, cast
 
 from .dataset import FIX_ENDPOINTS
 from .parsers.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # NumPy and pandas load where used: `pcapflow report` prints without them
+    import numpy as np
+    import pandas as pd
     from matplotlib.figure import Figure
 
     from .dataset import Dataset
@@ -72,7 +71,7 @@ NETWORK_METHODS: tuple[str, ...] = ("pure_ack", "nearest_rtt_sample", "tsecr", "
                                      "none")
 """``latency.network_method`` values, most direct first (pipelines/sql/decompose.sql)."""
 
-TimeLike = str | dt.datetime | pd.Timestamp | np.datetime64
+TimeLike = Union[str, dt.datetime, "pd.Timestamp", "np.datetime64"]
 
 BY_NAME = "* REPLACE (endpoint_name(protocol, endpoint) AS endpoint)"
 """Every column, FIX endpoints by name (``NewOrderSingle``, not ``D``): what the Python
@@ -87,6 +86,8 @@ def _sql_str(s: str) -> str:
 
 def to_utc(value: TimeLike) -> pd.Timestamp:
     """A time bound as a tz-aware UTC Timestamp; naive values and strings are taken as UTC."""
+    import pandas as pd
+
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as err:
@@ -99,12 +100,11 @@ def to_utc(value: TimeLike) -> pd.Timestamp:
 
 def venues(ds: Dataset) -> list[str]:
     """Venues present in the dataset (in `latency`, `unmatched` or `flows`), sorted."""
-    rows = ds.sql(
+    rows = ds.fetchall(
         "SELECT DISTINCT venue FROM (SELECT venue FROM latency UNION ALL "
         "SELECT venue FROM unmatched UNION ALL SELECT venue FROM flows) "
-        "WHERE venue IS NOT NULL ORDER BY venue"
-    ).fetchall()
-    return [r[0] for r in rows]
+        "WHERE venue IS NOT NULL ORDER BY venue")
+    return [cast(str, r[0]) for r in rows]
 
 
 def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None
@@ -137,7 +137,8 @@ def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None
 def resolve_capture(ds: Dataset, capture: str) -> list[str]:
     """capture_ids a ``capture=`` argument selects: a capture_id prefix, the path as given
     to ingest, or its file name. ``ConfigError(code="unknown_capture")`` lists the files."""
-    rows = ds.sql("SELECT capture_id, path FROM captures ORDER BY path").fetchall()
+    rows = cast(list[tuple[str, str]],
+                ds.fetchall("SELECT capture_id, path FROM captures ORDER BY path"))
     hits = list(dict.fromkeys(  # a capture set has a row per file: its id once
         cid for cid, path in rows
         if cid.startswith(capture) or path == capture or path.rsplit("/", 1)[-1] == capture))
@@ -331,6 +332,8 @@ def latency_rows(ds: Dataset, flt: Filter) -> pd.DataFrame:
 def utc(df: pd.DataFrame) -> pd.DataFrame:
     """Tz-aware columns converted to UTC (DuckDB hands them over in its session time zone,
     the machine's local one by default)."""
+    import pandas as pd
+
     for col in df.columns:
         if isinstance(df[col].dtype, pd.DatetimeTZDtype):
             df[col] = df[col].dt.tz_convert("UTC")
@@ -342,11 +345,11 @@ def network_coverage(ds: Dataset, flt: Filter) -> dict[str, int]:
     ``pure_ack_rtt`` (rows with ``network_rtt_ns``) and a count per
     ``NETWORK_METHODS`` value (rows written before decompose.sql count as ``none``)."""
     cond, params = flt.where("order_ts", "latency")
-    row = ds.sql("SELECT count(*), count(network_rtt_ns), "
-                 + ", ".join(f"count(*) FILTER (WHERE coalesce(network_method, 'none') = '{m}')"
-                             for m in NETWORK_METHODS)
-                 + f" FROM latency WHERE {cond}", params).fetchall()[0]
-    return dict(zip(("rows", "pure_ack_rtt", *NETWORK_METHODS), map(int, row), strict=True))
+    row = ds.fetchall("SELECT count(*), count(network_rtt_ns), "
+                      + ", ".join(f"count(*) FILTER (WHERE coalesce(network_method, 'none') "
+                                  f"= '{m}')" for m in NETWORK_METHODS)
+                      + f" FROM latency WHERE {cond}", params)[0]
+    return dict(zip(("rows", "pure_ack_rtt", *NETWORK_METHODS), map(int, row), strict=True))  # type: ignore[arg-type]
 
 
 def coverage_note(cov: dict[str, int], metric: str) -> str | None:
@@ -468,16 +471,61 @@ def percentiles(
 
     >>> percentiles(ds, by="endpoint", exchange="okx")               # doctest: +SKIP
     """
+    _check_metric(metric)
+    flt = make_filter(ds, exchange=exchange, since=since, until=until, leg=leg, kind=kind,
+                      capture=capture)
+    sql, params, _ = _percentile_query(group_columns(by), flt, metric, bucket)
+    return utc(ds.df(sql, params))
+
+
+def percentile_rows(ds: Dataset, groups: list[str], flt: Filter, *, metric: str = "latency",
+                    bucket: str | dt.timedelta = "1min"
+                    ) -> tuple[list[str], list[tuple[object, ...]]]:
+    """``percentiles`` as (column names, rows of Python values), without pandas: what a
+    report printed as text needs (``pcapflow.report``). The same SQL and rows; times
+    (the ``minute`` key) are ``datetime`` in UTC, nulls ``None``. ``groups`` as
+    ``group_columns`` gives them, ``flt`` as ``make_filter`` does."""
+    sql, params, cols = _percentile_query(groups, flt, metric, bucket)
+    if "minute" in cols:  # as epoch ns: no time zone conversion on the way to Python
+        sql = f"SELECT * REPLACE (epoch_ns(minute) AS minute) FROM ({sql})"
+    names, rows = ds.fetch_named(sql, params)
+    if "minute" in cols:
+        i = names.index("minute")
+        rows = [(*r[:i], _utc_datetime(r[i]), *r[i + 1:]) for r in rows]
+    return names, rows
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _utc_datetime(ns: object) -> dt.datetime | None:
+    """Epoch nanoseconds as a UTC ``datetime`` (to the µs: minute buckets are whole)."""
+    return None if ns is None else _EPOCH + dt.timedelta(microseconds=int(ns) // 1000)  # type: ignore[call-overload]
+
+
+def _bucket_ns(bucket: str | dt.timedelta) -> int:
+    """The width of ``minute`` groups in ns (``pd.Timedelta`` parses it; not for the
+    default, so a report by minute needs no pandas)."""
+    if bucket == "1min":
+        return 60_000_000_000
+    import pandas as pd
+
+    return int(pd.Timedelta(bucket).value)
+
+
+def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; use {', '.join(METRICS)}",
                           code="bad_metric")
-    flt = make_filter(ds, exchange=exchange, since=since, until=until, leg=leg, kind=kind,
-                      capture=capture)
-    bucket_ns = int(pd.Timedelta(bucket).value)
+
+
+def _percentile_query(groups: list[str], flt: Filter, metric: str,
+                      bucket: str | dt.timedelta) -> tuple[str, list[object], list[str]]:
+    _check_metric(metric)
+    bucket_ns = _bucket_ns(bucket)
     if bucket_ns <= 0:
         raise ConfigError(f"bucket must be positive, got {bucket!r}", code="bad_bucket")
-    sql, params, _ = percentile_sql(group_columns(by), flt, metric=metric, bucket_ns=bucket_ns)
-    return utc(ds.df(sql, params))
+    return percentile_sql(groups, flt, metric=metric, bucket_ns=bucket_ns)
 
 
 # -- before/after --------------------------------------------------------------------------
@@ -489,6 +537,9 @@ indices): replicates are drawn in batches so memory does not grow with n * n_boo
 
 def _values(x: Dataset | pd.DataFrame | pd.Series | np.ndarray | Sequence[int],
             metric: str, filters: dict[str, object]) -> np.ndarray:
+    import numpy as np
+    import pandas as pd
+
     if hasattr(x, "sql"):  # a Dataset
         x = latency(x, **filters)  # type: ignore[arg-type]
     col = METRICS[metric]
@@ -501,6 +552,8 @@ def _values(x: Dataset | pd.DataFrame | pd.Series | np.ndarray | Sequence[int],
 def _boot_quantiles(x: np.ndarray, quantiles: np.ndarray, n_boot: int,
                     rng: np.random.Generator) -> np.ndarray:
     """(n_boot, len(quantiles)) quantiles of bootstrap resamples of ``x``."""
+    import numpy as np
+
     out = np.empty((n_boot, quantiles.size))
     batch = max(1, _BOOT_BATCH_VALUES // max(1, x.size))
     for start in range(0, n_boot, batch):
@@ -521,6 +574,9 @@ def bootstrap_quantile_diff(
     differences. Values keep their unit (ns in, ns out). One row per quantile,
     indexed ``p50``, ``p99``...; ``q`` holds the quantile as a fraction.
     """
+    import numpy as np
+    import pandas as pd
+
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0 or b.size == 0:
         raise ConfigError("compare needs at least one value on each side", code="empty_sample")

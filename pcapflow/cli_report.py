@@ -3,7 +3,9 @@
 Thin: options are parsed here, everything else is ``pcapflow.report``,
 ``pcapflow.plots`` and ``pcapflow.html_report`` (the same calls a notebook makes).
 A bad ``--by``, ``--exchange`` or time is a usage error (exit 2) that names what
-is accepted, e.g. the venues present in the dataset.
+is accepted, e.g. the venues present in the dataset. The default report (a table or
+JSON, no ``--html``, ``--by cause`` or ``--slowest``) runs without pandas
+(``report.build(frame=False)``); rich loads only for a terminal.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
-from rich.console import Console
 
-from . import analysis, render, report, why_report
+from . import analysis, render, report
 from .dataset import Dataset, require
 from .parsers.errors import ConfigError
 
-console = Console(stderr=True, soft_wrap=True)
-out = Console()
+if TYPE_CHECKING:
+    import pandas as pd
+
+console = render.LazyConsole(stderr=True, soft_wrap=True)
+out = render.LazyConsole()
 
 FORMATS = ("table", "json", "csv")
 LEGS = ("ack", "engine", "all")
@@ -102,10 +105,13 @@ def report_cmd(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if leg not in LEGS:
         raise typer.BadParameter(f"use one of {', '.join(LEGS)}", param_hint="--leg")
+    cause = [b.strip() for b in by.split(",")] in (["cause"], ["venue", "cause"],
+                                                   ["cause", "venue"])
+    # the table alone reads a few views (~1-2 ms each to make); the rest need them all
+    views = None if cause or slowest or plot or html else report.TABLES
     with contextlib.ExitStack() as stack:
-        ds = whole = stack.enter_context(Dataset(require(data)))
-        if [b.strip() for b in by.split(",")] in (["cause"], ["venue", "cause"],
-                                                   ["cause", "venue"]):
+        ds = whole = stack.enter_context(Dataset(require(data), views=views))
+        if cause:
             _why(ds, exchange, since, until, None if leg == "all" else leg, capture, fmt,
                  slowest)
             return
@@ -115,12 +121,14 @@ def report_cmd(
                 ds = stack.enter_context(ds.narrow(since, until))
             rep = report.build(ds, by=by, exchange=exchange, since=since, until=until,
                                leg=None if leg == "all" else leg, metric=metric,
-                               capture=capture, whole=whole)
+                               capture=capture, whole=whole, frame=html is not None)
         except ConfigError as err:
             hint = OPTION_OF_ERROR.get(err.code, "--since/--until")
             raise typer.BadParameter(str(err), param_hint=hint) from err
         emit(rep, fmt)
         if slowest:
+            from . import why_report
+
             _emit_slowest(why_report.slowest(ds, rep.filter(), slowest), fmt)
         for path in write_outputs(ds, rep, plot, html):
             console.print(f"wrote {path}")
@@ -129,6 +137,8 @@ def report_cmd(
 def _why(ds: Dataset, exchange: str | None, since: str | None, until: str | None,
          leg: str | None, capture: str | None, fmt: str, slowest: int) -> None:
     """``--by cause``: the causes table per venue (and ``--slowest``)."""
+    from . import why_report
+
     try:
         flt = analysis.make_filter(ds, exchange=exchange, since=since, until=until, leg=leg,
                                    capture=capture)
@@ -150,6 +160,8 @@ def _why(ds: Dataset, exchange: str | None, since: str | None, until: str | None
 
 
 def _emit_slowest(df: pd.DataFrame, fmt: str) -> None:
+    from . import why_report
+
     if fmt in ("json", "csv"):
         _write_frame(df, fmt)
         return
@@ -162,6 +174,8 @@ def _emit_slowest(df: pd.DataFrame, fmt: str) -> None:
 def _write_frame(df: pd.DataFrame, fmt: str) -> None:
     """``df`` as JSON records or CSV on stdout: times ISO 8601, missing values null."""
     import json
+
+    import pandas as pd
 
     recs = [{k: (v.isoformat() if isinstance(v, pd.Timestamp) else
                  None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else

@@ -245,6 +245,12 @@ class Dataset:
         rows = self._con.execute(query, params or []).fetchall()
         return rows[0] if rows else None
 
+    def fetch_named(self, query: str, params: list[object] | None = None
+                    ) -> tuple[list[str], list[tuple[object, ...]]]:
+        """Run SQL and return (column names, all rows as tuples)."""
+        cur = self._con.execute(query, params or [])
+        return [d[0] for d in cur.description], cur.fetchall()
+
     def scalar(self, query: str, params: list[object] | None = None) -> object:
         """Run SQL and return the first column of the first row."""
         row = self.fetchone(query, params)

@@ -213,8 +213,9 @@ def lines_needed(header: Sequence[str], rows: Sequence[Sequence[str]], right: It
 def note(console: Console | LazyConsole, text: str, style: str | None = None) -> None:
     """A line under a table: on a terminal wrapped between words at its width, piped one
     line (so a script can grep it)."""
-    console.print(f"[{style}]{text}[/{style}]" if style else text, highlight=False,
-                  soft_wrap=not console.is_terminal)
+    terminal = console.is_terminal  # (piped, a style shows nothing: plain text is the same)
+    console.print(f"[{style}]{text}[/{style}]" if style and terminal else text,
+                  highlight=False, soft_wrap=not terminal)
 
 
 def natural_width(header: Sequence[str], rows: Sequence[Sequence[str]],
@@ -284,8 +285,32 @@ class LazyConsole:
                 return False
         return self.get().is_terminal
 
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """``Console.print``; one line of plain text to a pipe is written without rich
+        (``plain_line``): what rich would write there, character for character."""
+        if (self._console is None and len(objects) == 1 and isinstance(objects[0], str)
+                and set(kwargs) <= {"highlight", "soft_wrap"}
+                and kwargs.get("soft_wrap", self._kwargs.get("soft_wrap", False))
+                and set(self._kwargs) <= {"stderr", "soft_wrap"}
+                and plain_line(objects[0]) and not self.is_terminal):
+            self.file.write(objects[0] + "\n")
+            self.file.flush()
+            return
+        self.get().print(*objects, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.get(), name)
+
+
+_RICH_SYNTAX = re.compile(r"[\[\]\\\t]|:\S*?:")
+"""What rich reads in a printed string: markup (``[bold]``, ``\\[``), emoji codes
+(``:smile:``) and tabs (expanded)."""
+
+
+def plain_line(text: str) -> bool:
+    """Does rich print ``text`` unchanged to a pipe (with ``soft_wrap``: no wrapping)?
+    True for printable text with no markup, emoji code or tab in it."""
+    return text.isprintable() and _RICH_SYNTAX.search(text) is None
 
 
 def show(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = (), *,

@@ -7,6 +7,12 @@ see ``pcapflow.analysis``) and returns a ``Report``; ``render_table``,
 with 3 decimals below 10 µs, 2 below 1 ms and 1 above (nanosecond resolution
 where it matters, readable where it does not); JSON and CSV keep every value
 rounded to the nanosecond (3 decimals of µs).
+
+The table is a pandas DataFrame (``build``'s default: what a notebook and the HTML
+report read) or, built with ``frame=False``, ``Rows``: the same SQL's rows as plain
+Python values, which is all the text and JSON output need. ``pcapflow report`` prints
+that way without importing pandas, pyarrow or NumPy (~0.4 s of its start-up); the
+formatting below reads either kind of table, so both print the same text.
 """
 
 from __future__ import annotations
@@ -14,17 +20,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import pandas as pd
-from rich.table import Table
-
 from . import analysis, render
+from .coverage import TABLES as COVERAGE_TABLES
 from .coverage import coverage as connection_coverage
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
     from .dataset import Dataset
 
 # Columns of a report, in display order: (DataFrame column, heading).
@@ -38,15 +45,50 @@ STAT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("p99_9_us", "p99.9"),
     ("max_us", "max"),
 )
+TABLES = ("latency", "unmatched", *COVERAGE_TABLES)
+"""The views ``build`` reads (a ``Dataset(..., views=TABLES)`` of these alone answers it)."""
 QUANTILE_NOTE = ("µs; quantiles by linear interpolation (DuckDB quantile_cont, "
                  "numpy.quantile default)")
+
+
+class Rows:
+    """A percentile table as plain Python values: column names and one tuple per row
+    (nulls ``None``, times ``datetime`` in UTC), as ``analysis.percentile_rows`` gives
+    them. Holds what ``cells`` and ``records`` read of a DataFrame."""
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns: list[str], rows: list[tuple[object, ...]]) -> None:
+        self.columns = list(columns)
+        self.rows = list(rows)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[object]:
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+    def insert(self, at: int, name: str, values: Sequence[object]) -> None:
+        """Add a column before position ``at`` (as ``DataFrame.insert``)."""
+        self.columns.insert(at, name)
+        self.rows = [(*r[:at], v, *r[at:]) for r, v in zip(self.rows, values, strict=True)]
+
+    def __repr__(self) -> str:
+        return f"Rows({self.columns!r}, {len(self.rows)} rows)"
+
 
 
 @dataclass(slots=True, kw_only=True)
 class Report:
     """A percentile table and what it was computed over."""
 
-    table: pd.DataFrame
+    table: pd.DataFrame | Rows
+    """A DataFrame (``build``'s default) or ``Rows`` (``build(frame=False)``)."""
     keys: list[str]
     by: list[str]
     exchange: list[str | None] | None = None
@@ -97,28 +139,34 @@ def build(
     metric: str = "latency",
     capture: str | None = None,
     whole: Dataset | None = None,
+    frame: bool = True,
 ) -> Report:
     """Compute the report (raises ``ConfigError`` for an unknown exchange or group).
 
     ``whole``: when ``ds`` is narrowed to a time window's captures (``Dataset.narrow``),
     the whole dataset, against which an empty result is explained (which filter emptied
-    it, what time the orders span)."""
+    it, what time the orders span). ``frame=False``: the table as ``Rows`` (no pandas),
+    for printing."""
     groups = analysis.group_columns(by)
     flt = analysis.make_filter(ds, exchange=exchange, since=since, until=until, leg=leg,
                                capture=capture)
-    table = analysis.percentiles(ds, by=groups, exchange=flt.exchange, since=flt.since,
-                                 until=flt.until, leg=leg, metric=metric, capture=capture)
+    table: pd.DataFrame | Rows
+    if frame:
+        table = analysis.percentiles(ds, by=groups, exchange=flt.exchange, since=flt.since,
+                                     until=flt.until, leg=leg, metric=metric, capture=capture)
+    else:
+        table = Rows(*analysis.percentile_rows(ds, groups, flt, metric=metric))
     if "capture_id" in table.columns:  # the file name, which people know it by
         names = capture_names(ds)
         table.insert(list(table.columns).index("capture_id"), "capture",
-                     [names.get(c, c) for c in table["capture_id"]])
+                     [names.get(c, c) for c in _column(table, "capture_id")])  # type: ignore[call-overload]
     keys = [c for c in table.columns if c not in {s for s, _ in STAT_COLUMNS}
             and not c.endswith("_us") and c != "encrypted"
             and not (c == "capture_id" and "capture" in table.columns)]
     notes = []
     if table.empty:
         notes.append(analysis.why_empty(whole if whole is not None else ds, flt))
-    elif table["venue"].isna().any():
+    elif _any_null(table, "venue"):
         notes.append("(unknown): connections no venue rule named, e.g. FIX without a "
                      "venue map; select them with --exchange unknown, name them with "
                      "--venues map.toml (docs/venue-map.md)")
@@ -127,14 +175,50 @@ def build(
         line = connection_coverage(ds, capture_ids=ids, venues=flt.exchange).line()
         if line:
             notes.append(line)
-    if not table.empty and int(table["encrypted"].sum()):
-        notes.append(f"{int(table['encrypted'].sum())} rows were paired from TLS record "
+    if not table.empty and _total(table, "encrypted"):
+        notes.append(f"{_total(table, 'encrypted')} rows were paired from TLS record "
                      "timing only (not decrypted): see the `encrypted` column")
     coverage = analysis.coverage_note(analysis.network_coverage(ds, flt), metric)
     if coverage:
         notes.append(coverage)
     return Report(table=table, keys=keys, by=groups, exchange=flt.exchange, since=flt.since,
                   until=flt.until, leg=leg, metric=metric, capture=capture, notes=notes)
+
+
+def _column(table: pd.DataFrame | Rows, name: str) -> list[object]:
+    """A column's values (a DataFrame's as Python scalars, as iterating it gives them)."""
+    return table.column(name) if isinstance(table, Rows) else list(table[name])
+
+
+def _any_null(table: pd.DataFrame | Rows, name: str) -> bool:
+    if isinstance(table, Rows):
+        return any(_missing(v) for v in table.column(name))
+    return bool(table[name].isna().any())
+
+
+def _total(table: pd.DataFrame | Rows, name: str) -> int:
+    """The sum of an integer column (0 for no rows)."""
+    if isinstance(table, Rows):
+        return sum(int(v) for v in table.column(name) if not _missing(v))  # type: ignore[call-overload]
+    return int(table[name].sum())
+
+
+def _dicts(table: pd.DataFrame | Rows) -> Iterator[dict[str, object]]:
+    """The rows as dicts (a DataFrame's as ``to_dict(orient="records")`` gives them)."""
+    if isinstance(table, Rows):
+        return (dict(zip(table.columns, r, strict=True)) for r in table.rows)
+    return iter(table.to_dict(orient="records"))
+
+
+def _missing(v: object) -> bool:
+    """A null as pandas sees one (``pd.isna`` of a scalar), without pandas: None, NaN,
+    NaT (unequal to itself), ``pd.NA`` (whose comparisons are NA: no truth value)."""
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except TypeError:
+        return True
 
 
 def format_us(value: float | None) -> str:
@@ -155,12 +239,12 @@ NULL_KEY = {"status": "(no reply)", "venue": "(unknown)"}
 def key_text(value: object, key: str = "") -> str:
     """A group key as people read it: FIX MsgTypes by name, empty keys said, times to
     the minute."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+    if _missing(value):
         return NULL_KEY.get(key, "-")
     if key == "endpoint" and value in analysis.FIX_ENDPOINTS:
         return analysis.FIX_ENDPOINTS[value]  # type: ignore[index]
-    if isinstance(value, pd.Timestamp | dt.datetime):
-        return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, dt.datetime):  # (a pandas Timestamp is one)
+        return value.strftime("%Y-%m-%d %H:%M")
     return str(value)
 
 
@@ -206,21 +290,23 @@ def cells(report: Report) -> tuple[list[str], list[list[str]], list[int]]:
     its largest value reaches 10 ms), named in its heading (``p99 ms``).
     """
     t = report.table
-    show_enc = bool(len(t)) and int(t["encrypted"].sum()) > 0
+    show_enc = bool(len(t)) and _total(t, "encrypted") > 0
     header = [k.replace("_", " ") for k in report.keys]
     cols: list[tuple[str, str, float]] = []  # (column, heading, divisor from µs)
     for col, head in STAT_COLUMNS:
         if col in ("count", "unmatched"):
             cols.append((col, SHORT_HEAD[col], 0.0))
         else:
-            unit, div = render.duration_unit(_num(v) for v in t[col]) if len(t) else ("µs", 1.0)
+            unit, div = (render.duration_unit(_num(v) for v in _column(t, col)) if len(t)
+                         else ("µs", 1.0))
             cols.append((col, f"{head} {unit}", div))
     if show_enc:
         cols.append(("encrypted", SHORT_HEAD["encrypted"], 0.0))
     header += [h for _, h, _ in cols]
     rows = []
-    for row in t.itertuples(index=False):
-        r = row._asdict()
+    dicts = _dicts(t) if isinstance(t, Rows) else (
+        row._asdict() for row in t.itertuples(index=False))
+    for r in dicts:
         line = [key_text(r[k], k) for k in report.keys]
         for col, _, div in cols:
             v = _num(r[col])
@@ -257,20 +343,20 @@ def render_table(report: Report, width: int | None = None) -> Table:
 
 
 def _num(v: object) -> float | None:
-    return None if v is None or pd.isna(v) else float(v)  # type: ignore[arg-type]
+    return None if _missing(v) else float(v)  # type: ignore[arg-type]
 
 
 def records(report: Report) -> list[dict[str, object]]:
     """Report rows as plain dicts: keys as text (times ISO 8601), µs rounded to the ns."""
     out = []
-    for row in report.table.to_dict(orient="records"):
+    for row in _dicts(report.table):
         rec: dict[str, object] = {}
         for k, v in row.items():
             if k.endswith("_us"):
-                rec[k] = None if pd.isna(v) else round(float(v), 3)
+                rec[k] = None if _missing(v) else round(float(v), 3)  # type: ignore[arg-type]
             elif k in ("count", "unmatched", "encrypted", "flow_id"):
-                rec[k] = None if pd.isna(v) else int(v)
-            elif isinstance(v, pd.Timestamp):
+                rec[k] = None if _missing(v) else int(v)  # type: ignore[call-overload]
+            elif isinstance(v, dt.datetime) and not _missing(v):  # (Timestamps too)
                 rec[k] = v.isoformat()
             else:
                 rec[k] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
@@ -285,5 +371,7 @@ def to_json(report: Report) -> str:
 
 def to_csv(report: Report) -> str:
     """CSV with a header row; the same values as ``to_json``."""
+    import pandas as pd
+
     df = pd.DataFrame(records(report), columns=list(report.table.columns))
     return df.to_csv(index=False, lineterminator="\n")
