@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -175,8 +176,6 @@ def ingest(
             raise typer.BadParameter(str(err), param_hint="--limit") from None
         name, _, value = item.partition("=")
         overrides[name] = value
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from . import api
     from .dataset import data_dir
 
@@ -191,27 +190,9 @@ def ingest(
     had = {p.name.removeprefix("capture_id=") for p in (root / "captures").glob("capture_id=*")}
     sizes = {s[0]: sum(os.path.getsize(f) if f != "-" else 0 for f in s) for s in plan}
     names = {s[0]: _set_name(s) for s in plan}
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console.get() if isinstance(console, LazyConsole) else console,
-        transient=True,
-        disable=not console.is_terminal,
-        # redrawn after each chunk, not by rich's refresh thread: a sharded ingest
-        # forks its workers, and no thread should be running at a fork
-        auto_refresh=False,
-    ) as prog:
-        tasks = {c: prog.add_task(names[c], total=sizes[c] or None, info="") for c in sizes}
 
-        def progress(path: str, nbytes: int, npk: int) -> None:
-            t = tasks[path]
-            el = prog.tasks[t].elapsed or 1e-9
-            prog.update(t, completed=nbytes, info=f"{npk:,} packets, {npk / el:,.0f} pkt/s",
-                        refresh=True)
-
-        results = api.ingest(
+    def run(progress: Callable[[str, int, int], None] | None) -> list:
+        return api.ingest(
             plan,
             keylog=keylog,
             data=root,
@@ -225,6 +206,33 @@ def ingest(
             resume=not new_set,
             cluster=cluster,
         )
+
+    if not console.is_terminal:  # no progress bars to draw: rich.progress stays unloaded
+        results = run(None)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console.get() if isinstance(console, LazyConsole) else console,
+            transient=True,
+            # redrawn after each chunk, not by rich's refresh thread: a sharded ingest
+            # forks its workers, and no thread should be running at a fork
+            auto_refresh=False,
+        ) as prog:
+            tasks = {c: prog.add_task(names[c], total=sizes[c] or None, info="")
+                     for c in sizes}
+
+            def progress(path: str, nbytes: int, npk: int) -> None:
+                t = tasks[path]
+                el = prog.tasks[t].elapsed or 1e-9
+                prog.update(t, completed=nbytes,
+                            info=f"{npk:,} packets, {npk / el:,.0f} pkt/s", refresh=True)
+
+            results = run(progress)
     _print_summary(root, results, had, tcp_only=tcp_only, verbose=verbose)
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
