@@ -388,6 +388,8 @@ def group_columns(by: str | Sequence[str]) -> list[str]:
     for b in names:
         if b not in out:
             out.append(b)
+    if "flow" in out and "capture" in out:  # a flow's keys are (capture_id, flow_id)
+        out.remove("capture")
     return out
 
 

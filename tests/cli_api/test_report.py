@@ -193,6 +193,11 @@ def test_percentiles_by_flow_and_capture(ds: Dataset, synth: tuple[Path, pd.Data
         _check_row(row, sel.latency_ns.to_numpy(), 1 if row.flow_id == 1 else 0)
     by_cap = analysis.percentiles(ds, by="capture", capture="after.pcap")
     assert set(by_cap.capture_id) == {"bbbbbbbbbbbbbbbb"}
+    # a flow is keyed by its capture already: both asked for give the flow's groups
+    for by in ("flow,capture", "capture,flow"):
+        both = analysis.percentiles(ds, by=by, exchange="binance")
+        assert list(both.columns[:3]) == ["venue", "capture_id", "flow_id"]
+        assert both.equals(pt)
 
 
 def test_percentiles_by_minute_buckets(ds: Dataset, synth: tuple[Path, pd.DataFrame]) -> None:
