@@ -18,7 +18,7 @@ How this works.
   change it (an episode's last event plus the gap that would join the next one,
   the next interval of a microburst, a cause's reply, a latency alert's order
   time). A row that settles before ``C`` is final: written as a final part, kept
-  as it is by later commands (hard links); the others are provisional. Latency
+  as it is by later commands (never rewritten); the others are provisional. Latency
   alerts use the order cut ``P <= C``: before the oldest order still waiting for
   its reply (at most ``PENDING_NS`` back), since a late reply adds a row at its
   order's time.
