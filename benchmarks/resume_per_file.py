@@ -7,7 +7,7 @@ Splits the capture with ``editcap -c`` into each number of parts given (as a rot
 would leave it), then, in one warm process, ingests the parts ONE PER CALL
 (``ingest_capture(..., resume=True)``, as ``pcapflow watch`` does when each file
 closes) and prints each call's CPU seconds, with the matcher's share
-(``match_staged``: the SQL families) and the derived tables' (``derive_staged``:
+(``match_tables``: the SQL families) and the derived tables' (``derive_staged``:
 ``causes``, ``feed_gaps``, ``alerts``). A call whose cost grows with k re-reads the
 set so far; a flat one costs its own file (``pipelines/match_carry.py``,
 ``pcapflow/feed_carry.py``). Also the single-file ingest of the whole capture, for
@@ -41,7 +41,7 @@ def run(capture: str, keylog: list[str], parts: int, work: Path) -> dict[str, ob
                     str(pdir / "rot.pcap")], check=True, capture_output=True)
     files = sorted(str(p) for p in pdir.iterdir())
     spent = {"match": 0.0, "derive": 0.0}
-    match, derive = venues.match_staged, why.derive_staged
+    match, derive = venues.match_tables, why.derive_staged
 
     def timed(name: str, fn):  # type: ignore[no-untyped-def]
         def call(*a, **k):  # type: ignore[no-untyped-def]
@@ -52,7 +52,7 @@ def run(capture: str, keylog: list[str], parts: int, work: Path) -> dict[str, ob
                 spent[name] += time.process_time() - t
         return call
 
-    venues.match_staged = timed("match", match)  # type: ignore[assignment]
+    venues.match_tables = timed("match", match)  # type: ignore[assignment]
     why.derive_staged = timed("derive", derive)  # type: ignore[assignment]
     app, matcher = api._app_factory(keylog), api._matcher(None)
     data = work / "data"
@@ -74,7 +74,7 @@ def run(capture: str, keylog: list[str], parts: int, work: Path) -> dict[str, ob
             print(f"{parts} parts: call {k:3d}: {cpu:.3f} s CPU (match {spent['match']:.3f}, "
                   f"derived tables {spent['derive']:.3f})", flush=True)
     finally:
-        venues.match_staged, why.derive_staged = match, derive  # type: ignore[assignment]
+        venues.match_tables, why.derive_staged = match, derive  # type: ignore[assignment]
     total = sum(float(c["cpu_s"]) for c in calls)  # type: ignore[arg-type]
     print(f"{parts} parts: single file {single:.2f} s CPU; one per call {total:.2f} s CPU "
           f"({100 * (total / single - 1):+.0f}%)", flush=True)

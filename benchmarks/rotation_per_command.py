@@ -10,15 +10,18 @@ rotation's. Each is ingested by its own ``pcapflow.ingest`` call in this warm pr
 (as ``pcapflow watch`` does when a file closes: the call resumes the set the earlier
 calls built), then the metrics are refreshed (``DatasetMetrics``, as
 ``--metrics-port`` does). Per call: CPU seconds (this process, all threads), wall
-seconds, RSS after, and the shares of the matcher (``match_staged``), the derived
+seconds, RSS after, and the shares of the matcher (``match_tables``), the derived
 tables (``derive_staged``: causes, feed_gaps, alerts), the commit
-(``Staging.commit``) and the metrics refresh. ``slope_*``: least-squares seconds per
+(``Staging.commit``), the carry (``resume.carry`` and ``carry_candidates``: what the
+command does with the set's earlier parts before reading its file) and the metrics
+refresh. ``slope_*``: least-squares seconds per
 file already in the set, over the calls after the first ``--skip``.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import sys
@@ -61,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", type=int, default=2, help="calls left out of the slope")
     ap.add_argument("--label", default="")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", default=None, metavar="K,K2,...:PREFIX",
+                    help="cProfile these calls, each to PREFIX-<k>.pstats (what grows with "
+                    "the set: compare an early call's with a late one's)")
     a = ap.parse_args(argv)
+    prof_at, prof_out = set(), ""
+    if a.profile:
+        ks, _, prof_out = a.profile.partition(":")
+        prof_at = {int(k) for k in ks.split(",")}
 
     from make_capture import Config, plan, write
     from pcapflow.pipelines import store
@@ -71,9 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     from pcapflow.metrics import DatasetMetrics
 
     spent: dict[str, float] = {}
-    venues.match_staged = _timer(spent, "match", venues.match_staged)  # type: ignore
+    for name in ("match_tables", "match_staged"):  # (the matcher's entry, as venues calls it)
+        if hasattr(venues, name):
+            setattr(venues, name, _timer(spent, "match", getattr(venues, name)))
+            break
     why.derive_staged = _timer(spent, "derive", why.derive_staged)  # type: ignore
     store.Staging.commit = _timer(spent, "commit", store.Staging.commit)  # type: ignore
+    from pcapflow.pipelines.ingest import resume
+
+    # what a resumed command does with the set's earlier parts before it reads its file
+    resume.carry = _timer(spent, "carry", resume.carry)  # type: ignore
+    resume.carry_candidates = _timer(spent, "carry", resume.carry_candidates)  # type: ignore
+    if hasattr(store.Staging, "mark_durable"):  # (before the append commit: the links' stat)
+        store.Staging.mark_durable = _timer(spent, "carry", store.Staging.mark_durable)
 
     tmp = Path(tempfile.mkdtemp(prefix="pcf-rotcmd-"))
     d, root = tmp / "rot", tmp / "ds"
@@ -93,17 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k, f in enumerate(files):
         spent.clear()
+        prof = cProfile.Profile() if k in prof_at else None
+        if prof is not None:
+            prof.enable()
         t0, c0 = time.perf_counter(), time.process_time()
         r = pcapflow.ingest([[str(f)]], data=root)[0]
         c1 = time.process_time()
         metrics.refresh()
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(f"{prof_out}-{k}.pstats")
         assert k == 0 or r.resumed_from is not None, (k, r)
         rows.append({"k": k, "cpu_s": round(cpu, 4), "wall_s": round(wall, 4),
                      "ingest_cpu_s": round(c1 - c0, 4),
                      "match_s": round(spent.get("match", 0.0), 4),
                      "derive_s": round(spent.get("derive", 0.0), 4),
                      "commit_s": round(spent.get("commit", 0.0), 4),
+                     "carry_s": round(spent.get("carry", 0.0), 4),
                      "metrics_s": round(time.process_time() - c1, 4),
                      "rss_mb": round(rss_mb(), 1)})
         print(json.dumps(rows[-1]), flush=True)
@@ -111,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = [float(r["k"]) for r in tail]
     res: dict[str, Any] = {"label": a.label, "files": a.files, "rotate_s": a.rotate_s,
                            "pps": a.pps, "load_avg_at_end": os.getloadavg()}
-    for col in ("cpu_s", "match_s", "derive_s", "commit_s", "metrics_s", "rss_mb"):
+    for col in ("cpu_s", "match_s", "derive_s", "commit_s", "carry_s", "metrics_s", "rss_mb"):
         b0, b1 = slope(ks, [float(r[col]) for r in tail])
         res[f"slope_{col}"] = {"intercept": round(b0, 4), "per_file": round(b1, 5)}
     rest = [float(r["cpu_s"]) - float(r["match_s"]) - float(r["derive_s"])

@@ -56,7 +56,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from .parsers.errors import ConfigError
-from .pipelines.match import MatchOutput, address_venues, match_staged
+from .pipelines.match import (
+    INPUT_TABLES,
+    MESSAGE_TABLES,
+    MatchOutput,
+    address_venues,
+    match_tables,
+)
 from .pipelines.venue_rules import MATCHERS, Assignment, FlowContent, FlowFacts
 
 
@@ -492,7 +498,14 @@ class IngestMatcher:
 
     def __call__(self, stage_dir: Path, flows: pa.Table,
                  capture_id: str | None = None) -> MatchOutput:
-        out = match_staged(stage_dir, flows, self.registry)
+        from .pipelines.ingest.resume import staged_parts
+        from .pipelines.prefilter import staged_candidates
+
+        # the set's earlier parts too, when the ingest continues a rotation's set
+        files = staged_parts(stage_dir, INPUT_TABLES)
+        candidates = (staged_candidates(stage_dir, files["ws_messages"])
+                      if any(files[t] for t in MESSAGE_TABLES) else None)
+        out = match_tables(files, flows, self.registry, candidates=candidates)
         if capture_id is not None:
             from .why import derive_staged
 

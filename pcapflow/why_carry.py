@@ -18,7 +18,7 @@ How this works.
   change it (an episode's last event plus the gap that would join the next one,
   the next interval of a microburst, a cause's reply, a latency alert's order
   time). A row that settles before ``C`` is final: written as a final part, kept
-  as it is by later commands (hard links); the others are provisional. Latency
+  as it is by later commands (never rewritten); the others are provisional. Latency
   alerts use the order cut ``P <= C``: before the oldest order still waiting for
   its reply (at most ``PENDING_NS`` back), since a late reply adds a row at its
   order's time.
@@ -58,7 +58,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .alerts import Settings
-from .pipelines.ingest.resume import CARRIED, HELD, STATE_FILE, TAIL_PREFIX, read_header
+from .pipelines.ingest.resume import (
+    CARRIED,
+    HELD,
+    STATE_FILE,
+    TAIL_PREFIX,
+    carried_parts,
+    drop_carried,
+    read_header,
+)
 from .pipelines.store import STATE, partition_dir
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
@@ -99,7 +107,7 @@ class Parts:
     """The staged Parquet parts of one ingest, by origin."""
 
     old: dict[str, list[Path]] = field(default_factory=dict)
-    """The set's earlier final parts (``resume.carry`` linked them)."""
+    """The set's earlier final parts (in the dataset: ``resume.carried_parts``)."""
     new: dict[str, list[Path]] = field(default_factory=dict)
     """This command's final parts."""
     tail: dict[str, list[Path]] = field(default_factory=dict)
@@ -108,17 +116,13 @@ class Parts:
 
     @classmethod
     def of(cls, stage_dir: Path) -> Parts:
-        manifest = stage_dir / CARRIED
-        linked = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        out = cls(resumed=manifest.is_file())
+        out = cls(resumed=(stage_dir / CARRIED).is_file())
+        carried = carried_parts(stage_dir)
         for t in TABLES:
-            names = set(linked.get(t, ()))
             files = sorted((stage_dir / t).glob("*.parquet"))
-            out.old[t] = [p for p in files if p.name in names]
-            out.tail[t] = [p for p in files if p.name not in names
-                           and p.name.startswith(f"part-{TAIL_PREFIX}")]
-            out.new[t] = [p for p in files if p.name not in names
-                          and not p.name.startswith(f"part-{TAIL_PREFIX}")]
+            out.old[t] = carried.get(t, [])
+            out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
+            out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
         return out
 
     def fresh(self, t: str) -> list[Path]:
@@ -290,9 +294,8 @@ def whole(plan: Plan, why: str) -> None:
     plan.why_whole = why
     WHOLE.append(why)
     plan.prev = None
-    for t in DERIVED:
-        for p in plan.parts.old.get(t, []):
-            p.unlink()
+    for t in DERIVED:  # (in the dataset: they go in this command's commit)
+        drop_carried(plan.stage_dir, t, plan.parts.old.get(t, []))
         plan.parts.old[t] = []
 
 

@@ -18,6 +18,16 @@ An ingest never writes there directly:
 So a reader sees a capture either exactly as before an ingest or exactly as
 after it, whatever moment the ingest was killed at; two ingests into the same
 dataset serialise on the lock during their (short) commits.
+
+Append mode. A rotation's next file (``pipelines.ingest.resume``) adds a few parts
+to a set of thousands: swapping whole partitions would move, and later unlink,
+every part of the set each command. Its staging directory holds only its own
+parts and ``APPEND`` (``_append.json``): per table, the set's parts it replaces
+(its provisional ``part-t*``). The journal of such a commit lists file moves
+instead of partition moves for those tables: each staged part into the
+partition, each replaced part to the trash. A move of a file is the same
+idempotent step as a partition's, so the journal, its commit point and the roll
+forward are unchanged: the commit costs this command's parts, not the set's.
 """
 
 from __future__ import annotations
@@ -106,6 +116,10 @@ def delta_columns(schema: pa.Schema) -> dict[str, str]:
 
 
 STAGING, JOURNAL, TRASH, LOCK = ".staging", ".journal", ".trash", ".lock"
+APPEND = "_append.json"
+"""Staging file of an append-mode commit (module docstring): ``{"capture_id": id,
+"drop": {table: [the partition's files, relative, that this commit replaces]}}``;
+the tables named there get their staged files added instead of a partition swap."""
 STATE = "_state"
 """Not a table: the open connections a rotation file left (``pipelines.ingest.resume``),
 one partition per capture like a table's, swapped in by the same commit."""
@@ -146,33 +160,43 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _move(src: Path, dst: Path) -> None:
+def _move(src: Path, dst: Path, touched: set[Path]) -> None:
+    """Rename ``src`` (a partition directory, or one file of one) to ``dst``; the
+    directories changed are added to ``touched`` (fsynced once, by ``_apply``)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
+    if dst.is_dir() and not dst.is_symlink():
         shutil.rmtree(dst)
+    elif dst.exists():
+        dst.unlink()
     os.replace(src, dst)
-    _fsync_dir(dst.parent)
+    touched.update((src.parent, dst.parent))
 
 
 def _apply(swaps: list[dict[str, str | None]]) -> None:
-    """Put each staged partition in place, the old one aside. Idempotent.
+    """Put each staged partition (or file, in append mode) in place, the old one
+    aside. Idempotent.
 
-    Per table: while ``staged`` still exists, the swap has not happened (the last
-    step of a swap consumes it), so the partition at ``final`` is the old one and
-    goes to ``trash``. Once ``staged`` is gone, ``final`` is the new one and is
-    left alone: replaying a finished journal changes nothing.
+    Per entry: while ``staged`` still exists, the swap has not happened (the last
+    step of a swap consumes it), so what is at ``final`` is the old one and goes to
+    ``trash``. Once ``staged`` is gone, ``final`` is the new one and is left alone:
+    replaying a finished journal changes nothing. (An entry names a whole partition,
+    or one file of a partition: ``APPEND``; a file's entry never names a directory
+    another entry moves.)
     """
+    touched: set[Path] = set()
     for swap in swaps:
         final, trash = Path(cast(str, swap["final"])), Path(cast(str, swap["trash"]))
         staged = swap["staged"]  # None: the capture has no rows in this table now
         if staged is None:
             if final.exists():
-                _move(final, trash)  # the capture no longer has rows in this table
+                _move(final, trash, touched)  # no rows here now (or a part replaced)
             continue
         if Path(staged).exists():
             if final.exists():
-                _move(final, trash)
-            _move(Path(staged), final)
+                _move(final, trash, touched)
+            _move(Path(staged), final, touched)
+    for d in sorted(touched):  # (durable before the journal goes)
+        _fsync_dir(d)
 
 
 def recover(root: Path) -> None:
@@ -283,7 +307,6 @@ class Staging:
         self.dir.mkdir(parents=True, exist_ok=adopted)
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._parts: dict[str, int] = {}
-        self._durable: set[tuple[int, int]] = set()  # (st_dev, st_ino): ``mark_durable``
         self.rows: dict[str, int] = {}
         self.row_group_rows = row_group_rows
         # Parquet encoding and compression run in one background thread (Arrow
@@ -293,6 +316,7 @@ class Staging:
         self._thread: threading.Thread | None = None
         self._stopping = False  # the thread was told to end (its None is queued)
         self._error: BaseException | None = None
+        self._journaled = False  # past the commit point: the journal is in place
 
     @classmethod
     def adopt(cls, root: Path, staged: Path) -> Staging:
@@ -394,22 +418,8 @@ class Staging:
             thread.join()
             self._thread, self._stopping = None, False
 
-    def mark_durable(self) -> None:
-        """Every file in the directory now is a hard link to a committed file (a
-        resumed set's parts, linked before anything is written: ``resume.carry``):
-        already on disk, so ``_fsync_all`` leaves it (and any other link to it)
-        alone; only what this ingest wrote is synced, not the whole set again."""
-        for f in self.dir.rglob("*"):
-            st = f.lstat()
-            if not f.is_dir() and st.st_nlink > 1:  # (a copy, on a file system
-                self._durable.add((st.st_dev, st.st_ino))  # without links: synced)
-
     def _fsync_all(self) -> None:
         for f in [*self.dir.rglob("*.parquet"), *(self.dir / STATE).rglob("*.*")]:
-            if self._durable:
-                st = f.stat()
-                if (st.st_dev, st.st_ino) in self._durable:
-                    continue
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
 
@@ -421,6 +431,15 @@ class Staging:
             with contextlib.suppress(Exception):
                 for w in self._writers.values():
                     w.close()
+        if self._journaled:
+            # failed past the commit point (an error or an interrupt while moving): the
+            # staged files are the journal's to put in place, so roll it forward now;
+            # if that fails too, leave them for the next ``recover``
+            try:
+                with locked(self.root):
+                    recover(self.root)
+            except BaseException:
+                return
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def commit(self, capture_id: str, *, tables: Iterable[str] | None = None,
@@ -445,10 +464,13 @@ class Staging:
                 raise StaleCapture(
                     f"capture {capture_id} was re-ingested meanwhile; run the command again")
             swaps: list[dict[str, str | None]] = []
+            append = self._append_plan(capture_id)
             for table in [*TABLES, STATE] if tables is None else dict.fromkeys(tables):
                 final = partition_dir(self.root, table, capture_id)
                 staged = self.dir / table
-                if final.exists() or staged.exists():
+                if table in append:
+                    swaps += self._append_swaps(table, final, append[table])
+                elif final.exists() or staged.exists():
                     swaps.append({
                         "final": str(final),
                         "trash": str(self.root / TRASH / self.txn / table),
@@ -469,12 +491,43 @@ class Staging:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, jdir / f"{self.txn}.json")  # the commit point
+            self._journaled = True
             _fsync_dir(jdir)
             _apply(swaps)
+            for table in append:  # a partition whose parts were all replaced by none
+                with contextlib.suppress(OSError):
+                    partition_dir(self.root, table, capture_id).rmdir()  # (if empty)
             shutil.rmtree(self.root / TRASH / self.txn, ignore_errors=True)
             (jdir / f"{self.txn}.json").unlink()
             shutil.rmtree(self.dir, ignore_errors=True)
         return others
+
+    def _append_plan(self, capture_id: str) -> dict[str, list[str]]:
+        """The tables this commit appends to (``APPEND``), each with the partition's
+        files it replaces; empty for a whole swap."""
+        path = self.dir / APPEND
+        if not path.is_file():
+            return {}
+        plan = json.loads(path.read_text())
+        if plan.get("capture_id") != capture_id:
+            raise PcapflowError(f"{self.dir}: staged to append to capture "
+                                f"{plan.get('capture_id')}, not {capture_id}")
+        return {str(t): [str(n) for n in names] for t, names in plan["drop"].items()}
+
+    def _append_swaps(self, table: str, final: Path, drop: list[str]
+                      ) -> list[dict[str, str | None]]:
+        """One entry per staged file of ``table`` (into the partition ``final``, beside
+        the parts kept) and per replaced file (to the trash): ``APPEND``."""
+        staged = self.dir / table
+        trash = self.root / TRASH / self.txn / table
+        names = sorted(str(f.relative_to(staged)) for f in staged.rglob("*")
+                       if not f.is_dir()) if staged.is_dir() else []
+        out: list[dict[str, str | None]] = [
+            {"final": str(final / n), "trash": str(trash / n), "staged": str(staged / n)}
+            for n in names]
+        out += [{"final": str(final / n), "trash": str(trash / n), "staged": None}
+                for n in sorted(set(drop) - set(names))]
+        return out
 
 
 def _captures_with(root: Path, sha256s: set[str], own: str) -> list[str]:

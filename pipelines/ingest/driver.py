@@ -142,7 +142,8 @@ def ingest_capture(
     t0 = time.perf_counter()
     paths = _paths(path)
     args: _Args = (paths, packets_table, app_layer, matcher, progress)
-    prev = resume_state.find(data_dir, paths, siblings) if resume else None
+    # (the commit of a resumed set appends to it: it expects the set as it was read)
+    prev, expect = _find_with_fingerprint(data_dir, paths, siblings) if resume else (None, None)
     keep = resume and all(resume_state.rotation_named(p) for p in paths)
     if prev is None and workers > 1 and app_layer is not None and can_shard(paths):
         try:
@@ -154,7 +155,8 @@ def ingest_capture(
         result = _stage_set(staging, args, _Resume(prev, keep, data_dir), chunk_bytes)
         result.seconds = time.perf_counter() - t0
         interrupts.check()
-        result.replaced = staging.commit(result.capture_id, supersede=result.sha256s)
+        result.replaced = staging.commit(result.capture_id, supersede=result.sha256s,
+                                         expect=expect)
         result.seconds = time.perf_counter() - t0
         return result
     except BaseException:
@@ -171,9 +173,8 @@ def _stage_set(staging: store.Staging, args: _Args, resume: _Resume,
     first_index = int(prev.header["packets"]) if prev is not None else 0
     first_file = len(prev.files) if prev is not None else 0
     if prev is not None:
-        resume_state.carry(prev, resume.root, staging.dir)
+        resume_state.carry(prev, resume.root, staging.dir)  # (the commit appends)
         resume_state.carry_candidates(prev, resume.root, staging.dir, CANDIDATES_DIR)
-        staging.mark_durable()  # (linked from the dataset: not fsynced again)
         staging.part_prefix = f"f{first_file}-"
     with open_set(args[0], chunk_bytes=chunk_bytes, as_set=resume.keep,
                   first_index=first_index, first_file=first_file) as reader:

@@ -40,10 +40,12 @@ How this works.
   of the capture writes (connections finished because the file ended, the
   ``flows`` rows of flows still open, the matcher's output) is provisional: its
   parts are named ``part-t*`` (``TAIL_PREFIX``), and the next ingest of the set
-  takes the set's other parts as they are (hard links), drops the provisional
-  ones and the ``flows`` rows of the flows it resumes, and re-runs the matcher
-  over the whole set's messages (simple and exact; it costs the matcher's time
-  on the whole set, once per file: see ``benchmarks/resume.py``).
+  keeps the set's other parts where they are, drops the provisional ones and the
+  ``flows`` rows of the flows it resumes, and re-runs the matcher over the whole
+  set's messages (``staged_parts``: the set's parts and its own). Its commit is
+  an append (``carry``, ``store.APPEND``): its own parts go into the set's
+  partitions and the provisional ones out, under one journal, so the commit
+  costs this file's parts, not the set's.
 
 The pickle is read back with an allow-list of classes (pcapflow's, NumPy's and a
 few builtins), and only from a dataset the user wrote.
@@ -402,30 +404,77 @@ parts are carried over as they are."""
 
 
 def carry(prev: Previous, root: Path, stage: Path) -> None:
-    """Hard-link the set's final parts (all but the provisional ``part-t*``) of every
-    table but ``REGENERATED`` into the staging directory ``stage``."""
+    """Plan the append-mode commit of this ingest onto the set ``prev``
+    (``store.APPEND``): the set's final parts (all but the provisional ``part-t*``)
+    of every table but ``REGENERATED`` stay where they are and are listed in
+    ``CARRIED`` (``staged_parts`` reads them with the staged ones); its provisional
+    parts, and its state but the matcher's scan files, are replaced by the commit.
+    Nothing is linked or copied: one listing per table."""
     from ..tables.schemas import TABLES
 
-    linked: dict[str, list[str]] = {}
+    carried: dict[str, list[str]] = {}
+    drop: dict[str, list[str]] = {}
     for table in TABLES:
         if table in REGENERATED:
             continue
-        src = store.partition_dir(root, table, prev.capture_id)
-        if not src.is_dir():
-            continue
-        for f in sorted(src.glob("*.parquet")):
-            if f.name.startswith(f"part-{TAIL_PREFIX}"):
-                continue
-            dst = stage / table / f.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            _link(f, dst)
-            linked.setdefault(table, []).append(f.name)
-    # which staged parts are the set's earlier ones (the derive reads only the others)
-    (stage / CARRIED).write_text(json.dumps(linked))
+        try:
+            names = sorted(n for n in os.listdir(store.partition_dir(root, table,
+                                                                     prev.capture_id))
+                           if n.endswith(".parquet"))
+        except FileNotFoundError:
+            names = []
+        carried[table] = [n for n in names if not n.startswith(f"part-{TAIL_PREFIX}")]
+        drop[table] = [n for n in names if n.startswith(f"part-{TAIL_PREFIX}")]
+    state = store.partition_dir(root, STATE_DIR, prev.capture_id)
+    drop[STATE_DIR] = sorted(
+        str(f.relative_to(state)) for f in state.rglob("*")
+        if not f.is_dir() and f.relative_to(state).parts[0] != CANDIDATES)
+    # which parts are the set's earlier ones (the derive reads only the others)
+    (stage / CARRIED).write_text(json.dumps(carried))
+    (stage / store.APPEND).write_text(json.dumps({"capture_id": prev.capture_id,
+                                                  "drop": drop}))
+
+
+def carried_parts(stage: Path) -> dict[str, list[Path]]:
+    """The set's earlier final parts an ingest staged in ``stage`` reads (``carry``),
+    per table: paths in the dataset. Empty when it begins a set."""
+    manifest = stage / CARRIED
+    if not manifest.is_file():
+        return {}
+    capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+    root = stage.parent.parent  # (DATA/.staging/<txn>)
+    return {t: [store.partition_dir(root, t, capture_id) / n for n in names]
+            for t, names in json.loads(manifest.read_text()).items()}
+
+
+def staged_parts(stage: Path, tables: Sequence[str]) -> dict[str, list[Path]]:
+    """The Parquet parts of each of ``tables`` an ingest staged in ``stage`` reads as
+    the whole set's: the set's earlier final parts (``carried_parts``) and the staged
+    ones, in name order (as one directory of them would list)."""
+    old = carried_parts(stage)
+    return {t: sorted([*old.get(t, []), *(stage / t).glob("*.parquet")],
+                      key=lambda p: p.name) for t in tables}
+
+
+def drop_carried(stage: Path, table: str, parts: Sequence[Path]) -> None:
+    """The set's earlier parts ``parts`` of ``table`` go in this ingest's commit (their
+    rows are made again: ``why_carry.whole``)."""
+    names = {p.name for p in parts}
+    if not names:
+        return
+    manifest = stage / CARRIED
+    carried = json.loads(manifest.read_text())
+    carried[table] = [n for n in carried.get(table, []) if n not in names]
+    manifest.write_text(json.dumps(carried))
+    path = stage / store.APPEND
+    plan = json.loads(path.read_text())
+    plan["drop"][table] = sorted({*plan["drop"].get(table, []), *names})
+    path.write_text(json.dumps(plan))
 
 
 CARRIED = "_carried_parts.json"
-"""Staging file: the parts ``carry`` linked, per table (``pcapflow.why_carry``)."""
+"""Staging file: the set's earlier final parts ``carry`` found (names, per table:
+``carried_parts``), which this ingest reads and keeps (``pcapflow.why_carry``)."""
 HELD = "held.npy"
 """In a staged state: the ids of the flows still open at the end of the file."""
 
@@ -437,15 +486,23 @@ matcher reads those instead of scanning the whole set's messages again."""
 
 
 def keep_candidates(stage: Path, side: str) -> None:
-    """At the switch to provisional parts: the scan files written so far (final, as
-    the rows they cover) go into the staged state, renamed to keep their order."""
+    """At the switch to provisional parts: the scan files this ingest wrote so far
+    (final, as the rows they cover) go into the staged state, renamed to keep their
+    order after the set's earlier ones (``carry_candidates`` linked those, named
+    ``0000-<k>``; the commit appends to the set's state: ``carry``)."""
     src = stage / side
     if not src.is_dir():
         return
     out = stage / STATE_DIR / CANDIDATES
     out.mkdir(parents=True, exist_ok=True)
-    for k, f in enumerate(sorted(src.glob("*.arrow"))):
-        _link(f, out / f"0000-{k:09d}.arrow")  # before any process id's names
+    files = sorted(src.glob("*.arrow"))
+    earlier = sum(1 for f in files if f.name.startswith(_KEPT))
+    for k, f in enumerate(f for f in files if not f.name.startswith(_KEPT)):
+        _link(f, out / f"{_KEPT}{earlier + k:09d}.arrow")  # before any process id's names
+
+
+_KEPT = "0000-"
+"""Name prefix of the scan files kept in a set's state (``keep_candidates``)."""
 
 
 def carry_candidates(prev: Previous, root: Path, stage: Path, side: str) -> None:

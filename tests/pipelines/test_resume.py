@@ -360,6 +360,128 @@ def test_a_crash_at_the_commit_leaves_tables_and_state_as_before(
     assert_same_rows(one, data)
 
 
+def _names(root: Path) -> list[str]:
+    return sorted(_tree(root))
+
+
+def _journal_moves(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None
+                   ) -> list[tuple[str, str]]:
+    """Record the renames from the commit point on (the journal's, then its moves);
+    ``fail_at``: the k-th of them raises once, as an error or interrupt there would."""
+    real = store.os.replace
+    moves: list[tuple[str, str]] = []
+
+    def replace(src: object, dst: object) -> None:
+        if moves or (str(dst).endswith(".json") and store.JOURNAL in str(dst)):
+            moves.append((str(src), str(dst)))
+            if len(moves) - 1 == fail_at:
+                raise KeyboardInterrupt  # (past the commit point: rolled forward)
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.os, "replace", replace)
+    return moves
+
+
+def test_a_resumed_commit_appends_only_its_own_parts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        singles: dict[str, tuple[Path, int]]) -> None:
+    """The set's earlier final parts are neither linked, copied nor moved by the next
+    file's command (same inode, same mtime); its journal names only the new parts, the
+    replaced provisional ones and the regenerated tables; the rows are one ingest's."""
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 4, n // 2, 3 * n // 4], tmp_path)
+    keys = [cap.with_suffix(".keylog")]
+    data = tmp_path / "d"
+    pcapflow.ingest(parts[:1], keylog=keys, data=data, packets=True)
+    for k, p in enumerate(parts[1:], start=1):
+        kept = {f: (f.stat().st_ino, f.stat().st_mtime_ns) for t in store.TABLES
+                if t not in resume.REGENERATED
+                for f in store.partition_dir(data, t, "x").parent.glob("*/*.parquet")
+                if not f.name.startswith("part-t")}
+        moves = _journal_moves(monkeypatch)
+        pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+        monkeypatch.undo()
+        assert kept and all(f.exists() and (f.stat().st_ino, f.stat().st_mtime_ns) == v
+                            for f, v in kept.items())
+        moved = {Path(dst) for _, dst in moves}
+        assert not moved & set(kept)
+        assert any(f"part-f{k}-" in str(m) for m in moved)  # this file's own final parts
+        assert not list((data / store.STAGING).glob("*")), "staging left behind"
+    assert_same_rows(one, data)
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, -1])
+def test_an_append_commit_interrupted_after_its_commit_point_is_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        singles: dict[str, tuple[Path, int]], step: int) -> None:
+    """An error or interrupt between the moves of an append commit (after the journal
+    is in place): the command rolls its journal forward before it raises, so the
+    dataset is the whole commit's (same files as a clean command, same rows); and the
+    rotation goes on to one ingest's rows."""
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 3, 2 * n // 3], tmp_path)
+    keys = [cap.with_suffix(".keylog")]
+    data, clean = tmp_path / "d", tmp_path / "clean"
+    for root in (data, clean):
+        pcapflow.ingest([parts[0]], keylog=keys, data=root, packets=True)
+    moves = _journal_moves(monkeypatch)
+    pcapflow.ingest([parts[1]], keylog=keys, data=clean, packets=True)
+    monkeypatch.undo()
+    fail = step if step >= 0 else len(moves) - 1
+    assert 0 < fail < len(moves)
+    _journal_moves(monkeypatch, fail_at=fail)
+    with pytest.raises(KeyboardInterrupt):
+        pcapflow.ingest([parts[1]], keylog=keys, data=data, packets=True)
+    monkeypatch.undo()
+    assert _names(data) == _names(clean)
+    assert not list((data / store.JOURNAL).glob("*")) and not list(
+        (data / store.STAGING).glob("*"))
+    assert_same_rows(clean, data, captures=True)
+    pcapflow.ingest([parts[2]], keylog=keys, data=data, packets=True)
+    assert_same_rows(one, data)
+
+
+_KILL = """
+import os, sys
+from pathlib import Path
+import pcapflow
+from pcapflow.pipelines import store
+real, seen = store.os.replace, []
+def replace(src, dst):
+    if seen or str(dst).endswith(".json") and store.JOURNAL in str(dst):
+        seen.append(dst)
+        if len(seen) == int(sys.argv[4]) + 1:
+            os._exit(9)  # killed between two moves: no clean-up runs
+    real(src, dst)
+store.os.replace = replace
+pcapflow.ingest([sys.argv[1]], keylog=[sys.argv[2]], data=Path(sys.argv[3]), packets=True)
+"""
+
+
+def test_a_process_killed_inside_an_append_commit_is_rolled_forward_by_the_next_reader(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 3, 2 * n // 3], tmp_path)
+    keys = [cap.with_suffix(".keylog")]
+    data, clean = tmp_path / "d", tmp_path / "clean"
+    for root in (data, clean):
+        pcapflow.ingest([parts[0]], keylog=keys, data=root, packets=True)
+    pcapflow.ingest([parts[1]], keylog=keys, data=clean, packets=True)
+    run = subprocess.run([sys.executable, "-c", _KILL, str(parts[1]), str(keys[0]),
+                          str(data), "3"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 9, run.stderr
+    assert list((data / store.JOURNAL).glob("*.json")), "killed before its commit point"
+    with pcapflow.open(data) as ds:  # a reader finishes the commit first
+        assert ds.scalar("SELECT count(*) FROM captures") == 2
+    assert _names(data) == _names(clean)
+    assert_same_rows(clean, data, captures=True)
+    pcapflow.ingest([parts[2]], keylog=keys, data=data, packets=True)
+    assert_same_rows(one, data)
+
+
 def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
     cap = SAMPLES / "fix44_plain.pcap"
     parts = split(cap, [70], tmp_path)
