@@ -411,7 +411,7 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
     g = (f << 1) | (d - 1)  # connection and direction
     # bytes of each segment: its end offset less the one before on its connection and
     # direction (the first: 0)
-    order = np.lexsort((o, g))
+    order = feed.stream_order([g], o, o)
     go, oo = g[order], o[order]
     b = np.zeros(len(order), np.int64)
     b[1:] = np.where(go[1:] == go[:-1], oo[1:] - oo[:-1], 0)
@@ -626,7 +626,8 @@ def _silences(ds: Dataset, messages: pa.Table, stale: int) -> list[tuple] | None
         names = rule.dictionary.to_pylist()
         codes = pc.fill_null(rule.indices, -1).to_numpy(zero_copy_only=False)
         fix = names.index("fix_seq") if "fix_seq" in names else -2
-        m = messages.filter(pa.array((codes >= 0) & (codes != fix)))
+        keep = (codes >= 0) & (codes != fix)
+        m = messages if keep.all() else messages.filter(pa.array(keep))
     else:
         m = messages.filter(pc.fill_null(pc.not_equal(rule, "fix_seq"), False))
     n = m.num_rows
@@ -645,7 +646,7 @@ def _silences(ds: Dataset, messages: pa.Table, stale: int) -> list[tuple] | None
     ts_ok = m.column("ts").is_valid().to_numpy(zero_copy_only=False)
     if not ts_ok.all():
         return None  # (no ingest writes a message without its time)
-    order = np.lexsort((off, ts, *reversed(keys)))
+    order = feed.stream_order(keys, ts, off)
     last = np.ones(n, np.bool_)
     for k in keys:
         ko = k[order]

@@ -136,11 +136,12 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
         why_carry.whole(plan, plan.why_whole or "no derive state")
     files, extra = why_carry.view_inputs(plan)
     files.pop("flows", None)
-    scanned = staged(stage_dir, files["ws_messages"])
     view_tables = dict(tables)
     if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
         view_tables["flows"] = why_carry.flows_of(plan, all_flows)
-    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows)
+    # (the scan's rows passed on, not kept here: freed once the messages' rows are made)
+    return _derive_carried(plan, files, extra, view_tables,
+                           staged(stage_dir, files["ws_messages"]), all_flows)
 
 
 def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
@@ -172,6 +173,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         else:
             final["causes"] = prov["causes"] = without_capture_id(TABLES["causes"]).empty_table()
         feed_msg = feed.message_rows(view, scanned=scanned)
+        scanned = None
         if prev is not None and prev.feed.num_rows:
             feed_msg = feed.as_messages(pa.concat_tables([feed.as_messages(prev.feed),
                                                           feed_msg]))
