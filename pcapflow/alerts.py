@@ -404,11 +404,13 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
     if any(seg.column(k).null_count for k in seg.column_names):
         return None
     f, d, t, o = (seg.column(k).to_numpy().astype(np.int64) for k in seg.column_names)
+    del seg  # (what follows holds a few arrays of every segment at a time: keep it few)
     base = int(t.min()) // w  # intervals counted from the first one
     if (f.min() < 0 or f.max() >= 1 << 20 or base < 0 or t.max() // w - base >= 1 << _BIN_BITS
             or any(v[0] < 0 for v in info.values())):  # (DuckDB's // truncates)
         return None
     g = (f << 1) | (d - 1)  # connection and direction
+    del f, d
     # bytes of each segment: its end offset less the one before on its connection and
     # direction (the first: 0)
     order = feed.stream_order([g], o, o)
@@ -417,10 +419,13 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
     b[1:] = np.where(go[1:] == go[:-1], oo[1:] - oo[:-1], 0)
     seg_b = np.empty_like(b)
     seg_b[order] = b
+    del go, oo, b, o
     # per interval: bytes, segments, first and last time
     key = (g << _BIN_BITS) | (t // w - base)
+    del g
     order = np.argsort(key, kind="stable")
     ko = key[order]
+    del key
     starts = np.flatnonzero(np.concatenate([[True], ko[1:] != ko[:-1]]))
     k = ko[starts]
     to = t[order]

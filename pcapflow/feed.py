@@ -351,28 +351,28 @@ def gaps_of(messages: pa.Table) -> pa.Table:
     for k in keys:
         ko = k[order]
         same[1:] &= ko[1:] == ko[:-1]
+    del keys, ko  # (a few arrays of every message at a time: the derive's peak memory)
     last = _ints(m.column("last_id"))[order]
-    first = _ints(m.column("first_id"))[order]
-    first_ok = m.column("first_id").is_valid().to_numpy(zero_copy_only=False)[order]
-    prev_ok = m.column("prev_id").is_valid().to_numpy(zero_copy_only=False)[order]
-    prev = _ints(m.column("prev_id"))[order]
-    reset = pc.fill_null(m.column("reset"), False).to_numpy(zero_copy_only=False)[order]
     prev_last = np.empty(n, np.int64)
     prev_last[1:] = last[:-1]
     prev_last[0] = 0
-    checked = same & ~reset
-    expected = np.where(prev_ok, prev_last, prev_last + 1)
-    got = np.where(prev_ok, prev, first)
-    got_ok = prev_ok | first_ok
-    hit = np.flatnonzero(checked & got_ok & (got != expected))
+    del last
+    prev_ok = m.column("prev_id").is_valid().to_numpy(zero_copy_only=False)[order]
+    expected = prev_last + ~prev_ok  # prev: the previous last id; next: that + 1
+    del prev_last
+    got = np.where(prev_ok, _ints(m.column("prev_id"))[order],
+                   _ints(m.column("first_id"))[order])
+    got_ok = prev_ok | m.column("first_id").is_valid().to_numpy(zero_copy_only=False)[order]
+    reset = pc.fill_null(m.column("reset"), False).to_numpy(zero_copy_only=False)[order]
+    hit = np.flatnonzero(same & ~reset & got_ok & (got != expected))
+    del reset, got_ok
     rows_at = order[hit]
-    ts_o = ts[order]
-    prev_ts = np.empty(n, np.int64)
-    prev_ts[1:] = ts_o[:-1]
-    prev_ts[0] = 0
+    ts_o = ts[rows_at]
+    prev_ts = ts[order[hit - 1]]  # (a checked row has one before it in its stream)
     e, g = expected[hit], got[hit]
     is_prev = prev_ok[hit]
     take = pa.array(rows_at)
+
     def name(k: str) -> pa.ChunkedArray:
         return m.column(k).take(take).cast(pa.string())
 
@@ -380,13 +380,13 @@ def gaps_of(messages: pa.Table) -> pa.Table:
         "capture_id": name("capture_id"), "venue": name("venue"),
         "flow_id": m.column("flow_id").take(take), "rule": name("rule"),
         "stream": name("stream"),
-        "ts": pa.array(ts_o[hit], pa.int64()).cast(pa.timestamp("ns")),
-        "prev_ts": pa.array(prev_ts[hit], pa.int64()).cast(pa.timestamp("ns")),
+        "ts": pa.array(ts_o, pa.int64()).cast(pa.timestamp("ns")),
+        "prev_ts": pa.array(prev_ts, pa.int64()).cast(pa.timestamp("ns")),
         "check": pa.array(np.where(is_prev, "prev", "next").astype(object), pa.string()),
         "expected": pa.array(e, pa.int64()), "got": pa.array(g, pa.int64()),
         "missing": pa.array(g - e, pa.int64(), mask=is_prev | (g <= e)),
         "kind": pa.array(np.where(g > e, "gap", "backwards").astype(object), pa.string()),
-        "_offset": pa.array(off[order][hit], pa.int64())})
+        "_offset": pa.array(off[rows_at], pa.int64())})
     # ORDER BY ts, capture_id, flow_id, rule, stream (then stream order)
     out = out.take(pc.sort_indices(out, [(k, "ascending") for k in (
         "ts", "capture_id", "flow_id", "rule", "stream", "_offset")]))
