@@ -762,7 +762,7 @@ def find(ds: Dataset, settings: Settings | None = None,
          messages: str | pa.Table | None = None) -> pa.Table:
     """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
     ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand;
-    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``)."""
+    ``messages``: ``feed.message_rows``' table (or the name of a table of its rows)."""
     return table_of(find_rows(ds, settings, kinds, gaps, messages))
 
 

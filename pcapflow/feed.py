@@ -37,9 +37,11 @@ an ``executionReport`` has a ``t`` too) and have an id.
 
 At ingest no payload is parsed here: ``pipelines.feed_scan`` reads the rules'
 ids from each batch of messages while it is in memory (compiled, the same rows
-as this SQL: its tests hold the two equal) and ``stage_messages`` takes its rows,
-parsing with DuckDB only the few payloads the scan hands back whole. The rules
-themselves are declared in ``pipelines/feed_rules.py`` (the ingest reads them).
+as this SQL: its tests hold the two equal) and ``message_rows`` takes its rows,
+parsing with DuckDB only the few payloads the scan hands back whole, into one
+Arrow table; ``gaps_of`` finds the gaps in it with NumPy (the SQL above stays the
+reference and what runs over several captures). The rules themselves are declared
+in ``pipelines/feed_rules.py`` (the ingest reads them).
 """
 
 from __future__ import annotations
