@@ -334,14 +334,9 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     return out
 
 
-def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Bytes per ``burst_window_us`` interval on one connection and direction above both
-    ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
-    ``burst_baseline_s`` before the interval (or since the connection began, when it is
-    younger: its ``flows.first_ts``) (tcp_rtt: the first transmission of each data
-    segment). Online: an interval is judged by what came before it only."""
-    w = int(s.burst_window_us * 1000)
-    span = max(int(s.burst_baseline_s * 1e9) // w, 1)  # the baseline, in intervals
+def _bursts_sql(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple]:
+    """``microburst``'s episodes by SQL: (capture, flow, direction, venue, t0, t1, peak
+    bytes, segments and baseline of the peak interval, segments), by t0."""
     rows = ds.sql(f"""
         WITH seg AS (
             SELECT capture_id, flow_id, direction, epoch_ns(ts_sent) AS t,
@@ -376,6 +371,112 @@ def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
                max(e.bytes), arg_max(e.n, e.bytes), arg_max(e.mean_w, e.bytes), sum(e.n)
         FROM ep e {_flow_venue_sql()} GROUP BY e.capture_id, e.flow_id, e.direction, e.episode
         ORDER BY 5""").fetchall()
+    return rows
+
+
+_BIN_BITS = 42
+"""``_bursts``' key: (connection and direction) << this | interval number."""
+
+
+def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
+    """``_bursts_sql`` in NumPy (a DuckDB window over every segment costs more than the
+    rest of the derive): the segments' bytes per connection and direction in
+    ``end_offset`` order, summed per interval, each interval against the trailing sum
+    of the ``span`` intervals before it. None (the SQL then) for several captures, or
+    where the columns hold what the integer keys cannot (nulls, a direction not
+    in/out, huge numbers, a flow listed twice)."""
+    caps = [r[0] for r in ds.fetchall("SELECT DISTINCT capture_id FROM tcp_rtt")]
+    if not caps:
+        return []
+    if len(caps) != 1 or caps[0] is None:
+        return None
+    flows = ds.fetchall("SELECT flow_id, epoch_ns(first_ts), venue FROM flows "
+                        "WHERE capture_id = ?", [caps[0]])
+    info: dict[int, tuple[int, object]] = {
+        int(f): (int(t or 0), v) for f, t, v in flows if f is not None}  # type: ignore[call-overload]
+    if len(info) != len(flows):
+        return None
+    seg = ds.sql("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
+                 "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
+                 "WHERE coalesce(method, 'ack') = 'ack'").to_arrow_table()
+    if seg.num_rows == 0:
+        return []
+    if any(seg.column(k).null_count for k in seg.column_names):
+        return None
+    f, d, t, o = (seg.column(k).to_numpy().astype(np.int64) for k in seg.column_names)
+    del seg  # (what follows holds a few arrays of every segment at a time: keep it few)
+    base = int(t.min()) // w  # intervals counted from the first one
+    if (f.min() < 0 or f.max() >= 1 << 20 or base < 0 or t.max() // w - base >= 1 << _BIN_BITS
+            or any(v[0] < 0 for v in info.values())):  # (DuckDB's // truncates)
+        return None
+    g = (f << 1) | (d - 1)  # connection and direction
+    del f, d
+    # bytes of each segment: its end offset less the one before on its connection and
+    # direction (the first: 0)
+    order = feed.stream_order([g], o, o)
+    go, oo = g[order], o[order]
+    b = np.zeros(len(order), np.int64)
+    b[1:] = np.where(go[1:] == go[:-1], oo[1:] - oo[:-1], 0)
+    seg_b = np.empty_like(b)
+    seg_b[order] = b
+    del go, oo, b, o
+    # per interval: bytes, segments, first and last time
+    key = (g << _BIN_BITS) | (t // w - base)
+    del g
+    order = np.argsort(key, kind="stable")
+    ko = key[order]
+    del key
+    starts = np.flatnonzero(np.concatenate([[True], ko[1:] != ko[:-1]]))
+    k = ko[starts]
+    to = t[order]
+    nbytes = np.add.reduceat(seg_b[order], starts)
+    count = np.diff(np.append(starts, len(order)))
+    t0, t1 = np.minimum.reduceat(to, starts), np.maximum.reduceat(to, starts)
+    kg, kb = k >> _BIN_BITS, k & ((1 << _BIN_BITS) - 1)
+    # the trailing sum over the intervals bin - span .. bin - 1 of the same direction
+    csum = np.concatenate([[0], np.cumsum(nbytes)])
+    lo = np.searchsorted(k, np.maximum(k - span, kg << _BIN_BITS), "left")
+    trailing = csum[:-1] - csum[lo]
+    # ... over the connection's age when it is younger (its first packet's interval)
+    ids = np.array(sorted(info), np.int64)
+    first_bin = np.array([info[int(i)][0] // w - base for i in ids], np.int64)
+    flow_of = kg >> 1
+    at = np.minimum(np.searchsorted(ids, flow_of), max(len(ids) - 1, 0))
+    start_bin = (np.where(ids[at] == flow_of, first_bin[at], -base) if len(ids)
+                 else np.full_like(flow_of, -base))
+    mean_w = trailing / np.maximum(np.minimum(span, kb - start_bin), 1)
+    hot = nbytes >= np.maximum(float(s.burst_min_bytes), float(s.burst_factor) * mean_w)
+    h = np.flatnonzero(hot)
+    if len(h) == 0:
+        return []
+    # episodes: runs of hot intervals of one connection and direction, each the next
+    new = np.ones(len(h), np.bool_)
+    new[1:] = (kg[h][1:] != kg[h][:-1]) | (kb[h][1:] - kb[h][:-1] > 1)
+    ep = np.flatnonzero(new)
+    out = []
+    for a, z in zip(ep, np.append(ep[1:], len(h)), strict=True):
+        idx = h[a:z]
+        peak = idx[int(np.argmax(nbytes[idx]))]  # (the first of equal peaks)
+        flow = int(kg[idx[0]]) >> 1
+        out.append((caps[0], flow, ("in", "out")[int(kg[idx[0]]) & 1],
+                    info.get(flow, (None, None))[1], int(t0[idx].min()), int(t1[idx].max()),
+                    int(nbytes[peak]), int(count[peak]), float(mean_w[peak]),
+                    int(count[idx].sum())))
+    out.sort(key=lambda r: (r[4], r[1], r[2]))
+    return out
+
+
+def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+    """Bytes per ``burst_window_us`` interval on one connection and direction above both
+    ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
+    ``burst_baseline_s`` before the interval (or since the connection began, when it is
+    younger: its ``flows.first_ts``) (tcp_rtt: the first transmission of each data
+    segment). Online: an interval is judged by what came before it only."""
+    w = int(s.burst_window_us * 1000)
+    span = max(int(s.burst_baseline_s * 1e9) // w, 1)  # the baseline, in intervals
+    rows = _bursts(ds, s, w, span)
+    if rows is None:
+        rows = _bursts_sql(ds, s, w, span)
     out = []
     # an episode is a run of adjacent hot intervals, so the segments its evidence SQL
     # selects (t0..t1) are those of its intervals: their count is the sum of theirs
@@ -499,13 +600,9 @@ def _gap_episodes(gaps: pa.Table, gap_ns: int) -> list[tuple]:
     return out
 
 
-def stale_feed(ds: Dataset, s: Settings,
-               messages: str | None = None) -> list[dict[str, object]]:
-    """Market-data streams silent for more than ``stale_after_s``; ``messages``: a table
-    of ``feed.messages_sql``'s rows when at hand (``feed.stage_messages``). Evidence:
-    the stream's messages on either side of the silence (the last one alone when the
-    silence runs to its connection's end)."""
-    stale = int(s.stale_after_s * 1e9)
+def _silences_sql(ds: Dataset, messages: str | None, stale: int) -> list[tuple]:
+    """``stale_feed``'s silences by SQL: (capture, venue, flow, rule, stream, t0, t1,
+    at end, offset before, offset after), by t0."""
     source = (f"SELECT * FROM {messages} WHERE rule <> 'fix_seq'" if messages else
               feed.messages_sql(feed.present(ds), fix=False))
     rows = ds.sql(f"""
@@ -520,6 +617,91 @@ def stale_feed(ds: Dataset, s: Settings,
         FROM g LEFT JOIN flows f USING (capture_id, flow_id)
         WHERE coalesce(g.next_ts, epoch_ns(f.last_ts)) - g.ts > {stale}
         ORDER BY g.ts""").fetchall()
+    return rows
+
+
+def _silences(ds: Dataset, messages: pa.Table, stale: int) -> list[tuple] | None:
+    """``_silences_sql`` in NumPy over ``feed.message_rows``' table: per stream, its
+    messages in (``ts``, ``stream_offset``) order, each to the next one (the last to
+    its connection's ``last_ts``). None when a flow is listed twice (the SQL's join)."""
+    flows = ds.sql("SELECT capture_id, flow_id, epoch_ns(last_ts) AS last_ts FROM flows"
+                   ).to_arrow_table()
+    rule = messages.column("rule").combine_chunks()
+    if pa.types.is_dictionary(rule.type):
+        names = rule.dictionary.to_pylist()
+        codes = pc.fill_null(rule.indices, -1).to_numpy(zero_copy_only=False)
+        fix = names.index("fix_seq") if "fix_seq" in names else -2
+        keep = (codes >= 0) & (codes != fix)
+        m = messages if keep.all() else messages.filter(pa.array(keep))
+    else:
+        m = messages.filter(pc.fill_null(pc.not_equal(rule, "fix_seq"), False))
+    n = m.num_rows
+    if n == 0:
+        return []
+    cap_names = flows.column("capture_id").to_pylist()
+    flow_ids = flows.column("flow_id").to_pylist()
+    last_ts = flows.column("last_ts").to_pylist()
+    ends: dict[tuple[object, object], object] = {}
+    for c, f, t in zip(cap_names, flow_ids, last_ts, strict=True):
+        if (c, f) in ends:
+            return None
+        ends[(c, f)] = t
+    keys = [feed._codes(m.column(k)) for k in ("capture_id", "flow_id", "rule", "stream")]
+    ts, off = feed._ints(m.column("ts")), feed._ints(m.column("stream_offset"))
+    ts_ok = m.column("ts").is_valid().to_numpy(zero_copy_only=False)
+    if not ts_ok.all():
+        return None  # (no ingest writes a message without its time)
+    order = feed.stream_order(keys, ts, off)
+    last = np.ones(n, np.bool_)
+    for k in keys:
+        ko = k[order]
+        last[:-1] &= ko[1:] == ko[:-1]
+    last = ~last  # the last message of its stream
+    last[-1] = True
+    t_o, off_o = ts[order], off[order]
+    nxt = np.empty(n, np.int64)
+    nxt[:-1] = t_o[1:]
+    nxt[-1] = 0
+    inside = np.flatnonzero(~last & (nxt - t_o > stale))
+    out: list[tuple] = []
+    cols = {k: m.column(k) for k in ("capture_id", "venue", "flow_id", "rule", "stream")}
+
+    def keys_at(at: np.ndarray) -> list[list[object]]:
+        take = pa.array(order[at])
+        return [cols[k].take(take).to_pylist() for k in cols]
+
+    for i, (cid, venue, flow, rule, stream) in zip(inside, zip(*keys_at(inside), strict=True),
+                                                   strict=False):
+        out.append((cid, venue, flow, rule, stream, int(t_o[i]), int(nxt[i]), False,
+                    int(off_o[i]), int(off_o[i + 1])))
+    at_end = np.flatnonzero(last)
+    for i, (cid, venue, flow, rule, stream) in zip(at_end, zip(*keys_at(at_end), strict=True),
+                                                   strict=False):
+        until = ends.get((cid, flow))
+        if isinstance(until, int) and until - int(t_o[i]) > stale:
+            out.append((cid, venue, flow, rule, stream, int(t_o[i]), int(until), True,
+                        int(off_o[i]), None))
+    # ORDER BY ts (then the stream's keys, for one order among equal times)
+    out.sort(key=lambda r: (r[5], str(r[0]), r[2], str(r[3]), str(r[4]), r[8]))
+    return out
+
+
+def stale_feed(ds: Dataset, s: Settings,
+               messages: str | pa.Table | None = None) -> list[dict[str, object]]:
+    """Market-data streams silent for more than ``stale_after_s``; ``messages``:
+    ``feed.message_rows``' table (then in NumPy, ``_silences``) or the name of a table
+    of ``feed.messages_sql``'s rows, when at hand. Evidence: the stream's messages on
+    either side of the silence (the last one alone when the silence runs to its
+    connection's end)."""
+    stale = int(s.stale_after_s * 1e9)
+    rows = _silences(ds, messages, stale) if isinstance(messages, pa.Table) else None
+    if rows is None:
+        if isinstance(messages, pa.Table):
+            ds.con.register("_stale_msg", messages)
+            messages = "_stale_msg"
+        rows = _silences_sql(ds, messages, stale)
+        if messages == "_stale_msg":
+            ds.con.unregister("_stale_msg")
     out = []
     for cid, venue, flow, rule, stream, t0, t1, at_end, o0, o1 in rows:
         silent = (int(t1) - int(t0)) / 1e9
@@ -555,7 +737,7 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 
 def find_rows(ds: Dataset, settings: Settings | None = None,
               kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
-              messages: str | None = None, cusum: CusumCarry | None = None,
+              messages: str | pa.Table | None = None, cusum: CusumCarry | None = None,
               orders_since: int | None = None) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
@@ -577,10 +759,10 @@ def table_of(rows: list[dict[str, object]]) -> pa.Table:
 
 def find(ds: Dataset, settings: Settings | None = None,
          kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
-         messages: str | None = None) -> pa.Table:
+         messages: str | pa.Table | None = None) -> pa.Table:
     """The ``kinds`` detectors' alerts over ``ds`` as an ``ALERTS`` table (what the
     ingest stores; no pandas). ``gaps``: the ``feed.gaps_table`` rows when at hand;
-    ``messages``: a table of ``feed.messages_sql``'s rows (``feed.stage_messages``)."""
+    ``messages``: ``feed.message_rows``' table (or the name of a table of its rows)."""
     return table_of(find_rows(ds, settings, kinds, gaps, messages))
 
 

@@ -37,16 +37,20 @@ an ``executionReport`` has a ``t`` too) and have an id.
 
 At ingest no payload is parsed here: ``pipelines.feed_scan`` reads the rules'
 ids from each batch of messages while it is in memory (compiled, the same rows
-as this SQL: its tests hold the two equal) and ``stage_messages`` takes its rows,
-parsing with DuckDB only the few payloads the scan hands back whole. The rules
-themselves are declared in ``pipelines/feed_rules.py`` (the ingest reads them).
+as this SQL: its tests hold the two equal) and ``message_rows`` takes its rows,
+parsing with DuckDB only the few payloads the scan hands back whole, into one
+Arrow table; ``gaps_of`` finds the gaps in it with NumPy (the SQL above stays the
+reference and what runs over several captures). The rules themselves are declared
+in ``pipelines/feed_rules.py`` (the ingest reads them).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .pipelines.feed_rules import FEED_RULES, FeedRule, Paths
 from .pipelines.tables import schemas
@@ -205,45 +209,232 @@ def present(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> tuple[Feed
 
 
 def gaps_table(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
-               messages: str | None = None) -> pa.Table:
+               messages: str | pa.Table | None = None) -> pa.Table:
     """One row per break in a market-data stream's numbering (``FEED_GAPS``), computed
-    from the message tables (what the ingest stores in ``feed_gaps``); ``messages``: a
-    table of ``messages_sql``'s rows when at hand (``stage_messages``)."""
+    from the message tables (what the ingest stores in ``feed_gaps``); ``messages``:
+    ``message_rows``' table when at hand (then in NumPy, ``gaps_of``), or the name of
+    a table of ``messages_sql``'s rows."""
+    if isinstance(messages, pa.Table):
+        return gaps_of(messages)
     sql = gaps_sql(present(ds, rules), messages=messages)
     return _cast(ds.sql(sql).to_arrow_table(), FEED_GAPS)
 
 
-def stage_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
-                   name: str = "feed_msg", scanned: pa.Table | None = None) -> str:
-    """``messages_sql``'s rows (of the rules of the venues present, and inbound FIX) in a
-    temporary table ``name``, each payload read and parsed once: what the ingest's
-    ``feed_gaps`` and stale-feed alerts share (``pcapflow.why``). ``scanned``: the
-    ingest's compiled scan of every ``ws_messages`` row (``pipelines.feed_scan``,
-    made with ``FEED_RULES``): its rows are taken as they are, and only the payloads
-    it passed on whole are parsed here."""
+_DICT = pa.dictionary(pa.int32(), pa.string())
+MESSAGES = pa.schema([
+    ("capture_id", _DICT), ("venue", _DICT), ("flow_id", pa.int64()), ("rule", _DICT),
+    ("stream", _DICT), ("ts", pa.int64()), ("stream_offset", pa.int64()),
+    ("first_id", pa.int64()), ("last_id", pa.int64()), ("prev_id", pa.int64()),
+    ("reset", pa.bool_()), ("exchange_ns", pa.int64()), ("symbol", _DICT)])
+"""``messages_sql``'s rows as ``message_rows`` holds them: the names dictionary-encoded
+(a few distinct values over every market-data message)."""
+
+
+def as_messages(table: pa.Table) -> pa.Table:
+    """``table`` (``messages_sql``'s columns, names plain or dictionary-encoded) in the
+    ``MESSAGES`` schema, each column's dictionary one (its chunks kept: no copy)."""
+    cols = [table.column(f.name) for f in MESSAGES]
+    out = pa.table([c if c.type == f.type else c.cast(f.type) for c, f in zip(
+        cols, MESSAGES, strict=True)], schema=MESSAGES)
+    return out.unify_dictionaries()
+
+
+def message_rows(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
+                 scanned: pa.Table | None = None) -> pa.Table:
+    """``messages_sql``'s rows (of the rules of the venues present, and inbound FIX) as
+    one Arrow table (``MESSAGES``), each payload read and parsed once: what the
+    ingest's ``feed_gaps`` and stale-feed alerts share (``pcapflow.why``).
+    ``scanned``: the ingest's compiled scan of every ``ws_messages`` row
+    (``pipelines.feed_scan``, made with ``FEED_RULES``): its rows are taken as they
+    are (no DuckDB table of them), and only the payloads it passed on whole are parsed
+    here, by the SQL."""
     chosen = present(ds, rules)
     if scanned is None:
         source = stage_ws(ds, chosen)
-        ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS "
-                       f"{messages_sql(chosen, fix=True, source=source)}")
-        return name
-    ds.con.register("_feed_scan", scanned)
+        try:
+            return as_messages(ds.sql(messages_sql(chosen, fix=True, source=source))
+                               .to_arrow_table())
+        finally:
+            ds.con.execute(f"DROP TABLE IF EXISTS {source}")
+    flows = ds.sql("SELECT flow_id, capture_id, venue FROM flows ORDER BY flow_id"
+                   ).to_arrow_table()
+    fid = flows.column("flow_id").to_numpy(zero_copy_only=False)
+    parts = [MESSAGES.empty_table()]
+    named = pc.fill_null(pc.is_valid(scanned.column("rule")), False)
+    whole = scanned.filter(pc.invert(named))
+    if len(fid) and (flows.column("flow_id").null_count or np.any(np.diff(fid) <= 0)):
+        whole = scanned  # a flow listed twice: the SQL's join (no such ingest seen)
+    elif chosen and scanned.num_rows:
+        parts.append(_taken(scanned.filter(named), flows, chosen))
+    ds.con.register("_feed_scan", whole)
     try:
-        pairs = ", ".join(f"({_sql_str(r.name)}, {_sql_str(r.venue)})" for r in chosen)
-        taken = ("SELECT f.capture_id, f.venue, s.flow_id, s.rule, s.stream, s.ts, "
-                 "s.stream_offset, s.first_id, s.last_id, s.prev_id, s.reset, s.exchange_ns, "
-                 "s.symbol FROM _feed_scan s JOIN flows f ON f.flow_id = s.flow_id "
-                 f"JOIN (VALUES {pairs}) r(rule, venue) ON r.rule = s.rule "
-                 "AND r.venue = f.venue WHERE s.rule IS NOT NULL") if chosen else None
-        whole = ("(SELECT f.capture_id, f.venue, s.flow_id, make_timestamp_ns(s.ts) AS ts_last, "
-                 "s.stream_offset, s.payload FROM _feed_scan s JOIN flows f "
-                 "ON f.flow_id = s.flow_id WHERE s.rule IS NULL)")
-        parts = [p for p in (taken, messages_sql(chosen, fix=True, source=whole)) if p]
-        ds.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS "
-                       + "\nUNION ALL\n".join(parts))
+        src = ("(SELECT f.capture_id, f.venue, s.flow_id, make_timestamp_ns(s.ts) AS ts_last, "
+               "s.stream_offset, s.payload FROM _feed_scan s JOIN flows f "
+               "ON f.flow_id = s.flow_id WHERE s.rule IS NULL)")
+        if whole is scanned and whole.num_rows and len(fid):
+            pairs = ", ".join(f"({_sql_str(r.name)}, {_sql_str(r.venue)})" for r in chosen)
+            taken = ("SELECT f.capture_id, f.venue, s.flow_id, s.rule, s.stream, s.ts, "
+                     "s.stream_offset, s.first_id, s.last_id, s.prev_id, s.reset, "
+                     "s.exchange_ns, s.symbol FROM _feed_scan s JOIN flows f ON "
+                     f"f.flow_id = s.flow_id JOIN (VALUES {pairs}) r(rule, venue) ON "
+                     "r.rule = s.rule AND r.venue = f.venue WHERE s.rule IS NOT NULL")
+            if chosen:
+                parts.append(as_messages(ds.sql(taken).to_arrow_table()))
+        parts.append(as_messages(ds.sql(messages_sql(chosen, fix=True, source=src))
+                                 .to_arrow_table()))
     finally:
         ds.con.unregister("_feed_scan")
+    parts = [p for p in parts if p.num_rows]
+    if len(parts) == 1:
+        return parts[0]  # (no copy of every message's row)
+    return as_messages(pa.concat_tables([MESSAGES.empty_table(), *parts]))
+
+
+def _taken(rows: pa.Table, flows: pa.Table, chosen: tuple[FeedRule, ...]) -> pa.Table:
+    """The scan's rows of the ``chosen`` rules on flows of those rules' venues, with
+    the flow's capture and venue (``flows`` sorted by a unique ``flow_id``)."""
+    rows = rows.select([f.name for f in MESSAGES if f.name not in ("capture_id", "venue")])
+    rows = rows.unify_dictionaries()
+    fid = flows.column("flow_id").to_numpy(zero_copy_only=False)
+    flow = rows.column("flow_id").to_numpy(zero_copy_only=False)
+    at = np.minimum(np.searchsorted(fid, flow), max(len(fid) - 1, 0))
+    known = (fid[at] == flow) if len(fid) else np.zeros(len(flow), np.bool_)
+    venue_codes = pc.dictionary_encode(flows.column("venue")).combine_chunks()
+    venues = venue_codes.dictionary.to_pylist()
+    flow_venue = pc.fill_null(venue_codes.indices, -1).to_numpy(zero_copy_only=False)
+    rule = rows.column("rule").combine_chunks()
+    if not pa.types.is_dictionary(rule.type):
+        rule = pc.dictionary_encode(rule)
+    names = rule.dictionary.to_pylist()
+    # ok[rule code, venue code]: the pair is one of the chosen rules'
+    pairs = {(r.name, r.venue) for r in chosen}
+    ok = np.array([[(n, v) in pairs for v in venues] + [False] for n in names],
+                  np.bool_).reshape(len(names), len(venues) + 1)
+    codes = rule.indices.to_numpy(zero_copy_only=False)
+    keep = known & ok[codes, flow_venue[at]] if len(names) else np.zeros(len(flow), np.bool_)
+    idx = np.flatnonzero(keep)
+    take = pa.array(idx)
+    cap = pc.dictionary_encode(flows.column("capture_id")).combine_chunks()
+    flow_cap = pc.fill_null(cap.indices, -1).to_numpy(zero_copy_only=False)[at[idx]]
+    cols = {"capture_id": pa.DictionaryArray.from_arrays(
+                pa.array(flow_cap, pa.int32(), mask=flow_cap < 0), cap.dictionary),
+            "venue": pa.DictionaryArray.from_arrays(
+                pa.array(flow_venue[at[idx]], pa.int32(), mask=flow_venue[at[idx]] < 0),
+                venue_codes.dictionary)}
+    every = len(idx) == len(flow)
+    out = {f.name: cols[f.name] if f.name in cols else
+           (rows.column(f.name) if every else rows.column(f.name).take(take)) for f in MESSAGES}
+    return as_messages(pa.table(out))
+
+
+def stage_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES,
+                   name: str = "feed_msg", scanned: pa.Table | None = None) -> str:
+    """``message_rows`` as a view ``name`` on ``ds``'s connection (an Arrow table
+    registered: no copy); returns ``name``."""
+    ds.con.register(name, message_rows(ds, rules, scanned))
     return name
+
+
+def gaps_of(messages: pa.Table) -> pa.Table:
+    """``gaps_sql``'s rows from ``message_rows``' table (``MESSAGES``), in NumPy: per
+    stream (capture, flow, rule, stream name) the messages with a last id in stream
+    order (``stream_offset``, ``ts``), each checked against the one before it."""
+    m = messages
+    if messages.column("last_id").null_count:
+        m = messages.filter(pc.is_valid(messages.column("last_id")))
+    n = m.num_rows
+    if n == 0:
+        return _cast(pa.table({f.name: pa.nulls(0, f.type) for f in FEED_GAPS}), FEED_GAPS)
+    keys = [_codes(m.column(k)) for k in ("capture_id", "flow_id", "rule", "stream")]
+    off, ts = _ints(m.column("stream_offset")), _ints(m.column("ts"))
+    order = stream_order(keys, off, ts)
+    same = np.ones(n, np.bool_)
+    same[0] = False
+    for k in keys:
+        ko = k[order]
+        same[1:] &= ko[1:] == ko[:-1]
+    del keys, ko  # (a few arrays of every message at a time: the derive's peak memory)
+    last = _ints(m.column("last_id"))[order]
+    prev_last = np.empty(n, np.int64)
+    prev_last[1:] = last[:-1]
+    prev_last[0] = 0
+    del last
+    prev_ok = m.column("prev_id").is_valid().to_numpy(zero_copy_only=False)[order]
+    expected = prev_last + ~prev_ok  # prev: the previous last id; next: that + 1
+    del prev_last
+    got = np.where(prev_ok, _ints(m.column("prev_id"))[order],
+                   _ints(m.column("first_id"))[order])
+    got_ok = prev_ok | m.column("first_id").is_valid().to_numpy(zero_copy_only=False)[order]
+    reset = pc.fill_null(m.column("reset"), False).to_numpy(zero_copy_only=False)[order]
+    hit = np.flatnonzero(same & ~reset & got_ok & (got != expected))
+    del reset, got_ok
+    rows_at = order[hit]
+    ts_o = ts[rows_at]
+    prev_ts = ts[order[hit - 1]]  # (a checked row has one before it in its stream)
+    e, g = expected[hit], got[hit]
+    is_prev = prev_ok[hit]
+    take = pa.array(rows_at)
+
+    def name(k: str) -> pa.ChunkedArray:
+        return m.column(k).take(take).cast(pa.string())
+
+    out = pa.table({
+        "capture_id": name("capture_id"), "venue": name("venue"),
+        "flow_id": m.column("flow_id").take(take), "rule": name("rule"),
+        "stream": name("stream"),
+        "ts": pa.array(ts_o, pa.int64()).cast(pa.timestamp("ns")),
+        "prev_ts": pa.array(prev_ts, pa.int64()).cast(pa.timestamp("ns")),
+        "check": pa.array(np.where(is_prev, "prev", "next").astype(object), pa.string()),
+        "expected": pa.array(e, pa.int64()), "got": pa.array(g, pa.int64()),
+        "missing": pa.array(g - e, pa.int64(), mask=is_prev | (g <= e)),
+        "kind": pa.array(np.where(g > e, "gap", "backwards").astype(object), pa.string()),
+        "_offset": pa.array(off[rows_at], pa.int64())})
+    # ORDER BY ts, capture_id, flow_id, rule, stream (then stream order)
+    out = out.take(pc.sort_indices(out, [(k, "ascending") for k in (
+        "ts", "capture_id", "flow_id", "rule", "stream", "_offset")]))
+    return _cast(out.drop_columns(["_offset"]), FEED_GAPS)
+
+
+def stream_order(codes: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The order of rows by (``codes``..., ``a``, ``b``), as ``np.lexsort`` gives it
+    (stable), faster for what the derive sorts: few streams (the codes' product fits
+    16 bits: a radix sort), each already in (a, b) order in the rows (checked; else
+    ``np.lexsort``)."""
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    g = np.zeros(n, np.int64)
+    size = 1
+    for c in codes:
+        lo, hi = int(c.min()), int(c.max())
+        span = hi - lo + 1
+        if size * span >= 1 << 62:
+            return np.lexsort((b, a, *reversed(codes)))
+        g = g * span + (c - lo)
+        size *= span
+    if size > 1 << 16:
+        _, g = np.unique(g, return_inverse=True)
+        size = int(g.max()) + 1
+    order = np.argsort(g.astype(np.uint16) if size <= 1 << 16 else g, kind="stable")
+    go, ao, bo = g[order], a[order], b[order]
+    out_of_order = (go[1:] == go[:-1]) & ((ao[1:] < ao[:-1]) | ((ao[1:] == ao[:-1])
+                                                               & (bo[1:] < bo[:-1])))
+    return np.lexsort((b, a, g)) if out_of_order.any() else order
+
+
+def _ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An integer column as int64 NumPy, nulls as 0."""
+    return pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+
+
+def _codes(col: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes equal where the values are equal (nulls too)."""
+    if pa.types.is_integer(col.type):
+        return pc.fill_null(col.cast(pa.int64()), -(2**62)).to_numpy(zero_copy_only=False)
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    return pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def find_gaps(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.DataFrame:

@@ -76,7 +76,7 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
         out = {"causes": _cast(causes.compute(view), "causes") if orders else
                without_capture_id(TABLES["causes"]).empty_table()}
         # each market-data payload parsed once, if at all (the ingest's scan)
-        messages = feed.stage_messages(view, scanned=scanned)
+        messages = feed.message_rows(view, scanned=scanned)
         gaps = feed.gaps_table(view, messages=messages)
         out["feed_gaps"] = _cast(gaps, "feed_gaps")
         out["alerts"] = _cast(alerts.find(view, SETTINGS or alerts.Settings(), kinds, gaps=gaps,
@@ -136,11 +136,12 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
         why_carry.whole(plan, plan.why_whole or "no derive state")
     files, extra = why_carry.view_inputs(plan)
     files.pop("flows", None)
-    scanned = staged(stage_dir, files["ws_messages"])
     view_tables = dict(tables)
     if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
         view_tables["flows"] = why_carry.flows_of(plan, all_flows)
-    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows)
+    # (the scan's rows passed on, not kept here: freed once the messages' rows are made)
+    return _derive_carried(plan, files, extra, view_tables,
+                           staged(stage_dir, files["ws_messages"]), all_flows)
 
 
 def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
@@ -171,21 +172,18 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)
         else:
             final["causes"] = prov["causes"] = without_capture_id(TABLES["causes"]).empty_table()
-        feed.stage_messages(view, scanned=scanned, name="feed_new")
+        feed_msg = feed.message_rows(view, scanned=scanned)
+        scanned = None
         if prev is not None and prev.feed.num_rows:
-            view.con.register("_feed_carried", prev.feed)
-            view.con.execute("CREATE OR REPLACE TEMP TABLE feed_msg AS SELECT * FROM "
-                             "_feed_carried UNION ALL BY NAME SELECT * FROM feed_new")
-            view.con.unregister("_feed_carried")
-        else:
-            view.con.execute("CREATE OR REPLACE TEMP TABLE feed_msg AS FROM feed_new")
-        gaps = feed.gaps_table(view, messages="feed_msg")
+            feed_msg = feed.as_messages(pa.concat_tables([feed.as_messages(prev.feed),
+                                                          feed_msg]))
+        gaps = feed.gaps_table(view, messages=feed_msg)
         final["feed_gaps"], prov["feed_gaps"] = wc.split(
             _cast(gaps, "feed_gaps"), wc._ns(gaps.column("ts")), c_prev, cut)
         cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
                                   until=pcut if plan.keep else None)
         s = SETTINGS or alerts.Settings()
-        rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages="feed_msg", cusum=cusum,
+        rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
@@ -215,6 +213,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         if plan.keep:
             keys = wc.tail_keys(plan)
             view.con.register("_tail_keys", keys)
+            view.con.register("feed_msg", feed_msg)
             feed_rows = view.con.sql(
                 "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "
                 "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"

@@ -27,7 +27,7 @@ How this works.
   the last seconds before the cut (``lookback``) (and before any provisional alert's
   start; for the connections of orders still pending, from their order time):
   TCP events and RTT samples, inbound TLS records and messages (narrow columns),
-  the market-data rows (``feed.stage_messages``), and one *anchor* per stream
+  the market-data rows (``feed.message_rows``), and one *anchor* per stream
   (the last row before that window: the previous message a feed gap, a stale
   feed, head-of-line blocking or a segment's byte count is measured against).
   The latency alerts carry the rank CUSUM's state per venue and endpoint

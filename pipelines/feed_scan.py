@@ -55,13 +55,15 @@ from .store import write_side_file
 SIDE_DIR = "_feed_scan"
 """Side directory of a staging directory: the scan's rows, one file per batch."""
 
+_DICT = pa.dictionary(pa.int32(), pa.string())
 COLUMNS = pa.schema([
     ("flow_id", pa.int64()), ("ts", pa.int64()), ("stream_offset", pa.int64()),
-    ("rule", pa.string()), ("stream", pa.string()), ("first_id", pa.int64()),
+    ("rule", _DICT), ("stream", _DICT), ("first_id", pa.int64()),
     ("last_id", pa.int64()), ("prev_id", pa.int64()), ("reset", pa.bool_()),
-    ("exchange_ns", pa.int64()), ("symbol", pa.string()), ("payload", pa.string())])
+    ("exchange_ns", pa.int64()), ("symbol", _DICT), ("payload", pa.string())])
 """A side file's rows: one per (message, rule) it takes; a row with a null ``rule``
-is a message passed on whole (``payload``) for the SQL to read."""
+is a message passed on whole (``payload``) for the SQL to read. The names are
+dictionary-encoded (a few distinct ones per file: 4 bytes a row each)."""
 
 _META_ROWS, _META_RULES = b"pcapflow.ws_rows", b"pcapflow.feed_rules"
 
@@ -247,7 +249,8 @@ def scan(rows: pa.Table, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table |
             out = _scan(data, offsets, sel, *arrays)
             parts.append(_rows(rows.slice(start, m), chunk, data, names, out))
         start += m
-    return pa.concat_tables([COLUMNS.empty_table(), *parts])
+    # one dictionary per column (an IPC file holds one per field)
+    return pa.concat_tables([COLUMNS.empty_table(), *parts]).unify_dictionaries().combine_chunks()
 
 
 def _equal(rows: pa.Table, column: str, value: str) -> np.ndarray:
@@ -279,7 +282,7 @@ def _strings(data: np.ndarray, spans: np.ndarray) -> pa.Array:
     idx = np.repeat(spans[:, 0] - offsets[:-1], lengths) + np.arange(offsets[-1])
     out = pa.Array.from_buffers(pa.large_string(), len(spans),
                                 [None, pa.py_buffer(offsets), pa.py_buffer(data[idx])])
-    return pc.if_else(pa.array(valid), out, pa.scalar(None, pa.large_string())).cast(pa.string())
+    return pc.if_else(pa.array(valid), out, pa.scalar(None, pa.large_string()))
 
 
 def _rows(rows: pa.Table, chunk: pa.Array, data: np.ndarray, names: np.ndarray,
@@ -292,12 +295,13 @@ def _rows(rows: pa.Table, chunk: pa.Array, data: np.ndarray, names: np.ndarray,
     taken = pa.table({
         "flow_id": rows.column("flow_id").take(take), "ts": ts.take(take),
         "stream_offset": rows.column("stream_offset").take(take),
-        "rule": pa.array(names[rule] if len(rule) else [], pa.string()),
-        "stream": pa.Array.from_buffers(pa.large_string(), len(row), [
-            None, pa.py_buffer(stream_off), pa.py_buffer(stream.copy())]).cast(pa.string()),
+        "rule": pa.DictionaryArray.from_arrays(pa.array(rule, pa.int32()),
+                                               pa.array(names.tolist(), pa.string())),
+        "stream": pc.dictionary_encode(pa.Array.from_buffers(pa.large_string(), len(row), [
+            None, pa.py_buffer(stream_off), pa.py_buffer(stream.copy())])).cast(_DICT),
         **{name: pa.array(ints[:, f], pa.int64(), mask=~valid[:, f])
            for f, name in enumerate(("first_id", "last_id", "prev_id", "exchange_ns"))},
-        "reset": pa.array(reset), "symbol": _strings(data, sym),
+        "reset": pa.array(reset), "symbol": pc.dictionary_encode(_strings(data, sym)),
         "payload": pa.nulls(len(row), pa.string())})
     whole = pa.array(np.flatnonzero(fallback))
     passed = pa.table({

@@ -1,0 +1,77 @@
+"""The derive's NumPy paths give the rows of the SQL they replace (``pcapflow.feed.gaps_of``
+against ``feed.gaps_sql``; ``alerts._silences`` against ``_silences_sql``;
+``alerts._bursts`` against ``_bursts_sql``), on every sample capture and with
+thresholds low enough that each finds many rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pcapflow.pipelines.store import partition_dir
+from pcapflow.pipelines.tables.schemas import TABLES
+
+import pcapflow
+from pcapflow import alerts, feed
+from pcapflow.dataset import Dataset
+
+BURSTS = [alerts.Settings(), alerts.Settings(burst_min_bytes=64, burst_factor=2.0),
+          alerts.Settings(burst_window_us=100, burst_baseline_s=0.01, burst_min_bytes=1,
+                          burst_factor=1.0)]
+STALE_S = (5.0, 0.05, 0.0005)
+
+
+def _views(ds: pcapflow.Dataset) -> Iterator[tuple[str, Dataset]]:
+    ids = [c for (c,) in ds.fetchall("SELECT capture_id FROM captures ORDER BY capture_id")]
+    for cid in ids:
+        files = {t: sorted(partition_dir(ds.path, t, cid).glob("*.parquet")) for t in TABLES}
+        yield cid, Dataset.of_capture(files, cid)
+
+
+def _rows(rows: list) -> list[tuple]:
+    return [tuple(r) for r in rows]
+
+
+def test_numpy_paths_equal_the_sql(samples_dataset: pcapflow.Dataset) -> None:
+    found = {"gaps": 0, "stale": 0, "bursts": 0}
+    for cid, view in _views(samples_dataset):
+        with view:
+            messages = feed.message_rows(view)
+            got = feed.gaps_of(messages)
+            ref = feed.gaps_table(view)  # the SQL, from the payloads
+            assert got.to_pylist() == ref.to_pylist(), cid
+            found["gaps"] += got.num_rows
+            view.con.register("_m", messages)
+            for stale_s in STALE_S:
+                stale = int(stale_s * 1e9)
+                got_s = alerts._silences(view, messages, stale)
+                ref_s = _rows(alerts._silences_sql(view, "_m", stale))
+                # by time (the SQL's order among equal times is its own)
+                assert got_s is not None and [r[5] for r in got_s] == [r[5] for r in ref_s]
+                assert sorted(got_s, key=str) == sorted(ref_s, key=str), (cid, stale_s)
+                found["stale"] += len(got_s or [])
+            for s in BURSTS:
+                w = int(s.burst_window_us * 1000)
+                span = max(int(s.burst_baseline_s * 1e9) // w, 1)
+                got_b = alerts._bursts(view, s, w, span)
+                ref_b = _rows(alerts._bursts_sql(view, s, w, span))
+                assert got_b is not None and [r[4] for r in got_b] == [r[4] for r in ref_b]
+                assert sorted(got_b, key=str) == sorted(ref_b, key=str), (cid, s)
+                found["bursts"] += len(got_b)
+    print(found)
+    # the comparisons compared something
+    assert found["gaps"] > 0 and found["stale"] > 100 and found["bursts"] > 100
+
+
+@pytest.mark.parametrize("stale_s", [5.0])
+def test_stale_numpy_path_is_what_the_ingest_stored(samples_dataset: pcapflow.Dataset,
+                                                     stale_s: float) -> None:
+    """The stored ``stale_feed`` alerts (the ingest's NumPy path) are the SQL's over
+    the dataset."""
+    stored = samples_dataset.fetchall(
+        "SELECT capture_id, flow_id, stream, epoch_ns(start_ts), epoch_ns(end_ts) FROM alerts "
+        "WHERE kind = 'stale_feed' ORDER BY ALL")
+    s = alerts.Settings(stale_after_s=stale_s)
+    ref = sorted((r["capture_id"], r["flow_id"], r["stream"], r["start_ts"], r["end_ts"])
+                 for r in alerts.stale_feed(samples_dataset, s))
+    assert [tuple(r) for r in stored] == ref
