@@ -27,7 +27,15 @@ stays cheap.
 
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# Arrow's own allocator (mimalloc in pyarrow's wheels) keeps the pages of freed buffers:
+# a `pcapflow watch` process grew 10-20 MB per rotation file with it and stays flat with
+# the system allocator, at the same CPU (benchmarks/watch_memory.py, benchmarks/README.md,
+# "Watch memory"). pyarrow reads this when it is first imported; a user's setting wins.
+_os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 __all__ = ["Dataset", "__version__", "ingest", "open"]
 
 TYPE_CHECKING = False  # not `from typing import ...`: a console script starts faster

@@ -344,3 +344,19 @@ def test_watch_ring_buffer_reuses_a_name(tmp_path: Path) -> None:
     w.step()
     assert seen == ["ring.pcap0", "ring.pcap0"]
     assert _captures(ds).num_rows == 2
+
+
+@pytest.mark.parametrize(("setting", "backend"), [(None, "system"), ("mimalloc", "mimalloc")])
+def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | None,
+                                                                backend: str) -> None:
+    """Arrow's own allocator kept freed pages: a watch grew 10-20 MB per rotation file
+    with it, flat with the system's (benchmarks/README.md, "Watch memory"). pcapflow
+    chooses the system's before pyarrow is imported; a user's setting is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if setting:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = setting
+    out = subprocess.run(
+        [sys.executable, "-c", "import pcapflow, pyarrow; "
+         "print(pyarrow.default_memory_pool().backend_name)"],
+        env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [backend]
