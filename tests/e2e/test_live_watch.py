@@ -346,8 +346,10 @@ def test_watch_ring_buffer_reuses_a_name(tmp_path: Path) -> None:
     assert _captures(ds).num_rows == 2
 
 
-@pytest.mark.parametrize(("setting", "backend"), [(None, "system"), ("mimalloc", "mimalloc")])
-def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | None,
+@pytest.mark.parametrize(("setting", "first", "backend"), [
+    (None, "pcapflow, pyarrow", "system"), (None, "pyarrow, pcapflow", "system"),
+    ("mimalloc", "pcapflow, pyarrow", "mimalloc"), ("mimalloc", "pyarrow, pcapflow", "mimalloc")])
+def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | None, first: str,
                                                                 backend: str) -> None:
     """Arrow's own allocator kept freed pages: a watch grew 10-20 MB per rotation file
     with it, flat with the system's (benchmarks/README.md, "Watch memory"). pcapflow
@@ -356,7 +358,7 @@ def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | No
     if setting:
         env["ARROW_DEFAULT_MEMORY_POOL"] = setting
     out = subprocess.run(
-        [sys.executable, "-c", "import pcapflow, pyarrow; "
+        [sys.executable, "-c", f"import {first}; "
          "print(pyarrow.default_memory_pool().backend_name)"],
         env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [backend]
