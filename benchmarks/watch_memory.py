@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trim", action="store_true")
     a = ap.parse_args(argv)
 
+    # pcapflow before pyarrow, as the CLI: it chooses Arrow's allocator (pcapflow/__init__.py)
+    import pcapflow  # isort: skip
     import pyarrow as pa
     from make_capture import Config, plan, write
     from pcapflow.pipelines import match
 
-    import pcapflow
     from pcapflow.metrics import DatasetMetrics
     from pcapflow.watch import Watcher
 

@@ -34,15 +34,11 @@ __version__ = "0.1.0"
 # Arrow's own allocator (mimalloc in pyarrow's wheels) keeps the pages of freed buffers:
 # a `pcapflow watch` process grew 10-20 MB per rotation file with it and stays flat with
 # the system allocator, at the same CPU (benchmarks/watch_memory.py, benchmarks/README.md,
-# "Watch memory"). pyarrow reads the variable when it is first imported (if it was
-# imported before pcapflow, the pool is set instead); a user's own setting wins.
-if "ARROW_DEFAULT_MEMORY_POOL" not in _os.environ:
-    _os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
-    import sys as _sys
-
-    if "pyarrow" in _sys.modules:
-        _pa = _sys.modules["pyarrow"]
-        _pa.set_memory_pool(_pa.system_memory_pool())
+# "Watch memory"). Arrow's C++ reads the variable once, when pyarrow is first imported:
+# a process that imports pyarrow before pcapflow keeps Arrow's allocator
+# (`pyarrow.set_memory_pool` would change only what Python asks for, not the Parquet
+# reader's and writer's buffers); a user's own setting wins.
+_os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 __all__ = ["Dataset", "__version__", "ingest", "open"]
 
 TYPE_CHECKING = False  # not `from typing import ...`: a console script starts faster
