@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ..prefetch import prefetch
 from ._scan import (
     CAPLEN_TOO_LARGE,
     FATAL_CODES,
@@ -27,6 +28,7 @@ from ._scan import (
     NEED_MORE,
     NS_PER_S,
     OUT_FULL,
+    PREFETCH_BYTES,
     ChunkNotes,
     PacketColumns,
     rd_u32,
@@ -110,6 +112,9 @@ def scan_pcap_records(
     cap = ts_out.shape[0]
     oversnap = -1
     while True:
+        # the next records' headers: each one's place is known only from the one
+        # before, so without this every record waits for memory (``parsers.prefetch``)
+        prefetch(buf, pos + PREFETCH_BYTES)
         if end - pos < hdr_len:
             return pos, n, NEED_MORE, hdr_len, oversnap
         caplen = rd_u32(buf, pos + 8, big)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numba import njit
 
+from ..prefetch import prefetch
 from ._scan import (
     BAD_BLOCK_LENGTH,
     CAPLEN_TOO_LARGE,
@@ -33,6 +34,7 @@ from ._scan import (
     NS_PER_S,
     OTHER_BLOCK,
     OUT_FULL,
+    PREFETCH_BYTES,
     UNKNOWN_INTERFACE,
     ChunkNotes,
     PacketColumns,
@@ -161,6 +163,7 @@ def scan_pcapng_blocks(
     """
     first_spb = -1
     while True:
+        prefetch(buf, pos + PREFETCH_BYTES)  # (``_scan.PREFETCH_BYTES``)
         if end - pos < 12:
             return pos, n, NEED_MORE, 12, last_ts, first_spb
         btype = rd_u32(buf, pos, big)

@@ -478,24 +478,27 @@ class AppLayer:
 
     def _select(self, dec: DecodedChunk, pf: PacketFlows,
                 mine: np.ndarray | None = None) -> np.ndarray:
-        tcp = (pf.flow_id >= 0) & (dec.proto == IPPROTO_TCP)
+        ids = pf.flow_id
+        tcp = (ids >= 0) & (dec.proto == IPPROTO_TCP)
         if mine is not None:  # a worker process: only the flows of its shard
             tcp &= mine
-        want = tcp & ((dec.payload_caplen > 0) | ((dec.tcp_flags & (FIN | RST)) != 0))
+        data = tcp & (dec.payload_caplen > 0)
+        want = data | (tcp & ((dec.tcp_flags & (FIN | RST)) != 0))
         # ACKs of connections with data (open ones, and ones whose first data is in
         # this chunk): RTT samples, and holes the peer acknowledged (capture gaps)
-        live = np.fromiter(self.conns.keys(), np.int64, len(self.conns))
-        fresh = np.unique(pf.flow_id[tcp & (dec.payload_caplen > 0)])
-        data_flows = np.union1d(live, fresh)
-        if data_flows.size:
-            want |= tcp & ((dec.tcp_flags & ACK) != 0) & np.isin(pf.flow_id, data_flows)
+        acks = np.flatnonzero(tcp & ~want & ((dec.tcp_flags & ACK) != 0))
+        if acks.size:
+            live = np.fromiter(self.conns.keys(), np.int64, len(self.conns))
+            data_flows = np.concatenate((live, ids[data]))  # (repeats: no matter to isin)
+            if data_flows.size:
+                want[acks[np.isin(ids[acks], data_flows)]] = True
         sel = np.flatnonzero(want)
         if self.done and sel.size:
             # connections already finished (closed, or their protocol unknown) take
             # nothing more (``_flow``, ``_packet``): leave their packets out before
             # the sort by flow; on plain TCP that is nearly every packet
             done = np.fromiter(self.done, np.int64, len(self.done))
-            sel = sel[~np.isin(pf.flow_id[sel], done)]
+            sel = sel[~np.isin(ids[sel], done)]
         return sel
 
     def process(self, chunk: PacketChunk, dec: DecodedChunk, pf: PacketFlows,

@@ -19,30 +19,41 @@ Rows = dict[str, Any]
 """Column name -> array, in the table's column order (``store.Staging.write``)."""
 
 _DIRS = np.array(DIRECTIONS, dtype=object)
+_DIRS_PA = pa.array(DIRECTIONS, pa.string())  # by direction code 0 / 1
+_KINDS_PA = pa.array(list(EVENT_KINDS.values()), pa.string())  # by position in EVENT_KINDS
 _STATUS_CODE = np.array([STATUS.get(s) for s in range(max(STATUS) + 1)], dtype=object)
 _STATUS_LAYER = np.array([STATUS_LAYER.get(s) for s in range(max(STATUS) + 1)], dtype=object)
 
 
 def tcp_event_rows(pf: PacketFlows, dec: DecodedChunk, chunk: PacketChunk,
                     mine: np.ndarray | None = None) -> Rows | None:
-    parts: list[tuple[np.ndarray, str]] = []
-    for bit, kind in EVENT_KINDS.items():
-        hit = (pf.flags & bit) != 0
-        idx = np.flatnonzero(hit if mine is None else hit & mine)
-        if idx.size:
-            parts.append((idx, kind))
+    """One row per packet and analysis flag it has, in packet order (a packet's kinds
+    in ``EVENT_KINDS`` order). Only the few flagged packets are looked at after the
+    first mask; ``direction`` and ``kind`` are taken from small string arrays by code."""
+    flagged = pf.flags != 0
+    at = np.flatnonzero(flagged if mine is None else flagged & mine)
+    if not at.size:
+        return None
+    bits = pf.flags[at]
+    parts = []
+    codes = []
+    for code, bit in enumerate(EVENT_KINDS):
+        hit = np.flatnonzero(bits & bit)
+        if hit.size:
+            parts.append(at[hit])
+            codes.append(np.full(hit.size, code, np.int8))
     if not parts:
         return None
-    idx = np.concatenate([p[0] for p in parts])
-    kinds = np.concatenate([np.full(p[0].size, p[1], dtype=object) for p in parts])
+    idx = np.concatenate(parts)
+    kinds = np.concatenate(codes)
     order = np.argsort(idx, kind="stable")
     idx, kinds = idx[order], kinds[order]
     return {
         "ts": ts_array(chunk.ts_ns[idx]),
         "packet": pa.array(chunk.index[idx]),
         "flow_id": pa.array(pf.flow_id[idx]),
-        "direction": pa.array(_DIRS[pf.direction[idx]], type=pa.string()),
-        "kind": pa.array(kinds, type=pa.string()),
+        "direction": _DIRS_PA.take(pa.array(pf.direction[idx])),
+        "kind": _KINDS_PA.take(pa.array(kinds)),
         "stream_offset": pa.array(pf.stream_offset[idx]),
         "payload_length": pa.array(dec.payload_len[idx]),
     }

@@ -42,6 +42,7 @@ from pcapflow.parsers.tcp.analysis import (
     _release,
     _table_size,
 )
+from pcapflow.pipelines import store
 
 import pcapflow
 
@@ -256,6 +257,9 @@ def test_ingest_with_small_caps_keeps_state_small_and_rows_right(
     monkeypatch.setattr(analysis, "ROOM_FLOWS", 64)
     monkeypatch.setattr(analysis, "MAX_FLOWS", 256)
     monkeypatch.setattr(flow_rows, "FLOW_BATCH_ROWS", 1000)
+    # each batch its own row group (the writer groups small batches: ``store.GROUP_ROWS``),
+    # so the row groups below tell how the rows were handed over
+    monkeypatch.setattr(store, "GROUP_ROWS", 1)
     held: list[int] = []
     retire = AppLayer.retire
 
