@@ -19,7 +19,6 @@ import argparse
 import ctypes
 import gc
 import json
-import os
 import sys
 import tempfile
 import time
@@ -56,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     # pcapflow before pyarrow, as the CLI: it chooses Arrow's allocator (pcapflow/__init__.py)
     import pcapflow  # isort: skip
     import pyarrow as pa
-    from make_capture import Config, plan, write
     from pcapflow.pipelines import match
+    from watch_rotation import START_NS, rotate_in
 
     from pcapflow.metrics import DatasetMetrics
     from pcapflow.watch import Watcher
@@ -70,19 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                                                    resume=not a.no_resume)[0],
                 poll=0.0, settle=0.0, idle=0.0)
     n = int(a.pps * a.rotate_s)
-    start, end = 1_717_421_400_000_000_000, 0
+    start, end = START_NS, 0
     for k in range(a.files):
         if k == a.trace_from:
             tracemalloc.start(10)
-        p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
-                        start_ns=max(start + int(k * a.rotate_s * 1e9), end + 1000)))
-        end = int(p.cols["t"].max())
-        tmpf = d / f".rot-{k:06d}.tmp"
-        write(p, str(tmpf), "pcap", 262_144)
-        os.replace(tmpf, d / f"rot-{k:06d}.pcap")
-        old = sorted(d.glob("rot-*.pcap"))
-        for f in old[: max(0, len(old) - a.ring)]:
-            f.unlink()
+        end = int(rotate_in(d, k, n, a.pps, a.rotate_s, start, end, a.ring).cols["t"].max())
         c0 = time.process_time()
         w.step()
         if not a.no_metrics:

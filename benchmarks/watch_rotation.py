@@ -25,11 +25,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from procstat import rss_mb  # noqa: E402
+
+START_NS = 1_717_421_400_000_000_000
+"""The first rotation file's first packet (2024-06-03 13:30 UTC)."""
+
+
+def rotate_in(d: Path, k: int, n: int, pps: float, rotate_s: float, start: int, end: int,
+              ring: int) -> Any:
+    """Write the rotation's ``k``-th file (``n`` packets of ``make_capture.py``) into ``d``
+    as a writer would (a temporary name, then renamed), the oldest deleted past ``ring``
+    files; returns its plan. A rotation's file begins after the one before ended
+    (``end``: a synthetic capture of n packets runs a little longer than n / pps)."""
+    from make_capture import Config, plan, write
+
+    p = plan(Config(packets=n, seed=k, rate_pps=float(pps),
+                    start_ns=max(start + int(k * rotate_s * 1e9), end + 1000)))
+    tmpf = d / f".rot-{k:06d}.tmp"
+    write(p, str(tmpf), "pcap", 262_144)
+    os.replace(tmpf, d / f"rot-{k:06d}.pcap")
+    old = sorted(d.glob("rot-*.pcap"))
+    for f in old[: max(0, len(old) - ring)]:
+        f.unlink()
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                     "stopped early keeps its curve)")
     a = ap.parse_args(argv)
 
-    from make_capture import Config, plan, write
-
     import pcapflow
     from pcapflow.metrics import DatasetMetrics
     from pcapflow.watch import Watcher
@@ -54,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     d, root = tmp / "rot", tmp / "ds"
     d.mkdir()
     n = int(a.pps * a.rotate_s)
-    start = 1_717_421_400_000_000_000
+    start = START_NS
     metrics = DatasetMetrics(root)
 
     spent: dict[str, float] = {}
@@ -71,17 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     end = 0
     for k in range(a.files):
-        # a rotation's file begins after the one before ended (a synthetic capture of
-        # n packets runs a little longer than n / pps: the next starts after it)
-        p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
-                        start_ns=max(start + int(k * a.rotate_s * 1e9), end + 1000)))
+        p = rotate_in(d, k, n, a.pps, a.rotate_s, start, end, a.ring)
         end = int(p.cols["t"].max())
-        tmpf = d / f".rot-{k:06d}.tmp"
-        write(p, str(tmpf), "pcap", 262_144)
-        os.replace(tmpf, d / f"rot-{k:06d}.pcap")
-        old = sorted(d.glob("rot-*.pcap"))
-        for f in old[: max(0, len(old) - a.ring)]:
-            f.unlink()
         t0, c0 = time.perf_counter(), time.process_time()
         done = w.step()
         t1 = time.perf_counter()

@@ -411,6 +411,20 @@ def test_a_resumed_commit_appends_only_its_own_parts(
     assert_same_rows(one, data)
 
 
+def _first_file_twice(tmp_path: Path, singles: dict[str, tuple[Path, int]]
+                      ) -> tuple[Path, list[Path], list[Path], Path, Path]:
+    """A TLS sample cut in three; its first file ingested into two datasets (``data``,
+    ``clean``): (one ingest of the sample, the files, its key log, data, clean)."""
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 3, 2 * n // 3], tmp_path)
+    keys = [cap.with_suffix(".keylog")]
+    data, clean = tmp_path / "d", tmp_path / "clean"
+    for root in (data, clean):
+        pcapflow.ingest([parts[0]], keylog=keys, data=root, packets=True)
+    return one, parts, keys, data, clean
+
+
 @pytest.mark.parametrize("step", [1, 2, 5, -1])
 def test_an_append_commit_interrupted_after_its_commit_point_is_whole(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -419,13 +433,7 @@ def test_an_append_commit_interrupted_after_its_commit_point_is_whole(
     is in place): the command rolls its journal forward before it raises, so the
     dataset is the whole commit's (same files as a clean command, same rows); and the
     rotation goes on to one ingest's rows."""
-    cap = SAMPLES / "binance_rest_tls13.pcap"
-    one, n = singles[cap.name]
-    parts = split(cap, [n // 3, 2 * n // 3], tmp_path)
-    keys = [cap.with_suffix(".keylog")]
-    data, clean = tmp_path / "d", tmp_path / "clean"
-    for root in (data, clean):
-        pcapflow.ingest([parts[0]], keylog=keys, data=root, packets=True)
+    one, parts, keys, data, clean = _first_file_twice(tmp_path, singles)
     moves = _journal_moves(monkeypatch)
     pcapflow.ingest([parts[1]], keylog=keys, data=clean, packets=True)
     monkeypatch.undo()
@@ -462,13 +470,7 @@ pcapflow.ingest([sys.argv[1]], keylog=[sys.argv[2]], data=Path(sys.argv[3]), pac
 
 def test_a_process_killed_inside_an_append_commit_is_rolled_forward_by_the_next_reader(
         tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
-    cap = SAMPLES / "binance_rest_tls13.pcap"
-    one, n = singles[cap.name]
-    parts = split(cap, [n // 3, 2 * n // 3], tmp_path)
-    keys = [cap.with_suffix(".keylog")]
-    data, clean = tmp_path / "d", tmp_path / "clean"
-    for root in (data, clean):
-        pcapflow.ingest([parts[0]], keylog=keys, data=root, packets=True)
+    one, parts, keys, data, clean = _first_file_twice(tmp_path, singles)
     pcapflow.ingest([parts[1]], keylog=keys, data=clean, packets=True)
     run = subprocess.run([sys.executable, "-c", _KILL, str(parts[1]), str(keys[0]),
                           str(data), "3"], capture_output=True, text=True, timeout=300)
