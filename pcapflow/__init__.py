@@ -31,14 +31,16 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# Arrow's own allocator (mimalloc in pyarrow's wheels) keeps the pages of freed buffers:
-# a `pcapflow watch` process grew 10-20 MB per rotation file with it and stays flat with
-# the system allocator, at the same CPU (benchmarks/watch_memory.py, benchmarks/README.md,
-# "Watch memory"). Arrow's C++ reads the variable once, when pyarrow is first imported:
+# Arrow's own allocator (mimalloc or jemalloc in pyarrow's wheels) keeps freed pages:
+# a `pcapflow watch` process grew 10-20 MB per rotation file with it; with the system
+# allocator, at the same CPU, it stays flat on 500,000-packet files and grows half as
+# much on 3M-packet ones (benchmarks/README.md, "Arrow's allocator"; watch_memory.py).
+# Arrow's C++ reads the variable once, when pyarrow is first imported:
 # a process that imports pyarrow before pcapflow keeps Arrow's allocator
 # (`pyarrow.set_memory_pool` would change only what Python asks for, not the Parquet
 # reader's and writer's buffers); a user's own setting wins.
 _os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 __all__ = ["Dataset", "__version__", "ingest", "open"]
 
 TYPE_CHECKING = False  # not `from typing import ...`: a console script starts faster

@@ -347,15 +347,21 @@ def test_watch_ring_buffer_reuses_a_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("setting", "first", "backend"), [
-    (None, "pcapflow, pyarrow", "system"), (None, "pyarrow, pcapflow", "mimalloc"),
+    (None, "pcapflow, pyarrow", "system"), (None, "pyarrow, pcapflow", None),
     ("mimalloc", "pcapflow, pyarrow", "mimalloc")])
 def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | None, first: str,
-                                                                backend: str) -> None:
+                                                                backend: str | None) -> None:
     """Arrow's own allocator kept freed pages: a watch grew 10-20 MB per rotation file
     with it, flat with the system's (benchmarks/README.md, "Watch memory"). pcapflow
     chooses the system's before pyarrow is imported (the CLI imports pcapflow first; a
     process that imported pyarrow before keeps Arrow's); a user's setting is kept."""
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if backend is None:  # Arrow's own choice (jemalloc or mimalloc, by pyarrow's version)
+        backend = subprocess.run(
+            [sys.executable, "-c", "import pyarrow; "
+             "print(pyarrow.default_memory_pool().backend_name)"],
+            env=env, capture_output=True, text=True, check=True).stdout.strip()
+        assert backend != "system"
     if setting:
         env["ARROW_DEFAULT_MEMORY_POOL"] = setting
     out = subprocess.run(
