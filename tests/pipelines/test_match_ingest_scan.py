@@ -267,14 +267,15 @@ WS_CAPTURES = [SAMPLES / "binance_wsapi_tls13.pcap", SAMPLES / "okx_ws_tls12.pca
 def test_sample_captures_ingest_rematch_and_unfiltered_agree(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     used: list[int] = []
-    staged_candidates = match.staged_candidates
+    # the ingest's matcher (venues.IngestMatcher) takes it from prefilter at each call
+    staged_candidates = prefilter.staged_candidates
 
     def spy(stage_dir: Path, ws_files: list[Path]) -> pa.Table | None:
         cand = staged_candidates(stage_dir, ws_files)
         used.append(-1 if cand is None else cand.num_rows)
         return cand
 
-    monkeypatch.setattr(match, "staged_candidates", spy)
+    monkeypatch.setattr(prefilter, "staged_candidates", spy)
     data = tmp_path / "data"
     keylogs = sorted(SAMPLES.glob("*.keylog"))
     pcapflow.ingest([str(c) for c in WS_CAPTURES], keylog=keylogs, data=data)
