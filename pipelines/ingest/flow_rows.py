@@ -231,7 +231,8 @@ class FlowRows:
         self.staging.close_writers()  # the matcher reads the staged message tables
         for p in (*parts, *plain):
             p.unlink()
-        # The parsing is over: Arrow's allocator (mimalloc) still holds the pages the
+        # The parsing is over: Arrow's allocator (the system's by default,
+        # pcapflow/__init__.py; mimalloc or jemalloc if the user chose) still holds pages the
         # chunks' batches and the writer thread freed, and DuckDB (the matcher, the derived
         # tables) allocates its own on top, at the ingest's peak. Handing them back first
         # lowers what it starts from by ~45-90 MB in one process (the CLI's peak on a
