@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, Final, Union, cast
 
 from .dataset import FIX_ENDPOINTS
 from .parsers.errors import ConfigError
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # NumPy and pandas load where used: `pcapflow report` prints 
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
 """The quantiles every percentile table reports (p50, p90, p99, p99.9)."""
 
-QUANTILE_METHOD = "linear"
+QUANTILE_METHOD: Final = "linear"
 """NumPy ``method=`` equal to DuckDB's ``quantile_cont`` (see the module docstring)."""
 
 # Group names accepted by ``by=``: name -> (SQL over `latency`, SQL over `unmatched`).
@@ -107,7 +107,7 @@ def venues(ds: Dataset) -> list[str]:
     return [cast(str, r[0]) for r in rows]
 
 
-def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None
+def resolve_exchange(ds: Dataset, exchange: str | Sequence[str | None] | None
                      ) -> list[str | None] | None:
     """Canonical venue names for ``exchange`` (case-insensitive; a list or ``a,b``).
 
@@ -120,7 +120,7 @@ def resolve_exchange(ds: Dataset, exchange: str | Sequence[str] | None
     present = venues(ds)
     by_lower = {v.lower(): v for v in present}
     out: list[str | None] = []
-    unknown = []
+    unknown: list[str] = []
     for name in ((w or "unknown").strip() for w in wanted if w is None or w.strip()):
         if name.lower() in UNKNOWN_VENUE:
             out.append(None)
@@ -165,7 +165,8 @@ class Filter:
 
     def where(self, ts_col: str, table: str) -> tuple[str, list[object]]:
         """SQL condition and parameters for ``latency`` (table="latency") or ``unmatched``."""
-        cond, params = ["TRUE"], []
+        cond: list[str] = ["TRUE"]
+        params: list[object] = []
         if self.exchange is not None:
             named = [v for v in self.exchange if v is not None]
             either = [f"venue IN ({', '.join('?' for _ in named)})"] if named else []
@@ -274,7 +275,7 @@ def _why_no_orders(ds: Dataset) -> str:
 def make_filter(
     ds: Dataset,
     *,
-    exchange: str | Sequence[str] | None = None,
+    exchange: str | Sequence[str | None] | None = None,
     since: TimeLike | None = None,
     until: TimeLike | None = None,
     leg: str | None = "ack",
@@ -296,7 +297,7 @@ def make_filter(
 
 def latency(
     ds: Dataset,
-    exchange: str | Sequence[str] | None = None,
+    exchange: str | Sequence[str | None] | None = None,
     since: TimeLike | None = None,
     until: TimeLike | None = None,
     leg: str | None = "ack",
@@ -349,7 +350,7 @@ def network_coverage(ds: Dataset, flt: Filter) -> dict[str, int]:
                       + ", ".join(f"count(*) FILTER (WHERE coalesce(network_method, 'none') "
                                   f"= '{m}')" for m in NETWORK_METHODS)
                       + f" FROM latency WHERE {cond}", params)[0]
-    return dict(zip(("rows", "pure_ack_rtt", *NETWORK_METHODS), map(int, row), strict=True))  # type: ignore[arg-type]
+    return dict(zip(("rows", "pure_ack_rtt", *NETWORK_METHODS), map(int, row), strict=True))
 
 
 def coverage_note(cov: dict[str, int], metric: str) -> str | None:
@@ -448,7 +449,7 @@ def percentile_sql(groups: list[str], flt: Filter, *, metric: str = "latency",
 def percentiles(
     ds: Dataset,
     by: str | Sequence[str] = "venue",
-    exchange: str | Sequence[str] | None = None,
+    exchange: str | Sequence[str | None] | None = None,
     since: TimeLike | None = None,
     until: TimeLike | None = None,
     leg: str | None = "ack",

@@ -120,9 +120,9 @@ def _siblings(plan: list[list[str]], k: int) -> list[str]:
 
 
 def ingest(
-    paths: Sequence[Capture],
+    paths: Capture | Sequence[Capture],
     *,
-    keylog: Sequence[str | os.PathLike[str]] | None = None,
+    keylog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     data: str | os.PathLike[str] | None = None,
     venues: str | os.PathLike[str] | None = None,
     packets: bool = False,
@@ -149,6 +149,9 @@ def ingest(
     sharded across them (same tables; a regular file and the application layer
     only, else one process); ``"auto"``: ``auto_workers`` per capture.
 
+    ``paths`` and ``keylog`` may each be one path (``pcapflow.ingest("a.pcap",
+    keylog="keys.log")``): a string is a path, never a sequence of one-letter paths.
+
     Files of one recording (a rotation, a ring buffer, a split) are one capture,
     read as one stream: ``capture_sets`` says which (``sets=False``: each file on
     its own); ``progress`` is called with the first file of each.
@@ -163,6 +166,10 @@ def ingest(
     capture set is ingested on a worker and committed here (``pcapflow.cluster``; the
     dataset, captures and key logs on storage every worker sees).
     """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if isinstance(keylog, (str, os.PathLike)):
+        keylog = [keylog]
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or workers < 1):
         raise ValueError(f"workers must be a positive int or 'auto', not {workers!r}")
@@ -253,7 +260,7 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
         n = _workers(p, workers, app=app, jobs=1, resume=resume)  # one capture at a time
         results.append(ingest_capture(
             p, root, packets_table=packets, app_layer=app_factory,
-            matcher=matcher, progress=cb, workers=n, resume=resume,  # type: ignore[arg-type]
+            matcher=matcher, progress=cb, workers=n, resume=resume,
             siblings=_siblings(plan, k),
         ))
         interrupts.done(p[0])

@@ -713,8 +713,8 @@ def coverage_cmd(
         for line in notes:
             render.note(console, line)
         render.note(console, "no capture holding TLS was ingested with a key log")
-    for w in keylog_warnings(keys):
-        render.note(console, f"[yellow]warning:[/yellow] {w}")
+    for warning in keylog_warnings(keys):
+        render.note(console, f"[yellow]warning:[/yellow] {warning}")
 
 
 COMMAND_MODULES = {"match": "cli_match", "report": "cli_report", "demo": "cli_demo",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -112,10 +112,11 @@ def alerts_cmd(
     capture clock steps (the alerts table; --recompute or a threshold runs them again)."""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
-    given = {"p99_us": p99_us, "bucket_s": bucket_s, "min_orders": min_orders,
-             "storm_per_s": storm, "stale_after_s": stale_s, "burst_window_us": burst_us,
-             "burst_factor": burst_factor, "burst_min_bytes": burst_bytes}
-    given = {k: v for k, v in given.items() if v is not None}
+    options: dict[str, Any] = {
+        "p99_us": p99_us, "bucket_s": bucket_s, "min_orders": min_orders,
+        "storm_per_s": storm, "stale_after_s": stale_s, "burst_window_us": burst_us,
+        "burst_factor": burst_factor, "burst_min_bytes": burst_bytes}
+    given = {k: v for k, v in options.items() if v is not None}
     kinds = tuple(k.strip() for k in kind.split(",") if k.strip()) if kind else None
     with Dataset(require(data)) as ds:
         try:

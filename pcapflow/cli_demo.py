@@ -107,7 +107,7 @@ def demo_cmd(
         for note in rep.notes:
             out.print(f"[dim]{note}[/dim]", highlight=False, soft_wrap=True)
         out.print()
-    venue = res.by_venue.table["venue"].dropna()
+    venue = res.by_venue.frame["venue"].dropna()
     lines = [
         f"plots:       {res.plot}",
         f"HTML report: {res.html}",

@@ -39,7 +39,7 @@ def match(
 
     results = rematch(root, registry(venues, root), rederive(root))
     rows = []
-    names = {}
+    names: dict[str, str] = {}
     from .dataset import Dataset
 
     with Dataset(root) as ds:  # captures by file name, as everywhere else

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,7 @@ def verdict(significant_lower: Sequence[bool], significant_higher: Sequence[bool
 
 def compare(before: Dataset, after: Dataset, by: str | Sequence[str] = "venue", *,
             quantiles: Sequence[float] = QUANTILES, n_boot: int = N_BOOT, ci: float = CI,
-            seed: int | None = 0, metric: str = "latency", **filters: object) -> pd.DataFrame:
+            seed: int | None = 0, metric: str = "latency", **filters: Any) -> pd.DataFrame:
     """One row per group: ``n_before``, ``n_after``; per quantile (``p50``...) the
     ``*_before_us``, ``*_after_us``, ``*_diff_us`` (after - before) and the interval
     ``*_ci_low_us``/``*_ci_high_us``; and ``verdict`` (module docstring).

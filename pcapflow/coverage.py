@@ -154,15 +154,22 @@ class Coverage:
 
 
 def coverage(ds: Dataset, *, capture_ids: Sequence[str] | None = None,
-             venues: Sequence[str] | None = None) -> Coverage:
-    """Coverage of the whole dataset, of some captures, or of some venues' connections."""
-    cond, params = ["TRUE"], []
+             venues: Sequence[str | None] | None = None) -> Coverage:
+    """Coverage of the whole dataset, of some captures, or of some venues' connections
+    (None among ``venues``: the connections no venue rule named, as in ``--exchange
+    unknown``)."""
+    cond: list[str] = ["TRUE"]
+    params: list[object] = []
     if capture_ids is not None:
         cond.append(f"capture_id IN ({', '.join('?' for _ in capture_ids) or 'NULL'})")
         params += list(capture_ids)
     if venues is not None:
-        cond.append(f"venue IN ({', '.join('?' for _ in venues) or 'NULL'})")
-        params += list(venues)
+        named = [v for v in venues if v is not None]
+        either = [f"venue IN ({', '.join('?' for _ in named) or 'NULL'})"]
+        if len(named) < len(venues):
+            either.append("venue IS NULL")
+        cond.append("(" + " OR ".join(either) + ")")
+        params += named
     partial = "[" + ", ".join(f"'{c}'" for c in PARTIAL_CODES) + "]"
     rows = ds.fetchall(_SQL.format(where=" AND ".join(cond), partial=partial), params)
     cov = Coverage()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .pipelines import store
 from .pipelines.tables.declared import create_sql, declared
@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` need
     import duckdb
     import pandas as pd
     import pyarrow as pa
+
+Params = Sequence[object] | None
+"""Query parameters: any sequence of values (DuckDB binds them in order)."""
 
 DEFAULT_DATA = "pcapflow_data"
 INTERNAL = "pcapflow_internal"
@@ -80,7 +83,7 @@ def connect() -> duckdb.DuckDBPyConnection:
     try:
         import _duckdb as engine  # DuckDB >= 2: the C++ engine's own module
     except ImportError:  # pragma: no cover  (older layouts: the engine is `duckdb`)
-        import duckdb as engine
+        import duckdb as engine  # type: ignore[no-redef]
     return engine.connect()
 
 
@@ -90,6 +93,9 @@ def _sql_str(s: str) -> str:
 
 class Dataset:
     """A pcapflow dataset directory, queried through DuckDB views."""
+
+    _extra: list[pa.Table]
+    """Arrow tables registered on the connection (``of_capture``): kept alive with it."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  captures: list[str] | None = None,
@@ -206,7 +212,7 @@ class Dataset:
             sources[table] = (f"SELECT * EXCLUDE (capture_id), {cid} AS capture_id FROM {name}"
                               if "capture_id" in rows.schema.names else
                               f"SELECT *, {cid} AS capture_id FROM {name}")
-        self._extra: list[pa.Table] = []  # registered: kept alive with the connection
+        self._extra = []
         for table, rows in (extra or {}).items():
             name = f"{INTERNAL}_extra_{table}"
             if "capture_id" in rows.schema.names:
@@ -230,35 +236,36 @@ class Dataset:
     def tables(self) -> list[str]:
         return list(declared())
 
-    def sql(self, query: str, params: list[object] | None = None) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Params = None) -> duckdb.DuckDBPyRelation:
         """Run SQL over the views; ``.df()``, ``.arrow()`` or ``.fetchall()`` the result."""
-        return self.con.sql(query, params=params)
+        return self.con.sql(query, params=list(params) if params is not None else None)
 
-    def fetchall(self, query: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    def fetchall(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL and return all rows as tuples."""
-        return self._con.execute(query, params or []).fetchall()
+        return self._con.execute(query, list(params or ())).fetchall()
 
-    def fetchone(self, query: str, params: list[object] | None = None) -> tuple[object, ...] | None:
+    def fetchone(self, query: str, params: Params = None) -> tuple[Any, ...] | None:
         """Run SQL and return the first row (None when there is none)."""
         # fetchall, not fetchone: DuckDB 2 keeps a partly read result open on the
         # connection, and the next statement on it fails
-        rows = self._con.execute(query, params or []).fetchall()
+        rows = self._con.execute(query, list(params or ())).fetchall()
         return rows[0] if rows else None
 
-    def fetch_named(self, query: str, params: list[object] | None = None
-                    ) -> tuple[list[str], list[tuple[object, ...]]]:
+    def fetch_named(self, query: str, params: Params = None
+                    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run SQL and return (column names, all rows as tuples)."""
-        cur = self._con.execute(query, params or [])
+        cur = self._con.execute(query, list(params or ()))
         return [d[0] for d in cur.description], cur.fetchall()
 
-    def scalar(self, query: str, params: list[object] | None = None) -> object:
-        """Run SQL and return the first column of the first row."""
+    def scalar(self, query: str, params: Params = None) -> Any:
+        """Run SQL and return the first column of the first row (a SQL value: typed
+        ``Any`` as DB-API rows are; the caller knows what its query returns)."""
         row = self.fetchone(query, params)
         return None if row is None else row[0]
 
-    def df(self, query: str, params: list[object] | None = None) -> pd.DataFrame:
+    def df(self, query: str, params: Params = None) -> pd.DataFrame:
         """Run SQL and return a pandas DataFrame with tz-aware nanosecond timestamps."""
-        return to_pandas(self.con.sql(query, params=params).to_arrow_table())
+        return to_pandas(self.sql(query, params).to_arrow_table())
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (``flows``, ``tcp_events``, ...)."""
@@ -340,7 +347,7 @@ class Dataset:
 
     def decomposition(self, exchange: str | list[str] | None = None, since: object = None,
                       until: object = None, leg: str | None = "ack",
-                      **filters: object) -> pd.DataFrame:
+                      **filters: str | None) -> pd.DataFrame:
         """Each order's latency split into the network round-trip estimate and the
         exchange's share, with where the estimate came from and how sure it is:
         ``latency_ns``, ``network_est_ns``, ``exchange_ns``, ``network_method``,

@@ -62,7 +62,7 @@ def percentile_table(report: Report) -> str:
     head += "".join(f"<th>{_esc(h if c in ('count', 'unmatched') else h + ' µs')}</th>"
                     for c, h in STAT_COLUMNS)
     body = []
-    for r in report.table.to_dict(orient="records"):
+    for r in report.frame.to_dict(orient="records"):
         cells = "".join(f"<td>{_esc(key_text(r[k], k))}</td>" for k in report.keys)
         for c, _ in STAT_COLUMNS:
             v = r[c]
@@ -74,7 +74,7 @@ def percentile_table(report: Report) -> str:
 
 
 def _cell(v: object) -> str:
-    if v is None or (not isinstance(v, list | tuple | dict) and pd.isna(v)):  # type: ignore[arg-type]
+    if v is None or (not isinstance(v, list | tuple | dict) and pd.isna(v)):
         return ""
     return _esc(v)
 

@@ -77,7 +77,7 @@ def draw_histogram(ax: Axes, df: pd.DataFrame, by: str | None = "venue", bins: i
     edges = np.geomspace(lo * 0.95, hi * 1.05 if hi > lo else lo * 1.1, bins + 1)
     for (label, rows), color in zip(groups, _colors(ax), strict=False):
         v = _us(rows)
-        ax.hist(v[v > 0], bins=edges, histtype="step", linewidth=1.5, color=color,
+        ax.hist(v[v > 0], bins=edges.tolist(), histtype="step", linewidth=1.5, color=color,
                 label=f"{label} (n={v.size})")
     ax.set_xscale("log")
     ax.set_xlabel("order-to-ack latency (µs, log scale)")

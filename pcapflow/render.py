@@ -231,21 +231,21 @@ def fit(header: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[in
     """Leave out the ``droppable`` columns (by heading, in order) until the table fits
     ``width`` with no cell wrapped to more than ``MAX_LINES`` lines; returns the table
     and the headings left out (to be said under it)."""
-    header, rows, right = list(header), [list(r) for r in rows], list(right)
+    head, body, right_ = list(header), [list(r) for r in rows], list(right)
     dropped: list[str] = []
     for name in droppable:
-        if min_width(header, rows, right) <= width \
-                and lines_needed(header, rows, right, width) <= MAX_LINES:
+        if min_width(head, body, right_) <= width \
+                and lines_needed(head, body, right_, width) <= MAX_LINES:
             break
-        if name not in header:
+        if name not in head:
             continue
-        i = header.index(name)
-        header.pop(i)
-        for r in rows:
+        i = head.index(name)
+        head.pop(i)
+        for r in body:
             r.pop(i)
-        right = [j - (j > i) for j in right if j != i]
+        right_ = [j - (j > i) for j in right_ if j != i]
         dropped.append(name)
-    return header, rows, right, dropped
+    return head, body, right_, dropped
 
 
 class LazyConsole:

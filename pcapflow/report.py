@@ -103,6 +103,13 @@ class Report:
     def empty(self) -> bool:
         return self.table.empty
 
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table as a DataFrame (a report ``build`` made with its default)."""
+        if isinstance(self.table, Rows):
+            raise TypeError("this report was built with frame=False: its table is Rows")
+        return self.table
+
     def title(self) -> str:
         """One line saying what the table shows and over which rows."""
         what = {"latency": "Order-to-ack latency",
@@ -131,7 +138,7 @@ def _ts(t: pd.Timestamp | None) -> str:
 def build(
     ds: Dataset,
     by: str | Sequence[str] = "venue",
-    exchange: str | Sequence[str] | None = None,
+    exchange: str | Sequence[str | None] | None = None,
     since: analysis.TimeLike | None = None,
     until: analysis.TimeLike | None = None,
     leg: str | None = "ack",
@@ -242,7 +249,7 @@ def key_text(value: object, key: str = "") -> str:
     if _missing(value):
         return NULL_KEY.get(key, "-")
     if key == "endpoint" and value in analysis.FIX_ENDPOINTS:
-        return analysis.FIX_ENDPOINTS[value]  # type: ignore[index]
+        return analysis.FIX_ENDPOINTS[value]
     if isinstance(value, dt.datetime):  # (a pandas Timestamp is one)
         return value.strftime("%Y-%m-%d %H:%M")
     return str(value)

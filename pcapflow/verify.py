@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from .parsers.errors import PcapflowError
 
@@ -85,11 +86,11 @@ def _require_tools() -> None:
                             "apt-get install tshark)")
 
 
-def _sample(ds: object, table: str, n: int, rng: random.Random) -> list[dict[str, object]]:
+def _sample(ds: Any, table: str, n: int, rng: random.Random) -> list[dict[str, Any]]:
     cols = {"http_messages": "method, path, status",
             "ws_messages": "opcode", "fix_messages": "msg_type, cl_ord_id",
             "tls_records": "content_type, length"}[table]
-    rows = ds.fetchall(  # type: ignore[attr-defined]
+    rows = ds.fetchall(
         f"SELECT m.flow_id, m.direction, epoch_ns(m.ts_last) AS ts, {cols}, "
         "(SELECT min(p.packet) FROM packets p WHERE p.flow_id = m.flow_id AND "
         " p.direction = m.direction AND epoch_ns(p.ts) = epoch_ns(m.ts_last)) AS packet "
@@ -115,7 +116,7 @@ def _sample(ds: object, table: str, n: int, rng: random.Random) -> list[dict[str
 
 def _theirs(pkt: object, table: str) -> list[dict[str, object]]:
     """The messages of one protocol in a dissected frame, in our fields."""
-    def layers(name: str) -> list[object]:
+    def layers(name: str) -> list[Any]:
         return list(pkt.get_multiple_layers(name))  # type: ignore[attr-defined]
 
     found: list[dict[str, object]] = []
@@ -149,9 +150,9 @@ def _opt(v: object) -> object:
     return None if v is None else str(v)
 
 
-def _all(layer: object, name: str) -> list[object]:
+def _all(layer: Any, name: str) -> list[Any]:
     """Every value of a field that repeats in a layer (several TLS records in a frame)."""
-    fld = layer.get_field(name)  # type: ignore[attr-defined]
+    fld = layer.get_field(name)
     if fld is None:
         return []
     return [a.get_default_value() for a in getattr(fld, "all_fields", None) or [fld]]
@@ -175,7 +176,7 @@ def verify(capture: str | os.PathLike[str], keylog: Sequence[str | os.PathLike[s
                    packets=True)
         with Dataset(data) as ds:
             picked = {t: _sample(ds, t, sample, rng) for t in tables}
-    checks = [Check(table=t, frame=int(r["frame"]), ours=r["ours"])  # type: ignore[arg-type]
+    checks = [Check(table=t, frame=int(r["frame"]), ours=r["ours"])
               for t, rows in picked.items() for r in rows]
     want_ts = {(c.table, c.frame): r["ts"] for c, r in zip(
         checks, [r for rows in picked.values() for r in rows], strict=True)}

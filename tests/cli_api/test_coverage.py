@@ -169,6 +169,17 @@ def test_report_coverage_follows_the_exchange_filter(keyed: Path) -> None:
     assert okx.line() in " ".join((rep.stdout + rep.stderr).split())
 
 
+def test_coverage_of_the_unknown_venue_counts_the_unnamed_connections(keyed: Path) -> None:
+    # `--exchange unknown` resolves to None: "venue IN (NULL)" once counted nothing
+    ds = pcapflow.open(keyed)
+    sql = ("SELECT count(*) FROM flows WHERE {} AND payload_bytes_out + payload_bytes_in > 0")
+    unnamed = ds.scalar(sql.format("venue IS NULL"))
+    okx = ds.scalar(sql.format("venue = 'okx'"))
+    assert unnamed > 0 and okx > 0
+    assert coverage(ds, venues=[None]).connections == unnamed
+    assert coverage(ds, venues=["okx", None]).connections == unnamed + okx
+
+
 def test_a_connection_read_only_in_part_is_not_called_decoded(tmp_path: Path) -> None:
     """curl's last HTTP/2 connection (cancels only), picked up in its middle: nghttp2 sent
     ``:method: DELETE`` as an HPACK entry before the cut, so no request can be told apart

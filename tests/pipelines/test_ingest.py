@@ -160,6 +160,15 @@ def test_stdin_and_gzip_give_the_same_rows(tmp_path: Path) -> None:
     assert a == b == c and len(a) > 0
 
 
+def test_one_path_and_one_key_log_may_be_given_as_strings(tmp_path: Path) -> None:
+    # a str is a Sequence: iterated, "a.pcap" was five one-letter paths ("a: cannot open")
+    cap, key = SAMPLES / "binance_wsapi_tls13.pcap", SAMPLES / "binance_wsapi_tls13.keylog"
+    (one,) = pcapflow.ingest(str(cap), keylog=str(key), data=tmp_path / "str")
+    (listed,) = pcapflow.ingest([cap], keylog=[key], data=tmp_path / "list")
+    (path,) = pcapflow.ingest(cap, keylog=key, data=tmp_path / "path")
+    assert one.rows == listed.rows == path.rows and one.rows["latency"] > 0
+
+
 def test_packets_table_is_opt_in(tmp_path: Path) -> None:
     cap = SAMPLES / "okx_ws_tls12.pcap"
     pcapflow.ingest([cap], data=tmp_path / "x")
