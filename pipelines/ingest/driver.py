@@ -469,6 +469,9 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         if progress is not None:
             progress(reader.bytes_read, reader.packets)
         interrupts.check()  # between chunks: no kernel is running (see pipelines.interrupts)
+    # the last chunk, its decoded columns and its rows: not held through the end (the
+    # matcher and the derive, where the ingest peaks)
+    chunk = dec = pf = rows = mine = None  # type: ignore[assignment]
     if resume is not None and resume.keep:
         # the state of what is still open, for the next file's ingest; then what the
         # end of this file writes is provisional (``resume``: ``part-t*``)
@@ -479,6 +482,10 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             app.last_ts = link.agree_last(app.last_packet, app.last_ts)
         app.finish(staging, add_anomalies)
     write_retired(tracker.finish())
+    # every connection is closed and written: the tracker's and the parsers' state goes
+    # before the matcher and the derive (only these two are read past here)
+    n_flows, keylog = tracker.n_flows, getattr(app, "keylog", None)
+    tracker = app = None  # type: ignore[assignment]
     if isinstance(link, ChildLink):
         sides = flows.finish(final=False)
         staging.close_writers()
@@ -521,12 +528,12 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
                *(f.sha256 or "" for f in reader.files)]
     if prev is not None:
         sha = hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()
-    staging.write("captures", _capture_rows(old_files, reader, tracker.n_flows,
+    staging.write("captures", _capture_rows(old_files, reader, n_flows,
                                             old_anomalies + sum(anomaly_codes.values()),
-                                            getattr(app, "keylog", None)))
+                                            keylog))
     return IngestResult(
         path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
-        packets=reader.packets, bytes=reader.bytes_read, flows=tracker.n_flows, seconds=0.0,
+        packets=reader.packets, bytes=reader.bytes_read, flows=n_flows, seconds=0.0,
         rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
         anomaly_codes=anomaly_codes,
         capture_problems=capture_problems,
