@@ -156,6 +156,10 @@ class _Program:
             scalars=[self._group(r.first or r.last), self._group(r.last), self._group(r.prev),
                      self._group(r.exchange_ts), self._group(r.symbol), r.ts_unit_ns])
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self.arrays()
+
     def arrays(self) -> tuple[np.ndarray, ...]:
         """The trie, groups, constants, patterns and rule fields as NumPy arrays."""
         n = len(self.keys)
@@ -234,7 +238,7 @@ def scan(rows: pa.Table, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table |
     prog = program(rules)
     if prog is None:
         return None
-    arrays = prog.arrays()
+    arrays = prog._arrays  # (made once per program; the kernel only reads them)
     names = np.array([r.name for r in prog.rules], dtype=object)
     select = _equal(rows, "opcode", "text") & _equal(rows, "direction", "in")
     parts = []
