@@ -339,14 +339,14 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     stack_node = np.zeros(MAX_DEPTH, np.int64)
     stack_obj = np.zeros(MAX_DEPTH, np.bool_)
     stack_count = np.zeros(MAX_DEPTH, np.int64)
-    cap = 16
+    cap = max(16, n)  # a row per message, mostly: no regrowth (untouched pages cost no RSS)
     row = np.empty(cap, np.int64)
     rule = np.empty(cap, np.int64)
     ints = np.empty((cap, 4), np.int64)  # first, last, prev, exchange ns
     valid = np.empty((cap, 4), np.bool_)
     reset = np.empty(cap, np.bool_)
     sym = np.empty((cap, 2), np.int64)  # start, end in data (-1: null)
-    stream = np.empty(1024, np.uint8)
+    stream = np.empty(max(1024, data.shape[0] // 8), np.uint8)
     stream_end = np.empty(cap, np.int64)
     fallback = np.zeros(n, np.bool_)
     out, used = 0, 0
@@ -356,7 +356,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     ets_max = np.empty(R, np.int64)
     for r in range(R):
         ets_max[r] = 9_000_000_000_000_000_000 // scalars[r, 5]
-    symbol = np.empty(1024, np.uint8)
+    symbol = np.empty(max(1024, data.shape[0] // 16), np.uint8)
     sym_end = np.empty(cap, np.int64)
     sym_used = 0
     for i in range(n):
