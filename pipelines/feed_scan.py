@@ -17,6 +17,10 @@ answer from the payload bytes, in one compiled pass per message:
   string, so a quote followed by a letter opens one;
 - the rule's fields come from the recorded values as the SQL computes them.
 
+(``feed_tokens``: strings are found 8 bytes at a time and the arrays of price levels,
+most of a depth update's bytes, read in one tight loop; ``fast=False`` walks a byte
+and a token at a time, with the same outcome.)
+
 Whatever the walk is not sure to read as DuckDB does is not guessed: a
 payload with a backslash (escapes), not well-formed by the strict grammar
 (DuckDB is more lenient: trailing commas, NaN), nested deeper than ``feed_walk.MAX_DEPTH``,
