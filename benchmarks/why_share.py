@@ -34,6 +34,8 @@ from collections.abc import Callable
 # inner steps start with "derive." and are part of "derive"
 STAGES = [
     ("pcapflow.pipelines.feed_scan", "stage", "feed_scan"),
+    # the compiled walk of each batch (the rest of feed_scan: Arrow tables, side files)
+    ("pcapflow.pipelines.feed_scan", "_scan", "feed_scan.kernel"),
     ("pcapflow.why", "derive_staged", "derive"),
     ("pcapflow.pipelines.feed_scan", "staged", "derive.feed_scan.staged"),
     ("pcapflow.feed", "stage_messages", "derive.feed.stage_messages"),

@@ -17,6 +17,10 @@ answer from the payload bytes, in one compiled pass per message:
   string, so a quote followed by a letter opens one;
 - the rule's fields come from the recorded values as the SQL computes them.
 
+(``feed_tokens``: strings are found 8 bytes at a time and the arrays of price levels,
+most of a depth update's bytes, read in one tight loop; ``fast=False`` walks a byte
+and a token at a time, with the same outcome.)
+
 Whatever the walk is not sure to read as DuckDB does is not guessed: a
 payload with a backslash (escapes), not well-formed by the strict grammar
 (DuckDB is more lenient: trailing commas, NaN), nested deeper than ``feed_walk.MAX_DEPTH``,
@@ -156,6 +160,10 @@ class _Program:
             scalars=[self._group(r.first or r.last), self._group(r.last), self._group(r.prev),
                      self._group(r.exchange_ts), self._group(r.symbol), r.ts_unit_ns])
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self.arrays()
+
     def arrays(self) -> tuple[np.ndarray, ...]:
         """The trie, groups, constants, patterns and rule fields as NumPy arrays."""
         n = len(self.keys)
@@ -234,7 +242,7 @@ def scan(rows: pa.Table, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table |
     prog = program(rules)
     if prog is None:
         return None
-    arrays = prog.arrays()
+    arrays = prog._arrays  # (made once per program; the kernel only reads them)
     names = np.array([r.name for r in prog.rules], dtype=object)
     select = _equal(rows, "opcode", "text") & _equal(rows, "direction", "in")
     parts = []
@@ -247,7 +255,7 @@ def scan(rows: pa.Table, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table |
         if sel.any():
             data, offsets = _buffers(chunk)
             out = _scan(data, offsets, sel, *arrays)
-            parts.append(_rows(rows.slice(start, m), chunk, data, names, out))
+            parts.append(_rows(rows.slice(start, m), chunk, names, out))
         start += m
     # one dictionary per column (an IPC file holds one per field)
     return pa.concat_tables([COLUMNS.empty_table(), *parts]).unify_dictionaries().combine_chunks()
@@ -273,21 +281,18 @@ def _buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(data_buf, np.uint8, count=last - first, offset=first), offsets - first
 
 
-def _strings(data: np.ndarray, spans: np.ndarray) -> pa.Array:
-    """Strings at ``spans`` (start, end; -1: null) of ``data``."""
-    valid = spans[:, 0] >= 0
-    lengths = np.where(valid, spans[:, 1] - spans[:, 0], 0)
-    offsets = np.zeros(len(spans) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    idx = np.repeat(spans[:, 0] - offsets[:-1], lengths) + np.arange(offsets[-1])
-    out = pa.Array.from_buffers(pa.large_string(), len(spans),
-                                [None, pa.py_buffer(offsets), pa.py_buffer(data[idx])])
-    return pc.if_else(pa.array(valid), out, pa.scalar(None, pa.large_string()))
+def _strings(data: np.ndarray, ends: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Strings of the bytes ``data`` ending at ``ends``; null where not ``valid``."""
+    offsets = np.zeros(len(ends) + 1, np.int64)
+    offsets[1:] = ends
+    nulls = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.large_string(), len(ends),
+                                 [nulls, pa.py_buffer(offsets), pa.py_buffer(data.copy())])
 
 
-def _rows(rows: pa.Table, chunk: pa.Array, data: np.ndarray, names: np.ndarray,
+def _rows(rows: pa.Table, chunk: pa.Array, names: np.ndarray,
           out: tuple[np.ndarray, ...]) -> pa.Table:
-    row, rule, ints, valid, reset, stream, stream_end, sym, fallback = out
+    row, rule, ints, valid, reset, stream, stream_end, sym, symbol, sym_end, fallback = out
     take = pa.array(row)
     ts = rows.column("ts_last").cast(pa.int64())
     stream_off = np.zeros(len(row) + 1, np.int64)
@@ -301,7 +306,8 @@ def _rows(rows: pa.Table, chunk: pa.Array, data: np.ndarray, names: np.ndarray,
             None, pa.py_buffer(stream_off), pa.py_buffer(stream.copy())])).cast(_DICT),
         **{name: pa.array(ints[:, f], pa.int64(), mask=~valid[:, f])
            for f, name in enumerate(("first_id", "last_id", "prev_id", "exchange_ns"))},
-        "reset": pa.array(reset), "symbol": pc.dictionary_encode(_strings(data, sym)),
+        "reset": pa.array(reset),
+        "symbol": pc.dictionary_encode(_strings(symbol, sym_end, sym[:, 0] >= 0)),
         "payload": pa.nulls(len(row), pa.string())})
     whole = pa.array(np.flatnonzero(fallback))
     passed = pa.table({

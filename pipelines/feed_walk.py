@@ -11,11 +11,10 @@ import numba
 import numpy as np
 
 from ..parsers.jitload import install as _lighter_kernel_loads
+from .feed_tokens import MAX_DEPTH, levels, like_at, string_end, string_end_bytes, token_like
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
-MAX_DEPTH = 32
-"""Nesting the walk follows; a deeper payload is passed on whole."""
 MAX_INT_DIGITS = 18
 """Digits of an id read as an integer here (any such fits int64)."""
 
@@ -39,34 +38,6 @@ def _ws(data, pos, end):
     return pos
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _codepoint_len(c):
-    if c < 0x80:
-        return 1
-    if c >= 0xF0:
-        return 4
-    if c >= 0xE0:
-        return 3
-    return 2
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _like_at(data, pos, end, pats, patlen, r):
-    """Does pattern ``r`` match at ``pos`` (``_``: one UTF-8 character)? Returns the
-    end of the match, or -1."""
-    for k in range(patlen[r]):
-        if pos >= end:
-            return -1
-        p = pats[r, k]
-        if p == 95:  # "_"
-            pos += _codepoint_len(data[pos])
-        elif data[pos] != p:
-            return -1
-        else:
-            pos += 1
-    return pos if pos <= end else -1
-
-
 @numba.njit(cache=True, nogil=True)
 def _raw_like(data, start, end, pats, patlen, patclose, hits):
     """The ``like`` of each rule by a byte search (the pattern with its quotes)."""
@@ -76,29 +47,12 @@ def _raw_like(data, start, end, pats, patlen, patclose, hits):
         for pos in range(start, end):
             if data[pos] != _QUOTE:
                 continue
-            m = _like_at(data, pos + 1, end, pats, patlen, r)
+            m = like_at(data, pos + 1, end, pats, patlen, r)
             if m >= 0 and (not patclose[r] or (m < end and data[m] == _QUOTE)):
                 hits[r] = True
                 any_hit = True
                 break
     return any_hit
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _token_like(data, a, b, pats, patlen, patclose, first, hits):
-    """The ``like``s a string token ``data[a:b]`` (its content) satisfies."""
-    if b <= a:
-        return
-    maybe = first[data[a], data[a + 1]]  # data[b] is the closing quote
-    if maybe == 0:
-        return
-    n = b - a
-    for r in range(patlen.shape[0]):
-        if hits[r] or not (maybe >> r) & 1 or n < patlen[r]:
-            continue  # ("_" takes one byte at least: a shorter token never matches)
-        m = _like_at(data, a, b, pats, patlen, r)
-        if m >= 0 and (not patclose[r] or m == b):
-            hits[r] = True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -124,17 +78,9 @@ def _child(data, a, b, node, node_key, node_keylen, node_idx, node_child, node_s
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _string_end(data, pos, end):
-    """The closing quote of a string whose content starts at ``pos``; -1 when the
-    string has a backslash or a control character, or no end."""
-    while pos < end:
-        c = data[pos]
-        if c == _QUOTE:
-            return pos
-        if c == _BSLASH or c < 32:
-            return -1
-        pos += 1
-    return -1
+def _string_end(data, pos, end, fast):
+    """``feed_tokens.string_end``; a byte at a time unless ``fast``."""
+    return string_end(data, pos, end) if fast else string_end_bytes(data, pos, end)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -195,9 +141,11 @@ def _record(node, kind, a, b, data, kinds, starts, ends):
 @numba.njit(cache=True, nogil=True)
 def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited, stack_node,
-          stack_obj, stack_count):
+          stack_obj, stack_count, fast):
     """Walk one payload (see the module docstring): ``_CLEAN`` with the ``like``
-    ``hits`` and the values of the trie's nodes, or ``_UNSURE``."""
+    ``hits`` and the values of the trie's nodes, or ``_UNSURE``. ``fast``: strings 8
+    bytes at a time and compact price levels in one go (``feed_tokens``; the same
+    outcome as without)."""
     for k in range(kinds.shape[0]):
         kinds[k] = _ABSENT
         visited[k] = False
@@ -215,7 +163,12 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 return _UNSURE  # a duplicate key on a path
             visited[node] = True
         c = data[pos]
-        if c == 123 or c == 91:  # "{" "["
+        skipped = -1
+        if fast and node < 0 and c == 91:  # an array no rule reads: price levels?
+            skipped = levels(data, pos, end, depth, pats, patlen, patclose, first, hits)
+        if skipped >= 0:
+            pos = skipped
+        elif c == 123 or c == 91:  # "{" "["
             if node >= 0 and requested[node]:
                 _record(node, _OTHER, pos, pos, data, kinds, starts, ends)
             if depth == MAX_DEPTH:
@@ -232,11 +185,11 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 # the first key
                 if pos >= end or data[pos] != _QUOTE:
                     return _UNSURE
-                e = _string_end(data, pos + 1, end)
+                e = _string_end(data, pos + 1, end, fast)
                 if e < 0:
                     return _UNSURE
                 if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                    _token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
+                    token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
                 parent = stack_node[depth - 1]
                 node = -1 if parent < 0 else _child(data, pos + 1, e, parent, node_key,
                                                      node_keylen, node_idx, node_child,
@@ -252,11 +205,11 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                                                      node_idx, node_child, node_sibling, 0)
                 continue
         elif c == _QUOTE:
-            e = _string_end(data, pos + 1, end)
+            e = _string_end(data, pos + 1, end, fast)
             if e < 0:
                 return _UNSURE
             if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                _token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
+                token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
             if node >= 0 and requested[node]:
                 _record(node, _STRING, pos + 1, e, data, kinds, starts, ends)
             pos = e + 1
@@ -305,11 +258,11 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
             if obj:
                 if pos >= end or data[pos] != _QUOTE:
                     return _UNSURE
-                e = _string_end(data, pos + 1, end)
+                e = _string_end(data, pos + 1, end, fast)
                 if e < 0:
                     return _UNSURE
                 if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                    _token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
+                    token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
                 node = -1 if parent < 0 else _child(data, pos + 1, e, parent, node_key,
                                                      node_keylen, node_idx, node_child,
                                                      node_sibling, -1)
@@ -370,10 +323,12 @@ def _grow(a, need):
 
 @numba.njit(cache=True, nogil=True)
 def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
-          requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars):
+          requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
+          fast=True):
     """Per selected text ``data[offsets[i]:offsets[i+1]]``: the rows of the rules it
-    passes, or whole (``fallback``). Returns (row index, rule, ids, valid flags,
-    reset, exchange ns, stream bytes and ends, symbol spans, fallback mask)."""
+    passes, or whole (``fallback``); ``fast``: see ``_walk``. Returns (row index, rule,
+    ids, valid flags, reset, exchange ns, stream bytes and ends, symbol spans (-1:
+    null), symbol bytes and ends, fallback mask)."""
     n = select.shape[0]
     R, N = patlen.shape[0], node_idx.shape[0]
     hits = np.zeros(R, np.bool_)
@@ -384,26 +339,33 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     stack_node = np.zeros(MAX_DEPTH, np.int64)
     stack_obj = np.zeros(MAX_DEPTH, np.bool_)
     stack_count = np.zeros(MAX_DEPTH, np.int64)
-    cap = 16
+    cap = max(16, n)  # a row per message, mostly: no regrowth (untouched pages cost no RSS)
     row = np.empty(cap, np.int64)
     rule = np.empty(cap, np.int64)
     ints = np.empty((cap, 4), np.int64)  # first, last, prev, exchange ns
     valid = np.empty((cap, 4), np.bool_)
     reset = np.empty(cap, np.bool_)
     sym = np.empty((cap, 2), np.int64)  # start, end in data (-1: null)
-    stream = np.empty(1024, np.uint8)
+    stream = np.empty(max(1024, data.shape[0] // 8), np.uint8)
     stream_end = np.empty(cap, np.int64)
     fallback = np.zeros(n, np.bool_)
     out, used = 0, 0
     got = np.zeros((R, 4), np.int64)
     state = np.zeros((R, 4), np.int64)
+    # per rule: the largest exchange time whose ns the SQL's DECIMAL -> BIGINT holds
+    ets_max = np.empty(R, np.int64)
+    for r in range(R):
+        ets_max[r] = 9_000_000_000_000_000_000 // scalars[r, 5]
+    symbol = np.empty(max(1024, data.shape[0] // 16), np.uint8)
+    sym_end = np.empty(cap, np.int64)
+    sym_used = 0
     for i in range(n):
         if not select[i]:
             continue
         a, b = offsets[i], offsets[i + 1]
         if _walk(data, a, b, node_key, node_keylen, node_idx, node_child, node_sibling,
                  requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited,
-                 stack_node, stack_obj, stack_count) != _CLEAN:
+                 stack_node, stack_obj, stack_count, fast) != _CLEAN:
             fallback[i] = _raw_like(data, a, b, pats, patlen, patclose, hits)
             continue
         # every field of every rule passed, read first: one unsure read passes the
@@ -415,7 +377,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             for f in range(4):
                 nd = _chosen(groups, scalars[r, f], kinds)
                 st, v = _as_int(data, nd, kinds, starts, ends)
-                if f == 3 and st == 1 and abs(v) > 9_000_000_000_000_000_000 // scalars[r, 5]:
+                if f == 3 and st == 1 and abs(v) > ets_max[r]:
                     st = 2  # the SQL's DECIMAL -> BIGINT would overflow
                 state[r, f] = st
                 got[r, f] = v
@@ -446,6 +408,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                 row, rule, reset, stream_end = (_grow(row, out + 1), _grow(rule, out + 1),
                                                 _grow(reset, out + 1),
                                                 _grow(stream_end, out + 1))
+                sym_end = _grow(sym_end, out + 1)
                 big = np.empty((row.shape[0], 4), np.int64)
                 big[:out] = ints[:out]
                 ints = big
@@ -468,6 +431,13 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             reset[out] = z
             s = _chosen(groups, scalars[r, 4], kinds)
             sym[out, 0], sym[out, 1] = (starts[s], ends[s]) if s >= 0 else (-1, -1)
+            if s >= 0:
+                if sym_used + ends[s] - starts[s] > symbol.shape[0]:
+                    symbol = _grow(symbol, sym_used + ends[s] - starts[s])
+                for k in range(starts[s], ends[s]):
+                    symbol[sym_used] = data[k]
+                    sym_used += 1
+            sym_end[out] = sym_used
             lead = True
             for j in range(lists.shape[2]):
                 g = lists[r, 2, j, 0]
@@ -475,15 +445,17 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                     continue
                 nd = _chosen(groups, g, kinds)
                 size = (0 if lead else 1) + (ends[nd] - starts[nd] if nd >= 0 else 0)
-                stream = _grow(stream, used + size)
+                if used + size > stream.shape[0]:
+                    stream = _grow(stream, used + size)
                 if not lead:
                     stream[used] = 32  # " "
                     used += 1
                 if nd >= 0:
-                    stream[used: used + ends[nd] - starts[nd]] = data[starts[nd]: ends[nd]]
-                    used += ends[nd] - starts[nd]
+                    for k in range(starts[nd], ends[nd]):  # (a byte loop: no slice views)
+                        stream[used] = data[k]
+                        used += 1
                 lead = False
             stream_end[out] = used
             out += 1
     return (row[:out], rule[:out], ints[:out], valid[:out], reset[:out], stream[:used],
-            stream_end[:out], sym[:out], fallback)
+            stream_end[:out], sym[:out], symbol[:sym_used], sym_end[:out], fallback)
