@@ -192,6 +192,11 @@ class Dataset:
         rows added to its files (a rotation's carried rows: ``pcapflow.why_carry``).
         What the ingest derives ``causes``, ``feed_gaps`` and ``alerts`` from
         (``pcapflow.why``), with the same SQL as over a dataset."""
+        # Arrow tables are registered below: the engine scans Python Arrow objects only
+        # once the ``duckdb`` package has set up ``duckdb._sources`` (``connect``
+        # alone does not import it)
+        import duckdb  # noqa: F401
+
         self = cls.__new__(cls)
         self.path = Path(".")
         self.captures = [capture_id]

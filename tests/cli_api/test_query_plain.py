@@ -104,3 +104,21 @@ def test_lean_dataset_gains_the_relation_api(tmp_path) -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[(42,)] [(0,)]"
+
+
+def test_a_capture_view_over_arrow_tables_in_a_fresh_process() -> None:
+    """``Dataset.of_capture`` registers Arrow tables: the engine scans them only once the
+    ``duckdb`` package is loaded (``duckdb._sources``), which ``connect`` skips; the
+    ingest's derive hit it whenever nothing had imported ``duckdb`` before."""
+    code = ("import sys, pyarrow as pa; from pcapflow.dataset import Dataset; "
+            "assert 'duckdb' not in sys.modules; "
+            "t = pa.table({'flow_id': pa.array([1, 2], pa.int64())}); "
+            "ds = Dataset.of_capture({}, 'c0ffee', {'flows': t}); "
+            "print(ds.fetchall('SELECT count(*), min(capture_id) FROM flows'))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(2, 'c0ffee')]"

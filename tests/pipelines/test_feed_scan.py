@@ -10,7 +10,6 @@ import json
 import random
 from pathlib import Path
 
-import duckdb  # noqa: F401  (see _messages: Dataset.of_capture registers Arrow tables)
 import pyarrow as pa
 import pytest
 from pcapflow.pipelines import feed_scan
