@@ -1,0 +1,800 @@
+"""A rotation's matcher, each command in O(its own file): what one command carries
+to the next.
+
+A rotation ingested one file per command (``pipelines.ingest.resume``) is one capture
+that grows by a file per command. The matcher (``pipelines.match``) ran over the whole
+set's messages in every command, so the n-th file cost O(n). Here each command runs
+the same SQL over its own rows and what the previous command carried, and every row
+of ``orders``, ``acks``, ``latency`` and ``unmatched`` equals what one ingest of all
+the files gives.
+
+How this works (the pattern of ``pcapflow.why_carry``).
+
+- *Groups.* The matcher's rows come in groups, one per ``correlation_id``: an order
+  with its replies (the ack leg, the engine leg), its ``latency`` rows and its
+  ``unmatched`` row; or a reply no order was seen for. Each group has a *settle*
+  time: its last row's time, but ``resume_pending_s`` after its order while a later
+  file may still add to it: no reply yet, no engine leg yet (a decoded order the
+  venue did not reject), or fewer than ``RTT_AFTER`` RTT samples after the order on
+  its connection still open (``decompose.sql``'s windows of samples reach that far
+  past an order, per ``tcp_rtt.method``).
+- *Cut.* ``C`` = the set's last packet - ``SETTLE_NS``, and before every matcher
+  input row of this command's provisional parts (``part-t*``). A group that
+  settles before ``C`` is final: written as final parts (``part-d*``) and kept by
+  later commands as they are; the others are provisional (``part-t*``), made again
+  by the next command.
+- *Carried rows* (``DATA/_state/capture_id=<id>/match/``): the matcher's input rows
+  (final ones only) from ``K`` on, ``K`` = ``C`` or the oldest order of a group not
+  final; the requests still open at ``K`` (a WebSocket request or HTTP request
+  whose reply is at ``K`` or later, or not seen yet on a connection still open: the
+  FIFO of ``websocket.sql`` and the pairing of ``rest.sql`` then start from the
+  same queue as over the whole set); per connection and RTT method the
+  ``RTT_KEEP`` samples before its own window; the first ``CONTENT_SAMPLE``
+  outbound messages per connection and its first FIX comp ids (``flow_rules``
+  names venues from them); the ids of the set's final orders (``ids``: the
+  ``learned_prev`` table ``combine.sql`` learns exchange and client order ids from,
+  and what the checks below look up); and the correlation ids of the final groups
+  the carried rows make again (dropped: their rows are written already).
+- *Checked, else whole.* A command checks its premises: no matcher input row of its
+  own before the previous cut; no new RTT sample on a connection and method whose
+  final order lacked samples after it; no FIX order entry and no undecrypted REST
+  (those run whole); no flow changed venue or dialect; no response to a request
+  the carried rows do not hold; no final group made again with a reply or engine
+  leg it lacked; no new reply, engine event or learned id that would change a
+  final order not carried. If one fails (a reply past ``resume_pending_s``, a venue
+  learnt later, ``pcapflow match`` run since, a state from another pcapflow), the
+  command matches the whole set and replaces the set's matcher rows: slower once,
+  never different.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..parsers.limits import Limits
+from . import store
+from .ingest.resume import (
+    CARRIED,
+    HELD,
+    STATE_FILE,
+    TAIL_PREFIX,
+    carried_parts,
+    drop_carried,
+    read_header,
+)
+from .match import (
+    CONTENT_SAMPLE,
+    INPUT_TABLES,
+    MESSAGE_TABLES,
+    OUTPUTS,
+    MatchOutput,
+    _cast,
+    matched,
+)
+from .prefilter import CANDIDATES_DIR, staged_candidates
+from .tables.schemas import TABLES, without_capture_id
+from .venue_rules import Resolver
+
+VERSION = 1
+DIR = "match"
+"""Sub-directory of a set's resume state: what ``save`` keeps."""
+SETTLE_NS = 2 * 10**9
+"""Rows of a later file are this much after the set's last packet, at most."""
+RTT_KEEP = 10
+"""RTT samples per connection and method kept before the carried window (the
+decompose window reaches 4 samples either side of the one nearest an order)."""
+RTT_AFTER = 5
+"""Samples after an order that settle its network estimate (the nearest one after
+it and the 4 that follow)."""
+INF = 2**62
+OUTPUT_TABLES = tuple(OUTPUTS)
+WHOLE: list[str] = []
+"""Why commands of this process matched a set whole (the tests read it)."""
+_OLD_SCAN = "0000-"
+"""Name prefix of the set's earlier scan files linked into staging (``resume``)."""
+
+
+@dataclass(slots=True)
+class Result:
+    """One command's matcher rows: the set's (for the derived tables), and this
+    command's own as (final, provisional)."""
+
+    whole: MatchOutput
+    final: dict[str, pa.Table]
+    provisional: dict[str, pa.Table]
+
+
+@dataclass(slots=True)
+class _Parts:
+    old: dict[str, list[Path]]
+    new: dict[str, list[Path]]
+    tail: dict[str, list[Path]]
+    resumed: bool
+
+    @classmethod
+    def of(cls, stage_dir: Path) -> _Parts:
+        out = cls({}, {}, {}, (stage_dir / CARRIED).is_file())
+        carried = carried_parts(stage_dir)
+        for t in TABLES:
+            files = sorted((stage_dir / t).glob("*.parquet"))
+            out.old[t] = carried.get(t, [])
+            out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
+            out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
+        return out
+
+    def fresh(self, t: str) -> list[Path]:
+        return [*self.new.get(t, []), *self.tail.get(t, [])]
+
+
+_CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
+                   "comp_ids", "venues", "ids", "finalized", "max_req", "rtt_incomplete")
+
+
+@dataclass(slots=True)
+class _Carried:
+    meta: dict[str, Any]
+    t: dict[str, pa.Table]
+    dir: Path
+
+    @classmethod
+    def load(cls, path: Path) -> _Carried | None:
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if meta.get("version") != VERSION:
+                return None
+            return cls(meta, {n: pq.read_table(path / f"{n}.parquet") for n in _CARRIED_TABLES},
+                       path)
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None
+
+
+def _read(files: Sequence[Path], table: str, columns: Sequence[str] | None = None,
+          flows: list[int] | None = None) -> pa.Table:
+    schema = without_capture_id(TABLES[table])
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    where = [("flow_id", "in", flows)] if flows is not None else None
+    return pa.concat_tables([schema.empty_table(), *(
+        pq.read_table(p, columns=schema.names, filters=where).select(schema.names).cast(schema)
+        for p in files)])
+
+
+def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.fill_null(col.cast(pa.int64()), INF).to_numpy()
+
+
+def _min_ns(table: pa.Table, column: str) -> int:
+    if table.num_rows == 0:
+        return INF
+    v = pc.min(table.column(column).cast(pa.int64())).as_py()
+    return INF if v is None else int(v)
+
+
+def _clean_rtt(rows: pa.Table) -> pa.Table:
+    """RTT samples the matcher reads: ours (``out``), not piggybacked, not resent."""
+    if rows.num_rows == 0:
+        return rows
+    keep = pc.and_(pc.equal(rows.column("direction"), "out"), pc.and_(
+        pc.invert(pc.fill_null(rows.column("piggybacked"), False)),
+        pc.invert(pc.fill_null(rows.column("retransmitted"), False))))
+    return rows.filter(pc.fill_null(keep, False))
+
+
+def _scan_rows(stage_dir: Path, parts: _Parts, *, old: bool) -> pa.Table | None:
+    """The ingest-time scan's rows of this command's ``ws_messages`` parts (and of the
+    set's earlier ones: ``old``), or None when its files do not cover them."""
+    side = stage_dir / CANDIDATES_DIR
+    files = [*(parts.old["ws_messages"] if old else []), *parts.fresh("ws_messages")]
+    if old:
+        return staged_candidates(stage_dir, files)
+    hidden = stage_dir / "_old_candidates"
+    moved = [p for p in side.glob(f"{_OLD_SCAN}*.arrow")] if side.is_dir() else []
+    hidden.mkdir(exist_ok=True)
+    for p in moved:
+        p.rename(hidden / p.name)
+    try:
+        return staged_candidates(stage_dir, files)
+    finally:
+        for p in moved:
+            (hidden / p.name).rename(p)
+        hidden.rmdir()
+
+
+def _tail_keys(parts: _Parts) -> pa.Table:
+    t = _read(parts.tail.get("ws_messages", []), "ws_messages",
+              ["flow_id", "direction", "stream_offset"])
+    return t
+
+
+@dataclass(slots=True)
+class _Run:
+    """The SQL's outputs and what the carry reads of its intermediate tables."""
+
+    out: MatchOutput
+    rules: pa.Table
+    fix: int = 0
+    enc: int = 0
+    groups: pa.Table | None = None
+    ws_req: pa.Table | None = None
+    rest_req: pa.Table | None = None
+    rest_orphans: pa.Table | None = None
+    engine: pa.Table | None = None
+    incomplete: pa.Table | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _q(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
+    try:
+        return con.sql(sql).to_arrow_table()
+    except duckdb.CatalogException:  # a family's tables after its gate: not made
+        return None
+
+
+def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Resolver,
+             candidates: pa.Table | None, *, held: np.ndarray, limit_ns: int, cut: int,
+             extra: Mapping[str, pa.Table] | None = None,
+             comp_ids: Mapping[int, tuple[int, str | None, str | None]] | None = None,
+             content: Mapping[str, pa.Table] | None = None) -> _Run:
+    with matched(files, flows, resolver, candidates=candidates, extra=extra,
+                 comp_ids_prev=comp_ids, content_extra=content) as con:
+        out: dict[str, pa.Table] = {}
+        for table, (temp, schema) in OUTPUTS.items():
+            target = without_capture_id(schema)
+            cols = ", ".join(f'"{f.name}"' for f in target)
+            out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
+        rules = con.sql("SELECT flow_id, venue, venue_source, dialect FROM flow_rules"
+                        ).to_arrow_table()
+        run = _Run(MatchOutput(flow_venue={}, tables=out), rules)
+        fix = _q(con, "SELECT count(*) AS n FROM fix_in")
+        run.fix = int(fix.column(0)[0].as_py()) if fix is not None else 0
+        enc = _q(con, "SELECT count(*) AS n FROM enc_flows")
+        run.enc = int(enc.column(0)[0].as_py()) if enc is not None else 0
+        con.register("_held", pa.table({"flow_id": pa.array(held, pa.int64())}))
+        run.ws_req = _q(con, """
+            SELECT q.flow_id, q.stream_offset, q.ts, p.ts AS rep_ts
+            FROM ws_fifo q LEFT JOIN ws_pairs x ON x.req_rid = q.rid
+            LEFT JOIN ws_fifo p ON p.rid = x.rep_rid WHERE q.side = 0""")
+        run.rest_req = _q(con, """
+            SELECT q.flow_id, q.request_index, q.ts, r.ts AS rep_ts,
+                   r.reset_reason IS NULL AS full
+            FROM rest_req q LEFT JOIN rest_resp r USING (flow_id, request_index)""")
+        if run.rest_req is None:
+            run.rest_req = _q(con, """SELECT flow_id, request_index, ts, NULL::BIGINT AS rep_ts,
+                                      NULL::BOOLEAN AS full FROM rest_req""")
+        run.rest_orphans = _q(con, """
+            SELECT r.flow_id, r.request_index FROM rest_resp r
+            WHERE r.request_index IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM rest_req q
+                WHERE q.flow_id = r.flow_id AND q.request_index = r.request_index)""")
+        run.engine = _q(con, """SELECT venue, subject, order_id, event_kind, ts
+                                FROM engine_events WHERE event_kind IS NOT NULL""")
+        # per order of a connection still open: RTT samples after it, per method
+        run.incomplete = con.sql(f"""
+            SELECT l.flow_id, l.order_ts, m.method FROM (
+                SELECT DISTINCT flow_id, order_ts FROM out_latency
+                WHERE flow_id IN (SELECT flow_id FROM _held)) l
+            CROSS JOIN (VALUES ('ack'), ('tsecr')) m(method)
+            LEFT JOIN rtt_clean r ON r.flow_id = l.flow_id AND r.method = m.method
+                AND r.ts > l.order_ts
+            GROUP BY ALL HAVING count(r.ts) < {RTT_AFTER}""").to_arrow_table()
+        con.register("_incomplete", run.incomplete)
+        run.groups = con.sql(f"""
+            WITH a AS (
+                SELECT correlation_id, bool_or(leg = 'ack') AS has_ack,
+                       bool_or(leg = 'engine') AS has_engine,
+                       any_value(status) FILTER (WHERE leg = 'ack') AS status,
+                       any_value(exchange_order_id) FILTER (WHERE leg = 'ack')
+                           AS exchange_order_id,
+                       max(ts) AS last_ts, any_value(order_key IS NULL) AS orphan
+                FROM out_acks GROUP BY correlation_id),
+            o AS (
+                SELECT o.*, EXISTS (SELECT 1 FROM _incomplete i WHERE i.flow_id = o.flow_id
+                                    AND i.order_ts = o.ts) AS rtt_open
+                FROM out_orders o)
+            SELECT coalesce(o.correlation_id, a.correlation_id) AS cid,
+                   o.flow_id, o.venue, o.kind, o.client_order_id, o.orig_client_order_id,
+                   o.target_order_id, o.decoded, o.ts AS order_ts,
+                   coalesce(a.has_ack, false) AS has_ack,
+                   coalesce(a.has_engine, false) AS has_engine, a.status,
+                   a.exchange_order_id,
+                   greatest(coalesce(o.ts, a.last_ts), coalesce(a.last_ts, o.ts)) AS last_ts,
+                   o.correlation_id IS NULL AS orphan,
+                   CASE WHEN o.correlation_id IS NULL THEN a.last_ts
+                        WHEN NOT coalesce(a.has_ack, false) OR o.rtt_open
+                        THEN greatest(coalesce(a.last_ts, o.ts), o.ts + {limit_ns})
+                        ELSE greatest(o.ts, coalesce(a.last_ts, o.ts)) END AS settle
+            FROM o FULL JOIN a ON a.correlation_id = o.correlation_id""").to_arrow_table()
+        run.extra["final_cut"] = cut
+    return run
+
+
+def _venue_maps(rules: pa.Table) -> tuple[dict[int, str], dict[int, str]]:
+    named = rules.filter(pc.is_valid(rules.column("venue")))
+    ids = named.column("flow_id").to_pylist()
+    return (dict(zip(ids, named.column("venue").to_pylist(), strict=True)),
+            dict(zip(ids, named.column("venue_source").to_pylist(), strict=True)))
+
+
+def _by_cid(rows: pa.Table, cids: pa.Array) -> np.ndarray:
+    return pc.is_in(rows.column("correlation_id"), value_set=cids).to_numpy(
+        zero_copy_only=False)
+
+
+def _split(run: _Run, cut: int, drop: pa.Array) -> tuple[dict[str, pa.Table],
+                                                        dict[str, pa.Table]]:
+    """The run's rows of groups not in ``drop``, as (final, provisional) at ``cut``."""
+    g = run.groups
+    assert g is not None
+    settle = _ns(g.column("settle"))
+    cids = g.column("cid")
+    fin_ids = cids.filter(pa.array(settle < cut))
+    final, prov = {}, {}
+    for t, rows in run.out.tables.items():
+        gone = _by_cid(rows, drop) if len(drop) else np.zeros(rows.num_rows, bool)
+        fin = _by_cid(rows, fin_ids) & ~gone
+        final[t] = rows.filter(pa.array(fin))
+        prov[t] = rows.filter(pa.array(~fin & ~gone))
+    return final, prov
+
+
+def _cut(parts: _Parts, last: int | None) -> int:
+    if last is None:
+        return INF
+    cut = last - SETTLE_NS
+    for t, col in (("http_messages", "ts_last"), ("ws_messages", "ts_last")):
+        cut = min(cut, _min_ns(_read(parts.tail.get(t, []), t, [col]), col))
+    rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
+                           ["direction", "piggybacked", "retransmitted", "ts_sent"]))
+    return min(cut, _min_ns(rtt, "ts_sent"))
+
+
+def pending_s(header: Mapping[str, Any]) -> float:
+    """``Limits.resume_pending_s`` of the ingest (the staged state's header holds it)."""
+    return float(header.get("resume_pending_s", Limits().resume_pending_s))
+
+
+def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str) -> Result:
+    """The matcher at the end of an ingest (module docstring)."""
+    from .match import match_staged
+
+    parts = _Parts.of(stage_dir)
+    state = stage_dir / store.STATE / STATE_FILE
+    keep = state.is_file()
+    if not keep and not parts.resumed:
+        out = match_staged(stage_dir, flows, resolver)
+        return Result(out, dict(out.tables), {})
+    header = read_header(state) if keep else {}
+    limit_ns = int(pending_s(header) * 10**9)
+    last = int(header["last_key"]) if keep else None
+    held_file = stage_dir / store.STATE / HELD
+    held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
+    cut = _cut(parts, last)
+    prev: _Carried | None = None
+    why: str | None = None
+    if parts.resumed:
+        path = store.partition_dir(stage_dir.parent.parent, store.STATE, capture_id) / DIR
+        prev = _Carried.load(path) if path.is_dir() else None
+        why = "no matcher state kept by the previous command" if prev is None else None
+    run: _Run | None = None
+    if prev is not None:
+        why = _check_inputs(prev, parts)
+        if why is None:
+            run, why = _incremental(stage_dir, parts, prev, flows, resolver, held, limit_ns,
+                                    cut)
+    if run is None:
+        if why is not None:
+            WHOLE.append(why)
+        prev = None
+        for t in OUTPUT_TABLES:  # (in the dataset: they go in this command's commit)
+            drop_carried(stage_dir, t, parts.old.get(t, []))
+            parts.old[t] = []
+        files = {t: [*parts.old[t], *parts.fresh(t)] for t in INPUT_TABLES}
+        cands = (_scan_rows(stage_dir, parts, old=True)
+                 if any(files[t] for t in MESSAGE_TABLES) else None)
+        run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
+    drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
+            else pa.array([], pa.string()))
+    final, prov = _split(run, cut, drop)
+    venue, source = _venue_maps(run.rules)
+    whole = {t: pa.concat_tables([_read(parts.old.get(t, []), t), final[t], prov[t]])
+             for t in OUTPUT_TABLES}
+    if keep and run.fix == 0 and run.enc == 0:
+        save(stage_dir, parts, prev, run, cut, held, flows)
+    elif keep:  # nothing carried: the next command matches the set whole (the
+        # commit replaces the state's files by name: a stale state must not stay)
+        out_dir = stage_dir / store.STATE / DIR
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+        (out_dir / "meta.json").write_text(json.dumps({"version": None}))
+    out = MatchOutput(flow_venue={int(f): str(v) for f, v in venue.items()}, tables=whole,
+                      flow_venue_source={int(f): str(s) for f, s in source.items()})
+    return Result(out, final, prov)
+
+
+def _check_inputs(prev: _Carried, parts: _Parts) -> str | None:
+    """Premises read before the run: this command's rows follow the previous cut."""
+    before = int(prev.meta["cut"])
+    for t, col in (("http_messages", "ts_last"), ("ws_messages", "ts_last")):
+        if _min_ns(_read(parts.fresh(t), t, [col]), col) < before:
+            return f"{t} rows before the previous cut"
+    rtt = _clean_rtt(_read(parts.fresh("tcp_rtt"), "tcp_rtt",
+                           ["flow_id", "direction", "piggybacked", "retransmitted",
+                            "ts_sent", "method"]))
+    if _min_ns(rtt, "ts_sent") < before:
+        return "RTT samples before the previous cut"
+    inc = prev.t["rtt_incomplete"]
+    if rtt.num_rows and inc.num_rows:
+        key = pc.binary_join_element_wise(pc.cast(rtt.column("flow_id"), pa.string()),
+                                          pc.fill_null(rtt.column("method"), "ack"), ":")
+        had = pc.binary_join_element_wise(pc.cast(inc.column("flow_id"), pa.string()),
+                                          inc.column("method"), ":")
+        if pc.any(pc.is_in(key, value_set=had.combine_chunks())).as_py():
+            return "an RTT sample after a final order that lacked them"
+    for t in ("fix_messages", "tls_records"):
+        if parts.fresh(t) and t == "fix_messages":
+            n = sum(pq.read_metadata(p).num_rows for p in parts.fresh(t))
+            if n:
+                return "FIX order entry (matched whole)"
+    return None
+
+
+def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table,
+                 resolver: Resolver, held: np.ndarray, limit_ns: int, cut: int
+                 ) -> tuple[_Run | None, str | None]:
+    cands = _scan_rows(stage_dir, parts, old=False)
+    if cands is None and parts.fresh("ws_messages"):
+        return None, "no ingest-time scan of this command's WebSocket messages"
+    scan = prev.t["scan"]
+    cands = pa.concat_tables([scan.cast(cands.schema) if cands is not None else scan,
+                              *([cands] if cands is not None else [])])
+    files: dict[str, list[Path]] = {t: parts.fresh(t) for t in INPUT_TABLES}
+    files["http_messages"].append(prev.dir / "http_messages.parquet")
+    files["tcp_rtt"].append(prev.dir / "tcp_rtt.parquet")
+    ids = prev.t["ids"]
+    learned = ids.filter(pc.fill_null(pc.and_(
+        pc.equal(ids.column("kind"), "new"), pc.equal(ids.column("status"), "accepted")),
+        False)).select(["venue", "client_order_id", "exchange_order_id"])
+    learned = learned.filter(pc.and_(pc.is_valid(learned.column("client_order_id")),
+                                     pc.is_valid(learned.column("exchange_order_id"))))
+    comp = {int(r["flow_id"]): (int(r["ts"]), r["sender"], r["target"])
+            for r in prev.t["comp_ids"].to_pylist()}
+    run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
+                   extra={"learned_prev": learned}, comp_ids=comp,
+                   content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
+    return (run, None) if (why := _check_run(prev, run)) is None else (None, why)
+
+
+def _check_run(prev: _Carried, run: _Run) -> str | None:
+    """Premises read after the run (module docstring)."""
+    if run.fix:
+        return "FIX order entry (matched whole)"
+    if run.enc:
+        return "REST known from TLS record timing (matched whole)"
+    was = prev.t["venues"]
+    if was.num_rows:
+        at = pc.index_in(was.column("flow_id"), value_set=run.rules.column("flow_id"))
+        for col in ("venue", "dialect"):
+            now = run.rules.column(col).take(at)
+            same = pc.or_kleene(pc.is_null(at), pc.fill_null(
+                pc.equal(now, was.column(col)), False))
+            same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was.column(col))))
+            if not pc.all(same).as_py():
+                return "a flow changed venue"
+    orph, mx = run.rest_orphans, prev.t["max_req"]
+    if orph is not None and orph.num_rows and mx.num_rows:
+        at = pc.index_in(orph.column("flow_id"), value_set=mx.column("flow_id"))
+        top = mx.column("request_index").take(at)
+        if pc.any(pc.fill_null(pc.less_equal(orph.column("request_index"), top), False)).as_py():
+            return "a response to a request the carried rows do not hold"
+    g = run.groups
+    assert g is not None
+    fin = prev.t["finalized"]
+    if fin.num_rows and g.num_rows:
+        at = pc.index_in(g.column("cid"), value_set=fin.column("cid"))
+        known = pc.is_valid(at)
+        more = pc.or_(
+            pc.and_(g.column("has_ack"), pc.invert(fin.column("has_ack").take(at))),
+            pc.and_(g.column("has_engine"), pc.invert(fin.column("has_engine").take(at))))
+        if pc.any(pc.fill_null(pc.and_(known, more), False)).as_py():
+            return "a reply to a final order (past resume_pending_s)"
+    return _check_ids(prev, run)
+
+
+def _check_ids(prev: _Carried, run: _Run) -> str | None:
+    """New replies, engine events and learned ids against the set's final orders."""
+    ids = prev.t["ids"]
+    g = run.groups
+    assert g is not None
+    if ids.num_rows == 0:
+        return None
+    con = duckdb.connect()
+    try:
+        con.register("ids", ids)
+        con.register("g", g)
+        con.register("fin", prev.t["finalized"])
+        con.register("ev", run.engine if run.engine is not None else pa.table({
+            "venue": pa.array([], pa.string()), "subject": pa.array([], pa.string()),
+            "order_id": pa.array([], pa.string()), "event_kind": pa.array([], pa.string()),
+            "ts": pa.array([], pa.int64())}))
+        # ids rows not made again by this run
+        con.execute("CREATE TEMP TABLE old AS SELECT * FROM ids "
+                    "WHERE cid NOT IN (SELECT cid FROM g)")
+        acc = ("SELECT * FROM g WHERE NOT orphan AND kind = 'new' AND status = 'accepted' "
+               "AND exchange_order_id IS NOT NULL AND cid NOT IN (SELECT cid FROM fin)")
+        hit = con.sql(f"""
+            WITH n AS ({acc})
+            SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
+              AND o.kind = 'new' AND o.status = 'accepted' AND (
+                (o.client_order_id = n.client_order_id
+                 AND o.exchange_order_id IS DISTINCT FROM n.exchange_order_id)
+                OR (o.exchange_order_id = n.exchange_order_id
+                    AND o.client_order_id IS DISTINCT FROM n.client_order_id))
+            UNION ALL
+            SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
+              AND o.kind IN ('cancel', 'amend') AND (
+                (o.orig_client_order_id IS NULL AND o.target_order_id = n.exchange_order_id)
+                OR (o.target_order_id IS NULL
+                    AND o.orig_client_order_id = n.client_order_id))
+            UNION ALL
+            SELECT 1 FROM ev e JOIN old o ON o.venue IS NOT DISTINCT FROM e.venue
+              AND o.decoded AND NOT o.has_engine AND o.status IS DISTINCT FROM 'rejected'
+              AND o.kind = e.event_kind AND e.ts > o.order_ts AND (
+                e.subject = CASE WHEN o.kind = 'new' THEN o.client_order_id
+                                 ELSE o.orig_client_order_id END
+                OR e.order_id = coalesce(o.target_order_id, o.exchange_order_id))
+            LIMIT 1""").fetchall()
+        return "a new reply or id that changes a final order" if hit else None
+    finally:
+        con.close()
+
+
+# --- saving ----------------------------------------------------------------------------
+def _tables(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    return con.sql(sql).to_arrow_table()
+
+
+def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: int,
+         held: np.ndarray, flows: pa.Table) -> None:
+    """Write what the next command of the set carries (``DIR`` in the staged state)."""
+    out = stage_dir / store.STATE / DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    g = run.groups
+    assert g is not None
+    settle = _ns(g.column("settle"))
+    order_ts = _ns(g.column("order_ts"))
+    k = cut  # rows of later files follow it; before it, the rows of open groups
+    open_ids = g.column("cid").filter(pa.array(settle >= cut))
+    grows = []  # (flow, direction, offset) of the messages of the groups not final
+    for t, direction in (("orders", "out"), ("acks", "in")):
+        rows = run.out.tables[t]
+        rows = rows.filter(pa.array(_by_cid(rows, open_ids)))
+        grows.append(pa.table({
+            "flow_id": rows.column("flow_id").cast(pa.int64()),
+            "direction": pa.array([direction] * rows.num_rows, pa.string()),
+            "stream_offset": rows.column("stream_offset").cast(pa.int64())}))
+    del order_ts
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")
+        con.register("held", pa.table({"flow_id": pa.array(held, pa.int64())}))
+        # sources: final rows only (the previous command's carried rows, this one's
+        # final parts; whole: every final part of the set)
+        src_old = prev is None
+        final_files = {t: [*(parts.old.get(t, []) if src_old else []), *parts.new.get(t, [])]
+                       for t in ("http_messages", "tcp_rtt", "ws_messages", "fix_messages")}
+        # --- WebSocket scan rows: from K, and the requests still open at K
+        scan = _scan_rows(stage_dir, parts, old=src_old)
+        scan = scan if scan is not None else pa.table({})
+        if prev is not None:
+            scan = pa.concat_tables([prev.t["scan"].cast(scan.schema), scan]) if scan.num_columns \
+                else prev.t["scan"]
+        tail = _tail_keys(parts)
+        con.register("scan", scan)
+        con.register("tailk", tail)
+        con.register("grows", pa.concat_tables(grows))
+        con.register("wsq", run.ws_req if run.ws_req is not None else pa.table({
+            "flow_id": pa.array([], pa.int64()), "stream_offset": pa.array([], pa.int64()),
+            "ts": pa.array([], pa.int64()), "rep_ts": pa.array([], pa.int64())}))
+        if scan.num_columns:
+            kept = _tables(con, f"""
+                SELECT s.* FROM scan s
+                WHERE NOT EXISTS (SELECT 1 FROM tailk t WHERE t.flow_id = s.flow_id
+                                  AND t.direction = s.direction
+                                  AND t.stream_offset = s.stream_offset)
+                  AND (epoch_ns(s.ts_last) >= {k} OR EXISTS (
+                    SELECT 1 FROM grows r WHERE r.flow_id = s.flow_id
+                      AND r.direction = s.direction AND r.stream_offset = s.stream_offset)
+                    OR (s.direction = 'out' AND EXISTS (
+                    SELECT 1 FROM wsq q WHERE q.flow_id = s.flow_id
+                      AND q.stream_offset = s.stream_offset AND q.ts < {k}
+                      AND (q.rep_ts >= {k} OR (q.rep_ts IS NULL
+                           AND q.flow_id IN (SELECT flow_id FROM held))))))""")
+        else:
+            kept = pa.table({})
+        pq.write_table(kept, out / "scan.parquet")
+        carried = [kept.select(["flow_id", "direction", "stream_offset"])] if kept.num_rows \
+            else []
+        # --- HTTP messages: from K, and the requests still open at K (their rows)
+        http_src = [*final_files["http_messages"],
+                    *([prev.dir / "http_messages.parquet"] if prev is not None else [])]
+        http = _read(http_src, "http_messages")
+        rq = run.rest_req if run.rest_req is not None else pa.table({
+            "flow_id": pa.array([], pa.int64()), "request_index": pa.array([], pa.int64()),
+            "ts": pa.array([], pa.int64()), "rep_ts": pa.array([], pa.int64()),
+            "full": pa.array([], pa.bool_())})
+        con.register("http", http)
+        con.register("rq", rq)
+        kept = _tables(con, f"""
+            WITH mine AS (  -- the requests of the groups not final (every row of each)
+                SELECT DISTINCT h.flow_id, h.request_index FROM http h JOIN grows r
+                  ON r.flow_id = h.flow_id AND r.direction = h.direction
+                 AND r.stream_offset = h.stream_offset)
+            SELECT h.* FROM http h
+            WHERE epoch_ns(h.ts_last) >= {k} OR EXISTS (
+                SELECT 1 FROM mine m WHERE m.flow_id = h.flow_id
+                  AND m.request_index = h.request_index) OR EXISTS (
+                SELECT 1 FROM rq q WHERE q.flow_id = h.flow_id
+                  AND q.request_index = h.request_index AND q.ts < {k}
+                  AND (q.rep_ts >= {k} OR (NOT coalesce(q.full, false)
+                       AND q.flow_id IN (SELECT flow_id FROM held))))""")
+        pq.write_table(kept.cast(http.schema), out / "http_messages.parquet")
+        carried.append(kept.select(["flow_id", "direction", "stream_offset"]))
+        mx = _tables(con, """SELECT flow_id, max(request_index)::BIGINT AS request_index
+                             FROM rq GROUP BY flow_id""")
+        if prev is not None and prev.t["max_req"].num_rows:
+            con.register("mx0", prev.t["max_req"])
+            con.register("mx1", mx)
+            mx = _tables(con, "SELECT flow_id, max(request_index)::BIGINT AS request_index "
+                              "FROM (FROM mx0 UNION ALL FROM mx1) GROUP BY flow_id")
+        pq.write_table(mx, out / "max_req.parquet")
+        # --- RTT samples: per connection from its own K, and RTT_KEEP before it
+        rtt_src = [*final_files["tcp_rtt"],
+                   *([prev.dir / "tcp_rtt.parquet"] if prev is not None else [])]
+        rtt = _clean_rtt(_read(rtt_src, "tcp_rtt"))
+        con.register("rtt", rtt)
+        con.register("g", g)
+        kf = f"""coalesce((SELECT min(order_ts) FROM g WHERE g.flow_id = r.flow_id
+                           AND g.settle >= {cut} AND NOT g.orphan), {cut})"""
+        kept = _tables(con, f"""
+            SELECT * EXCLUDE (kf, n) FROM (
+                SELECT r.*, least({kf}, {cut}) AS kf,
+                       row_number() OVER (PARTITION BY r.flow_id, coalesce(r.method, 'ack'),
+                                          epoch_ns(r.ts_sent) >= least({kf}, {cut})
+                                          ORDER BY r.ts_sent DESC) AS n
+                FROM rtt r)
+            WHERE epoch_ns(ts_sent) >= kf OR n <= {RTT_KEEP}""")
+        pq.write_table(kept.cast(rtt.schema), out / "tcp_rtt.parquet")
+        # --- content samples and comp ids (flow_rules over the whole set)
+        # (only flows not named from their own facts: ``match._content`` reads no other)
+        src = run.rules.column("venue_source")
+        own = pc.fill_null(pc.is_in(src, value_set=pa.array(["map", "name"])), False)
+        need = run.rules.column("flow_id").filter(pc.invert(own)).to_pylist()
+        _save_content(con, out, prev, final_files, need)
+        # --- venues, ids of the set's final orders, final groups made again later
+        # the venues of the flows with final rows (a flow named later changes them)
+        con.register("rules", run.rules)
+        was = prev.t["venues"] if prev is not None else pa.table(
+            {"flow_id": pa.array([], pa.int64())})
+        con.register("was", was.select(["flow_id"]))
+        pq.write_table(_tables(con, f"""
+            SELECT flow_id, venue, dialect FROM rules
+            WHERE flow_id IN (SELECT flow_id FROM was)
+               OR flow_id IN (SELECT flow_id FROM g WHERE settle < {cut})"""),
+                       out / "venues.parquet")
+        fin = _tables(con, f"""
+            SELECT cid, flow_id, venue, kind, client_order_id, orig_client_order_id,
+                   target_order_id, decoded, order_ts, has_ack, has_engine, status,
+                   exchange_order_id
+            FROM g WHERE settle < {cut} AND NOT orphan""")
+        con.register("fin_new", fin)
+        if prev is not None:
+            con.register("ids0", prev.t["ids"])
+            ids = _tables(con, "SELECT * FROM ids0 WHERE cid NOT IN (SELECT cid FROM fin_new) "
+                               "UNION ALL BY NAME SELECT * FROM fin_new")
+        else:
+            ids = fin
+        pq.write_table(ids, out / "ids.parquet")
+        # the final groups whose messages are carried: made again, dropped, checked
+        msgs = []
+        for t, direction in (("orders", "out"), ("acks", "in")):
+            rows = run.out.tables[t]
+            msgs.append(pa.table({
+                "cid": rows.column("correlation_id"),
+                "flow_id": rows.column("flow_id").cast(pa.int64()),
+                "direction": pa.array([direction] * rows.num_rows, pa.string()),
+                "stream_offset": rows.column("stream_offset").cast(pa.int64())}))
+        con.register("msgs", pa.concat_tables(msgs))
+        con.register("carried", pa.concat_tables(
+            [c.cast(pa.schema([("flow_id", pa.int64()), ("direction", pa.string()),
+                               ("stream_offset", pa.int64())])) for c in carried]))
+        pq.write_table(_tables(con, f"""
+            SELECT cid, has_ack, has_engine FROM g
+            WHERE settle < {cut} AND cid IN (
+                SELECT m.cid FROM msgs m JOIN carried c USING (flow_id, direction,
+                                                             stream_offset))"""),
+                       out / "finalized.parquet")
+        inc = run.incomplete if run.incomplete is not None else pa.table({
+            "flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
+            "method": pa.array([], pa.string())})
+        con.register("inc", inc)
+        inc_fin = _tables(con, f"""
+            SELECT DISTINCT i.flow_id, i.method FROM inc i JOIN g
+              ON g.flow_id = i.flow_id AND g.order_ts = i.order_ts AND g.settle < {cut}""")
+        if prev is not None and prev.t["rtt_incomplete"].num_rows:
+            con.register("inc0", prev.t["rtt_incomplete"])
+            con.register("inc1", inc_fin)
+            inc_fin = _tables(con, "SELECT DISTINCT * FROM (FROM inc0 UNION ALL FROM inc1) "
+                                   "WHERE flow_id IN (SELECT flow_id FROM held)")
+        pq.write_table(inc_fin, out / "rtt_incomplete.parquet")
+    finally:
+        con.close()
+    (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k}))
+
+
+def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
+                  files: Mapping[str, Sequence[Path]], need: list[int]) -> None:
+    """The first outbound messages of the flows ``need`` (``match._content``'s sample)
+    and every flow's first FIX comp ids."""
+    files = {t: (fs if need or t == "fix_messages" else []) for t, fs in files.items()}
+    ws = _read(files["ws_messages"], "ws_messages",
+               ["flow_id", "direction", "opcode", "payload_unknown", "stream_offset", "payload"],
+               need) if files["ws_messages"] else None
+    if ws is not None:  # what ``match._content`` reads
+        con.register("w", ws)
+        ws = _tables(con, "SELECT * FROM w WHERE direction = 'out' AND opcode = 'text' "
+                          "AND NOT coalesce(payload_unknown, false)")
+        con.unregister("w")
+    http = _read(files["http_messages"], "http_messages",
+                 ["flow_id", "direction", "kind", "path", "stream_offset"], need)
+    http = http.filter(pc.fill_null(pc.and_(
+        pc.and_(pc.equal(http.column("direction"), "out"),
+                pc.equal(http.column("kind"), "request")),
+        pc.is_valid(http.column("path"))), False))
+    fix = _read(files["fix_messages"], "fix_messages",
+                ["flow_id", "direction", "ts_last", "sender_comp_id", "target_comp_id"])
+    for name, rows in (("content_ws", ws), ("content_http", http)):
+        if rows is None:
+            rows = _read([], "ws_messages", ["flow_id", "direction", "opcode",
+                                             "payload_unknown", "stream_offset", "payload"])
+        if prev is not None:
+            rows = pa.concat_tables([prev.t[name].cast(rows.schema), rows])
+        rows = rows.filter(pc.is_in(rows.column("flow_id"), value_set=pa.array(need, pa.int64())))
+        con.register("c", rows)
+        rows = _tables(con, f"""SELECT * FROM c QUALIFY row_number() OVER (
+                                PARTITION BY flow_id ORDER BY stream_offset) <= {CONTENT_SAMPLE}""")
+        con.unregister("c")
+        pq.write_table(rows, out / f"{name}.parquet")
+    con.register("fx", fix)
+    comp = _tables(con, """
+        SELECT flow_id, min(epoch_ns(ts_last)) AS ts, arg_min(sender_comp_id, ts_last) AS sender,
+               arg_min(target_comp_id, ts_last) AS target
+        FROM fx WHERE direction = 'out' GROUP BY flow_id""")
+    if prev is not None and prev.t["comp_ids"].num_rows:
+        con.register("c0", prev.t["comp_ids"])
+        con.register("c1", comp)
+        comp = _tables(con, """SELECT flow_id, min(ts) AS ts, arg_min(sender, ts) AS sender,
+                               arg_min(target, ts) AS target
+                               FROM (FROM c0 UNION ALL FROM c1) GROUP BY flow_id""")
+    pq.write_table(comp, out / "comp_ids.parquet")
+
+
+def drop_state(root: Path, capture_id: str) -> None:
+    """``pcapflow match`` replaced the set's matcher rows: the next command of the set
+    matches it whole."""
+    shutil.rmtree(store.partition_dir(root, store.STATE, capture_id) / DIR, ignore_errors=True)
+
+
+__all__ = ["DIR", "WHOLE", "Result", "drop_state", "match"]
