@@ -17,7 +17,8 @@ How this works (the pattern of ``pcapflow.why_carry``).
   file may still add to it: no reply yet, no engine leg yet (a decoded order the
   venue did not reject), or fewer than ``RTT_AFTER`` RTT samples after the order on
   its connection still open (``decompose.sql``'s windows of samples reach that far
-  past an order, per ``tcp_rtt.method``).
+  past an order, per ``tcp_rtt.method``; a method the connection has no sample of
+  at all, such as ``tsecr`` without TCP timestamps, holds nothing open).
 - *Cut.* ``C`` = the set's last packet - ``SETTLE_NS``, and before every matcher
   input row of this command's provisional parts (``part-t*``). A group that
   settles before ``C`` is final: written as final parts (``part-d*``) and kept by
@@ -33,25 +34,36 @@ How this works (the pattern of ``pcapflow.why_carry``).
   outbound messages per connection and its first FIX comp ids (``flow_rules``
   names venues from them); the ids of the set's final orders (``ids``: the
   ``learned_prev`` table ``combine.sql`` learns exchange and client order ids from,
-  and what the checks below look up); and the correlation ids of the final groups
-  the carried rows make again (dropped: their rows are written already).
+  and what the checks below look up); the correlation ids of the final groups the
+  carried rows make again (dropped: their rows are written already); of FIX, the
+  order actions and replies ``fix.sql`` reads from ``K`` on and those of the groups
+  not final, and the ClOrdIDs of the final orders and orphan replies
+  (``fix_prev``: a later report for a ClOrdID of theirs is no orphan, as over the
+  whole set).
+- *One connection.* The premises' queries and ``save`` run on the matcher's own
+  DuckDB connection (kept open: ``_Run.close``); small tables are made with
+  pyarrow (a DuckDB statement costs milliseconds). The rows of the set's earlier
+  final parts the derived tables read (``_old_rows``) are read once per process.
 - *Checked, else whole.* A command checks its premises: no matcher input row of its
   own before the previous cut; no new RTT sample on a connection and method whose
-  final order lacked samples after it; no FIX order entry and no undecrypted REST
-  (those run whole); no flow changed venue or dialect; no response to a request
-  the carried rows do not hold; no final group made again with a reply or engine
-  leg it lacked; no new reply, engine event or learned id that would change a
-  final order not carried. If one fails (a reply past ``resume_pending_s``, a venue
-  learnt later, ``pcapflow match`` run since, a state from another pcapflow), the
-  command matches the whole set and replaces the set's matcher rows: slower once,
-  never different.
+  final order lacked samples after it; no undecrypted REST (that runs whole); no FIX
+  reply to a final FIX order that waited for one (or to a final cancel or replace),
+  no FIX order for a final orphan reply's ClOrdID; no flow changed venue or dialect;
+  no response to a request the carried rows do not hold; no final group made again
+  with a reply or engine leg it lacked; no new reply, engine event or learned id
+  that would change a final order not carried. If one fails (a reply past
+  ``resume_pending_s``, a venue learnt later, ``pcapflow match`` run since, a state
+  from another pcapflow), the command matches the whole set and replaces the set's
+  matcher rows: slower once, never different.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,13 +92,14 @@ from .match import (
     OUTPUTS,
     MatchOutput,
     _cast,
+    _connect,
     matched,
 )
-from .prefilter import CANDIDATES_DIR, staged_candidates
+from .prefilter import staged_candidates
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import Resolver
 
-VERSION = 1
+VERSION = 2
 DIR = "match"
 """Sub-directory of a set's resume state: what ``save`` keeps."""
 SETTLE_NS = 2 * 10**9
@@ -100,6 +113,8 @@ it and the 4 that follow)."""
 INF = 2**62
 OUTPUT_TABLES = tuple(OUTPUTS)
 WHOLE: list[str] = []
+STATS: dict[str, Any] = {}
+"""What the last command did (benchmarks read it): groups, final groups, seconds."""
 """Why commands of this process matched a set whole (the tests read it)."""
 _OLD_SCAN = "0000-"
 """Name prefix of the set's earlier scan files linked into staging (``resume``)."""
@@ -138,7 +153,8 @@ class _Parts:
 
 
 _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
-                   "comp_ids", "venues", "ids", "finalized", "max_req", "rtt_incomplete")
+                   "comp_ids", "venues", "ids", "finalized", "max_req", "rtt_incomplete",
+                   "fix_messages", "fix_prev")
 
 
 @dataclass(slots=True)
@@ -160,14 +176,45 @@ class _Carried:
 
 
 def _read(files: Sequence[Path], table: str, columns: Sequence[str] | None = None,
-          flows: list[int] | None = None) -> pa.Table:
+          flows: list[int] | None = None, where: Any = None) -> pa.Table:
     schema = without_capture_id(TABLES[table])
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    where = [("flow_id", "in", flows)] if flows is not None else None
+    if flows is not None:
+        where = [("flow_id", "in", flows)]
+    if where is None:  # (ParquetFile: pq.read_table goes through pyarrow.dataset, slower)
+        return pa.concat_tables([schema.empty_table(), *(
+            pq.ParquetFile(p).read(columns=schema.names).select(schema.names).cast(schema)
+            for p in files)])
     return pa.concat_tables([schema.empty_table(), *(
         pq.read_table(p, columns=schema.names, filters=where).select(schema.names).cast(schema)
         for p in files)])
+
+
+_OLD_ROWS: dict[str, dict[Path, tuple[tuple[int, int], pa.Table]]] = {}
+"""Per table, the set's earlier matcher parts as read by this process's previous
+command (``_old_rows``), by path, with the (size, mtime) they had."""
+
+
+def _old_rows(files: Sequence[Path], table: str) -> pa.Table:
+    """The rows of the set's earlier final parts ``files`` of ``table``, which the
+    derived tables read (``why.derive_staged``): a process that ingests a rotation
+    file after file (``pcapflow watch``) reads each part once; the others come from
+    memory. Only the last command's set is kept (bounded by one set's rows)."""
+    schema = without_capture_id(TABLES[table])
+    was = _OLD_ROWS.get(table, {})
+    now: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
+    for p in files:
+        st = p.stat()
+        key = (st.st_size, st.st_mtime_ns)
+        hit = was.get(p)
+        if hit is None or hit[0] != key:
+            hit = (key, pq.ParquetFile(p).read(columns=schema.names).select(schema.names)
+                   .cast(schema))
+        now[p] = hit
+    _OLD_ROWS[table] = now
+    tables = [t for _key, t in now.values()]
+    return pa.concat_tables([schema.empty_table(), *tables])
 
 
 def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -194,21 +241,13 @@ def _clean_rtt(rows: pa.Table) -> pa.Table:
 def _scan_rows(stage_dir: Path, parts: _Parts, *, old: bool) -> pa.Table | None:
     """The ingest-time scan's rows of this command's ``ws_messages`` parts (and of the
     set's earlier ones: ``old``), or None when its files do not cover them."""
-    side = stage_dir / CANDIDATES_DIR
     files = [*(parts.old["ws_messages"] if old else []), *parts.fresh("ws_messages")]
-    if old:
-        return staged_candidates(stage_dir, files)
-    hidden = stage_dir / "_old_candidates"
-    moved = [p for p in side.glob(f"{_OLD_SCAN}*.arrow")] if side.is_dir() else []
-    hidden.mkdir(exist_ok=True)
-    for p in moved:
-        p.rename(hidden / p.name)
-    try:
-        return staged_candidates(stage_dir, files)
-    finally:
-        for p in moved:
-            (hidden / p.name).rename(p)
-        hidden.rmdir()
+    return staged_candidates(stage_dir, files, skip=None if old else _OLD_SCAN)
+
+
+FIX_READ = ("(direction = 'out' AND msg_type IN ('D', 'F', 'G', 'XCN', 'XAK')) OR "
+            "(direction = 'in' AND msg_type IN ('8', '9', 'XAR', '3', 'j'))")
+"""The FIX messages ``fix.sql`` reads (``fix_in``, resends aside): the only ones carried."""
 
 
 def _tail_keys(parts: _Parts) -> pa.Table:
@@ -223,7 +262,14 @@ class _Run:
 
     out: MatchOutput
     rules: pa.Table
-    fix: int = 0
+    con: duckdb.DuckDBPyConnection | None = None
+    stack: ExitStack | None = None
+
+    def close(self) -> None:
+        """The matcher's connection, kept open for the checks and ``save``."""
+        if self.stack is not None:
+            self.stack.close()
+        self.con = self.stack = None
     enc: int = 0
     groups: pa.Table | None = None
     ws_req: pa.Table | None = None
@@ -246,8 +292,11 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
              extra: Mapping[str, pa.Table] | None = None,
              comp_ids: Mapping[int, tuple[int, str | None, str | None]] | None = None,
              content: Mapping[str, pa.Table] | None = None) -> _Run:
-    with matched(files, flows, resolver, candidates=candidates, extra=extra,
-                 comp_ids_prev=comp_ids, content_extra=content) as con:
+    stack = ExitStack()
+    con = stack.enter_context(matched(files, flows, resolver, candidates=candidates,
+                                      extra=extra, comp_ids_prev=comp_ids,
+                                      content_extra=content))
+    try:
         out: dict[str, pa.Table] = {}
         for table, (temp, schema) in OUTPUTS.items():
             target = without_capture_id(schema)
@@ -256,8 +305,6 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
         rules = con.sql("SELECT flow_id, venue, venue_source, dialect FROM flow_rules"
                         ).to_arrow_table()
         run = _Run(MatchOutput(flow_venue={}, tables=out), rules)
-        fix = _q(con, "SELECT count(*) AS n FROM fix_in")
-        run.fix = int(fix.column(0)[0].as_py()) if fix is not None else 0
         enc = _q(con, "SELECT count(*) AS n FROM enc_flows")
         run.enc = int(enc.column(0)[0].as_py()) if enc is not None else 0
         con.register("_held", pa.table({"flow_id": pa.array(held, pa.int64())}))
@@ -280,11 +327,16 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
         run.engine = _q(con, """SELECT venue, subject, order_id, event_kind, ts
                                 FROM engine_events WHERE event_kind IS NOT NULL""")
         # per order of a connection still open: RTT samples after it, per method
+        # (``seen``: the connection has samples of that method at all; one without
+        # them, such as ``tsecr`` without TCP timestamps, does not hold its orders
+        # open: a sample of it in a later file sends that command whole instead)
         run.incomplete = con.sql(f"""
-            SELECT l.flow_id, l.order_ts, m.method FROM (
+            WITH seen AS (SELECT DISTINCT flow_id, method FROM rtt_clean)
+            SELECT l.flow_id, l.order_ts, m.method, s.flow_id IS NOT NULL AS seen FROM (
                 SELECT DISTINCT flow_id, order_ts FROM out_latency
                 WHERE flow_id IN (SELECT flow_id FROM _held)) l
             CROSS JOIN (VALUES ('ack'), ('tsecr')) m(method)
+            LEFT JOIN seen s ON s.flow_id = l.flow_id AND s.method = m.method
             LEFT JOIN rtt_clean r ON r.flow_id = l.flow_id AND r.method = m.method
                 AND r.ts > l.order_ts
             GROUP BY ALL HAVING count(r.ts) < {RTT_AFTER}""").to_arrow_table()
@@ -300,7 +352,7 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
                 FROM out_acks GROUP BY correlation_id),
             o AS (
                 SELECT o.*, EXISTS (SELECT 1 FROM _incomplete i WHERE i.flow_id = o.flow_id
-                                    AND i.order_ts = o.ts) AS rtt_open
+                                    AND i.order_ts = o.ts AND i.seen) AS rtt_open
                 FROM out_orders o)
             SELECT coalesce(o.correlation_id, a.correlation_id) AS cid,
                    o.flow_id, o.venue, o.kind, o.client_order_id, o.orig_client_order_id,
@@ -316,6 +368,10 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
                         ELSE greatest(o.ts, coalesce(a.last_ts, o.ts)) END AS settle
             FROM o FULL JOIN a ON a.correlation_id = o.correlation_id""").to_arrow_table()
         run.extra["final_cut"] = cut
+    except BaseException:
+        stack.close()
+        raise
+    run.con, run.stack = con, stack  # (open: the checks and ``save`` use it; ``close``)
     return run
 
 
@@ -348,11 +404,16 @@ def _split(run: _Run, cut: int, drop: pa.Array) -> tuple[dict[str, pa.Table],
     return final, prov
 
 
+_TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
+               ("fix_messages", "ts_last"))
+"""The matcher's message tables and the time a later file's rows follow the cut by."""
+
+
 def _cut(parts: _Parts, last: int | None) -> int:
     if last is None:
         return INF
     cut = last - SETTLE_NS
-    for t, col in (("http_messages", "ts_last"), ("ws_messages", "ts_last")):
+    for t, col in _TS_COLUMNS:
         cut = min(cut, _min_ns(_read(parts.tail.get(t, []), t, [col]), col))
     rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
                            ["direction", "piggybacked", "retransmitted", "ts_sent"]))
@@ -386,6 +447,16 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
         path = store.partition_dir(stage_dir.parent.parent, store.STATE, capture_id) / DIR
         prev = _Carried.load(path) if path.is_dir() else None
         why = "no matcher state kept by the previous command" if prev is None else None
+    try:
+        return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns,
+                      cut)
+    finally:
+        STATS["cut"] = cut
+
+
+def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: _Parts, keep: bool,
+           prev: _Carried | None, why: str | None, held: np.ndarray, limit_ns: int,
+           cut: int) -> Result:
     run: _Run | None = None
     if prev is not None:
         why = _check_inputs(prev, parts)
@@ -403,14 +474,35 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
         cands = (_scan_rows(stage_dir, parts, old=True)
                  if any(files[t] for t in MESSAGE_TABLES) else None)
         run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
+    try:
+        return _finish(stage_dir, flows, parts, keep, prev, run, held, cut)
+    finally:
+        run.close()
+
+
+def _finish(stage_dir: Path, flows: pa.Table, parts: _Parts, keep: bool,
+            prev: _Carried | None, run: _Run, held: np.ndarray, cut: int) -> Result:
     drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
             else pa.array([], pa.string()))
     final, prov = _split(run, cut, drop)
     venue, source = _venue_maps(run.rules)
-    whole = {t: pa.concat_tables([_read(parts.old.get(t, []), t), final[t], prov[t]])
+    c = time.process_time()
+    whole = {t: pa.concat_tables([_old_rows(parts.old.get(t, []), t), final[t], prov[t]])
              for t in OUTPUT_TABLES}
-    if keep and run.fix == 0 and run.enc == 0:
+    STATS["whole_read_s"] = time.process_time() - c
+    STATS["groups"] = run.groups.num_rows if run.groups is not None else 0
+    STATS["final_groups"] = int(np.count_nonzero(_ns(run.groups.column("settle")) < cut)) \
+        if run.groups is not None else 0
+    STATS["incremental"] = prev is not None
+    if run.groups is not None and run.groups.num_rows:
+        g = run.groups
+        STATS["unacked"] = int(pc.sum(pc.invert(g.column("has_ack"))).as_py() or 0)
+        STATS["waiting"] = int(np.count_nonzero(
+            _ns(g.column("settle")) - _ns(g.column("order_ts")) > 10**11))
+    if keep and run.enc == 0:
+        c = time.process_time()
         save(stage_dir, parts, prev, run, cut, held, flows)
+        STATS["save_s"] = time.process_time() - c
     elif keep:  # nothing carried: the next command matches the set whole (the
         # commit replaces the state's files by name: a stale state must not stay)
         out_dir = stage_dir / store.STATE / DIR
@@ -425,7 +517,7 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
 def _check_inputs(prev: _Carried, parts: _Parts) -> str | None:
     """Premises read before the run: this command's rows follow the previous cut."""
     before = int(prev.meta["cut"])
-    for t, col in (("http_messages", "ts_last"), ("ws_messages", "ts_last")):
+    for t, col in _TS_COLUMNS:
         if _min_ns(_read(parts.fresh(t), t, [col]), col) < before:
             return f"{t} rows before the previous cut"
     rtt = _clean_rtt(_read(parts.fresh("tcp_rtt"), "tcp_rtt",
@@ -441,11 +533,6 @@ def _check_inputs(prev: _Carried, parts: _Parts) -> str | None:
                                           inc.column("method"), ":")
         if pc.any(pc.is_in(key, value_set=had.combine_chunks())).as_py():
             return "an RTT sample after a final order that lacked them"
-    for t in ("fix_messages", "tls_records"):
-        if parts.fresh(t) and t == "fix_messages":
-            n = sum(pq.read_metadata(p).num_rows for p in parts.fresh(t))
-            if n:
-                return "FIX order entry (matched whole)"
     return None
 
 
@@ -461,6 +548,7 @@ def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table
     files: dict[str, list[Path]] = {t: parts.fresh(t) for t in INPUT_TABLES}
     files["http_messages"].append(prev.dir / "http_messages.parquet")
     files["tcp_rtt"].append(prev.dir / "tcp_rtt.parquet")
+    files["fix_messages"].append(prev.dir / "fix_messages.parquet")
     ids = prev.t["ids"]
     learned = ids.filter(pc.fill_null(pc.and_(
         pc.equal(ids.column("kind"), "new"), pc.equal(ids.column("status"), "accepted")),
@@ -470,15 +558,22 @@ def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table
     comp = {int(r["flow_id"]): (int(r["ts"]), r["sender"], r["target"])
             for r in prev.t["comp_ids"].to_pylist()}
     run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
-                   extra={"learned_prev": learned}, comp_ids=comp,
+                   extra={"learned_prev": learned, "fix_prev": prev.t["fix_prev"]},
+                   comp_ids=comp,
                    content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
-    return (run, None) if (why := _check_run(prev, run)) is None else (None, why)
+    try:
+        why = _check_run(prev, run)
+    except BaseException:
+        run.close()
+        raise
+    if why is not None:
+        run.close()
+        return None, why
+    return run, None
 
 
 def _check_run(prev: _Carried, run: _Run) -> str | None:
     """Premises read after the run (module docstring)."""
-    if run.fix:
-        return "FIX order entry (matched whole)"
     if run.enc:
         return "REST known from TLS record timing (matched whole)"
     was = prev.t["venues"]
@@ -508,7 +603,38 @@ def _check_run(prev: _Carried, run: _Run) -> str | None:
             pc.and_(g.column("has_engine"), pc.invert(fin.column("has_engine").take(at))))
         if pc.any(pc.fill_null(pc.and_(known, more), False)).as_py():
             return "a reply to a final order (past resume_pending_s)"
-    return _check_ids(prev, run)
+    return _check_fix(prev, run) or _check_ids(prev, run)
+
+
+def _check_fix(prev: _Carried, run: _Run) -> str | None:
+    """FIX replies and orders of this command against the set's final FIX orders and
+    orphan replies (``fix_prev``): one that a single ingest would pair with them, or
+    that would make a final orphan an order's reply."""
+    fp = prev.t["fix_prev"]
+    if fp.num_rows == 0 or run.con is None:
+        return None
+    con = run.con
+    con.register("_mc_fp", fp)
+    try:
+        # (the final order waited past resume_pending_s, or a cancel/replace may have
+        # been paired by OrigClOrdID: a reply echoing it decides again)
+        hit = con.sql("""
+            SELECT 'a reply to a final FIX order' FROM fix_replies r JOIN _mc_fp p
+              ON p.flow_id = r.flow_id AND NOT p.orphan AND (NOT p.has_ack OR p.kind <> 'new')
+             AND ((r.msg_type IN ('8', '9', 'XAR') AND r.cl_ord_id = p.client_order_id)
+                  OR (r.msg_type = '8' AND p.kind <> 'new'
+                      AND r.orig_cl_ord_id = p.orig_client_order_id)
+                  OR r.msg_type IN ('3', 'j'))
+            UNION ALL
+            SELECT 'a FIX order for a final orphan reply' FROM fix_orders o JOIN _mc_fp p
+              ON p.orphan AND (o.client_order_id = p.client_order_id
+                  OR (o.kind <> 'new' AND o.orig_client_order_id = p.orig_client_order_id))
+            LIMIT 1""").fetchall()
+    except duckdb.CatalogException:  # no FIX input: fix.sql stopped at its gate
+        hit = []
+    finally:
+        con.unregister("_mc_fp")
+    return str(hit[0][0]) if hit else None
 
 
 def _check_ids(prev: _Carried, run: _Run) -> str | None:
@@ -518,7 +644,11 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
     assert g is not None
     if ids.num_rows == 0:
         return None
-    con = duckdb.connect()
+    accepted = pc.fill_null(pc.and_(pc.equal(g.column("kind"), "new"),
+                                    pc.equal(g.column("status"), "accepted")), False)
+    if not pc.any(accepted).as_py() and (run.engine is None or run.engine.num_rows == 0):
+        return None  # (nothing the query below could find)
+    con = run.con if run.con is not None else _connect(1)
     try:
         con.register("ids", ids)
         con.register("g", g)
@@ -528,7 +658,7 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
             "order_id": pa.array([], pa.string()), "event_kind": pa.array([], pa.string()),
             "ts": pa.array([], pa.int64())}))
         # ids rows not made again by this run
-        con.execute("CREATE TEMP TABLE old AS SELECT * FROM ids "
+        con.execute("CREATE OR REPLACE TEMP TABLE old AS SELECT * FROM ids "
                     "WHERE cid NOT IN (SELECT cid FROM g)")
         acc = ("SELECT * FROM g WHERE NOT orphan AND kind = 'new' AND status = 'accepted' "
                "AND exchange_order_id IS NOT NULL AND cid NOT IN (SELECT cid FROM fin)")
@@ -556,7 +686,11 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
             LIMIT 1""").fetchall()
         return "a new reply or id that changes a final order" if hit else None
     finally:
-        con.close()
+        for name in ("ids", "g", "fin", "ev"):
+            con.unregister(name)
+        con.execute("DROP TABLE IF EXISTS old")
+        if con is not run.con:
+            con.close()
 
 
 # --- saving ----------------------------------------------------------------------------
@@ -586,9 +720,9 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
             "direction": pa.array([direction] * rows.num_rows, pa.string()),
             "stream_offset": rows.column("stream_offset").cast(pa.int64())}))
     del order_ts
-    con = duckdb.connect()
+    # the matcher's own connection (a new one, with its set-up, cost ~0.1 s)
+    con = run.con if run.con is not None else _connect(1)
     try:
-        con.execute("SET threads = 1")
         con.register("held", pa.table({"flow_id": pa.array(held, pa.int64())}))
         # sources: final rows only (the previous command's carried rows, this one's
         # final parts; whole: every final part of the set)
@@ -608,7 +742,9 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
         con.register("wsq", run.ws_req if run.ws_req is not None else pa.table({
             "flow_id": pa.array([], pa.int64()), "stream_offset": pa.array([], pa.int64()),
             "ts": pa.array([], pa.int64()), "rep_ts": pa.array([], pa.int64())}))
-        if scan.num_columns:
+        if scan.num_columns and scan.num_rows == 0:
+            kept = scan
+        elif scan.num_columns:
             kept = _tables(con, f"""
                 SELECT s.* FROM scan s
                 WHERE NOT EXISTS (SELECT 1 FROM tailk t WHERE t.flow_id = s.flow_id
@@ -637,7 +773,7 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
             "full": pa.array([], pa.bool_())})
         con.register("http", http)
         con.register("rq", rq)
-        kept = _tables(con, f"""
+        kept = http if http.num_rows == 0 else _tables(con, f"""
             WITH mine AS (  -- the requests of the groups not final (every row of each)
                 SELECT DISTINCT h.flow_id, h.request_index FROM http h JOIN grows r
                   ON r.flow_id = h.flow_id AND r.direction = h.direction
@@ -653,8 +789,11 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
         pq.write_table(kept.cast(http.schema), out / "http_messages.parquet")
         carried.append(kept.select(["flow_id", "direction", "stream_offset"]))
         mx = _tables(con, """SELECT flow_id, max(request_index)::BIGINT AS request_index
-                             FROM rq GROUP BY flow_id""")
-        if prev is not None and prev.t["max_req"].num_rows:
+                             FROM rq GROUP BY flow_id""") if rq.num_rows else pa.table({
+            "flow_id": pa.array([], pa.int64()), "request_index": pa.array([], pa.int64())})
+        if prev is not None and prev.t["max_req"].num_rows and not mx.num_rows:
+            mx = prev.t["max_req"]
+        elif prev is not None and prev.t["max_req"].num_rows:
             con.register("mx0", prev.t["max_req"])
             con.register("mx1", mx)
             mx = _tables(con, "SELECT flow_id, max(request_index)::BIGINT AS request_index "
@@ -675,7 +814,9 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
                                           epoch_ns(r.ts_sent) >= least({kf}, {cut})
                                           ORDER BY r.ts_sent DESC) AS n
                 FROM rtt r)
-            WHERE epoch_ns(ts_sent) >= kf OR n <= {RTT_KEEP}""")
+            WHERE epoch_ns(ts_sent) >= kf OR (n <= {RTT_KEEP} AND (
+                flow_id IN (SELECT flow_id FROM held)
+                OR flow_id IN (SELECT flow_id FROM g WHERE settle >= {cut})))""")
         pq.write_table(kept.cast(rtt.schema), out / "tcp_rtt.parquet")
         # --- content samples and comp ids (flow_rules over the whole set)
         # (only flows not named from their own facts: ``match._content`` reads no other)
@@ -685,25 +826,25 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
         _save_content(con, out, prev, final_files, need)
         # --- venues, ids of the set's final orders, final groups made again later
         # the venues of the flows with final rows (a flow named later changes them)
-        con.register("rules", run.rules)
-        was = prev.t["venues"] if prev is not None else pa.table(
-            {"flow_id": pa.array([], pa.int64())})
-        con.register("was", was.select(["flow_id"]))
-        pq.write_table(_tables(con, f"""
-            SELECT flow_id, venue, dialect FROM rules
-            WHERE flow_id IN (SELECT flow_id FROM was)
-               OR flow_id IN (SELECT flow_id FROM g WHERE settle < {cut})"""),
+        # (pyarrow: a DuckDB statement costs more than these few rows)
+        is_fin = pa.array(settle < cut)
+        g_fin = g.filter(is_fin)
+        was = prev.t["venues"].column("flow_id").combine_chunks() if prev is not None \
+            else pa.array([], pa.int64())
+        named = pa.concat_arrays([was.cast(pa.int64()),
+                                  g_fin.column("flow_id").combine_chunks().cast(pa.int64())])
+        rules = run.rules.select(["flow_id", "venue", "dialect"])
+        pq.write_table(rules.filter(pc.is_in(rules.column("flow_id"), value_set=named)),
                        out / "venues.parquet")
-        fin = _tables(con, f"""
-            SELECT cid, flow_id, venue, kind, client_order_id, orig_client_order_id,
-                   target_order_id, decoded, order_ts, has_ack, has_engine, status,
-                   exchange_order_id
-            FROM g WHERE settle < {cut} AND NOT orphan""")
-        con.register("fin_new", fin)
-        if prev is not None:
-            con.register("ids0", prev.t["ids"])
-            ids = _tables(con, "SELECT * FROM ids0 WHERE cid NOT IN (SELECT cid FROM fin_new) "
-                               "UNION ALL BY NAME SELECT * FROM fin_new")
+        fin = g_fin.filter(pc.invert(g_fin.column("orphan"))).select([
+            "cid", "flow_id", "venue", "kind", "client_order_id", "orig_client_order_id",
+            "target_order_id", "decoded", "order_ts", "has_ack", "has_engine", "status",
+            "exchange_order_id"])
+        if prev is not None and prev.t["ids"].num_rows:
+            ids0 = prev.t["ids"].select(fin.column_names).cast(fin.schema)
+            ids0 = ids0.filter(pc.invert(pc.is_in(
+                ids0.column("cid"), value_set=fin.column("cid").combine_chunks())))
+            ids = pa.concat_tables([ids0, fin])
         else:
             ids = fin
         pq.write_table(ids, out / "ids.parquet")
@@ -724,24 +865,80 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
             SELECT cid, has_ack, has_engine FROM g
             WHERE settle < {cut} AND cid IN (
                 SELECT m.cid FROM msgs m JOIN carried c USING (flow_id, direction,
-                                                             stream_offset))"""),
+                                                             stream_offset))""")
+                       if any(c.num_rows for c in carried) else pa.table({
+                           "cid": pa.array([], pa.string()), "has_ack": pa.array([], pa.bool_()),
+                           "has_engine": pa.array([], pa.bool_())}),
                        out / "finalized.parquet")
         inc = run.incomplete if run.incomplete is not None else pa.table({
             "flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
             "method": pa.array([], pa.string())})
-        con.register("inc", inc)
-        inc_fin = _tables(con, f"""
-            SELECT DISTINCT i.flow_id, i.method FROM inc i JOIN g
-              ON g.flow_id = i.flow_id AND g.order_ts = i.order_ts AND g.settle < {cut}""")
+        empty_inc = pa.table({"flow_id": pa.array([], pa.int64()),
+                              "method": pa.array([], pa.string())})
+        if inc.num_rows and fin.num_rows:
+            con.register("inc", inc)
+            inc_fin = _tables(con, f"""
+                SELECT DISTINCT i.flow_id, i.method FROM inc i JOIN g
+                  ON g.flow_id = i.flow_id AND g.order_ts = i.order_ts AND g.settle < {cut}""")
+        else:
+            inc_fin = empty_inc
         if prev is not None and prev.t["rtt_incomplete"].num_rows:
-            con.register("inc0", prev.t["rtt_incomplete"])
-            con.register("inc1", inc_fin)
-            inc_fin = _tables(con, "SELECT DISTINCT * FROM (FROM inc0 UNION ALL FROM inc1) "
-                                   "WHERE flow_id IN (SELECT flow_id FROM held)")
+            both = pa.concat_tables([prev.t["rtt_incomplete"].select(["flow_id", "method"])
+                                     .cast(empty_inc.schema), inc_fin.cast(empty_inc.schema)])
+            both = both.filter(pc.is_in(both.column("flow_id"),
+                                        value_set=pa.array(held, pa.int64())))
+            inc_fin = both.group_by(["flow_id", "method"]).aggregate([])
         pq.write_table(inc_fin, out / "rtt_incomplete.parquet")
+        _save_fix(con, out, prev, run, final_files["fix_messages"], cut)
     finally:
-        con.close()
+        if con is not run.con:
+            con.close()
     (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k}))
+
+
+_FIX_PREV = pa.schema([("flow_id", pa.int64()), ("client_order_id", pa.string()),
+                      ("orig_client_order_id", pa.string()), ("kind", pa.string()),
+                      ("has_ack", pa.bool_()), ("orphan", pa.bool_())])
+"""``fix_prev`` (``sql/common.sql``)."""
+
+
+def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, run: _Run,
+              files: Sequence[Path], cut: int) -> None:
+    """FIX: the messages ``fix.sql`` reads from the cut on and those of the groups not
+    final (``grows``); the final groups' orders and orphan replies (``fix_prev``)."""
+    src = [*files, *([prev.dir / "fix_messages.parquet"] if prev is not None else [])]
+    rows = _read(src, "fix_messages", where=[
+        [("direction", "=", "out"), ("msg_type", "in", ["D", "F", "G", "XCN", "XAK"])],
+        [("direction", "=", "in"), ("msg_type", "in", ["8", "9", "XAR", "3", "j"])]])
+    con.register("_mc_fix", rows)
+    kept = rows if rows.num_rows == 0 else _tables(con, f"""
+        SELECT * FROM _mc_fix m WHERE ({FIX_READ}) AND (epoch_ns(ts_last) >= {cut} OR EXISTS (
+            SELECT 1 FROM grows r WHERE r.flow_id = m.flow_id AND r.direction = m.direction
+              AND r.stream_offset = m.stream_offset))""")
+    con.unregister("_mc_fix")
+    pq.write_table(kept.cast(rows.schema), out / "fix_messages.parquet")
+    new = _FIX_PREV.empty_table()
+    fix_orders = run.out.tables["orders"]
+    fix_orders = fix_orders.filter(pc.fill_null(pc.equal(fix_orders.column("protocol"), "fix"),
+                                                False))
+    fix_acks = run.out.tables["acks"]
+    fix_acks = fix_acks.filter(pc.fill_null(pc.equal(fix_acks.column("protocol"), "fix"), False))
+    if fix_orders.num_rows or fix_acks.num_rows:
+        con.register("_mc_orders", fix_orders)
+        con.register("_mc_acks", fix_acks)
+        new = _tables(con, f"""
+            SELECT o.flow_id::BIGINT AS flow_id, o.client_order_id, o.orig_client_order_id,
+                   o.kind, coalesce(g.has_ack, false) AS has_ack, false AS orphan
+            FROM _mc_orders o JOIN g ON g.cid = o.correlation_id
+            WHERE g.settle < {cut}
+            UNION ALL
+            SELECT a.flow_id::BIGINT, a.client_order_id, a.orig_client_order_id, NULL,
+                   true, true
+            FROM _mc_acks a JOIN g ON g.cid = a.correlation_id
+            WHERE g.orphan AND g.settle < {cut}""").cast(_FIX_PREV)
+    if prev is not None and prev.t["fix_prev"].num_rows:
+        new = pa.concat_tables([prev.t["fix_prev"].cast(new.schema), new])
+    pq.write_table(new, out / "fix_prev.parquet")
 
 
 def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
@@ -752,7 +949,7 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
     ws = _read(files["ws_messages"], "ws_messages",
                ["flow_id", "direction", "opcode", "payload_unknown", "stream_offset", "payload"],
                need) if files["ws_messages"] else None
-    if ws is not None:  # what ``match._content`` reads
+    if ws is not None and ws.num_rows:  # what ``match._content`` reads
         con.register("w", ws)
         ws = _tables(con, "SELECT * FROM w WHERE direction = 'out' AND opcode = 'text' "
                           "AND NOT coalesce(payload_unknown, false)")
@@ -772,22 +969,35 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
         if prev is not None:
             rows = pa.concat_tables([prev.t[name].cast(rows.schema), rows])
         rows = rows.filter(pc.is_in(rows.column("flow_id"), value_set=pa.array(need, pa.int64())))
+        if rows.num_rows == 0:
+            pq.write_table(rows, out / f"{name}.parquet")
+            continue
         con.register("c", rows)
         rows = _tables(con, f"""SELECT * FROM c QUALIFY row_number() OVER (
                                 PARTITION BY flow_id ORDER BY stream_offset) <= {CONTENT_SAMPLE}""")
         con.unregister("c")
         pq.write_table(rows, out / f"{name}.parquet")
-    con.register("fx", fix)
-    comp = _tables(con, """
-        SELECT flow_id, min(epoch_ns(ts_last)) AS ts, arg_min(sender_comp_id, ts_last) AS sender,
-               arg_min(target_comp_id, ts_last) AS target
-        FROM fx WHERE direction = 'out' GROUP BY flow_id""")
-    if prev is not None and prev.t["comp_ids"].num_rows:
-        con.register("c0", prev.t["comp_ids"])
-        con.register("c1", comp)
-        comp = _tables(con, """SELECT flow_id, min(ts) AS ts, arg_min(sender, ts) AS sender,
-                               arg_min(target, ts) AS target
-                               FROM (FROM c0 UNION ALL FROM c1) GROUP BY flow_id""")
+    known = prev.t["comp_ids"] if prev is not None else None
+    if known is not None and known.num_rows and fix.num_rows:
+        # (a flow's first message is in the file it began in: later rows follow the cut)
+        fix = fix.filter(pc.invert(pc.is_in(fix.column("flow_id"),
+                                            value_set=known.column("flow_id").combine_chunks())))
+    if fix.num_rows:
+        con.register("fx", fix)
+        comp = _tables(con, """
+            SELECT flow_id, min(epoch_ns(ts_last)) AS ts,
+                   arg_min(sender_comp_id, ts_last) AS sender,
+                   arg_min(target_comp_id, ts_last) AS target
+            FROM fx WHERE direction = 'out' GROUP BY flow_id""")
+        con.unregister("fx")
+        if known is not None and known.num_rows:
+            comp = pa.concat_tables([known.cast(comp.schema), comp])
+    elif known is not None:
+        comp = known
+    else:
+        comp = pa.table({"flow_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()),
+                         "sender": pa.array([], pa.string()),
+                         "target": pa.array([], pa.string())})
     pq.write_table(comp, out / "comp_ids.parquet")
 
 

@@ -60,7 +60,10 @@ def _finals(root: Path) -> int:
     ("deribit_jsonrpc_tls13.pcap", 11, True, 100),
     # TCP timestamps echoed late on its market-data connection: the default margin
     ("binance_tick_tls13.pcap", 23, False, 2000),
-    ("binance_rest_h2.pcap", 13, True, 100)])
+    ("binance_rest_h2.pcap", 13, True, 100),
+    # FIX order entry: its messages and the final orders' ClOrdIDs carried (fix_prev)
+    ("fix44_plain.pcap", 9, False, 100),  # few pure ACKs: every order waits for RTT samples
+    ("fix44_sll2.pcap", 7, False, 100)])
 def test_many_cuts_match_incrementally_as_one_ingest(
         tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch, name: str,
         files: int, finals: bool, settle_ms: int) -> None:
