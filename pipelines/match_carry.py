@@ -75,7 +75,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..parsers.limits import Limits
-from . import store
+from . import prefilter, store
 from .ingest.resume import (
     CARRIED,
     HELD,
@@ -95,7 +95,6 @@ from .match import (
     _connect,
     matched,
 )
-from .prefilter import staged_candidates
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import Resolver
 
@@ -242,7 +241,8 @@ def _scan_rows(stage_dir: Path, parts: _Parts, *, old: bool) -> pa.Table | None:
     """The ingest-time scan's rows of this command's ``ws_messages`` parts (and of the
     set's earlier ones: ``old``), or None when its files do not cover them."""
     files = [*(parts.old["ws_messages"] if old else []), *parts.fresh("ws_messages")]
-    return staged_candidates(stage_dir, files, skip=None if old else _OLD_SCAN)
+    # (looked up at each call, as the ingest's matcher always did: tests spy on it)
+    return prefilter.staged_candidates(stage_dir, files, skip=None if old else _OLD_SCAN)
 
 
 FIX_READ = ("(direction = 'out' AND msg_type IN ('D', 'F', 'G', 'XCN', 'XAK')) OR "
@@ -305,6 +305,7 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
         rules = con.sql("SELECT flow_id, venue, venue_source, dialect FROM flow_rules"
                         ).to_arrow_table()
         run = _Run(MatchOutput(flow_venue={}, tables=out), rules)
+        run.extra["named_flows"] = flows.select(["flow_id", "server_ip", "server_port"])
         enc = _q(con, "SELECT count(*) AS n FROM enc_flows")
         run.enc = int(enc.column(0)[0].as_py()) if enc is not None else 0
         con.register("_held", pa.table({"flow_id": pa.array(held, pa.int64())}))
@@ -427,13 +428,16 @@ def pending_s(header: Mapping[str, Any]) -> float:
 
 def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str) -> Result:
     """The matcher at the end of an ingest (module docstring)."""
-    from .match import match_staged
+    from .match import match_tables
 
     parts = _Parts.of(stage_dir)
     state = stage_dir / store.STATE / STATE_FILE
     keep = state.is_file()
-    if not keep and not parts.resumed:
-        out = match_staged(stage_dir, flows, resolver)
+    if not keep and not parts.resumed:  # a capture of its own: its staged rows
+        files = {t: sorted((stage_dir / t).glob("*.parquet")) for t in INPUT_TABLES}
+        cands = (prefilter.staged_candidates(stage_dir, files["ws_messages"])
+                 if any(files[t] for t in MESSAGE_TABLES) else None)
+        out = match_tables(files, flows, resolver, candidates=cands)
         return Result(out, dict(out.tables), {})
     header = read_header(state) if keep else {}
     limit_ns = int(pending_s(header) * 10**9)
@@ -474,6 +478,7 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: _Parts, 
         cands = (_scan_rows(stage_dir, parts, old=True)
                  if any(files[t] for t in MESSAGE_TABLES) else None)
         run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
+        run.extra["venue_fp"] = _venue_fingerprint(resolver)
     try:
         return _finish(stage_dir, flows, parts, keep, prev, run, held, cut)
     finally:
@@ -486,6 +491,11 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: _Parts, keep: bool,
             else pa.array([], pa.string()))
     final, prov = _split(run, cut, drop)
     venue, source = _venue_maps(run.rules)
+    others = run.extra.get("stored")
+    if others is not None and others.num_rows:  # (``_flows_to_name``: as they were)
+        v, src = _venue_maps(others.select(["flow_id", "venue", "venue_source"]))
+        venue, source = {**v, **venue}, {**src, **source}
+    STATS["flows_named"] = run.rules.num_rows
     c = time.process_time()
     whole = {t: pa.concat_tables([_old_rows(parts.old.get(t, []), t), final[t], prov[t]])
              for t in OUTPUT_TABLES}
@@ -557,12 +567,16 @@ def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table
                                      pc.is_valid(learned.column("exchange_order_id"))))
     comp = {int(r["flow_id"]): (int(r["ts"]), r["sender"], r["target"])
             for r in prev.t["comp_ids"].to_pylist()}
-    run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
+    fp = _venue_fingerprint(resolver)
+    named, others = _flows_to_name(flows, prev, held, fp)
+    run = _execute(files, named, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
                    extra={"learned_prev": learned, "fix_prev": prev.t["fix_prev"]},
                    comp_ids=comp,
                    content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
+    run.extra["venue_fp"] = fp
+    run.extra["stored"] = others
     try:
-        why = _check_run(prev, run)
+        why = _check_run(prev, run) or _check_named(run, others)
     except BaseException:
         run.close()
         raise
@@ -570,6 +584,82 @@ def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table
         run.close()
         return None, why
     return run, None
+
+
+def _venue_fingerprint(resolver: Resolver) -> str:
+    """What names a flow besides its own facts, as a digest: the venue map and host
+    rules, and the venues the dataset's other captures named per address
+    (``VenueRegistry``; another ``Resolver``: "")."""
+    import hashlib
+
+    entries, rules = getattr(resolver, "entries", None), getattr(resolver, "host_rules", None)
+    data = getattr(resolver, "data", None)
+    if entries is None or rules is None:
+        return ""
+    from ..venues import known_addresses
+
+    known = sorted(known_addresses(data).items()) if data is not None else []
+    return hashlib.sha256(repr((entries, rules, known)).encode()).hexdigest()
+
+
+def _flows_to_name(flows: pa.Table, prev: _Carried, held: np.ndarray, fp: str
+                   ) -> tuple[pa.Table, pa.Table | None]:
+    """The flows whose venues this command works out (``flow_rules``, in Python per
+    flow: over the whole set it grew with the set) and the others, which keep the
+    venue they were given (None: every flow is named again).
+
+    A flow is named from its own facts (fixed), its own first messages (fixed once
+    it is no longer active), the named flows to its server address in the set, and
+    what the venue map and the dataset's other captures say (``_venue_fingerprint``).
+    So the flows named again are those active since the previous cut, still open, or
+    with carried rows; the others keep theirs when no flow of the set is named at
+    an address of the ones named again (else all are named again), the fingerprint
+    is the previous command's, and no flow named now shares an address with them
+    (``_check_named``)."""
+    if not fp or prev.meta.get("venue_fp") != fp or flows.num_rows == 0:
+        return flows, None
+    last = pc.fill_null(flows.column("last_ts").cast(pa.int64()), INF).to_numpy()
+    ids = flows.column("flow_id").to_numpy(zero_copy_only=False)
+    keep = [np.asarray(held, np.int64)]
+    for name in ("http_messages", "tcp_rtt", "scan", "fix_messages"):
+        t = prev.t[name]
+        if t.num_rows and "flow_id" in t.column_names:
+            keep.append(t.column("flow_id").to_numpy().astype(np.int64))
+    mine = (last >= int(prev.meta["cut"])) | np.isin(ids, np.concatenate(keep))
+    src = pc.fill_null(pc.is_in(flows.column("venue_source"),
+                                value_set=pa.array(["map", "name"])), False)
+    address = _address(flows)
+    at = address.filter(pa.array(mine))
+    old_named = address.filter(pc.and_(pa.array(~mine), src))
+    if pc.any(pc.is_in(at, value_set=old_named.combine_chunks())).as_py():
+        return flows, None
+    return flows.filter(pa.array(mine)), flows.filter(pa.array(~mine))
+
+
+def _address(flows: pa.Table) -> pa.ChunkedArray:
+    """"server_ip:server_port" of each flow."""
+    return pc.binary_join_element_wise(
+        pc.fill_null(flows.column("server_ip"), ""),
+        pc.fill_null(pc.cast(flows.column("server_port"), pa.string()), ""), ":")
+
+
+def _check_named(run: _Run, others: pa.Table | None) -> str | None:
+    """A flow named now (from its own facts) at the address of flows that kept their
+    venue: those could take its venue (``venue_infer``, "address")."""
+    if others is None or others.num_rows == 0:
+        return None
+    rules = run.rules
+    own = pc.fill_null(pc.is_in(rules.column("venue_source"),
+                                value_set=pa.array(["map", "name"])), False)
+    if not pc.any(own).as_py():
+        return None
+    named = set(rules.column("flow_id").filter(own).to_pylist())
+    sub = run.extra["named_flows"]
+    mask = pc.is_in(sub.column("flow_id"), value_set=pa.array(sorted(named), pa.int64()))
+    key = [_address(t) for t in (sub, others)]
+    if pc.any(pc.is_in(key[1], value_set=key[0].filter(mask).combine_chunks())).as_py():
+        return "a flow named at the address of earlier flows"
+    return None
 
 
 def _check_run(prev: _Carried, run: _Run) -> str | None:
@@ -893,7 +983,8 @@ def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: 
     finally:
         if con is not run.con:
             con.close()
-    (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k}))
+    (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k,
+                                               "venue_fp": run.extra.get("venue_fp", "")}))
 
 
 _FIX_PREV = pa.schema([("flow_id", pa.int64()), ("client_order_id", pa.string()),

@@ -137,3 +137,49 @@ def test_pcapflow_match_between_commands_matches_the_set_whole(
     pcapflow.ingest([parts[2]], keylog=_keys(cap), data=data)
     assert match_carry.WHOLE == ["no matcher state kept by the previous command"]
     assert_same_rows(one, data)
+
+
+def _synthetic_rotation(tmp_path: Path, files: int, seconds: float, pps: int) -> list[Path]:
+    """A trading host's rotation (``benchmarks/make_capture.py``: FIX order entry, market
+    data, short REST sessions to the same servers), one file per ``seconds``."""
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        from make_capture import Config, plan, write
+    finally:
+        sys.path.remove(str(bench))
+    d = tmp_path / "rot"
+    d.mkdir()
+    start, end, out = 1_717_421_400_000_000_000, 0, []
+    for k in range(files):
+        p = plan(Config(packets=int(pps * seconds), seed=k, rate_pps=float(pps),
+                        start_ns=max(start + int(k * seconds * 1e9), end + 1000)))
+        end = int(p.cols["t"].max())
+        out.append(d / f"rot-{k:06d}.pcap")
+        write(p, str(out[-1]), "pcap", 262_144)
+    return out
+
+
+def test_a_synthetic_rotation_matches_its_own_files_and_names_only_its_flows(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One file per command of a rotation whose orders are FIX and whose short REST
+    sessions come and go: every command matches its own rows (none whole), names the
+    venues of only the flows active since the previous cut (the others keep theirs),
+    orders settle once they waited ``resume_pending_s`` (no reply: the generator's
+    replies are not FIX), and every table equals one ingest of all the files."""
+    _pending(monkeypatch, 1.5)
+    files = _synthetic_rotation(tmp_path, 8, 1.0, 3000)
+    one = tmp_path / "one"
+    pcapflow.ingest([[str(f) for f in files]], data=one)
+    named, flows = [], 0
+    for f in files:
+        pcapflow.ingest([[str(f)]], data=tmp_path / "data")
+        named.append(match_carry.STATS.get("flows_named"))
+    assert match_carry.WHOLE == []
+    assert_same_rows(one, tmp_path / "data")
+    ds = pcapflow.open(tmp_path / "data")
+    flows = int(ds.fetchall("SELECT count(*) FROM flows")[0][0])
+    assert 0 < named[-1] < flows  # later commands name their own flows, not the set's
+    assert _finals(tmp_path / "data")  # orders final past the limit (as unmatched)
