@@ -44,6 +44,9 @@ How this works (the pattern of ``pcapflow.why_carry``).
   DuckDB connection (kept open: ``_Run.close``); small tables are made with
   pyarrow (a DuckDB statement costs milliseconds). The rows of the set's earlier
   final parts the derived tables read (``_old_rows``) are read once per process.
+- *Venues.* ``flow_rules`` names the flows active since the previous cut, still
+  open or with carried rows; the others keep their stored venue
+  (``_flows_to_name``, its premises there and in ``_check_named``).
 - *Checked, else whole.* A command checks its premises: no matcher input row of its
   own before the previous cut; no new RTT sample on a connection and method whose
   final order lacked samples after it; no undecrypted REST (that runs whole); no FIX
