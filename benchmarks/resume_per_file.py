@@ -54,6 +54,13 @@ def run(capture: str, keylog: list[str], parts: int, work: Path) -> dict[str, ob
 
     venues.match_tables = timed("match", match)  # type: ignore[assignment]
     why.derive_staged = timed("derive", derive)  # type: ignore[assignment]
+    try:  # a rotation's matcher (pipelines/match_carry.py), when this pcapflow has it
+        from pcapflow.pipelines import match_carry
+    except ImportError:
+        match_carry = None  # type: ignore[assignment]
+    carry_match = match_carry.match if match_carry is not None else None
+    if match_carry is not None:
+        match_carry.match = timed("match", carry_match)  # type: ignore[assignment]
     app, matcher = api._app_factory(keylog), api._matcher(None)
     data = work / "data"
     try:
@@ -75,6 +82,8 @@ def run(capture: str, keylog: list[str], parts: int, work: Path) -> dict[str, ob
                   f"derived tables {spent['derive']:.3f})", flush=True)
     finally:
         venues.match_tables, why.derive_staged = match, derive  # type: ignore[assignment]
+        if match_carry is not None:
+            match_carry.match = carry_match  # type: ignore[assignment]
     total = sum(float(c["cpu_s"]) for c in calls)  # type: ignore[arg-type]
     print(f"{parts} parts: single file {single:.2f} s CPU; one per call {total:.2f} s CPU "
           f"({100 * (total / single - 1):+.0f}%)", flush=True)

@@ -24,6 +24,7 @@ import argparse
 import cProfile
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -56,6 +57,37 @@ def _timer(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callab
     return call
 
 
+def _fresh(a: argparse.Namespace, files: list[Path], root: Path, tmp: Path,
+           snapshots: dict[int, Path]) -> list[dict[str, Any]]:
+    """CPU seconds of file k ingested alone (resume=False, a new dataset) against the
+    same file resumed onto a copy of the set as it stood before it, alternated."""
+    import pcapflow
+
+    out = []
+    for k, snap in sorted(snapshots.items()):
+        alone, resumed = [], []
+        for r in range(a.fresh_repeat):
+            d = tmp / f"fresh-{k}-{r}"
+            c = time.process_time()
+            pcapflow.ingest([[str(files[k])]], data=d, resume=False)
+            alone.append(time.process_time() - c)
+            shutil.rmtree(d)
+            d = tmp / f"resumed-{k}-{r}"
+            shutil.copytree(snap, d, symlinks=True)
+            c = time.process_time()
+            res = pcapflow.ingest([[str(files[k])]], data=d)[0]
+            resumed.append(time.process_time() - c)
+            assert res.resumed_from is not None
+            shutil.rmtree(d)
+        row = {"k": k, "alone_cpu_s": [round(x, 4) for x in alone],
+               "resumed_cpu_s": [round(x, 4) for x in resumed],
+               "resumed_over_alone": round(sorted(resumed)[len(resumed) // 2]
+                                           / sorted(alone)[len(alone) // 2] - 1, 4)}
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=40)
@@ -63,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pps", type=int, default=50_000)
     ap.add_argument("--skip", type=int, default=2, help="calls left out of the slope")
     ap.add_argument("--label", default="")
+    ap.add_argument("--fresh", default="", metavar="K,K2,...",
+                    help="after the rotation, ingest these files again, each alone into a "
+                    "new dataset (its own capture, resume=False), alternated with a resumed "
+                    "call of the same file into a copy of the set as it stood before it: "
+                    "the issue's 'resume costs at most 5%% over a single-file ingest'")
+    ap.add_argument("--fresh-repeat", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", default=None, metavar="K,K2,...:PREFIX",
                     help="cProfile these calls, each to PREFIX-<k>.pstats (what grows with "
@@ -85,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(venues, name):
             setattr(venues, name, _timer(spent, "match", getattr(venues, name)))
             break
+    carry_stats: dict[str, Any] | None = None
+    carry_whole: list[str] = []
+    n_whole = 0
+    try:  # a rotation's own matcher (pipelines/match_carry.py), when this pcapflow has it
+        from pcapflow.pipelines import match_carry
+
+        carry_stats, carry_whole = match_carry.STATS, match_carry.WHOLE
+
+        match_carry.match = _timer(spent, "match", match_carry.match)  # type: ignore
+    except (ImportError, AttributeError):
+        pass
     why.derive_staged = _timer(spent, "derive", why.derive_staged)  # type: ignore
     store.Staging.commit = _timer(spent, "commit", store.Staging.commit)  # type: ignore
     from pcapflow.pipelines.ingest import resume
@@ -111,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         pcapflow.ingest([[str(f)]], data=tmp / "warm")
     metrics = DatasetMetrics(root)
     rows = []
+    want = {int(x) for x in a.fresh.split(",") if x}
+    snapshots: dict[int, Path] = {}
     for k, f in enumerate(files):
+        if k in want:  # the set as it stood before file k, for _fresh
+            snapshots[k] = tmp / f"before-{k}"
+            shutil.copytree(root, snapshots[k], symlinks=True)
         spent.clear()
         prof = cProfile.Profile() if k in prof_at else None
         if prof is not None:
@@ -133,7 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                      "carry_s": round(spent.get("carry", 0.0), 4),
                      "metrics_s": round(time.process_time() - c1, 4),
                      "rss_mb": round(rss_mb(), 1)})
+        if carry_stats is not None:  # what the rotation's matcher did (match_carry.STATS)
+            rows[-1]["matcher"] = {k: (round(v, 4) if isinstance(v, float) else v)
+                                   for k, v in carry_stats.items() if k != "cut"}
+            rows[-1]["matcher"]["whole"] = list(carry_whole[n_whole:])
+            n_whole = len(carry_whole)
+            carry_stats.clear()
         print(json.dumps(rows[-1]), flush=True)
+    fresh = _fresh(a, files, root, tmp, snapshots) if a.fresh else []
     tail = rows[a.skip:]
     ks = [float(r["k"]) for r in tail]
     res: dict[str, Any] = {"label": a.label, "files": a.files, "rotate_s": a.rotate_s,
@@ -146,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     b0, b1 = slope(ks, rest)
     res["slope_rest_s"] = {"intercept": round(b0, 4), "per_file": round(b1, 5)}
     res["per_call"] = rows
+    res["fresh_vs_resumed"] = fresh
     print(json.dumps({k: v for k, v in res.items() if k != "per_call"}, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

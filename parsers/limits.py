@@ -49,6 +49,10 @@ class Limits:
     """State of the connections a rotation file leaves open, kept with the dataset so
     the next file's ingest resumes them (``pipelines.ingest.resume``); past it the
     least recently active ones are dropped from resume (``resume_dropped``)."""
+    resume_pending_s: int = 300
+    """Seconds a rotation's command waits for an order's reply or engine leg before
+    writing its rows as final (``pipelines.match_carry``); a reply later than that
+    makes the next command match the whole set again (exact, slower once)."""
     tls13_search_records: int = DEFAULT_RECORDS
     """TLS 1.3 session already open when the capture began: record sequence numbers
     the key search covers per key under AES-GCM (free: it computes the number)."""

@@ -498,21 +498,26 @@ class IngestMatcher:
 
     def __call__(self, stage_dir: Path, flows: pa.Table,
                  capture_id: str | None = None) -> MatchOutput:
-        from .pipelines.ingest.resume import staged_parts
-        from .pipelines.prefilter import staged_candidates
+        if capture_id is None:
+            from .pipelines.ingest.resume import staged_parts
+            from .pipelines.prefilter import staged_candidates
 
-        # the set's earlier parts too, when the ingest continues a rotation's set
-        files = staged_parts(stage_dir, INPUT_TABLES)
-        candidates = (staged_candidates(stage_dir, files["ws_messages"])
-                      if any(files[t] for t in MESSAGE_TABLES) else None)
-        out = match_tables(files, flows, self.registry, candidates=candidates)
-        if capture_id is not None:
-            from .why import derive_staged
+            # the set's earlier parts too, when the ingest continues a rotation's set
+            files = staged_parts(stage_dir, INPUT_TABLES)
+            candidates = (staged_candidates(stage_dir, files["ws_messages"])
+                          if any(files[t] for t in MESSAGE_TABLES) else None)
+            return match_tables(files, flows, self.registry, candidates=candidates)
+        from .pipelines import match_carry
+        from .why import derive_staged
 
-            final, provisional = derive_staged(stage_dir, capture_id, flows, out)
-            out.tables.update(provisional)
-            out.final.update(final)
-        return out
+        # a rotation's command matches its own rows and what the set's previous one
+        # carried (``match_carry``); the derived tables read the set's rows
+        res = match_carry.match(stage_dir, flows, self.registry, capture_id)
+        final, provisional = derive_staged(stage_dir, capture_id, flows, res.whole)
+        return MatchOutput(flow_venue=res.whole.flow_venue,
+                           tables={**res.provisional, **provisional},
+                           flow_venue_source=res.whole.flow_venue_source,
+                           final={**res.final, **final})
 
     def venues(self, addresses: pa.Table) -> pa.Table:
         return address_venues(addresses, self.registry)

@@ -187,15 +187,25 @@ def _load_inputs(con: duckdb.DuckDBPyConnection, files: Mapping[str, Sequence[Pa
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT {cols} FROM {source}")
 
 
-def _comp_ids(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str | None, str | None]]:
-    """SenderCompID / TargetCompID of each FIX flow's first outbound message."""
+def _comp_ids(con: duckdb.DuckDBPyConnection,
+              earlier: Mapping[int, tuple[int, str | None, str | None]] | None = None,
+              ) -> dict[int, tuple[str | None, str | None]]:
+    """SenderCompID / TargetCompID of each FIX flow's first outbound message;
+    ``earlier``: (time, sender, target) of the first one in rows not read here (a
+    rotation's earlier files: ``match_carry``), which wins when it is earlier."""
     rows = con.execute(
-        "SELECT flow_id, arg_min(sender_comp_id, ts_last), arg_min(target_comp_id, ts_last) "
+        "SELECT flow_id, min(epoch_ns(ts_last)), arg_min(sender_comp_id, ts_last), "
+        "arg_min(target_comp_id, ts_last) "
         "FROM fix_messages WHERE direction = 'out' GROUP BY flow_id").fetchall()
-    return {int(f): (s, t) for f, s, t in rows}
+    out = {int(f): (int(ts), s, t) for f, ts, s, t in rows}
+    for f, (ts, s, t) in (earlier or {}).items():
+        if f not in out or ts < out[f][0]:
+            out[f] = (ts, s, t)
+    return {f: (s, t) for f, (_ts, s, t) in out.items()}
 
 
-def _content(con: duckdb.DuckDBPyConnection) -> Callable[[list[int]], dict[int, FlowContent]]:
+def _content(con: duckdb.DuckDBPyConnection, http: str = "http_messages",
+             ws: str = "ws_messages") -> Callable[[list[int]], dict[int, FlowContent]]:
     """What the given flows sent (``venue_infer``): request paths without their query,
     and the ``method`` / ``op`` of their outbound WebSocket JSON text messages (a
     bounded sample per flow: the first ``CONTENT_SAMPLE`` messages)."""
@@ -208,7 +218,7 @@ def _content(con: duckdb.DuckDBPyConnection) -> Callable[[list[int]], dict[int, 
                 SELECT flow_id, list(DISTINCT split_part(path, '?', 1)) FROM (
                   SELECT flow_id, path, row_number() OVER (PARTITION BY flow_id
                                                            ORDER BY stream_offset) AS n
-                  FROM http_messages SEMI JOIN unnamed_flows USING (flow_id)
+                  FROM {http} SEMI JOIN unnamed_flows USING (flow_id)
                   WHERE direction = 'out' AND kind = 'request' AND path IS NOT NULL)
                 WHERE n <= {CONTENT_SAMPLE} GROUP BY flow_id""").fetchall()
             calls = con.execute(f"""
@@ -218,7 +228,7 @@ def _content(con: duckdb.DuckDBPyConnection) -> Callable[[list[int]], dict[int, 
                                  json_extract_string(payload, '$.op')]) AS v
                   FROM (SELECT flow_id, payload, row_number() OVER (
                           PARTITION BY flow_id ORDER BY stream_offset) AS n
-                        FROM ws_messages SEMI JOIN unnamed_flows USING (flow_id)
+                        FROM {ws} SEMI JOIN unnamed_flows USING (flow_id)
                         WHERE direction = 'out' AND opcode = 'text'
                           AND NOT coalesce(payload_unknown, false))
                   WHERE n <= {CONTENT_SAMPLE} AND json_valid(payload))
@@ -433,13 +443,21 @@ def _run_sql(con: duckdb.DuckDBPyConnection) -> None:
 @contextmanager
 def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Resolver, *,
             prefilter: bool = True,
-            candidates: pa.Table | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+            candidates: pa.Table | None = None,
+            extra: Mapping[str, pa.Table] | None = None,
+            comp_ids_prev: Mapping[int, tuple[int, str | None, str | None]] | None = None,
+            content_extra: Mapping[str, pa.Table] | None = None,
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection on which every SQL file has run over the Parquet ``files``
     per table (its temp tables open to look at); closed on exit.
 
     ``prefilter=False`` reads every WebSocket text message (the reference the
     prefilter must agree with). ``candidates``: the ingest-time scan's rows
-    (``staged_candidates``), read instead of scanning ``ws_messages``.
+    (``staged_candidates``), read instead of scanning ``ws_messages``. A rotation's
+    command that reads its own rows (``match_carry``) gives what the set's earlier
+    files hold: ``extra`` tables the SQL reads (``learned_prev``), the first FIX comp
+    ids (``comp_ids_prev``) and outbound messages (``content_extra``: ``http``,
+    ``ws``) of each flow, which name venues (``flow_rules``).
     """
     scanned = prefilter and candidates is not None
     # Past the scan the SQL reads a few thousand rows, where DuckDB's threads
@@ -450,7 +468,18 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
         rules, needles = rules_and_needles()
         for name, table in rules.items():
             con.register(name, table)
-        rules_by_flow = flow_rules(flows, resolver, _comp_ids(con), _content(con))
+        for name, table in (extra or {}).items():
+            con.register(name, table)
+        http_view, ws_view = "http_messages", "ws_messages"
+        if content_extra is not None:
+            http_view, ws_view = "content_http", "content_ws"
+            for name, view in (("http", "http_messages"), ("ws", "ws_messages")):
+                con.register(f"_content_{name}", content_extra[name])
+                cols = ", ".join(content_extra[name].column_names)
+                con.execute(f"CREATE OR REPLACE TEMP VIEW content_{name} AS SELECT {cols} "
+                            f"FROM {view} UNION ALL BY NAME SELECT * FROM _content_{name}")
+        rules_by_flow = flow_rules(flows, resolver, _comp_ids(con, comp_ids_prev),
+                                   _content(con, http_view, ws_view))
         con.register("flow_rules", rules_by_flow)
         con.register("flow_handshake", flows.select(["flow_id", "first_ts", "handshake_rtt_ns"]))
         if scanned:
@@ -529,6 +558,9 @@ def rematch_capture(root: Path, capture_id: str, resolver: Resolver,
     (``StaleCapture``).
     """
     expect = store.fingerprint(root, capture_id)
+    from .match_carry import drop_state
+
+    drop_state(root, capture_id)  # a rotation's next command matches the set whole
     files = {t: _partition_files(root, t, capture_id) for t in INPUT_TABLES}
     flow_files = _partition_files(root, "flows", capture_id)
     schema = without_capture_id(TABLES["flows"])

@@ -288,10 +288,14 @@ def stage_ws_candidates(stage_dir: Path, rows: pa.Table) -> None:
     write_side_file(stage_dir, CANDIDATES_DIR, keep)
 
 
-def staged_candidates(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | None:
+def staged_candidates(stage_dir: Path, ws_files: Sequence[Path],
+                      skip: str | None = None) -> pa.Table | None:
     """The ingest-time scan's rows for the staged ``ws_files``, or ``None`` when
-    its side files do not cover every staged row (or used other needles)."""
-    side = sorted((stage_dir / CANDIDATES_DIR).glob("*.arrow"))
+    its side files do not cover every staged row (or used other needles);
+    ``skip``: side files whose names start with it are not read (a rotation's
+    earlier files' scan, when only this command's rows are matched)."""
+    side = sorted(p for p in (stage_dir / CANDIDATES_DIR).glob("*.arrow")
+                  if skip is None or not p.name.startswith(skip))
     want = json.dumps(scan_parts())
     tables, covered = [], 0
     for path in side:

@@ -565,7 +565,8 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     header: dict[str, Any] = {
         "capture_id": capture_id, "recording": [rec[0], rec[1], list(rec[2])],
         "files": files, "last_key": last_key, "link_types": list(last.link_types),
-        "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets}
+        "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets,
+        "resume_pending_s": limits.resume_pending_s}  # (the matcher's: ``match_carry``)
     core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
     add_anomalies(dropped)
     held = tracker.fstate[tracker.fstate[:, F_SLOT] != SLOT_FREE, F_ID]

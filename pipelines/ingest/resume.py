@@ -38,14 +38,18 @@ How this works.
   commit (``store.Staging.commit``): a crash leaves both as they were.
 - *The rows.* Everything an ingest writes before its end is final; what the end
   of the capture writes (connections finished because the file ended, the
-  ``flows`` rows of flows still open, the matcher's output) is provisional: its
-  parts are named ``part-t*`` (``TAIL_PREFIX``), and the next ingest of the set
-  keeps the set's other parts where they are, drops the provisional ones and the
-  ``flows`` rows of the flows it resumes, and re-runs the matcher over the whole
-  set's messages (``staged_parts``: the set's parts and its own). Its commit is
-  an append (``carry``, ``store.APPEND``): its own parts go into the set's
-  partitions and the provisional ones out, under one journal, so the commit
-  costs this file's parts, not the set's.
+  ``flows`` rows of flows still open) is provisional: its parts are named
+  ``part-t*`` (``TAIL_PREFIX``), and the next ingest of the set keeps the set's
+  other parts where they are, drops the provisional ones and the ``flows`` rows
+  of the flows it resumes (``REGENERATED``). The matcher's rows and the derived
+  tables follow the same split: each command matches and derives its own rows
+  and what the previous command carried, writes the rows no later file can
+  change as final parts and the others as provisional ones
+  (``pipelines.match_carry``, ``pcapflow.why_carry``), and falls back to the
+  whole set when a premise fails. Its commit is an append (``carry``,
+  ``store.APPEND``): its own parts go into the set's partitions and the
+  provisional ones out, under one journal, so the commit costs this file's
+  parts, not the set's.
 
 The pickle is read back with an allow-list of classes (pcapflow's, NumPy's and a
 few builtins), and only from a dataset the user wrote.
@@ -397,10 +401,12 @@ def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]
 
 
 # --- the rows of the set so far ---------------------------------------------------------
-REGENERATED = ("flows", "captures", "orders", "acks", "latency", "unmatched")
-"""Tables a resumed ingest writes anew for the whole set (the matcher's output, the
-``flows`` rows with their venues, one ``captures`` row per file); every other table's
-parts are carried over as they are."""
+REGENERATED = ("flows", "captures")
+"""Tables a resumed ingest writes anew for the whole set (the ``flows`` rows with
+their venues, one ``captures`` row per file); every other table's final parts are
+carried over as they are (the matcher's too: ``pipelines.match_carry`` writes the
+rows no later file changes as final parts, and drops the set's when it matches the
+whole set)."""
 
 
 def carry(prev: Previous, root: Path, stage: Path) -> None:

@@ -49,11 +49,19 @@ UPDATE all_acks a SET correlation_id = o.correlation_id
 FROM all_orders o
 WHERE a.order_key = o.order_key AND a.correlation_id IS DISTINCT FROM o.correlation_id;
 
-CREATE OR REPLACE TEMP TABLE learned_ids AS
-SELECT o.venue, a.exchange_order_id, any_value(o.client_order_id) AS client_order_id
+-- The accepted new orders: this match's, and (learned_prev) those of a rotation's
+-- earlier files whose rows it does not read (pipelines/match_carry.py; else empty).
+CREATE OR REPLACE TEMP TABLE accepted_ids AS
+SELECT o.venue, o.client_order_id, a.exchange_order_id
 FROM all_orders o JOIN all_acks a USING (order_key)
 WHERE o.kind = 'new' AND a.status = 'accepted'
   AND a.exchange_order_id IS NOT NULL AND o.client_order_id IS NOT NULL
+UNION ALL
+SELECT venue, client_order_id, exchange_order_id FROM learned_prev;
+
+CREATE OR REPLACE TEMP TABLE learned_ids AS
+SELECT venue, exchange_order_id, any_value(client_order_id) AS client_order_id
+FROM accepted_ids
 GROUP BY ALL;
 
 UPDATE all_orders o SET orig_client_order_id = l.client_order_id
@@ -65,11 +73,9 @@ WHERE o.orig_client_order_id IS NULL AND o.kind IN ('cancel', 'amend')
 -- (Binance origClientOrderId, as ccxt sends it) gets the exchange order id the
 -- venue gave that order, when the capture holds one answer for that client id.
 CREATE OR REPLACE TEMP TABLE learned_exchange_ids AS
-SELECT o.venue, o.client_order_id, any_value(a.exchange_order_id) AS exchange_order_id
-FROM all_orders o JOIN all_acks a USING (order_key)
-WHERE o.kind = 'new' AND a.status = 'accepted'
-  AND a.exchange_order_id IS NOT NULL AND o.client_order_id IS NOT NULL
-GROUP BY ALL HAVING count(DISTINCT a.exchange_order_id) = 1;
+SELECT venue, client_order_id, any_value(exchange_order_id) AS exchange_order_id
+FROM accepted_ids
+GROUP BY ALL HAVING count(DISTINCT exchange_order_id) = 1;
 
 UPDATE all_orders o SET target_order_id = l.exchange_order_id
 FROM learned_exchange_ids l

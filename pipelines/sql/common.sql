@@ -108,3 +108,16 @@ CREATE OR REPLACE TABLE no_acks (
     kind VARCHAR, correlation_id VARCHAR, request_id VARCHAR, client_order_id VARCHAR,
     orig_client_order_id VARCHAR, source_table VARCHAR, stream_offset BIGINT, ts BIGINT,
     status VARCHAR, leg VARCHAR, error_code VARCHAR, decoded BOOLEAN, exchange_order_id VARCHAR);
+
+-- Accepted new orders of a rotation's earlier files that a match does not read
+-- (pipelines/match_carry.py registers its own over this empty one): combine.sql
+-- learns exchange and client order ids from them too.
+CREATE OR REPLACE TABLE learned_prev (
+    venue VARCHAR, client_order_id VARCHAR, exchange_order_id VARCHAR);
+
+-- FIX orders and orphan replies of a rotation's earlier files that a match does not
+-- read (pipelines/match_carry.py registers its own over this empty one): a reply
+-- whose ClOrdID one of them carries is no orphan (fix.sql), as over the whole set.
+CREATE OR REPLACE TABLE fix_prev (
+    flow_id BIGINT, client_order_id VARCHAR, orig_client_order_id VARCHAR, kind VARCHAR,
+    has_ack BOOLEAN, orphan BOOLEAN);

@@ -11,7 +11,7 @@
 -- Session messages (0 1 2 4 5 A) and market data are ignored: only the
 -- order actions we send and the replies we get are read (and only the
 -- replies' field lists, for RefSeqNum and the reject reasons).
--- Input: fix_messages, flow_rules. Output: fix_orders, fix_acks.
+-- Input: fix_messages, flow_rules, fix_prev. Output: fix_orders, fix_acks.
 
 -- The messages read (none: match.py skips the rest of this file, GATES); rid:
 -- stream order, not the order the rows were written in (see websocket.sql).
@@ -92,4 +92,10 @@ WHERE r.msg_type IN ('8', '9') AND r.cl_ord_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM fix_orders o WHERE o.client_order_id = r.cl_ord_id)
   AND NOT EXISTS (SELECT 1 FROM fix_orders o WHERE o.kind <> 'new'
                   AND o.orig_client_order_id = r.orig_cl_ord_id)
+  -- (a rotation's earlier files: their orders, and their orphans of this ClOrdID)
+  AND NOT EXISTS (SELECT 1 FROM fix_prev p WHERE NOT p.orphan
+                  AND (p.client_order_id = r.cl_ord_id
+                       OR (p.kind <> 'new' AND p.orig_client_order_id = r.orig_cl_ord_id)))
+  AND NOT EXISTS (SELECT 1 FROM fix_prev p WHERE p.orphan AND p.flow_id = r.flow_id
+                  AND p.client_order_id = r.cl_ord_id)
 QUALIFY row_number() OVER (PARTITION BY r.flow_id, r.cl_ord_id ORDER BY r.ts) = 1;

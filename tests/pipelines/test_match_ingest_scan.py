@@ -270,8 +270,8 @@ def test_sample_captures_ingest_rematch_and_unfiltered_agree(
     # the ingest's matcher (venues.IngestMatcher) takes it from prefilter at each call
     staged_candidates = prefilter.staged_candidates
 
-    def spy(stage_dir: Path, ws_files: list[Path]) -> pa.Table | None:
-        cand = staged_candidates(stage_dir, ws_files)
+    def spy(stage_dir: Path, ws_files: list[Path], skip: str | None = None) -> pa.Table | None:
+        cand = staged_candidates(stage_dir, ws_files, skip)
         used.append(-1 if cand is None else cand.num_rows)
         return cand
 

@@ -1,0 +1,1104 @@
+"""A rotation's matcher, each command in O(its own file): what one command carries
+to the next.
+
+A rotation ingested one file per command (``pipelines.ingest.resume``) is one capture
+that grows by a file per command. The matcher (``pipelines.match``) ran over the whole
+set's messages in every command, so the n-th file cost O(n). Here each command runs
+the same SQL over its own rows and what the previous command carried, and every row
+of ``orders``, ``acks``, ``latency`` and ``unmatched`` equals what one ingest of all
+the files gives.
+
+How this works (the pattern of ``pcapflow.why_carry``).
+
+- *Groups.* The matcher's rows come in groups, one per ``correlation_id``: an order
+  with its replies (the ack leg, the engine leg), its ``latency`` rows and its
+  ``unmatched`` row; or a reply no order was seen for. Each group has a *settle*
+  time: its last row's time, but ``resume_pending_s`` after its order while a later
+  file may still add to it: no reply yet, no engine leg yet (a decoded order the
+  venue did not reject), or fewer than ``RTT_AFTER`` RTT samples after the order on
+  its connection still open (``decompose.sql``'s windows of samples reach that far
+  past an order, per ``tcp_rtt.method``; a method the connection has no sample of
+  at all, such as ``tsecr`` without TCP timestamps, holds nothing open).
+- *Cut.* ``C`` = the set's last packet - ``SETTLE_NS``, and before every matcher
+  input row of this command's provisional parts (``part-t*``). A group that
+  settles before ``C`` is final: written as final parts (``part-d*``) and kept by
+  later commands as they are; the others are provisional (``part-t*``), made again
+  by the next command.
+- *Carried rows* (``DATA/_state/capture_id=<id>/match/``): the matcher's input rows
+  (final ones only) from ``K`` on, ``K`` = ``C`` or the oldest order of a group not
+  final; the requests still open at ``K`` (a WebSocket request or HTTP request
+  whose reply is at ``K`` or later, or not seen yet on a connection still open: the
+  FIFO of ``websocket.sql`` and the pairing of ``rest.sql`` then start from the
+  same queue as over the whole set); per connection and RTT method the
+  ``RTT_KEEP`` samples before its own window; the first ``CONTENT_SAMPLE``
+  outbound messages per connection and its first FIX comp ids (``flow_rules``
+  names venues from them); the ids of the set's final orders (``ids``: the
+  ``learned_prev`` table ``combine.sql`` learns exchange and client order ids from,
+  and what the checks below look up); the correlation ids of the final groups the
+  carried rows make again (dropped: their rows are written already); of FIX, the
+  order actions and replies ``fix.sql`` reads from ``K`` on and those of the groups
+  not final, and the ClOrdIDs of the final orders and orphan replies
+  (``fix_prev``: a later report for a ClOrdID of theirs is no orphan, as over the
+  whole set).
+- *One connection.* The premises' queries and ``save`` run on the matcher's own
+  DuckDB connection (kept open: ``_Run.close``); small tables are made with
+  pyarrow (a DuckDB statement costs milliseconds). The rows of the set's earlier
+  final parts the derived tables read (``_old_rows``) are read once per process.
+- *Venues.* ``flow_rules`` names the flows active since the previous cut, still
+  open or with carried rows; the others keep their stored venue
+  (``_flows_to_name``, its premises there and in ``_check_named``).
+- *Checked, else whole.* A command checks its premises: no matcher input row of its
+  own before the previous cut; no new RTT sample on a connection and method whose
+  final order lacked samples after it; no undecrypted REST (that runs whole); no FIX
+  reply to a final FIX order that waited for one (or to a final cancel or replace),
+  no FIX order for a final orphan reply's ClOrdID; no flow changed venue or dialect;
+  no response to a request the carried rows do not hold; no final group made again
+  with a reply or engine leg it lacked; no new reply, engine event or learned id
+  that would change a final order not carried. If one fails (a reply past
+  ``resume_pending_s``, a venue learnt later, ``pcapflow match`` run since, a state
+  from another pcapflow), the command matches the whole set and replaces the set's
+  matcher rows: slower once, never different.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..parsers.limits import Limits
+from . import prefilter, store
+from .ingest.resume import (
+    CARRIED,
+    HELD,
+    STATE_FILE,
+    TAIL_PREFIX,
+    carried_parts,
+    drop_carried,
+    read_header,
+)
+from .match import (
+    CONTENT_SAMPLE,
+    INPUT_TABLES,
+    MESSAGE_TABLES,
+    OUTPUTS,
+    MatchOutput,
+    _cast,
+    _connect,
+    matched,
+)
+from .tables.schemas import TABLES, without_capture_id
+from .venue_rules import Resolver
+
+VERSION = 2
+DIR = "match"
+"""Sub-directory of a set's resume state: what ``save`` keeps."""
+SETTLE_NS = 2 * 10**9
+"""Rows of a later file are this much after the set's last packet, at most."""
+RTT_KEEP = 10
+"""RTT samples per connection and method kept before the carried window (the
+decompose window reaches 4 samples either side of the one nearest an order)."""
+RTT_AFTER = 5
+"""Samples after an order that settle its network estimate (the nearest one after
+it and the 4 that follow)."""
+INF = 2**62
+OUTPUT_TABLES = tuple(OUTPUTS)
+WHOLE: list[str] = []
+STATS: dict[str, Any] = {}
+"""What the last command did (benchmarks read it): groups, final groups, seconds."""
+"""Why commands of this process matched a set whole (the tests read it)."""
+_OLD_SCAN = "0000-"
+"""Name prefix of the set's earlier scan files linked into staging (``resume``)."""
+
+
+@dataclass(slots=True)
+class Result:
+    """One command's matcher rows: the set's (for the derived tables), and this
+    command's own as (final, provisional)."""
+
+    whole: MatchOutput
+    final: dict[str, pa.Table]
+    provisional: dict[str, pa.Table]
+
+
+@dataclass(slots=True)
+class _Parts:
+    old: dict[str, list[Path]]
+    new: dict[str, list[Path]]
+    tail: dict[str, list[Path]]
+    resumed: bool
+
+    @classmethod
+    def of(cls, stage_dir: Path) -> _Parts:
+        out = cls({}, {}, {}, (stage_dir / CARRIED).is_file())
+        carried = carried_parts(stage_dir)
+        for t in TABLES:
+            files = sorted((stage_dir / t).glob("*.parquet"))
+            out.old[t] = carried.get(t, [])
+            out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
+            out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
+        return out
+
+    def fresh(self, t: str) -> list[Path]:
+        return [*self.new.get(t, []), *self.tail.get(t, [])]
+
+
+_CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
+                   "comp_ids", "venues", "ids", "finalized", "max_req", "rtt_incomplete",
+                   "fix_messages", "fix_prev")
+
+
+@dataclass(slots=True)
+class _Carried:
+    meta: dict[str, Any]
+    t: dict[str, pa.Table]
+    dir: Path
+
+    @classmethod
+    def load(cls, path: Path) -> _Carried | None:
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if meta.get("version") != VERSION:
+                return None
+            return cls(meta, {n: pq.read_table(path / f"{n}.parquet") for n in _CARRIED_TABLES},
+                       path)
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None
+
+
+def _read(files: Sequence[Path], table: str, columns: Sequence[str] | None = None,
+          flows: list[int] | None = None, where: Any = None) -> pa.Table:
+    schema = without_capture_id(TABLES[table])
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    if flows is not None:
+        where = [("flow_id", "in", flows)]
+    if where is None:  # (ParquetFile: pq.read_table goes through pyarrow.dataset, slower)
+        return pa.concat_tables([schema.empty_table(), *(
+            pq.ParquetFile(p).read(columns=schema.names).select(schema.names).cast(schema)
+            for p in files)])
+    return pa.concat_tables([schema.empty_table(), *(
+        pq.read_table(p, columns=schema.names, filters=where).select(schema.names).cast(schema)
+        for p in files)])
+
+
+_OLD_ROWS: dict[str, dict[Path, tuple[tuple[int, int], pa.Table]]] = {}
+"""Per table, the set's earlier matcher parts as read by this process's previous
+command (``_old_rows``), by path, with the (size, mtime) they had."""
+
+
+def _old_rows(files: Sequence[Path], table: str) -> pa.Table:
+    """The rows of the set's earlier final parts ``files`` of ``table``, which the
+    derived tables read (``why.derive_staged``): a process that ingests a rotation
+    file after file (``pcapflow watch``) reads each part once; the others come from
+    memory. Only the last command's set is kept (bounded by one set's rows)."""
+    schema = without_capture_id(TABLES[table])
+    was = _OLD_ROWS.get(table, {})
+    now: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
+    for p in files:
+        st = p.stat()
+        key = (st.st_size, st.st_mtime_ns)
+        hit = was.get(p)
+        if hit is None or hit[0] != key:
+            hit = (key, pq.ParquetFile(p).read(columns=schema.names).select(schema.names)
+                   .cast(schema))
+        now[p] = hit
+    _OLD_ROWS[table] = now
+    tables = [t for _key, t in now.values()]
+    return pa.concat_tables([schema.empty_table(), *tables])
+
+
+def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.fill_null(col.cast(pa.int64()), INF).to_numpy()
+
+
+def _min_ns(table: pa.Table, column: str) -> int:
+    if table.num_rows == 0:
+        return INF
+    v = pc.min(table.column(column).cast(pa.int64())).as_py()
+    return INF if v is None else int(v)
+
+
+def _clean_rtt(rows: pa.Table) -> pa.Table:
+    """RTT samples the matcher reads: ours (``out``), not piggybacked, not resent."""
+    if rows.num_rows == 0:
+        return rows
+    keep = pc.and_(pc.equal(rows.column("direction"), "out"), pc.and_(
+        pc.invert(pc.fill_null(rows.column("piggybacked"), False)),
+        pc.invert(pc.fill_null(rows.column("retransmitted"), False))))
+    return rows.filter(pc.fill_null(keep, False))
+
+
+def _scan_rows(stage_dir: Path, parts: _Parts, *, old: bool) -> pa.Table | None:
+    """The ingest-time scan's rows of this command's ``ws_messages`` parts (and of the
+    set's earlier ones: ``old``), or None when its files do not cover them."""
+    files = [*(parts.old["ws_messages"] if old else []), *parts.fresh("ws_messages")]
+    # (looked up at each call, as the ingest's matcher always did: tests spy on it)
+    return prefilter.staged_candidates(stage_dir, files, skip=None if old else _OLD_SCAN)
+
+
+FIX_READ = ("(direction = 'out' AND msg_type IN ('D', 'F', 'G', 'XCN', 'XAK')) OR "
+            "(direction = 'in' AND msg_type IN ('8', '9', 'XAR', '3', 'j'))")
+"""The FIX messages ``fix.sql`` reads (``fix_in``, resends aside): the only ones carried."""
+
+
+def _tail_keys(parts: _Parts) -> pa.Table:
+    t = _read(parts.tail.get("ws_messages", []), "ws_messages",
+              ["flow_id", "direction", "stream_offset"])
+    return t
+
+
+@dataclass(slots=True)
+class _Run:
+    """The SQL's outputs and what the carry reads of its intermediate tables."""
+
+    out: MatchOutput
+    rules: pa.Table
+    con: duckdb.DuckDBPyConnection | None = None
+    stack: ExitStack | None = None
+
+    def close(self) -> None:
+        """The matcher's connection, kept open for the checks and ``save``."""
+        if self.stack is not None:
+            self.stack.close()
+        self.con = self.stack = None
+    enc: int = 0
+    groups: pa.Table | None = None
+    ws_req: pa.Table | None = None
+    rest_req: pa.Table | None = None
+    rest_orphans: pa.Table | None = None
+    engine: pa.Table | None = None
+    incomplete: pa.Table | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _q(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
+    try:
+        return con.sql(sql).to_arrow_table()
+    except duckdb.CatalogException:  # a family's tables after its gate: not made
+        return None
+
+
+def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Resolver,
+             candidates: pa.Table | None, *, held: np.ndarray, limit_ns: int, cut: int,
+             extra: Mapping[str, pa.Table] | None = None,
+             comp_ids: Mapping[int, tuple[int, str | None, str | None]] | None = None,
+             content: Mapping[str, pa.Table] | None = None) -> _Run:
+    stack = ExitStack()
+    con = stack.enter_context(matched(files, flows, resolver, candidates=candidates,
+                                      extra=extra, comp_ids_prev=comp_ids,
+                                      content_extra=content))
+    try:
+        out: dict[str, pa.Table] = {}
+        for table, (temp, schema) in OUTPUTS.items():
+            target = without_capture_id(schema)
+            cols = ", ".join(f'"{f.name}"' for f in target)
+            out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
+        rules = con.sql("SELECT flow_id, venue, venue_source, dialect FROM flow_rules"
+                        ).to_arrow_table()
+        run = _Run(MatchOutput(flow_venue={}, tables=out), rules)
+        run.extra["named_flows"] = flows.select(["flow_id", "server_ip", "server_port"])
+        enc = _q(con, "SELECT count(*) AS n FROM enc_flows")
+        run.enc = int(enc.column(0)[0].as_py()) if enc is not None else 0
+        con.register("_held", pa.table({"flow_id": pa.array(held, pa.int64())}))
+        run.ws_req = _q(con, """
+            SELECT q.flow_id, q.stream_offset, q.ts, p.ts AS rep_ts
+            FROM ws_fifo q LEFT JOIN ws_pairs x ON x.req_rid = q.rid
+            LEFT JOIN ws_fifo p ON p.rid = x.rep_rid WHERE q.side = 0""")
+        run.rest_req = _q(con, """
+            SELECT q.flow_id, q.request_index, q.ts, r.ts AS rep_ts,
+                   r.reset_reason IS NULL AS full
+            FROM rest_req q LEFT JOIN rest_resp r USING (flow_id, request_index)""")
+        if run.rest_req is None:
+            run.rest_req = _q(con, """SELECT flow_id, request_index, ts, NULL::BIGINT AS rep_ts,
+                                      NULL::BOOLEAN AS full FROM rest_req""")
+        run.rest_orphans = _q(con, """
+            SELECT r.flow_id, r.request_index FROM rest_resp r
+            WHERE r.request_index IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM rest_req q
+                WHERE q.flow_id = r.flow_id AND q.request_index = r.request_index)""")
+        run.engine = _q(con, """SELECT venue, subject, order_id, event_kind, ts
+                                FROM engine_events WHERE event_kind IS NOT NULL""")
+        # per order of a connection still open: RTT samples after it, per method
+        # (``seen``: the connection has samples of that method at all; one without
+        # them, such as ``tsecr`` without TCP timestamps, does not hold its orders
+        # open: a sample of it in a later file sends that command whole instead)
+        run.incomplete = con.sql(f"""
+            WITH seen AS (SELECT DISTINCT flow_id, method FROM rtt_clean)
+            SELECT l.flow_id, l.order_ts, m.method, s.flow_id IS NOT NULL AS seen FROM (
+                SELECT DISTINCT flow_id, order_ts FROM out_latency
+                WHERE flow_id IN (SELECT flow_id FROM _held)) l
+            CROSS JOIN (VALUES ('ack'), ('tsecr')) m(method)
+            LEFT JOIN seen s ON s.flow_id = l.flow_id AND s.method = m.method
+            LEFT JOIN rtt_clean r ON r.flow_id = l.flow_id AND r.method = m.method
+                AND r.ts > l.order_ts
+            GROUP BY ALL HAVING count(r.ts) < {RTT_AFTER}""").to_arrow_table()
+        con.register("_incomplete", run.incomplete)
+        run.groups = con.sql(f"""
+            WITH a AS (
+                SELECT correlation_id, bool_or(leg = 'ack') AS has_ack,
+                       bool_or(leg = 'engine') AS has_engine,
+                       any_value(status) FILTER (WHERE leg = 'ack') AS status,
+                       any_value(exchange_order_id) FILTER (WHERE leg = 'ack')
+                           AS exchange_order_id,
+                       max(ts) AS last_ts, any_value(order_key IS NULL) AS orphan
+                FROM out_acks GROUP BY correlation_id),
+            o AS (
+                SELECT o.*, EXISTS (SELECT 1 FROM _incomplete i WHERE i.flow_id = o.flow_id
+                                    AND i.order_ts = o.ts AND i.seen) AS rtt_open
+                FROM out_orders o)
+            SELECT coalesce(o.correlation_id, a.correlation_id) AS cid,
+                   o.flow_id, o.venue, o.kind, o.client_order_id, o.orig_client_order_id,
+                   o.target_order_id, o.decoded, o.ts AS order_ts,
+                   coalesce(a.has_ack, false) AS has_ack,
+                   coalesce(a.has_engine, false) AS has_engine, a.status,
+                   a.exchange_order_id,
+                   greatest(coalesce(o.ts, a.last_ts), coalesce(a.last_ts, o.ts)) AS last_ts,
+                   o.correlation_id IS NULL AS orphan,
+                   CASE WHEN o.correlation_id IS NULL THEN a.last_ts
+                        WHEN NOT coalesce(a.has_ack, false) OR o.rtt_open
+                        THEN greatest(coalesce(a.last_ts, o.ts), o.ts + {limit_ns})
+                        ELSE greatest(o.ts, coalesce(a.last_ts, o.ts)) END AS settle
+            FROM o FULL JOIN a ON a.correlation_id = o.correlation_id""").to_arrow_table()
+        run.extra["final_cut"] = cut
+    except BaseException:
+        stack.close()
+        raise
+    run.con, run.stack = con, stack  # (open: the checks and ``save`` use it; ``close``)
+    return run
+
+
+def _venue_maps(rules: pa.Table) -> tuple[dict[int, str], dict[int, str]]:
+    named = rules.filter(pc.is_valid(rules.column("venue")))
+    ids = named.column("flow_id").to_pylist()
+    return (dict(zip(ids, named.column("venue").to_pylist(), strict=True)),
+            dict(zip(ids, named.column("venue_source").to_pylist(), strict=True)))
+
+
+def _by_cid(rows: pa.Table, cids: pa.Array) -> np.ndarray:
+    return pc.is_in(rows.column("correlation_id"), value_set=cids).to_numpy(
+        zero_copy_only=False)
+
+
+def _split(run: _Run, cut: int, drop: pa.Array) -> tuple[dict[str, pa.Table],
+                                                        dict[str, pa.Table]]:
+    """The run's rows of groups not in ``drop``, as (final, provisional) at ``cut``."""
+    g = run.groups
+    assert g is not None
+    settle = _ns(g.column("settle"))
+    cids = g.column("cid")
+    fin_ids = cids.filter(pa.array(settle < cut))
+    final, prov = {}, {}
+    for t, rows in run.out.tables.items():
+        gone = _by_cid(rows, drop) if len(drop) else np.zeros(rows.num_rows, bool)
+        fin = _by_cid(rows, fin_ids) & ~gone
+        final[t] = rows.filter(pa.array(fin))
+        prov[t] = rows.filter(pa.array(~fin & ~gone))
+    return final, prov
+
+
+_TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
+               ("fix_messages", "ts_last"))
+"""The matcher's message tables and the time a later file's rows follow the cut by."""
+
+
+def _cut(parts: _Parts, last: int | None) -> int:
+    if last is None:
+        return INF
+    cut = last - SETTLE_NS
+    for t, col in _TS_COLUMNS:
+        cut = min(cut, _min_ns(_read(parts.tail.get(t, []), t, [col]), col))
+    rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
+                           ["direction", "piggybacked", "retransmitted", "ts_sent"]))
+    return min(cut, _min_ns(rtt, "ts_sent"))
+
+
+def pending_s(header: Mapping[str, Any]) -> float:
+    """``Limits.resume_pending_s`` of the ingest (the staged state's header holds it)."""
+    return float(header.get("resume_pending_s", Limits().resume_pending_s))
+
+
+def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str) -> Result:
+    """The matcher at the end of an ingest (module docstring)."""
+    from .match import match_tables
+
+    parts = _Parts.of(stage_dir)
+    state = stage_dir / store.STATE / STATE_FILE
+    keep = state.is_file()
+    if not keep and not parts.resumed:  # a capture of its own: its staged rows
+        files = {t: sorted((stage_dir / t).glob("*.parquet")) for t in INPUT_TABLES}
+        cands = (prefilter.staged_candidates(stage_dir, files["ws_messages"])
+                 if any(files[t] for t in MESSAGE_TABLES) else None)
+        out = match_tables(files, flows, resolver, candidates=cands)
+        return Result(out, dict(out.tables), {})
+    header = read_header(state) if keep else {}
+    limit_ns = int(pending_s(header) * 10**9)
+    last = int(header["last_key"]) if keep else None
+    held_file = stage_dir / store.STATE / HELD
+    held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
+    cut = _cut(parts, last)
+    prev: _Carried | None = None
+    why: str | None = None
+    if parts.resumed:
+        path = store.partition_dir(stage_dir.parent.parent, store.STATE, capture_id) / DIR
+        prev = _Carried.load(path) if path.is_dir() else None
+        why = "no matcher state kept by the previous command" if prev is None else None
+    try:
+        return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns,
+                      cut)
+    finally:
+        STATS["cut"] = cut
+
+
+def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: _Parts, keep: bool,
+           prev: _Carried | None, why: str | None, held: np.ndarray, limit_ns: int,
+           cut: int) -> Result:
+    run: _Run | None = None
+    if prev is not None:
+        why = _check_inputs(prev, parts)
+        if why is None:
+            run, why = _incremental(stage_dir, parts, prev, flows, resolver, held, limit_ns,
+                                    cut)
+    if run is None:
+        if why is not None:
+            WHOLE.append(why)
+        prev = None
+        for t in OUTPUT_TABLES:  # (in the dataset: they go in this command's commit)
+            drop_carried(stage_dir, t, parts.old.get(t, []))
+            parts.old[t] = []
+        files = {t: [*parts.old[t], *parts.fresh(t)] for t in INPUT_TABLES}
+        cands = (_scan_rows(stage_dir, parts, old=True)
+                 if any(files[t] for t in MESSAGE_TABLES) else None)
+        run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
+        run.extra["venue_fp"] = _venue_fingerprint(resolver)
+    try:
+        return _finish(stage_dir, flows, parts, keep, prev, run, held, cut)
+    finally:
+        run.close()
+
+
+def _finish(stage_dir: Path, flows: pa.Table, parts: _Parts, keep: bool,
+            prev: _Carried | None, run: _Run, held: np.ndarray, cut: int) -> Result:
+    drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
+            else pa.array([], pa.string()))
+    final, prov = _split(run, cut, drop)
+    venue, source = _venue_maps(run.rules)
+    others = run.extra.get("stored")
+    if others is not None and others.num_rows:  # (``_flows_to_name``: as they were)
+        v, src = _venue_maps(others.select(["flow_id", "venue", "venue_source"]))
+        venue, source = {**v, **venue}, {**src, **source}
+    STATS["flows_named"] = run.rules.num_rows
+    c = time.process_time()
+    whole = {t: pa.concat_tables([_old_rows(parts.old.get(t, []), t), final[t], prov[t]])
+             for t in OUTPUT_TABLES}
+    STATS["whole_read_s"] = time.process_time() - c
+    STATS["groups"] = run.groups.num_rows if run.groups is not None else 0
+    STATS["final_groups"] = int(np.count_nonzero(_ns(run.groups.column("settle")) < cut)) \
+        if run.groups is not None else 0
+    STATS["incremental"] = prev is not None
+    if run.groups is not None and run.groups.num_rows:
+        g = run.groups
+        STATS["unacked"] = int(pc.sum(pc.invert(g.column("has_ack"))).as_py() or 0)
+        STATS["waiting"] = int(np.count_nonzero(
+            _ns(g.column("settle")) - _ns(g.column("order_ts")) > 10**11))
+    if keep and run.enc == 0:
+        c = time.process_time()
+        save(stage_dir, parts, prev, run, cut, held, flows)
+        STATS["save_s"] = time.process_time() - c
+    elif keep:  # nothing carried: the next command matches the set whole (the
+        # commit replaces the state's files by name: a stale state must not stay)
+        out_dir = stage_dir / store.STATE / DIR
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+        (out_dir / "meta.json").write_text(json.dumps({"version": None}))
+    out = MatchOutput(flow_venue={int(f): str(v) for f, v in venue.items()}, tables=whole,
+                      flow_venue_source={int(f): str(s) for f, s in source.items()})
+    return Result(out, final, prov)
+
+
+def _check_inputs(prev: _Carried, parts: _Parts) -> str | None:
+    """Premises read before the run: this command's rows follow the previous cut."""
+    before = int(prev.meta["cut"])
+    for t, col in _TS_COLUMNS:
+        if _min_ns(_read(parts.fresh(t), t, [col]), col) < before:
+            return f"{t} rows before the previous cut"
+    rtt = _clean_rtt(_read(parts.fresh("tcp_rtt"), "tcp_rtt",
+                           ["flow_id", "direction", "piggybacked", "retransmitted",
+                            "ts_sent", "method"]))
+    if _min_ns(rtt, "ts_sent") < before:
+        return "RTT samples before the previous cut"
+    inc = prev.t["rtt_incomplete"]
+    if rtt.num_rows and inc.num_rows:
+        key = pc.binary_join_element_wise(pc.cast(rtt.column("flow_id"), pa.string()),
+                                          pc.fill_null(rtt.column("method"), "ack"), ":")
+        had = pc.binary_join_element_wise(pc.cast(inc.column("flow_id"), pa.string()),
+                                          inc.column("method"), ":")
+        if pc.any(pc.is_in(key, value_set=had.combine_chunks())).as_py():
+            return "an RTT sample after a final order that lacked them"
+    return None
+
+
+def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table,
+                 resolver: Resolver, held: np.ndarray, limit_ns: int, cut: int
+                 ) -> tuple[_Run | None, str | None]:
+    cands = _scan_rows(stage_dir, parts, old=False)
+    if cands is None and parts.fresh("ws_messages"):
+        return None, "no ingest-time scan of this command's WebSocket messages"
+    scan = prev.t["scan"]
+    cands = pa.concat_tables([scan.cast(cands.schema) if cands is not None else scan,
+                              *([cands] if cands is not None else [])])
+    files: dict[str, list[Path]] = {t: parts.fresh(t) for t in INPUT_TABLES}
+    files["http_messages"].append(prev.dir / "http_messages.parquet")
+    files["tcp_rtt"].append(prev.dir / "tcp_rtt.parquet")
+    files["fix_messages"].append(prev.dir / "fix_messages.parquet")
+    ids = prev.t["ids"]
+    learned = ids.filter(pc.fill_null(pc.and_(
+        pc.equal(ids.column("kind"), "new"), pc.equal(ids.column("status"), "accepted")),
+        False)).select(["venue", "client_order_id", "exchange_order_id"])
+    learned = learned.filter(pc.and_(pc.is_valid(learned.column("client_order_id")),
+                                     pc.is_valid(learned.column("exchange_order_id"))))
+    comp = {int(r["flow_id"]): (int(r["ts"]), r["sender"], r["target"])
+            for r in prev.t["comp_ids"].to_pylist()}
+    fp = _venue_fingerprint(resolver)
+    named, others = _flows_to_name(flows, prev, held, fp)
+    run = _execute(files, named, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
+                   extra={"learned_prev": learned, "fix_prev": prev.t["fix_prev"]},
+                   comp_ids=comp,
+                   content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
+    run.extra["venue_fp"] = fp
+    run.extra["stored"] = others
+    try:
+        why = _check_run(prev, run) or _check_named(run, others)
+    except BaseException:
+        run.close()
+        raise
+    if why is not None:
+        run.close()
+        return None, why
+    return run, None
+
+
+def _venue_fingerprint(resolver: Resolver) -> str:
+    """What names a flow besides its own facts, as a digest: the venue map and host
+    rules, and the venues the dataset's other captures named per address
+    (``VenueRegistry``; another ``Resolver``: "")."""
+    import hashlib
+
+    entries, rules = getattr(resolver, "entries", None), getattr(resolver, "host_rules", None)
+    data = getattr(resolver, "data", None)
+    if entries is None or rules is None:
+        return ""
+    from ..venues import known_addresses
+
+    known = sorted(known_addresses(data).items()) if data is not None else []
+    return hashlib.sha256(repr((entries, rules, known)).encode()).hexdigest()
+
+
+def _flows_to_name(flows: pa.Table, prev: _Carried, held: np.ndarray, fp: str
+                   ) -> tuple[pa.Table, pa.Table | None]:
+    """The flows whose venues this command works out (``flow_rules``, in Python per
+    flow: over the whole set it grew with the set) and the others, which keep the
+    venue they were given (None: every flow is named again).
+
+    A flow is named from its own facts (fixed), its own first messages (fixed once
+    it is no longer active), the named flows to its server address in the set, and
+    what the venue map and the dataset's other captures say (``_venue_fingerprint``).
+    So the flows named again are those active since the previous cut, still open, or
+    with carried rows; the others keep theirs when no flow of the set is named at
+    an address of the ones named again (else all are named again), the fingerprint
+    is the previous command's, and no flow named now shares an address with them
+    (``_check_named``)."""
+    if not fp or prev.meta.get("venue_fp") != fp or flows.num_rows == 0:
+        return flows, None
+    last = pc.fill_null(flows.column("last_ts").cast(pa.int64()), INF).to_numpy()
+    ids = flows.column("flow_id").to_numpy(zero_copy_only=False)
+    keep = [np.asarray(held, np.int64)]
+    for name in ("http_messages", "tcp_rtt", "scan", "fix_messages"):
+        t = prev.t[name]
+        if t.num_rows and "flow_id" in t.column_names:
+            keep.append(t.column("flow_id").to_numpy().astype(np.int64))
+    mine = (last >= int(prev.meta["cut"])) | np.isin(ids, np.concatenate(keep))
+    src = pc.fill_null(pc.is_in(flows.column("venue_source"),
+                                value_set=pa.array(["map", "name"])), False)
+    address = _address(flows)
+    at = address.filter(pa.array(mine))
+    old_named = address.filter(pc.and_(pa.array(~mine), src))
+    if pc.any(pc.is_in(at, value_set=old_named.combine_chunks())).as_py():
+        return flows, None
+    return flows.filter(pa.array(mine)), flows.filter(pa.array(~mine))
+
+
+def _address(flows: pa.Table) -> pa.ChunkedArray:
+    """"server_ip:server_port" of each flow."""
+    return pc.binary_join_element_wise(
+        pc.fill_null(flows.column("server_ip"), ""),
+        pc.fill_null(pc.cast(flows.column("server_port"), pa.string()), ""), ":")
+
+
+def _check_named(run: _Run, others: pa.Table | None) -> str | None:
+    """A flow named now (from its own facts) at the address of flows that kept their
+    venue: those could take its venue (``venue_infer``, "address")."""
+    if others is None or others.num_rows == 0:
+        return None
+    rules = run.rules
+    own = pc.fill_null(pc.is_in(rules.column("venue_source"),
+                                value_set=pa.array(["map", "name"])), False)
+    if not pc.any(own).as_py():
+        return None
+    named = set(rules.column("flow_id").filter(own).to_pylist())
+    sub = run.extra["named_flows"]
+    mask = pc.is_in(sub.column("flow_id"), value_set=pa.array(sorted(named), pa.int64()))
+    key = [_address(t) for t in (sub, others)]
+    if pc.any(pc.is_in(key[1], value_set=key[0].filter(mask).combine_chunks())).as_py():
+        return "a flow named at the address of earlier flows"
+    return None
+
+
+def _check_run(prev: _Carried, run: _Run) -> str | None:
+    """Premises read after the run (module docstring)."""
+    if run.enc:
+        return "REST known from TLS record timing (matched whole)"
+    was = prev.t["venues"]
+    if was.num_rows:
+        at = pc.index_in(was.column("flow_id"), value_set=run.rules.column("flow_id"))
+        for col in ("venue", "dialect"):
+            now = run.rules.column(col).take(at)
+            same = pc.or_kleene(pc.is_null(at), pc.fill_null(
+                pc.equal(now, was.column(col)), False))
+            same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was.column(col))))
+            if not pc.all(same).as_py():
+                return "a flow changed venue"
+    orph, mx = run.rest_orphans, prev.t["max_req"]
+    if orph is not None and orph.num_rows and mx.num_rows:
+        at = pc.index_in(orph.column("flow_id"), value_set=mx.column("flow_id"))
+        top = mx.column("request_index").take(at)
+        if pc.any(pc.fill_null(pc.less_equal(orph.column("request_index"), top), False)).as_py():
+            return "a response to a request the carried rows do not hold"
+    g = run.groups
+    assert g is not None
+    fin = prev.t["finalized"]
+    if fin.num_rows and g.num_rows:
+        at = pc.index_in(g.column("cid"), value_set=fin.column("cid"))
+        known = pc.is_valid(at)
+        more = pc.or_(
+            pc.and_(g.column("has_ack"), pc.invert(fin.column("has_ack").take(at))),
+            pc.and_(g.column("has_engine"), pc.invert(fin.column("has_engine").take(at))))
+        if pc.any(pc.fill_null(pc.and_(known, more), False)).as_py():
+            return "a reply to a final order (past resume_pending_s)"
+    return _check_fix(prev, run) or _check_ids(prev, run)
+
+
+def _check_fix(prev: _Carried, run: _Run) -> str | None:
+    """FIX replies and orders of this command against the set's final FIX orders and
+    orphan replies (``fix_prev``): one that a single ingest would pair with them, or
+    that would make a final orphan an order's reply."""
+    fp = prev.t["fix_prev"]
+    if fp.num_rows == 0 or run.con is None:
+        return None
+    con = run.con
+    con.register("_mc_fp", fp)
+    try:
+        # (the final order waited past resume_pending_s, or a cancel/replace may have
+        # been paired by OrigClOrdID: a reply echoing it decides again)
+        hit = con.sql("""
+            SELECT 'a reply to a final FIX order' FROM fix_replies r JOIN _mc_fp p
+              ON p.flow_id = r.flow_id AND NOT p.orphan AND (NOT p.has_ack OR p.kind <> 'new')
+             AND ((r.msg_type IN ('8', '9', 'XAR') AND r.cl_ord_id = p.client_order_id)
+                  OR (r.msg_type = '8' AND p.kind <> 'new'
+                      AND r.orig_cl_ord_id = p.orig_client_order_id)
+                  OR r.msg_type IN ('3', 'j'))
+            UNION ALL
+            SELECT 'a FIX order for a final orphan reply' FROM fix_orders o JOIN _mc_fp p
+              ON p.orphan AND (o.client_order_id = p.client_order_id
+                  OR (o.kind <> 'new' AND o.orig_client_order_id = p.orig_client_order_id))
+            LIMIT 1""").fetchall()
+    except duckdb.CatalogException:  # no FIX input: fix.sql stopped at its gate
+        hit = []
+    finally:
+        con.unregister("_mc_fp")
+    return str(hit[0][0]) if hit else None
+
+
+def _check_ids(prev: _Carried, run: _Run) -> str | None:
+    """New replies, engine events and learned ids against the set's final orders."""
+    ids = prev.t["ids"]
+    g = run.groups
+    assert g is not None
+    if ids.num_rows == 0:
+        return None
+    accepted = pc.fill_null(pc.and_(pc.equal(g.column("kind"), "new"),
+                                    pc.equal(g.column("status"), "accepted")), False)
+    if not pc.any(accepted).as_py() and (run.engine is None or run.engine.num_rows == 0):
+        return None  # (nothing the query below could find)
+    con = run.con if run.con is not None else _connect(1)
+    try:
+        con.register("ids", ids)
+        con.register("g", g)
+        con.register("fin", prev.t["finalized"])
+        con.register("ev", run.engine if run.engine is not None else pa.table({
+            "venue": pa.array([], pa.string()), "subject": pa.array([], pa.string()),
+            "order_id": pa.array([], pa.string()), "event_kind": pa.array([], pa.string()),
+            "ts": pa.array([], pa.int64())}))
+        # ids rows not made again by this run
+        con.execute("CREATE OR REPLACE TEMP TABLE old AS SELECT * FROM ids "
+                    "WHERE cid NOT IN (SELECT cid FROM g)")
+        acc = ("SELECT * FROM g WHERE NOT orphan AND kind = 'new' AND status = 'accepted' "
+               "AND exchange_order_id IS NOT NULL AND cid NOT IN (SELECT cid FROM fin)")
+        hit = con.sql(f"""
+            WITH n AS ({acc})
+            SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
+              AND o.kind = 'new' AND o.status = 'accepted' AND (
+                (o.client_order_id = n.client_order_id
+                 AND o.exchange_order_id IS DISTINCT FROM n.exchange_order_id)
+                OR (o.exchange_order_id = n.exchange_order_id
+                    AND o.client_order_id IS DISTINCT FROM n.client_order_id))
+            UNION ALL
+            SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
+              AND o.kind IN ('cancel', 'amend') AND (
+                (o.orig_client_order_id IS NULL AND o.target_order_id = n.exchange_order_id)
+                OR (o.target_order_id IS NULL
+                    AND o.orig_client_order_id = n.client_order_id))
+            UNION ALL
+            SELECT 1 FROM ev e JOIN old o ON o.venue IS NOT DISTINCT FROM e.venue
+              AND o.decoded AND NOT o.has_engine AND o.status IS DISTINCT FROM 'rejected'
+              AND o.kind = e.event_kind AND e.ts > o.order_ts AND (
+                e.subject = CASE WHEN o.kind = 'new' THEN o.client_order_id
+                                 ELSE o.orig_client_order_id END
+                OR e.order_id = coalesce(o.target_order_id, o.exchange_order_id))
+            LIMIT 1""").fetchall()
+        return "a new reply or id that changes a final order" if hit else None
+    finally:
+        for name in ("ids", "g", "fin", "ev"):
+            con.unregister(name)
+        con.execute("DROP TABLE IF EXISTS old")
+        if con is not run.con:
+            con.close()
+
+
+# --- saving ----------------------------------------------------------------------------
+def _tables(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    return con.sql(sql).to_arrow_table()
+
+
+def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: int,
+         held: np.ndarray, flows: pa.Table) -> None:
+    """Write what the next command of the set carries (``DIR`` in the staged state)."""
+    out = stage_dir / store.STATE / DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    g = run.groups
+    assert g is not None
+    settle = _ns(g.column("settle"))
+    order_ts = _ns(g.column("order_ts"))
+    k = cut  # rows of later files follow it; before it, the rows of open groups
+    open_ids = g.column("cid").filter(pa.array(settle >= cut))
+    grows = []  # (flow, direction, offset) of the messages of the groups not final
+    for t, direction in (("orders", "out"), ("acks", "in")):
+        rows = run.out.tables[t]
+        rows = rows.filter(pa.array(_by_cid(rows, open_ids)))
+        grows.append(pa.table({
+            "flow_id": rows.column("flow_id").cast(pa.int64()),
+            "direction": pa.array([direction] * rows.num_rows, pa.string()),
+            "stream_offset": rows.column("stream_offset").cast(pa.int64())}))
+    del order_ts
+    # the matcher's own connection (a new one, with its set-up, cost ~0.1 s)
+    con = run.con if run.con is not None else _connect(1)
+    try:
+        con.register("held", pa.table({"flow_id": pa.array(held, pa.int64())}))
+        # sources: final rows only (the previous command's carried rows, this one's
+        # final parts; whole: every final part of the set)
+        src_old = prev is None
+        final_files = {t: [*(parts.old.get(t, []) if src_old else []), *parts.new.get(t, [])]
+                       for t in ("http_messages", "tcp_rtt", "ws_messages", "fix_messages")}
+        # --- WebSocket scan rows: from K, and the requests still open at K
+        scan = _scan_rows(stage_dir, parts, old=src_old)
+        scan = scan if scan is not None else pa.table({})
+        if prev is not None:
+            scan = pa.concat_tables([prev.t["scan"].cast(scan.schema), scan]) if scan.num_columns \
+                else prev.t["scan"]
+        tail = _tail_keys(parts)
+        con.register("scan", scan)
+        con.register("tailk", tail)
+        con.register("grows", pa.concat_tables(grows))
+        con.register("wsq", run.ws_req if run.ws_req is not None else pa.table({
+            "flow_id": pa.array([], pa.int64()), "stream_offset": pa.array([], pa.int64()),
+            "ts": pa.array([], pa.int64()), "rep_ts": pa.array([], pa.int64())}))
+        if scan.num_columns and scan.num_rows == 0:
+            kept = scan
+        elif scan.num_columns:
+            kept = _tables(con, f"""
+                SELECT s.* FROM scan s
+                WHERE NOT EXISTS (SELECT 1 FROM tailk t WHERE t.flow_id = s.flow_id
+                                  AND t.direction = s.direction
+                                  AND t.stream_offset = s.stream_offset)
+                  AND (epoch_ns(s.ts_last) >= {k} OR EXISTS (
+                    SELECT 1 FROM grows r WHERE r.flow_id = s.flow_id
+                      AND r.direction = s.direction AND r.stream_offset = s.stream_offset)
+                    OR (s.direction = 'out' AND EXISTS (
+                    SELECT 1 FROM wsq q WHERE q.flow_id = s.flow_id
+                      AND q.stream_offset = s.stream_offset AND q.ts < {k}
+                      AND (q.rep_ts >= {k} OR (q.rep_ts IS NULL
+                           AND q.flow_id IN (SELECT flow_id FROM held))))))""")
+        else:
+            kept = pa.table({})
+        pq.write_table(kept, out / "scan.parquet")
+        carried = [kept.select(["flow_id", "direction", "stream_offset"])] if kept.num_rows \
+            else []
+        # --- HTTP messages: from K, and the requests still open at K (their rows)
+        http_src = [*final_files["http_messages"],
+                    *([prev.dir / "http_messages.parquet"] if prev is not None else [])]
+        http = _read(http_src, "http_messages")
+        rq = run.rest_req if run.rest_req is not None else pa.table({
+            "flow_id": pa.array([], pa.int64()), "request_index": pa.array([], pa.int64()),
+            "ts": pa.array([], pa.int64()), "rep_ts": pa.array([], pa.int64()),
+            "full": pa.array([], pa.bool_())})
+        con.register("http", http)
+        con.register("rq", rq)
+        kept = http if http.num_rows == 0 else _tables(con, f"""
+            WITH mine AS (  -- the requests of the groups not final (every row of each)
+                SELECT DISTINCT h.flow_id, h.request_index FROM http h JOIN grows r
+                  ON r.flow_id = h.flow_id AND r.direction = h.direction
+                 AND r.stream_offset = h.stream_offset)
+            SELECT h.* FROM http h
+            WHERE epoch_ns(h.ts_last) >= {k} OR EXISTS (
+                SELECT 1 FROM mine m WHERE m.flow_id = h.flow_id
+                  AND m.request_index = h.request_index) OR EXISTS (
+                SELECT 1 FROM rq q WHERE q.flow_id = h.flow_id
+                  AND q.request_index = h.request_index AND q.ts < {k}
+                  AND (q.rep_ts >= {k} OR (NOT coalesce(q.full, false)
+                       AND q.flow_id IN (SELECT flow_id FROM held))))""")
+        pq.write_table(kept.cast(http.schema), out / "http_messages.parquet")
+        carried.append(kept.select(["flow_id", "direction", "stream_offset"]))
+        mx = _tables(con, """SELECT flow_id, max(request_index)::BIGINT AS request_index
+                             FROM rq GROUP BY flow_id""") if rq.num_rows else pa.table({
+            "flow_id": pa.array([], pa.int64()), "request_index": pa.array([], pa.int64())})
+        if prev is not None and prev.t["max_req"].num_rows and not mx.num_rows:
+            mx = prev.t["max_req"]
+        elif prev is not None and prev.t["max_req"].num_rows:
+            con.register("mx0", prev.t["max_req"])
+            con.register("mx1", mx)
+            mx = _tables(con, "SELECT flow_id, max(request_index)::BIGINT AS request_index "
+                              "FROM (FROM mx0 UNION ALL FROM mx1) GROUP BY flow_id")
+        pq.write_table(mx, out / "max_req.parquet")
+        # --- RTT samples: per connection from its own K, and RTT_KEEP before it
+        rtt_src = [*final_files["tcp_rtt"],
+                   *([prev.dir / "tcp_rtt.parquet"] if prev is not None else [])]
+        rtt = _clean_rtt(_read(rtt_src, "tcp_rtt"))
+        con.register("rtt", rtt)
+        con.register("g", g)
+        kf = f"""coalesce((SELECT min(order_ts) FROM g WHERE g.flow_id = r.flow_id
+                           AND g.settle >= {cut} AND NOT g.orphan), {cut})"""
+        kept = _tables(con, f"""
+            SELECT * EXCLUDE (kf, n) FROM (
+                SELECT r.*, least({kf}, {cut}) AS kf,
+                       row_number() OVER (PARTITION BY r.flow_id, coalesce(r.method, 'ack'),
+                                          epoch_ns(r.ts_sent) >= least({kf}, {cut})
+                                          ORDER BY r.ts_sent DESC) AS n
+                FROM rtt r)
+            WHERE epoch_ns(ts_sent) >= kf OR (n <= {RTT_KEEP} AND (
+                flow_id IN (SELECT flow_id FROM held)
+                OR flow_id IN (SELECT flow_id FROM g WHERE settle >= {cut})))""")
+        pq.write_table(kept.cast(rtt.schema), out / "tcp_rtt.parquet")
+        # --- content samples and comp ids (flow_rules over the whole set)
+        # (only flows not named from their own facts: ``match._content`` reads no other)
+        src = run.rules.column("venue_source")
+        own = pc.fill_null(pc.is_in(src, value_set=pa.array(["map", "name"])), False)
+        need = run.rules.column("flow_id").filter(pc.invert(own)).to_pylist()
+        _save_content(con, out, prev, final_files, need)
+        # --- venues, ids of the set's final orders, final groups made again later
+        # the venues of the flows with final rows (a flow named later changes them)
+        # (pyarrow: a DuckDB statement costs more than these few rows)
+        is_fin = pa.array(settle < cut)
+        g_fin = g.filter(is_fin)
+        was = prev.t["venues"].column("flow_id").combine_chunks() if prev is not None \
+            else pa.array([], pa.int64())
+        named = pa.concat_arrays([was.cast(pa.int64()),
+                                  g_fin.column("flow_id").combine_chunks().cast(pa.int64())])
+        rules = run.rules.select(["flow_id", "venue", "dialect"])
+        pq.write_table(rules.filter(pc.is_in(rules.column("flow_id"), value_set=named)),
+                       out / "venues.parquet")
+        fin = g_fin.filter(pc.invert(g_fin.column("orphan"))).select([
+            "cid", "flow_id", "venue", "kind", "client_order_id", "orig_client_order_id",
+            "target_order_id", "decoded", "order_ts", "has_ack", "has_engine", "status",
+            "exchange_order_id"])
+        if prev is not None and prev.t["ids"].num_rows:
+            ids0 = prev.t["ids"].select(fin.column_names).cast(fin.schema)
+            ids0 = ids0.filter(pc.invert(pc.is_in(
+                ids0.column("cid"), value_set=fin.column("cid").combine_chunks())))
+            ids = pa.concat_tables([ids0, fin])
+        else:
+            ids = fin
+        pq.write_table(ids, out / "ids.parquet")
+        # the final groups whose messages are carried: made again, dropped, checked
+        msgs = []
+        for t, direction in (("orders", "out"), ("acks", "in")):
+            rows = run.out.tables[t]
+            msgs.append(pa.table({
+                "cid": rows.column("correlation_id"),
+                "flow_id": rows.column("flow_id").cast(pa.int64()),
+                "direction": pa.array([direction] * rows.num_rows, pa.string()),
+                "stream_offset": rows.column("stream_offset").cast(pa.int64())}))
+        con.register("msgs", pa.concat_tables(msgs))
+        con.register("carried", pa.concat_tables(
+            [c.cast(pa.schema([("flow_id", pa.int64()), ("direction", pa.string()),
+                               ("stream_offset", pa.int64())])) for c in carried]))
+        pq.write_table(_tables(con, f"""
+            SELECT cid, has_ack, has_engine FROM g
+            WHERE settle < {cut} AND cid IN (
+                SELECT m.cid FROM msgs m JOIN carried c USING (flow_id, direction,
+                                                             stream_offset))""")
+                       if any(c.num_rows for c in carried) else pa.table({
+                           "cid": pa.array([], pa.string()), "has_ack": pa.array([], pa.bool_()),
+                           "has_engine": pa.array([], pa.bool_())}),
+                       out / "finalized.parquet")
+        inc = run.incomplete if run.incomplete is not None else pa.table({
+            "flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
+            "method": pa.array([], pa.string())})
+        empty_inc = pa.table({"flow_id": pa.array([], pa.int64()),
+                              "method": pa.array([], pa.string())})
+        if inc.num_rows and fin.num_rows:
+            con.register("inc", inc)
+            inc_fin = _tables(con, f"""
+                SELECT DISTINCT i.flow_id, i.method FROM inc i JOIN g
+                  ON g.flow_id = i.flow_id AND g.order_ts = i.order_ts AND g.settle < {cut}""")
+        else:
+            inc_fin = empty_inc
+        if prev is not None and prev.t["rtt_incomplete"].num_rows:
+            both = pa.concat_tables([prev.t["rtt_incomplete"].select(["flow_id", "method"])
+                                     .cast(empty_inc.schema), inc_fin.cast(empty_inc.schema)])
+            both = both.filter(pc.is_in(both.column("flow_id"),
+                                        value_set=pa.array(held, pa.int64())))
+            inc_fin = both.group_by(["flow_id", "method"]).aggregate([])
+        pq.write_table(inc_fin, out / "rtt_incomplete.parquet")
+        _save_fix(con, out, prev, run, final_files["fix_messages"], cut)
+    finally:
+        if con is not run.con:
+            con.close()
+    (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k,
+                                               "venue_fp": run.extra.get("venue_fp", "")}))
+
+
+_FIX_PREV = pa.schema([("flow_id", pa.int64()), ("client_order_id", pa.string()),
+                      ("orig_client_order_id", pa.string()), ("kind", pa.string()),
+                      ("has_ack", pa.bool_()), ("orphan", pa.bool_())])
+"""``fix_prev`` (``sql/common.sql``)."""
+
+
+def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, run: _Run,
+              files: Sequence[Path], cut: int) -> None:
+    """FIX: the messages ``fix.sql`` reads from the cut on and those of the groups not
+    final (``grows``); the final groups' orders and orphan replies (``fix_prev``)."""
+    src = [*files, *([prev.dir / "fix_messages.parquet"] if prev is not None else [])]
+    rows = _read(src, "fix_messages", where=[
+        [("direction", "=", "out"), ("msg_type", "in", ["D", "F", "G", "XCN", "XAK"])],
+        [("direction", "=", "in"), ("msg_type", "in", ["8", "9", "XAR", "3", "j"])]])
+    con.register("_mc_fix", rows)
+    kept = rows if rows.num_rows == 0 else _tables(con, f"""
+        SELECT * FROM _mc_fix m WHERE ({FIX_READ}) AND (epoch_ns(ts_last) >= {cut} OR EXISTS (
+            SELECT 1 FROM grows r WHERE r.flow_id = m.flow_id AND r.direction = m.direction
+              AND r.stream_offset = m.stream_offset))""")
+    con.unregister("_mc_fix")
+    pq.write_table(kept.cast(rows.schema), out / "fix_messages.parquet")
+    new = _FIX_PREV.empty_table()
+    fix_orders = run.out.tables["orders"]
+    fix_orders = fix_orders.filter(pc.fill_null(pc.equal(fix_orders.column("protocol"), "fix"),
+                                                False))
+    fix_acks = run.out.tables["acks"]
+    fix_acks = fix_acks.filter(pc.fill_null(pc.equal(fix_acks.column("protocol"), "fix"), False))
+    if fix_orders.num_rows or fix_acks.num_rows:
+        con.register("_mc_orders", fix_orders)
+        con.register("_mc_acks", fix_acks)
+        new = _tables(con, f"""
+            SELECT o.flow_id::BIGINT AS flow_id, o.client_order_id, o.orig_client_order_id,
+                   o.kind, coalesce(g.has_ack, false) AS has_ack, false AS orphan
+            FROM _mc_orders o JOIN g ON g.cid = o.correlation_id
+            WHERE g.settle < {cut}
+            UNION ALL
+            SELECT a.flow_id::BIGINT, a.client_order_id, a.orig_client_order_id, NULL,
+                   true, true
+            FROM _mc_acks a JOIN g ON g.cid = a.correlation_id
+            WHERE g.orphan AND g.settle < {cut}""").cast(_FIX_PREV)
+    if prev is not None and prev.t["fix_prev"].num_rows:
+        new = pa.concat_tables([prev.t["fix_prev"].cast(new.schema), new])
+    pq.write_table(new, out / "fix_prev.parquet")
+
+
+def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
+                  files: Mapping[str, Sequence[Path]], need: list[int]) -> None:
+    """The first outbound messages of the flows ``need`` (``match._content``'s sample)
+    and every flow's first FIX comp ids."""
+    files = {t: (fs if need or t == "fix_messages" else []) for t, fs in files.items()}
+    ws = _read(files["ws_messages"], "ws_messages",
+               ["flow_id", "direction", "opcode", "payload_unknown", "stream_offset", "payload"],
+               need) if files["ws_messages"] else None
+    if ws is not None and ws.num_rows:  # what ``match._content`` reads
+        con.register("w", ws)
+        ws = _tables(con, "SELECT * FROM w WHERE direction = 'out' AND opcode = 'text' "
+                          "AND NOT coalesce(payload_unknown, false)")
+        con.unregister("w")
+    http = _read(files["http_messages"], "http_messages",
+                 ["flow_id", "direction", "kind", "path", "stream_offset"], need)
+    http = http.filter(pc.fill_null(pc.and_(
+        pc.and_(pc.equal(http.column("direction"), "out"),
+                pc.equal(http.column("kind"), "request")),
+        pc.is_valid(http.column("path"))), False))
+    fix = _read(files["fix_messages"], "fix_messages",
+                ["flow_id", "direction", "ts_last", "sender_comp_id", "target_comp_id"])
+    for name, rows in (("content_ws", ws), ("content_http", http)):
+        if rows is None:
+            rows = _read([], "ws_messages", ["flow_id", "direction", "opcode",
+                                             "payload_unknown", "stream_offset", "payload"])
+        if prev is not None:
+            rows = pa.concat_tables([prev.t[name].cast(rows.schema), rows])
+        rows = rows.filter(pc.is_in(rows.column("flow_id"), value_set=pa.array(need, pa.int64())))
+        if rows.num_rows == 0:
+            pq.write_table(rows, out / f"{name}.parquet")
+            continue
+        con.register("c", rows)
+        rows = _tables(con, f"""SELECT * FROM c QUALIFY row_number() OVER (
+                                PARTITION BY flow_id ORDER BY stream_offset) <= {CONTENT_SAMPLE}""")
+        con.unregister("c")
+        pq.write_table(rows, out / f"{name}.parquet")
+    known = prev.t["comp_ids"] if prev is not None else None
+    if known is not None and known.num_rows and fix.num_rows:
+        # (a flow's first message is in the file it began in: later rows follow the cut)
+        fix = fix.filter(pc.invert(pc.is_in(fix.column("flow_id"),
+                                            value_set=known.column("flow_id").combine_chunks())))
+    if fix.num_rows:
+        con.register("fx", fix)
+        comp = _tables(con, """
+            SELECT flow_id, min(epoch_ns(ts_last)) AS ts,
+                   arg_min(sender_comp_id, ts_last) AS sender,
+                   arg_min(target_comp_id, ts_last) AS target
+            FROM fx WHERE direction = 'out' GROUP BY flow_id""")
+        con.unregister("fx")
+        if known is not None and known.num_rows:
+            comp = pa.concat_tables([known.cast(comp.schema), comp])
+    elif known is not None:
+        comp = known
+    else:
+        comp = pa.table({"flow_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()),
+                         "sender": pa.array([], pa.string()),
+                         "target": pa.array([], pa.string())})
+    pq.write_table(comp, out / "comp_ids.parquet")
+
+
+def drop_state(root: Path, capture_id: str) -> None:
+    """``pcapflow match`` replaced the set's matcher rows: the next command of the set
+    matches it whole."""
+    shutil.rmtree(store.partition_dir(root, store.STATE, capture_id) / DIR, ignore_errors=True)
+
+
+__all__ = ["DIR", "WHOLE", "Result", "drop_state", "match"]

@@ -1,0 +1,185 @@
+"""A rotation ingested one file per command matches its own file and what the previous
+command carried (``pipelines.match_carry``): the ``orders``, ``acks``, ``latency`` and
+``unmatched`` rows equal one ingest's, with cuts inside the samples (no settle margin),
+so groups are final, provisional and carried across files; and a broken premise
+matches the set whole."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers.capture_split import split
+from helpers.dataset_compare import assert_same_rows, parquet_files
+from pcapflow.pipelines import match_carry
+
+import pcapflow
+from pcapflow import why_carry
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
+MATCHED = ("orders", "acks", "latency", "unmatched")
+
+
+@pytest.fixture
+def cut_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short settle margin (100 ms: the samples' delayed ACKs arrive within it), so
+    groups are final within the samples' few seconds."""
+    monkeypatch.setattr(match_carry, "SETTLE_NS", 100_000_000)
+    monkeypatch.setattr(why_carry, "SETTLE_NS", 0)
+    match_carry.WHOLE.clear()
+
+
+def _pending(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """``resume_pending_s`` below the ``--limit`` resolution (whole seconds)."""
+    monkeypatch.setattr(match_carry, "pending_s", lambda header: seconds)
+
+
+def _keys(cap: Path) -> list[Path]:
+    key = cap.with_suffix(".keylog")
+    return [key] if key.exists() else []
+
+
+def _one_per_call(cap: Path, files: int, tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
+    parts = split(cap, sorted({r.packets * k // files for k in range(1, files)}), tmp_path)
+    for p in parts:
+        pcapflow.ingest([p], keylog=_keys(cap), data=tmp_path / "data")
+    return one, tmp_path / "data", parts
+
+
+def _finals(root: Path) -> int:
+    return sum(1 for t in MATCHED for f in parquet_files(root, t)
+               if not os.path.basename(f).startswith("part-t"))
+
+
+@pytest.mark.parametrize(("name", "files", "finals", "settle_ms"), [
+    ("binance_wsapi_tls13.pcap", 9, True, 100),
+    ("binance_rest_tls13.pcap", 17, False, 100),  # no engine stream: pending 300 s
+    ("deribit_jsonrpc_tls13.pcap", 11, True, 100),
+    # TCP timestamps echoed late on its market-data connection: the default margin
+    ("binance_tick_tls13.pcap", 23, False, 2000),
+    ("binance_rest_h2.pcap", 13, True, 100),
+    # FIX order entry: its messages and the final orders' ClOrdIDs carried (fix_prev)
+    ("fix44_plain.pcap", 9, False, 100),  # few pure ACKs: every order waits for RTT samples
+    ("fix44_sll2.pcap", 7, False, 100)])
+def test_many_cuts_match_incrementally_as_one_ingest(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch, name: str,
+        files: int, finals: bool, settle_ms: int) -> None:
+    _pending(monkeypatch, 300)
+    monkeypatch.setattr(match_carry, "SETTLE_NS", settle_ms * 1_000_000)
+    one, data, _ = _one_per_call(SAMPLES / name, files, tmp_path)
+    assert match_carry.WHOLE == []  # every later command matched its own rows
+    assert_same_rows(one, data)
+    if finals:  # groups settled: final parts kept by later commands
+        assert _finals(data)
+
+
+def test_an_order_acked_files_later(tmp_path: Path, cut_now: None,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orders still waiting at the end of a file are carried, and their replies found
+    two and more files later (the REST sample's slow replies: Nagle's 40 ms)."""
+    _pending(monkeypatch, 300)
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, data, parts = _one_per_call(cap, 60, tmp_path)
+    assert match_carry.WHOLE == []
+    assert_same_rows(one, data)
+    ds = pcapflow.open(data)
+    bounds = [int(ds.fetchall(
+        f"SELECT epoch_ns(last_ts) FROM captures WHERE file_index = {k}")[0][0])
+              for k in range(len(parts))]
+    late = ds.fetchall("SELECT epoch_ns(order_ts), epoch_ns(ack_ts) FROM latency")
+    spans = [sum(1 for b in bounds if o <= b < a) for o, a in late]
+    assert max(spans) >= 2  # an ack two files or more after its order
+
+
+def test_an_order_pending_past_the_limit_then_answered_matches_whole(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An order is final as unmatched ``resume_pending_s`` after it; its reply in a
+    later file breaks that premise: that command matches the set whole, and the rows
+    are one ingest's."""
+    _pending(monkeypatch, 0.001)
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    one, data, _ = _one_per_call(cap, 60, tmp_path)
+    assert any("final order" in w for w in match_carry.WHOLE), match_carry.WHOLE
+    assert_same_rows(one, data)
+
+
+def test_an_order_pending_past_the_limit_without_reply_is_final_as_unmatched(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last file ends with orders never answered: with a short limit their rows
+    are final (``part-d*``) in the file after, and equal one ingest's."""
+    _pending(monkeypatch, 0.001)
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    one, data, _ = _one_per_call(cap, 5, tmp_path)
+    assert_same_rows(one, data)
+    assert _finals(data)
+
+
+def test_pcapflow_match_between_commands_matches_the_set_whole(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcapflow.pipelines.match import rematch
+
+    from pcapflow.venues import registry
+    from pcapflow.why import rederive
+
+    _pending(monkeypatch, 300)
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
+    parts = split(cap, [r.packets // 3, 2 * r.packets // 3], tmp_path)
+    data = tmp_path / "data"
+    for p in parts[:2]:
+        pcapflow.ingest([p], keylog=_keys(cap), data=data)
+    assert match_carry.WHOLE == []
+    rematch(data, registry(None, data), rederive(data))
+    pcapflow.ingest([parts[2]], keylog=_keys(cap), data=data)
+    assert match_carry.WHOLE == ["no matcher state kept by the previous command"]
+    assert_same_rows(one, data)
+
+
+def _synthetic_rotation(tmp_path: Path, files: int, seconds: float, pps: int) -> list[Path]:
+    """A trading host's rotation (``benchmarks/make_capture.py``: FIX order entry, market
+    data, short REST sessions to the same servers), one file per ``seconds``."""
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        from make_capture import Config, plan, write
+    finally:
+        sys.path.remove(str(bench))
+    d = tmp_path / "rot"
+    d.mkdir()
+    start, end, out = 1_717_421_400_000_000_000, 0, []
+    for k in range(files):
+        p = plan(Config(packets=int(pps * seconds), seed=k, rate_pps=float(pps),
+                        start_ns=max(start + int(k * seconds * 1e9), end + 1000)))
+        end = int(p.cols["t"].max())
+        out.append(d / f"rot-{k:06d}.pcap")
+        write(p, str(out[-1]), "pcap", 262_144)
+    return out
+
+
+def test_a_synthetic_rotation_matches_its_own_files_and_names_only_its_flows(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One file per command of a rotation whose orders are FIX and whose short REST
+    sessions come and go: every command matches its own rows (none whole), names the
+    venues of only the flows active since the previous cut (the others keep theirs),
+    orders settle once they waited ``resume_pending_s`` (no reply: the generator's
+    replies are not FIX), and every table equals one ingest of all the files."""
+    _pending(monkeypatch, 1.5)
+    files = _synthetic_rotation(tmp_path, 8, 1.0, 3000)
+    one = tmp_path / "one"
+    pcapflow.ingest([[str(f) for f in files]], data=one)
+    named, flows = [], 0
+    for f in files:
+        pcapflow.ingest([[str(f)]], data=tmp_path / "data")
+        named.append(match_carry.STATS.get("flows_named"))
+    assert match_carry.WHOLE == []
+    assert_same_rows(one, tmp_path / "data")
+    ds = pcapflow.open(tmp_path / "data")
+    flows = int(ds.fetchall("SELECT count(*) FROM flows")[0][0])
+    assert 0 < named[-1] < flows  # later commands name their own flows, not the set's
+    assert _finals(tmp_path / "data")  # orders final past the limit (as unmatched)
