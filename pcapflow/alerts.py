@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +99,7 @@ def _q(v: object) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def _scalar(ds: Dataset, sql: str, params: list[object] | None = None) -> object:
+def _scalar(ds: Dataset, sql: str, params: list[object] | None = None) -> Any:
     """The first value of ``sql``'s result, read whole (DuckDB 2 keeps a result open
     on the connection until it is fetched to the end)."""
     rows = ds.fetchall(sql, params)
@@ -189,12 +189,13 @@ def _cusum_piece(state: dict[str, np.ndarray | int], x: np.ndarray, t: np.ndarra
                  s: Settings) -> tuple[dict[str, np.ndarray | int], list[tuple]]:
     """Run one series' next values through the kernel: (the state after them, alarms
     as (t0, t1, direction, reference median, median since the change, orders))."""
-    hx = np.concatenate([state["x"], x])  # type: ignore[list-item]
-    ht = np.concatenate([state["t"], t])  # type: ignore[list-item]
-    base = int(state["base"])  # type: ignore[arg-type]
-    st, ref = state["st"], state["ref"]
+    past_x, past_t = cast(np.ndarray, state["x"]), cast(np.ndarray, state["t"])
+    hx = np.concatenate([past_x, x])
+    ht = np.concatenate([past_t, t])
+    base = int(state["base"])
+    st, ref = cast(np.ndarray, state["st"]), cast(np.ndarray, state["ref"])
     found, med = changepoint.rank_cusum_step(
-        np.ascontiguousarray(hx, np.float64), len(state["x"]), base,  # type: ignore[arg-type]
+        np.ascontiguousarray(hx, np.float64), len(past_x), base,
         float(s.cusum_k), float(s.cusum_h), int(s.cusum_reference), st, ref)
     alarms = []
     for (alarm, change, direction, _), ref_med in zip(found.tolist(), med.tolist(), strict=True):
@@ -393,7 +394,7 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
     flows = ds.fetchall("SELECT flow_id, epoch_ns(first_ts), venue FROM flows "
                         "WHERE capture_id = ?", [caps[0]])
     info: dict[int, tuple[int, object]] = {
-        int(f): (int(t or 0), v) for f, t, v in flows if f is not None}  # type: ignore[call-overload]
+        int(f): (int(t or 0), v) for f, t, v in flows if f is not None}
     if len(info) != len(flows):
         return None
     seg = ds.sql("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
@@ -806,7 +807,7 @@ def _keep(ds: Dataset, df: pd.DataFrame, exchange: str | list[str] | None, since
     """The alerts of ``exchange`` (or of no venue) whose window overlaps [since, until)."""
     from .analysis import make_filter, utc
 
-    flt = make_filter(ds, exchange=exchange, since=since, until=until)  # type: ignore[arg-type]
+    flt = make_filter(ds, exchange=exchange, since=since, until=until)
     if len(df) and flt.exchange is not None:
         df = df[df.venue.isin(flt.exchange) | df.venue.isna()]
     if len(df) and flt.since is not None:

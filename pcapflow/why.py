@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -209,7 +209,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             tail_anomalies.column("code"), pa.array(["clock_step_back", "clock_step_forward"])),
             False)).column("ts"))}
         for r in alerts.clock_step(view, s):
-            (prov_rows if int(r["start_ts"]) in tail_steps else fin_rows).append(r)
+            start = cast(int, r["start_ts"])
+            (prov_rows if int(start) in tail_steps else fin_rows).append(r)
         final["alerts"] = _cast(alerts.table_of(fin_rows), "alerts")
         prov["alerts"] = _cast(alerts.table_of(prov_rows), "alerts")
         if plan.keep:
