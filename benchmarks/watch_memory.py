@@ -2,15 +2,25 @@
 with probes after each file, and switches to bisect.
 
     python benchmarks/watch_memory.py --files 16 --rotate-s 10 --pps 50000 \\
-        [--no-metrics] [--no-app] [--no-resume] [--trace-from 3] [--trim]
+        [--no-metrics] [--no-app] [--no-resume] [--trace-from 3 [--snapshot-at 5]]
+        [--trim] [--maps-from 3]
 
-Per file (one JSON line): CPU seconds of the step, RSS and its anonymous part
-(``/proc/self/status``), Arrow's pool (bytes allocated now, peak), the matcher's DuckDB
+Per file (one JSON line): CPU seconds of the step, RSS before and after a
+``gc.collect()`` (and what it found), RSS and its anonymous part
+(``/proc/self/status``), the threads, the anonymous RSS by kind (glibc's brk heap, its
+thread arenas: the mappings at 64 MiB boundaries, and the rest: pymalloc's and
+jemalloc's mappings, mmapped blocks, stacks), glibc's bytes in use and free
+(``mallinfo2``), DuckDB's own jemalloc (``duckdb_je_mallctl``: allocated, resident),
+Python's pymalloc arenas, Arrow's pool (bytes allocated now, peak), the matcher's DuckDB
 database's ``duckdb_memory()``, and with ``--trace-from K`` the Python heap that
-``tracemalloc`` traces from file K on (NumPy's arrays included). ``--trim`` calls
+``tracemalloc`` traces from file K on (NumPy's arrays included; ``--snapshot-at J``: at
+the end, the allocations that grew most since file J). ``--trim`` calls
 ``malloc_trim(0)`` and Arrow's ``release_unused`` after each file (RSS before and
-after). ``--no-metrics``: no metrics refresh; ``--no-app``: TCP layer only (no
-matcher, no derived tables); ``--no-resume``: each file a capture of its own.
+after, and its time). ``--maps-from K``: at the end, the anonymous mappings that grew
+most since file K. ``--no-metrics``: no metrics refresh; ``--no-app``: TCP layer only
+(no matcher, no derived tables); ``--no-resume``: each file a capture of its own.
+glibc's arenas are set as ``pcapflow watch`` sets them (``pcapflow.watch.Allocator``),
+before anything starts a thread; ``MALLOC_ARENA_MAX`` set by the caller wins.
 """
 
 from __future__ import annotations

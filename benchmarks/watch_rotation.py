@@ -14,6 +14,8 @@ holds (``keep_up`` = capture s / ingest s: above 1 keeps up; ``keep_up_cpu`` the
 with the process's CPU seconds, all threads: what one free core would give on a shared
 machine), and the process's RSS.
 An hour of rotation is ``--files 3600 --rotate-s 1`` (or ``--files 360 --rotate-s 10``).
+``--cache DIR`` shares the rotation's files with another run (two checkouts compared on
+the same files, each written once: start both with the same ``DIR``).
 """
 
 from __future__ import annotations
@@ -80,13 +82,15 @@ def rotate_in_cached(cache: Path, d: Path, k: int, n: int, pps: float, rotate_s:
         fd = os.open(cache / f"rot-{k:06d}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         for _ in range(36_000):  # the other run is writing it (an hour at most)
-            if meta.exists():
+            if meta.exists() and meta.stat().st_size > 0:
                 break
             time.sleep(0.1)
     else:
         os.close(fd)
         t = rotate_in(cache, k, n, pps, rotate_s, start, end, 1 << 30).cols["t"]
-        meta.write_text(json.dumps({"t": [int(t.min()), int(t.max())], "n": int(t.size)}))
+        part = meta.with_suffix(".part")
+        part.write_text(json.dumps({"t": [int(t.min()), int(t.max())], "n": int(t.size)}))
+        os.replace(part, meta)  # (whole, or not there: the other run reads it)
     info = json.loads(meta.read_text())
     tmpf = d / f".rot-{k:06d}.tmp"
     os.link(f, tmpf)
