@@ -2,15 +2,25 @@
 with probes after each file, and switches to bisect.
 
     python benchmarks/watch_memory.py --files 16 --rotate-s 10 --pps 50000 \\
-        [--no-metrics] [--no-app] [--no-resume] [--trace-from 3] [--trim]
+        [--no-metrics] [--no-app] [--no-resume] [--trace-from 3 [--snapshot-at 5]]
+        [--trim] [--maps-from 3]
 
-Per file (one JSON line): CPU seconds of the step, RSS and its anonymous part
-(``/proc/self/status``), Arrow's pool (bytes allocated now, peak), the matcher's DuckDB
+Per file (one JSON line): CPU seconds of the step, RSS before and after a
+``gc.collect()`` (and what it found), RSS and its anonymous part
+(``/proc/self/status``), the threads, the anonymous RSS by kind (glibc's brk heap, its
+thread arenas: the mappings at 64 MiB boundaries, and the rest: pymalloc's and
+jemalloc's mappings, mmapped blocks, stacks), glibc's bytes in use and free
+(``mallinfo2``), DuckDB's own jemalloc (``duckdb_je_mallctl``: allocated, resident),
+Python's pymalloc arenas, Arrow's pool (bytes allocated now, peak), the matcher's DuckDB
 database's ``duckdb_memory()``, and with ``--trace-from K`` the Python heap that
-``tracemalloc`` traces from file K on (NumPy's arrays included). ``--trim`` calls
+``tracemalloc`` traces from file K on (NumPy's arrays included; ``--snapshot-at J``: at
+the end, the allocations that grew most since file J). ``--trim`` calls
 ``malloc_trim(0)`` and Arrow's ``release_unused`` after each file (RSS before and
-after). ``--no-metrics``: no metrics refresh; ``--no-app``: TCP layer only (no
-matcher, no derived tables); ``--no-resume``: each file a capture of its own.
+after, and its time). ``--maps-from K``: at the end, the anonymous mappings that grew
+most since file K. ``--no-metrics``: no metrics refresh; ``--no-app``: TCP layer only
+(no matcher, no derived tables); ``--no-resume``: each file a capture of its own.
+glibc's arenas are set as ``pcapflow watch`` sets them (``pcapflow.watch.Allocator``),
+before anything starts a thread; ``MALLOC_ARENA_MAX`` set by the caller wins.
 """
 
 from __future__ import annotations
@@ -31,12 +41,129 @@ sys.path.insert(0, str(HERE))
 from procstat import rss_mb  # noqa: E402
 
 
-def _anon_mb() -> float:
+def _status(field: str) -> int:
+    """A number of ``/proc/self/status`` (``RssAnon`` in kB, ``Threads``)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _anon_mb() -> float:
+    return _status("RssAnon") / 1024
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _malloc_mb() -> dict[str, float]:
+    """glibc's heap (``mallinfo2``, every arena): bytes in use (``uordblks`` + mmapped
+    chunks ``hblkhd``) and free but kept (``fordblks``), in MB. In use growing is memory
+    still referenced (a leak, or state); free growing is fragmentation (given back by
+    ``malloc_trim``)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    m = libc.mallinfo2()
+    return {"malloc_used_mb": round((m.uordblks + m.hblkhd) / 1e6, 1),
+            "malloc_free_mb": round(m.fordblks / 1e6, 1),
+            "malloc_arenas_mb": round(m.arena / 1e6, 1)}
+
+
+def _duckdb_je_mb() -> dict[str, float]:
+    """DuckDB's own jemalloc (its wheel links one, symbols ``duckdb_je_*``): bytes its
+    callers hold (``allocated``) and what it keeps resident, in MB; {} when absent."""
+    import _duckdb  # the engine module, loaded by ``import duckdb``
+
+    try:
+        lib = ctypes.CDLL(_duckdb.__file__)
+        ctl = lib.duckdb_je_mallctl
+    except (OSError, AttributeError):
+        return {}
+    ctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                    ctypes.c_void_p, ctypes.c_size_t]
+    epoch = ctypes.c_uint64(1)
+    sz = ctypes.c_size_t(8)
+    ctl(b"epoch", ctypes.byref(epoch), ctypes.byref(sz), ctypes.byref(epoch), 8)
+    out = {}
+    for name in ("allocated", "active", "resident", "retained"):
+        v, sz = ctypes.c_size_t(0), ctypes.c_size_t(8)
+        if ctl(f"stats.{name}".encode(), ctypes.byref(v), ctypes.byref(sz), None, 0) == 0:
+            out[f"je_{name}_mb"] = round(v.value / 1e6, 1)
+    return out
+
+
+def _pymalloc_mb() -> dict[str, float]:
+    """Python's small-object allocator (arenas of its own, mmapped: not in
+    ``mallinfo2``): arenas held now, MB, from ``sys._debugmallocstats``."""
+    import os
+    import re
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read()
+    out = {}
+    m = re.search(r"# arenas allocated current\s*=\s*([\d,]+)", text)
+    if m:
+        out["pymalloc_arenas_mb"] = round(int(m.group(1).replace(",", "")) * 1048576 / 1e6, 1)
+    m = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", text)
+    if m:
+        out["pymalloc_used_mb"] = round(int(m.group(1).replace(",", "")) / 1e6, 1)
+    return out
+
+
+def _maps() -> dict[str, tuple[str, int]]:
+    """Anonymous mappings of this process: start address -> (name, RSS in kB)."""
+    out: dict[str, tuple[str, int]] = {}
+    cur = None
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                name = head[5] if len(head) > 5 else "[anon]"
+                cur = head[0] if (name.startswith("[") and name != "[vvar]"
+                                  and name != "[vdso]") else None
+                if cur is not None:
+                    out[cur] = (name, 0)
+            elif cur is not None and head[0] == "Rss:":
+                out[cur] = (out[cur][0], int(head[1]))
+    return out
+
+
+def _anon_kinds_mb(maps: dict[str, tuple[str, int]]) -> dict[str, float]:
+    """Anonymous RSS by kind: glibc's main heap (``[heap]``, brk), its thread arenas
+    (mappings at a 64 MiB boundary: ``HEAP_MAX_SIZE``), and the rest (mmapped chunks,
+    pymalloc's and jemalloc's mappings, thread stacks), in MB."""
+    kinds = {"rss_brk_heap_mb": 0, "rss_thread_arenas_mb": 0, "rss_other_anon_mb": 0}
+    for addr, (name, kb) in maps.items():
+        if name == "[heap]":
+            kinds["rss_brk_heap_mb"] += kb
+        elif int(addr.split("-")[0], 16) % (64 << 20) == 0:
+            kinds["rss_thread_arenas_mb"] += kb
+        elif name == "[anon]":
+            kinds["rss_other_anon_mb"] += kb
+    return {k: round(v / 1024, 1) for k, v in kinds.items()}
+
+
+def _maps_grown(before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]],
+                top: int = 8) -> list[tuple[str, str, float, float]]:
+    """The anonymous mappings whose RSS grew most (address, name, MB then, MB now)."""
+    rows = [(a, after[a][0], before.get(a, ("", 0))[1] / 1024, after[a][1] / 1024)
+            for a in after]
+    rows.sort(key=lambda r: r[3] - r[2], reverse=True)
+    return [(a, n, round(b, 1), round(c, 1)) for a, n, b, c in rows[:top]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--trace-from", type=int, default=-1)
     ap.add_argument("--trim", action="store_true")
+    ap.add_argument("--snapshot-at", type=int, default=-1,
+                    help="with --trace-from: at the end, the Python allocations that grew "
+                    "most since file K (tracemalloc snapshots compared)")
+    ap.add_argument("--maps-from", type=int, default=-1,
+                    help="at the end, the anonymous mappings that grew most since file K")
     a = ap.parse_args(argv)
 
-    # pcapflow before pyarrow, as the CLI: it chooses Arrow's allocator (pcapflow/__init__.py)
+    # pcapflow before pyarrow, as the CLI: it chooses Arrow's allocator (pcapflow/__init__.py);
+    # and glibc's arenas set for a long run before any thread starts, as `pcapflow watch`
     import pcapflow  # isort: skip
+    from pcapflow.watch import ALLOCATOR  # isort: skip
+
+    ALLOCATOR.for_a_long_run()
     import pyarrow as pa
     from pcapflow.pipelines import match
     from watch_rotation import START_NS, rotate_in
@@ -79,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_metrics:
             metrics.refresh()
         cpu = time.process_time() - c0
-        gc.collect()
-        row: dict[str, object] = {"file": k, "cpu_s": round(cpu, 3), "rss_mb": round(rss_mb(), 1),
+        before_gc = rss_mb()
+        unreachable = gc.collect()
+        row: dict[str, object] = {"file": k, "cpu_s": round(cpu, 3),
+                                  "rss_before_gc_mb": round(before_gc, 1),
+                                  "gc_unreachable": unreachable,
+                                  "rss_mb": round(rss_mb(), 1),
                                   "anon_mb": round(_anon_mb(), 1),
                                   "arrow_mb": round(pa.total_allocated_bytes() / 1e6, 1),
                                   "arrow_peak_mb": round(pa.default_memory_pool().max_memory()
@@ -91,11 +231,30 @@ def main(argv: list[str] | None = None) -> int:
                 "SELECT memory_usage_bytes FROM duckdb_memory()").fetchall()) / 1e6, 1)
         if tracemalloc.is_tracing():
             row["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 1e6, 2)
+            if k == a.snapshot_at:
+                snap0 = tracemalloc.take_snapshot()
+        row["threads"] = _status("Threads")
+        row.update(_anon_kinds_mb(_maps()))
+        row.update(_malloc_mb())
+        row.update(_duckdb_je_mb())
+        row.update(_pymalloc_mb())
+        if k == a.maps_from:
+            maps0 = _maps()
         if a.trim:
+            t0 = time.perf_counter()
             pa.default_memory_pool().release_unused()
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+            row["trim_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
             row["rss_trimmed_mb"] = round(rss_mb(), 1)
         print(json.dumps(row), flush=True)
+    if tracemalloc.is_tracing() and 0 <= a.snapshot_at < a.files - 1:
+        diff = tracemalloc.take_snapshot().compare_to(snap0, "traceback")
+        print(json.dumps({"traced_grown_since": a.snapshot_at, "top": [
+            {"kB": round(d.size_diff / 1e3, 1), "count": d.count_diff,
+             "where": [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in d.traceback][-6:]}
+            for d in diff[:12]]}))
+    if 0 <= a.maps_from < a.files:
+        print(json.dumps({"maps_grown_since": a.maps_from, "maps": _maps_grown(maps0, _maps())}))
     return 0
 
 

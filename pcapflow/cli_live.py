@@ -54,6 +54,8 @@ def watch_cmd(
     (exit 130), keeping every file ingested.
     """
     from . import watch as w
+
+    w.ALLOCATOR.for_a_long_run()  # before the metrics' first read starts Arrow's threads
     from .dataset import data_dir
     from .pipelines import interrupts
 
@@ -83,13 +85,13 @@ def watch_cmd(
         console.print(f"metrics: http://{metrics_addr}:{server.port}/metrics", highlight=False)
 
     tty = out.is_terminal
-    kept: list[str] = []
+    kept = [0]  # files this watch ingested (a count: the watch runs for days)
 
     def keep(path: str) -> None:
-        kept.append(os.path.basename(path))
+        kept[0] += 1
         interrupts.set_message(
-            f"interrupted: watch stopped; {len(kept)} file(s) it ingested are kept (last "
-            f"{kept[-1]}); the file in progress left the dataset as it was")
+            f"interrupted: watch stopped; {kept[0]} file(s) it ingested are kept (last "
+            f"{os.path.basename(path)}); the file in progress left the dataset as it was")
 
     ingest_file = w.watch_ingest(root, keylog, venues)
 
