@@ -299,7 +299,7 @@ def test_state_holds_no_key_material_nor_plaintext(
         assert not [k for k in known if k in state], known
         _header, body = resume._read(next((work / "d" / store.STATE).glob("*/state.bin")),
                                     body=True)
-        core = resume._loads(zlib.decompress(body), None, Limits())
+        core = resume._loads(resume.unpack_body(body), None, Limits())
         for fid, random, _label, blob in core["conns"]:
             conn = None if random is not None else resume._loads(
                 blob, None, Limits())
@@ -505,6 +505,28 @@ def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
     assert r.resumed_from is None
 
 
+def test_a_version_1_state_is_still_read(tmp_path: Path,
+                                         singles: dict[str, tuple[Path, int]]) -> None:
+    """Format 2 compresses the body with zstd; a state written by format 1 (zlib, the
+    same pickled classes) resumes as before."""
+    cap = SAMPLES / "fix44_plain.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 2], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d", packets=True)
+    path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
+    header, body = resume._read(path, body=True)
+    assert header["version"] == resume.STATE_VERSION == 2
+    core = resume.unpack_body(body)
+    assert resume.unpack_body(zlib.compress(core, 1)) == core
+    header["version"] = 1
+    head = json.dumps(header).encode()
+    path.write_bytes(resume.MAGIC + resume._HEADER.pack(len(head)) + head
+                     + zlib.compress(core, 1))
+    r = pcapflow.ingest([parts[1]], data=tmp_path / "d", packets=True)[0]
+    assert r.resumed_from == str(parts[0]) and r.resumed
+    assert_same_rows(one, tmp_path / "d")
+
+
 def test_the_state_is_bounded(tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
     cap = SAMPLES / "fix44_plain.pcap"
     _one, n = singles[cap.name]
@@ -540,9 +562,45 @@ def test_a_file_ingested_twice_is_refused_in_one_line(tmp_path: Path) -> None:
 
 
 def test_regenerated_tables_are_the_matchers_outputs() -> None:
+    """``flows`` is appended to like the other tables: its final parts stay."""
     from pcapflow.pipelines.match import OUTPUTS
 
-    assert set(resume.REGENERATED) == {"flows", "captures", *OUTPUTS}
+    assert set(resume.REGENERATED) == {"captures", *OUTPUTS}
+
+
+def test_flows_rows_of_earlier_files_are_not_written_again(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
+    """A flow retired before its file's end has a final ``flows`` row: later commands
+    leave its part as it is (same inode and mtime), write only their own flows and
+    those still held, and the table is one ingest's."""
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    _one, n = singles[cap.name]
+    cut = split(cap, [n // 4, n // 2, 3 * n // 4], tmp_path)
+    # the second file's last packet 70 s late (past the tracker's GRACE_NS), the files
+    # after it as late: the connections that ended before it are retired in that file
+    (tmp_path / "s").mkdir()
+    late = 70 * 10**9
+    parts = [_shifted(cut[0], tmp_path / "s" / cut[0].name, 0),  # (one directory)
+             _shifted(cut[1], tmp_path / "s" / cut[1].name, 0, late),
+             *(_shifted(p, tmp_path / "s" / p.name, late + 10**6) for p in cut[2:])]
+    keys = [cap.with_suffix(".keylog")]
+    one = tmp_path / "one"
+    pcapflow.ingest([parts], keylog=keys, data=one, packets=True)
+    data = tmp_path / "d"
+    kept: dict[Path, tuple[int, int]] = {}
+    for p in parts:
+        assert all(f.exists() and (f.stat().st_ino, f.stat().st_mtime_ns) == v
+                   for f, v in kept.items())
+        pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+        part = next((data / "flows").glob("capture_id=*"))
+        kept = {f: (f.stat().st_ino, f.stat().st_mtime_ns) for f in part.glob("*.parquet")
+                if not f.name.startswith("part-t")}
+        ds = pcapflow.open(data)
+        assert ds.scalar("SELECT count(DISTINCT capture_id) FROM captures") == 1
+        assert ds.scalar("SELECT count(*) FROM flows") == ds.scalar(
+            "SELECT count(DISTINCT flow_id) FROM flows")
+    assert kept  # some flows ended before the last file
+    assert_same_rows(one, data)
 
 
 # --- the inflate window ----------------------------------------------------------------
