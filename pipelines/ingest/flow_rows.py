@@ -267,7 +267,7 @@ class FlowRows:
             pq.ParquetFile(p).read().cast(FLOW_SCHEMA) for p in parts)])
         n_new = rows.num_rows
         if old is not None:  # after this file's: ``venue_infer`` takes the first it meets
-            rows = pa.concat_tables([rows, old.rows.cast(FLOW_SCHEMA)])
+            rows = pa.concat_tables([rows, old.rows.cast(FLOW_SCHEMA)]).combine_chunks()
         self.staging.close_writers()  # the matcher reads the staged message tables
         for p in (*parts, *plain):
             p.unlink()

@@ -598,10 +598,14 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
     part = store.partition_dir(root, "flows", prev.capture_id)
     held = np.asarray(written, np.int64)
     files = sorted(part.glob("*.parquet"))
-    final = [f.name for f in files if not f.name.startswith(f"part-{TAIL_PREFIX}")]
+    final = [f for f in files if not f.name.startswith(f"part-{TAIL_PREFIX}")]
     # every part is read (the matcher wants the set's flows): past COMPACT_PARTS final
-    # ones, they are written again as one, so the parts read stay few
-    rewrite = {f.name for f in files} - (set(final) if len(final) <= COMPACT_PARTS else set())
+    # ones, all but the largest are written again as one, so the parts read stay few
+    # (and each row is written again a few times at most, as the merged part grows)
+    keep = {f.name for f in final}
+    if len(final) > COMPACT_PARTS:
+        keep = {max(final, key=lambda f: f.stat().st_size).name}
+    rewrite = {f.name for f in files} - keep
     tables, codes = [schema.empty_table()], [np.empty(0, np.int32)]
     for i, f in enumerate(files):
         # (ParquetFile, not pq.read_table: that imports pyarrow.dataset, ~0.1-0.2 s)
@@ -623,6 +627,7 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
     return OldFlows(rows=rows, part=names, rewrite=rewrite)
 
 
-COMPACT_PARTS = 16
-"""Final ``flows`` parts of a set past which a resumed ingest writes them again as one
-(``old_flows``): each command reads them all, and a file costs ~1 ms to open."""
+COMPACT_PARTS = 4
+"""Final ``flows`` parts of a set past which a resumed ingest writes all but the largest
+again as one (``old_flows``): each command reads them all, and a small Parquet file
+costs milliseconds to open and read."""

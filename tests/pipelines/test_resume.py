@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.errors import PcapflowError
@@ -568,11 +569,16 @@ def test_regenerated_tables_are_the_matchers_outputs() -> None:
     assert set(resume.REGENERATED) == {"captures", *OUTPUTS}
 
 
+@pytest.mark.parametrize("compact", [None, 1])
 def test_flows_rows_of_earlier_files_are_not_written_again(
-        tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
-    """A flow retired before its file's end has a final ``flows`` row: later commands
-    leave its part as it is (same inode and mtime), write only their own flows and
-    those still held, and the table is one ingest's."""
+        tmp_path: Path, singles: dict[str, tuple[Path, int]],
+        monkeypatch: pytest.MonkeyPatch, compact: int | None) -> None:
+    """A flow that ended before its file's end has a final ``flows`` row: later
+    commands leave its part as it is (same inode and mtime), write only their own flows
+    and those still open, and the table is one ingest's. ``compact``: past that many
+    final parts, all but the largest are merged into one (``resume.COMPACT_PARTS``)."""
+    if compact is not None:
+        monkeypatch.setattr(resume, "COMPACT_PARTS", compact)
     cap = SAMPLES / "binance_rest_tls13.pcap"
     _one, n = singles[cap.name]
     cut = split(cap, [n // 4, n // 2, 3 * n // 4], tmp_path)
@@ -589,12 +595,14 @@ def test_flows_rows_of_earlier_files_are_not_written_again(
     data = tmp_path / "d"
     kept: dict[Path, tuple[int, int]] = {}
     for p in parts:
-        assert all(f.exists() and (f.stat().st_ino, f.stat().st_mtime_ns) == v
-                   for f, v in kept.items())
+        assert compact is not None or all(
+            f.exists() and (f.stat().st_ino, f.stat().st_mtime_ns) == v
+            for f, v in kept.items())
         pcapflow.ingest([p], keylog=keys, data=data, packets=True)
         part = next((data / "flows").glob("capture_id=*"))
         kept = {f: (f.stat().st_ino, f.stat().st_mtime_ns) for f in part.glob("*.parquet")
                 if not f.name.startswith("part-t")}
+        assert compact is None or len(kept) <= compact + 1
         ds = pcapflow.open(data)
         assert ds.scalar("SELECT count(DISTINCT capture_id) FROM captures") == 1
         assert ds.scalar("SELECT count(*) FROM flows") == ds.scalar(
@@ -731,3 +739,53 @@ def test_alerts_of_one_file_per_call_are_one_ingests(
     _one_per_call(parts, _keylogs(cap, tmp_path), tmp_path / "data")
     counts = same_rows(one, tmp_path / "data")
     assert counts["alerts"] > 0  # compared
+
+
+def _rotation(d: Path, files: int, packets: int) -> list[Path]:
+    """A rotation of ``benchmarks/make_capture.py`` trading traffic (short REST
+    sessions come and go: flows end in every file), one-second files, named as
+    ``watch_rotation.py`` names them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from make_capture import Config, plan, write
+
+    d.mkdir()
+    out, end = [], 0
+    for k in range(files):
+        p = plan(Config(packets=packets, seed=k, rate_pps=float(packets),
+                        start_ns=max(1_717_421_400_000_000_000 + k * 10**9, end + 1000)))
+        end = int(p.cols["t"].max())
+        out.append(d / f"rot-{k:06d}.pcap")
+        write(p, str(out[-1]), "pcap", 262_144)
+    return out
+
+
+@pytest.mark.parametrize("compact", [100, 2])
+def test_a_rotation_keeps_its_final_flows_parts(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                compact: int) -> None:
+    """Six files where connections end in every file: each command leaves the set's
+    final ``flows`` parts as they are (or, past ``COMPACT_PARTS``, merges all but the
+    largest), skips the rows of the ended flows that got no packet, and every table
+    equals one ingest of the six files."""
+    monkeypatch.setattr(resume, "COMPACT_PARTS", compact)
+    files = _rotation(tmp_path / "rot", 6, 4000)
+    one = tmp_path / "one"
+    pcapflow.ingest([files], data=one)
+    data = tmp_path / "d"
+    kept: dict[Path, tuple[int, int]] = {}
+    finals = []
+    for f in files:
+        if compact == 100:
+            assert all((p.stat().st_ino, p.stat().st_mtime_ns) == v for p, v in kept.items())
+        pcapflow.ingest([f], data=data)
+        part = next((data / "flows").glob("capture_id=*"))
+        kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in part.glob("*.parquet")
+                if not p.name.startswith("part-t")}
+        finals.append(len(kept))
+        stable = np.load(next((data / store.STATE).glob("*")) / resume.STABLE)
+        assert len(stable)  # ended flows still held: their rows are final
+    if compact == 100:
+        assert finals == sorted(set(finals)), finals  # one or more final parts per file
+    else:
+        assert max(finals) <= compact + 1, finals
+    assert_same_rows(one, data)
