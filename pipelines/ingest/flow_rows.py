@@ -35,7 +35,7 @@ from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
-from .resume import TAIL_PREFIX, OldFlows, drop_carried
+from .resume import OLD_PLAIN, TAIL_PREFIX, OldFlows, drop_carried
 
 if TYPE_CHECKING:
     from ..match import Matcher
@@ -102,6 +102,21 @@ def _held(rows: pa.Table, held: np.ndarray | None) -> pa.Array:
     ids = rows.column("flow_id").to_numpy()
     return pa.array(np.isin(ids, held) if held is not None and len(held)
                     else np.zeros(len(ids), bool))
+
+
+def _app_first(old: OldFlows) -> tuple[OldFlows, int]:
+    """``old`` with its rows of flows with application-layer data first (as
+    ``_has_app_data`` tells them: an app_protocol but ``unknown``, or any of the
+    other ``APP_COLUMNS`` but the venue's), and how many they are."""
+    rows = old.rows.cast(FLOW_SCHEMA)
+    app = pc.fill_null(pc.not_equal(rows.column("app_protocol"), "unknown"), False)
+    for name in APP_COLUMNS:
+        if name not in ("app_protocol", "venue", "venue_source"):
+            app = pc.or_(app, pc.is_valid(rows.column(name)))
+    mask = app.to_numpy(zero_copy_only=False)
+    order = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
+    return (OldFlows(rows=rows.take(pa.array(order)), part=old.part[order],
+                     rewrite=old.rewrite), int(mask.sum()))
 
 
 def _has_app_data(info: dict[str, object]) -> bool:
@@ -266,8 +281,14 @@ class FlowRows:
         rows = pa.concat_tables([FLOW_SCHEMA.empty_table(), *(
             pq.ParquetFile(p).read().cast(FLOW_SCHEMA) for p in parts)])
         n_new = rows.num_rows
+        n_app = 0
         if old is not None:  # after this file's: ``venue_infer`` takes the first it meets
-            rows = pa.concat_tables([rows, old.rows.cast(FLOW_SCHEMA)]).combine_chunks()
+            # (the set's flows without application-layer data keep the venue of their
+            # address, as when they were written: not the matcher's, as in one ingest;
+            # the derived tables read them beside the staged ones: ``OLD_PLAIN``)
+            old, n_app = _app_first(old)
+            pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN)
+            rows = pa.concat_tables([rows, old.rows.slice(0, n_app)]).combine_chunks()
         self.staging.close_writers()  # the matcher reads the staged message tables
         for p in (*parts, *plain):
             p.unlink()
@@ -281,7 +302,8 @@ class FlowRows:
         matched = self.matcher(self.staging.dir, rows, capture_id)
         venued = with_venues(rows, matched.flow_venue, matched.flow_venue_source)
         if old is not None:
-            self._write_old(old, venued.slice(n_new))
+            self._write_old(old, pa.concat_tables([venued.slice(n_new),
+                                                   old.rows.slice(n_app)]))
             venued = venued.slice(0, n_new)
         if split:
             now = _held(venued, held)

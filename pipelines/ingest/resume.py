@@ -576,6 +576,10 @@ class OldFlows:
     one part; an ended flow a late packet changed: ``STABLE``)."""
 
 
+OLD_PLAIN = "_flows_old_plain.parquet"
+"""Staging file: the set's ``flows`` rows of flows without application-layer data
+(``FlowRows.finish``): not given to the matcher (their venue is their address's, kept
+as written), read by the derived tables with the staged ``flows`` parts."""
 OLD_VENUES = "_flows_old_venues.parquet"
 """Staging file: (flow_id, venue) of the set's ``flows`` rows as stored (``OldFlows``),
 for the derive's check that no flow changed venue (``pcapflow.why_carry.check``)."""
