@@ -124,8 +124,11 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
 
     schema = without_capture_id(TABLES["flows"])
     # (ParquetFile, not pq.read_table: that imports pyarrow.dataset, ~0.1-0.2 s of CPU)
+    from .pipelines.ingest.resume import OLD_PLAIN  # (the set's flows not matched)
+
+    old_plain = [stage_dir / OLD_PLAIN] if (stage_dir / OLD_PLAIN).is_file() else []
     staged_flows = [pq.ParquetFile(p).read().cast(schema)
-                    for p in staged_files(stage_dir)["flows"]]
+                    for p in [*staged_files(stage_dir)["flows"], *old_plain]]
     all_flows = pa.concat_tables([schema.empty_table(), *staged_flows, with_venues(
         flows.select(schema.names), matched.flow_venue, matched.flow_venue_source)])
     tables = {**matched.tables, "flows": all_flows}

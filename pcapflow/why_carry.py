@@ -55,12 +55,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from .alerts import Settings
 from .pipelines.ingest.resume import (
     CARRIED,
     HELD,
+    OLD_VENUES,
     STATE_FILE,
     TAIL_PREFIX,
     carried_parts,
@@ -76,7 +78,9 @@ MARGIN_NS = 100_000_000
 """Input rows are kept this much further back than a window needs (``lookback``)."""
 PENDING_NS = 300 * 10**9
 """Orders without a reply are waited for this long (their connections' rows kept)."""
-VERSION = 1
+VERSION = 2
+"""Of what ``save`` writes: 2, Arrow IPC files (lz4); 1, Parquet (no longer read: the
+command after one derives the set whole, once)."""
 DIR = "derive"
 """Sub-directory of a set's resume state: what ``carry`` keeps."""
 INF = 2**62
@@ -165,12 +169,21 @@ class Carried:
             meta = json.loads((path / "meta.json").read_text())
             if meta.get("version") != VERSION:
                 return None
-            rows = {t: pq.read_table(path / f"{t}.parquet") for t in CARRY}
-            return cls(meta=meta, rows=rows, feed=pq.read_table(path / "feed.parquet"),
-                       cusum=_cusum_load(pq.read_table(path / "cusum.parquet")),
-                       venues=pq.read_table(path / "venues.parquet"))
+            rows = {t: _load(path, t) for t in CARRY}
+            return cls(meta=meta, rows=rows, feed=_load(path, "feed"),
+                       cusum=_cusum_load(_load(path, "cusum")), venues=_load(path, "venues"))
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
+
+
+def _load(path: Path, name: str) -> pa.Table:
+    return feather.read_table(path / f"{name}.arrow", memory_map=False)
+
+
+def _dump(table: pa.Table, path: Path, name: str) -> None:
+    """One table of the state: Arrow IPC, lz4 (a tenth of Parquet's CPU to write and
+    read, for what the next command reads whole)."""
+    feather.write_feather(table, path / f"{name}.arrow", compression="lz4")
 
 
 def _cusum_load(t: pa.Table) -> dict[tuple[object, object], dict[str, np.ndarray | int]]:
@@ -264,15 +277,24 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
             ok = np.isin(fl, pend) & np.isin(af, pend) & (o >= k2)
             if (early & ~ok).any():
                 return "a reply to an order older than the carried rows"
-    if prev.venues.num_rows:  # a venue learnt later changes the rows of earlier files
-        at = pc.index_in(prev.venues.column("flow_id"), value_set=flows.column("flow_id"))
-        now = flows.column("venue").take(at)
-        was = prev.venues.column("venue")
-        same = pc.or_kleene(pc.is_null(at), pc.fill_null(pc.equal(now, was), False))
-        same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was)))
-        if not pc.all(same).as_py():
+    # a venue learnt later changes the rows of earlier files: the venues of the flows
+    # whose rows the previous command wrote provisionally (``save``), and of the set's
+    # other flows as their rows stand (``resume.OLD_VENUES``)
+    stored = plan.stage_dir / OLD_VENUES
+    for was in (prev.venues, pq.read_table(stored) if stored.is_file() else None):
+        if was is not None and was.num_rows and _renamed(was, flows):
             return "a flow changed venue"
     return None
+
+
+def _renamed(was: pa.Table, flows: pa.Table) -> bool:
+    """Whether a flow of ``was`` (flow_id, venue) has another venue in ``flows``."""
+    at = pc.index_in(was.column("flow_id"), value_set=flows.column("flow_id"))
+    now = flows.column("venue").take(at)
+    before = was.column("venue")
+    same = pc.or_kleene(pc.is_null(at), pc.fill_null(pc.equal(now, before), False))
+    same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(before)))
+    return not pc.all(same).as_py()
 
 
 WHOLE: list[str] = []
@@ -426,7 +448,7 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
             kept = con.sql(f"SELECT * FROM r WHERE {sel} UNION ALL "
                            f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()
         con.unregister("r")
-        pq.write_table(kept, out / f"{t}.parquet")
+        _dump(kept, out, t)
     con.register("f", feed_rows)
     k = edge - lookback(s, "feed")
     near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
@@ -439,9 +461,12 @@ def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts:
             row_number() OVER ({part} ORDER BY stream_offset DESC, ts DESC) = 1
             OR row_number() OVER ({part} ORDER BY ts DESC, stream_offset DESC) = 1)
         WHERE {near}""").to_arrow_table()
-    pq.write_table(feed_kept, out / "feed.parquet")
-    pq.write_table(_cusum_table(cusum), out / "cusum.parquet")
-    pq.write_table(flows.select(["flow_id", "venue"]), out / "venues.parquet")
+    _dump(feed_kept, out, "feed")
+    _dump(_cusum_table(cusum), out, "cusum")
+    # the venues of the flows whose rows are provisional (the others' are in their rows)
+    venues = flows.select(["flow_id", "venue"])
+    _dump(venues.filter(pc.is_in(venues.column("flow_id"), pa.array(plan.held, pa.int64()))),
+          out, "venues")
     n_p = n_c = 0
     if latency is not None and latency.num_rows:
         o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ... import __version__
 from ...parsers.capture import open_capture
@@ -42,7 +41,7 @@ from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
 from ...parsers.limits import Limits
 from ...parsers.protocols.columns import ts_array
-from ...parsers.tcp.analysis import F_ID, F_SLOT, SLOT_FREE, FlowTracker
+from ...parsers.tcp.analysis import END_NONE, F_ID, F_SLOT, SLOT_FREE, FlowTracker
 from .. import feed_scan, interrupts, store
 from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
 from ..tables.rows import RowBuffers
@@ -405,7 +404,10 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
 
     flows = FlowRows(staging, matcher)
 
-    def write_retired(cols: dict[str, np.ndarray] | None) -> None:
+    def write_retired(cols: dict[str, np.ndarray] | None,
+                      same: np.ndarray | None = None) -> None:
+        """``same``: the flows whose ``flows`` rows the set holds already, unchanged
+        (``_stable``): retired from the application layer, no row written."""
         if cols is None:
             return
         if shard is not None:
@@ -422,6 +424,8 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             "early; a later packet of it starts a new flow") for k in evicted.tolist()])
         fids = cols["flow_id"].tolist()
         info = app.retire(fids, staging, add_anomalies) if app is not None else {}
+        if same is not None and same.any():
+            cols = {k: v[~same] for k, v in cols.items()}
         flows.add(cols, info)
 
     if prev is not None and app is not None:
@@ -472,16 +476,23 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
     # the last chunk, its decoded columns and its rows: not held through the end (the
     # matcher and the derive, where the ingest peaks)
     chunk = dec = pf = rows = mine = None  # type: ignore[assignment]
+    held: np.ndarray | None = None  # (the flows whose rows are provisional)
     if resume is not None and resume.keep:
         # the state of what is still open, for the next file's ingest; then what the
         # end of this file writes is provisional (``resume``: ``part-t*``)
-        _keep_state(resume, reader, staging, tracker, app, add_anomalies,
-                                      anomaly_codes)
+        held = _keep_state(resume, reader, staging, tracker, app, add_anomalies,
+                           anomaly_codes)
     if app is not None:
         if link is not None:  # the connections still open close at the same time everywhere
             app.last_ts = link.agree_last(app.last_packet, app.last_ts)
         app.finish(staging, add_anomalies)
-    write_retired(tracker.finish())
+    end = tracker.finish()
+    same = None
+    if held is not None and end is not None and matcher is not None and shard is None:
+        # (resume: ``same``) the ended flows' rows are final; only the others provisional
+        same, held = _stable(staging.dir, end, prev, resume.root)  # type: ignore[union-attr]
+    write_retired(end, same)
+    end = None
     # every connection is closed and written: the tracker's and the parsers' state goes
     # before the matcher and the derive (only these two are read past here)
     n_flows, keylog = tracker.n_flows, getattr(app, "keylog", None)
@@ -509,20 +520,21 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
     interrupts.check()
     old_files: list[dict[str, Any]] = []
     old_anomalies = 0
+    old: resume_state.OldFlows | None = None
     if prev is not None:
         old_files = prev.files
         old_anomalies = int(prev.header["anomalies"])
-        old = resume_state.old_flows(prev, resume.root)  # type: ignore[union-attr]
+        # the set's flows rows: kept where they are but those made again (``OldFlows``)
+        old = resume_state.old_flows(prev, resume.root, flows.written(),  # type: ignore[union-attr]
+                                     staging.dir)
         if matcher is None:
-            staging.write("flows", old)
-        elif old.num_rows:
-            side = staging.dir / "_flows_resumed.parquet"
-            pq.write_table(old, side)
-            more.append(side)
+            flows.write_final(old.rows.filter(pa.array(np.isin(old.part, list(old.rewrite)))))
+            old = None
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     if prev is not None:
         capture_id = prev.capture_id
-    flows.finish(more=more, more_without_app=more_without_app, capture_id=capture_id)
+    flows.finish(more=more, more_without_app=more_without_app, capture_id=capture_id,
+                 old=old, held=held)
     sha = reader.sha256
     sha256s = [*(str(f["sha256"] or "") for f in old_files),
                *(f.sha256 or "" for f in reader.files)]
@@ -547,10 +559,10 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
 def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
                 tracker: FlowTracker, app: AppLayer | None,
                 add_anomalies: Callable[[list[Anomaly]], None],
-                anomaly_codes: dict[str, int]) -> int:
+                anomaly_codes: dict[str, int]) -> np.ndarray:
     """Stage the state of the connections still open (``resume.snapshot``), then send
-    the rest of the ingest's writes to provisional parts. Returns the anomalies
-    written so far in the set (final ones)."""
+    the rest of the ingest's writes to provisional parts. Returns the ids of the flows
+    still held (their ``flows`` rows are provisional)."""
     prev = resume.prev
     content = reader.content_sha256  # (waits for the files' hashes: the state names them)
     capture_id = prev.capture_id if prev is not None else content[:16]
@@ -581,7 +593,34 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     staging.close_writers()  # (the scan files of the final rows are written by then)
     resume_state.keep_candidates(staging.dir, CANDIDATES_DIR)
     staging.part_prefix = resume_state.TAIL_PREFIX
-    return int(header["anomalies"])
+    return held.astype(np.int64)
+
+
+def _stable(stage: Path, end: dict[str, np.ndarray], prev: Previous | None, root: Path
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Of the flows a rotation's file leaves held (``end``: their columns), those that
+    have ended (FIN both ways, RST) get final ``flows`` rows: only a late packet (a
+    retransmission within the tracker's grace) changes them, and then the next command
+    writes the row again (``resume.old_flows``: it goes with its part). Kept in the
+    staged state (``resume.STABLE``): each one's id and packet count. Returns which of
+    ``end`` the set already holds unchanged (ended by the previous file, no packet
+    since: no row written again) and the ids of the flows still open (provisional)."""
+    ids = end["flow_id"].astype(np.int64)
+    packets = (end["packets_out"] + end["packets_in"]).astype(np.int64)
+    ended = end["end"] != END_NONE
+    np.save(stage / store.STATE / resume_state.STABLE,
+            np.stack([ids[ended], packets[ended]], axis=1))
+    same = np.zeros(ids.size, bool)
+    was = (store.partition_dir(root, store.STATE, prev.capture_id) / resume_state.STABLE
+           if prev is not None else None)
+    if was is not None and was.is_file():
+        before = np.load(was)
+        order = np.argsort(before[:, 0])
+        at = np.searchsorted(before[order, 0], ids).clip(0, max(len(order) - 1, 0))
+        if len(order):
+            hit = before[order[at]]
+            same = ended & (hit[:, 0] == ids) & (hit[:, 1] == packets)
+    return same, ids[~ended]
 
 
 def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, anomalies: int,

@@ -18,8 +18,8 @@ before the final match (which derives tables from every staged flow).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,7 +35,7 @@ from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
-from .resume import TAIL_PREFIX
+from .resume import OLD_PLAIN, TAIL_PREFIX, OldFlows, drop_carried
 
 if TYPE_CHECKING:
     from ..match import Matcher
@@ -84,13 +84,39 @@ def _flow_rows(c: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> p
     for name in ("packets_out", "packets_in", "bytes_out", "bytes_in", "payload_bytes_out",
                  "payload_bytes_in", "retransmissions", "out_of_order", "gaps", "duplicate_acks"):
         cols[name] = pa.array(c[name])
+    # each flow's dict looked up once, and only the columns some flow has built (a
+    # rotation's command retires every flow still held at its end: ~10^4 rows)
+    infos = [app.get(i) for i in fids.tolist()] if app else []
+    present: set[str] = set().union(*(d for d in infos if d))
     for name in APP_COLUMNS:
-        if app:
-            values = [app.get(i, {}).get(name) for i in fids.tolist()]
+        if name in present:
+            values = [d.get(name) if d is not None else None for d in infos]
             cols[name] = pa.array(values, type=pa.string())
         else:
             cols[name] = pa.nulls(fids.size, type=pa.string())
     return pa.table(cols, schema=FLOW_SCHEMA)
+
+
+def _held(rows: pa.Table, held: np.ndarray | None) -> pa.Array:
+    """Which of ``rows`` are of the flows ``held`` (a BooleanArray)."""
+    ids = rows.column("flow_id").to_numpy()
+    return pa.array(np.isin(ids, held) if held is not None and len(held)
+                    else np.zeros(len(ids), bool))
+
+
+def _app_first(old: OldFlows) -> tuple[OldFlows, int]:
+    """``old`` with its rows of flows with application-layer data first (as
+    ``_has_app_data`` tells them: an app_protocol but ``unknown``, or any of the
+    other ``APP_COLUMNS`` but the venue's), and how many they are."""
+    rows = old.rows.cast(FLOW_SCHEMA)
+    app = pc.fill_null(pc.not_equal(rows.column("app_protocol"), "unknown"), False)
+    for name in APP_COLUMNS:
+        if name not in ("app_protocol", "venue", "venue_source"):
+            app = pc.or_(app, pc.is_valid(rows.column(name)))
+    mask = app.to_numpy(zero_copy_only=False)
+    order = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
+    return (OldFlows(rows=rows.take(pa.array(order)), part=old.part[order],
+                     rewrite=old.rewrite), int(mask.sum()))
 
 
 def _has_app_data(info: dict[str, object]) -> bool:
@@ -158,9 +184,18 @@ class FlowRows:
         worker = staging.part_prefix.rstrip("-")  # one pair of side files per process
         suffix = f"-{worker}.parquet" if worker else ".parquet"
         self._with_app_path = staging.dir / f"_flows_with_app_data{suffix}"
+        self._ids: list[np.ndarray] = []
+        # final parts written past the switch to provisional ones are named as the
+        # ingest's other final parts (``part-f<k>-<n>``: this file's, in the set)
+        self._final_prefix = staging.part_prefix
         self._without_app_path = staging.dir / f"_flows_without_app_data{suffix}"
 
+    def written(self) -> np.ndarray:
+        """The ids of the flows given rows (``add``) so far."""
+        return np.concatenate([np.empty(0, np.int64), *self._ids])
+
     def add(self, cols: dict[str, np.ndarray], app: dict[int, dict[str, object]]) -> None:
+        self._ids.append(cols["flow_id"].astype(np.int64))
         rows = _flow_rows(cols, app)
         if self.matcher is None:
             self.staging.write("flows", rows)
@@ -202,7 +237,8 @@ class FlowRows:
 
     def finish(self, *, final: bool = True, more: Sequence[Path] = (),
                more_without_app: Sequence[Path] = (),
-               capture_id: str | None = None) -> SideFiles:
+               capture_id: str | None = None, old: OldFlows | None = None,
+               held: np.ndarray | None = None) -> SideFiles:
         """End of capture: venues of the flows without application-layer data, their
         rows, then the matcher's run over the message tables and the other flows.
 
@@ -211,6 +247,12 @@ class FlowRows:
         ``more`` (with application-layer data) and ``more_without_app``, joined with
         its own. ``capture_id`` goes to the matcher (which may derive tables:
         ``Matcher``).
+
+        A rotation's command (``pipelines.ingest.resume``): ``held``, the flows still
+        open at the file's end, whose rows are provisional (``part-t*``: made again
+        by the next command); every other row is final. ``old``: the set's rows
+        (``OldFlows``), given to the matcher after this file's; of them only the
+        parts to rewrite, and those where a flow's venue changed, are written again.
         """
         if self.matcher is None:
             return SideFiles(None, None)
@@ -219,15 +261,34 @@ class FlowRows:
             return mine
         parts = [p for p in (mine.with_app, *more) if p is not None]
         plain = [p for p in (mine.without_app, *more_without_app) if p is not None]
+        split = held is not None and self.staging.part_prefix == TAIL_PREFIX
+        later: list[pa.Table] = []  # (rows of held flows: provisional, written last)
         if plain:
             venues = self.matcher.venues(_addresses(plain))
-            for p in plain:
-                for batch in pq.ParquetFile(p).iter_batches(FLOW_BATCH_ROWS):
-                    rows = pa.Table.from_batches([batch], schema=FLOW_SCHEMA)
-                    self.staging.write("flows", _with_address_venues(rows, venues))
+            with self._final(split):
+                for p in plain:
+                    for batch in pq.ParquetFile(p).iter_batches(FLOW_BATCH_ROWS):
+                        rows = _with_address_venues(
+                            pa.Table.from_batches([batch], schema=FLOW_SCHEMA), venues)
+                        if split:
+                            now = _held(rows, held)
+                            later.append(rows.filter(now))
+                            rows = rows.filter(pc.invert(now))
+                        self.staging.write("flows", rows)
+        for rows in later:
+            self.staging.write("flows", rows)
         # (ParquetFile, not pq.read_table: that imports pyarrow.dataset, ~0.2 s of CPU)
         rows = pa.concat_tables([FLOW_SCHEMA.empty_table(), *(
             pq.ParquetFile(p).read().cast(FLOW_SCHEMA) for p in parts)])
+        n_new = rows.num_rows
+        n_app = 0
+        if old is not None:  # after this file's: ``venue_infer`` takes the first it meets
+            # (the set's flows without application-layer data keep the venue of their
+            # address, as when they were written: not the matcher's, as in one ingest;
+            # the derived tables read them beside the staged ones: ``OLD_PLAIN``)
+            old, n_app = _app_first(old)
+            pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN)
+            rows = pa.concat_tables([rows, old.rows.slice(0, n_app)]).combine_chunks()
         self.staging.close_writers()  # the matcher reads the staged message tables
         for p in (*parts, *plain):
             p.unlink()
@@ -239,8 +300,17 @@ class FlowRows:
         # 1M-packet TLS WebSocket capture: ~10-15 MB, as DuckDB's own pages dominate it).
         pa.default_memory_pool().release_unused()
         matched = self.matcher(self.staging.dir, rows, capture_id)
-        self.staging.write(
-            "flows", with_venues(rows, matched.flow_venue, matched.flow_venue_source))
+        venued = with_venues(rows, matched.flow_venue, matched.flow_venue_source)
+        if old is not None:
+            self._write_old(old, pa.concat_tables([venued.slice(n_new),
+                                                   old.rows.slice(n_app)]))
+            venued = venued.slice(0, n_new)
+        if split:
+            now = _held(venued, held)
+            with self._final(True):
+                self.staging.write("flows", venued.filter(pc.invert(now)))
+            venued = venued.filter(now)
+        self.staging.write("flows", venued)
         for table, out in matched.tables.items():
             self.staging.write(table, out)
         self._write_final(matched.final)
@@ -252,12 +322,44 @@ class FlowRows:
         of their own, not ``part-t*``, which the next command of the set keeps."""
         if not tables:
             return
+        with self._final(True):
+            for table, out in tables.items():
+                self.staging.write(table, out)
+
+    def write_final(self, rows: pa.Table) -> None:
+        """``flows`` rows written as final parts (``_write_final``)."""
+        if rows.num_rows:
+            self._write_final({"flows": rows})
+
+    @contextlib.contextmanager
+    def _final(self, on: bool) -> Iterator[None]:
+        """While on, this ingest's writes go to final parts, even past the switch to
+        provisional ones (``_write_final``)."""
         tail = self.staging.part_prefix
-        if tail == TAIL_PREFIX:
-            self.staging.close_writers()
-            self.staging.part_prefix = f"d{uuid.uuid4().hex[:10]}-"
-        for table, out in tables.items():
-            self.staging.write(table, out)
-        if tail == TAIL_PREFIX:
+        if not on or tail != TAIL_PREFIX:
+            yield
+            return
+        self.staging.close_writers()
+        self.staging.part_prefix = self._final_prefix
+        try:
+            yield
+        finally:
             self.staging.close_writers()
             self.staging.part_prefix = tail
+
+    def _write_old(self, old: OldFlows, venued: pa.Table) -> None:
+        """The set's ``flows`` rows written again (final): those of ``old.rewrite``'s
+        parts, and of every part one of whose flows the matcher now gives another
+        venue (that part goes in the commit: ``resume.drop_carried``)."""
+        changed = np.zeros(venued.num_rows, bool)
+        for col in ("venue", "venue_source"):
+            now, was = venued.column(col), old.rows.column(col)
+            same = pc.fill_null(pc.equal(now, was), False)
+            same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was)))
+            changed |= ~same.to_numpy(zero_copy_only=False)
+        moved = set(old.part[changed].tolist()) - old.rewrite
+        if moved:  # (drop_carried goes by the parts' names)
+            drop_carried(self.staging.dir, "flows", [Path(n) for n in sorted(moved)])
+        again = old.rewrite | moved
+        if again:
+            self.write_final(venued.filter(pa.array(np.isin(old.part, list(again)))))

@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.errors import PcapflowError
@@ -299,7 +300,7 @@ def test_state_holds_no_key_material_nor_plaintext(
         assert not [k for k in known if k in state], known
         _header, body = resume._read(next((work / "d" / store.STATE).glob("*/state.bin")),
                                     body=True)
-        core = resume._loads(zlib.decompress(body), None, Limits())
+        core = resume._loads(resume.unpack_body(body), None, Limits())
         for fid, random, _label, blob in core["conns"]:
             conn = None if random is not None else resume._loads(
                 blob, None, Limits())
@@ -505,6 +506,28 @@ def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
     assert r.resumed_from is None
 
 
+def test_a_version_1_state_is_still_read(tmp_path: Path,
+                                         singles: dict[str, tuple[Path, int]]) -> None:
+    """Format 2 compresses the body with zstd; a state written by format 1 (zlib, the
+    same pickled classes) resumes as before."""
+    cap = SAMPLES / "fix44_plain.pcap"
+    one, n = singles[cap.name]
+    parts = split(cap, [n // 2], tmp_path)
+    pcapflow.ingest([parts[0]], data=tmp_path / "d", packets=True)
+    path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
+    header, body = resume._read(path, body=True)
+    assert header["version"] == resume.STATE_VERSION == 2
+    core = resume.unpack_body(body)
+    assert resume.unpack_body(zlib.compress(core, 1)) == core
+    header["version"] = 1
+    head = json.dumps(header).encode()
+    path.write_bytes(resume.MAGIC + resume._HEADER.pack(len(head)) + head
+                     + zlib.compress(core, 1))
+    r = pcapflow.ingest([parts[1]], data=tmp_path / "d", packets=True)[0]
+    assert r.resumed_from == str(parts[0]) and r.resumed
+    assert_same_rows(one, tmp_path / "d")
+
+
 def test_the_state_is_bounded(tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
     cap = SAMPLES / "fix44_plain.pcap"
     _one, n = singles[cap.name]
@@ -539,12 +562,55 @@ def test_a_file_ingested_twice_is_refused_in_one_line(tmp_path: Path) -> None:
     assert _tree(tmp_path / "d") == before
 
 
-def test_regenerated_tables_are_the_matchers_outputs() -> None:
+def test_only_the_captures_rows_are_regenerated() -> None:
+    """``flows`` and the matcher's tables are appended to like the others."""
     from pcapflow.pipelines.match import OUTPUTS
 
     # the matcher's own are carried as final parts (pipelines.match_carry)
-    assert set(resume.REGENERATED) == {"flows", "captures"}
+    assert set(resume.REGENERATED) == {"captures"}
     assert not set(resume.REGENERATED) & set(OUTPUTS)
+
+
+@pytest.mark.parametrize("compact", [None, 1])
+def test_flows_rows_of_earlier_files_are_not_written_again(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]],
+        monkeypatch: pytest.MonkeyPatch, compact: int | None) -> None:
+    """A flow that ended before its file's end has a final ``flows`` row: later
+    commands leave its part as it is (same inode and mtime), write only their own flows
+    and those still open, and the table is one ingest's. ``compact``: past that many
+    final parts, all but the largest are merged into one (``resume.COMPACT_PARTS``)."""
+    if compact is not None:
+        monkeypatch.setattr(resume, "COMPACT_PARTS", compact)
+    cap = SAMPLES / "binance_rest_tls13.pcap"
+    _one, n = singles[cap.name]
+    cut = split(cap, [n // 4, n // 2, 3 * n // 4], tmp_path)
+    # the second file's last packet 70 s late (past the tracker's GRACE_NS), the files
+    # after it as late: the connections that ended before it are retired in that file
+    (tmp_path / "s").mkdir()
+    late = 70 * 10**9
+    parts = [_shifted(cut[0], tmp_path / "s" / cut[0].name, 0),  # (one directory)
+             _shifted(cut[1], tmp_path / "s" / cut[1].name, 0, late),
+             *(_shifted(p, tmp_path / "s" / p.name, late + 10**6) for p in cut[2:])]
+    keys = [cap.with_suffix(".keylog")]
+    one = tmp_path / "one"
+    pcapflow.ingest([parts], keylog=keys, data=one, packets=True)
+    data = tmp_path / "d"
+    kept: dict[Path, tuple[int, int]] = {}
+    for p in parts:
+        assert compact is not None or all(
+            f.exists() and (f.stat().st_ino, f.stat().st_mtime_ns) == v
+            for f, v in kept.items())
+        pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+        part = next((data / "flows").glob("capture_id=*"))
+        kept = {f: (f.stat().st_ino, f.stat().st_mtime_ns) for f in part.glob("*.parquet")
+                if not f.name.startswith("part-t")}
+        assert compact is None or len(kept) <= compact + 1
+        ds = pcapflow.open(data)
+        assert ds.scalar("SELECT count(DISTINCT capture_id) FROM captures") == 1
+        assert ds.scalar("SELECT count(*) FROM flows") == ds.scalar(
+            "SELECT count(DISTINCT flow_id) FROM flows")
+    assert kept  # some flows ended before the last file
+    assert_same_rows(one, data)
 
 
 # --- the inflate window ----------------------------------------------------------------
@@ -675,3 +741,53 @@ def test_alerts_of_one_file_per_call_are_one_ingests(
     _one_per_call(parts, _keylogs(cap, tmp_path), tmp_path / "data")
     counts = same_rows(one, tmp_path / "data")
     assert counts["alerts"] > 0  # compared
+
+
+def _rotation(d: Path, files: int, packets: int) -> list[Path]:
+    """A rotation of ``benchmarks/make_capture.py`` trading traffic (short REST
+    sessions come and go: flows end in every file), one-second files, named as
+    ``watch_rotation.py`` names them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from make_capture import Config, plan, write
+
+    d.mkdir()
+    out, end = [], 0
+    for k in range(files):
+        p = plan(Config(packets=packets, seed=k, rate_pps=float(packets),
+                        start_ns=max(1_717_421_400_000_000_000 + k * 10**9, end + 1000)))
+        end = int(p.cols["t"].max())
+        out.append(d / f"rot-{k:06d}.pcap")
+        write(p, str(out[-1]), "pcap", 262_144)
+    return out
+
+
+@pytest.mark.parametrize("compact", [100, 2])
+def test_a_rotation_keeps_its_final_flows_parts(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                compact: int) -> None:
+    """Six files where connections end in every file: each command leaves the set's
+    final ``flows`` parts as they are (or, past ``COMPACT_PARTS``, merges all but the
+    largest), skips the rows of the ended flows that got no packet, and every table
+    equals one ingest of the six files."""
+    monkeypatch.setattr(resume, "COMPACT_PARTS", compact)
+    files = _rotation(tmp_path / "rot", 6, 4000)
+    one = tmp_path / "one"
+    pcapflow.ingest([files], data=one)
+    data = tmp_path / "d"
+    kept: dict[Path, tuple[int, int]] = {}
+    finals = []
+    for f in files:
+        if compact == 100:
+            assert all((p.stat().st_ino, p.stat().st_mtime_ns) == v for p, v in kept.items())
+        pcapflow.ingest([f], data=data)
+        part = next((data / "flows").glob("capture_id=*"))
+        kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in part.glob("*.parquet")
+                if not p.name.startswith("part-t")}
+        finals.append(len(kept))
+        stable = np.load(next((data / store.STATE).glob("*")) / resume.STABLE)
+        assert len(stable)  # ended flows still held: their rows are final
+    if compact == 100:
+        assert finals == sorted(set(finals)), finals  # one or more final parts per file
+    else:
+        assert max(finals) <= compact + 1, finals
+    assert_same_rows(one, data)
