@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,8 +132,8 @@ class Totals:
                 del self.latency[key]
         for name, values in other.counters.items():
             mine_c = self.counters.setdefault(name, {})
-            for key, n in values.items():
-                mine_c[key] = mine_c.get(key, 0) + sign * n
+            for ckey, n in values.items():
+                mine_c[ckey] = mine_c.get(ckey, 0) + sign * n
                 if sign < 0 and mine_c[key] == 0:
                     del mine_c[key]
         self.files += sign * other.files
@@ -221,7 +221,7 @@ class DatasetMetrics:
         self._lock = threading.Lock()
         self.refreshed_unix = 0.0
 
-    def refresh(self, added: list[str] | None = None, removed: list[str] = ()) -> None:
+    def refresh(self, added: list[str] | None = None, removed: Sequence[str] = ()) -> None:
         """Bring the totals up to the dataset: the captures added or changed since are
         read again (alone), those removed are taken away. ``added``: the caller knows
         what changed (``watch``: the capture it just committed, maybe a resumed set
@@ -414,7 +414,7 @@ class Server:
                         outer.metrics.refresh()
                 yield from outer.metrics.families()
 
-        registry.register(_Collector())  # type: ignore[arg-type]
+        registry.register(_Collector())
         try:
             self.httpd, self.thread = pc.start_http_server(port, addr=addr, registry=registry)
         except OSError as err:

@@ -51,6 +51,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -71,6 +72,9 @@ from .pipelines.ingest.resume import (
 )
 from .pipelines.store import STATE, partition_dir
 from .pipelines.tables.schemas import TABLES, without_capture_id
+
+if TYPE_CHECKING:
+    import duckdb
 
 SETTLE_NS = 2 * 10**9
 """Rows of a later file are this much after the set's last packet, at most."""
@@ -187,7 +191,7 @@ def _dump(table: pa.Table, path: Path, name: str) -> None:
 
 
 def _cusum_load(t: pa.Table) -> dict[tuple[object, object], dict[str, np.ndarray | int]]:
-    out = {}
+    out: dict[tuple[object, object], dict[str, np.ndarray | int]] = {}
     for r in t.to_pylist():
         out[(r["venue"], r["endpoint"])] = {
             "st": np.array(r["st"], np.float64), "ref": np.array(r["ref"], np.float64),
@@ -404,9 +408,9 @@ def lookback(s: Settings, table: str) -> int:
     return MARGIN_NS + int(more * 1e9)
 
 
-def save(plan: Plan, con: object, s: Settings, cut: int, pcut: int, open_starts: int,
-         latency: pa.Table | None, unmatched: pa.Table | None, feed_rows: pa.Table,
-         cusum: dict[tuple[object, object], dict[str, np.ndarray | int]],
+def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut: int,
+         open_starts: int, latency: pa.Table | None, unmatched: pa.Table | None,
+         feed_rows: pa.Table, cusum: dict[tuple[object, object], dict[str, np.ndarray | int]],
          flows: pa.Table) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state);
     ``con``: the derive's DuckDB connection (a new one costs a tenth of a second)."""
