@@ -3,6 +3,8 @@
 ``samples_dataset``: every sample capture (``sample_pcaps/``) ingested once per test
 session with its key logs and the demo's venue map (the FIX samples' comp ids), the
 way ``pcapflow demo`` does; read-only for the tests that take it.
+``tshark_cache``: a directory shared by the run's processes, where tshark's output for
+a capture is kept (``helpers/tshark_util.py``).
 
 With pytest-xdist (``-n 2 --dist loadfile``, pyproject's addopts): each test module is
 one unit of work, run whole by one worker, so a module's fixtures are built once, and
@@ -18,6 +20,7 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers.paths import SAMPLES
@@ -45,6 +48,19 @@ def samples_dataset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pcapfl
     ds = pcapflow.open(root / "data")
     yield ds
     ds.close()
+
+
+@pytest.fixture(scope="session")
+def tshark_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory for tshark's results shared by all processes of this test run
+    (``helpers.tshark_util.corpus_fields``): under xdist, beside the workers' own
+    base directories."""
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent
+    cache = base / "tshark-cache"
+    cache.mkdir(exist_ok=True)
+    return cache
 
 
 # --- pytest-xdist ------------------------------------------------------------------------

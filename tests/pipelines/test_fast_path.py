@@ -35,17 +35,35 @@ def _captures() -> list[tuple[list[Path], list[Path]]]:
     return sets
 
 
+@pytest.fixture(scope="module")
+def samples_both_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+    """(root, general-path runs, batch-path runs): the samples ingested both ways
+    (``ingest_both_paths``) once for this module. The batch path's tables (``root/fast``,
+    native kernels) are also ``test_native_kernels_equal_the_python_fallback``'s
+    reference: the same ingest, made once."""
+    caps, keys = _captures()[0]
+    assert caps
+    root = tmp_path_factory.mktemp("samples_both_paths")
+    slow_runs, fast_runs = ingest_both_paths(caps, keys, root)  # two processes at once
+    return root, slow_runs, fast_runs
+
+
 @pytest.mark.parametrize("which", ["samples", "public"])
-def test_batch_path_equals_general_path(which: str, tmp_path: Path) -> None:
+def test_batch_path_equals_general_path(which: str, tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
     sets = _captures()
     if which == "public" and len(sets) < 2:
         pytest.skip("public capture corpus not present")
-    caps, keys = sets[0] if which == "samples" else sets[1]
-    assert caps
-    slow_runs, fast_runs = ingest_both_paths(caps, keys, tmp_path)  # two processes at once
+    if which == "samples":
+        root, slow_runs, fast_runs = request.getfixturevalue("samples_both_paths")
+    else:
+        caps, keys = sets[1]
+        assert caps
+        root = tmp_path
+        slow_runs, fast_runs = ingest_both_paths(caps, keys, root)  # two processes at once
     assert slow_runs == 0
     assert fast_runs > 0  # the batch path really ran
-    assert_same_tables(read_tables(tmp_path / "slow"), read_tables(tmp_path / "fast"))
+    assert_same_tables(read_tables(root / "slow"), read_tables(root / "fast"))
 
 
 def test_batch_path_equals_general_path_on_http2(tmp_path: Path,
@@ -62,16 +80,20 @@ def test_batch_path_equals_general_path_on_http2(tmp_path: Path,
 
 
 @pytest.mark.skipif(not native.AVAILABLE, reason="libcrypto/libz not found")
-def test_native_kernels_equal_the_python_fallback(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_native_kernels_equal_the_python_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        samples_both_paths: tuple[Path, int, int]) -> None:
     """Without libcrypto/libz the batch path decrypts with ``cryptography`` and
-    inflates with ``zlib``, one call per record / message: the same tables."""
+    inflates with ``zlib``, one call per record / message: the same tables as with
+    them (the batch path's ingest of ``samples_both_paths``, in a child process of
+    the same interpreter and libraries, so with the native kernels too)."""
     caps, keys = _captures()[0]
-    ingest_counting_runs(caps, keys, tmp_path / "native", True, monkeypatch)
+    root, _, fast_runs = samples_both_paths
     with monkeypatch.context() as m:
         m.setattr(native, "AVAILABLE", False)
-        ingest_counting_runs(caps, keys, tmp_path / "python", True, monkeypatch)
-    assert_same_tables(read_tables(tmp_path / "python"), read_tables(tmp_path / "native"))
+        python_runs = ingest_counting_runs(caps, keys, tmp_path / "python", True, monkeypatch)
+    assert python_runs == fast_runs > 0  # the same batch runs, decrypted another way
+    assert_same_tables(read_tables(tmp_path / "python"), read_tables(root / "fast"))
 
 
 @pytest.mark.parametrize(("name", "most"), [("binance_wsapi_tls13", 0.2), ("fix44_plain", 0.2),

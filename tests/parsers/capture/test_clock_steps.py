@@ -11,11 +11,12 @@ Several real captures have such steps (a packet stamped in 1970 after packets of
 from __future__ import annotations
 
 import shutil
-import subprocess
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from helpers.paths import PUBLIC
+from helpers.tshark_util import corpus_fields
 from pcapflow.parsers.capture.capset import open_set
 from pcapflow.parsers.capture.clock import STEP_BACK_NS
 
@@ -35,12 +36,12 @@ def _ours(path: str) -> list[int]:
     return found
 
 
-def _tsharks(path: str) -> list[int] | None:
-    out = subprocess.run(["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.time_epoch"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
+def _tsharks(path: str, cache: Path) -> list[int] | None:
+    # frame.time_epoch, first of the fields the corpus tests share one tshark run for
+    rows = corpus_fields(path, cache)
+    if rows is None:
         return None  # a file tshark cannot read whole: not this test's oracle
-    times = out.stdout.split()
+    times = [r[0] for r in rows]
     if any(len(t.partition(".")[2]) > 9 for t in times):
         return None  # a sub-second field out of range (timestamp_invalid_*): read apart
     steps, latest, prev_back = [], None, False
@@ -54,12 +55,12 @@ def _tsharks(path: str) -> list[int] | None:
     return steps
 
 
-def test_steps_back_are_where_tshark_sees_them() -> None:
+def test_steps_back_are_where_tshark_sees_them(tshark_cache: Path) -> None:
     assert PUBLIC is not None
     caps = sorted(str(p) for p in PUBLIC.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
     compared, with_steps = 0, 0
     for path in caps:
-        want = _tsharks(path)
+        want = _tsharks(path, tshark_cache)
         if want is None:
             continue
         try:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from helpers.paths import PUBLIC
 from helpers.public_corpus import TCP_KNOWN
-from helpers.tshark_util import ANALYSIS_FIELDS, fields, need_tshark
+from helpers.tshark_util import ANALYSIS_FIELDS, CORPUS_FIELDS, corpus_fields, need_tshark
 from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.decode import IPPROTO_TCP, decode_chunk
 from pcapflow.parsers.tcp.analysis import EVENT_KINDS, FlowTracker
@@ -44,11 +44,18 @@ def ours(path: Path) -> tuple[np.ndarray, int]:
     return (np.concatenate(flags) if flags else np.zeros(0, np.int32)), len(tcp_flows)
 
 
-def compare(path: Path) -> tuple[int, int, int, list[str]]:
+# tcp.stream, then ANALYSIS_FIELDS, in tshark's run shared with test_clock_steps
+FIRST = CORPUS_FIELDS.index("tcp.stream")
+assert CORPUS_FIELDS[FIRST:] == ["tcp.stream", *ANALYSIS_FIELDS.values()]
+
+
+def compare(path: Path, cache: Path) -> tuple[int, int, int, list[str]]:
     need_tshark()
     flags, n_flows = ours(path)
-    rows = fields(str(path), ["tcp.stream", *ANALYSIS_FIELDS.values()],
-                  options=["tcp.reassemble_out_of_order:FALSE"])
+    rows = corpus_fields(str(path), cache)  # tcp.reassemble_out_of_order:FALSE
+    if rows is None:
+        raise RuntimeError(f"tshark failed on {path}")
+    rows = [r[FIRST:] for r in rows]
     assert len(rows) == len(flags), "packet counts differ"
     streams = {r[0] for r in rows if r and r[0]}
     differing, examples = 0, []
@@ -72,8 +79,8 @@ def _public() -> list[str]:
 
 
 @pytest.mark.parametrize("rel", _public())
-def test_public_capture_matches_tshark(rel: str) -> None:
-    differing, theirs, n, examples = compare(PUBLIC / rel)
+def test_public_capture_matches_tshark(rel: str, tshark_cache: Path) -> None:
+    differing, theirs, n, examples = compare(PUBLIC / rel, tshark_cache)
     if rel in TCP_KNOWN:
         frames, streams, _why = TCP_KNOWN[rel]
         assert differing == frames, examples[:5]
@@ -85,8 +92,8 @@ def test_public_capture_matches_tshark(rel: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
-def test_sample_capture_matches_tshark(name: str) -> None:
-    differing, theirs, n, examples = compare(SAMPLES / name)
+def test_sample_capture_matches_tshark(name: str, tshark_cache: Path) -> None:
+    differing, theirs, n, examples = compare(SAMPLES / name, tshark_cache)
     assert differing == 0, examples[:5]
     assert n == theirs
 
