@@ -134,8 +134,8 @@ class Totals:
             mine_c = self.counters.setdefault(name, {})
             for ckey, n in values.items():
                 mine_c[ckey] = mine_c.get(ckey, 0) + sign * n
-                if sign < 0 and mine_c[key] == 0:
-                    del mine_c[key]
+                if sign < 0 and mine_c[ckey] == 0:
+                    del mine_c[ckey]
         self.files += sign * other.files
         self.captures += sign * other.captures
         if sign > 0 and other.last_packet_ns is not None:

@@ -201,3 +201,23 @@ def test_grafana_dashboard_reads_metrics_that_exist(tmp_path: Path) -> None:
                 "gauge": ("",)}
     served = {name + sfx for name, kind in families.items() for sfx in suffixes[kind]}
     assert wanted and wanted <= served, wanted - served
+
+
+def test_totals_taken_away_leave_nothing() -> None:
+    """``Totals.add(sign=-1)`` (a capture re-ingested or removed): every series it added
+    goes, as a read of the tables without it would have none."""
+    from pcapflow.metrics import Totals
+
+    one = Totals()
+    one.latency[("binance", "POST /api/v3/order", "new")] = [1] * (len(BUCKETS_NS) + 2)
+    for name in one.counters:
+        one.counters[name][("binance",)] = 3
+    one.files, one.captures = 2, 1
+    total = Totals()
+    total.add(one)
+    total.add(one)
+    total.add(one, sign=-1)
+    assert total.counters == one.counters and total.latency == one.latency
+    total.add(one, sign=-1)
+    assert total.latency == {} and all(v == {} for v in total.counters.values())
+    assert (total.files, total.captures) == (0, 0)
