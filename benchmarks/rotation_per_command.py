@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         ks, _, prof_out = a.profile.partition(":")
         prof_at = {int(k) for k in ks.split(",")}
 
-    from make_capture import Config, plan, write
     from pcapflow.pipelines import store
+    from watch_rotation import START_NS, rotate_in
 
     import pcapflow
     from pcapflow import venues, why
@@ -148,14 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     d, root = tmp / "rot", tmp / "ds"
     d.mkdir()
     n = int(a.pps * a.rotate_s)
-    start, end = 1_717_421_400_000_000_000, 0
+    end = 0
     files = []
     for k in range(a.files):  # written first: writing is not timed
-        p = plan(Config(packets=n, seed=k, rate_pps=float(a.pps),
-                        start_ns=max(start + int(k * a.rotate_s * 1e9), end + 1000)))
+        p = rotate_in(d, k, n, a.pps, a.rotate_s, START_NS, end, ring=a.files)
         end = int(p.cols["t"].max())
         files.append(d / f"rot-{k:06d}.pcap")
-        write(p, str(files[-1]), "pcap", 262_144)
     for f in files[:2]:  # Numba kernels loaded, the resume path's too
         pcapflow.ingest([[str(f)]], data=tmp / "warm")
     metrics = DatasetMetrics(root)

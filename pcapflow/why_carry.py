@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,12 +61,10 @@ import pyarrow.parquet as pq
 
 from .alerts import Settings
 from .pipelines.ingest.resume import (
-    CARRIED,
     HELD,
     OLD_VENUES,
     STATE_FILE,
-    TAIL_PREFIX,
-    carried_parts,
+    StagedParts,
     drop_carried,
     read_header,
 )
@@ -108,33 +106,6 @@ CARRY: dict[str, tuple[str, str, list[str] | None]] = {
 CHECK = {"tcp_events": "ts", "tcp_rtt": "ts_sent", "tls_records": "ts_last",
          "ws_messages": "ts_last", "http_messages": "ts_last", "fix_messages": "ts_last"}
 """A later command's own rows must not precede the cut (else: derived whole)."""
-
-
-@dataclass(slots=True)
-class Parts:
-    """The staged Parquet parts of one ingest, by origin."""
-
-    old: dict[str, list[Path]] = field(default_factory=dict)
-    """The set's earlier final parts (in the dataset: ``resume.carried_parts``)."""
-    new: dict[str, list[Path]] = field(default_factory=dict)
-    """This command's final parts."""
-    tail: dict[str, list[Path]] = field(default_factory=dict)
-    """This command's provisional parts (``part-t*``)."""
-    resumed: bool = False
-
-    @classmethod
-    def of(cls, stage_dir: Path) -> Parts:
-        out = cls(resumed=(stage_dir / CARRIED).is_file())
-        carried = carried_parts(stage_dir)
-        for t in TABLES:
-            files = sorted((stage_dir / t).glob("*.parquet"))
-            out.old[t] = carried.get(t, [])
-            out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
-            out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
-        return out
-
-    def fresh(self, t: str) -> list[Path]:
-        return [*self.new.get(t, []), *self.tail.get(t, [])]
 
 
 def _read(files: list[Path], table: str, columns: list[str] | None = None) -> pa.Table:
@@ -222,7 +193,7 @@ class Plan:
 
     stage_dir: Path
     capture_id: str
-    parts: Parts
+    parts: StagedParts
     keep: bool
     last: int | None
     held: np.ndarray
@@ -236,7 +207,7 @@ class Plan:
 
     @classmethod
     def of(cls, stage_dir: Path, capture_id: str) -> Plan:
-        parts = Parts.of(stage_dir)
+        parts = StagedParts.of(stage_dir)
         state = stage_dir / STATE / STATE_FILE
         keep = state.is_file()
         last = int(read_header(state)["last_key"]) if keep else None

@@ -72,6 +72,19 @@ _SPACES = np.uint64(0x2020202020202020)  # bytes below it are control characters
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def string_end_bytes(data, pos, end):
+    """``string_end`` a byte at a time (the reference the tests hold it to)."""
+    while pos < end:
+        c = data[pos]
+        if c == 34:
+            return pos
+        if c == 92 or c < 32:
+            return -1
+        pos += 1
+    return -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def string_end(data, pos, end):
     """The closing quote of a string whose content starts at ``pos``; -1 when the
     string has a backslash or a control character, or no end."""
@@ -85,27 +98,7 @@ def string_end(data, pos, end):
                 p = pos + (trailing_zeros(m) >> 3)
                 return p if data[p] == 34 else -1
             pos += 8
-    while pos < end:
-        c = data[pos]
-        if c == 34:
-            return pos
-        if c == 92 or c < 32:
-            return -1
-        pos += 1
-    return -1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def string_end_bytes(data, pos, end):
-    """``string_end`` a byte at a time (the reference the tests hold it to)."""
-    while pos < end:
-        c = data[pos]
-        if c == 34:
-            return pos
-        if c == 92 or c < 32:
-            return -1
-        pos += 1
-    return -1
+    return string_end_bytes(data, pos, end)  # the last bytes (or all, without SWAR)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -80,11 +80,9 @@ import pyarrow.parquet as pq
 from ..parsers.limits import Limits
 from . import prefilter, store
 from .ingest.resume import (
-    CARRIED,
     HELD,
     STATE_FILE,
-    TAIL_PREFIX,
-    carried_parts,
+    StagedParts,
     drop_carried,
     read_header,
 )
@@ -130,28 +128,6 @@ class Result:
     whole: MatchOutput
     final: dict[str, pa.Table]
     provisional: dict[str, pa.Table]
-
-
-@dataclass(slots=True)
-class _Parts:
-    old: dict[str, list[Path]]
-    new: dict[str, list[Path]]
-    tail: dict[str, list[Path]]
-    resumed: bool
-
-    @classmethod
-    def of(cls, stage_dir: Path) -> _Parts:
-        out = cls({}, {}, {}, (stage_dir / CARRIED).is_file())
-        carried = carried_parts(stage_dir)
-        for t in TABLES:
-            files = sorted((stage_dir / t).glob("*.parquet"))
-            out.old[t] = carried.get(t, [])
-            out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
-            out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
-        return out
-
-    def fresh(self, t: str) -> list[Path]:
-        return [*self.new.get(t, []), *self.tail.get(t, [])]
 
 
 _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
@@ -240,7 +216,7 @@ def _clean_rtt(rows: pa.Table) -> pa.Table:
     return rows.filter(pc.fill_null(keep, False))
 
 
-def _scan_rows(stage_dir: Path, parts: _Parts, *, old: bool) -> pa.Table | None:
+def _scan_rows(stage_dir: Path, parts: StagedParts, *, old: bool) -> pa.Table | None:
     """The ingest-time scan's rows of this command's ``ws_messages`` parts (and of the
     set's earlier ones: ``old``), or None when its files do not cover them."""
     files = [*(parts.old["ws_messages"] if old else []), *parts.fresh("ws_messages")]
@@ -253,7 +229,7 @@ FIX_READ = ("(direction = 'out' AND msg_type IN ('D', 'F', 'G', 'XCN', 'XAK')) O
 """The FIX messages ``fix.sql`` reads (``fix_in``, resends aside): the only ones carried."""
 
 
-def _tail_keys(parts: _Parts) -> pa.Table:
+def _tail_keys(parts: StagedParts) -> pa.Table:
     t = _read(parts.tail.get("ws_messages", []), "ws_messages",
               ["flow_id", "direction", "stream_offset"])
     return t
@@ -413,7 +389,7 @@ _TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
 """The matcher's message tables and the time a later file's rows follow the cut by."""
 
 
-def _cut(parts: _Parts, last: int | None) -> int:
+def _cut(parts: StagedParts, last: int | None) -> int:
     if last is None:
         return INF
     cut = last - SETTLE_NS
@@ -433,7 +409,7 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
     """The matcher at the end of an ingest (module docstring)."""
     from .match import match_tables
 
-    parts = _Parts.of(stage_dir)
+    parts = StagedParts.of(stage_dir)
     state = stage_dir / store.STATE / STATE_FILE
     keep = state.is_file()
     if not keep and not parts.resumed:  # a capture of its own: its staged rows
@@ -461,7 +437,7 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
         STATS["cut"] = cut
 
 
-def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: _Parts, keep: bool,
+def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedParts, keep: bool,
            prev: _Carried | None, why: str | None, held: np.ndarray, limit_ns: int,
            cut: int) -> Result:
     run: _Run | None = None
@@ -488,7 +464,7 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: _Parts, 
         run.close()
 
 
-def _finish(stage_dir: Path, flows: pa.Table, parts: _Parts, keep: bool,
+def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
             prev: _Carried | None, run: _Run, held: np.ndarray, cut: int) -> Result:
     drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
             else pa.array([], pa.string()))
@@ -527,7 +503,7 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: _Parts, keep: bool,
     return Result(out, final, prov)
 
 
-def _check_inputs(prev: _Carried, parts: _Parts) -> str | None:
+def _check_inputs(prev: _Carried, parts: StagedParts) -> str | None:
     """Premises read before the run: this command's rows follow the previous cut."""
     before = int(prev.meta["cut"])
     for t, col in _TS_COLUMNS:
@@ -549,7 +525,7 @@ def _check_inputs(prev: _Carried, parts: _Parts) -> str | None:
     return None
 
 
-def _incremental(stage_dir: Path, parts: _Parts, prev: _Carried, flows: pa.Table,
+def _incremental(stage_dir: Path, parts: StagedParts, prev: _Carried, flows: pa.Table,
                  resolver: Resolver, held: np.ndarray, limit_ns: int, cut: int
                  ) -> tuple[_Run | None, str | None]:
     cands = _scan_rows(stage_dir, parts, old=False)
@@ -791,7 +767,7 @@ def _tables(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     return con.sql(sql).to_arrow_table()
 
 
-def save(stage_dir: Path, parts: _Parts, prev: _Carried | None, run: _Run, cut: int,
+def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, cut: int,
          held: np.ndarray, flows: pa.Table) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state)."""
     out = stage_dir / store.STATE / DIR

@@ -491,6 +491,37 @@ def staged_parts(stage: Path, tables: Sequence[str]) -> dict[str, list[Path]]:
                       key=lambda p: p.name) for t in tables}
 
 
+@dataclass(slots=True)
+class StagedParts:
+    """The staged Parquet parts of one ingest, by origin (what the matcher's and the
+    derive's carries read: ``pipelines.match_carry``, ``pcapflow.why_carry``)."""
+
+    old: dict[str, list[Path]] = field(default_factory=dict)
+    """The set's earlier final parts (in the dataset: ``carried_parts``)."""
+    new: dict[str, list[Path]] = field(default_factory=dict)
+    """This command's final parts."""
+    tail: dict[str, list[Path]] = field(default_factory=dict)
+    """This command's provisional parts (``part-t*``)."""
+    resumed: bool = False
+
+    @classmethod
+    def of(cls, stage_dir: Path) -> StagedParts:
+        from ..tables.schemas import TABLES
+
+        out = cls(resumed=(stage_dir / CARRIED).is_file())
+        carried = carried_parts(stage_dir)
+        for t in TABLES:
+            files = sorted((stage_dir / t).glob("*.parquet"))
+            out.old[t] = carried.get(t, [])
+            out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
+            out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
+        return out
+
+    def fresh(self, t: str) -> list[Path]:
+        """This command's parts of ``t``, final and provisional."""
+        return [*self.new.get(t, []), *self.tail.get(t, [])]
+
+
 def drop_carried(stage: Path, table: str, parts: Sequence[Path]) -> None:
     """The set's earlier parts ``parts`` of ``table`` go in this ingest's commit (their
     rows are made again: ``why_carry.whole``)."""
