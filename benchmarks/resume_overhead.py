@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
-    from watch_rotation import START_NS, rotate_in
+    from watch_rotation import write_rotation
 
     import pcapflow
 
@@ -114,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pcf-resov-"))
     d, root = tmp / "rot", tmp / "ds"
     d.mkdir()
-    n = int(a.pps * a.rotate_s)
-    end = 0
-    files = []
-    for k in range(a.files):  # written first: writing is not timed
-        p = rotate_in(d, k, n, a.pps, a.rotate_s, START_NS, end, ring=a.files)
-        end = int(p.cols["t"].max())
-        files.append(d / f"rot-{k:06d}.pcap")
+    files = write_rotation(d, a.files, a.pps, a.rotate_s)  # first: writing is not timed
     for f in files[:2]:  # Numba kernels loaded, the resume path's too
         pcapflow.ingest([[str(f)]], data=tmp / "warm")
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         prof_at = {int(k) for k in ks.split(",")}
 
     from pcapflow.pipelines import store
-    from watch_rotation import START_NS, rotate_in
+    from watch_rotation import write_rotation
 
     import pcapflow
     from pcapflow import venues, why
@@ -147,13 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pcf-rotcmd-"))
     d, root = tmp / "rot", tmp / "ds"
     d.mkdir()
-    n = int(a.pps * a.rotate_s)
-    end = 0
-    files = []
-    for k in range(a.files):  # written first: writing is not timed
-        p = rotate_in(d, k, n, a.pps, a.rotate_s, START_NS, end, ring=a.files)
-        end = int(p.cols["t"].max())
-        files.append(d / f"rot-{k:06d}.pcap")
+    files = write_rotation(d, a.files, a.pps, a.rotate_s)  # first: writing is not timed
     for f in files[:2]:  # Numba kernels loaded, the resume path's too
         pcapflow.ingest([[str(f)]], data=tmp / "warm")
     metrics = DatasetMetrics(root)

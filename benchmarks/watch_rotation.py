@@ -55,6 +55,17 @@ def rotate_in(d: Path, k: int, n: int, pps: float, rotate_s: float, start: int, 
     return p
 
 
+def write_rotation(d: Path, files: int, pps: float, rotate_s: float) -> list[Path]:
+    """A whole rotation of ``files`` files written into ``d`` at once (a benchmark that
+    times the commands, not the writing), in the order a writer closes them."""
+    n, end, out = int(pps * rotate_s), 0, []
+    for k in range(files):
+        p = rotate_in(d, k, n, pps, rotate_s, START_NS, end, ring=files)
+        end = int(p.cols["t"].max())
+        out.append(d / f"rot-{k:06d}.pcap")
+    return out
+
+
 def _ring(d: Path, ring: int) -> None:
     old = sorted(d.glob("rot-*.pcap"))
     for f in old[: max(0, len(old) - ring)]:
