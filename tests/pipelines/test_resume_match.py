@@ -82,7 +82,7 @@ def test_an_order_acked_files_later(tmp_path: Path, cut_now: None,
     two and more files later (the REST sample's slow replies: Nagle's 40 ms)."""
     _pending(monkeypatch, 300)
     cap = SAMPLES / "binance_rest_tls13.pcap"
-    one, data, parts = _one_per_call(cap, 60, tmp_path)
+    one, data, parts = _one_per_call(cap, 24, tmp_path)
     assert match_carry.WHOLE == []
     assert_same_rows(one, data)
     ds = pcapflow.open(data)
@@ -101,7 +101,7 @@ def test_an_order_pending_past_the_limit_then_answered_matches_whole(
     are one ingest's."""
     _pending(monkeypatch, 0.001)
     cap = SAMPLES / "binance_rest_tls13.pcap"
-    one, data, _ = _one_per_call(cap, 60, tmp_path)
+    one, data, _ = _one_per_call(cap, 24, tmp_path)
     assert any("final order" in w for w in match_carry.WHOLE), match_carry.WHOLE
     assert_same_rows(one, data)
 
