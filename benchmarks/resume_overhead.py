@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from procstat import rss_mb  # noqa: E402
-from rotation_per_command import slope  # noqa: E402
+from rotation_per_command import _timer, slope  # noqa: E402
 
 STEPS = (
     # (module, attribute, name): CPU seconds spent inside, per call
@@ -54,16 +53,6 @@ STEPS = (
     ("pcapflow.why_carry", "flows_of", "derive_flows_of"),
     ("pcapflow.pipelines.store.Staging", "commit", "commit"),
 )
-
-
-def _timer(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*a: Any, **k: Any) -> Any:
-        c = time.process_time()
-        try:
-            return fn(*a, **k)
-        finally:
-            spent[name] = spent.get(name, 0.0) + time.process_time() - c
-    return call
 
 
 def _instrument(spent: dict[str, float]) -> list[str]:
