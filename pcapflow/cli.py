@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from .parsers.errors import PcapflowError
-from .render import LazyConsole
+from .render import LazyConsole, escape
 
 app = typer.Typer(
     add_completion=False,
@@ -150,7 +150,8 @@ def ingest(
     digits: a tcpdump -G/-C rotation, a dumpcap ring buffer, an editcap split) are
     one capture: connections run on from file to file.
     """
-    _skip_unused_imports()  # first: checking the key logs already imports the parsers
+    if cluster is None:  # dask.distributed reads its configuration with PyYAML
+        _skip_unused_imports()  # first: checking the key logs already imports the parsers
     for c in captures:
         if c != "-" and not os.path.exists(c) and not any(ch in c for ch in "*?["):
             raise PcapflowError(f"{c}: no such file")
@@ -284,10 +285,10 @@ def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
         for problem in r.capture_problems:
             warnings.append(f"{r.path}: {problem}; the packets before it were ingested")
         if r.capture_id in had and r.resumed_from is None:
-            console.print(f"{Path(r.path).name}: replaced its earlier ingest (same content, "
-                          f"capture_id {r.capture_id})", highlight=False)
+            console.print(f"{escape(Path(r.path).name)}: replaced its earlier ingest (same "
+                          f"content, capture_id {r.capture_id})", highlight=False)
     for w in warnings:
-        render.note(console, f"[yellow]warning:[/yellow] {w}")
+        render.note(console, f"[yellow]warning:[/yellow] {escape(w)}")
 
 
 TOP_ANOMALIES = 6
@@ -346,8 +347,8 @@ def _keylogs_among_captures(captures: list[str], keylog: list[Path]
     for c in captures:
         if c != "-" and _is_keylog(c):
             keys.append(Path(c))
-            console.print(f"{c} is a key log, not a capture: used as --keylog (give several "
-                          "as --keylog A --keylog B)", highlight=False)
+            console.print(f"{escape(c)} is a key log, not a capture: used as --keylog (give "
+                          "several as --keylog A --keylog B)", highlight=False)
         else:
             caps.append(c)
     if not caps:
@@ -365,9 +366,9 @@ def _check_keylogs(keylog: list[Path]) -> None:
         except PcapflowError as err:
             raise PcapflowError(f"{k}: {err}") from err
         if log.lines == 0:
-            console.print(f"[yellow]warning:[/yellow] {k}: no key lines in it ({log.bad_lines} "
-                          "lines are not `LABEL <client_random> <secret>`): is it an NSS key "
-                          "log (SSLKEYLOGFILE)?", highlight=False)
+            console.print(f"[yellow]warning:[/yellow] {escape(k)}: no key lines in it "
+                          f"({log.bad_lines} lines are not `LABEL <client_random> <secret>`): "
+                          "is it an NSS key log (SSLKEYLOGFILE)?", highlight=False)
 
 
 def _iso_times(df):
@@ -711,10 +712,10 @@ def coverage_cmd(
                     notes=notes)
     else:
         for line in notes:
-            render.note(console, line)
+            render.note(console, escape(line))
         render.note(console, "no capture holding TLS was ingested with a key log")
     for warning in keylog_warnings(keys):
-        render.note(console, f"[yellow]warning:[/yellow] {warning}")
+        render.note(console, f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 COMMAND_MODULES = {"match": "cli_match", "report": "cli_report", "demo": "cli_demo",
@@ -766,7 +767,7 @@ def main() -> None:
         # an Exit, e.g. 130 when it turned a KeyboardInterrupt into Abort
         rc = app(standalone_mode=False)
     except PcapflowError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(err)}", highlight=False)
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         _exit_interrupted()
@@ -779,7 +780,7 @@ def main() -> None:
         if os.environ.get("PCAPFLOW_DEBUG"):
             raise
         console.print(
-            f"[red]internal error:[/red] {type(err).__name__}: {err} (a bug: please "
+            f"[red]internal error:[/red] {type(err).__name__}: {escape(err)} (a bug: please "
             "report it; PCAPFLOW_DEBUG=1 shows the traceback)",
             highlight=False,
         )

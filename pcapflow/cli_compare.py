@@ -18,6 +18,7 @@ from rich.console import Console
 
 from . import compare, render
 from .parsers.errors import ConfigError, PcapflowError
+from .render import escape
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -34,7 +35,7 @@ def _side(arg: Path, keylog: list[Path], venues: Path | None, stack: ExitStack) 
     from . import api
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcapflow-compare-")))
-    console.print(f"ingesting {arg} for the comparison", highlight=False)
+    console.print(f"ingesting {escape(arg)} for the comparison", highlight=False)
     api.ingest([str(arg)], keylog=keylog, data=tmp / "data", venues=venues)
     return tmp / "data"
 
@@ -90,7 +91,7 @@ def compare_cmd(
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(compare.to_html(table, keys, title), encoding="utf-8")
-        console.print(f"wrote {html}", highlight=False)
+        console.print(f"wrote {escape(html)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

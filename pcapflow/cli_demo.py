@@ -22,6 +22,7 @@ from . import api, report, samples
 from .cli_report import write_outputs
 from .dataset import Dataset
 from .parsers.errors import ConfigError
+from .render import escape
 
 console = Console(stderr=True)
 out = Console()
@@ -99,13 +100,13 @@ def demo_cmd(
     """Ingest the bundled sample captures and print their latency report per venue."""
     res = run(data, out_dir)
     out.print(f"[bold]pcapflow demo[/bold]: {res.captures} sample captures ingested "
-              f"into {res.data}\n", soft_wrap=True)
+              f"into {escape(res.data)}\n", soft_wrap=True)
     # The demo shows people the tables as a terminal does, even piped (fitted to the
     # console's width: 80 columns when it cannot tell).
     for rep in (res.by_venue, res.by_endpoint):
         out.print(report.render_table(rep, width=out.width))
         for note in rep.notes:
-            out.print(f"[dim]{note}[/dim]", highlight=False, soft_wrap=True)
+            out.print(f"[dim]{escape(note)}[/dim]", highlight=False, soft_wrap=True)
         out.print()
     venue = res.by_venue.frame["venue"].dropna()
     lines = [

@@ -16,12 +16,14 @@ import typer
 from rich.console import Console
 
 from .parsers.errors import PcapflowError
+from .render import escape
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 PortOpt = Annotated[int | None, typer.Option(
-    "--metrics-port", help="Serve Prometheus/OpenMetrics on this port (/metrics); "
+    "--metrics-port", min=0, max=65535,
+    help="Serve Prometheus/OpenMetrics on this port (/metrics); "
     "needs pip install 'pcapflow[live]'")]
 
 
@@ -114,14 +116,15 @@ def watch_cmd(
             sys.stdout.flush()
 
     def on_error(path: str, err: PcapflowError) -> None:
-        console.print(f"[yellow]warning:[/yellow] {path}: not ingested: {err}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(path)}: not ingested: {escape(err)}",
+                      highlight=False)
 
     def on_lost(path: str, first_ts: int) -> None:
         import datetime as dt
 
         when = dt.datetime.fromtimestamp(first_ts / 1e9, dt.UTC).isoformat(
             timespec="milliseconds") if first_ts else "?"
-        console.print(f"[red]lost:[/red] {path} (packets from {when}) was overwritten or "
+        console.print(f"[red]lost:[/red] {escape(path)} (packets from {when}) was overwritten or "
                       "deleted by its recording before it was ingested: the watch is "
                       "behind; give the ring more or larger files (tcpdump -W, dumpcap -b "
                       "files:)", highlight=False, soft_wrap=True)
@@ -130,7 +133,7 @@ def watch_cmd(
                         poll=poll, settle=settle, idle=idle, on_file=on_file,
                         on_error=on_error, on_lost=on_lost)
     if not tty:
-        console.print(f"watching {watcher.directory} into {root}", highlight=False)
+        console.print(f"watching {escape(watcher.directory)} into {escape(root)}", highlight=False)
     try:
         if tty:
             from rich.live import Live
@@ -162,7 +165,8 @@ def _sync(live_state: object, wt: object) -> None:
 def metrics_cmd(
     data: Annotated[Path | None, typer.Option(
         "--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)")] = None,
-    port: Annotated[int, typer.Option("--port", help="Port of the endpoint (/metrics)")]
+    port: Annotated[int, typer.Option("--port", min=0, max=65535,
+                                   help="Port of the endpoint (/metrics)")]
         = 9464,
     addr: Annotated[str, typer.Option("--addr", help="Address it listens on")] = "0.0.0.0",
 ) -> None:
@@ -178,7 +182,7 @@ def metrics_cmd(
     metrics.refresh()
     server = Server(metrics, port, addr, refresh_on_scrape=True)
     interrupts.set_message("interrupted: metrics endpoint stopped")
-    console.print(f"serving {root} at http://{addr}:{server.port}/metrics", highlight=False)
+    console.print(f"serving {escape(root)} at http://{addr}:{server.port}/metrics", highlight=False)
     try:
         while True:
             time.sleep(3600)

@@ -20,6 +20,7 @@ import typer
 from . import analysis, render, report
 from .dataset import Dataset, require
 from .parsers.errors import ConfigError
+from .render import escape
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,7 +132,7 @@ def report_cmd(
 
             _emit_slowest(why_report.slowest(ds, rep.filter(), slowest), fmt)
         for path in write_outputs(ds, rep, plot, html):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {escape(path)}", highlight=False)
 
 
 def _why(ds: Dataset, exchange: str | None, since: str | None, until: str | None,

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from . import render, verify
 from .parsers.errors import PcapflowError
+from .render import escape
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -38,7 +39,7 @@ def verify_cmd(
     checks = verify.verify(capture, keylog or [], sample=sample, seed=seed, venues=venues)
     rows = verify.summary(checks)
     if not rows:
-        console.print(f"{capture}: no messages to check (no HTTP, WebSocket, FIX or TLS "
+        console.print(f"{escape(capture)}: no messages to check (no HTTP, WebSocket, FIX or TLS "
                       "rows)", highlight=False)
         return
     render.show(["table", "checked", "agree", "differ", "not dissected"], rows, [1, 2, 3, 4],

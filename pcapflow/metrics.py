@@ -417,8 +417,9 @@ class Server:
         registry.register(_Collector())
         try:
             self.httpd, self.thread = pc.start_http_server(port, addr=addr, registry=registry)
-        except OSError as err:
-            raise PcapflowError(f"metrics port {port}: {err.strerror or err}") from err
+        except (OSError, OverflowError) as err:  # in use, no such address; out of range
+            raise PcapflowError(f"metrics port {port}: {getattr(err, 'strerror', None) or err}"
+                                ) from err
         self.port = self.httpd.server_port
 
     def close(self) -> None:

@@ -210,10 +210,26 @@ def lines_needed(header: Sequence[str], rows: Sequence[Sequence[str]], right: It
                 for i in range(len(header)) if i not in right), default=1)
 
 
+def escape(text: object) -> str:
+    """``text`` shown as itself in a line printed with markup: a path or message with
+    ``[...]`` in it (``pip install 'pcapflow[live]'``, ``cap[1].pcap``) is not a style
+    tag. Text without ``[`` is returned as it is, without importing rich (a
+    ``LazyConsole`` prints such a line itself)."""
+    text = str(text)
+    if "[" not in text:
+        return text
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def note(console: Console | LazyConsole, text: str, style: str | None = None) -> None:
     """A line under a table: on a terminal wrapped between words at its width, piped one
-    line (so a script can grep it)."""
+    line (so a script can grep it). With a ``style``, ``text`` is plain text (a note
+    naming a capture ``a[1].pcap`` shows its brackets); without, it may hold markup."""
     terminal = console.is_terminal  # (piped, a style shows nothing: plain text is the same)
+    if style:
+        text = escape(text)
     console.print(f"[{style}]{text}[/{style}]" if style and terminal else text,
                   highlight=False, soft_wrap=not terminal)
 

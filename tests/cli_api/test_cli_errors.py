@@ -75,6 +75,20 @@ def test_bad_keylog_exits_1_naming_it(files: Path, keylog: str, needle: str) -> 
     assert keylog in line and needle in line, line
 
 
+def test_an_error_shows_its_brackets(files: Path) -> None:
+    """An error is printed as itself, not as console markup: ``[live]`` in a path (or
+    in an install hint, ``pcapflow[live]``) is not a style tag to swallow."""
+    code, _out, err = run("ingest", str(FIX), "--keylog", "keys[live].log", "--data", "d",
+                          cwd=files)
+    assert code == 1
+    assert one_line(err) == "error: keys[live].log: key log file not found"
+
+
+def test_an_out_of_range_metrics_port_is_a_usage_error(files: Path) -> None:
+    code, _out, err = run("watch", ".", "--data", "d", "--metrics-port", "99999", cwd=files)
+    assert code == 2 and "--metrics-port" in err and "internal error" not in err, err
+
+
 def test_truncated_mid_record_exits_0_and_counts_it(files: Path) -> None:
     code, out, err = run("ingest", "cut.pcap", "--data", "d", cwd=files)
     assert code == 0, err

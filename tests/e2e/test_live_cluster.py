@@ -78,6 +78,27 @@ def test_cluster_equals_local_ingest(cluster, local, tmp_path: Path) -> None:
     assert not any((ds / ".staging").iterdir())
 
 
+def test_the_command_line_ingests_on_a_cluster(cluster, local, tmp_path: Path) -> None:
+    """``pcapflow ingest --cluster``, the command a user types: the CLI's ingest keeps
+    pandas, SciPy and PyYAML from loading (they cost start-up, an ingest never uses
+    them), but dask.distributed needs PyYAML for its configuration: with --cluster
+    nothing is kept out (the command used to fail with "needs dask.distributed")."""
+    import subprocess
+
+    ref, plan = local
+    ds = tmp_path / "ds"
+    files = [f for p in plan for f in ([p] if isinstance(p, str) else p)]
+    argv = [sys.executable, "-m", "pcapflow", "ingest", *files, "--data", str(ds),
+            "--cluster", cluster.scheduler_address]
+    for k in _keylogs():
+        argv += ["--keylog", str(k)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_COLOR": "1", "TERM": "dumb"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = assert_same_rows(ref, ds)
+    assert counts["latency"] > 200
+
+
 def test_cluster_worker_killed_mid_set(cluster, local, tmp_path: Path) -> None:
     ref, plan = local
     ds = tmp_path / "ds"
