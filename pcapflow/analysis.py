@@ -128,7 +128,13 @@ def resolve_exchange(ds: Dataset, exchange: str | Sequence[str | None] | None
             (out if name.lower() in by_lower else unknown).append(
                 by_lower.get(name.lower(), name))
     if unknown or not out:
-        have = ", ".join(present) if present else "none (ingest captures first)"
+        if present:
+            have = ", ".join(present)
+        elif ds.scalar("SELECT count(*) FROM flows"):
+            have = ("none named: every connection is 'unknown' (--exchange unknown; name "
+                    "venues by address with pcapflow ingest --venues MAP)")
+        else:
+            have = "none (ingest captures first)"
         raise ConfigError(f"unknown exchange {', '.join(unknown) or exchange!r}; "
                           f"venues present: {have}", code="unknown_venue")
     return out

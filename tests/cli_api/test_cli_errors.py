@@ -84,6 +84,17 @@ def test_an_error_shows_its_brackets(files: Path) -> None:
     assert one_line(err) == "error: keys[live].log: key log file not found"
 
 
+def test_an_unknown_exchange_where_no_venue_is_named_says_how_to_name_one(files: Path
+                                                                         ) -> None:
+    """A dataset whose connections are all of the unknown venue (no SNI, Host or venue
+    map, as FIX on a private line) does not tell the user to ingest captures first."""
+    assert run("ingest", str(FIX), "--data", "d", cwd=files)[0] == 0
+    code, _out, err = run("report", "--data", "d", "--exchange", "binance", cwd=files)
+    words = " ".join(err.split())
+    assert code == 2 and "every connection is 'unknown'" in words and "--venues" in words
+    assert "ingest captures first" not in words
+
+
 def test_an_out_of_range_metrics_port_is_a_usage_error(files: Path) -> None:
     code, _out, err = run("watch", ".", "--data", "d", "--metrics-port", "99999", cwd=files)
     assert code == 2 and "--metrics-port" in err and "internal error" not in err, err
