@@ -445,5 +445,15 @@ class Dataset:
 
 
 def open(path: str | os.PathLike[str] | None = None) -> Dataset:
-    """Open a dataset directory (default ``./pcapflow_data`` or ``$PCAPFLOW_DATA``)."""
+    """Open a dataset directory (default ``./pcapflow_data`` or ``$PCAPFLOW_DATA``).
+
+    A path that does not exist is an error (``PcapflowError``), not an empty dataset: a
+    mistyped path in a notebook would otherwise answer every question with no rows. A
+    directory without tables yet (a watch that has ingested nothing) opens empty."""
+    from .parsers.errors import PcapflowError
+
+    where = data_dir(path)
+    if not where.is_dir():
+        raise PcapflowError(f"{where}: no such dataset directory (make one with "
+                            f"pcapflow.ingest(CAPTURE, data={str(where)!r}))")
     return Dataset(path)

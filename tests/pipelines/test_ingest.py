@@ -169,6 +169,16 @@ def test_one_path_and_one_key_log_may_be_given_as_strings(tmp_path: Path) -> Non
     assert one.rows == listed.rows == path.rows and one.rows["latency"] > 0
 
 
+def test_opening_a_dataset_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    # not an empty dataset: a mistyped path would answer every question with no rows
+    from pcapflow.parsers.errors import PcapflowError
+
+    with pytest.raises(PcapflowError, match="no such dataset directory"):
+        pcapflow.open(tmp_path / "typo")
+    (tmp_path / "empty").mkdir()  # a directory with no tables yet opens empty
+    assert pcapflow.open(tmp_path / "empty").scalar("SELECT count(*) FROM latency") == 0
+
+
 def test_packets_table_is_opt_in(tmp_path: Path) -> None:
     cap = SAMPLES / "okx_ws_tls12.pcap"
     pcapflow.ingest([cap], data=tmp_path / "x")
