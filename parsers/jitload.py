@@ -261,12 +261,15 @@ def _read_runtime(path: str, key: str) -> Any:
 def _write_runtime(path: str, key: str, library: Any) -> None:
     """Save ``library`` (compiled with object caching) under ``key``; atomic: another
     process reads the old file or the whole new one."""
-    with contextlib.suppress(Exception):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
         payload = pickle.dumps(library.serialize_using_object_code(), protocol=4)
-        tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
             fh.write(key.encode() + hashlib.sha256(payload).digest() + payload)
         os.replace(tmp, path)
+    except Exception:  # not saved: the next process compiles it again
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _lazy_environments() -> None:
