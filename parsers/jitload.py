@@ -25,16 +25,45 @@ constants is never read by nopython code (its globals serve object mode only), s
 ``install`` also makes such an environment of a module not imported yet with its
 module's name alone; one with constants, or of a module already imported, is
 rebuilt as Numba does.
+
+Three more fixed costs of a process's first kernel are cut the same way (session 12):
+
+- *Numba's runtime from a cache of its own.* Initialising NRT compiles its ~20 small
+  LLVM functions (refcounts, allocation) in every process, ~17 ms of CPU. The first
+  process now saves that library as Numba saves a kernel (object code and the bitcode
+  fresh kernels link against) to ``nrt-<key>.nbc`` in the cache directory Numba would
+  use for this file; the next ones load it (~4 ms). The key hashes Numba's and
+  llvmlite's versions, the target (triple, CPU, features) and the runtime's LLVM IR
+  itself; the file carries a SHA-256 of its payload: any mismatch, or any failure, and
+  the runtime is compiled as Numba does.
+- *No extension entry points for a cache hit.* Before a dispatcher's first call Numba
+  loads every installed ``numba_extensions`` entry point, which scans the metadata of
+  every installed distribution (~6 ms). For pcapflow's own kernels this now happens
+  only when a kernel is compiled (a cache miss), before the compile; a cached kernel
+  types plain NumPy arrays and scalars, which no extension changes. Other dispatchers
+  in the process (a user's) keep Numba's hook.
+- *No LLVM-lock events while a kernel loads.* Every llvmlite call (~230 per kernel)
+  takes a lock whose callbacks broadcast Numba's ``numba:llvm_lock`` events, which
+  only time compiles; a cache load now takes that lock once for the whole load with
+  the callbacks off (other threads' LLVM calls wait as they would for each call).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import pickle
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["install", "installed"]
 
 _INSTALLED = False
+RUNTIME = ""
+"""How this process got Numba's runtime library: "" (not yet, or Numba's own way),
+"cache" (read from ``nrt-<key>.nbc``) or "compiled" (and saved there)."""
 
 
 def installed() -> bool:
@@ -61,15 +90,186 @@ def install() -> bool:
     def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
         """``Cache.load_overload`` without ``target_context.refresh()``: the runtime
         the loaded code allocates with is all it needs."""
-        rtsys.initialize(target_context)
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
-        return None  # the guard swallowed an I/O error: compile instead
+        cres = None
+        with _quiet_llvm_lock():
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                cres = self._load_overload(sig, target_context)
+            # (None: not cached, or the guard swallowed an I/O error: compile instead)
+        if cres is None:  # a compile follows: with the extensions, as Numba would
+            _init_entry_points()
+        return cres
 
     cache.load_overload = load_overload
     _lazy_environments()
+    _cached_runtime()
+    _defer_entry_points()
     _INSTALLED = True
     return True
+
+
+OWN = "pcapflow."
+"""Modules whose dispatchers load extension entry points only to compile."""
+
+
+def _init_entry_points() -> None:
+    with contextlib.suppress(ImportError, AttributeError):
+        from numba.core import entrypoints
+
+        entrypoints.init_all()
+
+
+def _defer_entry_points() -> None:
+    """pcapflow's dispatchers skip ``entrypoints.init_all`` until a cache miss (module
+    docstring); every other dispatcher keeps Numba's hook."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return
+    hook = getattr(Dispatcher, "_compilation_chain_init_hook", None)
+    if hook is None or getattr(hook, "_pcapflow", False):
+        return
+
+    def _compilation_chain_init_hook(self: Any) -> None:
+        if not getattr(self.py_func, "__module__", "").startswith(OWN):
+            hook(self)
+
+    _compilation_chain_init_hook._pcapflow = True  # type: ignore[attr-defined]
+    Dispatcher._compilation_chain_init_hook = _compilation_chain_init_hook  # type: ignore
+
+
+@contextlib.contextmanager
+def _quiet_llvm_lock() -> Iterator[None]:
+    """llvmlite's lock held once, its callbacks (Numba's timing events) off, for the
+    duration (module docstring). Anything unexpected: left as it is."""
+    try:
+        import llvmlite.binding.ffi as ffi
+        from numba.core.compiler_lock import global_compiler_lock
+
+        lock = ffi.lib._lock
+        inner, callbacks = lock._lock, lock._cblist
+    except (ImportError, AttributeError):
+        yield
+        return
+    # Numba's order: its compiler lock (a compile holds it already), then llvmlite's
+    with global_compiler_lock, inner:
+        lock._cblist = []
+        try:
+            yield
+        finally:
+            lock._cblist = callbacks
+
+
+def _nrt_cache_anchor() -> None:
+    """Names this file to Numba's cache locators (``_runtime_cache_dir``)."""
+
+
+def _runtime_cache_dir() -> str | None:
+    """Where Numba would cache a kernel of this file (``NUMBA_CACHE_DIR``, else the
+    ``__pycache__`` beside it, else the user-wide directory); None: nowhere writable."""
+    try:
+        from numba.core import caching
+
+        kinds = (
+            caching.UserProvidedCacheLocator,
+            caching.InTreeCacheLocator,
+            caching.UserWideCacheLocator,
+        )
+    except (ImportError, AttributeError):
+        return None
+    for kind in kinds:
+        with contextlib.suppress(Exception):
+            loc = kind.from_function(_nrt_cache_anchor, __file__)
+            if loc is not None:
+                return str(loc.get_cache_path())
+    return None
+
+
+def _cached_runtime() -> None:
+    """``nrtdynmod.compile_nrt_functions`` through a cache file (module docstring)."""
+    try:
+        import llvmlite
+        import numba
+        from numba.core.runtime import nrtdynmod
+    except ImportError:
+        return
+    compile_nrt = getattr(nrtdynmod, "compile_nrt_functions", None)
+    create = getattr(nrtdynmod, "create_nrt_module", None)
+    if compile_nrt is None or create is None or getattr(compile_nrt, "_pcapflow", False):
+        return
+
+    def compile_nrt_functions(ctx: Any) -> Any:
+        try:
+            ir_mod, library = create(ctx)
+            codegen = ctx.codegen()
+            key = hashlib.sha256(
+                repr(
+                    (numba.__version__, llvmlite.__version__, codegen.magic_tuple(), str(ir_mod))
+                ).encode()
+            ).hexdigest()
+            where = _runtime_cache_dir()
+        except Exception:  # anything unexpected: Numba's own way
+            return compile_nrt(ctx)
+        path = os.path.join(where, f"nrt-{key[:24]}.nbc") if where else None
+        global RUNTIME
+        state = _read_runtime(path, key) if path else None
+        if state is not None:
+            with contextlib.suppress(Exception):
+                lib = codegen.unserialize_library(state)
+                RUNTIME = "cache"
+                return lib
+        try:
+            library.enable_object_caching()
+            library.add_ir_module(ir_mod)
+            library.finalize()
+        except Exception:
+            return compile_nrt(ctx)
+        if path:
+            _write_runtime(path, key, library)
+        RUNTIME = "compiled"
+        return library
+
+    compile_nrt_functions._pcapflow = True  # type: ignore[attr-defined]
+    nrtdynmod.compile_nrt_functions = compile_nrt_functions
+
+
+def _read_runtime(path: str, key: str) -> Any:
+    """The serialised runtime library saved under ``key``, or None."""
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except OSError:
+        return None
+    head, digest, payload = blob[:64], blob[64:96], blob[96:]
+    if head != key.encode() or hashlib.sha256(payload).digest() != digest:
+        return None
+    try:
+        state = pickle.loads(payload)
+    except Exception:
+        return None
+    ok = (
+        isinstance(state, tuple)
+        and len(state) == 3
+        and state[1] == "object"
+        and isinstance(state[2], tuple)
+        and len(state[2]) == 2
+        and all(isinstance(b, bytes) for b in state[2])
+    )
+    return state if ok else None
+
+
+def _write_runtime(path: str, key: str, library: Any) -> None:
+    """Save ``library`` (compiled with object caching) under ``key``; atomic: another
+    process reads the old file or the whole new one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        payload = pickle.dumps(library.serialize_using_object_code(), protocol=4)
+        with open(tmp, "wb") as fh:
+            fh.write(key.encode() + hashlib.sha256(payload).digest() + payload)
+        os.replace(tmp, path)
+    except Exception:  # not saved: the next process compiles it again
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _lazy_environments() -> None:

@@ -11,13 +11,21 @@ handlers) would only add time, and a window in which SIGTERM kills it silently.
 from __future__ import annotations
 
 INTERRUPTED = "interrupted: the dataset is as it was before this command"
+CONSOLE = False
+"""This process is the console script (not a test or a notebook importing the CLI)."""
 
 
 def main() -> None:
     import contextlib
+    import gc
     import os
     import sys
 
+    global CONSOLE
+    CONSOLE = True
+    # No cyclic collection while the command's libraries are imported: the CLI turns the
+    # collector back on once they are in (``cli._startup_done``)
+    gc.disable()
     from .pipelines import interrupts
 
     interrupts.install_cli(INTERRUPTED)

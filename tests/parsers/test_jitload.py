@@ -28,9 +28,12 @@ if sys.argv[1] == "refresh":
 import pcapflow
 a = json.loads(sys.argv[2])
 pcapflow.ingest(a["caps"], keylog=a["keys"], data=a["data"])
+from numba.core import entrypoints
 print(json.dumps({"installed": jitload.installed(),
                   "registries": "numba.np.polynomial.polynomial_core" in sys.modules,
-                  "arrayobj": "numba.np.arrayobj" in sys.modules}))
+                  "arrayobj": "numba.np.arrayobj" in sys.modules,
+                  "entry_points": entrypoints._already_initialized,
+                  "runtime": jitload.RUNTIME}))
 """
 
 
@@ -39,9 +42,18 @@ def _ingest(mode: str, data: Path) -> dict[str, bool]:
     name but, holding no constants, no longer need: ``jitload._lazy_environments``)"""
     caps = [str(SAMPLES / f"{n}.pcap") for n in NAMES]
     keys = [str(k) for n in NAMES for k in SAMPLES.glob(f"{n}.keylog")]
-    out = subprocess.run([sys.executable, "-c", _CHILD, mode, json.dumps(
-        {"caps": caps, "keys": keys, "data": str(data)})], capture_output=True, text=True,
-        check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            mode,
+            json.dumps({"caps": caps, "keys": keys, "data": str(data)}),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -50,15 +62,29 @@ def test_lighter_cache_loads_write_the_same_tables(tmp_path: Path) -> None:
     light = _ingest("light", tmp_path / "light")
     full = _ingest("refresh", tmp_path / "full")
     # the set-up was skipped, and no module imported for an empty environment
-    assert light == {"installed": True, "registries": False, "arrayobj": False}
-    assert full == {"installed": False, "registries": True, "arrayobj": True}
+    # (and no extension entry points loaded for pcapflow's cached kernels; Numba's runtime
+    # from jitload's cache file)
+    assert light == {
+        "installed": True,
+        "registries": False,
+        "arrayobj": False,
+        "entry_points": False,
+        "runtime": "cache",
+    }
+    assert full == {
+        "installed": False,
+        "registries": True,
+        "arrayobj": True,
+        "entry_points": True,
+        "runtime": "",
+    }
     want, got = read_tables(tmp_path / "full"), read_tables(tmp_path / "light")
     assert want["ws_messages"].num_rows and want["fix_messages"].num_rows
     assert want["latency"].num_rows and want["http_messages"].num_rows
     assert_same_tables(want, got)
 
 
-_KERNEL = '''
+_KERNEL = """
 import numba
 import numpy as np
 
@@ -69,7 +95,7 @@ def doubled(n):
     for i in range(n):
         out[i] = 2 * i
     return out
-'''
+"""
 
 _USE = r"""
 import json, sys
@@ -93,8 +119,13 @@ def test_a_kernel_compiled_with_the_lighter_load_is_cached_and_loads(tmp_path: P
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
 
     def run() -> dict:
-        out = subprocess.run([sys.executable, "-c", _USE, str(tmp_path)], capture_output=True,
-                             text=True, env=env, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", _USE, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -102,3 +133,82 @@ def test_a_kernel_compiled_with_the_lighter_load_is_cached_and_loads(tmp_path: P
     assert first["got"] == second["got"] == [0, 2, 4, 6, 8]
     assert first["hits"] == 0 and second["hits"] == 1  # compiled and saved, then loaded
     assert second["arrayobj"] is False
+
+
+_USE_RUNTIME = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import pcapflow.parsers.jitload as jitload
+assert jitload.install()
+import jitload_probe
+from numba.core import entrypoints
+fn = getattr(jitload_probe, sys.argv[2])
+got = fn(5).tolist()
+print(json.dumps({"got": got, "hits": sum(fn.stats.cache_hits.values()),
+                  "runtime": jitload.RUNTIME, "entry_points": entrypoints._already_initialized}))
+"""
+
+_TRIPLED = """
+
+@numba.njit(cache=True)
+def tripled(n):
+    out = np.zeros(n, np.int64)
+    for i in range(n):
+        out[i] = 3 * i
+    return out
+"""
+
+
+def test_numbas_runtime_from_a_cache_file(tmp_path: Path) -> None:
+    """Numba's runtime library (NRT) is compiled and saved by the first process, read
+    from that file by the next ones, and a kernel compiled in a process whose runtime
+    came from the file (a cache miss) gives the same results; a damaged file is
+    ignored (compiled and written again). A dispatcher that is not pcapflow's still
+    loads Numba's extension entry points before its first call."""
+    import os
+
+    (tmp_path / "jitload_probe.py").write_text(_KERNEL)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+    def run(name: str) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-c", _USE_RUNTIME, str(tmp_path), name],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("doubled")
+    assert first == {"got": [0, 2, 4, 6, 8], "hits": 0, "runtime": "compiled", "entry_points": True}
+    saved = list(cache.rglob("nrt-*.nbc"))
+    assert len(saved) == 1
+    assert run("doubled") == {
+        "got": [0, 2, 4, 6, 8],
+        "hits": 1,
+        "runtime": "cache",
+        "entry_points": True,
+    }
+    # a new kernel (the file changed: both compiled) linked against the runtime read back
+    with (tmp_path / "jitload_probe.py").open("a") as fh:
+        fh.write(_TRIPLED)
+    assert run("tripled") == {
+        "got": [0, 3, 6, 9, 12],
+        "hits": 0,
+        "runtime": "cache",
+        "entry_points": True,
+    }
+    assert run("doubled")["got"] == [0, 2, 4, 6, 8]
+    blob = bytearray(saved[0].read_bytes())
+    blob[-10] ^= 0xFF  # damaged: its digest no longer matches
+    saved[0].write_bytes(bytes(blob))
+    assert run("tripled") == {
+        "got": [0, 3, 6, 9, 12],
+        "hits": 1,
+        "runtime": "compiled",
+        "entry_points": True,
+    }
+    assert run("tripled")["runtime"] == "cache"  # written again whole

@@ -29,3 +29,19 @@ def test_startup_runs_every_command(tmp_path: Path) -> None:
         assert "other: query" in rows
     for target in ("query", "report", "ingest_1mb"):
         assert f"{target} " in run.stdout and "target" in run.stdout
+
+
+def test_ingest_phases_accounts_for_the_whole_process(tmp_path: Path) -> None:
+    """``benchmarks/ingest_phases.py``: every phase of a 1 MB ingest is there, and the
+    phases add up to the process's own CPU time (each second counted once)."""
+    out = tmp_path / "phases.json"
+    run = subprocess.run([sys.executable, str(BENCH / "ingest_phases.py"), "--repeat", "1",
+                          "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    (got,) = json.loads(out.read_text())["runs"][sys.executable]
+    for phase in ("interpreter", "import numpy", "import numba", "import pcapflow", "kernels",
+                  "packets", "derive", "summary", "cli"):
+        assert got[phase] > 0, phase
+    parts = sum(v for k, v in got.items() if k != "total")
+    assert 0.95 * got["total"] <= parts <= 1.01 * got["total"]
+    assert "total" in run.stdout and "kernels" in run.stdout
