@@ -688,14 +688,18 @@ def _silences(ds: Dataset, messages: pa.Table, stale: int) -> list[tuple] | None
 
 
 def stale_feed(ds: Dataset, s: Settings,
-               messages: str | pa.Table | None = None) -> list[dict[str, object]]:
+               messages: str | pa.Table | None = None,
+               silences: list[tuple] | None = None) -> list[dict[str, object]]:
     """Market-data streams silent for more than ``stale_after_s``; ``messages``:
     ``feed.message_rows``' table (then in NumPy, ``_silences``) or the name of a table
-    of ``feed.messages_sql``'s rows, when at hand. Evidence: the stream's messages on
-    either side of the silence (the last one alone when the silence runs to its
-    connection's end)."""
+    of ``feed.messages_sql``'s rows, when at hand; ``silences``: ``_silences``' rows
+    when the ingest found them already (``feed.silences_for``). Evidence: the stream's
+    messages on either side of the silence (the last one alone when the silence runs
+    to its connection's end)."""
     stale = int(s.stale_after_s * 1e9)
-    rows = _silences(ds, messages, stale) if isinstance(messages, pa.Table) else None
+    rows = silences
+    if rows is None and isinstance(messages, pa.Table):
+        rows = _silences(ds, messages, stale)
     if rows is None:
         if isinstance(messages, pa.Table):
             ds.con.register("_stale_msg", messages)
@@ -739,13 +743,15 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 def find_rows(ds: Dataset, settings: Settings | None = None,
               kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
               messages: str | pa.Table | None = None, cusum: CusumCarry | None = None,
-              orders_since: int | None = None) -> list[dict[str, object]]:
+              orders_since: int | None = None,
+              silences: list[tuple] | None = None) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
-    a rotation's later command (latency alerts from that order time on)."""
+    a rotation's later command (latency alerts from that order time on); ``silences``:
+    see ``stale_feed``."""
     s = settings or Settings()
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
-               "stale_feed": lambda: stale_feed(ds, s, messages),
+               "stale_feed": lambda: stale_feed(ds, s, messages, silences),
                "latency_shift": lambda: latency_shift(ds, s, cusum),
                "p99_high": lambda: p99_high(ds, s, orders_since)}
     return [r for k in _kinds(kinds) for r in (

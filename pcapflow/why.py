@@ -23,10 +23,19 @@ they are) and the others as provisional ones, and saves what the next command
 carries (``why_carry``: cuts, carried rows, the CUSUM's state, the checks that
 fall back to the whole set). Each command costs O(its file), and the rows are
 one ingest's.
+
+The feed checks of a capture ingested whole (``feed_gaps``, stale feeds) need the
+flows' venues only to leave out the streams of rules not theirs (``feed.Streams``):
+``FeedPrep`` reads the ingest's scan and works them out per stream in a thread while
+the matcher runs (its DuckDB and NumPy's sorts let go of the GIL), and the derive
+then only keeps what the venues say. On the application-layer benchmark capture
+that takes ~0.25 s of CPU off the serial end of every ingest, sharded or not, which
+is what bounds ``--workers`` (``benchmarks/README.md``, "session 12").
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -38,6 +47,7 @@ from .pipelines.tables.schemas import TABLES, without_capture_id
 
 if TYPE_CHECKING:
     from . import alerts, why_carry
+    from .feed import Streams
     from .pipelines.match import MatchOutput
 
 DERIVED = ("causes", "feed_gaps", "alerts")
@@ -110,12 +120,50 @@ Split = tuple[dict[str, pa.Table], dict[str, pa.Table]]
 """Derived rows as (final, provisional), per table."""
 
 
+def _stale_ns() -> int:
+    from . import alerts
+
+    return int((SETTINGS or alerts.Settings()).stale_after_s * 1e9)
+
+
+class FeedPrep:
+    """The ingest's scan of the staged ``ws_messages`` read back and its streams worked
+    out (``feed.prepare``), in a thread started before the matcher (module docstring);
+    ``derive_staged`` waits for it and uses it when the derive reads those same files
+    and nothing else gives market-data rows (no payload handed back whole, no FIX)."""
+
+    def __init__(self, stage_dir: Path) -> None:
+        self.ws_files = staged_files(stage_dir)["ws_messages"]
+        self.stale_ns = _stale_ns()
+        self.scanned: pa.Table | None = None
+        self.streams: Streams | None = None
+        self._thread = threading.Thread(target=self._run, args=(stage_dir,), daemon=True,
+                                        name="pcapflow-feed-prep")
+        self._thread.start()
+
+    def _run(self, stage_dir: Path) -> None:
+        from . import feed
+        from .pipelines.feed_scan import staged
+
+        try:
+            self.scanned = staged(stage_dir, self.ws_files)
+            if self.scanned is not None:
+                self.streams = feed.prepare(self.scanned, self.stale_ns)
+        except Exception:  # only a head start: the derive reads the files itself
+            self.scanned = self.streams = None
+
+    def wait(self) -> FeedPrep:
+        self._thread.join()
+        return self
+
+
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
-                  matched: MatchOutput) -> Split:
+                  matched: MatchOutput, prep: FeedPrep | None = None) -> Split:
     """``derive`` at the end of an ingest: the staged tables, the flows the matcher
     was given (with its venues) besides those already staged, and its outputs. A
     rotation's file ingested on its own derives from its own rows and what the set's
-    previous command carried (``why_carry``): (final rows, provisional rows)."""
+    previous command carried (``why_carry``): (final rows, provisional rows).
+    ``prep``: the feed work started beside the matcher (``FeedPrep``)."""
     import pyarrow.parquet as pq
 
     from . import why_carry
@@ -144,16 +192,27 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
     view_tables = dict(tables)
     if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
         view_tables["flows"] = why_carry.flows_of(plan, all_flows)
+    streams = None
+    if prep is not None and sorted(prep.wait().ws_files) == sorted(files["ws_messages"]):
+        if (plan.prev is None and not plan.keep and prep.stale_ns == _stale_ns()
+                and not any(pq.read_metadata(p).num_rows for p in files["fix_messages"])):
+            streams = prep.streams
+        scanned = prep.scanned if streams is None else None
+    else:
+        scanned = staged(stage_dir, files["ws_messages"])
+    prep = None
     # (the scan's rows passed on, not kept here: freed once the messages' rows are made)
-    return _derive_carried(plan, files, extra, view_tables,
-                           staged(stage_dir, files["ws_messages"]), all_flows)
+    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows, streams)
 
 
 def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                     extra: Mapping[str, pa.Table], tables: Mapping[str, pa.Table],
-                    scanned: pa.Table | None, all_flows: pa.Table) -> Split:
+                    scanned: pa.Table | None, all_flows: pa.Table,
+                    streams: Streams | None = None) -> Split:
     """``derive`` of one command of a capture (set): rows split at its cuts, the rows
-    an earlier command made left out, what the next command carries saved."""
+    an earlier command made left out, what the next command carries saved;
+    ``streams``: the feed checks' streams worked out already (``FeedPrep``: then
+    ``scanned`` is not read)."""
     from . import alerts, causes, feed
     from . import why_carry as wc
     from .dataset import Dataset
@@ -177,19 +236,30 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)
         else:
             final["causes"] = prov["causes"] = without_capture_id(TABLES["causes"]).empty_table()
-        feed_msg = feed.message_rows(view, scanned=scanned)
-        scanned = None
-        if prev is not None and prev.feed.num_rows:
-            feed_msg = feed.as_messages(pa.concat_tables([feed.as_messages(prev.feed),
-                                                          feed_msg]))
-        gaps = feed.gaps_table(view, messages=feed_msg)
+        silences: list[tuple] | None = None
+        feed_msg: pa.Table | None = None
+        named = None
+        if streams is not None:  # (``FeedPrep``: only a plain ingest's derive has them)
+            named = view.sql("SELECT flow_id, capture_id, venue, epoch_ns(last_ts) AS last_ts "
+                             "FROM flows ORDER BY flow_id").to_arrow_table()
+        if streams is not None and named is not None and feed.usable(named):
+            gaps = feed.gaps_for(streams, named)
+            silences = feed.silences_for(streams, named)
+        else:
+            feed_msg = feed.message_rows(view, scanned=scanned)
+            scanned = None
+            if prev is not None and prev.feed.num_rows:
+                feed_msg = feed.as_messages(pa.concat_tables([feed.as_messages(prev.feed),
+                                                              feed_msg]))
+            gaps = feed.gaps_table(view, messages=feed_msg)
+        streams = named = None
         final["feed_gaps"], prov["feed_gaps"] = wc.split(
             _cast(gaps, "feed_gaps"), wc._ns(gaps.column("ts")), c_prev, cut)
         cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
                                   until=pcut if plan.keep else None)
         s = SETTINGS or alerts.Settings()
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
-                                orders_since=p_prev)
+                                orders_since=p_prev, silences=silences)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts = wc.INF
@@ -219,6 +289,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         if plan.keep:
             keys = wc.tail_keys(plan)
             view.con.register("_tail_keys", keys)
+            assert feed_msg is not None  # (``streams`` are never a rotation's: see above)
             view.con.register("feed_msg", feed_msg)
             feed_rows = view.con.sql(
                 "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "

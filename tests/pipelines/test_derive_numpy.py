@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from pcapflow.pipelines.store import partition_dir
-from pcapflow.pipelines.tables.schemas import TABLES
+from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
 
 import pcapflow
 from pcapflow import alerts, feed
@@ -75,3 +75,41 @@ def test_stale_numpy_path_is_what_the_ingest_stored(samples_dataset: pcapflow.Da
     ref = sorted((r["capture_id"], r["flow_id"], r["stream"], r["start_ts"], r["end_ts"])
                  for r in alerts.stale_feed(samples_dataset, s))
     assert [tuple(r) for r in stored] == ref
+
+
+def test_streams_before_venues_are_the_derive_s(samples_dataset: pcapflow.Dataset) -> None:
+    """``feed.prepare`` (every scanned stream, before the matcher names venues) then
+    ``gaps_for`` / ``silences_for`` give ``gaps_of`` / ``_silences`` of
+    ``message_rows``: the ingest's ``FeedPrep`` beside the matcher (``pcapflow.why``)."""
+    from pcapflow.pipelines import feed_scan
+
+    schema = without_capture_id(TABLES["ws_messages"])
+    found = {"captures": 0, "gaps": 0, "stale": 0, "left_out": 0}
+    for cid, view in _views(samples_dataset):
+        with view:
+            rows = view.sql(f"SELECT {', '.join(schema.names)} FROM ws_messages"
+                            ).to_arrow_table().cast(schema)
+            scanned = feed_scan.scan(rows)
+            if scanned is None:
+                continue
+            flows = view.sql("SELECT flow_id, capture_id, venue, epoch_ns(last_ts) AS last_ts "
+                             "FROM flows ORDER BY flow_id").to_arrow_table()
+            assert feed.usable(flows)
+            messages = feed.message_rows(view, scanned=scanned)
+            ref = [r for r in feed.gaps_of(messages).to_pylist() if r["rule"] != "fix_seq"]
+            for stale_s in STALE_S:
+                stale = int(stale_s * 1e9)
+                streams = feed.prepare(scanned, stale)
+                if streams is None:  # a payload handed back whole: the SQL reads it
+                    assert scanned.column("rule").null_count
+                    break
+                assert feed.gaps_for(streams, flows).to_pylist() == ref, cid
+                got = feed.silences_for(streams, flows)
+                assert got == alerts._silences(view, messages, stale), (cid, stale_s)
+                found["stale"] += len(got or [])
+            else:
+                found["captures"] += 1
+                found["gaps"] += len(ref)
+                found["left_out"] += streams.gaps.num_rows - len(ref)  # other venues' rules
+    print(found)
+    assert found["captures"] >= 3 and found["gaps"] > 0 and found["stale"] > 100
