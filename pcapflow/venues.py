@@ -511,7 +511,7 @@ class IngestMatcher:
         from .why import FeedPrep, derive_staged
 
         # the derive's feed work that needs no venue, in a thread beside the matcher
-        prep = FeedPrep(stage_dir)
+        prep = FeedPrep(stage_dir, capture_id, flows)
         try:
             # a rotation's command matches its own rows and what the set's previous one
             # carried (``match_carry``); the derived tables read the set's rows
@@ -519,7 +519,7 @@ class IngestMatcher:
             final, provisional = derive_staged(stage_dir, capture_id, flows, res.whole,
                                                prep)
         finally:
-            prep.wait()  # (nothing reads the staging directory past the ingest's end)
+            prep.bursts_done()  # (nothing reads the staging directory past the ingest's end)
         return MatchOutput(flow_venue=res.whole.flow_venue,
                            tables={**res.provisional, **provisional},
                            flow_venue_source=res.whole.flow_venue_source,

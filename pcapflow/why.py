@@ -25,12 +25,13 @@ fall back to the whole set). Each command costs O(its file), and the rows are
 one ingest's.
 
 The feed checks of a capture ingested whole (``feed_gaps``, stale feeds) need the
-flows' venues only to leave out the streams of rules not theirs (``feed.Streams``):
-``FeedPrep`` reads the ingest's scan and works them out per stream in a thread while
-the matcher runs (its DuckDB and NumPy's sorts let go of the GIL), and the derive
-then only keeps what the venues say. On the application-layer benchmark capture
-that takes ~0.25 s of CPU off the serial end of every ingest, sharded or not, which
-is what bounds ``--workers`` (``benchmarks/README.md``, "session 12").
+flows' venues only to leave out the streams of rules not theirs (``feed.Streams``),
+and the microburst detector only to label its rows: ``FeedPrep`` works both out in a
+thread while the matcher runs (its DuckDB, NumPy's sorts and the thread's own DuckDB
+let go of the GIL), and the derive then only keeps and labels what the venues say.
+On the application-layer benchmark capture that takes ~0.4 s of CPU off the serial
+end of every ingest, sharded or not, which is part of what bounds ``--workers``
+(``benchmarks/README.md``, "Session 12: workers").
 """
 
 from __future__ import annotations
@@ -126,22 +127,50 @@ def _stale_ns() -> int:
     return int((SETTINGS or alerts.Settings()).stale_after_s * 1e9)
 
 
-class FeedPrep:
-    """The ingest's scan of the staged ``ws_messages`` read back and its streams worked
-    out (``feed.prepare``), in a thread started before the matcher (module docstring);
-    ``derive_staged`` waits for it and uses it when the derive reads those same files
-    and nothing else gives market-data rows (no payload handed back whole, no FIX)."""
+def _burst_key() -> tuple[int, int, float, float]:
+    """What ``alerts._bursts`` is run with (``alerts.microburst``'s settings)."""
+    from . import alerts
 
-    def __init__(self, stage_dir: Path) -> None:
-        self.ws_files = staged_files(stage_dir)["ws_messages"]
+    st = SETTINGS or alerts.Settings()
+    w = int(st.burst_window_us * 1000)
+    return w, max(int(st.burst_baseline_s * 1e9) // w, 1), st.burst_min_bytes, st.burst_factor
+
+
+class FeedPrep:
+    """The derive's work that needs no venue, in a thread started before the matcher
+    (module docstring): the ingest's scan of the staged ``ws_messages`` read back and
+    its streams worked out (``feed.prepare``), then the microburst detector's episodes
+    (``alerts._bursts``: ``tcp_rtt`` and the flows' first packets; the venue only
+    labels its rows). ``derive_staged`` uses each when the derive reads those same
+    files and, for the streams, nothing else gives market-data rows (no payload handed
+    back whole, no FIX)."""
+
+    def __init__(self, stage_dir: Path, capture_id: str | None = None,
+                 flows: pa.Table | None = None) -> None:
+        from .pipelines.ingest.resume import CARRIED, STATE_FILE
+        from .pipelines.store import STATE
+
+        # a rotation's command (it keeps state, or resumes a set: ``why_carry.Plan``)
+        # derives otherwise: nothing to start
+        self.whole = not ((stage_dir / STATE / STATE_FILE).is_file()
+                          or (stage_dir / CARRIED).is_file())
+        files = staged_files(stage_dir) if self.whole else {"ws_messages": [], "tcp_rtt": []}
+        self.ws_files = files["ws_messages"]
+        self.rtt_files = files["tcp_rtt"]
         self.stale_ns = _stale_ns()
+        self.burst_key = _burst_key()
         self.scanned: pa.Table | None = None
         self.streams: Streams | None = None
-        self._thread = threading.Thread(target=self._run, args=(stage_dir,), daemon=True,
-                                        name="pcapflow-feed-prep")
-        self._thread.start()
+        self.bursts: list[tuple] | None = None
+        self._feed = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(stage_dir, capture_id, flows),
+                                        daemon=True, name="pcapflow-feed-prep")
+        if self.whole:
+            self._thread.start()
+        else:
+            self._feed.set()
 
-    def _run(self, stage_dir: Path) -> None:
+    def _run(self, stage_dir: Path, capture_id: str | None, flows: pa.Table | None) -> None:
         from . import feed
         from .pipelines.feed_scan import staged
 
@@ -151,10 +180,46 @@ class FeedPrep:
                 self.streams = feed.prepare(self.scanned, self.stale_ns)
         except Exception:  # only a head start: the derive reads the files itself
             self.scanned = self.streams = None
+        finally:
+            self._feed.set()
+        if capture_id is None or flows is None:
+            return
+        try:
+            self.bursts = _bursts_before_venues(stage_dir, capture_id, flows, self.rtt_files,
+                                                self.burst_key)
+        except Exception:
+            self.bursts = None
 
     def wait(self) -> FeedPrep:
-        self._thread.join()
+        """Once the feed part is done (the microburst part may still run)."""
+        self._feed.wait()
         return self
+
+    def bursts_done(self) -> list[tuple] | None:
+        if self.whole:
+            self._thread.join()
+        return self.bursts
+
+
+def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
+                          rtt_files: list[Path], key: tuple[int, int, float, float]
+                          ) -> list[tuple] | None:
+    """``alerts._bursts`` over the staged ``tcp_rtt`` and the flows as they stand
+    before the matcher (the staged ones and those it is given: the same ``first_ts``
+    as after it; ``venue`` null, filled in by ``derive_staged``)."""
+    import pyarrow.parquet as pq
+
+    from . import alerts
+    from .dataset import Dataset
+
+    schema = without_capture_id(TABLES["flows"])
+    rows = pa.concat_tables([schema.empty_table(), *(
+        pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
+        flows.select(schema.names).cast(schema)])
+    w, span, _, _ = key
+    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows}) as view:
+        view.con.execute("SET threads = 1")
+        return alerts._bursts(view, SETTINGS or alerts.Settings(), w, span)
 
 
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
@@ -193,26 +258,50 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
     if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
         view_tables["flows"] = why_carry.flows_of(plan, all_flows)
     streams = None
+    whole = plan.prev is None and not plan.keep and not plan.parts.resumed
+    if prep is not None and not prep.whole:
+        prep = None
     if prep is not None and sorted(prep.wait().ws_files) == sorted(files["ws_messages"]):
-        if (plan.prev is None and not plan.keep and prep.stale_ns == _stale_ns()
+        if (whole and prep.stale_ns == _stale_ns()
                 and not any(pq.read_metadata(p).num_rows for p in files["fix_messages"])):
             streams = prep.streams
         scanned = prep.scanned if streams is None else None
     else:
         scanned = staged(stage_dir, files["ws_messages"])
+    bursts = None
+    if (prep is not None and whole and prep.burst_key == _burst_key()
+            and sorted(prep.rtt_files) == sorted(files["tcp_rtt"])):
+        bursts = _with_flow_venues(prep, all_flows)
     prep = None
     # (the scan's rows passed on, not kept here: freed once the messages' rows are made)
-    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows, streams)
+    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows, streams,
+                           bursts)
+
+
+def _with_flow_venues(prep: FeedPrep, flows: pa.Table) -> Callable[[], list[tuple] | None]:
+    """``prep``'s microburst episodes, once done, with each flow's venue (None: the
+    derive runs the detector itself)."""
+
+    def get() -> list[tuple] | None:
+        rows = prep.bursts_done()
+        if rows is None:
+            return None
+        venue = dict(zip(flows.column("flow_id").to_pylist(), flows.column("venue").to_pylist(),
+                         strict=True))
+        return [(r[0], r[1], r[2], venue.get(r[1]), *r[4:]) for r in rows]
+    return get
 
 
 def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                     extra: Mapping[str, pa.Table], tables: Mapping[str, pa.Table],
                     scanned: pa.Table | None, all_flows: pa.Table,
-                    streams: Streams | None = None) -> Split:
+                    streams: Streams | None = None,
+                    bursts: Callable[[], list[tuple] | None] | None = None) -> Split:
     """``derive`` of one command of a capture (set): rows split at its cuts, the rows
     an earlier command made left out, what the next command carries saved;
     ``streams``: the feed checks' streams worked out already (``FeedPrep``: then
-    ``scanned`` is not read)."""
+    ``scanned`` is not read); ``bursts``: gives the microburst episodes found
+    already (``FeedPrep``), or None."""
     from . import alerts, causes, feed
     from . import why_carry as wc
     from .dataset import Dataset
@@ -259,7 +348,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                                   until=pcut if plan.keep else None)
         s = SETTINGS or alerts.Settings()
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
-                                orders_since=p_prev, silences=silences)
+                                orders_since=p_prev, silences=silences,
+                                bursts=bursts() if bursts is not None else None)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts = wc.INF
