@@ -467,15 +467,17 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
     return out
 
 
-def microburst(ds: Dataset, s: Settings) -> list[dict[str, object]]:
+def microburst(ds: Dataset, s: Settings,
+               bursts: list[tuple] | None = None) -> list[dict[str, object]]:
     """Bytes per ``burst_window_us`` interval on one connection and direction above both
     ``burst_min_bytes`` and ``burst_factor`` times that direction's mean rate over the
     ``burst_baseline_s`` before the interval (or since the connection began, when it is
     younger: its ``flows.first_ts``) (tcp_rtt: the first transmission of each data
-    segment). Online: an interval is judged by what came before it only."""
+    segment). Online: an interval is judged by what came before it only. ``bursts``:
+    ``_bursts``' rows when the ingest found them already (``pcapflow.why.FeedPrep``)."""
     w = int(s.burst_window_us * 1000)
     span = max(int(s.burst_baseline_s * 1e9) // w, 1)  # the baseline, in intervals
-    rows = _bursts(ds, s, w, span)
+    rows = bursts if bursts is not None else _bursts(ds, s, w, span)
     if rows is None:
         rows = _bursts_sql(ds, s, w, span)
     out = []
@@ -688,14 +690,18 @@ def _silences(ds: Dataset, messages: pa.Table, stale: int) -> list[tuple] | None
 
 
 def stale_feed(ds: Dataset, s: Settings,
-               messages: str | pa.Table | None = None) -> list[dict[str, object]]:
+               messages: str | pa.Table | None = None,
+               silences: list[tuple] | None = None) -> list[dict[str, object]]:
     """Market-data streams silent for more than ``stale_after_s``; ``messages``:
     ``feed.message_rows``' table (then in NumPy, ``_silences``) or the name of a table
-    of ``feed.messages_sql``'s rows, when at hand. Evidence: the stream's messages on
-    either side of the silence (the last one alone when the silence runs to its
-    connection's end)."""
+    of ``feed.messages_sql``'s rows, when at hand; ``silences``: ``_silences``' rows
+    when the ingest found them already (``feed.silences_for``). Evidence: the stream's
+    messages on either side of the silence (the last one alone when the silence runs
+    to its connection's end)."""
     stale = int(s.stale_after_s * 1e9)
-    rows = _silences(ds, messages, stale) if isinstance(messages, pa.Table) else None
+    rows = silences
+    if rows is None and isinstance(messages, pa.Table):
+        rows = _silences(ds, messages, stale)
     if rows is None:
         if isinstance(messages, pa.Table):
             ds.con.register("_stale_msg", messages)
@@ -739,15 +745,20 @@ DETECTORS: dict[str, Callable[[Dataset, Settings], list[dict[str, object]]]] = {
 def find_rows(ds: Dataset, settings: Settings | None = None,
               kinds: tuple[str, ...] | None = None, gaps: pa.Table | None = None,
               messages: str | pa.Table | None = None, cusum: CusumCarry | None = None,
-              orders_since: int | None = None) -> list[dict[str, object]]:
+              orders_since: int | None = None,
+              silences: list[tuple] | None = None,
+              bursts: list[tuple] | None = None) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
-    a rotation's later command (latency alerts from that order time on)."""
+    a rotation's later command (latency alerts from that order time on); ``silences``,
+    ``bursts``: see ``stale_feed``, ``microburst``."""
     s = settings or Settings()
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
-               "stale_feed": lambda: stale_feed(ds, s, messages),
+               "stale_feed": lambda: stale_feed(ds, s, messages, silences),
                "latency_shift": lambda: latency_shift(ds, s, cusum),
                "p99_high": lambda: p99_high(ds, s, orders_since)}
+    if bursts is not None:
+        special["microburst"] = lambda: microburst(ds, s, bursts)
     return [r for k in _kinds(kinds) for r in (
         special[k]() if k in special else DETECTORS[k](ds, s))]
 

@@ -484,3 +484,151 @@ def feed_messages(ds: Dataset, rules: tuple[FeedRule, ...] = FEED_RULES) -> pd.D
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+# --- Before the venues are known (``pcapflow.why``: beside the ingest's matcher) ------
+
+class Streams:
+    """What ``gaps_of`` and the stale-feed check (``alerts._silences``) find in the
+    ingest's scan (``pipelines.feed_scan``), worked out per stream before any flow has
+    a venue, for ``gaps_for`` and ``silences_for`` to finish once the matcher has named
+    them.
+
+    Both checks work stream by stream (capture, flow, rule, stream name), and which
+    messages ``message_rows`` keeps depends on the flow's venue only through the pair
+    (rule, venue): a flow's messages of one rule are all kept or all left out. So the
+    checks over every scanned row, with the streams of pairs that are not a rule's
+    left out afterwards, are the checks over ``message_rows``' table, when that table
+    is the scan's rows alone: no payload handed back whole (``prepare`` gives None
+    then) and no inbound FIX message (``pcapflow.why`` checks: those rows come from
+    the SQL).
+    """
+
+    __slots__ = ("gaps", "inside", "last", "stale_ns")
+
+    def __init__(self, gaps: pa.Table, inside: pa.Table, last: pa.Table,
+                 stale_ns: int) -> None:
+        self.gaps = gaps
+        """``gaps_of``'s rows over every stream, ``capture_id`` and ``venue`` null."""
+        self.inside = inside
+        """Silences within a stream: flow_id, rule, stream, t0, t1, o0, o1."""
+        self.last = last
+        """Each stream's last message: flow_id, rule, stream, t0, o0."""
+        self.stale_ns = stale_ns
+
+
+def prepare(scanned: pa.Table, stale_ns: int) -> Streams | None:
+    """``Streams`` of the scan's rows (``feed_scan.COLUMNS``); None when a row is a
+    payload handed back whole, or has no time (``message_rows`` and ``_silences``
+    take other paths then)."""
+    if scanned.column("rule").null_count or scanned.column("ts").null_count:
+        return None
+    cols = {f.name: (scanned.column(f.name) if f.name in scanned.column_names
+                     else pa.nulls(scanned.num_rows, f.type)) for f in MESSAGES}
+    gaps = gaps_of(as_messages(pa.table(cols)))
+    rule = scanned.column("rule").combine_chunks()
+    if not pa.types.is_dictionary(rule.type):
+        rule = pc.dictionary_encode(rule)
+    names = rule.dictionary.to_pylist()
+    codes = rule.indices.to_numpy(zero_copy_only=False)
+    keep = codes != (names.index("fix_seq") if "fix_seq" in names else -2)
+    m = scanned if keep.all() else scanned.filter(pa.array(keep))
+    n = m.num_rows
+    empty = pa.table({"flow_id": pa.array([], pa.int64()), "rule": pa.array([], pa.string()),
+                      "stream": pa.array([], pa.string()), "t0": pa.array([], pa.int64()),
+                      "t1": pa.array([], pa.int64()), "o0": pa.array([], pa.int64()),
+                      "o1": pa.array([], pa.int64())})
+    if n == 0:
+        return Streams(gaps, empty, empty.drop_columns(["t1", "o1"]), stale_ns)
+    # as ``alerts._silences``: each stream's messages in (ts, stream_offset) order
+    keys = [_codes(m.column(k)) for k in ("flow_id", "rule", "stream")]
+    ts, off = _ints(m.column("ts")), _ints(m.column("stream_offset"))
+    order = stream_order(keys, ts, off)
+    last = np.ones(n, np.bool_)
+    for k in keys:
+        ko = k[order]
+        last[:-1] &= ko[1:] == ko[:-1]
+    last = ~last  # the last message of its stream
+    last[-1] = True
+    t_o, off_o = ts[order], off[order]
+    nxt = np.empty(n, np.int64)
+    nxt[:-1] = t_o[1:]
+    nxt[-1] = 0
+    inside = np.flatnonzero(~last & (nxt - t_o > stale_ns))
+    at_end = np.flatnonzero(last)
+
+    def keyed(at: np.ndarray) -> dict[str, pa.Array]:
+        take = pa.array(order[at])
+        return {"flow_id": m.column("flow_id").take(take).combine_chunks(),
+                "rule": m.column("rule").take(take).cast(pa.string()).combine_chunks(),
+                "stream": m.column("stream").take(take).cast(pa.string()).combine_chunks(),
+                "t0": pa.array(t_o[at], pa.int64()), "o0": pa.array(off_o[at], pa.int64())}
+
+    within = pa.table({**keyed(inside), "t1": pa.array(nxt[inside], pa.int64()),
+                       "o1": pa.array(off_o[inside + 1], pa.int64())})
+    return Streams(gaps, within, pa.table(keyed(at_end)), stale_ns)
+
+
+def _pairs_kept(flow_ids: pa.Array | pa.ChunkedArray, rules: pa.Array | pa.ChunkedArray,
+                flows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows (flow, rule) ``message_rows`` keeps (the flow known, the rule one of
+    its venue's), and each row's index in ``flows`` (sorted by a unique flow_id)."""
+    fid = flows.column("flow_id").to_numpy(zero_copy_only=False)
+    flow = np.asarray(flow_ids.to_numpy(zero_copy_only=False), np.int64)
+    if len(fid) == 0 or len(flow) == 0:
+        return np.zeros(len(flow), np.bool_), np.zeros(len(flow), np.int64)
+    at = np.minimum(np.searchsorted(fid, flow), len(fid) - 1)
+    known = fid[at] == flow
+    venue = flows.column("venue").to_pylist()
+    pairs = {(r.name, r.venue) for r in FEED_RULES}
+    names = rules.to_pylist()
+    ok = np.array([(n, venue[a]) in pairs for n, a in zip(names, at.tolist(), strict=True)],
+                  np.bool_)
+    return known & ok, at
+
+
+def usable(flows: pa.Table) -> bool:
+    """``message_rows`` and ``_silences`` take the scan's rows by a join on a unique
+    ``flow_id`` (else their SQL paths): ``Streams`` stands for them only then."""
+    fid = flows.column("flow_id")
+    arr = fid.to_numpy(zero_copy_only=False)
+    return not fid.null_count and not (len(arr) and np.any(np.diff(arr) <= 0))
+
+
+def gaps_for(streams: Streams, flows: pa.Table) -> pa.Table:
+    """``gaps_table``'s rows (``gaps_of`` of ``message_rows``) from ``streams``, once
+    the flows (``flow_id``, ``capture_id``, ``venue``; sorted by a unique flow_id)
+    have their venues."""
+    g = streams.gaps
+    keep, at = _pairs_kept(g.column("flow_id"), g.column("rule"), flows)
+    take = pa.array(at[keep])
+    g = g.filter(pa.array(keep))
+    cols = {f.name: g.column(f.name) for f in FEED_GAPS}
+    cols["capture_id"] = flows.column("capture_id").take(take).cast(pa.string())
+    cols["venue"] = flows.column("venue").take(take).cast(pa.string())
+    return _cast(pa.table(cols), FEED_GAPS)
+
+
+def silences_for(streams: Streams, flows: pa.Table) -> list[tuple] | None:
+    """``alerts._silences``' rows from ``streams``, the flows (``flow_id``,
+    ``capture_id``, ``venue``, ``last_ts`` in ns; sorted by a unique flow_id) named."""
+    cap = flows.column("capture_id").to_pylist()
+    venue = flows.column("venue").to_pylist()
+    last_ts = flows.column("last_ts").to_pylist()
+    out: list[tuple] = []
+    for table, at_end in ((streams.inside, False), (streams.last, True)):
+        keep, at = _pairs_kept(table.column("flow_id"), table.column("rule"), flows)
+        rows = table.filter(pa.array(keep))
+        for a, flow, rule, stream, t0, o0, t1, o1 in zip(
+                at[keep].tolist(), *(rows.column(k).to_pylist() for k in (
+                    "flow_id", "rule", "stream", "t0", "o0")),
+                *((rows.column(k).to_pylist() for k in ("t1", "o1")) if not at_end else
+                  ([None] * rows.num_rows, [None] * rows.num_rows)), strict=True):
+            if not at_end:
+                out.append((cap[a], venue[a], flow, rule, stream, t0, t1, False, o0, o1))
+                continue
+            until = last_ts[a]
+            if isinstance(until, int) and until - t0 > streams.stale_ns:
+                out.append((cap[a], venue[a], flow, rule, stream, t0, until, True, o0, None))
+    out.sort(key=lambda r: (r[5], str(r[0]), r[2], str(r[3]), str(r[4]), r[8]))
+    return out

@@ -508,12 +508,18 @@ class IngestMatcher:
                           if any(files[t] for t in MESSAGE_TABLES) else None)
             return match_tables(files, flows, self.registry, candidates=candidates)
         from .pipelines import match_carry
-        from .why import derive_staged
+        from .why import FeedPrep, derive_staged
 
-        # a rotation's command matches its own rows and what the set's previous one
-        # carried (``match_carry``); the derived tables read the set's rows
-        res = match_carry.match(stage_dir, flows, self.registry, capture_id)
-        final, provisional = derive_staged(stage_dir, capture_id, flows, res.whole)
+        # the derive's feed work that needs no venue, in a thread beside the matcher
+        prep = FeedPrep(stage_dir, capture_id, flows)
+        try:
+            # a rotation's command matches its own rows and what the set's previous one
+            # carried (``match_carry``); the derived tables read the set's rows
+            res = match_carry.match(stage_dir, flows, self.registry, capture_id)
+            final, provisional = derive_staged(stage_dir, capture_id, flows, res.whole,
+                                               prep)
+        finally:
+            prep.bursts_done()  # (nothing reads the staging directory past the ingest's end)
         return MatchOutput(flow_venue=res.whole.flow_venue,
                            tables={**res.provisional, **provisional},
                            flow_venue_source=res.whole.flow_venue_source,

@@ -23,10 +23,20 @@ they are) and the others as provisional ones, and saves what the next command
 carries (``why_carry``: cuts, carried rows, the CUSUM's state, the checks that
 fall back to the whole set). Each command costs O(its file), and the rows are
 one ingest's.
+
+The feed checks of a capture ingested whole (``feed_gaps``, stale feeds) need the
+flows' venues only to leave out the streams of rules not theirs (``feed.Streams``),
+and the microburst detector only to label its rows: ``FeedPrep`` works both out in a
+thread while the matcher runs (its DuckDB, NumPy's sorts and the thread's own DuckDB
+let go of the GIL), and the derive then only keeps and labels what the venues say.
+On the application-layer benchmark capture that takes ~0.4 s of CPU off the serial
+end of every ingest, sharded or not, which is part of what bounds ``--workers``
+(``benchmarks/README.md``, "Session 12: workers").
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -38,6 +48,7 @@ from .pipelines.tables.schemas import TABLES, without_capture_id
 
 if TYPE_CHECKING:
     from . import alerts, why_carry
+    from .feed import Streams
     from .pipelines.match import MatchOutput
 
 DERIVED = ("causes", "feed_gaps", "alerts")
@@ -110,12 +121,114 @@ Split = tuple[dict[str, pa.Table], dict[str, pa.Table]]
 """Derived rows as (final, provisional), per table."""
 
 
+def _stale_ns() -> int:
+    from . import alerts
+
+    return int((SETTINGS or alerts.Settings()).stale_after_s * 1e9)
+
+
+def _burst_key() -> tuple[int, int, float, float]:
+    """What ``alerts._bursts`` is run with (``alerts.microburst``'s settings)."""
+    from . import alerts
+
+    st = SETTINGS or alerts.Settings()
+    w = int(st.burst_window_us * 1000)
+    return w, max(int(st.burst_baseline_s * 1e9) // w, 1), st.burst_min_bytes, st.burst_factor
+
+
+class FeedPrep:
+    """The derive's work that needs no venue, in a thread started before the matcher
+    (module docstring): the ingest's scan of the staged ``ws_messages`` read back and
+    its streams worked out (``feed.prepare``), then the microburst detector's episodes
+    (``alerts._bursts``: ``tcp_rtt`` and the flows' first packets; the venue only
+    labels its rows). ``derive_staged`` uses each when the derive reads those same
+    files and, for the streams, nothing else gives market-data rows (no payload handed
+    back whole, no FIX)."""
+
+    def __init__(self, stage_dir: Path, capture_id: str | None = None,
+                 flows: pa.Table | None = None) -> None:
+        from .pipelines.ingest.resume import CARRIED, STATE_FILE
+        from .pipelines.store import STATE
+
+        # a rotation's command (it keeps state, or resumes a set: ``why_carry.Plan``)
+        # derives otherwise: nothing to start
+        self.whole = not ((stage_dir / STATE / STATE_FILE).is_file()
+                          or (stage_dir / CARRIED).is_file())
+        files = staged_files(stage_dir) if self.whole else {"ws_messages": [], "tcp_rtt": []}
+        self.ws_files = files["ws_messages"]
+        self.rtt_files = files["tcp_rtt"]
+        self.stale_ns = _stale_ns()
+        self.burst_key = _burst_key()
+        self.scanned: pa.Table | None = None
+        self.streams: Streams | None = None
+        self.bursts: list[tuple] | None = None
+        self._feed = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(stage_dir, capture_id, flows),
+                                        daemon=True, name="pcapflow-feed-prep")
+        if self.whole:
+            self._thread.start()
+        else:
+            self._feed.set()
+
+    def _run(self, stage_dir: Path, capture_id: str | None, flows: pa.Table | None) -> None:
+        from . import feed
+        from .pipelines.feed_scan import staged
+
+        try:
+            self.scanned = staged(stage_dir, self.ws_files)
+            if self.scanned is not None:
+                self.streams = feed.prepare(self.scanned, self.stale_ns)
+        except Exception:  # only a head start: the derive reads the files itself
+            self.scanned = self.streams = None
+        finally:
+            self._feed.set()
+        if capture_id is None or flows is None:
+            return
+        try:
+            self.bursts = _bursts_before_venues(stage_dir, capture_id, flows, self.rtt_files,
+                                                self.burst_key)
+        except Exception:
+            self.bursts = None
+
+    def wait(self) -> FeedPrep:
+        """Once the feed part is done (the microburst part may still run)."""
+        self._feed.wait()
+        return self
+
+    def bursts_done(self) -> list[tuple] | None:
+        if self.whole:
+            self._thread.join()
+        return self.bursts
+
+
+def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
+                          rtt_files: list[Path], key: tuple[int, int, float, float]
+                          ) -> list[tuple] | None:
+    """``alerts._bursts`` over the staged ``tcp_rtt`` and the flows as they stand
+    before the matcher (the staged ones and those it is given: the same ``first_ts``
+    as after it; ``venue`` null, filled in by ``derive_staged``)."""
+    import pyarrow.parquet as pq
+
+    from . import alerts
+    from .dataset import Dataset
+
+    schema = without_capture_id(TABLES["flows"])
+    rows = pa.concat_tables([schema.empty_table(), *(
+        pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
+        flows.select(schema.names).cast(schema)])
+    w, span, _, _ = key
+    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows}) as view:
+        view.con.execute("SET threads = 1")
+        return alerts._bursts(view, SETTINGS or alerts.Settings(), w, span)
+
+
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
-                  matched: MatchOutput) -> Split:
+                  matched: MatchOutput, prep: FeedPrep | None = None) -> Split:
     """``derive`` at the end of an ingest: the staged tables, the flows the matcher
     was given (with its venues) besides those already staged, and its outputs. A
     rotation's file ingested on its own derives from its own rows and what the set's
-    previous command carried (``why_carry``): (final rows, provisional rows)."""
+    previous command carried (``why_carry``): (final rows, provisional rows).
+    ``prep``: the feed work started beside the matcher (``FeedPrep``)."""
     import pyarrow.parquet as pq
 
     from . import why_carry
@@ -144,16 +257,51 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
     view_tables = dict(tables)
     if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
         view_tables["flows"] = why_carry.flows_of(plan, all_flows)
+    streams = None
+    whole = plan.prev is None and not plan.keep and not plan.parts.resumed
+    if prep is not None and not prep.whole:
+        prep = None
+    if prep is not None and sorted(prep.wait().ws_files) == sorted(files["ws_messages"]):
+        if (whole and prep.stale_ns == _stale_ns()
+                and not any(pq.read_metadata(p).num_rows for p in files["fix_messages"])):
+            streams = prep.streams
+        scanned = prep.scanned if streams is None else None
+    else:
+        scanned = staged(stage_dir, files["ws_messages"])
+    bursts = None
+    if (prep is not None and whole and prep.burst_key == _burst_key()
+            and sorted(prep.rtt_files) == sorted(files["tcp_rtt"])):
+        bursts = _with_flow_venues(prep, all_flows)
+    prep = None
     # (the scan's rows passed on, not kept here: freed once the messages' rows are made)
-    return _derive_carried(plan, files, extra, view_tables,
-                           staged(stage_dir, files["ws_messages"]), all_flows)
+    return _derive_carried(plan, files, extra, view_tables, scanned, all_flows, streams,
+                           bursts)
+
+
+def _with_flow_venues(prep: FeedPrep, flows: pa.Table) -> Callable[[], list[tuple] | None]:
+    """``prep``'s microburst episodes, once done, with each flow's venue (None: the
+    derive runs the detector itself)."""
+
+    def get() -> list[tuple] | None:
+        rows = prep.bursts_done()
+        if rows is None:
+            return None
+        venue = dict(zip(flows.column("flow_id").to_pylist(), flows.column("venue").to_pylist(),
+                         strict=True))
+        return [(r[0], r[1], r[2], venue.get(r[1]), *r[4:]) for r in rows]
+    return get
 
 
 def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                     extra: Mapping[str, pa.Table], tables: Mapping[str, pa.Table],
-                    scanned: pa.Table | None, all_flows: pa.Table) -> Split:
+                    scanned: pa.Table | None, all_flows: pa.Table,
+                    streams: Streams | None = None,
+                    bursts: Callable[[], list[tuple] | None] | None = None) -> Split:
     """``derive`` of one command of a capture (set): rows split at its cuts, the rows
-    an earlier command made left out, what the next command carries saved."""
+    an earlier command made left out, what the next command carries saved;
+    ``streams``: the feed checks' streams worked out already (``FeedPrep``: then
+    ``scanned`` is not read); ``bursts``: gives the microburst episodes found
+    already (``FeedPrep``), or None."""
     from . import alerts, causes, feed
     from . import why_carry as wc
     from .dataset import Dataset
@@ -177,19 +325,31 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)
         else:
             final["causes"] = prov["causes"] = without_capture_id(TABLES["causes"]).empty_table()
-        feed_msg = feed.message_rows(view, scanned=scanned)
-        scanned = None
-        if prev is not None and prev.feed.num_rows:
-            feed_msg = feed.as_messages(pa.concat_tables([feed.as_messages(prev.feed),
-                                                          feed_msg]))
-        gaps = feed.gaps_table(view, messages=feed_msg)
+        silences: list[tuple] | None = None
+        feed_msg: pa.Table | None = None
+        named = None
+        if streams is not None:  # (``FeedPrep``: only a plain ingest's derive has them)
+            named = view.sql("SELECT flow_id, capture_id, venue, epoch_ns(last_ts) AS last_ts "
+                             "FROM flows ORDER BY flow_id").to_arrow_table()
+        if streams is not None and named is not None and feed.usable(named):
+            gaps = feed.gaps_for(streams, named)
+            silences = feed.silences_for(streams, named)
+        else:
+            feed_msg = feed.message_rows(view, scanned=scanned)
+            scanned = None
+            if prev is not None and prev.feed.num_rows:
+                feed_msg = feed.as_messages(pa.concat_tables([feed.as_messages(prev.feed),
+                                                              feed_msg]))
+            gaps = feed.gaps_table(view, messages=feed_msg)
+        streams = named = None
         final["feed_gaps"], prov["feed_gaps"] = wc.split(
             _cast(gaps, "feed_gaps"), wc._ns(gaps.column("ts")), c_prev, cut)
         cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
                                   until=pcut if plan.keep else None)
         s = SETTINGS or alerts.Settings()
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
-                                orders_since=p_prev)
+                                orders_since=p_prev, silences=silences,
+                                bursts=bursts() if bursts is not None else None)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts = wc.INF
@@ -219,6 +379,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         if plan.keep:
             keys = wc.tail_keys(plan)
             view.con.register("_tail_keys", keys)
+            assert feed_msg is not None  # (``streams`` are never a rotation's: see above)
             view.con.register("feed_msg", feed_msg)
             feed_rows = view.con.sql(
                 "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "

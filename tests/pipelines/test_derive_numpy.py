@@ -6,10 +6,12 @@ thresholds low enough that each finds many rows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from helpers.paths import SAMPLES
 from pcapflow.pipelines.store import partition_dir
-from pcapflow.pipelines.tables.schemas import TABLES
+from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
 
 import pcapflow
 from pcapflow import alerts, feed
@@ -75,3 +77,80 @@ def test_stale_numpy_path_is_what_the_ingest_stored(samples_dataset: pcapflow.Da
     ref = sorted((r["capture_id"], r["flow_id"], r["stream"], r["start_ts"], r["end_ts"])
                  for r in alerts.stale_feed(samples_dataset, s))
     assert [tuple(r) for r in stored] == ref
+
+
+def test_streams_before_venues_are_the_derive_s(samples_dataset: pcapflow.Dataset) -> None:
+    """``feed.prepare`` (every scanned stream, before the matcher names venues) then
+    ``gaps_for`` / ``silences_for`` give ``gaps_of`` / ``_silences`` of
+    ``message_rows``: the ingest's ``FeedPrep`` beside the matcher (``pcapflow.why``)."""
+    from pcapflow.pipelines import feed_scan
+
+    schema = without_capture_id(TABLES["ws_messages"])
+    found = {"captures": 0, "gaps": 0, "stale": 0, "left_out": 0}
+    for cid, view in _views(samples_dataset):
+        with view:
+            rows = view.sql(f"SELECT {', '.join(schema.names)} FROM ws_messages"
+                            ).to_arrow_table().cast(schema)
+            scanned = feed_scan.scan(rows)
+            if scanned is None:
+                continue
+            flows = view.sql("SELECT flow_id, capture_id, venue, epoch_ns(last_ts) AS last_ts "
+                             "FROM flows ORDER BY flow_id").to_arrow_table()
+            assert feed.usable(flows)
+            messages = feed.message_rows(view, scanned=scanned)
+            ref = [r for r in feed.gaps_of(messages).to_pylist() if r["rule"] != "fix_seq"]
+            for stale_s in STALE_S:
+                stale = int(stale_s * 1e9)
+                streams = feed.prepare(scanned, stale)
+                if streams is None:  # a payload handed back whole: the SQL reads it
+                    assert scanned.column("rule").null_count
+                    break
+                assert feed.gaps_for(streams, flows).to_pylist() == ref, cid
+                got = feed.silences_for(streams, flows)
+                assert got == alerts._silences(view, messages, stale), (cid, stale_s)
+                found["stale"] += len(got or [])
+            else:
+                found["captures"] += 1
+                found["gaps"] += len(ref)
+                found["left_out"] += streams.gaps.num_rows - len(ref)  # other venues' rules
+    print(found)
+    assert found["captures"] >= 3 and found["gaps"] > 0 and found["stale"] > 100
+
+
+LOW = alerts.Settings(stale_after_s=0.0005, burst_window_us=100, burst_baseline_s=0.01,
+                      burst_min_bytes=1, burst_factor=1.0)
+
+
+def test_ingest_beside_the_matcher_derives_the_same_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest whose ``FeedPrep`` (feed streams and microbursts worked out beside the
+    matcher) is used stores the ``feed_gaps`` and ``alerts`` of one whose derive does
+    all itself, with thresholds low enough for many stale feeds and microbursts."""
+    from pcapflow import why
+
+    caps = [SAMPLES / n for n in ("binance_tick_tls13.pcap", "okx_ws_tls12.pcap",
+                                  "deribit_jsonrpc_tls13.pcap", "lossy_rest_tls13.pcap",
+                                  "fix44_plain.pcap")]
+    keys = sorted(SAMPLES.glob("*.keylog"))
+    monkeypatch.setattr(why, "SETTINGS", LOW)
+    used: list[bool] = []
+    derive = why.derive_staged
+
+    def with_prep(*a: object, **k: object) -> object:
+        prep = a[4] if len(a) > 4 else k.get("prep")
+        out = derive(*a, **k)  # type: ignore[arg-type]
+        used.append(prep is not None and prep.streams is not None  # type: ignore[union-attr]
+                    and prep.bursts is not None)  # type: ignore[union-attr]
+        return out
+
+    monkeypatch.setattr(why, "derive_staged", with_prep)
+    pcapflow.ingest([str(c) for c in caps], keylog=keys, data=tmp_path / "prep")
+    monkeypatch.setattr(why, "derive_staged", lambda *a, **k: derive(*a[:4]))  # type: ignore
+    pcapflow.ingest([str(c) for c in caps], keylog=keys, data=tmp_path / "plain")
+    assert sum(used) >= 3
+    one, two = pcapflow.open(tmp_path / "prep"), pcapflow.open(tmp_path / "plain")
+    for sql in ("SELECT * EXCLUDE (evidence_sql) FROM alerts ORDER BY ALL",
+                "SELECT * FROM feed_gaps ORDER BY ALL"):
+        assert one.fetchall(sql) == two.fetchall(sql)
+    kinds = dict(one.fetchall("SELECT kind, count(*) FROM alerts GROUP BY kind"))
+    assert kinds.get("stale_feed", 0) > 100 and kinds.get("microburst", 0) > 100, kinds

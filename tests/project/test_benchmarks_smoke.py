@@ -173,3 +173,25 @@ def test_http2_vs_http1_benchmark_runs(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["http1"]["us_per_message"] > 0 and res["http2"]["us_per_message"] > 0
     assert res["http2"]["bytes"] < res["http1"]["bytes"]
+
+
+def test_workers_scaling_times_both_settings_and_projects(tmp_path: Path) -> None:
+    """``workers_scaling.py``: the CLI with ``--workers 1`` and ``2``, each process's
+    parts (a worker forked: two shards timed) and a projection for more cores."""
+    samples = BENCH.parent / "sample_pcaps"
+    cap, key = samples / "binance_tick_tls13.pcap", samples / "binance_tick_tls13.keylog"
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "workers_scaling.py"), "--capture", str(cap),
+         "--keylog", str(key), "--repeat", "1", "--cores", "1,2,8", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["cli"]) == {"this_w1", "this_w2"}
+    assert all(v["median_cpu_s"] > 0 for v in doc["cli"].values())
+    assert [s["shard"] for s in doc["phases"]["this_w2"]["raw"]["shards"]] == [0, 1]
+    assert doc["phases"]["this_w1"]["tail_thread_cpu"] > 0
+    m = doc["model"]
+    assert 0 < m["serial_fraction"] < 1 and set(m["projection"]) == {"1", "2", "8"}
+    assert doc["flow_payload_bytes"] and sum(doc["flow_payload_bytes"]) > 0
