@@ -369,3 +369,30 @@ def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | No
          "print(pyarrow.default_memory_pool().backend_name)"],
         env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [backend]
+
+
+def test_watch_closes_the_matchers_database_every_few_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matcher's DuckDB database, reused by every command of the process, keeps a
+    little memory per command (~0.08 MB per rotation file: issue 19); the watch closes
+    it every ``RECYCLE_FILES`` files, and the next file matches as before."""
+    from helpers.dataset_compare import assert_same_rows
+    from pcapflow.pipelines import match
+
+    from pcapflow import watch
+
+    closed: list[int] = []
+    real = match.close_database
+    monkeypatch.setattr(watch, "RECYCLE_FILES", 2)
+    monkeypatch.setattr(match, "close_database", lambda: (closed.append(1), real())[1])
+    parts = _parts(tmp_path, [60, 120, 180, 240])
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    for p in parts:
+        shutil.copy(p, d / p.name)
+    w = Watcher(d, ds, lambda path: pcapflow.ingest([[path]], data=ds)[0],
+                poll=0.0, settle=0.0, idle=0.0)
+    assert w.step() == 5
+    assert len(closed) == 2  # (after files 2 and 4; the fifth opened a new one)
+    pcapflow.ingest([[str(p) for p in parts]], data=tmp_path / "ref")
+    assert_same_rows(tmp_path / "ref", ds)
