@@ -3,7 +3,7 @@ with probes after each file, and switches to bisect.
 
     python benchmarks/watch_memory.py --files 16 --rotate-s 10 --pps 50000 \\
         [--no-metrics] [--no-app] [--no-resume] [--trace-from 3 [--snapshot-at 5]]
-        [--trim] [--maps-from 3]
+        [--trim] [--maps-from 3] [--recycle-db N]
 
 Per file (one JSON line): CPU seconds of the step, RSS before and after a
 ``gc.collect()`` (and what it found), RSS and its anonymous part
@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot-at", type=int, default=-1,
                     help="with --trace-from: at the end, the Python allocations that grew "
                     "most since file K (tracemalloc snapshots compared)")
+    ap.add_argument("--recycle-db", type=int, default=None,
+                    help="close the matcher's DuckDB database every N files (the watch's "
+                    "RECYCLE_FILES by default; 0: never, as before session 12)")
     ap.add_argument("--maps-from", type=int, default=-1,
                     help="at the end, the anonymous mappings that grew most since file K")
     a = ap.parse_args(argv)
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     from pcapflow.watch import ALLOCATOR  # isort: skip
 
     ALLOCATOR.for_a_long_run()
+    if a.recycle_db is not None:
+        import pcapflow.watch as watch_module
+
+        watch_module.RECYCLE_FILES = a.recycle_db or 1 << 62
     import pyarrow as pa
     from pcapflow.pipelines import match, match_carry
     from watch_rotation import START_NS, rotate_in
