@@ -3,7 +3,7 @@ with probes after each file, and switches to bisect.
 
     python benchmarks/watch_memory.py --files 16 --rotate-s 10 --pps 50000 \\
         [--no-metrics] [--no-app] [--no-resume] [--trace-from 3 [--snapshot-at 5]]
-        [--trim] [--maps-from 3]
+        [--trim] [--maps-from 3] [--recycle-db N]
 
 Per file (one JSON line): CPU seconds of the step, RSS before and after a
 ``gc.collect()`` (and what it found), RSS and its anonymous part
@@ -12,9 +12,11 @@ thread arenas: the mappings at 64 MiB boundaries, and the rest: pymalloc's and
 jemalloc's mappings, mmapped blocks, stacks), glibc's bytes in use and free
 (``mallinfo2``), DuckDB's own jemalloc (``duckdb_je_mallctl``: allocated, resident),
 Python's pymalloc arenas, Arrow's pool (bytes allocated now, peak), the matcher's DuckDB
-database's ``duckdb_memory()``, and with ``--trace-from K`` the Python heap that
-``tracemalloc`` traces from file K on (NumPy's arrays included; ``--snapshot-at J``: at
-the end, the allocations that grew most since file J). ``--trim`` calls
+database's ``duckdb_memory()``, the rows of the matcher's window the derived tables were
+given (``match_carry.Window``), the kB of each part of the set's resume state, and
+with ``--trace-from K`` the Python heap that ``tracemalloc`` traces from file K on
+(NumPy's arrays included; ``--snapshot-at J``: at the end, the allocations that grew
+most since file J). ``--trim`` calls
 ``malloc_trim(0)`` and Arrow's ``release_unused`` after each file (RSS before and
 after, and its time). ``--maps-from K``: at the end, the anonymous mappings that grew
 most since file K. ``--no-metrics``: no metrics refresh; ``--no-app``: TCP layer only
@@ -166,6 +168,16 @@ def _maps_grown(before: dict[str, tuple[str, int]], after: dict[str, tuple[str, 
     return [(a, n, round(b, 1), round(c, 1)) for a, n, b, c in rows[:top]]
 
 
+def _state_kb(root: Path) -> dict[str, int]:
+    """kB on disk of each part of the sets' resume state (``DATA/_state``): what a
+    command reads of the set besides its own file."""
+    out: dict[str, int] = {}
+    for part in root.glob("_state/capture_id=*/*"):
+        files = [part] if part.is_file() else [f for f in part.rglob("*") if f.is_file()]
+        out[part.name] = out.get(part.name, 0) + sum(f.stat().st_size for f in files) // 1024
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=16)
@@ -180,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot-at", type=int, default=-1,
                     help="with --trace-from: at the end, the Python allocations that grew "
                     "most since file K (tracemalloc snapshots compared)")
+    ap.add_argument("--recycle-db", type=int, default=None,
+                    help="close the matcher's DuckDB database every N files (the watch's "
+                    "RECYCLE_FILES by default; 0: never, as before session 12)")
     ap.add_argument("--maps-from", type=int, default=-1,
                     help="at the end, the anonymous mappings that grew most since file K")
     a = ap.parse_args(argv)
@@ -190,8 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     from pcapflow.watch import ALLOCATOR  # isort: skip
 
     ALLOCATOR.for_a_long_run()
+    if a.recycle_db is not None:
+        import pcapflow.watch as watch_module
+
+        watch_module.RECYCLE_FILES = a.recycle_db or 1 << 62
     import pyarrow as pa
-    from pcapflow.pipelines import match
+    from pcapflow.pipelines import match, match_carry
     from watch_rotation import START_NS, rotate_in
 
     from pcapflow.metrics import DatasetMetrics
@@ -233,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             row["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 1e6, 2)
             if k == a.snapshot_at:
                 snap0 = tracemalloc.take_snapshot()
+        row["window_rows"] = match_carry.STATS.get("window_rows")  # (None: before windows)
+        row["state_kb"] = _state_kb(root)
         row["threads"] = _status("Threads")
         row.update(_anon_kinds_mb(_maps()))
         row.update(_malloc_mb())

@@ -117,6 +117,10 @@ class Allocator:
 
 ALLOCATOR = Allocator()
 
+RECYCLE_FILES = 16
+"""Files after which the watch closes the matcher's DuckDB database (it grows ~0.08 MB
+per file while open: ``pipelines.match.close_database``); reopening costs ~0.04 s."""
+
 
 def strip_compression(path: str) -> str:
     for suffix in COMPRESSED_SUFFIXES:
@@ -393,6 +397,7 @@ class Watcher:
         for f in ready:
             interrupts.check()
             self.status.waiting = os.path.basename(f.path)
+            started = time.time_ns()
             try:
                 result = self.ingest_one(f.path)
             except PcapflowError as err:
@@ -406,7 +411,11 @@ class Watcher:
             f.done = True
             done += 1
             self.status.files_behind -= 1
-            self._note(f, result)
+            self._note(f, result, started)
+            if self.status.files_ingested % RECYCLE_FILES == 0:
+                from .pipelines.match import close_database
+
+                close_database()  # (before the trim: what it held goes back too)
             ALLOCATOR.release()  # what the ingest and the metrics refresh freed
             with contextlib.suppress(OSError):  # gone: compressed meanwhile, intact
                 st = os.stat(f.path)
@@ -417,8 +426,9 @@ class Watcher:
         self.status.waiting = ""
         return done
 
-    def _note(self, f: FileState, result: object) -> None:
-        """Record an ingested file (restart bookkeeping, status)."""
+    def _note(self, f: FileState, result: object, started: int | None = None) -> None:
+        """Record an ingested file (restart bookkeeping, status); ``started``: when its
+        ingest began (ns, wall clock: the parts it wrote are read, not the set's)."""
         span = _capture_span(self.root, getattr(result, "capture_id", ""), f.path)
         k = strip_compression(f.path)
         old = self.seen.get(k)
@@ -432,10 +442,11 @@ class Watcher:
         cid = getattr(result, "capture_id", "")
         # this file's orders only: a resumed set's tables hold the earlier files' too
         since = span[0] if span is not None and getattr(result, "resumed_from", None) else None
-        lat = _latencies(self.root, cid, since)
+        written = started - WRITTEN_SLACK_NS if since is not None and started else None
+        lat = _latencies(self.root, cid, since, written)
         for venue, values in lat.items():
             st.venues.setdefault(venue, VenueWindow()).latency_ns.extend(values)
-        n_orders = _count_since(self.root, "orders", cid, since)
+        n_orders = _count_since(self.root, "orders", cid, since, written)
         if span is not None and span[1] > span[0]:
             st.orders_per_s = n_orders / ((span[1] - span[0]) / 1e9)
         if self.on_file is not None:
@@ -457,10 +468,35 @@ class Watcher:
                     time.sleep(min(0.1, max(0.0, end - self.clock())))
 
 
-def _partition_files(root: Path, table: str, capture_id: str) -> list[str]:
+WRITTEN_SLACK_NS = 5 * 10**9
+"""A part whose mtime is this much before an ingest began is still read as one it may
+have written (a file system's clock a little behind this host's)."""
+
+
+def _partition_files(root: Path, table: str, capture_id: str,
+                     written: int | None = None) -> list[str]:
+    """The capture's parts of ``table``; ``written``: only those modified from then on
+    (ns): a resumed set's command wrote its own parts, the set's earlier ones stay as
+    they were, and reading them all made each file's status cost grow with the set."""
     if not capture_id:
         return []
-    return sorted(str(p) for p in (root / table / f"capture_id={capture_id}").glob("*.parquet"))
+    part = root / table / f"capture_id={capture_id}"
+    try:
+        entries = list(os.scandir(part))
+    except FileNotFoundError:
+        return []
+    out = []
+    for e in entries:
+        if not e.name.endswith(".parquet"):
+            continue
+        if written is not None:
+            try:
+                if e.stat().st_mtime_ns < written:
+                    continue
+            except OSError:
+                continue
+        out.append(e.path)
+    return sorted(out)
 
 
 def _capture_span(root: Path, capture_id: str, path: str) -> tuple[int, int] | None:
@@ -492,15 +528,17 @@ def _since_filter(since: int | None, column: str) -> object:
     return pc.field(column) >= pa.scalar(since, pa.timestamp("ns", tz="UTC"))
 
 
-def _latencies(root: Path, capture_id: str, since: int | None = None) -> dict[str, list[int]]:
+def _latencies(root: Path, capture_id: str, since: int | None = None,
+               written: int | None = None) -> dict[str, list[int]]:
     """The capture's order-to-ack latencies (ack leg), per venue, oldest first; with
     ``since``: those whose ack came from then on (the file just ingested: an order of
-    the file before, acked in this one, is counted now, once)."""
+    the file before, acked in this one, is counted now, once), read from the parts
+    modified from ``written`` on (``_partition_files``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = _partition_files(root, "latency", capture_id)
+    files = _partition_files(root, "latency", capture_id, written)
     if not files:
         return {}
     t = pa.concat_tables(pq.read_table(p, columns=["venue", "leg", "order_ts", "latency_ns"],
@@ -515,11 +553,13 @@ def _latencies(root: Path, capture_id: str, since: int | None = None) -> dict[st
     return out
 
 
-def _count_since(root: Path, table: str, capture_id: str, since: int | None) -> int:
-    """Rows of the capture's ``table`` (with ``since``: those with ``ts`` from then on)."""
+def _count_since(root: Path, table: str, capture_id: str, since: int | None,
+                 written: int | None = None) -> int:
+    """Rows of the capture's ``table`` (with ``since``: those with ``ts`` from then on,
+    in the parts modified from ``written`` on)."""
     import pyarrow.parquet as pq
 
-    files = _partition_files(root, table, capture_id)
+    files = _partition_files(root, table, capture_id, written)
     if since is None:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
     return sum(pq.read_table(p, columns=["ts"], filters=_since_filter(since, "ts")).num_rows

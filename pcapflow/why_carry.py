@@ -68,6 +68,13 @@ from .pipelines.ingest.resume import (
     drop_carried,
     read_header,
 )
+from .pipelines.match_carry import (
+    OMITTED_FLOWS,
+    WINDOW_FILE,
+    ack_rows,
+    order_flows,
+    window_key,
+)
 from .pipelines.store import STATE, partition_dir
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
@@ -200,6 +207,13 @@ class Plan:
     prev: Carried | None = None
     why_whole: str | None = None
     """Why this command derives over the whole set (None: it does not)."""
+    window: dict[str, object] | None = None
+    """The set's earlier matcher rows the derive is not given (``match_carry.Window``:
+    ``since``, ``omitted``, ``omitted_ack``); None: it is given them all."""
+    omitted_flows: np.ndarray | None = None
+    """The connections of those rows."""
+    omitted: dict[str, pa.Table] | None = None
+    """Those rows, read from the set's parts (``whole``: derived over the whole set)."""
 
     @property
     def state_dir(self) -> Path:
@@ -214,6 +228,10 @@ class Plan:
         held_file = stage_dir / STATE / HELD
         held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
         plan = cls(stage_dir, capture_id, parts, keep, last, held)
+        if (stage_dir / WINDOW_FILE).is_file():
+            plan.window = json.loads((stage_dir / WINDOW_FILE).read_text())
+            plan.omitted_flows = pq.read_table(stage_dir / OMITTED_FLOWS).column(
+                "flow_id").to_numpy().astype(np.int64)
         if parts.resumed:
             path = plan.state_dir
             plan.prev = Carried.load(path) if path.is_dir() else None
@@ -231,15 +249,23 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
         fresh = _only_read(_read(plan.parts.fresh(t), t, [col, *_ALSO.get(t, [])]), t)
         if _min_ns(fresh, col) < cut:
             return f"{t} rows before the previous cut"
-    if latency is not None and latency.num_rows:
+    n_p, n_c = 0, 0  # (the rows not given: every one before both cuts, ``_window_ok``)
+    if plan.window is not None:
+        why = _window_ok(plan, prev, _cut(plan))
+        if why is not None:
+            return why
+        n_p, n_c = _omitted_counts(plan)
+    if int(prev.meta["n_p"]) < 0:  # type: ignore[call-overload]
+        return "latency rows before the cuts not counted"
+    if (latency is not None and latency.num_rows) or n_c:
+        latency = latency if latency is not None else without_capture_id(
+            TABLES["latency"]).empty_table()
         o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
         a = np.where(a == INF, o, a)
-        ack = pc.fill_null(pc.equal(latency.column("leg"), "ack"), False).to_numpy(
-            zero_copy_only=False) & latency.column("latency_ns").is_valid().to_numpy(
-            zero_copy_only=False)
-        if int(np.count_nonzero(ack & (o < pcut))) != prev.meta["n_p"]:
+        ack = ack_rows(latency)
+        if n_p + int(np.count_nonzero(ack & (o < pcut))) != prev.meta["n_p"]:
             return "latency rows before the order cut changed"
-        if int(np.count_nonzero(a < cut)) != prev.meta["n_c"]:
+        if n_c + int(np.count_nonzero(a < cut)) != prev.meta["n_c"]:
             return "latency rows before the cut changed"
         later = a >= cut
         k, k2 = int(prev.meta["k"]), int(prev.meta["k2"])  # type: ignore[call-overload]
@@ -260,6 +286,34 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
         if was is not None and was.num_rows and _renamed(was, flows):
             return "a flow changed venue"
     return None
+
+
+def _window_ok(plan: Plan, prev: Carried, cut: int) -> str | None:
+    """Whether the matcher rows the derive is not given (``plan.window``) are older
+    than all it reads: the causes of replies from the previous cut on, the latency
+    alerts of orders from the previous order cut on (``p99_high``: from its bucket's
+    start), the orders pending at this command's cut, those without a reply of the
+    last ``PENDING_NS``."""
+    from . import alerts, why
+
+    assert plan.window is not None
+    since = int(plan.window["since"])  # type: ignore[call-overload]
+    w = max(int((why.SETTINGS or alerts.Settings()).bucket_s * 10**9), 1)
+    pcut = int(prev.meta["pcut"])  # type: ignore[call-overload]
+    reads = min(int(prev.meta["cut"]), pcut // w * w, cut,  # type: ignore[call-overload]
+                (plan.last if plan.last is not None else INF) - PENDING_NS)
+    if since > reads:
+        return "matcher rows the derive reads are older than the carried window"
+    return None
+
+
+def _omitted_counts(plan: Plan) -> tuple[int, int]:
+    """(ack legs with a latency, rows) of the ``latency`` rows the derive is not given."""
+    if plan.window is None:
+        return 0, 0
+    omitted = plan.window["omitted"]
+    assert isinstance(omitted, dict)
+    return int(plan.window["omitted_ack"]), int(omitted.get("latency", 0))  # type: ignore
 
 
 def _renamed(was: pa.Table, flows: pa.Table) -> bool:
@@ -294,6 +348,12 @@ def whole(plan: Plan, why: str) -> None:
     for t in DERIVED:  # (in the dataset: they go in this command's commit)
         drop_carried(plan.stage_dir, t, plan.parts.old.get(t, []))
         plan.parts.old[t] = []
+    if plan.window is not None:  # the matcher rows it was not given: from the parts
+        since = int(plan.window["since"])  # type: ignore[call-overload]
+        plan.omitted = {}
+        for t in ("orders", "acks", "latency", "unmatched"):
+            rows = _read(plan.parts.old.get(t, []), t)
+            plan.omitted[t] = rows.filter(pa.array(window_key(t, rows) < since))
 
 
 def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
@@ -314,9 +374,9 @@ def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
 
 def view_inputs(plan: Plan) -> tuple[dict[str, list[Path]], dict[str, pa.Table]]:
     """The files and the carried rows the derive's view reads."""
-    if plan.prev is None:  # whole: every staged part
+    if plan.prev is None:  # whole: every staged part (and the matcher's rows not given)
         files = {t: [*plan.parts.old.get(t, []), *plan.parts.fresh(t)] for t in TABLES}
-        return files, {}
+        return files, {t: r for t, r in (plan.omitted or {}).items() if r.num_rows}
     files = {t: plan.parts.fresh(t) for t in TABLES}
     return files, {t: r for t, r in plan.prev.rows.items() if r.num_rows}
 
@@ -324,22 +384,42 @@ def view_inputs(plan: Plan) -> tuple[dict[str, list[Path]], dict[str, pa.Table]]
 def cuts(plan: Plan, view: object, latency: pa.Table | None,
          unmatched: pa.Table | None) -> tuple[int, int]:
     """This command's cut ``C`` and order cut ``P`` (``INF``: no later file)."""
-    if not plan.keep or plan.last is None:
+    cut = _cut(plan)
+    if cut == INF:
         return INF, INF
-    cut = plan.last - SETTLE_NS
-    for t, col in CHECK.items():
-        tail = _only_read(_read(plan.parts.tail.get(t, []), t, [col, *_ALSO.get(t, [])]), t)
-        cut = min(cut, _min_ns(tail, col))
     pcut = cut
     for o in _pending(plan, latency, unmatched, cut)[0]:
         pcut = min(pcut, int(o))
     return cut, pcut
 
 
+def _cut(plan: Plan) -> int:
+    """This command's cut ``C`` (``INF``: no later file)."""
+    if not plan.keep or plan.last is None:
+        return INF
+    cut = plan.last - SETTLE_NS
+    for t, col in CHECK.items():
+        tail = _only_read(_read(plan.parts.tail.get(t, []), t, [col, *_ALSO.get(t, [])]), t)
+        cut = min(cut, _min_ns(tail, col))
+    return cut
+
+
+def _given(plan: Plan, table: str, rows: pa.Table | None) -> pa.Table | None:
+    """``rows`` of a matcher table and, derived over the whole set, its rows the
+    derive was not given (``Plan.omitted``)."""
+    more = (plan.omitted or {}).get(table)
+    if more is None or more.num_rows == 0:
+        return rows
+    if rows is None:
+        return more
+    return pa.concat_tables([more.cast(rows.schema), rows])
+
+
 def _pending(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | None,
              cut: int) -> tuple[np.ndarray, np.ndarray]:
     """Order times and flows of the orders whose rows a later command may still
     change: replies after the cut, orders without one (of the last ``PENDING_NS``)."""
+    latency, unmatched = _given(plan, "latency", latency), _given(plan, "unmatched", unmatched)
     times, flows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     if latency is not None and latency.num_rows:
         o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
@@ -396,7 +476,7 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
-    con.register("ordered", pa.table({"flow_id": _order_flows(latency, unmatched)}))
+    con.register("ordered", pa.table({"flow_id": _order_flows(plan, latency, unmatched)}))
     for t, (col, where, columns) in CARRY.items():
         rows = _final_rows(plan, con, t, columns, where)
         con.register("r", rows)
@@ -443,13 +523,17 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
     _dump(venues.filter(pc.is_in(venues.column("flow_id"), pa.array(plan.held, pa.int64()))),
           out, "venues")
     n_p = n_c = 0
-    if latency is not None and latency.num_rows:
+    latency = _given(plan, "latency", latency)
+    if plan.omitted is None and plan.window is not None:  # (rows not given: counted)
+        n_p, n_c = _omitted_counts(plan)
+        if min(cut, pcut) < int(plan.window["since"]):  # type: ignore[call-overload]
+            n_p = n_c = -1  # (not known: the next command derives the set whole)
+    if latency is not None and latency.num_rows and n_p >= 0:
         o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
         a = np.where(a == INF, o, a)
-        ack = pc.fill_null(pc.equal(latency.column("leg"), "ack"), False).to_numpy(
-            zero_copy_only=False) & latency.column("latency_ns").is_valid().to_numpy(
-            zero_copy_only=False)
-        n_p, n_c = int(np.count_nonzero(ack & (o < pcut))), int(np.count_nonzero(a < cut))
+        ack = ack_rows(latency)
+        n_p += int(np.count_nonzero(ack & (o < pcut)))
+        n_c += int(np.count_nonzero(a < cut))
     (out / "meta.json").write_text(json.dumps({
         "version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
         "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}))
@@ -461,13 +545,14 @@ CAUSES_ONLY = ("tls_records", "ws_messages", "http_messages", "fix_messages")
 """Carried for the causes only: rows of the connections that carry orders or replies."""
 
 
-def _order_flows(latency: pa.Table | None, unmatched: pa.Table | None) -> pa.Array:
-    """The connections of the set's orders and replies."""
-    ids = [np.empty(0, np.int64)]
-    for t, cols in ((latency, ("flow_id", "ack_flow_id")), (unmatched, ("flow_id",))):
-        if t is not None and t.num_rows:
-            ids += [pc.drop_null(t.column(c)).to_numpy().astype(np.int64) for c in cols]
-    return pa.array(np.unique(np.concatenate(ids)), pa.int64())
+def _order_flows(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | None
+                 ) -> pa.Array:
+    """The connections of the set's orders and replies (those of the matcher rows the
+    derive was not given: ``Plan.omitted_flows``)."""
+    ids = order_flows(_given(plan, "latency", latency), _given(plan, "unmatched", unmatched))
+    if plan.omitted_flows is not None:
+        ids = np.union1d(ids, plan.omitted_flows)
+    return pa.array(ids, pa.int64())
 
 
 def _final_rows(plan: Plan, con: object, table: str, columns: list[str] | None,

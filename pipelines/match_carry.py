@@ -42,8 +42,16 @@ How this works (the pattern of ``pcapflow.why_carry``).
   whole set).
 - *One connection.* The premises' queries and ``save`` run on the matcher's own
   DuckDB connection (kept open: ``_Run.close``); small tables are made with
-  pyarrow (a DuckDB statement costs milliseconds). The rows of the set's earlier
-  final parts the derived tables read (``_old_rows``) are read once per process.
+  pyarrow (a DuckDB statement costs milliseconds).
+- *Window.* The derived tables (``why_carry``) read the matcher's rows of the
+  last minutes only (its cuts, the orders still pending, a latency bucket). The
+  state keeps the set's final rows from a time before all of those (``Window``,
+  ``_window_start``), and counts the older ones (and their connections) instead
+  of keeping them: a command never reads the set's earlier matcher parts, and no
+  process holds them, so its work and memory stay the same over days. The derive
+  checks that it reads nothing older (``why_carry.check``); if it would, or derives
+  the set whole, it reads the older rows from the set's parts
+  (``why_carry.whole``).
 - *Venues.* ``flow_rules`` names the flows active since the previous cut, still
   open or with carried rows; the others keep their stored venue
   (``_flows_to_name``, its premises there and in ``_check_named``).
@@ -169,30 +177,143 @@ def _read(files: Sequence[Path], table: str, columns: Sequence[str] | None = Non
         for p in files)])
 
 
-_OLD_ROWS: dict[str, dict[Path, tuple[tuple[int, int], pa.Table]]] = {}
-"""Per table, the set's earlier matcher parts as read by this process's previous
-command (``_old_rows``), by path, with the (size, mtime) they had."""
+WINDOW_FILE = "_match_window.json"
+"""Staging file: the set's earlier final matcher rows this command's derive is not
+given (``Window``: from when it is given them, how many it is not), for
+``why_carry``'s checks; absent when it is given them all."""
+OMITTED_FLOWS = "_match_omitted_flows.parquet"
+"""Staging file: the connections of the rows the derive is not given (``Window``)."""
+WINDOW_MARGIN_NS = 60 * 10**9
+"""How much further back than the next derive's reads (``_window_start``) the
+carried window of final rows reaches."""
 
 
-def _old_rows(files: Sequence[Path], table: str) -> pa.Table:
-    """The rows of the set's earlier final parts ``files`` of ``table``, which the
-    derived tables read (``why.derive_staged``): a process that ingests a rotation
-    file after file (``pcapflow watch``) reads each part once; the others come from
-    memory. Only the last command's set is kept (bounded by one set's rows)."""
-    schema = without_capture_id(TABLES[table])
-    was = _OLD_ROWS.get(table, {})
-    now: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
-    for p in files:
-        st = p.stat()
-        key = (st.st_size, st.st_mtime_ns)
-        hit = was.get(p)
-        if hit is None or hit[0] != key:
-            hit = (key, pq.ParquetFile(p).read(columns=schema.names).select(schema.names)
-                   .cast(schema))
-        now[p] = hit
-    _OLD_ROWS[table] = now
-    tables = [t for _key, t in now.values()]
-    return pa.concat_tables([schema.empty_table(), *tables])
+def window_key(table: str, rows: pa.Table) -> np.ndarray:
+    """Per row of a matcher table, the latest of the times the derived tables read it
+    by (``why_carry``): ``latency``, its order time and its reply's (the order's
+    without one); the others, their ``ts``. Null: ``INF`` (always kept)."""
+    if table == "latency":
+        o, a = _ns(rows.column("order_ts")), _ns(rows.column("ack_ts"))
+        return np.maximum(o, np.where(a == INF, o, a))
+    return _ns(rows.column("ts"))
+
+
+def ack_rows(latency: pa.Table) -> np.ndarray:
+    """Rows of ``latency`` that are an ack leg with a latency (the latency alerts')."""
+    if latency.num_rows == 0:
+        return np.zeros(0, bool)
+    return pc.fill_null(pc.equal(latency.column("leg"), "ack"), False).to_numpy(
+        zero_copy_only=False) & latency.column("latency_ns").is_valid().to_numpy(
+        zero_copy_only=False)
+
+
+def order_flows(latency: pa.Table | None, unmatched: pa.Table | None) -> np.ndarray:
+    """The connections of ``latency``'s and ``unmatched``'s rows (orders and replies)."""
+    ids = [np.empty(0, np.int64)]
+    for t, cols in ((latency, ("flow_id", "ack_flow_id")), (unmatched, ("flow_id",))):
+        if t is not None and t.num_rows:
+            ids += [pc.drop_null(t.column(c)).to_numpy().astype(np.int64) for c in cols]
+    return np.unique(np.concatenate(ids))
+
+
+@dataclass(slots=True)
+class Window:
+    """The set's earlier final rows of the matcher's tables that the derived tables
+    are given (``rows``): those whose ``window_key`` is ``since`` or later. The
+    earlier ones are only counted (``omitted``: rows per table, and ``omitted_ack``:
+    ack legs with a latency), with their connections (``flows``): the derive reads
+    no row that old (``why_carry.check`` makes sure, else it reads them from the
+    set's parts: ``why_carry.whole``). ``since`` = -INF: none left out.
+
+    Kept with the matcher's state (``window_*.parquet``, ``window.json``): a command
+    reads the window its previous one kept, not the set's earlier parts, so its work
+    and memory do not grow with the set."""
+
+    rows: dict[str, pa.Table]
+    since: int = -INF
+    omitted: dict[str, int] = field(default_factory=dict)
+    omitted_ack: int = 0
+    flows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    @classmethod
+    def empty(cls) -> Window:
+        return cls({t: without_capture_id(TABLES[t]).empty_table() for t in OUTPUT_TABLES})
+
+    @classmethod
+    def load(cls, path: Path) -> Window | None:
+        """The window a previous command kept in ``path`` (None: it kept none)."""
+        try:
+            meta = json.loads((path / "window.json").read_text())
+            rows = {t: _read([path / f"window_{t}.parquet"], t) for t in OUTPUT_TABLES}
+            flows = pq.read_table(path / "window_flows.parquet").column("flow_id")
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None
+        return cls(rows, int(meta["since"]), {t: int(n) for t, n in meta["omitted"].items()},
+                   int(meta["omitted_ack"]), flows.to_numpy().astype(np.int64))
+
+    def stage(self, stage_dir: Path) -> None:
+        """Tell this command's derive what it is not given (``WINDOW_FILE``)."""
+        if self.since == -INF:
+            return
+        (stage_dir / WINDOW_FILE).write_text(json.dumps({
+            "since": self.since, "omitted": self.omitted, "omitted_ack": self.omitted_ack}))
+        pq.write_table(pa.table({"flow_id": pa.array(self.flows, pa.int64())}),
+                       stage_dir / OMITTED_FLOWS)
+
+    def advance(self, final: Mapping[str, pa.Table], since: int) -> Window:
+        """The window the next command is given: these rows and this command's final
+        ones, from ``since`` on (never earlier than this one's: rows left out are not
+        read again)."""
+        since = max(since, self.since)
+        rows, omitted, ack = {}, dict(self.omitted), self.omitted_ack
+        gone: dict[str, pa.Table] = {}
+        for t in OUTPUT_TABLES:
+            both = pa.concat_tables([self.rows[t], final[t].cast(self.rows[t].schema)])
+            keep = window_key(t, both) >= since
+            rows[t], gone[t] = both.filter(pa.array(keep)), both.filter(pa.array(~keep))
+            omitted[t] = omitted.get(t, 0) + gone[t].num_rows
+        ack += int(np.count_nonzero(ack_rows(gone["latency"])))
+        flows = np.union1d(self.flows, order_flows(gone["latency"], gone["unmatched"]))
+        return Window(rows, since, omitted, ack, flows)
+
+    def save(self, out: Path) -> None:
+        for t, rows in self.rows.items():
+            pq.write_table(rows, out / f"window_{t}.parquet")
+        pq.write_table(pa.table({"flow_id": pa.array(self.flows, pa.int64())}),
+                       out / "window_flows.parquet")
+        (out / "window.json").write_text(json.dumps({
+            "since": self.since, "omitted": self.omitted, "omitted_ack": self.omitted_ack}))
+
+
+def _window(prev: _Carried | None, parts: StagedParts) -> Window:
+    """The set's earlier final rows this command gives the derived tables: none when
+    the set has none (it begins, or is matched whole), else the window the previous
+    command kept, else (a state from before windows) every earlier part, read."""
+    if not any(parts.old.get(t) for t in OUTPUT_TABLES):
+        return Window.empty()
+    win = Window.load(prev.dir) if prev is not None else None
+    if win is not None:
+        return win
+    STATS["window"] = "read the set's earlier parts"
+    return Window({t: _read(parts.old.get(t, []), t) for t in OUTPUT_TABLES})
+
+
+def _window_start(g: pa.Table, cut: int, last: int | None) -> int:
+    """The earliest time the next command's derive reads the matcher's rows from,
+    at most (``why_carry``: its cut ``C`` and order cut ``P`` are no earlier than this
+    command's cut and the orders still open, nor than ``PENDING_NS`` before its last
+    packet; a latency bucket begins up to ``bucket_s`` before ``P``), less
+    ``WINDOW_MARGIN_NS``. The next derive checks it (``why_carry.check``)."""
+    from .. import alerts, why, why_carry
+
+    open_o = _ns(g.column("order_ts"))[_ns(g.column("settle")) >= cut] if g.num_rows \
+        else np.empty(0, np.int64)
+    t = min(cut, int(open_o.min()) if len(open_o) else INF,
+            (last if last is not None else INF) - why_carry.PENDING_NS)
+    if t >= INF:
+        return -INF
+    bucket = max(int((why.SETTINGS or alerts.Settings()).bucket_s * 10**9), 1)
+    return (t - why_carry.SETTLE_NS - WINDOW_MARGIN_NS) // bucket * bucket - bucket
 
 
 def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -432,14 +553,14 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
         why = "no matcher state kept by the previous command" if prev is None else None
     try:
         return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns,
-                      cut)
+                      cut, last)
     finally:
         STATS["cut"] = cut
 
 
 def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedParts, keep: bool,
            prev: _Carried | None, why: str | None, held: np.ndarray, limit_ns: int,
-           cut: int) -> Result:
+           cut: int, last: int | None) -> Result:
     run: _Run | None = None
     if prev is not None:
         why = _check_inputs(prev, parts)
@@ -459,13 +580,14 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedPa
         run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
         run.extra["venue_fp"] = _venue_fingerprint(resolver)
     try:
-        return _finish(stage_dir, flows, parts, keep, prev, run, held, cut)
+        return _finish(stage_dir, flows, parts, keep, prev, run, held, cut, last)
     finally:
         run.close()
 
 
 def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
-            prev: _Carried | None, run: _Run, held: np.ndarray, cut: int) -> Result:
+            prev: _Carried | None, run: _Run, held: np.ndarray, cut: int,
+            last: int | None) -> Result:
     drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
             else pa.array([], pa.string()))
     final, prov = _split(run, cut, drop)
@@ -476,9 +598,14 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
         venue, source = {**v, **venue}, {**src, **source}
     STATS["flows_named"] = run.rules.num_rows
     c = time.process_time()
-    whole = {t: pa.concat_tables([_old_rows(parts.old.get(t, []), t), final[t], prov[t]])
-             for t in OUTPUT_TABLES}
+    STATS.pop("window", None)
+    win = _window(prev, parts)  # (the set's earlier rows: those the derive reads)
+    whole = {t: pa.concat_tables([win.rows[t], final[t].cast(win.rows[t].schema),
+                                  prov[t].cast(win.rows[t].schema)]) for t in OUTPUT_TABLES}
+    win.stage(stage_dir)
     STATS["whole_read_s"] = time.process_time() - c
+    STATS["window_rows"] = sum(t.num_rows for t in win.rows.values())
+    STATS["window_since"] = win.since
     STATS["groups"] = run.groups.num_rows if run.groups is not None else 0
     STATS["final_groups"] = int(np.count_nonzero(_ns(run.groups.column("settle")) < cut)) \
         if run.groups is not None else 0
@@ -491,6 +618,9 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
     if keep and run.enc == 0:
         c = time.process_time()
         save(stage_dir, parts, prev, run, cut, held, flows)
+        assert run.groups is not None
+        win.advance(final, _window_start(run.groups, cut, last)).save(
+            stage_dir / store.STATE / DIR)
         STATS["save_s"] = time.process_time() - c
     elif keep:  # nothing carried: the next command matches the set whole (the
         # commit replaces the state's files by name: a stale state must not stay)

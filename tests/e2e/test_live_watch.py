@@ -369,3 +369,72 @@ def test_arrow_allocates_with_the_system_allocator_unless_told(setting: str | No
          "print(pyarrow.default_memory_pool().backend_name)"],
         env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [backend]
+
+
+def test_watch_closes_the_matchers_database_every_few_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matcher's DuckDB database, reused by every command of the process, keeps a
+    little memory per command (~0.08 MB per rotation file: issue 19); the watch closes
+    it every ``RECYCLE_FILES`` files, and the next file matches as before."""
+    from helpers.dataset_compare import assert_same_rows
+    from pcapflow.pipelines import match
+
+    from pcapflow import watch
+
+    closed: list[int] = []
+    real = match.close_database
+    monkeypatch.setattr(watch, "RECYCLE_FILES", 2)
+    monkeypatch.setattr(match, "close_database", lambda: (closed.append(1), real())[1])
+    parts = _parts(tmp_path, [60, 120, 180, 240])
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    for p in parts:
+        shutil.copy(p, d / p.name)
+    w = Watcher(d, ds, lambda path: pcapflow.ingest([[path]], data=ds)[0],
+                poll=0.0, settle=0.0, idle=0.0)
+    assert w.step() == 5
+    assert len(closed) == 2  # (after files 2 and 4; the fifth opened a new one)
+    pcapflow.ingest([[str(p) for p in parts]], data=tmp_path / "ref")
+    assert_same_rows(tmp_path / "ref", ds)
+
+
+def test_watch_status_reads_the_parts_the_file_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status counts the orders and latencies of the file just ingested from the
+    parts its command wrote: not the set's earlier parts, whose number grows with the
+    set (issue 19)."""
+    from pcapflow.pipelines import match_carry
+
+    from pcapflow import watch, why_carry
+
+    # final parts within the sample's seconds (``test_resume_match``'s settings)
+    monkeypatch.setattr(match_carry, "SETTLE_NS", 100_000_000)
+    monkeypatch.setattr(why_carry, "SETTLE_NS", 0)
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    keys = [cap.with_suffix(".keylog")]
+    (tmp_path / "src").mkdir()
+    parts = split(cap, [400, 800, 1200], tmp_path / "src", stem="cap-202401011200")
+    d, ds = tmp_path / "rot", tmp_path / "ds"
+    d.mkdir()
+    read: list[str] = []
+    real = watch._partition_files
+    monkeypatch.setattr(watch, "_partition_files", lambda root, table, cid, written=None: [
+        *(out := real(root, table, cid, written)),
+        *([] if table == "captures" else read.extend(out) or [])])
+    w = Watcher(d, ds, lambda path: pcapflow.ingest([[path]], keylog=keys, data=ds)[0],
+                poll=0.0, settle=0.0, idle=0.0)
+    seen_kept = False
+    for k, p in enumerate(parts):
+        shutil.copy(p, d / p.name)
+        before = {str(f) for t in ("latency", "orders") for f in (ds / t).rglob("*.parquet")}
+        for f in before:  # (written by earlier commands, a minute ago)
+            os.utime(f, ns=(time.time_ns() - 60 * 10**9,) * 2)
+        mtime = {f: os.stat(f).st_mtime_ns for f in before}
+        read.clear()
+        w.idle = 0.0 if k == len(parts) - 1 else 3600
+        assert w.step() == 1
+        kept = {f for f in before if os.path.exists(f) and os.stat(f).st_mtime_ns == mtime[f]}
+        assert read and not set(read) & kept, "the status read the set's earlier parts"
+        seen_kept = seen_kept or bool(kept)
+    assert seen_kept  # (there were earlier parts to leave alone)
+    assert sum(len(v.latency_ns) for v in w.status.venues.values()) > 0

@@ -1,0 +1,104 @@
+"""A rotation's later command gives the derived tables the matcher's rows of a
+window of time, not the set's (``pipelines.match_carry.Window``): it reads none of
+the set's earlier matcher parts and no process keeps them, so its work and memory
+do not grow with the set; the rows left out are counted for ``why_carry.check``.
+The tables equal one ingest's, with the window short enough that rows are left out,
+and when the derive would read an older row it reads them from the set's parts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers.capture_split import split
+from helpers.dataset_compare import assert_same_rows
+from pcapflow.pipelines import match_carry, store
+
+import pcapflow
+from pcapflow import alerts, why, why_carry
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
+SHORT = alerts.Settings(p99_us=5_000.0, min_orders=3, bucket_s=1, episode_gap_s=0.05,
+                        stale_after_s=0.1, burst_baseline_s=0.05, cusum_reference=8,
+                        cusum_h=3.0, storm_per_s=2)
+MATCHER = ("orders", "acks", "latency", "unmatched")
+
+
+@pytest.fixture
+def short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of a second or two (the sample lasts 7 s): rows are left out."""
+    monkeypatch.setattr(why, "SETTINGS", SHORT)
+    monkeypatch.setattr(why_carry, "SETTLE_NS", 0)
+    monkeypatch.setattr(why_carry, "MARGIN_NS", 1_000_000)
+    monkeypatch.setattr(why_carry, "PENDING_NS", 1_000_000_000)
+    monkeypatch.setattr(match_carry, "WINDOW_MARGIN_NS", 0)
+    why_carry.WHOLE.clear()
+    match_carry.WHOLE.clear()
+
+
+def _files(tmp_path: Path, name: str, n: int) -> tuple[Path, list[Path], list[Path]]:
+    cap = SAMPLES / name
+    keys = [cap.with_suffix(".keylog")]
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], keylog=keys, data=one)[0]
+    return one, split(cap, [r.packets * k // n for k in range(1, n)], tmp_path), keys
+
+
+def _state(root: Path) -> Path:
+    [cid] = [p.name.removeprefix("capture_id=") for p in (root / "captures").iterdir()]
+    return store.partition_dir(root, store.STATE, cid) / match_carry.DIR
+
+
+def test_later_commands_read_no_earlier_matcher_part(tmp_path: Path, short: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    one, parts, keys = _files(tmp_path, "binance_tick_tls13.pcap", 7)
+    data = tmp_path / "data"
+    read: list[Path] = []
+    real_file, real_table = pq.ParquetFile, pq.read_table
+
+    def spy_file(source: object, *a: object, **k: object) -> object:
+        read.append(Path(str(source)))
+        return real_file(source, *a, **k)
+
+    def spy_table(source: object, *a: object, **k: object) -> object:
+        read.append(Path(str(source)))
+        return real_table(source, *a, **k)
+
+    monkeypatch.setattr(pq, "ParquetFile", spy_file)
+    monkeypatch.setattr(pq, "read_table", spy_table)
+    omitted = []
+    for p in parts:
+        before = {t: sorted((data / t).rglob("*.parquet")) if (data / t).is_dir() else []
+                  for t in MATCHER}
+        read.clear()
+        pcapflow.ingest([p], keylog=keys, data=data)
+        earlier = {f.resolve() for fs in before.values() for f in fs}
+        assert not earlier & {f.resolve() for f in read if f.exists()}, \
+            "a command read the set's earlier matcher parts"
+        omitted.append(json.loads((_state(data) / "window.json").read_text())["omitted"])
+    assert match_carry.WHOLE == [] and why_carry.WHOLE == []
+    # rows were left out of the window (counted, not kept), and it holds fewer rows
+    # than the set: the state does not grow with it
+    assert sum(omitted[-1].values()) > 0
+    kept = sum(pq.read_table(_state(data) / f"window_{t}.parquet").num_rows for t in MATCHER)
+    final = sum(pq.ParquetFile(f).metadata.num_rows for t in MATCHER
+                for f in (data / t).rglob("*.parquet") if not f.name.startswith("part-t"))
+    assert kept + sum(omitted[-1].values()) == final and kept < final
+    assert not hasattr(match_carry, "_OLD_ROWS")  # (no per-process copy of the set's rows)
+    assert_same_rows(one, data)
+
+
+def test_a_derive_reading_older_rows_reads_them_from_the_parts(
+        tmp_path: Path, short: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window that begins after what the derive reads (here: one made too short)
+    fails ``why_carry.check``; the command derives the set whole, reading the rows
+    left out from the set's parts, and the tables are still one ingest's."""
+    monkeypatch.setattr(match_carry, "_window_start", lambda g, cut, last: cut + 10**10)
+    one, parts, keys = _files(tmp_path, "binance_tick_tls13.pcap", 7)
+    data = tmp_path / "data"
+    for p in parts:
+        pcapflow.ingest([p], keylog=keys, data=data)
+    assert "matcher rows the derive reads are older than the carried window" in why_carry.WHOLE
+    assert_same_rows(one, data)
