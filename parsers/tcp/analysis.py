@@ -872,6 +872,14 @@ class FlowTracker:
         self._retire(np.flatnonzero(self.fstate[:hw, F_SLOT] != SLOT_FREE))
         return self.take_retired()
 
+    def held_flows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of the flows held (open, ended within the grace period, detached),
+        and which of them have ended (RST, or FIN in both directions)."""
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        held = f[:, F_SLOT] != SLOT_FREE
+        return f[held, F_ID].copy(), self._ended()[held]
+
     def handshake_seen(self, flow_id: int) -> bool:
         """Was a SYN or SYN/ACK of this flow captured? (False: the connection was
         open before the capture began, or the flow is no longer known.)"""

@@ -41,7 +41,7 @@ from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
 from ...parsers.limits import Limits
 from ...parsers.protocols.columns import ts_array
-from ...parsers.tcp.analysis import END_NONE, F_ID, F_SLOT, SLOT_FREE, FlowTracker
+from ...parsers.tcp.analysis import END_NONE, FlowTracker
 from .. import feed_scan, interrupts, store
 from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
 from ..tables.rows import RowBuffers
@@ -581,7 +581,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
         "resume_pending_s": limits.resume_pending_s}  # (the matcher's: ``match_carry``)
     core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
     add_anomalies(dropped)
-    held = tracker.fstate[tracker.fstate[:, F_SLOT] != SLOT_FREE, F_ID]
+    held, ended = tracker.held_flows()
     # anomalies of the set written so far: final (the next ingest keeps them)
     header["anomalies"] = (int(prev.header["anomalies"]) if prev is not None else 0) + sum(
         anomaly_codes.values())
@@ -589,7 +589,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     out = staging.dir / store.STATE
     out.mkdir(exist_ok=True)
     (out / resume_state.STATE_FILE).write_bytes(data)
-    np.save(out / resume_state.HELD, held.astype(np.int64))  # for the derive (why_carry)
+    np.save(out / resume_state.HELD, resume_state.carried_flows(held, ended, app))
     staging.close_writers()  # (the scan files of the final rows are written by then)
     resume_state.keep_candidates(staging.dir, CANDIDATES_DIR)
     staging.part_prefix = resume_state.TAIL_PREFIX

@@ -545,7 +545,35 @@ STABLE = "stable.npy"
 """In a staged state: (flow id, packets) of the flows still held at the end of the file
 that had ended; their ``flows`` rows are final (``driver._stable``)."""
 HELD = "held.npy"
-"""In a staged state: the ids of the flows still open at the end of the file."""
+"""In a staged state: the ids of the flows whose per-connection rows the matcher's and
+the derive's carries keep (``carried_flows``)."""
+
+
+def carried_flows(held: Any, ended: Any, app: AppLayer | None) -> Any:
+    """Of the flows the tracker holds at the end of a file (``held``, ``ended``: which
+    of them have ended), those the next command may still add messages, orders or RTT
+    samples to, whose per-connection rows the matcher's and the derive's carries keep
+    (``HELD``): all but the ended ones whose connection the application layer closed
+    (``AppLayer.done``: it takes nothing more of them) without application-layer data
+    (no message, so no order: an unknown protocol, or none). Within the tracker's
+    grace such a flow may still get a late packet, but only TCP-level rows come of it
+    (``tcp_events``, a ``tsecr`` sample of a connection without orders), which neither
+    reads per connection; it stays held by the tracker (its ``flows`` row is made again
+    with the packet). A rotation of many short connections holds ~a minute of them
+    (``GRACE_NS``): the carries then follow the open ones, not the minute's."""
+    import numpy as np
+
+    from .flow_rows import _has_app_data
+
+    held = np.asarray(held, np.int64)
+    if app is None or not len(held):
+        return held
+    ended = np.asarray(ended, bool)
+    done, info = app.done, app.info
+    drop = np.fromiter((bool(e) and f in done and not _has_app_data(info.get(f, {}))
+                        for f, e in zip(held.tolist(), ended.tolist(), strict=True)),
+                       bool, len(held))
+    return held[~drop]
 
 
 CANDIDATES = "candidates"

@@ -791,3 +791,86 @@ def test_a_rotation_keeps_its_final_flows_parts(tmp_path: Path,
     else:
         assert max(finals) <= compact + 1, finals
     assert_same_rows(one, data)
+
+
+def _records(path: Path) -> tuple[bytes, int, list[tuple[int, bytes]]]:
+    """A little-endian pcap's global header, its time unit per second (µs or ns) and its
+    records (time in that unit, the record's bytes after the time: lengths, data)."""
+    raw = path.read_bytes()
+    head, pos, out = raw[:24], 24, []
+    unit = 10**9 if head[:4] == bytes.fromhex("4d3cb2a1") else 10**6
+    assert unit == 10**9 or head[:4] == bytes.fromhex("d4c3b2a1"), head[:4]
+    while pos < len(raw):
+        sec, frac, incl = np.frombuffer(raw, "<u4", 3, pos)
+        out.append((int(sec) * unit + int(frac), raw[pos + 8 : pos + 16 + int(incl)]))
+        pos += 16 + int(incl)
+    return head, unit, out
+
+
+def _write_records(path: Path, head: bytes, unit: int, records: list[tuple[int, bytes]]) -> None:
+    path.write_bytes(head + b"".join(np.array(divmod(t, unit), "<u4").tobytes() + rest
+                                     for t, rest in records))
+
+
+def _late_copies(files: list[Path], keys: list[Path], work: Path) -> int:
+    """Copies of the last packets of flows that ended (FIN both ways) in ``files[0]``,
+    the two latest of each kind (``app_protocol``), put just after the first packet of
+    ``files[1]``; returns how many."""
+    probe = work / "probe"
+    pcapflow.ingest([files[0]], keylog=keys, data=probe, packets=True, resume=False)
+    ds = pcapflow.open(probe)
+    picks = ds.fetchall("""
+        WITH last AS (SELECT flow_id, max(file_packet) AS at FROM packets GROUP BY 1)
+        SELECT f.app_protocol, last.at FROM flows f JOIN last USING (flow_id)
+        WHERE f.end_reason = 'fin' AND f.transport = 'tcp'
+        QUALIFY row_number() OVER (PARTITION BY coalesce(f.app_protocol, '-')
+                                   ORDER BY f.last_ts DESC) <= 2""")
+    ds.close()
+    _head, _unit, first = _records(files[0])
+    head, unit, second = _records(files[1])
+    t0 = second[0][0]
+    late = [(t0 + k + 1, first[at][1]) for k, (_app, at) in enumerate(picks)]
+    _write_records(files[1], head, unit, [second[0], *late, *second[1:]])
+    return len(late)
+
+
+@pytest.mark.parametrize("source", ["rotation", "binance_rest_h2_curl.pcap"])
+def test_late_packets_on_ended_flows_after_the_cut_are_one_ingests(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]], source: str) -> None:
+    """Flows that ended (FIN both ways) in the first file get a packet again in the
+    second, within the tracker's grace: a copy of their last packet (a retransmission,
+    a duplicate ACK). One ingest keeps such a flow (``GRACE_NS``) and gives the packet
+    its flow id and analysis; so must the rotation ingested one file per command, where
+    the flow was held at the first file's end (its ``flows`` row final and, without
+    application-layer data, not among the flows the carries keep rows for:
+    ``resume.carried_flows``). Flows with application-layer data (HTTP/2 over TLS) and
+    without (an unknown protocol; no payload at all) alike: every table equals one
+    ingest's."""
+    if source == "rotation":
+        files, keys = _rotation(tmp_path / "rot", 3, 4000), []
+    else:
+        cap = SAMPLES / source
+        keys = [cap.with_suffix(".keylog")]
+        one, _n = singles[cap.name]
+        ds = pcapflow.open(one)
+        ended = ds.scalar("""SELECT min(p.packet) FROM packets p JOIN flows f USING (flow_id)
+                             WHERE f.end_reason = 'fin' AND p.ts = f.last_ts""")
+        ds.close()
+        files = split(cap, [int(ended) + 1], tmp_path)
+    n = _late_copies(files, keys, tmp_path)
+    assert n >= 1
+    one = tmp_path / "one"
+    pcapflow.ingest([files], keylog=keys, data=one, packets=True)
+    ds = pcapflow.open(one)
+    kinds = ds.fetchall(f"""
+        SELECT DISTINCT f.app_protocol FROM packets p JOIN flows f USING (flow_id)
+        WHERE p.file = 1 AND p.file_packet BETWEEN 1 AND {n}
+          AND p.flow_id IN (SELECT flow_id FROM packets WHERE file = 0)""")
+    ds.close()
+    # one ingest: the late packets are of the earlier flows, of each kind
+    want = {("unknown",), (None,)} if source == "rotation" else {("tls/http2",)}
+    assert want <= set(kinds), kinds
+    data = tmp_path / "d"
+    for p in files:
+        pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+    assert_same_rows(one, data)
