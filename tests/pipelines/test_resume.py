@@ -506,26 +506,91 @@ def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
     assert r.resumed_from is None
 
 
-def test_a_version_1_state_is_still_read(tmp_path: Path,
-                                         singles: dict[str, tuple[Path, int]]) -> None:
-    """Format 2 compresses the body with zstd; a state written by format 1 (zlib, the
-    same pickled classes) resumes as before."""
-    cap = SAMPLES / "fix44_plain.pcap"
+def _as_format(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewrite the ``state.bin`` at ``path`` as format ``version`` wrote it: 2, the flow
+    tracker with every slot and its hash table; 1, that body zlib-compressed; a sealed
+    connection's record sealed with that format in its additional data."""
+    from pcapflow.parsers.tls.seal import seal, seal_key, unseal
+
+    header, body = resume._read(path, body=True)
+    assert header["version"] == resume.STATE_VERSION == 3
+    core = pickle.loads(resume.unpack_body(body))
+    conns = []
+    for fid, random, label, blob in core["conns"]:
+        if random is not None:  # (the sample's key log has the secret)
+            secret = resume.KeyLog.from_files([KEYLOG]).get(random, label)
+            key = seal_key(secret, random)
+            blob = seal(key, unseal(key, blob, resume._aad(header["capture_id"], fid)),
+                        resume._aad(header["capture_id"], fid, version))
+        conns.append((fid, random, label, blob))
+    core["conns"] = conns
+    from pcapflow.parsers.tcp.analysis import FlowTracker
+
+    with monkeypatch.context() as m:  # (format 2 pickled the tracker's __dict__ as it is)
+        m.setattr(FlowTracker, "__getstate__", lambda self: dict(self.__dict__))
+        raw = pickle.dumps(core, protocol=pickle.HIGHEST_PROTOCOL)
+    header["version"] = version
+    head = json.dumps(header).encode()
+    if version == 1:
+        out = zlib.compress(raw, 1)
+    else:
+        out = resume._ZSTD_LEN.pack(len(raw)) + resume._zstd().compress(raw, asbytes=True)
+    path.write_bytes(resume.MAGIC + resume._HEADER.pack(len(head)) + head + out)
+
+
+KEYLOG = SAMPLES / "binance_wsapi_tls13.keylog"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("name", ["fix44_plain.pcap", "binance_wsapi_tls13.pcap"])
+def test_a_state_of_an_earlier_format_is_still_read(
+        tmp_path: Path, singles: dict[str, tuple[Path, int]], version: int, name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Format 3 keeps the flow tracker's slots up to its high-water mark, without its hash
+    table; format 2 kept every slot and the table (a state written by it resumes as
+    before: ``FlowTracker.__setstate__``), and format 1 compressed the same body with
+    zlib. A decrypted connection's record sealed by an earlier format (its version in
+    the additional data) is opened."""
+    cap = SAMPLES / name
+    keys = [cap.with_suffix(".keylog")] if cap.with_suffix(".keylog").exists() else []
     one, n = singles[cap.name]
     parts = split(cap, [n // 2], tmp_path)
-    pcapflow.ingest([parts[0]], data=tmp_path / "d", packets=True)
+    pcapflow.ingest([parts[0]], keylog=keys, data=tmp_path / "d", packets=True)
     path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
-    header, body = resume._read(path, body=True)
-    assert header["version"] == resume.STATE_VERSION == 2
-    core = resume.unpack_body(body)
-    assert resume.unpack_body(zlib.compress(core, 1)) == core
-    header["version"] = 1
-    head = json.dumps(header).encode()
-    path.write_bytes(resume.MAGIC + resume._HEADER.pack(len(head)) + head
-                     + zlib.compress(core, 1))
-    r = pcapflow.ingest([parts[1]], data=tmp_path / "d", packets=True)[0]
+    _as_format(path, version, monkeypatch)
+    r = pcapflow.ingest([parts[1]], keylog=keys, data=tmp_path / "d", packets=True)[0]
     assert r.resumed_from == str(parts[0]) and r.resumed
+    assert "resume_missing_keys" not in r.anomaly_codes
     assert_same_rows(one, tmp_path / "d")
+
+
+def test_the_tracker_keeps_its_slots_up_to_the_high_water_mark() -> None:
+    """``FlowTracker.__getstate__`` leaves out the slots never used and the hash table;
+    ``__setstate__`` gives back the same capacity, arrays and lookups."""
+    from pcapflow.parsers.tcp.analysis import C_HIGH_WATER, FlowTracker
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from make_capture import Config, plan
+    from pcapflow.parsers.capture import open_capture as _open
+    from pcapflow.parsers.decode import decode_chunk
+
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"pcf-tracker-{os.getpid()}.pcap"
+    from make_capture import write
+
+    write(plan(Config(packets=3000, seed=1, rate_pps=3000.0)), str(tmp), "pcap", 262_144)
+    tracker = FlowTracker(capacity=16)
+    with _open(tmp) as reader:
+        for chunk in reader:
+            tracker.process(decode_chunk(chunk), chunk.ts_ns, chunk.wirelen, chunk.index)
+    tmp.unlink()
+    hw = int(tracker.counters[C_HIGH_WATER])
+    assert 0 < hw < tracker.capacity
+    state = tracker.__getstate__()
+    assert "table" not in state and len(state["fstate"]) == hw  # type: ignore[arg-type]
+    back = pickle.loads(pickle.dumps(tracker))
+    for name in ("fstate", "dstate", "fcnt", "fkey_hash", "free", "table", "counters"):
+        assert np.array_equal(getattr(back, name), getattr(tracker, name)), name
+    assert back.capacity == tracker.capacity and back.n_held == tracker.n_held
 
 
 def test_the_state_is_bounded(tmp_path: Path, singles: dict[str, tuple[Path, int]]) -> None:
@@ -874,3 +939,14 @@ def test_late_packets_on_ended_flows_after_the_cut_are_one_ingests(
     for p in files:
         pcapflow.ingest([p], keylog=keys, data=data, packets=True)
     assert_same_rows(one, data)
+
+
+def test_the_state_core_refuses_a_key_log_or_limits() -> None:
+    """The core of the state (tracker, bookkeeping) is pickled without ``persistent_id``
+    (``resume._CorePickler``): a key log or the command's limits in it is an error, never
+    written (the connections' records refer to them: ``resume._Pickler``)."""
+    with pytest.raises(pickle.PicklingError, match="KeyLog"):
+        resume._dumps_core({"info": {1: {"x": resume.KeyLog.from_text(b"")}}})
+    with pytest.raises(pickle.PicklingError, match="Limits"):
+        resume._dumps_core([Limits()])
+    assert pickle.loads(resume._dumps_core({"done": {1, 2}})) == {"done": {1, 2}}
