@@ -938,6 +938,11 @@ def test_late_packets_on_ended_flows_after_the_cut_are_one_ingests(
     data = tmp_path / "d"
     for p in files:
         pcapflow.ingest([p], keylog=keys, data=data, packets=True)
+        state = next((data / store.STATE).glob("*"))
+        ended = np.load(state / resume.STABLE)[:, 0]
+        if source == "rotation":  # ended flows held: the closed ones (an unknown
+            # protocol) left out of HELD, those without payload kept
+            assert len(ended) and 0 < np.isin(ended, np.load(state / resume.HELD)).mean() < 1
     assert_same_rows(one, data)
 
 
