@@ -10,8 +10,9 @@ set (as ``pcapflow watch`` does). Every ``--every`` calls the same file is then
 ingested again, twice, into datasets of its own: ``fresh`` (a rotation's first
 file: it keeps resume state) and ``fresh_nostate`` (``resume=False``: a capture of
 its own). Per call: CPU seconds of this process (``time.process_time``) and the
-named steps inside it (``--steps``: the resume machinery, the ``flows`` rows, the
-derive's state, the matcher, the commit), so what grows with k shows by name.
+named steps inside it (``STEPS``, always: the resume machinery, the state's save,
+the ``flows`` rows, the derive's state, the matcher and its carry, the venues the
+dataset knows, the commit), so what grows with k shows by name.
 ``slope_*``: least-squares CPU seconds per file already in the set, over the calls
 after the first ``--skip``; ``ratio``: the resumed call over the fresh one, per
 sampled k.
@@ -52,6 +53,10 @@ STEPS = (
     ("pcapflow.why_carry", "check", "derive_check"),
     ("pcapflow.why_carry", "flows_of", "derive_flows_of"),
     ("pcapflow.pipelines.store.Staging", "commit", "commit"),
+    ("pcapflow.pipelines.ingest.driver", "_keep_state", "keep_state"),
+    ("pcapflow.pipelines.match_carry", "match", "match_carry"),
+    ("pcapflow.pipelines.match", "flow_rules", "flow_rules"),
+    ("pcapflow.venues", "known_addresses", "known_addresses"),
 )
 
 

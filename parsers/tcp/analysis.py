@@ -59,6 +59,7 @@ the ``ports_reused`` flag (the old ISN is forgotten).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numba
 import numpy as np
@@ -713,13 +714,41 @@ class FlowTracker:
         self.forward = ForwardWatch()  # forward steps of the capture clock (TSval)
         self._clock_steps: list[Anomaly] = []
 
+    def __getstate__(self) -> dict[str, object]:
+        """For a resume state: the slots up to the high-water mark (those above it were
+        never used: zeros, no hash entry) and the capacity, without the hash table
+        (``__setstate__`` rebuilds both). At one-second files of many short connections
+        the tracker holds ~10^4 flows (a minute of ended ones, ``GRACE_NS``): ~800 bytes
+        a slot, written and read by every command of the set."""
+        hw = int(self.counters[C_HIGH_WATER])
+        state = dict(self.__dict__)
+        del state["table"]
+        state["_slots"] = (self.capacity, int(self.table.shape[0]))
+        for name in ("fkey_hash", "fstate", "fcnt", "free"):
+            state[name] = getattr(self, name)[:hw]
+        state["dstate"] = self.dstate[: 2 * hw]
+        return state
+
     def __setstate__(self, state: dict[str, object]) -> None:
-        """A resume state written before ``dstate`` grew columns: pad them with
-        zeros (nothing set, as for a new flow). The hash table is rebuilt with this
+        """A resume state (``__getstate__``; one written before it kept every slot and
+        the hash table, and one written before ``dstate`` grew columns: pad them with
+        zeros, nothing set, as for a new flow). The hash table is rebuilt with this
         version's ``_hash`` (a state may come from a version that hashed otherwise)."""
+        state = dict(state)
+        slots = state.pop("_slots", None)
         self.__dict__.update(state)
         self.__dict__.setdefault("forward", ForwardWatch())
         self.__dict__.setdefault("_clock_steps", [])
+        if slots is not None:  # (trimmed to the high-water mark)
+            cap, positions = cast(tuple[int, int], slots)
+            for name in ("fkey_hash", "fstate", "fcnt", "dstate", "free"):
+                old_rows = getattr(self, name)
+                rows = cap * (2 if name == "dstate" else 1)
+                new_rows = np.full((rows, *old_rows.shape[1:]), -1 if name == "fkey_hash" else 0,
+                                   old_rows.dtype)
+                new_rows[: old_rows.shape[0]] = old_rows
+                setattr(self, name, new_rows)
+            self.table = np.full(positions, -1, np.int64)
         old = self.dstate
         if old.shape[1] < N_DSTATE:
             self.dstate = np.zeros((old.shape[0], N_DSTATE), old.dtype)
@@ -871,6 +900,14 @@ class FlowTracker:
         hw = int(self.counters[C_HIGH_WATER])
         self._retire(np.flatnonzero(self.fstate[:hw, F_SLOT] != SLOT_FREE))
         return self.take_retired()
+
+    def held_flows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of the flows held (open, ended within the grace period, detached),
+        and which of them have ended (RST, or FIN in both directions)."""
+        hw = int(self.counters[C_HIGH_WATER])
+        f = self.fstate[:hw]
+        held = f[:, F_SLOT] != SLOT_FREE
+        return f[held, F_ID].copy(), self._ended()[held]
 
     def handshake_seen(self, flow_id: int) -> bool:
         """Was a SYN or SYN/ACK of this flow captured? (False: the connection was

@@ -41,7 +41,7 @@ from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
 from ...parsers.limits import Limits
 from ...parsers.protocols.columns import ts_array
-from ...parsers.tcp.analysis import END_NONE, F_ID, F_SLOT, SLOT_FREE, FlowTracker
+from ...parsers.tcp.analysis import END_NONE, FlowTracker
 from .. import feed_scan, interrupts, store
 from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
 from ..tables.rows import RowBuffers
@@ -403,6 +403,10 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
                 anomaly_codes[a.code] = anomaly_codes.get(a.code, 0) + 1
 
     flows = FlowRows(staging, matcher)
+    # (resume) the ended flows the previous command left held, whose rows are final: one
+    # retired here without a packet since (past the grace) keeps its row (``_unchanged``)
+    before = (_stable_before(prev, resume.root)  # type: ignore[union-attr]
+              if prev is not None and matcher is not None and shard is None else None)
 
     def write_retired(cols: dict[str, np.ndarray] | None,
                       same: np.ndarray | None = None) -> None:
@@ -410,6 +414,8 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         (``_stable``): retired from the application layer, no row written."""
         if cols is None:
             return
+        if same is None and before is not None:
+            same = _unchanged(cols, before)
         if shard is not None:
             keep = shard.retire(cols["flow_id"])
             if not keep.all():
@@ -425,6 +431,8 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         fids = cols["flow_id"].tolist()
         info = app.retire(fids, staging, add_anomalies) if app is not None else {}
         if same is not None and same.any():
+            if same.all():  # (a chunk's flows retired past the grace: often all of them)
+                return
             cols = {k: v[~same] for k, v in cols.items()}
         flows.add(cols, info)
 
@@ -581,7 +589,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
         "resume_pending_s": limits.resume_pending_s}  # (the matcher's: ``match_carry``)
     core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
     add_anomalies(dropped)
-    held = tracker.fstate[tracker.fstate[:, F_SLOT] != SLOT_FREE, F_ID]
+    held, ended = tracker.held_flows()
     # anomalies of the set written so far: final (the next ingest keeps them)
     header["anomalies"] = (int(prev.header["anomalies"]) if prev is not None else 0) + sum(
         anomaly_codes.values())
@@ -589,7 +597,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     out = staging.dir / store.STATE
     out.mkdir(exist_ok=True)
     (out / resume_state.STATE_FILE).write_bytes(data)
-    np.save(out / resume_state.HELD, held.astype(np.int64))  # for the derive (why_carry)
+    np.save(out / resume_state.HELD, resume_state.carried_flows(held, ended, app))
     staging.close_writers()  # (the scan files of the final rows are written by then)
     resume_state.keep_candidates(staging.dir, CANDIDATES_DIR)
     staging.part_prefix = resume_state.TAIL_PREFIX
@@ -610,17 +618,31 @@ def _stable(stage: Path, end: dict[str, np.ndarray], prev: Previous | None, root
     ended = end["end"] != END_NONE
     np.save(stage / store.STATE / resume_state.STABLE,
             np.stack([ids[ended], packets[ended]], axis=1))
-    same = np.zeros(ids.size, bool)
-    was = (store.partition_dir(root, store.STATE, prev.capture_id) / resume_state.STABLE
-           if prev is not None else None)
-    if was is not None and was.is_file():
-        before = np.load(was)
-        order = np.argsort(before[:, 0])
-        at = np.searchsorted(before[order, 0], ids).clip(0, max(len(order) - 1, 0))
-        if len(order):
-            hit = before[order[at]]
-            same = ended & (hit[:, 0] == ids) & (hit[:, 1] == packets)
+    before = _stable_before(prev, root) if prev is not None else None
+    same = _unchanged(end, before) if before is not None else np.zeros(ids.size, bool)
     return same, ids[~ended]
+
+
+def _stable_before(prev: Previous, root: Path) -> np.ndarray | None:
+    """The previous command's ``resume.STABLE`` (flow id, packets), by flow id."""
+    was = store.partition_dir(root, store.STATE, prev.capture_id) / resume_state.STABLE
+    if not was.is_file():
+        return None
+    before = np.load(was).reshape(-1, 2)
+    return before[np.argsort(before[:, 0], kind="stable")]
+
+
+def _unchanged(cols: dict[str, np.ndarray], before: np.ndarray) -> np.ndarray:
+    """Which of the flows ``cols`` (the tracker's columns) have ended and are in
+    ``before`` (``_stable_before``) with as many packets: the set holds their ``flows``
+    rows, final and the same (a flow the previous command left held, retired now past
+    the grace or at this file's end without a packet since)."""
+    ids = cols["flow_id"].astype(np.int64)
+    if not len(before):
+        return np.zeros(ids.size, bool)
+    packets = (cols["packets_out"] + cols["packets_in"]).astype(np.int64)
+    hit = before[np.searchsorted(before[:, 0], ids).clip(0, len(before) - 1)]
+    return (cols["end"] != END_NONE) & (hit[:, 0] == ids) & (hit[:, 1] == packets)
 
 
 def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, anomalies: int,

@@ -200,7 +200,10 @@ class FlowRows:
         if self.matcher is None:
             self.staging.write("flows", rows)
             return
-        later = {f for f, info in app.items() if _has_app_data(info)}
+        # (of these rows' flows only: ``app`` may hold the columns of more, the flows a
+        # rotation's command retires at its end whose rows the set holds already)
+        later = {f for f in cols["flow_id"].tolist()
+                 if (info := app.get(f)) is not None and _has_app_data(info)}
         if later:
             mask = pa.array(np.isin(cols["flow_id"], np.fromiter(later, np.int64, len(later))))
             if self._with_app is None:

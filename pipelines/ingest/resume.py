@@ -58,6 +58,7 @@ few builtins), and only from a dataset the user wrote.
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import io
 import json
@@ -92,10 +93,12 @@ if TYPE_CHECKING:
     from ...parsers.tcp.analysis import FlowTracker
     from .app_layer import AppLayer
 
-STATE_VERSION = 2
-"""Format of ``state.bin``; bump when a pickled class changes shape (2: the body is
-zstd-compressed; 1, zlib, is still read: the same pickled classes)."""
-READ_VERSIONS = (1, STATE_VERSION)
+STATE_VERSION = 3
+"""Format of ``state.bin``; bump when a pickled class changes shape (3: the flow
+tracker keeps its slots up to the high-water mark and no hash table,
+``FlowTracker.__getstate__``; 2: the body is zstd-compressed; 1, zlib: 1 and 2 are still
+read, the tracker's ``__setstate__`` takes both shapes)."""
+READ_VERSIONS = (1, 2, STATE_VERSION)
 MAGIC = b"PCAPFLOW-STATE\n"
 STATE_DIR = store.STATE
 STATE_FILE = "state.bin"
@@ -298,12 +301,38 @@ def _dumps(obj: object) -> bytes:
     return buf.getvalue()
 
 
+def _refuse(obj: object) -> Any:
+    raise pickle.PicklingError(f"a {type(obj).__name__} in the resume state's core")
+
+
+class _CorePickler(pickle.Pickler):
+    """The state's core (the tracker, the application layer's bookkeeping, the
+    connections' records as bytes): no key log nor limits in it (refused), so no
+    ``persistent_id``, a Python call per object pickled (~10 ms for the ~10^4 flows
+    held at one-second files)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.dispatch_table = _CORE_DISPATCH
+
+
+_CORE_DISPATCH = {**copyreg.dispatch_table, KeyLog: _refuse, Limits: _refuse}
+
+
+def _dumps_core(obj: object) -> bytes:
+    buf = io.BytesIO()
+    _CorePickler(buf).dump(obj)
+    return buf.getvalue()
+
+
 def _loads(data: bytes, keylog: KeyLog | None, limits: Limits) -> Any:
     return _Unpickler(io.BytesIO(data), keylog, limits).load()
 
 
-def _aad(capture_id: str, flow_id: int) -> bytes:
-    return f"pcapflow-state-v{STATE_VERSION}:{capture_id}:{flow_id}".encode()
+def _aad(capture_id: str, flow_id: int, version: int = STATE_VERSION) -> bytes:
+    """A sealed record's additional data: the format that wrote it (``version``: the
+    state's own, on reading), the set and the flow."""
+    return f"pcapflow-state-v{version}:{capture_id}:{flow_id}".encode()
 
 
 # --- saving ----------------------------------------------------------------------------
@@ -347,7 +376,7 @@ def snapshot(capture_id: str, tracker: FlowTracker, app: AppLayer | None,
     if app is not None:
         core.update(done=app.done, info=app.info, last_ts=app.last_ts,
                     last_packet=app.last_packet)
-    return _dumps(core), anomalies
+    return _dumps_core(core), anomalies
 
 
 def pack(header: dict[str, Any], core: bytes) -> bytes:
@@ -405,7 +434,8 @@ def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]
         if random is not None:
             secret = app.keylog.get(random, label) if app.keylog is not None else None
             data = None if secret is None else unseal(
-                seal_key(secret, random), blob, _aad(prev.capture_id, fid))
+                seal_key(secret, random), blob,
+                _aad(prev.capture_id, fid, int(prev.header.get("version", STATE_VERSION))))
             if data is None:
                 app.fresh.add(fid)
                 where = ", ".join(app.keylog.sources) if app.keylog is not None else "none"
@@ -545,7 +575,35 @@ STABLE = "stable.npy"
 """In a staged state: (flow id, packets) of the flows still held at the end of the file
 that had ended; their ``flows`` rows are final (``driver._stable``)."""
 HELD = "held.npy"
-"""In a staged state: the ids of the flows still open at the end of the file."""
+"""In a staged state: the ids of the flows whose per-connection rows the matcher's and
+the derive's carries keep (``carried_flows``)."""
+
+
+def carried_flows(held: Any, ended: Any, app: AppLayer | None) -> Any:
+    """Of the flows the tracker holds at the end of a file (``held``, ``ended``: which
+    of them have ended), those the next command may still add messages, orders or RTT
+    samples to, whose per-connection rows the matcher's and the derive's carries keep
+    (``HELD``): all but the ended ones whose connection the application layer closed
+    (``AppLayer.done``: it takes nothing more of them) without application-layer data
+    (no message, so no order: an unknown protocol, or none). Within the tracker's
+    grace such a flow may still get a late packet, but only TCP-level rows come of it
+    (``tcp_events``, a ``tsecr`` sample of a connection without orders), which neither
+    reads per connection; it stays held by the tracker (its ``flows`` row is made again
+    with the packet). A rotation of many short connections holds ~a minute of them
+    (``GRACE_NS``): the carries then follow the open ones, not the minute's."""
+    import numpy as np
+
+    from .flow_rows import _has_app_data
+
+    held = np.asarray(held, np.int64)
+    if app is None or not len(held):
+        return held
+    ended = np.asarray(ended, bool)
+    done, info = app.done, app.info
+    drop = np.fromiter((bool(e) and f in done and not _has_app_data(info.get(f, {}))
+                        for f, e in zip(held.tolist(), ended.tolist(), strict=True)),
+                       bool, len(held))
+    return held[~drop]
 
 
 CANDIDATES = "candidates"
