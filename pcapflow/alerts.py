@@ -654,18 +654,9 @@ def _silences(ds: Dataset, messages: pa.Table, stale: int) -> list[tuple] | None
     ts_ok = m.column("ts").is_valid().to_numpy(zero_copy_only=False)
     if not ts_ok.all():
         return None  # (no ingest writes a message without its time)
-    order = feed.stream_order(keys, ts, off)
-    last = np.ones(n, np.bool_)
-    for k in keys:
-        ko = k[order]
-        last[:-1] &= ko[1:] == ko[:-1]
-    last = ~last  # the last message of its stream
-    last[-1] = True
-    t_o, off_o = ts[order], off[order]
-    nxt = np.empty(n, np.int64)
-    nxt[:-1] = t_o[1:]
-    nxt[-1] = 0
-    inside = np.flatnonzero(~last & (nxt - t_o > stale))
+    sil = feed.silences(keys, ts, off, stale)
+    order, last, t_o, off_o, nxt, inside = (sil.order, sil.last, sil.ts, sil.offset,
+                                            sil.next_ts, sil.inside)
     out: list[tuple] = []
     cols = {k: m.column(k) for k in ("capture_id", "venue", "flow_id", "rule", "stream")}
 

@@ -46,7 +46,7 @@ in ``pipelines/feed_rules.py`` (the ingest reads them).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -395,6 +395,38 @@ def gaps_of(messages: pa.Table) -> pa.Table:
     return _cast(out.drop_columns(["_offset"]), FEED_GAPS)
 
 
+class Silences(NamedTuple):
+    """Where each stream falls silent (``silences``): rows in stream order."""
+
+    order: np.ndarray  # the rows' order (``stream_order``)
+    last: np.ndarray  # in that order: the last message of its stream
+    ts: np.ndarray  # times, in that order
+    offset: np.ndarray  # stream offsets, in that order
+    next_ts: np.ndarray  # the time of the stream's next message (0 after its last)
+    inside: np.ndarray  # positions (in order) followed by a silence over the threshold
+
+
+def silences(keys: list[np.ndarray], ts: np.ndarray, off: np.ndarray, stale_ns: int
+             ) -> Silences:
+    """Each stream's messages (a stream: one value of every array of ``keys``) in (ts,
+    stream_offset) order, and where the time to the stream's next message is over
+    ``stale_ns``: shared by the ingest's ``prepare`` and ``alerts._silences``."""
+    order = stream_order(keys, ts, off)
+    n = len(order)
+    last = np.ones(n, np.bool_)
+    for k in keys:
+        ko = k[order]
+        last[:-1] &= ko[1:] == ko[:-1]
+    last = ~last  # the last message of its stream
+    last[-1] = True
+    t_o, off_o = ts[order], off[order]
+    nxt = np.empty(n, np.int64)
+    nxt[:-1] = t_o[1:]
+    nxt[-1] = 0
+    inside = np.flatnonzero(~last & (nxt - t_o > stale_ns))
+    return Silences(order, last, t_o, off_o, nxt, inside)
+
+
 def stream_order(codes: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The order of rows by (``codes``..., ``a``, ``b``), as ``np.lexsort`` gives it
     (stable), faster for what the derive sorts: few streams (the codes' product fits
@@ -542,20 +574,9 @@ def prepare(scanned: pa.Table, stale_ns: int) -> Streams | None:
         return Streams(gaps, empty, empty.drop_columns(["t1", "o1"]), stale_ns)
     # as ``alerts._silences``: each stream's messages in (ts, stream_offset) order
     keys = [_codes(m.column(k)) for k in ("flow_id", "rule", "stream")]
-    ts, off = _ints(m.column("ts")), _ints(m.column("stream_offset"))
-    order = stream_order(keys, ts, off)
-    last = np.ones(n, np.bool_)
-    for k in keys:
-        ko = k[order]
-        last[:-1] &= ko[1:] == ko[:-1]
-    last = ~last  # the last message of its stream
-    last[-1] = True
-    t_o, off_o = ts[order], off[order]
-    nxt = np.empty(n, np.int64)
-    nxt[:-1] = t_o[1:]
-    nxt[-1] = 0
-    inside = np.flatnonzero(~last & (nxt - t_o > stale_ns))
-    at_end = np.flatnonzero(last)
+    sil = silences(keys, _ints(m.column("ts")), _ints(m.column("stream_offset")), stale_ns)
+    order, t_o, off_o, nxt, inside = sil.order, sil.ts, sil.offset, sil.next_ts, sil.inside
+    at_end = np.flatnonzero(sil.last)
 
     def keyed(at: np.ndarray) -> dict[str, pa.Array]:
         take = pa.array(order[at])

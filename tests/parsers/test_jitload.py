@@ -57,6 +57,14 @@ def _ingest(mode: str, data: Path) -> dict[str, bool]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+
+def _child(code: str, args: list[str], env: dict[str, str]) -> dict:
+    """Run ``code`` in a fresh interpreter; its last line of output, as JSON."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
 def test_lighter_cache_loads_write_the_same_tables(tmp_path: Path) -> None:
     _ingest("light", tmp_path / "warm")  # fill the kernel cache for this source
     light = _ingest("light", tmp_path / "light")
@@ -119,15 +127,7 @@ def test_a_kernel_compiled_with_the_lighter_load_is_cached_and_loads(tmp_path: P
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
 
     def run() -> dict:
-        out = subprocess.run(
-            [sys.executable, "-c", _USE, str(tmp_path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return _child(_USE, [str(tmp_path)], env)
 
     first, second = run(), run()
     assert first["got"] == second["got"] == [0, 2, 4, 6, 8]
@@ -172,15 +172,7 @@ def test_numbas_runtime_from_a_cache_file(tmp_path: Path) -> None:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
 
     def run(name: str) -> dict:
-        out = subprocess.run(
-            [sys.executable, "-c", _USE_RUNTIME, str(tmp_path), name],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return _child(_USE_RUNTIME, [str(tmp_path), name], env)
 
     first = run("doubled")
     assert first == {"got": [0, 2, 4, 6, 8], "hits": 0, "runtime": "compiled", "entry_points": True}
