@@ -320,7 +320,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         cut, pcut = wc.cuts(plan, view, latency, unmatched)
         if orders:
             rows = _cast(causes.compute(view, since=c_prev), "causes")
-            settle = (wc._ns(rows.column("order_ts"))
+            settle = (wc.ns_or_inf(rows.column("order_ts"))
                       + pc_fill0(rows.column("latency_ns")))
             final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)
         else:
@@ -343,7 +343,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             gaps = feed.gaps_table(view, messages=feed_msg)
         streams = named = None
         final["feed_gaps"], prov["feed_gaps"] = wc.split(
-            _cast(gaps, "feed_gaps"), wc._ns(gaps.column("ts")), c_prev, cut)
+            _cast(gaps, "feed_gaps"), wc.ns_or_inf(gaps.column("ts")), c_prev, cut)
         cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
                                   until=pcut if plan.keep else None)
         s = SETTINGS or alerts.Settings()
@@ -368,7 +368,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                     open_starts = min(open_starts, int(r["start_ts"]))  # type: ignore
         tail_anomalies = wc._read(plan.parts.tail.get("anomalies", []), "anomalies",
                                   ["ts", "code"])
-        tail_steps = {int(t) for t in wc._ns(tail_anomalies.filter(pc.fill_null(pc.is_in(
+        tail_steps = {int(t) for t in wc.ns_or_inf(tail_anomalies.filter(pc.fill_null(pc.is_in(
             tail_anomalies.column("code"), pa.array(["clock_step_back", "clock_step_forward"])),
             False)).column("ts"))}
         for r in alerts.clock_step(view, s):

@@ -69,9 +69,12 @@ from .pipelines.ingest.resume import (
     read_header,
 )
 from .pipelines.match_carry import (
+    INF,
     OMITTED_FLOWS,
     WINDOW_FILE,
     ack_rows,
+    min_ns,
+    ns_or_inf,
     order_flows,
     window_key,
 )
@@ -92,7 +95,6 @@ VERSION = 2
 command after one derives the set whole, once)."""
 DIR = "derive"
 """Sub-directory of a set's resume state: what ``carry`` keeps."""
-INF = 2**62
 DERIVED = ("causes", "feed_gaps", "alerts")
 LATENCY_KINDS = ("latency_shift", "p99_high")
 
@@ -122,17 +124,6 @@ def _read(files: list[Path], table: str, columns: list[str] | None = None) -> pa
     return pa.concat_tables([schema.empty_table(), *(
         pq.read_table(p, columns=schema.names, schema=None).select(schema.names).cast(schema)
         for p in files)])
-
-
-def _ns(col: pa.ChunkedArray) -> np.ndarray:
-    return pc.fill_null(col.cast(pa.int64()), INF).to_numpy()
-
-
-def _min_ns(table: pa.Table, column: str) -> int:
-    if table.num_rows == 0:
-        return INF
-    v = pc.min(table.column(column).cast(pa.int64())).as_py()
-    return INF if v is None else int(v)
 
 
 @dataclass(slots=True)
@@ -247,7 +238,7 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
     cut, pcut = int(prev.meta["cut"]), int(prev.meta["pcut"])  # type: ignore[call-overload]
     for t, col in CHECK.items():
         fresh = _only_read(_read(plan.parts.fresh(t), t, [col, *_ALSO.get(t, [])]), t)
-        if _min_ns(fresh, col) < cut:
+        if min_ns(fresh, col) < cut:
             return f"{t} rows before the previous cut"
     n_p, n_c = 0, 0  # (the rows not given: every one before both cuts, ``_window_ok``)
     if plan.window is not None:
@@ -260,7 +251,7 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
     if (latency is not None and latency.num_rows) or n_c:
         latency = latency if latency is not None else without_capture_id(
             TABLES["latency"]).empty_table()
-        o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
+        o, a = ns_or_inf(latency.column("order_ts")), ns_or_inf(latency.column("ack_ts"))
         a = np.where(a == INF, o, a)
         ack = ack_rows(latency)
         if n_p + int(np.count_nonzero(ack & (o < pcut))) != prev.meta["n_p"]:
@@ -400,7 +391,7 @@ def _cut(plan: Plan) -> int:
     cut = plan.last - SETTLE_NS
     for t, col in CHECK.items():
         tail = _only_read(_read(plan.parts.tail.get(t, []), t, [col, *_ALSO.get(t, [])]), t)
-        cut = min(cut, _min_ns(tail, col))
+        cut = min(cut, min_ns(tail, col))
     return cut
 
 
@@ -422,14 +413,14 @@ def _pending(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | None,
     latency, unmatched = _given(plan, "latency", latency), _given(plan, "unmatched", unmatched)
     times, flows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     if latency is not None and latency.num_rows:
-        o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
+        o, a = ns_or_inf(latency.column("order_ts")), ns_or_inf(latency.column("ack_ts"))
         late = np.where(a == INF, o, a) >= cut
         times.append(o[late])
         flows.append(latency.column("flow_id").to_numpy(zero_copy_only=False)[late])
         af = pc.fill_null(latency.column("ack_flow_id"), latency.column("flow_id"))
         flows.append(af.to_numpy(zero_copy_only=False)[late])
     if unmatched is not None and unmatched.num_rows and plan.last is not None:
-        ts = _ns(unmatched.column("ts"))
+        ts = ns_or_inf(unmatched.column("ts"))
         what = pc.fill_null(pc.equal(unmatched.column("what"), "order"), False).to_numpy(
             zero_copy_only=False)
         wait = what & (ts >= plan.last - PENDING_NS) & (ts < INF)
@@ -529,7 +520,7 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
         if min(cut, pcut) < int(plan.window["since"]):  # type: ignore[call-overload]
             n_p = n_c = -1  # (not known: the next command derives the set whole)
     if latency is not None and latency.num_rows and n_p >= 0:
-        o, a = _ns(latency.column("order_ts")), _ns(latency.column("ack_ts"))
+        o, a = ns_or_inf(latency.column("order_ts")), ns_or_inf(latency.column("ack_ts"))
         a = np.where(a == INF, o, a)
         ack = ack_rows(latency)
         n_p += int(np.count_nonzero(ack & (o < pcut)))

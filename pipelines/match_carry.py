@@ -193,9 +193,9 @@ def window_key(table: str, rows: pa.Table) -> np.ndarray:
     by (``why_carry``): ``latency``, its order time and its reply's (the order's
     without one); the others, their ``ts``. Null: ``INF`` (always kept)."""
     if table == "latency":
-        o, a = _ns(rows.column("order_ts")), _ns(rows.column("ack_ts"))
+        o, a = ns_or_inf(rows.column("order_ts")), ns_or_inf(rows.column("ack_ts"))
         return np.maximum(o, np.where(a == INF, o, a))
-    return _ns(rows.column("ts"))
+    return ns_or_inf(rows.column("ts"))
 
 
 def ack_rows(latency: pa.Table) -> np.ndarray:
@@ -306,7 +306,7 @@ def _window_start(g: pa.Table, cut: int, last: int | None) -> int:
     ``WINDOW_MARGIN_NS``. The next derive checks it (``why_carry.check``)."""
     from .. import alerts, why, why_carry
 
-    open_o = _ns(g.column("order_ts"))[_ns(g.column("settle")) >= cut] if g.num_rows \
+    open_o = ns_or_inf(g.column("order_ts"))[ns_or_inf(g.column("settle")) >= cut] if g.num_rows \
         else np.empty(0, np.int64)
     t = min(cut, int(open_o.min()) if len(open_o) else INF,
             (last if last is not None else INF) - why_carry.PENDING_NS)
@@ -316,11 +316,13 @@ def _window_start(g: pa.Table, cut: int, last: int | None) -> int:
     return (t - why_carry.SETTLE_NS - WINDOW_MARGIN_NS) // bucket * bucket - bucket
 
 
-def _ns(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def ns_or_inf(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A time column as int64 ns, a null as ``INF`` (also ``why_carry``'s)."""
     return pc.fill_null(col.cast(pa.int64()), INF).to_numpy()
 
 
-def _min_ns(table: pa.Table, column: str) -> int:
+def min_ns(table: pa.Table, column: str) -> int:
+    """The earliest ns of ``column`` (``INF``: no row, or only nulls)."""
     if table.num_rows == 0:
         return INF
     v = pc.min(table.column(column).cast(pa.int64())).as_py()
@@ -493,7 +495,7 @@ def _split(run: _Run, cut: int, drop: pa.Array) -> tuple[dict[str, pa.Table],
     """The run's rows of groups not in ``drop``, as (final, provisional) at ``cut``."""
     g = run.groups
     assert g is not None
-    settle = _ns(g.column("settle"))
+    settle = ns_or_inf(g.column("settle"))
     cids = g.column("cid")
     fin_ids = cids.filter(pa.array(settle < cut))
     final, prov = {}, {}
@@ -515,10 +517,10 @@ def _cut(parts: StagedParts, last: int | None) -> int:
         return INF
     cut = last - SETTLE_NS
     for t, col in _TS_COLUMNS:
-        cut = min(cut, _min_ns(_read(parts.tail.get(t, []), t, [col]), col))
+        cut = min(cut, min_ns(_read(parts.tail.get(t, []), t, [col]), col))
     rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
                            ["direction", "piggybacked", "retransmitted", "ts_sent"]))
-    return min(cut, _min_ns(rtt, "ts_sent"))
+    return min(cut, min_ns(rtt, "ts_sent"))
 
 
 def pending_s(header: Mapping[str, Any]) -> float:
@@ -607,14 +609,14 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
     STATS["window_rows"] = sum(t.num_rows for t in win.rows.values())
     STATS["window_since"] = win.since
     STATS["groups"] = run.groups.num_rows if run.groups is not None else 0
-    STATS["final_groups"] = int(np.count_nonzero(_ns(run.groups.column("settle")) < cut)) \
+    STATS["final_groups"] = int(np.count_nonzero(ns_or_inf(run.groups.column("settle")) < cut)) \
         if run.groups is not None else 0
     STATS["incremental"] = prev is not None
     if run.groups is not None and run.groups.num_rows:
         g = run.groups
         STATS["unacked"] = int(pc.sum(pc.invert(g.column("has_ack"))).as_py() or 0)
         STATS["waiting"] = int(np.count_nonzero(
-            _ns(g.column("settle")) - _ns(g.column("order_ts")) > 10**11))
+            ns_or_inf(g.column("settle")) - ns_or_inf(g.column("order_ts")) > 10**11))
     if keep and run.enc == 0:
         c = time.process_time()
         save(stage_dir, parts, prev, run, cut, held, flows)
@@ -637,12 +639,12 @@ def _check_inputs(prev: _Carried, parts: StagedParts) -> str | None:
     """Premises read before the run: this command's rows follow the previous cut."""
     before = int(prev.meta["cut"])
     for t, col in _TS_COLUMNS:
-        if _min_ns(_read(parts.fresh(t), t, [col]), col) < before:
+        if min_ns(_read(parts.fresh(t), t, [col]), col) < before:
             return f"{t} rows before the previous cut"
     rtt = _clean_rtt(_read(parts.fresh("tcp_rtt"), "tcp_rtt",
                            ["flow_id", "direction", "piggybacked", "retransmitted",
                             "ts_sent", "method"]))
-    if _min_ns(rtt, "ts_sent") < before:
+    if min_ns(rtt, "ts_sent") < before:
         return "RTT samples before the previous cut"
     inc = prev.t["rtt_incomplete"]
     if rtt.num_rows and inc.num_rows:
@@ -906,8 +908,8 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
     out.mkdir(parents=True)
     g = run.groups
     assert g is not None
-    settle = _ns(g.column("settle"))
-    order_ts = _ns(g.column("order_ts"))
+    settle = ns_or_inf(g.column("settle"))
+    order_ts = ns_or_inf(g.column("order_ts"))
     k = cut  # rows of later files follow it; before it, the rows of open groups
     open_ids = g.column("cid").filter(pa.array(settle >= cut))
     grows = []  # (flow, direction, offset) of the messages of the groups not final
