@@ -498,7 +498,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
     same = None
     if held is not None and end is not None and matcher is not None and shard is None:
         # (resume: ``same``) the ended flows' rows are final; only the others provisional
-        same, held = _stable(staging.dir, end, prev, resume.root)  # type: ignore[union-attr]
+        same, held = _stable(staging.dir, end, before)
     write_retired(end, same)
     end = None
     # every connection is closed and written: the tracker's and the parsers' state goes
@@ -604,7 +604,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     return held.astype(np.int64)
 
 
-def _stable(stage: Path, end: dict[str, np.ndarray], prev: Previous | None, root: Path
+def _stable(stage: Path, end: dict[str, np.ndarray], before: np.ndarray | None
             ) -> tuple[np.ndarray, np.ndarray]:
     """Of the flows a rotation's file leaves held (``end``: their columns), those that
     have ended (FIN both ways, RST) get final ``flows`` rows: only a late packet (a
@@ -612,13 +612,13 @@ def _stable(stage: Path, end: dict[str, np.ndarray], prev: Previous | None, root
     writes the row again (``resume.old_flows``: it goes with its part). Kept in the
     staged state (``resume.STABLE``): each one's id and packet count. Returns which of
     ``end`` the set already holds unchanged (ended by the previous file, no packet
-    since: no row written again) and the ids of the flows still open (provisional)."""
+    since: no row written again; ``before``: the previous command's, ``_stable_before``)
+    and the ids of the flows still open (provisional)."""
     ids = end["flow_id"].astype(np.int64)
     packets = (end["packets_out"] + end["packets_in"]).astype(np.int64)
     ended = end["end"] != END_NONE
     np.save(stage / store.STATE / resume_state.STABLE,
             np.stack([ids[ended], packets[ended]], axis=1))
-    before = _stable_before(prev, root) if prev is not None else None
     same = _unchanged(end, before) if before is not None else np.zeros(ids.size, bool)
     return same, ids[~ended]
 
