@@ -85,38 +85,33 @@ def _string_end(data, pos, end, fast):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _number_end(data, pos, end):
-    """(end, is a plain integer, digits, value) of a number at ``pos`` by the strict
-    JSON grammar without an exponent; end -1 when not one of those. ``value``: of its
-    integer part, signed, read with the digits (``_int_value``'s, when it has at most
-    ``MAX_INT_DIGITS``; unusable beyond)."""
+    """(end, is a plain integer, digits) of a number at ``pos`` by the strict JSON
+    grammar without an exponent; end -1 when not one of those."""
     p = pos
-    neg = p < end and data[p] == 45  # "-"
-    if neg:
+    if p < end and data[p] == 45:  # "-"
         p += 1
     if p >= end or data[p] < 48 or data[p] > 57:
-        return -1, False, 0, 0
+        return -1, False, 0
     digits_start = p
-    v = 0
     if data[p] == 48:
         p += 1
     else:
         while p < end and 48 <= data[p] <= 57:
-            v = v * 10 + (data[p] - 48)
             p += 1
     digits = p - digits_start
     integer = True
     if p < end and data[p] == 46:  # "."
         p += 1
         if p >= end or data[p] < 48 or data[p] > 57:
-            return -1, False, 0, 0
+            return -1, False, 0
         while p < end and 48 <= data[p] <= 57:
             p += 1
         integer = False
     if p < end and (data[p] == 101 or data[p] == 69):  # exponent: not read here
-        return -1, False, 0, 0
+        return -1, False, 0
     if digits > 19:
-        return -1, False, 0, 0
-    return p, integer, digits, -v if neg else v
+        return -1, False, 0
+    return p, integer, digits
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -145,11 +140,10 @@ def _record(node, kind, a, b, data, kinds, starts, ends):
 
 @numba.njit(cache=True, nogil=True)
 def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_sibling,
-          requested, pats, patlen, patclose, first, hits, kinds, starts, ends, values, visited,
-          stack_node, stack_obj, stack_count, fast):
+          requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited, stack_node,
+          stack_obj, stack_count, fast):
     """Walk one payload (see the module docstring): ``_CLEAN`` with the ``like``
-    ``hits`` and the values of the trie's nodes (an integer's also in ``values``), or
-    ``_UNSURE``. ``fast``: strings 8
+    ``hits`` and the values of the trie's nodes, or ``_UNSURE``. ``fast``: strings 8
     bytes at a time and compact price levels in one go (``feed_tokens``; the same
     outcome as without)."""
     for k in range(kinds.shape[0]):
@@ -235,14 +229,13 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 _record(node, _LITERAL, pos, pos + word, data, kinds, starts, ends)
             pos += word
         else:
-            e, integer, digits, value = _number_end(data, pos, end)
+            e, integer, digits = _number_end(data, pos, end)
             if e < 0:
                 return _UNSURE
             if node >= 0 and requested[node]:
                 odd = (not integer or digits == 19
                        or (digits == 1 and data[pos] == 45 and data[pos + 1] == 48))
                 _record(node, _OTHER if odd else _INT, pos, e, data, kinds, starts, ends)
-                values[node] = value
             pos = e
         # -- after a value: the next one in its container, or the container's end
         while True:
@@ -309,12 +302,10 @@ def _equals(data, n, c, starts, ends, consts, constlen):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _as_int(data, n, kinds, starts, ends, values):
+def _as_int(data, n, kinds, starts, ends):
     """(state, value): state 0 null, 1 an integer, 2 not sure what TRY_CAST gives."""
     if n < 0:
         return 0, 0
-    if kinds[n] == _INT:  # (at most 18 digits: 19 are _OTHER)
-        return 1, values[n]
     if kinds[n] == _LITERAL or kinds[n] == _OTHER:
         return 2, 0
     ok, v = _int_value(data, starts[n], ends[n])
@@ -344,7 +335,6 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     kinds = np.zeros(N, np.int64)
     starts = np.zeros(N, np.int64)
     ends = np.zeros(N, np.int64)
-    values = np.zeros(N, np.int64)
     visited = np.zeros(N, np.bool_)
     stack_node = np.zeros(MAX_DEPTH, np.int64)
     stack_obj = np.zeros(MAX_DEPTH, np.bool_)
@@ -374,8 +364,8 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             continue
         a, b = offsets[i], offsets[i + 1]
         if _walk(data, a, b, node_key, node_keylen, node_idx, node_child, node_sibling,
-                 requested, pats, patlen, patclose, first, hits, kinds, starts, ends, values,
-                 visited, stack_node, stack_obj, stack_count, fast) != _CLEAN:
+                 requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited,
+                 stack_node, stack_obj, stack_count, fast) != _CLEAN:
             fallback[i] = _raw_like(data, a, b, pats, patlen, patclose, hits)
             continue
         # every field of every rule passed, read first: one unsure read passes the
@@ -386,7 +376,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                 continue
             for f in range(4):
                 nd = _chosen(groups, scalars[r, f], kinds)
-                st, v = _as_int(data, nd, kinds, starts, ends, values)
+                st, v = _as_int(data, nd, kinds, starts, ends)
                 if f == 3 and st == 1 and abs(v) > ets_max[r]:
                     st = 2  # the SQL's DECIMAL -> BIGINT would overflow
                 state[r, f] = st
