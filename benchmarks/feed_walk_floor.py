@@ -86,7 +86,6 @@ def kernels() -> dict[str, Callable[..., int]]:
         kinds = np.zeros(n, np.int64)
         starts = np.zeros(n, np.int64)
         ends = np.zeros(n, np.int64)
-        values = np.zeros(n, np.int64)
         visited = np.zeros(n, np.bool_)
         stack_node = np.zeros(MAX_DEPTH, np.int64)
         stack_obj = np.zeros(MAX_DEPTH, np.bool_)
@@ -95,8 +94,8 @@ def kernels() -> dict[str, Callable[..., int]]:
         for i in range(offsets.shape[0] - 1):
             unsure += walk(data, offsets[i], offsets[i + 1], node_key, node_keylen, node_idx,
                            node_child, node_sibling, requested, pats, patlen, patclose, first,
-                           hits, kinds, starts, ends, values, visited, stack_node, stack_obj,
-                           stack_count, True)
+                           hits, kinds, starts, ends, visited, stack_node, stack_obj, stack_count,
+                           True)
         return unsure
 
     @numba.njit(nogil=True, inline="always")
