@@ -5,9 +5,13 @@ kernels, the page cache), then ``--repeat`` times into fresh datasets, in this
 process, with ``--workers 1``. Around each stage of issue 18 (the feed scan run on
 every ``ws_messages`` batch at ingest, ``pipelines.feed_scan.stage``; the derive at
 the end, ``pcapflow.why.derive_staged``, and the named steps inside it) the main
-thread's CPU time (``time.thread_time``) is added up; the whole ingest's is the
-process's CPU time (user + system of every thread: the Parquet writer's too). The
-share printed is (feed scan + derive) / whole ingest, per run and its median.
+thread's CPU time (``time.thread_time``) is added up, and the CPU of the derive's thread
+beside the matcher (``why.FeedPrep._run``, since session 12: the scan's rows read back,
+the feed checks' streams, the microburst episodes) in that thread; the whole ingest's is
+the process's CPU time (user + system of every thread: the Parquet writer's too), and
+its wall time. Printed: issue 18's CPU (feed scan + derive + prep), its share of the
+ingest's CPU, and what it adds to the ingest's CPU without it (issue 18 / (ingest -
+issue 18)), per run and their medians.
 
     python benchmarks/why_share.py /work/bench/ws1m_c.pcap --keylog /work/bench/ws1m_c.keylog \\
         --repeat 3 --json results/why_share.json
@@ -37,6 +41,10 @@ STAGES = [
     # the compiled walk of each batch (the rest of feed_scan: Arrow tables, side files)
     ("pcapflow.pipelines.feed_scan", "_scan", "feed_scan.kernel"),
     ("pcapflow.why", "derive_staged", "derive"),
+    # the derive's part in a thread beside the matcher (session 12): the scan's rows read
+    # back, the feed checks' streams, the microburst episodes
+    ("pcapflow.why", "FeedPrep._run", "feed_prep"),
+    ("pcapflow.feed", "prepare", "feed_prep.feed.prepare"),
     ("pcapflow.pipelines.feed_scan", "staged", "derive.feed_scan.staged"),
     ("pcapflow.feed", "stage_messages", "derive.feed.stage_messages"),
     ("pcapflow.feed", "message_rows", "derive.feed.message_rows"),
@@ -63,7 +71,10 @@ def wrap(totals: dict[str, float]) -> None:
             mod = importlib.import_module(mod_name)
         except ImportError:
             continue
-        fn = getattr(mod, attr, None)
+        owner: object = mod
+        for part in attr.split(".")[:-1]:  # a method: "Class.name"
+            owner = getattr(owner, part, None)
+        fn = getattr(owner, attr.split(".")[-1], None) if owner is not None else None
         if fn is None:
             continue
 
@@ -78,7 +89,7 @@ def wrap(totals: dict[str, float]) -> None:
                 if depth[_label] == 0:
                     totals[_label] += time.thread_time() - t
         functools.update_wrapper(timed, fn)
-        setattr(mod, attr, timed)
+        setattr(owner, attr.split(".")[-1], timed)
         if mod_name == "pcapflow.alerts" and attr in getattr(mod, "DETECTORS", {}):
             mod.DETECTORS[attr] = timed
 
@@ -110,14 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     runs = [ingest() for _ in range(a.repeat)]
     labels = sorted({k for r in runs for k in r if k not in ("wall_s", "cpu_s", "ws_messages")},
                     key=lambda k: (k.split(".")[0] != "feed_scan", k))
-    med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in [*labels, "cpu_s"]}
-    shares = [(r.get("feed_scan", 0.0) + r.get("derive", 0.0)) / r["cpu_s"] for r in runs]
+    med = {k: statistics.median(r.get(k, 0.0) for r in runs)
+           for k in [*labels, "cpu_s", "wall_s"]}
+    issue18 = [r.get("feed_scan", 0.0) + r.get("derive", 0.0) + r.get("feed_prep", 0.0)
+               for r in runs]
+    shares = [x / r["cpu_s"] for x, r in zip(issue18, runs, strict=True)]
+    adds = [x / (r["cpu_s"] - x) for x, r in zip(issue18, runs, strict=True)]
     print(f"{'stage':40s} " + " ".join(f"{'run ' + str(i + 1):>8s}" for i in range(len(runs)))
           + f" {'median':>8s}")
-    for k in [*labels, "cpu_s"]:
+    for k in [*labels, "cpu_s", "wall_s"]:
         print(f"{k:40s} " + " ".join(f"{r.get(k, 0.0):8.3f}" for r in runs) + f" {med[k]:8.3f}")
-    print(f"{'(feed scan + derive) / ingest CPU':40s} "
+    print(f"{'issue 18 CPU (scan + derive + prep)':40s} "
+          + " ".join(f"{x:8.3f}" for x in issue18) + f" {statistics.median(issue18):8.3f}")
+    print(f"{'issue 18 / ingest CPU':40s} "
           + " ".join(f"{s:8.1%}" for s in shares) + f" {statistics.median(shares):8.1%}")
+    print(f"{'adds to the ingest CPU without it':40s} "
+          + " ".join(f"{s:+8.1%}" for s in adds) + f" {statistics.median(adds):+8.1%}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"load {os.getloadavg()[0]:.1f}; peak RSS of this process {rss:.0f} MB "
           f"(every run and the warm-up)")
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.json, "w") as f:
             json.dump({"capture": os.path.abspath(a.capture), "runs": runs, "median": med,
                        "share": shares, "share_median": statistics.median(shares),
+                       "issue18_cpu_s": issue18, "adds": adds,
+                       "adds_median": statistics.median(adds),
                        "load_1min": os.getloadavg()[0], "peak_rss_mb": rss}, f, indent=2)
     return 0
 
