@@ -356,15 +356,18 @@ def whole(plan: Plan, why: str) -> None:
 def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
     """The ``flows`` rows of the connections whose rows this command reads (its own
     parts', the carried rows', those still open), not the whole set's."""
+    def distinct(col: pa.ChunkedArray) -> np.ndarray:  # (hashed: the file's rows are many)
+        return pc.drop_null(pc.unique(col)).to_numpy(zero_copy_only=False)
+
     ids = [plan.held]
-    for t in CARRY:
-        ids.append(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id").to_numpy())
-        if plan.prev is not None and plan.prev.rows[t].num_rows:
-            ids.append(plan.prev.rows[t].column("flow_id").to_numpy())
-    for t in ("tcp_events", "anomalies"):  # flows of every event kind (the view's)
-        ids.append(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id").to_numpy())
+    # (``anomalies``: the flows of every event kind, the view's; ``tcp_events`` is in
+    # ``CARRY``, read whole: its parts are the largest, read once)
+    for t in (*CARRY, "anomalies"):
+        ids.append(distinct(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id")))
+        if t in CARRY and plan.prev is not None and plan.prev.rows[t].num_rows:
+            ids.append(distinct(plan.prev.rows[t].column("flow_id")))
     if plan.prev is not None and plan.prev.feed.num_rows:
-        ids.append(plan.prev.feed.column("flow_id").to_numpy())
+        ids.append(distinct(plan.prev.feed.column("flow_id")))
     keep = np.unique(np.concatenate([np.asarray(i, np.int64) for i in ids]))
     return flows.filter(pc.is_in(flows.column("flow_id"), pa.array(keep, pa.int64())))
 
