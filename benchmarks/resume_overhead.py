@@ -16,6 +16,21 @@ dataset knows, the commit), so what grows with k shows by name.
 ``slope_*``: least-squares CPU seconds per file already in the set, over the calls
 after the first ``--skip``; ``ratio``: the resumed call over the fresh one, per
 sampled k.
+
+``--at K --dir DIR`` (one file, alternated between two checkouts): the rotation's
+files are read from ``DIR`` (written there first if absent: ``rot-*.pcap``); the
+process warms on two small files, ingests files ``0..K-1`` once into
+``DIR/set-LABEL`` (not timed; kept for the next run with the same ``--label``: a
+set made by that checkout's code), then ``--repeat`` times ingests file ``K``
+resumed onto a copy of that set, fresh and fresh without state, and prints one
+JSON line per round (CPU seconds and steps of each). Run it with each checkout's
+Python in turn:
+
+    for i in 1 2 3; do for v in main resume15c; do
+      nice -n 10 /work/venv-$v/bin/python benchmarks/resume_overhead.py --at 2 \\
+          --dir /tmp/r60 --rotate-s 60 --label $v --json-lines /tmp/r60.jsonl; done; done
+
+(``--rotate-s 60 --pps 50000``: files of 3M packets, written by the first run.)
 """
 
 from __future__ import annotations
@@ -97,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", type=int, default=2, help="calls left out of the slope")
     ap.add_argument("--label", default="")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--at", type=int, default=None, help="time file K only (see above)")
+    ap.add_argument("--dir", default=None, help="the rotation's files (--at)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of --at in this process")
+    ap.add_argument("--json-lines", default=None, help="--at: append each round here")
     a = ap.parse_args(argv)
+    if a.at is not None:
+        return _at(a)
 
     from watch_rotation import write_rotation
 
@@ -150,6 +171,66 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _at(a: argparse.Namespace) -> int:
+    """``--at K``: file K resumed, fresh and fresh without state (module docstring)."""
+    from watch_rotation import write_rotation
+
+    import pcapflow
+
+    assert a.dir and a.label, "--at needs --dir and --label"
+    d = Path(a.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    files = sorted(d.glob("rot-*.pcap"))
+    if len(files) < a.at + 1:
+        files = write_rotation(d, a.at + 1, a.pps, a.rotate_s)
+    warm = d / "warm"
+    if not warm.is_dir():
+        warm.mkdir()
+        write_rotation(warm, 2, 50_000, 1.0)
+    spent: dict[str, float] = {}
+    _instrument(spent)
+    tmp = Path(tempfile.mkdtemp(prefix="pcf-resov-", dir=d))
+    try:
+        for f in sorted(warm.glob("rot-*.pcap")):  # Numba kernels, the resume path's
+            pcapflow.ingest([[str(f)]], data=tmp / "warm")
+        base = d / f"set-{a.label}"
+        if not base.is_dir():
+            part = d / f".set-{a.label}.tmp"
+            shutil.rmtree(part, ignore_errors=True)
+            for f in files[: a.at]:
+                pcapflow.ingest([[str(f)]], data=part)
+            part.rename(base)
+
+        def timed(data: Path, **kw: Any) -> dict[str, Any]:
+            spent.clear()
+            c0 = time.process_time()
+            r = pcapflow.ingest([[str(files[a.at])]], data=data, **kw)[0]
+            cpu = time.process_time() - c0
+            return {"cpu_s": round(cpu, 4), "resumed": r.resumed_from is not None,
+                    "steps": {s: round(v, 4) for s, v in sorted(spent.items())}}
+
+        for _ in range(a.repeat):
+            row: dict[str, Any] = {"label": a.label, "k": a.at, "file": str(files[a.at]),
+                                   "load_avg_1min": os.getloadavg()[0]}
+            shutil.copytree(base, tmp / "set")
+            row["resumed"] = timed(tmp / "set")
+            assert row["resumed"]["resumed"], row
+            row["fresh"] = timed(tmp / "fresh")
+            row["nostate"] = timed(tmp / "nostate", resume=False)
+            for x in ("set", "fresh", "nostate"):
+                shutil.rmtree(tmp / x)
+            row["ratio"] = round(row["resumed"]["cpu_s"] / row["fresh"]["cpu_s"], 3)
+            row["ratio_nostate"] = round(row["resumed"]["cpu_s"] / row["nostate"]["cpu_s"], 3)
+            line = json.dumps(row)
+            print(line, flush=True)
+            if a.json_lines:
+                with open(a.json_lines, "a") as fh:
+                    fh.write(line + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

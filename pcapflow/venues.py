@@ -378,23 +378,28 @@ def known_addresses(root: Path) -> dict[tuple[str, int], str]:
 
 
 def _read_known(parts: list[tuple[str, int, int]]) -> None:
-    import duckdb  # lazy, as the matcher's
+    # (pyarrow, not DuckDB: a new DuckDB connection alone costs ~15 ms of CPU, and a
+    # rotation's command per file pays this once per command)
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    listing = ", ".join("'" + p.replace("'", "''") + "'" for p, _, _ in parts)
-    con = duckdb.connect()
-    try:
-        rows = con.execute(f"""
-            SELECT DISTINCT filename, server_ip, server_port, venue
-            FROM read_parquet([{listing}], union_by_name = true, filename = true)
-            WHERE venue IS NOT NULL AND (sni IS NOT NULL OR http_host IS NOT NULL)
-              AND server_ip IS NOT NULL AND server_port IS NOT NULL""").fetchall()
-    finally:
-        con.close()
-    by_file: dict[str, list[tuple[str, int, str]]] = {}
-    for name, ip, port, venue in rows:
-        by_file.setdefault(str(name), []).append((str(ip), int(port), str(venue)))
     for k in parts:
-        _KNOWN[k] = by_file.get(k[0], [])
+        f = pq.ParquetFile(k[0])
+        have = set(f.schema_arrow.names)
+        names = [c for c in ("sni", "http_host") if c in have]
+        if not names or not {"server_ip", "server_port", "venue"} <= have:
+            _KNOWN[k] = []  # (a column missing: null in every row)
+            continue
+        t = f.read(columns=["server_ip", "server_port", "venue", *names])
+        named = pc.is_valid(t.column(names[0]))
+        for c in names[1:]:
+            named = pc.or_(named, pc.is_valid(t.column(c)))
+        keep = pc.and_(pc.and_(named, pc.is_valid(t.column("venue"))), pc.and_(
+            pc.is_valid(t.column("server_ip")), pc.is_valid(t.column("server_port"))))
+        t = t.filter(keep).group_by(["server_ip", "server_port", "venue"]).aggregate([])
+        _KNOWN[k] = [(str(ip), int(port), str(venue)) for ip, port, venue in zip(
+            t.column("server_ip").to_pylist(), t.column("server_port").to_pylist(),
+            t.column("venue").to_pylist(), strict=True)]
 
 
 def _str_list(where: str, key: str, value: object) -> tuple[str, ...]:

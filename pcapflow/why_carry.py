@@ -101,17 +101,21 @@ LATENCY_KINDS = ("latency_shift", "p99_high")
 _EVENT_KINDS = ("retransmission", "fast_retransmission", "out_of_order", "gap",
                 "duplicate_ack", "zero_window")
 _MSG = ["flow_id", "direction", "stream_offset", "ts_first", "ts_last"]
-CARRY: dict[str, tuple[str, str, list[str] | None]] = {
-    "tcp_events": ("ts", "kind IN ('" + "', '".join(_EVENT_KINDS) + "')", None),
-    "tcp_rtt": ("ts_ack", "coalesce(method, 'ack') = 'ack'", None),  # (TSecr rows: unread)
-    "tls_records": ("ts_last", "direction = 'in' AND content_type = 23",
+_IN = pc.field("direction") == "in"
+CARRY: dict[str, tuple[str, pc.Expression, list[str] | None]] = {
+    "tcp_events": ("ts", pc.field("kind").isin(_EVENT_KINDS), None),
+    "tcp_rtt": ("ts_ack", pc.field("method").is_null() | (pc.field("method") == "ack"),
+                None),  # (TSecr rows: unread)
+    "tls_records": ("ts_last", _IN & (pc.field("content_type") == 23),
                     ["flow_id", "direction", "content_type", "inner_content_type",
                      "ts_first", "ts_last"]),
-    "ws_messages": ("ts_last", "direction = 'in'", _MSG),
-    "http_messages": ("ts_last", "direction = 'in'", _MSG),
-    "fix_messages": ("ts_last", "direction = 'in'", _MSG),
+    "ws_messages": ("ts_last", _IN, _MSG),
+    "http_messages": ("ts_last", _IN, _MSG),
+    "fix_messages": ("ts_last", _IN, _MSG),
 }
-"""Input tables whose recent rows are carried: (time column, which rows, columns)."""
+"""Input tables whose recent rows are carried: (time column, which rows, columns).
+Which rows: a filter as SQL's WHERE (a null drops the row), in pyarrow (a DuckDB
+statement costs milliseconds, for rows already in memory)."""
 CHECK = {"tcp_events": "ts", "tcp_rtt": "ts_sent", "tls_records": "ts_last",
          "ws_messages": "ts_last", "http_messages": "ts_last", "fix_messages": "ts_last"}
 """A later command's own rows must not precede the cut (else: derived whole)."""
@@ -121,8 +125,10 @@ def _read(files: list[Path], table: str, columns: list[str] | None = None) -> pa
     schema = without_capture_id(TABLES[table])
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
+    # (ParquetFile: ``pq.read_table`` goes through pyarrow.dataset, ~1 ms more a file,
+    # and a command reads some thirty of them)
     return pa.concat_tables([schema.empty_table(), *(
-        pq.read_table(p, columns=schema.names, schema=None).select(schema.names).cast(schema)
+        pq.ParquetFile(p).read(columns=schema.names).select(schema.names).cast(schema)
         for p in files)])
 
 
@@ -221,7 +227,7 @@ class Plan:
         plan = cls(stage_dir, capture_id, parts, keep, last, held)
         if (stage_dir / WINDOW_FILE).is_file():
             plan.window = json.loads((stage_dir / WINDOW_FILE).read_text())
-            plan.omitted_flows = pq.read_table(stage_dir / OMITTED_FLOWS).column(
+            plan.omitted_flows = pq.ParquetFile(stage_dir / OMITTED_FLOWS).read().column(
                 "flow_id").to_numpy().astype(np.int64)
         if parts.resumed:
             path = plan.state_dir
@@ -273,7 +279,7 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
     # whose rows the previous command wrote provisionally (``save``), and of the set's
     # other flows as their rows stand (``resume.OLD_VENUES``)
     stored = plan.stage_dir / OLD_VENUES
-    for was in (prev.venues, pq.read_table(stored) if stored.is_file() else None):
+    for was in (prev.venues, pq.ParquetFile(stored).read() if stored.is_file() else None):
         if was is not None and was.num_rows and _renamed(was, flows):
             return "a flow changed venue"
     return None
@@ -350,15 +356,18 @@ def whole(plan: Plan, why: str) -> None:
 def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
     """The ``flows`` rows of the connections whose rows this command reads (its own
     parts', the carried rows', those still open), not the whole set's."""
+    def distinct(col: pa.ChunkedArray) -> np.ndarray:  # (hashed: the file's rows are many)
+        return pc.drop_null(pc.unique(col)).to_numpy(zero_copy_only=False)
+
     ids = [plan.held]
-    for t in CARRY:
-        ids.append(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id").to_numpy())
-        if plan.prev is not None and plan.prev.rows[t].num_rows:
-            ids.append(plan.prev.rows[t].column("flow_id").to_numpy())
-    for t in ("tcp_events", "anomalies"):  # flows of every event kind (the view's)
-        ids.append(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id").to_numpy())
+    # (``anomalies``: the flows of every event kind, the view's; ``tcp_events`` is in
+    # ``CARRY``, read whole: its parts are the largest, read once)
+    for t in (*CARRY, "anomalies"):
+        ids.append(distinct(_read(plan.parts.fresh(t), t, ["flow_id"]).column("flow_id")))
+        if t in CARRY and plan.prev is not None and plan.prev.rows[t].num_rows:
+            ids.append(distinct(plan.prev.rows[t].column("flow_id")))
     if plan.prev is not None and plan.prev.feed.num_rows:
-        ids.append(plan.prev.feed.column("flow_id").to_numpy())
+        ids.append(distinct(plan.prev.feed.column("flow_id")))
     keep = np.unique(np.concatenate([np.asarray(i, np.int64) for i in ids]))
     return flows.filter(pc.is_in(flows.column("flow_id"), pa.array(keep, pa.int64())))
 
@@ -467,9 +476,10 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
-    con.register("ordered", pa.table({"flow_id": _order_flows(plan, latency, unmatched)}))
+    ordered = _order_flows(plan, latency, unmatched)
+    con.register("ordered", pa.table({"flow_id": ordered}))
     for t, (col, where, columns) in CARRY.items():
-        rows = _final_rows(plan, con, t, columns, where)
+        rows = _final_rows(plan, t, columns, where)
         con.register("r", rows)
         kt = edge - lookback(s, t)
         sel = (f"(epoch_ns({col}) >= {kt} OR (epoch_ns({col}) >= {min(k2, kt)} AND flow_id IN "
@@ -486,8 +496,9 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
             anchor = None
         if rows.num_rows == 0:
             kept = rows
-        elif anchor is None:
-            kept = con.sql(f"SELECT * FROM r WHERE {sel}").to_arrow_table()
+        elif anchor is None:  # (``sel`` in pyarrow: a DuckDB statement costs ~5 ms)
+            kept = rows.filter(_sel(rows, col, kt, min(k2, kt), pend,
+                                    ordered if t in CAUSES_ONLY else None))
         else:
             near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
                     f"(SELECT flow_id FROM r WHERE {sel}))")
@@ -532,6 +543,20 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
         con.unregister(name)
 
 
+def _sel(rows: pa.Table, col: str, kt: int, k2: int, pend: np.ndarray,
+         ordered: pa.Array | None) -> pa.Array:
+    """``save``'s ``sel`` over ``rows``: ``col`` from ``kt`` on, or from ``k2`` on for the
+    connections of pending orders (``pend``); with ``ordered``, of those connections
+    only (a null time: not kept, as SQL's WHERE)."""
+    ts = rows.column(col).cast(pa.int64())
+    flow = rows.column("flow_id")
+    keep = pc.or_kleene(pc.greater_equal(ts, kt), pc.and_kleene(
+        pc.greater_equal(ts, k2), pc.is_in(flow, value_set=pa.array(pend, pa.int64()))))
+    if ordered is not None:
+        keep = pc.and_kleene(keep, pc.is_in(flow, value_set=ordered))
+    return pc.fill_null(keep, False)
+
+
 CAUSES_ONLY = ("tls_records", "ws_messages", "http_messages", "fix_messages")
 """Carried for the causes only: rows of the connections that carry orders or replies."""
 
@@ -546,16 +571,14 @@ def _order_flows(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | Non
     return pa.array(ids, pa.int64())
 
 
-def _final_rows(plan: Plan, con: object, table: str, columns: list[str] | None,
-                where: str) -> pa.Table:
+def _final_rows(plan: Plan, table: str, columns: list[str] | None,
+                where: pc.Expression) -> pa.Table:
     """The previous command's carried rows and this command's final rows of ``table``."""
     rows = _read(plan.parts.new.get(table, []) if plan.prev is not None else
                  [*plan.parts.old.get(table, []), *plan.parts.new.get(table, [])],
                  table, columns)
-    if rows.num_rows and where != "true":
-        con.register("_x", rows)  # type: ignore[attr-defined]
-        rows = con.sql(f"SELECT * FROM _x WHERE {where}").to_arrow_table()  # type: ignore
-        con.unregister("_x")  # type: ignore[attr-defined]
+    if rows.num_rows:
+        rows = rows.filter(where)
     if plan.prev is not None and plan.prev.rows[table].num_rows:
         rows = pa.concat_tables([plan.prev.rows[table].cast(rows.schema), rows])
     return rows

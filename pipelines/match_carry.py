@@ -155,8 +155,9 @@ class _Carried:
             meta = json.loads((path / "meta.json").read_text())
             if meta.get("version") != VERSION:
                 return None
-            return cls(meta, {n: pq.read_table(path / f"{n}.parquet") for n in _CARRIED_TABLES},
-                       path)
+            # (ParquetFile: ``pq.read_table`` goes through pyarrow.dataset, ~1 ms more)
+            return cls(meta, {n: pq.ParquetFile(path / f"{n}.parquet").read()
+                              for n in _CARRIED_TABLES}, path)
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
 
@@ -245,7 +246,7 @@ class Window:
         try:
             meta = json.loads((path / "window.json").read_text())
             rows = {t: _read([path / f"window_{t}.parquet"], t) for t in OUTPUT_TABLES}
-            flows = pq.read_table(path / "window_flows.parquet").column("flow_id")
+            flows = pq.ParquetFile(path / "window_flows.parquet").read().column("flow_id")
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
         return cls(rows, int(meta["since"]), {t: int(n) for t, n in meta["omitted"].items()},
@@ -1090,7 +1091,8 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
                                         value_set=pa.array(held, pa.int64())))
             inc_fin = both.group_by(["flow_id", "method"]).aggregate([])
         pq.write_table(inc_fin, out / "rtt_incomplete.parquet")
-        _save_fix(con, out, prev, run, final_files["fix_messages"], cut)
+        _save_fix(con, out, prev, run, final_files["fix_messages"], cut,
+                  pa.concat_tables(grows))
     finally:
         if con is not run.con:
             con.close()
@@ -1104,21 +1106,29 @@ _FIX_PREV = pa.schema([("flow_id", pa.int64()), ("client_order_id", pa.string())
 """``fix_prev`` (``sql/common.sql``)."""
 
 
+def _msg_key(rows: pa.Table) -> pa.Array:
+    """"flow_id:direction:stream_offset" of each message (null: a part of it null)."""
+    return pc.binary_join_element_wise(
+        pc.cast(rows.column("flow_id"), pa.string()), rows.column("direction"),
+        pc.cast(rows.column("stream_offset"), pa.string()), ":").combine_chunks()
+
+
 def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, run: _Run,
-              files: Sequence[Path], cut: int) -> None:
+              files: Sequence[Path], cut: int, grows: pa.Table) -> None:
     """FIX: the messages ``fix.sql`` reads from the cut on and those of the groups not
     final (``grows``); the final groups' orders and orphan replies (``fix_prev``)."""
     src = [*files, *([prev.dir / "fix_messages.parquet"] if prev is not None else [])]
     rows = _read(src, "fix_messages", where=[
         [("direction", "=", "out"), ("msg_type", "in", ["D", "F", "G", "XCN", "XAK"])],
         [("direction", "=", "in"), ("msg_type", "in", ["8", "9", "XAR", "3", "j"])]])
-    con.register("_mc_fix", rows)
-    kept = rows if rows.num_rows == 0 else _tables(con, f"""
-        SELECT * FROM _mc_fix m WHERE ({FIX_READ}) AND (epoch_ns(ts_last) >= {cut} OR EXISTS (
-            SELECT 1 FROM grows r WHERE r.flow_id = m.flow_id AND r.direction = m.direction
-              AND r.stream_offset = m.stream_offset))""")
-    con.unregister("_mc_fix")
-    pq.write_table(kept.cast(rows.schema), out / "fix_messages.parquet")
+    # (the read's filter is ``FIX_READ``; the rest in pyarrow: a DuckDB statement costs
+    # milliseconds, these are a few hundred rows)
+    keep = pc.greater_equal(rows.column("ts_last").cast(pa.int64()), cut)
+    if rows.num_rows and grows.num_rows:
+        keep = pc.or_kleene(keep, pc.is_in(_msg_key(rows), value_set=_msg_key(grows),
+                                           skip_nulls=True))
+    kept = rows.filter(pc.fill_null(keep, False))
+    pq.write_table(kept, out / "fix_messages.parquet")
     new = _FIX_PREV.empty_table()
     fix_orders = run.out.tables["orders"]
     fix_orders = fix_orders.filter(pc.fill_null(pc.equal(fix_orders.column("protocol"), "fix"),
