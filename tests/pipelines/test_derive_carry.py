@@ -136,3 +136,30 @@ def test_the_cusum_in_pieces_alarms_as_in_one_pass() -> None:
             keep = min(max(changepoint.history_start(st) - base, 0), len(xx))
             hist, base = xx[keep:], base + keep
         assert got == whole
+
+
+def test_the_kept_rows_are_read_from_the_row_groups_that_hold_them(tmp_path: Path) -> None:
+    """What a command keeps of an unanchored table (``tcp_events``: its last seconds) is
+    read only from the row groups whose statistics reach the oldest time kept: the same
+    rows as reading every group and filtering, from fewer groups."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    cap = SAMPLES / "lossy_rest_tls13.pcap"
+    pcapflow.ingest([cap], keylog=_keys(cap), data=tmp_path / "d")
+    whole = pa.concat_tables([pq.read_table(f)
+                            for f in parquet_files(tmp_path / "d", "tcp_events")])
+    whole = whole.sort_by("ts")  # (a partition's files hold no capture_id)
+    part = tmp_path / "part.parquet"
+    pq.write_table(whole, part, row_group_size=max(1, whole.num_rows // 8))
+    ts = whole.column("ts").cast("int64").to_numpy()
+    since = int(ts[len(ts) * 3 // 4])
+    groups = why_carry._groups_since(pq.ParquetFile(part), "ts", since)
+    assert groups is not None and 0 < len(groups) < pq.ParquetFile(part).num_row_groups
+    got = why_carry._read([part], "tcp_events", since=("ts", since))
+    everything = why_carry._read([part], "tcp_events")
+    assert got.num_rows < everything.num_rows
+    newer = pc.greater_equal(pc.cast(everything.column("ts"), "int64"), since)
+    assert got.filter(pc.greater_equal(pc.cast(got.column("ts"), "int64"), since)).equals(
+        everything.filter(newer))
