@@ -189,6 +189,10 @@ class FlowRows:
         # ingest's other final parts (``part-f<k>-<n>``: this file's, in the set)
         self._final_prefix = staging.part_prefix
         self._without_app_path = staging.dir / f"_flows_without_app_data{suffix}"
+        self.anomaly_codes: dict[str, int] = {}
+        """Codes of the ``anomalies`` rows the matcher gave (``match_carry.IdBound``)."""
+        self.anomalies_final = 0
+        """... of them in final parts (a rotation's provisional ones are made again)."""
 
     def written(self) -> np.ndarray:
         """The ids of the flows given rows (``add``) so far."""
@@ -316,6 +320,7 @@ class FlowRows:
         self.staging.write("flows", venued)
         for table, out in matched.tables.items():
             self.staging.write(table, out)
+        self._count(matched.tables.get("anomalies"))
         self._write_final(matched.final)
         return SideFiles(None, None)
 
@@ -325,9 +330,18 @@ class FlowRows:
         of their own, not ``part-t*``, which the next command of the set keeps."""
         if not tables:
             return
+        self.anomalies_final += self._count(tables.get("anomalies"))
         with self._final(True):
             for table, out in tables.items():
                 self.staging.write(table, out)
+
+    def _count(self, rows: pa.Table | None) -> int:
+        """Count the codes of the matcher's ``anomalies`` rows (``anomaly_codes``)."""
+        if rows is None:
+            return 0
+        for code in rows.column("code").to_pylist():
+            self.anomaly_codes[code] = self.anomaly_codes.get(code, 0) + 1
+        return rows.num_rows
 
     def write_final(self, rows: pa.Table) -> None:
         """``flows`` rows written as final parts (``_write_final``)."""

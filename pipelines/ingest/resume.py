@@ -379,6 +379,15 @@ def snapshot(capture_id: str, tracker: FlowTracker, app: AppLayer | None,
     return _dumps_core(core), anomalies
 
 
+def add_anomalies(path: Path, n: int) -> None:
+    """Add ``n`` to the set's anomaly count in the staged ``state.bin`` ``path`` (rows
+    the matcher wrote after the state was staged: ``match_carry.IdBound``)."""
+    header, body = _read(path, body=True)
+    header["anomalies"] = int(header["anomalies"]) + n
+    head = json.dumps(header).encode()
+    path.write_bytes(MAGIC + _HEADER.pack(len(head)) + head + body)
+
+
 def pack(header: dict[str, Any], core: bytes) -> bytes:
     """``state.bin``: magic, header length, the JSON header, the pickled state
     (compressed: the tracker's arrays are mostly zeros; zstd, through pyarrow, is 3x
