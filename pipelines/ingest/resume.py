@@ -66,7 +66,7 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -530,12 +530,55 @@ def staged_parts(stage: Path, tables: Sequence[str]) -> dict[str, list[Path]]:
                       key=lambda p: p.name) for t in tables}
 
 
+class OldParts:
+    """Per table, the set's earlier final parts (``carried_parts``), made paths when a
+    table's are first asked for: the manifest names one part per table per file of the
+    set (tens of thousands after days of 1-minute files), and a command that matches
+    and derives its own rows asks for a few tables' (whether the set has matcher
+    rows), reading none; a whole match or derive asks for them all. A mapping of
+    ``get``, ``[]`` and ``[] =`` (what the carries use)."""
+
+    __slots__ = ("_dir", "_names", "_paths")
+
+    def __init__(self, stage: Path | None = None) -> None:
+        self._names: dict[str, list[str]] = {}
+        self._paths: dict[str, list[Path]] = {}
+        self._dir: Callable[[str], Path] | None = None
+        manifest = stage / CARRIED if stage is not None else None
+        if manifest is None or not manifest.is_file():
+            return
+        capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+        root = stage.parent.parent  # (DATA/.staging/<txn>)
+        self._names = json.loads(manifest.read_text())
+        self._dir = lambda t: store.partition_dir(root, t, capture_id)
+
+    def get(self, table: str, default: Any = None) -> Any:
+        if table in self._paths:
+            return self._paths[table]
+        names = self._names.get(table)
+        if names is None or self._dir is None:
+            return default
+        base = self._dir(table)
+        paths = self._paths[table] = [base / n for n in names]
+        return paths
+
+    def __getitem__(self, table: str) -> list[Path]:
+        out: list[Path] = self.get(table, [])  # (a table the set has no part of: none)
+        return out
+
+    def __setitem__(self, table: str, parts: list[Path]) -> None:
+        self._paths[table] = parts
+
+    def __contains__(self, table: object) -> bool:
+        return table in self._paths or table in self._names
+
+
 @dataclass(slots=True)
 class StagedParts:
     """The staged Parquet parts of one ingest, by origin (what the matcher's and the
     derive's carries read: ``pipelines.match_carry``, ``pcapflow.why_carry``)."""
 
-    old: dict[str, list[Path]] = field(default_factory=dict)
+    old: OldParts = field(default_factory=OldParts)
     """The set's earlier final parts (in the dataset: ``carried_parts``)."""
     new: dict[str, list[Path]] = field(default_factory=dict)
     """This command's final parts."""
@@ -547,11 +590,9 @@ class StagedParts:
     def of(cls, stage_dir: Path) -> StagedParts:
         from ..tables.schemas import TABLES
 
-        out = cls(resumed=(stage_dir / CARRIED).is_file())
-        carried = carried_parts(stage_dir)
+        out = cls(old=OldParts(stage_dir), resumed=(stage_dir / CARRIED).is_file())
         for t in TABLES:
             files = sorted((stage_dir / t).glob("*.parquet"))
-            out.old[t] = carried.get(t, [])
             out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
             out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
         return out
