@@ -536,7 +536,7 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         old = resume_state.old_flows(prev, resume.root, flows.written(),  # type: ignore[union-attr]
                                      staging.dir)
         if matcher is None:
-            flows.write_final(old.rows.filter(pa.array(np.isin(old.part, list(old.rewrite)))))
+            flows.write_final(old.rows.filter(pa.array(old.in_parts(old.rewrite))))
             old = None
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     if prev is not None:

@@ -114,9 +114,13 @@ def _app_first(old: OldFlows) -> tuple[OldFlows, int]:
         if name not in ("app_protocol", "venue", "venue_source"):
             app = pc.or_(app, pc.is_valid(rows.column(name)))
     mask = app.to_numpy(zero_copy_only=False)
-    order = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
-    return (OldFlows(rows=rows.take(pa.array(order)), part=old.part[order],
-                     rewrite=old.rewrite), int(mask.sum()))
+    n = int(mask.sum())
+    if n in (0, len(mask)) or mask[:n].all():  # (already in that order: no copy)
+        return OldFlows(rows=rows, part=old.part, rewrite=old.rewrite, names=old.names), n
+    keep = pa.array(mask)
+    return (OldFlows(rows=pa.concat_tables([rows.filter(keep), rows.filter(pc.invert(keep))]),
+                     part=np.concatenate([old.part[mask], old.part[~mask]]),
+                     rewrite=old.rewrite, names=old.names), n)
 
 
 def _has_app_data(info: dict[str, object]) -> bool:
@@ -374,9 +378,9 @@ class FlowRows:
             same = pc.fill_null(pc.equal(now, was), False)
             same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was)))
             changed |= ~same.to_numpy(zero_copy_only=False)
-        moved = set(old.part[changed].tolist()) - old.rewrite
+        moved = old.part_names(changed) - old.rewrite
         if moved:  # (drop_carried goes by the parts' names)
             drop_carried(self.staging.dir, "flows", [Path(n) for n in sorted(moved)])
         again = old.rewrite | moved
         if again:
-            self.write_final(venued.filter(pa.array(np.isin(old.part, list(again)))))
+            self.write_final(venued.filter(pa.array(old.in_parts(again))))

@@ -712,12 +712,29 @@ class OldFlows:
     rows: Any
     """pyarrow Table (``flows`` without ``capture_id``)."""
     part: Any
-    """NumPy array of str: the part (file name) each row of ``rows`` is in."""
+    """NumPy array of int32: the part each row of ``rows`` is in, as its index in
+    ``names`` (ints: a set of days has millions of rows; ``in_parts`` tests them)."""
     rewrite: set[str]
     """Parts this ingest replaces whatever the matcher says: provisional ones
     (``part-t*``: their rows of flows no longer held are final now) and final ones
     holding a row this ingest writes again (a resumed flow: ``pcapflow match`` writes
     one part; an ended flow a late packet changed: ``STABLE``)."""
+    names: list[str] = field(default_factory=list)
+    """The parts' file names (``part``)."""
+
+    def in_parts(self, parts: Any) -> Any:
+        """Which rows are in the parts named ``parts`` (a NumPy bool array)."""
+        import numpy as np
+
+        wanted = set(parts)
+        want = [i for i, n in enumerate(self.names) if n in wanted]
+        return np.isin(self.part, np.asarray(want, np.int32))
+
+    def part_names(self, mask: Any) -> set[str]:
+        """The names of the parts the rows ``mask`` are in."""
+        import numpy as np
+
+        return {self.names[i] for i in np.unique(self.part[mask]).tolist()}
 
 
 OLD_PLAIN = "_flows_old_plain.parquet"
@@ -767,12 +784,11 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
         if again.any():
             rewrite |= {files[i].name for i in np.unique(code[again]).tolist()}
             rows, code = rows.filter(pa.array(~again)), code[~again]
-    names = np.array([f.name for f in files] or [""], dtype=object)[code]
     if stage is not None:
         drop_carried(stage, "flows", [part / n for n in sorted(rewrite)
                                       if not n.startswith(f"part-{TAIL_PREFIX}")])
         pq.write_table(rows.select(["flow_id", "venue"]), stage / OLD_VENUES)
-    return OldFlows(rows=rows, part=names, rewrite=rewrite)
+    return OldFlows(rows=rows, part=code, rewrite=rewrite, names=[f.name for f in files])
 
 
 COMPACT_PARTS = 4
