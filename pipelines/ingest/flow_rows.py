@@ -35,7 +35,7 @@ from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
-from .resume import OLD_PLAIN, TAIL_PREFIX, OldFlows, drop_carried
+from .resume import OLD_PLAIN, OLD_VENUES, TAIL_PREFIX, OldFlows, drop_carried
 
 if TYPE_CHECKING:
     from ..match import Matcher
@@ -299,6 +299,9 @@ class FlowRows:
             # the derived tables read them beside the staged ones: ``OLD_PLAIN``)
             old, n_app = _app_first(old)
             pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN)
+            # (the derive's check that no flow changed venue: only these can)
+            pq.write_table(old.rows.slice(0, n_app).select(["flow_id", "venue"]),
+                           self.staging.dir / OLD_VENUES)
             rows = pa.concat_tables([rows, old.rows.slice(0, n_app)]).combine_chunks()
         self.staging.close_writers()  # the matcher reads the staged message tables
         for p in (*parts, *plain):
