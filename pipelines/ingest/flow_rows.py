@@ -298,7 +298,11 @@ class FlowRows:
             # address, as when they were written: not the matcher's, as in one ingest;
             # the derived tables read them beside the staged ones: ``OLD_PLAIN``)
             old, n_app = _app_first(old)
-            pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN)
+            # (a scratch file the derive reads once, in this command: written plain, no
+            # dictionaries or statistics, 3.7x faster than by default: 0.035 against
+            # 0.128 s for the 114,370 rows of a 1-s rotation's 300th file, read 2x faster)
+            pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN,
+                           compression="none", use_dictionary=False, write_statistics=False)
             # (the derive's check that no flow changed venue: only these can)
             pq.write_table(old.rows.slice(0, n_app).select(["flow_id", "venue"]),
                            self.staging.dir / OLD_VENUES)

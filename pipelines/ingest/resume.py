@@ -544,8 +544,7 @@ class OldParts:
         self._names: dict[str, list[str]] = {}
         self._paths: dict[str, list[Path]] = {}
         self._dir: Callable[[str], Path] | None = None
-        manifest = stage / CARRIED if stage is not None else None
-        if manifest is None or not manifest.is_file():
+        if stage is None or not (manifest := stage / CARRIED).is_file():
             return
         capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
         root = stage.parent.parent  # (DATA/.staging/<txn>)
