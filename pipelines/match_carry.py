@@ -39,7 +39,9 @@ How this works (the pattern of ``pcapflow.why_carry``).
   order actions and replies ``fix.sql`` reads from ``K`` on and those of the groups
   not final, and the ClOrdIDs of the final orders and orphan replies
   (``fix_prev``: a later report for a ClOrdID of theirs is no orphan, as over the
-  whole set).
+  whole set). ``ids`` and ``fix_prev`` are bounded (``IdBound``: a day of capture
+  time, 1,000,000 rows); past that a later row that may name a forgotten order gets
+  an ``order_ids_forgotten`` anomaly instead of a silent mismatch.
 - *One connection.* The premises' queries and ``save`` run on the matcher's own
   DuckDB connection (kept open: ``_Run.close``); small tables are made with
   pyarrow (a DuckDB statement costs milliseconds).
