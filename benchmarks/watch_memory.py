@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             if k == a.snapshot_at:
                 snap0 = tracemalloc.take_snapshot()
         row["window_rows"] = match_carry.STATS.get("window_rows")  # (None: before windows)
+        row["ids_rows"] = match_carry.STATS.get("ids_rows")  # (the bounded ids: IdBound)
         row["state_kb"] = _state_kb(root)
         row["threads"] = _status("Threads")
         row.update(_anon_kinds_mb(_maps()))

@@ -53,6 +53,15 @@ class Limits:
     """Seconds a rotation's command waits for an order's reply or engine leg before
     writing its rows as final (``pipelines.match_carry``); a reply later than that
     makes the next command match the whole set again (exact, slower once)."""
+    resume_order_ids_s: int = 86_400
+    """Seconds of capture time a rotation's matcher state remembers the ids of the
+    set's final orders for later messages naming them (a cancel or amend by exchange
+    order id, a FIX report, an engine event: ``pipelines.match_carry``); older ones
+    are forgotten, and a later message that could name one gets an
+    ``order_ids_forgotten`` anomaly instead of a silent mismatch."""
+    resume_order_ids: int = 1_000_000
+    """Final orders (and FIX orphan replies) whose ids that state remembers at most;
+    past it the oldest are forgotten (``order_ids_forgotten``, as above)."""
     tls13_search_records: int = DEFAULT_RECORDS
     """TLS 1.3 session already open when the capture began: record sequence numbers
     the key search covers per key under AES-GCM (free: it computes the number)."""

@@ -48,6 +48,9 @@ def watch_cmd(
     idle: Annotated[float, typer.Option(
         "--idle", help="Where the writer cannot be seen in /proc: seconds unchanged after "
         "which the newest file counts as closed")] = 60.0,
+    limit: Annotated[list[str] | None, typer.Option(
+        "--limit", help="Resource cap NAME=VALUE for each file's ingest, e.g. "
+        "resume_order_ids_s=172800; repeatable (names in the README, 'Limits')")] = None,
 ) -> None:
     """Follow a directory where a capture rotates: ingest each file once complete, in
     order, exactly once (a restart continues from the dataset's captures table).
@@ -71,6 +74,16 @@ def watch_cmd(
     for name, v in (("--poll", poll), ("--settle", settle), ("--idle", idle)):
         if v < 0:
             raise typer.BadParameter(f"{v}: not negative", param_hint=name)
+    from .parsers.limits import Limits
+
+    overrides: dict[str, int | str] = {}
+    for item in limit or []:
+        try:
+            Limits.parse([item])  # a bad item fails here, before the watch starts
+        except PcapflowError as err:
+            raise typer.BadParameter(str(err), param_hint="--limit") from None
+        name, _, value = item.partition("=")
+        overrides[name] = value
     root = data_dir(data)
     root.mkdir(parents=True, exist_ok=True)
     interrupts.set_message("interrupted: watch stopped; no file was ingested by it")
@@ -95,7 +108,7 @@ def watch_cmd(
             f"interrupted: watch stopped; {kept[0]} file(s) it ingested are kept (last "
             f"{os.path.basename(path)}); the file in progress left the dataset as it was")
 
-    ingest_file = w.watch_ingest(root, keylog, venues)
+    ingest_file = w.watch_ingest(root, keylog, venues, overrides or None)
 
     def ingest_one(path: str) -> object:
         try:

@@ -528,7 +528,9 @@ class IngestMatcher:
         return MatchOutput(flow_venue=res.whole.flow_venue,
                            tables={**res.provisional, **provisional},
                            flow_venue_source=res.whole.flow_venue_source,
-                           final={**res.final, **final})
+                           final={**res.final, **final, **(
+                               {"anomalies": res.anomalies} if res.anomalies is not None
+                               else {})})
 
     def venues(self, addresses: pa.Table) -> pa.Table:
         return address_venues(addresses, self.registry)

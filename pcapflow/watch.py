@@ -174,6 +174,9 @@ class Status:
     files_lost: int = 0
     """Files the recording reused or deleted before they were ingested (lost)."""
     last_lost: str = ""
+    ids_forgotten: int = 0
+    """Rows of the last file's command that may name an order whose ids the set's
+    matcher state forgot (``order_ids_forgotten`` anomalies: ``match_carry.IdBound``)."""
 
 
 def writers(paths: set[str]) -> tuple[set[str], bool]:
@@ -439,6 +442,8 @@ class Watcher:
         st.last_file = os.path.basename(f.path)
         st.last_packets = int(getattr(result, "packets", 0))
         st.last_seconds = float(getattr(result, "seconds", 0.0))
+        codes = getattr(result, "anomaly_codes", None) or {}
+        st.ids_forgotten = int(codes.get("order_ids_forgotten", 0))
         cid = getattr(result, "capture_id", "")
         # this file's orders only: a resumed set's tables hold the earlier files' too
         since = span[0] if span is not None and getattr(result, "resumed_from", None) else None
@@ -575,6 +580,9 @@ def status_lines(st: Status, width: int = 100) -> list[str]:
             + (f", ingesting {st.waiting}" if st.waiting else "")
             + (f", LOST {st.files_lost} (last {st.last_lost})" if st.files_lost else ""))
     lines = [head]
+    if st.ids_forgotten:
+        lines.append(f"  {st.ids_forgotten} rows may name orders older than the matcher "
+                     "remembers (order_ids_forgotten): raise --limit resume_order_ids_s")
     for venue in sorted(st.venues):
         q = st.venues[venue].quantiles()
         if q is not None:
@@ -587,7 +595,8 @@ def one_line(st: Status) -> str:
     """The status as one plain line (a log when stdout is not a terminal)."""
     parts = [f"ingested {st.last_file}: {st.last_packets:,} packets, "
              f"{st.orders_per_s:,.1f} orders/s; behind {st.files_behind}"
-             + (f"; lost {st.files_lost}" if st.files_lost else "")]
+             + (f"; lost {st.files_lost}" if st.files_lost else "")
+             + (f"; order_ids_forgotten {st.ids_forgotten}" if st.ids_forgotten else "")]
     for venue in sorted(st.venues):
         q = st.venues[venue].quantiles()
         if q is not None:

@@ -39,7 +39,9 @@ How this works (the pattern of ``pcapflow.why_carry``).
   order actions and replies ``fix.sql`` reads from ``K`` on and those of the groups
   not final, and the ClOrdIDs of the final orders and orphan replies
   (``fix_prev``: a later report for a ClOrdID of theirs is no orphan, as over the
-  whole set).
+  whole set). ``ids`` and ``fix_prev`` are bounded (``IdBound``: a day of capture
+  time, 1,000,000 rows); past that a later row that may name a forgotten order gets
+  an ``order_ids_forgotten`` anomaly instead of a silent mismatch.
 - *One connection.* The premises' queries and ``save`` run on the matcher's own
   DuckDB connection (kept open: ``_Run.close``); small tables are made with
   pyarrow (a DuckDB statement costs milliseconds).
@@ -85,6 +87,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..parsers.events import Anomaly, Direction
 from ..parsers.limits import Limits
 from . import prefilter, store
 from .ingest.resume import (
@@ -107,7 +110,7 @@ from .match import (
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import Resolver
 
-VERSION = 2
+VERSION = 3
 DIR = "match"
 """Sub-directory of a set's resume state: what ``save`` keeps."""
 SETTLE_NS = 2 * 10**9
@@ -136,6 +139,8 @@ class Result:
     whole: MatchOutput
     final: dict[str, pa.Table]
     provisional: dict[str, pa.Table]
+    anomalies: pa.Table | None = None
+    """``order_ids_forgotten`` rows (``IdBound``), written as final parts."""
 
 
 _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
@@ -544,6 +549,7 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
         return Result(out, dict(out.tables), {})
     header = read_header(state) if keep else {}
     limit_ns = int(pending_s(header) * 10**9)
+    bound = IdBound.of(header)
     last = int(header["last_key"]) if keep else None
     held_file = stage_dir / store.STATE / HELD
     held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
@@ -556,14 +562,14 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
         why = "no matcher state kept by the previous command" if prev is None else None
     try:
         return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns,
-                      cut, last)
+                      cut, last, bound)
     finally:
         STATS["cut"] = cut
 
 
 def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedParts, keep: bool,
            prev: _Carried | None, why: str | None, held: np.ndarray, limit_ns: int,
-           cut: int, last: int | None) -> Result:
+           cut: int, last: int | None, bound: IdBound | None = None) -> Result:
     run: _Run | None = None
     if prev is not None:
         why = _check_inputs(prev, parts)
@@ -583,6 +589,7 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedPa
         run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
         run.extra["venue_fp"] = _venue_fingerprint(resolver)
     try:
+        run.extra["id_bound"] = (bound, last)
         return _finish(stage_dir, flows, parts, keep, prev, run, held, cut, last)
     finally:
         run.close()
@@ -633,7 +640,14 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
         (out_dir / "meta.json").write_text(json.dumps({"version": None}))
     out = MatchOutput(flow_venue={int(f): str(v) for f, v in venue.items()}, tables=whole,
                       flow_venue_source={int(f): str(s) for f, s in source.items()})
-    return Result(out, final, prov)
+    bound = run.extra.get("id_bound", (None, None))[0]
+    refs = None
+    if prev is not None and bound is not None:
+        refs = forgotten_refs(prev, run, final, bound, cut)
+        later = forgotten_refs(prev, run, prov, bound, cut, events=False)
+        if later is not None:
+            prov = {**prov, "anomalies": later}
+    return Result(out, final, prov, refs)
 
 
 def _check_inputs(prev: _Carried, parts: StagedParts) -> str | None:
@@ -1049,7 +1063,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
             ids = pa.concat_tables([ids0, fin])
         else:
             ids = fin
-        pq.write_table(ids, out / "ids.parquet")
+        run.extra["ids"] = ids  # (written by ``_bound_ids``)
         # the final groups whose messages are carried: made again, dropped, checked
         msgs = []
         for t, direction in (("orders", "out"), ("acks", "in")):
@@ -1096,14 +1110,17 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
     finally:
         if con is not run.con:
             con.close()
+    forgot = _bound_ids(out, run, prev)
     (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k,
-                                               "venue_fp": run.extra.get("venue_fp", "")}))
+                                               "venue_fp": run.extra.get("venue_fp", ""),
+                                               "forgot": forgot}))
 
 
 _FIX_PREV = pa.schema([("flow_id", pa.int64()), ("client_order_id", pa.string()),
                       ("orig_client_order_id", pa.string()), ("kind", pa.string()),
-                      ("has_ack", pa.bool_()), ("orphan", pa.bool_())])
-"""``fix_prev`` (``sql/common.sql``)."""
+                      ("has_ack", pa.bool_()), ("orphan", pa.bool_()), ("ts", pa.int64())])
+"""``fix_prev`` (``sql/common.sql``; ``ts``, the order's or the orphan reply's time, is
+``IdBound``'s alone)."""
 
 
 def _msg_key(rows: pa.Table) -> pa.Array:
@@ -1140,17 +1157,18 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
         con.register("_mc_acks", fix_acks)
         new = _tables(con, f"""
             SELECT o.flow_id::BIGINT AS flow_id, o.client_order_id, o.orig_client_order_id,
-                   o.kind, coalesce(g.has_ack, false) AS has_ack, false AS orphan
+                   o.kind, coalesce(g.has_ack, false) AS has_ack, false AS orphan,
+                   epoch_ns(o.ts) AS ts
             FROM _mc_orders o JOIN g ON g.cid = o.correlation_id
             WHERE g.settle < {cut}
             UNION ALL
             SELECT a.flow_id::BIGINT, a.client_order_id, a.orig_client_order_id, NULL,
-                   true, true
+                   true, true, epoch_ns(a.ts)
             FROM _mc_acks a JOIN g ON g.cid = a.correlation_id
             WHERE g.orphan AND g.settle < {cut}""").cast(_FIX_PREV)
     if prev is not None and prev.t["fix_prev"].num_rows:
         new = pa.concat_tables([prev.t["fix_prev"].cast(new.schema), new])
-    pq.write_table(new, out / "fix_prev.parquet")
+    run.extra["fix_prev"] = new  # (written by ``_bound_ids``)
 
 
 def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
@@ -1211,6 +1229,172 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
                          "sender": pa.array([], pa.string()),
                          "target": pa.array([], pa.string())})
     pq.write_table(comp, out / "comp_ids.parquet")
+
+
+# --- the ids of the set's final orders, bounded ------------------------------------------
+FORGOTTEN = "order_ids_forgotten"
+"""Anomaly code: a message of a later file that may name an order whose ids the
+matcher state forgot (``IdBound``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdBound:
+    """How much of the set's final orders the state remembers the ids of (``ids``,
+    ``fix_prev``): those placed ``horizon_ns`` or less before the set's last packet, and
+    of them the newest ``max_rows`` (``Limits.resume_order_ids_s``,
+    ``resume_order_ids``; the staged state's header holds them). Those ids serve a
+    later message that names an earlier order: a cancel or amend naming only one of
+    its ids (``combine.sql`` learns the other), a FIX report for its ClOrdID
+    (``fix.sql``: else an orphan reply), an engine event (its engine leg), and the
+    checks that send a command whole (``_check_ids``, ``_check_fix``). Without a bound
+    they grew with the set's orders, for days.
+
+    Forgetting keeps no trace of the ids (that would grow again): the state counts
+    what it forgot by what it could have served (``forgot``: ``fix``, the FIX orders
+    and orphan replies; ``accepted``, accepted new orders with both ids; ``engine``,
+    orders still without an engine leg), and a later command flags every row that a
+    forgotten order of that kind could have changed (``forgotten_refs``): a FIX
+    orphan reply, a cancel or amend with one id of its order unknown, engine events
+    no order took. Below the bound nothing is forgotten and no row changes."""
+
+    horizon_ns: int
+    max_rows: int
+
+    @classmethod
+    def of(cls, header: Mapping[str, Any]) -> IdBound:
+        d = Limits()
+        return cls(int(float(header.get("resume_order_ids_s", d.resume_order_ids_s)) * 10**9),
+                   int(header.get("resume_order_ids", d.resume_order_ids)))
+
+    def keep(self, ts: np.ndarray, since: int) -> np.ndarray:
+        """Which rows (their times ``ts``; ``INF``: unknown, kept) are remembered."""
+        keep = ts >= since
+        n = int(np.count_nonzero(keep))
+        if n > self.max_rows:
+            idx = np.flatnonzero(keep)
+            idx = idx[np.argsort(ts[idx], kind="stable")][: n - self.max_rows]
+            keep[idx] = False
+        return keep
+
+
+_FORGOT = {"orders": 0, "fix": 0, "accepted": 0, "engine": 0, "before": -INF}
+
+
+def _bound_ids(out: Path, run: _Run, prev: _Carried | None) -> dict[str, int]:
+    """Write ``ids`` and ``fix_prev`` (``save`` made them) within ``IdBound``
+    (``run.extra["id_bound"]``: the bound and the set's last packet); returns what the
+    set's state has forgotten so far (``IdBound``: counts by kind, ``before`` the
+    newest time forgotten), kept in ``meta.json``."""
+    ids, fix = run.extra.pop("ids"), run.extra.pop("fix_prev")
+    forgot = {**_FORGOT, **(prev.meta.get("forgot") or {} if prev is not None else {})}
+    bound, last = run.extra.get("id_bound", (None, None))
+    if bound is not None and last is not None:
+        since = last - bound.horizon_ns
+        o_ts = ns_or_inf(ids.column("order_ts"))
+        keep = bound.keep(o_ts, since)
+        if not keep.all():
+            gone = ids.filter(pa.array(~keep))
+            ids = ids.filter(pa.array(keep))
+            forgot["orders"] += gone.num_rows
+            accepted = pc.and_kleene(pc.equal(gone.column("kind"), "new"),
+                                     pc.equal(gone.column("status"), "accepted"))
+            accepted = pc.and_kleene(accepted, pc.and_kleene(
+                gone.column("exchange_order_id").is_valid(),
+                gone.column("client_order_id").is_valid()))
+            forgot["accepted"] += int(pc.sum(pc.fill_null(accepted, False)).as_py() or 0)
+            waits = pc.and_kleene(pc.fill_null(gone.column("decoded"), False),
+                                  pc.invert(pc.fill_null(gone.column("has_engine"), False)))
+            waits = pc.and_kleene(waits, pc.invert(pc.fill_null(
+                pc.equal(gone.column("status"), "rejected"), False)))
+            forgot["engine"] += int(pc.sum(pc.fill_null(waits, False)).as_py() or 0)
+            forgot["before"] = max(forgot["before"], int(o_ts[~keep].max()))
+        f_ts = ns_or_inf(fix.column("ts"))
+        keep = bound.keep(f_ts, since)
+        if not keep.all():
+            forgot["fix"] += int(np.count_nonzero(~keep))
+            forgot["before"] = max(forgot["before"], int(f_ts[~keep].max()))
+            fix = fix.filter(pa.array(keep))
+    pq.write_table(ids, out / "ids.parquet")
+    pq.write_table(fix, out / "fix_prev.parquet")
+    STATS["ids_rows"] = ids.num_rows + fix.num_rows
+    STATS["forgot"] = forgot
+    return forgot
+
+
+def forgotten_refs(prev: _Carried, run: _Run, final: Mapping[str, pa.Table],
+                   bound: IdBound, cut: int, *, events: bool = True) -> pa.Table | None:
+    """``anomalies`` rows (``FORGOTTEN``) for the rows ``final`` (this command's final
+    rows, or its provisional ones: then the flags are provisional too, made again by
+    the next command) that an order whose ids the set's state forgot (``IdBound``)
+    could have changed; with ``events``, for the engine events from the previous cut
+    to this one that no order took. None when it forgot none, or none is flagged."""
+    forgot = prev.meta.get("forgot") or {}
+    if not any(int(forgot.get(k, 0)) for k in ("fix", "accepted", "engine")):
+        return None
+    import datetime as dt
+
+    before = dt.datetime.fromtimestamp(int(forgot["before"]) / 1e9, dt.UTC)
+    why = (f"the set's matcher state no longer knows the {int(forgot['orders'])} orders "
+           f"placed up to {before:%Y-%m-%d %H:%M:%S} UTC (limits resume_order_ids_s="
+           f"{bound.horizon_ns // 10**9}, resume_order_ids={bound.max_rows}): if it is one "
+           "of theirs, one ingest of the set would match it; keep more with --limit "
+           "resume_order_ids_s=N --limit resume_order_ids=N")
+    rows: list[tuple[int, int, Direction, str]] = []
+    g = run.groups
+    assert g is not None
+    if int(forgot.get("fix", 0)) and final["acks"].num_rows:
+        orphans = g.column("cid").filter(g.column("orphan")).combine_chunks()
+        a = final["acks"]
+        a = a.filter(pc.and_(pc.fill_null(pc.equal(a.column("protocol"), "fix"), False),
+                             _as_mask(_by_cid(a, orphans))))
+        for r in _pylist(a, ["ts", "flow_id", "endpoint", "client_order_id"]):
+            rows.append((r["ts"], int(r["flow_id"]), "in",
+                         f"FIX {r['endpoint']} for ClOrdID {r['client_order_id']}: no order "
+                         f"of the set carries it; {why}"))
+    if int(forgot.get("accepted", 0)) and final["orders"].num_rows:
+        o = final["orders"]
+        one = pc.xor(o.column("orig_client_order_id").is_valid(),
+                     o.column("target_order_id").is_valid())
+        act = pc.is_in(o.column("kind"), value_set=pa.array(["cancel", "amend"]))
+        o = o.filter(pc.fill_null(pc.and_(pc.and_(act, one), pc.not_equal(
+            o.column("protocol"), "fix")), False))
+        for r in _pylist(o, ["ts", "flow_id", "kind", "orig_client_order_id",
+                             "target_order_id"]):
+            named = (f"exchange order id {r['target_order_id']}" if r["target_order_id"]
+                     else f"client order id {r['orig_client_order_id']}")
+            rows.append((r["ts"], int(r["flow_id"]), "out",
+                         f"{r['kind']} naming {named}: the order's other id is unknown; {why}"))
+    con = run.con
+    if events and int(forgot.get("engine", 0)) and con is not None:
+        try:
+            ev = con.execute(f"""
+                SELECT min(e.ts), count(*), arg_min(e.flow_id, e.ts) FROM engine_events e
+                WHERE e.event_kind IS NOT NULL AND e.ts >= {int(prev.meta["cut"])}
+                  AND e.ts < {cut} AND NOT EXISTS (
+                    SELECT 1 FROM engine_acks a WHERE a.flow_id = e.flow_id
+                      AND a.stream_offset = e.stream_offset)""").fetchone()
+        except duckdb.CatalogException:  # no engine stream: engine.sql not run
+            ev = None
+        if ev is not None and ev[1]:
+            rows.append((int(ev[0]), int(ev[2]), "in",
+                         f"{ev[1]} engine events named no order this command knows; {why}"))
+    if not rows:
+        return None
+    from .ingest.packet_rows import anomaly_rows
+
+    items = [Anomaly(ts=t, flow_id=f, direction=d, layer="match", code=FORGOTTEN, detail=x)
+             for t, f, d, x in rows]
+    return pa.table(anomaly_rows(items), schema=without_capture_id(TABLES["anomalies"]))
+
+
+def _as_mask(a: np.ndarray) -> pa.Array:
+    return pa.array(a, pa.bool_())
+
+
+def _pylist(t: pa.Table, cols: list[str]) -> list[dict[str, Any]]:
+    """``t``'s ``cols`` as dicts, its ``ts`` in int ns."""
+    t = t.select(cols)
+    return t.set_column(0, "ts", t.column("ts").cast(pa.int64())).to_pylist()
 
 
 def drop_state(root: Path, capture_id: str) -> None:

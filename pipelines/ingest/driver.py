@@ -536,13 +536,20 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         old = resume_state.old_flows(prev, resume.root, flows.written(),  # type: ignore[union-attr]
                                      staging.dir)
         if matcher is None:
-            flows.write_final(old.rows.filter(pa.array(np.isin(old.part, list(old.rewrite)))))
+            flows.write_final(old.rows.filter(pa.array(old.in_parts(old.rewrite))))
             old = None
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     if prev is not None:
         capture_id = prev.capture_id
     flows.finish(more=more, more_without_app=more_without_app, capture_id=capture_id,
                  old=old, held=held)
+    if flows.anomaly_codes:  # the matcher's (``match_carry.IdBound``): counted in the set's
+        for name, n in flows.anomaly_codes.items():
+            anomaly_codes[name] = anomaly_codes.get(name, 0) + n
+        if held is not None and flows.anomalies_final:  # (the staged state's count of
+            # the set's final rows, which the next command adds to)
+            resume_state.add_anomalies(staging.dir / store.STATE / resume_state.STATE_FILE,
+                                       flows.anomalies_final)
     sha = reader.sha256
     sha256s = [*(str(f["sha256"] or "") for f in old_files),
                *(f.sha256 or "" for f in reader.files)]
@@ -586,7 +593,9 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
         "capture_id": capture_id, "recording": [rec[0], rec[1], list(rec[2])],
         "files": files, "last_key": last_key, "link_types": list(last.link_types),
         "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets,
-        "resume_pending_s": limits.resume_pending_s}  # (the matcher's: ``match_carry``)
+        "resume_pending_s": limits.resume_pending_s,  # (the matcher's: ``match_carry``)
+        "resume_order_ids_s": limits.resume_order_ids_s,
+        "resume_order_ids": limits.resume_order_ids}
     core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
     add_anomalies(dropped)
     held, ended = tracker.held_flows()

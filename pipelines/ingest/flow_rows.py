@@ -35,7 +35,7 @@ from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
-from .resume import OLD_PLAIN, TAIL_PREFIX, OldFlows, drop_carried
+from .resume import OLD_PLAIN, OLD_VENUES, TAIL_PREFIX, OldFlows, drop_carried
 
 if TYPE_CHECKING:
     from ..match import Matcher
@@ -114,9 +114,13 @@ def _app_first(old: OldFlows) -> tuple[OldFlows, int]:
         if name not in ("app_protocol", "venue", "venue_source"):
             app = pc.or_(app, pc.is_valid(rows.column(name)))
     mask = app.to_numpy(zero_copy_only=False)
-    order = np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
-    return (OldFlows(rows=rows.take(pa.array(order)), part=old.part[order],
-                     rewrite=old.rewrite), int(mask.sum()))
+    n = int(mask.sum())
+    if n in (0, len(mask)) or mask[:n].all():  # (already in that order: no copy)
+        return OldFlows(rows=rows, part=old.part, rewrite=old.rewrite, names=old.names), n
+    keep = pa.array(mask)
+    return (OldFlows(rows=pa.concat_tables([rows.filter(keep), rows.filter(pc.invert(keep))]),
+                     part=np.concatenate([old.part[mask], old.part[~mask]]),
+                     rewrite=old.rewrite, names=old.names), n)
 
 
 def _has_app_data(info: dict[str, object]) -> bool:
@@ -189,6 +193,10 @@ class FlowRows:
         # ingest's other final parts (``part-f<k>-<n>``: this file's, in the set)
         self._final_prefix = staging.part_prefix
         self._without_app_path = staging.dir / f"_flows_without_app_data{suffix}"
+        self.anomaly_codes: dict[str, int] = {}
+        """Codes of the ``anomalies`` rows the matcher gave (``match_carry.IdBound``)."""
+        self.anomalies_final = 0
+        """... of them in final parts (a rotation's provisional ones are made again)."""
 
     def written(self) -> np.ndarray:
         """The ids of the flows given rows (``add``) so far."""
@@ -290,7 +298,14 @@ class FlowRows:
             # address, as when they were written: not the matcher's, as in one ingest;
             # the derived tables read them beside the staged ones: ``OLD_PLAIN``)
             old, n_app = _app_first(old)
-            pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN)
+            # (a scratch file the derive reads once, in this command: written plain, no
+            # dictionaries or statistics, 3.7x faster than by default: 0.035 against
+            # 0.128 s for the 114,370 rows of a 1-s rotation's 300th file, read 2x faster)
+            pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN,
+                           compression="none", use_dictionary=False, write_statistics=False)
+            # (the derive's check that no flow changed venue: only these can)
+            pq.write_table(old.rows.slice(0, n_app).select(["flow_id", "venue"]),
+                           self.staging.dir / OLD_VENUES)
             rows = pa.concat_tables([rows, old.rows.slice(0, n_app)]).combine_chunks()
         self.staging.close_writers()  # the matcher reads the staged message tables
         for p in (*parts, *plain):
@@ -316,6 +331,7 @@ class FlowRows:
         self.staging.write("flows", venued)
         for table, out in matched.tables.items():
             self.staging.write(table, out)
+        self._count(matched.tables.get("anomalies"))
         self._write_final(matched.final)
         return SideFiles(None, None)
 
@@ -325,9 +341,18 @@ class FlowRows:
         of their own, not ``part-t*``, which the next command of the set keeps."""
         if not tables:
             return
+        self.anomalies_final += self._count(tables.get("anomalies"))
         with self._final(True):
             for table, out in tables.items():
                 self.staging.write(table, out)
+
+    def _count(self, rows: pa.Table | None) -> int:
+        """Count the codes of the matcher's ``anomalies`` rows (``anomaly_codes``)."""
+        if rows is None:
+            return 0
+        for code in rows.column("code").to_pylist():
+            self.anomaly_codes[code] = self.anomaly_codes.get(code, 0) + 1
+        return rows.num_rows
 
     def write_final(self, rows: pa.Table) -> None:
         """``flows`` rows written as final parts (``_write_final``)."""
@@ -360,9 +385,9 @@ class FlowRows:
             same = pc.fill_null(pc.equal(now, was), False)
             same = pc.or_kleene(same, pc.and_(pc.is_null(now), pc.is_null(was)))
             changed |= ~same.to_numpy(zero_copy_only=False)
-        moved = set(old.part[changed].tolist()) - old.rewrite
+        moved = old.part_names(changed) - old.rewrite
         if moved:  # (drop_carried goes by the parts' names)
             drop_carried(self.staging.dir, "flows", [Path(n) for n in sorted(moved)])
         again = old.rewrite | moved
         if again:
-            self.write_final(venued.filter(pa.array(np.isin(old.part, list(again)))))
+            self.write_final(venued.filter(pa.array(old.in_parts(again))))

@@ -66,7 +66,7 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -379,6 +379,15 @@ def snapshot(capture_id: str, tracker: FlowTracker, app: AppLayer | None,
     return _dumps_core(core), anomalies
 
 
+def add_anomalies(path: Path, n: int) -> None:
+    """Add ``n`` to the set's anomaly count in the staged ``state.bin`` ``path`` (rows
+    the matcher wrote after the state was staged: ``match_carry.IdBound``)."""
+    header, body = _read(path, body=True)
+    header["anomalies"] = int(header["anomalies"]) + n
+    head = json.dumps(header).encode()
+    path.write_bytes(MAGIC + _HEADER.pack(len(head)) + head + body)
+
+
 def pack(header: dict[str, Any], core: bytes) -> bytes:
     """``state.bin``: magic, header length, the JSON header, the pickled state
     (compressed: the tracker's arrays are mostly zeros; zstd, through pyarrow, is 3x
@@ -521,12 +530,54 @@ def staged_parts(stage: Path, tables: Sequence[str]) -> dict[str, list[Path]]:
                       key=lambda p: p.name) for t in tables}
 
 
+class OldParts:
+    """Per table, the set's earlier final parts (``carried_parts``), made paths when a
+    table's are first asked for: the manifest names one part per table per file of the
+    set (tens of thousands after days of 1-minute files), and a command that matches
+    and derives its own rows asks for a few tables' (whether the set has matcher
+    rows), reading none; a whole match or derive asks for them all. A mapping of
+    ``get``, ``[]`` and ``[] =`` (what the carries use)."""
+
+    __slots__ = ("_dir", "_names", "_paths")
+
+    def __init__(self, stage: Path | None = None) -> None:
+        self._names: dict[str, list[str]] = {}
+        self._paths: dict[str, list[Path]] = {}
+        self._dir: Callable[[str], Path] | None = None
+        if stage is None or not (manifest := stage / CARRIED).is_file():
+            return
+        capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+        root = stage.parent.parent  # (DATA/.staging/<txn>)
+        self._names = json.loads(manifest.read_text())
+        self._dir = lambda t: store.partition_dir(root, t, capture_id)
+
+    def get(self, table: str, default: Any = None) -> Any:
+        if table in self._paths:
+            return self._paths[table]
+        names = self._names.get(table)
+        if names is None or self._dir is None:
+            return default
+        base = self._dir(table)
+        paths = self._paths[table] = [base / n for n in names]
+        return paths
+
+    def __getitem__(self, table: str) -> list[Path]:
+        out: list[Path] = self.get(table, [])  # (a table the set has no part of: none)
+        return out
+
+    def __setitem__(self, table: str, parts: list[Path]) -> None:
+        self._paths[table] = parts
+
+    def __contains__(self, table: object) -> bool:
+        return table in self._paths or table in self._names
+
+
 @dataclass(slots=True)
 class StagedParts:
     """The staged Parquet parts of one ingest, by origin (what the matcher's and the
     derive's carries read: ``pipelines.match_carry``, ``pcapflow.why_carry``)."""
 
-    old: dict[str, list[Path]] = field(default_factory=dict)
+    old: OldParts = field(default_factory=OldParts)
     """The set's earlier final parts (in the dataset: ``carried_parts``)."""
     new: dict[str, list[Path]] = field(default_factory=dict)
     """This command's final parts."""
@@ -538,11 +589,9 @@ class StagedParts:
     def of(cls, stage_dir: Path) -> StagedParts:
         from ..tables.schemas import TABLES
 
-        out = cls(resumed=(stage_dir / CARRIED).is_file())
-        carried = carried_parts(stage_dir)
+        out = cls(old=OldParts(stage_dir), resumed=(stage_dir / CARRIED).is_file())
         for t in TABLES:
             files = sorted((stage_dir / t).glob("*.parquet"))
-            out.old[t] = carried.get(t, [])
             out.tail[t] = [p for p in files if p.name.startswith(f"part-{TAIL_PREFIX}")]
             out.new[t] = [p for p in files if not p.name.startswith(f"part-{TAIL_PREFIX}")]
         return out
@@ -662,12 +711,29 @@ class OldFlows:
     rows: Any
     """pyarrow Table (``flows`` without ``capture_id``)."""
     part: Any
-    """NumPy array of str: the part (file name) each row of ``rows`` is in."""
+    """NumPy array of int32: the part each row of ``rows`` is in, as its index in
+    ``names`` (ints: a set of days has millions of rows; ``in_parts`` tests them)."""
     rewrite: set[str]
     """Parts this ingest replaces whatever the matcher says: provisional ones
     (``part-t*``: their rows of flows no longer held are final now) and final ones
     holding a row this ingest writes again (a resumed flow: ``pcapflow match`` writes
     one part; an ended flow a late packet changed: ``STABLE``)."""
+    names: list[str] = field(default_factory=list)
+    """The parts' file names (``part``)."""
+
+    def in_parts(self, parts: Any) -> Any:
+        """Which rows are in the parts named ``parts`` (a NumPy bool array)."""
+        import numpy as np
+
+        wanted = set(parts)
+        want = [i for i, n in enumerate(self.names) if n in wanted]
+        return np.isin(self.part, np.asarray(want, np.int32))
+
+    def part_names(self, mask: Any) -> set[str]:
+        """The names of the parts the rows ``mask`` are in."""
+        import numpy as np
+
+        return {self.names[i] for i in np.unique(self.part[mask]).tolist()}
 
 
 OLD_PLAIN = "_flows_old_plain.parquet"
@@ -675,8 +741,10 @@ OLD_PLAIN = "_flows_old_plain.parquet"
 (``FlowRows.finish``): not given to the matcher (their venue is their address's, kept
 as written), read by the derived tables with the staged ``flows`` parts."""
 OLD_VENUES = "_flows_old_venues.parquet"
-"""Staging file: (flow_id, venue) of the set's ``flows`` rows as stored (``OldFlows``),
-for the derive's check that no flow changed venue (``pcapflow.why_carry.check``)."""
+"""Staging file: (flow_id, venue) of the set's ``flows`` rows as stored (``OldFlows``)
+that the matcher is given (those with application-layer data: ``FlowRows.finish``),
+for the derive's check that no flow changed venue (``pcapflow.why_carry.check``); the
+others keep theirs (``OLD_PLAIN``), and were ~99.8% of a synthetic rotation's rows."""
 
 
 def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = None
@@ -684,8 +752,7 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
     """The set's ``flows`` rows but those of the flows this ingest wrote a row for
     (``written``: the flows resumed, but the ended ones it found unchanged, ``STABLE``)
     (``OldFlows``). With ``stage`` (an append-mode staging directory, ``carry``), the
-    final parts among ``rewrite`` are dropped by the commit, and ``OLD_VENUES`` is
-    written."""
+    final parts among ``rewrite`` are dropped by the commit."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -717,12 +784,10 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
         if again.any():
             rewrite |= {files[i].name for i in np.unique(code[again]).tolist()}
             rows, code = rows.filter(pa.array(~again)), code[~again]
-    names = np.array([f.name for f in files] or [""], dtype=object)[code]
     if stage is not None:
         drop_carried(stage, "flows", [part / n for n in sorted(rewrite)
                                       if not n.startswith(f"part-{TAIL_PREFIX}")])
-        pq.write_table(rows.select(["flow_id", "venue"]), stage / OLD_VENUES)
-    return OldFlows(rows=rows, part=names, rewrite=rewrite)
+    return OldFlows(rows=rows, part=code, rewrite=rewrite, names=[f.name for f in files])
 
 
 COMPACT_PARTS = 4

@@ -24,7 +24,8 @@ from pcapflow.pipelines.tables.schemas import FLOWS, PROTOCOL_TABLES, TABLES
 
 SPECS = [pytest.param(s, id=s.name) for s in REGISTRY]
 CORE_LIMITS = {"max_open_connections", "reassembly_held_bytes", "reassembly_held_segments",
-               "detect_bytes", "max_unacked", "resume_max_bytes", "resume_pending_s"}
+               "detect_bytes", "max_unacked", "resume_max_bytes", "resume_pending_s",
+               "resume_order_ids_s", "resume_order_ids"}
 """Limits the engine itself reads (the application layer, reassembly, RTT)."""
 
 

@@ -183,3 +183,40 @@ def test_a_synthetic_rotation_matches_its_own_files_and_names_only_its_flows(
     flows = int(ds.fetchall("SELECT count(*) FROM flows")[0][0])
     assert 0 < named[-1] < flows  # later commands name their own flows, not the set's
     assert _finals(tmp_path / "data")  # orders final past the limit (as unmatched)
+
+
+def test_order_ids_past_the_limit_are_forgotten_with_an_anomaly(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resume_order_ids`` bounds the ids of the set's final orders the matcher state
+    keeps (``match_carry.IdBound``): past it the oldest are forgotten, every later row
+    that may name one of them (here cancels and amends naming one id of their order)
+    gets an ``order_ids_forgotten`` anomaly naming the limit, counted in ``captures``,
+    and every other row of the matcher's tables is one ingest's (below the limit all
+    are: the tests above, at the default)."""
+    import duckdb
+
+    _pending(monkeypatch, 300)
+    cap = SAMPLES / "binance_wsapi_tls13.pcap"
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
+    data = tmp_path / "data"
+    for p in split(cap, [r.packets // 3, 2 * r.packets // 3], tmp_path):
+        pcapflow.ingest([p], keylog=_keys(cap), data=data, limits={"resume_order_ids": 2})
+    assert match_carry.WHOLE == []
+    assert match_carry.STATS["ids_rows"] <= 2 and match_carry.STATS["forgot"]["orders"] > 0
+    ds = pcapflow.open(data)
+    flagged = ds.fetchall(f"SELECT epoch_ns(ts), flow_id, detail FROM anomalies "
+                          f"WHERE code = '{match_carry.FORGOTTEN}'")
+    assert flagged and all("resume_order_ids=2" in d and "--limit resume_order_ids" in d
+                           for _, _, d in flagged)
+    assert ds.fetchall("SELECT DISTINCT anomalies FROM captures") == [
+        (ds.fetchall("SELECT count(*) FROM anomalies")[0][0],)]
+    # the rows that differ from one ingest's are flagged ones
+    con = duckdb.connect()
+    q = ("SELECT epoch_ns(ts) AS t, flow_id, * EXCLUDE (capture_id, ts) FROM "
+         "read_parquet({!r}, hive_partitioning = true)")
+    fa, fb = parquet_files(one, "orders"), parquet_files(data, "orders")
+    diff = con.execute(f"SELECT t, flow_id FROM ({q.format(fb)} EXCEPT ALL {q.format(fa)})"
+                       ).fetchall()
+    assert set(diff) <= {(t, f) for t, f, _ in flagged}
+    assert_same_rows(one, data, leave_out=("orders", "acks", "latency", "anomalies"))
