@@ -582,7 +582,8 @@ def status_lines(st: Status, width: int = 100) -> list[str]:
     lines = [head]
     if st.ids_forgotten:
         lines.append(f"  {st.ids_forgotten} rows may name orders older than the matcher "
-                     "remembers (order_ids_forgotten): raise --limit resume_order_ids_s")
+                     "remembers (order_ids_forgotten): raise --limit resume_order_ids_s "
+                     "or resume_order_ids")
     for venue in sorted(st.venues):
         q = st.venues[venue].quantiles()
         if q is not None:
