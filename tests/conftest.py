@@ -90,6 +90,37 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list) -> None:
     for spec in specs:
         if flags and spec.popen and not spec.python:
             spec.python = shlex.join([sys.executable, *flags])
+    _warm_numba_cache()
+
+
+# the samples' ingest, default path then the per-packet one: every kernel they use
+_WARM = r"""
+import json, sys, tempfile
+import pcapflow
+a = json.loads(sys.argv[1])
+with tempfile.TemporaryDirectory(prefix="pcf-warm-") as d:
+    pcapflow.ingest(a["caps"], keylog=a["keys"], data=d + "/d")
+"""
+
+
+def _warm_numba_cache() -> None:
+    """With an empty Numba cache (a fresh environment, as CI's), compile the kernels
+    once before the workers start: else the first units' processes (two ingests of the
+    batch-path test, two of the public corpus's) each compiled the same kernels at
+    once, ~100 s of the suite's wall time on two cores."""
+    import json
+    import subprocess
+
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    places = ([Path(root)] if root else
+              [Path(__file__).resolve().parents[1] / d for d in ("parsers", "pipelines")])
+    if any(next(p.rglob("*.nbi"), None) for p in places if p.is_dir()):
+        return
+    args = json.dumps({"caps": [str(c) for c in SAMPLE_CAPTURES],
+                       "keys": [str(k) for k in sorted(SAMPLES.glob("*.keylog"))]})
+    for extra in ({}, {"PCAPFLOW_SLOW_PATH": "1"}):
+        subprocess.run([sys.executable, "-c", _WARM, args], env={**os.environ, **extra},
+                       capture_output=True, timeout=1800, check=False)
 
 
 @pytest.hookimpl(optionalhook=True)
