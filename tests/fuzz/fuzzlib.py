@@ -39,7 +39,7 @@ RLIMIT_AS is the loaded size plus this. The loaded size itself is large and
 varies (Numba, pyarrow and DuckDB reserve ~1-2 GiB they never touch), so the
 limit is relative; pcapflow streams in bounded chunks and needs far less."""
 
-LONG_FACTOR = 50
+LONG_FACTOR = 100
 """``PCAPFLOW_FUZZ_LONG=1`` multiplies every target's example count by this
 (``PCAPFLOW_FUZZ_LONG=N`` for N > 1 multiplies by N)."""
 
