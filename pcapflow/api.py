@@ -58,11 +58,19 @@ def capture_sets(paths: Sequence[Capture], *, sets: bool = True) -> list[list[st
     return [s for s in out if s]
 
 
-def auto_workers(path: Capture, *, app: bool = True, jobs: int = 1) -> int:
-    """Processes ``workers="auto"`` gives one capture: the usable CPUs (at most
-    ``AUTO_MAX_WORKERS``), or 1 for a small or unshardable capture (stdin), for
-    ``app=False`` (the TCP layer alone runs in every process anyway), and when
-    ``jobs > 1`` already ingests captures in parallel."""
+def auto_workers(path: Capture, *, app: bool = True, jobs: int = 1,
+                 load: float | None = None) -> int:
+    """Processes ``workers="auto"`` gives one capture: the usable CPUs not already
+    busy (at most ``AUTO_MAX_WORKERS``), or 1 for a small or unshardable capture
+    (stdin), for ``app=False`` (the TCP layer alone runs in every process anyway), and
+    when ``jobs > 1`` already ingests captures in parallel.
+
+    Busy CPUs are the 1-minute load average (``load``: ``os.getloadavg``), rounded, as
+    ``make -l`` weighs it: every worker reads and tracks the whole file, so a worker
+    without a core of its own adds CPU time and saves no wall time (session 13: two
+    workers on a 2-core machine at load ~5 took 2.37 s of CPU against 1.83 s for one,
+    the same wall time), and on a capture host it takes the core from the trading
+    process or the capture itself."""
     files = _files(path)
     if (not app or jobs > 1 or not can_shard(files)
             or sum(os.path.getsize(p) for p in files) < AUTO_MIN_BYTES):
@@ -71,7 +79,13 @@ def auto_workers(path: Capture, *, app: bool = True, jobs: int = 1) -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, AUTO_MAX_WORKERS))
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # (no load average on this platform: every CPU counts as free)
+            load = 0.0
+    busy = min(cpus, max(0, round(load)))
+    return max(1, min(cpus - busy, AUTO_MAX_WORKERS))
 
 
 def _workers(path: Capture, workers: int | str, *, app: bool, jobs: int,

@@ -128,7 +128,8 @@ def ingest(
     workers: Annotated[
         str,
         typer.Option("--workers", "-w", help="Processes per capture, its connections sharded "
-                     "across them; auto: the CPUs (at most 4), 1 for a file under 16 MB"),
+                     "across them; auto: the idle CPUs (CPUs less the load average, at most "
+                     "4), 1 for a file under 16 MB"),
     ] = "auto",
     venues: Annotated[
         Path | None,

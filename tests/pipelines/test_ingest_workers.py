@@ -242,7 +242,14 @@ def test_auto_workers(tmp_path: Path) -> None:
     with open(big, "wb") as fh:
         fh.truncate(api.AUTO_MIN_BYTES)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert api.auto_workers(big) == max(1, min(cpus or 1, api.AUTO_MAX_WORKERS))
+    cpus = cpus or 1
+    for load in (0.0, 0.4):
+        assert api.auto_workers(big, load=load) == min(cpus, api.AUTO_MAX_WORKERS)
+    # the CPUs the load average keeps busy are not counted (rounded, as make -l weighs it)
+    for load in (cpus - 0.4, float(cpus), 10.0 * cpus):
+        assert api.auto_workers(big, load=load) == 1
+    if cpus >= 2:
+        assert api.auto_workers(big, load=cpus - 1.6) == min(2, api.AUTO_MAX_WORKERS)
     assert api.auto_workers(big, app=False) == 1
     assert api.auto_workers(big, jobs=2) == 1
     assert api.auto_workers("-") == 1
