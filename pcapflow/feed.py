@@ -40,7 +40,10 @@ ids from each batch of messages while it is in memory (compiled, the same rows
 as this SQL: its tests hold the two equal) and ``message_rows`` takes its rows,
 parsing with DuckDB only the few payloads the scan hands back whole, into one
 Arrow table; ``gaps_of`` finds the gaps in it with NumPy (the SQL above stays the
-reference and what runs over several captures). The rules themselves are declared
+reference and what runs over several captures). A plain ingest's derive does not even
+make that table: ``StreamWalk`` finds the gaps and silences of each stream a side
+file of the scan at a time, carrying each stream's last message (``Streams``; the
+flows' venues, known later, only leave streams out). The rules themselves are declared
 in ``pipelines/feed_rules.py`` (the ingest reads them).
 """
 
