@@ -155,8 +155,10 @@ class FeedPrep:
         # derives otherwise: nothing to start
         self.whole = not ((stage_dir / STATE / STATE_FILE).is_file()
                           or (stage_dir / CARRIED).is_file())
-        files = staged_files(stage_dir) if self.whole else {"ws_messages": [], "tcp_rtt": []}
+        files = (staged_files(stage_dir) if self.whole else
+                 {"ws_messages": [], "tcp_rtt": [], "fix_messages": []})
         self.ws_files = files["ws_messages"]
+        self.fix_files = files["fix_messages"]
         self.rtt_files = files["tcp_rtt"]
         self.stale_ns = _stale_ns()
         self.burst_key = _burst_key()
@@ -172,6 +174,8 @@ class FeedPrep:
             self._feed.set()
 
     def _run(self, stage_dir: Path, capture_id: str | None, flows: pa.Table | None) -> None:
+        import pyarrow.parquet as pq
+
         from . import feed
         from .pipelines.feed_scan import read_part, staged, staged_parts
 
@@ -179,11 +183,14 @@ class FeedPrep:
             # the scan's side files one at a time (no array of every message: the
             # ingest's peak memory was here), each stream's last message carried
             paths = staged_parts(stage_dir, self.ws_files)
+            fix = any(pq.read_metadata(p).num_rows for p in self.fix_files)
             walk = feed.StreamWalk(self.stale_ns)
-            for path in paths or ():
+            for path in paths if paths is not None and not fix else ():
                 if not walk.add(read_part(path)):
                     break
-            if paths is not None and walk.ok:
+            if fix and paths is not None:  # FIX's rows come from the SQL: the derive
+                self.scanned = staged(stage_dir, self.ws_files)  # takes the scan's rows
+            elif paths is not None and walk.ok:
                 self.streams = walk.finish()  # (``scanned``: read if the derive needs it)
             elif paths is not None:  # a payload handed back whole, or out of stream order
                 self.scanned = staged(stage_dir, self.ws_files)
