@@ -45,6 +45,11 @@ STAGES = [
     # back, the feed checks' streams, the microburst episodes
     ("pcapflow.why", "FeedPrep._run", "feed_prep"),
     ("pcapflow.feed", "prepare", "feed_prep.feed.prepare"),
+    # (session 14: the streams walked a side file at a time, instead of ``prepare``)
+    ("pcapflow.pipelines.feed_scan", "read_part", "feed_prep.feed_scan.read_part"),
+    ("pcapflow.feed", "StreamWalk.add", "feed_prep.feed.StreamWalk.add"),
+    ("pcapflow.feed", "StreamWalk.finish", "feed_prep.feed.StreamWalk.finish"),
+    ("pcapflow.why", "_bursts_before_venues", "feed_prep.bursts"),
     ("pcapflow.pipelines.feed_scan", "staged", "derive.feed_scan.staged"),
     ("pcapflow.feed", "stage_messages", "derive.feed.stage_messages"),
     ("pcapflow.feed", "message_rows", "derive.feed.message_rows"),

@@ -40,7 +40,10 @@ ids from each batch of messages while it is in memory (compiled, the same rows
 as this SQL: its tests hold the two equal) and ``message_rows`` takes its rows,
 parsing with DuckDB only the few payloads the scan hands back whole, into one
 Arrow table; ``gaps_of`` finds the gaps in it with NumPy (the SQL above stays the
-reference and what runs over several captures). The rules themselves are declared
+reference and what runs over several captures). A plain ingest's derive does not even
+make that table: ``StreamWalk`` finds the gaps and silences of each stream a side
+file of the scan at a time, carrying each stream's last message (``Streams``; the
+flows' venues, known later, only leave streams out). The rules themselves are declared
 in ``pipelines/feed_rules.py`` (the ingest reads them).
 """
 
@@ -552,7 +555,8 @@ class Streams:
 def prepare(scanned: pa.Table, stale_ns: int) -> Streams | None:
     """``Streams`` of the scan's rows (``feed_scan.COLUMNS``); None when a row is a
     payload handed back whole, or has no time (``message_rows`` and ``_silences``
-    take other paths then)."""
+    take other paths then). (The arrays of every row at once: ``StreamWalk`` gives the
+    same ``Streams`` part by part.)"""
     if scanned.column("rule").null_count or scanned.column("ts").null_count:
         return None
     cols = {f.name: (scanned.column(f.name) if f.name in scanned.column_names
@@ -588,6 +592,245 @@ def prepare(scanned: pa.Table, stale_ns: int) -> Streams | None:
     within = pa.table({**keyed(inside), "t1": pa.array(nxt[inside], pa.int64()),
                        "o1": pa.array(off_o[inside + 1], pa.int64())})
     return Streams(gaps, within, pa.table(keyed(at_end)), stale_ns)
+
+
+class StreamWalk:
+    """``prepare`` of the scan's rows given part by part (the ingest's side files, in
+    the order ``feed_scan.staged`` would concatenate them), without an array of every
+    message: each stream's last message is carried from one part to the next.
+
+    How this works. ``gaps_of`` and ``silences`` sort every message by stream, then
+    within a stream by (offset, time) and (time, offset), and compare each message
+    with the one before it. A stable sort of the parts concatenated is, stream by
+    stream, the parts' own sorted rows one after the other, when no part has a row
+    of a stream that sorts before the last row of the stream in the parts before it
+    (an ingest's parts are written in stream order). So each part is sorted alone,
+    with each of its streams' carried last message put first (the same place a stable
+    sort of the whole gives it): the checks see the message before each first one as
+    they would in the whole. A part where a carried message does not sort first
+    stops the walk (``add`` gives False): ``prepare`` of the concatenated rows sorts
+    those the long way. Gaps and silences within a stream are found per part and
+    kept (few); the streams' last messages, at ``finish``."""
+
+    def __init__(self, stale_ns: int) -> None:
+        self.stale_ns = stale_ns
+        self.ok = True
+        """False once a part could not be walked (then ``finish`` is not to be used)."""
+        self._ids: dict[tuple[int, str | None, str | None], int] = {}
+        self._names: list[tuple[int, str | None, str | None]] = []
+        # per stream (its id): the last message with a last id (gaps) and the last one
+        # (silences): present, last id, time, offset
+        self._g = np.zeros((0, 3), np.int64)
+        self._g_has = np.zeros(0, np.bool_)
+        self._s = np.zeros((0, 2), np.int64)
+        self._s_has = np.zeros(0, np.bool_)
+        self._gaps: list[tuple[np.ndarray, ...]] = []
+        self._inside: list[tuple[np.ndarray, ...]] = []
+        self._local_ids = np.zeros(0, np.int64)
+
+    def add(self, part: pa.Table) -> bool:
+        """Walk one part (``feed_scan.COLUMNS``); False when it cannot be (see the class
+        docstring, and ``prepare``'s None)."""
+        if not self.ok:
+            return False
+        n = part.num_rows
+        if n == 0:
+            return True
+        if (part.column("rule").null_count or part.column("ts").null_count
+                or part.column("flow_id").null_count):
+            self.ok = False
+            return False
+        local, rule_is_fix = self._local(part)
+        if local is None:
+            self.ok = False
+            return False
+        ts, off = _ints(part.column("ts")), _ints(part.column("stream_offset"))
+        has_last = part.column("last_id").is_valid().to_numpy(zero_copy_only=False)
+        self.ok = self._add_gaps(part, local, ts, off, has_last) and self._add_silences(
+            local, ts, off, rule_is_fix)
+        return self.ok
+
+    def _local(self, part: pa.Table) -> tuple[np.ndarray | None, np.ndarray]:
+        """Each row's stream as a code of this part (dense; the codes' stream ids are
+        set in ``self._local_ids``), and which rows are FIX's; (None, ...) when the
+        codes would not fit."""
+        rule_i, rule_names = _dict_codes(part.column("rule"))
+        stream_i, stream_names = _dict_codes(part.column("stream"))
+        flow = pc.dictionary_encode(part.column("flow_id").combine_chunks())
+        flow_i = flow.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        flows = flow.dictionary.to_pylist()
+        r, s = len(rule_names) + 1, len(stream_names) + 1
+        if len(flows) * r * s >= 1 << 62:
+            return None, np.zeros(0, np.bool_)
+        key = (flow_i * r + (rule_i + 1)) * s + (stream_i + 1)
+        enc = pc.dictionary_encode(pa.array(key, pa.int64()))
+        local = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        ids = np.empty(len(enc.dictionary), np.int64)
+        for i, k in enumerate(enc.dictionary.to_pylist()):
+            f, rest = divmod(k, r * s)
+            ri, si = divmod(rest, s)
+            name = (flows[f], rule_names[ri - 1] if ri else None,
+                    stream_names[si - 1] if si else None)
+            got = self._ids.get(name)
+            if got is None:
+                got = self._ids[name] = len(self._names)
+                self._names.append(name)
+            ids[i] = got
+        self._local_ids = ids
+        if len(self._names) > len(self._g_has):  # room for the new streams' state
+            more = max(len(self._names), 2 * len(self._g_has)) - len(self._g_has)
+            self._g = np.concatenate([self._g, np.zeros((more, 3), np.int64)])
+            self._s = np.concatenate([self._s, np.zeros((more, 2), np.int64)])
+            self._g_has = np.concatenate([self._g_has, np.zeros(more, np.bool_)])
+            self._s_has = np.concatenate([self._s_has, np.zeros(more, np.bool_)])
+        fix = np.array([x == "fix_seq" for x in rule_names] + [False], np.bool_)
+        return local, fix[rule_i]
+
+    def _carried(self, local: np.ndarray, has: np.ndarray) -> np.ndarray:
+        """The local codes (of those in ``local``) whose stream has a carried message."""
+        present = np.flatnonzero(np.bincount(local, minlength=len(self._local_ids)))
+        return present[has[self._local_ids[present]]]
+
+    @staticmethod
+    def _sorted(codes: np.ndarray, a: np.ndarray, b: np.ndarray, carried: int
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The order of rows by (codes, a, b) (``stream_order``) and, in it, which rows
+        start their stream; None when one of the first ``carried`` rows does not."""
+        order = stream_order([codes], a, b)
+        co = codes[order]
+        first = np.ones(len(order), np.bool_)
+        first[1:] = co[1:] != co[:-1]
+        if carried and not first[order < carried].all():
+            return None
+        return order, first
+
+    def _add_gaps(self, part: pa.Table, local: np.ndarray, ts: np.ndarray, off: np.ndarray,
+                  has_last: np.ndarray) -> bool:
+        """``gaps_of``'s checks of the part's rows with a last id."""
+        rows = np.flatnonzero(has_last)
+        if len(rows) == 0:
+            return True
+        c = self._carried(local[rows], self._g_has)
+        state = self._g[self._local_ids[c]]
+        k = len(c)
+        codes = np.concatenate([c, local[rows]])
+        last = np.concatenate([state[:, 0], _ints(part.column("last_id"))[rows]])
+        ts_a = np.concatenate([state[:, 1], ts[rows]])
+        off_a = np.concatenate([state[:, 2], off[rows]])
+        got_sorted = self._sorted(codes, off_a, ts_a, k)
+        if got_sorted is None:
+            return False
+        order, first = got_sorted
+        n = len(order)
+        prev_last = np.empty(n, np.int64)
+        last_o = last[order]
+        prev_last[1:] = last_o[:-1]
+        prev_last[0] = 0
+
+        def col(name: str, fill: bool = False) -> np.ndarray:
+            """A column of the part's rows in ``order`` (the carried rows: ``fill``)."""
+            arr = part.column(name)
+            v = (pc.fill_null(arr, False).to_numpy(zero_copy_only=False) if fill else
+                 arr.is_valid().to_numpy(zero_copy_only=False))[rows]
+            return np.concatenate([np.zeros(k, v.dtype), v])[order]
+
+        prev_ok = col("prev_id")
+        expected = prev_last + ~prev_ok
+        prev_v = np.concatenate([np.zeros(k, np.int64), _ints(part.column("prev_id"))[rows]])
+        first_v = np.concatenate([np.zeros(k, np.int64), _ints(part.column("first_id"))[rows]])
+        got = np.where(prev_ok, prev_v[order], first_v[order])
+        got_ok = prev_ok | col("first_id")
+        reset = col("reset", fill=True)
+        hit = np.flatnonzero(~first & ~reset & got_ok & (got != expected))
+        if len(hit):
+            at = order[hit]
+            self._gaps.append((self._local_ids[codes[at]], ts_a[at], ts_a[order[hit - 1]],
+                               expected[hit], got[hit], prev_ok[hit], off_a[at]))
+        ends = np.flatnonzero(np.append(first[1:], True))
+        ids = self._local_ids[codes[order[ends]]]
+        self._g[ids] = np.stack([last_o[ends], ts_a[order[ends]], off_a[order[ends]]], axis=1)
+        self._g_has[ids] = True
+        return True
+
+    def _add_silences(self, local: np.ndarray, ts: np.ndarray, off: np.ndarray,
+                      is_fix: np.ndarray) -> bool:
+        """``silences`` within the part's streams (FIX's left out, as ``prepare``)."""
+        rows = np.flatnonzero(~is_fix) if is_fix.any() else np.arange(len(local))
+        if len(rows) == 0:
+            return True
+        c = self._carried(local[rows], self._s_has)
+        state = self._s[self._local_ids[c]]
+        k = len(c)
+        codes = np.concatenate([c, local[rows]])
+        ts_a = np.concatenate([state[:, 0], ts[rows]])
+        off_a = np.concatenate([state[:, 1], off[rows]])
+        got_sorted = self._sorted(codes, ts_a, off_a, k)
+        if got_sorted is None:
+            return False
+        order, first = got_sorted
+        t_o, off_o = ts_a[order], off_a[order]
+        last = np.append(first[1:], True)
+        nxt = np.empty(len(order), np.int64)
+        nxt[:-1] = t_o[1:]
+        nxt[-1] = 0
+        inside = np.flatnonzero(~last & (nxt - t_o > self.stale_ns))
+        if len(inside):
+            self._inside.append((self._local_ids[codes[order[inside]]], t_o[inside],
+                                 nxt[inside], off_o[inside], off_o[inside + 1]))
+        ends = np.flatnonzero(last)
+        ids = self._local_ids[codes[order[ends]]]
+        self._s[ids] = np.stack([t_o[ends], off_o[ends]], axis=1)
+        self._s_has[ids] = True
+        return True
+
+    def finish(self) -> Streams:
+        """The ``Streams`` of every part added (``prepare`` of them concatenated)."""
+        assert self.ok
+        flow = np.array([f for f, _, _ in self._names], np.int64)
+        rule = pa.array([r for _, r, _ in self._names], pa.string())
+        stream = pa.array([s for _, _, s in self._names], pa.string())
+
+        def keyed(ids: np.ndarray) -> dict[str, pa.Array]:
+            take = pa.array(ids, pa.int64())
+            return {"flow_id": pa.array(flow[ids], pa.int64()), "rule": rule.take(take),
+                    "stream": stream.take(take)}
+
+        def cat(parts: list[tuple[np.ndarray, ...]], width: int) -> list[np.ndarray]:
+            return [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64)
+                    for i in range(width)]
+
+        gid, ts, prev_ts, e, g, is_prev, off = cat(self._gaps, 7)
+        is_prev = is_prev.astype(np.bool_)
+        gaps = pa.table({
+            "capture_id": pa.nulls(len(gid), pa.string()), "venue": pa.nulls(len(gid), pa.string()),
+            **keyed(gid),
+            "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ns")),
+            "prev_ts": pa.array(prev_ts, pa.int64()).cast(pa.timestamp("ns")),
+            "check": pa.array(np.where(is_prev, "prev", "next").astype(object), pa.string()),
+            "expected": pa.array(e, pa.int64()), "got": pa.array(g, pa.int64()),
+            "missing": pa.array(g - e, pa.int64(), mask=is_prev | (g <= e)),
+            "kind": pa.array(np.where(g > e, "gap", "backwards").astype(object), pa.string()),
+            "_offset": pa.array(off, pa.int64())})
+        gaps = gaps.take(pc.sort_indices(gaps, [(k, "ascending") for k in (
+            "ts", "capture_id", "flow_id", "rule", "stream", "_offset")]))
+        gaps = _cast(gaps.drop_columns(["_offset"]), FEED_GAPS)
+        gid, t0, t1, o0, o1 = cat(self._inside, 5)
+        within = pa.table({**keyed(gid), "t0": pa.array(t0, pa.int64()),
+                           "t1": pa.array(t1, pa.int64()), "o0": pa.array(o0, pa.int64()),
+                           "o1": pa.array(o1, pa.int64())})
+        ids = np.flatnonzero(self._s_has)
+        at_end = pa.table({**keyed(ids), "t0": pa.array(self._s[ids, 0], pa.int64()),
+                           "o0": pa.array(self._s[ids, 1], pa.int64())})
+        return Streams(gaps, within, at_end, self.stale_ns)
+
+
+def _dict_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """A column's values as codes (-1: null) and the values they stand for."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    codes = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, arr.dictionary.to_pylist()
 
 
 def _pairs_kept(flow_ids: pa.Array | pa.ChunkedArray, rules: pa.Array | pa.ChunkedArray,

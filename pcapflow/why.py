@@ -138,10 +138,11 @@ def _burst_key() -> tuple[int, int, float, float]:
 
 class FeedPrep:
     """The derive's work that needs no venue, in a thread started before the matcher
-    (module docstring): the ingest's scan of the staged ``ws_messages`` read back and
-    its streams worked out (``feed.prepare``), then the microburst detector's episodes
-    (``alerts._bursts``: ``tcp_rtt`` and the flows' first packets; the venue only
-    labels its rows). ``derive_staged`` uses each when the derive reads those same
+    (module docstring): the ingest's scan of the staged ``ws_messages`` read back a
+    side file at a time and its streams worked out (``feed.StreamWalk``; the rows kept,
+    ``scanned``, only when that walk could not be done), then the microburst detector's
+    episodes (``alerts._bursts``: ``tcp_rtt`` and the flows' first packets; the venue
+    only labels its rows). ``derive_staged`` uses each when the derive reads those same
     files and, for the streams, nothing else gives market-data rows (no payload handed
     back whole, no FIX)."""
 
@@ -154,8 +155,10 @@ class FeedPrep:
         # derives otherwise: nothing to start
         self.whole = not ((stage_dir / STATE / STATE_FILE).is_file()
                           or (stage_dir / CARRIED).is_file())
-        files = staged_files(stage_dir) if self.whole else {"ws_messages": [], "tcp_rtt": []}
+        files = (staged_files(stage_dir) if self.whole else
+                 {"ws_messages": [], "tcp_rtt": [], "fix_messages": []})
         self.ws_files = files["ws_messages"]
+        self.fix_files = files["fix_messages"]
         self.rtt_files = files["tcp_rtt"]
         self.stale_ns = _stale_ns()
         self.burst_key = _burst_key()
@@ -171,13 +174,28 @@ class FeedPrep:
             self._feed.set()
 
     def _run(self, stage_dir: Path, capture_id: str | None, flows: pa.Table | None) -> None:
+        import pyarrow.parquet as pq
+
         from . import feed
-        from .pipelines.feed_scan import staged
+        from .pipelines.feed_scan import read_part, staged, staged_parts
 
         try:
-            self.scanned = staged(stage_dir, self.ws_files)
-            if self.scanned is not None:
-                self.streams = feed.prepare(self.scanned, self.stale_ns)
+            # the scan's side files one at a time (no array of every message: the
+            # ingest's peak memory was here), each stream's last message carried
+            paths = staged_parts(stage_dir, self.ws_files)
+            fix = any(pq.read_metadata(p).num_rows for p in self.fix_files)
+            walk = feed.StreamWalk(self.stale_ns)
+            for path in paths if paths is not None and not fix else ():
+                if not walk.add(read_part(path)):
+                    break
+            if fix and paths is not None:  # FIX's rows come from the SQL: the derive
+                self.scanned = staged(stage_dir, self.ws_files)  # takes the scan's rows
+            elif paths is not None and walk.ok:
+                self.streams = walk.finish()  # (``scanned``: read if the derive needs it)
+            elif paths is not None:  # a payload handed back whole, or out of stream order
+                self.scanned = staged(stage_dir, self.ws_files)
+                if self.scanned is not None:
+                    self.streams = feed.prepare(self.scanned, self.stale_ns)
         except Exception:  # only a head start: the derive reads the files itself
             self.scanned = self.streams = None
         finally:
@@ -265,7 +283,10 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
         if (whole and prep.stale_ns == _stale_ns()
                 and not any(pq.read_metadata(p).num_rows for p in files["fix_messages"])):
             streams = prep.streams
-        scanned = prep.scanned if streams is None else None
+        scanned = None
+        if streams is None:  # (``prep`` keeps the scan's rows only when it needed them)
+            scanned = (prep.scanned if prep.scanned is not None else
+                       staged(stage_dir, files["ws_messages"]))
     else:
         scanned = staged(stage_dir, files["ws_messages"])
     bursts = None

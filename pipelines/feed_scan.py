@@ -334,18 +334,32 @@ def stage(stage_dir: Path, rows: pa.Table) -> None:
     write_side_file(stage_dir, SIDE_DIR, out)
 
 
-def staged(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | None:
-    """The scan's rows of the staged ``ws_files``, or ``None`` when its side files do
-    not cover every staged row (or were made with other rules)."""
-    tables, covered = [], 0
-    for path in sorted((stage_dir / SIDE_DIR).glob("*.arrow")):
+def staged_parts(stage_dir: Path, ws_files: Sequence[Path]) -> list[Path] | None:
+    """The side files of the staged ``ws_files``, in the order ``staged`` reads them, or
+    ``None`` when they do not cover every staged row (or were made with other rules);
+    only their schemas are read (``read_part`` reads one)."""
+    paths, covered = sorted((stage_dir / SIDE_DIR).glob("*.arrow")), 0
+    for path in paths:
         with pa.OSFile(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all()
-        meta = table.schema.metadata or {}
+            meta = pa.ipc.open_file(source).schema.metadata or {}
         if meta.get(_META_RULES, b"").decode() != fingerprint():
             return None
         covered += int(meta[_META_ROWS])
-        tables.append(table.replace_schema_metadata(None))
     if covered != sum(pq.read_metadata(f).num_rows for f in ws_files):
         return None
-    return pa.concat_tables([COLUMNS.empty_table(), *tables])
+    return paths
+
+
+def read_part(path: Path) -> pa.Table:
+    """One side file's rows (``COLUMNS``)."""
+    with pa.OSFile(str(path)) as source:
+        return pa.ipc.open_file(source).read_all().replace_schema_metadata(None)
+
+
+def staged(stage_dir: Path, ws_files: Sequence[Path]) -> pa.Table | None:
+    """The scan's rows of the staged ``ws_files``, or ``None`` when its side files do
+    not cover every staged row (or were made with other rules)."""
+    paths = staged_parts(stage_dir, ws_files)
+    if paths is None:
+        return None
+    return pa.concat_tables([COLUMNS.empty_table(), *map(read_part, paths)])

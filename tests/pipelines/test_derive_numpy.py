@@ -86,7 +86,8 @@ def test_streams_before_venues_are_the_derive_s(samples_dataset: pcapflow.Datase
     from pcapflow.pipelines import feed_scan
 
     schema = without_capture_id(TABLES["ws_messages"])
-    found = {"captures": 0, "gaps": 0, "stale": 0, "left_out": 0}
+    found = {"captures": 0, "gaps": 0, "stale": 0, "left_out": 0, "walked": 0,
+             "refused": 0}
     for cid, view in _views(samples_dataset):
         with view:
             rows = view.sql(f"SELECT {', '.join(schema.names)} FROM ws_messages"
@@ -109,12 +110,31 @@ def test_streams_before_venues_are_the_derive_s(samples_dataset: pcapflow.Datase
                 got = feed.silences_for(streams, flows)
                 assert got == alerts._silences(view, messages, stale), (cid, stale_s)
                 found["stale"] += len(got or [])
+                # the same, walked part by part (``why.FeedPrep``: a side file at a time)
+                for size in (max(scanned.num_rows // 150, 1), 1000):
+                    walk = feed.StreamWalk(stale)
+                    assert all(walk.add(scanned.slice(i, size))
+                               for i in range(0, scanned.num_rows, size)), (cid, size)
+                    parts = walk.finish()
+                    assert parts.gaps.equals(streams.gaps), (cid, size)
+                    assert feed.silences_for(parts, flows) == got, (cid, size)
+                    found["walked"] += 1
+                # a stream's rows before those of an earlier part: not walked
+                half = scanned.num_rows // 2
+                one, two = (set(zip(*(part.column(k).to_pylist() for k in (
+                    "flow_id", "rule", "stream")), strict=True)) for part in (
+                        scanned.slice(0, half), scanned.slice(half)))
+                if one & two:
+                    walk = feed.StreamWalk(stale)
+                    assert walk.add(scanned.slice(half)) and not walk.add(scanned.slice(0, half))
+                    found["refused"] += 1
             else:
                 found["captures"] += 1
                 found["gaps"] += len(ref)
                 found["left_out"] += streams.gaps.num_rows - len(ref)  # other venues' rules
     print(found)
     assert found["captures"] >= 3 and found["gaps"] > 0 and found["stale"] > 100
+    assert found["walked"] >= 6 and found["refused"] >= 3
 
 
 LOW = alerts.Settings(stale_after_s=0.0005, burst_window_us=100, burst_baseline_s=0.01,
