@@ -78,6 +78,9 @@ class Config:
     retx_rate: float = 0.005
     ooo_rate: float = 0.002
     start_ns: int = 1_717_421_400_000_000_000  # 2024-06-03 13:30:00 UTC
+    answered: bool = False
+    """FIX order connections carry real FIX: each order a NewOrderSingle, its ack an
+    ExecutionReport for the same ClOrdID (``--answered``; ``_fix_payload``)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -86,6 +89,8 @@ class Plan:
 
     cols: dict[str, np.ndarray]
     intended: dict[str, int] = field(default_factory=dict)
+    fix: tuple[np.ndarray, np.ndarray] | None = None
+    """``--answered``: (bytes of the FIX streams, each stream's base in them or -1)."""
 
 
 # ----------------------------------------------------------------------------------
@@ -176,8 +181,13 @@ def _messages(rng: np.random.Generator, conns: dict, budget: int) -> dict[str, n
     md, od, rs = (np.flatnonzero(cls == k) for k in (CLASS_MD, CLASS_ORD, CLASS_REST))
     parts: list[tuple[np.ndarray, ...]] = []
 
-    def add(ci: np.ndarray, d: int, t: np.ndarray, length: np.ndarray) -> None:
-        parts.append((ci, np.full(ci.size, d, np.int8), t, length))
+    def add(ci: np.ndarray, d: int, t: np.ndarray, length: np.ndarray,
+            key: np.ndarray | None = None, mtype: int = 0) -> None:
+        """``key``: an order's index (its ack and execution report share it); ``mtype``:
+        1 order, 2 ack, 3 execution report, 0 other (``_fix_payload``)."""
+        parts.append((ci, np.full(ci.size, d, np.int8), t, length,
+                      key if key is not None else np.full(ci.size, -1, np.int64),
+                      np.full(ci.size, mtype, np.int8)))
 
     # market data: ~65% of packets; Zipf-weighted feeds; ~3% MTU bursts
     n_md = int(budget * 0.65 / 1.95)
@@ -192,15 +202,16 @@ def _messages(rng: np.random.Generator, conns: dict, budget: int) -> dict[str, n
     # orders: ~28%; each an order out, an ack in, 30% an extra execution report
     n_ord = int(budget * 0.28 / (2 * 1.9 + 0.3 * 1.9))
     ci, t = _pick(rng, conns, od, n_ord, rng.lognormal(0, 1, od.size))
-    add(ci, 0, t, _sizes(rng, n_ord, 100, 400, 220))
+    key = np.arange(n_ord, dtype=np.int64)
+    add(ci, 0, t, _sizes(rng, n_ord, 100, 400, 220), key, 1)
     proc = rng.lognormal(np.log(60 * US), 0.8, n_ord).astype(np.int64)
     t_ack = t + conns["rtt"][ci] + proc
     ok = t_ack < conns["t_close"][ci]
-    add(ci[ok], 1, t_ack[ok], _sizes(rng, ok.sum(), 120, 400, 260))
+    add(ci[ok], 1, t_ack[ok], _sizes(rng, ok.sum(), 120, 400, 260), key[ok], 2)
     ex = ok & (rng.random(n_ord) < 0.3)
     t_ex = t_ack + rng.lognormal(np.log(500 * US), 1.0, n_ord).astype(np.int64)
     ex &= t_ex < conns["t_close"][ci]
-    add(ci[ex], 1, t_ex[ex], _sizes(rng, ex.sum(), 150, 400, 300))
+    add(ci[ex], 1, t_ex[ex], _sizes(rng, ex.sum(), 150, 400, 300), key[ex], 3)
     # REST: ~7%; request out, response of 1-4 segments in
     n_rest = max(1, int(budget * 0.07 / 5.5))
     ci, t = _pick(rng, conns, rs, n_rest, np.ones(rs.size))
@@ -208,9 +219,23 @@ def _messages(rng: np.random.Generator, conns: dict, budget: int) -> dict[str, n
     t_resp = t + conns["rtt"][ci] + rng.lognormal(np.log(2 * MS), 0.6, n_rest).astype(np.int64)
     ok = t_resp < conns["t_close"][ci]
     add(ci[ok], 1, t_resp[ok], _sizes(rng, ok.sum(), 300, 4 * MSS, 1800))
-    conn, dirn, t, length = (np.concatenate(x) for x in zip(*parts, strict=True))
+    conn, dirn, t, length, key, mtype = (np.concatenate(x) for x in zip(*parts, strict=True))
     return {"conn": conn.astype(np.int64), "dir": dirn, "t": t, "len": length,
-            "nseg": (length + MSS - 1) // MSS}
+            "nseg": (length + MSS - 1) // MSS, "key": key, "mtype": mtype, "t0": t.copy()}
+
+
+def _replies_after(m: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``--answered``: each ack and execution report as long after its order as planned,
+    from the order's time once serialized (``_serialize`` pushes a message later while
+    its stream is busy: an order pushed past its ack would have its reply first)."""
+    mt, key, t = m["mtype"], m["key"], m["t"].copy()
+    orders = np.flatnonzero(mt == 1)
+    at = np.full(int(key.max()) + 1 if key.size else 0, -1, np.int64)
+    at[key[orders]] = orders
+    r = np.flatnonzero(mt >= 2)
+    o = at[key[r]]
+    t[r] = np.maximum(t[r], t[o] + (m["t0"][r] - m["t0"][o]))
+    return {**m, "t": t}
 
 
 def _serialize(msgs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -415,8 +440,13 @@ def plan(cfg: Config) -> Plan:
     scale = 1.0
     for _ in range(6):  # size the message count so the optional ACKs can fill the budget
         msgs = _serialize(_messages(rng, conns, int(budget * scale)))
+        if cfg.answered:
+            msgs = _serialize(_replies_after(msgs))
         seg = _segments(msgs, conns)
-        ooo = _reorder(rng, seg, round(cfg.packets * cfg.ooo_rate))
+        # (``--answered``: no reordering; a swap moves the later segment to the earlier
+        # one's time, which can put a reply before its order)
+        ooo = (np.empty(0, np.int64) if cfg.answered else
+               _reorder(rng, seg, round(cfg.packets * cfg.ooo_rate)))
         lost, t_retx = _place_retransmissions(rng, seg, conns, n_lost, ooo)
         cols, mandatory, n_opt = _packets(rng, seg, conns, lost, t_retx, ooo, budget)
         if 0.6 * n_opt <= budget - mandatory <= n_opt:
@@ -427,7 +457,59 @@ def plan(cfg: Config) -> Plan:
     cols["t"] = cols["t"] + cfg.start_ns
     for k in ("cls", "rtt", "server_ip", "server_port", "client_port"):
         cols[k] = conns[k][cols["conn"]]
-    return Plan(cols=cols, intended=_intended(cols, lost.size, ooo.size, conns["cls"].size))
+    return Plan(cols=cols, intended=_intended(cols, lost.size, ooo.size, conns["cls"].size),
+                fix=_fix_payload(msgs, conns, cfg.seed) if cfg.answered else None)
+
+
+def _fix_message(fields: str, length: int) -> bytes:
+    """A FIX 4.4 message of exactly ``length`` bytes (``fields``: from 35= on, each
+    ending in SOH; padded with a Text field), with its BodyLength and CheckSum. (At
+    122 bytes no BodyLength fits, 99 or 100 bytes: BeginString FIXT.1.1 there.)"""
+    for begin in ("FIX.4.4", "FIXT.1.1"):
+        for digits in (2, 3, 4):
+            pad = length - (len(begin) + 3 + 3 + digits + 7) - len(fields) - 4
+            if pad < 0:
+                continue
+            body = f"{fields}58={'x' * pad}\x01"
+            if len(str(len(body))) == digits:
+                head = f"8={begin}\x019={len(body)}\x01{body}".encode()
+                return head + f"10={sum(head) % 256:03d}\x01".encode()
+    raise ValueError(f"{length} bytes: too short for {fields!r}")
+
+
+def _fix_payload(m: dict[str, np.ndarray], conns: dict, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``--answered``: the bytes of the FIX order connections' streams, message by
+    message at its stream offset (messages of a stream are serial: a message starts where
+    the one before ended, after the SYN's one sequence number): each order a
+    NewOrderSingle (35=D), its ack an ExecutionReport (35=8, 150=0) and its execution
+    report a fill (35=8, 150=F), all with the order's ClOrdID. Returns (bytes, base per
+    stream id: where its relative offset 0 is, -1 for the other streams)."""
+    nsid = 2 * conns["cls"].size
+    fix_conn = (conns["cls"] == CLASS_ORD) & (conns["server_port"] == 4198)
+    sid, length = m["sid"], m["len"]
+    start = 1 + _group_cumsum_excl(length, sid)  # (``m``: by stream, then time)
+    total = np.zeros(nsid, np.int64)
+    np.add.at(total, sid, length)
+    on = fix_conn[np.arange(nsid) // 2]
+    size = np.where(on, total + 2, 0)
+    base = np.where(on, np.cumsum(size) - size, -1)
+    buf = np.zeros(int(size.sum()) + 1, np.uint8)
+    seq = np.arange(sid.size) - _group_starts(sid)
+    for i in np.flatnonzero(on[sid]).tolist():
+        k, mt, n = int(m["key"][i]), int(m["mtype"][i]), int(seq[i]) + 1
+        cl = f"11=o{seed}-{k}\x01"
+        if mt == 1:
+            f = f"35=D\x0134={n}\x01{cl}54=1\x0138=1\x0144=1\x0140=2\x01"
+        elif mt in (2, 3):  # (orders >= 100 bytes, acks >= 120, reports >= 150)
+            ex = "0\x0139=0" if mt == 2 else "F\x0139=2"
+            f = f"35=8\x0134={n}\x01{cl}37=x{seed}-{k}\x01150={ex}\x0154=1\x0138=1\x01"
+        else:
+            f = f"35=0\x0134={n}\x01"
+        b = np.frombuffer(_fix_message(f, int(length[i])), np.uint8)
+        p = int(base[sid[i]] + start[i])
+        buf[p:p + b.size] = b
+    return buf, base
 
 
 # ----------------------------------------------------------------------------------
@@ -460,8 +542,10 @@ GATEWAY_MAC = np.frombuffer(bytes.fromhex("00005e000101"), np.uint8)
 WRITE_CHUNK = 262_144  # packets per write: bounds the writer's buffers (~120 MB worst case)
 
 
-def _payload_template(seed: int) -> np.ndarray:
-    """64 KiB of exchange-like text; payload bytes are a function of stream offset."""
+def _payload_template(seed: int, orders: bool = True) -> np.ndarray:
+    """64 KiB of exchange-like text; payload bytes are a function of stream offset.
+    ``orders=False`` (``--answered``): its FIX lines heartbeats (35=0), not orders that
+    no reply would ever answer."""
     rng = np.random.default_rng(seed)
     lines = []
     for i in range(700):
@@ -470,7 +554,8 @@ def _payload_template(seed: int) -> np.ndarray:
             f'{{"e":"depthUpdate","E":{1717421400000 + i},"s":"BTCUSDT","U":{i * 7},'
             f'"b":[["{px:.2f}","{rng.random():.5f}"]],"a":[["{px + 0.1:.2f}","0.0{i}"]]}}\n'
             if i % 3 else
-            f"8=FIX.4.4\x019=182\x0135=D\x0149=MM01\x0156=EXCH\x0134={i}\x0111=ord{i}\x01"
+            f"8=FIX.4.4\x019=182\x0135={'D' if orders else '0'}\x0149=MM01\x0156=EXCH"
+            f"\x0134={i}\x0111=ord{i}\x01"
             f"55=BTC-USD\x0154=1\x0138={rng.random():.4f}\x0144={px:.2f}\x0140=2\x0110=000\x01"
         )
     text = "".join(lines).encode()
@@ -548,7 +633,9 @@ def _frames(cols: dict, sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def write(p: Plan, path: str, fmt: str = "pcap", snaplen: int = 262_144) -> int:
     """Write the plan as pcap (ns) or pcapng (if_tsresol 9); returns bytes written."""
     cols = p.cols
-    template = _payload_template(7)
+    template = _payload_template(7, orders=p.fix is None)
+    if p.fix is not None:  # (``_fix_payload``: after the template's two periods)
+        template = np.concatenate([template, p.fix[0]])
     opts = np.stack(SYN_OPTIONS)
     n = cols["t"].size
     written = 0
@@ -574,6 +661,9 @@ def write(p: Plan, path: str, fmt: str = "pcap", snaplen: int = 262_144) -> int:
             buf = np.zeros(int(size.sum()), np.uint8)
             # bytes depend on (stream, offset) only, so a retransmission repeats them
             pay = (cols["sid"][sl] * 7919 + cols["rel"][sl]) % TEMPLATE_PERIOD
+            if p.fix is not None:
+                fb = p.fix[1][cols["sid"][sl]]
+                pay = np.where(fb >= 0, 2 * TEMPLATE_PERIOD + fb + cols["rel"][sl], pay)
             _scatter(buf, rec_off, pre.view(np.uint8).reshape(wire.size, -1),
                      hdr.view(np.uint8).reshape(wire.size, -1), opt, opts, caplen,
                      pay.astype(np.int64), template, fmt == "pcapng")
@@ -636,6 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=("pcap", "pcapng"), default="pcap")
     ap.add_argument("--snaplen", type=int, default=262_144)
     ap.add_argument("--connections", type=int, default=200)
+    ap.add_argument("--answered", action="store_true",
+                    help="FIX order connections carry each order as a NewOrderSingle and "
+                    "its ack as an ExecutionReport for its ClOrdID (the default: the "
+                    "payload template's lines, in which no order is ever answered)")
     ap.add_argument("--verify", action="store_true",
                     help="run tshark on the result and compare with what was intended")
     a = ap.parse_args(argv)
@@ -645,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         probe = plan(Config(packets=200_000, seed=a.seed, connections=a.connections))
         per_pkt = _bytes_per_packet(probe, a.format, a.snaplen)
         n = int(a.size_gb * 1e9 / per_pkt)
-    p = plan(Config(packets=n, seed=a.seed, connections=a.connections))
+    p = plan(Config(packets=n, seed=a.seed, connections=a.connections, answered=a.answered))
     t1 = time.perf_counter()
     size = write(p, a.out, a.format, a.snaplen)
     t2 = time.perf_counter()

@@ -31,6 +31,9 @@ Python in turn:
           --dir /tmp/r60 --rotate-s 60 --label $v --json-lines /tmp/r60.jsonl; done; done
 
 (``--rotate-s 60 --pps 50000``: files of 3M packets, written by the first run.)
+``--order alternate`` runs the fresh ingest of file K before the resumed one in odd
+rounds (the default, ``resumed-first``, as before: the resumed ingest first in every
+round, so what the first ingest after the set's copy pays fell on it alone).
 """
 
 from __future__ import annotations
@@ -116,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=None, help="the rotation's files (--at)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of --at in this process")
     ap.add_argument("--json-lines", default=None, help="--at: append each round here")
+    ap.add_argument("--answered", action="store_true",
+                    help="--at: the files are make_capture.py --answered traffic (every "
+                    "FIX order gets its reply; written into --dir if absent)")
+    ap.add_argument("--order", choices=("resumed-first", "fresh-first", "alternate"),
+                    default="resumed-first",
+                    help="--at: which ingest of file K runs first in a round (alternate: "
+                    "resumed first in even rounds, fresh first in odd ones)")
     a = ap.parse_args(argv)
     if a.at is not None:
         return _at(a)
@@ -185,7 +195,7 @@ def _at(a: argparse.Namespace) -> int:
     d.mkdir(parents=True, exist_ok=True)
     files = sorted(d.glob("rot-*.pcap"))
     if len(files) < a.at + 1:
-        files = write_rotation(d, a.at + 1, a.pps, a.rotate_s)
+        files = write_rotation(d, a.at + 1, a.pps, a.rotate_s, answered=a.answered)
     warm = d / "warm"
     if not warm.is_dir():
         warm.mkdir()
@@ -212,13 +222,18 @@ def _at(a: argparse.Namespace) -> int:
             return {"cpu_s": round(cpu, 4), "resumed": r.resumed_from is not None,
                     "steps": {s: round(v, 4) for s, v in sorted(spent.items())}}
 
-        for _ in range(a.repeat):
+        for rnd in range(a.repeat):
+            first = ("fresh" if a.order == "fresh-first"
+                     or (a.order == "alternate" and rnd % 2) else "resumed")
             row: dict[str, Any] = {"label": a.label, "k": a.at, "file": str(files[a.at]),
-                                   "load_avg_1min": os.getloadavg()[0]}
+                                   "load_avg_1min": os.getloadavg()[0], "first": first}
             shutil.copytree(base, tmp / "set")
+            if first == "fresh":
+                row["fresh"] = timed(tmp / "fresh")
             row["resumed"] = timed(tmp / "set")
             assert row["resumed"]["resumed"], row
-            row["fresh"] = timed(tmp / "fresh")
+            if first == "resumed":
+                row["fresh"] = timed(tmp / "fresh")
             row["nostate"] = timed(tmp / "nostate", resume=False)
             for x in ("set", "fresh", "nostate"):
                 shutil.rmtree(tmp / x)

@@ -39,14 +39,14 @@ START_NS = 1_717_421_400_000_000_000
 
 
 def rotate_in(d: Path, k: int, n: int, pps: float, rotate_s: float, start: int, end: int,
-              ring: int) -> Any:
+              ring: int, answered: bool = False) -> Any:
     """Write the rotation's ``k``-th file (``n`` packets of ``make_capture.py``) into ``d``
     as a writer would (a temporary name, then renamed), the oldest deleted past ``ring``
     files; returns its plan. A rotation's file begins after the one before ended
     (``end``: a synthetic capture of n packets runs a little longer than n / pps)."""
     from make_capture import Config, plan, write
 
-    p = plan(Config(packets=n, seed=k, rate_pps=float(pps),
+    p = plan(Config(packets=n, seed=k, rate_pps=float(pps), answered=answered,
                     start_ns=max(start + int(k * rotate_s * 1e9), end + 1000)))
     tmpf = d / f".rot-{k:06d}.tmp"
     write(p, str(tmpf), "pcap", 262_144)
@@ -55,12 +55,14 @@ def rotate_in(d: Path, k: int, n: int, pps: float, rotate_s: float, start: int, 
     return p
 
 
-def write_rotation(d: Path, files: int, pps: float, rotate_s: float) -> list[Path]:
+def write_rotation(d: Path, files: int, pps: float, rotate_s: float,
+                   answered: bool = False) -> list[Path]:
     """A whole rotation of ``files`` files written into ``d`` at once (a benchmark that
-    times the commands, not the writing), in the order a writer closes them."""
+    times the commands, not the writing), in the order a writer closes them
+    (``answered``: ``make_capture.py --answered`` traffic)."""
     n, end, out = int(pps * rotate_s), 0, []
     for k in range(files):
-        p = rotate_in(d, k, n, pps, rotate_s, START_NS, end, ring=files)
+        p = rotate_in(d, k, n, pps, rotate_s, START_NS, end, ring=files, answered=answered)
         end = int(p.cols["t"].max())
         out.append(d / f"rot-{k:06d}.pcap")
     return out

@@ -74,8 +74,10 @@ from .pipelines.match_carry import (
     WINDOW_FILE,
     ack_rows,
     min_ns,
+    no_row_before,
     ns_or_inf,
     order_flows,
+    stats_min_ns,
     window_key,
 )
 from .pipelines.store import STATE, partition_dir
@@ -273,6 +275,8 @@ def check(plan: Plan, latency: pa.Table | None, flows: pa.Table) -> str | None:
     assert prev is not None
     cut, pcut = int(prev.meta["cut"]), int(prev.meta["pcut"])  # type: ignore[call-overload]
     for t, col in CHECK.items():
+        if no_row_before(plan.parts.fresh(t), col, cut):  # (the parts' statistics)
+            continue
         fresh = _only_read(_read(plan.parts.fresh(t), t, [col, *_ALSO.get(t, [])]), t)
         if min_ns(fresh, col) < cut:
             return f"{t} rows before the previous cut"
@@ -429,6 +433,10 @@ def _cut(plan: Plan) -> int:
         return INF
     cut = plan.last - SETTLE_NS
     for t, col in CHECK.items():
+        low = None if t in _ALSO else stats_min_ns(plan.parts.tail.get(t, []), col)
+        if low is not None:  # (exact: no row of it filtered out, ``_only_read``)
+            cut = min(cut, low)
+            continue
         tail = _only_read(_read(plan.parts.tail.get(t, []), t, [col, *_ALSO.get(t, [])]), t)
         cut = min(cut, min_ns(tail, col))
     return cut

@@ -85,6 +85,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from ..parsers.events import Anomaly, Direction
@@ -110,7 +111,9 @@ from .match import (
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import Resolver
 
-VERSION = 3
+VERSION = 4
+"""Of what ``save`` writes: 4, the tables read whole (``_IPC``) as Arrow IPC (lz4);
+3, all Parquet (no longer read: the next command matches the set whole, once)."""
 DIR = "match"
 """Sub-directory of a set's resume state: what ``save`` keeps."""
 SETTLE_NS = 2 * 10**9
@@ -148,6 +151,22 @@ _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_
                    "fix_messages", "fix_prev")
 
 
+_IPC = frozenset(("scan", "content_http", "content_ws", "comp_ids", "venues", "ids",
+                  "finalized", "max_req", "rtt_incomplete", "fix_prev"))
+"""The state's tables only ``_Carried.load`` reads (whole): Arrow IPC, lz4, a third of
+Parquet's CPU a small file to write and read back (~0.3-0.5 ms each, ten a command).
+``http_messages``, ``tcp_rtt`` and ``fix_messages`` stay Parquet: the next command's
+matcher reads them as files beside its own parts."""
+
+
+def _put(table: pa.Table, out: Path, name: str) -> None:
+    """One table of the state (``_IPC``: Arrow IPC; else Parquet)."""
+    if name in _IPC:
+        feather.write_feather(table, out / f"{name}.arrow", compression="lz4")
+    else:
+        pq.write_table(table, out / f"{name}.parquet")
+
+
 @dataclass(slots=True)
 class _Carried:
     meta: dict[str, Any]
@@ -161,7 +180,8 @@ class _Carried:
             if meta.get("version") != VERSION:
                 return None
             # (ParquetFile: ``pq.read_table`` goes through pyarrow.dataset, ~1 ms more)
-            return cls(meta, {n: pq.ParquetFile(path / f"{n}.parquet").read()
+            return cls(meta, {n: feather.read_table(path / f"{n}.arrow", memory_map=False)
+                              if n in _IPC else pq.ParquetFile(path / f"{n}.parquet").read()
                               for n in _CARRIED_TABLES}, path)
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
@@ -335,6 +355,51 @@ def min_ns(table: pa.Table, column: str) -> int:
     return INF if v is None else int(v)
 
 
+def stats_min_ns(files: Sequence[Path], column: str) -> int | None:
+    """A lower bound of ``column``'s earliest ns in ``files`` from their Parquet
+    row-group statistics, without reading a row (``INF``: no row; None: a file's
+    statistics do not say, so read the rows). A check "no row before the cut" that this
+    bound passes needs no read: each command checks its own files' parts against the
+    previous cut, ~1-2 ms a table read, ~0.1 ms from the footers."""
+    low = INF
+    for p in files:
+        md = pq.ParquetFile(p).metadata
+        if md.num_rows == 0:
+            continue
+        leaf = next((j for j in range(md.num_columns)
+                     if md.row_group(0).column(j).path_in_schema == column), None)
+        if leaf is None or _unit(md.schema.column(leaf).logical_type) not in ("ns", None):
+            return None
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            if rg.num_rows == 0:
+                continue
+            chunk = rg.column(leaf)
+            stats = chunk.statistics
+            if chunk.physical_type != "INT64" or stats is None or not stats.has_min_max:
+                if stats is not None and stats.null_count == rg.num_rows:
+                    continue  # (only nulls: no time, as ``min_ns``)
+                return None
+            low = min(low, int(stats.min_raw))
+    return low
+
+
+def _unit(logical: Any) -> str | None:
+    """"ns" for a Parquet timestamp in nanoseconds, "?" for another time or type,
+    None for none (a plain INT64)."""
+    text = str(logical)
+    if text == "None":
+        return None
+    return "ns" if text.startswith("Timestamp(") and "timeUnit=nanoseconds" in text else "?"
+
+
+def no_row_before(files: Sequence[Path], column: str, before: int) -> bool:
+    """Whether the statistics of ``files`` show no ``column`` time before ``before``
+    (False: they do not say so; read the rows)."""
+    low = stats_min_ns(files, column)
+    return low is not None and low >= before
+
+
 def _clean_rtt(rows: pa.Table) -> pa.Table:
     """RTT samples the matcher reads: ours (``out``), not piggybacked, not resent."""
     if rows.num_rows == 0:
@@ -439,16 +504,7 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
         # (``seen``: the connection has samples of that method at all; one without
         # them, such as ``tsecr`` without TCP timestamps, does not hold its orders
         # open: a sample of it in a later file sends that command whole instead)
-        run.incomplete = con.sql(f"""
-            WITH seen AS (SELECT DISTINCT flow_id, method FROM rtt_clean)
-            SELECT l.flow_id, l.order_ts, m.method, s.flow_id IS NOT NULL AS seen FROM (
-                SELECT DISTINCT flow_id, order_ts FROM out_latency
-                WHERE flow_id IN (SELECT flow_id FROM _held)) l
-            CROSS JOIN (VALUES ('ack'), ('tsecr')) m(method)
-            LEFT JOIN seen s ON s.flow_id = l.flow_id AND s.method = m.method
-            LEFT JOIN rtt_clean r ON r.flow_id = l.flow_id AND r.method = m.method
-                AND r.ts > l.order_ts
-            GROUP BY ALL HAVING count(r.ts) < {RTT_AFTER}""").to_arrow_table()
+        run.incomplete = con.sql(_INCOMPLETE_SQL.format(RTT_AFTER=RTT_AFTER)).to_arrow_table()
         con.register("_incomplete", run.incomplete)
         run.groups = con.sql(f"""
             WITH a AS (
@@ -482,6 +538,31 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
         raise
     run.con, run.stack = con, stack  # (open: the checks and ``save`` use it; ``close``)
     return run
+
+
+_INCOMPLETE_SQL = """
+    WITH seen AS (SELECT DISTINCT flow_id, method FROM rtt_clean),
+    l AS (SELECT DISTINCT flow_id, order_ts FROM out_latency
+          WHERE flow_id IN (SELECT flow_id FROM _held)),
+    lm AS (SELECT l.flow_id, l.order_ts, m.method
+           FROM l CROSS JOIN (VALUES ('ack'), ('tsecr')) m(method)),
+    ev AS (SELECT flow_id, method, order_ts AS t, 0 AS s FROM lm WHERE order_ts IS NOT NULL
+           UNION ALL
+           SELECT flow_id, method, ts AS t, 1 AS s FROM rtt_clean
+           WHERE ts IS NOT NULL AND flow_id IN (SELECT flow_id FROM l)),
+    after AS (SELECT flow_id, method, t, sum(s) OVER (
+                  PARTITION BY flow_id, method ORDER BY t DESC, s ASC
+                  ROWS UNBOUNDED PRECEDING) AS n, s FROM ev)
+    SELECT lm.flow_id, lm.order_ts, lm.method, s.flow_id IS NOT NULL AS seen FROM lm
+    LEFT JOIN seen s ON s.flow_id = lm.flow_id AND s.method = lm.method
+    LEFT JOIN (SELECT flow_id, method, t, n FROM after WHERE s = 0) a
+      ON a.flow_id = lm.flow_id AND a.method = lm.method AND a.t = lm.order_ts
+    WHERE coalesce(a.n, 0) < {RTT_AFTER}"""
+"""Per order of a held connection and RTT method, fewer than ``RTT_AFTER`` samples after
+it (``_Run.incomplete``): each order's count of later samples is a running sum over its
+connection's samples and orders in descending time (an order before the samples of its
+own time: ``>``, strictly), not a join of every order with every later sample (at 6M
+packets of answered FIX orders that join took 21 s of a 33-s ingest)."""
 
 
 def _venue_maps(rules: pa.Table) -> tuple[dict[int, str], dict[int, str]]:
@@ -522,8 +603,10 @@ def _cut(parts: StagedParts, last: int | None) -> int:
     if last is None:
         return INF
     cut = last - SETTLE_NS
-    for t, col in _TS_COLUMNS:
-        cut = min(cut, min_ns(_read(parts.tail.get(t, []), t, [col]), col))
+    for t, col in _TS_COLUMNS:  # (exact from the statistics: no row filtered out)
+        low = stats_min_ns(parts.tail.get(t, []), col)
+        cut = min(cut, low if low is not None else
+                  min_ns(_read(parts.tail.get(t, []), t, [col]), col))
     rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
                            ["direction", "piggybacked", "retransmitted", "ts_sent"]))
     return min(cut, min_ns(rtt, "ts_sent"))
@@ -654,6 +737,8 @@ def _check_inputs(prev: _Carried, parts: StagedParts) -> str | None:
     """Premises read before the run: this command's rows follow the previous cut."""
     before = int(prev.meta["cut"])
     for t, col in _TS_COLUMNS:
+        if no_row_before(parts.fresh(t), col, before):
+            continue
         if min_ns(_read(parts.fresh(t), t, [col]), col) < before:
             return f"{t} rows before the previous cut"
     rtt = _clean_rtt(_read(parts.fresh("tcp_rtt"), "tcp_rtt",
@@ -878,27 +963,36 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
                     "WHERE cid NOT IN (SELECT cid FROM g)")
         acc = ("SELECT * FROM g WHERE NOT orphan AND kind = 'new' AND status = 'accepted' "
                "AND exchange_order_id IS NOT NULL AND cid NOT IN (SELECT cid FROM fin)")
+        # (each OR of the conditions its own join on an id: joined on the venue alone,
+        # every new order met every final one, 30,000 x 30,000 pairs, ~7 s a command)
+        ev_old = ("SELECT 1 FROM ev e JOIN old o ON o.venue IS NOT DISTINCT FROM e.venue "
+                  "AND o.decoded AND NOT o.has_engine "
+                  "AND o.status IS DISTINCT FROM 'rejected' "
+                  "AND o.kind = e.event_kind AND e.ts > o.order_ts AND ")
         hit = con.sql(f"""
             WITH n AS ({acc})
             SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
-              AND o.kind = 'new' AND o.status = 'accepted' AND (
-                (o.client_order_id = n.client_order_id
-                 AND o.exchange_order_id IS DISTINCT FROM n.exchange_order_id)
-                OR (o.exchange_order_id = n.exchange_order_id
-                    AND o.client_order_id IS DISTINCT FROM n.client_order_id))
+              AND o.kind = 'new' AND o.status = 'accepted'
+              AND o.client_order_id = n.client_order_id
+              AND o.exchange_order_id IS DISTINCT FROM n.exchange_order_id
             UNION ALL
             SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
-              AND o.kind IN ('cancel', 'amend') AND (
-                (o.orig_client_order_id IS NULL AND o.target_order_id = n.exchange_order_id)
-                OR (o.target_order_id IS NULL
-                    AND o.orig_client_order_id = n.client_order_id))
+              AND o.kind = 'new' AND o.status = 'accepted'
+              AND o.exchange_order_id = n.exchange_order_id
+              AND o.client_order_id IS DISTINCT FROM n.client_order_id
             UNION ALL
-            SELECT 1 FROM ev e JOIN old o ON o.venue IS NOT DISTINCT FROM e.venue
-              AND o.decoded AND NOT o.has_engine AND o.status IS DISTINCT FROM 'rejected'
-              AND o.kind = e.event_kind AND e.ts > o.order_ts AND (
-                e.subject = CASE WHEN o.kind = 'new' THEN o.client_order_id
-                                 ELSE o.orig_client_order_id END
-                OR e.order_id = coalesce(o.target_order_id, o.exchange_order_id))
+            SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
+              AND o.kind IN ('cancel', 'amend')
+              AND o.orig_client_order_id IS NULL AND o.target_order_id = n.exchange_order_id
+            UNION ALL
+            SELECT 1 FROM n JOIN old o ON o.venue IS NOT DISTINCT FROM n.venue
+              AND o.kind IN ('cancel', 'amend')
+              AND o.target_order_id IS NULL AND o.orig_client_order_id = n.client_order_id
+            UNION ALL
+            {ev_old} e.subject = CASE WHEN o.kind = 'new' THEN o.client_order_id
+                                      ELSE o.orig_client_order_id END
+            UNION ALL
+            {ev_old} e.order_id = coalesce(o.target_order_id, o.exchange_order_id)
             LIMIT 1""").fetchall()
         return "a new reply or id that changes a final order" if hit else None
     finally:
@@ -976,7 +1070,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
                            AND q.flow_id IN (SELECT flow_id FROM held))))))""")
         else:
             kept = pa.table({})
-        pq.write_table(kept, out / "scan.parquet")
+        _put(kept, out, "scan")
         carried = [kept.select(["flow_id", "direction", "stream_offset"])] if kept.num_rows \
             else []
         # --- HTTP messages: from K, and the requests still open at K (their rows)
@@ -1014,7 +1108,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
             con.register("mx1", mx)
             mx = _tables(con, "SELECT flow_id, max(request_index)::BIGINT AS request_index "
                               "FROM (FROM mx0 UNION ALL FROM mx1) GROUP BY flow_id")
-        pq.write_table(mx, out / "max_req.parquet")
+        _put(mx, out, "max_req")
         # --- RTT samples: per connection from its own K, and RTT_KEEP before it
         rtt_src = [*final_files["tcp_rtt"],
                    *([prev.dir / "tcp_rtt.parquet"] if prev is not None else [])]
@@ -1050,8 +1144,8 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         named = pa.concat_arrays([was.cast(pa.int64()),
                                   g_fin.column("flow_id").combine_chunks().cast(pa.int64())])
         rules = run.rules.select(["flow_id", "venue", "dialect"])
-        pq.write_table(rules.filter(pc.is_in(rules.column("flow_id"), value_set=named)),
-                       out / "venues.parquet")
+        _put(rules.filter(pc.is_in(rules.column("flow_id"), value_set=named)),
+                       out, "venues")
         fin = g_fin.filter(pc.invert(g_fin.column("orphan"))).select([
             "cid", "flow_id", "venue", "kind", "client_order_id", "orig_client_order_id",
             "target_order_id", "decoded", "order_ts", "has_ack", "has_engine", "status",
@@ -1077,7 +1171,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         con.register("carried", pa.concat_tables(
             [c.cast(pa.schema([("flow_id", pa.int64()), ("direction", pa.string()),
                                ("stream_offset", pa.int64())])) for c in carried]))
-        pq.write_table(_tables(con, f"""
+        _put(_tables(con, f"""
             SELECT cid, has_ack, has_engine FROM g
             WHERE settle < {cut} AND cid IN (
                 SELECT m.cid FROM msgs m JOIN carried c USING (flow_id, direction,
@@ -1085,7 +1179,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
                        if any(c.num_rows for c in carried) else pa.table({
                            "cid": pa.array([], pa.string()), "has_ack": pa.array([], pa.bool_()),
                            "has_engine": pa.array([], pa.bool_())}),
-                       out / "finalized.parquet")
+                       out, "finalized")
         inc = run.incomplete if run.incomplete is not None else pa.table({
             "flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
             "method": pa.array([], pa.string())})
@@ -1104,7 +1198,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
             both = both.filter(pc.is_in(both.column("flow_id"),
                                         value_set=pa.array(held, pa.int64())))
             inc_fin = both.group_by(["flow_id", "method"]).aggregate([])
-        pq.write_table(inc_fin, out / "rtt_incomplete.parquet")
+        _put(inc_fin, out, "rtt_incomplete")
         _save_fix(con, out, prev, run, final_files["fix_messages"], cut,
                   pa.concat_tables(grows))
     finally:
@@ -1200,13 +1294,13 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
             rows = pa.concat_tables([prev.t[name].cast(rows.schema), rows])
         rows = rows.filter(pc.is_in(rows.column("flow_id"), value_set=pa.array(need, pa.int64())))
         if rows.num_rows == 0:
-            pq.write_table(rows, out / f"{name}.parquet")
+            _put(rows, out, name)
             continue
         con.register("c", rows)
         rows = _tables(con, f"""SELECT * FROM c QUALIFY row_number() OVER (
                                 PARTITION BY flow_id ORDER BY stream_offset) <= {CONTENT_SAMPLE}""")
         con.unregister("c")
-        pq.write_table(rows, out / f"{name}.parquet")
+        _put(rows, out, name)
     known = prev.t["comp_ids"] if prev is not None else None
     if known is not None and known.num_rows and fix.num_rows:
         # (a flow's first message is in the file it began in: later rows follow the cut)
@@ -1228,7 +1322,7 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
         comp = pa.table({"flow_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()),
                          "sender": pa.array([], pa.string()),
                          "target": pa.array([], pa.string())})
-    pq.write_table(comp, out / "comp_ids.parquet")
+    _put(comp, out, "comp_ids")
 
 
 # --- the ids of the set's final orders, bounded ------------------------------------------
@@ -1314,8 +1408,8 @@ def _bound_ids(out: Path, run: _Run, prev: _Carried | None) -> dict[str, int]:
             forgot["fix"] += int(np.count_nonzero(~keep))
             forgot["before"] = max(forgot["before"], int(f_ts[~keep].max()))
             fix = fix.filter(pa.array(keep))
-    pq.write_table(ids, out / "ids.parquet")
-    pq.write_table(fix, out / "fix_prev.parquet")
+    _put(ids, out, "ids")
+    _put(fix, out, "fix_prev")
     STATS["ids_rows"] = ids.num_rows + fix.num_rows
     STATS["forgot"] = forgot
     return forgot
