@@ -278,18 +278,28 @@ class DatasetMetrics:
             self.totals, self.by_capture, self._seen = totals, by_capture, now
             self.refreshed_unix = time.time()
 
-    def _parts(self, capture_id: str) -> dict[str, list[Path]]:
+    def _parts(self, capture_id: str) -> dict[str, list[tuple[Path, int]]]:
+        """Each table's parts of a capture with their inodes (from the directory's
+        entries: no ``stat`` per part, of which a rotation's set has one per table per
+        file)."""
+        import os
+
         from .pipelines import store
 
-        out = {}
+        out: dict[str, list[tuple[Path, int]]] = {}
         for table in METRIC_TABLES:
             part = store.partition_dir(self.root, table, capture_id)
-            out[table] = sorted(part.glob("*.parquet")) if part.is_dir() else []
+            try:
+                with os.scandir(part) as it:
+                    out[table] = sorted((Path(e.path), e.inode()) for e in it
+                                        if e.name.endswith(".parquet"))
+            except FileNotFoundError:
+                out[table] = []
         return out
 
     def _final_parts(self, capture_id: str) -> frozenset[tuple[str, int]]:
-        return frozenset((f"{t}/{f.name}", f.stat().st_ino)
-                         for t, files in self._parts(capture_id).items() for f in files
+        return frozenset((f"{t}/{f.name}", ino)
+                         for t, files in self._parts(capture_id).items() for f, ino in files
                          if not f.name.startswith(TAIL_PARTS))
 
     def _read_parts(self, capture_id: str) -> Totals | None:
@@ -302,8 +312,8 @@ class DatasetMetrics:
 
         before, acc = self._kept[capture_id]
         parts = self._parts(capture_id)
-        final = {(f"{t}/{f.name}", f.stat().st_ino): f for t, files in parts.items()
-                 for f in files if not f.name.startswith(TAIL_PARTS)}
+        final = {(f"{t}/{f.name}", ino): f for t, files in parts.items()
+                 for f, ino in files if not f.name.startswith(TAIL_PARTS)}
         if not before <= final.keys():
             return None
         # (the first time apart: the final parts read so far, once)
@@ -320,7 +330,7 @@ class DatasetMetrics:
         acc = Totals()
         acc.add(totals)
         self._kept[capture_id] = (frozenset(final), acc)
-        tail = {t: [f for f in files if f.name.startswith(TAIL_PARTS)]
+        tail = {t: [f for f, _ in files if f.name.startswith(TAIL_PARTS)]
                 for t, files in parts.items()}
         if any(tail.values()):
             with Dataset.of_capture(tail, capture_id) as ds:
