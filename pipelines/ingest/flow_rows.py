@@ -417,7 +417,8 @@ class FlowRows:
         pieces = [venued.slice(0, old.n_app).filter(pa.array(old.in_parts(again)[:old.n_app]))]
         for name in sorted(again):
             if name in moved:
-                rows = read_parts_rows(*old.where, [name]).cast(FLOW_SCHEMA)
+                root, capture_id = old.where
+                rows = read_parts_rows(root, capture_id, [name]).cast(FLOW_SCHEMA)
                 pieces.append(rows.filter(pa.array(~_app_mask(rows))))
             else:
                 pieces.append(plain.filter(pa.array(code == old.names.index(name))))
