@@ -802,6 +802,8 @@ class FlowsIndex:
     app: Any
     at: Any
     parts: int
+    inodes: dict[str, int] = field(default_factory=dict)
+    """The parts ``app`` and ``at`` name, with their inodes."""
 
     @staticmethod
     def dir(root: Path, capture_id: str) -> Path:
@@ -817,19 +819,21 @@ class FlowsIndex:
             if meta.get("version") != 1:
                 return None
             return cls(app=pq.ParquetFile(d / "app.parquet").read(),
-                       at=pq.ParquetFile(d / "at.parquet").read(), parts=int(meta["parts"]))
+                       at=pq.ParquetFile(d / "at.parquet").read(), parts=int(meta["parts"]),
+                       inodes={str(n): int(i) for n, i in meta["inodes"].items()})
         except (OSError, ValueError, KeyError):
             return None
 
-    def usable(self, final: set[str]) -> bool:
-        """Whether it describes the set's final parts ``final`` (names)."""
-        import pyarrow.compute as pc
-
-        if self.parts != len(final):
+    def usable(self, part: Path, final: set[str]) -> bool:
+        """Whether it describes the set's final parts ``final`` (names, in the
+        partition ``part``): as many, and those it names the same files (their inodes:
+        ``pcapflow match`` writes the set's flows anew, maybe under the same names)."""
+        if self.parts != len(final) or not set(self.inodes) <= final:
             return False
-        named = set(pc.unique(self.app.column(_PART)).to_pylist()) | set(
-            pc.unique(self.at.column(_PART)).to_pylist())
-        return named <= final
+        try:
+            return all(os.stat(part / n).st_ino == ino for n, ino in self.inodes.items())
+        except OSError:
+            return False
 
 
 def _app_mask(rows: Any) -> Any:
@@ -870,7 +874,7 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
     files = sorted(part.glob("*.parquet"))
     final = [f for f in files if not f.name.startswith(f"part-{TAIL_PREFIX}")]
     index = FlowsIndex.load(root, prev.capture_id)
-    if index is not None and not index.usable({f.name for f in final}):
+    if index is not None and not index.usable(part, {f.name for f in final}):
         index = None
     app_rows = None
     if index is not None:
@@ -1026,10 +1030,18 @@ def keep_flows(stage: Path, old: OldFlows | None) -> None:
     app_t = pa.concat_tables([app_schema.empty_table(), *(
         a.cast(app_schema) for a in app_parts)])
     out.mkdir(parents=True, exist_ok=True)
+    named = set(app_t.column(_PART).to_pylist()) | set(at.column(_PART).to_pylist())
+    staged = {f.name: f for f in mine}
+    inodes: dict[str, int] = {}
+    if named - set(staged):
+        capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+        kept = store.partition_dir(stage.parent.parent, "flows", capture_id)
+    for n in sorted(named):  # (the commit renames the staged ones: the same inodes)
+        inodes[n] = (staged[n] if n in staged else kept / n).stat().st_ino
     pq.write_table(app_t, out / "app.parquet")
     pq.write_table(at, out / "at.parquet")
-    (out / "meta.json").write_text(json.dumps({"version": 1,
-                                               "parts": kept_names + len(mine)}))
+    (out / "meta.json").write_text(json.dumps({"version": 1, "parts": kept_names + len(mine),
+                                               "inodes": inodes}))
 
 
 COMPACT_PARTS = 4
