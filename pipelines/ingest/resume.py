@@ -1035,9 +1035,9 @@ def keep_flows(stage: Path, old: OldFlows | None) -> None:
     inodes: dict[str, int] = {}
     if named - set(staged):
         capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
-        kept = store.partition_dir(stage.parent.parent, "flows", capture_id)
+        in_set = store.partition_dir(stage.parent.parent, "flows", capture_id)
     for n in sorted(named):  # (the commit renames the staged ones: the same inodes)
-        inodes[n] = (staged[n] if n in staged else kept / n).stat().st_ino
+        inodes[n] = (staged[n] if n in staged else in_set / n).stat().st_ino
     pq.write_table(app_t, out / "app.parquet")
     pq.write_table(at, out / "at.parquet")
     (out / "meta.json").write_text(json.dumps({"version": 1, "parts": kept_names + len(mine),
