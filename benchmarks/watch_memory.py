@@ -28,6 +28,7 @@ before anything starts a thread; ``MALLOC_ARENA_MAX`` set by the caller wins.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import ctypes
 import gc
 import json
@@ -178,6 +179,18 @@ def _state_kb(root: Path) -> dict[str, int]:
     return out
 
 
+def _profile_top(prof: cProfile.Profile, top: int = 40) -> list[list[object]]:
+    """The functions of a profile with the most cumulative CPU: [where, calls, own s,
+    cumulative s]."""
+    import pstats
+
+    st = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = [[f"{f[0].rsplit('/', 2)[-1]}:{f[1]}:{f[2]}", v[1], round(v[2], 4), round(v[3], 4)]
+            for f, v in st.items()]
+    rows.sort(key=lambda r: r[3], reverse=True)  # type: ignore[arg-type, return-value]
+    return rows[:top]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=16)
@@ -195,9 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recycle-db", type=int, default=None,
                     help="close the matcher's DuckDB database every N files (the watch's "
                     "RECYCLE_FILES by default; 0: never, as before session 12)")
+    ap.add_argument("--profile-at", type=str, default="",
+                    help="files (K,K2,...) whose step and refresh run under cProfile: the "
+                    "functions' own and cumulative CPU, one JSON line each (to compare a "
+                    "command early in the set against one late)")
     ap.add_argument("--maps-from", type=int, default=-1,
                     help="at the end, the anonymous mappings that grew most since file K")
     a = ap.parse_args(argv)
+    profile_at = {int(x) for x in a.profile_at.split(",") if x}
 
     # pcapflow before pyarrow, as the CLI: it chooses Arrow's allocator (pcapflow/__init__.py);
     # and glibc's arenas set for a long run before any thread starts, as `pcapflow watch`
@@ -229,11 +247,20 @@ def main(argv: list[str] | None = None) -> int:
         if k == a.trace_from:
             tracemalloc.start(10)
         end = int(rotate_in(d, k, n, a.pps, a.rotate_s, start, end, a.ring).cols["t"].max())
+        prof = cProfile.Profile(time.process_time) if k in profile_at else None
         c0 = time.process_time()
+        if prof is not None:
+            prof.enable()
         w.step()
         if not a.no_metrics:
             metrics.refresh()
+        if prof is not None:
+            prof.disable()
         cpu = time.process_time() - c0
+        if prof is not None:
+            prof.dump_stats(tmp / f"profile_{k}.pstats")
+            print(json.dumps({"profile_file": k, "pstats": str(tmp / f"profile_{k}.pstats"),
+                              "top": _profile_top(prof)}), flush=True)
         before_gc = rss_mb()
         unreachable = gc.collect()
         row: dict[str, object] = {"file": k, "cpu_s": round(cpu, 3),

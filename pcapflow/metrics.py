@@ -278,19 +278,27 @@ class DatasetMetrics:
             self.totals, self.by_capture, self._seen = totals, by_capture, now
             self.refreshed_unix = time.time()
 
-    def _parts(self, capture_id: str) -> dict[str, list[Path]]:
+    def _parts(self, capture_id: str) -> dict[str, dict[str, int]]:
+        """Each table's parts of a capture: name -> inode (from the directory's entries:
+        no ``stat`` and no path object per part, of which a rotation's set has one or
+        two per table per file)."""
+        import os
+
         from .pipelines import store
 
-        out = {}
+        out: dict[str, dict[str, int]] = {}
         for table in METRIC_TABLES:
             part = store.partition_dir(self.root, table, capture_id)
-            out[table] = sorted(part.glob("*.parquet")) if part.is_dir() else []
+            try:
+                with os.scandir(part) as it:
+                    out[table] = {e.name: e.inode() for e in it if e.name.endswith(".parquet")}
+            except FileNotFoundError:
+                out[table] = {}
         return out
 
     def _final_parts(self, capture_id: str) -> frozenset[tuple[str, int]]:
-        return frozenset((f"{t}/{f.name}", f.stat().st_ino)
-                         for t, files in self._parts(capture_id).items() for f in files
-                         if not f.name.startswith(TAIL_PARTS))
+        return frozenset((f"{t}/{n}", ino) for t, files in self._parts(capture_id).items()
+                         for n, ino in files.items() if not n.startswith(TAIL_PARTS))
 
     def _read_parts(self, capture_id: str) -> Totals | None:
         """The totals of a capture read before whose final parts are all still there
@@ -299,29 +307,32 @@ class DatasetMetrics:
         again by every command) read again; None when a final part went (the capture
         was replaced: read it whole)."""
         from .dataset import Dataset
+        from .pipelines import store
 
         before, acc = self._kept[capture_id]
         parts = self._parts(capture_id)
-        final = {(f"{t}/{f.name}", f.stat().st_ino): f for t, files in parts.items()
-                 for f in files if not f.name.startswith(TAIL_PARTS)}
-        if not before <= final.keys():
+        final = frozenset((f"{t}/{n}", ino) for t, names in parts.items()
+                          for n, ino in names.items() if not n.startswith(TAIL_PARTS))
+        if not before <= final:
             return None
         # (the first time apart: the final parts read so far, once)
-        added = set(final) if acc is None else final.keys() - before
+        added = final if acc is None else final - before
         totals = Totals()
         if acc is not None:
             totals.add(acc)
         if added:
-            files = {t: [f for k, f in final.items() if k in added and k[0].startswith(f"{t}/")]
-                     for t in parts}
+            files: dict[str, list[Path]] = {t: [] for t in parts}
+            for key, _ in sorted(added):
+                table, name = key.split("/", 1)
+                files[table].append(store.partition_dir(self.root, table, capture_id) / name)
             with Dataset.of_capture(files, capture_id) as ds:
                 for t in read_by_capture(ds).values():
                     totals.add(t)
         acc = Totals()
         acc.add(totals)
-        self._kept[capture_id] = (frozenset(final), acc)
-        tail = {t: [f for f in files if f.name.startswith(TAIL_PARTS)]
-                for t, files in parts.items()}
+        self._kept[capture_id] = (final, acc)
+        tail = {t: [store.partition_dir(self.root, t, capture_id) / n for n in sorted(names)
+                    if n.startswith(TAIL_PARTS)] for t, names in parts.items()}
         if any(tail.values()):
             with Dataset.of_capture(tail, capture_id) as ds:
                 for t in read_by_capture(ds).values():

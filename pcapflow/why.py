@@ -47,6 +47,8 @@ import pyarrow.compute as pc
 from .pipelines.tables.schemas import TABLES, without_capture_id
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from . import alerts, why_carry
     from .feed import Streams
     from .pipelines.match import MatchOutput
@@ -255,6 +257,7 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
 
     schema = without_capture_id(TABLES["flows"])
     # (ParquetFile, not pq.read_table: that imports pyarrow.dataset, ~0.1-0.2 s of CPU)
+    from .pipelines.ingest import resume
     from .pipelines.ingest.resume import OLD_PLAIN  # (the set's flows not matched)
 
     old_plain = [stage_dir / OLD_PLAIN] if (stage_dir / OLD_PLAIN).is_file() else []
@@ -262,19 +265,34 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
                     for p in [*staged_files(stage_dir)["flows"], *old_plain]]
     all_flows = pa.concat_tables([schema.empty_table(), *staged_flows, with_venues(
         flows.select(schema.names), matched.flow_venue, matched.flow_venue_source)])
-    tables = {**matched.tables, "flows": all_flows}
     plan = why_carry.Plan.of(stage_dir, capture_id)
+    partial = (stage_dir / resume.OLD_PARTIAL).is_file()
+    need = None
+    read = all_flows
     if plan.prev is not None:
-        why = why_carry.check(plan, tables.get("latency"), all_flows)
+        need = why_carry.flow_ids_of(plan)
+        if partial:  # the set's rows of the flows this command reads, not read yet
+            all_flows = _with_near(stage_dir, capture_id, all_flows, need)
+        why = why_carry.check(plan, matched.tables.get("latency"), all_flows)
         if why is not None:
             why_carry.whole(plan, why)
     elif plan.parts.resumed:
         why_carry.whole(plan, plan.why_whole or "no derive state")
+    if plan.prev is None and partial:  # (over the whole set: every row of its flows)
+        rest = resume.set_flows(stage_dir)
+        rest = rest.filter(pa.array(~resume._app_mask(rest)))
+        all_flows = pa.concat_tables([read, rest.cast(schema)])
+    tables = {**matched.tables, "flows": all_flows}
+    if plan.keep:  # what the next command's derive may read of this one's flows
+        _keep_near(stage_dir, all_flows, need if need is not None
+                   else why_carry.flow_ids_of(plan))
     files, extra = why_carry.view_inputs(plan)
     files.pop("flows", None)
     view_tables = dict(tables)
     if plan.prev is not None:  # the flows of the rows read (the set's: for the checks)
-        view_tables["flows"] = why_carry.flows_of(plan, all_flows)
+        assert need is not None
+        view_tables["flows"] = all_flows.filter(pc.is_in(all_flows.column("flow_id"),
+                                                         pa.array(need, pa.int64())))
     streams = None
     whole = plan.prev is None and not plan.keep and not plan.parts.resumed
     if prep is not None and not prep.whole:
@@ -297,6 +315,54 @@ def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
     # (the scan's rows passed on, not kept here: freed once the messages' rows are made)
     return _derive_carried(plan, files, extra, view_tables, scanned, all_flows, streams,
                            bursts)
+
+
+def _with_near(stage_dir: Path, capture_id: str, flows: pa.Table, need: np.ndarray
+               ) -> pa.Table:
+    """``flows`` with the set's rows of the flows ``need`` it lacks: the command read
+    only some of the set's ``flows`` parts (``resume.OLD_PARTIAL``); the previous
+    command kept the rows of the flows its derive read (``_keep_near``), which cover
+    what this one's carried rows read; any other is read from the set's parts."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from .pipelines.ingest import resume
+    from .pipelines.store import STATE, partition_dir
+
+    have = flows.column("flow_id").to_numpy()
+    missing = np.setdiff1d(need, have)
+    if not len(missing):
+        return flows
+    schema = flows.schema
+    more = []
+    path = partition_dir(stage_dir.parent.parent, STATE, capture_id) / resume.FLOWS_DIR / NEAR
+    if path.is_file():
+        near = pq.ParquetFile(path).read()
+        near = near.filter(pc.is_in(near.column("flow_id"), pa.array(missing, pa.int64())))
+        more.append(near.select(schema.names).cast(schema))
+        missing = np.setdiff1d(missing, near.column("flow_id").to_numpy())
+    if len(missing):
+        more.append(resume.set_flows(stage_dir, missing).select(schema.names).cast(schema))
+    return pa.concat_tables([flows, *more])
+
+
+NEAR = "near.parquet"
+"""In a set's ``resume.FlowsIndex`` directory: the ``flows`` rows of the flows a
+command's derive read (``_keep_near``)."""
+
+
+def _keep_near(stage_dir: Path, flows: pa.Table, ids: np.ndarray) -> None:
+    """Stage the rows of ``flows`` of the flows ``ids`` (those this derive read: every
+    flow the rows it carries to the next command are of, ``why_carry.flow_ids_of``)."""
+    import pyarrow.parquet as pq
+
+    from .pipelines.ingest import resume
+    from .pipelines.store import STATE
+
+    out = stage_dir / STATE / resume.FLOWS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    rows = flows.filter(pc.is_in(flows.column("flow_id"), pa.array(ids, pa.int64())))
+    pq.write_table(rows, out / NEAR)
 
 
 def _with_flow_venues(prep: FeedPrep, flows: pa.Table) -> Callable[[], list[tuple] | None]:

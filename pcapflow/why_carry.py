@@ -390,6 +390,12 @@ def whole(plan: Plan, why: str) -> None:
 def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
     """The ``flows`` rows of the connections whose rows this command reads (its own
     parts', the carried rows', those still open), not the whole set's."""
+    keep = flow_ids_of(plan)
+    return flows.filter(pc.is_in(flows.column("flow_id"), pa.array(keep, pa.int64())))
+
+
+def flow_ids_of(plan: Plan) -> np.ndarray:
+    """The ids of ``flows_of``'s connections (sorted, distinct)."""
     def distinct(col: pa.ChunkedArray) -> np.ndarray:  # (hashed: the file's rows are many)
         return pc.drop_null(pc.unique(col)).to_numpy(zero_copy_only=False)
 
@@ -402,8 +408,7 @@ def flows_of(plan: Plan, flows: pa.Table) -> pa.Table:
             ids.append(distinct(plan.prev.rows[t].column("flow_id")))
     if plan.prev is not None and plan.prev.feed.num_rows:
         ids.append(distinct(plan.prev.feed.column("flow_id")))
-    keep = np.unique(np.concatenate([np.asarray(i, np.int64) for i in ids]))
-    return flows.filter(pc.is_in(flows.column("flow_id"), pa.array(keep, pa.int64())))
+    return np.unique(np.concatenate([np.asarray(i, np.int64) for i in ids]))
 
 
 def view_inputs(plan: Plan) -> tuple[dict[str, list[Path]], dict[str, pa.Table]]:

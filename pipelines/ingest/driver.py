@@ -535,14 +535,18 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
         # the set's flows rows: kept where they are but those made again (``OldFlows``)
         old = resume_state.old_flows(prev, resume.root, flows.written(),  # type: ignore[union-attr]
                                      staging.dir)
-        if matcher is None:
-            flows.write_final(old.rows.filter(pa.array(old.in_parts(old.rewrite))))
-            old = None
+    read = old
+    if old is not None and matcher is None:
+        flows.write_final(old.rows.filter(pa.array(old.in_parts(old.rewrite))))
+        old = None
     capture_id = reader.content_sha256[:16]  # one id for the capture plain or compressed
     if prev is not None:
         capture_id = prev.capture_id
     flows.finish(more=more, more_without_app=more_without_app, capture_id=capture_id,
                  old=old, held=held)
+    if held is not None:  # what the next command reads of the set's flows (O(its file))
+        staging.close_writers()
+        resume_state.keep_flows(staging.dir, read)
     if flows.anomaly_codes:  # the matcher's (``match_carry.IdBound``): counted in the set's
         for name, n in flows.anomaly_codes.items():
             anomaly_codes[name] = anomaly_codes.get(name, 0) + n

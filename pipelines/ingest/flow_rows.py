@@ -19,6 +19,7 @@ before the final match (which derives tables from every staged flow).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -35,7 +36,16 @@ from .. import store
 from ..tables.rows import with_venues
 from ..tables.schemas import FLOWS, without_capture_id
 from ..venue_rules import ADDRESS_KEY, ADDRESS_VENUES
-from .resume import OLD_PLAIN, OLD_VENUES, TAIL_PREFIX, OldFlows, drop_carried
+from .resume import (
+    OLD_PARTIAL,
+    OLD_PLAIN,
+    OLD_VENUES,
+    TAIL_PREFIX,
+    OldFlows,
+    _app_mask,
+    drop_carried,
+    read_parts_rows,
+)
 
 if TYPE_CHECKING:
     from ..match import Matcher
@@ -116,11 +126,13 @@ def _app_first(old: OldFlows) -> tuple[OldFlows, int]:
     mask = app.to_numpy(zero_copy_only=False)
     n = int(mask.sum())
     if n in (0, len(mask)) or mask[:n].all():  # (already in that order: no copy)
-        return OldFlows(rows=rows, part=old.part, rewrite=old.rewrite, names=old.names), n
+        return dataclasses.replace(old, rows=rows, n_app=n), n
     keep = pa.array(mask)
-    return (OldFlows(rows=pa.concat_tables([rows.filter(keep), rows.filter(pc.invert(keep))]),
-                     part=np.concatenate([old.part[mask], old.part[~mask]]),
-                     rewrite=old.rewrite, names=old.names), n)
+    return (dataclasses.replace(
+        old, rows=pa.concat_tables([rows.filter(keep), rows.filter(pc.invert(keep))]),
+        part=np.concatenate([old.part[mask], old.part[~mask]]),
+        row=None if old.row is None else np.concatenate([old.row[mask], old.row[~mask]]),
+        n_app=n), n)
 
 
 def _has_app_data(info: dict[str, object]) -> bool:
@@ -303,6 +315,8 @@ class FlowRows:
             # 0.128 s for the 114,370 rows of a 1-s rotation's 300th file, read 2x faster)
             pq.write_table(old.rows.slice(n_app), self.staging.dir / OLD_PLAIN,
                            compression="none", use_dictionary=False, write_statistics=False)
+            if old.partial:  # (the others' rows, if the derive needs them: ``set_flows``)
+                (self.staging.dir / OLD_PARTIAL).touch()
             # (the derive's check that no flow changed venue: only these can)
             pq.write_table(old.rows.slice(0, n_app).select(["flow_id", "venue"]),
                            self.staging.dir / OLD_VENUES)
@@ -389,5 +403,23 @@ class FlowRows:
         if moved:  # (drop_carried goes by the parts' names)
             drop_carried(self.staging.dir, "flows", [Path(n) for n in sorted(moved)])
         again = old.rewrite | moved
-        if again:
+        if not again:
+            return
+        if not old.partial or not moved:
             self.write_final(venued.filter(pa.array(old.in_parts(again))))
+            return
+        # (read with the set's index: the rows of the moved parts without application-
+        # layer data were not read; in the order a whole read gives, the application-layer
+        # rows of the parts first, then the others part by part)
+        assert old.n_app >= 0 and old.where is not None
+        plain = old.rows.slice(old.n_app)
+        code = old.part[old.n_app:]
+        pieces = [venued.slice(0, old.n_app).filter(pa.array(old.in_parts(again)[:old.n_app]))]
+        for name in sorted(again):
+            if name in moved:
+                root, capture_id = old.where
+                rows = read_parts_rows(root, capture_id, [name]).cast(FLOW_SCHEMA)
+                pieces.append(rows.filter(pa.array(~_app_mask(rows))))
+            else:
+                pieces.append(plain.filter(pa.array(code == old.names.index(name))))
+        self.write_final(pa.concat_tables([p.cast(FLOW_SCHEMA) for p in pieces]))

@@ -503,8 +503,10 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
     drop[STATE_DIR] = sorted(
         str(f.relative_to(state)) for f in state.rglob("*")
         if not f.is_dir() and f.relative_to(state).parts[0] != CANDIDATES)
-    # which parts are the set's earlier ones (the derive reads only the others)
-    (stage / CARRIED).write_text(json.dumps(carried))
+    # which parts are the set's earlier ones (the derive reads only the others): all the
+    # final ones of its partitions but those the commit drops (``OldParts``), so the
+    # manifest names the exceptions only, not a part per table per file of the set
+    (stage / CARRIED).write_text(json.dumps({"version": 2, "tables": sorted(carried)}))
     (stage / store.APPEND).write_text(json.dumps({"capture_id": prev.capture_id,
                                                   "drop": drop}))
 
@@ -512,13 +514,8 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
 def carried_parts(stage: Path) -> dict[str, list[Path]]:
     """The set's earlier final parts an ingest staged in ``stage`` reads (``carry``),
     per table: paths in the dataset. Empty when it begins a set."""
-    manifest = stage / CARRIED
-    if not manifest.is_file():
-        return {}
-    capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
-    root = stage.parent.parent  # (DATA/.staging/<txn>)
-    return {t: [store.partition_dir(root, t, capture_id) / n for n in names]
-            for t, names in json.loads(manifest.read_text()).items()}
+    old = OldParts(stage)
+    return {t: old[t] for t in old.tables}
 
 
 def staged_parts(stage: Path, tables: Sequence[str]) -> dict[str, list[Path]]:
@@ -531,33 +528,42 @@ def staged_parts(stage: Path, tables: Sequence[str]) -> dict[str, list[Path]]:
 
 
 class OldParts:
-    """Per table, the set's earlier final parts (``carried_parts``), made paths when a
-    table's are first asked for: the manifest names one part per table per file of the
-    set (tens of thousands after days of 1-minute files), and a command that matches
-    and derives its own rows asks for a few tables' (whether the set has matcher
-    rows), reading none; a whole match or derive asks for them all. A mapping of
-    ``get``, ``[]`` and ``[] =`` (what the carries use)."""
+    """Per table, the set's earlier final parts (``carried_parts``), listed when a
+    table's are first asked for: its partition's final parts but those this ingest's
+    commit drops (``store.APPEND``, as it stood when this was made). The set has one
+    part per table per file (tens of thousands after days of 1-minute files), and a
+    command that matches and derives its own rows asks for a few tables' (whether the
+    set has matcher rows), reading none; a whole match or derive asks for them all.
+    A mapping of ``get``, ``[]`` and ``[] =`` (what the carries use)."""
 
-    __slots__ = ("_dir", "_names", "_paths")
+    __slots__ = ("_dir", "_drop", "_paths", "tables")
 
     def __init__(self, stage: Path | None = None) -> None:
-        self._names: dict[str, list[str]] = {}
+        self.tables: list[str] = []
+        self._drop: dict[str, set[str]] = {}
         self._paths: dict[str, list[Path]] = {}
         self._dir: Callable[[str], Path] | None = None
         if stage is None or not (manifest := stage / CARRIED).is_file():
             return
-        capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+        plan = json.loads((stage / store.APPEND).read_text())
+        capture_id = plan["capture_id"]
         root = stage.parent.parent  # (DATA/.staging/<txn>)
-        self._names = json.loads(manifest.read_text())
+        self.tables = list(json.loads(manifest.read_text())["tables"])
+        self._drop = {t: set(names) for t, names in plan["drop"].items()}
         self._dir = lambda t: store.partition_dir(root, t, capture_id)
 
     def get(self, table: str, default: Any = None) -> Any:
         if table in self._paths:
             return self._paths[table]
-        names = self._names.get(table)
-        if names is None or self._dir is None:
+        if table not in self.tables or self._dir is None:
             return default
         base = self._dir(table)
+        drop = self._drop.get(table, set())
+        try:
+            names = sorted(n for n in os.listdir(base) if n.endswith(".parquet")
+                           and not n.startswith(f"part-{TAIL_PREFIX}") and n not in drop)
+        except FileNotFoundError:
+            names = []
         paths = self._paths[table] = [base / n for n in names]
         return paths
 
@@ -569,7 +575,7 @@ class OldParts:
         self._paths[table] = parts
 
     def __contains__(self, table: object) -> bool:
-        return table in self._paths or table in self._names
+        return table in self._paths or table in self.tables
 
 
 @dataclass(slots=True)
@@ -607,19 +613,17 @@ def drop_carried(stage: Path, table: str, parts: Sequence[Path]) -> None:
     names = {p.name for p in parts}
     if not names:
         return
-    manifest = stage / CARRIED
-    carried = json.loads(manifest.read_text())
-    carried[table] = [n for n in carried.get(table, []) if n not in names]
-    manifest.write_text(json.dumps(carried))
-    path = stage / store.APPEND
+    path = stage / store.APPEND  # (``OldParts`` lists the partition but these)
     plan = json.loads(path.read_text())
     plan["drop"][table] = sorted({*plan["drop"].get(table, []), *names})
     path.write_text(json.dumps(plan))
 
 
 CARRIED = "_carried_parts.json"
-"""Staging file: the set's earlier final parts ``carry`` found (names, per table:
-``carried_parts``), which this ingest reads and keeps (``pcapflow.why_carry``)."""
+"""Staging file: this ingest continues a set (``carry``) and keeps the set's earlier final
+parts of these tables (``tables``): all of each partition's final parts but those its
+commit drops (``OldParts``, ``carried_parts``), which it reads and keeps
+(``pcapflow.why_carry``). Names no part: its size is the set's tables', not its files'."""
 STABLE = "stable.npy"
 """In a staged state: (flow id, packets) of the flows still held at the end of the file
 that had ended; their ``flows`` rows are final (``driver._stable``)."""
@@ -703,10 +707,14 @@ def _link(src: Path, dst: Path) -> None:
 class OldFlows:
     """The set's ``flows`` rows a resumed ingest reads (``old_flows``): all but those of
     the flows it resumes (still held by the tracker: their rows were provisional and
-    are made again), with the part each row is in. The matcher is given them all (a
-    flow's venue may depend on the set's other flows); the ingest writes again only the
-    rows of the parts in ``rewrite`` and of those in which a row changes venue
-    (``FlowRows.finish``): the others stay where they are."""
+    are made again), with the part each row is in. The matcher is given those with
+    application-layer data (a flow's venue may depend on the set's other flows); the
+    ingest writes again only the rows of the parts in ``rewrite`` and of those in which
+    a row changes venue (``FlowRows.finish``): the others stay where they are.
+
+    ``partial``: read with the set's ``FlowsIndex``: the rows of every part with
+    application-layer data, and all rows of the parts in ``rewrite`` only (the other
+    parts' rows without it, ~99.8% of a synthetic rotation's, are not read)."""
 
     rows: Any
     """pyarrow Table (``flows`` without ``capture_id``)."""
@@ -720,6 +728,16 @@ class OldFlows:
     one part; an ended flow a late packet changed: ``STABLE``)."""
     names: list[str] = field(default_factory=list)
     """The parts' file names (``part``)."""
+    row: Any = None
+    """NumPy array of int32: each row's index in its part (``FlowsIndex``)."""
+    partial: bool = False
+    at: Any = None
+    """The previous command's ``FlowsIndex.at`` (None: none)."""
+    where: Any = None
+    """(dataset root, capture id) of the set (to read the parts not read: ``partial``)."""
+    n_app: int = -1
+    """How many of ``rows`` come first with application-layer data (``_app_first``;
+    -1: not ordered so)."""
 
     def in_parts(self, parts: Any) -> Any:
         """Which rows are in the parts named ``parts`` (a NumPy bool array)."""
@@ -738,13 +756,102 @@ class OldFlows:
 
 OLD_PLAIN = "_flows_old_plain.parquet"
 """Staging file: the set's ``flows`` rows of flows without application-layer data
-(``FlowRows.finish``): not given to the matcher (their venue is their address's, kept
-as written), read by the derived tables with the staged ``flows`` parts."""
+(``FlowRows.finish``) that this ingest read (all, or with a ``FlowsIndex`` those of the
+parts it writes again): not given to the matcher (their venue is their address's, kept
+as written), read by the derived tables with the staged ``flows`` parts (which add the
+rows they need of the others: ``FlowsIndex.near``)."""
 OLD_VENUES = "_flows_old_venues.parquet"
 """Staging file: (flow_id, venue) of the set's ``flows`` rows as stored (``OldFlows``)
 that the matcher is given (those with application-layer data: ``FlowRows.finish``),
 for the derive's check that no flow changed venue (``pcapflow.why_carry.check``); the
 others keep theirs (``OLD_PLAIN``), and were ~99.8% of a synthetic rotation's rows."""
+
+OLD_PARTIAL = "_flows_old_partial"
+"""Staging file, empty: ``OLD_PLAIN`` holds the rows of the parts this ingest read only
+(``OldFlows.partial``); a derive over the whole set reads the others' (``set_flows``)."""
+
+FLOWS_DIR = "flows"
+"""Sub-directory of a set's state: ``FlowsIndex``."""
+_PART, _ROW = "__part", "__row"
+STATS: dict[str, int] = {}
+"""Counters of this process (tests and benchmarks read them): ``old_flows_parts_read``
+(the set's ``flows`` parts the last ``old_flows`` read), ``old_flows_whole`` (commands
+that read every part: no usable ``FlowsIndex``), ``near_whole`` (derives that read every
+part for a flow ``FlowsIndex.near`` did not have)."""
+
+
+@dataclass(slots=True)
+class FlowsIndex:
+    """What a resumed command needs of the set's ``flows`` rows besides its own file's,
+    kept with the set's state (``FLOWS_DIR``) so that it reads no part of the set but
+    those it writes again: O(its file), not O(the set's files).
+
+    - ``app.parquet``: the final rows of flows with application-layer data (what the
+      matcher is given: ``_has_app_data``), each with its part's name and its index
+      in it (``__part``, ``__row``: the order of the set's parts, which the matcher's
+      venue inference keeps).
+    - ``at.parquet``: for the flows the tracker holds ended at the file's end
+      (``STABLE``: only these have a final row a later packet writes again), the
+      part their row is in.
+    - ``near.parquet``: the rows of the flows whose rows the derive carries to the next
+      command (``pcapflow.why``; the next command's derive reads those flows).
+    - ``meta.json``: how many final ``flows`` parts the set had: with another count,
+      or a part named above gone (``pcapflow match`` rewrote the flows), the index is
+      not used and the command reads every part, as before (``old_flows``)."""
+
+    app: Any
+    at: Any
+    parts: int
+    inodes: dict[str, int] = field(default_factory=dict)
+    """The parts ``app`` and ``at`` name, with their inodes."""
+
+    @staticmethod
+    def dir(root: Path, capture_id: str) -> Path:
+        return store.partition_dir(root, STATE_DIR, capture_id) / FLOWS_DIR
+
+    @classmethod
+    def load(cls, root: Path, capture_id: str) -> FlowsIndex | None:
+        import pyarrow.parquet as pq
+
+        d = cls.dir(root, capture_id)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            if meta.get("version") != 1:
+                return None
+            return cls(app=pq.ParquetFile(d / "app.parquet").read(),
+                       at=pq.ParquetFile(d / "at.parquet").read(), parts=int(meta["parts"]),
+                       inodes={str(n): int(i) for n, i in meta["inodes"].items()})
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def usable(self, part: Path, final: set[str]) -> bool:
+        """Whether it describes the set's final parts ``final`` (names, in the
+        partition ``part``): as many, and those it names the same files (their inodes:
+        ``pcapflow match`` writes the set's flows anew, maybe under the same names)."""
+        if self.parts != len(final) or not set(self.inodes) <= final:
+            return False
+        try:
+            return all(os.stat(part / n).st_ino == ino for n, ino in self.inodes.items())
+        except OSError:
+            return False
+
+
+def _app_mask(rows: Any) -> Any:
+    """Which ``flows`` rows have application-layer data (``flow_rows._app_first``'s
+    test, as a NumPy bool array)."""
+    import pyarrow.compute as pc
+
+    from .flow_rows import APP_COLUMNS
+
+    if not rows.num_rows:
+        import numpy as np
+
+        return np.zeros(0, bool)
+    app = pc.fill_null(pc.not_equal(rows.column("app_protocol"), "unknown"), False)
+    for name in APP_COLUMNS:
+        if name not in ("app_protocol", "venue", "venue_source") and name in rows.schema.names:
+            app = pc.or_(app, pc.is_valid(rows.column(name)))
+    return app.to_numpy(zero_copy_only=False)
 
 
 def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = None
@@ -752,7 +859,9 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
     """The set's ``flows`` rows but those of the flows this ingest wrote a row for
     (``written``: the flows resumed, but the ended ones it found unchanged, ``STABLE``)
     (``OldFlows``). With ``stage`` (an append-mode staging directory, ``carry``), the
-    final parts among ``rewrite`` are dropped by the commit."""
+    final parts among ``rewrite`` are dropped by the commit. With the set's
+    ``FlowsIndex``, only the provisional parts and those holding a row of ``written``
+    are read (``OldFlows.partial``); without it, every part."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -764,30 +873,175 @@ def old_flows(prev: Previous, root: Path, written: Any, stage: Path | None = Non
     held = np.asarray(written, np.int64)
     files = sorted(part.glob("*.parquet"))
     final = [f for f in files if not f.name.startswith(f"part-{TAIL_PREFIX}")]
-    # every part is read (the matcher wants the set's flows): past COMPACT_PARTS final
-    # ones, all but the largest are written again as one, so the parts read stay few
-    # (and each row is written again a few times at most, as the merged part grows)
-    keep = {f.name for f in final}
-    if len(final) > COMPACT_PARTS:
-        keep = {max(final, key=lambda f: f.stat().st_size).name}
-    rewrite = {f.name for f in files} - keep
-    tables, codes = [schema.empty_table()], [np.empty(0, np.int32)]
-    for i, f in enumerate(files):
+    index = FlowsIndex.load(root, prev.capture_id)
+    if index is not None and not index.usable(part, {f.name for f in final}):
+        index = None
+    app_rows = None
+    if index is not None:
+        at_ids = index.at.column("flow_id").to_numpy()
+        hit = np.isin(at_ids, held) if len(held) else np.zeros(len(at_ids), bool)
+        again = set(np.asarray(index.at.column(_PART).to_pylist(), object)[hit].tolist())
+        files = [f for f in files if f.name.startswith(f"part-{TAIL_PREFIX}") or f.name in again]
+        rewrite = {f.name for f in files}
+        app_rows = index.app.filter(pa.array(~np.isin(
+            np.asarray(index.app.column(_PART).to_pylist(), object),
+            np.asarray(sorted(rewrite), object)))) if index.app.num_rows else None
+    else:
+        STATS["old_flows_whole"] = STATS.get("old_flows_whole", 0) + 1
+        # every part is read (the matcher wants the set's flows): past COMPACT_PARTS
+        # final ones, all but the largest are written again as one, so the parts read
+        # stay few (and each row is written again a few times at most)
+        keep = {f.name for f in final}
+        if len(final) > COMPACT_PARTS:
+            keep = {max(final, key=lambda f: f.stat().st_size).name}
+        rewrite = {f.name for f in files} - keep
+    STATS["old_flows_parts_read"] = len(files)
+    names = sorted({*(f.name for f in files), *(
+        app_rows.column(_PART).to_pylist() if app_rows is not None else [])})
+    code_of = {n: i for i, n in enumerate(names)}
+    tables, codes, rows_at = [schema.empty_table()], [np.empty(0, np.int32)], [
+        np.empty(0, np.int32)]
+    for f in files:
         # (ParquetFile, not pq.read_table: that imports pyarrow.dataset, ~0.1-0.2 s)
         t = pq.ParquetFile(f).read()
         tables.append(t if t.schema.equals(schema) else t.cast(schema))
-        codes.append(np.full(t.num_rows, i, np.int32))
+        codes.append(np.full(t.num_rows, code_of[f.name], np.int32))
+        rows_at.append(np.arange(t.num_rows, dtype=np.int32))
+    if app_rows is not None and app_rows.num_rows:
+        tables.append(app_rows.select(schema.names).cast(schema))
+        codes.append(np.asarray([code_of[n] for n in app_rows.column(_PART).to_pylist()],
+                                np.int32))
+        rows_at.append(app_rows.column(_ROW).to_numpy().astype(np.int32))
     rows = pa.concat_tables(tables)
-    code = np.concatenate(codes)
+    code, row = np.concatenate(codes), np.concatenate(rows_at)
+    if app_rows is not None and app_rows.num_rows:  # (the parts' order, as read whole)
+        order = np.lexsort((row, code))
+        rows, code, row = rows.take(pa.array(order)), code[order], row[order]
     if len(held) and rows.num_rows:
-        again = np.isin(rows.column("flow_id").to_numpy(), held)
-        if again.any():
-            rewrite |= {files[i].name for i in np.unique(code[again]).tolist()}
-            rows, code = rows.filter(pa.array(~again)), code[~again]
+        again_rows = np.isin(rows.column("flow_id").to_numpy(), held)
+        if again_rows.any():
+            rewrite |= {names[i] for i in np.unique(code[again_rows]).tolist()}
+            keep_rows = ~again_rows
+            rows, code, row = rows.filter(pa.array(keep_rows)), code[keep_rows], row[keep_rows]
     if stage is not None:
         drop_carried(stage, "flows", [part / n for n in sorted(rewrite)
                                       if not n.startswith(f"part-{TAIL_PREFIX}")])
-    return OldFlows(rows=rows, part=code, rewrite=rewrite, names=[f.name for f in files])
+    return OldFlows(rows=rows, part=code, rewrite=rewrite, names=names, row=row,
+                    partial=index is not None, at=index.at if index is not None else None,
+                    where=(root, prev.capture_id))
+
+
+def set_flows(stage: Path, ids: Any = None) -> Any:
+    """The ``flows`` rows of the set's final parts this ingest did not read
+    (``OLD_PARTIAL``: those the commit keeps, ``CARRIED``), all or those of the flows
+    ``ids``: what a derive over the whole set, or one missing a flow, reads."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    STATS["set_flows"] = STATS.get("set_flows", 0) + 1
+    parts = OldParts(stage).get("flows", [])
+    capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+    rows = read_parts_rows(stage.parent.parent, capture_id, [p.name for p in parts])
+    if ids is not None:
+        rows = rows.filter(pc.is_in(rows.column("flow_id"), pa.array(ids, pa.int64())))
+    return rows
+
+
+def read_parts_rows(root: Path, capture_id: str, names: Sequence[str]) -> Any:
+    """The rows of the set's final ``flows`` parts ``names`` (in that order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..tables.schemas import FLOWS, without_capture_id
+
+    schema = without_capture_id(FLOWS)
+    part = store.partition_dir(root, "flows", capture_id)
+    return pa.concat_tables([schema.empty_table(), *(
+        pq.ParquetFile(part / n).read().cast(schema) for n in names)])
+
+
+def keep_flows(stage: Path, old: OldFlows | None) -> None:
+    """Stage the set's ``FlowsIndex`` as this ingest leaves the set (its state is staged:
+    ``stage / STATE_DIR``), from the index it read (``old``) and the ``flows`` parts it
+    staged: O(this file's rows and the set's rows with application-layer data)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..tables.schemas import FLOWS, without_capture_id
+
+    schema = without_capture_id(FLOWS)
+    state = stage / STATE_DIR
+    if not (state / STATE_FILE).is_file():
+        return
+    out = state / FLOWS_DIR
+    drop: set[str] = set()
+    if (stage / store.APPEND).is_file():
+        drop = set(json.loads((stage / store.APPEND).read_text())["drop"].get("flows", []))
+    kept_names = len(OldParts(stage).get("flows", []))
+    mine = sorted(f for f in (stage / "flows").glob("*.parquet")
+                  if not f.name.startswith(f"part-{TAIL_PREFIX}")) \
+        if (stage / "flows").is_dir() else []
+    app_parts, ids, id_parts = [], [], []
+    for f in mine:
+        t = pq.ParquetFile(f).read()
+        t = t if t.schema.equals(schema) else t.cast(schema)
+        n = t.num_rows
+        idx = np.arange(n, dtype=np.int32)
+        app = _app_mask(t)
+        if app.any():
+            a = t.filter(pa.array(app))
+            app_parts.append(a.append_column(_PART, pa.array([f.name] * len(a), pa.string()))
+                             .append_column(_ROW, pa.array(idx[app], pa.int32())))
+        ids.append(t.column("flow_id").to_numpy().astype(np.int64))
+        id_parts.append(np.full(n, f.name, object))
+    if old is not None and old.rows.num_rows:
+        names = np.asarray(old.names, object)
+        where = names[old.part]
+        kept = ~np.isin(where, np.asarray(sorted(drop), object))
+        app = _app_mask(old.rows) & kept
+        if app.any():
+            a = old.rows.filter(pa.array(app)).cast(schema)
+            app_parts.insert(0, a.append_column(_PART, pa.array(where[app].tolist(), pa.string()))
+                             .append_column(_ROW, pa.array(old.row[app], pa.int32())))
+        ids.append(old.rows.column("flow_id").to_numpy()[kept].astype(np.int64))
+        id_parts.append(where[kept])
+    if old is not None and old.at is not None and old.at.num_rows:
+        at_part = np.asarray(old.at.column(_PART).to_pylist(), object)
+        kept = ~np.isin(at_part, np.asarray(sorted(drop), object))
+        ids.append(old.at.column("flow_id").to_numpy()[kept].astype(np.int64))
+        id_parts.append(at_part[kept])
+    stable_file = state / STABLE
+    stable = (np.load(stable_file).reshape(-1, 2)[:, 0].astype(np.int64)
+              if stable_file.is_file() else np.empty(0, np.int64))
+    all_ids = np.concatenate([np.empty(0, np.int64), *ids])
+    all_parts = np.concatenate([np.empty(0, object), *id_parts])
+    # (the first source that has a flow wins: this ingest's parts, then the set's)
+    uniq, first = np.unique(all_ids, return_index=True)
+    pos = np.searchsorted(uniq, stable)
+    found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == stable) \
+        if len(uniq) else np.zeros(len(stable), bool)
+    if not found.all():  # (a row not found: the next command reads every part)
+        return
+    at = pa.table({"flow_id": pa.array(stable, pa.int64()),
+                   _PART: pa.array(all_parts[first[pos]].tolist() if len(stable) else [],
+                                   pa.string())})
+    app_schema = schema.append(pa.field(_PART, pa.string())).append(pa.field(_ROW, pa.int32()))
+    app_t = pa.concat_tables([app_schema.empty_table(), *(
+        a.cast(app_schema) for a in app_parts)])
+    out.mkdir(parents=True, exist_ok=True)
+    named = set(app_t.column(_PART).to_pylist()) | set(at.column(_PART).to_pylist())
+    staged = {f.name: f for f in mine}
+    inodes: dict[str, int] = {}
+    if named - set(staged):
+        capture_id = json.loads((stage / store.APPEND).read_text())["capture_id"]
+        in_set = store.partition_dir(stage.parent.parent, "flows", capture_id)
+    for n in sorted(named):  # (the commit renames the staged ones: the same inodes)
+        inodes[n] = (staged[n] if n in staged else in_set / n).stat().st_ino
+    pq.write_table(app_t, out / "app.parquet")
+    pq.write_table(at, out / "at.parquet")
+    (out / "meta.json").write_text(json.dumps({"version": 1, "parts": kept_names + len(mine),
+                                               "inodes": inodes}))
 
 
 COMPACT_PARTS = 4

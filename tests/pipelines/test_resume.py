@@ -831,9 +831,12 @@ def test_a_rotation_keeps_its_final_flows_parts(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 compact: int) -> None:
     """Six files where connections end in every file: each command leaves the set's
-    final ``flows`` parts as they are (or, past ``COMPACT_PARTS``, merges all but the
-    largest), skips the rows of the ended flows that got no packet, and every table
-    equals one ingest of the six files."""
+    final ``flows`` parts as they are, reading none of them but those it writes again
+    (``resume.FlowsIndex``: O(its file), whatever the set's size), skips the rows of the
+    ended flows that got no packet, and every table equals one ingest of the six files.
+    Without the index (a set an older pcapflow left, here the index removed before
+    each command) every part is read, and past ``COMPACT_PARTS`` all but the largest
+    are merged."""
     monkeypatch.setattr(resume, "COMPACT_PARTS", compact)
     files = _rotation(tmp_path / "rot", 6, 4000)
     one = tmp_path / "one"
@@ -841,10 +844,18 @@ def test_a_rotation_keeps_its_final_flows_parts(tmp_path: Path,
     data = tmp_path / "d"
     kept: dict[Path, tuple[int, int]] = {}
     finals = []
-    for f in files:
+    resume.STATS.clear()
+    for k, f in enumerate(files):
         if compact == 100:
             assert all((p.stat().st_ino, p.stat().st_mtime_ns) == v for p, v in kept.items())
+        else:
+            for d in (data / store.STATE).glob(f"*/{resume.FLOWS_DIR}"):
+                import shutil
+
+                shutil.rmtree(d)
         pcapflow.ingest([f], data=data)
+        if compact == 100 and k:  # the provisional part and those of a late packet's flows
+            assert resume.STATS["old_flows_parts_read"] <= 3, resume.STATS
         part = next((data / "flows").glob("capture_id=*"))
         kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in part.glob("*.parquet")
                 if not p.name.startswith("part-t")}
@@ -856,6 +867,9 @@ def test_a_rotation_keeps_its_final_flows_parts(tmp_path: Path,
     else:  # the largest kept, the others merged into one, and the command's own (its
         # flows without application-layer data, and with)
         assert max(finals) <= compact + 2, finals
+    # (compact 100: the index served every command; no derive read the set's flows)
+    assert resume.STATS.get("old_flows_whole", 0) == (0 if compact == 100 else 5), resume.STATS
+    assert resume.STATS.get("set_flows", 0) == 0, resume.STATS
     assert_same_rows(one, data)
 
 
