@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.paths import SAMPLES
 from pcapflow.pipelines.store import partition_dir
@@ -174,3 +175,34 @@ def test_ingest_beside_the_matcher_derives_the_same_rows(
         assert one.fetchall(sql) == two.fetchall(sql)
     kinds = dict(one.fetchall("SELECT kind, count(*) FROM alerts GROUP BY kind"))
     assert kinds.get("stale_feed", 0) > 100 and kinds.get("microburst", 0) > 100, kinds
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
+    """``pipelines.burst_bins.intervals`` (one pass, a connection and direction sorted
+    alone when out of offset or time order) gives ``alerts._intervals_sorted``'s
+    intervals: rows in order, a few moved late (``tcp_rtt``'s unacknowledged tail),
+    shuffled, with equal offsets and times."""
+    from pcapflow.pipelines import burst_bins
+
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    f = rng.integers(0, 7, n) * 3
+    d = rng.integers(1, 3, n)
+    t = np.sort(rng.integers(10**9, 10**9 + 5 * 10**7, n))
+    o = np.empty(n, np.int64)
+    for g in np.unique(2 * f + d):
+        at = np.flatnonzero(2 * f + d == g)
+        o[at] = np.cumsum(rng.integers(0, 1500, len(at)))  # (0: an equal offset)
+    w = 100_000
+    base = int(t.min()) // w
+    late = rng.choice(n, 50, replace=False)
+    orders = [np.arange(n), np.concatenate([np.delete(np.arange(n), late), late]),
+              rng.permutation(n)]
+    for order in orders:
+        args = (f[order], d[order], t[order], o[order], w, base)
+        got = burst_bins.intervals(*args, alerts._BIN_BITS)
+        ref = alerts._intervals_sorted(*args)
+        assert len(got) == len(ref) == 5
+        for a, b in zip(got, ref, strict=True):
+            assert np.array_equal(a, b)
