@@ -164,9 +164,13 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
             visited[node] = True
         c = data[pos]
         skipped = -1
-        if fast and node < 0 and c == 91:  # an array no rule reads: price levels?
+        if fast and c == 91 and (node < 0 or node_child[node] < 0):
+            # an array no rule reads inside (off the paths, or at a leaf: a rule that
+            # reads it takes it as an object's or array's text, ``_OTHER``): price levels?
             skipped = levels(data, pos, end, depth, pats, patlen, patclose, first, hits)
         if skipped >= 0:
+            if node >= 0 and requested[node]:
+                _record(node, _OTHER, pos, pos, data, kinds, starts, ends)
             pos = skipped
         elif c == 123 or c == 91:  # "{" "["
             if node >= 0 and requested[node]:

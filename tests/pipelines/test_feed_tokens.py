@@ -90,9 +90,10 @@ def test_fast_tokens_on_the_feed_scans_generated_payloads(seed: int) -> None:
     # with price levels as venues send them, some spelt oddly
     for d in docs:
         ev = d.get("data", d)
-        if isinstance(ev, dict) and "b" in ev:
-            ev["b"] = [[f"{rng.randint(1, 99999) / 100}", str(rng.random())[:7]]
-                       for _ in range(rng.randrange(6))]
+        if isinstance(ev, dict) and "b" in ev:  # ("a": a leaf of the rules' paths too)
+            for side in ("b", "a"):
+                ev[side] = [[f"{rng.randint(1, 99999) / 100}", str(rng.random())[:7]]
+                            for _ in range(rng.randrange(6))]
     _both([_text(rng, d) for d in docs])
 
 
