@@ -646,9 +646,37 @@ class StreamWalk:
             return False
         ts, off = _ints(part.column("ts")), _ints(part.column("stream_offset"))
         has_last = part.column("last_id").is_valid().to_numpy(zero_copy_only=False)
+        if self._walk(part, local, ts, off, has_last, rule_is_fix):
+            return True
         self.ok = self._add_gaps(part, local, ts, off, has_last) and self._add_silences(
             local, ts, off, rule_is_fix)
         return self.ok
+
+    def _walk(self, part: pa.Table, local: np.ndarray, ts: np.ndarray, off: np.ndarray,
+              has_last: np.ndarray, is_fix: np.ndarray) -> bool:
+        """``_add_gaps`` and ``_add_silences`` in one compiled pass
+        (``pipelines.stream_walk``) when each stream's rows are in order in the part;
+        False (nothing done) when not."""
+        from .pipelines.stream_walk import walk
+
+        def valid(name: str) -> np.ndarray:
+            return part.column(name).is_valid().to_numpy(zero_copy_only=False)
+
+        prev_ok = valid("prev_id")
+        (ok, g_rows, g_ids, g_prev_ts, expected, got, s_rows, s_ids, s_t0, s_o0) = walk(
+            local, self._local_ids, ts, off, has_last, _ints(part.column("last_id")),
+            _ints(part.column("prev_id")), prev_ok, _ints(part.column("first_id")),
+            valid("first_id"), pc.fill_null(part.column("reset"), False).to_numpy(
+                zero_copy_only=False), ~is_fix, self._g, self._g_has, self._s, self._s_has,
+            np.int64(self.stale_ns))
+        if not ok:
+            return False
+        if len(g_rows):
+            self._gaps.append((g_ids, ts[g_rows], g_prev_ts, expected, got, prev_ok[g_rows],
+                               off[g_rows]))
+        if len(s_rows):
+            self._inside.append((s_ids, s_t0, ts[s_rows], s_o0, off[s_rows]))
+        return True
 
     def _local(self, part: pa.Table) -> tuple[np.ndarray | None, np.ndarray]:
         """Each row's stream as a code of this part (dense; the codes' stream ids are
