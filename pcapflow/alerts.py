@@ -423,13 +423,23 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
         return None
     flows = ds.fetchall("SELECT flow_id, epoch_ns(first_ts), venue FROM flows "
                         "WHERE capture_id = ?", [caps[0]])
+    seg = ds.sql("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
+                 "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
+                 "WHERE coalesce(method, 'ack') = 'ack'").to_arrow_table()
+    return _bursts_of(caps[0], flows, seg, s, w, span)
+
+
+def _bursts_of(cap: str, flows: list[tuple], seg: pa.Table, s: Settings, w: int,
+               span: int) -> list[tuple] | None:
+    """``_bursts`` of one capture's rows: ``flows`` (flow_id, first_ts as ns, venue) and
+    ``seg``, the ``tcp_rtt`` rows of ``method`` 'ack' or null as columns f (flow_id), d
+    (1: in, 2: out, null: another direction), t (``ts_sent`` as ns), o
+    (``end_offset``)."""
     info: dict[int, tuple[int, object]] = {
         int(f): (int(t or 0), v) for f, t, v in flows if f is not None}
     if len(info) != len(flows):
         return None
-    seg = ds.sql("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
-                 "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
-                 "WHERE coalesce(method, 'ack') = 'ack'").to_arrow_table()
+    caps = [cap]
     if seg.num_rows == 0:
         return []
     if any(seg.column(k).null_count for k in seg.column_names):

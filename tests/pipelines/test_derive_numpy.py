@@ -206,3 +206,26 @@ def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
         assert len(got) == len(ref) == 5
         for a, b in zip(got, ref, strict=True):
             assert np.array_equal(a, b)
+
+
+def test_bursts_before_venues_read_the_files_as_the_view(samples_dataset: pcapflow.Dataset,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``why._bursts_before_venues`` (the ingest's thread: ``tcp_rtt``'s files read by
+    Arrow, the flows given) gives ``alerts._bursts`` over the capture's view."""
+    from pcapflow import why
+
+    found = 0
+    for cid, view in _views(samples_dataset):
+        with view:
+            files = sorted(partition_dir(samples_dataset.path, "tcp_rtt", cid).glob("*.parquet"))
+            flows = view.sql("SELECT * EXCLUDE (capture_id) FROM flows").to_arrow_table()
+            for s in BURSTS:
+                monkeypatch.setattr(why, "SETTINGS", s)
+                w = int(s.burst_window_us * 1000)
+                span = max(int(s.burst_baseline_s * 1e9) // w, 1)
+                got = why._bursts_before_venues(tmp_path, cid, flows, files, (w, span, 0, 0))
+                ref = alerts._bursts(view, s, w, span)
+                assert got == ref, (cid, s)
+                found += len(got or [])
+    assert found > 100
