@@ -12,13 +12,14 @@ those cheaper, with the same outcome token for token:
   classic "has a zero byte" test flags it. That test can flag a byte above a true
   hit (a borrow) but never below one, so the lowest flagged byte is the first that
   ends the scan; the last < 8 bytes of a payload are read one at a time.
-- ``levels`` reads an off-path array of arrays of plain strings written without
-  whitespace (``[["1","2"],["3","4"]]``) in one tight loop: the shape every
-  venue's book levels have. On anything else (whitespace, another value, an
-  escape, an empty array, nesting at ``MAX_DEPTH``) it gives up (-1) and the walk
-  reads the array token by token from its start, as it reads every other value; a
-  ``like`` hit recorded before giving up is recorded again then (hits only ever
-  turn on), so nothing differs.
+- ``levels`` reads an array no rule reads inside (off the rules' paths, or at a
+  leaf of them: Binance's asks, ``"a"``, are the aggTrade rule's id) that is an array
+  of arrays of plain strings written without whitespace (``[["1","2"],["3","4"]]``)
+  in one tight loop: the shape every venue's book levels have. On anything else
+  (whitespace, another value, an escape, an empty array, nesting at ``MAX_DEPTH``) it
+  gives up (-1) and the walk reads the array token by token from its start, as it
+  reads every other value; a ``like`` hit recorded before giving up is recorded again
+  then (hits only ever turn on), so nothing differs.
 
 On a big-endian machine ``string_end`` is the byte loop (``SWAR``).
 """
