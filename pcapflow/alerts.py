@@ -425,16 +425,17 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
                         "WHERE capture_id = ?", [caps[0]])
     seg = ds.sql("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
                  "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
-                 "WHERE coalesce(method, 'ack') = 'ack'").to_arrow_table()
-    return _bursts_of(caps[0], flows, seg, s, w, span)
+                 "WHERE coalesce(method, 'ack') = 'ack'")
+    return _bursts_of(caps[0], flows, [seg.to_arrow_table()], s, w, span)
 
 
-def _bursts_of(cap: str, flows: list[tuple], seg: pa.Table, s: Settings, w: int,
+def _bursts_of(cap: str, flows: list[tuple], given: list[pa.Table], s: Settings, w: int,
                span: int) -> list[tuple] | None:
     """``_bursts`` of one capture's rows: ``flows`` (flow_id, first_ts as ns, venue) and
-    ``seg``, the ``tcp_rtt`` rows of ``method`` 'ack' or null as columns f (flow_id), d
-    (1: in, 2: out, null: another direction), t (``ts_sent`` as ns), o
-    (``end_offset``)."""
+    the one table of ``given`` (taken out of it: freed once read), the ``tcp_rtt`` rows
+    of ``method`` 'ack' or null as columns f (flow_id), d (1: in, 2: out, null: another
+    direction), t (``ts_sent`` as ns), o (``end_offset``)."""
+    seg = given.pop()
     info: dict[int, tuple[int, object]] = {
         int(f): (int(t or 0), v) for f, t, v in flows if f is not None}
     if len(info) != len(flows):
@@ -444,9 +445,15 @@ def _bursts_of(cap: str, flows: list[tuple], seg: pa.Table, s: Settings, w: int,
         return []
     if any(seg.column(k).null_count for k in seg.column_names):
         return None
-    f, d, t, o = (seg.column(k).to_numpy().astype(np.int64, copy=False)
-                  for k in seg.column_names)
-    del seg  # (what follows holds a few arrays of every segment at a time: keep it few)
+    # (what follows holds a few arrays of every segment at a time: keep it few; each
+    # column dropped once it is in NumPy)
+    cols = []
+    for k in ("f", "d", "t", "o"):
+        cols.append(seg.column(k).to_numpy().astype(np.int64, copy=False))
+        seg = seg.drop_columns([k])
+    del seg
+    f, d, t, o = cols
+    del cols
     base = int(t.min()) // w  # intervals counted from the first one
     if (f.min() < 0 or f.max() >= 1 << 20 or base < 0 or t.max() // w - base >= 1 << _BIN_BITS
             or any(v[0] < 0 for v in info.values())):  # (DuckDB's // truncates)

@@ -239,20 +239,29 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
     # the staged files read here, not through a DuckDB view (its connection and SQL
     # were a third of this): the columns ``alerts._bursts`` selects, as it selects them
     cols = ["flow_id", "direction", "ts_sent", "end_offset", "method"]
-    # (the strings as dictionaries: their values mapped once per row group)
-    parts = [pq.ParquetFile(p, read_dictionary=["direction", "method"]).read(
-        columns=cols, use_threads=False) for p in rtt_files if p.exists()]
+    parts, rows_read = [], 0
+    for path in rtt_files:
+        if not path.exists():
+            continue
+        # (the strings as dictionaries: their values mapped once per row group)
+        rtt = pq.ParquetFile(path, read_dictionary=["direction", "method"]).read(
+            columns=cols, use_threads=False)
+        rows_read += rtt.num_rows
+        # coalesce(method, 'ack') = 'ack'; list_position(['in', 'out'], direction)
+        rtt = rtt.filter(pc.fill_null(_mapped(rtt.column("method"), {"ack": True},
+                                              pa.bool_(), False), True))
+        parts.append(pa.table({
+            "f": rtt.column("flow_id"),
+            "d": _mapped(rtt.column("direction"), {"in": 1, "out": 2}, pa.int32()),
+            "t": rtt.column("ts_sent").cast(pa.int64()), "o": rtt.column("end_offset")}))
+        del rtt
     if not parts:  # (no view of the table: the derive's own ``_bursts`` says)
         return None
-    rtt = pa.concat_tables(parts)
-    if rtt.num_rows == 0:
+    if rows_read == 0:
         return []
-    # coalesce(method, 'ack') = 'ack'; list_position(['in', 'out'], direction)
-    keep = _mapped(rtt.column("method"), {"ack": True}, pa.bool_(), False)
-    rtt = rtt.filter(pc.fill_null(keep, True))
-    seg = pa.table({"f": rtt.column("flow_id"),
-                    "d": _mapped(rtt.column("direction"), {"in": 1, "out": 2}, pa.int32()),
-                    "t": rtt.column("ts_sent").cast(pa.int64()), "o": rtt.column("end_offset")})
+    # (``_bursts_of`` takes ``seg``'s table out: every segment's rows freed early)
+    seg = [pa.concat_tables(parts)]
+    del parts
     ts = rows.column("first_ts").cast(pa.int64()).to_pylist()
     flow_rows = list(zip(rows.column("flow_id").to_pylist(), ts,
                          rows.column("venue").to_pylist(), strict=True))

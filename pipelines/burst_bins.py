@@ -53,12 +53,12 @@ def _intervals(f, d, t, o, w, base, bin_bits):
         g = 2 * f[i] + d[i] - 1
         perm[rank[g]] = i
         rank[g] += 1
-    keys = np.empty(n, np.int64)
-    nbytes = np.empty(n, np.int64)
-    count = np.empty(n, np.int64)
-    t0 = np.empty(n, np.int64)
-    t1 = np.empty(n, np.int64)
-    seg_b = np.empty(n, np.int64)  # each row's bytes, in perm's order
+    cap = max(16, n // 16)  # (intervals are fewer than segments: grown when not)
+    keys = np.empty(cap, np.int64)
+    nbytes = np.empty(cap, np.int64)
+    count = np.empty(cap, np.int64)
+    t0 = np.empty(cap, np.int64)
+    t1 = np.empty(cap, np.int64)
     m = 0
     j = 0
     while j < n:
@@ -72,17 +72,21 @@ def _intervals(f, d, t, o, w, base, bin_bits):
                 part = perm[j:z].copy()
                 perm[j:z] = part[np.argsort(o[part], kind="mergesort")]
                 break
-        seg_b[j] = 0
-        for q in range(j + 1, z):
-            seg_b[q] = o[perm[q]] - o[perm[q - 1]]
-        # ... then in time order (the intervals' sums, counts, least and greatest times
-        # do not depend on the order within an interval)
+        # ... then in time order: each row's bytes taken first (an interval's sums,
+        # counts, least and greatest times do not depend on the order within it)
+        in_time = True
         for q in range(j + 1, z):
             if t[perm[q]] < t[perm[q - 1]]:
-                by_t = np.argsort(t[perm[j:z]], kind="mergesort")
-                perm[j:z] = perm[j:z][by_t]
-                seg_b[j:z] = seg_b[j:z][by_t]
+                in_time = False
                 break
+        b = np.zeros(0, np.int64)
+        if not in_time:
+            b = np.zeros(z - j, np.int64)
+            for q in range(j + 1, z):
+                b[q - j] = o[perm[q]] - o[perm[q - 1]]
+            by_t = np.argsort(t[perm[j:z]], kind="mergesort")
+            perm[j:z] = perm[j:z][by_t]
+            b = b[by_t]
         key = -1
         for q in range(j, z):
             ti = t[perm[q]]
@@ -90,14 +94,27 @@ def _intervals(f, d, t, o, w, base, bin_bits):
             if k != key:
                 if key >= 0:
                     m += 1
+                if m == keys.shape[0]:
+                    keys, nbytes, count = _grow(keys), _grow(nbytes), _grow(count)
+                    t0, t1 = _grow(t0), _grow(t1)
                 key = k
                 keys[m], nbytes[m], count[m], t0[m] = key, 0, 0, ti
-            nbytes[m] += seg_b[q]
+            if not in_time:
+                nbytes[m] += b[q - j]
+            elif q > j:
+                nbytes[m] += o[perm[q]] - o[perm[q - 1]]
             count[m] += 1
             t1[m] = ti
         m += 1
         j = z
-    return keys[:m], nbytes[:m], count[:m], t0[:m], t1[:m]
+    return keys[:m].copy(), nbytes[:m].copy(), count[:m].copy(), t0[:m].copy(), t1[:m].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(a):
+    out = np.empty(2 * a.shape[0], a.dtype)
+    out[: a.shape[0]] = a
+    return out
 
 
 def intervals(f: np.ndarray, d: np.ndarray, t: np.ndarray, o: np.ndarray, w: int, base: int,
