@@ -440,7 +440,6 @@ def _bursts_of(cap: str, flows: list[tuple], given: list[pa.Table], s: Settings,
         int(f): (int(t or 0), v) for f, t, v in flows if f is not None}
     if len(info) != len(flows):
         return None
-    caps = [cap]
     if seg.num_rows == 0:
         return []
     if any(seg.column(k).null_count for k in seg.column_names):
@@ -490,7 +489,7 @@ def _bursts_of(cap: str, flows: list[tuple], given: list[pa.Table], s: Settings,
         idx = h[a:z]
         peak = idx[int(np.argmax(nbytes[idx]))]  # (the first of equal peaks)
         flow = int(kg[idx[0]]) >> 1
-        out.append((caps[0], flow, ("in", "out")[int(kg[idx[0]]) & 1],
+        out.append((cap, flow, ("in", "out")[int(kg[idx[0]]) & 1],
                     info.get(flow, (None, None))[1], int(t0[idx].min()), int(t1[idx].max()),
                     int(nbytes[peak]), int(count[peak]), float(mean_w[peak]),
                     int(count[idx].sum())))
