@@ -134,7 +134,9 @@ def test_window_parts_are_the_whole_window(tmp_path: Path) -> None:
     writes its own part only, a part goes once all its rows are out, and is written
     again (smaller) once most are."""
     rng = np.random.default_rng(7)
-    win, state, every, since, written = match_carry.Window.empty(), tmp_path / "s0", [], -10**18, set()
+    win, state = match_carry.Window.empty(), tmp_path / "s0"
+    every: list[dict[str, pa.Table]] = []
+    since, written = -10**18, set()
     state.mkdir()
     for k in range(12):
         final = {t: _rows(t, [None if rng.random() < 0.02 else int(x)
