@@ -50,7 +50,10 @@ How this works (the pattern of ``pcapflow.why_carry``).
   state keeps the set's final rows from a time before all of those (``Window``,
   ``_window_start``), and counts the older ones (and their connections) instead
   of keeping them: a command never reads the set's earlier matcher parts, and no
-  process holds them, so its work and memory stay the same over days. The derive
+  process holds them, so its work and memory stay the same over days. The window is
+  kept as a part per command (its final rows; Arrow IPC, memory-mapped): a command
+  writes its own part only, and the earlier ones stay in the set's state until their
+  rows are out of the window. The derive
   checks that it reads nothing older (``why_carry.check``); if it would, or derives
   the set whole, it reads the older rows from the set's parts
   (``why_carry.whole``).
