@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers.capture_split import split
 from helpers.dataset_compare import assert_same_rows
 from pcapflow.pipelines import match_carry, store
+from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
 
 import pcapflow
 from pcapflow import alerts, why, why_carry
@@ -69,11 +72,17 @@ def test_later_commands_read_no_earlier_matcher_part(tmp_path: Path, short: None
     monkeypatch.setattr(pq, "ParquetFile", spy_file)
     monkeypatch.setattr(pq, "read_table", spy_table)
     omitted = []
+    inodes: dict[str, int] = {}  # the window's part files: name -> inode
     for p in parts:
         before = {t: sorted((data / t).rglob("*.parquet")) if (data / t).is_dir() else []
                   for t in MATCHER}
         read.clear()
         pcapflow.ingest([p], keylog=keys, data=data)
+        now = {f.name: f.stat().st_ino for f in _state(data).glob("wpart-*")}
+        # a command writes its own part only: the earlier parts it keeps stay as they were
+        assert all(inodes[n] == i for n, i in now.items() if n in inodes)
+        assert len(set(now) - set(inodes)) <= len(MATCHER)
+        inodes = now
         earlier = {f.resolve() for fs in before.values() for f in fs}
         assert not earlier & {f.resolve() for f in read if f.exists()}, \
             "a command read the set's earlier matcher parts"
@@ -82,10 +91,13 @@ def test_later_commands_read_no_earlier_matcher_part(tmp_path: Path, short: None
     # rows were left out of the window (counted, not kept), and it holds fewer rows
     # than the set: the state does not grow with it
     assert sum(omitted[-1].values()) > 0
-    kept = sum(pq.read_table(_state(data) / f"window_{t}.parquet").num_rows for t in MATCHER)
+    win = match_carry.Window.load(_state(data))
+    assert win is not None
+    kept = sum(win.rows[t].num_rows for t in MATCHER)
     final = sum(pq.ParquetFile(f).metadata.num_rows for t in MATCHER
                 for f in (data / t).rglob("*.parquet") if not f.name.startswith("part-t"))
     assert kept + sum(omitted[-1].values()) == final and kept < final
+    assert len(inodes) < len(parts) * len(MATCHER)  # (parts out of the window are gone)
     assert not hasattr(match_carry, "_OLD_ROWS")  # (no per-process copy of the set's rows)
     assert_same_rows(one, data)
 
@@ -102,3 +114,52 @@ def test_a_derive_reading_older_rows_reads_them_from_the_parts(
         pcapflow.ingest([p], keylog=keys, data=data)
     assert "matcher rows the derive reads are older than the carried window" in why_carry.WHOLE
     assert_same_rows(one, data)
+
+
+def _rows(t: str, ts: list[int | None], flow: int) -> pa.Table:
+    """``t``'s rows with these times (``window_key``'s columns), the rest null."""
+    schema = without_capture_id(TABLES[t])
+    cols = {"flow_id": [flow] * len(ts), "leg": ["ack"] * len(ts),
+            "latency_ns": [5] * len(ts), "what": ["order"] * len(ts)}
+    for c in ("ts", "order_ts", "ack_ts"):
+        cols[c] = ts
+    return pa.table({f.name: pa.array(cols.get(f.name, [None] * len(ts)), f.type)
+                     for f in schema})
+
+
+def test_window_parts_are_the_whole_window(tmp_path: Path) -> None:
+    """``Window`` kept as a part per command (no ingest: its rows made up): after every
+    command the window read back holds, in order, the final rows of all commands from
+    ``since`` on, and counts the others, as one table of them all would; a command
+    writes its own part only, a part goes once all its rows are out, and is written
+    again (smaller) once most are."""
+    rng = np.random.default_rng(7)
+    win, state = match_carry.Window.empty(), tmp_path / "s0"
+    every: list[dict[str, pa.Table]] = []
+    since, written = -10**18, set()
+    state.mkdir()
+    for k in range(12):
+        final = {t: _rows(t, [None if rng.random() < 0.02 else int(x)
+                              for x in np.sort(rng.integers(k * 100, k * 100 + 150, 40))], k)
+                 for t in MATCHER}
+        every.append(final)
+        since = max(since, k * 100 - int(rng.integers(0, 300)))
+        nxt = tmp_path / f"s{k + 1}"
+        nxt.mkdir()
+        kept = win.advance(final, since).save(nxt)
+        for n in kept:  # (the commit leaves the kept files in the set's state)
+            assert (state / n).is_file()
+            (nxt / n).hardlink_to(state / n)
+        written |= {f.name for f in nxt.iterdir() if f.name.startswith("wpart-")} - set(kept)
+        state = nxt
+        loaded = match_carry.Window.load(state)
+        assert loaded is not None
+        for t in MATCHER:
+            whole = pa.concat_tables([f[t] for f in every])
+            keep = match_carry.window_key(t, whole) >= since
+            assert loaded.rows[t].equals(whole.filter(pa.array(keep)))
+            assert loaded.omitted[t] == int((~keep).sum())
+        win = loaded
+    names = {f.name for f in state.iterdir() if f.name.startswith("wpart-")}
+    assert len(names) < 12 * len(MATCHER)  # (parts out of the window are gone)
+    assert len(written) > 12 * len(MATCHER)  # (and some were written again, smaller)
