@@ -1,0 +1,412 @@
+"""``pcapflow watch``'s ingests run in a worker process that is replaced every
+``WORKER_FILES`` files: the watch's memory bounded by construction.
+
+Why a worker. A watch ingests a file a second to a file an hour, for days, in one
+process. What the process holds on purpose is bounded (``pcapflow.watch``'s
+docstring), but the memory of a long-lived process running Arrow, DuckDB, Numba and
+CPython also grows by fragmentation that no code of ours holds: measured over 800
+one-second files (``benchmarks/watch_memory.py``, session 14), RSS +0.005 MB per file
+while glibc's bytes in use and Python's live objects stayed flat; half of it
+CPython's small-object arenas (a 256 KiB arena goes back only when every block in it
+is free), half glibc's heap (free chunks between live ones, which ``malloc_trim``
+cannot give back whole). Small per file, ~430 MB a day of one-second files, and not
+ours to fix in CPython or glibc. So, as long-running services do (gunicorn's
+``max_requests``, Celery's ``worker_max_tasks_per_child`` and
+``worker_max_memory_per_child``, ``ProcessPoolExecutor(max_tasks_per_child=N)``), each
+file's ingest runs in a child process that is replaced after ``WORKER_FILES`` files,
+or sooner when its RSS has grown ``WORKER_GROWTH_MB`` over its RSS after its first
+file. Everything a file's ingest needs from earlier files is on disk (the set's
+resume state, under the dataset's lock), so a new worker continues the set exactly
+as the old one would have: the tables do not depend on where workers are replaced.
+The watch process keeps the directory's bookkeeping, the status and the metrics,
+whose memory is bounded by design.
+
+Cost: a worker's start (interpreter, imports, the Numba kernels loaded from their
+cache, its first DuckDB database: ~2-3 CPU seconds) once per ``WORKER_FILES`` files,
+started as soon as the old one retires so that it loads while the watch waits for the
+next file. At one-second files (~1 CPU s each) that is ~0.5%.
+
+How this works. The worker is ``python -m pcapflow.watch_worker``; the watch writes
+length-prefixed pickles to its stdin (first the ingest's arguments, then one path per
+file, ``None`` to stop) and reads one reply per file from a private copy of its
+stdout (the worker points its own stdout at stderr, so nothing an ingest prints can
+corrupt the protocol): ``("committed", None)`` as the ingest returns, then
+``("ok", (result, the status's reads: watch.file_note))``,
+``("error", message)`` (a
+``PcapflowError``: the file is not ingested, as before), ``("crash", message)`` (a
+bug), each with the worker's RSS and CPU seconds. Safety:
+
+- A worker that dies mid-file (killed, out of memory) leaves the dataset as it was:
+  the commit is atomic and ``store`` rolls back what a dead process staged. The watch
+  starts a new worker and ingests the file again, unless the dataset already holds it
+  (the worker died after its commit, before its reply); a second death on the same
+  file is reported as the file's error.
+- Ctrl-C (SIGINT/SIGTERM): the worker runs in a session of its own (the terminal's
+  Ctrl-C does not reach it) and ends quietly on one sent to it alone; the watch acts
+  on them. It stops waiting at once (``interrupts.check`` every 0.1 s), kills the
+  worker and exits 130 with its one line: the file in progress is left to the next
+  run (the dataset as before), or counted among those kept if the worker had said
+  it committed it (``("committed", ...)``, sent as its ingest returns, before the
+  status's reads).
+- The worker dies with the watch (``PR_SET_PDEATHSIG``), and ends on its own when its
+  stdin closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .parsers.errors import PcapflowError
+
+WORKER_FILES = 500
+"""Files a worker ingests before the watch replaces it (``--worker-files``)."""
+
+WORKER_GROWTH_MB = 256.0
+"""RSS a worker may gain over its RSS after its first file before it is replaced
+(sooner than ``WORKER_FILES``: large files, or memory grown for another reason)."""
+
+STOP_WAIT_S = 5.0
+"""Seconds a retiring worker gets to exit before it is killed."""
+
+_HEAD = struct.Struct("<Q")
+
+
+def _send(fh: IO[bytes], obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    fh.write(_HEAD.pack(len(data)) + data)
+    fh.flush()
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        b = os.read(fd, n - got)
+        if not b:
+            raise EOFError
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def _recv(fd: int) -> Any:
+    (n,) = _HEAD.unpack(_read_exact(fd, _HEAD.size))
+    return pickle.loads(_read_exact(fd, n))
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    """A process's resident set size (``VmRSS``), kB; 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class WorkerLost(Exception):
+    """The worker ended without a reply (killed, out of memory, crashed)."""
+
+
+@dataclass
+class Held:
+    """The result for a file whose worker died after committing it (no reply): what
+    the dataset's ``captures`` row says."""
+
+    path: str
+    capture_id: str
+    packets: int = 0
+    seconds: float = 0.0
+    resumed_from: str | None = None
+    replaced: list[str] = field(default_factory=list)
+    anomaly_codes: dict[str, int] = field(default_factory=dict)
+
+
+class Ingested:
+    """A worker's ``IngestResult`` (its attributes) with what the status reads of the
+    dataset (``watch_note``: ``watch.file_note``, read by the worker)."""
+
+    def __init__(self, result: object, note: object) -> None:
+        self.result, self.watch_note = result, note
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+
+class _Worker:
+    """One worker process and its pipes."""
+
+    def __init__(self, args: tuple[object, ...]) -> None:
+        env = dict(os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # (the worker's imports: as the CLI's)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pcapflow.watch_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, start_new_session=True)
+        from .pipelines import interrupts
+
+        interrupts.track(self.proc.pid)  # a forced exit kills it first
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin = self.proc.stdin
+        self.out = self.proc.stdout.fileno()
+        self.files = 0
+        self.first_rss_kb = 0
+        self.rss_kb = 0
+        self.cpu_s = 0.0
+        self.committed = False
+        """The file asked for is in the dataset (its reply may not have come yet)."""
+        _send(self.stdin, args)
+
+    def ask(self, path: str) -> tuple[str, object]:
+        """Ingest ``path``; the reply (``WorkerLost`` if the worker ends first). Waits
+        in steps of 0.1 s, acting on a Ctrl-C at once (``interrupts.check``)."""
+        from .pipelines import interrupts
+
+        self.committed = False
+        try:
+            _send(self.stdin, path)
+        except (BrokenPipeError, OSError):
+            raise WorkerLost(self.exit_text()) from None
+        while True:
+            while True:
+                interrupts.check()
+                ready, _, _ = select.select([self.out], [], [], 0.1)
+                if ready:
+                    break
+            try:
+                kind, value, rss, cpu = _recv(self.out)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                raise WorkerLost(self.exit_text()) from None
+            if kind != "committed":
+                break
+            self.committed = True  # (its reply, with the status's reads, follows)
+        self.files += 1
+        self.rss_kb, self.cpu_s = rss, cpu
+        if self.files == 1:
+            self.first_rss_kb = rss
+        return kind, value
+
+    def exit_text(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=2.0)
+        rc = self.proc.returncode
+        if rc is None:
+            return "no reply"
+        return f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+
+    def stop(self, kill: bool = False) -> None:
+        """End the worker: ask it to (``kill``: at once), killed if it has not after
+        ``STOP_WAIT_S``."""
+        from .pipelines import interrupts
+
+        if not kill:
+            with contextlib.suppress(OSError, ValueError):
+                _send(self.stdin, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.stdin.close()
+        if kill:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+        try:
+            self.proc.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+        interrupts.untrack(self.proc.pid)
+
+
+class WorkerIngest:
+    """``pcapflow watch``'s ingest of one file (a ``Callable[[str], object]`` for
+    ``watch.Watcher``) in a worker process replaced every ``files`` files (module
+    docstring). ``close`` ends the worker."""
+
+    def __init__(self, data: Path, keylog: Sequence[str | os.PathLike[str]] | None,
+                 venues: str | os.PathLike[str] | None,
+                 limits: dict[str, int | str] | None = None, *,
+                 files: int = WORKER_FILES, growth_mb: float = WORKER_GROWTH_MB) -> None:
+        if files < 1:
+            raise ValueError(f"{files}: a worker ingests at least one file")
+        self.root = Path(data)
+        self.args = (str(data), [os.fspath(k) for k in keylog or []],
+                     os.fspath(venues) if venues is not None else None, limits)
+        self.files, self.growth_mb = files, growth_mb
+        self.worker: _Worker | None = None
+        self.started = 0
+        """Workers started so far."""
+        self.lost = 0
+        """Workers that ended without a reply (each file they held ingested again)."""
+        self.retired_cpu_s = 0.0
+        """CPU seconds of the workers that ended (their last reply's)."""
+
+    def __call__(self, path: str) -> object:
+        lost = ""
+        for _ in range(2):
+            w = self._worker()
+            try:
+                kind, value = w.ask(path)
+            except WorkerLost as err:
+                lost = str(err)
+                self.lost += 1
+                self._drop(kill=True)
+                held = _held(self.root, path)
+                if held is not None:
+                    return held
+                continue
+            except BaseException:  # Ctrl-C while it works: the next run takes the file
+                self._drop(kill=True)
+                # unless its commit came first: the watch's one line counts it
+                if w.committed:
+                    from .pipelines import interrupts
+
+                    interrupts.done(path)
+                raise
+            self._maybe_retire()
+            if kind == "ok":
+                done: tuple[object, object] = value  # type: ignore[assignment]
+                return Ingested(*done)
+            if kind == "error":
+                raise PcapflowError(str(value))
+            raise PcapflowError(f"the ingest failed: {value} (a bug: please report it)")
+        raise PcapflowError(f"the ingest worker ended twice on this file ({lost}); "
+                            "the dataset is as before")
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of every worker so far (the live one's as of its last reply)."""
+        return self.retired_cpu_s + (self.worker.cpu_s if self.worker is not None else 0.0)
+
+    @property
+    def pid(self) -> int | None:
+        return self.worker.proc.pid if self.worker is not None else None
+
+    def rss_kb(self) -> int:
+        """The live worker's resident set size now, kB (0: none)."""
+        return rss_kb(self.worker.proc.pid) if self.worker is not None else 0
+
+    def _worker(self) -> _Worker:
+        if self.worker is None or self.worker.proc.poll() is not None:
+            if self.worker is not None:
+                self._drop(kill=True)
+            self.worker = _Worker(self.args)
+            self.started += 1
+        return self.worker
+
+    def _maybe_retire(self) -> None:
+        w = self.worker
+        if w is None:
+            return
+        grown = (w.rss_kb - w.first_rss_kb) / 1024
+        if w.files >= self.files or grown > self.growth_mb:
+            self._drop()
+            self._worker()  # the next one loads while the watch waits for a file
+
+    def _drop(self, kill: bool = False) -> None:
+        w, self.worker = self.worker, None
+        if w is not None:
+            self.retired_cpu_s += w.cpu_s
+            w.stop(kill=kill)
+
+    def close(self) -> None:
+        self._drop()
+
+
+def _held(root: Path, path: str) -> Held | None:
+    """``path``'s ``captures`` row, if the dataset holds it now (a dead worker's commit
+    may have landed before its reply): its first packet within the row's range."""
+    from .parsers.capture.capset import peek
+    from .watch import strip_compression
+
+    part = root / "captures"
+    if not part.is_dir():
+        return None
+    try:
+        first = peek(path).first_ts
+    except (PcapflowError, OSError, EOFError, ValueError):
+        first = None
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    hive = pads.HivePartitioning(pa.schema([("capture_id", pa.string())]))
+    want = strip_compression(os.path.abspath(path))
+    t = pads.dataset(part, format="parquet", partitioning=hive).to_table(
+        columns=["capture_id", "path", "first_ts", "last_ts", "packets"])
+    cols = [t.column("capture_id").to_pylist(), t.column("path").to_pylist(),
+            t.column("first_ts").cast(pa.int64()).to_pylist(),
+            t.column("last_ts").cast(pa.int64()).to_pylist(), t.column("packets").to_pylist()]
+    for cid, p, a, b, n in zip(*cols, strict=True):
+        if p is None or strip_compression(os.path.abspath(p)) != want:
+            continue
+        if first is None or (a or 0) <= first <= (b or 0):
+            return Held(path=path, capture_id=cid, packets=int(n or 0), resumed_from=path)
+    return None
+
+
+# -- the worker ---------------------------------------------------------------------
+
+
+def _serve() -> int:
+    """The worker's loop (``python -m pcapflow.watch_worker``; module docstring)."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)  # the watch stops it
+    with contextlib.suppress(OSError, AttributeError):  # die with the watch (Linux)
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # what an ingest prints goes to stderr, not into the replies
+    sys.stdout = sys.stderr
+    reply = os.fdopen(reply_fd, "wb")
+    inp = sys.stdin.fileno()
+    from . import watch
+    from .pipelines import interrupts
+    from .pipelines.match import close_database
+
+    watch.ALLOCATOR.for_a_long_run()  # before the first ingest starts Arrow's threads
+    try:
+        data, keylog, venues, limits = _recv(inp)
+    except EOFError:
+        return 0
+    ingest = watch.watch_ingest(Path(data), keylog or None, venues, limits)
+    n = 0
+    while True:
+        try:
+            path = _recv(inp)
+        except EOFError:
+            return 0
+        if path is None:
+            return 0
+        out: tuple[str, object]
+        started = time.time_ns()
+        try:
+            result = ingest(path)
+            _send(reply, ("committed", None, rss_kb(), time.process_time()))
+            out = ("ok", (result, watch.file_note(Path(data), result, path, started)))
+        except KeyboardInterrupt:  # a SIGTERM/SIGINT sent to it alone: end quietly
+            os._exit(interrupts.EXIT_CODE)
+        except PcapflowError as err:
+            out = ("error", str(err))
+        except Exception as err:  # a bug: said as such by the watch, not a dead worker
+            out = ("crash", f"{type(err).__name__}: {err}")
+        interrupts.committed.clear()
+        n += 1
+        if n % watch.RECYCLE_FILES == 0:
+            close_database()  # (before the trim: what it held goes back too)
+        watch.ALLOCATOR.release()
+        _send(reply, (*out, rss_kb(), time.process_time()))
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())
