@@ -3,28 +3,41 @@
 
 Why a worker. A watch ingests a file a second to a file an hour, for days, in one
 process. What the process holds on purpose is bounded (``pcapflow.watch``'s
-docstring), but the memory of a long-lived process running Arrow, DuckDB, Numba and
-CPython also grows by fragmentation that no code of ours holds: measured over 800
-one-second files (``benchmarks/watch_memory.py``, session 14), RSS +0.005 MB per file
-while glibc's bytes in use and Python's live objects stayed flat; half of it
-CPython's small-object arenas (a 256 KiB arena goes back only when every block in it
-is free), half glibc's heap (free chunks between live ones, which ``malloc_trim``
-cannot give back whole). Small per file, ~430 MB a day of one-second files, and not
-ours to fix in CPython or glibc. So, as long-running services do (gunicorn's
-``max_requests``, Celery's ``worker_max_tasks_per_child`` and
-``worker_max_memory_per_child``, ``ProcessPoolExecutor(max_tasks_per_child=N)``), each
-file's ingest runs in a child process that is replaced after ``WORKER_FILES`` files,
-or sooner when its RSS has grown ``WORKER_GROWTH_MB`` over its RSS after its first
-file. Everything a file's ingest needs from earlier files is on disk (the set's
-resume state, under the dataset's lock), so a new worker continues the set exactly
-as the old one would have: the tables do not depend on where workers are replaced.
-The watch process keeps the directory's bookkeeping, the status and the metrics,
-whose memory is bounded by design.
+docstring), but a long-lived process running Arrow, DuckDB, Numba and CPython also
+grows by fragmentation that no code of ours holds: over 800 one-second files in one
+process (``benchmarks/watch_memory.py``, session 14) RSS grew +0.005 MB per file while
+glibc's bytes in use (``mallinfo2``) and Python's live objects (``tracemalloc``)
+stayed flat; about half was CPython's small-object allocator holding more arenas (one
+goes back only when every block in it is free), half glibc's main heap (free chunks
+between live ones: ``malloc_trim(0)``, which the watch already calls after each file,
+gives back only whole free pages). Arrow allocates with the system allocator
+(``pcapflow/__init__.py``), DuckDB's own jemalloc and the thread arenas stayed flat
+(``benchmarks/README.md``, session 15). Small per file, but ~430 MB a day of
+one-second files, without an end in sight, and not ours to fix in CPython or glibc.
+
+So, as long-running services do (gunicorn's ``max_requests``, Celery's
+``worker_max_tasks_per_child`` and ``worker_max_memory_per_child``), each file's ingest
+runs in a child process that is replaced after ``WORKER_FILES`` files, or sooner when
+its RSS has grown ``WORKER_GROWTH_MB`` over its RSS after its first file. Everything a
+file's ingest needs from earlier files is on disk (the set's resume state, under the
+dataset's lock), so a new worker continues the set as the old one would have: the
+tables do not depend on where workers are replaced. The worker also does the
+status's reads of the dataset (``watch.file_note``); the watch process keeps the
+directory's bookkeeping, the status and the metrics (whose state per capture is a few
+numbers: ``metrics.ReadParts``). Not ``ProcessPoolExecutor(max_tasks_per_child=N)``:
+a worker killed mid-file breaks the whole pool (``BrokenProcessPool``), its pid, which
+Ctrl-C must kill at once, is private, and its default start method on Linux forks a
+process that runs Arrow's, DuckDB's and the metrics server's threads. Not the whole
+watch re-executed every N files either: the metrics endpoint and the status would
+go away for its start each time.
 
 Cost: a worker's start (interpreter, imports, the Numba kernels loaded from their
-cache, its first DuckDB database: ~2-3 CPU seconds) once per ``WORKER_FILES`` files,
-started as soon as the old one retires so that it loads while the watch waits for the
-next file. At one-second files (~1 CPU s each) that is ~0.5%.
+cache, its first DuckDB database; measured 1-2 CPU seconds more than the file it
+ingests first) once per ``WORKER_FILES`` files, begun as the old one retires so that
+it loads while the watch waits for the next file: ~0.2-0.4% at one-second files
+(~1 CPU s each), and the RSS a worker gains in its life (~2.5 MB at 500 files of the
+measured growth) on top of a fresh one's. The watch process itself holds ~90 MB more
+than a process that only ingests (its own interpreter, Arrow, Numba for ``peek``).
 
 How this works. The worker is ``python -m pcapflow.watch_worker``; the watch writes
 length-prefixed pickles to its stdin (first the ingest's arguments, then one path per
