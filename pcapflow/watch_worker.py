@@ -44,7 +44,8 @@ length-prefixed pickles to its stdin (first the ingest's arguments, then one pat
 file, ``None`` to stop) and reads one reply per file from a private copy of its
 stdout (the worker points its own stdout at stderr, so nothing an ingest prints can
 corrupt the protocol): ``("committed", None)`` as the ingest returns, then
-``("ok", (result, the status's reads: watch.file_note))``,
+``("ok", (result, the status's reads: watch.file_note))`` (the result without its
+``paths`` and ``sha256s``: every file of the set, which the watch does not read),
 ``("error", message)`` (a
 ``PcapflowError``: the file is not ingested, as before), ``("crash", message)`` (a
 bug), each with the worker's RSS and CPU seconds. Safety:
@@ -60,7 +61,7 @@ bug), each with the worker's RSS and CPU seconds. Safety:
   worker and exits 130 with its one line: the file in progress is left to the next
   run (the dataset as before), or counted among those kept if the worker had said
   it committed it (``("committed", ...)``, sent as its ingest returns, before the
-  status's reads).
+  status's reads) or the ``captures`` table holds it (killed in between).
 - The worker dies with the watch (``PR_SET_PDEATHSIG``), and ends on its own when its
   stdin closes.
 """
@@ -69,6 +70,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import pickle
 import select
@@ -195,7 +197,11 @@ class _Worker:
             raise WorkerLost(self.exit_text()) from None
         while True:
             while True:
-                interrupts.check()
+                try:
+                    interrupts.check()
+                except KeyboardInterrupt:
+                    self._drain()  # (a commit it said before the signal counts)
+                    raise
                 ready, _, _ = select.select([self.out], [], [], 0.1)
                 if ready:
                     break
@@ -211,6 +217,13 @@ class _Worker:
         if self.files == 1:
             self.first_rss_kb = rss
         return kind, value
+
+    def _drain(self) -> None:
+        """Read the replies already written (``committed``), without waiting."""
+        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError, ValueError):
+            while select.select([self.out], [], [], 0)[0]:
+                if _recv(self.out)[0] == "committed":
+                    self.committed = True
 
     def exit_text(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -282,8 +295,13 @@ class WorkerIngest:
                 continue
             except BaseException:  # Ctrl-C while it works: the next run takes the file
                 self._drop(kill=True)
-                # unless its commit came first: the watch's one line counts it
-                if w.committed:
+                # unless its commit came first: the watch's one line counts it (said by
+                # the worker, or, killed between its commit and saying so, in the table)
+                said = w.committed
+                if not said:
+                    with contextlib.suppress(Exception):
+                        said = _held(self.root, path) is not None
+                if said:
                     from .pipelines import interrupts
 
                     interrupts.done(path)
@@ -406,7 +424,11 @@ def _serve() -> int:
         try:
             result = ingest(path)
             _send(reply, ("committed", None, rss_kb(), time.process_time()))
-            out = ("ok", (result, watch.file_note(Path(data), result, path, started)))
+            note = watch.file_note(Path(data), result, path, started)
+            with contextlib.suppress(TypeError, ValueError):  # (not an IngestResult)
+                # every file of the set and its hash: O(set), and the watch reads neither
+                result = dataclasses.replace(result, paths=[], sha256s=[])  # type: ignore[type-var]
+            out = ("ok", (result, note))
         except KeyboardInterrupt:  # a SIGTERM/SIGINT sent to it alone: end quietly
             os._exit(interrupts.EXIT_CODE)
         except PcapflowError as err:
