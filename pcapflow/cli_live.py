@@ -106,8 +106,12 @@ def watch_cmd(
 
     tty = out.is_terminal
     kept = [0]  # files this watch ingested (a count: the watch runs for days)
+    last_kept = [""]
 
     def keep(path: str) -> None:
+        if path == last_kept[0]:
+            return  # (said by its worker's commit, then by its result)
+        last_kept[0] = path
         kept[0] += 1
         interrupts.set_message(
             f"interrupted: watch stopped; {kept[0]} file(s) it ingested are kept (last "
@@ -115,8 +119,8 @@ def watch_cmd(
 
     from .watch_worker import WorkerIngest
 
-    worker = (WorkerIngest(root, keylog, venues, overrides or None, files=worker_files)
-              if worker_files else None)
+    worker = (WorkerIngest(root, keylog, venues, overrides or None, files=worker_files,
+                           on_commit=keep) if worker_files else None)
     ingest_file = worker or w.watch_ingest(root, keylog, venues, overrides or None)
 
     def ingest_one(path: str) -> object:

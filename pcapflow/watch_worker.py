@@ -56,12 +56,13 @@ bug), each with the worker's RSS and CPU seconds. Safety:
   (the worker died after its commit, before its reply); a second death on the same
   file is reported as the file's error.
 - Ctrl-C (SIGINT/SIGTERM): the worker runs in a session of its own (the terminal's
-  Ctrl-C does not reach it) and ends quietly on one sent to it alone; the watch acts
-  on them. It stops waiting at once (``interrupts.check`` every 0.1 s), kills the
-  worker and exits 130 with its one line: the file in progress is left to the next
-  run (the dataset as before), or counted among those kept if the worker had said
-  it committed it (``("committed", ...)``, sent as its ingest returns, before the
-  status's reads) or the ``captures`` table holds it (killed in between).
+  Ctrl-C does not reach it); the watch acts on them. It stops waiting at once
+  (``interrupts.check`` every 0.1 s) and sends the worker a SIGINT, which stops its
+  ingest at the next safe point as in one process (a commit under way completes);
+  the worker replies ``("interrupted", committed)`` and ends. After
+  ``COMMIT_WAIT_S`` the watch kills it anyway, and exits 130 with its one line: the
+  file in progress is left to the next run (the dataset as before), or counted among
+  those kept if the worker said it committed it or the ``captures`` table holds it.
 - The worker dies with the watch (``PR_SET_PDEATHSIG``), and ends on its own when its
   stdin closes.
 """
@@ -79,7 +80,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -92,6 +93,11 @@ WORKER_FILES = 500
 WORKER_GROWTH_MB = 256.0
 """RSS a worker may gain over its RSS after its first file before it is replaced
 (sooner than ``WORKER_FILES``: large files, or memory grown for another reason)."""
+
+COMMIT_WAIT_S = 0.5
+"""Seconds a Ctrl-C waits for the worker to stop at a safe point and say whether it
+committed its file, before killing it (well within ``interrupts.GRACE``, 1.2 s, after
+which the command's one line is written as it stands)."""
 
 STOP_WAIT_S = 5.0
 """Seconds a retiring worker gets to exit before it is killed."""
@@ -165,7 +171,8 @@ class Ingested:
 class _Worker:
     """One worker process and its pipes."""
 
-    def __init__(self, args: tuple[object, ...]) -> None:
+    def __init__(self, args: tuple[object, ...],
+                 on_commit: Callable[[str], None] | None = None) -> None:
         env = dict(os.environ)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # (the worker's imports: as the CLI's)
         self.proc = subprocess.Popen(
@@ -183,6 +190,7 @@ class _Worker:
         self.cpu_s = 0.0
         self.committed = False
         """The file asked for is in the dataset (its reply may not have come yet)."""
+        self.on_commit = on_commit
         _send(self.stdin, args)
 
     def ask(self, path: str) -> tuple[str, object]:
@@ -212,18 +220,32 @@ class _Worker:
             if kind != "committed":
                 break
             self.committed = True  # (its reply, with the status's reads, follows)
+            if self.on_commit is not None:
+                self.on_commit(path)
         self.files += 1
         self.rss_kb, self.cpu_s = rss, cpu
         if self.files == 1:
             self.first_rss_kb = rss
         return kind, value
 
-    def _drain(self) -> None:
-        """Read the replies already written (``committed``), without waiting."""
+    def _drain(self, wait: float = COMMIT_WAIT_S) -> None:
+        """Ctrl-C: ask the worker to stop at its ingest's next safe point (SIGINT: a
+        commit under way completes, as in one process) and read its replies for up to
+        ``wait`` seconds, until it says whether it committed the file."""
+        with contextlib.suppress(OSError):
+            os.kill(self.proc.pid, signal.SIGINT)
+        end = time.monotonic() + wait
         with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError, ValueError):
-            while select.select([self.out], [], [], 0)[0]:
-                if _recv(self.out)[0] == "committed":
-                    self.committed = True
+            while True:
+                left = end - time.monotonic()
+                if not select.select([self.out], [], [], max(0.0, left))[0]:
+                    return
+                kind, value, _, _ = _recv(self.out)
+                # ("committed"), ("interrupted", committed), or its reply to the file
+                self.committed = kind in ("committed", "ok") or (
+                    kind == "interrupted" and bool(value))
+                if self.committed or kind != "committed":
+                    return
 
     def exit_text(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -264,13 +286,17 @@ class WorkerIngest:
     def __init__(self, data: Path, keylog: Sequence[str | os.PathLike[str]] | None,
                  venues: str | os.PathLike[str] | None,
                  limits: dict[str, int | str] | None = None, *,
-                 files: int = WORKER_FILES, growth_mb: float = WORKER_GROWTH_MB) -> None:
+                 files: int = WORKER_FILES, growth_mb: float = WORKER_GROWTH_MB,
+                 on_commit: Callable[[str], None] | None = None) -> None:
         if files < 1:
             raise ValueError(f"{files}: a worker ingests at least one file")
         self.root = Path(data)
         self.args = (str(data), [os.fspath(k) for k in keylog or []],
                      os.fspath(venues) if venues is not None else None, limits)
         self.files, self.growth_mb = files, growth_mb
+        self.on_commit = on_commit
+        """Called with a file's path as soon as its worker says it committed it (before
+        the reply: ``pcapflow watch``'s one line for a Ctrl-C counts it from then on)."""
         self.worker: _Worker | None = None
         self.started = 0
         """Workers started so far."""
@@ -333,7 +359,7 @@ class WorkerIngest:
         if self.worker is None or self.worker.proc.poll() is not None:
             if self.worker is not None:
                 self._drop(kill=True)
-            self.worker = _Worker(self.args)
+            self.worker = _Worker(self.args, self.on_commit)
             self.started += 1
         return self.worker
 
@@ -429,7 +455,10 @@ def _serve() -> int:
                 # every file of the set and its hash: O(set), and the watch reads neither
                 result = dataclasses.replace(result, paths=[], sha256s=[])  # type: ignore[type-var]
             out = ("ok", (result, note))
-        except KeyboardInterrupt:  # a SIGTERM/SIGINT sent to it alone: end quietly
+        except KeyboardInterrupt:  # the watch's Ctrl-C (or a signal sent to it alone)
+            with contextlib.suppress(OSError, ValueError):
+                _send(reply, ("interrupted", bool(interrupts.committed), rss_kb(),
+                              time.process_time()))
             os._exit(interrupts.EXIT_CODE)
         except PcapflowError as err:
             out = ("error", str(err))
