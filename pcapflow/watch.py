@@ -43,9 +43,9 @@ ingests free is given back to the system after each file (``Allocator``): glibc'
 malloc keeps a heap per thread ("arena") and gives back only the main one's free
 memory when asked, so each file's helper threads (the Parquet writer, Arrow's and
 the hashing threads) left their arenas at their peak, a little more each file.
-What fragmentation still leaves behind (CPython's and glibc's, ~0.005 MB a file)
-is bounded by ``pcapflow watch`` ingesting in a worker process it replaces every
-``watch_worker.WORKER_FILES`` files (``pcapflow.watch_worker``); the status's reads
+``pcapflow watch`` ingests in a worker process it replaces every
+``watch_worker.WORKER_FILES`` files (``pcapflow.watch_worker``: what a process's age
+adds is bounded, not what a command's peak adds as the set grows); the status's reads
 of the dataset are done there too (``file_note``).
 """
 

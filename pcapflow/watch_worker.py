@@ -1,19 +1,16 @@
 """``pcapflow watch``'s ingests run in a worker process that is replaced every
-``WORKER_FILES`` files: the watch's memory bounded by construction.
+``WORKER_FILES`` files: what a process's age adds to a watch's memory bounded by
+construction, and an ingest's crash isolated.
 
 Why a worker. A watch ingests a file a second to a file an hour, for days, in one
 process. What the process holds on purpose is bounded (``pcapflow.watch``'s
-docstring), but a long-lived process running Arrow, DuckDB, Numba and CPython also
-grows by fragmentation that no code of ours holds: over 800 one-second files in one
-process (``benchmarks/watch_memory.py``, session 14) RSS grew +0.005 MB per file while
-glibc's bytes in use (``mallinfo2``) and Python's live objects (``tracemalloc``)
-stayed flat; about half was CPython's small-object allocator holding more arenas (one
-goes back only when every block in it is free), half glibc's main heap (free chunks
-between live ones: ``malloc_trim(0)``, which the watch already calls after each file,
-gives back only whole free pages). Arrow allocates with the system allocator
-(``pcapflow/__init__.py``), DuckDB's own jemalloc and the thread arenas stayed flat
-(``benchmarks/README.md``, session 15). Small per file, but ~430 MB a day of
-one-second files, without an end in sight, and not ours to fix in CPython or glibc.
+docstring), but its RSS still grew, +0.005-0.008 MB per file over 700-800 one-second
+files (``benchmarks/watch_memory.py``, sessions 14-15), while glibc's bytes in use
+(``mallinfo2``), Python's live objects, DuckDB's jemalloc, Arrow's pool (the system
+allocator) and glibc's thread arenas (one arena) stayed flat, and ``malloc_trim(0)``
+runs after each file: pages the allocators keep at a high-water mark. A process's age
+adds to that (a worker's RSS grows over its first files), and a native crash or an
+out-of-memory kill in an ingest should cost a file's retry, not the service.
 
 So, as long-running services do (gunicorn's ``max_requests``, Celery's
 ``worker_max_tasks_per_child`` and ``worker_max_memory_per_child``), each file's ingest
@@ -31,12 +28,17 @@ process that runs Arrow's, DuckDB's and the metrics server's threads. Not the wh
 watch re-executed every N files either: the metrics endpoint and the status would
 go away for its start each time.
 
+What a worker does not bound (session 15, ``benchmarks/README.md``): a fresh worker
+starts ~0.011 MB higher per file already in the set, as each command's peak grows
+with the set (the state's header lists every file, the ``captures`` rows are written
+whole), which only making those O(the file) per command ends.
+
 Cost: a worker's start (interpreter, imports, the Numba kernels loaded from their
-cache, its first DuckDB database; measured 1-2 CPU seconds more than the file it
+cache, its first DuckDB database; measured 1.2-2.2 CPU seconds more than the file it
 ingests first) once per ``WORKER_FILES`` files, begun as the old one retires so that
 it loads while the watch waits for the next file: ~0.2-0.4% at one-second files
-(~1 CPU s each), and the RSS a worker gains in its life (~2.5 MB at 500 files of the
-measured growth) on top of a fresh one's. The watch process itself holds ~90 MB more
+(~1 CPU s each), and the RSS a worker gains in its life on top of a fresh one's
+(measured: 4-6 MB over its first 100 files, +0.035-0.04 MB a file). The watch process itself holds ~90 MB more
 than a process that only ingests (its own interpreter, Arrow, Numba for ``peek``).
 
 How this works. The worker is ``python -m pcapflow.watch_worker``; the watch writes
