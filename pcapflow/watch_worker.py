@@ -38,8 +38,9 @@ cache, its first DuckDB database; measured 1.2-2.2 CPU seconds more than the fil
 ingests first) once per ``WORKER_FILES`` files, begun as the old one retires so that
 it loads while the watch waits for the next file: ~0.2-0.4% at one-second files
 (~1 CPU s each), and the RSS a worker gains in its life on top of a fresh one's
-(measured: 4-6 MB over its first 100 files, +0.035-0.04 MB a file). The watch process itself holds ~90 MB more
-than a process that only ingests (its own interpreter, Arrow, Numba for ``peek``).
+(measured: 4-6 MB over its first 100 files, +0.035-0.04 MB a file). The watch
+process itself holds ~90 MB more than a process that only ingests (its own
+interpreter, Arrow, Numba for ``peek``).
 
 How this works. The worker is ``python -m pcapflow.watch_worker``; the watch writes
 length-prefixed pickles to its stdin (first the ingest's arguments, then one path per
