@@ -3,7 +3,7 @@ with probes after each file, and switches to bisect.
 
     python benchmarks/watch_memory.py --files 16 --rotate-s 10 --pps 50000 \\
         [--no-metrics] [--no-app] [--no-resume] [--trace-from 3 [--snapshot-at 5]]
-        [--trim] [--maps-from 3] [--recycle-db N]
+        [--trim] [--maps-from 3] [--recycle-db N] [--worker N]
 
 Per file (one JSON line): CPU seconds of the step, RSS before and after a
 ``gc.collect()`` (and what it found), RSS and its anonymous part
@@ -21,8 +21,14 @@ most since file J). ``--trim`` calls
 after, and its time). ``--maps-from K``: at the end, the anonymous mappings that grew
 most since file K. ``--no-metrics``: no metrics refresh; ``--no-app``: TCP layer only
 (no matcher, no derived tables); ``--no-resume``: each file a capture of its own.
-glibc's arenas are set as ``pcapflow watch`` sets them (``pcapflow.watch.Allocator``),
-before anything starts a thread; ``MALLOC_ARENA_MAX`` set by the caller wins.
+``--worker N``: each file ingested in a worker process replaced every N files, as
+``pcapflow watch`` does (``pcapflow.watch_worker``): the CPU is the watch's and the
+workers' (their own CPU clock, start-up included), ``rss_mb`` the watch's RSS plus its
+worker's (``rss_watch_mb``, ``rss_worker_mb``; ``pss_mb``: their proportional set
+sizes summed, the libraries they share counted once), and the breakdowns are the
+watch process's. glibc's arenas are set as ``pcapflow watch`` sets them
+(``pcapflow.watch.Allocator``), before anything starts a thread; ``MALLOC_ARENA_MAX``
+set by the caller wins.
 """
 
 from __future__ import annotations
@@ -61,6 +67,18 @@ class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
         "fordblks", "keepcost")]
+
+
+def _pss_mb(pid: object) -> float:
+    """A process's proportional set size (``/proc/PID/smaps_rollup``), MB."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _malloc_mb() -> dict[str, float]:
@@ -214,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                     "command early in the set against one late)")
     ap.add_argument("--maps-from", type=int, default=-1,
                     help="at the end, the anonymous mappings that grew most since file K")
+    ap.add_argument("--worker", type=int, default=0,
+                    help="ingest in a worker process replaced every N files, as `pcapflow "
+                    "watch` (pcapflow.watch_worker); 0: in this process")
     a = ap.parse_args(argv)
     profile_at = {int(x) for x in a.profile_at.split(",") if x}
 
@@ -228,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
 
         watch_module.RECYCLE_FILES = a.recycle_db or 1 << 62
     import pyarrow as pa
-    from pcapflow.pipelines import match, match_carry
     from watch_rotation import START_NS, rotate_in
 
     from pcapflow.metrics import DatasetMetrics
@@ -238,8 +258,22 @@ def main(argv: list[str] | None = None) -> int:
     d, root = tmp / "rot", tmp / "ds"
     d.mkdir()
     metrics = DatasetMetrics(root)
-    w = Watcher(d, root, lambda p: pcapflow.ingest([[p]], data=root, app=not a.no_app,
-                                                   resume=not a.no_resume)[0],
+    worker = None
+    if not a.worker:  # (the probes of the matcher's database and window: this process's)
+        from pcapflow.pipelines import match, match_carry
+    if a.worker:
+        saved, sys.argv = sys.argv, ["pcapflow", "watch"]
+        import pcapflow.cli  # (the watch process imports what the CLI's `watch` does)
+
+        sys.argv = saved
+        from pcapflow.watch_worker import WorkerIngest
+
+        if a.no_app or a.no_resume:
+            ap.error("--worker ingests as `pcapflow watch` does: not with --no-app/--no-resume")
+        worker = WorkerIngest(root, None, None, None, files=a.worker)
+    w = Watcher(d, root, worker or (lambda p: pcapflow.ingest([[p]], data=root,
+                                                              app=not a.no_app,
+                                                              resume=not a.no_resume)[0]),
                 poll=0.0, settle=0.0, idle=0.0)
     n = int(a.pps * a.rotate_s)
     start, end = START_NS, 0
@@ -248,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             tracemalloc.start(10)
         end = int(rotate_in(d, k, n, a.pps, a.rotate_s, start, end, a.ring).cols["t"].max())
         prof = cProfile.Profile(time.process_time) if k in profile_at else None
-        c0 = time.process_time()
+        c0 = time.process_time() + (worker.cpu_s if worker is not None else 0.0)
         if prof is not None:
             prof.enable()
         w.step()
@@ -256,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics.refresh()
         if prof is not None:
             prof.disable()
-        cpu = time.process_time() - c0
+        cpu = time.process_time() + (worker.cpu_s if worker is not None else 0.0) - c0
         if prof is not None:
             prof.dump_stats(tmp / f"profile_{k}.pstats")
             print(json.dumps({"profile_file": k, "pstats": str(tmp / f"profile_{k}.pstats"),
@@ -271,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "arrow_mb": round(pa.total_allocated_bytes() / 1e6, 1),
                                   "arrow_peak_mb": round(pa.default_memory_pool().max_memory()
                                                          / 1e6, 1)}
-        db = match._DB[1] if match._DB is not None else None
+        db = match._DB[1] if worker is None and match._DB is not None else None
         if db is not None:
             row["duckdb_mb"] = round(sum(r[0] for r in db.execute(
                 "SELECT memory_usage_bytes FROM duckdb_memory()").fetchall()) / 1e6, 1)
@@ -279,8 +313,16 @@ def main(argv: list[str] | None = None) -> int:
             row["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 1e6, 2)
             if k == a.snapshot_at:
                 snap0 = tracemalloc.take_snapshot()
-        row["window_rows"] = match_carry.STATS.get("window_rows")  # (None: before windows)
-        row["ids_rows"] = match_carry.STATS.get("ids_rows")  # (the bounded ids: IdBound)
+        if worker is not None:
+            wk = worker.rss_kb() / 1024
+            row["rss_watch_mb"] = row["rss_mb"]
+            row["rss_worker_mb"] = round(wk, 1)
+            row["rss_mb"] = round(rss_mb() + wk, 1)
+            row["pss_mb"] = round(_pss_mb("self") + (_pss_mb(worker.pid) if worker.pid else 0), 1)
+            row["workers_started"] = worker.started
+        if worker is None:
+            row["window_rows"] = match_carry.STATS.get("window_rows")  # (None: before windows)
+            row["ids_rows"] = match_carry.STATS.get("ids_rows")  # (the bounded ids: IdBound)
         row["state_kb"] = _state_kb(root)
         row["threads"] = _status("Threads")
         row.update(_anon_kinds_mb(_maps()))
@@ -304,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             for d in diff[:12]]}))
     if 0 <= a.maps_from < a.files:
         print(json.dumps({"maps_grown_since": a.maps_from, "maps": _maps_grown(maps0, _maps())}))
+    if worker is not None:
+        worker.close()
     return 0
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from .parsers.errors import PcapflowError
 from .render import escape
+from .watch_worker import WORKER_FILES
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -51,6 +52,10 @@ def watch_cmd(
     limit: Annotated[list[str] | None, typer.Option(
         "--limit", help="Resource cap NAME=VALUE for each file's ingest, e.g. "
         "resume_order_ids_s=172800; repeatable (names in the README, 'Limits')")] = None,
+    worker_files: Annotated[int, typer.Option(
+        "--worker-files", min=0, help="Files ingested by one worker process before it is "
+        "replaced, which bounds the watch's memory over days (0: ingest in the watch's own "
+        "process)")] = WORKER_FILES,
 ) -> None:
     """Follow a directory where a capture rotates: ingest each file once complete, in
     order, exactly once (a restart continues from the dataset's captures table).
@@ -101,14 +106,22 @@ def watch_cmd(
 
     tty = out.is_terminal
     kept = [0]  # files this watch ingested (a count: the watch runs for days)
+    last_kept = [""]
 
     def keep(path: str) -> None:
+        if path == last_kept[0]:
+            return  # (said by its worker's commit, then by its result)
+        last_kept[0] = path
         kept[0] += 1
         interrupts.set_message(
             f"interrupted: watch stopped; {kept[0]} file(s) it ingested are kept (last "
             f"{os.path.basename(path)}); the file in progress left the dataset as it was")
 
-    ingest_file = w.watch_ingest(root, keylog, venues, overrides or None)
+    from .watch_worker import WorkerIngest
+
+    worker = (WorkerIngest(root, keylog, venues, overrides or None, files=worker_files,
+                           on_commit=keep) if worker_files else None)
+    ingest_file = worker or w.watch_ingest(root, keylog, venues, overrides or None)
 
     def ingest_one(path: str) -> object:
         try:
@@ -163,6 +176,8 @@ def watch_cmd(
         else:
             watcher.run(on_pass=(lambda wt: _sync(live_state, wt)) if live_state else None)
     finally:
+        if worker is not None:
+            worker.close()
         if server is not None:
             server.close()
 

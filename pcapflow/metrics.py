@@ -27,9 +27,10 @@ endpoint is served.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,6 +206,49 @@ class LiveState:
     last_ingest_unix: float = 0.0
 
 
+_COMMAND = re.compile(r"part-f(\d+)-")
+
+
+def _finals(parts: dict[str, dict[str, int]]) -> list[tuple[str, int, int]]:
+    """The final parts of a capture's listing (``DatasetMetrics._parts``): (table/name,
+    inode, the set's command that wrote it: ``part-f<k>-``, the first command's 0)."""
+    out = []
+    for t, names in parts.items():
+        for n, ino in names.items():
+            if not n.startswith(TAIL_PARTS):
+                m = _COMMAND.match(n)
+                out.append((f"{t}/{n}", ino, int(m.group(1)) if m else 0))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReadParts:
+    """A capture's final parts read so far, in a few numbers: a rotation's command
+    ``k`` writes its final parts as ``part-f<k>-*`` and leaves the earlier ones as
+    they are, so those read are the parts of commands up to ``upto``, checked by
+    their count and a digest of their names and inodes (``pcapflow match`` writes a
+    set's parts anew, maybe under the same names). A set of parts grew by ~2 kB a
+    file (one entry a table a file) in a watch that runs for days (issue 19)."""
+
+    upto: int
+    count: int
+    digest: int
+
+    @staticmethod
+    def _digest(items: Iterable[tuple[str, int, int]]) -> int:
+        return sum(hash((key, ino)) for key, ino, _ in items) & 0xFFFFFFFFFFFFFFFF
+
+    @classmethod
+    def of(cls, final: list[tuple[str, int, int]]) -> ReadParts:
+        return cls(max((k for _, _, k in final), default=-1), len(final), cls._digest(final))
+
+    def still_in(self, final: list[tuple[str, int, int]]) -> bool:
+        """Whether ``final`` (``_finals``) still holds every part read, as it was (else
+        the capture was replaced or rewritten: read it whole)."""
+        mine = [f for f in final if f[2] <= self.upto]
+        return len(mine) == self.count and self._digest(mine) == self.digest
+
+
 class DatasetMetrics:
     """Metrics of one dataset directory, kept equal to its tables by ``refresh``."""
 
@@ -215,9 +259,9 @@ class DatasetMetrics:
         self.by_capture: dict[str, Totals] = {}
         """Each capture's part of ``totals`` (a changed capture is replaced, alone)."""
         self._seen: dict[str, str] = {}
-        self._kept: dict[str, tuple[frozenset[tuple[str, int]], Totals | None]] = {}
-        """Per capture: its final parts read so far (table/name, inode: a rotation's
-        later commands keep them as they are) and their totals (None: not apart)."""
+        self._kept: dict[str, tuple[ReadParts, Totals | None]] = {}
+        """Per capture: its final parts read so far (a rotation's later commands keep
+        them as they are: ``ReadParts``) and their totals (None: not apart)."""
         self._lock = threading.Lock()
         self.refreshed_unix = 0.0
 
@@ -296,9 +340,8 @@ class DatasetMetrics:
                 out[table] = {}
         return out
 
-    def _final_parts(self, capture_id: str) -> frozenset[tuple[str, int]]:
-        return frozenset((f"{t}/{n}", ino) for t, files in self._parts(capture_id).items()
-                         for n, ino in files.items() if not n.startswith(TAIL_PARTS))
+    def _final_parts(self, capture_id: str) -> ReadParts:
+        return ReadParts.of(_finals(self._parts(capture_id)))
 
     def _read_parts(self, capture_id: str) -> Totals | None:
         """The totals of a capture read before whose final parts are all still there
@@ -311,12 +354,11 @@ class DatasetMetrics:
 
         before, acc = self._kept[capture_id]
         parts = self._parts(capture_id)
-        final = frozenset((f"{t}/{n}", ino) for t, names in parts.items()
-                          for n, ino in names.items() if not n.startswith(TAIL_PARTS))
-        if not before <= final:
+        final = _finals(parts)
+        if not before.still_in(final):
             return None
         # (the first time apart: the final parts read so far, once)
-        added = final if acc is None else final - before
+        added = [(key, ino) for key, ino, k in final if acc is None or k > before.upto]
         totals = Totals()
         if acc is not None:
             totals.add(acc)
@@ -330,7 +372,7 @@ class DatasetMetrics:
                     totals.add(t)
         acc = Totals()
         acc.add(totals)
-        self._kept[capture_id] = (final, acc)
+        self._kept[capture_id] = (ReadParts.of(final), acc)
         tail = {t: [store.partition_dir(self.root, t, capture_id) / n for n in sorted(names)
                     if n.startswith(TAIL_PARTS)] for t, names in parts.items()}
         if any(tail.values()):

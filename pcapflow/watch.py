@@ -43,6 +43,10 @@ ingests free is given back to the system after each file (``Allocator``): glibc'
 malloc keeps a heap per thread ("arena") and gives back only the main one's free
 memory when asked, so each file's helper threads (the Parquet writer, Arrow's and
 the hashing threads) left their arenas at their peak, a little more each file.
+``pcapflow watch`` ingests in a worker process it replaces every
+``watch_worker.WORKER_FILES`` files (``pcapflow.watch_worker``: what a process's age
+adds is bounded, not what a command's peak adds as the set grows); the status's reads
+of the dataset are done there too (``file_note``).
 """
 
 from __future__ import annotations
@@ -431,8 +435,13 @@ class Watcher:
 
     def _note(self, f: FileState, result: object, started: int | None = None) -> None:
         """Record an ingested file (restart bookkeeping, status); ``started``: when its
-        ingest began (ns, wall clock: the parts it wrote are read, not the set's)."""
-        span = _capture_span(self.root, getattr(result, "capture_id", ""), f.path)
+        ingest began (ns, wall clock: the parts it wrote are read, not the set's). What
+        the status reads of the dataset comes with the result when a worker ingested it
+        (``watch_note``: ``pcapflow.watch_worker``), so this process reads no table."""
+        note = getattr(result, "watch_note", None)
+        if not isinstance(note, FileNote):
+            note = file_note(self.root, result, f.path, started)
+        span = note.span
         k = strip_compression(f.path)
         old = self.seen.get(k)
         if span is not None:
@@ -444,16 +453,10 @@ class Watcher:
         st.last_seconds = float(getattr(result, "seconds", 0.0))
         codes = getattr(result, "anomaly_codes", None) or {}
         st.ids_forgotten = int(codes.get("order_ids_forgotten", 0))
-        cid = getattr(result, "capture_id", "")
-        # this file's orders only: a resumed set's tables hold the earlier files' too
-        since = span[0] if span is not None and getattr(result, "resumed_from", None) else None
-        written = started - WRITTEN_SLACK_NS if since is not None and started else None
-        lat = _latencies(self.root, cid, since, written)
-        for venue, values in lat.items():
+        for venue, values in note.latencies.items():
             st.venues.setdefault(venue, VenueWindow()).latency_ns.extend(values)
-        n_orders = _count_since(self.root, "orders", cid, since, written)
         if span is not None and span[1] > span[0]:
-            st.orders_per_s = n_orders / ((span[1] - span[0]) / 1e9)
+            st.orders_per_s = note.orders / ((span[1] - span[0]) / 1e9)
         if self.on_file is not None:
             self.on_file(f.path, result)
 
@@ -471,6 +474,30 @@ class Watcher:
                 while self.clock() < end:
                     interrupts.check()
                     time.sleep(min(0.1, max(0.0, end - self.clock())))
+
+
+@dataclass
+class FileNote:
+    """What the status reads of the dataset after a file's ingest (``file_note``)."""
+
+    span: tuple[int, int] | None
+    """(first, last packet time) of the file's ``captures`` row."""
+    latencies: dict[str, list[int]]
+    """The file's order-to-ack latencies per venue, oldest first."""
+    orders: int
+    """The file's orders."""
+
+
+def file_note(root: Path, result: object, path: str, started: int | None) -> FileNote:
+    """The status's reads of a file just ingested (``Watcher._note``): its span, and its
+    own orders and latencies (a resumed set's tables hold the earlier files' too: those
+    from its first packet on, in the parts written since ``started``, ns)."""
+    cid = getattr(result, "capture_id", "")
+    span = _capture_span(root, cid, path)
+    since = span[0] if span is not None and getattr(result, "resumed_from", None) else None
+    written = started - WRITTEN_SLACK_NS if since is not None and started else None
+    return FileNote(span, _latencies(root, cid, since, written),
+                    _count_since(root, "orders", cid, since, written))
 
 
 WRITTEN_SLACK_NS = 5 * 10**9

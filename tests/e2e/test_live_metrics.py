@@ -221,3 +221,27 @@ def test_totals_taken_away_leave_nothing() -> None:
     total.add(one, sign=-1)
     assert total.latency == {} and all(v == {} for v in total.counters.values())
     assert (total.files, total.captures) == (0, 0)
+
+
+def test_the_parts_read_are_kept_as_a_few_numbers_that_tell_a_rewrite() -> None:
+    """``ReadParts`` (a rotation's capture in a watch that runs for days: not a set of
+    every part, ~2 kB a file): a later command's parts are new, and any change to the
+    parts read (one gone, one written anew under its name, one more of an earlier
+    command: ``pcapflow match``) makes the capture read whole."""
+    from pcapflow.metrics import ReadParts, _finals
+
+    listing = {"latency": {"part-0.parquet": 11, "part-f1-0.parquet": 12},
+               "orders": {"part-0.parquet": 21, "part-f1-0.parquet": 22,
+                          "part-t0.parquet": 23}}
+    read = ReadParts.of(_finals(listing))
+    assert (read.upto, read.count) == (1, 4)  # (the provisional part-t* not among them)
+    later = {t: {**names, "part-f2-0.parquet": 30 + i} for i, (t, names) in
+             enumerate(listing.items())}
+    assert read.still_in(_finals(later))
+    assert [k for k, _, c in _finals(later) if c > read.upto] == [
+        "latency/part-f2-0.parquet", "orders/part-f2-0.parquet"]
+    gone = {"latency": {"part-0.parquet": 11}, "orders": listing["orders"]}
+    anew = {**listing, "latency": {"part-0.parquet": 11, "part-f1-0.parquet": 99}}
+    more = {**listing, "latency": {**listing["latency"], "part-f1-1.parquet": 13}}
+    for changed in (gone, anew, more):
+        assert not read.still_in(_finals(changed))
