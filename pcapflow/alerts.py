@@ -447,9 +447,9 @@ def _bursts_of(cap: str, flows: list[tuple], given: list[pa.Table], s: Settings,
     # (what follows holds a few arrays of every segment at a time: keep it few; each
     # column dropped once it is in NumPy)
     cols = []
-    for k in ("f", "d", "t", "o"):
-        cols.append(seg.column(k).to_numpy().astype(np.int64, copy=False))
-        seg = seg.drop_columns([k])
+    for name in ("f", "d", "t", "o"):
+        cols.append(seg.column(name).to_numpy().astype(np.int64, copy=False))
+        seg = seg.drop_columns([name])
     del seg
     f, d, t, o = cols
     del cols

@@ -72,7 +72,8 @@ print(json.dumps(rows))
 @glibc_only
 def test_a_long_watch_keeps_no_memory_in_thread_arenas(tmp_path: Path) -> None:
     """Six rotation files of 60,000 packets in one watch process: nothing resident in
-    glibc's thread arenas at any file (before the fix: 5.0, 6.4, 7.2, 8.8, 9.0, 9.2 MB),
+    glibc's thread arenas at any file beyond one arena's first heap, and nothing added
+    there from file to file (before the fix: 5.0, 6.4, 7.2, 8.8, 9.0, 9.2 MB),
     and the RSS after the last file within 4 MB of the RSS after the third (the first
     files load the kernels and fill the caches; measured: 0.3 MB, before the fix 5.8)."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
@@ -87,5 +88,9 @@ def test_a_long_watch_keeps_no_memory_in_thread_arenas(tmp_path: Path) -> None:
     rows = json.loads(run.stdout.strip().splitlines()[-1])
     arenas = [a for a, _ in rows]
     rss = [r for _, r in rows]
-    assert max(arenas) < 1024, f"thread arenas resident (kB) per file: {arenas}"
+    # one arena's first heap (~2 MB) can be touched once when a helper thread finds the
+    # main arena locked (seen once under load, the same 2,020 kB at every file): what the
+    # fix ended is memory that piles up there file after file
+    assert max(arenas) < 3 * 1024 and arenas[-1] - arenas[0] < 512, (
+        f"thread arenas resident (kB) per file: {arenas}")
     assert rss[-1] - rss[2] < 4 * 1024, f"RSS (kB) per file: {rss}"
