@@ -17,7 +17,12 @@ is printed per kernel:
 - ``stage1``: a structural index of every 64 bytes (simdjson's stage 1 as loops:
   quotes, backslashes, control bytes, brackets, colons and commas as bit masks, the
   bytes inside strings by a prefix xor) and ``stage1_emit``: its positions listed;
-- ``bytes``: one compare per byte (a loop LLVM does not vectorise).
+- ``bytes``: one compare per byte (a loop LLVM does not vectorise);
+- ``duckdb_valid`` and ``duckdb_extract``: DuckDB's JSON functions (yyjson inside DuckDB,
+  already a dependency) over the same payloads as one Arrow column, on one thread:
+  ``json_valid`` of every payload, and ``json_extract_string`` of five Binance paths
+  from one parse per payload (``duckdb_column``: DuckDB's own cost of reading the column,
+  ``length``). Timed by the process's CPU time (DuckDB's thread pool is set to one).
 
     python benchmarks/feed_walk_floor.py /work/bench/ws1m_c.pcap \\
         --keylog /work/bench/ws1m_c.keylog --json results/feed_walk_floor_s13.json
@@ -274,6 +279,29 @@ def kernels() -> dict[str, Callable[..., int]]:
             "stage1_emit": emit, "bytes": byte_loop}
 
 
+def _duckdb_runs(data: np.ndarray, offsets: np.ndarray) -> dict[str, Callable[[], object]]:
+    """DuckDB's JSON functions over the payloads (one Arrow column, no copy), one thread."""
+    import duckdb
+    import pyarrow as pa
+
+    n = len(offsets) - 1
+    column = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data[:int(offsets[-1])]))
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    con.register("payloads", pa.table({"p": column}))
+
+    def one(sql: str) -> Callable[[], object]:
+        return lambda: con.execute(sql).fetchall()[0][0]
+
+    return {
+        "duckdb_column": one("SELECT count(*) FROM payloads WHERE length(p) > 0"),
+        "duckdb_valid": one("SELECT count(*) FROM payloads WHERE json_valid(p)"),
+        "duckdb_extract": one("SELECT count(json_extract_string(p, ['$.e', '$.s', '$.U', "
+                              "'$.u', '$.E'])) FROM payloads"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("capture")
@@ -304,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage1_emit": lambda: k["stage1_emit"](masks, positions),
         "bytes": lambda: k["bytes"](data, offsets),
     }
+    runs.update(_duckdb_runs(data, offsets))
     small = offsets[:101]
     k["walk"](data, small)
     k["validator"](data, small)
@@ -318,14 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     answers: dict[str, object] = {}
     for _ in range(a.rounds):
         for name, fn in runs.items():
-            t = time.thread_time()
+            clock = time.process_time if name.startswith("duckdb") else time.thread_time
+            t = clock()
             answers[name] = fn()
-            times[name].append(time.thread_time() - t)
+            times[name].append(clock() - t)
     print(f"{len(offsets) - 1} payloads, {offsets[-1] / 1e6:.1f} MB "
           f"({head_offsets[-1] / 1e6:.1f} MB with the price levels cut); "
           f"CPU s, min of {a.rounds}")
     for name, ts in times.items():
-        print(f"{name:12s} {min(ts):7.3f}   (answer {answers[name]})")
+        print(f"{name:15s} {min(ts):7.3f}   (answer {answers[name]})")
     print(f"load {os.getloadavg()[0]:.1f}")
     out.update(min_s={n: min(t) for n, t in times.items()}, runs_s=times,
                answers={n: int(v) for n, v in answers.items()},  # type: ignore[call-overload]
