@@ -379,36 +379,6 @@ _BIN_BITS = 42
 """``_bursts``' key: (connection and direction) << this | interval number."""
 
 
-def _intervals_sorted(f: np.ndarray, d: np.ndarray, t: np.ndarray, o: np.ndarray, w: int,
-                      base: int) -> tuple[np.ndarray, ...]:
-    """``_bursts``' intervals by sorting (what ``pipelines.burst_bins.intervals`` gives,
-    kept as the tests' reference): (key, bytes, segments, first t, last t), by key."""
-    g = (f << 1) | (d - 1)  # connection and direction
-    del f, d
-    # bytes of each segment: its end offset less the one before on its connection and
-    # direction (the first: 0)
-    order = feed.stream_order([g], o, o)
-    go, oo = g[order], o[order]
-    b = np.zeros(len(order), np.int64)
-    b[1:] = np.where(go[1:] == go[:-1], oo[1:] - oo[:-1], 0)
-    seg_b = np.empty_like(b)
-    seg_b[order] = b
-    del go, oo, b
-    # per interval: bytes, segments, first and last time
-    key = (g << _BIN_BITS) | (t // w - base)
-    del g
-    order = np.argsort(key, kind="stable")
-    ko = key[order]
-    del key
-    starts = np.flatnonzero(np.concatenate([[True], ko[1:] != ko[:-1]]))
-    k = ko[starts]
-    to = t[order]
-    nbytes = np.add.reduceat(seg_b[order], starts)
-    count = np.diff(np.append(starts, len(order)))
-    t0, t1 = np.minimum.reduceat(to, starts), np.maximum.reduceat(to, starts)
-    return k, nbytes, count, t0, t1
-
-
 def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
     """``_bursts_sql`` in NumPy (a DuckDB window over every segment costs more than the
     rest of the derive): the segments' bytes per connection and direction in
@@ -460,7 +430,7 @@ def _bursts_of(cap: str, flows: list[tuple], given: list[pa.Table], s: Settings,
     from .pipelines import burst_bins
 
     # per interval: key, bytes, segments, first and last time (compiled: NumPy's two
-    # sorts of every segment, ``_intervals_sorted``, cost half of this detector)
+    # sorts of every segment, the tests' ``_intervals_sorted``, cost half of this detector)
     k, nbytes, count, t0, t1 = burst_bins.intervals(f, d, t, o, w, base, _BIN_BITS)
     del f, d, t, o
     kg, kb = k >> _BIN_BITS, k & ((1 << _BIN_BITS) - 1)

@@ -17,8 +17,8 @@ segment's ``end_offset`` less the one before on its connection and direction, in
   within it). The intervals are then runs of that order: one pass gives each one's
   bytes, segments, first and last time.
 
-The same intervals as the sorts of ``alerts._intervals_sorted``
-(``tests/pipelines/test_derive_numpy.py``).
+The same intervals as the sorts of ``_intervals_sorted``
+(``tests/pipelines/test_derive_numpy.py``), which ``alerts._bursts`` used before.
 """
 
 from __future__ import annotations

@@ -177,10 +177,40 @@ def test_ingest_beside_the_matcher_derives_the_same_rows(
     assert kinds.get("stale_feed", 0) > 100 and kinds.get("microburst", 0) > 100, kinds
 
 
+def _intervals_sorted(f: np.ndarray, d: np.ndarray, t: np.ndarray, o: np.ndarray, w: int,
+                      base: int) -> tuple[np.ndarray, ...]:
+    """``alerts._bursts``' intervals by sorting, as it computed them before
+    ``pipelines.burst_bins.intervals``: (key, bytes, segments, first t, last t), by key."""
+    g = (f << 1) | (d - 1)  # connection and direction
+    del f, d
+    # bytes of each segment: its end offset less the one before on its connection and
+    # direction (the first: 0)
+    order = feed.stream_order([g], o, o)
+    go, oo = g[order], o[order]
+    b = np.zeros(len(order), np.int64)
+    b[1:] = np.where(go[1:] == go[:-1], oo[1:] - oo[:-1], 0)
+    seg_b = np.empty_like(b)
+    seg_b[order] = b
+    del go, oo, b
+    # per interval: bytes, segments, first and last time
+    key = (g << alerts._BIN_BITS) | (t // w - base)
+    del g
+    order = np.argsort(key, kind="stable")
+    ko = key[order]
+    del key
+    starts = np.flatnonzero(np.concatenate([[True], ko[1:] != ko[:-1]]))
+    k = ko[starts]
+    to = t[order]
+    nbytes = np.add.reduceat(seg_b[order], starts)
+    count = np.diff(np.append(starts, len(order)))
+    t0, t1 = np.minimum.reduceat(to, starts), np.maximum.reduceat(to, starts)
+    return k, nbytes, count, t0, t1
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
     """``pipelines.burst_bins.intervals`` (one pass, a connection and direction sorted
-    alone when out of offset or time order) gives ``alerts._intervals_sorted``'s
+    alone when out of offset or time order) gives ``_intervals_sorted``'s
     intervals: rows in order, a few moved late (``tcp_rtt``'s unacknowledged tail),
     shuffled, with equal offsets and times."""
     from pcapflow.pipelines import burst_bins
@@ -202,7 +232,7 @@ def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
     for order in orders:
         args = (f[order], d[order], t[order], o[order], w, base)
         got = burst_bins.intervals(*args, alerts._BIN_BITS)
-        ref = alerts._intervals_sorted(*args)
+        ref = _intervals_sorted(*args)
         assert len(got) == len(ref) == 5
         for a, b in zip(got, ref, strict=True):
             assert np.array_equal(a, b)
