@@ -9,12 +9,6 @@ is printed per kernel:
 - ``scan``: the feed scan's kernel (``pipelines.feed_walk._scan``: the walk, the rules'
   fields, the rows), as an ingest runs it;
 - ``walk``: its walk alone (``feed_walk._walk``: grammar, paths, ``like`` hits);
-- ``find``: the walk the ingest runs since session 16 (``feed_walk._find``: the paths and
-  ``like`` hits of text DuckDB's ``json_valid`` accepted, the grammar not checked, every
-  object or array off the paths skipped by its quotes and brackets), ``find_head``: it
-  over the payloads with their price levels cut; ``scan_find``: the feed scan's kernel
-  as the ingest runs it now (``find`` in place of ``walk``), ``json_valid``: what
-  ``feed_scan._json_valid`` (the verdicts it is given) costs over the whole column;
 - ``walk_head``: the same walk over the payloads with their arrays of price levels cut
   to ``[]`` (what it costs to reach the fields the rules read: (c) in issue 18's notes);
 - ``validator``: a minimal strict JSON validator (the grammar only: no paths, no
@@ -48,7 +42,6 @@ from pathlib import Path
 
 import numba
 import numpy as np
-import pyarrow as pa
 
 
 def payloads(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -108,26 +101,6 @@ def kernels() -> dict[str, Callable[..., int]]:
                            node_child, node_sibling, requested, pats, patlen, patclose, first,
                            hits, kinds, starts, ends, visited, stack_node, stack_obj, stack_count,
                            True)
-        return unsure
-
-    find = feed_walk._find
-
-    @numba.njit(nogil=True)
-    def find_all(data, offsets):
-        n = node_idx.shape[0]
-        hits = np.zeros(patlen.shape[0], np.bool_)
-        kinds = np.zeros(n, np.int64)
-        starts = np.zeros(n, np.int64)
-        ends = np.zeros(n, np.int64)
-        visited = np.zeros(n, np.bool_)
-        stack_node = np.zeros(MAX_DEPTH, np.int64)
-        stack_obj = np.zeros(MAX_DEPTH, np.bool_)
-        stack_count = np.zeros(MAX_DEPTH, np.int64)
-        unsure = 0
-        for i in range(offsets.shape[0] - 1):
-            unsure += find(data, offsets[i], offsets[i + 1], node_key, node_keylen, node_idx,
-                           node_child, node_sibling, requested, pats, patlen, patclose, first,
-                           hits, kinds, starts, ends, visited, stack_node, stack_obj, stack_count)
         return unsure
 
     @numba.njit(nogil=True, inline="always")
@@ -302,11 +275,7 @@ def kernels() -> dict[str, Callable[..., int]]:
         sel = np.ones(len(offsets) - 1, np.bool_)
         return int(feed_walk._scan(data, offsets, sel, *arrays, True)[10].sum())
 
-    def scan_find(data: np.ndarray, offsets: np.ndarray, parses: np.ndarray) -> int:
-        sel = np.ones(len(offsets) - 1, np.bool_)
-        return int(feed_walk._scan(data, offsets, sel, *arrays, True, parses)[10].sum())
-
-    return {"scan": scan, "scan_find": scan_find, "walk": walk_all, "find": find_all, "validator": validate_all, "stage1": stage1,
+    return {"scan": scan, "walk": walk_all, "validator": validate_all, "stage1": stage1,
             "stage1_emit": emit, "bytes": byte_loop}
 
 
@@ -354,21 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     k = kernels()
     masks = np.zeros(len(data) // 64, np.uint64)
     positions = np.zeros(len(data) // 2 + 1, np.int64)
-    from pcapflow.pipelines.feed_scan import _json_valid
-
-    column = pa.LargeStringArray.from_buffers(
-        len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)),
-        pa.py_buffer(data[:int(offsets[-1])]))
-    parses = _json_valid(column)
     runs: dict[str, Callable[[], object]] = {
         "scan": lambda: k["scan"](data, offsets),
-        # the ingest's kernel since session 16: json_valid's verdicts given, no grammar
-        "scan_find": lambda: k["scan_find"](data, offsets, parses),
         "walk": lambda: k["walk"](data, offsets),
-        "find": lambda: k["find"](data, offsets),
-        "find_head": lambda: k["find"](head, head_offsets),
-        # what the ingest runs per batch besides the kernel: json_valid on its thread
-        "json_valid": lambda: int(_json_valid(column).sum()),
         "walk_head": lambda: k["walk"](head, head_offsets),
         "validator": lambda: k["validator"](data, offsets),
         "stage1": lambda: k["stage1"](data, masks),
@@ -383,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     k["stage1_emit"](masks[:10], positions)
     k["bytes"](data, small)
     k["scan"](data, small)
-    k["find"](data, small)
-    k["scan_find"](data, small, parses)
     out: dict[str, object] = {
         "capture": os.path.abspath(a.capture), "messages": len(offsets) - 1,
         "payload_bytes": int(offsets[-1]), "head_bytes": int(head_offsets[-1])}
@@ -392,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     answers: dict[str, object] = {}
     for _ in range(a.rounds):
         for name, fn in runs.items():
-            clock = (time.process_time if name.startswith(("duckdb", "json_valid"))
-                     else time.thread_time)
+            clock = time.process_time if name.startswith("duckdb") else time.thread_time
             t = clock()
             answers[name] = fn()
             times[name].append(clock() - t)

@@ -7,16 +7,10 @@ takes the text at the first of each field's JSON paths that is not null
 (``json_extract_string``), casts ids with ``TRY_CAST``. ``scan`` gives the same
 answer from the payload bytes, in one compiled pass per message:
 
-- DuckDB's ``json_valid`` (yyjson, the parser of the SQL's ``json_extract_string``,
-  with its flags: ``_json_valid``) says which payloads parse: one that does not gives
-  no row, as in the SQL (``TRY(..)`` is NULL);
-- the walk (``feed_walk._find``) follows the rules' paths through the others (a trie of
-  object keys and array indexes) to the values, recording each value's span, kind
-  (string, integer, true/false; null reads as absent) and integer value; it does not
-  check the grammar again (``json_valid`` did, in C: 3x faster than a strict walk in
-  Numba, ``benchmarks/feed_walk_floor.py``), and skips every object or array off the
-  paths by its quotes and brackets (``feed_tokens.skip``). ``feed_walk._walk``, which
-  checks the strict grammar itself, is the reference the tests hold it to;
+- the walk (``feed_walk._walk``) checks the JSON grammar and follows the rules' paths
+  (a trie of object keys and array indexes) to the values, recording each
+  value's span, kind (string, integer, true/false; null reads as absent) and
+  integer value;
 - a ``like`` of the form ``%"X"%`` or ``%"X%`` (``_``: one character) holds for
   a well-formed payload without backslashes exactly when one of its string
   tokens is ``X`` (starts with ``X``): in such a payload every quote delimits a
@@ -28,10 +22,9 @@ most of a depth update's bytes, read in one tight loop; ``fast=False`` walks a b
 and a token at a time, with the same outcome.)
 
 Whatever the walk is not sure to read as DuckDB does is not guessed: a
-payload with a backslash (escapes), with what DuckDB reads beyond the strict grammar
-(trailing commas, NaN, exponents) in a container the walk goes into, nested deeper
-than ``feed_walk.MAX_DEPTH`` on the paths,
-with a number in exponent form or of over 19 digits on a path, a duplicate key on a
+payload with a backslash (escapes), not well-formed by the strict grammar
+(DuckDB is more lenient: trailing commas, NaN), nested deeper than ``feed_walk.MAX_DEPTH``,
+with a number in exponent form or of over 19 digits, a duplicate key on a
 rule's path, or a value at a path that is an object, an array, a real, or an id
 that is not a plain integer, is passed on whole (its payload kept) when it
 passes a ``like`` by a plain byte search, and ``pcapflow.feed`` runs the rules'
@@ -50,7 +43,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -262,34 +254,11 @@ def scan(rows: pa.Table, rules: tuple[FeedRule, ...] = FEED_RULES) -> pa.Table |
             sel = sel & chunk.is_valid().to_numpy(zero_copy_only=False)
         if sel.any():
             data, offsets = _buffers(chunk)
-            out = _scan(data, offsets, sel, *arrays, True, _json_valid(chunk))
+            out = _scan(data, offsets, sel, *arrays)
             parts.append(_rows(rows.slice(start, m), chunk, names, out))
         start += m
     # one dictionary per column (an IPC file holds one per field)
     return pa.concat_tables([COLUMNS.empty_table(), *parts]).unify_dictionaries().combine_chunks()
-
-
-_DUCKDB = threading.local()
-
-
-def _json_valid(chunk: pa.Array) -> np.ndarray:
-    """DuckDB's ``json_valid`` of each string of ``chunk`` (False for a null): the
-    reader and flags of the SQL's ``json_extract_string`` (trailing commas, NaN and
-    Infinity accepted), over the Arrow buffers as they are, on this thread (a
-    connection per thread, one DuckDB thread: the ingest's CPU is counted, not spread)."""
-    con = getattr(_DUCKDB, "con", None)
-    if con is None:
-        import duckdb
-
-        con = _DUCKDB.con = duckdb.connect()
-        con.execute("SET threads = 1")
-    con.register("feed_scan_payloads", pa.table({"p": chunk}))
-    try:
-        got = con.execute("SELECT coalesce(json_valid(p), false) AS v "
-                          "FROM feed_scan_payloads").fetchnumpy()["v"]
-    finally:
-        con.unregister("feed_scan_payloads")
-    return np.ascontiguousarray(got, np.bool_)
 
 
 def _equal(rows: pa.Table, column: str, value: str) -> np.ndarray:

@@ -103,31 +103,6 @@ def string_end(data, pos, end):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def string_close(data, pos, end):
-    """``string_end`` for text DuckDB's ``json_valid`` accepted (no control character
-    inside a string: only the quote and the backslash are looked for); -1 at a
-    backslash or with no end. Reads nothing at or past ``end``, whatever the bytes."""
-    if SWAR:
-        while pos + 8 <= end:
-            w = load_u64(data, pos)
-            q = w ^ _QUOTES
-            b = w ^ _BSLASHES
-            m = (((q - _ONES) & ~q) | ((b - _ONES) & ~b)) & _HIGH
-            if m != 0:
-                p = pos + (trailing_zeros(m) >> 3)
-                return p if data[p] == 34 else -1
-            pos += 8
-    while pos < end:
-        c = data[pos]
-        if c == 34:
-            return pos
-        if c == 92:
-            return -1
-        pos += 1
-    return -1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _codepoint_len(c):
     if c < 0x80:
         return 1
@@ -211,33 +186,3 @@ def levels(data, pos, end, depth, pats, patlen, patclose, first, hits):
         if c != 44 or p + 1 >= end or data[p + 1] != 91:  # ",["
             return -1
         p += 1
-
-
-@numba.njit(cache=True, nogil=True)
-def skip(data, pos, end, pats, patlen, patclose, first, hits):
-    """The position after the object or array starting at ``data[pos]`` in text
-    ``json_valid`` accepted, its strings' ``like`` hits recorded; -1 at a backslash
-    or when it does not end before ``end``. Only quotes and brackets are read
-    (grammar trusted: what lies between them is numbers, literals, commas, colons,
-    whitespace); bounded and in range on any bytes."""
-    depth = 0
-    while pos < end:
-        c = data[pos]
-        if c == 34:  # '"'
-            e = string_close(data, pos + 1, end)
-            if e < 0:
-                return -1
-            if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
-            pos = e + 1
-        elif c == 91 or c == 123:  # "[" "{"
-            depth += 1
-            pos += 1
-        elif c == 93 or c == 125:  # "]" "}"
-            depth -= 1
-            pos += 1
-            if depth <= 0:
-                return pos if depth == 0 else -1
-        else:
-            pos += 1
-    return -1

@@ -11,8 +11,7 @@ import numba
 import numpy as np
 
 from ..parsers.jitload import install as _lighter_kernel_loads
-from .feed_tokens import (MAX_DEPTH, levels, like_at, skip, string_close, string_end,
-                          string_end_bytes, token_like)
+from .feed_tokens import MAX_DEPTH, levels, like_at, string_end, string_end_bytes, token_like
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
@@ -283,163 +282,6 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _scalar_end(data, pos, end):
-    """The end of a number or literal at ``pos`` in trusted text (the next comma,
-    bracket or whitespace); ``pos`` itself when there is none there."""
-    while pos < end:
-        c = data[pos]
-        if c == 44 or c == 93 or c == 125 or c == 32 or c == 9 or c == 10 or c == 13:
-            break
-        pos += 1
-    return pos
-
-
-@numba.njit(cache=True, nogil=True)
-def _find(data, start, end, node_key, node_keylen, node_idx, node_child, node_sibling,
-          requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited, stack_node,
-          stack_obj, stack_count):
-    """``_walk`` for a payload DuckDB's ``json_valid`` accepted: the same ``like`` hits
-    and values, or ``_UNSURE``, without checking the grammar. Only the containers the
-    rules' paths go into are walked token by token; any other object or array is
-    skipped by its quotes and brackets (``feed_tokens.skip``), any scalar off the
-    paths by its end. What ``json_valid`` accepts beyond the strict grammar (NaN,
-    Infinity, trailing commas, exponents) either lies in what is skipped (read nowhere)
-    or makes this ``_UNSURE`` as ``_walk`` (a path's value is parsed as there; a
-    trailing comma in a walked container is no key and no value). On text
-    ``json_valid`` refused the outcome means nothing, but every read stays in
-    ``[start, end)`` and the walk ends."""
-    for k in range(kinds.shape[0]):
-        kinds[k] = _ABSENT
-        visited[k] = False
-    for r in range(hits.shape[0]):
-        hits[r] = False
-    depth = 0
-    node = 0  # trie node of the value about to be read (-1: off the paths)
-    pos = _ws(data, start, end)
-    while True:
-        # -- a value
-        if pos >= end:
-            return _UNSURE
-        if node >= 0:
-            if visited[node]:
-                return _UNSURE  # a duplicate key on a path
-            visited[node] = True
-        c = data[pos]
-        if c == 123 or c == 91:  # "{" "["
-            if node >= 0 and requested[node]:
-                _record(node, _OTHER, pos, pos, data, kinds, starts, ends)
-            if node < 0 or node_child[node] < 0:  # no rule reads inside
-                pos = skip(data, pos, end, pats, patlen, patclose, first, hits)
-                if pos < 0:
-                    return _UNSURE
-            else:
-                if depth == MAX_DEPTH:
-                    return _UNSURE
-                stack_node[depth] = node
-                stack_obj[depth] = c == 123
-                stack_count[depth] = 0
-                depth += 1
-                pos = _ws(data, pos + 1, end)
-                if pos < end and data[pos] == c + 2:  # "}" "]": empty
-                    depth -= 1
-                    pos += 1
-                elif c == 123:
-                    # the first key
-                    if pos >= end or data[pos] != _QUOTE:
-                        return _UNSURE
-                    e = string_close(data, pos + 1, end)
-                    if e < 0:
-                        return _UNSURE
-                    if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                        token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
-                    node = _child(data, pos + 1, e, node, node_key, node_keylen, node_idx,
-                                  node_child, node_sibling, -1)
-                    pos = _ws(data, e + 1, end)
-                    if pos >= end or data[pos] != 58:  # ":"
-                        return _UNSURE
-                    pos = _ws(data, pos + 1, end)
-                    continue
-                else:
-                    node = _child(data, 0, 0, node, node_key, node_keylen, node_idx,
-                                  node_child, node_sibling, 0)
-                    continue
-        elif c == _QUOTE:
-            e = string_close(data, pos + 1, end)
-            if e < 0:
-                return _UNSURE
-            if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
-            if node >= 0 and requested[node]:
-                _record(node, _STRING, pos + 1, e, data, kinds, starts, ends)
-            pos = e + 1
-        elif node >= 0 and requested[node]:
-            if c == 116 or c == 102 or c == 110:  # true false null
-                word = 4 if c != 102 else 5
-                if pos + word > end:
-                    return _UNSURE
-                ok = True
-                lit = (116, 114, 117, 101, 0) if c == 116 else (
-                    (102, 97, 108, 115, 101) if c == 102 else (110, 117, 108, 108, 0))
-                for k in range(word):
-                    if data[pos + k] != lit[k]:
-                        ok = False
-                if not ok:
-                    return _UNSURE  # (nan)
-                if c != 110:
-                    _record(node, _LITERAL, pos, pos + word, data, kinds, starts, ends)
-                pos += word
-            else:
-                e, integer, digits = _number_end(data, pos, end)
-                if e < 0:
-                    return _UNSURE  # (NaN, Infinity, an exponent, a trailing comma)
-                odd = (not integer or digits == 19
-                       or (digits == 1 and data[pos] == 45 and data[pos + 1] == 48))
-                _record(node, _OTHER if odd else _INT, pos, e, data, kinds, starts, ends)
-                pos = e
-        else:
-            e = _scalar_end(data, pos, end)
-            if e == pos:
-                return _UNSURE  # no value (a trailing comma in an array)
-            pos = e
-        # -- after a value: the next one in its container, or the container's end
-        while True:
-            pos = _ws(data, pos, end)
-            if depth == 0:
-                return _CLEAN if pos == end else _UNSURE
-            if pos >= end:
-                return _UNSURE
-            c = data[pos]
-            obj = stack_obj[depth - 1]
-            if c == (125 if obj else 93):  # "}" "]"
-                depth -= 1
-                pos += 1
-                continue
-            if c != 44:  # ","
-                return _UNSURE
-            pos = _ws(data, pos + 1, end)
-            parent = stack_node[depth - 1]
-            stack_count[depth - 1] += 1
-            if obj:
-                if pos >= end or data[pos] != _QUOTE:
-                    return _UNSURE
-                e = string_close(data, pos + 1, end)
-                if e < 0:
-                    return _UNSURE
-                if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                    token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
-                node = _child(data, pos + 1, e, parent, node_key, node_keylen, node_idx,
-                              node_child, node_sibling, -1)
-                pos = _ws(data, e + 1, end)
-                if pos >= end or data[pos] != 58:
-                    return _UNSURE
-                pos = _ws(data, pos + 1, end)
-            else:
-                node = _child(data, 0, 0, parent, node_key, node_keylen, node_idx, node_child,
-                              node_sibling, stack_count[depth - 1])
-            break
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _chosen(groups, g, kinds):
     """The first node of group ``g`` holding a value (coalesce), or -1."""
     if g < 0:
@@ -486,13 +328,9 @@ def _grow(a, need):
 @numba.njit(cache=True, nogil=True)
 def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
-          fast=True, parses=None):
+          fast=True):
     """Per selected text ``data[offsets[i]:offsets[i+1]]``: the rows of the rules it
-    passes, or whole (``fallback``); ``fast``: see ``_walk``. ``parses``: DuckDB's
-    ``json_valid`` of each text: a text it refused gives nothing (the SQL's
-    ``TRY(json_extract_string(..))`` is NULL for it), the others are read by ``_find``
-    (the grammar not checked again); without it, ``_walk`` checks the strict grammar
-    and hands back whatever it refuses. Returns (row index, rule,
+    passes, or whole (``fallback``); ``fast``: see ``_walk``. Returns (row index, rule,
     ids, valid flags, reset, exchange ns, stream bytes and ends, symbol spans (-1:
     null), symbol bytes and ends, fallback mask)."""
     n = select.shape[0]
@@ -529,17 +367,9 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
         if not select[i]:
             continue
         a, b = offsets[i], offsets[i + 1]
-        if parses is None:
-            outcome = _walk(data, a, b, node_key, node_keylen, node_idx, node_child,
-                            node_sibling, requested, pats, patlen, patclose, first, hits, kinds,
-                            starts, ends, visited, stack_node, stack_obj, stack_count, fast)
-        else:
-            if not parses[i]:
-                continue
-            outcome = _find(data, a, b, node_key, node_keylen, node_idx, node_child,
-                            node_sibling, requested, pats, patlen, patclose, first, hits, kinds,
-                            starts, ends, visited, stack_node, stack_obj, stack_count)
-        if outcome != _CLEAN:
+        if _walk(data, a, b, node_key, node_keylen, node_idx, node_child, node_sibling,
+                 requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited,
+                 stack_node, stack_obj, stack_count, fast) != _CLEAN:
             fallback[i] = _raw_like(data, a, b, pats, patlen, patclose, hits)
             continue
         # every field of every rule passed, read first: one unsure read passes the
