@@ -230,56 +230,16 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
     import pyarrow.parquet as pq
 
     from . import alerts
+    from .dataset import Dataset
 
     schema = without_capture_id(TABLES["flows"])
     rows = pa.concat_tables([schema.empty_table(), *(
         pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
         flows.select(schema.names).cast(schema)])
     w, span, _, _ = key
-    # the staged files read here, not through a DuckDB view (its connection and SQL
-    # were a third of this): the columns ``alerts._bursts`` selects, as it selects them
-    cols = ["flow_id", "direction", "ts_sent", "end_offset", "method"]
-    parts, rows_read = [], 0
-    for path in rtt_files:
-        if not path.exists():
-            continue
-        # (the strings as dictionaries: their values mapped once per row group)
-        rtt = pq.ParquetFile(path, read_dictionary=["direction", "method"]).read(
-            columns=cols, use_threads=False)
-        rows_read += rtt.num_rows
-        # coalesce(method, 'ack') = 'ack'; list_position(['in', 'out'], direction)
-        rtt = rtt.filter(pc.fill_null(_mapped(rtt.column("method"), {"ack": True},
-                                              pa.bool_(), False), True))
-        parts.append(pa.table({
-            "f": rtt.column("flow_id"),
-            "d": _mapped(rtt.column("direction"), {"in": 1, "out": 2}, pa.int32()),
-            "t": rtt.column("ts_sent").cast(pa.int64()), "o": rtt.column("end_offset")}))
-        del rtt
-    if not parts:  # (no view of the table: the derive's own ``_bursts`` says)
-        return None
-    if rows_read == 0:
-        return []
-    # (``_bursts_of`` takes ``seg``'s table out: every segment's rows freed early)
-    seg = [pa.concat_tables(parts)]
-    del parts
-    ts = rows.column("first_ts").cast(pa.int64()).to_pylist()
-    flow_rows = list(zip(rows.column("flow_id").to_pylist(), ts,
-                         rows.column("venue").to_pylist(), strict=True))
-    return alerts._bursts_of(capture_id, flow_rows, seg, SETTINGS or alerts.Settings(), w, span)
-
-
-def _mapped(col: pa.ChunkedArray, values: Mapping[str, object], typ: pa.DataType,
-            other: object = None) -> pa.ChunkedArray:
-    """A string column's values mapped by ``values`` (``other`` for any other string;
-    null stays null), a dictionary at a time."""
-    out = []
-    for chunk in col.chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = pc.dictionary_encode(chunk)
-        mapped = pa.array([values.get(v, other) if v is not None else None
-                           for v in chunk.dictionary.to_pylist()], typ)
-        out.append(pc.take(mapped, chunk.indices))
-    return pa.chunked_array(out, typ)
+    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows}) as view:
+        view.con.execute("SET threads = 1")
+        return alerts._bursts(view, SETTINGS or alerts.Settings(), w, span)
 
 
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
