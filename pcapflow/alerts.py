@@ -148,16 +148,16 @@ def latency_shift(ds: Dataset, s: Settings,
     (ties by flow and correlation id); ``carry``: the state of an earlier piece."""
     since = "" if carry is None or carry.since is None else \
         f" AND epoch_ns(order_ts) >= {int(carry.since)}"
-    tab = ds.sql("SELECT dense_rank() OVER (ORDER BY venue, endpoint) AS g, venue, endpoint, "
-                 "epoch_ns(order_ts) AS t, latency_ns FROM latency "
+    # (the series' bounds from the sorted rows, not a ``dense_rank`` over (venue,
+    # endpoint): a second sort, ~0.05 s a resumed command re-reading ~240k acks)
+    tab = ds.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM latency "
                  f"WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
                  "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
     t = tab.column("t").to_numpy()
     x = tab.column("latency_ns").to_numpy().astype(np.float64)
-    codes = tab.column("g").to_numpy()
     venues, endpoints = tab.column("venue").to_pylist(), tab.column("endpoint").to_pylist()
-    cuts = np.flatnonzero(np.diff(codes)) + 1
-    bounds = np.concatenate([[0], cuts, [len(codes)]]) if len(codes) else np.zeros(1, int)
+    cuts = np.flatnonzero(_changes(tab.column("venue")) | _changes(tab.column("endpoint"))) + 1
+    bounds = np.concatenate([[0], cuts, [len(t)]]) if len(t) else np.zeros(1, int)
     keys = [(venues[int(a)], endpoints[int(a)]) for a in bounds[:-1]]
     pieces = {k: (int(a), int(b)) for k, a, b in zip(keys, bounds[:-1], bounds[1:],
                                                      strict=True)}
@@ -178,6 +178,17 @@ def latency_shift(ds: Dataset, s: Settings,
                                       for k, v in kept.items()}, x[split:b], t[split:b], s)
             out += [_shift_row(key, r, s) for r in alarms]
     return out
+
+
+def _changes(col: pa.ChunkedArray) -> np.ndarray:
+    """Per adjacent pair of ``col``'s values, whether they differ (``IS DISTINCT FROM``)."""
+    a = col.combine_chunks()
+    if len(a) < 2 or pa.types.is_null(a.type):
+        return np.zeros(max(len(a) - 1, 0), bool)
+    prev, nxt = a.slice(0, len(a) - 1), a.slice(1)
+    ne = pc.fill_null(pc.not_equal(nxt, prev), True)
+    both = pc.and_(pc.is_null(nxt), pc.is_null(prev))
+    return pc.and_not(ne, both).to_numpy(zero_copy_only=False)
 
 
 def _new_series(s: Settings) -> dict[str, np.ndarray | int]:

@@ -151,29 +151,127 @@ class Result:
 
 
 _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
-                   "comp_ids", "venues", "ids", "finalized", "max_req", "rtt_incomplete",
-                   "fix_messages", "fix_prev")
+                   "comp_ids", "venues", "finalized", "max_req", "rtt_incomplete",
+                   "fix_messages")
 
 
-_IPC = frozenset(("scan", "content_http", "content_ws", "comp_ids", "venues", "ids",
-                  "finalized", "max_req", "rtt_incomplete", "fix_prev"))
+_IPC = frozenset(("scan", "content_http", "content_ws", "comp_ids", "venues",
+                  "finalized", "max_req", "rtt_incomplete"))
 """The state's tables only ``_Carried.load`` reads (whole): Arrow IPC, lz4, a third of
 Parquet's CPU a small file to write and read back (~0.3-0.5 ms each, ten a command).
 ``http_messages``, ``tcp_rtt`` and ``fix_messages`` stay Parquet: the next command's
-matcher reads them as files beside its own parts."""
-_MAPPED = frozenset(("ids", "fix_prev"))
-"""Of ``_IPC``, the tables that grow with the orders (to ``IdBound``): uncompressed and
-memory-mapped (read back in no time; lz4's decompression of the ids of ~240k orders took
-~0.06 s a command, its compression as much)."""
+matcher reads them as files beside its own parts. ``ids`` and ``fix_prev``, which grow
+with the orders (to ``IdBound``), are kept as parts (``IdParts``)."""
 
 
 def _put(table: pa.Table, out: Path, name: str) -> None:
     """One table of the state (``_IPC``: Arrow IPC; else Parquet)."""
     if name in _IPC:
-        feather.write_feather(table, out / f"{name}.arrow",
-                              compression="uncompressed" if name in _MAPPED else "lz4")
+        feather.write_feather(table, out / f"{name}.arrow", compression="lz4")
     else:
         pq.write_table(table, out / f"{name}.parquet")
+
+
+ID_TABLES = (("ids", "order_ts"), ("fix_prev", "ts"))
+"""The state's tables of the set's final orders' ids, bounded by ``IdBound`` on their
+time column: kept as parts (``IdParts``)."""
+IDS_FILE = "ids.json"
+"""In the matcher's state: the parts of ``ID_TABLES`` (``IdParts``)."""
+
+
+ID_MERGE = 1.5
+"""``IdParts``: the newest two parts are merged (written again as one) while the older is
+at most this many times the newer's rows: of files of about the same number of orders the
+parts are a binary counter's (a day of 20-s files, ~12 parts a table), each row written
+again ~log2(files) times over its life, not every command (``IdBound`` keeps a day)."""
+
+
+@dataclass(slots=True)
+class IdParts:
+    """One of ``ID_TABLES`` (``ids``: the set's final orders' ids; ``fix_prev``: its final
+    FIX orders and orphan replies) kept as a part per command: ``<table>-<n>.arrow``,
+    Arrow IPC uncompressed, memory-mapped when read (``names[i]``: the part's file; None,
+    not written yet). A command writes its own final orders as a new part and leaves the
+    earlier parts in the set's state (``resume.keep_state_files``); a part is written
+    again only when rows leave it (an order made again, ``IdBound``). Written whole every
+    command, the ids of ~240k orders (8 files of ``make_capture.py --answered``) cost
+    ~0.06 s to filter, copy and write. ``rows`` is the parts in order: the one table the
+    state held before (ids replaced by a command's rows go, its rows come last)."""
+
+    table: str
+    parts: list[pa.Table]
+    names: list[str | None]
+    seq: int = 0
+
+    @property
+    def rows(self) -> pa.Table:
+        return pa.concat_tables(self.parts) if self.parts else pa.table({})
+
+    @classmethod
+    def load(cls, path: Path, table: str, desc: Mapping[str, Any] | None) -> IdParts:
+        """The parts a previous command kept (``desc``: its ``IDS_FILE`` entry; None, a
+        state of one ``<table>.arrow``: read as one part, written again)."""
+        if desc is None:
+            return cls(table, [feather.read_table(path / f"{table}.arrow", memory_map=True)],
+                       [None])
+        names = [str(n) for n in desc["parts"]]
+        return cls(table, [feather.read_table(path / n, memory_map=True) for n in names],
+                   list(names), int(desc["seq"]))
+
+    def add(self, rows: pa.Table, drop_cids: pa.Array | None, bound: IdBound | None,
+            since: int | None, ts_col: str) -> tuple[IdParts, pa.Table]:
+        """The parts with ``rows`` added (a new part), less the rows whose ``cid`` is in
+        ``drop_cids`` (made again: ``rows`` holds them) and those ``bound`` forgets at
+        ``since``; and the rows forgotten. As one table: ``IdBound.keep`` over the
+        earlier rows less those dropped, then ``rows``."""
+        parts, names = [], []
+        for p, n in zip(self.parts, self.names, strict=True):
+            if p.schema != rows.schema:  # (a part of another schema: cast, written again)
+                p, n = p.select(rows.column_names).cast(rows.schema), None
+            if drop_cids is not None and len(drop_cids) and p.num_rows:
+                hit = pc.is_in(p.column("cid"), value_set=drop_cids)
+                if pc.any(hit).as_py():
+                    p, n = p.filter(pc.invert(pc.fill_null(hit, False))), None
+            parts.append(p)
+            names.append(n)
+        parts.append(rows)
+        names.append(None)
+        gone = rows.schema.empty_table()
+        if bound is not None and since is not None:
+            ts = [ns_or_inf(p.column(ts_col)) for p in parts]
+            count = sum(int(np.count_nonzero(t >= since)) for t in ts)
+            if count > bound.max_rows:  # (the newest max_rows of all: as one table)
+                whole = pa.concat_tables(parts)
+                keep = bound.keep(ns_or_inf(whole.column(ts_col)), since)
+                gone = whole.filter(pa.array(~keep))
+                parts, names = [whole.filter(pa.array(keep))], [None]
+            else:
+                out_gone = []
+                for i, t in enumerate(ts):
+                    keep = t >= since
+                    if not keep.all():
+                        out_gone.append(parts[i].filter(pa.array(~keep)))
+                        parts[i], names[i] = parts[i].filter(pa.array(keep)), None
+                gone = pa.concat_tables([gone, *out_gone])
+        keep_i = [i for i, p in enumerate(parts) if p.num_rows] or [len(parts) - 1]
+        parts, names = [parts[i] for i in keep_i], [names[i] for i in keep_i]
+        while len(parts) >= 2 and parts[-2].num_rows <= ID_MERGE * parts[-1].num_rows:
+            parts[-2:], names[-2:] = [pa.concat_tables(parts[-2:])], [None]
+        return IdParts(self.table, parts, names, self.seq), gone
+
+    def save(self, out: Path) -> tuple[dict[str, Any], list[str]]:
+        """Write the parts not written yet into ``out``; (this table's ``IDS_FILE``
+        entry, the files of the earlier parts it keeps in the set's state)."""
+        kept = []
+        for i, p in enumerate(self.parts):
+            if self.names[i] is None:
+                name = f"{self.table}-{self.seq:09d}.arrow"
+                self.seq += 1
+                feather.write_feather(p, out / name, compression="uncompressed")
+                self.names[i] = name
+            else:
+                kept.append(str(self.names[i]))
+        return {"parts": list(self.names), "seq": self.seq}, kept
 
 
 @dataclass(slots=True)
@@ -181,6 +279,7 @@ class _Carried:
     meta: dict[str, Any]
     t: dict[str, pa.Table]
     dir: Path
+    ids: dict[str, IdParts] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> _Carried | None:
@@ -191,11 +290,16 @@ class _Carried:
             # (ParquetFile: ``pq.read_table`` goes through pyarrow.dataset, ~1 ms more;
             # of the Parquet ones, which the matcher reads as files, only their flows are
             # read here: ``_flows_to_name``; all of ``fix_messages`` took ~0.01 s)
-            return cls(meta, {n: feather.read_table(path / f"{n}.arrow",
-                                                    memory_map=n in _MAPPED)
-                              if n in _IPC else pq.ParquetFile(path / f"{n}.parquet").read(
-                                  columns=["flow_id"])
-                              for n in _CARRIED_TABLES}, path)
+            t = {n: feather.read_table(path / f"{n}.arrow")
+                 if n in _IPC else pq.ParquetFile(path / f"{n}.parquet").read(
+                     columns=["flow_id"])
+                 for n in _CARRIED_TABLES}
+            desc = json.loads((path / IDS_FILE).read_text()) if (path / IDS_FILE).is_file() \
+                else {}
+            ids = {n: IdParts.load(path, n, desc.get(n)) for n, _ in ID_TABLES}
+            for n, p in ids.items():
+                t[n] = p.rows
+            return cls(meta, t, path, ids)
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
 
@@ -813,8 +917,9 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
         c = time.process_time()
         save(stage_dir, parts, prev, run, cut, held, flows)
         assert run.groups is not None
-        keep_state_files(stage_dir, [f"{DIR}/{n}" for n in win.advance(
-            final, _window_start(run.groups, cut, last)).save(stage_dir / store.STATE / DIR)])
+        kept = win.advance(final, _window_start(run.groups, cut, last)).save(
+            stage_dir / store.STATE / DIR)
+        keep_state_files(stage_dir, [f"{DIR}/{n}" for n in [*kept, *run.extra.pop("ids_kept")]])
         STATS["save_s"] = time.process_time() - c
     elif keep:  # nothing carried: the next command matches the set whole (the
         # commit replaces the state's files by name: a stale state must not stay)
@@ -1262,14 +1367,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
             "cid", "flow_id", "venue", "kind", "client_order_id", "orig_client_order_id",
             "target_order_id", "decoded", "order_ts", "has_ack", "has_engine", "status",
             "exchange_order_id"])
-        if prev is not None and prev.t["ids"].num_rows:
-            ids0 = prev.t["ids"].select(fin.column_names).cast(fin.schema)
-            ids0 = ids0.filter(pc.invert(pc.is_in(
-                ids0.column("cid"), value_set=fin.column("cid").combine_chunks())))
-            ids = pa.concat_tables([ids0, fin])
-        else:
-            ids = fin
-        run.extra["ids"] = ids  # (written by ``_bound_ids``)
+        run.extra["ids"] = fin  # (added to the earlier ids by ``_bound_ids``)
         # the final groups whose messages are carried: made again, dropped, checked
         msgs = []
         for t, direction in (("orders", "out"), ("acks", "in")):
@@ -1372,9 +1470,7 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
                    true, true, epoch_ns(a.ts)
             FROM _mc_acks a JOIN g ON g.cid = a.correlation_id
             WHERE g.orphan AND g.settle < {cut}""").cast(_FIX_PREV)
-    if prev is not None and prev.t["fix_prev"].num_rows:
-        new = pa.concat_tables([prev.t["fix_prev"].cast(new.schema), new])
-    run.extra["fix_prev"] = new  # (written by ``_bound_ids``)
+    run.extra["fix_prev"] = new  # (added to the earlier ones by ``_bound_ids``)
 
 
 def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
@@ -1487,43 +1583,55 @@ _FORGOT = {"orders": 0, "fix": 0, "accepted": 0, "engine": 0, "before": -INF}
 
 
 def _bound_ids(out: Path, run: _Run, prev: _Carried | None) -> dict[str, int]:
-    """Write ``ids`` and ``fix_prev`` (``save`` made them) within ``IdBound``
-    (``run.extra["id_bound"]``: the bound and the set's last packet); returns what the
-    set's state has forgotten so far (``IdBound``: counts by kind, ``before`` the
-    newest time forgotten), kept in ``meta.json``."""
-    ids, fix = run.extra.pop("ids"), run.extra.pop("fix_prev")
+    """Add this command's ``ids`` and ``fix_prev`` (``save`` made them) to the set's
+    (``IdParts``: a part each) within ``IdBound`` (``run.extra["id_bound"]``: the bound
+    and the set's last packet) and write the new parts; returns what the set's state has
+    forgotten so far (``IdBound``: counts by kind, ``before`` the newest time forgotten),
+    kept in ``meta.json``."""
+    new = {"ids": run.extra.pop("ids"), "fix_prev": run.extra.pop("fix_prev")}
     forgot = {**_FORGOT, **(prev.meta.get("forgot") or {} if prev is not None else {})}
     bound, last = run.extra.get("id_bound", (None, None))
-    if bound is not None and last is not None:
-        since = last - bound.horizon_ns
-        o_ts = ns_or_inf(ids.column("order_ts"))
-        keep = bound.keep(o_ts, since)
-        if not keep.all():
-            gone = ids.filter(pa.array(~keep))
-            ids = ids.filter(pa.array(keep))
-            forgot["orders"] += gone.num_rows
-            accepted = pc.and_kleene(pc.equal(gone.column("kind"), "new"),
-                                     pc.equal(gone.column("status"), "accepted"))
-            accepted = pc.and_kleene(accepted, pc.and_kleene(
-                gone.column("exchange_order_id").is_valid(),
-                gone.column("client_order_id").is_valid()))
-            forgot["accepted"] += int(pc.sum(pc.fill_null(accepted, False)).as_py() or 0)
-            waits = pc.and_kleene(pc.fill_null(gone.column("decoded"), False),
-                                  pc.invert(pc.fill_null(gone.column("has_engine"), False)))
-            waits = pc.and_kleene(waits, pc.invert(pc.fill_null(
-                pc.equal(gone.column("status"), "rejected"), False)))
-            forgot["engine"] += int(pc.sum(pc.fill_null(waits, False)).as_py() or 0)
-            forgot["before"] = max(forgot["before"], int(o_ts[~keep].max()))
-        f_ts = ns_or_inf(fix.column("ts"))
-        keep = bound.keep(f_ts, since)
-        if not keep.all():
-            forgot["fix"] += int(np.count_nonzero(~keep))
-            forgot["before"] = max(forgot["before"], int(f_ts[~keep].max()))
-            fix = fix.filter(pa.array(keep))
-    _put(ids, out, "ids")
-    _put(fix, out, "fix_prev")
-    STATS["ids_rows"] = ids.num_rows + fix.num_rows
+    since = last - bound.horizon_ns if bound is not None and last is not None else None
+    desc, kept = {}, []
+    for name, ts_col in ID_TABLES:
+        rows = new[name]
+        was = prev.ids.get(name) if prev is not None else None
+        if was is None:
+            was = IdParts(name, [], [])
+        drop = None
+        if name == "ids" and prev is not None and rows.num_rows:
+            # (an id is its action's alone, ``combine.sql``: a final order of the set is
+            # made again only from messages carried, so its id is among the previous
+            # command's ``finalized``; only those are looked for in the earlier parts)
+            cid = rows.column("cid").combine_chunks()
+            drop = cid.filter(pc.fill_null(pc.is_in(
+                cid, value_set=prev.t["finalized"].column("cid").combine_chunks()), False))
+        parts, gone = was.add(rows, drop, bound, since, ts_col)
+        if gone.num_rows:
+            g_ts = ns_or_inf(gone.column(ts_col))
+            forgot["before"] = max(forgot["before"], int(g_ts.max()))
+            if name == "fix_prev":
+                forgot["fix"] += gone.num_rows
+            else:
+                forgot["orders"] += gone.num_rows
+                accepted = pc.and_kleene(pc.equal(gone.column("kind"), "new"),
+                                         pc.equal(gone.column("status"), "accepted"))
+                accepted = pc.and_kleene(accepted, pc.and_kleene(
+                    gone.column("exchange_order_id").is_valid(),
+                    gone.column("client_order_id").is_valid()))
+                forgot["accepted"] += int(pc.sum(pc.fill_null(accepted, False)).as_py() or 0)
+                waits = pc.and_kleene(pc.fill_null(gone.column("decoded"), False),
+                                      pc.invert(pc.fill_null(gone.column("has_engine"), False)))
+                waits = pc.and_kleene(waits, pc.invert(pc.fill_null(
+                    pc.equal(gone.column("status"), "rejected"), False)))
+                forgot["engine"] += int(pc.sum(pc.fill_null(waits, False)).as_py() or 0)
+        desc[name], k = parts.save(out)
+        kept += k
+        STATS[f"{name}_rows"] = sum(p.num_rows for p in parts.parts)
+    (out / IDS_FILE).write_text(json.dumps(desc))
+    STATS["ids_rows"] = STATS["ids_rows"] + STATS["fix_prev_rows"]
     STATS["forgot"] = forgot
+    run.extra["ids_kept"] = kept  # (``keep_state_files``: the earlier parts stay)
     return forgot
 
 

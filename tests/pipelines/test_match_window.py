@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from helpers.capture_split import split
@@ -163,3 +164,46 @@ def test_window_parts_are_the_whole_window(tmp_path: Path) -> None:
     names = {f.name for f in state.iterdir() if f.name.startswith("wpart-")}
     assert len(names) < 12 * len(MATCHER)  # (parts out of the window are gone)
     assert len(written) > 12 * len(MATCHER)  # (and some were written again, smaller)
+
+
+def test_id_parts_are_the_one_table(tmp_path: Path) -> None:
+    """``IdParts`` (the matcher state's ``ids`` and ``fix_prev``, a part per command; no
+    ingest: rows made up): after every command the parts read back are, in order, the one
+    table the state kept before (the earlier rows less those made again, then the
+    command's; ``IdBound.keep`` over them, its row cap too), the rows forgotten are the
+    same, a command writes its own part and the merges only, and the parts stay few."""
+    rng = np.random.default_rng(11)
+    ids, one, state = match_carry.IdParts("ids", [], []), None, tmp_path / "s0"
+    state.mkdir()
+    written = 0
+    for k in range(40):
+        n = int(rng.integers(0, 60))
+        m = int(rng.integers(0, 5))  # (orders made again: the last of the earlier ones)
+        again = [] if one is None else one.column("cid").to_pylist()[one.num_rows - m:]
+        cids = [*again, *(f"c{k}-{i}" for i in range(n))]
+        ts = [None if rng.random() < 0.03 else k * 100 + int(x)
+              for x in rng.integers(-150, 100, len(cids))]
+        rows = pa.table({"cid": pa.array(cids, pa.string()),
+                         "order_ts": pa.array(ts, pa.int64())})
+        since = k * 100 - 2_000 + int(rng.integers(-50, 50))
+        bound = match_carry.IdBound(2_000, 1_000 if k % 10 else 500)  # (the cap: now and then)
+        drop = pa.array(again, pa.string())
+        ids, gone = ids.add(rows, drop, bound, since, "order_ts")
+        # (the one table: as ``_bound_ids`` kept it before parts)
+        if one is not None:
+            one = one.filter(pc.invert(pc.is_in(one.column("cid"), value_set=drop)))
+        one = rows if one is None else pa.concat_tables([one, rows])
+        keep = bound.keep(match_carry.ns_or_inf(one.column("order_ts")), since)
+        assert gone.equals(one.filter(pa.array(~keep)))
+        one = one.filter(pa.array(keep))
+        nxt = tmp_path / f"s{k + 1}"
+        nxt.mkdir()
+        desc, kept = ids.save(nxt)
+        for name in kept:  # (the commit leaves the kept files in the set's state)
+            (nxt / name).hardlink_to(state / name)
+        written += len(desc["parts"]) - len(kept)
+        state = nxt
+        ids = match_carry.IdParts.load(state, "ids", desc)
+        assert ids.rows.equals(one), k
+        assert len(ids.parts) <= 12
+    assert written < 40 * 3  # (parts are written again only as they merge or lose rows)
