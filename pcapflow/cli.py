@@ -328,7 +328,7 @@ def _coverage_lines(root: Path, capture_ids: list[str]) -> tuple[list[str], list
 
     # the views these queries read, over these captures' partitions only (a dataset of
     # many captures: the others' files are not opened)
-    with Dataset(root, captures=capture_ids, views=TABLES) as ds:
+    with Dataset(root, captures=capture_ids, views=TABLES, internal=True) as ds:
         line = coverage(ds, capture_ids=capture_ids).line()
         keys = keylog_coverage(ds, capture_ids=capture_ids)
     return [line] * bool(line) + keylog_summary(keys), keylog_warnings(keys)
