@@ -239,7 +239,7 @@ class Dataset:
     def of_capture(cls, files: Mapping[str, Sequence[Path]], capture_id: str,
                    tables: Mapping[str, pa.Table] | None = None,
                    extra: Mapping[str, pa.Table] | None = None,
-                   views: Iterable[str] | None = None) -> Dataset:
+                   views: Iterable[str] | None = None, internal: bool = True) -> Dataset:
         """The views of one capture that is not committed yet (the ingest's staging
         directory: Parquet ``files`` per table, without the ``capture_id`` column) or
         of one capture's partitions; ``tables`` (Arrow, without ``capture_id``) replace
@@ -248,7 +248,9 @@ class Dataset:
         What the ingest derives ``causes``, ``feed_gaps`` and ``alerts`` from
         (``pcapflow.why``), with the same SQL as over a dataset. ``views``: only these
         tables' views (None: every table's). The views live in the process's own
-        database (``_internal_con``), in a schema of their own, until ``close``."""
+        database (``_internal_con``), in a schema of their own, until ``close``;
+        ``internal`` False: in a database of their own (a long-lived process's
+        periodic reads, the watch's metrics: nothing kept between them)."""
         # Arrow tables are registered below: the engine scans Python Arrow objects only
         # once the ``duckdb`` package has set up ``duckdb._sources`` (``connect``
         # alone does not import it)
@@ -257,7 +259,12 @@ class Dataset:
         self = cls.__new__(cls)
         self.path = Path(".")
         self.captures = [capture_id]
-        self._con, self._schema = _internal_con()
+        if internal:
+            self._con, self._schema = _internal_con()
+        else:
+            self._con = connect()
+            self._con.execute("SET TimeZone = 'UTC'")
+            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         only = None if views is None else set(views)
         cid = _sql_str(capture_id)
         sources = {}
@@ -287,6 +294,8 @@ class Dataset:
         for table, columns in declared().items():
             if only is not None and table not in only:
                 continue
+            if self._schema is None:
+                self._con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             if table in sources:
                 source += f" UNION ALL BY NAME {sources[table]}"

@@ -58,6 +58,9 @@ def test_internal_datasets_share_a_database_not_their_views(tmp_path):
     with Dataset(tmp_path / "empty") as own:
         want = [r[:2] for r in own.con.execute("DESCRIBE flows").fetchall()]
     assert [r[:2] for r in one.con.execute("DESCRIBE flows").fetchall()] == want
+    with Dataset.of_capture({}, "c" * 16, {"flows": flows}, internal=False) as own_db:
+        assert own_db._schema is None  # (a database of its own: the watch's metrics)
+        assert [r[:2] for r in own_db.con.execute("DESCRIBE flows").fetchall()] == want
     assert one.fetchall("SELECT count(*) FROM flows") == [(0,)]
     assert two.fetchall("SELECT endpoint_name('fix', 'D')") == [("NewOrderSingle",)]
     assert [r[0] for r in one.fetchall("SHOW TABLES") if not r[0].startswith(INTERNAL)] == [
