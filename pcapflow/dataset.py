@@ -74,8 +74,10 @@ def data_dir(data: str | os.PathLike[str] | None = None) -> Path:
     return Path(data or os.environ.get("PCAPFLOW_DATA") or DEFAULT_DATA)
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB connection, made by the engine alone.
+def connect(config: dict[str, str | bool | int | float | list[str]] | None = None
+            ) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection, made by the engine alone (``config``: DuckDB's
+    settings from the start).
 
     ``import duckdb`` (2.x) also loads its relation layer, pure Python, ~50 ms of a
     ``pcapflow query`` that runs one statement through ``execute``; the connection
@@ -86,12 +88,30 @@ def connect() -> duckdb.DuckDBPyConnection:
         import _duckdb as engine  # DuckDB >= 2: the C++ engine's own module
     except ImportError:  # pragma: no cover  (older layouts: the engine is `duckdb`)
         import duckdb as engine  # type: ignore[no-redef]
-    return engine.connect()
+    return engine.connect(config=config or {})
 
 
 _shared: tuple[int, duckdb.DuckDBPyConnection] | None = None
 _shared_lock = threading.Lock()
 _shared_seq = itertools.count()
+
+
+_inherited: list[object] = []
+"""A forked child's copy of its parent's database: kept, never used nor closed (closing
+it would wait for the parent's DuckDB threads, which the child does not have)."""
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``--jobs``' pool, ``--workers``' shards) starts with a free lock (a
+    thread of the parent may have held it at the fork) and makes its own database."""
+    global _shared_lock, _shared
+    _shared_lock = threading.Lock()
+    if _shared is not None:
+        _inherited.append(_shared)
+        _shared = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _internal_con() -> tuple[duckdb.DuckDBPyConnection, str]:
@@ -103,13 +123,16 @@ def _internal_con() -> tuple[duckdb.DuckDBPyConnection, str]:
     built-in functions) and ~0.008 s more for the declared empty tables: they are made
     once per process here, and each dataset is a cursor (free) with its views in a schema
     of its own, dropped with it (``Dataset.close``). Database-wide settings are shared:
-    ``SET threads`` (the derive's one thread) holds for every dataset of the process,
-    and every one sets the same ``TimeZone``. A forked child makes its own database.
+    it runs one thread (what the derive sets for its small queries) for every dataset of
+    the process, and every one sets the same ``TimeZone``. A forked child makes its own
+    database (``_after_fork_in_child``).
     """
     global _shared
     with _shared_lock:
         if _shared is None or _shared[0] != os.getpid():
-            db = connect()
+            # one thread (the derive's choice for its small queries), from the start:
+            # the database never has a DuckDB worker thread (the process forks later)
+            db = connect({"threads": 1})
             db.execute("SET TimeZone = 'UTC'")
             db.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
             for table, columns in declared().items():

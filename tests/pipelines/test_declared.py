@@ -72,3 +72,37 @@ def test_internal_datasets_share_a_database_not_their_views(tmp_path):
     left = [r[0] for r in two.fetchall("SELECT schema_name FROM information_schema.schemata")]
     assert schema not in left and two._schema in left
     two.close()
+
+
+def test_a_forked_child_makes_its_own_database_even_if_the_lock_was_held():
+    """``--jobs`` and ``--workers`` fork: a child must not wait on the process database's
+    lock that a thread of the parent held at the fork, nor use the parent's database."""
+    import os
+    import time
+
+    from pcapflow import dataset
+
+    with Dataset.of_capture({}, "a" * 16, views=("flows",)):
+        pass
+    with dataset._shared_lock:  # (held by this thread while it forks)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  (the child)
+            code = 1
+            try:
+                with Dataset.of_capture({}, "b" * 16, views=("flows",)) as ds:
+                    shared = dataset._shared
+                    if ds.fetchall("SELECT count(*) FROM flows") == [(0,)] and \
+                            shared is not None and shared[0] == os.getpid():
+                        code = 0
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child waited on the lock")
