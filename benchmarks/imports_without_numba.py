@@ -70,11 +70,11 @@ def lists(work: Path, cap: Path) -> tuple[list[str], list[str]]:
     out = work / "modules.json"
     args = ["ingest", str(cap), "--data", str(work / "data")]
     subprocess.run([sys.executable, "-c", RECORD, str(out), json.dumps(args)], check=True,
-                   env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     p = subprocess.run([sys.executable, "-X", "importtime", "-c", RECORD, str(work / "m2.json"),
                         json.dumps(["ingest", str(cap), "--data", str(work / "data2")])],
                        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                       check=True)
+                       check=True, cwd=work)
     tree = [(len(m.group(1)), m.group(2)) for m in
             re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|( *)(\S+)$", p.stderr, re.M)]
     under = set()  # first loaded beneath numba/llvmlite (importtime: children first)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the lists and every run here")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="pcapflow-nonumba-"))
-    cap = Path(a.capture) if a.capture else work / "tcp_1mb.pcap"
+    cap = Path(a.capture).resolve() if a.capture else work / "tcp_1mb.pcap"
     if not a.capture:
         subprocess.run([sys.executable, str(HERE / "make_capture.py"), "--packets", "5400",
                         "--out", str(cap)], check=True, stdout=subprocess.DEVNULL)
