@@ -124,8 +124,8 @@ def _internal_con() -> tuple[duckdb.DuckDBPyConnection, str]:
     once per process here, and each dataset is a cursor (free) with its views in a schema
     of its own, dropped with it (``Dataset.close``). Database-wide settings are shared:
     it runs one thread (what the derive sets for its small queries) for every dataset of
-    the process, and every one sets the same ``TimeZone``. A forked child makes its own
-    database (``_after_fork_in_child``).
+    the process, with ``TimeZone`` UTC (as every ``Dataset``). A forked child makes its
+    own database (``_after_fork_in_child``).
     """
     global _shared
     with _shared_lock:
