@@ -152,6 +152,9 @@ def run_once(python: str, args: list[str]) -> dict[str, float]:
         stderr=subprocess.PIPE,
         env=env,
         pass_fds=(w,),
+        # (not the caller's directory: with ``-c``, a pcapflow checkout there would be
+        # the one imported, whichever interpreter runs)
+        cwd=tempfile.gettempdir(),
     )
     os.close(w)
     with os.fdopen(r, "rb") as fh:
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     pythons = [sys.executable, *a.python]
     work = Path(tempfile.mkdtemp(prefix="pcapflow-phases-"))
-    cap = Path(a.capture) if a.capture else work / "tcp_1mb.pcap"
+    cap = Path(a.capture).resolve() if a.capture else work / "tcp_1mb.pcap"
     if not a.capture:
         subprocess.run(
             [sys.executable, str(HERE / "make_capture.py"), "--packets", "5400", "--out", str(cap)],

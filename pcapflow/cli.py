@@ -258,7 +258,8 @@ def ingest(
                             info=f"{npk:,} packets, {npk / el:,.0f} pkt/s", refresh=True)
 
             results = run(progress)
-    _print_summary(root, results, had, tcp_only=tcp_only, verbose=verbose)
+    _print_summary(root, results, had, tcp_only=tcp_only, verbose=verbose,
+                   keylogs=bool(keylog))
     damaged = [r for r in results if r.capture_problems]
     if strict and damaged:
         raise PcapflowError(
@@ -268,11 +269,12 @@ def ingest(
 
 
 def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
-                   verbose: bool) -> None:
+                   verbose: bool, keylogs: bool = True) -> None:
     """The ingest summary: a table (a row per capture; plain when piped), then under it
     what each capture wrote, its anomalies, the coverage line and, per key log file, how
     many TLS sessions it had the secrets of. Warnings (a key log that matched nothing,
-    sessions no key log covered, a damaged file) go to stderr."""
+    sessions no key log covered, a damaged file) go to stderr. ``keylogs``: the ingest
+    was given a key log (False: no key log lines unless a capture could hold secrets)."""
     from . import render
 
     header = ["capture", "packets", "flows", "orders", "anomalies", "seconds", "pkt/s", "MB/s"]
@@ -300,7 +302,12 @@ def _print_summary(root: Path, results: list, had: set[str], *, tcp_only: bool,
                          + (f", and {more} more codes (--verbose: all)" if more else ""))
     warnings = []
     if not tcp_only and results:
-        cov, keys = _coverage_lines(root, [r.capture_id for r in results])
+        # No key log given, pcap files only (no pcapng Decryption Secrets Block) and no set
+        # resumed (an earlier command's key logs): no capture has key material, so the
+        # key log query would return no line (``keylog_coverage``) and is not run
+        secrets = keylogs or any(r.format != "pcap" or r.resumed_from is not None
+                                 for r in results)
+        cov, keys = _coverage_lines(root, [r.capture_id for r in results], keylogs=secrets)
         notes += cov
         warnings += keys
     render.show(header, rows, range(1, len(header)), out=out, err=console,
@@ -319,18 +326,19 @@ TOP_ANOMALIES = 6
 """Anomaly codes named per capture under the ingest summary (``--verbose``: all)."""
 
 
-def _coverage_lines(root: Path, capture_ids: list[str]) -> tuple[list[str], list[str]]:
+def _coverage_lines(root: Path, capture_ids: list[str], *, keylogs: bool = True
+                    ) -> tuple[list[str], list[str]]:
     """(lines for under the summary, warnings): the coverage line (orders from how many
     connections, what was not decoded and why), and how many TLS sessions each key log
-    file had the secrets of."""
+    file had the secrets of (``keylogs`` False: none, not asked)."""
     from .coverage import TABLES, coverage, keylog_coverage, keylog_summary, keylog_warnings
     from .dataset import Dataset
 
     # the views these queries read, over these captures' partitions only (a dataset of
     # many captures: the others' files are not opened)
-    with Dataset(root, captures=capture_ids, views=TABLES) as ds:
+    with Dataset(root, captures=capture_ids, views=TABLES, internal=True) as ds:
         line = coverage(ds, capture_ids=capture_ids).line()
-        keys = keylog_coverage(ds, capture_ids=capture_ids)
+        keys = keylog_coverage(ds, capture_ids=capture_ids) if keylogs else []
     return [line] * bool(line) + keylog_summary(keys), keylog_warnings(keys)
 
 

@@ -8,7 +8,9 @@ declared columns, so queries never fail for lack of rows.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,8 +74,10 @@ def data_dir(data: str | os.PathLike[str] | None = None) -> Path:
     return Path(data or os.environ.get("PCAPFLOW_DATA") or DEFAULT_DATA)
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB connection, made by the engine alone.
+def connect(config: dict[str, str | bool | int | float | list[str]] | None = None
+            ) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection, made by the engine alone (``config``: DuckDB's
+    settings from the start).
 
     ``import duckdb`` (2.x) also loads its relation layer, pure Python, ~50 ms of a
     ``pcapflow query`` that runs one statement through ``execute``; the connection
@@ -84,7 +88,75 @@ def connect() -> duckdb.DuckDBPyConnection:
         import _duckdb as engine  # DuckDB >= 2: the C++ engine's own module
     except ImportError:  # pragma: no cover  (older layouts: the engine is `duckdb`)
         import duckdb as engine  # type: ignore[no-redef]
-    return engine.connect()
+    return engine.connect(config=config or {})
+
+
+_shared: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_shared_lock = threading.Lock()
+_shared_seq = itertools.count()
+
+
+_inherited: list[object] = []
+"""A forked child's copy of its parent's database: kept, never used nor closed (closing
+it would wait for the parent's DuckDB threads, which the child does not have)."""
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``--jobs``' pool, ``--workers``' shards) starts with a free lock (a
+    thread of the parent may have held it at the fork) and makes its own database."""
+    global _shared_lock, _shared
+    _shared_lock = threading.Lock()
+    if _shared is not None:
+        _inherited.append(_shared)
+        _shared = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _internal_con() -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A new connection to this process's own in-memory database, and a new schema in it
+    (the connection's default) for one internal ``Dataset``'s views.
+
+    The ingest opens three datasets of its own (the microburst thread's, the derive's,
+    the summary's), and a DuckDB database costs ~0.015 s of CPU to make (its catalog of
+    built-in functions) and ~0.008 s more for the declared empty tables: they are made
+    once per process here, and each dataset is a cursor (free) with its views in a schema
+    of its own, dropped with it (``Dataset.close``). Database-wide settings are shared:
+    it runs one thread (what the derive sets for its small queries) for every dataset of
+    the process, with ``TimeZone`` UTC (as every ``Dataset``). A forked child makes its
+    own database (``_after_fork_in_child``).
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] != os.getpid():
+            # one thread (the derive's choice for its small queries), from the start:
+            # the database never has a DuckDB worker thread (the process forks later)
+            db = connect({"threads": 1})
+            db.execute("SET TimeZone = 'UTC'")
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
+            for table, columns in declared().items():
+                db.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+            db.execute(_endpoint_macro())
+            _shared = (os.getpid(), db)
+        schema = f"{INTERNAL}_{next(_shared_seq)}"
+        con = _shared[1].cursor()
+    try:
+        con.execute(f"CREATE SCHEMA {schema}")
+        con.execute(f"SET schema = '{schema}'")
+    except BaseException:
+        con.close()
+        raise
+    return con, schema
+
+
+def _endpoint_macro() -> str:
+    """FIX order endpoints by name (the tables keep the wire's MsgType, tag 35):
+    ``SELECT endpoint_name(protocol, endpoint) FROM latency``."""
+    names = ", ".join(f"{_sql_str(c)}: {_sql_str(n)}" for c, n in FIX_ENDPOINTS.items())
+    return ("CREATE OR REPLACE MACRO endpoint_name(protocol, endpoint) AS "
+            f"CASE WHEN protocol = 'fix' THEN coalesce(MAP {{{names}}}[endpoint], "
+            "endpoint) ELSE endpoint END")
 
 
 def _sql_str(s: str) -> str:
@@ -96,10 +168,13 @@ class Dataset:
 
     _extra: list[pa.Table]
     """Arrow tables registered on the connection (``of_capture``): kept alive with it."""
+    _schema: str | None = None
+    """The schema of this dataset's views in the process's own database (``internal``),
+    dropped on ``close``; None: the connection is this dataset's own."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  captures: list[str] | None = None,
-                 views: Iterable[str] | None = None) -> None:
+                 views: Iterable[str] | None = None, internal: bool = False) -> None:
         self.path = data_dir(path)
         self.captures = None if captures is None else list(dict.fromkeys(captures))
         """Only these captures' partitions are read (None: every capture). A dataset of
@@ -108,8 +183,11 @@ class Dataset:
         if self.path.exists():
             with store.locked(self.path):
                 store.recover(self.path)
-        self._con = connect()
-        self._con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
+        if internal:  # (pcapflow's own, short-lived use: ``_internal_con``)
+            self._con, self._schema = _internal_con()
+        else:
+            self._con = connect()
+            self._con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC
         self._make_views(None if views is None else set(views))
 
     @property
@@ -129,14 +207,17 @@ class Dataset:
         of its declared type, instead of breaking every query.
         """
         con = self._con
-        # The empty tables live in their own schema, so SHOW TABLES lists only the views.
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
+        # The empty tables live in their own schema, so SHOW TABLES lists only the views
+        # (an internal dataset's database has them all already: ``_internal_con``).
+        if self._schema is None:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         # (the columns as DuckDB types: ``declared`` spares a read-only command the
         # import of every parser that building the Arrow schemas takes)
         for table, columns in declared().items():
             if only is not None and table not in only:
                 continue
-            con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+            if self._schema is None:
+                con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             globs = self._globs(table)
             if globs:
@@ -145,12 +226,8 @@ class Dataset:
             cols = ", ".join(f'"{c}"' for c, _ in columns)
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
 
-        # FIX order endpoints by name (the tables keep the wire's MsgType, tag 35):
-        # ``SELECT endpoint_name(protocol, endpoint) FROM latency``
-        names = ", ".join(f"{_sql_str(c)}: {_sql_str(n)}" for c, n in FIX_ENDPOINTS.items())
-        con.execute("CREATE OR REPLACE MACRO endpoint_name(protocol, endpoint) AS "
-                         f"CASE WHEN protocol = 'fix' THEN coalesce(MAP {{{names}}}[endpoint], "
-                         "endpoint) ELSE endpoint END")
+        if self._schema is None:
+            con.execute(_endpoint_macro())
 
     def _globs(self, table: str) -> list[str]:
         """The Parquet globs of ``table`` (SQL literals): every partition, or the
@@ -184,14 +261,19 @@ class Dataset:
     @classmethod
     def of_capture(cls, files: Mapping[str, Sequence[Path]], capture_id: str,
                    tables: Mapping[str, pa.Table] | None = None,
-                   extra: Mapping[str, pa.Table] | None = None) -> Dataset:
+                   extra: Mapping[str, pa.Table] | None = None,
+                   views: Iterable[str] | None = None, internal: bool = True) -> Dataset:
         """The views of one capture that is not committed yet (the ingest's staging
         directory: Parquet ``files`` per table, without the ``capture_id`` column) or
         of one capture's partitions; ``tables`` (Arrow, without ``capture_id``) replace
         the files of their table; ``extra`` (Arrow, any of the table's columns) are
         rows added to its files (a rotation's carried rows: ``pcapflow.why_carry``).
         What the ingest derives ``causes``, ``feed_gaps`` and ``alerts`` from
-        (``pcapflow.why``), with the same SQL as over a dataset."""
+        (``pcapflow.why``), with the same SQL as over a dataset. ``views``: only these
+        tables' views (None: every table's). The views live in the process's own
+        database (``_internal_con``), in a schema of their own, until ``close``;
+        ``internal`` False: in a database of their own (a long-lived process's
+        periodic reads, the watch's metrics: nothing kept between them)."""
         # Arrow tables are registered below: the engine scans Python Arrow objects only
         # once the ``duckdb`` package has set up ``duckdb._sources`` (``connect``
         # alone does not import it)
@@ -200,8 +282,13 @@ class Dataset:
         self = cls.__new__(cls)
         self.path = Path(".")
         self.captures = [capture_id]
-        self._con = connect()
-        self._con.execute("SET TimeZone = 'UTC'")
+        if internal:
+            self._con, self._schema = _internal_con()
+        else:
+            self._con = connect()
+            self._con.execute("SET TimeZone = 'UTC'")
+            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
+        only = None if views is None else set(views)
         cid = _sql_str(capture_id)
         sources = {}
         for table, paths in files.items():
@@ -227,9 +314,11 @@ class Dataset:
             more = f"SELECT *, {cid} AS capture_id FROM {name}"
             sources[table] = (f"{sources[table]} UNION ALL BY NAME {more}"
                               if table in sources else more)
-        self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
         for table, columns in declared().items():
-            self._con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+            if only is not None and table not in only:
+                continue
+            if self._schema is None:
+                self._con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             if table in sources:
                 source += f" UNION ALL BY NAME {sources[table]}"
@@ -435,6 +524,15 @@ class Dataset:
                 f"{orders:,} orders, {lat:,} matched; venues: {venues or 'none'}>")
 
     def close(self) -> None:
+        if self._schema is not None:  # (its views, in the process's database)
+            schema, self._schema = self._schema, None
+            try:
+                self._con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            except Exception:  # (a connection closed already: dropped from a new one)
+                with _shared_lock:
+                    db = _shared[1] if _shared and _shared[0] == os.getpid() else None
+                if db is not None:
+                    db.cursor().execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE").close()
         self._con.close()
 
     def __enter__(self) -> Dataset:

@@ -367,7 +367,7 @@ class DatasetMetrics:
             for key, _ in sorted(added):
                 table, name = key.split("/", 1)
                 files[table].append(store.partition_dir(self.root, table, capture_id) / name)
-            with Dataset.of_capture(files, capture_id) as ds:
+            with Dataset.of_capture(files, capture_id, internal=False) as ds:
                 for t in read_by_capture(ds).values():
                     totals.add(t)
         acc = Totals()
@@ -376,7 +376,7 @@ class DatasetMetrics:
         tail = {t: [store.partition_dir(self.root, t, capture_id) / n for n in sorted(names)
                     if n.startswith(TAIL_PARTS)] for t, names in parts.items()}
         if any(tail.values()):
-            with Dataset.of_capture(tail, capture_id) as ds:
+            with Dataset.of_capture(tail, capture_id, internal=False) as ds:
                 for t in read_by_capture(ds).values():
                     totals.add(t)
         totals.captures = 1

@@ -237,7 +237,8 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
         pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
         flows.select(schema.names).cast(schema)])
     w, span, _, _ = key
-    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows}) as view:
+    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows},
+                            views=("tcp_rtt", "flows")) as view:  # (all ``_bursts`` reads)
         view.con.execute("SET threads = 1")
         return alerts._bursts(view, SETTINGS or alerts.Settings(), w, span)
 

@@ -45,3 +45,64 @@ def test_cache_file_is_read_and_keyed_by_fingerprint(tmp_path, monkeypatch):
 def test_fingerprint_follows_the_sources():
     a = dec.fingerprint()
     assert a == dec.fingerprint() and len(a) == 20
+
+
+def test_internal_datasets_share_a_database_not_their_views(tmp_path):
+    """``Dataset.of_capture`` and ``Dataset(..., internal=True)`` are connections to one
+    database of the process: each sees its own views (same columns as a dataset's own),
+    its Arrow tables, the FIX endpoint macro; closing one drops its views only."""
+    flows = pa.Table.from_pylist([], schema=TABLES["flows"]).drop_columns(["capture_id"])
+    one = Dataset.of_capture({}, "a" * 16, {"flows": pa.concat_tables([flows, flows])},
+                             views=("flows",))
+    two = Dataset.of_capture({}, "b" * 16, {"flows": flows.cast(flows.schema)})
+    with Dataset(tmp_path / "empty") as own:
+        want = [r[:2] for r in own.con.execute("DESCRIBE flows").fetchall()]
+    assert [r[:2] for r in one.con.execute("DESCRIBE flows").fetchall()] == want
+    with Dataset.of_capture({}, "c" * 16, {"flows": flows}, internal=False) as own_db:
+        assert own_db._schema is None  # (a database of its own: the watch's metrics)
+        assert [r[:2] for r in own_db.con.execute("DESCRIBE flows").fetchall()] == want
+    assert one.fetchall("SELECT count(*) FROM flows") == [(0,)]
+    assert two.fetchall("SELECT endpoint_name('fix', 'D')") == [("NewOrderSingle",)]
+    assert [r[0] for r in one.fetchall("SHOW TABLES") if not r[0].startswith(INTERNAL)] == [
+        "flows"]
+    assert "tcp_rtt" in [r[0] for r in two.fetchall("SHOW TABLES")]
+    schema = one._schema
+    one.close()
+    assert two.fetchall("SELECT count(*) FROM flows") == [(0,)]
+    left = [r[0] for r in two.fetchall("SELECT schema_name FROM information_schema.schemata")]
+    assert schema not in left and two._schema in left
+    two.close()
+
+
+def test_a_forked_child_makes_its_own_database_even_if_the_lock_was_held():
+    """``--jobs`` and ``--workers`` fork: a child must not wait on the process database's
+    lock that a thread of the parent held at the fork, nor use the parent's database."""
+    import os
+    import time
+
+    from pcapflow import dataset
+
+    with Dataset.of_capture({}, "a" * 16, views=("flows",)):
+        pass
+    with dataset._shared_lock:  # (held by this thread while it forks)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  (the child)
+            code = 1
+            try:
+                with Dataset.of_capture({}, "b" * 16, views=("flows",)) as ds:
+                    shared = dataset._shared
+                    if ds.fetchall("SELECT count(*) FROM flows") == [(0,)] and \
+                            shared is not None and shared[0] == os.getpid():
+                        code = 0
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child waited on the lock")
