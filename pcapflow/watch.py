@@ -513,21 +513,21 @@ def _partition_files(root: Path, table: str, capture_id: str,
     if not capture_id:
         return []
     part = root / table / f"capture_id={capture_id}"
-    try:
-        entries = list(os.scandir(part))
+    out = []
+    try:  # (a stream of entries, one at a time: the partition has parts of every file)
+        with os.scandir(part) as it:
+            for e in it:
+                if not e.name.endswith(".parquet"):
+                    continue
+                if written is not None:
+                    try:
+                        if e.stat().st_mtime_ns < written:
+                            continue
+                    except OSError:
+                        continue
+                out.append(e.path)
     except FileNotFoundError:
         return []
-    out = []
-    for e in entries:
-        if not e.name.endswith(".parquet"):
-            continue
-        if written is not None:
-            try:
-                if e.stat().st_mtime_ns < written:
-                    continue
-            except OSError:
-                continue
-        out.append(e.path)
     return sorted(out)
 
 
