@@ -554,7 +554,8 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
                                        flows.anomalies_final)
     sha = reader.sha256
     own = [f.sha256 or "" for f in reader.files]
-    rows = _capture_rows(_set_captures(resume.root, prev), reader, n_flows,
+    rows = _capture_rows(_set_captures(resume.root, prev) if resume is not None else None,
+                         reader, n_flows,
                          old_anomalies + sum(anomaly_codes.values()), keylog)
     if prev is not None:  # (the set's: of its files' sha256s, sorted and joined, in Arrow)
         sha = hashlib.sha256(_joined_sorted(rows.column("sha256"))).hexdigest()
