@@ -415,7 +415,7 @@ def _window(prev: _Carried | None, parts: StagedParts) -> Window:
     """The set's earlier final rows this command gives the derived tables: none when
     the set has none (it begins, or is matched whole), else the window the previous
     command kept, else (a state from before windows) every earlier part, read."""
-    if not any(parts.old.get(t) for t in OUTPUT_TABLES):
+    if not any(parts.old.has(t) for t in OUTPUT_TABLES):  # (not a Path per part of the set)
         return Window.empty()
     win = Window.load(prev.dir) if prev is not None else None
     if win is not None:

@@ -678,6 +678,35 @@ class OldParts:
         paths = self._paths[table] = [base / n for n in names]
         return paths
 
+    def _names(self, table: str) -> Any:
+        """The names of ``table``'s earlier final parts, one directory entry at a time
+        (nothing kept: ``has`` and ``count`` cost no object per part of the set)."""
+        if table not in self.tables or self._dir is None:
+            return
+        drop = self._drop.get(table, set())
+        try:
+            with os.scandir(self._dir(table)) as it:
+                for e in it:
+                    n = e.name
+                    if (n.endswith(".parquet") and not n.startswith(f"part-{TAIL_PREFIX}")
+                            and n not in drop):
+                        yield n
+        except FileNotFoundError:
+            return
+
+    def has(self, table: str) -> bool:
+        """Whether the set has an earlier final part of ``table`` (``bool(self[table])``
+        without listing them all)."""
+        if table in self._paths:
+            return bool(self._paths[table])
+        return next(iter(self._names(table)), None) is not None
+
+    def count(self, table: str) -> int:
+        """How many earlier final parts of ``table`` (``len(self[table])``, no list)."""
+        if table in self._paths:
+            return len(self._paths[table])
+        return sum(1 for _ in self._names(table))
+
     def __getitem__(self, table: str) -> list[Path]:
         out: list[Path] = self.get(table, [])  # (a table the set has no part of: none)
         return out
@@ -1111,7 +1140,7 @@ def keep_flows(stage: Path, old: OldFlows | None) -> None:
     drop: set[str] = set()
     if (stage / store.APPEND).is_file():
         drop = set(json.loads((stage / store.APPEND).read_text())["drop"].get("flows", []))
-    kept_names = len(OldParts(stage).get("flows", []))
+    kept_names = OldParts(stage).count("flows")
     mine = sorted(f for f in (stage / "flows").glob("*.parquet")
                   if not f.name.startswith(f"part-{TAIL_PREFIX}")) \
         if (stage / "flows").is_dir() else []
