@@ -513,21 +513,21 @@ def _partition_files(root: Path, table: str, capture_id: str,
     if not capture_id:
         return []
     part = root / table / f"capture_id={capture_id}"
-    try:
-        entries = list(os.scandir(part))
+    out = []
+    try:  # (a stream of entries, one at a time: the partition has parts of every file)
+        with os.scandir(part) as it:
+            for e in it:
+                if not e.name.endswith(".parquet"):
+                    continue
+                if written is not None:
+                    try:
+                        if e.stat().st_mtime_ns < written:
+                            continue
+                    except OSError:
+                        continue
+                out.append(e.path)
     except FileNotFoundError:
         return []
-    out = []
-    for e in entries:
-        if not e.name.endswith(".parquet"):
-            continue
-        if written is not None:
-            try:
-                if e.stat().st_mtime_ns < written:
-                    continue
-            except OSError:
-                continue
-        out.append(e.path)
     return sorted(out)
 
 
@@ -539,9 +539,15 @@ def _capture_span(root: Path, capture_id: str, path: str) -> tuple[int, int] | N
     files = _partition_files(root, "captures", capture_id)
     if not files:
         return None
+    import pyarrow.compute as pc
+
     t = pa.concat_tables(pq.read_table(p, columns=["path", "first_ts", "last_ts"])
                          for p in files)
     want = strip_compression(os.path.abspath(path))
+    # (the rows whose path has the file's stem, in Arrow: a few compared in Python, not a
+    # row per file of the set)
+    stem = strip_compression(os.path.basename(path))
+    t = t.filter(pc.match_substring(t.column("path"), stem))
     for p, a, b in zip(t.column("path").to_pylist(),
                        t.column("first_ts").cast(pa.int64()).to_pylist(),
                        t.column("last_ts").cast(pa.int64()).to_pylist(), strict=True):

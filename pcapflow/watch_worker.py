@@ -435,6 +435,9 @@ def _serve() -> int:
     from .pipelines.match import close_database
 
     watch.ALLOCATOR.for_a_long_run()  # before the first ingest starts Arrow's threads
+    from .pipelines.ingest import driver
+
+    driver.SET_LISTS = False  # (the set's paths: O(set), and dropped below)
     try:
         data, keylog, venues, limits = _recv(inp)
     except EOFError:

@@ -365,6 +365,12 @@ WINDOW_REWRITE = 0.5
 """A window part whose rows still in the window are fewer than this share of its
 rows is written again with those only (``Window.advance``), so the files a command
 reads stay about the window's size."""
+WINDOW_MAX_PARTS = 16
+"""Past this many parts the window's parts are written again as one (``Window.advance``,
+the same rows in the same order). A window held open (its ``since`` kept back by an
+order never acknowledged) gains a part per command, and each part is four small files
+a command maps (a page or two of RSS each, ~18 kB a part: measured, session 16), so
+without this a command's memory grew with the set; with it, with the window's rows."""
 
 
 @dataclass(slots=True)
@@ -485,6 +491,11 @@ class Window:
                 parts.append(_WPart(rows, None, kept))  # (written again, smaller)
             else:
                 parts.append(_WPart(rows, p.name, p.total if p.name else kept))
+        if len(parts) > WINDOW_MAX_PARTS:  # (one part again: its rows, in order)
+            rows = {t: pa.concat_tables([without_capture_id(TABLES[t]).empty_table(),
+                                         *(p.rows[t] for p in parts)]).combine_chunks()
+                    for t in OUTPUT_TABLES}
+            parts = [_WPart(rows, None, sum(r.num_rows for r in rows.values()))]
         g = {t: pa.concat_tables([without_capture_id(TABLES[t]).empty_table(), *gone[t]])
              for t in OUTPUT_TABLES}
         for t in OUTPUT_TABLES:
@@ -519,7 +530,7 @@ def _window(prev: _Carried | None, parts: StagedParts) -> Window:
     """The set's earlier final rows this command gives the derived tables: none when
     the set has none (it begins, or is matched whole), else the window the previous
     command kept, else (a state from before windows) every earlier part, read."""
-    if not any(parts.old.get(t) for t in OUTPUT_TABLES):
+    if not any(parts.old.has(t) for t in OUTPUT_TABLES):  # (not a Path per part of the set)
         return Window.empty()
     win = Window.load(prev.dir) if prev is not None else None
     if win is not None:

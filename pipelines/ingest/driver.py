@@ -170,7 +170,7 @@ def _stage_set(staging: store.Staging, args: _Args, resume: _Resume,
     on) and keeping state for the next file when ``resume.keep``."""
     prev = resume.prev
     first_index = int(prev.header["packets"]) if prev is not None else 0
-    first_file = len(prev.files) if prev is not None else 0
+    first_file = prev.n_files if prev is not None else 0
     if prev is not None:
         resume_state.carry(prev, resume.root, staging.dir)  # (the commit appends)
         resume_state.carry_candidates(prev, resume.root, staging.dir, CANDIDATES_DIR)
@@ -526,11 +526,9 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             for name, n in part["rows"].items():
                 child_rows[name] = child_rows.get(name, 0) + n
     interrupts.check()
-    old_files: list[dict[str, Any]] = []
     old_anomalies = 0
     old: resume_state.OldFlows | None = None
     if prev is not None:
-        old_files = prev.files
         old_anomalies = int(prev.header["anomalies"])
         # the set's flows rows: kept where they are but those made again (``OldFlows``)
         old = resume_state.old_flows(prev, resume.root, flows.written(),  # type: ignore[union-attr]
@@ -555,24 +553,71 @@ def _run(reader: CaptureSet, staging: store.Staging, path: list[str], packets_ta
             resume_state.add_anomalies(staging.dir / store.STATE / resume_state.STATE_FILE,
                                        flows.anomalies_final)
     sha = reader.sha256
-    sha256s = [*(str(f["sha256"] or "") for f in old_files),
-               *(f.sha256 or "" for f in reader.files)]
-    if prev is not None:
-        sha = hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()
-    staging.write("captures", _capture_rows(old_files, reader, n_flows,
-                                            old_anomalies + sum(anomaly_codes.values()),
-                                            keylog))
+    own = [f.sha256 or "" for f in reader.files]
+    rows = _capture_rows(_set_captures(resume.root, prev) if resume is not None else None,
+                         reader, n_flows,
+                         old_anomalies + sum(anomaly_codes.values()), keylog)
+    if prev is not None:  # (the set's: of its files' sha256s, sorted and joined, in Arrow)
+        sha = hashlib.sha256(_joined_sorted(rows.column("sha256"))).hexdigest()
+    staging.write("captures", rows)
+    paths = [f.path for f in reader.files]
+    if prev is not None and SET_LISTS:
+        paths = [str(p) for p in rows.column("path").to_pylist()]
     return IngestResult(
         path=reader.files[0].path, capture_id=capture_id, sha256=sha, format=reader.format,
         packets=reader.packets, bytes=reader.bytes_read, flows=n_flows, seconds=0.0,
         rows={**staging.rows, **{t: staging.rows.get(t, 0) + n for t, n in child_rows.items()}},
         anomaly_codes=anomaly_codes,
         capture_problems=capture_problems,
-        paths=[*(str(f["path"]) for f in old_files), *(f.path for f in reader.files)],
-        sha256s=sha256s,
+        paths=paths,
+        # (a resumed command's own files: another capture holding one of the set's
+        # earlier files was replaced by the command that ingested that file)
+        sha256s=own,
         resumed=resumed,
-        resumed_from=str(old_files[-1]["path"]) if old_files else None,
+        resumed_from=prev.last_path if prev is not None else None,
     )
+
+
+SET_LISTS = True
+"""Whether a resumed command's ``IngestResult.paths`` names every file of the set (a
+Python string per file, O(set)); the watch's worker, which drops them, sets it False
+(its result then names the command's own files)."""
+
+
+def _set_captures(root: Path, prev: Previous | None) -> pa.Table | None:
+    """The set's ``captures`` rows so far (the part the previous command wrote), in
+    ``file_index`` order; None when the ingest begins a set."""
+    if prev is None:
+        return None
+    import pyarrow.parquet as pq
+
+    part = store.partition_dir(root, "captures", prev.capture_id)
+    files = sorted(part.glob("*.parquet"))
+    if not files:
+        raise PcapflowError(f"{part}: the capture set's captures rows are missing: "
+                            "re-ingest the file with --new-set")
+    t = pa.concat_tables([pq.read_table(f, columns=_PER_FILE) for f in files])
+    return t.sort_by("file_index") if len(files) > 1 else t
+
+
+_SET_COLUMNS = ("files", "flows", "anomalies", "tls_keys", "keylogs", "ingested_at",
+                "pcapflow_version")
+"""``captures`` columns of the whole set, repeated on each file's row (each command
+writes them anew); the others are the file's own (``_PER_FILE``)."""
+_PER_FILE = ["file_index", "path", "sha256", "format", "compression", "link_types",
+             "packets", "bytes", "first_ts", "last_ts"]
+
+
+def _joined_sorted(col: pa.ChunkedArray) -> bytes:
+    """The strings of ``col`` (nulls as empty), sorted and joined: Arrow's buffers, no
+    Python string per row."""
+    import pyarrow.compute as pc
+
+    arr = pc.fill_null(col, "").combine_chunks()
+    arr = arr.take(pc.array_sort_indices(arr))
+    lists = pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), arr)
+    out = pc.binary_join(lists, "")[0].as_py()
+    return str(out).encode()
 
 
 def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
@@ -585,8 +630,8 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     prev = resume.prev
     content = reader.content_sha256  # (waits for the files' hashes: the state names them)
     capture_id = prev.capture_id if prev is not None else content[:16]
-    old = prev.files if prev is not None else []
-    files = [*old, *(resume_state.file_meta(f) for f in reader.files)]
+    mine = [resume_state.file_meta(f) for f in reader.files]
+    last_files = [*(resume_state.last_files(prev.header) if prev is not None else []), *mine]
     last_key = max([int(prev.header["last_key"]) if prev is not None else 0,
                     *(f.max_ts for f in reader.files if f.max_ts is not None)])
     timed = [f for f in reader.files if f.first_ts is not None or f.min_ts is not None]
@@ -595,7 +640,9 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     limits = app.limits if app is not None else Limits()
     header: dict[str, Any] = {
         "capture_id": capture_id, "recording": [rec[0], rec[1], list(rec[2])],
-        "files": files, "last_key": last_key, "link_types": list(last.link_types),
+        "n_files": (prev.n_files if prev is not None else 0) + len(mine),
+        "last_files": last_files[-resume_state.LAST_FILES:], "last_key": last_key,
+        "link_types": list(last.link_types),
         "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets,
         "resume_pending_s": limits.resume_pending_s,  # (the matcher's: ``match_carry``)
         "resume_order_ids_s": limits.resume_order_ids_s,
@@ -610,6 +657,7 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
     out = staging.dir / store.STATE
     out.mkdir(exist_ok=True)
     (out / resume_state.STATE_FILE).write_bytes(data)
+    resume_state.save_keys(out, prev, mine)  # (every file's key: O(set) bytes, 40 a file)
     np.save(out / resume_state.HELD, resume_state.carried_flows(held, ended, app))
     staging.close_writers()  # (the scan files of the final rows are written by then)
     resume_state.keep_candidates(staging.dir, CANDIDATES_DIR)
@@ -658,19 +706,24 @@ def _unchanged(cols: dict[str, np.ndarray], before: np.ndarray) -> np.ndarray:
     return (cols["end"] != END_NONE) & (hit[:, 0] == ids) & (hit[:, 1] == packets)
 
 
-def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, anomalies: int,
-                  keylog: KeyLog | None) -> dict:
+def _capture_rows(old: pa.Table | None, reader: CaptureSet, flows: int, anomalies: int,
+                  keylog: KeyLog | None) -> pa.Table:
     """``captures`` rows: one per file (a capture set has several, one capture_id);
-    ``old``: the files of the set ingested by earlier commands (``resume``)."""
-    files = [*old, *(resume_state.file_meta(f) for f in reader.files)]
-    n = len(files)
+    ``old``: the rows of the files of the set ingested by earlier commands
+    (``_set_captures``: their own columns), extended in Arrow (no Python object per
+    file of the set) with this command's files, the set's columns on every row."""
+    from ..tables.schemas import TABLES
+
+    files = [resume_state.file_meta(f) for f in reader.files]
+    first = old.num_rows if old is not None else 0
+    n = first + len(files)
 
     def ts(values: list[int | None]) -> pa.Array:
         return ts_array(np.array([v if v is not None else 0 for v in values], dtype=np.int64))
 
-    return {
-        "file_index": pa.array(range(n), type=pa.int32()),
-        "files": pa.array([n] * n, type=pa.int32()),
+    schema = pa.schema([f for f in TABLES["captures"] if f.name != "capture_id"])
+    own = pa.table({
+        "file_index": pa.array(range(first, n), type=pa.int32()),
         "path": pa.array([f["path"] for f in files], type=pa.string()),
         "sha256": pa.array([f["sha256"] for f in files], type=pa.string()),
         "format": pa.array([f["format"] for f in files], type=pa.string()),
@@ -681,11 +734,18 @@ def _capture_rows(old: list[dict[str, Any]], reader: CaptureSet, flows: int, ano
         "bytes": pa.array([f["bytes"] for f in files], type=pa.int64()),
         "first_ts": ts([f["min_ts"] for f in files]),
         "last_ts": ts([f["max_ts"] for f in files]),
-        "flows": pa.array([flows] * n, type=pa.int64()),
-        "anomalies": pa.array([anomalies] * n, type=pa.int64()),
-        "tls_keys": pa.array([keylog is not None] * n, type=pa.bool_()),
-        "keylogs": pa.array([list(keylog.sources) if keylog is not None else []] * n,
-                            type=pa.list_(pa.string())),
-        "ingested_at": ts([time.time_ns()] * n),
-        "pcapflow_version": pa.array([__version__] * n),
+    }, schema=pa.schema([schema.field(c) for c in _PER_FILE]))
+    if old is not None:
+        own = pa.concat_tables([old.select(_PER_FILE).cast(own.schema), own])
+    keylogs = list(keylog.sources) if keylog is not None else []
+    whole = {
+        "files": pa.repeat(pa.scalar(n, pa.int32()), n),
+        "flows": pa.repeat(pa.scalar(flows, pa.int64()), n),
+        "anomalies": pa.repeat(pa.scalar(anomalies, pa.int64()), n),
+        "tls_keys": pa.repeat(pa.scalar(keylog is not None, pa.bool_()), n),
+        "keylogs": pa.repeat(pa.scalar(keylogs, pa.list_(pa.string())), n),
+        "ingested_at": ts_array(np.full(n, time.time_ns(), dtype=np.int64)),
+        "pcapflow_version": pa.repeat(pa.scalar(__version__, pa.string()), n),
     }
+    return pa.table([own.column(f.name) if f.name in _PER_FILE else whole[f.name]
+                     for f in schema], schema=schema)

@@ -19,18 +19,25 @@ How this works.
   (``find``). Some of the set's files again are refused (``AlreadyIngested``);
   all of them are a re-ingest, which replaces the set.
 - *What is kept* (``snapshot``), in ``DATA/_state/capture_id=<id>/state.bin``: a
-  JSON header (format version, the set's files, its name pattern, last packet
-  time, counters) and a pickle of the TCP flow tracker (sequence bases, next
-  expected sequence numbers, held flows, the flow id counter), the application
-  layer's bookkeeping and, per open connection, its reassembly and protocol
-  sessions (TLS record state, HTTP, HTTP/2 HPACK table and streams, WebSocket
-  framing and inflate window, FIX). Key material never: the key log and every
+  JSON header (format version, the count of the set's files and the last few of
+  them, its name pattern, last packet time, counters) and a pickle of the TCP flow
+  tracker (sequence bases, next expected sequence numbers, held flows, the flow id
+  counter), the application layer's bookkeeping and, per open connection, its
+  reassembly and protocol sessions (TLS record state, HTTP, HTTP/2 HPACK table and
+  streams, WebSocket framing and inflate window, FIX). Key material never: the key log and every
   decryptor are left out (``TlsSession.__getstate__`` keeps the client random,
   the key log label, the KeyUpdate generation and the record sequence number),
   and keys are derived again from the next command's key log. A decrypted TLS
   connection's state is sealed (``parsers.tls.seal``: AES-256-GCM under a key
   derived from its own key log secret); any other connection's state holds only
   bytes the capture holds, and is stored as it is.
+- *O(its file), not O(the set)*: what recognises the set's files again (their first
+  packet time and the hash of their head) is a sorted NumPy array beside the state
+  (``KEYS``, 40 bytes a file, searched with ``searchsorted``: no Python object per
+  file), and their other columns are the set's ``captures`` rows, which the next
+  command extends in Arrow (``driver._capture_rows``). Up to format 3 the header
+  listed every file (~1.2 kB of Python objects per file each time a command parsed
+  it); such a state is still read, its list turned into ``KEYS`` by the next command.
 - *Bounded*: ``Limits.resume_max_bytes`` of connection state; past it the least
   recently active connections are dropped from resume (``resume_dropped``), and
   continue in the next file as connections opened before it.
@@ -93,15 +100,24 @@ if TYPE_CHECKING:
     from ...parsers.tcp.analysis import FlowTracker
     from .app_layer import AppLayer
 
-STATE_VERSION = 3
-"""Format of ``state.bin``; bump when a pickled class changes shape (3: the flow
+STATE_VERSION = 4
+"""Format of ``state.bin``; bump when a pickled class changes shape (4: the header
+keeps the count of the set's files and the last ``LAST_FILES`` of them, the keys of
+all of them are in ``KEYS``; 3 and before: the header listed every file; 3: the flow
 tracker keeps its slots up to the high-water mark and no hash table,
 ``FlowTracker.__getstate__``; 2: the body is zstd-compressed; 1, zlib: 1 and 2 are still
 read, the tracker's ``__setstate__`` takes both shapes)."""
-READ_VERSIONS = (1, 2, STATE_VERSION)
+READ_VERSIONS = (1, 2, 3, STATE_VERSION)
 MAGIC = b"PCAPFLOW-STATE\n"
 STATE_DIR = store.STATE
 STATE_FILE = "state.bin"
+KEYS = "files.npy"
+"""Beside ``state.bin``: (first packet time, head hash) of every file of the set with a
+packet, sorted (``file_keys``); replaced with the state by each command."""
+KEY_DTYPE = [("ts", "<i8"), ("head", "S32")]
+LAST_FILES = 4
+"""Files of the set the header keeps in full (the last ones: what a resumed command
+names, ``Previous.last_path``)."""
 TAIL_PREFIX = "t"
 """Part-name prefix of the rows an ingest writes at the end of its capture."""
 _HEADER = struct.Struct("!I")
@@ -147,8 +163,19 @@ class Previous:
         return str(self.header["capture_id"])
 
     @property
-    def files(self) -> list[dict[str, Any]]:
-        return list(self.header["files"])
+    def n_files(self) -> int:
+        """Files in the set so far (format 3 and before: the header's list)."""
+        return n_files(self.header)
+
+    @property
+    def last_path(self) -> str:
+        """The path of the set's last file."""
+        return str(last_files(self.header)[-1]["path"])
+
+    def keys(self) -> Any:
+        """The set's files' keys, sorted (``KEY_DTYPE``): ``KEYS``, or the header's
+        list of a format-3 state."""
+        return file_keys(self.path.parent, self.header)
 
     def load(self, keylog: KeyLog | None, limits: Limits) -> None:
         """Unpickle the body (the tracker and the connections' records)."""
@@ -181,6 +208,86 @@ def _read(path: Path, *, body: bool) -> tuple[dict[str, Any], bytes]:
         return header, (fh.read() if body else b"")
 
 
+def n_files(header: dict[str, Any]) -> int:
+    """Files in the set whose state's header this is."""
+    if "files" in header:  # (format 3 and before)
+        return len(header["files"])
+    return int(header["n_files"])
+
+
+def last_files(header: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last files of the set (``file_meta``), at most ``LAST_FILES``."""
+    files = header["files"] if "files" in header else header["last_files"]
+    return list(files[-LAST_FILES:])
+
+
+def _keys_of(metas: Sequence[dict[str, Any]]) -> Any:
+    import numpy as np
+
+    out = np.array([(int(m["first_ts"]), str(m["head"]).encode()) for m in metas
+                    if m["first_ts"] is not None], dtype=KEY_DTYPE)
+    return np.sort(out, order=["ts", "head"])
+
+
+def file_keys(state_dir: Path, header: dict[str, Any]) -> Any:
+    """The keys (``KEY_DTYPE``, sorted) of the files of the set whose state is in
+    ``state_dir``: its ``KEYS``, or (format 3 and before) the header's list."""
+    import numpy as np
+
+    if "files" in header:
+        return _keys_of(header["files"])
+    try:
+        return np.load(state_dir / KEYS, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise StateError(f"{state_dir / KEYS}: unreadable resume state ({err}): re-ingest "
+                         "the file with --new-set") from err
+
+
+def save_keys(out_dir: Path, prev: Previous | None, new: Sequence[dict[str, Any]]) -> None:
+    """Stage ``KEYS``: the set's keys so far and those of ``new`` (``file_meta``s)."""
+    import numpy as np
+
+    add = _keys_of(new)
+    keys = add if prev is None else np.sort(np.concatenate([prev.keys(), add]),
+                                            order=["ts", "head"])
+    np.save(out_dir / KEYS, keys, allow_pickle=False)
+
+
+def _known(keys: Any, ts: int, head: str) -> bool:
+    """Whether ``keys`` (sorted ``KEY_DTYPE``) holds (``ts``, ``head``): O(log n)."""
+    import numpy as np
+
+    col = keys["ts"]
+    lo, hi = int(np.searchsorted(col, ts, "left")), int(np.searchsorted(col, ts, "right"))
+    return bool((keys["head"][lo:hi] == head.encode()).any()) if hi > lo else False
+
+
+def _set_paths(root: Path, header: dict[str, Any], paths: Sequence[str]) -> list[bool]:
+    """Which of ``paths`` (absolute) are files of the set ``header`` is the state of:
+    its ``captures`` rows' paths, matched in Arrow (format 3: the header's list)."""
+    if "files" in header:
+        names = {os.path.abspath(str(x["path"])) for x in header["files"]}
+        return [p in names for p in paths]
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    part = store.partition_dir(root, "captures", str(header["capture_id"]))
+    try:
+        files = sorted(part.glob("*.parquet"))
+        col = pa.chunked_array([pq.read_table(f, columns=["path"]).column("path")
+                                for f in files], type=pa.string())
+    except (OSError, pa.ArrowException):
+        return [False] * len(paths)
+    # (the rows keep paths as given, relative or not: the rows whose name ends as one
+    # of ``paths`` does are compared in full, a few Python strings, not one per file)
+    out = []
+    for p in paths:
+        near = pc.filter(col, pc.ends_with(col, os.path.basename(p))).to_pylist()
+        out.append(any(x is not None and os.path.abspath(x) == p for x in near))
+    return out
+
+
 def read_header(path: Path) -> dict[str, Any]:
     """The JSON header of a ``state.bin``."""
     return _read(path, body=False)[0]
@@ -210,12 +317,12 @@ def find(root: Path, paths: list[str], exclude: Sequence[str] = ()) -> Previous 
         return None
     states = sorted(sdir.glob(f"capture_id=*/{STATE_FILE}"))
     heads: list[dict[str, Any]] = []
-    others = {os.path.abspath(p) for p in exclude}
+    others = [os.path.abspath(p) for p in exclude]
     for path in states:
         header, _ = _read(path, body=False)
         if header.get("recording") != rec:
             continue
-        if others & {os.path.abspath(str(x["path"])) for x in header.get("files", [])}:
+        if others and any(_set_paths(root, header, others)):
             continue  # a set this command planned apart
         heads.append({"path": path, **header})
     if not heads:
@@ -224,18 +331,18 @@ def find(root: Path, paths: list[str], exclude: Sequence[str] = ()) -> Previous 
     timed = [f for f in files if f.first_ts is not None]
     if not timed:  # files without packets (an idle rotation period): the latest set's
         latest = max(heads, key=lambda h: int(h["last_key"]))
-        names = {os.path.abspath(str(x["path"])) for x in latest["files"]}
-        if all(os.path.abspath(p) in names for p in paths):
+        if all(_set_paths(root, latest, [os.path.abspath(p) for p in paths])):
             raise AlreadyIngested(_already(paths, latest))
         return _previous(latest)
-    mine = {(f.first_ts, _head_id(f)) for f in timed}
+    mine = [(int(f.first_ts), _head_id(f)) for f in timed if f.first_ts is not None]
     first = min(timed, key=lambda f: (f.first_ts, os.path.basename(f.path)))
     best: dict[str, Any] | None = None
     for h in heads:
-        known = {(x["first_ts"], x["head"]) for x in h["files"] if x["first_ts"] is not None}
-        if mine < known:  # some files of the set again (all of them: a re-ingest)
-            raise AlreadyIngested(_already([f.path for f in timed], h))
-        if mine & known or first.first_ts is None:
+        keys = file_keys(h["path"].parent, h)  # (sorted: each of ``mine`` looked up)
+        hits = sum(_known(keys, ts, head) for ts, head in set(mine))
+        if hits == len(set(mine)) and len(keys) > hits:  # some files of the set again
+            raise AlreadyIngested(_already([f.path for f in timed], h))  # (all: re-ingest)
+        if hits or first.first_ts is None:
             continue
         if list(first.link_types) != h["link_types"]:
             continue
@@ -250,7 +357,7 @@ def find(root: Path, paths: list[str], exclude: Sequence[str] = ()) -> Previous 
 def _already(paths: list[str], h: dict[str, Any]) -> str:
     names = ", ".join(os.path.basename(p) for p in paths)
     return (f"{names}: already ingested, as part of capture {h['capture_id']} "
-            f"({len(h['files'])} files); nothing done (--new-set would ingest it alone, "
+            f"({n_files(h)} files); nothing done (--new-set would ingest it alone, "
             "replacing that capture)")
 
 
@@ -452,7 +559,7 @@ def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]
                     ts=app.last_ts, flow_id=fid, direction=None, layer="tls",
                     code="resume_missing_keys",
                     detail=f"this TLS connection continues from the previous capture file "
-                    f"({os.path.basename(prev.files[-1]['path'])}); resuming it needs "
+                    f"({os.path.basename(prev.last_path)}); resuming it needs "
                     f"{label} of client_random {random.hex()}, which the key log given "
                     f"(--keylog: {where}) lacks: pass the key log the client wrote when "
                     "it opened. Its records are kept, not decrypted"))
@@ -486,19 +593,21 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
     Nothing is linked or copied: one listing per table."""
     from ..tables.schemas import TABLES
 
-    carried: dict[str, list[str]] = {}
+    carried: list[str] = []
     drop: dict[str, list[str]] = {}
+    tail = f"part-{TAIL_PREFIX}"
     for table in TABLES:
         if table in REGENERATED:
             continue
+        carried.append(table)
+        # (the provisional parts only: a stream of directory entries, one at a time, not
+        # a list of the partition's thousands of names per table per command)
         try:
-            names = sorted(n for n in os.listdir(store.partition_dir(root, table,
-                                                                     prev.capture_id))
-                           if n.endswith(".parquet"))
+            with os.scandir(store.partition_dir(root, table, prev.capture_id)) as it:
+                drop[table] = sorted(e.name for e in it if e.name.startswith(tail)
+                                     and e.name.endswith(".parquet"))
         except FileNotFoundError:
-            names = []
-        carried[table] = [n for n in names if not n.startswith(f"part-{TAIL_PREFIX}")]
-        drop[table] = [n for n in names if n.startswith(f"part-{TAIL_PREFIX}")]
+            drop[table] = []
     state = store.partition_dir(root, STATE_DIR, prev.capture_id)
     drop[STATE_DIR] = sorted(
         str(f.relative_to(state)) for f in state.rglob("*")
@@ -560,12 +669,43 @@ class OldParts:
         base = self._dir(table)
         drop = self._drop.get(table, set())
         try:
-            names = sorted(n for n in os.listdir(base) if n.endswith(".parquet")
-                           and not n.startswith(f"part-{TAIL_PREFIX}") and n not in drop)
+            with os.scandir(base) as it:
+                names = sorted(e.name for e in it if e.name.endswith(".parquet")
+                               and not e.name.startswith(f"part-{TAIL_PREFIX}")
+                               and e.name not in drop)
         except FileNotFoundError:
             names = []
         paths = self._paths[table] = [base / n for n in names]
         return paths
+
+    def _names(self, table: str) -> Any:
+        """The names of ``table``'s earlier final parts, one directory entry at a time
+        (nothing kept: ``has`` and ``count`` cost no object per part of the set)."""
+        if table not in self.tables or self._dir is None:
+            return
+        drop = self._drop.get(table, set())
+        try:
+            with os.scandir(self._dir(table)) as it:
+                for e in it:
+                    n = e.name
+                    if (n.endswith(".parquet") and not n.startswith(f"part-{TAIL_PREFIX}")
+                            and n not in drop):
+                        yield n
+        except FileNotFoundError:
+            return
+
+    def has(self, table: str) -> bool:
+        """Whether the set has an earlier final part of ``table`` (``bool(self[table])``
+        without listing them all)."""
+        if table in self._paths:
+            return bool(self._paths[table])
+        return next(iter(self._names(table)), None) is not None
+
+    def count(self, table: str) -> int:
+        """How many earlier final parts of ``table`` (``len(self[table])``, no list)."""
+        if table in self._paths:
+            return len(self._paths[table])
+        return sum(1 for _ in self._names(table))
 
     def __getitem__(self, table: str) -> list[Path]:
         out: list[Path] = self.get(table, [])  # (a table the set has no part of: none)
@@ -1000,7 +1140,7 @@ def keep_flows(stage: Path, old: OldFlows | None) -> None:
     drop: set[str] = set()
     if (stage / store.APPEND).is_file():
         drop = set(json.loads((stage / store.APPEND).read_text())["drop"].get("flows", []))
-    kept_names = len(OldParts(stage).get("flows", []))
+    kept_names = OldParts(stage).count("flows")
     mine = sorted(f for f in (stage / "flows").glob("*.parquet")
                   if not f.name.startswith(f"part-{TAIL_PREFIX}")) \
         if (stage / "flows").is_dir() else []

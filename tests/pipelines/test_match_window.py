@@ -128,12 +128,16 @@ def _rows(t: str, ts: list[int | None], flow: int) -> pa.Table:
                      for f in schema})
 
 
-def test_window_parts_are_the_whole_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_parts", [16, 1])
+def test_window_parts_are_the_whole_window(tmp_path: Path, max_parts: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``Window`` kept as a part per command (no ingest: its rows made up): after every
     command the window read back holds, in order, the final rows of all commands from
     ``since`` on, and counts the others, as one table of them all would; a command
     writes its own part only, a part goes once all its rows are out, and is written
-    again (smaller) once most are."""
+    again (smaller) once most are; past ``WINDOW_MAX_PARTS`` parts they are written
+    again as one (a window held open gained a part per command)."""
+    monkeypatch.setattr(match_carry, "WINDOW_MAX_PARTS", max_parts)
     rng = np.random.default_rng(7)
     win, state = match_carry.Window.empty(), tmp_path / "s0"
     every: list[dict[str, pa.Table]] = []
@@ -160,10 +164,14 @@ def test_window_parts_are_the_whole_window(tmp_path: Path) -> None:
             keep = match_carry.window_key(t, whole) >= since
             assert loaded.rows[t].equals(whole.filter(pa.array(keep)))
             assert loaded.omitted[t] == int((~keep).sum())
+        assert len(loaded.parts) <= max_parts
         win = loaded
     names = {f.name for f in state.iterdir() if f.name.startswith("wpart-")}
     assert len(names) < 12 * len(MATCHER)  # (parts out of the window are gone)
-    assert len(written) > 12 * len(MATCHER)  # (and some were written again, smaller)
+    if max_parts == 1:  # (each command wrote the window again as one part)
+        assert len(written) == 12 * len(MATCHER)
+    else:
+        assert len(written) > 12 * len(MATCHER)  # (and some were written again, smaller)
 
 
 def test_id_parts_are_the_one_table(tmp_path: Path) -> None:

@@ -507,13 +507,17 @@ def test_an_unknown_state_version_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def _as_format(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rewrite the ``state.bin`` at ``path`` as format ``version`` wrote it: 2, the flow
-    tracker with every slot and its hash table; 1, that body zlib-compressed; a sealed
-    connection's record sealed with that format in its additional data."""
+    """Rewrite the ``state.bin`` at ``path`` (a set of one file) as format ``version``
+    wrote it: 3 and before, the header listing every file of the set, no ``KEYS``; 2,
+    the flow tracker with every slot and its hash table; 1, that body zlib-compressed;
+    a sealed connection's record sealed with that format in its additional data."""
     from pcapflow.parsers.tls.seal import seal, seal_key, unseal
 
     header, body = resume._read(path, body=True)
-    assert header["version"] == resume.STATE_VERSION == 3
+    assert header["version"] == resume.STATE_VERSION == 4
+    assert header.pop("n_files") == 1 and (path.parent / resume.KEYS).is_file()
+    header["files"] = header.pop("last_files")
+    (path.parent / resume.KEYS).unlink()
     core = pickle.loads(resume.unpack_body(body))
     conns = []
     for fid, random, label, blob in core["conns"]:
@@ -527,7 +531,8 @@ def _as_format(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> Non
     from pcapflow.parsers.tcp.analysis import FlowTracker
 
     with monkeypatch.context() as m:  # (format 2 pickled the tracker's __dict__ as it is)
-        m.setattr(FlowTracker, "__getstate__", lambda self: dict(self.__dict__))
+        if version < 3:
+            m.setattr(FlowTracker, "__getstate__", lambda self: dict(self.__dict__))
         raw = pickle.dumps(core, protocol=pickle.HIGHEST_PROTOCOL)
     header["version"] = version
     head = json.dumps(header).encode()
@@ -541,16 +546,18 @@ def _as_format(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> Non
 KEYLOG = SAMPLES / "binance_wsapi_tls13.keylog"
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("name", ["fix44_plain.pcap", "binance_wsapi_tls13.pcap"])
 def test_a_state_of_an_earlier_format_is_still_read(
         tmp_path: Path, singles: dict[str, tuple[Path, int]], version: int, name: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Format 3 keeps the flow tracker's slots up to its high-water mark, without its hash
-    table; format 2 kept every slot and the table (a state written by it resumes as
-    before: ``FlowTracker.__setstate__``), and format 1 compressed the same body with
-    zlib. A decrypted connection's record sealed by an earlier format (its version in
-    the additional data) is opened."""
+    """Format 4 keeps the count of the set's files and the last few in the header, every
+    file's key in ``KEYS``; format 3 listed every file in the header (the next command
+    writes ``KEYS`` from it). Format 3 keeps the flow tracker's slots up to its
+    high-water mark, without its hash table; format 2 kept every slot and the table (a
+    state written by it resumes as before: ``FlowTracker.__setstate__``), and format 1
+    compressed the same body with zlib. A decrypted connection's record sealed by an
+    earlier format (its version in the additional data) is opened."""
     cap = SAMPLES / name
     keys = [cap.with_suffix(".keylog")] if cap.with_suffix(".keylog").exists() else []
     one, n = singles[cap.name]
@@ -562,6 +569,9 @@ def test_a_state_of_an_earlier_format_is_still_read(
     assert r.resumed_from == str(parts[0]) and r.resumed
     assert "resume_missing_keys" not in r.anomaly_codes
     assert_same_rows(one, tmp_path / "d")
+    header = resume.read_header(path)  # (the format the next command wrote: the keys apart)
+    assert header["version"] == resume.STATE_VERSION and header["n_files"] == 2
+    assert len(np.load(path.parent / resume.KEYS)) == 2 and "files" not in header
 
 
 def test_the_tracker_keeps_its_slots_up_to_the_high_water_mark() -> None:
@@ -624,6 +634,41 @@ def test_a_file_ingested_twice_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(resume.AlreadyIngested, match="already ingested") as err:
         pcapflow.ingest([parts[0]], data=tmp_path / "d")
     assert "\n" not in str(err.value) and isinstance(err.value, PcapflowError)
+    assert _tree(tmp_path / "d") == before
+
+
+def test_what_a_command_reads_of_the_set_is_o_file(tmp_path: Path) -> None:
+    """The state's header keeps a count and the last ``LAST_FILES`` files, not a list of
+    the set's (a command parsed ~1.2 kB of Python objects per file of the set): its size
+    is the same after 8 commands as after 5; every file's key is in ``KEYS``, so a file
+    of the set no longer in the header is still refused, and the ``captures`` rows,
+    extended in Arrow by each command, are the set's (in order, the set's totals)."""
+    cap = SAMPLES / "fix44_plain.pcap"
+    parts = split(cap, [16 * k for k in range(1, 8)], tmp_path)  # (8 files)
+    sizes = []
+    for k, p in enumerate(parts):
+        r = pcapflow.ingest([p], data=tmp_path / "d", app=False)[0]
+        assert r.resumed_from == (str(parts[k - 1]) if k else None)
+        path = next((tmp_path / "d" / store.STATE).glob("*/state.bin"))
+        header = resume.read_header(path)
+        assert "files" not in header and header["n_files"] == k + 1
+        assert [f["path"] for f in header["last_files"]] == [
+            str(x) for x in parts[max(0, k + 1 - resume.LAST_FILES):k + 1]]
+        assert len(np.load(path.parent / resume.KEYS)) == k + 1
+        sizes.append(len(json.dumps({**header, "last_key": 0, "packets": 0,
+                                     "anomalies": 0, "n_files": 0})))
+    assert r.paths == [str(p) for p in parts]  # (the set's files, from its captures rows)
+    assert sizes[4] == sizes[7], sizes  # (the header's size: the same paths' lengths)
+    ds = pcapflow.open(tmp_path / "d")
+    rows = ds.fetchall("SELECT file_index, files, path, packets FROM captures "
+                       "ORDER BY file_index")
+    assert [(i, n, p) for i, n, p, _ in rows] == [(i, 8, str(p)) for i, p in enumerate(parts)]
+    assert sum(n for *_, n in rows) == 142
+    whole = pcapflow.ingest([cap], data=tmp_path / "one", app=False)[0]
+    assert ds.scalar("SELECT any_value(flows) FROM captures") == whole.flows
+    before = _tree(tmp_path / "d")
+    with pytest.raises(resume.AlreadyIngested, match=r"\(8 files\)"):
+        pcapflow.ingest([parts[1]], data=tmp_path / "d", app=False)  # (not in the header)
     assert _tree(tmp_path / "d") == before
 
 
