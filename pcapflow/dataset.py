@@ -114,6 +114,29 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+SHARED_DATABASE = True
+"""Whether pcapflow's own datasets share the process's database (``_internal_con``).
+False in a long-lived process (``pcapflow watch`` and its worker: ``watch.Watcher``,
+``watch.watch_ingest``):
+DuckDB keeps memory its queries allocated until its database closes, and one database
+living for a worker's 500 files grew it ~0.19 MB a file, against ~0.09 with a database
+per dataset (session 16, ``benchmarks/watch_memory.py --worker 100``); there each
+internal dataset gets a database of its own, closed with it."""
+
+
+def _new_internal_db() -> duckdb.DuckDBPyConnection:
+    """A database for internal datasets: one thread (the derive's choice for its small
+    queries) from the start, so it never has a DuckDB worker thread (the process forks
+    later), UTC, the declared empty tables and the ``endpoint_name`` macro."""
+    db = connect({"threads": 1})
+    db.execute("SET TimeZone = 'UTC'")
+    db.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
+    for table, columns in declared().items():
+        db.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+    db.execute(_endpoint_macro())
+    return db
+
+
 def _internal_con() -> tuple[duckdb.DuckDBPyConnection, str]:
     """A new connection to this process's own in-memory database, and a new schema in it
     (the connection's default) for one internal ``Dataset``'s views.
@@ -125,22 +148,18 @@ def _internal_con() -> tuple[duckdb.DuckDBPyConnection, str]:
     of its own, dropped with it (``Dataset.close``). Database-wide settings are shared:
     it runs one thread (what the derive sets for its small queries) for every dataset of
     the process, with ``TimeZone`` UTC (as every ``Dataset``). A forked child makes its
-    own database (``_after_fork_in_child``).
+    own database (``_after_fork_in_child``); with ``SHARED_DATABASE`` False, every
+    dataset does (a long-lived process).
     """
     global _shared
     with _shared_lock:
-        if _shared is None or _shared[0] != os.getpid():
-            # one thread (the derive's choice for its small queries), from the start:
-            # the database never has a DuckDB worker thread (the process forks later)
-            db = connect({"threads": 1})
-            db.execute("SET TimeZone = 'UTC'")
-            db.execute(f"CREATE SCHEMA IF NOT EXISTS {INTERNAL}")
-            for table, columns in declared().items():
-                db.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
-            db.execute(_endpoint_macro())
-            _shared = (os.getpid(), db)
         schema = f"{INTERNAL}_{next(_shared_seq)}"
-        con = _shared[1].cursor()
+        if not SHARED_DATABASE:  # (its own database, closed with the dataset)
+            con = _new_internal_db()
+        else:
+            if _shared is None or _shared[0] != os.getpid():
+                _shared = (os.getpid(), _new_internal_db())
+            con = _shared[1].cursor()
     try:
         con.execute(f"CREATE SCHEMA {schema}")
         con.execute(f"SET schema = '{schema}'")

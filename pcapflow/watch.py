@@ -262,6 +262,9 @@ class Watcher:
                  on_lost: Callable[[str, int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         ALLOCATOR.for_a_long_run()  # before the first read starts Arrow's threads
+        from . import dataset
+
+        dataset.SHARED_DATABASE = False  # (a long-lived process: ``dataset.SHARED_DATABASE``)
         self.directory = directory.resolve()
         self.root = root
         self.ingest_one = ingest
@@ -643,7 +646,9 @@ def watch_ingest(data: Path, keylog: Sequence[str | os.PathLike[str]] | None,
                  limits: dict[str, int | str] | None = None) -> Callable[[str], object]:
     """The ingest of one completed file: ``pcapflow.ingest`` of that file alone (it
     resumes the connections the recording's previous file left open)."""
-    from . import api
+    from . import api, dataset
+
+    dataset.SHARED_DATABASE = False  # (a long-lived process: ``dataset.SHARED_DATABASE``)
 
     def one(path: str) -> object:
         results = api.ingest([[path]], keylog=keylog, data=data, venues=venues,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pytest
 from pcapflow.pipelines.tables import declared as dec
 from pcapflow.pipelines.tables.schemas import TABLES
 
@@ -106,3 +107,31 @@ def test_a_forked_child_makes_its_own_database_even_if_the_lock_was_held():
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     raise AssertionError("the forked child waited on the lock")
+
+
+def test_a_long_lived_process_gives_each_internal_dataset_a_database(tmp_path, monkeypatch):
+    """``pcapflow watch`` (``watch.watch_ingest``, in its worker too) turns the shared
+    database off: DuckDB keeps what its queries allocated until the database closes, so
+    a process that ingests for days makes a database per internal dataset, with the same
+    views, tables and macro, closed with it."""
+    import duckdb
+
+    from pcapflow import dataset, watch
+
+    monkeypatch.setattr(dataset, "SHARED_DATABASE", True)
+    watch.watch_ingest(tmp_path / "data", None, None)
+    assert dataset.SHARED_DATABASE is False
+    monkeypatch.setattr(dataset, "_shared", None)
+    flows = pa.Table.from_pylist([], schema=TABLES["flows"]).drop_columns(["capture_id"])
+    one = Dataset.of_capture({}, "a" * 16, {"flows": flows}, views=("flows",))
+    two = Dataset.of_capture({}, "b" * 16, {"flows": flows})
+    assert dataset._shared is None and one.con is not two.con
+    one.fetchall("CREATE TABLE only_in_one AS SELECT 1 AS x")
+    assert "only_in_one" not in [r[0] for r in two.fetchall("SHOW TABLES")]
+    assert two.fetchall("SELECT endpoint_name('fix', 'D')") == [("NewOrderSingle",)]
+    assert one.fetchall("SELECT count(*) FROM flows") == [(0,)]
+    one.close()
+    with pytest.raises(duckdb.ConnectionException):  # (its database is closed with it)
+        one.con.execute("SELECT 1")
+    assert two.fetchall("SELECT count(*) FROM flows") == [(0,)]
+    two.close()
