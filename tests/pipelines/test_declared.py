@@ -48,10 +48,14 @@ def test_fingerprint_follows_the_sources():
     assert a == dec.fingerprint() and len(a) == 20
 
 
-def test_internal_datasets_share_a_database_not_their_views(tmp_path):
+def test_internal_datasets_share_a_database_not_their_views(tmp_path, monkeypatch):
     """``Dataset.of_capture`` and ``Dataset(..., internal=True)`` are connections to one
     database of the process: each sees its own views (same columns as a dataset's own),
     its Arrow tables, the FIX endpoint macro; closing one drops its views only."""
+    from pcapflow import dataset
+
+    # (a ``Watcher`` made earlier in this process turned sharing off: a long-lived process)
+    monkeypatch.setattr(dataset, "SHARED_DATABASE", True)
     flows = pa.Table.from_pylist([], schema=TABLES["flows"]).drop_columns(["capture_id"])
     one = Dataset.of_capture({}, "a" * 16, {"flows": pa.concat_tables([flows, flows])},
                              views=("flows",))
@@ -75,7 +79,7 @@ def test_internal_datasets_share_a_database_not_their_views(tmp_path):
     two.close()
 
 
-def test_a_forked_child_makes_its_own_database_even_if_the_lock_was_held():
+def test_a_forked_child_makes_its_own_database_even_if_the_lock_was_held(monkeypatch):
     """``--jobs`` and ``--workers`` fork: a child must not wait on the process database's
     lock that a thread of the parent held at the fork, nor use the parent's database."""
     import os
@@ -83,6 +87,7 @@ def test_a_forked_child_makes_its_own_database_even_if_the_lock_was_held():
 
     from pcapflow import dataset
 
+    monkeypatch.setattr(dataset, "SHARED_DATABASE", True)  # (as above)
     with Dataset.of_capture({}, "a" * 16, views=("flows",)):
         pass
     with dataset._shared_lock:  # (held by this thread while it forks)
