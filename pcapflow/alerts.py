@@ -135,19 +135,39 @@ class CusumCarry:
     ``pcapflow.why_carry``): per (venue, endpoint), the kernel's state after the orders
     before ``since``, and the latencies and times it may read again (from
     ``changepoint.history_start``). Orders before ``until`` are added to the state
-    (their alarms are final); later ones are run on a copy (provisional alarms)."""
+    (their alarms are final); later ones are run on a copy (provisional alarms).
+
+    A second state, at a later order time: ``at`` (set by the caller: this piece's
+    answered cut ``Q``), and out, ``later``, the state after the orders before ``at``,
+    and ``later_alarms``, the alarms of the orders from ``until`` to ``at``. Given
+    back with ``resume`` (the previous piece's ``at``) when the orders before it are
+    as they were and ``until`` is ``since`` (``why_carry.cusum_of``), only the orders
+    from ``resume`` on are read: the state after those before ``since`` is kept as
+    it was, the alarms of those from ``since`` to ``resume`` are ``later_alarms``'s,
+    and the run goes on from ``later``. An order never answered holds ``since`` back
+    ``why_carry.PENDING_NS`` (the latency rows a late reply adds are at its time),
+    but not ``at``: without ``resume`` every piece read every order since then."""
 
     series: dict[tuple[object, object], dict[str, np.ndarray | int]]
     since: int | None = None
     until: int | None = None
+    at: int | None = None
+    later: dict[tuple[object, object], dict[str, np.ndarray | int]] | None = None
+    later_alarms: dict[tuple[object, object], list[tuple]] | None = None
+    resume: int | None = None
+
+
+def _copy(state: dict[str, np.ndarray | int]) -> dict[str, np.ndarray | int]:
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
 
 
 def latency_shift(ds: Dataset, s: Settings,
                   carry: CusumCarry | None = None) -> list[dict[str, object]]:
     """Regime changes of latency per venue and endpoint (rank CUSUM), in order time
     (ties by flow and correlation id); ``carry``: the state of an earlier piece."""
-    since = "" if carry is None or carry.since is None else \
-        f" AND epoch_ns(order_ts) >= {int(carry.since)}"
+    resume = carry is not None and carry.resume is not None
+    start = None if carry is None else (carry.resume if resume else carry.since)
+    since = "" if start is None else f" AND epoch_ns(order_ts) >= {int(start)}"
     # (the series' bounds from the sorted rows, not a ``dense_rank`` over (venue,
     # endpoint): a second sort, ~0.05 s a resumed command re-reading ~240k acks)
     tab = ds.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM latency "
@@ -162,21 +182,44 @@ def latency_shift(ds: Dataset, s: Settings,
     pieces = {k: (int(a), int(b)) for k, a, b in zip(keys, bounds[:-1], bounds[1:],
                                                      strict=True)}
     series = carry.series if carry is not None else {}
+    at = carry.at if carry is not None and carry.until is not None else None
+    later_in = (carry.later or {}) if carry is not None and resume else {}
+    alarms_in = (carry.later_alarms or {}) if carry is not None and resume else {}
+    later: dict[tuple[object, object], dict[str, np.ndarray | int]] = {}
+    later_alarms: dict[tuple[object, object], list[tuple]] = {}
     out = []
     for key in sorted(set(pieces) | set(series), key=lambda k: (str(k[0]), str(k[1]))):
         a, b = pieces.get(key, (0, 0))
         state = series.get(key) or _new_series(s)
-        split = a + int(np.searchsorted(t[a:b], carry.until)) if carry is not None and \
-            carry.until is not None else b
+        split = a if resume else (
+            a + int(np.searchsorted(t[a:b], carry.until)) if carry is not None and
+            carry.until is not None else b)
         kept, alarms = _cusum_piece(state, x[a:split], t[a:split], s)
         if carry is not None:
             series[key] = kept
         for r in alarms:
             out.append(_shift_row(key, r, s))
-        if split < b:  # after the cut: on a copy of the state
-            _, alarms = _cusum_piece({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                                      for k, v in kept.items()}, x[split:b], t[split:b], s)
+        if split == b and at is None:
+            continue
+        # after the cut: on a copy of the state (resumed: on the state at ``resume``,
+        # after the alarms of the orders before it)
+        now, before = _copy(kept), []
+        if resume:
+            now = later_in.get(key, now)
+            before = list(alarms_in.get(key, []))
+            out += [_shift_row(key, r, s) for r in before]
+        if at is not None:
+            mid = split + int(np.searchsorted(t[split:b], at))
+            now, alarms = _cusum_piece(now, x[split:mid], t[split:mid], s)
             out += [_shift_row(key, r, s) for r in alarms]
+            later[key], later_alarms[key] = _copy(now), before + alarms
+            split = mid
+        if split < b:
+            _, alarms = _cusum_piece(now, x[split:b], t[split:b], s)
+            out += [_shift_row(key, r, s) for r in alarms]
+    if carry is not None:
+        carry.later = later if at is not None else None
+        carry.later_alarms = later_alarms if at is not None else None
     return out
 
 

@@ -405,7 +405,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
     prov: dict[str, pa.Table] = {}
     with Dataset.of_capture(files, plan.capture_id, tables, extra) as view:
         view.con.execute("SET threads = 1")  # (see ``derive``)
-        cut, pcut = wc.cuts(plan, view, latency, unmatched)
+        cut, pcut, qcut = wc.cuts(plan, view, latency, unmatched)
         if orders:
             rows = _cast(causes.compute(view, since=c_prev), "causes")
             settle = (wc.ns_or_inf(rows.column("order_ts"))
@@ -432,8 +432,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         streams = named = None
         final["feed_gaps"], prov["feed_gaps"] = wc.split(
             _cast(gaps, "feed_gaps"), wc.ns_or_inf(gaps.column("ts")), c_prev, cut)
-        cusum = alerts.CusumCarry(series=dict(prev.cusum) if prev else {}, since=p_prev,
-                                  until=pcut if plan.keep else None)
+        cusum = wc.cusum_of(plan, latency, pcut, qcut)
         s = SETTINGS or alerts.Settings()
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev, silences=silences,
@@ -473,8 +472,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                 "SELECT * FROM feed_msg m WHERE NOT EXISTS (SELECT 1 FROM _tail_keys k "
                 "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"
             ).to_arrow_table()
-            wc.save(plan, view.con, s, cut, pcut, open_starts, latency, unmatched, feed_rows,
-                    cusum.series, all_flows)
+            wc.save(plan, view.con, s, (cut, pcut, qcut), open_starts, latency, unmatched,
+                    feed_rows, cusum, all_flows)
     return final, prov
 
 

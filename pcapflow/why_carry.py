@@ -25,13 +25,16 @@ How this works.
 - *Carried rows.* The next command reads its own parts only, plus, kept with the
   set's resume state (``DATA/_state/capture_id=<id>/derive/``), the input rows of
   the last seconds before the cut (``lookback``) (and before any provisional alert's
-  start; for the connections of orders still pending, from their order time):
-  TCP events and RTT samples, inbound TLS records and messages (narrow columns),
+  start; for the connections of orders still pending, their TCP events and RTT
+  samples from their order time): TCP events and RTT samples, inbound TLS records
+  and messages (narrow columns),
   the market-data rows (``feed.message_rows``), and one *anchor* per stream
   (the last row before that window: the previous message a feed gap, a stale
   feed, head-of-line blocking or a segment's byte count is measured against).
   The latency alerts carry the rank CUSUM's state per venue and endpoint
-  (``alerts.CusumCarry``); ``p99_high`` re-reads the orders of the open bucket.
+  (``alerts.CusumCarry``) at ``P`` and at the answered cut ``Q`` (``P`` but for the
+  orders still without a reply: ``cusum_of``); ``p99_high`` re-reads the orders of
+  the open bucket.
   Every detector is online (an interval is judged by what came before it;
   ``microburst``'s baseline is the trailing ``burst_baseline_s``), so the rows
   from this window on are the rows of the whole set.
@@ -59,7 +62,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from .alerts import Settings
+from .alerts import CusumCarry, Settings
 from .pipelines.ingest.resume import (
     HELD,
     OLD_VENUES,
@@ -173,6 +176,10 @@ class Carried:
     feed: pa.Table
     cusum: dict[tuple[object, object], dict[str, np.ndarray | int]]
     venues: pa.Table
+    later: dict[tuple[object, object], dict[str, np.ndarray | int]] | None = None
+    """``latency_shift``'s state at the answered cut ``Q`` (``alerts.CusumCarry``; None:
+    not kept, a state of an earlier pcapflow)."""
+    later_alarms: dict[tuple[object, object], list[tuple]] | None = None
 
     @classmethod
     def load(cls, path: Path) -> Carried | None:
@@ -181,8 +188,12 @@ class Carried:
             if meta.get("version") != VERSION:
                 return None
             rows = {t: _load(path, t) for t in CARRY}
-            return cls(meta=meta, rows=rows, feed=_load(path, "feed"),
-                       cusum=_cusum_load(_load(path, "cusum")), venues=_load(path, "venues"))
+            out = cls(meta=meta, rows=rows, feed=_load(path, "feed"),
+                      cusum=_cusum_load(_load(path, "cusum")), venues=_load(path, "venues"))
+            if "qcut" in meta:
+                out.later = _cusum_load(_load(path, "cusum_q"))
+                out.later_alarms = _alarms_load(_load(path, "alarms_q"))
+            return out
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
 
@@ -221,6 +232,56 @@ def _cusum_table(series: dict[tuple[object, object], dict[str, np.ndarray | int]
                       pa.list_(pa.float64())),
         "t": pa.array([series[k]["t"].tolist() for k in keys],  # type: ignore[union-attr]
                       pa.list_(pa.int64()))})
+
+
+_ALARM = pa.schema([("venue", pa.string()), ("endpoint", pa.string()), ("t0", pa.int64()),
+                    ("t1", pa.int64()), ("direction", pa.int64()), ("ref", pa.float64()),
+                    ("now", pa.float64()), ("n", pa.int64())])
+"""``latency_shift``'s alarms of the orders from ``P`` to ``Q`` (``CusumCarry.later_alarms``):
+per series, in the order found."""
+
+
+def _alarms_table(alarms: dict[tuple[object, object], list[tuple]]) -> pa.Table:
+    rows = [(*k, *a) for k in sorted(alarms, key=lambda k: (str(k[0]), str(k[1])))
+            for a in alarms[k]]
+    return pa.table([pa.array([r[i] for r in rows], f.type) for i, f in enumerate(_ALARM)],
+                    schema=_ALARM)
+
+
+def _alarms_load(t: pa.Table) -> dict[tuple[object, object], list[tuple]]:
+    out: dict[tuple[object, object], list[tuple]] = {}
+    for r in t.to_pylist():
+        out.setdefault((r["venue"], r["endpoint"]), []).append(
+            (r["t0"], r["t1"], r["direction"], r["ref"], r["now"], r["n"]))
+    return out
+
+
+def cusum_of(plan: Plan, latency: pa.Table | None, pcut: int, qcut: int
+             ) -> CusumCarry:
+    """``latency_shift``'s carry for this command: from the previous command's state at
+    its order cut ``P``, or, when this command's ``P`` is that one, its ``Q`` not
+    earlier, and the ack rows of orders from ``P`` to the previous ``Q`` as many as
+    then (every one of them was answered before the previous cut: only a reply to an
+    order that had none adds one), from its state at ``Q`` (``alerts.CusumCarry``)."""
+    prev = plan.prev
+    carry = CusumCarry(series=dict(prev.cusum) if prev else {},
+                       since=int(prev.meta["pcut"]) if prev else None,  # type: ignore
+                       until=pcut if plan.keep else None, at=qcut if plan.keep else None)
+    if prev is None or prev.later is None or not plan.keep or carry.since != pcut:
+        return carry
+    q_prev = int(prev.meta["qcut"])  # type: ignore[call-overload]
+    if qcut < q_prev or _acks_between(latency, pcut, q_prev) != prev.meta["n_q"]:
+        return carry
+    carry.later, carry.later_alarms, carry.resume = dict(prev.later), prev.later_alarms, q_prev
+    return carry
+
+
+def _acks_between(latency: pa.Table | None, lo: int, hi: int) -> int:
+    """``latency``'s ack legs with a latency of orders from ``lo`` to before ``hi``."""
+    if latency is None or latency.num_rows == 0 or hi <= lo:
+        return 0
+    o = ns_or_inf(latency.column("order_ts"))
+    return int(np.count_nonzero(ack_rows(latency) & (o >= lo) & (o < hi)))
 
 
 @dataclass(slots=True)
@@ -421,15 +482,21 @@ def view_inputs(plan: Plan) -> tuple[dict[str, list[Path]], dict[str, pa.Table]]
 
 
 def cuts(plan: Plan, view: object, latency: pa.Table | None,
-         unmatched: pa.Table | None) -> tuple[int, int]:
-    """This command's cut ``C`` and order cut ``P`` (``INF``: no later file)."""
+         unmatched: pa.Table | None) -> tuple[int, int, int]:
+    """This command's cut ``C``, order cut ``P`` and answered cut ``Q`` (``INF``: no
+    later file). ``Q``: ``P`` but for the orders still without a reply, before the
+    oldest order a reply after ``C`` answers (``latency_shift``'s second state: an
+    order never answered holds ``P`` back ``PENDING_NS``, not ``Q``)."""
     cut = _cut(plan)
     if cut == INF:
-        return INF, INF
-    pcut = cut
-    for o in _pending(plan, latency, unmatched, cut)[0]:
+        return INF, INF, INF
+    pcut = qcut = cut
+    times, _, late = _pending(plan, latency, unmatched, cut)
+    for o in times:
         pcut = min(pcut, int(o))
-    return cut, pcut
+    for o in late:
+        qcut = min(qcut, int(o))
+    return cut, pcut, qcut
 
 
 def _cut(plan: Plan) -> int:
@@ -459,15 +526,18 @@ def _given(plan: Plan, table: str, rows: pa.Table | None) -> pa.Table | None:
 
 
 def _pending(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | None,
-             cut: int) -> tuple[np.ndarray, np.ndarray]:
+             cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order times and flows of the orders whose rows a later command may still
-    change: replies after the cut, orders without one (of the last ``PENDING_NS``)."""
+    change: replies after the cut, orders without one (of the last ``PENDING_NS``);
+    and the order times of the former only."""
     latency, unmatched = _given(plan, "latency", latency), _given(plan, "unmatched", unmatched)
     times, flows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    answered = times[0]
     if latency is not None and latency.num_rows:
         o, a = ns_or_inf(latency.column("order_ts")), ns_or_inf(latency.column("ack_ts"))
         late = np.where(a == INF, o, a) >= cut
-        times.append(o[late])
+        answered = o[late]
+        times.append(answered)
         flows.append(latency.column("flow_id").to_numpy(zero_copy_only=False)[late])
         af = pc.fill_null(latency.column("ack_flow_id"), latency.column("flow_id"))
         flows.append(af.to_numpy(zero_copy_only=False)[late])
@@ -478,7 +548,7 @@ def _pending(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | None,
         wait = what & (ts >= plan.last - PENDING_NS) & (ts < INF)
         times.append(ts[wait])
         flows.append(unmatched.column("flow_id").to_numpy(zero_copy_only=False)[wait])
-    return np.concatenate(times), np.unique(np.concatenate(flows).astype(np.int64))
+    return np.concatenate(times), np.unique(np.concatenate(flows).astype(np.int64)), answered
 
 
 def split(rows: pa.Table, settle: np.ndarray, before: int | None, cut: int
@@ -495,26 +565,27 @@ def lookback(s: Settings, table: str) -> int:
     TCP events, a storm's second and the one before and twice the episode gap; RTT
     samples, the microburst baseline and two intervals; market data, twice the
     episode gap; inbound messages and records (causes), ``MARGIN_NS`` (the orders
-    answered later keep theirs: ``_pending``)."""
+    answered later keep their TCP events and RTT samples: ``_pending``, ``save``)."""
     more = {"tcp_rtt": s.burst_baseline_s + 2 * s.burst_window_us / 1e6,
             "tcp_events": 2.0 + 2 * s.episode_gap_s,
             "feed": 2 * s.episode_gap_s}.get(table, 0.0)
     return MARGIN_NS + int(more * 1e9)
 
 
-def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut: int,
+def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int, int, int],
          open_starts: int, latency: pa.Table | None, unmatched: pa.Table | None,
-         feed_rows: pa.Table, cusum: dict[tuple[object, object], dict[str, np.ndarray | int]],
-         flows: pa.Table) -> None:
+         feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state);
-    ``con``: the derive's DuckDB connection (a new one costs a tenth of a second)."""
+    ``con``: the derive's DuckDB connection (a new one costs a tenth of a second);
+    ``at``: the cuts (``cuts``)."""
+    cut, pcut, qcut = at
     out = plan.stage_dir / STATE / DIR
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     edge = min(cut, open_starts)
     k = edge - MARGIN_NS  # every table's rows reach at least this far back
-    times, pend = _pending(plan, latency, unmatched, cut)
+    times, pend, _ = _pending(plan, latency, unmatched, cut)
     k2 = min([k, *(int(t) for t in times)])
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
@@ -523,7 +594,14 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
     con.register("ordered", pa.table({"flow_id": ordered}))
     for t, (col, where, columns) in CARRY.items():
         kt = edge - lookback(s, t)
-        sel = (f"(epoch_ns({col}) >= {kt} OR (epoch_ns({col}) >= {min(k2, kt)} AND flow_id IN "
+        # the connections of pending orders from the oldest order's time on: what
+        # ``causes`` reads of an order's window (o, a] (its ACK timing and TCP events);
+        # of the inbound messages and records it reads the reply's, after the cut, and
+        # the message before it (the anchor), so those are kept from ``kt`` as any
+        # connection's: an order never answered does not hold its connection's messages
+        # ``PENDING_NS`` back
+        kp = kt if t in CAUSES_ONLY else min(k2, kt)
+        sel = (f"(epoch_ns({col}) >= {kt} OR (epoch_ns({col}) >= {kp} AND flow_id IN "
                "(SELECT flow_id FROM pend)))")
         if t in CAUSES_ONLY:  # (a market-data connection's messages: its feed rows)
             sel = f"({sel} AND flow_id IN (SELECT flow_id FROM ordered))"
@@ -536,14 +614,14 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
         else:
             anchor = None
         # without an anchor (a connection's last row before, however old) only the rows
-        # ``sel`` keeps are read: none older than min(k2, kt)
+        # ``sel`` keeps are read: none older than ``kp``
         rows = _final_rows(plan, t, columns, where,
-                           None if anchor is not None else (col, min(k2, kt)))
+                           None if anchor is not None else (col, kp))
         con.register("r", rows)
         if rows.num_rows == 0:
             kept = rows
         elif anchor is None:  # (``sel`` in pyarrow: a DuckDB statement costs ~5 ms)
-            kept = rows.filter(_sel(rows, col, kt, min(k2, kt), pend,
+            kept = rows.filter(_sel(rows, col, kt, kp, pend,
                                     ordered if t in CAUSES_ONLY else None))
         else:
             near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
@@ -565,7 +643,10 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
             OR row_number() OVER ({part} ORDER BY ts DESC, stream_offset DESC) = 1)
         WHERE {near}""").to_arrow_table()
     _dump(feed_kept, out, "feed")
-    _dump(_cusum_table(cusum), out, "cusum")
+    _dump(_cusum_table(cusum.series), out, "cusum")
+    if cusum.later is not None and cusum.later_alarms is not None:
+        _dump(_cusum_table(cusum.later), out, "cusum_q")
+        _dump(_alarms_table(cusum.later_alarms), out, "alarms_q")
     # the venues of the flows whose rows are provisional (the others' are in their rows)
     venues = flows.select(["flow_id", "venue"])
     _dump(venues.filter(pc.is_in(venues.column("flow_id"), pa.array(plan.held, pa.int64()))),
@@ -582,9 +663,11 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, cut: int, pcut
         ack = ack_rows(latency)
         n_p += int(np.count_nonzero(ack & (o < pcut)))
         n_c += int(np.count_nonzero(a < cut))
-    (out / "meta.json").write_text(json.dumps({
-        "version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
-        "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}))
+    meta = {"version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
+            "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}
+    if cusum.later is not None:
+        meta |= {"qcut": qcut, "n_q": _acks_between(latency, pcut, qcut)}
+    (out / "meta.json").write_text(json.dumps(meta))
     for name in ("held", "pend", "f", "ordered"):
         con.unregister(name)
 

@@ -163,3 +163,70 @@ def test_the_kept_rows_are_read_from_the_row_groups_that_hold_them(tmp_path: Pat
     newer = pc.greater_equal(pc.cast(everything.column("ts"), "int64"), since)
     assert got.filter(pc.greater_equal(pc.cast(got.column("ts"), "int64"), since)).equals(
         everything.filter(newer))
+
+
+def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
+    """``latency_shift`` over a rotation's commands, each from the previous command's
+    state at its order cut ``P`` or, when ``P`` has not moved and the acks before the
+    previous answered cut ``Q`` are as many as then, from its state at ``Q``
+    (``why_carry.cusum_of``; the states round-tripped through the tables ``save``
+    writes): every command's alarms from ``P`` on are one pass's over what it sees.
+    Orders without a reply for a while hold ``P`` back; some are answered late (a new
+    ack before ``Q``: read from ``P`` again)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(11)
+    s = alerts.Settings(cusum_reference=8, cusum_h=3.0)
+    sec = 10**9
+    n = 6000
+    o = np.sort(rng.integers(0, 600 * sec, n))
+    lat = rng.lognormal(np.log(3e6), 0.5, n)
+    for _ in range(6):
+        lat[int(rng.integers(0, n)):] *= rng.choice([0.4, 2.5])
+    a = o + lat.astype(np.int64)
+    late = rng.random(n) < 0.002  # answered 30-200 s later
+    a[late] = o[late] + rng.integers(30 * sec, 200 * sec, int(late.sum()))
+    table = pa.table({"venue": pa.array(rng.choice(["x", "y"], n)),
+                      "endpoint": pa.array(rng.choice(["e1", "e2"], n)),
+                      "order_ts": pa.array(o).cast(pa.timestamp("ns")),
+                      "latency_ns": pa.array(a - o), "leg": pa.array(["ack"] * n),
+                      "ack_ts": pa.array(a).cast(pa.timestamp("ns")),
+                      "flow_id": pa.array(rng.integers(1, 4, n)),
+                      "correlation_id": pa.array([f"c{i}" for i in range(n)])})
+
+    def shifts(rows: pa.Table, carry: alerts.CusumCarry | None) -> list[tuple]:
+        con = duckdb.connect()
+        con.register("latency", rows)
+        got = alerts.latency_shift(con, s, carry)  # type: ignore[arg-type]
+        return sorted((r["venue"], r["endpoint"], r["start_ts"], r["end_ts"], r["value"],
+                       r["evidence_rows"]) for r in got)
+
+    prev: dict[str, object] | None = None
+    resumed = 0
+    for end in range(20, 620, 20):
+        t_end = end * sec
+        seen = table.filter(pa.array(a < t_end))
+        cut = t_end - 2 * sec
+        ack = a[a < t_end]
+        qcut = min([cut, *o[a < t_end][ack >= cut].tolist()])
+        waiting = o[(a >= t_end) & (o < t_end) & (o >= t_end - 300 * sec)]
+        pcut = min([qcut, *waiting.tolist()])
+        carry = alerts.CusumCarry(series={} if prev is None else dict(prev["series"]),
+                                  since=None if prev is None else prev["pcut"],
+                                  until=pcut, at=qcut)
+        if prev is not None and prev["pcut"] == pcut and qcut >= prev["qcut"] and \
+                why_carry._acks_between(seen, pcut, prev["qcut"]) == prev["n_q"]:
+            carry.later, carry.later_alarms = dict(prev["later"]), prev["later_alarms"]
+            carry.resume = prev["qcut"]
+            resumed += 1
+        got = shifts(seen, carry)
+        since = -1 if prev is None else prev["pcut"]
+        assert [r for r in got if r[3] >= since] == [r for r in shifts(seen, None)
+                                                     if r[3] >= since], end
+        assert carry.later is not None and carry.later_alarms is not None
+        prev = {"series": why_carry._cusum_load(why_carry._cusum_table(carry.series)),
+                "later": why_carry._cusum_load(why_carry._cusum_table(carry.later)),
+                "later_alarms": why_carry._alarms_load(
+                    why_carry._alarms_table(carry.later_alarms)),
+                "pcut": pcut, "qcut": qcut, "n_q": why_carry._acks_between(seen, pcut, qcut)}
+    assert 5 < resumed < 29
