@@ -215,3 +215,32 @@ def test_id_parts_are_the_one_table(tmp_path: Path) -> None:
         assert ids.rows.equals(one), k
         assert len(ids.parts) <= 12
     assert written < 40 * 3  # (parts are written again only as they merge or lose rows)
+
+
+def test_not_in_is_sqls_not_in_per_part() -> None:
+    """``match_carry._not_in`` (a part filtered only when it holds a row to drop) keeps
+    what SQL's ``NOT IN`` keeps, nulls on either side, over tables of several parts."""
+    import duckdb
+
+    rng = np.random.default_rng(5)
+    con = duckdb.connect()
+    for _ in range(300):
+        parts = []
+        for _ in range(int(rng.integers(0, 5))):
+            n = int(rng.integers(0, 30))
+            v = [None if rng.random() < 0.1 else f"c{int(x)}" for x in rng.integers(0, 60, n)]
+            parts.append(pa.table({"cid": pa.array(v, pa.string()),
+                                   "i": pa.array(np.arange(n), pa.int64())}))
+        rows = pa.concat_tables(parts) if parts else pa.table(
+            {"cid": pa.array([], pa.string()), "i": pa.array([], pa.int64())})
+        m = int(rng.integers(0, 12))
+        values = pa.array([None if rng.random() < 0.03 else f"c{int(x)}"
+                           for x in rng.integers(0, 60, m)], pa.string())
+        con.register("r", rows)
+        con.register("v", pa.table({"cid": values}))
+        want = con.sql("SELECT * FROM r WHERE cid NOT IN (SELECT cid FROM v) ORDER BY ALL"
+                       ).to_arrow_table()
+        got = match_carry._not_in(rows, "cid", values)
+        assert got.schema == rows.schema
+        assert got.sort_by([("cid", "ascending"), ("i", "ascending")]).equals(want) or (
+            got.num_rows == want.num_rows == 0)
