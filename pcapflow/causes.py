@@ -66,13 +66,38 @@ RESENDS = ("retransmission", "fast_retransmission")
 LOSS_SIGNS = ("out_of_order", "gap", "duplicate_ack")
 
 
-def causes_sql(since: int | None = None) -> str:
+def causes_sql(since: int | None = None, more_rtt: str | None = None) -> str:
     """``CAUSES_SQL`` of the latency rows whose reply came at or after ``since`` (ns;
     None: all): a rotation's later command finds the causes of its new orders only
-    (``pcapflow.why_carry``)."""
+    (``pcapflow.why_carry``); ``more_rtt``: a table of ``tcp_rtt`` rows (``DACK_COLUMNS``,
+    with ``capture_id``) its delayed ACKs are also looked for in (what the command
+    carried of its pending orders' connections: ``why_carry.save``)."""
     where = "" if since is None else \
         f" WHERE coalesce(epoch_ns(ack_ts), epoch_ns(order_ts)) >= {int(since)}"
-    return CAUSES_SQL.replace("FROM latency)", f"FROM latency{where})", 1)
+    sql = CAUSES_SQL.replace("FROM latency)", f"FROM latency{where})", 1)
+    if more_rtt is not None:
+        cols = ", ".join(("capture_id", *DACK_COLUMNS))
+        sql = sql.replace("JOIN tcp_rtt t ON", f"JOIN (SELECT {cols} FROM tcp_rtt UNION ALL "
+                          f"SELECT {cols} FROM {more_rtt}) t ON", 1)
+    return sql
+
+
+DACK_COLUMNS = ("flow_id", "direction", "piggybacked", "method", "rtt_ns", "ts_sent",
+                "ts_ack")
+"""The ``tcp_rtt`` columns ``delayed_ack`` reads."""
+
+
+def delayed_ack_candidates(rtt: pa.Table) -> pa.Array:
+    """Per ``tcp_rtt`` row, whether ``delayed_ack`` can read it (its conditions on the
+    sample alone: ours, a pure ACK, of the ``ack`` method or none, ``DELAYED_ACK_MIN_NS``
+    or longer)."""
+    import pyarrow.compute as pc
+
+    ok = pc.and_kleene(pc.equal(rtt.column("direction"), "in"),
+                       pc.invert(pc.fill_null(rtt.column("piggybacked"), False)))
+    ok = pc.and_kleene(ok, pc.equal(pc.fill_null(rtt.column("method"), "ack"), "ack"))
+    ok = pc.and_kleene(ok, pc.greater_equal(rtt.column("rtt_ns"), DELAYED_ACK_MIN_NS))
+    return pc.fill_null(ok, False)
 
 
 CAUSES_SQL = f"""
@@ -181,11 +206,22 @@ FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw
 ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause"""
 
 
-def compute(ds: Dataset, since: int | None = None) -> pa.Table:
+def compute(ds: Dataset, since: int | None = None, more_rtt: pa.Table | None = None,
+            capture_id: str | None = None) -> pa.Table:
     """The ``causes`` rows of the dataset's (or one capture's) latency rows, computed
     from its tables (what the ingest stores; ``pcapflow.why``); ``since``: of the rows
-    whose reply came then or later only (``causes_sql``)."""
-    return _utc_times(ds.sql(causes_sql(since)).to_arrow_table())
+    whose reply came then or later only; ``more_rtt``: ``tcp_rtt`` rows (without
+    ``capture_id``: of ``capture_id``) its delayed ACKs are also looked for in
+    (``causes_sql``)."""
+    if more_rtt is None or more_rtt.num_rows == 0:
+        return _utc_times(ds.sql(causes_sql(since)).to_arrow_table())
+    name = "_causes_more_rtt"
+    ds.con.register(name, more_rtt.select(list(DACK_COLUMNS)).append_column(
+        "capture_id", pa.array([capture_id] * more_rtt.num_rows, pa.string())))
+    try:
+        return _utc_times(ds.sql(causes_sql(since, name)).to_arrow_table())
+    finally:
+        ds.con.unregister(name)
 
 
 def causes(ds: Dataset) -> pd.DataFrame:

@@ -407,7 +407,9 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         view.con.execute("SET threads = 1")  # (see ``derive``)
         cut, pcut, qcut = wc.cuts(plan, view, latency, unmatched)
         if orders:
-            rows = _cast(causes.compute(view, since=c_prev), "causes")
+            rows = _cast(causes.compute(view, since=c_prev,
+                                        more_rtt=prev.dack if prev else None,
+                                        capture_id=plan.capture_id), "causes")
             settle = (wc.ns_or_inf(rows.column("order_ts"))
                       + pc_fill0(rows.column("latency_ns")))
             final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)

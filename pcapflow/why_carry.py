@@ -180,6 +180,9 @@ class Carried:
     """``latency_shift``'s state at the answered cut ``Q`` (``alerts.CusumCarry``; None:
     not kept, a state of an earlier pcapflow)."""
     later_alarms: dict[tuple[object, object], list[tuple]] | None = None
+    dack: pa.Table | None = None
+    """``DACK`` (None: not kept, a state of an earlier pcapflow, whose ``tcp_rtt`` holds
+    those rows)."""
 
     @classmethod
     def load(cls, path: Path) -> Carried | None:
@@ -190,6 +193,8 @@ class Carried:
             rows = {t: _load(path, t) for t in CARRY}
             out = cls(meta=meta, rows=rows, feed=_load(path, "feed"),
                       cusum=_cusum_load(_load(path, "cusum")), venues=_load(path, "venues"))
+            if (path / f"{DACK}.arrow").is_file():
+                out.dack = _load(path, DACK)
             if "qcut" in meta:
                 out.later = _cusum_load(_load(path, "cusum_q"))
                 out.later_alarms = _alarms_load(_load(path, "alarms_q"))
@@ -595,12 +600,14 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
     for t, (col, where, columns) in CARRY.items():
         kt = edge - lookback(s, t)
         # the connections of pending orders from the oldest order's time on: what
-        # ``causes`` reads of an order's window (o, a] (its ACK timing and TCP events);
-        # of the inbound messages and records it reads the reply's, after the cut, and
-        # the message before it (the anchor), so those are kept from ``kt`` as any
-        # connection's: an order never answered does not hold its connection's messages
-        # ``PENDING_NS`` back
-        kp = kt if t in CAUSES_ONLY else min(k2, kt)
+        # ``causes`` reads of an order's window (o, a]. Of the inbound messages and
+        # records it reads the reply's, after the cut, and the message before it (the
+        # anchor), so those are kept from ``kt`` as any connection's; of the RTT samples
+        # those a delayed ACK can be (``causes.delayed_ack_candidates``), kept apart
+        # (``DACK``: the microbursts read the rest from ``kt`` on): an order never
+        # answered does not hold its connection's messages and samples ``PENDING_NS``
+        # back, only its TCP events (few)
+        kp = min(k2, kt) if t == "tcp_events" else kt
         sel = (f"(epoch_ns({col}) >= {kt} OR (epoch_ns({col}) >= {kp} AND flow_id IN "
                "(SELECT flow_id FROM pend)))")
         if t in CAUSES_ONLY:  # (a market-data connection's messages: its feed rows)
@@ -630,6 +637,8 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
                            f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()
         con.unregister("r")
         _dump(kept, out, t)
+        if t == "tcp_rtt":
+            _dump(_dack(plan, rows, kept, col, min(k2, kt), kt, pend), out, DACK)
     con.register("f", feed_rows)
     k = edge - lookback(s, "feed")
     near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
@@ -684,6 +693,41 @@ def _sel(rows: pa.Table, col: str, kt: int, k2: int, pend: np.ndarray,
     if ordered is not None:
         keep = pc.and_kleene(keep, pc.is_in(flow, value_set=ordered))
     return pc.fill_null(keep, False)
+
+
+DACK = "tcp_rtt_dack"
+"""In the derive's state: the RTT samples of pending orders' connections, from the
+oldest such order to the carried window of ``tcp_rtt``, that ``causes``' delayed ACK can
+read (``Carried.dack``)."""
+
+
+def _dack(plan: Plan, rows: pa.Table, kept: pa.Table, col: str, k2: int, kt: int,
+          pend: np.ndarray) -> pa.Table:
+    """``DACK``'s rows for the next command: of the previous command's and ``rows``
+    (``tcp_rtt``'s carried and final rows), the samples ``causes`` can read as a delayed
+    ACK, of the connections ``pend`` and times from ``k2`` to before ``kt``, but the
+    anchors ``kept`` (``tcp_rtt``'s carried rows) holds (a segment's sample, by its
+    connection, direction and end offset: ``causes`` reads both tables)."""
+    from .causes import DACK_COLUMNS, delayed_ack_candidates
+
+    cols = [*DACK_COLUMNS, "end_offset"]
+    rows = rows.select(cols)
+    if plan.prev is not None and plan.prev.dack is not None and plan.prev.dack.num_rows:
+        rows = pa.concat_tables([plan.prev.dack.select(cols).cast(rows.schema), rows])
+    if rows.num_rows == 0 or len(pend) == 0:
+        return rows.slice(0, 0)
+    ts = rows.column(col).cast(pa.int64())
+    keep = pc.and_kleene(pc.and_kleene(pc.greater_equal(ts, k2), pc.less(ts, kt)),
+                         pc.is_in(rows.column("flow_id"), value_set=pa.array(pend, pa.int64())))
+    rows = rows.filter(pc.fill_null(keep, False))
+    rows = rows.filter(delayed_ack_candidates(rows)) if rows.num_rows else rows
+    if rows.num_rows and kept.num_rows:
+        key = ["flow_id", "direction", "end_offset"]
+        anchors = kept.filter(pc.fill_null(pc.less(kept.column(col).cast(pa.int64()), kt),
+                                           False)).select(key)
+        if anchors.num_rows:
+            rows = rows.join(anchors, key, join_type="left anti").select(cols)
+    return rows
 
 
 CAUSES_ONLY = ("tls_records", "ws_messages", "http_messages", "fix_messages")
