@@ -230,3 +230,33 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
                     why_carry._alarms_table(carry.later_alarms)),
                 "pcut": pcut, "qcut": qcut, "n_q": why_carry._acks_between(seen, pcut, qcut)}
     assert 5 < resumed < 29
+
+
+def test_causes_read_the_carried_delayed_ack_samples_as_their_own(tmp_path: Path) -> None:
+    """``causes.compute``'s ``more_rtt`` (the delayed-ACK candidates a rotation's
+    command carries apart: ``why_carry.DACK``): with those samples taken out of
+    ``tcp_rtt`` and given there, the causes are the same rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pcapflow import causes
+    from pcapflow.dataset import Dataset
+
+    cap = SAMPLES / "fix44_plain.pcap"
+    pcapflow.ingest([cap], data=tmp_path / "d")
+    root = tmp_path / "d"
+    cid = next((root / "latency").glob("capture_id=*")).name.split("=", 1)[1]
+    files = {t: [Path(f) for f in parquet_files(root, t)]
+             for t in ("latency", "acks", "tcp_rtt", "tcp_events", "ws_messages",
+                       "http_messages", "fix_messages", "tls_records")}
+    rtt = pa.concat_tables([pq.read_table(f) for f in files["tcp_rtt"]])
+    dack = causes.delayed_ack_candidates(rtt)
+    assert 0 < pc.sum(dack).as_py() < rtt.num_rows
+    with Dataset.of_capture(files, cid) as ds:
+        want = causes.compute(ds)
+    assert "delayed_ack" in want.column("cause").to_pylist()
+    with Dataset.of_capture(files, cid, {"tcp_rtt": rtt.filter(pc.invert(dack))}) as ds:
+        assert "delayed_ack" not in causes.compute(ds).column("cause").to_pylist()
+        got = causes.compute(ds, more_rtt=rtt.filter(dack), capture_id=cid)
+    assert got.equals(want)
