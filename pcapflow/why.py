@@ -221,6 +221,10 @@ class FeedPrep:
         return self.bursts
 
 
+_SPAN_COLUMNS = ["flow_id", "direction", "end_offset"]
+"""What ``alerts.no_burst_possible`` reads of ``tcp_rtt``."""
+
+
 def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
                           rtt_files: list[Path], key: tuple[int, int, float, float]
                           ) -> list[tuple] | None:
@@ -232,11 +236,16 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
     from . import alerts
     from .dataset import Dataset
 
+    w, span, min_bytes, _ = key
+    rtt = pa.concat_tables([pq.ParquetFile(p).read(columns=_SPAN_COLUMNS)
+                            for p in rtt_files]) if rtt_files else None
+    if rtt is None or alerts.no_burst_possible(rtt, min_bytes):
+        return []  # (nothing to find: no DuckDB views made, no query run)
+    del rtt
     schema = without_capture_id(TABLES["flows"])
     rows = pa.concat_tables([schema.empty_table(), *(
         pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
         flows.select(schema.names).cast(schema)])
-    w, span, _, _ = key
     with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows},
                             views=("tcp_rtt", "flows")) as view:  # (all ``_bursts`` reads)
         view.con.execute("SET threads = 1")
@@ -399,6 +408,9 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
     kinds = tuple(k for k in alerts.DETECTORS if k != "clock_step"
                   and (orders or k not in LATENCY_ALERTS))
     prev = plan.prev
+    if (prev is None and not plan.keep and not plan.parts.resumed  # (a capture's own rows)
+            and alerts.no_storm_possible(all_flows, (SETTINGS or alerts.Settings()).storm_per_s)):
+        kinds = tuple(k for k in kinds if k != "retransmission_storm")
     c_prev = int(prev.meta["cut"]) if prev else None  # type: ignore[call-overload]
     p_prev = int(prev.meta["pcut"]) if prev else None  # type: ignore[call-overload]
     final: dict[str, pa.Table] = {}
