@@ -221,8 +221,48 @@ class FeedPrep:
         return self.bursts
 
 
-_SPAN_COLUMNS = ["flow_id", "direction", "end_offset"]
-"""What ``alerts.no_burst_possible`` reads of ``tcp_rtt``."""
+SPAN_ROWS = 100_000
+"""``tcp_rtt`` rows up to which ``_no_burst_in_files`` reads the files' columns (more:
+the detector runs, as before; reading them would cost a large capture more than the
+check saves)."""
+
+
+def _no_burst_in_files(rtt_files: list[Path], min_bytes: float) -> bool:
+    """``alerts.no_burst_possible`` over staged ``tcp_rtt`` parts: first by their
+    statistics alone (every connection's ``end_offset`` span is within the files'
+    smallest and largest: a small capture's streams are below ``min_bytes`` whole),
+    then, for up to ``SPAN_ROWS`` rows, per connection and direction."""
+    import pyarrow.parquet as pq
+
+    from . import alerts
+
+    if min_bytes <= 0:
+        return False
+    if not rtt_files:
+        return True
+    meta = [pq.read_metadata(p) for p in rtt_files]
+    lo = hi = None
+    try:
+        for m in meta:
+            col = m.schema.names.index("end_offset")
+            for g in range(m.num_row_groups):
+                st = m.row_group(g).column(col).statistics
+                if m.row_group(g).num_rows == 0:
+                    continue
+                if st is None or not st.has_min_max:
+                    raise ValueError("no statistics")
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+    except ValueError:
+        lo = hi = None
+    else:
+        if lo is None or hi - lo < min_bytes:
+            return True
+    if sum(m.num_rows for m in meta) > SPAN_ROWS:
+        return False
+    rtt = pa.concat_tables([pq.ParquetFile(p).read(columns=["flow_id", "direction", "end_offset"])
+                            for p in rtt_files])
+    return alerts.no_burst_possible(rtt, min_bytes)
 
 
 def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
@@ -237,11 +277,8 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
     from .dataset import Dataset
 
     w, span, min_bytes, _ = key
-    rtt = pa.concat_tables([pq.ParquetFile(p).read(columns=_SPAN_COLUMNS)
-                            for p in rtt_files]) if rtt_files else None
-    if rtt is None or alerts.no_burst_possible(rtt, min_bytes):
+    if _no_burst_in_files(rtt_files, min_bytes):
         return []  # (nothing to find: no DuckDB views made, no query run)
-    del rtt
     schema = without_capture_id(TABLES["flows"])
     rows = pa.concat_tables([schema.empty_table(), *(
         pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
