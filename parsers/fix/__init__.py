@@ -5,6 +5,17 @@ Modules: ``session`` (``FixSession``, framing, the batch scan), ``rows`` (the
 ``fix_messages`` table), ``spec`` (the registration).
 """
 
-from .session import FixMessage, FixMessageRun, FixSession
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy
+
+if TYPE_CHECKING:  # (imported at their first use: ``lazy_exports``)
+    from .session import FixMessage, FixMessageRun, FixSession
 
 __all__ = ["FixMessage", "FixMessageRun", "FixSession"]
+
+__getattr__ = lazy(__name__, {
+    "FixMessage": ".session",
+    "FixMessageRun": ".session",
+    "FixSession": ".session",
+})
