@@ -85,7 +85,9 @@ def lists(work: Path, cap: Path) -> tuple[list[str], list[str]]:
                 if later.partition(".")[0] in ("numba", "llvmlite"):
                     under.add(name)
                     break
-    mods = [m for m in json.loads(out.read_text())
+    # (the second ingest's list: the first may compile kernels, when the cache is cold,
+    # and then loads Numba's compiler, which a warm ingest does not)
+    mods = [m for m in json.loads((work / "m2.json").read_text())
             if m.partition(".")[0] not in ("pcapflow", "__main__") and "editable" not in m]
     without = [m for m in mods if m.partition(".")[0] not in ("numba", "llvmlite")
                and (m not in under or any(m == s or m.startswith(s + ".") or m == "_" + s

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from .errors import ConfigError
-from .tls.keysearch import DEFAULT_CHACHA_RECORDS, DEFAULT_GENERATIONS, DEFAULT_RECORDS
+from .tls.search_limits import DEFAULT_CHACHA_RECORDS, DEFAULT_GENERATIONS, DEFAULT_RECORDS
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

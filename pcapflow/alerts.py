@@ -348,6 +348,20 @@ def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     return out
 
 
+def no_storm_possible(flows: pa.Table, per_s: int) -> bool:
+    """Can no flow of a capture hold ``per_s`` (> 0) retransmissions in one second?
+    Its ``flows`` rows (every flow of the capture, each whole) count every segment
+    flagged a retransmission of any kind (``retransmissions``): when none reaches
+    ``per_s``, ``retransmission_storm`` finds nothing (its query, ~0.01 s of CPU,
+    need not run). A null or missing count: False."""
+    if per_s <= 0 or flows.num_rows == 0 or "retransmissions" not in flows.column_names:
+        return False
+    col = flows.column("retransmissions")
+    if col.null_count:
+        return False
+    return bool(pc.max(col).as_py() < per_s)
+
+
 def _episodes(ds: Dataset, source: str, keys: list[str], gap_ns: int) -> list[tuple]:
     """Runs of rows of ``source`` (with ``t`` in ns and ``keys``) less than ``gap_ns``
     apart: (keys..., t0, t1, rows, extra aggregates)."""
@@ -431,6 +445,23 @@ def _bursts_sql(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple]:
 
 _BIN_BITS = 42
 """``_bursts``' key: (connection and direction) << this | interval number."""
+
+
+def no_burst_possible(rtt: pa.Table, min_bytes: float) -> bool:
+    """Can no interval of these ``tcp_rtt`` rows (columns ``flow_id``, ``direction``,
+    ``end_offset``) reach ``min_bytes``? An interval's bytes are ``end_offset`` steps
+    of one connection and direction, in ``end_offset`` order, so they are at most that
+    direction's ``end_offset`` span: when every span is below ``min_bytes`` (> 0),
+    ``microburst`` finds nothing, and the detector need not run (a small capture's
+    DuckDB views and queries, ~0.02 s of CPU). Any row it cannot bound: False."""
+    if min_bytes <= 0:
+        return False
+    if rtt.num_rows == 0:
+        return True
+    spans = rtt.group_by(["flow_id", "direction"], use_threads=False).aggregate(
+        [("end_offset", "min"), ("end_offset", "max")])
+    hi = pc.max(pc.subtract(spans.column("end_offset_max"), spans.column("end_offset_min")))
+    return hi.is_valid and hi.as_py() < min_bytes
 
 
 def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:

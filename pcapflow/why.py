@@ -221,6 +221,50 @@ class FeedPrep:
         return self.bursts
 
 
+SPAN_ROWS = 100_000
+"""``tcp_rtt`` rows up to which ``_no_burst_in_files`` reads the files' columns (more:
+the detector runs, as before; reading them would cost a large capture more than the
+check saves)."""
+
+
+def _no_burst_in_files(rtt_files: list[Path], min_bytes: float) -> bool:
+    """``alerts.no_burst_possible`` over staged ``tcp_rtt`` parts: first by their
+    statistics alone (every connection's ``end_offset`` span is within the files'
+    smallest and largest: a small capture's streams are below ``min_bytes`` whole),
+    then, for up to ``SPAN_ROWS`` rows, per connection and direction."""
+    import pyarrow.parquet as pq
+
+    from . import alerts
+
+    if min_bytes <= 0:
+        return False
+    if not rtt_files:
+        return True
+    meta = [pq.read_metadata(p) for p in rtt_files]
+    lo = hi = None
+    try:
+        for m in meta:
+            col = m.schema.names.index("end_offset")
+            for g in range(m.num_row_groups):
+                st = m.row_group(g).column(col).statistics
+                if m.row_group(g).num_rows == 0:
+                    continue
+                if st is None or not st.has_min_max:
+                    raise ValueError("no statistics")
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+    except ValueError:
+        lo = hi = None
+    else:
+        if lo is None or hi - lo < min_bytes:
+            return True
+    if sum(m.num_rows for m in meta) > SPAN_ROWS:
+        return False
+    rtt = pa.concat_tables([pq.ParquetFile(p).read(columns=["flow_id", "direction", "end_offset"])
+                            for p in rtt_files])
+    return alerts.no_burst_possible(rtt, min_bytes)
+
+
 def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
                           rtt_files: list[Path], key: tuple[int, int, float, float]
                           ) -> list[tuple] | None:
@@ -232,11 +276,13 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
     from . import alerts
     from .dataset import Dataset
 
+    w, span, min_bytes, _ = key
+    if _no_burst_in_files(rtt_files, min_bytes):
+        return []  # (nothing to find: no DuckDB views made, no query run)
     schema = without_capture_id(TABLES["flows"])
     rows = pa.concat_tables([schema.empty_table(), *(
         pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
         flows.select(schema.names).cast(schema)])
-    w, span, _, _ = key
     with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows},
                             views=("tcp_rtt", "flows")) as view:  # (all ``_bursts`` reads)
         view.con.execute("SET threads = 1")
@@ -399,6 +445,9 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
     kinds = tuple(k for k in alerts.DETECTORS if k != "clock_step"
                   and (orders or k not in LATENCY_ALERTS))
     prev = plan.prev
+    if (prev is None and not plan.keep and not plan.parts.resumed  # (a capture's own rows)
+            and alerts.no_storm_possible(all_flows, (SETTINGS or alerts.Settings()).storm_per_s)):
+        kinds = tuple(k for k in kinds if k != "retransmission_storm")
     c_prev = int(prev.meta["cut"]) if prev else None  # type: ignore[call-overload]
     p_prev = int(prev.meta["pcut"]) if prev else None  # type: ignore[call-overload]
     final: dict[str, pa.Table] = {}

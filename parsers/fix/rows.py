@@ -19,8 +19,7 @@ from ..protocols.columns import (
     schema,
     ts_array,
 )
-from ..redact import REDACTED, SENSITIVE_FIX_TAGS, redact_fix_fields
-from .session import (
+from .events import (
     RUN_BODY_LENGTH,
     RUN_FIELD_COUNT,
     RUN_NAMED,
@@ -62,6 +61,8 @@ FIX_MESSAGES = schema(
 
 
 def message_row(e: FixMessage) -> tuple[Any, ...]:
+    from ..redact import redact_fix_fields  # (``redact``: imported with the first row)
+
     return (
         e.ts_first, e.ts_last, e.flow_id, e.direction, e.stream_offset, e.begin_string,
         e.msg_type, e.msg_seq_num, e.sender_comp_id, e.target_comp_id, e.sending_time,
@@ -72,7 +73,6 @@ def message_row(e: FixMessage) -> tuple[Any, ...]:
 
 
 _FIX_FIELDS_TYPE = FIX_MESSAGES.field("fields").type
-_SECRET_FIX_TAGS = np.array(sorted(SENSITIVE_FIX_TAGS), dtype=np.int64)
 
 
 def message_batch(events: list[FixMessageRun]) -> list[pa.Array | pa.ChunkedArray]:
@@ -91,7 +91,9 @@ def message_group(events: list[FixMessageRun]) -> list[pa.Array]:
     values = pa.StringArray.from_buffers(  # ASCII only (the batch path takes no other)
         tags.size, pa.py_buffer(offsets(flat[:, 1])),
         pa.py_buffer(np.concatenate([e.values for e in events])))
-    secret = np.isin(tags, _SECRET_FIX_TAGS)
+    from ..redact import REDACTED, SENSITIVE_FIX_TAGS
+
+    secret = np.isin(tags, np.array(sorted(SENSITIVE_FIX_TAGS), dtype=np.int64))
     shown = pc.if_else(pa.array(secret), pa.scalar(REDACTED), values) if secret.any() else values
     field_offsets = offsets(m[:, RUN_FIELD_COUNT])
     fields = pa.ListArray.from_arrays(

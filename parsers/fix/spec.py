@@ -3,6 +3,8 @@ session and its table."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..protocols.base import (
     EventSpec,
     MatchSpec,
@@ -11,8 +13,7 @@ from ..protocols.base import (
     TableSpec,
     both_ways,
 )
-from .rows import FIX_MESSAGES, message_batch, message_row
-from .session import (
+from .events import (
     BEGIN_PREFIX,
     HEADER_START,
     MAX_BEGIN_STRING_FIELD,
@@ -20,8 +21,11 @@ from .session import (
     SOH,
     FixMessage,
     FixMessageRun,
-    FixSession,
 )
+from .rows import FIX_MESSAGES, message_batch, message_row
+
+if TYPE_CHECKING:
+    from .session import FixSession
 
 _SOH = bytes([SOH])
 _BODY_LENGTH_FIELD = b"9="
@@ -55,6 +59,8 @@ def resync(data: bytes) -> int | None:
 
 
 def _session(ctx: SessionContext) -> FixSession:
+    from .session import FixSession  # (and its compiled scan: with the first FIX connection)
+
     return FixSession(ctx.flow_id, max_message=ctx.limits.fix_max_message)
 
 

@@ -6,6 +6,17 @@ field lines), ``body`` (content codings), ``rows`` (the ``http_messages``
 table), ``spec`` (the registration).
 """
 
-from .session import HttpMessage, HttpSession, WebSocketHandshake
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy
+
+if TYPE_CHECKING:  # (imported at their first use: ``lazy_exports``)
+    from .session import HttpMessage, HttpSession, WebSocketHandshake
 
 __all__ = ["HttpMessage", "HttpSession", "WebSocketHandshake"]
+
+__getattr__ = lazy(__name__, {
+    "HttpMessage": ".session",
+    "HttpSession": ".session",
+    "WebSocketHandshake": ".session",
+})

@@ -8,7 +8,6 @@ from typing import Any
 import pyarrow as pa
 
 from ..protocols.columns import MESSAGE_KEY, TS, field, schema, to_text
-from ..redact import redact_form, redact_headers, redact_json_text, redact_query
 from .events import HttpMessage
 
 HEADER = pa.struct([("name", pa.string()), ("value", pa.string())])
@@ -53,6 +52,8 @@ HTTP_MESSAGES = schema(
 
 
 def _redact_body(text: str, content_type: str | None) -> str:
+    from ..redact import redact_form, redact_json_text
+
     if content_type and "x-www-form-urlencoded" in content_type:
         return redact_form(text)
     return redact_json_text(text)
@@ -66,6 +67,8 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
 
 
 def message_row(e: HttpMessage) -> tuple[Any, ...]:
+    from ..redact import redact_headers, redact_query  # (imported with the first row)
+
     headers = redact_headers(list(e.headers))
     ctype = _header(headers, "content-type")
     return (

@@ -5,6 +5,7 @@ session (which hands an upgraded connection to the protocol whose spec declares 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..protocols.base import (
     EventSpec,
@@ -14,9 +15,12 @@ from ..protocols.base import (
     SessionContext,
     TableSpec,
 )
+from .events import HttpMessage
 from .rows import HTTP_MESSAGES, message_row
-from .session import HttpMessage, HttpSession
 from .syntax import START_LINE_AT
+
+if TYPE_CHECKING:
+    from .session import HttpSession
 
 # --- RFC 9112 §3 request-line, §4 status-line -----------------------------------
 METHODS = (
@@ -107,6 +111,8 @@ def _head_at(direction: str) -> MidstreamFinder:
 
 
 def _session(ctx: SessionContext) -> HttpSession:
+    from .session import HttpSession  # (with the first HTTP connection: HTTP/2 with it)
+
     limits = ctx.limits
     return HttpSession(ctx.flow_id, max_body=limits.http_max_body,
                        max_header=limits.http_max_header,

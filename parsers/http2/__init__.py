@@ -7,8 +7,22 @@
   (``version="HTTP/2"``, ``stream_id``) and anomalies.
 """
 
-from .frames import PREFACE
-from .hpack_decode import HpackDecoder, HpackError
-from .session import LAYER, VERSION, Http2Session
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy
+
+if TYPE_CHECKING:  # (imported at their first use: ``lazy_exports``)
+    from .frames import PREFACE
+    from .hpack_decode import HpackDecoder, HpackError
+    from .session import LAYER, VERSION, Http2Session
 
 __all__ = ["LAYER", "PREFACE", "VERSION", "HpackDecoder", "HpackError", "Http2Session"]
+
+__getattr__ = lazy(__name__, {
+    "PREFACE": ".frames",
+    "HpackDecoder": ".hpack_decode",
+    "HpackError": ".hpack_decode",
+    "LAYER": ".session",
+    "VERSION": ".session",
+    "Http2Session": ".session",
+})

@@ -6,11 +6,14 @@ emits ``HttpMessage`` events (``version="HTTP/2"``, ``stream_id``) into HTTP's
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..events import Event
 from ..protocols.base import ProtocolSpec, SessionContext, UpgradeContext, UpgradeSpec
 from . import frames
-from .session import Http2Session
+
+if TYPE_CHECKING:
+    from .session import Http2Session
 
 # --- RFC 9113 §3.4 --------------------------------------------------------------
 MIN_PREFACE_BYTES = 8
@@ -104,6 +107,8 @@ def not_decrypted(info: Mapping[str, object]) -> str | None:
 
 
 def _session(ctx: SessionContext) -> Http2Session:
+    from .session import Http2Session  # (with the first HTTP/2 connection)
+
     return Http2Session(ctx.flow_id, max_body=ctx.limits.http_max_body,
                         max_header=ctx.limits.http_max_header)
 
@@ -112,6 +117,8 @@ def _upgraded(up: UpgradeContext) -> tuple[Http2Session, list[Event]]:
     """RFC 7540 §3.2 (kept by RFC 9113 §3.1 for existing deployments): after the 101
     the server speaks HTTP/2 (SETTINGS first) and the client sends the preface; the
     upgrade request is stream 1, whose response comes as HTTP/2."""
+    from .session import Http2Session
+
     index = up.request.request_index if up.request is not None else None
     return Http2Session(up.flow_id, max_body=up.limits.http_max_body,
                         max_header=up.limits.http_max_header, out_offset=up.out_offset,

@@ -10,12 +10,17 @@ Public API::
     events: TlsRecord, TlsHandshakeInfo, Plaintext (and the shared Anomaly, layer "tls")
 """
 
-from .events import Plaintext, TlsHandshakeInfo, TlsRecord
-from .keylog import PCAPNG_DSB_TLS_KEY_LOG, KeyLog
-from .keysearch import SearchLimits
-from .record import MAX_CIPHERTEXT
-from .session import TlsSession
-from .suites import SUITES, CipherSuite, suite_for, suite_name
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy
+
+if TYPE_CHECKING:  # (imported at their first use: ``lazy_exports``)
+    from .events import Plaintext, TlsHandshakeInfo, TlsRecord
+    from .keylog import PCAPNG_DSB_TLS_KEY_LOG, KeyLog
+    from .keysearch import SearchLimits
+    from .record import MAX_CIPHERTEXT
+    from .session import TlsSession
+    from .suites import SUITES, CipherSuite, suite_for, suite_name
 
 __all__ = [
     "MAX_CIPHERTEXT",
@@ -31,3 +36,18 @@ __all__ = [
     "suite_for",
     "suite_name",
 ]
+
+__getattr__ = lazy(__name__, {
+    "Plaintext": ".events",
+    "TlsHandshakeInfo": ".events",
+    "TlsRecord": ".events",
+    "PCAPNG_DSB_TLS_KEY_LOG": ".keylog",
+    "KeyLog": ".keylog",
+    "SearchLimits": ".keysearch",
+    "MAX_CIPHERTEXT": ".record",
+    "TlsSession": ".session",
+    "SUITES": ".suites",
+    "CipherSuite": ".suites",
+    "suite_for": ".suites",
+    "suite_name": ".suites",
+})

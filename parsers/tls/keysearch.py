@@ -53,23 +53,20 @@ from . import keysearch_native as kn
 from .ciphers import Tls13Decryptor
 from .keylog import KeyLog
 from .keyschedule import HASH_LENGTH, tls13_next_traffic_secret, tls13_traffic_keys
+from .search_limits import (  # noqa: F401  (re-exported: ``keysearch.SearchLimits``...)
+    DEFAULT_CHACHA_RECORDS,
+    DEFAULT_GENERATIONS,
+    DEFAULT_RECORDS,
+    SearchLimits,
+)
 from .suites import SUITES, CipherSuite
 
 # -- limits (``pipelines.limits.Limits`` carries the user's values) ---------------
-DEFAULT_RECORDS = 1 << 32
-"""Record sequence numbers searched per key (AES-GCM): 4.3 billion records, more
-than a busy session sends in weeks (RFC 8446 §5.5 asks for a KeyUpdate after
-2^24.5 full records under AES-GCM). Costs nothing: the search finds the number."""
-DEFAULT_CHACHA_RECORDS = 1 << 8
-"""Record sequence numbers tried per key under ChaCha20-Poly1305 (each one costs
-about 0.6 µs: a 1,000-session key log, two generations, ~0.3 s per record)."""
 CHACHA_GENERATIONS = 2
 """KeyUpdate generations tried under ChaCha20-Poly1305 (at most): RFC 8446 §5.5 sets
 key usage limits for AES-GCM only ("For ChaCha20/Poly1305, the record sequence
 number would wrap before the safety limit is reached"), so stacks that update keys
 by usage never update these; only an application's explicit KeyUpdate does."""
-DEFAULT_GENERATIONS = 16
-"""KeyUpdate generations tried per secret (0 = the logged ``*_TRAFFIC_SECRET_0``)."""
 SEARCH_RECORDS = 2
 """Protected records of a direction tried before the search gives up (the first
 could be misframed by a mid-stream resync). ChaCha20-Poly1305 is tried on the
@@ -89,15 +86,6 @@ _NSTAR = bytes(NONCE_LENGTH)
 SEARCHED_SUITES: tuple[CipherSuite, ...] = tuple(
     s for s in SUITES.values() if s.tls13 and s.cipher in ("aes-gcm", "chacha20-poly1305"))
 """TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchLimits:
-    """How far the search looks (``Limits.tls13_search_*``)."""
-
-    records: int = DEFAULT_RECORDS
-    chacha_records: int = DEFAULT_CHACHA_RECORDS
-    generations: int = DEFAULT_GENERATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,9 +293,12 @@ def _confirm(suite: CipherSuite, secret: bytes, seq: int, header: bytes,
     return dec.decrypt(header[0], struct.unpack("!H", header[1:3])[0], header, fragment) is not None
 
 
+DEFAULT_LIMITS = SearchLimits()
+
+
 # -- the search -------------------------------------------------------------------------
 def search(log: KeyLog, labels: Sequence[tuple[str, int]], header: bytes, fragment: bytes,
-           limits: SearchLimits = SearchLimits(), *,
+           limits: SearchLimits = DEFAULT_LIMITS, *,
            suites: Sequence[CipherSuite] | None = None, prefer: bytes | None = None,
            chacha: bool = True, use_native: bool = True) -> Outcome:
     """Which key log secret protects this record (5-byte ``header``, ``fragment``)?

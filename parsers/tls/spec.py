@@ -3,6 +3,8 @@ what its events become (``protocols.base.ProtocolSpec``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..protocols.base import (
     EventSpec,
     KeyMaterialSpec,
@@ -14,7 +16,6 @@ from ..protocols.base import (
 )
 from .events import Plaintext, PlaintextRun, TlsHandshakeInfo, TlsRecord, TlsRecordRun
 from .keylog import PCAPNG_DSB_TLS_KEY_LOG, KeyLog
-from .keysearch import SearchLimits
 from .record import (
     HEADER_CANDIDATE,
     HEADER_LENGTH,
@@ -23,7 +24,9 @@ from .record import (
     plausible_length,
 )
 from .rows import TLS_RECORDS, record_batch, record_row
-from .session import TlsSession
+
+if TYPE_CHECKING:
+    from .session import TlsSession
 
 SSLV2_CLIENT_HELLO = 1  # RFC 5246 Appendix E.2: msg_type of an SSLv2-compatible hello
 
@@ -86,6 +89,11 @@ def starts_later(data: bytes) -> bool:
 
 
 def _session(ctx: SessionContext) -> TlsSession:
+    # (the session, its key search and their kernels: imported with the first TLS
+    # connection, not by the registry)
+    from .keysearch import SearchLimits
+    from .session import TlsSession
+
     limits = ctx.limits
     return TlsSession(ctx.flow_id, ctx.keylog, search=SearchLimits(
         records=limits.tls13_search_records, chacha_records=limits.tls13_search_chacha_records,

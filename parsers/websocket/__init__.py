@@ -6,6 +6,20 @@ extension and the inflaters), ``scan`` (the batch path's compiled frame scan),
 ``rows`` (the ``ws_messages`` table), ``spec`` (the registration).
 """
 
-from .session import OPCODE_NAMES, Opcode, WebSocketSession, WsMessage, WsMessageRun, unmask
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy
+
+if TYPE_CHECKING:  # (imported at their first use: ``lazy_exports``)
+    from .session import OPCODE_NAMES, Opcode, WebSocketSession, WsMessage, WsMessageRun, unmask
 
 __all__ = ["OPCODE_NAMES", "Opcode", "WebSocketSession", "WsMessage", "WsMessageRun", "unmask"]
+
+__getattr__ = lazy(__name__, {
+    "OPCODE_NAMES": ".session",
+    "Opcode": ".session",
+    "WebSocketSession": ".session",
+    "WsMessage": ".session",
+    "WsMessageRun": ".session",
+    "unmask": ".session",
+})

@@ -18,12 +18,14 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .. import native
 from ..events import Direction
+
+if TYPE_CHECKING:
+    from .. import native
 
 # ---- RFC 7692 §7: the "permessage-deflate" extension --------------------------------
 EXTENSION_NAME = "permessage-deflate"
@@ -327,6 +329,8 @@ def new_inflater(window_bits: int = MAX_WINDOW_BITS, no_context_takeover: bool =
                  ) -> MessageInflater | native.NativeInflater:
     """The inflater of one direction: zlib called from compiled code when the native
     libraries are there (``native.NativeInflater``, same results), else ``MessageInflater``."""
+    from .. import native  # (libcrypto and zlib: loaded with the first compressed message)
+
     if native.AVAILABLE:
         return native.NativeInflater(window_bits, no_context_takeover)
     return MessageInflater(window_bits, no_context_takeover)

@@ -19,7 +19,6 @@ from ..protocols.columns import (
     to_text,
     ts_array,
 )
-from ..redact import redact_json_text, redact_json_texts
 from .session import OPCODE_NAMES, Opcode, WsMessage, WsMessageRun
 
 WS_MESSAGES = schema(
@@ -52,6 +51,8 @@ _OPCODES = np.array([OPCODE_NAMES.get(i) for i in range(16)], dtype=object)
 
 
 def message_row(e: WsMessage) -> tuple[Any, ...]:
+    from ..redact import redact_json_text  # (imported with the first row)
+
     payload = to_text(e.payload)
     if e.opcode == "text":
         payload = redact_json_text(payload)
@@ -67,6 +68,8 @@ def message_batch(events: list[WsMessageRun]) -> list[pa.Array | pa.ChunkedArray
 
 
 def message_group(events: list[WsMessageRun]) -> list[pa.Array]:
+    from ..redact import redact_json_texts
+
     """``message_row`` for batch events whose payloads together fit a ``pa.string()`` array."""
     datas = [np.frombuffer(e.payload, dtype=np.uint8) for e in events]
     sizes = np.array([x.size for x in datas], dtype=np.int64)

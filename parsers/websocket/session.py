@@ -29,15 +29,17 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .. import native
 from ..events import Anomaly, Direction, Event, Run, feed_pieces
 from ..piecebuf import PieceBuffer
 from .deflate import MessageInflater, MidstreamInflater, PerMessageDeflateParams, new_inflater
 from .scan import FULL, SPECIAL, ws_simple_frames
+
+if TYPE_CHECKING:
+    from .. import native
 
 LAYER = "websocket"
 
@@ -569,6 +571,8 @@ class WebSocketSession:
                      hls: np.ndarray, lens: np.ndarray, rsv1: np.ndarray,
                      opcodes: np.ndarray, events: list[Event]) -> None:
         """Messages of the frames ``ws_simple_frames`` found, as one ``WsMessageRun``."""
+        from .. import native  # (libcrypto and zlib: loaded with the first WebSocket)
+
         d.orphans = False  # whole data frames: any message begun before the hunt is over
         buf = d.buf
         base = buf.start
@@ -602,6 +606,8 @@ class WebSocketSession:
                      lens: np.ndarray, rsv1: np.ndarray, masked: bool
                      ) -> tuple[bytes, np.ndarray, np.ndarray]:
         """``native.ws_payloads`` with ``unmask`` and ``MessageInflater`` (no native libs)."""
+        from .. import native
+
         payloads: list[bytes] = []
         append = payloads.append
         status = np.zeros(starts.size, dtype=np.int8)

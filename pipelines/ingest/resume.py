@@ -72,11 +72,12 @@ import json
 import os
 import pickle
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ... import __version__
 from ...parsers.capture.capset import (
@@ -92,12 +93,11 @@ from ...parsers.events import Anomaly
 from ...parsers.limits import Limits
 from ...parsers.tcp.analysis import F_ID, F_SLOT, SLOT_FREE
 from ...parsers.tls.keylog import KeyLog
-from ...parsers.tls.seal import seal, seal_key, unseal
-from ...parsers.tls.session import TlsSession
 from .. import store
 
 if TYPE_CHECKING:
     from ...parsers.tcp.analysis import FlowTracker
+    from ...parsers.tls.session import TlsSession
     from .app_layer import AppLayer
 
 STATE_VERSION = 4
@@ -133,6 +133,17 @@ class AlreadyIngested(PcapflowError):
     """The files are already part of the capture set whose state the dataset holds."""
 
     code = "already_ingested"
+
+
+
+_TLS_SESSION = __name__.rsplit(".", 3)[0] + ".parsers.tls.session"
+"""The module of ``TlsSession``: imported with the first TLS connection."""
+
+
+def _is_tls(session: object) -> TypeGuard[TlsSession]:
+    """Is ``session`` a ``TlsSession`` (never, when no TLS connection was made)?"""
+    module = sys.modules.get(_TLS_SESSION)
+    return module is not None and isinstance(session, module.TlsSession)
 
 
 def _head_id(f: SetFile) -> str:
@@ -470,8 +481,10 @@ def snapshot(capture_id: str, tracker: FlowTracker, app: AppLayer | None,
                 continue
             budget -= len(blob)
             session = conn.outer.session if conn.outer.name == "tls" else None
-            src = session.resume_secret() if isinstance(session, TlsSession) else None
+            src = session.resume_secret() if _is_tls(session) else None
             if src is not None:
+                from ...parsers.tls.seal import seal, seal_key
+
                 random, label, secret = src
                 blob = seal(seal_key(secret, random), blob, _aad(capture_id, fid))
                 records.append((fid, random, label, blob))
@@ -548,6 +561,8 @@ def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]
     for fid, random, label, blob in core["conns"]:
         data: bytes | None = blob
         if random is not None:
+            from ...parsers.tls.seal import seal_key, unseal
+
             secret = app.keylog.get(random, label) if app.keylog is not None else None
             data = None if secret is None else unseal(
                 seal_key(secret, random), blob,
@@ -567,7 +582,7 @@ def restore(prev: Previous, app: AppLayer) -> tuple[list[Anomaly | object], int]
         assert data is not None
         conn = _loads(data, app.keylog, app.limits)
         session = conn.outer.session
-        if isinstance(session, TlsSession):
+        if _is_tls(session):
             events += session.resume_keys(app.keylog, conn.last_ts)
         app.conns[fid] = conn
     return events, len(app.conns)

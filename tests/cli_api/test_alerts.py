@@ -184,6 +184,35 @@ def test_tcp_and_feed_alerts(tmp_path: Path) -> None:
     assert stale.value == pytest.approx(12.0) and stale.severity == "warning"
 
 
+def test_no_storm_possible_only_when_the_detector_finds_none(tmp_path: Path) -> None:
+    """``alerts.no_storm_possible`` (the ingest's derive then skips the detector) says so
+    only when ``retransmission_storm`` finds nothing, the flows counting every
+    retransmission of theirs as the TCP analysis does (spurious ones too)."""
+    rng = np.random.default_rng(7)
+    ev: list[dict[str, object]] = []
+    for flow, n in ((1, 14), (2, 9), (3, 3)):  # flow 1: 14 in one second, 2 spurious
+        for i in range(n):
+            kind = "spurious_retransmission" if flow == 1 and i < 2 else "retransmission"
+            ev.append({"flow_id": flow, "ts": T0 + 5 * S + int(rng.integers(0, S)),
+                       "kind": kind, "direction": "out", "packet": flow * 100 + i})
+    counts = {1: 14, 2: 9, 3: 3, 4: 0}
+    flows = [{"flow_id": f, "venue": "okx", "retransmissions": n} for f, n in counts.items()]
+    _commit(tmp_path, "c" * 16, {"tcp_events": _table(ev, TCP_EVENTS),
+                                 "flows": _table(flows, FLOWS)})
+    skipped = 0
+    with Dataset(tmp_path) as ds:
+        table = ds.sql("SELECT * FROM flows").to_arrow_table()
+        for per_s in range(0, 17):
+            found = alerts.retransmission_storm(ds, alerts.Settings(storm_per_s=per_s))
+            if alerts.no_storm_possible(table, per_s):
+                skipped += 1
+                assert found == [], per_s
+            else:
+                assert per_s <= 14
+    assert skipped == 2  # 15 and 16: above every flow's count
+    assert not alerts.no_storm_possible(table.drop_columns(["retransmissions"]), 99)
+
+
 def test_cli_alerts_json(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     _commit(tmp_path, "c" * 16, {"latency": _latency(1000, [("binance", "POST /api/v3/order")],

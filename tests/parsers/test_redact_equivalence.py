@@ -373,13 +373,12 @@ def test_binance_ws_api_messages() -> None:
 @pytest.fixture(scope="module")
 def sample_texts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Every text the ingest of the sample captures hands to the JSON redaction."""
-    from pcapflow.parsers.http import rows as http_rows
-    from pcapflow.parsers.websocket import rows as ws_rows
+    from pcapflow.parsers import redact
     from pcapflow.pipelines.ingest import ingest_capture
     from pcapflow.pipelines.ingest.app_layer import AppLayer
 
     seen: list[str] = []
-    one, many = ws_rows.redact_json_text, ws_rows.redact_json_texts
+    one, many = redact.redact_json_text, redact.redact_json_texts
 
     def record_one(text: str) -> str:
         seen.append(text)
@@ -388,13 +387,15 @@ def sample_texts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     def record_many(texts: Any, where: np.ndarray) -> Any:
         seen.extend(t for t, w in zip(texts.to_pylist(), where, strict=True)
                     if w and t is not None)
-        return many(texts, where)
+        with pytest.MonkeyPatch.context() as inner:  # (its own calls: recorded above)
+            inner.setattr(redact, "redact_json_text", one)
+            return many(texts, where)
 
     app = AppLayer.factory([str(k) for k in sorted(SAMPLES.glob("*.keylog"))])
     mp = pytest.MonkeyPatch()
-    for rows in (http_rows, ws_rows):  # the converters that redact JSON
-        mp.setattr(rows, "redact_json_text", record_one)
-    mp.setattr(ws_rows, "redact_json_texts", record_many)
+    # the converters that redact JSON (the rows modules import them where they call them)
+    mp.setattr(redact, "redact_json_text", record_one)
+    mp.setattr(redact, "redact_json_texts", record_many)
     try:
         for cap in sorted(SAMPLES.glob("*.pcap*")):
             root = tmp_path_factory.mktemp("ingest")

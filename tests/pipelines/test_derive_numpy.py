@@ -242,20 +242,27 @@ def test_bursts_before_venues_read_the_files_as_the_view(samples_dataset: pcapfl
                                                         tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """``why._bursts_before_venues`` (the ingest's thread: ``tcp_rtt``'s files read by
-    Arrow, the flows given) gives ``alerts._bursts`` over the capture's view."""
+    Arrow, the flows given) gives ``alerts._bursts`` over the capture's view, also where
+    ``alerts.no_burst_possible`` lets it skip the detector."""
     from pcapflow import why
 
-    found = 0
+    found = skipped = 0
     for cid, view in _views(samples_dataset):
         with view:
             files = sorted(partition_dir(samples_dataset.path, "tcp_rtt", cid).glob("*.parquet"))
             flows = view.sql("SELECT * EXCLUDE (capture_id) FROM flows").to_arrow_table()
-            for s in BURSTS:
+            for s in [*BURSTS, alerts.Settings(burst_min_bytes=65536)]:
                 monkeypatch.setattr(why, "SETTINGS", s)
                 w = int(s.burst_window_us * 1000)
                 span = max(int(s.burst_baseline_s * 1e9) // w, 1)
-                got = why._bursts_before_venues(tmp_path, cid, flows, files, (w, span, 0, 0))
+                key = (w, span, s.burst_min_bytes, s.burst_factor)
+                got = why._bursts_before_venues(tmp_path, cid, flows, files, key)
                 ref = alerts._bursts(view, s, w, span)
                 assert got == ref, (cid, s)
                 found += len(got or [])
+                rtt = view.sql("SELECT * FROM tcp_rtt").to_arrow_table()
+                if alerts.no_burst_possible(rtt, s.burst_min_bytes):
+                    skipped += 1  # (the files not read by DuckDB: still the same rows)
+                    assert ref == [] and got == [], (cid, s)
     assert found > 100
+    assert skipped > 0
