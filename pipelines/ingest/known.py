@@ -109,11 +109,11 @@ def stage(stage_dir: Path, root: Path, capture_id: str | None) -> None:
                                   and e.name not in drop)
             except FileNotFoundError:
                 kept = []
-            for p in kept:
-                for k in part_triples(p):
+            for path in kept:
+                for k in part_triples(path):
                     counts[k] = counts.get(k, 0) + 1
-    for p in sorted((stage_dir / "flows").glob("*.parquet")):
-        for k in part_triples(p):
+    for staged in sorted((stage_dir / "flows").glob("*.parquet")):
+        for k in part_triples(staged):
             counts[k] = counts.get(k, 0) + 1
     rows = sorted((k, n) for k, n in counts.items() if n > 0)
     t = pa.table({"server_ip": pa.array([k[0] for k, _ in rows], pa.string()),
