@@ -347,72 +347,58 @@ class VenueRegistry:
                           source="content" if venue is not None else None)
 
 
-_KNOWN: dict[tuple[str, int, int], list[tuple[str, int, str]]] = {}
-"""Per ``flows`` part (path, inode, mtime): its named flows' distinct (server ip, port,
-venue). A part is read once per process (``pcapflow watch`` ingests file after file;
-a rotation's later commands keep its final parts as they are)."""
+_KNOWN: dict[str, tuple[int, int, list[tuple[str, int, str]]]] = {}
+"""Per file read (a set's ``known.arrow``, else a ``flows`` part), by path: its inode and
+mtime (a replaced file is read again) and its named flows' distinct (server ip, port,
+venue). ``pcapflow watch``'s worker ingests file after file: each is read once."""
 
 
 def known_addresses(root: Path) -> dict[tuple[str, int], str]:
     """(server ip, port) -> venue over the dataset's flows that carried a name (SNI or
-    Host), for the addresses all such flows agree on."""
-    # (os.scandir, no pathlib: a rotation's set has a flows part or two per file, and a
-    # watch's command asks twice: ~5x less CPU per part at thousands of them)
-    keys = []
+    Host), for the addresses all such flows agree on.
+
+    A capture set that keeps state counts its flows' in its state
+    (``pipelines.ingest.known``: read in O(its distinct addresses)); another capture's
+    ``flows`` parts are read."""
+    from .pipelines.ingest import known
+
+    # (os.scandir, no pathlib: a capture without ``known.arrow`` may have many parts)
+    files: list[str] = []
     try:
         with os.scandir(root / "flows") as captures:
-            dirs = sorted(e.path for e in captures if e.name.startswith("capture_id="))
+            dirs = sorted(e.name for e in captures if e.name.startswith("capture_id="))
     except FileNotFoundError:
         return {}
-    for d in dirs:
+    for name in dirs:
+        kept = root / "_state" / name / known.KNOWN
+        if kept.is_file():
+            files.append(str(kept))
+            continue
         try:
-            with os.scandir(d) as it:
-                for e in it:
-                    if e.name.endswith(".parquet"):
-                        st = e.stat()
-                        keys.append((e.path, st.st_ino, st.st_mtime_ns))
+            with os.scandir(root / "flows" / name) as it:
+                files += [e.path for e in it if e.name.endswith(".parquet")]
         except FileNotFoundError:
             continue
-    if not keys:
+    if not files:
         return {}
-    keys.sort()
-    missing = [k for k in keys if k not in _KNOWN]
-    if missing:
-        _read_known(missing)
-    if len(_KNOWN) > 4 * len(keys) + 1024:  # (parts gone: forget them)
-        now = set(keys)
+    files.sort()
+    venues: dict[tuple[str, int], set[str]] = {}
+    for path in files:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        have = _KNOWN.get(path)
+        if have is None or have[:2] != (st.st_ino, st.st_mtime_ns):
+            rows = known.read(path) if path.endswith(known.KNOWN) else known.part_triples(path)
+            have = _KNOWN[path] = (st.st_ino, st.st_mtime_ns, rows)
+        for ip, port, venue in have[2]:
+            venues.setdefault((ip, port), set()).add(venue)
+    if len(_KNOWN) > 2 * len(files) + 64:  # (files gone: forget them)
+        now = set(files)
         for k in [k for k in _KNOWN if k not in now]:
             del _KNOWN[k]
-    venues: dict[tuple[str, int], set[str]] = {}
-    for k in keys:
-        for ip, port, venue in _KNOWN[k]:
-            venues.setdefault((ip, port), set()).add(venue)
     return {a: next(iter(v)) for a, v in venues.items() if len(v) == 1}
-
-
-def _read_known(parts: list[tuple[str, int, int]]) -> None:
-    # (pyarrow, not DuckDB: a new DuckDB connection alone costs ~15 ms of CPU, and a
-    # rotation's command per file pays this once per command)
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    for k in parts:
-        f = pq.ParquetFile(k[0])
-        have = set(f.schema_arrow.names)
-        names = [c for c in ("sni", "http_host") if c in have]
-        if not names or not {"server_ip", "server_port", "venue"} <= have:
-            _KNOWN[k] = []  # (a column missing: null in every row)
-            continue
-        t = f.read(columns=["server_ip", "server_port", "venue", *names])
-        named = pc.is_valid(t.column(names[0]))
-        for c in names[1:]:
-            named = pc.or_(named, pc.is_valid(t.column(c)))
-        keep = pc.and_(pc.and_(named, pc.is_valid(t.column("venue"))), pc.and_(
-            pc.is_valid(t.column("server_ip")), pc.is_valid(t.column("server_port"))))
-        t = t.filter(keep).group_by(["server_ip", "server_port", "venue"]).aggregate([])
-        _KNOWN[k] = [(str(ip), int(port), str(venue)) for ip, port, venue in zip(
-            t.column("server_ip").to_pylist(), t.column("server_port").to_pylist(),
-            t.column("venue").to_pylist(), strict=True)]
 
 
 def _str_list(where: str, key: str, value: object) -> tuple[str, ...]:

@@ -570,6 +570,9 @@ def rematch_capture(root: Path, capture_id: str, resolver: Resolver,
     from .match_carry import drop_state
 
     drop_state(root, capture_id)  # a rotation's next command matches the set whole
+    from .ingest import known
+
+    known.drop(root, capture_id)  # (the set's flows rewritten: its next command counts them)
     files = {t: _partition_files(root, t, capture_id) for t in INPUT_TABLES}
     flow_files = _partition_files(root, "flows", capture_id)
     schema = without_capture_id(TABLES["flows"])

@@ -45,6 +45,7 @@ from ...parsers.tcp.analysis import END_NONE, FlowTracker
 from .. import feed_scan, interrupts, store
 from ..prefilter import CANDIDATES_DIR, stage_ws_candidates
 from ..tables.rows import RowBuffers
+from . import known
 from . import resume as resume_state
 from .app_layer import AppLayer
 from .flow_rows import FlowRows
@@ -177,7 +178,11 @@ def _stage_set(staging: store.Staging, args: _Args, resume: _Resume,
         staging.part_prefix = f"f{first_file}-"
     with open_set(args[0], chunk_bytes=chunk_bytes, as_set=resume.keep,
                   first_index=first_index, first_file=first_file) as reader:
-        return _parent_result(_run(reader, staging, *args, resume=resume))
+        result = _parent_result(_run(reader, staging, *args, resume=resume))
+    if (staging.dir / store.STATE / resume_state.STATE_FILE).is_file():
+        staging.close_writers()  # (every part staged: what the set's addresses count)
+        known.stage(staging.dir, resume.root, prev.capture_id if prev is not None else None)
+    return result
 
 
 def stage_capture(

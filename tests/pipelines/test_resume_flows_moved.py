@@ -91,3 +91,12 @@ def test_a_venue_changed_in_a_part_not_read_is_written_with_its_part(
                           [CUT_PORT]) == [("binance", "address")]
     pcapflow.ingest([[str(f) for f in files]], keylog=KEYS, data=tmp_path / "ref")
     assert_same_rows(tmp_path / "ref", ds)
+    # the set's named server addresses (``pipelines.ingest.known``) count its parts as
+    # they are after the part was written again
+    from collections import Counter
+
+    from pcapflow.pipelines.ingest import known
+
+    kept = next((ds / "_state").glob(f"capture_id=*/{known.KNOWN}"))
+    assert known._counts(kept) == Counter(t for p in (ds / "flows").glob("capture_id=*/*.parquet")
+                                          for t in known.part_triples(p))
