@@ -209,8 +209,9 @@ def _load(path: Path, name: str) -> pa.Table:
 
 def _dump(table: pa.Table, path: Path, name: str) -> None:
     """One table of the state: Arrow IPC, lz4 (a tenth of Parquet's CPU to write and
-    read, for what the next command reads whole)."""
-    feather.write_feather(table, path / f"{name}.arrow", compression="lz4")
+    read, for what the next command reads whole), in one chunk (a table carried from
+    command to command would otherwise gain a chunk per command)."""
+    feather.write_feather(table.combine_chunks(), path / f"{name}.arrow", compression="lz4")
 
 
 def _cusum_load(t: pa.Table) -> dict[tuple[object, object], dict[str, np.ndarray | int]]:

@@ -166,8 +166,9 @@ with the orders (to ``IdBound``), are kept as parts (``IdParts``)."""
 
 def _put(table: pa.Table, out: Path, name: str) -> None:
     """One table of the state (``_IPC``: Arrow IPC; else Parquet)."""
-    if name in _IPC:
-        feather.write_feather(table, out / f"{name}.arrow", compression="lz4")
+    if name in _IPC:  # (one chunk: a table made of the previous one and a command's rows
+        # grows a chunk per command, which every later read and kernel walks: O(set))
+        feather.write_feather(table.combine_chunks(), out / f"{name}.arrow", compression="lz4")
     else:
         pq.write_table(table, out / f"{name}.parquet")
 
@@ -267,7 +268,8 @@ class IdParts:
             if self.names[i] is None:
                 name = f"{self.table}-{self.seq:09d}.arrow"
                 self.seq += 1
-                feather.write_feather(p, out / name, compression="uncompressed")
+                feather.write_feather(p.combine_chunks(), out / name,
+                                      compression="uncompressed")  # (one chunk: ``_put``)
                 self.names[i] = name
             else:
                 kept.append(str(self.names[i]))
@@ -513,7 +515,7 @@ class Window:
             if p.name is None:
                 p.name, self.seq = f"{WINDOW_PART}{self.seq:09d}", self.seq + 1
                 for t in OUTPUT_TABLES:
-                    feather.write_feather(p.rows[t], out / _wpart_file(p.name, t),
+                    feather.write_feather(p.rows[t].combine_chunks(), out / _wpart_file(p.name, t),
                                           compression="uncompressed")
             else:
                 kept += [_wpart_file(p.name, t) for t in OUTPUT_TABLES]
@@ -1395,7 +1397,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         src = run.rules.column("venue_source")
         own = pc.fill_null(pc.is_in(src, value_set=pa.array(["map", "name"])), False)
         need = run.rules.column("flow_id").filter(pc.invert(own)).to_pylist()
-        _save_content(con, out, prev, final_files, need)
+        _save_content(con, out, prev, final_files, need, run.rules.column("flow_id"))
         # --- venues, ids of the set's final orders, final groups made again later
         # the venues of the flows with final rows (a flow named later changes them)
         # (pyarrow: a DuckDB statement costs more than these few rows)
@@ -1519,9 +1521,13 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
 
 
 def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
-                  files: Mapping[str, Sequence[Path]], need: list[int]) -> None:
+                  files: Mapping[str, Sequence[Path]], need: list[int],
+                  named: pa.ChunkedArray) -> None:
     """The first outbound messages of the flows ``need`` (``match._content``'s sample)
-    and every flow's first FIX comp ids."""
+    and the first FIX comp ids of the flows ``named`` (this match's ``flow_rules``). A
+    later command names only flows it names too, or flows that begin after it
+    (``_flows_to_name``: active since this cut, still open, or with carried rows), so
+    the comp ids of the other flows, ended, are not kept: they grew with the set."""
     files = {t: (fs if need or t == "fix_messages" else []) for t, fs in files.items()}
     ws = _read(files["ws_messages"], "ws_messages",
                ["flow_id", "direction", "opcode", "payload_unknown", "stream_offset", "payload"],
@@ -1575,7 +1581,8 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
         comp = pa.table({"flow_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()),
                          "sender": pa.array([], pa.string()),
                          "target": pa.array([], pa.string())})
-    _put(comp, out, "comp_ids")
+    keep = pc.is_in(comp.column("flow_id"), value_set=named.combine_chunks().cast(pa.int64()))
+    _put(comp.filter(keep), out, "comp_ids")
 
 
 # --- the ids of the set's final orders, bounded ------------------------------------------

@@ -672,6 +672,28 @@ def test_what_a_command_reads_of_the_set_is_o_file(tmp_path: Path) -> None:
     assert _tree(tmp_path / "d") == before
 
 
+def test_the_carried_state_is_one_chunk_a_table(tmp_path: Path) -> None:
+    """A state table made of the previous command's and a command's own rows gained a
+    chunk per command, which every later command read and walked: O(set) (the FIX
+    flows' comp ids were 502 rows in 499 chunks after 800 one-second files of
+    ``benchmarks/watch_memory.py``, the remembered ids 592 rows in 252). Every Arrow
+    table of the state is written as one chunk (record batches of at most 64k rows)."""
+    import pyarrow as pa
+
+    cap = SAMPLES / "fix44_plain.pcap"
+    parts = split(cap, [16 * k for k in range(1, 8)], tmp_path)  # (8 files)
+    for p in parts:
+        pcapflow.ingest([p], data=tmp_path / "d")
+    state = next((tmp_path / "d" / store.STATE).glob("*/state.bin")).parent
+    files = sorted(state.rglob("*.arrow"))
+    assert any(f.name.startswith("comp_ids") for f in files)
+    for f in files:
+        with pa.memory_map(str(f)) as src:
+            reader = pa.ipc.open_file(src)
+            rows = reader.read_all().num_rows
+            assert reader.num_record_batches <= max(1, -(-rows // 65536)), (f.name, rows)
+
+
 def test_only_the_captures_rows_are_regenerated() -> None:
     """``flows`` and the matcher's tables are appended to like the others."""
     from pcapflow.pipelines.match import OUTPUTS
