@@ -3,7 +3,7 @@ with probes after each file, and switches to bisect.
 
     python benchmarks/watch_memory.py --files 16 --rotate-s 10 --pps 50000 \\
         [--no-metrics] [--no-app] [--no-resume] [--trace-from 3 [--snapshot-at 5]]
-        [--trim] [--maps-from 3] [--recycle-db N] [--worker N]
+        [--trim] [--maps-from 3] [--recycle-db N] [--worker N] [--limit NAME=VALUE]
 
 Per file (one JSON line): CPU seconds of the step, RSS before and after a
 ``gc.collect()`` (and what it found), RSS and its anonymous part
@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                     "command early in the set against one late)")
     ap.add_argument("--maps-from", type=int, default=-1,
                     help="at the end, the anonymous mappings that grew most since file K")
+    ap.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                    help="a resource cap for each file's ingest, as `pcapflow watch --limit` "
+                    "(with --worker), e.g. resume_order_ids=2000")
     ap.add_argument("--worker", type=int, default=0,
                     help="ingest in a worker process replaced every N files, as `pcapflow "
                     "watch` (pcapflow.watch_worker); 0: in this process")
@@ -261,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = None
     if not a.worker:  # (the probes of the matcher's database and window: this process's)
         from pcapflow.pipelines import match, match_carry
+    if a.limit and not a.worker:
+        ap.error("--limit is given to the worker: use it with --worker")
     if a.worker:
         saved, sys.argv = sys.argv, ["pcapflow", "watch"]
         import pcapflow.cli  # (the watch process imports what the CLI's `watch` does)
@@ -270,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if a.no_app or a.no_resume:
             ap.error("--worker ingests as `pcapflow watch` does: not with --no-app/--no-resume")
-        worker = WorkerIngest(root, None, None, None, files=a.worker)
+        limits = {k: int(v) for k, _, v in (x.partition("=") for x in a.limit)} or None
+        worker = WorkerIngest(root, None, None, limits, files=a.worker)
     w = Watcher(d, root, worker or (lambda p: pcapflow.ingest([[p]], data=root,
                                                               app=not a.no_app,
                                                               resume=not a.no_resume)[0]),
