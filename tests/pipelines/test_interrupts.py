@@ -212,8 +212,12 @@ def test_startup_interrupt_is_one_line(tmp_path: Path) -> None:
         if proc.returncode == 0:
             continue
         assert proc.returncode == 130, (delay, proc.returncode, err)
-        assert [ln for ln in err.splitlines() if ln.strip()] == [
-            "interrupted: the dataset is as it was before this command"], err
+        # (one line; on a fast start-up the signal can come after the capture was
+        # committed, in the command's summary: then it says the capture is kept)
+        assert [ln for ln in err.splitlines() if ln.strip()] in (
+            ["interrupted: the dataset is as it was before this command"],
+            ["interrupted: 1 capture(s) of this command were ingested and are kept "
+             "(fix44_plain.pcap); the one in progress left the dataset as it was"]), err
 
 
 def test_interrupted_writer_join_leaves_abort_a_thread_to_wait_for(tmp_path: Path,
