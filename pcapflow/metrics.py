@@ -209,16 +209,13 @@ class LiveState:
 _COMMAND = re.compile(r"part-f(\d+)-")
 
 
-def _finals(parts: dict[str, dict[str, int]]) -> list[tuple[str, int, int]]:
-    """The final parts of a capture's listing (``DatasetMetrics._parts``): (table/name,
-    inode, the set's command that wrote it: ``part-f<k>-``, the first command's 0)."""
-    out = []
-    for t, names in parts.items():
-        for n, ino in names.items():
-            if not n.startswith(TAIL_PARTS):
-                m = _COMMAND.match(n)
-                out.append((f"{t}/{n}", ino, int(m.group(1)) if m else 0))
-    return out
+def _command(name: str) -> int:
+    """The set's command that wrote a final part: ``part-f<k>-``, the first command's 0."""
+    m = _COMMAND.match(name)
+    return int(m.group(1)) if m else 0
+
+
+_DIGEST_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,19 +231,53 @@ class ReadParts:
     count: int
     digest: int
 
-    @staticmethod
-    def _digest(items: Iterable[tuple[str, int, int]]) -> int:
-        return sum(hash((key, ino)) for key, ino, _ in items) & 0xFFFFFFFFFFFFFFFF
 
-    @classmethod
-    def of(cls, final: list[tuple[str, int, int]]) -> ReadParts:
-        return cls(max((k for _, _, k in final), default=-1), len(final), cls._digest(final))
+@dataclass(slots=True)
+class Listing:
+    """One pass over a capture's parts of ``METRIC_TABLES`` (``DatasetMetrics._list``):
+    every final part in a few numbers (``every``), those of commands up to ``upto``
+    likewise (``before``: to compare with the ``ReadParts`` kept), and by name only
+    the final parts of later commands (``added``) and the provisional ones (``tail``).
+    Nothing is kept per part of the set: a watch lists a set that grows by a part a
+    table a file for days, and a listing held whole made the watch process's peak,
+    and with it its heap, grow with the set (issue 19)."""
 
-    def still_in(self, final: list[tuple[str, int, int]]) -> bool:
-        """Whether ``final`` (``_finals``) still holds every part read, as it was (else
-        the capture was replaced or rewritten: read it whole)."""
-        mine = [f for f in final if f[2] <= self.upto]
-        return len(mine) == self.count and self._digest(mine) == self.digest
+    every: ReadParts
+    before: ReadParts
+    added: dict[str, list[str]]
+    tail: dict[str, list[str]]
+
+
+def list_parts(listing: dict[str, Iterable[tuple[str, int]]], upto: int,
+               names_after: int | None = None) -> Listing:
+    """``Listing`` of ``listing`` (table -> a stream of (part name, inode)), the parts
+    of commands up to ``upto`` in ``before``; the final parts of commands after
+    ``names_after`` (``upto`` by default) named in ``added``."""
+    after = upto if names_after is None else names_after
+    n_all = n_old = d_all = d_old = 0
+    top = -1
+    added: dict[str, list[str]] = {}
+    tail: dict[str, list[str]] = {}
+    for table, entries in listing.items():
+        new_t: list[str] = []
+        tail_t: list[str] = []
+        for name, ino in entries:
+            if name.startswith(TAIL_PARTS):
+                tail_t.append(name)
+                continue
+            k = _command(name)
+            h = hash((f"{table}/{name}", ino))
+            n_all += 1
+            d_all += h
+            top = max(top, k)
+            if k <= upto:
+                n_old += 1
+                d_old += h
+            if k > after:
+                new_t.append(name)
+        added[table], tail[table] = sorted(new_t), sorted(tail_t)
+    return Listing(ReadParts(top, n_all, d_all & _DIGEST_MASK),
+                   ReadParts(upto, n_old, d_old & _DIGEST_MASK), added, tail)
 
 
 class DatasetMetrics:
@@ -322,26 +353,27 @@ class DatasetMetrics:
             self.totals, self.by_capture, self._seen = totals, by_capture, now
             self.refreshed_unix = time.time()
 
-    def _parts(self, capture_id: str) -> dict[str, dict[str, int]]:
-        """Each table's parts of a capture: name -> inode (from the directory's entries:
-        no ``stat`` and no path object per part, of which a rotation's set has one or
-        two per table per file)."""
+    def _entries(self, table: str, capture_id: str) -> Iterator[tuple[str, int]]:
+        """(name, inode) of a table's parts of a capture, one at a time, from the
+        directory's entries (no ``stat`` and no path object per part)."""
         import os
 
         from .pipelines import store
 
-        out: dict[str, dict[str, int]] = {}
-        for table in METRIC_TABLES:
-            part = store.partition_dir(self.root, table, capture_id)
-            try:
-                with os.scandir(part) as it:
-                    out[table] = {e.name: e.inode() for e in it if e.name.endswith(".parquet")}
-            except FileNotFoundError:
-                out[table] = {}
-        return out
+        try:
+            with os.scandir(store.partition_dir(self.root, table, capture_id)) as it:
+                for e in it:
+                    if e.name.endswith(".parquet"):
+                        yield e.name, e.inode()
+        except FileNotFoundError:
+            return
+
+    def _list(self, capture_id: str, upto: int, names_after: int | None = None) -> Listing:
+        return list_parts({t: self._entries(t, capture_id) for t in METRIC_TABLES},
+                          upto, names_after)
 
     def _final_parts(self, capture_id: str) -> ReadParts:
-        return ReadParts.of(_finals(self._parts(capture_id)))
+        return self._list(capture_id, -1, names_after=1 << 62).every
 
     def _read_parts(self, capture_id: str) -> Totals | None:
         """The totals of a capture read before whose final parts are all still there
@@ -353,29 +385,26 @@ class DatasetMetrics:
         from .pipelines import store
 
         before, acc = self._kept[capture_id]
-        parts = self._parts(capture_id)
-        final = _finals(parts)
-        if not before.still_in(final):
-            return None
         # (the first time apart: the final parts read so far, once)
-        added = [(key, ino) for key, ino, k in final if acc is None or k > before.upto]
+        listing = self._list(capture_id, before.upto,
+                             names_after=before.upto if acc is not None else -1)
+        if (listing.before.count, listing.before.digest) != (before.count, before.digest):
+            return None
         totals = Totals()
         if acc is not None:
             totals.add(acc)
-        if added:
-            files: dict[str, list[Path]] = {t: [] for t in parts}
-            for key, _ in sorted(added):
-                table, name = key.split("/", 1)
-                files[table].append(store.partition_dir(self.root, table, capture_id) / name)
+        if any(listing.added.values()):
+            files = {t: [store.partition_dir(self.root, t, capture_id) / n for n in names]
+                     for t, names in listing.added.items()}
             with Dataset.of_capture(files, capture_id, internal=False) as ds:
                 for t in read_by_capture(ds).values():
                     totals.add(t)
         acc = Totals()
         acc.add(totals)
-        self._kept[capture_id] = (ReadParts.of(final), acc)
-        tail = {t: [store.partition_dir(self.root, t, capture_id) / n for n in sorted(names)
-                    if n.startswith(TAIL_PARTS)] for t, names in parts.items()}
-        if any(tail.values()):
+        self._kept[capture_id] = (listing.every, acc)
+        if any(listing.tail.values()):
+            tail = {t: [store.partition_dir(self.root, t, capture_id) / n for n in names]
+                    for t, names in listing.tail.items()}
             with Dataset.of_capture(tail, capture_id, internal=False) as ds:
                 for t in read_by_capture(ds).values():
                     totals.add(t)

@@ -11,6 +11,7 @@ import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -228,20 +229,31 @@ def test_the_parts_read_are_kept_as_a_few_numbers_that_tell_a_rewrite() -> None:
     every part, ~2 kB a file): a later command's parts are new, and any change to the
     parts read (one gone, one written anew under its name, one more of an earlier
     command: ``pcapflow match``) makes the capture read whole."""
-    from pcapflow.metrics import ReadParts, _finals
+    from pcapflow.metrics import list_parts
 
-    listing = {"latency": {"part-0.parquet": 11, "part-f1-0.parquet": 12},
-               "orders": {"part-0.parquet": 21, "part-f1-0.parquet": 22,
-                          "part-t0.parquet": 23}}
-    read = ReadParts.of(_finals(listing))
+    def listing(tables: dict[str, dict[str, int]], upto: int) -> Any:
+        return list_parts({t: iter(names.items()) for t, names in tables.items()}, upto)
+
+    first = {"latency": {"part-0.parquet": 11, "part-f1-0.parquet": 12},
+             "orders": {"part-0.parquet": 21, "part-f1-0.parquet": 22,
+                        "part-t0.parquet": 23}}
+    read = listing(first, -1).every
     assert (read.upto, read.count) == (1, 4)  # (the provisional part-t* not among them)
     later = {t: {**names, "part-f2-0.parquet": 30 + i} for i, (t, names) in
-             enumerate(listing.items())}
-    assert read.still_in(_finals(later))
-    assert [k for k, _, c in _finals(later) if c > read.upto] == [
-        "latency/part-f2-0.parquet", "orders/part-f2-0.parquet"]
-    gone = {"latency": {"part-0.parquet": 11}, "orders": listing["orders"]}
-    anew = {**listing, "latency": {"part-0.parquet": 11, "part-f1-0.parquet": 99}}
-    more = {**listing, "latency": {**listing["latency"], "part-f1-1.parquet": 13}}
+             enumerate(first.items())}
+    now = listing(later, read.upto)
+    assert (now.before.count, now.before.digest) == (read.count, read.digest)
+    assert now.added == {"latency": ["part-f2-0.parquet"], "orders": ["part-f2-0.parquet"]}
+    assert now.tail == {"latency": [], "orders": ["part-t0.parquet"]}
+    assert (now.every.upto, now.every.count) == (2, 6)
+    # the first time apart: every final part by name, the check as before
+    whole = list_parts({t: iter(n.items()) for t, n in later.items()}, read.upto,
+                       names_after=-1)
+    assert sum(map(len, whole.added.values())) == 6 and whole.before == now.before
+    gone = {"latency": {"part-0.parquet": 11}, "orders": first["orders"]}
+    anew = {**first, "latency": {"part-0.parquet": 11, "part-f1-0.parquet": 99}}
+    more = {**first, "latency": {**first["latency"], "part-f1-1.parquet": 13}}
     for changed in (gone, anew, more):
-        assert not read.still_in(_finals(changed))
+        b = listing(changed, read.upto).before
+        assert (b.count, b.digest) != (read.count, read.digest)
+
