@@ -439,6 +439,34 @@ _MADE = re.compile(r"CREATE OR REPLACE TEMP (TABLE|VIEW) (\w+)", re.I)
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
+@functools.lru_cache(maxsize=1)
+def _statements() -> tuple[tuple[str, ...], dict[str, str], dict[str, set[str]]]:
+    """``SQL_FILES``' statements (texts, ``_run_sql``'s order), the kind (TABLE or
+    VIEW) of each temp object they make, and the temp objects each view reads."""
+    texts = tuple(statement_text(st) for name in SQL_FILES for st in _parsed(sql_text(name)))
+    made = {m.group(2).lower(): m.group(1).upper() for t in texts if (m := _MADE.match(t))}
+    view_deps: dict[str, set[str]] = {}
+    for t in texts:
+        m = _MADE.match(t)
+        if m is not None and m.group(1).upper() == "VIEW":
+            view_deps[m.group(2).lower()] = (set(_WORD.findall(t.lower())) & set(made)) - {
+                m.group(2).lower()}
+    return texts, made, view_deps
+
+
+def _reads(names: Collection[str]) -> set[str]:
+    """``names`` and every temp object the views among them read, transitively."""
+    view_deps = _statements()[2]
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo.extend(view_deps.get(n, ()))
+    return out
+
+
 @functools.lru_cache(maxsize=4)
 def _drops(keep: frozenset[str]) -> tuple[tuple[str, ...], ...]:
     """Per statement of ``SQL_FILES`` (``_run_sql``'s order): the temp tables that no
@@ -447,28 +475,11 @@ def _drops(keep: frozenset[str]) -> tuple[tuple[str, ...], ...]:
     goes back to DuckDB while the rest runs (the temp tables of a capture's orders and
     candidates held together were the matcher's peak). A name that only looks like a
     read (in a string or comment) keeps its table longer, nothing worse."""
-    texts = [statement_text(st) for name in SQL_FILES for st in _parsed(sql_text(name))]
-    made = {m.group(2).lower(): m.group(1).upper() for t in texts if (m := _MADE.match(t))}
-    words = [set(_WORD.findall(t.lower())) & set(made) for t in texts]
-    view_deps: dict[str, set[str]] = {}
-    for t, w in zip(texts, words, strict=True):
-        m = _MADE.match(t)
-        if m is not None and m.group(1).upper() == "VIEW":
-            view_deps[m.group(2).lower()] = w - {m.group(2).lower()}
-
-    def reads(names: set[str]) -> set[str]:
-        out, todo = set(), list(names)
-        while todo:
-            n = todo.pop()
-            if n not in out:
-                out.add(n)
-                todo.extend(view_deps.get(n, ()))
-        return out
-
-    kept = reads(set(keep))
+    texts, made, _ = _statements()
+    kept = _reads(keep)
     last: dict[str, int] = {}
-    for i, w in enumerate(words):
-        for n in reads(w):
+    for i, t in enumerate(texts):
+        for n in _reads(set(_WORD.findall(t.lower())) & set(made)):
             last[n] = i
     plan: list[list[str]] = [[] for _ in texts]
     for n, i in last.items():
@@ -569,10 +580,15 @@ def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
     with matched(files, flows, resolver, prefilter=prefilter, candidates=candidates,
                  keep=_OUTPUT_NAMES) as con:
         out: dict[str, pa.Table] = {}
-        for table, (temp, schema) in OUTPUTS.items():
+        temps = [temp for temp, _ in OUTPUTS.values()]
+        for i, (table, (temp, schema)) in enumerate(OUTPUTS.items()):
             target = without_capture_id(schema)
             cols = ", ".join(f'"{f.name}"' for f in target)
             out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
+            # (its rows are Arrow's now: DuckDB's copy goes unless a later output reads it)
+            for name in sorted(_reads([temp]) - _reads(temps[i + 1:])):
+                if _statements()[1].get(name) == "TABLE":
+                    con.execute(f"DROP TABLE IF EXISTS {name}")
         venues = _run(con, "SELECT flow_id, venue, venue_source FROM flow_rules "
                            "WHERE venue IS NOT NULL").fetchall()
     return MatchOutput(flow_venue={int(f): str(v) for f, v, _ in venues}, tables=out,
