@@ -334,6 +334,7 @@ def test_bursts_in_small_batches_are_the_sql(samples_dataset: pcapflow.Dataset, 
                 span = max(int(s.burst_baseline_s * 1e9) // w, 1)
                 got_b = alerts._bursts(view, s, w, span)
                 ref_b = _rows(alerts._bursts_sql(view, s, w, span))
-                assert got_b is not None and sorted(got_b, key=str) == sorted(ref_b, key=str)
+                assert got_b is not None, (cid, s)
+                assert sorted(got_b, key=str) == sorted(ref_b, key=str), (cid, s)
                 found += len(got_b)
     assert found > 100
