@@ -48,7 +48,7 @@ seconds for a million orders (README, Speed).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -478,78 +478,117 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
         return None
     flows = ds.fetchall("SELECT flow_id, epoch_ns(first_ts), venue FROM flows "
                         "WHERE capture_id = ?", [caps[0]])
-    seg = ds.sql("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
-                 "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
-                 "WHERE coalesce(method, 'ack') = 'ack'")
-    return _bursts_of(caps[0], flows, [seg.to_arrow_table()], s, w, span)
+    sql = ("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
+           "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
+           "WHERE coalesce(method, 'ack') = 'ack'")
+    reader = ds.sql(sql).to_arrow_reader(BURST_BATCH)
+    try:
+        streamed = _bursts_streamed(caps[0], flows, reader, s, w, span, lambda gs: ds.sql(
+            f"{sql} AND flow_id * 2 + list_position(['in', 'out'], direction) - 1 "
+            f"IN ({', '.join(str(int(g)) for g in gs)})").to_arrow_table())
+    finally:
+        reader.close()  # (read to its end or not: the connection is free again)
+    return streamed
 
 
-def _bursts_of(cap: str, flows: list[tuple], given: list[pa.Table], s: Settings, w: int,
-               span: int) -> list[tuple] | None:
-    """``_bursts`` of one capture's rows: ``flows`` (flow_id, first_ts as ns, venue) and
-    the one table of ``given`` (taken out of it: freed once read), the ``tcp_rtt`` rows
-    of ``method`` 'ack' or null as columns f (flow_id), d (1: in, 2: out, null: another
-    direction), t (``ts_sent`` as ns), o (``end_offset``)."""
-    seg = given.pop()
+BURST_BATCH = 131_072
+"""``tcp_rtt`` rows per batch of ``_bursts_streamed``."""
+
+def _bursts_streamed(cap: str, flows: list[tuple], batches: Iterable[pa.RecordBatch],
+                     s: Settings, w: int, span: int,
+                     rows_of: Callable[[np.ndarray], pa.Table]) -> list[tuple] | None:
+    """``_bursts``' episodes of one capture's rows, a batch at a time
+    (``pipelines.burst_bins.HotIntervals``: its memory does not grow with the rows,
+    only with the hot intervals): ``flows`` (flow_id, first_ts as ns, venue), the
+    ``tcp_rtt`` rows of ``method`` 'ack' or null as columns f (flow_id), d (1: in, 2:
+    out, null: another direction), t (``ts_sent`` as ns), o (``end_offset``). A
+    connection and direction (``g = f << 1 | d - 1``) whose rows go back in offset or
+    time is read again whole (``rows_of``: its rows, in file order) and its intervals
+    found by ``_hot_whole``."""
+    from .pipelines import burst_bins
+
     info: dict[int, tuple[int, object]] = {
         int(f): (int(t or 0), v) for f, t, v in flows if f is not None}
     if len(info) != len(flows):
         return None
-    if seg.num_rows == 0:
+    bad_first = any(v[0] < 0 for v in info.values())  # (None, once there are rows)
+    # each flow's first interval (-1: not listed; ids the rows cannot hold left out)
+    first_bin = np.full(min(max(info, default=-1), (1 << 20) - 1) + 1, -1, np.int64)
+    for fl, (ft, _) in info.items():
+        if 0 <= fl < 1 << 20:
+            first_bin[fl] = ft // w
+    hot = burst_bins.HotIntervals(first_bin, w, span, s.burst_min_bytes, s.burst_factor)
+    t_lo = t_hi = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        if bad_first or any(c.null_count for c in batch.columns):
+            return None
+        f, d, t, o = (batch.column(k).to_numpy().astype(np.int64, copy=False)
+                      for k in ("f", "d", "t", "o"))
+        lo, hi = int(t.min()), int(t.max())
+        if f.min() < 0 or f.max() >= 1 << 20 or lo < 0:
+            return None
+        t_lo = lo if t_lo is None else min(t_lo, lo)
+        t_hi = hi if t_hi is None else max(t_hi, hi)
+        hot.add(f, d, t, o)
+        del f, d, t, o, batch
+    if t_lo is None or t_hi is None:
         return []
-    if any(seg.column(k).null_count for k in seg.column_names):
+    if t_hi // w - t_lo // w >= 1 << _BIN_BITS:
         return None
-    # (what follows holds a few arrays of every segment at a time: keep it few; each
-    # column dropped once it is in NumPy)
-    cols = []
-    for name in ("f", "d", "t", "o"):
-        cols.append(seg.column(name).to_numpy().astype(np.int64, copy=False))
-        seg = seg.drop_columns([name])
-    del seg
-    f, d, t, o = cols
-    del cols
-    base = int(t.min()) // w  # intervals counted from the first one
-    if (f.min() < 0 or f.max() >= 1 << 20 or base < 0 or t.max() // w - base >= 1 << _BIN_BITS
-            or any(v[0] < 0 for v in info.values())):  # (DuckDB's // truncates)
-        return None
+    found = hot.finish()
+    late = hot.out_of_order()
+    if len(late):  # (their rows all at once)
+        whole = _hot_whole(rows_of(late), first_bin, s, w, span)
+        found = tuple(np.concatenate([a, b]) for a, b in zip(found, whole, strict=True))
+        order = np.lexsort((found[1], found[0]))
+        found = tuple(a[order] for a in found)
+    g, b, nbytes, count, t0, t1, mean_w = found
+    if len(g) == 0:
+        return []
+    # episodes: runs of hot intervals of one connection and direction, each the next
+    new = np.ones(len(g), np.bool_)
+    new[1:] = (g[1:] != g[:-1]) | (b[1:] - b[:-1] > 1)
+    ep = np.flatnonzero(new)
+    out = []
+    for a, z in zip(ep, np.append(ep[1:], len(g)), strict=True):
+        peak = a + int(np.argmax(nbytes[a:z]))  # (the first of equal peaks)
+        flow = int(g[a]) >> 1
+        out.append((cap, flow, ("in", "out")[int(g[a]) & 1],
+                    info.get(flow, (None, None))[1], int(t0[a:z].min()), int(t1[a:z].max()),
+                    int(nbytes[peak]), int(count[peak]), float(mean_w[peak]),
+                    int(count[a:z].sum())))
+    out.sort(key=lambda r: (r[4], r[1], r[2]))
+    return out
+
+
+def _hot_whole(seg: pa.Table, first_bin: np.ndarray, s: Settings, w: int, span: int
+               ) -> tuple[np.ndarray, ...]:
+    """The hot intervals of ``seg``'s rows, every row at once (checked by the caller: no
+    nulls, ``flow_id`` < 2**20, times >= 0) as ``burst_bins.HotIntervals.finish`` gives
+    them: (g, interval, bytes, segments, first t, last t, mean over the baseline), by g
+    and interval; ``first_bin``: as ``HotIntervals`` takes it."""
     from .pipelines import burst_bins
 
-    # per interval: key, bytes, segments, first and last time (compiled: NumPy's two
-    # sorts of every segment, the tests' ``_intervals_sorted``, cost half of this detector)
+    f, d, t, o = (seg.column(k).to_numpy().astype(np.int64, copy=False)
+                  for k in ("f", "d", "t", "o"))
+    base = int(t.min()) // w
     k, nbytes, count, t0, t1 = burst_bins.intervals(f, d, t, o, w, base, _BIN_BITS)
-    del f, d, t, o
     kg, kb = k >> _BIN_BITS, k & ((1 << _BIN_BITS) - 1)
-    # the trailing sum over the intervals bin - span .. bin - 1 of the same direction
     csum = np.concatenate([[0], np.cumsum(nbytes)])
     lo = np.searchsorted(k, np.maximum(k - span, kg << _BIN_BITS), "left")
     trailing = csum[:-1] - csum[lo]
-    # ... over the connection's age when it is younger (its first packet's interval)
-    ids = np.array(sorted(info), np.int64)
-    first_bin = np.array([info[int(i)][0] // w - base for i in ids], np.int64)
-    flow_of = kg >> 1
-    at = np.minimum(np.searchsorted(ids, flow_of), max(len(ids) - 1, 0))
-    start_bin = (np.where(ids[at] == flow_of, first_bin[at], -base) if len(ids)
-                 else np.full_like(flow_of, -base))
-    mean_w = trailing / np.maximum(np.minimum(span, kb - start_bin), 1)
+    fl = kg >> 1
+    if len(first_bin):
+        fb = first_bin[np.minimum(fl, len(first_bin) - 1)]
+        start = np.where((fl < len(first_bin)) & (fb >= 0), fb, 0)
+    else:
+        start = np.zeros_like(fl)
+    b = kb + base
+    mean_w = trailing / np.maximum(np.minimum(span, b - start), 1)
     hot = nbytes >= np.maximum(float(s.burst_min_bytes), float(s.burst_factor) * mean_w)
-    h = np.flatnonzero(hot)
-    if len(h) == 0:
-        return []
-    # episodes: runs of hot intervals of one connection and direction, each the next
-    new = np.ones(len(h), np.bool_)
-    new[1:] = (kg[h][1:] != kg[h][:-1]) | (kb[h][1:] - kb[h][:-1] > 1)
-    ep = np.flatnonzero(new)
-    out = []
-    for a, z in zip(ep, np.append(ep[1:], len(h)), strict=True):
-        idx = h[a:z]
-        peak = idx[int(np.argmax(nbytes[idx]))]  # (the first of equal peaks)
-        flow = int(kg[idx[0]]) >> 1
-        out.append((cap, flow, ("in", "out")[int(kg[idx[0]]) & 1],
-                    info.get(flow, (None, None))[1], int(t0[idx].min()), int(t1[idx].max()),
-                    int(nbytes[peak]), int(count[peak]), float(mean_w[peak]),
-                    int(count[idx].sum())))
-    out.sort(key=lambda r: (r[4], r[1], r[2]))
-    return out
+    return (kg[hot], b[hot], nbytes[hot], count[hot], t0[hot], t1[hot], mean_w[hot])
 
 
 def microburst(ds: Dataset, s: Settings,

@@ -138,6 +138,9 @@ flows it reads) and the outputs it leaves empty when that table is."""
 OUTPUTS = {"orders": ("out_orders", ORDERS), "acks": ("out_acks", ACKS),
            "latency": ("out_latency", LATENCY), "unmatched": ("out_unmatched", UNMATCHED)}
 
+_OUTPUT_NAMES = frozenset(temp for temp, _ in OUTPUTS.values())
+"""What ``match_tables`` reads after the SQL (``flow_rules`` is a registered table)."""
+
 _FLOW_RULES = pa.schema([
     ("flow_id", pa.int64()), ("venue", pa.string()), ("venue_source", pa.string()),
     ("dialect", pa.string()), ("protocol_hint", pa.string()), ("app_protocol", pa.string()),
@@ -432,21 +435,83 @@ def statement_text(statement: duckdb.Statement) -> str:
     return _LEADING_COMMENTS.sub("", statement.query)
 
 
-def _run_sql(con: duckdb.DuckDBPyConnection) -> None:
+_MADE = re.compile(r"CREATE OR REPLACE TEMP (TABLE|VIEW) (\w+)", re.I)
+_WORD = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+@functools.lru_cache(maxsize=1)
+def _statements() -> tuple[tuple[str, ...], dict[str, str], dict[str, set[str]]]:
+    """``SQL_FILES``' statements (texts, ``_run_sql``'s order), the kind (TABLE or
+    VIEW) of each temp object they make, and the temp objects each view reads."""
+    texts = tuple(statement_text(st) for name in SQL_FILES for st in _parsed(sql_text(name)))
+    made = {m.group(2).lower(): m.group(1).upper() for t in texts if (m := _MADE.match(t))}
+    view_deps: dict[str, set[str]] = {}
+    for t in texts:
+        m = _MADE.match(t)
+        if m is not None and m.group(1).upper() == "VIEW":
+            view_deps[m.group(2).lower()] = (set(_WORD.findall(t.lower())) & set(made)) - {
+                m.group(2).lower()}
+    return texts, made, view_deps
+
+
+def _reads(names: Collection[str]) -> set[str]:
+    """``names`` and every temp object the views among them read, transitively."""
+    view_deps = _statements()[2]
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo.extend(view_deps.get(n, ()))
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _drops(keep: frozenset[str]) -> tuple[tuple[str, ...], ...]:
+    """Per statement of ``SQL_FILES`` (``_run_sql``'s order): the temp tables that no
+    later statement reads, directly or through a view, and ``keep`` does not name
+    (what is read after the SQL: ``match_tables``' outputs). Dropped then, their memory
+    goes back to DuckDB while the rest runs (the temp tables of a capture's orders and
+    candidates held together were the matcher's peak). A name that only looks like a
+    read (in a string or comment) keeps its table longer, nothing worse."""
+    texts, made, _ = _statements()
+    kept = _reads(keep)
+    last: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        for n in _reads(set(_WORD.findall(t.lower())) & set(made)):
+            last[n] = i
+    plan: list[list[str]] = [[] for _ in texts]
+    for n, i in last.items():
+        if made[n] == "TABLE" and n not in kept:
+            plan[i].append(n)
+    return tuple(tuple(sorted(p)) for p in plan)
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, keep: frozenset[str] | None = None) -> None:
     """``SQL_FILES`` in order; a gated file whose gate table is empty stops after
-    making it, its outputs empty (``GATES``)."""
+    making it, its outputs empty (``GATES``). ``keep``: the temp tables (or views)
+    read after it; every other temp table is dropped after its last read (``_drops``).
+    None: none dropped (every temp table open to look at)."""
+    drops = _drops(keep) if keep is not None else None
+    at = 0
     for name in SQL_FILES:
         gate_table, outputs = GATES.get(name, (None, ()))
-        for statement in _parsed(sql_text(name)):
+        statements = _parsed(sql_text(name))
+        first = at
+        at += len(statements)
+        for i, statement in enumerate(statements, first):
             con.execute(statement)
-            if gate_table is None or not statement_text(statement).startswith(
-                    f"CREATE OR REPLACE TEMP TABLE {gate_table} AS"):
-                continue
-            if _run(con, f"SELECT count(*) FROM (FROM {gate_table} LIMIT 1)").fetchone() == (0,):
+            if (gate_table is not None and statement_text(statement).startswith(
+                    f"CREATE OR REPLACE TEMP TABLE {gate_table} AS")
+                    and _run(con, f"SELECT count(*) FROM (FROM {gate_table} LIMIT 1)"
+                             ).fetchone() == (0,)):
                 for out in outputs:
                     empty = "no_acks" if out.endswith("_acks") else "no_orders"
                     _run(con, f"CREATE OR REPLACE TEMP TABLE {out} AS FROM {empty}")
                 break
+            for table in drops[i] if drops is not None else ():
+                con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 @contextmanager
@@ -456,6 +521,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             extra: Mapping[str, pa.Table] | None = None,
             comp_ids_prev: Mapping[int, tuple[int, str | None, str | None]] | None = None,
             content_extra: Mapping[str, pa.Table] | None = None,
+            keep: frozenset[str] | None = None,
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection on which every SQL file has run over the Parquet ``files``
     per table (its temp tables open to look at); closed on exit.
@@ -466,7 +532,9 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
     command that reads its own rows (``match_carry``) gives what the set's earlier
     files hold: ``extra`` tables the SQL reads (``learned_prev``), the first FIX comp
     ids (``comp_ids_prev``) and outbound messages (``content_extra``: ``http``,
-    ``ws``) of each flow, which name venues (``flow_rules``).
+    ``ws``) of each flow, which name venues (``flow_rules``). ``keep``: only these
+    temp tables (and what these views read) are read after the SQL, the others are
+    dropped on the way (``_run_sql``); None: all kept.
     """
     scanned = prefilter and candidates is not None
     # Past the scan the SQL reads a few thousand rows, where DuckDB's threads
@@ -495,7 +563,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             con.register("ws_scan", candidates)
         dialects = set(rules_by_flow.column("dialect").to_pylist())
         _run(con, candidates_sql(needles, dialects, prefilter, scanned))
-        _run_sql(con)
+        _run_sql(con, keep)
         yield con
     finally:
         con.close()
@@ -509,12 +577,18 @@ def match_tables(files: Mapping[str, Sequence[Path]], flows: pa.Table,
     if not any(p.exists() for t in MESSAGE_TABLES for p in files.get(t, ())):
         # Nothing to pair (a TCP-only or unparsed capture): venues only, no SQL run.
         return _venues_only(flows, resolver)
-    with matched(files, flows, resolver, prefilter=prefilter, candidates=candidates) as con:
+    with matched(files, flows, resolver, prefilter=prefilter, candidates=candidates,
+                 keep=_OUTPUT_NAMES) as con:
         out: dict[str, pa.Table] = {}
-        for table, (temp, schema) in OUTPUTS.items():
+        temps = [temp for temp, _ in OUTPUTS.values()]
+        for i, (table, (temp, schema)) in enumerate(OUTPUTS.items()):
             target = without_capture_id(schema)
             cols = ", ".join(f'"{f.name}"' for f in target)
             out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
+            # (its rows are Arrow's now: DuckDB's copy goes unless a later output reads it)
+            for name in sorted(_reads([temp]) - _reads(temps[i + 1:])):
+                if _statements()[1].get(name) == "TABLE":
+                    con.execute(f"DROP TABLE IF EXISTS {name}")
         venues = _run(con, "SELECT flow_id, venue, venue_source FROM flow_rules "
                            "WHERE venue IS NOT NULL").fetchall()
     return MatchOutput(flow_venue={int(f): str(v) for f, v, _ in venues}, tables=out,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from helpers.paths import SAMPLES
 from pcapflow.pipelines.store import partition_dir
@@ -266,3 +267,74 @@ def test_bursts_before_venues_read_the_files_as_the_view(samples_dataset: pcapfl
                     assert ref == [] and got == [], (cid, s)
     assert found > 100
     assert skipped > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hot_intervals_streamed_are_the_whole_ones(seed: int) -> None:
+    """``burst_bins.HotIntervals`` (a batch of rows at a time, each connection and
+    direction's queue of the baseline's intervals) gives ``alerts._hot_whole``'s hot
+    intervals over every row, in batches of any size, with the connections and
+    directions whose rows go back (a few moved late, as ``tcp_rtt``'s unacknowledged
+    tail; or all shuffled) left out for the caller to read whole; the pool and the hot
+    arrays grown on the way."""
+    from pcapflow.pipelines import burst_bins
+
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    f = rng.integers(0, 7, n) * 3
+    d = rng.integers(1, 3, n)
+    t = np.sort(rng.integers(10**9, 10**9 + 5 * 10**7, n))
+    o = np.empty(n, np.int64)
+    for g in np.unique(2 * f + d):
+        at = np.flatnonzero(2 * f + d == g)
+        o[at] = np.cumsum(rng.integers(0, 1500, len(at)))
+    w = 100_000
+    first_bin = np.full(19, -1, np.int64)
+    first_bin[[0, 6, 9]] = [t.min() // w - 3, t.min() // w, t.min() // w + 40]  # (others: -1)
+    late = rng.choice(n, 50, replace=False)
+    orders = [np.arange(n), np.concatenate([np.delete(np.arange(n), late), late]),
+              rng.permutation(n)]
+    for s in [alerts.Settings(burst_min_bytes=1, burst_factor=1.0),
+              alerts.Settings(burst_min_bytes=3000, burst_factor=3.0)]:
+        span = 20
+        for order in orders:
+            cols = {"f": f[order], "d": d[order], "t": t[order], "o": o[order]}
+            ref = alerts._hot_whole(pa.table(cols), first_bin, s, w, span)
+            assert len(ref[0]) > 10
+            for batch in (7, 1000, n):
+                hot = burst_bins.HotIntervals(first_bin, w, span, s.burst_min_bytes,
+                                              s.burst_factor)
+                for a in range(0, n, batch):
+                    hot.add(*(cols[k][a:a + batch] for k in "fdto"))
+                got = hot.finish()
+                late_g = hot.out_of_order()
+                assert (len(late_g) == 0) == (order is orders[0])
+                g = 2 * cols["f"] + cols["d"] - 1
+                again = alerts._hot_whole(pa.table({k: v[np.isin(g, late_g)]
+                                                    for k, v in cols.items()}),
+                                          first_bin, s, w, span) if len(late_g) else None
+                whole = tuple(np.concatenate([a, b]) for a, b in zip(got, again, strict=True)
+                              ) if again is not None else got
+                keyed = np.lexsort((whole[1], whole[0]))
+                for x, y in zip(ref, whole, strict=True):
+                    assert np.array_equal(x, y[keyed]), (seed, batch)
+
+
+@pytest.mark.parametrize("batch", [5, 997])
+def test_bursts_in_small_batches_are_the_sql(samples_dataset: pcapflow.Dataset, batch: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``alerts._bursts`` read in batches of a few rows (the state carried across them)
+    gives ``_bursts_sql``'s rows on every sample capture."""
+    monkeypatch.setattr(alerts, "BURST_BATCH", batch)
+    found = 0
+    for cid, view in _views(samples_dataset):
+        with view:
+            for s in BURSTS:
+                w = int(s.burst_window_us * 1000)
+                span = max(int(s.burst_baseline_s * 1e9) // w, 1)
+                got_b = alerts._bursts(view, s, w, span)
+                ref_b = _rows(alerts._bursts_sql(view, s, w, span))
+                assert got_b is not None, (cid, s)
+                assert sorted(got_b, key=str) == sorted(ref_b, key=str), (cid, s)
+                found += len(got_b)
+    assert found > 100
