@@ -75,6 +75,16 @@ STEPS = (
     ("pcapflow.pipelines.match_carry", "match", "match_carry"),
     ("pcapflow.pipelines.match", "flow_rules", "flow_rules"),
     ("pcapflow.venues", "known_addresses", "known_addresses"),
+    # the rest of a resumed command's bookkeeping (session 18)
+    ("pcapflow.pipelines.store", "fingerprint", "fingerprint"),
+    ("pcapflow.pipelines.store", "_captures_with", "captures_with"),
+    ("pcapflow.pipelines.store.Staging", "_fsync_all", "fsync_staged"),
+    ("pcapflow.pipelines.store", "_apply", "commit_moves"),
+    ("pcapflow.pipelines.ingest.driver", "_set_captures", "set_captures"),
+    ("pcapflow.pipelines.ingest.driver", "_stable_before", "stable_before"),
+    ("pcapflow.pipelines.ingest.resume", "keep_flows", "keep_flows"),
+    ("pcapflow.pipelines.ingest.resume", "carried_flows", "carried_flows"),
+    ("pcapflow.pipelines.ingest.known", "stage", "known_stage"),
 )
 
 

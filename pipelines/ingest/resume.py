@@ -624,9 +624,8 @@ def carry(prev: Previous, root: Path, stage: Path) -> None:
         except FileNotFoundError:
             drop[table] = []
     state = store.partition_dir(root, STATE_DIR, prev.capture_id)
-    drop[STATE_DIR] = sorted(
-        str(f.relative_to(state)) for f in state.rglob("*")
-        if not f.is_dir() and f.relative_to(state).parts[0] != CANDIDATES)
+    drop[STATE_DIR] = [n for n in store.files_under(str(state), skip=CANDIDATES)
+                       if n != CANDIDATES]
     # which parts are the set's earlier ones (the derive reads only the others): all the
     # final ones of its partitions but those the commit drops (``OldParts``), so the
     # manifest names the exceptions only, not a part per table per file of the set
