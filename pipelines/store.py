@@ -646,14 +646,39 @@ def files_under(top: str, skip: str = "") -> list[str]:
 
 
 def _captures_with(root: Path, sha256s: set[str], own: str) -> list[str]:
-    """Ids of the captures other than ``own`` that have a file with one of these sha256s."""
-    if not sha256s or not any((root / "captures").glob("capture_id=*/*.parquet")):
+    """Ids of the captures other than ``own`` that have a file with one of these sha256s.
+
+    Each other capture's ``captures`` parts are read (their ``sha256`` column); ``own``'s
+    are not (a rotation's set has a row per file, and is never its own other)."""
+    if not sha256s:
+        return []
+    mine = f"capture_id={own}"
+    try:
+        with os.scandir(root / "captures") as it:
+            dirs = sorted(e.path for e in it
+                          if e.name.startswith("capture_id=") and e.name != mine)
+    except FileNotFoundError:
+        return []
+    if not dirs:
         return []
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
 
-    hive = pads.HivePartitioning(pa.schema([("capture_id", pa.string())]))
-    found = pads.dataset(root / "captures", format="parquet", partitioning=hive).to_table(
-        columns=["capture_id"], filter=pc.field("sha256").isin(sorted(sha256s)))
-    return sorted({str(c) for c in found.column("capture_id").to_pylist()} - {own})
+    want = pa.array(sorted(sha256s), pa.string())
+    found: list[str] = []
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                parts = sorted(e.path for e in it if e.name.endswith(".parquet"))
+        except FileNotFoundError:
+            continue
+        for part in parts:
+            f = pq.ParquetFile(part)
+            if "sha256" not in f.schema_arrow.names:
+                continue
+            col = f.read(columns=["sha256"]).column("sha256")
+            if pc.any(pc.is_in(col, value_set=want)).as_py():
+                found.append(os.path.basename(d).split("=", 1)[1])
+                break
+    return sorted(found)
