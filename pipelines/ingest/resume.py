@@ -963,10 +963,12 @@ def _read_ipc(path: Path) -> Any:
 
 
 def _write_ipc(table: Any, path: Path) -> None:
+    """``table`` as one chunk (record batches of at most 64k rows): a chunk per command
+    that made its rows would be O(set) to read."""
     import pyarrow as pa
 
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+        writer.write_table(table.combine_chunks(), max_chunksize=1 << 16)
 _PART, _ROW = "__part", "__row"
 STATS: dict[str, int] = {}
 """Counters of this process (tests and benchmarks read them): ``old_flows_parts_read``
