@@ -969,6 +969,8 @@ def _write_ipc(table: Any, path: Path) -> None:
 
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table.combine_chunks(), max_chunksize=1 << 16)
+
+
 _PART, _ROW = "__part", "__row"
 STATS: dict[str, int] = {}
 """Counters of this process (tests and benchmarks read them): ``old_flows_parts_read``
