@@ -31,6 +31,8 @@ Python in turn:
           --dir /tmp/r60 --rotate-s 60 --label $v --json-lines /tmp/r60.jsonl; done; done
 
 (``--rotate-s 60 --pps 50000``: files of 3M packets, written by the first run.)
+``--link`` copies the set as hard links (its files keep their inodes, as in a watched
+dataset; with a copy the set's ``FlowsIndex`` is never usable, ``resume.old_flows``).
 ``--order alternate`` runs the fresh ingest of file K before the resumed one in odd
 rounds (the default, ``resumed-first``, as before: the resumed ingest first in every
 round, so what the first ingest after the set's copy pays fell on it alone).
@@ -75,6 +77,16 @@ STEPS = (
     ("pcapflow.pipelines.match_carry", "match", "match_carry"),
     ("pcapflow.pipelines.match", "flow_rules", "flow_rules"),
     ("pcapflow.venues", "known_addresses", "known_addresses"),
+    # the rest of a resumed command's bookkeeping (session 18)
+    ("pcapflow.pipelines.store", "fingerprint", "fingerprint"),
+    ("pcapflow.pipelines.store", "_captures_with", "captures_with"),
+    ("pcapflow.pipelines.store.Staging", "_fsync_all", "fsync_staged"),
+    ("pcapflow.pipelines.store", "_apply", "commit_moves"),
+    ("pcapflow.pipelines.ingest.driver", "_set_captures", "set_captures"),
+    ("pcapflow.pipelines.ingest.driver", "_stable_before", "stable_before"),
+    ("pcapflow.pipelines.ingest.resume", "keep_flows", "keep_flows"),
+    ("pcapflow.pipelines.ingest.resume", "carried_flows", "carried_flows"),
+    ("pcapflow.pipelines.ingest.known", "stage", "known_stage"),
 )
 
 
@@ -126,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                     default="resumed-first",
                     help="--at: which ingest of file K runs first in a round (alternate: "
                     "resumed first in even rounds, fresh first in odd ones)")
+    ap.add_argument("--link", action="store_true",
+                    help="--at: copy the set as hard links (the same inodes, as in the dataset "
+                    "a watch keeps: the set's FlowsIndex is usable; a copy gives every part "
+                    "a new inode, so each resumed ingest read every flows part)")
     a = ap.parse_args(argv)
     if a.at is not None:
         return _at(a)
@@ -227,7 +243,8 @@ def _at(a: argparse.Namespace) -> int:
                      or (a.order == "alternate" and rnd % 2) else "resumed")
             row: dict[str, Any] = {"label": a.label, "k": a.at, "file": str(files[a.at]),
                                    "load_avg_1min": os.getloadavg()[0], "first": first}
-            shutil.copytree(base, tmp / "set")
+            # (the commit replaces files, never writes one in place: links are safe)
+            shutil.copytree(base, tmp / "set", copy_function=os.link if a.link else shutil.copy2)
             if first == "fresh":
                 row["fresh"] = timed(tmp / "fresh")
             row["resumed"] = timed(tmp / "set")

@@ -40,6 +40,7 @@ import os
 import queue
 import shutil
 import socket
+import stat
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -169,43 +170,60 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _move(src: Path, dst: Path, touched: set[Path]) -> None:
-    """Rename ``src`` (a partition directory, or one file of one) to ``dst``; the
-    directories changed are added to ``touched`` (fsynced once, by ``_apply``)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    elif dst.exists():
-        dst.unlink()
+def _move(src: str, dst: str, made: set[str]) -> None:
+    """Rename ``src`` (a partition directory, or a file or directory of one) to ``dst``,
+    replacing what is there; ``made``: the parent directories known to exist (one
+    ``makedirs`` per directory a commit moves into, not one per move)."""
+    parent = os.path.dirname(dst)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        made.add(parent)
+    try:
+        st = os.lstat(dst)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(dst)
+        else:
+            os.unlink(dst)
     os.replace(src, dst)
-    touched.update((src.parent, dst.parent))
 
 
 def _apply(swaps: list[dict[str, str | None]]) -> None:
-    """Put each staged partition (or file, in append mode) in place, the old one
-    aside. Idempotent.
+    """Put each staged partition (or file or directory of one, in append mode) in
+    place, the old one aside. Idempotent.
 
     Per entry: while ``staged`` still exists, the swap has not happened (the last
     step of a swap consumes it), so what is at ``final`` is the old one and goes to
     ``trash``. Once ``staged`` is gone, ``final`` is the new one and is left alone:
     replaying a finished journal changes nothing. (An entry names a whole partition,
-    or one file of a partition: ``APPEND``; a file's entry never names a directory
-    another entry moves.)
+    or a file or a sub-directory of one: ``APPEND``; an entry never names a path
+    inside a directory another entry moves.)
+
+    Durable before the journal goes: each directory of the dataset an entry changed
+    (``final``'s parent), fsynced once. The trash's and the staging directory's are
+    not: both are removed once the journal is, and a journal left by a crash finds
+    each move done or not (a rename is one step) and rolls forward from there.
     """
-    touched: set[Path] = set()
+    touched: set[str] = set()
+    made: set[str] = set()
+    exists = os.path.lexists
     for swap in swaps:
-        final, trash = Path(cast(str, swap["final"])), Path(cast(str, swap["trash"]))
+        final, trash = cast(str, swap["final"]), cast(str, swap["trash"])
         staged = swap["staged"]  # None: the capture has no rows in this table now
         if staged is None:
-            if final.exists():
-                _move(final, trash, touched)  # no rows here now (or a part replaced)
+            if exists(final):
+                _move(final, trash, made)  # no rows here now (or a part replaced)
+                touched.add(os.path.dirname(final))
             continue
-        if Path(staged).exists():
-            if final.exists():
-                _move(final, trash, touched)
-            _move(Path(staged), final, touched)
+        if exists(staged):
+            if exists(final):
+                _move(final, trash, made)
+            _move(staged, final, made)
+            touched.add(os.path.dirname(final))
     for d in sorted(touched):  # (durable before the journal goes)
-        _fsync_dir(d)
+        _fsync_dir(Path(d))
 
 
 def recover(root: Path) -> None:
@@ -533,7 +551,8 @@ class Staging:
             jdir.mkdir(exist_ok=True)
             tmp = jdir / f"{self.txn}.tmp"
             with open(tmp, "w") as fh:
-                json.dump({"capture_id": capture_id, "swaps": swaps}, fh)
+                # (json.dumps: the C encoder; json.dump streams through the Python one)
+                fh.write(json.dumps({"capture_id": capture_id, "swaps": swaps}))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, jdir / f"{self.txn}.json")  # the commit point
@@ -562,29 +581,104 @@ class Staging:
 
     def _append_swaps(self, table: str, final: Path, drop: list[str]
                       ) -> list[dict[str, str | None]]:
-        """One entry per staged file of ``table`` (into the partition ``final``, beside
-        the parts kept) and per replaced file (to the trash): ``APPEND``."""
-        staged = self.dir / table
-        trash = self.root / TRASH / self.txn / table
-        names = sorted(str(f.relative_to(staged)) for f in staged.rglob("*")
-                       if not f.is_dir()) if staged.is_dir() else []
-        out: list[dict[str, str | None]] = [
-            {"final": str(final / n), "trash": str(trash / n), "staged": str(staged / n)}
-            for n in names]
-        out += [{"final": str(final / n), "trash": str(trash / n), "staged": None}
-                for n in sorted(set(drop) - set(names))]
+        """The moves of ``table``'s append (``APPEND``): each staged file into the
+        partition ``final``, beside the parts kept, and each replaced file to the trash;
+        but a sub-directory of the partition (the state's ``derive``, ``flows``...)
+        every file of which the commit replaces is one entry, moved whole (and the
+        staged one whole into its place): a command replaces a dozen files of each."""
+        staged, trash = str(self.dir / table), str(self.root / TRASH / self.txn / table)
+        fin = str(final)
+        names = files_under(staged)
+        gone = set(drop) - set(names)
+        subdirs = {n.split("/", 1)[0] for n in [*names, *gone] if "/" in n}
+        out: list[dict[str, str | None]] = []
+        whole: set[str] = set()
+        replaced = set(drop) | set(names)
+        for d in sorted(subdirs):
+            if _all_in(os.path.join(fin, d), f"{d}/", replaced):
+                whole.add(d)
+                here = os.path.join(staged, d)
+                out.append({"final": os.path.join(fin, d), "trash": os.path.join(trash, d),
+                            "staged": here if os.path.isdir(here) else None})
+        for n in names:
+            if n.split("/", 1)[0] not in whole or "/" not in n:
+                out.append({"final": os.path.join(fin, n), "trash": os.path.join(trash, n),
+                            "staged": os.path.join(staged, n)})
+        for n in sorted(gone):
+            if n.split("/", 1)[0] not in whole or "/" not in n:
+                out.append({"final": os.path.join(fin, n), "trash": os.path.join(trash, n),
+                            "staged": None})
         return out
 
 
+def _all_in(top: str, prefix: str, names: set[str]) -> bool:
+    """Whether every file under the directory ``top`` (a real one, or none) is in
+    ``names`` as ``prefix`` + its path under ``top``: stops at the first that is not
+    (the state's scan files: one per file of the set, nearly all kept)."""
+    if os.path.islink(top):
+        return False
+    try:
+        with os.scandir(top) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if not _all_in(e.path, f"{prefix}{e.name}/", names):
+                        return False
+                elif f"{prefix}{e.name}" not in names:
+                    return False
+    except FileNotFoundError:
+        pass
+    return True
+
+
+def files_under(top: str, skip: str = "") -> list[str]:
+    """The files under the directory ``top`` (none if it is not one), as sorted paths
+    relative to it, ``/``-separated; ``skip``: a sub-directory of ``top`` not walked."""
+    out: list[str] = []
+    for base, dirs, files in os.walk(top):
+        if base == top:
+            if skip in dirs:
+                dirs.remove(skip)
+            out += files
+        else:
+            rel = os.path.relpath(base, top)
+            out += [f"{rel}/{f}" for f in files]
+    return sorted(out)
+
+
 def _captures_with(root: Path, sha256s: set[str], own: str) -> list[str]:
-    """Ids of the captures other than ``own`` that have a file with one of these sha256s."""
-    if not sha256s or not any((root / "captures").glob("capture_id=*/*.parquet")):
+    """Ids of the captures other than ``own`` that have a file with one of these sha256s.
+
+    Each other capture's ``captures`` parts are read (their ``sha256`` column); ``own``'s
+    are not (a rotation's set has a row per file, and is never its own other)."""
+    if not sha256s:
+        return []
+    mine = f"capture_id={own}"
+    try:
+        with os.scandir(root / "captures") as it:
+            dirs = sorted(e.path for e in it
+                          if e.name.startswith("capture_id=") and e.name != mine)
+    except FileNotFoundError:
+        return []
+    if not dirs:
         return []
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
 
-    hive = pads.HivePartitioning(pa.schema([("capture_id", pa.string())]))
-    found = pads.dataset(root / "captures", format="parquet", partitioning=hive).to_table(
-        columns=["capture_id"], filter=pc.field("sha256").isin(sorted(sha256s)))
-    return sorted({str(c) for c in found.column("capture_id").to_pylist()} - {own})
+    want = pa.array(sorted(sha256s), pa.string())
+    found: list[str] = []
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                parts = sorted(e.path for e in it if e.name.endswith(".parquet"))
+        except FileNotFoundError:
+            continue
+        for part in parts:
+            f = pq.ParquetFile(part)
+            if "sha256" not in f.schema_arrow.names:
+                continue
+            col = f.read(columns=["sha256"]).column("sha256")
+            if pc.any(pc.is_in(col, value_set=want)).as_py():
+                found.append(os.path.basename(d).split("=", 1)[1])
+                break
+    return sorted(found)

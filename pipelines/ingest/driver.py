@@ -601,7 +601,8 @@ def _set_captures(root: Path, prev: Previous | None) -> pa.Table | None:
     if not files:
         raise PcapflowError(f"{part}: the capture set's captures rows are missing: "
                             "re-ingest the file with --new-set")
-    t = pa.concat_tables([pq.read_table(f, columns=_PER_FILE) for f in files])
+    # (ParquetFile: pq.read_table goes through pyarrow.dataset, ~1 ms more a call)
+    t = pa.concat_tables([pq.ParquetFile(f).read(columns=_PER_FILE) for f in files])
     return t.sort_by("file_index") if len(files) > 1 else t
 
 
