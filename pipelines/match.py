@@ -456,6 +456,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             extra: Mapping[str, pa.Table] | None = None,
             comp_ids_prev: Mapping[int, tuple[int, str | None, str | None]] | None = None,
             content_extra: Mapping[str, pa.Table] | None = None,
+            views: Mapping[str, str] | None = None,
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection on which every SQL file has run over the Parquet ``files``
     per table (its temp tables open to look at); closed on exit.
@@ -466,7 +467,8 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
     command that reads its own rows (``match_carry``) gives what the set's earlier
     files hold: ``extra`` tables the SQL reads (``learned_prev``), the first FIX comp
     ids (``comp_ids_prev``) and outbound messages (``content_extra``: ``http``,
-    ``ws``) of each flow, which name venues (``flow_rules``).
+    ``ws``) of each flow, which name venues (``flow_rules``); ``views``: tables the SQL
+    reads as a query over ``extra``'s (name: SELECT), so that those are not copied.
     """
     scanned = prefilter and candidates is not None
     # Past the scan the SQL reads a few thousand rows, where DuckDB's threads
@@ -479,6 +481,8 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             con.register(name, table)
         for name, table in (extra or {}).items():
             con.register(name, table)
+        for name, query in (views or {}).items():
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
         http_view, ws_view = "http_messages", "ws_messages"
         if content_extra is not None:
             http_view, ws_view = "content_http", "content_ws"
