@@ -207,21 +207,58 @@ ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause"""
 
 
 def compute(ds: Dataset, since: int | None = None, more_rtt: pa.Table | None = None,
-            capture_id: str | None = None) -> pa.Table:
+            capture_id: str | None = None,
+            given: dict[str, pa.Table] | None = None) -> pa.Table:
     """The ``causes`` rows of the dataset's (or one capture's) latency rows, computed
     from its tables (what the ingest stores; ``pcapflow.why``); ``since``: of the rows
     whose reply came then or later only; ``more_rtt``: ``tcp_rtt`` rows (without
     ``capture_id``: of ``capture_id``) its delayed ACKs are also looked for in
-    (``causes_sql``)."""
-    if more_rtt is None or more_rtt.num_rows == 0:
-        return _utc_times(ds.sql(causes_sql(since)).to_arrow_table())
-    name = "_causes_more_rtt"
-    ds.con.register(name, more_rtt.select(list(DACK_COLUMNS)).append_column(
-        "capture_id", pa.array([capture_id] * more_rtt.num_rows, pa.string())))
+    (``causes_sql``); ``given``: ``latency`` and ``acks`` rows (without ``capture_id``:
+    of ``capture_id``) read instead of the tables', holding at least those of the
+    replies from ``since`` on (``since_rows``: a rotation's later command is given
+    the minutes of matcher rows its latency alerts read, and finds the causes of the
+    last seconds')."""
+    sql = causes_sql(since, "_causes_more_rtt" if more_rtt is not None and more_rtt.num_rows
+                     else None)
+    names = []
+    if more_rtt is not None and more_rtt.num_rows:
+        names.append("_causes_more_rtt")
+        ds.con.register(names[-1], _with_capture(more_rtt.select(list(DACK_COLUMNS)),
+                                                 capture_id))
+    for table, rows in (given or {}).items():
+        names.append(f"_causes_{table}")
+        ds.con.register(names[-1], _with_capture(rows, capture_id))
+        sql = sql.replace({"latency": "FROM latency", "acks": "JOIN acks ak"}[table],
+                          {"latency": f"FROM {names[-1]}",
+                           "acks": f"JOIN {names[-1]} ak"}[table], 1)
     try:
-        return _utc_times(ds.sql(causes_sql(since, name)).to_arrow_table())
+        return _utc_times(ds.sql(sql).to_arrow_table())
     finally:
-        ds.con.unregister(name)
+        for name in names:
+            ds.con.unregister(name)
+
+
+def _with_capture(rows: pa.Table, capture_id: str | None) -> pa.Table:
+    return rows.append_column("capture_id", pa.array([capture_id] * rows.num_rows,
+                                                     pa.string()))
+
+
+def since_rows(latency: pa.Table, acks: pa.Table, since: int) -> dict[str, pa.Table]:
+    """Of a capture's ``latency`` and ``acks`` rows (without ``capture_id``), those
+    ``compute(since=since)`` reads (and some it does not: a row without times): the
+    latency rows whose reply (else order) is ``since`` or later, the replies then or
+    later (a latency row's reply is the ``acks`` row of its time). Filtered in NumPy:
+    DuckDB's scan of a rotation's window of rows, minutes of them, cost more."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    def ns(col: pa.ChunkedArray) -> np.ndarray:
+        return pc.fill_null(col.cast(pa.int64()), 2**62).to_numpy()
+
+    o, a = ns(latency.column("order_ts")), ns(latency.column("ack_ts"))
+    keep = np.where(a == 2**62, o, a) >= since
+    return {"latency": latency.filter(pa.array(keep)),
+            "acks": acks.filter(pa.array(ns(acks.column("ts")) >= since))}
 
 
 def causes(ds: Dataset) -> pd.DataFrame:

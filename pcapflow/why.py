@@ -456,9 +456,14 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         view.con.execute("SET threads = 1")  # (see ``derive``)
         cut, pcut, qcut = wc.cuts(plan, view, latency, unmatched)
         if orders:
+            acks = tables.get("acks")
+            given = (causes.since_rows(latency, acks, c_prev)
+                     if c_prev is not None and latency is not None and acks is not None
+                     else None)
             rows = _cast(causes.compute(view, since=c_prev,
                                         more_rtt=prev.dack if prev else None,
-                                        capture_id=plan.capture_id), "causes")
+                                        capture_id=plan.capture_id, given=given), "causes")
+            given = None
             settle = (wc.ns_or_inf(rows.column("order_ts"))
                       + pc_fill0(rows.column("latency_ns")))
             final["causes"], prov["causes"] = wc.split(rows, settle, c_prev, cut)

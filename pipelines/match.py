@@ -522,6 +522,7 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             comp_ids_prev: Mapping[int, tuple[int, str | None, str | None]] | None = None,
             content_extra: Mapping[str, pa.Table] | None = None,
             keep: frozenset[str] | None = None,
+            views: Mapping[str, str] | None = None,
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection on which every SQL file has run over the Parquet ``files``
     per table (its temp tables open to look at); closed on exit.
@@ -532,9 +533,10 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
     command that reads its own rows (``match_carry``) gives what the set's earlier
     files hold: ``extra`` tables the SQL reads (``learned_prev``), the first FIX comp
     ids (``comp_ids_prev``) and outbound messages (``content_extra``: ``http``,
-    ``ws``) of each flow, which name venues (``flow_rules``). ``keep``: only these
-    temp tables (and what these views read) are read after the SQL, the others are
-    dropped on the way (``_run_sql``); None: all kept.
+    ``ws``) of each flow, which name venues (``flow_rules``); ``views``: tables the SQL
+    reads as a query over ``extra``'s (name: SELECT), so that those are not copied.
+    ``keep``: only these temp tables (and what these views read) are read after the
+    SQL, the others are dropped on the way (``_run_sql``); None: all kept.
     """
     scanned = prefilter and candidates is not None
     # Past the scan the SQL reads a few thousand rows, where DuckDB's threads
@@ -547,6 +549,8 @@ def matched(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Reso
             con.register(name, table)
         for name, table in (extra or {}).items():
             con.register(name, table)
+        for name, query in (views or {}).items():
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
         http_view, ws_view = "http_messages", "ws_messages"
         if content_extra is not None:
             http_view, ws_view = "content_http", "content_ws"

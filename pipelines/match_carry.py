@@ -383,6 +383,22 @@ class _WPart:
     rows: dict[str, pa.Table]
     name: str | None = None
     total: int = 0
+    low: dict[str, int] | None = None
+    """Per table, the earliest ``window_key`` of the part's file (None: not known): a
+    part none of whose rows is older than ``since`` is not filtered (``window.json``)."""
+
+
+def _low(t: str, rows: pa.Table) -> int:
+    """The earliest ``window_key`` of ``rows`` (``INF``: none)."""
+    return int(window_key(t, rows).min()) if rows.num_rows else INF
+
+
+def _keep(p: _WPart, t: str, r: pa.Table, since: int) -> np.ndarray | None:
+    """Which rows ``r`` of part ``p``'s table ``t`` are ``since`` or later (None: all)."""
+    if p.low is not None and p.low.get(t, -INF) >= since:
+        return None
+    keep = window_key(t, r) >= since
+    return None if keep.all() else keep
 
 
 def _wpart_file(name: str, t: str) -> str:
@@ -442,14 +458,19 @@ class Window:
             else:
                 parts = []
                 for p in meta["parts"]:
-                    rows, total = {}, 0
+                    rows: dict[str, pa.Table] = {}
+                    total = 0
+                    part = _WPart(rows, str(p["name"]), 0,
+                                  {t: int(v) for t, v in p["low"].items()} if "low" in p
+                                  else None)
                     for t in OUTPUT_TABLES:
                         r = feather.read_table(path / _wpart_file(p["name"], t),
                                                memory_map=True)
                         total += r.num_rows
-                        keep = window_key(t, r) >= since  # (rows counted out already)
-                        rows[t] = r if keep.all() else r.filter(pa.array(keep))
-                    parts.append(_WPart(rows, str(p["name"]), total))
+                        keep = _keep(part, t, r, since)  # (rows counted out already)
+                        rows[t] = r if keep is None else r.filter(pa.array(keep))
+                    part.total = total
+                    parts.append(part)
                 flows = feather.read_table(path / "window_flows.arrow",
                                            memory_map=False).column("flow_id")
         except (OSError, ValueError, KeyError, pa.ArrowException):
@@ -480,8 +501,8 @@ class Window:
             rows, kept = {}, 0
             for t in OUTPUT_TABLES:
                 r = p.rows[t]
-                keep = window_key(t, r) >= since
-                if keep.all():
+                keep = _keep(p, t, r, since)
+                if keep is None:
                     rows[t] = r
                 else:
                     rows[t] = r.filter(pa.array(keep))
@@ -492,7 +513,8 @@ class Window:
             if p.name is not None and kept < WINDOW_REWRITE * p.total:
                 parts.append(_WPart(rows, None, kept))  # (written again, smaller)
             else:
-                parts.append(_WPart(rows, p.name, p.total if p.name else kept))
+                parts.append(_WPart(rows, p.name, p.total if p.name else kept,
+                                    p.low if p.name else None))
         if len(parts) > WINDOW_MAX_PARTS:  # (one part again: its rows, in order)
             rows = {t: pa.concat_tables([without_capture_id(TABLES[t]).empty_table(),
                                          *(p.rows[t] for p in parts)]).combine_chunks()
@@ -514,12 +536,13 @@ class Window:
         for p in self.parts:
             if p.name is None:
                 p.name, self.seq = f"{WINDOW_PART}{self.seq:09d}", self.seq + 1
+                p.low = {t: _low(t, p.rows[t]) for t in OUTPUT_TABLES}
                 for t in OUTPUT_TABLES:
                     feather.write_feather(p.rows[t].combine_chunks(), out / _wpart_file(p.name, t),
                                           compression="uncompressed")
             else:
                 kept += [_wpart_file(p.name, t) for t in OUTPUT_TABLES]
-            desc.append({"name": p.name})
+            desc.append({"name": p.name, **({"low": p.low} if p.low is not None else {})})
         feather.write_feather(pa.table({"flow_id": pa.array(self.flows, pa.int64())}),
                               out / "window_flows.arrow", compression="lz4")
         (out / "window.json").write_text(json.dumps({
@@ -681,11 +704,12 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
              candidates: pa.Table | None, *, held: np.ndarray, limit_ns: int, cut: int,
              extra: Mapping[str, pa.Table] | None = None,
              comp_ids: Mapping[int, tuple[int, str | None, str | None]] | None = None,
-             content: Mapping[str, pa.Table] | None = None) -> _Run:
+             content: Mapping[str, pa.Table] | None = None,
+             views: Mapping[str, str] | None = None) -> _Run:
     stack = ExitStack()
     con = stack.enter_context(matched(files, flows, resolver, candidates=candidates,
                                       extra=extra, comp_ids_prev=comp_ids,
-                                      content_extra=content))
+                                      content_extra=content, views=views))
     try:
         out: dict[str, pa.Table] = {}
         for table, (temp, schema) in OUTPUTS.items():
@@ -960,12 +984,19 @@ def _check_inputs(prev: _Carried, parts: StagedParts) -> str | None:
             continue
         if min_ns(_read(parts.fresh(t), t, [col]), col) < before:
             return f"{t} rows before the previous cut"
-    rtt = _clean_rtt(_read(parts.fresh("tcp_rtt"), "tcp_rtt",
+    inc = prev.t["rtt_incomplete"]
+    files = parts.fresh("tcp_rtt")
+    if no_row_before(files, "ts_sent", before) and not inc.num_rows:
+        return None  # (none before it of all the samples: none of those the matcher reads)
+    rtt = _clean_rtt(_read(files, "tcp_rtt",
                            ["flow_id", "direction", "piggybacked", "retransmitted",
                             "ts_sent", "method"]))
     if min_ns(rtt, "ts_sent") < before:
         return "RTT samples before the previous cut"
-    inc = prev.t["rtt_incomplete"]
+    if rtt.num_rows and inc.num_rows:
+        # (of the connections ``inc`` names only: a key per sample of the file cost ~0.01 s)
+        rtt = rtt.filter(pc.is_in(rtt.column("flow_id"),
+                                  value_set=inc.column("flow_id").combine_chunks()))
     if rtt.num_rows and inc.num_rows:
         key = pc.binary_join_element_wise(pc.cast(rtt.column("flow_id"), pa.string()),
                                           pc.fill_null(rtt.column("method"), "ack"), ":")
@@ -989,19 +1020,13 @@ def _incremental(stage_dir: Path, parts: StagedParts, prev: _Carried, flows: pa.
     files["http_messages"].append(prev.dir / "http_messages.parquet")
     files["tcp_rtt"].append(prev.dir / "tcp_rtt.parquet")
     files["fix_messages"].append(prev.dir / "fix_messages.parquet")
-    ids = prev.t["ids"]
-    learned = ids.filter(pc.fill_null(pc.and_(
-        pc.equal(ids.column("kind"), "new"), pc.equal(ids.column("status"), "accepted")),
-        False)).select(["venue", "client_order_id", "exchange_order_id"])
-    learned = learned.filter(pc.and_(pc.is_valid(learned.column("client_order_id")),
-                                     pc.is_valid(learned.column("exchange_order_id"))))
     comp = {int(r["flow_id"]): (int(r["ts"]), r["sender"], r["target"])
             for r in prev.t["comp_ids"].to_pylist()}
     fp = _venue_fingerprint(resolver)
     named, others = _flows_to_name(flows, prev, held, fp)
     run = _execute(files, named, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
-                   extra={"learned_prev": learned, "fix_prev": prev.t["fix_prev"]},
-                   comp_ids=comp,
+                   extra={"_ids_prev": prev.t["ids"], "fix_prev": prev.t["fix_prev"]},
+                   views={"learned_prev": LEARNED_PREV}, comp_ids=comp,
                    content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
     run.extra["venue_fp"] = fp
     run.extra["stored"] = others
@@ -1014,6 +1039,14 @@ def _incremental(stage_dir: Path, parts: StagedParts, prev: _Carried, flows: pa.
         run.close()
         return None, why
     return run, None
+
+
+LEARNED_PREV = ("SELECT venue, client_order_id, exchange_order_id FROM _ids_prev "
+                "WHERE kind = 'new' AND status = 'accepted' "
+                "AND client_order_id IS NOT NULL AND exchange_order_id IS NOT NULL")
+"""``combine.sql``'s ``learned_prev``: the set's accepted orders with both ids, a view
+over the remembered ids (memory-mapped parts; filtered and copied in pyarrow, ~0.02 s a
+command at ~200k orders, for the few a cancel or amend of this file looks up)."""
 
 
 def _venue_fingerprint(resolver: Resolver) -> str:
@@ -1133,6 +1166,16 @@ def _check_fix(prev: _Carried, run: _Run) -> str | None:
     fp = prev.t["fix_prev"]
     if fp.num_rows == 0 or run.con is None:
         return None
+    # of the set's final FIX orders only those either join below can meet (as SQL's
+    # WHERE has it, nulls and all): orphan replies, orders not new or without a reply.
+    # Answered new orders are nearly all of them (~200k at 8 files of ``make_capture.py
+    # --answered``), which DuckDB scanned every command
+    orphan = fp.column("orphan")
+    fp = fp.filter(pc.or_(pc.fill_null(orphan, False), pc.fill_null(pc.and_kleene(
+        pc.invert(orphan), pc.or_kleene(pc.invert(fp.column("has_ack")),
+                                        pc.not_equal(fp.column("kind"), "new"))), False)))
+    if fp.num_rows == 0:
+        return None
     con = run.con
     con.register("_mc_fp", fp)
     try:
@@ -1168,6 +1211,15 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
                                     pc.equal(g.column("status"), "accepted")), False)
     if not pc.any(accepted).as_py() and (run.engine is None or run.engine.num_rows == 0):
         return None  # (nothing the query below could find)
+    # ids rows not made again by this run (SQL's ``cid NOT IN (SELECT cid FROM g)``, in
+    # pyarrow: a DuckDB temp table copied every id of the set, ~0.05 s at ~240k
+    # orders), of those only the rows an id of this run's accepted orders or engine
+    # events names (every join below is on one of their ids: six scans of the set's ids
+    # cost ~0.04 s a command at ~200k orders, for the few rows they can meet)
+    n = g.filter(pc.and_(accepted, pc.invert(pc.fill_null(g.column("orphan"), False))))
+    old = _not_in(_named(ids, n, run.engine), "cid", g.column("cid"))
+    if old.num_rows == 0:
+        return None  # (every join below is with ``old``: none can meet a row)
     con = run.con if run.con is not None else _connect(1)
     try:
         con.register("ids", ids)
@@ -1177,12 +1229,7 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
             "venue": pa.array([], pa.string()), "subject": pa.array([], pa.string()),
             "order_id": pa.array([], pa.string()), "event_kind": pa.array([], pa.string()),
             "ts": pa.array([], pa.int64())}))
-        # ids rows not made again by this run (SQL's ``cid NOT IN (SELECT cid FROM g)``, in
-        # pyarrow: a DuckDB temp table copied every id of the set, ~0.05 s at ~240k
-        # orders), of those only the rows an id of this run's groups or engine events
-        # names (every join below is on one of their ids: six scans of the set's ids
-        # cost ~0.04 s a command at ~200k orders, for the few rows they can meet)
-        con.register("old", _not_in(_named(ids, g, run.engine), "cid", g.column("cid")))
+        con.register("old", old)
         acc = ("SELECT * FROM g WHERE NOT orphan AND kind = 'new' AND status = 'accepted' "
                "AND exchange_order_id IS NOT NULL AND cid NOT IN (SELECT cid FROM fin)")
         # (each OR of the conditions its own join on an id: joined on the venue alone,
@@ -1224,27 +1271,38 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
             con.close()
 
 
-_ID_COLUMNS = ("client_order_id", "orig_client_order_id", "target_order_id",
-               "exchange_order_id")
+_CLIENT_IDS = ("client_order_id", "orig_client_order_id")
+"""Of ``ids``' columns, those ``_check_ids`` compares with a client order id (an accepted
+order's, or an engine event's subject)."""
+_EXCHANGE_IDS = ("exchange_order_id", "target_order_id")
+"""And those it compares with an exchange order id (an accepted order's, or an engine
+event's order id)."""
 
 
-def _named(ids: pa.Table, g: pa.Table, engine: pa.Table | None) -> pa.Table:
-    """The rows of ``ids`` with an id (``_ID_COLUMNS``) that ``g``'s client or exchange
-    order ids, or ``engine``'s subjects or order ids, name: every row ``_check_ids``'s
-    joins can meet."""
-    names = [g.column("client_order_id"), g.column("exchange_order_id")]
-    if engine is not None and engine.num_rows:
-        names += [engine.column("subject"), engine.column("order_id")]
-    value_set = pc.unique(pa.chunked_array(
-        [c for n in names for c in n.cast(pa.string()).chunks], pa.string()))
-    value_set = pc.drop_null(value_set)
-    if len(value_set) == 0:
-        return ids.slice(0, 0)
+def _named(ids: pa.Table, n: pa.Table, engine: pa.Table | None) -> pa.Table:
+    """The rows of ``ids`` that ``_check_ids``'s joins can meet: a client order id
+    (``_CLIENT_IDS``) that ``n``'s client order ids (this run's accepted orders) or
+    ``engine``'s subjects name, or an exchange order id (``_EXCHANGE_IDS``) that ``n``'s
+    exchange order ids or ``engine``'s order ids name. (Each id against the names of
+    its own kind: every name against all four columns cost twice as much.)"""
     hit = None
-    for c in _ID_COLUMNS:
-        h = pc.is_in(ids.column(c).cast(pa.string()), value_set=value_set)
-        hit = h if hit is None else pc.or_(hit, h)
-    assert hit is not None
+    for cols, name, ev in ((_CLIENT_IDS, "client_order_id", "subject"),
+                           (_EXCHANGE_IDS, "exchange_order_id", "order_id")):
+        names = [n.column(name)]
+        if engine is not None and engine.num_rows:
+            names.append(engine.column(ev))
+        value_set = pc.drop_null(pc.unique(pa.chunked_array(
+            [c for x in names for c in x.cast(pa.string()).chunks], pa.string())))
+        if len(value_set) == 0:
+            continue
+        for c in cols:
+            col = ids.column(c)
+            if col.null_count == len(col):
+                continue
+            h = pc.is_in(col.cast(pa.string()), value_set=value_set)
+            hit = h if hit is None else pc.or_(hit, h)
+    if hit is None:
+        return ids.slice(0, 0)
     return ids.filter(pc.fill_null(hit, False))
 
 
@@ -1485,10 +1543,13 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
               files: Sequence[Path], cut: int, grows: pa.Table) -> None:
     """FIX: the messages ``fix.sql`` reads from the cut on and those of the groups not
     final (``grows``); the final groups' orders and orphan replies (``fix_prev``)."""
-    src = [*files, *([prev.dir / "fix_messages.parquet"] if prev is not None else [])]
-    rows = _read(src, "fix_messages", where=[
+    rows = _read(files, "fix_messages", where=[
         [("direction", "=", "out"), ("msg_type", "in", ["D", "F", "G", "XCN", "XAK"])],
         [("direction", "=", "in"), ("msg_type", "in", ["8", "9", "XAR", "3", "j"])]])
+    if prev is not None:  # (its rows are ``FIX_READ``'s already: read whole, not through
+        # pyarrow.dataset's filter, ~0.01 s)
+        rows = pa.concat_tables([rows, _read([prev.dir / "fix_messages.parquet"],
+                                             "fix_messages")])
     # (the read's filter is ``FIX_READ``; the rest in pyarrow: a DuckDB statement costs
     # milliseconds, these are a few hundred rows)
     keep = pc.greater_equal(rows.column("ts_last").cast(pa.int64()), cut)

@@ -260,3 +260,41 @@ def test_causes_read_the_carried_delayed_ack_samples_as_their_own(tmp_path: Path
         assert "delayed_ack" not in causes.compute(ds).column("cause").to_pylist()
         got = causes.compute(ds, more_rtt=rtt.filter(dack), capture_id=cid)
     assert got.equals(want)
+
+
+@pytest.mark.parametrize("name", ["fix44_plain.pcap", "binance_tick_tls13.pcap"])
+def test_causes_of_the_replies_since_read_from_the_rows_since(tmp_path: Path,
+                                                              name: str) -> None:
+    """``causes.compute(since=...)`` given ``since_rows``' latency and acks rows (a
+    rotation's later command: the replies of its last seconds, not the minutes of
+    matcher rows its view holds) finds the same rows as from the whole tables, at
+    every cut from before the first reply to after the last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
+
+    from pcapflow import causes
+    from pcapflow.dataset import Dataset
+
+    cap = SAMPLES / name
+    pcapflow.ingest([cap], keylog=_keys(cap), data=tmp_path / "d")
+    root = tmp_path / "d"
+    cid = next((root / "latency").glob("capture_id=*")).name.split("=", 1)[1]
+    files = {t: [Path(f) for f in parquet_files(root, t)]
+             for t in ("latency", "acks", "tcp_rtt", "tcp_events", "ws_messages",
+                       "http_messages", "fix_messages", "tls_records")}
+    rows = {t: pa.concat_tables([pq.ParquetFile(f).read() for f in files[t]]).select(
+        without_capture_id(TABLES[t]).names).cast(without_capture_id(TABLES[t]))
+        for t in ("latency", "acks")}
+    acks = rows["acks"].column("ts").cast(pa.int64()).to_numpy()
+    assert len(acks) > 3
+    with Dataset.of_capture(files, cid) as ds:
+        assert causes.compute(ds).num_rows
+        acks = np.sort(acks)
+        for q in (0.0, 0.3, 0.6, 0.9, 1.0):
+            since = int(acks[int(q * (len(acks) - 1))])
+            given = causes.since_rows(rows["latency"], rows["acks"], since)
+            assert given["acks"].num_rows < rows["acks"].num_rows or q == 0.0
+            want = causes.compute(ds, since=int(since))
+            got = causes.compute(ds, since=int(since), capture_id=cid, given=given)
+            assert got.equals(want)

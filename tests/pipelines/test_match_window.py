@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -244,3 +245,53 @@ def test_not_in_is_sqls_not_in_per_part() -> None:
         assert got.schema == rows.schema
         assert got.sort_by([("cid", "ascending"), ("i", "ascending")]).equals(want) or (
             got.num_rows == want.num_rows == 0)
+
+
+def test_named_holds_every_id_row_the_checks_can_meet() -> None:
+    """``match_carry._named`` (the remembered ids ``_check_ids``'s joins can meet, each
+    id column against the names of its kind only) keeps every row of ``ids`` that one
+    of those joins, on its id alone, meets: over 200 random tables with nulls and ids
+    shared between the columns."""
+    rng = np.random.default_rng(15)
+    words = [f"x{i}" for i in range(40)]
+
+    def col(n: int) -> pa.Array:
+        return pa.array([None if rng.random() < 0.3 else words[int(rng.integers(40))]
+                         for _ in range(n)], pa.string())
+
+    for _ in range(200):
+        m = int(rng.integers(0, 30))
+        ids = pa.table({"cid": pa.array([f"c{i}" for i in range(m)]),
+                        **{c: col(m) for c in ("client_order_id", "orig_client_order_id",
+                                               "target_order_id", "exchange_order_id")}})
+        k = int(rng.integers(0, 6))
+        n = pa.table({"client_order_id": col(k), "exchange_order_id": col(k)})
+        j = int(rng.integers(0, 4))
+        engine = pa.table({"subject": col(j), "order_id": col(j)}) if j else None
+        con = duckdb.connect()
+        con.register("ids", ids)
+        con.register("n", n)
+        con.register("ev", engine if engine is not None else pa.table(
+            {"subject": pa.array([], pa.string()), "order_id": pa.array([], pa.string())}))
+        want = {r[0] for r in con.execute("""
+            SELECT o.cid FROM ids o WHERE
+              o.client_order_id IN (SELECT client_order_id FROM n)
+              OR o.exchange_order_id IN (SELECT exchange_order_id FROM n)
+              OR o.target_order_id IN (SELECT exchange_order_id FROM n)
+              OR o.orig_client_order_id IN (SELECT client_order_id FROM n)
+              OR o.client_order_id IN (SELECT subject FROM ev)
+              OR o.orig_client_order_id IN (SELECT subject FROM ev)
+              OR coalesce(o.target_order_id, o.exchange_order_id)
+                 IN (SELECT order_id FROM ev)""").fetchall()}
+        got = set(match_carry._named(ids, n, engine).column("cid").to_pylist())
+        assert want <= got
+        # and no row none of its ids is named by
+        names = set(n.column("client_order_id").to_pylist()) | set(
+            n.column("exchange_order_id").to_pylist())
+        if engine is not None:
+            names |= set(engine.column("subject").to_pylist()) | set(
+                engine.column("order_id").to_pylist())
+        names.discard(None)
+        for r in match_carry._named(ids, n, engine).to_pylist():
+            assert names & {r[c] for c in ("client_order_id", "orig_client_order_id",
+                                           "target_order_id", "exchange_order_id")}
