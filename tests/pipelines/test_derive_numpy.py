@@ -208,14 +208,11 @@ def _intervals_sorted(f: np.ndarray, d: np.ndarray, t: np.ndarray, o: np.ndarray
     return k, nbytes, count, t0, t1
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
-    """``pipelines.burst_bins.intervals`` (one pass, a connection and direction sorted
-    alone when out of offset or time order) gives ``_intervals_sorted``'s
-    intervals: rows in order, a few moved late (``tcp_rtt``'s unacknowledged tail),
-    shuffled, with equal offsets and times."""
-    from pcapflow.pipelines import burst_bins
-
+def _rtt_rows(seed: int) -> tuple[np.random.Generator, int, np.ndarray, np.ndarray,
+                                  np.ndarray, np.ndarray]:
+    """``tcp_rtt``-like rows for the burst interval kernels: (rng, n, flow ids, directions,
+    times in order, each connection and direction's offsets growing, 0 steps among them:
+    equal offsets)."""
     rng = np.random.default_rng(seed)
     n = 20_000
     f = rng.integers(0, 7, n) * 3
@@ -224,7 +221,19 @@ def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
     o = np.empty(n, np.int64)
     for g in np.unique(2 * f + d):
         at = np.flatnonzero(2 * f + d == g)
-        o[at] = np.cumsum(rng.integers(0, 1500, len(at)))  # (0: an equal offset)
+        o[at] = np.cumsum(rng.integers(0, 1500, len(at)))
+    return rng, n, f, d, t, o
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_burst_intervals_kernel_is_the_sorts(seed: int) -> None:
+    """``pipelines.burst_bins.intervals`` (one pass, a connection and direction sorted
+    alone when out of offset or time order) gives ``_intervals_sorted``'s
+    intervals: rows in order, a few moved late (``tcp_rtt``'s unacknowledged tail),
+    shuffled, with equal offsets and times."""
+    from pcapflow.pipelines import burst_bins
+
+    rng, n, f, d, t, o = _rtt_rows(seed)
     w = 100_000
     base = int(t.min()) // w
     late = rng.choice(n, 50, replace=False)
@@ -279,15 +288,7 @@ def test_hot_intervals_streamed_are_the_whole_ones(seed: int) -> None:
     arrays grown on the way."""
     from pcapflow.pipelines import burst_bins
 
-    rng = np.random.default_rng(seed)
-    n = 20_000
-    f = rng.integers(0, 7, n) * 3
-    d = rng.integers(1, 3, n)
-    t = np.sort(rng.integers(10**9, 10**9 + 5 * 10**7, n))
-    o = np.empty(n, np.int64)
-    for g in np.unique(2 * f + d):
-        at = np.flatnonzero(2 * f + d == g)
-        o[at] = np.cumsum(rng.integers(0, 1500, len(at)))
+    rng, n, f, d, t, o = _rtt_rows(seed)
     w = 100_000
     first_bin = np.full(19, -1, np.int64)
     first_bin[[0, 6, 9]] = [t.min() // w - 3, t.min() // w, t.min() // w + 40]  # (others: -1)
