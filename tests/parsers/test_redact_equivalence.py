@@ -259,7 +259,7 @@ _ALPHABET = '{}[]":,\\ \n\t-_0123456789aeikgnpstwyorhdcljuvKESYIGNAPT\u212a\u013
 _RANDOM = st.text(alphabet=_ALPHABET, max_size=80)
 
 
-_SETTINGS = settings(max_examples=1500, deadline=None,
+_SETTINGS = settings(max_examples=700, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -68,7 +68,7 @@ def _both(payloads: list[str]) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(docs=st.lists(_doc_st, min_size=1, max_size=20),
        wrap=st.booleans(), seps=st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]),
        ascii_only=st.booleans(), edits=st.lists(st.integers(0, 6), min_size=20, max_size=20),

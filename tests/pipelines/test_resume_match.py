@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.capture_split import split
 from helpers.dataset_compare import assert_same_rows, parquet_files
+from pcapflow.parsers.capture.capset import open_set
 from pcapflow.pipelines import match_carry
 
 import pcapflow
@@ -40,10 +42,38 @@ def _keys(cap: Path) -> list[Path]:
     return [key] if key.exists() else []
 
 
-def _one_per_call(cap: Path, files: int, tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+SLOW = os.environ.get("PCAPFLOW_SLOW_TESTS") == "1"
+
+
+def _files(n: int, quick: int | None = None) -> int:
+    """``n`` files with ``PCAPFLOW_SLOW_TESTS=1``; by default ``quick``, else about half."""
+    return n if SLOW else quick or max(3, (n + 1) // 2)
+
+
+def _inside_the_slowest_order(one: Path, cap: Path) -> list[int]:
+    """Two cuts between the slowest order and its ack: the packets just after the
+    order left and just before the ack came, so the ack is two files after the order
+    and at the second cut the order has waited most of its latency."""
+    with open_set([str(cap)], hash=False) as reader:
+        ts = np.concatenate([c.ts_ns for c in reader])
+    ((sent, acked),) = pcapflow.open(one).fetchall(
+        "SELECT epoch_ns(order_ts), epoch_ns(ack_ts) FROM latency "
+        "ORDER BY latency_ns DESC LIMIT 1")
+    inside = np.flatnonzero((ts >= sent) & (ts < acked))
+    assert len(inside) >= 2, "no two packets between the slowest order and its ack"
+    return [int(inside[0]) + 1, int(inside[-1]) + 1]
+
+
+def _one_per_call(cap: Path, files: int, tmp_path: Path,
+                  slowest: bool = False) -> tuple[Path, Path, list[Path]]:
+    """One ingest of ``cap``, and ``cap`` cut evenly into ``files`` files ingested one
+    per call (``slowest``: cut twice more inside its slowest order)."""
     one = tmp_path / "one"
     r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
-    parts = split(cap, sorted({r.packets * k // files for k in range(1, files)}), tmp_path)
+    cuts = {r.packets * k // files for k in range(1, files)}
+    if slowest:
+        cuts.update(_inside_the_slowest_order(one, cap))
+    parts = split(cap, sorted(cuts), tmp_path)
     for p in parts:
         pcapflow.ingest([p], keylog=_keys(cap), data=tmp_path / "data")
     return one, tmp_path / "data", parts
@@ -69,7 +99,7 @@ def test_many_cuts_match_incrementally_as_one_ingest(
         files: int, finals: bool, settle_ms: int) -> None:
     _pending(monkeypatch, 300)
     monkeypatch.setattr(match_carry, "SETTLE_NS", settle_ms * 1_000_000)
-    one, data, _ = _one_per_call(SAMPLES / name, files, tmp_path)
+    one, data, _ = _one_per_call(SAMPLES / name, _files(files), tmp_path)
     assert match_carry.WHOLE == []  # every later command matched its own rows
     assert_same_rows(one, data)
     if finals:  # groups settled: final parts kept by later commands
@@ -79,10 +109,11 @@ def test_many_cuts_match_incrementally_as_one_ingest(
 def test_an_order_acked_files_later(tmp_path: Path, cut_now: None,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Orders still waiting at the end of a file are carried, and their replies found
-    two and more files later (the REST sample's slow replies: Nagle's 40 ms)."""
+    two and more files later (the REST sample's slow replies: Nagle's 40 ms; two cuts
+    inside the slowest one)."""
     _pending(monkeypatch, 300)
     cap = SAMPLES / "binance_rest_tls13.pcap"
-    one, data, parts = _one_per_call(cap, 24, tmp_path)
+    one, data, parts = _one_per_call(cap, _files(24, quick=6), tmp_path, slowest=True)
     assert match_carry.WHOLE == []
     assert_same_rows(one, data)
     ds = pcapflow.open(data)
@@ -101,7 +132,7 @@ def test_an_order_pending_past_the_limit_then_answered_matches_whole(
     are one ingest's."""
     _pending(monkeypatch, 0.001)
     cap = SAMPLES / "binance_rest_tls13.pcap"
-    one, data, _ = _one_per_call(cap, 24, tmp_path)
+    one, data, _ = _one_per_call(cap, _files(24, quick=6), tmp_path, slowest=True)
     assert any("final order" in w for w in match_carry.WHOLE), match_carry.WHOLE
     assert_same_rows(one, data)
 
