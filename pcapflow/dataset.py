@@ -334,16 +334,19 @@ class Dataset:
             more = f"SELECT *, {cid} AS capture_id FROM {name}"
             sources[table] = (f"{sources[table]} UNION ALL BY NAME {more}"
                               if table in sources else more)
+        statements = []
         for table, columns in declared().items():
             if only is not None and table not in only:
                 continue
             if self._schema is None:
-                self._con.execute(create_sql(f"{INTERNAL}.empty_{table}", columns))
+                statements.append(create_sql(f"{INTERNAL}.empty_{table}", columns))
             source = f"SELECT * FROM {INTERNAL}.empty_{table}"
             if table in sources:
                 source += f" UNION ALL BY NAME {sources[table]}"
             cols = ", ".join(f'"{c}"' for c, _ in columns)
-            self._con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM ({source})")
+        if statements:  # (one call: ~1 ms less a view)
+            self._con.execute(";\n".join(statements))
         return self
 
     @property
