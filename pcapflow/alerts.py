@@ -283,12 +283,12 @@ def p99_high(ds: Dataset, s: Settings, since: int | None = None) -> list[dict[st
     one holding that order time on (a rotation's later command: ``why_carry``)."""
     w = int(s.bucket_s * 1e9)
     after = "" if since is None else f" AND epoch_ns(order_ts) >= {int(since) // w * w}"
-    rows = ds.sql(f"""
+    rows = ds.fetchall(f"""
         SELECT venue, endpoint, epoch_ns(order_ts) // {w} AS b, count(*) AS n,
                quantile_cont(latency_ns, 0.99) AS p99
         FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL{after}
         GROUP BY ALL HAVING count(*) >= {int(s.min_orders)} AND p99 > {float(s.p99_us) * 1e3}
-        ORDER BY b, venue, endpoint""").fetchall()
+        ORDER BY b, venue, endpoint""")
     out = []
     for venue, endpoint, b, n, p99 in rows:
         t0, t1 = int(b) * w, (int(b) + 1) * w
@@ -317,7 +317,7 @@ def _flow_venue_sql() -> str:
 def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     """Runs of consecutive seconds with at least ``storm_per_s`` retransmissions on a flow."""
     kinds = ", ".join(_q(k) for k in RETRANSMISSIONS)
-    rows = ds.sql(f"""
+    rows = ds.fetchall(f"""
         WITH sec AS (
             SELECT capture_id, flow_id, epoch_ns(ts) // 1000000000 AS sec, count(*) AS n,
                    min(epoch_ns(ts)) AS t0, max(epoch_ns(ts)) AS t1
@@ -329,7 +329,7 @@ def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
         SELECT r.capture_id, r.flow_id, any_value(f.venue), min(r.t0), max(r.t1), sum(r.n),
                max(r.n), count(*)
         FROM runs r {_flow_venue_sql()} GROUP BY r.capture_id, r.flow_id, r.run
-        ORDER BY 4""").fetchall()
+        ORDER BY 4""")
     out = []
     for cid, flow, venue, t0, t1, n, peak, secs in rows:
         where = (f"capture_id = {_q(cid)} AND flow_id = {int(flow)} AND kind IN ({kinds}) "
@@ -366,14 +366,14 @@ def _episodes(ds: Dataset, source: str, keys: list[str], gap_ns: int) -> list[tu
     """Runs of rows of ``source`` (with ``t`` in ns and ``keys``) less than ``gap_ns``
     apart: (keys..., t0, t1, rows, extra aggregates)."""
     k = ", ".join(keys)
-    return ds.sql(f"""
+    return ds.fetchall(f"""
         WITH e AS (SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY {k} ORDER BY t)
                                        <= {gap_ns} THEN 0 ELSE 1 END AS starts FROM ({source})),
         g AS (SELECT *, sum(starts) OVER (PARTITION BY {k} ORDER BY t ROWS UNBOUNDED PRECEDING)
                  AS episode FROM e)
         SELECT {k}, min(t), max(t), count(*), sum(coalesce(amount, 0)),
                bool_or(coalesce(worse, false))
-        FROM g GROUP BY {k}, episode ORDER BY 2 + {len(keys) - 1}""").fetchall()
+        FROM g GROUP BY {k}, episode ORDER BY 2 + {len(keys) - 1}""")
 
 
 def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
@@ -406,7 +406,7 @@ def zero_window(ds: Dataset, s: Settings) -> list[dict[str, object]]:
 def _bursts_sql(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple]:
     """``microburst``'s episodes by SQL: (capture, flow, direction, venue, t0, t1, peak
     bytes, segments and baseline of the peak interval, segments), by t0."""
-    rows = ds.sql(f"""
+    rows = ds.fetchall(f"""
         WITH seg AS (
             SELECT capture_id, flow_id, direction, epoch_ns(ts_sent) AS t,
                    coalesce(end_offset - lag(end_offset) OVER (
@@ -439,7 +439,7 @@ def _bursts_sql(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple]:
         SELECT e.capture_id, e.flow_id, e.direction, any_value(f.venue), min(e.t0), max(e.t1),
                max(e.bytes), arg_max(e.n, e.bytes), arg_max(e.mean_w, e.bytes), sum(e.n)
         FROM ep e {_flow_venue_sql()} GROUP BY e.capture_id, e.flow_id, e.direction, e.episode
-        ORDER BY 5""").fetchall()
+        ORDER BY 5""")
     return rows
 
 
@@ -478,17 +478,35 @@ def _bursts(ds: Dataset, s: Settings, w: int, span: int) -> list[tuple] | None:
         return None
     flows = ds.fetchall("SELECT flow_id, epoch_ns(first_ts), venue FROM flows "
                         "WHERE capture_id = ?", [caps[0]])
+    return bursts_of_capture(ds, caps[0], flows, s, w, span)
+
+
+def bursts_of_capture(ds: Dataset, cap: str, flows: list[tuple], s: Settings, w: int,
+                      span: int) -> list[tuple] | None:
+    """``_bursts`` of a dataset's ``tcp_rtt`` rows known to be of the one capture ``cap``
+    (and to be some), its flows given as (flow_id, ``first_ts`` as ns, venue) (the
+    ingest's thread, ``pcapflow.why.FeedPrep``, knows both: no query for them)."""
     sql = ("SELECT flow_id AS f, list_position(['in', 'out'], direction) AS d, "
            "epoch_ns(ts_sent) AS t, end_offset AS o FROM tcp_rtt "
            "WHERE coalesce(method, 'ack') = 'ack'")
     reader = ds.sql(sql).to_arrow_reader(BURST_BATCH)
     try:
-        streamed = _bursts_streamed(caps[0], flows, reader, s, w, span, lambda gs: ds.sql(
-            f"{sql} AND flow_id * 2 + list_position(['in', 'out'], direction) - 1 "
-            f"IN ({', '.join(str(int(g)) for g in gs)})").to_arrow_table())
+        streamed = _bursts_streamed(cap, flows, reader, s, w, span, lambda gs: ds.sql(
+            f"{sql} AND ({_groups_sql(gs)})").to_arrow_table())
     finally:
         reader.close()  # (read to its end or not: the connection is free again)
     return streamed
+
+
+def _groups_sql(gs: Iterable[int]) -> str:
+    """``flow_id * 2 + list_position(['in', 'out'], direction) - 1 IN gs`` as plain
+    column tests (the scan reads a connection's rows again with them: ~0.01 s less
+    over a million rows than the expression)."""
+    by_dir: tuple[list[int], list[int]] = ([], [])
+    for g in gs:
+        by_dir[int(g) & 1].append(int(g) >> 1)
+    return " OR ".join(f"(direction = '{d}' AND flow_id IN ({', '.join(map(str, ids))}))"
+                       for d, ids in zip(("in", "out"), by_dir, strict=True) if ids) or "false"
 
 
 BURST_BATCH = 131_072
@@ -633,11 +651,11 @@ def clock_step(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     """The capture clock set back or forward (``anomalies`` ``clock_step_back`` /
     ``clock_step_forward``, found by ``parsers.capture.clock``); ``unit`` says which
     way (``ms back``, ``ms forward``)."""
-    rows = ds.sql("SELECT capture_id, epoch_ns(ts), detail, code, "
-                  "coalesce(nullif(regexp_extract(detail, 'set forward by ~([0-9,.]+) ms', 1), "
-                  "''), regexp_extract(detail, 'stamped ([0-9,.]+) ms', 1)) "
-                  "FROM anomalies WHERE code IN ('clock_step_back', 'clock_step_forward') "
-                  "ORDER BY ts").fetchall()
+    rows = ds.fetchall("SELECT capture_id, epoch_ns(ts), detail, code, "
+                       "coalesce(nullif(regexp_extract(detail, 'set forward by ~([0-9,.]+) ms', "
+                       "1), ''), regexp_extract(detail, 'stamped ([0-9,.]+) ms', 1)) "
+                       "FROM anomalies WHERE code IN ('clock_step_back', 'clock_step_forward') "
+                       "ORDER BY ts")
     out = []
     for cid, t, detail, code, ms in rows:
         size = float(str(ms).replace(",", "")) if ms else 0.0
@@ -732,7 +750,7 @@ def _silences_sql(ds: Dataset, messages: str | None, stale: int) -> list[tuple]:
     at end, offset before, offset after), by t0."""
     source = (f"SELECT * FROM {messages} WHERE rule <> 'fix_seq'" if messages else
               feed.messages_sql(feed.present(ds), fix=False))
-    rows = ds.sql(f"""
+    rows = ds.fetchall(f"""
         WITH m AS ({source}),
         g AS (SELECT capture_id, venue, flow_id, rule, stream, ts, stream_offset,
                      lead(ts) OVER w AS next_ts, lead(stream_offset) OVER w AS next_offset
@@ -743,7 +761,7 @@ def _silences_sql(ds: Dataset, messages: str | None, stale: int) -> list[tuple]:
                g.stream_offset, g.next_offset
         FROM g LEFT JOIN flows f USING (capture_id, flow_id)
         WHERE coalesce(g.next_ts, epoch_ns(f.last_ts)) - g.ts > {stale}
-        ORDER BY g.ts""").fetchall()
+        ORDER BY g.ts""")
     return rows
 
 

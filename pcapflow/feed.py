@@ -684,12 +684,15 @@ class StreamWalk:
         codes would not fit."""
         rule_i, rule_names = _dict_codes(part.column("rule"))
         stream_i, stream_names = _dict_codes(part.column("stream"))
-        flow = pc.dictionary_encode(part.column("flow_id").combine_chunks())
-        flow_i = flow.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        flows = flow.dictionary.to_pylist()
         r, s = len(rule_names) + 1, len(stream_names) + 1
-        if len(flows) * r * s >= 1 << 62:
-            return None, np.zeros(0, np.bool_)
+        flow_i = _ints(part.column("flow_id"))  # (no nulls: ``add``)
+        flows: list | None = None  # (the flow ids in the key themselves, when they fit)
+        if not len(flow_i) or flow_i.min() < 0 or (int(flow_i.max()) + 1) * r * s >= 1 << 62:
+            flow = pc.dictionary_encode(part.column("flow_id").combine_chunks())
+            flow_i = flow.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            flows = flow.dictionary.to_pylist()
+            if len(flows) * r * s >= 1 << 62:
+                return None, np.zeros(0, np.bool_)
         key = (flow_i * r + (rule_i + 1)) * s + (stream_i + 1)
         enc = pc.dictionary_encode(pa.array(key, pa.int64()))
         local = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -697,7 +700,7 @@ class StreamWalk:
         for i, k in enumerate(enc.dictionary.to_pylist()):
             f, rest = divmod(k, r * s)
             ri, si = divmod(rest, s)
-            name = (flows[f], rule_names[ri - 1] if ri else None,
+            name = (flows[f] if flows is not None else f, rule_names[ri - 1] if ri else None,
                     stream_names[si - 1] if si else None)
             got = self._ids.get(name)
             if got is None:

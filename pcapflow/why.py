@@ -221,6 +221,11 @@ class FeedPrep:
         return self.bursts
 
 
+FEW_ORDERS = 100_000
+"""``latency`` rows up to which the derive reads ``causes``' rows (a few per order at
+most, mostly none) with ``Dataset.small_arrow`` (an extra copy of them, ~0.02 s of
+CPU less)."""
+
 SPAN_ROWS = 100_000
 """``tcp_rtt`` rows up to which ``_no_burst_in_files`` reads the files' columns (more:
 the detector runs, as before; reading them would cost a large capture more than the
@@ -283,10 +288,18 @@ def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
     rows = pa.concat_tables([schema.empty_table(), *(
         pq.ParquetFile(p).read().cast(schema) for p in staged_files(stage_dir)["flows"]),
         flows.select(schema.names).cast(schema)])
-    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id, {"flows": rows},
-                            views=("tcp_rtt", "flows")) as view:  # (all ``_bursts`` reads)
+    # (``_no_burst_in_files``: there are rows; ``alerts._bursts`` would ask the view which
+    # capture they are of, and the flows' view for their first times)
+    first = rows.column("first_ts")
+    first_ns = pc.cast(first, pa.timestamp("ns", getattr(first.type, "tz", None))).cast(
+        pa.int64())
+    listed = list(zip(rows.column("flow_id").to_pylist(), first_ns.to_pylist(),
+                      rows.column("venue").to_pylist(), strict=True))
+    with Dataset.of_capture({"tcp_rtt": rtt_files}, capture_id,
+                            views=("tcp_rtt",)) as view:  # (all the detector reads)
         view.con.execute("SET threads = 1")
-        return alerts._bursts(view, SETTINGS or alerts.Settings(), w, span)
+        return alerts.bursts_of_capture(view, capture_id, listed,
+                                        SETTINGS or alerts.Settings(), w, span)
 
 
 def derive_staged(stage_dir: Path, capture_id: str, flows: pa.Table,
@@ -462,7 +475,9 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                      else None)
             rows = _cast(causes.compute(view, since=c_prev,
                                         more_rtt=prev.dack if prev else None,
-                                        capture_id=plan.capture_id, given=given), "causes")
+                                        capture_id=plan.capture_id, given=given,
+                                        few=latency is not None
+                                        and latency.num_rows <= FEW_ORDERS), "causes")
             given = None
             settle = (wc.ns_or_inf(rows.column("order_ts"))
                       + pc_fill0(rows.column("latency_ns")))
@@ -473,8 +488,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         feed_msg: pa.Table | None = None
         named = None
         if streams is not None:  # (``FeedPrep``: only a plain ingest's derive has them)
-            named = view.sql("SELECT flow_id, capture_id, venue, epoch_ns(last_ts) AS last_ts "
-                             "FROM flows ORDER BY flow_id").to_arrow_table()
+            named = view.small_arrow("SELECT flow_id, capture_id, venue, "
+                                     "epoch_ns(last_ts) AS last_ts FROM flows ORDER BY flow_id")
         if streams is not None and named is not None and feed.usable(named):
             gaps = feed.gaps_for(streams, named)
             silences = feed.silences_for(streams, named)

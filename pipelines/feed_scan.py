@@ -281,33 +281,41 @@ def _buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(data_buf, np.uint8, count=last - first, offset=first), offsets - first
 
 
-def _strings(data: np.ndarray, ends: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """Strings of the bytes ``data`` ending at ``ends``; null where not ``valid``."""
+def _dictionary(codes: np.ndarray, data: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """The kernel's codes (-1: null) of the strings of ``data`` ending at ``ends`` (in
+    order of first appearance: what ``pc.dictionary_encode`` gives) as ``_DICT``."""
     offsets = np.zeros(len(ends) + 1, np.int64)
     offsets[1:] = ends
+    words = pa.Array.from_buffers(pa.large_string(), len(ends),
+                                  [None, pa.py_buffer(offsets), pa.py_buffer(data.copy())])
+    nulls = codes < 0
+    indices = pa.array(codes, pa.int32(), mask=nulls if nulls.any() else None)
+    return pa.DictionaryArray.from_arrays(indices, words.cast(pa.string()))
+
+
+def _ints(values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """int64 ``values`` (contiguous), null where not ``valid``."""
     nulls = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(pa.large_string(), len(ends),
-                                 [nulls, pa.py_buffer(offsets), pa.py_buffer(data.copy())])
+    return pa.Array.from_buffers(pa.int64(), len(values),
+                                 [nulls, pa.py_buffer(np.ascontiguousarray(values))])
 
 
 def _rows(rows: pa.Table, chunk: pa.Array, names: np.ndarray,
           out: tuple[np.ndarray, ...]) -> pa.Table:
-    row, rule, ints, valid, reset, stream, stream_end, sym, symbol, sym_end, fallback = out
+    (row, rule, ints, valid, reset, stream_code, stream, stream_end, sym_code, symbol, sym_end,
+     fallback) = out
     take = pa.array(row)
     ts = rows.column("ts_last").cast(pa.int64())
-    stream_off = np.zeros(len(row) + 1, np.int64)
-    stream_off[1:] = stream_end
     taken = pa.table({
         "flow_id": rows.column("flow_id").take(take), "ts": ts.take(take),
         "stream_offset": rows.column("stream_offset").take(take),
         "rule": pa.DictionaryArray.from_arrays(pa.array(rule, pa.int32()),
                                                pa.array(names.tolist(), pa.string())),
-        "stream": pc.dictionary_encode(pa.Array.from_buffers(pa.large_string(), len(row), [
-            None, pa.py_buffer(stream_off), pa.py_buffer(stream.copy())])).cast(_DICT),
-        **{name: pa.array(ints[:, f], pa.int64(), mask=~valid[:, f])
+        "stream": _dictionary(stream_code, stream, stream_end),
+        **{name: _ints(ints[f], valid[f])
            for f, name in enumerate(("first_id", "last_id", "prev_id", "exchange_ns"))},
         "reset": pa.array(reset),
-        "symbol": pc.dictionary_encode(_strings(symbol, sym_end, sym[:, 0] >= 0)),
+        "symbol": _dictionary(sym_code, symbol, sym_end),
         "payload": pa.nulls(len(row), pa.string())})
     whole = pa.array(np.flatnonzero(fallback))
     passed = pa.table({

@@ -325,14 +325,76 @@ def _grow(a, need):
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _hash(buf, a, b):
+    """FNV-1a of ``buf[a:b]`` (int64, wrapping)."""
+    h = np.int64(-3750763034362895579)
+    for k in range(a, b):
+        h = (h ^ np.int64(buf[k])) * np.int64(1099511628211)
+    return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _same(buf, s, e, a, b):
+    """``buf[s:e] == buf[a:b]``."""
+    if e - s != b - a:
+        return False
+    for k in range(b - a):  # noqa: SIM110 (a Numba kernel: a plain loop)
+        if buf[s + k] != buf[a + k]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _find(buf, a, b, ends, table, last):
+    """The code of the string ``buf[a:b]`` among those before it in ``buf`` (string
+    ``k`` ends at ``ends[k]``, the next starts there; ``a`` is where the next would),
+    ``last`` (a code, -1: none) tried first, then ``table`` (open addressing of the
+    codes by ``_hash``; -1: free; its size a power of two over twice their count);
+    not there: ``-1 - `` the free slot it goes in (``_add``)."""
+    if last >= 0 and _same(buf, ends[last - 1] if last > 0 else 0, ends[last], a, b):
+        return last
+    mask = table.shape[0] - 1
+    slot = _hash(buf, a, b) & mask
+    while True:
+        c = table[slot]
+        if c < 0:
+            return -1 - slot
+        if _same(buf, ends[c - 1] if c > 0 else 0, ends[c], a, b):
+            return c
+        slot = (slot + 1) & mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _add(buf, b, ends, n, table, slot):
+    """``buf[ends[n - 1]:b]`` kept as string ``n`` (``_find`` gave ``-1 - slot``): (the
+    count of strings, ends, table). Codes go in order of first appearance, as
+    ``pyarrow.compute.dictionary_encode`` numbers them."""
+    ends = _grow(ends, n + 1)
+    ends[n] = b
+    table[slot] = n
+    n += 1
+    if 2 * n > table.shape[0]:
+        table = np.full(2 * table.shape[0], -1, np.int64)
+        mask = table.shape[0] - 1
+        for c in range(n):
+            slot = _hash(buf, ends[c - 1] if c > 0 else 0, ends[c]) & mask
+            while table[slot] >= 0:
+                slot = (slot + 1) & mask
+            table[slot] = c
+    return n, ends, table
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
           fast=True):
     """Per selected text ``data[offsets[i]:offsets[i+1]]``: the rows of the rules it
     passes, or whole (``fallback``); ``fast``: see ``_walk``. Returns (row index, rule,
-    ids, valid flags, reset, exchange ns, stream bytes and ends, symbol spans (-1:
-    null), symbol bytes and ends, fallback mask)."""
+    ids and their valid flags (first, last, prev, exchange ns; a row each), reset, each
+    row's stream as a code of the distinct streams (their bytes and ends: a
+    dictionary, in order of first appearance), each row's symbol likewise (-1: null),
+    the symbols' bytes and ends, fallback mask)."""
     n = select.shape[0]
     R, N = patlen.shape[0], node_idx.shape[0]
     hits = np.zeros(R, np.bool_)
@@ -346,23 +408,29 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     cap = max(16, n)  # a row per message, mostly: no regrowth (untouched pages cost no RSS)
     row = np.empty(cap, np.int64)
     rule = np.empty(cap, np.int64)
-    ints = np.empty((cap, 4), np.int64)  # first, last, prev, exchange ns
-    valid = np.empty((cap, 4), np.bool_)
+    ints = np.empty((4, cap), np.int64)  # first, last, prev, exchange ns
+    valid = np.empty((4, cap), np.bool_)
     reset = np.empty(cap, np.bool_)
-    sym = np.empty((cap, 2), np.int64)  # start, end in data (-1: null)
-    stream = np.empty(max(1024, data.shape[0] // 8), np.uint8)
-    stream_end = np.empty(cap, np.int64)
+    # the distinct streams and symbols (``_find``, ``_add``): bytes, ends, hash table
+    stream = np.empty(1024, np.uint8)
+    stream_end = np.empty(64, np.int64)
+    stream_tab = np.full(64, -1, np.int64)
+    stream_code = np.empty(cap, np.int32)
     fallback = np.zeros(n, np.bool_)
-    out, used = 0, 0
+    out = 0
     got = np.zeros((R, 4), np.int64)
     state = np.zeros((R, 4), np.int64)
     # per rule: the largest exchange time whose ns the SQL's DECIMAL -> BIGINT holds
     ets_max = np.empty(R, np.int64)
     for r in range(R):
         ets_max[r] = 9_000_000_000_000_000_000 // scalars[r, 5]
-    symbol = np.empty(max(1024, data.shape[0] // 16), np.uint8)
-    sym_end = np.empty(cap, np.int64)
-    sym_used = 0
+    symbol = np.empty(1024, np.uint8)
+    sym_end = np.empty(64, np.int64)
+    sym_tab = np.full(64, -1, np.int64)
+    sym_code = np.empty(cap, np.int32)
+    sym_used, n_sym, n_stream = 0, 0, 0
+    stream_last = np.full(R, -1, np.int64)  # per rule: the code of its last row's
+    sym_last = np.full(R, -1, np.int64)
     for i in range(n):
         if not select[i]:
             continue
@@ -409,23 +477,19 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             if not keep:
                 continue
             if out == row.shape[0]:
-                row, rule, reset, stream_end = (_grow(row, out + 1), _grow(rule, out + 1),
-                                                _grow(reset, out + 1),
-                                                _grow(stream_end, out + 1))
-                sym_end = _grow(sym_end, out + 1)
-                big = np.empty((row.shape[0], 4), np.int64)
-                big[:out] = ints[:out]
+                row, rule, reset = (_grow(row, out + 1), _grow(rule, out + 1),
+                                    _grow(reset, out + 1))
+                stream_code, sym_code = _grow(stream_code, out + 1), _grow(sym_code, out + 1)
+                big = np.empty((4, row.shape[0]), np.int64)
+                big[:, :out] = ints[:, :out]
                 ints = big
-                bigv = np.empty((row.shape[0], 4), np.bool_)
-                bigv[:out] = valid[:out]
+                bigv = np.empty((4, row.shape[0]), np.bool_)
+                bigv[:, :out] = valid[:, :out]
                 valid = bigv
-                bigs = np.empty((row.shape[0], 2), np.int64)
-                bigs[:out] = sym[:out]
-                sym = bigs
             row[out], rule[out] = i, r
             for f in range(4):
-                valid[out, f] = state[r, f] == 1
-                ints[out, f] = got[r, f] * (scalars[r, 5] if f == 3 else 1)
+                valid[f, out] = state[r, f] == 1
+                ints[f, out] = got[r, f] * (scalars[r, 5] if f == 3 else 1)
             z = False
             for j in range(lists.shape[2]):
                 g, c = lists[r, 1, j, 0], lists[r, 1, j, 1]
@@ -434,15 +498,24 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                     z = True
             reset[out] = z
             s = _chosen(groups, scalars[r, 4], kinds)
-            sym[out, 0], sym[out, 1] = (starts[s], ends[s]) if s >= 0 else (-1, -1)
+            sym_code[out] = -1
             if s >= 0:
                 if sym_used + ends[s] - starts[s] > symbol.shape[0]:
                     symbol = _grow(symbol, sym_used + ends[s] - starts[s])
+                a0 = sym_used
                 for k in range(starts[s], ends[s]):
-                    symbol[sym_used] = data[k]
-                    sym_used += 1
-            sym_end[out] = sym_used
+                    symbol[a0] = data[k]
+                    a0 += 1
+                code = _find(symbol, sym_used, a0, sym_end, sym_tab, sym_last[r])
+                if code < 0:
+                    n_sym, sym_end, sym_tab = _add(symbol, a0, sym_end, n_sym, sym_tab,
+                                                   -1 - code)
+                    code = n_sym - 1
+                    sym_used = a0
+                sym_code[out] = sym_last[r] = code
             lead = True
+            used = stream_end[n_stream - 1] if n_stream > 0 else 0
+            a0 = used
             for j in range(lists.shape[2]):
                 g = lists[r, 2, j, 0]
                 if g < 0:
@@ -459,7 +532,14 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                         stream[used] = data[k]
                         used += 1
                 lead = False
-            stream_end[out] = used
+            code = _find(stream, a0, used, stream_end, stream_tab, stream_last[r])
+            if code < 0:
+                n_stream, stream_end, stream_tab = _add(stream, used, stream_end, n_stream,
+                                                        stream_tab, -1 - code)
+                code = n_stream - 1
+            stream_code[out] = stream_last[r] = code
             out += 1
-    return (row[:out], rule[:out], ints[:out], valid[:out], reset[:out], stream[:used],
-            stream_end[:out], sym[:out], symbol[:sym_used], sym_end[:out], fallback)
+    used = stream_end[n_stream - 1] if n_stream > 0 else 0
+    return (row[:out], rule[:out], ints[:, :out], valid[:, :out], reset[:out],
+            stream_code[:out], stream[:used], stream_end[:n_stream], sym_code[:out],
+            symbol[:sym_used], sym_end[:n_sym], fallback)

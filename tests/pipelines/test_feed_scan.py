@@ -152,13 +152,28 @@ def test_generated_payloads_read_as_duckdb_reads_them(seed: int) -> None:
 
 
 def test_plain_market_data_is_read_without_duckdb() -> None:
+    """Also: the scan's streams and symbols as dictionaries (the kernel's hash table of
+    them grown several times, a symbol missing now and then) are
+    ``pc.dictionary_encode``'s of the same strings, in order of first appearance."""
+    import pyarrow.compute as pc
+
+    def sym(i: int) -> dict[str, str]:
+        return {} if i % 7 == 0 else {"s": f"S{(i * 37) % 150}"}
+
     payloads = [json.dumps({"stream": "btcusdt@depth", "data": {
-        "e": "depthUpdate", "E": 1_700_000_000_000 + i, "s": "BTCUSDT", "U": 3 * i,
+        "e": "depthUpdate", "E": 1_700_000_000_000 + i, **sym(i), "U": 3 * i,
         "u": 3 * i + 2, "b": [["1.00", "2"]], "a": []}}, separators=(",", ":"))
-        for i in range(200)]
-    ref, got, whole = both_ways(_messages(payloads, [0] * 200), _flows([0]))
-    inbound_text = sum(1 for i in range(200) if i % 13 and i % 17)  # as _messages makes them
+        for i in range(400)]
+    rows = _messages(payloads, [0] * 400)
+    ref, got, whole = both_ways(rows, _flows([0]))
+    inbound_text = sum(1 for i in range(400) if i % 13 and i % 17)  # as _messages makes them
     assert whole == 0 and got == ref and len(ref) == inbound_text
+    scanned = feed_scan.scan(rows)
+    assert scanned is not None
+    for name in ("stream", "symbol"):
+        col = scanned.column(name).combine_chunks()
+        assert col.equals(pc.dictionary_encode(col.cast(pa.string())).cast(col.type))
+        assert len(col.dictionary) > 100 and (name == "stream" or col.null_count > 0)
 
 
 def test_samples_messages_read_as_duckdb_reads_them(samples_dataset: Dataset) -> None:
