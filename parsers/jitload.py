@@ -372,7 +372,7 @@ class Kernel:
     def __getattr__(self, name: str) -> Any:
         # (only names this object lacks; none of Python's own protocol names, nor its
         # own before ``__init__`` set them)
-        if name.startswith("__") and name.endswith("__") or name in _OWN:
+        if (name.startswith("__") and name.endswith("__")) or name in _OWN:
             raise AttributeError(name)
         return getattr(self.dispatcher, name)
 
