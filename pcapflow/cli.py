@@ -134,13 +134,13 @@ def _import_compute_without_docs() -> None:
     reader = getattr(docscrape, "NumpyDocString", None)
     if reader is None:
         return
-    docscrape.NumpyDocString = _NoDoc  # type: ignore[misc,assignment]
+    docscrape.NumpyDocString = _NoDoc
     try:
         import pyarrow.compute  # noqa: F401
     except Exception:  # (a pyarrow that wants more of it: imported as it is below)
         pass
     finally:
-        docscrape.NumpyDocString = reader  # type: ignore[misc]
+        docscrape.NumpyDocString = reader
 
 
 @app.command()

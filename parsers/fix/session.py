@@ -179,7 +179,7 @@ class FixSession:
         if not data:
             return []
         st = self._streams[direction]
-        if not _scan_simple.overloads:
+        if not _scan_simple.overloads:  # type: ignore[attr-defined]  # (its dispatcher's)
             _compile_scan()
         ends_rel = np.asarray(run.ends, dtype=np.int64)
         piece_first = np.ascontiguousarray(run.ts_first, dtype=np.int64)
