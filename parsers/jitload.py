@@ -323,6 +323,16 @@ _MAKING = threading.Lock()
 _OWN = frozenset({"py_func", "options", "_dispatcher"})
 
 
+def _fresh_lock_in_child() -> None:
+    """A forked child (``--jobs``' pool, ``--workers``' shards) starts with a free lock:
+    a thread of the parent may have been making a dispatcher at the fork."""
+    global _MAKING
+    _MAKING = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def kernel(**options: Any) -> Callable[[F], F]:
     """``numba.njit(**options)``, the dispatcher made at the kernel's first use
     (module docstring): a ``Kernel`` standing in for it until then."""

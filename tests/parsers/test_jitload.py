@@ -271,3 +271,18 @@ def test_kernels_made_at_first_use(tmp_path: Path) -> None:
     assert first["callees"] == [True, True]  # (the compile typed and inlined them)
     assert second["callees"] == [False, False]  # (their code is in walk's)
     assert first["unused"] is second["unused"] is False
+
+
+def test_a_forked_child_makes_dispatchers_with_a_free_lock() -> None:
+    """A thread making a dispatcher while the process forks (``--jobs``, ``--workers``)
+    leaves the child a lock of its own, not one held forever."""
+    import os
+
+    from pcapflow.parsers import jitload
+
+    with jitload._MAKING:
+        pid = os.fork()
+        if pid == 0:  # (the child: its lock must be free)
+            os._exit(0 if jitload._MAKING.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
