@@ -52,7 +52,7 @@ And one more cut in session 19:
 - *A kernel's dispatcher made at its first use* (``kernel``, the decorator every
   pcapflow kernel uses in place of ``numba.njit``). Making a dispatcher with
   ``cache=True`` inspects the function's signature and sets up its cache (the cache
-  directory made and tested with a temporary file): ~0.3 ms of CPU each, for ~60
+  directory made and tested with a temporary file): ~0.3 ms of CPU each, for the 56
   kernels in the modules a plain-TCP ingest imports, which calls 7 of them. A kernel
   that another one calls or inlines is made when Numba types the caller (a compile:
   on a cache hit the caller's machine code already holds it), through
