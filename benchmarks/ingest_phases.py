@@ -12,7 +12,8 @@ and the SHA-256 thread's CPU lands in the phase running meanwhile):
 - ``import <group>``: the body of every module imported, by top-level package (a
   module's own time, not the modules it imports: ``importlib._bootstrap._load_unlocked``);
 - ``kernels``: Numba dispatchers' first calls (cache index read, unpickling, linking
-  the cached object code, Numba's runtime);
+  the cached object code, Numba's runtime), and since session 19 the making of a
+  kernel's dispatcher at its first use (``jitload.Kernel``);
 - ``packets``: the read/decode/TCP/application-layer loop (``driver._run``, less what
   is below);
 - ``matcher``, ``derive`` (``why.derive_staged``: causes, feed tables, alerts),
@@ -79,6 +80,8 @@ def _group(name):
 
 WRAPS = {  # module -> (function path, phase), wrapped as soon as the module is loaded
     "numba.core.dispatcher": [("_DispatcherBase._compile_for_args", "kernels")],
+    # (a kernel's dispatcher made at its first use: session 19)
+    "pcapflow.parsers.jitload": [("Kernel._make", "kernels")],
     "pcapflow.pipelines.ingest.driver": [("_run", "packets")],
     "pcapflow.venues": [("IngestMatcher.__call__", "matcher")],
     "pcapflow.why": [("derive_staged", "derive")],

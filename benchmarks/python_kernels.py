@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cap: Path, data: Path) -> int:
     from numba.core.dispatcher import Dispatcher
+    from pcapflow.parsers.jitload import Kernel
 
     import pcapflow
     import pcapflow.cli
@@ -84,6 +85,8 @@ def _run(cap: Path, data: Path) -> int:
 
     for m in modules:
         for k, v in list(vars(m).items()):
+            if isinstance(v, Kernel):  # (a kernel made at its first use: its dispatcher)
+                v = v.dispatcher
             if isinstance(v, Dispatcher) and v.py_func.__module__.startswith("pcapflow"):
                 if id(v) not in by_dispatcher:
                     by_dispatcher[id(v)] = wrap(v)
@@ -101,7 +104,7 @@ def _run(cap: Path, data: Path) -> int:
         compiled.append((out, b, time.process_time() - t))
     for m in modules:  # every kernel and intrinsic as Python from here on
         for k, v in list(vars(m).items()):
-            if isinstance(v, Dispatcher):
+            if isinstance(v, Dispatcher | Kernel):
                 setattr(m, k, v.py_func)
             elif k == "prefetch" and callable(v):
                 setattr(m, k, lambda *a: None)

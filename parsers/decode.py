@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .capture.chunk import PacketChunk
+from .jitload import kernel
 from .prefetch import prefetch
 
 PREFETCH_AHEAD = 16
@@ -176,12 +176,12 @@ class DecodedChunk:
         return int(self.status.shape[0])
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _u16(d: np.ndarray, i: int) -> np.int64:
     return (np.int64(d[i]) << 8) | np.int64(d[i + 1])
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _u32(d: np.ndarray, i: int) -> np.int64:
     return (
         (np.int64(d[i]) << 24) | (np.int64(d[i + 1]) << 16) | (np.int64(d[i + 2]) << 8)
@@ -189,7 +189,7 @@ def _u32(d: np.ndarray, i: int) -> np.int64:
     )
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _u64(d: np.ndarray, i: int) -> np.uint64:
     v = np.uint64(0)
     for k in range(8):
@@ -197,7 +197,7 @@ def _u64(d: np.ndarray, i: int) -> np.uint64:
     return v
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _by_version(d, p, end, otherwise):
     """An IP header at ``p`` whose family only its version nibble tells."""
     if p >= end:
@@ -210,7 +210,7 @@ def _by_version(d, p, end, otherwise):
     return -1, 0, otherwise
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _ethertype(d, etype, p, end, out_vlan):
     """Continue after an EtherType at ``p``: VLAN tags, MPLS, PBB, LLC/SNAP, then IP.
 
@@ -263,7 +263,7 @@ def _ethertype(d, etype, p, end, out_vlan):
     return -1, 0, TRUNCATED_LINK
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _ethernet(d, p, end, out_vlan):
     """An Ethernet frame whose EtherType/length field is at ``p``."""
     if p + 2 > end:
@@ -271,7 +271,7 @@ def _ethernet(d, p, end, out_vlan):
     return _ethertype(d, _u16(d, p), p + 2, end, out_vlan)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _link_to_l3(d, start, caplen, linktype, out_vlan):
     """Return (l3_offset, ethertype-ish family, status). family: 4, 6 or 0."""
     end = start + caplen
@@ -324,7 +324,7 @@ def _link_to_l3(d, start, caplen, linktype, out_vlan):
     return -1, 0, UNSUPPORTED_LINKTYPE
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _decode_kernel(
     d, offset, caplen, wirelen, linktype,
     status, ip_version, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ttl,

@@ -42,8 +42,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core.typing import signature
+
+from .jitload import kernel
 
 _P = types.intp  # every pointer, as an integer
 _I = types.int32
@@ -178,7 +180,7 @@ TLS12_XOR = 1    # RFC 7905 ChaCha20-Poly1305: nonce iv ^ seq, aad = seq|type|ve
 TLS12_EXPLICIT = 2  # RFC 5288 GCM: nonce = 4-byte salt | 8 explicit bytes of the record
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def open_records(ctx: int, kind: int, buf: np.ndarray, starts: np.ndarray,
                  lengths: np.ndarray, iv: np.ndarray, seq: int,
                  out: np.ndarray, plain_ends: np.ndarray) -> int:
@@ -312,7 +314,7 @@ class NativeInflater:
 _OUT_KEPT = 1 << 16
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _inflate_message(z: np.ndarray, src: np.ndarray, no_context_takeover: bool,
                      window_bits: int, cap: int, out: np.ndarray
                      ) -> tuple[np.ndarray, int, int]:
@@ -322,14 +324,14 @@ def _inflate_message(z: np.ndarray, src: np.ndarray, no_context_takeover: bool,
                          cap, out, 0)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _grow(out: np.ndarray, keep: int, need: int) -> np.ndarray:
     bigger = np.empty(max(2 * out.shape[0], need), np.uint8)
     bigger[:keep] = out[:keep]
     return bigger
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _inflate_into(z: np.ndarray, src: int, src_len: int, no_context_takeover: bool,
                   window_bits: int, cap: int, out: np.ndarray, o: int
                   ) -> tuple[np.ndarray, int, int]:
@@ -399,7 +401,7 @@ def _inflate_into(z: np.ndarray, src: int, src_len: int, no_context_takeover: bo
     return out, 0, FAILED
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def ws_payloads(data: np.ndarray, starts: np.ndarray, hls: np.ndarray, lens: np.ndarray,
                 rsv1: np.ndarray, masked: bool, z: np.ndarray, no_context_takeover: bool,
                 window_bits: int, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,11 +33,12 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numba import literal_unroll
+
+from .jitload import kernel
 
 __all__ = [
     "REDACTED",
@@ -582,7 +583,7 @@ def _maybe_secret(texts: pa.Array | pa.ChunkedArray, where: np.ndarray) -> np.nd
     return _precheck(data, offsets.astype(np.int64) - first, select, _NAMES, _NAME_LENGTHS)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _precheck(data, offsets, select, names, lengths):
     """``_maybe_secret`` of the texts ``data[offsets[i]:offsets[i + 1]]``."""
     flags = _flag_blocks(data)
@@ -599,7 +600,7 @@ def _precheck(data, offsets, select, names, lengths):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _flag_blocks(data):
     """Per 64-byte block of ``data``: may a text there be non-ASCII or hold a name?"""
     n = data.shape[0]
@@ -623,7 +624,7 @@ def _flag_blocks(data):
 
 
 # (inlined in Numba's IR: as a call, LLVM would not vectorise ``_flag_blocks``)
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _may_begin(a, b, c):
     """May the case-folded bytes ``a b c`` begin a name (with separators)?"""
     b_sep = (b == _DASH_FOLDED) | (b == _UNDERSCORE_FOLDED)
@@ -634,7 +635,7 @@ def _may_begin(a, b, c):
     return hit
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _hit_in(data, lo, hi, end, names, lengths):
     """Is a byte of ``data[lo:hi]`` non-ASCII, or does a name begin there (in a
     text ending at ``end``)?"""
@@ -648,7 +649,7 @@ def _hit_in(data, lo, hi, end, names, lengths):
     return False
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _name_at(data, j, end, names, lengths):
     """Does a name begin at ``data[j]`` (normalised: ``-``/``_`` skipped, case folded)?"""
     for k in range(names.shape[0]):

@@ -27,10 +27,10 @@ after ~26 orders (median; the tests measure both).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .parsers.jitload import install as _lighter_kernel_loads
+from .parsers.jitload import kernel
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
@@ -39,7 +39,7 @@ H = 15.0
 REFERENCE = 200
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def rank_cusum_step(x: np.ndarray, first: int, base: int, k: float, h: float, reference: int,
                     st: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rank CUSUM (module docstring) over a series given in pieces, one piece a

@@ -107,6 +107,42 @@ def _skip_unused_imports() -> None:
         sys.meta_path.insert(0, _SkipImports(names))
 
 
+class _NoDoc(dict):
+    """numpydoc sections of none: every section empty."""
+
+    def __init__(self, text: object = None, config: object = None) -> None:
+        super().__init__()
+
+    def __missing__(self, key: str) -> list:
+        return []
+
+
+def _import_compute_without_docs() -> None:
+    """Import ``pyarrow.compute`` without parsing the numpydoc text of its options
+    classes: at import it wraps each of its ~290 compute functions and writes the
+    wrapper a docstring, each options class's text parsed by its vendored numpydoc
+    reader (~13 ms of CPU of a 1 MB ingest's ~0.6 s). An ingest reads no docstring, so in
+    the CLI's own process (as ``_skip_unused_imports``) that reader gives empty sections
+    while the module loads (the wrappers lose their options' parameter lists), and is
+    put back after. Already imported, or anything unexpected: imported as it is."""
+    if "pyarrow.compute" in sys.modules:
+        return
+    try:
+        from pyarrow.vendored import docscrape
+    except ImportError:
+        return
+    reader = getattr(docscrape, "NumpyDocString", None)
+    if reader is None:
+        return
+    docscrape.NumpyDocString = _NoDoc
+    try:
+        import pyarrow.compute  # noqa: F401
+    except Exception:  # (a pyarrow that wants more of it: imported as it is below)
+        pass
+    finally:
+        docscrape.NumpyDocString = reader
+
+
 @app.command()
 def ingest(
     captures: Annotated[
@@ -175,6 +211,7 @@ def ingest(
     """
     if cluster is None:  # dask.distributed reads its configuration with PyYAML
         _skip_unused_imports()  # first: checking the key logs already imports the parsers
+        _import_compute_without_docs()
     for c in captures:
         if c != "-" and not os.path.exists(c) and not any(ch in c for ch in "*?["):
             raise PcapflowError(f"{c}: no such file")

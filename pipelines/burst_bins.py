@@ -23,15 +23,15 @@ The same intervals as the sorts of ``_intervals_sorted``
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..parsers.jitload import install as _lighter_kernel_loads
+from ..parsers.jitload import kernel
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _intervals(f, d, t, o, w, base, bin_bits):
     """(key, bytes, segments, first t, last t) per interval, by key (``g << bin_bits
     | interval - base``)."""
@@ -110,7 +110,7 @@ def _intervals(f, d, t, o, w, base, bin_bits):
     return keys[:m].copy(), nbytes[:m].copy(), count[:m].copy(), t0[:m].copy(), t1[:m].copy()
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _grow(a):
     out = np.empty(2 * a.shape[0], a.dtype)
     out[: a.shape[0]] = a
@@ -144,7 +144,7 @@ _S_FREE, _S_USED, _S_HOT, _S_BAD = range(4)
 of order (then the caller reads every row: ``intervals``)."""
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _close(g, st, sc, nxt, nbin, nby, hot_i, hot_f, first_bin, w_span, min_bytes, factor):
     """Close ``g``'s open interval: its trailing sum, hot or not, then queued. False,
     with nothing done: the hot arrays or the pool full (the caller grows them)."""
@@ -188,7 +188,7 @@ def _close(g, st, sc, nxt, nbin, nby, hot_i, hot_f, first_bin, w_span, min_bytes
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _stream(f, d, t, o, start, w, st, sc, nxt, nbin, nby, hot_i, hot_f, first_bin, w_span,
             min_bytes, factor):
     """Rows ``start`` .. of a batch into the state; the row it stopped at (the pool or
@@ -223,7 +223,7 @@ def _stream(f, d, t, o, start, w, st, sc, nxt, nbin, nby, hot_i, hot_f, first_bi
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _finish(st, sc, nxt, nbin, nby, hot_i, hot_f, first_bin, w_span, min_bytes, factor):
     """Close every open interval; False: a pool or the hot arrays full (grow, call again)."""
     for g in range(st.shape[1]):

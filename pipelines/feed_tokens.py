@@ -30,12 +30,13 @@ import sys
 from collections.abc import Callable
 from typing import Any, cast
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
+
+from ..parsers.jitload import kernel
 
 MAX_DEPTH = 32
 """Nesting the walk follows; a deeper payload is passed on whole."""
@@ -72,7 +73,7 @@ _BSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)  # "\\"
 _SPACES = np.uint64(0x2020202020202020)  # bytes below it are control characters
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def string_end_bytes(data, pos, end):
     """``string_end`` a byte at a time (the reference the tests hold it to)."""
     while pos < end:
@@ -85,7 +86,7 @@ def string_end_bytes(data, pos, end):
     return -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def string_end(data, pos, end):
     """The closing quote of a string whose content starts at ``pos``; -1 when the
     string has a backslash or a control character, or no end."""
@@ -102,7 +103,7 @@ def string_end(data, pos, end):
     return string_end_bytes(data, pos, end)  # the last bytes (or all, without SWAR)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _codepoint_len(c):
     if c < 0x80:
         return 1
@@ -113,7 +114,7 @@ def _codepoint_len(c):
     return 2
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def like_at(data, pos, end, pats, patlen, r):
     """Does pattern ``r`` match at ``pos`` (``_``: one UTF-8 character)? Returns the
     end of the match, or -1."""
@@ -130,7 +131,7 @@ def like_at(data, pos, end, pats, patlen, r):
     return pos if pos <= end else -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def token_like(data, a, b, pats, patlen, patclose, first, hits):
     """The ``like``s a string token ``data[a:b]`` (its content) satisfies."""
     if b <= a:
@@ -147,7 +148,7 @@ def token_like(data, a, b, pats, patlen, patclose, first, hits):
             hits[r] = True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def levels(data, pos, end, depth, pats, patlen, patclose, first, hits):
     """The position after a compact array of arrays of plain strings starting at
     ``data[pos]`` (a ``[`` at walk depth ``depth``), its strings' ``like`` hits

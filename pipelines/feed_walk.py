@@ -7,10 +7,10 @@ handed back whole). The arrays the kernels take are ``feed_scan._Program.arrays`
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..parsers.jitload import install as _lighter_kernel_loads
+from ..parsers.jitload import kernel
 from .feed_tokens import MAX_DEPTH, levels, like_at, string_end, string_end_bytes, token_like
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
@@ -28,7 +28,7 @@ _ABSENT, _STRING, _INT, _LITERAL, _OTHER = 0, 1, 2, 3, 4
 _CLEAN, _UNSURE = 0, 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _ws(data, pos, end):
     while pos < end:
         c = data[pos]
@@ -38,7 +38,7 @@ def _ws(data, pos, end):
     return pos
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _raw_like(data, start, end, pats, patlen, patclose, hits):
     """The ``like`` of each rule by a byte search (the pattern with its quotes)."""
     any_hit = False
@@ -55,7 +55,7 @@ def _raw_like(data, start, end, pats, patlen, patclose, hits):
     return any_hit
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _child(data, a, b, node, node_key, node_keylen, node_idx, node_child, node_sibling,
            index):
     """The trie child of ``node`` for the key ``data[a:b]`` (``index`` < 0) or the
@@ -77,13 +77,13 @@ def _child(data, a, b, node, node_key, node_keylen, node_idx, node_child, node_s
     return -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _string_end(data, pos, end, fast):
     """``feed_tokens.string_end``; a byte at a time unless ``fast``."""
     return string_end(data, pos, end) if fast else string_end_bytes(data, pos, end)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _number_end(data, pos, end):
     """(end, is a plain integer, digits) of a number at ``pos`` by the strict JSON
     grammar without an exponent; end -1 when not one of those."""
@@ -114,7 +114,7 @@ def _number_end(data, pos, end):
     return p, integer, digits
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _int_value(data, a, b):
     """``data[a:b]`` as an integer when it is ``-?[0-9]{1,18}`` (a string may have
     leading zeros: TRY_CAST reads them); (ok, value)."""
@@ -131,14 +131,14 @@ def _int_value(data, a, b):
     return True, -v if neg else v
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _record(node, kind, a, b, data, kinds, starts, ends):
     kinds[node] = kind
     starts[node] = a
     ends[node] = b
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited, stack_node,
           stack_obj, stack_count, fast):
@@ -281,7 +281,7 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
             break
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _chosen(groups, g, kinds):
     """The first node of group ``g`` holding a value (coalesce), or -1."""
     if g < 0:
@@ -295,7 +295,7 @@ def _chosen(groups, g, kinds):
     return -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _equals(data, n, c, starts, ends, consts, constlen):
     if n < 0 or ends[n] - starts[n] != constlen[c]:
         return False
@@ -305,7 +305,7 @@ def _equals(data, n, c, starts, ends, consts, constlen):
     return True
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _as_int(data, n, kinds, starts, ends):
     """(state, value): state 0 null, 1 an integer, 2 not sure what TRY_CAST gives."""
     if n < 0:
@@ -316,7 +316,7 @@ def _as_int(data, n, kinds, starts, ends):
     return (1, v) if ok else (2, 0)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _grow(a, need):
     if need <= a.shape[0]:
         return a
@@ -325,7 +325,7 @@ def _grow(a, need):
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _hash(buf, a, b):
     """FNV-1a of ``buf[a:b]`` (int64, wrapping)."""
     h = np.int64(-3750763034362895579)
@@ -334,7 +334,7 @@ def _hash(buf, a, b):
     return h
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _same(buf, s, e, a, b):
     """``buf[s:e] == buf[a:b]``."""
     if e - s != b - a:
@@ -345,7 +345,7 @@ def _same(buf, s, e, a, b):
     return True
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@kernel(cache=True, nogil=True, inline="always")
 def _find(buf, a, b, ends, table, last):
     """The code of the string ``buf[a:b]`` among those before it in ``buf`` (string
     ``k`` ends at ``ends[k]``, the next starts there; ``a`` is where the next would),
@@ -365,7 +365,7 @@ def _find(buf, a, b, ends, table, last):
         slot = (slot + 1) & mask
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _add(buf, b, ends, n, table, slot):
     """``buf[ends[n - 1]:b]`` kept as string ``n`` (``_find`` gave ``-1 - slot``): (the
     count of strings, ends, table). Codes go in order of first appearance, as
@@ -385,7 +385,7 @@ def _add(buf, b, ends, n, table, slot):
     return n, ends, table
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
           fast=True):

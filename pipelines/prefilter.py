@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..parsers.jitload import install as _lighter_kernel_loads
+from ..parsers.jitload import kernel
 from .store import write_side_file
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import rule_tables
@@ -216,7 +217,7 @@ def scan_mask(rows: pa.Table) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _scan(data, offsets, select, parts, lengths, bits):
     """``scan_mask`` of the texts ``data[offsets[i]:offsets[i + 1]]``: ``select[i]``
     is the direction bit of text i (0: not a text message). Only the 64-byte
@@ -236,7 +237,7 @@ def _scan(data, offsets, select, parts, lengths, bits):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _flag_blocks(data):
     """Per 64-byte block of ``data``: does a backslash or a head of ``_SCAN_HEADS``
     begin there? (One loop LLVM vectorises, the heads unrolled.)"""
@@ -256,7 +257,7 @@ def _flag_blocks(data):
     return flags
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _part_in(data, lo, hi, end, bit, parts, lengths, bits):
     """Does a backslash, or a part of direction ``bit``, begin in ``data[lo:hi]``
     (in a text ending at ``end``)?"""

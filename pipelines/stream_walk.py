@@ -16,15 +16,15 @@ both to ``feed.prepare``).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..parsers.jitload import install as _lighter_kernel_loads
+from ..parsers.jitload import kernel
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _in_order(local, ids, a, b, rows, state, has, ia, ib):
     """Are the rows ``rows`` of each stream in (a, b) order, after the stream's carried
     message (``state[id, ia]``, ``state[id, ib]``) when it has one?"""
@@ -45,7 +45,7 @@ def _in_order(local, ids, a, b, rows, state, has, ia, ib):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def walk(local, ids, ts, off, has_last, last_id, prev_id, prev_ok, first_id, first_ok,
          reset, not_fix, g_state, g_has, s_state, s_has, stale_ns):
     """(ok, gaps: row, stream id, prev ts, expected, got; silences: row, stream id, t0,

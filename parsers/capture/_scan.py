@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from ..events import Anomaly
 from ..jitload import install as _lighter_kernel_loads
+from ..jitload import kernel
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
@@ -57,7 +57,7 @@ on the 1M-packet benchmark capture's 8 MiB chunks)."""
 
 
 # --- byte readers (compiled, inlined into the kernels) -------------------------------
-@njit(inline="always")
+@kernel(inline="always")
 def rd_u16(buf: np.ndarray, p: int, big: bool) -> int:
     """Unsigned 16-bit integer at ``buf[p]`` in the section's byte order."""
     a = np.int64(buf[p])
@@ -65,7 +65,7 @@ def rd_u16(buf: np.ndarray, p: int, big: bool) -> int:
     return (a << 8) | b if big else (b << 8) | a
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def rd_u32(buf: np.ndarray, p: int, big: bool) -> int:
     """Unsigned 32-bit integer at ``buf[p]`` (as int64, never negative)."""
     a = np.int64(buf[p])

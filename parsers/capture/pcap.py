@@ -18,8 +18,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from ..jitload import kernel
 from ..prefetch import prefetch
 from ._scan import (
     CAPLEN_TOO_LARGE,
@@ -87,7 +87,7 @@ def parse_file_header(head: bytes) -> PcapFileHeader:
     )
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def scan_pcap_records(
     buf: np.ndarray,
     pos: int,

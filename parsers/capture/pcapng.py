@@ -21,8 +21,8 @@ import struct
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from numba import njit
 
+from ..jitload import kernel
 from ..prefetch import prefetch
 from ._scan import (
     BAD_BLOCK_LENGTH,
@@ -83,7 +83,7 @@ def tsresol_params(tsresol: int) -> tuple[int, int]:
     return TS_DIV, (1 << 64) - 1  # absurd resolution: every time reads as 0
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def ticks_to_ns(hi: int, lo: int, mode: int, k: np.uint64) -> np.int64:
     """Timestamp (upper, lower) 32-bit halves in interface units -> ns (wraps past 2262)."""
     ticks = (np.uint64(hi) << np.uint64(32)) | np.uint64(lo)
@@ -104,7 +104,7 @@ def ticks_to_ns(hi: int, lo: int, mode: int, k: np.uint64) -> np.int64:
 PACKET = -1  # helper status: a good packet block, fields follow
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _spb_fields(
     buf: np.ndarray, pos: int, blen: int, big: bool, n_if: int, if_snap: np.ndarray
 ) -> tuple[int, int, int, int, int]:
@@ -124,7 +124,7 @@ def _spb_fields(
     return PACKET, 0, caplen, wirelen, pos + 12
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _epb_fields(
     buf: np.ndarray, pos: int, blen: int, big: bool, btype: int,
     if_mode: np.ndarray, if_k: np.ndarray, if_off: np.ndarray,
@@ -146,7 +146,7 @@ def _epb_fields(
     return PACKET, 0, iface, caplen, wirelen, ts, pos + 28
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def scan_pcapng_blocks(
     buf: np.ndarray, pos: int, end: int, big: bool,
     if_mode: np.ndarray, if_k: np.ndarray, if_off: np.ndarray, if_snap: np.ndarray,

@@ -47,10 +47,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from ..events import Anomaly, Direction, Event, Run
+from ..jitload import kernel
 from .events import (  # (what the spec and the rows read without the session)
     _DATA_LENGTH_TAGS,
     BEGIN_PREFIX,
@@ -179,7 +179,7 @@ class FixSession:
         if not data:
             return []
         st = self._streams[direction]
-        if not _scan_simple.overloads:
+        if not _scan_simple.overloads:  # type: ignore[attr-defined]  # (its dispatcher's)
             _compile_scan()
         ends_rel = np.asarray(run.ends, dtype=np.int64)
         piece_first = np.ascontiguousarray(run.ts_first, dtype=np.int64)
@@ -672,7 +672,7 @@ _IS_DATA_LENGTH = np.zeros(max(DATA_FIELDS) + 1, dtype=np.bool_)
 _IS_DATA_LENGTH[list(DATA_FIELDS)] = True
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _scan_simple(buf: np.ndarray, pos: int, n: int, base: int, max_message: int,
                  t_ends: np.ndarray, t_first: np.ndarray, t_last: np.ndarray) -> tuple:
     """Consecutive well-formed messages at ``buf[pos:n]``, their fields split.

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
-from numba import njit
+
+from ..jitload import kernel
 
 # ---- §4.1: table entry size; §6.3 / RFC 9113 §6.5.2: the default maximum ------------
 ENTRY_OVERHEAD = 32
@@ -76,7 +77,7 @@ def _build_tree() -> tuple[np.ndarray, np.ndarray]:
 _CHILD, _SYM = _build_tree()
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _huffman(src: np.ndarray, child: np.ndarray, sym: np.ndarray, out: np.ndarray) -> int:
     """Decode ``src`` into ``out``; the output length, or -2 for an EOS symbol, -3 for
     bad padding (§5.2: "A padding strictly longer than 7 bits MUST be treated as a

@@ -61,12 +61,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import numba
 import numpy as np
 
 from ..capture.clock import ForwardWatch
 from ..decode import ACK, FIN, IPPROTO_TCP, IPPROTO_UDP, OK, RST, SYN, DecodedChunk
 from ..events import Anomaly
+from ..jitload import kernel
 
 # --- per-packet analysis flags (bit mask) -------------------------------------
 FLAG_RETRANSMISSION = 1 << 0
@@ -176,13 +176,13 @@ MAX_FLOWS = 1 << 18
 _INT64_MIN = -(1 << 63)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _gt_seq(a: int, b: int) -> bool:
     d = (a - b) & 0xFFFFFFFF
     return d != 0 and d < 0x80000000
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _lt_seq(a: int, b: int) -> bool:
     return _gt_seq(b, a)
 
@@ -192,14 +192,14 @@ def _table_size(capacity: int) -> int:
     return 1 << max(3, (2 * capacity - 1).bit_length())
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _end_key(hi, lo, port):
     """One end of a flow (address words and port) mixed into 64 bits."""
     return (np.uint64(lo) * np.uint64(0x9E3779B97F4A7C15)) ^ (
         (np.uint64(hi) + np.uint64(port)) * np.uint64(0xC2B2AE3D27D4EB4F))
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto):
     """A flow's hash, the same whichever end comes first (the two ends' keys are
     added), so a packet needs no ordering of its ends; the sum is then mixed so that
@@ -214,7 +214,7 @@ def _hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto):
     return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _kernel(
     start, status, proto, src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, ipv,
     flags, seq, ack, window, wscale, plen, wirelen, ts, index, tsval, tsecr,
@@ -372,7 +372,7 @@ def _kernel(
     return n
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, out_off, i):
     """Wireshark-compatible sequence analysis of one TCP segment."""
     res = 0
@@ -526,7 +526,7 @@ def _analyze(fk, rk, slot, d, sq, ak, seglen, fl, win, ws, t, dstate, fstate, ou
     return res
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _timestamps(fk, rk, fl, tsval, tsecr, plen, t, end, res, dstate, out_tss, out_tsend,
                 out_tsbits, i):
     """TCP timestamps RTT (RFC 7323 §4): one segment's TSval and TSecr.
@@ -568,7 +568,7 @@ def _timestamps(fk, rk, fl, tsval, tsecr, plen, t, end, res, dstate, out_tss, ou
         dstate[fk, D_TS_MAX_SET] = 1
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _ts_clock(fk, t, tsval, idx, dstate, out_tsx, out_tsxv, out_tsxp, i):
     """The capture clock against one side's TSval clock, between two of its packets.
 
@@ -632,7 +632,7 @@ class PacketFlows:
     clock_prev: np.ndarray  # int64 capture index (valid where clock_excess != NO_EXCESS)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _release(slots, table, fkey_hash, fstate, free, counters):
     """Free ``slots``: unlink live ones from the hash table, push all on the free stack.
 
@@ -663,7 +663,7 @@ def _release(slots, table, fkey_hash, fstate, free, counters):
         counters[C_FREE] += 1
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _rehome(fstate, high_water):
     """Recompute the hash (``F_HOME``) of every live slot below ``high_water`` from its
     flow's ends (a resume state saved by a version that hashed differently)."""
@@ -674,7 +674,7 @@ def _rehome(fstate, high_water):
                                       fstate[s, F_PROTO])
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _rehash(table, fkey_hash, fstate, high_water):
     """Insert every live slot below ``high_water`` into the empty ``table``."""
     mask = table.shape[0] - 1

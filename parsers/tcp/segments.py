@@ -16,10 +16,10 @@ a Python loop over packets costs microseconds each.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..decode import FIN, RST
+from ..jitload import kernel
 
 # How far back (in packets) ``simple_prefix`` looks for the first copy of a
 # retransmitted segment; a copy of older bytes ends the run.
@@ -30,7 +30,7 @@ NO_ROOM = np.iinfo(np.int64).max
 """``bounded_prefix``'s room when new bytes of a direction may run on without end."""
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
                   flags: np.ndarray, start: int, next0: int, next1: int,
                   buf: np.ndarray, pos: np.ndarray) -> int:
@@ -47,7 +47,7 @@ def simple_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndar
                           NO_ROOM, NO_ROOM, np.empty(0, np.bool_))
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def bounded_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
                    flags: np.ndarray, start: int, next0: int, next1: int,
                    buf: np.ndarray, pos: np.ndarray, room0: int, room1: int,
@@ -91,7 +91,7 @@ def bounded_prefix(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.nda
     return i
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _same_as_delivered(d: np.ndarray, off: np.ndarray, cap: np.ndarray, buf: np.ndarray,
                        pos: np.ndarray, start: int, i: int) -> bool:
     """Packet ``i``'s bytes equal the first copies the run delivered since ``start``.
@@ -126,7 +126,7 @@ def _same_as_delivered(d: np.ndarray, off: np.ndarray, cap: np.ndarray, buf: np.
     return covered == hi - lo
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def gather(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The bytes ``buf[starts[i]:starts[i]+lengths[i]]`` of every i, concatenated."""
     total = 0
@@ -142,7 +142,7 @@ def gather(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarr
     return out
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _queue_rows(qe: np.ndarray, qt: np.ndarray, qr: np.ndarray, head: int,
                 tail: int) -> np.ndarray:
     out = np.empty((tail - head, 3), np.int64)
@@ -153,7 +153,7 @@ def _queue_rows(qe: np.ndarray, qt: np.ndarray, qr: np.ndarray, head: int,
     return out
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def rtt_walk(d: np.ndarray, off: np.ndarray, plen: np.ndarray, cap: np.ndarray,
              ack: np.ndarray, ts: np.ndarray, q0: np.ndarray, q1: np.ndarray,
              sent_end0: int, sent_end1: int, max_unacked: int):

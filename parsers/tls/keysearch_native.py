@@ -23,10 +23,11 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core.typing import signature
 
 from .. import native
+from ..jitload import kernel
 
 _P = types.intp
 _I = types.int32
@@ -103,7 +104,7 @@ class EvpContext:
             self.ptr = 0
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def gcm_j0(gcm: int, ecb: int, keys: np.ndarray, aad: np.ndarray, ct: np.ndarray,
            tag: np.ndarray, out: np.ndarray) -> int:
     """``out[i]`` = the J0 under which ``ct`` (tag ``tag``, additional data ``aad``)
@@ -153,7 +154,7 @@ def gcm_j0(gcm: int, ecb: int, keys: np.ndarray, aad: np.ndarray, ct: np.ndarray
     return n
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def chacha_seq(ctx: int, keys: np.ndarray, ivs: np.ndarray, aad: np.ndarray,
                ct: np.ndarray, tag: np.ndarray, window: int, out: np.ndarray) -> int:
     """``out[i]`` = the first sequence number below ``window`` under which ``ct``

@@ -11,16 +11,16 @@ takes that one.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ..jitload import kernel
 from .record import APPLICATION_DATA, HEADER_LENGTH, MAJOR_VERSION
 
 MAX_UNITS = 1 << 16
 """Most records returned by one call (bounds the arrays allocated)."""
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def tls_app_records(buf: np.ndarray, pos: int, max_record: int):
     """Consecutive whole application-data records (``APPLICATION_DATA``, version 3.x,
     length <= ``max_record``) from ``pos``: ``(starts, lengths, versions)``;

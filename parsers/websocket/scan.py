@@ -13,8 +13,9 @@ extended length, 4-byte masking key).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from ..jitload import kernel
 
 MAX_UNITS = 1 << 16
 """Most frames returned by one call (bounds the arrays allocated)."""
@@ -25,7 +26,7 @@ SPECIAL = 1  # the next frame must go through the general path
 FULL = 2  # MAX_UNITS frames returned; call again
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def ws_simple_frames(buf: np.ndarray, masked_dir: bool, rsv1_ok: bool,
                      max_message: int):
     """Consecutive whole, simple frames from the start of ``buf``.

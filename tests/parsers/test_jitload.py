@@ -204,3 +204,85 @@ def test_numbas_runtime_from_a_cache_file(tmp_path: Path) -> None:
         "entry_points": True,
     }
     assert run("tripled")["runtime"] == "cache"  # written again whole
+
+
+_LAZY = """
+import numpy as np
+
+from pcapflow.parsers.jitload import kernel
+
+
+@kernel(cache=True, inline="always")
+def _step(x):
+    return x + 1
+
+
+@kernel(cache=True)
+def _half(x):
+    return x // 2
+
+
+@kernel(cache=True)
+def walk(a):
+    out = np.empty(a.size, np.int64)
+    for i in range(a.size):
+        out[i] = _half(_step(a[i]))  # one inlined, one called
+    return out
+
+
+@kernel(cache=True)
+def unused(n):
+    return n
+"""
+
+_USE_LAZY = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import jitload_probe
+from pcapflow.parsers.jitload import Kernel
+kernels = {k: v for k, v in vars(jitload_probe).items() if isinstance(v, Kernel)}
+got = jitload_probe.walk(np.arange(6, dtype=np.int64)).tolist()
+print(json.dumps({"got": got, "before": sorted(kernels),
+                  "hits": sum(jitload_probe.walk.stats.cache_hits.values()),
+                  "walk": type(jitload_probe.walk).__name__,
+                  "callees": [kernels["_step"]._dispatcher is not None,
+                              kernels["_half"]._dispatcher is not None],
+                  "unused": kernels["unused"]._dispatcher is not None}))
+"""
+
+
+def test_kernels_made_at_first_use(tmp_path: Path) -> None:
+    """``jitload.kernel``: no dispatcher until a kernel is called; a compile types and
+    inlines the kernels its kernel calls (``Kernel`` stands in for their dispatchers),
+    the next process loads it from the cache without making theirs, and the module's
+    name is bound to the dispatcher once made."""
+    import os
+
+    (tmp_path / "jitload_probe.py").write_text(_LAZY)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = _child(_USE_LAZY, [str(tmp_path)], env)
+    second = _child(_USE_LAZY, [str(tmp_path)], env)
+    want = [(i + 1) // 2 for i in range(6)]
+    assert first["got"] == second["got"] == want
+    assert first["before"] == second["before"] == ["_half", "_step", "unused", "walk"]
+    assert first["walk"] == second["walk"] == "CPUDispatcher"
+    assert (first["hits"], second["hits"]) == (0, 1)
+    assert first["callees"] == [True, True]  # (the compile typed and inlined them)
+    assert second["callees"] == [False, False]  # (their code is in walk's)
+    assert first["unused"] is second["unused"] is False
+
+
+def test_a_forked_child_makes_dispatchers_with_a_free_lock() -> None:
+    """A thread making a dispatcher while the process forks (``--jobs``, ``--workers``)
+    leaves the child a lock of its own, not one held forever."""
+    import os
+
+    from pcapflow.parsers import jitload
+
+    with jitload._MAKING:
+        pid = os.fork()
+        if pid == 0:  # (the child: its lock must be free)
+            os._exit(0 if jitload._MAKING.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
