@@ -48,7 +48,8 @@ seconds for a million orders (README, Speed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -161,18 +162,64 @@ def _copy(state: dict[str, np.ndarray | int]) -> dict[str, np.ndarray | int]:
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
 
 
-def latency_shift(ds: Dataset, s: Settings,
-                  carry: CusumCarry | None = None) -> list[dict[str, object]]:
+@dataclass(slots=True)
+class RecentLatency:
+    """``latency`` rows given to the latency detectors (without ``capture_id``): at
+    least every row of the view whose order time is ``since`` or later. A rotation's
+    later command reads the latency alerts from an order time minutes back while its
+    view holds the matcher's whole window (``why_carry``): the rows are selected in
+    NumPy (``of``) where DuckDB scanned the window (~0.01 s each at ~280k rows)."""
+
+    rows: pa.Table
+    since: int
+
+    COLUMNS = ("venue", "endpoint", "order_ts", "latency_ns", "leg", "flow_id",
+               "correlation_id")
+    """What the latency detectors read of a row (``latency_shift``'s order too)."""
+
+    @classmethod
+    def of(cls, latency: pa.Table, since: int) -> RecentLatency | None:
+        """``latency``'s rows with an order time ``since`` or later (a null one: not),
+        the detectors' columns; None when they are most of its rows (the view reads
+        them as cheaply as a copy: an order never answered holds ``p99_high``'s order
+        cut back minutes)."""
+        o = latency.column("order_ts").cast(pa.int64())
+        keep = pc.fill_null(pc.greater_equal(o, pa.scalar(int(since), pa.int64())), False)
+        if 2 * (pc.sum(keep).as_py() or 0) > latency.num_rows:
+            return None
+        return cls(latency.select(list(cls.COLUMNS)).filter(keep), int(since))
+
+
+@contextmanager
+def _latency_from(ds: Dataset, recent: RecentLatency | None, start: int | None
+                  ) -> Iterator[str]:
+    """The table a latency detector reading from order time ``start`` on selects
+    from: ``recent``'s rows when they hold all of those, else the ``latency`` view."""
+    if recent is None or start is None or int(start) < recent.since:
+        yield "latency"
+        return
+    name = "_alerts_recent_latency"
+    ds.con.register(name, recent.rows)
+    try:
+        yield name
+    finally:
+        ds.con.unregister(name)
+
+
+def latency_shift(ds: Dataset, s: Settings, carry: CusumCarry | None = None,
+                  recent: RecentLatency | None = None) -> list[dict[str, object]]:
     """Regime changes of latency per venue and endpoint (rank CUSUM), in order time
-    (ties by flow and correlation id); ``carry``: the state of an earlier piece."""
+    (ties by flow and correlation id); ``carry``: the state of an earlier piece;
+    ``recent``: the rows it reads, when they hold those from its start on."""
     resume = carry is not None and carry.resume is not None
     start = None if carry is None else (carry.resume if resume else carry.since)
     since = "" if start is None else f" AND epoch_ns(order_ts) >= {int(start)}"
     # (the series' bounds from the sorted rows, not a ``dense_rank`` over (venue,
     # endpoint): a second sort, ~0.05 s a resumed command re-reading ~240k acks)
-    tab = ds.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM latency "
-                 f"WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
-                 "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
+    with _latency_from(ds, recent, start) as src:
+        tab = ds.sql(f"SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM {src} "
+                     f"WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
+                     "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
     t = tab.column("t").to_numpy()
     x = tab.column("latency_ns").to_numpy().astype(np.float64)
     venues, endpoints = tab.column("venue").to_pylist(), tab.column("endpoint").to_pylist()
@@ -278,17 +325,22 @@ def _shift_row(key: tuple[object, object], alarm: tuple, s: Settings) -> dict[st
         "_settle": t1, "_orders": True}
 
 
-def p99_high(ds: Dataset, s: Settings, since: int | None = None) -> list[dict[str, object]]:
+def p99_high(ds: Dataset, s: Settings, since: int | None = None,
+             recent: RecentLatency | None = None) -> list[dict[str, object]]:
     """Buckets whose p99 latency is above ``p99_us``; ``since``: the buckets from the
-    one holding that order time on (a rotation's later command: ``why_carry``)."""
+    one holding that order time on (a rotation's later command: ``why_carry``);
+    ``recent``: the rows it reads, when they hold those from that bucket on."""
     w = int(s.bucket_s * 1e9)
-    after = "" if since is None else f" AND epoch_ns(order_ts) >= {int(since) // w * w}"
-    rows = ds.fetchall(f"""
-        SELECT venue, endpoint, epoch_ns(order_ts) // {w} AS b, count(*) AS n,
-               quantile_cont(latency_ns, 0.99) AS p99
-        FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL{after}
-        GROUP BY ALL HAVING count(*) >= {int(s.min_orders)} AND p99 > {float(s.p99_us) * 1e3}
-        ORDER BY b, venue, endpoint""")
+    start = None if since is None else int(since) // w * w
+    after = "" if start is None else f" AND epoch_ns(order_ts) >= {start}"
+    with _latency_from(ds, recent, start) as src:
+        rows = ds.fetchall(f"""
+            SELECT venue, endpoint, epoch_ns(order_ts) // {w} AS b, count(*) AS n,
+                   quantile_cont(latency_ns, 0.99) AS p99
+            FROM {src} WHERE leg = 'ack' AND latency_ns IS NOT NULL{after}
+            GROUP BY ALL HAVING count(*) >= {int(s.min_orders)}
+                AND p99 > {float(s.p99_us) * 1e3}
+            ORDER BY b, venue, endpoint""")
     out = []
     for venue, endpoint, b, n, p99 in rows:
         t0, t1 = int(b) * w, (int(b) + 1) * w
@@ -880,16 +932,21 @@ def find_rows(ds: Dataset, settings: Settings | None = None,
               messages: str | pa.Table | None = None, cusum: CusumCarry | None = None,
               orders_since: int | None = None,
               silences: list[tuple] | None = None,
-              bursts: list[tuple] | None = None) -> list[dict[str, object]]:
+              bursts: list[tuple] | None = None,
+              recent: dict[str, RecentLatency | None] | None = None
+              ) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
     a rotation's later command (latency alerts from that order time on); ``silences``,
-    ``bursts``: see ``stale_feed``, ``microburst``."""
+    ``bursts``: see ``stale_feed``, ``microburst``; ``recent``: per latency detector
+    (``latency_shift``, ``p99_high``), its ``RecentLatency``."""
     s = settings or Settings()
+    given = recent or {}
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
                "stale_feed": lambda: stale_feed(ds, s, messages, silences),
-               "latency_shift": lambda: latency_shift(ds, s, cusum),
-               "p99_high": lambda: p99_high(ds, s, orders_since)}
+               "latency_shift": lambda: latency_shift(ds, s, cusum,
+                                                      given.get("latency_shift")),
+               "p99_high": lambda: p99_high(ds, s, orders_since, given.get("p99_high"))}
     if bursts is not None:
         special["microburst"] = lambda: microburst(ds, s, bursts)
     return [r for k in _kinds(kinds) for r in (

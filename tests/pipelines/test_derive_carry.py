@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -172,7 +173,10 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
     (``why_carry.cusum_of``; the states round-tripped through the tables ``save``
     writes): every command's alarms from ``P`` on are one pass's over what it sees.
     Orders without a reply for a while hold ``P`` back; some are answered late (a new
-    ack before ``Q``: read from ``P`` again)."""
+    ack before ``Q``: read from ``P`` again). Given the rows from their start on
+    (``alerts.RecentLatency``), ``latency_shift`` and ``p99_high`` find the same."""
+    from types import SimpleNamespace
+
     import pyarrow as pa
 
     rng = np.random.default_rng(11)
@@ -194,15 +198,28 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
                       "flow_id": pa.array(rng.integers(1, 4, n)),
                       "correlation_id": pa.array([f"c{i}" for i in range(n)])})
 
-    def shifts(rows: pa.Table, carry: alerts.CusumCarry | None) -> list[tuple]:
+    def view(rows: pa.Table) -> Any:
         con = duckdb.connect()
         con.register("latency", rows)
-        got = alerts.latency_shift(con, s, carry)  # type: ignore[arg-type]
+        return SimpleNamespace(con=con, sql=con.sql, fetchall=lambda q, p=None: con.execute(
+            q, p or []).fetchall())
+
+    def shifts(rows: pa.Table, carry: alerts.CusumCarry | None,
+               recent: alerts.RecentLatency | None = None) -> list[tuple]:
+        got = alerts.latency_shift(view(rows), s, carry, recent)
         return sorted((r["venue"], r["endpoint"], r["start_ts"], r["end_ts"], r["value"],
                        r["evidence_rows"]) for r in got)
 
+    def twin(c: alerts.CusumCarry) -> alerts.CusumCarry:  # (latency_shift updates its carry)
+        def states(d: dict[Any, Any] | None) -> dict[Any, Any] | None:
+            return None if d is None else {k: alerts._copy(v) for k, v in d.items()}
+        return alerts.CusumCarry(
+            states(c.series) or {}, c.since, c.until, c.at, states(c.later),
+            None if c.later_alarms is None else {k: list(v) for k, v in c.later_alarms.items()},
+            c.resume)
+
     prev: dict[str, object] | None = None
-    resumed = 0
+    resumed = checked = checked99 = 0
     for end in range(20, 620, 20):
         t_end = end * sec
         seen = table.filter(pa.array(a < t_end))
@@ -219,7 +236,19 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
             carry.later, carry.later_alarms = dict(prev["later"]), prev["later_alarms"]
             carry.resume = prev["qcut"]
             resumed += 1
+        start = carry.resume if carry.resume is not None else carry.since
+        recent = None if start is None else alerts.RecentLatency.of(seen, start)
+        given = shifts(seen, twin(carry), recent) if recent is not None else None
         got = shifts(seen, carry)
+        assert given is None or given == got, end
+        if prev is not None:  # (p99_high from the previous order cut's bucket on)
+            w = int(s.bucket_s * 1e9)
+            r99 = alerts.RecentLatency.of(seen, int(prev["pcut"]) // w * w)
+            s99 = alerts.Settings(p99_us=6_000.0)
+            high = alerts.p99_high(view(seen), s99, prev["pcut"])
+            assert r99 is None or alerts.p99_high(view(seen), s99, prev["pcut"], r99) == high
+            checked += recent is not None
+            checked99 += r99 is not None and len(high) > 0
         since = -1 if prev is None else prev["pcut"]
         assert [r for r in got if r[3] >= since] == [r for r in shifts(seen, None)
                                                      if r[3] >= since], end
@@ -230,6 +259,7 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
                     why_carry._alarms_table(carry.later_alarms)),
                 "pcut": pcut, "qcut": qcut, "n_q": why_carry._acks_between(seen, pcut, qcut)}
     assert 5 < resumed < 29
+    assert checked > 20 and checked99 > 10, (checked, checked99)
 
 
 def test_causes_read_the_carried_delayed_ack_samples_as_their_own(tmp_path: Path) -> None:
