@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                     help="a resource cap for each file's ingest, as `pcapflow watch --limit` "
                     "(with --worker), e.g. resume_order_ids=2000")
+    ap.add_argument("--gen-here", action="store_true",
+                    help="write the rotation's files in this process, as before session 19 "
+                    "(the generator's own growth then counted as the watch's); by default "
+                    "a child process writes them (watch_rotation.Generator)")
     ap.add_argument("--worker", type=int, default=0,
                     help="ingest in a worker process replaced every N files, as `pcapflow "
                     "watch` (pcapflow.watch_worker); 0: in this process")
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
         watch_module.RECYCLE_FILES = a.recycle_db or 1 << 62
     import pyarrow as pa
-    from watch_rotation import START_NS, rotate_in
+    from watch_rotation import START_NS, Generator
 
     from pcapflow.metrics import DatasetMetrics
     from pcapflow.watch import Watcher
@@ -283,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                 poll=0.0, settle=0.0, idle=0.0)
     n = int(a.pps * a.rotate_s)
     start, end = START_NS, 0
+    gen = Generator(here=a.gen_here)
     for k in range(a.files):
         if k == a.trace_from:
             tracemalloc.start(10)
-        end = int(rotate_in(d, k, n, a.pps, a.rotate_s, start, end, a.ring).cols["t"].max())
+        end = gen.rotate_in(d, k, n, a.pps, a.rotate_s, start, end, a.ring)
         prof = cProfile.Profile(time.process_time) if k in profile_at else None
         c0 = time.process_time() + (worker.cpu_s if worker is not None else 0.0)
         if prof is not None:
@@ -354,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"maps_grown_since": a.maps_from, "maps": _maps_grown(maps0, _maps())}))
     if worker is not None:
         worker.close()
+    gen.close()
     return 0
 
 

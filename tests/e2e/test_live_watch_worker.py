@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pytest
 
 import pcapflow
+from pcapflow import watch
 from pcapflow.watch import Watcher, strip_compression
 from pcapflow.watch_worker import WorkerIngest
 
@@ -43,7 +45,7 @@ def _paths(root: Path) -> list[str]:
 
 
 def test_a_killed_worker_leaves_the_dataset_and_its_file_is_ingested_again(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "src").mkdir()
     parts = split(CAP, [80, 160], tmp_path / "src", stem="cap-202401011200")
     d, ds = tmp_path / "rot", tmp_path / "ds"
@@ -62,8 +64,14 @@ def test_a_killed_worker_leaves_the_dataset_and_its_file_is_ingested_again(
         return ingest(path)
 
     try:
-        w = Watcher(d, ds, one, poll=0.0, settle=0.0, idle=0.0)
-        assert w.step() == len(parts)
+        with monkeypatch.context() as m:
+            # the matcher's database, closed every RECYCLE_FILES files, is the worker's:
+            # the watch process does not import the matcher to close a database it
+            # never opened
+            m.setattr(watch, "RECYCLE_FILES", 1)
+            m.setitem(sys.modules, "pcapflow.pipelines.match", None)  # (no import here)
+            w = Watcher(d, ds, one, poll=0.0, settle=0.0, idle=0.0)
+            assert w.step() == len(parts)
     finally:
         ingest.close()
     assert ingest.lost == 1 and killed
