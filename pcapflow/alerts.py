@@ -168,7 +168,7 @@ class RecentLatency:
     least every row of the view whose order time is ``since`` or later. A rotation's
     later command reads the latency alerts from an order time minutes back while its
     view holds the matcher's whole window (``why_carry``): the rows are selected in
-    NumPy (``of``) where DuckDB scanned the window (~0.01 s each at ~280k rows)."""
+    Arrow (``of``) where DuckDB scanned the window (~0.01 s each at ~280k rows)."""
 
     rows: pa.Table
     since: int
