@@ -95,12 +95,13 @@ def kernels() -> dict[str, Callable[..., int]]:
         stack_node = np.zeros(MAX_DEPTH, np.int64)
         stack_obj = np.zeros(MAX_DEPTH, np.bool_)
         stack_count = np.zeros(MAX_DEPTH, np.int64)
+        ev, evn = np.zeros((1, 5), np.int64), np.zeros(1, np.int64)  # (no templates learnt)
         unsure = 0
         for i in range(offsets.shape[0] - 1):
             unsure += walk(data, offsets[i], offsets[i + 1], node_key, node_keylen, node_idx,
                            node_child, node_sibling, requested, pats, patlen, patclose, first,
                            hits, kinds, starts, ends, visited, stack_node, stack_obj, stack_count,
-                           True)
+                           True, False, ev, evn, hits)
         return unsure
 
     @numba.njit(nogil=True, inline="always")

@@ -11,7 +11,16 @@ import numpy as np
 
 from ..parsers.jitload import install as _lighter_kernel_loads
 from ..parsers.jitload import kernel
-from .feed_tokens import MAX_DEPTH, levels, like_at, string_end, string_end_bytes, token_like
+from .feed_tokens import (
+    MAX_DEPTH,
+    SWAR,
+    levels,
+    like_at,
+    load_u64,
+    string_end,
+    string_end_bytes,
+    token_like,
+)
 
 _lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
 
@@ -138,14 +147,202 @@ def _record(node, kind, a, b, data, kinds, starts, ends):
     ends[node] = b
 
 
+# --- Templates: the walk's outcome for a payload spelt as an earlier one -----------
+#
+# A payload the walk read clean is kept as a template: its bytes cut at its values
+# (strings, numbers, true/false/null, compact price levels, and the containers it
+# records: ``_T_*``) into literal segments (the structure: brackets, keys, commas,
+# whitespace) and slots. A later payload with the same literal segments whose slots
+# hold values of the same kinds is tokenised by the walk exactly as the template was
+# (the grammar is read left to right, so the same bytes in the same state give the
+# same tokens): the same keys at the same trie nodes (no duplicate key on a path, as
+# in the template), the same depths, the same ``like`` hits of its keys; only the
+# slots' values differ, and ``_match`` reads them as the walk does (the same token
+# functions, the same records). Anything else in a slot, or a literal that differs,
+# and the next template sharing the segments read so far is tried from there; when
+# none matches, the payload is walked. A template holds at most ``TPL_SLOTS`` values
+# and ``TPL_BYTES`` literal bytes; ``TPL_COUNT`` are kept per call of ``_scan``.
+
+TPL_COUNT, TPL_SLOTS, TPL_BYTES = 8, 40, 384
+_T_STRING, _T_NUMBER, _T_WORD, _T_LEVELS, _T_MARK, _T_END = 1, 2, 3, 4, 5, 6
+_LROW = TPL_BYTES + 8  # a template's literal bytes, 8 of padding (whole-word loads)
+_TAIL = np.array([(1 << (8 * k)) - 1 for k in range(8)], np.uint64)  # low k bytes
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _event(ev, evn, kind, a, b, node, requested, depth):
+    """The walk's ``learn``: a value (or a recorded container) for a template."""
+    k = evn[0]
+    if k < ev.shape[0]:
+        ev[k, 0] = kind
+        ev[k, 1] = a
+        ev[k, 2] = b
+        ev[k, 3] = node if node >= 0 and requested[node] else -1
+        ev[k, 4] = depth
+    evn[0] = k + 1
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _same_bytes(data, pos, end, lit, p0, n):
+    """``data[pos:pos+n] == lit[p0:p0+n]`` (``lit`` padded: words past ``n`` read)."""
+    if pos + n > end:
+        return False
+    k = 0
+    while k + 8 <= n:
+        if load_u64(data, pos + k) != load_u64(lit, p0 + k):
+            return False
+        k += 8
+    r = n - k
+    if r == 0:
+        return True
+    if pos + k + 8 <= data.shape[0]:
+        return ((load_u64(data, pos + k) ^ load_u64(lit, p0 + k)) & _TAIL[r]) == 0
+    for q in range(k, n):  # noqa: SIM110 (a Numba kernel: a plain loop)
+        if data[pos + q] != lit[p0 + q]:
+            return False
+    return True
+
+
+@kernel(cache=True, nogil=True)
+def _keep(data, start, end, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, common, t):
+    """The walk's ``learn`` of ``data[start:end]`` (clean) as template ``t``; False when
+    it does not fit."""
+    m = evn[0]
+    if m > TPL_SLOTS:
+        return False
+    size = end - start
+    for j in range(m):
+        size -= (0 if ev[j, 0] == _T_MARK else ev[j, 2] - ev[j, 1])
+    if size > TPL_BYTES:
+        return False
+    base = t * _LROW
+    lp = 0
+    prev = start
+    for j in range(m + 1):
+        a = ev[j, 1] if j < m else end
+        tpl[t, j, 0] = lp
+        for q in range(prev, a):
+            tpl_lit[base + lp] = data[q]
+            lp += 1
+        if j == m:
+            tpl[t, j, 1] = _T_END
+            break
+        kind = ev[j, 0]
+        tpl[t, j, 1] = kind
+        tpl[t, j, 2] = ev[j, 3]
+        tpl[t, j, 3] = ev[j, 4]
+        prev = ev[j, 1] if kind == _T_MARK else ev[j, 2]
+    tpl[t, m + 1, 0] = lp
+    tpl_n[t, 0] = m
+    tpl_n[t, 1] = 0
+    tpl_hits[t, :] = khits
+    # the slots each other template shares with it, from the start
+    for u in range(common.shape[0]):
+        if u == t or tpl_n[u, 0] < 0:
+            continue
+        k = 0
+        while k <= min(m, tpl_n[u, 0]):
+            n0 = tpl[t, k + 1, 0] - tpl[t, k, 0]
+            if (n0 != tpl[u, k + 1, 0] - tpl[u, k, 0] or tpl[t, k, 1] != tpl[u, k, 1]
+                    or tpl[t, k, 2] != tpl[u, k, 2] or tpl[t, k, 3] != tpl[u, k, 3]
+                    or tpl[t, k, 1] == _T_END):
+                break
+            same = True
+            for q in range(n0):
+                if tpl_lit[base + tpl[t, k, 0] + q] != tpl_lit[u * _LROW + tpl[u, k, 0] + q]:
+                    same = False
+                    break
+            if not same:
+                break
+            k += 1
+        common[t, u] = common[u, t] = k
+    common[t, t] = m + 2
+    return True
+
+
+@kernel(cache=True, nogil=True)
+def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, first, hits,
+           kinds, starts, ends):
+    """Read ``data[start:end]`` by template ``t`` from its segment ``j`` at ``pos``
+    (the segments before matched): (True, ...) when every one does, with the values
+    recorded as the walk records them; else (False, the segment that did not match,
+    where it starts)."""
+    base = t * _LROW
+    while True:
+        p0 = tpl[t, j, 0]
+        n = tpl[t, j + 1, 0] - p0
+        if not _same_bytes(data, pos, end, tpl_lit, base + p0, n):
+            return False, j, pos
+        q = pos + n
+        kind = tpl[t, j, 1]
+        node = tpl[t, j, 2]
+        if kind == _T_STRING:
+            e = string_end(data, q, end)
+            if e < 0:
+                return False, j, pos
+            if e > q and first[data[q], data[q + 1]]:
+                token_like(data, q, e, pats, patlen, patclose, first, hits)
+            if node >= 0:
+                _record(node, _STRING, q, e, data, kinds, starts, ends)
+            q = e
+        elif kind == _T_NUMBER:
+            if q >= end or not (data[q] == 45 or 48 <= data[q] <= 57):
+                return False, j, pos
+            e, integer, digits = _number_end(data, q, end)
+            if e < 0:
+                return False, j, pos
+            if node >= 0:
+                odd = (not integer or digits == 19
+                       or (digits == 1 and data[q] == 45 and data[q + 1] == 48))
+                _record(node, _OTHER if odd else _INT, q, e, data, kinds, starts, ends)
+            q = e
+        elif kind == _T_WORD:
+            if q >= end:
+                return False, j, pos
+            c = data[q]
+            if c != 116 and c != 102 and c != 110:
+                return False, j, pos
+            word = 4 if c != 102 else 5
+            if q + word > end:
+                return False, j, pos
+            lit = (116, 114, 117, 101, 0) if c == 116 else (
+                (102, 97, 108, 115, 101) if c == 102 else (110, 117, 108, 108, 0))
+            for k in range(word):
+                if data[q + k] != lit[k]:
+                    return False, j, pos
+            if node >= 0 and c != 110:
+                _record(node, _LITERAL, q, q + word, data, kinds, starts, ends)
+            q += word
+        elif kind == _T_LEVELS:
+            if q >= end or data[q] != 91:
+                return False, j, pos
+            e = levels(data, q, end, tpl[t, j, 3], pats, patlen, patclose, first, hits)
+            if e < 0:
+                return False, j, pos
+            if node >= 0:
+                _record(node, _OTHER, q, q, data, kinds, starts, ends)
+            q = e
+        elif kind == _T_MARK:
+            _record(node, _OTHER, q, q, data, kinds, starts, ends)
+        else:  # _T_END
+            return q == end, j, pos
+        pos = q
+        j += 1
+
+
 @kernel(cache=True, nogil=True)
 def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited, stack_node,
-          stack_obj, stack_count, fast):
+          stack_obj, stack_count, fast, learn, ev, evn, khits):
     """Walk one payload (see the module docstring): ``_CLEAN`` with the ``like``
     ``hits`` and the values of the trie's nodes, or ``_UNSURE``. ``fast``: strings 8
     bytes at a time and compact price levels in one go (``feed_tokens``; the same
-    outcome as without)."""
+    outcome as without). ``learn``: also list its values in ``ev`` (``evn[0]`` of
+    them: what ``_keep`` makes a template of) and give the keys' ``like`` hits in
+    ``khits`` rather than ``hits``."""
+    evn[0] = 0
+    if learn:
+        khits[:] = False
     for k in range(kinds.shape[0]):
         kinds[k] = _ABSENT
         visited[k] = False
@@ -171,10 +368,14 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
         if skipped >= 0:
             if node >= 0 and requested[node]:
                 _record(node, _OTHER, pos, pos, data, kinds, starts, ends)
+            if learn:
+                _event(ev, evn, _T_LEVELS, pos, skipped, node, requested, depth)
             pos = skipped
         elif c == 123 or c == 91:  # "{" "["
             if node >= 0 and requested[node]:
                 _record(node, _OTHER, pos, pos, data, kinds, starts, ends)
+                if learn:
+                    _event(ev, evn, _T_MARK, pos, pos, node, requested, depth)
             if depth == MAX_DEPTH:
                 return _UNSURE
             stack_node[depth] = node
@@ -193,7 +394,8 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 if e < 0:
                     return _UNSURE
                 if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                    token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
+                    token_like(data, pos + 1, e, pats, patlen, patclose, first,
+                               khits if learn else hits)
                 parent = stack_node[depth - 1]
                 node = -1 if parent < 0 else _child(data, pos + 1, e, parent, node_key,
                                                      node_keylen, node_idx, node_child,
@@ -216,6 +418,8 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
             if node >= 0 and requested[node]:
                 _record(node, _STRING, pos + 1, e, data, kinds, starts, ends)
+            if learn:
+                _event(ev, evn, _T_STRING, pos + 1, e, node, requested, depth)
             pos = e + 1
         elif c == 116 or c == 102 or c == 110:  # true false null
             word = 4 if c != 102 else 5
@@ -231,6 +435,8 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 return _UNSURE
             if node >= 0 and requested[node] and c != 110:
                 _record(node, _LITERAL, pos, pos + word, data, kinds, starts, ends)
+            if learn:
+                _event(ev, evn, _T_WORD, pos, pos + word, node, requested, depth)
             pos += word
         else:
             e, integer, digits = _number_end(data, pos, end)
@@ -240,6 +446,8 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 odd = (not integer or digits == 19
                        or (digits == 1 and data[pos] == 45 and data[pos + 1] == 48))
                 _record(node, _OTHER if odd else _INT, pos, e, data, kinds, starts, ends)
+            if learn:
+                _event(ev, evn, _T_NUMBER, pos, e, node, requested, depth)
             pos = e
         # -- after a value: the next one in its container, or the container's end
         while True:
@@ -266,7 +474,8 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 if e < 0:
                     return _UNSURE
                 if e > pos + 1 and first[data[pos + 1], data[pos + 2]]:
-                    token_like(data, pos + 1, e, pats, patlen, patclose, first, hits)
+                    token_like(data, pos + 1, e, pats, patlen, patclose, first,
+                               khits if learn else hits)
                 node = -1 if parent < 0 else _child(data, pos + 1, e, parent, node_key,
                                                      node_keylen, node_idx, node_child,
                                                      node_sibling, -1)
@@ -431,15 +640,72 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     sym_used, n_sym, n_stream = 0, 0, 0
     stream_last = np.full(R, -1, np.int64)  # per rule: the code of its last row's
     sym_last = np.full(R, -1, np.int64)
+    # the templates (``_match``): literal bytes; per template and segment its literal's
+    # start, its slot's kind, node (-1: not recorded), depth; per template its slots
+    # and matches; ``common``: the segments two templates share from the start
+    use_tpl = fast and SWAR
+    tpl_lit = np.zeros(TPL_COUNT * _LROW, np.uint8)
+    tpl = np.zeros((TPL_COUNT, TPL_SLOTS + 2, 4), np.int64)
+    tpl_hits = np.zeros((TPL_COUNT, R), np.bool_)
+    tpl_n = np.full((TPL_COUNT, 2), -1, np.int64)
+    common = np.zeros((TPL_COUNT, TPL_COUNT), np.int64)
+    n_tpl, last_t, misses = 0, 0, 0
+    ev = np.zeros((TPL_SLOTS + 1, 5), np.int64)
+    evn = np.zeros(1, np.int64)
+    khits = np.zeros(R, np.bool_)
     for i in range(n):
         if not select[i]:
             continue
         a, b = offsets[i], offsets[i + 1]
-        if _walk(data, a, b, node_key, node_keylen, node_idx, node_child, node_sibling,
-                 requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited,
-                 stack_node, stack_obj, stack_count, fast) != _CLEAN:
-            fallback[i] = _raw_like(data, a, b, pats, patlen, patclose, hits)
-            continue
+        matched = False
+        if n_tpl > 0:
+            for k in range(N):
+                kinds[k] = _ABSENT
+            for r in range(R):
+                hits[r] = False
+            t, j, p, tried = last_t, 0, a, 0
+            while True:
+                matched, j, p = _match(data, a, b, t, j, p, tpl_lit, tpl, pats, patlen,
+                                       patclose, first, hits, kinds, starts, ends)
+                if matched:
+                    break
+                tried |= 1 << t
+                nxt = -1
+                for u in range(n_tpl):
+                    if not (tried >> u) & 1 and common[t, u] == j:
+                        nxt = u
+                        break
+                if nxt < 0:
+                    break
+                t = nxt
+            if matched:
+                for r in range(R):
+                    hits[r] |= tpl_hits[t, r]
+                tpl_n[t, 1] += 1
+                last_t = t
+        if not matched:
+            learn = use_tpl and (n_tpl < TPL_COUNT or (misses & 15) == 0)
+            misses += 1
+            if _walk(data, a, b, node_key, node_keylen, node_idx, node_child, node_sibling,
+                     requested, pats, patlen, patclose, first, hits, kinds, starts, ends,
+                     visited, stack_node, stack_obj, stack_count, fast, learn, ev, evn,
+                     khits) != _CLEAN:
+                fallback[i] = _raw_like(data, a, b, pats, patlen, patclose, hits)
+                continue
+            if learn:
+                for r in range(R):
+                    hits[r] |= khits[r]
+                t = n_tpl
+                if t == TPL_COUNT:  # full: the least matched one goes
+                    t = 0
+                    for u in range(TPL_COUNT):
+                        if tpl_n[u, 1] < tpl_n[t, 1]:
+                            t = u
+                if _keep(data, a, b, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, common, t):
+                    n_tpl = max(n_tpl, t + 1)
+                    last_t = t
+                    for u in range(n_tpl):
+                        tpl_n[u, 1] >>= 1
         # every field of every rule passed, read first: one unsure read passes the
         # message on whole (the SQL then reads it for every rule)
         unsure = False

@@ -124,3 +124,109 @@ def test_string_end_8_bytes_at_a_time_is_the_byte_loop() -> None:
         pos = rng.randrange(0, max(n, 1))
         end = rng.randrange(pos, max(n, 1) + 1) if n else 0
         assert feed_tokens.string_end(b, pos, end) == feed_tokens.string_end_bytes(b, pos, end)
+
+
+# --- templates (``feed_walk._match``): a payload spelt as an earlier one ---------------
+
+_BASES = [
+    '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1796641883162,'
+    '"s":"BTCUSDT","U":44000022021,"u":44000022021,"pu":44000022020,'
+    '"b":[["67267.85","0.14016"],["67267.75","0.70569"]],"a":[["67267.85","0.98973"]]}}',
+    '{"stream":"bnbusdt@trade","data":{"e":"trade","E":1796641898535,"s":"BNBUSDT",'
+    '"t":1010217,"p":"66749.44","q":"0.66979","T":1796641898535,"m":true}}',
+    '{"e":"aggTrade","E":1,"s":"X","a":[["1","2"]],"p":null,"m":false}',
+    '{"arg": {"channel": "books", "instId": "BTC-USDT"}, "action": "snapshot", "data": '
+    '[{"seqId": 5, "prevSeqId": -1, "ts": "1700000000000", "asks": [["1", "2"]]}]}',
+    '{"topic":"orderbook.50.BTCUSDT","type":"delta","ts":1700000000000,'
+    '"data":{"s":"BTCUSDT","u":7,"seq":9,"b":[],"a":[["1","2"]]}}',
+    '{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC-PERPETUAL.100ms",'
+    '"data":{"type":"change","change_id":11,"prev_change_id":10,"timestamp":1700000000000,'
+    '"instrument_name":"BTC-PERPETUAL","bids":[["new",1.5,2]]}}}',
+]
+_BYTES = ['"', "\\", ",", ":", "]", "}", "[", "{", " ", "0", "9", "-", ".", "e", "t", "n",
+          "a", "\x01", "1e3", '"x"', "null", "true", "1.5", "-0", "[]", "{}", '["1"]',
+          '"depthUpdate"', '"trade"', '"seqId"', "12345678901234567890"]
+
+
+def _variants(base: str, rng: random.Random, n: int) -> list[str]:
+    """``base`` with one edit: a byte or token replaced, inserted or removed, a value
+    swapped, a key repeated."""
+    out = []
+    for _ in range(n):
+        i = rng.randrange(len(base))
+        j = min(len(base), i + rng.randrange(1, 12))
+        pick = rng.randrange(5)
+        tok = rng.choice(_BYTES)
+        if pick == 0:
+            text = base[:i] + tok + base[i + 1:]
+        elif pick == 1:
+            text = base[:i] + tok + base[i:]
+        elif pick == 2:
+            text = base[:i] + base[j:]
+        elif pick == 3:
+            text = base[:i] + tok + base[j:]
+        else:
+            text = base.replace('"u":', '"u":1,"u":', 1).replace('"ts":', '"ts":2, "ts":', 1)
+        out.append(text)
+    return out
+
+
+def test_templates_give_the_walks_rows_on_edited_payloads() -> None:
+    """Each payload after the one it was edited from, so the scan tries the template
+    of the original on it first."""
+    rng = random.Random(11)
+    payloads = []
+    for base in _BASES:
+        for v in _variants(base, rng, 400):
+            payloads += [base, v]
+    _both(payloads)
+
+
+def test_a_template_matches_only_what_the_walk_reads_the_same() -> None:
+    prog = feed_scan.program()
+    assert prog is not None
+    (node_key, node_keylen, node_idx, node_child, node_sibling, requested, _g, _c, _cl,
+     pats, patlen, patclose, first, _l, _s) = prog.arrays()
+    R, N, K = len(patlen), len(node_idx), feed_walk.TPL_COUNT
+
+    def state() -> list[np.ndarray]:
+        return [np.zeros(R, np.bool_), np.zeros(N, np.int64), np.zeros(N, np.int64),
+                np.zeros(N, np.int64)]
+
+    ev, evn = np.zeros((feed_walk.TPL_SLOTS + 1, 5), np.int64), np.zeros(1, np.int64)
+    stack = (np.zeros(N, np.bool_), np.zeros(feed_tokens.MAX_DEPTH, np.int64),
+             np.zeros(feed_tokens.MAX_DEPTH, np.bool_), np.zeros(feed_tokens.MAX_DEPTH, np.int64))
+
+    def walk(b: np.ndarray, st: list[np.ndarray], learn: bool, khits: np.ndarray) -> int:
+        return feed_walk._walk(b, 0, len(b), node_key, node_keylen, node_idx, node_child,
+                               node_sibling, requested, pats, patlen, patclose, first, *st,
+                               *stack, True, learn, ev, evn, khits)
+
+    rng = random.Random(5)
+    matched = refused = 0
+    for base in _BASES:
+        lit = np.zeros(K * feed_walk._LROW, np.uint8)
+        tpl = np.zeros((K, feed_walk.TPL_SLOTS + 2, 4), np.int64)
+        tpl_hits, tpl_n = np.zeros((K, R), np.bool_), np.full((K, 2), -1, np.int64)
+        common, khits = np.zeros((K, K), np.int64), np.zeros(R, np.bool_)
+        b = np.frombuffer(base.encode(), np.uint8)
+        assert walk(b, state(), True, khits) == feed_walk._CLEAN
+        assert feed_walk._keep(b, 0, len(b), ev, evn, khits, lit, tpl, tpl_hits, tpl_n,
+                               common, 0)
+        for text in [base, *_variants(base, rng, 300)]:
+            v = np.frombuffer(text.encode() or b"\0", np.uint8)[: len(text.encode())]
+            ref, got = state(), state()
+            clean = walk(v, ref, False, khits) == feed_walk._CLEAN
+            ok, _j, _p = feed_walk._match(v, 0, len(v), 0, 0, 0, lit, tpl, pats, patlen,
+                                          patclose, first, *got)
+            if ok:
+                got[0] |= tpl_hits[0]
+                assert clean, text
+                present = ref[1] != feed_walk._ABSENT
+                np.testing.assert_array_equal(got[1], ref[1])
+                np.testing.assert_array_equal(got[0], ref[0])
+                for k in (2, 3):
+                    np.testing.assert_array_equal(got[k][present], ref[k][present])
+                matched += 1
+            refused += clean and not ok
+    assert matched > 300 and refused > 100  # both ways, often
