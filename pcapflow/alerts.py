@@ -593,11 +593,13 @@ def _bursts_streamed(cap: str, flows: list[tuple], batches: Iterable[pa.RecordBa
         f, d, t, o = (batch.column(k).to_numpy().astype(np.int64, copy=False)
                       for k in ("f", "d", "t", "o"))
         lo, hi = int(t.min()), int(t.max())
-        if f.min() < 0 or f.max() >= 1 << 20 or lo < 0:
+        if f.min() < 0 or f.max() >= 1 << 61 or lo < 0:
             return None
         t_lo = lo if t_lo is None else min(t_lo, lo)
         t_hi = hi if t_hi is None else max(t_hi, hi)
         f = ids.dense(f)
+        if len(ids.ids) >= 1 << 20:  # (``_hot_whole``'s keys hold 2**21 dense ``g``s)
+            return None
         hot.first_bin = ids.first_bin
         hot.add(f, d, t, o)
         del f, d, t, o, batch
