@@ -1,12 +1,14 @@
 """Slopes of a ``watch_memory.py`` run (one JSON line per file), per file in the set.
 
-    python benchmarks/watch_memory_slopes.py RUN.jsonl [FROM]   # FROM: first file (200)
+    python benchmarks/watch_memory_slopes.py RUN.jsonl [FROM [WFROM]]   # FROM: first file (200)
 
 The watch process's RSS and the CPU per file over files FROM on (least squares with
 its 95% interval; Theil-Sen); with ``--worker``: a worker's RSS against the files
 already in the set and its own age (its files 30-97, the first worker left out: it
 compiled), a fresh worker's RSS at its 10th file and its mean over its files 5-15,
-per worker, and their slopes against the file the worker started at.
+per worker, and their slopes against the file the worker started at (``WFROM``: only
+the workers started at that file or later, e.g. 399: past the first 300 s of a set,
+which its bounded windows fill).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def main() -> int:
     print(f"worker RSS per file in the set (its files 30-97): {b[0]:+.4f} "
           f"±{1.96 * np.sqrt(cov[0, 0]):.4f} MB; per file of its age {b[1]:+.4f} "
           f"±{1.96 * np.sqrt(cov[1, 1]):.4f}")
-    later = [w for w in sorted(first) if w != ws[0]]
+    wfrom = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    later = [w for w in sorted(first) if w != ws[0] and first[w] >= wfrom]
     for label, pick in (("at its 10th file", lambda w: (ws == w) & (age == 10)),
                         ("mean over its files 5-15", lambda w: (ws == w) & (age >= 5)
                          & (age <= 15))):

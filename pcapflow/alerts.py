@@ -582,12 +582,8 @@ def _bursts_streamed(cap: str, flows: list[tuple], batches: Iterable[pa.RecordBa
     if len(info) != len(flows):
         return None
     bad_first = any(v[0] < 0 for v in info.values())  # (None, once there are rows)
-    # each flow's first interval (-1: not listed; ids the rows cannot hold left out)
-    first_bin = np.full(min(max(info, default=-1), (1 << 20) - 1) + 1, -1, np.int64)
-    for fl, (ft, _) in info.items():
-        if 0 <= fl < 1 << 20:
-            first_bin[fl] = ft // w
-    hot = burst_bins.HotIntervals(first_bin, w, span, s.burst_min_bytes, s.burst_factor)
+    ids = _DenseIds(info, w)
+    hot = burst_bins.HotIntervals(ids.first_bin, w, span, s.burst_min_bytes, s.burst_factor)
     t_lo = t_hi = None
     for batch in batches:
         if batch.num_rows == 0:
@@ -597,10 +593,14 @@ def _bursts_streamed(cap: str, flows: list[tuple], batches: Iterable[pa.RecordBa
         f, d, t, o = (batch.column(k).to_numpy().astype(np.int64, copy=False)
                       for k in ("f", "d", "t", "o"))
         lo, hi = int(t.min()), int(t.max())
-        if f.min() < 0 or f.max() >= 1 << 20 or lo < 0:
+        if f.min() < 0 or f.max() >= 1 << 61 or lo < 0:
             return None
         t_lo = lo if t_lo is None else min(t_lo, lo)
         t_hi = hi if t_hi is None else max(t_hi, hi)
+        f = ids.dense(f)
+        if len(ids.ids) >= 1 << 20:  # (``_hot_whole``'s keys hold 2**21 dense ``g``s)
+            return None
+        hot.first_bin = ids.first_bin
         hot.add(f, d, t, o)
         del f, d, t, o, batch
     if t_lo is None or t_hi is None:
@@ -610,10 +610,15 @@ def _bursts_streamed(cap: str, flows: list[tuple], batches: Iterable[pa.RecordBa
     found = hot.finish()
     late = hot.out_of_order()
     if len(late):  # (their rows all at once)
-        whole = _hot_whole(rows_of(late), first_bin, s, w, span)
+        seg = rows_of(ids.real_g(late))
+        seg = seg.set_column(seg.schema.get_field_index("f"), "f",
+                             pa.array(ids.dense(seg.column("f").to_numpy().astype(
+                                 np.int64, copy=False))))
+        whole = _hot_whole(seg, ids.first_bin, s, w, span)
         found = tuple(np.concatenate([a, b]) for a, b in zip(found, whole, strict=True))
-        order = np.lexsort((found[1], found[0]))
-        found = tuple(a[order] for a in found)
+    found = (ids.real_g(found[0]), *found[1:])
+    order = np.lexsort((found[1], found[0]))
+    found = tuple(a[order] for a in found)
     g, b, nbytes, count, t0, t1, mean_w = found
     if len(g) == 0:
         return []
@@ -631,6 +636,49 @@ def _bursts_streamed(cap: str, flows: list[tuple], batches: Iterable[pa.RecordBa
                     int(count[a:z].sum())))
     out.sort(key=lambda r: (r[4], r[1], r[2]))
     return out
+
+
+class _DenseIds:
+    """The flow ids of ``_bursts_streamed``'s rows as dense indexes 0, 1, ... in the
+    order met (``HotIntervals`` keeps its state per ``g = 2 * flow + direction``, an
+    array as long as the largest ``g``): a resumed command of a rotation reads a few
+    thousand flows whose ids go up with the set (~400 new ones a file of 2,000
+    packets), and its state, ~192-384 bytes per id below the largest, was the largest
+    block of the command's peak that grew with the set (58.7 MB at file 800: session
+    20, heap19j). ``first_bin[i]``: the interval of dense flow ``i``'s first packet
+    (-1: not among ``flows``)."""
+
+    __slots__ = ("_fb", "_fid", "_pos", "_srt", "first_bin", "ids")
+
+    def __init__(self, info: dict[int, tuple[int, object]], w: int) -> None:
+        fid = np.fromiter(info, np.int64, len(info))
+        fb = np.fromiter((v[0] for v in info.values()), np.int64, len(info)) // w
+        order = np.argsort(fid, kind="stable")
+        self._fid, self._fb = fid[order], fb[order]
+        self.ids = np.empty(0, np.int64)  # (real ids, in dense order)
+        self._srt = self._pos = np.empty(0, np.int64)
+        self.first_bin = np.empty(0, np.int64)
+
+    def dense(self, f: np.ndarray) -> np.ndarray:
+        """``f``'s dense indexes (new ids added)."""
+        u = np.unique(f)
+        if len(self._srt):
+            i = np.minimum(np.searchsorted(self._srt, u), len(self._srt) - 1)
+            u = u[self._srt[i] != u]
+        if len(u):
+            j = np.minimum(np.searchsorted(self._fid, u), max(len(self._fid) - 1, 0))
+            fb = (np.where(self._fid[j] == u, self._fb[j], -1) if len(self._fid)
+                  else np.full(len(u), -1, np.int64))
+            self.ids = np.concatenate([self.ids, u])
+            self.first_bin = np.concatenate([self.first_bin, fb])
+            self._pos = np.argsort(self.ids, kind="stable")
+            self._srt = self.ids[self._pos]
+        return self._pos[np.searchsorted(self._srt, f)]
+
+    def real_g(self, g: np.ndarray) -> np.ndarray:
+        """Dense ``g``s (``2 * dense flow + direction``) as the rows' own."""
+        g = np.asarray(g, np.int64)
+        return 2 * self.ids[g >> 1] + (g & 1)
 
 
 def _hot_whole(seg: pa.Table, first_bin: np.ndarray, s: Settings, w: int, span: int
