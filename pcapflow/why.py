@@ -505,19 +505,12 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             _cast(gaps, "feed_gaps"), wc.ns_or_inf(gaps.column("ts")), c_prev, cut)
         cusum = wc.cusum_of(plan, latency, pcut, qcut)
         s = SETTINGS or alerts.Settings()
-        recent = None
-        if prev is not None and latency is not None and cusum.since is not None \
-                and p_prev is not None:  # (the latency alerts' rows: the view's window
-            # holds minutes of them, those alerts read from the previous order cuts on)
-            w = int(s.bucket_s * 1e9)
-            recent = {"latency_shift": alerts.RecentLatency.of(
-                latency, cusum.resume if cusum.resume is not None else cusum.since),
-                "p99_high": alerts.RecentLatency.of(latency, p_prev // w * w)}
+        # (the latency alerts' rows: the view's window holds minutes of them, each of
+        # those alerts reads from its previous order cut on: ``alerts.RecentLatency``)
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev, silences=silences,
                                 bursts=bursts() if bursts is not None else None,
-                                recent=recent)
-        recent = None
+                                latency=latency if prev is not None else None)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts = wc.INF
