@@ -349,7 +349,10 @@ class Dataset:
             self._extra.append(rows)
             self._con.register(name, rows)
             more = f"SELECT *, {cid} AS capture_id FROM {name}"
-            sources[table] = (f"{sources[table]} UNION ALL BY NAME {more}"
+            # (first: they are older than the files' rows, read in time order as one
+            # ingest's; ``alerts._bursts_streamed`` reads a connection again whole
+            # when its rows go back)
+            sources[table] = (f"{more} UNION ALL BY NAME {sources[table]}"
                               if table in sources else more)
         statements = []
         for table, columns in declared().items():

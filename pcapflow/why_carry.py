@@ -79,7 +79,6 @@ from .pipelines.match_carry import (
     min_ns,
     no_row_before,
     ns_or_inf,
-    order_flows,
     stats_min_ns,
     window_key,
 )
@@ -310,6 +309,8 @@ class Plan:
     """The connections of those rows."""
     omitted: dict[str, pa.Table] | None = None
     """Those rows, read from the set's parts (``whole``: derived over the whole set)."""
+    pending: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    """``_pending`` at the cut ``cuts`` found (cut, result): ``save`` reads it again."""
 
     @property
     def state_dir(self) -> Path:
@@ -497,7 +498,8 @@ def cuts(plan: Plan, view: object, latency: pa.Table | None,
     if cut == INF:
         return INF, INF, INF
     pcut = qcut = cut
-    times, _, late = _pending(plan, latency, unmatched, cut)
+    plan.pending = (cut, _pending(plan, latency, unmatched, cut))
+    times, _, late = plan.pending[1]
     for o in times:
         pcut = min(pcut, int(o))
     for o in late:
@@ -591,8 +593,9 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
     out.mkdir(parents=True)
     edge = min(cut, open_starts)
     k = edge - MARGIN_NS  # every table's rows reach at least this far back
-    times, pend, _ = _pending(plan, latency, unmatched, cut)
-    k2 = min([k, *(int(t) for t in times)])
+    times, pend, _ = (plan.pending[1] if plan.pending is not None and plan.pending[0] == cut
+                      else _pending(plan, latency, unmatched, cut))
+    k2 = min(k, int(times.min())) if len(times) else k
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
@@ -634,8 +637,10 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
         else:
             near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
                     f"(SELECT flow_id FROM r WHERE {sel}))")
-            kept = con.sql(f"SELECT * FROM r WHERE {sel} UNION ALL "
-                           f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()
+            # (the anchors first: older than the rows ``sel`` keeps, read in time order:
+            # ``Dataset.of_capture``'s ``extra``)
+            kept = con.sql(f"SELECT * FROM ({anchor}) WHERE {near} UNION ALL "
+                           f"SELECT * FROM r WHERE {sel}").to_arrow_table()
         con.unregister("r")
         _dump(kept, out, t)
         if t == "tcp_rtt":
@@ -739,10 +744,17 @@ def _order_flows(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | Non
                  ) -> pa.Array:
     """The connections of the set's orders and replies (those of the matcher rows the
     derive was not given: ``Plan.omitted_flows``)."""
-    ids = order_flows(_given(plan, "latency", latency), _given(plan, "unmatched", unmatched))
+    # (``match_carry.order_flows``' ids, each column's distinct ones hashed first: a
+    # resumed command's window holds minutes of rows, ~0.01 s to sort)
+    ids = [np.empty(0, np.int64)]
+    for t, cols in ((_given(plan, "latency", latency), ("flow_id", "ack_flow_id")),
+                    (_given(plan, "unmatched", unmatched), ("flow_id",))):
+        if t is not None and t.num_rows:
+            ids += [pc.unique(pc.drop_null(t.column(c))).to_numpy().astype(np.int64)
+                    for c in cols]
     if plan.omitted_flows is not None:
-        ids = np.union1d(ids, plan.omitted_flows)
-    return pa.array(ids, pa.int64())
+        ids.append(plan.omitted_flows)
+    return pa.array(np.unique(np.concatenate(ids)), pa.int64())
 
 
 def _final_rows(plan: Plan, table: str, columns: list[str] | None,
