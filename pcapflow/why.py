@@ -518,7 +518,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                                 latency=latency if prev is not None else None)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
-        open_starts = wc.INF
+        open_starts: dict[str, int] = {}  # (per kind: the oldest provisional alert's start)
         for r in rows:
             settle = int(r["_settle"])  # type: ignore[call-overload]
             if r.get("_flow_end") and r.get("flow_id") in held:
@@ -531,7 +531,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             else:
                 prov_rows.append(r)
                 if not r.get("_orders"):
-                    open_starts = min(open_starts, int(r["start_ts"]))  # type: ignore
+                    kind, start = str(r["kind"]), int(r["start_ts"])  # type: ignore
+                    open_starts[kind] = min(open_starts.get(kind, wc.INF), start)
         tail_anomalies = wc._read(plan.parts.tail.get("anomalies", []), "anomalies",
                                   ["ts", "code"])
         tail_steps = {int(t) for t in wc.ns_or_inf(tail_anomalies.filter(pc.fill_null(pc.is_in(

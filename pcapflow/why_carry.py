@@ -580,19 +580,40 @@ def lookback(s: Settings, table: str) -> int:
     return MARGIN_NS + int(more * 1e9)
 
 
+READ_BY = {"tcp_events": ("retransmission_storm", "zero_window"),
+           "tcp_rtt": ("microburst",), "feed": ("feed_gap", "stale_feed")}
+"""The carried inputs each kind of alert found over a window reads (the latency alerts:
+their own state; ``clock_step``: ``tail_steps``). A provisional alert is found again by
+the next command from its start: the inputs it reads are kept from there (``edge``),
+the others from the cut only (an open storm held the market data and RTT samples back
+with it: at 1M-packet files of answered traffic, a whole file's market data). A kind
+not named here holds every input back."""
+
+
+def edge(table: str, cut: int, open_starts: dict[str, int]) -> int:
+    """Where the carried rows of ``table`` (``CARRY``'s, or ``feed``) reach back to
+    before their lookback: the cut, or the start of a provisional alert of a kind
+    that reads them (``READ_BY``; ``open_starts``: per kind, its oldest one's)."""
+    named = {k for kinds in READ_BY.values() for k in kinds}
+    reads = READ_BY.get(table, ())
+    return min([cut, *(t for k, t in open_starts.items() if k in reads or k not in named)])
+
+
 def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int, int, int],
-         open_starts: int, latency: pa.Table | None, unmatched: pa.Table | None,
+         open_starts: dict[str, int], latency: pa.Table | None, unmatched: pa.Table | None,
          feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state);
     ``con``: the derive's DuckDB connection (a new one costs a tenth of a second);
-    ``at``: the cuts (``cuts``)."""
+    ``at``: the cuts (``cuts``); ``open_starts``: per kind of alert, the start of its
+    oldest provisional one (``edge``)."""
     cut, pcut, qcut = at
     out = plan.stage_dir / STATE / DIR
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    edge = min(cut, open_starts)
-    k = edge - MARGIN_NS  # every table's rows reach at least this far back
+    # every table's rows reach at least this far back (the causes' messages and
+    # records, read by no alert, the least: ``edge``)
+    k = edge("ws_messages", cut, open_starts) - MARGIN_NS
     times, pend, _ = (plan.pending[1] if plan.pending is not None and plan.pending[0] == cut
                       else _pending(plan, latency, unmatched, cut))
     k2 = min(k, int(times.min())) if len(times) else k
@@ -602,7 +623,7 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
     ordered = _order_flows(plan, latency, unmatched)
     con.register("ordered", pa.table({"flow_id": ordered}))
     for t, (col, where, columns) in CARRY.items():
-        kt = edge - lookback(s, t)
+        kt = edge(t, cut, open_starts) - lookback(s, t)
         # the connections of pending orders from the oldest order's time on: what
         # ``causes`` reads of an order's window (o, a]. Of the inbound messages and
         # records it reads the reply's, after the cut, and the message before it (the
@@ -646,14 +667,14 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
         if t == "tcp_rtt":
             _dump(_dack(plan, rows, kept, col, min(k2, kt), kt, pend), out, DACK)
     con.register("f", feed_rows)
-    k = edge - lookback(s, "feed")
+    kf = edge("feed", cut, open_starts) - lookback(s, "feed")
     near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
-            f"(SELECT flow_id FROM f WHERE ts >= {k}))")
+            f"(SELECT flow_id FROM f WHERE ts >= {kf}))")
     part = "PARTITION BY capture_id, flow_id, rule, stream"
     feed_kept = con.sql(f"""
-        SELECT * FROM f WHERE ts >= {k}
+        SELECT * FROM f WHERE ts >= {kf}
         UNION ALL
-        SELECT * FROM (SELECT * FROM f WHERE ts < {k} QUALIFY
+        SELECT * FROM (SELECT * FROM f WHERE ts < {kf} QUALIFY
             row_number() OVER ({part} ORDER BY stream_offset DESC, ts DESC) = 1
             OR row_number() OVER ({part} ORDER BY ts DESC, stream_offset DESC) = 1)
         WHERE {near}""").to_arrow_table()

@@ -348,3 +348,22 @@ def test_causes_of_the_replies_since_read_from_the_rows_since(tmp_path: Path,
             want = causes.compute(ds, since=int(since))
             got = causes.compute(ds, since=int(since), capture_id=cid, given=given)
             assert got.equals(want)
+
+
+def test_an_open_alert_holds_back_only_the_inputs_its_kind_reads() -> None:
+    """``why_carry.edge``: a provisional alert's start holds back the carried inputs of
+    its own kind (``READ_BY``) only; a kind not named there holds every input back; the
+    causes' messages, read by no alert, from the cut (the equality of the rows with one
+    ingest's: ``test_carried_derive_equals_one_ingest``, whose short thresholds leave
+    retransmission storms and stale feeds open at some cuts)."""
+    cut = 100
+    opens = {"retransmission_storm": 40, "feed_gap": 70}
+    assert why_carry.edge("tcp_events", cut, opens) == 40
+    assert why_carry.edge("feed", cut, opens) == 70
+    assert why_carry.edge("tcp_rtt", cut, opens) == cut
+    assert why_carry.edge("fix_messages", cut, opens) == cut
+    assert why_carry.edge("tcp_rtt", cut, {**opens, "a_new_kind": 10}) == 10
+    assert why_carry.edge("feed", 30, opens) == 30
+    assert set(why_carry.READ_BY) <= {*why_carry.CARRY, "feed"}
+    assert {k for ks in why_carry.READ_BY.values() for k in ks} == {
+        k for k in alerts.DETECTORS if k not in (*why_carry.LATENCY_KINDS, "clock_step")}
