@@ -27,21 +27,25 @@ if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` need
 Params = Sequence[object] | None
 """Query parameters: any sequence of values (DuckDB binds them in order)."""
 
-_QUIET_ARROW = ("ignore", "Arrow output on a DB-API result", UserWarning, r"pcapflow\.dataset\Z")
-"""DuckDB's warning of ``Dataset.small_arrow``'s extra copy (by design: few rows), for
-this module's calls only: a filter kept first (``_quiet_arrow``), not
-``catch_warnings`` around each call (it swaps the process's filters and
-``showwarning``, and restores them: not thread-safe while the derive runs a thread
-beside it)."""
-warnings.filterwarnings(*_QUIET_ARROW)
+def _quiet_arrow_filter() -> None:
+    """DuckDB's warning of ``Dataset.small_arrow``'s extra copy (by design: few rows),
+    ignored for this module's calls only: a filter kept first (``_quiet_arrow``), not
+    ``catch_warnings`` around each call (it swaps the process's filters and
+    ``showwarning``, and restores them: not thread-safe while the derive runs a thread
+    beside it)."""
+    warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning,
+                            r"pcapflow\.dataset\Z")
+
+
+_quiet_arrow_filter()
 _QUIET_ENTRY = warnings.filters[0]
 
 
 def _quiet_arrow() -> None:
-    """``_QUIET_ARROW``'s filter first again when another was put before it (``-W
-    error`` applied later, as pytest's ``filterwarnings``: ignored, as before)."""
+    """``_quiet_arrow_filter``'s filter first again when another was put before it
+    (``-W error`` applied later, as pytest's ``filterwarnings``: ignored, as before)."""
     if not warnings.filters or warnings.filters[0] != _QUIET_ENTRY:
-        warnings.filterwarnings(*_QUIET_ARROW)
+        _quiet_arrow_filter()
 
 
 DEFAULT_DATA = "pcapflow_data"
@@ -383,7 +387,7 @@ class Dataset:
         tokens in Python and binds it before it runs (~1-5 ms a query, more for a
         long one); here it is parsed, planned and run once, and its rows copied once
         more (what DuckDB warns of: negligible for few rows)."""
-        _quiet_arrow()  # (DuckDB's warning of that copy: ``_QUIET_ARROW``)
+        _quiet_arrow()  # (DuckDB's warning of that copy: ``_quiet_arrow_filter``)
         return self._con.execute(query).to_arrow_table()
 
     def fetchall(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
