@@ -164,11 +164,12 @@ def _copy(state: dict[str, np.ndarray | int]) -> dict[str, np.ndarray | int]:
 
 @dataclass(slots=True)
 class RecentLatency:
-    """``latency`` rows given to the latency detectors (without ``capture_id``): at
-    least every row of the view whose order time is ``since`` or later. A rotation's
-    later command reads the latency alerts from an order time minutes back while its
-    view holds the matcher's whole window (``why_carry``): the rows are selected in
-    Arrow (``of``) where DuckDB scanned the window (~0.01 s each at ~280k rows)."""
+    """``latency`` rows a latency detector reads (without ``capture_id``): every row of
+    the view whose order time is ``since`` or later. A rotation's later command reads
+    the latency alerts from an order time minutes back while its view holds the
+    matcher's whole window (``why_carry``): each detector selects its rows in Arrow
+    (``of``, from its own start) where DuckDB scanned the window (~0.01 s each at
+    ~280k rows)."""
 
     rows: pa.Table
     since: int
@@ -191,11 +192,15 @@ class RecentLatency:
 
 
 @contextmanager
-def _latency_from(ds: Dataset, recent: RecentLatency | None, start: int | None
+def _latency_from(ds: Dataset, latency: pa.Table | None, start: int | None
                   ) -> Iterator[str]:
     """The table a latency detector reading from order time ``start`` on selects
-    from: ``recent``'s rows when they hold all of those, else the ``latency`` view."""
-    if recent is None or start is None or int(start) < recent.since:
+    from: the rows of ``latency`` (the view's ``latency`` rows, given) from ``start``
+    on (``RecentLatency``), else (none given, no start, or they are most of the rows)
+    the ``latency`` view."""
+    recent = (None if latency is None or start is None
+              else RecentLatency.of(latency, int(start)))
+    if recent is None:
         yield "latency"
         return
     name = "_alerts_recent_latency"
@@ -207,16 +212,17 @@ def _latency_from(ds: Dataset, recent: RecentLatency | None, start: int | None
 
 
 def latency_shift(ds: Dataset, s: Settings, carry: CusumCarry | None = None,
-                  recent: RecentLatency | None = None) -> list[dict[str, object]]:
+                  latency: pa.Table | None = None) -> list[dict[str, object]]:
     """Regime changes of latency per venue and endpoint (rank CUSUM), in order time
     (ties by flow and correlation id); ``carry``: the state of an earlier piece;
-    ``recent``: the rows it reads, when they hold those from its start on."""
+    ``latency``: the view's ``latency`` rows, its own read from its start on
+    (``_latency_from``)."""
     resume = carry is not None and carry.resume is not None
     start = None if carry is None else (carry.resume if resume else carry.since)
     since = "" if start is None else f" AND epoch_ns(order_ts) >= {int(start)}"
     # (the series' bounds from the sorted rows, not a ``dense_rank`` over (venue,
     # endpoint): a second sort, ~0.05 s a resumed command re-reading ~240k acks)
-    with _latency_from(ds, recent, start) as src:
+    with _latency_from(ds, latency, start) as src:
         tab = ds.sql(f"SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM {src} "
                      f"WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
                      "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
@@ -326,14 +332,15 @@ def _shift_row(key: tuple[object, object], alarm: tuple, s: Settings) -> dict[st
 
 
 def p99_high(ds: Dataset, s: Settings, since: int | None = None,
-             recent: RecentLatency | None = None) -> list[dict[str, object]]:
+             latency: pa.Table | None = None) -> list[dict[str, object]]:
     """Buckets whose p99 latency is above ``p99_us``; ``since``: the buckets from the
     one holding that order time on (a rotation's later command: ``why_carry``);
-    ``recent``: the rows it reads, when they hold those from that bucket on."""
+    ``latency``: the view's ``latency`` rows, its own read from that bucket on
+    (``_latency_from``)."""
     w = int(s.bucket_s * 1e9)
     start = None if since is None else int(since) // w * w
     after = "" if start is None else f" AND epoch_ns(order_ts) >= {start}"
-    with _latency_from(ds, recent, start) as src:
+    with _latency_from(ds, latency, start) as src:
         rows = ds.fetchall(f"""
             SELECT venue, endpoint, epoch_ns(order_ts) // {w} AS b, count(*) AS n,
                    quantile_cont(latency_ns, 0.99) AS p99
@@ -981,20 +988,19 @@ def find_rows(ds: Dataset, settings: Settings | None = None,
               orders_since: int | None = None,
               silences: list[tuple] | None = None,
               bursts: list[tuple] | None = None,
-              recent: dict[str, RecentLatency | None] | None = None
+              latency: pa.Table | None = None
               ) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
     a rotation's later command (latency alerts from that order time on); ``silences``,
-    ``bursts``: see ``stale_feed``, ``microburst``; ``recent``: per latency detector
-    (``latency_shift``, ``p99_high``), its ``RecentLatency``."""
+    ``bursts``: see ``stale_feed``, ``microburst``; ``latency``: the view's ``latency``
+    rows (without ``capture_id``), of which each latency detector reads those from its
+    own start on (``_latency_from``)."""
     s = settings or Settings()
-    given = recent or {}
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
                "stale_feed": lambda: stale_feed(ds, s, messages, silences),
-               "latency_shift": lambda: latency_shift(ds, s, cusum,
-                                                      given.get("latency_shift")),
-               "p99_high": lambda: p99_high(ds, s, orders_since, given.get("p99_high"))}
+               "latency_shift": lambda: latency_shift(ds, s, cusum, latency),
+               "p99_high": lambda: p99_high(ds, s, orders_since, latency)}
     if bursts is not None:
         special["microburst"] = lambda: microburst(ds, s, bursts)
     return [r for k in _kinds(kinds) for r in (

@@ -27,6 +27,27 @@ if TYPE_CHECKING:  # DuckDB and pandas load on first use: `pcapflow ingest` need
 Params = Sequence[object] | None
 """Query parameters: any sequence of values (DuckDB binds them in order)."""
 
+def _quiet_arrow_filter() -> None:
+    """DuckDB's warning of ``Dataset.small_arrow``'s extra copy (by design: few rows),
+    ignored for this module's calls only: a filter kept first (``_quiet_arrow``), not
+    ``catch_warnings`` around each call (it swaps the process's filters and
+    ``showwarning``, and restores them: not thread-safe while the derive runs a thread
+    beside it)."""
+    warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning,
+                            r"pcapflow\.dataset\Z")
+
+
+_quiet_arrow_filter()
+_QUIET_ENTRY = warnings.filters[0]
+
+
+def _quiet_arrow() -> None:
+    """``_quiet_arrow_filter``'s filter first again when another was put before it
+    (``-W error`` applied later, as pytest's ``filterwarnings``: ignored, as before)."""
+    if not warnings.filters or warnings.filters[0] != _QUIET_ENTRY:
+        _quiet_arrow_filter()
+
+
 DEFAULT_DATA = "pcapflow_data"
 INTERNAL = "pcapflow_internal"
 FIX_ENDPOINTS: dict[str, str] = {
@@ -332,7 +353,10 @@ class Dataset:
             self._extra.append(rows)
             self._con.register(name, rows)
             more = f"SELECT *, {cid} AS capture_id FROM {name}"
-            sources[table] = (f"{sources[table]} UNION ALL BY NAME {more}"
+            # (first: they are older than the files' rows, read in time order as one
+            # ingest's; ``alerts._bursts_streamed`` reads a connection again whole
+            # when its rows go back)
+            sources[table] = (f"{more} UNION ALL BY NAME {sources[table]}"
                               if table in sources else more)
         statements = []
         for table, columns in declared().items():
@@ -363,9 +387,8 @@ class Dataset:
         tokens in Python and binds it before it runs (~1-5 ms a query, more for a
         long one); here it is parsed, planned and run once, and its rows copied once
         more (what DuckDB warns of: negligible for few rows)."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning)
-            return self._con.execute(query).to_arrow_table()
+        _quiet_arrow()  # (DuckDB's warning of that copy: ``_quiet_arrow_filter``)
+        return self._con.execute(query).to_arrow_table()
 
     def fetchall(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL and return all rows as tuples."""

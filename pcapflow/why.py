@@ -222,9 +222,10 @@ class FeedPrep:
 
 
 FEW_ORDERS = 100_000
-"""``latency`` rows up to which the derive reads ``causes``' rows (a few per order at
-most, mostly none) with ``Dataset.small_arrow`` (an extra copy of them, ~0.02 s of
-CPU less)."""
+"""``latency`` rows read (a rotation's later command: those ``causes.since_rows``
+gives) up to which the derive reads ``causes``' rows (a few per order at most, mostly
+none) with ``Dataset.small_arrow`` (an extra copy of them, ~0.02 s of CPU less; ~0.05
+s less on a resumed command at 1M-packet files, whose view holds minutes of rows)."""
 
 SPAN_ROWS = 100_000
 """``tcp_rtt`` rows up to which ``_no_burst_in_files`` reads the files' columns (more:
@@ -473,11 +474,15 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             given = (causes.since_rows(latency, acks, c_prev)
                      if c_prev is not None and latency is not None and acks is not None
                      else None)
+            # (few: the latency rows it reads, those given when given: a resumed
+            # command's view holds minutes of them, it reads the last seconds')
+            read = given["latency"] if given is not None else latency
             rows = _cast(causes.compute(view, since=c_prev,
                                         more_rtt=prev.dack if prev else None,
                                         capture_id=plan.capture_id, given=given,
-                                        few=latency is not None
-                                        and latency.num_rows <= FEW_ORDERS), "causes")
+                                        few=read is not None
+                                        and read.num_rows <= FEW_ORDERS), "causes")
+            read = None
             given = None
             settle = (wc.ns_or_inf(rows.column("order_ts"))
                       + pc_fill0(rows.column("latency_ns")))
@@ -505,22 +510,15 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             _cast(gaps, "feed_gaps"), wc.ns_or_inf(gaps.column("ts")), c_prev, cut)
         cusum = wc.cusum_of(plan, latency, pcut, qcut)
         s = SETTINGS or alerts.Settings()
-        recent = None
-        if prev is not None and latency is not None and cusum.since is not None \
-                and p_prev is not None:  # (the latency alerts' rows: the view's window
-            # holds minutes of them, those alerts read from the previous order cuts on)
-            w = int(s.bucket_s * 1e9)
-            recent = {"latency_shift": alerts.RecentLatency.of(
-                latency, cusum.resume if cusum.resume is not None else cusum.since),
-                "p99_high": alerts.RecentLatency.of(latency, p_prev // w * w)}
+        # (the latency alerts' rows: the view's window holds minutes of them, each of
+        # those alerts reads from its previous order cut on: ``alerts.RecentLatency``)
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev, silences=silences,
                                 bursts=bursts() if bursts is not None else None,
-                                recent=recent)
-        recent = None
+                                latency=latency if prev is not None else None)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
-        open_starts = wc.INF
+        open_starts: dict[str, int] = {}  # (per kind: the oldest provisional alert's start)
         for r in rows:
             settle = int(r["_settle"])  # type: ignore[call-overload]
             if r.get("_flow_end") and r.get("flow_id") in held:
@@ -533,7 +531,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             else:
                 prov_rows.append(r)
                 if not r.get("_orders"):
-                    open_starts = min(open_starts, int(r["start_ts"]))  # type: ignore
+                    kind, start = str(r["kind"]), int(r["start_ts"])  # type: ignore
+                    open_starts[kind] = min(open_starts.get(kind, wc.INF), start)
         tail_anomalies = wc._read(plan.parts.tail.get("anomalies", []), "anomalies",
                                   ["ts", "code"])
         tail_steps = {int(t) for t in wc.ns_or_inf(tail_anomalies.filter(pc.fill_null(pc.is_in(

@@ -79,7 +79,6 @@ from .pipelines.match_carry import (
     min_ns,
     no_row_before,
     ns_or_inf,
-    order_flows,
     stats_min_ns,
     window_key,
 )
@@ -310,6 +309,8 @@ class Plan:
     """The connections of those rows."""
     omitted: dict[str, pa.Table] | None = None
     """Those rows, read from the set's parts (``whole``: derived over the whole set)."""
+    pending: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    """``_pending`` at the cut ``cuts`` found (cut, result): ``save`` reads it again."""
 
     @property
     def state_dir(self) -> Path:
@@ -497,7 +498,8 @@ def cuts(plan: Plan, view: object, latency: pa.Table | None,
     if cut == INF:
         return INF, INF, INF
     pcut = qcut = cut
-    times, _, late = _pending(plan, latency, unmatched, cut)
+    plan.pending = (cut, _pending(plan, latency, unmatched, cut))
+    times, _, late = plan.pending[1]
     for o in times:
         pcut = min(pcut, int(o))
     for o in late:
@@ -578,28 +580,50 @@ def lookback(s: Settings, table: str) -> int:
     return MARGIN_NS + int(more * 1e9)
 
 
+READ_BY = {"tcp_events": ("retransmission_storm", "zero_window"),
+           "tcp_rtt": ("microburst",), "feed": ("feed_gap", "stale_feed")}
+"""The carried inputs each kind of alert found over a window reads (the latency alerts:
+their own state; ``clock_step``: ``tail_steps``). A provisional alert is found again by
+the next command from its start: the inputs it reads are kept from there (``edge``),
+the others from the cut only (an open storm held the market data and RTT samples back
+with it: at 1M-packet files of answered traffic, a whole file's market data). A kind
+not named here holds every input back."""
+
+
+def edge(table: str, cut: int, open_starts: dict[str, int]) -> int:
+    """Where the carried rows of ``table`` (``CARRY``'s, or ``feed``) reach back to
+    before their lookback: the cut, or the start of a provisional alert of a kind
+    that reads them (``READ_BY``; ``open_starts``: per kind, its oldest one's)."""
+    named = {k for kinds in READ_BY.values() for k in kinds}
+    reads = READ_BY.get(table, ())
+    return min([cut, *(t for k, t in open_starts.items() if k in reads or k not in named)])
+
+
 def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int, int, int],
-         open_starts: int, latency: pa.Table | None, unmatched: pa.Table | None,
+         open_starts: dict[str, int], latency: pa.Table | None, unmatched: pa.Table | None,
          feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state);
     ``con``: the derive's DuckDB connection (a new one costs a tenth of a second);
-    ``at``: the cuts (``cuts``)."""
+    ``at``: the cuts (``cuts``); ``open_starts``: per kind of alert, the start of its
+    oldest provisional one (``edge``)."""
     cut, pcut, qcut = at
     out = plan.stage_dir / STATE / DIR
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    edge = min(cut, open_starts)
-    k = edge - MARGIN_NS  # every table's rows reach at least this far back
-    times, pend, _ = _pending(plan, latency, unmatched, cut)
-    k2 = min([k, *(int(t) for t in times)])
+    # every table's rows reach at least this far back (the causes' messages and
+    # records, read by no alert, the least: ``edge``)
+    k = edge("ws_messages", cut, open_starts) - MARGIN_NS
+    times, pend, _ = (plan.pending[1] if plan.pending is not None and plan.pending[0] == cut
+                      else _pending(plan, latency, unmatched, cut))
+    k2 = min(k, int(times.min())) if len(times) else k
     held = pa.table({"flow_id": pa.array(plan.held, pa.int64())})
     con.register("held", held)
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
     ordered = _order_flows(plan, latency, unmatched)
     con.register("ordered", pa.table({"flow_id": ordered}))
     for t, (col, where, columns) in CARRY.items():
-        kt = edge - lookback(s, t)
+        kt = edge(t, cut, open_starts) - lookback(s, t)
         # the connections of pending orders from the oldest order's time on: what
         # ``causes`` reads of an order's window (o, a]. Of the inbound messages and
         # records it reads the reply's, after the cut, and the message before it (the
@@ -634,21 +658,23 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
         else:
             near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
                     f"(SELECT flow_id FROM r WHERE {sel}))")
-            kept = con.sql(f"SELECT * FROM r WHERE {sel} UNION ALL "
-                           f"SELECT * FROM ({anchor}) WHERE {near}").to_arrow_table()
+            # (the anchors first: older than the rows ``sel`` keeps, read in time order:
+            # ``Dataset.of_capture``'s ``extra``)
+            kept = con.sql(f"SELECT * FROM ({anchor}) WHERE {near} UNION ALL "
+                           f"SELECT * FROM r WHERE {sel}").to_arrow_table()
         con.unregister("r")
         _dump(kept, out, t)
         if t == "tcp_rtt":
             _dump(_dack(plan, rows, kept, col, min(k2, kt), kt, pend), out, DACK)
     con.register("f", feed_rows)
-    k = edge - lookback(s, "feed")
+    kf = edge("feed", cut, open_starts) - lookback(s, "feed")
     near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
-            f"(SELECT flow_id FROM f WHERE ts >= {k}))")
+            f"(SELECT flow_id FROM f WHERE ts >= {kf}))")
     part = "PARTITION BY capture_id, flow_id, rule, stream"
     feed_kept = con.sql(f"""
-        SELECT * FROM f WHERE ts >= {k}
+        SELECT * FROM f WHERE ts >= {kf}
         UNION ALL
-        SELECT * FROM (SELECT * FROM f WHERE ts < {k} QUALIFY
+        SELECT * FROM (SELECT * FROM f WHERE ts < {kf} QUALIFY
             row_number() OVER ({part} ORDER BY stream_offset DESC, ts DESC) = 1
             OR row_number() OVER ({part} ORDER BY ts DESC, stream_offset DESC) = 1)
         WHERE {near}""").to_arrow_table()
@@ -739,10 +765,17 @@ def _order_flows(plan: Plan, latency: pa.Table | None, unmatched: pa.Table | Non
                  ) -> pa.Array:
     """The connections of the set's orders and replies (those of the matcher rows the
     derive was not given: ``Plan.omitted_flows``)."""
-    ids = order_flows(_given(plan, "latency", latency), _given(plan, "unmatched", unmatched))
+    # (``match_carry.order_flows``' ids, each column's distinct ones hashed first: a
+    # resumed command's window holds minutes of rows, ~0.01 s to sort)
+    ids = [np.empty(0, np.int64)]
+    for t, cols in ((_given(plan, "latency", latency), ("flow_id", "ack_flow_id")),
+                    (_given(plan, "unmatched", unmatched), ("flow_id",))):
+        if t is not None and t.num_rows:
+            ids += [pc.unique(pc.drop_null(t.column(c))).to_numpy().astype(np.int64)
+                    for c in cols]
     if plan.omitted_flows is not None:
-        ids = np.union1d(ids, plan.omitted_flows)
-    return pa.array(ids, pa.int64())
+        ids.append(plan.omitted_flows)
+    return pa.array(np.unique(np.concatenate(ids)), pa.int64())
 
 
 def _final_rows(plan: Plan, table: str, columns: list[str] | None,

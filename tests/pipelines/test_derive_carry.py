@@ -8,6 +8,8 @@ its own parts and the carried rows."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,31 @@ def _derived(root: Path) -> dict[str, int]:
                                              ("binance_rest_h2.pcap", 4),
                                              ("fix44_plain.pcap", 3)])
 def test_carried_derive_equals_one_ingest(tmp_path: Path, short: None, name: str,
-                                          files: int) -> None:
+                                          files: int, monkeypatch: pytest.MonkeyPatch) -> None:
     cap = SAMPLES / name
     one = tmp_path / "one"
     r = pcapflow.ingest([cap], keylog=_keys(cap), data=one)[0]
     parts = split(cap, [r.packets * k // files for k in range(1, files)], tmp_path)
-    for p in parts:
+    # what the latency detectors read: each later command gives them the view's
+    # ``latency`` rows and each selects those from its own start (``RecentLatency``)
+    read_from: list[tuple[bool, str]] = []
+    real = alerts._latency_from
+
+    @contextmanager
+    def spy(ds: Any, latency: Any, start: int | None) -> Iterator[str]:
+        with real(ds, latency, start) as src:
+            read_from.append((latency is not None and start is not None, src))
+            yield src
+
+    monkeypatch.setattr(alerts, "_latency_from", spy)
+    recent = 0
+    for i, p in enumerate(parts):
+        read_from.clear()
         pcapflow.ingest([p], keylog=_keys(cap), data=tmp_path / "data")
+        if i:  # both detectors given the rows and a start, on every resumed command
+            assert len(read_from) == 2 and all(g for g, _ in read_from), (i, read_from)
+            recent += sum(src == "_alerts_recent_latency" for _, src in read_from)
+    assert recent > 0  # (not only the view: the rows from a start are most of a sample's)
     assert why_carry.WHOLE == []  # every later command derived from what it carried
     assert_same_rows(one, tmp_path / "data")
     got = _derived(tmp_path / "data")
@@ -205,8 +225,8 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
             q, p or []).fetchall())
 
     def shifts(rows: pa.Table, carry: alerts.CusumCarry | None,
-               recent: alerts.RecentLatency | None = None) -> list[tuple]:
-        got = alerts.latency_shift(view(rows), s, carry, recent)
+               given: pa.Table | None = None) -> list[tuple]:
+        got = alerts.latency_shift(view(rows), s, carry, given)
         return sorted((r["venue"], r["endpoint"], r["start_ts"], r["end_ts"], r["value"],
                        r["evidence_rows"]) for r in got)
 
@@ -238,7 +258,7 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
             resumed += 1
         start = carry.resume if carry.resume is not None else carry.since
         recent = None if start is None else alerts.RecentLatency.of(seen, start)
-        given = shifts(seen, twin(carry), recent) if recent is not None else None
+        given = shifts(seen, twin(carry), seen) if recent is not None else None
         got = shifts(seen, carry)
         assert given is None or given == got, end
         if prev is not None:  # (p99_high from the previous order cut's bucket on)
@@ -246,7 +266,7 @@ def test_latency_shift_from_the_answered_cut_alarms_as_one_pass() -> None:
             r99 = alerts.RecentLatency.of(seen, int(prev["pcut"]) // w * w)
             s99 = alerts.Settings(p99_us=6_000.0)
             high = alerts.p99_high(view(seen), s99, prev["pcut"])
-            assert r99 is None or alerts.p99_high(view(seen), s99, prev["pcut"], r99) == high
+            assert r99 is None or alerts.p99_high(view(seen), s99, prev["pcut"], seen) == high
             checked += recent is not None
             checked99 += r99 is not None and len(high) > 0
         since = -1 if prev is None else prev["pcut"]
@@ -328,3 +348,22 @@ def test_causes_of_the_replies_since_read_from_the_rows_since(tmp_path: Path,
             want = causes.compute(ds, since=int(since))
             got = causes.compute(ds, since=int(since), capture_id=cid, given=given)
             assert got.equals(want)
+
+
+def test_an_open_alert_holds_back_only_the_inputs_its_kind_reads() -> None:
+    """``why_carry.edge``: a provisional alert's start holds back the carried inputs of
+    its own kind (``READ_BY``) only; a kind not named there holds every input back; the
+    causes' messages, read by no alert, from the cut (the equality of the rows with one
+    ingest's: ``test_carried_derive_equals_one_ingest``, whose short thresholds leave
+    retransmission storms and stale feeds open at some cuts)."""
+    cut = 100
+    opens = {"retransmission_storm": 40, "feed_gap": 70}
+    assert why_carry.edge("tcp_events", cut, opens) == 40
+    assert why_carry.edge("feed", cut, opens) == 70
+    assert why_carry.edge("tcp_rtt", cut, opens) == cut
+    assert why_carry.edge("fix_messages", cut, opens) == cut
+    assert why_carry.edge("tcp_rtt", cut, {**opens, "a_new_kind": 10}) == 10
+    assert why_carry.edge("feed", 30, opens) == 30
+    assert set(why_carry.READ_BY) <= {*why_carry.CARRY, "feed"}
+    assert {k for ks in why_carry.READ_BY.values() for k in ks} == {
+        k for k in alerts.DETECTORS if k not in (*why_carry.LATENCY_KINDS, "clock_step")}

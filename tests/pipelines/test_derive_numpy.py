@@ -387,3 +387,28 @@ def test_bursts_in_small_batches_are_the_sql(samples_dataset: pcapflow.Dataset, 
                 assert sorted(got_b, key=str) == sorted(ref_b, key=str), (cid, s)
                 found += len(got_b)
     assert found > 100
+
+
+def test_small_arrow_is_quiet_without_swapping_the_filters() -> None:
+    """``Dataset.small_arrow`` (the derive's, beside its feed thread) silences DuckDB's
+    warning of its extra copy with a filter of its own module, not ``catch_warnings``
+    (which swaps the process's filters and restores them): quiet under ``error``
+    filters put first after it, and a DB-API Arrow result elsewhere still warns."""
+    import threading
+    import warnings
+
+    import duckdb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mine = warnings.filters
+        with Dataset.of_capture({}, "c") as ds:
+            got: list[int] = []
+            t = threading.Thread(target=lambda: got.append(
+                ds.small_arrow("SELECT count(*) AS n FROM latency").column("n")[0].as_py()))
+            t.start()
+            t.join()
+            assert got == [0] and ds.small_arrow("SELECT 1 AS x").num_rows == 1
+        assert warnings.filters is mine and warnings.filters[1][0] == "error"
+        with pytest.raises(UserWarning, match="DB-API"):
+            duckdb.connect().execute("SELECT 1").to_arrow_table()
