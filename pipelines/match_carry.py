@@ -121,7 +121,15 @@ VERSION = 4
 DIR = "match"
 """Sub-directory of a set's resume state: what ``save`` keeps."""
 SETTLE_NS = 2 * 10**9
-"""Rows of a later file are this much after the set's last packet, at most."""
+"""The cut is at most this much before the set's last packet (``_cut``): when this file
+says nothing of what a later one may add (a state from before ``timed_since``), or what
+it says reaches further back (a segment timed longer, a group's leg later, than this),
+a later file's row before the cut sends that command whole, as always."""
+SETTLE_MIN_NS = 50 * 10**6
+"""The cut is at least this much before the set's last packet: a file resumes the set
+only if its first packet is at most ``ROTATION_OVERLAP_NS`` (10 ms) before that
+(``resume.find``), and tcpdump writes a file's packets out of time order by ~1 ms, so a
+later file's message (its ``ts_last``: the packet that completed it) is no earlier."""
 RTT_KEEP = 10
 """RTT samples per connection and method kept before the carried window (the
 decompose window reaches 4 samples either side of the one nearest an order)."""
@@ -840,10 +848,14 @@ _TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
 """The matcher's message tables and the time a later file's rows follow the cut by."""
 
 
-def _cut(parts: StagedParts, last: int | None) -> int:
+def _cut(parts: StagedParts, last: int | None, timed: int = -INF) -> int:
+    """The cut ``C``, before the groups' legs are known (``_legs_cut``): the rows a
+    later file adds come after ``last - SETTLE_MIN_NS`` (its messages) and ``timed``
+    (its RTT samples: ``timed_since``), and after this command's provisional rows. Never
+    earlier than ``last - SETTLE_NS`` but for those (``SETTLE_NS``)."""
     if last is None:
         return INF
-    cut = last - SETTLE_NS
+    cut = max(last - SETTLE_NS, min(last - SETTLE_MIN_NS, timed))
     for t, col in _TS_COLUMNS:  # (exact from the statistics: no row filtered out)
         low = stats_min_ns(parts.tail.get(t, []), col)
         cut = min(cut, low if low is not None else
@@ -851,6 +863,16 @@ def _cut(parts: StagedParts, last: int | None) -> int:
     rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
                            ["direction", "piggybacked", "retransmitted", "ts_sent"]))
     return min(cut, min_ns(rtt, "ts_sent"))
+
+
+def timed_since(header: Mapping[str, Any]) -> int:
+    """The send time of the oldest outbound segment the set's last file left timed
+    (``resume.timed_since``, in the staged state's header): ``INF``, none; ``-INF``,
+    not known (a state written before it was kept)."""
+    if "timed_since" not in header:
+        return -INF
+    t = header["timed_since"]
+    return INF if t is None else int(t)
 
 
 def pending_s(header: Mapping[str, Any]) -> float:
@@ -877,18 +899,16 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
     last = int(header["last_key"]) if keep else None
     held_file = stage_dir / store.STATE / HELD
     held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
-    cut = _cut(parts, last)
+    cut = _cut(parts, last, timed_since(header))
     prev: _Carried | None = None
     why: str | None = None
     if parts.resumed:
         path = store.partition_dir(stage_dir.parent.parent, store.STATE, capture_id) / DIR
         prev = _Carried.load(path) if path.is_dir() else None
         why = "no matcher state kept by the previous command" if prev is None else None
-    try:
-        return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns,
-                      cut, last, bound)
-    finally:
-        STATS["cut"] = cut
+    STATS["cut"] = cut  # (``_match`` sets the cut it used)
+    return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns, cut,
+                  last, bound)
 
 
 def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedParts, keep: bool,
@@ -913,10 +933,46 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedPa
         run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
         run.extra["venue_fp"] = _venue_fingerprint(resolver)
     try:
+        if last is not None:
+            cut = min(cut, max(last - SETTLE_NS, _legs_cut(run)))
+        STATS["cut"] = run.extra["final_cut"] = cut
         run.extra["id_bound"] = (bound, last)
         return _finish(stage_dir, flows, parts, keep, prev, run, held, cut, last)
     finally:
         run.close()
+
+
+def _legs_cut(run: _Run) -> int:
+    """The earliest last row of the run's answered groups a later file may still add a
+    leg to, or whose later reply breaks a premise (``INF``: none): an order that may
+    get an engine leg (decoded, not rejected, without one, of a venue that a flow with
+    an engine-stream dialect has: ``engine.sql`` pairs events of the same venue), and
+    an order action other than a new order (a later reply to a final FIX cancel or
+    replace decides again: ``_check_fix``). Such a group is final only once that last
+    row is ``SETTLE_NS`` old, as every group was; the others as soon as no later row
+    can come before them (``_cut``). (The unanswered groups, and those whose RTT
+    samples are still coming, wait by their settle time.)"""
+    g = run.groups
+    if g is None or g.num_rows == 0:
+        return INF
+    answered = pc.fill_null(pc.and_(g.column("has_ack"),
+                                    pc.invert(g.column("orphan"))), False)
+    wait = pc.fill_null(pc.not_equal(g.column("kind"), "new"), False)
+    dialects = prefilter.rules_and_needles()[0]["engine_streams"].column("dialect")
+    rules = run.rules.filter(pc.fill_null(pc.is_in(
+        run.rules.column("dialect"), value_set=dialects.combine_chunks()), False))
+    if rules.num_rows:
+        venues = rules.column("venue").combine_chunks()
+        same = pc.is_in(g.column("venue"), value_set=venues, skip_nulls=True)
+        if venues.null_count:
+            same = pc.or_kleene(same, pc.is_null(g.column("venue")))
+        may = pc.and_kleene(pc.and_kleene(g.column("decoded"), pc.invert(
+            g.column("has_engine"))), pc.fill_null(pc.not_equal(
+                g.column("status"), "rejected"), True))
+        wait = pc.or_(wait, pc.fill_null(pc.and_kleene(may, same), False))
+    t = ns_or_inf(g.column("last_ts"))[
+        pc.and_(answered, wait).to_numpy(zero_copy_only=False)]
+    return int(t.min()) if len(t) else INF
 
 
 def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
