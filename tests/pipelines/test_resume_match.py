@@ -301,3 +301,36 @@ def test_the_cut_follows_what_a_later_file_can_add() -> None:
     assert legs([(1, "a", engine)], [0, 1, 3, 4, 5]) == 100
     assert legs([(1, None, engine)], [0, 1, 5]) == inf  # (5 has its engine leg)
     assert legs([(1, None, engine)], [3, 4]) == inf  # rejected, unanswered
+
+
+def test_the_carried_fix_messages_keep_what_the_sql_reads() -> None:
+    """``_fix_fields_read`` keeps of a carried FIX message the fields ``fix.sql`` reads:
+    the tags its ``fix_tag`` calls name (``FIX_TAGS_READ``), of replies only, first
+    occurrence first; and no ``text``, which no SQL reads."""
+    import re
+
+    from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
+
+    sql = "".join(p.read_text() for p in sorted(
+        (Path(match_carry.__file__).parent / "sql").glob("*.sql")))
+    tags = {int(t) for t in re.findall(r"fix_tag\([^,()]+,\s*(\d+)\)", sql)}
+    assert tags == set(match_carry.FIX_TAGS_READ)
+    fix = (Path(match_carry.__file__).parent / "sql" / "fix.sql").read_text()
+    assert not re.search(r"\btext\b", re.sub(r"--[^\n]*", "", fix))  # (its one reader)
+    schema = without_capture_id(TABLES["fix_messages"])
+    rows = schema.empty_table().to_pylist()
+    rows = [{**{n: None for n in schema.names}, "direction": d, "text": "x",
+             "fields": f} for d, f in [
+        ("in", [{"tag": 35, "value": "3"}, {"tag": 45, "value": "7"},
+                {"tag": 58, "value": "no"}, {"tag": 45, "value": "8"},
+                {"tag": 373, "value": "1"}]),
+        ("out", [{"tag": 11, "value": "a"}, {"tag": 45, "value": "9"}]),
+        ("in", None), ("in", []), (None, [{"tag": 45, "value": "1"}])]]
+    got = match_carry._fix_fields_read(pa.Table.from_pylist(rows, schema))
+    assert got.schema == schema
+    assert got.column("fields").to_pylist() == [
+        [{"tag": 45, "value": "7"}, {"tag": 45, "value": "8"}, {"tag": 373, "value": "1"}],
+        None, None, [], None]
+    assert got.column("text").null_count == 5
+    assert got.drop_columns(["fields", "text"]) == pa.Table.from_pylist(
+        rows, schema).drop_columns(["fields", "text"])
