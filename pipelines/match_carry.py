@@ -19,8 +19,16 @@ How this works (the pattern of ``pcapflow.why_carry``).
   its connection still open (``decompose.sql``'s windows of samples reach that far
   past an order, per ``tcp_rtt.method``; a method the connection has no sample of
   at all, such as ``tsecr`` without TCP timestamps, holds nothing open).
-- *Cut.* ``C`` = the set's last packet - ``SETTLE_NS``, and before every matcher
-  input row of this command's provisional parts (``part-t*``). A group that
+- *Cut.* ``C``: no row a later file adds comes before it (``_cut``, ``_legs_cut``).
+  Its messages come after the set's last packet ``T`` - ``SETTLE_MIN_NS`` (a file
+  resumes the set only if it begins at most ``ROTATION_OVERLAP_NS`` before ``T``),
+  its RTT samples after the oldest outbound segment still timed at ``T``
+  (``resume.timed_since``, in the state's header), its legs after the last row of
+  each answered group a later leg may still reach (an engine leg, a cancel's or
+  amend's later report); and ``C`` is before every matcher input row of this
+  command's provisional parts (``part-t*``). It is never earlier than ``T`` -
+  ``SETTLE_NS`` but for those: what reaches further back (a segment timed longer) a
+  later file sends whole, as when ``C`` was ``T`` - ``SETTLE_NS``. A group that
   settles before ``C`` is final: written as final parts (``part-d*``) and kept by
   later commands as they are; the others are provisional (``part-t*``), made again
   by the next command.
