@@ -19,8 +19,16 @@ How this works (the pattern of ``pcapflow.why_carry``).
   its connection still open (``decompose.sql``'s windows of samples reach that far
   past an order, per ``tcp_rtt.method``; a method the connection has no sample of
   at all, such as ``tsecr`` without TCP timestamps, holds nothing open).
-- *Cut.* ``C`` = the set's last packet - ``SETTLE_NS``, and before every matcher
-  input row of this command's provisional parts (``part-t*``). A group that
+- *Cut.* ``C``: no row a later file adds comes before it (``_cut``, ``_legs_cut``).
+  Its messages come after the set's last packet ``T`` - ``SETTLE_MIN_NS`` (a file
+  resumes the set only if it begins at most ``ROTATION_OVERLAP_NS`` before ``T``),
+  its RTT samples after the oldest outbound segment still timed at ``T``
+  (``resume.timed_since``, in the state's header), its legs after the last row of
+  each answered group a later leg may still reach (an engine leg, a cancel's or
+  amend's later report); and ``C`` is before every matcher input row of this
+  command's provisional parts (``part-t*``). It is never earlier than ``T`` -
+  ``SETTLE_NS`` but for those: what reaches further back (a segment timed longer) a
+  later file sends whole, as when ``C`` was ``T`` - ``SETTLE_NS``. A group that
   settles before ``C`` is final: written as final parts (``part-d*``) and kept by
   later commands as they are; the others are provisional (``part-t*``), made again
   by the next command.
@@ -121,7 +129,15 @@ VERSION = 4
 DIR = "match"
 """Sub-directory of a set's resume state: what ``save`` keeps."""
 SETTLE_NS = 2 * 10**9
-"""Rows of a later file are this much after the set's last packet, at most."""
+"""The cut is at most this much before the set's last packet (``_cut``): when this file
+says nothing of what a later one may add (a state from before ``timed_since``), or what
+it says reaches further back (a segment timed longer, a group's leg later, than this),
+a later file's row before the cut sends that command whole, as always."""
+SETTLE_MIN_NS = 50 * 10**6
+"""The cut is at least this much before the set's last packet: a file resumes the set
+only if its first packet is at most ``ROTATION_OVERLAP_NS`` (10 ms) before that
+(``resume.find``), and tcpdump writes a file's packets out of time order by ~1 ms, so a
+later file's message (its ``ts_last``: the packet that completed it) is no earlier."""
 RTT_KEEP = 10
 """RTT samples per connection and method kept before the carried window (the
 decompose window reaches 4 samples either side of the one nearest an order)."""
@@ -840,10 +856,14 @@ _TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
 """The matcher's message tables and the time a later file's rows follow the cut by."""
 
 
-def _cut(parts: StagedParts, last: int | None) -> int:
+def _cut(parts: StagedParts, last: int | None, timed: int = -INF) -> int:
+    """The cut ``C``, before the groups' legs are known (``_legs_cut``): the rows a
+    later file adds come after ``last - SETTLE_MIN_NS`` (its messages) and ``timed``
+    (its RTT samples: ``timed_since``), and after this command's provisional rows. Never
+    earlier than ``last - SETTLE_NS`` but for those (``SETTLE_NS``)."""
     if last is None:
         return INF
-    cut = last - SETTLE_NS
+    cut = max(last - SETTLE_NS, min(last - SETTLE_MIN_NS, timed))
     for t, col in _TS_COLUMNS:  # (exact from the statistics: no row filtered out)
         low = stats_min_ns(parts.tail.get(t, []), col)
         cut = min(cut, low if low is not None else
@@ -851,6 +871,16 @@ def _cut(parts: StagedParts, last: int | None) -> int:
     rtt = _clean_rtt(_read(parts.tail.get("tcp_rtt", []), "tcp_rtt",
                            ["direction", "piggybacked", "retransmitted", "ts_sent"]))
     return min(cut, min_ns(rtt, "ts_sent"))
+
+
+def timed_since(header: Mapping[str, Any]) -> int:
+    """The send time of the oldest outbound segment the set's last file left timed
+    (``resume.timed_since``, in the staged state's header): ``INF``, none; ``-INF``,
+    not known (a state written before it was kept)."""
+    if "timed_since" not in header:
+        return -INF
+    t = header["timed_since"]
+    return INF if t is None else int(t)
 
 
 def pending_s(header: Mapping[str, Any]) -> float:
@@ -877,18 +907,16 @@ def match(stage_dir: Path, flows: pa.Table, resolver: Resolver, capture_id: str)
     last = int(header["last_key"]) if keep else None
     held_file = stage_dir / store.STATE / HELD
     held = np.load(held_file) if held_file.is_file() else np.empty(0, np.int64)
-    cut = _cut(parts, last)
+    cut = _cut(parts, last, timed_since(header))
     prev: _Carried | None = None
     why: str | None = None
     if parts.resumed:
         path = store.partition_dir(stage_dir.parent.parent, store.STATE, capture_id) / DIR
         prev = _Carried.load(path) if path.is_dir() else None
         why = "no matcher state kept by the previous command" if prev is None else None
-    try:
-        return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns,
-                      cut, last, bound)
-    finally:
-        STATS["cut"] = cut
+    STATS["cut"] = cut  # (``_match`` sets the cut it used)
+    return _match(stage_dir, flows, resolver, parts, keep, prev, why, held, limit_ns, cut,
+                  last, bound)
 
 
 def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedParts, keep: bool,
@@ -913,10 +941,46 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedPa
         run = _execute(files, flows, resolver, cands, held=held, limit_ns=limit_ns, cut=cut)
         run.extra["venue_fp"] = _venue_fingerprint(resolver)
     try:
+        if last is not None:
+            cut = min(cut, max(last - SETTLE_NS, _legs_cut(run)))
+        STATS["cut"] = run.extra["final_cut"] = cut
         run.extra["id_bound"] = (bound, last)
         return _finish(stage_dir, flows, parts, keep, prev, run, held, cut, last)
     finally:
         run.close()
+
+
+def _legs_cut(run: _Run) -> int:
+    """The earliest last row of the run's answered groups a later file may still add a
+    leg to, or whose later reply breaks a premise (``INF``: none): an order that may
+    get an engine leg (decoded, not rejected, without one, of a venue that a flow with
+    an engine-stream dialect has: ``engine.sql`` pairs events of the same venue), and
+    an order action other than a new order (a later reply to a final FIX cancel or
+    replace decides again: ``_check_fix``). Such a group is final only once that last
+    row is ``SETTLE_NS`` old, as every group was; the others as soon as no later row
+    can come before them (``_cut``). (The unanswered groups, and those whose RTT
+    samples are still coming, wait by their settle time.)"""
+    g = run.groups
+    if g is None or g.num_rows == 0:
+        return INF
+    answered = pc.fill_null(pc.and_(g.column("has_ack"),
+                                    pc.invert(g.column("orphan"))), False)
+    wait = pc.fill_null(pc.not_equal(g.column("kind"), "new"), False)
+    dialects = prefilter.rules_and_needles()[0]["engine_streams"].column("dialect")
+    rules = run.rules.filter(pc.fill_null(pc.is_in(
+        run.rules.column("dialect"), value_set=dialects.combine_chunks()), False))
+    if rules.num_rows:
+        venues = rules.column("venue").combine_chunks()
+        same = pc.is_in(g.column("venue"), value_set=venues, skip_nulls=True)
+        if venues.null_count:
+            same = pc.or_kleene(same, pc.is_null(g.column("venue")))
+        may = pc.and_kleene(pc.and_kleene(g.column("decoded"), pc.invert(
+            g.column("has_engine"))), pc.fill_null(pc.not_equal(
+                g.column("status"), "rejected"), True))
+        wait = pc.or_(wait, pc.fill_null(pc.and_kleene(may, same), False))
+    t = ns_or_inf(g.column("last_ts"))[
+        pc.and_(answered, wait).to_numpy(zero_copy_only=False)]
+    return int(t.min()) if len(t) else INF
 
 
 def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
@@ -1539,6 +1603,37 @@ def _msg_key(rows: pa.Table) -> pa.Array:
         pc.cast(rows.column("stream_offset"), pa.string()), ":").combine_chunks()
 
 
+FIX_TAGS_READ = (45, 102, 103, 373, 380)
+"""The tags ``fix.sql`` reads from a reply's ``fields`` (``fix_tag``: RefSeqNum and the
+reject reasons); of an order action it reads none."""
+
+
+def _fix_fields_read(rows: pa.Table) -> pa.Table:
+    """The carried FIX messages with only the ``fields`` ``fix.sql`` reads: of a reply
+    the ``FIX_TAGS_READ`` entries, in order (``fix_tag`` takes the first of a tag); of
+    an order action none (null); and no ``text``. Those were ~80% of the carried
+    file's bytes, written by each command and read by the next one's ``_save_fix`` and
+    ``fix_in``."""
+    if rows.num_rows == 0:
+        return rows
+    at = rows.schema.get_field_index("fields")
+    lists = rows.column(at).combine_chunks()
+    entries = lists.flatten()
+    parent = pc.list_parent_indices(lists).to_numpy()
+    reply = pc.fill_null(pc.equal(rows.column("direction"), "in"), False).combine_chunks()
+    keep = pc.and_(pc.fill_null(pc.is_in(entries.field("tag"), value_set=pa.array(
+        FIX_TAGS_READ, pa.int32())), False), reply.take(pa.array(parent)))
+    counts = np.bincount(parent[keep.to_numpy(zero_copy_only=False)],
+                         minlength=rows.num_rows)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    trimmed = pa.ListArray.from_arrays(
+        pa.array(offsets), entries.filter(keep), type=lists.type,
+        mask=pc.or_(pc.invert(reply), pc.is_null(lists)))
+    rows = rows.set_column(at, rows.schema.field(at), trimmed)
+    at = rows.schema.get_field_index("text")  # (58 Text: no SQL reads it; ~a third)
+    return rows.set_column(at, rows.schema.field(at), pa.nulls(rows.num_rows, pa.string()))
+
+
 def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, run: _Run,
               files: Sequence[Path], cut: int, grows: pa.Table) -> None:
     """FIX: the messages ``fix.sql`` reads from the cut on and those of the groups not
@@ -1556,7 +1651,7 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
     if rows.num_rows and grows.num_rows:
         keep = pc.or_kleene(keep, pc.is_in(_msg_key(rows), value_set=_msg_key(grows),
                                            skip_nulls=True))
-    kept = rows.filter(pc.fill_null(keep, False))
+    kept = _fix_fields_read(rows.filter(pc.fill_null(keep, False)))
     pq.write_table(kept, out / "fix_messages.parquet")
     new = _FIX_PREV.empty_table()
     fix_orders = run.out.tables["orders"]

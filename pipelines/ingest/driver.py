@@ -652,7 +652,9 @@ def _keep_state(resume: _Resume, reader: CaptureSet, staging: store.Staging,
         "packets": (int(prev.header["packets"]) if prev is not None else 0) + reader.packets,
         "resume_pending_s": limits.resume_pending_s,  # (the matcher's: ``match_carry``)
         "resume_order_ids_s": limits.resume_order_ids_s,
-        "resume_order_ids": limits.resume_order_ids}
+        "resume_order_ids": limits.resume_order_ids,
+        # (the oldest outbound segment still timed: ``match_carry._cut``)
+        "timed_since": resume_state.timed_since(tracker, app)}
     core, dropped = resume_state.snapshot(capture_id, tracker, app, limits)
     add_anomalies(dropped)
     held, ended = tracker.held_flows()

@@ -91,7 +91,14 @@ from ...parsers.capture.capset import (
 from ...parsers.errors import PcapflowError
 from ...parsers.events import Anomaly
 from ...parsers.limits import Limits
-from ...parsers.tcp.analysis import F_ID, F_SLOT, SLOT_FREE
+from ...parsers.tcp.analysis import (
+    C_HIGH_WATER,
+    D_TS_PEND_SET,
+    D_TS_PEND_TS,
+    F_ID,
+    F_SLOT,
+    SLOT_FREE,
+)
 from ...parsers.tls.keylog import KeyLog
 from .. import store
 
@@ -797,6 +804,33 @@ that had ended; their ``flows`` rows are final (``driver._stable``)."""
 HELD = "held.npy"
 """In a staged state: the ids of the flows whose per-connection rows the matcher's and
 the derive's carries keep (``carried_flows``)."""
+
+
+def timed_since(tracker: FlowTracker, app: AppLayer | None) -> int | None:
+    """The first transmission time of the oldest outbound (``out``) segment still timed
+    at the end of a file: on a connection the application layer holds, its oldest
+    segment not acknowledged (``Connection.unacked``: a later ACK makes an ``ack``
+    sample of it); on a flow the tracker holds, the TSval its client side waits to see
+    echoed (a ``tsecr`` sample). Every ``out`` RTT sample a later file adds was sent
+    then or later (ACKs are cumulative and one TSval per side is timed at a time):
+    ``match_carry._cut`` needs no earlier margin for them. None: no segment is timed."""
+    import numpy as np
+
+    t: int | None = None
+    if app is not None:
+        for conn in app.conns.values():
+            q = conn.unacked[0]
+            if q and (t is None or q[0][1] < t):
+                t = int(q[0][1])
+    hw = int(tracker.counters[C_HIGH_WATER])
+    rows = np.flatnonzero(tracker.fstate[:hw, F_SLOT] != SLOT_FREE)
+    if len(rows):
+        side = tracker.dstate[2 * rows]  # (the client's side: ``out``)
+        pend = side[side[:, D_TS_PEND_SET] == 1, D_TS_PEND_TS]
+        if len(pend):
+            low = int(pend.min())
+            t = low if t is None else min(t, low)
+    return t
 
 
 def carried_flows(held: Any, ended: Any, app: AppLayer | None) -> Any:

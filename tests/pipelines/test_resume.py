@@ -656,7 +656,7 @@ def test_what_a_command_reads_of_the_set_is_o_file(tmp_path: Path) -> None:
             str(x) for x in parts[max(0, k + 1 - resume.LAST_FILES):k + 1]]
         assert len(np.load(path.parent / resume.KEYS)) == k + 1
         sizes.append(len(json.dumps({**header, "last_key": 0, "packets": 0,
-                                     "anomalies": 0, "n_files": 0})))
+                                     "anomalies": 0, "n_files": 0, "timed_since": 0})))
     assert r.paths == [str(p) for p in parts]  # (the set's files, from its captures rows)
     assert sizes[4] == sizes[7], sizes  # (the header's size: the same paths' lengths)
     ds = pcapflow.open(tmp_path / "d")

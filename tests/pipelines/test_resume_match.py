@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from helpers.capture_split import split
 from helpers.dataset_compare import assert_same_rows, parquet_files
@@ -251,3 +252,85 @@ def test_order_ids_past_the_limit_are_forgotten_with_an_anomaly(
                        ).fetchall()
     assert set(diff) <= {(t, f) for t, f, _ in flagged}
     assert_same_rows(one, data, leave_out=("orders", "acks", "latency", "anomalies"))
+
+
+def test_the_cut_follows_what_a_later_file_can_add() -> None:
+    """``_cut``: ``SETTLE_MIN_NS`` before the last packet when no outbound segment is
+    timed, the oldest timed one's send time within ``SETTLE_NS``, ``SETTLE_NS`` when it
+    is older or not known (a state that did not keep it). ``_legs_cut``: the answered
+    groups a later leg may still reach (an order of a venue with an engine stream
+    without its engine leg, a cancel or amend) keep the cut at their last row; the
+    others (a new order without such a venue, rejected, unanswered) do not hold it."""
+    from pcapflow.pipelines import prefilter
+    from pcapflow.pipelines.ingest.resume import StagedParts
+    from pcapflow.pipelines.match import MatchOutput
+
+    inf, last = match_carry.INF, 10**15
+    cut = match_carry._cut
+    assert cut(StagedParts(), last) == last - match_carry.SETTLE_NS  # (not known)
+    assert cut(StagedParts(), last, inf) == last - match_carry.SETTLE_MIN_NS
+    assert cut(StagedParts(), last, last - 700_000_000) == last - 700_000_000
+    assert cut(StagedParts(), last, last - 10**10) == last - match_carry.SETTLE_NS
+    assert match_carry.timed_since({}) == -inf
+    assert match_carry.timed_since({"timed_since": None}) == inf
+    assert match_carry.timed_since({"timed_since": 5}) == 5
+
+    engine = prefilter.rules_and_needles()[0]["engine_streams"].column("dialect")[0].as_py()
+    groups = pa.table({
+        "kind": ["new", "new", "cancel", "new", "new", "new"],
+        "venue": ["a", "b", "a", "b", "b", None],
+        "decoded": [True, True, True, True, True, True],
+        "has_ack": [True, True, True, True, False, True],
+        "has_engine": [False, False, False, False, False, True],
+        "status": ["accepted", "accepted", "accepted", "rejected", None, "accepted"],
+        "orphan": [False, False, False, False, False, False],
+        "last_ts": pa.array([100, 200, 300, 50, 40, 10], pa.int64())})
+
+    def legs(rules: list[tuple[int, str | None, str | None]], rows: list[int]) -> int:
+        run = match_carry._Run(MatchOutput({}, {}), pa.table({
+            "flow_id": pa.array([r[0] for r in rules], pa.int64()),
+            "venue": pa.array([r[1] for r in rules], pa.string()),
+            "venue_source": pa.array([None] * len(rules), pa.string()),
+            "dialect": pa.array([r[2] for r in rules], pa.string())}))
+        run.groups = groups.take(rows)
+        return match_carry._legs_cut(run)
+
+    assert legs([(1, "a", None)], [0, 1, 3, 4, 5]) == inf  # no engine stream
+    assert legs([(1, "a", None)], [0, 1, 2]) == 300  # a cancel answered
+    assert legs([(1, "b", engine)], [0, 1, 3, 4, 5]) == 200  # b's engine stream
+    assert legs([(1, "a", engine)], [0, 1, 3, 4, 5]) == 100
+    assert legs([(1, None, engine)], [0, 1, 5]) == inf  # (5 has its engine leg)
+    assert legs([(1, None, engine)], [3, 4]) == inf  # rejected, unanswered
+
+
+def test_the_carried_fix_messages_keep_what_the_sql_reads() -> None:
+    """``_fix_fields_read`` keeps of a carried FIX message the fields ``fix.sql`` reads:
+    the tags its ``fix_tag`` calls name (``FIX_TAGS_READ``), of replies only, first
+    occurrence first; and no ``text``, which no SQL reads."""
+    import re
+
+    from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
+
+    sql = "".join(p.read_text() for p in sorted(
+        (Path(match_carry.__file__).parent / "sql").glob("*.sql")))
+    tags = {int(t) for t in re.findall(r"fix_tag\([^,()]+,\s*(\d+)\)", sql)}
+    assert tags == set(match_carry.FIX_TAGS_READ)
+    fix = (Path(match_carry.__file__).parent / "sql" / "fix.sql").read_text()
+    assert not re.search(r"\btext\b", re.sub(r"--[^\n]*", "", fix))  # (its one reader)
+    schema = without_capture_id(TABLES["fix_messages"])
+    rows = schema.empty_table().to_pylist()
+    rows = [{**{n: None for n in schema.names}, "direction": d, "text": "x",
+             "fields": f} for d, f in [
+        ("in", [{"tag": 35, "value": "3"}, {"tag": 45, "value": "7"},
+                {"tag": 58, "value": "no"}, {"tag": 45, "value": "8"},
+                {"tag": 373, "value": "1"}]),
+        ("out", [{"tag": 11, "value": "a"}, {"tag": 45, "value": "9"}]),
+        ("in", None), ("in", []), (None, [{"tag": 45, "value": "1"}])]]
+    got = match_carry._fix_fields_read(pa.Table.from_pylist(rows, schema))
+    assert got.schema == schema
+    assert got.column("fields").to_pylist() == [
+        [{"tag": 45, "value": "7"}, {"tag": 45, "value": "8"}, {"tag": 373, "value": "1"}],
+        None, None, [], None]
+    assert got.column("text").null_count == 5
+    assert got.drop_columns(["fields", "text"]) == pa.Table.from_pylist(
+        rows, schema).drop_columns(["fields", "text"])
