@@ -159,11 +159,11 @@ class RecordReader:
         """Add one in-order piece; return the records (and issues) it completes."""
         if self.state is ReaderState.STOPPED:
             self._base += len(self._buf) + len(data)
-            self._buf.clear()
+            self._buf = bytearray()  # not clear(): see ``_compact``
             self._pos = 0
             return []
         self._settle()
-        self._buf += data
+        self._extend(data)
         self._pieces.append((self._base + len(self._buf), ts_first, ts_last))
         out: list[RawRecord | ReaderIssue] = []
         while True:
@@ -178,12 +178,18 @@ class RecordReader:
     def append_run(self, run: Run) -> None:
         """Buffer a run of in-order pieces without framing them (see ``step``)."""
         base = self._base + len(self._buf)
-        self._buf += run.data
+        self._extend(run.data)
         new = np.empty((run.ends.size, 3), dtype=np.int64)
         new[:, 0] = run.ends + base
         new[:, 1] = run.ts_first
         new[:, 2] = run.ts_last
         self._arr = new if self._arr is None else np.concatenate([self._arr, new])
+
+    def _extend(self, data: bytes) -> None:
+        try:
+            self._buf += data
+        except BufferError:  # as in ``_compact``: a view outlived its read
+            self._buf = self._buf + data
 
     def _settle(self) -> None:
         """Move array pieces into the deque (the per-piece code reads the deque)."""
@@ -235,7 +241,7 @@ class RecordReader:
         lost = self.buffered
         offset = self.next_offset
         self._base += len(self._buf) + length
-        self._buf.clear()
+        self._buf = bytearray()
         self._pos = 0
         self._pieces.clear()
         self._arr = None
@@ -324,7 +330,7 @@ class RecordReader:
             detail = f"no plausible TLS record header pair in {self.buffered} bytes"
             issue = ReaderIssue("not_tls", detail, self.next_offset, self._ts_at(start)[0])
             self._base += len(buf)
-            buf.clear()
+            self._buf = bytearray()
             self._pos = 0
             self._pieces.clear()
             self._arr = None
@@ -360,6 +366,12 @@ class RecordReader:
             arr = arr[int(np.searchsorted(arr[:, 0], offset, "right")) :]
             self._arr = arr if arr.shape[0] else None
         if self._pos and (self._pos >= COMPACT_THRESHOLD or self._pos == len(self._buf)):
-            del self._buf[: self._pos]
+            try:
+                del self._buf[: self._pos]
+            except BufferError:
+                # a view of the buffer outlived its read (a NumPy array or memoryview
+                # kept by a traceback or another thread's frame sample: seen once on a
+                # Dask worker under load): leave that view its bytes, go on in a copy
+                self._buf = self._buf[self._pos :]
             self._base += self._pos
             self._pos = 0

@@ -101,6 +101,30 @@ def test_unread_is_what_a_batch_path_frames_and_advance_consumes() -> None:
     assert isinstance(item, RawRecord) and (item.content_type, item.stream_offset) == (23, 52)
 
 
+def test_a_view_of_the_buffer_left_alive_does_not_stop_the_reader() -> None:
+    """A NumPy array or memoryview of the reader's buffer that outlives its read (held
+    by a traceback, or by another thread's sample of a frame: seen once on a Dask worker
+    under load, ``BufferError`` at the compaction) must not stop framing: the reader
+    goes on in a copy and frames the same records."""
+    want = records(RecordReader().feed(STREAM, 1, 1))
+    reader = RecordReader()
+    got = records(reader.feed(STREAM[:50], 1, 1))
+    views = [memoryview(reader.unread().buf), np.frombuffer(reader.unread().buf, np.uint8)]
+    got += records(reader.feed(STREAM[50:300], 1, 1))  # appends, then compacts
+    views.append(memoryview(reader.unread().buf))
+    reader.append_run(Run(data=STREAM[300:], ends=np.array([len(STREAM) - 300]),
+                          ts_first=np.array([1]), ts_last=np.array([1])))
+    views.append(memoryview(reader.unread().buf))
+    while (step := reader.step()) != (None, False):
+        got += records([step[0]] if step[0] is not None else [])
+    reader.compact()
+    assert [(r.content_type, r.stream_offset, r.fragment) for r in got] == \
+        [(r.content_type, r.stream_offset, r.fragment) for r in want]
+    assert reader.buffered == 0 and len(views) == 4
+    reader.gap(10, 2)  # drops the partial record: a new buffer, whatever views remain
+    assert reader.next_offset == len(STREAM) + 10
+
+
 def test_midstream_start_resyncs() -> None:
     reader = RecordReader()
     out = reader.feed(b"garbage that is not tls" + STREAM[46:], 5, 5)
