@@ -540,13 +540,15 @@ class AppLayer:
         self._timestamp_samples(chunk, pf, mine)
         sel = self._select(dec, pf, mine)
         fids = pf.flow_id[sel]
-        if FAST_PATH and sel.size and (
-                len(self.conns) + np.unique(fids).size <= self.limits.max_open_connections):
+        order = np.argsort(fids, kind="stable") if FAST_PATH and sel.size else None
+        # (where each flow's packets begin in that order, but the first flow's)
+        starts = np.flatnonzero(np.diff(fids[order])) + 1 if order is not None else None
+        if order is not None and starts is not None and (
+                len(self.conns) + starts.size + 1 <= self.limits.max_open_connections):
             # No eviction can happen in this chunk: take it connection by connection
             # (each connection's packets stay in capture order).
-            order = np.argsort(fids, kind="stable")
             by_flow = sel[order]
-            cuts = [0, *(np.flatnonzero(np.diff(fids[order])) + 1).tolist(), by_flow.size]
+            cuts = [0, *starts.tolist(), by_flow.size]
             last = -1
             for a, b in pairwise(cuts):
                 last = max(last, self._flow(by_flow[a:b], chunk, dec, pf, events))
