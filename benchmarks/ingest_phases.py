@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,26 @@ WRAPS = {  # module -> (function path, phase), wrapped as soon as the module is 
     "pcapflow.pipelines.store": [("Staging.commit", "commit")],
     "pcapflow.cli": [("_print_summary", "summary")],
 }
+FINE = {  # ``--fine``: the packets phase and the end of an ingest split further
+    "pcapflow.parsers.capture.capset": [("CaptureSet.__next__", "read")],
+    "pcapflow.parsers.decode": [("decode_chunk", "decode")],
+    "pcapflow.parsers.tcp.analysis": [("FlowTracker.process", "tcp"),
+                                      ("FlowTracker.finish", "tcp end")],
+    "pcapflow.pipelines.ingest.packet_rows": [("tcp_event_rows", "tcp rows"),
+                                              ("decode_anomaly_rows", "tcp rows")],
+    "pcapflow.pipelines.ingest.app_layer": [("AppLayer.process", "app"),
+                                            ("AppLayer.retire", "app end"),
+                                            ("AppLayer.finish", "app end")],
+    "pcapflow.pipelines.ingest.flow_rows": [("FlowRows.add", "flows"),
+                                            ("FlowRows.finish", "flows")],
+    "pcapflow.pipelines.ingest.driver": [("_keep_state", "resume state"),
+                                         ("_capture_rows", "captures")],
+    "pcapflow.pipelines.store": [("Staging.close_writers", "writers")],
+    "pcapflow.api": [("_app_factory", "set-up"), ("_matcher", "set-up")],
+}
+if json.loads(sys.argv[3]):
+    for _m, _w in FINE.items():
+        WRAPS.setdefault(_m, []).extend(_w)
 
 
 def wrap(owner, path, label):
@@ -145,11 +166,11 @@ main()
 """
 
 
-def run_once(python: str, args: list[str]) -> dict[str, float]:
+def run_once(python: str, args: list[str], fine: bool = False) -> dict[str, float]:
     r, w = os.pipe()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     p = subprocess.Popen(
-        [python, "-c", CHILD, json.dumps(args), str(w)],
+        [python, "-c", CHILD, json.dumps(args), str(w), json.dumps(fine)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -184,7 +205,19 @@ ORDER = (
     "import stdlib+other",
     "import other",
     "kernels",
+    "set-up",
     "packets",
+    "read",
+    "decode",
+    "tcp",
+    "tcp rows",
+    "app",
+    "app end",
+    "tcp end",
+    "flows",
+    "resume state",
+    "captures",
+    "writers",
     "matcher",
     "derive",
     "commit",
@@ -204,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--capture", help="the capture to ingest (default: made, ~1 MB)")
     ap.add_argument("--json", help="write every run here")
+    ap.add_argument("--fine", action="store_true",
+                    help="split the packets phase and the end further (FINE: read, decode, "
+                         "tcp, app, flows, resume state, ...)")
+    ap.add_argument("--ingest-args", default="",
+                    help="more arguments for the ingest, e.g. '--workers 1'")
     a = ap.parse_args(argv)
     pythons = [sys.executable, *a.python]
     work = Path(tempfile.mkdtemp(prefix="pcapflow-phases-"))
@@ -219,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     def args() -> list[str]:
         nonlocal n
         n += 1
-        return ["ingest", str(cap), "--data", str(work / f"d{n}")]
+        return ["ingest", str(cap), *a.ingest_args.split(), "--data", str(work / f"d{n}")]
 
     for py in pythons:  # each one's Numba cache warm
         run_once(py, args())
@@ -228,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(a.repeat):
         loads.append(os.getloadavg()[0])
         for py in pythons:
-            runs[py].append(run_once(py, args()))
+            runs[py].append(run_once(py, args(), a.fine))
+            shutil.rmtree(work / f"d{n}", ignore_errors=True)
     print(
         f"{a.repeat} runs each, medians of CPU s; load average "
         f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"

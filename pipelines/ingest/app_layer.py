@@ -163,6 +163,27 @@ def _first_copies(d: np.ndarray, ends: np.ndarray, next0: int, next1: int) -> np
     return fresh
 
 
+def _gives_up(conn: Connection, q: int, p: int, d: np.ndarray, off: np.ndarray,
+              plen: np.ndarray, cap: np.ndarray, flags: np.ndarray, fresh: np.ndarray,
+              limit: int) -> bool:
+    """Is packet ``q``, where ``segments.bounded_prefix`` ended a run of an undetected
+    connection begun at ``p``, the one that brings a direction every probe refused to
+    ``limit`` (``Limits.detect_bytes``) and nothing else: fully captured, in order, no
+    FIN/RST? Detection then looks no further and names the protocol unknown (unless
+    ``ProtocolSpec.probe_late`` accepts: ``AppLayer._quiet`` looks)."""
+    c = int(cap[q])
+    if c == 0 or c != int(plen[q]) or int(flags[q]) & (FIN | RST):
+        return False
+    k = int(d[q])
+    layer = conn.outer
+    # (in order, it follows the run's new bytes of its direction: ``off[q] - next`` of them)
+    if not layer.refused[k] or len(layer.seen[k]) + int(off[q]) - conn.reasm[k].next + c < limit:
+        return False
+    run = slice(p, q)
+    new = int(cap[run][fresh[run] & (d[run] == k)].sum())
+    return int(off[q]) == conn.reasm[k].next + new
+
+
 def _queue_array(q: deque[list[int]]) -> np.ndarray:
     """An unacknowledged-segment queue as rows ``(end_offset, ts_sent, resent)``."""
     return np.array(q, dtype=np.int64).reshape(-1, 3)
@@ -519,13 +540,15 @@ class AppLayer:
         self._timestamp_samples(chunk, pf, mine)
         sel = self._select(dec, pf, mine)
         fids = pf.flow_id[sel]
-        if FAST_PATH and sel.size and (
-                len(self.conns) + np.unique(fids).size <= self.limits.max_open_connections):
+        order = np.argsort(fids, kind="stable") if FAST_PATH and sel.size else None
+        # (where each flow's packets begin in that order, but the first flow's)
+        starts = np.flatnonzero(np.diff(fids[order])) + 1 if order is not None else None
+        if order is not None and starts is not None and (
+                len(self.conns) + starts.size + 1 <= self.limits.max_open_connections):
             # No eviction can happen in this chunk: take it connection by connection
             # (each connection's packets stay in capture order).
-            order = np.argsort(fids, kind="stable")
             by_flow = sel[order]
-            cuts = [0, *(np.flatnonzero(np.diff(fids[order])) + 1).tolist(), by_flow.size]
+            cuts = [0, *starts.tolist(), by_flow.size]
             last = -1
             for a, b in pairwise(cuts):
                 last = max(last, self._flow(by_flow[a:b], chunk, dec, pf, events))
@@ -633,10 +656,20 @@ class AppLayer:
                                    limit - len(layer.seen[0]) if layer.refused[0] else 0,
                                    limit - len(layer.seen[1]) if layer.refused[1] else 0,
                                    fresh)
-                if q - p >= MIN_RUN and self._quiet(conn, idx[p:q],
-                                                    np.flatnonzero(fresh[p:q]), chunk, dec, pf):
-                    last = int(idx[q - 1])
-                    p = q
+                # the packet the run stopped at, when it only brings a refused direction
+                # to ``detect_bytes`` (detection gives up there): taken in the run
+                end = q + 1 if q < e and _gives_up(conn, q, p, d, off, plen, cap, flags,
+                                                   fresh, limit) else q
+                if end > q:
+                    fresh[q] = True  # (it brings new bytes)
+                if end - p >= MIN_RUN and self._quiet(conn, idx[p:end],
+                                                      np.flatnonzero(fresh[p:end]), chunk, dec,
+                                                      pf, end > q):
+                    last = int(idx[end - 1])
+                    p = end
+                    if end > q:  # named unknown: finished, as ``_packet`` does
+                        self._close(fid, int(chunk.ts_ns[last]), events)
+                        return last
                 stop = min(q + 1, n)
             while p < stop:
                 if self._packet(int(idx[p]), chunk, dec, pf, events):
@@ -676,7 +709,7 @@ class AppLayer:
         conn.last_ts = int(ts[-1])
 
     def _quiet(self, conn: Connection, idx: np.ndarray, data: np.ndarray, chunk: PacketChunk,
-               dec: DecodedChunk, pf: PacketFlows) -> bool:
+               dec: DecodedChunk, pf: PacketFlows, gives_up: bool = False) -> bool:
         """A run of simple packets of ``conn`` before detection has named its protocol,
         none of which can change what detection says (``segments.bounded_prefix``: the
         run brings new bytes only to directions every protocol's probe refused for good,
@@ -687,20 +720,34 @@ class AppLayer:
         False, with nothing done, when ``ProtocolSpec.probe_late`` (monotone) accepts a
         direction's first bytes with the run's appended: some packet of the run names
         the protocol, so the run goes packet by packet.
+
+        ``gives_up``: the run's last packet brings its direction (refused) to
+        ``Limits.detect_bytes`` (``_gives_up``), where detection looks no further and,
+        no probe accepting, names the protocol unknown: then nothing is kept for a
+        session (``_Layer._try_detect`` drops it), the caller finishes the connection.
         """
         layer = conn.outer
         d = pf.direction[idx]
         cap = dec.payload_caplen[idx]
+        limit = layer.limits.detect_bytes  # (quiet: never midstream)
         parts = []
         for k in (0, 1):
             mine = data[d[data] == k]
             if mine.size:
                 payload = gather(chunk.data, dec.payload_offset[idx[mine]], cap[mine]).tobytes()
-                if layer.late(k, payload):
+                # (detection reads a direction's first ``detect_bytes``: ``_Layer.feed``)
+                if layer.late(k, payload[: limit - len(layer.seen[k])] if gives_up else payload):
                     return False
                 parts.append((k, mine, payload))
         ts = chunk.ts_ns[idx]
         self._rtt_run(conn, d, pf.stream_offset[idx], cap, ts, idx, dec, pf)
+        conn.last_ts = int(ts[-1])
+        if gives_up:  # (the connection is finished next: its reassemblers are not read)
+            for k, _, payload in parts:
+                layer.seen[k] = (layer.seen[k] + payload)[:limit]
+            layer.name = UNKNOWN
+            layer.pending.clear()
+            return True
         pieces: list[tuple[int, int, bytes, int, int]] = []
         for k, mine, payload in parts:
             ends = np.cumsum(cap[mine])
@@ -711,11 +758,10 @@ class AppLayer:
                                       _ts_last(k, ts_first, avail).tolist(), strict=True):
                 pieces.append((i, k, payload[a:end], t1, t2))
                 a = end
+            layer.seen[k] += payload  # (as ``_Layer.hold`` piece by piece)
         if len(parts) > 1:
             pieces.sort()  # capture order, as ``_packet`` would have kept them
-        for _, k, piece, t1, t2 in pieces:
-            layer.hold(k, piece, t1, t2)
-        conn.last_ts = int(ts[-1])
+        layer.pending.extend([(k, piece, t1, t2) for _, k, piece, t1, t2 in pieces])
         return True
 
     def _rtt_run(self, conn: Connection, d: np.ndarray, off: np.ndarray, cap: np.ndarray,
