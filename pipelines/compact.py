@@ -53,6 +53,7 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ def _merge(inputs: list[Path], out: Path, table: str) -> list[int]:
                 raise Busy(f"{path}: another schema")
             counts.append(f.metadata.num_rows)
             for g in range(f.num_row_groups):
-                t = f.read_row_group(g)
+                t = f.read_row_group(g, use_threads=False)
                 held.append(t)
                 rows, size = rows + t.num_rows, size + t.nbytes
                 if rows >= store.GROUP_ROWS or size >= store.GROUP_BYTES:
@@ -256,21 +257,26 @@ def compact_capture(root: Path, capture_id: str, *, full: bool = False,
     (nothing when another process is staging or a part changed meanwhile)."""
     from .tables.schemas import TABLES
 
+    c0 = time.process_time_ns()
     names = [t for t in (TABLES if tables is None else tables) if t not in SKIP_TABLES]
     state = store.partition_dir(root, store.STATE, capture_id)
-    index = _flows_index(root, capture_id)
-    low_only = frozenset(index.at_parts) if index is not None else frozenset()
+    index: _Index | None = None
     plans: dict[str, tuple[list[Part], list[list[Part]]]] = {}
     for t in names:
         parts = final_parts(store.partition_dir(root, t, capture_id))
         if len(parts) < 2:
             continue
         newest = max(command_of(p.name)[1] for p in parts) if exclude_newest else None
-        groups = plan(parts, full=full, newest=newest,
-                      low_only=low_only if t == "flows" else frozenset())
+        groups = plan(parts, full=full, newest=newest)
+        if groups and t == "flows":  # (the index read only when flows parts merge)
+            index = _flows_index(root, capture_id)
+            if index is not None:
+                groups = plan(parts, full=full, newest=newest,
+                              low_only=frozenset(index.at_parts))
         if groups:
             plans[t] = (parts, groups)
     if not plans:
+        STATS["cpu_ns"] = STATS.get("cpu_ns", 0) + time.process_time_ns() - c0
         return []
     txn = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     stage = root / store.STAGING / txn
@@ -282,6 +288,7 @@ def compact_capture(root: Path, capture_id: str, *, full: bool = False,
         return []
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        STATS["cpu_ns"] = STATS.get("cpu_ns", 0) + time.process_time_ns() - c0
 
 
 def _stage_and_commit(root: Path, capture_id: str,
@@ -328,6 +335,7 @@ def _stage_and_commit(root: Path, capture_id: str,
         changes.append(ch)
         STATS["merges"] = STATS.get("merges", 0) + len(groups)
         STATS["parts_in"] = STATS.get("parts_in", 0) + sum(len(g) for g in groups)
+        STATS["bytes_in"] = STATS.get("bytes_in", 0) + sum(p.size for g in groups for p in g)
     state_keys: list[tuple[Path, tuple[int, int] | None]] = []
     if flows_groups and state.is_dir():
         sstage = stage / store.STATE

@@ -1,0 +1,82 @@
+"""A watched set's compaction replayed over its parts: per file, the parts of that
+file's command are linked into a new dataset (hard links) and the set compacted as the
+command's end would (``compact.after_ingest``: tiers, the command's own parts left out);
+CPU of each compaction and the parts per table after it.
+
+    python benchmarks/compact_replay.py OUT DS:CAPTURE[:OFFSET] ... [--every 100]
+
+Each source is a dataset's capture (a rotation's set, one part per file per table);
+several sources are one set, their commands numbered on (``OFFSET``: added to the
+source's ``part-f<k>-`` numbers). ``OUT`` (new) ends as the whole set, compacted; a
+JSON line per ``--every`` files and one at the end. The state (``FlowsIndex``) is not
+replayed: each compaction rewrites it besides (a few ms: read and write its Arrow files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+
+def _k(name: str) -> int:
+    m = re.match(r"part-f(\d+)-", name)
+    return int(m.group(1)) if m else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("sources", nargs="+")
+    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--capture", default="replayed")
+    a = ap.parse_args(argv)
+    from pcapflow.pipelines import compact, store
+
+    out = Path(a.out)
+    out.mkdir(parents=True)
+    by_k: dict[int, list[tuple[str, Path]]] = {}
+    for src in a.sources:
+        ds, cid, *rest = src.split(":")
+        off = int(rest[0]) if rest else 0
+        for tdir in sorted(Path(ds).iterdir()):
+            if tdir.name.startswith((".", "_")) or not tdir.is_dir():
+                continue
+            part = tdir / f"capture_id={cid}"
+            if not part.is_dir():
+                continue
+            for f in part.glob("*.parquet"):
+                if f.name.startswith("part-t"):
+                    continue
+                by_k.setdefault(_k(f.name) + off, []).append((tdir.name, f))
+    cpu_all = 0.0
+    rows = 0
+    for k in sorted(by_k):
+        for table, f in by_k[k]:
+            d = store.partition_dir(out, table, a.capture)
+            d.mkdir(parents=True, exist_ok=True)
+            name = f.name if not k else re.sub(r"^part-(?:f\d+-)?", f"part-f{k}-", f.name)
+            os.link(f, d / name)
+        c0 = time.process_time()
+        changes = compact.compact_capture(out, a.capture, exclude_newest=True)
+        cpu = time.process_time() - c0
+        cpu_all += cpu
+        rows += 1
+        if rows % a.every == 0 or k == max(by_k):
+            counts = compact.partition_counts(out, a.capture)
+            print(json.dumps({"files": rows, "cpu_s": round(cpu, 4),
+                              "cpu_s_mean": round(cpu_all / rows, 5),
+                              "merged_now": sum(len(c.removed) for c in changes),
+                              "parts": counts, "max_parts": max(counts.values())}),
+                  flush=True)
+    print(json.dumps({"files": rows, "compact_cpu_s_total": round(cpu_all, 3),
+                      "stats": compact.STATS}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
