@@ -34,13 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sources", nargs="+")
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--capture", default="replayed")
+    ap.add_argument("--no-compact", action="store_true",
+                    help="link the parts only (the set as a watch without compaction left it)")
     a = ap.parse_args(argv)
     from pcapflow.pipelines import compact, store
 
     out = Path(a.out)
     out.mkdir(parents=True)
     by_k: dict[int, list[tuple[str, Path]]] = {}
-    for src in a.sources:
+    tails: list[tuple[str, Path, int]] = []
+    for i, src in enumerate(a.sources):
         ds, cid, *rest = src.split(":")
         off = int(rest[0]) if rest else 0
         for tdir in sorted(Path(ds).iterdir()):
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             if not part.is_dir():
                 continue
             for f in part.glob("*.parquet"):
-                if f.name.startswith("part-t"):
+                if f.name.startswith("part-t"):  # (provisional: linked at the end)
+                    tails.append((tdir.name, f, i))
                     continue
                 by_k.setdefault(_k(f.name) + off, []).append((tdir.name, f))
     cpu_all = 0.0
@@ -61,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             d.mkdir(parents=True, exist_ok=True)
             name = f.name if not k else re.sub(r"^part-(?:f\d+-)?", f"part-f{k}-", f.name)
             os.link(f, d / name)
+        if k == max(by_k):  # (the provisional parts: each source's, as its set left them)
+            for table, f, i in tails:
+                os.link(f, store.partition_dir(out, table, a.capture) / f"part-t{i}-{f.name}")
         c0 = time.process_time()
-        changes = compact.compact_capture(out, a.capture, exclude_newest=True)
+        changes = [] if a.no_compact else compact.compact_capture(out, a.capture,
+                                                                  exclude_newest=True)
         cpu = time.process_time() - c0
         cpu_all += cpu
         rows += 1

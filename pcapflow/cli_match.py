@@ -81,8 +81,11 @@ def compact(
             rows.append([cid, f"{sum(before.values()):,}", f"{sum(after.values()):,}",
                          f"{max(after.values(), default=0):,}"])
         elif comp.STATS.pop("skipped_busy", 0):
-            console.print(f"capture {cid}: another process is ingesting it; left as it is",
-                          highlight=False)
+            console.print(f"capture {cid}: another process is ingesting into the dataset; "
+                          "left as it is (run pcapflow compact again later)", highlight=False)
+        elif comp.STATS.pop("skipped_schema", 0):
+            console.print(f"capture {cid}: parts written by another pcapflow version; left "
+                          "as it is (re-ingest it to compact it)", highlight=False)
     render.show(["capture", "parts before", "parts after", "most in a table"], rows, [1, 2, 3],
                 out=out, err=console,
                 title=f"compacted in {root} ({time.perf_counter() - t0:.1f} s)")

@@ -188,6 +188,10 @@ class Busy(Exception):
     """Another process is staging, or the inputs changed: compaction waits."""
 
 
+class OtherSchema(Busy):
+    """A part of another schema (an older pcapflow's): its capture is left as it is."""
+
+
 def _merge(inputs: list[Path], out: Path, table: str) -> list[int]:
     """Write the rows of ``inputs`` (in that order) to ``out``, one input row group at
     a time, in row groups of up to ``store.GROUP_ROWS`` rows or ``GROUP_BYTES``
@@ -208,7 +212,7 @@ def _merge(inputs: list[Path], out: Path, table: str) -> list[int]:
         for path in inputs:
             f = pq.ParquetFile(path)
             if not f.schema_arrow.equals(schema, check_metadata=False):
-                raise Busy(f"{path}: another schema")
+                raise OtherSchema(f"{path}: another schema")
             counts.append(f.metadata.num_rows)
             for g in range(f.num_row_groups):
                 t = f.read_row_group(g, use_threads=False)
@@ -283,6 +287,9 @@ def compact_capture(root: Path, capture_id: str, *, full: bool = False,
     stage.mkdir(parents=True)
     try:
         return _stage_and_commit(root, capture_id, plans, stage, txn, state, index)
+    except OtherSchema:
+        STATS["skipped_schema"] = STATS.get("skipped_schema", 0) + 1
+        return []
     except Busy:
         STATS["skipped_busy"] = STATS.get("skipped_busy", 0) + 1
         return []
