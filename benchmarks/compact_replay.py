@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             os.link(f, d / name)
         if k == max(by_k):  # (the provisional parts: each source's, as its set left them)
             for table, f, i in tails:
-                os.link(f, store.partition_dir(out, table, a.capture) / f"part-t{i}-{f.name}")
+                d = store.partition_dir(out, table, a.capture)
+                d.mkdir(parents=True, exist_ok=True)
+                os.link(f, d / f"part-t{i}-{f.name}")
         c0 = time.process_time()
         changes = [] if a.no_compact else compact.compact_capture(out, a.capture,
                                                                   exclude_newest=True)

@@ -227,12 +227,16 @@ def _merge(inputs: list[Path], out: Path, table: str) -> list[int]:
 
 
 def _others_staging(root: Path, mine: str) -> bool:
-    """Whether a live process other than this compaction is staging in ``root``."""
+    """Whether a live process other than this one is staging in ``root`` (this one's
+    own leftovers, an ingest's staging its abort could not remove, do not count: its
+    commands run one after the other)."""
     sdir = root / store.STAGING
+    me = str(os.getpid())
     try:
         with os.scandir(sdir) as it:
             for e in it:
-                if e.name != mine and store._owner_alive(e.name.split("-", 1)[0]):
+                owner = e.name.split("-", 1)[0]
+                if e.name != mine and owner != me and store._owner_alive(owner):
                     return True
     except FileNotFoundError:
         return False
