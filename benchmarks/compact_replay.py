@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="link the parts only (the set as a watch without compaction left it)")
     a = ap.parse_args(argv)
     from pcapflow.pipelines import compact, store
+    from pcapflow.pipelines.ingest import known, resume  # noqa: F401  (as an ingest has)
 
     out = Path(a.out)
     out.mkdir(parents=True)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     tails.append((tdir.name, f, i))
                     continue
                 by_k.setdefault(_k(f.name) + off, []).append((tdir.name, f))
-    cpu_all = 0.0
+    cpu_all = cpu_max = 0.0
     rows = 0
     for k in sorted(by_k):
         for table, f in by_k[k]:
@@ -75,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                   exclude_newest=True)
         cpu = time.process_time() - c0
         cpu_all += cpu
+        cpu_max = max(cpu_max, cpu)
         rows += 1
         if rows % a.every == 0 or k == max(by_k):
             counts = compact.partition_counts(out, a.capture)
             print(json.dumps({"files": rows, "cpu_s": round(cpu, 4),
                               "cpu_s_mean": round(cpu_all / rows, 5),
+                              "cpu_s_max": round(cpu_max, 4),
                               "merged_now": sum(len(c.removed) for c in changes),
                               "parts": counts, "max_parts": max(counts.values())}),
                   flush=True)
