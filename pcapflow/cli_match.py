@@ -86,6 +86,9 @@ def compact(
         elif comp.STATS.pop("skipped_schema", 0):
             console.print(f"capture {cid}: parts written by another pcapflow version; left "
                           "as it is (re-ingest it to compact it)", highlight=False)
+    if not rows:
+        console.print(f"{root}: nothing to merge", highlight=False)
+        return
     render.show(["capture", "parts before", "parts after", "most in a table"], rows, [1, 2, 3],
                 out=out, err=console,
                 title=f"compacted in {root} ({time.perf_counter() - t0:.1f} s)")

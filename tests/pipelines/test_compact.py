@@ -4,6 +4,7 @@ forward by the next reader."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,10 @@ def test_a_kill_inside_the_compaction_commit_is_rolled_forward(
     before = tmp_path / "before"
     subprocess.run(["cp", "-al", str(data), str(before)], check=True)
     n = len(_finals(data, "tcp_events"))
+    busy = data / store.STAGING / f"{os.getppid()}-busy"  # (another live process staging)
+    busy.mkdir(parents=True)
+    assert compact.compact(data, full=True) == [] and len(_finals(data, "tcp_events")) == n
+    busy.rmdir()
     for at in (0, 3):
         run = subprocess.run([sys.executable, "-c", _KILL, str(data), str(at)],
                              capture_output=True, text=True, timeout=120)
