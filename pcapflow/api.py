@@ -278,4 +278,8 @@ def _ingest(paths, keylog, data, venues, packets, app, jobs, progress, limits,
             siblings=_siblings(plan, k),
         ))
         interrupts.done(p[0])
+        if results[-1].resumed_from is not None:  # a set's next file: its parts merged
+            from .pipelines import compact
+
+            results[-1].compacted = compact.after_ingest(root, results[-1].capture_id)
     return results

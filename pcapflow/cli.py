@@ -789,7 +789,8 @@ def coverage_cmd(
 
 COMMAND_MODULES = {"match": "cli_match", "report": "cli_report", "demo": "cli_demo",
                    "alerts": "cli_alerts", "compare": "cli_compare", "verify": "cli_verify",
-                   "watch": "cli_live", "metrics": "cli_live"}
+                   "watch": "cli_live", "metrics": "cli_live",
+                   "compact": "cli_match"}
 """Commands kept in their own modules (``pcapflow/cli_*.py``): each has ``register(app)``."""
 
 

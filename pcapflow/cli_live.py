@@ -135,6 +135,8 @@ def watch_cmd(
     def on_file(path: str, result: object) -> None:
         keep(path)
         if metrics is not None:
+            metrics.compacted(getattr(result, "capture_id", ""),
+                              getattr(result, "compacted", None) or [])
             metrics.refresh(added=[getattr(result, "capture_id", "")],
                             removed=list(getattr(result, "replaced", [])))
         if not tty:

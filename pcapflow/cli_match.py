@@ -55,6 +55,46 @@ def match(
                 out=out, err=console, title=f"matched in {root}")
 
 
+def compact(
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset directory (default $PCAPFLOW_DATA or ./pcapflow_data)")] = None,
+    capture: Annotated[list[str] | None, typer.Option(
+        "--capture", help="Only this capture id (repeatable; default: every capture)")] = None,
+) -> None:
+    """Merge each capture's final Parquet parts into few (a watched or resumed set has
+    one per file per table): the same rows, faster queries (``pipelines.compact``)."""
+    import time
+
+    from .pipelines import compact as comp
+
+    root = data_dir(data)
+    if not (root / "captures").is_dir():
+        raise PcapflowError(f"{root}: no dataset here (run pcapflow ingest first)")
+    ids = list(capture) if capture else comp.captures(root)
+    rows = []
+    t0 = time.perf_counter()
+    for cid in ids:
+        before = comp.partition_counts(root, cid)
+        changes = comp.compact(root, [cid], full=True)
+        after = comp.partition_counts(root, cid)
+        if changes:
+            rows.append([cid, f"{sum(before.values()):,}", f"{sum(after.values()):,}",
+                         f"{max(after.values(), default=0):,}"])
+        elif comp.STATS.pop("skipped_busy", 0):
+            console.print(f"capture {cid}: another process is ingesting into the dataset; "
+                          "left as it is (run pcapflow compact again later)", highlight=False)
+        elif comp.STATS.pop("skipped_schema", 0):
+            console.print(f"capture {cid}: parts written by another pcapflow version; left "
+                          "as it is (re-ingest it to compact it)", highlight=False)
+    if not rows:
+        console.print(f"{root}: nothing to merge", highlight=False)
+        return
+    render.show(["capture", "parts before", "parts after", "most in a table"], rows, [1, 2, 3],
+                out=out, err=console,
+                title=f"compacted in {root} ({time.perf_counter() - t0:.1f} s)")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``match`` to the ``pcapflow`` command."""
+    """Add ``match`` and ``compact`` to the ``pcapflow`` command."""
     app.command("match")(match)
+    app.command("compact")(compact)

@@ -353,6 +353,28 @@ class DatasetMetrics:
             self.totals, self.by_capture, self._seen = totals, by_capture, now
             self.refreshed_unix = time.time()
 
+    def compacted(self, capture_id: str, changes: Iterable[Any]) -> None:
+        """A compaction merged final parts of ``capture_id`` already read (``changes``:
+        ``pipelines.compact.Change``s, of parts of commands up to the last read: a
+        resumed command compacts the set but its own parts): the same rows, so what was
+        read of them stands; only the parts' count and digest follow. Parts of a later
+        command, or a capture not followed by parts: read again as usual."""
+        kept = self._kept.get(capture_id)
+        if kept is None:
+            return
+        before, acc = kept
+        count, digest = before.count, before.digest
+        for ch in changes:
+            if ch.capture_id != capture_id or ch.table not in METRIC_TABLES:
+                continue
+            for sign, entries in ((-1, ch.removed), (1, ch.added)):
+                for name, ino in entries:
+                    if _command(name) > before.upto:
+                        return  # (not read yet)
+                    count += sign
+                    digest += sign * hash((f"{ch.table}/{name}", ino))
+        self._kept[capture_id] = (ReadParts(before.upto, count, digest & _DIGEST_MASK), acc)
+
     def _entries(self, table: str, capture_id: str) -> Iterator[tuple[str, int]]:
         """(name, inode) of a table's parts of a capture, one at a time, from the
         directory's entries (no ``stat`` and no path object per part)."""

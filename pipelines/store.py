@@ -43,7 +43,7 @@ import socket
 import stat
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -255,6 +255,38 @@ def recover(root: Path) -> None:
         for t in tdir.iterdir():
             if not (jdir / f"{t.name}.json").exists():
                 shutil.rmtree(t, ignore_errors=True)
+
+
+def commit_moves(root: Path, txn: str, swaps: list[dict[str, str | None]],
+                 still: Callable[[], bool]) -> bool:
+    """Commit ``swaps`` (``_apply``'s entries: files staged under ``STAGING/<txn>`` put
+    in place, the ones they replace to ``TRASH/<txn>``) through a journal, under the
+    lock, as ``Staging.commit`` does; ``still()``, asked under the lock before the
+    journal is written, says whether the plan still holds (False: nothing is done,
+    False returned). A compaction's commit (``pipelines.compact``)."""
+    with locked(root):
+        recover(root)
+        if not still():
+            return False
+        jdir = root / JOURNAL
+        jdir.mkdir(exist_ok=True)
+        tmp = jdir / f"{txn}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps({"swaps": swaps}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, jdir / f"{txn}.json")  # the commit point
+        _fsync_dir(jdir)
+        try:
+            _apply(swaps)
+        except BaseException:
+            # past the commit point: rolled forward now, or by the next ``recover``
+            with contextlib.suppress(BaseException):
+                recover(root)
+            raise
+        shutil.rmtree(root / TRASH / txn, ignore_errors=True)
+        (jdir / f"{txn}.json").unlink()
+    return True
 
 
 def host_tag() -> str:

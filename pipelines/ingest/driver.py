@@ -95,6 +95,9 @@ class IngestResult:
     """Connections resumed from the set's previous file (``resume``)."""
     resumed_from: str | None = None
     """That file (None: this ingest began a capture)."""
+    compacted: list[Any] = field(default_factory=list)
+    """The set's parts merged after this command's commit (``pipelines.compact.Change``
+    each: what the watch's metrics follow)."""
 
     @property
     def packets_per_second(self) -> float:

@@ -86,8 +86,6 @@ def stage(stage_dir: Path, root: Path, capture_id: str | None) -> None:
     (``capture_id``: the set continued, None: a set begun) after this command's
     commit. Call once every part of the command is staged and its commit plan is
     final."""
-    import pyarrow as pa
-
     counts: dict[Triple, int] = {}
     if capture_id is not None:
         part = store.partition_dir(root, "flows", capture_id)
@@ -115,12 +113,18 @@ def stage(stage_dir: Path, root: Path, capture_id: str | None) -> None:
     for staged in sorted((stage_dir / "flows").glob("*.parquet")):
         for k in part_triples(staged):
             counts[k] = counts.get(k, 0) + 1
+    write(stage_dir / store.STATE / KNOWN, counts)
+
+
+def write(out: Path, counts: dict[Triple, int]) -> None:
+    """``KNOWN`` of ``counts`` (the triples held by at least one part) at ``out``."""
+    import pyarrow as pa
+
     rows = sorted((k, n) for k, n in counts.items() if n > 0)
     t = pa.table({"server_ip": pa.array([k[0] for k, _ in rows], pa.string()),
                   "server_port": pa.array([k[1] for k, _ in rows], pa.int64()),
                   "venue": pa.array([k[2] for k, _ in rows], pa.string()),
                   "parts": pa.array([n for _, n in rows], pa.int64())})
-    out = stage_dir / store.STATE / KNOWN
     with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
         writer.write_table(t)
 

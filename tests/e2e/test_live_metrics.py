@@ -98,7 +98,10 @@ def _check(got: dict, exp: dict) -> None:
             assert have[key] == pytest.approx(v, rel=1e-12, abs=1e-12), (name, key)
 
 
-def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
+def test_metrics_endpoint_equals_the_tables(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcapflow.pipelines import compact
+
     root = tmp_path / "ds"
     _ingest(root, "lossy_rest_tls13.pcap")  # retransmissions
     metrics = DatasetMetrics(root)
@@ -132,14 +135,25 @@ def test_metrics_endpoint_equals_the_tables(tmp_path: Path) -> None:
         # provisional ones are read: the earlier final ones are kept as they are)
         parts = split(cap, [60, 90, 120], tmp_path, stem="rot-2024010112")
         ids = []
+        # (its earlier parts merged after its 3rd and 4th files, as the watch tells the
+        # metrics: what was read of them stands, no whole read)
+        monkeypatch.setattr(compact, "TIER_PARTS", 2)
+        monkeypatch.setattr(compact, "TIER_BASE_BYTES", 1 << 30)
+        real, whole = DatasetMetrics._read_parts, []
+        monkeypatch.setattr(DatasetMetrics, "_read_parts", lambda self, c: (
+            (t := real(self, c)), whole.append(t is None))[0])
+        merged = 0
         for part in parts:
             r = pcapflow.ingest([part], keylog=[cap.with_suffix(".keylog")], data=root)[0]
+            told.compacted(r.capture_id, r.compacted)
+            merged += len(r.compacted)
             told.refresh(added=[r.capture_id], removed=r.replaced)
             ids.append(r.capture_id)
             fresh = DatasetMetrics(root)
             fresh.refresh()
             assert told.totals == fresh.totals
         assert len(set(ids)) == 1 and r.resumed_from == str(parts[-2])
+        assert merged and whole == [False] * len(whole), whole
         exp = _expected(root)
         _check(_scrape(server.port), exp)
         assert told.totals.captures == 3

@@ -377,13 +377,17 @@ def test_watch_closes_the_matchers_database_every_few_files(
     little memory per command (~0.08 MB per rotation file: issue 19); the watch closes
     it every ``RECYCLE_FILES`` files, and the next file matches as before."""
     from helpers.dataset_compare import assert_same_rows
-    from pcapflow.pipelines import match
+    from pcapflow.pipelines import compact, match
 
     from pcapflow import watch
 
     closed: list[int] = []
     real = match.close_database
     monkeypatch.setattr(watch, "RECYCLE_FILES", 2)
+    # (and it compacts the set as it goes: tiers of two parts here)
+    monkeypatch.setattr(compact, "TIER_PARTS", 2)
+    monkeypatch.setattr(compact, "TIER_BASE_BYTES", 1 << 30)
+    compact.STATS.clear()
     monkeypatch.setattr(match, "close_database", lambda: (closed.append(1), real())[1])
     parts = _parts(tmp_path, [60, 120, 180, 240])
     d, ds = tmp_path / "rot", tmp_path / "ds"
@@ -394,6 +398,10 @@ def test_watch_closes_the_matchers_database_every_few_files(
                 poll=0.0, settle=0.0, idle=0.0)
     assert w.step() == 5
     assert len(closed) == 2  # (after files 2 and 4; the fifth opened a new one)
+    assert compact.STATS["merges"] >= 2
+    finals = [p for p in (ds / "tcp_events").glob("*/*.parquet")
+              if not p.name.startswith("part-t")]
+    assert len(finals) <= 3, finals  # (5 files)
     pcapflow.ingest([[str(p) for p in parts]], data=tmp_path / "ref")
     assert_same_rows(tmp_path / "ref", ds)
 
