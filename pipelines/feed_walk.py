@@ -162,6 +162,14 @@ def _record(node, kind, a, b, data, kinds, starts, ends):
 # and the next template sharing the segments read so far is tried from there; when
 # none matches, the payload is walked. A template holds at most ``TPL_SLOTS`` values
 # and ``TPL_BYTES`` literal bytes; ``TPL_COUNT`` are kept per call of ``_scan``.
+#
+# What a rule reads of a matched payload is fixed by its template too: which nodes
+# hold a value is which slots the template has (but for a null: ``_plan``), so each
+# rule's fields are looked up in the trie's groups once, when the template is kept,
+# as the slots they are read from (its plan), and ``_match`` records the values by
+# slot. The stream and symbol a row names are strings of a few distinct values: per
+# template and rule, the last ``CACHED`` are remembered with their codes by their
+# bytes (two words and a length, ``_key``), so most rows copy and hash none.
 
 TPL_COUNT, TPL_SLOTS, TPL_BYTES = 8, 40, 384
 _T_STRING, _T_NUMBER, _T_WORD, _T_LEVELS, _T_MARK, _T_END = 1, 2, 3, 4, 5, 6
