@@ -21,7 +21,9 @@ answer from the payload bytes, in one compiled pass per message:
 most of a depth update's bytes, read in one tight loop; ``feed_walk._match``: a payload
 spelt as an earlier clean one, its keys and brackets the same bytes, is read by that
 one's template (its literal bytes compared 8 at a time, only its values read) rather
-than walked; ``fast=False`` walks a byte and a token at a time, with the same outcome.)
+than walked, and the rules' fields read from the template's slots it chose once (its
+plan), the symbols' and streams' codes remembered by their bytes; ``fast=False`` walks a
+byte and a token at a time, with the same outcome.)
 
 Whatever the walk is not sure to read as DuckDB does is not guessed: a
 payload with a backslash (escapes), not well-formed by the strict grammar

@@ -162,6 +162,14 @@ def _record(node, kind, a, b, data, kinds, starts, ends):
 # and the next template sharing the segments read so far is tried from there; when
 # none matches, the payload is walked. A template holds at most ``TPL_SLOTS`` values
 # and ``TPL_BYTES`` literal bytes; ``TPL_COUNT`` are kept per call of ``_scan``.
+#
+# What a rule reads of a matched payload is fixed by its template too: which nodes
+# hold a value is which slots the template has (but for a null: ``_plan``), so each
+# rule's fields are looked up in the trie's groups once, when the template is kept,
+# as the slots they are read from (its plan), and ``_match`` records the values by
+# slot. The stream and symbol a row names are strings of a few distinct values: per
+# template and rule, the last ``CACHED`` are remembered with their codes by their
+# bytes (two words and a length, ``_key``), so most rows copy and hash none.
 
 TPL_COUNT, TPL_SLOTS, TPL_BYTES = 8, 40, 384
 _T_STRING, _T_NUMBER, _T_WORD, _T_LEVELS, _T_MARK, _T_END = 1, 2, 3, 4, 5, 6
@@ -262,11 +270,12 @@ def _keep(data, start, end, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, commo
 
 @kernel(cache=True, nogil=True)
 def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, first, hits,
-           kinds, starts, ends):
+           sk, sa, sb, o):
     """Read ``data[start:end]`` by template ``t`` from its segment ``j`` at ``pos``
-    (the segments before matched): (True, ...) when every one does, with the values
-    recorded as the walk records them; else (False, the segment that did not match,
-    where it starts)."""
+    (the segments before matched): (True, ...) when every one does, each slot's value
+    recorded as the walk would record it at the slot's node, but by slot (``sk``,
+    ``sa``, ``sb`` at ``o`` + the slot: its kind, start, end; ``_spread`` puts them at
+    the nodes); else (False, the segment that did not match, where it starts)."""
     base = t * _LROW
     while True:
         p0 = tpl[t, j, 0]
@@ -275,15 +284,13 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
             return False, j, pos
         q = pos + n
         kind = tpl[t, j, 1]
-        node = tpl[t, j, 2]
         if kind == _T_STRING:
             e = string_end(data, q, end)
             if e < 0:
                 return False, j, pos
             if e > q and first[data[q], data[q + 1]]:
                 token_like(data, q, e, pats, patlen, patclose, first, hits)
-            if node >= 0:
-                _record(node, _STRING, q, e, data, kinds, starts, ends)
+            sk[o + j], sa[o + j], sb[o + j] = _STRING, q, e
             q = e
         elif kind == _T_NUMBER:
             if q >= end or not (data[q] == 45 or 48 <= data[q] <= 57):
@@ -291,10 +298,9 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
             e, integer, digits = _number_end(data, q, end)
             if e < 0:
                 return False, j, pos
-            if node >= 0:
-                odd = (not integer or digits == 19
-                       or (digits == 1 and data[q] == 45 and data[q + 1] == 48))
-                _record(node, _OTHER if odd else _INT, q, e, data, kinds, starts, ends)
+            odd = (not integer or digits == 19
+                   or (digits == 1 and data[q] == 45 and data[q + 1] == 48))
+            sk[o + j], sa[o + j], sb[o + j] = _OTHER if odd else _INT, q, e
             q = e
         elif kind == _T_WORD:
             if q >= end:
@@ -310,8 +316,8 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
             for k in range(word):
                 if data[q + k] != lit[k]:
                     return False, j, pos
-            if node >= 0 and c != 110:
-                _record(node, _LITERAL, q, q + word, data, kinds, starts, ends)
+            sk[o + j], sa[o + j], sb[o + j] = (_ABSENT if c == 110 else _LITERAL,
+                                                  q, q + word)
             q += word
         elif kind == _T_LEVELS:
             if q >= end or data[q] != 91:
@@ -319,15 +325,67 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
             e = levels(data, q, end, tpl[t, j, 3], pats, patlen, patclose, first, hits)
             if e < 0:
                 return False, j, pos
-            if node >= 0:
-                _record(node, _OTHER, q, q, data, kinds, starts, ends)
+            sk[o + j], sa[o + j], sb[o + j] = _OTHER, q, q
             q = e
         elif kind == _T_MARK:
-            _record(node, _OTHER, q, q, data, kinds, starts, ends)
+            sk[o + j], sa[o + j], sb[o + j] = _OTHER, q, q
         else:  # _T_END
             return q == end, j, pos
         pos = q
         j += 1
+
+
+@kernel(cache=True, nogil=True)
+def _spread(t, tpl, tpl_n, kinds, starts, ends, o):
+    """The values ``_match`` read by template ``t``'s slots (at ``o`` + the slot) put
+    at their trie nodes, as the walk records them (a null: absent)."""
+    for k in range(o):
+        kinds[k] = _ABSENT
+    for j in range(tpl_n[t, 0]):
+        node = tpl[t, j, 2]
+        if node >= 0 and kinds[o + j] != _ABSENT:
+            kinds[node], starts[node], ends[node] = kinds[o + j], starts[o + j], ends[o + j]
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _slot_of(groups, g, node_slot):
+    """The first node of group ``g`` a template has a slot for (coalesce): its slot,
+    or -1."""
+    if g < 0:
+        return -1
+    for k in range(groups.shape[1]):
+        n = groups[g, k]
+        if n < 0:
+            break
+        if node_slot[n] >= 0:
+            return node_slot[n]
+    return -1
+
+
+@kernel(cache=True, nogil=True)
+def _plan(t, tpl, tpl_n, groups, lists, scalars, node_slot, plan_ok, fsel, lsel, o):
+    """Template ``t``'s rule fields as its slots, made once when it is kept: the slot
+    each rule's first, last, prev, exchange time and symbol (``fsel[t]``) and each
+    require, reset and stream part (``lsel[t]``) is read from (-1: absent). The walk
+    takes a field from the first node of its group holding a value; a template's
+    slots are the nodes that hold one, but a ``null`` holds none, so a template with a
+    true/false/null at a rule's node has no plan (``plan_ok``: its payloads' values
+    are put at their nodes and read as a walked payload's). Slot ``j`` is ``o + j``
+    (where ``_match`` records it)."""
+    node_slot[:] = -1
+    ok = True
+    for j in range(tpl_n[t, 0]):
+        node = tpl[t, j, 2]
+        if node >= 0:
+            node_slot[node] = o + j
+            ok &= tpl[t, j, 1] != _T_WORD
+    plan_ok[t] = ok
+    for r in range(scalars.shape[0]):
+        for f in range(5):
+            fsel[t, r, f] = _slot_of(groups, scalars[r, f], node_slot)
+        for k in range(3):
+            for j in range(lists.shape[2]):
+                lsel[t, r, k, j] = _slot_of(groups, lists[r, k, j, 0], node_slot)
 
 
 @kernel(cache=True, nogil=True)
@@ -594,6 +652,54 @@ def _add(buf, b, ends, n, table, slot):
     return n, ends, table
 
 
+CACHED = 4
+"""Per template and rule: the symbols and the streams whose codes are remembered by
+their bytes (``_key``), the last ones seen."""
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _key(data, a, b, kw, o):
+    """``kw[o:o+3]``: ``data[a:b]`` as two words and its length, the key of a value of
+    at most 16 bytes (False: longer, or too near the end of ``data`` to load)."""
+    n = b - a
+    if n > 16 or a + 16 > data.shape[0]:
+        return False
+    w0, w1 = load_u64(data, a), load_u64(data, a + 8)
+    if n < 8:
+        w0, w1 = w0 & _TAIL[n], np.uint64(0)
+    elif n < 16:
+        w1 &= _TAIL[n - 8]
+    kw[o], kw[o + 1], kw[o + 2] = w0, w1, np.uint64(n)
+    return True
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _cached(ckey, ccode, t, r, w, kw, nw):
+    """The code remembered for the key ``kw[:nw]`` (``_key``) of template ``t``'s
+    rule ``r``'s symbol (``w`` 0) or stream (1), or -1."""
+    for e in range(CACHED):
+        c = ccode[t, r, w, e]
+        if c < 0:
+            continue
+        same = True
+        for q in range(nw):
+            if ckey[t, r, w, e, q] != kw[q]:
+                same = False
+                break
+        if same:
+            return c
+    return -1
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _remember(ckey, ccode, cnext, t, r, w, kw, nw, code):
+    e = cnext[t, r, w]
+    cnext[t, r, w] = (e + 1) % CACHED
+    for q in range(nw):
+        ckey[t, r, w, e, q] = kw[q]
+    ccode[t, r, w, e] = code
+
+
 @kernel(cache=True, nogil=True)
 def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
@@ -605,12 +711,14 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     dictionary, in order of first appearance), each row's symbol likewise (-1: null),
     the symbols' bytes and ends, fallback mask)."""
     n = select.shape[0]
-    R, N = patlen.shape[0], node_idx.shape[0]
+    R, N, W = patlen.shape[0], node_idx.shape[0], lists.shape[2]
     hits = np.zeros(R, np.bool_)
-    kinds = np.zeros(N, np.int64)
-    starts = np.zeros(N, np.int64)
-    ends = np.zeros(N, np.int64)
-    visited = np.zeros(N, np.bool_)
+    # the values read: a walked payload's by trie node (the first N), a matched one's
+    # by its template's slot (``_match``: N + the slot)
+    kinds = np.zeros(N + TPL_SLOTS + 1, np.int64)
+    starts = np.zeros(N + TPL_SLOTS + 1, np.int64)
+    ends = np.zeros(N + TPL_SLOTS + 1, np.int64)
+    visited = np.zeros(N + TPL_SLOTS + 1, np.bool_)  # (``_walk`` clears as many as kinds)
     stack_node = np.zeros(MAX_DEPTH, np.int64)
     stack_obj = np.zeros(MAX_DEPTH, np.bool_)
     stack_count = np.zeros(MAX_DEPTH, np.int64)
@@ -653,20 +761,30 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     ev = np.zeros((TPL_SLOTS + 1, 5), np.int64)
     evn = np.zeros(1, np.int64)
     khits = np.zeros(R, np.bool_)
+    # per template its plan (``_plan``: where each rule's fields are read, the slot's
+    # value) and the codes of its symbols and streams by their bytes (``_cached``); the
+    # plan at TPL_COUNT: a walked payload's (or one without a plan), the nodes'
+    node_slot = np.empty(N, np.int64)
+    plan_ok = np.zeros(TPL_COUNT, np.bool_)
+    fsel = np.full((TPL_COUNT + 1, R, 5), -1, np.int64)
+    lsel = np.full((TPL_COUNT + 1, R, 3, W), -1, np.int64)
+    ckey = np.zeros((TPL_COUNT, R, 2, CACHED, 3 * W), np.uint64)
+    ccode = np.full((TPL_COUNT, R, 2, CACHED), -1, np.int64)
+    cnext = np.zeros((TPL_COUNT, R, 2), np.int64)
+    kw = np.zeros(3 * W, np.uint64)
     for i in range(n):
         if not select[i]:
             continue
         a, b = offsets[i], offsets[i + 1]
         matched = False
+        t = -1
         if n_tpl > 0:
-            for k in range(N):
-                kinds[k] = _ABSENT
             for r in range(R):
                 hits[r] = False
             t, j, p, tried = last_t, 0, a, 0
             while True:
                 matched, j, p = _match(data, a, b, t, j, p, tpl_lit, tpl, pats, patlen,
-                                       patclose, first, hits, kinds, starts, ends)
+                                       patclose, first, hits, kinds, starts, ends, N)
                 if matched:
                     break
                 tried |= 1 << t
@@ -684,6 +802,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                 tpl_n[t, 1] += 1
                 last_t = t
         if not matched:
+            t = -1
             learn = use_tpl and (n_tpl < TPL_COUNT or (misses & 15) == 0)
             misses += 1
             if _walk(data, a, b, node_key, node_keylen, node_idx, node_child, node_sibling,
@@ -695,17 +814,34 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             if learn:
                 for r in range(R):
                     hits[r] |= khits[r]
-                t = n_tpl
-                if t == TPL_COUNT:  # full: the least matched one goes
-                    t = 0
-                    for u in range(TPL_COUNT):
-                        if tpl_n[u, 1] < tpl_n[t, 1]:
-                            t = u
-                if _keep(data, a, b, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, common, t):
-                    n_tpl = max(n_tpl, t + 1)
-                    last_t = t
-                    for u in range(n_tpl):
-                        tpl_n[u, 1] >>= 1
+                u = n_tpl
+                if u == TPL_COUNT:  # full: the least matched one goes
+                    u = 0
+                    for x in range(TPL_COUNT):
+                        if tpl_n[x, 1] < tpl_n[u, 1]:
+                            u = x
+                if _keep(data, a, b, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, common, u):
+                    n_tpl = max(n_tpl, u + 1)
+                    last_t = u
+                    for x in range(n_tpl):
+                        tpl_n[x, 1] >>= 1
+                    _plan(u, tpl, tpl_n, groups, lists, scalars, node_slot, plan_ok, fsel,
+                          lsel, N)
+                    ccode[u] = -1
+        # where the fields are read: a matched template's plan (its slots), or the
+        # nodes (walked; or matched by a template without a plan: put at its nodes)
+        pl = t
+        if t < 0 or not plan_ok[t]:
+            if t >= 0:
+                _spread(t, tpl, tpl_n, kinds, starts, ends, N)
+            pl, t = TPL_COUNT, -1  # (t: no codes remembered)
+            for r in range(R):
+                if hits[r]:
+                    for f in range(5):
+                        fsel[pl, r, f] = _chosen(groups, scalars[r, f], kinds)
+                    for k in range(3):
+                        for j in range(W):
+                            lsel[pl, r, k, j] = _chosen(groups, lists[r, k, j, 0], kinds)
         # every field of every rule passed, read first: one unsure read passes the
         # message on whole (the SQL then reads it for every rule)
         unsure = False
@@ -713,20 +849,17 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             if not hits[r]:
                 continue
             for f in range(4):
-                nd = _chosen(groups, scalars[r, f], kinds)
-                st, v = _as_int(data, nd, kinds, starts, ends)
+                st, v = _as_int(data, fsel[pl, r, f], kinds, starts, ends)
                 if f == 3 and st == 1 and abs(v) > ets_max[r]:
                     st = 2  # the SQL's DECIMAL -> BIGINT would overflow
                 state[r, f] = st
                 got[r, f] = v
                 unsure |= st == 2
             for k in range(3):
-                for j in range(lists.shape[2]):
-                    g = lists[r, k, j, 0]
-                    if g >= 0:
-                        nd = _chosen(groups, g, kinds)
-                        unsure |= nd >= 0 and kinds[nd] == _OTHER
-            s = _chosen(groups, scalars[r, 4], kinds)
+                for j in range(W):
+                    nd = lsel[pl, r, k, j]
+                    unsure |= nd >= 0 and kinds[nd] == _OTHER
+            s = fsel[pl, r, 4]
             unsure |= s >= 0 and kinds[s] == _OTHER
         if unsure:
             fallback[i] = True
@@ -735,10 +868,10 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             if not hits[r]:
                 continue
             keep = True
-            for j in range(lists.shape[2]):
+            for j in range(W):
                 g, c = lists[r, 0, j, 0], lists[r, 0, j, 1]
-                if g >= 0 and not _equals(data, _chosen(groups, g, kinds), c, starts, ends,
-                                          consts, constlen):
+                if g >= 0 and not _equals(data, lsel[pl, r, 0, j], c, starts, ends, consts,
+                                          constlen):
                     keep = False
             if not keep:
                 continue
@@ -757,52 +890,67 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                 valid[f, out] = state[r, f] == 1
                 ints[f, out] = got[r, f] * (scalars[r, 5] if f == 3 else 1)
             z = False
-            for j in range(lists.shape[2]):
+            for j in range(W):
                 g, c = lists[r, 1, j, 0], lists[r, 1, j, 1]
-                if g >= 0 and _equals(data, _chosen(groups, g, kinds), c, starts, ends, consts,
+                if g >= 0 and _equals(data, lsel[pl, r, 1, j], c, starts, ends, consts,
                                       constlen):
                     z = True
             reset[out] = z
-            s = _chosen(groups, scalars[r, 4], kinds)
+            s = fsel[pl, r, 4]
             sym_code[out] = -1
             if s >= 0:
-                if sym_used + ends[s] - starts[s] > symbol.shape[0]:
-                    symbol = _grow(symbol, sym_used + ends[s] - starts[s])
-                a0 = sym_used
-                for k in range(starts[s], ends[s]):
-                    symbol[a0] = data[k]
-                    a0 += 1
-                code = _find(symbol, sym_used, a0, sym_end, sym_tab, sym_last[r])
+                known = t >= 0 and _key(data, starts[s], ends[s], kw, 0)
+                code = _cached(ckey, ccode, t, r, 0, kw, 3) if known else -1
                 if code < 0:
-                    n_sym, sym_end, sym_tab = _add(symbol, a0, sym_end, n_sym, sym_tab,
-                                                   -1 - code)
-                    code = n_sym - 1
-                    sym_used = a0
+                    if sym_used + ends[s] - starts[s] > symbol.shape[0]:
+                        symbol = _grow(symbol, sym_used + ends[s] - starts[s])
+                    a0 = sym_used
+                    for k in range(starts[s], ends[s]):
+                        symbol[a0] = data[k]
+                        a0 += 1
+                    code = _find(symbol, sym_used, a0, sym_end, sym_tab, sym_last[r])
+                    if code < 0:
+                        n_sym, sym_end, sym_tab = _add(symbol, a0, sym_end, n_sym, sym_tab,
+                                                       -1 - code)
+                        code = n_sym - 1
+                        sym_used = a0
+                    if known:
+                        _remember(ckey, ccode, cnext, t, r, 0, kw, 3, code)
                 sym_code[out] = sym_last[r] = code
-            lead = True
-            used = stream_end[n_stream - 1] if n_stream > 0 else 0
-            a0 = used
-            for j in range(lists.shape[2]):
-                g = lists[r, 2, j, 0]
-                if g < 0:
-                    continue
-                nd = _chosen(groups, g, kinds)
-                size = (0 if lead else 1) + (ends[nd] - starts[nd] if nd >= 0 else 0)
-                if used + size > stream.shape[0]:
-                    stream = _grow(stream, used + size)
-                if not lead:
-                    stream[used] = 32  # " "
-                    used += 1
-                if nd >= 0:
-                    for k in range(starts[nd], ends[nd]):  # (a byte loop: no slice views)
-                        stream[used] = data[k]
-                        used += 1
-                lead = False
-            code = _find(stream, a0, used, stream_end, stream_tab, stream_last[r])
+            known = t >= 0
+            for j in range(W):
+                nd = lsel[pl, r, 2, j]
+                if lists[r, 2, j, 0] < 0 or nd < 0:
+                    kw[3 * j], kw[3 * j + 1], kw[3 * j + 2] = 0, 0, 0
+                elif known:
+                    known = _key(data, starts[nd], ends[nd], kw, 3 * j)
+            code = _cached(ckey, ccode, t, r, 1, kw, 3 * W) if known else -1
             if code < 0:
-                n_stream, stream_end, stream_tab = _add(stream, used, stream_end, n_stream,
-                                                        stream_tab, -1 - code)
-                code = n_stream - 1
+                lead = True
+                used = stream_end[n_stream - 1] if n_stream > 0 else 0
+                a0 = used
+                for j in range(W):
+                    if lists[r, 2, j, 0] < 0:
+                        continue
+                    nd = lsel[pl, r, 2, j]
+                    size = (0 if lead else 1) + (ends[nd] - starts[nd] if nd >= 0 else 0)
+                    if used + size > stream.shape[0]:
+                        stream = _grow(stream, used + size)
+                    if not lead:
+                        stream[used] = 32  # " "
+                        used += 1
+                    if nd >= 0:
+                        for k in range(starts[nd], ends[nd]):  # (a byte loop: no slice views)
+                            stream[used] = data[k]
+                            used += 1
+                    lead = False
+                code = _find(stream, a0, used, stream_end, stream_tab, stream_last[r])
+                if code < 0:
+                    n_stream, stream_end, stream_tab = _add(stream, used, stream_end, n_stream,
+                                                            stream_tab, -1 - code)
+                    code = n_stream - 1
+                if known:
+                    _remember(ckey, ccode, cnext, t, r, 1, kw, 3 * W, code)
             stream_code[out] = stream_last[r] = code
             out += 1
     used = stream_end[n_stream - 1] if n_stream > 0 else 0

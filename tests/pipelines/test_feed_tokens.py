@@ -182,6 +182,49 @@ def test_templates_give_the_walks_rows_on_edited_payloads() -> None:
     _both(payloads)
 
 
+def test_template_plans_and_remembered_codes_give_the_walks_rows() -> None:
+    """Payloads of a few spellings each (so templates, their plans and the codes they
+    remember read most of them), their values varied: ids as integers, strings, reals,
+    19 digits, null, true; the event and the symbol among more than
+    ``feed_walk.CACHED`` (some over 16 bytes, one empty); a field's first path null and
+    its second present."""
+    rng = random.Random(3)
+    ids: list[object] = [7, 8, 9, -3, 0, "12", "-0", "x", 1.5, 10**18, 10**19 - 1, None,
+                         True, "0012"]
+    syms: list[object] = ["BTCUSDT", "ETHUSDT", "S", "", "A-VERY-LONG-SYMBOL-NAME-X",
+                          "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", None]
+    events: list[object] = ["depthUpdate", "trade", "aggTrade", "depthUpdatE", None, True]
+
+    def one(values: list[object]) -> object:  # mostly the usual, now and then another
+        return values[0] if rng.random() < 0.5 else rng.choice(values)
+
+    payloads = []
+    for _ in range(3000):
+        sym, i = rng.choice(syms[:7]) if rng.random() < 0.8 else one(syms), one(ids)
+        doc: object
+        match rng.randrange(5):
+            case 0:
+                doc = {"stream": "x@depth", "data": {
+                    "e": one(events), "E": one(ids), "s": sym, "U": i, "u": i, "pu": one(ids),
+                    "b": [["1.5", "2"]], "a": [["3", "4"]] if rng.random() < 0.9 else one(ids)}}
+            case 1:
+                doc = {"e": rng.choice(["trade", "aggTrade"]), "E": one(ids), "s": sym, "t": i,
+                       "a": i, "T": one(ids)}
+            case 2:
+                doc = {"arg": {"channel": "books", "instId": sym},
+                       "action": rng.choice(["snapshot", "update"]),
+                       "data": [{"seqId": i, "prevSeqId": rng.choice([-1, 6, i]),
+                                 "ts": str(rng.randrange(10**12, 10**13))}]}
+            case 3:
+                doc = {"topic": f"orderbook.50.{sym}", "type": rng.choice(["snapshot", "delta"]),
+                       "ts": one(ids), "data": {"s": sym, "u": rng.choice([1, i])}}
+            case _:
+                doc = {"data": {"e": rng.choice([None, "depthUpdate"]), "s": sym, "u": i},
+                       "e": one(events), "s": one(syms), "u": one(ids), "U": i, "E": 5}
+        payloads.append(json.dumps(doc, separators=(",", ":")))
+    _both(payloads)
+
+
 def test_a_template_matches_only_what_the_walk_reads_the_same() -> None:
     prog = feed_scan.program()
     assert prog is not None
@@ -189,13 +232,15 @@ def test_a_template_matches_only_what_the_walk_reads_the_same() -> None:
      pats, patlen, patclose, first, _l, _s) = prog.arrays()
     R, N, K = len(patlen), len(node_idx), feed_walk.TPL_COUNT
 
-    def state() -> list[np.ndarray]:
-        return [np.zeros(R, np.bool_), np.zeros(N, np.int64), np.zeros(N, np.int64),
-                np.zeros(N, np.int64)]
+    def state() -> list[np.ndarray]:  # (the values by node, then by slot: ``_match``'s)
+        S = N + feed_walk.TPL_SLOTS + 1
+        return [np.zeros(R, np.bool_), np.zeros(S, np.int64), np.zeros(S, np.int64),
+                np.zeros(S, np.int64)]
 
     ev, evn = np.zeros((feed_walk.TPL_SLOTS + 1, 5), np.int64), np.zeros(1, np.int64)
-    stack = (np.zeros(N, np.bool_), np.zeros(feed_tokens.MAX_DEPTH, np.int64),
-             np.zeros(feed_tokens.MAX_DEPTH, np.bool_), np.zeros(feed_tokens.MAX_DEPTH, np.int64))
+    D = feed_tokens.MAX_DEPTH
+    stack = (np.zeros(N + feed_walk.TPL_SLOTS + 1, np.bool_), np.zeros(D, np.int64),
+             np.zeros(D, np.bool_), np.zeros(D, np.int64))
 
     def walk(b: np.ndarray, st: list[np.ndarray], learn: bool, khits: np.ndarray) -> int:
         return feed_walk._walk(b, 0, len(b), node_key, node_keylen, node_idx, node_child,
@@ -218,15 +263,16 @@ def test_a_template_matches_only_what_the_walk_reads_the_same() -> None:
             ref, got = state(), state()
             clean = walk(v, ref, False, khits) == feed_walk._CLEAN
             ok, _j, _p = feed_walk._match(v, 0, len(v), 0, 0, 0, lit, tpl, pats, patlen,
-                                          patclose, first, *got)
+                                          patclose, first, *got, N)
             if ok:
                 got[0] |= tpl_hits[0]
                 assert clean, text
-                present = ref[1] != feed_walk._ABSENT
-                np.testing.assert_array_equal(got[1], ref[1])
+                feed_walk._spread(0, tpl, tpl_n, *got[1:], N)  # (by slot -> by node)
+                present = ref[1][:N] != feed_walk._ABSENT
+                np.testing.assert_array_equal(got[1][:N], ref[1][:N])
                 np.testing.assert_array_equal(got[0], ref[0])
                 for k in (2, 3):
-                    np.testing.assert_array_equal(got[k][present], ref[k][present])
+                    np.testing.assert_array_equal(got[k][:N][present], ref[k][:N][present])
                 matched += 1
             refused += clean and not ok
     assert matched > 300 and refused > 100  # both ways, often
