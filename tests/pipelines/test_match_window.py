@@ -295,3 +295,47 @@ def test_named_holds_every_id_row_the_checks_can_meet() -> None:
         for r in match_carry._named(ids, n, engine).to_pylist():
             assert names & {r[c] for c in ("client_order_id", "orig_client_order_id",
                                            "target_order_id", "exchange_order_id")}
+
+
+def test_learned_prev_is_read_only_for_a_cancel_or_amend() -> None:
+    """``combine.sql``'s ``accepted_ids``: the set's remembered ids (``learned_prev``, a
+    view over ``_ids_prev``: ~200k rows at 8 files of ``make_capture.py --answered``) are
+    hardly read by a command with no cancel or amend (both lists they are looked up by
+    are empty: the scan ends early); with one, every batch is read and the rows it names
+    are there, as before."""
+    from pcapflow.pipelines import match
+
+    [stmt] = [s for s in match._parsed(match.sql_text("combine"))
+              if match.statement_text(s).startswith(
+                  "CREATE OR REPLACE TEMP TABLE accepted_ids AS")]
+    n = 3000
+    prev = pa.table({"venue": ["v"] * n, "kind": ["new"] * n, "status": ["accepted"] * n,
+                     "client_order_id": [f"c{i}" for i in range(n)],
+                     "exchange_order_id": [str(i) for i in range(n)]})
+    batches = prev.to_batches(max_chunksize=10)
+    for kinds, target, want in ((["new", "new"], [None, None], {("n", "9")}),
+                                (["new", "cancel"], [None, "2"], {("n", "9"), ("c2", "2")}),
+                                (["new", "amend"], [None, None], {("n", "9")})):
+        read: list[int] = []
+
+        def reader(read: list[int] = read) -> object:
+            for b in batches:
+                read.append(1)
+                yield b
+
+        con = match._connect(1)
+        con.register("_ids_prev", pa.RecordBatchReader.from_batches(prev.schema, reader()))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW learned_prev AS {match_carry.LEARNED_PREV}")
+        con.register("all_orders", pa.table({
+            "order_key": ["k1", "k2"], "venue": ["v", "v"], "kind": kinds,
+            "client_order_id": ["n", None], "orig_client_order_id": [None, None],
+            "target_order_id": pa.array(target, pa.string())}))
+        con.register("all_acks", pa.table({"order_key": ["k1"], "status": ["accepted"],
+                                           "exchange_order_id": ["9"]}))
+        con.execute(stmt)
+        assert {(r[1], r[2]) for r in con.execute("FROM accepted_ids").fetchall()} == want
+        if kinds[1] == "new":
+            assert len(read) < len(batches) // 2, len(read)
+        else:
+            assert len(read) == len(batches)
+        con.close()
