@@ -250,8 +250,8 @@ class IdParts:
         ``since``; and the rows forgotten. As one table: ``IdBound.keep`` over the
         earlier rows less those dropped, then ``rows``."""
         parts, names = [], []
-        zones = list(self.zones) if len(self.zones) == len(self.parts) else \
-            [None] * len(self.parts)
+        zones: list[dict[str, list[str] | None] | None] = (
+            list(self.zones) if len(self.zones) == len(self.parts) else [None] * len(self.parts))
         for p, n in zip(self.parts, self.names, strict=True):
             if p.schema != rows.schema:  # (a part of another schema: cast, written again)
                 p, n = p.select(rows.column_names).cast(rows.schema), None
@@ -330,19 +330,15 @@ def _zone_union(zones: Sequence[dict[str, list[str] | None] | None]
                 ) -> dict[str, list[str] | None] | None:
     """The zone of parts put together (None: one of them not known). (Python orders
     ``str`` by code point, as UTF-8's bytes are ordered.)"""
+    if any(z is None for z in zones):
+        return None
     out: dict[str, list[str] | None] = {}
     for c in ZONE_COLUMNS:
-        bounds = []
-        for z in zones:
-            if z is None or c not in z:
-                bounds = None
-                break
-            if z[c] is not None:
-                bounds.append(z[c])
-        if bounds is None:
+        if any(c not in z for z in zones if z is not None):
             continue  # (not known: not named)
+        bounds = [b for z in zones if z is not None and (b := z[c]) is not None]
         out[c] = [min(b[0] for b in bounds), max(b[1] for b in bounds)] if bounds else None
-    return out if all(z is not None for z in zones) else None
+    return out
 
 
 @dataclass(slots=True)
@@ -1415,7 +1411,8 @@ def _named(ids: pa.Table, n: pa.Table, engine: pa.Table | None,
     (``IdParts.zones``): ids that grow with time (a counter, a timestamp) are not looked
     up at all, where each column cost ~10 ms at ~200k ids (``pc.is_in`` against ~30k
     names: the lookups, not the scan, ~1 ms against one name)."""
-    sets = {}  # (the names as given: ``_named_in`` takes the distinct ones it looks up)
+    sets: dict[tuple[str, ...], pa.ChunkedArray] = {}  # (the names as given: ``_named_in``
+    # takes the distinct ones it looks up)
     for cols, name, ev in ((_CLIENT_IDS, "client_order_id", "subject"),
                            (_EXCHANGE_IDS, "exchange_order_id", "order_id")):
         names = [n.column(name)]
