@@ -213,12 +213,19 @@ class IdParts:
     again only when rows leave it (an order made again, ``IdBound``). Written whole every
     command, the ids of ~240k orders (8 files of ``make_capture.py --answered``) cost
     ~0.06 s to filter, copy and write. ``rows`` is the parts in order: the one table the
-    state held before (ids replaced by a command's rows go, its rows come last)."""
+    state held before (ids replaced by a command's rows go, its rows come last).
+
+    ``zones[i]``: of an ``ids`` part, per id column (``ZONE_COLUMNS``) its least and
+    greatest id (None: all null; a column not named, or the part's entry None: not
+    known), kept in ``IDS_FILE``: ``_named`` looks a name up in a part only if it is
+    within that part's zone. A part that loses rows keeps its zone (still a bound); two
+    merged take the union of theirs."""
 
     table: str
     parts: list[pa.Table]
     names: list[str | None]
     seq: int = 0
+    zones: list[dict[str, list[str] | None] | None] = field(default_factory=list)
 
     @property
     def rows(self) -> pa.Table:
@@ -230,10 +237,11 @@ class IdParts:
         state of one ``<table>.arrow``: read as one part, written again)."""
         if desc is None:
             return cls(table, [feather.read_table(path / f"{table}.arrow", memory_map=True)],
-                       [None])
+                       [None], zones=[None])
         names = [str(n) for n in desc["parts"]]
+        zones = desc.get("zones") or [None] * len(names)
         return cls(table, [feather.read_table(path / n, memory_map=True) for n in names],
-                   list(names), int(desc["seq"]))
+                   list(names), int(desc["seq"]), list(zones))
 
     def add(self, rows: pa.Table, drop_cids: pa.Array | None, bound: IdBound | None,
             since: int | None, ts_col: str) -> tuple[IdParts, pa.Table]:
@@ -242,6 +250,8 @@ class IdParts:
         ``since``; and the rows forgotten. As one table: ``IdBound.keep`` over the
         earlier rows less those dropped, then ``rows``."""
         parts, names = [], []
+        zones: list[dict[str, list[str] | None] | None] = (
+            list(self.zones) if len(self.zones) == len(self.parts) else [None] * len(self.parts))
         for p, n in zip(self.parts, self.names, strict=True):
             if p.schema != rows.schema:  # (a part of another schema: cast, written again)
                 p, n = p.select(rows.column_names).cast(rows.schema), None
@@ -253,6 +263,7 @@ class IdParts:
             names.append(n)
         parts.append(rows)
         names.append(None)
+        zones.append(_zone(rows) if self.table == "ids" else None)
         gone = rows.schema.empty_table()
         if bound is not None and since is not None:
             ts = [ns_or_inf(p.column(ts_col)) for p in parts]
@@ -262,6 +273,7 @@ class IdParts:
                 keep = bound.keep(ns_or_inf(whole.column(ts_col)), since)
                 gone = whole.filter(pa.array(~keep))
                 parts, names = [whole.filter(pa.array(keep))], [None]
+                zones = [_zone_union(zones)]
             else:
                 out_gone = []
                 for i, t in enumerate(ts):
@@ -272,9 +284,11 @@ class IdParts:
                 gone = pa.concat_tables([gone, *out_gone])
         keep_i = [i for i, p in enumerate(parts) if p.num_rows] or [len(parts) - 1]
         parts, names = [parts[i] for i in keep_i], [names[i] for i in keep_i]
+        zones = [zones[i] for i in keep_i]
         while len(parts) >= 2 and parts[-2].num_rows <= ID_MERGE * parts[-1].num_rows:
             parts[-2:], names[-2:] = [pa.concat_tables(parts[-2:])], [None]
-        return IdParts(self.table, parts, names, self.seq), gone
+            zones[-2:] = [_zone_union(zones[-2:])]
+        return IdParts(self.table, parts, names, self.seq, zones), gone
 
     def save(self, out: Path) -> tuple[dict[str, Any], list[str]]:
         """Write the parts not written yet into ``out``; (this table's ``IDS_FILE``
@@ -289,7 +303,42 @@ class IdParts:
                 self.names[i] = name
             else:
                 kept.append(str(self.names[i]))
-        return {"parts": list(self.names), "seq": self.seq}, kept
+        desc: dict[str, Any] = {"parts": list(self.names), "seq": self.seq}
+        if self.table == "ids" and len(self.zones) == len(self.parts):
+            desc["zones"] = list(self.zones)
+        return desc, kept
+
+
+ZONE_COLUMNS = ("client_order_id", "orig_client_order_id", "exchange_order_id",
+                "target_order_id")
+"""The id columns of ``ids`` that ``IdParts.zones`` bound (``_named``'s)."""
+
+
+def _zone(rows: pa.Table) -> dict[str, list[str] | None]:
+    """Per id column of ``rows`` (``ZONE_COLUMNS``): [least, greatest] (Arrow's order of
+    strings, by their bytes; None: all null). ~0.3 ms a column at ~27k rows."""
+    out: dict[str, list[str] | None] = {}
+    for c in ZONE_COLUMNS:
+        if c in rows.column_names and pa.types.is_string(rows.schema.field(c).type):
+            mm = pc.min_max(rows.column(c))
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            out[c] = None if lo is None else [lo, hi]
+    return out
+
+
+def _zone_union(zones: Sequence[dict[str, list[str] | None] | None]
+                ) -> dict[str, list[str] | None] | None:
+    """The zone of parts put together (None: one of them not known). (Python orders
+    ``str`` by code point, as UTF-8's bytes are ordered.)"""
+    if any(z is None for z in zones):
+        return None
+    out: dict[str, list[str] | None] = {}
+    for c in ZONE_COLUMNS:
+        if any(c not in z for z in zones if z is not None):
+            continue  # (not known: not named)
+        bounds = [b for z in zones if z is not None and (b := z[c]) is not None]
+        out[c] = [min(b[0] for b in bounds), max(b[1] for b in bounds)] if bounds else None
+    return out
 
 
 @dataclass(slots=True)
@@ -1050,24 +1099,32 @@ def _check_inputs(prev: _Carried, parts: StagedParts) -> str | None:
             return f"{t} rows before the previous cut"
     inc = prev.t["rtt_incomplete"]
     files = parts.fresh("tcp_rtt")
-    if no_row_before(files, "ts_sent", before) and not inc.num_rows:
+    early = not no_row_before(files, "ts_sent", before)
+    if not early and not inc.num_rows:
         return None  # (none before it of all the samples: none of those the matcher reads)
-    rtt = _clean_rtt(_read(files, "tcp_rtt",
-                           ["flow_id", "direction", "piggybacked", "retransmitted",
-                            "ts_sent", "method"]))
-    if min_ns(rtt, "ts_sent") < before:
-        return "RTT samples before the previous cut"
-    if rtt.num_rows and inc.num_rows:
-        # (of the connections ``inc`` names only: a key per sample of the file cost ~0.01 s)
+    # (the strings as read, dictionary-encoded; with none before the cut, of ``inc``'s
+    # connections only: ~7 -> ~3 ms a command at ~50k samples a file)
+    rtt = pa.concat_tables([pq.ParquetFile(p, read_dictionary=["direction", "method"]).read(
+        columns=["flow_id", "direction", "piggybacked", "retransmitted", "ts_sent", "method"])
+        for p in files]) if files else None
+    if rtt is None or rtt.num_rows == 0:
+        return None
+    if not early and inc.num_rows:
         rtt = rtt.filter(pc.is_in(rtt.column("flow_id"),
                                   value_set=inc.column("flow_id").combine_chunks()))
+    rtt = _clean_rtt(rtt)
+    if early and min_ns(rtt, "ts_sent") < before:
+        return "RTT samples before the previous cut"
     if rtt.num_rows and inc.num_rows:
-        key = pc.binary_join_element_wise(pc.cast(rtt.column("flow_id"), pa.string()),
-                                          pc.fill_null(rtt.column("method"), "ack"), ":")
-        had = pc.binary_join_element_wise(pc.cast(inc.column("flow_id"), pa.string()),
-                                          inc.column("method"), ":")
-        if pc.any(pc.is_in(key, value_set=had.combine_chunks())).as_py():
-            return "an RTT sample after a final order that lacked them"
+        # (per method, the samples' connections against those of ``inc`` of that method:
+        # a "flow:method" string per sample cost ~4 ms)
+        method = pc.fill_null(rtt.column("method").cast(pa.string()), "ack")
+        for m in pc.unique(inc.column("method")).drop_null().to_pylist():
+            had = inc.column("flow_id").filter(pc.fill_null(
+                pc.equal(inc.column("method"), m), False)).combine_chunks()
+            if pc.any(pc.and_(pc.equal(method, m), pc.is_in(
+                    rtt.column("flow_id"), value_set=had))).as_py():
+                return "an RTT sample after a final order that lacked them"
     return None
 
 
@@ -1281,7 +1338,7 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
     # events names (every join below is on one of their ids: six scans of the set's ids
     # cost ~0.04 s a command at ~200k orders, for the few rows they can meet)
     n = g.filter(pc.and_(accepted, pc.invert(pc.fill_null(g.column("orphan"), False))))
-    old = _not_in(_named(ids, n, run.engine), "cid", g.column("cid"))
+    old = _not_in(_named(ids, n, run.engine, prev.ids.get("ids")), "cid", g.column("cid"))
     if old.num_rows == 0:
         return None  # (every join below is with ``old``: none can meet a row)
     con = run.con if run.con is not None else _connect(1)
@@ -1343,27 +1400,58 @@ _EXCHANGE_IDS = ("exchange_order_id", "target_order_id")
 event's order id)."""
 
 
-def _named(ids: pa.Table, n: pa.Table, engine: pa.Table | None) -> pa.Table:
+def _named(ids: pa.Table, n: pa.Table, engine: pa.Table | None,
+           parts: IdParts | None = None) -> pa.Table:
     """The rows of ``ids`` that ``_check_ids``'s joins can meet: a client order id
     (``_CLIENT_IDS``) that ``n``'s client order ids (this run's accepted orders) or
     ``engine``'s subjects name, or an exchange order id (``_EXCHANGE_IDS``) that ``n``'s
     exchange order ids or ``engine``'s order ids name. (Each id against the names of
-    its own kind: every name against all four columns cost twice as much.)"""
-    hit = None
+    its own kind: every name against all four columns cost twice as much.) ``parts``:
+    ``ids`` as its parts, each looked up only by the names within its zone
+    (``IdParts.zones``): ids that grow with time (a counter, a timestamp) are not looked
+    up at all, where each column cost ~10 ms at ~200k ids (``pc.is_in`` against ~30k
+    names: the lookups, not the scan, ~1 ms against one name)."""
+    sets: dict[tuple[str, ...], pa.ChunkedArray] = {}  # (the names as given: ``_named_in``
+    # takes the distinct ones it looks up)
     for cols, name, ev in ((_CLIENT_IDS, "client_order_id", "subject"),
                            (_EXCHANGE_IDS, "exchange_order_id", "order_id")):
         names = [n.column(name)]
         if engine is not None and engine.num_rows:
             names.append(engine.column(ev))
-        value_set = pc.drop_null(pc.unique(pa.chunked_array(
-            [c for x in names for c in x.cast(pa.string()).chunks], pa.string())))
-        if len(value_set) == 0:
-            continue
+        sets[cols] = pa.chunked_array(
+            [c for x in names for c in x.cast(pa.string()).chunks], pa.string())
+    if parts is None or len(parts.zones) != len(parts.parts) or not parts.parts:
+        return _named_in(ids, sets, None)
+    return pa.concat_tables([ids.schema.empty_table(), *(
+        _named_in(p.select(ids.column_names).cast(ids.schema), sets, z)
+        for p, z in zip(parts.parts, parts.zones, strict=True))])
+
+
+def _named_in(ids: pa.Table, sets: Mapping[tuple[str, ...], pa.Array],
+              zone: Mapping[str, list[str] | None] | None) -> pa.Table:
+    """``_named`` over one part of ``ids`` (``zone``: its ``IdParts.zones`` entry)."""
+    hit = None
+    for cols, given in sets.items():
+        every = None
         for c in cols:
             col = ids.column(c)
-            if col.null_count == len(col):
+            if len(given) == 0 or col.null_count == len(col):
                 continue
-            h = pc.is_in(col.cast(pa.string()), value_set=value_set)
+            if zone is not None and c in zone:
+                z = zone[c]
+                if z is None:
+                    continue  # (all null)
+                vs = given.filter(pc.and_(  # (a null name: dropped, as a null compares)
+                    pc.greater_equal(given, pa.scalar(z[0], pa.string())),
+                    pc.less_equal(given, pa.scalar(z[1], pa.string()))))
+                if len(vs) == 0:
+                    continue
+                vs = pc.unique(vs)
+            else:
+                if every is None:
+                    every = pc.drop_null(pc.unique(given))
+                vs = every
+            h = pc.is_in(col.cast(pa.string()), value_set=vs)
             hit = h if hit is None else pc.or_(hit, h)
     if hit is None:
         return ids.slice(0, 0)

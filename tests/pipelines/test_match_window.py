@@ -180,7 +180,10 @@ def test_id_parts_are_the_one_table(tmp_path: Path) -> None:
     ingest: rows made up): after every command the parts read back are, in order, the one
     table the state kept before (the earlier rows less those made again, then the
     command's; ``IdBound.keep`` over them, its row cap too), the rows forgotten are the
-    same, a command writes its own part and the merges only, and the parts stay few."""
+    same, a command writes its own part and the merges only, and the parts stay few.
+    Each part's zone (``IdParts.zones``) bounds its ids, and ``_named`` looking names up
+    by the zones finds the rows it finds without them (ids growing with time, now and
+    then an old one or none)."""
     rng = np.random.default_rng(11)
     ids, one, state = match_carry.IdParts("ids", [], []), None, tmp_path / "s0"
     state.mkdir()
@@ -192,8 +195,17 @@ def test_id_parts_are_the_one_table(tmp_path: Path) -> None:
         cids = [*again, *(f"c{k}-{i}" for i in range(n))]
         ts = [None if rng.random() < 0.03 else k * 100 + int(x)
               for x in rng.integers(-150, 100, len(cids))]
+        def made_up(p: str, k: int = k, m: int = len(cids)) -> pa.Array:
+            # (ids growing with the commands; now and then an older one, or none)
+            return pa.array([None if rng.random() < 0.1 else
+                             f"{p}{k - int(rng.integers(0, 30)) if rng.random() < 0.05 else k:03d}"
+                             f"-{int(rng.integers(0, 99)):02d}" for _ in range(m)], pa.string())
+
         rows = pa.table({"cid": pa.array(cids, pa.string()),
-                         "order_ts": pa.array(ts, pa.int64())})
+                         "order_ts": pa.array(ts, pa.int64()),
+                         "client_order_id": made_up("o"), "orig_client_order_id": made_up("o"),
+                         "exchange_order_id": made_up("x"),
+                         "target_order_id": pa.nulls(len(cids), pa.string())})
         since = k * 100 - 2_000 + int(rng.integers(-50, 50))
         bound = match_carry.IdBound(2_000, 1_000 if k % 10 else 500)  # (the cap: now and then)
         drop = pa.array(again, pa.string())
@@ -215,6 +227,19 @@ def test_id_parts_are_the_one_table(tmp_path: Path) -> None:
         ids = match_carry.IdParts.load(state, "ids", desc)
         assert ids.rows.equals(one), k
         assert len(ids.parts) <= 12
+        assert len(ids.zones) == len(ids.parts) and all(z is not None for z in ids.zones)
+        for p, z in zip(ids.parts, ids.zones, strict=True):
+            for c in match_carry.ZONE_COLUMNS:
+                v = [x for x in p.column(c).to_pylist() if x is not None]
+                assert z[c] is None if not v else z[c][0] <= min(v) and max(v) <= z[c][1]
+        names = pa.table({c: pa.array([f"{p}{int(x):03d}-{int(y):02d}" for x, y in zip(
+            rng.integers(max(k - 3, 0), k + 2, 20), rng.integers(0, 99, 20), strict=True)])
+            for c, p in (("client_order_id", "o"), ("exchange_order_id", "x"))})
+        ev = pa.table({"subject": names.column(0).slice(0, 3),
+                       "order_id": names.column(1).slice(0, 3)})
+        for e in (None, ev):
+            want = match_carry._named(ids.rows, names, e)
+            assert match_carry._named(ids.rows, names, e, ids).equals(want), k
     assert written < 40 * 3  # (parts are written again only as they merge or lose rows)
 
 
@@ -295,3 +320,47 @@ def test_named_holds_every_id_row_the_checks_can_meet() -> None:
         for r in match_carry._named(ids, n, engine).to_pylist():
             assert names & {r[c] for c in ("client_order_id", "orig_client_order_id",
                                            "target_order_id", "exchange_order_id")}
+
+
+def test_learned_prev_is_read_only_for_a_cancel_or_amend() -> None:
+    """``combine.sql``'s ``accepted_ids``: the set's remembered ids (``learned_prev``, a
+    view over ``_ids_prev``: ~200k rows at 8 files of ``make_capture.py --answered``) are
+    hardly read by a command with no cancel or amend (both lists they are looked up by
+    are empty: the scan ends early); with one, every batch is read and the rows it names
+    are there, as before."""
+    from pcapflow.pipelines import match
+
+    [stmt] = [s for s in match._parsed(match.sql_text("combine"))
+              if match.statement_text(s).startswith(
+                  "CREATE OR REPLACE TEMP TABLE accepted_ids AS")]
+    n = 3000
+    prev = pa.table({"venue": ["v"] * n, "kind": ["new"] * n, "status": ["accepted"] * n,
+                     "client_order_id": [f"c{i}" for i in range(n)],
+                     "exchange_order_id": [str(i) for i in range(n)]})
+    batches = prev.to_batches(max_chunksize=10)
+    for kinds, target, want in ((["new", "new"], [None, None], {("n", "9")}),
+                                (["new", "cancel"], [None, "2"], {("n", "9"), ("c2", "2")}),
+                                (["new", "amend"], [None, None], {("n", "9")})):
+        read: list[int] = []
+
+        def reader(read: list[int] = read) -> object:
+            for b in batches:
+                read.append(1)
+                yield b
+
+        con = match._connect(1)
+        con.register("_ids_prev", pa.RecordBatchReader.from_batches(prev.schema, reader()))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW learned_prev AS {match_carry.LEARNED_PREV}")
+        con.register("all_orders", pa.table({
+            "order_key": ["k1", "k2"], "venue": ["v", "v"], "kind": kinds,
+            "client_order_id": ["n", None], "orig_client_order_id": [None, None],
+            "target_order_id": pa.array(target, pa.string())}))
+        con.register("all_acks", pa.table({"order_key": ["k1"], "status": ["accepted"],
+                                           "exchange_order_id": ["9"]}))
+        con.execute(stmt)
+        assert {(r[1], r[2]) for r in con.execute("FROM accepted_ids").fetchall()} == want
+        if kinds[1] == "new":
+            assert len(read) < len(batches) // 2, len(read)
+        else:
+            assert len(read) == len(batches)
+        con.close()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from helpers.capture_split import split
 from helpers.dataset_compare import assert_same_rows, parquet_files
@@ -334,3 +336,60 @@ def test_the_carried_fix_messages_keep_what_the_sql_reads() -> None:
     assert got.column("text").null_count == 5
     assert got.drop_columns(["fields", "text"]) == pa.Table.from_pylist(
         rows, schema).drop_columns(["fields", "text"])
+
+
+def test_check_inputs_finds_what_reading_every_sample_finds(tmp_path: Path) -> None:
+    """``match_carry._check_inputs``' RTT premises (a sample before the previous cut; a
+    sample on a connection and method whose final order lacked them, ``rtt_incomplete``),
+    read as dictionaries and of ``rtt_incomplete``'s connections only when the
+    statistics show none before the cut, say what reading every sample of the file
+    says: over 150 random files (flags, methods and directions null or not, times on
+    either side of the cut, none of some methods)."""
+    from types import SimpleNamespace
+
+    from pcapflow.pipelines.tables.schemas import TABLES, without_capture_id
+
+    schema = without_capture_id(TABLES["tcp_rtt"])
+    cols = ["flow_id", "direction", "piggybacked", "retransmitted", "ts_sent", "method"]
+
+    def want(prev: Any, files: list[Path]) -> str | None:  # (every sample, as before)
+        before, inc = int(prev.meta["cut"]), prev.t["rtt_incomplete"]
+        rtt = match_carry._clean_rtt(match_carry._read(files, "tcp_rtt", cols))
+        if match_carry.min_ns(rtt, "ts_sent") < before:
+            return "RTT samples before the previous cut"
+        if rtt.num_rows and inc.num_rows:
+            key = {(f, m or "ack") for f, m in zip(rtt.column("flow_id").to_pylist(),
+                                                   rtt.column("method").to_pylist(),
+                                                   strict=True)}
+            had = set(zip(inc.column("flow_id").to_pylist(),
+                          inc.column("method").to_pylist(), strict=True))
+            if key & had:
+                return "an RTT sample after a final order that lacked them"
+        return None
+
+    rng = np.random.default_rng(21)
+    said = set()
+    for i in range(150):
+        n = int(rng.integers(0, 40))
+        pick = lambda vals, k=n: [vals[int(j)] for j in rng.integers(0, len(vals), k)]  # noqa: E731
+        before = 1_000_000
+        rows = pa.table({
+            "flow_id": pa.array(rng.integers(0, 8, n), pa.int64()),
+            "direction": pa.array(pick(["out", "out", "in", None]), pa.string()),
+            "piggybacked": pa.array(pick([False, False, True, None]), pa.bool_()),
+            "retransmitted": pa.array(pick([False, False, True, None]), pa.bool_()),
+            "ts_sent": pa.array(before + rng.integers(-5 if i % 3 == 0 else 0, 100, n),
+                                pa.int64()).cast(schema.field("ts_sent").type),
+            "method": pa.array(pick(["ack", "tsecr", None]), pa.string())})
+        f = tmp_path / f"r{i}.parquet"
+        pq.write_table(rows, f)
+        m = int(rng.integers(0, 6))
+        inc = pa.table({"flow_id": pa.array(rng.integers(0, 8, m), pa.int64()),
+                        "method": pa.array(pick(["ack", "tsecr"], m), pa.string())})
+        prev = SimpleNamespace(meta={"cut": before}, t={"rtt_incomplete": inc})
+        files = [f] if n or i % 2 else []
+        parts = SimpleNamespace(fresh=lambda t, fs=files: fs if t == "tcp_rtt" else [])
+        got = match_carry._check_inputs(prev, parts)  # type: ignore[arg-type]
+        assert got == want(prev, files), i
+        said.add(got)
+    assert len(said) == 3  # (each answer given)
