@@ -363,7 +363,14 @@ class Staging:
             txn = f"{owner}-w{os.getpid()}-{tag}" if owner else f"{os.getpid()}-{tag}"
         self.txn = txn
         self.dir = root / STAGING / self.txn
-        self.dir.mkdir(parents=True, exist_ok=adopted)
+        if adopted:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        else:
+            # under the lock: a compaction (``pipelines.compact``) checks under it that
+            # nobody is staging, then moves the set's parts; a staging directory made
+            # in the middle of those moves would let this ingest read the set half moved
+            with locked(root):
+                self.dir.mkdir(parents=True)
         self._writers: dict[str, pq.ParquetWriter] = {}
         # batches the writer thread holds for the next row group, by table (``GROUP_ROWS``)
         self._held: dict[str, list[pa.Table]] = {}

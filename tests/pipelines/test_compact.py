@@ -135,3 +135,20 @@ def test_tiers_merge_a_full_tier_and_leave_the_rest() -> None:
     assert "part-f3-0.parquet" not in {p.name for p in g} and len(g) == 8
     assert compact.command_of("part-f12-c3-ab12.parquet") == (3, 12)
     assert compact.command_of("part-0.parquet") == (0, 0)
+
+
+def test_a_staging_directory_is_made_under_the_lock(tmp_path: Path) -> None:
+    """An ingest's staging directory appears only between commits: a compaction that
+    found nobody staging (checked under the lock) finishes its moves before an ingest
+    can begin and read the set."""
+    import threading
+
+    made: list[store.Staging] = []
+    with store.locked(tmp_path):  # a compaction's commit, in the middle of its moves
+        t = threading.Thread(target=lambda: made.append(store.Staging(tmp_path)))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and not (tmp_path / store.STAGING).exists()
+    t.join(10)
+    assert not t.is_alive() and made[0].dir.is_dir()
+    made[0].abort()
