@@ -206,6 +206,8 @@ def run_all(a: argparse.Namespace) -> dict:
     peers = {"tshark": a.tshark, "dpkt": a.dpkt}
     if not any(peers.values()):
         peers = dict.fromkeys(peers, True)  # no peer named: run them all
+    if a.workdir:
+        os.makedirs(a.workdir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pcapflow-bench-", dir=a.workdir) as wd:
         b = Bench(cap, a.repeat, wd)
         pf = pcapflow_cmd()
