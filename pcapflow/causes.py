@@ -240,7 +240,7 @@ def compute(ds: Dataset, since: int | None = None, more_rtt: pa.Table | None = N
             ds.con.unregister(name)
 
 
-def none_possible(ds: Dataset, latency: pa.Table) -> bool:
+def none_possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None) -> bool:
     """Can ``compute(ds)`` (every latency row, nothing carried) give no row at all? True
     only when it cannot: ``latency`` is the rows of the view's ``latency`` (without
     ``capture_id``; one capture), and each cause's own conditions
@@ -250,7 +250,8 @@ def none_possible(ds: Dataset, latency: pa.Table) -> bool:
     session 22, derive18l): ``delayed_ack``, the resends, zero windows and gaps inside an
     order's window, exactly; ``tls_coalescing`` and ``head_of_line``: any inbound message
     on an order's reply connection ending with the next one, or 16 KiB or more after
-    the one before it (stream offsets tied, or a null read: False)."""
+    the one before it (stream offsets tied, or a null read: False). ``events``: the
+    view's ``tcp_events`` rows of ``alerts.tcp_events_rows`` (None: read here)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -286,14 +287,16 @@ def none_possible(ds: Dataset, latency: pa.Table) -> bool:
                         strict=True):
             if ((f_l == f) & (o_l < k) & (k <= a_l) & (a_l - k <= slack)).any():
                 return False
-    ev = ds.small_arrow(
-        f"SELECT flow_id AS f, kind = 'gap' AS gap, direction = 'in' AS inbound, "
-        f"epoch_ns(ts) AS t FROM tcp_events WHERE kind IN {(*RESENDS, 'zero_window', 'gap')} "
-        f"AND ts IS NOT NULL AND flow_id IS NOT NULL")
+    if events is None:
+        from .alerts import tcp_events_rows
+
+        events = tcp_events_rows(ds)
+    ev = events.filter(pc.and_(pc.is_valid(events.column("f")),
+                               pc.is_valid(events.column("t"))))
     if ev.num_rows:
         f_e, t_e = ev.column("f").to_numpy(), ev.column("t").to_numpy()
-        gap = ev.column("gap").to_numpy(zero_copy_only=False)
-        gap_in = gap & pc.fill_null(ev.column("inbound"), False).to_numpy(
+        gap = pc.equal(ev.column("kind"), "gap").to_numpy(zero_copy_only=False)
+        gap_in = gap & pc.fill_null(pc.equal(ev.column("direction"), "in"), False).to_numpy(
             zero_copy_only=False)
         if (_any_inside(flow[on_flow], o[on_flow], a[on_flow], f_e[~gap], t_e[~gap])
                 or _any_inside(af[on_af], o[on_af], a[on_af], f_e[gap_in], t_e[gap_in])):

@@ -467,9 +467,18 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
     p_prev = int(prev.meta["pcut"]) if prev else None  # type: ignore[call-overload]
     final: dict[str, pa.Table] = {}
     prov: dict[str, pa.Table] = {}
-    with Dataset.of_capture(files, plan.capture_id, tables, extra) as view:
+    own = prev is None and not plan.keep and not plan.parts.resumed and not extra
+    # (a capture's own rows: no view of the tables nothing here reads, ~0.7 ms each)
+    with Dataset.of_capture(files, plan.capture_id, tables, extra,
+                            views=[t for t in TABLES if t not in UNREAD] if own else None
+                            ) as view:
         view.con.execute("SET threads = 1")  # (see ``derive``)
         cut, pcut, qcut = wc.cuts(plan, view, latency, unmatched)
+        events = None  # (a capture's own: its TCP anomalies read once, for the checks)
+        if own:
+            events = alerts.tcp_events_rows(view)
+            silent = alerts.silent_tcp_detectors(events, SETTINGS or alerts.Settings())
+            kinds = tuple(k for k in kinds if k not in silent)
         if orders:
             acks = tables.get("acks")
             given = (causes.since_rows(latency, acks, c_prev)
@@ -479,7 +488,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             # command's view holds minutes of them, it reads the last seconds')
             read = given["latency"] if given is not None else latency
             if (prev is None and latency is not None and "latency" not in extra
-                    and causes.none_possible(view, latency)):  # (its SQL not run)
+                    and causes.none_possible(view, latency, events)):  # (its SQL not run)
                 rows = _cast(TABLES["causes"].empty_table(), "causes")
             else:
                 rows = _cast(causes.compute(view, since=c_prev,
@@ -520,7 +529,7 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev, silences=silences,
                                 bursts=bursts() if bursts is not None else None,
-                                latency=latency if prev is not None else None)
+                                latency=latency if prev is not None or own else None)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts: dict[str, int] = {}  # (per kind: the oldest provisional alert's start)
@@ -560,6 +569,10 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             wc.save(plan, view.con, s, (cut, pcut, qcut), open_starts, latency, unmatched,
                     feed_rows, cusum, all_flows)
     return final, prov
+
+
+UNREAD = frozenset({"captures", "packets", "orders", "unmatched", *DERIVED})
+"""Tables the derive of a capture's own rows reads nothing of (``_derive_carried``)."""
 
 
 def pc_fill0(col: pa.ChunkedArray) -> object:
