@@ -479,6 +479,9 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             events = alerts.tcp_events_rows(view)
             silent = alerts.silent_tcp_detectors(events, SETTINGS or alerts.Settings())
             kinds = tuple(k for k in kinds if k not in silent)
+        storms = (alerts.storm_rows(events, all_flows, plan.capture_id,
+                                    (SETTINGS or alerts.Settings()).storm_per_s)
+                  if events is not None and "retransmission_storm" in kinds else None)
         if orders:
             acks = tables.get("acks")
             given = (causes.since_rows(latency, acks, c_prev)
@@ -529,7 +532,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev, silences=silences,
                                 bursts=bursts() if bursts is not None else None,
-                                latency=latency if prev is not None or own else None)
+                                latency=latency if prev is not None or own else None,
+                                storms=storms)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts: dict[str, int] = {}  # (per kind: the oldest provisional alert's start)

@@ -67,25 +67,34 @@ def test_numpy_paths_equal_the_sql(samples_dataset: pcapflow.Dataset) -> None:
     assert found["gaps"] > 0 and found["stale"] > 100 and found["bursts"] > 100
 
 
-def test_silent_tcp_detectors_are_those_whose_sql_finds_nothing(
+def test_tcp_detectors_from_the_events_read_once_are_the_sql_s(
         samples_dataset: pcapflow.Dataset) -> None:
     """``alerts.silent_tcp_detectors`` lets the ingest skip ``retransmission_storm`` and
-    ``zero_window``: only where their SQL finds nothing, on every sample and threshold;
-    a storm's count is per flow and second, at the threshold or above."""
-    silent_storms = fired = 0
+    ``zero_window``: only where their SQL finds nothing, on every sample and threshold
+    (a storm's count is per flow and second, at the threshold or above); and
+    ``storm_rows`` gives the storms' alerts the SQL gives."""
+    silent_storms = fired = storms = 0
     for cid, view in _views(samples_dataset):
         with view:
             events = alerts.tcp_events_rows(view)
+            flows = view.small_arrow("SELECT flow_id, venue FROM flows")
             for per_s in (1, 2, 3, 5, 10, 50):
                 s = alerts.Settings(storm_per_s=per_s)
                 silent = alerts.silent_tcp_detectors(events, s)
+                # (``storm_rows``: the storms' query in NumPy, the same alerts)
+                ref = alerts.retransmission_storm(view, s)
+                got = alerts.retransmission_storm(view, s, alerts.storm_rows(
+                    events, flows, cid, per_s))
+                assert sorted(got, key=str) == sorted(ref, key=str), (cid, per_s)
+                assert [r["start_ts"] for r in got] == [r["start_ts"] for r in ref]
+                storms += len(got)
                 for kind in ("retransmission_storm", "zero_window"):
                     rows = alerts.DETECTORS[kind](view, s)
                     assert not (kind in silent and rows), (cid, per_s, kind)
                     assert kind in silent or rows or kind == "retransmission_storm", cid
                     silent_storms += kind == "retransmission_storm" and kind in silent
                     fired += bool(rows)
-    assert silent_storms >= 10 and fired >= 2, (silent_storms, fired)
+    assert silent_storms >= 10 and fired >= 2 and storms >= 5, (silent_storms, fired, storms)
     sec = 1_000_000_000
     ev = pa.table({"f": [1, 1, 1, 2, 2, 1], "kind": ["retransmission"] * 3 + [
         "fast_retransmission", "zero_window", "gap"], "direction": ["in"] * 6,
@@ -95,6 +104,16 @@ def test_silent_tcp_detectors_are_those_whose_sql_finds_nothing(
         "retransmission_storm"}
     assert alerts.silent_tcp_detectors(ev.slice(0, 3), alerts.Settings(storm_per_s=3)) == {
         "retransmission_storm", "zero_window"}
+    # runs of seconds: 5, 6 (one run), 8 (another); a flow listed twice: the query's
+    ev = pa.table({"f": [1] * 5, "kind": ["retransmission"] * 5, "direction": ["in"] * 5,
+                   "t": [5 * sec + 3, 5 * sec + 1, 6 * sec, 8 * sec, 8 * sec + 2]})
+    flows = pa.table({"flow_id": [1, 2], "venue": ["v", None]})
+    assert alerts.storm_rows(ev, flows, "c", 1) == [
+        ("c", 1, "v", 5 * sec + 1, 6 * sec, 3, 2, 2), ("c", 1, "v", 8 * sec, 8 * sec + 2, 2, 2, 1)]
+    assert alerts.storm_rows(ev, flows, "c", 2) == [
+        ("c", 1, "v", 5 * sec + 1, 5 * sec + 3, 2, 2, 1),
+        ("c", 1, "v", 8 * sec, 8 * sec + 2, 2, 2, 1)]
+    assert alerts.storm_rows(ev, pa.concat_tables([flows, flows]), "c", 1) is None
 
 
 def test_latency_shift_of_the_rows_given_is_the_query_s() -> None:
@@ -120,10 +139,12 @@ def test_latency_shift_of_the_rows_given_is_the_query_s() -> None:
     with Dataset.of_capture({}, "c", {"latency": table}) as view:
         ref = alerts.latency_shift(view, s)
         got = alerts.latency_shift(view, s, None, table)
+        # (a capture's own derive: a carry with no start, ``why_carry.cusum_of``)
+        whole = alerts.latency_shift(view, s, alerts.CusumCarry(series={}), table)
         rows = view.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns "
                         "FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL "
                         "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
-    assert len(ref) >= 4 and got == ref
+    assert len(ref) >= 4 and got == ref and whole == ref
     assert alerts._acked_in_order(table).to_pylist() == rows.to_pylist()
 
 
