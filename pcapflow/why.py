@@ -556,7 +556,10 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
         tail_steps = {int(t) for t in wc.ns_or_inf(tail_anomalies.filter(pc.fill_null(pc.is_in(
             tail_anomalies.column("code"), pa.array(["clock_step_back", "clock_step_forward"])),
             False)).column("ts"))}
-        for r in alerts.clock_step(view, s):
+        # (no ``anomalies`` rows anywhere: nothing to read, no query)
+        has_anomalies = bool(files.get("anomalies")) or "anomalies" in tables or \
+            "anomalies" in extra
+        for r in alerts.clock_step(view, s) if has_anomalies else []:
             start = cast(int, r["start_ts"])
             (prov_rows if int(start) in tail_steps else fin_rows).append(r)
         final["alerts"] = _cast(alerts.table_of(fin_rows), "alerts")
