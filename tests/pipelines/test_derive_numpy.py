@@ -67,6 +67,87 @@ def test_numpy_paths_equal_the_sql(samples_dataset: pcapflow.Dataset) -> None:
     assert found["gaps"] > 0 and found["stale"] > 100 and found["bursts"] > 100
 
 
+def test_tcp_detectors_from_the_events_read_once_are_the_sql_s(
+        samples_dataset: pcapflow.Dataset) -> None:
+    """``alerts.silent_tcp_detectors`` lets the ingest skip ``retransmission_storm`` and
+    ``zero_window``: only where their SQL finds nothing, on every sample and threshold
+    (a storm's count is per flow and second, at the threshold or above); and
+    ``storm_rows`` gives the storms' alerts the SQL gives."""
+    silent_storms = fired = storms = 0
+    for cid, view in _views(samples_dataset):
+        with view:
+            events = alerts.tcp_events_rows(view)
+            flows = view.small_arrow("SELECT flow_id, venue FROM flows")
+            for per_s in (1, 2, 3, 5, 10, 50):
+                s = alerts.Settings(storm_per_s=per_s)
+                silent = alerts.silent_tcp_detectors(events, s)
+                # (``storm_rows``: the storms' query in NumPy, the same alerts)
+                ref = alerts.retransmission_storm(view, s)
+                got = alerts.retransmission_storm(view, s, alerts.storm_rows(
+                    events, flows, cid, per_s))
+                assert sorted(got, key=str) == sorted(ref, key=str), (cid, per_s)
+                assert [r["start_ts"] for r in got] == [r["start_ts"] for r in ref]
+                storms += len(got)
+                for kind in ("retransmission_storm", "zero_window"):
+                    rows = alerts.DETECTORS[kind](view, s)
+                    assert not (kind in silent and rows), (cid, per_s, kind)
+                    assert kind in silent or rows or kind == "retransmission_storm", cid
+                    silent_storms += kind == "retransmission_storm" and kind in silent
+                    fired += bool(rows)
+    assert silent_storms >= 10 and fired >= 2 and storms >= 5, (silent_storms, fired, storms)
+    sec = 1_000_000_000
+    ev = pa.table({"f": [1, 1, 1, 2, 2, 1], "kind": ["retransmission"] * 3 + [
+        "fast_retransmission", "zero_window", "gap"], "direction": ["in"] * 6,
+                   "t": [5 * sec, 5 * sec + 9, 6 * sec, 5 * sec, 5 * sec, 5 * sec]})
+    assert alerts.silent_tcp_detectors(ev, alerts.Settings(storm_per_s=2)) == set()
+    assert alerts.silent_tcp_detectors(ev, alerts.Settings(storm_per_s=3)) == {
+        "retransmission_storm"}
+    assert alerts.silent_tcp_detectors(ev.slice(0, 3), alerts.Settings(storm_per_s=3)) == {
+        "retransmission_storm", "zero_window"}
+    # runs of seconds: 5, 6 (one run), 8 (another); a flow listed twice: the query's
+    ev = pa.table({"f": [1] * 5, "kind": ["retransmission"] * 5, "direction": ["in"] * 5,
+                   "t": [5 * sec + 3, 5 * sec + 1, 6 * sec, 8 * sec, 8 * sec + 2]})
+    flows = pa.table({"flow_id": [1, 2], "venue": ["v", None]})
+    assert alerts.storm_rows(ev, flows, "c", 1) == [
+        ("c", 1, "v", 5 * sec + 1, 6 * sec, 3, 2, 2), ("c", 1, "v", 8 * sec, 8 * sec + 2, 2, 2, 1)]
+    assert alerts.storm_rows(ev, flows, "c", 2) == [
+        ("c", 1, "v", 5 * sec + 1, 5 * sec + 3, 2, 2, 1),
+        ("c", 1, "v", 8 * sec, 8 * sec + 2, 2, 2, 1)]
+    assert alerts.storm_rows(ev, pa.concat_tables([flows, flows]), "c", 1) is None
+
+
+def test_latency_shift_of_the_rows_given_is_the_query_s() -> None:
+    """``latency_shift`` given the view's ``latency`` rows sorts them itself
+    (``alerts._acked_in_order``): the alarms of its query, with venues and endpoints
+    null, latencies null, other legs, orders at the same time (flow, then correlation id
+    break the tie; a null flow last) and every shift found in the same order."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    o = rng.integers(0, 60 * 10**9, n) // 10**6 * 10**6  # (ms: many equal times)
+    lat = rng.lognormal(np.log(3e6), 0.4, n).astype(np.int64)
+    lat[o > 30 * 10**9] *= 3
+    lat[rng.integers(0, n, 5)] = lat[0]
+    table = pa.table({
+        "venue": pa.array(rng.choice(["x", "y", None], n, p=[0.45, 0.45, 0.1])),
+        "endpoint": pa.array(rng.choice(["e1", "e2", None], n, p=[0.45, 0.45, 0.1])),
+        "order_ts": pa.array(o).cast(pa.timestamp("ns", "UTC")),
+        "latency_ns": pa.array(lat, mask=rng.random(n) < 0.02),
+        "leg": pa.array(rng.choice(["ack", "engine"], n, p=[0.9, 0.1])),
+        "flow_id": pa.array(rng.integers(1, 4, n), mask=rng.random(n) < 0.2),
+        "correlation_id": pa.array([f"c{i}" for i in range(n)])})
+    s = alerts.Settings(cusum_reference=8, cusum_h=3.0)
+    with Dataset.of_capture({}, "c", {"latency": table}) as view:
+        ref = alerts.latency_shift(view, s)
+        got = alerts.latency_shift(view, s, None, table)
+        # (a capture's own derive: a carry with no start, ``why_carry.cusum_of``)
+        whole = alerts.latency_shift(view, s, alerts.CusumCarry(series={}), table)
+        rows = view.sql("SELECT venue, endpoint, epoch_ns(order_ts) AS t, latency_ns "
+                        "FROM latency WHERE leg = 'ack' AND latency_ns IS NOT NULL "
+                        "ORDER BY venue, endpoint, t, flow_id, correlation_id").to_arrow_table()
+    assert len(ref) >= 4 and got == ref and whole == ref
+    assert alerts._acked_in_order(table).to_pylist() == rows.to_pylist()
+
+
 @pytest.mark.parametrize("stale_s", [5.0])
 def test_stale_numpy_path_is_what_the_ingest_stored(samples_dataset: pcapflow.Dataset,
                                                      stale_s: float) -> None:
@@ -339,8 +420,8 @@ def test_bursts_streamed_state_is_o_flows_read_not_o_flow_ids() -> None:
     s = alerts.Settings(burst_min_bytes=3000, burst_factor=3.0)
     w, span = 100_000, 20
 
-    def run(shift: int) -> list[tuple]:
-        ff = f + shift
+    def run(shift: int, scale: int = 1) -> list[tuple]:
+        ff = f * scale + shift
         cols = {"f": ff, "d": d, "t": t, "o": o}
         flows = [(int(x), int(t.min()) - 3 * w * (x % 2), "v") for x in np.unique(ff)]
         batches = [pa.record_batch({k: v[a:a + 4096] for k, v in cols.items()})
@@ -367,6 +448,9 @@ def test_bursts_streamed_state_is_o_flows_read_not_o_flow_ids() -> None:
     # to the SQL; the dense indexes hold whatever the ids)
     huge = run(1 << 40)
     assert [(r[0], r[1] - (1 << 40), *r[2:]) for r in huge] == small
+    # (ids spread wider than a batch: sorted, not counted in a table, ``_DenseIds.dense``)
+    spread = run(0, 1_000_003)
+    assert [(r[0], r[1] // 1_000_003, *r[2:]) for r in spread] == small
 
 
 @pytest.mark.parametrize("batch", [5, 997])
