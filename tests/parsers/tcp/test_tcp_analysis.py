@@ -102,3 +102,15 @@ def test_lossy_sample_has_real_tcp_events() -> None:
     flags, _ = ours(SAMPLES / "lossy_rest_tls13.pcap")
     assert (flags & ANY_RETRANSMISSION).sum() > 0
     assert (flags & BIT["duplicate_ack"]).sum() > 0
+
+
+def test_per_packet_callees_skip_reference_counting() -> None:
+    """The kernels the flow tracker calls for each packet are compiled without Numba's
+    reference counting (``_nrt=False``: half the tracker's CPU was increfs and decrefs
+    of the arrays passed to them); the tables above are the proof that nothing else
+    changed."""
+    from pcapflow.parsers.tcp import analysis
+
+    for k in (analysis._analyze, analysis._timestamps, analysis._ts_clock):
+        assert k.targetoptions.get("_nrt") is False, k
+    assert analysis._kernel.targetoptions.get("_nrt", True) is not False  # (it is the entry)
