@@ -29,7 +29,7 @@ class BuildExt(build_ext):
         if ext.name != AOT:
             super().build_extension(ext)
             return
-        out = Path(self.get_ext_fullpath(ext.name))
+        out = Path(self.get_ext_fullpath(ext.name)).resolve()
         if os.environ.get("PCAPFLOW_AOT_BUILD", "1") == "0":
             self.warn("PCAPFLOW_AOT_BUILD=0: kernels compiled at run time by Numba")
             return
