@@ -47,10 +47,6 @@ Three more fixed costs of a process's first kernel are cut the same way (session
   only time compiles; a cache load now takes that lock once for the whole load with
   the callbacks off (other threads' LLVM calls wait as they would for each call).
 
-And in session 22, *no Numba at all for a small plain-TCP ingest*: the seven kernels
-it calls are also compiled ahead of time at install (``parsers.aot``), and ``Kernel``
-calls that build while its arguments have the types it was compiled for.
-
 And one more cut in session 19:
 
 - *A kernel's dispatcher made at its first use* (``kernel``, the decorator every
@@ -61,6 +57,14 @@ And one more cut in session 19:
   that another one calls or inlines is made when Numba types the caller (a compile:
   on a cache hit the caller's machine code already holds it), through
   ``_numba_type_`` and the attributes ``Kernel`` hands on to its dispatcher.
+
+And in session 22, *no Numba at all for a small plain-TCP ingest*: the seven kernels it
+calls are also compiled ahead of time at install (``parsers.aot``), and ``Kernel`` calls
+that build while the arguments have the types it was compiled for. For that no module a
+plain-TCP ingest imports may import Numba: ``install`` runs when a first dispatcher is
+made (no longer at import), intrinsics are made when Numba first types a kernel using
+them (``LazyIntrinsic``, ``intrinsic``), and a module whose kernels name ``numba`` gets
+Numba itself then (``NUMBA``).
 """
 
 from __future__ import annotations
