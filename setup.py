@@ -35,8 +35,9 @@ class BuildExt(build_ext):
             return
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="pcapflow-aot-") as tmp:
+            # (PYTHONPATH kept: it is how pip's isolated build environment, with the Numba
+            # of [build-system].requires, reaches this child)
             env = dict(os.environ, NUMBA_CACHE_DIR=tmp, PCAPFLOW_AOT="0")
-            env.pop("PYTHONPATH", None)
             try:
                 done = subprocess.run(
                     [sys.executable, str(HERE / "parsers" / "aot_build.py"), str(out)],
