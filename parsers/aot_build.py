@@ -1,6 +1,9 @@
 """Build ``pcapflow.parsers._kernels_aot``: ``aot.EXPORTS`` compiled by ``numba.pycc``.
 
-    python parsers/aot_build.py OUTPUT_FILE      # from a checkout (setup.py runs this)
+    python parsers/aot_build.py [OUTPUT_FILE]    # from a checkout (setup.py runs this)
+
+Without ``OUTPUT_FILE`` it writes ``parsers/_kernels_aot<the platform's suffix>``, where an
+editable install finds it (rebuilding after a kernel was edited).
 
 Run from the source tree, before pcapflow is installed: ``pcapflow``, ``pcapflow.parsers``
 and the sub-packages the kernels live in are made as bare packages over this checkout's
@@ -101,11 +104,16 @@ def build(output: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) > 1 or argv[:1] in (["-h"], ["--help"]):
         print(__doc__, file=sys.stderr)
         return 2
     t = time.perf_counter()
-    out = Path(argv[0]).resolve()
+    if argv:
+        out = Path(argv[0]).resolve()
+    else:  # (beside aot.py: where an editable install imports it from)
+        import importlib.machinery
+
+        out = HERE / f"_kernels_aot{importlib.machinery.EXTENSION_SUFFIXES[0]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     build(out)
     print(f"aot_build: {out.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
