@@ -201,6 +201,16 @@ class Export:
 
 _LOCK = threading.Lock()
 _TABLE: dict[tuple[str, str], Export] | None = None
+
+
+def _fresh_lock_in_child() -> None:
+    """A forked child (``--jobs``, ``--workers``) starts with a free lock (a thread of the
+    parent may have been loading the table at the fork)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
 STATE = ""
 """Why the extension is or is not used in this process, after the first lookup: "used",
 "off" (``PCAPFLOW_AOT=0``), "absent" (not built), "stale" (built from other sources)."""
