@@ -83,6 +83,8 @@ WRAPS = {  # module -> (function path, phase), wrapped as soon as the module is 
     "numba.core.dispatcher": [("_DispatcherBase._compile_for_args", "kernels")],
     # (a kernel's dispatcher made at its first use: session 19)
     "pcapflow.parsers.jitload": [("Kernel._make", "kernels")],
+    # (the kernels compiled at install: their extension's import and check, session 22)
+    "pcapflow.parsers.aot": [("_load", "kernels")],
     "pcapflow.pipelines.ingest.driver": [("_run", "packets")],
     "pcapflow.venues": [("IngestMatcher.__call__", "matcher")],
     "pcapflow.why": [("derive_staged", "derive")],
@@ -134,7 +136,8 @@ _load = _b._load_unlocked
 
 
 def _load_unlocked(spec):
-    _enter("import " + _group(spec.name))
+    aot = spec.name == "pcapflow.parsers._kernels_aot"  # (counted with the kernels)
+    _enter("kernels" if aot else "import " + _group(spec.name))
     try:
         module = _load(spec)
     finally:

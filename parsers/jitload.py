@@ -57,6 +57,14 @@ And one more cut in session 19:
   that another one calls or inlines is made when Numba types the caller (a compile:
   on a cache hit the caller's machine code already holds it), through
   ``_numba_type_`` and the attributes ``Kernel`` hands on to its dispatcher.
+
+And in session 22, *no Numba at all for a small plain-TCP ingest*: the seven kernels it
+calls are also compiled ahead of time at install (``parsers.aot``), and ``Kernel`` calls
+that build while the arguments have the types it was compiled for. For that no module a
+plain-TCP ingest imports may import Numba: ``install`` runs when a first dispatcher is
+made (no longer at import), intrinsics are made when Numba first types a kernel using
+them (``LazyIntrinsic``, ``intrinsic``), and a module whose kernels name ``numba`` gets
+Numba itself then (``NUMBA``).
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
-__all__ = ["Kernel", "install", "installed", "kernel"]
+__all__ = ["Kernel", "LazyIntrinsic", "install", "installed", "kernel"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -319,8 +327,24 @@ def _lazy_environments() -> None:
     environment._rebuild_env = _rebuild_env
 
 
+class _Numba:
+    def __getattr__(self, name: str) -> Any:
+        import numba
+
+        return getattr(numba, name)
+
+    def __repr__(self) -> str:
+        return "<numba, imported when a kernel of this module is first made>"
+
+
+NUMBA: Any = _Numba()
+"""``numba = jitload.NUMBA`` in a module whose kernels name ``numba`` (for
+``numba.literal_unroll``, which Numba recognises by identity): the module then imports
+no Numba, and its ``numba`` is bound to Numba itself when its first kernel's dispatcher
+is made, before Numba reads the kernel's globals."""
+
 _MAKING = threading.Lock()
-_OWN = frozenset({"py_func", "options", "_dispatcher"})
+_OWN = frozenset({"py_func", "options", "_dispatcher", "_aot"})
 
 
 def _fresh_lock_in_child() -> None:
@@ -353,6 +377,7 @@ class Kernel:
         self.py_func = fn
         self.options = options
         self._dispatcher: Any = None
+        self._aot: Any = None  # None: not looked up yet; False: no compiled export
         functools.update_wrapper(self, fn)
 
     @property
@@ -367,9 +392,11 @@ class Kernel:
                 import numba
 
                 install()
+                module = sys.modules.get(self.py_func.__module__)
+                if module is not None and module.__dict__.get("numba") is NUMBA:
+                    setattr(module, "numba", numba)  # (``NUMBA``)  # noqa: B010
                 d = numba.njit(**self.options)(self.py_func)
                 self._dispatcher = d
-                module = sys.modules.get(self.py_func.__module__)
                 name = self.py_func.__name__
                 if module is not None and module.__dict__.get(name) is self:
                     setattr(module, name, d)
@@ -377,7 +404,18 @@ class Kernel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         d = self._dispatcher
-        return (d if d is not None else self._make())(*args, **kwargs)
+        if d is not None:
+            return d(*args, **kwargs)
+        # Before any dispatcher: the kernel compiled at install, when these arguments
+        # have the types it was compiled for (``parsers.aot``)
+        aot = self._aot
+        if aot is None:
+            from . import aot as _aot
+
+            aot = self._aot = _aot.lookup(self.py_func) or False
+        if aot and not kwargs and aot.accepts(args):
+            return aot.fn(*args)
+        return self._make()(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         # (only names this object lacks; none of Python's own protocol names, nor its
@@ -398,3 +436,58 @@ def _kernel_named(module: str, qualname: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(module), qualname)
+
+
+class LazyIntrinsic:
+    """A Numba intrinsic (or any value Numba types in a kernel's globals, such as one of
+    Numba's own intrinsics) made when Numba first types a kernel that uses it, not when
+    its module is imported: a module of kernels then imports no Numba, and an ingest
+    whose kernels all come from the build made at install (``parsers.aot``) never
+    loads it. Numba asks a global it types for ``_numba_type_`` (as it does of
+    ``Kernel``); that makes the value and gives its type. Called from Python (a kernel
+    run as plain Python), it calls ``python``, when given."""
+
+    def __init__(self, make: Callable[[], Any], python: Callable[..., Any] | None = None,
+                 name: str = "") -> None:
+        self._make_value = make
+        self._python = python
+        self._value: Any = None
+        self._name = name or getattr(make, "__name__", "intrinsic")
+
+    @property
+    def value(self) -> Any:
+        """The Numba value (made now, with Numba imported, if it is not yet)."""
+        if self._value is None:
+            with _MAKING:
+                if self._value is None:
+                    self._value = self._make_value()
+        return self._value
+
+    @property
+    def _numba_type_(self) -> Any:
+        from numba.core.registry import cpu_target
+
+        value = self.value
+        ctx = cpu_target.typing_context
+        ctx.refresh()  # (an intrinsic made just now registers its typing then)
+        return ctx.resolve_value_type(value)
+
+    def __call__(self, *args: Any) -> Any:
+        if self._python is None:
+            raise NotImplementedError(f"{self._name} is usable in compiled kernels only")
+        return self._python(*args)
+
+    def __repr__(self) -> str:
+        return f"<lazy intrinsic {self._name}>"
+
+
+def intrinsic(defn: Callable[..., Any], python: Callable[..., Any] | None = None) -> Any:
+    """``numba.extending.intrinsic(defn)``, made at its first use in a compile
+    (``LazyIntrinsic``); ``defn`` imports what it needs of Numba and llvmlite itself."""
+
+    def make() -> Any:
+        from numba.extending import intrinsic as numba_intrinsic
+
+        return numba_intrinsic(defn)
+
+    return LazyIntrinsic(make, python, defn.__name__.lstrip("_"))

@@ -20,16 +20,17 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
-_I32 = ir.IntType(32)
+from .jitload import intrinsic
 
 
 def _prefetch(typingctx: Any, buf: Any, i: Any) -> Any:
     """``prefetch(buf, i)``: start loading the cache line holding ``buf[i]`` (a 1-d
     array, any integer index; nothing is read into the program)."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+
+    i32 = ir.IntType(32)
     if not isinstance(buf, types.Array) or buf.ndim != 1 or not isinstance(i, types.Integer):
         return None
     sig = types.void(buf, i)
@@ -42,14 +43,21 @@ def _prefetch(typingctx: Any, buf: Any, i: Any) -> Any:
             context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
             strides=cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
             inds=[idx], wraparound=False, boundscheck=False)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, _I32, _I32, _I32])
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)
         # read (0), high temporal locality (3), data cache (1)
-        builder.call(fn, [ptr, _I32(0), _I32(3), _I32(1)])
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-prefetch = cast(Callable[[np.ndarray, int], None], intrinsic(_prefetch))
-"""``prefetch(buf, i)`` in compiled code (``_prefetch``)."""
+def _nothing(buf: Any, i: int) -> None:
+    """``prefetch`` called from Python (a kernel run as plain Python): a prefetch
+    changes no result."""
+
+
+prefetch = cast(Callable[[np.ndarray, int], None], intrinsic(_prefetch, _nothing))
+"""``prefetch(buf, i)`` in compiled code (``_prefetch``). Importing this module (every
+capture reader and the decoder do) imports no Numba: the intrinsic is made when Numba
+first types a kernel that calls it (``jitload.LazyIntrinsic``)."""

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..parsers.jitload import install as _lighter_kernel_loads
 from ..parsers.jitload import kernel
 
-_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
+# (no ``jitload.install()`` here: a kernel's dispatcher installs it when it is made)
 
 
 @kernel(cache=True, nogil=True)

@@ -31,12 +31,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic
 
-from ..parsers.jitload import kernel
+from ..parsers.jitload import LazyIntrinsic, intrinsic, kernel
 
 MAX_DEPTH = 32
 """Nesting the walk follows; a deeper payload is passed on whole."""
@@ -44,12 +40,13 @@ MAX_DEPTH = 32
 SWAR = sys.byteorder == "little"
 """``string_end`` reads 8 bytes at a time (little-endian loads only)."""
 
-_I64 = ir.IntType(64)
-
 
 def _load_u64(typingctx: Any, buf: Any, i: Any) -> Any:
     """``load_u64(buf, i)``: bytes ``buf[i:i+8]`` of a C-contiguous uint8 array as one
     unsigned little-endian integer (no bounds check: the caller's)."""
+    from llvmlite import ir
+    from numba.core import types
+
     if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"
             and buf.dtype == types.uint8 and isinstance(i, types.Integer)):
         return None
@@ -59,12 +56,35 @@ def _load_u64(typingctx: Any, buf: Any, i: Any) -> Any:
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         idx = context.cast(builder, args[1], signature.args[1], types.intp)
         ptr = builder.gep(ary.data, [idx])
-        return builder.load(builder.bitcast(ptr, _I64.as_pointer()), align=1)
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
 
     return sig, codegen
 
 
-load_u64 = cast(Callable[[np.ndarray, int], int], intrinsic(_load_u64))
+def _load_u64_python(buf: np.ndarray, i: int) -> np.uint64:
+    return np.uint64(int.from_bytes(bytes(buf[i : i + 8]), "little"))
+
+
+# (both made when Numba first compiles a kernel using them: importing this module, which
+# every ingest does through the feed scan, imports no Numba; ``jitload.LazyIntrinsic``)
+load_u64 = cast(Callable[[np.ndarray, int], int], intrinsic(_load_u64, _load_u64_python))
+
+
+def _numba_trailing_zeros() -> Any:
+    from numba.cpython.unsafe.numbers import trailing_zeros as numba_trailing_zeros
+
+    return numba_trailing_zeros
+
+
+def _trailing_zeros_python(m: Any) -> int:
+    m = int(m)
+    return (m & -m).bit_length() - 1
+
+
+trailing_zeros = cast(
+    Callable[[Any], int],
+    LazyIntrinsic(_numba_trailing_zeros, _trailing_zeros_python, "trailing_zeros"),
+)
 
 _ONES = np.uint64(0x0101010101010101)
 _HIGH = np.uint64(0x8080808080808080)

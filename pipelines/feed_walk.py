@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..parsers.jitload import install as _lighter_kernel_loads
 from ..parsers.jitload import kernel
 from .feed_tokens import (
     MAX_DEPTH,
@@ -22,7 +21,7 @@ from .feed_tokens import (
     token_like,
 )
 
-_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
+# (no ``jitload.install()`` here: a kernel's dispatcher installs it when it is made)
 
 MAX_INT_DIGITS = 18
 """Digits of an id read as an integer here (any such fits int64)."""

@@ -19,19 +19,17 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..parsers.jitload import install as _lighter_kernel_loads
-from ..parsers.jitload import kernel
+from ..parsers.jitload import NUMBA, kernel
 from .store import write_side_file
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import rule_tables
 
-_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
+numba = NUMBA  # (Numba itself once a kernel of this module is made: ``jitload.NUMBA``)
 
 # --- Needles ---------------------------------------------------------------------
 

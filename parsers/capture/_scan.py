@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..events import Anomaly
-from ..jitload import install as _lighter_kernel_loads
 from ..jitload import kernel
 
-_lighter_kernel_loads()  # cached kernels load without Numba's compiler set-up
+# (no ``jitload.install()`` here: a kernel's dispatcher installs it when it is made, and
+# a small plain-TCP ingest may need no Numba at all: ``parsers.aot``)
 
 # --- limits --------------------------------------------------------------------
 MAX_CAPLEN = 262144

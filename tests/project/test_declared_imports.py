@@ -12,7 +12,7 @@ Where: code that ships (``pcapflow/``, ``parsers/``, ``pipelines/``) may import 
 what ``[project].dependencies`` brings, and what a feature extra (every extra but
 ``dev``, e.g. ``verify`` for ``pcapflow verify``) brings: such a feature says which extra
 to install when its import fails; tests, the sample generator, benchmarks and notebooks
-may also use the ``dev`` extra.
+may also use the ``dev`` extra (and ``setup.py`` what ``[build-system].requires`` brings).
 """
 
 from __future__ import annotations
@@ -40,13 +40,16 @@ def _requirement_name(req: str) -> str:
 
 
 def _declared() -> tuple[set[str], set[str]]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    toml = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = toml["project"]
     core = {_requirement_name(r) for r in project.get("dependencies", [])}
+    # (what ``pip install`` builds with: ``setup.py`` runs there)
+    build = {_requirement_name(r) for r in toml.get("build-system", {}).get("requires", [])}
     optional = project.get("optional-dependencies", {})
     extras = {_requirement_name(r) for reqs in optional.values() for r in reqs}
     features = {_requirement_name(r) for name, reqs in optional.items() if name != "dev"
                 for r in reqs}
-    return core | features, core | extras
+    return core | features, core | extras | build
 
 
 def _imports(source: str) -> set[str]:
