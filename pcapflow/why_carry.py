@@ -272,6 +272,44 @@ def cusum_of(plan: Plan, latency: pa.Table | None, pcut: int, qcut: int
     return carry
 
 
+def p99_of(plan: Plan, latency: pa.Table | None, s: Settings
+           ) -> tuple[int, list[dict[str, object]]] | None:
+    """``p99_high``'s carried rows for this command (``alerts.p99_high``'s ``carried``):
+    the previous command's rows of the buckets from its order cut ``P``'s to before its
+    answered cut ``Q``'s, when the ack rows of those buckets are as they were (before
+    ``P``: ``check``'s count; from ``P`` on: as many as then, as ``cusum_of``'s, since
+    only a reply to an order that had none adds one) and the settings the same; else
+    None (it reads every bucket from ``P``'s)."""
+    prev = plan.prev
+    got = prev.meta.get("p99") if prev is not None else None
+    if not isinstance(got, dict) or got.get("settings") != _p99_settings(s):
+        return None
+    pcut, qb = int(got["pcut"]), int(got["qb"])
+    if _acks_between(latency, pcut, qb) != got["n"]:
+        return None
+    return qb, list(got["rows"])
+
+
+def _p99_settings(s: Settings) -> list[object]:
+    """What ``p99_high``'s rows depend on but its input (``p99_of``)."""
+    return [float(s.bucket_s), float(s.p99_us), int(s.min_orders)]
+
+
+def _p99_keep(s: Settings, rows: list[dict[str, object]] | None, latency: pa.Table | None,
+              pcut: int, qcut: int) -> dict[str, object] | None:
+    """``meta["p99"]``: this command's ``p99_high`` rows of the buckets from ``pcut``'s to
+    before ``qcut``'s, and the ack rows of orders from ``pcut`` to that bucket (``p99_of``);
+    None: no such bucket, or the rows not given."""
+    w = max(int(s.bucket_s * 1e9), 1)
+    pb, qb = pcut // w * w, qcut // w * w
+    if rows is None or qcut >= INF or qb <= pb:
+        return None
+    keep = [r for r in rows if r.get("kind") == "p99_high"
+            and pb <= int(r["start_ts"]) and int(r["end_ts"]) < qb]  # type: ignore[call-overload]
+    return {"settings": _p99_settings(s), "pcut": pcut, "qb": qb,
+            "n": _acks_between(latency, pcut, qb), "rows": keep}
+
+
 def _acks_between(latency: pa.Table | None, lo: int, hi: int) -> int:
     """``latency``'s ack legs with a latency of orders from ``lo`` to before ``hi``."""
     if latency is None or latency.num_rows == 0 or hi <= lo:
@@ -592,11 +630,13 @@ def edge(table: str, cut: int, open_starts: dict[str, int]) -> int:
 
 def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int, int, int],
          open_starts: dict[str, int], latency: pa.Table | None, unmatched: pa.Table | None,
-         feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table) -> None:
+         feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table,
+         p99_rows: list[dict[str, object]] | None = None) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state);
     ``con``: the derive's DuckDB connection (a new one costs a tenth of a second);
     ``at``: the cuts (``cuts``); ``open_starts``: per kind of alert, the start of its
-    oldest provisional one (``edge``)."""
+    oldest provisional one (``edge``); ``p99_rows``: this command's ``p99_high`` rows
+    (``p99_of``; None: not kept)."""
     cut, pcut, qcut = at
     out = plan.stage_dir / STATE / DIR
     if out.exists():
@@ -696,6 +736,9 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
             "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}
     if cusum.later is not None:
         meta |= {"qcut": qcut, "n_q": _acks_between(latency, pcut, qcut)}
+    p99 = _p99_keep(s, p99_rows, latency, pcut, qcut) if n_p >= 0 else None
+    if p99 is not None:
+        meta["p99"] = p99
     (out / "meta.json").write_text(json.dumps(meta))
     for name in ("held", "pend", "f", "ordered"):
         con.unregister(name)
