@@ -266,7 +266,7 @@ def cusum_of(plan: Plan, latency: pa.Table | None, pcut: int, qcut: int
     if prev is None or prev.later is None or not plan.keep or carry.since != pcut:
         return carry
     q_prev = int(prev.meta["qcut"])  # type: ignore[call-overload]
-    if qcut < q_prev or _acks_between(latency, pcut, q_prev) != prev.meta["n_q"]:
+    if qcut < q_prev or _acks_between(latency, pcut, q_prev, plan) != prev.meta["n_q"]:
         return carry
     carry.later, carry.later_alarms, carry.resume = dict(prev.later), prev.later_alarms, q_prev
     return carry
@@ -285,7 +285,7 @@ def p99_of(plan: Plan, latency: pa.Table | None, s: Settings
     if not isinstance(got, dict) or got.get("settings") != _p99_settings(s):
         return None
     pcut, qb = int(got["pcut"]), int(got["qb"])
-    if _acks_between(latency, pcut, qb) != got["n"]:
+    if _acks_between(latency, pcut, qb, plan) != got["n"]:
         return None
     return qb, list(got["rows"])
 
@@ -295,8 +295,8 @@ def _p99_settings(s: Settings) -> list[object]:
     return [float(s.bucket_s), float(s.p99_us), int(s.min_orders)]
 
 
-def _p99_keep(s: Settings, rows: list[dict[str, object]] | None, latency: pa.Table | None,
-              pcut: int, qcut: int) -> dict[str, object] | None:
+def _p99_keep(plan: Plan, s: Settings, rows: list[dict[str, object]] | None,
+              latency: pa.Table | None, pcut: int, qcut: int) -> dict[str, object] | None:
     """``meta["p99"]``: this command's ``p99_high`` rows of the buckets from ``pcut``'s to
     before ``qcut``'s, and the ack rows of orders from ``pcut`` to that bucket (``p99_of``);
     None: no such bucket, or the rows not given."""
@@ -307,15 +307,24 @@ def _p99_keep(s: Settings, rows: list[dict[str, object]] | None, latency: pa.Tab
     keep = [r for r in rows if r.get("kind") == "p99_high"
             and pb <= int(r["start_ts"]) and int(r["end_ts"]) < qb]  # type: ignore[call-overload]
     return {"settings": _p99_settings(s), "pcut": pcut, "qb": qb,
-            "n": _acks_between(latency, pcut, qb), "rows": keep}
+            "n": _acks_between(latency, pcut, qb, plan), "rows": keep}
 
 
-def _acks_between(latency: pa.Table | None, lo: int, hi: int) -> int:
-    """``latency``'s ack legs with a latency of orders from ``lo`` to before ``hi``."""
+def _acks_between(latency: pa.Table | None, lo: int, hi: int, plan: Plan | None = None
+                  ) -> int:
+    """``latency``'s ack legs with a latency of orders from ``lo`` to before ``hi``
+    (``plan``: their order times kept on it for the command's other counts of the same
+    rows, ``Plan.acks``: each took ~2 ms over a resumed command's window, four a
+    command)."""
     if latency is None or latency.num_rows == 0 or hi <= lo:
         return 0
-    o = ns_or_inf(latency.column("order_ts"))
-    return int(np.count_nonzero(ack_rows(latency) & (o >= lo) & (o < hi)))
+    if plan is not None and plan.acks is not None and plan.acks[0] is latency:
+        o = plan.acks[1]
+    else:
+        o = ns_or_inf(latency.column("order_ts"))[ack_rows(latency)]
+        if plan is not None:
+            plan.acks = (latency, o)
+    return int(np.count_nonzero((o >= lo) & (o < hi)))
 
 
 @dataclass(slots=True)
@@ -340,6 +349,8 @@ class Plan:
     """Those rows, read from the set's parts (``whole``: derived over the whole set)."""
     pending: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     """``_pending`` at the cut ``cuts`` found (cut, result): ``save`` reads it again."""
+    acks: tuple[pa.Table, np.ndarray] | None = None
+    """``_acks_between``'s (a ``latency`` table, the order times of its ack rows)."""
 
     @property
     def state_dir(self) -> Path:
@@ -735,8 +746,8 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
     meta = {"version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
             "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}
     if cusum.later is not None:
-        meta |= {"qcut": qcut, "n_q": _acks_between(latency, pcut, qcut)}
-    p99 = _p99_keep(s, p99_rows, latency, pcut, qcut) if n_p >= 0 else None
+        meta |= {"qcut": qcut, "n_q": _acks_between(latency, pcut, qcut, plan)}
+    p99 = _p99_keep(plan, s, p99_rows, latency, pcut, qcut) if n_p >= 0 else None
     if p99 is not None:
         meta["p99"] = p99
     (out / "meta.json").write_text(json.dumps(meta))
