@@ -87,6 +87,9 @@ STEPS = (
     ("pcapflow.pipelines.ingest.resume", "keep_flows", "keep_flows"),
     ("pcapflow.pipelines.ingest.resume", "carried_flows", "carried_flows"),
     ("pcapflow.pipelines.ingest.known", "stage", "known_stage"),
+    # a resumed command's compaction of the set's earlier parts (issue 19, session 21):
+    # at 1M-packet files it merges 8 parts of a tier every 8th command
+    ("pcapflow.pipelines.compact", "after_ingest", "compact"),
 )
 
 

@@ -357,13 +357,23 @@ def _shift_row(key: tuple[object, object], alarm: tuple, s: Settings) -> dict[st
 
 
 def p99_high(ds: Dataset, s: Settings, since: int | None = None,
-             latency: pa.Table | None = None) -> list[dict[str, object]]:
+             latency: pa.Table | None = None,
+             carried: tuple[int, list[dict[str, object]]] | None = None
+             ) -> list[dict[str, object]]:
     """Buckets whose p99 latency is above ``p99_us``; ``since``: the buckets from the
     one holding that order time on (a rotation's later command: ``why_carry``);
     ``latency``: the view's ``latency`` rows, its own read from that bucket on
-    (``_latency_from``)."""
+    (``_latency_from``); ``carried``: (a bucket's start, the rows of the buckets from
+    ``since``'s to before it as the previous command found them: ``why_carry.p99_of``),
+    only the buckets from there on read (an order never answered holds ``since`` back
+    minutes, and every command read those minutes' orders again)."""
     w = int(s.bucket_s * 1e9)
     start = None if since is None else int(since) // w * w
+    before: list[dict[str, object]] = []
+    if carried is not None and start is not None and int(carried[0]) >= start:
+        before = [dict(r) for r in carried[1]
+                  if int(r["start_ts"]) >= start]  # type: ignore[call-overload]
+        start = int(carried[0])
     after = "" if start is None else f" AND epoch_ns(order_ts) >= {start}"
     with _latency_from(ds, latency, start) as src:
         rows = ds.fetchall(f"""
@@ -389,7 +399,7 @@ def p99_high(ds: Dataset, s: Settings, since: int | None = None,
             "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM latency WHERE {where}")),
             "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts",
             "_settle": t1 - 1, "_orders": True})
-    return out
+    return [*before, *out]
 
 
 # -- TCP ----------------------------------------------------------------------------------
@@ -1118,7 +1128,8 @@ def find_rows(ds: Dataset, settings: Settings | None = None,
               silences: list[tuple] | None = None,
               bursts: list[tuple] | None = None,
               latency: pa.Table | None = None,
-              storms: list[tuple] | None = None
+              storms: list[tuple] | None = None,
+              p99: tuple[int, list[dict[str, object]]] | None = None
               ) -> list[dict[str, object]]:
     """``find``'s rows as dicts, each with ``_settle``: the time from which no later
     row of input can change it (``pcapflow.why_carry``); ``cusum``, ``orders_since``:
@@ -1126,12 +1137,12 @@ def find_rows(ds: Dataset, settings: Settings | None = None,
     ``bursts``: see ``stale_feed``, ``microburst``; ``latency``: the view's ``latency``
     rows (without ``capture_id``), of which each latency detector reads those from its
     own start on (``_latency_from``); ``storms``: ``retransmission_storm``'s query rows
-    (``storm_rows``)."""
+    (``storm_rows``); ``p99``: ``p99_high``'s ``carried``."""
     s = settings or Settings()
     special = {"feed_gap": lambda: feed_gap(ds, s, gaps),
                "stale_feed": lambda: stale_feed(ds, s, messages, silences),
                "latency_shift": lambda: latency_shift(ds, s, cusum, latency),
-               "p99_high": lambda: p99_high(ds, s, orders_since, latency)}
+               "p99_high": lambda: p99_high(ds, s, orders_since, latency, p99)}
     if bursts is not None:
         special["microburst"] = lambda: microburst(ds, s, bursts)
     if storms is not None:

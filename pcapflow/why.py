@@ -527,13 +527,14 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             _cast(gaps, "feed_gaps"), wc.ns_or_inf(gaps.column("ts")), c_prev, cut)
         cusum = wc.cusum_of(plan, latency, pcut, qcut)
         s = SETTINGS or alerts.Settings()
+        p99 = wc.p99_of(plan, latency, s)
         # (the latency alerts' rows: the view's window holds minutes of them, each of
         # those alerts reads from its previous order cut on: ``alerts.RecentLatency``)
         rows = alerts.find_rows(view, s, kinds, gaps=gaps, messages=feed_msg, cusum=cusum,
                                 orders_since=p_prev, silences=silences,
                                 bursts=bursts() if bursts is not None else None,
                                 latency=latency if prev is not None or own else None,
-                                storms=storms)
+                                storms=storms, p99=p99)
         held = set(plan.held.tolist())
         fin_rows, prov_rows = [], []
         open_starts: dict[str, int] = {}  # (per kind: the oldest provisional alert's start)
@@ -574,7 +575,8 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
                 "WHERE k.flow_id = m.flow_id AND k.stream_offset = m.stream_offset)"
             ).to_arrow_table()
             wc.save(plan, view.con, s, (cut, pcut, qcut), open_starts, latency, unmatched,
-                    feed_rows, cusum, all_flows)
+                    feed_rows, cusum, all_flows,
+                    [r for r in rows if r["kind"] == "p99_high"] if orders else None)
     return final, prov
 
 

@@ -59,10 +59,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from .alerts import CusumCarry, Settings
+from .pipelines import bundle
 from .pipelines.ingest.resume import (
     HELD,
     OLD_VENUES,
@@ -94,11 +94,16 @@ MARGIN_NS = 100_000_000
 """Input rows are kept this much further back than a window needs (``lookback``)."""
 PENDING_NS = 300 * 10**9
 """Orders without a reply are waited for this long (their connections' rows kept)."""
-VERSION = 2
-"""Of what ``save`` writes: 2, Arrow IPC files (lz4); 1, Parquet (no longer read: the
-command after one derives the set whole, once)."""
+VERSION = 3
+"""Of what ``save`` writes: 3, its tables in one file (``STATE_TABLES``); 2, an Arrow IPC
+file (lz4) each; 1, Parquet (no longer read: the command after one derives the set
+whole, once)."""
 DIR = "derive"
 """Sub-directory of a set's resume state: what ``carry`` keeps."""
+STATE_TABLES = "state" + bundle.SUFFIX
+"""In ``DIR``: the state's tables, one file (``pipelines.bundle``, uncompressed): as a
+file each (lz4), writing, fsyncing and reading back its 12 tables cost ~13 ms a command
+at 1M-packet files of answered orders, as one ~4 ms."""
 DERIVED = ("causes", "feed_gaps", "alerts")
 LATENCY_KINDS = ("latency_shift", "p99_high")
 
@@ -180,8 +185,7 @@ class Carried:
     not kept, a state of an earlier pcapflow)."""
     later_alarms: dict[tuple[object, object], list[tuple]] | None = None
     dack: pa.Table | None = None
-    """``DACK`` (None: not kept, a state of an earlier pcapflow, whose ``tcp_rtt`` holds
-    those rows)."""
+    """``DACK`` (None: not kept)."""
 
     @classmethod
     def load(cls, path: Path) -> Carried | None:
@@ -189,28 +193,15 @@ class Carried:
             meta = json.loads((path / "meta.json").read_text())
             if meta.get("version") != VERSION:
                 return None
-            rows = {t: _load(path, t) for t in CARRY}
-            out = cls(meta=meta, rows=rows, feed=_load(path, "feed"),
-                      cusum=_cusum_load(_load(path, "cusum")), venues=_load(path, "venues"))
-            if (path / f"{DACK}.arrow").is_file():
-                out.dack = _load(path, DACK)
+            t = bundle.read(path / STATE_TABLES)
+            out = cls(meta=meta, rows={n: t[n] for n in CARRY}, feed=t["feed"],
+                      cusum=_cusum_load(t["cusum"]), venues=t["venues"], dack=t.get(DACK))
             if "qcut" in meta:
-                out.later = _cusum_load(_load(path, "cusum_q"))
-                out.later_alarms = _alarms_load(_load(path, "alarms_q"))
+                out.later = _cusum_load(t["cusum_q"])
+                out.later_alarms = _alarms_load(t["alarms_q"])
             return out
         except (OSError, ValueError, KeyError, pa.ArrowException):
             return None
-
-
-def _load(path: Path, name: str) -> pa.Table:
-    return feather.read_table(path / f"{name}.arrow", memory_map=False)
-
-
-def _dump(table: pa.Table, path: Path, name: str) -> None:
-    """One table of the state: Arrow IPC, lz4 (a tenth of Parquet's CPU to write and
-    read, for what the next command reads whole), in one chunk (a table carried from
-    command to command would otherwise gain a chunk per command)."""
-    feather.write_feather(table.combine_chunks(), path / f"{name}.arrow", compression="lz4")
 
 
 def _cusum_load(t: pa.Table) -> dict[tuple[object, object], dict[str, np.ndarray | int]]:
@@ -275,18 +266,65 @@ def cusum_of(plan: Plan, latency: pa.Table | None, pcut: int, qcut: int
     if prev is None or prev.later is None or not plan.keep or carry.since != pcut:
         return carry
     q_prev = int(prev.meta["qcut"])  # type: ignore[call-overload]
-    if qcut < q_prev or _acks_between(latency, pcut, q_prev) != prev.meta["n_q"]:
+    if qcut < q_prev or _acks_between(latency, pcut, q_prev, plan) != prev.meta["n_q"]:
         return carry
     carry.later, carry.later_alarms, carry.resume = dict(prev.later), prev.later_alarms, q_prev
     return carry
 
 
-def _acks_between(latency: pa.Table | None, lo: int, hi: int) -> int:
-    """``latency``'s ack legs with a latency of orders from ``lo`` to before ``hi``."""
+def p99_of(plan: Plan, latency: pa.Table | None, s: Settings
+           ) -> tuple[int, list[dict[str, object]]] | None:
+    """``p99_high``'s carried rows for this command (``alerts.p99_high``'s ``carried``):
+    the previous command's rows of the buckets from its order cut ``P``'s to before its
+    answered cut ``Q``'s, when the ack rows of those buckets are as they were (before
+    ``P``: ``check``'s count; from ``P`` on: as many as then, as ``cusum_of``'s, since
+    only a reply to an order that had none adds one) and the settings the same; else
+    None (it reads every bucket from ``P``'s)."""
+    prev = plan.prev
+    got = prev.meta.get("p99") if prev is not None else None
+    if not isinstance(got, dict) or got.get("settings") != _p99_settings(s):
+        return None
+    pcut, qb = int(got["pcut"]), int(got["qb"])
+    if _acks_between(latency, pcut, qb, plan) != got["n"]:
+        return None
+    return qb, list(got["rows"])
+
+
+def _p99_settings(s: Settings) -> list[object]:
+    """What ``p99_high``'s rows depend on but its input (``p99_of``)."""
+    return [float(s.bucket_s), float(s.p99_us), int(s.min_orders)]
+
+
+def _p99_keep(plan: Plan, s: Settings, rows: list[dict[str, object]] | None,
+              latency: pa.Table | None, pcut: int, qcut: int) -> dict[str, object] | None:
+    """``meta["p99"]``: this command's ``p99_high`` rows of the buckets from ``pcut``'s to
+    before ``qcut``'s, and the ack rows of orders from ``pcut`` to that bucket (``p99_of``);
+    None: no such bucket, or the rows not given."""
+    w = max(int(s.bucket_s * 1e9), 1)
+    pb, qb = pcut // w * w, qcut // w * w
+    if rows is None or qcut >= INF or qb <= pb:
+        return None
+    keep = [r for r in rows if r.get("kind") == "p99_high"
+            and pb <= int(r["start_ts"]) and int(r["end_ts"]) < qb]  # type: ignore[call-overload]
+    return {"settings": _p99_settings(s), "pcut": pcut, "qb": qb,
+            "n": _acks_between(latency, pcut, qb, plan), "rows": keep}
+
+
+def _acks_between(latency: pa.Table | None, lo: int, hi: int, plan: Plan | None = None
+                  ) -> int:
+    """``latency``'s ack legs with a latency of orders from ``lo`` to before ``hi``
+    (``plan``: their order times kept on it for the command's other counts of the same
+    rows, ``Plan.acks``: each took ~2 ms over a resumed command's window, four a
+    command)."""
     if latency is None or latency.num_rows == 0 or hi <= lo:
         return 0
-    o = ns_or_inf(latency.column("order_ts"))
-    return int(np.count_nonzero(ack_rows(latency) & (o >= lo) & (o < hi)))
+    if plan is not None and plan.acks is not None and plan.acks[0] is latency:
+        o = plan.acks[1]
+    else:
+        o = ns_or_inf(latency.column("order_ts"))[ack_rows(latency)]
+        if plan is not None:
+            plan.acks = (latency, o)
+    return int(np.count_nonzero((o >= lo) & (o < hi)))
 
 
 @dataclass(slots=True)
@@ -311,6 +349,8 @@ class Plan:
     """Those rows, read from the set's parts (``whole``: derived over the whole set)."""
     pending: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     """``_pending`` at the cut ``cuts`` found (cut, result): ``save`` reads it again."""
+    acks: tuple[pa.Table, np.ndarray] | None = None
+    """``_acks_between``'s (a ``latency`` table, the order times of its ack rows)."""
 
     @property
     def state_dir(self) -> Path:
@@ -601,11 +641,13 @@ def edge(table: str, cut: int, open_starts: dict[str, int]) -> int:
 
 def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int, int, int],
          open_starts: dict[str, int], latency: pa.Table | None, unmatched: pa.Table | None,
-         feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table) -> None:
+         feed_rows: pa.Table, cusum: CusumCarry, flows: pa.Table,
+         p99_rows: list[dict[str, object]] | None = None) -> None:
     """Write what the next command of the set carries (``DIR`` in the staged state);
     ``con``: the derive's DuckDB connection (a new one costs a tenth of a second);
     ``at``: the cuts (``cuts``); ``open_starts``: per kind of alert, the start of its
-    oldest provisional one (``edge``)."""
+    oldest provisional one (``edge``); ``p99_rows``: this command's ``p99_high`` rows
+    (``p99_of``; None: not kept)."""
     cut, pcut, qcut = at
     out = plan.stage_dir / STATE / DIR
     if out.exists():
@@ -622,6 +664,7 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
     con.register("pend", pa.table({"flow_id": pa.array(pend, pa.int64())}))
     ordered = _order_flows(plan, latency, unmatched)
     con.register("ordered", pa.table({"flow_id": ordered}))
+    tables: dict[str, pa.Table] = {}  # (``STATE_TABLES``: written once, at the end)
     for t, (col, where, columns) in CARRY.items():
         kt = edge(t, cut, open_starts) - lookback(s, t)
         # the connections of pending orders from the oldest order's time on: what
@@ -663,9 +706,9 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
             kept = con.sql(f"SELECT * FROM ({anchor}) WHERE {near} UNION ALL "
                            f"SELECT * FROM r WHERE {sel}").to_arrow_table()
         con.unregister("r")
-        _dump(kept, out, t)
+        tables[t] = kept
         if t == "tcp_rtt":
-            _dump(_dack(plan, rows, kept, col, min(k2, kt), kt, pend), out, DACK)
+            tables[DACK] = _dack(plan, rows, kept, col, min(k2, kt), kt, pend)
     con.register("f", feed_rows)
     kf = edge("feed", cut, open_starts) - lookback(s, "feed")
     near = ("(flow_id IN (SELECT flow_id FROM held) OR flow_id IN "
@@ -678,15 +721,16 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
             row_number() OVER ({part} ORDER BY stream_offset DESC, ts DESC) = 1
             OR row_number() OVER ({part} ORDER BY ts DESC, stream_offset DESC) = 1)
         WHERE {near}""").to_arrow_table()
-    _dump(feed_kept, out, "feed")
-    _dump(_cusum_table(cusum.series), out, "cusum")
+    tables["feed"] = feed_kept
+    tables["cusum"] = _cusum_table(cusum.series)
     if cusum.later is not None and cusum.later_alarms is not None:
-        _dump(_cusum_table(cusum.later), out, "cusum_q")
-        _dump(_alarms_table(cusum.later_alarms), out, "alarms_q")
+        tables["cusum_q"] = _cusum_table(cusum.later)
+        tables["alarms_q"] = _alarms_table(cusum.later_alarms)
     # the venues of the flows whose rows are provisional (the others' are in their rows)
     venues = flows.select(["flow_id", "venue"])
-    _dump(venues.filter(pc.is_in(venues.column("flow_id"), pa.array(plan.held, pa.int64()))),
-          out, "venues")
+    tables["venues"] = venues.filter(pc.is_in(venues.column("flow_id"),
+                                              pa.array(plan.held, pa.int64())))
+    bundle.write(out / STATE_TABLES, tables)
     n_p = n_c = 0
     latency = _given(plan, "latency", latency)
     if plan.omitted is None and plan.window is not None:  # (rows not given: counted)
@@ -702,7 +746,10 @@ def save(plan: Plan, con: duckdb.DuckDBPyConnection, s: Settings, at: tuple[int,
     meta = {"version": VERSION, "cut": cut, "pcut": pcut, "k": k, "k2": k2,
             "pending_flows": [int(f) for f in pend], "n_p": n_p, "n_c": n_c}
     if cusum.later is not None:
-        meta |= {"qcut": qcut, "n_q": _acks_between(latency, pcut, qcut)}
+        meta |= {"qcut": qcut, "n_q": _acks_between(latency, pcut, qcut, plan)}
+    p99 = _p99_keep(plan, s, p99_rows, latency, pcut, qcut) if n_p >= 0 else None
+    if p99 is not None:
+        meta["p99"] = p99
     (out / "meta.json").write_text(json.dumps(meta))
     for name in ("held", "pend", "f", "ordered"):
         con.unregister(name)

@@ -101,7 +101,7 @@ import pyarrow.parquet as pq
 
 from ..parsers.events import Anomaly, Direction
 from ..parsers.limits import Limits
-from . import prefilter, store
+from . import bundle, prefilter, store
 from .ingest.resume import (
     HELD,
     STATE_FILE,
@@ -123,9 +123,10 @@ from .match import (
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import Resolver
 
-VERSION = 4
-"""Of what ``save`` writes: 4, the tables read whole (``_IPC``) as Arrow IPC (lz4);
-3, all Parquet (no longer read: the next command matches the set whole, once)."""
+VERSION = 5
+"""Of what ``save`` writes: 5, the tables read whole (``_IPC``) in one file
+(``IPC_FILE``) and each part of the window one file; 4, a file each (Arrow IPC, lz4); 3,
+all Parquet (no longer read: the next command matches the set whole, once)."""
 DIR = "match"
 """Sub-directory of a set's resume state: what ``save`` keeps."""
 SETTLE_NS = 2 * 10**9
@@ -173,20 +174,16 @@ _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_
 
 _IPC = frozenset(("scan", "content_http", "content_ws", "comp_ids", "venues",
                   "finalized", "max_req", "rtt_incomplete"))
-"""The state's tables only ``_Carried.load`` reads (whole): Arrow IPC, lz4, a third of
-Parquet's CPU a small file to write and read back (~0.3-0.5 ms each, ten a command).
-``http_messages``, ``tcp_rtt`` and ``fix_messages`` stay Parquet: the next command's
-matcher reads them as files beside its own parts. ``ids`` and ``fix_prev``, which grow
-with the orders (to ``IdBound``), are kept as parts (``IdParts``)."""
-
-
-def _put(table: pa.Table, out: Path, name: str) -> None:
-    """One table of the state (``_IPC``: Arrow IPC; else Parquet)."""
-    if name in _IPC:  # (one chunk: a table made of the previous one and a command's rows
-        # grows a chunk per command, which every later read and kernel walks: O(set))
-        feather.write_feather(table.combine_chunks(), out / f"{name}.arrow", compression="lz4")
-    else:
-        pq.write_table(table, out / f"{name}.parquet")
+"""The state's tables only ``_Carried.load`` reads (whole): one file (``IPC_FILE``;
+``pipelines.bundle``: Arrow IPC uncompressed, each table one chunk, as a table made of
+the previous one and a command's rows would grow a chunk per command, which every later
+read and kernel walks: O(set)). As a file each (lz4) they cost ~1 ms apiece a command
+to write, fsync, move into place and read back. ``http_messages``, ``tcp_rtt`` and
+``fix_messages`` stay Parquet: the next command's matcher reads them as files beside
+its own parts. ``ids`` and ``fix_prev``, which grow with the orders (to ``IdBound``),
+are kept as parts (``IdParts``)."""
+IPC_FILE = "carried" + bundle.SUFFIX
+"""In the matcher's state: the ``_IPC`` tables."""
 
 
 ID_TABLES = (("ids", "order_ts"), ("fix_prev", "ts"))
@@ -299,7 +296,7 @@ class IdParts:
                 name = f"{self.table}-{self.seq:09d}.arrow"
                 self.seq += 1
                 feather.write_feather(p.combine_chunks(), out / name,
-                                      compression="uncompressed")  # (one chunk: ``_put``)
+                                      compression="uncompressed")  # (one chunk: ``_IPC``)
                 self.names[i] = name
             else:
                 kept.append(str(self.names[i]))
@@ -357,8 +354,8 @@ class _Carried:
             # (ParquetFile: ``pq.read_table`` goes through pyarrow.dataset, ~1 ms more;
             # of the Parquet ones, which the matcher reads as files, only their flows are
             # read here: ``_flows_to_name``; all of ``fix_messages`` took ~0.01 s)
-            t = {n: feather.read_table(path / f"{n}.arrow")
-                 if n in _IPC else pq.ParquetFile(path / f"{n}.parquet").read(
+            small = bundle.read(path / IPC_FILE)
+            t = {n: small[n] if n in _IPC else pq.ParquetFile(path / f"{n}.parquet").read(
                      columns=["flow_id"])
                  for n in _CARRIED_TABLES}
             desc = json.loads((path / IDS_FILE).read_text()) if (path / IDS_FILE).is_file() \
@@ -466,8 +463,9 @@ def _keep(p: _WPart, t: str, r: pa.Table, since: int) -> np.ndarray | None:
     return None if keep.all() else keep
 
 
-def _wpart_file(name: str, t: str) -> str:
-    return f"{name}-{t}.arrow"
+def _wpart_file(name: str) -> str:
+    """A window part's file: its tables (``OUTPUT_TABLES``) as one ``pipelines.bundle``."""
+    return f"{name}{bundle.SUFFIX}"
 
 
 @dataclass(slots=True)
@@ -528,9 +526,9 @@ class Window:
                     part = _WPart(rows, str(p["name"]), 0,
                                   {t: int(v) for t, v in p["low"].items()} if "low" in p
                                   else None)
+                    got = bundle.read(path / _wpart_file(p["name"]), memory_map=True)
                     for t in OUTPUT_TABLES:
-                        r = feather.read_table(path / _wpart_file(p["name"], t),
-                                               memory_map=True)
+                        r = got[t]
                         total += r.num_rows
                         keep = _keep(part, t, r, since)  # (rows counted out already)
                         rows[t] = r if keep is None else r.filter(pa.array(keep))
@@ -602,11 +600,9 @@ class Window:
             if p.name is None:
                 p.name, self.seq = f"{WINDOW_PART}{self.seq:09d}", self.seq + 1
                 p.low = {t: _low(t, p.rows[t]) for t in OUTPUT_TABLES}
-                for t in OUTPUT_TABLES:
-                    feather.write_feather(p.rows[t].combine_chunks(), out / _wpart_file(p.name, t),
-                                          compression="uncompressed")
+                bundle.write(out / _wpart_file(p.name), {t: p.rows[t] for t in OUTPUT_TABLES})
             else:
-                kept += [_wpart_file(p.name, t) for t in OUTPUT_TABLES]
+                kept.append(_wpart_file(p.name))
             desc.append({"name": p.name, **({"low": p.low} if p.low is not None else {})})
         feather.write_feather(pa.table({"flow_id": pa.array(self.flows, pa.int64())}),
                               out / "window_flows.arrow", compression="lz4")
@@ -1489,6 +1485,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    small: dict[str, pa.Table] = {}  # (``IPC_FILE``: written once, below)
     g = run.groups
     assert g is not None
     settle = ns_or_inf(g.column("settle"))
@@ -1544,7 +1541,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
                            AND q.flow_id IN (SELECT flow_id FROM held))))))""")
         else:
             kept = pa.table({})
-        _put(kept, out, "scan")
+        small["scan"] = kept
         carried = [kept.select(["flow_id", "direction", "stream_offset"])] if kept.num_rows \
             else []
         # --- HTTP messages: from K, and the requests still open at K (their rows)
@@ -1582,7 +1579,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
             con.register("mx1", mx)
             mx = _tables(con, "SELECT flow_id, max(request_index)::BIGINT AS request_index "
                               "FROM (FROM mx0 UNION ALL FROM mx1) GROUP BY flow_id")
-        _put(mx, out, "max_req")
+        small["max_req"] = mx
         # --- RTT samples: per connection from its own K, and RTT_KEEP before it
         rtt_src = [*final_files["tcp_rtt"],
                    *([prev.dir / "tcp_rtt.parquet"] if prev is not None else [])]
@@ -1607,7 +1604,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         src = run.rules.column("venue_source")
         own = pc.fill_null(pc.is_in(src, value_set=pa.array(["map", "name"])), False)
         need = run.rules.column("flow_id").filter(pc.invert(own)).to_pylist()
-        _save_content(con, out, prev, final_files, need, run.rules.column("flow_id"))
+        _save_content(con, small, prev, final_files, need, run.rules.column("flow_id"))
         # --- venues, ids of the set's final orders, final groups made again later
         # the venues of the flows with final rows (a flow named later changes them)
         # (pyarrow: a DuckDB statement costs more than these few rows)
@@ -1618,8 +1615,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         named = pa.concat_arrays([was.cast(pa.int64()),
                                   g_fin.column("flow_id").combine_chunks().cast(pa.int64())])
         rules = run.rules.select(["flow_id", "venue", "dialect"])
-        _put(rules.filter(pc.is_in(rules.column("flow_id"), value_set=named)),
-                       out, "venues")
+        small["venues"] = rules.filter(pc.is_in(rules.column("flow_id"), value_set=named))
         fin = g_fin.filter(pc.invert(g_fin.column("orphan"))).select([
             "cid", "flow_id", "venue", "kind", "client_order_id", "orig_client_order_id",
             "target_order_id", "decoded", "order_ts", "has_ack", "has_engine", "status",
@@ -1638,15 +1634,14 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         con.register("carried", pa.concat_tables(
             [c.cast(pa.schema([("flow_id", pa.int64()), ("direction", pa.string()),
                                ("stream_offset", pa.int64())])) for c in carried]))
-        _put(_tables(con, f"""
+        small["finalized"] = (_tables(con, f"""
             SELECT cid, has_ack, has_engine FROM g
             WHERE settle < {cut} AND cid IN (
                 SELECT m.cid FROM msgs m JOIN carried c USING (flow_id, direction,
                                                              stream_offset))""")
                        if any(c.num_rows for c in carried) else pa.table({
                            "cid": pa.array([], pa.string()), "has_ack": pa.array([], pa.bool_()),
-                           "has_engine": pa.array([], pa.bool_())}),
-                       out, "finalized")
+                           "has_engine": pa.array([], pa.bool_())}))
         inc = run.incomplete if run.incomplete is not None else pa.table({
             "flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
             "method": pa.array([], pa.string())})
@@ -1665,12 +1660,13 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
             both = both.filter(pc.is_in(both.column("flow_id"),
                                         value_set=pa.array(held, pa.int64())))
             inc_fin = both.group_by(["flow_id", "method"]).aggregate([])
-        _put(inc_fin, out, "rtt_incomplete")
+        small["rtt_incomplete"] = inc_fin
         _save_fix(con, out, prev, run, final_files["fix_messages"], cut,
                   pa.concat_tables(grows))
     finally:
         if con is not run.con:
             con.close()
+    bundle.write(out / IPC_FILE, small)
     forgot = _bound_ids(out, run, prev)
     (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k,
                                                "venue_fp": run.extra.get("venue_fp", ""),
@@ -1764,7 +1760,8 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
     run.extra["fix_prev"] = new  # (added to the earlier ones by ``_bound_ids``)
 
 
-def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None,
+def _save_content(con: duckdb.DuckDBPyConnection, small: dict[str, pa.Table],
+                  prev: _Carried | None,
                   files: Mapping[str, Sequence[Path]], need: list[int],
                   named: pa.ChunkedArray) -> None:
     """The first outbound messages of the flows ``need`` (``match._content``'s sample)
@@ -1797,13 +1794,13 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
             rows = pa.concat_tables([prev.t[name].cast(rows.schema), rows])
         rows = rows.filter(pc.is_in(rows.column("flow_id"), value_set=pa.array(need, pa.int64())))
         if rows.num_rows == 0:
-            _put(rows, out, name)
+            small[name] = rows
             continue
         con.register("c", rows)
         rows = _tables(con, f"""SELECT * FROM c QUALIFY row_number() OVER (
                                 PARTITION BY flow_id ORDER BY stream_offset) <= {CONTENT_SAMPLE}""")
         con.unregister("c")
-        _put(rows, out, name)
+        small[name] = rows
     known = prev.t["comp_ids"] if prev is not None else None
     if known is not None and known.num_rows and fix.num_rows:
         # (a flow's first message is in the file it began in: later rows follow the cut)
@@ -1826,7 +1823,7 @@ def _save_content(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | No
                          "sender": pa.array([], pa.string()),
                          "target": pa.array([], pa.string())})
     keep = pc.is_in(comp.column("flow_id"), value_set=named.combine_chunks().cast(pa.int64()))
-    _put(comp.filter(keep), out, "comp_ids")
+    small["comp_ids"] = comp.filter(keep)
 
 
 # --- the ids of the set's final orders, bounded ------------------------------------------

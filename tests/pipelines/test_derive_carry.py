@@ -93,6 +93,45 @@ def test_carried_derive_equals_one_ingest(tmp_path: Path, short: None, name: str
     assert len(again) == len(stored)
 
 
+def test_p99_buckets_before_the_answered_cut_are_carried(
+        tmp_path: Path, short: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An order never answered holds the order cut ``P`` back (``PENDING_NS``), not the
+    answered cut ``Q``: ``p99_high``'s rows of the buckets from ``P``'s to the previous
+    command's ``Q``'s are carried (``why_carry.p99_of``), only the later buckets read,
+    and the alerts are one ingest's. (The sample's first reply renamed: its order is
+    never answered.)"""
+    import dataclasses
+
+    monkeypatch.setattr(why, "SETTINGS", dataclasses.replace(SHORT, p99_us=1.0, bucket_s=0.25))
+    monkeypatch.setattr(why_carry, "PENDING_NS", 300 * 10**9)
+    raw = (SAMPLES / "fix44_plain.pcap").read_bytes()
+    order = raw.find(b"11=N00001508\x01")
+    reply = raw.find(b"11=N00001508\x01", order + 1)
+    assert 0 < order < reply
+    cap = tmp_path / "fix44_unanswered.pcap"
+    cap.write_bytes(raw[:reply] + b"11=Z00001508\x01" + raw[reply + 13:])
+    one = tmp_path / "one"
+    r = pcapflow.ingest([cap], data=one)[0]
+    given: list[tuple[int, int, int]] = []  # (start, carried from, carried rows)
+    real = alerts.p99_high
+
+    def spy(ds: Any, s: Any, since: Any = None, latency: Any = None,
+            carried: Any = None) -> list[dict[str, object]]:
+        if carried is not None:
+            given.append((int(since), int(carried[0]), len(carried[1])))
+        return real(ds, s, since, latency, carried)
+
+    monkeypatch.setattr(alerts, "p99_high", spy)
+    for p in split(cap, [r.packets * k // 5 for k in range(1, 5)], tmp_path):
+        pcapflow.ingest([p], data=tmp_path / "data")
+    assert why_carry.WHOLE == []
+    assert given and all(f > s for s, f, _ in given)  # (fewer buckets read)
+    assert any(n for _, _, n in given)  # (rows carried: every bucket alerts)
+    assert_same_rows(one, tmp_path / "data")
+    got = _derived(tmp_path / "data")
+    assert got["alerts"] > 0 and got == _derived(one)
+
+
 def test_a_reply_past_the_carried_rows_derives_the_set_whole(
         tmp_path: Path, short: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """A premise broken (here: nothing carried for pending orders) falls back to the

@@ -31,7 +31,7 @@ from pcapflow.parsers.capture import open_capture
 from pcapflow.parsers.errors import PcapflowError
 from pcapflow.parsers.limits import Limits
 from pcapflow.parsers.websocket.deflate import MessageInflater, MidstreamInflater
-from pcapflow.pipelines import store
+from pcapflow.pipelines import bundle, store
 from pcapflow.pipelines.ingest import resume
 
 import pcapflow
@@ -712,13 +712,16 @@ def test_the_carried_state_is_one_chunk_a_table(tmp_path: Path) -> None:
     pcapflow.ingest([cap], data=tmp_path / "one")
     assert_same_rows(tmp_path / "d", tmp_path / "one")
     state = next((tmp_path / "d" / store.STATE).glob("*/state.bin")).parent
-    files = sorted(state.rglob("*.arrow"))
-    assert any(f.name.startswith("comp_ids") for f in files)
-    for f in files:
+    tables = []
+    for f in sorted(state.rglob("*.arrow")):
         with pa.memory_map(str(f)) as src:
-            reader = pa.ipc.open_file(src)
-            rows = reader.read_all().num_rows
-            assert reader.num_record_batches <= max(1, -(-rows // 65536)), (f.name, rows)
+            tables.append((f.name, pa.ipc.open_file(src).read_all()))
+    for f in sorted(state.rglob(f"*{bundle.SUFFIX}")):  # (tables kept in one file)
+        tables += [(f"{f.name}:{n}", t) for n, t in bundle.read(f).items()]
+    assert any(n.endswith(":comp_ids") for n, _ in tables)
+    assert any(n.endswith(":tcp_rtt") for n, _ in tables)  # (the derive's)
+    for name, t in tables:
+        assert len(t.to_batches()) <= max(1, -(-t.num_rows // 65536)), (name, t.num_rows)
 
 
 def test_only_the_captures_rows_are_regenerated() -> None:
