@@ -16,8 +16,9 @@ merge never writes more than ``MAX_MERGE_BYTES``: parts past it stay as they are
 parts into as few as that allows (a dataset built before this existed).
 
 When. At the end of every resumed command (``pcapflow ingest`` of a set's next file,
-and so each file of ``pcapflow watch``), over the set's parts but those of that
-command (which the watch's metrics have not read yet: ``metrics.DatasetMetrics``
+and so each file of ``pcapflow watch``), over the set's parts below 256 KB
+(``AUTO_MAX_TIER``: a merge's CPU repays itself in queries only for small parts) but
+those of that command (which the watch's metrics have not read yet: ``metrics.DatasetMetrics``
 follows a set by the parts of the commands it has read); and ``pcapflow compact``.
 
 The rows. A merge streams its inputs row group by row group (bounded memory: one
@@ -69,6 +70,16 @@ TIER_BASE_BYTES = 32 << 10
 MAX_MERGE_BYTES = 256 << 20
 """No merge writes more than this (its inputs' bytes): a larger part costs DuckDB the
 same per-part overhead over far more rows, and a merge this size ~5-10 CPU s."""
+AUTO_MAX_TIER = 0
+"""A resumed command's compaction (``after_ingest``) merges parts of tiers up to this
+only, parts below ``TIER_BASE_BYTES * TIER_PARTS`` (256 KB); ``pcapflow compact`` merges
+all. Why: a merge re-encodes its rows (~22 ms of CPU per MB of parts), which at
+1M-packet rotation files (parts of 0.5-3 MB) cost a resumed command ~0.1 s per tier a
+part climbs, 0.2-0.3 s a file over a set's life, 7-10% of an ingest (``benchmarks/
+README.md``, "Session 22 (branch `rtt15l`)"), to save DuckDB 0.2-0.4 ms per part per
+query: 8 parts of 1 MB repay their merge after ~50 queries, 8 of 10 KB after ~3. Small
+parts are where the per-part cost dominates a query (a watch of short files); large
+ones cost a query their bytes far more than their count."""
 SKIP_TABLES = ("captures",)
 """Tables never compacted (``captures``: written whole by each command of a set)."""
 
@@ -130,14 +141,18 @@ def final_parts(part_dir: Path) -> list[Part]:
 
 
 def plan(parts: list[Part], *, full: bool = False, newest: int | None = None,
-         low_only: frozenset[str] = frozenset()) -> list[list[Part]]:
+         low_only: frozenset[str] = frozenset(), max_tier: int | None = None
+         ) -> list[list[Part]]:
     """The merges of one partition (groups of parts, each in command order).
 
     Tiered (default): the parts of a tier that holds ``TIER_PARTS`` or more, merged
     into one (its oldest ones up to ``MAX_MERGE_BYTES``). ``full``: every run of
     parts up to ``MAX_MERGE_BYTES``. ``newest``: parts of this command or later are
-    left out; ``low_only``: parts merged only in a merge of tier 0."""
+    left out; ``low_only``: parts merged only in a merge of tier 0; ``max_tier``
+    (tiered only): parts of higher tiers left as they are (``AUTO_MAX_TIER``)."""
     cand = [p for p in parts if newest is None or command_of(p.name)[1] < newest]
+    if max_tier is not None and not full:
+        cand = [p for p in cand if tier(p.size) <= max_tier]
     groups: list[list[Part]] = []
     if full:  # (the parts ``low_only`` names merged among themselves)
         for some in ([p for p in cand if p.name not in low_only],
@@ -259,10 +274,11 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
 
 
 def compact_capture(root: Path, capture_id: str, *, full: bool = False,
-                    tables: Iterable[str] | None = None, exclude_newest: bool = False
-                    ) -> list[Change]:
+                    tables: Iterable[str] | None = None, exclude_newest: bool = False,
+                    max_tier: int | None = None) -> list[Change]:
     """Compact one capture's partitions (module docstring); returns what changed
-    (nothing when another process is staging or a part changed meanwhile)."""
+    (nothing when another process is staging or a part changed meanwhile).
+    ``max_tier``: see ``plan``."""
     from .tables.schemas import TABLES
 
     c0 = time.process_time_ns()
@@ -275,12 +291,12 @@ def compact_capture(root: Path, capture_id: str, *, full: bool = False,
         if len(parts) < 2:
             continue
         newest = max(command_of(p.name)[1] for p in parts) if exclude_newest else None
-        groups = plan(parts, full=full, newest=newest)
+        groups = plan(parts, full=full, newest=newest, max_tier=max_tier)
         if groups and t == "flows":  # (the index read only when flows parts merge)
             index = _flows_index(root, capture_id)
             if index is not None:
                 groups = plan(parts, full=full, newest=newest,
-                              low_only=frozenset(index.at_parts))
+                              low_only=frozenset(index.at_parts), max_tier=max_tier)
         if groups:
             plans[t] = (parts, groups)
     if not plans:
@@ -496,13 +512,14 @@ def compact(root: Path, capture_ids: Iterable[str] | None = None, *, full: bool 
 
 
 def after_ingest(root: Path, capture_id: str) -> list[Change]:
-    """A resumed command's compaction of its set (tiered; its own parts left out:
-    ``metrics`` reads them next). Errors of the disk or of a part leave the set as it
-    is (the command's commit stands): compaction tries again after the next file."""
+    """A resumed command's compaction of its set (tiered, parts up to ``AUTO_MAX_TIER``;
+    its own parts left out: ``metrics`` reads them next). Errors of the disk or of a
+    part leave the set as it is (the command's commit stands): compaction tries again
+    after the next file."""
     import pyarrow as pa
 
     try:
-        return compact_capture(root, capture_id, exclude_newest=True)
+        return compact_capture(root, capture_id, exclude_newest=True, max_tier=AUTO_MAX_TIER)
     except (OSError, pa.ArrowException, ValueError) as err:
         STATS["failed"] = STATS.get("failed", 0) + 1
         with contextlib.suppress(Exception):

@@ -133,6 +133,11 @@ def test_tiers_merge_a_full_tier_and_leave_the_rest() -> None:
     big = [compact.Part(f"part-f{k}-0.parquet", 1 << 20, k, 0) for k in range(1, 10)]
     (g,) = compact.plan(big, low_only=held)  # (tier 1: a part ``at`` names stays)
     assert "part-f3-0.parquet" not in {p.name for p in g} and len(g) == 8
+    # a resumed command's own compaction leaves parts past tier 0 (256 KB) as they are
+    assert compact.tier(compact.TIER_BASE_BYTES * compact.TIER_PARTS) == 1
+    assert not compact.plan(big, max_tier=compact.AUTO_MAX_TIER)
+    assert compact.plan(parts, max_tier=compact.AUTO_MAX_TIER) == compact.plan(parts)
+    assert len(compact.plan(big, full=True, max_tier=compact.AUTO_MAX_TIER)) == 1
     assert compact.command_of("part-f12-c3-ab12.parquet") == (3, 12)
     assert compact.command_of("part-0.parquet") == (0, 0)
 
