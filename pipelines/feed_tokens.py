@@ -148,7 +148,7 @@ def token_like(data, a, b, pats, patlen, patclose, first, hits):
             hits[r] = True
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def levels(data, pos, end, depth, pats, patlen, patclose, first, hits):
     """The position after a compact array of arrays of plain strings starting at
     ``data[pos]`` (a ``[`` at walk depth ``depth``), its strings' ``like`` hits

@@ -225,6 +225,48 @@ def test_template_plans_and_remembered_codes_give_the_walks_rows() -> None:
     _both(payloads)
 
 
+def test_rows_symbols_and_streams_past_the_room_first_made() -> None:
+    """``_scan`` makes room for a row per message and a few names; ``_loop`` stops
+    when a message might not fit and goes on once ``_scan`` has grown it: every
+    message here gives 3 rows (3 rules), and 150 symbols (half of 300 bytes, half
+    short: remembered by their bytes) name 450 streams."""
+    names = [f"S{k}" if k % 2 else f"L{k:03d}" + "x" * 296 for k in range(150)]
+    payloads = []
+    for i in range(2000):
+        s = names[(i * 7) % 150]
+        payloads.append(json.dumps({
+            "e": "trade", "E": 1000 + i, "t": i, "topic": f"orderbook.50.{s}",
+            "data": {"s": s, "u": 2 * i}, "ts": 5,
+            "params": {"channel": f"book.{s}", "data": {
+                "change_id": 3 * i, "prev_change_id": 3 * i - 1, "instrument_name": s}}},
+            separators=(",", ":")))
+    raw = [p.encode() for p in payloads]
+    data = np.frombuffer(b"".join(raw), np.uint8)
+    offsets = np.zeros(len(raw) + 1, np.int64)
+    np.cumsum([len(r) for r in raw], out=offsets[1:])
+    prog = feed_scan.program()
+    assert prog is not None
+    (row, rule, ints, valid, _reset, stream_code, stream, stream_end, sym_code, symbol,
+     sym_end, fallback) = feed_walk._scan(data, offsets, np.ones(len(raw), np.bool_),
+                                          *prog.arrays(), True)
+
+    def words(buf: np.ndarray, ends: np.ndarray, codes: np.ndarray) -> list[str]:
+        starts = np.concatenate([[0], ends[:-1]])
+        return [bytes(buf[starts[c]:ends[c]]).decode() for c in codes]
+
+    rules = [r.name for r in prog.rules]
+    assert not fallback.any()
+    assert row.tolist() == [i for i in range(2000) for _ in range(3)]
+    assert [rules[r] for r in rule[:3]] == ["binance_trade", "bybit_orderbook", "deribit_book"]
+    sym = [names[(i * 7) % 150] for i in range(2000)]
+    assert words(symbol, sym_end, sym_code) == [s for s in sym for _ in range(3)]
+    assert words(stream, stream_end, stream_code) == [
+        n for s in sym for n in (f"trade {s}", f"orderbook.50.{s}", f"book.{s}")]
+    assert len(sym_end) == 150 and len(stream_end) == 450  # each once, in order of appearance
+    assert ints[1].tolist() == [v for i in range(2000) for v in (i, 2 * i, 3 * i)]
+    assert valid[1].all() and valid[2].tolist() == [False, False, True] * 2000
+
+
 def test_a_template_matches_only_what_the_walk_reads_the_same() -> None:
     prog = feed_scan.program()
     assert prog is not None
