@@ -126,6 +126,28 @@ def test_string_end_8_bytes_at_a_time_is_the_byte_loop() -> None:
         assert feed_tokens.string_end(b, pos, end) == feed_tokens.string_end_bytes(b, pos, end)
 
 
+def test_integers_8_digits_at_a_time_as_a_byte_at_a_time() -> None:
+    """``_int_value`` (the rules' ids) and ``_number_end`` 8 bytes at a time: 0-20 digits,
+    each byte in turn replaced by a neighbour of the digits or a high byte, at the start
+    of the buffer (no word before it: the byte loop) and after it."""
+    rng = random.Random(11)
+    texts = ["".join(rng.choice("0123456789") for _ in range(n)) for n in range(21)
+             for _ in range(6)]
+    texts += [t[:k] + c + t[k + 1:] for t in texts[::3] for k in range(len(t))
+              for c in ":/-.e\x80"]
+    texts += ["-", "-0", "-12", "0012", "9" * 18, "-" + "9" * 18, "1" * 19]
+    for text in texts:
+        for pre in ("", "[", "[0,1,2,3,4,"):
+            b = np.frombuffer((pre + text + "]").encode("latin-1"), np.uint8)
+            a, e = len(pre), len(pre) + len(text)
+            assert feed_walk._int_value(b, a, e, True) == feed_walk._int_value(b, a, e, False)
+            assert (feed_walk._number_end(b, a, len(b), True)
+                    == feed_walk._number_end(b, a, len(b), False))
+    b = np.frombuffer(b"x1234567890123456789", np.uint8)
+    assert feed_walk._int_value(b, 1, 19, True) == (True, 123456789012345678)
+    assert feed_walk._int_value(b, 1, 20, True) == (False, 0)  # 19 digits: the SQL's
+
+
 # --- templates (``feed_walk._match``): a payload spelt as an earlier one ---------------
 
 _BASES = [
