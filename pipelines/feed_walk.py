@@ -327,7 +327,7 @@ def _keep(data, start, end, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, commo
     return True
 
 
-@kernel(cache=True, nogil=True, _nrt=False)
+@kernel(cache=True, nogil=True, inline="always")
 def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, first, hits,
            sk, sa, sb, o):
     """Read ``data[start:end]`` by template ``t`` from its segment ``j`` at ``pos``
@@ -769,6 +769,9 @@ def _remember(ckey, ccode, cnext, t, r, w, kw, nw, code):
 # decrefs each array it is passed at every call (two calls into Numba's runtime, an
 # atomic operation each: ~30 per ``_match``), and an inlined helper's array arguments
 # are counted as they are bound; over ws1m_c that was about half of this kernel's time.
+# ``_match`` is inlined in it: a call passes each array as its ~7 machine words, most
+# on the stack (~70 per ``_match``, a quarter of what was left; ``levels``, called
+# twice a depth update, costs more inlined than called).
 # Such a kernel cannot make an array, so ``_scan`` makes them all and grows them:
 # before each payload ``_loop`` checks there is room for the most a payload can add (a
 # row, a symbol, a stream per rule), and when there is not it returns, ``_scan`` grows
