@@ -18,6 +18,7 @@ from .feed_tokens import (
     levels,
     like_at,
     load_u64,
+    plain_levels,
     string_end,
     string_end_bytes,
     token_like,
@@ -381,7 +382,7 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
         elif kind == _T_LEVELS:
             if q >= end or data[q] != 91:
                 return False, j, pos
-            e = levels(data, q, end, tpl[t, j, 3], pats, patlen, patclose, first, hits)
+            e = plain_levels(data, q, end, tpl[t, j, 3], first)
             if e < 0:
                 return False, j, pos
             sk[o + j], sa[o + j], sb[o + j] = _OTHER, q, q
@@ -771,7 +772,8 @@ def _remember(ckey, ccode, cnext, t, r, w, kw, nw, code):
 # are counted as they are bound; over ws1m_c that was about half of this kernel's time.
 # ``_match`` is inlined in it: a call passes each array as its ~7 machine words, most
 # on the stack (~70 per ``_match``, a quarter of what was left; ``levels``, called
-# twice a depth update, costs more inlined than called).
+# twice a depth update, costs more inlined than called: it is ``plain_levels`` there,
+# of 5 arguments).
 # Such a kernel cannot make an array, so ``_scan`` makes them all and grows them:
 # before each payload ``_loop`` checks there is room for the most a payload can add (a
 # row, a symbol, a stream per rule), and when there is not it returns, ``_scan`` grows

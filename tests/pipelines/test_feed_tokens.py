@@ -105,7 +105,11 @@ def test_levels_reads_only_compact_levels() -> None:
 
     def levels(text: str, depth: int = 2) -> int:
         b = np.frombuffer(text.encode(), np.uint8)
-        return feed_tokens.levels(b, 0, len(b), depth, pats, patlen, patclose, first, hits)
+        got = feed_tokens.levels(b, 0, len(b), depth, pats, patlen, patclose, first, hits)
+        # a template's (``plain_levels``): the same, or -1 where a like may begin
+        plain = feed_tokens.plain_levels(b, 0, len(b), depth, first)
+        assert plain == got or (plain == -1 and "depthUpdate" in text), text
+        return got
 
     assert levels('[["1.5","2"],["3","4","5"]],') == len('[["1.5","2"],["3","4","5"]]')
     assert levels('[["depthUpdate"]]') == 17 and hits.any()  # its strings' likes recorded
@@ -113,6 +117,7 @@ def test_levels_reads_only_compact_levels() -> None:
                   '[["1"],["2"]', '[["1"]', '[["1"],]', '[["\x01"]]'):
         assert levels(other) == -1, other
     assert levels('[["1"]]', depth=feed_tokens.MAX_DEPTH - 1) == -1  # the walk says unsure
+    assert levels('[["0.5","depthUpdate"],["2","x"]]') == 33
 
 
 def test_string_end_8_bytes_at_a_time_is_the_byte_loop() -> None:
