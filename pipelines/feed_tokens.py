@@ -168,7 +168,7 @@ def token_like(data, a, b, pats, patlen, patclose, first, hits):
             hits[r] = True
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def levels(data, pos, end, depth, pats, patlen, patclose, first, hits):
     """The position after a compact array of arrays of plain strings starting at
     ``data[pos]`` (a ``[`` at walk depth ``depth``), its strings' ``like`` hits
@@ -188,6 +188,47 @@ def levels(data, pos, end, depth, pats, patlen, patclose, first, hits):
                 return -1
             if e > p + 1 and first[data[p + 1], data[p + 2]]:
                 token_like(data, p + 1, e, pats, patlen, patclose, first, hits)
+            p = e + 1
+            if p + 1 >= end:
+                return -1
+            c = data[p]
+            if c == 44 and data[p + 1] == 34:  # ',"': the next string
+                p += 1
+                continue
+            if c != 93:  # "]"
+                return -1
+            break
+        p += 1  # past the inner "]"
+        if p >= end:
+            return -1
+        c = data[p]
+        if c == 93:
+            return p + 1
+        if c != 44 or p + 1 >= end or data[p + 1] != 91:  # ",["
+            return -1
+        p += 1
+
+
+@kernel(cache=True, nogil=True, _nrt=False)
+def plain_levels(data, pos, end, depth, first):
+    """``levels`` for a template's slot (``feed_walk._match``), that also gives -1 when a
+    string's first two bytes may begin a ``like`` (``first``): it records no hit, so it
+    takes 5 arguments rather than 9 (each array is ~7 machine words of a call, most on
+    the stack: it is called twice a depth update). A payload it refuses is walked, and
+    the walk's ``levels`` records the hits."""
+    if depth + 1 >= MAX_DEPTH:
+        return -1
+    p = pos + 1
+    if p >= end or data[p] != 91:  # "["
+        return -1
+    while True:
+        p += 1  # past an inner "["
+        if p >= end or data[p] != 34:  # '"'
+            return -1
+        while True:
+            e = string_end(data, p + 1, end)
+            if e < 0 or (e > p + 1 and first[data[p + 1], data[p + 2]]):
+                return -1
             p = e + 1
             if p + 1 >= end:
                 return -1

@@ -8,6 +8,7 @@ handed back whole). The arrays the kernels take are ``feed_scan._Program.arrays`
 from __future__ import annotations
 
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..parsers.jitload import kernel
 from .feed_tokens import (
@@ -16,6 +17,7 @@ from .feed_tokens import (
     levels,
     like_at,
     load_u64,
+    plain_levels,
     string_end,
     string_end_bytes,
     token_like,
@@ -46,7 +48,7 @@ def _ws(data, pos, end):
     return pos
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def _raw_like(data, start, end, pats, patlen, patclose, hits):
     """The ``like`` of each rule by a byte search (the pattern with its quotes)."""
     any_hit = False
@@ -91,8 +93,50 @@ def _string_end(data, pos, end, fast):
     return string_end(data, pos, end) if fast else string_end_bytes(data, pos, end)
 
 
+_ZEROS = np.uint64(0x3030303030303030)  # "0" in each byte
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_PLUS = np.uint64(0x7676767676767676)  # a byte's low 7 bits + this: over 0x7F from 10 on
+_HIGH = np.uint64(0x8080808080808080)
+_POW10 = np.array([10 ** k for k in range(9)], np.int64)
+
+
 @kernel(cache=True, nogil=True, inline="always")
-def _number_end(data, pos, end):
+def _not_digits(w):
+    """The high bit of each byte of ``w`` that is not an ASCII digit: ``t = byte ^ "0"``
+    is a digit's value (0-9); ``(t & 0x7F) + 0x76`` reaches 0x80 exactly when ``t & 0x7F``
+    is 10 or more, ``| t`` adds the bytes of 0x80 and over (no carry between bytes)."""
+    t = w ^ _ZEROS
+    return (((t & _LOW7) + _PLUS) | t) & _HIGH
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _eight_digits(w):
+    """The value of 8 ASCII digits, the first in the lowest byte (a little-endian load):
+    pairs, then fours, then all 8, each a multiply (simdjson's
+    ``parse_eight_digits_unrolled``)."""
+    w = ((w & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(2561)) >> np.uint64(8)
+    w = ((w & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
+    return np.int64(((w & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001))
+                    >> np.uint64(32))
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _digits_end(data, p, end, fast):
+    """The first byte at or after ``p`` (before ``end``) that is not a digit, or ``end``;
+    8 bytes at a time when ``fast``."""
+    if SWAR and fast:
+        while p + 8 <= end:
+            m = _not_digits(load_u64(data, p))
+            if m != 0:
+                return p + (trailing_zeros(m) >> 3)
+            p += 8
+    while p < end and 48 <= data[p] <= 57:
+        p += 1
+    return p
+
+
+@kernel(cache=True, nogil=True, inline="always")
+def _number_end(data, pos, end, fast):
     """(end, is a plain integer, digits) of a number at ``pos`` by the strict JSON
     grammar without an exponent; end -1 when not one of those."""
     p = pos
@@ -104,16 +148,14 @@ def _number_end(data, pos, end):
     if data[p] == 48:
         p += 1
     else:
-        while p < end and 48 <= data[p] <= 57:
-            p += 1
+        p = _digits_end(data, p + 1, end, fast)
     digits = p - digits_start
     integer = True
     if p < end and data[p] == 46:  # "."
         p += 1
         if p >= end or data[p] < 48 or data[p] > 57:
             return -1, False, 0
-        while p < end and 48 <= data[p] <= 57:
-            p += 1
+        p = _digits_end(data, p + 1, end, fast)
         integer = False
     if p < end and (data[p] == 101 or data[p] == 69):  # exponent: not read here
         return -1, False, 0
@@ -123,14 +165,31 @@ def _number_end(data, pos, end):
 
 
 @kernel(cache=True, nogil=True, inline="always")
-def _int_value(data, a, b):
+def _int_value(data, a, b, fast):
     """``data[a:b]`` as an integer when it is ``-?[0-9]{1,18}`` (a string may have
-    leading zeros: TRY_CAST reads them); (ok, value)."""
+    leading zeros: TRY_CAST reads them); (ok, value). ``fast``: 8 digits at a time
+    (``_eight_digits``), the last < 8 from the word ending at ``b``, its bytes before
+    them cleared (leading zeros)."""
     neg = a < b and data[a] == 45
     p = a + 1 if neg else a
     if p >= b or b - p > MAX_INT_DIGITS:
         return False, 0
     v = 0
+    if SWAR and fast and b >= 8:
+        while b - p >= 8:
+            w = load_u64(data, p)
+            if _not_digits(w) != 0:
+                return False, 0
+            v = v * 100_000_000 + _eight_digits(w)
+            p += 8
+        k = b - p
+        if k > 0:
+            shift = np.uint64(8 * (8 - k))
+            w = load_u64(data, b - 8)
+            if (_not_digits(w) >> shift) != 0:  # (the digits are its top k bytes)
+                return False, 0
+            v = v * _POW10[k] + _eight_digits((w >> shift) << shift)
+        return True, -v if neg else v
     for k in range(p, b):
         c = data[k]
         if c < 48 or c > 57:
@@ -210,7 +269,7 @@ def _same_bytes(data, pos, end, lit, p0, n):
     return True
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def _keep(data, start, end, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, common, t):
     """The walk's ``learn`` of ``data[start:end]`` (clean) as template ``t``; False when
     it does not fit."""
@@ -242,7 +301,8 @@ def _keep(data, start, end, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, commo
     tpl[t, m + 1, 0] = lp
     tpl_n[t, 0] = m
     tpl_n[t, 1] = 0
-    tpl_hits[t, :] = khits
+    for r in range(khits.shape[0]):
+        tpl_hits[t, r] = khits[r]
     # the slots each other template shares with it, from the start
     for u in range(common.shape[0]):
         if u == t or tpl_n[u, 0] < 0:
@@ -267,7 +327,7 @@ def _keep(data, start, end, ev, evn, khits, tpl_lit, tpl, tpl_hits, tpl_n, commo
     return True
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, inline="always")
 def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, first, hits,
            sk, sa, sb, o):
     """Read ``data[start:end]`` by template ``t`` from its segment ``j`` at ``pos``
@@ -294,7 +354,7 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
         elif kind == _T_NUMBER:
             if q >= end or not (data[q] == 45 or 48 <= data[q] <= 57):
                 return False, j, pos
-            e, integer, digits = _number_end(data, q, end)
+            e, integer, digits = _number_end(data, q, end, True)
             if e < 0:
                 return False, j, pos
             odd = (not integer or digits == 19
@@ -321,7 +381,7 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
         elif kind == _T_LEVELS:
             if q >= end or data[q] != 91:
                 return False, j, pos
-            e = levels(data, q, end, tpl[t, j, 3], pats, patlen, patclose, first, hits)
+            e = plain_levels(data, q, end, tpl[t, j, 3], first)
             if e < 0:
                 return False, j, pos
             sk[o + j], sa[o + j], sb[o + j] = _OTHER, q, q
@@ -334,7 +394,7 @@ def _match(data, start, end, t, j, pos, tpl_lit, tpl, pats, patlen, patclose, fi
         j += 1
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def _spread(t, tpl, tpl_n, kinds, starts, ends, o):
     """The values ``_match`` read by template ``t``'s slots (at ``o`` + the slot) put
     at their trie nodes, as the walk records them (a null: absent)."""
@@ -361,7 +421,7 @@ def _slot_of(groups, g, node_slot):
     return -1
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def _plan(t, tpl, tpl_n, groups, lists, scalars, node_slot, plan_ok, fsel, lsel, o):
     """Template ``t``'s rule fields as its slots, made once when it is kept: the slot
     each rule's first, last, prev, exchange time and symbol (``fsel[t]``) and each
@@ -371,7 +431,8 @@ def _plan(t, tpl, tpl_n, groups, lists, scalars, node_slot, plan_ok, fsel, lsel,
     true/false/null at a rule's node has no plan (``plan_ok``: its payloads' values
     are put at their nodes and read as a walked payload's). Slot ``j`` is ``o + j``
     (where ``_match`` records it)."""
-    node_slot[:] = -1
+    for k in range(node_slot.shape[0]):
+        node_slot[k] = -1
     ok = True
     for j in range(tpl_n[t, 0]):
         node = tpl[t, j, 2]
@@ -387,7 +448,7 @@ def _plan(t, tpl, tpl_n, groups, lists, scalars, node_slot, plan_ok, fsel, lsel,
                 lsel[t, r, k, j] = _slot_of(groups, lists[r, k, j, 0], node_slot)
 
 
-@kernel(cache=True, nogil=True)
+@kernel(cache=True, nogil=True, _nrt=False)
 def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, pats, patlen, patclose, first, hits, kinds, starts, ends, visited, stack_node,
           stack_obj, stack_count, fast, learn, ev, evn, khits):
@@ -399,7 +460,8 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
     ``khits`` rather than ``hits``."""
     evn[0] = 0
     if learn:
-        khits[:] = False
+        for r in range(khits.shape[0]):
+            khits[r] = False
     for k in range(kinds.shape[0]):
         kinds[k] = _ABSENT
         visited[k] = False
@@ -496,7 +558,7 @@ def _walk(data, start, end, node_key, node_keylen, node_idx, node_child, node_si
                 _event(ev, evn, _T_WORD, pos, pos + word, node, requested, depth)
             pos += word
         else:
-            e, integer, digits = _number_end(data, pos, end)
+            e, integer, digits = _number_end(data, pos, end, fast)
             if e < 0:
                 return _UNSURE
             if node >= 0 and requested[node]:
@@ -572,13 +634,13 @@ def _equals(data, n, c, starts, ends, consts, constlen):
 
 
 @kernel(cache=True, nogil=True, inline="always")
-def _as_int(data, n, kinds, starts, ends):
+def _as_int(data, n, kinds, starts, ends, fast):
     """(state, value): state 0 null, 1 an integer, 2 not sure what TRY_CAST gives."""
     if n < 0:
         return 0, 0
     if kinds[n] == _LITERAL or kinds[n] == _OTHER:
         return 2, 0
-    ok, v = _int_value(data, starts[n], ends[n])
+    ok, v = _int_value(data, starts[n], ends[n], fast)
     return (1, v) if ok else (2, 0)
 
 
@@ -631,24 +693,27 @@ def _find(buf, a, b, ends, table, last):
         slot = (slot + 1) & mask
 
 
-@kernel(cache=True, nogil=True)
-def _add(buf, b, ends, n, table, slot):
-    """``buf[ends[n - 1]:b]`` kept as string ``n`` (``_find`` gave ``-1 - slot``): (the
-    count of strings, ends, table). Codes go in order of first appearance, as
-    ``pyarrow.compute.dictionary_encode`` numbers them."""
-    ends = _grow(ends, n + 1)
+@kernel(cache=True, nogil=True, inline="always")
+def _add(b, ends, n, table, slot):
+    """``buf[ends[n - 1]:b]`` kept as string ``n`` (``_find`` gave ``-1 - slot``; ``ends``
+    and ``table`` have room: ``_scan``): the count of strings. Codes go in order of first
+    appearance, as ``pyarrow.compute.dictionary_encode`` numbers them."""
     ends[n] = b
     table[slot] = n
-    n += 1
-    if 2 * n > table.shape[0]:
-        table = np.full(2 * table.shape[0], -1, np.int64)
-        mask = table.shape[0] - 1
-        for c in range(n):
-            slot = _hash(buf, ends[c - 1] if c > 0 else 0, ends[c]) & mask
-            while table[slot] >= 0:
-                slot = (slot + 1) & mask
-            table[slot] = c
-    return n, ends, table
+    return n + 1
+
+
+@kernel(cache=True, nogil=True)
+def _rehash(buf, ends, n, size):
+    """A table (``_find``) of ``size`` slots for the ``n`` strings of ``buf``."""
+    table = np.full(size, -1, np.int64)
+    mask = size - 1
+    for c in range(n):
+        slot = _hash(buf, ends[c - 1] if c > 0 else 0, ends[c]) & mask
+        while table[slot] >= 0:
+            slot = (slot + 1) & mask
+        table[slot] = c
+    return table
 
 
 CACHED = 4
@@ -699,6 +764,26 @@ def _remember(ckey, ccode, cnext, t, r, w, kw, nw, code):
     ccode[t, r, w, e] = code
 
 
+# The loop over the payloads (``_loop``) and every kernel it calls are compiled without
+# Numba's reference counting (``_nrt=False``): a kernel that is not inlined increfs and
+# decrefs each array it is passed at every call (two calls into Numba's runtime, an
+# atomic operation each: ~30 per ``_match``), and an inlined helper's array arguments
+# are counted as they are bound; over ws1m_c that was about half of this kernel's time.
+# ``_match`` is inlined in it: a call passes each array as its ~7 machine words, most
+# on the stack (~70 per ``_match``, a quarter of what was left; ``levels``, called
+# twice a depth update, costs more inlined than called: it is ``plain_levels`` there,
+# of 5 arguments).
+# Such a kernel cannot make an array, so ``_scan`` makes them all and grows them:
+# before each payload ``_loop`` checks there is room for the most a payload can add (a
+# row, a symbol, a stream per rule), and when there is not it returns, ``_scan`` grows
+# what it asked for and calls it again at that payload.
+
+# ``_loop``'s state between its calls (``at``): where it is, the counts it keeps, and
+# what it needs room for when it stops
+(_I, _OUT, _NTPL, _LAST_T, _MISSES, _SYM_USED, _NSYM, _NSTREAM, _NEED_ROWS, _NEED_SYM,
+ _NEED_NSYM, _NEED_STREAM, _NEED_NSTREAM, _ST) = range(14)
+
+
 @kernel(cache=True, nogil=True)
 def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
           requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
@@ -721,7 +806,9 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     stack_node = np.zeros(MAX_DEPTH, np.int64)
     stack_obj = np.zeros(MAX_DEPTH, np.bool_)
     stack_count = np.zeros(MAX_DEPTH, np.int64)
-    cap = max(16, n)  # a row per message, mostly: no regrowth (untouched pages cost no RSS)
+    # a row per message, mostly (and room for one message's rows): no regrowth
+    # (untouched pages cost no RSS)
+    cap = max(16, n) + R
     row = np.empty(cap, np.int64)
     rule = np.empty(cap, np.int64)
     ints = np.empty((4, cap), np.int64)  # first, last, prev, exchange ns
@@ -732,31 +819,27 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     stream_end = np.empty(64, np.int64)
     stream_tab = np.full(64, -1, np.int64)
     stream_code = np.empty(cap, np.int32)
+    symbol = np.empty(1024, np.uint8)
+    sym_end = np.empty(64, np.int64)
+    sym_tab = np.full(64, -1, np.int64)
+    sym_code = np.empty(cap, np.int32)
     fallback = np.zeros(n, np.bool_)
-    out = 0
     got = np.zeros((R, 4), np.int64)
     state = np.zeros((R, 4), np.int64)
     # per rule: the largest exchange time whose ns the SQL's DECIMAL -> BIGINT holds
     ets_max = np.empty(R, np.int64)
     for r in range(R):
         ets_max[r] = 9_000_000_000_000_000_000 // scalars[r, 5]
-    symbol = np.empty(1024, np.uint8)
-    sym_end = np.empty(64, np.int64)
-    sym_tab = np.full(64, -1, np.int64)
-    sym_code = np.empty(cap, np.int32)
-    sym_used, n_sym, n_stream = 0, 0, 0
     stream_last = np.full(R, -1, np.int64)  # per rule: the code of its last row's
     sym_last = np.full(R, -1, np.int64)
     # the templates (``_match``): literal bytes; per template and segment its literal's
     # start, its slot's kind, node (-1: not recorded), depth; per template its slots
     # and matches; ``common``: the segments two templates share from the start
-    use_tpl = fast and SWAR
     tpl_lit = np.zeros(TPL_COUNT * _LROW, np.uint8)
     tpl = np.zeros((TPL_COUNT, TPL_SLOTS + 2, 4), np.int64)
     tpl_hits = np.zeros((TPL_COUNT, R), np.bool_)
     tpl_n = np.full((TPL_COUNT, 2), -1, np.int64)
     common = np.zeros((TPL_COUNT, TPL_COUNT), np.int64)
-    n_tpl, last_t, misses = 0, 0, 0
     ev = np.zeros((TPL_SLOTS + 1, 5), np.int64)
     evn = np.zeros(1, np.int64)
     khits = np.zeros(R, np.bool_)
@@ -771,10 +854,79 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
     ccode = np.full((TPL_COUNT, R, 2, CACHED), -1, np.int64)
     cnext = np.zeros((TPL_COUNT, R, 2), np.int64)
     kw = np.zeros(3 * W, np.uint64)
-    for i in range(n):
+    at = np.zeros(_ST, np.int64)
+    while not _loop(data, offsets, select, node_key, node_keylen, node_idx, node_child,
+                    node_sibling, requested, groups, consts, constlen, pats, patlen, patclose,
+                    first, lists, scalars, fast, hits, kinds, starts, ends, visited, stack_node,
+                    stack_obj, stack_count, row, rule, ints, valid, reset, stream, stream_end,
+                    stream_tab, stream_code, symbol, sym_end, sym_tab, sym_code, fallback, got,
+                    state, ets_max, stream_last, sym_last, tpl_lit, tpl, tpl_hits, tpl_n, common,
+                    ev, evn, khits, node_slot, plan_ok, fsel, lsel, ckey, ccode, cnext, kw, at):
+        # room for what the payload at at[_I] may add
+        out = at[_OUT]
+        if at[_NEED_ROWS] > row.shape[0]:
+            row, rule, reset = (_grow(row, at[_NEED_ROWS]), _grow(rule, at[_NEED_ROWS]),
+                                _grow(reset, at[_NEED_ROWS]))
+            stream_code = _grow(stream_code, at[_NEED_ROWS])
+            sym_code = _grow(sym_code, at[_NEED_ROWS])
+            big = np.empty((4, row.shape[0]), np.int64)
+            big[:, :out] = ints[:, :out]
+            ints = big
+            bigv = np.empty((4, row.shape[0]), np.bool_)
+            bigv[:, :out] = valid[:, :out]
+            valid = bigv
+        symbol = _grow(symbol, at[_NEED_SYM])
+        stream = _grow(stream, at[_NEED_STREAM])
+        sym_end = _grow(sym_end, at[_NEED_NSYM])
+        stream_end = _grow(stream_end, at[_NEED_NSTREAM])
+        if 2 * at[_NEED_NSYM] > sym_tab.shape[0]:
+            sym_tab = _rehash(symbol, sym_end, at[_NSYM], 2 * sym_tab.shape[0])
+        if 2 * at[_NEED_NSTREAM] > stream_tab.shape[0]:
+            stream_tab = _rehash(stream, stream_end, at[_NSTREAM], 2 * stream_tab.shape[0])
+    out, n_stream, n_sym = at[_OUT], at[_NSTREAM], at[_NSYM]
+    used = stream_end[n_stream - 1] if n_stream > 0 else 0
+    return (row[:out], rule[:out], ints[:, :out], valid[:, :out], reset[:out],
+            stream_code[:out], stream[:used], stream_end[:n_stream], sym_code[:out],
+            symbol[:at[_SYM_USED]], sym_end[:n_sym], fallback)
+
+
+@kernel(cache=True, nogil=True, _nrt=False)
+def _loop(data, offsets, select, node_key, node_keylen, node_idx, node_child, node_sibling,
+          requested, groups, consts, constlen, pats, patlen, patclose, first, lists, scalars,
+          fast, hits, kinds, starts, ends, visited, stack_node, stack_obj, stack_count, row, rule,
+          ints, valid, reset, stream, stream_end, stream_tab, stream_code, symbol, sym_end,
+          sym_tab, sym_code, fallback, got, state, ets_max, stream_last, sym_last, tpl_lit, tpl,
+          tpl_hits, tpl_n, common, ev, evn, khits, node_slot, plan_ok, fsel, lsel, ckey, ccode,
+          cnext, kw, at):
+    """``_scan``'s payloads from ``at[_I]`` on, in the arrays ``_scan`` made: True when
+    done; False when the next one might not fit (what it needs is in ``at``)."""
+    n = select.shape[0]
+    R, N, W = patlen.shape[0], node_idx.shape[0], lists.shape[2]
+    out, n_tpl, last_t, misses = at[_OUT], at[_NTPL], at[_LAST_T], at[_MISSES]
+    sym_used, n_sym, n_stream = at[_SYM_USED], at[_NSYM], at[_NSTREAM]
+    use_tpl = fast and SWAR
+    i = at[_I]
+    while i < n:
         if not select[i]:
+            i += 1
             continue
         a, b = offsets[i], offsets[i + 1]
+        # room for the most it may add: a row, a symbol and a stream (its parts and the
+        # spaces between them) per rule, each no longer than the payload
+        used = stream_end[n_stream - 1] if n_stream > 0 else 0
+        need_stream = used + R * W * (b - a + 1)
+        if (out + R > row.shape[0] or sym_used + R * (b - a) > symbol.shape[0]
+                or 2 * (n_sym + R) > sym_tab.shape[0] or n_sym + R > sym_end.shape[0]
+                or need_stream > stream.shape[0] or 2 * (n_stream + R) > stream_tab.shape[0]
+                or n_stream + R > stream_end.shape[0]):
+            at[_I], at[_OUT], at[_NTPL], at[_LAST_T], at[_MISSES] = i, out, n_tpl, last_t, misses
+            at[_SYM_USED], at[_NSYM], at[_NSTREAM] = sym_used, n_sym, n_stream
+            at[_NEED_ROWS], at[_NEED_SYM] = out + R, sym_used + R * (b - a)
+            at[_NEED_NSYM] = n_sym + R
+            at[_NEED_STREAM], at[_NEED_NSTREAM] = need_stream, n_stream + R
+            return False
+        msg = i
+        i += 1  # (``continue`` below: the next payload)
         matched = False
         t = -1
         if n_tpl > 0:
@@ -808,7 +960,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                      requested, pats, patlen, patclose, first, hits, kinds, starts, ends,
                      visited, stack_node, stack_obj, stack_count, fast, learn, ev, evn,
                      khits) != _CLEAN:
-                fallback[i] = _raw_like(data, a, b, pats, patlen, patclose, hits)
+                fallback[msg] = _raw_like(data, a, b, pats, patlen, patclose, hits)
                 continue
             if learn:
                 for r in range(R):
@@ -826,7 +978,10 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                         tpl_n[x, 1] >>= 1
                     _plan(u, tpl, tpl_n, groups, lists, scalars, node_slot, plan_ok, fsel,
                           lsel, N)
-                    ccode[u] = -1
+                    for r in range(R):
+                        for w in range(2):
+                            for e in range(CACHED):
+                                ccode[u, r, w, e] = -1
         # where the fields are read: a matched template's plan (its slots), or the
         # nodes (walked; or matched by a template without a plan: put at its nodes)
         pl = t
@@ -848,7 +1003,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             if not hits[r]:
                 continue
             for f in range(4):
-                st, v = _as_int(data, fsel[pl, r, f], kinds, starts, ends)
+                st, v = _as_int(data, fsel[pl, r, f], kinds, starts, ends, fast)
                 if f == 3 and st == 1 and abs(v) > ets_max[r]:
                     st = 2  # the SQL's DECIMAL -> BIGINT would overflow
                 state[r, f] = st
@@ -861,7 +1016,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             s = fsel[pl, r, 4]
             unsure |= s >= 0 and kinds[s] == _OTHER
         if unsure:
-            fallback[i] = True
+            fallback[msg] = True
             continue
         for r in range(R):
             if not hits[r]:
@@ -874,17 +1029,7 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                     keep = False
             if not keep:
                 continue
-            if out == row.shape[0]:
-                row, rule, reset = (_grow(row, out + 1), _grow(rule, out + 1),
-                                    _grow(reset, out + 1))
-                stream_code, sym_code = _grow(stream_code, out + 1), _grow(sym_code, out + 1)
-                big = np.empty((4, row.shape[0]), np.int64)
-                big[:, :out] = ints[:, :out]
-                ints = big
-                bigv = np.empty((4, row.shape[0]), np.bool_)
-                bigv[:, :out] = valid[:, :out]
-                valid = bigv
-            row[out], rule[out] = i, r
+            row[out], rule[out] = msg, r
             for f in range(4):
                 valid[f, out] = state[r, f] == 1
                 ints[f, out] = got[r, f] * (scalars[r, 5] if f == 3 else 1)
@@ -901,16 +1046,13 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                 known = t >= 0 and _key(data, starts[s], ends[s], kw, 0)
                 code = _cached(ckey, ccode, t, r, 0, kw, 3) if known else -1
                 if code < 0:
-                    if sym_used + ends[s] - starts[s] > symbol.shape[0]:
-                        symbol = _grow(symbol, sym_used + ends[s] - starts[s])
                     a0 = sym_used
                     for k in range(starts[s], ends[s]):
                         symbol[a0] = data[k]
                         a0 += 1
                     code = _find(symbol, sym_used, a0, sym_end, sym_tab, sym_last[r])
                     if code < 0:
-                        n_sym, sym_end, sym_tab = _add(symbol, a0, sym_end, n_sym, sym_tab,
-                                                       -1 - code)
+                        n_sym = _add(a0, sym_end, n_sym, sym_tab, -1 - code)
                         code = n_sym - 1
                         sym_used = a0
                     if known:
@@ -932,9 +1074,6 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                     if lists[r, 2, j, 0] < 0:
                         continue
                     nd = lsel[pl, r, 2, j]
-                    size = (0 if lead else 1) + (ends[nd] - starts[nd] if nd >= 0 else 0)
-                    if used + size > stream.shape[0]:
-                        stream = _grow(stream, used + size)
                     if not lead:
                         stream[used] = 32  # " "
                         used += 1
@@ -945,14 +1084,12 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
                     lead = False
                 code = _find(stream, a0, used, stream_end, stream_tab, stream_last[r])
                 if code < 0:
-                    n_stream, stream_end, stream_tab = _add(stream, used, stream_end, n_stream,
-                                                            stream_tab, -1 - code)
+                    n_stream = _add(used, stream_end, n_stream, stream_tab, -1 - code)
                     code = n_stream - 1
                 if known:
                     _remember(ckey, ccode, cnext, t, r, 1, kw, 3 * W, code)
             stream_code[out] = stream_last[r] = code
             out += 1
-    used = stream_end[n_stream - 1] if n_stream > 0 else 0
-    return (row[:out], rule[:out], ints[:, :out], valid[:, :out], reset[:out],
-            stream_code[:out], stream[:used], stream_end[:n_stream], sym_code[:out],
-            symbol[:sym_used], sym_end[:n_sym], fallback)
+    at[_I], at[_OUT], at[_NTPL], at[_LAST_T], at[_MISSES] = n, out, n_tpl, last_t, misses
+    at[_SYM_USED], at[_NSYM], at[_NSTREAM] = sym_used, n_sym, n_stream
+    return True

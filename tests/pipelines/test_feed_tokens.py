@@ -105,7 +105,11 @@ def test_levels_reads_only_compact_levels() -> None:
 
     def levels(text: str, depth: int = 2) -> int:
         b = np.frombuffer(text.encode(), np.uint8)
-        return feed_tokens.levels(b, 0, len(b), depth, pats, patlen, patclose, first, hits)
+        got = feed_tokens.levels(b, 0, len(b), depth, pats, patlen, patclose, first, hits)
+        # a template's (``plain_levels``): the same, or -1 where a like may begin
+        plain = feed_tokens.plain_levels(b, 0, len(b), depth, first)
+        assert plain == got or (plain == -1 and "depthUpdate" in text), text
+        return got
 
     assert levels('[["1.5","2"],["3","4","5"]],') == len('[["1.5","2"],["3","4","5"]]')
     assert levels('[["depthUpdate"]]') == 17 and hits.any()  # its strings' likes recorded
@@ -113,6 +117,7 @@ def test_levels_reads_only_compact_levels() -> None:
                   '[["1"],["2"]', '[["1"]', '[["1"],]', '[["\x01"]]'):
         assert levels(other) == -1, other
     assert levels('[["1"]]', depth=feed_tokens.MAX_DEPTH - 1) == -1  # the walk says unsure
+    assert levels('[["0.5","depthUpdate"],["2","x"]]') == 33
 
 
 def test_string_end_8_bytes_at_a_time_is_the_byte_loop() -> None:
@@ -124,6 +129,28 @@ def test_string_end_8_bytes_at_a_time_is_the_byte_loop() -> None:
         pos = rng.randrange(0, max(n, 1))
         end = rng.randrange(pos, max(n, 1) + 1) if n else 0
         assert feed_tokens.string_end(b, pos, end) == feed_tokens.string_end_bytes(b, pos, end)
+
+
+def test_integers_8_digits_at_a_time_as_a_byte_at_a_time() -> None:
+    """``_int_value`` (the rules' ids) and ``_number_end`` 8 bytes at a time: 0-20 digits,
+    each byte in turn replaced by a neighbour of the digits or a high byte, at the start
+    of the buffer (no word before it: the byte loop) and after it."""
+    rng = random.Random(11)
+    texts = ["".join(rng.choice("0123456789") for _ in range(n)) for n in range(21)
+             for _ in range(6)]
+    texts += [t[:k] + c + t[k + 1:] for t in texts[::3] for k in range(len(t))
+              for c in ":/-.e\x80"]
+    texts += ["-", "-0", "-12", "0012", "9" * 18, "-" + "9" * 18, "1" * 19]
+    for text in texts:
+        for pre in ("", "[", "[0,1,2,3,4,"):
+            b = np.frombuffer((pre + text + "]").encode("latin-1"), np.uint8)
+            a, e = len(pre), len(pre) + len(text)
+            assert feed_walk._int_value(b, a, e, True) == feed_walk._int_value(b, a, e, False)
+            assert (feed_walk._number_end(b, a, len(b), True)
+                    == feed_walk._number_end(b, a, len(b), False))
+    b = np.frombuffer(b"x1234567890123456789", np.uint8)
+    assert feed_walk._int_value(b, 1, 19, True) == (True, 123456789012345678)
+    assert feed_walk._int_value(b, 1, 20, True) == (False, 0)  # 19 digits: the SQL's
 
 
 # --- templates (``feed_walk._match``): a payload spelt as an earlier one ---------------
@@ -223,6 +250,48 @@ def test_template_plans_and_remembered_codes_give_the_walks_rows() -> None:
                        "e": one(events), "s": one(syms), "u": one(ids), "U": i, "E": 5}
         payloads.append(json.dumps(doc, separators=(",", ":")))
     _both(payloads)
+
+
+def test_rows_symbols_and_streams_past_the_room_first_made() -> None:
+    """``_scan`` makes room for a row per message and a few names; ``_loop`` stops
+    when a message might not fit and goes on once ``_scan`` has grown it: every
+    message here gives 3 rows (3 rules), and 150 symbols (half of 300 bytes, half
+    short: remembered by their bytes) name 450 streams."""
+    names = [f"S{k}" if k % 2 else f"L{k:03d}" + "x" * 296 for k in range(150)]
+    payloads = []
+    for i in range(2000):
+        s = names[(i * 7) % 150]
+        payloads.append(json.dumps({
+            "e": "trade", "E": 1000 + i, "t": i, "topic": f"orderbook.50.{s}",
+            "data": {"s": s, "u": 2 * i}, "ts": 5,
+            "params": {"channel": f"book.{s}", "data": {
+                "change_id": 3 * i, "prev_change_id": 3 * i - 1, "instrument_name": s}}},
+            separators=(",", ":")))
+    raw = [p.encode() for p in payloads]
+    data = np.frombuffer(b"".join(raw), np.uint8)
+    offsets = np.zeros(len(raw) + 1, np.int64)
+    np.cumsum([len(r) for r in raw], out=offsets[1:])
+    prog = feed_scan.program()
+    assert prog is not None
+    (row, rule, ints, valid, _reset, stream_code, stream, stream_end, sym_code, symbol,
+     sym_end, fallback) = feed_walk._scan(data, offsets, np.ones(len(raw), np.bool_),
+                                          *prog.arrays(), True)
+
+    def words(buf: np.ndarray, ends: np.ndarray, codes: np.ndarray) -> list[str]:
+        starts = np.concatenate([[0], ends[:-1]])
+        return [bytes(buf[starts[c]:ends[c]]).decode() for c in codes]
+
+    rules = [r.name for r in prog.rules]
+    assert not fallback.any()
+    assert row.tolist() == [i for i in range(2000) for _ in range(3)]
+    assert [rules[r] for r in rule[:3]] == ["binance_trade", "bybit_orderbook", "deribit_book"]
+    sym = [names[(i * 7) % 150] for i in range(2000)]
+    assert words(symbol, sym_end, sym_code) == [s for s in sym for _ in range(3)]
+    assert words(stream, stream_end, stream_code) == [
+        n for s in sym for n in (f"trade {s}", f"orderbook.50.{s}", f"book.{s}")]
+    assert len(sym_end) == 150 and len(stream_end) == 450  # each once, in order of appearance
+    assert ints[1].tolist() == [v for i in range(2000) for v in (i, 2 * i, 3 * i)]
+    assert valid[1].all() and valid[2].tolist() == [False, False, True] * 2000
 
 
 def test_a_template_matches_only_what_the_walk_reads_the_same() -> None:
