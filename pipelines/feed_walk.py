@@ -8,7 +8,6 @@ handed back whole). The arrays the kernels take are ``feed_scan._Program.arrays`
 from __future__ import annotations
 
 import numpy as np
-from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..parsers.jitload import kernel
 from .feed_tokens import (
@@ -21,6 +20,7 @@ from .feed_tokens import (
     string_end,
     string_end_bytes,
     token_like,
+    trailing_zeros,
 )
 
 # (no ``jitload.install()`` here: a kernel's dispatcher installs it when it is made)
