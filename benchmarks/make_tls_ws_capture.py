@@ -160,11 +160,16 @@ async def serve(port: int, cert: str, key: str, per_conn: int) -> None:
     seeds = iter(range(1, 1_000_000))
 
     async def handler(ws: ServerConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         path = ws.request.path
-        if path.startswith("/ws-api"):
-            await _orders(ws, next(seeds))
-        else:
-            await _stream(ws, per_conn, next(seeds))
+        try:
+            if path.startswith("/ws-api"):
+                await _orders(ws, next(seeds))
+            else:
+                await _stream(ws, per_conn, next(seeds))
+        except ConnectionClosed:
+            pass  # the client stopped at --max-seconds: the capture's expected end
 
     runner = await _rest_server(port + 1, ctx)
     async with ws_serve(handler, "127.0.0.1", port, ssl=ctx, max_size=None):
