@@ -368,7 +368,19 @@ def _coverage_lines(root: Path, capture_ids: list[str], *, keylogs: bool = True
     """(lines for under the summary, warnings): the coverage line (orders from how many
     connections, what was not decoded and why), and how many TLS sessions each key log
     file had the secrets of (``keylogs`` False: none, not asked)."""
-    from .coverage import TABLES, coverage, keylog_coverage, keylog_summary, keylog_warnings
+    from .coverage import (
+        TABLES,
+        coverage,
+        keylog_coverage,
+        keylog_summary,
+        keylog_warnings,
+        plain_coverage,
+    )
+
+    plain = plain_coverage(root, capture_ids) if not keylogs else None
+    if plain is not None:  # (no message row, no key log: no DuckDB database opened)
+        line = plain.line()
+        return [line] * bool(line), []
     from .dataset import Dataset
 
     # the views these queries read, over these captures' partitions only (a dataset of

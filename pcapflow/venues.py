@@ -511,6 +511,12 @@ class IngestMatcher:
             candidates = (staged_candidates(stage_dir, files["ws_messages"])
                           if any(files[t] for t in MESSAGE_TABLES) else None)
             return match_tables(files, flows, self.registry, candidates=candidates)
+        from .why import nothing_to_derive
+
+        if nothing_to_derive(stage_dir, MESSAGE_TABLES):
+            # (a plain TCP capture: nothing to pair, and no derived row; the matcher's
+            # empty tables and the venues of the flows it is given, as it would give them)
+            return match_tables({}, flows, self.registry)
         from .pipelines import match_carry
         from .why import FeedPrep, derive_staged
 

@@ -272,6 +272,54 @@ def _no_burst_in_files(rtt_files: list[Path], min_bytes: float) -> bool:
     return alerts.no_burst_possible(rtt, min_bytes)
 
 
+CLOCK_STEPS = ("clock_step_back", "clock_step_forward")
+"""``anomalies`` codes ``alerts.clock_step`` reads."""
+
+
+def nothing_to_derive(stage_dir: Path, message_tables: Sequence[str]) -> bool:
+    """Whether ``derive_staged`` of this ingest would find no row, told without DuckDB.
+
+    It holds for a capture's own rows (no rotation state kept or carried: the
+    ``FeedPrep.whole`` case) in which none of ``message_tables`` (the matcher's:
+    ``pipelines.match.MESSAGE_TABLES``) has a staged part: no order (so no
+    ``latency`` row, hence no cause and no latency alert) and no market data (no feed
+    gap, no stale feed); and where the TCP layer's detectors are silent by the checks
+    the derive itself makes before running their queries: no zero-window event and no
+    flow with ``storm_per_s`` retransmissions in a second (``alerts.silent_tcp_detectors``
+    over the staged ``tcp_events``), no interval that can reach ``burst_min_bytes``
+    (``_no_burst_in_files``), no clock step among the staged ``anomalies``. A plain
+    TCP capture's ingest then opens no DuckDB database at its end (~0.1 s of CPU of a
+    1 MB capture's ~0.5: the views, the queries, and DuckDB's import)."""
+    import pyarrow.parquet as pq
+
+    from . import alerts
+    from .pipelines.ingest.resume import CARRIED, STATE_FILE
+    from .pipelines.store import STATE
+
+    if (stage_dir / STATE / STATE_FILE).is_file() or (stage_dir / CARRIED).is_file():
+        return False
+    files = staged_files(stage_dir)
+    if any(files[t] for t in message_tables):
+        return False
+    s = SETTINGS or alerts.Settings()
+    if any(pc.any(pc.is_in(pq.ParquetFile(p).read(columns=["code"]).column("code"),
+                           pa.array(CLOCK_STEPS))).as_py() for p in files["anomalies"]):
+        return False
+    events = [pq.ParquetFile(p).read(columns=["flow_id", "kind", "direction", "ts"])
+              for p in files["tcp_events"]]
+    rows = pa.concat_tables([pa.table({
+        "f": e.column("flow_id").cast(pa.int64()), "kind": e.column("kind"),
+        "direction": e.column("direction"), "t": e.column("ts").cast(pa.int64())})
+        for e in events]) if events else None
+    if rows is not None:
+        rows = rows.filter(pc.is_in(rows.column("kind"), pa.array(alerts.TCP_EVENT_KINDS)))
+    silent = (alerts.silent_tcp_detectors(rows, s) if rows is not None
+              else {"zero_window", "retransmission_storm"})
+    if not {"zero_window", "retransmission_storm"} <= silent:
+        return False
+    return _no_burst_in_files(files["tcp_rtt"], s.burst_min_bytes)
+
+
 def _bursts_before_venues(stage_dir: Path, capture_id: str, flows: pa.Table,
                           rtt_files: list[Path], key: tuple[int, int, float, float]
                           ) -> list[tuple] | None:

@@ -54,9 +54,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -84,6 +83,9 @@ from .tables.schemas import (
 )
 from .venue_infer import infer
 from .venue_rules import ADDRESS_KEY, ADDRESS_VENUES, FlowContent, FlowFacts, Resolver
+
+if TYPE_CHECKING:  # (loaded by ``_database``: a capture with no message rows needs none)
+    import duckdb
 
 __all__ = [
     "ADDRESS_KEY", "ADDRESS_VENUES", "GATES", "INPUT_TABLES", "SQL_FILES", "USES",
@@ -372,6 +374,8 @@ def _database() -> duckdb.DuckDBPyConnection:
     """The process's in-memory database (its first connection), set up once
     (``SETUP_FILES``, the empty ``input_<table>`` tables)."""
     global _DB
+    import duckdb  # (its relation API too: the matcher's connections use ``sql``)
+
     with _DB_LOCK:
         if _DB is not None and _DB[0] == os.getpid():
             return _DB[1]

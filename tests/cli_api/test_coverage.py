@@ -228,3 +228,35 @@ def test_narrow_dataset_gives_the_same_coverage(keyed: Path) -> None:
                 assert coverage(narrow, capture_ids=[cid]) == coverage(whole, capture_ids=[cid])
                 assert (keylog_coverage(narrow, capture_ids=[cid])
                         == keylog_coverage(whole, capture_ids=[cid]))
+
+
+def test_plain_coverage_is_the_sql_coverage(tmp_path: Path) -> None:
+    """``plain_coverage`` (Arrow alone: what the ingest summary of a capture without
+    message rows or a key log prints) says what ``coverage`` says, or None (then the
+    SQL answers): every sample ingested without key logs, connections no probe claims,
+    and a --tcp-only dataset, each capture alone and all together."""
+    from helpers.tiny_flows import write
+
+    from pcapflow.coverage import plain_coverage
+
+    tiny = tmp_path / "tiny.pcap"
+    write(tiny, 20)
+    pcapflow.ingest([*CAPTURES, tiny], data=tmp_path / "d", sets=False, workers=1)
+    pcapflow.ingest([SAMPLES / "fix44_plain.pcap", tiny], data=tmp_path / "t", app=False,
+                    sets=False)
+    write(tmp_path / "five.pcap", 5)  # (and one capture of the default ingest beside them)
+    pcapflow.ingest([tmp_path / "five.pcap"], data=tmp_path / "t")
+    answered = []
+    for root in (tmp_path / "d", tmp_path / "t"):
+        with pcapflow.open(root) as ds:
+            ids = [r[0] for r in ds.fetchall("SELECT capture_id FROM captures ORDER BY 1")]
+            for some in [*([c] for c in ids), ids]:
+                got = plain_coverage(root, some)
+                if got is not None:
+                    assert got == coverage(ds, capture_ids=some), (root.name, some)
+                    answered.append((root.name, len(some), got.line()))
+    assert ("d", 1, f"coverage: orders from 0 of 20 connections with payload; not decoded: "
+            f"20 {REASONS['unknown_protocol']}") in answered
+    assert ("t", 3, f"coverage: orders from 0 of 26 connections with payload; not decoded: "
+            f"21 {REASONS['tcp_only']}, 5 {REASONS['unknown_protocol']}") in answered
+    assert not [a for a in answered if a[0] == "d" and a[1] > 1]  # (the samples' messages)
