@@ -55,6 +55,8 @@ STAGES = [
     ("pcapflow.feed", "message_rows", "derive.feed.message_rows"),
     ("pcapflow.feed", "gaps_table", "derive.feed.gaps_table"),
     ("pcapflow.causes", "compute", "derive.causes"),
+    # (session 23: a capture's own causes, the SQL over the orders that may have one)
+    ("pcapflow.causes", "of_capture", "derive.causes.of_capture"),
     ("pcapflow.alerts", "latency_shift", "derive.alerts.latency_shift"),
     ("pcapflow.alerts", "p99_high", "derive.alerts.p99_high"),
     ("pcapflow.alerts", "retransmission_storm", "derive.alerts.retransmission_storm"),

@@ -396,10 +396,31 @@ def p99_high(ds: Dataset, s: Settings, since: int | None = None,
             "detail": f"p99 {p99 / 1e3:,.1f} µs over {n} orders in {s.bucket_s} s "
                       f"(threshold {s.p99_us:,.0f} µs); evidence: the orders above it",
             "evidence_table": "latency",
-            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM latency WHERE {where}")),
+            "evidence_rows": int(_scalar(ds, f"SELECT count(*) FROM latency WHERE {where}"))
+            if latency is None else _count_above(latency, venue, endpoint, t0, t1,
+                                                 int(s.p99_us * 1e3)),
             "evidence_sql": f"SELECT * FROM latency WHERE {where} ORDER BY order_ts",
             "_settle": t1 - 1, "_orders": True})
     return [*before, *out]
+
+
+def _count_above(latency: pa.Table, venue: object, endpoint: object, t0: int, t1: int,
+                 above: int) -> int:
+    """``p99_high``'s evidence count (its ``evidence_sql``'s rows) over ``latency``, the
+    view's ``latency`` rows given: no query (~3 ms each)."""
+    def eq(col: str, v: object) -> pa.ChunkedArray:
+        c = latency.column(col)
+        if pa.types.is_dictionary(c.type):
+            c = c.cast(c.type.value_type)
+        return pc.is_null(c) if v is None else pc.equal(c, pa.scalar(v, c.type))
+
+    ts = latency.column("order_ts")
+    t = pc.cast(pc.cast(ts, pa.timestamp("ns", getattr(ts.type, "tz", None))), pa.int64())
+    m = pc.and_kleene(pc.and_kleene(eq("venue", venue), eq("endpoint", endpoint)),
+                      eq("leg", "ack"))
+    m = pc.and_kleene(m, pc.and_kleene(pc.greater_equal(t, t0), pc.less(t, t1)))
+    m = pc.and_kleene(m, pc.greater(latency.column("latency_ns"), above))
+    return int(pc.sum(pc.fill_null(m, False).cast(pa.int64())).as_py() or 0)
 
 
 # -- TCP ----------------------------------------------------------------------------------

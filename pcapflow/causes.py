@@ -42,7 +42,7 @@ that the exchange's code waited on it. The ingest stores the rows (the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyarrow as pa
 
@@ -100,6 +100,10 @@ def delayed_ack_candidates(rtt: pa.Table) -> pa.Array:
     ok = pc.and_kleene(ok, pc.greater_equal(rtt.column("rtt_ns"), DELAYED_ACK_MIN_NS))
     return pc.fill_null(ok, False)
 
+
+_ALL_CTES = """FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw
+      UNION ALL BY NAME FROM coalesced UNION ALL BY NAME FROM hol UNION ALL BY NAME FROM gap)"""
+"""The rows of every cause (``of_capture`` names fewer)."""
 
 CAUSES_SQL = f"""
 WITH l AS (
@@ -202,9 +206,8 @@ gap AS (
 SELECT capture_id, venue, endpoint, flow_id, leg, correlation_id, kind,
        make_timestamp_ns(o) AS order_ts, latency_ns, cause, make_timestamp_ns(stall_ts) AS stall_ts,
        cost_ns, detail
-FROM (FROM dack UNION ALL BY NAME FROM resend UNION ALL BY NAME FROM zw
-      UNION ALL BY NAME FROM coalesced UNION ALL BY NAME FROM hol UNION ALL BY NAME FROM gap)
-ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause"""
+{_ALL_CTES}
+ORDER BY order_ts, capture_id, flow_id, correlation_id, stall_ts, cause, leg"""
 
 
 def compute(ds: Dataset, since: int | None = None, more_rtt: pa.Table | None = None,
@@ -240,26 +243,55 @@ def compute(ds: Dataset, since: int | None = None, more_rtt: pa.Table | None = N
             ds.con.unregister(name)
 
 
-def none_possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None) -> bool:
-    """Can ``compute(ds)`` (every latency row, nothing carried) give no row at all? True
-    only when it cannot: ``latency`` is the rows of the view's ``latency`` (without
-    ``capture_id``; one capture), and each cause's own conditions
-    are checked on what it reads, more loosely than the SQL does (False: run it). Most
-    captures have no cause at all (ws1m_c's 11,204 orders: none), and the SQL's plan of
-    12 CTEs and its joins cost more than these few reads (``benchmarks/README.md``,
-    session 22, derive18l): ``delayed_ack``, the resends, zero windows and gaps inside an
-    order's window, exactly; ``tls_coalescing`` and ``head_of_line``: any inbound message
-    on an order's reply connection ending with the next one, or 16 KiB or more after
-    the one before it (stream offsets tied, or a null read: False). ``events``: the
-    view's ``tcp_events`` rows of ``alerts.tcp_events_rows`` (None: read here)."""
+PER_ORDER = ("dack", "resend", "zw", "gap")
+"""The causes' CTEs that join each latency row with what its own window holds (no other
+latency row, no message table): ``possible`` says which rows each can find a row for."""
+
+
+class Possible(NamedTuple):
+    """What ``possible`` found: ``compute`` of the latency rows ``rows`` names, with only
+    the CTEs of ``ctes``, our pure ACKs read from ``dack``, gives every row ``compute``
+    gives over them all."""
+
+    rows: np.ndarray
+    """Per latency row: may one of ``PER_ORDER``'s causes be inside its window."""
+    ctes: tuple[str, ...]
+    """Those of ``PER_ORDER`` that may give a row."""
+    dack: pa.Table
+    """The ``tcp_rtt`` rows ``delayed_ack`` can read (``delayed_ack_candidates``'s
+    conditions) on the orders' connections: ``DACK_COLUMNS`` and t (``ts_ack`` as ns)."""
+
+
+def possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None,
+             replies: bool = True) -> Possible | None:
+    """Which of ``latency``'s rows (the rows of the view's ``latency``, without
+    ``capture_id``; one capture) ``compute(ds)`` (every latency row, nothing carried) can
+    give a row for; None when it cannot say (run the SQL over every row). Each cause's
+    own conditions are checked on what it reads: ``delayed_ack``, the resends, zero
+    windows and gaps inside an order's window, exactly, per order; ``tls_coalescing`` and
+    ``head_of_line`` (which read the reply connection's messages around the reply),
+    loosely, per connection: any inbound message on an order's reply connection ending
+    with the next one, or 16 KiB or more after the one before it (stream offsets tied, or
+    a null read) gives None. Most captures have no cause at all, and where some orders
+    have one the SQL's plan of 12 CTEs, its joins and its scans of ``tcp_rtt``,
+    ``tls_records`` and the messages cost ~0.1 s more than these few reads and the SQL
+    over those orders alone (``benchmarks/README.md``, session 22, derive18l; session 23,
+    why18m). ``events``: the view's ``tcp_events`` rows of ``alerts.tcp_events_rows``
+    (None: read here); ``replies=False``: the reply connections' messages not read (the
+    rows of ``tls_coalescing`` and ``head_of_line`` then not covered: for tests)."""
     import numpy as np
     import pyarrow.compute as pc
 
     def ns(col: pa.ChunkedArray) -> np.ndarray:
         return pc.fill_null(col.cast(pa.int64()), 0).to_numpy()
 
-    if latency.num_rows == 0:
-        return True
+    n = latency.num_rows
+    no_dack = pa.table({k: pa.array([], t) for k, t in (
+        ("flow_id", pa.int64()), ("direction", pa.string()), ("piggybacked", pa.bool_()),
+        ("method", pa.string()), ("rtt_ns", pa.int64()), ("ts_sent", TS), ("ts_ack", TS),
+        ("t", pa.int64()))})
+    if n == 0:
+        return Possible(np.zeros(0, np.bool_), (), no_dack)
     valid = {k: pc.is_valid(latency.column(k)).to_numpy(zero_copy_only=False)
              for k in ("flow_id", "order_ts", "ack_ts")}
     flow, o, a = (ns(latency.column(k)) for k in ("flow_id", "order_ts", "ack_ts"))
@@ -269,24 +301,24 @@ def none_possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None
     timed = valid["order_ts"] & valid["ack_ts"]  # (a null time: no cause)
     on_flow = timed & valid["flow_id"]  # (delayed ACKs, resends, zero windows)
     on_af = timed & pc.is_valid(af_col).to_numpy(zero_copy_only=False)  # (gaps, replies)
+    found = {c: np.zeros(n, np.bool_) for c in PER_ORDER}
     if not on_af.any():
-        return True
+        return Possible(np.zeros(n, np.bool_), (), no_dack)
+    dack = no_dack
     if on_flow.any():
-        f_l, o_l, a_l, net_l = flow[on_flow], o[on_flow], a[on_flow], net[on_flow]
-        flows = ", ".join(str(int(f)) for f in np.unique(f_l))
-        # delayed_ack: our pure ACKs of DELAYED_ACK_MIN_NS or more on an order's connection
+        flows = ", ".join(str(int(f)) for f in np.unique(flow[on_flow]))
+        # delayed_ack: our pure ACKs of DELAYED_ACK_MIN_NS or more on an order's
+        # connection, at or after the reply less the slack, inside the window
         dack = ds.small_arrow(
-            f"SELECT flow_id AS f, epoch_ns(ts_ack) AS t FROM tcp_rtt WHERE direction = 'in' "
+            f"SELECT {', '.join(DACK_COLUMNS)}, epoch_ns(ts_ack) AS t FROM tcp_rtt "
+            f"WHERE direction = 'in' "
             f"AND NOT coalesce(piggybacked, false) AND coalesce(method, 'ack') = 'ack' "
             f"AND rtt_ns >= {DELAYED_ACK_MIN_NS} AND flow_id IN ({flows}) "
             f"AND ts_ack IS NOT NULL")
-        if dack.num_rows > 10_000:
-            return False
-        slack = np.maximum(HOLD_SLACK_NS, 2 * net_l)
-        for f, k in zip(dack.column("f").to_pylist(), dack.column("t").to_pylist(),
-                        strict=True):
-            if ((f_l == f) & (o_l < k) & (k <= a_l) & (a_l - k <= slack)).any():
-                return False
+        if dack.num_rows:
+            slack = np.maximum(HOLD_SLACK_NS, 2 * net)
+            found["dack"] = _any_in(flow, np.maximum(o, a - slack - 1), a, on_flow,
+                                    ns(dack.column("flow_id")), ns(dack.column("t")))
     if events is None:
         from .alerts import tcp_events_rows
 
@@ -295,44 +327,92 @@ def none_possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None
                                pc.is_valid(events.column("t"))))
     if ev.num_rows:
         f_e, t_e = ev.column("f").to_numpy(), ev.column("t").to_numpy()
-        gap = pc.equal(ev.column("kind"), "gap").to_numpy(zero_copy_only=False)
-        gap_in = gap & pc.fill_null(pc.equal(ev.column("direction"), "in"), False).to_numpy(
-            zero_copy_only=False)
-        if (_any_inside(flow[on_flow], o[on_flow], a[on_flow], f_e[~gap], t_e[~gap])
-                or _any_inside(af[on_af], o[on_af], a[on_af], f_e[gap_in], t_e[gap_in])):
-            return False
+
+        def kind(*kinds: str) -> np.ndarray:
+            return pc.is_in(ev.column("kind"), pa.array(kinds)).to_numpy(zero_copy_only=False)
+
+        gap_in = kind("gap") & pc.fill_null(pc.equal(ev.column("direction"), "in"),
+                                            False).to_numpy(zero_copy_only=False)
+        for cte, which, key, rows in (("resend", kind(*RESENDS), flow, on_flow),
+                                      ("zw", kind("zero_window"), flow, on_flow),
+                                      ("gap", gap_in, af, on_af)):
+            if which.any():
+                found[cte] = _any_in(key, o, a, rows, f_e[which], t_e[which])
     # tls_coalescing, head_of_line: the inbound messages of the replies' connections
-    afs = ", ".join(str(int(f)) for f in np.unique(af[on_af]))
-    msg = ds.small_arrow(" UNION ALL ".join(
+    afs = "" if not replies else ", ".join(str(int(f)) for f in np.unique(af[on_af]))
+    msg = None if not replies else ds.small_arrow(" UNION ALL ".join(
         f"SELECT flow_id AS f, stream_offset AS s, epoch_ns(ts_last) AS t FROM {t} "
         f"WHERE direction = 'in' AND flow_id IN ({afs})"
         for t in ("ws_messages", "http_messages", "fix_messages")))
-    if msg.num_rows < 2:
-        return True
-    if any(c.null_count for c in msg.columns):
-        return False
-    f_m, s_m, t_m = (msg.column(k).to_numpy() for k in ("f", "s", "t"))
-    order = np.lexsort((s_m, f_m))
-    f_m, s_m, t_m = f_m[order], s_m[order], t_m[order]
-    same = f_m[1:] == f_m[:-1]
-    return not (same & ((s_m[1:] == s_m[:-1]) | (t_m[1:] == t_m[:-1])
-                        | (s_m[1:] - s_m[:-1] >= HOL_BYTES))).any()
+    if msg is not None and msg.num_rows >= 2:
+        if any(c.null_count for c in msg.columns):
+            return None
+        f_m, s_m, t_m = (msg.column(k).to_numpy() for k in ("f", "s", "t"))
+        order = np.lexsort((s_m, f_m))
+        f_m, s_m, t_m = f_m[order], s_m[order], t_m[order]
+        same = f_m[1:] == f_m[:-1]
+        if (same & ((s_m[1:] == s_m[:-1]) | (t_m[1:] == t_m[:-1])
+                    | (s_m[1:] - s_m[:-1] >= HOL_BYTES))).any():
+            return None
+    rows = np.zeros(n, np.bool_)
+    for hit in found.values():
+        rows |= hit
+    return Possible(rows, tuple(c for c in PER_ORDER if found[c].any()), dack)
 
 
-def _any_inside(key: np.ndarray, lo: np.ndarray, hi: np.ndarray, at_key: np.ndarray,
-                at: np.ndarray) -> bool:
-    """Is some ``at[j]`` inside some window ``(lo[i], hi[i]]`` of the same key?"""
+def none_possible(ds: Dataset, latency: pa.Table, events: pa.Table | None = None) -> bool:
+    """Can ``compute(ds)`` (every latency row, nothing carried) give no row at all?
+    True only when it cannot (``possible``: no row may have a cause)."""
+    p = possible(ds, latency, events)
+    return p is not None and not p.rows.any()
+
+
+def of_capture(ds: Dataset, latency: pa.Table, capture_id: str,
+               events: pa.Table | None = None, few: bool = False) -> pa.Table:
+    """``compute(ds, capture_id=capture_id, few=few)``: the ``causes`` rows of every
+    latency row of a view of one capture (``latency``: those rows, without
+    ``capture_id``), the SQL run over the rows ``possible`` says may have a cause only
+    (none: not run), with only the CTEs that may give a row, our pure ACKs from the few
+    it read (where it cannot say: over every row)."""
+    p = possible(ds, latency, events)
+    if p is None:
+        return compute(ds, capture_id=capture_id, few=few)
+    if not p.rows.any():
+        from .pipelines.tables.schemas import TABLES
+
+        return TABLES["causes"].empty_table()
+    return _of_rows(ds, latency, p, capture_id)
+
+
+def _of_rows(ds: Dataset, latency: pa.Table, p: Possible, capture_id: str) -> pa.Table:
+    """The causes' SQL over the latency rows ``p`` names, with its CTEs and ACKs."""
+    lat, dack = "_causes_possible_latency", "_causes_possible_dack"
+    sql = CAUSES_SQL.replace("FROM latency)", f"FROM {lat})", 1).replace(
+        "JOIN tcp_rtt t ON", f"JOIN {dack} t ON", 1)
+    sql = sql.replace(_ALL_CTES, "FROM (" + " UNION ALL BY NAME ".join(
+        f"FROM {c}" for c in p.ctes) + ")", 1)
+    ds.con.register(lat, _with_capture(latency.filter(pa.array(p.rows)), capture_id))
+    ds.con.register(dack, _with_capture(p.dack, capture_id))
+    try:
+        return _utc_times(ds.small_arrow(sql))
+    finally:
+        ds.con.unregister(lat)
+        ds.con.unregister(dack)
+
+
+def _any_in(key: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray,
+            at_key: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Per window ``(lo[i], hi[i]]`` of ``key[i]`` (only where ``rows``): is some
+    ``at[j]`` of the same key inside it?"""
     import numpy as np
 
-    for k in np.intersect1d(key, at_key):
-        mine = key == k
-        order = np.argsort(lo[mine], kind="stable")
-        los, top = lo[mine][order], np.maximum.accumulate(hi[mine][order])
-        t = at[at_key == k]
-        i = np.searchsorted(los, t, "left")  # windows opened before t: [0, i)
-        if ((i > 0) & (top[np.maximum(i - 1, 0)] >= t)).any():
-            return True
-    return False
+    out = np.zeros(len(key), np.bool_)
+    for k in np.intersect1d(key[rows], at_key):
+        mine = rows & (key == k)
+        t = np.sort(at[at_key == k])
+        out[mine] = (np.searchsorted(t, hi[mine], "right")
+                     > np.searchsorted(t, lo[mine], "right"))
+    return out
 
 
 def _with_capture(rows: pa.Table, capture_id: str | None) -> pa.Table:

@@ -86,8 +86,9 @@ def derive(files: Mapping[str, Sequence[Path]], capture_id: str,
         # one thread: these queries are small next to the ingest that made their rows,
         # and DuckDB's parallel plans cost more CPU and memory than they save here
         view.con.execute("SET threads = 1")
-        out = {"causes": _cast(causes.compute(view), "causes") if orders and not (
-            latency is not None and causes.none_possible(view, latency)) else
+        out = {"causes": _cast(
+            causes.compute(view) if latency is None else
+            causes.of_capture(view, latency, capture_id), "causes") if orders else
                without_capture_id(TABLES["causes"]).empty_table()}
         # each market-data payload parsed once, if at all (the ingest's scan)
         messages = feed.message_rows(view, scanned=scanned)
@@ -538,9 +539,10 @@ def _derive_carried(plan: why_carry.Plan, files: Mapping[str, Sequence[Path]],
             # (few: the latency rows it reads, those given when given: a resumed
             # command's view holds minutes of them, it reads the last seconds')
             read = given["latency"] if given is not None else latency
-            if (prev is None and latency is not None and "latency" not in extra
-                    and causes.none_possible(view, latency, events)):  # (its SQL not run)
-                rows = _cast(TABLES["causes"].empty_table(), "causes")
+            if prev is None and latency is not None and "latency" not in extra:
+                # (the SQL over the orders that may have a cause only, if any)
+                rows = _cast(causes.of_capture(view, latency, plan.capture_id, events,
+                                               few=latency.num_rows <= FEW_ORDERS), "causes")
             else:
                 rows = _cast(causes.compute(view, since=c_prev,
                                             more_rtt=prev.dack if prev else None,

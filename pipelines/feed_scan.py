@@ -306,30 +306,38 @@ def _ints(values: np.ndarray, valid: np.ndarray) -> pa.Array:
 
 def _rows(rows: pa.Table, chunk: pa.Array, names: np.ndarray,
           out: tuple[np.ndarray, ...]) -> pa.Table:
+    """``COLUMNS`` rows of the kernel's ``out`` over ``chunk`` (the payloads of ``rows``),
+    made as those types (no cast of a table; the messages passed on whole, when there
+    are any, after the rows)."""
     (row, rule, ints, valid, reset, stream_code, stream, stream_end, sym_code, symbol, sym_end,
      fallback) = out
-    take = pa.array(row)
-    ts = rows.column("ts_last").cast(pa.int64())
-    taken = pa.table({
-        "flow_id": rows.column("flow_id").take(take), "ts": ts.take(take),
-        "stream_offset": rows.column("stream_offset").take(take),
-        "rule": pa.DictionaryArray.from_arrays(pa.array(rule, pa.int32()),
-                                               pa.array(names.tolist(), pa.string())),
-        "stream": _dictionary(stream_code, stream, stream_end),
-        **{name: _ints(ints[f], valid[f])
-           for f, name in enumerate(("first_id", "last_id", "prev_id", "exchange_ns"))},
-        "reset": pa.array(reset),
-        "symbol": _dictionary(sym_code, symbol, sym_end),
-        "payload": pa.nulls(len(row), pa.string())})
-    whole = pa.array(np.flatnonzero(fallback))
-    passed = pa.table({
-        "flow_id": rows.column("flow_id").take(whole), "ts": ts.take(whole),
-        "stream_offset": rows.column("stream_offset").take(whole),
-        **{f.name: pa.nulls(len(whole), f.type) for f in COLUMNS
-           if f.name not in ("flow_id", "ts", "stream_offset", "payload")},
-        "payload": chunk.take(whole)})
-    return pa.concat_tables([taken.select(COLUMNS.names).cast(COLUMNS),
-                             passed.select(COLUMNS.names).cast(COLUMNS)])
+
+    def keys(at: np.ndarray) -> list[pa.ChunkedArray]:
+        take = pa.array(at)
+        return [rows.column("flow_id").take(take).cast(pa.int64()),
+                rows.column("ts_last").take(take).cast(pa.int64()),
+                rows.column("stream_offset").take(take).cast(pa.int64())]
+
+    n = len(row)
+    taken = pa.Table.from_arrays([
+        *keys(row),
+        pa.DictionaryArray.from_arrays(pa.array(rule, pa.int32()),
+                                       pa.array(names.tolist(), pa.string())),
+        _dictionary(stream_code, stream, stream_end),
+        *(_ints(ints[f], valid[f]) for f in range(3)),  # first, last, prev
+        pa.array(reset, pa.bool_()),
+        _ints(ints[3], valid[3]),  # exchange_ns
+        _dictionary(sym_code, symbol, sym_end),
+        pa.nulls(n, pa.string())], schema=COLUMNS)
+    if not fallback.any():
+        return taken
+    whole = np.flatnonzero(fallback)
+    passed = pa.Table.from_arrays([
+        *keys(whole),
+        *(pa.nulls(len(whole), f.type) for f in COLUMNS
+          if f.name not in ("flow_id", "ts", "stream_offset", "payload")),
+        chunk.take(pa.array(whole)).cast(pa.string())], schema=COLUMNS)
+    return pa.concat_tables([taken, passed])
 
 
 # --- Side files of an ingest ---------------------------------------------------------

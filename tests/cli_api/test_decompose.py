@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pcapflow.pipelines import match
 
@@ -247,8 +248,10 @@ def test_lossy_orders_name_the_retransmissions_tshark_sees(dataset: pcapflow.Dat
 
 
 def test_no_cause_possible_only_where_the_sql_finds_none(dataset: pcapflow.Dataset) -> None:
-    """``causes.none_possible`` lets the ingest skip the causes' SQL: it may say "maybe"
-    where the SQL finds nothing, never "none" where it finds a row. Each sample's
+    """``causes.possible`` lets the ingest run the causes' SQL over the orders that may
+    have a cause only (``causes.of_capture``), or not at all: it may say "maybe" where
+    the SQL finds nothing, never "none" where it finds a row, and the SQL over the rows
+    it names gives the rows of the SQL over all of them, in the same order. Each sample's
     orders as stored, then with their windows moved and widened at random (half of the
     rows each time), against the SQL over the same view."""
     import pyarrow.parquet as pq
@@ -260,6 +263,7 @@ def test_no_cause_possible_only_where_the_sql_finds_none(dataset: pcapflow.Datas
     rng = np.random.default_rng(22)
     root = Path(dataset.path)
     seen = {True: 0, False: 0}
+    some = unsure = 0
     for cid, path in dataset.fetchall("SELECT capture_id, path FROM captures ORDER BY path"):
         files = {t: sorted((root / t / f"capture_id={cid}").glob("*.parquet"))
                  for t in declared()}
@@ -280,17 +284,38 @@ def test_no_cause_possible_only_where_the_sql_finds_none(dataset: pcapflow.Datas
         for rows in trials:
             with Dataset.of_capture(files, cid, {"latency": rows}) as view:
                 none = causes.none_possible(view, rows)
-                found = causes.compute(view).num_rows
-            assert not (none and found), (path, found)
+                p = causes.possible(view, rows)
+                want = causes.compute(view)
+                got = causes.of_capture(view, rows, cid)
+                # (the samples' replies rule out no connection: the SQL over the rows
+                # the per-order checks name, against its rows of those causes)
+                per_order = causes.possible(view, rows, replies=False)
+                assert per_order is not None
+                mine = (causes._of_rows(view, rows, per_order, cid) if per_order.rows.any()
+                        else want.schema.empty_table())
+            assert not (none and want.num_rows), (path, want.num_rows)
             seen[none] += 1
+            unsure += p is None
+            some += bool(per_order.rows.any() and not per_order.rows.all())
+            assert got.select(want.column_names).cast(want.schema).equals(want), path
+            kept = want.filter(pc.invert(pc.is_in(want.column("cause"), pa.array(
+                ["tls_coalescing", "head_of_line"]))))
+            assert mine.select(want.column_names).cast(want.schema).equals(kept), path
     assert seen[True] >= 3 and seen[False] >= 10, seen
+    assert some >= 3 and unsure >= 3, (some, unsure)
     # (windows are (order, reply]: a stall at the order's own time is not inside it)
     key, at = np.array([1, 1, 2]), np.array([5, 10, 7])
-    assert not causes._any_inside(np.array([1, 2]), np.array([5, 7]), np.array([9, 9]),
-                                  key, at)
-    assert causes._any_inside(np.array([1]), np.array([4]), np.array([9]), key, at)
-    assert causes._any_inside(np.array([2, 1]), np.array([7, 1]), np.array([9, 10]), key, at)
-    assert not causes._any_inside(np.array([3]), np.array([0]), np.array([99]), key, at)
+    every = np.ones(2, np.bool_)
+    assert not causes._any_in(np.array([1, 2]), np.array([5, 7]), np.array([9, 9]), every,
+                              key, at).any()
+    assert causes._any_in(np.array([1]), np.array([4]), np.array([9]), every[:1], key,
+                          at).tolist() == [True]
+    assert causes._any_in(np.array([2, 1]), np.array([7, 1]), np.array([9, 10]), every, key,
+                          at).tolist() == [False, True]
+    assert causes._any_in(np.array([2, 1]), np.array([6, 1]), np.array([9, 10]),
+                          np.array([True, False]), key, at).tolist() == [True, False]
+    assert not causes._any_in(np.array([3]), np.array([0]), np.array([99]), every[:1], key,
+                              at).any()
 
 
 # ------------------------------------------------------------------ tick-to-trade

@@ -148,6 +148,31 @@ def test_latency_shift_of_the_rows_given_is_the_query_s() -> None:
     assert alerts._acked_in_order(table).to_pylist() == rows.to_pylist()
 
 
+def test_p99_evidence_counted_from_the_rows_given_is_the_query_s() -> None:
+    """``p99_high`` given the view's ``latency`` rows counts each alert's evidence from
+    them (``alerts._count_above``): its query's counts, with venues and endpoints null,
+    latencies null, other legs, orders at a bucket's edges."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    o = rng.integers(0, 600, n) * 10**9 // 10 + rng.choice([0, 1, -1], n)  # (edges)
+    o = np.clip(o, 0, None)
+    lat = rng.lognormal(np.log(8e7), 0.6, n).astype(np.int64)
+    table = pa.table({
+        "venue": pa.array(rng.choice(["x", "y", None], n, p=[0.45, 0.45, 0.1])),
+        "endpoint": pa.array(rng.choice(["e1", "e2", None], n, p=[0.45, 0.45, 0.1])),
+        "order_ts": pa.array(o).cast(pa.timestamp("ns", "UTC")),
+        "latency_ns": pa.array(lat, mask=rng.random(n) < 0.02),
+        "leg": pa.array(rng.choice(["ack", "engine", None], n, p=[0.8, 0.15, 0.05])),
+        "flow_id": pa.array(rng.integers(1, 4, n)),
+        "correlation_id": pa.array([f"c{i}" for i in range(n)])})
+    s = alerts.Settings(p99_us=100_000.0, min_orders=5, bucket_s=6)
+    with Dataset.of_capture({}, "c", {"latency": table}) as view:
+        ref = alerts.p99_high(view, s)
+        got = alerts.p99_high(view, s, None, table)
+    assert len(ref) >= 20 and got == ref
+    assert len({r["evidence_rows"] for r in ref}) >= 5
+
+
 @pytest.mark.parametrize("stale_s", [5.0])
 def test_stale_numpy_path_is_what_the_ingest_stored(samples_dataset: pcapflow.Dataset,
                                                      stale_s: float) -> None:
