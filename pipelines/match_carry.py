@@ -87,7 +87,7 @@ import json
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -782,13 +782,21 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
                                       content_extra=content, views=views))
     try:
         out: dict[str, pa.Table] = {}
+        carried = views is not None and "latency_prev" in views
         for table, (temp, schema) in OUTPUTS.items():
             target = without_capture_id(schema)
             cols = ", ".join(f'"{f.name}"' for f in target)
-            out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
+            mine = " WHERE carried IS NULL" if carried and table == "latency" else ""
+            out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}{mine}").to_arrow_table(),
+                               target)
         rules = con.sql("SELECT flow_id, venue, venue_source, dialect FROM flow_rules"
                         ).to_arrow_table()
         run = _Run(MatchOutput(flow_venue={}, tables=out), rules)
+        if carried:  # (``_Pending``: the carried groups' rows, given their estimate)
+            target = without_capture_id(TABLES["latency"])
+            cols = ", ".join(f'"{f.name}"' for f in target)
+            run.extra["latency_carried"] = _cast(con.sql(
+                f"SELECT {cols} FROM out_latency WHERE carried").to_arrow_table(), target)
         run.extra["named_flows"] = flows.select(["flow_id", "server_ip", "server_port"])
         enc = _q(con, "SELECT count(*) AS n FROM enc_flows")
         run.enc = int(enc.column(0)[0].as_py()) if enc is not None else 0
@@ -923,10 +931,17 @@ def rtt_only(g: pa.Table, cut: int) -> np.ndarray:
 
 _PEND_GROUPS = pa.schema([("cid", pa.string()), ("flow_id", pa.int64()),
                           ("order_ts", pa.int64()), ("answered_settle", pa.int64())])
-_DECOMPOSED = ("network_rtt_ns", "network_est_ns", "network_method", "network_spread_ns",
-               "network_samples", "exchange_ns")
-"""Of ``latency``'s columns, those ``latency.sql``'s segment lookup and ``decompose.sql``
-give (from the RTT samples); the others are the group's, fixed once it is answered."""
+_DECOMPOSED = ("network_est_ns", "network_method", "network_spread_ns", "network_samples",
+               "exchange_ns")
+"""Of ``latency``'s columns, those ``decompose.sql`` gives (from the RTT samples around
+the order); the others are the group's, fixed once it is answered (``network_rtt_ns``
+too: its order's own segment's sample is before the cut, and a later file's sample
+before the cut sends that command whole, ``_check_inputs``)."""
+
+LATENCY_PREV = ("SELECT * EXCLUDE (order_ts, ack_ts), epoch_ns(order_ts) AS order_ts, "
+                "epoch_ns(ack_ts) AS ack_ts, true AS carried FROM _latency_prev_rows")
+"""``latency.sql``'s ``latency_prev`` (``sql/common.sql``): the carried groups' ``latency``
+rows less ``_DECOMPOSED`` (``_latency_prev_rows``), times in int ns, marked ``carried``."""
 
 
 @dataclass(slots=True)
@@ -937,14 +952,17 @@ class _Pending:
     takes around their orders (~10% of a 20-s file's groups at 50,000 packets/s: the
     orders of its last ~2 s), they cost their share of every statement of the matcher.
     Instead their messages are not carried (their ids go to ``ids`` and ``fix_prev``,
-    the checks' premises, as a final group's), and their rows are: each command gives
-    their ``latency`` rows, less the columns the samples give (``_DECOMPOSED``), to
-    ``latency.sql``'s segment lookup and ``decompose.sql`` again with its RTT samples
-    (the carried ones reach back to their orders: ``save``'s ``kf``), and counts the
-    samples after each order as ``_INCOMPLETE_SQL`` does: a group with ``RTT_AFTER``
-    of them (or past ``resume_pending_s``, or on a closed connection) is final, the
-    others provisional and carried again. Its ``orders``, ``acks`` and ``unmatched``
-    rows go with its ``latency`` rows (the same parts, as when it was matched again)."""
+    the checks' premises, as a final group's, and a group made again from carried
+    messages is dropped: ``finalized``), and their rows are: each command adds their
+    ``latency`` rows, less the columns ``decompose.sql`` gives (``_DECOMPOSED``), to its
+    own before ``decompose.sql`` runs (``latency_prev``: over the same samples, the
+    carried ones reaching back to their orders, ``save``'s ``kf``), and
+    ``_INCOMPLETE_SQL`` counts the samples after their orders with the others': a group
+    with ``RTT_AFTER`` of them (or past ``resume_pending_s``, or on a closed connection)
+    is final, the others provisional and carried again. Its ``orders``, ``acks`` and
+    ``unmatched`` rows go with its ``latency`` rows (final or provisional together, as
+    when it was matched again). (Run as statements of their own, ``decompose.sql`` and
+    the count cost ~0.06 s a command for ~2,800 rows: DuckDB's fixed cost a statement.)"""
 
     final: dict[str, pa.Table]
     prov: dict[str, pa.Table]
@@ -955,71 +973,46 @@ class _Pending:
     after them (``rtt_incomplete``, as of a final group's)."""
 
 
-_PEND_SEGMENT_SQL = """
-    CREATE OR REPLACE TEMP TABLE out_latency AS
-    SELECT l.* EXCLUDE (order_ts, ack_ts), epoch_ns(l.order_ts) AS order_ts,
-           epoch_ns(l.ack_ts) AS ack_ts, r.rtt_ns AS network_rtt_ns
-    FROM _pend_lat l LEFT JOIN (
-        SELECT t.flow_id, epoch_ns(t.ts_sent) AS ts, min(t.rtt_ns) AS rtt_ns
-        FROM tcp_rtt t WHERE t.direction = 'out' AND NOT coalesce(t.piggybacked, false)
-          AND coalesce(t.method, 'ack') = 'ack' AND NOT coalesce(t.retransmitted, false)
-          AND t.flow_id IN (SELECT flow_id FROM _pend_lat)
-        GROUP BY ALL) r ON r.flow_id = l.flow_id AND r.ts = epoch_ns(l.order_ts)"""
-"""``latency.sql``'s ``rtt_by_segment`` for the carried groups' rows (their orders' own
-segments), as ``decompose.sql`` reads ``out_latency``: times in int ns."""
-
-
-def _pending(prev: _Carried, run: _Run, flows: pa.Table, cut: int, limit_ns: int
-             ) -> _Pending | None:
-    """The carried groups' rows of this command (``_Pending``), on the run's connection
-    after everything else read its tables (its ``out_latency`` and ``rtt_clean`` are made
-    again here, of these groups only). None: none carried."""
-    from .match import _parsed, _run, sql_text
-
-    pg = prev.t[PEND_GROUPS]
-    if pg.num_rows == 0 or run.con is None:
-        return None
-    con = run.con
+def _latency_prev(prev: _Carried) -> pa.Table | None:
+    """The carried groups' ``latency`` rows as ``LATENCY_PREV`` reads them (None: none)."""
     lat = prev.t[PEND["latency"]]
-    con.register("_pend_lat", lat.drop_columns([c for c in _DECOMPOSED
-                                                if c in lat.column_names]))
-    # (every flow of the set: the run's own ``flow_handshake`` holds those it named)
-    con.register("flow_handshake", flows.select(["flow_id", "first_ts", "handshake_rtt_ns"]))
-    _run(con, _PEND_SEGMENT_SQL)
-    for statement in _parsed(sql_text("decompose")):
-        con.execute(statement)
-    target = without_capture_id(TABLES["latency"])
-    cols = ", ".join(f'"{f.name}"' for f in target)
-    latency = _cast(con.sql(f"SELECT {cols} FROM out_latency").to_arrow_table(), target)
-    inc = con.sql(_INCOMPLETE_SQL.format(RTT_AFTER=RTT_AFTER)).to_arrow_table()
-    con.register("_pend_inc", inc)
-    con.register("_pend_g", pg)
-    try:
-        got = con.sql(f"""
-            SELECT cid, CASE WHEN EXISTS (SELECT 1 FROM _pend_inc i WHERE i.flow_id = p.flow_id
-                                          AND i.order_ts = p.order_ts AND i.seen)
-                             THEN greatest(answered_settle, order_ts + {limit_ns})
-                             ELSE answered_settle END < {cut} AS final
-            FROM _pend_g p""").to_arrow_table()
-        fin_ids = got.column("cid").filter(got.column("final")).combine_chunks()
-        con.register("_pend_fin", got)
-        inc_fin = con.sql("""
-            SELECT DISTINCT i.flow_id, i.method FROM _pend_inc i JOIN _pend_g p
-              ON p.flow_id = i.flow_id AND p.order_ts = i.order_ts
-            JOIN _pend_fin f ON f.cid = p.cid AND f.final""").to_arrow_table()
-    finally:
-        for name in ("_pend_lat", "_pend_inc", "_pend_g", "_pend_fin"):
-            with suppress(duckdb.Error):
-                con.unregister(name)
+    if prev.t[PEND_GROUPS].num_rows == 0:
+        return None
+    return lat.drop_columns([c for c in _DECOMPOSED if c in lat.column_names])
+
+
+def _pending(prev: _Carried, run: _Run, cut: int, limit_ns: int) -> _Pending | None:
+    """The carried groups' rows of this command (``_Pending``; None: none carried)."""
+    pg = prev.t[PEND_GROUPS]
+    latency = run.extra.get("latency_carried")
+    if pg.num_rows == 0 or latency is None:
+        return None
+    keys = ["flow_id", "order_ts"]
+    inc = run.incomplete
+    if inc is None or inc.num_rows == 0:
+        inc = pa.table({"flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
+                        "method": pa.array([], pa.string()), "seen": pa.array([], pa.bool_())})
+    inc = inc.select(["flow_id", "order_ts", "method", "seen"]).cast(pa.schema([
+        ("flow_id", pa.int64()), ("order_ts", pa.int64()), ("method", pa.string()),
+        ("seen", pa.bool_())]))
+    seen = inc.filter(pc.fill_null(inc.column("seen"), False)).select(keys)
+    opened = pg.join(seen.group_by(keys).aggregate([]), keys=keys, join_type="left semi")
+    is_open = pc.is_in(pg.column("cid"), value_set=opened.column("cid").combine_chunks())
+    base = ns_or_inf(pg.column("answered_settle"))
+    settle = np.where(is_open.to_numpy(zero_copy_only=False),
+                      np.maximum(base, ns_or_inf(pg.column("order_ts")) + limit_ns), base)
+    fin = settle < cut
+    fin_ids = pg.column("cid").filter(pa.array(fin)).combine_chunks()
+    inc_fin = inc.join(pg.filter(pa.array(fin)).select(keys), keys=keys,
+                       join_type="left semi").group_by(["flow_id", "method"]).aggregate([])
     rows = {t: prev.t[PEND[t]] for t in OUTPUT_TABLES}
     rows["latency"] = latency
     final, prov = {}, {}
     for t, r in rows.items():
-        r = _cast(r, without_capture_id(TABLES[t]))
-        fin = _by_cid(r, fin_ids) if len(fin_ids) else np.zeros(r.num_rows, bool)
-        final[t], prov[t] = r.filter(pa.array(fin)), r.filter(pa.array(~fin))
-    keep = pc.invert(pc.is_in(pg.column("cid"), value_set=fin_ids))
-    return _Pending(final, prov, pg.filter(keep), inc_fin)
+        r = r.cast(without_capture_id(TABLES[t]))
+        f = _by_cid(r, fin_ids) if len(fin_ids) else np.zeros(r.num_rows, bool)
+        final[t], prov[t] = r.filter(pa.array(f)), r.filter(pa.array(~f))
+    return _Pending(final, prov, pg.filter(pa.array(~fin)), inc_fin)
 
 
 _TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
@@ -1161,7 +1154,7 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
     drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
             else pa.array([], pa.string()))
     final, prov = _split(run, cut, drop)
-    pend = (_pending(prev, run, flows, cut, int(run.extra["limit_ns"]))
+    pend = (_pending(prev, run, cut, int(run.extra["limit_ns"]))
             if prev is not None else None)
     if pend is not None:  # (the carried groups' rows: ``_Pending``)
         final = {t: pa.concat_tables([final[t], pend.final[t].cast(final[t].schema)])
@@ -1276,9 +1269,14 @@ def _incremental(stage_dir: Path, parts: StagedParts, prev: _Carried, flows: pa.
             for r in prev.t["comp_ids"].to_pylist()}
     fp = _venue_fingerprint(resolver)
     named, others = _flows_to_name(flows, prev, held, fp)
+    extra = {"_ids_prev": prev.t["ids"], "fix_prev": prev.t["fix_prev"]}
+    views = {"learned_prev": LEARNED_PREV}
+    lat = _latency_prev(prev)
+    if lat is not None:  # (``_Pending``)
+        extra["_latency_prev_rows"] = lat
+        views["latency_prev"] = LATENCY_PREV
     run = _execute(files, named, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
-                   extra={"_ids_prev": prev.t["ids"], "fix_prev": prev.t["fix_prev"]},
-                   views={"learned_prev": LEARNED_PREV}, comp_ids=comp,
+                   extra=extra, views=views, comp_ids=comp,
                    content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
     run.extra["venue_fp"] = fp
     run.extra["stored"] = others
