@@ -1467,7 +1467,10 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
     # events names (every join below is on one of their ids: six scans of the set's ids
     # cost ~0.04 s a command at ~200k orders, for the few rows they can meet)
     n = g.filter(pc.and_(accepted, pc.invert(pc.fill_null(g.column("orphan"), False))))
-    old = _not_in(_named(ids, n, run.engine, prev.ids.get("ids")), "cid", g.column("cid"))
+    named = _named(ids, n, run.engine, prev.ids.get("ids"))
+    if named.num_rows == 0:
+        return None  # (none named: ``_not_in``'s set of this run's ~30k groups not made)
+    old = _not_in(named, "cid", g.column("cid"))
     if old.num_rows == 0:
         return None  # (every join below is with ``old``: none can meet a row)
     con = run.con if run.con is not None else _connect(1)
