@@ -31,7 +31,9 @@ How this works (the pattern of ``pcapflow.why_carry``).
   later file sends whole, as when ``C`` was ``T`` - ``SETTLE_NS``. A group that
   settles before ``C`` is final: written as final parts (``part-d*``) and kept by
   later commands as they are; the others are provisional (``part-t*``), made again
-  by the next command.
+  by the next command. A group answered before ``C`` that waits only for its RTT
+  samples is final but for ``decompose.sql`` (``_Pending``): its rows are carried, not
+  its messages, and each later command gives them their estimate until it settles.
 - *Carried rows* (``DATA/_state/capture_id=<id>/match/``): the matcher's input rows
   (final ones only) from ``K`` on, ``K`` = ``C`` or the oldest order of a group not
   final; the requests still open at ``K`` (a WebSocket request or HTTP request
