@@ -31,7 +31,9 @@ How this works (the pattern of ``pcapflow.why_carry``).
   later file sends whole, as when ``C`` was ``T`` - ``SETTLE_NS``. A group that
   settles before ``C`` is final: written as final parts (``part-d*``) and kept by
   later commands as they are; the others are provisional (``part-t*``), made again
-  by the next command.
+  by the next command. A group answered before ``C`` that waits only for its RTT
+  samples is final but for ``decompose.sql`` (``_Pending``): its rows are carried, not
+  its messages, and each later command gives them their estimate until it settles.
 - *Carried rows* (``DATA/_state/capture_id=<id>/match/``): the matcher's input rows
   (final ones only) from ``K`` on, ``K`` = ``C`` or the oldest order of a group not
   final; the requests still open at ``K`` (a WebSocket request or HTTP request
@@ -123,8 +125,9 @@ from .match import (
 from .tables.schemas import TABLES, without_capture_id
 from .venue_rules import Resolver
 
-VERSION = 5
-"""Of what ``save`` writes: 5, the tables read whole (``_IPC``) in one file
+VERSION = 6
+"""Of what ``save`` writes: 6, the groups final but for their RTT samples carried as rows
+(``_Pending``); 5, the tables read whole (``_IPC``) in one file
 (``IPC_FILE``) and each part of the window one file; 4, a file each (Arrow IPC, lz4); 3,
 all Parquet (no longer read: the next command matches the set whole, once)."""
 DIR = "match"
@@ -167,13 +170,18 @@ class Result:
     """``order_ids_forgotten`` rows (``IdBound``), written as final parts."""
 
 
+PEND_GROUPS = "pend_groups"
+"""In the carried state: the groups final but for their RTT samples (``_Pending``)."""
+PEND = {t: f"pend_{t}" for t in ("orders", "acks", "latency", "unmatched")}
+"""In the carried state: those groups' rows of each matcher table (``_Pending``)."""
+
 _CARRIED_TABLES = ("http_messages", "tcp_rtt", "scan", "content_http", "content_ws",
                    "comp_ids", "venues", "finalized", "max_req", "rtt_incomplete",
-                   "fix_messages")
+                   "fix_messages", PEND_GROUPS, *PEND.values())
 
 
 _IPC = frozenset(("scan", "content_http", "content_ws", "comp_ids", "venues",
-                  "finalized", "max_req", "rtt_incomplete"))
+                  "finalized", "max_req", "rtt_incomplete", PEND_GROUPS, *PEND.values()))
 """The state's tables only ``_Carried.load`` reads (whole): one file (``IPC_FILE``;
 ``pipelines.bundle``: Arrow IPC uncompressed, each table one chunk, as a table made of
 the previous one and a command's rows would grow a chunk per command, which every later
@@ -625,7 +633,8 @@ def _window(prev: _Carried | None, parts: StagedParts) -> Window:
     return Window.of_rows({t: _read(parts.old.get(t, []), t) for t in OUTPUT_TABLES})
 
 
-def _window_start(g: pa.Table, cut: int, last: int | None) -> int:
+def _window_start(g: pa.Table, cut: int, last: int | None,
+                  pend: _Pending | None = None) -> int:
     """The earliest time the next command's derive reads the matcher's rows from,
     at most (``why_carry``: its cut ``C`` and order cut ``P`` are no earlier than this
     command's cut and the orders still open, nor than ``PENDING_NS`` before its last
@@ -635,6 +644,8 @@ def _window_start(g: pa.Table, cut: int, last: int | None) -> int:
 
     open_o = ns_or_inf(g.column("order_ts"))[ns_or_inf(g.column("settle")) >= cut] if g.num_rows \
         else np.empty(0, np.int64)
+    if pend is not None and pend.groups.num_rows:  # (carried, still waiting: open too)
+        open_o = np.concatenate([open_o, ns_or_inf(pend.groups.column("order_ts"))])
     t = min(cut, int(open_o.min()) if len(open_o) else INF,
             (last if last is not None else INF) - why_carry.PENDING_NS)
     if t >= INF:
@@ -773,13 +784,21 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
                                       content_extra=content, views=views))
     try:
         out: dict[str, pa.Table] = {}
+        carried = views is not None and "latency_prev" in views
         for table, (temp, schema) in OUTPUTS.items():
             target = without_capture_id(schema)
             cols = ", ".join(f'"{f.name}"' for f in target)
-            out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}").to_arrow_table(), target)
+            mine = " WHERE carried IS NULL" if carried and table == "latency" else ""
+            out[table] = _cast(con.sql(f"SELECT {cols} FROM {temp}{mine}").to_arrow_table(),
+                               target)
         rules = con.sql("SELECT flow_id, venue, venue_source, dialect FROM flow_rules"
                         ).to_arrow_table()
         run = _Run(MatchOutput(flow_venue={}, tables=out), rules)
+        if carried:  # (``_Pending``: the carried groups' rows, given their estimate)
+            target = without_capture_id(TABLES["latency"])
+            cols = ", ".join(f'"{f.name}"' for f in target)
+            run.extra["latency_carried"] = _cast(con.sql(
+                f"SELECT {cols} FROM out_latency WHERE carried").to_arrow_table(), target)
         run.extra["named_flows"] = flows.select(["flow_id", "server_ip", "server_port"])
         enc = _q(con, "SELECT count(*) AS n FROM enc_flows")
         run.enc = int(enc.column(0)[0].as_py()) if enc is not None else 0
@@ -829,6 +848,8 @@ def _execute(files: Mapping[str, Sequence[Path]], flows: pa.Table, resolver: Res
                    a.exchange_order_id,
                    greatest(coalesce(o.ts, a.last_ts), coalesce(a.last_ts, o.ts)) AS last_ts,
                    o.correlation_id IS NULL AS orphan,
+                   coalesce(o.rtt_open, false) AS rtt_open,
+                   greatest(o.ts, coalesce(a.last_ts, o.ts)) AS answered_settle,
                    CASE WHEN o.correlation_id IS NULL THEN a.last_ts
                         WHEN NOT coalesce(a.has_ack, false) OR o.rtt_open
                         THEN greatest(coalesce(a.last_ts, o.ts), o.ts + {limit_ns})
@@ -894,6 +915,106 @@ def _split(run: _Run, cut: int, drop: pa.Array) -> tuple[dict[str, pa.Table],
         final[t] = rows.filter(pa.array(fin))
         prov[t] = rows.filter(pa.array(~fin & ~gone))
     return final, prov
+
+
+# --- groups final but for their RTT samples -----------------------------------------
+def rtt_only(g: pa.Table, cut: int) -> np.ndarray:
+    """Per group of ``g`` (``_Run.groups``): answered, not an orphan, its last row before
+    ``cut`` (which no later leg can come before: ``_legs_cut``), and open only for its
+    connection's RTT samples (``rtt_open``: fewer than ``RTT_AFTER`` after its order).
+    Such a group is final for everything but ``decompose.sql`` (``_Pending``)."""
+    if g.num_rows == 0:
+        return np.zeros(0, bool)
+    answered = pc.fill_null(pc.and_(pc.and_(g.column("has_ack"), pc.invert(
+        g.column("orphan"))), g.column("rtt_open")), False).to_numpy(zero_copy_only=False)
+    return (answered & (ns_or_inf(g.column("answered_settle")) < cut)
+            & (ns_or_inf(g.column("settle")) >= cut))
+
+
+_PEND_GROUPS = pa.schema([("cid", pa.string()), ("flow_id", pa.int64()),
+                          ("order_ts", pa.int64()), ("answered_settle", pa.int64())])
+_DECOMPOSED = ("network_est_ns", "network_method", "network_spread_ns", "network_samples",
+               "exchange_ns")
+"""Of ``latency``'s columns, those ``decompose.sql`` gives (from the RTT samples around
+the order); the others are the group's, fixed once it is answered (``network_rtt_ns``
+too: its order's own segment's sample is before the cut, and a later file's sample
+before the cut sends that command whole, ``_check_inputs``)."""
+
+LATENCY_PREV = ("SELECT * EXCLUDE (order_ts, ack_ts), epoch_ns(order_ts) AS order_ts, "
+                "epoch_ns(ack_ts) AS ack_ts, true AS carried FROM _latency_prev_rows")
+"""``latency.sql``'s ``latency_prev`` (``sql/common.sql``): the carried groups' ``latency``
+rows less ``_DECOMPOSED`` (``_latency_prev_rows``), times in int ns, marked ``carried``."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The groups final but for their RTT samples (``rtt_only``), carried as rows.
+
+    Matched again every command only for the windows of RTT samples ``decompose.sql``
+    takes around their orders (~10% of a 20-s file's groups at 50,000 packets/s: the
+    orders of its last ~2 s), they cost their share of every statement of the matcher.
+    Instead their messages are not carried (their ids go to ``ids`` and ``fix_prev``,
+    the checks' premises, as a final group's, and a group made again from carried
+    messages is dropped: ``finalized``), and their rows are: each command adds their
+    ``latency`` rows, less the columns ``decompose.sql`` gives (``_DECOMPOSED``), to its
+    own before ``decompose.sql`` runs (``latency_prev``: over the same samples, the
+    carried ones reaching back to their orders, ``save``'s ``kf``), and
+    ``_INCOMPLETE_SQL`` counts the samples after their orders with the others': a group
+    with ``RTT_AFTER`` of them (or past ``resume_pending_s``, or on a closed connection)
+    is final, the others provisional and carried again. Its ``orders``, ``acks`` and
+    ``unmatched`` rows go with its ``latency`` rows (final or provisional together, as
+    when it was matched again). (Run as statements of their own, ``decompose.sql`` and
+    the count cost ~0.06 s a command for ~2,800 rows: DuckDB's fixed cost a statement.)"""
+
+    final: dict[str, pa.Table]
+    prov: dict[str, pa.Table]
+    groups: pa.Table
+    """The groups still waiting (``_PEND_GROUPS``)."""
+    inc_fin: pa.Table
+    """(flow_id, method) of the orders final now with fewer than ``RTT_AFTER`` samples
+    after them (``rtt_incomplete``, as of a final group's)."""
+
+
+def _latency_prev(prev: _Carried) -> pa.Table | None:
+    """The carried groups' ``latency`` rows as ``LATENCY_PREV`` reads them (None: none)."""
+    lat = prev.t[PEND["latency"]]
+    if prev.t[PEND_GROUPS].num_rows == 0:
+        return None
+    return lat.drop_columns([c for c in _DECOMPOSED if c in lat.column_names])
+
+
+def _pending(prev: _Carried, run: _Run, cut: int, limit_ns: int) -> _Pending | None:
+    """The carried groups' rows of this command (``_Pending``; None: none carried)."""
+    pg = prev.t[PEND_GROUPS]
+    latency = run.extra.get("latency_carried")
+    if pg.num_rows == 0 or latency is None:
+        return None
+    keys = ["flow_id", "order_ts"]
+    inc = run.incomplete
+    if inc is None or inc.num_rows == 0:
+        inc = pa.table({"flow_id": pa.array([], pa.int64()), "order_ts": pa.array([], pa.int64()),
+                        "method": pa.array([], pa.string()), "seen": pa.array([], pa.bool_())})
+    inc = inc.select(["flow_id", "order_ts", "method", "seen"]).cast(pa.schema([
+        ("flow_id", pa.int64()), ("order_ts", pa.int64()), ("method", pa.string()),
+        ("seen", pa.bool_())]))
+    seen = inc.filter(pc.fill_null(inc.column("seen"), False)).select(keys)
+    opened = pg.join(seen.group_by(keys).aggregate([]), keys=keys, join_type="left semi")
+    is_open = pc.is_in(pg.column("cid"), value_set=opened.column("cid").combine_chunks())
+    base = ns_or_inf(pg.column("answered_settle"))
+    settle = np.where(is_open.to_numpy(zero_copy_only=False),
+                      np.maximum(base, ns_or_inf(pg.column("order_ts")) + limit_ns), base)
+    fin = settle < cut
+    fin_ids = pg.column("cid").filter(pa.array(fin)).combine_chunks()
+    inc_fin = inc.join(pg.filter(pa.array(fin)).select(keys), keys=keys,
+                       join_type="left semi").group_by(["flow_id", "method"]).aggregate([])
+    rows = {t: prev.t[PEND[t]] for t in OUTPUT_TABLES}
+    rows["latency"] = latency
+    final, prov = {}, {}
+    for t, r in rows.items():
+        r = r.cast(without_capture_id(TABLES[t]))
+        f = _by_cid(r, fin_ids) if len(fin_ids) else np.zeros(r.num_rows, bool)
+        final[t], prov[t] = r.filter(pa.array(f)), r.filter(pa.array(~f))
+    return _Pending(final, prov, pg.filter(pa.array(~fin)), inc_fin)
 
 
 _TS_COLUMNS = (("http_messages", "ts_last"), ("ws_messages", "ts_last"),
@@ -990,6 +1111,7 @@ def _match(stage_dir: Path, flows: pa.Table, resolver: Resolver, parts: StagedPa
             cut = min(cut, max(last - SETTLE_NS, _legs_cut(run)))
         STATS["cut"] = run.extra["final_cut"] = cut
         run.extra["id_bound"] = (bound, last)
+        run.extra["limit_ns"] = limit_ns
         return _finish(stage_dir, flows, parts, keep, prev, run, held, cut, last)
     finally:
         run.close()
@@ -1034,6 +1156,14 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
     drop = (prev.t["finalized"].column("cid").combine_chunks() if prev is not None
             else pa.array([], pa.string()))
     final, prov = _split(run, cut, drop)
+    pend = (_pending(prev, run, cut, int(run.extra["limit_ns"]))
+            if prev is not None else None)
+    if pend is not None:  # (the carried groups' rows: ``_Pending``)
+        final = {t: pa.concat_tables([final[t], pend.final[t].cast(final[t].schema)])
+                 for t in OUTPUT_TABLES}
+        prov = {t: pa.concat_tables([prov[t], pend.prov[t].cast(prov[t].schema)])
+                for t in OUTPUT_TABLES}
+    run.extra["pending"] = pend
     venue, source = _venue_maps(run.rules)
     others = run.extra.get("stored")
     if others is not None and others.num_rows:  # (``_flows_to_name``: as they were)
@@ -1063,7 +1193,7 @@ def _finish(stage_dir: Path, flows: pa.Table, parts: StagedParts, keep: bool,
         c = time.process_time()
         save(stage_dir, parts, prev, run, cut, held, flows)
         assert run.groups is not None
-        kept = win.advance(final, _window_start(run.groups, cut, last)).save(
+        kept = win.advance(final, _window_start(run.groups, cut, last, pend)).save(
             stage_dir / store.STATE / DIR)
         keep_state_files(stage_dir, [f"{DIR}/{n}" for n in [*kept, *run.extra.pop("ids_kept")]])
         STATS["save_s"] = time.process_time() - c
@@ -1141,9 +1271,14 @@ def _incremental(stage_dir: Path, parts: StagedParts, prev: _Carried, flows: pa.
             for r in prev.t["comp_ids"].to_pylist()}
     fp = _venue_fingerprint(resolver)
     named, others = _flows_to_name(flows, prev, held, fp)
+    extra = {"_ids_prev": prev.t["ids"], "fix_prev": prev.t["fix_prev"]}
+    views = {"learned_prev": LEARNED_PREV}
+    lat = _latency_prev(prev)
+    if lat is not None:  # (``_Pending``)
+        extra["_latency_prev_rows"] = lat
+        views["latency_prev"] = LATENCY_PREV
     run = _execute(files, named, resolver, cands, held=held, limit_ns=limit_ns, cut=cut,
-                   extra={"_ids_prev": prev.t["ids"], "fix_prev": prev.t["fix_prev"]},
-                   views={"learned_prev": LEARNED_PREV}, comp_ids=comp,
+                   extra=extra, views=views, comp_ids=comp,
                    content={"http": prev.t["content_http"], "ws": prev.t["content_ws"]})
     run.extra["venue_fp"] = fp
     run.extra["stored"] = others
@@ -1334,7 +1469,10 @@ def _check_ids(prev: _Carried, run: _Run) -> str | None:
     # events names (every join below is on one of their ids: six scans of the set's ids
     # cost ~0.04 s a command at ~200k orders, for the few rows they can meet)
     n = g.filter(pc.and_(accepted, pc.invert(pc.fill_null(g.column("orphan"), False))))
-    old = _not_in(_named(ids, n, run.engine, prev.ids.get("ids")), "cid", g.column("cid"))
+    named = _named(ids, n, run.engine, prev.ids.get("ids"))
+    if named.num_rows == 0:
+        return None  # (none named: ``_not_in``'s set of this run's ~30k groups not made)
+    old = _not_in(named, "cid", g.column("cid"))
     if old.num_rows == 0:
         return None  # (every join below is with ``old``: none can meet a row)
     con = run.con if run.con is not None else _connect(1)
@@ -1491,7 +1629,12 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
     settle = ns_or_inf(g.column("settle"))
     order_ts = ns_or_inf(g.column("order_ts"))
     k = cut  # rows of later files follow it; before it, the rows of open groups
-    open_ids = g.column("cid").filter(pa.array(settle >= cut))
+    # (the groups final but for their RTT samples are final here but for their rows:
+    # ``_Pending``; ``fin``, for the SQL below)
+    only = rtt_only(g, cut)
+    fin_mask = (settle < cut) | only
+    g = g.append_column("fin", pa.array(fin_mask))
+    open_ids = g.column("cid").filter(pa.array(~fin_mask))
     grows = []  # (flow, direction, offset) of the messages of the groups not final
     for t, direction in (("orders", "out"), ("acks", "in")):
         rows = run.out.tables[t]
@@ -1586,8 +1729,12 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         rtt = _clean_rtt(_read(rtt_src, "tcp_rtt"))
         con.register("rtt", rtt)
         con.register("g", g)
-        kf = f"""coalesce((SELECT min(order_ts) FROM g WHERE g.flow_id = r.flow_id
-                           AND g.settle >= {cut} AND NOT g.orphan), {cut})"""
+        pend = run.extra.get("pending")
+        con.register("pend_o", pend.groups if pend is not None else _PEND_GROUPS.empty_table())
+        kf = f"""least(coalesce((SELECT min(order_ts) FROM g WHERE g.flow_id = r.flow_id
+                                 AND g.settle >= {cut} AND NOT g.orphan), {cut}),
+                       coalesce((SELECT min(order_ts) FROM pend_o p
+                                 WHERE p.flow_id = r.flow_id), {cut}))"""
         kept = _tables(con, f"""
             SELECT * EXCLUDE (kf, n) FROM (
                 SELECT r.*, least({kf}, {cut}) AS kf,
@@ -1608,7 +1755,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         # --- venues, ids of the set's final orders, final groups made again later
         # the venues of the flows with final rows (a flow named later changes them)
         # (pyarrow: a DuckDB statement costs more than these few rows)
-        is_fin = pa.array(settle < cut)
+        is_fin = pa.array(fin_mask)
         g_fin = g.filter(is_fin)
         was = prev.t["venues"].column("flow_id").combine_chunks() if prev is not None \
             else pa.array([], pa.int64())
@@ -1634,9 +1781,9 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
         con.register("carried", pa.concat_tables(
             [c.cast(pa.schema([("flow_id", pa.int64()), ("direction", pa.string()),
                                ("stream_offset", pa.int64())])) for c in carried]))
-        small["finalized"] = (_tables(con, f"""
+        small["finalized"] = (_tables(con, """
             SELECT cid, has_ack, has_engine FROM g
-            WHERE settle < {cut} AND cid IN (
+            WHERE fin AND cid IN (
                 SELECT m.cid FROM msgs m JOIN carried c USING (flow_id, direction,
                                                              stream_offset))""")
                        if any(c.num_rows for c in carried) else pa.table({
@@ -1654,6 +1801,9 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
                   ON g.flow_id = i.flow_id AND g.order_ts = i.order_ts AND g.settle < {cut}""")
         else:
             inc_fin = empty_inc
+        if pend is not None and pend.inc_fin.num_rows:
+            inc_fin = pa.concat_tables([inc_fin.cast(empty_inc.schema),
+                                        pend.inc_fin.cast(empty_inc.schema)])
         if prev is not None and prev.t["rtt_incomplete"].num_rows:
             both = pa.concat_tables([prev.t["rtt_incomplete"].select(["flow_id", "method"])
                                      .cast(empty_inc.schema), inc_fin.cast(empty_inc.schema)])
@@ -1661,6 +1811,7 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
                                         value_set=pa.array(held, pa.int64())))
             inc_fin = both.group_by(["flow_id", "method"]).aggregate([])
         small["rtt_incomplete"] = inc_fin
+        _save_pending(small, run, g, only, prev, pend)
         _save_fix(con, out, prev, run, final_files["fix_messages"], cut,
                   pa.concat_tables(grows))
     finally:
@@ -1671,6 +1822,33 @@ def save(stage_dir: Path, parts: StagedParts, prev: _Carried | None, run: _Run, 
     (out / "meta.json").write_text(json.dumps({"version": VERSION, "cut": cut, "k": k,
                                                "venue_fp": run.extra.get("venue_fp", ""),
                                                "forgot": forgot}))
+
+
+def _save_pending(small: dict[str, pa.Table], run: _Run, g: pa.Table, only: np.ndarray,
+                  prev: _Carried | None, pend: _Pending | None) -> None:
+    """The groups final but for their RTT samples (``_Pending``) the next command is
+    given as rows: this run's (``only``; not those it made again from carried messages
+    though final already: dropped, ``finalized``) and the carried ones still waiting."""
+    new = g.filter(pa.array(only))
+    if prev is not None and new.num_rows and prev.t["finalized"].num_rows:
+        new = new.filter(pc.invert(pc.is_in(
+            new.column("cid"), value_set=prev.t["finalized"].column("cid").combine_chunks())))
+    groups = pa.table({"cid": new.column("cid").cast(pa.string()),
+                       "flow_id": new.column("flow_id").cast(pa.int64()),
+                       "order_ts": new.column("order_ts").cast(pa.int64()),
+                       "answered_settle": new.column("answered_settle").cast(pa.int64())},
+                      schema=_PEND_GROUPS)
+    cids = groups.column("cid").combine_chunks()
+    for t in OUTPUT_TABLES:
+        rows = run.out.tables[t]
+        rows = rows.filter(pa.array(_by_cid(rows, cids))) if len(cids) else rows.slice(0, 0)
+        if pend is not None:
+            rows = pa.concat_tables([rows, pend.prov[t].cast(rows.schema)])
+        small[PEND[t]] = rows
+    if pend is not None:
+        groups = pa.concat_tables([groups, pend.groups.cast(_PEND_GROUPS)])
+    small[PEND_GROUPS] = groups
+    STATS["pending"] = groups.num_rows
 
 
 _FIX_PREV = pa.schema([("flow_id", pa.int64()), ("client_order_id", pa.string()),
@@ -1751,7 +1929,7 @@ def _save_fix(con: duckdb.DuckDBPyConnection, out: Path, prev: _Carried | None, 
                    o.kind, coalesce(g.has_ack, false) AS has_ack, false AS orphan,
                    epoch_ns(o.ts) AS ts
             FROM _mc_orders o JOIN g ON g.cid = o.correlation_id
-            WHERE g.settle < {cut}
+            WHERE g.fin
             UNION ALL
             SELECT a.flow_id::BIGINT, a.client_order_id, a.orig_client_order_id, NULL,
                    true, true, epoch_ns(a.ts)

@@ -121,3 +121,15 @@ CREATE OR REPLACE TABLE learned_prev (
 CREATE OR REPLACE TABLE fix_prev (
     flow_id BIGINT, client_order_id VARCHAR, orig_client_order_id VARCHAR, kind VARCHAR,
     has_ack BOOLEAN, orphan BOOLEAN);
+
+-- Latency rows of a rotation's earlier files whose groups wait only for RTT samples
+-- (pipelines/match_carry.py registers its own over this empty one, carried = true):
+-- latency.sql adds them to out_latency, so decompose.sql gives them their network
+-- estimate with this match's own rows, over the same samples, as over the whole set.
+CREATE OR REPLACE TABLE latency_prev (
+    venue VARCHAR, endpoint VARCHAR, flow_id BIGINT, protocol VARCHAR, kind VARCHAR,
+    leg VARCHAR, correlation_id VARCHAR, request_id VARCHAR, client_order_id VARCHAR,
+    orig_client_order_id VARCHAR, target_order_id VARCHAR, order_ts BIGINT, ack_ts BIGINT,
+    latency_ns BIGINT, network_rtt_ns BIGINT, exchange_ns BIGINT, status VARCHAR,
+    decoded BOOLEAN, exchange_order_id VARCHAR, error_code VARCHAR, ack_flow_id BIGINT,
+    carried BOOLEAN);

@@ -9,7 +9,7 @@
 -- that rode on a data segment (typically the reply itself, on REST) measures the
 -- exchange's processing too, so it gives no network_rtt_ns (null, not zero);
 -- nor does a segment that was retransmitted before its ACK (Karn's rule).
--- Input: all_orders, all_acks, engine_acks, tcp_rtt.
+-- Input: all_orders, all_acks, engine_acks, tcp_rtt, latency_prev.
 
 -- Only the segments that end an order are looked up.
 CREATE OR REPLACE TEMP TABLE rtt_by_segment AS
@@ -36,7 +36,9 @@ SELECT o.venue, o.endpoint, o.flow_id, o.protocol, o.kind, a.leg, o.correlation_
        a.status, o.decoded, a.exchange_order_id, a.error_code, a.flow_id AS ack_flow_id
 FROM all_orders o
 JOIN out_acks a ON a.order_key = o.order_key
-LEFT JOIN rtt_by_segment r ON r.flow_id = o.flow_id AND r.ts = o.ts;
+LEFT JOIN rtt_by_segment r ON r.flow_id = o.flow_id AND r.ts = o.ts
+UNION ALL BY NAME  -- (a rotation's carried rows, their segment's sample kept: common.sql)
+SELECT * FROM latency_prev;
 
 CREATE OR REPLACE TEMP TABLE out_unmatched AS
 SELECT o.venue, o.flow_id, 'order' AS what, o.endpoint, o.kind, o.correlation_id, o.ts,

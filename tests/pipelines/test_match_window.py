@@ -109,7 +109,7 @@ def test_a_derive_reading_older_rows_reads_them_from_the_parts(
     """A window that begins after what the derive reads (here: one made too short)
     fails ``why_carry.check``; the command derives the set whole, reading the rows
     left out from the set's parts, and the tables are still one ingest's."""
-    monkeypatch.setattr(match_carry, "_window_start", lambda g, cut, last: cut + 10**10)
+    monkeypatch.setattr(match_carry, "_window_start", lambda g, cut, last, pend=None: cut + 10**10)
     one, parts, keys = _files(tmp_path, "binance_tick_tls13.pcap", 7)
     data = tmp_path / "data"
     for p in parts:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from helpers.capture_split import split
@@ -107,6 +108,36 @@ def test_many_cuts_match_incrementally_as_one_ingest(
     assert_same_rows(one, data)
     if finals:  # groups settled: final parts kept by later commands
         assert _finals(data)
+
+
+@pytest.mark.parametrize("name", ["binance_wsapi_tls13.pcap", "fix44_plain.pcap"])
+def test_groups_waiting_only_for_rtt_samples_are_carried_as_rows(
+        tmp_path: Path, cut_now: None, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A group answered before the cut whose connection has fewer than ``RTT_AFTER``
+    samples after its order is final but for ``decompose.sql`` (``match_carry._Pending``):
+    its messages are not carried, so no later command matches it again; its rows are,
+    and each later command gives them their network estimate until the samples follow
+    (the WebSocket sample's settle; the FIX sample's, with few pure ACKs, wait to the
+    end). The tables are one ingest's."""
+    _pending(monkeypatch, 300)
+    seen: list[tuple[int, int]] = []
+    given = match_carry._pending
+
+    def spy(prev: Any, run: Any, cut: int, limit_ns: int) -> Any:
+        p = given(prev, run, cut, limit_ns)
+        waiting = prev.t[match_carry.PEND_GROUPS].column("cid").combine_chunks()
+        assert not pc.any(pc.is_in(run.groups.column("cid"), value_set=waiting)).as_py()
+        if p is not None:
+            seen.append((p.final["latency"].num_rows, p.prov["latency"].num_rows))
+        return p
+
+    monkeypatch.setattr(match_carry, "_pending", spy)
+    one, data, _ = _one_per_call(SAMPLES / name, 9, tmp_path)
+    assert match_carry.WHOLE == []
+    assert_same_rows(one, data)
+    assert any(p for _, p in seen)  # carried on
+    if name.startswith("binance"):
+        assert any(f for f, _ in seen)  # and final once their samples came
 
 
 def test_an_order_acked_files_later(tmp_path: Path, cut_now: None,
