@@ -649,7 +649,8 @@ def _grow(a, need):
     if need <= a.shape[0]:
         return a
     out = np.empty(max(need, 2 * a.shape[0]), a.dtype)
-    out[: a.shape[0]] = a
+    for k in range(a.shape[0]):  # (a loop: ``_scan``'s note on copies)
+        out[k] = a[k]
     return out
 
 
@@ -773,7 +774,9 @@ def _remember(ckey, ccode, cnext, t, r, w, kw, nw, code):
 # on the stack (~70 per ``_match``, a quarter of what was left; ``levels``, called
 # twice a depth update, costs more inlined than called: it is ``plain_levels`` there,
 # of 5 arguments).
-# Such a kernel cannot make an array, so ``_scan`` makes them all and grows them:
+# Such a kernel cannot make an array, so ``_scan`` makes them all and grows them (its
+# copies are loops: a slice assignment's shape check compiles Numba's formatting of its
+# error message, ~4 s of CPU on an empty cache for the five array types grown here):
 # before each payload ``_loop`` checks there is room for the most a payload can add (a
 # row, a symbol, a stream per rule), and when there is not it returns, ``_scan`` grows
 # what it asked for and calls it again at that payload.
@@ -870,11 +873,12 @@ def _scan(data, offsets, select, node_key, node_keylen, node_idx, node_child, no
             stream_code = _grow(stream_code, at[_NEED_ROWS])
             sym_code = _grow(sym_code, at[_NEED_ROWS])
             big = np.empty((4, row.shape[0]), np.int64)
-            big[:, :out] = ints[:, :out]
-            ints = big
             bigv = np.empty((4, row.shape[0]), np.bool_)
-            bigv[:, :out] = valid[:, :out]
-            valid = bigv
+            for f in range(4):
+                for k in range(out):
+                    big[f, k] = ints[f, k]
+                    bigv[f, k] = valid[f, k]
+            ints, valid = big, bigv
         symbol = _grow(symbol, at[_NEED_SYM])
         stream = _grow(stream, at[_NEED_STREAM])
         sym_end = _grow(sym_end, at[_NEED_NSYM])
