@@ -121,6 +121,7 @@ def install() -> bool:
             # (None: not cached, or the guard swallowed an I/O error: compile instead)
         if cres is None:  # a compile follows: with the extensions, as Numba would
             _init_entry_points()
+            _first_compile()
         return cres
 
     cache.load_overload = load_overload
@@ -129,6 +130,28 @@ def install() -> bool:
     _defer_entry_points()
     _INSTALLED = True
     return True
+
+
+_ON_COMPILE: list[tuple[int, Callable[[], None]]] = []
+"""(pid, callback) of ``on_first_compile``: called before this process's first compile."""
+
+
+def on_first_compile(callback: Callable[[], None]) -> None:
+    """Have ``callback`` called once, in this process only (not in workers it forks),
+    before the first kernel it must compile instead of loading it from Numba's cache:
+    the first run after installing, or after a kernel's source changed. The command
+    line says then why a first run pauses (about a minute of CPU for TLS, HTTP,
+    WebSocket and FIX: README, "Speed")."""
+    _ON_COMPILE.append((os.getpid(), callback))
+
+
+def _first_compile() -> None:
+    pid = os.getpid()
+    calls = [c for p, c in _ON_COMPILE if p == pid]
+    _ON_COMPILE.clear()
+    for c in calls:
+        with contextlib.suppress(Exception):  # (a notice: never a reason to fail)
+            c()
 
 
 OWN = "pcapflow."

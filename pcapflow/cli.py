@@ -143,6 +143,20 @@ def _import_compute_without_docs() -> None:
         docscrape.NumpyDocString = reader
 
 
+COMPILING = ("compiling pcapflow's kernels for this machine (once after installing: about "
+             "a minute of CPU; later runs load them)")
+
+
+def compiling_notice() -> None:
+    """Say on stderr, once, when this command must compile a kernel (``jitload``): on a
+    terminal only, as the progress bars (piped, no line for a script to skip)."""
+    if not console.is_terminal:
+        return
+    from .parsers import jitload
+
+    jitload.on_first_compile(lambda: console.print(f"[dim]{COMPILING}[/dim]", highlight=False))
+
+
 @app.command()
 def ingest(
     captures: Annotated[
@@ -241,6 +255,7 @@ def ingest(
     from .dataset import data_dir
 
     _startup_done()  # (its libraries are in: see there)
+    compiling_notice()
     plan = api.capture_sets(captures, sets=not separate)
     named = {f for s in plan for f in s}
     for c in captures:

@@ -79,7 +79,8 @@ def run(data: Path | None = None, out_dir: Path = DEFAULT_OUT) -> DemoResult:
     bundled = samples.samples()
     keylogs = [s.keylog for s in bundled if s.keylog is not None]
     with console.status(f"ingesting {len(bundled)} sample captures from "
-                        f"{samples.sample_dir()} (first run compiles kernels: ~20 s)"):
+                        f"{samples.sample_dir()} (the first run compiles kernels: about a "
+                        "minute)"):
         api.ingest([s.capture for s in bundled], keylog=keylogs, data=data, venues=venue_map)
     with Dataset(data) as ds:
         by_venue = report.build(ds, by="venue")

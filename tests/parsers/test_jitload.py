@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers.path_compare import assert_same_tables, read_tables
 from helpers.paths import SAMPLES
 
@@ -110,10 +111,12 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import pcapflow.parsers.jitload as jitload
 assert jitload.install()
+notices = []
+jitload.on_first_compile(lambda: notices.append("compiling"))
 import jitload_probe
 got = jitload_probe.doubled(5).tolist()
 print(json.dumps({"got": got, "hits": sum(jitload_probe.doubled.stats.cache_hits.values()),
-                  "arrayobj": "numba.np.arrayobj" in sys.modules}))
+                  "arrayobj": "numba.np.arrayobj" in sys.modules, "notices": notices}))
 """
 
 
@@ -133,6 +136,37 @@ def test_a_kernel_compiled_with_the_lighter_load_is_cached_and_loads(tmp_path: P
     assert first["got"] == second["got"] == [0, 2, 4, 6, 8]
     assert first["hits"] == 0 and second["hits"] == 1  # compiled and saved, then loaded
     assert second["arrayobj"] is False
+    # the command line's notice (``on_first_compile``): before the compile only
+    assert first["notices"] == ["compiling"] and second["notices"] == []
+
+
+def test_the_first_compile_notice_is_said_once_and_only_by_its_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pcapflow.parsers import jitload
+
+    from pcapflow import cli
+
+    class Terminal:
+        def __init__(self, is_terminal: bool) -> None:
+            self.is_terminal, self.said = is_terminal, []
+
+        def print(self, text: str, **_: object) -> None:
+            self.said.append(text)
+
+    monkeypatch.setattr(jitload, "_ON_COMPILE", [])
+    piped = Terminal(False)
+    monkeypatch.setattr(cli, "console", piped)
+    cli.compiling_notice()
+    assert jitload._ON_COMPILE == []  # piped: nothing to say
+    term = Terminal(True)
+    monkeypatch.setattr(cli, "console", term)
+    cli.compiling_notice()
+    jitload._ON_COMPILE.append((os.getpid() + 1, lambda: term.said.append("a forked worker")))
+    jitload._first_compile()
+    jitload._first_compile()  # (a second compile in the same command: said once)
+    assert term.said == [f"[dim]{cli.COMPILING}[/dim]"]
 
 
 _USE_RUNTIME = r"""
