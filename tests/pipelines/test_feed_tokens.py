@@ -68,7 +68,9 @@ def _both(payloads: list[str]) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# (50 examples: generating them is the test's cost, ~0.4 s each; the seeded tests below add
+# 4,500 generated payloads of the feed scan's own shapes)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(docs=st.lists(_doc_st, min_size=1, max_size=20),
        wrap=st.booleans(), seps=st.sampled_from([(",", ":"), (", ", ": "), (",", " : ")]),
        ascii_only=st.booleans(), edits=st.lists(st.integers(0, 6), min_size=20, max_size=20),
